@@ -1,0 +1,1 @@
+"""The `commandcenter` command: wires the capability packages into running roles."""

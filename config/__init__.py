@@ -1,0 +1,1 @@
+"""Typed settings, site plans (TOML) and demo data."""

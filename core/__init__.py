@@ -1,0 +1,1 @@
+"""Shared infrastructure: database, event bus, audit log, identity."""

@@ -1,0 +1,1 @@
+"""Call-taking, incidents, units, response plans, recommendation, AVL, exchange formats."""

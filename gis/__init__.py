@@ -1,0 +1,1 @@
+"""Jurisdictions, gazetteer, routing/ETA, spatial index, map building, offline tiles."""

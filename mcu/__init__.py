@@ -1,0 +1,1 @@
+"""Conference engine: rooms, participants, chair control, audio mixer, video compositor, encoders."""

@@ -1,0 +1,1 @@
+"""Camera ingest, segmenting, storage/retention, transparency log, playback, export + verification."""

@@ -1,0 +1,1 @@
+"""FastAPI app: pages, REST API, websockets, locally served static assets."""
