@@ -1,0 +1,194 @@
+"""`commandcenter`: start the system, migrate the database, manage users, check config files."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from config.errors import ConfigError
+from config.settings import Settings, load_settings
+
+log = logging.getLogger("commandcenter")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commandcenter",
+        description="Video conferencing MCU and emergency command centre.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="settings TOML (default: $CC_CONFIG or built-in defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the system (embedded PostgreSQL unless DATABASE_URL is set)",
+                        description="Start every role in this process, or one role with --role.")
+    up.add_argument("--role", choices=["all", "web", "mcu", "recorder"], default="all")
+    up.add_argument("--node-name", help="this node's name in the site plan (default: settings.node_name)")
+
+    db = sub.add_parser("db", help="database tasks").add_subparsers(dest="db_command", required=True, metavar="TASK")
+    db.add_parser("migrate", help="apply pending migrations and exit")
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True,
+                                                                       metavar="ACTION")
+    add = user.add_parser("add", help="create a user")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, help="admin, chair, operator, calltaker, dispatcher, inspector, viewer")
+    add.add_argument("--display-name", default="")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user.add_parser("list", help="list users")
+    passwd = user.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    cfg = sub.add_parser("config", help="configuration tasks").add_subparsers(dest="config_command", required=True,
+                                                                             metavar="TASK")
+    check = cfg.add_parser("check", help="validate a settings file or a site plan")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat: "):
+            raise ValueError("passwords differ")
+        return first
+    raise ValueError("no password: use --password-stdin or run in a terminal")
+
+
+async def _with_services(settings: Settings, work: Callable[..., Awaitable[int]]) -> int:
+    from core.runtime import CoreServices
+
+    services = await CoreServices.start(settings, seed=False)
+    try:
+        return await work(services)
+    finally:
+        await services.stop()
+
+
+def _print_banner(settings: Settings, seeded: list) -> None:  # type: ignore[type-arg]
+    lines = ["", f"commandcenter is running: {settings.base_url}",
+             f"  demo conference: {settings.base_url}/join/80000001"]
+    if seeded:
+        lines.append("First logins (shown once; only password hashes are stored):")
+        lines += [f"  {a.username:<12} {a.password:<20} ({a.role})" for a in seeded]
+    else:
+        lines.append("Users exist already. Reset a password with: commandcenter user passwd NAME")
+    lines.append("Stop with Ctrl-C (or SIGTERM).")
+    print("\n".join(lines), flush=True)
+
+
+async def _up(settings: Settings, role: str) -> int:
+    import uvicorn
+
+    from core.runtime import CoreServices
+    from web_console.app import create_app
+
+    if role in ("mcu", "recorder"):
+        print(f"role {role!r} has no separate process yet; run --role all", file=sys.stderr)
+        return EXIT_USAGE
+    services = await CoreServices.start(settings)
+    try:
+        # The app's lifespan stops the services: uvicorn re-raises SIGTERM once it has served,
+        # so code after `serve()` may never run.
+        app = create_app(services, manage_lifecycle=True)
+        http = settings.http
+        config = uvicorn.Config(
+            app, host=http.host, port=http.port, log_level="info", access_log=False,
+            ssl_certfile=str(http.tls_certificate) if http.tls_certificate else None,
+            ssl_keyfile=str(http.tls_key) if http.tls_key else None,
+        )
+        server = uvicorn.Server(config)
+        _print_banner(settings, services.seeded)
+        await server.serve()  # returns on SIGINT/SIGTERM
+        return EXIT_OK if server.started else EXIT_FAILED
+    finally:
+        await services.stop()
+
+
+def _config_check(path: Path) -> int:
+    from config.errors import load_toml
+    from config.site_plan import load_site_plan
+
+    data, _ = load_toml(path)
+    if "city" in data:
+        plan = load_site_plan(path)
+        outside = plan.positions_outside_their_county()
+        for problem in outside:
+            print(f"{path}: warning: {problem}", file=sys.stderr)
+        print(f"{path}: site plan OK ({len(plan.counties)} counties, {len(plan.townships)} townships, "
+              f"{len(plan.meeting_rooms)} meeting rooms, {len(plan.halls)} halls, {len(plan.units)} units)")
+    else:
+        load_settings(path)
+        print(f"{path}: settings OK")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        return _config_check(args.file)
+    settings = load_settings(args.config)
+    if args.node_name if args.command == "up" else False:
+        settings.node_name = args.node_name
+    if args.command == "up":
+        return asyncio.run(_up(settings, args.role))
+    if args.command == "db":
+        async def migrate(services: object) -> int:
+            print("database schema is current")
+            return EXIT_OK
+        return asyncio.run(_with_services(settings, migrate))
+    if args.command == "user":
+        return asyncio.run(_with_services(settings, lambda s: _user_command(s, args)))
+    raise AssertionError(args.command)
+
+
+async def _user_command(services: object, args: argparse.Namespace) -> int:
+    from core.runtime import CoreServices
+
+    assert isinstance(services, CoreServices)
+    if args.user_command == "list":
+        for u in await services.identity.list_users():
+            state = "disabled" if u.disabled else ("locked" if u.locked_until else "active")
+            print(f"{u.username:<16} {u.role.value:<11} {state:<8} {u.display_name}")
+        return EXIT_OK
+    password = _read_password(args.password_stdin)
+    if args.user_command == "add":
+        await services.identity.create_user(args.username, password, args.role, args.display_name)
+        await services.audit.record("cli", "user.create", args.username, detail={"role": args.role})
+        print(f"created user {args.username} ({args.role})")
+    else:
+        await services.identity.set_password(args.username, password)
+        await services.audit.record("cli", "user.password", args.username)
+        print(f"password changed for {args.username}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `commandcenter` console script."""
+    from core.identity import IdentityError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (IdentityError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

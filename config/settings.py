@@ -1,0 +1,145 @@
+"""The typed, validated settings of a commandcenter installation.
+
+Sources, lowest priority first: built-in defaults, a TOML file (`commandcenter --config FILE`
+or `CC_CONFIG`), then environment variables `CC_<SECTION>__<FIELD>` (e.g. `CC_HTTP__PORT=8081`).
+`DATABASE_URL` selects an external PostgreSQL instead of the embedded one.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from config.errors import ConfigError, describe_validation_error, load_toml
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    session_idle_seconds: int = Field(1800, ge=1, description="session ends after this much inactivity")
+    session_max_seconds: int = Field(12 * 3600, ge=1, description="session ends this long after login")
+    default_language: Literal["zh-CN", "en"] = "zh-CN"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSettings:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("tls_certificate and tls_key must be set together")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certificate else "http"
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(None, description="external PostgreSQL; unset = embedded under var/pg")
+    pool_size: int = Field(10, ge=1, le=200)
+
+
+class SecuritySettings(_Section):
+    password_min_length: int = Field(10, ge=8, le=128)
+    lockout_failures: int = Field(5, ge=1, le=100)
+    lockout_seconds: int = Field(900, ge=1)
+
+
+class SipSettings(_Section):
+    udp_port: int = Field(5060, ge=1, le=65535)
+    tcp_port: int = Field(5060, ge=1, le=65535)
+    tls_port: int = Field(5061, ge=1, le=65535)
+
+
+class H323Settings(_Section):
+    signalling_port: int = Field(1720, ge=1, le=65535)
+    ras_port: int = Field(1719, ge=1, le=65535)
+
+
+class RtpSettings(_Section):
+    port_min: int = Field(20000, ge=1024, le=65535)
+    port_max: int = Field(29999, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _range(self) -> RtpSettings:
+        if self.port_min >= self.port_max:
+            raise ValueError("port_min must be below port_max")
+        return self
+
+
+class EmergencySettings(_Section):
+    numbers: list[str] = Field(default_factory=lambda: ["110", "119", "120", "122"])
+
+    @field_validator("numbers")
+    @classmethod
+    def _digits(cls, v: list[str]) -> list[str]:
+        for n in v:
+            if not n.isdigit():
+                raise ValueError(f"emergency number {n!r} must be digits only")
+        return v
+
+
+class DemoSettings(_Section):
+    enabled: bool = True
+    demo_sites: bool = Field(True, description="synthetic sites in the standing demo conference")
+    seed_users: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Sections mirror the TOML tables."""
+
+    model_config = SettingsConfigDict(env_prefix="CC_", env_nested_delimiter="__", extra="forbid")
+
+    var_dir: Path = Path("var")
+    site_plan: Path = DEMO_DIR / "yunfu.toml"
+    node_name: str = "city"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    h323: H323Settings = Field(default_factory=H323Settings)
+    rtp: RtpSettings = Field(default_factory=RtpSettings)
+    emergency: EmergencySettings = Field(default_factory=EmergencySettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (the file's values arrive as init kwargs).
+        return (env_settings, init_settings)
+
+    @property
+    def database_url(self) -> str | None:
+        return self.database.url or os.environ.get("DATABASE_URL") or None
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.http.scheme}://{self.http.host}:{self.http.port}"
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Settings from `path` (or `CC_CONFIG`) plus the environment; ConfigError names file/line/field."""
+    path = path or os.environ.get("CC_CONFIG")
+    data: dict[str, Any] = {}
+    text = ""
+    if path:
+        path = Path(path)
+        data, text = load_toml(path)
+    try:
+        settings = Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(path or "<environment>", describe_validation_error(err, text)) from None
+    if path and not settings.site_plan.is_absolute():
+        settings.site_plan = (Path(path).parent / settings.site_plan).resolve()
+    return settings

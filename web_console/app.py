@@ -1,0 +1,118 @@
+"""The FastAPI application: pages, REST API, the events websocket and local static assets."""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from core.runtime import CoreServices
+from web_console.auth import LANG_COOKIE, Forbidden, NotAuthenticated, current_principal
+from web_console.i18n import LANGUAGES, translate
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+NODE_MODULES = HERE / "frontend" / "node_modules"
+# Front-end packages served under /static/vendor/<name>/ (installed from npm by `make`).
+VENDOR_PACKAGES = ("swagger-ui-dist", "leaflet", "hls.js")
+
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def language_of(request: Request) -> str:
+    """?lang= wins, then the cookie, then the configured default (zh-CN)."""
+    lang = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+    if lang in LANGUAGES:
+        return lang
+    services: CoreServices = request.app.state.services
+    return services.settings.http.default_language
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    """Render a page with the translation helper, the caller and their CSRF token."""
+    lang = language_of(request)
+    principal = getattr(request.state, "principal", None)
+    response = templates.TemplateResponse(
+        request, template,
+        {"lang": lang, "t": lambda key, **kw: translate(lang, key, **kw), "principal": principal,
+         "user": principal.user if principal else None,
+         "csrf_token": principal.csrf_token if principal else "", **context},
+        status_code=status_code,
+    )
+    if request.query_params.get("lang") in LANGUAGES:
+        response.set_cookie(LANG_COOKIE, lang, samesite="strict", max_age=365 * 86400)
+    return response
+
+
+def wants_html(request: Request) -> bool:
+    return not request.url.path.startswith(("/api/", "/ws/")) and request.url.path not in ("/openapi.json",)
+
+
+def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> FastAPI:
+    """Build the app around running core services.
+
+    With `manage_lifecycle`, the app's lifespan stops the services on shutdown (SIGTERM).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if manage_lifecycle:
+            await services.stop()
+            log.info("commandcenter stopped")
+
+    app = FastAPI(
+        title="commandcenter", version="0.1.0", lifespan=lifespan,
+        docs_url=None, redoc_url=None, openapi_url=None,  # served below, for admins only
+    )
+    app.state.services = services
+
+    @app.exception_handler(NotAuthenticated)
+    async def _unauthenticated(request: Request, exc: NotAuthenticated) -> Response:
+        if wants_html(request):
+            target = quote(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
+            suffix = "&expired=1" if exc.expired else ""
+            return RedirectResponse(f"/login?next={target}{suffix}", status_code=303)
+        return JSONResponse({"detail": "authentication required", "expired": exc.expired}, status_code=401)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        principal = await current_principal(request)
+        await services.audit.record(
+            principal.user.username if principal else "anonymous", "access.denied", request.url.path,
+            outcome="denied", source=request.client.host if request.client else "",
+            detail={"method": request.method, "reason": exc.reason})
+        if wants_html(request):
+            return render(request, "error.html", status_code=403, message_key="error.forbidden")
+        return JSONResponse({"detail": f"forbidden: {exc.reason}"}, status_code=403)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    app.mount("/static/app", StaticFiles(directory=HERE / "static"), name="static")
+    for package in VENDOR_PACKAGES:
+        folder = NODE_MODULES / package
+        if folder.is_dir():
+            app.mount(f"/static/vendor/{package}", StaticFiles(directory=folder), name=f"vendor-{package}")
+        else:
+            log.warning("front-end package %s missing (run `make run` or npm install in %s)",
+                        package, NODE_MODULES.parent)
+
+    from web_console import api, events_ws, pages
+
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.include_router(events_ws.router)
+    return app

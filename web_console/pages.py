@@ -1,0 +1,207 @@
+"""HTML pages: login, the per-role landing page, consoles, user administration, audit, docs."""
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from core.identity import IdentityError
+from core.roles import ROLES, Role
+from web_console.app import render
+from web_console.auth import (
+    ANY_ROLE,
+    SESSION_COOKIE,
+    Principal,
+    allowed,
+    client_address,
+    current_principal,
+    require,
+    services_of,
+)
+
+router = APIRouter(include_in_schema=False)
+
+LOGIN_CSRF_COOKIE = "cc_login_csrf"
+
+
+@dataclass(frozen=True)
+class Console:
+    key: str
+    path: str
+    roles: frozenset[Role]
+
+
+# The consoles of the product and who may open them (admins open all). The landing page lists
+# those the caller may open; each console's own issue replaces its placeholder.
+CONSOLES: tuple[Console, ...] = (
+    Console("conference", "/conference", frozenset({Role.CHAIR, Role.OPERATOR})),
+    Console("watch", "/watch", frozenset({Role.VIEWER, Role.CHAIR, Role.OPERATOR})),
+    Console("desk", "/desk", frozenset({Role.CALLTAKER})),
+    Console("dispatch", "/dispatch", frozenset({Role.DISPATCHER})),
+    Console("inspect", "/inspect", frozenset({Role.INSPECTOR})),
+    Console("users", "/admin/users", frozenset()),
+    Console("audit", "/admin/audit", frozenset()),
+    Console("docs", "/docs", frozenset()),
+)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: an open redirect would let a phishing link bounce through our login.
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return "/"
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "/", expired: int = 0) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", next=_safe_next(next), login_csrf=token,
+                      error_key="login.expired" if expired else "")
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    return response
+
+
+@router.post("/login")
+async def login(request: Request, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+                next: Annotated[str, Form()] = "/", login_csrf: Annotated[str, Form()] = "") -> Response:
+    services = services_of(request)
+    source = client_address(request)
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie, login_csrf):
+        await services.audit.record(username or "anonymous", "login", username, outcome="denied",
+                                    source=source, detail={"reason": "csrf"})
+        return render(request, "login.html", status_code=403, next=_safe_next(next),
+                      login_csrf=cookie, error_key="login.csrf")
+    result = await services.identity.authenticate(username.strip(), password)
+    if not result.ok or result.user is None:
+        await services.audit.record(username or "anonymous", "login", username, outcome="failed",
+                                    source=source, detail={"reason": result.reason})
+        return render(request, "login.html", status_code=401, next=_safe_next(next), login_csrf=cookie,
+                      error_key=f"login.{result.reason}", username=username)
+    token, _csrf = await services.identity.create_session(result.user, source)
+    await services.audit.record(result.user.username, "login", result.user.username, source=source)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
+                        secure=services.settings.http.scheme == "https")
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, principal: Annotated[Principal, Depends(require(*ANY_ROLE))]) -> Response:
+    services = services_of(request)
+    await services.identity.end_session(request.cookies.get(SESSION_COOKIE, ""))
+    await services.audit.record(principal.user.username, "logout", principal.user.username,
+                                source=client_address(request))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/")
+async def home(request: Request, principal: Annotated[Principal, Depends(require(*ANY_ROLE))]) -> Response:
+    consoles = [c for c in CONSOLES if allowed(principal.user.role, c.roles)]
+    return render(request, "home.html", consoles=consoles)
+
+
+def _console_page(console: Console) -> None:
+    async def page(request: Request, principal: Annotated[Principal, Depends(require(*console.roles))]) -> Response:
+        return render(request, "placeholder.html", console=console)
+
+    router.add_api_route(console.path, page, methods=["GET"], name=f"console-{console.key}")
+
+
+for _console in CONSOLES[:5]:
+    _console_page(_console)
+
+
+@router.get("/join/{conference_id}")
+async def join_page(request: Request, conference_id: str) -> Response:
+    """Public: guests may join conferences that allow them (the WebRTC client lands in issue 4)."""
+    await current_principal(request)
+    plan = services_of(request).plan
+    known = any(c.id == conference_id for c in plan.conferences)
+    key = "join.pending" if known else "join.unknown"
+    return render(request, "join.html", status_code=200 if known else 404, message_key=key,
+                  conference_id=conference_id)
+
+
+# -- administration ------------------------------------------------------------------------------
+
+@router.get("/admin/users")
+async def users_page(request: Request, principal: Annotated[Principal, Depends(require())],
+                     notice: str = "", error: str = "") -> Response:
+    users = await services_of(request).identity.list_users()
+    return render(request, "users.html", users=users, roles=ROLES, notice=notice, error=error)
+
+
+@router.post("/admin/users")
+async def users_create(request: Request, principal: Annotated[Principal, Depends(require())],
+                       username: Annotated[str, Form()], password: Annotated[str, Form()],
+                       role: Annotated[str, Form()], display_name: Annotated[str, Form()] = "") -> Response:
+    services = services_of(request)
+    try:
+        await services.identity.create_user(username.strip(), password, role, display_name.strip())
+    except IdentityError as exc:
+        await services.audit.record(principal.user.username, "user.create", username, outcome="failed",
+                                    source=client_address(request), detail={"error": str(exc)})
+        users = await services.identity.list_users()
+        return render(request, "users.html", status_code=400, users=users, roles=ROLES, error=str(exc))
+    await services.audit.record(principal.user.username, "user.create", username,
+                                source=client_address(request), detail={"role": role})
+    await services.bus.publish("user.created", {"username": username, "role": role})
+    return RedirectResponse(f"/admin/users?notice=created:{username}", status_code=303)
+
+
+@router.post("/admin/users/{username}")
+async def users_update(request: Request, username: str, principal: Annotated[Principal, Depends(require())],
+                       action: Annotated[str, Form()], password: Annotated[str, Form()] = "",
+                       role: Annotated[str, Form()] = "") -> Response:
+    services = services_of(request)
+    try:
+        if action == "password":
+            await services.identity.set_password(username, password)
+        elif action == "role":
+            await services.identity.set_role(username, role)
+        elif action in ("disable", "enable"):
+            if username == principal.user.username and action == "disable":
+                raise IdentityError("you cannot disable your own account")
+            await services.identity.set_disabled(username, action == "disable")
+        else:
+            raise IdentityError(f"unknown action {action!r}")
+    except IdentityError as exc:
+        await services.audit.record(principal.user.username, f"user.{action}", username, outcome="failed",
+                                    source=client_address(request), detail={"error": str(exc)})
+        users = await services.identity.list_users()
+        return render(request, "users.html", status_code=400, users=users, roles=ROLES, error=str(exc))
+    await services.audit.record(principal.user.username, f"user.{action}", username,
+                                source=client_address(request), detail={"role": role} if role else {})
+    await services.bus.publish("user.updated", {"username": username, "action": action})
+    return RedirectResponse(f"/admin/users?notice=updated:{username}", status_code=303)
+
+
+@router.get("/admin/audit")
+async def audit_page(request: Request, principal: Annotated[Principal, Depends(require())],
+                     actor: str | None = None, action: str | None = None) -> Response:
+    entries = await services_of(request).audit.recent(200, actor or None, action or None)
+    return render(request, "audit.html", entries=entries, actor=actor or "", action=action or "")
+
+
+@router.get("/docs")
+async def docs(request: Request, principal: Annotated[Principal, Depends(require())]) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json", title="commandcenter API",
+        swagger_js_url="/static/vendor/swagger-ui-dist/swagger-ui-bundle.js",
+        swagger_css_url="/static/vendor/swagger-ui-dist/swagger-ui.css",
+        swagger_favicon_url="/static/app/favicon.svg",
+    )
+
+
+@router.get("/openapi.json")
+async def openapi(request: Request, principal: Annotated[Principal, Depends(require())]) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
