@@ -30,15 +30,19 @@ class LogIntegrityError(RuntimeError):
     """The stored log no longer matches a signed tree head: entries were rewritten or removed."""
 
 
+class LeafConflict(RuntimeError):
+    """Another writer stored a leaf at this index first (the log must catch up and retry)."""
+
+
 class LogStorage(Protocol):
     """Durable, append-only storage for one or more logs' leaves and heads."""
 
-    async def load_leaves(self, log_id: str) -> list[bytes]:
-        """All leaf bytes of `log_id`, in index order."""
+    async def load_leaves(self, log_id: str, start: int = 0) -> list[bytes]:
+        """Leaf bytes of `log_id` from index `start` on, in index order."""
         ...
 
     async def append_leaf(self, log_id: str, index: int, data: bytes, leaf_hash: bytes) -> None:
-        """Store leaf `index`; must fail if that index already exists."""
+        """Store leaf `index`; raise LeafConflict if that index already exists."""
         ...
 
     async def leaf(self, log_id: str, index: int) -> bytes:
@@ -61,13 +65,15 @@ class MemoryLogStorage:
     leaves: dict[str, list[bytes]] = field(default_factory=dict)
     heads: dict[str, list[SignedTreeHead]] = field(default_factory=dict)
 
-    async def load_leaves(self, log_id: str) -> list[bytes]:
-        return list(self.leaves.get(log_id, []))
+    async def load_leaves(self, log_id: str, start: int = 0) -> list[bytes]:
+        return list(self.leaves.get(log_id, [])[start:])
 
     async def append_leaf(self, log_id: str, index: int, data: bytes, leaf_hash: bytes) -> None:
         rows = self.leaves.setdefault(log_id, [])
-        if index != len(rows):
-            raise LogIntegrityError(f"leaf {index} already exists or leaves are missing")
+        if index < len(rows):
+            raise LeafConflict(f"leaf {index} already exists")
+        if index > len(rows):
+            raise LogIntegrityError(f"leaf {index} would leave a hole after {len(rows)}")
         rows.append(data)
 
     async def leaf(self, log_id: str, index: int) -> bytes:
@@ -132,15 +138,30 @@ class TransparencyLog:
         """Check that the current log extends a head an inspector kept (LogIntegrityError if not)."""
         self._check_head_against(self.tree, head)
 
+    async def refresh(self) -> None:
+        """Catch up with leaves other processes appended to the same log."""
+        async with self._lock:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        for data in await self.storage.load_leaves(self.log_id, len(self.tree)):
+            self.tree.append_hash(leaf_hash(data))
+
     async def append(self, leaf: Leaf) -> int:
         """Append a leaf durably; return its index."""
         data = encode_leaf(leaf)
         h = leaf_hash(data)
         async with self._lock:
-            index = len(self.tree)
-            await self.storage.append_leaf(self.log_id, index, data, h)
-            self.tree.append_hash(h)
-        return index
+            for _ in range(20):
+                index = len(self.tree)
+                try:
+                    await self.storage.append_leaf(self.log_id, index, data, h)
+                except LeafConflict:
+                    await self._catch_up()  # another process appended: take its leaves, retry after them
+                    continue
+                self.tree.append_hash(h)
+                return index
+        raise LogIntegrityError("could not append: the log keeps changing under us")
 
     async def leaf_bytes(self, index: int) -> bytes:
         return await self.storage.leaf(self.log_id, index)
@@ -148,6 +169,7 @@ class TransparencyLog:
     async def sign_head(self) -> SignedTreeHead:
         """Sign and store a head over the current tree."""
         async with self._lock:
+            await self._catch_up()
             key = self.keys.current()
             sth = sign_tree_head(key, self.log_id, len(self.tree), self.tree.root(), int(self.clock() * 1000))
             await self.storage.save_head(sth)
