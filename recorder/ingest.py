@@ -122,7 +122,10 @@ def sha256_file(path: Any) -> str:
     return h.hexdigest()
 
 
-BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+# Retry every second for the first 15 s (a camera reboot or a re-plugged cable should
+# leave a gap as long as the outage, not longer), then back off to one attempt every 30 s
+# for a camera that is really gone. A refused connection costs next to nothing.
+BACKOFF_S = (1.0,) * 15 + (2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 class CameraWorker:
@@ -132,8 +135,8 @@ class CameraWorker:
         self,
         config: CameraConfig,
         store: SegmentStore,
-        on_segment: Callable[[CommittedSegment], None],
-        on_gap: Callable[[Gap], None],
+        on_segment: Callable[[CommittedSegment], object],
+        on_gap: Callable[[Gap], object],
         policy: CutPolicy | None = None,
         clock: Callable[[], float] = time.time,
         open_timeout_s: float = 5.0,
@@ -149,6 +152,7 @@ class CameraWorker:
         self.read_timeout_s = read_timeout_s
         self.health = CameraHealth(config.camera_id)
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"camera-{config.camera_id}", daemon=True)
         self._last_end_ms: int | None = None  # end of the last committed segment in this run
         self._gap_cause = ""
@@ -160,6 +164,13 @@ class CameraWorker:
         """Close the open segment (committed: a clean stop loses nothing) and end the thread."""
         self._stop.set()
         self._thread.join(timeout)
+
+    def pause(self) -> None:
+        """Keep the connection but discard segments (disk full): never write what cannot be kept."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     @property
     def alive(self) -> bool:
@@ -189,9 +200,10 @@ class CameraWorker:
 
     def _fail(self, message: str) -> None:
         self.health.state = "error" if self.health.last_frame_ms is None else "disconnected"
+        if message != self.health.last_error:  # log changes, not every retry: no error loop in the logs
+            log.warning("camera %s: %s", self.config.camera_id, message)
         self.health.last_error = message
         self._gap_cause = message
-        log.warning("camera %s: %s", self.config.camera_id, message)
 
     def _record_connection(self) -> bool:
         """Record until the stream ends, fails or we are stopped; True if any video frame arrived."""
@@ -270,8 +282,11 @@ class CameraWorker:
 
     def _finish(self, writer: SegmentWriter, seg: SegmentFile, wall0: float, t0: float) -> None:
         """Hash, commit, and report a closed segment (and the gap before it, if any)."""
-        if seg.video_frames == 0:
+        if seg.video_frames == 0 or self._paused.is_set():
             seg.path.unlink(missing_ok=True)
+            if self._paused.is_set():
+                self._gap_cause = "recording paused: disk full"
+                self.health.state = "paused"
             return
         start_ms = int(round((wall0 + seg.start_s - t0) * 1000))
         end_ms = max(start_ms + 1, int(round((wall0 + seg.end_s - t0) * 1000)))

@@ -44,6 +44,29 @@ class CutPolicy:
         return is_video_key and t_s - segment_start_s >= self.target_s - 0.01
 
 
+def avc_codec_string(extradata: bytes | None) -> str:
+    """RFC 6381 codec string (`avc1.PPCCLL`) from H.264 extradata, avcC or Annex B."""
+    if extradata and extradata[0] == 1 and len(extradata) >= 4:  # avcC: version, profile, compat, level
+        return "avc1." + extradata[1:4].hex()
+    if extradata:
+        i = extradata.find(b"\x00\x00\x01")
+        while 0 <= i < len(extradata) - 6:
+            if extradata[i + 3] & 0x1F == 7:  # SPS: profile_idc, constraint flags, level_idc follow
+                return "avc1." + extradata[i + 4 : i + 7].hex()
+            i = extradata.find(b"\x00\x00\x01", i + 3)
+    return "avc1.42e01e"  # Constrained Baseline 3.0: what MSE assumes when the camera told us nothing
+
+
+def codecs_string(video: Any, audio: Any | None) -> str:
+    """What a Media Source Extensions player passes to addSourceBuffer for this segment."""
+    name = str(video.codec_context.name)
+    parts = [avc_codec_string(video.codec_context.extradata) if name == "h264" else
+             ("hvc1.1.6.L93.B0" if name == "hevc" else name)]
+    if audio is not None:
+        parts.append("mp4a.40.2" if audio.codec_context.name == "aac" else str(audio.codec_context.name))
+    return ",".join(parts)
+
+
 @dataclass(frozen=True)
 class SegmentFile:
     """A closed (not yet committed) segment file."""
@@ -75,7 +98,7 @@ class SegmentWriter:
         if audio is not None:
             self._add(audio)
             self.has_audio = True
-        self.codec = str(video.codec_context.name)
+        self.codec = codecs_string(video, audio)
         self.width = int(video.codec_context.width or 0)
         self.height = int(video.codec_context.height or 0)
         self.video_frames = 0

@@ -86,8 +86,8 @@ class SegmentStore(Protocol):
     def exists(self, key: str) -> bool:
         ...
 
-    def keys(self) -> Iterator[str]:
-        """Every committed key."""
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Committed keys, all or under a `camera/` or `camera/day/` prefix."""
         ...
 
     def discard_staging(self) -> list[Path]:
@@ -146,8 +146,12 @@ class DirectoryStore:
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
-    def keys(self) -> Iterator[str]:
-        for path in sorted(self.root.glob("*/*/*.mp4")):
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        depth = prefix.count("/")
+        if prefix and (".." in prefix or depth > 2):
+            raise StoreError(f"bad key prefix {prefix!r}")
+        pattern = prefix + "/".join(["*"] * (3 - depth)) + ".mp4"
+        for path in sorted(self.root.glob(pattern)):
             key = path.relative_to(self.root).as_posix()
             if KEY.match(key):
                 yield key

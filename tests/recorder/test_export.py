@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from recorder_media import decoded_frames, write_h264_mp4
 
 from recorder.export import ExportError, ExportSegment, export_bundle
 from recorder.ingest import sha256_file
@@ -17,6 +16,8 @@ from recorder.signing import KeyStore, public_key_pem
 from recorder.store import DirectoryStore, segment_key
 from recorder.transparency_log import MemoryLogStorage, TransparencyLog
 from recorder.verify import verify_export
+
+from .recorder_media import decoded_frames, write_h264_mp4
 
 T0 = 1_795_000_000_000
 

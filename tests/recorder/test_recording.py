@@ -1,0 +1,119 @@
+"""Recording real RTSP test cameras: contiguous decodable segments, a gap when a camera dies, export."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from recorder.index import NoRecording
+from recorder.ingest import CameraConfig
+from recorder.service import AccessError, RecorderService
+from recorder.transparency_log import TransparencyLog
+from recorder.verify import verify_export
+
+from .rtsp_cameras import SyntheticCamera, needs_rtsp
+
+pytestmark = [needs_rtsp, pytest.mark.slow]
+
+
+def decode_counts(path: Path) -> tuple[int, int]:
+    """(video frames, audio frames) decoded by PyAV: the file is a valid, playable segment."""
+    with av.open(str(path)) as c:
+        video = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        audio = sum(1 for _ in c.decode(audio=0)) if c.streams.audio else 0
+    return video, audio
+
+
+async def record(service: RecorderService, cams: list[SyntheticCamera], seconds: float,
+                 kill: tuple[int, float, float] | None = None) -> None:
+    """Record for `seconds`; optionally kill camera kill[0] at kill[1] s for kill[2] s."""
+    await service.start([CameraConfig(c.path, c.url, label=c.label) for c in cams])
+    t0 = time.monotonic()
+    if kill:
+        idx, at, downtime = kill
+        await asyncio.sleep(at)
+        cams[idx].stop()
+        await asyncio.sleep(downtime)
+        await asyncio.to_thread(cams[idx].start)
+    await asyncio.sleep(max(0.0, seconds - (time.monotonic() - t0)))
+    await service.stop()
+
+
+async def test_record_gap_recover_export_verify(service: RecorderService, cameras: list[SyntheticCamera],
+                                                tmp_path: Path) -> None:
+    await record(service, cameras, 30.0, kill=(1, 7.0, 10.0))
+    everything = (0, 2**62)
+
+    # cam1 recorded throughout: contiguous segments that decode, with audio.
+    cam1 = await service.index.segments(["cam1"], *everything)
+    assert len(cam1) >= 5
+    for prev, seg in zip(cam1, cam1[1:], strict=False):
+        assert abs(seg.start_ms - prev.end_ms) <= 50, (prev, seg)
+    total_s = (cam1[-1].end_ms - cam1[0].start_ms) / 1000
+    assert 24 <= total_s <= 31, total_s
+    for seg in cam1:
+        path = service.store.local_path(seg.store_key)
+        assert path is not None
+        video, audio = decode_counts(path)
+        duration = (seg.end_ms - seg.start_ms) / 1000
+        assert abs(video - duration * 25) <= 3, (seg.store_key, video, duration)
+        assert audio > 0 and seg.has_audio and seg.codec.startswith("avc1.") and "mp4a.40.2" in seg.codec
+        assert (seg.width, seg.height) == (640, 360)
+    assert all(3.9 <= (s.end_ms - s.start_ms) / 1000 <= 4.2 for s in cam1[:-1])
+
+    # cam2 was down for 10 s: one gap of about that length, explained in the log, then recording resumed.
+    cam2 = await service.index.segments(["cam2"], *everything)
+    holes = [(a.end_ms, b.start_ms) for a, b in zip(cam2, cam2[1:], strict=False) if b.start_ms - a.end_ms > 500]
+    assert len(holes) == 1, holes
+    hole_s = (holes[0][1] - holes[0][0]) / 1000
+    assert 9.0 <= hole_s <= 14.0, hole_s
+    gaps = await service.index.gaps(["cam2"], *everything)
+    assert len(gaps) == 1 and (gaps[0].start_ms, gaps[0].end_ms) == holes[0] and gaps[0].cause
+    timeline = await service.index.timeline("cam2", *everything)
+    assert [s.kind for s in timeline] == ["recorded", "gap", "recorded"]
+    assert timeline[1].cause == gaps[0].cause
+    assert cam2[-1].end_ms > holes[0][1] + 4000  # resumed
+    for seg in cam2:
+        path = service.store.local_path(seg.store_key)
+        assert path is not None and decode_counts(path)[0] > 0 and not seg.has_audio
+
+    # Viewing is logged with user and reason; without a reason nothing is shown or logged.
+    size = service.log.size
+    leaf = await service.record_view("inspector1", ["cam1", "cam2"], cam1[0].start_ms, cam1[-1].end_ms, "投诉核查")
+    assert leaf == size
+    with pytest.raises(AccessError):
+        await service.record_view("inspector1", ["cam1"], cam1[0].start_ms, cam1[-1].end_ms, " ")
+    assert service.log.size == size + 1
+    audit = await service.audit.recent(actor="inspector1", action="recorder.view")
+    assert audit and audit[0].detail["reason"] == "投诉核查"
+
+    # Export a range spanning the gap: verifies offline; one changed byte fails and names the file.
+    start, end = holes[0][0] - 5000, holes[0][1] + 5000
+    result = await service.export("inspector1", ["cam2"], start, end, "证据导出", tmp_path / "bundle")
+    report = verify_export(result.path)
+    assert report.ok, report.format()
+    assert [e["kind"] for e in report.explained] == ["gap"]
+    victim = report.segments[-1].file
+    data = bytearray((result.path / victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (result.path / victim).write_bytes(bytes(data))
+    report = verify_export(result.path)
+    assert not report.ok and report.failing_segments == [victim]
+
+    # Outside anything recorded: a clear "no recording" with the nearest spans.
+    with pytest.raises(NoRecording) as info:
+        await service.export("inspector1", ["cam1"], cam1[-1].end_ms + 60_000, cam1[-1].end_ms + 70_000, "r",
+                             tmp_path / "none")
+    assert info.value.nearest and info.value.nearest[0].end_ms == cam1[-1].end_ms
+
+    # The whole log is consistent with its signed heads when reopened elsewhere.
+    reopened = TransparencyLog(service.log.storage, service.keys, service.log.log_id)
+    await reopened.open()
+    assert reopened.size == service.log.size
+    # Nothing is left in staging after a clean stop.
+    assert not list((service.store.root / ".staging").rglob("*.part"))
