@@ -1,0 +1,147 @@
+"""The recorder on PostgreSQL: append-only log tables, rewrite detection, retention, holds, store audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from core.db import Database
+from recorder.holds import HoldError
+from recorder.ingest import CommittedSegment, sha256_file
+from recorder.leaves import decode_leaf
+from recorder.retention import RetentionConfig, RetentionPolicy
+from recorder.service import RecorderService
+from recorder.store import segment_key
+from recorder.transparency_log import LogIntegrityError, TransparencyLog
+from recorder.verify import verify_export
+
+from .conftest import recorder_config
+from .recorder_media import write_h264_mp4
+
+T0 = 1_795_000_000_000
+
+
+async def add_segments(svc: RecorderService, camera: str, count: int, start: int = T0) -> list[CommittedSegment]:
+    """Commit `count` real 1 s segments for `camera` through the service's normal path."""
+    out = []
+    for i in range(count):
+        s, e = start + i * 1000, start + (i + 1) * 1000
+        key = segment_key(camera, s, e)
+        staging = svc.store.staging_path(camera, f"t{i}.part")
+        write_h264_mp4(staging, seconds=0.5, seed=i)
+        seg = CommittedSegment(camera, key, s, e, staging.stat().st_size, sha256_file(staging), "avc1.64000c",
+                               160, 96, False, 5)
+        svc.store.commit(staging, key)
+        await svc._record_segment(seg)
+        out.append(seg)
+    return out
+
+
+@pytest.fixture
+async def started(service: RecorderService) -> RecorderService:
+    await service.start()
+    return service
+
+
+async def test_log_tables_refuse_updates_and_deletes(started: RecorderService, recorder_db: Database) -> None:
+    await add_segments(started, "cam1", 2)
+    for sql in ("UPDATE recorder_log_leaves SET kind = 'x'", "DELETE FROM recorder_log_leaves",
+                "DELETE FROM recorder_tree_heads", "TRUNCATE recorder_log_leaves"):
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await recorder_db.execute(sql)
+
+
+async def test_rewritten_entry_in_database_fails_consistency(started: RecorderService, recorder_db: Database) -> None:
+    await add_segments(started, "cam1", 6)
+    kept = await started.log.sign_head()  # an inspector keeps this head
+    await add_segments(started, "cam1", 2, start=T0 + 10_000)
+    await started.log.sign_head()
+    # An attacker with database superuser rights disables the guard and rewrites leaf 3's hash.
+    original = await started.log.leaf_bytes(3)
+    body = json.loads(original)
+    body["sha256"] = "0" * 64
+    forged = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    await recorder_db.execute("ALTER TABLE recorder_log_leaves DISABLE TRIGGER recorder_log_leaves_append_only")
+    await recorder_db.execute("UPDATE recorder_log_leaves SET data = $1 WHERE idx = 3", forged)
+    reopened = TransparencyLog(started.log.storage, started.keys, started.log.log_id)
+    with pytest.raises(LogIntegrityError, match="rewritten|inconsistent"):
+        await reopened.open()
+    # Deleting the stored heads too does not help: the head the inspector kept catches it.
+    await recorder_db.execute("ALTER TABLE recorder_tree_heads DISABLE TRIGGER recorder_tree_heads_append_only")
+    await recorder_db.execute("DELETE FROM recorder_tree_heads")
+    await reopened.open()
+    with pytest.raises(LogIntegrityError):
+        reopened.check_head(kept)
+
+
+async def test_retention_by_size_frees_oldest_keeps_holds_and_leaves(recorder_db: Database, tmp_path: Path) -> None:
+    cfg = recorder_config(tmp_path, retention=RetentionConfig(
+        default=RetentionPolicy(max_days=None, max_bytes=None),
+        per_camera={"cam1": RetentionPolicy(max_days=None, max_bytes=1)}, min_free_bytes=0))
+    svc = RecorderService(recorder_db, cfg)
+    await svc.start()
+    try:
+        segs = await add_segments(svc, "cam1", 8)
+        await add_segments(svc, "cam2", 2)
+        budget = sum(segs[i].size for i in (1, 2, 6, 7))
+        svc.config.retention.per_camera["cam1"] = RetentionPolicy(max_days=None, max_bytes=budget)
+        # Hold seconds 1..3 (segments 1 and 2) for a complaint.
+        with pytest.raises(HoldError):
+            await svc.holds.place("inspector1", ["cam1"], T0 + 1000, T0 + 3000, "  ")
+        hold = await svc.holds.place("inspector1", ["cam1"], T0 + 1000, T0 + 3000, "投诉 2026-7 证据保全")
+        size_before = svc.log.size
+        deleted = await svc.run_retention()
+        live = await svc.index.segments(["cam1"], 0, 2**62)
+        assert [s.start_ms for s in live] == [T0 + 1000, T0 + 2000, T0 + 6000, T0 + 7000]
+        assert deleted == 4  # oldest first (0, 3, 4, 5), the held ones skipped
+        for seg in segs:
+            assert svc.store.exists(seg.key) == (seg.start_ms in {s.start_ms for s in live})
+        assert len(await svc.index.segments(["cam2"], 0, 2**62)) == 2  # other camera untouched
+        # The leaves stay; one retention leaf names the deleted segment leaves.
+        assert svc.log.size == size_before + 1
+        retention = decode_leaf(await svc.log.leaf_bytes(svc.log.size - 1))
+        deleted_rows = [s for s in await svc.index.segments(["cam1"], 0, 2**62, include_deleted=True) if s.deleted]
+        assert retention.kind == "retention" and set(retention.segment_leaves) == {s.leaf_index for s in deleted_rows}
+        # Timeline and export explain the deleted span.
+        timeline = await svc.index.timeline("cam1", 0, 2**62)
+        assert [s.kind for s in timeline] == ["deleted", "recorded", "deleted", "recorded"]
+        result = await svc.export("inspector1", ["cam1"], T0, T0 + 8000, "复核", tmp_path / "b")
+        report = verify_export(result.path)
+        assert report.ok and [e["kind"] for e in report.explained] == ["retention"]
+        # Hold placement/lift are audited with who and why; lifting lets retention proceed.
+        await svc.holds.lift(hold, "inspector2", "案件结案")
+        with pytest.raises(HoldError):
+            await svc.holds.lift(hold, "inspector2", "again")
+        audit = await svc.audit.recent(action="recorder.hold")
+        assert [(a.actor, a.detail["reason"]) for a in audit] == [("inspector2", "案件结案"),
+                                                                  ("inspector1", "投诉 2026-7 证据保全")]
+        svc.config.retention.per_camera["cam1"] = RetentionPolicy(max_days=None, max_bytes=segs[6].size + segs[7].size)
+        assert await svc.run_retention() == 2
+    finally:
+        await svc.stop()
+
+
+async def test_store_audit_names_missing_and_changed_files(started: RecorderService) -> None:
+    segs = await add_segments(started, "cam1", 3)
+    assert await started.audit_store() == []
+    path0 = started.store.local_path(segs[0].key)
+    path2 = started.store.local_path(segs[2].key)
+    assert path0 is not None and path2 is not None
+    path0.unlink()
+    data = bytearray(path2.read_bytes())
+    data[100] ^= 1
+    path2.write_bytes(bytes(data))
+    assert await started.audit_store() == [f"missing: {segs[0].key}", f"changed: {segs[2].key}"]
+
+
+async def test_key_rotation_on_database(started: RecorderService) -> None:
+    await add_segments(started, "cam1", 1)
+    before = await started.log.sign_head()
+    after = await started.log.rotate_key()
+    assert after.key_id != before.key_id
+    reopened = TransparencyLog(started.log.storage, started.keys, started.log.log_id)
+    await reopened.open()
+    reopened.check_head(before)
