@@ -11,7 +11,7 @@ import pytest
 from core.db import Database
 from recorder.holds import HoldError
 from recorder.ingest import CommittedSegment, sha256_file
-from recorder.leaves import decode_leaf
+from recorder.leaves import RetentionLeaf, decode_leaf
 from recorder.retention import RetentionConfig, RetentionPolicy
 from recorder.service import RecorderService
 from recorder.store import segment_key
@@ -104,7 +104,7 @@ async def test_retention_by_size_frees_oldest_keeps_holds_and_leaves(recorder_db
         assert svc.log.size == size_before + 1
         retention = decode_leaf(await svc.log.leaf_bytes(svc.log.size - 1))
         deleted_rows = [s for s in await svc.index.segments(["cam1"], 0, 2**62, include_deleted=True) if s.deleted]
-        assert retention.kind == "retention" and set(retention.segment_leaves) == {s.leaf_index for s in deleted_rows}
+        assert isinstance(retention, RetentionLeaf) and set(retention.segment_leaves) == {s.leaf_index for s in deleted_rows}
         # Timeline and export explain the deleted span.
         timeline = await svc.index.timeline("cam1", 0, 2**62)
         assert [s.kind for s in timeline] == ["deleted", "recorded", "deleted", "recorded"]
