@@ -6,7 +6,9 @@ system Python with PyGObject, not the project venv:
     /usr/bin/python3 recorder/synthetic_camera.py --port 8554 --path cam1 --label "窗口1" [--audio]
 
 Serves rtsp://127.0.0.1:PORT/PATH with H.264 (key frame every 2 s) and, with --audio,
-AAC. One process per camera, so a test can kill one camera without touching others.
+AAC. Tests run one process per camera, so one camera can be killed without touching
+others; the demo serves all its cameras from one process with repeated
+`--mount PATH=LABEL` (each mount its own stream).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import signal
 import sys
 
 
-def pipeline(args: argparse.Namespace) -> str:
-    label = args.label.replace('"', "'")
+def pipeline(args: argparse.Namespace, label: str) -> str:
+    label = label.replace('"', "'")
     video = (
         f"videotestsrc is-live=true pattern={args.pattern} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kbps", type=int, default=600)
     parser.add_argument("--pattern", default="ball")
     parser.add_argument("--audio", action="store_true")
+    parser.add_argument("--mount", action="append", default=[], help="PATH=LABEL, repeatable (overrides --path)")
     args = parser.parse_args(argv)
 
     import gi
@@ -60,17 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address(args.host)
     server.set_service(str(args.port))
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(pipeline(args))
-    factory.set_shared(True)  # every client sees the same live stream, like a real camera
-    server.get_mount_points().add_factory(f"/{args.path}", factory)
+    mounts = [m.split("=", 1) for m in args.mount] or [[args.path, args.label]]
+    for path, label in mounts:
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(pipeline(args, label))
+        factory.set_shared(True)  # every client sees the same live stream, like a real camera
+        server.get_mount_points().add_factory(f"/{path}", factory)
     if server.attach(None) == 0:
         print(f"cannot listen on {args.host}:{args.port}", file=sys.stderr)
         return 1
     loop = GLib.MainLoop()
     signal.signal(signal.SIGTERM, lambda *_: loop.quit())
     signal.signal(signal.SIGINT, lambda *_: loop.quit())
-    print(f"ready rtsp://{args.host}:{args.port}/{args.path}", flush=True)
+    print(f"ready rtsp://{args.host}:{args.port}/ {' '.join(p for p, _ in mounts)}", flush=True)
     loop.run()
     return 0
 
