@@ -125,6 +125,9 @@ def sha256_file(path: Any) -> str:
 # Retry every second for the first 15 s (a camera reboot or a re-plugged cable should
 # leave a gap as long as the outage, not longer), then back off to one attempt every 30 s
 # for a camera that is really gone. A refused connection costs next to nothing.
+# A live camera's frames wait in socket buffers while we are busy; about a second of
+# 4 Mbit/s video fits, so a frame handled later than this would have been dropped.
+LATE_S = 1.0
 BACKOFF_S = (1.0,) * 15 + (2.0, 4.0, 8.0, 15.0, 30.0)
 
 
@@ -141,6 +144,7 @@ class CameraWorker:
         clock: Callable[[], float] = time.time,
         open_timeout_s: float = 5.0,
         read_timeout_s: float = 5.0,
+        realtime: bool = False,
     ) -> None:
         self.config = config
         self.store = store
@@ -150,6 +154,10 @@ class CameraWorker:
         self.clock = clock
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
+        # A file source read at its own pace, like a live camera (simulated cameras, benchmarks).
+        self.realtime = realtime
+        self.max_lag_s = 0.0  # how far behind real time a paced source fell (benchmarks: frame loss)
+        self.late_frames = 0  # video frames handled more than LATE_S behind schedule
         self.health = CameraHealth(config.camera_id)
         self._stop = threading.Event()
         self._paused = threading.Event()
@@ -198,6 +206,21 @@ class CameraWorker:
             self._stop.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
         self.health.state = "stopped"
 
+    def _pace(self, start: tuple[float, float] | None, t: float) -> tuple[float, float]:
+        """Sleep until stream time `t` is due; record how late we are when we cannot keep up."""
+        mono = time.monotonic()
+        if start is None:
+            return (mono, t)
+        due = start[0] + (t - start[1])
+        if due > mono:
+            self._stop.wait(due - mono)
+        else:
+            lag = mono - due
+            self.max_lag_s = max(self.max_lag_s, lag)
+            if lag > LATE_S:
+                self.late_frames += 1
+        return start
+
     def _fail(self, message: str) -> None:
         self.health.state = "error" if self.health.last_frame_ms is None else "disconnected"
         if message != self.health.last_error:  # log changes, not every retry: no error loop in the logs
@@ -223,6 +246,7 @@ class CameraWorker:
             t0 = 0.0  # its stream time
             last_t = 0.0
             frame_s = 0.04
+            pace_start: tuple[float, float] | None = None  # (monotonic, stream time) of the first packet
             for packet in container.demux(streams):
                 if self._stop.is_set():
                     break
@@ -230,6 +254,8 @@ class CameraWorker:
                     continue  # flush packet
                 is_video = packet.stream.index == video.index
                 t = seconds(packet.pts, packet.stream.time_base)
+                if self.realtime and is_video:
+                    pace_start = self._pace(pace_start, t)
                 if is_video:
                     now = self.clock()
                     self.health.frame(now, packet.size)
