@@ -35,6 +35,7 @@ from recorder.segmenter import TARGET_SEGMENT_S, CutPolicy, codecs_string
 from recorder.signing import KeyStore
 from recorder.store import DirectoryStore, parse_key
 from recorder.transparency_log import TransparencyLog
+from recorder.watermark import make_viewing_copy
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,36 @@ class RecorderService:
         await self.audit.record(user, "recorder.view", ",".join(cameras), source=source,
                                 detail={"start_ms": start_ms, "end_ms": end_ms, "reason": reason, "leaf": index})
         return index
+
+    async def playback(self, user: str, cameras: Sequence[str], start_ms: int, end_ms: int, reason: str,
+                       source: str = "") -> dict[str, list[dict[str, Any]]]:
+        """Log the view, then return per camera the segments a Media Source Extensions player appends.
+
+        Each segment file starts at media time 0; the player sets
+        `sourceBuffer.timestampOffset = (start_ms - range_start_ms) / 1000` before appending it, so
+        every camera shares one wall-clock timeline (synchronised playback, gaps stay empty).
+        Raises AccessError without a reason, index.NoRecording (with nearest spans) when empty.
+        """
+        if not reason.strip():
+            raise AccessError("查看录像必须填写原因 (a reason is required)")
+        segs = await self.index.require_segments(cameras, start_ms, end_ms)
+        await self.record_view(user, cameras, start_ms, end_ms, reason, source)
+        plan: dict[str, list[dict[str, Any]]] = {c: [] for c in cameras}
+        for seg in segs:
+            plan[seg.camera].append({"key": seg.store_key, "start_ms": seg.start_ms, "end_ms": seg.end_ms,
+                                     "codecs": seg.codec, "width": seg.width, "height": seg.height,
+                                     "size": seg.size})
+        return plan
+
+    async def viewing_copy(self, user: str, camera: str, start_ms: int, end_ms: int, reason: str, dest: Path,
+                           source: str = "") -> int:
+        """A re-encoded copy with user, time and reason burned in (the evidence copy stays untouched)."""
+        segs = await self.index.require_segments([camera], start_ms, end_ms)
+        leaf = await self.record_view(user, [camera], start_ms, end_ms, reason, source)
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.clock()))
+        caption = f"{user} {stamp} 查看原因: {reason} (日志#{leaf}) 仅供查看，非证据副本"
+        paths = [p for p in (self.store.local_path(s.store_key) for s in segs) if p is not None]
+        return await asyncio.to_thread(make_viewing_copy, paths, dest, caption)
 
     async def export(self, user: str, cameras: Sequence[str], start_ms: int, end_ms: int, reason: str,
                      dest: Path, as_zip: bool = False, source: str = "") -> ExportResult:

@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 
 import asyncpg
+import av
 import pytest
 
 from core.db import Database
 from recorder.holds import HoldError
+from recorder.index import NoRecording
 from recorder.ingest import CommittedSegment, sha256_file
-from recorder.leaves import RetentionLeaf, decode_leaf
+from recorder.leaves import AccessLeaf, RetentionLeaf, decode_leaf
 from recorder.retention import RetentionConfig, RetentionPolicy
-from recorder.service import RecorderService
+from recorder.service import AccessError, RecorderService
 from recorder.store import segment_key
 from recorder.transparency_log import LogIntegrityError, TransparencyLog
 from recorder.verify import verify_export
@@ -145,3 +147,32 @@ async def test_key_rotation_on_database(started: RecorderService) -> None:
     reopened = TransparencyLog(started.log.storage, started.keys, started.log.log_id)
     await reopened.open()
     reopened.check_head(before)
+
+
+async def test_playback_logs_the_view_first_and_viewing_copy_is_captioned(started: RecorderService,
+                                                                          tmp_path: Path) -> None:
+    segs = await add_segments(started, "cam1", 3)
+    await add_segments(started, "cam2", 2)
+    size = started.log.size
+    with pytest.raises(AccessError):
+        await started.playback("inspector1", ["cam1"], T0, T0 + 3000, "")
+    assert started.log.size == size
+    plan = await started.playback("inspector1", ["cam1", "cam2"], T0 + 500, T0 + 2500, "窗口投诉核查")
+    assert [p["start_ms"] for p in plan["cam1"]] == [T0, T0 + 1000, T0 + 2000]
+    assert [p["start_ms"] for p in plan["cam2"]] == [T0, T0 + 1000]
+    leaf = decode_leaf(await started.log.leaf_bytes(size))
+    assert isinstance(leaf, AccessLeaf) and (leaf.action, leaf.user, leaf.reason) == ("view", "inspector1", "窗口投诉核查")
+    with pytest.raises(NoRecording):
+        await started.playback("inspector1", ["cam1"], T0 + 100_000, T0 + 200_000, "r")
+
+    evidence = [sha256_file(started.store.local_path(s.key)) for s in segs]
+    dest = tmp_path / "viewing.mp4"
+    frames = await started.viewing_copy("inspector1", "cam1", T0, T0 + 3000, "复核", dest)
+    assert frames == 15
+    with av.open(str(dest)) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    with av.open(str(started.store.local_path(segs[0].key))) as c:
+        original = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    band = first.shape[0] - 2
+    assert abs(int(first[band].mean()) - int(original[band].mean())) > 20  # caption band burned in
+    assert evidence == [sha256_file(started.store.local_path(s.key)) for s in segs]
