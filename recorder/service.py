@@ -32,7 +32,7 @@ from recorder.leaves import AccessLeaf, GapLeaf, SegmentLeaf
 from recorder.pg_storage import PgLogStorage
 from recorder.retention import RetentionConfig, apply_retention, plan_retention
 from recorder.segmenter import TARGET_SEGMENT_S, CutPolicy, codecs_string
-from recorder.signing import KeyStore
+from recorder.signing import KeyStore, public_key_pem
 from recorder.store import DirectoryStore, parse_key
 from recorder.transparency_log import TransparencyLog
 from recorder.watermark import make_viewing_copy
@@ -293,6 +293,16 @@ class RecorderService:
                                         "segments": result.segments, "leaf": result.export_leaf_index})
         return result
 
+    async def head_for_inspector(self, kept_size: int | None = None) -> dict[str, Any]:
+        """The latest signed head and public key, plus a consistency proof from a head the inspector kept."""
+        await self.log.refresh()
+        head = self.log.latest_head or await self.log.sign_head()
+        out: dict[str, Any] = {"tree_head": head.to_dict(),
+                               "public_key": public_key_pem(self.log.public_key(head.key_id)).decode()}
+        if kept_size is not None:
+            out["consistency_proof"] = [p.hex() for p in self.log.consistency_proof(kept_size, head.tree_size)]
+        return out
+
     async def audit_store(self, check_hashes: bool = True) -> list[str]:
         """Compare the live index with the store: missing or changed segment files, by key."""
         problems: list[str] = []
@@ -325,11 +335,11 @@ class RecorderService:
 
     async def _retention_loop(self) -> None:
         while True:
+            await asyncio.sleep(self.config.retention_interval_s)
             try:
                 await self.run_retention()
             except Exception:
                 log.exception("recorder: retention failed")
-            await asyncio.sleep(self.config.retention_interval_s)
 
 
 def _probe(path: Path) -> tuple[str, int, int, bool]:

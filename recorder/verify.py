@@ -277,3 +277,11 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
     # 6. Nothing else in the bundle.
     for extra in sorted(names - expected):
         report.add("extra_file", extra, "导出包中有清单之外的文件")
+
+
+def verify_export_cli(bundle: str, trusted_key_path: str | None = None) -> int:
+    """`commandcenter verify-export BUNDLE [--key PEM]`: print the report, exit 0 only if it verifies."""
+    trusted = Path(trusted_key_path).read_bytes() if trusted_key_path else None
+    report = verify_export(bundle, trusted_key=trusted)
+    print(report.format())
+    return 0 if report.ok else 1

@@ -14,11 +14,14 @@ from recorder.holds import HoldError
 from recorder.index import NoRecording
 from recorder.ingest import CommittedSegment, sha256_file
 from recorder.leaves import AccessLeaf, RetentionLeaf, decode_leaf
+from recorder.merkle import verify_consistency
 from recorder.retention import RetentionConfig, RetentionPolicy
 from recorder.service import AccessError, RecorderService
+from recorder.signing import load_public_key
 from recorder.store import segment_key
 from recorder.transparency_log import LogIntegrityError, TransparencyLog
-from recorder.verify import verify_export
+from recorder.tree_head import SignedTreeHead, verify_tree_head
+from recorder.verify import verify_export, verify_export_cli
 
 from .conftest import recorder_config
 from .recorder_media import write_h264_mp4
@@ -80,7 +83,7 @@ async def test_rewritten_entry_in_database_fails_consistency(started: RecorderSe
 
 
 async def test_retention_by_size_frees_oldest_keeps_holds_and_leaves(recorder_db: Database, tmp_path: Path) -> None:
-    cfg = recorder_config(tmp_path, retention=RetentionConfig(
+    cfg = recorder_config(tmp_path, retention_interval_s=3600.0, retention=RetentionConfig(
         default=RetentionPolicy(max_days=None, max_bytes=None),
         per_camera={"cam1": RetentionPolicy(max_days=None, max_bytes=1)}, min_free_bytes=0))
     svc = RecorderService(recorder_db, cfg)
@@ -176,3 +179,22 @@ async def test_playback_logs_the_view_first_and_viewing_copy_is_captioned(starte
     band = first.shape[0] - 2
     assert abs(int(first[band].mean()) - int(original[band].mean())) > 20  # caption band burned in
     assert evidence == [sha256_file(started.store.local_path(s.key)) for s in segs]
+
+
+async def test_inspector_head_and_consistency_and_cli(started: RecorderService, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    await add_segments(started, "cam1", 3)
+    kept = SignedTreeHead.from_dict((await started.head_for_inspector())["tree_head"])
+    await add_segments(started, "cam1", 2, start=T0 + 5000)
+    await started.log.sign_head()
+    later = await started.head_for_inspector(kept.tree_size)
+    head = SignedTreeHead.from_dict(later["tree_head"])
+    verify_tree_head(head, load_public_key(later["public_key"].encode()))
+    verify_consistency(kept.tree_size, head.tree_size, kept.root_hash, head.root_hash,
+                       [bytes.fromhex(p) for p in later["consistency_proof"]])
+    result = await started.export("inspector1", ["cam1"], T0, T0 + 8000, "复核", tmp_path / "b.zip", as_zip=True)
+    key_file = tmp_path / "log.pem"
+    key_file.write_text(later["public_key"])
+    assert verify_export_cli(str(result.path), str(key_file)) == 0
+    assert "校验通过" in capsys.readouterr().out
+    assert verify_export_cli(str(tmp_path / "missing.zip")) == 1
