@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
 
-from recorder.segmenter import MAX_JUMP_S, CutPolicy, SegmentFile, SegmentWriter, seconds
+from recorder.segmenter import CutPolicy, SegmentFile, SegmentWriter, StreamClock, seconds
 from recorder.store import SegmentStore, check_camera_id, segment_key
 
 log = logging.getLogger(__name__)
@@ -243,9 +243,8 @@ class CameraWorker:
             audio = container.streams.audio[0] if container.streams.audio and self.config.record_audio else None
             streams = [video] + ([audio] if audio is not None else [])
             wall0: float | None = None  # wall clock at the first key frame
-            t0 = 0.0  # its stream time
-            last_t = 0.0
-            frame_s = 0.04
+            t0 = 0.0  # its (continuous) stream time
+            clocks = {stream.index: StreamClock() for stream in streams}
             pace_start: tuple[float, float] | None = None  # (monotonic, stream time) of the first packet
             for packet in container.demux(streams):
                 if self._stop.is_set():
@@ -253,29 +252,22 @@ class CameraWorker:
                 if packet.dts is None or packet.pts is None:
                     continue  # flush packet
                 is_video = packet.stream.index == video.index
-                t = seconds(packet.pts, packet.stream.time_base)
+                t_raw = seconds(packet.pts, packet.stream.time_base)
                 if self.realtime and is_video:
-                    pace_start = self._pace(pace_start, t)
+                    pace_start = self._pace(pace_start, t_raw)
+                now = self.clock()
+                clock = clocks[packet.stream.index]
+                t = clock.map(t_raw, None if wall0 is None else t0 + (now - wall0))
                 if is_video:
-                    now = self.clock()
                     self.health.frame(now, packet.size)
                     if not got_frames:
                         got_frames = True
                         self.health.state = "recording"
                         self.health.last_error = None
-                    if wall0 is not None and (t < last_t - 0.5 or t > last_t + MAX_JUMP_S):
-                        # Camera clock jumped: close what we have, re-map from the next key frame.
-                        if writer is not None:
-                            self._finish(writer, writer.close(), wall0, t0)
-                            writer = None
-                        wall0 = None
                     if wall0 is None:
                         if not packet.is_keyframe:
                             continue  # a segment must start with a key frame
                         wall0, t0 = now, t
-                    if t > last_t and last_t > 0:
-                        frame_s = min(max(t - last_t, 0.001), 1.0)
-                    last_t = t
                     if writer is not None and self.policy.should_cut(writer.start_s, t, packet.is_keyframe):
                         self._finish(writer, writer.close(end_s=t), wall0, t0)
                         writer = None
@@ -286,7 +278,7 @@ class CameraWorker:
                         )
                 elif writer is None:
                     continue  # audio before the first key frame
-                writer.write(packet, t, frame_s)
+                writer.write(packet, t, t - t_raw, clocks[video.index].step)
             else:
                 self._gap_cause = "stream ended"
             if writer is not None and wall0 is not None:

@@ -28,9 +28,45 @@ import av
 
 TARGET_SEGMENT_S = 6.0
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
-# A timestamp jump larger than this (or any backwards jump) is a discontinuity: the
-# camera restarted its clock, so the wall-clock mapping must be re-established.
-MAX_JUMP_S = 5.0
+# A timestamp step larger than this (either way) is a discontinuity, not a frame interval.
+MAX_STEP_S = 0.5
+# A discontinuity is a real pause of the source when the wall clock moved on by this much
+# more than the timestamps did; otherwise it is a re-synchronisation.
+REAL_PAUSE_S = 1.0
+
+
+@dataclass
+class StreamClock:
+    """Makes one stream's timestamps continuous across the jumps live RTSP sources produce.
+
+    FFmpeg's RTSP demuxer re-bases timestamps when the first RTCP sender report arrives
+    (seen: video jumping from 3.77 s back to 0.01 s) and again when the server re-syncs
+    (e.g. a second client joins a shared stream: +3.9 s). Those are not gaps in the
+    picture, so the timeline continues one frame interval after the last packet. If the
+    wall clock shows the source really paused (no packets for a while), the timeline
+    follows the wall clock instead, so a real pause stays visible. Pure: no clock of its own.
+    """
+
+    last_t: float | None = None
+    step: float = 0.04
+    offset: float = 0.0
+    resyncs: int = 0
+
+    def map(self, t_raw: float, t_by_wall: float | None) -> float:
+        """Continuous stream time for a packet with raw time `t_raw` (`t_by_wall`: where the wall clock says it is)."""
+        t = t_raw + self.offset
+        if self.last_t is not None:
+            delta = t - self.last_t
+            if delta < -MAX_STEP_S or delta > max(MAX_STEP_S, 5 * self.step):
+                expected = self.last_t + self.step
+                target = t_by_wall if t_by_wall is not None and t_by_wall - expected > REAL_PAUSE_S else expected
+                self.offset += target - t
+                self.resyncs += 1
+                t = target
+            elif delta > 0:
+                self.step = min(delta, 1.0)
+        self.last_t = t if self.last_t is None else max(self.last_t, t)
+        return t
 
 
 @dataclass(frozen=True)
@@ -111,15 +147,16 @@ class SegmentWriter:
         # Rebase every stream so the segment starts at 0: each file plays on its own.
         self._offsets[stream.index] = int(round(self.start_s / stream.time_base))
 
-    def write(self, packet: Any, t_s: float, frame_s: float) -> None:
-        """Write one packet (its stream must be one of this segment's)."""
+    def write(self, packet: Any, t_s: float, shift_s: float, frame_s: float) -> None:
+        """Write one packet at continuous time `t_s` (= its raw pts + `shift_s`, see StreamClock)."""
         in_index = packet.stream.index
         out_stream = self._map.get(in_index)
         if out_stream is None:
             return
-        offset = self._offsets[in_index]
-        pts = packet.pts - offset
-        dts = (packet.dts if packet.dts is not None else packet.pts) - offset
+        tb = packet.stream.time_base
+        shift = int(round(shift_s / tb)) - self._offsets[in_index]
+        pts = packet.pts + shift
+        dts = (packet.dts if packet.dts is not None else packet.pts) + shift
         if dts < 0:
             return  # audio captured before this segment's key frame: belongs to the gap between files
         packet.pts, packet.dts = pts, dts

@@ -10,7 +10,7 @@ import av
 import pytest
 
 from recorder.index import NoRecording
-from recorder.ingest import CameraConfig
+from recorder.ingest import CameraConfig, CameraHealth
 from recorder.service import AccessError, RecorderService
 from recorder.transparency_log import TransparencyLog
 from recorder.verify import verify_export
@@ -29,19 +29,41 @@ def decode_counts(path: Path) -> tuple[int, int]:
     return video, audio
 
 
+async def junk_server() -> asyncio.Server:
+    """A TCP server on loopback that answers anything with garbage: a malformed 'camera'."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"\x00garbage, not RTSP\r\n\r\n" * 20)
+        await writer.drain()
+        writer.close()
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
 async def record(service: RecorderService, cams: list[SyntheticCamera], seconds: float,
-                 kill: tuple[int, float, float] | None = None) -> None:
-    """Record for `seconds`; optionally kill camera kill[0] at kill[1] s for kill[2] s."""
-    await service.start([CameraConfig(c.path, c.url, label=c.label) for c in cams])
+                 kill_at: float) -> dict[str, CameraHealth]:
+    """Record `seconds`; kill cams[1] at `kill_at` for 10 s. Two broken cameras run alongside:
+    `cam3` first points at a path the server does not have (edited at run time at kill_at + 5 s),
+    `junk` at a server that speaks garbage. Returns the health of every camera just before the
+    edit (for cam3) and before the stop (for the others)."""
+    junk = await junk_server()
+    port = junk.sockets[0].getsockname()[1]
+    configs = [CameraConfig(c.path, c.url, label=c.label) for c in cams]
+    configs += [CameraConfig("cam3", cams[0].url.rsplit("/", 1)[0] + "/nope"),
+                CameraConfig("junk", f"rtsp://127.0.0.1:{port}/x")]
+    await service.start(configs)
     t0 = time.monotonic()
-    if kill:
-        idx, at, downtime = kill
-        await asyncio.sleep(at)
-        cams[idx].stop()
-        await asyncio.sleep(downtime)
-        await asyncio.to_thread(cams[idx].start)
+    await asyncio.sleep(kill_at)
+    cams[1].stop()
+    await asyncio.sleep(5.0)
+    health = service.health()
+    await service.update_camera(CameraConfig("cam3", cams[0].url))  # fixed at run time, no restart
+    await asyncio.sleep(5.0)
+    await asyncio.to_thread(cams[1].start)
     await asyncio.sleep(max(0.0, seconds - (time.monotonic() - t0)))
+    health = {**service.health(), "cam3": health["cam3"]}
     await service.stop()
+    junk.close()
+    await junk.wait_closed()
+    return health
 
 
 async def test_record_gap_recover_export_verify(service: RecorderService, cameras: list[SyntheticCamera],
@@ -58,7 +80,8 @@ async def test_record_60s(service: RecorderService, cameras: list[SyntheticCamer
 
 async def scenario(service: RecorderService, cameras: list[SyntheticCamera], tmp_path: Path,
                    seconds: float, kill_at: float) -> None:
-    await record(service, cameras, seconds, kill=(1, kill_at, 10.0))
+    edited_at_ms = int(time.time() * 1000) + int((kill_at + 5.0) * 1000)
+    health = await record(service, cameras, seconds, kill_at)
     everything = (0, 2**62)
 
     # cam1 recorded throughout: contiguous segments that decode, with audio.
@@ -76,7 +99,8 @@ async def scenario(service: RecorderService, cameras: list[SyntheticCamera], tmp
         assert abs(video - duration * 25) <= 3, (seg.store_key, video, duration)
         assert audio > 0 and seg.has_audio and seg.codec.startswith("avc1.") and "mp4a.40.2" in seg.codec
         assert (seg.width, seg.height) == (640, 360)
-    assert all(3.9 <= (s.end_ms - s.start_ms) / 1000 <= 4.2 for s in cam1[:-1])
+    # Cut at the first key frame >= 4 s (key frames every 2 s; a re-sync can shift their phase).
+    assert all(3.9 <= (s.end_ms - s.start_ms) / 1000 <= 6.1 for s in cam1[:-1]), [s.end_ms - s.start_ms for s in cam1]
 
     # cam2 was down for 10 s: one gap of about that length, explained in the log, then recording resumed.
     cam2 = await service.index.segments(["cam2"], *everything)
@@ -93,6 +117,16 @@ async def scenario(service: RecorderService, cameras: list[SyntheticCamera], tmp
     for seg in cam2:
         path = service.store.local_path(seg.store_key)
         assert path is not None and decode_counts(path)[0] > 0 and not seg.has_audio
+
+    # Broken cameras are marked and affect nothing else; an edited camera records from the edit on.
+    assert health["cam1"].state == "recording" and health["cam1"].fps > 20 and health["cam1"].bitrate_kbps > 0
+    assert health["cam2"].state == "recording" and health["cam2"].reconnects >= 1
+    for bad in ("cam3", "junk"):
+        assert health[bad].state == "error" and health[bad].last_error, health[bad]
+        assert 1 <= health[bad].reconnects <= 20  # retrying at the back-off pace, not in a tight loop
+    assert not await service.index.segments(["junk"], *everything)
+    cam3 = await service.index.segments(["cam3"], *everything)
+    assert cam3 and cam3[0].start_ms >= edited_at_ms - 1500 and len(cam3) >= 2
 
     # Viewing is logged with user and reason; without a reason nothing is shown or logged.
     size = service.log.size
