@@ -4,6 +4,8 @@ Package-specific fixtures live in tests/<package>/conftest.py.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import re
 import shutil
@@ -15,9 +17,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -28,6 +31,7 @@ from config.settings import Settings
 from core.db import EmbeddedPostgres
 from core.runtime import CoreServices
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -42,6 +46,12 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even where a loop is running (Playwright)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def free_port() -> int:
@@ -189,8 +199,6 @@ def server(request: pytest.FixtureRequest, pg_url: str,
 
     A test module may set `SERVER_ENV = {...}` to start it with extra environment.
     """
-    import asyncio
-
     name = "m_" + uuid.uuid4().hex[:12]
 
     async def create() -> None:
@@ -200,7 +208,7 @@ def server(request: pytest.FixtureRequest, pg_url: str,
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    run_async(create())
     running = start_server(with_database(pg_url, name), tmp_path_factory.mktemp("var"),
                            extra_env=getattr(request.module, "SERVER_ENV", None))
     yield running
