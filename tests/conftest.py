@@ -48,6 +48,11 @@ def repo_root() -> Path:
     return ROOT
 
 
+def private_tmp_dir(prefix: str) -> Path:
+    """A temp dir outside pytest's basetemp (which concurrent pytest sessions prune)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, even where a loop is running (Playwright)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -74,7 +79,7 @@ def pg_url() -> Iterator[str]:
     Its data lives in a directory of its own, not under pytest's basetemp: concurrent pytest
     sessions prune each other's old basetemp directories.
     """
-    data_dir = Path(tempfile.mkdtemp(prefix="cc-pg-"))
+    data_dir = private_tmp_dir("cc-pg-")
     server = EmbeddedPostgres(data_dir)
     url = server.start()
     yield url
@@ -193,8 +198,7 @@ def stop_server(server: RunningServer, timeout: float = 20.0) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, pg_url: str,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(request: pytest.FixtureRequest, pg_url: str) -> Iterator[RunningServer]:
     """A running system on its own database, shared by the tests of one module.
 
     A test module may set `SERVER_ENV = {...}` to start it with extra environment.
@@ -209,10 +213,12 @@ def server(request: pytest.FixtureRequest, pg_url: str,
             await conn.close()
 
     run_async(create())
-    running = start_server(with_database(pg_url, name), tmp_path_factory.mktemp("var"),
+    var = private_tmp_dir("cc-var-")
+    running = start_server(with_database(pg_url, name), var,
                            extra_env=getattr(request.module, "SERVER_ENV", None))
     yield running
     stop_server(running)
+    shutil.rmtree(var, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import start_server, stop_server
+from tests.conftest import private_tmp_dir, start_server, stop_server
 
 READY_WITHIN_SECONDS = 60
 
@@ -20,8 +20,8 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def test_up_from_scratch_then_sigterm_then_restart_keeps_data(tmp_path: Path) -> None:
-    var = tmp_path / "var"
+def test_up_from_scratch_then_sigterm_then_restart_keeps_data() -> None:
+    var = private_tmp_dir("cc-startup-") / "var"
     started = time.monotonic()
     server = start_server("", var, timeout=READY_WITHIN_SECONDS)
     try:
