@@ -1,0 +1,173 @@
+"""Gazetteer: find places (townships, villages, streets, landmarks) by Chinese name or pinyin.
+
+Call-takers type whatever is fastest: 罗定, 罗定市, "luoding", "ld" (initials), or part of a name
+(素龙). Each place is indexed under its name, its name without the administrative suffix (市/县/
+区/镇/街道/乡/村), aliases, full toneless pinyin and pinyin initials (pypinyin). Queries are scored
+with rapidfuzz and a few explicit rules, so the ranking is explainable:
+
+* exact name/alias (with or without suffix)           100
+* exact full pinyin or exact initials                  98 / 95
+* name starts with the query / pinyin prefix            90 + share of the name covered (≤ 9)
+* query contained in the name                           80 + share covered (≤ 9)
+* otherwise rapidfuzz ``ratio`` / ``partial_ratio``     scaled to ≤ 79
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pypinyin import Style, lazy_pinyin
+from rapidfuzz import fuzz
+
+PLACE_KINDS = ("county", "township", "village", "street", "landmark")
+_SUFFIXES = ("街道办事处", "街道", "管理区", "自治县", "市", "县", "区", "镇", "乡", "村委会", "村", "社区")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_KIND_RANK = {k: i for i, k in enumerate(PLACE_KINDS)}
+
+
+@dataclass(frozen=True)
+class Place:
+    """A named place from the site plan."""
+
+    id: str
+    name: str
+    kind: str  # one of PLACE_KINDS
+    lon: float
+    lat: float
+    county_code: int | None = None
+    parent: str | None = None  # e.g. the township of a village, shown to disambiguate
+    aliases: tuple[str, ...] = ()
+    approximate: bool = False  # the site plan marks made-up or approximate positions
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A ranked match with its score (0–100) and what it matched on."""
+
+    place: Place
+    score: float
+    matched: str  # "name" | "alias" | "pinyin" | "initials" | "fuzzy"
+
+    @property
+    def label(self) -> str:
+        return f"{self.place.name}（{self.place.parent}）" if self.place.parent else self.place.name
+
+
+def strip_suffix(name: str) -> str:
+    """Drop one administrative suffix (罗定市 → 罗定) unless that would leave < 2 characters."""
+    for s in _SUFFIXES:
+        if name.endswith(s) and len(name) - len(s) >= 2:
+            return name[: -len(s)]
+    return name
+
+
+def to_pinyin(text: str) -> str:
+    """Toneless pinyin, syllables joined, lower case ("罗定" → "luoding"); non-CJK kept as is."""
+    return "".join(lazy_pinyin(text, style=Style.NORMAL, errors="default")).lower().replace(" ", "")
+
+
+def to_initials(text: str) -> str:
+    """Pinyin initials ("罗定" → "ld")."""
+    return "".join(s[0] for s in lazy_pinyin(text, style=Style.FIRST_LETTER) if s).lower()
+
+
+@dataclass
+class _Entry:
+    place: Place
+    names: tuple[str, ...]  # Chinese keys: name, stripped name, aliases
+    pinyins: tuple[str, ...]
+    initials: tuple[str, ...]
+    alias_set: frozenset[str] = field(default_factory=frozenset)
+
+
+class GazetteerError(ValueError):
+    """Bad place data."""
+
+
+class Gazetteer:
+    """Fuzzy place search over the site plan's places."""
+
+    def __init__(self, places: Iterable[Place]) -> None:
+        self._entries: list[_Entry] = []
+        seen: set[str] = set()
+        for p in places:
+            if p.kind not in PLACE_KINDS:
+                raise GazetteerError(f"地点 {p.id}: 未知类型 {p.kind!r}（应为 {', '.join(PLACE_KINDS)}）")
+            if p.id in seen:
+                raise GazetteerError(f"地点编号重复: {p.id}")
+            if not p.name.strip():
+                raise GazetteerError(f"地点 {p.id}: 名称为空")
+            seen.add(p.id)
+            keys = [p.name, strip_suffix(p.name)]
+            for a in p.aliases:
+                keys += [a, strip_suffix(a)]
+            names = tuple(dict.fromkeys(keys))
+            self._entries.append(
+                _Entry(
+                    p,
+                    names,
+                    tuple(dict.fromkeys(to_pinyin(n) for n in names)),
+                    tuple(dict.fromkeys(to_initials(n) for n in names)),
+                    frozenset(p.aliases) | frozenset(strip_suffix(a) for a in p.aliases),
+                )
+            )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def search(self, query: str, limit: int = 10, kinds: Sequence[str] | None = None, min_score: float = 50.0) -> list[Suggestion]:
+        """Ranked suggestions for a query in Chinese, full pinyin, initials or part of a name."""
+        q = query.strip()
+        if not q:
+            return []
+        out: list[Suggestion] = []
+        for e in self._entries:
+            if kinds and e.place.kind not in kinds:
+                continue
+            s = self._score(e, q)
+            if s is not None and s.score >= min_score:
+                out.append(s)
+        out.sort(key=lambda s: (-s.score, _KIND_RANK[s.place.kind], len(s.place.name), s.place.id))
+        return out[:limit]
+
+    @staticmethod
+    def _score(e: _Entry, q: str) -> Suggestion | None:
+        best: tuple[float, str] = (0.0, "fuzzy")
+
+        def take(score: float, how: str) -> None:
+            nonlocal best
+            if score > best[0]:
+                best = (score, how)
+
+        if _CJK.search(q):
+            qs = strip_suffix(q)
+            for n in e.names:
+                how = "alias" if n in e.alias_set else "name"
+                if n in (q, qs):
+                    take(100.0, how)
+                elif n.startswith(qs):
+                    take(90.0 + 9.0 * len(qs) / len(n), how)
+                elif qs in n:
+                    take(80.0 + 9.0 * len(qs) / len(n), how)
+                else:
+                    take(0.79 * max(fuzz.ratio(q, n), fuzz.partial_ratio(qs, n) if len(qs) >= 2 else 0), "fuzzy")
+        else:
+            ql = re.sub(r"[\s'’-]", "", q.lower())
+            if not ql:
+                return None
+            for py in e.pinyins:
+                if py == ql:
+                    take(98.0, "pinyin")
+                elif py.startswith(ql) and len(ql) >= 2:
+                    take(90.0 + 9.0 * len(ql) / len(py), "pinyin")
+                elif len(ql) >= 3:
+                    take(0.79 * max(fuzz.ratio(ql, py), fuzz.partial_ratio(ql, py) if len(ql) >= 4 else 0), "fuzzy")
+            for ini in e.initials:
+                if ini == ql:
+                    take(95.0, "initials")
+                elif ini.startswith(ql) and len(ql) >= 2:
+                    take(88.0 + 9.0 * len(ql) / len(ini), "initials")
+        if best[0] <= 0:
+            return None
+        return Suggestion(e.place, round(best[0], 1), best[1])
