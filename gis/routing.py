@@ -80,7 +80,7 @@ class RoadNetwork:
         self._reverse = graph.reverse(copy=False)
         self._nodes: list[tuple[float, float]] = list(graph.nodes)
         self._tree = shapely.STRtree([Point(n) for n in self._nodes])
-        self._cache: OrderedDict[tuple[float, float], dict[Any, float]] = OrderedDict()
+        self._cache: OrderedDict[tuple[float, float], dict[Any, tuple[float, float]]] = OrderedDict()
         self._cache_size = cache_size
 
     @classmethod
@@ -111,9 +111,9 @@ class RoadNetwork:
                 raise RoadNetworkError(f"{fw}.properties.{speed_field}: 需要正数速度 (km/h), 得到 {speed!r}")
             geom = feat.get("geometry") or {}
             if geom.get("type") == "LineString":
-                lines = [geom.get("coordinates")]
+                lines: list[Any] = [geom.get("coordinates")]
             elif geom.get("type") == "MultiLineString":
-                lines = geom.get("coordinates")
+                lines = geom.get("coordinates") or []
             else:
                 raise RoadNetworkError(f"{fw}.geometry: 需要 LineString/MultiLineString, 得到 {geom.get('type')!r}")
             oneway = bool(props.get("oneway", False))
