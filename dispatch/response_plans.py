@@ -136,7 +136,7 @@ def _parse_plan(i: int, raw: Any, src: str, lines: _Lines) -> Plan:
     name = raw.get("name", f"plan[{i}]")
     if not isinstance(name, str) or not name.strip():
         raise PlanError(src, lines.plan(i, "name"), "name", "需要非空字符串")
-    cat = raw.get("category")
+    cat: str = raw.get("category", "")
     if cat not in CATEGORIES:
         raise PlanError(src, lines.plan(i, "category"), "category", f"未知类别 {cat!r}（应为 {', '.join(CATEGORIES)}）")
     sub = raw.get("subtype", "*")
@@ -157,7 +157,7 @@ def _parse_plan(i: int, raw: Any, src: str, lines: _Lines) -> Plan:
         if unknown:
             k = sorted(unknown)[0]
             raise PlanError(src, lines.req(i, r, k), f"require.{k}", "未知字段（可用: capability, count）")
-        cap_raw = req.get("capability")
+        cap_raw: str = req.get("capability", "")
         try:
             cap = Capability(cap_raw)
         except ValueError:
