@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from dispatch.model import (
     CAPABILITY_NAMES,
@@ -136,20 +137,20 @@ class Recommender:
             already = tuple(u.id for u in assigned if req.capability in u.capabilities and u.id not in counted)[: req.count]
             counted.update(already)
             need = req.count - len(already)
-            cands = self._rank(req.capability, target, incident.training, now, excluded | set(incident.assigned_units))
+            ranked = self._rank(req.capability, target, incident.training, now, excluded | set(incident.assigned_units))
             out: list[Candidate] = []
-            for c in cands:
-                rec = need > 0 and c.unit_id not in picked
+            for fields in ranked:
+                rec = need > 0 and fields["unit_id"] not in picked
                 if rec:
-                    picked.add(c.unit_id)
+                    picked.add(fields["unit_id"])
                     need -= 1
-                out.append(_with_flag(c, rec))
+                out.append(Candidate(recommended=rec, **fields))
             results.append(RequirementResult(req, already, tuple(out), max(0, need)))
         return results
 
     def _rank(
         self, cap: Capability, target: tuple[float, float], training: bool, now: datetime, excluded: set[str]
-    ) -> list[Candidate]:
+    ) -> list[dict[str, Any]]:
         idx = self._indexes.get(cap)
         if idx is None:
             return []
@@ -173,18 +174,14 @@ class Recommender:
             rows.append(((bucket, last, u.id), u, pos, src, age, n.distance_m, eta))
         rows.sort(key=lambda r: r[0])
         return [
-            Candidate(
-                unit_id=u.id, callsign=u.callsign, unit_type=u.type, capability=cap, eta=eta,
-                straight_m=d, position=pos, position_source=src, position_age_s=age,
-                last_dispatched_at=u.last_dispatched_at, status=u.status, recommended=False,
-                explanation=_explain(u, cap, eta, d, src, age, now),
-            )
+            {
+                "unit_id": u.id, "callsign": u.callsign, "unit_type": u.type, "capability": cap, "eta": eta,
+                "straight_m": d, "position": pos, "position_source": src, "position_age_s": age,
+                "last_dispatched_at": u.last_dispatched_at, "status": u.status,
+                "explanation": _explain(u, cap, eta, d, src, age, now),
+            }
             for _, u, pos, src, age, d, eta in rows
         ]
-
-
-def _with_flag(c: Candidate, rec: bool) -> Candidate:
-    return replace(c, recommended=rec)
 
 
 def _explain(u: Unit, cap: Capability, eta: Eta, straight_m: float, src: str, age: float | None, now: datetime) -> str:

@@ -16,9 +16,11 @@ the network, or the two nodes are not connected.
 """
 from __future__ import annotations
 
+import heapq
 import json
+import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,7 @@ class RoadNetwork:
         self._reverse = graph.reverse(copy=False)
         self._nodes: list[tuple[float, float]] = list(graph.nodes)
         self._tree = shapely.STRtree([Point(n) for n in self._nodes])
-        self._cache: OrderedDict[tuple[float, float], dict[Any, tuple[float, float]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[float, float], _ReverseDijkstra] = OrderedDict()
         self._cache_size = cache_size
 
     @classmethod
@@ -155,24 +157,27 @@ class RoadNetwork:
             out[i] = (node, haversine_m(points[i][0], points[i][1], node[0], node[1]))
         return out
 
-    def times_to(self, node: tuple[float, float]) -> dict[Any, tuple[float, float]]:
-        """(travel seconds, road metres) from every reachable node to ``node`` (cached reverse Dijkstra)."""
-        hit = self._cache.get(node)
-        if hit is not None:
+    def times_to(
+        self, node: tuple[float, float], wanted: Iterable[tuple[float, float]] | None = None
+    ) -> Mapping[Any, tuple[float, float]]:
+        """(travel seconds, road metres) to ``node`` from nodes, by a cached reverse Dijkstra.
+
+        With ``wanted``, the search stops as soon as those nodes are settled (or unreachable);
+        the search state is cached and resumed by later queries for the same target. Without it,
+        the whole graph is settled. Written by hand rather than with networkx because networkx's
+        Dijkstra can neither stop at a set of targets nor resume, and ranking the 30 nearest
+        units of a county should not pay for settling the whole city.
+        """
+        search = self._cache.get(node)
+        if search is None:
+            search = _ReverseDijkstra(self._reverse, node)
+            self._cache[node] = search
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
             self._cache.move_to_end(node)
-            return hit
-        pred, dist = nx.dijkstra_predecessor_and_distance(self._reverse, node, weight="seconds")
-        result: dict[Any, tuple[float, float]] = {node: (0.0, 0.0)}
-        # nodes in order of increasing time: each predecessor is already done
-        for n in sorted(dist, key=dist.__getitem__):
-            if n == node:
-                continue
-            p = pred[n][0]
-            result[n] = (float(dist[n]), result[p][1] + float(self._reverse[p][n]["length_m"]))
-        self._cache[node] = result
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return result
+        search.run(None if wanted is None else set(wanted))
+        return search.settled
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -213,10 +218,10 @@ class EtaEstimator:
         tnode, tsnap = self.network.snap(*target)
         if tsnap > self.max_snap_m:
             return [self.great_circle(o, target, t, f"目标距路网 {tsnap:.0f} m") for o, t in origins]
-        times = self.network.times_to(tnode)
         access = self.access_speed_kmh / 3.6
         out: list[Eta] = []
         snaps = self.network.snap_many([o for o, _ in origins])
+        times = self.network.times_to(tnode, [n for n, d in snaps if d <= self.max_snap_m])
         for (o, t), (onode, osnap) in zip(origins, snaps, strict=True):
             road = times.get(onode)
             if osnap > self.max_snap_m:
@@ -227,3 +232,37 @@ class EtaEstimator:
                 secs = road[0] + (osnap + tsnap) / access
                 out.append(Eta(secs, road[1] + osnap + tsnap, "road", "路网最短时间路径"))
         return out
+
+
+class _ReverseDijkstra:
+    """Resumable single-target Dijkstra over the reversed graph (seconds, with road length)."""
+
+    def __init__(self, reverse: nx.DiGraph, target: tuple[float, float]) -> None:
+        self._adj = reverse._adj  # plain dict-of-dicts: much faster than the view API in the hot loop
+        self.settled: dict[Any, tuple[float, float]] = {}
+        self._best: dict[Any, float] = {target: 0.0}
+        self._heap: list[tuple[float, float, int, Any]] = [(0.0, 0.0, 0, target)]
+        self._counter = 1  # tie-breaker so nodes are never compared
+
+    def run(self, wanted: set[Any] | None) -> None:
+        settled, best, heap, adj = self.settled, self._best, self._heap, self._adj
+        missing = None if wanted is None else {n for n in wanted if n not in settled}
+        if missing is not None and not missing:
+            return
+        while heap:
+            t, length, _, u = heapq.heappop(heap)
+            if u in settled:
+                continue
+            settled[u] = (t, length)
+            if missing is not None:
+                missing.discard(u)
+                if not missing:
+                    return
+            for v, data in adj[u].items():
+                if v in settled:
+                    continue
+                nt = t + data["seconds"]
+                if nt < best.get(v, math.inf):
+                    best[v] = nt
+                    heapq.heappush(heap, (nt, length + data["length_m"], self._counter, v))
+                    self._counter += 1

@@ -219,8 +219,6 @@ def _fmt(v: float) -> str:
 
 def build_cap(a: CapAlert) -> str:
     """CAP 1.2 XML text for an alert; CapError if the result would break a rule."""
-    ET.register_namespace("", CAP_NS)
-
     def sub(parent: ET.Element, tag: str, text: str | None) -> None:
         if text:
             ET.SubElement(parent, f"{{{CAP_NS}}}{tag}").text = text
@@ -276,7 +274,7 @@ def build_cap(a: CapAlert) -> str:
             sub(g, "valueName", name)
             sub(g, "value", value)
     ET.indent(root)
-    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode", default_namespace=CAP_NS)
     issues = validate_cap(text)
     if issues:
         raise CapError(issues)

@@ -14,8 +14,10 @@ NS = {
 SRS = "urn:ogc:def:crs:EPSG::4326"
 UOM_M = "urn:ogc:def:uom:EPSG::9001"
 
+# prefixes for the non-default namespaces (the registry is global; these names are unambiguous)
 for _p, _u in NS.items():
-    ET.register_namespace("" if _p == "pidf" else _p, _u)
+    if _p != "pidf":
+        ET.register_namespace(_p, _u)
 
 
 class PidfError(ValueError):
@@ -28,9 +30,12 @@ def _q(prefix: str, tag: str) -> str:
 
 def build(lon: float, lat: float, radius_m: float | None, loc_text: str, entity: str) -> str:
     """PIDF-LO document text with a gml:Point (or gs:Circle when a radius is known)."""
-    pres = ET.Element(_q("pidf", "presence"), {"entity": entity})
-    tup = ET.SubElement(pres, _q("pidf", "tuple"), {"id": "loc"})
-    status = ET.SubElement(tup, _q("pidf", "status"))
+    # PIDF elements are written unqualified under an explicit default xmlns: ElementTree's
+    # default_namespace option refuses unqualified attributes, and the global prefix registry
+    # would be shared with the CAP writer.
+    pres = ET.Element("presence", {"xmlns": NS["pidf"], "entity": entity})
+    tup = ET.SubElement(pres, "tuple", {"id": "loc"})
+    status = ET.SubElement(tup, "status")
     geopriv = ET.SubElement(status, _q("gp", "geopriv"))
     info = ET.SubElement(geopriv, _q("gp", "location-info"))
     shape = ET.SubElement(info, _q("gs", "Circle") if radius_m is not None else _q("gml", "Point"), {"srsName": SRS})

@@ -151,3 +151,13 @@ def test_all_errors_listed_at_once() -> None:
     for bad in ("not json", "[]", json.dumps({"eidoMessageIdentifier": 1})):
         with pytest.raises(EidoError):
             import_incident(bad)
+
+
+def test_pidf_namespaces_independent_of_cap_writer() -> None:
+    """ElementTree's prefix registry is global: writing CAP first must not change the PIDF-LO."""
+    from dispatch.exchange.cap import CapAlert, area_from_polygon, build_cap
+
+    build_cap(CapAlert("ID-1", "s", NOW, "e", "h", "d", (area_from_polygon("a", [(1, 1), (2, 1), (2, 2)]),)))
+    a, _, units = rich()
+    loc = export_incident(a, units, now=NOW)["locationComponent"][0]["locationByValue"]
+    assert loc.startswith("<presence") and "ns0" not in loc and 'xmlns="urn:ietf:params:xml:ns:pidf"' in loc

@@ -97,3 +97,29 @@ def test_bad_road_data(tmp_path: Path) -> None:
     p.write_text("nope")
     with pytest.raises(RoadNetworkError, match="roads.geojson"):
         RoadNetwork.from_geojson(p)
+
+
+def test_resumable_search_matches_networkx_on_a_grid() -> None:
+    import random
+
+    import networkx as nx
+
+    rng = random.Random(3)
+    feats = []
+    n = 12
+    for i in range(n):
+        for j in range(n):
+            for di, dj in ((1, 0), (0, 1)):
+                if i + di < n and j + dj < n:
+                    feats.append(road([(112 + i / 100, 22 + j / 100), (112 + (i + di) / 100, 22 + (j + dj) / 100)],
+                                      rng.choice([20, 40, 60]), oneway=rng.random() < 0.2))
+    net = RoadNetwork.from_geojson(fc(*feats))
+    target = (112.05, 22.05)
+    expect = nx.single_source_dijkstra_path_length(net.graph.reverse(), target, weight="seconds")
+    some = list(net.graph.nodes)[:5]
+    partial = dict(net.times_to(target, some))
+    assert all(partial[s][0] == pytest.approx(expect[s]) for s in some if s in expect)
+    assert len(partial) < len(expect)  # stopped early
+    full = net.times_to(target)  # resumes the cached search
+    assert set(full) == set(expect)
+    assert all(full[k][0] == pytest.approx(v) for k, v in expect.items())
