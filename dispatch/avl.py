@@ -190,3 +190,8 @@ class ArrivalDetector:
         if n == self.min_fixes:
             return Arrival(unit_id, incident_id, fix.at, d)
         return None
+
+
+def is_stale(fix: Position | None, now: datetime, stale_after_s: float = 300.0) -> bool:
+    """True when a unit has no fix or its last fix is older than ``stale_after_s`` (shown as stale)."""
+    return fix is None or (now - fix.at).total_seconds() > stale_after_s

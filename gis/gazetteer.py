@@ -171,3 +171,21 @@ class Gazetteer:
         if best[0] <= 0:
             return None
         return Suggestion(e.place, round(best[0], 1), best[1])
+
+
+def places_from_areas(areas: Iterable[object]) -> list[Place]:
+    """Places for the counties/townships of a ``Jurisdictions`` (their centres or a point inside)."""
+    from gis.jurisdictions import Area
+
+    out = []
+    for a in areas:
+        if not isinstance(a, Area):
+            raise GazetteerError(f"不是区划: {a!r}")
+        if a.center is not None:
+            lon, lat = a.center
+        else:
+            p = a.geometry.representative_point()
+            lon, lat = p.x, p.y
+        out.append(Place(f"area-{a.code}", a.name, a.level, lon, lat,
+                         a.code if a.level == "county" else a.parent_code))
+    return out

@@ -85,3 +85,15 @@ def test_bad_places() -> None:
         Gazetteer([Place("x", "甲", "village", 0, 0), Place("x", "乙", "village", 0, 0)])
     with pytest.raises(GazetteerError, match="名称为空"):
         Gazetteer([Place("x", " ", "village", 0, 0)])
+
+
+def test_places_from_real_county_areas(counties_path) -> None:  # type: ignore[no-untyped-def]
+    from gis.gazetteer import places_from_areas
+    from gis.jurisdictions import load_areas_geojson
+
+    gz = Gazetteer(places_from_areas(load_areas_geojson(counties_path)))
+    assert len(gz) == 5
+    assert gz.search("ld")[0].place.name == "罗定市"
+    assert gz.search("xinxing")[0].place.county_code == 445321
+    with pytest.raises(GazetteerError):
+        places_from_areas(["not an area"])
