@@ -270,6 +270,24 @@ class _V:
             return None
         return t
 
+    def arr(self, value: Any, path: str) -> list[Any]:
+        """A JSON array (missing/null = empty); anything else is an error."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.err(path, f"应为数组，得到 {type(value).__name__}")
+            return []
+        return value
+
+    def obj(self, value: Any, path: str) -> dict[str, Any]:
+        """A JSON object (missing/null = empty); anything else is an error."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.err(path, f"应为对象，得到 {type(value).__name__}")
+            return {}
+        return value
+
     def lst(self, doc: Mapping[str, Any], key: str) -> list[Any]:
         v = doc.get(key, [])
         if not isinstance(v, list):
@@ -383,7 +401,14 @@ def import_incident(doc: Any) -> Incident:
         calls_ = v.lst(doc, "callComponent")
         first = calls_[0].get("callStartTimestamp") if calls_ and isinstance(calls_[0], dict) else None
         created = v.ts(first, "callComponent[0].callStartTimestamp") if first else v.ts(doc.get("lastUpdateTimeStamp"), "$.lastUpdateTimeStamp")
-    ext_loc = ext.get("location") or {}
+    ext_loc = v.obj(ext.get("location"), "ext.location")
+    codes: list[int | None] = []
+    for key in ("county", "township"):
+        c = ext_loc.get(key)
+        if c is not None and (not isinstance(c, int) or isinstance(c, bool)):
+            v.err(f"ext.location.{key}", f"应为整数区划编码，得到 {c!r}")
+            c = None
+        codes.append(c)
 
     # agencies and units
     agencies: list[str] = []
@@ -392,11 +417,11 @@ def import_incident(doc: Any) -> Incident:
         if not isinstance(types, list) or not types:
             v.err(f"agencyComponent[{i}].agencyType", "缺少必填字段")
             continue
-        key = next((k for k, t in AGENCY_TYPE.items() if t == types[0]), None)
-        if key is None:
+        agency_key = next((k for k, t in AGENCY_TYPE.items() if t == types[0]), None)
+        if agency_key is None:
             v.err(f"agencyComponent[{i}].agencyType", f"无法识别的部门类型 {types[0]!r}")
         else:
-            agencies.append(key)
+            agencies.append(agency_key)
     units_by_agency: dict[str, tuple[str, ...]] = {}
     for i, d in enumerate(v.lst(doc, "dispatchComponent")):
         if not isinstance(d, dict) or not isinstance(d.get("agencyReference"), dict):
@@ -404,9 +429,15 @@ def import_incident(doc: Any) -> Incident:
             continue
         ag = str(d["agencyReference"].get("$ref", "")).removeprefix("agency-")
         units_by_agency[ag] = tuple(
-            str(r.get("$ref", "")).removeprefix("unit-") for r in d.get("emergencyResourceReference", []) if isinstance(r, dict)
+            str(r.get("$ref", "")).removeprefix("unit-")
+            for r in v.arr(d.get("emergencyResourceReference"), f"dispatchComponent[{i}].emergencyResourceReference")
+            if isinstance(r, dict)
         )
-    ext_comps: dict[Any, Any] = {c.get("agency"): c for c in ext.get("components", []) if isinstance(c, dict)}
+    ext_comps: dict[str, Any] = {
+        c["agency"]: c
+        for c in v.arr(ext.get("components"), "ext.components")
+        if isinstance(c, dict) and isinstance(c.get("agency"), str)
+    }
     components = []
     for ag in agencies:
         ec = ext_comps.get(ag, {})
@@ -415,7 +446,8 @@ def import_incident(doc: Any) -> Incident:
         except ValueError:
             v.err(f"ext.components[{ag}].status", f"未知状态 {ec.get('status')!r}")
             st = IncidentStatus.NEW
-        components.append(Component(ag, st, units_by_agency.get(ag, ()), tuple(ec.get("released", ()))))
+        released = tuple(str(x) for x in v.arr(ec.get("released"), f"ext.components[{ag}].released"))
+        components.append(Component(ag, st, units_by_agency.get(ag, ()), released))
 
     # calls, caller, notes, links, merges
     calls = tuple(str(c.get("callIdentifier", "")) for c in v.lst(doc, "callComponent") if isinstance(c, dict))
@@ -452,7 +484,7 @@ def import_incident(doc: Any) -> Incident:
         else:
             v.err("mergeComponent[].mergeRole", f"应为 Subsumed 或 Surviving，得到 {m.get('mergeRole')!r}")
     timeline = []
-    for i, item in enumerate(ext.get("timeline", [])):
+    for i, item in enumerate(v.arr(ext.get("timeline"), "ext.timeline")):
         if not isinstance(item, dict):
             v.err(f"ext.timeline[{i}]", "时间线条目无效")
             continue
@@ -461,19 +493,21 @@ def import_incident(doc: Any) -> Incident:
             v.err(f"ext.timeline[{i}]", "时间线条目无效")
             continue
         timeline.append(TimelineEntry(item["seq"], at, str(item.get("actor", "")), str(item.get("action", "")),
-                                      {str(k): str(x) for k, x in (item.get("detail") or {}).items()}))
+                                      {str(k): str(x) for k, x in v.obj(item.get("detail"), f"ext.timeline[{i}].detail").items()}))
 
+    training = ext.get("training", False)
+    if not isinstance(training, bool):
+        v.err("ext.training", f"应为 true/false，得到 {training!r}")
     if v.errors or cat_key is None or created is None:
         raise EidoError(v.errors or ["incidentComponent: 缺少类别或时间"])
     try:
         check_subtype(cat_key, subtype)
-        location = Location(lon, lat, radius, str(ext_loc.get("source", "eido")), address,
-                            ext_loc.get("county"), ext_loc.get("township"))
+        location = Location(lon, lat, radius, str(ext_loc.get("source", "eido")), address, codes[0], codes[1])
         return Incident(
             id=inc_id, category=cat_key, subtype=subtype, priority=prio, location=location, created_at=created,
             description=description, caller=Caller(number, name), components=tuple(components), calls=calls,
             notes=tuple(notes), related=related, merged_into=merged_into, merged_from=tuple(merged_from),
-            disposition=disposition, training=bool(ext.get("training", False)), timeline=tuple(timeline),
+            disposition=disposition, training=bool(training), timeline=tuple(timeline),
         )
     except DispatchError as e:
         raise EidoError([f"incidentComponent: {e}"]) from None
