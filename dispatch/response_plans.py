@@ -136,11 +136,11 @@ def _parse_plan(i: int, raw: Any, src: str, lines: _Lines) -> Plan:
     name = raw.get("name", f"plan[{i}]")
     if not isinstance(name, str) or not name.strip():
         raise PlanError(src, lines.plan(i, "name"), "name", "需要非空字符串")
-    cat: str = raw.get("category", "")
-    if cat not in CATEGORIES:
+    cat = raw.get("category", "")
+    if not isinstance(cat, str) or cat not in CATEGORIES:
         raise PlanError(src, lines.plan(i, "category"), "category", f"未知类别 {cat!r}（应为 {', '.join(CATEGORIES)}）")
     sub = raw.get("subtype", "*")
-    if sub != "*" and sub not in CATEGORIES[cat].subtypes:
+    if not isinstance(sub, str) or (sub != "*" and sub not in CATEGORIES[cat].subtypes):
         raise PlanError(src, lines.plan(i, "subtype"), "subtype",
                         f"类别 {cat} 没有子类 {sub!r}（应为 * 或 {', '.join(CATEGORIES[cat].subtypes)}）")
     prios = _int_set(raw["priority"], "priority", src, lines.plan(i, "priority"), 1, 5) if "priority" in raw else frozenset()
@@ -157,8 +157,10 @@ def _parse_plan(i: int, raw: Any, src: str, lines: _Lines) -> Plan:
         if unknown:
             k = sorted(unknown)[0]
             raise PlanError(src, lines.req(i, r, k), f"require.{k}", "未知字段（可用: capability, count）")
-        cap_raw: str = req.get("capability", "")
+        cap_raw = req.get("capability", "")
         try:
+            if not isinstance(cap_raw, str):
+                raise ValueError(cap_raw)
             cap = Capability(cap_raw)
         except ValueError:
             raise PlanError(src, lines.req(i, r, "capability"), "require.capability",

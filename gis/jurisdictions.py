@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import shapely
 from shapely.geometry import Point, shape
@@ -90,39 +91,60 @@ def load_areas_geojson(
         raise JurisdictionError(f"{p}: 无法读取 GeoJSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise JurisdictionError(f"{p}: 顶层必须是 FeatureCollection")
+    features = doc.get("features")
+    if not isinstance(features, list):
+        raise JurisdictionError(f"{p}: features 必须是数组")
     areas: list[Area] = []
-    for i, feat in enumerate(doc.get("features", [])):
+    for i, feat in enumerate(features):
         where = f"{p}: features[{i}]"
-        props = feat.get("properties") or {}
-        if code_field not in props:
-            raise JurisdictionError(f"{where}: 缺少属性 {code_field!r}")
         try:
-            code = int(props[code_field])
-        except (TypeError, ValueError) as e:
-            raise JurisdictionError(f"{where}.{code_field}: 不是整数编码: {props[code_field]!r}") from e
-        try:
-            geom = shape(feat["geometry"])
-        except Exception as e:  # shapely raises several types for malformed geometry
-            raise JurisdictionError(f"{where}.geometry: 无效几何: {e}") from e
-        if geom.geom_type not in ("Polygon", "MultiPolygon"):
-            raise JurisdictionError(f"{where}.geometry: 需要 Polygon/MultiPolygon, 得到 {geom.geom_type}")
-        if not geom.is_valid:
-            geom = shapely.make_valid(geom)
-        center = props.get("center")
-        parent = props.get(parent_field) if parent_field else None
-        if isinstance(parent, dict):  # DataV style {"adcode": 445300}
-            parent = parent.get("adcode")
-        areas.append(
-            Area(
-                code=code,
-                name=str(props.get(name_field, code)),
-                level=level,
-                geometry=geom,
-                parent_code=int(parent) if parent is not None else None,
-                center=(float(center[0]), float(center[1])) if center else None,
-            )
-        )
+            areas.append(_area_from_feature(feat, where, level, code_field, name_field, parent_field))
+        except JurisdictionError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            # any other shape problem in hand-edited data: name the feature, never crash
+            raise JurisdictionError(f"{where}: 数据格式错误: {e}") from None
     return areas
+
+
+def _area_from_feature(
+    feat: Any, where: str, level: str, code_field: str, name_field: str, parent_field: str | None
+) -> Area:
+    if not isinstance(feat, dict):
+        raise JurisdictionError(f"{where}: 必须是 Feature 对象")
+    props = feat.get("properties") or {}
+    if not isinstance(props, dict):
+        raise JurisdictionError(f"{where}.properties: 必须是对象")
+    if code_field not in props:
+        raise JurisdictionError(f"{where}: 缺少属性 {code_field!r}")
+    try:
+        code = int(props[code_field])
+    except (TypeError, ValueError) as e:
+        raise JurisdictionError(f"{where}.{code_field}: 不是整数编码: {props[code_field]!r}") from e
+    try:
+        geom = shape(feat["geometry"])
+    except Exception as e:  # shapely raises several types for malformed geometry
+        raise JurisdictionError(f"{where}.geometry: 无效几何: {e}") from e
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        raise JurisdictionError(f"{where}.geometry: 需要 Polygon/MultiPolygon, 得到 {geom.geom_type}")
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    center = props.get("center")
+    if center is not None and not (
+        isinstance(center, list) and len(center) == 2 and all(isinstance(c, int | float) for c in center)
+    ):
+        raise JurisdictionError(f"{where}.center: 应为 [经度, 纬度]，得到 {center!r}")
+    parent = props.get(parent_field) if parent_field else None
+    if isinstance(parent, dict):  # DataV style {"adcode": 445300}
+        parent = parent.get("adcode")
+    return Area(
+        code=code,
+        name=str(props.get(name_field, code)),
+        level=level,
+        geometry=geom,
+        parent_code=int(parent) if parent is not None else None,
+        center=(float(center[0]), float(center[1])) if center else None,
+    )
 
 
 class _LevelIndex:

@@ -105,38 +105,18 @@ class RoadNetwork:
         else:
             doc = source
         g: nx.DiGraph = nx.DiGraph()
-        for i, feat in enumerate(doc.get("features", [])):
+        features = doc.get("features") if isinstance(doc, Mapping) else None
+        if not isinstance(features, list):
+            raise RoadNetworkError(f"{where}: 需要 FeatureCollection（features 数组）")
+        for i, feat in enumerate(features):
             fw = f"{where}: features[{i}]"
-            props = feat.get("properties") or {}
-            speed = props.get(speed_field, default_speed_kmh)
-            if not isinstance(speed, int | float) or isinstance(speed, bool) or not speed > 0:
-                raise RoadNetworkError(f"{fw}.properties.{speed_field}: 需要正数速度 (km/h), 得到 {speed!r}")
-            geom = feat.get("geometry") or {}
-            if geom.get("type") == "LineString":
-                lines: list[Any] = [geom.get("coordinates")]
-            elif geom.get("type") == "MultiLineString":
-                lines = geom.get("coordinates") or []
-            else:
-                raise RoadNetworkError(f"{fw}.geometry: 需要 LineString/MultiLineString, 得到 {geom.get('type')!r}")
-            oneway = bool(props.get("oneway", False))
-            for line in lines or []:
-                if not isinstance(line, list) or len(line) < 2:
-                    raise RoadNetworkError(f"{fw}.geometry: 线段至少需要两个点")
-                for (x1, y1, *_), (x2, y2, *_) in zip(line, line[1:], strict=False):
-                    try:
-                        check_lon_lat(x1, y1)
-                        check_lon_lat(x2, y2)
-                    except ValueError as e:
-                        raise RoadNetworkError(f"{fw}.geometry: {e}") from e
-                    a, b = _node_key(x1, y1), _node_key(x2, y2)
-                    if a == b:
-                        continue
-                    length = haversine_m(x1, y1, x2, y2)
-                    t = length / (speed / 3.6)
-                    for u, v in ((a, b),) if oneway else ((a, b), (b, a)):
-                        # keep the fastest of parallel edges
-                        if not g.has_edge(u, v) or g[u][v]["seconds"] > t:
-                            g.add_edge(u, v, seconds=t, length_m=length)
+            try:
+                _add_feature(g, feat, fw, speed_field, default_speed_kmh)
+            except RoadNetworkError:
+                raise
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+                # any other shape problem in hand-edited data: name the feature, never crash
+                raise RoadNetworkError(f"{fw}: 数据格式错误: {e}") from None
         return cls(g)
 
     def snap(self, lon: float, lat: float) -> tuple[tuple[float, float], float]:
@@ -181,6 +161,48 @@ class RoadNetwork:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+
+def _add_feature(g: nx.DiGraph, feat: Any, fw: str, speed_field: str, default_speed_kmh: float | None) -> None:
+    """Add one road feature's segments (both directions unless ``oneway``) to the graph."""
+    if not isinstance(feat, dict):
+        raise RoadNetworkError(f"{fw}: 必须是 Feature 对象")
+    props = feat.get("properties") or {}
+    if not isinstance(props, dict):
+        raise RoadNetworkError(f"{fw}.properties: 必须是对象")
+    speed = props.get(speed_field, default_speed_kmh)
+    if not isinstance(speed, int | float) or isinstance(speed, bool) or not speed > 0:
+        raise RoadNetworkError(f"{fw}.properties.{speed_field}: 需要正数速度 (km/h), 得到 {speed!r}")
+    geom = feat.get("geometry") or {}
+    if not isinstance(geom, dict):
+        raise RoadNetworkError(f"{fw}.geometry: 必须是对象")
+    if geom.get("type") == "LineString":
+        lines: list[Any] = [geom.get("coordinates")]
+    elif geom.get("type") == "MultiLineString":
+        lines = geom.get("coordinates") or []
+    else:
+        raise RoadNetworkError(f"{fw}.geometry: 需要 LineString/MultiLineString, 得到 {geom.get('type')!r}")
+    oneway = props.get("oneway", False)
+    if not isinstance(oneway, bool):
+        raise RoadNetworkError(f"{fw}.properties.oneway: 应为 true/false，得到 {oneway!r}")
+    for line in lines if isinstance(lines, list) else [None]:
+        if not isinstance(line, list | tuple) or len(line) < 2 or not all(isinstance(pt, list | tuple) and len(pt) >= 2 for pt in line):
+            raise RoadNetworkError(f"{fw}.geometry: 线段至少需要两个 [经度, 纬度] 点")
+        for (x1, y1, *_), (x2, y2, *_) in zip(line, line[1:], strict=False):
+            try:
+                check_lon_lat(x1, y1)
+                check_lon_lat(x2, y2)
+            except ValueError as e:
+                raise RoadNetworkError(f"{fw}.geometry: {e}") from e
+            a, b = _node_key(x1, y1), _node_key(x2, y2)
+            if a == b:
+                continue
+            length = haversine_m(x1, y1, x2, y2)
+            t = length / (speed / 3.6)
+            for u, v in ((a, b),) if oneway else ((a, b), (b, a)):
+                # keep the fastest of parallel edges
+                if not g.has_edge(u, v) or g[u][v]["seconds"] > t:
+                    g.add_edge(u, v, seconds=t, length_m=length)
 
 
 @dataclass

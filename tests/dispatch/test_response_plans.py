@@ -102,3 +102,29 @@ def test_structural_errors() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="无法读取"):
         ResponsePlans.load(tmp_path / "nope.toml")
+
+
+ODD_TOML = ["5", '"x"', "[]", "{}", "true", "1.5", '[1, "a"]', "1979-05-27", "[[1]]", "{a = 1}", '"*"', "[0]"]
+
+
+def test_type_confusion_sweep_gives_plan_errors_only() -> None:
+    base_plan = {"name": '"x"', "category": '"fire"', "subtype": '"*"', "priority": "[1]"}
+    base_req = {"capability": '"engine"', "count": "2"}
+
+    def render(pl: dict[str, str], rq: dict[str, str] | None) -> str:
+        s = "[[plan]]\n" + "".join(f"{k} = {v}\n" for k, v in pl.items())
+        if rq is not None:
+            s += "[[plan.require]]\n" + "".join(f"{k} = {v}\n" for k, v in rq.items())
+        return s
+
+    cases = [render({**base_plan, k: v}, None if k == "require" else base_req)
+             for k in ("name", "category", "subtype", "priority", "area", "require", "zzz") for v in ODD_TOML]
+    cases += [render(base_plan, {**base_req, k: v}) for k in ("capability", "count", "zz") for v in ODD_TOML]
+    errors = 0
+    for text in cases:
+        try:
+            ResponsePlans.loads(text, "f.toml")
+        except PlanError as e:
+            errors += 1
+            assert e.source == "f.toml" and e.field
+    assert errors > 60
