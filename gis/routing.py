@@ -117,6 +117,8 @@ class RoadNetwork:
             except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
                 # any other shape problem in hand-edited data: name the feature, never crash
                 raise RoadNetworkError(f"{fw}: 数据格式错误: {e}") from None
+        if g.number_of_nodes() == 0:
+            raise RoadNetworkError(f"{where}: 路网为空（没有有效线段）")
         return cls(g)
 
     def snap(self, lon: float, lat: float) -> tuple[tuple[float, float], float]:
