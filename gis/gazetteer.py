@@ -17,8 +17,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from pypinyin import Style, lazy_pinyin
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 PLACE_KINDS = ("county", "township", "village", "street", "landmark")
 _SUFFIXES = ("街道办事处", "街道", "管理区", "自治县", "市", "县", "区", "镇", "乡", "村委会", "村", "社区")
@@ -113,6 +114,12 @@ class Gazetteer:
                 )
             )
 
+        # flat key lists for the vectorised fuzzy pass
+        self._name_keys = [n for e in self._entries for n in e.names]
+        self._name_owner = np.array([i for i, e in enumerate(self._entries) for _ in e.names], dtype=np.intp)
+        self._pinyin_keys = [p for e in self._entries for p in e.pinyins]
+        self._pinyin_owner = np.array([i for i, e in enumerate(self._entries) for _ in e.pinyins], dtype=np.intp)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -121,18 +128,43 @@ class Gazetteer:
         q = query.strip()
         if not q:
             return []
+        cjk = bool(_CJK.search(q))
+        ql = q if cjk else re.sub(r"[\s'’-]", "", q.lower())
+        if not ql:
+            return []
+        fuzzy = self._fuzzy(q, ql, cjk)
         out: list[Suggestion] = []
-        for e in self._entries:
+        for i, e in enumerate(self._entries):
             if kinds and e.place.kind not in kinds:
                 continue
-            s = self._score(e, q)
-            if s is not None and s.score >= min_score:
-                out.append(s)
+            score, how = self._rules(e, q, ql, cjk)
+            if fuzzy[i] > score:
+                score, how = float(fuzzy[i]), "fuzzy"
+            if score > 0 and score >= min_score:
+                out.append(Suggestion(e.place, round(score, 1), how))
         out.sort(key=lambda s: (-s.score, _KIND_RANK[s.place.kind], len(s.place.name), s.place.id))
         return out[:limit]
 
+    def _fuzzy(self, q: str, ql: str, cjk: bool) -> np.ndarray:
+        """Best rapidfuzz score (scaled to ≤ 79) per entry, computed in one vectorised pass."""
+        best = np.zeros(len(self._entries))
+        if cjk:
+            keys, owners, partial_q, use_ratio = self._name_keys, self._name_owner, strip_suffix(q), True
+            partial_ok = len(partial_q) >= 2
+        else:
+            keys, owners, partial_q, use_ratio = self._pinyin_keys, self._pinyin_owner, ql, len(ql) >= 3
+            partial_ok = len(ql) >= 4
+        if not keys or not use_ratio:
+            return best
+        scores = process.cdist([ql], keys, scorer=fuzz.ratio)[0].astype(float)
+        if partial_ok:
+            scores = np.maximum(scores, process.cdist([partial_q], keys, scorer=fuzz.partial_ratio)[0])
+        np.maximum.at(best, owners, 0.79 * scores)
+        return best
+
     @staticmethod
-    def _score(e: _Entry, q: str) -> Suggestion | None:
+    def _rules(e: _Entry, q: str, ql: str, cjk: bool) -> tuple[float, str]:
+        """Exact / prefix / contains rules (see the module docstring)."""
         best: tuple[float, str] = (0.0, "fuzzy")
 
         def take(score: float, how: str) -> None:
@@ -140,7 +172,7 @@ class Gazetteer:
             if score > best[0]:
                 best = (score, how)
 
-        if _CJK.search(q):
+        if cjk:
             qs = strip_suffix(q)
             for n in e.names:
                 how = "alias" if n in e.alias_set else "name"
@@ -150,27 +182,18 @@ class Gazetteer:
                     take(90.0 + 9.0 * len(qs) / len(n), how)
                 elif qs in n:
                     take(80.0 + 9.0 * len(qs) / len(n), how)
-                else:
-                    take(0.79 * max(fuzz.ratio(q, n), fuzz.partial_ratio(qs, n) if len(qs) >= 2 else 0), "fuzzy")
         else:
-            ql = re.sub(r"[\s'’-]", "", q.lower())
-            if not ql:
-                return None
             for py in e.pinyins:
                 if py == ql:
                     take(98.0, "pinyin")
                 elif py.startswith(ql) and len(ql) >= 2:
                     take(90.0 + 9.0 * len(ql) / len(py), "pinyin")
-                elif len(ql) >= 3:
-                    take(0.79 * max(fuzz.ratio(ql, py), fuzz.partial_ratio(ql, py) if len(ql) >= 4 else 0), "fuzzy")
             for ini in e.initials:
                 if ini == ql:
                     take(95.0, "initials")
                 elif ini.startswith(ql) and len(ql) >= 2:
                     take(88.0 + 9.0 * len(ql) / len(ini), "initials")
-        if best[0] <= 0:
-            return None
-        return Suggestion(e.place, round(best[0], 1), best[1])
+        return best
 
 
 def places_from_areas(areas: Iterable[object]) -> list[Place]:
