@@ -666,3 +666,24 @@ def release_unit(
     inc = _replace_component(inc, comp2)
     inc = _log(inc, at, actor, "unit_recalled" if recall else "unit_cleared", unit=unit.id, agency=comp.agency)
     return inc, new_unit
+
+
+def unit_arrived(inc: Incident, unit: Unit, at: datetime, actor: str = "geofence") -> tuple[Incident, Unit]:
+    """A unit reached the scene (console button, mobile post or geofence): the unit goes on scene,
+    its agency component moves to on scene unless it is already further along."""
+    if unit.incident_id != inc.id or unit.id not in inc.assigned_units:
+        raise ValidationError(f"力量 {unit.callsign} 未调派到警情 {inc.id}")
+    new_unit = change_unit_status(unit, UnitStatus.ON_SCENE, at)
+    comp = inc.component(unit.agency)
+    inc = _log(inc, at, actor, "unit_arrived", unit=unit.id, agency=comp.agency)
+    if _ORDER.index(comp.status) < _ORDER.index(IncidentStatus.ON_SCENE):
+        inc = set_component_status(inc, comp.agency, IncidentStatus.ON_SCENE, at, actor)
+    return inc, new_unit
+
+
+def units_after_merge(units: Iterable[Unit], primary: Incident, dup_id: str) -> list[Unit]:
+    """Units that were on the merged duplicate now belong to the primary incident."""
+    return [
+        dataclasses.replace(u, incident_id=primary.id) if u.incident_id == dup_id and u.id in primary.assigned_units else u
+        for u in units
+    ]

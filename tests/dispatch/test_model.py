@@ -228,3 +228,30 @@ def test_merge_and_link_keep_history() -> None:
         merge_incidents(m, m, t(7), "d")
     with pytest.raises(ValidationError, match="已关联"):
         link_call(m, "CALL-2", t(7), "d")
+
+
+def test_unit_arrived_moves_unit_and_component() -> None:
+    from dispatch.model import unit_arrived
+
+    inc, (e1, e2) = assign_units(fire(), [engine("E1"), engine("E2")], t(1), "d")
+    inc = set_status(inc, S.EN_ROUTE, t(2), "d")
+    inc, e1 = unit_arrived(inc, e1, t(7))
+    assert e1.status == UnitStatus.ON_SCENE and inc.status == S.ON_SCENE
+    assert [e.action for e in inc.timeline[-2:]] == ["unit_arrived", "status"] and inc.timeline[-1].actor == "geofence"
+    inc = set_status(inc, S.UNDER_CONTROL, t(20), "d")
+    inc, e2 = unit_arrived(inc, e2, t(21), "调度员乙")  # late arrival does not move the incident back
+    assert inc.status == S.UNDER_CONTROL and e2.status == UnitStatus.ON_SCENE
+    with pytest.raises(ValidationError, match="未调派"):
+        unit_arrived(inc, engine("E9"), t(22))
+
+
+def test_units_follow_a_merge() -> None:
+    from dispatch.model import units_after_merge
+
+    a = fire()
+    d = new_incident("INC-9", "fire", "residential", 2, LOC, t(1), "x")
+    d, (e7,) = assign_units(d, [engine("E7")], t(2), "d")
+    other = engine("E8")
+    m, _ = merge_incidents(a, d, t(3), "d")
+    moved = units_after_merge([e7, other], m, "INC-9")
+    assert moved[0].incident_id == "INC-1" and moved[1] == other
