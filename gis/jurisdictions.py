@@ -15,12 +15,14 @@ a shapely STRtree per level. ``resolve`` answers point-in-polygon, with two defi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import shapely
+import shapely.affinity
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
@@ -174,12 +176,18 @@ class _LevelIndex:
             )
         if max_fallback_m <= 0:
             return None
-        idx = self.tree.query_nearest(pt, all_matches=True)
+        _, dist = self.tree.query_nearest(pt, all_matches=True, return_distance=True)
+        # Tree distances are planar degrees. Ground distance >= cos(lat) x planar, so an area
+        # nearer on the ground than the planar-nearest one lies within d0 / cos(lat).
+        coslat = max(math.cos(math.radians(pt.y)), 1e-6)
+        reach = float(dist.min()) / coslat * (1 + 1e-9) + 1e-12
         best: tuple[float, Area] | None = None
-        for i in idx:
+        for i in self.tree.query(pt, predicate="dwithin", distance=reach):
             area = self.areas[int(i)]
-            near = nearest_points(area.geometry, pt)[0]
-            d = haversine_m(pt.x, pt.y, near.x, near.y)
+            # nearest point in a locally equidistant frame (longitudes shrunk by cos(lat))
+            scaled = shapely.affinity.scale(area.geometry, xfact=coslat, yfact=1.0, origin=pt)
+            near = nearest_points(scaled, pt)[0]
+            d = haversine_m(pt.x, pt.y, pt.x + (near.x - pt.x) / coslat, near.y)
             if best is None or (d, area.code) < (best[0], best[1].code):
                 best = (d, area)
         if best is None or best[0] > max_fallback_m:

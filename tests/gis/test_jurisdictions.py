@@ -178,3 +178,14 @@ def test_bad_inputs(yunfu: Jurisdictions, tmp_path: Path) -> None:
     with pytest.raises(JurisdictionError, match="重复"):
         Jurisdictions([Area(1, "a", "county", sq), Area(1, "b", "county", sq)])
     assert Counter(a.level for a in yunfu.all_areas()) == {"county": 5}
+
+
+def test_fallback_uses_ground_distance_not_degrees() -> None:
+    """At 60° N a degree of longitude is half a degree of latitude: the planar-nearest area
+    (0.010° north) is farther on the ground than the one 0.015° east."""
+    east = Area(2, "东", "county", Polygon([(10.015, 59.9), (10.1, 59.9), (10.1, 60.1), (10.015, 60.1)]))
+    north = Area(1, "北", "county", Polygon([(9.9, 60.010), (10.01, 60.010), (10.01, 60.1), (9.9, 60.1)]))
+    j = Jurisdictions([north, east], max_fallback_m=5000)
+    m = j.county_of(10.0, 60.0)
+    assert m is not None and m.fallback and m.code == 2
+    assert m.distance_m == pytest.approx(haversine_m(10.0, 60.0, 10.015, 60.0), rel=1e-3)
