@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import folium
 from branca.element import Element
 from shapely.geometry import mapping
+from shapely.ops import unary_union
 
 from gis.jurisdictions import Area
 
@@ -144,8 +145,6 @@ def build_map(spec: MapSpec) -> folium.Map:
     if spec.center is not None:
         lon, lat = spec.center
     elif spec.counties:
-        from shapely.ops import unary_union
-
         c = unary_union([a.geometry for a in spec.counties]).centroid
         lon, lat = c.x, c.y
     else:
