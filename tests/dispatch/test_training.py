@@ -13,7 +13,7 @@ A, B, C = (112.00, 22.90), (112.02, 22.90), (112.02, 22.92)
 
 
 def net() -> RoadNetwork:
-    def f(p, q, v):  # type: ignore[no-untyped-def]
+    def f(p: tuple[float, float], q: tuple[float, float], v: float) -> dict[str, object]:
         return {"type": "Feature", "properties": {"speed_kmh": v}, "geometry": {"type": "LineString", "coordinates": [p, q]}}
     return RoadNetwork.from_geojson({"type": "FeatureCollection", "features": [f(A, B, 60), f(B, C, 60)]})
 
