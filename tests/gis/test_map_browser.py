@@ -16,7 +16,7 @@ def _leaflet_dist(repo_root: Path) -> Path:
     env = os.environ.get("CC_LEAFLET_DIST")
     d = Path(env) if env else repo_root / "web_console" / "frontend" / "node_modules" / "leaflet" / "dist"
     if not (d / "leaflet.js").is_file():
-        pytest.skip(f"npm package leaflet not installed at {d} (run make)")
+        pytest.fail(f"npm package leaflet not installed at {d} (make test installs it)")
     return d
 
 
