@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .asn1 import H245_PROTOCOL_ID
@@ -44,7 +44,7 @@ H264_PROFILE_BASELINE = 64  # booleanArray bit for Baseline (H.241 table 8-2)
 H264_LEVEL_3_1 = 71  # H.241 table 8-3 level code for level 3.1
 
 
-class Codec(str, Enum):
+class Codec(StrEnum):
     """Codecs the MCU can bridge to H.323 terminals."""
 
     PCMU = "PCMU"
