@@ -28,6 +28,9 @@ __all__ = [
     "H225_PROTOCOL_ID",
     "H245_PROTOCOL_ID",
     "decode_h245",
+    "decode_olc",
+    "encode_olc",
+    "missing_mandatory",
     "decode_ras",
     "decode_uuie",
     "encode_h245",
@@ -45,6 +48,7 @@ _LOCK = threading.RLock()
 _UUIE = H225.H323_MESSAGES.H323_UserInformation
 _RAS = H225.H323_MESSAGES.RasMessage
 _H245 = H225.MULTIMEDIA_SYSTEM_CONTROL.MultimediaSystemControlMessage
+_OLC = H225.MULTIMEDIA_SYSTEM_CONTROL.OpenLogicalChannel
 
 
 class Asn1Error(ValueError):
@@ -229,6 +233,30 @@ def decode_ras(data: bytes) -> tuple[str, Any]:
     """Decode a RasMessage (one UDP datagram)."""
     value: tuple[str, Any] = _decode(_RAS, data)
     return value
+
+
+def encode_olc(value: dict[str, Any], verify: bool = True) -> bytes:
+    """Encode a bare OpenLogicalChannel (the elements of the H.225.0 ``fastStart`` field)."""
+    return _encode(_OLC, value, verify)
+
+
+def decode_olc(data: bytes) -> dict[str, Any]:
+    """Decode one ``fastStart`` element."""
+    value: dict[str, Any] = _decode(_OLC, data)
+    return value
+
+
+def missing_mandatory(type_obj: Any, value: dict[str, Any]) -> list[str]:
+    """Components of a SEQUENCE that are neither OPTIONAL nor DEFAULT but absent from
+    ``value``, extension additions included. pycrate only enforces the root ones; H.225.0
+    makes several extension additions mandatory (callIdentifier, mediaWaitForConnect, ...)."""
+    return [name for name, comp in type_obj._cont.items()
+            if not comp._opt and comp._def is None and name not in value]
+
+
+def h225_object(type_name: str) -> Any:
+    """The pycrate object of an H.225.0 type by its ASN.1 name."""
+    return getattr(H225.H323_MESSAGES, type_name.replace("-", "_"))
 
 
 def h245_object(type_name: str) -> Any:
