@@ -17,7 +17,13 @@ from sip_gateway.h323.capabilities import (
     build_terminal_capability_set,
     data_type_from_format,
 )
-from sip_gateway.h323.q931 import MessageType, Q931Message, encode_bearer_capability, encode_cause, user_user_ie
+from sip_gateway.h323.q931 import (
+    MessageType,
+    Q931Message,
+    encode_bearer_capability,
+    encode_cause,
+    user_user_ie,
+)
 from sip_gateway.h323.tpkt import encode_tpkt
 
 GUID = st.binary(min_size=16, max_size=16)
