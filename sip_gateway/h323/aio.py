@@ -159,7 +159,7 @@ class CallHandle:
         address: MediaAddress | None = None
         if not self.call.tunnelling:
             host = self.call.config.signalling_host
-            self._h245_server = await asyncio.start_server(self._accept_h245, host, 0)
+            self._h245_server = await asyncio.start_server(self._accept_h245, host, self.call.config.h245_port)
             port = self._h245_server.sockets[0].getsockname()[1]
             address = MediaAddress(host, port)
         self._apply(self.call.answer(self._now(), address))

@@ -110,6 +110,7 @@ class EndpointConfig:
     media_host: str = "127.0.0.1"
     fast_start: bool = True
     tunnelling: bool = True
+    h245_port: int = 0  # listening port for a separate H.245 connection; 0 = any free port
     t303_setup: float = 4.0  # Setup -> any answer
     t310_proceeding: float = 30.0  # CallProceeding -> Alerting/Connect
     t301_alerting: float = 180.0  # Alerting -> Connect (both directions)

@@ -162,3 +162,25 @@ def pump(a: Call, b: Call, now: float, events: dict[str, list[Event]], max_round
         if not moved:
             return
     raise AssertionError("calls kept talking")
+
+
+PI_SEQUENCE = 0x02000000  # Wireshark expert group of TCP sequence analysis (retransmission, D-SACK, ...)
+
+
+def wire_problems(path: Path, tolerate_tcp_sequence: bool = False) -> list[str]:
+    """Frames matching ``BAD_FILTER``.
+
+    In a live loopback capture the kernel sometimes retransmits a FIN or sends a D-SACK
+    (tail-loss probe racing a delayed ACK). Those are TCP's business, not our protocol's:
+    with ``tolerate_tcp_sequence`` a frame is ignored when every expert item in it is of
+    the TCP sequence group and nothing is malformed. Synthetic pcaps use the strict form.
+    """
+    lines = tshark_fields(path, BAD_FILTER, "frame.number", "_ws.expert.group", "_ws.malformed", "tcp.len")
+    problems = []
+    for line in lines:
+        number, groups, malformed, *_ = (line.split("\t") + ["", "", ""])[:4]
+        only_sequence = bool(groups) and all(int(g or 0) == PI_SEQUENCE for g in groups.split(","))
+        if tolerate_tcp_sequence and only_sequence and not malformed:
+            continue
+        problems.append(line)
+    return problems
