@@ -37,7 +37,7 @@ RELEASE_REASONS = ["noBandwidth", "gatekeeperResources", "unreachableDestination
                    "invalidRevision", "noPermission", "unreachableGatekeeper", "gatewayResources",
                    "badFormatAddress", "adaptiveBusy", "inConf", "undefinedReason", "facilityCallDeflection",
                    "securityDenied", "calledPartyNotRegistered", "callerNotRegistered", "newConnectionNeeded",
-                   "replaceWithConferenceInvite", "invalidCID", "securityError", "hopCountExceeded"]
+                   "invalidCID", "hopCountExceeded"]  # the NULL alternatives
 ENDPOINT = st.sampled_from([
     {"mc": False, "undefinedNode": False, "terminal": {}},
     {"mc": True, "undefinedNode": False, "mcu": {},

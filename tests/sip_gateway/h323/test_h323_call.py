@@ -128,18 +128,17 @@ def test_fast_start_refused_falls_back_to_h245() -> None:
 
 
 def _release_at(state_steps: int, releaser: str) -> Scenario:
+    """Bring a call to a state (0 Setup sent, 1 proceeding, 2 alerting, 3 active), then release."""
     s = Scenario(fast_start=True)
-    steps = [
-        lambda: None,  # Setup sent, nothing received
-        lambda: s.pump(),  # CallProceeding exchanged
-        lambda: (s.events["b"].extend(s.b.alert(s.now)), s.pump()),
-        lambda: (s.events["b"].extend(s.b.answer(s.now)), s.pump()),
-    ]
-    for step in steps[:state_steps + 1]:
-        step()
+    if state_steps >= 1 or releaser == "b":
+        s.pump()
+    if state_steps >= 2:
+        s.events["b"] += s.b.alert(s.now)
+        s.pump()
+    if state_steps >= 3:
+        s.events["b"] += s.b.answer(s.now)
+        s.pump()
     call = s.a if releaser == "a" else s.b
-    if state_steps == 0 and releaser == "b":
-        s.pump()  # the callee must have seen the Setup to release it
     s.events[releaser] += call.release(Cause.CALL_REJECTED, s.now)
     s.pump()
     return s

@@ -28,8 +28,9 @@ from sip_gateway.h323.ras import (
 GK = MediaAddress("127.0.0.1", 1719)
 
 
-def client(aliases: tuple[str, ...], port: int, **kw: float) -> RasClient:
-    config = RasClientConfig(aliases, MediaAddress("127.0.0.1", port), MediaAddress("127.0.0.1", port + 1), **kw)
+def client(aliases: tuple[str, ...], port: int, keepalive_margin: float = 30.0) -> RasClient:
+    config = RasClientConfig(aliases, MediaAddress("127.0.0.1", port), MediaAddress("127.0.0.1", port + 1),
+                             keepalive_margin=keepalive_margin)
     return RasClient(config, random.Random(port))
 
 
