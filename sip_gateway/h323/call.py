@@ -551,8 +551,13 @@ class Call:
             self._send_status(30)  # response to STATUS ENQUIRY
         elif kind == MessageType.STATUS:
             cause_ie = message.get(IE.CAUSE)
+            state_ie = message.get(IE.CALL_STATE)
             detail = f"cause {decode_cause(cause_ie)}" if cause_ie else "no cause"
             self._events.append(ProtocolErrorLogged(f"peer STATUS: {detail}"))
+            if state_ie is not None and len(state_ie) == 1 and state_ie[0] & 0x3F == 0:
+                # Q.931 5.8.11: the peer has no such call (null state), so neither do we.
+                self._release(decode_cause(cause_ie) if cause_ie else Cause.MESSAGE_NOT_COMPATIBLE_WITH_STATE,
+                              now, by_remote=True, reason="peer reports null call state", send=False)
         # INFORMATION and NOTIFY carry nothing we act on.
 
     # ------------------------------------------------------------------ incoming call

@@ -314,3 +314,63 @@ def test_state_machine_fuzz(chunks: list[bytes], answer: bool) -> None:
     call.handle_timer(now + 1000.0)
     if call.state is not CallState.ACTIVE:
         assert call.released or call.state is CallState.IDLE
+
+
+def test_status_with_null_state_clears_call() -> None:
+    s = Scenario()
+    s.connect()
+    body = {"protocolIdentifier": H225_PROTOCOL_ID, "callIdentifier": {"guid": s.a.call_id}}
+    uuie = {"h323-uu-pdu": {"h323-message-body": ("status", body), "h245Tunnelling": True}}
+    status = Q931Message(MessageType.STATUS, s.a.call_reference, True,
+                         [(IE.CAUSE, b"\x80\xe5"), (IE.CALL_STATE, b"\x00"), user_user_ie(asn1.encode_uuie(uuie))])
+    events = s.a.receive_data(encode_tpkt(status.encode()), 1.0)
+    assert [e.cause for e in events if isinstance(e, CallReleased)] == [Cause.MESSAGE_NOT_COMPATIBLE_WITH_STATE]
+
+
+def _callee_transcript(fast_start: bool) -> list[bytes]:
+    """Everything a callee sends in a normal call (to be damaged and fed to a caller)."""
+    s = Scenario(fast_start=fast_start)
+    frames: list[bytes] = []
+    setup = s.a.data_to_send()
+    s.b.receive_data(setup, 0.0)
+    frames.append(s.b.data_to_send())
+    s.b.alert(0.0)
+    frames.append(s.b.data_to_send())
+    s.b.answer(0.0)
+    frames.append(s.b.data_to_send())
+    return frames
+
+
+TRANSCRIPTS = {True: _callee_transcript(True), False: _callee_transcript(False)}
+
+
+@st.composite
+def damaged_answers(draw: st.DrawFn) -> tuple[bool, list[bytes]]:
+    fast_start = draw(st.booleans())
+    out = []
+    for chunk in TRANSCRIPTS[fast_start]:
+        data = bytearray(chunk)
+        for _ in range(draw(st.integers(0, 3))):
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] = draw(st.integers(0, 255))
+        if draw(st.integers(0, 4)) == 0:
+            data = data[:draw(st.integers(0, len(data)))]
+        out.append(bytes(data))
+    return fast_start, out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged_answers())
+def test_caller_fuzz(case: tuple[bool, list[bytes]]) -> None:
+    """A caller fed damaged answers never raises and never stays half-open after its timers."""
+    fast_start, chunks = case
+    s = Scenario(fast_start=fast_start)
+    s.a.data_to_send()
+    now = 0.0
+    for chunk in chunks:
+        s.a.receive_data(chunk, now)
+        s.a.data_to_send()
+        now += 0.5
+    s.a.handle_timer(now + 1000.0)
+    s.a.data_to_send()
+    assert s.a.released or s.a.state is CallState.ACTIVE

@@ -95,6 +95,10 @@ async def test_call_over_loopback_decoded_by_wireshark(tmp_path: Path, fast_star
     types = {int(t, 0) for line in q931 for t in line.split(",")}
     assert {0x05, 0x02, 0x01, 0x07, 0x5A} <= types  # Setup, CallProceeding, Alerting, Connect, ReleaseComplete
     assert len(tshark_fields(pcap, "h225", "frame.number")) == len(q931)
+    # Every segment that carries data is dissected as H.225.0 (signalling) or H.245.
+    undissected = (f"tcp.len > 0 and not tcp.analysis.retransmission and "
+                   f"((tcp.port == {port} and not h225) or (tcp.port == {h245_port} and not h245))")
+    assert tshark_fields(pcap, undissected) == []
     h245 = tshark_fields(pcap, "h245", "frame.number")
     assert h245, "H.245 not dissected"
     if not tunnelling:
