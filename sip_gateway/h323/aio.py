@@ -15,10 +15,11 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from .call import Call, EndpointConfig
+from .call import Call, CallIdentity, EndpointConfig
 from .capabilities import AUDIO_SESSION, VIDEO_SESSION
-from .events import CallReleased, Event, H245ConnectRequested, MediaAddress, ProtocolErrorLogged
+from .events import CallIncoming, CallReleased, Event, H245ConnectRequested, MediaAddress, ProtocolErrorLogged
 from .q931 import Cause
+from .ras import AdmissionRejected, RasClientProtocol
 
 __all__ = ["CallHandle", "H323Endpoint", "MediaPortAllocator"]
 
@@ -57,6 +58,11 @@ class CallHandle:
         self._h245_writer: asyncio.StreamWriter | None = None
         self._h245_server: asyncio.Server | None = None
         self.closed = asyncio.Event()
+        # With a gatekeeper, an incoming call must be admitted (ARQ) before it is answered.
+        self._admitted: asyncio.Future[bool] = self._loop.create_future()
+        if endpoint.gatekeeper is None:
+            self._admitted.set_result(True)
+        self._disengage_sent = False
         self._spawn(self._read_loop(reader, h245=False))
 
     # ------------------------------------------------------------------ plumbing
@@ -82,6 +88,10 @@ class CallHandle:
                 log.warning("H.323 call %s: %s", self.call.call_id.hex(), event.detail)
             if isinstance(event, H245ConnectRequested):
                 self._spawn(self._connect_h245(event.address))
+            if isinstance(event, CallIncoming) and self._endpoint.gatekeeper is not None:
+                self._spawn(self._admit_incoming())
+            if isinstance(event, CallReleased):
+                self._disengage()
             self.events.put_nowait(event)
         if self._timer is not None:
             self._timer.cancel()
@@ -131,6 +141,26 @@ class CallHandle:
         self._apply(self.call.h245_connected(self._now()))
         await self._read_loop(reader, h245=True)
 
+    async def _admit_incoming(self) -> None:
+        gatekeeper = self._endpoint.gatekeeper
+        assert gatekeeper is not None
+        call = self.call
+        result = await gatekeeper.admission(call.call_id, call.conference_id, call.call_reference, None, answer=True)
+        admitted = not isinstance(result, AdmissionRejected)
+        if not self._admitted.done():
+            self._admitted.set_result(admitted)
+        if not admitted:
+            log.warning("gatekeeper refused incoming call %s: %s", call.call_id.hex(), result)
+            self._apply(self.call.release(Cause.CALL_REJECTED, self._now()))
+
+    def _disengage(self) -> None:
+        gatekeeper = self._endpoint.gatekeeper
+        admitted = self._admitted.done() and self._admitted.result()
+        if gatekeeper is not None and admitted and not self._disengage_sent:
+            self._disengage_sent = True
+            gatekeeper.disengage(self.call.call_id, self.call.conference_id, self.call.call_reference,
+                                 answered=not self.call.outgoing)
+
     async def _close(self) -> None:
         if self.closed.is_set():
             return
@@ -155,7 +185,10 @@ class CallHandle:
         self._apply(self.call.alert(self._now()))
 
     async def answer(self) -> None:
-        """Accept the call; without tunnelling, first open the H.245 listener."""
+        """Accept the call (after the gatekeeper's admission, if there is one); without
+        tunnelling, first open the H.245 listener."""
+        if not await self._admitted or self.call.released:
+            return
         address: MediaAddress | None = None
         if not self.call.tunnelling:
             host = self.call.config.signalling_host
@@ -201,8 +234,10 @@ class H323Endpoint:
     """Our H.323 entity: a listener plus a dialler sharing one configuration."""
 
     def __init__(self, config: EndpointConfig, on_incoming: Callable[[CallHandle], None] | None = None,
-                 ports: MediaPortAllocator | None = None, rng: random.Random | None = None) -> None:
+                 ports: MediaPortAllocator | None = None, rng: random.Random | None = None,
+                 gatekeeper: RasClientProtocol | None = None) -> None:
         self.config = config
+        self.gatekeeper = gatekeeper  # registered RAS client, or None (no gatekeeper: the default)
         self.on_incoming = on_incoming
         self.ports = ports or MediaPortAllocator()
         self.rng = rng or random.SystemRandom()
@@ -223,14 +258,31 @@ class H323Endpoint:
         if self.on_incoming is not None:
             self.on_incoming(handle)
 
-    async def dial(self, address: MediaAddress, destination: str | None = None,
+    async def dial(self, address: MediaAddress | None, destination: str | None = None,
                    connect_seconds: float = 10.0) -> CallHandle:
-        """Open the call-signalling connection and send Setup."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(address.host, address.port), connect_seconds)
+        """Open the call-signalling connection and send Setup.
+
+        With a gatekeeper the call is admitted first (ARQ) and ``address`` may be None: the
+        gatekeeper resolves ``destination`` (an alias or E.164 number) to an address.
+        Raises ConnectionRefusedError when the gatekeeper rejects the call.
+        """
         loop = asyncio.get_running_loop()
-        call = Call.outgoing_call(self.config, destination, address, self.ports.allocate(), loop.time(),
-                                  random.Random(self.rng.getrandbits(64)))
+        rng = random.Random(self.rng.getrandbits(64))
+        identity = CallIdentity.random(rng)
+        if self.gatekeeper is not None:
+            result = await self.gatekeeper.admission(identity.call_id, identity.conference_id,
+                                                     identity.call_reference, destination, answer=False)
+            if isinstance(result, AdmissionRejected):
+                raise ConnectionRefusedError(f"gatekeeper rejected the call: {result.reason}")
+            address = result.destination
+        if address is None:
+            raise ValueError("no address to dial and no gatekeeper to ask")
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(address.host, address.port), connect_seconds)
+        call = Call.outgoing_call(self.config, destination, address, self.ports.allocate(), loop.time(), rng,
+                                  identity=identity)
         handle = CallHandle(call, reader, writer, self)
+        if self.gatekeeper is not None and not handle._admitted.done():
+            handle._admitted.set_result(True)
         self.calls.add(handle)
         handle._apply([])
         return handle

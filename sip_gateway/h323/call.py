@@ -14,7 +14,6 @@ release with Q.850 causes. Malformed input never raises: it is reported as
 """
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -77,7 +76,7 @@ from .q931 import (
 from .timers import Timers
 from .tpkt import TpktError, TpktFramer, encode_tpkt
 
-__all__ = ["Call", "CallState", "EndpointConfig"]
+__all__ = ["Call", "CallIdentity", "CallState", "EndpointConfig"]
 
 
 class CallState(Enum):
@@ -205,6 +204,20 @@ def _alias_text(alias: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class CallIdentity:
+    """The identifiers of a call: callIdentifier, conferenceID and the Q.931 call reference."""
+
+    call_id: bytes
+    conference_id: bytes
+    call_reference: int
+
+    @classmethod
+    def random(cls, rng: random.Random) -> CallIdentity:
+        return cls(bytes(rng.getrandbits(8) for _ in range(16)), bytes(rng.getrandbits(8) for _ in range(16)),
+                   rng.randrange(1, 0x8000))
+
+
 @dataclass
 class _FastStartOffer:
     """One OpenLogicalChannel of a fast-start proposal, decoded."""
@@ -255,12 +268,16 @@ class Call:
 
     @classmethod
     def outgoing_call(cls, config: EndpointConfig, destination: str | None, address: MediaAddress,
-                      media_ports: dict[int, int], now: float, rng: random.Random | None = None) -> Call:
-        """Create a call and queue its Setup to ``address`` (alias/number ``destination``)."""
+                      media_ports: dict[int, int], now: float, rng: random.Random | None = None,
+                      identity: CallIdentity | None = None) -> Call:
+        """Create a call and queue its Setup to ``address`` (alias/number ``destination``).
+
+        ``identity`` carries ids chosen beforehand (a gatekeeper admission needs them)."""
         call = cls(config, media_ports, outgoing=True, rng=rng or random.Random())
-        call.call_id = call._random_bytes(16)
-        call.conference_id = call._random_bytes(16)
-        call.call_reference = call.rng.randrange(1, 0x8000)
+        identity = identity or CallIdentity.random(call.rng)
+        call.call_id = identity.call_id
+        call.conference_id = identity.conference_id
+        call.call_reference = identity.call_reference
         call._send_setup(destination, address, now)
         return call
 
@@ -271,7 +288,7 @@ class Call:
         return cls(config, media_ports, outgoing=False, rng=rng or random.Random())
 
     def _random_bytes(self, n: int) -> bytes:
-        return bytes(self.rng.getrandbits(8) for _ in range(n)) if self.rng is not None else os.urandom(n)
+        return bytes(self.rng.getrandbits(8) for _ in range(n))
 
     # ------------------------------------------------------------------ I/O surface
 

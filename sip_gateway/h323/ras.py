@@ -369,6 +369,7 @@ class Gatekeeper:
     ras_address: MediaAddress = field(default_factory=lambda: MediaAddress("127.0.0.1", RAS_PORT))
     time_to_live: int = 300
     registrations: dict[str, Registration] = field(default_factory=dict)  # by endpoint id
+    admitted: dict[tuple[bytes, str], float] = field(default_factory=dict)  # (callIdentifier, endpoint) -> time
     _counter: int = 0
 
     def lookup(self, alias: str, now: float) -> MediaAddress | None:
@@ -458,6 +459,7 @@ class Gatekeeper:
             if destination_or_none is None:
                 return ("admissionReject", {"requestSeqNum": seq, "rejectReason": ("calledPartyNotRegistered", 0)})
             destination = destination_or_none
+        self.admitted[(bytes(body["callIdentifier"]["guid"]), str(body["endpointIdentifier"]))] = now
         return ("admissionConfirm", {
             "requestSeqNum": seq, "bandWidth": int(body["bandWidth"]), "callModel": ("direct", 0),
             "destCallSignalAddress": ras_transport(destination), "willRespondToIRR": False,
@@ -466,6 +468,7 @@ class Gatekeeper:
                                "progress": False, "empty": False}})
 
     def _on_disengageRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        self.admitted.pop((bytes(body["callIdentifier"]["guid"]), str(body["endpointIdentifier"])), None)
         return ("disengageConfirm", {"requestSeqNum": body["requestSeqNum"]})
 
 
@@ -497,6 +500,7 @@ class RasClientProtocol(asyncio.DatagramProtocol):
         self.client = client
         self.gatekeeper = gatekeeper
         self.events: asyncio.Queue[RasEvent] = asyncio.Queue()
+        self._admissions: dict[bytes, asyncio.Future[AdmissionConfirmed | AdmissionRejected]] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -515,6 +519,11 @@ class RasClientProtocol(asyncio.DatagramProtocol):
             for datagram in self.client.datagrams_to_send():
                 self.transport.sendto(datagram, (self.gatekeeper.host, self.gatekeeper.port))
         for event in self.client.take_events():
+            if isinstance(event, AdmissionConfirmed | AdmissionRejected):
+                future = self._admissions.pop(event.call_id, None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+                    continue
             self.events.put_nowait(event)
         if self._timer is not None:
             self._timer.cancel()
@@ -527,6 +536,33 @@ class RasClientProtocol(asyncio.DatagramProtocol):
         self._timer = None
         self.client.handle_timer(asyncio.get_running_loop().time())
         self.flush()
+
+    async def register(self) -> Registered:
+        """GRQ + RRQ; raises ConnectionError when the gatekeeper refuses or stays silent."""
+        self.client.discover(asyncio.get_running_loop().time())
+        self.flush()
+        event = await self.events.get()
+        if not isinstance(event, Registered):
+            raise ConnectionError(f"registration failed: {event}")
+        return event
+
+    async def admission(self, call_id: bytes, conference_id: bytes, call_reference: int,
+                        destination: str | None, answer: bool) -> AdmissionConfirmed | AdmissionRejected:
+        """ARQ for one call; resolves with the gatekeeper's ACF or ARJ (or a timeout ARJ)."""
+        future: asyncio.Future[AdmissionConfirmed | AdmissionRejected] = (
+            asyncio.get_running_loop().create_future())
+        self._admissions[call_id] = future
+        self.client.admit(call_id, conference_id, call_reference, destination, None, answer,
+                          asyncio.get_running_loop().time())
+        self.flush()
+        return await future
+
+    def disengage(self, call_id: bytes, conference_id: bytes, call_reference: int, answered: bool) -> None:
+        """DRQ (fire and forget: the client retries on its own)."""
+        if self.client.endpoint_id is not None:
+            self.client.disengage(call_id, conference_id, call_reference, answered,
+                                  asyncio.get_running_loop().time())
+            self.flush()
 
     def close(self) -> None:
         if self._timer is not None:

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sip_gateway.h323 import asn1
-from sip_gateway.h323.events import MediaAddress
+from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.h323.call import EndpointConfig
+from sip_gateway.h323.events import CallConnected, CallIncoming, CallReleased, MediaAddress
 from sip_gateway.h323.ras import (
     AdmissionConfirmed,
     AdmissionRejected,
@@ -187,3 +189,53 @@ def test_ras_round_trip(aliases: list[str], port: int, answer: bool) -> None:
         value = asn1.decode_ras(datagram)
         assert asn1.encode_ras(value) == datagram
         assert asn1.missing_mandatory(asn1.h225_object(value[0][0].upper() + value[0][1:]), value[1]) == []
+
+
+async def test_calls_through_gatekeeper_by_alias() -> None:
+    """MCU and room register; the room dials the conference alias; ARQ/ACF, call, DRQ."""
+    loop = asyncio.get_running_loop()
+    gk = Gatekeeper()
+    gk_transport, _ = await loop.create_datagram_endpoint(lambda: GatekeeperProtocol(gk),
+                                                          local_addr=("127.0.0.1", 0))
+    gk.ras_address = MediaAddress("127.0.0.1", gk_transport.get_extra_info("sockname")[1])
+    closers = [gk_transport.close]
+    incoming: asyncio.Queue[CallHandle] = asyncio.Queue()
+    endpoints: list[H323Endpoint] = []
+    ras: list[RasClientProtocol] = []
+    try:
+        for alias, is_mcu in (("80000001", True), ("8001", False)):
+            endpoint = H323Endpoint(EndpointConfig(h323_id=alias, is_mcu=is_mcu),
+                                    on_incoming=incoming.put_nowait if is_mcu else None)
+            signal = await endpoint.listen("127.0.0.1", 0)
+            protocol = RasClientProtocol(RasClient(RasClientConfig((alias,), MediaAddress("127.0.0.1", 0), signal,
+                                                                   is_mcu=is_mcu)), gk.ras_address)
+            transport, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, local_addr=("127.0.0.1", 0))
+            protocol.client.config.ras_address = MediaAddress("127.0.0.1", transport.get_extra_info("sockname")[1])
+            closers.append(protocol.close)
+            await asyncio.wait_for(protocol.register(), 5)
+            endpoint.gatekeeper = protocol
+            endpoints.append(endpoint)
+            ras.append(protocol)
+        mcu, room = endpoints
+        with pytest.raises(ConnectionRefusedError, match="calledPartyNotRegistered"):
+            await room.dial(None, "99999999")
+        caller = await room.dial(None, "80000001")
+        callee = await asyncio.wait_for(incoming.get(), 5)
+        await callee.wait_for(CallIncoming)
+        await callee.answer()  # waits for the MCU's own ARQ (answerCall) to be confirmed
+        await caller.wait_for(CallConnected)
+        assert len(gk.admitted) == 2
+        caller.release()
+        await callee.wait_for(CallReleased)
+        await caller.wait_closed()
+        await callee.wait_closed()
+        for _ in range(50):
+            if not gk.admitted:
+                break
+            await asyncio.sleep(0.02)
+        assert gk.admitted == {}  # both sides sent DRQ
+    finally:
+        for endpoint in endpoints:
+            await endpoint.close()
+        for close in closers:
+            close()
