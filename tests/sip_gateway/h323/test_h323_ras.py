@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from pathlib import Path
 
@@ -209,7 +210,8 @@ async def test_calls_through_gatekeeper_by_alias() -> None:
             signal = await endpoint.listen("127.0.0.1", 0)
             protocol = RasClientProtocol(RasClient(RasClientConfig((alias,), MediaAddress("127.0.0.1", 0), signal,
                                                                    is_mcu=is_mcu)), gk.ras_address)
-            transport, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, local_addr=("127.0.0.1", 0))
+            transport, _ = await loop.create_datagram_endpoint(functools.partial(lambda p: p, protocol),
+                                                               local_addr=("127.0.0.1", 0))
             protocol.client.config.ras_address = MediaAddress("127.0.0.1", transport.get_extra_info("sockname")[1])
             closers.append(protocol.close)
             await asyncio.wait_for(protocol.register(), 5)
