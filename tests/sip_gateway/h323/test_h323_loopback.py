@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 
@@ -71,6 +72,7 @@ async def run_call(fast_start: bool, tunnelling: bool, h245_port: int, port: int
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark not installed")
+@pytest.mark.skipif(os.geteuid() != 0, reason="capturing on lo needs root")
 @pytest.mark.parametrize("fast_start, tunnelling", [(True, True), (False, False)],
                          ids=["faststart-tunnelled", "no-faststart-separate-h245"])
 async def test_call_over_loopback_decoded_by_wireshark(tmp_path: Path, fast_start: bool, tunnelling: bool) -> None:
