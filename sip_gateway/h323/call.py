@@ -110,6 +110,7 @@ class EndpointConfig:
     fast_start: bool = True
     tunnelling: bool = True
     h245_port: int = 0  # listening port for a separate H.245 connection; 0 = any free port
+    early_h245: bool = False  # caller: start tunnelled H.245 in the Setup (as many room systems do)
     t303_setup: float = 4.0  # Setup -> any answer
     t310_proceeding: float = 30.0  # CallProceeding -> Alerting/Connect
     t301_alerting: float = 180.0  # Alerting -> Connect (both directions)
@@ -157,6 +158,8 @@ _EXPECTED: dict[CallState, frozenset[int]] = {
     CallState.CALL_RECEIVED: frozenset({MessageType.FACILITY}),
     CallState.ACTIVE: frozenset({MessageType.FACILITY}),
 }
+# States in which tunnelled H.245 waits for the next message instead of a Facility.
+_NO_FACILITY_YET = frozenset({CallState.IDLE, CallState.CALL_INITIATED, CallState.RELEASED})
 # Handled in any state.
 _ANY_STATE = frozenset({MessageType.RELEASE_COMPLETE, MessageType.STATUS, MessageType.STATUS_INQUIRY,
                         MessageType.INFORMATION, MessageType.NOTIFY})
@@ -745,6 +748,8 @@ class Call:
             ies.append(encode_number(IE.CALLING_PARTY_NUMBER, cfg.e164))
         if destination and all(c in "0123456789*#" for c in destination):
             ies.append(encode_number(IE.CALLED_PARTY_NUMBER, destination))
+        if cfg.tunnelling and cfg.early_h245:
+            self._start_h245(now)  # its first PDUs are piggybacked on the Setup
         self._send_q931(MessageType.SETUP, "setup", body, ies)
         self.state = CallState.CALL_INITIATED
         self.timers.start("t303", now, cfg.t303_setup)
@@ -916,12 +921,14 @@ class Call:
             return
         if self.tunnelling:
             pdus = h245.take_outgoing()
-            if pdus and self.state is CallState.ACTIVE:
+            if (pdus or self._pending_h245) and self.state not in _NO_FACILITY_YET:
+                # Facility may carry tunnelled H.245 once the peer has answered the Setup
+                # (early H.245 before Connect included).
                 body = self._response_body("facility", with_fast_start=False)
                 body["reason"] = ("transportedInformation", 0)
                 self._send_q931(MessageType.FACILITY, "facility", body, [], h245_control=pdus)
             elif pdus:
-                self._pending_h245.extend(pdus)
+                self._pending_h245.extend(pdus)  # piggybacked on the next message (e.g. Setup)
         elif self.h245_connected_flag:
             for pdu in h245.take_outgoing():
                 self._h245_out += encode_tpkt(pdu)

@@ -34,9 +34,9 @@ CALLEE_H245 = ("127.0.0.1", 40000)
 
 class Scenario:
     def __init__(self, fast_start: bool = True, tunnelling: bool = True,
-                 caller_formats: Any = None, callee_formats: Any = None) -> None:
+                 caller_formats: Any = None, callee_formats: Any = None, early_h245: bool = False) -> None:
         caller_cfg = EndpointConfig(h323_id="room-101", e164="8001", is_mcu=False, fast_start=fast_start,
-                                    tunnelling=tunnelling)
+                                    tunnelling=tunnelling, early_h245=early_h245)
         callee_cfg = EndpointConfig(h323_id="mcu", fast_start=fast_start, tunnelling=tunnelling)
         if caller_formats is not None:
             caller_cfg.formats = caller_formats
@@ -306,7 +306,7 @@ def test_state_machine_fuzz(chunks: list[bytes], answer: bool) -> None:
     for chunk in chunks:
         call.receive_data(chunk, now)
         if answer and call.state is CallState.INCOMING_CALL_PROCEEDING:
-            call.answer(now)
+            call.answer(now, None if call.tunnelling else MediaAddress(*CALLEE_H245))
         now += 1.0
         call.handle_timer(now)
         call.data_to_send()
@@ -374,3 +374,26 @@ def test_caller_fuzz(case: tuple[bool, list[bytes]]) -> None:
     s.a.handle_timer(now + 1000.0)
     s.a.data_to_send()
     assert s.a.released or s.a.state is CallState.ACTIVE
+
+
+@pytest.mark.parametrize("fast_start", [True, False])
+def test_early_h245_in_setup(fast_start: bool) -> None:
+    """Room systems often tunnel TCS and MSD in the Setup: H.245 completes before Connect."""
+    s = Scenario(fast_start=fast_start, early_h245=True)
+    setup_bytes = s.a.data_to_send()
+    setup = Q931Message.decode(TpktFramer().feed(setup_bytes)[0])
+    pdu = asn1.decode_uuie(setup.user_user or b"")["h323-uu-pdu"]
+    names = [asn1.decode_h245(bytes(p))[1][0] for p in pdu["h245Control"]]
+    assert names == ["terminalCapabilitySet", "masterSlaveDetermination"]
+    s.events["b"] += s.b.receive_data(setup_bytes, 0.0)
+    s.pump()
+    # Nobody answered yet, but capabilities and master/slave are settled (Facility messages).
+    assert s.b.state is CallState.INCOMING_CALL_PROCEEDING
+    assert s.of("a", MasterSlaveDetermined) == [MasterSlaveDetermined(False)]
+    assert s.of("b", MasterSlaveDetermined) == [MasterSlaveDetermined(True)]
+    s.events["b"] += s.b.answer(s.now)
+    s.pump()
+    for key in "ab":
+        channels = [e.channel for e in s.of(key, ChannelOpened)]
+        assert {(c.session_id, c.outgoing) for c in channels} == {(1, True), (1, False), (2, True), (2, False)}
+    assert s.a.state is CallState.ACTIVE and not s.of("a", CallReleased) and not s.of("b", CallReleased)

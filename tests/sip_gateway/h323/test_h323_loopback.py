@@ -32,54 +32,82 @@ def free_port() -> int:
         return port
 
 
-async def run_call(fast_start: bool, tunnelling: bool, h245_port: int, port: int) -> dict[str, list[object]]:
+class Collector:
+    """Drains a call's events into a list so tests can wait for conditions in any order."""
+
+    def __init__(self, handle: CallHandle) -> None:
+        self.handle = handle
+        self.events: list[object] = []
+        self._changed = asyncio.Event()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.events.append(await self.handle.events.get())
+            self._changed.set()
+
+    def of(self, kind: type) -> list[object]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def until(self, kind: type, count: int = 1, seconds: float = 10.0) -> None:
+        async with asyncio.timeout(seconds):
+            while len(self.of(kind)) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def run_call(fast_start: bool, tunnelling: bool, h245_port: int, port: int,
+                   early_h245: bool = False) -> dict[str, list[object]]:
     incoming: asyncio.Queue[CallHandle] = asyncio.Queue()
     mcu = H323Endpoint(EndpointConfig(h323_id="mcu", fast_start=fast_start, tunnelling=tunnelling,
                                       h245_port=h245_port), on_incoming=incoming.put_nowait)
     room = H323Endpoint(EndpointConfig(h323_id="room-101", e164="8001", is_mcu=False,
-                                       fast_start=fast_start, tunnelling=tunnelling))
+                                       fast_start=fast_start, tunnelling=tunnelling, early_h245=early_h245))
     await mcu.listen("127.0.0.1", port)
-    seen: dict[str, list[object]] = {"caller": [], "callee": []}
+    collectors: list[Collector] = []
     try:
-        caller = await room.dial(MediaAddress("127.0.0.1", port), "80000001")
-        callee = await asyncio.wait_for(incoming.get(), 5)
-        seen["callee"].append(await callee.wait_for(CallIncoming))
-        callee.alert()
-        await callee.answer()
-        seen["caller"].append(await caller.wait_for(CallConnected))
-        for handle, key in ((caller, "caller"), (callee, "callee")):
-            seen[key].append(await handle.wait_for(MasterSlaveDetermined))
-        # Channels: 2 each way; they may have been reported before the MSD event.
-        for handle, key in ((caller, "caller"), (callee, "callee")):
-            for channel in list(handle.call.h245.channels.values()) if handle.call.h245 else []:
-                seen[key].append(ChannelOpened(channel))
-        while len([e for e in seen["callee"] if isinstance(e, ChannelOpened)]) < 4:
-            seen["callee"].append(await callee.wait_for(ChannelOpened))
-        caller.send_user_input("1234#")
-        video_out = [c for c in callee.call.h245.channels.values() if c.outgoing and c.session_id == 2]  # type: ignore[union-attr]
-        caller.request_fast_update(video_out[0].number)
-        for _ in range(5):
-            seen["callee"].append(await callee.wait_for(UserInputReceived))
-        seen["callee"].append(await callee.wait_for(VideoFastUpdateRequested))
-        caller.release(Cause.NORMAL_CALL_CLEARING)
-        seen["callee"].append(await callee.wait_for(CallReleased))
-        await caller.wait_closed()
-        await callee.wait_closed()
+        caller = Collector(await room.dial(MediaAddress("127.0.0.1", port), "80000001"))
+        callee = Collector(await asyncio.wait_for(incoming.get(), 5))
+        collectors += [caller, callee]
+        await callee.until(CallIncoming)
+        callee.handle.alert()
+        await callee.handle.answer()
+        await caller.until(CallConnected)
+        for side in (caller, callee):
+            await side.until(MasterSlaveDetermined)
+            await side.until(ChannelOpened, 4)
+        caller.handle.send_user_input("1234#")
+        video_out = [e.channel for e in callee.of(ChannelOpened)
+                     if isinstance(e, ChannelOpened) and e.channel.outgoing and e.channel.session_id == 2]
+        caller.handle.request_fast_update(video_out[0].number)
+        await callee.until(UserInputReceived, 5)
+        await callee.until(VideoFastUpdateRequested)
+        caller.handle.release(Cause.NORMAL_CALL_CLEARING)
+        await callee.until(CallReleased)
+        await caller.handle.wait_closed()
+        await callee.handle.wait_closed()
+        return {"caller": caller.events, "callee": callee.events}
     finally:
+        for collector in collectors:
+            collector.stop()
         await room.close()
         await mcu.close()
-    return seen
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark not installed")
 @pytest.mark.skipif(os.geteuid() != 0, reason="capturing on lo needs root")
-@pytest.mark.parametrize("fast_start, tunnelling", [(True, True), (False, False)],
-                         ids=["faststart-tunnelled", "no-faststart-separate-h245"])
-async def test_call_over_loopback_decoded_by_wireshark(tmp_path: Path, fast_start: bool, tunnelling: bool) -> None:
+@pytest.mark.parametrize("fast_start, tunnelling, early_h245", [
+    (True, True, False), (False, False, False), (True, True, True)],
+    ids=["faststart-tunnelled", "no-faststart-separate-h245", "faststart-early-h245-in-setup"])
+async def test_call_over_loopback_decoded_by_wireshark(tmp_path: Path, fast_start: bool, tunnelling: bool,
+                                                       early_h245: bool) -> None:
     port, h245_port = free_port(), free_port()
     pcap = tmp_path / "call.pcap"
     with LoopbackCapture(pcap, f"tcp port {port} or tcp port {h245_port}"):
-        seen = await asyncio.wait_for(run_call(fast_start, tunnelling, h245_port, port), 30)
+        seen = await asyncio.wait_for(run_call(fast_start, tunnelling, h245_port, port, early_h245), 30)
     incoming = [e for e in seen["callee"] if isinstance(e, CallIncoming)][0]
     assert incoming.called_number == "80000001" and incoming.fast_start_offered is fast_start
     channels = [e.channel for e in seen["callee"] if isinstance(e, ChannelOpened)]
