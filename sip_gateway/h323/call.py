@@ -329,6 +329,14 @@ class Call:
             self.timers.start("t301", now, self.config.t301_alerting)
         return self._take_events()
 
+    def progress(self, now: float) -> list[Event]:
+        """Incoming call: send Progress (in-band information available), e.g. before an IVR
+        prompt; it carries the fast start answer when none was sent yet (early media)."""
+        if self.state in (CallState.CALL_PRESENT, CallState.INCOMING_CALL_PROCEEDING, CallState.CALL_RECEIVED):
+            body = self._response_body("progress")
+            self._send_q931(MessageType.PROGRESS, "progress", body, [encode_progress_indicator()])
+        return self._take_events()
+
     def answer(self, now: float, h245_address: MediaAddress | None = None) -> list[Event]:
         """Incoming call: accept it (Connect).
 
@@ -1018,7 +1026,3 @@ class Call:
         self.release_cause = cause
         self._events.append(CallReleased(self.call_id, cause, by_remote, reason))
 
-
-def progress_indicator_ie() -> tuple[int, bytes]:
-    """Progress indicator for a PROGRESS message (in-band information available)."""
-    return encode_progress_indicator()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from .asn1 import Asn1Error, decode_h245, encode_h245
+from .asn1 import decode_h245, encode_h245
 from .capabilities import (
     AUDIO_SESSION,
     VIDEO_SESSION,
@@ -598,10 +598,3 @@ class H245Session:
             self.send_round_trip_delay(now)
             self.timers.start("rtd-interval", now, self.config.round_trip_interval)
 
-
-def decode_h245_safely(data: bytes) -> tuple[str, Any] | None:
-    """Decode for logging/diagnostics; None when malformed."""
-    try:
-        return decode_h245(data)
-    except Asn1Error:
-        return None

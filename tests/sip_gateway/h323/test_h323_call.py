@@ -397,3 +397,15 @@ def test_early_h245_in_setup(fast_start: bool) -> None:
         channels = [e.channel for e in s.of(key, ChannelOpened)]
         assert {(c.session_id, c.outgoing) for c in channels} == {(1, True), (1, False), (2, True), (2, False)}
     assert s.a.state is CallState.ACTIVE and not s.of("a", CallReleased) and not s.of("b", CallReleased)
+
+
+def test_progress_carries_fast_start_for_early_media() -> None:
+    s = Scenario()
+    s.pump()
+    s.events["b"] += s.b.progress(s.now)
+    s.pump()
+    assert s.a.state is CallState.OUTGOING_CALL_PROCEEDING
+    assert len(s.of("a", ChannelOpened)) == 4  # media can flow before Alerting/Connect
+    s.events["b"] += s.b.answer(s.now)
+    s.pump()
+    assert s.a.state.name == "ACTIVE" and len(s.of("a", ChannelOpened)) == 4
