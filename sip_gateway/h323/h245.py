@@ -147,6 +147,7 @@ class H245Session:
         self.local_capabilities_acked = False
         self.remote_capabilities: RemoteCapabilities | None = None
         self.paused_by_remote = False
+        self.paused_locally = False
         # logical channels
         self._next_channel = 1
         self._pending: dict[int, _PendingChannel] = {}
@@ -199,10 +200,12 @@ class H245Session:
 
     def pause(self, now: float) -> None:
         """Ask the peer to stop sending (empty capability set, H.323 8.4.6)."""
+        self.paused_locally = True
         self.send_capabilities(now, [])
 
     def resume(self, now: float) -> None:
         """Send our full capabilities again after :meth:`pause`."""
+        self.paused_locally = False
         self.send_capabilities(now)
 
     def open_channel(self, fmt: MediaFormat, now: float) -> int:
@@ -239,6 +242,7 @@ class H245Session:
         self._outgoing_opened_for.discard(channel.session_id)
         self._send(("request", ("closeLogicalChannel", {"forwardLogicalChannelNumber": number,
                                                          "source": ("user", 0)})))
+        self.timers.start(f"clc:{number}", now, self.config.t103_open_channel)
         self._events.append(ChannelClosed(number, True))
 
     def register_fast_start_channel(self, channel: LogicalChannel) -> None:
@@ -450,6 +454,8 @@ class H245Session:
         cause: str | None = None
         if "reverseLogicalChannelParameters" in body:
             cause = "unsuitableReverseParameters"  # bidirectional channels are not supported
+        elif self.paused_locally:
+            cause = "dataTypeNotAvailable"  # we sent the empty capability set
         elif fmt is None or not isinstance(mux, tuple) or mux[0] != "h2250LogicalChannelParameters":
             cause = "dataTypeNotSupported"
         elif choose_format(self.config.formats, [fmt], video=fmt.codec.is_video) is None:
@@ -521,7 +527,7 @@ class H245Session:
             self._events.append(ChannelClosed(number, False))
 
     def _on_response_closeLogicalChannelAck(self, body: dict[str, Any], now: float) -> None:
-        return
+        self.timers.stop(f"clc:{int(body['forwardLogicalChannelNumber'])}")
 
     def _on_request_requestChannelClose(self, body: dict[str, Any], now: float) -> None:
         number = int(body["forwardLogicalChannelNumber"])
@@ -592,6 +598,9 @@ class H245Session:
                 self._send(("request", ("closeLogicalChannel", {"forwardLogicalChannelNumber": number,
                                                                  "source": ("lcse", 0)})))
                 self._events.append(ChannelRejected(number, pending.fmt.session_id, "timeout"))
+        elif name.startswith("clc:"):
+            # The channel is closed on our side anyway; a peer that never acknowledges is noted.
+            self._events.append(ProtocolErrorLogged(f"closeLogicalChannel {name[4:]} not acknowledged"))
         elif name == "t105":
             self._events.append(H245Failed("round-trip-delay", "no response (T105)"))
         elif name == "rtd-interval":

@@ -28,6 +28,7 @@ from sip_gateway.h323.events import (
     MasterSlaveDetermined,
     MediaPaused,
     MediaResumed,
+    ProtocolErrorLogged,
     RoundTripDelayMeasured,
     UserInputReceived,
     VideoFastUpdateRequested,
@@ -260,3 +261,25 @@ def test_capabilities_received_event_lists_formats() -> None:
     assert [f.codec for f in received.formats] == [Codec.PCMU, Codec.H261]
     video = [e.channel for e in pair.of("a", ChannelOpened) if e.channel.outgoing and e.channel.session_id == 2]
     assert video[0].format.codec is Codec.H261 and video[0].payload_type == 31
+
+
+def test_close_ack_timer_and_olc_while_paused() -> None:
+    pair = Pair()
+    pair.a.start(0.0)
+    pair.b.start(0.0)
+    pair.pump()
+    pair.a.close_channel(1, 1.0)
+    assert pair.a.timers.running("clc:1")
+    pair.pump()
+    assert not pair.a.timers.running("clc:1")  # acknowledged
+    pair.a.close_channel(2, 2.0)
+    pair.a.take_outgoing()  # lost
+    pair.a.handle_timer(12.0)
+    assert ProtocolErrorLogged("closeLogicalChannel 2 not acknowledged") in pair.a.take_events()
+    # While b has paused (empty capability set), it refuses new channels.
+    pair.b.pause(13.0)
+    pair.pump()
+    pair.events = {"a": [], "b": []}
+    number = pair.a.open_channel(MediaFormat(Codec.PCMU), 14.0)
+    pair.pump()
+    assert pair.of("a", ChannelRejected) == [ChannelRejected(number, 1, "dataTypeNotAvailable")]
