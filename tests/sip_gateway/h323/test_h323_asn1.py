@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
+from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ import random
 from typing import Any
 
 import pytest
-from h323_testkit import pump
+from tests.sip_gateway.h323.h323_testkit import pump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

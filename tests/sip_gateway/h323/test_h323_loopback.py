@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from h323_testkit import TSHARK, LoopbackCapture, tshark_fields, wire_problems
+from tests.sip_gateway.h323.h323_testkit import TSHARK, LoopbackCapture, tshark_fields, wire_problems
 
 from sip_gateway.h323.aio import CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig

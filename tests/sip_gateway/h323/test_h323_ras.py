@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
+from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

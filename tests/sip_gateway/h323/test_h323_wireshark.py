@@ -5,7 +5,7 @@ import random
 from pathlib import Path
 
 import pytest
-from h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
+from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 
 from sip_gateway.h323.call import Call, EndpointConfig
 from sip_gateway.h323.events import MediaAddress
