@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from sip_gateway.h323.q931 import (
     user_user_ie,
 )
 from sip_gateway.h323.tpkt import encode_tpkt
+from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 
 GUID = st.binary(min_size=16, max_size=16)
 DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=20)

@@ -5,7 +5,6 @@ import random
 from typing import Any
 
 import pytest
-from tests.sip_gateway.h323.h323_testkit import pump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +27,7 @@ from sip_gateway.h323.events import (
 )
 from sip_gateway.h323.q931 import IE, Cause, MessageType, Q931Message, decode_cause, user_user_ie
 from sip_gateway.h323.tpkt import TpktFramer, encode_tpkt
+from tests.sip_gateway.h323.h323_testkit import pump
 
 CALLEE_H245 = ("127.0.0.1", 40000)
 

@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from tests.sip_gateway.h323.h323_testkit import TSHARK, LoopbackCapture, tshark_fields, wire_problems
 
 from sip_gateway.h323.aio import CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
@@ -23,6 +22,7 @@ from sip_gateway.h323.events import (
     VideoFastUpdateRequested,
 )
 from sip_gateway.h323.q931 import Cause
+from tests.sip_gateway.h323.h323_testkit import TSHARK, LoopbackCapture, tshark_fields, wire_problems
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import pytest
-from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +26,7 @@ from sip_gateway.h323.ras import (
     Registered,
     RegistrationLost,
 )
+from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 
 GK = MediaAddress("127.0.0.1", 1719)
 

@@ -5,11 +5,11 @@ import random
 from pathlib import Path
 
 import pytest
-from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 
 from sip_gateway.h323.call import Call, EndpointConfig
 from sip_gateway.h323.events import MediaAddress
 from sip_gateway.h323.q931 import Cause
+from tests.sip_gateway.h323.h323_testkit import TSHARK, PcapWriter, tshark_fields, wire_problems
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark not installed")
