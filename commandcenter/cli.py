@@ -74,9 +74,23 @@ async def _with_services(settings: Settings, work: Callable[..., Awaitable[int]]
         await services.stop()
 
 
-def _print_banner(settings: Settings, seeded: list) -> None:  # type: ignore[type-arg]
-    lines = ["", f"commandcenter is running: {settings.base_url}",
-             f"  demo conference: {settings.base_url}/join/80000001"]
+async def _wait_for_termination() -> None:
+    """Block until SIGINT or SIGTERM (roles without the web server)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _print_banner(settings: Settings, seeded: list, web: bool = True) -> None:  # type: ignore[type-arg]
+    if web:
+        lines = ["", f"commandcenter is running: {settings.base_url}",
+                 f"  demo conference: {settings.base_url}/join/80000001"]
+    else:
+        lines = ["", f"commandcenter node {settings.node_name!r} is running (no web console in this role)"]
     if seeded:
         lines.append("First logins (shown once; only password hashes are stored):")
         lines += [f"  {a.username:<12} {a.password:<20} ({a.role})" for a in seeded]
@@ -89,14 +103,18 @@ def _print_banner(settings: Settings, seeded: list) -> None:  # type: ignore[typ
 async def _up(settings: Settings, role: str) -> int:
     import uvicorn
 
+    from commandcenter.capabilities import start_capabilities, stop_capabilities
     from core.runtime import CoreServices
     from web_console.app import create_app
 
-    if role in ("mcu", "recorder"):
-        print(f"role {role!r} has no separate process yet; run --role all", file=sys.stderr)
-        return EXIT_USAGE
     services = await CoreServices.start(settings)
+    services.on_stop.append(lambda: stop_capabilities(services))
     try:
+        await start_capabilities(services, role)
+        if role in ("mcu", "recorder"):
+            _print_banner(settings, services.seeded, web=False)
+            await _wait_for_termination()
+            return EXIT_OK
         # The app's lifespan stops the services: uvicorn re-raises SIGTERM once it has served,
         # so code after `serve()` may never run.
         app = create_app(services, manage_lifecycle=True)

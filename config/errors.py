@@ -5,6 +5,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -47,10 +48,10 @@ def locate_line(text: str, loc: Sequence[str | int]) -> int | None:
                         start = n + 1
                         break
             continue
-    header = re.compile(r"^\s*\[\s*" + re.escape(".".join(keys[:-1])) + r"\s*\]") if len(keys) > 1 else None
-    if header is not None and start == 0:
+    if len(keys) > 1 and start == 0:
+        table = re.compile(r"^\s*\[\s*" + re.escape(".".join(keys[:-1])) + r"\s*\]")
         for n, line in enumerate(lines):
-            if header.match(line):
+            if table.match(line):
                 start = n + 1
                 break
     key_re = re.compile(r"^\s*" + re.escape(keys[-1]) + r"\s*=")
@@ -76,7 +77,7 @@ def describe_validation_error(err: ValidationError, text: str) -> list[str]:
     return problems
 
 
-def load_toml(path: Path) -> tuple[dict[str, object], str]:
+def load_toml(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a TOML file; ConfigError with the line and column on a syntax error."""
     try:
         text = path.read_text(encoding="utf-8")

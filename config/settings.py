@@ -101,14 +101,14 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     site_plan: Path = DEMO_DIR / "yunfu.toml"
     node_name: str = "city"
-    http: HttpSettings = Field(default_factory=HttpSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    security: SecuritySettings = Field(default_factory=SecuritySettings)
-    sip: SipSettings = Field(default_factory=SipSettings)
-    h323: H323Settings = Field(default_factory=H323Settings)
-    rtp: RtpSettings = Field(default_factory=RtpSettings)
-    emergency: EmergencySettings = Field(default_factory=EmergencySettings)
-    demo: DemoSettings = Field(default_factory=DemoSettings)
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings())
+    database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
+    security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
+    sip: SipSettings = Field(default_factory=lambda: SipSettings())
+    h323: H323Settings = Field(default_factory=lambda: H323Settings())
+    rtp: RtpSettings = Field(default_factory=lambda: RtpSettings())
+    emergency: EmergencySettings = Field(default_factory=lambda: EmergencySettings())
+    demo: DemoSettings = Field(default_factory=lambda: DemoSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from config.settings import Settings
 from config.site_plan import SitePlan, load_site_plan
@@ -38,6 +39,9 @@ class CoreServices:
     embedded: EmbeddedPostgres | None = None
     seeded: list[SeededAccount] = field(default_factory=list)
     stopped: bool = False
+    # Running capability services by name (see commandcenter/capabilities.py); stopped first.
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    on_stop: list[Any] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings, *, seed: bool = True) -> CoreServices:
@@ -99,6 +103,8 @@ class CoreServices:
         if self.stopped:
             return
         self.stopped = True
+        for hook in reversed(self.on_stop):  # capability services stop before the database goes
+            await hook()
         await self.bus.detach()
         await self.db.close()
         if self.embedded is not None:

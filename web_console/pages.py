@@ -110,10 +110,12 @@ async def home(request: Request, principal: Annotated[Principal, Depends(require
 
 
 def _console_page(console: Console) -> None:
-    async def page(request: Request, principal: Annotated[Principal, Depends(require(*console.roles))]) -> Response:
+    async def page(request: Request) -> Response:
         return render(request, "placeholder.html", console=console)
 
-    router.add_api_route(console.path, page, methods=["GET"], name=f"console-{console.key}")
+    # Route-level dependency: a string annotation could not see `console` from this closure.
+    router.add_api_route(console.path, page, methods=["GET"], name=f"console-{console.key}",
+                         dependencies=[Depends(require(*console.roles))])
 
 
 for _console in CONSOLES[:5]:

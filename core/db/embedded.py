@@ -24,12 +24,12 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return its connection URL (unix socket)."""
-        import pgserver  # imported lazily: only the embedded mode needs it
+        import pgserver  # lazily: only the embedded mode needs it
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # cleanup_mode="stop": the server stops when the last process that uses it exits,
         # so a SIGTERM of `commandcenter up` leaves no postgres behind.
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")  # type: ignore[attr-defined,unused-ignore]
         url: str = self._server.get_uri()
         log.info("embedded PostgreSQL at %s", self.data_dir)
         return url

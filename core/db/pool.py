@@ -58,12 +58,13 @@ class Database:
         return await self.pool.fetchval(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        return await self.pool.execute(query, *args)
+        status: str = await self.pool.execute(query, *args)
+        return status
 
     async def ping(self) -> bool:
         """True when a trivial query succeeds."""
         try:
-            return await self.fetchval("SELECT 1") == 1
+            return bool(await self.fetchval("SELECT 1") == 1)
         except (OSError, asyncpg.PostgresError, RuntimeError):
             return False
 
