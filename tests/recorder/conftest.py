@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from core.db import Database, apply_migrations
-from recorder.service import RecorderConfig, RecorderService
-
-from .rtsp_cameras import SyntheticCamera, free_tcp_port
+from recorder.service import RecorderService
+from tests.recorder.helpers import recorder_config
+from tests.recorder.rtsp_cameras import SyntheticCamera, free_tcp_port
 
 
 @pytest.fixture
@@ -38,10 +38,6 @@ async def recorder_db(fresh_db_url: str) -> AsyncIterator[Database]:
         await apply_migrations(conn)
     yield db
     await db.close()
-
-
-def recorder_config(var: Path, **overrides: object) -> RecorderConfig:
-    return RecorderConfig(recordings_dir=var / "recordings", keys_dir=var / "keys", **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from recorder.ingest import CameraConfig
 from recorder.service import RecorderService
 from recorder.store import parse_key, segment_key
 from recorder.transparency_log import TransparencyLog
-
-from .conftest import recorder_config
-from .rtsp_cameras import SyntheticCamera, needs_rtsp
+from tests.recorder.helpers import recorder_config
+from tests.recorder.rtsp_cameras import SyntheticCamera, needs_rtsp
 
 pytestmark = [needs_rtsp, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

@@ -22,9 +22,8 @@ from recorder.store import segment_key
 from recorder.transparency_log import LogIntegrityError, TransparencyLog
 from recorder.tree_head import SignedTreeHead, verify_tree_head
 from recorder.verify import verify_export, verify_export_cli
-
-from .conftest import recorder_config
-from .recorder_media import write_h264_mp4
+from tests.recorder.helpers import recorder_config
+from tests.recorder.recorder_media import write_h264_mp4
 
 T0 = 1_795_000_000_000
 

@@ -16,8 +16,7 @@ from recorder.signing import KeyStore, public_key_pem
 from recorder.store import DirectoryStore, segment_key
 from recorder.transparency_log import MemoryLogStorage, TransparencyLog
 from recorder.verify import verify_export
-
-from .recorder_media import decoded_frames, write_h264_mp4
+from tests.recorder.recorder_media import decoded_frames, write_h264_mp4
 
 T0 = 1_795_000_000_000
 

@@ -14,8 +14,7 @@ from recorder.ingest import CameraConfig, CameraHealth
 from recorder.service import AccessError, RecorderService
 from recorder.transparency_log import TransparencyLog
 from recorder.verify import verify_export
-
-from .rtsp_cameras import SyntheticCamera, needs_rtsp
+from tests.recorder.rtsp_cameras import SyntheticCamera, needs_rtsp
 
 pytestmark = [needs_rtsp, pytest.mark.slow]
 
