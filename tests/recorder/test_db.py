@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -197,3 +198,17 @@ async def test_inspector_head_and_consistency_and_cli(started: RecorderService, 
     assert verify_export_cli(str(result.path), str(key_file)) == 0
     assert "校验通过" in capsys.readouterr().out
     assert verify_export_cli(str(tmp_path / "missing.zip")) == 1
+
+
+async def test_full_disk_pauses_recording_with_an_alarm(started: RecorderService) -> None:
+    segs = await add_segments(started, "cam1", 2)
+    await started.holds.place("inspector1", ["cam1"], T0, T0 + 2000, "全部保全")
+    no_age = RetentionPolicy(max_days=None)
+    # Ask for more free space than any disk has: it cannot be freed.
+    started.config = dataclasses.replace(started.config, retention=RetentionConfig(no_age, min_free_bytes=1 << 62))
+    assert await started.run_retention() == 0  # held footage is never deleted, even for space
+    assert started.recording_paused and "磁盘空间不足" in started.alarms[0]
+    assert all(started.store.exists(s.key) for s in segs)
+    started.config = dataclasses.replace(started.config, retention=RetentionConfig(no_age, min_free_bytes=0))
+    await started.run_retention()
+    assert not started.recording_paused
