@@ -183,7 +183,7 @@ def main() -> None:
         print(f"encoding {clip_s} s 1080p test clip ...", flush=True)
         make_clip(clip, clip_s)
     with av.open(str(clip)) as c:
-        kbps = os.path.getsize(clip) * 8 / float(c.duration / 1e6) / 1000
+        kbps = os.path.getsize(clip) * 8 / ((c.duration or 1) / 1e6) / 1000
     rows = []
     for n in args.streams:
         work = Path(tempfile.mkdtemp(prefix=f"cc-bench-rec-{n}-"))
