@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ def _gst_rtsp_available() -> bool:
     return probe.returncode == 0
 
 
-needs_rtsp = pytest.mark.skipif(
-    not _gst_rtsp_available(),
-    reason="needs Debian gir1.2-gst-rtsp-server-1.0, python3-gi, gstreamer1.0-plugins-{base,good,ugly,bad}, "
-           "gstreamer1.0-libav, gstreamer1.0-x",
-)
+GST_PACKAGES = ("gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 python3-gi "
+                "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad "
+                "gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x")
+_AVAILABLE = _gst_rtsp_available()
+if not _AVAILABLE and os.environ.get("CI"):
+    # In CI a missing test camera is a broken install step, not a reason to skip.
+    raise RuntimeError(f"RTSP test cameras need the Debian packages: {GST_PACKAGES}")
+needs_rtsp = pytest.mark.skipif(not _AVAILABLE, reason=f"needs Debian packages: {GST_PACKAGES}")
 
 
 def free_tcp_port() -> int:
