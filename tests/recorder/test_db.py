@@ -16,6 +16,7 @@ from recorder.index import NoRecording
 from recorder.ingest import CommittedSegment, sha256_file
 from recorder.leaves import AccessLeaf, RetentionLeaf, decode_leaf
 from recorder.merkle import verify_consistency
+from recorder.pg_storage import PgLogStorage
 from recorder.retention import RetentionConfig, RetentionPolicy
 from recorder.service import AccessError, RecorderService
 from recorder.signing import load_public_key
@@ -212,3 +213,23 @@ async def test_full_disk_pauses_recording_with_an_alarm(started: RecorderService
     started.config = dataclasses.replace(started.config, retention=RetentionConfig(no_age, min_free_bytes=0))
     await started.run_retention()
     assert not started.recording_paused
+
+
+async def test_two_processes_append_to_one_log(started: RecorderService, recorder_db: Database) -> None:
+    """The web role appends view leaves while the recorder appends segments: indices never clash."""
+    other = TransparencyLog(PgLogStorage(recorder_db), started.keys, started.log.log_id)
+    await other.open()
+    await add_segments(started, "cam1", 2)
+    i = await other.append(AccessLeaf("view", "inspector1", ("cam1",), T0, T0 + 2000, "核查", T0))
+    j = await started.log.append(AccessLeaf("view", "inspector2", ("cam1",), T0, T0 + 2000, "核查", T0))
+    assert i == 2 and j == 3  # `started` caught up with the other writer's leaf before appending
+    head = await other.sign_head()
+    assert head.tree_size == 4 and head.root_hash == (await started.log.sign_head()).root_hash
+
+
+async def test_bookmarks_are_shared(started: RecorderService) -> None:
+    await started.index.add_bookmark("cam1", T0 + 1500, "办事群众与窗口人员争执", "inspector1")
+    await started.index.add_bookmark("cam2", T0 + 1500, "other camera", "inspector2")
+    marks = await started.index.bookmarks(["cam1"], T0, T0 + 2000)
+    assert [(m["at_ms"], m["note"], m["created_by"]) for m in marks] == [
+        (T0 + 1500, "办事群众与窗口人员争执", "inspector1")]
