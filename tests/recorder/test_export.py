@@ -152,3 +152,29 @@ def test_verify_garbage_paths(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert not verify_export(tmp_path / "empty").ok
     shutil.rmtree(tmp_path / "empty")
+
+
+async def test_commandcenter_verify_export_cli(tmp_path: Path) -> None:
+    """The offline check an inspector runs: exit 0 on an intact bundle, 1 naming the bad segment."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    dest, _ = await make_bundle(tmp_path)
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "commandcenter", "verify-export", str(dest)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    ok = await asyncio.to_thread(verify)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "校验通过" in ok.stdout
+    target = dest / "segments/cam1/1795000003000-1795000004000.mp4"
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    bad = await asyncio.to_thread(verify)
+    assert bad.returncode == 1
+    assert "segments/cam1/1795000003000-1795000004000.mp4" in bad.stdout
