@@ -39,7 +39,7 @@ from .layout import (
     StaticPane,
     VoicePane,
     assign_panes,
-    check_layout,
+    LAYOUTS,
     pane_count,
     pane_rects,
     resolve_auto,
@@ -294,7 +294,8 @@ class Room:
     def set_layout(self, layout: str) -> None:
         """Continuous-presence layout of the broadcast view (cancels broadcast/VA/full-screen polling)."""
         self._require_open()
-        check_layout(layout)
+        if layout not in LAYOUTS:
+            raise RoomError(f"未知布局: {layout}（可选: {'、'.join(LAYOUTS)}）")
         now = self._now()
         self._clear_modes(now, keep="")
         self.layout = layout
