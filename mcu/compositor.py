@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 import numpy.typing as npt
+from av.video.reformatter import VideoReformatter
 
 from .layout import Rect, fit_rect
 from .participant import VideoSample
@@ -66,7 +67,8 @@ def frame_planes(frame: av.VideoFrame) -> tuple[U8, U8, U8]:
     """Zero-copy NumPy views (height x width) of a yuv420p frame's three planes."""
     out = []
     for plane in frame.planes:
-        buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        raw: U8 = np.frombuffer(memoryview(plane), np.uint8)  # writable view of the frame's buffer
+        buf = raw.reshape(plane.height, plane.line_size)
         out.append(buf[:, : plane.width])
     return out[0], out[1], out[2]
 
@@ -80,11 +82,35 @@ def blank_frame(width: int, height: int) -> tuple[av.VideoFrame, U8, U8, U8]:
     return frame, y, u, v
 
 
+_local = threading.local()
+
+
+def _reformatter(key: tuple[int, int, str, int, int]) -> VideoReformatter:
+    """A swscale context per thread and per conversion.
+
+    ``VideoFrame.reformat`` keeps one context on the frame itself, which is unsafe when two
+    views scale the same source frame in two threads at once (it crashed); a per-thread
+    cache keyed by the conversion also avoids re-initialising swscale between panes.
+    """
+    cache: dict[tuple[int, int, str, int, int], VideoReformatter] | None = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    reformatter = cache.get(key)
+    if reformatter is None:
+        if len(cache) > 128:
+            cache.clear()
+        reformatter = cache[key] = VideoReformatter()
+    return reformatter
+
+
 def scale_to(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     """libswscale to ``width`` x ``height`` yuv420p (no-op if already so)."""
-    if frame.width == width and frame.height == height and frame.format.name == "yuv420p":
+    fmt = frame.format.name
+    if frame.width == width and frame.height == height and fmt == "yuv420p":
         return frame
-    return frame.reformat(width, height, "yuv420p", interpolation=INTERPOLATION)
+    reformatter = _reformatter((frame.width, frame.height, fmt, width, height))
+    # threads=1: panes are many and small, and parallelism comes from the worker threads.
+    return reformatter.reformat(frame, width, height, "yuv420p", interpolation=INTERPOLATION, threads=1)
 
 
 def fit_frame(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:

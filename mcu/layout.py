@@ -161,20 +161,22 @@ def assign_panes(
     chosen: list[str | None] = [None] * count
     shown: set[str] = set()
     for i, mode in enumerate(modes):
+        pick: str | None = None
         if isinstance(mode, StaticPane) and mode.participant_id in present:
-            chosen[i] = mode.participant_id
+            pick = mode.participant_id
         elif isinstance(mode, PollingPane):
-            chosen[i] = mode.current(now, present)
-        if chosen[i] is not None:
-            shown.add(chosen[i])  # type: ignore[arg-type]
-    # Voice panes: by rank over the speakers not fixed elsewhere.
+            pick = mode.current(now, present)
+        if pick is not None:
+            chosen[i] = pick
+            shown.add(pick)
+    # Voice panes, in rank order, take the recent speakers not fixed elsewhere.
     voice_queue = [s for s in speakers if s in present and s not in shown]
-    for i, mode in sorted(
-        ((i, m) for i, m in enumerate(modes) if isinstance(m, VoicePane)), key=lambda im: im[1].rank
-    ):
+    voice_panes = sorted((m.rank, i) for i, m in enumerate(modes) if isinstance(m, VoicePane))
+    for _rank, i in voice_panes:
         if voice_queue:
-            chosen[i] = voice_queue.pop(0)
-            shown.add(chosen[i])  # type: ignore[arg-type]
+            pick = voice_queue.pop(0)
+            chosen[i] = pick
+            shown.add(pick)
     # Whatever is left (auto panes, and voice panes with no speaker yet) fills in join order.
     rest = [p for p in present if p not in shown]
     for i, mode in enumerate(modes):

@@ -33,13 +33,13 @@ from .clock import Clock, MonotonicClock
 from .compositor import BannerSpec, ComposedFrame, Compositor, PaneSpec, ViewPlan
 from .encoder import EncoderKey, EncoderSettings, VideoEncoder, scale_for_encoders
 from .layout import (
+    LAYOUTS,
     AutoPane,
     Pane,
     PollingPane,
     StaticPane,
     VoicePane,
     assign_panes,
-    LAYOUTS,
     pane_count,
     pane_rects,
     resolve_auto,
@@ -500,8 +500,9 @@ class Room:
         target = self.selected.get(participant_id)
         if target is not None and target in self.participants:
             return select_view_id(target)
-        if self.broadcast_id == participant_id and self.chair_id not in (None, participant_id):
-            return select_view_id(self.chair_id)  # type: ignore[arg-type]
+        chair = self.chair_id
+        if self.broadcast_id == participant_id and chair is not None and chair != participant_id:
+            return select_view_id(chair)
         if self.voice_activated and self.speakers and self.speakers[0] == participant_id and len(self.speakers) > 1:
             return select_view_id(self.speakers[1])
         return BROADCAST

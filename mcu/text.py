@@ -63,7 +63,8 @@ def overlay_from_rgba(image: Image.Image) -> Overlay:
     alpha = px[..., 3] / 255.0
     # Chroma and its alpha at half resolution (2x2 mean).
     def half(a: F32) -> F32:
-        return a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean(axis=(1, 3)).astype(np.float32)
+        out: F32 = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean(axis=(1, 3)).astype(np.float32)
+        return out
 
     return Overlay(
         y=np.clip(y, 0, 255).astype(np.uint8),
@@ -118,8 +119,8 @@ class TextRenderer:
         font = self.font(size)
         with self._lock:  # FreeType faces are not safe to share across threads
             left, top, right, bottom = font.getbbox(text)
-            w = max(2, right - left + 2 * pad)
-            h = max(2, bottom - top + 2 * pad)
+            w = max(2, int(right - left) + 2 * pad)
+            h = max(2, int(bottom - top) + 2 * pad)
             w += w % 2
             h += h % 2
             image = Image.new("RGBA", (w, h), background)

@@ -69,6 +69,7 @@ def amplitude_at(samples: np.ndarray, freq: float) -> float:
 
 def decode_all(packets: list[bytes], codec: str) -> list[av.VideoFrame]:
     ctx = av.CodecContext.create(codec, "r")
+    assert isinstance(ctx, av.VideoCodecContext)
     frames: list[av.VideoFrame] = []
     for data in packets:
         frames.extend(ctx.decode(av.Packet(data)))

@@ -35,7 +35,7 @@ def run(room: Room, clock: FakeClock, freqs: dict[str, float], ticks: int, amp: 
 
 @pytest.fixture
 def five(room: Room) -> dict[str, float]:
-    freqs = {f"s{i}": FREQS[i] for i in range(5)}
+    freqs: dict[str, float] = {f"s{i}": FREQS[i] for i in range(5)}
     for pid in freqs:
         room.join(pid)
     return freqs
@@ -43,7 +43,7 @@ def five(room: Room) -> dict[str, float]:
 
 def test_each_listener_hears_every_other_tone_and_not_its_own(room: Room, clock: FakeClock, five: dict[str, float]) -> None:
     mixes = run(room, clock, five, ticks=3)
-    for listener, own in five.items():
+    for listener in five:
         for pid, f in five.items():
             amp = amplitude_at(mixes[listener], f)
             if pid == listener:
@@ -82,7 +82,7 @@ def test_gain_scales_a_source(room: Room, clock: FakeClock, five: dict[str, floa
 
 
 def test_limiter_does_not_clip_with_50_loud_sources(room: Room, clock: FakeClock) -> None:
-    freqs = {f"s{i}": 200 + 50 * i for i in range(50)}
+    freqs: dict[str, float] = {f"s{i}": 200.0 + 50 * i for i in range(50)}
     for pid in freqs:
         room.join(pid)
     mixes = run(room, clock, freqs, ticks=25, amp=30000)

@@ -5,6 +5,8 @@ actually be sent, not just the room's bookkeeping.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from mcu_helpers import identify, source_frame, tone, yuv_at
 
@@ -54,8 +56,10 @@ def test_layout_and_pane_assignment(room: Room, sites: list[str], events: list[e
     assert events[-2] == ev.LayoutChanged(room.id, 1000.0, BROADCAST, "1+5")
     assert events[-1] == ev.PaneAssigned(room.id, 1000.0, BROADCAST, 0, "static", "s4")
     before = list(events)
-    for bad in (lambda: room.assign_pane(6, "static", "s1"), lambda: room.assign_pane(0, "static", "nobody"),
-                lambda: room.assign_pane(0, "sideways"), lambda: room.set_layout("7x7")):
+    bad_ops: list[Callable[[], None]] = [
+        lambda: room.assign_pane(6, "static", "s1"), lambda: room.assign_pane(0, "static", "nobody"),
+        lambda: room.assign_pane(0, "sideways"), lambda: room.set_layout("7x7")]
+    for bad in bad_ops:
         with pytest.raises(RoomError):
             bad()
     assert events == before and shown(room, BROADCAST) == [4, 0, 1, 2, 3, 5]  # bad input changed nothing
@@ -117,7 +121,7 @@ def test_polling_full_screen_with_fake_clock(room: Room, clock: FakeClock, sites
     clock.advance(10)
     assert shown(room, BROADCAST) == [5]
     room.stop_polling()
-    assert events[-1].active is False  # type: ignore[union-attr]
+    assert isinstance(events[-1], ev.PollingChanged) and events[-1].active is False
     assert shown(room, BROADCAST)[:5] == [0, 1, 2, 4, 5]
 
 
@@ -128,9 +132,11 @@ def test_polling_in_one_pane(room: Room, clock: FakeClock, sites: list[str]) -> 
     assert shown(room, BROADCAST) == [0, 1, 2, 4]
     clock.advance(3)
     assert shown(room, BROADCAST) == [0, 1, 2, 5]
-    for bad in (lambda: room.start_polling([], 3), lambda: room.start_polling(["s1", "zz"], 3),
-                lambda: room.start_polling(["s1"], 0), lambda: room.start_polling(["s1"], 3, pane=4),
-                lambda: room.start_polling(["s1", "s1"], 3)):
+    bad_ops: list[Callable[[], None]] = [
+        lambda: room.start_polling([], 3), lambda: room.start_polling(["s1", "zz"], 3),
+        lambda: room.start_polling(["s1"], 0), lambda: room.start_polling(["s1"], 3, pane=4),
+        lambda: room.start_polling(["s1", "s1"], 3)]
+    for bad in bad_ops:
         with pytest.raises(RoomError):
             bad()
     assert room.polling is not None and room.polling.participant_ids == ("s4", "s5")

@@ -9,7 +9,7 @@ from mcu_helpers import colour, identify, is_black, source_frame, yuv_at
 
 from mcu.clock import FakeClock
 from mcu.compositor import frame_planes
-from mcu.layout import pane_count, pane_rects, resolve_auto
+from mcu.layout import pane_count, resolve_auto
 from mcu.room import BROADCAST, PREVIEW, Room
 from mcu.text import FontError, TextRenderer
 

@@ -6,6 +6,7 @@ import pytest
 from mcu.layout import (
     LAYOUTS,
     AutoPane,
+    Pane,
     PollingPane,
     Rect,
     StaticPane,
@@ -25,7 +26,7 @@ EXPECTED_PANES = {"1": 1, "2": 2, "1+5": 6, "1+7": 8, "2x2": 4, "3x3": 9, "4x4":
 def test_panes_tile_the_canvas_without_overlap(name: str) -> None:
     rects = pane_rects(name, 1280, 720)
     assert len(rects) == pane_count(name) == EXPECTED_PANES[name]
-    covered = set()
+    covered: set[tuple[int, int]] = set()
     for r in rects:
         assert r.x % 2 == 0 and r.y % 2 == 0 and r.w % 2 == 0 and r.h % 2 == 0
         assert 0 <= r.x and r.x + r.w <= 1280 and 0 <= r.y and r.y + r.h <= 720
@@ -65,7 +66,7 @@ def test_fit_rect_letterboxes_and_pillarboxes() -> None:
 
 def test_assign_static_voice_polling_and_auto() -> None:
     present = ["a", "b", "c", "d", "e"]
-    panes = [StaticPane("c"), VoicePane(0), AutoPane(), PollingPane(("a", "e"), 10.0, 0.0)]
+    panes: list[Pane] = [StaticPane("c"), VoicePane(0), AutoPane(), PollingPane(("a", "e"), 10.0, 0.0)]
     # static and polling panes are placed first; the auto pane takes the first free site
     assert assign_panes(panes, 4, present, ["b"], now=5.0) == ["c", "b", "d", "a"]
     assert assign_panes(panes, 4, present, ["b"], now=15.0) == ["c", "b", "a", "e"]
