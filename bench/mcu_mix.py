@@ -1,0 +1,346 @@
+"""MCU media benchmark: N live 720p25 H.264 sources -> room -> 1280x720@25 H.264, vs ffmpeg.
+
+    python -m bench.mcu_mix            # N = 4, 9, 16, 25; 10 s per run
+    python -m bench.mcu_mix --quick    # N = 4, 25; 4 s per run
+
+For each N:
+
+* ours: N feeder threads play pre-encoded clips in real time (decode with PyAV, push the
+  decoded frame into a :class:`mcu.room.Room` stamped with the packet's scheduled arrival);
+  a :class:`mcu.runner.MediaRunner` composes the auto layout at 1280x720@25 and encodes
+  it with the shared libx264 encoder. Measured: sustained output fps, process CPU-seconds
+  per output second (decode + compose + encode, the whole process), and p50/p95 latency
+  from a source frame's arrival to the first encoded packet that contains it;
+* ffmpeg: the same inputs, read in real time (``-re``), decoded, scaled into the same
+  pane rectangles (area filter), stacked with ``xstack`` and encoded with libx264 at the
+  same preset, tune, profile and bitrate. Its CPU comes from ``getrusage(RUSAGE_CHILDREN)``.
+
+Also the audio mixer: CPU-seconds per second of audio for 50, 100 and 200 participants
+(gather + N-1 mix + limiter + speaker detection + delivery, every 20 ms tick).
+
+Writes bench/results/mcu_mix.json and prints a table. Figures depend on machine load:
+the JSON records the load average before and after every run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # allow `python bench/mcu_mix.py`
+    sys.path.insert(0, str(ROOT))
+
+from mcu.encoder import EncoderSettings  # noqa: E402
+from mcu.layout import pane_rects, resolve_auto  # noqa: E402
+from mcu.media import FRAME_SAMPLES, EncodedPacket  # noqa: E402
+from mcu.room import BROADCAST, Room, RoomSettings  # noqa: E402
+from mcu.runner import MediaRunner  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "mcu_mix.json"
+INPUTS = Path(os.environ.get("MCU_BENCH_INPUTS", "/tmp/mcu_bench_inputs"))
+FPS = 25
+WIDTH, HEIGHT = 1280, 720
+BITRATE = 1_500_000
+PRESET = "veryfast"
+SOURCES = (
+    "testsrc2=size=1280x720:rate=25,noise=alls=12:allf=t",
+    "mandelbrot=size=1280x720:rate=25,noise=alls=12:allf=t",
+    "testsrc2=size=1280x720:rate=25,hue=h=120,noise=alls=12:allf=t",
+)
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def child_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def make_inputs(seconds: float) -> list[Path]:
+    """Moving 720p25 content with noise, H.264 at ~1.5 Mbit/s (cached between runs)."""
+    INPUTS.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i, src in enumerate(SOURCES):
+        path = INPUTS / f"src{i}_{int(seconds)}s.mp4"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp.mp4")
+            subprocess.run(
+                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", src, "-t", str(seconds),
+                 "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1500k", "-maxrate", "1500k", "-bufsize", "3000k",
+                 "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", str(tmp)],
+                check=True,
+            )
+            tmp.rename(path)
+        clips.append(path)
+    return clips
+
+
+@dataclass
+class Clip:
+    path: Path
+    extradata: bytes | None
+    packets: list[bytes]
+    keyframes: list[int]  # packet indices where a decoder can start
+
+
+def load_clip(path: Path) -> Clip:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        extradata = stream.codec_context.extradata
+        packets, keys = [], []
+        for p in container.demux(stream):
+            if p.size:
+                if p.is_keyframe:
+                    keys.append(len(packets))
+                packets.append(bytes(p))
+    return Clip(path, extradata, packets, keys)
+
+
+class Feeder(threading.Thread):
+    """One live source: decodes its clip in real time and pushes frames into the room."""
+
+    def __init__(self, room: Room, pid: str, clip: Clip, index: int, start: float, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.room, self.pid, self.clip = room, pid, clip
+        self.phase = (index * 0.37) % 1.0  # sources are not frame-aligned with each other
+        self.offset = clip.keyframes[index % len(clip.keyframes)]  # and not showing the same picture
+        self.start_at, self.stop_event = start, stop
+        self.decoded = 0
+
+    def run(self) -> None:
+        ctx = av.CodecContext.create("h264", "r")
+        assert isinstance(ctx, av.VideoCodecContext)
+        ctx.extradata = self.clip.extradata  # mp4 packets are AVCC: SPS/PPS come from extradata
+        ctx.thread_count = 1  # many sources: parallelism comes from having one thread each
+        site = self.room.participants[self.pid]
+        packets = self.clip.packets
+        k = 0
+        while not self.stop_event.is_set():
+            due = self.start_at + (k + self.phase) / FPS  # when this packet "arrives from the network"
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for frame in ctx.decode(av.Packet(packets[(self.offset + k) % len(packets)])):
+                site.push_video(frame, arrival=due)
+                self.decoded += 1
+            k += 1
+
+
+@dataclass
+class OursResult:
+    n: int
+    layout: str
+    seconds: float
+    output_fps: float
+    cpu_per_output_second: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    frames_decoded: int
+    ticks_skipped: int
+    load_before: float
+    load_after: float
+
+
+async def run_ours(n: int, clips: list[Clip], seconds: float,
+                   warmup: float, workers: int) -> OursResult:
+    settings = RoomSettings(fps=FPS, encoder=EncoderSettings(fps=FPS, bitrate=BITRATE, preset=PRESET))
+    room = Room(f"bench{n}", settings=settings)
+    room.set_labels(False)  # ffmpeg draws no labels either
+    for i in range(n):
+        room.join(f"s{i:02d}", f"会场{i}")
+    stop = threading.Event()
+    start = time.monotonic() + 0.2
+    feeders = [Feeder(room, f"s{i:02d}", clips[i % len(clips)], i, start, stop) for i in range(n)]
+    for f in feeders:
+        f.start()
+    seen: dict[str, int] = {}
+    latencies: list[float] = []
+    delivered: list[float] = []
+    measuring = False
+
+    def sink(packet: EncodedPacket) -> None:
+        now = time.monotonic()
+        if measuring:
+            delivered.append(now)
+        for pid, (seq, arrival) in packet.sources.items():
+            if seq != seen.get(pid):
+                seen[pid] = seq
+                if measuring:
+                    latencies.append(now - arrival)
+
+    room.subscribe_view(BROADCAST, sink)
+    load_before = os.getloadavg()[0]
+    async with MediaRunner(room, workers=workers) as runner:
+        await asyncio.sleep(warmup + 0.2)
+        skipped0 = runner.stats.video_skipped
+        decoded0 = sum(f.decoded for f in feeders)
+        measuring = True
+        cpu0, t0 = cpu_seconds(), time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu1, t1 = cpu_seconds(), time.monotonic()
+        measuring = False
+        skipped = runner.stats.video_skipped - skipped0
+    stop.set()
+    for f in feeders:
+        f.join(timeout=5)
+    room.end()
+    elapsed = t1 - t0
+    fps = len(delivered) / elapsed
+    lat = np.asarray(latencies) * 1000 if latencies else np.asarray([float("nan")])
+    return OursResult(
+        n=n, layout=resolve_auto("auto", n), seconds=round(elapsed, 2), output_fps=round(fps, 2),
+        cpu_per_output_second=round((cpu1 - cpu0) / max(1e-9, len(delivered) / FPS), 3),
+        latency_p50_ms=round(float(np.percentile(lat, 50)), 1),
+        latency_p95_ms=round(float(np.percentile(lat, 95)), 1),
+        frames_decoded=sum(f.decoded for f in feeders) - decoded0, ticks_skipped=skipped,
+        load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
+    )
+
+
+@dataclass
+class FfmpegResult:
+    n: int
+    seconds: float
+    output_frames: int
+    cpu_per_output_second: float
+    load_before: float
+    load_after: float
+
+
+def run_ffmpeg(n: int, clips: list[Path], seconds: float) -> FfmpegResult:
+    layout = resolve_auto("auto", n)
+    rects = pane_rects(layout, WIDTH, HEIGHT)[:n]
+    frames = int(seconds * FPS)
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
+    for i in range(n):
+        cmd += ["-re", "-stream_loop", "-1", "-i", str(clips[i % len(clips)])]
+    chains = [f"[{i}:v]scale={r.w}:{r.h}:flags=area,setsar=1[v{i}]" for i, r in enumerate(rects)]
+    if n == 1:
+        graph = chains[0].replace(f"[v{0}]", "[out]")
+    else:
+        stack = "".join(f"[v{i}]" for i in range(n))
+        positions = "|".join(f"{r.x}_{r.y}" for r in rects)
+        graph = ";".join(chains) + f";{stack}xstack=inputs={n}:layout={positions}:fill=black,"
+        graph += f"pad={WIDTH}:{HEIGHT}:0:0:black[out]"
+    cmd += ["-filter_complex", graph, "-map", "[out]", "-frames:v", str(frames), "-r", str(FPS),
+            "-c:v", "libx264", "-preset", PRESET, "-tune", "zerolatency", "-profile:v", "baseline",
+            "-b:v", str(BITRATE), "-x264-params", "keyint=250:min-keyint=250:scenecut=0",
+            "-f", "h264", os.devnull]
+    load_before = os.getloadavg()[0]
+    cpu0, t0 = child_cpu_seconds(), time.monotonic()
+    subprocess.run(cmd, check=True)
+    cpu1, t1 = child_cpu_seconds(), time.monotonic()
+    return FfmpegResult(n=n, seconds=round(t1 - t0, 2), output_frames=frames,
+                        cpu_per_output_second=round((cpu1 - cpu0) / (frames / FPS), 3),
+                        load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2))
+
+
+def bench_audio(counts: list[int], seconds: float) -> list[dict[str, float]]:
+    """CPU per second of audio for the whole tick (gather, mix, limiter, speaker, deliver)."""
+    out = []
+    rng = np.random.default_rng(1)
+    for n in counts:
+        room = Room(f"audio{n}", settings=RoomSettings(max_participants=max(200, n)))
+        for i in range(n):
+            room.join(f"a{i:03d}")
+        sites = list(room.participants.values())
+        frames = [(rng.standard_normal(FRAME_SAMPLES) * 3000).astype(np.int16) for _ in range(8)]
+        ticks = int(seconds * 50)
+        busy = 0.0
+        for k in range(ticks):
+            for j, site in enumerate(sites):  # the legs' work, not counted
+                site.push_audio(frames[(j + k) % 8])
+            t0 = time.thread_time()
+            room.audio_tick()
+            busy += time.thread_time() - t0
+            for site in sites:
+                site.pull_audio()
+        out.append({"participants": n, "cpu_seconds_per_second": round(busy / (ticks / 50), 4),
+                    "percent_of_one_core": round(100 * busy / (ticks / 50), 1)})
+        room.end()
+    return out
+
+
+def table(ours: list[OursResult], ref: list[FfmpegResult], audio: list[dict[str, float]]) -> str:
+    lines = ["| N | layout | output fps | CPU s / output s (ours) | CPU s / output s (ffmpeg) | ratio ours/ffmpeg "
+             "| latency p50 ms | latency p95 ms | load avg |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for o, f in zip(ours, ref, strict=True):
+        ratio = o.cpu_per_output_second / f.cpu_per_output_second if f.cpu_per_output_second else float("nan")
+        lines.append(f"| {o.n} | {o.layout} | {o.output_fps:.1f} | {o.cpu_per_output_second:.2f} | "
+                     f"{f.cpu_per_output_second:.2f} | {ratio:.2f} | {o.latency_p50_ms:.0f} | {o.latency_p95_ms:.0f} | "
+                     f"{o.load_before:.1f}-{o.load_after:.1f} |")
+    lines += ["", "| participants | mixer CPU (% of one core) |", "|---|---|"]
+    lines += [f"| {a['participants']} | {a['percent_of_one_core']:.1f} |" for a in audio]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="N = 4 and 25, 4 s each")
+    parser.add_argument("--sizes", type=int, nargs="*", help="override the N values")
+    parser.add_argument("--seconds", type=float, help="measured seconds per run")
+    parser.add_argument("--workers", type=int, default=2, help="compose/encode worker threads")
+    parser.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg reference")
+    args = parser.parse_args(argv)
+    if shutil.which("ffmpeg") is None:
+        print("ffmpeg is required (Debian package ffmpeg)", file=sys.stderr)
+        return 2
+    sizes = args.sizes or ([4, 25] if args.quick else [4, 9, 16, 25])
+    seconds = args.seconds or (4.0 if args.quick else 10.0)
+    paths = make_inputs(10.0)
+    clips = [load_clip(p) for p in paths]
+    ours: list[OursResult] = []
+    ref: list[FfmpegResult] = []
+    for n in sizes:
+        print(f"N={n}: ours ...", flush=True)
+        ours.append(asyncio.run(run_ours(n, clips, seconds, warmup=1.0, workers=args.workers)))
+        print(f"  {ours[-1]}", flush=True)
+        if not args.no_ffmpeg:
+            print(f"N={n}: ffmpeg ...", flush=True)
+            ref.append(run_ffmpeg(n, paths, seconds))
+            print(f"  {ref[-1]}", flush=True)
+        else:
+            ref.append(FfmpegResult(n, 0, 0, float("nan"), 0, 0))
+    audio = bench_audio([50, 100, 200], seconds=2.0 if args.quick else 5.0)
+    result = {
+        "benchmark": "mcu_mix",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "note":
+                    "shared machine: other agents were running builds and tests at the same time"},
+        "settings": {"fps": FPS, "size": f"{WIDTH}x{HEIGHT}", "bitrate": BITRATE, "preset": PRESET,
+                     "tune": "zerolatency", "profile": "baseline", "workers": args.workers, "seconds": seconds,
+                     "inputs": "ffmpeg testsrc2/mandelbrot + noise, H.264 720p25 1.5 Mbit/s"},
+        "video": [{"ours": asdict(o), "ffmpeg": asdict(f),
+                   "cpu_ratio_ours_over_ffmpeg": round(o.cpu_per_output_second / f.cpu_per_output_second, 2)
+                   if f.cpu_per_output_second == f.cpu_per_output_second and f.cpu_per_output_second else None}
+                  for o, f in zip(ours, ref, strict=True)],
+        "audio": audio,
+        "goals": {"n25_fps": 25, "p95_ms": 100, "cpu_ratio": 1.3, "mix200_percent_core": 20},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print()
+    print(table(ours, ref, audio))
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
