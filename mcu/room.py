@@ -551,6 +551,21 @@ class Room:
             specs.append(PaneSpec(rect, pid, site.name, sample))
         return ViewPlan(view_id, width, height, concrete, tuple(specs), labels, self.banner, now)
 
+    def wanted_video_size(self, participant_id: str) -> tuple[int, int] | None:
+        """The largest pane (width, height) the site is shown in right now, or None if unseen.
+
+        Legs use it to ask the endpoint for a matching resolution (H.245 flow control, SIP
+        ``imageattr``/TMMBR, a WebRTC simulcast layer): decoding 25 full 720p streams only to
+        shrink them to 256x144 panes is most of the cost of a big continuous-presence room.
+        """
+        self._site(participant_id)
+        best: tuple[int, int] | None = None
+        for view in {key.view_id for key in self._encoders} | {BROADCAST}:
+            for pane in self.view_plan(view).panes:
+                if pane.participant_id == participant_id and (best is None or pane.rect.w * pane.rect.h > best[0] * best[1]):
+                    best = (pane.rect.w, pane.rect.h)
+        return best
+
     def render(self, view_id: str) -> ComposedFrame:
         """Compose one frame of a view inline (tests, snapshots)."""
         return self.compositor.render(self.view_plan(view_id))

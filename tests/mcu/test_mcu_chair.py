@@ -230,3 +230,17 @@ def test_event_listener_failure_does_not_break_the_room(clock: FakeClock, text) 
     room.join("a")
     room.mute("a")
     assert room.participants["a"].muted
+
+
+def test_wanted_video_size_follows_the_picture(room: Room, sites: list[str]) -> None:
+    room.set_layout("1+5")
+    room.assign_pane(0, "static", "s3")
+    assert room.wanted_video_size("s3") == (854, 480)
+    assert room.wanted_video_size("s1") == (426, 240)
+    room.broadcast("s1")
+    assert room.wanted_video_size("s1") == (1280, 720)
+    assert room.wanted_video_size("s4") is None  # not on anyone's screen
+    room.subscribe_view("preview", lambda p: None)  # the chair's monitor shows everyone
+    assert room.wanted_video_size("s4") == (428, 240)  # middle column of the 3x3 grid
+    with pytest.raises(RoomError):
+        room.wanted_video_size("ghost")
