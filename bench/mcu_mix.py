@@ -55,6 +55,7 @@ INPUTS = Path(os.environ.get("MCU_BENCH_INPUTS", "/tmp/mcu_bench_inputs"))
 FPS = 25
 WIDTH, HEIGHT = 1280, 720
 BITRATE = 1_500_000
+PANE_SIZE = "256x144"  # a 5x5 pane at 1280x720
 PRESET = "veryfast"
 SOURCES = (
     "testsrc2=size=1280x720:rate=25,noise=alls=12:allf=t",
@@ -73,17 +74,18 @@ def child_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def make_inputs(seconds: float) -> list[Path]:
-    """Moving 720p25 content with noise, H.264 at ~1.5 Mbit/s (cached between runs)."""
+def make_inputs(seconds: float, size: str = "1280x720", kbps: int = 1500) -> list[Path]:
+    """Moving 25 fps content with noise, H.264 at ``kbps`` (cached between runs)."""
     INPUTS.mkdir(parents=True, exist_ok=True)
     clips = []
-    for i, src in enumerate(SOURCES):
-        path = INPUTS / f"src{i}_{int(seconds)}s.mp4"
+    for i, pattern in enumerate(SOURCES):
+        src = pattern.replace("1280x720", size)
+        path = INPUTS / f"src{i}_{size}_{int(seconds)}s.mp4"
         if not path.exists():
             tmp = path.with_suffix(".tmp.mp4")
             subprocess.run(
                 ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", src, "-t", str(seconds),
-                 "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1500k", "-maxrate", "1500k", "-bufsize", "3000k",
+                 "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{2 * kbps}k",
                  "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", str(tmp)],
                 check=True,
             )
@@ -149,6 +151,7 @@ class Feeder(threading.Thread):
 @dataclass
 class OursResult:
     n: int
+    source_size: str
     layout: str
     seconds: float
     output_fps: float
@@ -162,7 +165,7 @@ class OursResult:
 
 
 async def run_ours(n: int, clips: list[Clip], seconds: float,
-                   warmup: float, workers: int) -> OursResult:
+                   warmup: float, workers: int, source_size: str = "1280x720") -> OursResult:
     settings = RoomSettings(fps=FPS, encoder=EncoderSettings(fps=FPS, bitrate=BITRATE, preset=PRESET))
     room = Room(f"bench{n}", settings=settings)
     room.set_labels(False)  # ffmpeg draws no labels either
@@ -208,7 +211,7 @@ async def run_ours(n: int, clips: list[Clip], seconds: float,
     fps = len(delivered) / elapsed
     lat = np.asarray(latencies) * 1000 if latencies else np.asarray([float("nan")])
     return OursResult(
-        n=n, layout=resolve_auto("auto", n), seconds=round(elapsed, 2), output_fps=round(fps, 2),
+        n=n, source_size=source_size, layout=resolve_auto("auto", n), seconds=round(elapsed, 2), output_fps=round(fps, 2),
         cpu_per_output_second=round((cpu1 - cpu0) / max(1e-9, len(delivered) / FPS), 3),
         latency_p50_ms=round(float(np.percentile(lat, 50)), 1),
         latency_p95_ms=round(float(np.percentile(lat, 95)), 1),
@@ -364,8 +367,9 @@ def table(rows: list[Row], audio: list[dict[str, float]]) -> str:
     ]
     for r in rows:
         o = r.ours
+        label = f"{o.n}" if o.source_size == "1280x720" else f"{o.n} (sources {o.source_size})"
         lines.append(
-            f"| {o.n} | {o.layout} | {o.output_fps:.1f} | {o.latency_p50_ms:.0f} | {o.latency_p95_ms:.0f} | "
+            f"| {label} | {o.layout} | {o.output_fps:.1f} | {o.latency_p50_ms:.0f} | {o.latency_p95_ms:.0f} | "
             f"{o.cpu_per_output_second:.2f} | {_fmt(r.ffmpeg.cpu_per_output_second if r.ffmpeg else None)} | "
             f"{_fmt(r.ratio())} | {r.ours_offline.cpu_per_output_second:.2f} | "
             f"{_fmt(r.ffmpeg_offline.cpu_per_output_second if r.ffmpeg_offline else None)} | {_fmt(r.offline_ratio())} | "
@@ -382,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="measured seconds per real-time run")
     parser.add_argument("--workers", type=int, default=2, help="compose/encode worker threads")
     parser.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg reference")
+    parser.add_argument("--no-pane-sized", action="store_true",
+                        help="skip the extra N=25 run with sources sent at pane size")
     args = parser.parse_args(argv)
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is required (Debian package ffmpeg)", file=sys.stderr)
@@ -389,12 +395,18 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ([4, 25] if args.quick else [4, 9, 16, 25])
     seconds = args.seconds or (4.0 if args.quick else 10.0)
     offline_frames = 50 if args.quick else 100
-    paths = make_inputs(10.0)
-    clips = [load_clip(p) for p in paths]
+    big_paths = make_inputs(10.0)
+    big_clips = [load_clip(p) for p in big_paths]
+    # What would get a 25-site room there: endpoints asked for pane-sized video (256x144 in 5x5).
+    small_paths = make_inputs(10.0, PANE_SIZE, 150)
+    small_clips = [load_clip(p) for p in small_paths]
+    runs = [(n, big_paths, big_clips, "1280x720") for n in sizes]
+    if not args.no_pane_sized:
+        runs.append((25, small_paths, small_clips, PANE_SIZE))
     rows: list[Row] = []
-    for n in sizes:
-        print(f"N={n}: ours, real time ...", flush=True)
-        ours = asyncio.run(run_ours(n, clips, seconds, warmup=1.0, workers=args.workers))
+    for n, paths, clips, size in runs:
+        print(f"N={n} ({size}): ours, real time ...", flush=True)
+        ours = asyncio.run(run_ours(n, clips, seconds, warmup=1.0, workers=args.workers, source_size=size))
         print(f"  {ours}", flush=True)
         print(f"N={n}: ours, offline ...", flush=True)
         offline = run_ours_offline(n, clips, offline_frames, args.workers)
