@@ -232,8 +232,9 @@ class Room:
             raise RoomError("会议已锁定")
         if len(self.participants) >= self.settings.max_participants:
             raise RoomError("会议人数已满")
+        name = "".join(c for c in (name or participant_id) if c.isprintable())[:64] or participant_id
         self._order += 1
-        site = Participant(participant_id, name or participant_id, self.clock, self._order)
+        site = Participant(participant_id, name, self.clock, self._order)
         self.participants[participant_id] = site
         self._emit(ev.ParticipantJoined(self.id, self._now(), participant_id, site.name, chair))
         if chair:
@@ -423,6 +424,8 @@ class Room:
             raise RoomError("会标位置只能是 top 或 bottom")
         if len(text) > 200:
             raise RoomError("会标文字过长（最多200字）")
+        if not text.isprintable():
+            raise RoomError("会标包含不可显示的字符")
         if speed <= 0:
             raise RoomError("滚动速度必须大于0")
         self.banner = BannerSpec(text, position, scroll, speed, self._now()) if text else None

@@ -112,7 +112,8 @@ class TextRenderer:
         self.placeholder = lru_cache(maxsize=256)(self._placeholder)
 
     def _font(self, size: int) -> ImageFont.FreeTypeFont:
-        return ImageFont.truetype(str(self.path), size)
+        # BASIC layout: CJK and Latin need no complex shaping, and libraqm failed on odd input.
+        return ImageFont.truetype(str(self.path), size, layout_engine=ImageFont.Layout.BASIC)
 
     def _draw_text(self, text: str, size: int, fill: tuple[int, int, int, int],
                    background: tuple[int, int, int, int], pad: int) -> Image.Image:
