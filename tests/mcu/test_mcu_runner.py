@@ -51,8 +51,10 @@ async def test_runner_mixes_composes_encodes_without_blocking_the_loop(text) -> 
     frames = decode_all([p.data for p in packets], "h264")
     assert [identify(yuv_at(frames[-1], x, y)) for x, y in ((160, 90), (480, 90), (160, 270), (480, 270))] == [0, 1, 2, 3]
     assert len(heard) >= 30
-    late = heard[-1]
-    assert amplitude_at(late, 700) > 2000 and amplitude_at(late, 1000) > 2000 and amplitude_at(late, 400) < 50
+    # 200 ms of what s0 heard (legs are not synchronised with the mixer, so one 20 ms frame
+    # may be an underrun; the spectrum over ten frames is not sensitive to that)
+    late = np.concatenate(heard[-10:])
+    assert amplitude_at(late, 700) > 1500 and amplitude_at(late, 1000) > 1500 and amplitude_at(late, 400) < 50
     assert any(isinstance(e, ev.AudioLevels) for e in events)
     # generous bound: the machine is shared, but codec work must not sit on the loop
     assert float(np.percentile(lags, 90)) < 0.1
