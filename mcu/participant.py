@@ -25,6 +25,7 @@ from .media import AudioFrame, check_audio_frame, video_frame_from_rgb
 
 AUDIO_IN_DEPTH = 5  # 100 ms of input jitter absorbed per source
 AUDIO_OUT_DEPTH = 10  # 200 ms of mixes kept for a slow listener
+AUDIO_PREFILL = 2  # after an underrun, wait for 40 ms of audio before playing the source again
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Participant:
         self._clock = clock
         self._audio_in: deque[AudioFrame] = deque(maxlen=AUDIO_IN_DEPTH)
         self._audio_out: deque[AudioFrame] = deque(maxlen=AUDIO_OUT_DEPTH)
+        self._refilling = False
         self._video: VideoSample | None = None
         self._video_seq = 0
         self.last_audio_arrival: float | None = None
@@ -95,16 +97,27 @@ class Participant:
         return self._video
 
     def take_audio(self) -> AudioFrame | None:
-        """Mixer side: the next input frame, or ``None`` if the source is stalled."""
+        """Mixer side: the next input frame, or ``None`` if the source is stalled.
+
+        A source whose leg is not in step with the mixer would otherwise stutter on every
+        tick that comes just before its frame; after one underrun we wait until two frames
+        are queued (one frame of extra latency, once) instead.
+        """
+        if self._refilling:
+            if len(self._audio_in) < AUDIO_PREFILL:
+                return None
+            self._refilling = False
         try:
             return self._audio_in.popleft()
         except IndexError:
+            self._refilling = True
             return None
 
     def deliver_audio(self, mix: AudioFrame) -> None:
         self._audio_out.append(mix)
 
     def clear_media(self) -> None:
+        self._refilling = False
         self._audio_in.clear()
         self._audio_out.clear()
         self._video = None

@@ -192,3 +192,15 @@ def test_detector_validation() -> None:
         AudioMixer(ceiling=0.5, knee=0.8)
     out = AudioMixer().mix(MixInput((), (), (), (), ()))
     assert out.mixes.shape == (0, FRAME_SAMPLES)
+
+
+def test_underrun_refills_before_playing_again(room: Room) -> None:
+    site = room.join("a")
+    frames = [tone(400, AMP, k) for k in range(4)]
+    site.push_audio(frames[0])
+    assert site.take_audio() is frames[0]
+    assert site.take_audio() is None  # underrun
+    site.push_audio(frames[1])
+    assert site.take_audio() is None  # waiting for a second frame, not stuttering
+    site.push_audio(frames[2])
+    assert site.take_audio() is frames[1] and site.take_audio() is frames[2]
