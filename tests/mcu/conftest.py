@@ -1,9 +1,16 @@
 """Fixtures for the MCU tests: a room on a fake clock that records its events."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from mcu.clock import FakeClock
+# The tests import `mcu_helpers` from this folder; make that work in every pytest import mode.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from mcu.clock import FakeClock  # noqa: E402
 from mcu.events import RoomEvent
 from mcu.room import Room, RoomSettings
 from mcu.text import TextRenderer
