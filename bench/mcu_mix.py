@@ -300,7 +300,8 @@ def run_ffmpeg(n: int, clips: list[Path], seconds: float, realtime: bool = True)
         graph += f"pad={WIDTH}:{HEIGHT}:0:0:black[out]"
     cmd += ["-filter_complex", graph, "-map", "[out]", "-frames:v", str(frames), "-r", str(FPS),
             "-c:v", "libx264", "-preset", PRESET, "-tune", "zerolatency", "-profile:v", "baseline",
-            "-b:v", str(BITRATE), "-x264-params", "keyint=250:min-keyint=250:scenecut=0",
+            "-b:v", str(BITRATE), "-x264-params",
+            f"keyint=250:min-keyint=250:scenecut=0:vbv-maxrate={BITRATE // 1000}:vbv-bufsize={BITRATE // 2000}",
             "-f", "h264", os.devnull]
     load_before = os.getloadavg()[0]
     cpu0, t0 = child_cpu_seconds(), time.monotonic()

@@ -96,7 +96,10 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
     gop = max(1, round(settings.keyframe_interval * settings.fps))
     if key.codec == "h264":
         ctx = av.CodecContext.create("libx264", "w")
-        params = [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0", "repeat-headers=1"]
+        kbps = bitrate // 1000
+        # VBV of half a second: key frames must not burst far past what a 768 kbit/s-2 Mbit/s line carries.
+        params = [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0", "repeat-headers=1",
+                  f"vbv-maxrate={kbps}", f"vbv-bufsize={kbps // 2}"]
         if key.single_nal:
             params.append(f"slice-max-size={settings.slice_max_size}")
         ctx.options = {
