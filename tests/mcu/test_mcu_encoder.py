@@ -156,3 +156,24 @@ def test_recorder_style_view_subscription(room: Room, clock: FakeClock) -> None:
     room.subscribe_view(PREVIEW, preview.append, width=640, height=360)
     tick(room, clock, 2)
     assert len(preview) == 2 and preview[0].keyframe and preview[1].sources.keys() == {"s0", "s1", "s2"}
+
+
+def test_site_feeds_follow_broadcast_through_the_encoder(room: Room, clock: FakeClock) -> None:
+    populate(room, 4)
+    room.set_chair("s0")
+    got: dict[str, list[EncodedPacket]] = {p: [] for p in room.participants}
+    for pid in room.participants:
+        room.subscribe_video(pid, got[pid].append, width=640, height=360)
+    tick(room, clock, 2)
+    room.broadcast("s2")
+    tick(room, clock, 2)
+    # what each site decodes after the change: the broadcast site sees the chair, everyone else s2
+    for pid, packets in got.items():
+        if pid == "s2":
+            assert packets[2].keyframe and packets[2].view_id == select_view_id("s0"), "a moved feed restarts"
+            frame = decode_all([p.data for p in packets[2:]], "h264")[-1]
+        else:  # the others stay on the broadcast encoder: one continuous stream
+            assert {p.view_id for p in packets} == {BROADCAST} and not packets[2].keyframe
+            frame = decode_all([p.data for p in packets], "h264")[-1]
+        assert identify(yuv_at(frame, 320, 180), tolerance=16) == (0 if pid == "s2" else 2)
+    assert {k.view_id for k in room.encoder_keys} == {BROADCAST, select_view_id("s0")}
