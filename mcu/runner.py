@@ -47,6 +47,7 @@ def deprioritise_current_thread(niceness: int = 5) -> bool:
 class RunnerStats:
     audio_ticks: int = 0
     audio_late: int = 0
+    audio_errors: int = 0
     video_ticks: int = 0
     video_skipped: int = 0
     video_errors: int = 0
@@ -102,11 +103,16 @@ class MediaRunner:
             elif delay < -5 * period:  # far behind (suspended?): resynchronise, don't burst
                 self.stats.audio_late += 1
                 deadline = loop.time()
-            inp = self.room.gather_audio()
-            out = await loop.run_in_executor(self._audio_pool, self.room.mixer.mix, inp)
-            if self.room.ended:
-                break
-            self.room.apply_mix(inp, out)
+            try:
+                inp = self.room.gather_audio()
+                out = await loop.run_in_executor(self._audio_pool, self.room.mixer.mix, inp)
+                if self.room.ended:
+                    break
+                self.room.apply_mix(inp, out)
+            except Exception:  # one bad tick must not silence the conference
+                self.stats.audio_errors += 1
+                log.exception("room %s: audio tick failed", self.room.id)
+                continue
             self.stats.audio_ticks += 1
 
     async def _video_loop(self) -> None:
@@ -123,7 +129,12 @@ class MediaRunner:
             if len(self._in_flight) >= self.max_in_flight:
                 self.stats.video_skipped += 1
                 continue
-            jobs = self.room.video_jobs()
+            try:
+                jobs = self.room.video_jobs()
+            except Exception:
+                self.stats.video_errors += 1
+                log.exception("room %s: building video jobs failed", self.room.id)
+                continue
             if not jobs:
                 continue
             previous = self._last_encode

@@ -44,7 +44,7 @@ async def test_runner_mixes_composes_encodes_without_blocking_the_loop(text) -> 
         task = asyncio.create_task(legs())
         await asyncio.sleep(1.5)
         task.cancel()
-    assert runner.stats.video_errors == 0
+    assert runner.stats.video_errors == 0 and runner.stats.audio_errors == 0
     assert runner.stats.audio_ticks >= 40
     assert len(packets) >= 8 and packets[0].keyframe
     assert all(a.pts < b.pts for a, b in zip(packets, packets[1:], strict=False))
