@@ -87,7 +87,12 @@ async def start(core: Any) -> RecorderRole | None:
         else:
             log.error("recorder: demo cameras need GStreamer's RTSP server (Debian gir1.2-gst-rtsp-server-1.0)")
     cameras = []
+    skipped_demo = [c.camera_id for c in planned if c.rtsp_url.startswith("demo:") and c.camera_id not in urls]
+    if skipped_demo and not wants_demo:
+        log.info("recorder: demo cameras switched off; %d demo camera(s) not recorded", len(skipped_demo))
     for cam in planned:
+        if cam.camera_id in skipped_demo and not wants_demo:
+            continue
         try:
             cameras.append(camera_config(cam, config.keys_dir, urls))
         except ValueError as exc:  # one bad camera entry must not stop the others
