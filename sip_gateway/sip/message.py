@@ -280,21 +280,24 @@ def _unfold(head: str) -> list[str]:
     return lines
 
 
-def _parse_headers(lines: list[str]) -> Headers:
+def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
+    """Parse header lines; bad lines are skipped and the first problem is returned."""
     if len(lines) > MAX_HEADERS:
         raise SipParseError("Too many header fields")
     headers = Headers()
+    error: SipParseError | None = None
     for line in lines:
         if not line:
             continue
-        if len(line) > MAX_HEADER_LINE:
-            raise SipParseError("Header line too long")
         name, colon, value = line.partition(":")
         name = name.strip()
-        if not colon or not name or not _TOKEN_RE.match(name):
-            raise SipParseError(f"Malformed header line {line[:40]!r}")
-        headers.add(name, value.strip())
-    return headers
+        if len(line) > MAX_HEADER_LINE:
+            error = error or SipParseError("Header line too long")
+        elif not colon or not name or not _TOKEN_RE.match(name):
+            error = error or SipParseError(f"Malformed header line {line[:40]!r}")
+        else:
+            headers.add(name, value.strip())
+    return headers, error
 
 
 def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE, stream: bool = False) -> Message:
@@ -319,10 +322,12 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE, stream: bool = 
     lines = _unfold(head)
     start = lines[0].strip()
     status_match = _STATUS_RE.match(start)
-    headers = _parse_headers(lines[1:])
+    headers, header_error = _parse_headers(lines[1:])
     message: Message
     if status_match:
         message = Response(headers, b"", int(status_match.group(1)), status_match.group(2).strip())
+        if header_error:
+            raise header_error
         _check_common(message, body, stream)
         return message
     parts = start.split(" ")
@@ -335,6 +340,8 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE, stream: bool = 
         raise SipParseError("Bad method")
     request = Request(headers, b"", method, uri)
     try:
+        if header_error:
+            raise header_error
         _check_common(request, body, stream)
         cseq_method = request.cseq[1]
         if cseq_method != method:
@@ -453,7 +460,7 @@ def parse_multipart(content_type_header: str, body: bytes) -> list[BodyPart]:
         if not sep:
             head, content = b"", chunk.lstrip(b"\r\n")
         try:
-            headers = _parse_headers(_unfold(head.decode("utf-8"))) if head else Headers()
+            headers = _parse_headers(_unfold(head.decode("utf-8")))[0] if head else Headers()
         except UnicodeDecodeError as exc:
             raise SipParseError("Multipart headers are not UTF-8") from exc
         ctype = (headers.get("Content-Type") or "text/plain").split(";")[0].strip().lower()

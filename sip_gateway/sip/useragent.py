@@ -576,6 +576,8 @@ class UserAgent:
         value = request.headers.get("Session-Expires")
         if value is None and "timer" not in supported:
             return
+        if value is not None:
+            supported.append("timer")  # whoever sends Session-Expires implements RFC 4028
         interval = self.config.session_expires
         refresher = "uas"
         if value is not None:
@@ -869,16 +871,17 @@ class UserAgent:
             return self._send_ack(call, response.cseq[0], None) + self._send_bye(call)
         ack_body: SessionDescription | None = None
         body = find_body(response, "application/sdp") if response.body else None
-        if body and call.local_sdp is not None and (first or call.reinvite_pending):
+        we_offered = call.invite is not None and bool(call.invite.body)
+        if body and (first or call.reinvite_pending):
             try:
                 remote = SessionDescription.parse(body)
-                if call.local_media is not None and call.invite is not None and not call.invite.body:
+                if not we_offered and call.local_media is not None:
                     # We sent no offer (late offer): the 2xx carries the offer, the ACK the answer.
                     call.sdp_version += 1
                     ack_body, call.streams = answer(remote, self.config.policy, call.local_media,
                                                     _session_id(call.local_sdp), call.sdp_version)
                     call.local_sdp = ack_body
-                else:
+                elif call.local_sdp is not None:
                     new_streams = negotiate_from_answer(call.local_sdp, remote)
                     if call.reinvite_pending and new_streams != call.streams:
                         out.append(ev.MediaUpdated(call))
