@@ -331,15 +331,15 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE, stream: bool = 
         _check_common(message, body, stream)
         return message
     parts = start.split(" ")
-    if len(parts) != 3 or parts[2] != _VERSION:
-        if len(parts) == 3 and parts[2].upper().startswith("SIP/"):
-            raise SipParseError("Unsupported SIP version", 505)
+    if len(parts) != 3 or not parts[2].upper().startswith("SIP/"):
         raise SipParseError("Bad start line")
     method, uri = parts[0], parts[1]
     if not _TOKEN_RE.match(method):
         raise SipParseError("Bad method")
     request = Request(headers, b"", method, uri)
     try:
+        if parts[2] != _VERSION:
+            raise SipParseError("Version Not Supported", 505)
         if header_error:
             raise header_error
         _check_common(request, body, stream)

@@ -319,8 +319,15 @@ class UserAgent:
                 dest = Flow(flow.transport, *partial.top_via.response_address(flow.address))
             except SipParseError:
                 pass
+        data = response.serialize()
+        try:
+            parse_message(data)
+        except SipParseError:
+            # The headers we must echo are themselves broken: the peer could not match a reply.
+            log.info("dropped malformed request from %s: %s", flow.address, exc.reason)
+            return [ev.MessageDropped(flow, exc.reason)]
         log.info("rejected malformed request from %s: %d %s", flow.address, exc.status, exc.reason)
-        return [Send(dest, response.serialize()), ev.MessageRejected(flow, exc.status, exc.reason)]
+        return [Send(dest, data), ev.MessageRejected(flow, exc.status, exc.reason)]
 
     def _on_response(self, response: Response) -> list[Output]:
         branch = response.top_via.branch or ""
