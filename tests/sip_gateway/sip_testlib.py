@@ -102,3 +102,82 @@ def request(method: str = "INVITE", call_id: str = "call-1", cseq: int = 1, bran
     body_bytes = body.encode()
     lines.append(f"Content-Length: {len(body_bytes)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body_bytes
+
+
+# --- a real endpoint on 127.0.0.1 for SIPp/baresip/pjsua tests -----------------------
+
+import asyncio  # noqa: E402
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint  # noqa: E402
+from sip_gateway.sip.sdp import LocalMedia  # noqa: E402
+from sip_gateway.sip.useragent import Call, UserAgentConfig  # noqa: E402
+
+SIPP_DIR = Path(__file__).parent / "sipp"
+SIPP_ACCOUNTS = {"sippuser": "Sipp-Pass-123"}
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TestApp:
+    """Conference-less test UAS: behaviour chosen by the dialled user part."""
+
+    def __init__(self) -> None:
+        self.endpoint: SipEndpoint | None = None
+        self.calls: list[Call] = []
+
+    async def on_invite(self, call: Call) -> Decision:
+        assert self.endpoint is not None
+        self.calls.append(call)
+        user = call.request_user or ""
+        ua = self.endpoint.ua
+        if user.startswith("auth") and call.authenticated_user is None:
+            return Challenge()
+        self.endpoint.process(ua.ring(call))
+        if user == "slow":
+            await asyncio.sleep(5)
+        if user == "hangup":
+            asyncio.get_running_loop().call_later(0.5, self.endpoint.hangup, call)
+        return Answer(LocalMedia("127.0.0.1", 40000, 40002))
+
+
+async def start_test_endpoint(**config: object) -> tuple[SipEndpoint, TestApp]:
+    app = TestApp()
+    cfg = UserAgentConfig(host="127.0.0.1", port=0, accounts=dict(SIPP_ACCOUNTS), **config)  # type: ignore[arg-type]
+    endpoint = SipEndpoint(cfg, app.on_invite)
+    app.endpoint = endpoint
+    await endpoint.start()
+    return endpoint, app
+
+
+async def run_sipp(scenario: str, port: int, service: str = "80000001", transport: str = "u1",
+                   calls: int = 1, rate: float = 10.0, limit: float = 30.0,
+                   extra: tuple[str, ...] = ()) -> tuple[int, str]:
+    """Run one SIPp scenario file against 127.0.0.1:port; returns (exit code, output)."""
+    local = free_port(socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM)
+    args = [
+        "sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+        "-p", str(local), "-s", service, "-m", str(calls), "-r", str(rate), "-t", transport,
+        "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error", "-max_recv_loops", "1000",
+        "-trace_err", "-error_file", f"/tmp/sipp-{scenario}-{local}.err", *extra,
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/tmp"
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), limit + 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return -1, "timeout"
+    text = out.decode(errors="replace")
+    err = Path(f"/tmp/sipp-{scenario}-{local}.err")
+    if err.exists():
+        text += "\n--- errors ---\n" + err.read_text(errors="replace")[-3000:]
+        err.unlink()
+    return proc.returncode or 0, text
