@@ -176,8 +176,12 @@ async def run_sipp(scenario: str, port: int, service: str = "80000001", transpor
         await proc.wait()
         return -1, "timeout"
     text = out.decode(errors="replace")
-    err = Path(f"/tmp/sipp-{scenario}-{local}.err")
-    if err.exists():
-        text += "\n--- errors ---\n" + err.read_text(errors="replace")[-3000:]
-        err.unlink()
-    return proc.returncode or 0, text
+    return proc.returncode or 0, text + _read_and_remove(Path(f"/tmp/sipp-{scenario}-{local}.err"))
+
+
+def _read_and_remove(path: Path) -> str:
+    if not path.exists():
+        return ""
+    text = "\n--- errors ---\n" + path.read_text(errors="replace")[-3000:]
+    path.unlink()
+    return text
