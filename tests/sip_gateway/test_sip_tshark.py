@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from sip_testlib import run_sipp, start_test_endpoint
 
 pytestmark = pytest.mark.skipif(
