@@ -14,6 +14,7 @@ from sip_gateway.rtp.dtmf import EventDetector, digit_packets
 from sip_gateway.rtp.leg import MediaLeg, tone
 from sip_gateway.rtp.session import EncodedFrame, KeyframeRequest, NackRequest, RtpSession
 from sip_gateway.sip.sdp import (
+    LocalMedia,
     MediaPolicy,
     MediaStream,
     SessionDescription,
