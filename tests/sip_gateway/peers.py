@@ -18,7 +18,7 @@ from sip_testlib import free_port
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 from sip_gateway.rtp.leg import MediaLeg, tone
 from sip_gateway.sip import events as ev
-from sip_gateway.sip.endpoint import Answer, Decision, SipEndpoint
+from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint
 from sip_gateway.sip.sdp import MediaPolicy
 from sip_gateway.sip.useragent import Call, UserAgentConfig
 
@@ -158,10 +158,13 @@ def test_pattern(i: int, width: int = 320, height: int = 240) -> av.VideoFrame:
 class MediaUas:
     """Our endpoint plus per-call media legs: answers everything, streams a tone and a pattern."""
 
-    def __init__(self, policy: MediaPolicy | None = None, tone_hz: int = 1000) -> None:
+    def __init__(self, policy: MediaPolicy | None = None, tone_hz: int = 1000,
+                 accounts: dict[str, str] | None = None, require_auth: bool = False) -> None:
         self.policy = policy or MediaPolicy()
         self.tone_hz = tone_hz
-        self.endpoint = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=0, policy=self.policy), self.on_invite)
+        self.require_auth = require_auth
+        config = UserAgentConfig(host="127.0.0.1", port=0, policy=self.policy, accounts=accounts or {})
+        self.endpoint = SipEndpoint(config, self.on_invite)
         self.legs: dict[str, MediaLeg] = {}
         self.sinks: dict[str, RecordingSink] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,6 +181,8 @@ class MediaUas:
         return leg
 
     async def on_invite(self, call: Call) -> Decision:
+        if self.require_auth and call.authenticated_user is None:
+            return Challenge()
         leg = await self.new_leg(call)
         return Answer(leg.local_media)
 
