@@ -300,11 +300,22 @@ class UserAgent:
             return self._bad_request(exc, flow)
         except SipParseError as exc:
             return [ev.MessageDropped(flow, exc.reason)]
-        if isinstance(message, Response):
-            return self._on_response(message)
-        return self._on_request(message, flow, now)
+        try:
+            if isinstance(message, Response):
+                return self._on_response(message)
+            return self._on_request(message, flow, now)
+        except SipParseError as exc:
+            # A header the parser did not need to validate turned out to be malformed.
+            log.info("dropped request from %s: %s", flow.address, exc.reason)
+            return [ev.MessageDropped(flow, exc.reason)]
 
     def _bad_request(self, exc: IncompleteMessage, flow: Flow) -> list[Output]:
+        try:
+            return self._bad_request_response(exc, flow)
+        except SipParseError:
+            return [ev.MessageDropped(flow, exc.reason)]
+
+    def _bad_request_response(self, exc: IncompleteMessage, flow: Flow) -> list[Output]:
         partial = exc.partial
         if partial is None or partial.method == "ACK" or not partial.headers.get("Via"):
             return [ev.MessageDropped(flow, exc.reason)]

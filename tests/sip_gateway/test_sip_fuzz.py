@@ -21,7 +21,7 @@ from sip_gateway.sip.useragent import UserAgent, UserAgentConfig
 
 CORPUS = Path(__file__).parent / "corpus"
 EXAMPLES = int(os.environ.get("SIP_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 LOCAL = LocalMedia("127.0.0.1", 40000, 40002)
 
