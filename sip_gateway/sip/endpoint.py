@@ -126,6 +126,7 @@ class SipEndpoint:
             )
             self._servers.append(server)
             self.tls_port = server.sockets[0].getsockname()[1]
+            self.config.tls_port = self.tls_port
 
     async def close(self) -> None:
         """Stop listeners, timers and connections."""

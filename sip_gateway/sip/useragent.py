@@ -175,6 +175,7 @@ class UserAgentConfig:
 
     host: str = "127.0.0.1"
     port: int = 5060
+    tls_port: int = 5061
     user: str = "commandcenter"
     user_agent: str = "commandcenter-sip/0.1"
     max_message_size: int = MAX_MESSAGE_SIZE
@@ -216,12 +217,15 @@ class UserAgent:
 
     # ------------------------------------------------------------------ helpers
 
+    def _local_port(self, flow: Flow) -> int:
+        return self.config.tls_port if flow.transport == "tls" else self.config.port
+
     def _via(self, flow: Flow, branch: str) -> str:
-        return f"SIP/2.0/{flow.transport.upper()} {self.config.host}:{self.config.port};branch={branch};rport"
+        return f"SIP/2.0/{flow.transport.upper()} {self.config.host}:{self._local_port(flow)};branch={branch};rport"
 
     def _contact(self, flow: Flow) -> str:
         transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
-        return f"<sip:{self.config.user}@{self.config.host}:{self.config.port}{transport}>"
+        return f"<sip:{self.config.user}@{self.config.host}:{self._local_port(flow)}{transport}>"
 
     def _response(self, request: Request, status: int, reason: str | None = None,
                   to_tag: str | None = None, flow: Flow | None = None) -> Response:
