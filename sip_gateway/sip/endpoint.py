@@ -289,6 +289,16 @@ class SipEndpoint:
         self.process(outputs)
         return call
 
+    def invite_registered(self, user: str, local: LocalMedia | None,
+                          credentials: Credentials | None = None) -> Call | None:
+        """Call the most recently registered contact of ``user`` (None if not registered)."""
+        bindings = self.ua.bindings.lookup_user(user, self.now())
+        if not bindings:
+            return None
+        binding = max(bindings, key=lambda b: b.expires_at)
+        flow = binding.flow if binding.flow.reliable else None
+        return self.invite(binding.contact, local, credentials, flow)
+
     def hangup(self, call: Call) -> None:
         """End a call (CANCEL or BYE)."""
         self.process(self.ua.hangup(call))

@@ -52,6 +52,13 @@ class Bindings:
             self._table.pop(aor, None)
         return True
 
+    def lookup_user(self, user: str, now: float) -> list[Binding]:
+        """Unexpired bindings of every address-of-record whose user part is ``user``."""
+        found: list[Binding] = []
+        for aor in [a for a in self._table if a.split("@", 1)[0] == user]:
+            found += self.lookup(aor, now)
+        return found
+
     def remove_all(self, aor: str) -> None:
         """``Contact: *`` with ``Expires: 0``."""
         self._table.pop(aor, None)

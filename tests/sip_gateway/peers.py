@@ -227,3 +227,16 @@ async def dial(uas: MediaUas, target: str) -> Call:
     assert isinstance(leg.sink, RecordingSink)
     uas.sinks[call.key] = leg.sink
     return call
+
+
+async def dial_registered(uas: MediaUas, user: str) -> Call | None:
+    """Our endpoint calls a user registered with our registrar."""
+    leg = await MediaLeg.allocate("127.0.0.1", video=False, sink=RecordingSink())
+    call = uas.endpoint.invite_registered(user, leg.local_media)
+    if call is None:
+        await leg.close()
+        return None
+    uas.legs[call.key] = leg
+    assert isinstance(leg.sink, RecordingSink)
+    uas.sinks[call.key] = leg.sink
+    return call

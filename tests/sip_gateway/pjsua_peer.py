@@ -20,6 +20,15 @@ class Account(pj.Account):  # type: ignore[misc]
         self.reg_status: int | None = None
         self.reg_expires = 0
 
+        self.incoming: list[Call] = []
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+        call = Call(self, prm.callId)
+        self.incoming.append(call)
+        answer = pj.CallOpParam()
+        answer.statusCode = 200
+        call.answer(answer)
+
     def onRegState(self, prm: object) -> None:  # noqa: N802 - pjsua2 callback name
         info = self.getInfo()
         self.reg_status = info.regStatus
@@ -27,8 +36,8 @@ class Account(pj.Account):  # type: ignore[misc]
 
 
 class Call(pj.Call):  # type: ignore[misc]
-    def __init__(self, account: Account) -> None:
-        super().__init__(account)
+    def __init__(self, account: Account, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(account, call_id)
         self.state = ""
         self.last_status = 0
         self.media_ready = False
@@ -86,10 +95,16 @@ def main() -> None:
     result["register_status"] = account.reg_status
     result["register_expires"] = account.reg_expires
 
+    call: Call | None = None
     if cfg.get("target"):
         call = Call(account)
-        prm = pj.CallOpParam(True)
-        call.makeCall(cfg["target"], prm)
+        call.makeCall(cfg["target"], pj.CallOpParam(True))
+    elif cfg.get("wait_incoming"):
+        print("REGISTERED", flush=True)
+        pump(ep, float(cfg["wait_incoming"]), lambda: bool(account.incoming))
+        call = account.incoming[0] if account.incoming else None
+        result["incoming"] = call is not None
+    if call is not None:
         pump(ep, 10, lambda: call.state == "CONFIRMED" and call.media_ready)
         result["call_state"] = call.state
         if call.state == "CONFIRMED":
@@ -116,7 +131,8 @@ def main() -> None:
             generator.stopTransmit(media)
             media.stopTransmit(recorder)
             del recorder
-            call.hangup(pj.CallOpParam(True))
+            if call.state != "DISCONNECTED":
+                call.hangup(pj.CallOpParam(True))
             pump(ep, 1.5, lambda: call.state == "DISCONNECTED")
             result["end_state"] = call.state
         result["last_status"] = call.last_status

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from peers import MediaUas
+from peers import MediaUas, dial_registered
 
 from sip_gateway.sip import events as ev
 
@@ -83,4 +83,33 @@ async def test_pjsua_wrong_password_is_refused(tmp_path: Path) -> None:
         assert result["register_status"] in (401, 403), result
         assert not uas.endpoint.ua.bindings.lookup("pjuser@127.0.0.1", 0.0)
     finally:
+        await uas.close()
+
+
+async def test_we_dial_out_to_registered_pjsua(tmp_path: Path) -> None:
+    uas = MediaUas(accounts=ACCOUNTS, tone_hz=1000)
+    await uas.start()
+    wav = tmp_path / "heard.wav"
+    config = {
+        "user": "pjuser", "password": ACCOUNTS["pjuser"], "registrar": f"sip:127.0.0.1:{uas.endpoint.config.port}",
+        "wait_incoming": 15, "wav": str(wav), "tone_hz": 600, "talk_seconds": 3.0,
+    }
+    peer = asyncio.ensure_future(run_peer(config))
+    try:
+        await uas.endpoint.wait_for(ev.RegistrationChanged, 10)
+        call = await dial_registered(uas, "pjuser")
+        assert call is not None
+        await uas.endpoint.wait_for(ev.CallEstablished, 10)
+        result = await peer
+        assert result["register_status"] == 200 and result["incoming"] is True, result
+        assert result["call_state"] == "CONFIRMED", result
+        sink = uas.sinks[call.key]
+        assert abs(dominant_frequency(np.concatenate(sink.audio[-50:-5]), 48_000) - 600) < 15
+        with wave.open(str(wav)) as w:
+            rate = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        assert abs(dominant_frequency(pcm[-rate:], rate) - 1000) < 15
+        await uas.endpoint.wait_for(ev.CallEnded, 5)
+    finally:
+        peer.cancel()
         await uas.close()
