@@ -46,7 +46,7 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
         raise SipParseError(f"Bad host {host!r}")
     port: int | None = None
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
             raise SipParseError(f"Bad port {port_text!r}")
         port = int(port_text)
     return host, port

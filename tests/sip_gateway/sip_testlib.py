@@ -148,7 +148,8 @@ class TestApp:
 
 async def start_test_endpoint(**config: object) -> tuple[SipEndpoint, TestApp]:
     app = TestApp()
-    cfg = UserAgentConfig(host="127.0.0.1", port=0, accounts=dict(SIPP_ACCOUNTS), **config)  # type: ignore[arg-type]
+    config.setdefault("accounts", dict(SIPP_ACCOUNTS))
+    cfg = UserAgentConfig(host="127.0.0.1", port=0, **config)  # type: ignore[arg-type]
     endpoint = SipEndpoint(cfg, app.on_invite)
     app.endpoint = endpoint
     await endpoint.start()
