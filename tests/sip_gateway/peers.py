@@ -240,3 +240,51 @@ async def dial_registered(uas: MediaUas, user: str) -> Call | None:
     assert isinstance(leg.sink, RecordingSink)
     uas.sinks[call.key] = leg.sink
     return call
+
+
+class FakeRoom:
+    """Stand-in for an MCU room (the real one is built elsewhere): records what each site sends
+    and plays a tone (and a test pattern to video sites) back, like a mixer would."""
+
+    def __init__(self, conference_id: str, pin: str | None = None, require_auth: bool = False,
+                 tone_hz: int = 1000) -> None:
+        self.conference_id = conference_id
+        self.pin = pin
+        self.require_auth = require_auth
+        self.tone_hz = tone_hz
+        self.sinks: dict[int, RecordingSink] = {}
+        self.joined: list[object] = []
+        self.left: list[object] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    def join(self, site: object) -> RecordingSink:
+        sink = RecordingSink()
+        self.sinks[id(site)] = sink
+        self.joined.append(site)
+        leg = site.leg  # type: ignore[attr-defined]
+        self._tasks[id(site)] = asyncio.ensure_future(self._play(leg))
+        return sink
+
+    def leave(self, site: object) -> None:
+        self.left.append(site)
+        task = self._tasks.pop(id(site), None)
+        if task is not None:
+            task.cancel()
+
+    async def _play(self, leg: MediaLeg) -> None:
+        i = 0
+        with contextlib.suppress(asyncio.CancelledError):
+            while not leg._closed:
+                leg.send_audio(tone(self.tone_hz, i * SAMPLES_PER_FRAME))
+                if leg.video is not None and i % 3 == 0:
+                    await leg.send_video(test_pattern(i // 3), keyframe=i % 150 == 0)
+                i += 1
+                await asyncio.sleep(0.02)
+
+
+class FakeDirectory:
+    def __init__(self, *rooms: FakeRoom) -> None:
+        self.rooms = {r.conference_id: r for r in rooms}
+
+    def find(self, conference_id: str) -> FakeRoom | None:
+        return self.rooms.get(conference_id)

@@ -125,8 +125,10 @@ def main() -> None:
             generator.play(tones, True)
             generator.startTransmit(media)
             pump(ep, 1.0)
-            if cfg.get("digits"):
-                call.dialDtmf(cfg["digits"])
+            digits = cfg.get("digits") or []
+            for entry in [digits] if isinstance(digits, str) else digits:
+                call.dialDtmf(entry)
+                pump(ep, cfg.get("digit_pause", 0.3))
             pump(ep, cfg.get("talk_seconds", 3.0))
             generator.stopTransmit(media)
             media.stopTransmit(recorder)
