@@ -479,7 +479,6 @@ class UserAgent:
             contact = request.contacts[0]
         except (SipParseError, IndexError):
             return self._reject(tx, 400, "Missing or bad Contact")
-        content_type = request.content_type
         offer: SessionDescription | None = None
         try:
             body = find_body(request, "application/sdp") if request.body else None
@@ -492,7 +491,6 @@ class UserAgent:
                 offer = SessionDescription.parse(body)
             except SdpError as exc:
                 return self._reject(tx, 488, exc.reason)
-        del content_type
         se_out = self._check_session_timer(tx)
         if se_out:
             return se_out
@@ -853,8 +851,8 @@ class UserAgent:
                 call.remote_tag = response.to.tag
                 call.state = CallState.EARLY
             out: list[Output] = [ev.CallProgress(call, status)]
-            if call.cancel_requested and status > 100 or call.cancel_requested and status == 100:
-                out += self._send_cancel(call)
+            if call.cancel_requested:
+                out += self._send_cancel(call)  # a hangup that came before any response
             return out
         if status < 300:
             return self._on_invite_2xx(call, response)
@@ -1123,8 +1121,6 @@ class UserAgent:
                         ev.ClientRegistrationState(reg, True, response.status)]
             reg.registered = False
             self.registrations.pop(reg.key, None)
-            if reg.stopping:
-                return [ev.ClientRegistrationState(reg, False, response.status)]
             return [ev.ClientRegistrationState(reg, False, response.status)]
 
         def on_timeout() -> list[Output]:

@@ -211,13 +211,15 @@ def test_info_fast_update_and_dtmf() -> None:
 class Pair:
     def __init__(self, a: Harness, b: Harness) -> None:
         self.a, self.b = a, b
+        self.wire: list[tuple[str, bytes]] = []  # everything exchanged, by sender name
 
     def pump(self, rounds: int = 20) -> None:
         for _ in range(rounds):
             moved = False
-            for src, dst in ((self.a, self.b), (self.b, self.a)):
+            for name, src, dst in (("a", self.a, self.b), ("b", self.b, self.a)):
                 for _flow, data in src.take():
                     moved = True
+                    self.wire.append((name, data))
                     dst.receive(data, Flow("udp", "127.0.0.1", src.ua.config.port))
             if not moved:
                 return
@@ -281,7 +283,8 @@ def test_outgoing_call_with_digest_auth_and_bye_from_callee() -> None:
 
 
 def test_session_refresh_by_us_uses_update() -> None:
-    p = pair(session_expires=90)
+    p = pair()
+    p.a.ua.config.session_expires = 90
     call, out = p.a.ua.invite("sip:x@127.0.0.1:5080", LOCAL)
     p.a.run(out)
     p.pump()
@@ -292,6 +295,10 @@ def test_session_refresh_by_us_uses_update() -> None:
     p.advance(200)
     assert not p.a.events_of(ev.CallEnded) and not p.b.events_of(ev.CallEnded)
     assert b_call.state == CallState.CONFIRMED
+    # 90 s interval refreshed every 45 s by the caller with UPDATE (the callee allows it).
+    updates = [d for who, d in p.wire if who == "a" and d.startswith(b"UPDATE ")]
+    assert len(updates) == 4, len(updates)
+    assert b"Session-Expires: 90;refresher=uac" in updates[0]
 
 
 def test_late_offer_incoming() -> None:
