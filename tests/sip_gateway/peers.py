@@ -34,6 +34,7 @@ class Baresip:
     video_size: str = "320x240"
     tone_hz: int = 440
     auto_answer: bool = False
+    mediaenc: str | None = None  # "srtp-mand" for SDES-SRTP
     proc: asyncio.subprocess.Process | None = None
     log: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
@@ -61,14 +62,17 @@ class Baresip:
             "avcodec_h264dec h264",
             "module_path /usr/lib/baresip/modules",
             *[f"module {m}.so" for m in BARESIP_MODULES if m not in ("account", "menu")],
+            *(["module srtp.so"] if self.mediaenc else []),
             "module_tmp account.so",
             "module_app menu.so",
             "snapshot_path " + str(self.home),
         ]
         (self.home / "config").write_text("\n".join(lines) + "\n")
-        answer = ";answermode=auto" if self.auto_answer else ""
+        params = ";answermode=auto" if self.auto_answer else ""
+        if self.mediaenc:
+            params += f";mediaenc={self.mediaenc}"
         (self.home / "accounts").write_text(
-            f"<sip:baresip@127.0.0.1:{self.sip_port}>;regint=0;audio_codecs=PCMU,PCMA{answer}\n"
+            f"<sip:baresip@127.0.0.1:{self.sip_port}>;regint=0;audio_codecs=PCMU,PCMA{params}\n"
         )
         (self.home / "contacts").write_text("")
 

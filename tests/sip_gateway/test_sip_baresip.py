@@ -90,3 +90,21 @@ async def test_we_call_baresip(tmp_path: Path) -> None:
     finally:
         await bs.stop()
         await uas.close()
+
+
+async def test_baresip_sdes_srtp(tmp_path: Path) -> None:
+    uas = MediaUas(MediaPolicy(srtp="required", video_codecs=("H264",)))
+    await uas.start()
+    bs = Baresip(tmp_path / "baresip", mediaenc="srtp-mand")
+    try:
+        await bs.start(f"/dial sip:80000001@127.0.0.1:{uas.endpoint.config.port}")
+        await uas.endpoint.wait_for(ev.CallEstablished, 15)
+        call = next(iter(uas.endpoint.ua.calls.values()))
+        assert all(s.srtp is not None for s in call.streams)
+        await bs.wait_log(r"video: receiving with resolution 320 x 240")
+        await asyncio.sleep(2.5)
+        assert_fakevideo_picture(uas)
+        assert_tone(uas, 440)
+    finally:
+        await bs.stop()
+        await uas.close()
