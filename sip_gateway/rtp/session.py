@@ -21,9 +21,7 @@ from aiortc.rtp import (
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
-    RtcpSdesPacket,
     RtcpSenderInfo,
-    RtcpSourceInfo,
     RtcpSrPacket,
     RtpPacket,
     is_rtcp,
@@ -82,6 +80,18 @@ class PeerLeft:
 
 
 RtpEvent = EncodedFrame | DtmfDigit | KeyframeRequest | NackRequest | PacketLossDetected | PeerLeft
+
+
+def sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An SDES packet with one CNAME item (RFC 3550 §6.5).
+
+    Built here because aiortc's SDES adds null octets past the 32-bit boundary after the END
+    item, which Wireshark reports as a malformed length.
+    """
+    text = cname.encode()[:255]
+    chunk = ssrc.to_bytes(4, "big") + bytes([1, len(text)]) + text + b"\x00"
+    chunk += b"\x00" * (-len(chunk) % 4)
+    return bytes([0x81, 202]) + (len(chunk) // 4).to_bytes(2, "big") + chunk
 
 
 def ntp_timestamp(unix_time: float) -> int:
@@ -253,8 +263,7 @@ class RtpSession:
             first = RtcpSrPacket(ssrc=s.ssrc, sender_info=info, reports=blocks)
         else:
             first = RtcpRrPacket(ssrc=s.ssrc, reports=blocks)
-        sdes = RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=s.ssrc, items=[(1, self.cname.encode())])])
-        return bytes(first) + bytes(sdes)
+        return bytes(first) + sdes_cname(s.ssrc, self.cname)
 
     def bye(self) -> bytes:
         """RTCP BYE for our SSRC."""

@@ -52,3 +52,56 @@ async def test_captured_call_has_no_malformed_sip(tmp_path: Path, artifacts_dir:
     assert {"INVITE", "ACK", "BYE", "UPDATE", "401", "200"} <= seen, seen
     malformed = await _tshark("-r", str(cap), *decode, "-Y", "_ws.malformed || _ws.expert.severity >= error")
     assert malformed.strip() == "", malformed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip missing")
+async def test_captured_baresip_video_call(tmp_path: Path, artifacts_dir: Path, mode: int) -> None:
+    """Full call with audio, H.264 video and RTCP: Wireshark finds nothing malformed in what we send,
+    and our H.264 packets follow the negotiated packetization-mode."""
+    from peers import Baresip, MediaUas
+
+    from sip_gateway.sip import events as ev
+    from sip_gateway.sip.sdp import MediaPolicy
+
+    uas = MediaUas(MediaPolicy(h264_modes=(mode,), video_codecs=("H264",)))
+    await uas.start()
+    cap = tmp_path / "video_call.pcapng"
+    capture = await asyncio.create_subprocess_exec(
+        "tshark", "-i", "lo", "-f", "udp", "-w", str(cap), "-q",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    bs = Baresip(tmp_path / "baresip")
+    try:
+        assert capture.stderr is not None
+        async with asyncio.timeout(20):
+            while b"Capturing on" not in await capture.stderr.readline():
+                pass
+        await bs.start(f"/dial sip:80000001@127.0.0.1:{uas.endpoint.config.port}")
+        await uas.endpoint.wait_for(ev.CallEstablished, 15)
+        leg = next(iter(uas.legs.values()))
+        assert leg.audio is not None and leg.video is not None
+        ours = [uas.endpoint.config.port, leg.audio.port, leg.audio.port + 1, leg.video.port, leg.video.port + 1]
+        await asyncio.sleep(4)  # long enough for RTCP reports
+    finally:
+        await bs.stop()
+        await asyncio.sleep(0.5)
+        capture.terminate()
+        await asyncio.wait_for(capture.wait(), 20)
+        await uas.close()
+    shutil.copy(cap, artifacts_dir / f"sip_video_call_mode{mode}.pcapng")
+    decode = ("-d", f"udp.port=={ours[0]},sip")
+    sent_by_us = " || ".join(f"udp.srcport=={p}" for p in ours)
+    sip_both_ways = f"udp.port=={ours[0]}"
+    malformed = await _tshark("-r", str(cap), *decode, "-Y", f"_ws.malformed && ({sent_by_us} || {sip_both_ways})")
+    assert malformed.strip() == "", malformed
+    protocols = await _tshark("-r", str(cap), *decode, "-Y", sent_by_us, "-T", "fields", "-e", "frame.protocols")
+    assert "sip:sdp" in protocols and ":rtp:h264" in protocols and ":rtcp" in protocols
+    nal_types = await _tshark("-r", str(cap), *decode, "-Y", f"udp.srcport=={ours[3]} && rtp",
+                              "-T", "fields", "-e", "h264.nal_unit_hdr")
+    kinds = {int(v) for line in nal_types.split() for v in line.split(",") if v}
+    if mode == 0:
+        assert kinds and not kinds & {24, 28}, kinds  # single NAL unit packets only
+    else:
+        assert 24 in kinds, kinds  # SPS+PPS aggregated in STAP-A
