@@ -19,7 +19,7 @@ import concurrent.futures
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import av
@@ -109,6 +109,7 @@ class StreamStatistics:
     bytes_received: int
     packets_sent: int
     resolution: tuple[int, int] | None = None
+    bitrate_kbps: float = 0.0  # received, since the previous statistics() call
 
 
 @dataclass(eq=False)
@@ -134,7 +135,7 @@ class _Channel:
     last_keyframe_request: float = -1e9
     dtmf_busy_until: float = 0.0
     resolution: tuple[int, int] | None = None
-    pending: list[bytes] = field(default_factory=list)
+    last_sample: tuple[float, int] = (0.0, 0)
 
     def on_datagram(self, data: bytes, addr: tuple[str, int], from_rtcp_port: bool) -> None:
         session = self.session
@@ -379,13 +380,19 @@ class MediaLeg:
     def statistics(self) -> list[StreamStatistics]:
         """Current per-stream statistics."""
         out = []
+        now = time.monotonic()
         for channel in self._channels():
             session = channel.session
             if session is None:
                 continue
+            then, octets_then = channel.last_sample
+            octets = session.stats.octets
+            bitrate = (octets - octets_then) * 8 / 1000 / (now - then) if then and now > then else 0.0
+            channel.last_sample = (now, octets)
             out.append(StreamStatistics(
                 channel.kind, session.codec.name, session.stats.received, session.stats.lost,
-                round(session.stats.jitter_ms, 2), session.stats.octets, session.send.packets, channel.resolution,
+                round(session.stats.jitter_ms, 2), octets, session.send.packets, channel.resolution,
+                round(bitrate, 1),
             ))
         return out
 

@@ -88,8 +88,15 @@ async def test_audio_tone_each_way(codec: str) -> None:
         got_a = np.concatenate(ca.audio[-10:])
         assert abs(dominant_frequency(got_b) - 440) < 15
         assert abs(dominant_frequency(got_a) - 1000) < 15
+        b.statistics()
+        for i in range(10):
+            a.send_audio(tone(440, (40 + i) * SAMPLES_PER_FRAME))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
         stats = {s.kind: s for s in b.statistics()}
-        assert stats["audio"].codec == codec and stats["audio"].packets_received >= 30
+        assert stats["audio"].codec == codec and stats["audio"].packets_received >= 40
+        if codec in ("PCMU", "PCMA", "G722"):
+            assert 40 < stats["audio"].bitrate_kbps < 90  # 64 kbit/s payload
         assert stats["audio"].packets_lost == 0
     finally:
         await a.close()
