@@ -29,7 +29,7 @@ from ..rtp.leg import MediaLeg, MediaSink, StreamStatistics
 from . import events as ev
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from .ivr import DigitTimer, Hangup, Ivr, IvrOutput, Join, Prompt
-from .useragent import Call
+from .useragent import Call, CallState
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,9 @@ class SipGateway:
                 return Challenge()
         wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
         leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=_IvrSink(self))
+        if call.state == CallState.TERMINATED:  # cancelled while we were binding ports
+            await leg.close()
+            return None
         site = SipSite(call, leg, self, ivr=Ivr(self._lookup, user if user.isdigit() else None))
         self.sites[call.key] = site
         return Answer(leg.local_media)

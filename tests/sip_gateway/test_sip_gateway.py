@@ -128,3 +128,20 @@ async def test_baresip_dial_in_and_dial_out_through_gateway(tmp_path: Path) -> N
         await caller.stop()
         await callee.stop()
         await endpoint.close()
+
+
+async def test_cancel_while_allocating_media_leaks_nothing() -> None:
+    from sip_testlib import SDP_OFFER, request
+
+    from sip_gateway.sip.actions import Flow
+
+    endpoint, gateway = await start_gateway(FakeRoom("80000001"))
+    try:
+        flow = Flow("udp", "127.0.0.1", 5099)
+        out = endpoint.ua.receive(request(body=SDP_OFFER), flow, 0.0)
+        call = next(e.call for e in out if isinstance(e, ev.IncomingCall))
+        endpoint.ua.receive(request("CANCEL"), flow, 0.1)
+        assert await gateway.on_invite(call) is None
+        assert gateway.sites == {}
+    finally:
+        await endpoint.close()
