@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RTP_PORT_RANGE = (20000, 29999)
 RTCP_INTERVAL = 2.5
 KEYFRAME_REQUEST_MIN_INTERVAL = 1.0
+MAX_DECODE_BACKLOG = 8
 SRTP_PROFILES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
@@ -136,6 +137,7 @@ class _Channel:
     dtmf_busy_until: float = 0.0
     resolution: tuple[int, int] | None = None
     last_sample: tuple[float, int] = (0.0, 0)
+    decode_backlog: int = 0
 
     def on_datagram(self, data: bytes, addr: tuple[str, int], from_rtcp_port: bool) -> None:
         session = self.session
@@ -218,6 +220,7 @@ class MediaLeg:
         self._rtcp_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.frames_decoded = 0
+        self.frames_dropped = 0
 
     @classmethod
     async def allocate(cls, host: str = "127.0.0.1", video: bool = True, sink: MediaSink | None = None,
@@ -286,6 +289,12 @@ class MediaLeg:
                 for pcm in channel.audio_decoder.decode(event.data, event.timestamp):
                     self.sink.on_audio(self, pcm)
             elif channel.video_decoder is not None and not self._closed:
+                if channel.decode_backlog >= MAX_DECODE_BACKLOG:
+                    # The worker cannot keep up: drop, and resync on the next key frame.
+                    self.frames_dropped += 1
+                    self.request_keyframe()
+                    return
+                channel.decode_backlog += 1
                 future = asyncio.get_running_loop().run_in_executor(
                     self._executor, channel.video_decoder.decode, event.data, event.timestamp
                 )
@@ -303,6 +312,7 @@ class MediaLeg:
             log.info("peer sent RTCP BYE on %s", channel.kind)
 
     def _video_decoded(self, channel: _Channel, future: asyncio.Future[list[av.VideoFrame]]) -> None:
+        channel.decode_backlog -= 1
         if future.cancelled() or future.exception() is not None or self._closed:
             return
         for frame in future.result():
