@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import pytest
-from sip_testlib import run_sipp, start_test_endpoint
+from sip_testlib import SIPP_DIR, free_port, run_sipp, start_test_endpoint
 
 from sip_gateway.sip import events as ev
+from sip_gateway.sip.digest import Credentials
+from sip_gateway.sip.sdp import LocalMedia
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
 
@@ -57,4 +60,56 @@ async def test_sipp_load_many_calls_no_failures() -> None:
         assert code == 0, output[-4000:]
         assert len(ended) == 40 and all(e.reason == "remote hangup" for e in ended)
     finally:
+        await endpoint.close()
+
+
+async def _sipp_server(scenario: str) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+        "-nostdin", "-timeout", "20s", "-timeout_error", "-trace_err", "-error_file",
+        f"/tmp/sipp-{scenario}-{port}.err",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/tmp",
+    )
+    await asyncio.sleep(0.5)
+    return proc, port
+
+
+async def _finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    out, _ = await asyncio.wait_for(proc.communicate(), 25)
+    return proc.returncode or 0, out.decode(errors="replace")[-3000:]
+
+
+async def test_our_client_registers_with_digest_at_sipp_registrar() -> None:
+    proc, port = await _sipp_server("uas_register_auth.xml")
+    endpoint, _ = await start_test_endpoint()
+    try:
+        endpoint.register(f"sip:127.0.0.1:{port}", "sip:trunkuser@trunk.example",
+                          Credentials("trunkuser", "Trunk-Pass-9876"), expires=60)
+        state = await endpoint.wait_for(ev.ClientRegistrationState, 10)
+        assert isinstance(state, ev.ClientRegistrationState) and state.registered, state
+        code, output = await _finish(proc)
+        assert code == 0, output
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await endpoint.close()
+
+
+async def test_our_client_invite_with_digest_at_sipp_trunk() -> None:
+    proc, port = await _sipp_server("uas_invite_auth.xml")
+    endpoint, _ = await start_test_endpoint()
+    try:
+        call = endpoint.invite(f"sip:trunk@127.0.0.1:{port}", LocalMedia("127.0.0.1", 40000),
+                               Credentials("trunkuser", "Trunk-Pass-9876"))
+        await endpoint.wait_for(ev.CallEstablished, 10)
+        assert call.streams and call.streams[0].remote_port == 6000
+        endpoint.hangup(call)
+        code, output = await _finish(proc)
+        assert code == 0, output
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
         await endpoint.close()

@@ -407,3 +407,15 @@ def test_churn_leaves_no_state() -> None:
         # else: never answered -> answer timer
     h.advance(200)
     assert h.ua.calls == {} and h.ua.pending_transactions() == 0 and h.timers == {}
+
+
+def test_options_qualify_keepalive() -> None:
+    p = pair()
+    p.a.run(p.a.ua.options("sip:127.0.0.1:5080", interval=10.0))
+    p.pump()
+    p.advance(35)
+    results = p.a.events_of(ev.QualifyResult)
+    assert len(results) == 4 and all(r.ok and r.status == 200 for r in results)  # type: ignore[attr-defined]
+    p.a.run(p.a.ua.stop_qualify("sip:127.0.0.1:5080"))
+    p.advance(30)
+    assert len(p.a.events_of(ev.QualifyResult)) == 4  # stopped: no more OPTIONS
