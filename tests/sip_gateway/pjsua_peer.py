@@ -130,6 +130,14 @@ def main() -> None:
                 call.dialDtmf(entry)
                 pump(ep, cfg.get("digit_pause", 0.3))
             pump(ep, cfg.get("talk_seconds", 3.0))
+            if cfg.get("hold"):
+                call.setHold(pj.CallOpParam(True))
+                pump(ep, 1.0)
+                unhold = pj.CallOpParam(True)
+                unhold.opt.flag = pj.PJSUA_CALL_UNHOLD
+                call.reinvite(unhold)
+                pump(ep, 1.0)
+                result["after_hold_state"] = call.state
             generator.stopTransmit(media)
             media.stopTransmit(recorder)
             del recorder

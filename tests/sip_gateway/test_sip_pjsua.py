@@ -21,6 +21,14 @@ PEER = Path(__file__).parent / "pjsua_peer.py"
 ACCOUNTS = {"pjuser": "Pj-Strong-Pass-42"}
 
 
+def tone_in_frames(frames: list[np.ndarray], hz: float) -> bool:
+    """True when some 0.5 s window of 48 kHz frames is dominated by ``hz``."""
+    return any(
+        abs(dominant_frequency(np.concatenate(frames[i : i + 25]), 48_000) - hz) < 15
+        for i in range(0, max(1, len(frames) - 25), 10)
+    )
+
+
 def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
     return float(np.fft.rfftfreq(len(pcm), 1 / rate)[int(np.argmax(spectrum))])
@@ -44,25 +52,32 @@ async def test_pjsua_register_call_pin_and_tones(tmp_path: Path) -> None:
     await uas.start()
     port = uas.endpoint.config.port
     wav = tmp_path / "heard.wav"
+    holds: list[bool] = []
+    uas.endpoint.listeners.append(
+        lambda e: holds.append(e.call.streams[0].on_hold) if isinstance(e, ev.MediaUpdated) else None
+    )
     try:
         result = await run_peer({
             "user": "pjuser", "password": ACCOUNTS["pjuser"], "registrar": f"sip:127.0.0.1:{port}",
             "target": f"sip:80000002@127.0.0.1:{port}", "digits": "1234#", "wav": str(wav),
-            "tone_hz": 600, "talk_seconds": 3.0,
+            "tone_hz": 600, "talk_seconds": 3.0, "hold": True,
         })
+        # pjsua put us on hold and took us off again with re-INVITEs.
+        assert holds == [True, False], holds
+        assert result["after_hold_state"] == "CONFIRMED", result
         assert result["register_status"] == 200, result
         assert result["call_state"] == "CONFIRMED", result
         assert result["end_state"] == "DISCONNECTED", result
         sink = next(iter(uas.sinks.values()))
         assert "".join(sink.digits) == "1234#"
         # pjsua's 600 Hz tone reached us ...
-        assert abs(dominant_frequency(np.concatenate(sink.audio[-50:-5]), 48_000) - 600) < 15
+        assert tone_in_frames(sink.audio, 600)
         # ... and our 1000 Hz tone reached pjsua (its recorder's WAV).
         with wave.open(str(wav)) as w:
             rate = w.getframerate()
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
         assert len(pcm) > rate
-        assert abs(dominant_frequency(pcm[-rate:], rate) - 1000) < 15
+        assert abs(dominant_frequency(pcm[rate : 2 * rate], rate) - 1000) < 15
         # The challenge happened and the call was authenticated as the registered user.
         established = [c for c in uas.endpoint.ua.calls.values()]
         assert established == []  # pjsua hung up
