@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, AudioEncoder, VideoEncoder  # noqa: E402
 from sip_gateway.rtp.leg import MediaLeg, tone  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
+from sip_gateway.sip.dialog import Call  # noqa: E402
 from sip_gateway.sip.endpoint import Answer, SipEndpoint  # noqa: E402
 from sip_gateway.sip.sdp import (  # noqa: E402
     LocalMedia,
@@ -44,7 +45,7 @@ from sip_gateway.sip.sdp import (  # noqa: E402
     answer,
     create_offer,
 )
-from sip_gateway.sip.useragent import Call, UserAgentConfig  # noqa: E402
+from sip_gateway.sip.useragent import UserAgentConfig  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "sip_gateway" / "sipp" / "load_call.xml"
 RESULTS = ROOT / "bench" / "results" / "sip_load.json"

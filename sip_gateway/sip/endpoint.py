@@ -19,11 +19,12 @@ from typing import cast
 
 from . import events as ev
 from .actions import CancelTimer, Flow, Send, StartTimer, TimerKey
+from .dialog import Call, ClientRegistration
 from .digest import Credentials
 from .errors import SipParseError
 from .message import StreamFramer
 from .sdp import LocalMedia
-from .useragent import Call, ClientRegistration, Output, UserAgent, UserAgentConfig
+from .useragent import Output, UserAgent, UserAgentConfig
 
 log = logging.getLogger(__name__)
 

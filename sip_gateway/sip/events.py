@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .actions import Flow
 
 if TYPE_CHECKING:
-    from .useragent import Call, ClientRegistration
+    from .dialog import Call, ClientRegistration
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import numpy as np
 from ..rtp.codecs import SAMPLE_RATE, SAMPLES_PER_FRAME, Pcm
 from ..rtp.leg import MediaLeg, MediaSink, StreamStatistics
 from . import events as ev
+from .dialog import Call, CallState
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from .ivr import DigitTimer, Hangup, Ivr, IvrOutput, Join, Prompt
-from .useragent import Call, CallState
 
 log = logging.getLogger(__name__)
 

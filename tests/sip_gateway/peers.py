@@ -18,9 +18,10 @@ from sip_testlib import free_port
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 from sip_gateway.rtp.leg import MediaLeg, tone
 from sip_gateway.sip import events as ev
+from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint
 from sip_gateway.sip.sdp import MediaPolicy
-from sip_gateway.sip.useragent import Call, UserAgentConfig
+from sip_gateway.sip.useragent import UserAgentConfig
 
 BARESIP_MODULES = ("g711", "ausine", "aubridge", "avcodec", "fakevideo", "snapshot", "account", "menu")
 
