@@ -36,6 +36,7 @@ from .session import (
     PacketLossDetected,
     PeerLeft,
     RtpSession,
+    SendNack,
 )
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,8 @@ class MediaLeg:
                 channel.send_rtp(data)
         elif isinstance(event, PacketLossDetected):
             self.request_keyframe()
+        elif isinstance(event, SendNack) and channel.session is not None:
+            channel.send_rtcp(channel.session.nack(list(event.sequence_numbers)))
         elif isinstance(event, PeerLeft):
             log.info("peer sent RTCP BYE on %s", channel.kind)
 

@@ -79,7 +79,15 @@ class PeerLeft:
     """RTCP BYE."""
 
 
-RtpEvent = EncodedFrame | DtmfDigit | KeyframeRequest | NackRequest | PacketLossDetected | PeerLeft
+@dataclass(frozen=True)
+class SendNack:
+    """We noticed missing packets: send :meth:`RtpSession.nack` (the peer negotiated nack)."""
+
+    sequence_numbers: tuple[int, ...]
+
+
+RtpEvent = EncodedFrame | DtmfDigit | KeyframeRequest | NackRequest | PacketLossDetected | PeerLeft | SendNack
+MAX_NACK_GAP = 32
 
 
 def sdes_cname(ssrc: int, cname: str) -> bytes:
@@ -153,6 +161,12 @@ class RtpSession:
             return [DtmfDigit(digit)] if digit else []
         if packet.payload_type == 13:  # comfort noise: nothing to decode
             return []
+        events: list[RtpEvent] = []
+        if self.kind == "video" and self.stream.nack and self.remote_ssrc == packet.ssrc and self.stats.received:
+            gap = (packet.sequence_number - self.stats.max_seq - 1) & 0xFFFF
+            if 0 < gap <= MAX_NACK_GAP:
+                missing = tuple((self.stats.max_seq + 1 + i) & 0xFFFF for i in range(gap))
+                events.append(SendNack(missing))
         self.remote_ssrc = packet.ssrc
         self.stats.add(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         try:
@@ -160,7 +174,6 @@ class RtpSession:
         except (ValueError, IndexError):
             self.malformed += 1
             return []
-        events: list[RtpEvent] = []
         loss, frame = self.jitter.add(packet)
         if loss:
             events.append(PacketLossDetected())

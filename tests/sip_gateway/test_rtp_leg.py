@@ -12,7 +12,7 @@ import pytest
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, packetize_h264, split_annexb
 from sip_gateway.rtp.dtmf import EventDetector, digit_packets
 from sip_gateway.rtp.leg import MediaLeg, tone
-from sip_gateway.rtp.session import EncodedFrame, KeyframeRequest, NackRequest, RtpSession
+from sip_gateway.rtp.session import EncodedFrame, KeyframeRequest, NackRequest, RtpSession, SendNack
 from sip_gateway.sip.sdp import (
     LocalMedia,
     MediaPolicy,
@@ -213,3 +213,44 @@ def test_rfc4733_packets_and_detector() -> None:
     digits = [detector.feed(p.payload, 1234) for p in packets]
     assert [d for d in digits if d] == ["5"]
     assert detector.feed(b"\xff\x00\x00\x00", 99) is None and detector.feed(b"", 100) is None
+
+
+def test_nack_generated_for_gaps_in_video() -> None:
+    sender, receiver = RtpSession(_stream()), RtpSession(_stream())
+    assert receiver.stream.nack  # offered and answered with rtcp-fb nack
+    packets = sender.packetize([b"\x65" + bytes([i]) * 50 for i in range(6)], 3000)
+    receiver.receive(packets[0], 0.0)
+    receiver.receive(packets[1], 0.0)
+    events = receiver.receive(packets[4], 0.0)  # 2 and 3 lost
+    nacks = [e for e in events if isinstance(e, SendNack)]
+    seq0 = int.from_bytes(packets[0][2:4], "big")
+    assert nacks == [SendNack(((seq0 + 2) & 0xFFFF, (seq0 + 3) & 0xFFFF))]
+    # The sender answers the NACK with exactly the lost packets.
+    request = sender.receive(receiver.nack(list(nacks[0].sequence_numbers)), 0.0)[0]
+    assert isinstance(request, NackRequest)
+    assert sender.retransmit(request.sequence_numbers) == packets[2:4]
+    assert not [e for e in receiver.receive(packets[2], 0.0) if isinstance(e, SendNack)]
+
+
+async def test_shared_encoder_access_units() -> None:
+    """Frames encoded once elsewhere (the MCU's shared encoder) are packetised per leg."""
+    for mode in (0, 1):
+        policy = MediaPolicy(h264_modes=(mode,), video_codecs=("H264",))
+        a, b, _, cb = await legs(policy, policy)
+        try:
+            encoder = av.CodecContext.create("libx264", "w")
+            encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+            encoder.time_base = fractions.Fraction(1, 25)
+            encoder.options = {"tune": "zerolatency", "slice-max-size": "1100", "profile": "baseline"}
+            for i in range(10):
+                frame = pattern(i).reformat(format="yuv420p")
+                for packet in encoder.encode(frame):
+                    a.send_video_access_unit(bytes(packet), i * 3600)
+                await asyncio.sleep(0.03)
+            await asyncio.sleep(0.3)
+            assert len(cb.video) >= 6, (mode, len(cb.video))
+            img = cb.video[-1].to_ndarray(format="rgb24")
+            assert img[120, 40][0] > 150 and img[120, 280][2] > 150
+        finally:
+            await a.close()
+            await b.close()
