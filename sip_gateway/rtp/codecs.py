@@ -158,6 +158,16 @@ class VideoEncoder:
         self._size: tuple[int, int] | None = None
         self._pts = 0
 
+    @property
+    def h264_level(self) -> int:
+        """level_idc from the negotiated profile-level-id (3.1 when absent or unreadable)."""
+        pli = self.codec.fmtp_params.get("profile-level-id", "")
+        try:
+            level = int(pli[4:6], 16) if len(pli) == 6 else 31
+        except ValueError:
+            return 31
+        return level if 9 <= level <= 52 else 31
+
     def _open_x264(self, width: int, height: int) -> Any:
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height = width, height
@@ -166,7 +176,8 @@ class VideoEncoder:
         ctx.framerate = fractions.Fraction(self.fps, 1)
         ctx.time_base = fractions.Fraction(1, self.fps)
         ctx.profile = "Baseline"
-        options = {"tune": "zerolatency", "preset": "veryfast", "level": "31", "g": str(self.fps * 4)}
+        options = {"tune": "zerolatency", "preset": "veryfast", "level": str(self.h264_level),
+                   "g": str(self.fps * 4)}
         if self.mode == 0:
             options["slice-max-size"] = str(MTU_PAYLOAD)
         ctx.options = options

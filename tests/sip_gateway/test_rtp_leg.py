@@ -254,3 +254,17 @@ async def test_shared_encoder_access_units() -> None:
         finally:
             await a.close()
             await b.close()
+
+
+def test_encoder_follows_negotiated_h264_level() -> None:
+    from sip_gateway.rtp.codecs import VideoEncoder
+    from sip_gateway.sip.sdp import Codec
+
+    assert VideoEncoder(Codec("H264", 96, 90000, 1, "profile-level-id=42801e;packetization-mode=1")).h264_level == 30
+    assert VideoEncoder(Codec("H264", 96, 90000, 1, "packetization-mode=0")).h264_level == 31
+    assert VideoEncoder(Codec("H264", 96, 90000, 1, "profile-level-id=zzzzzz")).h264_level == 31
+    encoder = VideoEncoder(Codec("H264", 96, 90000, 1, "profile-level-id=42e016;packetization-mode=1"))
+    payloads = encoder.encode(pattern(0), keyframe=True)
+    sps = next(p for p in payloads if p[0] & 0x1F in (7, 24))
+    sps = sps[3:] if sps[0] & 0x1F == 24 else sps  # STAP-A: skip header and NAL size
+    assert sps[0] & 0x1F == 7 and sps[3] == 0x16  # level_idc 2.2 in the SPS
