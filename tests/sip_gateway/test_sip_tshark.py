@@ -35,6 +35,7 @@ async def test_captured_call_has_no_malformed_sip(tmp_path: Path, artifacts_dir:
         async with asyncio.timeout(20):
             while b"Capturing on" not in await capture.stderr.readline():
                 pass
+        await asyncio.sleep(1.0)  # dumpcap announces itself a moment before it really captures
         for scenario, service in (("auth_challenge.xml", "auth-1"), ("reinvite_hold.xml", "80000001"),
                                   ("session_timer_uac_refresh.xml", "80000001")):
             code, output = await run_sipp(scenario, port, service)
@@ -78,11 +79,14 @@ async def test_captured_baresip_video_call(tmp_path: Path, artifacts_dir: Path, 
         async with asyncio.timeout(20):
             while b"Capturing on" not in await capture.stderr.readline():
                 pass
+        await asyncio.sleep(1.0)  # dumpcap announces itself a moment before it really captures
         await bs.start(f"/dial sip:80000001@127.0.0.1:{uas.endpoint.config.port}")
         await uas.endpoint.wait_for(ev.CallEstablished, 15)
         leg = next(iter(uas.legs.values()))
         assert leg.audio is not None and leg.video is not None
         ours = [uas.endpoint.config.port, leg.audio.port, leg.audio.port + 1, leg.video.port, leg.video.port + 1]
+        call = next(iter(uas.endpoint.ua.calls.values()))
+        video_pt = next(st.codec.payload_type for st in call.streams if st.kind == "video")
         await bs.wait_log(r"video: receiving with resolution", 15)
         await asyncio.sleep(4)  # long enough for RTCP reports
     finally:
@@ -92,7 +96,8 @@ async def test_captured_baresip_video_call(tmp_path: Path, artifacts_dir: Path, 
         await asyncio.wait_for(capture.wait(), 20)
         await uas.close()
     shutil.copy(cap, artifacts_dir / f"sip_video_call_mode{mode}.pcapng")
-    decode = ("-d", f"udp.port=={ours[0]},sip")
+    decode = ("-d", f"udp.port=={ours[0]},sip", "-d", f"udp.port=={ours[1]},rtp", "-d", f"udp.port=={ours[3]},rtp",
+              "-d", f"rtp.pt=={video_pt},h264")
     sent_by_us = " || ".join(f"udp.srcport=={p}" for p in ours)
     sip_both_ways = f"udp.port=={ours[0]}"
     malformed = await _tshark("-r", str(cap), *decode, "-Y", f"_ws.malformed && ({sent_by_us} || {sip_both_ways})")
