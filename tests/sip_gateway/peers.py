@@ -23,7 +23,8 @@ from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint
 from sip_gateway.sip.sdp import MediaPolicy
 from sip_gateway.sip.useragent import UserAgentConfig
 
-BARESIP_MODULES = ("g711", "ausine", "aubridge", "avcodec", "fakevideo", "snapshot", "account", "menu")
+BARESIP_MODULES = ("g711", "g722", "opus", "ausine", "aubridge", "avcodec", "fakevideo", "snapshot", "account",
+                   "menu")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Baresip:
     tone_hz: int = 440
     auto_answer: bool = False
     mediaenc: str | None = None  # "srtp-mand" for SDES-SRTP
+    audio_codecs: str = "PCMU,PCMA"
     proc: asyncio.subprocess.Process | None = None
     log: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
@@ -73,7 +75,7 @@ class Baresip:
         if self.mediaenc:
             params += f";mediaenc={self.mediaenc}"
         (self.home / "accounts").write_text(
-            f"<sip:baresip@127.0.0.1:{self.sip_port}>;regint=0;audio_codecs=PCMU,PCMA{params}\n"
+            f"<sip:baresip@127.0.0.1:{self.sip_port}>;regint=0;audio_codecs={self.audio_codecs}{params}\n"
         )
         (self.home / "contacts").write_text("")
 

@@ -108,3 +108,24 @@ async def test_baresip_sdes_srtp(tmp_path: Path) -> None:
     finally:
         await bs.stop()
         await uas.close()
+
+
+@pytest.mark.parametrize(("theirs", "ours"), [("G722", "G722"), ("opus", "OPUS"), ("PCMA", "PCMA")])
+async def test_baresip_audio_codecs(tmp_path: Path, theirs: str, ours: str) -> None:
+    uas = MediaUas(MediaPolicy(audio_codecs=(ours,), video_codecs=()))
+    await uas.start()
+    bs = Baresip(tmp_path / "baresip", audio_codecs=theirs)
+    try:
+        await bs.start(f"/dial sip:80000001@127.0.0.1:{uas.endpoint.config.port}")
+        await uas.endpoint.wait_for(ev.CallEstablished, 15)
+        call = next(iter(uas.endpoint.ua.calls.values()))
+        assert [s.codec.name for s in call.streams] == [ours]
+        await asyncio.sleep(2.5)
+        assert_tone(uas, 440)
+    finally:
+        await bs.stop()
+        await uas.close()
+    assert f"audio: Set audio decoder: {theirs}" in bs.text or f"Set audio decoder: {theirs.lower()}" in bs.text.lower()
+    stats = bs.text[bs.text.find("audio           Transmit"):]
+    received = [int(line.split()[2]) for line in stats.splitlines() if line.startswith("packets:")]
+    assert received and received[0] > 50, stats
