@@ -107,7 +107,10 @@ async def test_baresip_dial_in_and_dial_out_through_gateway(tmp_path: Path) -> N
         await caller.start(f"/dial sip:80000001@127.0.0.1:{endpoint.config.port}")
         await callee.start()
         await callee.wait_log("baresip is ready")
-        await endpoint.wait_for(ev.CallEstablished, 15)
+        try:
+            await endpoint.wait_for(ev.CallEstablished, 20)
+        except TimeoutError:
+            raise AssertionError("no call from baresip:\n" + caller.text[-3000:]) from None
         site_out = await gateway.dial_out(room, f"sip:baresip@127.0.0.1:{callee.sip_port}")
         await caller.wait_log(r"video: receiving with resolution 320 x 240")
         await callee.wait_log(r"video: receiving with resolution 320 x 240")
