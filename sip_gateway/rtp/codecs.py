@@ -1,0 +1,209 @@
+"""Codec bridges between RTP payloads and MCU frames, built on aiortc.codecs and PyAV.
+
+MCU audio frames are 48 kHz mono int16 NumPy arrays of 960 samples (20 ms); video frames are
+PyAV ``VideoFrame`` objects. H.264 packetization-mode 1 (STAP-A/FU-A) reuses aiortc's
+packetiser; mode 0 (single NAL unit per packet) is done here with x264's ``slice-max-size``
+keeping every NAL under the MTU, because aiortc only implements mode 1.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc.codecs import depayload, get_decoder, get_encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from ..sip.sdp import Codec
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48_000
+SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz
+MTU_PAYLOAD = 1200
+VIDEO_CLOCK = 90_000
+Pcm = npt.NDArray[np.int16]
+
+
+def aiortc_parameters(codec: Codec) -> RTCRtpCodecParameters:
+    """aiortc's codec description for a negotiated SDP codec."""
+    kind = "video" if codec.name in ("H264", "VP8") else "audio"
+    name = {"OPUS": "opus"}.get(codec.name, codec.name)
+    return RTCRtpCodecParameters(
+        mimeType=f"{kind}/{name}", clockRate=codec.clock_rate,
+        channels=codec.channels if kind == "audio" else None, payloadType=codec.payload_type,
+        parameters=dict(codec.fmtp_params),
+    )
+
+
+def depayload_media(codec: Codec, payload: bytes) -> bytes:
+    """RTP payload → codec bitstream piece (H.264 single NAL, STAP-A and FU-A; VP8 descriptor)."""
+    return bytes(depayload(aiortc_parameters(codec), payload))
+
+
+class AudioDecoder:
+    """Decode audio payloads to 48 kHz mono int16 frames of 960 samples."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._decoder = get_decoder(aiortc_parameters(codec))
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        self._pending: Pcm = np.zeros(0, dtype=np.int16)
+
+    def decode(self, payload: bytes, timestamp: int) -> list[Pcm]:
+        """Decode one payload; returns zero or more complete 20 ms frames."""
+        frames: list[Any] = self._decoder.decode(JitterFrame(payload, timestamp))
+        chunks = [self._pending]
+        for frame in frames:
+            for out in self._resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
+        pcm = np.concatenate(chunks)
+        count = len(pcm) // SAMPLES_PER_FRAME
+        result = [pcm[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME] for i in range(count)]
+        self._pending = pcm[count * SAMPLES_PER_FRAME :]
+        return result
+
+
+class AudioEncoder:
+    """Encode 48 kHz mono int16 frames of 960 samples into one payload each."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._encoder = get_encoder(aiortc_parameters(codec))
+        self._samples = 0
+        # RTP clock ticks per 20 ms (G.722 uses an 8 kHz RTP clock for 16 kHz audio, RFC 3551).
+        self.timestamp_step = codec.clock_rate * SAMPLES_PER_FRAME // SAMPLE_RATE
+
+    def encode(self, pcm: Pcm) -> list[bytes]:
+        """Encode 20 ms; returns the payloads (normally exactly one)."""
+        if pcm.shape != (SAMPLES_PER_FRAME,):
+            raise ValueError(f"expected {SAMPLES_PER_FRAME} samples, got {pcm.shape}")
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._samples += SAMPLES_PER_FRAME
+        payloads, _ = self._encoder.encode(frame)
+        return [bytes(p) for p in payloads]
+
+
+class VideoDecoder:
+    """Decode a reassembled video frame (H.264 Annex B or VP8) into PyAV frames."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._decoder = get_decoder(aiortc_parameters(codec))
+
+    def decode(self, data: bytes, timestamp: int) -> list[av.VideoFrame]:
+        """Decode; corrupt input yields no frames instead of an exception."""
+        try:
+            frames: list[Any] = self._decoder.decode(JitterFrame(data, timestamp))
+        except (av.FFmpegError, ValueError) as exc:
+            log.debug("video decode error: %s", exc)
+            return []
+        return [f for f in frames if isinstance(f, av.VideoFrame)]
+
+
+def split_annexb(data: bytes) -> Iterator[bytes]:
+    """NAL units of an Annex B byte stream, start codes removed."""
+    i = 0
+    n = len(data)
+    starts: list[tuple[int, int]] = []
+    while i + 3 <= n:
+        if data[i] == 0 and data[i + 1] == 0:
+            if data[i + 2] == 1:
+                starts.append((i, i + 3))
+                i += 3
+                continue
+            if i + 4 <= n and data[i + 2] == 0 and data[i + 3] == 1:
+                starts.append((i, i + 4))
+                i += 4
+                continue
+        i += 1
+    for k, (_, begin) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else n
+        nal = data[begin:end]
+        if nal:
+            yield nal
+
+
+def packetize_h264(annexb: bytes, mode: int) -> list[bytes]:
+    """RTP payloads for one access unit: mode 0 = one NAL per packet, mode 1 = STAP-A/FU-A."""
+    nals = list(split_annexb(annexb))
+    if mode == 1:
+        return list(H264Encoder._packetize(nals))  # aiortc's STAP-A/FU-A packetiser
+    for nal in nals:
+        if len(nal) > MTU_PAYLOAD + 200:
+            log.warning("H.264 NAL of %d bytes in packetization-mode 0 (slice-max-size not honoured)", len(nal))
+    return nals
+
+
+class VideoEncoder:
+    """Encode PyAV frames to RTP payloads (H.264 mode 0/1 with libx264, VP8 with aiortc)."""
+
+    def __init__(self, codec: Codec, bitrate: int = 768_000, fps: int = 25) -> None:
+        self.codec = codec
+        self.mode = codec.packetization_mode if codec.name == "H264" else 1
+        self.bitrate = bitrate
+        self.fps = fps
+        self._vp8 = get_encoder(aiortc_parameters(codec)) if codec.name == "VP8" else None
+        self._x264: Any = None
+        self._size: tuple[int, int] | None = None
+        self._pts = 0
+
+    @property
+    def h264_level(self) -> int:
+        """level_idc from the negotiated profile-level-id (3.1 when absent or unreadable)."""
+        pli = self.codec.fmtp_params.get("profile-level-id", "")
+        try:
+            level = int(pli[4:6], 16) if len(pli) == 6 else 31
+        except ValueError:
+            return 31
+        return level if 9 <= level <= 52 else 31
+
+    def _open_x264(self, width: int, height: int) -> Any:
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height = width, height
+        ctx.pix_fmt = "yuv420p"
+        ctx.bit_rate = self.bitrate
+        ctx.framerate = fractions.Fraction(self.fps, 1)
+        ctx.time_base = fractions.Fraction(1, self.fps)
+        ctx.profile = "Baseline"
+        options = {"tune": "zerolatency", "preset": "veryfast", "level": str(self.h264_level),
+                   "g": str(self.fps * 4)}
+        if self.mode == 0:
+            options["slice-max-size"] = str(MTU_PAYLOAD)
+        ctx.options = options
+        return ctx
+
+    def encode(self, frame: av.VideoFrame, keyframe: bool = False) -> list[bytes]:
+        """Encode one frame; returns its RTP payloads (empty while the encoder buffers)."""
+        if self._vp8 is not None:
+            frame.pts = self._pts
+            frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            self._pts += VIDEO_CLOCK // self.fps
+            payloads, _ = self._vp8.encode(frame, keyframe)
+            return [bytes(p) for p in payloads]
+        size = (frame.width, frame.height)
+        if self._x264 is None or self._size != size:
+            self._x264 = self._open_x264(*size)
+            self._size = size
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.fps)
+        self._pts += 1
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        data = b"".join(bytes(p) for p in self._x264.encode(frame))
+        return packetize_h264(data, self.mode) if data else []
+
+    def pack(self, access_unit: bytes) -> list[bytes]:
+        """Packetise an already encoded H.264 access unit (``bytes(av_packet)`` of a shared encoder)."""
+        return packetize_h264(access_unit, self.mode)

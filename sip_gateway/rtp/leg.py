@@ -1,0 +1,430 @@
+"""asyncio media leg for a SIP (later H.323) call: UDP sockets, SDES-SRTP, RTCP timers, and
+decode/encode in a worker thread. The MCU implements :class:`MediaSink` and calls the
+``send_*`` methods; it never sees sockets, SDP or RTP.
+
+Usage::
+
+    leg = await MediaLeg.allocate("127.0.0.1", video=True, sink=room_participant)
+    ... answer the call with leg.local_media ...
+    leg.start(call.streams)          # after offer/answer (CallEstablished)
+    leg.send_audio(pcm_960_samples)  # every 20 ms
+    await leg.send_video(frame)      # or leg.send_video_access_unit(bytes(av_packet), pts90k)
+    await leg.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import av
+import numpy as np
+import pylibsrtp
+
+from ..sip.sdp import LocalMedia, MediaStream
+from .codecs import VIDEO_CLOCK, AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
+from .session import (
+    DtmfDigit,
+    EncodedFrame,
+    KeyframeRequest,
+    NackRequest,
+    PacketLossDetected,
+    PeerLeft,
+    RtpSession,
+    SendNack,
+)
+
+log = logging.getLogger(__name__)
+
+RTP_PORT_RANGE = (20000, 29999)
+RTCP_INTERVAL = 2.5
+KEYFRAME_REQUEST_MIN_INTERVAL = 1.0
+MAX_DECODE_BACKLOG = 8
+SRTP_PROFILES = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+}
+
+
+class MediaSink(Protocol):
+    """What the owner of a leg (a conference participant) receives."""
+
+    def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
+        """20 ms of 48 kHz mono int16 audio."""
+
+    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
+        """A decoded video frame."""
+
+    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
+        """An RFC 4733 digit."""
+
+    def on_keyframe_request(self, leg: MediaLeg) -> None:
+        """The endpoint wants a key frame (PLI/FIR; SIP INFO arrives via the SIP layer)."""
+
+
+class NullSink:
+    """A sink that drops everything."""
+
+    def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
+        """Ignore audio."""
+
+    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
+        """Ignore video."""
+
+    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
+        """Ignore digits."""
+
+    def on_keyframe_request(self, leg: MediaLeg) -> None:
+        """Ignore key frame requests."""
+
+
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self, channel: _Channel, rtcp: bool) -> None:
+        self.channel = channel
+        self.rtcp = rtcp
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.channel.on_datagram(data, (str(addr[0]), int(addr[1])), self.rtcp)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("RTP socket error: %s", exc)
+
+
+@dataclass
+class StreamStatistics:
+    """Per-stream figures for the console (codec, resolution, bitrate, loss, jitter)."""
+
+    kind: str
+    codec: str
+    packets_received: int
+    packets_lost: int
+    jitter_ms: float
+    bytes_received: int
+    packets_sent: int
+    resolution: tuple[int, int] | None = None
+    bitrate_kbps: float = 0.0  # received, since the previous statistics() call
+
+
+@dataclass(eq=False)
+class _Channel:
+    """Sockets for one m-line."""
+
+    leg: MediaLeg
+    kind: str
+    rtp: _Socket | None = None
+    rtcp: _Socket | None = None
+    port: int = 0
+    session: RtpSession | None = None
+    remote_rtp: tuple[str, int] | None = None
+    remote_rtcp: tuple[str, int] | None = None
+    latched: bool = False
+    srtp_in: pylibsrtp.Session | None = None
+    srtp_out: pylibsrtp.Session | None = None
+    audio_decoder: AudioDecoder | None = None
+    audio_encoder: AudioEncoder | None = None
+    video_decoder: VideoDecoder | None = None
+    video_encoder: VideoEncoder | None = None
+    sent_samples: int = 0
+    last_keyframe_request: float = -1e9
+    dtmf_busy_until: float = 0.0
+    resolution: tuple[int, int] | None = None
+    last_sample: tuple[float, int] = (0.0, 0)
+    decode_backlog: int = 0
+
+    def on_datagram(self, data: bytes, addr: tuple[str, int], from_rtcp_port: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        is_rtcp = len(data) > 1 and 192 <= data[1] <= 223
+        if self.srtp_in is not None:
+            try:
+                data = self.srtp_in.unprotect_rtcp(data) if is_rtcp else self.srtp_in.unprotect(data)
+            except pylibsrtp.Error:
+                return
+        if not is_rtcp and not from_rtcp_port and not self.latched:
+            # Symmetric RTP: answer to where the media really comes from (NAT, multi-homed peers).
+            self.latched = True
+            if addr != self.remote_rtp:
+                self.remote_rtp = addr
+                if session.stream.rtcp_mux:
+                    self.remote_rtcp = addr
+        for event in session.receive(data, time.monotonic()):
+            self.leg._on_event(self, event)
+
+    def send_rtp(self, data: bytes) -> None:
+        if self.rtp is None or self.rtp.transport is None or self.remote_rtp is None:
+            return
+        if self.srtp_out is not None:
+            data = self.srtp_out.protect(data)
+        self.rtp.transport.sendto(data, self.remote_rtp)
+
+    def send_rtcp(self, data: bytes) -> None:
+        if self.remote_rtcp is None or self.session is None:
+            return
+        if self.srtp_out is not None:
+            data = self.srtp_out.protect_rtcp(data)
+        sock = self.rtp if self.session.stream.rtcp_mux else self.rtcp
+        if sock is not None and sock.transport is not None:
+            sock.transport.sendto(data, self.remote_rtcp)
+
+    def close(self) -> None:
+        for sock in (self.rtp, self.rtcp):
+            if sock is not None and sock.transport is not None:
+                sock.transport.close()
+
+
+async def _bind_pair(host: str, channel: _Channel, port_range: tuple[int, int]) -> None:
+    loop = asyncio.get_running_loop()
+    for _ in range(100):
+        port = random.randrange(port_range[0], port_range[1] - 1) & ~1
+        try:
+            _, rtp = await loop.create_datagram_endpoint(lambda: _Socket(channel, False), local_addr=(host, port))
+        except OSError:
+            continue
+        try:
+            _, rtcp = await loop.create_datagram_endpoint(lambda: _Socket(channel, True), local_addr=(host, port + 1))
+        except OSError:
+            if rtp.transport:
+                rtp.transport.close()
+            continue
+        channel.rtp, channel.rtcp, channel.port = rtp, rtcp, port
+        return
+    raise OSError("no free RTP port pair")
+
+
+def _srtp_session(suite: str, key: bytes, outbound: bool) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(
+        key=key, srtp_profile=SRTP_PROFILES[suite],
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND,
+    )
+    return pylibsrtp.Session(policy=policy)
+
+
+class MediaLeg:
+    """The media side of one call: up to one audio and one video stream."""
+
+    def __init__(self, host: str, sink: MediaSink | None = None) -> None:
+        self.host = host
+        self.sink: MediaSink = sink or NullSink()
+        self.audio: _Channel | None = None
+        self.video: _Channel | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-leg")
+        self._rtcp_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.frames_decoded = 0
+        self.frames_dropped = 0
+
+    @classmethod
+    async def allocate(cls, host: str = "127.0.0.1", video: bool = True, sink: MediaSink | None = None,
+                       port_range: tuple[int, int] = RTP_PORT_RANGE) -> MediaLeg:
+        """Bind RTP/RTCP port pairs so the ports can go into our SDP."""
+        leg = cls(host, sink)
+        leg.audio = _Channel(leg, "audio")
+        await _bind_pair(host, leg.audio, port_range)
+        if video:
+            leg.video = _Channel(leg, "video")
+            await _bind_pair(host, leg.video, port_range)
+        return leg
+
+    @property
+    def local_media(self) -> LocalMedia:
+        """Our address and ports for SDP."""
+        assert self.audio is not None
+        return LocalMedia(self.host, self.audio.port, self.video.port if self.video else None)
+
+    def start(self, streams: list[MediaStream]) -> None:
+        """Apply the negotiated streams (call again after a re-INVITE changes them)."""
+        for stream in streams:
+            channel = self.audio if stream.kind == "audio" else self.video
+            if channel is None:
+                continue
+            same_codec = channel.session is not None and channel.session.codec == stream.codec
+            if not same_codec:
+                channel.session = RtpSession(stream)
+                if stream.kind == "audio":
+                    channel.audio_decoder = AudioDecoder(stream.codec)
+                    channel.audio_encoder = AudioEncoder(stream.codec)
+                else:
+                    channel.video_decoder = VideoDecoder(stream.codec)
+                    channel.video_encoder = VideoEncoder(stream.codec)
+            elif channel.session is not None:
+                channel.session.stream = stream
+            if not channel.latched:
+                channel.remote_rtp = (stream.remote_host, stream.remote_port)
+                channel.remote_rtcp = (stream.remote_host, stream.remote_rtcp_port)
+            if stream.srtp is not None and channel.srtp_in is None:
+                channel.srtp_in = _srtp_session(stream.srtp.suite, stream.srtp.remote_key, outbound=False)
+                channel.srtp_out = _srtp_session(stream.srtp.suite, stream.srtp.local_key, outbound=True)
+        if self._rtcp_timer is None:
+            self._schedule_rtcp()
+
+    def _channels(self) -> list[_Channel]:
+        return [c for c in (self.audio, self.video) if c is not None]
+
+    def _schedule_rtcp(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._rtcp_timer = loop.call_later(RTCP_INTERVAL * random.uniform(0.5, 1.5), self._send_reports)
+
+    def _send_reports(self) -> None:
+        for channel in self._channels():
+            if channel.session is not None:
+                channel.send_rtcp(channel.session.report(time.time(), time.monotonic()))
+        self._schedule_rtcp()
+
+    # ------------------------------------------------------------------ receive path
+
+    def _on_event(self, channel: _Channel, event: object) -> None:
+        if isinstance(event, EncodedFrame):
+            if channel.kind == "audio" and channel.audio_decoder is not None:
+                for pcm in channel.audio_decoder.decode(event.data, event.timestamp):
+                    self.sink.on_audio(self, pcm)
+            elif channel.video_decoder is not None and not self._closed:
+                if channel.decode_backlog >= MAX_DECODE_BACKLOG:
+                    # The worker cannot keep up: drop, and resync on the next key frame.
+                    self.frames_dropped += 1
+                    self.request_keyframe()
+                    return
+                channel.decode_backlog += 1
+                future = asyncio.get_running_loop().run_in_executor(
+                    self._executor, channel.video_decoder.decode, event.data, event.timestamp
+                )
+                future.add_done_callback(lambda f: self._video_decoded(channel, f))
+        elif isinstance(event, DtmfDigit):
+            self.sink.on_dtmf(self, event.digit)
+        elif isinstance(event, KeyframeRequest):
+            self.sink.on_keyframe_request(self)
+        elif isinstance(event, NackRequest) and channel.session is not None:
+            for data in channel.session.retransmit(event.sequence_numbers):
+                channel.send_rtp(data)
+        elif isinstance(event, PacketLossDetected):
+            self.request_keyframe()
+        elif isinstance(event, SendNack) and channel.session is not None:
+            channel.send_rtcp(channel.session.nack(list(event.sequence_numbers)))
+        elif isinstance(event, PeerLeft):
+            log.info("peer sent RTCP BYE on %s", channel.kind)
+
+    def _video_decoded(self, channel: _Channel, future: asyncio.Future[list[av.VideoFrame]]) -> None:
+        channel.decode_backlog -= 1
+        if future.cancelled() or future.exception() is not None or self._closed:
+            return
+        for frame in future.result():
+            channel.resolution = (frame.width, frame.height)
+            self.frames_decoded += 1
+            self.sink.on_video(self, frame)
+
+    # ------------------------------------------------------------------ send path
+
+    def send_audio(self, pcm: Pcm, marker: bool = False) -> None:
+        """Encode and send 20 ms of 48 kHz mono int16 audio."""
+        channel = self.audio
+        if channel is None or channel.session is None or channel.audio_encoder is None:
+            return
+        if channel.session.stream.direction in ("recvonly", "inactive"):
+            channel.sent_samples += channel.audio_encoder.timestamp_step
+            return
+        for payload in channel.audio_encoder.encode(pcm):
+            for data in channel.session.packetize([payload], channel.sent_samples, marker):
+                channel.send_rtp(data)
+            channel.sent_samples += channel.audio_encoder.timestamp_step
+
+    def send_dtmf(self, digit: str, duration_ms: int = 160) -> None:
+        """Send an RFC 4733 digit (packets spread over its duration)."""
+        channel = self.audio
+        if channel is None or channel.session is None:
+            return
+        loop = asyncio.get_running_loop()
+        # Digits queue up behind each other instead of interleaving their packets.
+        start = max(0.0, channel.dtmf_busy_until - loop.time())
+        channel.dtmf_busy_until = loop.time() + start + duration_ms / 1000 + 0.05
+        for offset, data in channel.session.dtmf(digit, channel.sent_samples, duration_ms):
+            loop.call_later(start + offset, channel.send_rtp, data)
+        # The event occupies its duration on the RTP timeline; the next event gets a new timestamp.
+        channel.sent_samples += channel.session.codec.clock_rate * (duration_ms + 40) // 1000
+
+    async def send_video(self, frame: av.VideoFrame, keyframe: bool = False) -> None:
+        """Encode (in the worker thread) and send one video frame."""
+        channel = self.video
+        if channel is None or channel.session is None or channel.video_encoder is None:
+            return
+        encoder = channel.video_encoder
+        payloads = await asyncio.get_running_loop().run_in_executor(self._executor, encoder.encode, frame, keyframe)
+        offset = int((frame.time or 0) * VIDEO_CLOCK) if frame.time is not None else 0
+        self._send_video_payloads(channel, payloads, offset)
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        """Packetise and send one already encoded H.264 access unit (shared encoder output)."""
+        channel = self.video
+        if channel is None or channel.session is None or channel.video_encoder is None:
+            return
+        self._send_video_payloads(channel, channel.video_encoder.pack(access_unit), timestamp_90k)
+
+    def _send_video_payloads(self, channel: _Channel, payloads: list[bytes], offset: int) -> None:
+        if not payloads or channel.session is None:
+            return
+        if channel.session.stream.direction in ("recvonly", "inactive"):
+            return
+        for data in channel.session.packetize(payloads, offset):
+            channel.send_rtp(data)
+
+    def request_keyframe(self) -> None:
+        """Send PLI/FIR to the endpoint (rate-limited)."""
+        channel = self.video
+        if channel is None or channel.session is None:
+            return
+        now = time.monotonic()
+        if now - channel.last_keyframe_request < KEYFRAME_REQUEST_MIN_INTERVAL:
+            return
+        channel.last_keyframe_request = now
+        channel.send_rtcp(channel.session.keyframe_request())
+
+    # ------------------------------------------------------------------ status
+
+    def statistics(self) -> list[StreamStatistics]:
+        """Current per-stream statistics."""
+        out = []
+        now = time.monotonic()
+        for channel in self._channels():
+            session = channel.session
+            if session is None:
+                continue
+            then, octets_then = channel.last_sample
+            octets = session.stats.octets
+            bitrate = (octets - octets_then) * 8 / 1000 / (now - then) if then and now > then else 0.0
+            channel.last_sample = (now, octets)
+            out.append(StreamStatistics(
+                channel.kind, session.codec.name, session.stats.received, session.stats.lost,
+                round(session.stats.jitter_ms, 2), octets, session.send.packets, channel.resolution,
+                round(bitrate, 1),
+            ))
+        return out
+
+    async def close(self) -> None:
+        """Send RTCP BYE and release the sockets and the worker thread."""
+        if self._closed:
+            return
+        for channel in self._channels():
+            if channel.session is not None:
+                channel.send_rtcp(channel.session.bye())
+        self._closed = True
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
+        for channel in self._channels():
+            channel.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+
+def tone(frequency: float, start_sample: int, count: int = 960, amplitude: int = 8000) -> Pcm:
+    """A sine tone chunk at 48 kHz (test signal and IVR beeps)."""
+    t = (np.arange(count) + start_sample) / 48_000
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.int16)

@@ -1,0 +1,297 @@
+"""Sans-I/O RTP/RTCP session for one negotiated stream (RFC 3550, 4585, 5104, 4733).
+
+Takes datagrams (RTP or RTCP, mux or not) with their arrival time and returns events:
+reassembled encoded frames (from aiortc's jitter buffer), DTMF digits, key-frame requests,
+NACKs and reports. Builds outgoing RTP (sequence numbers, timestamps, marker bit), SR/RR with
+SDES, PLI/FIR/NACK, and RFC 4733 digit packets. Never touches sockets or clocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    is_rtcp,
+)
+
+from ..sip.sdp import MediaStream
+from .codecs import depayload_media
+from .dtmf import EventDetector, digit_packets
+from .stats import ReceiveStats
+
+log = logging.getLogger(__name__)
+
+PSFB_PLI = 1
+PSFB_FIR = 4
+RTPFB_NACK = 1
+NTP_EPOCH_OFFSET = 2_208_988_800
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A complete encoded frame (audio payload or reassembled video access unit)."""
+
+    data: bytes
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class DtmfDigit:
+    """An RFC 4733 telephone-event digit."""
+
+    digit: str
+
+
+@dataclass(frozen=True)
+class KeyframeRequest:
+    """The peer asked for a key frame (PLI or FIR)."""
+
+    kind: str  # "pli" or "fir"
+
+
+@dataclass(frozen=True)
+class NackRequest:
+    """The peer lost these sequence numbers; :meth:`RtpSession.retransmit` resends them."""
+
+    sequence_numbers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PacketLossDetected:
+    """Our jitter buffer dropped data: ask the sender for a key frame."""
+
+
+@dataclass(frozen=True)
+class PeerLeft:
+    """RTCP BYE."""
+
+
+@dataclass(frozen=True)
+class SendNack:
+    """We noticed missing packets: send :meth:`RtpSession.nack` (the peer negotiated nack)."""
+
+    sequence_numbers: tuple[int, ...]
+
+
+RtpEvent = EncodedFrame | DtmfDigit | KeyframeRequest | NackRequest | PacketLossDetected | PeerLeft | SendNack
+MAX_NACK_GAP = 32
+
+
+def sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An SDES packet with one CNAME item (RFC 3550 §6.5).
+
+    Built here because aiortc's SDES adds null octets past the 32-bit boundary after the END
+    item, which Wireshark reports as a malformed length.
+    """
+    text = cname.encode()[:255]
+    chunk = ssrc.to_bytes(4, "big") + bytes([1, len(text)]) + text + b"\x00"
+    chunk += b"\x00" * (-len(chunk) % 4)
+    return bytes([0x81, 202]) + (len(chunk) // 4).to_bytes(2, "big") + chunk
+
+
+def ntp_timestamp(unix_time: float) -> int:
+    """64-bit NTP timestamp for a Unix time."""
+    seconds = unix_time + NTP_EPOCH_OFFSET
+    return (int(seconds) << 32) | int((seconds % 1) * (1 << 32))
+
+
+@dataclass
+class SendState:
+    """Our outgoing stream."""
+
+    ssrc: int
+    sequence: int
+    timestamp_base: int
+    packets: int = 0
+    octets: int = 0
+    last_timestamp: int = 0
+    history: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+
+
+class RtpSession:
+    """One RTP stream pair (we send one SSRC, accept whatever the peer sends)."""
+
+    HISTORY = 512
+
+    def __init__(self, stream: MediaStream, cname: str = "commandcenter") -> None:
+        self.stream = stream
+        self.kind = stream.kind
+        self.codec = stream.codec
+        self.cname = cname
+        self.send = SendState(secrets.randbits(32), secrets.randbits(16), secrets.randbits(32))
+        self.remote_ssrc: int | None = None
+        self.stats = ReceiveStats(stream.codec.clock_rate)
+        if self.kind == "video":
+            self.jitter = JitterBuffer(capacity=256, is_video=True)
+        else:
+            self.jitter = JitterBuffer(capacity=16, prefetch=2)
+        self._dtmf = EventDetector()
+        self._fir_seq = 0
+        self.malformed = 0
+
+    # ------------------------------------------------------------------ receive
+
+    def receive(self, data: bytes, now: float) -> list[RtpEvent]:
+        """Handle one datagram from the RTP or RTCP port. Malformed input is counted and dropped."""
+        if len(data) < 2:
+            self.malformed += 1
+            return []
+        if is_rtcp(data):
+            return self._receive_rtcp(data, now)
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError:
+            self.malformed += 1
+            return []
+        if self.stream.telephone_event_pt is not None and packet.payload_type == self.stream.telephone_event_pt:
+            digit = self._dtmf.feed(packet.payload, packet.timestamp)
+            return [DtmfDigit(digit)] if digit else []
+        if packet.payload_type == 13:  # comfort noise: nothing to decode
+            return []
+        events: list[RtpEvent] = []
+        if self.kind == "video" and self.stream.nack and self.remote_ssrc == packet.ssrc and self.stats.received:
+            gap = (packet.sequence_number - self.stats.max_seq - 1) & 0xFFFF
+            if 0 < gap <= MAX_NACK_GAP:
+                missing = tuple((self.stats.max_seq + 1 + i) & 0xFFFF for i in range(gap))
+                events.append(SendNack(missing))
+        self.remote_ssrc = packet.ssrc
+        self.stats.add(packet.sequence_number, packet.timestamp, len(packet.payload), now)
+        try:
+            packet._data = depayload_media(self.codec, packet.payload)  # type: ignore[attr-defined]
+        except (ValueError, IndexError):
+            self.malformed += 1
+            return []
+        loss, frame = self.jitter.add(packet)
+        if loss:
+            events.append(PacketLossDetected())
+        if frame is not None:
+            events.append(EncodedFrame(frame.data, frame.timestamp))
+        return events
+
+    def _receive_rtcp(self, data: bytes, now: float) -> list[RtpEvent]:
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            self.malformed += 1
+            return []
+        events: list[RtpEvent] = []
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                self.stats.last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+                self.stats.last_sr_arrival = now
+            elif isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt == PSFB_PLI:
+                    events.append(KeyframeRequest("pli"))
+                elif packet.fmt == PSFB_FIR:
+                    events.append(KeyframeRequest("fir"))
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTPFB_NACK:
+                events.append(NackRequest(tuple(packet.lost)))
+            elif isinstance(packet, RtcpByePacket):
+                events.append(PeerLeft())
+        return events
+
+    # ------------------------------------------------------------------ send
+
+    def packetize(self, payloads: list[bytes], timestamp_offset: int, marker: bool | None = None) -> list[bytes]:
+        """RTP packets for one frame at ``timestamp_offset`` (codec clock units from our start).
+
+        Video: the marker bit is set on the last packet of the frame (RFC 6184/7741).
+        Audio: set it on the first packet after silence by passing ``marker=True``.
+        """
+        s = self.send
+        timestamp = (s.timestamp_base + timestamp_offset) & 0xFFFFFFFF
+        s.last_timestamp = timestamp
+        out: list[bytes] = []
+        for i, payload in enumerate(payloads):
+            if self.kind == "video":
+                mark = i == len(payloads) - 1
+            else:
+                mark = bool(marker) and i == 0
+            packet = RtpPacket(
+                payload_type=self.codec.payload_type, marker=int(mark), sequence_number=s.sequence,
+                timestamp=timestamp, ssrc=s.ssrc, payload=payload,
+            )
+            data = packet.serialize()
+            if self.kind == "video":
+                s.history[s.sequence] = data
+                if len(s.history) > self.HISTORY:
+                    s.history.popitem(last=False)
+            s.sequence = (s.sequence + 1) & 0xFFFF
+            s.packets += 1
+            s.octets += len(payload)
+            out.append(data)
+        return out
+
+    def retransmit(self, sequence_numbers: tuple[int, ...]) -> list[bytes]:
+        """Resend packets still in history (NACK; plain retransmission, no RTX stream)."""
+        return [self.send.history[seq] for seq in sequence_numbers if seq in self.send.history]
+
+    def dtmf(self, digit: str, timestamp_offset: int, duration_ms: int = 160) -> list[tuple[float, bytes]]:
+        """RFC 4733 packets for ``digit`` as (send offset in seconds, datagram)."""
+        pt = self.stream.telephone_event_pt
+        if pt is None:
+            raise ValueError("peer did not negotiate telephone-event")
+        s = self.send
+        timestamp = (s.timestamp_base + timestamp_offset) & 0xFFFFFFFF
+        out = []
+        for ev in digit_packets(digit, duration_ms, clock_rate=8000):
+            packet = RtpPacket(payload_type=pt, marker=int(ev.marker), sequence_number=s.sequence,
+                               timestamp=timestamp, ssrc=s.ssrc, payload=ev.payload)
+            s.sequence = (s.sequence + 1) & 0xFFFF
+            out.append((ev.offset, packet.serialize()))
+        return out
+
+    # ------------------------------------------------------------------ RTCP out
+
+    def report(self, unix_time: float, now: float) -> bytes:
+        """A compound RTCP packet: SR (if we have sent) or RR, plus SDES CNAME."""
+        blocks = []
+        if self.remote_ssrc is not None:
+            dlsr = 0
+            if self.stats.last_sr_arrival is not None:
+                dlsr = int((now - self.stats.last_sr_arrival) * 65536)
+            blocks.append(RtcpReceiverInfo(
+                ssrc=self.remote_ssrc, fraction_lost=self.stats.fraction_lost(),
+                packets_lost=min(self.stats.lost, 0x7FFFFF), highest_sequence=self.stats.extended_max & 0xFFFFFFFF,
+                jitter=int(self.stats.jitter) & 0xFFFFFFFF, lsr=self.stats.last_sr_ntp_middle, dlsr=dlsr,
+            ))
+        s = self.send
+        first: RtcpSrPacket | RtcpRrPacket
+        if s.packets:
+            info = RtcpSenderInfo(ntp_timestamp=ntp_timestamp(unix_time), rtp_timestamp=s.last_timestamp,
+                                  packet_count=s.packets & 0xFFFFFFFF, octet_count=s.octets & 0xFFFFFFFF)
+            first = RtcpSrPacket(ssrc=s.ssrc, sender_info=info, reports=blocks)
+        else:
+            first = RtcpRrPacket(ssrc=s.ssrc, reports=blocks)
+        return bytes(first) + sdes_cname(s.ssrc, self.cname)
+
+    def bye(self) -> bytes:
+        """RTCP BYE for our SSRC."""
+        return bytes(RtcpByePacket(sources=[self.send.ssrc]))
+
+    def keyframe_request(self) -> bytes:
+        """PLI when the peer supports it (or by default), FIR when only FIR was negotiated."""
+        media = self.remote_ssrc or 0
+        if self.stream.fir and not self.stream.pli:
+            self._fir_seq = (self._fir_seq + 1) & 0xFF
+            fci = media.to_bytes(4, "big") + bytes([self._fir_seq, 0, 0, 0])
+            return bytes(RtcpPsfbPacket(fmt=PSFB_FIR, ssrc=self.send.ssrc, media_ssrc=0, fci=fci))
+        return bytes(RtcpPsfbPacket(fmt=PSFB_PLI, ssrc=self.send.ssrc, media_ssrc=media))
+
+    def nack(self, sequence_numbers: list[int]) -> bytes:
+        """Generic NACK (RFC 4585) for lost packets."""
+        return bytes(RtcpRtpfbPacket(fmt=RTPFB_NACK, ssrc=self.send.ssrc, media_ssrc=self.remote_ssrc or 0,
+                                     lost=sorted(sequence_numbers)))

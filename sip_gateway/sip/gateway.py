@@ -1,0 +1,287 @@
+"""Glue between SIP calls and conference rooms: the point where the MCU plugs in.
+
+The MCU supplies a :class:`Directory` of :class:`Room` objects. Dial-in to
+``sip:<conference-id>@host`` joins that room (after the PIN, by DTMF, when it has one);
+dialling any non-numeric user (e.g. ``sip:ivr@host``) starts the IVR, which asks for the
+conference id and PIN. Rooms dial out with :meth:`SipGateway.dial_out`. A joined site's media
+goes to the :class:`~sip_gateway.rtp.leg.MediaSink` returned by :meth:`Room.join`; the room
+sends media back through ``site.leg``.
+
+Prompts are generated tones (no speech files needed): two 660 Hz beeps = "enter the
+conference id", three 880 Hz beeps = "enter the PIN", a low 400 Hz tone = "invalid",
+a rising C-E-G = "joining", a falling G-C = "goodbye".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import av
+import numpy as np
+
+from ..rtp.codecs import SAMPLE_RATE, SAMPLES_PER_FRAME, Pcm
+from ..rtp.leg import MediaLeg, MediaSink, StreamStatistics
+from . import events as ev
+from .dialog import Call, CallState
+from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
+from .ivr import DigitTimer, Hangup, Ivr, IvrOutput, Join, Prompt
+
+log = logging.getLogger(__name__)
+
+
+class Room(Protocol):
+    """What the gateway needs from a conference room."""
+
+    conference_id: str
+    pin: str | None
+    require_auth: bool
+
+    def join(self, site: SipSite) -> MediaSink:
+        """Add the site as a participant; return where its media goes."""
+
+    def leave(self, site: SipSite) -> None:
+        """The site hung up or was hung up."""
+
+
+class Directory(Protocol):
+    """Finds rooms by conference id."""
+
+    def find(self, conference_id: str) -> Room | None:
+        """The room, or None."""
+
+
+def _tone_pcm(parts: list[tuple[float, float]]) -> Pcm:
+    """Concatenate (frequency Hz or 0 for silence, seconds) parts into 48 kHz int16 samples."""
+    chunks = []
+    for freq, seconds in parts:
+        n = int(SAMPLE_RATE * seconds)
+        t = np.arange(n) / SAMPLE_RATE
+        chunk = (7000 * np.sin(2 * np.pi * freq * t)) if freq else np.zeros(n)
+        chunks.append(chunk.astype(np.int16))
+    return np.concatenate(chunks).astype(np.int16)
+
+
+PROMPTS: dict[str, Pcm] = {
+    "enter_conference_id": _tone_pcm([(660, 0.2), (0, 0.1), (660, 0.2), (0, 0.3)]),
+    "enter_pin": _tone_pcm([(880, 0.15), (0, 0.1), (880, 0.15), (0, 0.1), (880, 0.15), (0, 0.3)]),
+    "invalid": _tone_pcm([(400, 0.5), (0, 0.2)]),
+    "joining": _tone_pcm([(523, 0.15), (659, 0.15), (784, 0.3)]),
+    "goodbye": _tone_pcm([(784, 0.2), (523, 0.4)]),
+}
+
+
+@dataclass(eq=False)
+class SipSite:
+    """One SIP participant (dial-in or dial-out) with its media leg."""
+
+    call: Call
+    leg: MediaLeg
+    gateway: SipGateway
+    room: Room | None = None
+    ivr: Ivr | None = None
+    prompt_queue: deque[Pcm] = field(default_factory=deque)
+    _ivr_task: asyncio.Task[None] | None = None
+    _digit_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def remote_uri(self) -> str:
+        """Who the site is (its From/To URI)."""
+        return self.call.remote_uri
+
+    @property
+    def audio_only(self) -> bool:
+        """True for phones that negotiated no video (shown with a placeholder tile)."""
+        return not any(s.kind == "video" for s in self.call.streams)
+
+    def hangup(self) -> None:
+        """End the call."""
+        self.gateway.endpoint.hangup(self.call)
+
+    def request_keyframe(self) -> None:
+        """Ask the endpoint for a key frame by RTCP and by SIP INFO (room systems differ)."""
+        self.leg.request_keyframe()
+        self.gateway.endpoint.request_fast_update(self.call)
+
+    def statistics(self) -> list[StreamStatistics]:
+        """Per-stream codec, resolution, bytes, loss, jitter."""
+        return self.leg.statistics()
+
+
+class _IvrSink:
+    """Media sink while the caller is in the IVR: only digits matter."""
+
+    def __init__(self, gateway: SipGateway) -> None:
+        self.gateway = gateway
+
+    def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
+        """Ignored until the caller joins."""
+
+    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
+        """Ignored until the caller joins."""
+
+    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
+        """RFC 4733 digit → IVR."""
+        site = self.gateway.site_for_leg(leg)
+        if site is not None:
+            self.gateway.ivr_digit(site, digit)
+
+    def on_keyframe_request(self, leg: MediaLeg) -> None:
+        """Nothing to refresh yet."""
+
+
+class SipGateway:
+    """Routes SIP calls into rooms (dial-in with IVR/PIN, dial-out)."""
+
+    def __init__(self, endpoint: SipEndpoint, directory: Directory, media_host: str = "127.0.0.1") -> None:
+        self.endpoint = endpoint
+        self.directory = directory
+        self.media_host = media_host
+        self.sites: dict[str, SipSite] = {}
+        endpoint.on_invite = self.on_invite
+        endpoint.listeners.append(self._on_event)
+
+    def site_for_leg(self, leg: MediaLeg) -> SipSite | None:
+        """The site that owns ``leg``."""
+        return next((s for s in self.sites.values() if s.leg is leg), None)
+
+    def _lookup(self, conference_id: str) -> tuple[bool, str | None]:
+        room = self.directory.find(conference_id)
+        return (room is not None, room.pin if room else None)
+
+    async def on_invite(self, call: Call) -> Decision:
+        """Dial-in: numeric user = conference id, anything else = IVR."""
+        user = call.request_user or ""
+        room = None
+        if user.isdigit():
+            room = self.directory.find(user)
+            if room is None:
+                return Reject(404, "No such conference")
+            if room.require_auth and call.authenticated_user is None:
+                return Challenge()
+        wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
+        leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=_IvrSink(self))
+        if call.state == CallState.TERMINATED:  # cancelled while we were binding ports
+            await leg.close()
+            return None
+        site = SipSite(call, leg, self, ivr=Ivr(self._lookup, user if user.isdigit() else None))
+        self.sites[call.key] = site
+        return Answer(leg.local_media)
+
+    async def dial_out(self, room: Room, uri: str) -> SipSite:
+        """Invite a site into ``room`` (chair console: invite/redial)."""
+        leg = await MediaLeg.allocate(self.media_host, video=True, sink=_IvrSink(self))
+        call = self.endpoint.invite(uri, leg.local_media)
+        site = SipSite(call, leg, self, room=room)
+        self.sites[call.key] = site
+        return site
+
+    # ------------------------------------------------------------------ events
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.CallEstablished | ev.MediaUpdated):
+            site = self.sites.get(event.call.key)
+            if site is None:
+                return
+            site.leg.start(event.call.streams)
+            if isinstance(event, ev.CallEstablished):
+                if site.room is not None and site.ivr is None:
+                    self._join(site, site.room)  # dial-out: straight in
+                elif site.ivr is not None:
+                    site._ivr_task = asyncio.ensure_future(self._ivr_audio(site))
+                    self._apply(site, site.ivr.start())
+        elif isinstance(event, ev.DtmfReceived):
+            site = self.sites.get(event.call.key)
+            if site is not None:
+                self.ivr_digit(site, event.digit)
+        elif isinstance(event, ev.PictureFastUpdate):
+            site = self.sites.get(event.call.key)
+            if site is not None and site.room is not None:
+                site.leg.sink.on_keyframe_request(site.leg)
+        elif isinstance(event, ev.CallEnded):
+            site = self.sites.pop(event.call.key, None)
+            if site is not None:
+                self._cleanup(site)
+
+    def _cleanup(self, site: SipSite) -> None:
+        if site._ivr_task is not None:
+            site._ivr_task.cancel()
+        if site._digit_timer is not None:
+            site._digit_timer.cancel()
+        if site.room is not None and site.ivr is None:
+            site.room.leave(site)
+        asyncio.ensure_future(site.leg.close())
+
+    # ------------------------------------------------------------------ IVR
+
+    def ivr_digit(self, site: SipSite, digit: str) -> None:
+        """A digit from RFC 4733 or SIP INFO."""
+        if site.ivr is not None:
+            self._apply(site, site.ivr.digit(digit))
+        elif site.room is not None:
+            site.leg.sink.on_dtmf(site.leg, digit)  # in the room: the room decides
+
+    def _apply(self, site: SipSite, outputs: list[IvrOutput]) -> None:
+        loop = asyncio.get_running_loop()
+        for out in outputs:
+            if isinstance(out, Prompt):
+                site.prompt_queue.append(PROMPTS[out.name])
+            elif isinstance(out, DigitTimer):
+                if site._digit_timer is not None:
+                    site._digit_timer.cancel()
+                    site._digit_timer = None
+                if out.seconds and site.ivr is not None:
+                    site._digit_timer = loop.call_later(out.seconds, self._digit_timeout, site)
+            elif isinstance(out, Join):
+                room = self.directory.find(out.conference_id)
+                if room is None:
+                    site.hangup()
+                    return
+                site.room = room
+                loop.call_later(0.7, self._finish_ivr, site)  # let "joining" play
+            elif isinstance(out, Hangup):
+                log.info("IVR hangs up %s: %s", site.remote_uri, out.reason)
+                loop.call_later(1.0, site.hangup)
+
+    def _digit_timeout(self, site: SipSite) -> None:
+        site._digit_timer = None
+        if site.ivr is not None:
+            self._apply(site, site.ivr.timeout())
+
+    def _finish_ivr(self, site: SipSite) -> None:
+        if site.call.key not in self.sites or site.room is None:
+            return
+        site.ivr = None
+        if site._ivr_task is not None:
+            site._ivr_task.cancel()
+        self._join(site, site.room)
+
+    def _join(self, site: SipSite, room: Room) -> None:
+        site.room = room
+        site.leg.sink = room.join(site)
+        site.request_keyframe()
+
+    async def _ivr_audio(self, site: SipSite) -> None:
+        """Play queued prompts (silence in between) at 20 ms pace until the caller joins."""
+        silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
+        pending = np.zeros(0, dtype=np.int16)
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                if len(pending) < SAMPLES_PER_FRAME and site.prompt_queue:
+                    pending = np.concatenate([pending, site.prompt_queue.popleft()])
+                if len(pending) >= SAMPLES_PER_FRAME:
+                    frame, pending = pending[:SAMPLES_PER_FRAME], pending[SAMPLES_PER_FRAME:]
+                elif len(pending):
+                    frame = np.concatenate([pending, silence[: SAMPLES_PER_FRAME - len(pending)]])
+                    pending = np.zeros(0, dtype=np.int16)
+                else:
+                    frame = silence
+                site.leg.send_audio(frame)
+                next_tick += 0.02
+                await asyncio.sleep(max(0.0, next_tick - loop.time()))

@@ -1,0 +1,526 @@
+"""SDP (RFC 4566) model and offer/answer (RFC 3264) for our SIP legs.
+
+Audio: PCMU, PCMA, G.722, Opus (+ telephone-event). Video: H.264 (answer with the first offered
+H.264 payload type and keep its fmtp; packetization-mode 0 and 1) and VP8. Direction/hold,
+rtcp-mux or a separate RTCP port, SDES-SRTP ``a=crypto`` (RFC 4568).
+The negotiated result is a list of :class:`MediaStream` that the RTP layer consumes.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass, field
+
+from .errors import SipParseError
+
+STATIC_PAYLOADS: dict[int, tuple[str, int, int]] = {
+    0: ("PCMU", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
+}
+AUDIO_CODECS = ("OPUS", "G722", "PCMU", "PCMA")
+VIDEO_CODECS = ("H264", "VP8")
+SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
+class SdpError(SipParseError):
+    """SDP that cannot be parsed or negotiated (answer 488 Not Acceptable Here)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, 488)
+
+
+@dataclass
+class Media:
+    """One ``m=`` section."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    connection: str | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    bandwidth: list[str] = field(default_factory=list)
+
+    def attr(self, name: str) -> str | None:
+        """First value of attribute ``name`` (``""`` for a flag attribute)."""
+        for key, value in self.attributes:
+            if key == name:
+                return value if value is not None else ""
+        return None
+
+    def attrs(self, name: str) -> list[str]:
+        """All values of attribute ``name``."""
+        return [v or "" for k, v in self.attributes if k == name]
+
+    @property
+    def direction(self) -> str:
+        """sendrecv/sendonly/recvonly/inactive (media-level, default sendrecv)."""
+        for key, _ in self.attributes:
+            if key in DIRECTIONS:
+                return key
+        return "sendrecv"
+
+    def rtpmap(self) -> dict[int, tuple[str, int, int]]:
+        """Payload type → (encoding upper-case, clock rate, channels), static types included."""
+        result: dict[int, tuple[str, int, int]] = {}
+        for fmt in self.formats:
+            if fmt.isdigit() and int(fmt) in STATIC_PAYLOADS:
+                result[int(fmt)] = STATIC_PAYLOADS[int(fmt)]
+        for value in self.attrs("rtpmap"):
+            pt_text, _, enc = value.partition(" ")
+            pieces = enc.strip().split("/")
+            if not pt_text.isdigit() or len(pieces) < 2 or not pieces[1].isdigit():
+                raise SdpError("Bad a=rtpmap")
+            channels = int(pieces[2]) if len(pieces) > 2 and pieces[2].isdigit() else 1
+            result[int(pt_text)] = (pieces[0].upper(), int(pieces[1]), channels)
+        return result
+
+    def fmtp(self) -> dict[int, str]:
+        """Payload type → fmtp parameter string."""
+        result: dict[int, str] = {}
+        for value in self.attrs("fmtp"):
+            pt_text, _, params = value.partition(" ")
+            if pt_text.isdigit():
+                result[int(pt_text)] = params.strip()
+        return result
+
+
+@dataclass
+class SessionDescription:
+    """A parsed SDP body."""
+
+    origin: str = "- 0 0 IN IP4 127.0.0.1"
+    name: str = "-"
+    connection: str | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    media: list[Media] = field(default_factory=list)
+    timing: str = "0 0"
+    bandwidth: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> SessionDescription:
+        """Parse SDP text. Raises :class:`SdpError` (488) on malformed input."""
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SdpError("SDP is not UTF-8") from exc
+        sdp = cls()
+        current: Media | None = None
+        seen_v = False
+        for raw in data.replace("\r\n", "\n").split("\n"):
+            line = raw.strip()
+            if not line:
+                continue
+            if len(line) < 2 or line[1] != "=":
+                raise SdpError(f"Bad SDP line {line[:30]!r}")
+            kind, value = line[0], line[2:]
+            if kind == "v":
+                if value.strip() != "0":
+                    raise SdpError("Unsupported SDP version")
+                seen_v = True
+            elif kind == "o":
+                sdp.origin = value
+            elif kind == "s":
+                sdp.name = value
+            elif kind == "t":
+                sdp.timing = value
+            elif kind == "c":
+                address = _parse_connection(value)
+                if current is None:
+                    sdp.connection = address
+                else:
+                    current.connection = address
+            elif kind == "b":
+                (sdp.bandwidth if current is None else current.bandwidth).append(value)
+            elif kind == "m":
+                current = _parse_media_line(value)
+                sdp.media.append(current)
+            elif kind == "a":
+                name, sep, aval = value.partition(":")
+                target = sdp.attributes if current is None else current.attributes
+                target.append((name.strip(), aval if sep else None))
+        if not seen_v:
+            raise SdpError("SDP without v= line")
+        if not sdp.media:
+            raise SdpError("SDP without media")
+        return sdp
+
+    def serialize(self) -> bytes:
+        """Wire form (CRLF line ends)."""
+        lines = ["v=0", f"o={self.origin}", f"s={self.name}"]
+        if self.connection:
+            lines.append(f"c=IN IP4 {self.connection}")
+        lines += [f"b={b}" for b in self.bandwidth]
+        lines.append(f"t={self.timing}")
+        lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        for m in self.media:
+            lines.append(f"m={m.kind} {m.port} {m.proto} {' '.join(m.formats)}")
+            if m.connection:
+                lines.append(f"c=IN IP4 {m.connection}")
+            lines += [f"b={b}" for b in m.bandwidth]
+            lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in m.attributes]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    @property
+    def session_direction(self) -> str | None:
+        """Session-level direction attribute, if any."""
+        for key, _ in self.attributes:
+            if key in DIRECTIONS:
+                return key
+        return None
+
+
+def _parse_connection(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError("Bad c= line")
+    return parts[2].split("/")[0]
+
+
+def _parse_media_line(value: str) -> Media:
+    parts = value.split()
+    if len(parts) < 3:
+        raise SdpError("Bad m= line")
+    port_text = parts[1].split("/")[0]
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise SdpError("Bad m= port")
+    return Media(parts[0], int(port_text), parts[2], parts[3:])
+
+
+# --- negotiation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A negotiated codec."""
+
+    name: str  # upper case: PCMU, PCMA, G722, OPUS, H264, VP8
+    payload_type: int
+    clock_rate: int
+    channels: int = 1
+    fmtp: str = ""
+
+    @property
+    def fmtp_params(self) -> dict[str, str]:
+        """fmtp as a dict."""
+        result = {}
+        for item in self.fmtp.split(";"):
+            key, sep, value = item.strip().partition("=")
+            if sep:
+                result[key.strip().lower()] = value.strip()
+        return result
+
+    @property
+    def packetization_mode(self) -> int:
+        """H.264 packetization-mode (0 when absent, RFC 6184)."""
+        value = self.fmtp_params.get("packetization-mode", "0")
+        return int(value) if value.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class SrtpKeys:
+    """SDES keying for one stream: suite and raw 30-byte master key+salt for each side."""
+
+    suite: str
+    tag: int
+    local_key: bytes
+    remote_key: bytes
+
+
+@dataclass(frozen=True)
+class MediaStream:
+    """One negotiated stream: everything the RTP layer needs."""
+
+    kind: str
+    index: int
+    local_port: int
+    remote_host: str
+    remote_port: int
+    remote_rtcp_port: int
+    codec: Codec
+    direction: str  # our perspective
+    rtcp_mux: bool
+    telephone_event_pt: int | None = None
+    srtp: SrtpKeys | None = None
+    nack: bool = False
+    pli: bool = False
+    fir: bool = False
+
+    @property
+    def on_hold(self) -> bool:
+        """The peer does not want to receive (hold) or the stream is disabled."""
+        return self.direction in ("recvonly", "inactive") or self.remote_host in ("0.0.0.0", "")
+
+
+@dataclass
+class MediaPolicy:
+    """What we offer/accept. Order in the codec tuples is our preference when we offer."""
+
+    audio_codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "OPUS")
+    video_codecs: tuple[str, ...] = ("H264", "VP8")
+    h264_modes: tuple[int, ...] = (1, 0)
+    h264_profile_level_id: str = "42e01f"
+    srtp: str = "optional"  # "off", "optional" (accept when offered) or "required"
+    rtcp_mux: bool = True
+    telephone_event: bool = True
+
+
+_DEFAULT_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
+_CLOCK = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "OPUS": 48000, "H264": 90000, "VP8": 90000}
+_SDP_NAME = {"OPUS": "opus", "H264": "H264", "VP8": "VP8", "PCMU": "PCMU", "PCMA": "PCMA", "G722": "G722"}
+
+
+def _crypto_line(tag: int, suite: str, key: bytes) -> str:
+    return f"{tag} {suite} inline:{base64.b64encode(key).decode()}"
+
+
+def _parse_crypto(value: str) -> tuple[int, str, bytes] | None:
+    parts = value.split()
+    if len(parts) < 3 or not parts[0].isdigit() or not parts[2].startswith("inline:"):
+        return None
+    key_text = parts[2][len("inline:") :].split("|")[0]
+    try:
+        key = base64.b64decode(key_text, validate=True)
+    except ValueError:
+        return None
+    if len(key) != 30:
+        return None
+    return int(parts[0]), parts[1], key
+
+
+def _rtcp_port(media: Media) -> tuple[bool, int]:
+    mux = media.attr("rtcp-mux") is not None
+    rtcp = media.attr("rtcp")
+    if rtcp:
+        first = rtcp.split()[0]
+        if first.isdigit():
+            return mux, int(first)
+    return mux, media.port + 1
+
+
+def _feedback(media: Media, pt: int) -> tuple[bool, bool, bool]:
+    nack = pli = fir = False
+    for value in media.attrs("rtcp-fb"):
+        parts = value.split()
+        if len(parts) < 2 or parts[0] not in (str(pt), "*"):
+            continue
+        if parts[1] == "nack":
+            if len(parts) == 2:
+                nack = True
+            elif parts[2] == "pli":
+                pli = True
+        elif parts[1] == "ccm" and len(parts) > 2 and parts[2] == "fir":
+            fir = True
+    return nack, pli, fir
+
+
+def _choose_codec(media: Media, policy: MediaPolicy) -> tuple[Codec, int | None] | None:
+    rtpmap = media.rtpmap()
+    fmtp = media.fmtp()
+    allowed = policy.audio_codecs if media.kind == "audio" else policy.video_codecs
+    dtmf: int | None = None
+    for fmt in media.formats:
+        if fmt.isdigit() and int(fmt) in rtpmap and rtpmap[int(fmt)][0] == "TELEPHONE-EVENT":
+            if rtpmap[int(fmt)][1] == 8000 or dtmf is None:
+                dtmf = int(fmt)
+    for fmt in media.formats:
+        if not fmt.isdigit() or int(fmt) not in rtpmap:
+            continue
+        pt = int(fmt)
+        name, clock, channels = rtpmap[pt]
+        if name not in allowed:
+            continue
+        codec = Codec(name, pt, clock, channels, fmtp.get(pt, ""))
+        if name == "H264" and codec.packetization_mode not in policy.h264_modes:
+            continue
+        # The first acceptable H.264 payload type wins, fmtp kept verbatim (DESIGN.md).
+        return codec, (dtmf if policy.telephone_event and media.kind == "audio" else None)
+    return None
+
+
+@dataclass
+class LocalMedia:
+    """Our transport for one media kind: local address and RTP port."""
+
+    host: str
+    audio_port: int
+    video_port: int | None = None
+
+
+def answer(
+    offer: SessionDescription, policy: MediaPolicy, local: LocalMedia, session_id: int = 1,
+    version: int = 1,
+) -> tuple[SessionDescription, list[MediaStream]]:
+    """Build an SDP answer to ``offer``. Raises :class:`SdpError` when nothing is acceptable."""
+    answer_sdp = SessionDescription(
+        origin=f"commandcenter {session_id} {version} IN IP4 {local.host}", connection=local.host
+    )
+    streams: list[MediaStream] = []
+    for index, media in enumerate(offer.media):
+        port = local.audio_port if media.kind == "audio" else local.video_port
+        chosen = _choose_codec(media, policy) if media.port and port else None
+        secure = "SAVP" in media.proto
+        if chosen is not None and media.kind in ("audio", "video"):
+            keys = None
+            if secure or policy.srtp == "required":
+                keys = _negotiate_crypto(media, policy)
+            if keys is None and (secure or policy.srtp == "required"):
+                chosen = None
+            if chosen is not None:
+                codec, dtmf = chosen
+                assert port is not None
+                stream, m = _answer_media(offer, media, index, codec, dtmf, keys, policy, local.host, port)
+                streams.append(stream)
+                answer_sdp.media.append(m)
+                continue
+        answer_sdp.media.append(Media(media.kind, 0, media.proto, media.formats[:1] or ["0"]))
+    if not streams:
+        raise SdpError("No acceptable media")
+    return answer_sdp, streams
+
+
+def _negotiate_crypto(media: Media, policy: MediaPolicy) -> SrtpKeys | None:
+    if policy.srtp == "off":
+        return None
+    for value in media.attrs("crypto"):
+        parsed = _parse_crypto(value)
+        if parsed and parsed[1] in SRTP_SUITES:
+            tag, suite, remote_key = parsed
+            return SrtpKeys(suite, tag, secrets.token_bytes(30), remote_key)
+    return None
+
+
+def _answer_media(
+    offer: SessionDescription, media: Media, index: int, codec: Codec, dtmf: int | None,
+    keys: SrtpKeys | None, policy: MediaPolicy, host: str, port: int,
+) -> tuple[MediaStream, Media]:
+    remote_host = media.connection or offer.connection or ""
+    direction = media.direction
+    if media.direction == "sendrecv" and offer.session_direction:
+        direction = offer.session_direction
+    our_direction = _REVERSE[direction]
+    mux, rtcp_port = _rtcp_port(media)
+    use_mux = mux and policy.rtcp_mux
+    nack, pli, fir = _feedback(media, codec.payload_type)
+    formats = [str(codec.payload_type)] + ([str(dtmf)] if dtmf is not None else [])
+    m = Media(media.kind, port, media.proto, formats)
+    m.attributes.append(
+        ("rtpmap", f"{codec.payload_type} {_SDP_NAME.get(codec.name, codec.name)}/{codec.clock_rate}"
+         + (f"/{codec.channels}" if codec.channels > 1 else ""))
+    )
+    if codec.fmtp:
+        m.attributes.append(("fmtp", f"{codec.payload_type} {codec.fmtp}"))
+    if dtmf is not None:
+        m.attributes += [("rtpmap", f"{dtmf} telephone-event/8000"), ("fmtp", f"{dtmf} 0-16")]
+    for flag, fb in ((nack, "nack"), (pli, "nack pli"), (fir, "ccm fir")):
+        if flag:
+            m.attributes.append(("rtcp-fb", f"{codec.payload_type} {fb}"))
+    if use_mux:
+        m.attributes.append(("rtcp-mux", None))
+    else:
+        m.attributes.append(("rtcp", str(port + 1)))
+    if keys is not None:
+        m.proto = "RTP/SAVP"
+        m.attributes.append(("crypto", _crypto_line(keys.tag, keys.suite, keys.local_key)))
+    m.attributes.append((our_direction, None))
+    stream = MediaStream(
+        media.kind, index, port, remote_host, media.port, media.port if use_mux else rtcp_port,
+        codec, our_direction, use_mux, dtmf, keys, nack, pli, fir,
+    )
+    return stream, m
+
+
+def create_offer(
+    policy: MediaPolicy, local: LocalMedia, session_id: int = 1, version: int = 1,
+    direction: str = "sendrecv", secure: bool | None = None,
+) -> SessionDescription:
+    """Build an offer with every codec the policy allows (audio, and video if a port is given)."""
+    sdp = SessionDescription(
+        origin=f"commandcenter {session_id} {version} IN IP4 {local.host}", connection=local.host
+    )
+    secure = policy.srtp == "required" if secure is None else secure
+    proto = "RTP/SAVP" if secure else "RTP/AVP"
+    dynamic = iter(range(96, 128))
+    audio = Media("audio", local.audio_port, proto, [])
+    for name in policy.audio_codecs:
+        pt = _DEFAULT_PT.get(name) or next(dynamic)
+        audio.formats.append(str(pt))
+        channels = "/2" if name == "OPUS" else ""
+        audio.attributes.append(("rtpmap", f"{pt} {_SDP_NAME[name]}/{48000 if name == 'OPUS' else _CLOCK[name]}{channels}"))
+    if policy.telephone_event:
+        pt = next(dynamic)
+        audio.formats.append(str(pt))
+        audio.attributes += [("rtpmap", f"{pt} telephone-event/8000"), ("fmtp", f"{pt} 0-16")]
+    sdp.media.append(audio)
+    if local.video_port:
+        video = Media("video", local.video_port, proto, [])
+        for name in policy.video_codecs:
+            modes = policy.h264_modes if name == "H264" else (None,)
+            for mode in modes:
+                pt = next(dynamic)
+                video.formats.append(str(pt))
+                video.attributes.append(("rtpmap", f"{pt} {_SDP_NAME[name]}/90000"))
+                if name == "H264":
+                    video.attributes.append(
+                        ("fmtp", f"{pt} profile-level-id={policy.h264_profile_level_id};packetization-mode={mode}")
+                    )
+                video.attributes += [("rtcp-fb", f"{pt} nack"), ("rtcp-fb", f"{pt} nack pli"), ("rtcp-fb", f"{pt} ccm fir")]
+        sdp.media.append(video)
+    for m in sdp.media:
+        if policy.rtcp_mux:
+            m.attributes.append(("rtcp-mux", None))
+        m.attributes.append(("rtcp", str(m.port + 1)))
+        if secure:
+            m.attributes.append(("crypto", _crypto_line(1, SRTP_SUITES[0], secrets.token_bytes(30))))
+        m.attributes.append((direction, None))
+    return sdp
+
+
+def streams_from_answer(
+    offer: SessionDescription, answer_sdp: SessionDescription
+) -> list[MediaStream]:
+    """Negotiated streams for an offer we sent and the answer we got (outgoing or late offer)."""
+    streams: list[MediaStream] = []
+    for index, (ours, theirs) in enumerate(zip(offer.media, answer_sdp.media, strict=False)):
+        if theirs.port == 0:
+            continue
+        rtpmap = theirs.rtpmap()
+        fmtp = theirs.fmtp()
+        codec: Codec | None = None
+        dtmf: int | None = None
+        for fmt in theirs.formats:
+            if not fmt.isdigit() or int(fmt) not in rtpmap:
+                continue
+            name, clock, channels = rtpmap[int(fmt)]
+            if name == "TELEPHONE-EVENT":
+                dtmf = dtmf or int(fmt)
+            elif codec is None and name in AUDIO_CODECS + VIDEO_CODECS:
+                codec = Codec(name, int(fmt), clock, channels, fmtp.get(int(fmt), ""))
+        if codec is None:
+            continue
+        keys = None
+        our_crypto = [_parse_crypto(v) for v in ours.attrs("crypto")]
+        for value in theirs.attrs("crypto"):
+            parsed = _parse_crypto(value)
+            if parsed:
+                for mine in our_crypto:
+                    if mine and mine[0] == parsed[0]:
+                        keys = SrtpKeys(parsed[1], parsed[0], mine[2], parsed[2])
+        mux, rtcp_port = _rtcp_port(theirs)
+        nack, pli, fir = _feedback(theirs, codec.payload_type)
+        direction = theirs.direction
+        if direction == "sendrecv" and answer_sdp.session_direction:
+            direction = answer_sdp.session_direction
+        streams.append(
+            MediaStream(
+                theirs.kind, index, ours.port, theirs.connection or answer_sdp.connection or "",
+                theirs.port, theirs.port if mux else rtcp_port, codec, _REVERSE[direction], mux,
+                dtmf, keys, nack, pli, fir,
+            )
+        )
+    return streams
