@@ -13,7 +13,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from sip_testlib import free_port
 
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 from sip_gateway.rtp.leg import MediaLeg, tone
@@ -22,6 +21,7 @@ from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint
 from sip_gateway.sip.sdp import MediaPolicy
 from sip_gateway.sip.useragent import UserAgentConfig
+from tests.sip_gateway.sip_testlib import free_port
 
 BARESIP_MODULES = ("g711", "g722", "opus", "ausine", "aubridge", "avcodec", "fakevideo", "snapshot", "account",
                    "menu")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from peers import Baresip, MediaUas, dial
 
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.sdp import MediaPolicy
+from tests.sip_gateway.peers import Baresip, MediaUas, dial
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip not installed"),

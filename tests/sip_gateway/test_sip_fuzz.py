@@ -11,13 +11,13 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sip_testlib import SDP_OFFER, Harness, request
 
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.message import Response, parse_message
 from sip_gateway.sip.sdp import LocalMedia, MediaPolicy, SessionDescription, answer
 from sip_gateway.sip.useragent import UserAgent, UserAgentConfig
+from tests.sip_gateway.sip_testlib import SDP_OFFER, Harness, request
 
 CORPUS = Path(__file__).parent / "corpus"
 EXAMPLES = int(os.environ.get("SIP_FUZZ_EXAMPLES", "300"))

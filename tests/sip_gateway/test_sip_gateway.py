@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from peers import Baresip, FakeDirectory, FakeRoom
 
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.gateway import PROMPTS, SipGateway
 from sip_gateway.sip.ivr import DigitTimer, Hangup, Ivr, Join, Prompt, Stage
 from sip_gateway.sip.useragent import UserAgentConfig
+from tests.sip_gateway.peers import Baresip, FakeDirectory, FakeRoom
 
 ROOMS = {"80000001": None, "80000002": "1234"}
 
@@ -67,7 +67,7 @@ async def start_gateway(*rooms: FakeRoom) -> tuple[SipEndpoint, SipGateway]:
 @pytest.mark.slow
 async def test_pjsua_through_ivr_with_pin(tmp_path: Path) -> None:
     pytest.importorskip("pjsua2")
-    from test_sip_pjsua import run_peer
+    from tests.sip_gateway.test_sip_pjsua import run_peer
 
     room = FakeRoom("80000002", pin="1234")
     endpoint, gateway = await start_gateway(room)
@@ -134,9 +134,8 @@ async def test_baresip_dial_in_and_dial_out_through_gateway(tmp_path: Path) -> N
 
 
 async def test_cancel_while_allocating_media_leaks_nothing() -> None:
-    from sip_testlib import SDP_OFFER, request
-
     from sip_gateway.sip.actions import Flow
+    from tests.sip_gateway.sip_testlib import SDP_OFFER, request
 
     endpoint, gateway = await start_gateway(FakeRoom("80000001"))
     try:

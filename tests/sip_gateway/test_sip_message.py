@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from sip_testlib import request
 
 from sip_gateway.sip.errors import MessageTooLarge, SipParseError
 from sip_gateway.sip.message import (
@@ -19,6 +18,7 @@ from sip_gateway.sip.message import (
     parse_multipart,
 )
 from sip_gateway.sip.uri import NameAddr, SipUri, Via
+from tests.sip_gateway.sip_testlib import request
 
 
 def test_round_trip_request() -> None:

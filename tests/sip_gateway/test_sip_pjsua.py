@@ -4,6 +4,7 @@ test conference, enters the PIN by RFC 4733, and audio flows both ways (tones fo
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 import wave
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from peers import MediaUas, dial_registered
 
 from sip_gateway.sip import events as ev
+from tests.sip_gateway.peers import MediaUas, dial_registered
 
-pjsua2 = pytest.importorskip("pjsua2")
+if importlib.util.find_spec("pjsua2") is None:  # a test extra (pjsua2-python), run in pjsua_peer.py
+    pytest.fail("pjsua2-python is not installed in this venv (pip install -e '.[test]')", pytrace=False)
 pytestmark = pytest.mark.slow
 PEER = Path(__file__).parent / "pjsua_peer.py"
 ACCOUNTS = {"pjuser": "Pj-Strong-Pass-42"}

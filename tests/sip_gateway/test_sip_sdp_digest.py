@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 import pytest
-from sip_testlib import SDP_OFFER
 
 from sip_gateway.sip.digest import (
     Credentials,
@@ -25,6 +24,7 @@ from sip_gateway.sip.sdp import (
     create_offer,
     streams_from_answer,
 )
+from tests.sip_gateway.sip_testlib import SDP_OFFER
 
 LOCAL = LocalMedia("127.0.0.1", 40000, 40002)
 

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sip_testlib import run_sipp, start_test_endpoint
+
+from tests.sip_gateway.sip_testlib import run_sipp, start_test_endpoint
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tshark") is None or shutil.which("sipp") is None, reason="tshark/sipp missing"
@@ -61,10 +62,9 @@ async def test_captured_call_has_no_malformed_sip(tmp_path: Path, artifacts_dir:
 async def test_captured_baresip_video_call(tmp_path: Path, artifacts_dir: Path, mode: int) -> None:
     """Full call with audio, H.264 video and RTCP: Wireshark finds nothing malformed in what we send,
     and our H.264 packets follow the negotiated packetization-mode."""
-    from peers import Baresip, MediaUas
-
     from sip_gateway.sip import events as ev
     from sip_gateway.sip.sdp import MediaPolicy
+    from tests.sip_gateway.peers import Baresip, MediaUas
 
     uas = MediaUas(MediaPolicy(h264_modes=(mode,), video_codecs=("H264",)))
     await uas.start()
