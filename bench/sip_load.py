@@ -26,6 +26,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -182,7 +183,7 @@ async def media_cost(kind: str, legs_count: int, seconds: float, generator_only:
     loop = asyncio.get_running_loop()
     policy = MediaPolicy(audio_codecs=("PCMU",), video_codecs=("H264",), h264_modes=(1,))
     legs: list[MediaLeg] = []
-    targets = []
+    targets: list[tuple[tuple[str, int], socket.socket | None]] = []
     sinks = []
     for _ in range(legs_count):
         if generator_only:
@@ -230,9 +231,9 @@ async def media_cost(kind: str, legs_count: int, seconds: float, generator_only:
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     for leg in legs:
         await leg.close()
-    for _, sock in targets:
-        if sock is not None:
-            sock.close()
+    for _, maybe_sock in targets:
+        if maybe_sock is not None:
+            maybe_sock.close()
     sender.close()
     if sinks:
         got = sum(s.audio if kind == "audio" else s.video for s in sinks) / len(sinks)
@@ -258,7 +259,7 @@ async def main() -> None:
     with_video = await media_cost("video", n_video, media_seconds, False)
     per_g711 = max(0.0, with_audio - gen_audio) / n_audio
     per_h264 = max(0.0, with_video - gen_video) / n_video
-    result = {
+    result: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "calls_per_second": {"ours": ours, "sipp_uas_reference": ref,
                              "ratio": round(ours / ref, 3) if ref else None,

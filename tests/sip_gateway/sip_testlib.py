@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.actions import CancelTimer, Flow, Send, StartTimer, TimerKey
@@ -10,6 +11,9 @@ from sip_gateway.sip.message import Response, parse_message
 from sip_gateway.sip.useragent import Output, UserAgent
 
 PEER = Flow("udp", "127.0.0.1", 5099)
+
+
+E = TypeVar("E")
 
 
 @dataclass
@@ -67,7 +71,7 @@ class Harness:
         sent, self.sent = self.sent, []
         return sent
 
-    def events_of(self, kind: type) -> list[ev.Event]:
+    def events_of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
 

@@ -158,6 +158,6 @@ def test_forged_nonce_and_garbage() -> None:
 
 
 def test_pick_strongest_challenge() -> None:
-    server = DigestServer("cc", {}.get, algorithms=("MD5", "SHA-256"))
+    server = DigestServer("cc", lambda user: None, algorithms=("MD5", "SHA-256"))
     chosen = pick_challenge(server.challenges(1.0) + ['Digest realm="x", nonce="y", algorithm=AKAv1-MD5'])
     assert chosen is not None and "SHA-256" in chosen

@@ -21,7 +21,7 @@ def incoming_call(h: Harness, **kw: object) -> ev.IncomingCall:
     h.receive(request(body=SDP_OFFER, **kw))  # type: ignore[arg-type]
     calls = h.events_of(ev.IncomingCall)
     assert calls, h.events
-    return calls[-1]  # type: ignore[return-value]
+    return calls[-1]
 
 
 def statuses(h: Harness) -> list[int]:
@@ -66,7 +66,7 @@ def test_missing_ack_ends_call_with_bye() -> None:
     h.run(h.ua.answer(call, LOCAL))
     h.advance(64 * T1 + 1)
     ended = h.events_of(ev.CallEnded)
-    assert ended and ended[0].reason == "no ACK"  # type: ignore[union-attr]
+    assert ended and ended[0].reason == "no ACK"
     assert any(d.startswith(b"BYE ") for _, d in h.sent)
     h.advance(60)
     assert h.ua.calls == {} and h.ua.pending_transactions() == 0
@@ -77,7 +77,7 @@ def test_cancel_before_answer() -> None:
     call = incoming_call(h).call
     h.receive(request("CANCEL"))
     assert sorted(statuses(h)) == [100, 200, 487]
-    assert h.events_of(ev.CallEnded)[0].status == 487  # type: ignore[union-attr]
+    assert h.events_of(ev.CallEnded)[0].status == 487
     # ACK for the 487 stops timer G retransmissions.
     h.receive(request("ACK", to_tag=call.local_tag))
     before = len(h.sent)
@@ -182,7 +182,7 @@ def test_session_timer_peer_refresher_expiry_sends_bye() -> None:
     h.advance(50)
     assert not h.events_of(ev.CallEnded)
     h.advance(20)
-    assert h.events_of(ev.CallEnded)[0].reason == "session expired"  # type: ignore[union-attr]
+    assert h.events_of(ev.CallEnded)[0].reason == "session expired"
 
 
 def test_info_fast_update_and_dtmf() -> None:
@@ -197,7 +197,7 @@ def test_info_fast_update_and_dtmf() -> None:
     assert h.last_response().status == 200 and h.events_of(ev.PictureFastUpdate)
     h.receive(request("INFO", cseq=3, to_tag=call.local_tag, body="Signal=5\r\nDuration=160\r\n",
                       branch="z9hG4bKi2", content_type="application/dtmf-relay"))
-    assert [e.digit for e in h.events_of(ev.DtmfReceived)] == ["5"]  # type: ignore[attr-defined]
+    assert [e.digit for e in h.events_of(ev.DtmfReceived)] == ["5"]
     h.receive(request("INFO", cseq=4, to_tag=call.local_tag, body='<!DOCTYPE x [<!ENTITY a "b">]><x/>',
                       branch="z9hG4bKi3", content_type="application/media_control+xml"))
     assert h.last_response().status == 415
@@ -246,10 +246,10 @@ def test_outgoing_call_with_digest_auth_and_bye_from_callee() -> None:
     call, out = p.a.ua.invite("sip:80000001@127.0.0.1:5080", LOCAL, credentials=Credentials("alice", "s3cret-Passw0rd"))
     p.a.run(out)
     p.pump()
-    first = p.b.events_of(ev.IncomingCall)[0].call  # type: ignore[union-attr]
+    first = p.b.events_of(ev.IncomingCall)[0].call
     p.b.run(p.b.ua.challenge(first, p.b.now))
     p.pump()
-    second = p.b.events_of(ev.IncomingCall)[-1].call  # type: ignore[union-attr]
+    second = p.b.events_of(ev.IncomingCall)[-1].call
     assert second is not first and second.authenticated_user == "alice"
     auth = second.invite.headers.get("Authorization") if second.invite else ""
     assert auth and "algorithm=SHA-256" in auth
@@ -273,10 +273,10 @@ def test_outgoing_call_with_digest_auth_and_bye_from_callee() -> None:
     p.a.run(p.a.ua.send_dtmf_info(call, "#"))
     p.pump()
     assert p.b.events_of(ev.PictureFastUpdate)
-    assert [e.digit for e in p.b.events_of(ev.DtmfReceived)] == ["#"]  # type: ignore[attr-defined]
+    assert [e.digit for e in p.b.events_of(ev.DtmfReceived)] == ["#"]
     p.b.run(p.b.ua.hangup(b_call))
     p.pump()
-    assert p.a.events_of(ev.CallEnded)[-1].reason == "remote hangup"  # type: ignore[union-attr]
+    assert p.a.events_of(ev.CallEnded)[-1].reason == "remote hangup"
     p.advance(40)
     for h in (p.a, p.b):
         assert h.ua.calls == {} and h.ua.pending_transactions() == 0
@@ -288,7 +288,7 @@ def test_session_refresh_by_us_uses_update() -> None:
     call, out = p.a.ua.invite("sip:x@127.0.0.1:5080", LOCAL)
     p.a.run(out)
     p.pump()
-    b_call = p.b.events_of(ev.IncomingCall)[0].call  # type: ignore[union-attr]
+    b_call = p.b.events_of(ev.IncomingCall)[0].call
     p.b.run(p.b.ua.answer(b_call, LOCAL))
     p.pump()
     assert b_call.we_refresh is False and call.we_refresh is True
@@ -306,7 +306,7 @@ def test_late_offer_incoming() -> None:
     call, out = p.a.ua.invite("sip:x@127.0.0.1:5080", None)
     p.a.run(out)
     p.pump()
-    b_call = p.b.events_of(ev.IncomingCall)[0].call  # type: ignore[union-attr]
+    b_call = p.b.events_of(ev.IncomingCall)[0].call
     assert b_call.offer is None and b_call.late_offer
     # The caller has no local media configured, so give it some before the offer arrives.
     call.local_media = LOCAL
@@ -321,14 +321,14 @@ def test_cancel_outgoing_after_ringing() -> None:
     call, out = p.a.ua.invite("sip:x@127.0.0.1:5080", LOCAL)
     p.a.run(out)
     p.pump()
-    b_call = p.b.events_of(ev.IncomingCall)[0].call  # type: ignore[union-attr]
+    b_call = p.b.events_of(ev.IncomingCall)[0].call
     p.b.run(p.b.ua.ring(b_call))
     p.pump()
     assert call.state == CallState.EARLY
     p.a.run(p.a.ua.hangup(call))
     p.pump()
-    assert p.a.events_of(ev.CallEnded)[-1].status == 487  # type: ignore[union-attr]
-    assert p.b.events_of(ev.CallEnded)[-1].reason == "cancelled"  # type: ignore[union-attr]
+    assert p.a.events_of(ev.CallEnded)[-1].status == 487
+    assert p.b.events_of(ev.CallEnded)[-1].reason == "cancelled"
     p.advance(40)
     assert p.a.ua.pending_transactions() == 0 and p.b.ua.pending_transactions() == 0
 
@@ -340,7 +340,7 @@ def test_client_invite_timer_a_and_b() -> None:
     h.advance(64 * T1 + 0.1)
     invites = [d for _, d in h.sent if d.startswith(b"INVITE")]
     assert len(invites) == 7  # 0, .5, 1.5, 3.5, 7.5, 15.5, 31.5 s
-    assert h.events_of(ev.CallEnded)[0].status == 408  # type: ignore[union-attr]
+    assert h.events_of(ev.CallEnded)[0].status == 408
     assert call.state == CallState.TERMINATED
 
 
@@ -351,7 +351,7 @@ def test_client_non_invite_timer_e_capped_at_t2() -> None:
     sends = [d for _, d in h.sent if d.startswith(b"OPTIONS")]
     # 0, .5, 1.5, 3.5, 7.5, 11.5, ... 31.5: doubling up to T2=4 s then every 4 s.
     assert len(sends) == 11
-    assert h.events_of(ev.QualifyResult)[0].ok is False  # type: ignore[union-attr]
+    assert h.events_of(ev.QualifyResult)[0].ok is False
 
 
 def test_registrar_with_digest_and_client_registration() -> None:
@@ -361,7 +361,7 @@ def test_registrar_with_digest_and_client_registration() -> None:
     p.a.run(out)
     p.pump()
     state = p.a.events_of(ev.ClientRegistrationState)[-1]
-    assert state.registered  # type: ignore[union-attr]
+    assert state.registered
     bindings = p.b.ua.bindings.lookup("alice@127.0.0.1", p.b.now)
     assert [b.contact for b in bindings] == ["sip:caller@127.0.0.1:5070"]
     # Refreshed before expiry, so still registered after several intervals.
@@ -371,7 +371,7 @@ def test_registrar_with_digest_and_client_registration() -> None:
     bad, out = p.a.ua.register("sip:127.0.0.1:5080", "sip:alice@127.0.0.1", Credentials("alice", "guess"))
     p.a.run(out)
     p.pump()
-    assert p.a.events_of(ev.ClientRegistrationState)[-1].registered is False  # type: ignore[union-attr]
+    assert p.a.events_of(ev.ClientRegistrationState)[-1].registered is False
     # Someone else's AOR with valid credentials for alice: 403.
     h = p.b
     h.receive(request("REGISTER", call_id="r1", branch="z9hG4bKr1", uri="sip:127.0.0.1"))
@@ -397,7 +397,7 @@ def test_churn_leaves_no_state() -> None:
     h = make(rate=1e6, burst=1e6)
     for i in range(200):
         h.receive(request(call_id=f"c{i}", branch=f"z9hG4bKc{i}", body=SDP_OFFER))
-        call = h.events_of(ev.IncomingCall)[-1].call  # type: ignore[union-attr]
+        call = h.events_of(ev.IncomingCall)[-1].call
         if i % 3 == 0:
             h.receive(request("CANCEL", call_id=f"c{i}", branch=f"z9hG4bKc{i}"))
         elif i % 3 == 1:
@@ -415,7 +415,7 @@ def test_options_qualify_keepalive() -> None:
     p.pump()
     p.advance(35)
     results = p.a.events_of(ev.QualifyResult)
-    assert len(results) == 4 and all(r.ok and r.status == 200 for r in results)  # type: ignore[attr-defined]
+    assert len(results) == 4 and all(r.ok and r.status == 200 for r in results)
     p.a.run(p.a.ua.stop_qualify("sip:127.0.0.1:5080"))
     p.advance(30)
     assert len(p.a.events_of(ev.QualifyResult)) == 4  # stopped: no more OPTIONS
