@@ -12,6 +12,7 @@ import json
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +53,18 @@ def view_audits(server: RunningServer) -> int:
 
 @pytest.fixture(scope="module")
 def inspector(server: RunningServer) -> Iterator[httpx.Client]:
-    with server.login("inspector") as client:
+    with closing(server.login("inspector")) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def inspector2(server: RunningServer) -> Iterator[httpx.Client]:
     """A second inspector account (created by the admin through the API)."""
-    with server.login("admin") as admin:
+    with closing(server.login("admin")) as admin:
         response = admin.post("/api/users", json={"username": "inspector2", "password": "Insp3ctor-two!x",
                                                   "role": "inspector", "display_name": "检查员二"})
         assert response.status_code == 201, response.text
-    with server.login("inspector2", "Insp3ctor-two!x") as client:
+    with closing(server.login("inspector2", "Insp3ctor-two!x")) as client:
         yield client
 
 
@@ -91,7 +92,7 @@ def test_roles_other_than_inspector_are_refused(server: RunningServer, recorded:
         page = anonymous.get("/inspect")
         assert page.status_code == 303 and page.headers["location"].startswith("/login")
     for role in ("viewer", "dispatcher", "chair"):
-        with server.login(role) as client:
+        with closing(server.login(role)) as client:
             assert client.get("/inspect").status_code == 403
             assert client.get("/api/inspect/cameras").status_code == 403
             assert client.get("/api/inspect/search", params={"hall": HALL, "start_ms": start,
@@ -103,7 +104,7 @@ def test_roles_other_than_inspector_are_refused(server: RunningServer, recorded:
             assert access_leaves(server) == before
             assert client.post("/api/inspect/holds", json={"cameras": [CAM1], "start_ms": start, "end_ms": end,
                                                            "reason": "x"}).status_code == 403
-    with server.login("admin") as admin:  # admins may open everything
+    with closing(server.login("admin")) as admin:  # admins may open everything
         assert admin.get("/api/inspect/cameras").status_code == 200
 
 
