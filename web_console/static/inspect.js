@@ -174,7 +174,7 @@
       track.addEventListener("click", (ev) => {
         const r = track.getBoundingClientRect();
         const at = s.start_ms + ((ev.clientX - r.left) / r.width) * (s.end_ms - s.start_ms);
-        if (state.view && at >= state.view.start_ms && at <= state.view.end_ms) player.seek((at - state.view.start_ms) / 1000);
+        if (state.view && at >= state.view.start_ms && at <= state.view.end_ms) player.seekMs(at);
       });
       const box = el("input", { type: "checkbox", "data-testid": "select-camera", value: cam.id,
         checked: state.selected.has(cam.id) || null, onchange: (ev) => toggleCamera(cam.id, ev.target) });
@@ -329,20 +329,26 @@
   }
 
   const player = {
-    cams: [], t: 0, duration: 0, playing: false, rate: 1, last: 0, timer: null, fps: 25,
+    cams: [], t: 0, tStart: 0, tEnd: 0, origin: 0, waitingSince: 0, playing: false, rate: 1, last: 0, timer: null, fps: 25,
     async start(view) {
       this.stop();
       this.view = view;
-      this.duration = (view.end_ms - view.start_ms) / 1000;
-      this.cams = view.cameras.map((c) => new CamPlayer(c, view.start_ms));
+      // The media timeline starts at the earliest segment (a segment may begin before the range):
+      // MSE drops frames before time 0, so no offset may be negative.
+      const starts = view.cameras.flatMap((c) => c.segments.map((s) => s.start_ms));
+      this.origin = Math.min(view.start_ms, ...starts);
+      this.tStart = (view.start_ms - this.origin) / 1000;
+      this.tEnd = (view.end_ms - this.origin) / 1000;
+      this.cams = view.cameras.map((c) => new CamPlayer(c, this.origin));
       this.fps = Math.max(...view.cameras.map((c) => c.fps || 25));
       $("videos").replaceChildren(...this.cams.map((p) => p.box));
       $("videos").dataset.count = String(this.cams.length);
       await Promise.all(this.cams.map((p) => p.ready));
-      // start where the first camera has footage
+      // start at the range start, or where the first footage in the range begins
       const first = Math.min(...this.cams.flatMap((p) => p.segs.map((s) => s.a)));
-      this.t = Math.max(0, isFinite(first) ? first : 0);
+      this.t = Math.max(this.tStart, isFinite(first) ? first : this.tStart);
       this.playing = false;
+      this.waitingSince = 0;
       this.last = performance.now();
       this.timer = setInterval(() => this.tick(), 50);
       this.render();
@@ -358,9 +364,12 @@
       const now = performance.now();
       if (this.playing) {
         // the clock waits while a camera that has footage at t is still loading it
+        // (but not for ever: after 1.5 s the others go on and the late one catches up by seeking)
         const waiting = this.cams.some((p) => p.segAt(this.t) && !p.buffered(this.t));
-        if (!waiting) this.t += ((now - this.last) / 1000) * this.rate;
-        if (this.t >= this.duration) { this.t = this.duration; this.playing = false; }
+        if (waiting && !this.waitingSince) this.waitingSince = now;
+        if (!waiting) this.waitingSince = 0;
+        if (!waiting || now - this.waitingSince > 1500) this.t += ((now - this.last) / 1000) * this.rate;
+        if (this.t >= this.tEnd) { this.t = this.tEnd; this.playing = false; }
       }
       this.last = now;
       for (const p of this.cams) { p.pump(this.t); p.follow(this.t, this.playing, this.rate); }
@@ -370,17 +379,20 @@
       $("btn-play").textContent = this.playing ? T("pause") : T("play");
       $("btn-play").dataset.playing = this.playing ? "1" : "0";
       const sc = $("scrubber");
-      if (!sc.matches(":active")) sc.value = String(this.duration ? (1000 * this.t) / this.duration : 0);
-      const ms = this.view ? this.view.start_ms + this.t * 1000 : 0;
+      const span = this.tEnd - this.tStart;
+      if (!sc.matches(":active")) sc.value = String(span > 0 ? (1000 * (this.t - this.tStart)) / span : 0);
+      const ms = this.view ? this.origin + this.t * 1000 : 0;
       $("clock").textContent = this.view ? `${fmt(ms)}.${pad(Math.floor(ms % 1000), 3)} · ${this.rate}×` : "--";
       $("clock").dataset.ms = String(Math.round(ms));
       drawCursor(ms);
     },
     toggle() { this.playing = !this.playing; this.last = performance.now(); this.render(); },
-    seek(t) { this.t = Math.max(0, Math.min(this.duration, t)); this.render(); },
+    seek(t) { this.t = Math.max(this.tStart, Math.min(this.tEnd, t)); this.render(); },
+    seekMs(ms) { if (this.view) this.seek((ms - this.origin) / 1000); },
+    seekFraction(f) { this.seek(this.tStart + f * (this.tEnd - this.tStart)); },
     step(n) { this.playing = false; this.seek(this.t + n / this.fps); },
     setRate(r) { this.rate = r; },
-    nowMs() { return this.view ? Math.round(this.view.start_ms + this.t * 1000) : 0; },
+    nowMs() { return this.view ? Math.round(this.origin + this.t * 1000) : 0; },
   };
   window.inspectPlayer = player; // for tests and the curious
 
@@ -430,7 +442,7 @@
       const label = (state.cams[b.camera] || {}).label || b.camera;
       ul.append(el("li", { "data-testid": "bookmark", "data-id": b.id },
         el("button", { type: "button", class: "link", onclick: () => {
-          if (state.view) player.seek((b.at_ms - state.view.start_ms) / 1000);
+          player.seekMs(b.at_ms);
         } }, fmt(b.at_ms)),
         ` ${label} · ${b.note || T("bookmark.nonote")} · ${b.created_by}`));
     }
@@ -576,7 +588,7 @@
     $("btn-fwd").addEventListener("click", () => player.step(1));
     $("btn-back").addEventListener("click", () => player.step(-1));
     $("speed").addEventListener("change", (ev) => player.setRate(parseFloat(ev.target.value)));
-    $("scrubber").addEventListener("input", (ev) => player.seek((parseFloat(ev.target.value) / 1000) * player.duration));
+    $("scrubber").addEventListener("input", (ev) => player.seekFraction(parseFloat(ev.target.value) / 1000));
     $("bookmark-form").addEventListener("submit", addBookmark);
     $("hold-form").addEventListener("submit", placeHold);
     $("export-form").addEventListener("submit", doExport);

@@ -1,0 +1,203 @@
+"""Headless Chromium: an inspector searches, sees the timeline, plays two cameras in sync, steps frames,
+bookmarks, exports (the downloaded bundle verifies offline), and sees "no recording" with the nearest spans.
+
+The system is real: `commandcenter up` recording the demo halls' synthetic GStreamer cameras.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from recorder.verify import verify_export
+from tests.browser import chromium
+from tests.conftest import RunningServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SERVER_ENV = {"CC_RECORDER__DEMO_CAMERAS": "true", "CC_RECORDER__SEGMENT_SECONDS": "2"}
+TZ = "Asia/Shanghai"
+CAM1, CAM2 = "cam-city-w01", "cam-city-w02"
+
+
+def local(ms: int) -> str:
+    """A datetime-local input value in the browser's time zone."""
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(TZ)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def overlap(server: RunningServer) -> tuple[int, int]:
+    """Whole seconds in which both cameras have at least 10 s of continuous footage."""
+    deadline = time.monotonic() + 60
+    with closing(server.login("inspector")) as client:
+        while True:
+            now = int(time.time() * 1000)
+            data = client.get("/api/inspect/search", params=[("camera", CAM1), ("camera", CAM2),
+                                                              ("start_ms", now - 120_000), ("end_ms", now)]).json()
+            last = [[s for s in c["spans"] if s["kind"] == "recorded"][-1:] for c in data["cameras"]]
+            if all(last):
+                start = max(s[0]["start_ms"] for s in last)
+                end = min(s[0]["end_ms"] for s in last)
+                start, end = (start // 1000 + 1) * 1000, end // 1000 * 1000
+                if end - start >= 10_000:
+                    return start, end
+            assert time.monotonic() < deadline, f"demo cameras did not record: {data}"
+            time.sleep(1.0)
+
+
+def log_in(page: Page, server: RunningServer) -> None:
+    page.goto(server.url + "/login?next=/inspect")
+    page.fill("input[name=username]", "inspector")
+    page.fill("input[name=password]", server.passwords["inspector"])
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("console-title")).to_have_text("录像检查")
+
+
+def video_times(page: Page) -> list[float]:
+    return page.eval_on_selector_all("video[data-camera]", "vs => vs.map(v => v.currentTime)")
+
+
+def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server: RunningServer,
+                                                        overlap: tuple[int, int], artifacts_dir: Path,
+                                                        tmp_path: Path) -> None:
+    start, end = overlap
+    context = browser.new_context(locale="zh-CN", timezone_id=TZ, accept_downloads=True,
+                                  viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        log_in(page, server)
+        # search: hall, time range
+        page.get_by_test_id("f-hall").select_option("hall-city")
+        page.get_by_test_id("f-start").fill(local(start))
+        page.get_by_test_id("f-end").fill(local(end))
+        page.get_by_test_id("search").click()
+        rows = page.get_by_test_id("timeline-row")
+        expect(rows).to_have_count(4)
+        for cam in (CAM1, CAM2):
+            expect(page.locator(f"[data-camera='{cam}'] .span[data-kind='recorded']").first).to_be_visible()
+        expect(page.get_by_test_id("no-recording")).to_be_hidden()
+        # choose exactly the first two windows
+        for box in page.get_by_test_id("select-camera").all():
+            box.set_checked(box.get_attribute("value") in (CAM1, CAM2))
+        page.screenshot(path=str(artifacts_dir / "inspect-timeline.png"), full_page=True)
+
+        # no reason: refused in the page, nothing starts
+        page.get_by_test_id("play").click()
+        expect(page.get_by_test_id("view-error")).to_contain_text("原因")
+        expect(page.locator("#player-panel")).to_be_hidden()
+
+        page.get_by_test_id("view-reason").fill("核查群众投诉：1、2号窗口服务态度")
+        page.get_by_test_id("play").click()
+        expect(page.get_by_test_id("view-logged")).to_contain_text("核查群众投诉")
+        videos = page.locator("video[data-camera]")
+        expect(videos).to_have_count(2)
+        page.wait_for_function("() => [...document.querySelectorAll('video[data-camera]')]"
+                               ".every(v => v.readyState >= 2)", timeout=15_000)
+
+        # play both on one clock: both advance, together
+        t0 = video_times(page)
+        page.get_by_test_id("btn-play").click()
+        samples = []
+        for _ in range(6):
+            page.wait_for_timeout(500)
+            samples.append(video_times(page))
+        t1 = samples[-1]
+        assert all(b - a >= 1.5 for a, b in zip(t0, t1, strict=True)), (t0, samples)
+        assert all(abs(s[0] - s[1]) < 0.35 for s in samples[1:]), samples
+        page.screenshot(path=str(artifacts_dir / "inspect-playback.png"), full_page=True)
+
+        # faster: at 4× both cover about four times the distance, still together
+        page.get_by_test_id("speed").select_option("4")
+        a = video_times(page)
+        page.wait_for_timeout(1000)
+        b = video_times(page)
+        assert all(y - x >= 2.0 for x, y in zip(a, b, strict=True)), (a, b)
+        assert abs(b[0] - b[1]) < 0.5, b
+        page.get_by_test_id("speed").select_option("1")
+
+        # pause and step frames: both videos follow the clock frame by frame
+        page.get_by_test_id("btn-play").click()
+        page.wait_for_timeout(300)
+        before = float(page.get_by_test_id("clock").get_attribute("data-ms") or 0)
+        for _ in range(3):
+            page.get_by_test_id("btn-step").click()
+        page.wait_for_timeout(400)
+        after = float(page.get_by_test_id("clock").get_attribute("data-ms") or 0)
+        fps = page.evaluate("() => window.inspectPlayer.fps")
+        assert abs((after - before) - 3000 / fps) < 5, (before, after, fps)
+        paused = video_times(page)
+        clock_t = page.evaluate("() => window.inspectPlayer.t")
+        assert all(abs(t - clock_t) < 0.05 for t in paused), (paused, clock_t)
+
+        # bookmark with a note, shared: it lands in the list and on the timeline
+        page.get_by_test_id("bm-camera").select_option(CAM2)
+        page.get_by_test_id("bm-note").fill("窗口人员离岗")
+        page.get_by_test_id("bm-add").click()
+        expect(page.get_by_test_id("bookmark").filter(has_text="窗口人员离岗")).to_have_count(1)
+        expect(page.locator(f"[data-camera='{CAM2}'] [data-testid='bm-mark']")).to_have_count(1)
+
+        # export the range and verify the downloaded bundle offline
+        page.get_by_test_id("export-reason").fill("移交案件审理")
+        page.get_by_test_id("export").click()
+        link = page.get_by_test_id("export-link")
+        expect(link).to_be_visible(timeout=30_000)
+        with page.expect_download() as download_info:
+            link.click()
+        bundle = tmp_path / "export.zip"
+        download_info.value.save_as(bundle)
+        report = verify_export(bundle)
+        assert report.ok, report.format()
+        page.screenshot(path=str(artifacts_dir / "inspect-export.png"), full_page=True)
+
+        # signed tree head: keep it, then check it against today's log
+        expect(page.get_by_test_id("head").locator("[data-field='size']")).not_to_be_empty()
+        page.get_by_test_id("head-keep").click()
+        page.get_by_test_id("head-check").click()
+        expect(page.get_by_test_id("head-result")).to_have_attribute("data-consistent", "1")
+
+        # a range with no footage: clearly said, with the nearest spans to jump to
+        page.get_by_test_id("f-start").fill(local(start - 86_400_000))
+        page.get_by_test_id("f-end").fill(local(start - 86_400_000 + 600_000))
+        page.get_by_test_id("search").click()
+        expect(page.get_by_test_id("no-recording")).to_be_visible()
+        expect(page.get_by_test_id("nearest-span").first).to_be_visible()
+        page.screenshot(path=str(artifacts_dir / "inspect-no-recording.png"), full_page=True)
+        page.get_by_test_id("nearest-span").first.click()
+        expect(page.get_by_test_id("no-recording")).to_be_hidden()
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_complaint_jump_and_english(browser: Browser, server: RunningServer, overlap: tuple[int, int],
+                                    artifacts_dir: Path) -> None:
+    start, end = overlap
+    context = browser.new_context(locale="en-US", timezone_id=TZ)
+    page = context.new_page()
+    try:
+        log_in(page, server)
+        page.goto(f"{server.url}/inspect?lang=en&window=hall-city-w02&at={(start + end) // 2}")
+        expect(page.get_by_test_id("console-title")).to_have_text("Recording review")
+        rows = page.get_by_test_id("timeline-row")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-camera", CAM2)
+        # ±5 minutes around the complaint: the future part is explained as such
+        expect(page.locator(f"[data-camera='{CAM2}'] .span[data-kind='recorded']").first).to_be_visible()
+        expect(page.locator(f"[data-camera='{CAM2}'] .span[data-kind='future']")).to_have_count(1)
+        page.screenshot(path=str(artifacts_dir / "inspect-complaint-en.png"), full_page=True)
+    finally:
+        context.close()
