@@ -55,7 +55,8 @@ MAX_SEARCH_MS = 31 * 86400 * 1000
 MAX_HOLD_MS = 10 * 366 * 86400 * 1000
 MAX_REASON = 500
 VIEW_GRANT_S = 8 * 3600  # a logged view lets its user fetch the covered segments for this long
-COMPLAINT_WINDOW_MS = 5 * 60 * 1000  # a jump from a complaint shows ±5 minutes around its time
+COMPLAINT_WINDOW_MS = 5 * 60 * 1000
+FRESH_HEAD_MS = 10_000  # sign a new head for an inspector when the latest is older and the log grew  # a jump from a complaint shows ±5 minutes around its time
 _FILE_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{8}\.(zip|mp4)$")
 
 
@@ -565,6 +566,9 @@ async def head(request: Request, principal: Annotated[Principal, Depends(INSPECT
     service = _service(request)
     await service.log.refresh()
     latest = service.log.latest_head
+    if latest is None or (latest.tree_size != service.log.size
+                          and service.clock() * 1000 - latest.timestamp_ms > FRESH_HEAD_MS):
+        latest = await service.log.sign_head()  # inspectors get a head covering (almost) today's log
     if kept_size is not None and (kept_size < 1 or latest is None or kept_size > latest.tree_size):
         raise _fail(400, "bad_kept_size", "保存的树头大小无效 (kept size must be between 1 and the head's size)")
     return await service.head_for_inspector(kept_size)

@@ -150,6 +150,11 @@ def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server
         expect(page.get_by_test_id("bookmark").filter(has_text="窗口人员离岗")).to_have_count(1)
         expect(page.locator(f"[data-camera='{CAM2}'] [data-testid='bm-mark']")).to_have_count(1)
 
+        # keep today's signed tree head in the browser (checked after the export has grown the log)
+        expect(page.get_by_test_id("head").locator("[data-field='size']")).not_to_be_empty()
+        page.get_by_test_id("head-keep").click()
+        kept = page.evaluate("() => JSON.parse(localStorage.getItem('cc.inspect.kept_head'))")
+
         # export the range and verify the downloaded bundle offline
         page.get_by_test_id("export-reason").fill("移交案件审理")
         page.get_by_test_id("export").click()
@@ -161,13 +166,23 @@ def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server
         download_info.value.save_as(bundle)
         report = verify_export(bundle)
         assert report.ok, report.format()
+
+        # the kept head: the server checks it, and the page re-checks the RFC 6962 proof itself
+        page.get_by_test_id("head-check").click()
+        result = page.get_by_test_id("head-result")
+        expect(result).to_have_attribute("data-consistent", "1")
+        expect(result).to_have_attribute("data-browser-verified", "1")
+        head = page.evaluate(f"() => fetch('/api/inspect/head?kept_size={kept['tree_size']}').then(r => r.json())")
+        assert head["tree_head"]["tree_size"] > kept["tree_size"] and head["consistency_proof"]
+        forged = "00" * 32
+        assert page.evaluate("([a, b, r1, r2, p]) => window.inspectVerifyConsistency(a, b, r1, r2, p)",
+                             [kept["tree_size"], head["tree_head"]["tree_size"], kept["root_hash"],
+                              head["tree_head"]["root_hash"], head["consistency_proof"]]) is True
+        assert page.evaluate("([a, b, r1, r2, p]) => window.inspectVerifyConsistency(a, b, r1, r2, p)",
+                             [kept["tree_size"], head["tree_head"]["tree_size"], forged,
+                              head["tree_head"]["root_hash"], head["consistency_proof"]]) is False
         page.screenshot(path=str(artifacts_dir / "inspect-export.png"), full_page=True)
 
-        # signed tree head: keep it, then check it against today's log
-        expect(page.get_by_test_id("head").locator("[data-field='size']")).not_to_be_empty()
-        page.get_by_test_id("head-keep").click()
-        page.get_by_test_id("head-check").click()
-        expect(page.get_by_test_id("head-result")).to_have_attribute("data-consistent", "1")
 
         # a range with no footage: clearly said, with the nearest spans to jump to
         page.get_by_test_id("f-start").fill(local(start - 86_400_000))
@@ -199,5 +214,32 @@ def test_complaint_jump_and_english(browser: Browser, server: RunningServer, ove
         expect(page.locator(f"[data-camera='{CAM2}'] .span[data-kind='recorded']").first).to_be_visible()
         expect(page.locator(f"[data-camera='{CAM2}'] .span[data-kind='future']")).to_have_count(1)
         page.screenshot(path=str(artifacts_dir / "inspect-complaint-en.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_page_checks_consistency_proofs_like_rfc6962(browser: Browser, server: RunningServer) -> None:
+    """The page's own proof check agrees with the recorder's log for every pair of sizes up to 17."""
+    from recorder.merkle import MerkleTree
+
+    tree = MerkleTree()
+    roots = []
+    for i in range(17):
+        tree.append(f"leaf {i}".encode())
+        roots.append(tree.root(len(tree)).hex())
+    cases = [[m, n, roots[m - 1], roots[n - 1], [p.hex() for p in tree.consistency_proof(m, n)]]
+             for n in range(1, 18) for m in range(1, n + 1)]
+    # corrupted probes: a wrong old root, a wrong new root, a dropped or altered proof node
+    bad = [[m, n, roots[n - 1] if m != n else "00" * 32, r2, p] for m, n, _, r2, p in cases]
+    bad += [[m, n, r1, "11" * 32, p] for m, n, r1, _, p in cases]
+    bad += [[m, n, r1, r2, p[:-1]] for m, n, r1, r2, p in cases if p]
+    bad += [[m, n, r1, r2, ["22" * 32, *p[1:]]] for m, n, r1, r2, p in cases if p]
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        log_in(page, server)
+        check = "cs => Promise.all(cs.map(c => window.inspectVerifyConsistency(...c)))"
+        assert page.evaluate(check, cases) == [True] * len(cases)
+        assert not any(page.evaluate(check, bad))
     finally:
         context.close()

@@ -255,7 +255,8 @@
     async pump(t) { // load what is needed around t, evict what is long past; one fetch at a time
       if (this.busy || !this.sb) return;
       const want = this.segs.find((s) => !s.loaded && s.b > t - 1 && s.a < t + 20);
-      const old = this.segs.find((s) => s.loaded && s.b < t - 60);
+      // keep the SourceBuffer small: drop what is a minute behind or two minutes ahead (after a seek)
+      const old = this.segs.find((s) => s.loaded && (s.b < t - 60 || s.a > t + 120));
       if (!want && !old) return;
       this.busy = true;
       try {
@@ -504,6 +505,7 @@
       const r = await api("POST", "/api/inspect/exports", { cameras: v.cameras.map((c) => c.id), start_ms: v.start_ms, end_ms: v.end_ms, reason: $("export-reason").value });
       $("export-result").replaceChildren(el("a", { href: r.url, download: r.name, "data-testid": "export-link" }, T("export.download", { name: r.name })),
         ` · ${T("export.summary", { n: r.segments, mb: (r.bytes / 1048576).toFixed(1), size: r.tree_size })}`);
+      loadHead().catch(() => {});
     } catch (err) { $("export-result").textContent = ""; showError("export-error", err); }
   }
   async function viewingCopy() {
@@ -545,17 +547,60 @@
   }
   async function checkHead() {
     const kept = JSON.parse(localStorage.getItem(KEPT) || "null");
-    if (!kept) { $("head-result").textContent = T("head.none"); return; }
+    const res = $("head-result");
+    if (!kept) { res.textContent = T("head.none"); return; }
     try {
       const r = await api("POST", "/api/inspect/head/check", { tree_head: kept });
-      const res = $("head-result");
       res.className = r.consistent ? "ok" : "error";
       res.dataset.consistent = r.consistent ? "1" : "0";
       res.textContent = r.consistent
         ? T("head.consistent", { kept: r.kept_size, size: r.head ? r.head.tree_size : r.tree_size, n: (r.consistency_proof || []).length })
         : T("head.inconsistent", { detail: r.detail });
-    } catch (err) { $("head-result").textContent = err.message; }
+      // Do not only trust the server's word: check the RFC 6962 consistency proof here too.
+      if (r.consistent && window.crypto && crypto.subtle) {
+        const h = await api("GET", "/api/inspect/head?kept_size=" + kept.tree_size);
+        const ok = await verifyConsistency(kept.tree_size, h.tree_head.tree_size, kept.root_hash, h.tree_head.root_hash, h.consistency_proof || []);
+        res.dataset.browserVerified = ok ? "1" : "0";
+        res.append(" ", T(ok ? "head.browser_ok" : "head.browser_fail", { size: h.tree_head.tree_size }));
+        if (!ok) res.className = "error";
+      }
+    } catch (err) { res.textContent = err.message; }
   }
+
+  // RFC 9162 §2.1.4.2: verify that the tree of size `second` (root sr) extends the tree of size `first` (root fr).
+  const hex2buf = (h) => new Uint8Array(h.match(/../g).map((b) => parseInt(b, 16)));
+  const buf2hex = (b) => [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, "0")).join("");
+  async function nodeHash(left, right) {
+    const data = new Uint8Array(1 + left.length + right.length);
+    data[0] = 1;
+    data.set(left, 1);
+    data.set(right, 1 + left.length);
+    return new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  }
+  async function verifyConsistency(first, second, firstHex, secondHex, proofHex) {
+    if (first > second) return false;
+    if (first === second) return proofHex.length === 0 && firstHex === secondHex;
+    if (first === 0) return true;
+    const proof = proofHex.map(hex2buf);
+    if (!proof.length) return false;
+    if ((first & (first - 1)) === 0) proof.unshift(hex2buf(firstHex));
+    let fn = first - 1, sn = second - 1;
+    while (fn & 1) { fn >>= 1; sn >>= 1; }
+    let fr = proof[0], sr = proof[0];
+    for (const c of proof.slice(1)) {
+      if (sn === 0) return false;
+      if ((fn & 1) || fn === sn) {
+        fr = await nodeHash(c, fr);
+        sr = await nodeHash(c, sr);
+        if (!(fn & 1)) while (!(fn & 1) && fn !== 0) { fn >>= 1; sn >>= 1; }
+      } else {
+        sr = await nodeHash(sr, c);
+      }
+      fn >>= 1; sn >>= 1;
+    }
+    return buf2hex(fr) === firstHex && buf2hex(sr) === secondHex && sn === 0;
+  }
+  window.inspectVerifyConsistency = verifyConsistency; // for tests
 
   // ---- live updates from other inspectors ----------------------------------------------------
   function listen() {
