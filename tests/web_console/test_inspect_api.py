@@ -230,7 +230,7 @@ def test_playback_logs_the_view_and_guards_the_bytes(server: RunningServer, insp
     # the bytes: served to the viewer, decodable
     got = inspector.get(first["url"])
     assert got.status_code == 200 and got.headers["content-type"] == "video/mp4"
-    with av.open(io.BytesIO(got.content)) as container:
+    with av.open(io.BytesIO(got.content), mode="r") as container:
         assert sum(1 for _ in container.decode(video=0)) > 0
     # another inspector without a logged view of their own: refused, and the refusal is audited
     denied = inspector2.get(first["url"])
@@ -278,7 +278,10 @@ def test_bookmarks_are_shared(server: RunningServer, inspector: httpx.Client, in
 def test_legal_hold_place_and_lift(server: RunningServer, inspector: httpx.Client, inspector2: httpx.Client,
                                    recorded: tuple[int, int]) -> None:
     start, end = recorded
-    leaves = lambda: db_value(server, "SELECT count(*) FROM recorder_log_leaves WHERE kind='legal_hold'")  # noqa: E731
+
+    def leaves() -> int:
+        return int(db_value(server, "SELECT count(*) FROM recorder_log_leaves WHERE kind='legal_hold'"))
+
     before = leaves()
     assert inspector.post("/api/inspect/holds", json={"cameras": [CAM1], "start_ms": start, "end_ms": end}
                           ).json()["detail"]["code"] == "reason_required"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -66,7 +67,7 @@ def log_in(page: Page, server: RunningServer) -> None:
 
 
 def video_times(page: Page) -> list[float]:
-    return page.eval_on_selector_all("video[data-camera]", "vs => vs.map(v => v.currentTime)")
+    return [float(t) for t in page.eval_on_selector_all("video[data-camera]", "vs => vs.map(v => v.currentTime)")]
 
 
 def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server: RunningServer,
@@ -153,7 +154,7 @@ def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server
         # keep today's signed tree head in the browser (checked after the export has grown the log)
         expect(page.get_by_test_id("head").locator("[data-field='size']")).not_to_be_empty()
         page.get_by_test_id("head-keep").click()
-        kept = page.evaluate("() => JSON.parse(localStorage.getItem('cc.inspect.kept_head'))")
+        kept: dict[str, Any] = page.evaluate("() => JSON.parse(localStorage.getItem('cc.inspect.kept_head'))")
 
         # export the range and verify the downloaded bundle offline
         page.get_by_test_id("export-reason").fill("移交案件审理")
@@ -172,7 +173,7 @@ def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server
         result = page.get_by_test_id("head-result")
         expect(result).to_have_attribute("data-consistent", "1")
         expect(result).to_have_attribute("data-browser-verified", "1")
-        head = page.evaluate(f"() => fetch('/api/inspect/head?kept_size={kept['tree_size']}').then(r => r.json())")
+        head: dict[str, Any] = page.evaluate(f"() => fetch('/api/inspect/head?kept_size={kept['tree_size']}').then(r => r.json())")
         assert head["tree_head"]["tree_size"] > kept["tree_size"] and head["consistency_proof"]
         forged = "00" * 32
         assert page.evaluate("([a, b, r1, r2, p]) => window.inspectVerifyConsistency(a, b, r1, r2, p)",
@@ -223,17 +224,18 @@ def test_page_checks_consistency_proofs_like_rfc6962(browser: Browser, server: R
     from recorder.merkle import MerkleTree
 
     tree = MerkleTree()
-    roots = []
+    roots: list[str] = []
     for i in range(17):
         tree.append(f"leaf {i}".encode())
         roots.append(tree.root(len(tree)).hex())
-    cases = [[m, n, roots[m - 1], roots[n - 1], [p.hex() for p in tree.consistency_proof(m, n)]]
-             for n in range(1, 18) for m in range(1, n + 1)]
+    cases: list[tuple[int, int, str, str, list[str]]] = [
+        (m, n, roots[m - 1], roots[n - 1], [p.hex() for p in tree.consistency_proof(m, n)])
+        for n in range(1, 18) for m in range(1, n + 1)]
     # corrupted probes: a wrong old root, a wrong new root, a dropped or altered proof node
-    bad = [[m, n, roots[n - 1] if m != n else "00" * 32, r2, p] for m, n, _, r2, p in cases]
-    bad += [[m, n, r1, "11" * 32, p] for m, n, r1, _, p in cases]
-    bad += [[m, n, r1, r2, p[:-1]] for m, n, r1, r2, p in cases if p]
-    bad += [[m, n, r1, r2, ["22" * 32, *p[1:]]] for m, n, r1, r2, p in cases if p]
+    bad = [(m, n, roots[n - 1] if m != n else "00" * 32, r2, p) for m, n, _, r2, p in cases]
+    bad += [(m, n, r1, "11" * 32, p) for m, n, r1, _, p in cases]
+    bad += [(m, n, r1, r2, p[:-1]) for m, n, r1, r2, p in cases if p]
+    bad += [(m, n, r1, r2, ["22" * 32, *p[1:]]) for m, n, r1, r2, p in cases if p]
     context = browser.new_context()
     page = context.new_page()
     try:
