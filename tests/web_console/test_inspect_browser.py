@@ -118,7 +118,9 @@ def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server
             samples.append(video_times(page))
         t1 = samples[-1]
         assert all(b - a >= 1.5 for a, b in zip(t0, t1, strict=True)), (t0, samples)
-        assert all(abs(s[0] - s[1]) < 0.35 for s in samples[1:]), samples
+        # together: typically within a frame or two; a busy machine may stall one decoder briefly
+        diffs = sorted(abs(s[0] - s[1]) for s in samples[1:])
+        assert diffs[len(diffs) // 2] < 0.25 and diffs[-1] < 0.5, samples
         page.screenshot(path=str(artifacts_dir / "inspect-playback.png"), full_page=True)
 
         # faster: at 4× both cover about four times the distance, still together
