@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 import zipfile
 from collections.abc import Iterator
@@ -363,3 +365,43 @@ def test_signed_head_and_consistency(inspector: httpx.Client, recorded: tuple[in
     bad = inspector.post("/api/inspect/head/check", json={"tree_head": forged}).json()
     assert bad["consistent"] is False and bad["detail"]
     assert inspector.post("/api/inspect/head/check", json={"tree_head": {"tree_size": 3}}).status_code == 400
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of `pid` and theirs (from /proc: every thread's children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def test_a_camera_going_down_is_explained_on_the_timeline(server: RunningServer, inspector: httpx.Client,
+                                                          recorded: tuple[int, int]) -> None:
+    """Last in this module: stops the demo cameras (the server's own child process) for good."""
+    cameras = [p for p in _descendants(server.process.pid)
+               if "synthetic_camera.py" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    assert len(cameras) == 1, cameras
+    os.kill(cameras[0], signal.SIGKILL)
+    killed_at = int(time.time() * 1000)
+    deadline = time.monotonic() + 30
+    while True:
+        now = int(time.time() * 1000)
+        data = inspector.get("/api/inspect/search", params={"camera": CAM1, "start_ms": killed_at - 60_000,
+                                                             "end_ms": now}).json()
+        cam = data["cameras"][0]
+        tail = cam["spans"][-1]
+        if cam["state"] != "recording" and tail["kind"] == "gap" and tail["reason"] == "camera_down":
+            break
+        assert time.monotonic() < deadline, cam
+        time.sleep(1.0)
+    assert tail["cause"] and tail["end_ms"] == now
+    assert any(s["kind"] == "recorded" for s in cam["spans"])
+    # the health list shows it too
+    halls = inspector.get("/api/inspect/cameras").json()["halls"]
+    states = {c["id"]: c["state"] for h in halls for w in h["windows"] for c in w["cameras"]}
+    assert states[CAM1] in ("connecting", "disconnected", "error")

@@ -153,6 +153,19 @@ def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server
         expect(page.get_by_test_id("bookmark").filter(has_text="窗口人员离岗")).to_have_count(1)
         expect(page.locator(f"[data-camera='{CAM2}'] [data-testid='bm-mark']")).to_have_count(1)
 
+        # a legal hold on the viewed range, shown on the timeline, then lifted (both need a reason)
+        page.get_by_test_id("hold-place").click()
+        expect(page.get_by_test_id("hold-error")).to_contain_text("原因")
+        page.get_by_test_id("hold-reason").fill("信访件证据保全")
+        page.get_by_test_id("hold-place").click()
+        hold = page.get_by_test_id("hold").filter(has_text="信访件证据保全")
+        expect(hold).to_have_count(1)
+        expect(page.locator(f"[data-camera='{CAM1}'] .hold-band")).to_have_count(1)
+        hold.get_by_test_id("lift-reason").fill("误操作，解除")
+        hold.get_by_test_id("hold-lift").click()
+        expect(page.get_by_test_id("hold").filter(has_text="信访件证据保全")).to_have_count(0)
+        expect(page.locator(f"[data-camera='{CAM1}'] .hold-band")).to_have_count(0)
+
         # keep today's signed tree head in the browser (checked after the export has grown the log)
         expect(page.get_by_test_id("head").locator("[data-field='size']")).not_to_be_empty()
         page.get_by_test_id("head-keep").click()
@@ -169,6 +182,10 @@ def test_inspector_search_sync_playback_bookmark_export(browser: Browser, server
         download_info.value.save_as(bundle)
         report = verify_export(bundle)
         assert report.ok, report.format()
+
+        # a watermarked viewing copy of the selected camera around the current moment
+        page.get_by_test_id("viewing-copy").click()
+        expect(page.get_by_test_id("copy-link")).to_be_visible(timeout=30_000)
 
         # the kept head: the server checks it, and the page re-checks the RFC 6962 proof itself
         page.get_by_test_id("head-check").click()

@@ -473,11 +473,19 @@
           try {
             await api("POST", `/api/inspect/holds/${h.id}/lift`, { reason: reason.value });
             showError("hold-error", null);
-            await renderHolds();
-            await runSearch(state.search.start_ms, state.search.end_ms);
+            await refreshHolds();
           } catch (err) { showError("hold-error", err); }
         } }, T("hold.lift"))));
     }
+  }
+  async function refreshHolds() { // the list and the timeline bands
+    await renderHolds();
+    const s = state.search;
+    if (!s) return;
+    const ids = new Set(s.cameras.map((c) => c.id));
+    s.holds = (await api("GET", "/api/inspect/holds")).filter((h) => !h.lifted && h.start_ms < s.end_ms
+      && h.end_ms > s.start_ms && h.cameras.some((c) => ids.has(c)));
+    renderResults();
   }
   async function placeHold(ev) {
     ev.preventDefault();
@@ -487,10 +495,7 @@
       await api("POST", "/api/inspect/holds", { cameras: v.cameras.map((c) => c.id), start_ms: v.start_ms, end_ms: v.end_ms, reason: $("hold-reason").value });
       $("hold-reason").value = "";
       showError("hold-error", null);
-      await renderHolds();
-      const s = state.search;
-      s.holds = (await api("GET", "/api/inspect/holds")).filter((h) => !h.lifted);
-      renderResults();
+      await refreshHolds();
     } catch (err) { showError("hold-error", err); }
   }
 
@@ -608,7 +613,7 @@
     ws.onmessage = (m) => {
       const ev = JSON.parse(m.data);
       if (ev.topic === "recording.bookmark" && state.search) refreshBookmarks().catch(() => {});
-      if (ev.topic === "recording.hold" && state.view) renderHolds();
+      if (ev.topic === "recording.hold" && state.view) refreshHolds().catch(() => {});
     };
     ws.onclose = () => setTimeout(listen, 5000);
   }
