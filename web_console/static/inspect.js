@@ -121,6 +121,10 @@
       showError("search-error", err);
       return;
     }
+    // a new search ends the playback of the previous range (its view stays logged)
+    player.stop();
+    state.view = null;
+    $("player-panel").hidden = true;
     const rec = state.search.cameras.filter((c) => c.recorded_ms > 0).map((c) => c.id);
     state.selected = new Set(rec.slice(0, Math.min(2, cfg.maxCameras)));
     renderResults();
@@ -520,11 +524,11 @@
     const cam = $("bm-camera").value;
     // a viewing copy is re-encoded: at most 10 minutes around the current position
     const a = Math.max(v.start_ms, player.nowMs() - 300000), b = Math.min(v.end_ms, a + 600000);
-    $("export-result").textContent = T("working");
+    $("copy-result").textContent = T("working");
     try {
       const r = await api("POST", "/api/inspect/viewing-copies", { camera: cam, start_ms: a, end_ms: b, reason: $("export-reason").value });
-      $("export-result").replaceChildren(el("a", { href: r.url, download: r.name, "data-testid": "copy-link" }, T("copy.download", { name: r.name })));
-    } catch (err) { $("export-result").textContent = ""; showError("export-error", err); }
+      $("copy-result").replaceChildren(el("a", { href: r.url, download: r.name, "data-testid": "copy-link" }, T("copy.download", { name: r.name })));
+    } catch (err) { $("copy-result").textContent = ""; showError("export-error", err); }
   }
 
   // ---- signed tree head ----------------------------------------------------------------------
