@@ -57,6 +57,7 @@ MAX_REASON = 500
 VIEW_GRANT_S = 8 * 3600  # a logged view lets its user fetch the covered segments for this long
 COMPLAINT_WINDOW_MS = 5 * 60 * 1000
 FRESH_HEAD_MS = 10_000  # sign a new head for an inspector when the latest is older and the log grew  # a jump from a complaint shows ±5 minutes around its time
+KEEP_DOWNLOADS_S = 24 * 3600  # exports and viewing copies are kept a day for download
 _FILE_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{8}\.(zip|mp4)$")
 
 
@@ -247,6 +248,17 @@ def user_dir(request: Request, kind: str, username: str) -> Path:
     """Per-user folder for exports/viewing copies (named by a hash: usernames are not path-safe by rule)."""
     tag = hashlib.sha256(username.encode()).hexdigest()[:16]
     return Path(services_of(request).settings.var_dir) / kind / tag
+
+
+def prune_old_files(folder: Path, max_age_s: float = KEEP_DOWNLOADS_S) -> int:
+    """Delete a user's downloads older than `max_age_s` (blocking). Bundles can be made again from the store."""
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for path in folder.glob("*"):
+        if _FILE_NAME.match(path.name) and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def new_file_name(ext: str) -> str:
@@ -501,6 +513,7 @@ async def export(request: Request, body: RangeBody,
     user = principal.user.username
     folder = user_dir(request, "exports", user)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(prune_old_files, folder)
     name = new_file_name("zip")
     try:
         result = await service.export(user, [c.id for c in infos], body.start_ms, body.end_ms, reason,
@@ -533,6 +546,7 @@ async def viewing_copy(request: Request, body: CopyBody,
     user = principal.user.username
     folder = user_dir(request, "viewing-copies", user)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(prune_old_files, folder)
     name = new_file_name("mp4")
     try:
         frames = await service.viewing_copy(user, cam.id, body.start_ms, body.end_ms, reason, folder / name,

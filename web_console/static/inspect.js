@@ -643,6 +643,13 @@
     $("btn-back").addEventListener("click", () => player.step(-1));
     $("speed").addEventListener("change", (ev) => player.setRate(parseFloat(ev.target.value)));
     $("scrubber").addEventListener("input", (ev) => player.seekFraction(parseFloat(ev.target.value) / 1000));
+    // keyboard: space play/pause, "," / "." one frame back / forward (not while typing)
+    document.addEventListener("keydown", (ev) => {
+      if (!state.view || ev.target.closest("input, select, textarea, button")) return;
+      if (ev.key === " ") { ev.preventDefault(); player.toggle(); }
+      else if (ev.key === ",") player.step(-1);
+      else if (ev.key === ".") player.step(1);
+    });
     $("bookmark-form").addEventListener("submit", addBookmark);
     $("hold-form").addEventListener("submit", placeHold);
     $("export-form").addEventListener("submit", doExport);
