@@ -26,7 +26,7 @@ from core.audit import AuditLog
 from core.db import Database
 from recorder.export import ExportResult, ExportSegment, export_bundle
 from recorder.holds import LegalHolds
-from recorder.index import CONTIGUOUS_MS, SegmentIndex
+from recorder.index import CONTIGUOUS_MS, IndexedSegment, SegmentIndex
 from recorder.ingest import CameraConfig, CameraHealth, CameraWorker, CommittedSegment, Gap, sha256_file
 from recorder.leaves import AccessLeaf, GapLeaf, SegmentLeaf
 from recorder.pg_storage import PgLogStorage
@@ -257,6 +257,23 @@ class RecorderService:
                                      "codecs": seg.codec, "width": seg.width, "height": seg.height,
                                      "size": seg.size})
         return plan
+
+    async def viewed_segment(self, user: str, key: str, max_age_s: float = 8 * 3600) -> IndexedSegment | None:
+        """The live segment `key` if a view leaf of `user` (logged within `max_age_s`) covers it, else None.
+
+        The web console serves segment bytes only through this check: footage reaches a user only
+        after `playback()` logged that user's view of that camera and range.
+        """
+        seg = await self.index.segment_by_key(key)
+        if seg is None or seg.deleted:
+            return None
+        since_ms = int((self.clock() - max_age_s) * 1000)
+        covered = await self.db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM recorder_log_leaves WHERE kind = 'access' AND log_id = $1"
+            " AND body->>'user' = $2 AND (body->>'time_ms')::bigint >= $3 AND body->>'action' = 'view'"
+            " AND body->'cameras' ? $4 AND (body->>'start_ms')::bigint < $6 AND (body->>'end_ms')::bigint > $5)",
+            self.log.log_id, user, since_ms, seg.camera, seg.start_ms, seg.end_ms)
+        return seg if covered else None
 
     async def viewing_copy(self, user: str, camera: str, start_ms: int, end_ms: int, reason: str, dest: Path,
                            source: str = "") -> int:
