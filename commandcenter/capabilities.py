@@ -41,7 +41,9 @@ class CapabilitySpec:
 
 
 # Order matters: later capabilities may use earlier ones (e.g. the SIP gateway joins MCU rooms).
-CAPABILITIES: list[CapabilitySpec] = []
+CAPABILITIES: list[CapabilitySpec] = [
+    CapabilitySpec("dispatch", frozenset({"web"}), "dispatch.capability:start"),
+]
 
 
 async def start_capabilities(core: CoreServices, role: str) -> None:
