@@ -32,7 +32,7 @@ from core.runtime import CoreServices
 from dispatch import model as m
 from dispatch import store
 from dispatch.avl import ArrivalDetector, AvlBatchResult, validate_batch
-from dispatch.conference import CommandConference, ConferenceStarter, BusConferenceStarter
+from dispatch.conference import BusConferenceStarter, CommandConference, ConferenceStarter
 from dispatch.exchange import cap as capmod
 from dispatch.exchange import eido
 from dispatch.model import (

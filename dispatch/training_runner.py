@@ -89,10 +89,10 @@ class TrainingRunner:
             await svc.ingest_avl(items, ACTOR, source="training")
         units = {u.id: u for u in svc.units(training=True)}
         for uid in arrived:
-            u = units.get(uid)
-            if u and u.status in (UnitStatus.DISPATCHED, UnitStatus.EN_ROUTE):
+            done = units.get(uid)
+            if done and done.status in (UnitStatus.DISPATCHED, UnitStatus.EN_ROUTE):
                 await self._safe(svc.set_unit_status(uid, UnitStatus.ON_SCENE.value, ACTOR, source="training"))
-            elif u and u.status == UnitStatus.RETURNING:
+            elif done and done.status == UnitStatus.RETURNING:
                 await self._safe(svc.set_unit_status(uid, UnitStatus.AVAILABLE.value, ACTOR, source="training"))
         # clear units that have been on scene long enough; send them home
         for uid, u in units.items():

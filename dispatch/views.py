@@ -56,6 +56,8 @@ def timeline_view(inc: Incident) -> list[dict[str, Any]]:
 
 def unit_view(u: Unit, stations: Mapping[str, Station], now: datetime, stale_after_s: float = 300.0) -> dict[str, Any]:
     st = stations.get(u.station_id)
+    lon: float | None
+    lat: float | None
     if u.has_avl and u.position is not None:
         lon, lat, source = u.position.lon, u.position.lat, "avl"
         stale = is_stale(u.position, now, stale_after_s)

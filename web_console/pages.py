@@ -119,7 +119,8 @@ def _console_page(console: Console) -> None:
 
 
 for _console in CONSOLES[:5]:
-    _console_page(_console)
+    if _console.key != "dispatch":  # served by web_console.dispatch_console
+        _console_page(_console)
 
 
 @router.get("/join/{conference_id}")
