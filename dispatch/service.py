@@ -529,8 +529,6 @@ class DispatchService:
                 issues.append(capmod.CapIssue("county_code", "required", f"未知区划 {county_code}"))
         if not areas and not issues:
             issues.append(capmod.CapIssue("area", "required", "需要绘制预警区域或选择行政区"))
-        if issues:
-            raise capmod.CapError(issues)
         cat = None
         inc = await self.incident(incident_id) if incident_id else None
         if inc is not None:
@@ -543,7 +541,13 @@ class DispatchService:
         now = self.clock()
         seq = int(await self.db.fetchval("SELECT count(*) FROM cap_alerts")) % 10
         alert = draft.to_alert(now, seq)
-        xml = capmod.build_cap(alert)  # CapError when any rule fails
+        xml = ""
+        try:
+            xml = capmod.build_cap(alert)  # refuses a document that breaks any CAP rule
+        except capmod.CapError as e:
+            issues += e.issues
+        if issues:  # every problem at once, for the 422
+            raise capmod.CapError(issues)
         area_json = [{"desc": a.desc, "polygons": [list(map(list, r)) for r in a.polygons],
                       "geocodes": [list(g) for g in a.geocodes]} for a in areas]
         await self.db.execute(
