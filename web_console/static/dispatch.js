@@ -97,15 +97,24 @@ function drawIncident(inc) {
   mk.bindTooltip(`${inc.training ? "【演练】" : ""}${inc.id} ${inc.category_name}/${inc.subtype_name} · ${inc.priority_name} · ${inc.status_name}`);
 }
 
+// Units standing at their station (no AVL fix) are fanned out around it so each stays clickable.
+function spot(u) {
+  if (u.position_source !== "station") return [u.lat, u.lon];
+  let h = 0;
+  for (const ch of u.id) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  const a = (h % 360) * Math.PI / 180;
+  return [u.lat + 0.004 * Math.sin(a), u.lon + 0.004 * Math.cos(a)];
+}
+
 function drawUnit(u) {
   if (u.lon == null || u.training !== state.training) return;
   let mk = markers.units.get(u.id);
   if (!mk) {
-    mk = L.marker([u.lat, u.lon], { icon: unitIcon(u) }).addTo(map);
+    mk = L.marker(spot(u), { icon: unitIcon(u) }).addTo(map);
     mk.on("click", (e) => { L.DomEvent.stopPropagation(e); unitPopup(u.id); });
     markers.units.set(u.id, mk);
   } else {
-    mk.setLatLng([u.lat, u.lon]);
+    mk.setLatLng(spot(u));
     const node = mk.getElement() && mk.getElement().querySelector(".unit-marker");
     if (node && node.dataset.status === u.status && node.classList.contains("stale") === !!u.stale) { /* moved only */ }
     else mk.setIcon(unitIcon(u));
