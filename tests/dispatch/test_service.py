@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -14,17 +15,20 @@ from dispatch.exchange.cap import CapError, validate_cap
 from dispatch.exchange.eido import EidoError
 from dispatch.model import IllegalTransition, IncidentStatus, UnitStatus, UnitUnavailable, ValidationError
 from dispatch.service import DispatchService
+from tests.conftest import make_settings
 
 LUODING = (111.5700, 22.7690)  # inside Luoding (445381)
 
 
 @pytest.fixture
-async def svc(services: CoreServices) -> AsyncIterator[DispatchService]:
-    s = DispatchService(services)
+async def svc(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[DispatchService]:
+    core = await CoreServices.start(make_settings(fresh_db_url, tmp_path), seed=False)  # no argon2 hashing
+    s = DispatchService(core)
     await s.start()
-    s.training = False
+    await s.set_training(False, "test")
     yield s
     await s.stop()
+    await core.stop()
 
 
 async def test_create_persists_and_reloads(svc: DispatchService) -> None:
