@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -30,7 +31,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -182,6 +182,8 @@ async def bench_fanout(core: CoreServices, db_url: str, consoles: int, events: i
             cookie = "cc_session=" + http.cookies["cc_session"]
         ws_url = url.replace("http://", "ws://") + "/ws/events?topics=incident.bench"
         arrivals: dict[int, list[float]] = {}
+        all_in = asyncio.Event()
+        received = [0]
         sockets = []
         for _ in range(consoles):
             ws = await ws_connect(ws_url, additional_headers={"Cookie": cookie}, max_queue=None)
@@ -193,14 +195,16 @@ async def bench_fanout(core: CoreServices, db_url: str, consoles: int, events: i
                 now = time.time()
                 ev = json.loads(msg)
                 arrivals.setdefault(ev["payload"]["n"], []).append((now - ev["payload"]["t"]) * 1000)
+                received[0] += 1
+                if received[0] >= consoles * events:
+                    all_in.set()
 
         readers = [asyncio.create_task(reader(ws)) for ws in sockets]
         for n in range(events):
             await core.bus.publish("incident.bench", {"n": n, "t": time.time()})
             await asyncio.sleep(0.1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and sum(map(len, arrivals.values())) < consoles * events:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 10)
         for ws in sockets:
             await ws.close()
         for task in readers:

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PLANS = Path(__file__).resolve().parent / "defaults" / "response_plans.toml"
 Clock = Callable[[], datetime]
+TRACK_COLUMNS = ("unit_id", "at", "lon", "lat", "speed_kmh", "heading_deg", "accuracy_m")
 
 
 class IncidentNotFound(DispatchError):
@@ -134,15 +135,27 @@ class DispatchService:
                 await self._listener
 
     async def _follow_bus(self) -> None:
-        """Reload units changed by other processes (their events carry unit ids)."""
-        with self.core.bus.subscribe("unit.*", maxsize=10_000) as sub:
+        """Follow other processes: reload the units their events name, track their incidents."""
+        with self.core.bus.subscribe("*", maxsize=10_000) as sub:
             async for event in sub:
                 if event.origin == self.core.bus.node_id:
+                    continue
+                if event.topic in ("incident.created", "incident.updated"):
+                    self._track_view(event.payload.get("incident"))
+                    continue
+                if not event.topic.startswith("unit."):
                     continue
                 try:
                     await self._reload_from(event)
                 except (OSError, asyncpg.PostgresError):
                     log.exception("dispatch: reloading units after %s failed", event.topic)
+
+    def _track_view(self, view: Any) -> None:
+        if isinstance(view, dict) and isinstance(view.get("id"), str):
+            if view.get("status") == IncidentStatus.CLOSED.value:
+                self._open_locations.pop(view["id"], None)
+            elif isinstance(view.get("lon"), float) and isinstance(view.get("lat"), float):
+                self._open_locations[view["id"]] = (view["lon"], view["lat"])
 
     async def _reload_from(self, event: Event) -> None:
         ids = [u["id"] for u in event.payload.get("units", []) if isinstance(u, dict) and "id" in u]
@@ -451,20 +464,16 @@ class DispatchService:
         """Validate a batch, store every accepted fix, move units, detect geofence arrival."""
         now = self.clock()
         units = self.recommender.units
-        last = {uid: u.position.at for uid, u in units.items() if u.position is not None}
-        result = validate_batch(items, units, now, last)
+        result = validate_batch(items, units, now, _LastFixes(units))
         if not result.accepted:
             return result
         fixes = result.accepted
         latest = [f for f in fixes if f.latest]
         async with self._avl_lock, self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO unit_positions (unit_id, at, lon, lat, speed_kmh, heading_deg, accuracy_m) "
-                "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], "
-                "$6::float8[], $7::float8[])",
-                [f.unit_id for f in fixes], [f.position.at for f in fixes], [f.position.lon for f in fixes],
-                [f.position.lat for f in fixes], [f.position.speed_kmh for f in fixes],
-                [f.position.heading_deg for f in fixes], [f.accuracy_m for f in fixes])
+            await conn.copy_records_to_table(  # binary COPY: the cheapest way to append the track
+                "unit_positions", columns=TRACK_COLUMNS,
+                records=[(f.unit_id, f.position.at, f.position.lon, f.position.lat, f.position.speed_kmh,
+                          f.position.heading_deg, f.accuracy_m) for f in fixes])
             await conn.execute(
                 "UPDATE units u SET lon = v.lon, lat = v.lat, fix_at = v.at, speed_kmh = v.s, heading_deg = v.h "
                 "FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[]) "
@@ -500,8 +509,6 @@ class DispatchService:
     async def import_eido(self, doc: Any, actor: str, source: str = "") -> Incident:
         """EidoError (listing every problem) on a bad document; the incident is stored as is."""
         inc = eido.import_incident(doc)
-        if inc.training != self.training and not inc.training:
-            pass  # real incidents may always be imported; they show once training mode is off
         return await self.save_new(inc, actor, source)
 
     async def issue_cap(self, *, event: str, level: str, headline: str, description: str, instruction: str,
@@ -613,6 +620,25 @@ class DispatchService:
 
     def since(self, seconds: float) -> datetime:
         return self.clock() - timedelta(seconds=seconds)
+
+
+class _LastFixes(Mapping[str, datetime]):
+    """Time of each unit's newest fix, read from the unit cache without copying it per batch."""
+
+    def __init__(self, units: Mapping[str, Unit]) -> None:
+        self._units = units
+
+    def __getitem__(self, unit_id: str) -> datetime:
+        pos = self._units[unit_id].position
+        if pos is None:
+            raise KeyError(unit_id)
+        return pos.at
+
+    def __iter__(self) -> Iterator[str]:
+        return (uid for uid, u in self._units.items() if u.position is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _incident_status(status: str) -> IncidentStatus:

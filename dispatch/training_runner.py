@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,6 +34,7 @@ class TrainingRunner:
     on_scene_s: float = 40.0
     seed: int = 7
     _sim: TrainingSimulator = field(init=False)
+    _rng: random.Random = field(init=False)
     _task: asyncio.Task[None] | None = None
     _on_scene_since: dict[str, datetime] = field(default_factory=dict)
     _last_incident: datetime | None = None
@@ -40,6 +42,7 @@ class TrainingRunner:
     def __post_init__(self) -> None:
         spots = [(t.lon, t.lat) for t in self.service.townships] or [(s.lon, s.lat) for s in self.service.stations.values()]
         self._sim = TrainingSimulator(spots, seed=self.seed)
+        self._rng = random.Random(self.seed)  # which idle units go on patrol
 
     def start(self) -> None:
         if self._task is None:
@@ -80,7 +83,7 @@ class TrainingRunner:
             if u.status == UnitStatus.DISPATCHED and u.incident_id in svc._open_locations:
                 self._sim.send(uid, self._here(uid), svc._open_locations[u.incident_id], speed[uid], now)
                 await self._safe(svc.set_unit_status(uid, UnitStatus.EN_ROUTE.value, ACTOR, source="training"))
-            elif u.status == UnitStatus.AVAILABLE and uid not in self._sim.routes and hash((uid, now.minute)) % 3 == 0:
+            elif u.status == UnitStatus.AVAILABLE and uid not in self._sim.routes and self._rng.random() < 0.05:
                 self._sim.patrol(uid, self._here(uid), speed[uid] / 2, now)
         fixes, arrived = self._sim.tick(now)
         if fixes:

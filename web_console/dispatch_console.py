@@ -159,7 +159,7 @@ async def state(request: Request, principal: Reader) -> dict[str, Any]:
     svc = service_of(request)
     incidents = await svc.incidents(open_only=True)
     return {
-        "training": svc.training, "legend": legend(), "boundaries": _boundaries(svc),
+        "training": svc.training, "legend": legend(), "stale_after_s": svc.stale_after_s, "boundaries": _boundaries(svc),
         "stations": [{"id": s.id, "name": s.name, "agency": s.agency, "lon": s.lon, "lat": s.lat}
                      for s in svc.stations.values()],
         "units": [svc.unit_json(u) for u in svc.units()],

@@ -33,14 +33,16 @@ async def test_drill_runs_an_incident_to_closure(svc: DispatchService) -> None:
     real_before = await svc.db.fetch("SELECT id, status FROM units WHERE NOT training ORDER BY id")
     clock = svc.test_clock  # type: ignore[attr-defined]
     closed = None
-    for _ in range(150):
+    for _ in range(400):  # a boat may need two simulated hours to reach a far township
         await runner.step()
-        clock[0] += timedelta(seconds=30)
+        clock[0] += timedelta(seconds=60)
         drills = await svc.incidents(training=True)
         if drills and drills[0].status.value == "closed":
             closed = drills[0]
             break
-    assert closed is not None, "the drill incident was never closed"
+    drill_units = {u.id: (u.status.value, u.incident_id) for u in svc.units(training=True) if u.incident_id}
+    assert closed is not None, f"never closed: {[(i.id, i.status, [e.action for e in i.timeline]) for i in drills]}" \
+        f" {drill_units}"
     actions = [e.action for e in closed.timeline]
     assert actions[0] == "created" and "unit_assigned" in actions and "unit_arrived" in actions
     assert actions[-1] == "closed" and closed.training and closed.id.startswith("DRILL")

@@ -382,9 +382,19 @@ function connect() {
   };
 }
 
+// A fix ages without any event: re-check staleness periodically and grey the unit out.
+function markStale() {
+  const now = Date.now();
+  for (const u of state.units.values()) {
+    if (u.position_source !== "avl" || !u.fix_at || u.stale) continue;
+    if (now - Date.parse(u.fix_at) > state.staleAfter * 1000) { u.stale = true; drawUnit(u); refreshSoon(); }
+  }
+}
+
 async function load(first) {
   const st = await api("GET", "/api/dispatch/state");
   state.legend = st.legend;
+  state.staleAfter = st.stale_after_s;
   state.training = st.training;
   if (first) initMap(st);
   for (const u of st.units) upsertUnit(u);
@@ -397,4 +407,5 @@ await load(true);
 fillCategories();
 setupForms();
 connect();
+setInterval(markStale, 15000);
 window.dispatchConsole = { state, markers };
