@@ -235,7 +235,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await admin.close()
         parts = urlsplit(base)
         url = urlunsplit((parts.scheme, parts.netloc, "/bench_dispatch", parts.query, parts.fragment))
-        core = await CoreServices.start(Settings(var_dir=data / "var", database={"url": url}), seed=False)  # type: ignore[arg-type]
+        core = await CoreServices.start(Settings(var_dir=data / "var", database={"url": url}), seed=False)
         svc = DispatchService(core)
         await svc.start()
         svc.training = False

@@ -60,7 +60,7 @@ from gis.routing import EtaEstimator
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PLANS = Path(__file__).resolve().parent / "defaults" / "response_plans.toml"
+DEFAULT_PLANS = Path(__file__).resolve().parent / "response_plans_default.toml"
 Clock = Callable[[], datetime]
 TRACK_COLUMNS = ("unit_id", "at", "lon", "lat", "speed_kmh", "heading_deg", "accuracy_m")
 
