@@ -239,3 +239,61 @@ def test_training_toggle_separates_and_excludes(clients: dict[str, httpx.Client]
     finally:
         assert d.post("/api/dispatch/training", json={"enabled": False}).json() == {"training": False}
     assert all(not i["training"] for i in d.get("/api/incidents").json())
+
+
+def test_joint_components_link_merge_and_refusals(clients: dict[str, httpx.Client]) -> None:
+    d = clients["dispatcher"]
+    a = new_incident(d, category="traffic", subtype="collision", priority=2)
+    joint = d.post(f"/api/incidents/{a['id']}/components", json={"status": "fire"})
+    assert joint.status_code == 200 and joint.json()["joint"]
+    assert d.post(f"/api/incidents/{a['id']}/components", json={"status": "fire"}).status_code == 422  # twice
+    assert d.post(f"/api/incidents/{a['id']}/components", json={"status": "navy"}).status_code == 422
+    # a joint incident needs the agency for a status change
+    assert d.post(f"/api/incidents/{a['id']}/status", json={"status": "under_control"}).status_code == 409
+    fire = d.post(f"/api/incidents/{a['id']}/status", json={"status": "under_control", "agency": "fire"})
+    assert fire.status_code == 200
+    comps = {c["agency"]: c["status"] for c in fire.json()["components"]}
+    assert comps == {"police": "new", "fire": "under_control"} and fire.json()["status"] == "new"
+    assert d.post(f"/api/incidents/{a['id']}/priority", json={"status": "1"}).json()["priority"] == 1
+    assert d.post(f"/api/incidents/{a['id']}/priority", json={"status": "x"}).status_code == 422
+    assert d.post(f"/api/incidents/{a['id']}/notes", json={"text": "现场两车追尾"}).json()["notes"] == ["现场两车追尾"]
+    assert d.post(f"/api/incidents/{a['id']}/notes", json={"text": ""}).status_code == 422
+    assert d.post(f"/api/incidents/{a['id']}/calls", json={"text": "call-77"}).json()["calls"] == ["call-77"]
+    assert d.post(f"/api/incidents/{a['id']}/calls", json={"text": "call-77"}).status_code == 422  # linked already
+    b = new_incident(d, category="traffic", subtype="collision", priority=3, call_id="call-78")
+    c = new_incident(d, category="police", subtype="disturbance", priority=4)
+    assert d.post(f"/api/incidents/{a['id']}/link", json={"other": c["id"]}).status_code == 200
+    assert d.post(f"/api/incidents/{a['id']}/link", json={"other": c["id"]}).status_code == 422  # already linked
+    merged = d.post(f"/api/incidents/{a['id']}/merge", json={"other": b["id"]})
+    assert merged.status_code == 200, merged.text
+    assert b["id"] in merged.json()["merged_from"] and "call-78" in merged.json()["calls"]
+    dup = d.get(f"/api/incidents/{b['id']}").json()
+    assert dup["merged_into"] == a["id"] and dup["status"] == "closed"
+    assert d.post(f"/api/incidents/{b['id']}/reopen", json={"text": "误合并"}).status_code == 409  # open the primary
+    assert d.post(f"/api/incidents/{a['id']}/merge", json={"other": a["id"]}).status_code == 422
+    assert d.post(f"/api/incidents/{a['id']}/reopen", json={"text": "x"}).status_code == 409  # not closed
+    assert d.post(f"/api/incidents/{a['id']}/close", json={"text": "处置完毕"}).status_code == 200
+    assert d.post(f"/api/incidents/{a['id']}/dispatch", json={"recommended": True}).status_code == 409  # closed
+    assert d.post(f"/api/incidents/{a['id']}/reopen", json={"text": "再次报警"}).json()["status"] == "new"
+
+
+def test_unit_status_changes_and_illegal_ones(clients: dict[str, httpx.Client]) -> None:
+    d = clients["dispatcher"]
+    unit = "xinxing-medical-1"
+    assert d.post(f"/api/units/{unit}/status", json={"status": "on_scene"}).status_code == 409  # not dispatched
+    assert d.post(f"/api/units/{unit}/status", json={"status": "dispatched"}).status_code == 422  # via an incident
+    out = d.post(f"/api/units/{unit}/status", json={"status": "out_of_service"})
+    assert out.status_code == 200 and out.json()["status"] == "out_of_service"
+    inc = new_incident(d, category="medical", subtype="trauma", priority=4, lon=112.0, lat=22.72)
+    rec = d.get(f"/api/incidents/{inc['id']}/recommendations").json()
+    assert unit not in [c["unit_id"] for r in rec["requirements"] for c in r["candidates"]]  # out of service
+    refused = d.post(f"/api/incidents/{inc['id']}/dispatch", json={"unit_ids": [unit]})
+    assert refused.status_code == 409 and "停用" in refused.json()["detail"]
+    assert d.post(f"/api/units/{unit}/status", json={"status": "available"}).json()["status"] == "available"
+    assert d.post(f"/api/incidents/{inc['id']}/dispatch", json={"unit_ids": [unit]}).status_code == 200
+    for status in ("en_route", "on_scene", "transporting", "at_hospital", "returning", "available"):
+        r = d.post(f"/api/units/{unit}/status", json={"status": status})
+        assert r.status_code == 200 and r.json()["status"] == status, r.text
+    full = d.get(f"/api/incidents/{inc['id']}").json()
+    assert full["units"] == [] and full["components"][0]["released_units"] == [unit]
+    assert [e["action"] for e in full["timeline"]][-1] == "unit_cleared"

@@ -81,10 +81,15 @@ def test_click_dispatch_turns_the_unit_colour(page: Page, api: httpx.Client, art
     expect(page.locator(f"#board tr[data-unit-id='{unit}']")).to_have_attribute("data-status", "dispatched")
     assert unit in api.get(f"/api/incidents/{inc['id']}").json()["units"]
     page.screenshot(path=str(artifacts_dir / "dispatch-click-dispatch.png"))
+    # change the unit's status on the status board: on scene
+    page.locator(f"#board tr[data-unit-id='{unit}'] select").select_option("on_scene")
+    expect(marker).to_have_attribute("data-status", "on_scene", timeout=2000)
+    assert marker.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(UNIT_STATUS_COLOURS[UnitStatus.ON_SCENE])
+    expect(page.get_by_test_id("detail-status")).to_have_text("到场")
     # the same unit again, from the API as another session would: refused with a clear message
     other = api.post("/api/incidents", json={"category": "police", "priority": 3, **LUODING}).json()
     refused = api.post(f"/api/incidents/{other['id']}/dispatch", json={"unit_ids": [unit]})
-    assert refused.status_code == 409 and "已调派" in refused.json()["detail"]
+    assert refused.status_code == 409 and "不能调派" in refused.json()["detail"]
 
 
 def test_command_conference_button_links_a_conference(page: Page, api: httpx.Client, artifacts_dir: Path) -> None:
