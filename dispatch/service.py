@@ -143,6 +143,11 @@ class DispatchService:
                 if event.topic in ("incident.created", "incident.updated"):
                     self._track_view(event.payload.get("incident"))
                     continue
+                if event.topic == "system.training_mode" and isinstance(event.payload.get("enabled"), bool):
+                    self.training = event.payload["enabled"]  # switched on another node
+                    for hook in self.on_training_change:
+                        await hook(self.training)
+                    continue
                 if not event.topic.startswith("unit."):
                     continue
                 try:

@@ -22,6 +22,7 @@ from gis.routing import DEFAULT_TYPE_SPEEDS_KMH
 
 log = logging.getLogger(__name__)
 ACTOR = "演练"
+DRILL_LOCK_KEY = 0x6472696C  # "dril"
 
 
 @dataclass
@@ -56,6 +57,20 @@ class TrainingRunner:
             self._task = None
 
     async def _run(self) -> None:
+        # Several web nodes may run the service; one drill at a time: the node holding the
+        # advisory lock drives it, the others wait (and take over if it goes away).
+        conn = await self.service.db.dedicated_connection()
+        try:
+            while True:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", DRILL_LOCK_KEY):
+                    break
+                await asyncio.sleep(10 * self.tick_s)  # a lock held elsewhere has no event to await
+            await self._loop()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()  # releases the lock
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await self.step()

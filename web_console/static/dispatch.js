@@ -179,8 +179,15 @@ function renderBoard() {
   }
 }
 
+let uncertainty = null; // circle of the selected incident's location uncertainty
+
 async function select(id) {
   state.selected = id;
+  if (uncertainty) { uncertainty.remove(); uncertainty = null; }
+  const inc = state.incidents.get(id);
+  if (inc && inc.uncertainty_m) {
+    uncertainty = L.circle([inc.lat, inc.lon], { radius: inc.uncertainty_m, color: inc.colour, weight: 1, fillOpacity: 0.1 }).addTo(map);
+  }
   for (const inc of state.incidents.values()) drawIncident(inc);
   renderQueue();
   await renderDetail();
