@@ -33,6 +33,7 @@ from dispatch import model as m
 from dispatch import store
 from dispatch.avl import ArrivalDetector, AvlBatchResult, validate_batch
 from dispatch.conference import BusConferenceStarter, CommandConference, ConferenceStarter
+from dispatch.duplicates import find_duplicates
 from dispatch.exchange import cap as capmod
 from dispatch.exchange import eido
 from dispatch.model import (
@@ -360,6 +361,16 @@ class DispatchService:
         return await self._pair(primary_id, dup_id, actor, "incident.merge", source,
                                 lambda a, b, t: m.merge_incidents(a, b, t, actor))
 
+    async def possible_duplicates(self, lon: float, lat: float, category: str,
+                                  training: bool | None = None) -> list[dict[str, Any]]:
+        """Open incidents near a new call that may be the same event (for the desk, issue 8)."""
+        m.category(category)  # ValidationError for an unknown category
+        open_ = await self.incidents(training=training, open_only=True)
+        by_id = {i.id: i for i in open_}
+        return [{"incident": self.view(by_id[d.incident_id]), "distance_m": round(d.distance_m),
+                 "age_s": round(d.age_s), "same_category": d.same_category}
+                for d in find_duplicates(lon, lat, category, self.clock(), open_)]
+
     # ------------------------------------------------------------------ recommendation and dispatch
 
     async def recommend(self, incident_id: str, exclude: Iterable[str] = ()) -> tuple[str, list[RequirementResult]]:
@@ -562,10 +573,13 @@ class DispatchService:
             raise capmod.CapError(issues)
         area_json = [{"desc": a.desc, "polygons": [list(map(list, r)) for r in a.polygons],
                       "geocodes": [list(g) for g in a.geocodes]} for a in areas]
-        await self.db.execute(
-            "INSERT INTO cap_alerts (identifier, incident_id, issued_at, actor, event, level, area, xml, training) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (identifier) DO NOTHING",
-            alert.identifier, incident_id, now, actor, event, warning_level.value, area_json, xml, self.training)
+        try:
+            await self.db.execute(
+                "INSERT INTO cap_alerts (identifier, incident_id, issued_at, actor, event, level, area, xml, training) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                alert.identifier, incident_id, now, actor, event, warning_level.value, area_json, xml, self.training)
+        except asyncpg.UniqueViolationError:  # GB/T identifiers allow 10 alerts per second
+            raise m.IllegalTransition(f"预警编号 {alert.identifier} 已被占用，请稍后重试") from None
         if incident_id:
             await self.mutate(incident_id, lambda i, t: m.add_note(i, f"发布预警 {alert.identifier}：{headline}", t, actor),
                               actor, "incident.note", source)

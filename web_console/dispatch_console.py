@@ -202,6 +202,13 @@ async def create_incident(request: Request, body: IncidentCreate, principal: Rea
     return svc.view(inc)
 
 
+@router.get("/api/incidents/duplicates", tags=["dispatch"])
+async def duplicates(request: Request, principal: Reader, lon: float, lat: float, category: str) -> list[dict[str, Any]]:
+    """Open incidents within 500 m / 30 min of a related category: maybe the same event."""
+    with model_errors():
+        return await service_of(request).possible_duplicates(lon, lat, category)
+
+
 @router.get("/api/incidents/{incident_id}", tags=["dispatch"])
 async def get_incident(request: Request, incident_id: str, principal: Reader) -> dict[str, Any]:
     svc = service_of(request)

@@ -216,6 +216,9 @@ def test_roles_bad_input_and_lookups(clients: dict[str, httpx.Client]) -> None:
     no_csrf = d.post("/api/incidents", json={"category": "police", "priority": 3, **LUODING},
                      headers={"X-CSRF-Token": ""})
     assert no_csrf.status_code == 403
+    near = d.get("/api/incidents/duplicates", params={**LUODING, "category": "traffic"}).json()
+    assert inc["id"] in [x["incident"]["id"] for x in near] and near[0]["distance_m"] < 500
+    assert d.get("/api/incidents/duplicates", params={**LUODING, "category": "nope"}).status_code == 422
     places = d.get("/api/gazetteer", params={"q": "luoding"}).json()
     assert places and places[0]["name"].startswith("罗定")
     assert d.get("/tiles/1/0/0").status_code == 404  # no MBTiles configured
