@@ -287,14 +287,15 @@ class DispatchService:
         return await self._commit_incident(actor, action, source, inc, topic="incident.created")
 
     async def mutate(self, incident_id: str, change: Callable[[Incident, datetime], Incident], actor: str,
-                     action: str, source: str = "", detail: dict[str, Any] | None = None) -> Incident:
+                     action: str, source: str = "", detail: dict[str, Any] | None = None,
+                     township_id: str | None = None) -> Incident:
         """Apply a pure model change to one incident in a transaction (row locked)."""
         async with self.db.transaction() as conn:
             old = await store.load_incident(conn, incident_id, for_update=True)
             if old is None:
                 raise IncidentNotFound(f"警情 {incident_id} 不存在")
             new = change(old, self.clock())
-            await store.save_incident(conn, new, old)
+            await store.save_incident(conn, new, old, township_id)
         return await self._commit_incident(actor, action, source, new, detail=detail)
 
     async def set_incident_status(self, incident_id: str, status: str, actor: str, agency: str | None = None,
@@ -315,6 +316,13 @@ class DispatchService:
     async def reopen_incident(self, incident_id: str, reason: str, actor: str, source: str = "") -> Incident:
         return await self.mutate(incident_id, lambda i, t: m.reopen_incident(i, reason, t, actor), actor,
                                  "incident.reopen", source, {"reason": reason})
+
+    async def set_location(self, incident_id: str, lon: float, lat: float, actor: str, uncertainty_m: float | None = None,
+                           address: str = "", location_source: str = "manual", source: str = "") -> Incident:
+        """A better location (a new fix from the caller, a corrected address): county/township again."""
+        loc, township_id = self.resolve_location(lon, lat, uncertainty_m, location_source, address)
+        return await self.mutate(incident_id, lambda i, t: m.set_location(i, loc, t, actor), actor,
+                                 "incident.location", source, {"lon": lon, "lat": lat}, township_id)
 
     async def add_note(self, incident_id: str, text: str, actor: str, source: str = "") -> Incident:
         return await self.mutate(incident_id, lambda i, t: m.add_note(i, text, t, actor), actor, "incident.note", source)

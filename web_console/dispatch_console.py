@@ -234,6 +234,24 @@ async def incident_status(request: Request, incident_id: str, body: StatusChange
     return {**svc.view(inc), "timeline": timeline_view(inc)}
 
 
+class LocationChange(_Body):
+    lon: float
+    lat: float
+    uncertainty_m: float | None = Field(None, ge=0)
+    address: str = Field("", max_length=500)
+    location_source: str = "manual"
+
+
+@router.post("/api/incidents/{incident_id}/location", tags=["dispatch"])
+async def location(request: Request, incident_id: str, body: LocationChange, principal: Reader) -> dict[str, Any]:
+    """Move the incident (a new fix or a corrected address); county and township are resolved again."""
+    svc = service_of(request)
+    with model_errors():
+        inc = await svc.set_location(incident_id, body.lon, body.lat, principal.user.username, body.uncertainty_m,
+                                     body.address, body.location_source, client_address(request))
+    return {**svc.view(inc), "timeline": timeline_view(inc)}
+
+
 @router.post("/api/incidents/{incident_id}/close", tags=["dispatch"])
 async def close(request: Request, incident_id: str, body: Text, principal: Dispatcher) -> dict[str, Any]:
     return await _act(request, principal, "close_incident", incident_id, body.text)

@@ -257,6 +257,10 @@ def test_joint_components_link_merge_and_refusals(clients: dict[str, httpx.Clien
     assert fire.status_code == 200
     comps = {c["agency"]: c["status"] for c in fire.json()["components"]}
     assert comps == {"police": "new", "fire": "under_control"} and fire.json()["status"] == "new"
+    moved = d.post(f"/api/incidents/{a['id']}/location", json={**YUNCHENG, "uncertainty_m": 30, "address": "云城"})
+    assert moved.status_code == 200 and moved.json()["county_code"] == 445302 and moved.json()["uncertainty_m"] == 30
+    assert d.post(f"/api/incidents/{a['id']}/location", json={"lon": 999, "lat": 0}).status_code == 422
+    assert d.get(f"/api/incidents/{a['id']}").json()["county_code"] == 445302
     assert d.post(f"/api/incidents/{a['id']}/priority", json={"status": "1"}).json()["priority"] == 1
     assert d.post(f"/api/incidents/{a['id']}/priority", json={"status": "x"}).status_code == 422
     assert d.post(f"/api/incidents/{a['id']}/notes", json={"text": "现场两车追尾"}).json()["notes"] == ["现场两车追尾"]
