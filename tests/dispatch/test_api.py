@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -32,11 +33,12 @@ def clients(server: RunningServer) -> Iterator[dict[str, httpx.Client]]:
         c.close()
 
 
-def new_incident(c: httpx.Client, **kw: object) -> dict:
+def new_incident(c: httpx.Client, **kw: object) -> dict[str, Any]:
     body = {"category": "police", "subtype": "theft", "priority": 3, **LUODING, **kw}
     r = c.post("/api/incidents", json=body)
     assert r.status_code == 201, r.text
-    return r.json()
+    out: dict[str, Any] = r.json()
+    return out
 
 
 def test_lifecycle_over_http(clients: dict[str, httpx.Client]) -> None:
@@ -77,7 +79,7 @@ def test_concurrent_dispatch_from_two_sessions_one_wins(clients: dict[str, httpx
     barrier = threading.Barrier(2)
     results: dict[str, httpx.Response] = {}
 
-    def send(name: str, c: httpx.Client, inc: dict) -> None:
+    def send(name: str, c: httpx.Client, inc: dict[str, Any]) -> None:
         barrier.wait()
         results[name] = c.post(f"/api/incidents/{inc['id']}/dispatch", json={"unit_ids": [unit]})
 
@@ -114,7 +116,7 @@ def test_avl_batch_and_websocket(server: RunningServer, clients: dict[str, httpx
     assert d.post("/api/avl", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
     assert clients["viewer"].post("/api/avl", json=batch).status_code == 403
 
-    async def over_ws() -> list[dict]:
+    async def over_ws() -> list[dict[str, Any]]:
         url = server.url.replace("http://", "ws://") + "/ws/avl"
         cookie = "cc_session=" + d.cookies["cc_session"]
         async with ws_connect(url, additional_headers={"Cookie": cookie}) as ws:
@@ -182,7 +184,7 @@ def test_command_conference_reaches_the_chair(server: RunningServer, clients: di
     d = clients["dispatcher"]
     inc = new_incident(d, category="fire", subtype="industrial", priority=1)
 
-    async def run() -> tuple[dict, dict]:
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
         url = server.url.replace("http://", "ws://") + "/ws/events?topics=conference.*"
         cookie = "cc_session=" + clients["chair"].cookies["cc_session"]
         async with ws_connect(url, additional_headers={"Cookie": cookie}) as ws:

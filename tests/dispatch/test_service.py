@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +13,14 @@ from core.runtime import CoreServices
 from dispatch import store
 from dispatch.exchange.cap import CapError, validate_cap
 from dispatch.exchange.eido import EidoError
-from dispatch.model import IllegalTransition, IncidentStatus, UnitStatus, UnitUnavailable, ValidationError
+from dispatch.model import (
+    IllegalTransition,
+    Incident,
+    IncidentStatus,
+    UnitStatus,
+    UnitUnavailable,
+    ValidationError,
+)
 from dispatch.service import DispatchService
 from tests.conftest import make_settings
 
@@ -39,7 +46,7 @@ async def test_create_persists_and_reloads(svc: DispatchService) -> None:
     again = await svc.incident(inc.id)
     assert again == inc
     row = await svc.db.fetchrow("SELECT status, township_id FROM incidents WHERE id = $1", inc.id)
-    assert row["status"] == "new" and row["township_id"].startswith("445381-")
+    assert row is not None and row["status"] == "new" and row["township_id"].startswith("445381-")
     audit = await svc.core.audit.recent(5, action="incident.create")
     assert audit and audit[0].target == inc.id
 
@@ -126,7 +133,7 @@ async def test_avl_batch_rejects_per_item_and_stores_track(svc: DispatchService)
     track = await svc.db.fetch("SELECT lon FROM unit_positions WHERE unit_id = 'luoding-police-1' ORDER BY at")
     assert [r["lon"] for r in track] == [111.56, 111.57]
     row = await svc.db.fetchrow("SELECT lon, lat FROM units WHERE id = 'luoding-police-1'")
-    assert (row["lon"], row["lat"]) == (111.57, 22.77), "the older fix did not move the unit back"
+    assert row is not None and (row["lon"], row["lat"]) == (111.57, 22.77), "the older fix did not move the unit back"
     assert svc.unit("luoding-police-1").position is not None
 
 
@@ -212,3 +219,38 @@ async def test_bad_input_changes_nothing(svc: DispatchService) -> None:
     assert await svc.db.fetchval("SELECT count(*) FROM incidents") == 0
     async with svc.db.pool.acquire() as conn:
         assert len(await store.load_units(conn)) == 90
+
+
+async def test_every_version_reloads_exactly(svc: DispatchService) -> None:
+    """The diff writer is lossless: after each change, the stored incident equals the model's."""
+    a = await svc.create_incident(category="fire", subtype="commercial", priority=2, lon=LUODING[0],
+                                  lat=LUODING[1], actor="d1", call_id="c-1", caller_number="139", caller_name="张三",
+                                  uncertainty_m=25.0, address="罗城", description="商场起火")
+    b = await svc.create_incident(category="fire", subtype="commercial", priority=3, lon=LUODING[0],
+                                  lat=LUODING[1], actor="d2", call_id="c-2")
+    assert await svc.incident(a.id) == a
+
+    async def check(coro: Awaitable[Incident]) -> None:
+        version = await coro
+        assert await svc.incident(version.id) == version
+
+    await check(svc.dispatch(a.id, ["luoding-fire-1", "luoding-medical-1"], "d1"))  # joint: medical added
+    await check(svc.recall(a.id, "luoding-fire-1", "d1"))
+    await svc.set_unit_status("luoding-fire-1", "available", "d1")
+    await check(svc.dispatch(a.id, ["luoding-fire-1"], "d1"))  # the same unit again
+    await check(svc.add_note(a.id, "二楼有被困人员", "d1"))
+    await check(svc.link_call(a.id, "c-3", "d1"))
+    await check(svc.set_priority(a.id, 1, "d1"))
+    await check(svc.set_incident_status(a.id, "under_control", "d1", agency="medical"))
+    await check(svc.set_location(a.id, LUODING[0] + 0.001, LUODING[1], "d1", 10.0, "罗城东"))
+    await svc.dispatch(b.id, ["luoding-fire-2"], "d2")
+    merged, dup = await svc.merge_incidents(a.id, b.id, "d1")
+    assert await svc.incident(a.id) == merged
+    assert await svc.incident(b.id) == dup
+    stored = await svc.incident(a.id)
+    assert stored.component("fire").units == ("luoding-fire-1", "luoding-fire-2")
+    assert stored.component("fire").released_units == ("luoding-fire-1",)
+    assert svc.unit("luoding-fire-2").incident_id == a.id  # followed the merge
+    row = await svc.db.fetchval("SELECT incident_id FROM units WHERE id = 'luoding-fire-2'")
+    assert row == a.id
+    assert [e.seq for e in stored.timeline] == list(range(1, len(stored.timeline) + 1))
