@@ -134,3 +134,14 @@ def test_training_mode_is_marked(page: Page, api: httpx.Client, artifacts_dir: P
     finally:
         api.post("/api/dispatch/training", json={"enabled": False})
     expect(page.get_by_test_id("training-banner")).to_be_hidden(timeout=5000)
+
+
+def test_english_console(page: Page, api: httpx.Client, server: RunningServer) -> None:
+    inc = api.post("/api/incidents", json={"category": "medical", "subtype": "stroke", "priority": 2, **LUODING}).json()
+    page.goto(server.url + "/dispatch?lang=en")
+    expect(page.get_by_test_id("console-title")).to_have_text("Dispatch map")
+    page.click(f"#queue li[data-incident-id='{inc['id']}']")
+    expect(page.get_by_test_id("dispatch-all")).to_have_text("Dispatch all recommended")
+    expect(page.get_by_test_id("start-conference")).to_have_text("Start command conference")
+    page.goto(server.url + "/dispatch?lang=zh-CN")  # the language cookie back to the default
+    expect(page.get_by_test_id("console-title")).to_have_text("调度指挥地图")
