@@ -35,7 +35,9 @@ async def nodes(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Dispat
 async def eventually(check: Callable[[], bool]) -> None:
     """Wait (at most 5 s) until the other node has caught up."""
     async with asyncio.timeout(5):
-        while not check():
+        while True:  # the other node's state has no event of its own to await
+            if check():
+                return
             await asyncio.sleep(0.02)
 
 
