@@ -4,9 +4,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
+import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +21,16 @@ from dispatch.exchange.cap import validate_cap
 from tests.conftest import RunningServer
 
 LUODING = {"lon": 111.5700, "lat": 22.7690}
+# An offline tile file that appears while the server runs (the console checks for it per request).
+MBTILES = Path(tempfile.mkdtemp(prefix="cc-tiles-")) / "tiles.mbtiles"
+SERVER_ENV = {"CC_DISPATCH_MBTILES": str(MBTILES)}
 YUNCHENG = {"lon": 112.0400, "lat": 22.9300}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_tiles() -> Iterator[None]:
+    yield
+    shutil.rmtree(MBTILES.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +236,19 @@ def test_roles_bad_input_and_lookups(clients: dict[str, httpx.Client]) -> None:
     assert d.get("/api/incidents/duplicates", params={**LUODING, "category": "nope"}).status_code == 422
     places = d.get("/api/gazetteer", params={"q": "luoding"}).json()
     assert places and places[0]["name"].startswith("罗定")
-    assert d.get("/tiles/1/0/0").status_code == 404  # no MBTiles configured
+    assert d.get("/tiles/10/830/445").status_code == 404  # no MBTiles file yet
+    db = sqlite3.connect(MBTILES)
+    db.executescript("CREATE TABLE metadata (name text, value text);"
+                     "CREATE TABLE tiles (zoom_level integer, tile_column integer, tile_row integer, tile_data blob);")
+    tile = b"\x89PNG\r\n\x1a\n" + b"0" * 32
+    db.execute("INSERT INTO tiles VALUES (10, 830, 578, ?)", (tile,))  # XYZ y=445 is TMS row 1023-445
+    db.commit()
+    db.close()
+    got = d.get("/tiles/10/830/445")
+    assert got.status_code == 200 and got.content == tile and got.headers["content-type"] == "image/png"
+    assert d.get("/tiles/10/830/578").status_code == 404  # the unflipped row is another tile
+    assert viewer.get("/tiles/10/830/445").status_code == 403
+    assert '"tiles": true' in d.get("/dispatch").text
     page = d.get("/dispatch")
     assert page.status_code == 200 and "dispatch.js" in page.text
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page.text)
