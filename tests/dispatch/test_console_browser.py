@@ -86,6 +86,8 @@ def test_click_dispatch_turns_the_unit_colour(page: Page, api: httpx.Client, art
     expect(marker).to_have_attribute("data-status", "on_scene", timeout=2000)
     assert marker.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(UNIT_STATUS_COLOURS[UnitStatus.ON_SCENE])
     expect(page.get_by_test_id("detail-status")).to_have_text("到场")
+    page.get_by_test_id("component-status").first.select_option("under_control")
+    expect(page.get_by_test_id("detail-status")).to_have_text("已控制")
     # the same unit again, from the API as another session would: refused with a clear message
     other = api.post("/api/incidents", json={"category": "police", "priority": 3, **LUODING}).json()
     refused = api.post(f"/api/incidents/{other['id']}/dispatch", json={"unit_ids": [unit]})

@@ -204,7 +204,11 @@ async function renderDetail() {
   } catch (err) { box.innerHTML = `<p class="error">${esc(err.message)}</p>`; return; }
   if (state.selected !== id) return;
   const unitName = (uid) => (state.units.get(uid) || { callsign: uid }).callsign;
-  const comps = inc.components.map((c) => `<div class="row">${esc(c.agency_name)}：${esc(c.status_name)} ${c.units.map((u) =>
+  const next = ["en_route", "on_scene", "under_control", "closed"];
+  const compSelect = (c) => c.status === "closed" ? esc(c.status_name) : `<select data-agency="${esc(c.agency)}" data-testid="component-status">
+    <option value="">${esc(c.status_name)}</option>${next.filter((s) => next.indexOf(s) > next.indexOf(c.status) || !next.includes(c.status))
+    .map((s) => `<option value="${s}">${esc(state.legend.incident_status[s])}</option>`).join("")}</select>`;
+  const comps = inc.components.map((c) => `<div class="row">${esc(c.agency_name)}：${compSelect(c)} ${c.units.map((u) =>
     `<span class="tag">${esc(unitName(u))} <button class="link" data-recall="${esc(u)}" data-testid="recall">${T.recall}</button></span>`).join("")}</div>`).join("");
   const cands = rec.requirements.map((r) => `<div class="row"><b>${esc(r.capability)}</b> × ${r.count}${r.shortfall ? ` <span class="error">${T.shortfall} ${r.shortfall}</span>` : ""}</div>` +
     r.candidates.map((c) => `<div class="cand${c.recommended ? " rec" : ""}"><label><input type="checkbox" value="${esc(c.unit_id)}" ${c.recommended ? "checked" : ""}>
@@ -234,6 +238,9 @@ async function renderDetail() {
   const enc = encodeURIComponent(inc.id);
   const act = async (fn) => { try { await fn(); } catch (err) { flash(err.message, true); } };
   box.querySelectorAll("[data-recall]").forEach((b) => { b.onclick = () => act(() => api("POST", `/api/incidents/${enc}/recall`, { unit_id: b.dataset.recall })); });
+  box.querySelectorAll("[data-agency]").forEach((sel) => {
+    sel.onchange = () => act(() => api("POST", `/api/incidents/${enc}/status`, { status: sel.value, agency: sel.dataset.agency }));
+  });
   const on = (name, fn) => { const b = box.querySelector(`[data-act=${name}]`); if (b) b.onclick = () => act(fn); };
   on("dispatch-all", () => api("POST", `/api/incidents/${enc}/dispatch`, { recommended: true }));
   on("dispatch-sel", () => api("POST", `/api/incidents/${enc}/dispatch`, { unit_ids: [...box.querySelectorAll("#cands input:checked")].map((c) => c.value) }));
