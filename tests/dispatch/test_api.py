@@ -125,6 +125,10 @@ def test_avl_batch_and_websocket(server: RunningServer, clients: dict[str, httpx
         (1, "unknown_unit"), (2, "bad_coordinates"), (3, "future_timestamp")]
     unit = next(u for u in d.get("/api/units").json() if u["id"] == "yuncheng-police-1")
     assert unit["position_source"] == "avl" and unit["lon"] == YUNCHENG["lon"] and not unit["stale"]
+    old_fix = {"unit_id": "yunan-police-1", **YUNCHENG, "ts": (now - timedelta(minutes=10)).isoformat()}
+    assert d.post("/api/avl", json=[old_fix]).json()["accepted"] == 1
+    stale = next(u for u in d.get("/api/units").json() if u["id"] == "yunan-police-1")
+    assert stale["stale"] and stale["position_source"] == "avl"  # shown greyed on the map
     assert d.post("/api/avl", json=[{"unit_id": "ghost"}]).status_code == 422
     assert d.post("/api/avl", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
     assert clients["viewer"].post("/api/avl", json=batch).status_code == 403
