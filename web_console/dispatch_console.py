@@ -23,6 +23,7 @@ from dispatch.exchange.eido import EidoError
 from dispatch.map_layers import incident_points, unit_points
 from dispatch.model import (
     AGENCIES,
+    CAPABILITY_NAMES,
     CATEGORIES,
     INCIDENT_STATUS_NAMES,
     PRIORITY_NAMES,
@@ -150,6 +151,7 @@ def legend() -> dict[str, Any]:
         "incident_status": {s.value: n for s, n in INCIDENT_STATUS_NAMES.items()},
         "categories": {k: {"name": c.name, "subtypes": dict(c.subtypes)} for k, c in CATEGORIES.items()},
         "agencies": dict(AGENCIES),
+        "capabilities": {c.value: n for c, n in CAPABILITY_NAMES.items()},
     }
 
 

@@ -88,7 +88,7 @@ function drawIncident(inc) {
   }
   if (!mk) {
     mk = L.marker([inc.lat, inc.lon], { icon: incidentIcon(inc), zIndexOffset: 1000 }).addTo(map);
-    mk.on("click", (e) => { L.DomEvent.stopPropagation(e); select(inc.id); });
+    mk.on("click", (e) => { L.DomEvent.stopPropagation(e); select(inc.id, false); });
     markers.incidents.set(inc.id, mk);
   } else {
     mk.setLatLng([inc.lat, inc.lon]);
@@ -164,7 +164,8 @@ function renderBoard() {
   const tb = document.querySelector("#board tbody");
   tb.innerHTML = "";
   const units = [...state.units.values()].filter((u) => u.training === state.training)
-    .sort((a, b) => a.agency.localeCompare(b.agency) || a.id.localeCompare(b.id));
+    .sort((a, b) => (a.status === "available") - (b.status === "available")  // busy units first
+      || a.agency.localeCompare(b.agency) || a.id.localeCompare(b.id));
   for (const u of units) {
     const opts = STATUS_OPTIONS.map((s) => `<option value="${s}" ${s === u.status ? "selected" : ""}>${esc(state.legend.unit_status[s].name)}</option>`).join("");
     const tr = el(`<tr data-unit-id="${esc(u.id)}" data-status="${u.status}"><td><i class="status-dot" style="background:${u.colour}"></i>${esc(u.callsign)}</td>
@@ -181,10 +182,11 @@ function renderBoard() {
 
 let uncertainty = null; // circle of the selected incident's location uncertainty
 
-async function select(id) {
+async function select(id, fly = true) {
   state.selected = id;
   if (uncertainty) { uncertainty.remove(); uncertainty = null; }
   const inc = state.incidents.get(id);
+  if (inc && fly) map.setView([inc.lat, inc.lon], Math.max(map.getZoom(), 11));
   if (inc && inc.uncertainty_m) {
     uncertainty = L.circle([inc.lat, inc.lon], { radius: inc.uncertainty_m, color: inc.colour, weight: 1, fillOpacity: 0.1 }).addTo(map);
   }
@@ -210,7 +212,7 @@ async function renderDetail() {
     .map((s) => `<option value="${s}">${esc(state.legend.incident_status[s])}</option>`).join("")}</select>`;
   const comps = inc.components.map((c) => `<div class="row">${esc(c.agency_name)}：${compSelect(c)} ${c.units.map((u) =>
     `<span class="tag">${esc(unitName(u))} <button class="link" data-recall="${esc(u)}" data-testid="recall">${T.recall}</button></span>`).join("")}</div>`).join("");
-  const cands = rec.requirements.map((r) => `<div class="row"><b>${esc(r.capability)}</b> × ${r.count}${r.shortfall ? ` <span class="error">${T.shortfall} ${r.shortfall}</span>` : ""}</div>` +
+  const cands = rec.requirements.map((r) => `<div class="row"><b>${esc(state.legend.capabilities[r.capability] || r.capability)}</b> × ${r.count}${r.shortfall ? ` <span class="error">${T.shortfall} ${r.shortfall}</span>` : ""}</div>` +
     r.candidates.map((c) => `<div class="cand${c.recommended ? " rec" : ""}"><label><input type="checkbox" value="${esc(c.unit_id)}" ${c.recommended ? "checked" : ""}>
       ${esc(c.callsign)} · ${Math.round(c.eta_s / 60)} min</label><div class="muted">${esc(c.explanation)}</div></div>`).join("")).join("");
   const confs = inc.conferences.map((c) => `<div class="row" data-testid="conference-link"><a href="/join/${esc(c.conference_id)}">${esc(c.conference_id)}</a> ${esc(c.rooms.join("、"))}</div>`).join("");
