@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -644,9 +644,6 @@ class DispatchService:
         return [{"id": s.place.id, "name": s.place.name, "label": s.label, "kind": s.place.kind,
                  "lon": s.place.lon, "lat": s.place.lat, "score": round(s.score, 1), "matched": s.matched,
                  "approximate": s.place.approximate} for s in self.gazetteer.search(query, limit)]
-
-    def since(self, seconds: float) -> datetime:
-        return self.clock() - timedelta(seconds=seconds)
 
 
 class _LastFixes(Mapping[str, datetime]):
