@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dispatch.model import DispatchError, IncidentStatus, UnitStatus
 from dispatch.service import DispatchService
@@ -39,6 +39,8 @@ class TrainingRunner:
     _task: asyncio.Task[None] | None = None
     _on_scene_since: dict[str, datetime] = field(default_factory=dict)
     _last_incident: datetime | None = None
+    track_keep_s: float = 3600.0  # the drill's AVL track is pruned after an hour (a live demo runs for days)
+    _steps: int = 0
 
     def __post_init__(self) -> None:
         spots = [(t.lon, t.lat) for t in self.service.townships] or [(s.lon, s.lat) for s in self.service.stations.values()]
@@ -122,6 +124,10 @@ class TrainingRunner:
                         st = svc.stations[u.station_id]
                         self._sim.send(uid, self._here(uid), (st.lon, st.lat), speed[uid], now)
         await self._incidents(now)
+        self._steps += 1
+        if self._steps % 300 == 0:
+            await svc.db.execute("DELETE FROM unit_positions WHERE unit_id LIKE 'DRILL-%' AND at < $1",
+                                 now - timedelta(seconds=self.track_keep_s))
 
     async def _incidents(self, now: datetime) -> None:
         svc = self.service
