@@ -94,7 +94,16 @@ def test_click_dispatch_turns_the_unit_colour(page: Page, api: httpx.Client, art
     assert refused.status_code == 409 and "不能调派" in refused.json()["detail"]
 
 
-def test_command_conference_button_links_a_conference(page: Page, api: httpx.Client, artifacts_dir: Path) -> None:
+def test_command_conference_button_links_a_conference(page: Page, api: httpx.Client, artifacts_dir: Path,
+                                                       browser: Browser, server: RunningServer) -> None:
+    # the chair's console (its landing page, with the live event list) is open meanwhile
+    chair_context = browser.new_context(locale="zh-CN")
+    chair = chair_context.new_page()
+    chair.goto(server.url + "/login")
+    chair.fill("input[name=username]", "chair")
+    chair.fill("input[name=password]", server.passwords["chair"])
+    chair.click("button[type=submit]")
+    expect(chair.locator("#events li[data-topic='system.hello']")).to_have_count(1, timeout=5000)
     inc = api.post("/api/incidents", json={"category": "flood_control", "subtype": "flood", "priority": 1,
                                            **LUODING}).json()
     page.click(f"#queue li[data-incident-id='{inc['id']}']")
@@ -102,6 +111,11 @@ def test_command_conference_button_links_a_conference(page: Page, api: httpx.Cli
     page.get_by_test_id("start-conference").click()
     link = page.get_by_test_id("conference-link")
     expect(link).to_have_count(1, timeout=5000)
+    requested = chair.locator("#events li[data-topic='conference.command_requested']")
+    expect(requested).to_have_count(1, timeout=5000)
+    expect(requested).to_contain_text("luoding-room")
+    chair.screenshot(path=str(artifacts_dir / "dispatch-conference-on-chair-console.png"))
+    chair_context.close()
     conferences = api.get(f"/api/incidents/{inc['id']}").json()["conferences"]
     assert len(conferences) == 1 and "luoding-room" in conferences[0]["rooms"]
     expect(link.locator("a")).to_have_attribute("href", f"/join/{conferences[0]['conference_id']}")
