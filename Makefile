@@ -6,15 +6,32 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FRONTEND := web_console/frontend
 
-# Debian packages the tests drive as real peers (installed when root, otherwise checked).
-TEST_DEBS := chromium fonts-wqy-microhei ffmpeg tshark sip-tester baresip baresip-ffmpeg iproute2
+# Debian packages the running system uses: the CJK font for captions/banners, GStreamer's RTSP
+# server for the demo hall cameras. `make run` installs them when root, otherwise warns.
+RUN_DEBS := fonts-wqy-microhei gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 \
+  python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+# ...plus the real peers the tests drive (installed when root, otherwise checked).
+TEST_DEBS := $(RUN_DEBS) chromium ffmpeg tshark sip-tester baresip baresip-ffmpeg iproute2
 # command -> Debian package, for the non-root check
-TEST_CMDS := chromium:chromium ffmpeg:ffmpeg tshark:tshark sipp:sip-tester baresip:baresip ip:iproute2
+TEST_CMDS := chromium:chromium ffmpeg:ffmpeg tshark:tshark sipp:sip-tester baresip:baresip ip:iproute2 \
+  gst-launch-1.0:gstreamer1.0-tools
 
-.PHONY: run test venv frontend system-deps lint clean bench
+.PHONY: run run-deps test venv frontend system-deps lint clean bench
 
-run: venv frontend
+run: venv frontend run-deps
 	$(VENV)/bin/commandcenter up
+
+run-deps:
+	@missing=$$(for p in $(RUN_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "note: without$$missing the demo runs without hall cameras/CJK captions (install as root)"; \
+	  fi; \
+	fi
 
 venv: $(VENV)/.installed
 

@@ -42,6 +42,8 @@ class CapabilitySpec:
 
 # Order matters: later capabilities may use earlier ones (e.g. the SIP gateway joins MCU rooms).
 CAPABILITIES: list[CapabilitySpec] = [
+    CapabilitySpec("mcu", frozenset({"mcu"}), "mcu.conferences:start"),
+    CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start"),
     CapabilitySpec("dispatch", frozenset({"web"}), "dispatch.capability:start"),
 ]
 

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("username")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
+    verify = sub.add_parser("verify-export", help="verify an exported evidence bundle offline",
+                            description="Check every segment, inclusion proof and the signed tree head "
+                                        "of an export bundle; names any segment that fails.")
+    verify.add_argument("bundle", type=Path, help="bundle directory or .zip")
+    verify.add_argument("--key", type=Path, help="trusted public key (PEM) instead of the bundle's own")
+
     cfg = sub.add_parser("config", help="configuration tasks").add_subparsers(dest="config_command", required=True,
                                                                              metavar="TASK")
     check = cfg.add_parser("check", help="validate a settings file or a site plan")
@@ -153,6 +159,10 @@ def _config_check(path: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.command == "config":
         return _config_check(args.file)
+    if args.command == "verify-export":
+        from recorder.verify import verify_export_cli
+
+        return int(verify_export_cli(args.bundle, args.key))
     settings = load_settings(args.config)
     if args.node_name if args.command == "up" else False:
         settings.node_name = args.node_name

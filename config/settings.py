@@ -93,6 +93,19 @@ class DemoSettings(_Section):
     seed_users: bool = True
 
 
+class RecorderSettings(_Section):
+    """Hall recording (recorder/). Unset paths default to var/recordings and var/keys."""
+    enabled: bool = True
+    recordings_dir: Path | None = None
+    keys_dir: Path | None = None
+    segment_seconds: float = Field(6.0, ge=2.0, le=10.0)
+    head_interval_seconds: float = Field(120.0, ge=1.0)
+    retention_days: float | None = Field(30.0, gt=0)
+    retention_max_bytes: int | None = Field(None, gt=0)
+    min_free_bytes: int = Field(1 << 30, ge=0)
+    demo_cameras: bool | None = Field(None, description="synthetic hall cameras; default: demo.enabled")
+
+
 class Settings(BaseSettings):
     """Everything configurable. Sections mirror the TOML tables."""
 
@@ -109,6 +122,7 @@ class Settings(BaseSettings):
     rtp: RtpSettings = Field(default_factory=lambda: RtpSettings())
     emergency: EmergencySettings = Field(default_factory=lambda: EmergencySettings())
     demo: DemoSettings = Field(default_factory=lambda: DemoSettings())
+    recorder: RecorderSettings = Field(default_factory=lambda: RecorderSettings())
 
     @classmethod
     def settings_customise_sources(

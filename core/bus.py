@@ -114,6 +114,12 @@ class Bus:
         self._subscriptions.add(sub)
         return sub
 
+    def deliver_local(self, topic: str, payload: dict[str, Any]) -> Event:
+        """Deliver to this process's subscribers only: for frequent, disposable events (audio levels)."""
+        event = Event(topic, payload, origin=self.node_id)
+        self._deliver(event)
+        return event
+
     def _deliver(self, event: Event) -> None:
         for sub in list(self._subscriptions):
             if sub.matches(event.topic):

@@ -148,8 +148,9 @@ def start_server(db_url: str, var_dir: Path, extra_env: dict[str, str] | None = 
                  timeout: float = 60.0) -> RunningServer:
     """Start `commandcenter up` as a subprocess and wait for /readyz."""
     port = free_port()
+    # Web tests don't need 12 demo cameras recording behind them; tests that do set it back.
     env = {**os.environ, "CC_VAR_DIR": str(var_dir), "CC_HTTP__PORT": str(port),
-           "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+           "CC_RECORDER__DEMO_CAMERAS": "false", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     if db_url:
         env["DATABASE_URL"] = db_url
     else:

@@ -1,1 +1,35 @@
-"""h323 package."""
+"""H.323 signalling (Q.931/H.225.0, H.245, RAS), sans-I/O, with thin asyncio adapters.
+
+Importing this package installs the fix for pycrate 0.8.1's ALIGNED-PER encoder (see
+:mod:`sip_gateway.h323.asn1`). Start with :class:`H323Endpoint` (asyncio) or :class:`Call`
+(sans-I/O); docs/h323.md describes what is covered.
+"""
+from __future__ import annotations
+
+from .aio import CallHandle, H323Endpoint, MediaPortAllocator
+from .call import Call, CallIdentity, CallState, EndpointConfig
+from .capabilities import DEFAULT_FORMATS, Codec, MediaFormat
+from .events import LogicalChannel, MediaAddress
+from .q931 import Cause
+from .ras import Gatekeeper, GatekeeperProtocol, RasClient, RasClientConfig, RasClientProtocol
+
+__all__ = [
+    "DEFAULT_FORMATS",
+    "Call",
+    "CallHandle",
+    "CallIdentity",
+    "CallState",
+    "Cause",
+    "Codec",
+    "EndpointConfig",
+    "Gatekeeper",
+    "GatekeeperProtocol",
+    "H323Endpoint",
+    "LogicalChannel",
+    "MediaAddress",
+    "MediaFormat",
+    "MediaPortAllocator",
+    "RasClient",
+    "RasClientConfig",
+    "RasClientProtocol",
+]

@@ -37,7 +37,7 @@ async def test_a_migration_edited_after_landing_is_refused(fresh_db_url: str) ->
         await conn.close()
 
 
-async def test_a_failing_migration_leaves_nothing_behind(fresh_db_url: str, tmp_path, monkeypatch) -> None:
+async def test_a_failing_migration_leaves_nothing_behind(fresh_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each migration runs in its own transaction: a broken one is not recorded and changes nothing."""
     import core.db.migrations as migrations
 

@@ -1,0 +1,439 @@
+"""Conferences: the schedule in PostgreSQL and the rooms running on this node.
+
+`ConferenceService` is what legs (WebRTC, SIP, H.323), the chair console and the dispatch desk
+use; they never build `Room`s themselves:
+
+- schedule: `create`, `start`, `extend`, `end`, `list`, `get` (rows in `conferences`);
+- admission: `admit(conference_id, pin, source)` checks that the conference runs, is not locked
+  and the PIN is right, with a per-source limit on wrong PINs (back-off), raising `JoinRefused`
+  with a reason code and a Chinese message;
+- a running conference (`running(conference_id)`) holds its `Room` and `MediaRunner`; legs call
+  `RunningConference.join/leave`, which also keep the site status list the console shows and
+  write attendance history;
+- every room event is published on the core bus as ``conference.<kind>`` with the conference id.
+
+Standing conferences of the site plan (the demo's 80000001) are created on first start and run
+whenever the node runs. A scheduler starts conferences at `starts_at` and ends them at `ends_at`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+
+from core.runtime import CoreServices
+from mcu import events as ev
+from mcu.participant import Participant
+from mcu.room import Room, RoomError, RoomSettings
+from mcu.runner import MediaRunner
+
+log = logging.getLogger(__name__)
+
+SiteStatus = Literal["idle", "calling", "joined", "failed", "left"]
+Protocol = Literal["webrtc", "sip", "h323", "demo", "cascade"]
+
+# Events too frequent to persist: delivered to this node's subscribers only.
+EPHEMERAL_KINDS = frozenset({"audio_levels"})
+
+
+class ConferenceError(ValueError):
+    """A schedule request that cannot be honoured (bad field, unknown id, wrong state)."""
+
+
+class JoinRefused(Exception):
+    """A join was refused. `code` is stable (for pages and tests), `message` is for people."""
+
+    def __init__(self, code: str, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ConferenceRecord:
+    id: str
+    name: str
+    pin: str
+    guests: bool
+    standing: bool
+    sites: list[str]
+    starts_at: datetime | None
+    ends_at: datetime | None
+    status: str
+    created_by: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ConferenceRecord:
+        return cls(row["id"], row["name"], row["pin"], row["guests"], row["standing"], list(row["sites"]),
+                   row["starts_at"], row["ends_at"], row["status"], row["created_by"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "has_pin": bool(self.pin), "guests": self.guests,
+                "standing": self.standing, "sites": self.sites, "status": self.status,
+                "starts_at": self.starts_at.isoformat() if self.starts_at else None,
+                "ends_at": self.ends_at.isoformat() if self.ends_at else None, "created_by": self.created_by}
+
+
+@dataclass
+class SiteState:
+    """One line of the console's site list."""
+
+    site_id: str
+    name: str
+    protocol: str
+    status: SiteStatus = "idle"
+    detail: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"site_id": self.site_id, "name": self.name, "protocol": self.protocol, "status": self.status,
+                "detail": self.detail, "stats": self.stats}
+
+
+class PinGuard:
+    """Wrong-PIN limiter per (conference, source): after `max_failures`, exponential back-off."""
+
+    def __init__(self, max_failures: int = 5, base_delay: float = 30.0, max_delay: float = 900.0) -> None:
+        self.max_failures = max_failures
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def blocked_for(self, conference_id: str, source: str, now: float) -> float:
+        count, until = self._failures.get((conference_id, source), (0, 0.0))
+        return max(0.0, until - now)
+
+    def failed(self, conference_id: str, source: str, now: float) -> None:
+        count, _ = self._failures.get((conference_id, source), (0, 0.0))
+        count += 1
+        until = 0.0
+        if count >= self.max_failures:
+            until = now + min(self.max_delay, self.base_delay * 2 ** (count - self.max_failures))
+        self._failures[(conference_id, source)] = (count, until)
+
+    def succeeded(self, conference_id: str, source: str) -> None:
+        self._failures.pop((conference_id, source), None)
+
+
+class RunningConference:
+    """A conference live on this node: its room, media runner and site list."""
+
+    def __init__(self, service: ConferenceService, record: ConferenceRecord, room: Room,
+                 runner: MediaRunner) -> None:
+        self.service = service
+        self.record = record
+        self.room = room
+        self.runner = runner
+        self.sites: dict[str, SiteState] = {}
+        self._attendance: dict[str, int] = {}
+        plan = service.core.plan
+        for room_id in record.sites:
+            meeting_room = next((r for r in plan.meeting_rooms if r.id == room_id), None)
+            if meeting_room is not None:
+                protocol = meeting_room.endpoints[0].protocol if meeting_room.endpoints else "webrtc"
+                self.sites[room_id] = SiteState(room_id, meeting_room.name, protocol)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    async def join(self, participant_id: str, name: str, protocol: str, *, chair: bool = False) -> Participant:
+        """Add a site to the room (RoomError when locked/ended/full/duplicate) and record it."""
+        participant = self.room.join(participant_id, name, chair=chair)
+        state = self.sites.get(participant_id)
+        if state is None:
+            state = self.sites[participant_id] = SiteState(participant_id, participant.name, protocol)
+        state.status, state.detail, state.protocol = "joined", "", protocol
+        self._attendance[participant_id] = await self.service.core.db.fetchval(
+            "INSERT INTO conference_attendance (conference_id, participant_id, name, protocol) "
+            "VALUES ($1, $2, $3, $4) RETURNING id", self.id, participant_id, participant.name, protocol)
+        await self.service.publish_site(self, state)
+        return participant
+
+    async def leave(self, participant_id: str, reason: str = "left") -> None:
+        """Remove a site (idempotent) and close its attendance record."""
+        if participant_id in self.room.participants:
+            self.room.leave(participant_id, reason)
+        state = self.sites.get(participant_id)
+        if state is not None and state.status == "joined":
+            state.status, state.detail = ("failed" if reason == "failed" else "left"), reason
+            await self.service.publish_site(self, state)
+        row_id = self._attendance.pop(participant_id, None)
+        if row_id is not None:
+            await self.service.core.db.execute(
+                "UPDATE conference_attendance SET left_at = now(), reason = $2 WHERE id = $1", row_id, reason)
+
+    async def set_site_status(self, site_id: str, status: SiteStatus, detail: str = "",
+                              name: str = "", protocol: str = "") -> None:
+        """For dial-out legs: calling/failed before a site has joined."""
+        state = self.sites.get(site_id) or SiteState(site_id, name or site_id, protocol or "sip")
+        self.sites[site_id] = state
+        state.status, state.detail = status, detail
+        await self.service.publish_site(self, state)
+
+    def site_list(self) -> list[dict[str, Any]]:
+        room = self.room
+        out = []
+        for state in self.sites.values():
+            item = state.to_json()
+            p = room.participants.get(state.site_id)
+            item.update(muted=bool(p and p.muted), deaf=bool(p and p.deaf),
+                        chair=room.chair_id == state.site_id, speaking=bool(room.speakers) and
+                        room.speakers[0] == state.site_id)
+            out.append(item)
+        return out
+
+
+class ConferenceService:
+    """The schedule and the running conferences of this node."""
+
+    def __init__(self, core: CoreServices, room_settings: RoomSettings | None = None,
+                 pin_guard: PinGuard | None = None) -> None:
+        self.core = core
+        self.room_settings = room_settings or RoomSettings()
+        self.pin_guard = pin_guard or PinGuard()
+        self._running: dict[str, RunningConference] = {}
+        self._scheduler: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._publishing: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the plan's standing conferences if missing, start them, start the scheduler."""
+        for plan_conf in self.core.plan.conferences:
+            await self.core.db.execute(
+                "INSERT INTO conferences (id, name, pin, guests, standing, sites, node) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                plan_conf.id, plan_conf.name, plan_conf.pin, plan_conf.guests, plan_conf.standing,
+                plan_conf.sites, self.core.settings.node_name)
+        # A node that stopped uncleanly left rows 'running'; standing ones restart below.
+        await self.core.db.execute(
+            "UPDATE conferences SET status = 'ended', ended_at = now() "
+            "WHERE status = 'running' AND NOT standing AND node = $1", self.core.settings.node_name)
+        for record in await self.list_conferences():
+            if record.standing and record.status != "ended":
+                await self.start_conference(record.id, actor="system")
+        self._scheduler = asyncio.create_task(self._schedule_loop(), name="conference-scheduler")
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        for conf in list(self._running.values()):
+            await self._shut_down(conf, persist_end=not conf.record.standing)
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.run_schedule(datetime.now(UTC))
+            except (OSError, asyncpg.PostgresError):
+                log.exception("conference scheduler")
+
+    async def run_schedule(self, now: datetime) -> None:
+        """Start conferences whose time has come; end those past their end time."""
+        due = await self.core.db.fetch(
+            "SELECT id FROM conferences WHERE status = 'scheduled' AND starts_at <= $1 "
+            "AND (ends_at IS NULL OR ends_at > $1)", now)
+        for row in due:
+            await self.start_conference(row["id"], actor="scheduler")
+        over = await self.core.db.fetch(
+            "SELECT id FROM conferences WHERE status = 'running' AND ends_at <= $1", now)
+        for row in over:
+            await self.end(row["id"], actor="scheduler")
+
+    # -- schedule --------------------------------------------------------------------------
+    async def list_conferences(self, include_ended: bool = True) -> list[ConferenceRecord]:
+        rows = await self.core.db.fetch(
+            "SELECT * FROM conferences WHERE $1 OR status <> 'ended' "
+            "ORDER BY (status = 'running') DESC, starts_at NULLS FIRST, id", include_ended)
+        return [ConferenceRecord.from_row(r) for r in rows]
+
+    async def get(self, conference_id: str) -> ConferenceRecord | None:
+        row = await self.core.db.fetchrow("SELECT * FROM conferences WHERE id = $1", conference_id)
+        return ConferenceRecord.from_row(row) if row else None
+
+    async def create(self, *, name: str, actor: str, pin: str = "", guests: bool = False,
+                     sites: list[str] | None = None, starts_at: datetime | None = None,
+                     ends_at: datetime | None = None, conference_id: str | None = None) -> ConferenceRecord:
+        """Schedule a conference; ConferenceError names the bad field, nothing is written then."""
+        name = name.strip()
+        if not 1 <= len(name) <= 100:
+            raise ConferenceError("name: 会议名称须为 1–100 个字符")
+        if pin and not (pin.isdigit() and 4 <= len(pin) <= 12):
+            raise ConferenceError("pin: 会议密码须为 4–12 位数字")
+        known = {r.id for r in self.core.plan.meeting_rooms}
+        unknown = [s for s in sites or [] if s not in known]
+        if unknown:
+            raise ConferenceError(f"sites: 未知会场 {', '.join(unknown)}")
+        if starts_at and ends_at and ends_at <= starts_at:
+            raise ConferenceError("ends_at: 结束时间须晚于开始时间")
+        if conference_id is not None and not (conference_id.isdigit() and 4 <= len(conference_id) <= 12):
+            raise ConferenceError("id: 会议号须为 4–12 位数字")
+        for _ in range(20):
+            new_id = conference_id or f"8{secrets.randbelow(10**7):07d}"
+            try:
+                row = await self.core.db.fetchrow(
+                    "INSERT INTO conferences (id, name, pin, guests, sites, starts_at, ends_at, node, created_by) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+                    new_id, name, pin, guests, sites or [], starts_at, ends_at, self.core.settings.node_name, actor)
+            except asyncpg.UniqueViolationError:
+                if conference_id is not None:
+                    raise ConferenceError(f"id: 会议号 {conference_id} 已存在") from None
+                continue
+            assert row is not None
+            record = ConferenceRecord.from_row(row)
+            await self.core.bus.publish("conference.scheduled", {"conference_id": record.id, **record.to_json()})
+            return record
+        raise ConferenceError("id: 无法分配会议号")
+
+    async def start_conference(self, conference_id: str, actor: str) -> RunningConference:
+        """Start now (idempotent for a running conference)."""
+        async with self._lock:
+            if conference_id in self._running:
+                return self._running[conference_id]
+            record = await self.get(conference_id)
+            if record is None:
+                raise ConferenceError(f"id: 会议不存在 {conference_id}")
+            if record.status == "ended":
+                raise ConferenceError("status: 会议已结束")
+            room = Room(record.id, record.name, settings=self.room_settings,
+                        on_event=lambda event: self._on_room_event(record.id, event))
+            runner = MediaRunner(room)
+            await runner.start()
+            row = await self.core.db.fetchrow(
+                "UPDATE conferences SET status = 'running', started_at = COALESCE(started_at, now()), node = $2 "
+                "WHERE id = $1 RETURNING *", record.id, self.core.settings.node_name)
+            assert row is not None
+            conf = RunningConference(self, ConferenceRecord.from_row(row), room, runner)
+            self._running[record.id] = conf
+        await self.core.bus.publish("conference.started", {"conference_id": record.id, "by": actor})
+        return conf
+
+    async def extend(self, conference_id: str, minutes: int, actor: str) -> ConferenceRecord:
+        if not 1 <= minutes <= 24 * 60:
+            raise ConferenceError("minutes: 延长时间须为 1–1440 分钟")
+        row = await self.core.db.fetchrow(
+            "UPDATE conferences SET ends_at = GREATEST(COALESCE(ends_at, now()), now()) + make_interval(mins => $2) "
+            "WHERE id = $1 AND status <> 'ended' RETURNING *", conference_id, minutes)
+        if row is None:
+            raise ConferenceError(f"id: 会议不存在或已结束 {conference_id}")
+        record = ConferenceRecord.from_row(row)
+        if conference_id in self._running:
+            self._running[conference_id].record = record
+        await self.core.bus.publish("conference.extended", {"conference_id": conference_id, "by": actor,
+                                                            "ends_at": record.ends_at.isoformat()
+                                                            if record.ends_at else None})
+        return record
+
+    async def end(self, conference_id: str, actor: str) -> None:
+        """End a conference: every site leaves, the room closes, the row says ended."""
+        record = await self.get(conference_id)
+        if record is None:
+            raise ConferenceError(f"id: 会议不存在 {conference_id}")
+        conf = self._running.get(conference_id)
+        if conf is not None:
+            await self._shut_down(conf, persist_end=True)
+        else:
+            await self.core.db.execute(
+                "UPDATE conferences SET status = 'ended', ended_at = now() WHERE id = $1", conference_id)
+        await self.core.bus.publish("conference.ended", {"conference_id": conference_id, "by": actor})
+
+    async def _shut_down(self, conf: RunningConference, persist_end: bool) -> None:
+        self._running.pop(conf.id, None)
+        for participant_id in list(conf.room.participants):
+            await conf.leave(participant_id, "ended")
+        if not conf.room.ended:
+            conf.room.end()
+        await conf.runner.stop()
+        if persist_end:
+            await self.core.db.execute(
+                "UPDATE conferences SET status = 'ended', ended_at = now() WHERE id = $1", conf.id)
+
+    # -- joining ---------------------------------------------------------------------------
+    def running(self, conference_id: str) -> RunningConference | None:
+        return self._running.get(conference_id)
+
+    def running_conferences(self) -> list[RunningConference]:
+        return list(self._running.values())
+
+    async def admit(self, conference_id: str, pin: str, source: str, *, skip_pin: bool = False) -> RunningConference:
+        """The running conference a caller may join, or JoinRefused with the reason."""
+        now = time.monotonic()
+        record = await self.get(conference_id)
+        if record is None:
+            raise JoinRefused("unknown", f"会议不存在：{conference_id}")
+        if record.status == "ended":
+            raise JoinRefused("ended", "会议已结束")
+        conf = self._running.get(conference_id)
+        if conf is None:
+            raise JoinRefused("not_started", "会议尚未开始")
+        if conf.room.locked:
+            raise JoinRefused("locked", "会议已锁定，暂不允许加入")
+        if record.pin and not skip_pin:
+            wait = self.pin_guard.blocked_for(conference_id, source, now)
+            if wait > 0:
+                raise JoinRefused("too_many_attempts", f"密码错误次数过多，请 {int(wait) + 1} 秒后再试", wait)
+            if not secrets.compare_digest(pin.encode(), record.pin.encode()):
+                self.pin_guard.failed(conference_id, source, now)
+                raise JoinRefused("wrong_pin", "会议密码错误")
+            self.pin_guard.succeeded(conference_id, source)
+        return conf
+
+    # -- events ----------------------------------------------------------------------------
+    def _on_room_event(self, conference_id: str, event: ev.RoomEvent) -> None:
+        payload = {"conference_id": conference_id, **ev.event_to_dict(event)}
+        kind = payload["kind"]
+        if kind in EPHEMERAL_KINDS:
+            self.core.bus.deliver_local(f"conference.{kind}", payload)
+            return
+        self._background(self.core.bus.publish(f"conference.{kind}", payload))
+        conf = self._running.get(conference_id)
+        if isinstance(event, ev.ParticipantLeft) and conf is not None:
+            # A chair's remove() acts on the room directly: keep the site list and history right.
+            self._background(conf.leave(event.participant_id, event.reason))
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def publish_site(self, conf: RunningConference, state: SiteState) -> None:
+        await self.core.bus.publish("conference.site_status", {"conference_id": conf.id, **state.to_json()})
+
+
+@dataclass
+class McuRole:
+    """What `core.capabilities["mcu"]` holds."""
+
+    conferences: ConferenceService
+
+    async def stop(self) -> None:
+        await self.conferences.stop()
+
+
+async def start(core: CoreServices) -> McuRole:
+    """Capability entry point: start the conference service (standing conferences, scheduler)."""
+    service = ConferenceService(core)
+    await service.start()
+    return McuRole(service)
+
+
+def utc_in(minutes: float) -> datetime:
+    """A UTC time `minutes` from now (scheduling helper for callers and tests)."""
+    return datetime.now(UTC) + timedelta(minutes=minutes)
+
+
+__all__ = ["ConferenceError", "ConferenceRecord", "ConferenceService", "JoinRefused", "McuRole", "PinGuard",
+           "RoomError", "RunningConference", "SiteState", "start", "utc_in"]

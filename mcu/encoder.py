@@ -1,0 +1,196 @@
+"""Shared video encoders: one per view x codec x resolution (x H.264 packetization flavour).
+
+Every receiver of a view shares its encoder ("encode once, send to many"). Encoding runs
+in worker threads (PyAV releases the GIL in libx264/libvpx); :meth:`VideoEncoder.encode`
+is serialised per encoder by a lock, so frames go in in order.
+
+Key frames: receivers call :meth:`VideoEncoder.request_keyframe` (PLI/FIR, SIP INFO,
+H.245 fast update). Requests are coalesced into one pending flag and rate-limited by
+:class:`KeyframePolicy`: at most one forced key frame per ``min_gap`` seconds; a
+periodic key frame that happens anyway satisfies a pending request.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+
+from .clock import Clock
+from .compositor import ComposedFrame, fit_frame
+from .media import VIDEO_TIME_BASE, EncodedPacket
+
+CODECS = ("h264", "vp8")
+RESOLUTIONS: tuple[tuple[int, int], ...] = ((1280, 720), (640, 360), (352, 288))
+DEFAULT_BITRATE = {(1280, 720): 1_500_000, (640, 360): 600_000, (352, 288): 384_000}
+
+
+@dataclass(frozen=True)
+class EncoderKey:
+    """What makes two receivers able to share an encoder."""
+
+    view_id: str
+    codec: str = "h264"
+    width: int = 1280
+    height: int = 720
+    single_nal: bool = False  # H.264 packetization-mode 0: slices capped by slice-max-size
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"unsupported codec {self.codec!r}; expected one of {CODECS}")
+        if (self.width, self.height) not in RESOLUTIONS:
+            raise ValueError(f"unsupported resolution {self.width}x{self.height}; expected one of {RESOLUTIONS}")
+        if self.single_nal and self.codec != "h264":
+            raise ValueError("single_nal applies to H.264 only")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    fps: int = 25
+    bitrate: int | None = None  # None: DEFAULT_BITRATE for the resolution
+    keyframe_interval: float = 10.0  # seconds between periodic key frames
+    min_keyframe_gap: float = 1.0  # rate limit for requested key frames
+    preset: str = "veryfast"
+    slice_max_size: int = 1200  # bytes, for single_nal (fits one RTP packet)
+    threads: int = 0  # 0: codec default (x264 sliced threads with zerolatency)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fps <= 60:
+            raise ValueError("fps must be between 1 and 60")
+        if self.bitrate is not None and self.bitrate < 32_000:
+            raise ValueError("bitrate must be at least 32 kbit/s")
+        if self.keyframe_interval <= 0 or self.min_keyframe_gap < 0:
+            raise ValueError("key-frame interval must be > 0 and the gap >= 0")
+
+
+class KeyframePolicy:
+    """Coalesces key-frame requests and rate-limits them (pure; time is passed in)."""
+
+    def __init__(self, min_gap: float) -> None:
+        self.min_gap = min_gap
+        self.pending = False
+        self.requests = 0
+        self.forced = 0
+        self.last_keyframe: float | None = None
+
+    def request(self) -> None:
+        self.requests += 1
+        self.pending = True
+
+    def should_force(self, now: float) -> bool:
+        if self.last_keyframe is None:
+            return True  # the first frame is always a key frame
+        return self.pending and now - self.last_keyframe >= self.min_gap
+
+    def produced(self, keyframe: bool, now: float, forced: bool) -> None:
+        if keyframe:
+            self.last_keyframe = now
+            self.pending = False
+            if forced:
+                self.forced += 1
+
+
+def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecContext:
+    bitrate = settings.bitrate or DEFAULT_BITRATE[(key.width, key.height)]
+    gop = max(1, round(settings.keyframe_interval * settings.fps))
+    if key.codec == "h264":
+        ctx = av.CodecContext.create("libx264", "w")
+        kbps = bitrate // 1000
+        # VBV of half a second: key frames must not burst far past what a 768 kbit/s-2 Mbit/s line carries.
+        params = [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0", "repeat-headers=1",
+                  f"vbv-maxrate={kbps}", f"vbv-bufsize={kbps // 2}"]
+        if key.single_nal:
+            params.append(f"slice-max-size={settings.slice_max_size}")
+        ctx.options = {
+            "preset": settings.preset,
+            "tune": "zerolatency",
+            "profile": "baseline",  # x264's baseline is Constrained Baseline (no FMO/ASO)
+            "forced-idr": "1",
+            "x264-params": ":".join(params),
+        }
+    else:
+        ctx = av.CodecContext.create("libvpx", "w")
+        ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
+    ctx.width, ctx.height = key.width, key.height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = VIDEO_TIME_BASE
+    ctx.framerate = Fraction(settings.fps, 1)
+    ctx.bit_rate = bitrate
+    ctx.gop_size = gop
+    if settings.threads:
+        ctx.thread_count = settings.threads
+    ctx.open()
+    return ctx
+
+
+class VideoEncoder:
+    """One libx264/libvpx encoder fed with composed frames of one view."""
+
+    def __init__(self, key: EncoderKey, settings: EncoderSettings, clock: Clock) -> None:
+        self.key = key
+        self.settings = settings
+        self._clock = clock
+        self._ctx: av.VideoCodecContext | None = None  # opened on first use, in the worker thread
+        self._lock = threading.Lock()
+        self._policy_lock = threading.Lock()
+        self.policy = KeyframePolicy(settings.min_keyframe_gap)
+        self._last_pts = -1
+        self._epoch: float | None = None
+        self.frames_in = 0
+        self.closed = False
+
+    def request_keyframe(self) -> None:
+        """Ask for a key frame; coalesced and rate-limited (thread-safe)."""
+        with self._policy_lock:
+            self.policy.request()
+
+    def encode(self, composed: ComposedFrame, scaled: av.VideoFrame | None = None) -> list[EncodedPacket]:
+        """Encode one composed frame (worker thread). ``scaled``: the frame already at our size."""
+        frame = scaled if scaled is not None else fit_frame(composed.frame, self.key.width, self.key.height)
+        with self._lock:
+            if self.closed:
+                return []
+            if self._ctx is None:
+                self._ctx = _open_context(self.key, self.settings)
+            now = self._clock.monotonic()
+            if self._epoch is None:
+                self._epoch = composed.composed_at
+            pts = max(self._last_pts + 1, int(round((composed.composed_at - self._epoch) * 90_000)))
+            self._last_pts = pts
+            with self._policy_lock:
+                force = self.policy.should_force(now)
+            frame.pts = pts
+            frame.time_base = VIDEO_TIME_BASE
+            frame.pict_type = av.video.frame.PictureType.I if force else av.video.frame.PictureType.NONE
+            packets = self._ctx.encode(frame)
+            self.frames_in += 1
+            out = []
+            for packet in packets:
+                keyframe = bool(packet.is_keyframe)
+                with self._policy_lock:
+                    self.policy.produced(keyframe, now, force)
+                out.append(
+                    EncodedPacket(
+                        data=bytes(packet),
+                        pts=int(packet.pts if packet.pts is not None else pts),
+                        keyframe=keyframe,
+                        codec=self.key.codec,
+                        width=self.key.width,
+                        height=self.key.height,
+                        view_id=self.key.view_id,
+                        composed_at=composed.composed_at,
+                        sources=composed.sources,
+                    )
+                )
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._ctx = None
+
+
+def scale_for_encoders(composed: ComposedFrame, sizes: set[tuple[int, int]]) -> dict[tuple[int, int], av.VideoFrame]:
+    """Scale a composed frame once per distinct encoder size (letterboxed for CIF)."""
+    return {size: fit_frame(composed.frame, *size) for size in sizes}

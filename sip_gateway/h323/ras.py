@@ -1,0 +1,572 @@
+"""H.225.0 RAS (registration, admission, status) over UDP 1719, sans-I/O.
+
+The MCU works without a gatekeeper by default. When configured, :class:`RasClient`
+discovers a gatekeeper (GRQ), registers (RRQ, kept alive by lightweight RRQs before
+``timeToLive`` runs out), asks admission per call (ARQ) and reports the end of calls
+(DRQ). :class:`Gatekeeper` is the minimal gatekeeper the issue asks for: it registers
+local terminals so the console can dial them by alias, admits calls between registered
+aliases (direct call model) and forgets registrations when their time to live expires.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, cast
+
+from .asn1 import H225_PROTOCOL_ID, Asn1Error, decode_ras, encode_ras
+from .events import MediaAddress
+from .timers import Timers
+
+__all__ = [
+    "AdmissionConfirmed",
+    "AdmissionRejected",
+    "Gatekeeper",
+    "GatekeeperProtocol",
+    "RasClient",
+    "RasClientConfig",
+    "RasClientProtocol",
+    "RasEvent",
+    "Registered",
+    "RegistrationLost",
+    "RAS_PORT",
+]
+
+RAS_PORT = 1719
+
+
+def ras_transport(address: MediaAddress) -> tuple[str, Any]:
+    return ("ipAddress", {"ip": bytes(int(x) for x in address.host.split(".")), "port": address.port})
+
+
+def address_from_ras(value: Any) -> MediaAddress | None:
+    try:
+        if value[0] != "ipAddress" or len(bytes(value[1]["ip"])) != 4:
+            return None
+        return MediaAddress(".".join(str(b) for b in bytes(value[1]["ip"])), int(value[1]["port"]))
+    except (KeyError, TypeError, IndexError, ValueError):
+        return None
+
+
+def _alias(value: str) -> tuple[str, str]:
+    if value and all(c in "0123456789#*," for c in value):
+        return ("dialledDigits", value)
+    return ("h323-ID", value)
+
+
+def _alias_texts(aliases: Any) -> list[str]:
+    out: list[str] = []
+    for alias in aliases or []:
+        if isinstance(alias, tuple) and alias[0] in ("dialledDigits", "h323-ID", "url-ID", "email-ID"):
+            out.append(str(alias[1]))
+    return out
+
+
+def _vendor() -> dict[str, Any]:
+    return {"vendor": {"t35CountryCode": 38, "t35Extension": 0, "manufacturerCode": 0},
+            "productId": b"commandcenter", "versionId": b"0.1"}
+
+
+def _endpoint_type(is_mcu: bool) -> dict[str, Any]:
+    kind = "mcu" if is_mcu else "terminal"
+    return {"vendor": _vendor(), kind: {}, "mc": is_mcu, "undefinedNode": False}
+
+
+class RasEvent:
+    """Base class of RAS client events."""
+
+
+@dataclass(frozen=True)
+class Registered(RasEvent):
+    gatekeeper_id: str | None
+    endpoint_id: str
+    time_to_live: int | None
+
+
+@dataclass(frozen=True)
+class RegistrationLost(RasEvent):
+    reason: str
+
+
+@dataclass(frozen=True)
+class AdmissionConfirmed(RasEvent):
+    call_id: bytes
+    destination: MediaAddress
+    bandwidth: int
+
+
+@dataclass(frozen=True)
+class AdmissionRejected(RasEvent):
+    call_id: bytes
+    reason: str
+
+
+@dataclass
+class RasClientConfig:
+    """Our RAS identity and timers (seconds)."""
+
+    aliases: tuple[str, ...]
+    ras_address: MediaAddress
+    call_signal_address: MediaAddress
+    is_mcu: bool = True
+    time_to_live: int = 300
+    keepalive_margin: float = 30.0
+    request_timeout: float = 3.0
+    retries: int = 2
+
+
+class ClientState(Enum):
+    IDLE = "idle"
+    DISCOVERING = "discovering"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILED = "failed"
+
+
+@dataclass
+class _Request:
+    message: bytes
+    kind: str
+    attempts: int = 1
+    call_id: bytes = b""
+
+
+class RasClient:
+    """Gatekeeper client: feed datagrams from the gatekeeper, send what it returns."""
+
+    def __init__(self, config: RasClientConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.state = ClientState.IDLE
+        self.timers = Timers()
+        self.gatekeeper_id: str | None = None
+        self.endpoint_id: str | None = None
+        self.time_to_live: int | None = None
+        self._rng = rng or random.Random()
+        self._seq = self._rng.randrange(1, 60000)
+        self._pending: dict[int, _Request] = {}
+        self._out: list[bytes] = []
+        self._events: list[RasEvent] = []
+
+    # ------------------------------------------------------------------ surface
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[RasEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def next_deadline(self) -> float | None:
+        return self.timers.next_deadline()
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 65535 + 1
+        return self._seq
+
+    def _request(self, kind: str, body: dict[str, Any], now: float, call_id: bytes = b"") -> int:
+        seq = self._next_seq()
+        body["requestSeqNum"] = seq
+        data = encode_ras((kind, body))
+        self._pending[seq] = _Request(data, kind, call_id=call_id)
+        self._out.append(data)
+        self.timers.start(f"req:{seq}", now, self.config.request_timeout)
+        return seq
+
+    # ------------------------------------------------------------------ commands
+
+    def discover(self, now: float) -> None:
+        """Start with GRQ (gatekeeper discovery), then register."""
+        self.state = ClientState.DISCOVERING
+        self._request("gatekeeperRequest", {
+            "protocolIdentifier": H225_PROTOCOL_ID,
+            "rasAddress": ras_transport(self.config.ras_address),
+            "endpointType": _endpoint_type(self.config.is_mcu),
+            "endpointAlias": [_alias(a) for a in self.config.aliases],
+            "supportsAssignedGK": False,
+        }, now)
+
+    def register(self, now: float, keep_alive: bool = False) -> None:
+        """Full RRQ, or the lightweight keep-alive RRQ once registered."""
+        body: dict[str, Any] = {
+            "protocolIdentifier": H225_PROTOCOL_ID,
+            "discoveryComplete": self.gatekeeper_id is not None or self.state is not ClientState.IDLE,
+            "callSignalAddress": [ras_transport(self.config.call_signal_address)],
+            "rasAddress": [ras_transport(self.config.ras_address)],
+            "terminalType": _endpoint_type(self.config.is_mcu),
+            "endpointVendor": _vendor(),
+            "timeToLive": self.config.time_to_live,
+            "keepAlive": keep_alive,
+            "willSupplyUUIEs": False,
+            "maintainConnection": False,
+            "supportsAssignedGK": False,
+        }
+        if keep_alive and self.endpoint_id is not None:
+            body["endpointIdentifier"] = self.endpoint_id
+        else:
+            body["terminalAlias"] = [_alias(a) for a in self.config.aliases]
+        if self.gatekeeper_id:
+            body["gatekeeperIdentifier"] = self.gatekeeper_id
+        if not keep_alive:
+            self.state = ClientState.REGISTERING
+        self._request("registrationRequest", body, now)
+
+    def admit(self, call_id: bytes, conference_id: bytes, call_reference: int, destination: str | None,
+              destination_address: MediaAddress | None, answer: bool, now: float, bandwidth: int = 7680) -> int:
+        """ARQ for a call (``answer``: we are the called side). Bandwidth in 100 bit/s."""
+        if self.endpoint_id is None:
+            raise RuntimeError("not registered")
+        body: dict[str, Any] = {
+            "callType": ("pointToPoint", 0),
+            "callModel": ("direct", 0),
+            "endpointIdentifier": self.endpoint_id,
+            "srcInfo": [_alias(a) for a in self.config.aliases],
+            "bandWidth": bandwidth,
+            "callReferenceValue": call_reference,
+            "conferenceID": conference_id,
+            "activeMC": False,
+            "answerCall": answer,
+            "canMapAlias": False,
+            "callIdentifier": {"guid": call_id},
+            "willSupplyUUIEs": False,
+            "canMapSrcAlias": False,
+        }
+        if destination:
+            body["destinationInfo"] = [_alias(destination)]
+        if destination_address is not None:
+            body["destCallSignalAddress"] = ras_transport(destination_address)
+        if self.gatekeeper_id:
+            body["gatekeeperIdentifier"] = self.gatekeeper_id
+        return self._request("admissionRequest", body, now, call_id=call_id)
+
+    def disengage(self, call_id: bytes, conference_id: bytes, call_reference: int, answered: bool,
+                  now: float) -> int:
+        """DRQ when a call admitted by the gatekeeper ends."""
+        if self.endpoint_id is None:
+            raise RuntimeError("not registered")
+        return self._request("disengageRequest", {
+            "endpointIdentifier": self.endpoint_id, "conferenceID": conference_id,
+            "callReferenceValue": call_reference, "disengageReason": ("normalDrop", 0),
+            "callIdentifier": {"guid": call_id}, "answeredCall": answered,
+        }, now, call_id=call_id)
+
+    def unregister(self, now: float) -> None:
+        body: dict[str, Any] = {"callSignalAddress": [ras_transport(self.config.call_signal_address)]}
+        if self.endpoint_id is not None:
+            body["endpointIdentifier"] = self.endpoint_id
+        self._request("unregistrationRequest", body, now)
+        self.timers.stop("keepalive")
+        self.state = ClientState.IDLE
+
+    # ------------------------------------------------------------------ input
+
+    def receive_datagram(self, data: bytes, now: float) -> None:
+        """One RAS datagram from the gatekeeper; malformed ones are dropped (UDP)."""
+        try:
+            kind, body = decode_ras(data)
+        except Asn1Error:
+            return
+        seq = body.get("requestSeqNum") if isinstance(body, dict) else None
+        if kind == "requestInProgress" and seq in self._pending:
+            delay = int(body.get("delay", 1000)) / 1000.0
+            self.timers.start(f"req:{seq}", now, delay + self.config.request_timeout)
+            return
+        request = self._pending.pop(seq, None) if seq is not None else None
+        if request is None:
+            return  # a stale or foreign answer
+        self.timers.stop(f"req:{seq}")
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(body, request, now)
+
+    def handle_timer(self, now: float) -> None:
+        for name in self.timers.pop_expired(now):
+            if name == "keepalive":
+                self.register(now, keep_alive=True)
+                continue
+            seq = int(name.split(":")[1])
+            request = self._pending.get(seq)
+            if request is None:
+                continue
+            if request.attempts <= self.config.retries:
+                request.attempts += 1
+                self._out.append(request.message)
+                self.timers.start(name, now, self.config.request_timeout)
+                continue
+            del self._pending[seq]
+            self._on_timeout(request)
+
+    def _on_timeout(self, request: _Request) -> None:
+        if request.kind in ("gatekeeperRequest", "registrationRequest"):
+            was_registered = self.state is ClientState.REGISTERED
+            self.state = ClientState.FAILED
+            self.timers.stop("keepalive")
+            self._events.append(RegistrationLost("gatekeeper did not answer" if not was_registered
+                                                 else "keep-alive not answered"))
+        elif request.kind == "admissionRequest":
+            self._events.append(AdmissionRejected(request.call_id, "timeout"))
+
+    # ------------------------------------------------------------------ answers
+
+    def _on_gatekeeperConfirm(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        self.gatekeeper_id = body.get("gatekeeperIdentifier")
+        self.register(now)
+
+    def _on_gatekeeperReject(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        self.state = ClientState.FAILED
+        self._events.append(RegistrationLost(f"GRJ {body['rejectReason'][0]}"))
+
+    def _on_registrationConfirm(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        self.endpoint_id = str(body["endpointIdentifier"])
+        self.gatekeeper_id = body.get("gatekeeperIdentifier", self.gatekeeper_id)
+        ttl = body.get("timeToLive")
+        self.time_to_live = int(ttl) if ttl is not None else None
+        first = self.state is not ClientState.REGISTERED
+        self.state = ClientState.REGISTERED
+        if self.time_to_live:
+            self.timers.start("keepalive", now, max(1.0, self.time_to_live - self.config.keepalive_margin))
+        if first:
+            self._events.append(Registered(self.gatekeeper_id, self.endpoint_id, self.time_to_live))
+
+    def _on_registrationReject(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        self.state = ClientState.FAILED
+        self.timers.stop("keepalive")
+        self._events.append(RegistrationLost(f"RRJ {body['rejectReason'][0]}"))
+
+    def _on_admissionConfirm(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        address = address_from_ras(body["destCallSignalAddress"])
+        if address is None:
+            self._events.append(AdmissionRejected(request.call_id, "unusable destCallSignalAddress"))
+            return
+        self._events.append(AdmissionConfirmed(request.call_id, address, int(body["bandWidth"])))
+
+    def _on_admissionReject(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        self._events.append(AdmissionRejected(request.call_id, str(body["rejectReason"][0])))
+
+    def _on_disengageConfirm(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        return
+
+    def _on_unregistrationConfirm(self, body: dict[str, Any], request: _Request, now: float) -> None:
+        self.endpoint_id = None
+
+
+@dataclass
+class Registration:
+    endpoint_id: str
+    aliases: tuple[str, ...]
+    call_signal: MediaAddress
+    ras: MediaAddress
+    expires: float
+
+
+@dataclass
+class Gatekeeper:
+    """Minimal gatekeeper: registrations with time to live, direct-model admission."""
+
+    identifier: str = "commandcenter-gk"
+    ras_address: MediaAddress = field(default_factory=lambda: MediaAddress("127.0.0.1", RAS_PORT))
+    time_to_live: int = 300
+    registrations: dict[str, Registration] = field(default_factory=dict)  # by endpoint id
+    admitted: dict[tuple[bytes, str], float] = field(default_factory=dict)  # (callIdentifier, endpoint) -> time
+    _counter: int = 0
+
+    def lookup(self, alias: str, now: float) -> MediaAddress | None:
+        """Call-signalling address of a registered alias (what the console dials)."""
+        self.expire(now)
+        for registration in self.registrations.values():
+            if alias in registration.aliases:
+                return registration.call_signal
+        return None
+
+    def expire(self, now: float) -> None:
+        for endpoint_id in [k for k, r in self.registrations.items() if r.expires <= now]:
+            del self.registrations[endpoint_id]
+
+    def receive_datagram(self, data: bytes, source: MediaAddress, now: float) -> list[tuple[bytes, MediaAddress]]:
+        """Answer one request; returns (datagram, destination) pairs. Garbage gets no answer."""
+        try:
+            kind, body = decode_ras(data)
+        except Asn1Error:
+            return []
+        self.expire(now)
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None or not isinstance(body, dict):
+            seq = body.get("requestSeqNum", 1) if isinstance(body, dict) else 1
+            return [(encode_ras(("unknownMessageResponse", {"requestSeqNum": seq})), source)]
+        try:
+            reply: tuple[str, Any] = handler(body, source, now)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return []
+        return [(encode_ras(reply), source)]
+
+    def _on_gatekeeperRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        return ("gatekeeperConfirm", {
+            "requestSeqNum": body["requestSeqNum"], "protocolIdentifier": H225_PROTOCOL_ID,
+            "gatekeeperIdentifier": self.identifier, "rasAddress": ras_transport(self.ras_address)})
+
+    def _on_registrationRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        seq = body["requestSeqNum"]
+        ttl = min(int(body.get("timeToLive", self.time_to_live)), self.time_to_live)
+        if body.get("keepAlive"):
+            registration = self.registrations.get(str(body.get("endpointIdentifier", "")))
+            if registration is None:
+                return ("registrationReject", {"requestSeqNum": seq, "protocolIdentifier": H225_PROTOCOL_ID,
+                                               "rejectReason": ("fullRegistrationRequired", 0)})
+            registration.expires = now + ttl
+        else:
+            aliases = tuple(_alias_texts(body.get("terminalAlias")))
+            signal = [a for a in (address_from_ras(x) for x in body["callSignalAddress"]) if a is not None]
+            ras = [a for a in (address_from_ras(x) for x in body["rasAddress"]) if a is not None]
+            if not signal or not ras:
+                return ("registrationReject", {"requestSeqNum": seq, "protocolIdentifier": H225_PROTOCOL_ID,
+                                               "rejectReason": ("invalidCallSignalAddress", 0)})
+            taken = {a for r in self.registrations.values() if r.call_signal != signal[0] for a in r.aliases}
+            if taken & set(aliases):
+                return ("registrationReject", {"requestSeqNum": seq, "protocolIdentifier": H225_PROTOCOL_ID,
+                                               "rejectReason": ("duplicateAlias", [])})
+            for key in [k for k, r in self.registrations.items() if r.call_signal == signal[0]]:
+                del self.registrations[key]  # re-registration of the same endpoint
+            self._counter += 1
+            endpoint_id = f"EP{self._counter:06d}"
+            registration = Registration(endpoint_id, aliases, signal[0], ras[0], now + ttl)
+            self.registrations[endpoint_id] = registration
+        return ("registrationConfirm", {
+            "requestSeqNum": seq, "protocolIdentifier": H225_PROTOCOL_ID,
+            "callSignalAddress": [], "gatekeeperIdentifier": self.identifier,
+            "endpointIdentifier": registration.endpoint_id, "timeToLive": ttl,
+            "willRespondToIRR": False, "maintainConnection": False})
+
+    def _on_unregistrationRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        self.registrations.pop(str(body.get("endpointIdentifier", "")), None)
+        return ("unregistrationConfirm", {"requestSeqNum": body["requestSeqNum"]})
+
+    def _on_admissionRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        seq = body["requestSeqNum"]
+        if str(body["endpointIdentifier"]) not in self.registrations:
+            return ("admissionReject", {"requestSeqNum": seq, "rejectReason": ("callerNotRegistered", 0)})
+        if body.get("answerCall"):
+            destination = self.registrations[str(body["endpointIdentifier"])].call_signal
+        else:
+            destination_or_none = None
+            for alias in _alias_texts(body.get("destinationInfo")):
+                destination_or_none = self.lookup(alias, now)
+                if destination_or_none is not None:
+                    break
+            if destination_or_none is None and "destCallSignalAddress" in body:
+                destination_or_none = address_from_ras(body["destCallSignalAddress"])
+            if destination_or_none is None:
+                return ("admissionReject", {"requestSeqNum": seq, "rejectReason": ("calledPartyNotRegistered", 0)})
+            destination = destination_or_none
+        self.admitted[(bytes(body["callIdentifier"]["guid"]), str(body["endpointIdentifier"]))] = now
+        return ("admissionConfirm", {
+            "requestSeqNum": seq, "bandWidth": int(body["bandWidth"]), "callModel": ("direct", 0),
+            "destCallSignalAddress": ras_transport(destination), "willRespondToIRR": False,
+            "uuiesRequested": {"setup": False, "callProceeding": False, "connect": False, "alerting": False,
+                               "information": False, "releaseComplete": False, "facility": False,
+                               "progress": False, "empty": False}})
+
+    def _on_disengageRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        self.admitted.pop((bytes(body["callIdentifier"]["guid"]), str(body["endpointIdentifier"])), None)
+        return ("disengageConfirm", {"requestSeqNum": body["requestSeqNum"]})
+
+
+# ---------------------------------------------------------------------- asyncio adapters
+
+
+class GatekeeperProtocol(asyncio.DatagramProtocol):
+    """UDP adapter for :class:`Gatekeeper`."""
+
+    def __init__(self, gatekeeper: Gatekeeper) -> None:
+        self.gatekeeper = gatekeeper
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector transport is not a DatagramTransport subclass, but has its API.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        now = asyncio.get_running_loop().time()
+        for reply, destination in self.gatekeeper.receive_datagram(data, MediaAddress(str(addr[0]), addr[1]), now):
+            if self.transport is not None:
+                self.transport.sendto(reply, (destination.host, destination.port))
+
+
+class RasClientProtocol(asyncio.DatagramProtocol):
+    """UDP adapter for :class:`RasClient`; events go to ``events``."""
+
+    def __init__(self, client: RasClient, gatekeeper: MediaAddress) -> None:
+        self.client = client
+        self.gatekeeper = gatekeeper
+        self.events: asyncio.Queue[RasEvent] = asyncio.Queue()
+        self._admissions: dict[bytes, asyncio.Future[AdmissionConfirmed | AdmissionRejected]] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector transport is not a DatagramTransport subclass, but has its API.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.client.receive_datagram(data, asyncio.get_running_loop().time())
+        self.flush()
+
+    def flush(self) -> None:
+        """Send queued datagrams, forward events and re-arm the timer."""
+        loop = asyncio.get_running_loop()
+        if self.transport is not None:
+            for datagram in self.client.datagrams_to_send():
+                self.transport.sendto(datagram, (self.gatekeeper.host, self.gatekeeper.port))
+        for event in self.client.take_events():
+            if isinstance(event, AdmissionConfirmed | AdmissionRejected):
+                future = self._admissions.pop(event.call_id, None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+                    continue
+            self.events.put_nowait(event)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.client.next_deadline()
+        if deadline is not None:
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.client.handle_timer(asyncio.get_running_loop().time())
+        self.flush()
+
+    async def register(self) -> Registered:
+        """GRQ + RRQ; raises ConnectionError when the gatekeeper refuses or stays silent."""
+        self.client.discover(asyncio.get_running_loop().time())
+        self.flush()
+        event = await self.events.get()
+        if not isinstance(event, Registered):
+            raise ConnectionError(f"registration failed: {event}")
+        return event
+
+    async def admission(self, call_id: bytes, conference_id: bytes, call_reference: int,
+                        destination: str | None, answer: bool) -> AdmissionConfirmed | AdmissionRejected:
+        """ARQ for one call; resolves with the gatekeeper's ACF or ARJ (or a timeout ARJ)."""
+        future: asyncio.Future[AdmissionConfirmed | AdmissionRejected] = (
+            asyncio.get_running_loop().create_future())
+        self._admissions[call_id] = future
+        self.client.admit(call_id, conference_id, call_reference, destination, None, answer,
+                          asyncio.get_running_loop().time())
+        self.flush()
+        return await future
+
+    def disengage(self, call_id: bytes, conference_id: bytes, call_reference: int, answered: bool) -> None:
+        """DRQ (fire and forget: the client retries on its own)."""
+        if self.client.endpoint_id is not None:
+            self.client.disengage(call_id, conference_id, call_reference, answered,
+                                  asyncio.get_running_loop().time())
+            self.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.close()

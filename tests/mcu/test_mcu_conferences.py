@@ -1,0 +1,120 @@
+"""The conference service on the real database: schedule, start/extend/end, admission, site list, events."""
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from core.runtime import CoreServices
+from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, PinGuard
+from mcu.room import RoomSettings
+
+
+@pytest.fixture
+async def conferences(services: CoreServices):  # type: ignore[no-untyped-def]
+    service = ConferenceService(services, RoomSettings(width=320, height=180, fps=5),
+                                PinGuard(max_failures=3, base_delay=30.0))
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def test_standing_demo_conference_runs_at_start(conferences: ConferenceService) -> None:
+    demo = conferences.running("80000001")
+    assert demo is not None and demo.record.name == "全市视频会议（演示）"
+    assert {s["site_id"] for s in demo.site_list()} >= {"city-main", "luoding-room"}
+    assert all(s["status"] == "idle" for s in demo.site_list())
+
+
+async def test_bad_schedule_requests_change_nothing(conferences: ConferenceService) -> None:
+    before = len(await conferences.list_conferences())
+    for kwargs, field in [
+        ({"name": ""}, "name"),
+        ({"name": "x", "pin": "12a4"}, "pin"),
+        ({"name": "x", "sites": ["no-such-room"]}, "sites"),
+        ({"name": "x", "starts_at": datetime(2030, 1, 1, tzinfo=UTC), "ends_at": datetime(2029, 1, 1, tzinfo=UTC)},
+         "ends_at"),
+        ({"name": "x", "conference_id": "80000001"}, "id"),
+    ]:
+        with pytest.raises(ConferenceError, match=f"^{field}:"):
+            await conferences.create(actor="chair", **kwargs)  # type: ignore[arg-type]
+    assert len(await conferences.list_conferences()) == before
+
+
+async def test_schedule_start_join_leave_end_with_history(conferences: ConferenceService) -> None:
+    sub = conferences.core.bus.subscribe("conference.*")
+    record = await conferences.create(name="防汛工作调度会", actor="chair", pin="2468",
+                                      sites=["city-main", "luoding-room"])
+    assert record.status == "scheduled" and len(record.id) == 8
+    conf = await conferences.start_conference(record.id, actor="chair")
+    assert (await conferences.get(record.id)).status == "running"  # type: ignore[union-attr]
+    participant = await conf.join("luoding-room", "罗定市视频会议室", "webrtc")
+    participant.push_audio(np.zeros(960, dtype=np.int16))
+    sites = {s["site_id"]: s for s in conf.site_list()}
+    assert sites["luoding-room"]["status"] == "joined" and sites["city-main"]["status"] == "idle"
+    await conf.set_site_status("city-main", "calling", "sip:city-main@127.0.0.1")
+    assert {s["site_id"]: s["status"] for s in conf.site_list()}["city-main"] == "calling"
+    conf.room.remove("luoding-room")  # the chair removes the site directly on the room
+    await asyncio.sleep(0.1)
+    assert {s["site_id"]: s["status"] for s in conf.site_list()}["luoding-room"] == "left"
+    rows = await conferences.core.db.fetch(
+        "SELECT participant_id, protocol, left_at, reason FROM conference_attendance WHERE conference_id = $1",
+        record.id)
+    assert [(r["participant_id"], r["protocol"], r["left_at"] is not None) for r in rows] == [
+        ("luoding-room", "webrtc", True)]
+    extended = await conferences.extend(record.id, 30, actor="chair")
+    assert extended.ends_at is not None and extended.ends_at > datetime.now(UTC) + timedelta(minutes=29)
+    await conferences.end(record.id, actor="chair")
+    assert conferences.running(record.id) is None
+    assert (await conferences.get(record.id)).status == "ended"  # type: ignore[union-attr]
+    seen = []
+    while not sub._queue.empty():
+        seen.append((await sub.get()).topic)
+    for topic in ["conference.scheduled", "conference.started", "conference.participant_joined",
+                  "conference.site_status", "conference.participant_left", "conference.extended",
+                  "conference.ended"]:
+        assert topic in seen, (topic, seen)
+
+
+async def test_admission_rules(conferences: ConferenceService) -> None:
+    record = await conferences.create(name="区县视频会", actor="chair", pin="135790")
+    with pytest.raises(JoinRefused) as refused:
+        await conferences.admit(record.id, "135790", "10.0.0.1")
+    assert refused.value.code == "not_started"
+    conf = await conferences.start_conference(record.id, actor="chair")
+    assert await conferences.admit(record.id, "135790", "10.0.0.1") is conf
+    for _ in range(3):
+        with pytest.raises(JoinRefused, match="密码错误") as wrong:
+            await conferences.admit(record.id, "000000", "10.0.0.2")
+        assert wrong.value.code == "wrong_pin"
+    with pytest.raises(JoinRefused) as blocked:  # even the right PIN waits out the back-off
+        await conferences.admit(record.id, "135790", "10.0.0.2")
+    assert blocked.value.code == "too_many_attempts" and blocked.value.retry_after > 20
+    assert await conferences.admit(record.id, "135790", "10.0.0.3") is conf  # other sources unaffected
+    assert await conferences.admit(record.id, "", "10.0.0.2", skip_pin=True) is conf  # signed-in roles
+    conf.room.lock()
+    with pytest.raises(JoinRefused) as locked:
+        await conferences.admit(record.id, "135790", "10.0.0.1")
+    assert locked.value.code == "locked"
+    await conferences.end(record.id, actor="chair")
+    with pytest.raises(JoinRefused) as ended:
+        await conferences.admit(record.id, "135790", "10.0.0.1")
+    assert ended.value.code == "ended"
+    with pytest.raises(JoinRefused) as unknown:
+        await conferences.admit("99999999", "", "10.0.0.1")
+    assert unknown.value.code == "unknown"
+
+
+async def test_scheduler_starts_and_ends_on_time(conferences: ConferenceService) -> None:
+    now = datetime.now(UTC)
+    record = await conferences.create(name="乡镇早会", actor="chair", starts_at=now + timedelta(minutes=5),
+                                      ends_at=now + timedelta(minutes=35))
+    await conferences.run_schedule(now)
+    assert conferences.running(record.id) is None
+    await conferences.run_schedule(now + timedelta(minutes=6))
+    assert conferences.running(record.id) is not None
+    await conferences.run_schedule(now + timedelta(minutes=36))
+    assert conferences.running(record.id) is None
+    assert (await conferences.get(record.id)).status == "ended"  # type: ignore[union-attr]
