@@ -2,16 +2,24 @@
 
 Dispatch does not import the MCU (DESIGN: dispatch talks to mcu through a small interface). It
 records the conference (table ``command_conferences``) and hands a ``CommandConference`` to a
-``ConferenceStarter``. The default starter publishes ``conference.command_requested`` on the bus;
-the MCU (or whoever wires it) subscribes, creates the room with these meeting rooms and the
-dispatcher, and starts it.
+``ConferenceStarter``, which returns the status to record: ``running`` or ``requested``.
+
+* ``BusConferenceStarter`` publishes ``conference.command_requested``. An MCU in another process
+  can subscribe to it.
+* ``McuConferenceStarter`` also creates and starts the room on this node's MCU when one runs here
+  (``commandcenter up``, role ``all``): ``core.capabilities["mcu"].conferences`` (``create`` with
+  the conference id and the meeting rooms, then ``start_conference``).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.bus import Bus
+from core.runtime import CoreServices
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,15 +31,18 @@ class CommandConference:
     rooms: tuple[str, ...]  # site-plan meeting room ids: the county leaders' rooms (+ city command room)
     dispatcher: str  # username of the dispatcher who asked, joins from the browser
     training: bool = False
+    status: str = "requested"  # running once an MCU started it
 
     def as_json(self) -> dict[str, Any]:
         return {"conference_id": self.conference_id, "incident_id": self.incident_id, "name": self.name,
                 "county_code": self.county_code, "rooms": list(self.rooms), "dispatcher": self.dispatcher,
-                "training": self.training, "join_url": f"/join/{self.conference_id}"}
+                "training": self.training, "status": self.status, "join_url": f"/join/{self.conference_id}"}
 
 
 class ConferenceStarter(Protocol):
-    async def start(self, conference: CommandConference) -> None: ...
+    async def start(self, conference: CommandConference) -> str:
+        """Start or request the conference; returns ``running`` or ``requested``."""
+        ...
 
 
 class BusConferenceStarter:
@@ -40,5 +51,27 @@ class BusConferenceStarter:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def start(self, conference: CommandConference) -> None:
-        await self.bus.publish("conference.command_requested", conference.as_json())
+    async def start(self, conference: CommandConference, status: str = "requested") -> str:
+        await self.bus.publish("conference.command_requested", {**conference.as_json(), "status": status})
+        return status
+
+
+class McuConferenceStarter(BusConferenceStarter):
+    """Starts the room on this node's MCU when it runs here; announces it on the bus either way."""
+
+    def __init__(self, core: CoreServices) -> None:
+        super().__init__(core.bus)
+        self.core = core
+
+    async def start(self, conference: CommandConference, status: str = "requested") -> str:
+        mcu = self.core.capabilities.get("mcu")
+        if mcu is not None:
+            try:
+                service = mcu.conferences
+                await service.create(name=conference.name[:100], actor=conference.dispatcher,
+                                     sites=list(conference.rooms), conference_id=conference.conference_id)
+                await service.start_conference(conference.conference_id, conference.dispatcher)
+                status = "running"
+            except Exception:  # noqa: BLE001 - the request stands; an operator can start it by hand
+                log.exception("starting command conference %s on the MCU failed", conference.conference_id)
+        return await super().start(conference, status)

@@ -32,7 +32,7 @@ from core.runtime import CoreServices
 from dispatch import model as m
 from dispatch import store
 from dispatch.avl import ArrivalDetector, AvlBatchResult, validate_batch
-from dispatch.conference import BusConferenceStarter, CommandConference, ConferenceStarter
+from dispatch.conference import CommandConference, ConferenceStarter, McuConferenceStarter
 from dispatch.duplicates import find_duplicates
 from dispatch.exchange import cap as capmod
 from dispatch.exchange import eido
@@ -103,7 +103,7 @@ class DispatchService:
         self.stale_after_s = stale_after_s
         self.recommender = Recommender(eta or EtaEstimator(), self.stations, stale_after_s=stale_after_s)
         self.arrivals = ArrivalDetector()
-        self.conference = conference or BusConferenceStarter(core.bus)
+        self.conference = conference or McuConferenceStarter(core)
         self.training = False
         self._open_locations: dict[str, tuple[float, float]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -619,9 +619,10 @@ class DispatchService:
         await self.mutate(inc.id, lambda i, t: m.add_note(i, f"启动指挥会议 {conf_id}（{'、'.join(rooms)}）", t, actor),
                           actor, "incident.conference", source, {"conference_id": conf_id})
         await self._audit(actor, "conference.command_request", conf_id, source, {"incident": inc.id, "rooms": rooms})
-        await self.conference.start(conf)
-        await self._publish("incident.conference_requested", conf.as_json())
-        return conf
+        status = await self.conference.start(conf)
+        await self.db.execute("UPDATE command_conferences SET status = $2 WHERE conference_id = $1", conf_id, status)
+        await self._publish("incident.conference_requested", {**conf.as_json(), "status": status})
+        return dataclasses.replace(conf, status=status)
 
     async def conferences(self, incident_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetch(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -208,13 +209,29 @@ def test_command_conference_reaches_the_chair(server: RunningServer, clients: di
             assert json.loads(await ws.recv())["topic"] == "system.hello"
             r = await asyncio.to_thread(d.post, f"/api/incidents/{inc['id']}/conference")
             assert r.status_code == 201, r.text
-            return r.json(), json.loads(await asyncio.wait_for(ws.recv(), 5))
+            async with asyncio.timeout(5):  # the MCU's own conference.scheduled/started come too
+                while True:
+                    event = json.loads(await ws.recv())
+                    if event["topic"] == "conference.command_requested":
+                        return r.json(), event
 
     conf, event = asyncio.run(run())
     assert event["topic"] == "conference.command_requested"
     assert event["payload"]["conference_id"] == conf["conference_id"] and "luoding-room" in conf["rooms"]
     linked = d.get(f"/api/incidents/{inc['id']}").json()["conferences"]
     assert [c["conference_id"] for c in linked] == [conf["conference_id"]]
+    # `commandcenter up` runs the MCU in the same process: the room was created and started
+    assert conf["status"] == "running" and linked[0]["status"] == "running"
+
+    async def mcu_row() -> Any:
+        conn = await asyncpg.connect(server.db_url)
+        try:
+            return await conn.fetchrow("SELECT status, sites FROM conferences WHERE id = $1", conf["conference_id"])
+        finally:
+            await conn.close()
+
+    row = asyncio.run(mcu_row())
+    assert row is not None and row["status"] == "running" and list(row["sites"]) == conf["rooms"]
     assert d.post("/api/incidents/nope/conference").status_code == 404
 
 

@@ -190,6 +190,7 @@ async def test_command_conference_record_and_event(svc: DispatchService) -> None
         event = await asyncio.wait_for(sub.get(), 5)
     assert event.topic == "conference.command_requested" and event.payload["conference_id"] == conf.conference_id
     assert "luoding-room" in conf.rooms and conf.dispatcher == "dispatcher"
+    assert conf.status == "requested" and event.payload["status"] == "requested"  # no MCU on this node
     rows = await svc.conferences(inc.id)
     assert rows[0]["conference_id"] == conf.conference_id and len(conf.conference_id) == 8
 

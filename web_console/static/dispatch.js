@@ -12,7 +12,7 @@ const T = EN ? {
   shortfall: "short", timeline: "Timeline", units: "Units", comps: "Components", confs: "Conferences",
   dispatchTo: "Dispatch to", pickIncident: "Select an incident first", status: "Status", incident: "Incident",
   reopen: "Reopen", capDone: "Warning issued", clickPoints: "Click the map to add points; then press Finish",
-  needPoints: "At least 3 points", pickHere: "Location", joint: "joint", drill: "drill", stale: "stale",
+  needPoints: "At least 3 points", pickHere: "Location", running: "running", requested: "requested", joint: "joint", drill: "drill", stale: "stale",
 } : {
   dispatchAll: "全部推荐调派", dispatchSel: "调派所选", conference: "启动指挥会议",
   report: "态势报告", eido: "EIDO 导出", close: "结案", recall: "召回", note: "添加备注",
@@ -20,7 +20,7 @@ const T = EN ? {
   shortfall: "缺", timeline: "处置时间线", units: "调派力量", comps: "联动分警", confs: "指挥会议",
   dispatchTo: "调派到", pickIncident: "请先选择警情", status: "状态", incident: "警情",
   reopen: "重新打开", capDone: "预警已发布", clickPoints: "在地图上依次点击顶点，然后点“完成绘制”",
-  needPoints: "至少需要 3 个顶点", pickHere: "位置", joint: "联动", drill: "演练", stale: "定位过期",
+  needPoints: "至少需要 3 个顶点", pickHere: "位置", running: "进行中", requested: "已请求", joint: "联动", drill: "演练", stale: "定位过期",
 };
 
 const state = { incidents: new Map(), units: new Map(), selected: null, legend: null, training: cfg.training };
@@ -215,7 +215,7 @@ async function renderDetail() {
   const cands = rec.requirements.map((r) => `<div class="row"><b>${esc(state.legend.capabilities[r.capability] || r.capability)}</b> × ${r.count}${r.shortfall ? ` <span class="error">${T.shortfall} ${r.shortfall}</span>` : ""}</div>` +
     r.candidates.map((c) => `<div class="cand${c.recommended ? " rec" : ""}"><label><input type="checkbox" value="${esc(c.unit_id)}" ${c.recommended ? "checked" : ""}>
       ${esc(c.callsign)} · ${Math.round(c.eta_s / 60)} min</label><div class="muted">${esc(c.explanation)}</div></div>`).join("")).join("");
-  const confs = inc.conferences.map((c) => `<div class="row" data-testid="conference-link"><a href="/join/${esc(c.conference_id)}">${esc(c.conference_id)}</a> ${esc(c.rooms.join("、"))}</div>`).join("");
+  const confs = inc.conferences.map((c) => `<div class="row" data-testid="conference-link"><a href="/join/${esc(c.conference_id)}">${esc(c.conference_id)}</a> ${esc(T[c.status] || c.status)} · ${esc(c.rooms.join("、"))}</div>`).join("");
   box.innerHTML = `
     <h3 data-testid="detail-id">${inc.training ? "【演练】" : ""}${esc(inc.id)}</h3>
     <div class="row"><b>${esc(inc.category_name)}/${esc(inc.subtype_name)}</b> · ${esc(inc.priority_name)} · <span data-testid="detail-status">${esc(inc.status_name)}</span></div>
