@@ -63,7 +63,7 @@ class ColourCamera(MediaStreamTrack):
         self.sent_at: dict[int, float] = {}
         self._start: float | None = None
 
-    async def recv(self) -> av.VideoFrame:  # type: ignore[override]
+    async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
@@ -102,7 +102,7 @@ class ToneMicrophone(MediaStreamTrack):
         self.count = 0
         self._start: float | None = None
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
@@ -183,8 +183,8 @@ class WebRtcTestClient:
             await self.accept(reply["sdp"])
         return reply
 
-    async def wait_frames(self, count: int = 1, timeout: float = 15.0) -> av.VideoFrame:
-        deadline = time.monotonic() + timeout
+    async def wait_frames(self, count: int = 1, within: float = 15.0) -> av.VideoFrame:
+        deadline = time.monotonic() + within
         target = self.frames + count
         while self.frames < target:
             if time.monotonic() > deadline:

@@ -166,7 +166,7 @@ class PassthroughEncoder:
         self._on_bitrate = on_bitrate
         self._target = 0
 
-    def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
+    def pack(self, packet: av.Packet[Any]) -> tuple[list[bytes], int]:
         result: tuple[list[bytes], int] = self._inner.pack(packet)
         return result
 
@@ -228,7 +228,7 @@ class EncodedVideoTrack(MediaStreamTrack):
     def waiting_for_keyframe(self) -> bool:
         return self._need_keyframe
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -264,7 +264,7 @@ class MixAudioTrack(MediaStreamTrack):
         self._pts = 0
         self._silence = np.zeros(FRAME_SAMPLES, np.int16)
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
@@ -424,7 +424,7 @@ class WebRtcLeg:
         from aiortc.rtcrtpparameters import RTCRtpCodecParameters
         inner = get_encoder(RTCRtpCodecParameters(mimeType=params.mimeType, clockRate=params.clockRate,
                                                   parameters=dict(params.parameters)))
-        sender._RTCRtpSender__encoder = PassthroughEncoder(inner, self._on_remb)  # type: ignore[attr-defined]
+        sender._RTCRtpSender__encoder = PassthroughEncoder(inner, self._on_remb)
         sender._send_keyframe = self.request_keyframe  # type: ignore[method-assign]
 
     def _subscribe(self, size: tuple[int, int]) -> None:

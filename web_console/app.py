@@ -115,4 +115,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(events_ws.router)
+    from web_console import conference_console
+    app.include_router(conference_console.router)
     return app
