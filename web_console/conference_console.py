@@ -204,6 +204,7 @@ def room_state(conf: RunningConference) -> dict[str, Any]:
         if room.banner else None,
         "labels": room.labels, "locked": room.locked, "chair": room.chair_id, "selected": dict(room.selected),
         "speaker": room.active_speaker, "sites": conf.site_list(), "layouts": list(LAYOUTS),
+        "encoders": [f"{k.view_id}/{k.codec}/{k.width}x{k.height}" for k in room.encoder_keys],
     }
 
 
@@ -290,7 +291,9 @@ async def conference_state(request: Request, conference_id: str,
     service = _conferences(services_of(request))
     conf = service.running(conference_id)
     if conf is not None:
-        return room_state(conf)
+        legs: WebRtcLegs = _mcu(services_of(request)).webrtc
+        return room_state(conf) | {"webrtc_legs": sorted(k.split("/", 1)[1] for k in legs.legs
+                                                         if k.startswith(conference_id + "/"))}
     record = await service.get(conference_id)
     if record is None:
         return _error(404, f"会议不存在：{conference_id}")

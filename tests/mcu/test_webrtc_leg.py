@@ -43,8 +43,8 @@ async def _join(legs: WebRtcLegs, conf: RunningConference, pid: str, colour_inde
     return client, leg
 
 
-async def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def _wait_for(predicate, within: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
