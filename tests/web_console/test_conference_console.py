@@ -339,3 +339,149 @@ def test_churn_returns_server_sockets_and_memory_to_baseline(server: RunningServ
     assert rss() < rss0 + 60_000  # kB: no per-client growth that stays (10 clients came and went)
     assert all(s["status"] == "left" for s in state(chair, cid)["sites"])
     chair.post(f"/api/conferences/{cid}/end")
+
+
+# -- headless Chromium -------------------------------------------------------------------------------
+
+STATS_JS = """async () => {
+  const out = {video: 0, audio: 0, sent: 0};
+  if (!window.ccPeer) return out;
+  (await window.ccPeer.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') out.video = s.framesDecoded || 0;
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audio = s.packetsReceived || 0;
+    if (s.type === 'outbound-rtp' && s.kind === 'video') out.sent = s.framesEncoded || 0;
+  });
+  return out;
+}"""
+
+
+def _pane_is_live_camera(frames: list[Any], x: float) -> bool:
+    """Chromium's fake camera (a moving pattern on green) in the pane at `x`: not a site colour, not
+    black or the placeholder, and changing between frames."""
+    import numpy as np
+
+    crops = []
+    for frame in frames:
+        y = frame.reformat(format="yuv420p").to_ndarray()[: frame.height]
+        cx = int(x * frame.width)
+        crops.append(y[frame.height // 4: frame.height * 3 // 4, cx - frame.width // 8: cx + frame.width // 8]
+                     .astype(np.int16))
+    spread = float(crops[-1].std())
+    moving = float(np.abs(crops[-1] - crops[0]).mean())
+    return spread > 8 and moving > 1
+
+
+def test_chromium_joins_and_is_seen_by_another_client(server: RunningServer, chair: httpx.Client,
+                                                      artifacts_dir: Path) -> None:
+    from tests.browser import chromium
+
+    cid = create(chair, "浏览器入会测试")["id"]
+    op(chair, cid, "layout", layout="2")
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(server.url + f"/join/{cid}")
+        assert page.locator("[data-testid=join-form]").is_visible()
+        page.wait_for_selector("[data-testid=camera] option", state="attached", timeout=10_000)
+        assert page.locator("[data-testid=microphone] option").count() >= 1
+        page.fill("[data-testid=name]", "浏览器会场")
+        page.click("[data-testid=join-button]")
+        page.wait_for_selector("[data-testid=call]:not([hidden])", timeout=20_000)
+        deadline = time.monotonic() + 20
+        stats = page.evaluate(STATS_JS)
+        while (stats["video"] == 0 or stats["audio"] == 0) and time.monotonic() < deadline:
+            page.wait_for_timeout(300)
+            stats = page.evaluate(STATS_JS)
+        assert stats["video"] > 0 and stats["audio"] > 0, stats
+
+        async def second_client() -> list[Any]:
+            client = await _client(server, cid, 17)
+            try:
+                await _until(lambda: client.latest is not None and panes(client.latest, [0.75]) == [17], 25)
+                frames = [client.latest]
+                await asyncio.sleep(1.0)
+                frames.append(client.latest)
+                return frames
+            finally:
+                await client.close()
+
+        frames = run_async(second_client())
+        assert _pane_is_live_camera(frames, 0.25)  # Chromium's camera in its pane, live
+        page.wait_for_timeout(1500)
+        assert page.locator("[data-testid=quality]").get_attribute("data-level") in ("good", "fair")
+        page.screenshot(path=str(artifacts_dir / "webrtc-join-chromium.png"))
+        page.click("[data-testid=mute-mic]")
+        page.click("[data-testid=leave]")
+        assert page.locator("[data-testid=join-ended]").is_visible()
+    wait_until(lambda: state(chair, cid)["webrtc_legs"] == [], 8)
+    chair.post(f"/api/conferences/{cid}/end")
+
+
+def _browser_login(page: Any, server: RunningServer, username: str) -> None:
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", server.passwords[username])
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/")
+
+
+def test_chair_console_drives_the_room_and_chairs_see_each_other(server: RunningServer, chair: httpx.Client,
+                                                                 artifacts_dir: Path) -> None:
+    from tests.browser import chromium
+
+    cid = create(chair, "主席控制台测试")["id"]
+
+    receivers: dict[str, WebRtcTestClient] = {}
+
+    async def scenario() -> None:
+        a = await _client(server, cid, 3)
+        b = await _client(server, cid, 17)
+        receivers["a"], receivers["b"] = a, b
+        try:
+            await _until(lambda: a.latest is not None)
+            await asyncio.to_thread(drive_console)
+        finally:
+            await a.close()
+            await b.close()
+
+    def sees(expected: list[int | None], xs: list[float], row: float = 0.5) -> Callable[[], bool]:
+        return lambda: receivers["a"].latest is not None and panes(receivers["a"].latest, xs, row) == expected
+
+    def drive_console() -> None:
+        with chromium() as browser:
+            one, two = browser.new_context(), browser.new_context()
+            p1, p2 = one.new_page(), two.new_page()
+            _browser_login(p1, server, "chair")
+            _browser_login(p2, server, "operator")
+            for p in (p1, p2):
+                p.goto(server.url + f"/conference#{cid}")
+                p.wait_for_selector("[data-testid=room]:not([hidden])", timeout=15_000)
+            b_id = receivers["b"].participant_id
+            # Layout picker: 2 side by side; the aiortc receiver sees its own pane and b's.
+            p1.select_option("[data-testid=layout]", "2")
+            wait_until(sees([3, 17], [0.25, 0.75]), 15)
+            # The other console shows the change within a second (bus events over /ws/events).
+            t0 = time.monotonic()
+            p2.wait_for_function("document.querySelector('[data-testid=layout]').value === '2'", timeout=3000)
+            assert time.monotonic() - t0 < 1.5
+            # Pane assignment: pane 1 shows b, pane 2 shows a.
+            p1.select_option("[data-testid=pane-index]", "0")
+            p1.select_option("[data-testid=pane-mode]", "static")
+            p1.select_option("[data-testid=pane-site]", b_id)
+            p1.click("[data-testid=pane-assign]")
+            wait_until(sees([17, 3], [0.25, 0.75]), 15)
+            # Roll call b: a sees b full screen.
+            p1.click(f"[data-testid=rollcall-{b_id}]")
+            wait_until(sees([17, 17, 17], [0.1, 0.5, 0.9]), 15)
+            p2.wait_for_selector(f"[data-testid=site-{b_id}] >> text=◉", timeout=3000)
+            # Banner at the top.
+            p1.fill("[data-testid=banner-text]", "全市防汛视频会商")
+            p1.click("[data-testid=banner-set]")
+            wait_until(sees([None], [0.5], row=0.03), 15)
+            p2.wait_for_function("document.querySelector('[data-testid=banner-text]').value.length > 0", timeout=3000)
+            # Live preview plays in the console; level meters move.
+            p1.wait_for_function("document.querySelector('[data-testid=preview]').videoWidth > 0", timeout=15_000)
+            p1.screenshot(path=str(artifacts_dir / "webrtc-chair-console.png"), full_page=True)
+            p2.screenshot(path=str(artifacts_dir / "webrtc-chair-console-operator.png"), full_page=True)
+
+    run_async(scenario())
+    chair.post(f"/api/conferences/{cid}/end")
