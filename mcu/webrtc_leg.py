@@ -343,8 +343,14 @@ class WebRtcLeg:
     """One peer connection: a site (send + receive) or a receive-only viewer of a fixed view."""
 
     def __init__(self, conference: RunningConference, config: WebRtcConfig, *, participant_id: str,
-                 name: str = "", view: str | None = None, on_closed: Callable[[WebRtcLeg], None] | None = None) -> None:
-        """`view` None: a site that joins the room; otherwise a receive-only viewer of that view."""
+                 name: str = "", view: str | None = None, on_closed: Callable[[WebRtcLeg], None] | None = None,
+                 size: tuple[int, int] = LADDER[0]) -> None:
+        """`view` None: a site that joins the room; otherwise a receive-only viewer of that view.
+
+        `size` is the starting rung of the resolution ladder (bandwidth feedback moves it).
+        """
+        if size not in LADDER:
+            raise ValueError(f"size must be one of {LADDER}")
         self.conference = conference
         self.config = config
         self.participant_id = participant_id
@@ -353,7 +359,7 @@ class WebRtcLeg:
         self.pc = RTCPeerConnection(config.rtc_configuration())
         self.stats = LegStats()
         self.codec: str | None = None
-        self.size: tuple[int, int] = LADDER[0]
+        self.size: tuple[int, int] = size
         self.ladder = BandwidthLadder(self.size)
         self.participant: Participant | None = None
         self.subscription: Subscription | None = None
@@ -558,9 +564,9 @@ class WebRtcLegs:
         configure_host_addresses(config.host_addresses)
 
     def create(self, conference: RunningConference, *, participant_id: str, name: str = "",
-               view: str | None = None) -> WebRtcLeg:
+               view: str | None = None, size: tuple[int, int] = LADDER[0]) -> WebRtcLeg:
         leg = WebRtcLeg(conference, self.config, participant_id=participant_id, name=name, view=view,
-                        on_closed=self._forget)
+                        on_closed=self._forget, size=size)
         self.legs[f"{conference.id}/{participant_id}"] = leg
         return leg
 
