@@ -134,10 +134,12 @@ async def _until(predicate: Callable[[], bool], within: float = 20.0) -> None:
 
 def test_aiortc_clients_see_composition_and_chair_operations(server: RunningServer, chair: httpx.Client) -> None:
     cid = create(chair, "合成测试会议")["id"]
+    other = create(chair, "同时进行的第二个会议")["id"]  # two conferences at once, independently
 
     async def scenario() -> None:
         a = await _client(server, cid, 3)
         b = await _client(server, cid, 17)
+        c = await _client(server, other, 11)
         try:
             await asyncio.to_thread(op, chair, cid, "layout", layout="2")
             # Own pane (left, joined first) plus the other site (right).
@@ -159,13 +161,34 @@ def test_aiortc_clients_see_composition_and_chair_operations(server: RunningServ
             await asyncio.to_thread(op, chair, cid, "remove", site=b.participant_id)
             bye = json.loads(await asyncio.wait_for(b.signalling.recv(), 5))
             assert bye == {"type": "bye", "reason": "removed"}
+            # The other conference saw none of it: its only site full screen, no banner.
+            assert c.latest is not None and panes(c.latest, [0.1, 0.5, 0.9]) == [11, 11, 11]
+            assert panes(c.latest, [0.5], row=0.03) == [11]
+            st = await asyncio.to_thread(state, chair, other)
+            assert [s["site_id"] for s in st["sites"]] == [c.participant_id] and st["banner"] is None
         finally:
             await a.close()
             await b.close()
+            await c.close()
 
     run_async(scenario())
     wait_until(lambda: state(chair, cid)["webrtc_legs"] == [] and state(chair, cid)["encoders"] == [], 10)
     chair.post(f"/api/conferences/{cid}/end")
+    chair.post(f"/api/conferences/{other}/end")
+
+
+def test_conference_starts_at_its_time(chair: httpx.Client) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    starts = datetime.now(UTC) + timedelta(seconds=2)
+    conf = create(chair, "定时会议", start_now=False, starts_at=starts.isoformat(),
+                  ends_at=(starts + timedelta(minutes=30)).isoformat())
+    assert conf["status"] == "scheduled" and not conf["running"]
+    wait_until(lambda: state(chair, conf["id"])["running"], 6)
+    listed = {c["id"]: c for c in chair.get("/api/conferences").json()}
+    assert listed[conf["id"]]["status"] == "running"
+    chair.post(f"/api/conferences/{conf['id']}/end")
+    assert {c["id"] for c in chair.get("/api/conferences").json()}.isdisjoint({conf["id"]})
 
 
 def test_wrong_pin_back_off_locked_ended_unknown(server: RunningServer, chair: httpx.Client) -> None:
