@@ -77,7 +77,7 @@ def moving_frame(background: npt.NDArray[np.uint8], t: float) -> av.VideoFrame:
     """The card with a bar sweeping across and a seconds counter: visibly live."""
     rgb = background.copy()
     x = int(t * 60) % WIDTH
-    rgb[HEIGHT - 36:HEIGHT - 8, max(0, x - 6):x + 6] = (255, 255, 255)
+    rgb[118:140, max(0, x - 6):x + 6] = (255, 255, 255)  # above the compositor's name label
     seconds = int(t) % 60
     rgb[8:20, 8:8 + seconds * 4] = (255, 230, 120)
     return av.VideoFrame.from_ndarray(rgb, format="rgb24")
