@@ -9,6 +9,7 @@ import gc
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from mcu_helpers import colour, identify, yuv_at
@@ -51,7 +52,7 @@ async def _wait_for(predicate, within: float = 15.0) -> None:  # type: ignore[no
         await asyncio.sleep(0.1)
 
 
-def _panes(frame, xs):  # type: ignore[no-untyped-def]
+def _panes(frame: Any, xs: list[int]) -> list[int | None]:
     return [identify(yuv_at(frame, x, frame.height // 2, radius=6), tolerance=20) for x in xs]
 
 
@@ -144,9 +145,12 @@ async def test_select_view_and_roll_call_change_the_received_picture(conference:
         conference.room.select_view("site-a", "sip-x")
         await _wait_for(lambda: _sees(a, [11, 11], [0.1, 0.9]), 10)
         conference.room.select_view("site-a", None)
-        conference.room.roll_call("site-a")  # site-a is broadcast: everyone sees it ...
-        await _wait_for(lambda: _sees(a, [3, 3], [0.1, 0.9]) or conference.room.chair_id is None and
-                        _sees(a, [3, 3], [0.1, 0.9]), 10)
+        conference.room.roll_call("sip-x")  # everyone sees the rolled-call site full screen
+        await _wait_for(lambda: _sees(a, [11, 11], [0.1, 0.9]), 10)
+        conference.room.set_chair("sip-x")
+        conference.room.roll_call("site-a")  # the broadcast site itself sees the chair site
+        await _wait_for(lambda: _sees(a, [11, 11], [0.1, 0.9]), 10)
+        assert conference.room.view_for("site-a") == "select:sip-x"
     finally:
         stop.set()
         await feeder
