@@ -398,7 +398,7 @@ def test_chromium_joins_and_is_seen_by_another_client(server: RunningServer, cha
                                                       artifacts_dir: Path) -> None:
     from tests.browser import chromium
 
-    cid = create(chair, "浏览器入会测试")["id"]
+    cid = create(chair, "浏览器入会测试", pin="8642")["id"]
     op(chair, cid, "layout", layout="2")
     with chromium() as browser:
         page = browser.new_page()
@@ -407,8 +407,16 @@ def test_chromium_joins_and_is_seen_by_another_client(server: RunningServer, cha
         page.wait_for_selector("[data-testid=camera] option", state="attached", timeout=10_000)
         assert page.locator("[data-testid=microphone] option").count() >= 1
         page.fill("[data-testid=name]", "浏览器会场")
+        page.fill("[data-testid=pin]", "1111")
+        page.click("[data-testid=join-button]")
+        page.wait_for_function("document.querySelector('[data-testid=join-error]').textContent.length > 0",
+                               timeout=20_000)
+        assert page.locator("[data-testid=join-error]").inner_text() == "会议密码错误"
+        page.screenshot(path=str(artifacts_dir / "webrtc-join-wrong-pin.png"))
+        page.fill("[data-testid=pin]", "8642")
         page.click("[data-testid=join-button]")
         page.wait_for_selector("[data-testid=call]:not([hidden])", timeout=20_000)
+        assert not page.locator("[data-testid=join-form]").is_visible()
         deadline = time.monotonic() + 20
         stats = page.evaluate(STATS_JS)
         while (stats["video"] == 0 or stats["audio"] == 0) and time.monotonic() < deadline:
@@ -417,7 +425,7 @@ def test_chromium_joins_and_is_seen_by_another_client(server: RunningServer, cha
         assert stats["video"] > 0 and stats["audio"] > 0, stats
 
         async def second_client() -> list[Any]:
-            client = await _client(server, cid, 17)
+            client = await _client(server, cid, 17, pin="8642")
             try:
                 await _until(lambda: client.latest is not None and panes(client.latest, [0.75]) == [17], 25)
                 frames = [client.latest]
@@ -431,7 +439,7 @@ def test_chromium_joins_and_is_seen_by_another_client(server: RunningServer, cha
         assert _pane_is_live_camera(frames, 0.25)  # Chromium's camera in its pane, live
         page.wait_for_timeout(1500)
         assert page.locator("[data-testid=quality]").get_attribute("data-level") in ("good", "fair")
-        page.screenshot(path=str(artifacts_dir / "webrtc-join-chromium.png"))
+        page.screenshot(path=str(artifacts_dir / "webrtc-join-chromium.png"), full_page=True)
         page.click("[data-testid=mute-mic]")
         page.click("[data-testid=leave]")
         assert page.locator("[data-testid=join-ended]").is_visible()
