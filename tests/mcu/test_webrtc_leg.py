@@ -203,3 +203,27 @@ async def test_peer_that_vanishes_is_dropped_by_the_media_watchdog(conference: R
     assert next(s for s in conference.site_list() if s["site_id"] == "ghost")["status"] == "failed"
     await a.close()
     await legs.stop()
+
+
+async def test_host_candidates_only_on_configured_addresses_and_ice_servers_from_settings() -> None:
+    from aiortc import RTCPeerConnection
+
+    from mcu.conferences import webrtc_config
+
+    WebRtcLegs(CONFIG)  # configures 127.0.0.1 only
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video")
+    await pc.setLocalDescription(await pc.createOffer())
+    candidates = [line.split()[4] for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")]
+    await pc.close()
+    assert candidates and set(candidates) == {"127.0.0.1"}
+    from types import SimpleNamespace
+
+    from config.settings import WebRtcSettings
+
+    webrtc = WebRtcSettings.model_validate(
+        {"ice_servers": [{"urls": "turn:turn.example:3478", "username": "u", "credential": "p"}]})
+    config = webrtc_config(SimpleNamespace(settings=SimpleNamespace(webrtc=webrtc)))  # type: ignore[arg-type]
+    assert config.host_addresses == ("127.0.0.1",)
+    server = config.rtc_configuration().iceServers[0]
+    assert (server.urls, server.username, server.credential) == ("turn:turn.example:3478", "u", "p")
