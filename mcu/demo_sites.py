@@ -83,6 +83,12 @@ def moving_frame(background: npt.NDArray[np.uint8], t: float) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(rgb, format="rgb24")
 
 
+def tone_frame(frequency: float, tick: int) -> npt.NDArray[np.int16]:
+    """The `tick`-th 20 ms frame of a quiet sine tone."""
+    n = np.arange(FRAME_SAMPLES) + tick * FRAME_SAMPLES
+    return (TONE_AMPLITUDE * np.sin(2 * np.pi * frequency * n / SAMPLE_RATE)).astype(np.int16)
+
+
 class DemoSites:
     """Runs the demo sites of one conference until :meth:`stop`."""
 
@@ -127,12 +133,10 @@ class DemoSites:
     async def _audio(self) -> None:
         start = time.monotonic()
         tick = 0
-        n = np.arange(FRAME_SAMPLES)
         while not self.conference.room.ended:
             for site in self._live():
                 assert site.participant is not None
-                phase = 2 * np.pi * site.frequency * (n + tick * FRAME_SAMPLES) / SAMPLE_RATE
-                site.participant.push_audio((TONE_AMPLITUDE * np.sin(phase)).astype(np.int16))
+                site.participant.push_audio(tone_frame(site.frequency, tick))
             tick += 1
             delay = start + tick * FRAME_SAMPLES / SAMPLE_RATE - time.monotonic()
             if delay < -1.0:  # suspended or overloaded: resynchronise instead of bursting
