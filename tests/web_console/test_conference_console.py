@@ -512,6 +512,27 @@ def test_chair_console_drives_the_room_and_chairs_see_each_other(server: Running
             # Live preview plays in the console; level meters move.
             p1.wait_for_function("document.querySelector('[data-testid=preview]').videoWidth > 0", timeout=15_000)
             p1.screenshot(path=str(artifacts_dir / "webrtc-chair-console.png"), full_page=True)
+            # The remaining buttons reach the room too.
+            a_id = receivers["a"].participant_id
+            p1.click(f"[data-testid=mute-{b_id}]")
+            wait_until(lambda: next(x for x in state(chair, cid)["sites"] if x["site_id"] == b_id)["muted"], 3)
+            p1.click(f"[data-testid=deaf-{a_id}]")
+            wait_until(lambda: next(x for x in state(chair, cid)["sites"] if x["site_id"] == a_id)["deaf"], 3)
+            p1.select_option(f"[data-testid=select-view-{a_id}]", b_id)
+            wait_until(lambda: state(chair, cid)["selected"] == {a_id: b_id}, 3)
+            p1.check("[data-testid=voice]")
+            wait_until(lambda: state(chair, cid)["voice_activated"], 3)
+            p1.select_option("[data-testid=polling-sites]", [a_id, b_id])
+            p1.fill("[data-testid=polling-interval]", "5")
+            p1.click("[data-testid=polling-start]")
+            wait_until(lambda: (state(chair, cid)["polling"] or {}).get("interval") == 5.0, 3)
+            p1.click("[data-testid=polling-stop]")
+            p1.uncheck("[data-testid=labels]")
+            p1.click("[data-testid=lock]")
+            wait_until(lambda: state(chair, cid)["locked"] and not state(chair, cid)["labels"]
+                       and state(chair, cid)["polling"] is None, 3)
+            p2.wait_for_function("document.querySelector('[data-testid=lock]').classList.contains('on')",
+                                 timeout=3000)
             p2.screenshot(path=str(artifacts_dir / "webrtc-chair-console-operator.png"), full_page=True)
 
     run_async(scenario())
