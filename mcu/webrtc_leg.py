@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 import av
 import numpy as np
 from aiortc import (
@@ -55,6 +57,7 @@ from aiortc.sdp import SessionDescription
 
 from .media import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, EncodedPacket
 from .room import BROADCAST, Room, RoomError, Subscription
+from .runner import deprioritise_current_thread
 
 if TYPE_CHECKING:
     from .conferences import RunningConference
@@ -89,6 +92,25 @@ def configure_host_addresses(addresses: Sequence[str]) -> None:
     global _host_addresses
     _host_addresses = tuple(addresses)
     aioice.ice.get_host_addresses = _configured_host_addresses
+
+
+_ORIGINAL_DECODER_WORKER = aiortc.rtcrtpreceiver.decoder_worker
+
+
+def _niced_decoder_worker(*args: Any) -> None:
+    # A late decoded frame spoils one pane; a late composite spoils every receiver (see runner).
+    if threading.current_thread().name.startswith("video"):
+        deprioritise_current_thread()
+    _ORIGINAL_DECODER_WORKER(*args)
+
+
+def deprioritise_video_decoders() -> None:
+    """Run aiortc's video decoder threads at a lower priority than composing and encoding.
+
+    aiortc starts one decoder thread per receiver with the module-level `decoder_worker` as
+    target, looked up when the thread starts, so wrapping it reaches every leg.
+    """
+    aiortc.rtcrtpreceiver.decoder_worker = _niced_decoder_worker  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -562,6 +584,7 @@ class WebRtcLegs:
         self.config = config
         self.legs: dict[str, WebRtcLeg] = {}
         configure_host_addresses(config.host_addresses)
+        deprioritise_video_decoders()
 
     def create(self, conference: RunningConference, *, participant_id: str, name: str = "",
                view: str | None = None, size: tuple[int, int] = LADDER[0]) -> WebRtcLeg:

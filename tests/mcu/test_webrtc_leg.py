@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -77,6 +78,9 @@ async def test_client_receives_composite_with_own_pane_and_others(conference: Ru
         # Both receive the same shared encoder: no per-browser encode.
         keys = conference.room.encoder_keys
         assert len(keys) == 1 and keys[0].view_id == "broadcast" and keys[0].codec == codec
+        # aiortc's video decoder threads run below the compositor/encoders (nice 5).
+        decoders = [t for t in threading.enumerate() if t.name == "video-decoder" and t.native_id]
+        assert decoders and all(os.getpriority(os.PRIO_PROCESS, t.native_id or 0) >= 5 for t in decoders)
         # Audio flows both ways: the leg feeds the mixer, the client gets its N-1 mix.
         await _wait_for(lambda: leg_a.stats.audio_frames_in > 20 and a.audio_frames > 20 and a.audio_peak > 500)
         # A chair operation changes what the client receives: broadcast site-b.
