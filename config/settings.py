@@ -45,6 +45,7 @@ class HttpSettings(_Section):
 class DatabaseSettings(_Section):
     url: str | None = Field(None, description="external PostgreSQL; unset = embedded under var/pg")
     pool_size: int = Field(10, ge=1, le=200)
+    events_keep_hours: float = Field(72.0, gt=0, description="bus events older than this are pruned")
 
 
 class SecuritySettings(_Section):

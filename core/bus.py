@@ -108,6 +108,7 @@ class Bus:
         self._listener: asyncpg.Connection | None = None
         self._incoming: asyncio.Queue[int] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     def subscribe(self, pattern: str = "*", maxsize: int = 1000) -> Subscription:
         sub = Subscription(self, pattern, maxsize)
@@ -139,12 +140,32 @@ class Bus:
         self._deliver(event)
         return event
 
-    async def attach(self, db: Database) -> None:
-        """Persist events in `db` and receive those published by other processes."""
+    async def attach(self, db: Database, keep_hours: float = 72.0) -> None:
+        """Persist events in `db`, receive those published by other processes, prune old rows.
+
+        Events are a transport, not the record (that is the audit log and each capability's own
+        tables), so rows older than `keep_hours` are deleted every few minutes.
+        """
         self._db = db
         self._listener = await db.dedicated_connection()
         await self._listener.add_listener(CHANNEL, self._on_notify)
         self._reader = asyncio.create_task(self._read_incoming(), name="bus-reader")
+        self._pruner = asyncio.create_task(self._prune_loop(keep_hours), name="bus-pruner")
+
+    async def prune(self, keep_hours: float) -> int:
+        """Delete persisted events older than `keep_hours`; returns how many."""
+        assert self._db is not None
+        status = await self._db.execute(
+            "DELETE FROM events WHERE at < now() - make_interval(secs => $1)", keep_hours * 3600.0)
+        return int(status.split()[-1])
+
+    async def _prune_loop(self, keep_hours: float) -> None:
+        while True:
+            try:
+                await self.prune(keep_hours)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("bus: pruning events failed: %s", exc)
+            await asyncio.sleep(300)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
@@ -165,11 +186,12 @@ class Bus:
             self._deliver(Event(row["topic"], row["payload"], row["id"], row["at"], row["origin"]))
 
     async def detach(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        for task in (self._reader, self._pruner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._pruner = None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()

@@ -60,7 +60,7 @@ class CoreServices:
             for m in applied:
                 log.info("applied migration %s/%04d_%s", m.package, m.version, m.name)
             bus = Bus(node_id=f"{settings.node_name}-{id(db):x}")
-            await bus.attach(db)
+            await bus.attach(db, settings.database.events_keep_hours)
         except BaseException:
             await db.close()
             if embedded:

@@ -96,3 +96,22 @@ def test_event_visibility_by_role() -> None:
     assert not visible_to("user.created", Role.CHAIR)
     assert visible_to("user.created", Role.ADMIN)
     assert not visible_to("unheard_of.thing", Role.VIEWER)
+
+
+async def test_old_events_are_pruned(fresh_db_url: str) -> None:
+    db = Database(fresh_db_url)
+    await db.connect()
+    async with db.pool.acquire() as conn:
+        await apply_migrations(conn)
+    bus = Bus()
+    await bus.attach(db, keep_hours=1.0)
+    try:
+        old = await bus.publish("unit.moved", {"id": "old"})
+        fresh = await bus.publish("unit.moved", {"id": "fresh"})
+        await db.execute("UPDATE events SET at = now() - interval '2 hours' WHERE id = $1", old.id)
+        assert await bus.prune(1.0) == 1
+        remaining = [r["id"] for r in await db.fetch("SELECT id FROM events")]
+        assert remaining == [fresh.id]
+    finally:
+        await bus.detach()
+        await db.close()
