@@ -20,7 +20,7 @@ DEMO = "80000001"
 async def start_bridge(core: CoreServices, service: ConferenceService, policy: MediaPolicy | None = None,
                        **settings: object) -> SipBridge:
     """A SipBridge on a free port of 127.0.0.1 for ``service``'s conferences."""
-    sip = SipSettings(udp_port=0, **settings)  # type: ignore[arg-type]
+    sip = SipSettings(udp_port=0, **settings)
     config = user_agent_config(sip)
     if policy is not None:
         config.policy = policy

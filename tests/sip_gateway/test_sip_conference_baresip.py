@@ -13,6 +13,7 @@ import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ async def test_baresip_dial_in_and_dial_out_in_a_conference(
     callee = Baresip(tmp_path / "callee", tone_hz=880, auto_answer=True)
     conf = conferences.running(DEMO)
     assert conf is not None
-    statuses: list[dict[str, object]] = []
+    statuses: list[dict[str, Any]] = []
     with services.bus.subscribe("conference.site_status") as sub:
         async def collect() -> None:
             async for event in sub:
@@ -82,7 +83,8 @@ async def test_baresip_dial_in_and_dial_out_in_a_conference(
                 await peer.wait_log(rf"packetization-mode={mode}", 5)
             media = {s.site_id: s.media for s in bridge.sites.values()}
             assert media[site_in] is not None and media["dialout-b"] is not None
-            assert media[site_in].video is not None and media[site_in].video.single_nal == (mode == 0)
+            fmt = media[site_in].video  # type: ignore[union-attr]
+            assert fmt is not None and fmt.single_nal == (mode == 0)
             taps = {sid: MixTap(m) for sid, m in media.items() if m is not None}
             await until(lambda: all(m is not None and m.counters.video_frames_in > 10 for m in media.values()),
                         20, "baresip video decoded by the room")

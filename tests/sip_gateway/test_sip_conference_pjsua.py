@@ -128,7 +128,7 @@ async def test_dial_out_failures_and_bad_requests(services: CoreServices, confer
                              ({"site_id": "no-such-room"}, "unknown_site"), ({}, "bad_request"),
                              ({"site_id": "bad id/../x", "uri": "sip:a@127.0.0.1"}, "bad_site")]:
             with pytest.raises(DialOutError) as err:
-                await bridge.invite(DEMO, **kwargs)  # type: ignore[arg-type]
+                await bridge.invite(DEMO, **kwargs)
             assert err.value.code == code
         with pytest.raises(DialOutError) as err:
             await bridge.invite("99999999", uri="sip:a@127.0.0.1")
