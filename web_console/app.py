@@ -110,7 +110,15 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
             log.warning("front-end package %s missing (run `make run` or npm install in %s)",
                         package, NODE_MODULES.parent)
 
-    from web_console import api, conference_console, dispatch_console, events_ws, inspect_console, pages
+    from web_console import (
+        api,
+        conference_console,
+        dialout_api,
+        dispatch_console,
+        events_ws,
+        inspect_console,
+        pages,
+    )
 
     app.include_router(pages.router)
     app.include_router(api.router)
@@ -118,4 +126,5 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(inspect_console.router)
     app.include_router(dispatch_console.router)
     app.include_router(conference_console.router)
+    app.include_router(dialout_api.router)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import ssl
 import time
@@ -104,30 +105,52 @@ class SipEndpoint:
         return time.monotonic()
 
     async def start(self, udp: bool = True, tcp: bool = True) -> None:
-        """Bind the listeners (port 0 picks a free port and updates the config)."""
-        loop = asyncio.get_running_loop()
-        host, port = self.config.host, self.config.port
-        if udp:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _Udp(self), local_addr=(host, port)
-            )
-            self._udp = protocol
-            port = transport.get_extra_info("sockname")[1]
-            self.config.port = port
-        if tcp:
-            server = await asyncio.start_server(
-                lambda r, w: self._serve_stream(r, w, "tcp"), host, port
-            )
-            self._servers.append(server)
-            self.config.port = server.sockets[0].getsockname()[1]
+        """Bind the listeners (port 0 picks a free port and updates the config).
+
+        UDP and TCP share one port number. With port 0 the UDP port the kernel picks may
+        already be taken for TCP (by any connection's local end), so a few fresh picks are tried.
+        """
+        wanted = self.config.port
+        for attempt in range(20):
+            try:
+                await self._bind(wanted, udp, tcp)
+                break
+            except OSError as exc:
+                if wanted != 0 or exc.errno != errno.EADDRINUSE or attempt == 19:
+                    raise
         if self.tls_context is not None:
             server = await asyncio.start_server(
-                lambda r, w: self._serve_stream(r, w, "tls"), host,
+                lambda r, w: self._serve_stream(r, w, "tls"), self.config.host,
                 self.tls_port if self.tls_port is not None else 0, ssl=self.tls_context,
             )
             self._servers.append(server)
             self.tls_port = server.sockets[0].getsockname()[1]
             self.config.tls_port = self.tls_port
+
+    async def _bind(self, port: int, udp: bool, tcp: bool) -> None:
+        """Bind UDP then TCP on `port` (0: the UDP pick); undo the UDP bind if TCP fails."""
+        loop = asyncio.get_running_loop()
+        host = self.config.host
+        transport: asyncio.DatagramTransport | None = None
+        if udp:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(host, port)
+            )
+            port = transport.get_extra_info("sockname")[1]
+        if tcp:
+            try:
+                server = await asyncio.start_server(
+                    lambda r, w: self._serve_stream(r, w, "tcp"), host, port
+                )
+            except OSError:
+                if transport is not None:
+                    transport.close()
+                raise
+            self._servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+        if transport is not None:
+            self._udp = protocol
+        self.config.port = port
 
     async def close(self) -> None:
         """Stop listeners, timers and connections."""

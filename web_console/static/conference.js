@@ -23,8 +23,16 @@
     $("console-error").textContent = "";
     return data;
   }
-  const op = (name, args) => api("POST", "/api/conferences/" + current + "/ops", Object.assign({ op: name }, args || {}))
-    .then(render).catch(() => {});
+  // Controls whose change is on its way to the server: a state refresh arriving meanwhile (another
+  // chair's change, a bus event) must not flip them back under the user's hand.
+  const pending = new Set();
+  const op = (name, args, control) => {
+    if (control) pending.add(control);
+    return api("POST", "/api/conferences/" + current + "/ops", Object.assign({ op: name }, args || {}))
+      .finally(() => { if (control) pending.delete(control); })
+      .then(render).catch(() => {});
+  };
+  const settle = (id, apply) => { if (!pending.has(id)) apply($(id)); };
 
   // -- schedule ----------------------------------------------------------------------------------
   async function loadList() {
@@ -115,9 +123,9 @@
     $("join-link").href = link; $("join-link").textContent = link;
     $("lock").textContent = s.locked ? text.unlock : text.lock;
     $("lock").classList.toggle("on", s.locked);
-    $("layout").value = s.layout;
-    $("voice").checked = s.voice_activated;
-    $("labels").checked = s.labels;
+    settle("layout", (el) => { el.value = s.layout; });
+    settle("voice", (el) => { el.checked = s.voice_activated; });
+    settle("labels", (el) => { el.checked = s.labels; });
     const joined = s.sites.filter((x) => x.status === "joined");
     const siteOptions = joined.map((x) => [x.site_id, x.name]);
     options($("pane-index"), Array.from({ length: PANES[s.layout] || 0 }, (_, i) => [String(i), String(i + 1)]));
@@ -195,13 +203,13 @@
   }
 
   // -- controls ------------------------------------------------------------------------------------
-  $("layout").onchange = () => op("layout", { layout: $("layout").value });
+  $("layout").onchange = () => op("layout", { layout: $("layout").value }, "layout");
   $("pane-assign").onclick = () => op("pane", {
     index: Number($("pane-index").value), mode: $("pane-mode").value,
     site: $("pane-mode").value === "static" ? $("pane-site").value : null,
   });
-  $("voice").onchange = () => op("voice_activated", { enabled: $("voice").checked });
-  $("labels").onchange = () => op("labels", { enabled: $("labels").checked });
+  $("voice").onchange = () => op("voice_activated", { enabled: $("voice").checked }, "voice");
+  $("labels").onchange = () => op("labels", { enabled: $("labels").checked }, "labels");
   $("broadcast-cancel").onclick = () => op("broadcast", { site: null });
   $("mute-all").onclick = () => op("mute_all_except_chair");
   $("polling-start").onclick = () => op("polling_start", {
