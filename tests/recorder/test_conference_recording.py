@@ -1,0 +1,318 @@
+"""Conference recording: the broadcast view (stream copy of the shared encoder) and the full mix,
+recorded into the recorder's store with index rows and log leaves, like a camera's segments.
+
+Real parts: the conference service and room on the embedded PostgreSQL, the asyncio media runner,
+libx264, the recorder service, PyAV decoding of the stored files and the offline verifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from core.runtime import CoreServices
+from mcu.clock import FakeClock
+from mcu.conferences import ConferenceService, RunningConference
+from mcu.media import EncodedPacket
+from mcu.room import Room, RoomSettings
+from recorder.conference_recording import (
+    ConferenceRecorder,
+    ConferenceRecordingError,
+    conference_camera_id,
+)
+from recorder.index import IndexedSegment
+from recorder.service import RecorderService
+from recorder.verify import verify_export
+from tests.recorder.helpers import recorder_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mcu"))
+from mcu_helpers import amplitude_at, identify, source_frame, tone, yuv_at  # noqa: E402
+
+TONES = (400.0, 700.0, 1000.0, 1300.0)  # site i's tone; site 3 is muted
+SEGMENT_S = 3.0
+
+
+@dataclass
+class Env:
+    services: CoreServices
+    conferences: ConferenceService
+    recorder: RecorderService
+    confrec: ConferenceRecorder
+    var: Path
+
+
+@pytest.fixture
+async def env(services: CoreServices, tmp_path: Path) -> AsyncIterator[Env]:
+    conferences = ConferenceService(services, RoomSettings(fps=15))
+    await conferences.start()
+    recorder = RecorderService(services.db, recorder_config(tmp_path, segment_seconds=SEGMENT_S, head_interval_s=600.0),
+                               services.audit)
+    await recorder.start()
+    confrec = ConferenceRecorder(conferences, recorder, services.bus, services.audit)
+    try:
+        yield Env(services, conferences, recorder, confrec, tmp_path)
+    finally:
+        await confrec.stop()
+        await recorder.stop()
+        await conferences.stop()
+
+
+async def _feed(room: Room, sites: int, stop: asyncio.Event) -> None:
+    """Legs: each site sends its tone every 20 ms and its colour five times a second."""
+    k = 0
+    while not stop.is_set():
+        for i in range(sites):
+            site = room.participants.get(f"s{i}")
+            if site is None:
+                continue
+            site.push_audio(tone(TONES[i], 3000, k))
+            if k % 10 == 0:
+                site.push_video(source_frame(i, 320, 180))
+        k += 1
+        await asyncio.sleep(0.02)
+
+
+async def _conference(env: Env, sites: int, name: str = "防汛会商（录制测试）") -> RunningConference:
+    record = await env.conferences.create(name=name, actor="chair")
+    conf = await env.conferences.start_conference(record.id, actor="chair")
+    conf.room.set_labels(False)
+    for i in range(sites):
+        await conf.join(f"s{i}", f"会场{i}", "demo")
+    return conf
+
+
+def _nal_units_annexb(data: bytes) -> tuple[bytes, ...]:
+    parts = re.split(b"\x00\x00\x01", data)
+    return tuple(p.rstrip(b"\x00") for p in parts if p.rstrip(b"\x00"))
+
+
+def _nal_units_avcc(data: bytes) -> tuple[bytes, ...]:
+    out, i = [], 0
+    while i + 4 <= len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        out.append(data[i + 4:i + 4 + n].rstrip(b"\x00"))
+        i += 4 + n
+    assert i == len(data), "MP4 samples must be 4-byte length-prefixed NAL units"
+    return tuple(out)
+
+
+def _read_segment(path: Path) -> tuple[list[tuple[bytes, ...]], list[av.VideoFrame], np.ndarray]:
+    """(NAL units of each video sample, decoded video frames, decoded mono audio as float)."""
+    with av.open(str(path)) as c:
+        samples = [_nal_units_avcc(bytes(p)) for p in c.demux(c.streams.video[0]) if p.size]
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    with av.open(str(path)) as c:
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    return samples, frames, audio
+
+
+async def _segments(env: Env, camera: str) -> list[IndexedSegment]:
+    return await env.recorder.index.segments([camera], 0, 2**62)
+
+
+async def test_records_broadcast_and_full_mix_without_reencoding(env: Env) -> None:
+    conf = await _conference(env, sites=4)
+    room = conf.room
+    room.mute("s3")  # a muted site must not be heard in the recording
+    leg: list[EncodedPacket] = []
+    room.subscribe_video("s0", leg.append, width=640, height=360)  # a site watching the broadcast view
+    stop = asyncio.Event()
+    feeder = asyncio.create_task(_feed(room, 4, stop))
+    events = env.services.bus.subscribe("conference.recording_*")
+    await asyncio.sleep(0.5)
+    encoders_before = list(room.encoder_keys)
+
+    handle = await env.confrec.start_recording(conf.id, "chair01", source="127.0.0.1")
+    assert env.confrec.is_recording(conf.id) and env.confrec.recording(conf.id) is handle
+    # The recording joined the encoder the site already uses: no encoder was added.
+    assert room.encoder_keys == encoders_before and handle.shared_encoder
+    assert (handle.encoder.width, handle.encoder.height) == (640, 360)
+    assert await env.confrec.start_recording(conf.id, "chair01") is handle  # idempotent
+    await asyncio.sleep(9.5)
+    stopped = await env.confrec.stop_recording(conf.id, "chair01", source="127.0.0.1")
+    stop.set()
+    await feeder
+    assert stopped is handle and handle.stop_reason == "stopped" and not env.confrec.is_recording(conf.id)
+    assert await env.confrec.stop_recording(conf.id, "chair01") is None  # idempotent
+    assert handle.stats.last_error is None and handle.stats.dropped == 0
+
+    camera = conference_camera_id(conf.id)
+    segs = await _segments(env, camera)
+    assert len(segs) >= 3, segs
+    assert handle.stats.segments == len(segs)
+    for a, b in zip(segs, segs[1:], strict=False):
+        assert a.end_ms == b.start_ms  # contiguous
+    for seg in segs[:-1]:
+        assert SEGMENT_S - 0.1 <= (seg.end_ms - seg.start_ms) / 1000 <= SEGMENT_S + 1.0, seg
+    assert abs(segs[0].start_ms / 1000 - handle.started_at) < 1.5
+    assert all(s.codec.startswith("avc1.42") and s.codec.endswith(",mp4a.40.2") and s.has_audio for s in segs)
+    assert all((s.width, s.height) == (640, 360) for s in segs)
+
+    leg_units = [_nal_units_annexb(p.data) for p in leg]
+    recorded_units: list[tuple[bytes, ...]] = []
+    audio_parts = []
+    for seg in segs:
+        path = env.recorder.store.local_path(seg.store_key)
+        assert path is not None and path.is_file()
+        units, frames, audio = _read_segment(path)
+        assert frames and frames[0].key_frame and (frames[0].width, frames[0].height) == (640, 360)
+        # Every segment shows the 2x2 layout of the four coloured sites.
+        mid = frames[len(frames) // 2]
+        assert [identify(yuv_at(mid, x, y)) for x, y in ((160, 90), (480, 90), (160, 270), (480, 270))] == [0, 1, 2, 3]
+        assert abs(len(frames) / 15 - (seg.end_ms - seg.start_ms) / 1000) < 0.5  # frames fill the segment
+        recorded_units.extend(units)
+        audio_parts.append(audio)
+    # No re-encode: the stored samples are, NAL unit for NAL unit, the shared encoder's output.
+    first = leg_units.index(recorded_units[0])
+    assert leg_units[first:first + len(recorded_units)] == recorded_units
+    assert len(recorded_units) >= 9 * 15 * 0.8
+
+    # The full mix: all three unmuted tones, not the muted one (an N-1 mix would lack one tone).
+    audio = np.concatenate(audio_parts) * 32767.0
+    assert len(audio) >= 8.5 * 48_000
+    middle = audio[48_000: 48_000 * 8]
+    for freq in TONES[:3]:
+        assert amplitude_at(middle, freq) > 1000, freq
+    assert amplitude_at(middle, TONES[3]) < 100
+
+    # The segments are evidence like a camera's: an export bundle verifies offline.
+    result = await env.recorder.export("inspector01", [camera], segs[0].start_ms, segs[-1].end_ms, "核查会议录像",
+                                       env.var / "bundle")
+    report = verify_export(result.path)
+    assert report.ok, report.format()
+    assert len(report.segments) == len(segs) and all(s.camera == camera for s in report.segments)
+
+    topics = []
+    while not events._queue.empty():
+        event = await events.get()
+        topics.append((event.topic, event.payload["conference_id"], event.payload.get("stop_reason")))
+    assert topics == [("conference.recording_started", conf.id, None),
+                      ("conference.recording_stopped", conf.id, "stopped")]
+    audit = await env.services.audit.recent(action="conference.recording")
+    assert [(e.action, e.actor, e.target, e.source) for e in reversed(audit)] == [
+        ("conference.recording.start", "chair01", conf.id, "127.0.0.1"),
+        ("conference.recording.stop", "chair01", conf.id, "127.0.0.1")]
+    assert audit[0].detail["segments"] == len(segs)
+
+
+async def test_restart_leaves_an_explained_gap_and_conference_end_stops_recording(env: Env) -> None:
+    conf = await _conference(env, sites=1, name="应急指挥会（录制测试）")
+    stop = asyncio.Event()
+    feeder = asyncio.create_task(_feed(conf.room, 1, stop))
+    camera = conference_camera_id(conf.id)
+    events = env.services.bus.subscribe("conference.recording_stopped")
+    try:
+        await env.confrec.start_recording(conf.id, "chair01")
+        await asyncio.sleep(2.0)
+        await env.confrec.stop_recording(conf.id, "chair01")
+        first = await _segments(env, camera)
+        assert len(first) == 1
+        await asyncio.sleep(1.5)
+        handle = await env.confrec.start_recording(conf.id, "chair01")
+        await asyncio.sleep(2.0)
+        await env.conferences.end(conf.id, actor="chair")  # ends the room: the recording stops by itself
+        for _ in range(40):
+            if not env.confrec.is_recording(conf.id):
+                break
+            await asyncio.sleep(0.1)
+        assert not env.confrec.is_recording(conf.id)
+        assert handle.stop_reason == "conference_ended" and handle.stopped_by == "system"
+    finally:
+        stop.set()
+        await feeder
+    segs = await _segments(env, camera)
+    assert len(segs) == 2 and segs[1].start_ms - segs[0].end_ms >= 1000
+    gaps = await env.recorder.index.gaps([camera], 0, 2**62)
+    assert len(gaps) == 1 and (gaps[0].start_ms, gaps[0].end_ms) == (segs[0].end_ms, segs[1].start_ms)
+    assert "stopped" in gaps[0].cause and "chair01" in gaps[0].cause
+    reasons = []
+    while not events._queue.empty():
+        reasons.append((await events.get()).payload["stop_reason"])
+    assert reasons == ["stopped", "conference_ended"]
+    for seg in segs:
+        path = env.recorder.store.local_path(seg.store_key)
+        assert path is not None
+        _, frames, audio = _read_segment(path)
+        assert frames and len(audio) > 48_000
+    # Once ended, a conference cannot be recorded again.
+    with pytest.raises(ConferenceRecordingError, match="已结束"):
+        await env.confrec.start_recording(conf.id, "chair01")
+
+
+async def test_bad_requests_are_refused_and_write_nothing(env: Env, services: CoreServices, tmp_path: Path) -> None:
+    scheduled = await env.conferences.create(name="尚未开始的会议", actor="chair")
+    ended = await env.conferences.create(name="已结束的会议", actor="chair")
+    await env.conferences.start_conference(ended.id, actor="chair")
+    await env.conferences.end(ended.id, actor="chair")
+    running = await _conference(env, sites=1, name="进行中的会议")
+    events = services.bus.subscribe("conference.recording_*")
+    log_size = env.recorder.log.size
+    keys_before = list(running.room.encoder_keys)
+
+    cases = [
+        ("99999999", "chair01", "会议不存在"),
+        ("../../etc", "chair01", "会议号无效"),
+        (scheduled.id, "chair01", "未在本节点进行"),
+        (ended.id, "chair01", "已结束"),
+        (running.id, "  ", "缺少操作人"),
+    ]
+    for conference_id, actor, message in cases:
+        with pytest.raises(ConferenceRecordingError, match=message):
+            await env.confrec.start_recording(conference_id, actor)
+    with pytest.raises(ConferenceRecordingError, match="未知原因"):
+        await env.confrec.stop_recording(running.id, "chair01", reason="bored")
+    # A recorder that is not running cannot take a recording.
+    idle = RecorderService(services.db, recorder_config(tmp_path / "idle"), services.audit)
+    with pytest.raises(ConferenceRecordingError, match="录像服务未运行"):
+        await ConferenceRecorder(env.conferences, idle, services.bus, services.audit).start_recording(
+            running.id, "chair01")
+
+    await asyncio.sleep(0.3)
+    assert env.confrec.recordings() == [] and not env.confrec.is_recording(running.id)
+    assert running.room.encoder_keys == keys_before  # no subscription left behind
+    assert running.room._mix_listeners == []
+    assert env.recorder.log.size == log_size
+    assert not [p for p in (env.var / "recordings").rglob("*") if p.is_file()]
+    assert await services.audit.recent(action="conference.recording") == []
+    assert events._queue.empty()
+
+
+def test_room_full_mix_hears_every_unmuted_site() -> None:
+    """The hook the recording uses: the full mix, beside the unchanged N-1 mixes."""
+    clock = FakeClock()
+    room = Room("mix", clock=clock)
+    for i in range(3):
+        room.join(f"s{i}")
+    room.mute("s2")
+    room.deaf("s0")  # deafness is about what a site hears, not what the recording hears
+    heard: list[tuple[np.ndarray, float]] = []
+    assert room.audio_tick().full is None  # nobody listening: no extra work
+
+    def listener(samples: np.ndarray, at: float) -> None:
+        heard.append((samples, at))
+
+    room.add_mix_listener(listener)
+    for k in range(5):
+        for i in range(3):
+            room.participants[f"s{i}"].push_audio(tone(TONES[i], 3000, k))
+        out = room.audio_tick()
+        clock.advance(0.02)
+    assert len(heard) == 5 and heard[-1][1] == pytest.approx(clock.monotonic() - 0.02)
+    full = heard[-1][0]
+    assert amplitude_at(full, TONES[0]) > 2900 and amplitude_at(full, TONES[1]) > 2900
+    assert amplitude_at(full, TONES[2]) < 10
+    s1_hears = out.mixes[out.ids.index("s1")]
+    assert amplitude_at(s1_hears, TONES[1]) < 10 and amplitude_at(s1_hears, TONES[0]) > 2900  # N-1 unchanged
+    room.remove_mix_listener(listener)
+    room.remove_mix_listener(listener)  # idempotent
+    assert room.audio_tick().full is None and len(heard) == 5
