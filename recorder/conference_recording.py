@@ -11,9 +11,10 @@ segment leaf, so search, timeline, playback, export and ``verify-export`` work u
   and extradata come from it); the MP4 muxer stores them as avcC and length-prefixed NAL units.
 * **Audio is the full mix** of every unmuted site (``Room.add_mix_listener``), not anyone's
   N-1 mix, encoded to AAC-LC 48 kHz mono (what Media Source Extensions play everywhere).
-* **Segments** follow the recorder's cut policy (first key frame at least
-  ``segment_seconds`` after the segment began). The shared encoder makes a periodic key frame
-  only every 10 s, so the recording asks for one just before each cut is due: one extra key
+* **Segments** are ``segment_seconds`` long (the recorder's setting), cut on key frames. The
+  shared encoder makes a periodic key frame only every 10 s, so the recording asks for one
+  when a segment is due (by the room clock: the key frame lands on the next composed frame)
+  and cuts at the first key frame from ``CUT_SLACK_S`` before the due time: one extra key
   frame per segment for that encoder's receivers, rate-limited like any PLI.
 * **Timing**: video frames are placed at their composition time, audio at its mix tick, both
   on the room's clock, mapped once to the wall clock, so consecutive segments are exactly
@@ -75,8 +76,11 @@ AUDIO_HOLD_S = 2.0
 # The mix clock may wander from the tick clock by this much before we re-align it (a late or
 # skipped tick): missing time is filled with silence, audio running ahead is dropped.
 AUDIO_SLACK_S = 0.1
-# Ask the shared encoder for a key frame this long before a cut is due.
-KEYFRAME_LEAD_S = 0.3
+# Ask the shared encoder for a key frame this long before a segment is due, and accept a key frame
+# as the cut from CUT_SLACK_S before it: the forced key frame is the first frame *encoded* after the
+# request, which may have been composed a frame or two (compose/encode latency) before it.
+KEYFRAME_LEAD_S = 0.1
+CUT_SLACK_S = 0.3
 # Items (video packets and audio ticks) queued for the writer before we drop: ~40 s of media.
 MAX_QUEUED = 3000
 WATCH_INTERVAL_S = 0.25
@@ -260,7 +264,8 @@ class RecordingWriter:
         store: SegmentStore,
         on_segment: Callable[[CommittedSegment], object],
         *,
-        policy: CutPolicy,
+        segment_seconds: float,
+        now: Callable[[], float],
         wall_of: Callable[[float], float],
         request_keyframe: Callable[[], None],
         paused: Callable[[], bool] = lambda: False,
@@ -270,7 +275,9 @@ class RecordingWriter:
         self.camera = camera
         self.store = store
         self.on_segment = on_segment
-        self.policy = policy
+        self.segment_seconds = segment_seconds
+        self.policy = CutPolicy(segment_seconds - CUT_SLACK_S)
+        self.now = now
         self.wall_of = wall_of
         self.request_keyframe = request_keyframe
         self.paused = paused
@@ -359,12 +366,19 @@ class RecordingWriter:
         elif self.policy.should_cut(seg.start_t, t, packet.keyframe):
             self._close_segment(t)
             self._open_segment(packet, t)
-        elif not self._keyframe_asked and t - seg.start_t >= self.policy.target_s - KEYFRAME_LEAD_S:
-            self._ask_keyframe()
+        elif packet.keyframe and self._keyframe_asked:
+            self._keyframe_asked = False  # a key frame came, but too early to cut on: ask again
+        self._maybe_ask_keyframe()
         assert self._segment is not None
         self._segment.write_video(packet, t)
         self.stats.video_packets += 1
         self._flush_audio(t)
+
+    def _maybe_ask_keyframe(self) -> None:
+        seg = self._segment
+        if seg is not None and not self._keyframe_asked and \
+                self.now() >= seg.start_t + self.segment_seconds - KEYFRAME_LEAD_S:
+            self._ask_keyframe()
 
     def _ask_keyframe(self) -> None:
         self._keyframe_asked = True
@@ -390,6 +404,7 @@ class RecordingWriter:
         elif expected - t > AUDIO_SLACK_S:
             return  # running ahead of the clock (a burst of catch-up ticks): drop, keep in time
         self._queue_audio(samples)
+        self._maybe_ask_keyframe()
         if self._pending and self._audio_time(self._pending[-1][0]) - self._audio_time(self._pending[0][0]) > AUDIO_HOLD_S:
             self._flush_audio(self._audio_time(self._pending[-1][0]) - AUDIO_HOLD_S)
 
@@ -517,8 +532,8 @@ class ConferenceRecorder:
             handle = RecordingHandle(conference_id, camera, actor, wall_ref, key, shared)
             writer = RecordingWriter(
                 camera, self.recorder.store, on_segment,
-                policy=CutPolicy(self.options.segment_seconds or self.recorder.config.segment_seconds),
-                wall_of=lambda t: wall_ref + (t - mono_ref),
+                segment_seconds=self.options.segment_seconds or self.recorder.config.segment_seconds,
+                now=room.clock.monotonic, wall_of=lambda t: wall_ref + (t - mono_ref),
                 request_keyframe=lambda: subscription.request_keyframe(),
                 paused=lambda: self.recorder.recording_paused,
                 stats=handle.stats, audio_bitrate=self.options.audio_bitrate)

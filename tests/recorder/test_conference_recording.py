@@ -153,7 +153,7 @@ async def test_records_broadcast_and_full_mix_without_reencoding(env: Env) -> No
     for a, b in zip(segs, segs[1:], strict=False):
         assert a.end_ms == b.start_ms  # contiguous
     for seg in segs[:-1]:
-        assert SEGMENT_S - 0.1 <= (seg.end_ms - seg.start_ms) / 1000 <= SEGMENT_S + 1.0, seg
+        assert SEGMENT_S - 0.35 <= (seg.end_ms - seg.start_ms) / 1000 <= SEGMENT_S + 1.2, seg
     assert abs(segs[0].start_ms / 1000 - handle.started_at) < 1.5
     assert all(s.codec.startswith("avc1.42") and s.codec.endswith(",mp4a.40.2") and s.has_audio for s in segs)
     assert all((s.width, s.height) == (640, 360) for s in segs)
@@ -180,10 +180,12 @@ async def test_records_broadcast_and_full_mix_without_reencoding(env: Env) -> No
     # The full mix: all three unmuted tones, not the muted one (an N-1 mix would lack one tone).
     audio = np.concatenate(audio_parts) * 32767.0
     assert len(audio) >= 8.5 * 48_000
-    middle = audio[48_000: 48_000 * 8]
-    for freq in TONES[:3]:
-        assert amplitude_at(middle, freq) > 1000, freq
-    assert amplitude_at(middle, TONES[3]) < 100
+    # Per 20 ms window (every tone is a whole number of periods in 960 samples): the legs are not
+    # synchronised with the mixer, so a tick may miss a site's frame and phase jumps between frames.
+    windows = audio[48_000: 48_000 * 8].reshape(-1, 960)
+    level = {f: float(np.mean([amplitude_at(w, f) for w in windows])) for f in TONES}
+    assert all(level[f] > 1500 for f in TONES[:3]), level
+    assert level[TONES[3]] < 100, level
 
     # The segments are evidence like a camera's: an export bundle verifies offline.
     result = await env.recorder.export("inspector01", [camera], segs[0].start_ms, segs[-1].end_ms, "核查会议录像",
