@@ -173,7 +173,10 @@ class RecorderService:
             self._last_end[camera_id] = await self.index.last_end_ms(camera_id)
         self._gap_cause[camera_id] = gap_cause
         loop = self._loop
-        return lambda seg: loop.call_soon_threadsafe(self._queue.put_nowait, ("segment", seg))
+
+        def on_segment(seg: CommittedSegment) -> None:
+            loop.call_soon_threadsafe(self._queue.put_nowait, ("segment", seg))
+        return on_segment
 
     async def drain(self) -> None:
         """Wait until every segment handed in so far is logged and indexed."""
