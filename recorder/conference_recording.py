@@ -563,7 +563,7 @@ class ConferenceRecorder:
         if reason not in STOP_REASONS_ZH:
             raise ConferenceRecordingError(f"reason: 未知原因 {reason}")
         async with self._lock:
-            active = self._active.pop(conference_id, None)
+            active = self._active.get(conference_id)
             if active is None:
                 return None
             handle = active.handle
@@ -576,6 +576,7 @@ class ConferenceRecorder:
                 active.watchdog.cancel()
             handle.stopped_at, handle.stopped_by, handle.stop_reason = self.clock(), actor, reason
             self._stop_cause[handle.camera] = f"recording stopped ({reason}) by {actor}"
+            del self._active[conference_id]  # only now: is_recording() is True until all is committed
         payload = {"conference_id": conference_id, **handle.to_json()}
         await self.bus.publish("conference.recording_stopped", payload)
         await self.audit.record(actor, "conference.recording.stop", conference_id, source=source,

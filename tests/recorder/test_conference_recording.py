@@ -223,8 +223,8 @@ async def test_restart_leaves_an_explained_gap_and_conference_end_stops_recordin
         handle = await env.confrec.start_recording(conf.id, "chair01")
         await asyncio.sleep(2.0)
         await env.conferences.end(conf.id, actor="chair")  # ends the room: the recording stops by itself
-        for _ in range(40):
-            if not env.confrec.is_recording(conf.id):
+        for _ in range(50):
+            if not handle.active:
                 break
             await asyncio.sleep(0.1)
         assert not env.confrec.is_recording(conf.id)
