@@ -94,7 +94,19 @@ STOP_REASONS_ZH = {
 
 
 class ConferenceRecordingError(ValueError):
-    """A recording request that cannot be honoured; nothing was started or written."""
+    """A recording request that cannot be honoured; nothing was started or written.
+
+    `code` is stable (routes map it to an HTTP status, see `HTTP_STATUS`); the message is zh-CN.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# What a REST route answers for each refusal.
+HTTP_STATUS = {"bad_request": 400, "unknown": 404, "ended": 409, "not_running": 409, "unavailable": 503}
 
 
 def conference_camera_id(conference_id: str) -> str:
@@ -102,7 +114,7 @@ def conference_camera_id(conference_id: str) -> str:
     try:
         return check_camera_id(CAMERA_PREFIX + conference_id)
     except StoreError:
-        raise ConferenceRecordingError(f"会议号无效: {conference_id!r}") from None
+        raise ConferenceRecordingError("unknown", f"会议号无效: {conference_id!r}") from None
 
 
 def choose_encoder(room: Room, width: int | None = None, height: int | None = None) -> EncoderKey:
@@ -500,7 +512,25 @@ class ConferenceRecorder:
         return active.handle if active else None
 
     def recordings(self) -> list[RecordingHandle]:
+        """Every running recording on this node."""
         return [a.handle for a in self._active.values()]
+
+    async def recorded(self, conference_id: str | None = None) -> list[dict[str, Any]]:
+        """What the store holds per recorded conference (for inspectors' search): live segments only."""
+        rows = await self.recorder.db.fetch(
+            "SELECT camera, min(start_ms) AS start_ms, max(end_ms) AS end_ms, count(*) AS segments,"
+            " sum(size) AS bytes FROM recorder_segments WHERE camera LIKE $1 AND deleted_at IS NULL"
+            " AND ($2::text IS NULL OR camera = $2) GROUP BY camera ORDER BY min(start_ms)",
+            CAMERA_PREFIX + "%", None if conference_id is None else CAMERA_PREFIX + conference_id)
+        out = []
+        for row in rows:
+            conference = row["camera"][len(CAMERA_PREFIX):]
+            record = await self.conferences.get(conference)
+            out.append({"conference_id": conference, "name": record.name if record else "", "camera": row["camera"],
+                        "start_ms": int(row["start_ms"]), "end_ms": int(row["end_ms"]),
+                        "segments": int(row["segments"]), "bytes": int(row["bytes"]),
+                        "recording": self.is_recording(conference)})
+        return out
 
     # ---- start / stop --------------------------------------------------------------------------
     async def start_recording(self, conference_id: str, actor: str, *, source: str = "") -> RecordingHandle:
@@ -511,7 +541,7 @@ class ConferenceRecorder:
         """
         actor = (actor or "").strip()
         if not actor:
-            raise ConferenceRecordingError("actor: 缺少操作人")
+            raise ConferenceRecordingError("bad_request", "actor: 缺少操作人")
         async with self._lock:
             existing = self._active.get(conference_id)
             if existing is not None:
@@ -519,7 +549,7 @@ class ConferenceRecorder:
             camera = conference_camera_id(conference_id)
             conf = await self._running_conference(conference_id)
             if not self.recorder.running:
-                raise ConferenceRecordingError("录像服务未运行，无法录制")
+                raise ConferenceRecordingError("unavailable", "录像服务未运行，无法录制")
             room = conf.room
             key = choose_encoder(room, self.options.width, self.options.height)
             shared = key in room.encoder_keys
@@ -528,7 +558,7 @@ class ConferenceRecorder:
             try:
                 on_segment = await self.recorder.attach_source(camera, cause)
             except ValueError as exc:
-                raise ConferenceRecordingError(f"无法录制: {exc}") from None
+                raise ConferenceRecordingError("unavailable", f"无法录制: {exc}") from None
             handle = RecordingHandle(conference_id, camera, actor, wall_ref, key, shared)
             writer = RecordingWriter(
                 camera, self.recorder.store, on_segment,
@@ -541,7 +571,7 @@ class ConferenceRecorder:
                 subscription = room.subscribe_view(BROADCAST, writer.video, codec="h264", width=key.width,
                                                    height=key.height, single_nal=key.single_nal)
             except RoomError as exc:
-                raise ConferenceRecordingError(str(exc)) from None
+                raise ConferenceRecordingError("ended", str(exc)) from None
             writer.start()
             room.add_mix_listener(writer.audio)
             subscription.request_keyframe()  # segments start on a key frame: don't wait for the periodic one
@@ -559,9 +589,9 @@ class ConferenceRecorder:
         """Stop (the open segment is committed, logged and indexed first). None if it was not recording."""
         actor = (actor or "").strip()
         if not actor:
-            raise ConferenceRecordingError("actor: 缺少操作人")
+            raise ConferenceRecordingError("bad_request", "actor: 缺少操作人")
         if reason not in STOP_REASONS_ZH:
-            raise ConferenceRecordingError(f"reason: 未知原因 {reason}")
+            raise ConferenceRecordingError("bad_request", f"reason: 未知原因 {reason}")
         async with self._lock:
             active = self._active.get(conference_id)
             if active is None:
@@ -599,10 +629,10 @@ class ConferenceRecorder:
             return conf
         record = await self.conferences.get(conference_id)
         if record is None:
-            raise ConferenceRecordingError(f"会议不存在: {conference_id}")
+            raise ConferenceRecordingError("unknown", f"会议不存在: {conference_id}")
         if record.status == "ended" or conf is not None:
-            raise ConferenceRecordingError(f"会议已结束，不能录制: {conference_id}")
-        raise ConferenceRecordingError(f"会议未在本节点进行，不能录制: {conference_id}")
+            raise ConferenceRecordingError("ended", f"会议已结束，不能录制: {conference_id}")
+        raise ConferenceRecordingError("not_running", f"会议未在本节点进行，不能录制: {conference_id}")
 
     async def _watch(self, active: _Active) -> None:
         """Stop by itself when the conference ends or the writer died."""

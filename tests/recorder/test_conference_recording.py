@@ -24,6 +24,7 @@ from mcu.conferences import ConferenceService, RunningConference
 from mcu.media import EncodedPacket
 from mcu.room import Room, RoomSettings
 from recorder.conference_recording import (
+    HTTP_STATUS,
     ConferenceRecorder,
     ConferenceRecordingError,
     conference_camera_id,
@@ -170,6 +171,7 @@ async def test_records_broadcast_and_full_mix_without_reencoding(env: Env) -> No
         mid = frames[len(frames) // 2]
         assert [identify(yuv_at(mid, x, y)) for x, y in ((160, 90), (480, 90), (160, 270), (480, 270))] == [0, 1, 2, 3]
         assert abs(len(frames) / 15 - (seg.end_ms - seg.start_ms) / 1000) < 0.5  # frames fill the segment
+        assert abs(len(audio) / 48_000 - (seg.end_ms - seg.start_ms) / 1000) < 0.2  # sound spans the segment
         recorded_units.extend(units)
         audio_parts.append(audio)
     # No re-encode: the stored samples are, NAL unit for NAL unit, the shared encoder's output.
@@ -205,6 +207,9 @@ async def test_records_broadcast_and_full_mix_without_reencoding(env: Env) -> No
         ("conference.recording.start", "chair01", conf.id, "127.0.0.1"),
         ("conference.recording.stop", "chair01", conf.id, "127.0.0.1")]
     assert audit[0].detail["segments"] == len(segs)
+    assert await env.confrec.recorded(conf.id) == [{
+        "conference_id": conf.id, "name": "防汛会商（录制测试）", "camera": camera, "start_ms": segs[0].start_ms,
+        "end_ms": segs[-1].end_ms, "segments": len(segs), "bytes": sum(s.size for s in segs), "recording": False}]
 
 
 async def test_restart_leaves_an_explained_gap_and_conference_end_stops_recording(env: Env) -> None:
@@ -262,22 +267,24 @@ async def test_bad_requests_are_refused_and_write_nothing(env: Env, services: Co
     keys_before = list(running.room.encoder_keys)
 
     cases = [
-        ("99999999", "chair01", "会议不存在"),
-        ("../../etc", "chair01", "会议号无效"),
-        (scheduled.id, "chair01", "未在本节点进行"),
-        (ended.id, "chair01", "已结束"),
-        (running.id, "  ", "缺少操作人"),
+        ("99999999", "chair01", "unknown", "会议不存在"),
+        ("../../etc", "chair01", "unknown", "会议号无效"),
+        (scheduled.id, "chair01", "not_running", "未在本节点进行"),
+        (ended.id, "chair01", "ended", "已结束"),
+        (running.id, "  ", "bad_request", "缺少操作人"),
     ]
-    for conference_id, actor, message in cases:
-        with pytest.raises(ConferenceRecordingError, match=message):
+    for conference_id, actor, code, message in cases:
+        with pytest.raises(ConferenceRecordingError, match=message) as refused:
             await env.confrec.start_recording(conference_id, actor)
+        assert refused.value.code == code and code in HTTP_STATUS
     with pytest.raises(ConferenceRecordingError, match="未知原因"):
         await env.confrec.stop_recording(running.id, "chair01", reason="bored")
     # A recorder that is not running cannot take a recording.
     idle = RecorderService(services.db, recorder_config(tmp_path / "idle"), services.audit)
-    with pytest.raises(ConferenceRecordingError, match="录像服务未运行"):
+    with pytest.raises(ConferenceRecordingError, match="录像服务未运行") as refused:
         await ConferenceRecorder(env.conferences, idle, services.bus, services.audit).start_recording(
             running.id, "chair01")
+    assert HTTP_STATUS[refused.value.code] == 503
 
     await asyncio.sleep(0.3)
     assert env.confrec.recordings() == [] and not env.confrec.is_recording(running.id)
@@ -286,6 +293,7 @@ async def test_bad_requests_are_refused_and_write_nothing(env: Env, services: Co
     assert env.recorder.log.size == log_size
     assert not [p for p in (env.var / "recordings").rglob("*") if p.is_file()]
     assert await services.audit.recent(action="conference.recording") == []
+    assert await env.confrec.recorded() == []
     assert events._queue.empty()
 
 
