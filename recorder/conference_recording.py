@@ -283,6 +283,7 @@ class RecordingWriter:
         paused: Callable[[], bool] = lambda: False,
         stats: RecordingStats | None = None,
         audio_bitrate: int = AUDIO_BITRATE,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.camera = camera
         self.store = store
@@ -295,9 +296,9 @@ class RecordingWriter:
         self.paused = paused
         self.stats = stats or RecordingStats()
         self.audio_bitrate = audio_bitrate
-        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(MAX_QUEUED)
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(max_queued)
         self._thread = threading.Thread(target=self._run, name=f"confrec-{camera}", daemon=True)
-        self._lost_video = False  # set by the producer when the queue overflowed
+        self._lost_video = False  # producer side: video was dropped, the writer has not been told yet
         self._template: tuple[Any, Any] | None = None
         self._segment: SegmentMuxer | None = None
         self._keyframe_asked = False
@@ -320,6 +321,9 @@ class RecordingWriter:
 
     def _put(self, item: tuple[Any, ...]) -> None:
         try:
+            if self._lost_video:  # tell the writer where the picture broke off
+                self._queue.put_nowait(("lost",))
+                self._lost_video = False
             self._queue.put_nowait(item)
         except queue.Full:  # the disk cannot keep up: lose media, never memory or the loop
             self.stats.dropped += 1
@@ -346,6 +350,9 @@ class RecordingWriter:
                 try:
                     if item[0] == "video":
                         self._on_video(item[1])
+                    elif item[0] == "lost":  # close what we have; restart at a key frame
+                        self._close_segment(None)
+                        self._ask_keyframe()
                     else:
                         self._on_audio(item[1], item[2])
                 except Exception as exc:  # lose a segment, not the recording
@@ -366,10 +373,6 @@ class RecordingWriter:
 
     def _on_video(self, packet: EncodedPacket) -> None:
         t = packet.composed_at
-        if self._lost_video:  # packets were dropped: close what we have, restart at a key frame
-            self._lost_video = False
-            self._close_segment(None)
-            self._ask_keyframe()
         seg = self._segment
         if seg is None:
             if not packet.keyframe:

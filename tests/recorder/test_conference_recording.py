@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +23,18 @@ from core.runtime import CoreServices
 from mcu.clock import FakeClock
 from mcu.conferences import ConferenceService, RunningConference
 from mcu.media import EncodedPacket
-from mcu.room import Room, RoomSettings
+from mcu.room import Room, RoomSettings, Subscription
 from recorder.conference_recording import (
     HTTP_STATUS,
     ConferenceRecorder,
     ConferenceRecordingError,
+    RecordingWriter,
     conference_camera_id,
 )
 from recorder.index import IndexedSegment
+from recorder.ingest import CommittedSegment
 from recorder.service import RecorderService
+from recorder.store import DirectoryStore
 from recorder.verify import verify_export
 from tests.recorder.helpers import recorder_config
 
@@ -326,3 +330,50 @@ def test_room_full_mix_hears_every_unmuted_site() -> None:
     room.remove_mix_listener(listener)
     room.remove_mix_listener(listener)  # idempotent
     assert room.audio_tick().full is None and len(heard) == 5
+
+
+def test_writer_on_a_fake_clock_cuts_on_time_and_survives_an_overflow(tmp_path: Path) -> None:
+    """The writer alone, deterministic: cuts where due, and a queue overflow becomes a gap, not corruption."""
+    clock = FakeClock()
+    room = Room("w", clock=clock, settings=RoomSettings(fps=25))
+    room.set_labels(False)
+    room.join("s0").push_video(source_frame(0, 320, 180))
+    committed: list[CommittedSegment] = []
+    sub: list[Subscription] = []
+    writer = RecordingWriter(
+        "conf-w", DirectoryStore(tmp_path / "rec"), committed.append, segment_seconds=2.0, now=clock.monotonic,
+        wall_of=lambda t: 1_800_000_000.0 + t, request_keyframe=lambda: sub[0].request_keyframe(), max_queued=60)
+    sub.append(room.subscribe_view("broadcast", writer.video, width=640, height=360))
+    room.add_mix_listener(writer.audio)
+
+    def run(seconds: float) -> None:
+        for _ in range(int(seconds * 25)):
+            for _ in range(2):
+                room.participants["s0"].push_audio(tone(TONES[0], 3000, 0))
+                clock.advance(0.02)
+                room.audio_tick()
+            room.video_tick()
+            while writer.alive and writer._queue.qsize() > 10:  # keep up, as a real-time writer would
+                time.sleep(0.001)
+
+    run(1.0)  # the writer is not running yet: 75 items for a queue of 60
+    assert writer.stats.dropped == 15
+    writer.start()
+    run(6.0)
+    writer.finish()
+    assert writer.stats.last_error is None and not writer.alive
+    spans = [(c.start_ms - 1_800_000_000_000 - 1000 * 1000, c.end_ms - 1_800_000_000_000 - 1000 * 1000)
+             for c in committed]
+    # Before the loss: the 0.8 s that fitted in the queue. Then a gap, a key frame (requested;
+    # rate-limited to one a second), and 2 s segments cut on the requested key frames.
+    assert spans[0][0] == 40 and 700 <= spans[0][1] <= 900, spans
+    assert spans[1][0] - spans[0][1] >= 200
+    for a, b in zip(spans[1:], spans[2:], strict=False):
+        assert a[1] == b[0]
+    assert all(1700 <= end - start <= 2100 for start, end in spans[1:-1]), spans
+    assert len(spans) >= 4
+    for c in committed:
+        path = tmp_path / "rec" / c.key
+        _, frames, audio = _read_segment(path)
+        assert frames[0].key_frame and len(frames) == c.video_frames
+        assert abs(len(audio) / 48_000 - (c.end_ms - c.start_ms) / 1000) < 0.1
