@@ -21,9 +21,10 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.clock import FakeClock
-from mcu.conferences import ConferenceService, RunningConference
+from mcu.conferences import ConferenceService, McuRole, RunningConference
 from mcu.media import EncodedPacket
 from mcu.room import Room, RoomSettings, Subscription
+from recorder.capability import RecorderRole
 from recorder.conference_recording import (
     HTTP_STATUS,
     ConferenceRecorder,
@@ -31,6 +32,7 @@ from recorder.conference_recording import (
     RecordingWriter,
     conference_camera_id,
 )
+from recorder.conference_recording import start as start_capability
 from recorder.index import IndexedSegment
 from recorder.ingest import CommittedSegment
 from recorder.service import RecorderService
@@ -377,3 +379,20 @@ def test_writer_on_a_fake_clock_cuts_on_time_and_survives_an_overflow(tmp_path: 
         _, frames, audio = _read_segment(path)
         assert frames[0].key_frame and len(frames) == c.video_frames
         assert abs(len(audio) / 48_000 - (c.end_ms - c.start_ms) / 1000) < 0.1
+
+
+async def test_capability_needs_the_mcu_and_the_recorder_in_one_process(env: Env) -> None:
+    core = env.services
+    assert await start_capability(core) is None
+    core.capabilities["mcu"] = McuRole(env.conferences)
+    assert await start_capability(core) is None  # an MCU-only node has no store to record into
+    core.capabilities["recorder"] = RecorderRole(env.recorder, [])
+    try:
+        role = await start_capability(core)
+        assert role is not None and role.recorder.recorder is env.recorder
+        handle = await role.recorder.start_recording("80000001", "chair01")  # the demo's standing conference
+        assert role.recorder.is_recording("80000001")
+        await role.stop()  # node shutdown stops every recording
+        assert handle.stop_reason == "node_stopping" and not role.recorder.is_recording("80000001")
+    finally:
+        core.capabilities.clear()
