@@ -213,7 +213,10 @@ class SegmentMuxer:
     def __init__(self, path: Path, template: Any, start_t: float, audio_bitrate: int) -> None:
         self.path = path
         self.start_t = start_t
-        self._out = av.open(str(path), mode="w", format="mp4", options={"movflags": MOVFLAGS})
+        # avoid_negative_ts=disabled: AAC's priming samples (pts -1024) are cut by the audio track's
+        # edit list; the default would instead shift every track, delaying the picture by 21 ms.
+        self._out = av.open(str(path), mode="w", format="mp4",
+                            options={"movflags": MOVFLAGS, "avoid_negative_ts": "disabled"})
         self._video = self._out.add_stream_from_template(template)
         self._video.time_base = VIDEO_TIME_BASE
         self._audio = self._out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
