@@ -5,6 +5,8 @@ One tick mixes one 20 ms frame (48 kHz mono int16) for every site at once:
 * contributions ``C[i] = frame[i] * gain[i]`` for unmuted, non-stalled sources;
 * total ``T = sum(C)``; each listener's mix is ``T - C[i]`` (never its own voice);
 * deaf listeners get silence;
+* on request (``MixInput.full_mix``) the full mix ``T`` of every unmuted site, with its own
+  limiter envelope: what a conference recording hears;
 * a soft limiter (per-listener gain envelope with instant attack and slow release, plus a
   smooth tanh knee above ``knee`` of full scale) replaces hard clipping.
 
@@ -36,6 +38,7 @@ class MixInput:
     gains: tuple[float, ...]
     muted: tuple[bool, ...]
     deaf: tuple[bool, ...]
+    full_mix: bool = False  # also mix everyone (unmuted) into one signal: the conference recording
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class MixOutput:
     ids: tuple[str, ...]
     mixes: npt.NDArray[np.int16]  # (N, 960): row i is what site i hears
     levels_dbfs: F32  # (N,) input level of each source before gain and mute
+    full: npt.NDArray[np.int16] | None = None  # (960,) everyone unmuted, when MixInput.full_mix
 
 
 def dbfs(rms: F32) -> F32:
@@ -59,6 +63,7 @@ class AudioMixer:
         self.knee = knee * FULL_SCALE
         self.release = release  # fraction of the way back to unity gain per tick
         self._env: dict[str, float] = {}
+        self._full_env = 1.0  # limiter envelope of the full mix (kept apart from the listeners')
         self._ramp = np.linspace(0.0, 1.0, FRAME_SAMPLES, dtype=np.float32)
 
     def forget(self, participant_id: str) -> None:
@@ -67,7 +72,8 @@ class AudioMixer:
     def mix(self, inp: MixInput) -> MixOutput:
         n = len(inp.ids)
         if n == 0:
-            return MixOutput((), np.zeros((0, FRAME_SAMPLES), np.int16), np.zeros(0, np.float32))
+            full = np.zeros(FRAME_SAMPLES, np.int16) if inp.full_mix else None
+            return MixOutput((), np.zeros((0, FRAME_SAMPLES), np.int16), np.zeros(0, np.float32), full)
         raw = np.zeros((n, FRAME_SAMPLES), np.float32)
         for i, frame in enumerate(inp.frames):
             if frame is not None:
@@ -78,21 +84,32 @@ class AudioMixer:
         total = contrib.sum(axis=0)
         mixes = total[None, :] - contrib
         mixes[np.asarray(inp.deaf, bool)] = 0.0
-        return MixOutput(inp.ids, self._limit(inp.ids, mixes), levels)
+        full = None
+        if inp.full_mix:
+            env = np.asarray([self._full_env], np.float32)
+            limited, env = self._limit_rows(env, total[None, :])
+            self._full_env = float(env[0])
+            full = limited[0]
+        return MixOutput(inp.ids, self._limit(inp.ids, mixes), levels, full)
 
     def _limit(self, ids: Sequence[str], mixes: F32) -> npt.NDArray[np.int16]:
-        peaks = np.abs(mixes).max(axis=1)
         prev = np.asarray([self._env.get(pid, 1.0) for pid in ids], np.float32)
+        out, new = self._limit_rows(prev, mixes)
+        for pid, g in zip(ids, new.tolist(), strict=True):
+            self._env[pid] = g
+        return out
+
+    def _limit_rows(self, prev: F32, mixes: F32) -> tuple[npt.NDArray[np.int16], F32]:
+        """Limit each row with its envelope ``prev``; returns the limited rows and the new envelopes."""
+        peaks = np.abs(mixes).max(axis=1)
         target = np.minimum(1.0, self.ceiling / np.maximum(peaks, 1.0)).astype(np.float32)
         # Instant attack (never exceed the ceiling), slow release (no pumping).
         new = np.where(target < prev, target, prev + (target - prev) * self.release).astype(np.float32)
-        for pid, g in zip(ids, new.tolist(), strict=True):
-            self._env[pid] = g
         # Ramp from the previous gain so gain changes do not click; the ramp may lag an attack by
         # part of a frame, which the knee below absorbs smoothly.
         gains = np.where((target < prev)[:, None], new[:, None], prev[:, None] + (new - prev)[:, None] * self._ramp)
         out = mixes * gains
-        return soft_clip(out, self.knee).astype(np.int16)
+        return soft_clip(out, self.knee).astype(np.int16), new
 
 
 def soft_clip(x: F32, knee: float) -> F32:

@@ -44,7 +44,7 @@ from .layout import (
     pane_rects,
     resolve_auto,
 )
-from .media import EncodedPacket
+from .media import AudioFrame, EncodedPacket
 from .mixer import AudioMixer, MixInput, MixOutput, SpeakerDetector
 from .participant import Participant
 from .text import TextRenderer
@@ -55,6 +55,8 @@ BROADCAST = "broadcast"
 PREVIEW = "preview"
 SELECT_PREFIX = "select:"
 PacketSink = Callable[[EncodedPacket], None]
+# Receives the full mix of every unmuted site (int16[960]) and the room clock time of the tick.
+MixListener = Callable[[AudioFrame, float], None]
 
 
 class RoomError(ValueError):
@@ -189,6 +191,7 @@ class Room:
         self._last_levels_at: float | None = None
         self._encoders: dict[EncoderKey, _EncoderEntry] = {}
         self._site_subs: list[ParticipantSubscription] = []
+        self._mix_listeners: list[MixListener] = []
 
     # ---- helpers -----------------------------------------------------------
     def _emit(self, event: ev.RoomEvent) -> None:
@@ -493,6 +496,7 @@ class Room:
                 sub.closed = True
             entry.encoder.close()
         self._encoders.clear()
+        self._mix_listeners.clear()
         self.compositor.forget()
         self.ended = True
         self._emit(ev.RoomEnded(self.id, self._now()))
@@ -604,6 +608,16 @@ class Room:
         self._attach(sub)
         return sub
 
+    def add_mix_listener(self, listener: MixListener) -> None:
+        """Receive the full mix of all unmuted sites every audio tick (the conference recording)."""
+        self._require_open()
+        self._mix_listeners.append(listener)
+
+    def remove_mix_listener(self, listener: MixListener) -> None:
+        """Stop a mix listener (idempotent)."""
+        if listener in self._mix_listeners:
+            self._mix_listeners.remove(listener)
+
     def subscribe_video(self, participant_id: str, sink: PacketSink, codec: str = "h264",
                         width: int = 1280, height: int = 720, single_nal: bool = False) -> ParticipantSubscription:
         """A site's own video feed; it follows broadcast, select-view and voice activation."""
@@ -682,6 +696,7 @@ class Room:
             gains=tuple(s.gain for s in sites),
             muted=tuple(s.muted for s in sites),
             deaf=tuple(s.deaf for s in sites),
+            full_mix=bool(self._mix_listeners),
         )
 
     def apply_mix(self, inp: MixInput, out: MixOutput) -> None:
@@ -692,6 +707,12 @@ class Room:
             site = self.participants.get(pid)
             if site is not None:
                 site.deliver_audio(out.mixes[i])
+        if out.full is not None:
+            for listener in list(self._mix_listeners):
+                try:
+                    listener(out.full, now)
+                except Exception:
+                    log.exception("room %s: mix listener failed", self.id)
         audible = {
             pid: levels[i]
             for i, pid in enumerate(out.ids)

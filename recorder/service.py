@@ -33,7 +33,7 @@ from recorder.pg_storage import PgLogStorage
 from recorder.retention import RetentionConfig, apply_retention, plan_retention
 from recorder.segmenter import TARGET_SEGMENT_S, CutPolicy, codecs_string
 from recorder.signing import KeyStore, public_key_pem
-from recorder.store import DirectoryStore, parse_key
+from recorder.store import DirectoryStore, check_camera_id, parse_key
 from recorder.transparency_log import TransparencyLog
 from recorder.watermark import make_viewing_copy
 
@@ -148,6 +148,39 @@ class RecorderService:
         await self.remove_camera(cam.camera_id)
         self._gap_cause[cam.camera_id] = "camera settings changed"
         await self.add_camera(cam)
+
+    # ---- other segment producers (conference recordings) ----------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped: segments handed in are logged and indexed."""
+        return bool(self._tasks)
+
+    async def attach_source(self, camera_id: str, gap_cause: str) -> Callable[[CommittedSegment], None]:
+        """Take segments from a producer other than a camera worker (e.g. a conference recording).
+
+        Returns a thread-safe callback: each segment given to it is logged (segment leaf) and
+        indexed exactly like a camera's. `gap_cause` explains the time since the source's last
+        indexed segment, if there is a gap (e.g. "recording stopped"). Raises ValueError for a
+        bad id, an id a camera records under, or a service that is not running.
+        """
+        check_camera_id(camera_id)
+        if camera_id in self.workers:
+            raise ValueError(f"{camera_id} is a camera recording here")
+        if not self.running or self._loop is None:
+            raise ValueError("recorder is not running")
+        if camera_id not in self._last_end:
+            self._last_end[camera_id] = await self.index.last_end_ms(camera_id)
+        self._gap_cause[camera_id] = gap_cause
+        loop = self._loop
+
+        def on_segment(seg: CommittedSegment) -> None:
+            loop.call_soon_threadsafe(self._queue.put_nowait, ("segment", seg))
+        return on_segment
+
+    async def drain(self) -> None:
+        """Wait until every segment handed in so far is logged and indexed."""
+        await self._queue.join()
 
     def health(self) -> dict[str, CameraHealth]:
         return {cid: w.health.snapshot() for cid, w in self.workers.items()}
