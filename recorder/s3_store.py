@@ -163,7 +163,7 @@ class S3Store:
                                        ContentMD5=base64.b64encode(md5).decode(), ContentType="video/mp4",
                                        Metadata={SHA256_META: sha})
             head = self.client.head_object(Bucket=self.bucket, Key=name)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, OSError) as exc:
             raise S3StoreError(f"上传失败 (upload of {key} failed: {exc})") from None
         etag = str(head.get("ETag", "")).strip('"')
         problems = []
