@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class S3Store:
         self.prefix = config.prefix.strip("/") + "/" if config.prefix.strip("/") else ""
         self.root = Path(local_root)  # staging and read cache (local disk)
         self.bucket = config.bucket
+        self._cache_lock = threading.Lock()  # camera threads commit concurrently; the cache is shared
         kwargs: dict[str, Any] = {}
         if config.credentials_file is not None:
             key_id, secret = load_s3_credentials(config.credentials_file)
@@ -283,23 +285,25 @@ class S3Store:
 
     def _into_cache(self, src: Path, key: str, etag: str) -> None:
         path = self._cache_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, path)
-        path.with_name(path.name + ".etag").write_text(etag)
-        fsync_dir(path.parent)
-        self._evict()
+        with self._cache_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, path)
+            path.with_name(path.name + ".etag").write_text(etag)
+            fsync_dir(path.parent)
+            self._evict()
 
     def _drop_cached(self, key: str) -> None:
         path = self._cache_path(key)
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".etag").unlink(missing_ok=True)
+        with self._cache_lock:
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".etag").unlink(missing_ok=True)
 
     def cache_bytes(self) -> int:
         cache = self.root / CACHE
         return sum(p.stat().st_size for p in cache.rglob("*.mp4")) if cache.exists() else 0
 
     def _evict(self) -> None:
-        """Drop least recently used cached copies until the cache fits `cache_max_bytes`."""
+        """Drop least recently used cached copies until the cache fits `cache_max_bytes` (lock held)."""
         cache = self.root / CACHE
         files = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in cache.rglob("*.mp4")),
                        key=lambda t: t[0])

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -235,7 +236,9 @@ async def commit_segments(svc: RecorderService, camera: str, count: int) -> list
 
 
 async def test_export_from_s3_verifies_and_tampering_is_detected(
-        recorder_db: Database, s3_endpoint: str, bucket: str, keys_dir: Path, tmp_path: Path) -> None:
+        recorder_db: Database, s3_endpoint: str, bucket: str, keys_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     config = recorder_config(tmp_path, s3=s3_config(s3_endpoint, bucket, keys_dir), retention_interval_s=3600.0)
     svc = RecorderService(recorder_db, config)
     await svc.start()
@@ -259,6 +262,7 @@ async def test_export_from_s3_verifies_and_tampering_is_detected(
         assert f"missing: {segs[3].key}" in await svc.audit_store()
     finally:
         await svc.stop()
+    assert caplog.records and SECRET not in caplog.text  # the secret is read from var/keys, never logged
 
 
 async def test_recovery_indexes_an_orphan_object(recorder_db: Database, s3_endpoint: str, bucket: str,
