@@ -123,6 +123,8 @@ async def start(core: Any) -> RecorderRole | None:
         return None
     planned = planned_cameras(core.plan)
     config = recorder_config(settings, planned)
+    # Built first: with S3 this checks the bucket, so a bad store fails before anything starts.
+    service = await asyncio.to_thread(RecorderService, core.db, config, core.audit)
     demo: DemoCameraServer | None = None
     urls: dict[str, str] = {}
     wants_demo = _option(section, "demo_cameras", getattr(getattr(settings, "demo", None), "enabled", True))
@@ -148,7 +150,6 @@ async def start(core: Any) -> RecorderRole | None:
         except ValueError as exc:  # one bad camera entry must not stop the others
             log.error("recorder: camera %s not recorded: %s", cam.camera_id, exc)
     try:
-        service = await asyncio.to_thread(RecorderService, core.db, config, core.audit)  # S3: checks the bucket
         await service.start(cameras)
     except BaseException:
         if demo is not None:

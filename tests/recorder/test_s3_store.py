@@ -18,8 +18,11 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 from moto.server import ThreadedMotoServer
 
+from config.settings import RecorderSettings
 from core.db import Database
+from core.runtime import CoreServices
 from recorder.capability import recorder_config as settings_to_config
+from recorder.capability import start as start_recorder
 from recorder.ingest import CameraConfig, CameraWorker, CommittedSegment, sha256_file
 from recorder.s3_store import S3Config, S3Store, S3StoreError
 from recorder.segmenter import CutPolicy
@@ -306,3 +309,22 @@ async def test_rtsp_cameras_record_into_s3(recorder_db: Database, s3_endpoint: s
     start, end = min(s.start_ms for s in segs), max(s.end_ms for s in segs)
     result = await svc.export("inspector1", ["cam1", "cam2"], start, end, "抽查", tmp_path / "bundle")
     assert verify_export(result.path).ok
+
+
+async def test_capability_starts_on_s3_or_refuses_clearly(services: CoreServices, s3_endpoint: str, bucket: str,
+                                                          tmp_path: Path) -> None:
+    """`commandcenter up` with [recorder.s3]: a missing bucket stops start-up before anything is written."""
+    keys = Path(services.settings.var_dir) / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "s3-test.json").write_text(json.dumps({"access_key_id": KEY_ID, "secret_access_key": SECRET}))
+    s3 = {"endpoint_url": s3_endpoint, "bucket": "not-there", "credentials": "test"}
+    services.settings.recorder = RecorderSettings(demo_cameras=False, s3=s3)  # type: ignore[arg-type]
+    with pytest.raises(S3StoreError, match="not-there"):
+        await start_recorder(services)
+    assert await services.db.fetchval("SELECT count(*) FROM recorder_log_leaves") == 0
+    assert not (Path(services.settings.var_dir) / "recordings").exists()
+    services.settings.recorder = RecorderSettings(demo_cameras=False, s3={**s3, "bucket": bucket})  # type: ignore[arg-type]
+    role = await start_recorder(services)
+    assert role is not None and isinstance(role.service.store, S3Store)
+    await role.stop()
+    assert role.service.log.size == 0 and role.service.log.latest_head is not None
