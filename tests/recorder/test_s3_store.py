@@ -318,12 +318,12 @@ async def test_capability_starts_on_s3_or_refuses_clearly(services: CoreServices
     keys.mkdir(parents=True, exist_ok=True)
     (keys / "s3-test.json").write_text(json.dumps({"access_key_id": KEY_ID, "secret_access_key": SECRET}))
     s3 = {"endpoint_url": s3_endpoint, "bucket": "not-there", "credentials": "test"}
-    services.settings.recorder = RecorderSettings(demo_cameras=False, s3=s3)  # type: ignore[arg-type]
+    services.settings.recorder = RecorderSettings(demo_cameras=False, s3=s3)
     with pytest.raises(S3StoreError, match="not-there"):
         await start_recorder(services)
     assert await services.db.fetchval("SELECT count(*) FROM recorder_log_leaves") == 0
     assert not (Path(services.settings.var_dir) / "recordings").exists()
-    services.settings.recorder = RecorderSettings(demo_cameras=False, s3={**s3, "bucket": bucket})  # type: ignore[arg-type]
+    services.settings.recorder = RecorderSettings(demo_cameras=False, s3={**s3, "bucket": bucket})
     role = await start_recorder(services)
     assert role is not None and isinstance(role.service.store, S3Store)
     await role.stop()
