@@ -7,8 +7,10 @@ or `CC_CONFIG`), then environment variables `CC_<SECTION>__<FIELD>` (e.g. `CC_HT
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -120,6 +122,45 @@ class WebRtcSettings(_Section):
     media_timeout_seconds: float = Field(5.0, ge=1.0, le=60.0)
 
 
+_RECORDER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+class RecorderS3Settings(_Section):
+    """An S3-compatible object store for the segments (unset: the directory tree)."""
+    endpoint_url: str = Field(description="e.g. https://minio.example.gov:9000")
+    bucket: str = Field(pattern=_BUCKET, description="an existing bucket (3-63 chars: a-z 0-9 . -)")
+    prefix: str = Field("", pattern=r"^([A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]*$", description="key prefix, e.g. recorder/")
+    region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    credentials: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="name of <keys_dir>/s3-<name>.json holding access_key_id/secret_access_key;"
+                    " unset: boto3's default chain (environment, instance role)")
+    cache_max_bytes: int = Field(2 << 30, ge=0, description="local read cache of segments")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"endpoint_url must be http(s)://host[:port], got {v!r}")
+        if parts.username or parts.password:
+            raise ValueError("endpoint_url must not contain credentials; name a key file in `credentials`")
+        return v
+
+
+class RetentionOverride(_Section):
+    """Retention for one hall or camera: days and/or bytes (a hall's bytes are its cameras' total)."""
+    days: float | None = Field(None, gt=0)
+    max_bytes: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> RetentionOverride:
+        if self.days is None and self.max_bytes is None:
+            raise ValueError("set days and/or max_bytes")
+        return self
+
+
 class RecorderSettings(_Section):
     """Hall recording (recorder/). Unset paths default to var/recordings and var/keys."""
     enabled: bool = True
@@ -131,6 +172,18 @@ class RecorderSettings(_Section):
     retention_max_bytes: int | None = Field(None, gt=0)
     min_free_bytes: int = Field(1 << 30, ge=0)
     demo_cameras: bool | None = Field(None, description="synthetic hall cameras; default: demo.enabled")
+    s3: RecorderS3Settings | None = Field(None, description="segments in an S3-compatible store")
+    hall_retention: dict[str, RetentionOverride] = Field(
+        default_factory=dict, description='per hall id, e.g. {"hall-city" = {days = 90, max_bytes = 2e12}}')
+    camera_retention: dict[str, RetentionOverride] = Field(default_factory=dict, description="per camera id")
+
+    @field_validator("hall_retention", "camera_retention")
+    @classmethod
+    def _ids(cls, v: dict[str, RetentionOverride]) -> dict[str, RetentionOverride]:
+        for key in v:
+            if not re.match(_RECORDER_ID, key):
+                raise ValueError(f"{key!r} is not a hall/camera id (letters, digits, '_', '-', '.')")
+        return v
 
 
 class Settings(BaseSettings):

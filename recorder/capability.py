@@ -6,7 +6,10 @@ Register in commandcenter/capabilities.py:
 Reads an optional `settings.recorder` section (fields below, all optional; defaults in
 brackets): enabled [true], recordings_dir [var/recordings], keys_dir [var/keys],
 segment_seconds [6], head_interval_seconds [120], retention_days [30],
-retention_max_bytes [none, per camera], min_free_bytes [1 GiB], demo_cameras [demo.enabled].
+retention_max_bytes [none, per camera], min_free_bytes [1 GiB], demo_cameras [demo.enabled],
+s3 [none: directory tree; else endpoint_url, bucket, prefix, region, credentials = name of
+<keys_dir>/s3-<name>.json, cache_max_bytes], hall_retention / camera_retention
+[{id = {days, max_bytes}}; unset days inherit hall → default; a hall's max_bytes is its total].
 Cameras come from the site plan's halls; `demo:` cameras are served by one local
 GStreamer process (synthetic test pattern with timecode and the window's name).
 """
@@ -21,6 +24,7 @@ from typing import Any
 
 from recorder.cameras import DemoCameraServer, PlannedCamera, camera_config, planned_cameras
 from recorder.retention import RetentionConfig, RetentionPolicy
+from recorder.s3_store import S3Config
 from recorder.service import RecorderConfig, RecorderService
 
 log = logging.getLogger(__name__)
@@ -47,21 +51,67 @@ def _option(section: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def recorder_config(settings: Any) -> RecorderConfig:
-    """Map the node's settings to a `RecorderConfig`."""
+class RecorderConfigError(ValueError):
+    """The recorder section does not fit the site plan (e.g. retention for an unknown hall)."""
+
+
+def _retention(section: Any, planned: list[PlannedCamera] | None) -> RetentionConfig:
+    default = RetentionPolicy(max_days=_option(section, "retention_days", 30.0),
+                              max_bytes=_option(section, "retention_max_bytes", None))
+    halls_cfg = dict(_option(section, "hall_retention", {}))
+    cameras_cfg = dict(_option(section, "camera_retention", {}))
+    camera_hall = {c.camera_id: c.hall for c in planned or []}
+    if planned is not None:
+        known_halls = sorted(set(camera_hall.values()))
+        for hall in halls_cfg:
+            if hall not in known_halls:
+                raise RecorderConfigError(
+                    f"recorder.hall_retention: 场地规划中没有大厅 {hall!r} (unknown hall; known: {', '.join(known_halls)})")
+        for camera in cameras_cfg:
+            if camera not in camera_hall:
+                raise RecorderConfigError(f"recorder.camera_retention: 场地规划中没有摄像机 {camera!r} (unknown camera)")
+    per_hall = {h: RetentionPolicy(max_days=o.days if o.days is not None else default.max_days, max_bytes=o.max_bytes)
+                for h, o in halls_cfg.items()}
+
+    def camera_policy(camera: str, o: Any) -> RetentionPolicy:
+        hall = per_hall.get(camera_hall.get(camera, ""))
+        days = o.days if o.days is not None else (hall.max_days if hall is not None else default.max_days)
+        return RetentionPolicy(max_days=days, max_bytes=o.max_bytes if o.max_bytes is not None else default.max_bytes)
+
+    return RetentionConfig(
+        default=default,
+        per_camera={c: camera_policy(c, o) for c, o in cameras_cfg.items()},
+        min_free_bytes=int(_option(section, "min_free_bytes", 1 << 30)),
+        per_hall=per_hall,
+        camera_hall=camera_hall,
+    )
+
+
+def _s3(section: Any, keys_dir: Path) -> S3Config | None:
+    s3 = _option(section, "s3", None)
+    if s3 is None:
+        return None
+    return S3Config(endpoint_url=s3.endpoint_url, bucket=s3.bucket, prefix=s3.prefix, region=s3.region,
+                    credentials_file=keys_dir / f"s3-{s3.credentials}.json" if s3.credentials else None,
+                    cache_max_bytes=int(s3.cache_max_bytes))
+
+
+def recorder_config(settings: Any, planned: list[PlannedCamera] | None = None) -> RecorderConfig:
+    """Map the node's settings (and the site plan's cameras, for per-hall retention) to a `RecorderConfig`.
+
+    Raises RecorderConfigError when a retention override names a hall or camera the plan lacks.
+    """
     section = getattr(settings, "recorder", None)
     var = Path(settings.var_dir)
+    keys_dir = Path(_option(section, "keys_dir", var / "keys"))
     return RecorderConfig(
         recordings_dir=Path(_option(section, "recordings_dir", var / "recordings")),
-        keys_dir=Path(_option(section, "keys_dir", var / "keys")),
+        keys_dir=keys_dir,
         recorder_id=str(getattr(settings, "node_name", "recorder-1")),
         segment_seconds=float(_option(section, "segment_seconds", 6.0)),
         head_interval_s=float(_option(section, "head_interval_seconds", 120.0)),
-        retention=RetentionConfig(
-            default=RetentionPolicy(max_days=_option(section, "retention_days", 30.0),
-                                    max_bytes=_option(section, "retention_max_bytes", None)),
-            min_free_bytes=int(_option(section, "min_free_bytes", 1 << 30)),
-        ),
+        retention=_retention(section, planned),
+        s3=_s3(section, keys_dir),
     )
 
 
@@ -71,8 +121,10 @@ async def start(core: Any) -> RecorderRole | None:
     section = getattr(settings, "recorder", None)
     if not _option(section, "enabled", True):
         return None
-    config = recorder_config(settings)
     planned = planned_cameras(core.plan)
+    config = recorder_config(settings, planned)
+    # Built first: with S3 this checks the bucket, so a bad store fails before anything starts.
+    service = await asyncio.to_thread(RecorderService, core.db, config, core.audit)
     demo: DemoCameraServer | None = None
     urls: dict[str, str] = {}
     wants_demo = _option(section, "demo_cameras", getattr(getattr(settings, "demo", None), "enabled", True))
@@ -97,7 +149,6 @@ async def start(core: Any) -> RecorderRole | None:
             cameras.append(camera_config(cam, config.keys_dir, urls))
         except ValueError as exc:  # one bad camera entry must not stop the others
             log.error("recorder: camera %s not recorded: %s", cam.camera_id, exc)
-    service = RecorderService(core.db, config, core.audit)
     try:
         await service.start(cameras)
     except BaseException:

@@ -1,4 +1,12 @@
-"""Retention: per-camera limits in days and/or bytes, oldest first, legal holds exempt.
+"""Retention: per-camera and per-hall limits in days and/or bytes, oldest first, legal holds exempt.
+
+Which limits apply to a camera (halls → cameras from the site plan, `camera_hall`):
+  * a camera with its own policy (`per_camera`) keeps its days and per-camera bytes;
+  * otherwise, a camera in a hall with a policy (`per_hall`) takes the hall's days and no
+    per-camera byte limit (the hall's policy replaces the default for its cameras);
+  * otherwise the default policy (days, bytes per camera);
+  * a hall's `max_bytes` is a budget for the total of all its cameras (own policy or not),
+    enforced oldest first across the hall.
 
 Planning is a pure function (`plan_retention`); `apply_retention` does the I/O in an
 order that is safe to interrupt: the `RetentionLeaf` (intent) is logged first, then the
@@ -40,9 +48,25 @@ class RetentionConfig:
     default: RetentionPolicy = RetentionPolicy()
     per_camera: dict[str, RetentionPolicy] = field(default_factory=dict)
     min_free_bytes: int = 1 << 30  # below this much free space, delete oldest footage of any camera
+    per_hall: dict[str, RetentionPolicy] = field(default_factory=dict)  # max_bytes = the hall's total
+    camera_hall: dict[str, str] = field(default_factory=dict)  # camera id → hall id, from the site plan
 
     def policy(self, camera: str) -> RetentionPolicy:
-        return self.per_camera.get(camera, self.default)
+        """The days and per-camera bytes limit of `camera` (see the module docstring)."""
+        if camera in self.per_camera:
+            return self.per_camera[camera]
+        hall = self.per_hall.get(self.camera_hall.get(camera, ""))
+        if hall is not None:
+            return RetentionPolicy(max_days=hall.max_days, max_bytes=None)
+        return self.default
+
+    def hall_cameras(self) -> dict[str, set[str]]:
+        """Hall id → its cameras, for halls with a policy."""
+        out: dict[str, set[str]] = {h: set() for h in self.per_hall}
+        for camera, hall in self.camera_hall.items():
+            if hall in out:
+                out[hall].add(camera)
+        return out
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,17 @@ def plan_retention(
                 if s.camera == camera and s.id not in chosen:
                     take(s, f"max_bytes={policy.max_bytes}")
                     total -= s.size
+    for hall, cameras in config.hall_cameras().items():
+        budget = config.per_hall[hall].max_bytes
+        if budget is None:
+            continue
+        total = sum(s.size for s in live if s.camera in cameras and s.id not in chosen)
+        for s in deletable:
+            if total <= budget:
+                break
+            if s.camera in cameras and s.id not in chosen:
+                take(s, f"hall {hall} max_bytes={budget}")
+                total -= s.size
     deficit = config.min_free_bytes - (free_bytes + plan.freed_bytes)
     for s in deletable:
         if deficit <= 0:

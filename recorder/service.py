@@ -31,6 +31,7 @@ from recorder.ingest import CameraConfig, CameraHealth, CameraWorker, CommittedS
 from recorder.leaves import AccessLeaf, GapLeaf, SegmentLeaf
 from recorder.pg_storage import PgLogStorage
 from recorder.retention import RetentionConfig, apply_retention, plan_retention
+from recorder.s3_store import S3Config, S3Store
 from recorder.segmenter import TARGET_SEGMENT_S, CutPolicy, codecs_string
 from recorder.signing import KeyStore, public_key_pem
 from recorder.store import DirectoryStore, check_camera_id, parse_key
@@ -56,6 +57,14 @@ class RecorderConfig:
     head_interval_s: float = 120.0
     retention_interval_s: float = 60.0
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    s3: S3Config | None = None  # None: segments in the directory tree `recordings_dir`
+
+
+def make_store(config: RecorderConfig) -> DirectoryStore | S3Store:
+    """The configured segment store; S3StoreError (before anything is written) if S3 is not usable."""
+    if config.s3 is None:
+        return DirectoryStore(config.recordings_dir)
+    return S3Store(config.s3, config.recordings_dir)  # local staging and read cache under recordings_dir
 
 
 @dataclass
@@ -72,7 +81,7 @@ class RecorderService:
         self.config = config
         self.clock = clock
         self.audit = audit or AuditLog(db)
-        self.store = DirectoryStore(config.recordings_dir)
+        self.store = make_store(config)
         self.keys = KeyStore(config.keys_dir)
         self.log = TransparencyLog(PgLogStorage(db), self.keys, config.log_id, clock)
         self.index = SegmentIndex(db)
@@ -249,6 +258,8 @@ class RecorderService:
 
     def _recent_keys(self) -> list[str]:
         """Keys of the newest two days per camera: where a crash can leave unindexed files."""
+        if isinstance(self.store, S3Store):
+            return self.store.recent_keys(days=2)
         keys: list[str] = []
         root = self.store.root
         for cam_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
