@@ -37,6 +37,8 @@ from mcu.conferences import DIAL_ACTIONS, ConferenceError, ConferenceService, Jo
 from mcu.layout import LAYOUTS
 from mcu.room import BROADCAST, RoomError
 from mcu.webrtc_leg import WebRtcLeg, WebRtcLegs
+from recorder.conference_recording import HTTP_STATUS as RECORDING_HTTP_STATUS
+from recorder.conference_recording import ConferenceRecordingError
 from web_console.app import render
 from web_console.auth import (
     SESSION_COOKIE,
@@ -336,6 +338,54 @@ async def dial_site(request: Request, conference_id: str, site_id: str, action: 
         return _error(501 if str(exc).startswith("protocol:") else 400, str(exc))
     await _audit(request, principal, f"conference.{action}", f"{conference_id}/{site_id}", {})
     return {"ok": True}
+
+
+# -- recording ------------------------------------------------------------------------------------
+
+def _conference_recorder(services: CoreServices) -> Any:
+    role = services.capabilities.get("conference_recording")
+    return role.recorder if role is not None else None
+
+
+@router.get("/api/conferences/{conference_id}/recording", tags=["conference"])
+async def recording_state(request: Request, conference_id: str,
+                          principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    """Whether the conference is being recorded (and since when, how many segments)."""
+    recorder = _conference_recorder(services_of(request))
+    if recorder is None:
+        return {"available": False, "recording": False}
+    handle = recorder.recording(conference_id)
+    return {"available": True, "recording": handle is not None, **(handle.to_json() if handle else {})}
+
+
+@router.post("/api/conferences/{conference_id}/recording", tags=["conference"])
+async def recording_start(request: Request, conference_id: str,
+                          principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    """Record the broadcast view and the mixed audio into the recording store (idempotent)."""
+    recorder = _conference_recorder(services_of(request))
+    if recorder is None:
+        return _error(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）")
+    try:
+        handle = await recorder.start_recording(conference_id, principal.user.username,
+                                                source=client_address(request))
+    except ConferenceRecordingError as exc:
+        return _error(RECORDING_HTTP_STATUS.get(exc.code, 400), exc.message)
+    return {"recording": True, **handle.to_json()}
+
+
+@router.delete("/api/conferences/{conference_id}/recording", tags=["conference"])
+async def recording_stop(request: Request, conference_id: str,
+                         principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    """Stop recording (idempotent)."""
+    recorder = _conference_recorder(services_of(request))
+    if recorder is None:
+        return _error(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）")
+    try:
+        handle = await recorder.stop_recording(conference_id, principal.user.username,
+                                               source=client_address(request))
+    except ConferenceRecordingError as exc:
+        return _error(RECORDING_HTTP_STATUS.get(exc.code, 400), exc.message)
+    return {"recording": False, **(handle.to_json() if handle else {})}
 
 
 # -- signalling -----------------------------------------------------------------------------------

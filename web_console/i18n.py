@@ -310,3 +310,8 @@ MESSAGES["en"].update({
     "conf.preview": "Broadcast preview", "conf.demo": "demo", "conf.no_conference": "Pick a conference",
     "conf.select_target": "Site to view",
 })
+
+
+# -- conference recording (recorder/conference_recording.py) -------------------------------------------
+MESSAGES["zh-CN"].update({"conf.record": "● 开始录制", "conf.record_stop": "■ 停止录制"})
+MESSAGES["en"].update({"conf.record": "● Record", "conf.record_stop": "■ Stop recording"})

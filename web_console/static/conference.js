@@ -88,6 +88,7 @@
     await refresh();
     loadList();
     startPreview();
+    refreshRecording();
   }
 
   async function refresh() {
@@ -222,6 +223,19 @@
   });
   $("banner-clear").onclick = () => op("banner", { text: "" });
   $("lock").onclick = () => op("lock", { enabled: !(state && state.locked) });
+
+  // Recording: the broadcast view + mixed audio into the recording store (inspectors replay it).
+  let recording = false;
+  async function refreshRecording() {
+    if (!current) return;
+    const r = await api("GET", "/api/conferences/" + current + "/recording").catch(() => null);
+    $("record").hidden = !(r && r.available);
+    recording = !!(r && r.recording);
+    $("record").textContent = recording ? text.record_stop : text.record;
+    $("record").classList.toggle("on", recording);
+  }
+  $("record").onclick = () => api(recording ? "DELETE" : "POST", "/api/conferences/" + current + "/recording")
+    .then(refreshRecording).catch(() => {});
   $("extend").onclick = () => api("POST", "/api/conferences/" + current + "/extend", { minutes: 30 }).then(loadList).catch(() => {});
   $("end").onclick = () => {
     if (!confirm(text.ended + "?")) return;
@@ -265,6 +279,7 @@
       if (ev.topic === "conference.audio_levels") { if (p.conference_id === current) levels(p); return; }
       if (["conference.scheduled", "conference.started", "conference.ended", "conference.extended"].includes(ev.topic)) loadList();
       if (p.conference_id === current) scheduleRefresh();
+      if (p.conference_id === current && ev.topic.startsWith("conference.recording_")) refreshRecording();
     };
     ws.onclose = (e) => { if (e.code !== 4401 && e.code !== 4403) setTimeout(connectEvents, 2000); };
   }
