@@ -86,8 +86,12 @@ class CameraInfo:
     window_name: str
 
 
-def camera_registry(request: Request) -> dict[str, CameraInfo]:
-    """Cameras of the site plan's halls, plus any added to the recorder at run time."""
+CONFERENCE_HALL = "conferences"  # recorded MCU conferences appear as one pseudo-hall
+
+
+async def camera_registry(request: Request) -> dict[str, CameraInfo]:
+    """Cameras of the site plan's halls, any added to the recorder at run time, and recorded
+    conferences (camera `conf-<id>`, in the pseudo-hall 会议录像)."""
     cams = {c.camera_id: CameraInfo(c.camera_id, c.label, c.hall, c.hall_name, c.window, c.window_name)
             for c in planned_cameras(services_of(request).plan)}
     role = services_of(request).capabilities.get("recorder")
@@ -95,6 +99,12 @@ def camera_registry(request: Request) -> dict[str, CameraInfo]:
     for cid, cfg in (getattr(service, "cameras", None) or {}).items():
         if cid not in cams:
             cams[cid] = CameraInfo(cid, cfg.label or cid, cfg.hall, cfg.hall, cfg.window, cfg.window)
+    conference_recording = services_of(request).capabilities.get("conference_recording")
+    if conference_recording is not None:
+        for rec in await conference_recording.recorder.recorded():
+            label = f"{rec['name'] or rec['conference_id']}（{rec['conference_id']}）"
+            cams[rec["camera"]] = CameraInfo(rec["camera"], label, CONFERENCE_HALL, "会议录像",
+                                             rec["camera"], label)
     return cams
 
 
@@ -108,14 +118,14 @@ def check_range(start_ms: int, end_ms: int, limit_ms: int, what: str) -> None:
                     f"{what}时间范围过长：最长 {hours:g} 小时 ({what} range is limited to {hours:g} h)")
 
 
-def check_cameras(request: Request, cameras: list[str], limit: int, same_hall: bool) -> list[CameraInfo]:
+async def check_cameras(request: Request, cameras: list[str], limit: int, same_hall: bool) -> list[CameraInfo]:
     """The cameras, known and de-duplicated; 400/404 otherwise."""
     names = list(dict.fromkeys(c.strip() for c in cameras if c.strip()))
     if not names:
         raise _fail(400, "no_cameras", "请选择摄像机 (choose at least one camera)")
     if len(names) > limit:
         raise _fail(400, "too_many_cameras", f"最多同时选择 {limit} 路摄像机 (at most {limit} cameras)")
-    registry = camera_registry(request)
+    registry = await camera_registry(request)
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise _fail(404, "unknown_camera", f"未知摄像机：{', '.join(unknown)} (unknown camera)")
@@ -332,7 +342,7 @@ async def cameras(request: Request, principal: Annotated[Principal, Depends(INSP
     """Halls → windows → cameras, with each camera's live recording state."""
     health = _service(request).health()
     halls: dict[str, dict[str, Any]] = {}
-    for cam in camera_registry(request).values():
+    for cam in (await camera_registry(request)).values():
         hall = halls.setdefault(cam.hall, {"id": cam.hall, "name": cam.hall_name, "windows": {}})
         window = hall["windows"].setdefault(cam.window, {"id": cam.window, "name": cam.window_name, "cameras": []})
         h = health.get(cam.id)
@@ -353,9 +363,9 @@ async def search(request: Request, principal: Annotated[Principal, Depends(INSPE
     """
     service = _service(request)
     check_range(start_ms, end_ms, MAX_SEARCH_MS, "检索")
-    registry = camera_registry(request)
+    registry = await camera_registry(request)
     if camera:
-        found = check_cameras(request, camera, MAX_EXPORT_CAMERAS, same_hall=False)
+        found = await check_cameras(request, camera, MAX_EXPORT_CAMERAS, same_hall=False)
     elif window:
         found = [c for c in registry.values() if c.window == window]
         if not found:
@@ -384,7 +394,7 @@ async def playback(request: Request, body: RangeBody,
                    principal: Annotated[Principal, Depends(INSPECTOR)]) -> dict[str, Any] | JSONResponse:
     """Log the view (leaf + audit, with the reason), then return the segments per camera for an MSE player."""
     service = _service(request)
-    infos = check_cameras(request, body.cameras, MAX_PLAYBACK_CAMERAS, same_hall=True)
+    infos = await check_cameras(request, body.cameras, MAX_PLAYBACK_CAMERAS, same_hall=True)
     check_range(body.start_ms, body.end_ms, MAX_PLAYBACK_MS, "回放")
     reason = check_reason(body.reason)
     user = principal.user.username
@@ -438,7 +448,7 @@ async def bookmarks(request: Request, principal: Annotated[Principal, Depends(IN
     """Bookmarks of every inspector on these cameras in the range."""
     service = _service(request)
     check_range(start_ms, end_ms, MAX_SEARCH_MS, "检索")
-    infos = check_cameras(request, camera or [], MAX_EXPORT_CAMERAS, same_hall=False)
+    infos = await check_cameras(request, camera or [], MAX_EXPORT_CAMERAS, same_hall=False)
     return [bookmark_json(b) for b in await service.index.bookmarks([c.id for c in infos], start_ms, end_ms)]
 
 
@@ -447,7 +457,7 @@ async def add_bookmark(request: Request, body: BookmarkBody,
                        principal: Annotated[Principal, Depends(INSPECTOR)]) -> dict[str, Any]:
     """A bookmark (with an optional note: an annotation) at a moment of a camera, shared with all inspectors."""
     service = _service(request)
-    cam = check_cameras(request, [body.camera], 1, same_hall=False)[0]
+    cam = (await check_cameras(request, [body.camera], 1, same_hall=False))[0]
     if body.at_ms < 0:
         raise _fail(400, "bad_time", "书签时间无效 (bad bookmark time)")
     user = principal.user.username
@@ -472,7 +482,7 @@ async def place_hold(request: Request, body: RangeBody,
                      principal: Annotated[Principal, Depends(INSPECTOR)]) -> dict[str, Any]:
     """Place a legal hold: the range is exempt from retention until lifted (logged with who and why)."""
     service = _service(request)
-    infos = check_cameras(request, body.cameras, MAX_EXPORT_CAMERAS, same_hall=False)
+    infos = await check_cameras(request, body.cameras, MAX_EXPORT_CAMERAS, same_hall=False)
     check_range(body.start_ms, body.end_ms, MAX_HOLD_MS, "保全")
     reason = check_reason(body.reason)
     try:
@@ -507,7 +517,7 @@ async def export(request: Request, body: RangeBody,
                  principal: Annotated[Principal, Depends(INSPECTOR)]) -> dict[str, Any] | JSONResponse:
     """Export a range as a zip bundle (segments, manifest, inclusion proofs, signed head, public key)."""
     service = _service(request)
-    infos = check_cameras(request, body.cameras, MAX_EXPORT_CAMERAS, same_hall=False)
+    infos = await check_cameras(request, body.cameras, MAX_EXPORT_CAMERAS, same_hall=False)
     check_range(body.start_ms, body.end_ms, MAX_EXPORT_MS, "导出")
     reason = check_reason(body.reason)
     user = principal.user.username
@@ -540,7 +550,7 @@ async def viewing_copy(request: Request, body: CopyBody,
                        principal: Annotated[Principal, Depends(INSPECTOR)]) -> dict[str, Any] | JSONResponse:
     """A re-encoded copy with viewer, time and reason burned in (logged as a view); evidence untouched."""
     service = _service(request)
-    cam = check_cameras(request, [body.camera], 1, same_hall=False)[0]
+    cam = (await check_cameras(request, [body.camera], 1, same_hall=False))[0]
     check_range(body.start_ms, body.end_ms, MAX_VIEWING_COPY_MS, "水印副本")
     reason = check_reason(body.reason)
     user = principal.user.username

@@ -67,3 +67,13 @@ def test_record_button_on_the_console(server: RunningServer) -> None:
         button.click()
         page.wait_for_function("!document.querySelector('[data-testid=record]').classList.contains('on')",
                                timeout=10000)
+
+
+@pytest.mark.slow
+def test_inspector_finds_and_replays_the_recorded_conference(server: RunningServer) -> None:
+    """Run after the recording test in this module: the conference shows up for inspectors."""
+    inspector = server.login("inspector")
+    halls = inspector.get("/api/inspect/cameras").json()["halls"]
+    conference_hall = next(h for h in halls if h["id"] == "conferences")
+    cameras = [c for w in conference_hall["windows"] for c in w["cameras"]]
+    assert any(c["id"] == f"conf-{DEMO}" and "全市视频会议" in c["label"] for c in cameras), cameras
