@@ -104,7 +104,9 @@ def validate_batch(
     """Split a batch into accepted fixes and per-item rejections (see module doc)."""
     if not isinstance(items, list):
         return AvlBatchResult((), (AvlRejection(-1, None, "malformed", "请求体必须是 JSON 数组"),))
-    newest: dict[str, datetime] = dict(last_fix_at or {})
+    known_fix: Mapping[str, datetime] = last_fix_at if last_fix_at is not None else {}
+    newest: dict[str, datetime] = {}  # newest fix time per unit, as this batch advances it
+    latest_at: dict[str, int] = {}  # index in `accepted` of the unit's current latest fix
     accepted: list[AvlFix] = []
     rejected: list[AvlRejection] = []
     for i, item in enumerate(items):
@@ -135,14 +137,15 @@ def validate_batch(
             rejected.append(AvlRejection(i, uid, r.code, r.reason))
             continue
         assert lon is not None and lat is not None
-        prev = newest.get(uid)
+        prev = newest.get(uid) or known_fix.get(uid)
         latest = prev is None or ts >= prev
         if latest:
-            # an earlier accepted fix of this batch is no longer the latest
-            for j, f in enumerate(accepted):
-                if f.unit_id == uid and f.latest:
-                    accepted[j] = AvlFix(f.unit_id, f.position, f.accuracy_m, False, f.index)
+            j = latest_at.get(uid)
+            if j is not None:  # an earlier accepted fix of this batch is no longer the latest
+                f = accepted[j]
+                accepted[j] = AvlFix(f.unit_id, f.position, f.accuracy_m, False, f.index)
             newest[uid] = ts
+            latest_at[uid] = len(accepted)
         accepted.append(AvlFix(uid, Position(lon, lat, ts, speed, heading), acc, latest, i))
     return AvlBatchResult(tuple(accepted), tuple(rejected))
 

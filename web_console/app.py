@@ -110,11 +110,12 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
             log.warning("front-end package %s missing (run `make run` or npm install in %s)",
                         package, NODE_MODULES.parent)
 
-    from web_console import api, events_ws, pages
+    from web_console import api, dispatch_console, events_ws, pages
 
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(events_ws.router)
     from web_console import inspect_console
     app.include_router(inspect_console.router)
+    app.include_router(dispatch_console.router)
     return app

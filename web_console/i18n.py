@@ -207,3 +207,38 @@ INSPECT_MESSAGES: dict[str, dict[str, str]] = {
 }
 for _lang, _texts in INSPECT_MESSAGES.items():
     MESSAGES[_lang].update(_texts)
+
+# -- dispatch map console (web_console/dispatch_console.py) ---------------------------------------
+MESSAGES["zh-CN"].update({
+    "dispatch.training_banner": "演练模式 — 所有数据均为演练数据，不计入统计",
+    "dispatch.training_on": "进入演练", "dispatch.training_off": "退出演练",
+    "dispatch.queue": "警情队列", "dispatch.board": "力量状态", "dispatch.detail": "警情详情",
+    "dispatch.new_incident": "新建警情", "dispatch.pick_location": "在地图上点选位置",
+    "dispatch.category": "类别", "dispatch.subtype": "子类", "dispatch.priority": "优先级",
+    "dispatch.address": "地址", "dispatch.description": "描述", "dispatch.create": "创建",
+    "dispatch.search": "搜索地名（中文/拼音）", "dispatch.draw_warning": "绘制预警区域",
+    "dispatch.finish_polygon": "完成绘制", "dispatch.cancel": "取消", "dispatch.issue_cap": "发布预警",
+    "dispatch.event": "事件", "dispatch.level": "预警级别", "dispatch.headline": "标题",
+    "dispatch.instruction": "防御指引", "dispatch.select_incident": "请在队列或地图上选择警情",
+    "dispatch.no_incidents": "暂无警情", "dispatch.status": "状态",
+    "dispatch.report.title": "警情态势报告", "dispatch.report.print": "打印",
+    "dispatch.report.timeline": "处置时间线", "dispatch.report.units": "调派力量",
+    "dispatch.report.components": "联动分警", "dispatch.report.conferences": "指挥会议",
+})
+MESSAGES["en"].update({
+    "console.dispatch": "Dispatch map", "console.dispatch.desc": "Incidents and units on one map, recommend, dispatch, track",
+    "dispatch.training_banner": "TRAINING MODE — all data shown is drill data, excluded from statistics",
+    "dispatch.training_on": "Start training", "dispatch.training_off": "Leave training",
+    "dispatch.queue": "Incident queue", "dispatch.board": "Unit status", "dispatch.detail": "Incident",
+    "dispatch.new_incident": "New incident", "dispatch.pick_location": "Pick the location on the map",
+    "dispatch.category": "Category", "dispatch.subtype": "Subtype", "dispatch.priority": "Priority",
+    "dispatch.address": "Address", "dispatch.description": "Description", "dispatch.create": "Create",
+    "dispatch.search": "Search places (Chinese/pinyin)", "dispatch.draw_warning": "Draw warning area",
+    "dispatch.finish_polygon": "Finish", "dispatch.cancel": "Cancel", "dispatch.issue_cap": "Issue warning",
+    "dispatch.event": "Event", "dispatch.level": "Level", "dispatch.headline": "Headline",
+    "dispatch.instruction": "Instruction", "dispatch.select_incident": "Select an incident in the queue or on the map",
+    "dispatch.no_incidents": "No incidents", "dispatch.status": "Status",
+    "dispatch.report.title": "Situation report", "dispatch.report.print": "Print",
+    "dispatch.report.timeline": "Timeline", "dispatch.report.units": "Units",
+    "dispatch.report.components": "Agency components", "dispatch.report.conferences": "Command conferences",
+})

@@ -119,7 +119,7 @@ def _console_page(console: Console) -> None:
 
 
 for _console in CONSOLES[:5]:
-    if _console.key != "inspect":  # served by web_console/inspect_console.py
+    if _console.key not in ("inspect", "dispatch"):  # served by inspect_console / dispatch_console
         _console_page(_console)
 
 

@@ -1,0 +1,63 @@
+"""The dispatch capability service (see commandcenter/capabilities.py): the ``DispatchService``
+plus, while training mode is on, the 演练 simulator. Routes reach it as
+``core.capabilities["dispatch"].service``.
+
+Configuration beside the site plan file (or named by environment variables), both optional:
+
+* ``response_plans.toml`` (``CC_DISPATCH_RESPONSE_PLANS``): run cards; the built-in defaults
+  (``dispatch/response_plans_default.toml``) otherwise;
+* ``roads.geojson`` (``CC_DISPATCH_ROADS``): a road network (LineStrings with ``speed_kmh``) for
+  ETAs; great-circle × detour ÷ speed otherwise, with the assumption shown in the console.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from core.runtime import CoreServices
+from dispatch.response_plans import ResponsePlans
+from dispatch.service import DispatchService
+from dispatch.training_runner import TrainingRunner
+from gis.routing import EtaEstimator, RoadNetwork
+
+log = logging.getLogger(__name__)
+
+
+def _configured(core: CoreServices, env: str, name: str) -> Path | None:
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    beside = core.settings.site_plan.resolve().parent / name
+    return beside if beside.is_file() else None
+
+
+class DispatchCapability:
+    def __init__(self, service: DispatchService) -> None:
+        self.service = service
+        self.runner = TrainingRunner(service)
+        service.on_training_change.append(self._training_changed)
+
+    async def _training_changed(self, enabled: bool) -> None:
+        if enabled:
+            self.runner.start()
+        else:
+            await self.runner.stop()
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        await self.service.stop()
+
+
+async def start(core: CoreServices) -> DispatchCapability:
+    """Seed stations and units, load state, start the simulator when training mode is on."""
+    plans_path = _configured(core, "CC_DISPATCH_RESPONSE_PLANS", "response_plans.toml")
+    roads_path = _configured(core, "CC_DISPATCH_ROADS", "roads.geojson")
+    plans = ResponsePlans.load(plans_path) if plans_path else None  # PlanError names file:line: field
+    eta = EtaEstimator(RoadNetwork.from_geojson(roads_path)) if roads_path else EtaEstimator()
+    log.info("dispatch: run cards %s, ETA %s", plans_path or "built-in", roads_path or "great-circle")
+    service = DispatchService(core, plans=plans, eta=eta)
+    await service.start()
+    capability = DispatchCapability(service)
+    if service.training:
+        capability.runner.start()
+    return capability
