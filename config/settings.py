@@ -93,6 +93,22 @@ class DemoSettings(_Section):
     seed_users: bool = True
 
 
+class IceServerSettings(_Section):
+    urls: str = Field(description="stun:host:port or turn:host:port?transport=udp|tcp")
+    username: str | None = None
+    credential: str | None = None
+
+
+class WebRtcSettings(_Section):
+    """WebRTC legs (mcu/webrtc_leg.py). No STUN/TURN is needed on loopback or a flat LAN."""
+    host_addresses: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="addresses offered as ICE host candidates; empty = every non-loopback address")
+    ice_servers: list[IceServerSettings] = Field(default_factory=list)
+    video_codecs: list[Literal["h264", "vp8"]] = Field(default_factory=lambda: ["h264", "vp8"])  # type: ignore[arg-type]
+    media_timeout_seconds: float = Field(5.0, ge=1.0, le=60.0)
+
+
 class RecorderSettings(_Section):
     """Hall recording (recorder/). Unset paths default to var/recordings and var/keys."""
     enabled: bool = True
@@ -123,6 +139,7 @@ class Settings(BaseSettings):
     emergency: EmergencySettings = Field(default_factory=lambda: EmergencySettings())
     demo: DemoSettings = Field(default_factory=lambda: DemoSettings())
     recorder: RecorderSettings = Field(default_factory=lambda: RecorderSettings())
+    webrtc: WebRtcSettings = Field(default_factory=lambda: WebRtcSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -22,9 +22,10 @@ import contextlib
 import logging
 import secrets
 import time
+import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 
@@ -33,6 +34,10 @@ from mcu import events as ev
 from mcu.participant import Participant
 from mcu.room import Room, RoomError, RoomSettings
 from mcu.runner import MediaRunner
+
+if TYPE_CHECKING:
+    from mcu.demo_sites import DemoSites
+    from mcu.webrtc_leg import WebRtcLegs
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +101,27 @@ class SiteState:
     def to_json(self) -> dict[str, Any]:
         return {"site_id": self.site_id, "name": self.name, "protocol": self.protocol, "status": self.status,
                 "detail": self.detail, "stats": self.stats}
+
+
+DialAction = Literal["invite", "redial", "hangup"]
+DIAL_ACTIONS: tuple[DialAction, ...] = ("invite", "redial", "hangup")
+
+
+class SiteDialer(typing.Protocol):
+    """What a SIP/H.323 leg registers so the console's invite/redial/hang-up buttons work.
+
+    `ConferenceService.register_dialer("sip", dialer)`; each method gets the running conference
+    and the site id (a meeting room of the plan, its endpoint address is in the plan) and should
+    report progress with `conference.set_site_status(site_id, "calling" | "failed", ...)` and
+    `conference.join(...)`/`leave(...)` as the call connects or ends. Raise ConferenceError
+    (with a Chinese message) to refuse.
+    """
+
+    async def invite(self, conference: RunningConference, site_id: str, actor: str) -> None: ...
+
+    async def redial(self, conference: RunningConference, site_id: str, actor: str) -> None: ...
+
+    async def hangup(self, conference: RunningConference, site_id: str, actor: str) -> None: ...
 
 
 class PinGuard:
@@ -186,6 +212,7 @@ class RunningConference:
             item = state.to_json()
             p = room.participants.get(state.site_id)
             item.update(muted=bool(p and p.muted), deaf=bool(p and p.deaf),
+                        dial=state.protocol in self.service.dialers,
                         chair=room.chair_id == state.site_id, speaking=bool(room.speakers) and
                         room.speakers[0] == state.site_id)
             out.append(item)
@@ -204,6 +231,26 @@ class ConferenceService:
         self._scheduler: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._publishing: set[asyncio.Task[Any]] = set()
+        self.dialers: dict[str, SiteDialer] = {}
+
+    def register_dialer(self, protocol: str, dialer: SiteDialer) -> None:
+        """Wire the console's invite/redial/hang-up for sites reached by `protocol` ("sip", "h323")."""
+        self.dialers[protocol] = dialer
+
+    async def dial(self, conference_id: str, site_id: str, action: DialAction, actor: str) -> None:
+        """Invite, redial or hang up a site through its protocol's dialer; ConferenceError if impossible."""
+        conf = self._running.get(conference_id)
+        if conf is None:
+            raise ConferenceError(f"id: 会议未在进行 {conference_id}")
+        state = conf.sites.get(site_id)
+        if state is None:
+            raise ConferenceError(f"site: 会场不在本会议中 {site_id}")
+        if action not in DIAL_ACTIONS:
+            raise ConferenceError(f"action: 未知操作 {action}")
+        dialer = self.dialers.get(state.protocol)
+        if dialer is None:
+            raise ConferenceError(f"protocol: {state.protocol} 会场暂不支持呼叫控制")
+        await getattr(dialer, action)(conf, site_id, actor)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -415,19 +462,45 @@ class ConferenceService:
 
 @dataclass
 class McuRole:
-    """What `core.capabilities["mcu"]` holds."""
+    """What `core.capabilities["mcu"]` holds: conferences, WebRTC legs, demo sites."""
 
     conferences: ConferenceService
+    webrtc: WebRtcLegs | None = None
+    demo: list[DemoSites] = field(default_factory=list)
 
     async def stop(self) -> None:
+        for demo in self.demo:
+            await demo.stop()
+        if self.webrtc is not None:
+            await self.webrtc.stop()
         await self.conferences.stop()
 
 
+def webrtc_config(core: CoreServices) -> Any:
+    """The legs' configuration from the `webrtc` settings section."""
+    from mcu.webrtc_leg import IceServer, WebRtcConfig
+
+    w = core.settings.webrtc
+    return WebRtcConfig(host_addresses=tuple(w.host_addresses),
+                        ice_servers=tuple(IceServer(s.urls, s.username, s.credential) for s in w.ice_servers),
+                        video_codecs=tuple(w.video_codecs), media_timeout=w.media_timeout_seconds)
+
+
 async def start(core: CoreServices) -> McuRole:
-    """Capability entry point: start the conference service (standing conferences, scheduler)."""
+    """Capability entry point: conferences (standing ones, scheduler), WebRTC legs, demo sites."""
+    from mcu.demo_sites import DemoSites, demo_site_ids
+    from mcu.webrtc_leg import WebRtcLegs
+
     service = ConferenceService(core)
     await service.start()
-    return McuRole(service)
+    role = McuRole(service, WebRtcLegs(webrtc_config(core)))
+    if core.settings.demo.enabled and core.settings.demo.demo_sites:
+        for conf in service.running_conferences():
+            if conf.record.standing and demo_site_ids(core.plan, conf.record.sites):
+                demo = DemoSites(conf, core.plan)
+                await demo.start()
+                role.demo.append(demo)
+    return role
 
 
 def utc_in(minutes: float) -> datetime:

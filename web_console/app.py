@@ -118,4 +118,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     from web_console import inspect_console
     app.include_router(inspect_console.router)
     app.include_router(dispatch_console.router)
+    from web_console import conference_console
+    app.include_router(conference_console.router)
     return app

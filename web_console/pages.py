@@ -19,7 +19,6 @@ from web_console.auth import (
     Principal,
     allowed,
     client_address,
-    current_principal,
     require,
     services_of,
 )
@@ -119,19 +118,8 @@ def _console_page(console: Console) -> None:
 
 
 for _console in CONSOLES[:5]:
-    if _console.key not in ("inspect", "dispatch"):  # served by inspect_console / dispatch_console
+    if _console.key not in ("inspect", "dispatch", "conference"):  # each served by its own module
         _console_page(_console)
-
-
-@router.get("/join/{conference_id}")
-async def join_page(request: Request, conference_id: str) -> Response:
-    """Public: guests may join conferences that allow them (the WebRTC client lands in issue 4)."""
-    await current_principal(request)
-    plan = services_of(request).plan
-    known = any(c.id == conference_id for c in plan.conferences)
-    key = "join.pending" if known else "join.unknown"
-    return render(request, "join.html", status_code=200 if known else 404, message_key=key,
-                  conference_id=conference_id)
 
 
 # -- administration ------------------------------------------------------------------------------

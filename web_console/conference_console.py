@@ -1,0 +1,488 @@
+"""The chair console (`/conference`), the browser join page (`/join/<id>`), their REST API and the
+WebRTC signalling websocket (`/ws/conference/<id>`).
+
+Chair operations are one endpoint, `POST /api/conferences/<id>/ops` with `{"op": ..., ...}`,
+mapped onto `mcu.room.Room` methods; every call (accepted or refused) is audited with who,
+what and from where, and the room's events reach every console over `/ws/events`.
+
+Signalling protocol (JSON text frames):
+
+    client -> {"type": "join", "sdp": OFFER, "name": "...", "pin": "...", "codec": "h264"|"vp8"}
+    client -> {"type": "preview", "sdp": OFFER}            (chair/operator: receive-only broadcast)
+    server -> {"type": "answer", "sdp": ANSWER, "participant_id": "..."}
+    server -> {"type": "refused", "code": "wrong_pin"|..., "message": "...", "retry_after": s}
+    client -> {"type": "leave"} | {"type": "ping"}          server -> {"type": "pong"}
+    server -> {"type": "error", "code": "malformed", "message": "..."} then close (1008)
+    server -> {"type": "bye", "reason": "removed"|"ended"|...} then close (1000)
+
+The leg lives as long as the websocket: when the socket drops (tab closed, browser killed) the
+site leaves at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from core.roles import Role
+from core.runtime import CoreServices
+from mcu.conferences import DIAL_ACTIONS, ConferenceError, ConferenceService, JoinRefused, RunningConference
+from mcu.layout import LAYOUTS
+from mcu.room import BROADCAST, RoomError
+from mcu.webrtc_leg import WebRtcLeg, WebRtcLegs
+from web_console.app import render
+from web_console.auth import (
+    SESSION_COOKIE,
+    Principal,
+    allowed,
+    client_address,
+    current_principal,
+    require,
+    resolve_principal,
+    services_of,
+)
+
+router = APIRouter()
+CHAIR_ROLES = (Role.CHAIR, Role.OPERATOR)
+MAX_SIGNAL_BYTES = 64 * 1024
+
+
+def _mcu(services: CoreServices) -> Any:
+    role = services.capabilities.get("mcu")
+    if role is None:
+        raise ConferenceError("mcu: 本节点未运行会议服务")
+    return role
+
+
+def _conferences(services: CoreServices) -> ConferenceService:
+    service: ConferenceService = _mcu(services).conferences
+    return service
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+@router.get("/conference", include_in_schema=False)
+async def console_page(request: Request, principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Response:
+    plan = services_of(request).plan
+    return render(request, "conference.html", layouts=LAYOUTS,
+                  meeting_rooms=[{"id": r.id, "name": r.name} for r in plan.meeting_rooms])
+
+
+JOIN_STATUS = {"unknown": 404, "ended": 410, "locked": 423, "not_started": 409}
+
+
+@router.get("/join/{conference_id}", include_in_schema=False)
+async def join_page(request: Request, conference_id: str) -> Response:
+    """Public: the browser client, or a clear page saying why the conference cannot be joined."""
+    principal = await current_principal(request)
+    services = services_of(request)
+    state, record = "ok", None
+    try:
+        service = _conferences(services)
+        record = await service.get(conference_id) if conference_id.isdigit() and len(conference_id) <= 12 else None
+        conf = service.running(conference_id)
+        if record is None:
+            state = "unknown"
+        elif record.status == "ended":
+            state = "ended"
+        elif conf is None:
+            state = "not_started"
+        elif conf.room.locked:
+            state = "locked"
+    except ConferenceError:
+        state = "unknown"
+    may_skip = principal is not None and allowed(principal.user.role, frozenset(CHAIR_ROLES))
+    needs_login = record is not None and not record.guests and principal is None
+    return render(request, "join.html", status_code=JOIN_STATUS.get(state, 200), state=state,
+                  conference_id=conference_id, conference_name=record.name if record else "",
+                  needs_pin=bool(record and record.pin) and not may_skip, needs_login=needs_login,
+                  display_name=(principal.user.display_name or principal.user.username) if principal else "")
+
+
+# -- REST API -------------------------------------------------------------------------------------
+
+class CreateConference(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    pin: str = ""
+    guests: bool = False
+    sites: list[str] = Field(default_factory=list)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    start_now: bool = False
+
+
+class Extend(BaseModel):
+    minutes: int
+
+
+class Operation(BaseModel):
+    op: str
+    site: str | None = None
+    target: str | None = None
+    layout: str | None = None
+    index: int | None = None
+    mode: str | None = None
+    enabled: bool = True
+    text: str = ""
+    position: str = "top"
+    scroll: bool = False
+    sites: list[str] = Field(default_factory=list)
+    interval: float = 10.0
+    pane: int | None = None
+    mute_others: bool = False
+
+
+def _need(value: Any, field: str) -> Any:
+    if value is None:
+        raise RoomError(f"缺少参数: {field}")
+    return value
+
+
+def apply_operation(conf: RunningConference, op: Operation) -> None:
+    """Run one chair operation on the room (RoomError: refused, nothing changed)."""
+    room = conf.room
+    match op.op:
+        case "layout":
+            room.set_layout(_need(op.layout, "layout"))
+        case "pane":
+            room.assign_pane(_need(op.index, "index"), _need(op.mode, "mode"), op.site)
+        case "broadcast":
+            room.broadcast(op.site)
+        case "roll_call":
+            room.roll_call(_need(op.site, "site"), mute_others=op.mute_others)
+        case "select_view":
+            room.select_view(_need(op.site, "site"), op.target)
+        case "voice_activated":
+            room.set_voice_activated(op.enabled)
+        case "polling_start":
+            room.start_polling(op.sites, op.interval, op.pane)
+        case "polling_stop":
+            room.stop_polling()
+        case "mute":
+            room.mute(_need(op.site, "site"), op.enabled)
+        case "deaf":
+            room.deaf(_need(op.site, "site"), op.enabled)
+        case "mute_all_except_chair":
+            room.mute_all_except_chair()
+        case "chair":
+            room.set_chair(op.site)
+        case "lock":
+            room.lock() if op.enabled else room.unlock()
+        case "remove":
+            room.remove(_need(op.site, "site"))
+        case "banner":
+            room.set_banner(op.text, op.position, op.scroll)
+        case "labels":
+            room.set_labels(op.enabled)
+        case _:
+            raise RoomError(f"未知操作: {op.op}")
+
+
+def room_state(conf: RunningConference) -> dict[str, Any]:
+    room = conf.room
+    panes = []
+    for pane in room.panes:
+        kind = type(pane).__name__.replace("Pane", "").lower()
+        panes.append({"mode": kind, "site": getattr(pane, "participant_id", None)})
+    return {
+        "conference": conf.record.to_json(), "running": True, "layout": room.layout, "panes": panes,
+        "broadcast": room.broadcast_id, "voice_activated": room.voice_activated,
+        "polling": {"sites": list(room.polling.participant_ids), "interval": room.polling.interval,
+                    "pane": room.polling_pane} if room.polling else None,
+        "banner": {"text": room.banner.text, "position": room.banner.position, "scroll": room.banner.scroll}
+        if room.banner else None,
+        "labels": room.labels, "locked": room.locked, "chair": room.chair_id, "selected": dict(room.selected),
+        "speaker": room.active_speaker, "sites": conf.site_list(), "layouts": list(LAYOUTS),
+        "encoders": [f"{k.view_id}/{k.codec}/{k.width}x{k.height}" for k in room.encoder_keys],
+    }
+
+
+async def _audit(request: Request, principal: Principal, action: str, target: str, detail: dict[str, Any],
+                 outcome: str = "ok") -> None:
+    await services_of(request).audit.record(principal.user.username, action, target, outcome=outcome,
+                                            source=client_address(request), detail=detail)
+
+
+@router.get("/api/conferences", tags=["conference"])
+async def list_conferences(request: Request, principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))],
+                           include_ended: bool = False) -> Any:
+    service = _conferences(services_of(request))
+    return [{**r.to_json(), "running": service.running(r.id) is not None}
+            for r in await service.list_conferences(include_ended)]
+
+
+@router.get("/api/meeting-rooms", tags=["conference"])
+async def meeting_rooms(request: Request, principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    return [{"id": r.id, "name": r.name, "protocol": r.endpoints[0].protocol if r.endpoints else "webrtc"}
+            for r in services_of(request).plan.meeting_rooms]
+
+
+@router.post("/api/conferences", status_code=201, tags=["conference"])
+async def create_conference(request: Request, body: CreateConference,
+                            principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    service = _conferences(services_of(request))
+    detail = body.model_dump(mode="json", exclude={"pin"}) | {"has_pin": bool(body.pin)}
+    try:
+        record = await service.create(name=body.name, actor=principal.user.username, pin=body.pin,
+                                      guests=body.guests, sites=body.sites, starts_at=body.starts_at,
+                                      ends_at=body.ends_at)
+        if body.start_now:
+            await service.start_conference(record.id, principal.user.username)
+    except ConferenceError as exc:
+        await _audit(request, principal, "conference.create", body.name, detail | {"error": str(exc)}, "failed")
+        return _error(400, str(exc))
+    await _audit(request, principal, "conference.create", record.id, detail)
+    return {**record.to_json(), "running": service.running(record.id) is not None}
+
+
+@router.post("/api/conferences/{conference_id}/start", tags=["conference"])
+async def start_conference(request: Request, conference_id: str,
+                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    service = _conferences(services_of(request))
+    try:
+        conf = await service.start_conference(conference_id, principal.user.username)
+    except ConferenceError as exc:
+        await _audit(request, principal, "conference.start", conference_id, {"error": str(exc)}, "failed")
+        return _error(400, str(exc))
+    await _audit(request, principal, "conference.start", conference_id, {})
+    return room_state(conf)
+
+
+@router.post("/api/conferences/{conference_id}/extend", tags=["conference"])
+async def extend_conference(request: Request, conference_id: str, body: Extend,
+                            principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    service = _conferences(services_of(request))
+    try:
+        record = await service.extend(conference_id, body.minutes, principal.user.username)
+    except ConferenceError as exc:
+        await _audit(request, principal, "conference.extend", conference_id, {"error": str(exc)}, "failed")
+        return _error(400, str(exc))
+    await _audit(request, principal, "conference.extend", conference_id, {"minutes": body.minutes})
+    return record.to_json()
+
+
+@router.post("/api/conferences/{conference_id}/end", tags=["conference"])
+async def end_conference(request: Request, conference_id: str,
+                         principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    service = _conferences(services_of(request))
+    try:
+        await service.end(conference_id, principal.user.username)
+    except ConferenceError as exc:
+        await _audit(request, principal, "conference.end", conference_id, {"error": str(exc)}, "failed")
+        return _error(400, str(exc))
+    await _audit(request, principal, "conference.end", conference_id, {})
+    return {"id": conference_id, "status": "ended"}
+
+
+@router.get("/api/conferences/{conference_id}", tags=["conference"])
+async def conference_state(request: Request, conference_id: str,
+                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    service = _conferences(services_of(request))
+    conf = service.running(conference_id)
+    if conf is not None:
+        legs: WebRtcLegs = _mcu(services_of(request)).webrtc
+        return room_state(conf) | {"webrtc_legs": sorted(k.split("/", 1)[1] for k in legs.legs
+                                                         if k.startswith(conference_id + "/"))}
+    record = await service.get(conference_id)
+    if record is None:
+        return _error(404, f"会议不存在：{conference_id}")
+    return {"conference": record.to_json(), "running": False, "sites": [], "layouts": list(LAYOUTS)}
+
+
+@router.post("/api/conferences/{conference_id}/ops", tags=["conference"])
+async def chair_operation(request: Request, conference_id: str, body: Operation,
+                          principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    """One chair operation (see `apply_operation`); refused operations change nothing and say why."""
+    service = _conferences(services_of(request))
+    detail = body.model_dump(exclude_defaults=True)
+    conf = service.running(conference_id)
+    if conf is None:
+        await _audit(request, principal, f"conference.{body.op}", conference_id, detail | {"error": "not running"},
+                     "failed")
+        return _error(404, f"会议未在进行：{conference_id}")
+    try:
+        apply_operation(conf, body)
+    except (RoomError, ValueError) as exc:
+        await _audit(request, principal, f"conference.{body.op}", conference_id, detail | {"error": str(exc)},
+                     "failed")
+        return _error(400, str(exc))
+    await _audit(request, principal, f"conference.{body.op}", conference_id, detail)
+    return room_state(conf)
+
+
+@router.post("/api/conferences/{conference_id}/sites/{site_id}/{action}", tags=["conference"])
+async def dial_site(request: Request, conference_id: str, site_id: str, action: str,
+                    principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    """Invite / redial / hang up a SIP or H.323 site (501 until that protocol registers its dialer)."""
+    service = _conferences(services_of(request))
+    if action not in DIAL_ACTIONS:
+        return _error(404, f"未知操作：{action}")
+    try:
+        await service.dial(conference_id, site_id, action, principal.user.username)
+    except ConferenceError as exc:
+        await _audit(request, principal, f"conference.{action}", f"{conference_id}/{site_id}",
+                     {"error": str(exc)}, "failed")
+        return _error(501 if str(exc).startswith("protocol:") else 400, str(exc))
+    await _audit(request, principal, f"conference.{action}", f"{conference_id}/{site_id}", {})
+    return {"ok": True}
+
+
+# -- signalling -----------------------------------------------------------------------------------
+
+class JoinMessage(BaseModel):
+    type: Literal["join", "preview"]
+    sdp: str = Field(min_length=10, max_length=MAX_SIGNAL_BYTES)
+    name: str = Field("", max_length=64)
+    pin: str = Field("", max_length=32)
+    codec: Literal["h264", "vp8"] | None = None
+
+
+def _same_origin(websocket: WebSocket) -> bool:
+    origin = websocket.headers.get("origin")
+    if not origin:
+        return True
+    from urllib.parse import urlsplit
+    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+
+
+async def _send(websocket: WebSocket, message: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_text(json.dumps(message, ensure_ascii=False))
+
+
+async def _malformed(websocket: WebSocket, reason: str) -> None:
+    await _send(websocket, {"type": "error", "code": "malformed", "message": reason})
+    with contextlib.suppress(Exception):
+        await websocket.close(code=1008)
+
+
+@router.websocket("/ws/conference/{conference_id}")
+async def signalling(websocket: WebSocket, conference_id: str) -> None:
+    services: CoreServices = websocket.app.state.services
+    principal = await resolve_principal(services, websocket.headers.get("authorization"),
+                                        websocket.cookies.get(SESSION_COOKIE))
+    if not _same_origin(websocket):
+        await websocket.close(code=4403)
+        return
+    await websocket.accept()
+    try:
+        raw = await asyncio.wait_for(websocket.receive_text(), 30)
+    except (WebSocketDisconnect, TimeoutError, KeyError, RuntimeError):
+        return
+    try:
+        if len(raw) > MAX_SIGNAL_BYTES:
+            raise ValueError("message too large")
+        message = JoinMessage.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        await _malformed(websocket, f"bad first message: {str(exc)[:200]}")
+        return
+    try:
+        mcu = _mcu(services)
+    except ConferenceError as exc:
+        await _send(websocket, {"type": "refused", "code": "unavailable", "message": str(exc)})
+        await websocket.close(code=1000)
+        return
+    leg = await _admit(websocket, services, mcu.conferences, mcu.webrtc, principal, conference_id, message)
+    if leg is None:
+        return
+    await _run_leg(websocket, leg)
+
+
+async def _admit(websocket: WebSocket, services: CoreServices, service: ConferenceService, legs: WebRtcLegs,
+                 principal: Principal | None, conference_id: str, message: JoinMessage) -> WebRtcLeg | None:
+    chair = principal is not None and allowed(principal.user.role, frozenset(CHAIR_ROLES))
+    source = websocket.client.host if websocket.client else ""
+    actor = principal.user.username if principal else "guest"
+
+    async def refuse(code: str, text: str, retry_after: float = 0.0) -> None:
+        await services.audit.record(actor, f"conference.{message.type}", conference_id, outcome="denied",
+                                    source=source, detail={"code": code})
+        await _send(websocket, {"type": "refused", "code": code, "message": text, "retry_after": retry_after})
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1000)
+
+    if message.type == "preview":
+        conf = service.running(conference_id)
+        if not chair or conf is None:
+            await refuse("forbidden" if not chair else "not_started", "无权预览" if not chair else "会议未在进行")
+            return None
+        leg = legs.create(conf, participant_id=f"preview-{secrets.token_hex(4)}", view=BROADCAST)
+    else:
+        try:
+            conf = await service.admit(conference_id, message.pin, source, skip_pin=chair)
+        except JoinRefused as exc:
+            await refuse(exc.code, exc.message, exc.retry_after)
+            return None
+        if not conf.record.guests and principal is None:
+            await refuse("login_required", "该会议需要登录后加入")
+            return None
+        default = (principal.user.display_name or principal.user.username) if principal else "访客"
+        name = "".join(c for c in message.name.strip() if c.isprintable()) or default
+        leg = legs.create(conf, participant_id=f"web-{secrets.token_hex(4)}", name=name)
+    try:
+        answer = await leg.answer(message.sdp, codec=message.codec)
+    except (ValueError, RoomError) as exc:
+        await leg.close("failed")
+        if isinstance(exc, RoomError):
+            await refuse("refused", str(exc))
+        else:
+            await _malformed(websocket, str(exc)[:200])
+        return None
+    await services.audit.record(actor, f"conference.{message.type}", conference_id, source=source,
+                                detail={"participant_id": leg.participant_id, "name": leg.name, "codec": leg.codec})
+    await _send(websocket, {"type": "answer", "sdp": answer, "participant_id": leg.participant_id,
+                            "codec": leg.codec})
+    return leg
+
+
+async def _run_leg(websocket: WebSocket, leg: WebRtcLeg) -> None:
+    """Serve the signalling socket until the peer leaves, the leg ends or a message is malformed."""
+    closed_wait = asyncio.create_task(leg.closed.wait())
+    try:
+        while True:
+            receive = asyncio.create_task(websocket.receive_text())
+            done, _ = await asyncio.wait({receive, closed_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if closed_wait in done:
+                receive.cancel()
+                with contextlib.suppress(BaseException):
+                    await receive
+                await _send(websocket, {"type": "bye", "reason": leg.close_reason})
+                with contextlib.suppress(Exception):
+                    await websocket.close(code=1000)
+                return
+            try:
+                raw = receive.result()
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                return  # the browser went away: the finally below makes the site leave now
+            try:
+                message = json.loads(raw)
+                kind = message.get("type") if isinstance(message, dict) else None
+            except ValueError:
+                kind = None
+            if kind == "ping":
+                await _send(websocket, {"type": "pong", "stats": leg.describe()})
+            elif kind == "leave":
+                await leg.close("left")
+                await _send(websocket, {"type": "bye", "reason": "left"})
+                with contextlib.suppress(Exception):
+                    await websocket.close(code=1000)
+                return
+            else:
+                await _malformed(websocket, f"unexpected message: {raw[:80]!r}")
+                return
+    finally:
+        closed_wait.cancel()
+        with contextlib.suppress(BaseException):
+            await closed_wait
+        await leg.close("left")

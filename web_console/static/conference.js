@@ -1,0 +1,266 @@
+// Chair console: schedule, site list with live status/levels/speaker, every chair operation, live preview.
+// State comes from /api/conferences/<id>; changes by any chair arrive as bus events over /ws/events.
+(function () {
+  "use strict";
+  const root = document.getElementById("console");
+  if (!root) return;
+  const text = JSON.parse(document.getElementById("conf-i18n").textContent);
+  const csrf = root.dataset.csrf;
+  const $ = (id) => document.getElementById(id);
+  let current = null, state = null, refreshTimer = null, preview = null;
+
+  async function api(method, path, body) {
+    const res = await fetch(path, {
+      method, headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+      $("console-error").textContent = detail || res.statusText;
+      throw new Error(detail);
+    }
+    $("console-error").textContent = "";
+    return data;
+  }
+  const op = (name, args) => api("POST", "/api/conferences/" + current + "/ops", Object.assign({ op: name }, args || {}))
+    .then(render).catch(() => {});
+
+  // -- schedule ----------------------------------------------------------------------------------
+  async function loadList() {
+    const list = await api("GET", "/api/conferences");
+    const ul = $("conference-list");
+    ul.innerHTML = "";
+    list.forEach((c) => {
+      const li = document.createElement("li");
+      li.dataset.conference = c.id;
+      if (c.id === current) li.className = "selected";
+      const label = document.createElement("span");
+      label.innerHTML = "<b></b><br><span class='status'></span>";
+      label.querySelector("b").textContent = c.name;
+      label.querySelector(".status").textContent = c.id + " · " + (text[c.status] || c.status) +
+        (c.starts_at ? " · " + new Date(c.starts_at).toLocaleString() : "");
+      li.appendChild(label);
+      const button = document.createElement("button");
+      if (c.running) {
+        button.textContent = text.open;
+        button.onclick = () => select(c.id);
+      } else {
+        button.textContent = text.start;
+        button.onclick = () => api("POST", "/api/conferences/" + c.id + "/start").then(() => select(c.id)).catch(() => {});
+      }
+      button.dataset.testid = "open-" + c.id;
+      button.setAttribute("data-testid", "open-" + c.id);
+      li.appendChild(button);
+      ul.appendChild(li);
+    });
+  }
+
+  $("create-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    const iso = (v) => (v ? new Date(v).toISOString() : null);
+    const body = {
+      name: f.name.value, pin: f.pin.value, guests: f.guests.checked, start_now: f.start_now.checked,
+      sites: Array.from(f.sites.selectedOptions).map((o) => o.value),
+      starts_at: iso(f.starts_at.value), ends_at: iso(f.ends_at.value),
+    };
+    try {
+      const created = await api("POST", "/api/conferences", body);
+      f.reset();
+      await loadList();
+      if (created.running) select(created.id);
+    } catch (e) { /* shown */ }
+  });
+
+  // -- one conference ------------------------------------------------------------------------------
+  async function select(id) {
+    current = id;
+    location.hash = id;
+    await refresh();
+    loadList();
+    startPreview();
+  }
+
+  async function refresh() {
+    if (!current) return;
+    try { render(await api("GET", "/api/conferences/" + current)); } catch (e) { /* shown */ }
+  }
+
+  function scheduleRefresh() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 80);
+  }
+
+  function options(select, items, value) {
+    const prev = value !== undefined ? value : select.value;
+    select.innerHTML = "";
+    items.forEach(([v, label]) => {
+      const o = document.createElement("option");
+      o.value = v; o.textContent = label;
+      select.appendChild(o);
+    });
+    if (prev !== undefined && items.some(([v]) => v === prev)) select.value = prev;
+  }
+
+  const PANES = { "1": 1, "2": 2, "1+5": 6, "1+7": 8, "2x2": 4, "3x3": 9, "4x4": 16, "5x5": 25, "auto": 0 };
+
+  function render(s) {
+    state = s;
+    $("room").hidden = !s.running;
+    if (!s.running) return;
+    const c = s.conference;
+    $("room-title").textContent = c.name + " (" + c.id + ")";
+    const link = location.origin + "/join/" + c.id;
+    $("join-link").href = link; $("join-link").textContent = link;
+    $("lock").textContent = s.locked ? text.unlock : text.lock;
+    $("lock").classList.toggle("on", s.locked);
+    $("layout").value = s.layout;
+    $("voice").checked = s.voice_activated;
+    $("labels").checked = s.labels;
+    const joined = s.sites.filter((x) => x.status === "joined");
+    const siteOptions = joined.map((x) => [x.site_id, x.name]);
+    options($("pane-index"), Array.from({ length: PANES[s.layout] || 0 }, (_, i) => [String(i), String(i + 1)]));
+    options($("pane-site"), siteOptions);
+    options($("polling-sites"), siteOptions);
+    if (s.polling) Array.from($("polling-sites").options).forEach((o) => { o.selected = s.polling.sites.includes(o.value); });
+    if (document.activeElement !== $("banner-text")) $("banner-text").value = s.banner ? s.banner.text : "";
+    renderSites(s);
+  }
+
+  function button(label, onclick, testid, disabled, title) {
+    const b = document.createElement("button");
+    b.type = "button"; b.textContent = label; b.onclick = onclick;
+    if (testid) b.setAttribute("data-testid", testid);
+    if (disabled) { b.disabled = true; }
+    if (title) b.title = title;
+    return b;
+  }
+
+  function renderSites(s) {
+    const body = $("sites");
+    body.innerHTML = "";
+    s.sites.forEach((site) => {
+      const tr = document.createElement("tr");
+      tr.dataset.site = site.site_id;
+      tr.setAttribute("data-testid", "site-" + site.site_id);
+      tr.dataset.status = site.status;
+      if (site.speaking) tr.classList.add("speaking");
+      if (site.protocol === "demo") tr.classList.add("demo");
+      const name = document.createElement("td");
+      name.className = "name"; name.dataset.demo = text.demo;
+      name.textContent = site.name + (site.chair ? " ★" : "") + (s.broadcast === site.site_id ? " ◉" : "");
+      const proto = document.createElement("td"); proto.textContent = site.protocol;
+      const st = document.createElement("td");
+      st.className = "state-" + site.status; st.textContent = text[site.status] || site.status;
+      st.setAttribute("data-testid", "status-" + site.site_id);
+      const level = document.createElement("td");
+      level.innerHTML = "<span class='meter'><i></i></span>";
+      level.querySelector(".meter").setAttribute("data-testid", "meter-" + site.site_id);
+      const ops = document.createElement("td");
+      const box = document.createElement("div"); box.className = "site-ops"; ops.appendChild(box);
+      const id = site.site_id;
+      if (site.status === "joined") {
+        box.appendChild(button(text.broadcast, () => op("broadcast", { site: id }), "broadcast-" + id));
+        box.appendChild(button(text.roll_call, () => op("roll_call", { site: id }), "rollcall-" + id));
+        box.appendChild(button(site.muted ? text.unmute : text.mute, () => op("mute", { site: id, enabled: !site.muted }), "mute-" + id));
+        box.appendChild(button(site.deaf ? text.undeaf : text.deaf, () => op("deaf", { site: id, enabled: !site.deaf }), "deaf-" + id));
+        if (!site.chair) box.appendChild(button(text.chair, () => op("chair", { site: id }), "chair-" + id));
+        const sv = document.createElement("select");
+        sv.setAttribute("data-testid", "select-view-" + id);
+        sv.title = text.select_view;
+        options(sv, [["", text.select_view + "…"]].concat(s.sites.filter((x) => x.status === "joined" && x.site_id !== id)
+          .map((x) => [x.site_id, x.name])), s.selected[id] || "");
+        sv.onchange = () => op("select_view", { site: id, target: sv.value || null });
+        box.appendChild(sv);
+        box.appendChild(button(text.remove, () => op("remove", { site: id }), "remove-" + id));
+      }
+      if (site.protocol === "sip" || site.protocol === "h323") {
+        ["invite", "redial", "hangup"].forEach((action) => {
+          box.appendChild(button(text[action],
+            () => api("POST", "/api/conferences/" + current + "/sites/" + id + "/" + action).then(refresh).catch(() => {}),
+            action + "-" + id, !site.dial, site.dial ? "" : text.dial_unavailable));
+        });
+      }
+      [name, proto, st, level, ops].forEach((td) => tr.appendChild(td));
+      body.appendChild(tr);
+    });
+  }
+
+  function levels(payload) {
+    Object.entries(payload.levels || {}).forEach(([id, db]) => {
+      const meter = document.querySelector("[data-testid='meter-" + CSS.escape(id) + "'] i");
+      if (meter) meter.style.width = Math.max(0, Math.min(100, (db + 60) * 100 / 60)) + "%";
+    });
+  }
+
+  // -- controls ------------------------------------------------------------------------------------
+  $("layout").onchange = () => op("layout", { layout: $("layout").value });
+  $("pane-assign").onclick = () => op("pane", {
+    index: Number($("pane-index").value), mode: $("pane-mode").value,
+    site: $("pane-mode").value === "static" ? $("pane-site").value : null,
+  });
+  $("voice").onchange = () => op("voice_activated", { enabled: $("voice").checked });
+  $("labels").onchange = () => op("labels", { enabled: $("labels").checked });
+  $("broadcast-cancel").onclick = () => op("broadcast", { site: null });
+  $("mute-all").onclick = () => op("mute_all_except_chair");
+  $("polling-start").onclick = () => op("polling_start", {
+    sites: Array.from($("polling-sites").selectedOptions).map((o) => o.value),
+    interval: Number($("polling-interval").value),
+  });
+  $("polling-stop").onclick = () => op("polling_stop");
+  $("banner-set").onclick = () => op("banner", {
+    text: $("banner-text").value, position: $("banner-position").value, scroll: $("banner-scroll").checked,
+  });
+  $("banner-clear").onclick = () => op("banner", { text: "" });
+  $("lock").onclick = () => op("lock", { enabled: !(state && state.locked) });
+  $("extend").onclick = () => api("POST", "/api/conferences/" + current + "/extend", { minutes: 30 }).then(loadList).catch(() => {});
+  $("end").onclick = () => {
+    if (!confirm(text.ended + "?")) return;
+    api("POST", "/api/conferences/" + current + "/end").then(() => { stopPreview(); $("room").hidden = true; loadList(); }).catch(() => {});
+  };
+
+  // -- live preview (receive-only WebRTC of the broadcast view) ------------------------------------
+  function stopPreview() {
+    if (preview) { preview.ws.close(); preview.pc.close(); preview = null; }
+  }
+
+  async function startPreview() {
+    stopPreview();
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.ontrack = (e) => { $("preview").srcObject = new MediaStream([e.track]); };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      const t = setTimeout(resolve, 3000);
+      pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); } });
+    });
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(proto + "//" + location.host + "/ws/conference/" + current);
+    preview = { pc, ws };
+    window.ccPreview = pc;
+    ws.onopen = () => ws.send(JSON.stringify({ type: "preview", sdp: pc.localDescription.sdp }));
+    ws.onmessage = (msg) => {
+      const m = JSON.parse(msg.data);
+      if (m.type === "answer") pc.setRemoteDescription({ type: "answer", sdp: m.sdp });
+    };
+  }
+
+  // -- events from every chair ----------------------------------------------------------------------
+  function connectEvents() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(proto + "//" + location.host + "/ws/events?topics=conference.*");
+    ws.onmessage = (msg) => {
+      const ev = JSON.parse(msg.data);
+      const p = ev.payload || {};
+      if (ev.topic === "conference.audio_levels") { if (p.conference_id === current) levels(p); return; }
+      if (["conference.scheduled", "conference.started", "conference.ended", "conference.extended"].includes(ev.topic)) loadList();
+      if (p.conference_id === current) scheduleRefresh();
+    };
+    ws.onclose = (e) => { if (e.code !== 4401 && e.code !== 4403) setTimeout(connectEvents, 2000); };
+  }
+
+  connectEvents();
+  loadList().then(() => { if (location.hash.length > 1) select(location.hash.substring(1)); });
+})();
