@@ -241,6 +241,7 @@ MESSAGES["en"].update({
     "dispatch.report.title": "Situation report", "dispatch.report.print": "Print",
     "dispatch.report.timeline": "Timeline", "dispatch.report.units": "Units",
     "dispatch.report.components": "Agency components", "dispatch.report.conferences": "Command conferences",
+})
 
 # -- conference console and browser join page (issue 4) ----------------------------------------------
 MESSAGES["zh-CN"].update({
