@@ -8,6 +8,7 @@ from dispatch.calltaking.acd import (
     Acd,
     AcdConfig,
     AcdError,
+    AcdEvent,
     CallbackListed,
     Offer,
     OfferWithdrawn,
@@ -17,7 +18,7 @@ from dispatch.calltaking.acd import (
 )
 
 
-def offers(events: list) -> list[tuple[str, str]]:
+def offers(events: list[AcdEvent]) -> list[tuple[str, str]]:
     return [(e.call_id, e.position_id) for e in events if isinstance(e, Offer)]
 
 
@@ -43,7 +44,7 @@ def test_longest_idle_position_first() -> None:
     acd.end("a", 20)  # p1 wraps up until 25, then is the most recently idle
     assert acd.positions["p1"].state == PositionState.WRAP_UP
     acd.tick(25)
-    assert acd.positions["p1"].state == PositionState.AVAILABLE
+    assert acd.positions["p1"].state.value == "available"
     assert offers(acd.arrive("b", "2", "110", 30)) == [("b", "p2")]
     assert offers(acd.arrive("c", "3", "110", 31)) == [("c", "p3")]
     assert offers(acd.arrive("d", "4", "110", 32)) == [("d", "p1")]
