@@ -45,6 +45,7 @@ CAPABILITIES: list[CapabilitySpec] = [
     CapabilitySpec("mcu", frozenset({"mcu"}), "mcu.conferences:start"),
     CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start"),
     CapabilitySpec("dispatch", frozenset({"web"}), "dispatch.capability:start"),
+    CapabilitySpec("desk", frozenset({"web"}), "dispatch.calltaking.capability:start"),
 ]
 
 

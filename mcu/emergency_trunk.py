@@ -1,0 +1,284 @@
+"""Emergency numbers on our SIP endpoint: the trunk side of the call-taking desk (issue 8).
+
+A call to one of the configured numbers (``settings.emergency.numbers``, default 110/119/120/122)
+arriving from the operator trunk or an internal phone is answered at once with a queue tone
+(the caller keeps their place and hears that the centre has the call), recorded from the first
+frame, and handed to the desk through the small :class:`EmergencyDesk` interface. Any other
+dialled number goes to the ``fallback`` handler (the conference gateway) unchanged.
+
+The trunk is either a registration toward the operator (digest credentials) or a static peer;
+both are optional, internal phones reach the endpoint directly.
+
+``mcu`` never imports ``dispatch``: the desk implements :class:`EmergencyDesk`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import wave
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import av
+import numpy as np
+
+from sip_gateway.rtp.leg import MediaLeg
+from sip_gateway.sip import events as ev
+from sip_gateway.sip.dialog import Call, CallState
+from sip_gateway.sip.digest import Credentials
+from sip_gateway.sip.endpoint import Answer, Decision, Reject, SipEndpoint
+from sip_gateway.sip.errors import SipParseError
+from sip_gateway.sip.uri import NameAddr
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+FRAME = 960  # 20 ms at 48 kHz
+Pcm = np.ndarray
+
+
+def _tone(freq: float, on_s: float, off_s: float) -> Pcm:
+    n_on, n_off = int(SAMPLE_RATE * on_s), int(SAMPLE_RATE * off_s)
+    t = np.arange(n_on) / SAMPLE_RATE
+    return np.concatenate([(6000 * np.sin(2 * np.pi * freq * t)), np.zeros(n_off)]).astype(np.int16)
+
+
+# Chinese ringback (GB 16833 style, 450 Hz, 1 s on / 4 s off): "the centre has your call, hold on".
+QUEUE_TONE = _tone(450, 1.0, 4.0)
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """How the operator reaches us. ``registrar`` set → register; ``peer`` set → static peer."""
+
+    numbers: tuple[str, ...] = ("110", "119", "120", "122")
+    registrar: str = ""  # e.g. "sip:ims.operator.cn"
+    aor: str = ""  # e.g. "sip:075812345@ims.operator.cn"
+    username: str = ""
+    password: str = ""
+    peer: str = ""  # static peer host (the operator's SBC); informational + qualify target
+    recordings_dir: Path = Path("var/recordings/calls")
+
+
+@dataclass(frozen=True)
+class IncomingEmergencyCall:
+    """What the desk needs from an INVITE: who, what number, and the raw location data."""
+
+    call_key: str
+    number: str
+    name: str
+    dialled: str
+    content_type: str
+    body: bytes
+    geolocation: list[str]
+    recording: Path
+
+
+class EmergencyDesk(Protocol):
+    async def call_arrived(self, call: IncomingEmergencyCall, handle: EmergencySite) -> None: ...
+
+    async def caller_hung_up(self, call_key: str) -> None: ...
+
+
+class CallRecorder:
+    """Both directions of an emergency call mixed into one 48 kHz mono WAV (caller + centre)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._wav: wave.Wave_write | None = wave.open(str(path), "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(SAMPLE_RATE)
+        self._centre = np.zeros(FRAME, dtype=np.int16)
+
+    def centre(self, pcm: Pcm) -> None:
+        """What the centre sent in the last 20 ms (tone or call-taker)."""
+        self._centre = pcm
+
+    def caller(self, pcm: Pcm) -> None:
+        """20 ms from the caller: mixed with the centre's last frame and written."""
+        if self._wav is None:
+            return
+        mixed = np.clip(pcm.astype(np.int32) + self._centre.astype(np.int32), -32768, 32767).astype("<i2")
+        self._wav.writeframes(mixed.tobytes())
+
+    def close(self) -> None:
+        if self._wav is not None:
+            self._wav.close()
+            self._wav = None
+
+
+@dataclass(eq=False)
+class EmergencySite:
+    """One emergency caller's SIP call and RTP leg, as the desk controls it."""
+
+    call: Call
+    leg: MediaLeg
+    trunk: EmergencyTrunk
+    recorder: CallRecorder
+    queue_tone: bool = True
+    on_caller_audio: list[Callable[[Pcm], None]] = field(default_factory=list)
+    on_dtmf: list[Callable[[str], None]] = field(default_factory=list)
+    _tone_task: asyncio.Task[None] | None = None
+
+    def send_audio(self, pcm: Pcm) -> None:
+        """20 ms toward the caller (the call-taker's voice once bridged); recorded."""
+        self.recorder.centre(pcm)
+        self.leg.send_audio(pcm)
+
+    def stop_queue_tone(self) -> None:
+        """The call-taker answered: from now on the desk supplies the audio."""
+        self.queue_tone = False
+
+    def hangup(self) -> None:
+        """End the call from the centre's side (BYE)."""
+        self.trunk.endpoint.hangup(self.call)
+
+
+class _CallerSink:
+    def __init__(self, trunk: EmergencyTrunk) -> None:
+        self.trunk = trunk
+
+    def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
+        site = self.trunk.site_for_leg(leg)
+        if site is not None:
+            site.recorder.caller(pcm)
+            for listener in site.on_caller_audio:
+                listener(pcm)
+
+    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
+        """Emergency calls are audio-only."""
+
+    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
+        site = self.trunk.site_for_leg(leg)
+        if site is not None:
+            for listener in site.on_dtmf:
+                listener(digit)
+
+    def on_keyframe_request(self, leg: MediaLeg) -> None:
+        """No video."""
+
+
+def caller_identity(call: Call) -> tuple[str, str]:
+    """(number, display name) from P-Asserted-Identity when the trunk sends it, else From."""
+    assert call.invite is not None
+    for header in ("P-Asserted-Identity", "From"):
+        value = call.invite.headers.get(header)
+        if not value:
+            continue
+        try:
+            addr = NameAddr.parse(value.split(",")[0])
+        except SipParseError:
+            continue
+        return (addr.uri.user or ""), (addr.display or "")
+    return "", ""
+
+
+class EmergencyTrunk:
+    """Answers emergency numbers with a queue tone and gives the calls to the desk."""
+
+    def __init__(self, endpoint: SipEndpoint, desk: EmergencyDesk, config: TrunkConfig | None = None,
+                 media_host: str = "127.0.0.1",
+                 fallback: Callable[[Call], Awaitable[Decision]] | None = None) -> None:
+        self.endpoint = endpoint
+        self.desk = desk
+        self.config = config or TrunkConfig()
+        self.media_host = media_host
+        self.fallback = fallback if fallback is not None else endpoint.on_invite
+        self.sites: dict[str, EmergencySite] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        endpoint.on_invite = self.on_invite
+        endpoint.listeners.append(self._on_event)
+
+    def start(self) -> None:
+        """Register toward the operator when a registrar is configured."""
+        c = self.config
+        if c.registrar:
+            creds = Credentials(c.username, c.password) if c.username else None
+            self.endpoint.register(c.registrar, c.aor, creds)
+            log.info("emergency trunk: registering %s at %s", c.aor, c.registrar)
+        if c.peer:
+            self.endpoint.qualify(f"sip:{c.peer}", 60.0)
+
+    def site_for_leg(self, leg: MediaLeg) -> EmergencySite | None:
+        return next((s for s in self.sites.values() if s.leg is leg), None)
+
+    def is_emergency(self, call: Call) -> bool:
+        return (call.request_user or "") in self.config.numbers
+
+    async def on_invite(self, call: Call) -> Decision:
+        """Emergency number → answer with the queue tone; anything else → the fallback."""
+        if not self.is_emergency(call):
+            return await self.fallback(call)
+        if call.offer is not None and not any(m.kind == "audio" and m.port for m in call.offer.media):
+            return Reject(488, "Audio required")
+        leg = await MediaLeg.allocate(self.media_host, video=False, sink=_CallerSink(self))
+        if call.state == CallState.TERMINATED:
+            await leg.close()
+            await self.desk.caller_hung_up(call.key)
+            return None
+        safe = "".join(ch if ch.isalnum() else "_" for ch in call.call_id)[:80]
+        recorder = CallRecorder(self.config.recordings_dir / f"{safe}.wav")
+        site = EmergencySite(call, leg, self, recorder)
+        self.sites[call.key] = site
+        number, name = caller_identity(call)
+        assert call.invite is not None
+        incoming = IncomingEmergencyCall(
+            call.key, number, name, call.request_user or "", call.invite.headers.get("Content-Type") or "",
+            call.invite.body, call.invite.headers.get_all("Geolocation"), recorder.path)
+        self._spawn(self.desk.call_arrived(incoming, site))
+        return Answer(leg.local_media)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.CallEstablished | ev.MediaUpdated):
+            site = self.sites.get(event.call.key)
+            if site is not None:
+                site.leg.start(event.call.streams)
+                if isinstance(event, ev.CallEstablished):
+                    site._tone_task = asyncio.ensure_future(self._play_queue_tone(site))
+        elif isinstance(event, ev.DtmfReceived):
+            site = self.sites.get(event.call.key)
+            if site is not None:
+                for listener in site.on_dtmf:
+                    listener(event.digit)
+        elif isinstance(event, ev.CallEnded):
+            site = self.sites.pop(event.call.key, None)
+            if site is None:
+                return
+            if site._tone_task is not None:
+                site._tone_task.cancel()
+            site.recorder.close()
+            self._spawn(site.leg.close())
+            self._spawn(self.desk.caller_hung_up(event.call.key))
+
+    async def _play_queue_tone(self, site: EmergencySite) -> None:
+        """The queue tone at a 20 ms pace while the call waits (silence keeps NAT bindings)."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        i = 0
+        silence = np.zeros(FRAME, dtype=np.int16)
+        with contextlib.suppress(asyncio.CancelledError):
+            while site.queue_tone:
+                start = (i * FRAME) % len(QUEUE_TONE)
+                frame = QUEUE_TONE[start:start + FRAME]
+                site.send_audio(frame if len(frame) == FRAME else silence)
+                i += 1
+                next_tick += 0.02
+                await asyncio.sleep(max(0.0, next_tick - loop.time()))
+
+    async def close(self) -> None:
+        """Hang up every emergency call and release their legs."""
+        for site in list(self.sites.values()):
+            site.hangup()
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 2.0)
