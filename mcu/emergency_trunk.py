@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import wave
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,13 +79,17 @@ class IncomingEmergencyCall:
 
 
 class EmergencyDesk(Protocol):
-    async def call_arrived(self, call: IncomingEmergencyCall, handle: EmergencySite) -> None: ...
+    async def call_arrived(self, call: IncomingEmergencyCall, handle: EmergencySite) -> object: ...
 
     async def caller_hung_up(self, call_key: str) -> None: ...
 
 
 class CallRecorder:
-    """Both directions of an emergency call mixed into one 48 kHz mono WAV (caller + centre)."""
+    """Both directions of an emergency call mixed into one 48 kHz mono WAV (caller + centre).
+
+    Frames from each side are queued and written on the call's 20 ms media clock (``tick``), so
+    the file has the call's real duration even while one side is silent or sends no RTP.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,18 +98,27 @@ class CallRecorder:
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(SAMPLE_RATE)
-        self._centre = np.zeros(FRAME, dtype=np.int16)
+        self._caller: deque[Pcm] = deque(maxlen=10)  # a little jitter; older frames are dropped
+        self._centre: deque[Pcm] = deque(maxlen=10)
 
     def centre(self, pcm: Pcm) -> None:
-        """What the centre sent in the last 20 ms (tone or call-taker)."""
-        self._centre = pcm
+        """20 ms the centre sent (queue tone or the call-taker)."""
+        self._centre.append(pcm)
 
     def caller(self, pcm: Pcm) -> None:
-        """20 ms from the caller: mixed with the centre's last frame and written."""
+        """20 ms from the caller."""
+        self._caller.append(pcm)
+
+    def tick(self) -> None:
+        """Write one 20 ms frame: the mix of what each side had queued (silence if nothing)."""
         if self._wav is None:
             return
-        mixed = np.clip(pcm.astype(np.int32) + self._centre.astype(np.int32), -32768, 32767).astype("<i2")
-        self._wav.writeframes(mixed.tobytes())
+        mixed = np.zeros(FRAME, dtype=np.int32)
+        for side in (self._caller, self._centre):
+            if side:
+                frame = side.popleft()
+                mixed[: len(frame)] += frame[:FRAME].astype(np.int32)
+        self._wav.writeframes(np.clip(mixed, -32768, 32767).astype("<i2").tobytes())
 
     def close(self) -> None:
         if self._wav is not None:
@@ -230,8 +244,14 @@ class EmergencyTrunk:
         incoming = IncomingEmergencyCall(
             call.key, number, name, call.request_user or "", call.invite.headers.get("Content-Type") or "",
             call.invite.body, call.invite.headers.get_all("Geolocation"), recorder.path)
-        self._spawn(self.desk.call_arrived(incoming, site))
+        self._spawn(self._arrived(incoming, site))
         return Answer(leg.local_media)
+
+    async def _arrived(self, incoming: IncomingEmergencyCall, site: EmergencySite) -> None:
+        try:
+            await self.desk.call_arrived(incoming, site)
+        except Exception:  # noqa: BLE001 - a desk failure must not drop an emergency caller
+            log.exception("desk could not take call %s", incoming.call_key)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -244,7 +264,7 @@ class EmergencyTrunk:
             if site is not None:
                 site.leg.start(event.call.streams)
                 if isinstance(event, ev.CallEstablished):
-                    site._tone_task = asyncio.ensure_future(self._play_queue_tone(site))
+                    site._tone_task = asyncio.ensure_future(self._media_clock(site))
         elif isinstance(event, ev.DtmfReceived):
             site = self.sites.get(event.call.key)
             if site is not None:
@@ -260,18 +280,18 @@ class EmergencyTrunk:
             self._spawn(site.leg.close())
             self._spawn(self.desk.caller_hung_up(event.call.key))
 
-    async def _play_queue_tone(self, site: EmergencySite) -> None:
-        """The queue tone at a 20 ms pace while the call waits (silence keeps NAT bindings)."""
+    async def _media_clock(self, site: EmergencySite) -> None:
+        """The call's 20 ms clock: queue tone while waiting, and the recording for the whole call."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         i = 0
-        silence = np.zeros(FRAME, dtype=np.int16)
         with contextlib.suppress(asyncio.CancelledError):
-            while site.queue_tone:
-                start = (i * FRAME) % len(QUEUE_TONE)
-                frame = QUEUE_TONE[start:start + FRAME]
-                site.send_audio(frame if len(frame) == FRAME else silence)
-                i += 1
+            while True:
+                if site.queue_tone:
+                    start = (i * FRAME) % len(QUEUE_TONE)
+                    site.send_audio(QUEUE_TONE[start:start + FRAME])
+                    i += 1
+                site.recorder.tick()
                 next_tick += 0.02
                 await asyncio.sleep(max(0.0, next_tick - loop.time()))
 

@@ -189,10 +189,9 @@ class DeskService:
     async def end_call(self, call_id: str, actor: str, disposition: str) -> None:
         """End a call from either side; an unanswered one is abandoned (callback list)."""
         async with self._lock:
-            call = self.live.pop(call_id, None)
-            if call is None:
+            call = self.live.get(call_id)
+            if call is None or call_id not in self.acd.calls:
                 return
-            self.by_sip.pop(call.sip_key, None)
             self.matcher.call_ended(call_id)
             now, t = self._now()
             queued = self.acd.calls[call_id]
@@ -212,6 +211,8 @@ class DeskService:
             await self._apply(events, now)
             await self._publish("call.ended", call_id, {"actor": actor, "disposition": disposition,
                                                          "abandoned": not answered})
+            self.live.pop(call_id, None)
+            self.by_sip.pop(call.sip_key, None)
         self._wake.set()
 
     # ------------------------------------------------------------------ positions
