@@ -120,4 +120,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(dispatch_console.router)
     from web_console import conference_console
     app.include_router(conference_console.router)
+    from web_console import desk_console
+    app.include_router(desk_console.router)
     return app

@@ -220,7 +220,11 @@ class DeskService:
     async def login(self, position: str, group: str = "primary") -> None:
         async with self._lock:
             now, t = self._now()
-            await self._apply(self.acd.login(position, t, group), now)
+            try:
+                events = self.acd.login(position, t, group)
+            except a.AcdError as exc:
+                raise DeskError(str(exc)) from None
+            await self._apply(events, now)
             await self._publish_positions()
         self._wake.set()
 
@@ -377,8 +381,8 @@ class DeskService:
     async def queue_view(self) -> dict[str, Any]:
         return {"calls": [self._summary(self.live[c.id]) for c in self.acd.queue() if c.id in self.live],
                 "positions": self.positions_view(),
-                "active": [self._summary(c) for c in self.live.values()
-                           if self.acd.calls[c.id].state == a.CallState.ANSWERED]}
+                "active": [self._summary(c) for c in list(self.live.values())
+                           if (q := self.acd.calls.get(c.id)) is not None and q.state == a.CallState.ANSWERED]}
 
     # ------------------------------------------------------------------ locations
 
@@ -531,7 +535,7 @@ class DeskService:
         """The call's audio recording; every access is audited."""
         path = await self.db.fetchval("SELECT recording_path FROM emergency_calls WHERE id = $1", call_id)
         if not path or not await asyncio.to_thread(Path(path).is_file):
-            await self.core.audit.record(actor, "call.recording_view", call_id, outcome="not_found", source=source)
+            await self.core.audit.record(actor, "call.recording_view", call_id, outcome="failed", source=source)
             raise DeskError(f"呼叫 {call_id} 没有录音")
         await self.core.audit.record(actor, "call.recording_view", call_id, source=source)
         return Path(path)

@@ -1,6 +1,10 @@
 """PIDF-LO / INVITE samples shared by the call-taking tests."""
 from __future__ import annotations
 
+import asyncio
+import socket
+from pathlib import Path
+
 LUODING_LAT, LUODING_LON = 22.7690, 111.5700  # inside Luoding (445381)
 
 HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -41,3 +45,32 @@ def multipart_body(pidf_xml: str, sdp: str, cid: str = "loc-1@caller.example.cn"
             f"--{boundary}\r\nContent-Type: application/pidf+xml\r\nContent-ID: <{cid}>\r\n\r\n{pidf_xml}\r\n"
             f"--{boundary}--\r\n")
     return f"multipart/mixed;boundary={boundary}", body
+
+
+# ---------------------------------------------------------------- SIPp callers
+
+SIPP_DIR = Path(__file__).parent / "sipp"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def sipp(scenario: str, port: int, calls: int = 1, rate: float = 10.0, service: str = "",
+               limit: float = 60.0) -> asyncio.subprocess.Process:
+    """Start SIPp calling 127.0.0.1:port (an emergency number) with one of tests/dispatch/sipp/*.xml."""
+    return await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(free_port()),
+        "-s", service or ("120" if "pidf" in scenario else "110"), "-m", str(calls), "-l", str(calls),
+        "-r", str(rate), "-t", "u1", "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error",
+        "-mp", str(free_port()), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/tmp")
+
+
+async def finish(proc: asyncio.subprocess.Process, within: float = 30.0) -> str:
+    """Wait for SIPp; it must exit 0 (every call completed as scripted)."""
+    out, _ = await asyncio.wait_for(proc.communicate(), within)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    return text

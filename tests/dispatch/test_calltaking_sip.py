@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,15 +23,9 @@ from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.conftest import make_settings
+from tests.dispatch.calltaking_samples import finish, free_port, sipp
 
-SIPP_DIR = Path(__file__).parent / "sipp"
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -61,23 +54,6 @@ async def desk(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[Desk]:
     await service.stop()
     await dispatch.stop()
     await core.stop()
-
-
-async def sipp(scenario: str, port: int, calls: int = 1, rate: float = 10.0,
-               limit: float = 60.0) -> asyncio.subprocess.Process:
-    local = free_port()
-    return await asyncio.create_subprocess_exec(
-        "sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(local),
-        "-s", "120" if "pidf" in scenario else "110", "-m", str(calls), "-l", str(calls), "-r", str(rate),
-        "-t", "u1", "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error", "-mp", str(free_port()),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/tmp")
-
-
-async def finish(proc: asyncio.subprocess.Process, within: float = 30.0) -> str:
-    out, _ = await asyncio.wait_for(proc.communicate(), within)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, text[-3000:]
-    return text
 
 
 async def wait_until(predicate: object, within: float = 10.0) -> None:
