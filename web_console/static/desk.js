@@ -62,6 +62,7 @@ function initMap(boundaries) {
 }
 
 function drawLocations(call) {
+  map.invalidateSize();  // the panels beside the map change height with the call data
   callLayer.clearLayers();
   const pts = call.locations.filter((l) => l.valid && l.lat != null);
   for (const l of pts) {
@@ -73,7 +74,15 @@ function drawLocations(call) {
     L.circleMarker([l.lat, l.lon], { radius: 6, color: colour, fillOpacity: 1, className: best ? "call-marker best" : "call-marker" })
       .bindTooltip(`${T.source[l.source] || l.source}${l.radius_m ? ` ±${Math.round(l.radius_m)} m` : ""}`).addTo(callLayer);
   }
-  if (call.location) map.setView([call.location.lat, call.location.lon], 15);
+  for (const d of call.duplicates) {
+    L.circleMarker([d.incident.lat, d.incident.lon], { radius: 7, color: "#6a1b9a", fillOpacity: 0.6, className: "dup-marker" })
+      .bindTooltip(`${d.incident.id} ${d.incident.category_name || ""} ${d.distance_m} m`).addTo(callLayer);
+  }
+  const loc = call.location;
+  if (loc) {
+    const ll = L.latLng(loc.lat, loc.lon);
+    map.fitBounds(ll.toBounds(Math.max(2 * (loc.radius_m || 0), 300)), { maxZoom: 17, animate: false });
+  }
 }
 
 // ---------------------------------------------------------------- call panel
