@@ -122,4 +122,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(conference_console.router)
     from web_console import desk_console
     app.include_router(desk_console.router)
+    from web_console import dialout_api
+    app.include_router(dialout_api.router)
     return app
