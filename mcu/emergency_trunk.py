@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -151,6 +151,10 @@ class EmergencySite:
     def hangup(self) -> None:
         """End the call from the centre's side (BYE)."""
         self.trunk.endpoint.hangup(self.call)
+
+    def send_dtmf(self, digit: str) -> None:
+        """A digit toward the caller's side (SIP INFO application/dtmf-relay)."""
+        self.trunk.endpoint.send_dtmf_info(self.call, digit)
 
 
 class _CallerSink:
@@ -302,3 +306,100 @@ class EmergencyTrunk:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The call as a two-party (or three-party) audio room in the MCU: the call-taker's browser and
+# agency desks join as WebRTC participants, the caller as a SIP site (mcu.site_media), so the
+# room's mixer gives everyone N-1 audio and conferencing/transfer are joins and leaves.
+
+
+class _CallerRtpLeg:
+    """What ``SiteMedia`` needs from a leg, on top of the emergency site (audio only)."""
+
+    def __init__(self, site: EmergencySite) -> None:
+        self.site = site
+
+    def send_audio(self, pcm: Pcm) -> None:
+        if not self.site.queue_tone:  # on hold the caller hears the queue tone, not the room
+            self.site.send_audio(pcm)
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        """Audio-only call."""
+
+    def request_keyframe(self) -> None:
+        """Audio-only call."""
+
+
+@dataclass(eq=False)
+class CallRoom:
+    """One emergency call's room: the conference, the caller's site media, the browsers' legs."""
+
+    conference: Any
+    media: Any
+    site: EmergencySite
+    legs: dict[str, Any] = field(default_factory=dict)
+
+
+class EmergencyBridge:
+    """Bridges emergency calls into MCU rooms (``core.capabilities["mcu"]``: conferences + WebRTC)."""
+
+    def __init__(self, mcu: Any) -> None:
+        self.mcu = mcu
+        self.rooms: dict[str, CallRoom] = {}
+
+    async def open(self, call_id: str, site: EmergencySite, caller_name: str) -> CallRoom:
+        """Create and start the call's room with the caller in it (idempotent)."""
+        if call_id in self.rooms:
+            return self.rooms[call_id]
+        from mcu.site_media import SiteMedia
+
+        service = self.mcu.conferences
+        record = await service.create(name=f"接警 {call_id}"[:100], actor="desk")
+        conf = await service.start_conference(record.id, "desk")
+        media = await SiteMedia.join(conf, "caller", caller_name or "报警人", "sip", _CallerRtpLeg(site),
+                                     video=None, stats_interval=0)
+        site.on_caller_audio.append(lambda pcm: None if site.queue_tone else media.on_audio(pcm))
+        room = CallRoom(conf, media, site)
+        self.rooms[call_id] = room
+        return room
+
+    async def join_browser(self, call_id: str, participant_id: str, name: str, offer_sdp: str) -> str:
+        """A call-taker or agency desk joins by WebRTC; returns the SDP answer."""
+        room = self.rooms[call_id]
+        old = room.legs.pop(participant_id, None)
+        if old is not None:
+            await old.close("rejoin")
+        leg = self.mcu.webrtc.create(room.conference, participant_id=participant_id, name=name)
+        answer = str(await leg.answer(offer_sdp))
+        room.legs[participant_id] = leg
+        return answer
+
+    async def leave(self, call_id: str, participant_id: str) -> None:
+        """A browser leaves (transfer completed, or the agency hangs up its part)."""
+        room = self.rooms.get(call_id)
+        if room is not None and participant_id in room.legs:
+            await room.legs.pop(participant_id).close("left")
+
+    def hold(self, call_id: str, on_hold: bool) -> None:
+        """Hold: the caller hears the queue tone and is not heard in the room; resume reverses it."""
+        room = self.rooms.get(call_id)
+        if room is not None:
+            room.site.queue_tone = on_hold
+
+    def participants(self, call_id: str) -> list[str]:
+        room = self.rooms.get(call_id)
+        return sorted(room.legs) if room else []
+
+    async def close(self, call_id: str) -> None:
+        """The call ended: close the browsers' legs, the caller's site media, end the room."""
+        room = self.rooms.pop(call_id, None)
+        if room is None:
+            return
+        for leg in list(room.legs.values()):
+            with contextlib.suppress(Exception):
+                await leg.close("ended")
+        with contextlib.suppress(Exception):
+            await room.media.close("ended")
+        with contextlib.suppress(Exception):
+            await self.mcu.conferences.end(room.conference.id, "desk")

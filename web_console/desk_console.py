@@ -86,13 +86,29 @@ class HangupBody(_Body):
     disposition: str = "other"
 
 
+class SdpBody(_Body):
+    sdp: str = Field(min_length=10, max_length=20_000)
+
+
+class HoldBody(_Body):
+    on_hold: bool
+
+
+class DigitsBody(_Body):
+    digits: str = Field(min_length=1, max_length=32)
+
+
+class TargetBody(_Body):
+    target: str = Field(min_length=1, max_length=64)
+
+
 # ---------------------------------------------------------------- page
 
 
 @router.get("/desk", include_in_schema=False)
 async def desk_page(request: Request, principal: CallTaker) -> Response:
     svc = desk_of(request)
-    return render(request, "desk.html", position=principal.user.username,
+    return render(request, "desk.html", position=principal.user.username, softphone=svc.bridge is not None,
                   categories={k: {"name": c.name, "subtypes": dict(c.subtypes)} for k, c in CATEGORIES.items()},
                   priorities=PRIORITY_NAMES, dispositions=DISPOSITIONS,
                   thresholds=list(svc.config.answer_thresholds_s))
@@ -170,6 +186,50 @@ async def hangup(request: Request, call_id: str, body: HangupBody, principal: Ca
     if q is None or q.position_id != principal.user.username:
         raise HTTPException(409, "该呼叫不在本席位")
     await svc.end_call(call_id, principal.user.username, body.disposition)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/media", tags=["desk"])
+async def media(request: Request, call_id: str, body: SdpBody, principal: CallTaker) -> dict[str, Any]:
+    """The browser softphone: a WebRTC offer (audio + receive-only video) into the call's MCU room."""
+    with desk_errors():
+        return {"sdp": await desk_of(request).media_offer(call_id, principal.user.username, body.sdp)}
+
+
+@router.post("/api/desk/calls/{call_id}/hold", tags=["desk"])
+async def hold(request: Request, call_id: str, body: HoldBody, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        await desk_of(request).hold(call_id, principal.user.username, body.on_hold)
+    return {"on_hold": body.on_hold}
+
+
+@router.post("/api/desk/calls/{call_id}/dtmf", tags=["desk"])
+async def dtmf(request: Request, call_id: str, body: DigitsBody, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        await desk_of(request).dtmf(call_id, principal.user.username, body.digits)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/invite", tags=["desk"])
+async def invite(request: Request, call_id: str, body: TargetBody, principal: CallTaker) -> dict[str, Any]:
+    """Conference an agency desk in (it joins with its own browser: three-way)."""
+    with desk_errors():
+        await desk_of(request).invite(call_id, principal.user.username, body.target)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/leave", tags=["desk"])
+async def leave(request: Request, call_id: str, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        await desk_of(request).leave_room(call_id, principal.user.username)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/transfer", tags=["desk"])
+async def transfer(request: Request, call_id: str, body: TargetBody, principal: CallTaker) -> dict[str, Any]:
+    """Attended transfer to the consulted desk (already in the call)."""
+    with desk_errors():
+        await desk_of(request).transfer(call_id, principal.user.username, body.target)
     return {"ok": True}
 
 

@@ -243,10 +243,32 @@ class Acd:
         if call.state != CallState.ANSWERED:
             return self.abandon(call_id, now)
         call.state, call.ended_at = CallState.ENDED, now
-        if call.position_id is not None:
-            pos = self.positions[call.position_id]
+        pos = self.positions.get(call.position_id or "")  # None: an agency desk that is no ACD position
+        if pos is not None:
             if pos.call_id == call.id:
                 pos.state, pos.wrap_up_until = PositionState.WRAP_UP, now + self.config.wrap_up_s
+        return self._distribute(now)
+
+    def transfer(self, call_id: str, to_position: str, now: float) -> list[AcdEvent]:
+        """Attended transfer of an answered call: the old position wraps up, the new one owns the call.
+
+        ``to_position`` may be an agency desk that is no ACD position; if it is one, it becomes busy.
+        """
+        call = self._call(call_id)
+        if call.state != CallState.ANSWERED or call.position_id is None:
+            raise AcdError("只能转接已接听的呼叫")
+        if to_position == call.position_id:
+            raise AcdError("不能转接给自己")
+        target = self.positions.get(to_position)
+        if target is not None and target.state not in (PositionState.AVAILABLE, PositionState.PAUSED,
+                                                       PositionState.WRAP_UP):
+            raise AcdError(f"席位 {to_position} 正忙")
+        old = self.positions[call.position_id]
+        old.state, old.wrap_up_until = PositionState.WRAP_UP, now + self.config.wrap_up_s
+        if target is not None:
+            target.state, target.call_id, target.wrap_up_until = PositionState.BUSY, call.id, None
+        call.position_id = to_position
+        call.flags.append(f"由 {old.id} 转接给 {to_position}")
         return self._distribute(now)
 
     def position_lost(self, position_id: str, now: float) -> list[AcdEvent]:

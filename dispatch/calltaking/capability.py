@@ -14,7 +14,7 @@ import logging
 import os
 
 from core.runtime import CoreServices
-from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
+from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 
@@ -52,6 +52,9 @@ async def start(core: CoreServices) -> DeskCapability | None:
         log.warning("desk: the dispatch capability is not running here; no call-taking desk")
         return None
     service = DeskService(core, dispatch.service)
+    mcu = core.capabilities.get("mcu")
+    if mcu is not None and getattr(mcu, "webrtc", None) is not None:
+        service.bridge = EmergencyBridge(mcu)  # the browser softphone: each call is an MCU audio room
     await service.start()
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None

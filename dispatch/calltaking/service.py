@@ -42,6 +42,24 @@ class CallHandle(Protocol):
 
     def stop_queue_tone(self) -> None: ...
 
+    def send_dtmf(self, digit: str) -> None: ...
+
+
+class CallBridge(Protocol):
+    """Puts calls into MCU rooms (``mcu.emergency_trunk.EmergencyBridge``)."""
+
+    async def open(self, call_id: str, site: Any, caller_name: str) -> Any: ...
+
+    async def join_browser(self, call_id: str, participant_id: str, name: str, offer_sdp: str) -> str: ...
+
+    async def leave(self, call_id: str, participant_id: str) -> None: ...
+
+    def hold(self, call_id: str, on_hold: bool) -> None: ...
+
+    def participants(self, call_id: str) -> list[str]: ...
+
+    async def close(self, call_id: str) -> None: ...
+
 
 class DeskError(ValueError):
     """A desk action that cannot be done (shown to the call-taker)."""
@@ -71,6 +89,8 @@ class LiveCall:
     recording: str = ""
     incident_id: str | None = None
     answered_at: datetime | None = None
+    invited: set[str] = field(default_factory=set)  # agency desks asked to join (three-way)
+    on_hold: bool = False
 
 
 def category_for(dialled: str) -> str:
@@ -101,6 +121,7 @@ class DeskService:
         self.matcher = AmlMatcher(window_s=self.config.aml_window_s)
         self.live: dict[str, LiveCall] = {}
         self.by_sip: dict[str, str] = {}
+        self.bridge: CallBridge | None = None  # set when an MCU runs here (softphone in the browser)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -207,6 +228,8 @@ class DeskService:
                     call_id, now)
             if actor != "caller" and call.handle is not None:
                 call.handle.hangup()
+            if self.bridge is not None:
+                await self.bridge.close(call_id)
             del self.acd.calls[call_id]  # the database keeps the record; the ACD keeps only live calls
             await self._apply(events, now)
             await self._publish("call.ended", call_id, {"actor": actor, "disposition": disposition,
@@ -493,6 +516,92 @@ class DeskService:
         await self.core.audit.record(actor, "call.merge_into_incident", call.id, detail={"incident": incident_id})
         await self._publish("call.incident", call.id, {"incident_id": incident_id, "merged": True})
         return self.incidents.view(inc)
+
+    # ------------------------------------------------------------------ softphone (WebRTC in the MCU room)
+
+    def _owner(self, call_id: str, position: str) -> LiveCall:
+        call = self._live(call_id)
+        q = self.acd.calls.get(call_id)
+        if q is None or q.state != a.CallState.ANSWERED or q.position_id != position:
+            raise DeskError("该呼叫不在本席位")
+        return call
+
+    async def media_offer(self, call_id: str, position: str, offer_sdp: str) -> str:
+        """The call-taker's (or an invited agency desk's) browser joins the call's room: SDP answer."""
+        if self.bridge is None:
+            raise DeskError("本节点未运行 MCU，无法建立浏览器话音")
+        call = self._live(call_id)
+        q = self.acd.calls.get(call_id)
+        owner = q is not None and q.state == a.CallState.ANSWERED and q.position_id == position
+        if not owner and position not in call.invited:
+            raise DeskError("该呼叫不在本席位，也未邀请本席位加入")
+        if call.handle is None:
+            raise DeskError("该呼叫没有话音通道")
+        await self.bridge.open(call_id, call.handle, call.name or call.number)
+        try:
+            answer = await self.bridge.join_browser(call_id, f"desk-{position}", position, offer_sdp)
+        except ValueError as exc:
+            raise DeskError(str(exc)) from None
+        await self.core.audit.record(position, "call.media_join", call_id, detail={"owner": owner})
+        await self._publish("call.participants", call_id, {"participants": self.bridge.participants(call_id)})
+        return answer
+
+    async def hold(self, call_id: str, position: str, on_hold: bool) -> None:
+        call = self._owner(call_id, position)
+        call.on_hold = on_hold
+        if self.bridge is not None:
+            self.bridge.hold(call_id, on_hold)
+        await self.core.audit.record(position, "call.hold" if on_hold else "call.resume", call_id)
+        await self._publish("call.hold", call_id, {"on_hold": on_hold})
+
+    async def dtmf(self, call_id: str, position: str, digits: str) -> None:
+        """Send digits to the caller's side (e.g. an operator's IVR on a transferred line)."""
+        call = self._owner(call_id, position)
+        if not digits or any(d not in "0123456789*#ABCD" for d in digits) or len(digits) > 32:
+            raise DeskError("DTMF 只能是 0-9 * # A-D，最多 32 位")
+        if call.handle is not None:
+            for digit in digits:
+                call.handle.send_dtmf(digit)
+
+    async def invite(self, call_id: str, position: str, target: str) -> None:
+        """Conference an agency desk in (three-way): it may join the call's room."""
+        call = self._owner(call_id, position)
+        if not target or target == position:
+            raise DeskError("请选择要邀请的席位")
+        call.invited.add(target)
+        await self.core.audit.record(position, "call.invite", call_id, detail={"target": target})
+        await self._publish("call.invite", call_id, {"target": target, "by": position})
+
+    async def leave_room(self, call_id: str, position: str) -> None:
+        """An invited agency desk leaves the three-way call."""
+        call = self._live(call_id)
+        call.invited.discard(position)
+        if self.bridge is not None:
+            await self.bridge.leave(call_id, f"desk-{position}")
+            await self._publish("call.participants", call_id, {"participants": self.bridge.participants(call_id)})
+
+    async def transfer(self, call_id: str, position: str, target: str) -> None:
+        """Attended transfer: the consulted desk (already in the room) takes the call; we leave."""
+        call = self._owner(call_id, position)
+        if self.bridge is not None and f"desk-{target}" not in self.bridge.participants(call_id):
+            raise DeskError(f"{target} 尚未加入通话，先邀请并与其协商（咨询转接）")
+        async with self._lock:
+            now, t = self._now()
+            try:
+                events = self.acd.transfer(call_id, target, t)
+            except a.AcdError as exc:
+                raise DeskError(str(exc)) from None
+            call.invited.discard(target)
+            await self.db.execute(
+                "UPDATE emergency_calls SET position_id = $2, flags = flags || $3::text WHERE id = $1",
+                call_id, target, f"transferred:{position}->{target}")
+            await self._apply(events, now)
+        if self.bridge is not None:
+            await self.bridge.leave(call_id, f"desk-{position}")
+        await self.core.audit.record(position, "call.transfer", call_id, detail={"target": target})
+        await self._publish("call.transferred", call_id, {"from": position, "to": target})
+        await self._publish_positions()
+        self._wake.set()
 
     # ------------------------------------------------------------------ dashboard, callbacks, recordings
 

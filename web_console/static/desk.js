@@ -132,6 +132,7 @@ function renderCall(call) {
   }
   $("btn-create").disabled = !loc || !!call.incident_id;
   $("btn-hangup").disabled = false;
+  if (call.position === cfg.position && call.state === "answered") startMedia(call.id);
   drawLocations(call);
 }
 
@@ -228,6 +229,111 @@ async function refresh() {
   }
 }
 
+// ---------------------------------------------------------------- softphone (WebRTC into the call's MCU room)
+
+const phone = { pc: null, stream: null, callId: null, muted: false, held: false };
+
+function waitIce(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 3000);
+  });
+}
+
+function phoneButtons(on) {
+  for (const id of ["btn-hold", "btn-mute", "btn-dtmf", "btn-invite", "btn-transfer"]) { const b = $(id); if (b) b.disabled = !on; }
+}
+
+async function startMedia(callId) {
+  if (!cfg.softphone || phone.callId === callId) return;
+  stopMedia();
+  phone.callId = callId;
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+  const pc = new RTCPeerConnection();
+  phone.pc = pc; phone.stream = stream; phone.muted = false; phone.held = false;
+  stream.getAudioTracks().forEach((t) => pc.addTrack(t, stream));
+  pc.addTransceiver("video", { direction: "recvonly" });  // the room sends its picture; we only need audio
+  pc.ontrack = (e) => {
+    if (e.track.kind !== "audio") return;
+    const remote = new MediaStream([e.track]);
+    $("remote-audio").srcObject = remote;
+    window.deskRemoteStream = remote;  // tests analyse what the call-taker hears
+  };
+  pc.onconnectionstatechange = () => { $("media-state").textContent = pc.connectionState; $("media-state").dataset.state = pc.connectionState; };
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitIce(pc);
+  try {
+    const { sdp } = await api("POST", `/api/desk/calls/${callId}/media`, { sdp: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: "answer", sdp });
+    phoneButtons(true);
+  } catch (err) { msg(err.message, true); stopMedia(); }
+}
+
+function stopMedia() {
+  if (phone.pc) phone.pc.close();
+  if (phone.stream) phone.stream.getTracks().forEach((t) => t.stop());
+  phone.pc = null; phone.stream = null; phone.callId = null;
+  window.deskRemoteStream = null;
+  if ($("media-state")) { $("media-state").textContent = "–"; delete $("media-state").dataset.state; }
+  phoneButtons(false);
+}
+
+function softphoneControls() {
+  if (!cfg.softphone) return;
+  $("btn-hold").onclick = async () => {
+    try { phone.held = !phone.held; await api("POST", `/api/desk/calls/${phone.callId}/hold`, { on_hold: phone.held }); }
+    catch (err) { msg(err.message, true); }
+  };
+  $("btn-mute").onclick = () => {
+    phone.muted = !phone.muted;
+    if (phone.stream) phone.stream.getAudioTracks().forEach((t) => { t.enabled = !phone.muted; });
+    $("btn-mute").classList.toggle("on", phone.muted);
+  };
+  $("btn-dtmf").onclick = async () => {
+    try { await api("POST", `/api/desk/calls/${phone.callId}/dtmf`, { digits: $("dtmf").value }); $("dtmf").value = ""; }
+    catch (err) { msg(err.message, true); }
+  };
+  $("btn-invite").onclick = async () => {
+    try { await api("POST", `/api/desk/calls/${phone.callId}/invite`, { target: $("agency").value.trim() }); }
+    catch (err) { msg(err.message, true); }
+  };
+  $("btn-transfer").onclick = async () => {
+    try {
+      await api("POST", `/api/desk/calls/${phone.callId}/transfer`, { target: $("agency").value.trim() });
+      stopMedia(); clearCall(); refreshSoon();
+    } catch (err) { msg(err.message, true); }
+  };
+  $("btn-join").onclick = async () => {
+    const id = $("invite").dataset.call;
+    await startMedia(id);
+    $("btn-join").hidden = true; $("btn-leave").hidden = false;
+  };
+  $("btn-leave").onclick = async () => {
+    const id = $("invite").dataset.call;
+    try { await api("POST", `/api/desk/calls/${id}/leave`); } catch (err) { msg(err.message, true); }
+    stopMedia(); $("invite").hidden = true;
+  };
+}
+
+function onCallEvent(ev) {
+  const p = ev.payload;
+  if (ev.topic === "call.invite" && p.target === cfg.position) {
+    $("invite").dataset.call = p.call_id;
+    $("invite-text").textContent = `${p.by} → ${p.call ? p.call.number + " " + p.call.dialled : p.call_id}`;
+    $("invite").hidden = false; $("btn-join").hidden = false; $("btn-leave").hidden = true;
+  }
+  if (ev.topic === "call.transferred" && p.to === cfg.position) {
+    $("invite").hidden = true;
+    loadCall(p.call_id);
+  }
+  if (ev.topic === "call.participants" && state.call && p.call_id === state.call.id && $("participants")) {
+    $("participants").textContent = (p.participants || []).join(" · ");
+  }
+  if (ev.topic === "call.ended" && phone.callId === p.call_id) { stopMedia(); $("invite").hidden = true; }
+}
+
 // ---------------------------------------------------------------- live events
 
 function connect() {
@@ -239,6 +345,7 @@ function connect() {
   ws.onmessage = async (m) => {
     const ev = JSON.parse(m.data);
     refreshSoon();
+    onCallEvent(ev);
     if (state.call && ev.payload.call_id === state.call.id) {
       if (ev.topic === "call.ended") clearCall();
       else if (["call.location", "call.incident"].includes(ev.topic)) await loadCall(state.call.id);
@@ -264,6 +371,7 @@ $("btn-answer").onclick = async () => {
     const call = await api("POST", `/api/desk/calls/${state.offer.id}/answer`);
     setRing(null);
     await loadCall(call.id);
+    startMedia(call.id);
     refreshSoon();
   } catch (err) { msg(err.message, true); refreshSoon(); }
 };
@@ -286,6 +394,7 @@ $("btn-hangup").onclick = async () => {
   if (!state.call) return;
   try {
     await api("POST", `/api/desk/calls/${state.call.id}/hangup`, { disposition: $("disposition").value });
+    stopMedia();
     clearCall();
     refreshSoon();
   } catch (err) { msg(err.message, true); }
@@ -329,5 +438,6 @@ $("place-search").oninput = (e) => {
   renderQueue(st.queue);
   renderDashboard(st.dashboard);
   renderCallbacks(st.callbacks);
+  softphoneControls();
   connect();
 })();
