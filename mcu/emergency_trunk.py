@@ -20,6 +20,7 @@ import wave
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,6 +77,7 @@ class IncomingEmergencyCall:
     body: bytes
     geolocation: list[str]
     recording: Path
+    received_at: datetime | None = None  # when the INVITE arrived: the queue orders by it
 
 
 class EmergencyDesk(Protocol):
@@ -232,6 +234,7 @@ class EmergencyTrunk:
         """Emergency number → answer with the queue tone; anything else → the fallback."""
         if not self.is_emergency(call):
             return await self.fallback(call)
+        received_at = datetime.now(UTC)
         if call.offer is not None and not any(m.kind == "audio" and m.port for m in call.offer.media):
             return Reject(488, "Audio required")
         leg = await MediaLeg.allocate(self.media_host, video=False, sink=_CallerSink(self))
@@ -247,7 +250,7 @@ class EmergencyTrunk:
         assert call.invite is not None
         incoming = IncomingEmergencyCall(
             call.key, number, name, call.request_user or "", call.invite.headers.get("Content-Type") or "",
-            call.invite.body, call.invite.headers.get_all("Geolocation"), recorder.path)
+            call.invite.body, call.invite.headers.get_all("Geolocation"), recorder.path, received_at)
         self._spawn(self._arrived(incoming, site))
         return Answer(leg.local_media)
 

@@ -245,7 +245,9 @@ class Acd:
         call.state, call.ended_at = CallState.ENDED, now
         pos = self.positions.get(call.position_id or "")  # None: an agency desk that is no ACD position
         if pos is not None:
-            if pos.call_id == call.id:
+            if pos.call_id == call.id and self.config.wrap_up_s <= 0:
+                self._make_available(pos, now)
+            elif pos.call_id == call.id:
                 pos.state, pos.wrap_up_until = PositionState.WRAP_UP, now + self.config.wrap_up_s
         return self._distribute(now)
 

@@ -169,14 +169,17 @@ class DeskService:
         """A call to an emergency number reached us (``mcu.emergency_trunk.IncomingEmergencyCall``)."""
         location = location_from_invite(incoming.content_type, incoming.body, incoming.geolocation)
         return await self.offer_call(incoming.call_key, incoming.number, incoming.name, incoming.dialled,
-                                     [location] if location else [], handle, str(incoming.recording))
+                                     [location] if location else [], handle, str(incoming.recording),
+                                     getattr(incoming, "received_at", None))
 
     async def offer_call(self, sip_key: str, number: str, name: str, dialled: str,
                          locations: list[CallerLocation], handle: CallHandle | None = None,
-                         recording: str = "") -> str:
-        """Queue a call; returns its desk id."""
+                         recording: str = "", arrived_at: datetime | None = None) -> str:
+        """Queue a call; returns its desk id. ``arrived_at``: when the INVITE came (queue order)."""
         async with self._lock:
             now, t = self._now()
+            if arrived_at is not None and arrived_at < now:
+                now, t = arrived_at, arrived_at.timestamp()
             call_id = f"CALL{now:%Y%m%d}-{secrets.token_hex(3)}"
             category = category_for(dialled)
             priority = self.config.acd.priorities.get(dialled, self.config.acd.default_priority)

@@ -125,8 +125,8 @@ async def test_five_callers_two_positions_order_and_abandon(desk: Desk) -> None:
     assert [c["number"] for c in callbacks] == ["13700000009"] and callbacks[0]["waited_s"] >= 1.0
     for call_id in list(answered):
         await desk.desk.end_call(call_id, "calltaker", "advice")
-        await asyncio.sleep(0.05)
-        for q in desk.desk.acd.calls.values():
+        await wait_until(lambda: any(q.state == "offered" for q in desk.desk.acd.calls.values()))
+        for q in list(desk.desk.acd.calls.values()):
             if q.state == "offered" and q.position_id:
                 await desk.desk.answer(q.position_id, q.id)
                 answered.append(q.id)

@@ -6,6 +6,7 @@ without location gets a place typed from the gazetteer and is merged into the ea
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +134,41 @@ def test_desk_needs_the_calltaker_role(server: RunningServer) -> None:
     assert viewer.get("/desk").status_code == 403
     assert viewer.post("/api/aml?from=1", content="x", headers={"Content-Type": "text/plain"}).status_code == 403
     viewer.close()
+
+
+def test_browser_crash_mid_call_requeues_the_caller_at_the_head(browser: Browser, server: RunningServer) -> None:
+    def open_desk() -> Page:
+        context = browser.new_context(locale="zh-CN")
+        p = context.new_page()
+        p.goto(server.url + "/desk")
+        p.fill("input[name=username]", "calltaker")
+        p.fill("input[name=password]", server.passwords["calltaker"])
+        p.click("button[type=submit]")
+        expect(p.locator("#conn.up")).to_have_count(1, timeout=10_000)
+        return p
+
+    first = open_desk()
+    first.get_by_test_id("btn-available").click()
+    caller = sipp("emergency_wait.xml", "110")
+    expect(first.get_by_test_id("ring")).to_be_visible(timeout=10_000)
+    first.get_by_test_id("btn-answer").click()
+    expect(first.get_by_test_id("caller-number")).to_have_text("13900000001")
+    first.context.close()  # the browser dies mid-call: the caller must not be dropped
+
+    api = server.login("calltaker")
+    queued = api.get("/api/desk/state").json()["queue"]
+    deadline = 50
+    while not queued["calls"] and deadline:
+        deadline -= 1
+        time.sleep(0.1)
+        queued = api.get("/api/desk/state").json()["queue"]
+    assert queued["calls"][0]["queue_place"] == 1 and queued["calls"][0]["flags"], queued
+    second = open_desk()
+    second.get_by_test_id("btn-available").click()
+    expect(second.get_by_test_id("ring")).to_be_visible(timeout=10_000)
+    second.get_by_test_id("btn-answer").click()
+    expect(second.get_by_test_id("call-flags")).to_have_text("席位掉线后重新排队")
+    second.get_by_test_id("btn-hangup").click()
+    finish(caller)
+    second.context.close()
+    api.close()
