@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Decision, Reject, SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.conference_helpers import DEMO, joined, start_bridge, until
-from tests.sip_gateway.peers import MediaUas
+from tests.sip_gateway.peers import MediaUas, dial
 from tests.sip_gateway.test_sip_pjsua import dominant_frequency, run_peer, tone_in_frames
 
 ACCOUNTS = {"pjuser": "Pj-Strong-Pass-42"}
@@ -55,6 +56,7 @@ async def test_pjsua_pin_conference_and_dial_out_to_registered_phone(
     conf = await conferences.start_conference("80000077", actor="test")
     uas = MediaUas(tone_hz=1000)  # a room system already in the conference, sending a 1 kHz tone
     await uas.start()
+    peers: list[asyncio.Future[dict[str, object]]] = []
     try:
         await bridge.invite("80000077", site_id="hall", uri=f"sip:hall@127.0.0.1:{uas.endpoint.config.port}")
         await until(lambda: joined(conf) == ["hall"], 15, "the room system to join")
@@ -65,10 +67,12 @@ async def test_pjsua_pin_conference_and_dial_out_to_registered_phone(
             "target": f"sip:80000077@127.0.0.1:{port}", "digits": ["4321#"], "digit_pause": 2.0,
             "wav": str(wav), "tone_hz": 600, "talk_seconds": 4.0,
         }))
+        peers.append(phone)
         await until(lambda: len(joined(conf)) == 2 or phone.done(), 30, "pjsua to pass the PIN and join")
         site_id = next(s for s in joined(conf) if s != "hall")
         assert site_id == "sip-pjuser"  # the authenticated account names the site
         # Audio-only: a first-class participant with a placeholder tile, no video subscription.
+        await until(lambda: any(s.media for s in bridge.sites.values() if s.site_id == site_id), 5, "its media")
         media = next(s.media for s in bridge.sites.values() if s.site_id == site_id)
         assert media is not None and media.video is None and media.subscription is None
         pane = next(p for p in conf.room.view_plan("broadcast").panes if p.participant_id == site_id)
@@ -89,6 +93,7 @@ async def test_pjsua_pin_conference_and_dial_out_to_registered_phone(
             "user": "pjuser", "password": ACCOUNTS["pjuser"], "registrar": f"sip:127.0.0.1:{port}",
             "wait_incoming": 15, "wav": str(wav2), "tone_hz": 700, "talk_seconds": 3.0,
         }))
+        peers.append(callee)
         await until(lambda: bridge.endpoint.ua.bindings.lookup_user("pjuser", bridge.endpoint.now()), 15,
                     "pjsua to register")
         site = await bridge.invite("80000077", uri=f"sip:pjuser@127.0.0.1:{port}")
@@ -100,6 +105,9 @@ async def test_pjsua_pin_conference_and_dial_out_to_registered_phone(
         assert abs(dominant_frequency(pcm[-2 * rate: -rate // 2], rate) - 1000) < 15
         assert tone_in_frames(sink.audio[-150:], 700)
     finally:
+        for peer in peers:  # on failure, let the pjsua subprocesses finish (bounded by run_peer)
+            with contextlib.suppress(Exception):
+                await peer
         await bridge.stop()
         await uas.close()
 
@@ -166,6 +174,15 @@ async def test_dial_out_failures_and_bad_requests(services: CoreServices, confer
         await ended
         await until(lambda: not bridge.gateway.sites, 5, "the gateway to forget the call")
         assert conf.sites["hall"].status == "left"
+
+        # Dial-in to a locked conference: the call is ended and the site shows why.
+        conf.room.lock()
+        ended = asyncio.ensure_future(uas.endpoint.wait_for(ev.CallEnded, 10))
+        await dial(uas, f"sip:{DEMO}@127.0.0.1:{bridge.endpoint.config.port}")
+        await ended
+        failed = [s for s in conf.sites.values() if s.status == "failed" and s.detail.startswith("加入失败")]
+        assert len(failed) == 1 and failed[0].site_id not in conf.room.participants
+        conf.room.unlock()
     finally:
         await bridge.stop()
         await uas.close()
