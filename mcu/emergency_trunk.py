@@ -347,8 +347,9 @@ class CallRoom:
 class EmergencyBridge:
     """Bridges emergency calls into MCU rooms (``core.capabilities["mcu"]``: conferences + WebRTC)."""
 
-    def __init__(self, mcu: Any) -> None:
+    def __init__(self, mcu: Any, sip: Any = None) -> None:
         self.mcu = mcu
+        self.sip = sip  # mcu.sip_bridge.SipBridge: dials SIP extensions (agency desks) into the room
         self.rooms: dict[str, CallRoom] = {}
 
     async def open(self, call_id: str, site: EmergencySite, caller_name: str) -> CallRoom:
@@ -379,10 +380,30 @@ class EmergencyBridge:
         return answer
 
     async def leave(self, call_id: str, participant_id: str) -> None:
-        """A browser leaves (transfer completed, or the agency hangs up its part)."""
+        """A browser (or a dialled SIP extension) leaves: transfer completed, or its part hung up."""
         room = self.rooms.get(call_id)
-        if room is not None and participant_id in room.legs:
-            await room.legs.pop(participant_id).close("left")
+        if room is None or participant_id not in room.legs:
+            return
+        leg = room.legs.pop(participant_id)
+        if participant_id.startswith("sip-"):
+            with contextlib.suppress(Exception):
+                await self.sip.hangup(room.conference.id, participant_id[4:])
+        else:
+            await leg.close("left")
+
+    async def dial(self, call_id: str, uri: str, name: str) -> str:
+        """Call a SIP extension (an agency desk's phone) into the call's room; returns its site id."""
+        room = self.rooms.get(call_id)
+        if room is None:
+            raise ValueError("通话尚未建立话音")
+        if self.sip is None:
+            raise ValueError("本节点未运行 SIP 外呼")
+        try:
+            site = await self.sip.invite(room.conference.id, uri=uri, name=name)
+        except ValueError as exc:  # DialOutError
+            raise ValueError(str(exc)) from None
+        room.legs[f"sip-{site.site_id}"] = site
+        return str(site.site_id)
 
     def hold(self, call_id: str, on_hold: bool) -> None:
         """Hold: the caller hears the queue tone and is not heard in the room; resume reverses it."""
@@ -396,12 +417,13 @@ class EmergencyBridge:
 
     async def close(self, call_id: str) -> None:
         """The call ended: close the browsers' legs, the caller's site media, end the room."""
-        room = self.rooms.pop(call_id, None)
+        room = self.rooms.get(call_id)
         if room is None:
             return
-        for leg in list(room.legs.values()):
+        for pid in list(room.legs):
             with contextlib.suppress(Exception):
-                await leg.close("ended")
+                await self.leave(call_id, pid)
+        self.rooms.pop(call_id, None)
         with contextlib.suppress(Exception):
             await room.media.close("ended")
         with contextlib.suppress(Exception):

@@ -99,7 +99,11 @@ class DigitsBody(_Body):
 
 
 class TargetBody(_Body):
-    target: str = Field(min_length=1, max_length=64)
+    target: str = Field(min_length=1, max_length=200)
+
+
+class TransferBody(TargetBody):
+    blind: bool = False
 
 
 # ---------------------------------------------------------------- page
@@ -226,10 +230,10 @@ async def leave(request: Request, call_id: str, principal: CallTaker) -> dict[st
 
 
 @router.post("/api/desk/calls/{call_id}/transfer", tags=["desk"])
-async def transfer(request: Request, call_id: str, body: TargetBody, principal: CallTaker) -> dict[str, Any]:
-    """Attended transfer to the consulted desk (already in the call)."""
+async def transfer(request: Request, call_id: str, body: TransferBody, principal: CallTaker) -> dict[str, Any]:
+    """Attended transfer to the consulted desk (already in the call), or blind (``blind``: at once)."""
     with desk_errors():
-        await desk_of(request).transfer(call_id, principal.user.username, body.target)
+        await desk_of(request).transfer(call_id, principal.user.username, body.target, body.blind)
     return {"ok": True}
 
 

@@ -320,8 +320,8 @@ MESSAGES["zh-CN"].update({
     "desk.duplicates": "可能重复的警情（500 米 / 30 分钟内）", "desk.history": "该号码的历史来电与警情",
     "desk.incident": "建立警情", "desk.create": "一键建立警情", "desk.end_call": "结束通话",
     "desk.hangup": "挂断", "desk.softphone": "话机", "desk.hold": "保持/恢复", "desk.mute": "静音/取消",
-    "desk.send_dtmf": "发送按键", "desk.agency_placeholder": "机构席位账号", "desk.conference": "三方通话",
-    "desk.transfer": "转接", "desk.join": "加入三方通话", "desk.leave": "退出通话",
+    "desk.send_dtmf": "发送按键", "desk.agency_placeholder": "机构席位账号或 sip: 分机", "desk.conference": "三方通话",
+    "desk.transfer": "咨询转接", "desk.blind": "直接转接", "desk.join": "加入三方通话", "desk.leave": "退出通话",
 })
 MESSAGES["en"].update({
     "desk.position": "Position", "desk.available": "Available", "desk.pause": "Pause",
@@ -333,6 +333,6 @@ MESSAGES["en"].update({
     "desk.duplicates": "Possible duplicates (within 500 m / 30 min)", "desk.history": "Previous calls and incidents",
     "desk.incident": "Create incident", "desk.create": "Create incident", "desk.end_call": "End call",
     "desk.hangup": "Hang up", "desk.softphone": "Softphone", "desk.hold": "Hold/resume", "desk.mute": "Mute/unmute",
-    "desk.send_dtmf": "Send digits", "desk.agency_placeholder": "agency desk user", "desk.conference": "Conference in",
-    "desk.transfer": "Transfer", "desk.join": "Join the call", "desk.leave": "Leave the call",
+    "desk.send_dtmf": "Send digits", "desk.agency_placeholder": "agency desk user or sip: extension", "desk.conference": "Conference in",
+    "desk.transfer": "Attended transfer", "desk.blind": "Blind transfer", "desk.join": "Join the call", "desk.leave": "Leave the call",
 })

@@ -54,7 +54,7 @@ async def start(core: CoreServices) -> DeskCapability | None:
     service = DeskService(core, dispatch.service)
     mcu = core.capabilities.get("mcu")
     if mcu is not None and getattr(mcu, "webrtc", None) is not None:
-        service.bridge = EmergencyBridge(mcu)  # the browser softphone: each call is an MCU audio room
+        service.bridge = EmergencyBridge(mcu, core.capabilities.get("sip"))  # the browser softphone: each call is an MCU audio room
     await service.start()
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None

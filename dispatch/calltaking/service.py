@@ -54,6 +54,8 @@ class CallBridge(Protocol):
 
     async def leave(self, call_id: str, participant_id: str) -> None: ...
 
+    async def dial(self, call_id: str, uri: str, name: str) -> str: ...
+
     def hold(self, call_id: str, on_hold: bool) -> None: ...
 
     def participants(self, call_id: str) -> list[str]: ...
@@ -567,11 +569,22 @@ class DeskService:
                 call.handle.send_dtmf(digit)
 
     async def invite(self, call_id: str, position: str, target: str) -> None:
-        """Conference an agency desk in (three-way): it may join the call's room."""
+        """Conference an agency desk in (three-way): a WebRTC desk (user name) may join the call's
+        room; a SIP extension (``sip:…``) is dialled into it."""
         call = self._owner(call_id, position)
         if not target or target == position:
             raise DeskError("请选择要邀请的席位")
-        call.invited.add(target)
+        if target.startswith("sip:"):
+            if self.bridge is None:
+                raise DeskError("本节点未运行 MCU，无法呼叫分机")
+            try:
+                site_id = await self.bridge.dial(call_id, target, target)
+            except ValueError as exc:
+                raise DeskError(str(exc)) from None
+            await self._publish("call.participants", call_id, {"participants": self.bridge.participants(call_id),
+                                                                "dialled": site_id})
+        else:
+            call.invited.add(target)
         await self.core.audit.record(position, "call.invite", call_id, detail={"target": target})
         await self._publish("call.invite", call_id, {"target": target, "by": position})
 
@@ -583,10 +596,18 @@ class DeskService:
             await self.bridge.leave(call_id, f"desk-{position}")
             await self._publish("call.participants", call_id, {"participants": self.bridge.participants(call_id)})
 
-    async def transfer(self, call_id: str, position: str, target: str) -> None:
-        """Attended transfer: the consulted desk (already in the room) takes the call; we leave."""
+    async def transfer(self, call_id: str, position: str, target: str, blind: bool = False) -> None:
+        """Attended transfer: the consulted desk (already in the room) takes the call and we leave.
+        Blind: the target desk is handed the call at once (its desk joins when it opens the call),
+        or a SIP extension is dialled into the room, and we leave without waiting."""
         call = self._owner(call_id, position)
-        if self.bridge is not None and f"desk-{target}" not in self.bridge.participants(call_id):
+        joined = self.bridge.participants(call_id) if self.bridge is not None else []
+        if target.startswith("sip:"):
+            if not any(p.startswith("sip-") for p in joined):
+                if not blind:
+                    raise DeskError(f"{target} 尚未加入通话，先三方通话协商（咨询转接）或选择直接转接")
+                await self.invite(call_id, position, target)
+        elif self.bridge is not None and not blind and f"desk-{target}" not in joined:
             raise DeskError(f"{target} 尚未加入通话，先邀请并与其协商（咨询转接）")
         async with self._lock:
             now, t = self._now()

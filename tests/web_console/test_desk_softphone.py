@@ -194,3 +194,52 @@ def test_softphone_both_ways_three_way_and_attended_transfer(
     agency.context.close()
     with httpx.Client(base_url=server.url) as anonymous:
         assert anonymous.post(f"/api/desk/calls/{call_id}/media", json={"sdp": "v=0 x" * 3}).status_code == 401
+
+
+def test_sip_extension_conferenced_in_then_blind_transfer(
+        browser: Browser, server: RunningServer, baresip_caller: tuple[subprocess.Popen[bytes], Path],
+        tmp_path: Path) -> None:
+    caller, _ = baresip_caller
+    ext = Baresip(tmp_path / "extension", tone_hz=700, auto_answer=True)
+    ext.write_config()
+    ext_snd = tmp_path / "ext-snd"
+    ext_snd.mkdir()
+    with (ext.home / "config").open("a") as f:
+        f.write(f"module sndfile.so\nsnd_path {ext_snd}\n")
+    extension = subprocess.Popen(["baresip", "-f", str(ext.home)], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ext.home))
+    try:
+        taker = desk_page(browser, server, "calltaker", 1000)
+        taker.get_by_test_id("btn-available").click()
+        expect(taker.get_by_test_id("ring")).to_be_visible(timeout=15_000)
+        taker.get_by_test_id("btn-answer").click()
+        expect(taker.get_by_test_id("media-state")).to_have_text("connected", timeout=15_000)
+        # Conference in the fire brigade's SIP extension (baresip, auto-answer, 700 Hz).
+        taker.get_by_test_id("agency").fill(f"sip:baresip@127.0.0.1:{ext.sip_port}")
+        taker.get_by_test_id("btn-invite").click()
+        expect(taker.get_by_test_id("participants")).to_contain_text("sip-", timeout=15_000)
+        time.sleep(2.0)
+        heard = hears(taker, [440, 700])
+        assert heard["440"] > 20 and heard["700"] > 20, heard
+        # Blind transfer to the extension: the call-taker is free at once, caller and extension talk on.
+        taker.get_by_test_id("btn-blind").click()
+        expect(taker.get_by_test_id("call-panel")).to_contain_text("当前无通话", timeout=10_000)
+        expect(taker.get_by_test_id("position-state")).to_have_text("话后整理")
+        time.sleep(1.0)
+        caller.send_signal(signal.SIGINT)  # the caller hangs up: the room ends, the extension gets BYE
+        caller.wait(10)
+        extension.send_signal(signal.SIGINT)
+        extension.wait(10)
+        decoded = sorted(ext_snd.glob("*dec*.wav"))
+        assert decoded, list(ext_snd.iterdir())
+        pcm, rate = read_wav(decoded[0])
+        assert tone_db(pcm, rate, 440) > 20 and tone_db(pcm, rate, 1000) > 20  # heard caller and call-taker
+        api = server.login("admin")
+        rows = api.get("/api/audit", params={"action": "call.transfer"}).json()
+        assert rows[0]["detail"]["target"].startswith("sip:baresip@")
+        api.close()
+        taker.context.close()
+    finally:
+        if extension.poll() is None:
+            extension.kill()
+            extension.wait()

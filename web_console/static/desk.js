@@ -243,7 +243,7 @@ function waitIce(pc) {
 }
 
 function phoneButtons(on) {
-  for (const id of ["btn-hold", "btn-mute", "btn-dtmf", "btn-invite", "btn-transfer"]) { const b = $(id); if (b) b.disabled = !on; }
+  for (const id of ["btn-hold", "btn-mute", "btn-dtmf", "btn-invite", "btn-transfer", "btn-blind"]) { const b = $(id); if (b) b.disabled = !on; }
 }
 
 async function startMedia(callId) {
@@ -299,12 +299,14 @@ function softphoneControls() {
     try { await api("POST", `/api/desk/calls/${phone.callId}/invite`, { target: $("agency").value.trim() }); }
     catch (err) { msg(err.message, true); }
   };
-  $("btn-transfer").onclick = async () => {
+  const transfer = (blind) => async () => {
     try {
-      await api("POST", `/api/desk/calls/${phone.callId}/transfer`, { target: $("agency").value.trim() });
+      await api("POST", `/api/desk/calls/${phone.callId}/transfer`, { target: $("agency").value.trim(), blind });
       stopMedia(); clearCall(); refreshSoon();
     } catch (err) { msg(err.message, true); }
   };
+  $("btn-transfer").onclick = transfer(false);
+  $("btn-blind").onclick = transfer(true);
   $("btn-join").onclick = async () => {
     const id = $("invite").dataset.call;
     await startMedia(id);
