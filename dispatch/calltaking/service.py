@@ -126,18 +126,35 @@ class DeskService:
         self.bridge: CallBridge | None = None  # set when an MCU runs here (softphone in the browser)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self._timer = asyncio.create_task(self._timer_loop(), name="desk-acd")
+        self._follower = asyncio.create_task(self._follow_dispatch(), name="desk-dispatch-times")
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+        for task in (self._timer, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _follow_dispatch(self) -> None:
+        """Record when the first unit was dispatched for each call's incident (from any node)."""
+        with self.core.bus.subscribe("incident.updated") as events:
+            async for event in events:
+                if event.payload.get("action") != "incident.dispatch":
+                    continue
+                incident_id = (event.payload.get("incident") or {}).get("id")
+                try:
+                    await self.db.execute(
+                        "UPDATE emergency_calls SET first_dispatch_at = $2 "
+                        "WHERE incident_id = $1 AND first_dispatch_at IS NULL", incident_id, event.at)
+                except Exception:  # noqa: BLE001 - a statistics column must not stop the follower
+                    log.exception("first-dispatch time not recorded for %s", incident_id)
 
     def _now(self) -> tuple[datetime, float]:
         now = self.clock()
@@ -675,6 +692,7 @@ class DeskService:
 
     async def calls_for_incident(self, incident_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
-            "SELECT id, number, dialled, offered_at, answered_at, ended_at, incident_created_at, recording_path <> '' "
+            "SELECT id, number, dialled, offered_at, answered_at, ended_at, incident_created_at, first_dispatch_at, "
+            "recording_path <> '' "
             "AS has_recording FROM emergency_calls WHERE incident_id = $1 ORDER BY offered_at", incident_id)
         return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(r).items()} for r in rows]

@@ -16,6 +16,7 @@ CREATE TABLE emergency_calls (
     abandoned_at        timestamptz,
     ended_at            timestamptz,
     incident_created_at timestamptz,
+    first_dispatch_at   timestamptz,
     incident_id         text,
     disposition         text NOT NULL DEFAULT '',
     flags               text[] NOT NULL DEFAULT '{}',

@@ -155,9 +155,12 @@ def test_incident_from_call_recording_and_roles(server: RunningServer, taker: ht
     assert taker.post(f"/api/desk/calls/{call['id']}/hangup", json={"disposition": "incident"}).status_code == 200
     finish(caller)  # SIPp got our BYE and answered it
 
-    linked = other.get(f"/api/incidents/{inc['id']}/calls").json()
+    sent = other.post(f"/api/incidents/{inc['id']}/dispatch", json={"recommended": True})
+    assert sent.status_code == 200, sent.text
+    linked = wait_for(lambda: (rows := other.get(f"/api/incidents/{inc['id']}/calls").json())
+                      and rows[0]["first_dispatch_at"] and rows)
     assert [c["id"] for c in linked] == [call["id"]] and linked[0]["has_recording"]
-    assert linked[0]["answered_at"] <= linked[0]["incident_created_at"] <= linked[0]["ended_at"]
+    assert linked[0]["answered_at"] <= linked[0]["incident_created_at"] <= linked[0]["first_dispatch_at"]
     audio = other.get(f"/api/desk/calls/{call['id']}/recording")
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     with wave.open(io.BytesIO(audio.content)) as wav:
