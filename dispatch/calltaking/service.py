@@ -404,7 +404,8 @@ class DeskService:
     async def history(self, number: str, exclude: str = "", limit: int = 20) -> dict[str, Any]:
         """Previous calls and incidents from this number (newest first)."""
         calls = await self.db.fetch(
-            "SELECT id, dialled, state, offered_at, incident_id, disposition FROM emergency_calls "
+            "SELECT id, dialled, state, offered_at, incident_id, disposition, recording_path <> '' AS has_recording "
+            "FROM emergency_calls "
             "WHERE number = $1 AND id <> $2 ORDER BY offered_at DESC LIMIT $3", number, exclude, limit)
         incidents = await self.db.fetch(
             "SELECT id, category, priority, status, created_at, address FROM incidents "

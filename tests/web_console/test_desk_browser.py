@@ -168,6 +168,17 @@ def test_browser_crash_mid_call_requeues_the_caller_at_the_head(browser: Browser
     expect(second.get_by_test_id("ring")).to_be_visible(timeout=10_000)
     second.get_by_test_id("btn-answer").click()
     expect(second.get_by_test_id("call-flags")).to_have_text("席位掉线后重新排队")
+    # History: this number called before (the merged call of test_ring_to_incident); its recording plays.
+    expect(second.get_by_test_id("history")).to_contain_text("duplicate")
+    second.get_by_test_id("btn-play").first.click()
+    expect(second.locator("#history audio")).to_have_count(1)
+    admin = server.login("admin")
+    deadline = time.monotonic() + 5
+    while not admin.get("/api/audit", params={"action": "call.recording_view"}).json() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    viewed = admin.get("/api/audit", params={"action": "call.recording_view"}).json()
+    assert viewed and viewed[0]["actor"] == "calltaker" and viewed[0]["outcome"] == "ok"
+    admin.close()
     second.get_by_test_id("btn-hangup").click()
     finish(caller)
     second.context.close()

@@ -14,7 +14,7 @@ const T = EN ? {
   merge: "Merge into this incident", created: "Incident created", merged: "Call merged into", none: "none",
   noLocation: "No usable location yet: type a place or ask the caller", prefilled: "Location",
   states: { available: "available", offered: "ringing", busy: "on a call", wrap_up: "wrap-up", paused: "paused", logged_out: "signed off" },
-  callback: "call back", requeued: "requeued after a position failure", hour: "answer time per hour (s)",
+  callback: "call back", recording: "recording", requeued: "requeued after a position failure", hour: "answer time per hour (s)",
 } : {
   ringing: "来电", from: "主叫", dialled: "拨打", waiting: "排队", ringingN: "振铃", answered: "已接",
   abandoned: "放弃", offered: "呼入", within: "秒内接听率", invalid: "无效", radius: "半径",
@@ -22,7 +22,7 @@ const T = EN ? {
   merge: "合并到此警情", created: "已建立警情", merged: "已合并到警情", none: "无",
   noLocation: "暂无可用位置：请输入地点或询问报警人", prefilled: "位置",
   states: { available: "空闲", offered: "振铃中", busy: "通话中", wrap_up: "话后整理", paused: "暂停", logged_out: "未签入" },
-  callback: "已回拨", requeued: "席位掉线后重新排队", hour: "每小时接听用时（秒）",
+  callback: "已回拨", recording: "录音", requeued: "席位掉线后重新排队", hour: "每小时接听用时（秒）",
 };
 
 const state = { call: null, offer: null, positions: [] };
@@ -116,7 +116,9 @@ function renderCall(call) {
   const h = call.history;
   $("history").innerHTML = (h.calls.length + h.incidents.length) ? [
     ...h.incidents.map((i) => `<li>${esc(i.created_at.substring(0, 16).replace("T", " "))} <b>${esc(i.id)}</b> ${esc(i.category_name)} ${esc(i.status)}</li>`),
-    ...h.calls.map((c) => `<li>${esc(c.offered_at.substring(0, 16).replace("T", " "))} ${esc(c.dialled)} ${esc(c.state)} ${esc(c.disposition)}</li>`),
+    ...h.calls.map((c) => `<li>${esc(c.offered_at.substring(0, 16).replace("T", " "))} ${esc(c.dialled)} ${esc(c.state)} ${esc(c.disposition)}
+      ${c.incident_id ? esc(c.incident_id) : ""}
+      ${c.has_recording ? `<button data-play="${esc(c.id)}" data-testid="btn-play">▶ ${T.recording}</button>` : ""}</li>`),
   ].join("") : `<li class="muted">${T.none}</li>`;
   const form = $("incident-form");
   if (!form.dataset.call || form.dataset.call !== call.id) {
@@ -410,6 +412,13 @@ document.addEventListener("click", async (e) => {
       $("btn-create").disabled = true;
       $("disposition").value = "duplicate";
     } catch (err) { msg(err.message, true); }
+  }
+  const play = e.target.closest("[data-play]");
+  if (play) {  // fetched only on click: every playback is written to the audit log
+    const audio = document.createElement("audio");
+    audio.controls = true; audio.src = `/api/desk/calls/${play.dataset.play}/recording`;
+    play.replaceWith(audio);
+    audio.play().catch(() => {});
   }
   const cb = e.target.closest("[data-callback]");
   if (cb) { try { await api("POST", `/api/desk/callbacks/${cb.dataset.callback}/done`); refreshSoon(); } catch (err) { msg(err.message, true); } }
