@@ -173,8 +173,8 @@ def test_browser_crash_mid_call_requeues_the_caller_at_the_head(browser: Browser
     second.get_by_test_id("btn-play").first.click()
     expect(second.locator("#history audio")).to_have_count(1)
     admin = server.login("admin")
-    deadline = time.monotonic() + 5
-    while not admin.get("/api/audit", params={"action": "call.recording_view"}).json() and time.monotonic() < deadline:
+    until = time.monotonic() + 5
+    while not admin.get("/api/audit", params={"action": "call.recording_view"}).json() and time.monotonic() < until:
         time.sleep(0.1)
     viewed = admin.get("/api/audit", params={"action": "call.recording_view"}).json()
     assert viewed and viewed[0]["actor"] == "calltaker" and viewed[0]["outcome"] == "ok"
