@@ -411,6 +411,14 @@ class EmergencyBridge:
         if room is not None:
             room.site.queue_tone = on_hold
 
+    def participant_left(self, conference_id: str, participant_id: str) -> str | None:
+        """A participant left some room: forget a dialled SIP extension; returns the call id if it
+        was one of our rooms' extensions."""
+        for call_id, room in self.rooms.items():
+            if room.conference.id == conference_id and room.legs.pop(f"sip-{participant_id}", None) is not None:
+                return call_id
+        return None
+
     def participants(self, call_id: str) -> list[str]:
         room = self.rooms.get(call_id)
         return sorted(room.legs) if room else []

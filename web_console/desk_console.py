@@ -95,7 +95,7 @@ class HoldBody(_Body):
 
 
 class DigitsBody(_Body):
-    digits: str = Field(min_length=1, max_length=32)
+    digits: str = Field(pattern="^[0-9*#A-D]{1,32}$")
 
 
 class TargetBody(_Body):

@@ -60,6 +60,8 @@ class CallBridge(Protocol):
 
     def participants(self, call_id: str) -> list[str]: ...
 
+    def participant_left(self, conference_id: str, participant_id: str) -> str | None: ...
+
     async def close(self, call_id: str) -> None: ...
 
 
@@ -127,6 +129,7 @@ class DeskService:
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._rooms: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -134,13 +137,29 @@ class DeskService:
     async def start(self) -> None:
         self._timer = asyncio.create_task(self._timer_loop(), name="desk-acd")
         self._follower = asyncio.create_task(self._follow_dispatch(), name="desk-dispatch-times")
+        self._rooms = asyncio.create_task(self._follow_rooms(), name="desk-rooms")
 
     async def stop(self) -> None:
-        for task in (self._timer, self._follower):
+        for task in (self._timer, self._follower, self._rooms):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _follow_rooms(self) -> None:
+        """A SIP extension that owns a call (blind transfer) hung up: the call is over."""
+        with self.core.bus.subscribe("conference.participant_left") as events:
+            async for event in events:
+                if self.bridge is None:
+                    continue
+                call_id = self.bridge.participant_left(str(event.payload.get("conference_id")),
+                                                       str(event.payload.get("participant_id")))
+                q = self.acd.calls.get(call_id or "")
+                if call_id is not None and q is not None and (q.position_id or "").startswith("sip:"):
+                    try:
+                        await self.end_call(call_id, q.position_id or "extension", "transferred")
+                    except Exception:  # noqa: BLE001
+                        log.exception("ending call %s after its extension left failed", call_id)
 
     async def _follow_dispatch(self) -> None:
         """Record when the first unit was dispatched for each call's incident (from any node)."""

@@ -226,18 +226,22 @@ def test_sip_extension_conferenced_in_then_blind_transfer(
         expect(taker.get_by_test_id("call-panel")).to_contain_text("当前无通话", timeout=10_000)
         expect(taker.get_by_test_id("position-state")).to_have_text("话后整理")
         time.sleep(1.0)
-        caller.send_signal(signal.SIGINT)  # the caller hangs up: the room ends, the extension gets BYE
-        caller.wait(10)
-        extension.send_signal(signal.SIGINT)
+        api = server.login("admin")
+        rows = api.get("/api/audit", params={"action": "call.transfer"}).json()
+        assert rows[0]["detail"]["target"].startswith("sip:baresip@")
+        call_id = rows[0]["target"]
+        assert api.get(f"/api/desk/calls/{call_id}").status_code == 200  # still up: caller ↔ extension
+        extension.send_signal(signal.SIGINT)  # the extension hangs up: the call is over, the caller gets BYE
         extension.wait(10)
+        deadline = time.monotonic() + 10
+        while api.get(f"/api/desk/calls/{call_id}").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert api.get(f"/api/desk/calls/{call_id}").status_code == 409
+        api.close()
         decoded = sorted(ext_snd.glob("*dec*.wav"))
         assert decoded, list(ext_snd.iterdir())
         pcm, rate = read_wav(decoded[0])
         assert tone_db(pcm, rate, 440) > 20 and tone_db(pcm, rate, 1000) > 20  # heard caller and call-taker
-        api = server.login("admin")
-        rows = api.get("/api/audit", params={"action": "call.transfer"}).json()
-        assert rows[0]["detail"]["target"].startswith("sip:baresip@")
-        api.close()
         taker.context.close()
     finally:
         if extension.poll() is None:
