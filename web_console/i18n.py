@@ -321,7 +321,8 @@ MESSAGES["zh-CN"].update({
     "desk.incident": "建立警情", "desk.create": "一键建立警情", "desk.end_call": "结束通话",
     "desk.hangup": "挂断", "desk.softphone": "话机", "desk.hold": "保持/恢复", "desk.mute": "静音/取消",
     "desk.send_dtmf": "发送按键", "desk.agency_placeholder": "机构席位账号或 sip: 分机", "desk.conference": "三方通话",
-    "desk.transfer": "咨询转接", "desk.blind": "直接转接", "desk.join": "加入三方通话", "desk.leave": "退出通话",
+    "desk.transfer": "咨询转接", "desk.group": "接警组", "desk.group.primary": "主接警组",
+    "desk.group.overflow": "溢出组", "desk.blind": "直接转接", "desk.join": "加入三方通话", "desk.leave": "退出通话",
 })
 MESSAGES["en"].update({
     "desk.position": "Position", "desk.available": "Available", "desk.pause": "Pause",
@@ -334,5 +335,6 @@ MESSAGES["en"].update({
     "desk.incident": "Create incident", "desk.create": "Create incident", "desk.end_call": "End call",
     "desk.hangup": "Hang up", "desk.softphone": "Softphone", "desk.hold": "Hold/resume", "desk.mute": "Mute/unmute",
     "desk.send_dtmf": "Send digits", "desk.agency_placeholder": "agency desk user or sip: extension", "desk.conference": "Conference in",
-    "desk.transfer": "Attended transfer", "desk.blind": "Blind transfer", "desk.join": "Join the call", "desk.leave": "Leave the call",
+    "desk.transfer": "Attended transfer", "desk.group": "Group", "desk.group.primary": "primary group",
+    "desk.group.overflow": "overflow group", "desk.blind": "Blind transfer", "desk.join": "Join the call", "desk.leave": "Leave the call",
 })

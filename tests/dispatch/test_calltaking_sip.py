@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.runtime import CoreServices
@@ -97,6 +98,10 @@ async def test_pidf_lo_call_is_queued_offered_and_becomes_a_luoding_incident(des
     assert row["offered_at"] <= row["answered_at"] <= row["incident_created_at"] <= row["ended_at"]
     with wave.open(row["recording_path"]) as wav:  # the call is recorded from the first frame
         assert wav.getframerate() == 48000 and wav.getnframes() > 48000 * 0.5
+        pcm = np.frombuffer(wav.readframes(48000), dtype=np.int16).astype(np.float64)
+    # While queued the caller heard the 450 Hz queue tone (the first second of the recording).
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    assert abs(float(np.fft.rfftfreq(len(pcm), 1 / 48000)[int(np.argmax(spectrum))]) - 450) < 5
     dash = await desk.desk.dashboard()
     assert dash["answered"] == 1 and dash["within"]["10"] == 100.0
 

@@ -14,7 +14,7 @@ const T = EN ? {
   merge: "Merge into this incident", created: "Incident created", merged: "Call merged into", none: "none",
   noLocation: "No usable location yet: type a place or ask the caller", prefilled: "Location",
   states: { available: "available", offered: "ringing", busy: "on a call", wrap_up: "wrap-up", paused: "paused", logged_out: "signed off" },
-  callback: "call back", recording: "recording", requeued: "requeued after a position failure", hour: "answer time per hour (s)",
+  callback: "call back", overflow: "overflow", recording: "recording", requeued: "requeued after a position failure", hour: "answer time per hour (s)",
 } : {
   ringing: "来电", from: "主叫", dialled: "拨打", waiting: "排队", ringingN: "振铃", answered: "已接",
   abandoned: "放弃", offered: "呼入", within: "秒内接听率", invalid: "无效", radius: "半径",
@@ -22,7 +22,7 @@ const T = EN ? {
   merge: "合并到此警情", created: "已建立警情", merged: "已合并到警情", none: "无",
   noLocation: "暂无可用位置：请输入地点或询问报警人", prefilled: "位置",
   states: { available: "空闲", offered: "振铃中", busy: "通话中", wrap_up: "话后整理", paused: "暂停", logged_out: "未签入" },
-  callback: "已回拨", recording: "录音", requeued: "席位掉线后重新排队", hour: "每小时接听用时（秒）",
+  callback: "已回拨", overflow: "溢出组", recording: "录音", requeued: "席位掉线后重新排队", hour: "每小时接听用时（秒）",
 };
 
 const state = { call: null, offer: null, positions: [] };
@@ -165,7 +165,7 @@ function renderQueue(q) {
     <span class="muted">${c.state === "offered" ? `${T.ringingN} ${esc(c.position)}` : T.waiting}</span></li>`).join("");
   state.positions = q.positions;
   $("positions").innerHTML = q.positions.map((p) => `<li class="pos-${p.state}" data-position="${esc(p.id)}">${esc(p.id)}
-    <span class="pill">${T.states[p.state] || p.state}</span> ${p.mark ? `<span class="flag">${esc(p.mark)}</span>` : ""}</li>`).join("");
+    <span class="pill">${T.states[p.state] || p.state}</span> ${p.group === "overflow" ? `<span class="muted">${T.overflow}</span>` : ""} ${p.mark ? `<span class="flag">${esc(p.mark)}</span>` : ""}</li>`).join("");
   const me = q.positions.find((p) => p.id === cfg.position);
   const st = me ? me.state : "logged_out";
   $("position-state").textContent = T.states[st] || st;
@@ -364,7 +364,8 @@ function connect() {
 // ---------------------------------------------------------------- actions
 
 async function setPosition(st) {
-  try { await api("POST", "/api/desk/position", { state: st }); await refresh(); } catch (err) { msg(err.message, true); }
+  try { await api("POST", "/api/desk/position", { state: st, group: $("group").value }); await refresh(); }
+  catch (err) { msg(err.message, true); }
 }
 
 $("btn-available").onclick = () => setPosition("available");
