@@ -156,6 +156,7 @@ function fillSubtypes() {
   const form = $("incident-form");
   const subs = cfg.categories[form.category.value].subtypes;
   form.subtype.innerHTML = Object.entries(subs).map(([k, n]) => `<option value="${k}">${esc(n)}</option>`).join("");
+  form.subtype.value = "general";  // tojson sorts keys: pick the general subtype explicitly
 }
 
 // ---------------------------------------------------------------- side panel
@@ -450,6 +451,7 @@ $("place-search").oninput = (e) => {
   renderQueue(st.queue);
   renderDashboard(st.dashboard);
   renderCallbacks(st.callbacks);
+  fillSubtypes();
   softphoneControls();
   connect();
 })();
