@@ -48,6 +48,7 @@ CAPABILITIES: list[CapabilitySpec] = [
     # needs the MCU and the recorder in one process; listed after both so it stops before them
     CapabilitySpec("conference_recording", frozenset({"mcu", "recorder"}), "recorder.conference_recording:start"),
     CapabilitySpec("dispatch", frozenset({"web"}), "dispatch.capability:start"),
+    CapabilitySpec("desk", frozenset({"web"}), "dispatch.calltaking.capability:start"),
 ]
 
 

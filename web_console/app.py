@@ -113,6 +113,7 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     from web_console import (
         api,
         conference_console,
+        desk_console,
         dialout_api,
         dispatch_console,
         events_ws,
@@ -126,5 +127,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(inspect_console.router)
     app.include_router(dispatch_console.router)
     app.include_router(conference_console.router)
+    app.include_router(desk_console.router)
     app.include_router(dialout_api.router)
     return app

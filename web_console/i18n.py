@@ -315,3 +315,32 @@ MESSAGES["en"].update({
 # -- conference recording (recorder/conference_recording.py) -------------------------------------------
 MESSAGES["zh-CN"].update({"conf.record": "● 开始录制", "conf.record_stop": "■ 停止录制"})
 MESSAGES["en"].update({"conf.record": "● Record", "conf.record_stop": "■ Stop recording"})
+
+# -- call-taking desk (web_console/desk_console.py, static/desk.js) --------------------------------
+MESSAGES["zh-CN"].update({
+    "desk.position": "席位", "desk.available": "示闲（就绪）", "desk.pause": "示忙（暂停）",
+    "desk.state.logged_out": "未签入", "desk.answer": "接听", "desk.dashboard": "接警概况",
+    "desk.queue": "排队来电", "desk.positions": "席位状态", "desk.callbacks": "回拨清单（放弃呼叫）",
+    "desk.no_call": "当前无通话。签入后来电将振铃到本席位。", "desk.caller": "主叫", "desk.dialled": "拨打",
+    "desk.location": "来电位置", "desk.type_location": "输入地点（中文或拼音），从地名库选择",
+    "desk.duplicates": "可能重复的警情（500 米 / 30 分钟内）", "desk.history": "该号码的历史来电与警情",
+    "desk.incident": "建立警情", "desk.create": "一键建立警情", "desk.end_call": "结束通话",
+    "desk.hangup": "挂断", "desk.softphone": "话机", "desk.hold": "保持/恢复", "desk.mute": "静音/取消",
+    "desk.send_dtmf": "发送按键", "desk.agency_placeholder": "机构席位账号或 sip: 分机", "desk.conference": "三方通话",
+    "desk.transfer": "咨询转接", "desk.group": "接警组", "desk.group.primary": "主接警组",
+    "desk.group.overflow": "溢出组", "desk.blind": "直接转接", "desk.join": "加入三方通话", "desk.leave": "退出通话",
+})
+MESSAGES["en"].update({
+    "desk.position": "Position", "desk.available": "Available", "desk.pause": "Pause",
+    "desk.state.logged_out": "signed off", "desk.answer": "Answer", "desk.dashboard": "Dashboard",
+    "desk.queue": "Calls waiting", "desk.positions": "Positions", "desk.callbacks": "Callback list (abandoned calls)",
+    "desk.no_call": "No call. Once available, calls ring at this position.", "desk.caller": "Caller",
+    "desk.dialled": "Dialled", "desk.location": "Caller location",
+    "desk.type_location": "Type a place (Chinese or pinyin) and pick from the gazetteer",
+    "desk.duplicates": "Possible duplicates (within 500 m / 30 min)", "desk.history": "Previous calls and incidents",
+    "desk.incident": "Create incident", "desk.create": "Create incident", "desk.end_call": "End call",
+    "desk.hangup": "Hang up", "desk.softphone": "Softphone", "desk.hold": "Hold/resume", "desk.mute": "Mute/unmute",
+    "desk.send_dtmf": "Send digits", "desk.agency_placeholder": "agency desk user or sip: extension", "desk.conference": "Conference in",
+    "desk.transfer": "Attended transfer", "desk.group": "Group", "desk.group.primary": "primary group",
+    "desk.group.overflow": "overflow group", "desk.blind": "Blind transfer", "desk.join": "Join the call", "desk.leave": "Leave the call",
+})

@@ -118,7 +118,7 @@ def _console_page(console: Console) -> None:
 
 
 for _console in CONSOLES[:5]:
-    if _console.key not in ("inspect", "dispatch", "conference"):  # served by their own modules
+    if _console.key not in ("inspect", "dispatch", "conference", "desk"):  # each served by its own module
         _console_page(_console)
 
 

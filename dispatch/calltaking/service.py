@@ -1,0 +1,718 @@
+"""The call-taking desk service: queue, caller data, AML, incidents from calls, dashboard.
+
+The I/O shell around the sans-I/O parts (``acd.py``, ``aml_match.py``, ``pidf_lo.py``,
+``aml.py``): it keeps calls in PostgreSQL (``emergency_calls``, ``aml_reports``,
+``desk_callbacks``), runs the ACD's timers, publishes ``call.*`` bus events for the desk
+consoles, and creates incidents through the dispatch service. It implements
+``mcu.emergency_trunk.EmergencyDesk`` so the SIP trunk hands it calls.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.runtime import CoreServices
+from dispatch import model as m
+from dispatch.service import DispatchService
+
+from . import acd as a
+from .aml import AmlMessage, normalize_number, parse_https, parse_sms
+from .aml_match import AmlMatcher, PendingAml
+from .location import CallerLocation, check_wgs84
+from .pidf_lo import location_from_invite
+from .stats import CallTiming, answer_stats
+
+log = logging.getLogger(__name__)
+
+DISPOSITIONS = {"incident": "已立案", "advice": "咨询/指导", "duplicate": "重复报警", "prank": "骚扰/恶作剧",
+                "silent": "无声电话", "transferred": "已转接", "other": "其他"}
+
+
+class CallHandle(Protocol):
+    """The media side of a call (``mcu.emergency_trunk.EmergencySite``)."""
+
+    def hangup(self) -> None: ...
+
+    def stop_queue_tone(self) -> None: ...
+
+    def send_dtmf(self, digit: str) -> None: ...
+
+
+class CallBridge(Protocol):
+    """Puts calls into MCU rooms (``mcu.emergency_trunk.EmergencyBridge``)."""
+
+    async def open(self, call_id: str, site: Any, caller_name: str) -> Any: ...
+
+    async def join_browser(self, call_id: str, participant_id: str, name: str, offer_sdp: str) -> str: ...
+
+    async def leave(self, call_id: str, participant_id: str) -> None: ...
+
+    async def dial(self, call_id: str, uri: str, name: str) -> str: ...
+
+    def hold(self, call_id: str, on_hold: bool) -> None: ...
+
+    def participants(self, call_id: str) -> list[str]: ...
+
+    def participant_left(self, conference_id: str, participant_id: str) -> str | None: ...
+
+    async def close(self, call_id: str) -> None: ...
+
+
+class DeskError(ValueError):
+    """A desk action that cannot be done (shown to the call-taker)."""
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    numbers: tuple[str, ...] = ("110", "119", "120", "122")
+    answer_thresholds_s: tuple[int, ...] = (10, 15)
+    duplicate_radius_m: float = 500.0
+    duplicate_window_min: float = 30.0
+    aml_window_s: float = 300.0
+    acd: a.AcdConfig = field(default_factory=a.AcdConfig)
+
+
+@dataclass
+class LiveCall:
+    id: str
+    sip_key: str
+    number: str
+    name: str
+    dialled: str
+    category: str
+    offered_at: datetime
+    locations: list[CallerLocation] = field(default_factory=list)
+    handle: CallHandle | None = None
+    recording: str = ""
+    incident_id: str | None = None
+    answered_at: datetime | None = None
+    invited: set[str] = field(default_factory=set)  # agency desks asked to join (three-way)
+    on_hold: bool = False
+
+
+def category_for(dialled: str) -> str:
+    """The dialled number presets the incident category (110 police, 119 fire, 120 medical, 122 traffic)."""
+    return m.NUMBER_CATEGORY.get(dialled, "other")
+
+
+def best_location(locations: list[CallerLocation]) -> CallerLocation | None:
+    """The location to prefill: the call-taker's own entry, else the newest valid network/handset fix."""
+    points = [loc for loc in locations if loc.has_point]
+    manual = [loc for loc in points if loc.source == "manual"]
+    if manual:
+        return manual[-1]
+    return points[-1] if points else None
+
+
+class DeskService:
+    """Everything the call-taking desk does, for one node."""
+
+    def __init__(self, core: CoreServices, incidents: DispatchService, config: DeskConfig | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.core = core
+        self.db = core.db
+        self.incidents = incidents
+        self.config = config or DeskConfig(numbers=tuple(core.settings.emergency.numbers))
+        self.clock = clock
+        self.acd = a.Acd(self.config.acd)
+        self.matcher = AmlMatcher(window_s=self.config.aml_window_s)
+        self.live: dict[str, LiveCall] = {}
+        self.by_sip: dict[str, str] = {}
+        self.bridge: CallBridge | None = None  # set when an MCU runs here (softphone in the browser)
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._rooms: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._timer = asyncio.create_task(self._timer_loop(), name="desk-acd")
+        self._follower = asyncio.create_task(self._follow_dispatch(), name="desk-dispatch-times")
+        self._rooms = asyncio.create_task(self._follow_rooms(), name="desk-rooms")
+
+    async def stop(self) -> None:
+        for task in (self._timer, self._follower, self._rooms):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _follow_rooms(self) -> None:
+        """A SIP extension that owns a call (blind transfer) hung up: the call is over."""
+        with self.core.bus.subscribe("conference.participant_left") as events:
+            async for event in events:
+                if self.bridge is None:
+                    continue
+                call_id = self.bridge.participant_left(str(event.payload.get("conference_id")),
+                                                       str(event.payload.get("participant_id")))
+                q = self.acd.calls.get(call_id or "")
+                if call_id is not None and q is not None and (q.position_id or "").startswith("sip:"):
+                    try:
+                        await self.end_call(call_id, q.position_id or "extension", "transferred")
+                    except Exception:  # noqa: BLE001
+                        log.exception("ending call %s after its extension left failed", call_id)
+
+    async def _follow_dispatch(self) -> None:
+        """Record when the first unit was dispatched for each call's incident (from any node)."""
+        with self.core.bus.subscribe("incident.updated") as events:
+            async for event in events:
+                if event.payload.get("action") != "incident.dispatch":
+                    continue
+                incident_id = (event.payload.get("incident") or {}).get("id")
+                try:
+                    await self.db.execute(
+                        "UPDATE emergency_calls SET first_dispatch_at = $2 "
+                        "WHERE incident_id = $1 AND first_dispatch_at IS NULL", incident_id, event.at)
+                except Exception:  # noqa: BLE001 - a statistics column must not stop the follower
+                    log.exception("first-dispatch time not recorded for %s", incident_id)
+
+    def _now(self) -> tuple[datetime, float]:
+        now = self.clock()
+        return now, now.timestamp()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.acd.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock().timestamp())
+            if self.matcher.pending:
+                timeout = min(timeout if timeout is not None else 5.0, 5.0)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - the queue must keep running
+                log.exception("desk tick failed")
+
+    async def tick(self) -> None:
+        """Apply due ACD timeouts and expire old AML reports."""
+        async with self._lock:
+            now, t = self._now()
+            await self._apply(self.acd.tick(t), now)
+            for old in self.matcher.expire(t):
+                await self.db.execute("UPDATE aml_reports SET status = 'expired' WHERE id = $1", old.id)
+
+    # ------------------------------------------------------------------ calls from the trunk
+
+    async def call_arrived(self, incoming: Any, handle: CallHandle | None) -> str:
+        """A call to an emergency number reached us (``mcu.emergency_trunk.IncomingEmergencyCall``)."""
+        location = location_from_invite(incoming.content_type, incoming.body, incoming.geolocation)
+        return await self.offer_call(incoming.call_key, incoming.number, incoming.name, incoming.dialled,
+                                     [location] if location else [], handle, str(incoming.recording),
+                                     getattr(incoming, "received_at", None))
+
+    async def offer_call(self, sip_key: str, number: str, name: str, dialled: str,
+                         locations: list[CallerLocation], handle: CallHandle | None = None,
+                         recording: str = "", arrived_at: datetime | None = None) -> str:
+        """Queue a call; returns its desk id. ``arrived_at``: when the INVITE came (queue order)."""
+        async with self._lock:
+            now, t = self._now()
+            if arrived_at is not None and arrived_at < now:
+                now, t = arrived_at, arrived_at.timestamp()
+            call_id = f"CALL{now:%Y%m%d}-{secrets.token_hex(3)}"
+            category = category_for(dialled)
+            priority = self.config.acd.priorities.get(dialled, self.config.acd.default_priority)
+            call = LiveCall(call_id, sip_key, normalize_number(number) or number, name, dialled, category, now,
+                            list(locations), handle, recording)
+            self.live[call_id] = call
+            self.by_sip[sip_key] = call_id
+            for loc in locations:
+                if not loc.valid:
+                    log.warning("call %s from %s: invalid %s location: %s", call_id, number, loc.source, loc.reason)
+            await self.db.execute(
+                "INSERT INTO emergency_calls (id, sip_key, number, caller_name, dialled, category, priority, "
+                "offered_at, locations, recording_path, training) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                call_id, sip_key, call.number, name, dialled, category, priority, now,
+                [loc.to_json() for loc in locations], recording, self.incidents.training)
+            for pending in self.matcher.call_started(call_id, call.number, t):
+                await self._attach_aml(call, pending)
+            events = self.acd.arrive(call_id, call.number, dialled, t)
+            await self._publish("call.queued", call_id)
+            await self._apply(events, now)
+        self._wake.set()
+        return call_id
+
+    async def caller_hung_up(self, sip_key: str) -> None:
+        """The caller's side ended (BYE, CANCEL): abandon if unanswered, else end."""
+        call_id = self.by_sip.get(sip_key)
+        if call_id is None:
+            return
+        await self.end_call(call_id, "caller", "")
+
+    async def end_call(self, call_id: str, actor: str, disposition: str) -> None:
+        """End a call from either side; an unanswered one is abandoned (callback list)."""
+        async with self._lock:
+            call = self.live.get(call_id)
+            if call is None or call_id not in self.acd.calls:
+                return
+            self.matcher.call_ended(call_id)
+            now, t = self._now()
+            queued = self.acd.calls[call_id]
+            answered = queued.state == a.CallState.ANSWERED
+            events = self.acd.end(call_id, t)
+            if answered:
+                await self.db.execute(
+                    "UPDATE emergency_calls SET state = 'ended', ended_at = $2, disposition = $3 WHERE id = $1",
+                    call_id, now, disposition)
+            else:
+                await self.db.execute(
+                    "UPDATE emergency_calls SET state = 'abandoned', abandoned_at = $2, ended_at = $2 WHERE id = $1",
+                    call_id, now)
+            if actor != "caller" and call.handle is not None:
+                call.handle.hangup()
+            if self.bridge is not None:
+                await self.bridge.close(call_id)
+            del self.acd.calls[call_id]  # the database keeps the record; the ACD keeps only live calls
+            await self._apply(events, now)
+            await self._publish("call.ended", call_id, {"actor": actor, "disposition": disposition,
+                                                         "abandoned": not answered})
+            self.live.pop(call_id, None)
+            self.by_sip.pop(call.sip_key, None)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ positions
+
+    async def login(self, position: str, group: str = "primary") -> None:
+        async with self._lock:
+            now, t = self._now()
+            try:
+                events = self.acd.login(position, t, group)
+            except a.AcdError as exc:
+                raise DeskError(str(exc)) from None
+            await self._apply(events, now)
+            await self._publish_positions()
+        self._wake.set()
+
+    async def set_position_state(self, position: str, state: str) -> None:
+        async with self._lock:
+            now, t = self._now()
+            try:
+                events = self.acd.set_state(position, a.PositionState(state), t)
+            except ValueError as exc:
+                raise DeskError(str(exc)) from None
+            await self._apply(events, now)
+            await self._publish_positions()
+        self._wake.set()
+
+    async def position_lost(self, position: str) -> None:
+        """The call-taker's browser went away mid-call: requeue at the head, flagged."""
+        async with self._lock:
+            now, t = self._now()
+            if position in self.acd.positions:
+                await self._apply(self.acd.position_lost(position, t), now)
+                await self._publish_positions()
+        self._wake.set()
+
+    async def answer(self, position: str, call_id: str) -> dict[str, Any]:
+        async with self._lock:
+            now, t = self._now()
+            try:
+                self.acd.answer(position, call_id, t)
+            except a.AcdError as exc:
+                raise DeskError(str(exc)) from None
+            call = self.live[call_id]
+            call.answered_at = now
+            if call.handle is not None:
+                call.handle.stop_queue_tone()
+            await self.db.execute(
+                "UPDATE emergency_calls SET state = 'answered', answered_at = COALESCE(answered_at, $2), "
+                "position_id = $3 WHERE id = $1", call_id, now, position)
+            await self.core.audit.record(position, "call.answer", call_id)
+            await self._publish("call.answered", call_id)
+            await self._publish_positions()
+            return await self.call_view(call_id)
+
+    # ------------------------------------------------------------------ ACD events → DB + bus
+
+    async def _apply(self, events: list[a.AcdEvent], now: datetime) -> None:
+        for e in events:
+            if isinstance(e, a.Offer):
+                await self.db.execute("UPDATE emergency_calls SET state = 'offered', position_id = $2 WHERE id = $1",
+                                      e.call_id, e.position_id)
+                await self._publish("call.offer", e.call_id, {"position": e.position_id})
+            elif isinstance(e, a.OfferWithdrawn):
+                await self.db.execute(
+                    "UPDATE emergency_calls SET state = 'queued', position_id = NULL, "
+                    "skipped_positions = skipped_positions || $2::text WHERE id = $1 AND state = 'offered'",
+                    e.call_id, e.position_id if e.reason == "no answer" else "")
+                await self.core.bus.publish("call.offer_withdrawn", {"call_id": e.call_id, "position": e.position_id,
+                                                                     "reason": e.reason})
+            elif isinstance(e, a.PositionMarked):
+                await self.core.audit.record("acd", "desk.position_skipped", e.position_id, detail={"reason": e.reason})
+                await self._publish_positions()
+            elif isinstance(e, a.CallbackListed):
+                await self.db.execute(
+                    "INSERT INTO desk_callbacks (call_id, number, listed_at, waited_s) VALUES ($1,$2,$3,$4) "
+                    "ON CONFLICT DO NOTHING", e.call_id, e.number, now, e.waited_s)
+                log.info("abandoned call %s from %s after %.1f s: on the callback list", e.call_id, e.number,
+                         e.waited_s)
+                await self.core.bus.publish("call.callback", {"call_id": e.call_id, "number": e.number,
+                                                              "waited_s": round(e.waited_s, 1)})
+            elif isinstance(e, a.Requeued):
+                await self.db.execute(
+                    "UPDATE emergency_calls SET state = 'queued', position_id = NULL, "
+                    "flags = flags || $2::text WHERE id = $1", e.call_id, "requeued_after_position_lost")
+                await self._publish("call.requeued", e.call_id)
+
+    async def _publish(self, topic: str, call_id: str, extra: dict[str, Any] | None = None) -> None:
+        payload: dict[str, Any] = {"call_id": call_id, **(extra or {})}
+        if call_id in self.live:
+            payload["call"] = self._summary(self.live[call_id])
+        await self.core.bus.publish(topic, payload)
+
+    async def _publish_positions(self) -> None:
+        await self.core.bus.publish("call.positions", {"positions": self.positions_view()})
+
+    # ------------------------------------------------------------------ views
+
+    def positions_view(self) -> list[dict[str, Any]]:
+        return [{"id": p.id, "group": p.group, "state": p.state.value, "call_id": p.call_id, "mark": p.mark,
+                 "missed": p.missed} for p in sorted(self.acd.positions.values(), key=lambda p: p.id)]
+
+    def _summary(self, call: LiveCall) -> dict[str, Any]:
+        q = self.acd.calls.get(call.id)
+        best = best_location(call.locations)
+        return {
+            "id": call.id, "number": call.number, "name": call.name, "dialled": call.dialled,
+            "category": call.category, "category_name": m.CATEGORIES[call.category].name,
+            "priority": q.priority if q else None, "state": q.state.value if q else "ended",
+            "position": q.position_id if q else None, "queue_place": self.acd.queue_position(call.id),
+            "offered_at": call.offered_at.isoformat(), "flags": list(q.flags) if q else [],
+            "location": self._location_view(best) if best else None,
+            "incident_id": call.incident_id,
+        }
+
+    def _location_view(self, loc: CallerLocation) -> dict[str, Any]:
+        view = loc.to_json()
+        if loc.has_point:
+            assert loc.lon is not None and loc.lat is not None
+            try:
+                resolved, _ = self.incidents.resolve_location(loc.lon, loc.lat, loc.radius_m, loc.source)
+                view["county_code"] = resolved.county_code
+                view["county"] = self.incidents.county_names.get(resolved.county_code or 0, "")
+                view["township"] = self.incidents.township_names.get(resolved.township_code or 0, "")
+            except m.ValidationError as exc:
+                view["county"], view["resolve_error"] = "", str(exc)
+        return view
+
+    def _live(self, call_id: str) -> LiveCall:
+        try:
+            return self.live[call_id]
+        except KeyError:
+            raise DeskError(f"呼叫 {call_id} 不存在或已结束") from None
+
+    async def call_view(self, call_id: str) -> dict[str, Any]:
+        """Everything the desk shows for a live call: caller, all locations, history, duplicates."""
+        call = self._live(call_id)
+        view = self._summary(call)
+        view["locations"] = [self._location_view(loc) for loc in call.locations]
+        view["history"] = await self.history(call.number, exclude=call.id)
+        best = best_location(call.locations)
+        view["duplicates"] = await self.duplicates(best, call.category) if best else []
+        return view
+
+    async def history(self, number: str, exclude: str = "", limit: int = 20) -> dict[str, Any]:
+        """Previous calls and incidents from this number (newest first)."""
+        calls = await self.db.fetch(
+            "SELECT id, dialled, state, offered_at, incident_id, disposition, recording_path <> '' AS has_recording "
+            "FROM emergency_calls "
+            "WHERE number = $1 AND id <> $2 ORDER BY offered_at DESC LIMIT $3", number, exclude, limit)
+        incidents = await self.db.fetch(
+            "SELECT id, category, priority, status, created_at, address FROM incidents "
+            "WHERE caller_number = $1 ORDER BY created_at DESC LIMIT $2", number, limit)
+        return {
+            "calls": [{**dict(r), "offered_at": r["offered_at"].isoformat()} for r in calls],
+            "incidents": [{**dict(r), "created_at": r["created_at"].isoformat(),
+                           "category_name": m.CATEGORIES[r["category"]].name if r["category"] in m.CATEGORIES else ""}
+                          for r in incidents],
+        }
+
+    async def duplicates(self, loc: CallerLocation, category: str) -> list[dict[str, Any]]:
+        """Open incidents nearby of a related category (dispatch's 500 m / 30 min rule)."""
+        if not loc.has_point:
+            return []
+        assert loc.lon is not None and loc.lat is not None
+        return await self.incidents.possible_duplicates(loc.lon, loc.lat, category)
+
+    async def queue_view(self) -> dict[str, Any]:
+        return {"calls": [self._summary(self.live[c.id]) for c in self.acd.queue() if c.id in self.live],
+                "positions": self.positions_view(),
+                "active": [self._summary(c) for c in list(self.live.values())
+                           if (q := self.acd.calls.get(c.id)) is not None and q.state == a.CallState.ANSWERED]}
+
+    # ------------------------------------------------------------------ locations
+
+    async def set_manual_location(self, call_id: str, lon: float, lat: float, radius_m: float | None,
+                                  label: str, actor: str) -> dict[str, Any]:
+        """The call-taker typed or picked the location (gazetteer suggestion or map click)."""
+        problem = check_wgs84(lat, lon)
+        if problem:
+            raise DeskError(problem)
+        if radius_m is not None and not 0 <= radius_m <= 100_000:
+            raise DeskError(f"半径不合理: {radius_m}")
+        call = self._live(call_id)
+        loc = CallerLocation("manual", lon=lon, lat=lat, radius_m=radius_m, shape="Circle" if radius_m else "Point",
+                             civic={"label": label} if label else {})
+        call.locations.append(loc)
+        await self._save_locations(call)
+        await self.core.audit.record(actor, "call.location_manual", call_id, detail={"lon": lon, "lat": lat})
+        await self._publish("call.location", call_id)
+        return self._location_view(loc)
+
+    async def _save_locations(self, call: LiveCall) -> None:
+        await self.db.execute("UPDATE emergency_calls SET locations = $2 WHERE id = $1", call.id,
+                              [loc.to_json() for loc in call.locations])
+
+    # ------------------------------------------------------------------ AML
+
+    async def post_aml(self, fmt: str, payload: str, sender: str = "") -> dict[str, Any]:
+        """An AML report (SMS text or HTTPS form). AmlFormatError (→ 400) when it is not AML at all."""
+        message = parse_sms(payload, sender) if fmt == "sms" else parse_https(payload)
+        async with self._lock:
+            now, t = self._now()
+            call_id, pending = self.matcher.report(message, t)
+            row_id = await self.db.fetchval(
+                "INSERT INTO aml_reports (number, fmt, received_at, positioned_at, valid, reason, location, raw, "
+                "call_id, status) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id",
+                message.number, message.fmt, now, message.positioned_at, message.location.valid,
+                message.location.reason, message.location.to_json(), payload, call_id,
+                "matched" if call_id else "pending")
+            pending.id = row_id
+            if call_id is not None and call_id in self.live:
+                await self._attach_aml(self.live[call_id], pending, update_row=False)
+        if not message.location.valid:
+            log.warning("AML from %s flagged invalid: %s", message.number, message.location.reason)
+        return {"id": row_id, "matched_call": call_id, "valid": message.location.valid,
+                "reason": message.location.reason}
+
+    async def _attach_aml(self, call: LiveCall, pending: PendingAml, update_row: bool = True) -> None:
+        msg: AmlMessage = pending.message
+        loc = msg.location
+        if msg.positioned_at is not None:
+            loc = replace(loc, civic={**loc.civic, "positioned_at": msg.positioned_at.isoformat(),
+                                      "method": msg.method})
+        call.locations.append(loc)
+        if update_row:
+            await self.db.execute("UPDATE aml_reports SET call_id = $2, status = 'matched' WHERE id = $1",
+                                  pending.id, call.id)
+        await self._save_locations(call)
+        await self._publish("call.location", call.id)
+
+    # ------------------------------------------------------------------ incidents
+
+    async def create_incident(self, call_id: str, actor: str, *, category: str | None = None,
+                              subtype: str = "general", priority: int = 3, description: str = "",
+                              address: str = "", lon: float | None = None, lat: float | None = None,
+                              radius_m: float | None = None) -> dict[str, Any]:
+        """Create the incident from the call in one action (location prefilled from the best fix)."""
+        call = self._live(call_id)
+        if call.incident_id:
+            raise DeskError(f"该呼叫已立案 {call.incident_id}")
+        loc = best_location(call.locations)
+        source = loc.source if loc else "manual"
+        if lon is None or lat is None:
+            if loc is None:
+                raise DeskError("没有可用的位置，请输入地址或在地图上选点")
+            assert loc.lon is not None and loc.lat is not None
+            lon, lat, radius_m = loc.lon, loc.lat, loc.radius_m if radius_m is None else radius_m
+        else:
+            source = "manual"
+        if not address and loc is not None and loc.civic:
+            address = " ".join(v for k, v in loc.civic.items() if k not in ("positioned_at", "method", "country"))
+        try:
+            inc = await self.incidents.create_incident(
+                category=category or call.category, subtype=subtype, priority=priority, lon=lon, lat=lat,
+                actor=actor, uncertainty_m=radius_m, address=address, description=description,
+                caller_number=call.number, caller_name=call.name, call_id=call.id, location_source=source,
+                source="desk")
+        except m.DispatchError as exc:
+            raise DeskError(str(exc)) from None
+        now = self.clock()
+        call.incident_id = inc.id
+        await self.db.execute(
+            "UPDATE emergency_calls SET incident_id = $2, incident_created_at = $3 WHERE id = $1", call.id, inc.id, now)
+        await self._publish("call.incident", call.id, {"incident_id": inc.id})
+        return self.incidents.view(inc)
+
+    async def link_to_incident(self, call_id: str, incident_id: str, actor: str) -> dict[str, Any]:
+        """One-click merge: this call belongs to an existing incident (a possible duplicate)."""
+        call = self._live(call_id)
+        try:
+            inc = await self.incidents.link_call(incident_id, call.id, actor)
+        except m.DispatchError as exc:
+            raise DeskError(str(exc)) from None
+        call.incident_id = incident_id
+        now = self.clock()
+        await self.db.execute(
+            "UPDATE emergency_calls SET incident_id = $2, incident_created_at = $3, disposition = 'duplicate' "
+            "WHERE id = $1", call.id, incident_id, now)
+        await self.core.audit.record(actor, "call.merge_into_incident", call.id, detail={"incident": incident_id})
+        await self._publish("call.incident", call.id, {"incident_id": incident_id, "merged": True})
+        return self.incidents.view(inc)
+
+    # ------------------------------------------------------------------ softphone (WebRTC in the MCU room)
+
+    def _owner(self, call_id: str, position: str) -> LiveCall:
+        call = self._live(call_id)
+        q = self.acd.calls.get(call_id)
+        if q is None or q.state != a.CallState.ANSWERED or q.position_id != position:
+            raise DeskError("该呼叫不在本席位")
+        return call
+
+    async def media_offer(self, call_id: str, position: str, offer_sdp: str) -> str:
+        """The call-taker's (or an invited agency desk's) browser joins the call's room: SDP answer."""
+        if self.bridge is None:
+            raise DeskError("本节点未运行 MCU，无法建立浏览器话音")
+        call = self._live(call_id)
+        q = self.acd.calls.get(call_id)
+        owner = q is not None and q.state == a.CallState.ANSWERED and q.position_id == position
+        if not owner and position not in call.invited:
+            raise DeskError("该呼叫不在本席位，也未邀请本席位加入")
+        if call.handle is None:
+            raise DeskError("该呼叫没有话音通道")
+        await self.bridge.open(call_id, call.handle, call.name or call.number)
+        try:
+            answer = await self.bridge.join_browser(call_id, f"desk-{position}", position, offer_sdp)
+        except ValueError as exc:
+            raise DeskError(str(exc)) from None
+        await self.core.audit.record(position, "call.media_join", call_id, detail={"owner": owner})
+        await self._publish("call.participants", call_id, {"participants": self.bridge.participants(call_id)})
+        return answer
+
+    async def hold(self, call_id: str, position: str, on_hold: bool) -> None:
+        call = self._owner(call_id, position)
+        call.on_hold = on_hold
+        if self.bridge is not None:
+            self.bridge.hold(call_id, on_hold)
+        await self.core.audit.record(position, "call.hold" if on_hold else "call.resume", call_id)
+        await self._publish("call.hold", call_id, {"on_hold": on_hold})
+
+    async def dtmf(self, call_id: str, position: str, digits: str) -> None:
+        """Send digits to the caller's side (e.g. an operator's IVR on a transferred line)."""
+        call = self._owner(call_id, position)
+        if not digits or any(d not in "0123456789*#ABCD" for d in digits) or len(digits) > 32:
+            raise DeskError("DTMF 只能是 0-9 * # A-D，最多 32 位")
+        if call.handle is not None:
+            for digit in digits:
+                call.handle.send_dtmf(digit)
+
+    async def invite(self, call_id: str, position: str, target: str) -> None:
+        """Conference an agency desk in (three-way): a WebRTC desk (user name) may join the call's
+        room; a SIP extension (``sip:…``) is dialled into it."""
+        call = self._owner(call_id, position)
+        if not target or target == position:
+            raise DeskError("请选择要邀请的席位")
+        if target.startswith("sip:"):
+            if self.bridge is None:
+                raise DeskError("本节点未运行 MCU，无法呼叫分机")
+            try:
+                site_id = await self.bridge.dial(call_id, target, target)
+            except ValueError as exc:
+                raise DeskError(str(exc)) from None
+            await self._publish("call.participants", call_id, {"participants": self.bridge.participants(call_id),
+                                                                "dialled": site_id})
+        else:
+            call.invited.add(target)
+        await self.core.audit.record(position, "call.invite", call_id, detail={"target": target})
+        await self._publish("call.invite", call_id, {"target": target, "by": position})
+
+    async def leave_room(self, call_id: str, position: str) -> None:
+        """An invited agency desk leaves the three-way call."""
+        call = self._live(call_id)
+        call.invited.discard(position)
+        if self.bridge is not None:
+            await self.bridge.leave(call_id, f"desk-{position}")
+            await self._publish("call.participants", call_id, {"participants": self.bridge.participants(call_id)})
+
+    async def transfer(self, call_id: str, position: str, target: str, blind: bool = False) -> None:
+        """Attended transfer: the consulted desk (already in the room) takes the call and we leave.
+        Blind: the target desk is handed the call at once (its desk joins when it opens the call),
+        or a SIP extension is dialled into the room, and we leave without waiting."""
+        call = self._owner(call_id, position)
+        joined = self.bridge.participants(call_id) if self.bridge is not None else []
+        if target.startswith("sip:"):
+            if not any(p.startswith("sip-") for p in joined):
+                if not blind:
+                    raise DeskError(f"{target} 尚未加入通话，先三方通话协商（咨询转接）或选择直接转接")
+                await self.invite(call_id, position, target)
+        elif self.bridge is not None and not blind and f"desk-{target}" not in joined:
+            raise DeskError(f"{target} 尚未加入通话，先邀请并与其协商（咨询转接）")
+        async with self._lock:
+            now, t = self._now()
+            try:
+                events = self.acd.transfer(call_id, target, t)
+            except a.AcdError as exc:
+                raise DeskError(str(exc)) from None
+            call.invited.discard(target)
+            await self.db.execute(
+                "UPDATE emergency_calls SET position_id = $2, flags = flags || $3::text WHERE id = $1",
+                call_id, target, f"transferred:{position}->{target}")
+            await self._apply(events, now)
+        if self.bridge is not None:
+            await self.bridge.leave(call_id, f"desk-{position}")
+        await self.core.audit.record(position, "call.transfer", call_id, detail={"target": target})
+        await self._publish("call.transferred", call_id, {"from": position, "to": target})
+        await self._publish_positions()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ dashboard, callbacks, recordings
+
+    async def dashboard(self, hours: int = 24) -> dict[str, Any]:
+        since = self.clock() - timedelta(hours=hours)
+        rows = await self.db.fetch(
+            "SELECT offered_at, answered_at, abandoned_at FROM emergency_calls WHERE offered_at >= $1 AND NOT training",
+            since)
+        stats = answer_stats((CallTiming(r["offered_at"], r["answered_at"], r["abandoned_at"] is not None)
+                              for r in rows), self.config.answer_thresholds_s)
+        states: dict[str, int] = {}
+        for p in self.acd.positions.values():
+            states[p.state.value] = states.get(p.state.value, 0) + 1
+        return {
+            "waiting": sum(1 for c in self.acd.queue() if c.state == a.CallState.QUEUED),
+            "ringing": sum(1 for c in self.acd.queue() if c.state == a.CallState.OFFERED),
+            "positions": states, "offered": stats.offered, "answered": stats.answered,
+            "abandoned": stats.abandoned,
+            "within": {str(k): v for k, v in stats.within.items()}, "per_hour": stats.per_hour,
+            "targets": {"10": "NFPA 1225: 90%", "15": "NENA: 90%"},
+            "callbacks_open": await self.db.fetchval("SELECT count(*) FROM desk_callbacks WHERE done_at IS NULL"),
+        }
+
+    async def callbacks(self, include_done: bool = False) -> list[dict[str, Any]]:
+        rows = await self.db.fetch(
+            "SELECT call_id, number, listed_at, waited_s, done_at, done_by FROM desk_callbacks "
+            + ("" if include_done else "WHERE done_at IS NULL ") + "ORDER BY listed_at")
+        return [{**dict(r), "listed_at": r["listed_at"].isoformat(),
+                 "done_at": r["done_at"].isoformat() if r["done_at"] else None} for r in rows]
+
+    async def callback_done(self, call_id: str, actor: str) -> None:
+        status = await self.db.execute(
+            "UPDATE desk_callbacks SET done_at = $2, done_by = $3 WHERE call_id = $1 AND done_at IS NULL",
+            call_id, self.clock(), actor)
+        if status.endswith(" 0"):
+            raise DeskError(f"回拨记录 {call_id} 不存在或已处理")
+        await self.core.audit.record(actor, "call.callback_done", call_id)
+
+    async def recording_for(self, call_id: str, actor: str, source: str = "") -> Path:
+        """The call's audio recording; every access is audited."""
+        path = await self.db.fetchval("SELECT recording_path FROM emergency_calls WHERE id = $1", call_id)
+        if not path or not await asyncio.to_thread(Path(path).is_file):
+            await self.core.audit.record(actor, "call.recording_view", call_id, outcome="failed", source=source)
+            raise DeskError(f"呼叫 {call_id} 没有录音")
+        await self.core.audit.record(actor, "call.recording_view", call_id, source=source)
+        return Path(path)
+
+    async def calls_for_incident(self, incident_id: str) -> list[dict[str, Any]]:
+        rows = await self.db.fetch(
+            "SELECT id, number, dialled, offered_at, answered_at, ended_at, incident_created_at, first_dispatch_at, "
+            "recording_path <> '' "
+            "AS has_recording FROM emergency_calls WHERE incident_id = $1 ORDER BY offered_at", incident_id)
+        return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(r).items()} for r in rows]

@@ -1,0 +1,344 @@
+"""The call-taking desk (`/desk`, role calltaker): its page, REST API, presence websocket and the
+AML endpoint (`POST /api/aml`). The work is done by ``dispatch.calltaking.service.DeskService``
+(``core.capabilities["desk"].service``); this module maps HTTP onto it.
+
+Errors: a desk action that does not fit (call gone, not offered to you) → 409; bad input → 422;
+an AML payload that is not AML → 400 with the reason, logged and audited.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.roles import Role
+from dispatch.calltaking.acd import PositionState
+from dispatch.calltaking.aml import AmlFormatError
+from dispatch.calltaking.service import DISPOSITIONS, DeskError, DeskService
+from dispatch.model import CATEGORIES, PRIORITY_NAMES
+from web_console.app import render
+from web_console.auth import SESSION_COOKIE, Principal, client_address, require, resolve_principal
+from web_console.dispatch_console import _boundaries
+from web_console.events_ws import _same_origin
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CALLTAKERS = require(Role.CALLTAKER)
+READERS = require(Role.CALLTAKER, Role.DISPATCHER)
+CallTaker = Annotated[Principal, Depends(CALLTAKERS)]
+Reader = Annotated[Principal, Depends(READERS)]
+
+
+def desk_of(request: Request | WebSocket) -> DeskService:
+    cap = request.app.state.services.capabilities.get("desk")
+    if cap is None:
+        raise HTTPException(503, "接警服务未在本节点运行")
+    svc: DeskService = cap.service
+    return svc
+
+
+@contextlib.contextmanager
+def desk_errors() -> Any:
+    try:
+        yield
+    except DeskError as e:
+        raise HTTPException(409, str(e)) from None
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PositionBody(_Body):
+    state: str = "available"
+    group: str = Field("primary", pattern="^(primary|overflow)$")
+
+
+class ManualLocation(_Body):
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    radius_m: float | None = Field(None, ge=0, le=100_000)
+    label: str = Field("", max_length=200)
+
+
+class IncidentFromCall(_Body):
+    category: str | None = None
+    subtype: str = "general"
+    priority: int = Field(3, ge=1, le=5)
+    description: str = Field("", max_length=4000)
+    address: str = Field("", max_length=500)
+    lon: float | None = Field(None, ge=-180, le=180)
+    lat: float | None = Field(None, ge=-90, le=90)
+    radius_m: float | None = Field(None, ge=0, le=100_000)
+
+
+class MergeBody(_Body):
+    incident_id: str = Field(min_length=1, max_length=100)
+
+
+class HangupBody(_Body):
+    disposition: str = "other"
+
+
+class SdpBody(_Body):
+    sdp: str = Field(min_length=10, max_length=20_000)
+
+
+class HoldBody(_Body):
+    on_hold: bool
+
+
+class DigitsBody(_Body):
+    digits: str = Field(pattern="^[0-9*#A-D]{1,32}$")
+
+
+class TargetBody(_Body):
+    target: str = Field(min_length=1, max_length=200)
+
+
+class TransferBody(TargetBody):
+    blind: bool = False
+
+
+# ---------------------------------------------------------------- page
+
+
+@router.get("/desk", include_in_schema=False)
+async def desk_page(request: Request, principal: CallTaker) -> Response:
+    svc = desk_of(request)
+    return render(request, "desk.html", position=principal.user.username, softphone=svc.bridge is not None,
+                  categories={k: {"name": c.name, "subtypes": dict(c.subtypes)} for k, c in CATEGORIES.items()},
+                  priorities=PRIORITY_NAMES, dispositions=DISPOSITIONS,
+                  thresholds=list(svc.config.answer_thresholds_s))
+
+
+@router.get("/api/desk/state", tags=["desk"])
+async def desk_state(request: Request, principal: CallTaker) -> dict[str, Any]:
+    """What the desk draws at load: boundaries, the queue, positions, dashboard, callbacks."""
+    svc = desk_of(request)
+    return {"boundaries": _boundaries(svc.incidents), "queue": await svc.queue_view(),
+            "dashboard": await svc.dashboard(), "callbacks": await svc.callbacks(),
+            "position": principal.user.username}
+
+
+# ---------------------------------------------------------------- positions and calls
+
+
+@router.post("/api/desk/position", tags=["desk"])
+async def set_position(request: Request, body: PositionBody, principal: CallTaker) -> dict[str, Any]:
+    """Sign on (available), pause or log out this call-taker's position."""
+    svc = desk_of(request)
+    me = principal.user.username
+    if body.state not in (PositionState.AVAILABLE, PositionState.PAUSED, PositionState.LOGGED_OUT):
+        raise HTTPException(422, f"未知席位状态 {body.state}")
+    with desk_errors():
+        if body.state == PositionState.AVAILABLE or me not in svc.acd.positions:
+            await svc.login(me, body.group)
+        if body.state != PositionState.AVAILABLE:
+            await svc.set_position_state(me, body.state)
+    await svc.core.audit.record(me, "desk.position", me, detail={"state": body.state},
+                                source=client_address(request))
+    return {"positions": svc.positions_view()}
+
+
+@router.get("/api/desk/calls/{call_id}", tags=["desk"])
+async def call_detail(request: Request, call_id: str, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        return await desk_of(request).call_view(call_id)
+
+
+@router.post("/api/desk/calls/{call_id}/answer", tags=["desk"])
+async def answer(request: Request, call_id: str, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        return await desk_of(request).answer(principal.user.username, call_id)
+
+
+@router.post("/api/desk/calls/{call_id}/location", tags=["desk"])
+async def manual_location(request: Request, call_id: str, body: ManualLocation, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        return await desk_of(request).set_manual_location(call_id, body.lon, body.lat, body.radius_m, body.label,
+                                                          principal.user.username)
+
+
+@router.post("/api/desk/calls/{call_id}/incident", tags=["desk"])
+async def incident_from_call(request: Request, call_id: str, body: IncidentFromCall,
+                             principal: CallTaker) -> dict[str, Any]:
+    """Create the incident from the call in one action (dispatchers see it at once)."""
+    with desk_errors():
+        return await desk_of(request).create_incident(call_id, principal.user.username, **body.model_dump())
+
+
+@router.post("/api/desk/calls/{call_id}/merge", tags=["desk"])
+async def merge(request: Request, call_id: str, body: MergeBody, principal: CallTaker) -> dict[str, Any]:
+    """One-click merge into a possible duplicate: the call is linked to that incident."""
+    with desk_errors():
+        return await desk_of(request).link_to_incident(call_id, body.incident_id, principal.user.username)
+
+
+@router.post("/api/desk/calls/{call_id}/hangup", tags=["desk"])
+async def hangup(request: Request, call_id: str, body: HangupBody, principal: CallTaker) -> dict[str, Any]:
+    if body.disposition not in DISPOSITIONS:
+        raise HTTPException(422, f"未知处理结果 {body.disposition}，应为: {', '.join(DISPOSITIONS)}")
+    svc = desk_of(request)
+    q = svc.acd.calls.get(call_id)
+    if q is None or q.position_id != principal.user.username:
+        raise HTTPException(409, "该呼叫不在本席位")
+    await svc.end_call(call_id, principal.user.username, body.disposition)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/media", tags=["desk"])
+async def media(request: Request, call_id: str, body: SdpBody, principal: CallTaker) -> dict[str, Any]:
+    """The browser softphone: a WebRTC offer (audio + receive-only video) into the call's MCU room."""
+    with desk_errors():
+        return {"sdp": await desk_of(request).media_offer(call_id, principal.user.username, body.sdp)}
+
+
+@router.post("/api/desk/calls/{call_id}/hold", tags=["desk"])
+async def hold(request: Request, call_id: str, body: HoldBody, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        await desk_of(request).hold(call_id, principal.user.username, body.on_hold)
+    return {"on_hold": body.on_hold}
+
+
+@router.post("/api/desk/calls/{call_id}/dtmf", tags=["desk"])
+async def dtmf(request: Request, call_id: str, body: DigitsBody, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        await desk_of(request).dtmf(call_id, principal.user.username, body.digits)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/invite", tags=["desk"])
+async def invite(request: Request, call_id: str, body: TargetBody, principal: CallTaker) -> dict[str, Any]:
+    """Conference an agency desk in (it joins with its own browser: three-way)."""
+    with desk_errors():
+        await desk_of(request).invite(call_id, principal.user.username, body.target)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/leave", tags=["desk"])
+async def leave(request: Request, call_id: str, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        await desk_of(request).leave_room(call_id, principal.user.username)
+    return {"ok": True}
+
+
+@router.post("/api/desk/calls/{call_id}/transfer", tags=["desk"])
+async def transfer(request: Request, call_id: str, body: TransferBody, principal: CallTaker) -> dict[str, Any]:
+    """Attended transfer to the consulted desk (already in the call), or blind (``blind``: at once)."""
+    with desk_errors():
+        await desk_of(request).transfer(call_id, principal.user.username, body.target, body.blind)
+    return {"ok": True}
+
+
+@router.get("/api/desk/places", tags=["desk"])
+async def places(request: Request, principal: CallTaker, q: Annotated[str, Query(max_length=100)] = "",
+                 limit: Annotated[int, Query(ge=1, le=20)] = 8) -> list[dict[str, Any]]:
+    """Gazetteer suggestions (Chinese or pinyin) for a location typed by the call-taker."""
+    return desk_of(request).incidents.search_places(q, limit) if q.strip() else []
+
+
+@router.get("/api/desk/dashboard", tags=["desk"])
+async def dashboard(request: Request, principal: Reader,
+                    hours: Annotated[int, Query(ge=1, le=24 * 31)] = 24) -> dict[str, Any]:
+    return await desk_of(request).dashboard(hours)
+
+
+@router.get("/api/desk/callbacks", tags=["desk"])
+async def callbacks(request: Request, principal: Reader, include_done: bool = False) -> list[dict[str, Any]]:
+    return await desk_of(request).callbacks(include_done)
+
+
+@router.post("/api/desk/callbacks/{call_id}/done", tags=["desk"])
+async def callback_done(request: Request, call_id: str, principal: CallTaker) -> dict[str, Any]:
+    with desk_errors():
+        await desk_of(request).callback_done(call_id, principal.user.username)
+    return {"ok": True}
+
+
+@router.get("/api/incidents/{incident_id}/calls", tags=["desk"])
+async def incident_calls(request: Request, incident_id: str, principal: Reader) -> list[dict[str, Any]]:
+    """The emergency calls linked to an incident, with their timestamps and recordings."""
+    return await desk_of(request).calls_for_incident(incident_id)
+
+
+@router.get("/api/desk/calls/{call_id}/recording", tags=["desk"])
+async def recording(request: Request, call_id: str, principal: Reader) -> FileResponse:
+    """The call's audio (WAV). Every access is written to the audit log."""
+    with desk_errors():
+        path = await desk_of(request).recording_for(call_id, principal.user.username, client_address(request))
+    return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
+
+
+# ---------------------------------------------------------------- AML
+
+
+@router.post("/api/aml", tags=["desk"])
+async def post_aml(request: Request, principal: CallTaker,
+                   sender: Annotated[str, Query(alias="from", max_length=32)] = "") -> dict[str, Any]:
+    """An AML report (ETSI TS 103 625): ``text/plain`` SMS text with ``?from=<sender>``, or the HTTPS
+    form format (``application/x-www-form-urlencoded``). Matched to the live call by number and
+    time, or stored until the call arrives (or it expires). Not AML → 400, logged."""
+    svc = desk_of(request)
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    raw = await request.body()
+    fmt = "https" if ctype == "application/x-www-form-urlencoded" else "sms" if ctype == "text/plain" else ""
+    try:
+        if not fmt:
+            raise AmlFormatError(f"不支持的 Content-Type: {ctype or '（无）'}，应为 text/plain 或表单")
+        text = raw.decode("utf-8")
+        return await svc.post_aml(fmt, text, sender or request.headers.get("x-aml-sender", ""))
+    except (AmlFormatError, UnicodeDecodeError) as exc:
+        reason = str(exc) if isinstance(exc, AmlFormatError) else "AML 数据不是 UTF-8"
+        log.warning("AML payload refused from %s: %s (%d bytes)", client_address(request), reason, len(raw))
+        await svc.core.audit.record(principal.user.username, "aml.rejected", sender, outcome="failed",
+                                    source=client_address(request), detail={"reason": reason,
+                                                                            "raw": raw[:500].decode("utf-8", "replace")})
+        raise HTTPException(400, reason) from None
+
+
+# ---------------------------------------------------------------- presence
+
+
+@router.websocket("/ws/desk")
+async def desk_presence(websocket: WebSocket) -> None:
+    """The desk page holds this open while signed on; if it drops mid-call (browser crash), the
+    call goes back to the head of the queue with a flag. Also streams ``call.*`` events."""
+    services = websocket.app.state.services
+    principal = await resolve_principal(
+        services, websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE))
+    if principal is None or not _same_origin(websocket) or principal.user.role not in (Role.CALLTAKER, Role.ADMIN):
+        await websocket.close(code=4401 if principal is None else 4403)
+        return
+    cap = services.capabilities.get("desk")
+    if cap is None:
+        await websocket.close(code=1011)
+        return
+    svc: DeskService = cap.service
+    me = principal.user.username
+    await websocket.accept()
+    with services.bus.subscribe("call.*") as subscription:
+
+        async def pump() -> None:
+            async for event in subscription:
+                await websocket.send_json(event.to_json())
+
+        task = asyncio.create_task(pump())
+        try:
+            while True:
+                await websocket.receive_text()  # pings; the content does not matter
+        except WebSocketDisconnect:
+            pass
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            pos = svc.acd.positions.get(me)
+            if pos is not None and pos.state != PositionState.LOGGED_OUT:
+                await svc.position_lost(me)
