@@ -141,6 +141,7 @@ class FailoverLink:
     history: deque[PathEvent] = field(init=False)
     hold: float = field(init=False)
     flaps: int = 0
+    events_total: int = 0  # PathEvents ever recorded (history itself is bounded)
     _routes: dict[Route, _RouteStatus] = field(init=False)
     _now: float = field(init=False, default=float("-inf"))
     _started: bool = False
@@ -270,6 +271,7 @@ class FailoverLink:
         if state is self.state:
             return
         self.history.append(PathEvent(self._now, state, self.state, reason))
+        self.events_total += 1
         self.state = state
 
     def _dial(self, route: Route) -> Dial:
