@@ -178,6 +178,8 @@ class FailoverLink:
                 r.last_media = obs.at
         elif kind is ObservationKind.OPTIONS_OK:
             self._probe_ok(r, obs.at)
+        elif kind is ObservationKind.CALL_FAILED and r.call is CallState.IDLE:
+            pass  # the end of a call we already hung up or gave up on: not news about the line
         elif kind in _REASONS:
             reason = f"{_ROUTE_NAMES[obs.route]}{_REASONS[kind]}" + (f"：{obs.detail}" if obs.detail else "")
             # An OPTIONS timeout while media still flows on the call is not yet a failure of a
@@ -187,7 +189,7 @@ class FailoverLink:
             if kind is ObservationKind.OPTIONS_TIMEOUT and r.call is CallState.UP \
                     and obs.at - r.last_media < self.config.rtp_timeout:
                 return actions
-            if r.call is not CallState.IDLE or kind is ObservationKind.CALL_FAILED:
+            if r.call is not CallState.IDLE:
                 actions += self._route_failed(obs.route, reason, call_gone=kind is ObservationKind.CALL_FAILED)
         elif kind is ObservationKind.CONTROL_LOST:
             if self._control_lost_at is None:

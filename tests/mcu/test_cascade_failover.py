@@ -388,3 +388,19 @@ def test_history_is_bounded_and_serialisable() -> None:
     status = w.link.status()
     assert len(status["history"]) == 3
     assert {"at", "state", "previous", "reason"} <= set(status["history"][0])
+
+
+def test_end_of_a_call_we_hung_up_is_not_a_failure() -> None:
+    w = healthy_world(hold=10)
+    w.run(5)
+    w.media.discard(P); w.probes.discard(P); w.answer.discard(P)  # noqa: E702
+    w.run(10)
+    w.media.add(P); w.probes.add(P); w.answer.add(P)  # noqa: E702
+    w.run(14)
+    health_before = w.link.status()
+    w.obs(K.CALL_FAILED, P, "BYE of the old primary call")  # late report for the call hung up at 8
+    assert w.link.status() == health_before
+    w.run(30)
+    assert w.states()[-1] == "primary"
+    assert w.link.history[-1].at <= 22.5  # health counted from ~11, not restarted at 14
+    assert w.link.flaps == 0
