@@ -53,6 +53,7 @@ ERRORS = {
     "unsupported_command": "下级节点不支持该命令",
     "unknown_command_id": "未知的命令编号",
     "closed": "控制通道已关闭",
+    "timeout": "下级节点未在规定时间内答复该命令",
 }
 
 
@@ -209,7 +210,8 @@ class ControlConnection:
     _peer_nonce: str | None = None
     _outbox: list[str] = field(default_factory=list)
     _next_id: int = 1
-    _pending: set[int] = field(default_factory=set)
+    command_timeout: float = 10.0
+    _pending: dict[int, float] = field(default_factory=dict)  # command id -> when it was sent
     _awaiting_reply: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -244,9 +246,11 @@ class ControlConnection:
         self._require_open()
         self._send({"type": "speaker", "site": site})
 
-    def send_command(self, command: str, site: str, args: dict[str, Any] | None = None) -> int:
-        """Send a chair command for one of the peer's sites; returns its id (answered by a
-        `CommandResult` with the same id). Raises ValueError for a command we would not send."""
+    def send_command(self, command: str, site: str, args: dict[str, Any] | None = None, *,
+                     at: float) -> int:
+        """Send a chair command for one of the peer's sites at time `at`; returns its id
+        (answered by a `CommandResult` with the same id, from the peer or from `expire`).
+        Raises ValueError for a command we would not send."""
         self._require_open()
         try:
             clean = validate_command(command, args or {})
@@ -256,7 +260,7 @@ class ControlConnection:
             raise ValueError(f"{ERRORS['unknown_site']}: {site}")
         cmd_id = self._next_id
         self._next_id += 1
-        self._pending.add(cmd_id)
+        self._pending[cmd_id] = at
         self._send({"type": "command", "id": cmd_id, "command": command, "site": site, "args": clean})
         return cmd_id
 
@@ -268,6 +272,18 @@ class ControlConnection:
             raise ValueError("a refusal needs an error code and a message")
         self._awaiting_reply.discard(cmd_id)
         self._send_result(cmd_id, ok, code, message)
+
+    def expire(self, now: float) -> list[Event]:
+        """Give up on commands unanswered for `command_timeout`: a failed `CommandResult` each
+        (a late answer is then reported as a ProtocolError, not as a second result)."""
+        late = sorted(i for i, sent in self._pending.items() if now - sent >= self.command_timeout)
+        for cmd_id in late:
+            del self._pending[cmd_id]
+        return [CommandResult(i, False, "timeout", ERRORS["timeout"]) for i in late]
+
+    def next_expiry(self) -> float | None:
+        """When `expire` next has something to do (the adapter's timer)."""
+        return min(self._pending.values()) + self.command_timeout if self._pending else None
 
     def connection_lost(self) -> list[Event]:
         """The websocket went away: every remote site becomes 'unknown' (the county is still in
@@ -410,7 +426,7 @@ class ControlConnection:
             if not isinstance(err, dict):
                 raise _Bad("bad_field", "error")
             code, message = _str(err, "code", max_len=64), _str(err, "message", max_len=256)
-        self._pending.discard(cmd_id)
+        del self._pending[cmd_id]
         return [CommandResult(cmd_id, ok, code, message)]
 
     # --- helpers ------------------------------------------------------------------------------

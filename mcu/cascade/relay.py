@@ -98,8 +98,9 @@ class CascadeRelay:
         for update in updates:
             self.on_child_event(child, update)
 
-    def on_parent_event(self, event: Event) -> CommandReceived | None:
-        """Route a parent command; returns it when it is for one of this node's own sites."""
+    def on_parent_event(self, event: Event, now: float) -> CommandReceived | None:
+        """Route a parent command (at monotonic time `now`, which starts the forwarded command's
+        timeout); returns it when it is for one of this node's own sites."""
         if not isinstance(event, CommandReceived):
             return None
         if event.site in self.local:
@@ -111,7 +112,7 @@ class CascadeRelay:
                     self._reply_up(event.id, False, *UNREACHABLE)
                     return None
                 try:
-                    child_id = conn.send_command(event.command, event.site, event.args)
+                    child_id = conn.send_command(event.command, event.site, event.args, at=now)
                 except ValueError as exc:
                     self._reply_up(event.id, False, "refused", str(exc))
                     return None

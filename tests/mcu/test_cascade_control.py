@@ -128,7 +128,7 @@ def test_site_list_status_and_speaker_flow_to_the_parent() -> None:
 
 def test_chair_command_round_trip() -> None:
     city, county = opened()
-    cid = city.send_command("roll_call", "445381-01")
+    cid = city.send_command("roll_call", "445381-01", at=0.0)
     _, ev_county = pump(city, county)
     assert ev_county == [CommandReceived(cid, "roll_call", "445381-01", {})]
     county.reply(cid)
@@ -138,7 +138,7 @@ def test_chair_command_round_trip() -> None:
 
 def test_refused_command_comes_back_with_a_clear_error() -> None:
     city, county = opened()
-    cid = city.send_command("broadcast", "445381-02")
+    cid = city.send_command("broadcast", "445381-02", at=0.0)
     pump(city, county)
     county.reply(cid, ok=False, code="site_left", message="该会场已离会")
     ev_city, _ = pump(city, county)
@@ -171,14 +171,14 @@ def test_commands_the_node_cannot_honour_are_answered_not_delivered(command: str
 def test_sender_refuses_bad_commands_locally() -> None:
     city, _ = opened()
     with pytest.raises(ValueError, match="不支持"):
-        city.send_command("reboot", "445381-01")
+        city.send_command("reboot", "445381-01", at=0.0)
     with pytest.raises(ValueError, match="没有该会场"):
-        city.send_command("mute", "nowhere")
+        city.send_command("mute", "nowhere", at=0.0)
     with pytest.raises(ValueError):
-        city.send_command("banner", "445381-01", {"text": 5})
+        city.send_command("banner", "445381-01", {"text": 5}, at=0.0)
     assert city.data_to_send() == []
-    cid = city.send_command("select_view", "445381-01", {"source": "445381-02"})
-    cid2 = city.send_command("banner", "445381-01", {"text": "请各乡镇准备汇报"})
+    cid = city.send_command("select_view", "445381-01", {"source": "445381-02"}, at=0.0)
+    cid2 = city.send_command("banner", "445381-01", {"text": "请各乡镇准备汇报"}, at=0.0)
     assert cid2 == cid + 1
 
 
@@ -266,3 +266,16 @@ def test_fuzz_parser_never_raises(messages: list[str | bytes]) -> None:
                 assert json.loads(out)["v"] == 1
     assert all(isinstance(s, RemoteSite) for s in city.remote_sites.values())
     assert isinstance(SitesReplaced(()), SitesReplaced)
+
+
+def test_unanswered_command_times_out_and_a_late_answer_is_not_a_second_result() -> None:
+    city, county = opened()
+    cid = city.send_command("mute", "445381-01", at=100.0)
+    assert city.next_expiry() == 110.0
+    assert city.expire(109.9) == []
+    assert city.expire(110.0) == [CommandResult(cid, False, "timeout", "下级节点未在规定时间内答复该命令")]
+    assert city.next_expiry() is None
+    pump(city, county)
+    county.reply(cid)
+    ev_city, _ = pump(city, county)
+    assert len(ev_city) == 1 and isinstance(ev_city[0], ProtocolError) and ev_city[0].code == "unknown_command_id"

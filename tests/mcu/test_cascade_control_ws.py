@@ -59,7 +59,7 @@ async def test_roll_call_over_a_real_websocket() -> None:
         await county.flush()
         await wait_for(lambda: any(isinstance(e, SitesReplaced) for e in city_events))
         city = sessions[0]
-        cid = city.conn.send_command("roll_call", "445381-01")
+        cid = city.conn.send_command("roll_call", "445381-01", at=0.0)
         await city.flush()
         await wait_for(lambda: any(isinstance(e, CommandReceived) for e in county_events))
         county.conn.reply(cid, ok=False, code="site_left", message="该会场已离会")

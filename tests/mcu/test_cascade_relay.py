@@ -55,7 +55,7 @@ class Chain:
                         if lower_relay.up is lower:
                             if isinstance(ev, Authenticated):
                                 lower_relay.parent_connected()
-                            cmd = lower_relay.on_parent_event(ev)
+                            cmd = lower_relay.on_parent_event(ev, 0.0)
                             if cmd is not None:
                                 local.append(cmd)
                 for msg in lower.data_to_send():
@@ -85,7 +85,7 @@ def test_city_sees_sites_through_two_levels_with_their_path() -> None:
 
 def test_roll_call_of_a_township_two_levels_down() -> None:
     chain = Chain()
-    cid = chain.city_down.send_command("roll_call", "ld-town-1a")
+    cid = chain.city_down.send_command("roll_call", "ld-town-1a", at=0.0)
     chain.pump()
     (cmd,) = chain.town_local
     assert (cmd.command, cmd.site) == ("roll_call", "ld-town-1a")
@@ -97,7 +97,7 @@ def test_roll_call_of_a_township_two_levels_down() -> None:
 
 def test_refusal_two_levels_down_reaches_the_city_with_its_reason() -> None:
     chain = Chain()
-    cid = chain.city_down.send_command("banner", "ld-town-1b", {"text": "请准备汇报"})
+    cid = chain.city_down.send_command("banner", "ld-town-1b", {"text": "请准备汇报"}, at=0.0)
     chain.pump()
     (cmd,) = chain.town_local
     chain.town.reply_local(cmd.id, ok=False, code="no_banner", message="该会场终端不支持字幕")
@@ -108,7 +108,7 @@ def test_refusal_two_levels_down_reaches_the_city_with_its_reason() -> None:
 
 def test_command_for_a_county_site_is_executed_by_the_county() -> None:
     chain = Chain()
-    cid = chain.city_down.send_command("mute", "ld-county-room")
+    cid = chain.city_down.send_command("mute", "ld-county-room", at=0.0)
     chain.pump()
     (cmd,) = chain.county_local
     assert chain.town_local == []
@@ -121,7 +121,7 @@ def test_command_for_a_county_site_is_executed_by_the_county() -> None:
 
 def test_lost_township_mcu_shows_unknown_and_refuses_commands() -> None:
     chain = Chain()
-    cid_pending = chain.city_down.send_command("mute", "ld-town-1a")
+    cid_pending = chain.city_down.send_command("mute", "ld-town-1a", at=0.0)
     chain.pump()  # forwarded, not answered yet
     chain.county.child_lost("luoding-t1")
     chain.pump()
@@ -130,7 +130,7 @@ def test_lost_township_mcu_shows_unknown_and_refuses_commands() -> None:
     assert seen["ld-county-room"].status == "joined"
     results = {e.id: e for e in chain.city_events if isinstance(e, CommandResult)}
     assert results[cid_pending].ok is False and results[cid_pending].code == "unreachable"
-    cid = chain.city_down.send_command("roll_call", "ld-town-1b")
+    cid = chain.city_down.send_command("roll_call", "ld-town-1b", at=0.0)
     chain.pump()
     results = {e.id: e for e in chain.city_events if isinstance(e, CommandResult)}
     assert results[cid] == CommandResult(cid, False, "unreachable", "下级节点控制通道中断，无法执行该命令")
@@ -140,3 +140,15 @@ def test_unknown_child_is_refused() -> None:
     chain = Chain()
     with pytest.raises(ValueError):
         chain.county.on_child_event("xinxing", ActiveSpeaker(None))
+
+
+def test_township_mcu_not_answering_times_out_up_to_the_city() -> None:
+    chain = Chain()
+    cid = chain.city_down.send_command("broadcast", "ld-town-1a", at=0.0)
+    chain.pump()
+    assert len(chain.town_local) == 1  # delivered, but the township MCU never answers
+    for event in chain.county_down.expire(60.0):
+        chain.county.on_child_event("luoding-t1", event)
+    chain.pump()
+    results = [e for e in chain.city_events if isinstance(e, CommandResult)]
+    assert results == [CommandResult(cid, False, "timeout", "下级节点未在规定时间内答复该命令")]
