@@ -4,8 +4,10 @@ Either end (the parent's server handler or the child's client) wraps its websock
 `ControlSession` and awaits `run()`: it sends our hello, feeds every text frame to the
 connection, sends what the connection queues, hands the events to `on_event`, closes the
 socket when authentication fails or does not finish within `auth_timeout`, and on any end of
-the socket reports `connection_lost()` (remote sites become "unknown"). The application calls
-the connection's methods (`announce_sites`, `send_command`, `reply`...) and then `flush()`.
+the socket reports `connection_lost()` (remote sites become "unknown"), and turns commands left
+unanswered for `command_timeout` into failed `CommandResult`s. The application calls the
+connection's methods (`announce_sites`, `send_command(..., at=session.now())`, `reply`...) and
+then `flush()`.
 """
 from __future__ import annotations
 
@@ -39,17 +41,25 @@ class ControlSession:
         self.auth_timeout = auth_timeout
         self.authenticated = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    @staticmethod
+    def now() -> float:
+        """The clock for `send_command(..., at=session.now())` (the loop's monotonic time)."""
+        return asyncio.get_running_loop().time()
 
     async def flush(self) -> None:
         """Send whatever the connection has queued (call after using its methods)."""
         async with self._lock:  # keep frames in order when several tasks send
             for message in self.conn.data_to_send():
                 await self.ws.send(message)
+        self._wake.set()  # a command may have been sent: re-arm its timeout
 
     async def run(self) -> None:
         """Serve the channel until either side closes it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.auth_timeout
+        expiry = asyncio.create_task(self._expire_commands())
         try:
             self.conn.initiate()
             await self.flush()
@@ -75,12 +85,25 @@ class ControlSession:
         except Exception as exc:  # the socket closed or broke: the channel is lost either way
             log.info("cascade control channel to %s ended: %s", self.conn.peer, exc)
         finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
             was_open = self._state() is State.OPEN
             lost = self.conn.connection_lost()
             if was_open:
                 for event in lost:
                     with contextlib.suppress(Exception):
                         await self._deliver(event)
+
+    async def _expire_commands(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = self.conn.next_expiry()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), None if due is None else max(0.0, due - loop.time()))
+            for event in self.conn.expire(loop.time()):
+                await self._deliver(event)
 
     def _state(self) -> State:
         return self.conn.state  # read through a call: receive() changes it behind mypy's back

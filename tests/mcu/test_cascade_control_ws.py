@@ -59,7 +59,7 @@ async def test_roll_call_over_a_real_websocket() -> None:
         await county.flush()
         await wait_for(lambda: any(isinstance(e, SitesReplaced) for e in city_events))
         city = sessions[0]
-        cid = city.conn.send_command("roll_call", "445381-01", at=0.0)
+        cid = city.conn.send_command("roll_call", "445381-01", at=city.now())
         await city.flush()
         await wait_for(lambda: any(isinstance(e, CommandReceived) for e in county_events))
         county.conn.reply(cid, ok=False, code="site_left", message="该会场已离会")
@@ -90,3 +90,26 @@ async def test_silent_peer_times_out_authentication() -> None:
         await wait_for(lambda: any(isinstance(e, AuthFailed) for e in city_events))
         await asyncio.wait_for(ws.wait_closed(), 5)
         assert ws.close_code == 4401
+
+
+async def test_unanswered_command_times_out_on_the_loop_clock() -> None:
+    city_events: list[Event] = []
+    sessions: list[ControlSession] = []
+    async with city_server(city_events, sessions) as uri, connect(uri) as ws:
+        county = ControlSession(ws, ControlConnection("county-a", TOKEN), lambda e: None)
+        task = asyncio.create_task(county.run())
+        await asyncio.wait_for(county.authenticated.wait(), 5)
+        county.conn.announce_sites(SITES)
+        await county.flush()
+        await wait_for(lambda: any(isinstance(e, SitesReplaced) for e in city_events))
+        city = sessions[0]
+        city.conn.command_timeout = 0.3
+        t0 = city.now()
+        cid = city.conn.send_command("mute", "445381-01", at=t0)
+        await city.flush()  # the county gets it and never answers
+        await wait_for(lambda: any(isinstance(e, CommandResult) for e in city_events))
+        assert city.now() - t0 >= 0.3
+        assert [e for e in city_events if isinstance(e, CommandResult)] == [
+            CommandResult(cid, False, "timeout", "下级节点未在规定时间内答复该命令")]
+        await ws.close()
+        await asyncio.wait_for(task, 5)
