@@ -83,8 +83,8 @@ class PathEvent:
 
 @dataclass(frozen=True)
 class FailoverConfig:
-    primary_target: str              # the county node's SIP address over the private line
-    backup_target: str               # the telecom bridge's SIP URI through the trunk
+    primary_target: str              # the other node's conference SIP URI over the private line
+    backup_target: str               # the telecom bridge conference's SIP URI through the trunk
     rtp_timeout: float = 3.0
     dial_timeout: float = 5.0
     control_timeout: float = 3.0
