@@ -1,0 +1,352 @@
+"""Connect an RTP-based leg (SIP, H.323) to a participant of a running conference.
+
+Protocol-neutral: the leg is anything with ``send_audio(pcm)``, ``send_video_access_unit(bytes,
+pts_90k)`` and ``request_keyframe()`` (see :class:`RtpLeg`); its owner calls the ``on_*``
+methods of :class:`SiteMedia` with decoded media, key-frame requests and DTMF digits.
+:class:`SiteMedia` then
+
+* pushes decoded audio/video into the participant (mixer and compositor);
+* subscribes the leg to the room's *shared* encoder of the site's current view with the leg's
+  negotiated codec, packetization mode and resolution (:class:`VideoFormat`), following chair
+  operations (broadcast, select-view, voice activation) without re-negotiation;
+* sends the site's N-1 audio mix every 20 ms (one :class:`AudioPump` per conference drives all
+  its sites from one timer);
+* maps key-frame requests both ways, coalesced: the endpoint's PLI/FIR/INFO/H.245 requests go
+  to the shared encoder (which also rate-limits), and the room asks the endpoint for a key
+  frame when the site joins and while its video is stalled;
+* keeps per-site statistics for the console (``conference.site_status`` events, every
+  ``stats_interval`` seconds), merging the leg's stream statistics;
+* cleans up on :meth:`SiteMedia.close` (leave/hang-up): subscription, pump, participant.
+
+Usage (from the event loop)::
+
+    media = await SiteMedia.join(conf, "site-1", "云城区会议室", "sip", leg,
+                                 video=VideoFormat("h264", 640, 360, single_nal=False),
+                                 leg_statistics=lambda: [...])
+    # leg callbacks → media.on_audio(pcm) / media.on_video(frame) / media.on_keyframe_request()
+    #                 / media.on_dtmf(digit)
+    await media.close("hangup")
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import av
+import numpy as np
+
+from mcu.media import EncodedPacket
+from mcu.room import RoomError
+
+if TYPE_CHECKING:
+    from mcu.conferences import RunningConference
+    from mcu.participant import Participant
+    from mcu.room import ParticipantSubscription
+
+log = logging.getLogger(__name__)
+
+FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+AUDIO_PERIOD = 0.02
+ENDPOINT_KEYFRAME_MIN_INTERVAL = 1.0  # our requests to the endpoint
+ENCODER_KEYFRAME_MIN_INTERVAL = 0.5  # the endpoint's requests, before the encoder's own limit
+VIDEO_STALL_SECONDS = 2.0  # no decoded frame for this long: ask the endpoint for a key frame
+SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+# Shared encoder sizes (mcu/encoder.py); a leg gets the largest one its codec level allows.
+SIZES = ((1280, 720), (640, 360), (352, 288))
+
+
+class RtpLeg(Protocol):
+    """What SiteMedia needs from a leg (sip_gateway.rtp.leg.MediaLeg satisfies it)."""
+
+    def send_audio(self, pcm: np.ndarray) -> None:
+        """Encode and send 20 ms of 48 kHz mono int16 audio."""
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        """Packetise and send one encoded access unit."""
+
+    def request_keyframe(self) -> None:
+        """Ask the endpoint for a key frame (PLI/FIR, H.245 fast update...)."""
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    """What the leg negotiated for video towards the endpoint."""
+
+    codec: str = "h264"  # "h264" | "vp8" (lower case, as mcu.encoder keys)
+    width: int = 640
+    height: int = 360
+    single_nal: bool = False  # H.264 packetization-mode 0
+
+
+def size_for_h264_level(profile_level_id: str | None, max_size: tuple[int, int] = (1280, 720)) -> tuple[int, int]:
+    """Largest shared-encoder size a H.264 ``profile-level-id`` can decode (≤ ``max_size``).
+
+    Level 3.1+ → 720p, 2.2–3.0 → 640x360, anything lower or unparsable → CIF (352x288).
+    """
+    level = 0
+    if profile_level_id and len(profile_level_id) == 6:
+        with contextlib.suppress(ValueError):
+            level = int(profile_level_id[4:6], 16)
+    if level >= 31:
+        size = (1280, 720)
+    elif level >= 22:
+        size = (640, 360)
+    else:
+        size = (352, 288)
+    allowed = [s for s in SIZES if s[0] * s[1] <= max_size[0] * max_size[1]]
+    fitting = [s for s in allowed if s[0] * s[1] <= size[0] * size[1]]
+    return fitting[0] if fitting else SIZES[-1]
+
+
+@dataclass
+class SiteCounters:
+    """What SiteMedia itself counts (the leg adds codec/loss/jitter)."""
+
+    audio_frames_in: int = 0
+    audio_frames_out: int = 0
+    audio_underruns: int = 0
+    video_frames_in: int = 0
+    video_frames_out: int = 0
+    video_bytes_out: int = 0
+    keyframes_requested_by_endpoint: int = 0
+    keyframes_requested_from_endpoint: int = 0
+    dtmf: list[str] = field(default_factory=list)
+    last_video_in: float = 0.0
+    input_resolution: tuple[int, int] | None = None
+
+
+class AudioPump:
+    """One 20 ms timer per conference that sends every attached site its N-1 mix."""
+
+    _pumps: weakref.WeakKeyDictionary[Any, AudioPump] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.sites: list[SiteMedia] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_conference(cls, conf: object) -> AudioPump:
+        pump = cls._pumps.get(conf)
+        if pump is None:
+            pump = cls._pumps[conf] = cls()
+        return pump
+
+    def add(self, site: SiteMedia) -> None:
+        self.sites.append(site)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="site-audio-pump")
+
+    def remove(self, site: SiteMedia) -> None:
+        if site in self.sites:
+            self.sites.remove(site)
+        if not self.sites and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while self.sites:
+            deadline += AUDIO_PERIOD
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -5 * AUDIO_PERIOD:  # suspended: resynchronise instead of bursting
+                deadline = loop.time()
+            for site in list(self.sites):
+                try:
+                    site.send_audio_tick()
+                except Exception:  # one broken leg must not silence the others
+                    log.exception("site %s: sending audio failed", site.participant_id)
+
+
+class SiteMedia:
+    """The media glue between one leg and one conference participant."""
+
+    def __init__(self, conf: RunningConference, participant: Participant, leg: RtpLeg, *,
+                 video: VideoFormat | None, leg_statistics: Callable[[], list[Any]] | None = None,
+                 stats_interval: float = 5.0, extra_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.conf = conf
+        self.participant = participant
+        self.participant_id = participant.id
+        self.leg = leg
+        self.video = video
+        self.leg_statistics = leg_statistics
+        self.extra_stats = extra_stats
+        self.stats_interval = stats_interval
+        self.counters = SiteCounters()
+        self.subscription: ParticipantSubscription | None = None
+        self.closed = False
+        self._started = time.monotonic()
+        self._last_endpoint_kf = -1e9
+        self._last_encoder_kf = -1e9
+        self._stats_task: asyncio.Task[None] | None = None
+        self._pump: AudioPump | None = None
+        self.on_dtmf_digit: Callable[[str], None] | None = None  # the room's use of digits, if any
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    async def join(cls, conf: RunningConference, participant_id: str, name: str, protocol: str, leg: RtpLeg, *,
+                   video: VideoFormat | None, leg_statistics: Callable[[], list[Any]] | None = None,
+                   stats_interval: float = 5.0,
+                   extra_stats: Callable[[], dict[str, Any]] | None = None) -> SiteMedia:
+        """Join the room as ``participant_id`` and start media (RoomError if the room refuses)."""
+        participant = await conf.join(participant_id, name, protocol)
+        media = cls(conf, participant, leg, video=video, leg_statistics=leg_statistics,
+                    stats_interval=stats_interval, extra_stats=extra_stats)
+        media.start()
+        return media
+
+    def start(self) -> None:
+        """Subscribe video, attach to the audio pump, start the statistics timer."""
+        if self.video is not None:
+            self.subscription = self.conf.room.subscribe_video(
+                self.participant_id, self._on_packet, codec=self.video.codec,
+                width=self.video.width, height=self.video.height, single_nal=self.video.single_nal)
+            self.request_endpoint_keyframe()
+        self._pump = AudioPump.for_conference(self.conf)
+        self._pump.add(self)
+        if self.stats_interval > 0:
+            self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(), name="site-stats")
+
+    async def close(self, reason: str = "left") -> None:
+        """Stop media and leave the room (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._pump is not None:
+            self._pump.remove(self)
+        if self.subscription is not None:
+            self.subscription.close()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+        self.participant_state_stats()  # final figures into the site list
+        await self.conf.leave(self.participant_id, reason)
+
+    # ------------------------------------------------------------------ leg → room
+    def on_audio(self, pcm: np.ndarray) -> None:
+        """A decoded 20 ms frame from the endpoint (any thread)."""
+        if self.closed:
+            return
+        self.counters.audio_frames_in += 1
+        self.participant.push_audio(pcm)
+
+    def on_video(self, frame: av.VideoFrame) -> None:
+        """A decoded video frame from the endpoint (any thread)."""
+        if self.closed:
+            return
+        self.counters.video_frames_in += 1
+        self.counters.last_video_in = time.monotonic()
+        self.counters.input_resolution = (frame.width, frame.height)
+        self.participant.push_video(frame)
+
+    def on_keyframe_request(self) -> None:
+        """The endpoint asks for a key frame (PLI/FIR, SIP INFO, H.245): coalesced per site."""
+        now = time.monotonic()
+        self.counters.keyframes_requested_by_endpoint += 1
+        if self.subscription is None or now - self._last_encoder_kf < ENCODER_KEYFRAME_MIN_INTERVAL:
+            return
+        self._last_encoder_kf = now
+        self.subscription.request_keyframe()
+
+    def on_dtmf(self, digit: str) -> None:
+        """A DTMF digit after joining (kept for the console; the room may act on it)."""
+        self.counters.dtmf.append(digit)
+        del self.counters.dtmf[:-16]
+        if self.on_dtmf_digit is not None:
+            self.on_dtmf_digit(digit)
+
+    # ------------------------------------------------------------------ room → leg
+    def request_endpoint_keyframe(self) -> None:
+        """Ask the endpoint for a key frame (rate-limited here; legs may limit again)."""
+        now = time.monotonic()
+        if now - self._last_endpoint_kf < ENDPOINT_KEYFRAME_MIN_INTERVAL:
+            return
+        self._last_endpoint_kf = now
+        self.counters.keyframes_requested_from_endpoint += 1
+        self.leg.request_keyframe()
+
+    def _on_packet(self, packet: EncodedPacket) -> None:
+        if self.closed:
+            return
+        self.counters.video_frames_out += 1
+        self.counters.video_bytes_out += len(packet.data)
+        self.leg.send_video_access_unit(packet.data, packet.pts)
+
+    def send_audio_tick(self) -> None:
+        """Called every 20 ms by the pump: the N-1 mix (silence when none is ready)."""
+        if self.closed:
+            return
+        mix = self.participant.pull_audio()
+        if mix is None:
+            self.counters.audio_underruns += 1
+            mix = SILENCE
+        else:
+            self.counters.audio_frames_out += 1
+        self.leg.send_audio(mix)
+        if self.video is not None:
+            last = self.counters.last_video_in or self._started
+            if time.monotonic() - last > VIDEO_STALL_SECONDS:
+                self.request_endpoint_keyframe()
+
+    # ------------------------------------------------------------------ statistics
+    def statistics(self) -> dict[str, Any]:
+        """Console figures: our counters plus the leg's per-stream statistics."""
+        c = self.counters
+        out: dict[str, Any] = {
+            "audio_frames_in": c.audio_frames_in, "audio_frames_out": c.audio_frames_out,
+            "video_frames_in": c.video_frames_in, "video_frames_out": c.video_frames_out,
+            "video_bytes_out": c.video_bytes_out,
+            "keyframes_requested_by_endpoint": c.keyframes_requested_by_endpoint,
+            "keyframes_requested_from_endpoint": c.keyframes_requested_from_endpoint,
+            "input_resolution": list(c.input_resolution) if c.input_resolution else None,
+            "audio_only": self.video is None,
+        }
+        if self.video is not None:
+            out["send_video"] = {"codec": self.video.codec, "width": self.video.width,
+                                 "height": self.video.height,
+                                 "packetization_mode": 0 if self.video.single_nal else 1}
+        if self.leg_statistics is not None:
+            streams = []
+            for s in self.leg_statistics():
+                item = asdict(s) if is_dataclass(s) and not isinstance(s, type) else dict(s)
+                if isinstance(item.get("resolution"), tuple):
+                    item["resolution"] = list(item["resolution"])
+                streams.append(item)
+            out["streams"] = streams
+        if self.extra_stats is not None:
+            out.update(self.extra_stats())
+        return out
+
+    def participant_state_stats(self) -> dict[str, Any]:
+        """Refresh the site list entry's statistics (no event)."""
+        stats = self.statistics()
+        state = self.conf.sites.get(self.participant_id)
+        if state is not None:
+            state.stats = stats
+        return stats
+
+    async def publish_statistics(self) -> None:
+        """Update the site list and publish ``conference.site_status``."""
+        self.participant_state_stats()
+        state = self.conf.sites.get(self.participant_id)
+        if state is not None and not self.closed:
+            await self.conf.service.publish_site(self.conf, state)
+
+    async def _stats_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self.stats_interval)
+            try:
+                await self.publish_statistics()
+            except Exception:  # statistics must never end a call
+                log.exception("site %s: statistics failed", self.participant_id)
+
+
+__all__ = ["AudioPump", "RoomError", "RtpLeg", "SiteCounters", "SiteMedia", "VideoFormat", "size_for_h264_level"]
