@@ -22,6 +22,8 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from ..sip.sdp import Codec
+from .h261 import packetize_rfc4587, strip_rfc4587
+from .h263 import packetize_rfc2190, packetize_rfc4629, strip_rfc2190, strip_rfc4629
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +32,16 @@ SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz
 MTU_PAYLOAD = 1200
 VIDEO_CLOCK = 90_000
 Pcm = npt.NDArray[np.int16]
+VIDEO_CODECS = ("H264", "VP8", "H263", "H263-1998", "H261")
+# H.263/H.261 (H.323 room systems) are (de)packetised here, not by aiortc.
+_H26X_STRIP = {"H263": strip_rfc2190, "H263-1998": strip_rfc4629, "H261": strip_rfc4587}
+_H26X_PACK = {"H263": packetize_rfc2190, "H263-1998": packetize_rfc4629, "H261": packetize_rfc4587}
+_H26X_FFMPEG = {"H263": "h263", "H263-1998": "h263", "H261": "h261"}
 
 
 def aiortc_parameters(codec: Codec) -> RTCRtpCodecParameters:
     """aiortc's codec description for a negotiated SDP codec."""
-    kind = "video" if codec.name in ("H264", "VP8") else "audio"
+    kind = "video" if codec.name in VIDEO_CODECS else "audio"
     name = {"OPUS": "opus"}.get(codec.name, codec.name)
     return RTCRtpCodecParameters(
         mimeType=f"{kind}/{name}", clockRate=codec.clock_rate,
@@ -44,7 +51,11 @@ def aiortc_parameters(codec: Codec) -> RTCRtpCodecParameters:
 
 
 def depayload_media(codec: Codec, payload: bytes) -> bytes:
-    """RTP payload → codec bitstream piece (H.264 single NAL, STAP-A and FU-A; VP8 descriptor)."""
+    """RTP payload → codec bitstream piece (H.264 single NAL, STAP-A and FU-A; VP8 descriptor;
+    H.263 RFC 2190/4629 and H.261 RFC 4587 headers)."""
+    strip = _H26X_STRIP.get(codec.name)
+    if strip is not None:
+        return strip(payload)
     return bytes(depayload(aiortc_parameters(codec), payload))
 
 
@@ -99,11 +110,16 @@ class VideoDecoder:
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self._decoder = get_decoder(aiortc_parameters(codec))
+        ffmpeg = _H26X_FFMPEG.get(codec.name)
+        self._h26x: Any = av.CodecContext.create(ffmpeg, "r") if ffmpeg else None
+        self._decoder = None if ffmpeg else get_decoder(aiortc_parameters(codec))
 
     def decode(self, data: bytes, timestamp: int) -> list[av.VideoFrame]:
         """Decode; corrupt input yields no frames instead of an exception."""
         try:
+            if self._h26x is not None:
+                return [f for f in self._h26x.decode(av.Packet(data)) if isinstance(f, av.VideoFrame)]
+            assert self._decoder is not None
             frames: list[Any] = self._decoder.decode(JitterFrame(data, timestamp))
         except (av.FFmpegError, ValueError) as exc:
             log.debug("video decode error: %s", exc)
@@ -205,5 +221,13 @@ class VideoEncoder:
         return packetize_h264(data, self.mode) if data else []
 
     def pack(self, access_unit: bytes) -> list[bytes]:
-        """Packetise an already encoded H.264 access unit (``bytes(av_packet)`` of a shared encoder)."""
+        """Packetise an already encoded access unit (``bytes(av_packet)`` of a shared encoder):
+        H.264, or an H.263/H.261 picture."""
+        pack = _H26X_PACK.get(self.codec.name)
+        if pack is not None:
+            try:
+                return pack(access_unit)
+            except ValueError as exc:  # not a picture we can describe: skip it, the next key frame heals
+                log.debug("cannot packetise %s picture: %s", self.codec.name, exc)
+                return []
         return packetize_h264(access_unit, self.mode)
