@@ -44,6 +44,7 @@ class CapabilitySpec:
 CAPABILITIES: list[CapabilitySpec] = [
     CapabilitySpec("mcu", frozenset({"mcu"}), "mcu.conferences:start"),
     CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start"),
+    CapabilitySpec("h323", frozenset({"mcu"}), "mcu.h323_bridge:start"),
 ]
 
 
