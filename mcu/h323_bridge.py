@@ -365,11 +365,11 @@ class H323Bridge:
                     if exc.code != "wrong_pin" or attempts <= 0:
                         handle.release(Cause.CALL_REJECTED)
                         return
-        name = incoming.display or (incoming.source_aliases[0] if incoming.source_aliases else "") \
-            or incoming.calling_number or source
-        base = "h323-" + re.sub(r"[^0-9A-Za-z_.-]", "_",
-                                (incoming.source_aliases[0] if incoming.source_aliases else "")
-                                or incoming.calling_number or source)
+        # The h323-ID (BMPString: Chinese survives) names the site; the Q.931 Display IE is IA5.
+        h323_id = next((a for a in incoming.source_aliases if not a.isdigit()), "")
+        display = incoming.display if incoming.display and "?" not in incoming.display else ""
+        name = h323_id or display or incoming.calling_number or source
+        base = "h323-" + re.sub(r"[^0-9A-Za-z_.-]", "_", h323_id or incoming.calling_number or source)
         site_id, n = base, 2
         while site_id in conf.room.participants:
             site_id, n = f"{base}-{n}", n + 1

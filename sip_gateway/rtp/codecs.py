@@ -207,6 +207,9 @@ class VideoEncoder:
             self._pts += VIDEO_CLOCK // self.fps
             payloads, _ = self._vp8.encode(frame, keyframe)
             return [bytes(p) for p in payloads]
+        ffmpeg = _H26X_FFMPEG.get(self.codec.name)
+        if ffmpeg is not None:
+            return self._encode_h26x(ffmpeg, frame, keyframe)
         size = (frame.width, frame.height)
         if self._x264 is None or self._size != size:
             self._x264 = self._open_x264(*size)
@@ -219,6 +222,25 @@ class VideoEncoder:
         frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
         data = b"".join(bytes(p) for p in self._x264.encode(frame))
         return packetize_h264(data, self.mode) if data else []
+
+    def _encode_h26x(self, name: str, frame: av.VideoFrame, keyframe: bool) -> list[bytes]:
+        """H.263/H.261 at CIF (the sizes those codecs have), packetised per their RFC."""
+        if self._x264 is None:
+            ctx: Any = av.CodecContext.create(name, "w")
+            ctx.width, ctx.height, ctx.pix_fmt = 352, 288, "yuv420p"
+            ctx.bit_rate = min(self.bitrate, 384_000)
+            ctx.time_base = fractions.Fraction(1, self.fps)
+            ctx.gop_size = self.fps * 4
+            if name == "h263":
+                ctx.options = {"ps": str(MTU_PAYLOAD)}
+            self._x264 = ctx
+        if (frame.width, frame.height) != (352, 288) or frame.format.name != "yuv420p":
+            frame = frame.reformat(width=352, height=288, format="yuv420p")
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.fps)
+        self._pts += 1
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        return [p for packet in self._x264.encode(frame) for p in self.pack(bytes(packet))]
 
     def pack(self, access_unit: bytes) -> list[bytes]:
         """Packetise an already encoded access unit (``bytes(av_packet)`` of a shared encoder):

@@ -110,10 +110,14 @@ def parse_rfc4587_header(payload: bytes) -> RFC4587Header:
 
 
 def strip_rfc4587(payload: bytes) -> bytes:
-    """One packet's bits on their own (shared partial octets dropped when SBIT/EBIT are set)."""
+    """One packet's bits for joining packet by packet (the RTP session's jitter buffer).
+
+    A split inside an octet puts that octet in both packets. Senders that copy the whole
+    octet into both (ours, vic) make this exact: the first packet keeps it, the next one
+    drops it (SBIT != 0). :func:`depacketize_rfc4587` joins bit-exactly for any sender.
+    """
     header = parse_rfc4587_header(payload)
-    body = payload[4:]
-    return body[1 if header.sbit else 0:len(body) - (1 if header.ebit else 0)]
+    return payload[5:] if header.sbit else payload[4:]
 
 
 def depacketize_rfc4587(payloads: Sequence[bytes]) -> bytes:

@@ -141,14 +141,10 @@ def parse_rfc2190_header(payload: bytes) -> RFC2190Header:
 
 
 def strip_rfc2190(payload: bytes) -> bytes:
-    """The H.263 bits of one packet when it splits on octet boundaries (SBIT = EBIT = 0)."""
+    """One packet's H.263 bits for joining packet by packet (see ``h261.strip_rfc4587``:
+    a shared octet is kept by the packet that ends in it, dropped by the one that starts in it)."""
     header = parse_rfc2190_header(payload)
-    if header.sbit or header.ebit:
-        # Pieces sharing an octet cannot be joined one packet at a time: drop the shared
-        # partial octets; the picture is repaired at the next GOB/picture start code.
-        body = payload[header.length:]
-        return body[1 if header.sbit else 0:len(body) - (1 if header.ebit else 0)]
-    return payload[header.length:]
+    return payload[header.length + (1 if header.sbit else 0):]
 
 
 def depacketize_rfc2190(payloads: Sequence[bytes]) -> bytes:
