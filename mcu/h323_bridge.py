@@ -223,9 +223,12 @@ class H323Site:
         if self.site is not None:
             await self.site.close(reason)
         elif self.dial_out and self.conference is not None and self.site_id:
+            # Hung up by the console while calling: back to idle; anything else failed, with the cause.
+            cancelled = event.cause == Cause.NORMAL_CALL_CLEARING and not event.by_remote
             with contextlib.suppress(Exception):
-                await self.conference.set_site_status(self.site_id, "failed", f"Q.850 cause {event.cause}",
-                                                      protocol="h323")
+                await self.conference.set_site_status(
+                    self.site_id, "idle" if cancelled else "failed",
+                    "已挂断" if cancelled else f"呼叫失败（Q.850 原因 {event.cause}）", protocol="h323")
         await self.media.close()
         self.bridge.ports.release(self.handle.call.media_ports)
         self.bridge.sites.discard(self)
@@ -289,8 +292,9 @@ class H323Bridge:
         return site
 
     def find(self, conference_id: str, site_id: str) -> H323Site | None:
+        """The live (not yet released) call of a site."""
         return next((s for s in self.sites if s.site_id == site_id and s.conference is not None
-                     and s.conference.id == conference_id), None)
+                     and s.conference.id == conference_id and not s.released.done()), None)
 
     # ------------------------------------------------------------------ dial-in
     def _on_incoming(self, handle: CallHandle) -> None:
