@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 import json
 import os
 import resource
@@ -25,6 +26,7 @@ import av
 import numpy as np
 
 CONFERENCE = "80000001"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu_seconds() -> float:
@@ -110,7 +112,9 @@ async def _terminals(count: int, host: str, port: int, seconds: float) -> list[d
 
 async def _wait_joined(conf: Any, count: int, seconds: float) -> None:
     async with asyncio.timeout(seconds):
-        while sum(1 for s in conf.site_list() if s["protocol"] == "h323" and s["status"] == "joined") < count:
+        for _ in itertools.count():  # the site list is plain data: poll it
+            if sum(1 for s in conf.site_list() if s["protocol"] == "h323" and s["status"] == "joined") >= count:
+                return
             await asyncio.sleep(0.1)
 
 
@@ -141,7 +145,7 @@ async def run_room_scenarios(sizes: list[int], seconds: float, fps: int) -> dict
         idle = (cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
         for count in sizes:
             hold = seconds + 3.0 + 0.1 * count + 4.0
-            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.h323_room", "terminals", str(count), address.host, str(address.port),
                 str(hold), stdout=subprocess.PIPE, env=env)
