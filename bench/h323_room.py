@@ -131,7 +131,7 @@ async def run_room_scenarios(sizes: list[int], seconds: float, fps: int) -> dict
     var_dir = Path(tempfile.mkdtemp(prefix="cc-bench-var-"))
     server = EmbeddedPostgres(data_dir)
     url = server.start()
-    core = await CoreServices.start(Settings(var_dir=var_dir, database={"url": url}))  # type: ignore[arg-type]
+    core = await CoreServices.start(Settings(var_dir=var_dir, database={"url": url}))
     conferences = ConferenceService(core, RoomSettings(width=1280, height=720, fps=fps))
     await conferences.start()
     bridge = H323Bridge(conferences, BridgeSettings(host="127.0.0.1", port=0, round_trip_interval=10.0))
