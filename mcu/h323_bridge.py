@@ -42,6 +42,7 @@ from sip_gateway.h323.events import (
     CapabilityMismatch,
     ChannelClosed,
     ChannelOpened,
+    ChannelRejected,
     Event,
     FlowControlRequested,
     MediaAddress,
@@ -106,6 +107,7 @@ class H323Site:
     released: asyncio.Future[CallReleased] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     channel_change: asyncio.Event = field(default_factory=asyncio.Event)
     video_mismatch: bool = False
+    rejected: list[str] = field(default_factory=list)  # our OLCs the terminal refused: "session:cause"
     incoming: CallIncoming | None = None
 
     # ------------------------------------------------------------------ events
@@ -130,6 +132,11 @@ class H323Site:
             self.channel_change.set()
         elif isinstance(event, ChannelClosed):
             self.media.close_channel(event.number, event.outgoing)
+        elif isinstance(event, ChannelRejected):
+            self.rejected.append(f"{event.session_id}:{event.cause}")
+            if event.session_id == VIDEO_SESSION:
+                self.video_mismatch = True  # no video towards this terminal: join audio-only
+            self.channel_change.set()
         elif isinstance(event, CapabilityMismatch):
             self.video_mismatch = self.video_mismatch or event.video
             self.channel_change.set()
@@ -168,7 +175,7 @@ class H323Site:
 
     def extra_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
-                               "flow_control_bps": self.flow_cap_bps}
+                               "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected)}
         video_out = self.media.outgoing_video
         audio_out = self.media.channels.get((AUDIO_SESSION, True))
         out["h323_codecs"] = {"audio": audio_out.format.codec.value if audio_out else None,

@@ -6,19 +6,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+from collections.abc import Sequence
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from core.runtime import CoreServices
 from mcu.h323_bridge import H323Bridge, parse_address
-from sip_gateway.h323.capabilities import Codec, MediaFormat
+from sip_gateway.h323.capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from sip_gateway.h323.events import CallConnected, CallReleased, ChannelOpened, MasterSlaveDetermined
+from sip_gateway.h323.h245 import H245Session
 from sip_gateway.h323.q931 import Cause
 from tests.sip_gateway.h323.h323_conference_kit import (
     RED,
     Mcu,
     OtherSite,
     Terminal,
+    amplitude_at,
     free_port,
     start_mcu,
     stop_mcu,
@@ -219,3 +224,43 @@ def test_parse_address() -> None:
     for bad in ("", "a b", "host:0", "host:70000", "host:x"):
         with pytest.raises(ValueError):
             parse_address(bad)
+
+
+class _AdvertisesVideoButRejectsIt(H245Session):
+    """A room system that lists H.264 in its capabilities but refuses the video channel
+    (as some do when their video input is busy): OLC reject with dataTypeNotSupported."""
+
+    advertised: Sequence[MediaFormat] = DEFAULT_FORMATS
+
+    def send_capabilities(self, now: float, formats: Sequence[MediaFormat] | None = None) -> None:
+        super().send_capabilities(now, self.advertised if formats is None else formats)
+
+
+async def test_video_olc_rejected_site_joins_audio_only(services: CoreServices) -> None:
+    mcu = await start_mcu(services, free_port())
+    conf = mcu.conferences.running(CONFERENCE)
+    assert conf is not None
+    other = await OtherSite.join(conf)
+    terminal = Terminal(alias="yunan", fast_start=False)
+    try:
+        handle = await terminal.dial(mcu.address, CONFERENCE)
+        call = handle.call
+        audio_only = [f for f in DEFAULT_FORMATS if not f.codec.is_video]
+        call.h245 = _AdvertisesVideoButRejectsIt(replace(call.config.h245_config(call.media_ports),
+                                                         formats=audio_only), call.rng)
+        await eventually(lambda: any(s.site is not None for s in mcu.bridge.sites), 15)
+        assert status(mcu, "h323-yunan") == "joined"
+        site = next(iter(mcu.bridge.sites))
+        assert site.site is not None and site.site.video is None and site.media.outgoing_video is None
+        assert site.rejected == ["2:dataTypeNotSupported"]
+        assert site.extra_stats()["rejected_channels"] == ["2:dataTypeNotSupported"]
+        await terminal.until(lambda: len(terminal.audio) > 50, 10)
+        pcm = np.concatenate(terminal.audio[-25:])
+        assert amplitude_at(pcm, 440) > 20  # the other site is heard
+        assert not terminal.frames
+        terminal.handle.release()  # type: ignore[union-attr]
+        await clean(mcu.bridge)
+    finally:
+        other.stop()
+        await terminal.close()
+        await stop_mcu(mcu)
