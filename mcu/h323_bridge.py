@@ -56,7 +56,7 @@ from sip_gateway.h323.q931 import Cause
 if TYPE_CHECKING:
     from core.runtime import CoreServices
 
-__all__ = ["BridgeSettings", "H323Bridge", "H323Site", "parse_address", "start"]
+__all__ = ["BridgeSettings", "H323Bridge", "H323Site", "bitrate_for_pane", "parse_address", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,17 @@ class BridgeSettings:
     media_settle: float = 3.0  # wait this long for the video channels after the audio ones
     round_trip_interval: float = 10.0  # H.245 roundTripDelay keep-alive (0: off)
     answer_timeout: float = 30.0  # dial-out: no Connect within this: failed
+    pane_check_interval: float = 5.0  # how often the terminal's video rate is matched to its pane
+
+
+def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | None:
+    """Video rate to ask of a terminal shown at ``size`` (None: unseen → the CIF rate; no cap
+    when the pane is larger than 640x360 or the terminal offers no more than the cap)."""
+    area = size[0] * size[1] if size is not None else 0
+    if area > 640 * 360:
+        return None
+    cap = DEFAULT_BITRATE[(352, 288)] if area <= 352 * 288 else DEFAULT_BITRATE[(640, 360)]
+    return cap if not offered_bps or offered_bps > cap else None
 
 
 def parse_address(address: str, default_port: int = 1720) -> MediaAddress:
@@ -107,6 +118,7 @@ class H323Site:
     released: asyncio.Future[CallReleased] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     channel_change: asyncio.Event = field(default_factory=asyncio.Event)
     video_mismatch: bool = False
+    requested_video_bps: int | None = None  # our flowControlCommand towards the terminal
     rejected: list[str] = field(default_factory=list)  # our OLCs the terminal refused: "session:cause"
     incoming: CallIncoming | None = None
 
@@ -175,6 +187,7 @@ class H323Site:
 
     def extra_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
+                               "requested_video_bps": self.requested_video_bps,
                                "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected)}
         video_out = self.media.outgoing_video
         audio_out = self.media.channels.get((AUDIO_SESSION, True))
@@ -223,6 +236,21 @@ class H323Site:
         self.media.on_audio = self.site.on_audio
         self.media.on_video = self.site.on_video
         self.media.on_keyframe_request = self.site.on_keyframe_request  # RTCP PLI/FIR, if the terminal sends one
+        self.bridge._spawn(self._limit_incoming_video())
+
+    async def _limit_incoming_video(self) -> None:
+        """Ask the terminal (H.245 flowControlCommand) for no more video than its largest pane
+        needs: decoding full-rate 720p only to shrink it into a small pane is wasted CPU."""
+        while self.site is not None and not self.site.closed and not self.released.done():
+            incoming = self.media.incoming_video
+            if incoming is not None and self.conference is not None:
+                with contextlib.suppress(RoomError):
+                    wanted = self.conference.room.wanted_video_size(self.site_id)
+                    limit = bitrate_for_pane(wanted, incoming.format.bitrate_bps)
+                    if limit != self.requested_video_bps:
+                        self.requested_video_bps = limit
+                        self.handle.flow_control(incoming.number, limit)
+            await asyncio.sleep(self.bridge.settings.pane_check_interval)
 
     async def finish(self, event: CallReleased) -> None:
         """The call is over: leave the room, close media, tell the console."""

@@ -14,7 +14,7 @@ import pytest
 from core.runtime import CoreServices
 from mcu.h323_bridge import H323Site
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS, Codec, MediaFormat
-from sip_gateway.h323.events import CallReleased, ChannelOpened
+from sip_gateway.h323.events import CallReleased, ChannelOpened, FlowControlRequested
 from tests.sip_gateway.h323.h323_conference_kit import (
     GREEN,
     RED,
@@ -123,8 +123,17 @@ async def run_conference_call(services: CoreServices, tmp_path: Path, terminal: 
         before = site.site.counters.keyframes_requested_by_endpoint
         terminal.handle.request_fast_update(incoming_video[0].number)
         await terminal.until(lambda: site.site is not None
-                             and site.site.counters.keyframes_requested_by_endpoint > before, 5)
-        await terminal.until(lambda: site.round_trip_ms is not None, 5)
+                             and site.site.counters.keyframes_requested_by_endpoint > before, 10)
+        await terminal.until(lambda: site.round_trip_ms is not None, 10)
+        # Two sites side by side on the 640x360 canvas: 320x360 panes, so the terminal is asked for
+        # no more than the 640x360 rate (H.245 flowControlCommand).
+        assert conf.room.wanted_video_size(site.site_id) == (320, 360)
+        # (The H.263/H.261 terminals offer only 384 kbit/s: nothing to limit.)
+        if video == "h264":
+            await terminal.until(lambda: any(isinstance(e, FlowControlRequested) and e.bitrate_bps == 600_000
+                                             for e in terminal.events), 10)
+        else:
+            assert not terminal.of(FlowControlRequested)
         out["stats"] = mcu.bridge.statistics()
         # The terminal hangs up: the site leaves.
         terminal.handle.release()

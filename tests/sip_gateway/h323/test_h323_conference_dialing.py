@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.runtime import CoreServices
-from mcu.h323_bridge import H323Bridge, parse_address
+from mcu.h323_bridge import H323Bridge, bitrate_for_pane, parse_address
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from sip_gateway.h323.events import CallConnected, CallReleased, ChannelOpened, MasterSlaveDetermined
 from sip_gateway.h323.h245 import H245Session
@@ -216,6 +216,14 @@ async def test_release_in_every_state_cleans_up(services: CoreServices, when: st
     finally:
         await terminal.close()
         await stop_mcu(mcu)
+
+
+def test_bitrate_for_pane() -> None:
+    assert bitrate_for_pane((320, 180), 1_920_000) == 384_000
+    assert bitrate_for_pane(None, 1_920_000) == 384_000  # not shown anywhere: keep it cheap
+    assert bitrate_for_pane((640, 360), 1_920_000) == 600_000
+    assert bitrate_for_pane((1280, 720), 1_920_000) is None
+    assert bitrate_for_pane((320, 180), 256_000) is None  # already below the cap
 
 
 def test_parse_address() -> None:
