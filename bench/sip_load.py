@@ -1,6 +1,6 @@
 """SIP gateway load benchmark.
 
-    PYTHONPATH=. python bench/sip_load.py [--quick]
+    PYTHONPATH=. python bench/sip_load.py [--quick] [--room]
 
 1. Call setup rate: SIPp (basic_call.xml: INVITE/200/ACK/BYE) at increasing rates against our
    endpoint; reports the highest rate with 0 failed calls. The reference is SIPp's own built-in
@@ -12,12 +12,21 @@
    cost is measured alone and subtracted.
 
 Writes bench/results/sip_load.json and prints a table.
+
+3. ``--room``: MCU CPU per participant *in a mixing room*: real media legs joined to a running
+   room through ``mcu.site_media.SiteMedia`` (decode → N-1 mixer / compositor → shared encoder
+   → packetise per leg), G.711 audio-only participants and H.264 CIF 25 fps video participants
+   (who also receive the shared 640x360 composite). Each kind is measured at two sizes; the
+   marginal cost per participant is the slope (so the room's fixed cost — its mixer tick, the
+   one shared encode — is reported apart as the intercept), the generator's own cost
+   subtracted. Writes bench/results/sip_room_load.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import os
@@ -34,6 +43,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mcu.room import Room, RoomSettings  # noqa: E402
+from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
+from mcu.site_media import SiteMedia, VideoFormat  # noqa: E402
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, AudioEncoder, VideoEncoder  # noqa: E402
 from sip_gateway.rtp.leg import MediaLeg, tone  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
@@ -50,6 +62,7 @@ from sip_gateway.sip.useragent import UserAgentConfig  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "sip_gateway" / "sipp" / "load_call.xml"
 RESULTS = ROOT / "bench" / "results" / "sip_load.json"
+ROOM_RESULTS = ROOT / "bench" / "results" / "sip_room_load.json"
 
 
 def free_port() -> int:
@@ -243,10 +256,150 @@ async def media_cost(kind: str, legs_count: int, seconds: float, generator_only:
     return cpu
 
 
+class _BenchConference:
+    """The part of RunningConference that SiteMedia uses, without the database (bench only)."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.id = room.id
+        self.sites: dict[str, Any] = {}
+
+    async def leave(self, participant_id: str, reason: str = "left") -> None:
+        if participant_id in self.room.participants:
+            self.room.leave(participant_id, reason)
+
+
+class _LegToSite:
+    """A leg's MediaSink forwarding to the participant's SiteMedia (what mcu.sip_bridge does)."""
+
+    def __init__(self) -> None:
+        self.media: SiteMedia | None = None
+
+    def on_audio(self, leg: MediaLeg, pcm: np.ndarray) -> None:
+        if self.media is not None:
+            self.media.on_audio(pcm)
+
+    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
+        if self.media is not None:
+            self.media.on_video(frame)
+
+    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
+        pass
+
+    def on_keyframe_request(self, leg: MediaLeg) -> None:
+        if self.media is not None:
+            self.media.on_keyframe_request()
+
+
+async def room_cost(kind: str, count: int, seconds: float) -> dict[str, float]:
+    """CPU s/s of a running room with ``count`` SIP-leg participants of ``kind`` fed in real time."""
+    loop = asyncio.get_running_loop()
+    video = kind == "video"
+    policy = MediaPolicy(audio_codecs=("PCMU",), video_codecs=("H264",), h264_modes=(1,))
+    room = Room(f"bench-{kind}-{count}", "基准会议", settings=RoomSettings(fps=25))
+    runner = MediaRunner(room)
+    await runner.start()
+    conf = _BenchConference(room)
+    legs: list[MediaLeg] = []
+    sites: list[SiteMedia] = []
+    for i in range(count):
+        sink = _LegToSite()
+        leg = await MediaLeg.allocate("127.0.0.1", video=video, sink=sink)
+        offer = create_offer(policy, LocalMedia("127.0.0.1", 4000, 4002 if video else None))
+        _, streams = answer(SessionDescription.parse(offer.serialize()), policy, leg.local_media)
+        leg.start(streams)
+        leg._executor.submit(deprioritise_current_thread)
+        participant = room.join(f"site{i}", f"会场{i}")
+        media = SiteMedia(conf, participant, leg, video=VideoFormat("h264", 640, 360) if video else None,  # type: ignore[arg-type]
+                          stats_interval=0)
+        sink.media = media
+        media.start()
+        legs.append(leg)
+        sites.append(media)
+    channels = [leg.video if video else leg.audio for leg in legs]
+    targets = [("127.0.0.1", c.port) for c in channels if c is not None]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setblocking(False)
+    packets_by_tick: list[list[bytes]] = [[p] for p in prebuilt_audio(50)] if not video else prebuilt_video(50)
+    interval = 0.04 if video else 0.02
+    step = 3600 if video else 160
+    warmup = 1.5
+    ticks = int((seconds + warmup) / interval)
+    cpu0 = wall0 = 0.0
+    next_tick = loop.time()
+    for i in range(ticks):
+        if i == int(warmup / interval):
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+        lap, idx = divmod(i, len(packets_by_tick))
+        for p in packets_by_tick[idx]:
+            data = bytearray(p)
+            seq = (int.from_bytes(data[2:4], "big") + lap * 1000) & 0xFFFF
+            data[2:4] = seq.to_bytes(2, "big")
+            ts = (int.from_bytes(data[4:8], "big") + lap * len(packets_by_tick) * step) & 0xFFFFFFFF
+            data[4:8] = ts.to_bytes(4, "big")
+            for addr in targets:
+                with contextlib.suppress(BlockingIOError):
+                    sender.sendto(bytes(data), addr)
+        next_tick += interval
+        await asyncio.sleep(max(0.0, next_tick - loop.time()))
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    frames_in = sum(m.counters.video_frames_in if video else m.counters.audio_frames_in for m in sites)
+    frames_out = sum(m.counters.audio_frames_out for m in sites)
+    for media in sites:
+        await media.close()
+    for leg in legs:
+        await leg.close()
+    sender.close()
+    await runner.stop()
+    expected = count * ticks
+    if count and frames_in < expected * 0.7:
+        print(f"warning: {kind} room got {frames_in} of {expected} input frames", file=sys.stderr)
+    return {"cpu": cpu, "frames_in_per_site": frames_in / max(1, count), "mixes_out_per_site": frames_out / max(1, count),
+            "video_ticks": runner.stats.video_ticks, "video_skipped": runner.stats.video_skipped}
+
+
+async def main_room(quick: bool) -> None:
+    """Marginal MCU CPU per SIP participant in a mixing room (slope between two sizes)."""
+    seconds = 4.0 if quick else 8.0
+    sizes = {"audio": (10, 40) if quick else (10, 60), "video": (2, 5) if quick else (2, 8)}
+    result: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                          "platform": platform.platform(),
+                                          "load_before": os.getloadavg()[0]},
+                              "seconds": seconds}
+    rows = []
+    for kind, (n1, n2) in sizes.items():
+        low = await room_cost(kind, n1, seconds)
+        high = await room_cost(kind, n2, seconds)
+        gen_low = await media_cost(kind, n1, seconds, True)
+        gen_high = await media_cost(kind, n2, seconds, True)
+        slope = ((high["cpu"] - gen_high) - (low["cpu"] - gen_low)) / (n2 - n1)
+        fixed = (low["cpu"] - gen_low) - slope * n1
+        result[kind] = {"sizes": [n1, n2], "cpu_low": round(low["cpu"], 4), "cpu_high": round(high["cpu"], 4),
+                        "generator_low": round(gen_low, 4), "generator_high": round(gen_high, 4),
+                        "percent_of_core_per_participant": round(slope * 100, 3),
+                        "room_fixed_percent_of_core": round(fixed * 100, 2),
+                        "low": low, "high": high}
+        rows.append((kind, n1, n2, slope * 100, fixed * 100, high))
+    result["machine"]["load_after"] = os.getloadavg()[0]
+    ROOM_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    ROOM_RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'participant kind':34} {'N':>7} {'% core / participant':>21} {'room fixed % core':>18} {'in/site':>8}")
+    print("-" * 92)
+    names = {"audio": "G.711 audio (PCMU)", "video": "H.264 CIF 25 fps in, 640x360 out"}
+    for kind, n1, n2, per, fixed, high in rows:
+        print(f"{names[kind]:34} {f'{n1}-{n2}':>7} {per:>21.2f} {fixed:>18.1f} {high['frames_in_per_site']:>8.0f}")
+    print(f"load average {result['machine']['load_before']:.1f} → {result['machine']['load_after']:.1f}")
+    print(f"wrote {ROOM_RESULTS.relative_to(ROOT)}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--room", action="store_true", help="only: MCU CPU per SIP participant in a mixing room")
     args = parser.parse_args()
+    if args.room:
+        await main_room(args.quick)
+        return
     seconds = 3.0 if args.quick else 6.0
     rates = [25, 50, 100, 200, 300, 400, 600, 800, 1000]
     ours, our_steps, our_cpu = await bench_ours(rates, seconds)

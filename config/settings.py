@@ -54,9 +54,19 @@ class SecuritySettings(_Section):
 
 
 class SipSettings(_Section):
-    udp_port: int = Field(5060, ge=1, le=65535)
-    tcp_port: int = Field(5060, ge=1, le=65535)
-    tls_port: int = Field(5061, ge=1, le=65535)
+    enabled: bool = Field(True, description="SIP dial-in/dial-out for conferences (capability 'sip')")
+    host: str = Field("127.0.0.1", description="address SIP listens on and puts in Contact/Via")
+    udp_port: int = Field(5060, ge=0, le=65535, description="UDP and TCP listen port; 0 = any free port")
+    tcp_port: int = Field(5060, ge=0, le=65535)
+    tls_port: int = Field(5061, ge=0, le=65535)
+    media_host: str = Field("", description="address for RTP (SDP c=); empty = host")
+    realm: str = "commandcenter"
+    accounts: dict[str, str] = Field(default_factory=dict,
+                                     description="SIP users that may register and call no-guest conferences")
+    srtp: Literal["off", "optional", "required"] = "optional"
+    max_video_size: Literal["1280x720", "640x360", "352x288"] = Field(
+        "1280x720", description="largest composite sent to a SIP site (the codec level may lower it)")
+    stats_interval_seconds: float = Field(5.0, ge=0, description="per-site statistics events; 0 = off")
 
 
 class H323Settings(_Section):

@@ -56,6 +56,7 @@ AUDIO_PERIOD = 0.02
 ENDPOINT_KEYFRAME_MIN_INTERVAL = 1.0  # our requests to the endpoint
 ENCODER_KEYFRAME_MIN_INTERVAL = 0.5  # the endpoint's requests, before the encoder's own limit
 VIDEO_STALL_SECONDS = 2.0  # no decoded frame for this long: ask the endpoint for a key frame
+STALL_REQUEST_INTERVAL = 5.0  # ... and again at most this often while it stays stalled
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 # Shared encoder sizes (mcu/encoder.py); a leg gets the largest one its codec level allows.
@@ -190,6 +191,9 @@ class SiteMedia:
         self._stats_task: asyncio.Task[None] | None = None
         self._pump: AudioPump | None = None
         self.on_dtmf_digit: Callable[[str], None] | None = None  # the room's use of digits, if any
+        # Called once when the room removed the participant (chair remove/end): hang up the call.
+        self.on_removed: Callable[[], None] | None = None
+        self._removed_notified = False
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -284,6 +288,11 @@ class SiteMedia:
         """Called every 20 ms by the pump: the N-1 mix (silence when none is ready)."""
         if self.closed:
             return
+        if self.participant.has_left:
+            if not self._removed_notified and self.on_removed is not None:
+                self._removed_notified = True
+                self.on_removed()
+            return
         mix = self.participant.pull_audio()
         if mix is None:
             self.counters.audio_underruns += 1
@@ -293,7 +302,8 @@ class SiteMedia:
         self.leg.send_audio(mix)
         if self.video is not None:
             last = self.counters.last_video_in or self._started
-            if time.monotonic() - last > VIDEO_STALL_SECONDS:
+            now = time.monotonic()
+            if now - last > VIDEO_STALL_SECONDS and now - self._last_endpoint_kf > STALL_REQUEST_INTERVAL:
                 self.request_endpoint_keyframe()
 
     # ------------------------------------------------------------------ statistics

@@ -117,4 +117,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(events_ws.router)
     from web_console import inspect_console
     app.include_router(inspect_console.router)
+    from web_console import dialout_api
+    app.include_router(dialout_api.router)
     return app

@@ -1,0 +1,467 @@
+"""SIP sites in MCU conferences: the gateway's Directory/Room on the ConferenceService.
+
+`SipBridge` is the ``sip`` capability (``core.capabilities["sip"]``). It runs one
+:class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``) and a
+:class:`~sip_gateway.sip.gateway.SipGateway` whose directory is the set of *running*
+conferences:
+
+* dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one;
+  conferences that admit no guests digest-challenge the INVITE, so only registered accounts
+  get in); any other user (``sip:ivr@host``) gets the IVR, which asks for the id and PIN;
+* dial-out (:meth:`SipBridge.invite`, :meth:`redial`, :meth:`hangup`): to a site of the site
+  plan (its SIP endpoint address, or the registered contact of that user when it registered
+  with us) or to any SIP URI;
+* every joined call becomes a conference participant through :class:`mcu.site_media.SiteMedia`
+  (the same glue H.323 uses), with the leg's negotiated codec, packetization mode and a
+  resolution its H.264 level allows;
+* site status (calling / joined / failed with the reason / left) and call statistics go to the
+  conference's site list and the bus (``conference.site_status``).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import av
+import numpy as np
+
+from config.settings import SipSettings
+from core.runtime import CoreServices
+from mcu.conferences import ConferenceService, RunningConference
+from mcu.room import RoomError
+from mcu.runner import deprioritise_current_thread
+from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
+from sip_gateway.rtp.leg import MediaLeg, NullSink
+from sip_gateway.sip import events as ev
+from sip_gateway.sip.dialog import CallState
+from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.sip.errors import SipParseError
+from sip_gateway.sip.gateway import SipGateway, SipSite
+from sip_gateway.sip.sdp import MediaPolicy, MediaStream
+from sip_gateway.sip.uri import NameAddr, SipUri
+from sip_gateway.sip.useragent import UserAgentConfig
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["in", "out"]
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+# Reasons shown on the console (zh-CN; the UI is Chinese by default).
+_STATUS_TEXT = {
+    404: "号码不存在", 408: "无应答", 480: "暂时无法接通", 486: "对方忙", 487: "呼叫已取消",
+    488: "媒体协商失败", 603: "对方拒绝",
+}
+
+
+class DialOutError(ValueError):
+    """An invite/redial/hang-up request that cannot be carried out (nothing was changed)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_sip_uri(text: str) -> SipUri:
+    """A dialable ``sip:``/``sips:`` URI with a user and host, or DialOutError."""
+    try:
+        uri = SipUri.parse(text)
+    except (SipParseError, ValueError) as exc:
+        raise DialOutError("bad_uri", f"无效的 SIP 地址：{text}") from exc
+    if not uri.host or not uri.user:
+        raise DialOutError("bad_uri", f"SIP 地址须包含用户和主机：{text}")
+    return uri
+
+
+def video_format(streams: list[MediaStream], max_size: tuple[int, int]) -> VideoFormat | None:
+    """What to send the site: codec, packetization mode and a size its level can decode."""
+    stream = next((s for s in streams if s.kind == "video" and s.remote_port), None)
+    if stream is None:
+        return None
+    codec = stream.codec
+    if codec.name == "VP8":
+        width, height = size_for_h264_level("42e01f", max_size)
+        return VideoFormat("vp8", width, height)
+    params = codec.fmtp_params
+    width, height = size_for_h264_level(params.get("profile-level-id"), max_size)
+    return VideoFormat("h264", width, height, single_nal=params.get("packetization-mode", "0") != "1")
+
+
+def failure_text(reason: str, status: int | None) -> str:
+    """A console detail for a call that ended before joining."""
+    if status is not None:
+        return f"呼叫失败：{status} {_STATUS_TEXT.get(status, reason)}"
+    return f"呼叫失败：{reason}"
+
+
+class _SipLeg:
+    """The RtpLeg SiteMedia drives: media through the leg, key-frame requests also by SIP INFO."""
+
+    def __init__(self, site: SipSite) -> None:
+        self.site = site
+
+    def send_audio(self, pcm: np.ndarray) -> None:
+        self.site.leg.send_audio(pcm)
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        self.site.leg.send_video_access_unit(access_unit, timestamp_90k)
+
+    def request_keyframe(self) -> None:
+        self.site.request_keyframe()  # RTCP PLI/FIR and SIP INFO picture_fast_update
+
+
+@dataclass(eq=False)
+class BridgedSite:
+    """One SIP site of one conference (dial-in or dial-out), across its call attempts."""
+
+    site_id: str
+    name: str
+    conference_id: str
+    uri: str
+    direction: Direction
+    sip: SipSite | None = None
+    media: SiteMedia | None = None
+    joining: asyncio.Task[None] | None = None
+    end_reason: str = ""
+    end_status: int | None = None
+    hung_up_by_chair: bool = False
+    registered_user: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.sip is not None and self.sip.call.state != CallState.TERMINATED
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"site_id": self.site_id, "name": self.name, "uri": self.uri,
+                               "direction": self.direction, "connected": self.connected,
+                               "call_state": self.sip.call.state.name.lower() if self.sip else None}
+        if self.media is not None:
+            out["stats"] = self.media.statistics()
+        return out
+
+
+class _SiteSink:
+    """The leg's MediaSink once the site is in the room: everything goes to its SiteMedia."""
+
+    def __init__(self, site: BridgedSite) -> None:
+        self.site = site
+
+    def on_audio(self, leg: MediaLeg, pcm: np.ndarray) -> None:
+        if self.site.media is not None:
+            self.site.media.on_audio(pcm)
+
+    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
+        if self.site.media is not None:
+            self.site.media.on_video(frame)
+
+    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
+        if self.site.media is not None:
+            self.site.media.on_dtmf(digit)
+
+    def on_keyframe_request(self, leg: MediaLeg) -> None:
+        if self.site.media is not None:
+            self.site.media.on_keyframe_request()
+
+
+class ConferenceRoom:
+    """The gateway's ``Room`` for one running conference."""
+
+    def __init__(self, bridge: SipBridge, conf: RunningConference) -> None:
+        self.bridge = bridge
+        self.conf = conf
+        self.conference_id: str = conf.id
+        self.pin: str | None = conf.record.pin or None
+        # Conferences that admit no guests: only callers with an account (digest) get in.
+        self.require_auth: bool = not conf.record.guests
+
+    def join(self, site: SipSite) -> _SiteSink:
+        return self.bridge._joined(self.conf, site)
+
+    def leave(self, site: SipSite) -> None:
+        self.bridge._ended(site)
+
+
+@dataclass
+class SipBridge:
+    """The ``sip`` capability: SIP endpoint + gateway on the node's conferences."""
+
+    core: CoreServices
+    conferences: ConferenceService
+    endpoint: SipEndpoint
+    settings: SipSettings
+    media_host: str = "127.0.0.1"
+    gateway: SipGateway = field(init=False)
+    sites: dict[tuple[str, str], BridgedSite] = field(default_factory=dict)  # (conference, site id)
+    _by_call: dict[str, BridgedSite] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.gateway = SipGateway(self.endpoint, self, self.media_host)
+        # Before the gateway's listener: the end reason must be known when it calls Room.leave.
+        self.endpoint.listeners.insert(0, self._on_event)
+
+    # ------------------------------------------------------------------ Directory
+    def find(self, conference_id: str) -> ConferenceRoom | None:
+        """A running, joinable conference (the gateway answers 404 otherwise)."""
+        conf = self.conferences.running(conference_id)
+        if conf is None or conf.room.ended:
+            return None
+        return ConferenceRoom(self, conf)
+
+    @property
+    def max_video_size(self) -> tuple[int, int]:
+        width, _, height = self.settings.max_video_size.partition("x")
+        return int(width), int(height)
+
+    # ------------------------------------------------------------------ dial-out
+    def _plan_site(self, site_id: str) -> tuple[str, str] | None:
+        """(name, SIP address) of a meeting room of the site plan."""
+        for room in self.core.plan.meeting_rooms:
+            if room.id == site_id:
+                ep = next((e for e in room.endpoints if e.protocol == "sip" and e.address), None)
+                return (room.name, ep.address) if ep else (room.name, "")
+        return None
+
+    def _site_for_uri(self, uri: SipUri) -> tuple[str, str]:
+        """(site id, name) for a SIP address: the plan's meeting room when it is one."""
+        for room in self.core.plan.meeting_rooms:
+            for ep in room.endpoints:
+                if ep.protocol != "sip" or not ep.address:
+                    continue
+                with contextlib.suppress(DialOutError):
+                    if parse_sip_uri(ep.address).user == uri.user:
+                        return room.id, room.name
+        return "sip-" + _SAFE_ID.sub("_", uri.user or "anon")[:40], uri.user or "SIP"
+
+    async def invite(self, conference_id: str, site_id: str | None = None, uri: str | None = None,
+                     name: str = "") -> BridgedSite:
+        """Call a site into a conference (console invite). DialOutError says why not."""
+        conf = self.conferences.running(conference_id)
+        if conf is None:
+            raise DialOutError("not_running", f"会议未在运行：{conference_id}")
+        if site_id is None and not uri:
+            raise DialOutError("bad_request", "须指定会场或 SIP 地址")
+        if site_id is not None and (not site_id or len(site_id) > 64 or _SAFE_ID.search(site_id)):
+            raise DialOutError("bad_site", f"无效的会场标识：{site_id}")
+        plan_name = ""
+        if site_id is not None and not uri:
+            found = self._plan_site(site_id)
+            previous = self.sites.get((conference_id, site_id))
+            if found is not None and found[1]:
+                plan_name, uri = found
+            elif previous is not None:
+                plan_name, uri = previous.name, previous.uri
+            else:
+                raise DialOutError("unknown_site", f"会场没有 SIP 地址：{site_id}")
+        assert uri is not None
+        target = parse_sip_uri(uri)
+        if site_id is None:
+            site_id, plan_name = self._site_for_uri(target)
+        existing = self.sites.get((conference_id, site_id))
+        if (existing is not None and existing.connected) or site_id in conf.room.participants:
+            raise DialOutError("busy", f"会场已在会议中或正在呼叫：{site_id}")
+        site = BridgedSite(site_id, name or plan_name or site_id, conference_id, uri, "out")
+        self.sites[(conference_id, site_id)] = site
+        await conf.set_site_status(site_id, "calling", uri, name=site.name, protocol="sip")
+        room = ConferenceRoom(self, conf)
+        registered = self._registered_user(target)
+        leg = await MediaLeg.allocate(self.media_host, video=True, sink=NullSink())
+        if registered is not None:
+            call = self.endpoint.invite_registered(registered, leg.local_media)
+            assert call is not None
+            site.registered_user = registered
+        else:
+            call = self.endpoint.invite(str(target), leg.local_media)
+        sip_site = SipSite(call, leg, self.gateway, room=room)
+        self.gateway.sites[call.key] = sip_site
+        site.sip = sip_site
+        self._by_call[call.key] = site
+        log.info("conference %s: dialling %s (%s)", conference_id, site_id, uri)
+        return site
+
+    def _registered_user(self, target: SipUri) -> str | None:
+        """The user, when ``target`` is one of our registrar's users with a live binding."""
+        own_hosts = {self.endpoint.config.host, self.settings.host, "localhost"}
+        if target.host not in own_hosts or target.port not in (None, self.endpoint.config.port):
+            return None
+        user = target.user or ""
+        bindings = self.endpoint.ua.bindings.lookup_user(user, self.endpoint.now())
+        return user if bindings else None
+
+    async def hangup(self, conference_id: str, site_id: str) -> BridgedSite:
+        """End a site's call (console hang-up); the site stays on the list as left."""
+        site = self.sites.get((conference_id, site_id))
+        if site is None or not site.connected:
+            raise DialOutError("not_connected", f"会场不在通话中：{site_id}")
+        site.hung_up_by_chair = True
+        assert site.sip is not None
+        site.sip.hangup()
+        return site
+
+    async def redial(self, conference_id: str, site_id: str) -> BridgedSite:
+        """Hang up (if still connected) and call the site's last address again."""
+        site = self.sites.get((conference_id, site_id))
+        if site is None and self._plan_site(site_id) is None:
+            raise DialOutError("unknown_site", f"会场没有可重拨的地址：{site_id}")
+        if site is not None and site.connected:
+            await self.hangup(conference_id, site_id)
+            await self._wait_gone(conference_id, site_id)
+        uri = site.uri if site is not None else None
+        return await self.invite(conference_id, site_id, uri, site.name if site is not None else "")
+
+    async def _wait_gone(self, conference_id: str, site_id: str, within: float = 5.0) -> None:
+        conf = self.conferences.running(conference_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            site = self.sites.get((conference_id, site_id))
+            joining = site.joining if site is not None else None
+            if (conf is None or site_id not in conf.room.participants) and (joining is None or joining.done()):
+                media = site.media if site is not None else None
+                if media is None or media.closed:
+                    return
+            await asyncio.sleep(0.05)
+
+    def site_list(self, conference_id: str) -> list[dict[str, Any]]:
+        """SIP sites of a conference with their call state and statistics."""
+        return [s.to_json() for (cid, _), s in self.sites.items() if cid == conference_id]
+
+    # ------------------------------------------------------------------ room glue
+    def _dial_in_identity(self, site: SipSite) -> tuple[str, str]:
+        try:
+            addr = NameAddr.parse(site.remote_uri)
+            user = site.call.authenticated_user or addr.uri.user or "anon"
+            display = addr.display or ""
+        except (SipParseError, ValueError):
+            user, display = site.call.authenticated_user or "anon", ""
+        site_id, name = self._site_for_uri(SipUri(host="", user=user))
+        return site_id, display or name
+
+    def _joined(self, conf: RunningConference, sip_site: SipSite) -> _SiteSink:
+        """The gateway connected a site to ``conf`` (after the IVR, or a dial-out answered)."""
+        site = self._by_call.get(sip_site.call.key)
+        if site is None:  # dial-in
+            base_id, name = self._dial_in_identity(sip_site)
+            site_id, n = base_id, 1
+            while site_id in conf.room.participants or (
+                    (conf.id, site_id) in self.sites and self.sites[(conf.id, site_id)].connected):
+                n += 1
+                site_id = f"{base_id}-{n}"
+            site = BridgedSite(site_id, name, conf.id, sip_site.remote_uri, "in", sip=sip_site)
+            self.sites[(conf.id, site_id)] = site
+            self._by_call[sip_site.call.key] = site
+        site.end_reason, site.end_status, site.hung_up_by_chair = "", None, False
+        self._spawn_join(conf, site, sip_site)
+        return _SiteSink(site)
+
+    def _spawn_join(self, conf: RunningConference, site: BridgedSite, sip_site: SipSite) -> None:
+        site.joining = asyncio.get_running_loop().create_task(self._join(conf, site, sip_site))
+        self._tasks.add(site.joining)
+        site.joining.add_done_callback(self._tasks.discard)
+
+    async def _join(self, conf: RunningConference, site: BridgedSite, sip_site: SipSite) -> None:
+        fmt = video_format(sip_site.call.streams, self.max_video_size)
+        leg = sip_site.leg
+        leg._executor.submit(deprioritise_current_thread)  # decoding yields to the shared encoders
+        try:
+            media = await SiteMedia.join(
+                conf, site.site_id, site.name, "sip", _SipLeg(sip_site), video=fmt,
+                leg_statistics=leg.statistics, stats_interval=self.settings.stats_interval_seconds,
+                extra_stats=lambda: {"sip": {"uri": site.uri, "direction": site.direction}})
+        except RoomError as exc:
+            log.info("conference %s refused SIP site %s: %s", conf.id, site.site_id, exc)
+            await conf.set_site_status(site.site_id, "failed", f"加入失败：{exc}", name=site.name, protocol="sip")
+            sip_site.hangup()
+            return
+        media.on_removed = sip_site.hangup  # the chair removed the site: end its call
+        if not site.connected:  # hung up while joining
+            await media.close("hangup")
+            return
+        site.media = media
+        await media.publish_statistics()
+
+    def _ended(self, sip_site: SipSite) -> None:
+        """The gateway's Room.leave: every end of a joined or dialled call."""
+        site = self._by_call.pop(sip_site.call.key, None)
+        if site is None:
+            return
+        self._background(self._finish(site))
+
+    async def _finish(self, site: BridgedSite) -> None:
+        if site.joining is not None and not site.joining.done():
+            with contextlib.suppress(Exception):
+                await site.joining
+        conf = self.conferences.running(site.conference_id)
+        if site.media is not None:
+            media, site.media = site.media, None
+            reason = "hangup" if site.hung_up_by_chair else (site.end_reason or "left")
+            await media.close(reason)
+            if site.hung_up_by_chair and conf is not None:
+                await conf.set_site_status(site.site_id, "left", "已挂断", name=site.name, protocol="sip")
+        elif conf is not None and site.direction == "out":
+            if site.hung_up_by_chair:
+                await conf.set_site_status(site.site_id, "idle", "已取消呼叫", name=site.name, protocol="sip")
+            else:
+                await conf.set_site_status(site.site_id, "failed", failure_text(site.end_reason, site.end_status),
+                                           name=site.name, protocol="sip")
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.CallEnded):
+            site = self._by_call.get(event.call.key)
+            if site is not None:
+                site.end_reason, site.end_status = event.reason, event.status
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def stop(self) -> None:
+        """Hang up every call, close media and the endpoint."""
+        for site in list(self.sites.values()):
+            if site.connected and site.sip is not None:
+                site.hung_up_by_chair = True
+                site.sip.hangup()
+        await asyncio.sleep(0.2)  # let BYEs go out
+        for sip_site in list(self.gateway.sites.values()):
+            self.gateway._on_event(ev.CallEnded(sip_site.call, "shutdown"))
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.endpoint.close()
+
+
+def user_agent_config(settings: SipSettings) -> UserAgentConfig:
+    """The SIP user agent's configuration from the ``sip`` settings section."""
+    return UserAgentConfig(
+        host=settings.host, port=settings.udp_port, tls_port=settings.tls_port, realm=settings.realm,
+        accounts=dict(settings.accounts), policy=MediaPolicy(srtp=settings.srtp))
+
+
+async def start(core: CoreServices) -> SipBridge | None:
+    """Capability entry point (after ``mcu``): SIP dial-in/dial-out for this node's conferences."""
+    settings = core.settings.sip
+    mcu = core.capabilities.get("mcu")
+    if not settings.enabled or mcu is None:
+        return None
+    endpoint = SipEndpoint(user_agent_config(settings))
+    bridge = SipBridge(core, mcu.conferences, endpoint, settings, media_host=settings.media_host or settings.host)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        # Another process holds the port: the rest of the node still runs, loudly without SIP.
+        log.error("SIP disabled: cannot listen on %s:%s (%s); set sip.udp_port", settings.host,
+                  settings.udp_port, exc)
+        await endpoint.close()
+        return None
+    log.info("SIP listening on %s:%s (UDP+TCP)", settings.host, endpoint.config.port)
+    print(f"SIP: sip:<会议号>@{settings.host}:{endpoint.config.port}", flush=True)
+    return bridge
+
+
+__all__ = ["BridgedSite", "ConferenceRoom", "DialOutError", "SipBridge", "failure_text", "parse_sip_uri", "start",
+           "user_agent_config", "video_format"]

@@ -1,0 +1,148 @@
+"""SiteMedia: the protocol-neutral glue between an RTP leg and a conference participant.
+
+Runs on a real ConferenceService (embedded PostgreSQL) and its MediaRunner; the "leg" here is
+a small recorder that decodes what the shared encoder sends it with PyAV, so the SIP and H.323
+legs' own code is not needed to check the glue.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import av
+import numpy as np
+import pytest
+
+from core.runtime import CoreServices
+from mcu.conferences import ConferenceService
+from mcu.room import RoomSettings
+from mcu.site_media import AudioPump, SiteMedia, VideoFormat, size_for_h264_level
+
+DEMO = "80000001"
+
+
+class RecordingLeg:
+    """Keeps the mixes it is sent and decodes the access units (Annex B H.264)."""
+
+    def __init__(self) -> None:
+        self.audio: list[np.ndarray] = []
+        self.decoder = av.CodecContext.create("h264", "r")
+        self.frames: list[tuple[int, int]] = []
+        self.keyframe_requests = 0
+        self.access_units = 0
+
+    def send_audio(self, pcm: np.ndarray) -> None:
+        self.audio.append(pcm.copy())
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        self.access_units += 1
+        for packet in self.decoder.parse(access_unit):
+            for frame in self.decoder.decode(packet):
+                self.frames.append((frame.width, frame.height))
+
+    def request_keyframe(self) -> None:
+        self.keyframe_requests += 1
+
+
+def tone(hz: float, i: int) -> np.ndarray:
+    t = (np.arange(960) + i * 960) / 48_000
+    return (6000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def peak(pcm: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    return float(np.fft.rfftfreq(len(pcm), 1 / 48_000)[int(np.argmax(spectrum))])
+
+
+@pytest.fixture
+async def conferences(services: CoreServices) -> AsyncIterator[ConferenceService]:
+    service = ConferenceService(services, room_settings=RoomSettings(fps=10))
+    await service.start()
+    yield service
+    await service.stop()
+
+
+def test_size_for_h264_level() -> None:
+    assert size_for_h264_level("42e01f") == (1280, 720)
+    assert size_for_h264_level("42e01e") == (640, 360)
+    assert size_for_h264_level("42e016") == (640, 360)
+    assert size_for_h264_level("42e00d") == (352, 288)
+    assert size_for_h264_level(None) == (352, 288)
+    assert size_for_h264_level("zz") == (352, 288)
+    assert size_for_h264_level("42e01f", (640, 360)) == (640, 360)
+    assert size_for_h264_level("42e01f", (352, 288)) == (352, 288)
+
+
+async def test_site_media_in_a_running_conference(conferences: ConferenceService) -> None:
+    conf = conferences.running(DEMO)
+    assert conf is not None
+    video_leg, phone_leg = RecordingLeg(), RecordingLeg()
+    room_system = await SiteMedia.join(conf, "room-system", "县会议室", "sip", video_leg,
+                                       video=VideoFormat("h264", 352, 288, single_nal=True), stats_interval=0.5,
+                                       leg_statistics=lambda: [{"kind": "audio", "codec": "PCMU", "resolution": None}])
+    phone = await SiteMedia.join(conf, "phone", "值班电话", "sip", phone_leg, video=None, stats_interval=0)
+    assert AudioPump.for_conference(conf).sites == [room_system, phone]  # one timer for the conference
+    assert video_leg.keyframe_requests == 1 and phone_leg.keyframe_requests == 0  # asked at join
+
+    # Media in: tones from both, a picture from the room system; 20 ms pacing like a leg.
+    red = np.zeros((288, 352, 3), dtype=np.uint8)
+    red[:, :, 0] = 220
+    for i in range(75):
+        room_system.on_audio(tone(500, i))
+        phone.on_audio(tone(1500, i))
+        if i % 5 == 0:
+            room_system.on_video(av.VideoFrame.from_ndarray(red, format="rgb24"))
+        await asyncio.sleep(0.02)
+
+    # N-1 out: each hears the other only.
+    assert abs(peak(np.concatenate(video_leg.audio[-25:])) - 1500) < 20
+    assert abs(peak(np.concatenate(phone_leg.audio[-25:])) - 500) < 20
+    # Video out: the shared encoder at the leg's size, decodable.
+    assert video_leg.frames and set(video_leg.frames) == {(352, 288)}
+    assert phone_leg.access_units == 0
+    assert room_system.subscription is not None and room_system.subscription.key.single_nal
+    # The phone is shown with a placeholder tile, the room system with its picture.
+    panes = {p.participant_id: p for p in conf.room.view_plan("broadcast").panes if p.participant_id}
+    assert panes["phone"].sample is None and panes["room-system"].sample is not None
+
+    # Endpoint key-frame requests are coalesced before they reach the shared encoder.
+    sub = room_system.subscription
+    forwarded: list[int] = []
+    original = sub.request_keyframe
+
+    def counting() -> None:
+        forwarded.append(1)
+        original()
+
+    sub.request_keyframe = counting  # type: ignore[method-assign]
+    for _ in range(5):
+        room_system.on_keyframe_request()
+    assert len(forwarded) == 1 and room_system.counters.keyframes_requested_by_endpoint == 5
+
+    # Statistics reach the site list (and the bus, by the timer).
+    await asyncio.sleep(0.6)
+    stats = conf.sites["room-system"].stats
+    assert stats["audio_frames_in"] == 75 and stats["video_frames_in"] == 15
+    assert stats["send_video"] == {"codec": "h264", "width": 352, "height": 288, "packetization_mode": 0}
+    assert stats["streams"][0]["codec"] == "PCMU" and stats["input_resolution"] == [352, 288]
+    phone.on_dtmf("5")
+    assert phone.statistics()["audio_only"] is True and phone.counters.dtmf == ["5"]
+
+    # The chair removes the phone: SiteMedia tells its owner once (the leg then hangs up).
+    removed: list[str] = []
+    phone.on_removed = lambda: removed.append("phone")
+    conf.room.remove("phone")
+    await asyncio.sleep(0.1)
+    assert removed == ["phone"]
+    await phone.close("removed")
+    await phone.close("again")  # idempotent
+    assert AudioPump.for_conference(conf).sites == [room_system]
+
+    # Hang-up: everything released, the site is left.
+    await room_system.close("hangup")
+    assert room_system.subscription.closed and not conf.room.encoder_keys
+    assert "room-system" not in conf.room.participants and conf.sites["room-system"].status == "left"
+    sent = len(video_leg.audio)
+    room_system.on_audio(tone(500, 0))  # late media after close is ignored
+    await asyncio.sleep(0.1)
+    assert len(video_leg.audio) == sent
