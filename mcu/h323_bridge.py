@@ -233,9 +233,14 @@ class H323Site:
         self.site_id = site_id
         self.site = await SiteMedia.join(conf, site_id, name, "h323", self.media, video=video,
                                          leg_statistics=self.media.statistics, extra_stats=self.extra_stats)
+        if self.released.done():  # hung up while joining: finish() found no site to close
+            await self.site.close("hangup")
+            return
         self.media.on_audio = self.site.on_audio
         self.media.on_video = self.site.on_video
         self.media.on_keyframe_request = self.site.on_keyframe_request  # RTCP PLI/FIR, if the terminal sends one
+        # The chair removed the site (or ended the conference): hang up the call.
+        self.site.on_removed = lambda: self.handle.release(Cause.NORMAL_CALL_CLEARING)
         self.bridge._spawn(self._limit_incoming_video())
 
     async def _limit_incoming_video(self) -> None:
@@ -296,6 +301,7 @@ class H323Bridge:
         self.ports = BoundPortAllocator(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
         self.endpoint = H323Endpoint(self.config, on_incoming=self._on_incoming, ports=self.ports)
         self.sites: set[H323Site] = set()
+        self._last_call: dict[tuple[str, str], tuple[str, str | None, str]] = {}  # for redial
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: MediaAddress | None = None
 
@@ -415,11 +421,12 @@ class H323Bridge:
         await site.join(conf, site_id, name)
 
     # ------------------------------------------------------------------ dial-out (console)
-    async def invite(self, conference_id: str, site_id: str, address: str | None, alias: str | None = None,
+    async def invite(self, conference_id: str, site_id: str, address: str | None = None, alias: str | None = None,
                      name: str = "") -> H323Site:
         """Call a site into a running conference (invite and redial). ValueError for bad input.
 
-        ``address`` is ``host[:port]``; ``alias`` the E.164 number or H.323 alias to call there.
+        ``address`` is ``[alias@]host[:port]`` (None: the site plan's H.323 endpoint of the
+        meeting room ``site_id``); ``alias`` the E.164 number or H.323 alias to call there.
         Returns at once; the site list shows calling → joined (or failed with the cause).
         """
         conf = self.conferences.running(conference_id)
@@ -430,9 +437,15 @@ class H323Bridge:
         if site_id in conf.room.participants or self.find(conference_id, site_id) is not None:
             raise ValueError(f"会场已在会议中: {site_id}")
         if not address:
-            raise ValueError("缺少 H.323 地址")
+            planned = self.plan_address(site_id)
+            if planned is None:
+                raise ValueError("缺少 H.323 地址")
+            address, name = planned[1], name or planned[0]
+        if "@" in address and alias is None:
+            alias, _, address = address.partition("@")
         target = parse_address(address)
         display = name or (conf.sites[site_id].name if site_id in conf.sites else site_id)
+        self._last_call[(conference_id, site_id)] = (address, alias, display)
         await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{target.host}:{target.port}",
                                    name=display, protocol="h323")
         try:
@@ -457,6 +470,29 @@ class H323Bridge:
         except RoomError as exc:
             log.info("H.323 site %s refused by the room: %s", site_id, exc)
             site.handle.release(Cause.CALL_REJECTED)
+
+    def plan_address(self, site_id: str) -> tuple[str, str] | None:
+        """(name, ``[alias@]host[:port]``) of a site-plan meeting room's H.323 endpoint."""
+        plan = getattr(self.conferences.core, "plan", None)
+        for room in getattr(plan, "meeting_rooms", ()):
+            if room.id == site_id:
+                ep = next((e for e in room.endpoints if e.protocol == "h323" and e.address), None)
+                return (room.name, ep.address) if ep is not None else None
+        return None
+
+    async def redial(self, conference_id: str, site_id: str) -> H323Site:
+        """Hang up the site's call if it is still up, then call its last (or planned) address."""
+        last = self._last_call.get((conference_id, site_id))
+        if last is None and self.plan_address(site_id) is None:
+            raise ValueError(f"会场没有可重拨的地址: {site_id}")
+        await self.hangup(conference_id, site_id)
+        conf = self.conferences.running(conference_id)
+        if conf is not None and site_id in conf.room.participants:
+            await conf.leave(site_id, "redial")
+        if last is None:
+            return await self.invite(conference_id, site_id, None)
+        address, alias, name = last
+        return await self.invite(conference_id, site_id, address, alias, name)
 
     async def hangup(self, conference_id: str, site_id: str) -> bool:
         """Release a site's H.323 call (False when there is none)."""

@@ -81,6 +81,7 @@ class Terminal:
         self.handle: CallHandle | None = None
         self.media: H323MediaLeg | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._media_tasks: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()
 
     async def dial(self, address: MediaAddress, number: str | None) -> CallHandle:
@@ -89,12 +90,17 @@ class Terminal:
         return self.handle
 
     async def _attach(self, handle: CallHandle) -> None:
+        if self.media is not None:  # a previous call (redial): its media is done
+            for task in self._media_tasks:
+                task.cancel()
+            await self.media.close()
         self.handle = handle
         self.media = await H323MediaLeg.adopt(self.ports, handle.call.media_ports, "127.0.0.1",
                                               fast_update=handle.request_fast_update)
         self.media.on_video = self.frames.append
         self.media.on_audio = self.audio.append
-        self._tasks += [asyncio.ensure_future(self._events()), asyncio.ensure_future(self._send())]
+        self._media_tasks = [asyncio.ensure_future(self._events()), asyncio.ensure_future(self._send())]
+        self._tasks += self._media_tasks
 
     async def listen(self, port: int) -> None:
         """Wait for calls (dial-out tests): answer the first one."""

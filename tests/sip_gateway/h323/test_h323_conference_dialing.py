@@ -99,6 +99,21 @@ async def test_dial_out_invite_flow_control_and_hang_up(services: CoreServices) 
         released = terminal.of(CallReleased)[0]
         assert isinstance(released, CallReleased) and released.cause == Cause.NORMAL_CALL_CLEARING
         await clean(mcu.bridge)
+        # Redial calls the last address again; the chair removing the site hangs the call up.
+        redialled = await mcu.bridge.redial(CONFERENCE, "luoding-room")
+        await eventually(lambda: redialled.site is not None, 15)  # joined, media started
+        assert status(mcu, "luoding-room") == "joined"
+        conf.room.remove("luoding-room")
+        await terminal.until(lambda: len(terminal.of(CallReleased)) == 2, 10)
+        await eventually(lambda: status(mcu, "luoding-room") == "left")
+        await clean(mcu.bridge)
+        with pytest.raises(ValueError, match="没有可重拨"):
+            await mcu.bridge.redial(CONFERENCE, "never-called")
+        # The site plan's H.323 endpoints are the default addresses.
+        room = next(r for r in services.plan.meeting_rooms if any(e.protocol == "h323" for e in r.endpoints))
+        planned = mcu.bridge.plan_address(room.id)
+        assert planned is not None and planned == (room.name, room.endpoints[0].address)
+        assert mcu.bridge.plan_address("no-such-room") is None
     finally:
         other.stop()
         await terminal.close()
