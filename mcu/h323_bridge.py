@@ -356,6 +356,9 @@ class H323Bridge:
         except RoomError as exc:
             log.info("H.323 call refused by the room: %s", exc)
             handle.release(Cause.CALL_REJECTED)
+        except Exception:  # a bug or the database: log it, release the call, keep serving others
+            log.exception("H.323 call %s failed while joining", handle.call.call_id.hex())
+            handle.release(Cause.TEMPORARY_FAILURE)
 
     async def _admit_incoming(self, site: H323Site, incoming: CallIncoming) -> None:
         handle = site.handle
@@ -470,6 +473,9 @@ class H323Bridge:
         except RoomError as exc:
             log.info("H.323 site %s refused by the room: %s", site_id, exc)
             site.handle.release(Cause.CALL_REJECTED)
+        except Exception:  # a bug or the database: log it, release the call, keep serving others
+            log.exception("H.323 site %s failed while joining", site_id)
+            site.handle.release(Cause.TEMPORARY_FAILURE)
 
     def plan_address(self, site_id: str) -> tuple[str, str] | None:
         """(name, ``[alias@]host[:port]``) of a site-plan meeting room's H.323 endpoint."""
