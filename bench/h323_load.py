@@ -5,7 +5,13 @@ Measures call setups per second and CPU per setup for fast start with tunnelled 
 without fast start over a separate H.245 connection. Also holds N calls open at once and
 reports CPU per held participant (signalling only: media is a later session's work).
 
-    PYTHONPATH=. python bench/h323_load.py [--calls 200] [--concurrency 8] [--hold 200]
+    PYTHONPATH=. python bench/h323_load.py [--calls 200] [--concurrency 8] [--hold 200] [--room 1,4,8]
+
+``--room`` runs H.323 participants IN A CONFERENCE ROOM (the MCU with the H.323 bridge, the
+room's mixer/compositor/shared encoder, an embedded PostgreSQL): a child process runs N room
+systems (G.722 audio, a pre-encoded H.264 CIF stream, decoding what they receive) so the
+parent's CPU is the MCU's alone; reported per participant, with the empty running room as the
+reference in the same run. ``--room ''`` skips it.
 
 Writes bench/results/h323_load.json and prints a table.
 """
@@ -132,11 +138,16 @@ async def run_hold(participants: int, seconds: float) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.h323_room import run_room_scenarios  # the room part needs the database and the MCU
+
+    sizes = [int(n) for n in args.room.split(",") if n.strip()]
+    room = await run_room_scenarios(sizes, args.room_seconds, args.room_fps) if sizes else None
     fast = await run_setups(True, True, args.calls, args.concurrency)
     slow = await run_setups(False, False, args.calls, args.concurrency)
     sequential = await run_setups(True, True, max(20, args.calls // 4), 1)
     hold = await run_hold(args.hold, args.hold_seconds)
     return {
+        "room_participants": room,
         "benchmark": "h323_load",
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -154,6 +165,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--hold", type=int, default=200)
     parser.add_argument("--hold-seconds", type=float, default=5.0)
+    parser.add_argument("--room", default="1,4,8", help="participants per room scenario, comma separated")
+    parser.add_argument("--room-seconds", type=float, default=10.0)
+    parser.add_argument("--room-fps", type=int, default=15)
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +183,10 @@ def main() -> None:
     hold = result["held_participants"]
     print(f"held participants: {hold['participants']}, CPU {hold['cpu_ms_per_participant_per_s']} ms per participant "
           f"per second (signalling + 1 s RTD keep-alive)")
+    if result["room_participants"]:
+        from bench.h323_room import print_room_table
+
+        print_room_table(result["room_participants"])
     print(f"written {RESULTS}")
 
 

@@ -73,6 +73,8 @@ class SipSettings(_Section):
 
 
 class H323Settings(_Section):
+    enabled: bool = True  # the MCU role answers and places H.323 calls
+    host: str = "127.0.0.1"  # signalling and media address
     signalling_port: int = Field(1720, ge=1, le=65535)
     ras_port: int = Field(1719, ge=1, le=65535)
 

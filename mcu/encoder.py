@@ -21,7 +21,9 @@ from .clock import Clock
 from .compositor import ComposedFrame, fit_frame
 from .media import VIDEO_TIME_BASE, EncodedPacket
 
-CODECS = ("h264", "vp8")
+CODECS = ("h264", "vp8", "h263", "h261")
+# H.263 (baseline, RFC 2190) and H.261 only code the CIF family: their shared encoders are CIF.
+CIF_ONLY_CODECS = ("h263", "h261")
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((1280, 720), (640, 360), (352, 288))
 DEFAULT_BITRATE = {(1280, 720): 1_500_000, (640, 360): 600_000, (352, 288): 384_000}
 
@@ -41,6 +43,8 @@ class EncoderKey:
             raise ValueError(f"unsupported codec {self.codec!r}; expected one of {CODECS}")
         if (self.width, self.height) not in RESOLUTIONS:
             raise ValueError(f"unsupported resolution {self.width}x{self.height}; expected one of {RESOLUTIONS}")
+        if self.codec in CIF_ONLY_CODECS and (self.width, self.height) != (352, 288):
+            raise ValueError(f"{self.codec} encodes CIF (352x288) only")
         if self.single_nal and self.codec != "h264":
             raise ValueError("single_nal applies to H.264 only")
 
@@ -109,6 +113,12 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
             "forced-idr": "1",
             "x264-params": ":".join(params),
         }
+    elif key.codec == "h263":
+        ctx = av.CodecContext.create("h263", "w")
+        # "ps": RTP mode, a GOB header (octet aligned) about every ps bytes: RFC 2190 mode A cuts there.
+        ctx.options = {"ps": str(settings.slice_max_size)}
+    elif key.codec == "h261":
+        ctx = av.CodecContext.create("h261", "w")
     else:
         ctx = av.CodecContext.create("libvpx", "w")
         ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}

@@ -22,6 +22,8 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from ..sip.sdp import Codec
+from .h261 import packetize_rfc4587, strip_rfc4587
+from .h263 import packetize_rfc2190, packetize_rfc4629, strip_rfc2190, strip_rfc4629
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +32,16 @@ SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz
 MTU_PAYLOAD = 1200
 VIDEO_CLOCK = 90_000
 Pcm = npt.NDArray[np.int16]
+VIDEO_CODECS = ("H264", "VP8", "H263", "H263-1998", "H261")
+# H.263/H.261 (H.323 room systems) are (de)packetised here, not by aiortc.
+_H26X_STRIP = {"H263": strip_rfc2190, "H263-1998": strip_rfc4629, "H261": strip_rfc4587}
+_H26X_PACK = {"H263": packetize_rfc2190, "H263-1998": packetize_rfc4629, "H261": packetize_rfc4587}
+_H26X_FFMPEG = {"H263": "h263", "H263-1998": "h263", "H261": "h261"}
 
 
 def aiortc_parameters(codec: Codec) -> RTCRtpCodecParameters:
     """aiortc's codec description for a negotiated SDP codec."""
-    kind = "video" if codec.name in ("H264", "VP8") else "audio"
+    kind = "video" if codec.name in VIDEO_CODECS else "audio"
     name = {"OPUS": "opus"}.get(codec.name, codec.name)
     return RTCRtpCodecParameters(
         mimeType=f"{kind}/{name}", clockRate=codec.clock_rate,
@@ -44,7 +51,11 @@ def aiortc_parameters(codec: Codec) -> RTCRtpCodecParameters:
 
 
 def depayload_media(codec: Codec, payload: bytes) -> bytes:
-    """RTP payload → codec bitstream piece (H.264 single NAL, STAP-A and FU-A; VP8 descriptor)."""
+    """RTP payload → codec bitstream piece (H.264 single NAL, STAP-A and FU-A; VP8 descriptor;
+    H.263 RFC 2190/4629 and H.261 RFC 4587 headers)."""
+    strip = _H26X_STRIP.get(codec.name)
+    if strip is not None:
+        return strip(payload)
     return bytes(depayload(aiortc_parameters(codec), payload))
 
 
@@ -99,11 +110,16 @@ class VideoDecoder:
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self._decoder = get_decoder(aiortc_parameters(codec))
+        ffmpeg = _H26X_FFMPEG.get(codec.name)
+        self._h26x: Any = av.CodecContext.create(ffmpeg, "r") if ffmpeg else None
+        self._decoder = None if ffmpeg else get_decoder(aiortc_parameters(codec))
 
     def decode(self, data: bytes, timestamp: int) -> list[av.VideoFrame]:
         """Decode; corrupt input yields no frames instead of an exception."""
         try:
+            if self._h26x is not None:
+                return [f for f in self._h26x.decode(av.Packet(data)) if isinstance(f, av.VideoFrame)]
+            assert self._decoder is not None
             frames: list[Any] = self._decoder.decode(JitterFrame(data, timestamp))
         except (av.FFmpegError, ValueError) as exc:
             log.debug("video decode error: %s", exc)
@@ -191,6 +207,9 @@ class VideoEncoder:
             self._pts += VIDEO_CLOCK // self.fps
             payloads, _ = self._vp8.encode(frame, keyframe)
             return [bytes(p) for p in payloads]
+        ffmpeg = _H26X_FFMPEG.get(self.codec.name)
+        if ffmpeg is not None:
+            return self._encode_h26x(ffmpeg, frame, keyframe)
         size = (frame.width, frame.height)
         if self._x264 is None or self._size != size:
             self._x264 = self._open_x264(*size)
@@ -204,6 +223,33 @@ class VideoEncoder:
         data = b"".join(bytes(p) for p in self._x264.encode(frame))
         return packetize_h264(data, self.mode) if data else []
 
+    def _encode_h26x(self, name: str, frame: av.VideoFrame, keyframe: bool) -> list[bytes]:
+        """H.263/H.261 at CIF (the sizes those codecs have), packetised per their RFC."""
+        if self._x264 is None:
+            ctx: Any = av.CodecContext.create(name, "w")
+            ctx.width, ctx.height, ctx.pix_fmt = 352, 288, "yuv420p"
+            ctx.bit_rate = min(self.bitrate, 384_000)
+            ctx.time_base = fractions.Fraction(1, self.fps)
+            ctx.gop_size = self.fps * 4
+            if name == "h263":
+                ctx.options = {"ps": str(MTU_PAYLOAD)}
+            self._x264 = ctx
+        if (frame.width, frame.height) != (352, 288) or frame.format.name != "yuv420p":
+            frame = frame.reformat(width=352, height=288, format="yuv420p")
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.fps)
+        self._pts += 1
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        return [p for packet in self._x264.encode(frame) for p in self.pack(bytes(packet))]
+
     def pack(self, access_unit: bytes) -> list[bytes]:
-        """Packetise an already encoded H.264 access unit (``bytes(av_packet)`` of a shared encoder)."""
+        """Packetise an already encoded access unit (``bytes(av_packet)`` of a shared encoder):
+        H.264, or an H.263/H.261 picture."""
+        pack = _H26X_PACK.get(self.codec.name)
+        if pack is not None:
+            try:
+                return pack(access_unit)
+            except ValueError as exc:  # not a picture we can describe: skip it, the next key frame heals
+                log.debug("cannot packetise %s picture: %s", self.codec.name, exc)
+                return []
         return packetize_h264(access_unit, self.mode)

@@ -1,0 +1,578 @@
+"""H.323 room systems in MCU conferences: dial-in, dial-out, media, chair control.
+
+The bridge owns one :class:`~sip_gateway.h323.aio.H323Endpoint` (TCP 1720 by default) and
+turns its calls into conference sites:
+
+* **dial-in by number/alias**: a Setup whose called party number or a destination alias is the
+  id of a running conference joins it (its PIN, if any, is asked for by DTMF);
+* **dial-in by IP** (no known number): the call is answered and an IVR collects the conference
+  id and then the PIN as H.245 userInputIndication digits, each ended by ``#``;
+* **dial-out**: :meth:`H323Bridge.invite` calls a site for the console's invite/redial button,
+  :meth:`H323Bridge.hangup` releases it.
+
+Media goes through :mod:`sip_gateway.h323.media` (RTP on ports really bound at call creation)
+and :class:`mcu.site_media.SiteMedia` (decoded media into the room, the room's shared encoder
+out with the negotiated codec: H.264, H.263 or H.261). H.245 videoFastUpdatePicture from the
+terminal asks the shared encoder for a key frame; the room's key-frame requests go to the
+terminal as videoFastUpdatePicture. flowControlCommand caps what we send: below the shared
+encoder's rate for the current size the site is moved to the CIF encoder. Site status
+(calling/joined/failed/left) and statistics (streams, round-trip delay, flow-control cap) go
+to the console like SIP sites.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, RunningConference
+from mcu.encoder import DEFAULT_BITRATE
+from mcu.room import RoomError
+from mcu.site_media import SiteMedia, VideoFormat
+from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.h323.call import EndpointConfig
+from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
+from sip_gateway.h323.events import (
+    CallConnected,
+    CallIncoming,
+    CallReleased,
+    CapabilityMismatch,
+    ChannelClosed,
+    ChannelOpened,
+    ChannelRejected,
+    Event,
+    FlowControlRequested,
+    MediaAddress,
+    RoundTripDelayMeasured,
+    UserInputReceived,
+    VideoFastUpdateRequested,
+)
+from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg, site_video_codec
+from sip_gateway.h323.q931 import Cause
+
+if TYPE_CHECKING:
+    from core.runtime import CoreServices
+
+__all__ = ["BridgeSettings", "H323Bridge", "H323Site", "bitrate_for_pane", "parse_address", "start"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """Knobs of the bridge (the capability fills them from ``settings.h323``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 1720
+    rtp_first: int = 20000
+    rtp_last: int = 29999
+    ivr_digit_timeout: float = 20.0  # seconds for each IVR entry (conference id, PIN)
+    ivr_attempts: int = 3
+    media_settle: float = 3.0  # wait this long for the video channels after the audio ones
+    round_trip_interval: float = 10.0  # H.245 roundTripDelay keep-alive (0: off)
+    answer_timeout: float = 30.0  # dial-out: no Connect within this: failed
+    pane_check_interval: float = 5.0  # how often the terminal's video rate is matched to its pane
+
+
+def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | None:
+    """Video rate to ask of a terminal shown at ``size`` (None: unseen → the CIF rate; no cap
+    when the pane is larger than 640x360 or the terminal offers no more than the cap)."""
+    area = size[0] * size[1] if size is not None else 0
+    if area > 640 * 360:
+        return None
+    cap = DEFAULT_BITRATE[(352, 288)] if area <= 352 * 288 else DEFAULT_BITRATE[(640, 360)]
+    return cap if not offered_bps or offered_bps > cap else None
+
+
+def parse_address(address: str, default_port: int = 1720) -> MediaAddress:
+    """``host`` or ``host:port`` (ValueError with a clear message otherwise)."""
+    match = re.fullmatch(r"\s*([0-9A-Za-z.\-]+)(?::(\d{1,5}))?\s*", address)
+    if match is None:
+        raise ValueError(f"无效的 H.323 地址: {address!r}")
+    port = int(match.group(2) or default_port)
+    if not 0 < port < 65536:
+        raise ValueError(f"无效的端口: {port}")
+    return MediaAddress(match.group(1), port)
+
+
+@dataclass(eq=False)
+class H323Site:
+    """One H.323 call and, once admitted, its conference site."""
+
+    bridge: H323Bridge
+    handle: CallHandle
+    media: H323MediaLeg
+    site_id: str = ""
+    conference: RunningConference | None = None
+    site: SiteMedia | None = None
+    dial_out: bool = False
+    round_trip_ms: float | None = None
+    flow_cap_bps: int | None = None
+    digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # connected or released
+    seen_setup: asyncio.Event = field(default_factory=asyncio.Event)  # CallIncoming or released
+    released: asyncio.Future[CallReleased] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    channel_change: asyncio.Event = field(default_factory=asyncio.Event)
+    video_mismatch: bool = False
+    requested_video_bps: int | None = None  # our flowControlCommand towards the terminal
+    rejected: list[str] = field(default_factory=list)  # our OLCs the terminal refused: "session:cause"
+    incoming: CallIncoming | None = None
+
+    # ------------------------------------------------------------------ events
+    async def pump(self) -> None:
+        """Consume the call's events until it is released."""
+        while True:
+            event = await self.handle.events.get()
+            self.on_event(event)
+            if isinstance(event, CallReleased):
+                await self.finish(event)
+                return
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, CallIncoming):
+            self.incoming = event
+            self.seen_setup.set()
+        elif isinstance(event, CallConnected):
+            self.connected.set()
+            self.settled.set()
+        elif isinstance(event, ChannelOpened):
+            self.media.apply(event.channel)
+            self.channel_change.set()
+        elif isinstance(event, ChannelClosed):
+            self.media.close_channel(event.number, event.outgoing)
+        elif isinstance(event, ChannelRejected):
+            self.rejected.append(f"{event.session_id}:{event.cause}")
+            if event.session_id == VIDEO_SESSION:
+                self.video_mismatch = True  # no video towards this terminal: join audio-only
+            self.channel_change.set()
+        elif isinstance(event, CapabilityMismatch):
+            self.video_mismatch = self.video_mismatch or event.video
+            self.channel_change.set()
+        elif isinstance(event, UserInputReceived):
+            for char in event.text:
+                self.digits.put_nowait(char)
+                if self.site is not None:
+                    self.site.on_dtmf(char)
+        elif isinstance(event, VideoFastUpdateRequested):
+            if self.site is not None:
+                self.site.on_keyframe_request()
+        elif isinstance(event, FlowControlRequested):
+            self.apply_flow_control(event.bitrate_bps)
+        elif isinstance(event, RoundTripDelayMeasured):
+            self.round_trip_ms = round(event.seconds * 1000, 1)
+        elif isinstance(event, CallReleased):
+            self.settled.set()
+            self.seen_setup.set()
+            if not self.released.done():
+                self.released.set_result(event)
+
+    def apply_flow_control(self, bitrate_bps: int | None) -> None:
+        """flowControlCommand: drop to the CIF shared encoder when the cap is below our rate."""
+        self.flow_cap_bps = bitrate_bps
+        site = self.site
+        if site is None or site.video is None or site.subscription is None or bitrate_bps is None:
+            return
+        current = DEFAULT_BITRATE.get((site.video.width, site.video.height), 0)
+        if bitrate_bps < current and (site.video.width, site.video.height) != (352, 288):
+            fmt = VideoFormat(site.video.codec, 352, 288, site.video.single_nal)
+            site.subscription.close()
+            site.video = fmt
+            site.subscription = site.conf.room.subscribe_video(
+                site.participant_id, site._on_packet, codec=fmt.codec, width=fmt.width, height=fmt.height,
+                single_nal=fmt.single_nal)
+
+    def extra_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
+                               "requested_video_bps": self.requested_video_bps,
+                               "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected)}
+        video_out = self.media.outgoing_video
+        audio_out = self.media.channels.get((AUDIO_SESSION, True))
+        out["h323_codecs"] = {"audio": audio_out.format.codec.value if audio_out else None,
+                              "video": video_out.format.codec.value if video_out else None}
+        return out
+
+    # ------------------------------------------------------------------ joining
+    async def wait_for_media(self) -> None:
+        """Until audio flows both ways and video is open (or clearly not coming)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.bridge.settings.media_settle * 3
+        video_deadline: float | None = None
+        while not self.released.done():
+            have_audio = (AUDIO_SESSION, True) in self.media.channels
+            have_video = (VIDEO_SESSION, True) in self.media.channels and (VIDEO_SESSION, False) in self.media.channels
+            if have_audio and (have_video or self.video_mismatch):
+                return
+            now = loop.time()
+            if have_audio and video_deadline is None:
+                video_deadline = now + self.bridge.settings.media_settle
+            limit = min(deadline, video_deadline) if video_deadline is not None else deadline
+            if now >= limit:
+                if have_audio or (VIDEO_SESSION, True) in self.media.channels:
+                    return
+                raise TimeoutError("no media channels opened")
+            self.channel_change.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limit - now):
+                    await self.channel_change.wait()
+
+    async def join(self, conf: RunningConference, site_id: str, name: str) -> None:
+        """Join the room with the negotiated media."""
+        await self.wait_for_media()
+        if self.released.done():
+            return
+        video_out = self.media.outgoing_video
+        video: VideoFormat | None = None
+        if video_out is not None:
+            codec, (width, height), single_nal = site_video_codec(video_out.format)
+            video = VideoFormat(codec, width, height, single_nal)
+        self.conference = conf
+        self.site_id = site_id
+        self.site = await SiteMedia.join(conf, site_id, name, "h323", self.media, video=video,
+                                         leg_statistics=self.media.statistics, extra_stats=self.extra_stats)
+        if self.released.done():  # hung up while joining: finish() found no site to close
+            await self.site.close("hangup")
+            return
+        self.media.on_audio = self.site.on_audio
+        self.media.on_video = self.site.on_video
+        self.media.on_keyframe_request = self.site.on_keyframe_request  # RTCP PLI/FIR, if the terminal sends one
+        # The chair removed the site (or ended the conference): hang up the call.
+        self.site.on_removed = lambda: self.handle.release(Cause.NORMAL_CALL_CLEARING)
+        self.bridge._spawn(self._limit_incoming_video())
+
+    async def _limit_incoming_video(self) -> None:
+        """Ask the terminal (H.245 flowControlCommand) for no more video than its largest pane
+        needs: decoding full-rate 720p only to shrink it into a small pane is wasted CPU."""
+        while self.site is not None and not self.site.closed and not self.released.done():
+            incoming = self.media.incoming_video
+            if incoming is not None and self.conference is not None:
+                with contextlib.suppress(RoomError):
+                    wanted = self.conference.room.wanted_video_size(self.site_id)
+                    limit = bitrate_for_pane(wanted, incoming.format.bitrate_bps)
+                    if limit != self.requested_video_bps:
+                        self.requested_video_bps = limit
+                        self.handle.flow_control(incoming.number, limit)
+            await asyncio.sleep(self.bridge.settings.pane_check_interval)
+
+    async def finish(self, event: CallReleased) -> None:
+        """The call is over: leave the room, close media, tell the console."""
+        reason = "hangup" if event.cause == Cause.NORMAL_CALL_CLEARING else "failed"
+        if self.site is not None:
+            await self.site.close(reason)
+        elif self.dial_out and self.conference is not None and self.site_id:
+            # Hung up by the console while calling: back to idle; anything else failed, with the cause.
+            cancelled = event.cause == Cause.NORMAL_CALL_CLEARING and not event.by_remote
+            with contextlib.suppress(Exception):
+                await self.conference.set_site_status(
+                    self.site_id, "idle" if cancelled else "failed",
+                    "已挂断" if cancelled else f"呼叫失败（Q.850 原因 {event.cause}）", protocol="h323")
+        await self.media.close()
+        self.bridge.ports.release(self.handle.call.media_ports)
+        self.bridge.sites.discard(self)
+
+    async def read_entry(self) -> str:
+        """Digits up to ``#`` (IVR), within the entry timeout."""
+        text = ""
+        async with asyncio.timeout(self.bridge.settings.ivr_digit_timeout):
+            while True:
+                char = await self.digits.get()
+                if char == "#":
+                    return text
+                if char == "*":
+                    text = ""
+                elif char.isdigit():
+                    text += char
+
+
+class H323Bridge:
+    """H.323 calls ↔ conference sites. Python API for the console: :meth:`invite`, :meth:`hangup`."""
+
+    def __init__(self, conferences: ConferenceService, settings: BridgeSettings | None = None,
+                 config: EndpointConfig | None = None) -> None:
+        self.conferences = conferences
+        self.settings = settings or BridgeSettings()
+        self.config = config or EndpointConfig(
+            h323_id="commandcenter MCU", display="commandcenter MCU", is_mcu=True,
+            signalling_host=self.settings.host, media_host=self.settings.host,
+            round_trip_interval=self.settings.round_trip_interval)
+        self.ports = BoundPortAllocator(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
+        self.endpoint = H323Endpoint(self.config, on_incoming=self._on_incoming, ports=self.ports)
+        self.sites: set[H323Site] = set()
+        self._last_call: dict[tuple[str, str], tuple[str, str | None, str]] = {}  # for redial
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.address: MediaAddress | None = None
+
+    async def start(self) -> MediaAddress:
+        """Listen for calls; returns the bound address."""
+        self.address = await self.endpoint.listen(self.settings.host, self.settings.port)
+        return self.address
+
+    async def stop(self) -> None:
+        """Hang up every call and stop listening."""
+        for site in list(self.sites):
+            site.handle.release(Cause.NORMAL_CALL_CLEARING)
+        await self.endpoint.close()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 3)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _new_site(self, handle: CallHandle, dial_out: bool) -> H323Site:
+        media = await H323MediaLeg.adopt(self.ports, handle.call.media_ports, self.config.media_host,
+                                         fast_update=handle.request_fast_update)
+        site = H323Site(self, handle, media, dial_out=dial_out)
+        self.sites.add(site)
+        self._spawn(site.pump())
+        return site
+
+    def find(self, conference_id: str, site_id: str) -> H323Site | None:
+        """The live (not yet released) call of a site."""
+        return next((s for s in self.sites if s.site_id == site_id and s.conference is not None
+                     and s.conference.id == conference_id and not s.released.done()), None)
+
+    # ------------------------------------------------------------------ dial-in
+    def _on_incoming(self, handle: CallHandle) -> None:
+        self._spawn(self._incoming(handle))
+
+    async def _incoming(self, handle: CallHandle) -> None:
+        site = await self._new_site(handle, dial_out=False)
+        try:
+            async with asyncio.timeout(10):
+                await site.seen_setup.wait()
+            if site.incoming is None:
+                return
+            await self._admit_incoming(site, site.incoming)
+        except (TimeoutError, ConnectionError) as exc:
+            log.info("H.323 call %s not admitted: %s", handle.call.call_id.hex(), exc)
+            handle.release(Cause.RECOVERY_ON_TIMER_EXPIRY if isinstance(exc, TimeoutError)
+                           else Cause.NORMAL_CALL_CLEARING)
+        except RoomError as exc:
+            log.info("H.323 call refused by the room: %s", exc)
+            handle.release(Cause.CALL_REJECTED)
+        except Exception:  # a bug or the database: log it, release the call, keep serving others
+            log.exception("H.323 call %s failed while joining", handle.call.call_id.hex())
+            handle.release(Cause.TEMPORARY_FAILURE)
+
+    async def _admit_incoming(self, site: H323Site, incoming: CallIncoming) -> None:
+        handle = site.handle
+        source = handle.call.config.signalling_host
+        peer = handle._writer.get_extra_info("peername")
+        if peer:
+            source = str(peer[0])
+        candidates = [x for x in (incoming.called_number, *incoming.destination_aliases) if x]
+        conference_id = None
+        for candidate in candidates:
+            if await self.conferences.get(candidate) is not None:
+                conference_id = candidate
+                break
+        handle.alert()
+        conf: RunningConference | None = None
+        if conference_id is not None:
+            try:
+                conf = await self.conferences.admit(conference_id, "", source)
+            except JoinRefused as exc:
+                if exc.code != "wrong_pin":
+                    log.info("H.323 dial-in to %s refused: %s", conference_id, exc.message)
+                    handle.release(Cause.CALL_REJECTED)
+                    return
+        await handle.answer()
+        async with asyncio.timeout(10):
+            await site.settled.wait()
+        if site.released.done():
+            return
+        attempts = self.settings.ivr_attempts
+        while conf is None:
+            if conference_id is None:
+                entered = await site.read_entry()
+                if await self.conferences.get(entered) is None:
+                    attempts -= 1
+                    if attempts <= 0:
+                        handle.release(Cause.NO_ROUTE_TO_DESTINATION)
+                        return
+                    continue
+                conference_id = entered
+            try:
+                conf = await self.conferences.admit(conference_id, "", source)
+            except JoinRefused as exc:
+                if exc.code != "wrong_pin":
+                    handle.release(Cause.CALL_REJECTED)
+                    return
+            if conf is None:
+                pin = await site.read_entry()
+                try:
+                    conf = await self.conferences.admit(conference_id, pin, source)
+                except JoinRefused as exc:
+                    attempts -= 1
+                    if exc.code != "wrong_pin" or attempts <= 0:
+                        handle.release(Cause.CALL_REJECTED)
+                        return
+        # The h323-ID (BMPString: Chinese survives) names the site; the Q.931 Display IE is IA5.
+        h323_id = next((a for a in incoming.source_aliases if not a.isdigit()), "")
+        display = incoming.display if incoming.display and "?" not in incoming.display else ""
+        name = h323_id or display or incoming.calling_number or source
+        base = "h323-" + re.sub(r"[^0-9A-Za-z_.-]", "_", h323_id or incoming.calling_number or source)
+        site_id, n = base, 2
+        while site_id in conf.room.participants:
+            site_id, n = f"{base}-{n}", n + 1
+        await site.join(conf, site_id, name)
+
+    # ------------------------------------------------------------------ dial-out (console)
+    async def invite(self, conference_id: str, site_id: str, address: str | None = None, alias: str | None = None,
+                     name: str = "") -> H323Site:
+        """Call a site into a running conference (invite and redial). ValueError for bad input.
+
+        ``address`` is ``[alias@]host[:port]`` (None: the site plan's H.323 endpoint of the
+        meeting room ``site_id``); ``alias`` the E.164 number or H.323 alias to call there.
+        Returns at once; the site list shows calling → joined (or failed with the cause).
+        """
+        conf = self.conferences.running(conference_id)
+        if conf is None:
+            raise ValueError(f"会议未在进行: {conference_id}")
+        if not site_id or not re.fullmatch(r"[0-9A-Za-z_.\-]{1,64}", site_id):
+            raise ValueError(f"无效的会场标识: {site_id!r}")
+        if site_id in conf.room.participants or self.find(conference_id, site_id) is not None:
+            raise ValueError(f"会场已在会议中: {site_id}")
+        if not address:
+            planned = self.plan_address(site_id)
+            if planned is None:
+                raise ValueError("缺少 H.323 地址")
+            address, name = planned[1], name or planned[0]
+        if "@" in address and alias is None:
+            alias, _, address = address.partition("@")
+        target = parse_address(address)
+        display = name or (conf.sites[site_id].name if site_id in conf.sites else site_id)
+        self._last_call[(conference_id, site_id)] = (address, alias, display)
+        await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{target.host}:{target.port}",
+                                   name=display, protocol="h323")
+        try:
+            handle = await self.endpoint.dial(target, alias)
+        except (OSError, TimeoutError) as exc:
+            await conf.set_site_status(site_id, "failed", f"连接失败: {exc}", name=display, protocol="h323")
+            raise ConnectionError(f"无法连接 {target.host}:{target.port}: {exc}") from exc
+        site = await self._new_site(handle, dial_out=True)
+        site.conference, site.site_id = conf, site_id
+        self._spawn(self._outgoing(site, conf, site_id, display))
+        return site
+
+    async def _outgoing(self, site: H323Site, conf: RunningConference, site_id: str, name: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.answer_timeout):
+                await site.settled.wait()
+            if site.released.done():
+                return  # finish() reported the failure
+            await site.join(conf, site_id, name)
+        except TimeoutError:
+            site.handle.release(Cause.NO_ANSWER)
+        except RoomError as exc:
+            log.info("H.323 site %s refused by the room: %s", site_id, exc)
+            site.handle.release(Cause.CALL_REJECTED)
+        except Exception:  # a bug or the database: log it, release the call, keep serving others
+            log.exception("H.323 site %s failed while joining", site_id)
+            site.handle.release(Cause.TEMPORARY_FAILURE)
+
+    def plan_address(self, site_id: str) -> tuple[str, str] | None:
+        """(name, ``[alias@]host[:port]``) of a site-plan meeting room's H.323 endpoint."""
+        plan = getattr(self.conferences.core, "plan", None)
+        for room in getattr(plan, "meeting_rooms", ()):
+            if room.id == site_id:
+                ep = next((e for e in room.endpoints if e.protocol == "h323" and e.address), None)
+                return (room.name, ep.address) if ep is not None else None
+        return None
+
+    async def redial(self, conference_id: str, site_id: str) -> H323Site:
+        """Hang up the site's call if it is still up, then call its last (or planned) address."""
+        last = self._last_call.get((conference_id, site_id))
+        if last is None and self.plan_address(site_id) is None:
+            raise ValueError(f"会场没有可重拨的地址: {site_id}")
+        await self.hangup(conference_id, site_id)
+        conf = self.conferences.running(conference_id)
+        if conf is not None and site_id in conf.room.participants:
+            await conf.leave(site_id, "redial")
+        if last is None:
+            return await self.invite(conference_id, site_id, None)
+        address, alias, name = last
+        return await self.invite(conference_id, site_id, address, alias, name)
+
+    async def hangup(self, conference_id: str, site_id: str) -> bool:
+        """Release a site's H.323 call (False when there is none)."""
+        site = self.find(conference_id, site_id)
+        if site is None:
+            return False
+        site.handle.release(Cause.NORMAL_CALL_CLEARING)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(site.released), 5)
+        return True
+
+    def statistics(self) -> list[dict[str, Any]]:
+        """Every H.323 call: site, conference, state and figures."""
+        out = []
+        for site in self.sites:
+            out.append({"site_id": site.site_id, "conference_id": site.conference.id if site.conference else None,
+                        "dial_out": site.dial_out, "joined": site.site is not None,
+                        **(site.site.statistics() if site.site is not None else {})})
+        return out
+
+
+class H323SiteDialer:
+    """The chair console's invite/redial/hang-up buttons (`ConferenceService.dial`) for H.323 sites."""
+
+    def __init__(self, bridge: H323Bridge) -> None:
+        self.bridge = bridge
+
+    async def invite(self, conference: RunningConference, site_id: str, actor: str) -> None:
+        try:
+            await self.bridge.invite(conference.id, site_id)
+        except (ValueError, ConnectionError) as exc:
+            raise ConferenceError(str(exc)) from None
+
+    async def redial(self, conference: RunningConference, site_id: str, actor: str) -> None:
+        try:
+            await self.bridge.redial(conference.id, site_id)
+        except (ValueError, ConnectionError) as exc:
+            raise ConferenceError(str(exc)) from None
+
+    async def hangup(self, conference: RunningConference, site_id: str, actor: str) -> None:
+        if not await self.bridge.hangup(conference.id, site_id):
+            raise ConferenceError(f"会场不在通话中：{site_id}")
+
+
+@dataclass
+class H323Capability:
+    """What ``core.capabilities["h323"]`` holds."""
+
+    bridge: H323Bridge
+
+    async def stop(self) -> None:
+        await self.bridge.stop()
+
+
+async def start(core: CoreServices) -> H323Capability | None:
+    """Capability entry point: listen for H.323 calls for the MCU's conferences."""
+    mcu = core.capabilities.get("mcu")
+    h323 = core.settings.h323
+    if mcu is None or not getattr(h323, "enabled", True):
+        return None
+    conferences: ConferenceService = mcu.conferences
+    rtp = core.settings.rtp
+    settings = BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
+                              rtp_last=rtp.port_max)
+    bridge = H323Bridge(conferences, settings)
+    try:
+        await bridge.start()
+    except OSError as exc:
+        # Another process holds the port: the rest of the node still runs, loudly without H.323.
+        log.error("H.323 disabled: cannot listen on %s:%d (%s); set h323.signalling_port",
+                  settings.host, settings.port, exc)
+        with contextlib.suppress(Exception):
+            await bridge.stop()
+        return None
+    conferences.register_dialer("h323", H323SiteDialer(bridge))
+    log.info("H.323 listening on %s:%d", settings.host, settings.port)
+    return H323Capability(bridge)

@@ -1,0 +1,209 @@
+"""RTP media for H.323 calls on the shared `sip_gateway.rtp` layer.
+
+:class:`BoundPortAllocator` replaces the numbers-only allocator of :class:`H323Endpoint`: it
+really binds the RTP/RTCP sockets when a call is created, so the ports put into fast-start
+proposals and OpenLogicalChannel(Ack)s are ours. :class:`H323MediaLeg` adopts those sockets
+into a :class:`~sip_gateway.rtp.leg.MediaLeg` and applies the negotiated logical channels
+(``ChannelOpened`` events) as RTP streams. Key-frame requests towards the terminal go out as
+H.245 videoFastUpdatePicture (H.323 terminals do not expect RTCP PLI).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import av
+import numpy as np
+
+from ..rtp.codecs import Pcm
+from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
+from ..sip.sdp import Codec as SdpCodec
+from ..sip.sdp import MediaStream
+from .aio import MediaPortAllocator
+from .capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
+from .events import LogicalChannel
+
+__all__ = ["BoundPortAllocator", "H323MediaLeg", "sdp_codec", "site_video_codec"]
+
+_CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
+
+
+def sdp_codec(fmt: MediaFormat, payload_type: int) -> SdpCodec:
+    """The RTP layer's codec description of a negotiated H.245 format."""
+    fmtp = f"packetization-mode={fmt.packetization_modes[0]}" if fmt.codec is Codec.H264 else ""
+    return SdpCodec(fmt.codec.value, payload_type, _CLOCK.get(fmt.codec, 90000), fmtp=fmtp)
+
+
+def site_video_codec(fmt: MediaFormat) -> tuple[str, tuple[int, int], bool]:
+    """Shared-encoder codec name, size and single-NAL flag for what we send to the terminal."""
+    if fmt.codec is Codec.H264:
+        return "h264", (352, 288) if fmt.h264_level < 71 else (640, 360), fmt.packetization_modes[0] == 0
+    return fmt.codec.value.lower(), (352, 288), False
+
+
+class BoundPortAllocator(MediaPortAllocator):
+    """Binds an RTP/RTCP socket pair per session when a call is created (synchronously)."""
+
+    def __init__(self, host: str = "127.0.0.1", first: int = 20000, last: int = 29999) -> None:
+        super().__init__(first, last)
+        self.host = host
+        self.range = (first, last)
+        self.reserved: dict[int, tuple[socket.socket, socket.socket]] = {}
+
+    def _bind_pair(self) -> int:
+        for _ in range(200):
+            port = random.randrange(self.range[0], self.range[1] - 1) & ~1
+            if port < self.range[0]:
+                continue
+            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtp.bind((self.host, port))
+                rtcp.bind((self.host, port + 1))
+            except OSError:
+                rtp.close()
+                rtcp.close()
+                continue
+            rtp.setblocking(False)
+            rtcp.setblocking(False)
+            self.reserved[port] = (rtp, rtcp)
+            return port
+        raise OSError("no free RTP port pair")
+
+    def allocate(self) -> dict[int, int]:
+        return {AUDIO_SESSION: self._bind_pair(), VIDEO_SESSION: self._bind_pair()}
+
+    def take(self, port: int) -> tuple[socket.socket, socket.socket] | None:
+        """Hand a reserved pair to its leg."""
+        return self.reserved.pop(port, None)
+
+    def release(self, ports: dict[int, int]) -> None:
+        """Close pairs a call never used (released before media)."""
+        for port in ports.values():
+            pair = self.reserved.pop(port, None)
+            if pair is not None:
+                for sock in pair:
+                    sock.close()
+
+
+class _SinkAdapter:
+    """MediaLeg's sink interface → plain callbacks."""
+
+    def __init__(self, owner: H323MediaLeg) -> None:
+        self.owner = owner
+
+    def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
+        if self.owner.on_audio is not None:
+            self.owner.on_audio(pcm)
+
+    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
+        if self.owner.on_video is not None:
+            self.owner.on_video(frame)
+
+    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
+        if self.owner.on_dtmf is not None:
+            self.owner.on_dtmf(digit)
+
+    def on_keyframe_request(self, leg: MediaLeg) -> None:
+        if self.owner.on_keyframe_request is not None:
+            self.owner.on_keyframe_request()
+
+
+class H323MediaLeg:
+    """One H.323 call's media: the RTP leg plus the logical channels that feed it."""
+
+    def __init__(self, leg: MediaLeg, fast_update: Callable[[int], None] | None = None) -> None:
+        self.leg = leg
+        self.fast_update = fast_update  # H.245 videoFastUpdatePicture on an incoming channel
+        self.channels: dict[tuple[int, bool], LogicalChannel] = {}  # (session, outgoing) → channel
+        self.on_audio: Callable[[Pcm], None] | None = None
+        self.on_video: Callable[[av.VideoFrame], None] | None = None
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_keyframe_request: Callable[[], None] | None = None
+        self.bitrate_cap_bps: int | None = None
+        leg.sink = _SinkAdapter(self)
+
+    @classmethod
+    async def adopt(cls, allocator: BoundPortAllocator, ports: dict[int, int], host: str,
+                    fast_update: Callable[[int], None] | None = None) -> H323MediaLeg:
+        """Wrap the sockets ``allocator`` bound for a call into a media leg."""
+        loop = asyncio.get_running_loop()
+        leg = MediaLeg(host)
+        for session_id, kind in ((AUDIO_SESSION, "audio"), (VIDEO_SESSION, "video")):
+            pair = allocator.take(ports.get(session_id, -1))
+            if pair is None:
+                continue
+            channel = _Channel(leg, kind)
+            _, rtp_p = await loop.create_datagram_endpoint(functools.partial(_Socket, channel, False), sock=pair[0])
+            _, rtcp_p = await loop.create_datagram_endpoint(functools.partial(_Socket, channel, True), sock=pair[1])
+            channel.rtp, channel.rtcp, channel.port = rtp_p, rtcp_p, ports[session_id]
+            if kind == "audio":
+                leg.audio = channel
+            else:
+                leg.video = channel
+        return cls(leg, fast_update)
+
+    def apply(self, channel: LogicalChannel) -> None:
+        """A channel opened: (re)start the RTP stream of its session."""
+        self.channels[(channel.session_id, channel.outgoing)] = channel
+        self._restart(channel.session_id)
+
+    def close_channel(self, number: int, outgoing: bool) -> None:
+        for key, channel in list(self.channels.items()):
+            if channel.number == number and channel.outgoing == outgoing:
+                del self.channels[key]
+                self._restart(channel.session_id)
+
+    def _restart(self, session_id: int) -> None:
+        out = self.channels.get((session_id, True))
+        inc = self.channels.get((session_id, False))
+        main = out or inc
+        if main is None:
+            return
+        kind = "audio" if session_id == AUDIO_SESSION else "video"
+        remote = out.remote_rtp if out is not None and out.remote_rtp is not None else None
+        rtcp = (out.remote_rtcp if out is not None and out.remote_rtcp else None) or (inc.remote_rtcp if inc else None)
+        direction = "sendrecv" if out and inc else ("sendonly" if out else "recvonly")
+        # The payload type we send is the outgoing channel's; we accept any on receive.
+        stream = MediaStream(
+            kind=kind, index=0 if kind == "audio" else 1,
+            local_port=(main.local_rtp.port if main.local_rtp else 0),
+            remote_host=remote.host if remote else "0.0.0.0", remote_port=remote.port if remote else 0,
+            remote_rtcp_port=(rtcp.port if rtcp else (remote.port + 1 if remote else 0)),
+            codec=sdp_codec(main.format, main.payload_type), direction=direction, rtcp_mux=False)
+        self.leg.start([stream])
+        target = self.leg.audio if kind == "audio" else self.leg.video
+        if target is not None and rtcp is not None:
+            target.remote_rtcp = (rtcp.host, rtcp.port)
+
+    @property
+    def incoming_video(self) -> LogicalChannel | None:
+        return self.channels.get((VIDEO_SESSION, False))
+
+    @property
+    def outgoing_video(self) -> LogicalChannel | None:
+        return self.channels.get((VIDEO_SESSION, True))
+
+    # RtpLeg protocol for mcu.site_media -----------------------------------------------------
+    def send_audio(self, pcm: np.ndarray[Any, Any]) -> None:
+        if (AUDIO_SESSION, True) in self.channels:
+            self.leg.send_audio(pcm)
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        if (VIDEO_SESSION, True) in self.channels:
+            self.leg.send_video_access_unit(access_unit, timestamp_90k)
+
+    def request_keyframe(self) -> None:
+        channel = self.incoming_video
+        if channel is not None and self.fast_update is not None:
+            self.fast_update(channel.number)
+
+    def statistics(self) -> list[StreamStatistics]:
+        return self.leg.statistics()
+
+    async def close(self) -> None:
+        await self.leg.close()

@@ -1,0 +1,62 @@
+"""The `h323` capability: started in the MCU role after `mcu`, it answers calls on the configured
+port and joins them to conferences; switched off in the settings it starts nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from commandcenter.capabilities import CAPABILITIES, start_capabilities, stop_capabilities
+from config.settings import Settings
+from core.runtime import CoreServices
+from mcu.conferences import ConferenceError
+from mcu.h323_bridge import H323Capability
+from sip_gateway.h323.events import CallReleased, MediaAddress
+from tests.sip_gateway.h323.h323_conference_kit import Terminal, free_port
+
+
+def test_h323_starts_after_the_mcu_in_the_mcu_role() -> None:
+    names = [spec.name for spec in CAPABILITIES]
+    assert names.index("mcu") < names.index("h323")
+    assert CAPABILITIES[names.index("h323")].roles == frozenset({"mcu"})
+
+
+async def test_capability_answers_calls_into_the_demo_conference(fresh_db_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    settings = Settings(var_dir=tmp_path, database={"url": fresh_db_url},
+                        h323={"signalling_port": port}, rtp={"port_min": 31000, "port_max": 31999})
+    core = await CoreServices.start(settings)
+    terminal = Terminal(alias="luoding")
+    try:
+        await start_capabilities(core, "mcu")
+        capability = core.capabilities["h323"]
+        assert isinstance(capability, H323Capability)
+        assert capability.bridge.address == MediaAddress("127.0.0.1", port)
+        await terminal.dial(MediaAddress("127.0.0.1", port), "80000001")
+        conf = core.capabilities["mcu"].conferences.running("80000001")
+        await terminal.until(lambda: any(s["site_id"] == "h323-luoding" and s["status"] == "joined"
+                                         for s in conf.site_list()), 15)
+        # The chair console's buttons reach H.323 sites through the registered dialer.
+        site = next(s for s in conf.site_list() if s["site_id"] == "h323-luoding")
+        assert site["protocol"] == "h323" and site["dial"] is True
+        conferences = core.capabilities["mcu"].conferences
+        await conferences.dial("80000001", "h323-luoding", "hangup", "chair")
+        await terminal.until(lambda: bool(terminal.of(CallReleased)), 10)
+        with pytest.raises(ConferenceError, match="不在通话中"):
+            await conferences.dial("80000001", "h323-luoding", "hangup", "chair")
+    finally:
+        await terminal.close()
+        await stop_capabilities(core)
+        await core.stop()
+
+
+async def test_capability_switched_off(fresh_db_url: str, tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path, database={"url": fresh_db_url},
+                        h323={"enabled": False, "signalling_port": free_port()})
+    core = await CoreServices.start(settings)
+    try:
+        await start_capabilities(core, "mcu")
+        assert "h323" not in core.capabilities and "mcu" in core.capabilities
+    finally:
+        await stop_capabilities(core)
+        await core.stop()
