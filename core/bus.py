@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -58,6 +60,11 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "topic": self.topic, "at": self.at.isoformat(), "payload": self.payload}
+
+    @cached_property
+    def json_text(self) -> str:
+        """The event as JSON text, encoded once however many consoles receive it."""
+        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
 
 
 class Subscription:

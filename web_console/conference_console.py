@@ -358,34 +358,30 @@ async def recording_state(request: Request, conference_id: str,
     return {"available": True, "recording": handle is not None, **(handle.to_json() if handle else {})}
 
 
+async def _recording_action(request: Request, conference_id: str, principal: Principal, start: bool) -> Any:
+    recorder = _conference_recorder(services_of(request))
+    if recorder is None:
+        return _error(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）")
+    action = recorder.start_recording if start else recorder.stop_recording
+    try:
+        handle = await action(conference_id, principal.user.username, source=client_address(request))
+    except ConferenceRecordingError as exc:
+        return _error(RECORDING_HTTP_STATUS.get(exc.code, 400), exc.message)
+    return {"recording": start, **(handle.to_json() if handle else {})}
+
+
 @router.post("/api/conferences/{conference_id}/recording", tags=["conference"])
 async def recording_start(request: Request, conference_id: str,
                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
     """Record the broadcast view and the mixed audio into the recording store (idempotent)."""
-    recorder = _conference_recorder(services_of(request))
-    if recorder is None:
-        return _error(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）")
-    try:
-        handle = await recorder.start_recording(conference_id, principal.user.username,
-                                                source=client_address(request))
-    except ConferenceRecordingError as exc:
-        return _error(RECORDING_HTTP_STATUS.get(exc.code, 400), exc.message)
-    return {"recording": True, **handle.to_json()}
+    return await _recording_action(request, conference_id, principal, start=True)
 
 
 @router.delete("/api/conferences/{conference_id}/recording", tags=["conference"])
 async def recording_stop(request: Request, conference_id: str,
                          principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
     """Stop recording (idempotent)."""
-    recorder = _conference_recorder(services_of(request))
-    if recorder is None:
-        return _error(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）")
-    try:
-        handle = await recorder.stop_recording(conference_id, principal.user.username,
-                                               source=client_address(request))
-    except ConferenceRecordingError as exc:
-        return _error(RECORDING_HTTP_STATUS.get(exc.code, 400), exc.message)
-    return {"recording": False, **(handle.to_json() if handle else {})}
+    return await _recording_action(request, conference_id, principal, start=False)
 
 
 # -- signalling -----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ async def events(websocket: WebSocket, topics: str = "*") -> None:
         async def pump() -> None:
             async for event in subscription:
                 if visible_to(event.topic, role):
-                    await websocket.send_json(event.to_json())
+                    await websocket.send_text(event.json_text)
 
         sender = asyncio.create_task(pump())
         try:

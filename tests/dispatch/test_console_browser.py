@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from dispatch.model import UNIT_STATUS_COLOURS, UnitStatus
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.browser
@@ -39,9 +39,7 @@ def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
     errors: list[str] = []
     p.on("pageerror", lambda e: errors.append(str(e)))
     p.goto(server.url + "/dispatch")
-    p.fill("input[name=username]", "dispatcher")
-    p.fill("input[name=password]", server.passwords["dispatcher"])
-    p.click("button[type=submit]")
+    sign_in(p, "dispatcher", server.passwords["dispatcher"])
     expect(p.get_by_test_id("console-title")).to_have_text("调度指挥地图")
     expect(p.locator("#conn.up")).to_have_count(1, timeout=10_000)  # events websocket open
     yield p
@@ -100,9 +98,7 @@ def test_command_conference_button_links_a_conference(page: Page, api: httpx.Cli
     chair_context = browser.new_context(locale="zh-CN")
     chair = chair_context.new_page()
     chair.goto(server.url + "/login")
-    chair.fill("input[name=username]", "chair")
-    chair.fill("input[name=password]", server.passwords["chair"])
-    chair.click("button[type=submit]")
+    sign_in(chair, "chair", server.passwords["chair"])
     expect(chair.locator("#events li[data-topic='system.hello']")).to_have_count(1, timeout=5000)
     inc = api.post("/api/incidents", json={"category": "flood_control", "subtype": "flood", "priority": 1,
                                            **LUODING}).json()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.browser
@@ -39,9 +39,7 @@ def browser() -> Iterator[Browser]:
 def log_in(page: Page, server: RunningServer, username: str, password: str) -> None:
     page.goto(server.url + "/")
     expect(page).to_have_url(server.url + "/login?next=/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
+    sign_in(page, username, password)
 
 
 @pytest.mark.parametrize("role", list(LANDING))
@@ -77,9 +75,7 @@ def test_wrong_password_shows_an_error_and_english_switch(browser: Browser, serv
         page.screenshot(path=str(artifacts_dir / "login-wrong-password.png"))
         page.get_by_test_id("lang-switch").click()
         expect(page.locator("h1")).to_have_text("Sign in")
-        page.fill("input[name=username]", "dispatcher")
-        page.fill("input[name=password]", server.passwords["dispatcher"])
-        page.click("button[type=submit]")
+        sign_in(page, "dispatcher", server.passwords["dispatcher"])
         expect(page.get_by_test_id("role")).to_have_text("Dispatcher")  # the language choice sticks
         page.screenshot(path=str(artifacts_dir / "landing-dispatcher-en.png"))
     finally:

@@ -20,6 +20,7 @@ import pytest
 import websockets
 
 from mcu.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
+from tests.browser import sign_in
 from tests.conftest import RunningServer, run_async
 from tests.mcu.mcu_helpers import colour, identify, yuv_at
 
@@ -449,9 +450,7 @@ def test_chromium_joins_and_is_seen_by_another_client(server: RunningServer, cha
 
 def _browser_login(page: Any, server: RunningServer, username: str) -> None:
     page.goto(server.url + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", server.passwords[username])
-    page.click("button[type=submit]")
+    sign_in(page, username, server.passwords[username])
     page.wait_for_url(server.url + "/")
 
 

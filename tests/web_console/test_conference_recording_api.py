@@ -7,7 +7,7 @@ import time
 import asyncpg
 import pytest
 
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.conftest import RunningServer, run_async
 
 # Demo sites give the conference moving video and tones; short segments keep the test quick.
@@ -54,9 +54,7 @@ def test_record_button_on_the_console(server: RunningServer) -> None:
     with chromium() as browser:
         page = browser.new_page()
         page.goto(server.url + "/login?next=/conference%23" + DEMO)
-        page.fill("input[name=username]", "operator")
-        page.fill("input[name=password]", server.passwords["operator"])
-        page.click("button[type=submit]")
+        sign_in(page, "operator", server.passwords["operator"])
         button = page.get_by_test_id("record")
         button.wait_for(state="visible", timeout=10000)
         assert "开始录制" in button.inner_text()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.conftest import RunningServer
 from tests.dispatch.calltaking_samples import SIPP_DIR, free_port
 
@@ -49,9 +49,7 @@ def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
     errors: list[str] = []
     p.on("pageerror", lambda e: errors.append(str(e)))
     p.goto(server.url + "/desk")
-    p.fill("input[name=username]", "calltaker")
-    p.fill("input[name=password]", server.passwords["calltaker"])
-    p.click("button[type=submit]")
+    sign_in(p, "calltaker", server.passwords["calltaker"])
     expect(p.get_by_test_id("console-title")).to_have_text("接警台")
     expect(p.locator("#conn.up")).to_have_count(1, timeout=10_000)
     yield p
@@ -141,9 +139,7 @@ def test_browser_crash_mid_call_requeues_the_caller_at_the_head(browser: Browser
         context = browser.new_context(locale="zh-CN")
         p = context.new_page()
         p.goto(server.url + "/desk")
-        p.fill("input[name=username]", "calltaker")
-        p.fill("input[name=password]", server.passwords["calltaker"])
-        p.click("button[type=submit]")
+        sign_in(p, "calltaker", server.passwords["calltaker"])
         expect(p.locator("#conn.up")).to_have_count(1, timeout=10_000)
         return p
 

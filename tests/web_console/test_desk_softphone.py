@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, sign_in
 from tests.conftest import RunningServer
 from tests.dispatch.calltaking_samples import free_port
 from tests.sip_gateway.peers import Baresip
@@ -92,9 +92,7 @@ def desk_page(browser: Browser, server: RunningServer, user: str, tone_hz: int) 
     page = context.new_page()
     page.add_init_script(f"({TONE_JS})({tone_hz})")
     page.goto(server.url + "/desk")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", server.passwords[user])
-    page.click("button[type=submit]")
+    sign_in(page, user, server.passwords[user])
     expect(page.locator("#conn.up")).to_have_count(1, timeout=10_000)
     return page
 

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from recorder.verify import verify_export
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.conftest import RunningServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -60,9 +60,7 @@ def overlap(server: RunningServer) -> tuple[int, int]:
 
 def log_in(page: Page, server: RunningServer) -> None:
     page.goto(server.url + "/login?next=/inspect")
-    page.fill("input[name=username]", "inspector")
-    page.fill("input[name=password]", server.passwords["inspector"])
-    page.click("button[type=submit]")
+    sign_in(page, "inspector", server.passwords["inspector"])
     expect(page.get_by_test_id("console-title")).to_have_text("录像检查")
 
 
