@@ -184,13 +184,18 @@ class RunningConference:
         await self.service.publish_site(self, state)
         return participant
 
-    async def leave(self, participant_id: str, reason: str = "left") -> None:
-        """Remove a site (idempotent) and close its attendance record."""
+    async def leave(self, participant_id: str, reason: str = "left", detail: str | None = None) -> None:
+        """Remove a site (idempotent) and close its attendance record.
+
+        ``detail`` is the text the console shows (default: the reason code); it is set in the
+        same step as the status so nobody sees "left" with a stale detail.
+        """
         if participant_id in self.room.participants:
             self.room.leave(participant_id, reason)
         state = self.sites.get(participant_id)
         if state is not None and state.status == "joined":
-            state.status, state.detail = ("failed" if reason == "failed" else "left"), reason
+            state.status = "failed" if reason == "failed" else "left"
+            state.detail = reason if detail is None else detail
             await self.service.publish_site(self, state)
         row_id = self._attendance.pop(participant_id, None)
         if row_id is not None:

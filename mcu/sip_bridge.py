@@ -399,9 +399,7 @@ class SipBridge:
         if site.media is not None:
             media, site.media = site.media, None
             reason = "hangup" if site.hung_up_by_chair else (site.end_reason or "left")
-            await media.close(reason)
-            if site.hung_up_by_chair and conf is not None:
-                await conf.set_site_status(site.site_id, "left", "已挂断", name=site.name, protocol="sip")
+            await media.close(reason, "已挂断" if site.hung_up_by_chair else None)
         elif conf is not None and site.direction == "out":
             if site.hung_up_by_chair:
                 await conf.set_site_status(site.site_id, "idle", "已取消呼叫", name=site.name, protocol="sip")

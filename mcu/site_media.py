@@ -220,8 +220,8 @@ class SiteMedia:
         if self.stats_interval > 0:
             self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(), name="site-stats")
 
-    async def close(self, reason: str = "left") -> None:
-        """Stop media and leave the room (idempotent)."""
+    async def close(self, reason: str = "left", detail: str | None = None) -> None:
+        """Stop media and leave the room (idempotent); ``detail`` is the console's text."""
         if self.closed:
             return
         self.closed = True
@@ -232,7 +232,7 @@ class SiteMedia:
         if self._stats_task is not None:
             self._stats_task.cancel()
         self.participant_state_stats()  # final figures into the site list
-        await self.conf.leave(self.participant_id, reason)
+        await self.conf.leave(self.participant_id, reason, detail)
 
     # ------------------------------------------------------------------ leg → room
     def on_audio(self, pcm: np.ndarray) -> None:
