@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.errors import ConfigError, describe_validation_error, load_toml
@@ -188,6 +196,30 @@ class RecorderSettings(_Section):
         return v
 
 
+class CascadeSettings(_Section):
+    """Cascade links between nodes (mcu/cascade/): the control-channel secret and failover thresholds.
+
+    The thresholds mirror `mcu.cascade.failover.FailoverConfig` (see docs/cascade.md for the rules).
+    """
+    token: SecretStr | None = Field(
+        None, description="shared secret of the node-to-node control channel (set CC_CASCADE__TOKEN); "
+                          "required when this node cascades")
+    rtp_timeout_seconds: float = Field(3.0, gt=0, le=60, description="no RTP this long fails a route")
+    options_interval_seconds: float = Field(1.0, gt=0, le=60, description="OPTIONS probe period")
+    dial_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    control_timeout_seconds: float = Field(3.0, gt=0, le=120)
+    hold_seconds: float = Field(30.0, gt=0, description="primary healthy this long before switching back")
+    max_hold_seconds: float = Field(600.0, gt=0)
+    flap_window_seconds: float = Field(120.0, gt=0)
+    retry_interval_seconds: float = Field(2.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _holds(self) -> CascadeSettings:
+        if self.max_hold_seconds < self.hold_seconds:
+            raise ValueError("max_hold_seconds must be at least hold_seconds")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything configurable. Sections mirror the TOML tables."""
 
@@ -206,6 +238,7 @@ class Settings(BaseSettings):
     demo: DemoSettings = Field(default_factory=lambda: DemoSettings())
     recorder: RecorderSettings = Field(default_factory=lambda: RecorderSettings())
     webrtc: WebRtcSettings = Field(default_factory=lambda: WebRtcSettings())
+    cascade: CascadeSettings = Field(default_factory=lambda: CascadeSettings())
 
     @classmethod
     def settings_customise_sources(

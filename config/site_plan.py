@@ -144,6 +144,9 @@ class ConferencePlan(_Item):
     guests: bool = False
     standing: bool = False
     sites: list[str] = Field(default_factory=list)
+    nodes: list[str] = Field(
+        default_factory=list, description="cascade: the nodes this conference runs on (each hosts its own sites "
+                                          "and joins its parent's instance); empty = not cascaded")
 
     @field_validator("id")
     @classmethod
@@ -160,6 +163,50 @@ class ConferencePlan(_Item):
         return v
 
 
+_NODE_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+
+
+class Node(_Item):
+    """One commandcenter node of a cascade (city MCU, county sub-MCU, telecom bridge stand-in).
+
+    Nodes are listed only when conferences are cascaded; a plan without ``[[nodes]]`` is one node.
+    Every node reads the same plan and finds itself by ``settings.node_name``.
+    """
+    name: str = Field(pattern=_NODE_NAME, description="matches `commandcenter up --node-name`")
+    kind: Literal["mcu", "bridge"] = Field(
+        "mcu", description="bridge: the telecom conference system's stand-in (no chair, no control channel)")
+    parent: str = Field("", description="the node this one cascades up to; empty for the root (city)")
+    area: str = Field("", description="city adcode, county adcode or township id whose meeting rooms it hosts")
+    sip: str = Field(description="host:port of this node's SIP listener as its peers reach it (private line)")
+    http: str = Field("", description="base URL of this node's web console, for /ws/cascade (e.g. http://10.1.0.1:8080)")
+    backup: str = Field(
+        "", description="child nodes: SIP URI template of the telecom bridge conference used when the private "
+                        "line fails; '{conference}' is replaced by the conference id, e.g. sip:9{conference}@10.9.0.2:5060")
+
+    @field_validator("sip")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"sip must be host:port, got {v!r}")
+        return v
+
+    @field_validator("backup")
+    @classmethod
+    def _backup_template(cls, v: str) -> str:
+        if v and not (v.startswith(("sip:", "sips:")) and "{conference}" in v):
+            raise ValueError(f"backup must be a sip: URI containing '{{conference}}', got {v!r}")
+        return v
+
+    def conference_uri(self, conference_id: str) -> str:
+        """This node's SIP URI for a conference over the private line."""
+        return f"sip:{conference_id}@{self.sip}"
+
+    def backup_uri(self, conference_id: str) -> str:
+        """The telecom bridge's URI for a conference ('' when this node has no backup route)."""
+        return self.backup.replace("{conference}", conference_id) if self.backup else ""
+
+
 class SitePlan(_Item):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -173,6 +220,7 @@ class SitePlan(_Item):
     facilities: list[Facility] = Field(default_factory=list)
     users: list[SeedUser] = Field(default_factory=list)
     conferences: list[ConferencePlan] = Field(default_factory=list)
+    nodes: list[Node] = Field(default_factory=list)
     source_path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -219,9 +267,38 @@ class SitePlan(_Item):
             for site in c.sites:
                 if site not in rooms:
                     problems.append(f"conference {c.id!r}: unknown meeting room {site!r}")
+        problems += self._node_problems(areas)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _node_problems(self, areas: set[str]) -> list[str]:
+        problems: list[str] = []
+        nodes = {n.name: n for n in self.nodes}
+        if len(nodes) != len(self.nodes):
+            problems.append("a node name appears twice")
+        roots = [n.name for n in self.nodes if n.kind == "mcu" and not n.parent]
+        if self.nodes and len(roots) != 1:
+            problems.append(f"exactly one MCU node must have no parent, found {roots}")
+        for n in self.nodes:
+            if n.area and n.area not in areas:
+                problems.append(f"node {n.name!r}: unknown area {n.area!r}")
+            if n.kind == "bridge" and (n.parent or n.backup):
+                problems.append(f"node {n.name!r}: a bridge has no parent and no backup")
+            if n.parent and (n.parent not in nodes or nodes[n.parent].kind != "mcu"):
+                problems.append(f"node {n.name!r}: parent {n.parent!r} is not an MCU node")
+            seen, cur = {n.name}, n
+            while cur.parent and cur.parent in nodes:
+                if cur.parent in seen:
+                    problems.append(f"node {n.name!r}: parent chain loops")
+                    break
+                seen.add(cur.parent)
+                cur = nodes[cur.parent]
+        for c in self.conferences:
+            for name in c.nodes:
+                if name not in nodes or nodes[name].kind != "mcu":
+                    problems.append(f"conference {c.id!r}: {name!r} is not an MCU node")
+        return problems
 
     # -- derived views --------------------------------------------------------------------
     @cached_property
@@ -234,6 +311,19 @@ class SitePlan(_Item):
 
     def county(self, adcode: str) -> County:
         return next(c for c in self.counties if c.adcode == adcode)
+
+    def node(self, name: str) -> Node | None:
+        """The plan's node of that name (None when absent)."""
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def node_of_area(self, area: str) -> Node | None:
+        """The MCU node hosting an area: its own node, else its county's, else the root; None without nodes."""
+        by_area = {n.area: n for n in self.nodes if n.kind == "mcu" and n.area}
+        township = next((t for t in self.townships if t.id == area), None)
+        for candidate in (area, township.county if township else None):
+            if candidate in by_area:
+                return by_area[candidate]
+        return next((n for n in self.nodes if n.kind == "mcu" and not n.parent), None)
 
     def townships_of(self, adcode: str) -> list[Township]:
         return [t for t in self.townships if t.county == adcode]
