@@ -11,7 +11,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from config.errors import ConfigError, describe_validation_error, load_toml
 from core.roles import ROLES
@@ -178,17 +186,18 @@ class Node(_Item):
     parent: str = Field("", description="the node this one cascades up to; empty for the root (city)")
     area: str = Field("", description="city adcode, county adcode or township id whose meeting rooms it hosts")
     sip: str = Field(description="host:port of this node's SIP listener as its peers reach it (private line)")
-    http: str = Field("", description="base URL of this node's web console, for /ws/cascade (e.g. http://10.1.0.1:8080)")
+    control: str = Field("", description="host:port where this node listens for its children's cascade control "
+                                          "channel (a websocket served by the cascade capability, any role)")
     backup: str = Field(
         "", description="child nodes: SIP URI template of the telecom bridge conference used when the private "
                         "line fails; '{conference}' is replaced by the conference id, e.g. sip:9{conference}@10.9.0.2:5060")
 
-    @field_validator("sip")
+    @field_validator("sip", "control")
     @classmethod
-    def _host_port(cls, v: str) -> str:
+    def _host_port(cls, v: str, info: ValidationInfo) -> str:
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"sip must be host:port, got {v!r}")
+        if v and (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError(f"{info.field_name} must be host:port, got {v!r}")
         return v
 
     @field_validator("backup")
@@ -287,6 +296,8 @@ class SitePlan(_Item):
                 problems.append(f"node {n.name!r}: a bridge has no parent and no backup")
             if n.parent and (n.parent not in nodes or nodes[n.parent].kind != "mcu"):
                 problems.append(f"node {n.name!r}: parent {n.parent!r} is not an MCU node")
+            elif n.parent and not nodes[n.parent].control:
+                problems.append(f"node {n.name!r}: its parent {n.parent!r} needs a control address")
             seen, cur = {n.name}, n
             while cur.parent and cur.parent in nodes:
                 if cur.parent in seen:

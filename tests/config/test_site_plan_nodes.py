@@ -14,7 +14,7 @@ NODES = '''
 name = "city"
 area = "445300"
 sip = "10.1.0.1:5060"
-http = "http://10.1.0.1:8080"
+control = "10.1.0.1:5070"
 
 [[nodes]]
 name = "luoding"
@@ -65,6 +65,8 @@ def test_nodes_load_and_map_areas_to_nodes(tmp_path: Path) -> None:
     (NODES.replace('name = "city"\narea', 'name = "city"\nparent = "luoding"\narea'), "exactly one MCU node"),
     (NODES.replace('kind = "bridge"', 'kind = "bridge"\nparent = "city"'), "a bridge has no parent"),
     (NODES.replace('name = "luoding"', 'name = "Luo Ding"'), "nodes.1.name"),
+    (NODES.replace('control = "10.1.0.1:5070"', 'control = "10.1.0.1"'), "control must be host:port"),
+    (NODES.replace('control = "10.1.0.1:5070"', ''), "its parent 'city' needs a control address"),
 ])
 def test_bad_nodes_are_named(tmp_path: Path, extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
