@@ -147,7 +147,7 @@ def free_port() -> int:
 def start_server(db_url: str, var: Path) -> tuple[subprocess.Popen[str], str, str]:
     port = free_port()
     env = {**os.environ, "CC_VAR_DIR": str(var), "CC_HTTP__PORT": str(port), "DATABASE_URL": db_url,
-           "CC_DISPATCH_TRAINING": "0", "PYTHONUNBUFFERED": "1"}
+           "CC_DISPATCH__TRAINING": "0", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "commandcenter", "up"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

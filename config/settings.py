@@ -98,8 +98,27 @@ class RtpSettings(_Section):
         return self
 
 
+class EmergencyTrunkSettings(_Section):
+    """The operator's trunk delivering emergency calls: a registration (registrar + aor) or a static peer."""
+    registrar: str = Field("", description="sip:host[:port] to register with (digest auth)")
+    aor: str = Field("", description="address of record registered, e.g. sip:110@operator.example")
+    username: str = ""
+    password: SecretStr | None = Field(None, description="set by CC_EMERGENCY__TRUNK__PASSWORD, never logged")
+    peer: str = Field("", description="host[:port] of a static peer that sends calls without registration")
+
+    @model_validator(mode="after")
+    def _registration(self) -> EmergencyTrunkSettings:
+        if bool(self.registrar) != bool(self.aor):
+            raise ValueError("registrar and aor must be set together")
+        if self.registrar and not self.registrar.startswith(("sip:", "sips:")):
+            raise ValueError(f"registrar must be a sip: URI, got {self.registrar!r}")
+        return self
+
+
 class EmergencySettings(_Section):
     numbers: list[str] = Field(default_factory=lambda: ["110", "119", "120", "122"])
+    desk_sip: bool = Field(True, description="the call-taking desk answers the emergency numbers over SIP")
+    trunk: EmergencyTrunkSettings = Field(default_factory=lambda: EmergencyTrunkSettings())
 
     @field_validator("numbers")
     @classmethod
@@ -108,6 +127,15 @@ class EmergencySettings(_Section):
             if not n.isdigit():
                 raise ValueError(f"emergency number {n!r} must be digits only")
         return v
+
+
+class DispatchSettings(_Section):
+    """Dispatch options. Unset files are looked up beside the site plan, else built-in defaults."""
+    training: bool | None = Field(
+        None, description="training mode (演练) at start; unset: on with the demo data, off under tests")
+    response_plans: Path | None = Field(None, description="run cards TOML (default: response_plans.toml beside the plan)")
+    roads: Path | None = Field(None, description="road network GeoJSON for ETAs (default: roads.geojson beside the plan)")
+    mbtiles: Path | None = Field(None, description="offline map tiles (default: <var_dir>/tiles.mbtiles)")
 
 
 class DemoSettings(_Section):
@@ -235,6 +263,7 @@ class Settings(BaseSettings):
     h323: H323Settings = Field(default_factory=lambda: H323Settings())
     rtp: RtpSettings = Field(default_factory=lambda: RtpSettings())
     emergency: EmergencySettings = Field(default_factory=lambda: EmergencySettings())
+    dispatch: DispatchSettings = Field(default_factory=lambda: DispatchSettings())
     demo: DemoSettings = Field(default_factory=lambda: DemoSettings())
     recorder: RecorderSettings = Field(default_factory=lambda: RecorderSettings())
     webrtc: WebRtcSettings = Field(default_factory=lambda: WebRtcSettings())

@@ -2,17 +2,16 @@
 plus, while training mode is on, the 演练 simulator. Routes reach it as
 ``core.capabilities["dispatch"].service``.
 
-Configuration beside the site plan file (or named by environment variables), both optional:
+Configuration beside the site plan file (or named in the ``[dispatch]`` settings), both optional:
 
-* ``response_plans.toml`` (``CC_DISPATCH_RESPONSE_PLANS``): run cards; the built-in defaults
+* ``response_plans.toml`` (``dispatch.response_plans``): run cards; the built-in defaults
   (``dispatch/response_plans_default.toml``) otherwise;
-* ``roads.geojson`` (``CC_DISPATCH_ROADS``): a road network (LineStrings with ``speed_kmh``) for
+* ``roads.geojson`` (``dispatch.roads``): a road network (LineStrings with ``speed_kmh``) for
   ETAs; great-circle × detour ÷ speed otherwise, with the assumption shown in the console.
 """
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from core.runtime import CoreServices
@@ -24,9 +23,9 @@ from gis.routing import EtaEstimator, RoadNetwork
 log = logging.getLogger(__name__)
 
 
-def _configured(core: CoreServices, env: str, name: str) -> Path | None:
-    if os.environ.get(env):
-        return Path(os.environ[env])
+def _configured(core: CoreServices, configured: Path | None, name: str) -> Path | None:
+    if configured is not None:
+        return configured
     beside = core.settings.site_plan.resolve().parent / name
     return beside if beside.is_file() else None
 
@@ -50,8 +49,9 @@ class DispatchCapability:
 
 async def start(core: CoreServices) -> DispatchCapability:
     """Seed stations and units, load state, start the simulator when training mode is on."""
-    plans_path = _configured(core, "CC_DISPATCH_RESPONSE_PLANS", "response_plans.toml")
-    roads_path = _configured(core, "CC_DISPATCH_ROADS", "roads.geojson")
+    settings = core.settings.dispatch
+    plans_path = _configured(core, settings.response_plans, "response_plans.toml")
+    roads_path = _configured(core, settings.roads, "roads.geojson")
     plans = ResponsePlans.load(plans_path) if plans_path else None  # PlanError names file:line: field
     eta = EtaEstimator(RoadNetwork.from_geojson(roads_path)) if roads_path else EtaEstimator()
     log.info("dispatch: run cards %s, ETA %s", plans_path or "built-in", roads_path or "great-circle")

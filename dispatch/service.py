@@ -75,11 +75,10 @@ def _utcnow() -> datetime:
 
 
 def training_default(core: CoreServices) -> bool:
-    """Training mode at first start: ``CC_DISPATCH_TRAINING`` (1/0) wins; else on in the demo
+    """Training mode at first start: ``dispatch.training`` wins when set; else on in the demo
     configuration, except under the test suite (``CC_TESTING``) where a simulator would add noise."""
-    env = os.environ.get("CC_DISPATCH_TRAINING")
-    if env is not None:
-        return env.strip().lower() in ("1", "true", "yes", "on")
+    if core.settings.dispatch.training is not None:
+        return core.settings.dispatch.training
     return core.settings.demo.enabled and not os.environ.get("CC_TESTING")
 
 
@@ -118,7 +117,7 @@ class DispatchService:
             await store.seed_stations_and_units(
                 conn, self.stations.values(), units_from_plan(self.plan) + units_from_plan(self.plan, training=True))
             flag = await conn.fetchval("SELECT value FROM dispatch_settings WHERE key = 'training'")
-            if flag is None or os.environ.get("CC_DISPATCH_TRAINING") is not None:
+            if flag is None or self.core.settings.dispatch.training is not None:
                 flag = training_default(self.core)
                 await conn.execute("INSERT INTO dispatch_settings (key, value) VALUES ('training', $1) "
                                    "ON CONFLICT (key) DO UPDATE SET value = $1", flag)

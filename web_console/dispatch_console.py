@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -439,13 +438,13 @@ async def gazetteer(request: Request, principal: Reader, q: str = Query(min_leng
 
 
 def _mbtiles_path(request: Request) -> Path:
-    env = os.environ.get("CC_DISPATCH_MBTILES")
-    return Path(env) if env else services_of(request).settings.var_dir / "tiles.mbtiles"
+    settings = services_of(request).settings
+    return settings.dispatch.mbtiles or settings.var_dir / "tiles.mbtiles"
 
 
 @router.get("/tiles/{z}/{x}/{y}", tags=["dispatch"])
 async def tiles(request: Request, z: int, x: int, y: int, principal: Reader) -> Response:
-    """Offline raster tiles from a local MBTiles file (``var/tiles.mbtiles`` or ``CC_DISPATCH_MBTILES``)."""
+    """Offline raster tiles from a local MBTiles file (``dispatch.mbtiles``, default ``var/tiles.mbtiles``)."""
     path = _mbtiles_path(request)
     if not path.is_file():
         raise HTTPException(404, "未配置离线瓦片")

@@ -3,15 +3,13 @@ emergency-number trunk on a SIP endpoint. Routes reach it as ``core.capabilities
 
 SIP: when a capability named ``sip`` runs and exposes ``endpoint`` (the conference gateway), the
 emergency trunk installs itself in front of it (other numbers still reach the gateway); otherwise
-the desk starts its own endpoint on ``settings.sip`` ports. ``CC_DESK_SIP=off`` disables SIP
-(the desk then only takes AML and typed locations). Trunk toward the operator (optional):
-``CC_EMERGENCY_TRUNK_REGISTRAR``, ``_AOR``, ``_USERNAME``, ``_PASSWORD`` for a registration,
-``CC_EMERGENCY_TRUNK_PEER`` for a static peer.
+the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
+SIP (the desk then only takes AML and typed locations). The trunk toward the operator (optional) is
+``[emergency.trunk]``: registrar/aor/username/password for a registration, or a static peer.
 """
 from __future__ import annotations
 
 import logging
-import os
 
 from core.runtime import CoreServices
 from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
@@ -38,12 +36,13 @@ class DeskCapability:
 
 
 def trunk_config(core: CoreServices) -> TrunkConfig:
-    env = os.environ.get
+    """The trunk's configuration from the ``emergency`` settings section."""
+    emergency = core.settings.emergency
+    trunk = emergency.trunk
     return TrunkConfig(
-        numbers=tuple(core.settings.emergency.numbers),
-        registrar=env("CC_EMERGENCY_TRUNK_REGISTRAR", ""), aor=env("CC_EMERGENCY_TRUNK_AOR", ""),
-        username=env("CC_EMERGENCY_TRUNK_USERNAME", ""), password=env("CC_EMERGENCY_TRUNK_PASSWORD", ""),
-        peer=env("CC_EMERGENCY_TRUNK_PEER", ""), recordings_dir=core.settings.var_dir / "recordings" / "calls")
+        numbers=tuple(emergency.numbers), registrar=trunk.registrar, aor=trunk.aor, username=trunk.username,
+        password=trunk.password.get_secret_value() if trunk.password else "", peer=trunk.peer,
+        recordings_dir=core.settings.var_dir / "recordings" / "calls")
 
 
 async def start(core: CoreServices) -> DeskCapability | None:
@@ -58,7 +57,7 @@ async def start(core: CoreServices) -> DeskCapability | None:
     await service.start()
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None
-    if os.environ.get("CC_DESK_SIP", "on").lower() not in ("off", "0", "false", "no"):
+    if core.settings.emergency.desk_sip:
         sip = core.capabilities.get("sip")
         endpoint = getattr(sip, "endpoint", None)
         if endpoint is None:

@@ -113,3 +113,18 @@ def test_cli_help_everywhere() -> None:
                  ["user", "passwd"], ["config"], ["config", "check"]]:
         result = cli(*args, "--help")
         assert result.returncode == 0 and "usage: commandcenter" in result.stdout, args
+
+
+def test_emergency_trunk_and_dispatch_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC_EMERGENCY__TRUNK__REGISTRAR", "sip:operator.example:5060")
+    monkeypatch.setenv("CC_EMERGENCY__TRUNK__AOR", "sip:110@operator.example")
+    monkeypatch.setenv("CC_EMERGENCY__TRUNK__PASSWORD", "pa55-word-secret")
+    monkeypatch.setenv("CC_DISPATCH__TRAINING", "false")
+    monkeypatch.setenv("CC_DISPATCH__MBTILES", "/srv/tiles.mbtiles")
+    s = load_settings()
+    assert s.emergency.trunk.aor == "sip:110@operator.example" and s.emergency.desk_sip
+    assert s.emergency.trunk.password is not None and "pa55" not in repr(s)
+    assert s.dispatch.training is False and str(s.dispatch.mbtiles) == "/srv/tiles.mbtiles"
+    monkeypatch.delenv("CC_EMERGENCY__TRUNK__AOR")
+    with pytest.raises(ConfigError, match="registrar and aor must be set together"):
+        load_settings()

@@ -24,7 +24,7 @@ from tests.conftest import RunningServer
 LUODING = {"lon": 111.5700, "lat": 22.7690}
 # An offline tile file that appears while the server runs (the console checks for it per request).
 MBTILES = Path(tempfile.mkdtemp(prefix="cc-tiles-")) / "tiles.mbtiles"
-SERVER_ENV = {"CC_DISPATCH_MBTILES": str(MBTILES)}
+SERVER_ENV = {"CC_DISPATCH__MBTILES": str(MBTILES)}
 YUNCHENG = {"lon": 112.0400, "lat": 22.9300}
 
 

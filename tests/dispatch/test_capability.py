@@ -29,9 +29,9 @@ async def test_roads_and_run_cards_from_configuration(fresh_db_url: str, tmp_pat
     cards = tmp_path / "cards.toml"
     cards.write_text('[[plan]]\nname = "本地预案"\ncategory = "police"\nsubtype = "*"\n'
                      '[[plan.require]]\ncapability = "patrol"\ncount = 3\n', encoding="utf-8")
-    monkeypatch.setenv("CC_DISPATCH_ROADS", str(road_file(tmp_path)))
-    monkeypatch.setenv("CC_DISPATCH_RESPONSE_PLANS", str(cards))
-    monkeypatch.setenv("CC_DISPATCH_TRAINING", "0")
+    monkeypatch.setenv("CC_DISPATCH__ROADS", str(road_file(tmp_path)))
+    monkeypatch.setenv("CC_DISPATCH__RESPONSE_PLANS", str(cards))
+    monkeypatch.setenv("CC_DISPATCH__TRAINING", "0")
     core = await CoreServices.start(make_settings(fresh_db_url, tmp_path), seed=False)
     try:
         cap = await start(core)
@@ -55,7 +55,7 @@ async def test_a_bad_run_card_file_stops_the_start_naming_it(fresh_db_url: str, 
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     cards = tmp_path / "bad.toml"
     cards.write_text('[[plan]]\nname = "x"\ncategory = "nope"\n', encoding="utf-8")
-    monkeypatch.setenv("CC_DISPATCH_RESPONSE_PLANS", str(cards))
+    monkeypatch.setenv("CC_DISPATCH__RESPONSE_PLANS", str(cards))
     core = await CoreServices.start(make_settings(fresh_db_url, tmp_path), seed=False)
     try:
         with pytest.raises(PlanError, match="bad.toml"):
