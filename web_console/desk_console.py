@@ -21,7 +21,8 @@ from dispatch.calltaking.acd import PositionState
 from dispatch.calltaking.aml import AmlFormatError
 from dispatch.calltaking.service import DISPOSITIONS, DeskError, DeskService
 from dispatch.model import CATEGORIES, PRIORITY_NAMES
-from web_console.app import render
+from dispatch.names_en import english_names
+from web_console.app import language_of, render
 from web_console.auth import SESSION_COOKIE, Principal, client_address, require, resolve_principal
 from web_console.dispatch_console import _boundaries
 from web_console.events_ws import _same_origin
@@ -112,7 +113,8 @@ class TransferBody(TargetBody):
 @router.get("/desk", include_in_schema=False)
 async def desk_page(request: Request, principal: CallTaker) -> Response:
     svc = desk_of(request)
-    return render(request, "desk.html", position=principal.user.username, softphone=svc.bridge is not None,
+    return render(request, "desk.html", names=english_names() if language_of(request) == "en" else {},
+                  position=principal.user.username, softphone=svc.bridge is not None,
                   categories={k: {"name": c.name, "subtypes": dict(c.subtypes)} for k, c in CATEGORIES.items()},
                   priorities=PRIORITY_NAMES, dispositions=DISPOSITIONS,
                   thresholds=list(svc.config.answer_thresholds_s))

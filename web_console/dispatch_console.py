@@ -32,11 +32,12 @@ from dispatch.model import (
     UnitUnavailable,
     ValidationError,
 )
+from dispatch.names_en import english_names
 from dispatch.service import DispatchService, IncidentNotFound
 from dispatch.views import recommendation_view, timeline_view
 from gis.map_builder import PRIORITY_COLOURS, MapPoint, MapSpec, render_html
 from gis.mbtiles import MBTilesError, MBTilesReader
-from web_console.app import render
+from web_console.app import language_of, render
 from web_console.auth import Principal, client_address, require, resolve_principal, services_of
 from web_console.events_ws import _same_origin
 
@@ -465,7 +466,8 @@ async def tiles(request: Request, z: int, x: int, y: int, principal: Reader) -> 
 @router.get("/dispatch", include_in_schema=False)
 async def console_page(request: Request, principal: Dispatcher) -> Response:
     svc = service_of(request)
-    return render(request, "dispatch.html", training=svc.training, tiles=_mbtiles_path(request).is_file())
+    return render(request, "dispatch.html", training=svc.training, tiles=_mbtiles_path(request).is_file(),
+                  names=english_names() if language_of(request) == "en" else {})
 
 
 @router.get("/dispatch/incidents/{incident_id}/report", include_in_schema=False)

@@ -155,5 +155,11 @@ def test_english_console(page: Page, api: httpx.Client, server: RunningServer) -
     page.click(f"#queue li[data-incident-id='{inc['id']}']")
     expect(page.get_by_test_id("dispatch-all")).to_have_text("Dispatch all recommended")
     expect(page.get_by_test_id("start-conference")).to_have_text("Start command conference")
+    # The model's zh-CN names are shown in English too: category, subtype, priority, status, unit types.
+    queue_item = page.locator(f"#queue li[data-incident-id='{inc['id']}']")
+    expect(queue_item).to_contain_text("Medical emergency/Stroke")
+    expect(queue_item.get_by_test_id("queue-status")).to_have_text("New")
+    expect(page.locator("#legend")).to_contain_text("Available")
+    assert "医疗急救" not in queue_item.inner_text() and "新警情" not in queue_item.inner_text()
     page.goto(server.url + "/dispatch?lang=zh-CN")  # the language cookie back to the default
     expect(page.get_by_test_id("console-title")).to_have_text("调度指挥地图")

@@ -179,3 +179,14 @@ def test_browser_crash_mid_call_requeues_the_caller_at_the_head(browser: Browser
     finish(caller)
     second.context.close()
     api.close()
+
+
+def test_english_desk_names_categories_in_english(page: Page, server: RunningServer) -> None:
+    page.goto(server.url + "/desk?lang=en")
+    form = page.locator("#incident-form")
+    expect(form.locator("select[name=category] option[value=fire]")).to_have_text("Fire")
+    form.locator("select[name=category]").select_option("medical")
+    expect(form.locator("select[name=subtype] option[value=stroke]")).to_have_text("Stroke")
+    expect(form.locator("select[name=priority] option[value='1']")).to_have_text("1 Critical")
+    page.goto(server.url + "/desk?lang=zh-CN")  # the language cookie back to the default
+    expect(page.get_by_test_id("console-title")).to_have_text("接警台")

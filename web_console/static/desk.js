@@ -6,6 +6,8 @@
 
 const cfg = JSON.parse(document.getElementById("desk-config").textContent);
 const EN = cfg.lang === "en";
+// Model names (categories, statuses, unit types) arrive in zh-CN; the page translates them in English mode.
+const N = (name) => (cfg.names || {})[name] || name;
 const T = EN ? {
   ringing: "Incoming call", from: "from", dialled: "dialled", waiting: "waiting", ringingN: "ringing",
   answered: "answered", abandoned: "abandoned", offered: "offered", within: "answered within",
@@ -76,7 +78,7 @@ function drawLocations(call) {
   }
   for (const d of call.duplicates) {
     L.circleMarker([d.incident.lat, d.incident.lon], { radius: 7, color: "#6a1b9a", fillOpacity: 0.6, className: "dup-marker" })
-      .bindTooltip(`${d.incident.id} ${d.incident.category_name || ""} ${d.distance_m} m`).addTo(callLayer);
+      .bindTooltip(`${d.incident.id} ${N(d.incident.category_name) || ""} ${d.distance_m} m`).addTo(callLayer);
   }
   const loc = call.location;
   if (loc) {
@@ -106,16 +108,16 @@ function renderCall(call) {
   $("call").hidden = false;
   $("caller-number").textContent = call.number;
   $("caller-name").textContent = call.name || "";
-  $("dialled").textContent = `${call.dialled} · ${call.category_name}`;
+  $("dialled").textContent = `${call.dialled} · ${N(call.category_name)}`;
   $("call-flags").textContent = (call.flags || []).length ? T.requeued : "";
   $("locations").innerHTML = call.locations.length ? call.locations.map(locationItem).join("") : `<li class="muted">${T.noLocation}</li>`;
   $("duplicates").innerHTML = call.duplicates.length ? call.duplicates.map((d) => `<li>
-      <b>${esc(d.incident.id)}</b> ${esc(d.incident.category_name || d.incident.category)} ${d.distance_m} m · ${Math.round(d.age_s / 60)} min
+      <b>${esc(d.incident.id)}</b> ${esc(N(d.incident.category_name) || d.incident.category)} ${d.distance_m} m · ${Math.round(d.age_s / 60)} min
       <button data-merge="${esc(d.incident.id)}" data-testid="btn-merge">${T.merge}</button></li>`).join("")
     : `<li class="muted">${T.none}</li>`;
   const h = call.history;
   $("history").innerHTML = (h.calls.length + h.incidents.length) ? [
-    ...h.incidents.map((i) => `<li>${esc(i.created_at.substring(0, 16).replace("T", " "))} <b>${esc(i.id)}</b> ${esc(i.category_name)} ${esc(i.status)}</li>`),
+    ...h.incidents.map((i) => `<li>${esc(i.created_at.substring(0, 16).replace("T", " "))} <b>${esc(i.id)}</b> ${esc(N(i.category_name))} ${esc(i.status)}</li>`),
     ...h.calls.map((c) => `<li>${esc(c.offered_at.substring(0, 16).replace("T", " "))} ${esc(c.dialled)} ${esc(c.state)} ${esc(c.disposition)}
       ${c.incident_id ? esc(c.incident_id) : ""}
       ${c.has_recording ? `<button data-play="${esc(c.id)}" data-testid="btn-play">▶ ${T.recording}</button>` : ""}</li>`),
@@ -155,7 +157,7 @@ async function loadCall(id) { renderCall(await api("GET", `/api/desk/calls/${id}
 function fillSubtypes() {
   const form = $("incident-form");
   const subs = cfg.categories[form.category.value].subtypes;
-  form.subtype.innerHTML = Object.entries(subs).map(([k, n]) => `<option value="${k}">${esc(n)}</option>`).join("");
+  form.subtype.innerHTML = Object.entries(subs).map(([k, n]) => `<option value="${k}">${esc(N(n))}</option>`).join("");
   form.subtype.value = "general";  // tojson sorts keys: pick the general subtype explicitly
 }
 
@@ -178,7 +180,7 @@ function renderQueue(q) {
 function setRing(call) {
   state.offer = call;
   $("ring").hidden = !call;
-  if (call) $("ring-text").textContent = `${T.ringing} · ${T.from} ${call.number}${call.name ? " " + call.name : ""} · ${T.dialled} ${call.dialled} ${call.category_name}`;
+  if (call) $("ring-text").textContent = `${T.ringing} · ${T.from} ${call.number}${call.name ? " " + call.name : ""} · ${T.dialled} ${call.dialled} ${N(call.category_name)}`;
 }
 
 function renderDashboard(d) {

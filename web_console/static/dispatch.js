@@ -5,6 +5,8 @@
 
 const cfg = JSON.parse(document.getElementById("dispatch-config").textContent);
 const EN = cfg.lang === "en";
+// Model names (categories, statuses, unit types) arrive in zh-CN; the page translates them in English mode.
+const N = (name) => (cfg.names || {})[name] || name;
 const T = EN ? {
   dispatchAll: "Dispatch all recommended", dispatchSel: "Dispatch selected", conference: "Start command conference",
   report: "Situation report", eido: "EIDO", close: "Close", recall: "Recall", note: "Add note",
@@ -64,8 +66,8 @@ function initMap(st) {
     L.circleMarker([s.lat, s.lon], { radius: 3, color: "#1f6feb", weight: 1 }).bindTooltip(s.name).addTo(map);
   }
   const lg = document.getElementById("legend");
-  lg.innerHTML = Object.values(st.legend.unit_status).map((s) => `<span><i class="swatch" style="background:${s.colour}"></i>${esc(s.name)}</span>`).join("")
-    + " | " + Object.entries(st.legend.priority).map(([p, s]) => `<span><i class="swatch" style="background:${s.colour};border-radius:2px"></i>${p} ${esc(s.name)}</span>`).join("");
+  lg.innerHTML = Object.values(st.legend.unit_status).map((s) => `<span><i class="swatch" style="background:${s.colour}"></i>${esc(N(s.name))}</span>`).join("")
+    + " | " + Object.entries(st.legend.priority).map(([p, s]) => `<span><i class="swatch" style="background:${s.colour};border-radius:2px"></i>${p} ${esc(N(s.name))}</span>`).join("");
   map.on("click", onMapClick);
 }
 
@@ -94,7 +96,7 @@ function drawIncident(inc) {
     mk.setLatLng([inc.lat, inc.lon]);
     mk.setIcon(incidentIcon(inc));
   }
-  mk.bindTooltip(`${inc.training ? "【演练】" : ""}${inc.id} ${inc.category_name}/${inc.subtype_name} · ${inc.priority_name} · ${inc.status_name}`);
+  mk.bindTooltip(`${inc.training ? "【演练】" : ""}${inc.id} ${N(inc.category_name)}/${N(inc.subtype_name)} · ${N(inc.priority_name)} · ${N(inc.status_name)}`);
 }
 
 // Units standing at their station (no AVL fix) are fanned out around it so each stays clickable.
@@ -119,14 +121,14 @@ function drawUnit(u) {
     if (node && node.dataset.status === u.status && node.classList.contains("stale") === !!u.stale) { /* moved only */ }
     else mk.setIcon(unitIcon(u));
   }
-  mk.bindTooltip(`${u.callsign} · ${u.type_name} · ${u.status_name}${u.stale ? " · " + T.stale : ""}`);
+  mk.bindTooltip(`${u.callsign} · ${N(u.type_name)} · ${N(u.status_name)}${u.stale ? " · " + T.stale : ""}`);
 }
 
 function unitPopup(unitId) {
   const u = state.units.get(unitId);
   const inc = state.selected && state.incidents.get(state.selected);
   const div = document.createElement("div");
-  div.innerHTML = `<b>${esc(u.callsign)}</b> ${esc(u.type_name)}<br>${esc(u.status_name)}${u.incident_id ? " · " + esc(u.incident_id) : ""}<br>`;
+  div.innerHTML = `<b>${esc(u.callsign)}</b> ${esc(N(u.type_name))}<br>${esc(N(u.status_name))}${u.incident_id ? " · " + esc(u.incident_id) : ""}<br>`;
   if (inc && ["available", "returning"].includes(u.status)) {
     const b = el(`<button class="primary" data-testid="popup-dispatch">${T.dispatchTo} ${esc(inc.id)}</button>`);
     b.onclick = async () => {
@@ -149,8 +151,8 @@ function renderQueue() {
   ul.innerHTML = list.length ? "" : `<li class="muted">${esc(cfg.empty)}</li>`;
   for (const inc of list) {
     const li = el(`<li data-incident-id="${esc(inc.id)}" style="border-left-color:${inc.colour}">
-      <div><b>${esc(inc.category_name)}/${esc(inc.subtype_name)}</b>${inc.training ? `<span class="tag drill">${T.drill}</span>` : ""}${inc.joint ? `<span class="tag">${T.joint}</span>` : ""}</div>
-      <div>${esc(inc.priority_name)} · <span data-testid="queue-status">${esc(inc.status_name)}</span> · ${esc(inc.county_name)}${esc(inc.township_name ? "/" + inc.township_name : "")}</div>
+      <div><b>${esc(N(inc.category_name))}/${esc(N(inc.subtype_name))}</b>${inc.training ? `<span class="tag drill">${T.drill}</span>` : ""}${inc.joint ? `<span class="tag">${T.joint}</span>` : ""}</div>
+      <div>${esc(N(inc.priority_name))} · <span data-testid="queue-status">${esc(N(inc.status_name))}</span> · ${esc(inc.county_name)}${esc(inc.township_name ? "/" + inc.township_name : "")}</div>
       <div class="id">${esc(inc.id)}</div></li>`);
     if (inc.id === state.selected) li.classList.add("selected");
     li.onclick = () => select(inc.id);
@@ -167,11 +169,11 @@ function renderBoard() {
     .sort((a, b) => (a.status === "available") - (b.status === "available")  // busy units first
       || a.agency.localeCompare(b.agency) || a.id.localeCompare(b.id));
   for (const u of units) {
-    const opts = STATUS_OPTIONS.map((s) => `<option value="${s}" ${s === u.status ? "selected" : ""}>${esc(state.legend.unit_status[s].name)}</option>`).join("");
+    const opts = STATUS_OPTIONS.map((s) => `<option value="${s}" ${s === u.status ? "selected" : ""}>${esc(N(state.legend.unit_status[s].name))}</option>`).join("");
     const tr = el(`<tr data-unit-id="${esc(u.id)}" data-status="${u.status}"><td><i class="status-dot" style="background:${u.colour}"></i>${esc(u.callsign)}</td>
-      <td>${esc(u.type_name)}</td><td>${esc(u.status_name)}</td><td>${esc(u.incident_id || "")}</td>
+      <td>${esc(N(u.type_name))}</td><td>${esc(N(u.status_name))}</td><td>${esc(u.incident_id || "")}</td>
       <td>${u.stale ? `<span class="tag">${T.stale}</span>` : ""}</td>
-      <td><select data-testid="unit-status-select">${u.status === "dispatched" ? `<option selected>${esc(u.status_name)}</option>` : ""}${opts}</select></td></tr>`);
+      <td><select data-testid="unit-status-select">${u.status === "dispatched" ? `<option selected>${esc(N(u.status_name))}</option>` : ""}${opts}</select></td></tr>`);
     tr.querySelector("select").onchange = async (e) => {
       try { await api("POST", `/api/units/${encodeURIComponent(u.id)}/status`, { status: e.target.value }); }
       catch (err) { alert(err.message); renderBoard(); }
@@ -207,10 +209,10 @@ async function renderDetail() {
   if (state.selected !== id) return;
   const unitName = (uid) => (state.units.get(uid) || { callsign: uid }).callsign;
   const next = ["en_route", "on_scene", "under_control", "closed"];
-  const compSelect = (c) => c.status === "closed" ? esc(c.status_name) : `<select data-agency="${esc(c.agency)}" data-testid="component-status">
-    <option value="">${esc(c.status_name)}</option>${next.filter((s) => next.indexOf(s) > next.indexOf(c.status) || !next.includes(c.status))
+  const compSelect = (c) => c.status === "closed" ? esc(N(c.status_name)) : `<select data-agency="${esc(c.agency)}" data-testid="component-status">
+    <option value="">${esc(N(c.status_name))}</option>${next.filter((s) => next.indexOf(s) > next.indexOf(c.status) || !next.includes(c.status))
     .map((s) => `<option value="${s}">${esc(state.legend.incident_status[s])}</option>`).join("")}</select>`;
-  const comps = inc.components.map((c) => `<div class="row">${esc(c.agency_name)}：${compSelect(c)} ${c.units.map((u) =>
+  const comps = inc.components.map((c) => `<div class="row">${esc(N(c.agency_name))}：${compSelect(c)} ${c.units.map((u) =>
     `<span class="tag">${esc(unitName(u))} <button class="link" data-recall="${esc(u)}" data-testid="recall">${T.recall}</button></span>`).join("")}</div>`).join("");
   const cands = rec.requirements.map((r) => `<div class="row"><b>${esc(state.legend.capabilities[r.capability] || r.capability)}</b> × ${r.count}${r.shortfall ? ` <span class="error">${T.shortfall} ${r.shortfall}</span>` : ""}</div>` +
     r.candidates.map((c) => `<div class="cand${c.recommended ? " rec" : ""}"><label><input type="checkbox" value="${esc(c.unit_id)}" ${c.recommended ? "checked" : ""}>
@@ -218,7 +220,7 @@ async function renderDetail() {
   const confs = inc.conferences.map((c) => `<div class="row" data-testid="conference-link"><a href="/join/${esc(c.conference_id)}">${esc(c.conference_id)}</a> ${esc(T[c.status] || c.status)} · ${esc(c.rooms.join("、"))}</div>`).join("");
   box.innerHTML = `
     <h3 data-testid="detail-id">${inc.training ? "【演练】" : ""}${esc(inc.id)}</h3>
-    <div class="row"><b>${esc(inc.category_name)}/${esc(inc.subtype_name)}</b> · ${esc(inc.priority_name)} · <span data-testid="detail-status">${esc(inc.status_name)}</span></div>
+    <div class="row"><b>${esc(N(inc.category_name))}/${esc(N(inc.subtype_name))}</b> · ${esc(N(inc.priority_name))} · <span data-testid="detail-status">${esc(N(inc.status_name))}</span></div>
     <div class="row">${esc(inc.county_name)} ${esc(inc.township_name)} ${esc(inc.address)} (${inc.lon.toFixed(5)}, ${inc.lat.toFixed(5)})</div>
     ${inc.description ? `<div class="row">${esc(inc.description)}</div>` : ""}
     <div class="actions">
@@ -272,7 +274,7 @@ function onMapClick(e) {
 function fillCategories() {
   const cat = document.getElementById("new-category");
   const sub = document.getElementById("new-subtype");
-  cat.innerHTML = Object.entries(state.legend.categories).map(([k, c]) => `<option value="${k}">${esc(c.name)}</option>`).join("");
+  cat.innerHTML = Object.entries(state.legend.categories).map(([k, c]) => `<option value="${k}">${esc(N(c.name))}</option>`).join("");
   const subs = () => { sub.innerHTML = Object.entries(state.legend.categories[cat.value].subtypes).map(([k, n]) => `<option value="${k}">${esc(n)}</option>`).join(""); };
   cat.onchange = subs; subs();
 }
