@@ -125,7 +125,8 @@ class WebRtcTestClient:
     """One peer: optional camera + microphone out, the MCU's video and audio in (decoded)."""
 
     def __init__(self, camera: MediaStreamTrack | None = None, microphone: MediaStreamTrack | None = None,
-                 on_frame: Callable[[av.VideoFrame, float], None] | None = None) -> None:
+                 on_frame: Callable[[av.VideoFrame, float], None] | None = None, *, video: bool = True) -> None:
+        """``video=False``: an audio-only peer (offers no video at all, like the desk softphone)."""
         self.pc = RTCPeerConnection()
         self.camera = camera
         self.microphone = microphone
@@ -139,7 +140,7 @@ class WebRtcTestClient:
         self._tasks: list[asyncio.Task[None]] = []
         if camera is not None:
             self.pc.addTrack(camera)
-        else:
+        elif video:
             self.pc.addTransceiver("video", direction="recvonly")
         if microphone is not None:
             self.pc.addTrack(microphone)

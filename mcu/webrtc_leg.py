@@ -409,9 +409,11 @@ class WebRtcLeg:
             await self.pc.close()
             raise ValueError(f"无法解析的SDP: {exc}") from None
         kinds = {t.kind for t in self.pc.getTransceivers()}
-        if "video" not in kinds:
+        # A viewer needs video; a participant may be audio-only (the desk softphone, a phone-like
+        # browser): it is mixed like any site and shown with the placeholder tile.
+        if "video" not in kinds and (self.view is not None or "audio" not in kinds):
             await self.pc.close()
-            raise ValueError("SDP offer has no video")
+            raise ValueError("SDP offer has no video" if self.view is not None else "SDP offer has no audio or video")
         if self.view is None:
             self.participant = await self.conference.join(self.participant_id, self.name, "webrtc")
         try:
@@ -431,11 +433,12 @@ class WebRtcLeg:
             self.pc.on("connectionstatechange", self._on_state)
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
-            self.codec = negotiated_video_codec(self.pc.localDescription.sdp)
-            if self.codec is None:
-                raise ValueError("no common video codec (H.264 or VP8)")
-            self._hook_sender()
-            self._subscribe(self.size)
+            if "video" in kinds:
+                self.codec = negotiated_video_codec(self.pc.localDescription.sdp)
+                if self.codec is None:
+                    raise ValueError("no common video codec (H.264 or VP8)")
+                self._hook_sender()
+                self._subscribe(self.size)
         except BaseException:
             await self.close("failed")
             raise

@@ -193,6 +193,38 @@ async def test_churn_returns_tasks_sockets_and_encoders_to_baseline(conference: 
     assert all(s["status"] == "left" for s in conference.site_list() if s["site_id"].startswith("churn"))
 
 
+async def test_audio_only_peer_is_mixed_and_shown_as_a_placeholder(conference: RunningConference) -> None:
+    legs = WebRtcLegs(CONFIG)
+    a, _ = await _join(legs, conference, "site-a", 3)
+    phone = WebRtcTestClient(None, ToneMicrophone(880), video=False)
+    leg = legs.create(conference, participant_id="phone", name="phone")
+    answer = await leg.answer(await phone.offer())
+    await phone.accept(answer)
+    try:
+        assert "m=video" not in answer and leg.codec is None and leg.subscription is None
+        # Its voice reaches the others; it hears them (N-1); it never gets video.
+        await _wait_for(lambda: leg.stats.audio_frames_in > 20 and phone.audio_frames > 20 and phone.audio_peak > 500)
+        conference.room.set_layout("2")
+        await _wait_for(lambda: _sees(a, [3, None], [0.25, 0.75]), 20)  # its pane: the placeholder, not a colour
+        assert phone.frames == 0 and "phone" in conference.room.participants
+    finally:
+        await phone.close()
+        await a.close()
+        await legs.stop()
+
+
+async def test_viewer_offer_without_video_is_refused(conference: RunningConference) -> None:
+    legs = WebRtcLegs(CONFIG)
+    viewer = WebRtcTestClient(None, None, video=False)
+    viewer.pc.addTransceiver("audio", direction="recvonly")
+    leg = legs.create(conference, participant_id="wall", name="wall", view="broadcast")
+    with pytest.raises(ValueError, match="no video"):
+        await leg.answer(await viewer.offer())
+    assert "wall" not in conference.room.participants
+    await viewer.close()
+    await legs.stop()
+
+
 async def test_peer_that_vanishes_is_dropped_by_the_media_watchdog(conference: RunningConference) -> None:
     legs = WebRtcLegs(WebRtcConfig(host_addresses=("127.0.0.1",), media_timeout=2.0))
     a, leg = await _join(legs, conference, "ghost", 2)

@@ -259,7 +259,6 @@ async function startMedia(callId) {
   const pc = new RTCPeerConnection();
   phone.pc = pc; phone.stream = stream; phone.muted = false; phone.held = false;
   stream.getAudioTracks().forEach((t) => pc.addTrack(t, stream));
-  pc.addTransceiver("video", { direction: "recvonly" });  // the room sends its picture; we only need audio
   pc.ontrack = (e) => {
     if (e.track.kind !== "audio") return;
     const remote = new MediaStream([e.track]);
