@@ -31,7 +31,7 @@ from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg
 from sip_gateway.rtp.leg import tone
 
 MCU_RTP = (31000, 31999)
-TERMINAL_RTP = (32000, 32999)
+TERMINAL_RTP = (32000, 32699)  # below the kernel ephemeral range (32768+), where other sockets live
 RED = (220, 20, 20)
 GREEN = (20, 200, 20)
 

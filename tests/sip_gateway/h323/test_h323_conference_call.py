@@ -40,7 +40,7 @@ def _has(rgb: np.ndarray, colour: tuple[int, int, int], min_fraction: float = 0.
 def _rtp_problems(pcap: Path) -> tuple[list[str], set[str]]:
     """Decode the RTP port ranges as RTP: malformed frames and the protocols found."""
     assert TSHARK is not None
-    args = [TSHARK, "-r", str(pcap), "-d", "udp.port==31000-32999,rtp"]
+    args = [TSHARK, "-r", str(pcap), "-d", "udp.port==31000-32699,rtp"]
     bad = subprocess.run(args + ["-Y", '_ws.malformed or _ws.expert.severity >= "warning"', "-T", "fields",
                                  "-e", "frame.number", "-e", "frame.protocols", "-e", "_ws.expert.message"],
                          capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
@@ -75,7 +75,7 @@ async def run_conference_call(services: CoreServices, tmp_path: Path, terminal: 
     other = await OtherSite.join(conf)
     pcap = tmp_path / "conference.pcap"
     out: dict[str, object] = {"pcap": pcap, "ports": (port, h245_port)}
-    capture_ctx = LoopbackCapture(pcap, f"tcp port {port} or tcp port {h245_port} or udp portrange 31000-32999")
+    capture_ctx = LoopbackCapture(pcap, f"tcp port {port} or tcp port {h245_port} or udp portrange 31000-32699")
     try:
         if capture:
             capture_ctx.__enter__()
