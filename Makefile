@@ -6,16 +6,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FRONTEND := web_console/frontend
 
-# Debian packages the running system uses: the CJK font for captions/banners, GStreamer's RTSP
-# server for the demo hall cameras. `make run` installs them when root, otherwise warns.
-RUN_DEBS := fonts-wqy-microhei gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 \
+# Debian packages the running system uses: the CJK font for captions/banners, espeak-ng for the
+# spoken IVR prompts (beeps only without it), GStreamer's RTSP server for the demo hall cameras.
+# `make run` installs them when root, otherwise warns.
+RUN_DEBS := fonts-wqy-microhei espeak-ng gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 \
   python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
 # ...plus the real peers the tests drive (installed when root, otherwise checked).
 TEST_DEBS := $(RUN_DEBS) chromium ffmpeg tshark sip-tester baresip baresip-ffmpeg iproute2
 # command -> Debian package, for the non-root check
 TEST_CMDS := chromium:chromium ffmpeg:ffmpeg tshark:tshark sipp:sip-tester baresip:baresip ip:iproute2 \
-  gst-launch-1.0:gstreamer1.0-tools
+  gst-launch-1.0:gstreamer1.0-tools espeak-ng:espeak-ng
 
 .PHONY: run run-deps test venv frontend system-deps lint clean bench
 
@@ -29,7 +30,7 @@ run-deps:
 	    echo "Installing Debian packages: $$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "note: without$$missing the demo runs without hall cameras/CJK captions (install as root)"; \
+	    echo "note: without$$missing the demo runs without hall cameras/CJK captions/spoken prompts (install as root)"; \
 	  fi; \
 	fi
 
