@@ -23,25 +23,31 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import av
 import numpy as np
 
+from config.errors import ConfigError
 from config.settings import SipSettings
 from core.runtime import CoreServices
-from mcu.conferences import ConferenceError, ConferenceService, RunningConference
+from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, RunningConference
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
-from sip_gateway.rtp.leg import MediaLeg, NullSink
+from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
 from sip_gateway.sip import events as ev
-from sip_gateway.sip.dialog import CallState
+from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.gateway import SipGateway, SipSite
+from sip_gateway.sip.ivr import PinVerdict
 from sip_gateway.sip.sdp import MediaPolicy, MediaStream
+from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
 from sip_gateway.sip.uri import NameAddr, SipUri
 from sip_gateway.sip.useragent import UserAgentConfig
 
@@ -185,6 +191,60 @@ class ConferenceRoom:
         self.bridge._ended(site)
 
 
+# JoinRefused codes as the IVR's verdicts (anything else: the conference refuses the caller).
+_VERDICTS: dict[str, PinVerdict] = {"wrong_pin": "wrong", "too_many_attempts": "locked"}
+
+
+class ConferencePins:
+    """The gateway's PinPolicy on ``ConferenceService.admit``: one per-source back-off for every way in.
+
+    A wrong PIN keyed at the SIP IVR counts exactly like one typed on the join page (same
+    ``PinGuard``, keyed by the caller's IP address); each refusal and each PIN admission is
+    audited as ``conference.join`` with ``protocol: sip``.
+    """
+
+    def __init__(self, core: CoreServices, conferences: ConferenceService) -> None:
+        self.core = core
+        self.conferences = conferences
+
+    @staticmethod
+    def _actor(call: Call) -> str:
+        if call.authenticated_user:
+            return f"sip:{call.authenticated_user}"
+        try:
+            return f"sip:{NameAddr.parse(call.remote_uri).uri.user or 'anonymous'}"
+        except (SipParseError, ValueError):
+            return "sip:anonymous"
+
+    async def _audit(self, call: Call, conference_id: str, outcome: str, code: str) -> None:
+        await self.core.audit.record(self._actor(call), "conference.join", conference_id, outcome=outcome,
+                                     source=call.flow.host, detail={"protocol": "sip", "code": code})
+
+    async def check_pin(self, conference_id: str, pin: str, call: Call) -> PinVerdict:
+        """Admit with the PIN: "ok", "wrong", "locked" (back-off) or "refused" (ended/locked room)."""
+        try:
+            await self.conferences.admit(conference_id, pin, call.flow.host)
+        except JoinRefused as exc:
+            log.warning("SIP caller %s (%s) refused for conference %s: %s", self._actor(call), call.flow.host,
+                        conference_id, exc.code)
+            await self._audit(call, conference_id, "denied", exc.code)
+            return _VERDICTS.get(exc.code, "refused")
+        log.info("SIP caller %s (%s) admitted to conference %s by PIN", self._actor(call), call.flow.host,
+                 conference_id)
+        await self._audit(call, conference_id, "ok", "pin")
+        return "ok"
+
+    async def locked_out(self, conference_id: str, call: Call) -> bool:
+        """True while the caller's address is in back-off for this conference (the INVITE gets 403)."""
+        wait = self.conferences.pin_guard.blocked_for(conference_id, call.flow.host, time.monotonic())
+        if wait <= 0:
+            return False
+        log.warning("SIP caller %s (%s) locked out of conference %s for %.0f s", self._actor(call), call.flow.host,
+                    conference_id, wait)
+        await self._audit(call, conference_id, "denied", "too_many_attempts")
+        return True
+
+
 @dataclass
 class SipBridge:
     """The ``sip`` capability: SIP endpoint + gateway on the node's conferences."""
@@ -194,13 +254,15 @@ class SipBridge:
     endpoint: SipEndpoint
     settings: SipSettings
     media_host: str = "127.0.0.1"
+    port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every SIP leg
     gateway: SipGateway = field(init=False)
     sites: dict[tuple[str, str], BridgedSite] = field(default_factory=dict)  # (conference, site id)
     _by_call: dict[str, BridgedSite] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.gateway = SipGateway(self.endpoint, self, self.media_host)
+        self.gateway = SipGateway(self.endpoint, self, self.media_host, self.port_range,
+                                  pins=ConferencePins(self.core, self.conferences))
         # Before the gateway's listener: the end reason must be known when it calls Room.leave.
         self.endpoint.listeners.insert(0, self._on_event)
 
@@ -264,12 +326,16 @@ class SipBridge:
         existing = self.sites.get((conference_id, site_id))
         if (existing is not None and existing.connected) or site_id in conf.room.participants:
             raise DialOutError("busy", f"会场已在会议中或正在呼叫：{site_id}")
+        try:
+            leg = await MediaLeg.allocate(self.media_host, video=True, sink=NullSink(), port_range=self.port_range)
+        except OSError:
+            log.error("conference %s: no free RTP ports in %s-%s to call %s", conference_id, *self.port_range, uri)
+            raise DialOutError("no_ports", "媒体端口已用尽，请稍后再试") from None
         site = BridgedSite(site_id, name or plan_name or site_id, conference_id, uri, "out")
         self.sites[(conference_id, site_id)] = site
         await conf.set_site_status(site_id, "calling", uri, name=site.name, protocol="sip")
         room = ConferenceRoom(self, conf)
         registered = self._registered_user(target)
-        leg = await MediaLeg.allocate(self.media_host, video=True, sink=NullSink())
         if registered is not None:
             call = self.endpoint.invite_registered(registered, leg.local_media)
             assert call is not None
@@ -462,14 +528,42 @@ class SipSiteDialer:
         await self._run(self.bridge.hangup(conference.id, site_id))
 
 
+def tls_files(settings: SipSettings, var_dir: Path) -> tuple[Path, Path, bool]:
+    """(certificate, key, generated) for SIP over TLS: the configured pair, or our self-signed one."""
+    if settings.tls_certificate is not None and settings.tls_key is not None:
+        return settings.tls_certificate, settings.tls_key, False
+    cert, key = var_dir / "keys" / "sip-tls.crt", var_dir / "keys" / "sip-tls.key"
+    return cert, key, True
+
+
+def tls_context(settings: SipSettings, var_dir: Path) -> tuple[ssl.SSLContext, Path]:
+    """The TLS server context from settings (making the self-signed pair once); ConfigError if unusable."""
+    cert, key, ours = tls_files(settings, var_dir)
+    try:
+        if ours and ensure_self_signed(cert, key, settings.host):
+            log.info("SIP TLS: generated a self-signed certificate %s", cert)
+        return server_context(cert, key), cert
+    except TlsSetupError as exc:
+        field = f"sip.{exc.field}" if not ours else f"sip.{exc.field} (generated {cert})"
+        raise ConfigError("<settings>", [f"{field}: {exc.message}"]) from None
+    except OSError as exc:  # the keys directory cannot be written
+        raise ConfigError("<settings>", [f"sip.tls_certificate: cannot create {cert}: {exc}"]) from None
+
+
 async def start(core: CoreServices) -> SipBridge | None:
-    """Capability entry point (after ``mcu``): SIP dial-in/dial-out for this node's conferences."""
+    """Capability entry point (after ``mcu``): SIP dial-in/dial-out for this node's conferences.
+
+    A bad TLS certificate/key is a configuration error (the node does not start); a taken port
+    only disables SIP (or its TLS listener) with a logged error, so the rest of the node runs.
+    """
     settings = core.settings.sip
     mcu = core.capabilities.get("mcu")
     if not settings.enabled or mcu is None:
         return None
+    context = tls_context(settings, core.settings.var_dir) if settings.tls_port else None
     endpoint = SipEndpoint(user_agent_config(settings))
-    bridge = SipBridge(core, mcu.conferences, endpoint, settings, media_host=settings.media_host or settings.host)
+    bridge = SipBridge(core, mcu.conferences, endpoint, settings, media_host=settings.media_host or settings.host,
+                       port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max))
     try:
         await endpoint.start()
     except OSError as exc:
@@ -478,11 +572,22 @@ async def start(core: CoreServices) -> SipBridge | None:
                   settings.udp_port, exc)
         await endpoint.close()
         return None
+    transports = "UDP+TCP"
+    if context is not None:
+        try:
+            await endpoint.start_tls(context[0], settings.tls_port)
+            transports += f", TLS {endpoint.tls_port}"
+            log.info("SIP TLS certificate %s, SHA-256 %s", context[1], fingerprint(context[1]))
+        except OSError as exc:
+            log.error("SIP over TLS disabled: cannot listen on %s:%s (%s); set sip.tls_port", settings.host,
+                      settings.tls_port, exc)
     mcu.conferences.register_dialer("sip", SipSiteDialer(bridge))
-    log.info("SIP listening on %s:%s (UDP+TCP)", settings.host, endpoint.config.port)
+    log.info("SIP listening on %s:%s (%s)", settings.host, endpoint.config.port, transports)
     print(f"SIP: sip:<会议号>@{settings.host}:{endpoint.config.port}", flush=True)
+    if endpoint.tls_context is not None:
+        print(f"SIP TLS: sips:<会议号>@{settings.host}:{endpoint.tls_port}", flush=True)
     return bridge
 
 
-__all__ = ["BridgedSite", "ConferenceRoom", "DialOutError", "SipBridge", "failure_text", "parse_sip_uri", "start",
-           "user_agent_config", "video_format"]
+__all__ = ["BridgedSite", "ConferencePins", "ConferenceRoom", "DialOutError", "SipBridge", "failure_text", "parse_sip_uri", "start",
+           "tls_context", "tls_files", "user_agent_config", "video_format"]
