@@ -13,7 +13,7 @@ import pytest
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.gateway import PROMPTS, SipGateway
-from sip_gateway.sip.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, Prompt, Stage
+from sip_gateway.sip.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, PinVerdict, Prompt, Stage
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.peers import Baresip, FakeDirectory, FakeRoom
 
@@ -40,7 +40,8 @@ def test_ivr_conference_id_then_pin() -> None:
         ivr.digit(d)
     assert ivr.timeout() == [DigitTimer(0), CheckPin("80000002", "1234")]
     assert ivr.pin_result("ok") == [Prompt("joining"), Join("80000002")]
-    assert ivr.stage == Stage.JOINED and ivr.digit("5") == [] and ivr.pin_result("ok") == []
+    stage: Stage = ivr.stage  # (mypy narrowed it to CHECKING above)
+    assert stage == Stage.JOINED and ivr.digit("5") == [] and ivr.pin_result("ok") == []
 
 
 def test_ivr_direct_and_failures() -> None:
@@ -57,8 +58,9 @@ def test_ivr_direct_and_failures() -> None:
 
 
 def test_ivr_pin_verdicts_end_the_call() -> None:
-    for verdict, prompt, reason in [("locked", "locked_out", "too many wrong PINs from this source"),
-                                    ("refused", "invalid", "refused by the conference")]:
+    cases: list[tuple[PinVerdict, str, str]] = [("locked", "locked_out", "too many wrong PINs from this source"),
+                                                 ("refused", "invalid", "refused by the conference")]
+    for verdict, prompt, reason in cases:
         ivr = Ivr(lookup, "80000002")
         ivr.start()
         ivr.digit("7")
