@@ -35,7 +35,7 @@ import numpy as np
 from config.errors import ConfigError
 from config.settings import SipSettings
 from core.runtime import CoreServices
-from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, RunningConference
+from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
@@ -63,13 +63,11 @@ _STATUS_TEXT = {
 }
 
 
-class DialOutError(ValueError):
-    """An invite/redial/hang-up request that cannot be carried out (nothing was changed)."""
+class DialOutError(DialError):
+    """An invite/redial/hang-up request that cannot be carried out (nothing was changed).
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    A :class:`~mcu.conferences.DialError`, so the console maps its ``code`` to an HTTP status.
+    """
 
 
 def parse_sip_uri(text: str) -> SipUri:
@@ -507,25 +505,29 @@ def user_agent_config(settings: SipSettings) -> UserAgentConfig:
 
 
 class SipSiteDialer:
-    """The chair console's invite/redial/hang-up buttons (`ConferenceService.dial`) for SIP sites."""
+    """The chair console's invite/redial/hang-up buttons (`ConferenceService.dial`) and its
+    "add a site by address" (`ConferenceService.dial_address`) for SIP sites.
+
+    DialOutError is a ConferenceError (DialError), so refusals reach the console with their code.
+    """
 
     def __init__(self, bridge: SipBridge) -> None:
         self.bridge = bridge
 
-    async def _run(self, action: Any) -> None:
-        try:
-            await action
-        except DialOutError as exc:
-            raise ConferenceError(str(exc)) from None
-
     async def invite(self, conference: RunningConference, site_id: str, actor: str) -> None:
-        await self._run(self.bridge.invite(conference.id, site_id))
+        await self.bridge.invite(conference.id, site_id)
 
     async def redial(self, conference: RunningConference, site_id: str, actor: str) -> None:
-        await self._run(self.bridge.redial(conference.id, site_id))
+        await self.bridge.redial(conference.id, site_id)
 
     async def hangup(self, conference: RunningConference, site_id: str, actor: str) -> None:
-        await self._run(self.bridge.hangup(conference.id, site_id))
+        await self.bridge.hangup(conference.id, site_id)
+
+    async def invite_address(self, conference: RunningConference, address: str, name: str, actor: str) -> str:
+        """Call any SIP URI into the conference; the site id is the plan's room for that address
+        (same user part) or ``sip-<user>``."""
+        site = await self.bridge.invite(conference.id, uri=address, name=name)
+        return site.site_id
 
 
 def tls_files(settings: SipSettings, var_dir: Path) -> tuple[Path, Path, bool]:
@@ -589,5 +591,5 @@ async def start(core: CoreServices) -> SipBridge | None:
     return bridge
 
 
-__all__ = ["BridgedSite", "ConferencePins", "ConferenceRoom", "DialOutError", "SipBridge", "failure_text", "parse_sip_uri", "start",
+__all__ = ["BridgedSite", "ConferencePins", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text", "parse_sip_uri", "start",
            "tls_context", "tls_files", "user_agent_config", "video_format"]

@@ -1,7 +1,9 @@
-"""The console's invite / redial / hang-up API against `commandcenter up` with SIP on a free port.
+"""The chair console's site API for SIP against `commandcenter up` with SIP on a free port.
 
-A real server (subprocess) dials our test endpoints; the test checks statuses, statistics,
-failures with their reason, roles, CSRF and the audit log.
+"Add a site by address" (`POST /api/conferences/{id}/sites`) and the site buttons
+(`POST /api/conferences/{id}/sites/{site}/{invite|redial|hangup}`) go through the SIP dialer; a
+real server (subprocess) dials our test endpoints; the test checks statuses, statistics in the
+site list, failures with their reason, bad input (400/404/409/422/501), roles, CSRF and the audit log.
 """
 from __future__ import annotations
 
@@ -28,21 +30,27 @@ async def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> ht
     return await asyncio.to_thread(client.request, method, url, **kwargs)
 
 
+async def site_row(client: httpx.Client, site: str) -> dict[str, Any]:
+    """The site's row of the console's site list (status, detail, protocol, stats)."""
+    response = await call(client, "GET", f"/api/conferences/{DEMO}")
+    assert response.status_code == 200, response.text
+    return next((row for row in response.json()["sites"] if row["site_id"] == site), {})
+
+
 async def wait_status(client: httpx.Client, site: str, status: str, within: float = 15.0) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     row: dict[str, Any] = {}
     while loop.time() < deadline:
-        response = await call(client, "GET", f"/api/conferences/{DEMO}/calls/{site}")
-        row = response.json()
-        if response.status_code == 200 and row.get("status") == status:
+        row = await site_row(client, site)
+        if row.get("status") == status:
             return row
         await asyncio.sleep(0.3)
     raise AssertionError(f"{site} never reached {status}: {row}")
 
 
 @pytest.mark.slow
-async def test_invite_redial_hangup_through_the_api(server: RunningServer) -> None:
+async def test_add_by_address_redial_hangup_through_the_console_api(server: RunningServer) -> None:
     uas = MediaUas(tone_hz=1000)
 
     async def busy(c: Call) -> Decision:
@@ -56,81 +64,90 @@ async def test_invite_redial_hangup_through_the_api(server: RunningServer) -> No
     viewer = server.login("viewer")
     admin = server.login("admin")
     hall = f"sip:hall@127.0.0.1:{uas.endpoint.config.port}"
+    sites = f"/api/conferences/{DEMO}/sites"
     try:
         assert any(f"SIP: sip:<会议号>@127.0.0.1:{SIP_PORT}" in line for line in server.output)
-        response = await call(chair, "POST", f"/api/conferences/{DEMO}/calls", json={"site_id": "hall", "uri": hall})
+        response = await call(chair, "POST", sites, json={"address": hall, "name": "大厅"})
         assert response.status_code == 202, response.text
-        assert response.json()["status"] in ("calling", "joined")  # a local peer answers at once
-        row = await wait_status(chair, "hall", "joined")
+        row = response.json()
+        assert row["site_id"] == "sip-hall" and row["protocol"] == "sip" and row["name"] == "大厅"
+        assert row["status"] in ("calling", "joined") and row["dial"] is True  # a local peer answers at once
+        await wait_status(chair, "sip-hall", "joined")
         await asyncio.sleep(2.5)
-        row = (await call(operator, "GET", f"/api/conferences/{DEMO}/calls/hall")).json()
+        # Call statistics are in the console's site list.
+        row = await site_row(operator, "sip-hall")
         streams = {s["kind"]: s for s in row["stats"]["streams"]}
         assert streams["audio"]["codec"] == "PCMU" and streams["video"]["codec"] == "H264"
         assert streams["video"]["resolution"] == [320, 240] and streams["video"]["bitrate_kbps"] > 0
         assert {"packets_lost", "jitter_ms"} <= set(streams["audio"])
-        assert row["stats"]["send_video"]["width"] == 352 and row["connected"] is True
-        listed = (await call(chair, "GET", f"/api/conferences/{DEMO}/calls")).json()
-        assert [r["site_id"] for r in listed] == ["hall"]
+        assert row["stats"]["send_video"]["width"] == 352 and row["stats"]["sip"]["direction"] == "out"
 
-        # Invite of a connected site is refused; hang-up; a second hang-up is refused.
-        response = await call(chair, "POST", f"/api/conferences/{DEMO}/calls", json={"site_id": "hall", "uri": hall})
-        assert response.status_code == 409
-        response = await call(operator, "POST", f"/api/conferences/{DEMO}/calls/hall/hangup")
+        # Adding a connected site again is refused; hang-up; a second hang-up is refused.
+        response = await call(chair, "POST", sites, json={"address": hall})
+        assert response.status_code == 409 and "已在会议中" in response.json()["detail"]
+        response = await call(operator, "POST", f"{sites}/sip-hall/hangup")
         assert response.status_code == 200, response.text
-        row = await wait_status(chair, "hall", "left")
+        row = await wait_status(chair, "sip-hall", "left")
         assert row["detail"] == "已挂断"
-        assert (await call(chair, "POST", f"/api/conferences/{DEMO}/calls/hall/hangup")).status_code == 409
-        # Redial: the same address again.
-        assert (await call(chair, "POST", f"/api/conferences/{DEMO}/calls/hall/redial")).status_code == 202
-        await wait_status(chair, "hall", "joined")
-        assert (await call(chair, "POST", f"/api/conferences/{DEMO}/calls/hall/hangup")).status_code == 200
-
-        # The chair console's site buttons reach the same SIP dialer.
-        state = (await call(chair, "GET", f"/api/conferences/{DEMO}")).json()
-        sites = {site["site_id"]: site for site in state["sites"]}
-        assert sites["hall"]["protocol"] == "sip" and sites["hall"]["dial"] is True
-        response = await call(chair, "POST", f"/api/conferences/{DEMO}/sites/hall/redial")
-        assert response.status_code in (200, 202), response.text
-        await wait_status(chair, "hall", "joined")
-        response = await call(operator, "POST", f"/api/conferences/{DEMO}/sites/hall/hangup")
-        assert response.status_code in (200, 202), response.text
-        await wait_status(chair, "hall", "left")
-        response = await call(chair, "POST", f"/api/conferences/{DEMO}/sites/hall/hangup")
-        assert response.status_code == 400 and "不在通话中" in response.json()["detail"]
+        response = await call(chair, "POST", f"{sites}/sip-hall/hangup")
+        assert response.status_code == 409 and "不在通话中" in response.json()["detail"]
+        # Redial calls the last address again; the invite button too.
+        assert (await call(chair, "POST", f"{sites}/sip-hall/redial")).status_code == 200
+        await wait_status(chair, "sip-hall", "joined")
+        assert (await call(chair, "POST", f"{sites}/sip-hall/invite")).status_code == 409  # connected
+        assert (await call(chair, "POST", f"{sites}/sip-hall/hangup")).status_code == 200
+        await wait_status(chair, "sip-hall", "left")
+        assert (await call(operator, "POST", f"{sites}/sip-hall/invite")).status_code == 200
+        await wait_status(chair, "sip-hall", "joined")
+        assert (await call(operator, "POST", f"{sites}/sip-hall/hangup")).status_code == 200
 
         # A failing call: status failed with the reason.
-        response = await call(chair, "POST", f"/api/conferences/{DEMO}/calls",
-                              json={"uri": f"sip:busy@127.0.0.1:{refuser.config.port}", "name": "忙线会场"})
+        response = await call(chair, "POST", sites,
+                              json={"address": f"sip:busy@127.0.0.1:{refuser.config.port}", "name": "忙线会场"})
         assert response.status_code == 202
         busy_id = response.json()["site_id"]
         row = await wait_status(chair, busy_id, "failed")
         assert "486" in row["detail"] and row["name"] == "忙线会场"
 
-        # Bad requests change nothing.
-        for body, status in [({"uri": "bogus"}, 400), ({"site_id": "../x"}, 422), ({}, 400),
-                             ({"site_id": "no-such-room"}, 404), ({"uri": hall, "extra": 1}, 422)]:
-            response = await call(chair, "POST", f"/api/conferences/{DEMO}/calls", json=body)
+        # Bad requests change nothing, and say why.
+        before = [r["site_id"] for r in (await call(chair, "GET", f"/api/conferences/{DEMO}")).json()["sites"]]
+        for body, status, says in [({"address": "sip:nouser"}, 400, "须包含用户和主机"),
+                                   ({"address": "sip:a@"}, 400, "SIP"),
+                                   ({"address": "bad address"}, 400, "无效的会场地址"),
+                                   ({"address": "h323:"}, 400, "无效的会场地址"),
+                                   ({"address": "h323:1001@127.0.0.1"}, 501, "H323"),
+                                   ({}, 422, ""), ({"address": hall, "extra": 1}, 422, ""),
+                                   ({"address": "x" * 300}, 422, "")]:
+            response = await call(chair, "POST", sites, json=body)
             assert response.status_code == status, (body, response.text)
-        assert (await call(chair, "POST", "/api/conferences/99999999/calls", json={"uri": hall})).status_code == 404
-        assert (await call(chair, "GET", "/api/conferences/99999999/calls")).status_code == 404
-        assert len((await call(chair, "GET", f"/api/conferences/{DEMO}/calls")).json()) == 2
+            assert says in str(response.json()["detail"]), (body, response.text)
+        after = [r["site_id"] for r in (await call(chair, "GET", f"/api/conferences/{DEMO}")).json()["sites"]]
+        assert after == before
+        response = await call(chair, "POST", "/api/conferences/99999999/sites", json={"address": hall})
+        assert response.status_code == 404 and "会议未在进行" in response.json()["detail"]
+        assert (await call(chair, "POST", f"{sites}/no-such-site/invite")).status_code == 404
+        assert (await call(chair, "POST", "/api/conferences/99999999/sites/sip-hall/redial")).status_code == 404
+        assert (await call(chair, "POST", f"{sites}/sip-hall/bogus")).status_code == 404
 
         # Roles and CSRF.
-        assert (await call(viewer, "GET", f"/api/conferences/{DEMO}/calls")).status_code == 403
+        assert (await call(viewer, "POST", sites, json={"address": hall})).status_code == 403
         no_csrf = server.login("chair")
         del no_csrf.headers["X-CSRF-Token"]
-        response = await call(no_csrf, "POST", f"/api/conferences/{DEMO}/calls/hall/redial")
-        assert response.status_code == 403
+        assert (await call(no_csrf, "POST", f"{sites}/sip-hall/redial")).status_code == 403
+        assert (await call(no_csrf, "POST", sites, json={"address": hall})).status_code == 403
         anonymous = server.client()
-        assert (await call(anonymous, "POST", f"/api/conferences/{DEMO}/calls", json={"uri": hall})).status_code == 401
+        assert (await call(anonymous, "POST", sites, json={"address": hall})).status_code == 401
 
         # Audited, with the outcome.
-        entries = (await call(admin, "GET", "/api/audit?action=conference.call.invite")).json()
+        entries = (await call(admin, "GET", "/api/audit?action=conference.invite")).json()
         outcomes = {(e["actor"], e["target"], e["outcome"]) for e in entries}
-        assert ("chair", f"{DEMO}/hall", "ok") in outcomes
-        assert any(e["outcome"] == "failed" for e in entries)
-        hangups = (await call(admin, "GET", "/api/audit?action=conference.call.hangup")).json()
+        assert ("chair", f"{DEMO}/sip-hall", "ok") in outcomes and ("operator", f"{DEMO}/sip-hall", "ok") in outcomes
+        failed = [e for e in entries if e["outcome"] == "failed"]
+        assert {e["detail"].get("code") for e in failed} >= {"busy", "bad_uri", "bad_address", "no_dialer",
+                                                              "not_running"}
+        hangups = (await call(admin, "GET", "/api/audit?action=conference.hangup")).json()
         assert {e["actor"] for e in hangups} == {"chair", "operator"}
+        assert any(e["outcome"] == "failed" and e["detail"].get("code") == "not_connected" for e in hangups)
     finally:
         for client in (chair, operator, viewer, admin):
             client.close()
