@@ -8,6 +8,7 @@ site list, failures with their reason, bad input (400/404/409/422/501), roles, C
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -153,3 +154,50 @@ async def test_add_by_address_redial_hangup_through_the_console_api(server: Runn
             client.close()
         await uas.close()
         await refuser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_console_page_adds_a_site_by_address_and_shows_its_statistics(
+        server: RunningServer, artifacts_dir: Path) -> None:
+    from tests.browser import chromium, sign_in
+
+    uas = MediaUas(tone_hz=1000)
+    await uas.start()
+    lobby = f"sip:lobby@127.0.0.1:{uas.endpoint.config.port}"
+
+    def drive() -> None:
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(server.url + "/login")
+            sign_in(page, "chair", server.passwords["chair"])
+            page.wait_for_url(server.url + "/")
+            page.goto(server.url + f"/conference#{DEMO}")
+            page.wait_for_selector("[data-testid=room]:not([hidden])", timeout=15_000)
+            assert page.locator("[data-testid=add-site-form] h3").inner_text() == "按地址呼叫会场"
+            # A bad address: the reason is shown, nothing is added.
+            page.fill("[data-testid=add-site-address]", "bad address")
+            page.click("[data-testid=add-site-submit]")
+            page.wait_for_selector("[data-testid=console-error] >> text=无效的会场地址", timeout=5000)
+            assert page.locator("[data-testid=site-sip-lobby]").count() == 0
+            # A SIP address: the site appears, joins, and shows its call statistics.
+            page.fill("[data-testid=add-site-address]", lobby)
+            page.fill("[data-testid=add-site-name]", "一楼大厅")
+            page.click("[data-testid=add-site-submit]")
+            page.wait_for_selector("[data-testid=status-sip-lobby] >> text=已入会", timeout=15_000)
+            assert "一楼大厅" in page.locator("[data-testid=site-sip-lobby] .name").inner_text()
+            page.wait_for_selector("[data-testid=stats-sip-lobby] >> text=H264 320×240", timeout=15_000)
+            stats = page.locator("[data-testid=stats-sip-lobby]").inner_text()
+            assert "PCMU" in stats and "丢包" in stats and "抖动" in stats and "kb/s" in stats
+            page.screenshot(path=str(artifacts_dir / "sip-add-site-console.png"), full_page=True)
+            # The site's hang-up button ends the call; the reason is shown.
+            page.click("[data-testid=hangup-sip-lobby]")
+            page.wait_for_selector("[data-testid=status-sip-lobby] >> text=已离开", timeout=10_000)
+            page.wait_for_selector("[data-testid=detail-sip-lobby] >> text=已挂断", timeout=5000)
+
+    try:
+        await asyncio.to_thread(drive)
+        assert uas.endpoint.ua.calls == {} or all(
+            c.state.name == "TERMINATED" for c in uas.endpoint.ua.calls.values())
+    finally:
+        await uas.close()
