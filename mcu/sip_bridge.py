@@ -1,16 +1,20 @@
 """SIP sites in MCU conferences: the gateway's Directory/Room on the ConferenceService.
 
 `SipBridge` is the ``sip`` capability (``core.capabilities["sip"]``). It runs one
-:class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``) and a
+:class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
+``sip.tls_port`` with the configured or a generated self-signed certificate) and a
 :class:`~sip_gateway.sip.gateway.SipGateway` whose directory is the set of *running*
-conferences:
+conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when none are left):
 
-* dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one;
-  conferences that admit no guests digest-challenge the INVITE, so only registered accounts
-  get in); any other user (``sip:ivr@host``) gets the IVR, which asks for the id and PIN;
-* dial-out (:meth:`SipBridge.invite`, :meth:`redial`, :meth:`hangup`): to a site of the site
-  plan (its SIP endpoint address, or the registered contact of that user when it registered
-  with us) or to any SIP URI;
+* dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one,
+  checked by ``ConferenceService.admit`` with its per-source back-off, see
+  :class:`ConferencePins`; conferences that admit no guests digest-challenge the INVITE, so
+  only registered accounts get in); any other user (``sip:ivr@host``) gets the IVR, which asks
+  for the id and PIN;
+* dial-out (:meth:`SipBridge.invite`, :meth:`redial`, :meth:`hangup`, and through
+  :class:`SipSiteDialer` the console's site buttons and "add a site by address"): to a site of
+  the site plan (its SIP endpoint address, or the registered contact of that user when it
+  registered with us) or to any SIP URI;
 * every joined call becomes a conference participant through :class:`mcu.site_media.SiteMedia`
   (the same glue H.323 uses), with the leg's negotiated codec, packetization mode and a
   resolution its H.264 level allows;
@@ -138,14 +142,6 @@ class BridgedSite:
     @property
     def connected(self) -> bool:
         return self.sip is not None and self.sip.call.state != CallState.TERMINATED
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"site_id": self.site_id, "name": self.name, "uri": self.uri,
-                               "direction": self.direction, "connected": self.connected,
-                               "call_state": self.sip.call.state.name.lower() if self.sip else None}
-        if self.media is not None:
-            out["stats"] = self.media.statistics()
-        return out
 
 
 class _SiteSink:
@@ -389,10 +385,6 @@ class SipBridge:
                 if media is None or media.closed:
                     return
             await asyncio.sleep(0.05)
-
-    def site_list(self, conference_id: str) -> list[dict[str, Any]]:
-        """SIP sites of a conference with their call state and statistics."""
-        return [s.to_json() for (cid, _), s in self.sites.items() if cid == conference_id]
 
     # ------------------------------------------------------------------ room glue
     def _dial_in_identity(self, site: SipSite) -> tuple[str, str]:
