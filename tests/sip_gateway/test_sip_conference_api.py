@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mcu.conferences import DialError, protocol_for_address
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Decision, Reject, SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
@@ -201,3 +202,16 @@ async def test_console_page_adds_a_site_by_address_and_shows_its_statistics(
             c.state.name == "TERMINATED" for c in uas.endpoint.ua.calls.values())
     finally:
         await uas.close()
+
+
+def test_protocol_for_address() -> None:
+    """The console's "add a site by address" picks the dialer from the address."""
+    assert protocol_for_address(" sip:room@10.1.2.3 ") == ("sip", "sip:room@10.1.2.3")
+    assert protocol_for_address("SIPS:room@host:5061") == ("sip", "SIPS:room@host:5061")
+    assert protocol_for_address("h323:1001@10.0.0.1") == ("h323", "1001@10.0.0.1")
+    for address in ("10.0.0.5:1720", "luoding-h323", "07661234", "会场@10.1.1.1"):
+        assert protocol_for_address(address) == ("h323", address)
+    for bad in ("", "   ", "a b", "h323:", "x\x00y", "x" * 257):
+        with pytest.raises(DialError) as refused:
+            protocol_for_address(bad)
+        assert refused.value.code == "bad_address" and refused.value.status == 400
