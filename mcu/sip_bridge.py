@@ -80,6 +80,8 @@ def parse_sip_uri(text: str) -> SipUri:
         uri = SipUri.parse(text)
     except (SipParseError, ValueError) as exc:
         raise DialOutError("bad_uri", f"无效的 SIP 地址：{text}") from exc
+    if uri.password is not None:  # RFC 3261 19.1.1: NOT RECOMMENDED; it would end up in logs and lists
+        raise DialOutError("bad_uri", "SIP 地址不得包含密码")
     if not uri.host or not uri.user:
         raise DialOutError("bad_uri", f"SIP 地址须包含用户和主机：{text}")
     return uri

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -359,6 +360,14 @@ async def dial_site(request: Request, conference_id: str, site_id: str, action: 
     return {"ok": True}
 
 
+_USERINFO_PASSWORD = re.compile(r"^(\s*sips?:[^:@;/]*):[^@]*@", re.IGNORECASE)
+
+
+def _redacted(address: str) -> str:
+    """The address without a ``user:password@`` password, for the audit log."""
+    return _USERINFO_PASSWORD.sub(r"\1:***@", address)
+
+
 class AddSite(BaseModel):
     """Add a site by address: a SIP URI (``sip:room@10.1.2.3``) or an H.323 address (``h323:``,
     an alias, an E.164 number, ``alias@host`` or an IP with optional port)."""
@@ -380,11 +389,12 @@ async def add_site(request: Request, conference_id: str, body: AddSite,
     """
     service = _conferences(services_of(request))
     name = "".join(c for c in body.name.strip() if c.isprintable())
-    detail: dict[str, Any] = {"address": body.address, "name": name}
+    address = _redacted(body.address)
+    detail: dict[str, Any] = {"address": address, "name": name}
     try:
         site_id, protocol = await service.dial_address(conference_id, body.address, name, principal.user.username)
     except ConferenceError as exc:
-        await _audit(request, principal, "conference.invite", f"{conference_id}/{body.address[:80]}",
+        await _audit(request, principal, "conference.invite", f"{conference_id}/{address[:80]}",
                      detail | _dial_detail(exc), "failed")
         return _error(_dial_status(exc), str(exc))
     await _audit(request, principal, "conference.invite", f"{conference_id}/{site_id}", detail | {"protocol": protocol})

@@ -115,6 +115,8 @@ async def test_add_by_address_redial_hangup_through_the_console_api(server: Runn
         before = [r["site_id"] for r in (await call(chair, "GET", f"/api/conferences/{DEMO}")).json()["sites"]]
         for body, status, says in [({"address": "sip:nouser"}, 400, "须包含用户和主机"),
                                    ({"address": "sip:a@"}, 400, "SIP"),
+                                   ({"address": f"sip:hall:s3cret-pw@127.0.0.1:{uas.endpoint.config.port}"},
+                                    400, "不得包含密码"),
                                    ({"address": "bad address"}, 400, "无效的会场地址"),
                                    ({"address": "h323:"}, 400, "无效的会场地址"),
                                    ({"address": "h323:1001@127.0.0.1"}, 501, "H323"),
@@ -147,6 +149,7 @@ async def test_add_by_address_redial_hangup_through_the_console_api(server: Runn
         failed = [e for e in entries if e["outcome"] == "failed"]
         assert {e["detail"].get("code") for e in failed} >= {"busy", "bad_uri", "bad_address", "no_dialer",
                                                               "not_running"}
+        assert "s3cret-pw" not in str(entries) and any(":***@" in e["target"] for e in failed)  # no credentials
         hangups = (await call(admin, "GET", "/api/audit?action=conference.hangup")).json()
         assert {e["actor"] for e in hangups} == {"chair", "operator"}
         assert any(e["outcome"] == "failed" and e["detail"].get("code") == "not_connected" for e in hangups)
