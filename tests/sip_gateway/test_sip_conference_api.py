@@ -39,7 +39,7 @@ async def site_row(client: httpx.Client, site: str) -> dict[str, Any]:
     return next((row for row in response.json()["sites"] if row["site_id"] == site), {})
 
 
-async def wait_status(client: httpx.Client, site: str, status: str, within: float = 15.0) -> dict[str, Any]:
+async def wait_status(client: httpx.Client, site: str, status: str, within: float = 30.0) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     row: dict[str, Any] = {}

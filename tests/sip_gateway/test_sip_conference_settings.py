@@ -96,6 +96,11 @@ async def test_tls_listener_from_settings_with_a_generated_certificate(
         await bridge.hangup("80000061", site.site_id)
         await phone.wait_log(r"terminated", within=10)
         await until(lambda: not joined(conf), 10, "the site to leave")
+        # Junk on the TLS port (no handshake, or a handshake then garbage) leaves the listener healthy:
+        # an OPTIONS over TLS still gets its 200.
+        await asyncio.to_thread(_junk_on, tls_port)
+        answer = await asyncio.to_thread(_options_over_tls, tls_port)
+        assert answer.startswith("SIP/2.0 200 "), answer
     finally:
         await phone.stop()
         await bridge.stop()
@@ -103,6 +108,34 @@ async def test_tls_listener_from_settings_with_a_generated_certificate(
     before = fingerprint(cert)
     context, used = tls_context(services.settings.sip, services.settings.var_dir)
     assert used == cert and fingerprint(cert) == before and isinstance(context, ssl.SSLContext)
+
+
+def _junk_on(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")  # plain text to a TLS port
+    context = ssl._create_unverified_context()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"\x00\xff" * 100 + b"\r\n\r\n")
+
+
+def _options_over_tls(port: int) -> str:
+    """One OPTIONS request over TLS (Python's ssl, i.e. OpenSSL), returning the status line."""
+    context = ssl._create_unverified_context()  # the self-signed certificate was checked above
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        local_port = tls.getsockname()[1]
+        tls.sendall((f"OPTIONS sip:127.0.0.1:{port};transport=tls SIP/2.0\r\n"
+                     f"Via: SIP/2.0/TLS 127.0.0.1:{local_port};branch=z9hG4bK-tls-probe-1\r\n"
+                     "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:127.0.0.1>\r\n"
+                     "Call-ID: tls-probe-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode(errors="replace").split("\r\n", 1)[0]
 
 
 def test_tls_configured_certificate_and_bad_files(tmp_path: Path) -> None:
