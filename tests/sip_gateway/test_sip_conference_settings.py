@@ -71,7 +71,8 @@ def free_port_range(pairs: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------- TLS
 
 async def test_tls_listener_from_settings_with_a_generated_certificate(
-        services: CoreServices, conferences: ConferenceService, tmp_path: Path) -> None:
+        services: CoreServices, conferences: ConferenceService, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     tls_port = free_port()
     services.settings.sip = SipSettings(udp_port=0, tls_port=tls_port, max_video_size="352x288")
     services.capabilities["mcu"] = SimpleNamespace(conferences=conferences)
@@ -108,6 +109,19 @@ async def test_tls_listener_from_settings_with_a_generated_certificate(
     before = fingerprint(cert)
     context, used = tls_context(services.settings.sip, services.settings.var_dir)
     assert used == cert and fingerprint(cert) == before and isinstance(context, ssl.SSLContext)
+    # The TLS port taken by someone else: SIP still starts (UDP+TCP), without TLS, and says so.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        services.settings.sip = SipSettings(udp_port=0, tls_port=squatter.getsockname()[1])
+        with caplog.at_level("ERROR", logger="mcu.sip_bridge"):
+            bridge = await start(services)
+        try:
+            assert isinstance(bridge, SipBridge) and bridge.endpoint.tls_context is None
+            assert bridge.endpoint.config.port and "SIP over TLS disabled: cannot listen" in caplog.text
+        finally:
+            if bridge is not None:
+                await bridge.stop()
 
 
 def _junk_on(port: int) -> None:
