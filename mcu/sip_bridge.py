@@ -205,12 +205,14 @@ class ConferencePins:
 
     @staticmethod
     def _actor(call: Call) -> str:
+        """Who keyed the PIN, for the audit log: the digest user, else the caller's (unverified) user."""
         if call.authenticated_user:
             return f"sip:{call.authenticated_user}"
         try:
-            return f"sip:{NameAddr.parse(call.remote_uri).uri.user or 'anonymous'}"
+            user = NameAddr.parse(call.remote_uri).uri.user or "anonymous"
         except (SipParseError, ValueError):
-            return "sip:anonymous"
+            user = "anonymous"
+        return "sip:" + _SAFE_ID.sub("_", user)[:64]  # a caller chooses its From: keep it short and plain
 
     async def _audit(self, call: Call, conference_id: str, outcome: str, code: str) -> None:
         await self.core.audit.record(self._actor(call), "conference.join", conference_id, outcome=outcome,
