@@ -7,8 +7,9 @@
   narrow configured range; when it is exhausted a caller gets 503 and the chair's dial-out a
   clear refusal, nothing changed; ports come back when calls end.
 * IVR PINs go through ``ConferenceService.admit``: wrong PINs keyed by RFC 4733 from pjsua2
-  (from 127.0.0.2) are refused, then the source is locked out (in the call, and its next INVITE
-  gets 403), every refusal is audited; the right PIN from another source (127.0.0.3) still works.
+  (from 127.0.0.2, direct dial-in) are refused, then the source is locked out (in the call, and
+  its next INVITE gets 403), every refusal is audited; the right PIN from another source
+  (127.0.0.3, through ``sip:ivr@``) still works.
 """
 from __future__ import annotations
 
@@ -289,9 +290,10 @@ async def test_ivr_pin_goes_through_admit_with_back_off(
             await conferences.admit(cid, "2468", "127.0.0.2")
         assert refused.value.code == "too_many_attempts"
 
-        # Another source with the right PIN gets in.
-        phone = asyncio.ensure_future(run_peer({"user": "deputy", "bind": "127.0.0.3", "target": target,
-                                                "digits": ["2468#"], "digit_pause": 2.0,
+        # Another source with the right PIN gets in (through the IVR: conference id, then PIN).
+        phone = asyncio.ensure_future(run_peer({"user": "deputy", "bind": "127.0.0.3",
+                                                "target": f"sip:ivr@127.0.0.1:{port}",
+                                                "digits": [f"{cid}#", "2468#"], "digit_pause": 2.0,
                                                 "wav": str(tmp_path / "c.wav"), "talk_seconds": 3.0}))
         await until(lambda: len(joined(conf)) == 1 or phone.done(), 30, "the right PIN to admit 127.0.0.3")
         assert joined(conf) == ["sip-deputy"]
