@@ -89,6 +89,8 @@ class SipSettings(_Section):
             raise ValueError("tls_key must be set when tls_certificate is set")
         if self.tls_key is not None and self.tls_certificate is None:
             raise ValueError("tls_certificate must be set when tls_key is set")
+        if self.tls_port and self.tls_port == self.udp_port:
+            raise ValueError(f"tls_port must differ from udp_port ({self.udp_port} is TCP too); 0 disables TLS")
         return self
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
 from config.errors import ConfigError
 from config.settings import SipSettings
@@ -173,6 +174,12 @@ def test_tls_configured_certificate_and_bad_files(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             tls_context(bad, tmp_path / "var")
         assert message in str(caught.value), str(caught.value)
+    # TLS on the UDP/TCP port, or half a pair: refused while reading the settings, the field named.
+    with pytest.raises(ValidationError, match="tls_port must differ from udp_port"):
+        SipSettings(udp_port=5070, tls_port=5070)
+    with pytest.raises(ValidationError, match="tls_certificate must be set when tls_key is set"):
+        SipSettings(tls_key=key)
+    assert SipSettings(udp_port=0, tls_port=0).tls_port == 0  # 0 and 0: any UDP port, no TLS
     # A key directory that cannot be written: a configuration error too (not a crash).
     blocker = tmp_path / "var-file"
     blocker.write_text("")
