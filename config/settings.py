@@ -69,7 +69,11 @@ class SipSettings(_Section):
     host: str = Field("127.0.0.1", description="address SIP listens on and puts in Contact/Via")
     udp_port: int = Field(5060, ge=0, le=65535, description="UDP and TCP listen port; 0 = any free port")
     tcp_port: int = Field(5060, ge=0, le=65535)
-    tls_port: int = Field(5061, ge=0, le=65535)
+    tls_port: int = Field(5061, ge=0, le=65535, description="SIP over TLS listen port; 0 = no TLS")
+    tls_certificate: Path | None = Field(
+        None, description="PEM certificate (chain) for SIP over TLS; unset = a self-signed one is generated "
+                          "once under <var_dir>/keys/sip-tls.crt")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_certificate (set both or neither)")
     media_host: str = Field("", description="address for RTP (SDP c=); empty = host")
     realm: str = "commandcenter"
     accounts: dict[str, str] = Field(default_factory=dict,
@@ -78,6 +82,16 @@ class SipSettings(_Section):
     max_video_size: Literal["1280x720", "640x360", "352x288"] = Field(
         "1280x720", description="largest composite sent to a SIP site (the codec level may lower it)")
     stats_interval_seconds: float = Field(5.0, ge=0, description="per-site statistics events; 0 = off")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SipSettings:
+        if self.tls_certificate is not None and self.tls_key is None:
+            raise ValueError("tls_key must be set when tls_certificate is set")
+        if self.tls_key is not None and self.tls_certificate is None:
+            raise ValueError("tls_certificate must be set when tls_key is set")
+        if self.tls_port and self.tls_port == self.udp_port:
+            raise ValueError(f"tls_port must differ from udp_port ({self.udp_port} is TCP too); 0 disables TLS")
+        return self
 
 
 class H323Settings(_Section):

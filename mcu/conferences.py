@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 import typing
@@ -105,6 +106,54 @@ class SiteState:
 
 DialAction = Literal["invite", "redial", "hangup"]
 DIAL_ACTIONS: tuple[DialAction, ...] = ("invite", "redial", "hangup")
+
+
+class DialError(ConferenceError):
+    """An invite/redial/hang-up/add-by-address that cannot be carried out (nothing was changed).
+
+    `code` is stable (tests, audit), `message` zh-CN; `status` is the console's HTTP answer.
+    """
+
+    HTTP_STATUS = {"not_running": 404, "unknown_site": 404, "busy": 409, "not_connected": 409,
+                   "no_dialer": 501, "no_ports": 503, "unavailable": 503}
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        # 404 unknown conference/site, 409 busy/not connected, 501 no dialer, 503 no ports; else 400.
+        self.status = self.HTTP_STATUS.get(code, 400)
+
+
+_ADDRESS = re.compile(r"[!-~\u00a0-\U0010ffff]{1,256}")  # printable, no spaces or control characters
+
+
+def protocol_for_address(address: str) -> tuple[str, str]:
+    """(protocol, address for its dialer) of a site address typed by the chair.
+
+    ``sip:``/``sips:`` URIs go to the SIP dialer as they are; ``h323:`` addresses and anything
+    else (an alias, an E.164 number, an IP or host with optional port, ``alias@host``) to H.323.
+    DialError("bad_address") for an empty or unprintable address.
+    """
+    address = address.strip()
+    if not _ADDRESS.fullmatch(address):
+        raise DialError("bad_address", f"无效的会场地址：{address[:80]!r}")
+    scheme, colon, rest = address.partition(":")
+    if colon and scheme.lower() in ("sip", "sips"):
+        return "sip", address
+    if colon and scheme.lower() == "h323":
+        if not rest:
+            raise DialError("bad_address", f"无效的会场地址：{address!r}")
+        return "h323", rest
+    return "h323", address
+
+
+@typing.runtime_checkable
+class AddressDialer(typing.Protocol):
+    """A dialer that can also call an address that is not a site of the plan (the console's
+    "add a site by address"). Returns the site id the call shows under in the site list."""
+
+    async def invite_address(self, conference: RunningConference, address: str, name: str, actor: str) -> str: ...
 
 
 class SiteDialer(typing.Protocol):
@@ -246,16 +295,31 @@ class ConferenceService:
         """Invite, redial or hang up a site through its protocol's dialer; ConferenceError if impossible."""
         conf = self._running.get(conference_id)
         if conf is None:
-            raise ConferenceError(f"id: 会议未在进行 {conference_id}")
+            raise DialError("not_running", f"id: 会议未在进行 {conference_id}")
         state = conf.sites.get(site_id)
         if state is None:
-            raise ConferenceError(f"site: 会场不在本会议中 {site_id}")
+            raise DialError("unknown_site", f"site: 会场不在本会议中 {site_id}")
         if action not in DIAL_ACTIONS:
-            raise ConferenceError(f"action: 未知操作 {action}")
+            raise DialError("bad_action", f"action: 未知操作 {action}")
         dialer = self.dialers.get(state.protocol)
         if dialer is None:
-            raise ConferenceError(f"protocol: {state.protocol} 会场暂不支持呼叫控制")
+            raise DialError("no_dialer", f"protocol: {state.protocol} 会场暂不支持呼叫控制")
         await getattr(dialer, action)(conf, site_id, actor)
+
+    async def dial_address(self, conference_id: str, address: str, name: str, actor: str) -> tuple[str, str]:
+        """Call a site by address into a running conference: (site id, protocol). DialError if impossible.
+
+        The protocol comes from the address (`protocol_for_address`); the call then goes through
+        that protocol's dialer like the plan sites' invite, and shows in the site list.
+        """
+        conf = self._running.get(conference_id)
+        if conf is None:
+            raise DialError("not_running", f"会议未在进行：{conference_id}")
+        protocol, target = protocol_for_address(address)
+        dialer = self.dialers.get(protocol)
+        if not isinstance(dialer, AddressDialer):
+            raise DialError("no_dialer", f"本节点暂不支持按地址呼叫 {protocol.upper()} 会场")
+        return await dialer.invite_address(conf, target, name, actor), protocol
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

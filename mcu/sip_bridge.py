@@ -1,16 +1,20 @@
 """SIP sites in MCU conferences: the gateway's Directory/Room on the ConferenceService.
 
 `SipBridge` is the ``sip`` capability (``core.capabilities["sip"]``). It runs one
-:class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``) and a
+:class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
+``sip.tls_port`` with the configured or a generated self-signed certificate) and a
 :class:`~sip_gateway.sip.gateway.SipGateway` whose directory is the set of *running*
-conferences:
+conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when none are left):
 
-* dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one;
-  conferences that admit no guests digest-challenge the INVITE, so only registered accounts
-  get in); any other user (``sip:ivr@host``) gets the IVR, which asks for the id and PIN;
-* dial-out (:meth:`SipBridge.invite`, :meth:`redial`, :meth:`hangup`): to a site of the site
-  plan (its SIP endpoint address, or the registered contact of that user when it registered
-  with us) or to any SIP URI;
+* dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one,
+  checked by ``ConferenceService.admit`` with its per-source back-off, see
+  :class:`ConferencePins`; conferences that admit no guests digest-challenge the INVITE, so
+  only registered accounts get in); any other user (``sip:ivr@host``) gets the IVR, which asks
+  for the id and PIN;
+* dial-out (:meth:`SipBridge.invite`, :meth:`redial`, :meth:`hangup`, and through
+  :class:`SipSiteDialer` the console's site buttons and "add a site by address"): to a site of
+  the site plan (its SIP endpoint address, or the registered contact of that user when it
+  registered with us) or to any SIP URI;
 * every joined call becomes a conference participant through :class:`mcu.site_media.SiteMedia`
   (the same glue H.323 uses), with the leg's negotiated codec, packetization mode and a
   resolution its H.264 level allows;
@@ -23,25 +27,31 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import av
 import numpy as np
 
+from config.errors import ConfigError
 from config.settings import SipSettings
 from core.runtime import CoreServices
-from mcu.conferences import ConferenceError, ConferenceService, RunningConference
+from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
-from sip_gateway.rtp.leg import MediaLeg, NullSink
+from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
 from sip_gateway.sip import events as ev
-from sip_gateway.sip.dialog import CallState
+from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.gateway import SipGateway, SipSite
+from sip_gateway.sip.ivr import PinVerdict
 from sip_gateway.sip.sdp import MediaPolicy, MediaStream
+from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
 from sip_gateway.sip.uri import NameAddr, SipUri
 from sip_gateway.sip.useragent import UserAgentConfig
 
@@ -57,13 +67,11 @@ _STATUS_TEXT = {
 }
 
 
-class DialOutError(ValueError):
-    """An invite/redial/hang-up request that cannot be carried out (nothing was changed)."""
+class DialOutError(DialError):
+    """An invite/redial/hang-up request that cannot be carried out (nothing was changed).
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    A :class:`~mcu.conferences.DialError`, so the console maps its ``code`` to an HTTP status.
+    """
 
 
 def parse_sip_uri(text: str) -> SipUri:
@@ -72,6 +80,8 @@ def parse_sip_uri(text: str) -> SipUri:
         uri = SipUri.parse(text)
     except (SipParseError, ValueError) as exc:
         raise DialOutError("bad_uri", f"无效的 SIP 地址：{text}") from exc
+    if uri.password is not None:  # RFC 3261 19.1.1: NOT RECOMMENDED; it would end up in logs and lists
+        raise DialOutError("bad_uri", "SIP 地址不得包含密码")
     if not uri.host or not uri.user:
         raise DialOutError("bad_uri", f"SIP 地址须包含用户和主机：{text}")
     return uri
@@ -135,14 +145,6 @@ class BridgedSite:
     def connected(self) -> bool:
         return self.sip is not None and self.sip.call.state != CallState.TERMINATED
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"site_id": self.site_id, "name": self.name, "uri": self.uri,
-                               "direction": self.direction, "connected": self.connected,
-                               "call_state": self.sip.call.state.name.lower() if self.sip else None}
-        if self.media is not None:
-            out["stats"] = self.media.statistics()
-        return out
-
 
 class _SiteSink:
     """The leg's MediaSink once the site is in the room: everything goes to its SiteMedia."""
@@ -185,6 +187,62 @@ class ConferenceRoom:
         self.bridge._ended(site)
 
 
+# JoinRefused codes as the IVR's verdicts (anything else: the conference refuses the caller).
+_VERDICTS: dict[str, PinVerdict] = {"wrong_pin": "wrong", "too_many_attempts": "locked"}
+
+
+class ConferencePins:
+    """The gateway's PinPolicy on ``ConferenceService.admit``: one per-source back-off for every way in.
+
+    A wrong PIN keyed at the SIP IVR counts exactly like one typed on the join page (same
+    ``PinGuard``, keyed by the caller's IP address); each refusal and each PIN admission is
+    audited as ``conference.join`` with ``protocol: sip``.
+    """
+
+    def __init__(self, core: CoreServices, conferences: ConferenceService) -> None:
+        self.core = core
+        self.conferences = conferences
+
+    @staticmethod
+    def _actor(call: Call) -> str:
+        """Who keyed the PIN, for the audit log: the digest user, else the caller's (unverified) user."""
+        if call.authenticated_user:
+            return f"sip:{call.authenticated_user}"
+        try:
+            user = NameAddr.parse(call.remote_uri).uri.user or "anonymous"
+        except (SipParseError, ValueError):
+            user = "anonymous"
+        return "sip:" + _SAFE_ID.sub("_", user)[:64]  # a caller chooses its From: keep it short and plain
+
+    async def _audit(self, call: Call, conference_id: str, outcome: str, code: str) -> None:
+        await self.core.audit.record(self._actor(call), "conference.join", conference_id, outcome=outcome,
+                                     source=call.flow.host, detail={"protocol": "sip", "code": code})
+
+    async def check_pin(self, conference_id: str, pin: str, call: Call) -> PinVerdict:
+        """Admit with the PIN: "ok", "wrong", "locked" (back-off) or "refused" (ended/locked room)."""
+        try:
+            await self.conferences.admit(conference_id, pin, call.flow.host)
+        except JoinRefused as exc:
+            log.warning("SIP caller %s (%s) refused for conference %s: %s", self._actor(call), call.flow.host,
+                        conference_id, exc.code)
+            await self._audit(call, conference_id, "denied", exc.code)
+            return _VERDICTS.get(exc.code, "refused")
+        log.info("SIP caller %s (%s) admitted to conference %s by PIN", self._actor(call), call.flow.host,
+                 conference_id)
+        await self._audit(call, conference_id, "ok", "pin")
+        return "ok"
+
+    async def locked_out(self, conference_id: str, call: Call) -> bool:
+        """True while the caller's address is in back-off for this conference (the INVITE gets 403)."""
+        wait = self.conferences.pin_guard.blocked_for(conference_id, call.flow.host, time.monotonic())
+        if wait <= 0:
+            return False
+        log.warning("SIP caller %s (%s) locked out of conference %s for %.0f s", self._actor(call), call.flow.host,
+                    conference_id, wait)
+        await self._audit(call, conference_id, "denied", "too_many_attempts")
+        return True
+
+
 @dataclass
 class SipBridge:
     """The ``sip`` capability: SIP endpoint + gateway on the node's conferences."""
@@ -194,13 +252,15 @@ class SipBridge:
     endpoint: SipEndpoint
     settings: SipSettings
     media_host: str = "127.0.0.1"
+    port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every SIP leg
     gateway: SipGateway = field(init=False)
     sites: dict[tuple[str, str], BridgedSite] = field(default_factory=dict)  # (conference, site id)
     _by_call: dict[str, BridgedSite] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.gateway = SipGateway(self.endpoint, self, self.media_host)
+        self.gateway = SipGateway(self.endpoint, self, self.media_host, self.port_range,
+                                  pins=ConferencePins(self.core, self.conferences))
         # Before the gateway's listener: the end reason must be known when it calls Room.leave.
         self.endpoint.listeners.insert(0, self._on_event)
 
@@ -264,12 +324,16 @@ class SipBridge:
         existing = self.sites.get((conference_id, site_id))
         if (existing is not None and existing.connected) or site_id in conf.room.participants:
             raise DialOutError("busy", f"会场已在会议中或正在呼叫：{site_id}")
+        try:
+            leg = await MediaLeg.allocate(self.media_host, video=True, sink=NullSink(), port_range=self.port_range)
+        except OSError:
+            log.error("conference %s: no free RTP ports in %s-%s to call %s", conference_id, *self.port_range, uri)
+            raise DialOutError("no_ports", "媒体端口已用尽，请稍后再试") from None
         site = BridgedSite(site_id, name or plan_name or site_id, conference_id, uri, "out")
         self.sites[(conference_id, site_id)] = site
         await conf.set_site_status(site_id, "calling", uri, name=site.name, protocol="sip")
         room = ConferenceRoom(self, conf)
         registered = self._registered_user(target)
-        leg = await MediaLeg.allocate(self.media_host, video=True, sink=NullSink())
         if registered is not None:
             call = self.endpoint.invite_registered(registered, leg.local_media)
             assert call is not None
@@ -325,10 +389,6 @@ class SipBridge:
                 if media is None or media.closed:
                     return
             await asyncio.sleep(0.05)
-
-    def site_list(self, conference_id: str) -> list[dict[str, Any]]:
-        """SIP sites of a conference with their call state and statistics."""
-        return [s.to_json() for (cid, _), s in self.sites.items() if cid == conference_id]
 
     # ------------------------------------------------------------------ room glue
     def _dial_in_identity(self, site: SipSite) -> tuple[str, str]:
@@ -441,35 +501,67 @@ def user_agent_config(settings: SipSettings) -> UserAgentConfig:
 
 
 class SipSiteDialer:
-    """The chair console's invite/redial/hang-up buttons (`ConferenceService.dial`) for SIP sites."""
+    """The chair console's invite/redial/hang-up buttons (`ConferenceService.dial`) and its
+    "add a site by address" (`ConferenceService.dial_address`) for SIP sites.
+
+    DialOutError is a ConferenceError (DialError), so refusals reach the console with their code.
+    """
 
     def __init__(self, bridge: SipBridge) -> None:
         self.bridge = bridge
 
-    async def _run(self, action: Any) -> None:
-        try:
-            await action
-        except DialOutError as exc:
-            raise ConferenceError(str(exc)) from None
-
     async def invite(self, conference: RunningConference, site_id: str, actor: str) -> None:
-        await self._run(self.bridge.invite(conference.id, site_id))
+        await self.bridge.invite(conference.id, site_id)
 
     async def redial(self, conference: RunningConference, site_id: str, actor: str) -> None:
-        await self._run(self.bridge.redial(conference.id, site_id))
+        await self.bridge.redial(conference.id, site_id)
 
     async def hangup(self, conference: RunningConference, site_id: str, actor: str) -> None:
-        await self._run(self.bridge.hangup(conference.id, site_id))
+        await self.bridge.hangup(conference.id, site_id)
+
+    async def invite_address(self, conference: RunningConference, address: str, name: str, actor: str) -> str:
+        """Call any SIP URI into the conference; the site id is the plan's room for that address
+        (same user part) or ``sip-<user>``."""
+        site = await self.bridge.invite(conference.id, uri=address, name=name)
+        return site.site_id
+
+
+def tls_files(settings: SipSettings, var_dir: Path) -> tuple[Path, Path, bool]:
+    """(certificate, key, generated) for SIP over TLS: the configured pair, or our self-signed one."""
+    if settings.tls_certificate is not None and settings.tls_key is not None:
+        return settings.tls_certificate, settings.tls_key, False
+    cert, key = var_dir / "keys" / "sip-tls.crt", var_dir / "keys" / "sip-tls.key"
+    return cert, key, True
+
+
+def tls_context(settings: SipSettings, var_dir: Path) -> tuple[ssl.SSLContext, Path]:
+    """The TLS server context from settings (making the self-signed pair once); ConfigError if unusable."""
+    cert, key, ours = tls_files(settings, var_dir)
+    try:
+        if ours and ensure_self_signed(cert, key, settings.host):
+            log.info("SIP TLS: generated a self-signed certificate %s", cert)
+        return server_context(cert, key), cert
+    except TlsSetupError as exc:
+        field = f"sip.{exc.field}" if not ours else f"sip.{exc.field} (generated {cert})"
+        raise ConfigError("<settings>", [f"{field}: {exc.message}"]) from None
+    except OSError as exc:  # the keys directory cannot be written
+        raise ConfigError("<settings>", [f"sip.tls_certificate: cannot create {cert}: {exc}"]) from None
 
 
 async def start(core: CoreServices) -> SipBridge | None:
-    """Capability entry point (after ``mcu``): SIP dial-in/dial-out for this node's conferences."""
+    """Capability entry point (after ``mcu``): SIP dial-in/dial-out for this node's conferences.
+
+    A bad TLS certificate/key is a configuration error (the node does not start); a taken port
+    only disables SIP (or its TLS listener) with a logged error, so the rest of the node runs.
+    """
     settings = core.settings.sip
     mcu = core.capabilities.get("mcu")
     if not settings.enabled or mcu is None:
         return None
+    context = tls_context(settings, core.settings.var_dir) if settings.tls_port else None
     endpoint = SipEndpoint(user_agent_config(settings))
-    bridge = SipBridge(core, mcu.conferences, endpoint, settings, media_host=settings.media_host or settings.host)
+    bridge = SipBridge(core, mcu.conferences, endpoint, settings, media_host=settings.media_host or settings.host,
+                       port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max))
     try:
         await endpoint.start()
     except OSError as exc:
@@ -478,11 +570,22 @@ async def start(core: CoreServices) -> SipBridge | None:
                   settings.udp_port, exc)
         await endpoint.close()
         return None
+    transports = "UDP+TCP"
+    if context is not None:
+        try:
+            await endpoint.start_tls(context[0], settings.tls_port)
+            transports += f", TLS {endpoint.tls_port}"
+            log.info("SIP TLS certificate %s, SHA-256 %s", context[1], fingerprint(context[1]))
+        except OSError as exc:
+            log.error("SIP over TLS disabled: cannot listen on %s:%s (%s); set sip.tls_port", settings.host,
+                      settings.tls_port, exc)
     mcu.conferences.register_dialer("sip", SipSiteDialer(bridge))
-    log.info("SIP listening on %s:%s (UDP+TCP)", settings.host, endpoint.config.port)
+    log.info("SIP listening on %s:%s (%s)", settings.host, endpoint.config.port, transports)
     print(f"SIP: sip:<会议号>@{settings.host}:{endpoint.config.port}", flush=True)
+    if endpoint.tls_context is not None:
+        print(f"SIP TLS: sips:<会议号>@{settings.host}:{endpoint.tls_port}", flush=True)
     return bridge
 
 
-__all__ = ["BridgedSite", "ConferenceRoom", "DialOutError", "SipBridge", "failure_text", "parse_sip_uri", "start",
-           "user_agent_config", "video_format"]
+__all__ = ["BridgedSite", "ConferencePins", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text", "parse_sip_uri", "start",
+           "tls_context", "tls_files", "user_agent_config", "video_format"]

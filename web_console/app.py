@@ -114,7 +114,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
         api,
         conference_console,
         desk_console,
-        dialout_api,
         dispatch_console,
         events_ws,
         inspect_console,
@@ -128,5 +127,4 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(dispatch_console.router)
     app.include_router(conference_console.router)
     app.include_router(desk_console.router)
-    app.include_router(dialout_api.router)
     return app

@@ -23,17 +23,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.roles import Role
 from core.runtime import CoreServices
-from mcu.conferences import DIAL_ACTIONS, ConferenceError, ConferenceService, JoinRefused, RunningConference
+from mcu.conferences import (
+    DIAL_ACTIONS,
+    ConferenceError,
+    ConferenceService,
+    DialError,
+    JoinRefused,
+    RunningConference,
+)
 from mcu.layout import LAYOUTS
 from mcu.room import BROADCAST, RoomError
 from mcu.webrtc_leg import WebRtcLeg, WebRtcLegs
@@ -323,21 +331,77 @@ async def chair_operation(request: Request, conference_id: str, body: Operation,
     return room_state(conf)
 
 
+def _dial_status(exc: ConferenceError) -> int:
+    return exc.status if isinstance(exc, DialError) else 400
+
+
+def _dial_detail(exc: ConferenceError) -> dict[str, Any]:
+    return {"error": str(exc), **({"code": exc.code} if isinstance(exc, DialError) else {})}
+
+
 @router.post("/api/conferences/{conference_id}/sites/{site_id}/{action}", tags=["conference"])
 async def dial_site(request: Request, conference_id: str, site_id: str, action: str,
                     principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    """Invite / redial / hang up a SIP or H.323 site (501 until that protocol registers its dialer)."""
+    """Invite / redial / hang up a SIP or H.323 site through its protocol's dialer.
+
+    404 conference not running or site not in it, 409 already calling/connected (invite) or not
+    connected (hang-up), 501 no dialer for the site's protocol on this node, 503 no media ports.
+    """
     service = _conferences(services_of(request))
     if action not in DIAL_ACTIONS:
         return _error(404, f"未知操作：{action}")
     try:
         await service.dial(conference_id, site_id, action, principal.user.username)
     except ConferenceError as exc:
-        await _audit(request, principal, f"conference.{action}", f"{conference_id}/{site_id}",
-                     {"error": str(exc)}, "failed")
-        return _error(501 if str(exc).startswith("protocol:") else 400, str(exc))
+        await _audit(request, principal, f"conference.{action}", f"{conference_id}/{site_id}", _dial_detail(exc),
+                     "failed")
+        return _error(_dial_status(exc), str(exc))
     await _audit(request, principal, f"conference.{action}", f"{conference_id}/{site_id}", {})
     return {"ok": True}
+
+
+_USERINFO_PASSWORD = re.compile(r"^(\s*sips?:[^:@;/]*):[^@]*@", re.IGNORECASE)
+
+
+def _redacted(address: str) -> str:
+    """The address without a ``user:password@`` password, for the audit log."""
+    return _USERINFO_PASSWORD.sub(r"\1:***@", address)
+
+
+class AddSite(BaseModel):
+    """Add a site by address: a SIP URI (``sip:room@10.1.2.3``) or an H.323 address (``h323:``,
+    an alias, an E.164 number, ``alias@host`` or an IP with optional port)."""
+
+    model_config = ConfigDict(extra="forbid")
+    address: str = Field(min_length=1, max_length=256)
+    name: str = Field("", max_length=100)
+
+
+@router.post("/api/conferences/{conference_id}/sites", status_code=202, tags=["conference"])
+async def add_site(request: Request, conference_id: str, body: AddSite,
+                   principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    """Call a site that is not (yet) in the conference by its address; 202 with its site-list row.
+
+    The protocol comes from the address; the call goes through that protocol's dialer and shows in
+    the site list (calling → joined, or failed with the reason), where redial/hang-up work as for
+    any site. 400 bad address, 404 conference not running, 409 already in the conference or being
+    called, 501 no dialer for that protocol on this node, 503 no media ports.
+    """
+    service = _conferences(services_of(request))
+    name = "".join(c for c in body.name.strip() if c.isprintable())
+    address = _redacted(body.address)
+    detail: dict[str, Any] = {"address": address, "name": name}
+    try:
+        site_id, protocol = await service.dial_address(conference_id, body.address, name, principal.user.username)
+    except ConferenceError as exc:
+        await _audit(request, principal, "conference.invite", f"{conference_id}/{address[:80]}",
+                     detail | _dial_detail(exc), "failed")
+        return _error(_dial_status(exc), str(exc))
+    await _audit(request, principal, "conference.invite", f"{conference_id}/{site_id}", detail | {"protocol": protocol})
+    conf = service.running(conference_id)
+    rows = conf.site_list() if conf is not None else []
+    row = next((r for r in rows if r["site_id"] == site_id), {"site_id": site_id, "protocol": protocol})
+    return JSONResponse(row, status_code=202)
 
 
 # -- recording ------------------------------------------------------------------------------------

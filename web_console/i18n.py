@@ -344,3 +344,17 @@ MESSAGES["en"].update({
     "desk.transfer": "Attended transfer", "desk.group": "Group", "desk.group.primary": "primary group",
     "desk.group.overflow": "overflow group", "desk.blind": "Blind transfer", "desk.join": "Join the call", "desk.leave": "Leave the call",
 })
+
+# SIP/H.323 sites on the chair console: add a site by address, call details and statistics.
+MESSAGES["zh-CN"].update({
+    "conf.add_site_title": "按地址呼叫会场", "conf.add_site": "呼叫",
+    "conf.add_site_address": "地址：sip:会场@10.1.2.3，或 H.323 别名/号码/IP",
+    "conf.add_site_name": "会场名称（可选）", "conf.stats_loss": "丢包", "conf.stats_jitter": "抖动",
+    "op.dial_unavailable": "本节点未运行该协议的呼叫服务",
+})
+MESSAGES["en"].update({
+    "conf.add_site_title": "Call a site by address", "conf.add_site": "Call",
+    "conf.add_site_address": "Address: sip:room@10.1.2.3, or an H.323 alias/number/IP",
+    "conf.add_site_name": "Site name (optional)", "conf.stats_loss": "lost", "conf.stats_jitter": "jitter",
+    "op.dial_unavailable": "No call service for this protocol on this node",
+})

@@ -182,10 +182,24 @@ class _Channel:
                 sock.transport.close()
 
 
+def _candidate_ports(port_range: tuple[int, int], limit: int = 200) -> list[int]:
+    """Even RTP ports whose RTCP port (+1) is still inside ``port_range``, in random order.
+
+    A narrow range is tried completely (so "exhausted" is certain); a wide one up to ``limit`` picks.
+    """
+    low, high = port_range
+    first = low + (low & 1)
+    count = max(0, (high - first + 1) // 2)
+    if count <= limit:
+        ports = list(range(first, first + 2 * count, 2))
+        random.shuffle(ports)
+        return ports
+    return [first + 2 * i for i in random.sample(range(count), limit)]
+
+
 async def _bind_pair(host: str, channel: _Channel, port_range: tuple[int, int]) -> None:
     loop = asyncio.get_running_loop()
-    for _ in range(100):
-        port = random.randrange(port_range[0], port_range[1] - 1) & ~1
+    for port in _candidate_ports(port_range):
         try:
             _, rtp = await loop.create_datagram_endpoint(lambda: _Socket(channel, False), local_addr=(host, port))
         except OSError:
@@ -198,7 +212,7 @@ async def _bind_pair(host: str, channel: _Channel, port_range: tuple[int, int]) 
             continue
         channel.rtp, channel.rtcp, channel.port = rtp, rtcp, port
         return
-    raise OSError("no free RTP port pair")
+    raise OSError(f"no free RTP port pair in {port_range[0]}-{port_range[1]}")
 
 
 def _srtp_session(suite: str, key: bytes, outbound: bool) -> pylibsrtp.Session:
@@ -228,11 +242,15 @@ class MediaLeg:
                        port_range: tuple[int, int] = RTP_PORT_RANGE) -> MediaLeg:
         """Bind RTP/RTCP port pairs so the ports can go into our SDP."""
         leg = cls(host, sink)
-        leg.audio = _Channel(leg, "audio")
-        await _bind_pair(host, leg.audio, port_range)
-        if video:
-            leg.video = _Channel(leg, "video")
-            await _bind_pair(host, leg.video, port_range)
+        try:
+            leg.audio = _Channel(leg, "audio")
+            await _bind_pair(host, leg.audio, port_range)
+            if video:
+                leg.video = _Channel(leg, "video")
+                await _bind_pair(host, leg.video, port_range)
+        except OSError:
+            await leg.close()  # give back the audio pair when only the video pair is missing
+            raise
         return leg
 
     @property

@@ -119,13 +119,21 @@ class SipEndpoint:
                 if wanted != 0 or exc.errno != errno.EADDRINUSE or attempt == 19:
                     raise
         if self.tls_context is not None:
-            server = await asyncio.start_server(
-                lambda r, w: self._serve_stream(r, w, "tls"), self.config.host,
-                self.tls_port if self.tls_port is not None else 0, ssl=self.tls_context,
-            )
-            self._servers.append(server)
-            self.tls_port = server.sockets[0].getsockname()[1]
-            self.config.tls_port = self.tls_port
+            await self.start_tls(self.tls_context, self.tls_port or 0)
+
+    async def start_tls(self, context: ssl.SSLContext, port: int) -> int:
+        """Listen for SIP over TLS on ``port`` (0: any free port); returns the bound port.
+
+        Separate from :meth:`start` so a node whose TLS port is taken still serves UDP/TCP.
+        """
+        server = await asyncio.start_server(
+            lambda r, w: self._serve_stream(r, w, "tls"), self.config.host, port, ssl=context,
+        )
+        self._servers.append(server)
+        self.tls_context = context
+        self.tls_port = server.sockets[0].getsockname()[1]
+        self.config.tls_port = self.tls_port
+        return self.tls_port
 
     async def _bind(self, port: int, udp: bool, tcp: bool) -> None:
         """Bind UDP then TCP on `port` (0: the UDP pick); undo the UDP bind if TCP fails."""

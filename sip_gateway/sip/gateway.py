@@ -7,9 +7,14 @@ conference id and PIN. Rooms dial out with :meth:`SipGateway.dial_out`. A joined
 goes to the :class:`~sip_gateway.rtp.leg.MediaSink` returned by :meth:`Room.join`; the room
 sends media back through ``site.leg``.
 
+PINs are checked by a :class:`PinPolicy` (the MCU's is ``ConferenceService.admit`` with its
+per-source back-off, so a wrong PIN keyed at the IVR counts like one typed on the join page);
+the default, :class:`RoomPinPolicy`, compares with ``Room.pin``. A caller whose source is locked
+out is refused before the call is answered (403).
+
 Prompts are generated tones (no speech files needed): two 660 Hz beeps = "enter the
 conference id", three 880 Hz beeps = "enter the PIN", a low 400 Hz tone = "invalid",
-a rising C-E-G = "joining", a falling G-C = "goodbye".
+a rising C-E-G = "joining", a falling G-C = "goodbye", a long low 300 Hz tone = "locked out".
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ import av
 import numpy as np
 
 from ..rtp.codecs import SAMPLE_RATE, SAMPLES_PER_FRAME, Pcm
-from ..rtp.leg import MediaLeg, MediaSink, StreamStatistics
+from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
 from . import events as ev
 from .dialog import Call, CallState
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
-from .ivr import DigitTimer, Hangup, Ivr, IvrOutput, Join, Prompt
+from .ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,34 @@ class Directory(Protocol):
         """The room, or None."""
 
 
+class PinPolicy(Protocol):
+    """Who may enter a PIN-protected conference (the MCU adds per-source back-off and audit)."""
+
+    async def check_pin(self, conference_id: str, pin: str, call: Call) -> PinVerdict:
+        """Check a PIN keyed by the caller of ``call`` (its source is ``call.flow.host``)."""
+
+    async def locked_out(self, conference_id: str, call: Call) -> bool:
+        """True when the caller's source may not try PINs for this conference now."""
+
+
+class RoomPinPolicy:
+    """The plain policy: the PIN must equal ``Room.pin``; no back-off."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    async def check_pin(self, conference_id: str, pin: str, call: Call) -> PinVerdict:
+        """"ok" for the room's PIN, "wrong" otherwise, "refused" when the room is gone."""
+        room = self.directory.find(conference_id)
+        if room is None:
+            return "refused"
+        return "ok" if room.pin and pin == room.pin else "wrong"
+
+    async def locked_out(self, conference_id: str, call: Call) -> bool:
+        """Never."""
+        return False
+
+
 def _tone_pcm(parts: list[tuple[float, float]]) -> Pcm:
     """Concatenate (frequency Hz or 0 for silence, seconds) parts into 48 kHz int16 samples."""
     chunks = []
@@ -72,6 +105,7 @@ PROMPTS: dict[str, Pcm] = {
     "invalid": _tone_pcm([(400, 0.5), (0, 0.2)]),
     "joining": _tone_pcm([(523, 0.15), (659, 0.15), (784, 0.3)]),
     "goodbye": _tone_pcm([(784, 0.2), (523, 0.4)]),
+    "locked_out": _tone_pcm([(300, 1.0), (0, 0.2)]),
 }
 
 
@@ -137,10 +171,14 @@ class _IvrSink:
 class SipGateway:
     """Routes SIP calls into rooms (dial-in with IVR/PIN, dial-out)."""
 
-    def __init__(self, endpoint: SipEndpoint, directory: Directory, media_host: str = "127.0.0.1") -> None:
+    def __init__(self, endpoint: SipEndpoint, directory: Directory, media_host: str = "127.0.0.1",
+                 port_range: tuple[int, int] = RTP_PORT_RANGE, pins: PinPolicy | None = None) -> None:
         self.endpoint = endpoint
         self.directory = directory
         self.media_host = media_host
+        self.port_range = port_range
+        self.pins: PinPolicy = pins or RoomPinPolicy(directory)
+        self._checks: set[asyncio.Task[None]] = set()
         self.sites: dict[str, SipSite] = {}
         endpoint.on_invite = self.on_invite
         endpoint.listeners.append(self._on_event)
@@ -149,9 +187,9 @@ class SipGateway:
         """The site that owns ``leg``."""
         return next((s for s in self.sites.values() if s.leg is leg), None)
 
-    def _lookup(self, conference_id: str) -> tuple[bool, str | None]:
+    def _lookup(self, conference_id: str) -> tuple[bool, bool]:
         room = self.directory.find(conference_id)
-        return (room is not None, room.pin if room else None)
+        return (room is not None, bool(room and room.pin))
 
     async def on_invite(self, call: Call) -> Decision:
         """Dial-in: numeric user = conference id, anything else = IVR."""
@@ -163,8 +201,16 @@ class SipGateway:
                 return Reject(404, "No such conference")
             if room.require_auth and call.authenticated_user is None:
                 return Challenge()
+            if room.pin and await self.pins.locked_out(user, call):
+                return Reject(403, "Too many wrong PINs, try later")
         wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
-        leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=_IvrSink(self))
+        try:
+            leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=_IvrSink(self),
+                                          port_range=self.port_range)
+        except OSError:
+            # Every RTP port of the configured range is in use: refuse cleanly, the caller may retry.
+            log.error("no free RTP ports in %s-%s for a call from %s", *self.port_range, call.remote_uri)
+            return Reject(503, "No media ports available")
         if call.state == CallState.TERMINATED:  # cancelled while we were binding ports
             await leg.close()
             return None
@@ -174,7 +220,7 @@ class SipGateway:
 
     async def dial_out(self, room: Room, uri: str) -> SipSite:
         """Invite a site into ``room`` (chair console: invite/redial)."""
-        leg = await MediaLeg.allocate(self.media_host, video=True, sink=_IvrSink(self))
+        leg = await MediaLeg.allocate(self.media_host, video=True, sink=_IvrSink(self), port_range=self.port_range)
         call = self.endpoint.invite(uri, leg.local_media)
         site = SipSite(call, leg, self, room=room)
         self.sites[call.key] = site
@@ -236,6 +282,10 @@ class SipGateway:
                     site._digit_timer = None
                 if out.seconds and site.ivr is not None:
                     site._digit_timer = loop.call_later(out.seconds, self._digit_timeout, site)
+            elif isinstance(out, CheckPin):
+                task = loop.create_task(self._check_pin(site, out))
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
             elif isinstance(out, Join):
                 room = self.directory.find(out.conference_id)
                 if room is None:
@@ -246,6 +296,15 @@ class SipGateway:
             elif isinstance(out, Hangup):
                 log.info("IVR hangs up %s: %s", site.remote_uri, out.reason)
                 loop.call_later(1.0, site.hangup)
+
+    async def _check_pin(self, site: SipSite, check: CheckPin) -> None:
+        try:
+            verdict = await self.pins.check_pin(check.conference_id, check.pin, site.call)
+        except Exception:  # noqa: BLE001 - a failing check must not leave the caller in silence
+            log.exception("PIN check for %s failed", site.remote_uri)
+            verdict = "refused"
+        if site.call.key in self.sites and site.ivr is not None:
+            self._apply(site, site.ivr.pin_result(verdict))
 
     def _digit_timeout(self, site: SipSite) -> None:
         site._digit_timer = None

@@ -11,6 +11,7 @@ from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
 from mcu.sip_bridge import SipBridge, user_agent_config
 from mcu.site_media import SiteMedia
+from sip_gateway.rtp.leg import RTP_PORT_RANGE
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.sdp import MediaPolicy
 
@@ -18,14 +19,14 @@ DEMO = "80000001"
 
 
 async def start_bridge(core: CoreServices, service: ConferenceService, policy: MediaPolicy | None = None,
-                       **settings: object) -> SipBridge:
+                       port_range: tuple[int, int] | None = None, **settings: object) -> SipBridge:
     """A SipBridge on a free port of 127.0.0.1 for ``service``'s conferences."""
     sip = SipSettings(udp_port=0, **settings)
     config = user_agent_config(sip)
     if policy is not None:
         config.policy = policy
     endpoint = SipEndpoint(config)
-    bridge = SipBridge(core, service, endpoint, sip)
+    bridge = SipBridge(core, service, endpoint, sip, port_range=port_range or RTP_PORT_RANGE)
     await endpoint.start()
     return bridge
 

@@ -1,8 +1,9 @@
 """pjsua2 (PJSIP) test peer, run as a subprocess by test_sip_pjsua.py.
 
-Registers with digest auth, calls a target, sends RFC 4733 digits, plays a tone and records
-what it hears to a WAV file, then hangs up and prints one JSON line with what happened.
-Usage: python pjsua_peer.py CONFIG_JSON
+Registers with digest auth (when ``registrar`` is given), calls a target, sends RFC 4733
+digits, plays a tone and records what it hears to a WAV file, then hangs up and prints one JSON line with what happened.
+``bind`` (default 127.0.0.1) is the address SIP and RTP use, so tests can call from distinct
+loopback sources (127.0.0.2, ...). Usage: python pjsua_peer.py CONFIG_JSON
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def main() -> None:
     ep.libInit(ep_cfg)
     tcfg = pj.TransportConfig()
     tcfg.port = 0
-    tcfg.boundAddress = "127.0.0.1"
-    tcfg.publicAddress = "127.0.0.1"
+    bind = str(cfg.get("bind", "127.0.0.1"))
+    tcfg.boundAddress = bind
+    tcfg.publicAddress = bind
     ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
     ep.libStart()
     ep.audDevManager().setNullDev()
@@ -83,15 +85,18 @@ def main() -> None:
         ep.codecSetPriority(codec.codecId, 255 if codec.codecId.startswith("PCMU") else 0)
 
     acfg = pj.AccountConfig()
-    acfg.idUri = f"sip:{cfg['user']}@127.0.0.1"
-    acfg.regConfig.registrarUri = cfg["registrar"]
-    acfg.regConfig.timeoutSec = 120
-    acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", cfg["user"], 0, cfg["password"]))
-    acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+    acfg.idUri = f"sip:{cfg['user']}@{bind}"
+    if cfg.get("registrar"):
+        acfg.regConfig.registrarUri = cfg["registrar"]
+        acfg.regConfig.timeoutSec = 120
+    if cfg.get("password"):
+        acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", cfg["user"], 0, cfg["password"]))
+    acfg.mediaConfig.transportConfig.boundAddress = bind
     acfg.natConfig.sdpNatRewriteUse = 0
     account = Account()
     account.create(acfg)
-    pump(ep, 5, lambda: account.reg_status is not None)
+    if cfg.get("registrar"):
+        pump(ep, 5, lambda: account.reg_status is not None)
     result["register_status"] = account.reg_status
     result["register_expires"] = account.reg_expires
 
@@ -105,7 +110,7 @@ def main() -> None:
         call = account.incoming[0] if account.incoming else None
         result["incoming"] = call is not None
     if call is not None:
-        pump(ep, 10, lambda: call.state == "CONFIRMED" and call.media_ready)
+        pump(ep, 10, lambda: (call.state == "CONFIRMED" and call.media_ready) or call.state == "DISCONNECTED")
         result["call_state"] = call.state
         if call.state == "CONFIRMED":
             media = call.getAudioMedia(-1)
@@ -127,9 +132,11 @@ def main() -> None:
             pump(ep, 1.0)
             digits = cfg.get("digits") or []
             for entry in [digits] if isinstance(digits, str) else digits:
+                if call.state == "DISCONNECTED":  # e.g. the IVR gave up on us
+                    break
                 call.dialDtmf(entry)
                 pump(ep, cfg.get("digit_pause", 0.3))
-            pump(ep, cfg.get("talk_seconds", 3.0))
+            pump(ep, cfg.get("talk_seconds", 3.0), lambda: call.state == "DISCONNECTED")
             if cfg.get("hold"):
                 call.setHold(pj.CallOpParam(True))
                 pump(ep, 1.0)
@@ -138,8 +145,9 @@ def main() -> None:
                 call.reinvite(unhold)
                 pump(ep, 1.0)
                 result["after_hold_state"] = call.state
-            generator.stopTransmit(media)
-            media.stopTransmit(recorder)
+            if call.state != "DISCONNECTED":  # the far end hung up: its media port is gone already
+                generator.stopTransmit(media)
+                media.stopTransmit(recorder)
             del recorder
             if call.state != "DISCONNECTED":
                 call.hangup(pj.CallOpParam(True))

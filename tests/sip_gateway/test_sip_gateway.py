@@ -13,15 +13,15 @@ import pytest
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.gateway import PROMPTS, SipGateway
-from sip_gateway.sip.ivr import DigitTimer, Hangup, Ivr, Join, Prompt, Stage
+from sip_gateway.sip.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, PinVerdict, Prompt, Stage
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.peers import Baresip, FakeDirectory, FakeRoom
 
 ROOMS = {"80000001": None, "80000002": "1234"}
 
 
-def lookup(cid: str) -> tuple[bool, str | None]:
-    return (cid in ROOMS, ROOMS.get(cid))
+def lookup(cid: str) -> tuple[bool, bool]:
+    return (cid in ROOMS, bool(ROOMS.get(cid)))
 
 
 def test_ivr_conference_id_then_pin() -> None:
@@ -32,11 +32,16 @@ def test_ivr_conference_id_then_pin() -> None:
     assert ivr.digit("#") == [Prompt("enter_pin"), DigitTimer(6.0)]
     for d in "9999":
         ivr.digit(d)
-    assert ivr.digit("#")[0] == Prompt("invalid")
+    # The IVR does not know the PIN: the application checks it (with its back-off).
+    assert ivr.digit("#") == [DigitTimer(0), CheckPin("80000002", "9999")]
+    assert ivr.stage == Stage.CHECKING and ivr.digit("1") == [] and ivr.timeout() == []
+    assert ivr.pin_result("wrong")[0] == Prompt("invalid")
     for d in "12*1234":  # '*' clears
         ivr.digit(d)
-    assert ivr.timeout()[-1] == Join("80000002")
-    assert ivr.stage == Stage.JOINED and ivr.digit("5") == []
+    assert ivr.timeout() == [DigitTimer(0), CheckPin("80000002", "1234")]
+    assert ivr.pin_result("ok") == [Prompt("joining"), Join("80000002")]
+    stage: Stage = ivr.stage  # (mypy narrowed it to CHECKING above)
+    assert stage == Stage.JOINED and ivr.digit("5") == [] and ivr.pin_result("ok") == []
 
 
 def test_ivr_direct_and_failures() -> None:
@@ -49,7 +54,27 @@ def test_ivr_direct_and_failures() -> None:
     ivr.digit("#")
     out = ivr.timeout()
     assert out[-1] == Hangup("too many wrong entries") and ivr.stage == Stage.FAILED
-    assert set(PROMPTS) == {"enter_conference_id", "enter_pin", "invalid", "joining", "goodbye"}
+    assert set(PROMPTS) == {"enter_conference_id", "enter_pin", "invalid", "joining", "goodbye", "locked_out"}
+
+
+def test_ivr_pin_verdicts_end_the_call() -> None:
+    cases: list[tuple[PinVerdict, str, str]] = [("locked", "locked_out", "too many wrong PINs from this source"),
+                                                 ("refused", "invalid", "refused by the conference")]
+    for verdict, prompt, reason in cases:
+        ivr = Ivr(lookup, "80000002")
+        ivr.start()
+        ivr.digit("7")
+        assert ivr.digit("#")[-1] == CheckPin("80000002", "7")
+        assert ivr.pin_result(verdict) == [Prompt(prompt), Hangup(reason)] and ivr.stage == Stage.FAILED
+    # Wrong PINs: re-prompt, then goodbye after max_attempts (3) wrong entries.
+    ivr = Ivr(lookup, "80000002")
+    ivr.start()
+    assert ivr.digit("#")[0] == Prompt("invalid")  # an empty entry is wrong without a check
+    for _ in range(2):
+        ivr.digit("5")
+        assert isinstance(ivr.digit("#")[-1], CheckPin)
+        outs = ivr.pin_result("wrong")
+    assert outs[-1] == Hangup("too many wrong entries") and ivr.stage == Stage.FAILED
 
 
 def dominant_frequency(pcm: np.ndarray, rate: int) -> float:

@@ -163,6 +163,12 @@
       const st = document.createElement("td");
       st.className = "state-" + site.status; st.textContent = text[site.status] || site.status;
       st.setAttribute("data-testid", "status-" + site.site_id);
+      if (site.detail && site.detail !== site.status) {
+        const detail = document.createElement("div");
+        detail.className = "muted site-detail"; detail.textContent = site.detail;
+        detail.setAttribute("data-testid", "detail-" + site.site_id);
+        st.appendChild(detail);
+      }
       const level = document.createElement("td");
       level.innerHTML = "<span class='meter'><i></i></span>";
       level.querySelector(".meter").setAttribute("data-testid", "meter-" + site.site_id);
@@ -193,8 +199,42 @@
       }
       [name, proto, st, level, ops].forEach((td) => tr.appendChild(td));
       body.appendChild(tr);
+      const stats = statsText(site.stats);
+      if (stats && site.status === "joined") {  // a line of its own under the site: the columns are narrow
+        const row = document.createElement("tr");
+        row.className = "stats-row";
+        const cell = document.createElement("td");
+        cell.colSpan = 5; cell.className = "muted site-stats"; cell.textContent = stats;
+        cell.setAttribute("data-testid", "stats-" + site.site_id);
+        row.appendChild(cell);
+        body.appendChild(row);
+      }
     });
   }
+
+  // Call statistics of SIP/H.323 sites: codec, resolution, bitrate, loss, jitter per received stream.
+  function statsText(stats) {
+    if (!stats || !Array.isArray(stats.streams)) return "";
+    return stats.streams.filter((x) => x.codec).map((x) => {
+      const parts = [x.codec];
+      if (Array.isArray(x.resolution)) parts.push(x.resolution[0] + "×" + x.resolution[1]);
+      if (x.bitrate_kbps !== undefined) parts.push(Math.round(x.bitrate_kbps) + " kb/s");
+      if (x.packets_lost !== undefined) parts.push(text.stats_loss + " " + x.packets_lost);
+      if (x.jitter_ms !== undefined) parts.push(text.stats_jitter + " " + Math.round(x.jitter_ms) + " ms");
+      return parts.join(" ");
+    }).join("  ·  ");
+  }
+
+  // Add a site by address: a SIP URI, or an H.323 alias / number / IP; the call shows in the list.
+  $("add-site-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    try {
+      await api("POST", "/api/conferences/" + current + "/sites", { address: f.address.value.trim(), name: f.name.value.trim() });
+      f.reset();
+      refresh();
+    } catch (e) { /* shown */ }
+  });
 
   function levels(payload) {
     Object.entries(payload.levels || {}).forEach(([id, db]) => {
