@@ -28,7 +28,7 @@ import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -66,8 +66,8 @@ MAX_SIGNAL_BYTES = 64 * 1024
 
 def _mcu(services: CoreServices) -> Any:
     role = services.capabilities.get("mcu")
-    if role is None:
-        raise ConferenceError("mcu: 本节点未运行会议服务")
+    if role is None:  # a --role web process: the conferences run in an MCU process
+        raise HTTPException(503, "本节点未运行会议服务（会控需与 MCU 在同一进程）")
     return role
 
 
