@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from sip_gateway.rtp.leg import MediaLeg
+from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.digest import Credentials
@@ -63,6 +63,7 @@ class TrunkConfig:
     password: str = ""
     peer: str = ""  # static peer host (the operator's SBC); informational + qualify target
     recordings_dir: Path = Path("var/recordings/calls")
+    port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every caller's leg
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,12 @@ class EmergencyTrunk:
         received_at = datetime.now(UTC)
         if call.offer is not None and not any(m.kind == "audio" and m.port for m in call.offer.media):
             return Reject(488, "Audio required")
-        leg = await MediaLeg.allocate(self.media_host, video=False, sink=_CallerSink(self))
+        try:
+            leg = await MediaLeg.allocate(self.media_host, video=False, sink=_CallerSink(self),
+                                          port_range=self.config.port_range)
+        except OSError as exc:  # range exhausted: the operator's switch retries or reroutes on 503
+            log.error("emergency call %s: %s", call.call_id, exc)
+            return Reject(503, "No media ports available")
         if call.state == CallState.TERMINATED:
             await leg.close()
             await self.desk.caller_hung_up(call.key)

@@ -42,7 +42,8 @@ def trunk_config(core: CoreServices) -> TrunkConfig:
     return TrunkConfig(
         numbers=tuple(emergency.numbers), registrar=trunk.registrar, aor=trunk.aor, username=trunk.username,
         password=trunk.password.get_secret_value() if trunk.password else "", peer=trunk.peer,
-        recordings_dir=core.settings.var_dir / "recordings" / "calls")
+        recordings_dir=core.settings.var_dir / "recordings" / "calls",
+        port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max))
 
 
 async def start(core: CoreServices) -> DeskCapability | None:

@@ -106,6 +106,25 @@ async def test_pidf_lo_call_is_queued_offered_and_becomes_a_luoding_incident(des
     assert dash["answered"] == 1 and dash["within"]["10"] == 100.0
 
 
+async def test_no_free_media_ports_refuses_the_call_with_503_and_queues_nothing(desk: Desk) -> None:
+    import socket
+    port = free_port() & ~1
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for offset, sock in enumerate(held):  # the whole (one-pair) range is taken
+            sock.bind(("127.0.0.1", port + offset))
+        trunk = EmergencyTrunk(desk.endpoint, desk.desk, TrunkConfig(recordings_dir=desk.core.settings.var_dir / "c2",
+                                                                     port_range=(port, port + 1)))
+        trunk.start()  # the constructor put it in front of the endpoint
+        proc = await sipp("emergency_503.xml", desk.endpoint.config.port)
+        await finish(proc)
+        assert desk.desk.live == {} and trunk.sites == {}
+        await trunk.close()
+    finally:
+        for sock in held:
+            sock.close()
+
+
 async def test_five_callers_two_positions_order_and_abandon(desk: Desk) -> None:
     port = desk.endpoint.config.port
     await desk.desk.login("p1")
