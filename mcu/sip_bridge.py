@@ -29,6 +29,7 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
+from sip_gateway.rtp.prompts import PromptLibrary
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.endpoint import SipEndpoint
@@ -253,6 +255,7 @@ class SipBridge:
     settings: SipSettings
     media_host: str = "127.0.0.1"
     port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every SIP leg
+    prompts: Mapping[str, np.ndarray] | None = None  # IVR prompts (PromptLibrary); None: the beeps
     gateway: SipGateway = field(init=False)
     sites: dict[tuple[str, str], BridgedSite] = field(default_factory=dict)  # (conference, site id)
     _by_call: dict[str, BridgedSite] = field(default_factory=dict)
@@ -260,7 +263,7 @@ class SipBridge:
 
     def __post_init__(self) -> None:
         self.gateway = SipGateway(self.endpoint, self, self.media_host, self.port_range,
-                                  pins=ConferencePins(self.core, self.conferences))
+                                  pins=ConferencePins(self.core, self.conferences), prompts=self.prompts)
         # Before the gateway's listener: the end reason must be known when it calls Room.leave.
         self.endpoint.listeners.insert(0, self._on_event)
 
@@ -560,8 +563,11 @@ async def start(core: CoreServices) -> SipBridge | None:
         return None
     context = tls_context(settings, core.settings.var_dir) if settings.tls_port else None
     endpoint = SipEndpoint(user_agent_config(settings))
+    # Spoken IVR prompts (espeak-ng renders them once into var/prompts; beeps alone without it).
+    library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
+    prompts = await asyncio.to_thread(library.all)
     bridge = SipBridge(core, mcu.conferences, endpoint, settings, media_host=settings.media_host or settings.host,
-                       port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max))
+                       port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max), prompts=prompts)
     try:
         await endpoint.start()
     except OSError as exc:

@@ -26,7 +26,7 @@ from .codecs import SAMPLE_RATE, Pcm
 
 log = logging.getLogger(__name__)
 
-PROMPT_NAMES = ("enter_conference_id", "enter_pin", "invalid", "joining", "goodbye")
+PROMPT_NAMES = ("enter_conference_id", "enter_pin", "invalid", "joining", "goodbye", "locked_out")
 
 SENTENCES: dict[str, dict[str, str]] = {
     "zh-CN": {
@@ -35,6 +35,7 @@ SENTENCES: dict[str, dict[str, str]] = {
         "invalid": "输入有误，请重新输入。",
         "joining": "正在加入会议。",
         "goodbye": "再见。",
+        "locked_out": "密码错误次数过多，请稍后再试。",
     },
     "en": {
         "enter_conference_id": "Please enter the conference number, followed by the hash key.",
@@ -42,6 +43,7 @@ SENTENCES: dict[str, dict[str, str]] = {
         "invalid": "That entry is not valid. Please try again.",
         "joining": "Joining the conference.",
         "goodbye": "Goodbye.",
+        "locked_out": "Too many wrong PINs. Please try again later.",
     },
 }
 VOICES = {"zh-CN": "cmn", "en": "en"}
@@ -66,6 +68,7 @@ BEEPS: dict[str, Pcm] = {
     "invalid": tone_pcm([(400, 0.5), (0, 0.2)]),
     "joining": tone_pcm([(523, 0.15), (659, 0.15), (784, 0.3)]),
     "goodbye": tone_pcm([(784, 0.2), (523, 0.4)]),
+    "locked_out": tone_pcm([(300, 1.0), (0, 0.2)]),
 }
 
 

@@ -23,14 +23,16 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import av
 import numpy as np
 
-from ..rtp.codecs import SAMPLE_RATE, SAMPLES_PER_FRAME, Pcm
+from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
 from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
+from ..rtp.prompts import BEEPS
 from . import events as ev
 from .dialog import Call, CallState
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
@@ -88,25 +90,8 @@ class RoomPinPolicy:
         return False
 
 
-def _tone_pcm(parts: list[tuple[float, float]]) -> Pcm:
-    """Concatenate (frequency Hz or 0 for silence, seconds) parts into 48 kHz int16 samples."""
-    chunks = []
-    for freq, seconds in parts:
-        n = int(SAMPLE_RATE * seconds)
-        t = np.arange(n) / SAMPLE_RATE
-        chunk = (7000 * np.sin(2 * np.pi * freq * t)) if freq else np.zeros(n)
-        chunks.append(chunk.astype(np.int16))
-    return np.concatenate(chunks).astype(np.int16)
-
-
-PROMPTS: dict[str, Pcm] = {
-    "enter_conference_id": _tone_pcm([(660, 0.2), (0, 0.1), (660, 0.2), (0, 0.3)]),
-    "enter_pin": _tone_pcm([(880, 0.15), (0, 0.1), (880, 0.15), (0, 0.1), (880, 0.15), (0, 0.3)]),
-    "invalid": _tone_pcm([(400, 0.5), (0, 0.2)]),
-    "joining": _tone_pcm([(523, 0.15), (659, 0.15), (784, 0.3)]),
-    "goodbye": _tone_pcm([(784, 0.2), (523, 0.4)]),
-    "locked_out": _tone_pcm([(300, 1.0), (0, 0.2)]),
-}
+# The default prompts are the beep patterns; the MCU passes spoken ones (sip_gateway.rtp.prompts).
+PROMPTS: dict[str, Pcm] = dict(BEEPS)
 
 
 @dataclass(eq=False)
@@ -172,9 +157,11 @@ class SipGateway:
     """Routes SIP calls into rooms (dial-in with IVR/PIN, dial-out)."""
 
     def __init__(self, endpoint: SipEndpoint, directory: Directory, media_host: str = "127.0.0.1",
-                 port_range: tuple[int, int] = RTP_PORT_RANGE, pins: PinPolicy | None = None) -> None:
+                 port_range: tuple[int, int] = RTP_PORT_RANGE, pins: PinPolicy | None = None,
+                 prompts: Mapping[str, Pcm] | None = None) -> None:
         self.endpoint = endpoint
         self.directory = directory
+        self.prompts: Mapping[str, Pcm] = prompts or PROMPTS
         self.media_host = media_host
         self.port_range = port_range
         self.pins: PinPolicy = pins or RoomPinPolicy(directory)
@@ -275,7 +262,7 @@ class SipGateway:
         loop = asyncio.get_running_loop()
         for out in outputs:
             if isinstance(out, Prompt):
-                site.prompt_queue.append(PROMPTS[out.name])
+                site.prompt_queue.append(self.prompts[out.name])
             elif isinstance(out, DigitTimer):
                 if site._digit_timer is not None:
                     site._digit_timer.cancel()

@@ -82,9 +82,10 @@ def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(pcm), 1 / rate)[int(np.argmax(spectrum))])
 
 
-async def start_gateway(*rooms: FakeRoom) -> tuple[SipEndpoint, SipGateway]:
+async def start_gateway(*rooms: FakeRoom, prompts: dict[str, np.ndarray] | None = None
+                        ) -> tuple[SipEndpoint, SipGateway]:
     endpoint = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=0, accounts={"pjuser": "Pj-Strong-Pass-42"}))
-    gateway = SipGateway(endpoint, FakeDirectory(*rooms))
+    gateway = SipGateway(endpoint, FakeDirectory(*rooms), prompts=prompts)
     await endpoint.start()
     return endpoint, gateway
 
@@ -117,6 +118,37 @@ async def test_pjsua_through_ivr_with_pin(tmp_path: Path) -> None:
         assert abs(dominant_frequency(first, rate) - 660) < 20
         assert abs(dominant_frequency(pcm[-rate:], rate) - 1000) < 15
         assert gateway.sites == {}
+    finally:
+        await endpoint.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (make test installs it as root)")
+async def test_ivr_caller_hears_the_spoken_prompt_after_its_beeps(tmp_path: Path) -> None:
+    pytest.importorskip("pjsua2")
+    from sip_gateway.rtp.prompts import PromptLibrary
+    from tests.sip_gateway.test_sip_pjsua import run_peer
+
+    endpoint, gateway = await start_gateway(FakeRoom("80000002", pin="1234"),
+                                            prompts=PromptLibrary(tmp_path / "prompts").all())
+    wav = tmp_path / "heard.wav"
+    try:
+        result = await run_peer({
+            "user": "pjuser", "password": "Pj-Strong-Pass-42", "registrar": f"sip:127.0.0.1:{endpoint.config.port}",
+            "target": f"sip:ivr@127.0.0.1:{endpoint.config.port}", "digits": [], "wav": str(wav),
+            "tone_hz": 600, "talk_seconds": 3.5,
+        })
+        assert result["call_state"] == "CONFIRMED", result
+        with wave.open(str(wav)) as w:
+            rate = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float64)
+        assert abs(dominant_frequency(pcm[int(rate * 0.3):int(rate * 0.5)], rate) - 660) < 20  # the beeps first
+        # Then the sentence (请输入会议号…): voiced 20 ms frames, not a tone, where beeps alone are silent.
+        speech = pcm[int(rate * 1.0):int(rate * 2.6)]
+        frames = speech[: len(speech) // 160 * 160].reshape(-1, 160)
+        voiced = np.sqrt((frames ** 2).mean(axis=1)) > 300
+        assert voiced.mean() > 0.3, voiced.mean()
+        assert abs(dominant_frequency(speech, rate) - 660) > 30
     finally:
         await endpoint.close()
 
