@@ -90,7 +90,7 @@ def test_bad_conference_field_is_an_error_and_changes_nothing(bad: Any) -> None:
     answer = json.loads(county.data_to_send()[0])
     assert answer["id"] == 4 and answer["ok"] is False and answer["error"]["code"] == "bad_conference"
     with pytest.raises(ValueError, match="会议号无效"):
-        county.announce_sites([], bad)  # type: ignore[arg-type]
+        county.announce_sites([], bad)
 
 
 def test_channel_loss_makes_every_conference_unknown() -> None:
