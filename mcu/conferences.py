@@ -140,7 +140,7 @@ class RemoteSiteProvider(typing.Protocol):
 class RemoteCommandError(ConferenceError):
     """A command for a remote site that was not honoured: `code` is stable, `message` zh-CN."""
 
-    HTTP_STATUS = {"unreachable": 503, "timeout": 504, "unknown_site": 404}
+    HTTP_STATUS = {"bad_request": 400, "unreachable": 503, "timeout": 504, "unknown_site": 404}
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -149,7 +149,8 @@ class RemoteCommandError(ConferenceError):
 
     @property
     def status(self) -> int:
-        """The console's HTTP answer: 503 unreachable, 504 timeout, 404 unknown site, else 409."""
+        """The console's HTTP answer: 400 bad arguments, 503 unreachable, 504 timeout, 404 unknown site,
+        else 409 (the remote node refused)."""
         return self.HTTP_STATUS.get(self.code, 409)
 
 

@@ -227,6 +227,14 @@ def validate_command(command: str, args: Any) -> dict[str, Any]:
     return {}
 
 
+def check_command(command: str, args: dict[str, Any]) -> dict[str, Any]:
+    """`validate_command` for callers outside the protocol: ValueError with a zh-CN message."""
+    try:
+        return validate_command(command, args)
+    except _Bad as bad:
+        raise ValueError(ERRORS[bad.code] + (f"：{bad.detail}" if bad.detail else "")) from None
+
+
 @dataclass
 class ControlConnection:
     """One end of a control channel. `expected_peer` (if set) is the only node name accepted."""

@@ -48,6 +48,7 @@ from mcu.cascade.control import (
     SitesReplaced,
     SiteUpdated,
     State,
+    check_command,
 )
 from mcu.cascade.control_ws import CLOSE_AUTH_FAILED, ControlSession
 from mcu.cascade.relay import UNREACHABLE, CascadeRelay, CommandRefused
@@ -189,6 +190,10 @@ class ControlService:
 
     async def command(self, conference_id: str, site_id: str, command: str, args: dict[str, Any]) -> None:
         """Send a chair command to a remote site and wait for the node that hosts it to answer."""
+        try:
+            args = check_command(command, args)
+        except ValueError as exc:
+            raise RemoteCommandError("bad_request", str(exc)) from None
         child = self.relay.child_of_site(site_id, conference_id)
         if child is None:
             raise RemoteCommandError("unknown_site", f"会场不在本会议中：{site_id}")
