@@ -164,9 +164,11 @@ async def nodes(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, NodeUnde
             await admin.close()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # state arriving over the channel has no event of its own to await here
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while True:  # state arriving over the channel has no event of its own to await here
+            if check():
+                return
             await asyncio.sleep(0.02)
 
 
@@ -279,7 +281,7 @@ async def test_channel_loss_shows_unknown_and_reconnection_restores(
     assert (await chair.get(f"/api/conferences/{CONF}/cascade")).json()["channels"] == {"luoding": False}
     await county.start_control()
     await eventually(lambda: all(s["status"] in ("joined", "idle") for s in remote(city).values())
-                     and "445381-05-room" in remote(city), timeout=8)
+                     and "445381-05-room" in remote(city), within=8)
     response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "roll_call", "site": "445381-05-room"})
     assert response.status_code == 200, response.text
     assert town.conf.room.broadcast_id == "445381-05-room" and city.conf.room.broadcast_id == "cascade-luoding"
