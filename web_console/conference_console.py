@@ -379,8 +379,9 @@ async def cascade_paths(request: Request, conference_id: str,
     status = getattr(failover, "status", None)
     links = list(status(conference_id)) if status is not None else []
     channels: dict[str, bool] = control.channels() if control is not None else {}
+    labels: dict[str, str] = control.labels() if control is not None else {}
     return {"conference_id": conference_id, "available": status is not None, "links": links,
-            "channels": channels}
+            "channels": channels, "labels": labels}
 
 
 @router.post("/api/conferences/{conference_id}/sites/{site_id}/{action}", tags=["conference"])

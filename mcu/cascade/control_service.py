@@ -56,7 +56,7 @@ from mcu.conferences import ConferenceService, RemoteCommandError, RunningConfer
 from mcu.room import RoomError
 
 if TYPE_CHECKING:
-    from config.site_plan import Node
+    from config.site_plan import Node, SitePlan
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,17 @@ NOT_RUNNING = ("not_running", "本节点未在进行该会议")
 def link_id(node: str) -> str:
     """The site id of the cascade link to `node` in this node's room."""
     return LINK_PREFIX + node
+
+
+def node_label(plan: SitePlan, name: str) -> str:
+    """What people call a node: the name of the area it hosts (罗定市, a township), else its name."""
+    node = plan.node(name)
+    area = node.area if node is not None else ""
+    if area == plan.city.adcode:
+        return plan.city.name
+    county = next((c.name for c in plan.counties if c.adcode == area), None)
+    township = next((t.name for t in plan.townships if t.id == area), None)
+    return county or township or name
 
 
 def local_sites(conf: RunningConference) -> list[RemoteSite]:
@@ -165,6 +176,10 @@ class ControlService:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
+    def labels(self) -> dict[str, str]:
+        """Display names of the neighbouring nodes (and of every node of the plan)."""
+        return {n.name: node_label(self.core.plan, n.name) for n in self.core.plan.nodes}
+
     def channels(self) -> dict[str, bool]:
         """Whether each neighbour's channel is authenticated now (children and the parent)."""
         out = {name: name in self._child_sessions and self._child_sessions[name].conn.state is State.OPEN
@@ -185,7 +200,7 @@ class ControlService:
                 out.append({"site_id": s.id, "name": s.name, "protocol": "cascade", "status": s.status,
                             "detail": "", "stats": {}, "muted": s.muted, "deaf": False, "dial": False,
                             "chair": False, "speaking": s.speaking, "remote": True, "via": via,
-                            "link": link_id(child)})
+                            "via_names": [node_label(self.core.plan, n) for n in via], "link": link_id(child)})
         return out
 
     async def command(self, conference_id: str, site_id: str, command: str, args: dict[str, Any]) -> None:

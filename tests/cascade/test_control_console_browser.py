@@ -37,6 +37,13 @@ class PathBoard:
     def status(self, conference_id: str) -> list[dict[str, Any]]:
         return self.links if conference_id == CONF else []
 
+    def switch(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Record a path switch as the failover would, and return it as its `cascade.path` event."""
+        link = next(link for link in self.links if link["node"] == event["node"])
+        link.update(state=event["state"], since=event["at"])
+        link["history"].append({k: event[k] for k in ("at", "state", "previous", "reason")})
+        return event
+
     def control_state(self, node: str, up: bool) -> None:
         self.control.append((node, up))
 
@@ -88,16 +95,16 @@ async def test_console_shows_remote_sites_and_path_state(nodes: dict[str, NodeUn
             page.reload()
             row = page.get_by_test_id("site-445381-05-room")
             expect(row).to_be_visible()
-            expect(page.get_by_test_id("via-445381-05-room")).to_have_text("经 luoding › luoding-t1")
+            expect(page.get_by_test_id("via-445381-05-room")).to_have_text("经 罗定市 › 罗镜镇")
             expect(page.get_by_test_id("status-445381-05-room")).to_have_text("已入会")
             expect(page.get_by_test_id("path-luoding")).to_have_text("专线")
             expect(page.get_by_test_id("channel-luoding")).to_have_text("控制通道正常")
             expect(page.get_by_test_id("history-luoding")).to_contain_text("中断 → 专线")
 
             # a switch to the telecom backup arrives live
-            on_loop(city.core.bus.publish("cascade.path", {
+            on_loop(city.core.bus.publish("cascade.path", board.switch({
                 "conference_id": CONF, "node": "luoding", "state": "backup", "previous": "primary",
-                "reason": "专线RTP 中断 3 秒", "at": time.time()}))
+                "reason": "专线RTP 中断 3 秒", "at": time.time()})))
             expect(page.get_by_test_id("path-luoding")).to_have_text("电信备份")
             expect(page.get_by_test_id("path-luoding")).to_have_attribute("data-state", "backup")
             expect(page.get_by_test_id("history-luoding").locator("tbody tr").first).to_contain_text(
@@ -110,7 +117,9 @@ async def test_console_shows_remote_sites_and_path_state(nodes: dict[str, NodeUn
             wait_for(lambda: city.conf.room.broadcast_id == "cascade-luoding")
             expect(page.get_by_test_id("console-error")).to_have_text("")
             # a refusal by the township node is shown as the answer
-            page.evaluate("document.getElementById('banner-text').value = 'a\\u0007b'")
+            # (focused, so that a refresh from the roll call's events does not reset the field)
+            page.evaluate("(() => { const el = document.getElementById('banner-text');"
+                          " el.focus(); el.value = 'a\\u0007b'; })()")
             page.get_by_test_id("banner-t1-extra").click()
             expect(page.get_by_test_id("console-error")).to_contain_text("会标包含不可显示的字符")
             assert town.conf.room.banner is None
@@ -126,6 +135,8 @@ async def test_console_shows_remote_sites_and_path_state(nodes: dict[str, NodeUn
             on_loop(county.start_control())
             expect(page.get_by_test_id("status-445381-05-room")).to_have_text("已入会", timeout=10_000)
             expect(page.get_by_test_id("channel-luoding")).to_have_text("控制通道正常")
+            expect(page.get_by_test_id("path-luoding")).to_have_text("电信备份")  # reloaded from status()
+            expect(page.get_by_test_id("cascade-link-luoding")).to_contain_text("罗定市")
             page.screenshot(path=str(artifacts_dir / "cascade-console.png"), full_page=True)
 
     try:

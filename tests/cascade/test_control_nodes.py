@@ -197,6 +197,7 @@ async def test_city_sees_and_commands_township_sites_two_levels_down(
     assert sites["city-main"].get("remote") is None and sites["cascade-luoding"]["status"] == "joined"
     assert sites["luoding-room"]["via"] == ["luoding"] and sites["luoding-room"]["status"] == "joined"
     assert sites["445381-05-room"]["via"] == ["luoding", "luoding-t1"]
+    assert sites["445381-05-room"]["via_names"] == ["罗定市", "罗镜镇"]
     assert sites["445381-05-room"]["link"] == "cascade-luoding" and sites["445381-05-room"]["status"] == "joined"
     assert sites["445321-03-room"]["status"] == "idle"
     assert not any(s.startswith("cascade-") for s in sites if sites[s].get("remote"))  # links are not re-announced
@@ -250,6 +251,7 @@ async def test_city_sees_and_commands_township_sites_two_levels_down(
 
     paths = (await chair.get(f"/api/conferences/{CONF}/cascade")).json()
     assert paths["channels"] == {"luoding": True} and paths["available"] is False
+    assert paths["labels"]["luoding"] == "罗定市" and paths["labels"]["city"] == "云浮市"
 
 
 async def test_channel_loss_shows_unknown_and_reconnection_restores(
@@ -261,8 +263,8 @@ async def test_channel_loss_shows_unknown_and_reconnection_restores(
 
     # the township MCU's channel to the county ends: only what is behind it becomes unknown
     await town.stop_control()
-    await eventually(lambda: remote(city)["445381-05-room"]["status"] == "unknown")
-    assert remote(city)["t1-extra"]["status"] == "unknown" and remote(city)["luoding-room"]["status"] == "joined"
+    await eventually(lambda: remote(city)["445381-05-room"]["status"] == remote(city)["t1-extra"]["status"] == "unknown")
+    assert remote(city)["luoding-room"]["status"] == "joined"
     response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "roll_call", "site": "445381-05-room"})
     assert response.status_code == 503 and "控制通道中断" in response.json()["detail"]
     assert town.conf.room.broadcast_id is None and city.conf.room.broadcast_id is None

@@ -167,7 +167,7 @@
       if (site.remote) {
         const via = document.createElement("span");
         via.className = "via"; via.setAttribute("data-testid", "via-" + site.site_id);
-        via.textContent = text.via + " " + site.via.join(" › ");
+        via.textContent = text.via + " " + (site.via_names || site.via).join(" › ");
         name.appendChild(via);
       }
       const proto = document.createElement("td"); proto.textContent = site.remote ? text.cascade_site : site.protocol;
@@ -292,7 +292,7 @@
   // -- cascade links: path state (专线 / 电信备份 / 中断) and switch history per child node ------------
   // Loaded from /api/conferences/<id>/cascade (the failover's status()), then kept live from the
   // `cascade.path` events {conference_id, node, state, previous, reason, at}.
-  let cascade = { links: [], channels: {} };
+  let cascade = { links: [], channels: {}, labels: {} };
   const when = (at) => {
     if (at === null || at === undefined || at === "") return "";
     const d = typeof at === "number" ? new Date(at * 1000) : new Date(at);
@@ -305,7 +305,7 @@
     const id = current;
     const data = await api("GET", "/api/conferences/" + id + "/cascade").catch(() => null);
     if (!data || id !== current) return;
-    cascade = { links: data.links || [], channels: data.channels || {} };
+    cascade = { links: data.links || [], channels: data.channels || {}, labels: data.labels || {} };
     renderCascade();
   }
 
@@ -320,7 +320,7 @@
       const card = document.createElement("div");
       card.className = "cascade-link"; card.setAttribute("data-testid", "cascade-link-" + node);
       const head = document.createElement("header");
-      const title = document.createElement("strong"); title.textContent = node;
+      const title = document.createElement("strong"); title.textContent = cascade.labels[node] || node;
       const badge = document.createElement("span");
       badge.className = "path-badge path-" + (link.state || "none");
       badge.setAttribute("data-testid", "path-" + node); badge.dataset.state = link.state || "";
