@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from config.settings import DEMO_DIR
 from core.runtime import CoreServices
 from mcu.cascade import control_service
-from mcu.cascade.control import ControlConnection
+from mcu.cascade.control import ControlConnection, RemoteSite
 from mcu.cascade.control_service import ControlService
 from mcu.cascade.control_ws import ControlSession
 from mcu.conferences import ConferenceService, McuRole, RunningConference, webrtc_config
@@ -322,3 +322,32 @@ async def test_a_node_without_a_token_does_not_start(nodes: dict[str, NodeUnderT
     county.core.settings.cascade.token = None
     with pytest.raises(ValueError, match="CC_CASCADE__TOKEN"):
         await control_service.start(county.core)
+
+
+async def test_a_child_that_never_answers_gives_a_timeout(nodes: dict[str, NodeUnderTest],
+                                                          chair: httpx.AsyncClient) -> None:
+    """A county that authenticates and announces a site but never answers commands: the city's
+    console gets 504 with a clear reason after the command timeout, and nothing is left waiting."""
+    city, county = nodes["city"], nodes["luoding"]
+    await county.stop_control()
+    assert city.control is not None
+    await eventually(lambda: city.control.channels() == {"luoding": False})  # type: ignore[union-attr]
+    city.control.command_timeout = 0.5
+    port = int(city.core.plan.node("city").control.rpartition(":")[2])  # type: ignore[union-attr]
+    async with connect(f"ws://127.0.0.1:{port}") as ws:
+        conn = ControlConnection("luoding", TOKEN.encode(), expected_peer="city")
+        session = ControlSession(ws, conn, lambda event: None)
+        running = asyncio.create_task(session.run())
+        await asyncio.wait_for(session.authenticated.wait(), 5)
+        conn.announce_sites([RemoteSite("silent-room", "不应答的会场")], CONF)
+        await session.flush()
+        await eventually(lambda: "silent-room" in remote(city))
+        started = asyncio.get_running_loop().time()
+        response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "roll_call", "site": "silent-room"})
+        elapsed = asyncio.get_running_loop().time() - started
+        assert response.status_code == 504 and "未在规定时间内答复" in response.json()["detail"]
+        assert 0.4 < elapsed < 5
+        assert city.control._waiting == {}
+        await ws.close()
+        await running
+    await eventually(lambda: remote(city)["silent-room"]["status"] == "unknown")
