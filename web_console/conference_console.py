@@ -357,6 +357,11 @@ async def _remote_operation(request: Request, principal: Principal, conf: Runnin
         command, args = remote_command(body)
         assert body.site is not None
         await conf.remote_command(body.site, command, args)
+        if body.op == "roll_call" and body.mute_others:
+            # the link now carries the township: mute everyone else here as a local roll call would
+            link = next((s["link"] for s in conf.remote_site_list() if s["site_id"] == body.site), "")
+            if link in conf.room.participants:
+                conf.room.roll_call(link, mute_others=True)
     except RoomError as exc:
         await _audit(request, principal, action, conf.id, detail | {"remote": True, "error": str(exc)}, "failed")
         return _error(400, str(exc))

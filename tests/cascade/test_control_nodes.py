@@ -214,6 +214,13 @@ async def test_city_sees_and_commands_township_sites_two_levels_down(
     assert county.conf.room.broadcast_id == "cascade-luoding-t1"  # the county shows its township link
     assert city.conf.room.broadcast_id == "cascade-luoding"       # and the city shows the county's link
     assert response.json()["broadcast"] == "cascade-luoding"
+    # with mute_others the city mutes its own other sites (the chair excepted), as for a local roll call
+    await city.conf.join("city-2", "市应急指挥中心", "webrtc")
+    response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "roll_call", "site": "445381-05-room",
+                                                                      "mute_others": True})
+    assert response.status_code == 200 and city.conf.room.participants["city-2"].muted is True
+    assert city.conf.room.participants["cascade-luoding"].muted is False
+    assert city.conf.room.participants["city-main"].muted is False
 
     # unmute through two levels; the OK comes back and the status follows
     response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "mute", "site": "t1-extra",
