@@ -80,11 +80,25 @@ def node_label(plan: SitePlan, name: str) -> str:
     return county or township or name
 
 
-def local_sites(conf: RunningConference) -> list[RemoteSite]:
-    """This node's own sites of a conference as announced upward (cascade links left out: a
-    child's link is represented by the child's own sites, the parent's link is the parent)."""
+def hosted_here(plan: SitePlan, node: str, site_id: str) -> bool:
+    """Whether this node hosts a site: a meeting room of the plan belongs to the node of its area
+    (the same conference runs on every node of the cascade with the whole plan list); anyone who
+    joined here otherwise (browser guests, dial-ins) is this node's."""
+    room = next((r for r in plan.meeting_rooms if r.id == site_id), None)
+    if room is None:
+        return True
+    host = plan.node_of_area(room.area)
+    return host is None or host.name == node
+
+
+def local_sites(conf: RunningConference, node: str = "") -> list[RemoteSite]:
+    """This node's own sites of a conference as announced upward: cascade links left out (a
+    child's link is represented by the child's own sites, the parent's link is the parent), and
+    plan meeting rooms hosted by another node left out (they are announced by that node)."""
+    plan = conf.service.core.plan
     return [RemoteSite(s["site_id"], s["name"][:256], s["status"], bool(s["speaking"]), bool(s["muted"]))
-            for s in conf.local_site_list() if not s["site_id"].startswith(LINK_PREFIX)]
+            for s in conf.local_site_list()
+            if not s["site_id"].startswith(LINK_PREFIX) and (not node or hosted_here(plan, node, s["site_id"]))]
 
 
 def execute(conf: RunningConference, command: CommandReceived) -> None:
@@ -148,7 +162,7 @@ class ControlService:
 
     async def start(self) -> None:
         for conf in self.conferences.running_conferences():
-            self.relay.set_local_sites(local_sites(conf), conf.id)
+            self.relay.set_local_sites(local_sites(conf, self.node), conf.id)
         self._tasks.append(asyncio.create_task(self._watch_conferences(), name="cascade-control-bus"))
         if self.children:
             host, _, port = self.listen.rpartition(":")
@@ -389,7 +403,7 @@ class ControlService:
 
     async def _sync(self, conference_id: str, topic: str, payload: dict[str, Any]) -> None:
         conf = self.conferences.running(conference_id)
-        sites = local_sites(conf) if conf is not None else []
+        sites = local_sites(conf, self.node) if conf is not None else []
         known = self.relay.locals.get(conference_id, {})
         if [s.id for s in sites] != list(known):
             self.relay.set_local_sites(sites, conference_id)

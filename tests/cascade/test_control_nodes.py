@@ -110,9 +110,10 @@ LAYOUT: dict[str, tuple[list[str], list[tuple[str, str, str]]]] = {
     "city": (["city-main"], [("city-main", "云浮市主会场", "webrtc"), ("cascade-luoding", "罗定市（级联）", "cascade")]),
     "luoding": (["luoding-room"], [("luoding-room", "罗定市会议室", "sip"), ("cascade-city", "云浮市（级联）", "cascade"),
                                    ("cascade-luoding-t1", "罗定镇级（级联）", "cascade")]),
+    # 445321-03-room is Xinxing's (hosted by the city): the township MCU must not announce it
     "luoding-t1": (["445381-05-room", "445321-03-room"],
                    [("445381-05-room", "罗定某镇会议室", "sip"), ("t1-extra", "素龙街道", "webrtc"),
-                    ("cascade-luoding", "罗定市（级联）", "cascade")]),
+                    ("t1-gone", "已离会会场", "webrtc"), ("cascade-luoding", "罗定市（级联）", "cascade")]),
 }
 
 
@@ -142,6 +143,8 @@ async def nodes(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, NodeUnde
             conf = await service.start_conference(CONF, "test")
             for pid, label, protocol in joins:
                 await conf.join(pid, label, protocol, chair=pid == "city-main")
+            if name == "luoding-t1":
+                await conf.leave("t1-gone")
             if name == "luoding":  # a second conference on the same channel, not run at the city
                 await service.create(name="罗定另一会议", actor="test", conference_id=OTHER)
                 other = await service.start_conference(OTHER, "test")
@@ -191,7 +194,7 @@ async def chair(nodes: dict[str, NodeUnderTest]) -> AsyncIterator[httpx.AsyncCli
 async def test_city_sees_and_commands_township_sites_two_levels_down(
         nodes: dict[str, NodeUnderTest], chair: httpx.AsyncClient) -> None:
     city, county, town = nodes["city"], nodes["luoding"], nodes["luoding-t1"]
-    await eventually(lambda: {"luoding-room", "445381-05-room", "t1-extra", "445321-03-room"} <= set(remote(city)))
+    await eventually(lambda: {"luoding-room", "445381-05-room", "t1-extra", "t1-gone"} <= set(remote(city)))
     state = (await chair.get(f"/api/conferences/{CONF}")).json()
     sites = {s["site_id"]: s for s in state["sites"]}
     assert sites["city-main"].get("remote") is None and sites["cascade-luoding"]["status"] == "joined"
@@ -199,7 +202,7 @@ async def test_city_sees_and_commands_township_sites_two_levels_down(
     assert sites["445381-05-room"]["via"] == ["luoding", "luoding-t1"]
     assert sites["445381-05-room"]["via_names"] == ["罗定市", "罗镜镇"]
     assert sites["445381-05-room"]["link"] == "cascade-luoding" and sites["445381-05-room"]["status"] == "joined"
-    assert sites["445321-03-room"]["status"] == "idle"
+    assert sites["t1-gone"]["status"] == "left" and "445321-03-room" not in sites
     assert not any(s.startswith("cascade-") for s in sites if sites[s].get("remote"))  # links are not re-announced
     assert "luoding-2" not in sites and "luoding-2" in {s["site_id"] for s in city.control.sites(OTHER)}  # type: ignore[union-attr]
 
@@ -239,8 +242,8 @@ async def test_city_sees_and_commands_township_sites_two_levels_down(
                                                                       "target": "445381-05-room"})
     assert response.status_code == 200 and town.conf.room.selected["t1-extra"] == "445381-05-room"
 
-    # refused by the township node: the site has not joined there; nothing changes anywhere
-    response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "roll_call", "site": "445321-03-room"})
+    # refused by the township node: the site has left there; nothing changes anywhere
+    response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "roll_call", "site": "t1-gone"})
     assert response.status_code == 409 and "会场不存在" in response.json()["detail"]
     assert town.conf.room.broadcast_id == "445381-05-room" and city.conf.room.broadcast_id == "cascade-luoding"
     # operations that have no remote form are refused at the city, clearly
@@ -289,7 +292,7 @@ async def test_channel_loss_shows_unknown_and_reconnection_restores(
     assert response.status_code == 503 and "控制通道中断" in response.json()["detail"]
     assert (await chair.get(f"/api/conferences/{CONF}/cascade")).json()["channels"] == {"luoding": False}
     await county.start_control()
-    await eventually(lambda: all(s["status"] in ("joined", "idle") for s in remote(city).values())
+    await eventually(lambda: all(s["status"] in ("joined", "left") for s in remote(city).values())
                      and "445381-05-room" in remote(city), within=8)
     response = await chair.post(f"/api/conferences/{CONF}/ops", json={"op": "roll_call", "site": "445381-05-room"})
     assert response.status_code == 200, response.text
