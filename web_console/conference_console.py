@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import secrets
 from datetime import datetime
@@ -382,7 +383,8 @@ async def cascade_paths(request: Request, conference_id: str,
     failover = services.capabilities.get("cascade")
     control = services.capabilities.get("cascade_control")
     status = getattr(failover, "status", None)
-    links = list(status(conference_id)) if status is not None else []
+    found = status(conference_id) if status is not None else []
+    links = list(await found if inspect.isawaitable(found) else found)
     channels: dict[str, bool] = control.channels() if control is not None else {}
     labels: dict[str, str] = control.labels() if control is not None else {}
     return {"conference_id": conference_id, "available": status is not None, "links": links,

@@ -153,7 +153,7 @@ class ControlService:
     _up_session: ControlSession | None = None
     _waiting: dict[tuple[str, int], asyncio.Future[CommandResult]] = field(default_factory=dict)
     _own_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _published: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # last persisted state
 
     def __post_init__(self) -> None:
         self.relay = CascadeRelay(self.node)
@@ -187,8 +187,6 @@ class ControlService:
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_result(CommandResult(0, False, *UNREACHABLE))
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
 
     def labels(self) -> dict[str, str]:
         """Display names of the neighbouring nodes (and of every node of the plan)."""
@@ -434,8 +432,14 @@ class ControlService:
             await self.core.bus.publish("conference.remote_sites", {"conference_id": event.conference,
                                                                      "count": len(event.sites)})
         elif isinstance(event, SiteUpdated):
-            await self.core.bus.publish("conference.remote_site", {"conference_id": event.conference,
-                                                                    **event.site.to_json()})
+            payload = {"conference_id": event.conference, **event.site.to_json()}
+            key, lasting = (event.conference, event.site.id), (event.site.status, event.site.muted)
+            if self._published.get(key) == lasting:
+                # only `speaking` changed: voice activity is too frequent to persist (as audio levels)
+                self.core.bus.deliver_local("conference.remote_site", payload)
+            else:
+                self._published[key] = lasting
+                await self.core.bus.publish("conference.remote_site", payload)
         elif isinstance(event, ActiveSpeaker):
             self.core.bus.deliver_local("conference.remote_speaker", {"conference_id": event.conference,
                                                                        "site": event.site})
