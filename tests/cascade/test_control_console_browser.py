@@ -116,6 +116,9 @@ async def test_console_shows_remote_sites_and_path_state(nodes: dict[str, NodeUn
             wait_for(lambda: town.conf.room.broadcast_id == "445381-05-room")
             wait_for(lambda: city.conf.room.broadcast_id == "cascade-luoding")
             expect(page.get_by_test_id("console-error")).to_have_text("")
+            # select-view at the township node, among that node's own sites
+            page.get_by_test_id("select-view-t1-extra").select_option("445381-05-room")
+            wait_for(lambda: town.conf.room.selected.get("t1-extra") == "445381-05-room")
             # a refusal by the township node is shown as the answer
             # (focused, so that a refresh from the roll call's events does not reset the field)
             page.evaluate("(() => { const el = document.getElementById('banner-text');"

@@ -187,6 +187,17 @@
         box.appendChild(button(text.roll_call, () => op("roll_call", { site: id }), "rollcall-" + id));
         box.appendChild(button(site.muted ? text.unmute : text.mute, () => op("mute", { site: id, enabled: !site.muted }), "mute-" + id));
         box.appendChild(button(text.cascade_banner, () => op("banner", { site: id, text: $("banner-text").value }), "banner-" + id));
+        // select-view on the node that hosts the site: its sources are that node's own sites
+        const same = s.sites.filter((x) => x.remote && x.status === "joined" && x.site_id !== id
+          && JSON.stringify(x.via) === JSON.stringify(site.via));
+        if (same.length) {
+          const sv = document.createElement("select");
+          sv.setAttribute("data-testid", "select-view-" + id);
+          sv.title = text.select_view;
+          options(sv, [["", text.select_view + "…"]].concat(same.map((x) => [x.site_id, x.name])), "");
+          sv.onchange = () => { if (sv.value) op("select_view", { site: id, target: sv.value }); };
+          box.appendChild(sv);
+        }
       } else if (site.remote) {
         // status unknown (channel lost) or not joined there: nothing to command
       } else if (site.status === "joined") {
