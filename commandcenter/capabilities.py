@@ -50,6 +50,8 @@ CAPABILITIES: list[CapabilitySpec] = [
     CapabilitySpec("conference_recording", frozenset({"mcu", "recorder"}), "recorder.conference_recording:start"),
     CapabilitySpec("dispatch", frozenset({"web"}), "dispatch.capability:start"),
     CapabilitySpec("desk", frozenset({"web"}), "dispatch.calltaking.capability:start"),
+    # after "mcu" (and "cascade", the failover it reports channel state to): remote sites and commands
+    CapabilitySpec("cascade_control", frozenset({"mcu"}), "mcu.cascade.control_service:start"),
 ]
 
 

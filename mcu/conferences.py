@@ -173,6 +173,36 @@ class SiteDialer(typing.Protocol):
     async def hangup(self, conference: RunningConference, site_id: str, actor: str) -> None: ...
 
 
+class RemoteSiteProvider(typing.Protocol):
+    """Sites of a conference that live on other nodes (the cascade control channel registers one).
+
+    `sites` gives console entries shaped like `site_list()`'s (plus `remote`, `via`, `link`);
+    `command` applies a chair command (mute, unmute, roll_call, broadcast, select_view, banner)
+    to one of them and returns once the remote node honoured it, or raises RemoteCommandError.
+    """
+
+    def sites(self, conference_id: str) -> list[dict[str, Any]]: ...
+
+    async def command(self, conference_id: str, site_id: str, command: str, args: dict[str, Any]) -> None: ...
+
+
+class RemoteCommandError(ConferenceError):
+    """A command for a remote site that was not honoured: `code` is stable, `message` zh-CN."""
+
+    HTTP_STATUS = {"bad_request": 400, "unreachable": 503, "timeout": 504, "unknown_site": 404}
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        """The console's HTTP answer: 400 bad arguments, 503 unreachable, 504 timeout, 404 unknown site,
+        else 409 (the remote node refused)."""
+        return self.HTTP_STATUS.get(self.code, 409)
+
+
 class PinGuard:
     """Wrong-PIN limiter per (conference, source): after `max_failures`, exponential back-off."""
 
@@ -260,6 +290,27 @@ class RunningConference:
         await self.service.publish_site(self, state)
 
     def site_list(self) -> list[dict[str, Any]]:
+        """The console's site list: this node's sites, then the remote ones behind cascade links."""
+        return self.local_site_list() + self.remote_site_list()
+
+    def remote_site_list(self) -> list[dict[str, Any]]:
+        provider = self.service.remote_sites
+        return [s for s in provider.sites(self.id) if s["site_id"] not in self.sites] if provider else []
+
+    def is_remote(self, site_id: str | None) -> bool:
+        """Whether `site_id` is a site on another node (not one of this node's)."""
+        return site_id is not None and site_id not in self.sites and any(
+            s["site_id"] == site_id for s in self.remote_site_list())
+
+    async def remote_command(self, site_id: str, command: str, args: dict[str, Any] | None = None) -> None:
+        """Send a chair command to a remote site; RemoteCommandError when it is not honoured."""
+        provider = self.service.remote_sites
+        if provider is None:
+            raise RemoteCommandError("unknown_site", f"会场不在本会议中：{site_id}")
+        await provider.command(self.id, site_id, command, args or {})
+
+    def local_site_list(self) -> list[dict[str, Any]]:
+        """The sites of this node (meeting rooms of the plan and whoever joined here)."""
         room = self.room
         out = []
         for state in self.sites.values():
@@ -286,10 +337,15 @@ class ConferenceService:
         self._lock = asyncio.Lock()
         self._publishing: set[asyncio.Task[Any]] = set()
         self.dialers: dict[str, SiteDialer] = {}
+        self.remote_sites: RemoteSiteProvider | None = None
 
     def register_dialer(self, protocol: str, dialer: SiteDialer) -> None:
         """Wire the console's invite/redial/hang-up for sites reached by `protocol` ("sip", "h323")."""
         self.dialers[protocol] = dialer
+
+    def register_remote_sites(self, provider: RemoteSiteProvider | None) -> None:
+        """Wire (or with None, unwire) the cascade's remote sites into site lists and chair commands."""
+        self.remote_sites = provider
 
     async def dial(self, conference_id: str, site_id: str, action: DialAction, actor: str) -> None:
         """Invite, redial or hang up a site through its protocol's dialer; ConferenceError if impossible."""
@@ -578,4 +634,5 @@ def utc_in(minutes: float) -> datetime:
 
 
 __all__ = ["ConferenceError", "ConferenceRecord", "ConferenceService", "JoinRefused", "McuRole", "PinGuard",
-           "RoomError", "RunningConference", "SiteState", "start", "utc_in"]
+           "RemoteCommandError", "RemoteSiteProvider", "RoomError", "RunningConference", "SiteState", "start",
+           "utc_in"]

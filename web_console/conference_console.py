@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import re
 import secrets
@@ -40,6 +41,7 @@ from mcu.conferences import (
     ConferenceService,
     DialError,
     JoinRefused,
+    RemoteCommandError,
     RunningConference,
 )
 from mcu.layout import LAYOUTS
@@ -199,6 +201,22 @@ def apply_operation(conf: RunningConference, op: Operation) -> None:
             raise RoomError(f"未知操作: {op.op}")
 
 
+def remote_command(op: Operation) -> tuple[str, dict[str, Any]]:
+    """The cascade command for a chair operation on a remote site (RoomError: not possible remotely)."""
+    match op.op:
+        case "mute":
+            return ("mute" if op.enabled else "unmute"), {}
+        case "roll_call" | "broadcast":
+            return op.op, {}
+        case "select_view" if op.target:
+            return "select_view", {"source": op.target}
+        case "select_view":
+            raise RoomError("远端会场暂不支持取消选看，请选择一个会场")
+        case "banner":
+            return "banner", {"text": op.text}
+    raise RoomError(f"远端会场不支持该操作：{op.op}")
+
+
 def room_state(conf: RunningConference) -> dict[str, Any]:
     room = conf.room
     panes = []
@@ -321,6 +339,8 @@ async def chair_operation(request: Request, conference_id: str, body: Operation,
         await _audit(request, principal, f"conference.{body.op}", conference_id, detail | {"error": "not running"},
                      "failed")
         return _error(404, f"会议未在进行：{conference_id}")
+    if conf.is_remote(body.site):
+        return await _remote_operation(request, principal, conf, body, detail)
     try:
         apply_operation(conf, body)
     except (RoomError, ValueError) as exc:
@@ -337,6 +357,48 @@ def _dial_status(exc: ConferenceError) -> int:
 
 def _dial_detail(exc: ConferenceError) -> dict[str, Any]:
     return {"error": str(exc), **({"code": exc.code} if isinstance(exc, DialError) else {})}
+
+
+async def _remote_operation(request: Request, principal: Principal, conf: RunningConference, body: Operation,
+                            detail: dict[str, Any]) -> Any:
+    """A chair operation on a site behind a cascade link: sent over the control channel, answered
+    with the remote node's result (503 unreachable, 504 timeout, 409 refused) or the new state."""
+    action = f"conference.{body.op}"
+    try:
+        command, args = remote_command(body)
+        assert body.site is not None
+        await conf.remote_command(body.site, command, args)
+        if body.op == "roll_call" and body.mute_others:
+            # the link now carries the township: mute everyone else here as a local roll call would
+            link = next((s["link"] for s in conf.remote_site_list() if s["site_id"] == body.site), "")
+            if link in conf.room.participants:
+                conf.room.roll_call(link, mute_others=True)
+    except RoomError as exc:
+        await _audit(request, principal, action, conf.id, detail | {"remote": True, "error": str(exc)}, "failed")
+        return _error(400, str(exc))
+    except RemoteCommandError as exc:
+        await _audit(request, principal, action, conf.id,
+                     detail | {"remote": True, "code": exc.code, "error": exc.message}, "failed")
+        return _error(exc.status, exc.message)
+    await _audit(request, principal, action, conf.id, detail | {"remote": True})
+    return room_state(conf)
+
+
+@router.get("/api/conferences/{conference_id}/cascade", tags=["conference"])
+async def cascade_paths(request: Request, conference_id: str,
+                        principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    """Per cascade link: its path state (专线 / 电信备份 / 中断) and switch history from the `cascade`
+    capability, and whether the control channel to that node is up."""
+    services = services_of(request)
+    failover = services.capabilities.get("cascade")
+    control = services.capabilities.get("cascade_control")
+    status = getattr(failover, "status", None)
+    found = status(conference_id) if status is not None else []
+    links = list(await found if inspect.isawaitable(found) else found)
+    channels: dict[str, bool] = control.channels() if control is not None else {}
+    labels: dict[str, str] = control.labels() if control is not None else {}
+    return {"conference_id": conference_id, "available": status is not None, "links": links,
+            "channels": channels, "labels": labels}
 
 
 @router.post("/api/conferences/{conference_id}/sites/{site_id}/{action}", tags=["conference"])

@@ -358,3 +358,20 @@ MESSAGES["en"].update({
     "conf.add_site_name": "Site name (optional)", "conf.stats_loss": "lost", "conf.stats_jitter": "jitter",
     "op.dial_unavailable": "No call service for this protocol on this node",
 })
+# -- cascade on the chair console: remote sites and path state per link (static/conference.js) ----
+MESSAGES["zh-CN"].update({
+    "cascade.title": "级联链路", "cascade.path.primary": "专线", "cascade.path.backup": "电信备份",
+    "cascade.path.down": "中断", "cascade.path.none": "未知", "cascade.channel_up": "控制通道正常",
+    "cascade.channel_down": "控制通道中断", "cascade.history": "切换记录", "cascade.at": "时间",
+    "cascade.change": "切换", "cascade.reason": "原因", "cascade.no_history": "暂无切换记录",
+    "cascade.since": "自", "cascade.via": "经", "cascade.site": "级联", "cascade.banner": "会标",
+    "site.unknown": "未知",
+})
+MESSAGES["en"].update({
+    "cascade.title": "Cascade links", "cascade.path.primary": "primary line", "cascade.path.backup": "telecom backup",
+    "cascade.path.down": "down", "cascade.path.none": "unknown", "cascade.channel_up": "control channel up",
+    "cascade.channel_down": "control channel down", "cascade.history": "Switch history", "cascade.at": "Time",
+    "cascade.change": "Change", "cascade.reason": "Reason", "cascade.no_history": "No switches yet",
+    "cascade.since": "since", "cascade.via": "via", "cascade.site": "cascade", "cascade.banner": "Banner",
+    "site.unknown": "unknown",
+})

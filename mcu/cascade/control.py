@@ -20,6 +20,13 @@ After authentication:
 * `speaker` `{site}` (or null): active-speaker information;
 * `error` `{code, message}`: what the peer found wrong with something we sent.
 
+Several conferences share one connection per node pair: `sites`, `site`, `command` and
+`speaker` carry an optional `conference` (the conference id, 4–12 digits). It was added within
+protocol version 1 as an optional field: a message without it belongs to the default conference
+"" (a link that carries a single conference, as before), so an older peer still interoperates
+for that conference. Site lists, commands and speakers are kept per conference; a command names
+a site of its own conference only.
+
 Malformed input (not JSON, wrong version, unknown type, wrong field types, too large) gives an
 `error` reply and a `ProtocolError` event and changes no state: it never raises.
 """
@@ -37,6 +44,7 @@ from typing import Any
 VERSION = 1
 MAX_MESSAGE = 256 * 1024
 MAX_BANNER = 64
+DEFAULT_CONFERENCE = ""  # messages without a `conference` field
 SITE_STATUSES = frozenset({"joined", "calling", "left", "failed", "idle", "unknown"})
 COMMANDS = frozenset({"mute", "unmute", "roll_call", "broadcast", "select_view", "banner"})
 
@@ -54,6 +62,7 @@ ERRORS = {
     "unknown_command_id": "未知的命令编号",
     "closed": "控制通道已关闭",
     "timeout": "下级节点未在规定时间内答复该命令",
+    "bad_conference": "会议号无效",
 }
 
 
@@ -97,11 +106,13 @@ class AuthFailed:
 @dataclass(frozen=True)
 class SitesReplaced:
     sites: tuple[RemoteSite, ...]
+    conference: str = DEFAULT_CONFERENCE
 
 
 @dataclass(frozen=True)
 class SiteUpdated:
     site: RemoteSite
+    conference: str = DEFAULT_CONFERENCE
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class CommandReceived:
     command: str
     site: str
     args: dict[str, Any]
+    conference: str = DEFAULT_CONFERENCE
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class CommandResult:
 @dataclass(frozen=True)
 class ActiveSpeaker:
     site: str | None
+    conference: str = DEFAULT_CONFERENCE
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,26 @@ def _int_id(msg: dict[str, Any]) -> int:
     return v
 
 
+def valid_conference(value: Any) -> bool:
+    """A conference id as the schedule makes them (4–12 digits), or the default ""."""
+    return isinstance(value, str) and (value == DEFAULT_CONFERENCE or (value.isascii() and value.isdigit()
+                                                                       and 4 <= len(value) <= 12))
+
+
+def _conference(msg: dict[str, Any]) -> str:
+    value = msg.get("conference", DEFAULT_CONFERENCE)
+    if not valid_conference(value):
+        raise _Bad("bad_conference", str(value)[:16])
+    return str(value)
+
+
+def _with_conference(body: dict[str, Any], conference: str) -> dict[str, Any]:
+    """The field is left out for the default conference (frames as in the first version)."""
+    if not valid_conference(conference):
+        raise ValueError(f"{ERRORS['bad_conference']}: {str(conference)[:16]!r}")
+    return {**body, "conference": conference} if conference else body
+
+
 def parse_site(obj: Any) -> RemoteSite:
     """Validate one site entry (raises `_Bad`)."""
     if not isinstance(obj, dict):
@@ -194,6 +227,14 @@ def validate_command(command: str, args: Any) -> dict[str, Any]:
     return {}
 
 
+def check_command(command: str, args: dict[str, Any]) -> dict[str, Any]:
+    """`validate_command` for callers outside the protocol: ValueError with a zh-CN message."""
+    try:
+        return validate_command(command, args)
+    except _Bad as bad:
+        raise ValueError(ERRORS[bad.code] + (f"：{bad.detail}" if bad.detail else "")) from None
+
+
 @dataclass
 class ControlConnection:
     """One end of a control channel. `expected_peer` (if set) is the only node name accepted."""
@@ -203,9 +244,10 @@ class ControlConnection:
     expected_peer: str | None = None
     nonce_factory: Callable[[], str] = field(default=lambda: secrets.token_hex(16))
     state: State = State.HANDSHAKE
+    allowed_peers: frozenset[str] | None = None  # a parent serving several children: any of these
     peer: str | None = None
-    remote_sites: dict[str, RemoteSite] = field(default_factory=dict)
-    local_sites: dict[str, RemoteSite] = field(default_factory=dict)
+    remote: dict[str, dict[str, RemoteSite]] = field(default_factory=dict)  # conference -> site id -> site
+    local: dict[str, dict[str, RemoteSite]] = field(default_factory=dict)
     _nonce: str = ""
     _peer_nonce: str | None = None
     _outbox: list[str] = field(default_factory=list)
@@ -221,6 +263,19 @@ class ControlConnection:
             raise ValueError("the cascade token must be at least 16 bytes")
         self._nonce = self.nonce_factory()
 
+    @property
+    def remote_sites(self) -> dict[str, RemoteSite]:
+        """The peer's sites in the default conference (see `remote_of`)."""
+        return self.remote_of(DEFAULT_CONFERENCE)
+
+    @property
+    def local_sites(self) -> dict[str, RemoteSite]:
+        return self.local.get(DEFAULT_CONFERENCE, {})
+
+    def remote_of(self, conference: str) -> dict[str, RemoteSite]:
+        """The sites the peer announced for `conference` (empty when none)."""
+        return self.remote.get(conference, {})
+
     # --- outgoing -----------------------------------------------------------------------------
 
     def initiate(self) -> None:
@@ -231,37 +286,41 @@ class ControlConnection:
         out, self._outbox = self._outbox, []
         return out
 
-    def announce_sites(self, sites: list[RemoteSite]) -> None:
-        """Send our full site list; remembers it so commands for other sites are refused."""
+    def announce_sites(self, sites: list[RemoteSite], conference: str = DEFAULT_CONFERENCE) -> None:
+        """Send our full site list of `conference`; remembers it so commands for other sites are
+        refused."""
         self._require_open()
-        self.local_sites = {s.id: s for s in sites}
-        self._send({"type": "sites", "sites": [s.to_json() for s in sites]})
+        body = _with_conference({"type": "sites", "sites": [s.to_json() for s in sites]}, conference)
+        self.local[conference] = {s.id: s for s in sites}
+        self._send(body)
 
-    def update_site(self, site: RemoteSite) -> None:
+    def update_site(self, site: RemoteSite, conference: str = DEFAULT_CONFERENCE) -> None:
         self._require_open()
-        self.local_sites[site.id] = site
-        self._send({"type": "site", "site": site.to_json()})
+        body = _with_conference({"type": "site", "site": site.to_json()}, conference)
+        self.local.setdefault(conference, {})[site.id] = site
+        self._send(body)
 
-    def send_speaker(self, site: str | None) -> None:
+    def send_speaker(self, site: str | None, conference: str = DEFAULT_CONFERENCE) -> None:
         self._require_open()
-        self._send({"type": "speaker", "site": site})
+        self._send(_with_conference({"type": "speaker", "site": site}, conference))
 
     def send_command(self, command: str, site: str, args: dict[str, Any] | None = None, *,
-                     at: float) -> int:
-        """Send a chair command for one of the peer's sites at time `at`; returns its id
-        (answered by a `CommandResult` with the same id, from the peer or from `expire`).
+                     at: float, conference: str = DEFAULT_CONFERENCE) -> int:
+        """Send a chair command for one of the peer's sites of `conference` at time `at`; returns
+        its id (answered by a `CommandResult` with the same id, from the peer or from `expire`).
         Raises ValueError for a command we would not send."""
         self._require_open()
         try:
             clean = validate_command(command, args or {})
         except _Bad as bad:
             raise ValueError(f"{ERRORS[bad.code]}: {bad.detail}") from None
-        if site not in self.remote_sites:
+        if site not in self.remote_of(conference):
             raise ValueError(f"{ERRORS['unknown_site']}: {site}")
+        body = _with_conference({"type": "command", "command": command, "site": site, "args": clean}, conference)
         cmd_id = self._next_id
         self._next_id += 1
         self._pending[cmd_id] = at
-        self._send({"type": "command", "id": cmd_id, "command": command, "site": site, "args": clean})
+        self._send({**body, "id": cmd_id})
         return cmd_id
 
     def reply(self, cmd_id: int, ok: bool = True, code: str = "", message: str = "") -> None:
@@ -292,10 +351,11 @@ class ControlConnection:
         self._pending.clear()
         self._awaiting_reply.clear()
         events: list[Event] = []
-        for sid, site in list(self.remote_sites.items()):
-            unknown = RemoteSite(site.id, site.name, "unknown", False, site.muted, site.via)
-            self.remote_sites[sid] = unknown
-            events.append(SiteUpdated(unknown))
+        for conference, sites in self.remote.items():
+            for sid, site in list(sites.items()):
+                unknown = RemoteSite(site.id, site.name, "unknown", False, site.muted, site.via)
+                sites[sid] = unknown
+                events.append(SiteUpdated(unknown, conference))
         return events
 
     # --- incoming -----------------------------------------------------------------------------
@@ -345,6 +405,11 @@ class ControlConnection:
             raise _Bad("unknown_type", kind[:32])
         if self.state is not State.OPEN:
             raise _Bad("not_authenticated")
+        if kind == "result":
+            return self._on_result(msg)
+        if kind == "command":
+            return self._on_command(msg)
+        conference = _conference(msg)
         if kind == "sites":
             raw = msg.get("sites")
             if not isinstance(raw, list) or len(raw) > 4096:
@@ -352,20 +417,16 @@ class ControlConnection:
             sites = tuple(parse_site(s) for s in raw)
             if len({s.id for s in sites}) != len(sites):
                 raise _Bad("bad_field", "重复的会场编号")
-            self.remote_sites = {s.id: s for s in sites}
-            return [SitesReplaced(sites)]
+            self.remote[conference] = {s.id: s for s in sites}
+            return [SitesReplaced(sites, conference)]
         if kind == "site":
             site = parse_site(msg.get("site"))
-            self.remote_sites[site.id] = site
-            return [SiteUpdated(site)]
-        if kind == "speaker":
-            speaker = msg.get("site")
-            if speaker is not None and (not isinstance(speaker, str) or len(speaker) > 128):
-                raise _Bad("bad_field", "site")
-            return [ActiveSpeaker(speaker)]
-        if kind == "command":
-            return self._on_command(msg)
-        return self._on_result(msg)
+            self.remote.setdefault(conference, {})[site.id] = site
+            return [SiteUpdated(site, conference)]
+        speaker = msg.get("site")  # kind == "speaker"
+        if speaker is not None and (not isinstance(speaker, str) or len(speaker) > 128):
+            raise _Bad("bad_field", "site")
+        return [ActiveSpeaker(speaker, conference)]
 
     def _on_hello(self, msg: dict[str, Any]) -> list[Event]:
         if self._peer_nonce is not None:
@@ -374,7 +435,8 @@ class ControlConnection:
         nonce = _str(msg, "nonce", max_len=128)
         if len(nonce) < 16:
             raise _Bad("auth_failed", "nonce 太短")
-        if peer == self.node or (self.expected_peer is not None and peer != self.expected_peer):
+        if peer == self.node or (self.expected_peer is not None and peer != self.expected_peer) or (
+                self.allowed_peers is not None and peer not in self.allowed_peers):
             raise _Bad("auth_failed", f"意外的节点 {peer}")
         self.peer, self._peer_nonce = peer, nonce
         self._send({"type": "auth", "proof": _proof(self.token, nonce, self.node, peer)})
@@ -400,18 +462,21 @@ class ControlConnection:
             raise _Bad("bad_field", "command")
         if cmd_id in self._awaiting_reply:
             raise _Bad("bad_field", "重复的命令编号")
+        conference = DEFAULT_CONFERENCE
         try:
+            conference = _conference(msg)
             args = validate_command(command, msg.get("args", {}))
-            if site not in self.local_sites:
+            own = self.local.get(conference, {})
+            if site not in own:
                 raise _Bad("unknown_site", site)
-            if command == "select_view" and args["source"] not in self.local_sites:
+            if command == "select_view" and args["source"] not in own:
                 raise _Bad("unknown_site", args["source"])
         except _Bad as bad:
             # A well-formed command we cannot honour: answer it (result), not a protocol error.
             self._send_result(cmd_id, False, bad.code, ERRORS[bad.code] + (f"：{bad.detail}" if bad.detail else ""))
             return []
         self._awaiting_reply.add(cmd_id)
-        return [CommandReceived(cmd_id, command, site, args)]
+        return [CommandReceived(cmd_id, command, site, args, conference)]
 
     def _on_result(self, msg: dict[str, Any]) -> list[Event]:
         cmd_id = _int_id(msg)

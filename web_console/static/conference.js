@@ -20,7 +20,9 @@
       $("console-error").textContent = detail || res.statusText;
       throw new Error(detail);
     }
-    $("console-error").textContent = "";
+    // Only the chair's own actions clear the last error: a background refresh (bus events) must not
+    // wipe a refusal before it is read.
+    if (method !== "GET") $("console-error").textContent = "";
     return data;
   }
   // Controls whose change is on its way to the server: a state refresh arriving meanwhile (another
@@ -89,6 +91,7 @@
     loadList();
     startPreview();
     refreshRecording();
+    refreshCascade();
   }
 
   async function refresh() {
@@ -127,7 +130,8 @@
     settle("layout", (el) => { el.value = s.layout; });
     settle("voice", (el) => { el.checked = s.voice_activated; });
     settle("labels", (el) => { el.checked = s.labels; });
-    const joined = s.sites.filter((x) => x.status === "joined");
+    // Remote sites (behind a cascade link) are not in this node's room: no panes or polling for them.
+    const joined = s.sites.filter((x) => x.status === "joined" && !x.remote);
     const siteOptions = joined.map((x) => [x.site_id, x.name]);
     options($("pane-index"), Array.from({ length: PANES[s.layout] || 0 }, (_, i) => [String(i), String(i + 1)]));
     options($("pane-site"), siteOptions);
@@ -156,10 +160,17 @@
       tr.dataset.status = site.status;
       if (site.speaking) tr.classList.add("speaking");
       if (site.protocol === "demo") tr.classList.add("demo");
+      if (site.remote) tr.classList.add("remote");
       const name = document.createElement("td");
       name.className = "name"; name.dataset.demo = text.demo;
       name.textContent = site.name + (site.chair ? " ★" : "") + (s.broadcast === site.site_id ? " ◉" : "");
-      const proto = document.createElement("td"); proto.textContent = site.protocol;
+      if (site.remote) {
+        const via = document.createElement("span");
+        via.className = "via"; via.setAttribute("data-testid", "via-" + site.site_id);
+        via.textContent = text.via + " " + (site.via_names || site.via).join(" › ");
+        name.appendChild(via);
+      }
+      const proto = document.createElement("td"); proto.textContent = site.remote ? text.cascade_site : site.protocol;
       const st = document.createElement("td");
       st.className = "state-" + site.status; st.textContent = text[site.status] || site.status;
       st.setAttribute("data-testid", "status-" + site.site_id);
@@ -175,7 +186,27 @@
       const ops = document.createElement("td");
       const box = document.createElement("div"); box.className = "site-ops"; ops.appendChild(box);
       const id = site.site_id;
-      if (site.status === "joined") {
+      if (site.remote && site.status === "joined") {
+        // Sent to the node hosting the site over the cascade control channel; its answer (or a clear
+        // error: unreachable, timeout, refused) is this request's answer.
+        box.appendChild(button(text.broadcast, () => op("broadcast", { site: id }), "broadcast-" + id));
+        box.appendChild(button(text.roll_call, () => op("roll_call", { site: id }), "rollcall-" + id));
+        box.appendChild(button(site.muted ? text.unmute : text.mute, () => op("mute", { site: id, enabled: !site.muted }), "mute-" + id));
+        box.appendChild(button(text.cascade_banner, () => op("banner", { site: id, text: $("banner-text").value }), "banner-" + id));
+        // select-view on the node that hosts the site: its sources are that node's own sites
+        const same = s.sites.filter((x) => x.remote && x.status === "joined" && x.site_id !== id
+          && JSON.stringify(x.via) === JSON.stringify(site.via));
+        if (same.length) {
+          const sv = document.createElement("select");
+          sv.setAttribute("data-testid", "select-view-" + id);
+          sv.title = text.select_view;
+          options(sv, [["", text.select_view + "…"]].concat(same.map((x) => [x.site_id, x.name])), "");
+          sv.onchange = () => { if (sv.value) op("select_view", { site: id, target: sv.value }); };
+          box.appendChild(sv);
+        }
+      } else if (site.remote) {
+        // status unknown (channel lost) or not joined there: nothing to command
+      } else if (site.status === "joined") {
         box.appendChild(button(text.broadcast, () => op("broadcast", { site: id }), "broadcast-" + id));
         box.appendChild(button(text.roll_call, () => op("roll_call", { site: id }), "rollcall-" + id));
         box.appendChild(button(site.muted ? text.unmute : text.mute, () => op("mute", { site: id, enabled: !site.muted }), "mute-" + id));
@@ -184,7 +215,7 @@
         const sv = document.createElement("select");
         sv.setAttribute("data-testid", "select-view-" + id);
         sv.title = text.select_view;
-        options(sv, [["", text.select_view + "…"]].concat(s.sites.filter((x) => x.status === "joined" && x.site_id !== id)
+        options(sv, [["", text.select_view + "…"]].concat(s.sites.filter((x) => x.status === "joined" && !x.remote && x.site_id !== id)
           .map((x) => [x.site_id, x.name])), s.selected[id] || "");
         sv.onchange = () => op("select_view", { site: id, target: sv.value || null });
         box.appendChild(sv);
@@ -309,21 +340,105 @@
     };
   }
 
-  // -- events from every chair ----------------------------------------------------------------------
-  function connectEvents() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(proto + "//" + location.host + "/ws/events?topics=conference.*");
-    ws.onmessage = (msg) => {
-      const ev = JSON.parse(msg.data);
-      const p = ev.payload || {};
-      if (ev.topic === "conference.audio_levels") { if (p.conference_id === current) levels(p); return; }
-      if (["conference.scheduled", "conference.started", "conference.ended", "conference.extended"].includes(ev.topic)) loadList();
-      if (p.conference_id === current) scheduleRefresh();
-      if (p.conference_id === current && ev.topic.startsWith("conference.recording_")) refreshRecording();
-    };
-    ws.onclose = (e) => { if (e.code !== 4401 && e.code !== 4403) setTimeout(connectEvents, 2000); };
+  // -- cascade links: path state (专线 / 电信备份 / 中断) and switch history per child node ------------
+  // Loaded from /api/conferences/<id>/cascade (the failover's status()), then kept live from the
+  // `cascade.path` events {conference_id, node, state, previous, reason, at}.
+  let cascade = { links: [], channels: {}, labels: {} };
+  const when = (at) => {
+    if (at === null || at === undefined || at === "") return "";
+    const d = typeof at === "number" ? new Date(at * 1000) : new Date(at);
+    return isNaN(d.getTime()) ? String(at) : d.toLocaleTimeString();
+  };
+  const pathText = (st) => text["path_" + st] || text.path_none;
+
+  async function refreshCascade() {
+    if (!current) return;
+    const id = current;
+    const data = await api("GET", "/api/conferences/" + id + "/cascade").catch(() => null);
+    if (!data || id !== current) return;
+    cascade = { links: data.links || [], channels: data.channels || {}, labels: data.labels || {} };
+    renderCascade();
   }
 
-  connectEvents();
+  function renderCascade() {
+    const box = $("cascade-links");
+    box.innerHTML = "";
+    const links = new Map();
+    cascade.links.forEach((l) => links.set(l.node, l));
+    Object.keys(cascade.channels).forEach((n) => { if (!links.has(n)) links.set(n, { node: n, state: null, history: [] }); });
+    $("cascade-panel").hidden = links.size === 0;
+    links.forEach((link, node) => {
+      const card = document.createElement("div");
+      card.className = "cascade-link"; card.setAttribute("data-testid", "cascade-link-" + node);
+      const head = document.createElement("header");
+      const title = document.createElement("strong"); title.textContent = cascade.labels[node] || node;
+      const badge = document.createElement("span");
+      badge.className = "path-badge path-" + (link.state || "none");
+      badge.setAttribute("data-testid", "path-" + node); badge.dataset.state = link.state || "";
+      badge.textContent = pathText(link.state);
+      head.append(title, badge);
+      if (link.since) {
+        const since = document.createElement("span"); since.className = "channel";
+        since.textContent = text.since + " " + when(link.since); head.appendChild(since);
+      }
+      if (node in cascade.channels) {
+        const ch = document.createElement("span");
+        ch.className = "channel" + (cascade.channels[node] ? "" : " down");
+        ch.setAttribute("data-testid", "channel-" + node);
+        ch.textContent = cascade.channels[node] ? text.channel_up : text.channel_down;
+        head.appendChild(ch);
+      }
+      card.appendChild(head);
+      const table = document.createElement("table");
+      table.className = "grid"; table.setAttribute("data-testid", "history-" + node);
+      table.innerHTML = "<thead><tr><th></th><th></th><th></th></tr></thead><tbody></tbody>";
+      [text.cascade_at, text.cascade_change, text.cascade_reason].forEach((h, i) => { table.querySelectorAll("th")[i].textContent = h; });
+      const history = (link.history || []).slice().reverse();  // newest first
+      history.forEach((h) => {
+        const tr = document.createElement("tr");
+        [when(h.at), pathText(h.previous) + " → " + pathText(h.state), h.reason || ""].forEach((v) => {
+          const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+        });
+        table.tBodies[0].appendChild(tr);
+      });
+      if (!history.length) {
+        const tr = document.createElement("tr"); const td = document.createElement("td");
+        td.colSpan = 3; td.className = "muted"; td.textContent = text.no_history; tr.appendChild(td);
+        table.tBodies[0].appendChild(tr);
+      }
+      card.appendChild(table);
+      box.appendChild(card);
+    });
+  }
+
+  function onPathEvent(p) {
+    if (p.conference_id !== current) return;
+    let link = cascade.links.find((l) => l.node === p.node);
+    if (!link) { link = { node: p.node, role: "down", state: null, since: null, history: [] }; cascade.links.push(link); }
+    link.state = p.state; link.since = p.at;
+    link.history = (link.history || []).concat([{ at: p.at, state: p.state, previous: p.previous, reason: p.reason }]);
+    renderCascade();
+  }
+
+  // -- events from every chair ----------------------------------------------------------------------
+  function connectEvents(topics, handle) {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(proto + "//" + location.host + "/ws/events?topics=" + encodeURIComponent(topics));
+    ws.onmessage = (msg) => {
+      const ev = JSON.parse(msg.data);
+      handle(ev.topic, ev.payload || {});
+    };
+    ws.onclose = (e) => { if (e.code !== 4401 && e.code !== 4403) setTimeout(() => connectEvents(topics, handle), 2000); };
+  }
+
+  connectEvents("conference.*", (topic, p) => {
+    if (topic === "conference.audio_levels") { if (p.conference_id === current) levels(p); return; }
+    if (["conference.scheduled", "conference.started", "conference.ended", "conference.extended"].includes(topic)) loadList();
+    if (p.conference_id === current) scheduleRefresh();
+    if (p.conference_id === current && topic.startsWith("conference.recording_")) refreshRecording();
+    // a control channel came or went: its state is shown on the link
+    if (p.conference_id === current && topic === "conference.remote_sites") refreshCascade();
+  });
+  connectEvents("cascade.*", (topic, p) => { if (topic === "cascade.path") onPathEvent(p); });
   loadList().then(() => { if (location.hash.length > 1) select(location.hash.substring(1)); });
 })();

@@ -1,0 +1,492 @@
+"""Capability `cascade_control`: the control channel between this node and its cascade neighbours.
+
+A node with children in the site plan listens on its `control` host:port (a plain `websockets`
+server, so it works in `--role mcu` without the web console); a node with a parent connects to
+the parent's `control` address and reconnects every 2 s. Both ends run `ControlSession`
+(HMAC mutual authentication with `settings.cascade.token`; close code 4401 on failure, which
+is audited). One connection per node pair carries every conference (the `conference` field).
+
+What travels:
+* up: this node's own sites of each running conference (from `RunningConference`, live on the
+  bus's `conference.*` events) plus its children's (`CascadeRelay`), and speaker changes;
+* down: the chair's commands. A command for one of this node's sites is executed on its room
+  (mute → room mute, roll call / broadcast → its broadcast view, which is what the link sends
+  up; select-view; banner → the text overlay); one for a site behind a child goes one hop down.
+  When a child honours a roll call or broadcast, this node shows that child's link
+  (`cascade-<child>`) the same way, so the picture climbs level by level to the city.
+
+At the parent the remote sites appear in `RunningConference.site_list()` (this object is the
+conference service's `RemoteSiteProvider`) with `via` and the link, status `unknown` when the
+channel is lost; the console's commands on them go through `command()`, which waits for the
+remote node's answer (or `timeout` / `unreachable`). The `cascade` capability (failover) is
+told when a channel authenticates or is lost (`control_state(node, up)`).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from config.errors import ConfigError
+from core.runtime import CoreServices
+from mcu.cascade.control import (
+    ActiveSpeaker,
+    Authenticated,
+    AuthFailed,
+    CommandReceived,
+    CommandResult,
+    ControlConnection,
+    Event,
+    ProtocolError,
+    RemoteSite,
+    SitesReplaced,
+    SiteUpdated,
+    State,
+    check_command,
+)
+from mcu.cascade.control_ws import CLOSE_AUTH_FAILED, ControlSession
+from mcu.cascade.relay import UNREACHABLE, CascadeRelay, CommandRefused
+from mcu.conferences import ConferenceService, RemoteCommandError, RunningConference
+from mcu.room import RoomError
+
+if TYPE_CHECKING:
+    from config.site_plan import Node, SitePlan
+
+log = logging.getLogger(__name__)
+
+LINK_PREFIX = "cascade-"  # a link participant's site id: cascade-<node on the other side>
+NOT_RUNNING = ("not_running", "本节点未在进行该会议")
+
+
+def link_id(node: str) -> str:
+    """The site id of the cascade link to `node` in this node's room."""
+    return LINK_PREFIX + node
+
+
+def node_label(plan: SitePlan, name: str) -> str:
+    """What people call a node: the name of the area it hosts (罗定市, a township), else its name."""
+    node = plan.node(name)
+    area = node.area if node is not None else ""
+    if area == plan.city.adcode:
+        return plan.city.name
+    county = next((c.name for c in plan.counties if c.adcode == area), None)
+    township = next((t.name for t in plan.townships if t.id == area), None)
+    return county or township or name
+
+
+def hosted_here(plan: SitePlan, node: str, site_id: str) -> bool:
+    """Whether this node hosts a site: a meeting room of the plan belongs to the node of its area
+    (the same conference runs on every node of the cascade with the whole plan list); anyone who
+    joined here otherwise (browser guests, dial-ins) is this node's."""
+    room = next((r for r in plan.meeting_rooms if r.id == site_id), None)
+    if room is None:
+        return True
+    host = plan.node_of_area(room.area)
+    return host is None or host.name == node
+
+
+def local_sites(conf: RunningConference, node: str = "") -> list[RemoteSite]:
+    """This node's own sites of a conference as announced upward: cascade links left out (a
+    child's link is represented by the child's own sites, the parent's link is the parent), and
+    plan meeting rooms hosted by another node left out (they are announced by that node)."""
+    plan = conf.service.core.plan
+    return [RemoteSite(s["site_id"], s["name"][:256], s["status"], bool(s["speaking"]), bool(s["muted"]))
+            for s in conf.local_site_list()
+            if not s["site_id"].startswith(LINK_PREFIX) and (not node or hosted_here(plan, node, s["site_id"]))]
+
+
+def execute(conf: RunningConference, command: CommandReceived) -> None:
+    """Run a parent's command on this node's room (RoomError: refused, nothing changed)."""
+    room = conf.room
+    match command.command:
+        case "mute" | "unmute":
+            room.mute(command.site, command.command == "mute")
+        case "roll_call":
+            room.roll_call(command.site)
+        case "broadcast":
+            room.broadcast(command.site)
+        case "select_view":
+            room.select_view(command.site, command.args["source"])
+        case "banner":
+            room.set_banner(command.args["text"])
+        case _:  # validated by the protocol; kept for a future command this node lacks
+            raise RoomError(f"本节点不支持该命令：{command.command}")
+
+
+def show_link(conf: RunningConference, command: CommandReceived, child: str) -> None:
+    """A child honoured a roll call / broadcast of a site behind it: show that child's link here
+    too (what the child now sends up is that site). No link in the room (media not up): nothing."""
+    link = link_id(child)
+    if link not in conf.room.participants:
+        return
+    if command.command == "roll_call":
+        conf.room.roll_call(link)
+    elif command.command == "broadcast":
+        conf.room.broadcast(link)
+
+
+@dataclass
+class ControlService:
+    """The control channels of one node (see the module docstring)."""
+
+    core: CoreServices
+    conferences: ConferenceService
+    node: str
+    token: bytes
+    listen: str = ""                        # host:port for the children's channels ('' = no children)
+    parent: Node | None = None
+    children: frozenset[str] = frozenset()
+    reconnect_interval: float = 2.0
+    refused_interval: float = 30.0          # after our parent refused our credentials: no audit flood
+    command_timeout: float = 10.0
+    auth_timeout: float = 5.0
+    relay: CascadeRelay = field(init=False)
+    _server: Server | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _child_sessions: dict[str, ControlSession] = field(default_factory=dict)
+    _up_session: ControlSession | None = None
+    _waiting: dict[tuple[str, int], asyncio.Future[CommandResult]] = field(default_factory=dict)
+    _own_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _published: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # last persisted state
+
+    def __post_init__(self) -> None:
+        self.relay = CascadeRelay(self.node)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for conf in self.conferences.running_conferences():
+            self.relay.set_local_sites(local_sites(conf, self.node), conf.id)
+        self._tasks.append(asyncio.create_task(self._watch_conferences(), name="cascade-control-bus"))
+        if self.children:
+            host, _, port = self.listen.rpartition(":")
+            self._server = await serve(self._serve_child, host, int(port), max_size=512 * 1024,
+                                       ping_interval=5, ping_timeout=5)
+        if self.parent is not None:
+            self._tasks.append(asyncio.create_task(self._parent_loop(self.parent), name="cascade-control-up"))
+        self.conferences.register_remote_sites(self)
+
+    async def stop(self) -> None:
+        self.conferences.register_remote_sites(None)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_result(CommandResult(0, False, *UNREACHABLE))
+
+    def labels(self) -> dict[str, str]:
+        """Display names of the neighbouring nodes (and of every node of the plan)."""
+        return {n.name: node_label(self.core.plan, n.name) for n in self.core.plan.nodes}
+
+    def channels(self) -> dict[str, bool]:
+        """Whether each neighbour's channel is authenticated now (children and the parent)."""
+        out = {name: name in self._child_sessions and self._child_sessions[name].conn.state is State.OPEN
+               for name in sorted(self.children)}
+        if self.parent is not None:
+            up = self._up_session
+            out[self.parent.name] = up is not None and up.conn.state is State.OPEN
+        return out
+
+    # -- the remote-site provider (RunningConference.site_list / remote_command) -----------------
+
+    def sites(self, conference_id: str) -> list[dict[str, Any]]:
+        out = []
+        for child in sorted(self.relay.children):
+            conn = self.relay.children[child]
+            for s in conn.remote_of(conference_id).values():
+                via = [child, *s.via]
+                out.append({"site_id": s.id, "name": s.name, "protocol": "cascade", "status": s.status,
+                            "detail": "", "stats": {}, "muted": s.muted, "deaf": False, "dial": False,
+                            "chair": False, "speaking": s.speaking, "remote": True, "via": via,
+                            "via_names": [node_label(self.core.plan, n) for n in via], "link": link_id(child)})
+        return out
+
+    async def command(self, conference_id: str, site_id: str, command: str, args: dict[str, Any]) -> None:
+        """Send a chair command to a remote site and wait for the node that hosts it to answer."""
+        try:
+            args = check_command(command, args)
+        except ValueError as exc:
+            raise RemoteCommandError("bad_request", str(exc)) from None
+        child = self.relay.child_of_site(site_id, conference_id)
+        if child is None:
+            raise RemoteCommandError("unknown_site", f"会场不在本会议中：{site_id}")
+        loop = asyncio.get_running_loop()
+        request = CommandReceived(-next(self._own_ids), command, site_id, args, conference_id)
+        try:
+            child_id = self.relay.forward(child, request, loop.time())
+        except CommandRefused as refused:
+            raise RemoteCommandError(refused.code, refused.message) from None
+        future: asyncio.Future[CommandResult] = loop.create_future()
+        self._waiting[(child, child_id)] = future
+        try:
+            await self._flush()
+            # The session's own timer answers `timeout` after command_timeout; this is a backstop.
+            result = await asyncio.wait_for(future, self.command_timeout + 5)
+        except TimeoutError:
+            result = CommandResult(child_id, False, "timeout", "下级节点未在规定时间内答复该命令")
+        finally:
+            self._waiting.pop((child, child_id), None)
+        if not result.ok:
+            raise RemoteCommandError(result.code, result.message)
+
+    # -- children (this node is the parent) -------------------------------------------------
+
+    async def _serve_child(self, ws: ServerConnection) -> None:
+        conn = ControlConnection(self.node, self.token, allowed_peers=self.children,
+                                 command_timeout=self.command_timeout)
+        source = f"{ws.remote_address[0]}" if ws.remote_address else ""
+        session: ControlSession
+
+        async def on_event(event: Event) -> None:
+            await self._on_child_event(session, event, source)
+
+        session = ControlSession(ws, conn, on_event, auth_timeout=self.auth_timeout)
+        await session.run()
+        peer = conn.peer
+        if peer is not None and self._child_sessions.get(peer) is session:
+            await self._child_lost(peer, source)
+
+    async def _on_child_event(self, session: ControlSession, event: Event, source: str) -> None:
+        conn = session.conn
+        if isinstance(event, AuthFailed):
+            await self._audit_denied(conn.peer, event.reason, source)
+            return
+        if isinstance(event, Authenticated):
+            await self._child_connected(event.peer, session, source)
+            return
+        peer = conn.peer
+        if peer is None or self._child_sessions.get(peer) is not session:
+            return  # a replaced or stale session
+        if isinstance(event, ProtocolError):
+            log.warning("cascade control from %s: %s %s", peer, event.code, event.message)
+            return
+        if isinstance(event, CommandResult):
+            future = self._waiting.get((peer, event.id))
+            if future is not None and not future.done():
+                future.set_result(event)
+        honoured = self.relay.on_child_event(peer, event)
+        if honoured is not None:
+            conf = self.conferences.running(honoured.conference)
+            if conf is not None:
+                try:
+                    show_link(conf, honoured, peer)
+                except RoomError as exc:
+                    log.info("cascade: showing link %s failed: %s", peer, exc)
+        await self._flush()
+        await self._publish_remote(event)
+
+    async def _child_connected(self, peer: str, session: ControlSession, source: str) -> None:
+        old = self._child_sessions.get(peer)
+        self._child_sessions[peer] = session
+        if old is not None and old is not session:  # the child reconnected before we noticed
+            self._fail_waiting(peer)
+            with contextlib.suppress(Exception):
+                await old.ws.close(1000, "replaced")
+        self.relay.children[peer] = session.conn
+        await self.core.audit.record(f"node:{peer}", "cascade.control.connect", self.node, source=source,
+                                     detail={"role": "child"})
+        self._control_state(peer, True)
+        await self._flush()
+
+    async def _child_lost(self, peer: str, source: str) -> None:
+        del self._child_sessions[peer]
+        self._fail_waiting(peer)
+        self.relay.child_lost(peer)
+        await self._flush()
+        self._control_state(peer, False)
+        await self.core.audit.record(f"node:{peer}", "cascade.control.lost", self.node, source=source,
+                                     detail={"role": "child"})
+        for conference in list(self.relay.children[peer].remote):
+            await self.core.bus.publish("conference.remote_sites", {"conference_id": conference, "node": peer,
+                                                                     "channel": "lost"})
+
+    def _fail_waiting(self, peer: str) -> None:
+        for (child, child_id), future in list(self._waiting.items()):
+            if child == peer and not future.done():
+                future.set_result(CommandResult(child_id, False, *UNREACHABLE))
+
+    # -- the parent (this node is a child) ---------------------------------------------------
+
+    async def _parent_loop(self, parent: Node) -> None:
+        while True:
+            authenticated, refused = False, False
+            try:
+                authenticated, refused = await self._connect_up(parent)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused, unreachable, reset: try again
+                log.debug("cascade control to %s (%s): %s", parent.name, parent.control, exc)
+            if authenticated:
+                self._control_state(parent.name, False)
+                await self.core.audit.record(f"node:{parent.name}", "cascade.control.lost", self.node,
+                                             source=parent.control, detail={"role": "parent"})
+            await asyncio.sleep(self.refused_interval if refused else self.reconnect_interval)
+
+    async def _connect_up(self, parent: Node) -> tuple[bool, bool]:
+        """One connection to the parent, served until it ends: (was authenticated, we were refused)."""
+        async with connect(f"ws://{parent.control}", open_timeout=self.auth_timeout, max_size=512 * 1024,
+                           ping_interval=5, ping_timeout=5) as ws:
+            conn = ControlConnection(self.node, self.token, expected_peer=parent.name,
+                                     command_timeout=self.command_timeout)
+            session: ControlSession
+
+            async def on_event(event: Event) -> None:
+                await self._on_parent_event(session, event)
+
+            session = ControlSession(ws, conn, on_event, auth_timeout=self.auth_timeout)
+            self._up_session = session
+            self.relay.up = conn
+            await session.run()
+            authenticated = session.authenticated.is_set()
+            return authenticated, not authenticated and ws.close_code == CLOSE_AUTH_FAILED
+
+    async def _on_parent_event(self, session: ControlSession, event: Event) -> None:
+        if isinstance(event, AuthFailed):
+            await self._audit_denied(session.conn.peer, event.reason, self.parent.control if self.parent else "")
+            return
+        if isinstance(event, Authenticated):
+            self.relay.parent_connected()
+            await self._flush()
+            self._control_state(event.peer, True)
+            await self.core.audit.record(f"node:{event.peer}", "cascade.control.connect", self.node,
+                                         source=self.parent.control if self.parent else "",
+                                         detail={"role": "parent"})
+            return
+        if isinstance(event, ProtocolError):
+            log.warning("cascade control from the parent: %s %s", event.code, event.message)
+            return
+        own = self.relay.on_parent_event(event, session.now())
+        if own is not None:
+            conf = self.conferences.running(own.conference)
+            if conf is None:
+                self.relay.reply_local(own.id, False, *NOT_RUNNING)
+            else:
+                try:
+                    execute(conf, own)
+                except RoomError as exc:
+                    self.relay.reply_local(own.id, False, "refused", str(exc))
+                else:
+                    self.relay.reply_local(own.id)
+        await self._flush()
+
+    # -- keeping the parent's view of our sites current ----------------------------------------
+
+    async def _watch_conferences(self) -> None:
+        with self.core.bus.subscribe("conference.*") as subscription:
+            async for event in subscription:
+                if event.topic in ("conference.audio_levels", "conference.remote_sites",
+                                   "conference.remote_site"):
+                    continue
+                conference_id = event.payload.get("conference_id")
+                if not isinstance(conference_id, str):
+                    continue
+                try:
+                    await self._sync(conference_id, event.topic, event.payload)
+                except Exception:  # noqa: BLE001 - one bad event must not stop the watcher
+                    log.exception("cascade control: syncing conference %s", conference_id)
+
+    async def _sync(self, conference_id: str, topic: str, payload: dict[str, Any]) -> None:
+        conf = self.conferences.running(conference_id)
+        sites = local_sites(conf, self.node) if conf is not None else []
+        known = self.relay.locals.get(conference_id, {})
+        if [s.id for s in sites] != list(known):
+            self.relay.set_local_sites(sites, conference_id)
+        else:
+            for site in sites:
+                if known[site.id] != site:
+                    self.relay.update_local_site(site, conference_id)
+        up = self.relay.up
+        if topic == "conference.speaker_changed" and up is not None and up.state is State.OPEN:
+            speaker = payload.get("participant_id")
+            if speaker is None or speaker in self.relay.locals.get(conference_id, {}):
+                up.send_speaker(speaker, conference_id)
+        await self._flush()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        sessions = list(self._child_sessions.values())
+        if self._up_session is not None:
+            sessions.append(self._up_session)
+        for session in sessions:
+            with contextlib.suppress(Exception):  # a dying socket: its session reports the loss
+                await session.flush()
+
+    async def _publish_remote(self, event: Event) -> None:
+        """Tell the consoles (over /ws/events) that a conference's remote sites changed."""
+        if isinstance(event, SitesReplaced):
+            await self.core.bus.publish("conference.remote_sites", {"conference_id": event.conference,
+                                                                     "count": len(event.sites)})
+        elif isinstance(event, SiteUpdated):
+            payload = {"conference_id": event.conference, **event.site.to_json()}
+            key, lasting = (event.conference, event.site.id), (event.site.status, event.site.muted)
+            if self._published.get(key) == lasting:
+                # only `speaking` changed: voice activity is too frequent to persist (as audio levels)
+                self.core.bus.deliver_local("conference.remote_site", payload)
+            else:
+                self._published[key] = lasting
+                await self.core.bus.publish("conference.remote_site", payload)
+        elif isinstance(event, ActiveSpeaker):
+            self.core.bus.deliver_local("conference.remote_speaker", {"conference_id": event.conference,
+                                                                       "site": event.site})
+
+    async def _audit_denied(self, peer: str | None, reason: str, source: str) -> None:
+        log.warning("cascade control: authentication of %s from %s failed: %s", peer or "?", source, reason)
+        await self.core.audit.record(f"node:{peer or '?'}", "cascade.control.auth", self.node, outcome="denied",
+                                     source=source, detail={"reason": reason})
+
+    def _control_state(self, node: str, up: bool) -> None:
+        """Tell the failover (capability `cascade`, when it runs here) about the channel."""
+        cascade = self.core.capabilities.get("cascade")
+        report = getattr(cascade, "control_state", None)
+        if report is None:
+            return
+        try:
+            report(node, up)
+        except Exception:  # noqa: BLE001 - the channel keeps working whatever the failover does
+            log.exception("cascade.control_state(%s, %s)", node, up)
+
+
+def _token(core: CoreServices) -> bytes:
+    secret = core.settings.cascade.token
+    value = secret.get_secret_value().encode() if secret is not None else b""
+    if len(value) < 16:
+        raise ConfigError(None, ["cascade.token: 本节点参与级联，须设置至少 16 字节的级联控制口令 "
+                                 "(CC_CASCADE__TOKEN)"])
+    return value
+
+
+async def start(core: CoreServices) -> ControlService | None:
+    """Capability entry point: None when this node has no cascade neighbour in the site plan."""
+    plan = core.plan
+    me = plan.node(core.settings.node_name)
+    if me is None or me.kind != "mcu":
+        return None
+    children = frozenset(n.name for n in plan.nodes if n.parent == me.name and n.kind == "mcu")
+    parent = plan.node(me.parent) if me.parent else None
+    if not children and parent is None:
+        return None
+    mcu = core.capabilities.get("mcu")
+    if mcu is None:
+        raise RuntimeError("cascade_control needs the mcu capability in the same process")
+    if children and not me.control:
+        raise ConfigError(plan.source_path, [f"nodes: node {me.name!r} has children but no control address"])
+    service = ControlService(core, mcu.conferences, me.name, _token(core), listen=me.control if children else "",
+                             parent=parent, children=children,
+                             reconnect_interval=2.0, auth_timeout=5.0, command_timeout=10.0)
+    await service.start()
+    return service
