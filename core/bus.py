@@ -32,6 +32,7 @@ CHANNEL = "cc_events"
 # Which roles may see events of a topic family (the part before the first dot). Admins see all.
 TOPIC_AUDIENCE: dict[str, frozenset[Role]] = {
     "conference": frozenset({Role.CHAIR, Role.OPERATOR, Role.VIEWER}),
+    "cascade": frozenset({Role.CHAIR, Role.OPERATOR, Role.VIEWER}),  # path switches of cascade links
     "call": frozenset({Role.CALLTAKER, Role.DISPATCHER}),
     "incident": frozenset({Role.CALLTAKER, Role.DISPATCHER, Role.CHAIR}),
     "unit": frozenset({Role.CALLTAKER, Role.DISPATCHER}),

@@ -52,11 +52,9 @@ class PathBoard:
 
 
 @pytest.fixture
-def chair_sees_cascade_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    # core/bus.py's audience table has no "cascade" family yet (admins only): the lead adds
-    # `"cascade": {chair, operator, viewer}` when merging; until then the test grants it here.
-    if "cascade" not in core_bus.TOPIC_AUDIENCE:
-        monkeypatch.setitem(core_bus.TOPIC_AUDIENCE, "cascade", frozenset({Role.CHAIR, Role.OPERATOR, Role.VIEWER}))
+def chair_sees_cascade_events() -> None:
+    """Chairs receive cascade.path events on /ws/events (the live badge depends on it)."""
+    assert core_bus.visible_to("cascade.path", Role.CHAIR) and not core_bus.visible_to("cascade.path", Role.CALLTAKER)
 
 
 async def test_console_shows_remote_sites_and_path_state(nodes: dict[str, NodeUnderTest],  # noqa: F811
