@@ -32,7 +32,7 @@ from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, Run
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
 from sip_gateway.h323.events import (
@@ -50,13 +50,15 @@ from sip_gateway.h323.events import (
     UserInputReceived,
     VideoFastUpdateRequested,
 )
+from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
 from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg, site_video_codec
 from sip_gateway.h323.q931 import Cause
+from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 
 if TYPE_CHECKING:
     from core.runtime import CoreServices
 
-__all__ = ["BridgeSettings", "H323Bridge", "H323Site", "bitrate_for_pane", "parse_address", "start"]
+__all__ = ["BridgeSettings", "H323Bridge", "H323Site", "bitrate_for_pane", "parse_address", "parse_target", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,14 @@ class BridgeSettings:
     round_trip_interval: float = 10.0  # H.245 roundTripDelay keep-alive (0: off)
     answer_timeout: float = 30.0  # dial-out: no Connect within this: failed
     pane_check_interval: float = 5.0  # how often the terminal's video rate is matched to its pane
+    gatekeeper: str = "none"  # "none", "client" (register to gatekeeper_address) or "server" (built-in)
+    gatekeeper_address: str = ""  # host[:port] (client mode)
+    aliases: tuple[str, ...] = ("commandcenter-mcu",)  # registered besides the conference ids
+    ras_host: str = ""  # RAS (UDP) address; empty: ``host``
+    ras_port: int = 1719  # the built-in gatekeeper's port; the client's own RAS port (0: any)
+    time_to_live: int = 300  # RAS registration time to live (seconds)
+    gatekeeper_retry: float = 5.0  # client: wait this long after a failed registration
+    alias_check_interval: float = 30.0  # client: re-register when the conference ids changed
 
 
 def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | None:
@@ -85,6 +95,28 @@ def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | No
         return None
     cap = DEFAULT_BITRATE[(352, 288)] if area <= 352 * 288 else DEFAULT_BITRATE[(640, 360)]
     return cap if not offered_bps or offered_bps > cap else None
+
+
+def parse_target(text: str, default_port: int = 1720) -> tuple[str | None, MediaAddress | None]:
+    """What the console dials: ``(alias, address)``; ValueError (zh-CN) for anything else.
+
+    ``host[:port]`` → ``(None, address)``; ``alias@host[:port]`` → both; ``alias:NAME`` or a bare
+    E.164 number (digits, ``*``, ``#``) → ``(alias, None)``: resolved by the gatekeeper.
+    """
+    text = text.strip()
+    if text.startswith("alias:"):
+        alias = text[len("alias:"):].strip()
+        if not alias or any(ord(c) < 32 for c in alias) or len(alias) > 128:
+            raise ValueError(f"无效的 H.323 别名: {text!r}")
+        return alias, None
+    if re.fullmatch(r"[0-9*#]{1,32}", text):
+        return text, None
+    if "@" in text:
+        alias, _, host = text.partition("@")
+        if not alias.strip():
+            raise ValueError(f"无效的 H.323 地址: {text!r}")
+        return alias.strip(), parse_address(host, default_port)
+    return None, parse_address(text, default_port)
 
 
 def parse_address(address: str, default_port: int = 1720) -> MediaAddress:
@@ -304,16 +336,56 @@ class H323Bridge:
         self._last_call: dict[tuple[str, str], tuple[str, str | None, str]] = {}  # for redial
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: MediaAddress | None = None
+        self.registration: RegistrationKeeper | None = None  # gatekeeper = "client"
+        self.local_gatekeeper: LocalGatekeeper | None = None  # gatekeeper = "server"
+        self._conference_ids: frozenset[str] = frozenset()  # known conference ids (server mode lookups)
 
     async def start(self) -> MediaAddress:
-        """Listen for calls; returns the bound address."""
+        """Listen for calls and start the gatekeeper mode; returns the bound address."""
         self.address = await self.endpoint.listen(self.settings.host, self.settings.port)
+        mode = self.settings.gatekeeper
+        ras_host = self.settings.ras_host or self.settings.host
+        if mode == "client":
+            self.registration = RegistrationKeeper(
+                self.endpoint, parse_address(self.settings.gatekeeper_address, RAS_PORT), self._registered_aliases,
+                ras_host=ras_host, ras_port=self.settings.ras_port, time_to_live=self.settings.time_to_live,
+                retry_delay=self.settings.gatekeeper_retry, alias_check_interval=self.settings.alias_check_interval)
+            await self.registration.start()
+        elif mode == "server":
+            await self._registered_aliases()  # fills the conference ids the gatekeeper answers for
+            gatekeeper = Gatekeeper(identifier="commandcenter-gk", time_to_live=self.settings.time_to_live,
+                                    local_aliases=self._local_alias)
+            self.local_gatekeeper = LocalGatekeeper(gatekeeper, ras_host, self.settings.ras_port)
+            await self.local_gatekeeper.start()
+        elif mode != "none":
+            raise ValueError(f"unknown gatekeeper mode {mode!r}")
         return self.address
 
+    async def _registered_aliases(self) -> tuple[str, ...]:
+        """Our aliases: the configured ones plus every scheduled or running conference id
+        (E.164 digits), so terminals can dial a conference by number through the gatekeeper."""
+        ids = [r.id for r in await self.conferences.list_conferences(include_ended=False)]
+        ids += [c.id for c in self.conferences.running_conferences()]
+        self._conference_ids = frozenset(ids)
+        return tuple(dict.fromkeys([*self.settings.aliases, *sorted(set(ids))]))
+
+    def _local_alias(self, alias: str) -> MediaAddress | None:
+        """Server mode: aliases our own call-signalling address answers (ARQ from a terminal)."""
+        if alias in self.settings.aliases or alias in self._conference_ids or self.conferences.running(alias):
+            return self.address
+        return None
+
     async def stop(self) -> None:
-        """Hang up every call and stop listening."""
+        """Hang up every call, unregister from the gatekeeper and stop listening."""
         for site in list(self.sites):
             site.handle.release(Cause.NORMAL_CALL_CLEARING)
+        for site in list(self.sites):  # DRQs go out while still registered
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(site.released), 2)
+        if self.registration is not None:
+            await self.registration.stop()
+        if self.local_gatekeeper is not None:
+            self.local_gatekeeper.close()
         await self.endpoint.close()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -444,22 +516,49 @@ class H323Bridge:
             if planned is None:
                 raise ValueError("缺少 H.323 地址")
             address, name = planned[1], name or planned[0]
-        if "@" in address and alias is None:
-            alias, _, address = address.partition("@")
-        target = parse_address(address)
+        target_alias, target = parse_target(address)
+        alias = alias or target_alias
         display = name or (conf.sites[site_id].name if site_id in conf.sites else site_id)
         self._last_call[(conference_id, site_id)] = (address, alias, display)
-        await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{target.host}:{target.port}",
-                                   name=display, protocol="h323")
+        where = f"{target.host}:{target.port}" if target is not None else "网守"
+        await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{where}", name=display, protocol="h323")
         try:
+            target = self._resolve(alias, target)
             handle = await self.endpoint.dial(target, alias)
+        except AdmissionRefused as exc:
+            text = (f"别名 {alias} 未在网守注册" if exc.reason == "calledPartyNotRegistered"
+                    else f"网守拒绝呼叫（{exc.reason}）")
+            if exc.reason == "callerNotRegistered" and self.registration is not None:
+                self.registration.forget("ARJ callerNotRegistered")
+            await conf.set_site_status(site_id, "failed", text, name=display, protocol="h323")
+            raise ConnectionError(text) from exc
+        except LookupError as exc:
+            await conf.set_site_status(site_id, "failed", str(exc.args[0]), name=display, protocol="h323")
+            raise ConnectionError(str(exc.args[0])) from exc
         except (OSError, TimeoutError) as exc:
             await conf.set_site_status(site_id, "failed", f"连接失败: {exc}", name=display, protocol="h323")
-            raise ConnectionError(f"无法连接 {target.host}:{target.port}: {exc}") from exc
+            raise ConnectionError(f"无法连接 {where}: {exc}") from exc
         site = await self._new_site(handle, dial_out=True)
         site.conference, site.site_id = conf, site_id
         self._spawn(self._outgoing(site, conf, site_id, display))
         return site
+
+    def _resolve(self, alias: str | None, target: MediaAddress | None) -> MediaAddress | None:
+        """Where to call: the address, or the alias's registration in our gatekeeper (server
+        mode). None: the registered client asks its gatekeeper (ARQ). LookupError (zh-CN) when
+        the alias cannot be resolved."""
+        if target is not None:
+            return target
+        if self.local_gatekeeper is not None:
+            found = self.local_gatekeeper.lookup(alias or "")
+            if found is None:
+                raise LookupError(f"别名 {alias} 未在本机网守注册")
+            return found
+        if self.registration is not None:
+            if self.endpoint.gatekeeper is None:
+                raise LookupError(f"尚未注册到网守，无法按别名 {alias} 呼叫")
+            return None
+        raise LookupError(f"未配置网守，无法按别名 {alias} 呼叫（请填写 IP 地址）")
 
     async def _outgoing(self, site: H323Site, conf: RunningConference, site_id: str, name: str) -> None:
         try:
@@ -562,7 +661,9 @@ async def start(core: CoreServices) -> H323Capability | None:
     conferences: ConferenceService = mcu.conferences
     rtp = core.settings.rtp
     settings = BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
-                              rtp_last=rtp.port_max)
+                              rtp_last=rtp.port_max, gatekeeper=h323.gatekeeper,
+                              gatekeeper_address=h323.gatekeeper_address, aliases=tuple(h323.aliases),
+                              ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds)
     bridge = H323Bridge(conferences, settings)
     try:
         await bridge.start()
@@ -574,5 +675,5 @@ async def start(core: CoreServices) -> H323Capability | None:
             await bridge.stop()
         return None
     conferences.register_dialer("h323", H323SiteDialer(bridge))
-    log.info("H.323 listening on %s:%d", settings.host, settings.port)
+    log.info("H.323 listening on %s:%d (gatekeeper: %s)", settings.host, settings.port, settings.gatekeeper)
     return H323Capability(bridge)

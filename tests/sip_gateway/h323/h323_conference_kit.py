@@ -7,6 +7,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -84,7 +85,8 @@ class Terminal:
         self._media_tasks: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()
 
-    async def dial(self, address: MediaAddress, number: str | None) -> CallHandle:
+    async def dial(self, address: MediaAddress | None, number: str | None) -> CallHandle:
+        """Call ``number`` at ``address`` (None: a registered terminal asks its gatekeeper)."""
         self.handle = await self.endpoint.dial(address, number)
         await self._attach(self.handle)
         return self.handle
@@ -164,12 +166,13 @@ class Mcu:
     address: MediaAddress
 
 
-async def start_mcu(services: CoreServices, port: int, fps: int = 10) -> Mcu:
+async def start_mcu(services: CoreServices, port: int, fps: int = 10, **settings: Any) -> Mcu:
+    """The conference service and the bridge; ``settings`` override BridgeSettings fields."""
     conferences = ConferenceService(services, RoomSettings(width=640, height=360, fps=fps))
     await conferences.start()
-    bridge = H323Bridge(conferences, BridgeSettings(host="127.0.0.1", port=port, rtp_first=MCU_RTP[0],
-                                                    rtp_last=MCU_RTP[1], round_trip_interval=1.0,
-                                                    media_settle=2.0, ivr_digit_timeout=5.0))
+    bridge = H323Bridge(conferences, BridgeSettings(**{
+        "host": "127.0.0.1", "port": port, "rtp_first": MCU_RTP[0], "rtp_last": MCU_RTP[1],
+        "round_trip_interval": 1.0, "media_settle": 2.0, "ivr_digit_timeout": 5.0, **settings}))
     address = await bridge.start()
     return Mcu(conferences, bridge, address)
 
