@@ -153,6 +153,7 @@ class H323Site:
     requested_video_bps: int | None = None  # our flowControlCommand towards the terminal
     rejected: list[str] = field(default_factory=list)  # our OLCs the terminal refused: "session:cause"
     incoming: CallIncoming | None = None
+    joining: bool = False  # SiteMedia.join in progress: it reports the outcome itself
 
     # ------------------------------------------------------------------ events
     async def pump(self) -> None:
@@ -263,8 +264,12 @@ class H323Site:
             video = VideoFormat(codec, width, height, single_nal)
         self.conference = conf
         self.site_id = site_id
-        self.site = await SiteMedia.join(conf, site_id, name, "h323", self.media, video=video,
-                                         leg_statistics=self.media.statistics, extra_stats=self.extra_stats)
+        self.joining = True
+        try:
+            self.site = await SiteMedia.join(conf, site_id, name, "h323", self.media, video=video,
+                                             leg_statistics=self.media.statistics, extra_stats=self.extra_stats)
+        finally:
+            self.joining = False
         if self.released.done():  # hung up while joining: finish() found no site to close
             await self.site.close("hangup")
             return
@@ -294,7 +299,7 @@ class H323Site:
         reason = "hangup" if event.cause == Cause.NORMAL_CALL_CLEARING else "failed"
         if self.site is not None:
             await self.site.close(reason)
-        elif self.dial_out and self.conference is not None and self.site_id:
+        elif self.dial_out and self.conference is not None and self.site_id and not self.joining:
             # Hung up by the console while calling: back to idle; anything else failed, with the cause.
             cancelled = event.cause == Cause.NORMAL_CALL_CLEARING and not event.by_remote
             with contextlib.suppress(Exception):

@@ -521,7 +521,7 @@ class RasClientProtocol(asyncio.DatagramProtocol):
     def flush(self) -> None:
         """Send queued datagrams, forward events and re-arm the timer."""
         loop = asyncio.get_running_loop()
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             for datagram in self.client.datagrams_to_send():
                 self.transport.sendto(datagram, (self.gatekeeper.host, self.gatekeeper.port))
         for event in self.client.take_events():
@@ -595,3 +595,4 @@ class RasClientProtocol(asyncio.DatagramProtocol):
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 self.transport.close()
+            self.transport = None

@@ -142,7 +142,7 @@ async def test_server_mode_terminal_registers_and_is_dialled_by_alias(services: 
         await eventually(lambda: status(mcu, "luoding-room") == "joined", 15)
         # The terminal's registration expires (keep-alives stop): the alias no longer resolves.
         await mcu.conferences.dial(CONFERENCE, "luoding-room", "hangup", "chair")
-        await eventually(lambda: status(mcu, "luoding-room") == "left")
+        await eventually(lambda: status(mcu, "luoding-room") == "left")  # hung up right after joining
         ras[0].close()
         gk.expire(float("inf"))
         with pytest.raises(ConferenceError, match="未在本机网守注册"):
@@ -184,7 +184,7 @@ async def test_client_mode_registers_admits_and_survives_gatekeeper_restart(serv
             await terminal.listen(free_port())
             ras.append(await register(terminal, MediaAddress("127.0.0.1", gk_port), ("room-101",)))
             await mcu.bridge.invite(CONFERENCE, "lianta-room", "alias:room-101")
-            await eventually(lambda: status(mcu, "lianta-room") == "joined", 15)  # type: ignore[union-attr]
+            await eventually(lambda: status(mcu, "lianta-room") == "joined", 15)
             await sees_room(terminal)
             assert len(gk.admitted) == 2  # the MCU's ARQ and the terminal's (answerCall)
             with pytest.raises(ConnectionError, match="别名 nobody 未在网守注册"):
@@ -196,7 +196,7 @@ async def test_client_mode_registers_admits_and_survives_gatekeeper_restart(serv
             # Dial-in by conference number through the gatekeeper: the MCU asks to answer (ARQ).
             handle = await terminal.dial(None, CONFERENCE)
             await handle.wait_for(CallConnected, 15)
-            await eventually(lambda: status(mcu, "h323-room-101") == "joined", 15)  # type: ignore[union-attr]
+            await eventually(lambda: status(mcu, "h323-room-101") == "joined", 15)
             assert len(gk.admitted) == 2
             handle.release()
             await eventually(lambda: not gk.admitted, 5)
@@ -205,6 +205,7 @@ async def test_client_mode_registers_admits_and_survives_gatekeeper_restart(serv
             # The gatekeeper restarts (registrations lost): the keep-alive RRQ is refused, the
             # MCU registers again in full.
             gk_transport.close()
+            await asyncio.sleep(0.2)  # the socket closes on the next loop iteration
             gk, gk_transport = await start_gatekeeper(gk_port)
             transports.append(gk_transport)
             await eventually(lambda: keeper.registrations >= 2 and keeper.registered.is_set(), 15)
