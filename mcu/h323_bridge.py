@@ -222,10 +222,15 @@ class H323Site:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
                                "requested_video_bps": self.requested_video_bps,
                                "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected)}
-        video_out = self.media.outgoing_video
-        audio_out = self.media.channels.get((AUDIO_SESSION, True))
-        out["h323_codecs"] = {"audio": audio_out.format.codec.value if audio_out else None,
-                              "video": video_out.format.codec.value if video_out else None}
+        # Each direction is its own logical channel and may use another codec (a terminal
+        # sending H.263 while receiving H.261): "audio"/"video" are what we send.
+        codecs: dict[str, str | None] = {}
+        for session_id, kind in ((AUDIO_SESSION, "audio"), (VIDEO_SESSION, "video")):
+            sent = self.media.channels.get((session_id, True))
+            received = self.media.channels.get((session_id, False))
+            codecs[kind] = sent.format.codec.value if sent else None
+            codecs[f"{kind}_received"] = received.format.codec.value if received else None
+        out["h323_codecs"] = codecs
         return out
 
     # ------------------------------------------------------------------ joining

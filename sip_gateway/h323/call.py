@@ -97,7 +97,10 @@ class CallState(Enum):
 class EndpointConfig:
     """How our side of H.323 presents itself and behaves. Timers are in seconds."""
 
-    formats: Sequence[MediaFormat] = DEFAULT_FORMATS
+    formats: Sequence[MediaFormat] = DEFAULT_FORMATS  # what we receive (our capability set)
+    # What we are able to send, when it differs from what we receive (None: the same). Room
+    # systems are often asymmetric (send H.263, receive H.261 only); a test terminal needs it.
+    transmit_formats: Sequence[MediaFormat] | None = None
     h323_id: str = "commandcenter"
     e164: str | None = None
     display: str = "commandcenter MCU"
@@ -123,7 +126,8 @@ class EndpointConfig:
 
     def h245_config(self, media_ports: dict[int, int]) -> H245Config:
         return H245Config(
-            formats=self.formats, media_host=self.media_host, media_ports=dict(media_ports),
+            formats=self.formats, transmit_formats=self.transmit_formats, media_host=self.media_host,
+            media_ports=dict(media_ports),
             terminal_type=TERMINAL_TYPE_MCU if self.is_mcu else TERMINAL_TYPE_TERMINAL,
             t101_capability=self.t101_capability, t103_open_channel=self.t103_open_channel,
             t105_round_trip=self.t105_round_trip, t106_master_slave=self.t106_master_slave,
@@ -646,7 +650,9 @@ class Call:
         for session_id in (AUDIO_SESSION, VIDEO_SESSION):
             for transmit in (True, False):
                 candidates = [o for o in parsed if o.session_id == session_id and o.transmit == transmit]
-                choice = self._best_offer(candidates, video=session_id == VIDEO_SESSION)
+                # The caller transmits: we receive it (our capabilities); else we transmit.
+                local = self.config.formats if transmit else self._transmit_formats
+                choice = self._best_offer(candidates, local, video=session_id == VIDEO_SESSION)
                 if choice is None:
                     continue
                 offer, fmt = choice
@@ -680,8 +686,13 @@ class Call:
         return _FastStartOffer(olc, fmt, int(params.get("sessionID", fmt.session_id)) or fmt.session_id,
                                transmit, params)
 
-    def _best_offer(self, candidates: list[_FastStartOffer], video: bool) -> tuple[_FastStartOffer, MediaFormat] | None:
-        local = [f for f in self.config.formats if f.codec.is_video == video]
+    @property
+    def _transmit_formats(self) -> Sequence[MediaFormat]:
+        return self.config.transmit_formats if self.config.transmit_formats is not None else self.config.formats
+
+    def _best_offer(self, candidates: list[_FastStartOffer], formats: Sequence[MediaFormat],
+                    video: bool) -> tuple[_FastStartOffer, MediaFormat] | None:
+        local = [f for f in formats if f.codec.is_video == video]
         if video:
             local.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
         for mine in local:
@@ -769,10 +780,11 @@ class Call:
         proposals: list[bytes] = []
         number = 1
         for session_id, video in ((AUDIO_SESSION, False), (VIDEO_SESSION, True)):
-            formats = [f for f in self.config.formats if f.codec.is_video == video]
-            if video:
-                formats.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
             for transmit in (True, False):
+                formats = [f for f in (self._transmit_formats if transmit else self.config.formats)
+                           if f.codec.is_video == video]
+                if video:
+                    formats.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
                 for fmt in formats:
                     params: dict[str, Any] = {
                         "sessionID": session_id,

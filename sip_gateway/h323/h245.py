@@ -92,7 +92,8 @@ def media_address_from(value: Any) -> MediaAddress | None:
 class H245Config:
     """Local side of H.245: what we receive, where, and the procedure timers (seconds)."""
 
-    formats: Sequence[MediaFormat]
+    formats: Sequence[MediaFormat]  # what we receive: our capability set
+    transmit_formats: Sequence[MediaFormat] | None = None  # what we can send (None: ``formats``)
     media_host: str = "127.0.0.1"
     media_ports: dict[int, int] = field(default_factory=lambda: {AUDIO_SESSION: 0, VIDEO_SESSION: 0})
     terminal_type: int = TERMINAL_TYPE_MCU
@@ -428,9 +429,10 @@ class H245Session:
         if (not self.config.open_channels or remote is None or self.paused_by_remote
                 or self.msd_state is not MsdState.DONE):
             return
-        audio = choose_format(self.config.formats, remote.formats, video=False)
-        video = choose_format(self.config.formats, remote.formats, video=True)
-        local_has_video = any(f.codec.is_video for f in self.config.formats)
+        sendable = self.config.formats if self.config.transmit_formats is None else self.config.transmit_formats
+        audio = choose_format(sendable, remote.formats, video=False)
+        video = choose_format(sendable, remote.formats, video=True)
+        local_has_video = any(f.codec.is_video for f in sendable)
         if (audio is None or (video is None and local_has_video)) and not self._mismatch_reported:
             self._mismatch_reported = True
             self._events.append(CapabilityMismatch(audio=audio is None,

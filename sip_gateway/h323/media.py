@@ -19,7 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
-from ..rtp.codecs import Pcm
+from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
 from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
 from ..sip.sdp import Codec as SdpCodec
 from ..sip.sdp import MediaStream
@@ -179,6 +179,21 @@ class H323MediaLeg:
         target = self.leg.audio if kind == "audio" else self.leg.video
         if target is not None and rtcp is not None:
             target.remote_rtcp = (rtcp.host, rtcp.port)
+        if target is not None and inc is not None and out is not None:
+            self._receive_with(target, sdp_codec(inc.format, inc.payload_type))
+
+    @staticmethod
+    def _receive_with(channel: _Channel, codec: SdpCodec) -> None:
+        """Depacketise and decode by the incoming channel's codec: a terminal may send another
+        codec than the one it receives (H.263 out, H.261 in), each direction has its own OLC."""
+        session = channel.session
+        if session is None or session.receive_codec == codec:
+            return
+        session.receive_codec = codec
+        if channel.kind == "audio":
+            channel.audio_decoder = AudioDecoder(codec)
+        else:
+            channel.video_decoder = VideoDecoder(codec)
 
     @property
     def incoming_video(self) -> LogicalChannel | None:

@@ -62,6 +62,7 @@ class Terminal:
     """A room system: dials, sends a colour and a tone, keeps what it decodes."""
 
     formats: Sequence[MediaFormat] = DEFAULT_FORMATS
+    transmit_formats: Sequence[MediaFormat] | None = None  # what it sends, when not ``formats``
     fast_start: bool = True
     tunnelling: bool = True
     colour: tuple[int, int, int] = GREEN
@@ -75,7 +76,8 @@ class Terminal:
 
     def __post_init__(self) -> None:
         self.ports = BoundPortAllocator("127.0.0.1", *TERMINAL_RTP)
-        self.config = EndpointConfig(formats=tuple(self.formats), h323_id=self.alias, e164="8001", is_mcu=False,
+        self.config = EndpointConfig(formats=tuple(self.formats), h323_id=self.alias,
+                                     transmit_formats=tuple(self.transmit_formats) if self.transmit_formats else None, e164="8001", is_mcu=False,
                                      display=self.name, fast_start=self.fast_start, tunnelling=self.tunnelling,
                                      h245_port=self.h245_port)
         self.endpoint = H323Endpoint(self.config, ports=self.ports)

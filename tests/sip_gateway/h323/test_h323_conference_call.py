@@ -162,7 +162,8 @@ async def test_h323_terminal_in_conference(services: CoreServices, tmp_path: Pat
     own = out["own_pane"]
     assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]
     stats = out["stats"][0]  # type: ignore[index]
-    assert stats["round_trip_ms"] is not None and stats["h323_codecs"] == {"audio": "G722", "video": "H264"}
+    assert stats["round_trip_ms"] is not None
+    assert stats["h323_codecs"] == {"audio": "G722", "audio_received": "G722", "video": "H264", "video_received": "H264"}
     assert {s["kind"] for s in stats["streams"]} == {"audio", "video"}
     assert out["site_after"]["status"] == "left"  # type: ignore[index]
     released = terminal.of(CallReleased)[0]
@@ -204,7 +205,8 @@ async def test_legacy_video_terminal_gets_video_it_decodes(services: CoreService
     terminal = Terminal(formats=formats)
     out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, video, capture=capture), 90)
     assert out["received_size"] == (352, 288)
-    assert out["stats"][0]["h323_codecs"] == {"audio": audio, "video": video.upper()}  # type: ignore[index]
+    assert out["stats"][0]["h323_codecs"] == {"audio": audio, "audio_received": audio,  # type: ignore[index]
+                                              "video": video.upper(), "video_received": video.upper()}
     own = out["own_pane"]
     assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]
     if capture:
@@ -212,6 +214,29 @@ async def test_legacy_video_terminal_gets_video_it_decodes(services: CoreService
         assert isinstance(pcap, Path)
         bad, protocols = _rtp_problems(pcap)
         assert bad == [] and video in protocols, (bad, protocols)
+
+
+H263_H261 = MediaFormat(Codec.H263, max_bitrate=3840, mpi=(("qcifMPI", 1), ("cifMPI", 1)))
+
+
+@pytest.mark.parametrize("fast_start", [True, False], ids=["faststart", "no-faststart"])
+async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServices, tmp_path: Path,
+                                                             fast_start: bool) -> None:
+    """A room system that sends H.263 and G.711 µ-law but lists only H.261 and A-law among its
+    receive capabilities: we decode what arrives by the incoming channel's codec (its green
+    picture shows in its pane) and send what its capabilities allow (it decodes CIF H.261)."""
+    terminal = Terminal(formats=H261_ONLY, transmit_formats=(MediaFormat(Codec.PCMU), H263_H261),
+                        fast_start=fast_start, tunnelling=fast_start)
+    out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, "h261", capture=False), 90)
+    assert out["received_size"] == (352, 288)  # H.261 CIF decoded by the terminal
+    own = out["own_pane"]
+    assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]  # its H.263 decoded by the MCU
+    stats = out["stats"][0]  # type: ignore[index]
+    assert stats["h323_codecs"] == {"audio": "PCMA", "audio_received": "PCMU",
+                                    "video": "H261", "video_received": "H263"}
+    assert stats["input_resolution"] == [352, 288]
+    sent = [e.channel for e in terminal.of(ChannelOpened) if isinstance(e, ChannelOpened) and e.channel.outgoing]
+    assert {c.format.codec for c in sent} == {Codec.PCMU, Codec.H263}
 
 
 def test_default_formats_prefer_h264() -> None:
