@@ -31,7 +31,7 @@ from .capabilities import (
     data_type_from_format,
     format_from_data_type,
     media_packetization,
-    packetization_mode_from,
+    with_channel_parameters,
 )
 from .capabilities import _merge as merge_formats
 from .events import (
@@ -678,11 +678,7 @@ class Call:
         if fmt is None or not isinstance(params_choice, tuple) or params_choice[0] != "h2250LogicalChannelParameters":
             return None
         params = params_choice[1]
-        mode = packetization_mode_from(params.get("mediaPacketization"))
-        if "dynamicRTPPayloadType" in params:
-            fmt = replace(fmt, payload_type=int(params["dynamicRTPPayloadType"]))
-        if mode is not None:
-            fmt = replace(fmt, packetization_modes=(mode,))
+        fmt = with_channel_parameters(fmt, params)
         return _FastStartOffer(olc, fmt, int(params.get("sessionID", fmt.session_id)) or fmt.session_id,
                                transmit, params)
 
@@ -701,6 +697,9 @@ class Call:
                 if merged is not None:
                     if merged.codec is Codec.H264:
                         merged = replace(merged, packetization_modes=offer.fmt.packetization_modes,
+                                         payload_type=offer.fmt.payload_type)
+                    elif merged.codec is Codec.H263:  # the proposal's payload format (RFC 2190 or 4629)
+                        merged = replace(merged, h263_rfc4629=offer.fmt.h263_rfc4629,
                                          payload_type=offer.fmt.payload_type)
                     return offer, merged
         return None
@@ -794,11 +793,10 @@ class Call:
                         params = {"sessionID": session_id,
                                   "mediaChannel": transport_address(h245.config.local_rtp(session_id)),
                                   "mediaControlChannel": transport_address(h245.config.local_rtcp(session_id))}
-                    if fmt.codec is Codec.H264:
+                    packetization = media_packetization(fmt)
+                    if packetization is not None:  # dynamic payload formats (H.264, H263-1998)
                         params["dynamicRTPPayloadType"] = fmt.rtp_payload_type
-                        packetization = media_packetization(fmt)
-                        if packetization is not None:
-                            params["mediaPacketization"] = packetization
+                        params["mediaPacketization"] = packetization
                     mux = ("h2250LogicalChannelParameters", params)
                     if transmit:
                         olc: dict[str, Any] = {
@@ -853,8 +851,8 @@ class Call:
                 if fmt is None:
                     continue
                 # Our transmit proposal, accepted: the callee told us where to send.
-                pt = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
-                fmt = replace(fmt, payload_type=pt)
+                fmt = with_channel_parameters(fmt, params)
+                pt = fmt.rtp_payload_type
                 session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
                 remote_rtcp[session_id] = media_address_from(params.get("mediaControlChannel"))
                 opened.append(LogicalChannel(
@@ -867,8 +865,8 @@ class Call:
                 params = reverse["multiplexParameters"][1]
                 if fmt is None:
                     continue
-                pt = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
-                fmt = replace(fmt, payload_type=pt)
+                fmt = with_channel_parameters(fmt, params)
+                pt = fmt.rtp_payload_type
                 session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
                 opened.append(LogicalChannel(
                     number, False, fmt, session_id, pt,

@@ -19,7 +19,6 @@ from .asn1 import decode_h245, encode_h245
 from .capabilities import (
     AUDIO_SESSION,
     VIDEO_SESSION,
-    Codec,
     MediaFormat,
     RemoteCapabilities,
     build_terminal_capability_set,
@@ -27,8 +26,8 @@ from .capabilities import (
     data_type_from_format,
     format_from_data_type,
     media_packetization,
-    packetization_mode_from,
     parse_terminal_capability_set,
+    with_channel_parameters,
 )
 from .events import (
     CapabilitiesReceived,
@@ -217,11 +216,10 @@ class H245Session:
             "mediaControlChannel": transport_address(self.config.local_rtcp(fmt.session_id)),
             "silenceSuppression": False,
         }
-        if fmt.codec is Codec.H264:
+        packetization = media_packetization(fmt)
+        if packetization is not None:  # dynamic payload formats: H.264, H.263 as H263-1998
             h2250["dynamicRTPPayloadType"] = fmt.rtp_payload_type
-            packetization = media_packetization(fmt)
-            if packetization is not None:
-                h2250["mediaPacketization"] = packetization
+            h2250["mediaPacketization"] = packetization
         olc = {
             "forwardLogicalChannelNumber": number,
             "forwardLogicalChannelParameters": {
@@ -470,10 +468,8 @@ class H245Session:
             return
         params = mux[1]
         session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
-        payload_type = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
-        mode = packetization_mode_from(params.get("mediaPacketization"))
-        fmt = replace(fmt, payload_type=payload_type,
-                      packetization_modes=(mode,) if mode is not None else fmt.packetization_modes)
+        fmt = with_channel_parameters(fmt, params)
+        payload_type = fmt.rtp_payload_type
         channel = LogicalChannel(
             number=number, outgoing=False, format=fmt, session_id=session_id, payload_type=payload_type,
             local_rtp=self.config.local_rtp(fmt.session_id), local_rtcp=self.config.local_rtcp(fmt.session_id),

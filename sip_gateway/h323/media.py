@@ -35,7 +35,8 @@ _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
 def sdp_codec(fmt: MediaFormat, payload_type: int) -> SdpCodec:
     """The RTP layer's codec description of a negotiated H.245 format."""
     fmtp = f"packetization-mode={fmt.packetization_modes[0]}" if fmt.codec is Codec.H264 else ""
-    return SdpCodec(fmt.codec.value, payload_type, _CLOCK.get(fmt.codec, 90000), fmtp=fmtp)
+    name = "H263-1998" if fmt.codec is Codec.H263 and fmt.h263_rfc4629 else fmt.codec.value
+    return SdpCodec(name, payload_type, _CLOCK.get(fmt.codec, 90000), fmtp=fmtp)
 
 
 def site_video_codec(fmt: MediaFormat) -> tuple[str, tuple[int, int], bool]:

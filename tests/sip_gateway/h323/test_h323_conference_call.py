@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -219,13 +220,17 @@ async def test_legacy_video_terminal_gets_video_it_decodes(services: CoreService
 H263_H261 = MediaFormat(Codec.H263, max_bitrate=3840, mpi=(("qcifMPI", 1), ("cifMPI", 1)))
 
 
-@pytest.mark.parametrize("fast_start", [True, False], ids=["faststart", "no-faststart"])
+@pytest.mark.parametrize("fast_start, rfc4629", [(True, False), (False, False), (False, True)],
+                         ids=["faststart", "no-faststart", "no-faststart-h263-rfc4629"])
 async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServices, tmp_path: Path,
-                                                             fast_start: bool) -> None:
+                                                             fast_start: bool, rfc4629: bool) -> None:
     """A room system that sends H.263 and G.711 µ-law but lists only H.261 and A-law among its
     receive capabilities: we decode what arrives by the incoming channel's codec (its green
-    picture shows in its pane) and send what its capabilities allow (it decodes CIF H.261)."""
-    terminal = Terminal(formats=H261_ONLY, transmit_formats=(MediaFormat(Codec.PCMU), H263_H261),
+    picture shows in its pane) and send what its capabilities allow (it decodes CIF H.261).
+    With ``rfc4629`` its H.263 channel says (mediaPacketization rfc-number 2429, dynamic payload
+    type 96) that it uses the H263-1998 payload format instead of RFC 2190."""
+    h263 = replace(H263_H261, h263_rfc4629=True, payload_type=96) if rfc4629 else H263_H261
+    terminal = Terminal(formats=H261_ONLY, transmit_formats=(MediaFormat(Codec.PCMU), h263),
                         fast_start=fast_start, tunnelling=fast_start)
     out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, "h261", capture=False), 90)
     assert out["received_size"] == (352, 288)  # H.261 CIF decoded by the terminal
@@ -237,6 +242,8 @@ async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServic
     assert stats["input_resolution"] == [352, 288]
     sent = [e.channel for e in terminal.of(ChannelOpened) if isinstance(e, ChannelOpened) and e.channel.outgoing]
     assert {c.format.codec for c in sent} == {Codec.PCMU, Codec.H263}
+    assert {s["kind"]: s["codec"] for s in stats["streams"]}["video"] == "H261"
+    assert [c.format.h263_rfc4629 for c in sent if c.format.codec is Codec.H263] == [rfc4629]
 
 
 def test_default_formats_prefer_h264() -> None:
