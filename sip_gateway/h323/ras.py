@@ -399,10 +399,48 @@ class Gatekeeper:
             seq = body.get("requestSeqNum", 1) if isinstance(body, dict) else 1
             return [(encode_ras(("unknownMessageResponse", {"requestSeqNum": seq})), source)]
         try:
-            reply: tuple[str, Any] = handler(body, source, now)
+            reply: tuple[str, Any] | None = handler(body, source, now)
         except (KeyError, TypeError, ValueError, IndexError):
             return []
-        return [(encode_ras(reply), source)]
+        if reply is None:
+            return []
+        destination = source
+        if kind == "locationRequest":  # LRQ answers go to its replyAddress
+            destination = address_from_ras(body.get("replyAddress")) or source
+        return [(encode_ras(reply), destination)]
+
+    def _registration_of(self, alias: str, now: float) -> tuple[MediaAddress, MediaAddress] | None:
+        """(call signalling, RAS) addresses of a registered or local alias."""
+        self.expire(now)
+        for registration in self.registrations.values():
+            if alias in registration.aliases:
+                return registration.call_signal, registration.ras
+        local = self.local_aliases(alias) if self.local_aliases is not None else None
+        return (local, self.ras_address) if local is not None else None
+
+    def _on_locationRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        """LRQ (another gatekeeper or an endpoint asks where an alias is): LCF or LRJ."""
+        seq = body["requestSeqNum"]
+        for alias in _alias_texts(body.get("destinationInfo")):
+            found = self._registration_of(alias, now)
+            if found is not None:
+                return ("locationConfirm", {"requestSeqNum": seq, "callSignalAddress": ras_transport(found[0]),
+                                            "rasAddress": ras_transport(found[1])})
+        return ("locationReject", {"requestSeqNum": seq, "rejectReason": ("requestDenied", 0)})
+
+    def _on_bandwidthRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        """BRQ: a registered endpoint changes its call bandwidth; granted as asked (no policing)."""
+        seq = body["requestSeqNum"]
+        if str(body["endpointIdentifier"]) not in self.registrations:
+            return ("bandwidthReject", {"requestSeqNum": seq, "rejectReason": ("notBound", 0),
+                                        "allowedBandWidth": 0})
+        return ("bandwidthConfirm", {"requestSeqNum": seq, "bandWidth": int(body["bandWidth"])})
+
+    def _on_infoRequestResponse(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any] | None:
+        """Unsolicited IRR (status of the endpoint's calls): acknowledged when it asks for it."""
+        if not body.get("needResponse"):
+            return None
+        return ("infoRequestAck", {"requestSeqNum": body["requestSeqNum"]})
 
     def _on_gatekeeperRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
         return ("gatekeeperConfirm", {
