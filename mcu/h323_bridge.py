@@ -619,6 +619,26 @@ class H323Bridge:
             await asyncio.wait_for(asyncio.shield(site.released), 5)
         return True
 
+    def gatekeeper_status(self) -> dict[str, Any]:
+        """The gatekeeper mode and its state (for the console or a health page)."""
+        out: dict[str, Any] = {"mode": self.settings.gatekeeper}
+        keeper = self.registration
+        if keeper is not None:
+            protocol = keeper.protocol
+            out.update(gatekeeper=f"{keeper.gatekeeper.host}:{keeper.gatekeeper.port}",
+                       registered=keeper.registered.is_set(), registrations=keeper.registrations,
+                       last_error=keeper.last_error,
+                       gatekeeper_id=protocol.client.gatekeeper_id if protocol else None,
+                       endpoint_id=protocol.client.endpoint_id if protocol else None,
+                       aliases=list(protocol.client.config.aliases) if protocol else [])
+        if self.local_gatekeeper is not None:
+            gk = self.local_gatekeeper.gatekeeper
+            gk.expire(asyncio.get_running_loop().time())
+            out.update(ras_address=f"{gk.ras_address.host}:{gk.ras_address.port}", terminals=[
+                {"endpoint_id": r.endpoint_id, "aliases": list(r.aliases),
+                 "address": f"{r.call_signal.host}:{r.call_signal.port}"} for r in gk.registrations.values()])
+        return out
+
     def statistics(self) -> list[dict[str, Any]]:
         """Every H.323 call: site, conference, state and figures."""
         out = []

@@ -120,6 +120,8 @@ async def test_server_mode_terminal_registers_and_is_dialled_by_alias(services: 
         ras.append(await register(terminal, MediaAddress("127.0.0.1", ras_port), ("luoding-h323", "7001")))
         assert mcu.bridge.local_gatekeeper.lookup("luoding-h323") == MediaAddress(
             "127.0.0.1", terminal.config.signalling_port)
+        [registered] = mcu.bridge.gatekeeper_status()["terminals"]
+        assert registered["aliases"] == ["luoding-h323", "7001"]
         # The chair console's invite button: the plan says alias:luoding-h323.
         await mcu.conferences.dial(CONFERENCE, "luoding-room", "invite", "chair")
         await eventually(lambda: status(mcu, "luoding-room") == "joined", 15)
@@ -174,6 +176,8 @@ async def test_client_mode_registers_admits_and_survives_gatekeeper_restart(serv
             keeper = mcu.bridge.registration
             assert keeper is not None
             await asyncio.wait_for(keeper.registered.wait(), 10)
+            state = mcu.bridge.gatekeeper_status()
+            assert state["registered"] and state["gatekeeper_id"] == "test-gk" and CONFERENCE in state["aliases"]
             mine = next(r for r in gk.registrations.values() if "cc-mcu" in r.aliases)
             assert CONFERENCE in mine.aliases  # the conference ids are E.164 numbers of the MCU
             assert mine.call_signal == mcu.address
