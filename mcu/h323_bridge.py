@@ -22,11 +22,14 @@ to the console like SIP sites.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, RunningConference
 from mcu.encoder import DEFAULT_BITRATE
@@ -51,9 +54,10 @@ from sip_gateway.h323.events import (
     VideoFastUpdateRequested,
 )
 from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
-from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg, site_video_codec
+from sip_gateway.h323.media import IVR_PROMPTS, BoundPortAllocator, H323MediaLeg, site_video_codec
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
+from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 
 if TYPE_CHECKING:
     from core.runtime import CoreServices
@@ -154,6 +158,9 @@ class H323Site:
     rejected: list[str] = field(default_factory=list)  # our OLCs the terminal refused: "session:cause"
     incoming: CallIncoming | None = None
     joining: bool = False  # SiteMedia.join in progress: it reports the outcome itself
+    prompts: collections.deque[np.ndarray] = field(default_factory=collections.deque)  # IVR audio to play
+    prompts_played: asyncio.Event = field(default_factory=asyncio.Event)
+    _prompter: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ events
     async def pump(self) -> None:
@@ -315,6 +322,42 @@ class H323Site:
         self.bridge.ports.release(self.handle.call.media_ports)
         self.bridge.sites.discard(self)
 
+    def prompt(self, name: str) -> None:
+        """Queue an IVR prompt (tones, :data:`IVR_PROMPTS`) towards the terminal."""
+        self.prompts.append(IVR_PROMPTS[name])
+        if self._prompter is None:
+            self._prompter = asyncio.get_running_loop().create_task(self._play_prompts())
+            self.bridge._tasks.add(self._prompter)
+            self._prompter.add_done_callback(self.bridge._tasks.discard)
+
+    async def _play_prompts(self) -> None:
+        """20 ms frames of the queued prompts (silence between them) until the site joins the
+        room (whose mix then feeds the terminal) or the call ends."""
+        loop = asyncio.get_running_loop()
+        silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
+        pending = silence[:0]
+        tick = loop.time()
+        while self.site is None and not self.released.done():
+            if (AUDIO_SESSION, True) in self.media.channels:  # hold the prompts until audio is open
+                if len(pending) < SAMPLES_PER_FRAME and self.prompts:
+                    pending = np.concatenate([pending, self.prompts.popleft()])
+                frame, pending = pending[:SAMPLES_PER_FRAME], pending[SAMPLES_PER_FRAME:]
+                if len(frame) < SAMPLES_PER_FRAME:
+                    frame = np.concatenate([frame, silence[len(frame):]])
+                self.media.send_audio(frame)
+                if not len(pending) and not self.prompts:
+                    self.prompts_played.set()
+            tick += 0.02
+            await asyncio.sleep(max(0.0, tick - loop.time()))
+
+    async def finish_prompts(self, seconds: float = 2.0) -> None:
+        """Until the queued prompts are played (at most ``seconds``)."""
+        if self._prompter is None:
+            return
+        self.prompts_played.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.prompts_played.wait(), seconds)
+
     async def read_entry(self) -> str:
         """Digits up to ``#`` (IVR), within the entry timeout."""
         text = ""
@@ -470,31 +513,45 @@ class H323Bridge:
         if site.released.done():
             return
         attempts = self.settings.ivr_attempts
+        prompted = conf is None
+
+        async def goodbye(cause: int) -> None:
+            site.prompt("goodbye")
+            await site.finish_prompts()
+            handle.release(cause)
+
         while conf is None:
             if conference_id is None:
+                site.prompt("enter_conference_id")
                 entered = await site.read_entry()
                 if await self.conferences.get(entered) is None:
                     attempts -= 1
                     if attempts <= 0:
-                        handle.release(Cause.NO_ROUTE_TO_DESTINATION)
+                        await goodbye(Cause.NO_ROUTE_TO_DESTINATION)
                         return
+                    site.prompt("invalid")
                     continue
                 conference_id = entered
             try:
                 conf = await self.conferences.admit(conference_id, "", source)
             except JoinRefused as exc:
                 if exc.code != "wrong_pin":
-                    handle.release(Cause.CALL_REJECTED)
+                    await goodbye(Cause.CALL_REJECTED)
                     return
             if conf is None:
+                site.prompt("enter_pin")
                 pin = await site.read_entry()
                 try:
                     conf = await self.conferences.admit(conference_id, pin, source)
                 except JoinRefused as exc:
                     attempts -= 1
                     if exc.code != "wrong_pin" or attempts <= 0:
-                        handle.release(Cause.CALL_REJECTED)
+                        await goodbye(Cause.CALL_REJECTED)
                         return
+                    site.prompt("invalid")
+        if prompted:
+            site.prompt("joining")
+            await site.finish_prompts()
         # The h323-ID (BMPString: Chinese survives) names the site; the Q.931 Display IE is IA5.
         h323_id = next((a for a in incoming.source_aliases if not a.isdigit()), "")
         display = incoming.display if incoming.display and "?" not in incoming.display else ""
