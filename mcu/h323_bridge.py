@@ -157,7 +157,8 @@ class H323Site:
     requested_video_bps: int | None = None  # our flowControlCommand towards the terminal
     rejected: list[str] = field(default_factory=list)  # our OLCs the terminal refused: "session:cause"
     incoming: CallIncoming | None = None
-    joining: bool = False  # SiteMedia.join in progress: it reports the outcome itself
+    joining: bool = False  # SiteMedia.join in progress
+    join_finished: asyncio.Event = field(default_factory=asyncio.Event)
     prompts: collections.deque[np.ndarray] = field(default_factory=collections.deque)  # IVR audio to play
     prompts_played: asyncio.Event = field(default_factory=asyncio.Event)
     _prompter: asyncio.Task[None] | None = None
@@ -282,6 +283,7 @@ class H323Site:
                                              leg_statistics=self.media.statistics, extra_stats=self.extra_stats)
         finally:
             self.joining = False
+            self.join_finished.set()
         if self.released.done():  # hung up while joining: finish() found no site to close
             await self.site.close("hangup")
             return
@@ -309,9 +311,12 @@ class H323Site:
     async def finish(self, event: CallReleased) -> None:
         """The call is over: leave the room, close media, tell the console."""
         reason = "hangup" if event.cause == Cause.NORMAL_CALL_CLEARING else "failed"
+        if self.joining:  # released while entering the room: leave it once in, not before
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.join_finished.wait(), 10)
         if self.site is not None:
             await self.site.close(reason)
-        elif self.dial_out and self.conference is not None and self.site_id and not self.joining:
+        elif self.dial_out and self.conference is not None and self.site_id:
             # Hung up by the console while calling: back to idle; anything else failed, with the cause.
             cancelled = event.cause == Cause.NORMAL_CALL_CLEARING and not event.by_remote
             with contextlib.suppress(Exception):
