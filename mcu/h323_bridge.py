@@ -60,9 +60,10 @@ from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 
 if TYPE_CHECKING:
+    from config.settings import Settings
     from core.runtime import CoreServices
 
-__all__ = ["BridgeSettings", "H323Bridge", "H323Site", "bitrate_for_pane", "parse_address", "parse_target", "start"]
+__all__ = ["BridgeSettings", "H323Bridge", "bridge_settings", "H323Site", "bitrate_for_pane", "parse_address", "parse_target", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -744,6 +745,15 @@ class H323Capability:
         await self.bridge.stop()
 
 
+def bridge_settings(settings: Settings) -> BridgeSettings:
+    """The bridge's knobs from the installation's ``[h323]`` and ``[rtp]`` settings."""
+    h323, rtp = settings.h323, settings.rtp
+    return BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
+                          rtp_last=rtp.port_max, gatekeeper=h323.gatekeeper,
+                          gatekeeper_address=h323.gatekeeper_address, aliases=tuple(h323.aliases),
+                          ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds)
+
+
 async def start(core: CoreServices) -> H323Capability | None:
     """Capability entry point: listen for H.323 calls for the MCU's conferences."""
     mcu = core.capabilities.get("mcu")
@@ -751,11 +761,7 @@ async def start(core: CoreServices) -> H323Capability | None:
     if mcu is None or not getattr(h323, "enabled", True):
         return None
     conferences: ConferenceService = mcu.conferences
-    rtp = core.settings.rtp
-    settings = BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
-                              rtp_last=rtp.port_max, gatekeeper=h323.gatekeeper,
-                              gatekeeper_address=h323.gatekeeper_address, aliases=tuple(h323.aliases),
-                              ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds)
+    settings = bridge_settings(core.settings)
     bridge = H323Bridge(conferences, settings)
     try:
         await bridge.start()
