@@ -76,7 +76,6 @@ class RegistrationKeeper:
         """Bind the RAS socket and start registering (in the background: never raises for a
         gatekeeper that is down, it is retried)."""
         loop = asyncio.get_running_loop()
-        self.gatekeeper = await resolve_host(self.gatekeeper)
         signal = MediaAddress(self.endpoint.config.signalling_host, self.endpoint.config.signalling_port)
         # Keep-alive RRQ a third of the time to live early (at least 1 s): one lost datagram
         # and its retries still fit before the gatekeeper expires us.
@@ -104,8 +103,10 @@ class RegistrationKeeper:
         while True:
             protocol.client.config.aliases = await self.aliases()
             try:
+                # Resolved on every attempt: a gatekeeper name may not resolve yet, or move.
+                protocol.gatekeeper = await resolve_host(self.gatekeeper)
                 self.registration = await asyncio.wait_for(protocol.register(), register_timeout)
-            except (ConnectionError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:  # ConnectionError (GRJ/RRJ/silence), name lookup
                 self.last_error = str(exc) or "timeout"
                 log.warning("H.323 gatekeeper %s: registration failed (%s); retrying in %.0f s",
                             self.gatekeeper, self.last_error, self.retry_delay)

@@ -259,3 +259,22 @@ def test_good_gatekeeper_settings(tmp_path: Path) -> None:
     assert (h323.gatekeeper, h323.gatekeeper_address, h323.aliases) == ("client", "gk.example:1719",
                                                                         ["云浮MCU", "0766"])
     assert load_settings(None).h323.gatekeeper == "none"
+
+
+async def test_client_mode_with_gatekeeper_unreachable_still_calls_directly(services: CoreServices) -> None:
+    """A gatekeeper name that does not resolve does not stop the MCU: it keeps trying to
+    register, and meanwhile calls go directly (no ARQ)."""
+    mcu = await start_mcu(services, free_port(), gatekeeper="client", gatekeeper_address="no-such-gk.invalid",
+                          ras_port=0, gatekeeper_retry=0.2)
+    terminal = Terminal(alias="yunan-h323")
+    try:
+        keeper = mcu.bridge.registration
+        assert keeper is not None
+        await eventually(lambda: bool(keeper.last_error), 15)
+        state = mcu.bridge.gatekeeper_status()
+        assert state["registered"] is False and state["gatekeeper"] == "no-such-gk.invalid:1719"
+        await terminal.dial(mcu.address, CONFERENCE)
+        await eventually(lambda: status(mcu, "h323-yunan-h323") == "joined", 15)
+    finally:
+        await terminal.close()
+        await stop_mcu(mcu)
