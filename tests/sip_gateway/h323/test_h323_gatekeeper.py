@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config.errors import ConfigError
 from config.settings import load_settings
@@ -101,6 +103,16 @@ def test_parse_target() -> None:
     for bad in ("alias:", "alias:\x01x", "@10.1.2.3", "bad host!"):
         with pytest.raises(ValueError, match="无效的 H.323"):
             parse_target(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_parse_target_raises_only_value_error(text: str) -> None:
+    try:
+        alias, address = parse_target(text)
+    except ValueError:
+        return
+    assert alias is not None or address is not None
 
 
 async def test_server_mode_terminal_registers_and_is_dialled_by_alias(services: CoreServices) -> None:

@@ -171,6 +171,23 @@ def test_gatekeeper_fuzz(data: bytes) -> None:
         asn1.decode_ras(reply)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=120), st.integers(0, 119), st.integers(0, 255))
+def test_client_fuzz(data: bytes, position: int, value: int) -> None:
+    """Garbage and damaged gatekeeper answers never raise in the client and leave it usable."""
+    gk = Gatekeeper()
+    c = client(("8001",), 6000)
+    c.discover(0.0)
+    [grq] = c.datagrams_to_send()
+    [(gcf, _)] = gk.receive_datagram(grq, c.config.ras_address, 0.0)
+    damaged = bytearray(gcf)
+    damaged[position % len(damaged)] = value
+    for datagram in (data, bytes(damaged), gcf):
+        c.receive_datagram(datagram, 0.0)
+    c.handle_timer(100.0)
+    assert c.state in (ClientState.DISCOVERING, ClientState.REGISTERING, ClientState.FAILED)
+
+
 async def test_udp_loopback_registration() -> None:
     loop = asyncio.get_running_loop()
     gk = Gatekeeper()
