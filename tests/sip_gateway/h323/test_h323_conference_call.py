@@ -232,7 +232,8 @@ async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServic
     h263 = replace(H263_H261, h263_rfc4629=True, payload_type=96) if rfc4629 else H263_H261
     terminal = Terminal(formats=H261_ONLY, transmit_formats=(MediaFormat(Codec.PCMU), h263),
                         fast_start=fast_start, tunnelling=fast_start)
-    out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, "h261", capture=False), 90)
+    capture = TSHARK is not None and os.geteuid() == 0
+    out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, "h261", capture=capture), 90)
     assert out["received_size"] == (352, 288)  # H.261 CIF decoded by the terminal
     own = out["own_pane"]
     assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]  # its H.263 decoded by the MCU
@@ -244,6 +245,15 @@ async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServic
     assert {c.format.codec for c in sent} == {Codec.PCMU, Codec.H263}
     assert {s["kind"]: s["codec"] for s in stats["streams"]}["video"] == "H261"
     assert [c.format.h263_rfc4629 for c in sent if c.format.codec is Codec.H263] == [rfc4629]
+    if capture:
+        pcap = out["pcap"]
+        assert isinstance(pcap, Path)
+        assert wire_problems(pcap, tolerate_tcp_sequence=True) == []
+        bad, protocols = _rtp_problems(pcap)
+        assert bad == [] and "h261" in protocols, (bad, protocols)
+        if not fast_start:  # the OLCs are plain H.245 on the wire (fast start ones sit in the Setup)
+            names = _h245_verbose(pcap)
+            assert ("rfc-number: RFC 2429" in names) is rfc4629
 
 
 def test_default_formats_prefer_h264() -> None:
