@@ -357,12 +357,13 @@ class H323Site:
             await asyncio.sleep(max(0.0, tick - loop.time()))
 
     async def finish_prompts(self, seconds: float = 2.0) -> None:
-        """Until the queued prompts are played (at most ``seconds``)."""
-        if self._prompter is None:
+        """Until the queued prompts are played, the call ends or ``seconds`` pass."""
+        if self._prompter is None or self._prompter.done():
             return
         self.prompts_played.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.prompts_played.wait(), seconds)
+        played = asyncio.ensure_future(self.prompts_played.wait())
+        await asyncio.wait([played, self._prompter], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        played.cancel()
 
     async def read_entry(self) -> str:
         """Digits up to ``#`` (IVR), within the entry timeout."""
@@ -767,8 +768,9 @@ async def start(core: CoreServices) -> H323Capability | None:
         await bridge.start()
     except OSError as exc:
         # Another process holds the port: the rest of the node still runs, loudly without H.323.
-        log.error("H.323 disabled: cannot listen on %s:%d (%s); set h323.signalling_port",
-                  settings.host, settings.port, exc)
+        log.error("H.323 disabled: cannot listen on %s (TCP %d, RAS UDP %d in gatekeeper mode %s): %s; "
+                  "set h323.signalling_port / h323.ras_port", settings.host, settings.port, settings.ras_port,
+                  settings.gatekeeper, exc)
         with contextlib.suppress(Exception):
             await bridge.stop()
         return None

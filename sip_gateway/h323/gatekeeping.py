@@ -98,8 +98,9 @@ class RegistrationKeeper:
     async def _supervise(self) -> None:
         assert self.protocol is not None
         protocol = self.protocol
-        ttl = protocol.client.config
-        register_timeout = ttl.request_timeout * (ttl.retries + 1) * 2 + 1
+        config = protocol.client.config
+        # GRQ and RRQ, each with its retries, plus a margin: then the attempt has failed.
+        register_timeout = config.request_timeout * (config.retries + 1) * 2 + 1
         while True:
             protocol.client.config.aliases = await self.aliases()
             try:
