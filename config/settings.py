@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -94,11 +95,48 @@ class SipSettings(_Section):
         return self
 
 
+_H323_HOST_PORT = re.compile(r"[0-9A-Za-z.\-]+(:\d{1,5})?")
+_H323_ALIAS = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+
+
 class H323Settings(_Section):
     enabled: bool = True  # the MCU role answers and places H.323 calls
     host: str = "127.0.0.1"  # signalling and media address
     signalling_port: int = Field(1720, ge=1, le=65535)
-    ras_port: int = Field(1719, ge=1, le=65535)
+    ras_port: int = Field(1719, ge=0, le=65535, description="RAS (UDP); 0 = any free port")
+    gatekeeper: Literal["none", "client", "server"] = Field(
+        "none", description="none: direct calls only; client: register to gatekeeper_address; "
+                            "server: answer RAS on ras_port and register local terminals")
+    gatekeeper_address: str = Field("", validate_default=True,
+                                    description="host[:port] of the gatekeeper (client mode; port 1719 by default)")
+    aliases: list[str] = Field(default_factory=lambda: ["commandcenter-mcu"],
+                               description="H.323 IDs / E.164 numbers the MCU registers; the conference ids "
+                                           "are always added as E.164 numbers")
+    time_to_live_seconds: int = Field(300, ge=10, le=86400, description="RAS registration time to live")
+
+    @field_validator("gatekeeper_address")
+    @classmethod
+    def _gatekeeper_address(cls, v: str, info: ValidationInfo) -> str:
+        v = v.strip()
+        if info.data.get("gatekeeper") == "client" and not v:
+            raise ValueError("required when gatekeeper = \"client\" (host or host:port of the gatekeeper)")
+        if v:
+            if not _H323_HOST_PORT.fullmatch(v):
+                raise ValueError("must be host or host:port")
+            port = v.rpartition(":")[2] if ":" in v else "1719"
+            if not 0 < int(port) < 65536:
+                raise ValueError("port must be 1..65535")
+        return v
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: list[str]) -> list[str]:
+        for alias in v:
+            if not _H323_ALIAS.fullmatch(alias) or alias != alias.strip():
+                raise ValueError(f"alias {alias!r} must be 1-128 printable characters without surrounding spaces")
+        if len(set(v)) != len(v):
+            raise ValueError("aliases must be distinct")
+        return v
 
 
 class RtpSettings(_Section):

@@ -22,17 +22,20 @@ to the console like SIP sites.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, RunningConference
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
 from sip_gateway.h323.events import (
@@ -50,13 +53,17 @@ from sip_gateway.h323.events import (
     UserInputReceived,
     VideoFastUpdateRequested,
 )
-from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg, site_video_codec
+from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
+from sip_gateway.h323.media import IVR_PROMPTS, BoundPortAllocator, H323MediaLeg, site_video_codec
 from sip_gateway.h323.q931 import Cause
+from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
+from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 
 if TYPE_CHECKING:
+    from config.settings import Settings
     from core.runtime import CoreServices
 
-__all__ = ["BridgeSettings", "H323Bridge", "H323Site", "bitrate_for_pane", "parse_address", "start"]
+__all__ = ["BridgeSettings", "H323Bridge", "bridge_settings", "H323Site", "bitrate_for_pane", "parse_address", "parse_target", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,14 @@ class BridgeSettings:
     round_trip_interval: float = 10.0  # H.245 roundTripDelay keep-alive (0: off)
     answer_timeout: float = 30.0  # dial-out: no Connect within this: failed
     pane_check_interval: float = 5.0  # how often the terminal's video rate is matched to its pane
+    gatekeeper: str = "none"  # "none", "client" (register to gatekeeper_address) or "server" (built-in)
+    gatekeeper_address: str = ""  # host[:port] (client mode)
+    aliases: tuple[str, ...] = ("commandcenter-mcu",)  # registered besides the conference ids
+    ras_host: str = ""  # RAS (UDP) address; empty: ``host``
+    ras_port: int = 1719  # the built-in gatekeeper's port; the client's own RAS port (0: any)
+    time_to_live: int = 300  # RAS registration time to live (seconds)
+    gatekeeper_retry: float = 5.0  # client: wait this long after a failed registration
+    alias_check_interval: float = 30.0  # client: re-register when the conference ids changed
 
 
 def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | None:
@@ -85,6 +100,28 @@ def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | No
         return None
     cap = DEFAULT_BITRATE[(352, 288)] if area <= 352 * 288 else DEFAULT_BITRATE[(640, 360)]
     return cap if not offered_bps or offered_bps > cap else None
+
+
+def parse_target(text: str, default_port: int = 1720) -> tuple[str | None, MediaAddress | None]:
+    """What the console dials: ``(alias, address)``; ValueError (zh-CN) for anything else.
+
+    ``host[:port]`` → ``(None, address)``; ``alias@host[:port]`` → both; ``alias:NAME`` or a bare
+    E.164 number (digits, ``*``, ``#``) → ``(alias, None)``: resolved by the gatekeeper.
+    """
+    text = text.strip()
+    if text.startswith("alias:"):
+        alias = text[len("alias:"):].strip()
+        if not alias or any(ord(c) < 32 for c in alias) or len(alias) > 128:
+            raise ValueError(f"无效的 H.323 别名: {text!r}")
+        return alias, None
+    if re.fullmatch(r"[0-9*#]{1,32}", text):
+        return text, None
+    if "@" in text:
+        alias, _, host = text.partition("@")
+        if not alias.strip():
+            raise ValueError(f"无效的 H.323 地址: {text!r}")
+        return alias.strip(), parse_address(host, default_port)
+    return None, parse_address(text, default_port)
 
 
 def parse_address(address: str, default_port: int = 1720) -> MediaAddress:
@@ -121,6 +158,11 @@ class H323Site:
     requested_video_bps: int | None = None  # our flowControlCommand towards the terminal
     rejected: list[str] = field(default_factory=list)  # our OLCs the terminal refused: "session:cause"
     incoming: CallIncoming | None = None
+    joining: bool = False  # SiteMedia.join in progress
+    join_finished: asyncio.Event = field(default_factory=asyncio.Event)
+    prompts: collections.deque[np.ndarray] = field(default_factory=collections.deque)  # IVR audio to play
+    prompts_played: asyncio.Event = field(default_factory=asyncio.Event)
+    _prompter: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ events
     async def pump(self) -> None:
@@ -189,10 +231,15 @@ class H323Site:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
                                "requested_video_bps": self.requested_video_bps,
                                "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected)}
-        video_out = self.media.outgoing_video
-        audio_out = self.media.channels.get((AUDIO_SESSION, True))
-        out["h323_codecs"] = {"audio": audio_out.format.codec.value if audio_out else None,
-                              "video": video_out.format.codec.value if video_out else None}
+        # Each direction is its own logical channel and may use another codec (a terminal
+        # sending H.263 while receiving H.261): "audio"/"video" are what we send.
+        codecs: dict[str, str | None] = {}
+        for session_id, kind in ((AUDIO_SESSION, "audio"), (VIDEO_SESSION, "video")):
+            sent = self.media.channels.get((session_id, True))
+            received = self.media.channels.get((session_id, False))
+            codecs[kind] = sent.format.codec.value if sent else None
+            codecs[f"{kind}_received"] = received.format.codec.value if received else None
+        out["h323_codecs"] = codecs
         return out
 
     # ------------------------------------------------------------------ joining
@@ -231,8 +278,13 @@ class H323Site:
             video = VideoFormat(codec, width, height, single_nal)
         self.conference = conf
         self.site_id = site_id
-        self.site = await SiteMedia.join(conf, site_id, name, "h323", self.media, video=video,
-                                         leg_statistics=self.media.statistics, extra_stats=self.extra_stats)
+        self.joining = True
+        try:
+            self.site = await SiteMedia.join(conf, site_id, name, "h323", self.media, video=video,
+                                             leg_statistics=self.media.statistics, extra_stats=self.extra_stats)
+        finally:
+            self.joining = False
+            self.join_finished.set()
         if self.released.done():  # hung up while joining: finish() found no site to close
             await self.site.close("hangup")
             return
@@ -260,6 +312,9 @@ class H323Site:
     async def finish(self, event: CallReleased) -> None:
         """The call is over: leave the room, close media, tell the console."""
         reason = "hangup" if event.cause == Cause.NORMAL_CALL_CLEARING else "failed"
+        if self.joining:  # released while entering the room: leave it once in, not before
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.join_finished.wait(), 10)
         if self.site is not None:
             await self.site.close(reason)
         elif self.dial_out and self.conference is not None and self.site_id:
@@ -272,6 +327,43 @@ class H323Site:
         await self.media.close()
         self.bridge.ports.release(self.handle.call.media_ports)
         self.bridge.sites.discard(self)
+
+    def prompt(self, name: str) -> None:
+        """Queue an IVR prompt (tones, :data:`IVR_PROMPTS`) towards the terminal."""
+        self.prompts.append(IVR_PROMPTS[name])
+        if self._prompter is None:
+            self._prompter = asyncio.get_running_loop().create_task(self._play_prompts())
+            self.bridge._tasks.add(self._prompter)
+            self._prompter.add_done_callback(self.bridge._tasks.discard)
+
+    async def _play_prompts(self) -> None:
+        """20 ms frames of the queued prompts (silence between them) until the site joins the
+        room (whose mix then feeds the terminal) or the call ends."""
+        loop = asyncio.get_running_loop()
+        silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
+        pending = silence[:0]
+        tick = loop.time()
+        while self.site is None and not self.released.done():
+            if (AUDIO_SESSION, True) in self.media.channels:  # hold the prompts until audio is open
+                if len(pending) < SAMPLES_PER_FRAME and self.prompts:
+                    pending = np.concatenate([pending, self.prompts.popleft()])
+                frame, pending = pending[:SAMPLES_PER_FRAME], pending[SAMPLES_PER_FRAME:]
+                if len(frame) < SAMPLES_PER_FRAME:
+                    frame = np.concatenate([frame, silence[len(frame):]])
+                self.media.send_audio(frame)
+                if not len(pending) and not self.prompts:
+                    self.prompts_played.set()
+            tick += 0.02
+            await asyncio.sleep(max(0.0, tick - loop.time()))
+
+    async def finish_prompts(self, seconds: float = 2.0) -> None:
+        """Until the queued prompts are played, the call ends or ``seconds`` pass."""
+        if self._prompter is None or self._prompter.done():
+            return
+        self.prompts_played.clear()
+        played = asyncio.ensure_future(self.prompts_played.wait())
+        await asyncio.wait([played, self._prompter], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        played.cancel()
 
     async def read_entry(self) -> str:
         """Digits up to ``#`` (IVR), within the entry timeout."""
@@ -304,16 +396,56 @@ class H323Bridge:
         self._last_call: dict[tuple[str, str], tuple[str, str | None, str]] = {}  # for redial
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: MediaAddress | None = None
+        self.registration: RegistrationKeeper | None = None  # gatekeeper = "client"
+        self.local_gatekeeper: LocalGatekeeper | None = None  # gatekeeper = "server"
+        self._conference_ids: frozenset[str] = frozenset()  # known conference ids (server mode lookups)
 
     async def start(self) -> MediaAddress:
-        """Listen for calls; returns the bound address."""
+        """Listen for calls and start the gatekeeper mode; returns the bound address."""
         self.address = await self.endpoint.listen(self.settings.host, self.settings.port)
+        mode = self.settings.gatekeeper
+        ras_host = self.settings.ras_host or self.settings.host
+        if mode == "client":
+            self.registration = RegistrationKeeper(
+                self.endpoint, parse_address(self.settings.gatekeeper_address, RAS_PORT), self._registered_aliases,
+                ras_host=ras_host, ras_port=self.settings.ras_port, time_to_live=self.settings.time_to_live,
+                retry_delay=self.settings.gatekeeper_retry, alias_check_interval=self.settings.alias_check_interval)
+            await self.registration.start()
+        elif mode == "server":
+            await self._registered_aliases()  # fills the conference ids the gatekeeper answers for
+            gatekeeper = Gatekeeper(identifier="commandcenter-gk", time_to_live=self.settings.time_to_live,
+                                    local_aliases=self._local_alias)
+            self.local_gatekeeper = LocalGatekeeper(gatekeeper, ras_host, self.settings.ras_port)
+            await self.local_gatekeeper.start()
+        elif mode != "none":
+            raise ValueError(f"unknown gatekeeper mode {mode!r}")
         return self.address
 
+    async def _registered_aliases(self) -> tuple[str, ...]:
+        """Our aliases: the configured ones plus every scheduled or running conference id
+        (E.164 digits), so terminals can dial a conference by number through the gatekeeper."""
+        ids = [r.id for r in await self.conferences.list_conferences(include_ended=False)]
+        ids += [c.id for c in self.conferences.running_conferences()]
+        self._conference_ids = frozenset(ids)
+        return tuple(dict.fromkeys([*self.settings.aliases, *sorted(set(ids))]))
+
+    def _local_alias(self, alias: str) -> MediaAddress | None:
+        """Server mode: aliases our own call-signalling address answers (ARQ from a terminal)."""
+        if alias in self.settings.aliases or alias in self._conference_ids or self.conferences.running(alias):
+            return self.address
+        return None
+
     async def stop(self) -> None:
-        """Hang up every call and stop listening."""
+        """Hang up every call, unregister from the gatekeeper and stop listening."""
         for site in list(self.sites):
             site.handle.release(Cause.NORMAL_CALL_CLEARING)
+        for site in list(self.sites):  # DRQs go out while still registered
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(site.released), 2)
+        if self.registration is not None:
+            await self.registration.stop()
+        if self.local_gatekeeper is not None:
+            self.local_gatekeeper.close()
         await self.endpoint.close()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -388,31 +520,45 @@ class H323Bridge:
         if site.released.done():
             return
         attempts = self.settings.ivr_attempts
+        prompted = conf is None
+
+        async def goodbye(cause: int) -> None:
+            site.prompt("goodbye")
+            await site.finish_prompts()
+            handle.release(cause)
+
         while conf is None:
             if conference_id is None:
+                site.prompt("enter_conference_id")
                 entered = await site.read_entry()
                 if await self.conferences.get(entered) is None:
                     attempts -= 1
                     if attempts <= 0:
-                        handle.release(Cause.NO_ROUTE_TO_DESTINATION)
+                        await goodbye(Cause.NO_ROUTE_TO_DESTINATION)
                         return
+                    site.prompt("invalid")
                     continue
                 conference_id = entered
             try:
                 conf = await self.conferences.admit(conference_id, "", source)
             except JoinRefused as exc:
                 if exc.code != "wrong_pin":
-                    handle.release(Cause.CALL_REJECTED)
+                    await goodbye(Cause.CALL_REJECTED)
                     return
             if conf is None:
+                site.prompt("enter_pin")
                 pin = await site.read_entry()
                 try:
                     conf = await self.conferences.admit(conference_id, pin, source)
                 except JoinRefused as exc:
                     attempts -= 1
                     if exc.code != "wrong_pin" or attempts <= 0:
-                        handle.release(Cause.CALL_REJECTED)
+                        await goodbye(Cause.CALL_REJECTED)
                         return
+                    site.prompt("invalid")
+        if prompted:
+            site.prompt("joining")
+            await site.finish_prompts()
         # The h323-ID (BMPString: Chinese survives) names the site; the Q.931 Display IE is IA5.
         h323_id = next((a for a in incoming.source_aliases if not a.isdigit()), "")
         display = incoming.display if incoming.display and "?" not in incoming.display else ""
@@ -444,22 +590,49 @@ class H323Bridge:
             if planned is None:
                 raise ValueError("缺少 H.323 地址")
             address, name = planned[1], name or planned[0]
-        if "@" in address and alias is None:
-            alias, _, address = address.partition("@")
-        target = parse_address(address)
+        target_alias, target = parse_target(address)
+        alias = alias or target_alias
         display = name or (conf.sites[site_id].name if site_id in conf.sites else site_id)
         self._last_call[(conference_id, site_id)] = (address, alias, display)
-        await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{target.host}:{target.port}",
-                                   name=display, protocol="h323")
+        where = f"{target.host}:{target.port}" if target is not None else "网守"
+        await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{where}", name=display, protocol="h323")
         try:
+            target = self._resolve(alias, target)
             handle = await self.endpoint.dial(target, alias)
+        except AdmissionRefused as exc:
+            text = (f"别名 {alias} 未在网守注册" if exc.reason == "calledPartyNotRegistered"
+                    else f"网守拒绝呼叫（{exc.reason}）")
+            if exc.reason == "callerNotRegistered" and self.registration is not None:
+                self.registration.forget("ARJ callerNotRegistered")
+            await conf.set_site_status(site_id, "failed", text, name=display, protocol="h323")
+            raise ConnectionError(text) from exc
+        except LookupError as exc:
+            await conf.set_site_status(site_id, "failed", str(exc.args[0]), name=display, protocol="h323")
+            raise ConnectionError(str(exc.args[0])) from exc
         except (OSError, TimeoutError) as exc:
             await conf.set_site_status(site_id, "failed", f"连接失败: {exc}", name=display, protocol="h323")
-            raise ConnectionError(f"无法连接 {target.host}:{target.port}: {exc}") from exc
+            raise ConnectionError(f"无法连接 {where}: {exc}") from exc
         site = await self._new_site(handle, dial_out=True)
         site.conference, site.site_id = conf, site_id
         self._spawn(self._outgoing(site, conf, site_id, display))
         return site
+
+    def _resolve(self, alias: str | None, target: MediaAddress | None) -> MediaAddress | None:
+        """Where to call: the address, or the alias's registration in our gatekeeper (server
+        mode). None: the registered client asks its gatekeeper (ARQ). LookupError (zh-CN) when
+        the alias cannot be resolved."""
+        if target is not None:
+            return target
+        if self.local_gatekeeper is not None:
+            found = self.local_gatekeeper.lookup(alias or "")
+            if found is None:
+                raise LookupError(f"别名 {alias} 未在本机网守注册")
+            return found
+        if self.registration is not None:
+            if self.endpoint.gatekeeper is None:
+                raise LookupError(f"尚未注册到网守，无法按别名 {alias} 呼叫")
+            return None
+        raise LookupError(f"未配置网守，无法按别名 {alias} 呼叫（请填写 IP 地址）")
 
     async def _outgoing(self, site: H323Site, conf: RunningConference, site_id: str, name: str) -> None:
         try:
@@ -510,6 +683,26 @@ class H323Bridge:
             await asyncio.wait_for(asyncio.shield(site.released), 5)
         return True
 
+    def gatekeeper_status(self) -> dict[str, Any]:
+        """The gatekeeper mode and its state (for the console or a health page)."""
+        out: dict[str, Any] = {"mode": self.settings.gatekeeper}
+        keeper = self.registration
+        if keeper is not None:
+            protocol = keeper.protocol
+            out.update(gatekeeper=f"{keeper.gatekeeper.host}:{keeper.gatekeeper.port}",
+                       registered=keeper.registered.is_set(), registrations=keeper.registrations,
+                       last_error=keeper.last_error,
+                       gatekeeper_id=protocol.client.gatekeeper_id if protocol else None,
+                       endpoint_id=protocol.client.endpoint_id if protocol else None,
+                       aliases=list(protocol.client.config.aliases) if protocol else [])
+        if self.local_gatekeeper is not None:
+            gk = self.local_gatekeeper.gatekeeper
+            gk.expire(asyncio.get_running_loop().time())
+            out.update(ras_address=f"{gk.ras_address.host}:{gk.ras_address.port}", terminals=[
+                {"endpoint_id": r.endpoint_id, "aliases": list(r.aliases),
+                 "address": f"{r.call_signal.host}:{r.call_signal.port}"} for r in gk.registrations.values()])
+        return out
+
     def statistics(self) -> list[dict[str, Any]]:
         """Every H.323 call: site, conference, state and figures."""
         out = []
@@ -553,6 +746,15 @@ class H323Capability:
         await self.bridge.stop()
 
 
+def bridge_settings(settings: Settings) -> BridgeSettings:
+    """The bridge's knobs from the installation's ``[h323]`` and ``[rtp]`` settings."""
+    h323, rtp = settings.h323, settings.rtp
+    return BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
+                          rtp_last=rtp.port_max, gatekeeper=h323.gatekeeper,
+                          gatekeeper_address=h323.gatekeeper_address, aliases=tuple(h323.aliases),
+                          ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds)
+
+
 async def start(core: CoreServices) -> H323Capability | None:
     """Capability entry point: listen for H.323 calls for the MCU's conferences."""
     mcu = core.capabilities.get("mcu")
@@ -560,19 +762,18 @@ async def start(core: CoreServices) -> H323Capability | None:
     if mcu is None or not getattr(h323, "enabled", True):
         return None
     conferences: ConferenceService = mcu.conferences
-    rtp = core.settings.rtp
-    settings = BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
-                              rtp_last=rtp.port_max)
+    settings = bridge_settings(core.settings)
     bridge = H323Bridge(conferences, settings)
     try:
         await bridge.start()
     except OSError as exc:
         # Another process holds the port: the rest of the node still runs, loudly without H.323.
-        log.error("H.323 disabled: cannot listen on %s:%d (%s); set h323.signalling_port",
-                  settings.host, settings.port, exc)
+        log.error("H.323 disabled: cannot listen on %s (TCP %d, RAS UDP %d in gatekeeper mode %s): %s; "
+                  "set h323.signalling_port / h323.ras_port", settings.host, settings.port, settings.ras_port,
+                  settings.gatekeeper, exc)
         with contextlib.suppress(Exception):
             await bridge.stop()
         return None
     conferences.register_dialer("h323", H323SiteDialer(bridge))
-    log.info("H.323 listening on %s:%d", settings.host, settings.port)
+    log.info("H.323 listening on %s:%d (gatekeeper: %s)", settings.host, settings.port, settings.gatekeeper)
     return H323Capability(bridge)

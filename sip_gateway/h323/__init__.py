@@ -6,15 +6,17 @@ Importing this package installs the fix for pycrate 0.8.1's ALIGNED-PER encoder 
 """
 from __future__ import annotations
 
-from .aio import CallHandle, H323Endpoint, MediaPortAllocator
+from .aio import AdmissionRefused, CallHandle, H323Endpoint, MediaPortAllocator
 from .call import Call, CallIdentity, CallState, EndpointConfig
 from .capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from .events import LogicalChannel, MediaAddress
+from .gatekeeping import LocalGatekeeper, RegistrationKeeper
 from .q931 import Cause
 from .ras import Gatekeeper, GatekeeperProtocol, RasClient, RasClientConfig, RasClientProtocol
 
 __all__ = [
     "DEFAULT_FORMATS",
+    "AdmissionRefused",
     "Call",
     "CallHandle",
     "CallIdentity",
@@ -25,6 +27,7 @@ __all__ = [
     "Gatekeeper",
     "GatekeeperProtocol",
     "H323Endpoint",
+    "LocalGatekeeper",
     "LogicalChannel",
     "MediaAddress",
     "MediaFormat",
@@ -32,4 +35,5 @@ __all__ = [
     "RasClient",
     "RasClientConfig",
     "RasClientProtocol",
+    "RegistrationKeeper",
 ]

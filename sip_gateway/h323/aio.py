@@ -21,11 +21,19 @@ from .events import CallIncoming, CallReleased, Event, H245ConnectRequested, Med
 from .q931 import Cause
 from .ras import AdmissionRejected, RasClientProtocol
 
-__all__ = ["CallHandle", "H323Endpoint", "MediaPortAllocator"]
+__all__ = ["AdmissionRefused", "CallHandle", "H323Endpoint", "MediaPortAllocator"]
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Event)
 READ_SIZE = 65536
+
+
+class AdmissionRefused(ConnectionRefusedError):
+    """The gatekeeper answered our ARQ with ARJ (``reason``: the H.225.0 AdmissionRejectReason)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"gatekeeper rejected the call: {reason}")
+        self.reason = reason
 
 
 class MediaPortAllocator:
@@ -264,16 +272,18 @@ class H323Endpoint:
 
         With a gatekeeper the call is admitted first (ARQ) and ``address`` may be None: the
         gatekeeper resolves ``destination`` (an alias or E.164 number) to an address.
-        Raises ConnectionRefusedError when the gatekeeper rejects the call.
+        Raises :class:`AdmissionRefused` (a ConnectionRefusedError) when the gatekeeper rejects
+        the call.
         """
         loop = asyncio.get_running_loop()
         rng = random.Random(self.rng.getrandbits(64))
         identity = CallIdentity.random(rng)
         if self.gatekeeper is not None:
             result = await self.gatekeeper.admission(identity.call_id, identity.conference_id,
-                                                     identity.call_reference, destination, answer=False)
+                                                     identity.call_reference, destination, answer=False,
+                                                     destination_address=address)
             if isinstance(result, AdmissionRejected):
-                raise ConnectionRefusedError(f"gatekeeper rejected the call: {result.reason}")
+                raise AdmissionRefused(result.reason)
             address = result.destination
         if address is None:
             raise ValueError("no address to dial and no gatekeeper to ask")

@@ -31,7 +31,7 @@ from .capabilities import (
     data_type_from_format,
     format_from_data_type,
     media_packetization,
-    packetization_mode_from,
+    with_channel_parameters,
 )
 from .capabilities import _merge as merge_formats
 from .events import (
@@ -97,7 +97,10 @@ class CallState(Enum):
 class EndpointConfig:
     """How our side of H.323 presents itself and behaves. Timers are in seconds."""
 
-    formats: Sequence[MediaFormat] = DEFAULT_FORMATS
+    formats: Sequence[MediaFormat] = DEFAULT_FORMATS  # what we receive (our capability set)
+    # What we are able to send, when it differs from what we receive (None: the same). Room
+    # systems are often asymmetric (send H.263, receive H.261 only); a test terminal needs it.
+    transmit_formats: Sequence[MediaFormat] | None = None
     h323_id: str = "commandcenter"
     e164: str | None = None
     display: str = "commandcenter MCU"
@@ -123,7 +126,8 @@ class EndpointConfig:
 
     def h245_config(self, media_ports: dict[int, int]) -> H245Config:
         return H245Config(
-            formats=self.formats, media_host=self.media_host, media_ports=dict(media_ports),
+            formats=self.formats, transmit_formats=self.transmit_formats, media_host=self.media_host,
+            media_ports=dict(media_ports),
             terminal_type=TERMINAL_TYPE_MCU if self.is_mcu else TERMINAL_TYPE_TERMINAL,
             t101_capability=self.t101_capability, t103_open_channel=self.t103_open_channel,
             t105_round_trip=self.t105_round_trip, t106_master_slave=self.t106_master_slave,
@@ -646,7 +650,9 @@ class Call:
         for session_id in (AUDIO_SESSION, VIDEO_SESSION):
             for transmit in (True, False):
                 candidates = [o for o in parsed if o.session_id == session_id and o.transmit == transmit]
-                choice = self._best_offer(candidates, video=session_id == VIDEO_SESSION)
+                # The caller transmits: we receive it (our capabilities); else we transmit.
+                local = self.config.formats if transmit else self._transmit_formats
+                choice = self._best_offer(candidates, local, video=session_id == VIDEO_SESSION)
                 if choice is None:
                     continue
                 offer, fmt = choice
@@ -672,16 +678,17 @@ class Call:
         if fmt is None or not isinstance(params_choice, tuple) or params_choice[0] != "h2250LogicalChannelParameters":
             return None
         params = params_choice[1]
-        mode = packetization_mode_from(params.get("mediaPacketization"))
-        if "dynamicRTPPayloadType" in params:
-            fmt = replace(fmt, payload_type=int(params["dynamicRTPPayloadType"]))
-        if mode is not None:
-            fmt = replace(fmt, packetization_modes=(mode,))
+        fmt = with_channel_parameters(fmt, params)
         return _FastStartOffer(olc, fmt, int(params.get("sessionID", fmt.session_id)) or fmt.session_id,
                                transmit, params)
 
-    def _best_offer(self, candidates: list[_FastStartOffer], video: bool) -> tuple[_FastStartOffer, MediaFormat] | None:
-        local = [f for f in self.config.formats if f.codec.is_video == video]
+    @property
+    def _transmit_formats(self) -> Sequence[MediaFormat]:
+        return self.config.transmit_formats if self.config.transmit_formats is not None else self.config.formats
+
+    def _best_offer(self, candidates: list[_FastStartOffer], formats: Sequence[MediaFormat],
+                    video: bool) -> tuple[_FastStartOffer, MediaFormat] | None:
+        local = [f for f in formats if f.codec.is_video == video]
         if video:
             local.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
         for mine in local:
@@ -690,6 +697,9 @@ class Call:
                 if merged is not None:
                     if merged.codec is Codec.H264:
                         merged = replace(merged, packetization_modes=offer.fmt.packetization_modes,
+                                         payload_type=offer.fmt.payload_type)
+                    elif merged.codec is Codec.H263:  # the proposal's payload format (RFC 2190 or 4629)
+                        merged = replace(merged, h263_rfc4629=offer.fmt.h263_rfc4629,
                                          payload_type=offer.fmt.payload_type)
                     return offer, merged
         return None
@@ -769,10 +779,11 @@ class Call:
         proposals: list[bytes] = []
         number = 1
         for session_id, video in ((AUDIO_SESSION, False), (VIDEO_SESSION, True)):
-            formats = [f for f in self.config.formats if f.codec.is_video == video]
-            if video:
-                formats.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
             for transmit in (True, False):
+                formats = [f for f in (self._transmit_formats if transmit else self.config.formats)
+                           if f.codec.is_video == video]
+                if video:
+                    formats.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
                 for fmt in formats:
                     params: dict[str, Any] = {
                         "sessionID": session_id,
@@ -782,11 +793,10 @@ class Call:
                         params = {"sessionID": session_id,
                                   "mediaChannel": transport_address(h245.config.local_rtp(session_id)),
                                   "mediaControlChannel": transport_address(h245.config.local_rtcp(session_id))}
-                    if fmt.codec is Codec.H264:
+                    packetization = media_packetization(fmt)
+                    if packetization is not None:  # dynamic payload formats (H.264, H263-1998)
                         params["dynamicRTPPayloadType"] = fmt.rtp_payload_type
-                        packetization = media_packetization(fmt)
-                        if packetization is not None:
-                            params["mediaPacketization"] = packetization
+                        params["mediaPacketization"] = packetization
                     mux = ("h2250LogicalChannelParameters", params)
                     if transmit:
                         olc: dict[str, Any] = {
@@ -841,8 +851,8 @@ class Call:
                 if fmt is None:
                     continue
                 # Our transmit proposal, accepted: the callee told us where to send.
-                pt = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
-                fmt = replace(fmt, payload_type=pt)
+                fmt = with_channel_parameters(fmt, params)
+                pt = fmt.rtp_payload_type
                 session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
                 remote_rtcp[session_id] = media_address_from(params.get("mediaControlChannel"))
                 opened.append(LogicalChannel(
@@ -855,8 +865,8 @@ class Call:
                 params = reverse["multiplexParameters"][1]
                 if fmt is None:
                     continue
-                pt = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
-                fmt = replace(fmt, payload_type=pt)
+                fmt = with_channel_parameters(fmt, params)
+                pt = fmt.rtp_payload_type
                 session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
                 opened.append(LogicalChannel(
                     number, False, fmt, session_id, pt,

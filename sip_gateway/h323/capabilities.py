@@ -64,6 +64,8 @@ STATIC_PAYLOAD_TYPES: dict[Codec, int] = {
     Codec.PCMU: 0, Codec.PCMA: 8, Codec.G722: 9, Codec.H261: 31, Codec.H263: 34,
 }
 DEFAULT_H264_PAYLOAD_TYPE = 109
+DEFAULT_H263_1998_PAYLOAD_TYPE = 96
+H263_1998_RFC_NUMBERS = (2429, 4629)  # the H263-1998 payload format: RFC 2429, obsoleted by RFC 4629
 
 _AUDIO_CHOICES: dict[Codec, str] = {
     Codec.PCMU: "g711Ulaw64k", Codec.PCMA: "g711Alaw64k", Codec.G722: "g722-64k",
@@ -92,6 +94,9 @@ class MediaFormat:
     h264_level: int = H264_LEVEL_3_1
     packetization_modes: tuple[int, ...] = (1, 0)
     payload_type: int = -1
+    # H.263 in the H263-1998 payload format (RFC 4629, ex 2429; dynamic payload type) instead
+    # of RFC 2190: a channel's mediaPacketization says so (rfc-number 2429 or 4629).
+    h263_rfc4629: bool = False
 
     @property
     def session_id(self) -> int:
@@ -102,6 +107,8 @@ class MediaFormat:
         """RTP payload type: the static one, or the negotiated dynamic one for H.264."""
         if self.payload_type >= 0:
             return self.payload_type
+        if self.h263_rfc4629:
+            return DEFAULT_H263_1998_PAYLOAD_TYPE
         return STATIC_PAYLOAD_TYPES.get(self.codec, DEFAULT_H264_PAYLOAD_TYPE)
 
     @property
@@ -204,7 +211,11 @@ def format_from_data_type(data_type: tuple[str, Any]) -> MediaFormat | None:
 
 
 def media_packetization(fmt: MediaFormat) -> tuple[str, Any] | None:
-    """``mediaPacketization`` of H2250LogicalChannelParameters (H.264 only: its mode OID)."""
+    """``mediaPacketization`` of H2250LogicalChannelParameters: the H.264 mode OID, or the
+    RFC number of H.263's H263-1998 payload format; None for static payload formats."""
+    if fmt.codec is Codec.H263 and fmt.h263_rfc4629:
+        return ("rtpPayloadType", {"payloadDescriptor": ("rfc-number", H263_1998_RFC_NUMBERS[0]),
+                                   "payloadType": fmt.rtp_payload_type})
     if fmt.codec is not Codec.H264:
         return None
     mode = fmt.packetization_modes[0] if fmt.packetization_modes else 0
@@ -212,6 +223,30 @@ def media_packetization(fmt: MediaFormat) -> tuple[str, Any] | None:
         "payloadDescriptor": ("oid", H264_PACKETIZATION_OIDS[mode]),
         "payloadType": fmt.rtp_payload_type,
     })
+
+
+def uses_h263_1998(value: Any) -> bool:
+    """True when a ``mediaPacketization`` value names RFC 2429/4629 (H263-1998)."""
+    try:
+        descriptor = value[1]["payloadDescriptor"]
+        return bool(value[0] == "rtpPayloadType" and descriptor[0] == "rfc-number"
+                    and int(descriptor[1]) in H263_1998_RFC_NUMBERS)
+    except (KeyError, TypeError, IndexError, ValueError):
+        return False
+
+
+def with_channel_parameters(fmt: MediaFormat, params: dict[str, Any]) -> MediaFormat:
+    """``fmt`` (from an OLC's dataType) with what its H2250LogicalChannelParameters add: the
+    dynamic payload type, the H.264 packetization mode, H.263's payload format."""
+    packetization = params.get("mediaPacketization")
+    if "dynamicRTPPayloadType" in params:
+        fmt = replace(fmt, payload_type=int(params["dynamicRTPPayloadType"]))
+    mode = packetization_mode_from(packetization)
+    if mode is not None and fmt.codec is Codec.H264:
+        fmt = replace(fmt, packetization_modes=(mode,))
+    if fmt.codec is Codec.H263 and uses_h263_1998(packetization):
+        fmt = replace(fmt, h263_rfc4629=True)
+    return fmt
 
 
 def packetization_mode_from(value: Any) -> int | None:

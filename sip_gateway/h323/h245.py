@@ -19,7 +19,6 @@ from .asn1 import decode_h245, encode_h245
 from .capabilities import (
     AUDIO_SESSION,
     VIDEO_SESSION,
-    Codec,
     MediaFormat,
     RemoteCapabilities,
     build_terminal_capability_set,
@@ -27,8 +26,8 @@ from .capabilities import (
     data_type_from_format,
     format_from_data_type,
     media_packetization,
-    packetization_mode_from,
     parse_terminal_capability_set,
+    with_channel_parameters,
 )
 from .events import (
     CapabilitiesReceived,
@@ -92,7 +91,8 @@ def media_address_from(value: Any) -> MediaAddress | None:
 class H245Config:
     """Local side of H.245: what we receive, where, and the procedure timers (seconds)."""
 
-    formats: Sequence[MediaFormat]
+    formats: Sequence[MediaFormat]  # what we receive: our capability set
+    transmit_formats: Sequence[MediaFormat] | None = None  # what we can send (None: ``formats``)
     media_host: str = "127.0.0.1"
     media_ports: dict[int, int] = field(default_factory=lambda: {AUDIO_SESSION: 0, VIDEO_SESSION: 0})
     terminal_type: int = TERMINAL_TYPE_MCU
@@ -216,11 +216,10 @@ class H245Session:
             "mediaControlChannel": transport_address(self.config.local_rtcp(fmt.session_id)),
             "silenceSuppression": False,
         }
-        if fmt.codec is Codec.H264:
+        packetization = media_packetization(fmt)
+        if packetization is not None:  # dynamic payload formats: H.264, H.263 as H263-1998
             h2250["dynamicRTPPayloadType"] = fmt.rtp_payload_type
-            packetization = media_packetization(fmt)
-            if packetization is not None:
-                h2250["mediaPacketization"] = packetization
+            h2250["mediaPacketization"] = packetization
         olc = {
             "forwardLogicalChannelNumber": number,
             "forwardLogicalChannelParameters": {
@@ -428,9 +427,10 @@ class H245Session:
         if (not self.config.open_channels or remote is None or self.paused_by_remote
                 or self.msd_state is not MsdState.DONE):
             return
-        audio = choose_format(self.config.formats, remote.formats, video=False)
-        video = choose_format(self.config.formats, remote.formats, video=True)
-        local_has_video = any(f.codec.is_video for f in self.config.formats)
+        sendable = self.config.formats if self.config.transmit_formats is None else self.config.transmit_formats
+        audio = choose_format(sendable, remote.formats, video=False)
+        video = choose_format(sendable, remote.formats, video=True)
+        local_has_video = any(f.codec.is_video for f in sendable)
         if (audio is None or (video is None and local_has_video)) and not self._mismatch_reported:
             self._mismatch_reported = True
             self._events.append(CapabilityMismatch(audio=audio is None,
@@ -468,10 +468,8 @@ class H245Session:
             return
         params = mux[1]
         session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
-        payload_type = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
-        mode = packetization_mode_from(params.get("mediaPacketization"))
-        fmt = replace(fmt, payload_type=payload_type,
-                      packetization_modes=(mode,) if mode is not None else fmt.packetization_modes)
+        fmt = with_channel_parameters(fmt, params)
+        payload_type = fmt.rtp_payload_type
         channel = LogicalChannel(
             number=number, outgoing=False, format=fmt, session_id=session_id, payload_type=payload_type,
             local_rtp=self.config.local_rtp(fmt.session_id), local_rtcp=self.config.local_rtcp(fmt.session_id),

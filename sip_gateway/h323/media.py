@@ -19,7 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
-from ..rtp.codecs import Pcm
+from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
 from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
 from ..sip.sdp import Codec as SdpCodec
 from ..sip.sdp import MediaStream
@@ -27,15 +27,38 @@ from .aio import MediaPortAllocator
 from .capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
 from .events import LogicalChannel
 
-__all__ = ["BoundPortAllocator", "H323MediaLeg", "sdp_codec", "site_video_codec"]
+__all__ = ["IVR_PROMPTS", "BoundPortAllocator", "H323MediaLeg", "sdp_codec", "site_video_codec"]
 
 _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
+_RATE = 48_000
+
+
+def _tones(parts: list[tuple[float, float]]) -> np.ndarray[Any, Any]:
+    """48 kHz int16 PCM: (frequency, seconds) pieces, 0 Hz = silence."""
+    chunks = []
+    for freq, seconds in parts:
+        t = np.arange(int(_RATE * seconds)) / _RATE
+        chunks.append((7000 * np.sin(2 * np.pi * freq * t)) if freq else np.zeros(len(t)))
+    return np.concatenate(chunks).astype(np.int16)
+
+
+# The IVR's prompts, as tones like the SIP IVR's (no speech files needed): two 660 Hz beeps =
+# "enter the conference id", three 880 Hz beeps = "enter the PIN", a low 400 Hz tone =
+# "invalid", a rising C-E-G = "joining", a falling G-C = "goodbye".
+IVR_PROMPTS: dict[str, np.ndarray[Any, Any]] = {
+    "enter_conference_id": _tones([(660, 0.2), (0, 0.1), (660, 0.2), (0, 0.3)]),
+    "enter_pin": _tones([(880, 0.15), (0, 0.1), (880, 0.15), (0, 0.1), (880, 0.15), (0, 0.3)]),
+    "invalid": _tones([(400, 0.5), (0, 0.2)]),
+    "joining": _tones([(523, 0.15), (659, 0.15), (784, 0.3)]),
+    "goodbye": _tones([(784, 0.2), (523, 0.4)]),
+}
 
 
 def sdp_codec(fmt: MediaFormat, payload_type: int) -> SdpCodec:
     """The RTP layer's codec description of a negotiated H.245 format."""
     fmtp = f"packetization-mode={fmt.packetization_modes[0]}" if fmt.codec is Codec.H264 else ""
-    return SdpCodec(fmt.codec.value, payload_type, _CLOCK.get(fmt.codec, 90000), fmtp=fmtp)
+    name = "H263-1998" if fmt.codec is Codec.H263 and fmt.h263_rfc4629 else fmt.codec.value
+    return SdpCodec(name, payload_type, _CLOCK.get(fmt.codec, 90000), fmtp=fmtp)
 
 
 def site_video_codec(fmt: MediaFormat) -> tuple[str, tuple[int, int], bool]:
@@ -179,6 +202,21 @@ class H323MediaLeg:
         target = self.leg.audio if kind == "audio" else self.leg.video
         if target is not None and rtcp is not None:
             target.remote_rtcp = (rtcp.host, rtcp.port)
+        if target is not None and inc is not None and out is not None:
+            self._receive_with(target, sdp_codec(inc.format, inc.payload_type))
+
+    @staticmethod
+    def _receive_with(channel: _Channel, codec: SdpCodec) -> None:
+        """Depacketise and decode by the incoming channel's codec: a terminal may send another
+        codec than the one it receives (H.263 out, H.261 in), each direction has its own OLC."""
+        session = channel.session
+        if session is None or session.receive_codec == codec:
+            return
+        session.receive_codec = codec
+        if channel.kind == "audio":
+            channel.audio_decoder = AudioDecoder(codec)
+        else:
+            channel.video_decoder = VideoDecoder(codec)
 
     @property
     def incoming_video(self) -> LogicalChannel | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, cast
@@ -370,15 +371,17 @@ class Gatekeeper:
     time_to_live: int = 300
     registrations: dict[str, Registration] = field(default_factory=dict)  # by endpoint id
     admitted: dict[tuple[bytes, str], float] = field(default_factory=dict)  # (callIdentifier, endpoint) -> time
+    # Aliases the gatekeeper's own host answers without registering (the MCU's conference ids).
+    local_aliases: Callable[[str], MediaAddress | None] | None = None
     _counter: int = 0
 
     def lookup(self, alias: str, now: float) -> MediaAddress | None:
-        """Call-signalling address of a registered alias (what the console dials)."""
+        """Call-signalling address of a registered (or local) alias (what the console dials)."""
         self.expire(now)
         for registration in self.registrations.values():
             if alias in registration.aliases:
                 return registration.call_signal
-        return None
+        return self.local_aliases(alias) if self.local_aliases is not None else None
 
     def expire(self, now: float) -> None:
         for endpoint_id in [k for k, r in self.registrations.items() if r.expires <= now]:
@@ -396,10 +399,48 @@ class Gatekeeper:
             seq = body.get("requestSeqNum", 1) if isinstance(body, dict) else 1
             return [(encode_ras(("unknownMessageResponse", {"requestSeqNum": seq})), source)]
         try:
-            reply: tuple[str, Any] = handler(body, source, now)
+            reply: tuple[str, Any] | None = handler(body, source, now)
         except (KeyError, TypeError, ValueError, IndexError):
             return []
-        return [(encode_ras(reply), source)]
+        if reply is None:
+            return []
+        destination = source
+        if kind == "locationRequest":  # LRQ answers go to its replyAddress
+            destination = address_from_ras(body.get("replyAddress")) or source
+        return [(encode_ras(reply), destination)]
+
+    def _registration_of(self, alias: str, now: float) -> tuple[MediaAddress, MediaAddress] | None:
+        """(call signalling, RAS) addresses of a registered or local alias."""
+        self.expire(now)
+        for registration in self.registrations.values():
+            if alias in registration.aliases:
+                return registration.call_signal, registration.ras
+        local = self.local_aliases(alias) if self.local_aliases is not None else None
+        return (local, self.ras_address) if local is not None else None
+
+    def _on_locationRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        """LRQ (another gatekeeper or an endpoint asks where an alias is): LCF or LRJ."""
+        seq = body["requestSeqNum"]
+        for alias in _alias_texts(body.get("destinationInfo")):
+            found = self._registration_of(alias, now)
+            if found is not None:
+                return ("locationConfirm", {"requestSeqNum": seq, "callSignalAddress": ras_transport(found[0]),
+                                            "rasAddress": ras_transport(found[1])})
+        return ("locationReject", {"requestSeqNum": seq, "rejectReason": ("requestDenied", 0)})
+
+    def _on_bandwidthRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
+        """BRQ: a registered endpoint changes its call bandwidth; granted as asked (no policing)."""
+        seq = body["requestSeqNum"]
+        if str(body["endpointIdentifier"]) not in self.registrations:
+            return ("bandwidthReject", {"requestSeqNum": seq, "rejectReason": ("notBound", 0),
+                                        "allowedBandWidth": 0})
+        return ("bandwidthConfirm", {"requestSeqNum": seq, "bandWidth": int(body["bandWidth"])})
+
+    def _on_infoRequestResponse(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any] | None:
+        """Unsolicited IRR (status of the endpoint's calls): acknowledged when it asks for it."""
+        if not body.get("needResponse"):
+            return None
+        return ("infoRequestAck", {"requestSeqNum": body["requestSeqNum"]})
 
     def _on_gatekeeperRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
         return ("gatekeeperConfirm", {
@@ -503,6 +544,7 @@ class RasClientProtocol(asyncio.DatagramProtocol):
         self._admissions: dict[bytes, asyncio.Future[AdmissionConfirmed | AdmissionRejected]] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._unregistered: asyncio.Event | None = None  # set by the UCF while unregistering
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector transport is not a DatagramTransport subclass, but has its API.
@@ -510,12 +552,14 @@ class RasClientProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.client.receive_datagram(data, asyncio.get_running_loop().time())
+        if self._unregistered is not None and self.client.endpoint_id is None:
+            self._unregistered.set()  # UCF
         self.flush()
 
     def flush(self) -> None:
         """Send queued datagrams, forward events and re-arm the timer."""
         loop = asyncio.get_running_loop()
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             for datagram in self.client.datagrams_to_send():
                 self.transport.sendto(datagram, (self.gatekeeper.host, self.gatekeeper.port))
         for event in self.client.take_events():
@@ -547,15 +591,34 @@ class RasClientProtocol(asyncio.DatagramProtocol):
         return event
 
     async def admission(self, call_id: bytes, conference_id: bytes, call_reference: int,
-                        destination: str | None, answer: bool) -> AdmissionConfirmed | AdmissionRejected:
-        """ARQ for one call; resolves with the gatekeeper's ACF or ARJ (or a timeout ARJ)."""
+                        destination: str | None, answer: bool,
+                        destination_address: MediaAddress | None = None) -> AdmissionConfirmed | AdmissionRejected:
+        """ARQ for one call; resolves with the gatekeeper's ACF or ARJ (or a timeout ARJ).
+
+        ``destination`` is the alias to call, ``destination_address`` the address when the
+        caller knows it (the gatekeeper resolves the alias first, then uses the address)."""
         future: asyncio.Future[AdmissionConfirmed | AdmissionRejected] = (
             asyncio.get_running_loop().create_future())
         self._admissions[call_id] = future
-        self.client.admit(call_id, conference_id, call_reference, destination, None, answer,
-                          asyncio.get_running_loop().time())
+        try:
+            self.client.admit(call_id, conference_id, call_reference, destination, destination_address, answer,
+                              asyncio.get_running_loop().time())
+        except RuntimeError:  # registration lost meanwhile
+            self._admissions.pop(call_id, None)
+            return AdmissionRejected(call_id, "callerNotRegistered")
         self.flush()
         return await future
+
+    async def unregister(self, seconds: float = 1.0) -> bool:
+        """URQ; True when the gatekeeper confirmed within ``seconds``."""
+        if self.client.endpoint_id is None or self.transport is None:
+            return False
+        self._unregistered = asyncio.Event()
+        self.client.unregister(asyncio.get_running_loop().time())
+        self.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._unregistered.wait(), seconds)
+        return self.client.endpoint_id is None
 
     def disengage(self, call_id: bytes, conference_id: bytes, call_reference: int, answered: bool) -> None:
         """DRQ (fire and forget: the client retries on its own)."""
@@ -570,3 +633,4 @@ class RasClientProtocol(asyncio.DatagramProtocol):
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 self.transport.close()
+            self.transport = None

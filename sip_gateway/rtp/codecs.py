@@ -22,6 +22,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from ..sip.sdp import Codec
+from .bits import join_framed_pieces
 from .h261 import packetize_rfc4587, strip_rfc4587
 from .h263 import packetize_rfc2190, packetize_rfc4629, strip_rfc2190, strip_rfc4629
 
@@ -37,6 +38,7 @@ VIDEO_CODECS = ("H264", "VP8", "H263", "H263-1998", "H261")
 _H26X_STRIP = {"H263": strip_rfc2190, "H263-1998": strip_rfc4629, "H261": strip_rfc4587}
 _H26X_PACK = {"H263": packetize_rfc2190, "H263-1998": packetize_rfc4629, "H261": packetize_rfc4587}
 _H26X_FFMPEG = {"H263": "h263", "H263-1998": "h263", "H261": "h261"}
+_H26X_BIT_PIECES = {"H263", "H261"}  # payloads that may start/end mid-octet: framed pieces
 
 
 def aiortc_parameters(codec: Codec) -> RTCRtpCodecParameters:
@@ -118,6 +120,8 @@ class VideoDecoder:
         """Decode; corrupt input yields no frames instead of an exception."""
         try:
             if self._h26x is not None:
+                if self.codec.name in _H26X_BIT_PIECES:  # SBIT/EBIT pieces: join them bit-exactly
+                    data = join_framed_pieces(data)
                 return [f for f in self._h26x.decode(av.Packet(data)) if isinstance(f, av.VideoFrame)]
             assert self._decoder is not None
             frames: list[Any] = self._decoder.decode(JitterFrame(data, timestamp))

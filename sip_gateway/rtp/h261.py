@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .bits import join_bit_pieces
+from .bits import frame_piece, join_bit_pieces
 
 __all__ = ["RFC4587Header", "depacketize_rfc4587", "gob_starts", "packetize_rfc4587", "parse_rfc4587_header",
            "strip_rfc4587"]
@@ -110,14 +110,15 @@ def parse_rfc4587_header(payload: bytes) -> RFC4587Header:
 
 
 def strip_rfc4587(payload: bytes) -> bytes:
-    """One packet's bits for joining packet by packet (the RTP session's jitter buffer).
+    """One packet's bits for the RTP session's jitter buffer, as a :func:`~.bits.frame_piece`
+    record (data plus SBIT/EBIT); the decoder joins a picture's records bit-exactly with
+    :func:`~.bits.join_framed_pieces`.
 
-    A split inside an octet puts that octet in both packets. Senders that copy the whole
-    octet into both (ours, vic) make this exact: the first packet keeps it, the next one
-    drops it (SBIT != 0). :func:`depacketize_rfc4587` joins bit-exactly for any sender.
+    A split inside an octet puts that octet in both packets, and the bits each packet does
+    not own (EBIT at the end of one, SBIT at the start of the next) may hold anything.
     """
     header = parse_rfc4587_header(payload)
-    return payload[5:] if header.sbit else payload[4:]
+    return frame_piece(payload[4:], header.sbit, header.ebit)
 
 
 def depacketize_rfc4587(payloads: Sequence[bytes]) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .bits import join_bit_pieces
+from .bits import frame_piece, join_bit_pieces
 
 __all__ = [
     "H263PictureInfo",
@@ -141,10 +141,11 @@ def parse_rfc2190_header(payload: bytes) -> RFC2190Header:
 
 
 def strip_rfc2190(payload: bytes) -> bytes:
-    """One packet's H.263 bits for joining packet by packet (see ``h261.strip_rfc4587``:
-    a shared octet is kept by the packet that ends in it, dropped by the one that starts in it)."""
+    """One packet's H.263 bits for the RTP session's jitter buffer, as a
+    :func:`~.bits.frame_piece` record joined bit-exactly by the decoder (modes B and C split
+    pictures inside octets; see ``h261.strip_rfc4587``)."""
     header = parse_rfc2190_header(payload)
-    return payload[header.length + (1 if header.sbit else 0):]
+    return frame_piece(payload[header.length:], header.sbit, header.ebit)
 
 
 def depacketize_rfc2190(payloads: Sequence[bytes]) -> bytes:

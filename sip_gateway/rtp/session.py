@@ -130,6 +130,8 @@ class RtpSession:
         self.stream = stream
         self.kind = stream.kind
         self.codec = stream.codec
+        # What arrives may differ from what we send (H.323 opens each direction on its own).
+        self.receive_codec = stream.codec
         self.cname = cname
         self.send = SendState(secrets.randbits(32), secrets.randbits(16), secrets.randbits(32))
         self.remote_ssrc: int | None = None
@@ -170,7 +172,7 @@ class RtpSession:
         self.remote_ssrc = packet.ssrc
         self.stats.add(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         try:
-            packet._data = depayload_media(self.codec, packet.payload)  # type: ignore[attr-defined]
+            packet._data = depayload_media(self.receive_codec, packet.payload)  # type: ignore[attr-defined]
         except (ValueError, IndexError):
             self.malformed += 1
             return []

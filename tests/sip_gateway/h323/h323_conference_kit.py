@@ -7,6 +7,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -61,6 +62,7 @@ class Terminal:
     """A room system: dials, sends a colour and a tone, keeps what it decodes."""
 
     formats: Sequence[MediaFormat] = DEFAULT_FORMATS
+    transmit_formats: Sequence[MediaFormat] | None = None  # what it sends, when not ``formats``
     fast_start: bool = True
     tunnelling: bool = True
     colour: tuple[int, int, int] = GREEN
@@ -74,7 +76,8 @@ class Terminal:
 
     def __post_init__(self) -> None:
         self.ports = BoundPortAllocator("127.0.0.1", *TERMINAL_RTP)
-        self.config = EndpointConfig(formats=tuple(self.formats), h323_id=self.alias, e164="8001", is_mcu=False,
+        self.config = EndpointConfig(formats=tuple(self.formats), h323_id=self.alias,
+                                     transmit_formats=tuple(self.transmit_formats) if self.transmit_formats else None, e164="8001", is_mcu=False,
                                      display=self.name, fast_start=self.fast_start, tunnelling=self.tunnelling,
                                      h245_port=self.h245_port)
         self.endpoint = H323Endpoint(self.config, ports=self.ports)
@@ -84,7 +87,8 @@ class Terminal:
         self._media_tasks: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()
 
-    async def dial(self, address: MediaAddress, number: str | None) -> CallHandle:
+    async def dial(self, address: MediaAddress | None, number: str | None) -> CallHandle:
+        """Call ``number`` at ``address`` (None: a registered terminal asks its gatekeeper)."""
         self.handle = await self.endpoint.dial(address, number)
         await self._attach(self.handle)
         return self.handle
@@ -164,12 +168,13 @@ class Mcu:
     address: MediaAddress
 
 
-async def start_mcu(services: CoreServices, port: int, fps: int = 10) -> Mcu:
+async def start_mcu(services: CoreServices, port: int, fps: int = 10, **settings: Any) -> Mcu:
+    """The conference service and the bridge; ``settings`` override BridgeSettings fields."""
     conferences = ConferenceService(services, RoomSettings(width=640, height=360, fps=fps))
     await conferences.start()
-    bridge = H323Bridge(conferences, BridgeSettings(host="127.0.0.1", port=port, rtp_first=MCU_RTP[0],
-                                                    rtp_last=MCU_RTP[1], round_trip_interval=1.0,
-                                                    media_settle=2.0, ivr_digit_timeout=5.0))
+    bridge = H323Bridge(conferences, BridgeSettings(**{
+        "host": "127.0.0.1", "port": port, "rtp_first": MCU_RTP[0], "rtp_last": MCU_RTP[1],
+        "round_trip_interval": 1.0, "media_settle": 2.0, "ivr_digit_timeout": 5.0, **settings}))
     address = await bridge.start()
     return Mcu(conferences, bridge, address)
 

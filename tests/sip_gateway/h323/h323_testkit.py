@@ -9,7 +9,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from sip_gateway.h323.call import Call
@@ -96,10 +96,11 @@ class PcapWriter:
         self._file.close()
 
 
-def tshark_fields(path: Path, display_filter: str, *fields: str) -> list[str]:
-    """Lines of ``tshark -r path -Y filter`` (with -T fields when fields are given)."""
+def tshark_fields(path: Path, display_filter: str, *fields: str, options: Sequence[str] = ()) -> list[str]:
+    """Lines of ``tshark -r path -Y filter`` (with -T fields when fields are given; ``options``
+    e.g. ``("-d", "udp.port==5000,h225")``)."""
     assert TSHARK is not None
-    cmd = [TSHARK, "-r", str(path), "-Y", display_filter]
+    cmd = [TSHARK, "-r", str(path), *options, "-Y", display_filter]
     if fields:
         cmd += ["-T", "fields", *sum((["-e", f] for f in fields), [])]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
@@ -167,7 +168,7 @@ def pump(a: Call, b: Call, now: float, events: dict[str, list[Event]], max_round
 PI_SEQUENCE = 0x02000000  # Wireshark expert group of TCP sequence analysis (retransmission, D-SACK, ...)
 
 
-def wire_problems(path: Path, tolerate_tcp_sequence: bool = False) -> list[str]:
+def wire_problems(path: Path, tolerate_tcp_sequence: bool = False, options: Sequence[str] = ()) -> list[str]:
     """Frames matching ``BAD_FILTER``.
 
     In a live loopback capture the kernel sometimes retransmits a FIN or sends a D-SACK
@@ -175,7 +176,8 @@ def wire_problems(path: Path, tolerate_tcp_sequence: bool = False) -> list[str]:
     with ``tolerate_tcp_sequence`` a frame is ignored when every expert item in it is of
     the TCP sequence group and nothing is malformed. Synthetic pcaps use the strict form.
     """
-    lines = tshark_fields(path, BAD_FILTER, "frame.number", "_ws.expert.group", "_ws.malformed", "tcp.len")
+    lines = tshark_fields(path, BAD_FILTER, "frame.number", "_ws.expert.group", "_ws.malformed", "tcp.len",
+                          options=options)
     problems = []
     for line in lines:
         number, groups, malformed, *_ = (line.split("\t") + ["", "", ""])[:4]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,8 @@ async def test_h323_terminal_in_conference(services: CoreServices, tmp_path: Pat
     own = out["own_pane"]
     assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]
     stats = out["stats"][0]  # type: ignore[index]
-    assert stats["round_trip_ms"] is not None and stats["h323_codecs"] == {"audio": "G722", "video": "H264"}
+    assert stats["round_trip_ms"] is not None
+    assert stats["h323_codecs"] == {"audio": "G722", "audio_received": "G722", "video": "H264", "video_received": "H264"}
     assert {s["kind"] for s in stats["streams"]} == {"audio", "video"}
     assert out["site_after"]["status"] == "left"  # type: ignore[index]
     released = terminal.of(CallReleased)[0]
@@ -204,7 +206,8 @@ async def test_legacy_video_terminal_gets_video_it_decodes(services: CoreService
     terminal = Terminal(formats=formats)
     out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, video, capture=capture), 90)
     assert out["received_size"] == (352, 288)
-    assert out["stats"][0]["h323_codecs"] == {"audio": audio, "video": video.upper()}  # type: ignore[index]
+    assert out["stats"][0]["h323_codecs"] == {"audio": audio, "audio_received": audio,  # type: ignore[index]
+                                              "video": video.upper(), "video_received": video.upper()}
     own = out["own_pane"]
     assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]
     if capture:
@@ -212,6 +215,45 @@ async def test_legacy_video_terminal_gets_video_it_decodes(services: CoreService
         assert isinstance(pcap, Path)
         bad, protocols = _rtp_problems(pcap)
         assert bad == [] and video in protocols, (bad, protocols)
+
+
+H263_H261 = MediaFormat(Codec.H263, max_bitrate=3840, mpi=(("qcifMPI", 1), ("cifMPI", 1)))
+
+
+@pytest.mark.parametrize("fast_start, rfc4629", [(True, False), (False, False), (False, True)],
+                         ids=["faststart", "no-faststart", "no-faststart-h263-rfc4629"])
+async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServices, tmp_path: Path,
+                                                             fast_start: bool, rfc4629: bool) -> None:
+    """A room system that sends H.263 and G.711 µ-law but lists only H.261 and A-law among its
+    receive capabilities: we decode what arrives by the incoming channel's codec (its green
+    picture shows in its pane) and send what its capabilities allow (it decodes CIF H.261).
+    With ``rfc4629`` its H.263 channel says (mediaPacketization rfc-number 2429, dynamic payload
+    type 96) that it uses the H263-1998 payload format instead of RFC 2190."""
+    h263 = replace(H263_H261, h263_rfc4629=True, payload_type=96) if rfc4629 else H263_H261
+    terminal = Terminal(formats=H261_ONLY, transmit_formats=(MediaFormat(Codec.PCMU), h263),
+                        fast_start=fast_start, tunnelling=fast_start)
+    capture = TSHARK is not None and os.geteuid() == 0
+    out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, "h261", capture=capture), 90)
+    assert out["received_size"] == (352, 288)  # H.261 CIF decoded by the terminal
+    own = out["own_pane"]
+    assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]  # its H.263 decoded by the MCU
+    stats = out["stats"][0]  # type: ignore[index]
+    assert stats["h323_codecs"] == {"audio": "PCMA", "audio_received": "PCMU",
+                                    "video": "H261", "video_received": "H263"}
+    assert stats["input_resolution"] == [352, 288]
+    sent = [e.channel for e in terminal.of(ChannelOpened) if isinstance(e, ChannelOpened) and e.channel.outgoing]
+    assert {c.format.codec for c in sent} == {Codec.PCMU, Codec.H263}
+    assert {s["kind"]: s["codec"] for s in stats["streams"]}["video"] == "H261"
+    assert [c.format.h263_rfc4629 for c in sent if c.format.codec is Codec.H263] == [rfc4629]
+    if capture:
+        pcap = out["pcap"]
+        assert isinstance(pcap, Path)
+        assert wire_problems(pcap, tolerate_tcp_sequence=True) == []
+        bad, protocols = _rtp_problems(pcap)
+        assert bad == [] and "h261" in protocols, (bad, protocols)
+        if not fast_start:  # the OLCs are plain H.245 on the wire (fast start ones sit in the Setup)
+            names = _h245_verbose(pcap)
+            assert ("rfc-number: RFC 2429" in names) is rfc4629
 
 
 def test_default_formats_prefer_h264() -> None:

@@ -10,9 +10,10 @@ from commandcenter.capabilities import CAPABILITIES, start_capabilities, stop_ca
 from config.settings import Settings
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceError
-from mcu.h323_bridge import H323Capability
+from mcu.h323_bridge import H323Capability, bridge_settings
 from sip_gateway.h323.events import CallReleased, MediaAddress
 from tests.sip_gateway.h323.h323_conference_kit import Terminal, free_port
+from tests.sip_gateway.h323.test_h323_gatekeeper import free_udp_port, register
 
 
 def test_h323_starts_after_the_mcu_in_the_mcu_role() -> None:
@@ -58,5 +59,39 @@ async def test_capability_switched_off(fresh_db_url: str, tmp_path: Path) -> Non
         await start_capabilities(core, "mcu")
         assert "h323" not in core.capabilities and "mcu" in core.capabilities
     finally:
+        await stop_capabilities(core)
+        await core.stop()
+
+
+def test_gatekeeper_settings_reach_the_bridge() -> None:
+    settings = Settings(h323={"gatekeeper": "client", "gatekeeper_address": "10.20.0.5", "aliases": ["yunfu-mcu"],
+                              "time_to_live_seconds": 120, "ras_port": 0})
+    bridge = bridge_settings(settings)
+    assert (bridge.gatekeeper, bridge.gatekeeper_address, bridge.aliases, bridge.time_to_live, bridge.ras_port) == (
+        "client", "10.20.0.5", ("yunfu-mcu",), 120, 0)
+
+
+async def test_capability_runs_the_gatekeeper_in_server_mode(fresh_db_url: str, tmp_path: Path) -> None:
+    """``[h323] gatekeeper = "server"``: the capability answers RAS on ``ras_port``; a terminal
+    registers there and is listed in the bridge's gatekeeper status."""
+    ras_port = free_udp_port()
+    settings = Settings(var_dir=tmp_path, database={"url": fresh_db_url},
+                        h323={"signalling_port": free_port(), "gatekeeper": "server", "ras_port": ras_port},
+                        rtp={"port_min": 31000, "port_max": 31999})
+    core = await CoreServices.start(settings)
+    terminal = Terminal(alias="xinxing-h323")
+    protocol = None
+    try:
+        await start_capabilities(core, "mcu")
+        bridge = core.capabilities["h323"].bridge
+        await terminal.listen(free_port())
+        protocol = await register(terminal, MediaAddress("127.0.0.1", ras_port), ("xinxing-h323",))
+        status = bridge.gatekeeper_status()
+        assert status["mode"] == "server" and status["ras_address"] == f"127.0.0.1:{ras_port}"
+        assert [t["aliases"] for t in status["terminals"]] == [["xinxing-h323"]]
+    finally:
+        if protocol is not None:
+            protocol.close()
+        await terminal.close()
         await stop_capabilities(core)
         await core.stop()

@@ -47,6 +47,15 @@ async def eventually(predicate: object, seconds: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def hears(terminal: Terminal, freq: float, seconds: float = 8.0) -> None:
+    """The terminal received a tone of ``freq`` within the last half second (IVR prompts)."""
+    def tone_now() -> bool:
+        recent = terminal.audio[-25:]
+        return len(recent) == 25 and amplitude_at(np.concatenate(recent), freq) > 50
+    await terminal.until(tone_now, seconds)
+    terminal.audio.clear()  # the next prompt must be a new one
+
+
 async def clean(bridge: H323Bridge) -> None:
     """Every call gone and every bound RTP port closed."""
     await eventually(lambda: not bridge.sites and not bridge.ports.reserved, 10)
@@ -152,14 +161,18 @@ async def test_dial_in_by_ip_with_ivr_and_pin(services: CoreServices) -> None:
         await terminal.dial(mcu.address, None)  # by IP: no number, no alias
         await terminal.until(lambda: bool(terminal.of(CallConnected)) and bool(terminal.of(MasterSlaveDetermined)))
         assert terminal.handle is not None
+        await hears(terminal, 660)  # the tone prompt: enter the conference id
         terminal.handle.send_user_input("12345678#")  # no such conference: asked again
-        await asyncio.sleep(0.3)
+        await hears(terminal, 400)  # invalid
+        await hears(terminal, 660)
         terminal.handle.send_user_input(f"{record.id}#")
-        await asyncio.sleep(0.3)
+        await hears(terminal, 880)  # enter the PIN
         terminal.handle.send_user_input("1111#")  # wrong PIN: asked again
-        await asyncio.sleep(0.3)
+        await hears(terminal, 400)
+        await hears(terminal, 880)
         assert not mcu.bridge.sites or all(s.site is None for s in mcu.bridge.sites)
         terminal.handle.send_user_input("2468#")
+        await hears(terminal, 784)  # joining: C-E-G
         await eventually(lambda: status(mcu, "h323-yunan", record.id) == "joined", 10)
         terminal.handle.release()
         await eventually(lambda: status(mcu, "h323-yunan", record.id) == "left")

@@ -73,6 +73,52 @@ def test_register_admit_disengage() -> None:
     assert not mcu.timers.running("req:0") and not mcu._pending
 
 
+def test_location_bandwidth_and_info_requests() -> None:
+    """LRQ (answered at its replyAddress), BRQ and IRR from registered terminals; conference
+    ids the gatekeeper's own host answers (``local_aliases``) are located too."""
+    mcu_signal = MediaAddress("127.0.0.1", 1720)
+    gk = Gatekeeper(time_to_live=60, local_aliases=lambda a: mcu_signal if a == "80000001" else None)
+    room = client(("8001", "room-101"), 6000)
+    room.discover(0.0)
+    exchange(room, gk, 0.0)
+    endpoint_id = room.endpoint_id
+    assert endpoint_id is not None
+    reply_to = MediaAddress("10.0.0.9", 1719)
+
+    def ask(kind: str, body: dict[str, object]) -> list[tuple[str, dict[str, object], MediaAddress]]:
+        out = []
+        for reply, destination in gk.receive_datagram(asn1.encode_ras((kind, body)), GK, 1.0):
+            answer_kind, answer = asn1.decode_ras(reply)
+            assert asn1.missing_mandatory(asn1.h225_object(answer_kind[0].upper() + answer_kind[1:]), answer) == []
+            out.append((answer_kind, answer, destination))
+        return out
+
+    def lrq(alias: str) -> list[tuple[str, dict[str, object], MediaAddress]]:
+        return ask("locationRequest", {"requestSeqNum": 5, "destinationInfo": [("h323-ID", alias)],
+                                       "replyAddress": ("ipAddress", {"ip": bytes([10, 0, 0, 9]), "port": 1719})})
+
+    [(kind, body, where)] = lrq("room-101")
+    assert (kind, where) == ("locationConfirm", reply_to)
+    assert body["callSignalAddress"] == ("ipAddress", {"ip": bytes([127, 0, 0, 1]), "port": 6001})
+    [(kind, body, _)] = lrq("80000001")
+    assert kind == "locationConfirm" and body["callSignalAddress"][1]["port"] == 1720  # type: ignore[index]
+    [(kind, body, _)] = lrq("nobody")
+    assert kind == "locationReject" and body["rejectReason"] == ("requestDenied", 0)
+    brq = {"requestSeqNum": 6, "endpointIdentifier": endpoint_id, "conferenceID": bytes(16),
+           "callReferenceValue": 1, "bandWidth": 3840}
+    [(kind, body, where)] = ask("bandwidthRequest", brq)
+    assert (kind, body["bandWidth"], where) == ("bandwidthConfirm", 3840, GK)
+    [(kind, _, _)] = ask("bandwidthRequest", {**brq, "endpointIdentifier": "EP999999"})
+    assert kind == "bandwidthReject"
+    irr = {"requestSeqNum": 7, "endpointType": {"terminal": {}, "mc": False, "undefinedNode": False},
+           "endpointIdentifier": endpoint_id,
+           "rasAddress": ("ipAddress", {"ip": bytes([127, 0, 0, 1]), "port": 6000}),
+           "callSignalAddress": [("ipAddress", {"ip": bytes([127, 0, 0, 1]), "port": 6001})]}
+    assert ask("infoRequestResponse", irr) == []  # unsolicited, no answer asked for
+    [(kind, body, _)] = ask("infoRequestResponse", {**irr, "needResponse": True})
+    assert (kind, body["requestSeqNum"]) == ("infoRequestAck", 7)
+
+
 def test_keepalive_and_expiry() -> None:
     gk = Gatekeeper(time_to_live=60)
     c = client(("8001",), 6000, keepalive_margin=10.0)
@@ -123,6 +169,23 @@ def test_gatekeeper_fuzz(data: bytes) -> None:
     gk = Gatekeeper()
     for reply, _ in gk.receive_datagram(data, GK, 0.0):
         asn1.decode_ras(reply)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=120), st.integers(0, 119), st.integers(0, 255))
+def test_client_fuzz(data: bytes, position: int, value: int) -> None:
+    """Garbage and damaged gatekeeper answers never raise in the client and leave it usable."""
+    gk = Gatekeeper()
+    c = client(("8001",), 6000)
+    c.discover(0.0)
+    [grq] = c.datagrams_to_send()
+    [(gcf, _)] = gk.receive_datagram(grq, c.config.ras_address, 0.0)
+    damaged = bytearray(gcf)
+    damaged[position % len(damaged)] = value
+    for datagram in (data, bytes(damaged), gcf):
+        c.receive_datagram(datagram, 0.0)
+    c.handle_timer(100.0)
+    assert c.state in (ClientState.DISCOVERING, ClientState.REGISTERING, ClientState.FAILED)
 
 
 async def test_udp_loopback_registration() -> None:
