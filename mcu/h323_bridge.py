@@ -26,12 +26,13 @@ import collections
 import contextlib
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, RunningConference
+from mcu.conferences import ConferenceError, ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
@@ -58,6 +59,7 @@ from sip_gateway.h323.media import IVR_PROMPTS, BoundPortAllocator, H323MediaLeg
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
+from sip_gateway.rtp.prompts import PromptLibrary
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -329,8 +331,8 @@ class H323Site:
         self.bridge.sites.discard(self)
 
     def prompt(self, name: str) -> None:
-        """Queue an IVR prompt (tones, :data:`IVR_PROMPTS`) towards the terminal."""
-        self.prompts.append(IVR_PROMPTS[name])
+        """Queue an IVR prompt (the bridge's prompts: spoken, or the beeps) towards the terminal."""
+        self.prompts.append(self.bridge.prompts[name])
         if self._prompter is None:
             self._prompter = asyncio.get_running_loop().create_task(self._play_prompts())
             self.bridge._tasks.add(self._prompter)
@@ -383,8 +385,9 @@ class H323Bridge:
     """H.323 calls ↔ conference sites. Python API for the console: :meth:`invite`, :meth:`hangup`."""
 
     def __init__(self, conferences: ConferenceService, settings: BridgeSettings | None = None,
-                 config: EndpointConfig | None = None) -> None:
+                 config: EndpointConfig | None = None, prompts: Mapping[str, np.ndarray] | None = None) -> None:
         self.conferences = conferences
+        self.prompts: Mapping[str, np.ndarray] = prompts or IVR_PROMPTS  # spoken (PromptLibrary) or beeps
         self.settings = settings or BridgeSettings()
         self.config = config or EndpointConfig(
             h323_id="commandcenter MCU", display="commandcenter MCU", is_mcu=True,
@@ -735,6 +738,18 @@ class H323SiteDialer:
         if not await self.bridge.hangup(conference.id, site_id):
             raise ConferenceError(f"会场不在通话中：{site_id}")
 
+    async def invite_address(self, conference: RunningConference, address: str, name: str, actor: str) -> str:
+        """The console's "add a site by address": ``h323:``/alias/number/IP; returns the new site id."""
+        target = address.removeprefix("h323:")
+        site_id = "h323-" + re.sub(r"[^0-9A-Za-z_.-]", "_", target)[:58]
+        try:
+            await self.bridge.invite(conference.id, site_id, address=target, name=name or target)
+        except ValueError as exc:
+            raise DialError("bad_address", str(exc)) from None
+        except ConnectionError as exc:  # the site list shows it failed, with the reason
+            raise DialError("unavailable", str(exc)) from None
+        return site_id
+
 
 @dataclass
 class H323Capability:
@@ -763,7 +778,8 @@ async def start(core: CoreServices) -> H323Capability | None:
         return None
     conferences: ConferenceService = mcu.conferences
     settings = bridge_settings(core.settings)
-    bridge = H323Bridge(conferences, settings)
+    library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
+    bridge = H323Bridge(conferences, settings, prompts=await asyncio.to_thread(library.all))
     try:
         await bridge.start()
     except OSError as exc:

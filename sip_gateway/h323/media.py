@@ -21,6 +21,7 @@ import numpy as np
 
 from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
 from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
+from ..rtp.prompts import BEEPS
 from ..sip.sdp import Codec as SdpCodec
 from ..sip.sdp import MediaStream
 from .aio import MediaPortAllocator
@@ -33,25 +34,9 @@ _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
 _RATE = 48_000
 
 
-def _tones(parts: list[tuple[float, float]]) -> np.ndarray[Any, Any]:
-    """48 kHz int16 PCM: (frequency, seconds) pieces, 0 Hz = silence."""
-    chunks = []
-    for freq, seconds in parts:
-        t = np.arange(int(_RATE * seconds)) / _RATE
-        chunks.append((7000 * np.sin(2 * np.pi * freq * t)) if freq else np.zeros(len(t)))
-    return np.concatenate(chunks).astype(np.int16)
-
-
-# The IVR's prompts, as tones like the SIP IVR's (no speech files needed): two 660 Hz beeps =
-# "enter the conference id", three 880 Hz beeps = "enter the PIN", a low 400 Hz tone =
-# "invalid", a rising C-E-G = "joining", a falling G-C = "goodbye".
-IVR_PROMPTS: dict[str, np.ndarray[Any, Any]] = {
-    "enter_conference_id": _tones([(660, 0.2), (0, 0.1), (660, 0.2), (0, 0.3)]),
-    "enter_pin": _tones([(880, 0.15), (0, 0.1), (880, 0.15), (0, 0.1), (880, 0.15), (0, 0.3)]),
-    "invalid": _tones([(400, 0.5), (0, 0.2)]),
-    "joining": _tones([(523, 0.15), (659, 0.15), (784, 0.3)]),
-    "goodbye": _tones([(784, 0.2), (523, 0.4)]),
-}
+# The IVR's default prompts: the beep patterns shared with the SIP IVR (the MCU passes spoken
+# ones from sip_gateway.rtp.prompts.PromptLibrary).
+IVR_PROMPTS: dict[str, np.ndarray[Any, Any]] = dict(BEEPS)
 
 
 def sdp_codec(fmt: MediaFormat, payload_type: int) -> SdpCodec:

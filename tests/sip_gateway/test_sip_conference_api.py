@@ -3,7 +3,7 @@
 "Add a site by address" (`POST /api/conferences/{id}/sites`) and the site buttons
 (`POST /api/conferences/{id}/sites/{site}/{invite|redial|hangup}`) go through the SIP dialer; a
 real server (subprocess) dials our test endpoints; the test checks statuses, statistics in the
-site list, failures with their reason, bad input (400/404/409/422/501), roles, CSRF and the audit log.
+site list, failures with their reason, bad input (400/404/409/422), roles, CSRF and the audit log.
 """
 from __future__ import annotations
 
@@ -119,7 +119,6 @@ async def test_add_by_address_redial_hangup_through_the_console_api(server: Runn
                                     400, "不得包含密码"),
                                    ({"address": "bad address"}, 400, "无效的会场地址"),
                                    ({"address": "h323:"}, 400, "无效的会场地址"),
-                                   ({"address": "h323:1001@127.0.0.1"}, 501, "H323"),
                                    ({}, 422, ""), ({"address": hall, "extra": 1}, 422, ""),
                                    ({"address": "x" * 300}, 422, "")]:
             response = await call(chair, "POST", sites, json=body)
@@ -147,8 +146,7 @@ async def test_add_by_address_redial_hangup_through_the_console_api(server: Runn
         outcomes = {(e["actor"], e["target"], e["outcome"]) for e in entries}
         assert ("chair", f"{DEMO}/sip-hall", "ok") in outcomes and ("operator", f"{DEMO}/sip-hall", "ok") in outcomes
         failed = [e for e in entries if e["outcome"] == "failed"]
-        assert {e["detail"].get("code") for e in failed} >= {"busy", "bad_uri", "bad_address", "no_dialer",
-                                                              "not_running"}
+        assert {e["detail"].get("code") for e in failed} >= {"busy", "bad_uri", "bad_address", "not_running"}
         assert "s3cret-pw" not in str(entries) and any(":***@" in e["target"] for e in failed)  # no credentials
         hangups = (await call(admin, "GET", "/api/audit?action=conference.hangup")).json()
         assert {e["actor"] for e in hangups} == {"chair", "operator"}

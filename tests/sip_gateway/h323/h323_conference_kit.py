@@ -168,13 +168,14 @@ class Mcu:
     address: MediaAddress
 
 
-async def start_mcu(services: CoreServices, port: int, fps: int = 10, **settings: Any) -> Mcu:
+async def start_mcu(services: CoreServices, port: int, fps: int = 10, prompts: dict[str, Any] | None = None,
+                    **settings: Any) -> Mcu:
     """The conference service and the bridge; ``settings`` override BridgeSettings fields."""
     conferences = ConferenceService(services, RoomSettings(width=640, height=360, fps=fps))
     await conferences.start()
     bridge = H323Bridge(conferences, BridgeSettings(**{
         "host": "127.0.0.1", "port": port, "rtp_first": MCU_RTP[0], "rtp_last": MCU_RTP[1],
-        "round_trip_interval": 1.0, "media_settle": 2.0, "ivr_digit_timeout": 5.0, **settings}))
+        "round_trip_interval": 1.0, "media_settle": 2.0, "ivr_digit_timeout": 5.0, **settings}), prompts=prompts)
     address = await bridge.start()
     return Mcu(conferences, bridge, address)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import socket
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +131,35 @@ async def test_dial_out_invite_flow_control_and_hang_up(services: CoreServices) 
         await stop_mcu(mcu)
 
 
+async def test_console_adds_an_h323_site_by_address(services: CoreServices) -> None:
+    from mcu.conferences import DialError
+    from mcu.h323_bridge import H323SiteDialer
+
+    mcu = await start_mcu(services, free_port())
+    mcu.bridge.config.t303_setup = 1.0
+    mcu.conferences.register_dialer("h323", H323SiteDialer(mcu.bridge))
+    terminal = Terminal(alias="tongle", name="通乐村委")
+    port = free_port()
+    await terminal.listen(port)
+    try:
+        site_id, protocol = await mcu.conferences.dial_address(CONFERENCE, f"h323:8009@127.0.0.1:{port}",
+                                                               "通乐村委", "chair")
+        assert protocol == "h323" and site_id.startswith("h323-")
+        await eventually(lambda: status(mcu, site_id) == "joined", 15)
+        await terminal.until(lambda: len(terminal.frames) > 2, 15)
+        with pytest.raises(DialError) as refused:  # nobody listens there: refused, shown as failed
+            await mcu.conferences.dial_address(CONFERENCE, f"127.0.0.1:{free_port()}", "", "chair")
+        assert refused.value.code == "unavailable"
+        with pytest.raises(DialError) as bad:
+            await mcu.conferences.dial_address(CONFERENCE, "h323:", "", "chair")
+        assert bad.value.code == "bad_address"
+        assert await mcu.bridge.hangup(CONFERENCE, site_id) is True
+        await eventually(lambda: status(mcu, site_id) == "left")
+    finally:
+        await terminal.close()
+        await stop_mcu(mcu)
+
+
 async def test_dial_out_to_absent_and_silent_peers_fails(services: CoreServices) -> None:
     mcu = await start_mcu(services, free_port())
     mcu.bridge.config.t303_setup = 1.0
@@ -177,6 +208,25 @@ async def test_dial_in_by_ip_with_ivr_and_pin(services: CoreServices) -> None:
         terminal.handle.release()
         await eventually(lambda: status(mcu, "h323-yunan", record.id) == "left")
         await clean(mcu.bridge)
+    finally:
+        await terminal.close()
+        await stop_mcu(mcu)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (make test installs it as root)")
+async def test_ivr_speaks_after_its_beeps(services: CoreServices, tmp_path: Path) -> None:
+    from sip_gateway.rtp.prompts import PromptLibrary
+
+    mcu = await start_mcu(services, free_port(), prompts=PromptLibrary(tmp_path / "prompts").all())
+    terminal = Terminal(alias="yunan")
+    try:
+        await terminal.dial(mcu.address, None)  # by IP: the IVR asks for the conference id
+        await hears(terminal, 660)              # its beeps first...
+        await asyncio.sleep(2.0)                # ...then 请输入会议号，以井号键结束
+        speech = np.concatenate(terminal.audio[-75:]).astype(np.float64)  # the last 1.5 s
+        frames = speech[: len(speech) // 960 * 960].reshape(-1, 960)
+        voiced = np.sqrt((frames ** 2).mean(axis=1)) > 300
+        assert voiced.mean() > 0.3, voiced.mean()  # the beeps ended > 1.5 s ago: beeps alone are silent here
     finally:
         await terminal.close()
         await stop_mcu(mcu)
