@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 BROADCAST = "broadcast"
 PREVIEW = "preview"
 SELECT_PREFIX = "select:"
+# The broadcast as seen by one loop-free site (a cascade link, a bridge caller): its own pane removed.
+LOOP_FREE_PREFIX = "loopfree:"
 PacketSink = Callable[[EncodedPacket], None]
 # Receives the full mix of every unmuted site (int16[960]) and the room clock time of the tick.
 MixListener = Callable[[AudioFrame, float], None]
@@ -192,6 +194,10 @@ class Room:
         self._encoders: dict[EncoderKey, _EncoderEntry] = {}
         self._site_subs: list[ParticipantSubscription] = []
         self._mix_listeners: list[MixListener] = []
+        # Sites that must never be sent their own picture (RMX AVOID_VIDEO_LOOP_BACK_IN_CASCADE):
+        # cascade links, and every caller of a bridge. Ids may be added before the site joins.
+        self.loop_free: set[str] = set()
+        self.all_loop_free = False
 
     # ---- helpers -----------------------------------------------------------
     def _emit(self, event: ev.RoomEvent) -> None:
@@ -502,8 +508,25 @@ class Room:
         self._emit(ev.RoomEnded(self.id, self._now()))
 
     # ---- views -------------------------------------------------------------
+    def is_loop_free(self, participant_id: str) -> bool:
+        return self.all_loop_free or participant_id in self.loop_free
+
+    def set_loop_free(self, participant_id: str, loop_free: bool = True) -> None:
+        """Send ``participant_id`` views without its own pane (takes effect at once)."""
+        if loop_free:
+            self.loop_free.add(participant_id)
+        else:
+            self.loop_free.discard(participant_id)
+        self._refresh_subscriptions()
+
     def view_for(self, participant_id: str) -> str:
-        """The view a site is sent right now."""
+        """The view a site is sent right now (a loop-free site never gets its own picture)."""
+        view = self._plain_view_for(participant_id)
+        if self.is_loop_free(participant_id) and view in (BROADCAST, select_view_id(participant_id)):
+            return LOOP_FREE_PREFIX + participant_id
+        return view
+
+    def _plain_view_for(self, participant_id: str) -> str:
         target = self.selected.get(participant_id)
         if target is not None and target in self.participants:
             return select_view_id(target)
@@ -534,18 +557,25 @@ class Room:
         width = width or self.settings.width
         height = height or self.settings.height
         labels = self.labels
+        present, speakers = self.present, self.speakers
         if view_id == BROADCAST:
             layout, panes = self._broadcast_config()
+        elif view_id.startswith(LOOP_FREE_PREFIX):
+            own = view_id[len(LOOP_FREE_PREFIX):]
+            layout, panes = self._broadcast_config()
+            present = [p for p in present if p != own]
+            speakers = [p for p in speakers if p != own]
+            # Its own broadcast becomes the latest other speaker (else the first other site).
+            panes = [VoicePane(0) if isinstance(p, StaticPane) and p.participant_id == own else p for p in panes]
         elif view_id == PREVIEW:
             layout, panes, labels = "auto", [], True
         elif view_id.startswith(SELECT_PREFIX):
             layout, panes = "1", [StaticPane(view_id[len(SELECT_PREFIX):])]
         else:
             raise RoomError(f"未知视图: {view_id}")
-        present = self.present
         concrete = resolve_auto(layout, len(present))
         rects = pane_rects(concrete, width, height)
-        chosen = assign_panes(panes, len(rects), present, self.speakers, now)
+        chosen = assign_panes(panes, len(rects), present, speakers, now)
         specs = []
         for rect, pid in zip(rects, chosen, strict=True):
             site = self.participants.get(pid) if pid is not None else None
