@@ -98,6 +98,7 @@ class BackupWatcher:
         attempt, packets = self._packets
         if snap.attempt != attempt:
             packets = 0
+            self._last_media = now  # a call that just joined gets rtp_timeout to start its media
         if snap.packets_in > packets:
             self._last_media = now
             if self._flowing_since is None:
