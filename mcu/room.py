@@ -198,6 +198,8 @@ class Room:
         # cascade links, and every caller of a bridge. Ids may be added before the site joins.
         self.loop_free: set[str] = set()
         self.all_loop_free = False
+        # Sites that are one cascade link (its primary and backup calls): never sent each other.
+        self.link_groups: dict[str, str] = {}
 
     # ---- helpers -----------------------------------------------------------
     def _emit(self, event: ev.RoomEvent) -> None:
@@ -511,18 +513,34 @@ class Room:
     def is_loop_free(self, participant_id: str) -> bool:
         return self.all_loop_free or participant_id in self.loop_free
 
-    def set_loop_free(self, participant_id: str, loop_free: bool = True) -> None:
-        """Send ``participant_id`` views without its own pane (takes effect at once)."""
+    def set_loop_free(self, participant_id: str, loop_free: bool = True, group: str | None = None) -> None:
+        """Send ``participant_id`` views without its own pane (takes effect at once).
+
+        ``group``: sites of one group (a cascade link's primary and backup call) are also
+        never sent each other's picture or sound.
+        """
         if loop_free:
             self.loop_free.add(participant_id)
+            if group:
+                self.link_groups[participant_id] = group
         else:
             self.loop_free.discard(participant_id)
+            self.link_groups.pop(participant_id, None)
         self._refresh_subscriptions()
+
+    def _excluded_from(self, participant_id: str) -> set[str]:
+        """The sites whose picture ``participant_id`` must not be sent: itself and its link group."""
+        group = self.link_groups.get(participant_id)
+        if group is None:
+            return {participant_id}
+        return {participant_id} | {p for p, g in self.link_groups.items() if g == group}
 
     def view_for(self, participant_id: str) -> str:
         """The view a site is sent right now (a loop-free site never gets its own picture)."""
         view = self._plain_view_for(participant_id)
-        if self.is_loop_free(participant_id) and view in (BROADCAST, select_view_id(participant_id)):
+        if self.is_loop_free(participant_id) and (
+                view == BROADCAST or view.startswith(SELECT_PREFIX)
+                and view[len(SELECT_PREFIX):] in self._excluded_from(participant_id)):
             return LOOP_FREE_PREFIX + participant_id
         return view
 
@@ -561,12 +579,12 @@ class Room:
         if view_id == BROADCAST:
             layout, panes = self._broadcast_config()
         elif view_id.startswith(LOOP_FREE_PREFIX):
-            own = view_id[len(LOOP_FREE_PREFIX):]
+            hidden = self._excluded_from(view_id[len(LOOP_FREE_PREFIX):])
             layout, panes = self._broadcast_config()
-            present = [p for p in present if p != own]
-            speakers = [p for p in speakers if p != own]
+            present = [p for p in present if p not in hidden]
+            speakers = [p for p in speakers if p not in hidden]
             # Its own broadcast becomes the latest other speaker (else the first other site).
-            panes = [VoicePane(0) if isinstance(p, StaticPane) and p.participant_id == own else p for p in panes]
+            panes = [VoicePane(0) if isinstance(p, StaticPane) and p.participant_id in hidden else p for p in panes]
         elif view_id == PREVIEW:
             layout, panes, labels = "auto", [], True
         elif view_id.startswith(SELECT_PREFIX):
@@ -727,7 +745,13 @@ class Room:
             muted=tuple(s.muted for s in sites),
             deaf=tuple(s.deaf for s in sites),
             full_mix=bool(self._mix_listeners),
+            groups=self._audio_groups(sites) if self.link_groups else (),
         )
+
+    def _audio_groups(self, sites: list[Participant]) -> tuple[int, ...]:
+        numbers: dict[str, int] = {}
+        return tuple(numbers.setdefault(self.link_groups[s.id], len(numbers) + 1) if s.id in self.link_groups
+                     else 0 for s in sites)
 
     def apply_mix(self, inp: MixInput, out: MixOutput) -> None:
         """Loop side: deliver N-1 mixes, update the active speaker, emit level events."""

@@ -88,7 +88,7 @@ class CascadeAdmission:
             log.info("conference %s: %s calls again, replacing its old call", number, child.name)
             await self.sip.hangup(number, site_id)
             await self.sip._wait_gone(number, site_id, within=2.0)
-        conf.room.set_loop_free(site_id)
+        conf.room.set_loop_free(site_id, group=site_id)
         self.on_link_call(number, child.name)
         return await self.sip.admit(conf, call, site_id, link_name(self.plan, child))
 

@@ -117,7 +117,7 @@ class BackupWatcher:
             await self._hangup(self.primary_site)  # silent: its BYE may never come
             conf = self.sip.conferences.running(self.conference_id)
             if conf is not None:
-                conf.room.set_loop_free(self.backup_site)
+                conf.room.set_loop_free(self.backup_site, group=self.primary_site)
                 try:
                     await self.sip.invite(self.conference_id, self.backup_site, uri=self.backup_uri,
                                           name=self.backup_name, from_user=self.from_user)

@@ -8,7 +8,9 @@ parent receives this conference's view and N-1 mix; both are loop-free (never se
 picture back).
 
 Observations fed to the `FailoverDriver`:
-* CALL_UP / CALL_FAILED from the calls' state (polled every 0.1 s from the SIP bridge);
+* CALL_UP once the call has joined and RTP has flowed for `up_after` s (the link hangs up
+  the other route on CALL_UP, so this keeps the switch gap-free); CALL_FAILED when the call
+  ends (both polled every 0.1 s from the SIP bridge);
 * MEDIA when the call's RTP packet count grew (sampled every `media_sample` s);
 * OPTIONS_OK / OPTIONS_TIMEOUT / SIP_ERROR from the qualify of the parent's SIP address
   (`SipEndpoint.qualify` every ``options_interval``), fanned out by the service;
@@ -54,7 +56,8 @@ class SipPathDialer:
         conf = self.sip.conferences.running(self.conference_id)
         if conf is None:
             raise DialOutError("not_running", f"会议未在运行：{self.conference_id}")
-        conf.room.set_loop_free(call.site_id)  # before it joins: its first view is already loop-free
+        # Before it joins, so its first view is already loop-free; both routes are one link group.
+        conf.room.set_loop_free(call.site_id, group=self.routes[Route.PRIMARY].site_id)
         await self.sip.invite(self.conference_id, call.site_id, uri=target, name=call.name,
                               credentials=call.credentials, from_user=self.from_user)
 
@@ -71,6 +74,7 @@ class _Seen:
     up: bool = False
     failed: bool = False
     packets: int = 0
+    media_since: float | None = None
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Uplink:
     on_event: Callable[[PathEvent], None] = lambda e: None
     poll_interval: float = 0.1
     media_sample: float = 0.5
+    up_after: float = 0.5
     link: FailoverLink = field(init=False)
     driver: FailoverDriver = field(init=False)
     _seen: dict[Route, _Seen] = field(default_factory=dict)
@@ -128,7 +133,12 @@ class Uplink:
         seen = self._seen[route]
         if snap.attempt != seen.attempt:
             self._seen[route] = seen = _Seen(attempt=snap.attempt)
-        if snap.joined and not seen.up:
+        now = asyncio.get_running_loop().time()
+        if snap.joined and snap.packets_in > 0 and seen.media_since is None:
+            seen.media_since = now
+        # "Up" once RTP has flowed for a moment: the link hangs up the other route on CALL_UP
+        # (make before break), so the new path must already carry the county's sound.
+        if snap.joined and not seen.up and seen.media_since is not None and now - seen.media_since >= self.up_after:
             seen.up = True
             self.observe(ObservationKind.CALL_UP, route)
         if snap.ended and not seen.failed:

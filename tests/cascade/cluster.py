@@ -97,6 +97,7 @@ class Cluster:
     cascade: dict[str, float] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: "cc" + secrets.token_hex(2))
     procs: dict[str, Process] = field(default_factory=dict)
+    db_urls: dict[str, str] = field(default_factory=dict)
     _made: list[str] = field(default_factory=list)
 
     def ns(self, node: str) -> str:
@@ -168,11 +169,12 @@ class Cluster:
     def write_settings(self, node: NodeSpec, plan: Path) -> Path:
         var = self.work / node.name
         var.mkdir(parents=True, exist_ok=True)
+        self.db_urls.setdefault(node.name, self.db_url_for(node.name))
         cascade = {"rtp_timeout_seconds": 1.5, "options_interval_seconds": 0.5, "dial_timeout_seconds": 3.0,
                    "control_timeout_seconds": 3.0, "hold_seconds": 4.0, "max_hold_seconds": 60.0,
                    "flap_window_seconds": 8.0, "retry_interval_seconds": 1.0, **self.cascade}
         lines = [f'var_dir = "{var}"', f'site_plan = "{plan}"', f'node_name = "{node.name}"',
-                 "[database]", f'url = "{self.db_url_for(node.name)}"',
+                 "[database]", f'url = "{self.db_urls[node.name]}"',
                  "[sip]", f'host = "{node.address}"', "udp_port = 5060", "tcp_port = 5060", "tls_port = 5061",
                  'srtp = "off"', 'max_video_size = "640x360"', "stats_interval_seconds = 0",
                  "[h323]", "enabled = false",
@@ -211,11 +213,14 @@ class Cluster:
                 time.sleep(0.2)
 
     def start_endpoint(self, name: str, node: str, conference: str, colour: str, tone: str,
-                       watch_tones: list[str], watch_colours: list[str]) -> Path:
+                       watch_tones: list[str], watch_colours: list[str], *, user: str = "",
+                       password: str = "", target_node: str = "") -> Path:
         spec = self.node(node)
+        target = self.node(target_node or node)
         out = self.work / f"{name}.jsonl"
-        argv = [sys.executable, "-m", "tests.cascade.endpoint", "--host", spec.address, "--user", name,
-                "--target", f"sip:{conference}@{spec.address}:5060", "--tone", str(TONES[tone]),
+        argv = [sys.executable, "-m", "tests.cascade.endpoint", "--host", spec.address, "--user", user or name,
+                "--password", password,
+                "--target", f"sip:{conference}@{target.address}:5060", "--tone", str(TONES[tone]),
                 "--color", ",".join(map(str, COLOURS[colour])), "--out", str(out)]
         for t in watch_tones:
             argv += ["--watch-tone", str(TONES[t])]
@@ -240,6 +245,24 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name}\n{p.text()[-4000:]}" for p in self.procs.values())
+
+
+def path_events(db_url: str, conference_id: str = CONFERENCE) -> list[dict[str, Any]]:
+    """A node's ``cascade.path`` audit entries for a conference, oldest first."""
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT detail FROM audit_log WHERE action = 'cascade.path' ORDER BY id")
+        finally:
+            await conn.close()
+        details = [json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"]) for r in rows]
+        return [d for d in details if d.get("conference_id") == conference_id]
+
+    return asyncio.run(fetch())
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
@@ -287,5 +310,5 @@ def two_counties(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     return cluster
 
 
-__all__ = ["CONFERENCE", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
+__all__ = ["CONFERENCE", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
            "one_county", "read_samples", "two_counties", "wait_for"]

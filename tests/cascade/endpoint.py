@@ -24,6 +24,7 @@ import numpy as np
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 from sip_gateway.rtp.leg import MediaLeg, tone
 from sip_gateway.sip import events as ev
+from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 
@@ -89,15 +90,18 @@ async def run(args: argparse.Namespace) -> None:
     await endpoint.start()
     sink = Sink()
     leg = await MediaLeg.allocate(args.host, video=True, sink=sink)
-    call = endpoint.invite(args.target, leg.local_media, from_user=args.user)
+    credentials = Credentials(args.user, args.password) if args.password else None
+    call = endpoint.invite(args.target, leg.local_media, credentials, from_user=args.user)
     established = asyncio.Event()
     ended = asyncio.Event()
+    end_status: list[int | None] = []
 
     def on_event(event: ev.Event) -> None:
         if isinstance(event, ev.CallEstablished | ev.MediaUpdated) and event.call.key == call.key:
             leg.start(event.call.streams)
             established.set()
         elif isinstance(event, ev.CallEnded) and event.call.key == call.key:
+            end_status.append(event.status)
             ended.set()
 
     endpoint.listeners.append(on_event)
@@ -125,6 +129,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.1)
             pcm = np.concatenate(sink.audio) if sink.audio else np.zeros(0, dtype=np.int16)
             line = {"t": time.time(), "up": established.is_set() and not ended.is_set(), "frames": sink.frames,
+                    "ended": ended.is_set(), "end_status": end_status[0] if end_status else None,
                     "audio": {str(hz): round(tone_amplitude(pcm, hz), 1) for hz in args.watch_tone},
                     "colours": {name: round(colour_share(sink.latest, rgb), 4) if sink.latest is not None else 0.0
                                 for name, rgb in watch_colours.items()}}
@@ -147,6 +152,7 @@ def main() -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--user", default="endpoint")
+    parser.add_argument("--password", default="", help="digest credentials (posing as a node in the bad-path test)")
     parser.add_argument("--tone", type=float, required=True)
     parser.add_argument("--color", required=True)
     parser.add_argument("--watch-tone", type=float, action="append", default=[])
