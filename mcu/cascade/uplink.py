@@ -50,9 +50,14 @@ class SipPathDialer:
     conference_id: str
     from_user: str
     routes: dict[Route, RouteCall]
+    # Whether the primary's address answers OPTIONS lately: an INVITE into a dead line cannot be
+    # cancelled (no provisional response) and would hold the site id for the 32 s INVITE timeout.
+    primary_reachable: Callable[[], bool] = lambda: True
 
     async def dial(self, route: Route, target: str) -> None:
         call = self.routes[route]
+        if route is Route.PRIMARY and not self.primary_reachable():
+            raise DialOutError("unreachable", "专线不可达（OPTIONS 无应答）")
         conf = self.sip.conferences.running(self.conference_id)
         if conf is None:
             raise DialOutError("not_running", f"会议未在运行：{self.conference_id}")
@@ -93,8 +98,10 @@ class Uplink:
     driver: FailoverDriver = field(init=False)
     _seen: dict[Route, _Seen] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _options_ok_at: float | None = None
 
     def __post_init__(self) -> None:
+        self.dialer.primary_reachable = self.primary_reachable
         self.link = FailoverLink(self.config)
         self.driver = FailoverDriver(self.link, self.dialer, self.on_event)
         self._seen = {route: _Seen() for route in Route}
@@ -114,7 +121,15 @@ class Uplink:
                 await self.dialer.hangup(route, "stop")
 
     def observe(self, kind: ObservationKind, route: Route = Route.PRIMARY, detail: str = "") -> None:
+        if kind is ObservationKind.OPTIONS_OK and route is Route.PRIMARY:
+            self._options_ok_at = asyncio.get_running_loop().time()
         self.driver.observe(kind, route, detail)
+
+    def primary_reachable(self) -> bool:
+        """The parent answered OPTIONS within the probe gap (or has not been probed yet)."""
+        if self._options_ok_at is None:
+            return True
+        return asyncio.get_running_loop().time() - self._options_ok_at <= self.config.probe_gap
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()

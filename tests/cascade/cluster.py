@@ -214,7 +214,7 @@ class Cluster:
 
     def start_endpoint(self, name: str, node: str, conference: str, colour: str, tone: str,
                        watch_tones: list[str], watch_colours: list[str], *, user: str = "",
-                       password: str = "", target_node: str = "") -> Path:
+                       password: str = "", target_node: str = "", extra: tuple[str, ...] = ()) -> Path:
         spec = self.node(node)
         target = self.node(target_node or node)
         out = self.work / f"{name}.jsonl"
@@ -226,6 +226,7 @@ class Cluster:
             argv += ["--watch-tone", str(TONES[t])]
         for c in watch_colours:
             argv += ["--watch-color", f"{c}=" + ",".join(map(str, COLOURS[c]))]
+        argv += list(extra)
         self._spawn(name, self.ns(node), argv, self.work / f"{name}.log")
         return out
 
@@ -300,6 +301,15 @@ def one_county(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     return Cluster(work, db_url_for, nodes, lines, {CONFERENCE: ["city", "county-a"]}, dict(cascade))
 
 
+def three_levels(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
+    """City ← county A ← a township MCU (罗定 罗城街道), each child with a trunk to the bridge."""
+    cluster = one_county(work, db_url_for, **cascade)
+    cluster.nodes.append(NodeSpec("town-mcu", "mcu", "county-a", "445381-01", "10.0.0.4"))
+    cluster.lines += [Line("a-town", "county-a", "town-mcu", 5), Line("town-telecom", "town-mcu", "telecom", 6)]
+    cluster.conferences = {CONFERENCE: ["city", "county-a", "town-mcu"]}
+    return cluster
+
+
 def two_counties(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     """One county plus county B (新兴县) with its own private line and trunk; two conferences."""
     cluster = one_county(work, db_url_for, **cascade)
@@ -311,4 +321,4 @@ def two_counties(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
 
 
 __all__ = ["CONFERENCE", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
-           "one_county", "read_samples", "two_counties", "wait_for"]
+           "one_county", "read_samples", "three_levels", "two_counties", "wait_for"]

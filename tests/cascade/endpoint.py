@@ -6,6 +6,9 @@ city=200,40,40 --out FILE``. It calls ``--target``, sends a tone and a solid pic
 colour (with a moving line, so the encoder has work), and every 0.1 s appends one JSON line to
 ``--out``: wall time, the amplitude of each watched tone in the last 0.3 s of what it hears,
 the number of video frames received, and the share of the latest picture in each watched colour.
+For latency (bench/cascade_failover.py): ``--pulse`` sends the tone only during the first 0.2 s
+of each wall-clock second, ``--onsets`` reports when each watched tone starts (per 20 ms frame);
+all namespaces share the host clock, so onset − whole second = mouth-to-ear delay.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 
 RATE = 48_000
+ONSET_LEVEL = 1500.0   # a watched tone louder than this in one 20 ms frame is "on"
+PULSE = 0.2            # --pulse: the tone plays for the first 0.2 s of every wall-clock second
 
 
 def tone_amplitude(pcm: np.ndarray, hz: float) -> float:
@@ -60,7 +65,10 @@ def picture(i: int, rgb: tuple[int, int, int], width: int = 320, height: int = 2
 
 
 class Sink:
-    def __init__(self) -> None:
+    def __init__(self, onset_tones: list[float]) -> None:
+        self.onset_tones = onset_tones
+        self.onsets: dict[float, list[float]] = {}
+        self._loud: dict[float, bool] = {}
         self.audio: list[np.ndarray] = []
         self.frames = 0
         self.latest: av.VideoFrame | None = None
@@ -68,6 +76,12 @@ class Sink:
     def on_audio(self, leg: MediaLeg, pcm: np.ndarray) -> None:
         self.audio.append(pcm)
         del self.audio[:-15]
+        now = time.time()
+        for hz in self.onset_tones:  # rising edges of the watched tones, per 20 ms frame
+            loud = tone_amplitude(pcm, hz) > ONSET_LEVEL
+            if loud and not self._loud.get(hz, False):
+                self.onsets.setdefault(hz, []).append(now)
+            self._loud[hz] = loud
 
     def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
         self.frames += 1
@@ -88,7 +102,7 @@ def parse_colour(text: str) -> tuple[int, int, int]:
 async def run(args: argparse.Namespace) -> None:
     endpoint = SipEndpoint(UserAgentConfig(host=args.host, port=0, user=args.user))
     await endpoint.start()
-    sink = Sink()
+    sink = Sink(args.watch_tone if args.onsets else [])
     leg = await MediaLeg.allocate(args.host, video=True, sink=sink)
     credentials = Credentials(args.user, args.password) if args.password else None
     call = endpoint.invite(args.target, leg.local_media, credentials, from_user=args.user)
@@ -117,8 +131,11 @@ async def run(args: argparse.Namespace) -> None:
         await established.wait()
         i = 0
         start = loop.time()
+        silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
         while True:
-            leg.send_audio(tone(args.tone, i * SAMPLES_PER_FRAME, amplitude=6000), marker=i == 0)
+            on = not args.pulse or time.time() % 1.0 < PULSE  # pulses mark wall-clock seconds (latency)
+            pcm = tone(args.tone, i * SAMPLES_PER_FRAME, amplitude=6000) if on else silence
+            leg.send_audio(pcm, marker=i == 0)
             if i % 4 == 0:
                 await leg.send_video(picture(i // 4, colour), keyframe=i % 100 == 0)
             i += 1
@@ -133,6 +150,9 @@ async def run(args: argparse.Namespace) -> None:
                     "audio": {str(hz): round(tone_amplitude(pcm, hz), 1) for hz in args.watch_tone},
                     "colours": {name: round(colour_share(sink.latest, rgb), 4) if sink.latest is not None else 0.0
                                 for name, rgb in watch_colours.items()}}
+            if sink.onsets:
+                line["onsets"] = {str(hz): times for hz, times in sink.onsets.items()}
+                sink.onsets = {}
             out.write(json.dumps(line) + "\n")
 
     tasks = [asyncio.create_task(stream()), asyncio.create_task(report())]
@@ -158,6 +178,8 @@ def main() -> None:
     parser.add_argument("--watch-tone", type=float, action="append", default=[])
     parser.add_argument("--watch-color", action="append", default=[])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--pulse", action="store_true", help="send the tone only at the start of each second")
+    parser.add_argument("--onsets", action="store_true", help="report rising edges of the watched tones")
     asyncio.run(run(parser.parse_args()))
 
 

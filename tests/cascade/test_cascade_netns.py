@@ -48,7 +48,7 @@ def never_hears_own(path: Path, tone: str, since: float) -> None:
     assert not loud, f"{path.stem} hears its own tone back ({len(loud)} samples, first {loud[0]})"
 
 
-def gaps(path: Path, tone: str, start: float, end: float, run: int = 3) -> list[float]:
+def gaps(path: Path, tone: str, start: float, end: float, run: int = 5) -> list[float]:
     """Start times of gaps in [start, end]: ``run`` consecutive samples (0.1 s apart, each over the
     last 0.3 s) in which ``tone`` was down to under an eighth of its level. Shorter dips are audio
     underruns of three loaded processes on two cores, not a path switch."""
@@ -178,8 +178,15 @@ def test_two_counties_two_conferences_one_line_fails(cluster_factory: Callable[.
         cluster.line_up("city-a")
         time.sleep(12.0)
         for city in (city1, city2):
-            assert not gaps(city, "town-b", down_at - 1, time.time()), f"{city.stem}: county B had a gap"
-            assert not gaps(city, "town-a", up_at, time.time()), f"{city.stem}: county A gap on switch back"
+            # County A was lost for its failover time; county B never for longer than a CPU hiccup
+            # (five processes and six endpoints share two cores here: 1 s, ten samples).
+            assert gaps(city, "town-a", down_at, up_at, run=10), f"{city.stem}: county A was never lost?"
+            assert not gaps(city, "town-b", down_at - 1, time.time(), run=10), f"{city.stem}: county B had a gap"
+            assert not gaps(city, "town-a", up_at, time.time(), run=10), f"{city.stem}: county A gap on switch back"
+            changes = [s["t"] for prev, s in zip(read_samples(city), read_samples(city)[1:], strict=False)
+                       if s["t"] >= down_at - 1 and s["frames"] > prev["frames"]]
+            stalls = [t1 for t0, t1 in zip(changes, changes[1:], strict=False) if t1 - t0 > 1.5]
+            assert not stalls, f"{city.stem}: the city picture stalled before {stalls}"
         for conf in (CONFERENCE, SECOND_CONFERENCE):
             assert states(path_events(cluster.db_urls["county-a"], conf), "up") == \
                 ["primary", "down", "backup", "primary"]
