@@ -200,6 +200,9 @@ class Room:
         self.all_loop_free = False
         # Sites that are one cascade link (its primary and backup calls): never sent each other.
         self.link_groups: dict[str, str] = {}
+        # group -> the member whose sound the others hear (while both calls overlap the far end is
+        # on both: mixing the two copies, a few ms apart, would comb-filter it).
+        self.link_active: dict[str, str] = {}
 
     # ---- helpers -----------------------------------------------------------
     def _emit(self, event: ev.RoomEvent) -> None:
@@ -528,6 +531,13 @@ class Room:
             self.link_groups.pop(participant_id, None)
         self._refresh_subscriptions()
 
+    def set_link_active(self, group: str, participant_id: str | None) -> None:
+        """Only ``participant_id``'s sound of a link group reaches the others (None: every member's)."""
+        if participant_id is None:
+            self.link_active.pop(group, None)
+        else:
+            self.link_active[group] = participant_id
+
     def _excluded_from(self, participant_id: str) -> set[str]:
         """The sites whose picture ``participant_id`` must not be sent: itself and its link group."""
         group = self.link_groups.get(participant_id)
@@ -742,11 +752,16 @@ class Room:
             ids=tuple(s.id for s in sites),
             frames=tuple(s.take_audio() for s in sites),
             gains=tuple(s.gain for s in sites),
-            muted=tuple(s.muted for s in sites),
+            muted=tuple(s.muted or self._link_standby(s.id) for s in sites),
             deaf=tuple(s.deaf for s in sites),
             full_mix=bool(self._mix_listeners),
             groups=self._audio_groups(sites) if self.link_groups else (),
         )
+
+    def _link_standby(self, participant_id: str) -> bool:
+        group = self.link_groups.get(participant_id)
+        active = self.link_active.get(group) if group is not None else None
+        return active is not None and active != participant_id and active in self.participants
 
     def _audio_groups(self, sites: list[Participant]) -> tuple[int, ...]:
         numbers: dict[str, int] = {}

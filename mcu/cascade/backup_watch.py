@@ -5,9 +5,14 @@ A backup path needs both ends in the bridge conference. The child dials its back
 (it may have no route while the private line is down), so it decides from what it sees:
 
 * the child's primary call (site ``cascade-<child>``) has been absent or silent (no RTP) for
-  ``rtp_timeout`` → hang up the silent primary call (its BYE may never arrive) and dial the
-  child's bridge conference (`Node.backup_uri`) as site ``cascade-<child>-backup``;
-  redialled every ``retry_interval`` while it fails;
+  ``early`` seconds (half the RTP timeout, at least 1 s) → dial the child's bridge conference
+  (`Node.backup_uri`) as site ``cascade-<child>-backup``, redialled every ``retry_interval``
+  while it fails. The parent goes first on purpose: the child switches at the full RTP
+  timeout and then finds the parent already in the bridge, which keeps failover inside the
+  5 s target with a 3 s threshold; a needless bridge call costs nothing and is hung up again
+  (the two calls are one link group, so the overlap never loops sound or picture back);
+* silent for the full ``rtp_timeout`` → hang up the primary call (the child has given up on
+  it; its BYE may never arrive over the dead line);
 * the primary call is back with RTP flowing continuously for ``settle`` seconds → hang up the
   backup call (the child switched back after its own hold, so a short settle is enough).
 
@@ -44,6 +49,7 @@ class BackupWatcher:
     settle: float = 3.0
     retry_interval: float = 2.0
     startup_grace: float = 8.0
+    early: float = 1.5          # silence after which the bridge is joined (before the child gives up)
     on_event: Callable[[PathEvent], None] = lambda e: None
     poll_interval: float = 0.1
     media_sample: float = 0.5
@@ -99,22 +105,28 @@ class BackupWatcher:
         if snap.attempt != attempt:
             packets = 0
             self._last_media = now  # a call that just joined gets rtp_timeout to start its media
-        if snap.packets_in > packets:
+        if snap.packets_in > packets and snap.packets_in > 0:
             self._last_media = now
             if self._flowing_since is None:
                 self._flowing_since = now
         self._packets = (snap.attempt, snap.packets_in)
 
     async def _step(self, now: float) -> None:
-        primary_ok = now - self._last_media < self.rtp_timeout
-        if not primary_ok:
+        fresh = snapshot(self.sip, self.conference_id, self.primary_site)
+        if fresh is not None and not fresh.ended and fresh.attempt != self._packets[0]:
+            # A new primary call (not sampled yet) gets rtp_timeout to start its media.
+            self._packets, self._last_media = (fresh.attempt, 0), now
+        silent_for = now - self._last_media
+        primary_ok = silent_for < self.rtp_timeout
+        if silent_for >= self.early:
             self._flowing_since = None
+        if not primary_ok:
+            await self._hangup(self.primary_site)  # the child has given up on it; its BYE may never come
         backup = snapshot(self.sip, self.conference_id, self.backup_site)
         backup_live = backup is not None and not backup.ended
         armed = self._seen_primary or now - self._started >= self.startup_grace
-        if not primary_ok and armed and not backup_live and now >= self._next_dial:
+        if silent_for >= self.early and armed and not backup_live and now >= self._next_dial:
             self._next_dial = now + self.retry_interval
-            await self._hangup(self.primary_site)  # silent: its BYE may never come
             conf = self.sip.conferences.running(self.conference_id)
             if conf is not None:
                 conf.room.set_loop_free(self.backup_site, group=self.primary_site)
@@ -123,6 +135,10 @@ class BackupWatcher:
                                           name=self.backup_name, from_user=self.from_user)
                 except DialOutError as exc:
                     log.warning("conference %s: cannot dial bridge %s: %s", self.conference_id, self.backup_uri, exc)
+        conf = self.sip.conferences.running(self.conference_id)
+        if conf is not None:  # one copy of the child's sound: the primary while it flows, else the bridge
+            conf.room.set_link_active(self.primary_site, self.primary_site if self._flowing_since is not None
+                                      else self.backup_site)
         settled = self._flowing_since is not None and now - self._flowing_since >= self.settle
         if primary_ok and settled and backup_live:
             await self._hangup(self.backup_site)

@@ -164,6 +164,7 @@ class CascadeService:
             self.sip, conference_id, link_site_id(child.name), backup_site_id(child.name),
             child.backup_uri(conference_id), f"{link_name(self.plan, child)}（电信备份）", self.node.name,
             rtp_timeout=s.rtp_timeout_seconds, settle=max(1.0, s.rtp_timeout_seconds),
+            early=min(s.rtp_timeout_seconds, max(1.0, s.rtp_timeout_seconds / 2)),
             retry_interval=s.retry_interval_seconds,
             startup_grace=s.dial_timeout_seconds + s.rtp_timeout_seconds,
             on_event=lambda e: self._publish(conference_id, child.name, "down", e))

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mcu.cascade.failover import FailoverConfig, FailoverLink, ObservationKind, PathEvent, Route
+from mcu.cascade.failover import FailoverConfig, FailoverLink, ObservationKind, PathEvent, PathState, Route
 from mcu.cascade.failover_driver import FailoverDriver
 from mcu.cascade.link_call import CallSnapshot, snapshot
 from mcu.sip_bridge import DialOutError, SipBridge
@@ -93,7 +93,7 @@ class Uplink:
     on_event: Callable[[PathEvent], None] = lambda e: None
     poll_interval: float = 0.1
     media_sample: float = 0.5
-    up_after: float = 0.5
+    up_after: float = 1.0
     link: FailoverLink = field(init=False)
     driver: FailoverDriver = field(init=False)
     _seen: dict[Route, _Seen] = field(default_factory=dict)
@@ -120,16 +120,25 @@ class Uplink:
             with contextlib.suppress(DialOutError):
                 await self.dialer.hangup(route, "stop")
 
+    def _prefer(self, route: Route) -> None:
+        """Only one route's copy of the parent's sound reaches the townships (no comb filtering)."""
+        conf = self.sip.conferences.running(self.conference_id)
+        if conf is not None:
+            group = self.dialer.routes[Route.PRIMARY].site_id
+            conf.room.set_link_active(group, self.dialer.routes[route].site_id)
+
     def observe(self, kind: ObservationKind, route: Route = Route.PRIMARY, detail: str = "") -> None:
         if kind is ObservationKind.OPTIONS_OK and route is Route.PRIMARY:
             self._options_ok_at = asyncio.get_running_loop().time()
         self.driver.observe(kind, route, detail)
 
     def primary_reachable(self) -> bool:
-        """The parent answered OPTIONS within the probe gap (or has not been probed yet)."""
-        if self._options_ok_at is None:
+        """Until the primary first fails: yes. After that: only once OPTIONS over the private line
+        were answered again since the failure (a dial into a dead line cannot even be cancelled)."""
+        failed_at = next((e.at for e in reversed(self.link.history) if e.previous is PathState.PRIMARY), None)
+        if failed_at is None:
             return True
-        return asyncio.get_running_loop().time() - self._options_ok_at <= self.config.probe_gap
+        return self._options_ok_at is not None and self._options_ok_at > failed_at
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,6 +168,8 @@ class Uplink:
         if snap.ended and not seen.failed:
             seen.failed = True
             self.observe(ObservationKind.CALL_FAILED, route, snap.reason)
+        if route is Route.PRIMARY:
+            self._prefer(Route.PRIMARY if seen.media_since is not None and not snap.ended else Route.BACKUP)
         if sample and snap.joined and snap.packets_in > seen.packets:
             seen.packets = snap.packets_in
             self.observe(ObservationKind.MEDIA, route)

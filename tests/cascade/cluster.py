@@ -230,6 +230,17 @@ class Cluster:
         self._spawn(name, self.ns(node), argv, self.work / f"{name}.log")
         return out
 
+    def stop_process(self, name: str) -> None:
+        """Stop one process (an endpoint) and wait for it."""
+        proc = self.procs.pop(name)
+        if proc.popen.poll() is None:
+            os.killpg(proc.popen.pid, signal.SIGTERM)
+            try:
+                proc.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(5)
+
     def stop(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL) and remove the namespaces."""
         for proc in self.procs.values():

@@ -149,3 +149,23 @@ def test_up_refuses_a_bad_node_before_starting(cascade_plan: Path, tmp_path: Pat
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert not (tmp_path / "var").exists(), "nothing was started"
+
+
+def test_only_the_active_call_of_a_link_is_heard() -> None:
+    """While a switch overlaps both calls, the far end is mixed once (two copies would comb-filter)."""
+    room = link_room()
+    room.set_link_active("cascade-county-a", "cascade-county-a")
+    for i in range(3):
+        for pid in SITES:
+            room.participants[pid].push_audio(tone(FREQ[pid], 4000, i))
+        out = room.audio_tick()
+    local = dict(zip(out.ids, out.mixes, strict=True))["local"]
+    assert amplitude_at(local, FREQ["cascade-county-a"]) > 1000
+    assert amplitude_at(local, FREQ["cascade-county-a-backup"]) < 50
+    assert not room.participants["cascade-county-a-backup"].muted, "the chair's mute state is untouched"
+    room.set_link_active("cascade-county-a", None)
+    for pid in SITES:
+        room.participants[pid].push_audio(tone(FREQ[pid], 4000, 3))
+    out = room.audio_tick()
+    local = dict(zip(out.ids, out.mixes, strict=True))["local"]
+    assert amplitude_at(local, FREQ["cascade-county-a-backup"]) > 1000
