@@ -216,13 +216,13 @@ class CascadeService:
 
     def status(self, conference_id: str) -> list[dict[str, Any]]:
         """This node's cascade links of a conference: state, since, history (wall-clock times)."""
-        loop_now = asyncio.get_running_loop().time()
+        loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
         out: list[dict[str, Any]] = []
 
         def item(peer: str, role: str, state: str, history: list[PathEvent]) -> dict[str, Any]:
             return {"node": peer, "role": role, "state": state,
-                    "since": wall_clock(history[-1].at, loop_now) if history else None,
-                    "history": [{"at": wall_clock(e.at, loop_now), "state": e.state.value,
+                    "since": wall_clock(history[-1].at, loop_now, wall_now) if history else None,
+                    "history": [{"at": wall_clock(e.at, loop_now, wall_now), "state": e.state.value,
                                  "previous": e.previous.value, "reason": e.reason} for e in history]}
 
         uplink = self.uplinks.get(conference_id)

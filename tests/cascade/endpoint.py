@@ -20,6 +20,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -145,7 +146,7 @@ async def run(args: argparse.Namespace) -> None:
         while True:
             await asyncio.sleep(0.1)
             pcm = np.concatenate(sink.audio) if sink.audio else np.zeros(0, dtype=np.int16)
-            line = {"t": time.time(), "up": established.is_set() and not ended.is_set(), "frames": sink.frames,
+            line: dict[str, Any] = {"t": time.time(), "up": established.is_set() and not ended.is_set(), "frames": sink.frames,
                     "ended": ended.is_set(), "end_status": end_status[0] if end_status else None,
                     "audio": {str(hz): round(tone_amplitude(pcm, hz), 1) for hz in args.watch_tone},
                     "colours": {name: round(colour_share(sink.latest, rgb), 4) if sink.latest is not None else 0.0

@@ -126,7 +126,7 @@ def test_link_name_is_the_area_name(cascade_plan: Path) -> None:
 
 def test_node_checks(cascade_plan: Path) -> None:
     plan = load_site_plan(cascade_plan)
-    ok = Settings(site_plan=cascade_plan, node_name="county-a", cascade={"token": "s"})  # type: ignore[arg-type]
+    ok = Settings(site_plan=cascade_plan, node_name="county-a", cascade={"token": "s"})
     assert cascade_problems(ok, plan) == []
     assert cascade_problems(Settings(site_plan=cascade_plan, node_name="telecom"), plan) == []
     missing = cascade_problems(Settings(site_plan=cascade_plan, node_name="nobody"), plan)
