@@ -130,15 +130,17 @@ def measure_latency(cluster: Cluster, seconds: float) -> dict[str, Any]:
         wait_for(path, lambda s: bool(s.get("onsets")), 40, f"{path.stem} hearing the pulses")
     since = time.time()
     time.sleep(seconds)
-    medians = {}
+    medians: dict[int, dict[str, Any]] = {}
+    p50: dict[int, float] = {}
     for level, path in listeners.items():
         values = pulse_latencies(path, "town-b", since)
         medians[level] = {"samples": len(values), "p50_ms": statistics.median(values) if values else None,
                           "max_ms": max(values) if values else None}
+        if values:
+            p50[level] = statistics.median(values)
     for name in ("pulse", *(p.stem for p in listeners.values())):
         cluster.stop_process(name)
-    per_level = [round(medians[i + 1]["p50_ms"] - medians[i]["p50_ms"], 1)
-                 for i in range(2) if medians[i]["p50_ms"] is not None and medians[i + 1]["p50_ms"] is not None]
+    per_level = [round(p50[i + 1] - p50[i], 1) for i in range(2) if i in p50 and i + 1 in p50]
     return {"by_levels": medians, "extra_per_level_ms": per_level}
 
 
