@@ -69,6 +69,7 @@ class SipPathDialer:
     async def hangup(self, route: Route, reason: str) -> None:
         call = self.routes[route]
         site = self.sip.sites.get((self.conference_id, call.site_id))
+        log.info("conference %s: cascade hangs up %s (%s)", self.conference_id, call.site_id, reason)
         if site is not None and site.connected:
             await self.sip.hangup(self.conference_id, call.site_id)
 
@@ -149,9 +150,12 @@ class Uplink:
             if sample:
                 next_sample = loop.time() + self.media_sample
             for route, call in self.dialer.routes.items():
-                snap = snapshot(self.sip, self.conference_id, call.site_id)
-                if snap is not None:
-                    self._update(route, snap, sample)
+                try:
+                    snap = snapshot(self.sip, self.conference_id, call.site_id)
+                    if snap is not None:
+                        self._update(route, snap, sample)
+                except Exception:  # the watch must outlive one bad poll
+                    log.exception("conference %s: cascade poll of %s failed", self.conference_id, call.site_id)
 
     def _update(self, route: Route, snap: CallSnapshot, sample: bool) -> None:
         seen = self._seen[route]
