@@ -94,7 +94,7 @@ class Uplink:
     on_event: Callable[[PathEvent], None] = lambda e: None
     poll_interval: float = 0.1
     media_sample: float = 0.5
-    up_after: float = 1.0
+    up_after: float = 0.5
     link: FailoverLink = field(init=False)
     driver: FailoverDriver = field(init=False)
     _seen: dict[Route, _Seen] = field(default_factory=dict)

@@ -170,7 +170,7 @@ class Cluster:
         var = self.work / node.name
         var.mkdir(parents=True, exist_ok=True)
         self.db_urls.setdefault(node.name, self.db_url_for(node.name))
-        cascade = {"rtp_timeout_seconds": 1.5, "options_interval_seconds": 0.5, "dial_timeout_seconds": 3.0,
+        cascade = {"rtp_timeout_seconds": 1.5, "options_interval_seconds": 0.5, "dial_timeout_seconds": 5.0,
                    "control_timeout_seconds": 3.0, "hold_seconds": 4.0, "max_hold_seconds": 60.0,
                    "flap_window_seconds": 8.0, "retry_interval_seconds": 1.0, **self.cascade}
         lines = [f'var_dir = "{var}"', f'site_plan = "{plan}"', f'node_name = "{node.name}"',
