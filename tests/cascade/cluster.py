@@ -150,14 +150,15 @@ class Cluster:
         text = text.replace('boundaries = "yunfu_counties.geojson"',
                             f'boundaries = "{DEMO_PLAN.parent / "yunfu_counties.geojson"}"')
         parts = [text]
-        for n in self.nodes:
+        for index, n in enumerate(self.nodes):
             parts.append(f'\n[[nodes]]\nname = "{n.name}"\nkind = "{n.kind}"\nparent = "{n.parent}"\n'
                          f'area = "{n.area}"\nsip = "{n.address}:5060"\n')
             if n.kind == "mcu" and any(c.parent == n.name for c in self.nodes):
                 parts.append(f'control = "{n.address}:7443"\n')
             if n.parent:
                 bridge = next(b for b in self.nodes if b.kind == "bridge")
-                parts.append(f'backup = "sip:9{{conference}}@{bridge.address}:5060"\n')
+                # one bridge number per link: a bridge room is one link's two ends
+                parts.append(f'backup = "sip:9{index}{{conference}}@{bridge.address}:5060"\n')
         for conf_id, nodes in self.conferences.items():
             names = ", ".join(f'"{x}"' for x in nodes)
             parts.append(f'\n[[conferences]]\nid = "{conf_id}"\nname = "级联测试 {conf_id}"\nguests = true\n'

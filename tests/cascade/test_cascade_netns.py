@@ -24,6 +24,7 @@ from tests.cascade.cluster import (
     one_county,
     path_events,
     read_samples,
+    three_levels,
     two_counties,
     wait_for,
 )
@@ -203,6 +204,43 @@ def test_two_counties_two_conferences_one_line_fails(cluster_factory: Callable[.
             assert states(path_events(cluster.db_urls["county-a"], conf), "up") == \
                 ["primary", "down", "backup", "primary"]
             assert states(path_events(cluster.db_urls["county-b"], conf), "up") == ["primary"]
+    except BaseException:
+        print(cluster.logs())
+        raise
+
+
+@pytest.mark.heavy
+def test_three_levels_survive_the_township_line_failing(cluster_factory: Callable[..., Cluster]) -> None:
+    """City ← county A ← township MCU: a meeting room on the township MCU is heard at the city
+    through two cascade levels; the county–township line fails and the township MCU comes back
+    through the bridge by itself, then returns to its primary once; nobody hears themselves."""
+    cluster = cluster_factory(three_levels)
+    try:
+        city = cluster.start_endpoint("city-ep", "city", CONFERENCE, "city", "city", ["town-a", "city"], ["town-a"])
+        room = cluster.start_endpoint("town-room", "town-mcu", CONFERENCE, "town-a", "town-a", ["city", "town-a"],
+                                      ["city"])
+        city_in = wait_for(city, hears("town-a"), 60, "the city hearing the township MCU's room")["t"]
+        wait_for(city, sees("town-a"), 20, "the township room's picture in the city composite")
+        room_in = wait_for(room, hears("city"), 20, "the township room hearing the city")["t"]
+        time.sleep(1.0)
+        down_at = time.time()
+        cluster.line_down("a-town")
+        lost = wait_for(city, lambda s: not hears("town-a")(s), 8, "the township room dropping", after=down_at)
+        back = wait_for(city, hears("town-a"), 15, "the township room back via the bridge", after=lost["t"])
+        assert back["t"] - down_at <= FAILOVER_TARGET + 1.0, f"back after {back['t'] - down_at:.1f} s"
+        wait_for(room, hears("city"), 10, "the township room hearing the city via the bridge", after=down_at)
+        time.sleep(2.0)
+        cluster.line_up("a-town")
+        deadline = time.monotonic() + 25
+        while states(path_events(cluster.db_urls["town-mcu"]), "up")[-1:] != ["primary"] or \
+                len(states(path_events(cluster.db_urls["town-mcu"]), "up")) < 4:
+            assert time.monotonic() < deadline, f"no switch back: {path_events(cluster.db_urls['town-mcu'])}"
+            time.sleep(0.3)
+        time.sleep(5.0)
+        assert states(path_events(cluster.db_urls["town-mcu"]), "up") == ["primary", "down", "backup", "primary"]
+        assert states(path_events(cluster.db_urls["county-a"]), "up") == ["primary"], "the county's own link held"
+        never_hears_own(city, "city", city_in)
+        never_hears_own(room, "town-a", room_in)
     except BaseException:
         print(cluster.logs())
         raise

@@ -135,6 +135,18 @@ def test_node_checks(cascade_plan: Path) -> None:
     assert len(no_token) == 1 and no_token[0].startswith("cascade.token")
 
 
+def test_two_links_may_not_share_a_bridge_number(cascade_plan: Path) -> None:
+    text = cascade_plan.read_text(encoding="utf-8")
+    shared = cascade_plan.with_name("shared.toml")
+    # county B with the same backup template as county A: both links would meet in one bridge room
+    template = next(line for line in text.splitlines() if line.startswith("backup = "))
+    shared.write_text(text + f'\n[[nodes]]\nname = "county-b"\nparent = "city"\narea = "445321"\n'
+                             f'sip = "10.0.0.3:5060"\n{template}\n', encoding="utf-8")
+    plan = load_site_plan(shared)
+    problems = cascade_problems(Settings(site_plan=shared, node_name="county-a", cascade={"token": "s"}), plan)
+    assert len(problems) == 1 and problems[0].startswith("nodes.county-a.backup")
+
+
 @pytest.mark.parametrize(("node", "env", "expected"), [
     ("nobody", {"CC_CASCADE__TOKEN": "s"}, "不在站点规划"),
     ("county-a", {}, "cascade.token"),
