@@ -95,6 +95,7 @@ class Cluster:
     lines: list[Line]
     conferences: dict[str, list[str]]
     cascade: dict[str, float] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)   # node -> `up --role` (default mcu)
     prefix: str = field(default_factory=lambda: "cc" + secrets.token_hex(2))
     procs: dict[str, Process] = field(default_factory=dict)
     db_urls: dict[str, str] = field(default_factory=dict)
@@ -179,6 +180,9 @@ class Cluster:
                  "[sip]", f'host = "{node.address}"', "udp_port = 5060", "tcp_port = 5060", "tls_port = 5061",
                  'srtp = "off"', 'max_video_size = "640x360"', "stats_interval_seconds = 0",
                  "[h323]", "enabled = false",
+                 "[http]", f'host = "{node.address}"', "port = 8080",
+                 "[webrtc]", f'host_addresses = ["{node.address}"]',
+                 "[recorder]", "enabled = false",
                  "[demo]", "enabled = false", "demo_sites = false",
                  "[cascade]", *[f"{k} = {v}" for k, v in cascade.items()]]
         path = var / "settings.toml"
@@ -200,8 +204,8 @@ class Cluster:
         for n in self.nodes:
             settings = self.write_settings(n, plan)
             self._spawn(n.name, self.ns(n.name),
-                        [sys.executable, "-m", "commandcenter", "--config", str(settings), "up", "--role", "mcu",
-                         "--node-name", n.name],
+                        [sys.executable, "-m", "commandcenter", "--config", str(settings), "up", "--role",
+                         self.roles.get(n.name, "mcu"), "--node-name", n.name],
                         self.work / f"{n.name}.log", {"CC_CASCADE__TOKEN": TOKEN})
         deadline = time.monotonic() + timeout
         for n in self.nodes:
@@ -228,6 +232,17 @@ class Cluster:
         for c in watch_colours:
             argv += ["--watch-color", f"{c}=" + ",".join(map(str, COLOURS[c]))]
         argv += list(extra)
+        self._spawn(name, self.ns(node), argv, self.work / f"{name}.log")
+        return out
+
+    def start_webrtc_client(self, name: str, node: str, conference: str, colour: str,
+                            watch_colours: list[str]) -> Path:
+        """An aiortc client (`tests.cascade.webrtc_endpoint`) joining ``node``'s web console."""
+        spec = self.node(node)
+        out = self.work / f"{name}.jsonl"
+        argv = [sys.executable, "-m", "tests.cascade.webrtc_endpoint",
+                f"ws://{spec.address}:8080/ws/conference/{conference}", ",".join(map(str, COLOURS[colour])),
+                str(out), *[f"{c}=" + ",".join(map(str, COLOURS[c])) for c in watch_colours]]
         self._spawn(name, self.ns(node), argv, self.work / f"{name}.log")
         return out
 

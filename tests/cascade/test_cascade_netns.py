@@ -244,3 +244,28 @@ def test_three_levels_survive_the_township_line_failing(cluster_factory: Callabl
     except BaseException:
         print(cluster.logs())
         raise
+
+
+@pytest.mark.heavy
+def test_webrtc_client_at_the_city_sees_and_survives_the_failover(cluster_factory: Callable[..., Cluster]) -> None:
+    """The city runs every role (web console + MCU); an aiortc client joins there by WebRTC and
+    sees township A's picture, before and after county A's line fails over to the bridge."""
+    def city_with_web(work: Path, db_url_for: Callable[[str], str]) -> Cluster:
+        cluster = one_county(work, db_url_for)
+        cluster.roles["city"] = "all"
+        return cluster
+
+    cluster = cluster_factory(city_with_web)
+    try:
+        cluster.start_endpoint("town-a", "county-a", CONFERENCE, "town-a", "town-a", [], [])
+        browser = cluster.start_webrtc_client("webrtc-city", "city", CONFERENCE, "city", ["town-a"])
+        wait_for(browser, sees("town-a"), 60, "township A's picture at the WebRTC client")
+        down_at = time.time()
+        cluster.line_down("city-a")
+        gone = wait_for(browser, lambda s: not sees("town-a")(s), 15, "township A's picture to go", after=down_at)
+        back = wait_for(browser, sees("town-a"), 20, "township A's picture back via the bridge", after=gone["t"])
+        frames = back["frames"]
+        wait_for(browser, lambda s: s["frames"] > frames + 20 and sees("town-a")(s), 10, "the picture to keep coming")
+    except BaseException:
+        print(cluster.logs())
+        raise
