@@ -45,6 +45,7 @@ CAPABILITIES: list[CapabilitySpec] = [
     CapabilitySpec("mcu", frozenset({"mcu"}), "mcu.conferences:start"),
     CapabilitySpec("sip", frozenset({"mcu"}), "mcu.sip_bridge:start"),
     CapabilitySpec("h323", frozenset({"mcu"}), "mcu.h323_bridge:start"),
+    CapabilitySpec("cascade", frozenset({"mcu"}), "mcu.cascade.service:start"),
     CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start"),
     # needs the MCU and the recorder in one process; listed after both so it stops before them
     CapabilitySpec("conference_recording", frozenset({"mcu", "recorder"}), "recorder.conference_recording:start"),

@@ -156,6 +156,18 @@ def _config_check(path: Path) -> int:
     return EXIT_OK
 
 
+def _check_node(settings: Settings, role: str) -> None:
+    """Refuse to start an MCU that is not in the plan's [[nodes]] or cascades without a token."""
+    if role not in ("mcu", "all"):
+        return
+    from config.site_plan import load_site_plan
+    from mcu.cascade.node_check import cascade_problems
+
+    problems = cascade_problems(settings, load_site_plan(settings.site_plan))
+    if problems:
+        raise ConfigError(settings.site_plan, problems)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "config":
         return _config_check(args.file)
@@ -167,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if args.node_name if args.command == "up" else False:
         settings.node_name = args.node_name
     if args.command == "up":
+        _check_node(settings, args.role)
         return asyncio.run(_up(settings, args.role))
     if args.command == "db":
         async def migrate(services: object) -> int:

@@ -280,6 +280,8 @@ class RunningConference:
         if row_id is not None:
             await self.service.core.db.execute(
                 "UPDATE conference_attendance SET left_at = now(), reason = $2 WHERE id = $1", row_id, reason)
+        if self.service.bridge and not self.room.participants and self.service.running(self.id) is self:
+            await self.service.end(self.id, actor="bridge")  # a bridge room ends when empty
 
     async def set_site_status(self, site_id: str, status: SiteStatus, detail: str = "",
                               name: str = "", protocol: str = "") -> None:
@@ -328,8 +330,11 @@ class ConferenceService:
     """The schedule and the running conferences of this node."""
 
     def __init__(self, core: CoreServices, room_settings: RoomSettings | None = None,
-                 pin_guard: PinGuard | None = None) -> None:
+                 pin_guard: PinGuard | None = None, *, bridge: bool = False) -> None:
         self.core = core
+        # Bridge mode (the telecom stand-in): no plan conferences; rooms open on the first
+        # dial-in (`open_bridge_room`), mix everyone loop-free and end when the last caller leaves.
+        self.bridge = bridge
         self.room_settings = room_settings or RoomSettings()
         self.pin_guard = pin_guard or PinGuard()
         self._running: dict[str, RunningConference] = {}
@@ -380,6 +385,11 @@ class ConferenceService:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Create the plan's standing conferences if missing, start them, start the scheduler."""
+        if self.bridge:
+            await self.core.db.execute(
+                "UPDATE conferences SET status = 'ended', ended_at = now() WHERE status = 'running' AND node = $1",
+                self.core.settings.node_name)
+            return
         for plan_conf in self.core.plan.conferences:
             await self.core.db.execute(
                 "INSERT INTO conferences (id, name, pin, guests, standing, sites, node) "
@@ -533,6 +543,24 @@ class ConferenceService:
             await self.core.db.execute(
                 "UPDATE conferences SET status = 'ended', ended_at = now() WHERE id = $1", conf.id)
 
+    async def open_bridge_room(self, conference_id: str) -> RunningConference:
+        """Bridge mode: the room of a dialled number, created (or reopened) on demand."""
+        if not self.bridge:
+            raise ConferenceError("bridge: 本节点不是桥接节点")
+        if not (conference_id.isdigit() and 4 <= len(conference_id) <= 12):
+            raise ConferenceError("id: 会议号须为 4–12 位数字")
+        conf = self._running.get(conference_id)
+        if conf is not None and not conf.room.ended:
+            return conf
+        await self.core.db.execute(
+            "INSERT INTO conferences (id, name, pin, guests, standing, sites, node, created_by) "
+            "VALUES ($1, $2, '', true, false, '{}', $3, 'bridge') ON CONFLICT (id) DO UPDATE "
+            "SET status = 'scheduled', ended_at = NULL, started_at = NULL",
+            conference_id, f"桥接会议 {conference_id}", self.core.settings.node_name)
+        conf = await self.start_conference(conference_id, actor="bridge")
+        conf.room.all_loop_free = True  # a bridge caller never gets its own picture back
+        return conf
+
     # -- joining ---------------------------------------------------------------------------
     def running(self, conference_id: str) -> RunningConference | None:
         return self._running.get(conference_id)
@@ -616,10 +644,11 @@ async def start(core: CoreServices) -> McuRole:
     from mcu.demo_sites import DemoSites, demo_site_ids
     from mcu.webrtc_leg import WebRtcLegs
 
-    service = ConferenceService(core)
+    node = core.plan.node(core.settings.node_name)
+    service = ConferenceService(core, bridge=node is not None and node.kind == "bridge")
     await service.start()
     role = McuRole(service, WebRtcLegs(webrtc_config(core)))
-    if core.settings.demo.enabled and core.settings.demo.demo_sites:
+    if core.settings.demo.enabled and core.settings.demo.demo_sites and not service.bridge:
         for conf in service.running_conferences():
             if conf.record.standing and demo_site_ids(core.plan, conf.record.sites):
                 demo = DemoSites(conf, core.plan)

@@ -39,6 +39,9 @@ class MixInput:
     muted: tuple[bool, ...]
     deaf: tuple[bool, ...]
     full_mix: bool = False  # also mix everyone (unmuted) into one signal: the conference recording
+    # Sites sharing a non-zero group hear none of each other (N minus the group): the primary and
+    # backup calls of one cascade link, so a make-before-break switch never loops sound back.
+    groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ class AudioMixer:
         contrib = raw * weight[:, None]
         total = contrib.sum(axis=0)
         mixes = total[None, :] - contrib
+        for group in set(inp.groups) - {0}:
+            members = [i for i, g in enumerate(inp.groups) if g == group]
+            mixes[members] = total[None, :] - contrib[members].sum(axis=0)[None, :]
         mixes[np.asarray(inp.deaf, bool)] = 0.0
         full = None
         if inp.full_mix:

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 BROADCAST = "broadcast"
 PREVIEW = "preview"
 SELECT_PREFIX = "select:"
+# The broadcast as seen by one loop-free site (a cascade link, a bridge caller): its own pane removed.
+LOOP_FREE_PREFIX = "loopfree:"
 PacketSink = Callable[[EncodedPacket], None]
 # Receives the full mix of every unmuted site (int16[960]) and the room clock time of the tick.
 MixListener = Callable[[AudioFrame, float], None]
@@ -192,6 +194,15 @@ class Room:
         self._encoders: dict[EncoderKey, _EncoderEntry] = {}
         self._site_subs: list[ParticipantSubscription] = []
         self._mix_listeners: list[MixListener] = []
+        # Sites that must never be sent their own picture (RMX AVOID_VIDEO_LOOP_BACK_IN_CASCADE):
+        # cascade links, and every caller of a bridge. Ids may be added before the site joins.
+        self.loop_free: set[str] = set()
+        self.all_loop_free = False
+        # Sites that are one cascade link (its primary and backup calls): never sent each other.
+        self.link_groups: dict[str, str] = {}
+        # group -> the member whose sound the others hear (while both calls overlap the far end is
+        # on both: mixing the two copies, a few ms apart, would comb-filter it).
+        self.link_active: dict[str, str] = {}
 
     # ---- helpers -----------------------------------------------------------
     def _emit(self, event: ev.RoomEvent) -> None:
@@ -502,8 +513,48 @@ class Room:
         self._emit(ev.RoomEnded(self.id, self._now()))
 
     # ---- views -------------------------------------------------------------
+    def is_loop_free(self, participant_id: str) -> bool:
+        return self.all_loop_free or participant_id in self.loop_free
+
+    def set_loop_free(self, participant_id: str, loop_free: bool = True, group: str | None = None) -> None:
+        """Send ``participant_id`` views without its own pane (takes effect at once).
+
+        ``group``: sites of one group (a cascade link's primary and backup call) are also
+        never sent each other's picture or sound.
+        """
+        if loop_free:
+            self.loop_free.add(participant_id)
+            if group:
+                self.link_groups[participant_id] = group
+        else:
+            self.loop_free.discard(participant_id)
+            self.link_groups.pop(participant_id, None)
+        self._refresh_subscriptions()
+
+    def set_link_active(self, group: str, participant_id: str | None) -> None:
+        """Only ``participant_id``'s sound of a link group reaches the others (None: every member's)."""
+        if participant_id is None:
+            self.link_active.pop(group, None)
+        else:
+            self.link_active[group] = participant_id
+
+    def _excluded_from(self, participant_id: str) -> set[str]:
+        """The sites whose picture ``participant_id`` must not be sent: itself and its link group."""
+        group = self.link_groups.get(participant_id)
+        if group is None:
+            return {participant_id}
+        return {participant_id} | {p for p, g in self.link_groups.items() if g == group}
+
     def view_for(self, participant_id: str) -> str:
-        """The view a site is sent right now."""
+        """The view a site is sent right now (a loop-free site never gets its own picture)."""
+        view = self._plain_view_for(participant_id)
+        if self.is_loop_free(participant_id) and (
+                view == BROADCAST or view.startswith(SELECT_PREFIX)
+                and view[len(SELECT_PREFIX):] in self._excluded_from(participant_id)):
+            return LOOP_FREE_PREFIX + participant_id
+        return view
+
+    def _plain_view_for(self, participant_id: str) -> str:
         target = self.selected.get(participant_id)
         if target is not None and target in self.participants:
             return select_view_id(target)
@@ -534,18 +585,25 @@ class Room:
         width = width or self.settings.width
         height = height or self.settings.height
         labels = self.labels
+        present, speakers = self.present, self.speakers
         if view_id == BROADCAST:
             layout, panes = self._broadcast_config()
+        elif view_id.startswith(LOOP_FREE_PREFIX):
+            hidden = self._excluded_from(view_id[len(LOOP_FREE_PREFIX):])
+            layout, panes = self._broadcast_config()
+            present = [p for p in present if p not in hidden]
+            speakers = [p for p in speakers if p not in hidden]
+            # Its own broadcast becomes the latest other speaker (else the first other site).
+            panes = [VoicePane(0) if isinstance(p, StaticPane) and p.participant_id in hidden else p for p in panes]
         elif view_id == PREVIEW:
             layout, panes, labels = "auto", [], True
         elif view_id.startswith(SELECT_PREFIX):
             layout, panes = "1", [StaticPane(view_id[len(SELECT_PREFIX):])]
         else:
             raise RoomError(f"未知视图: {view_id}")
-        present = self.present
         concrete = resolve_auto(layout, len(present))
         rects = pane_rects(concrete, width, height)
-        chosen = assign_panes(panes, len(rects), present, self.speakers, now)
+        chosen = assign_panes(panes, len(rects), present, speakers, now)
         specs = []
         for rect, pid in zip(rects, chosen, strict=True):
             site = self.participants.get(pid) if pid is not None else None
@@ -694,10 +752,21 @@ class Room:
             ids=tuple(s.id for s in sites),
             frames=tuple(s.take_audio() for s in sites),
             gains=tuple(s.gain for s in sites),
-            muted=tuple(s.muted for s in sites),
+            muted=tuple(s.muted or self._link_standby(s.id) for s in sites),
             deaf=tuple(s.deaf for s in sites),
             full_mix=bool(self._mix_listeners),
+            groups=self._audio_groups(sites) if self.link_groups else (),
         )
+
+    def _link_standby(self, participant_id: str) -> bool:
+        group = self.link_groups.get(participant_id)
+        active = self.link_active.get(group) if group is not None else None
+        return active is not None and active != participant_id and active in self.participants
+
+    def _audio_groups(self, sites: list[Participant]) -> tuple[int, ...]:
+        numbers: dict[str, int] = {}
+        return tuple(numbers.setdefault(self.link_groups[s.id], len(numbers) + 1) if s.id in self.link_groups
+                     else 0 for s in sites)
 
     def apply_mix(self, inp: MixInput, out: MixOutput) -> None:
         """Loop side: deliver N-1 mixes, update the active speaker, emit level events."""

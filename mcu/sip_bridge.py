@@ -48,7 +48,8 @@ from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
 from sip_gateway.rtp.prompts import PromptLibrary
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
-from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.sip.digest import Credentials
+from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.gateway import SipGateway, SipSite
 from sip_gateway.sip.ivr import PinVerdict
@@ -301,8 +302,13 @@ class SipBridge:
         return "sip-" + _SAFE_ID.sub("_", uri.user or "anon")[:40], uri.user or "SIP"
 
     async def invite(self, conference_id: str, site_id: str | None = None, uri: str | None = None,
-                     name: str = "") -> BridgedSite:
-        """Call a site into a conference (console invite). DialOutError says why not."""
+                     name: str = "", *, credentials: Credentials | None = None,
+                     from_user: str | None = None) -> BridgedSite:
+        """Call a site into a conference (console invite). DialOutError says why not.
+
+        ``credentials``/``from_user``: a cascade link calls its parent as its node name and
+        answers the parent's digest challenge with them.
+        """
         conf = self.conferences.running(conference_id)
         if conf is None:
             raise DialOutError("not_running", f"会议未在运行：{conference_id}")
@@ -342,13 +348,29 @@ class SipBridge:
             assert call is not None
             site.registered_user = registered
         else:
-            call = self.endpoint.invite(str(target), leg.local_media)
+            call = self.endpoint.invite(str(target), leg.local_media, credentials, from_user=from_user)
         sip_site = SipSite(call, leg, self.gateway, room=room)
         self.gateway.sites[call.key] = sip_site
         site.sip = sip_site
         self._by_call[call.key] = site
         log.info("conference %s: dialling %s (%s)", conference_id, site_id, uri)
         return site
+
+    async def admit(self, conf: RunningConference, call: Call, site_id: str, name: str) -> Answer:
+        """Answer an incoming call straight into ``conf`` as ``site_id`` (no IVR, no PIN).
+
+        For callers the application has already authenticated (a cascade node) or that need
+        no PIN (a bridge); the caller decides, this only wires the call like a dial-out.
+        """
+        wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
+        leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=NullSink())
+        site = BridgedSite(site_id, name, conf.id, call.remote_uri, "in")
+        sip_site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf))
+        site.sip = sip_site
+        self.sites[(conf.id, site_id)] = site
+        self._by_call[call.key] = site
+        self.gateway.sites[call.key] = sip_site
+        return Answer(leg.local_media)
 
     def _registered_user(self, target: SipUri) -> str | None:
         """The user, when ``target`` is one of our registrar's users with a live binding."""

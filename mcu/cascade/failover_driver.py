@@ -88,7 +88,11 @@ class FailoverDriver:
             now = loop.time()
             due = self.link.next_deadline()
             if due is not None and now >= due:
-                self._apply(self.link.tick(now))
+                try:
+                    self._apply(self.link.tick(now))
+                except Exception:  # the timers must outlive one bad tick, or failures go unnoticed
+                    log.exception("cascade link tick failed")
+                    await asyncio.sleep(0.1)
 
     async def _perform(self) -> None:
         while True:

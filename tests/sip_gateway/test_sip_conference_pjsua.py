@@ -14,6 +14,7 @@ import contextlib
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,9 +133,11 @@ async def test_dial_out_failures_and_bad_requests(services: CoreServices, confer
     await uas.start()
     try:
         before = dict(conf.sites)
-        for kwargs, code in [({"uri": "not a uri"}, "bad_uri"), ({"uri": "sip:@"}, "bad_uri"),
-                             ({"site_id": "no-such-room"}, "unknown_site"), ({}, "bad_request"),
-                             ({"site_id": "bad id/../x", "uri": "sip:a@127.0.0.1"}, "bad_site")]:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"uri": "not a uri"}, "bad_uri"), ({"uri": "sip:@"}, "bad_uri"),
+            ({"site_id": "no-such-room"}, "unknown_site"), ({}, "bad_request"),
+            ({"site_id": "bad id/../x", "uri": "sip:a@127.0.0.1"}, "bad_site")]
+        for kwargs, code in cases:
             with pytest.raises(DialOutError) as err:
                 await bridge.invite(DEMO, **kwargs)
             assert err.value.code == code

@@ -1,0 +1,109 @@
+"""Incoming SIP calls that are cascade links or bridge callers (before the gateway's IVR).
+
+`CascadeAdmission` sits in front of the SIP gateway's ``on_invite``:
+
+* a call whose From user is one of this node's **children** must authenticate by SIP digest
+  (user = the child's node name, password = `naming.sip_password(token, child)`); it then joins
+  the dialled conference as site ``cascade-<child>`` straight away (no IVR, the plan PIN does
+  not apply), provided the plan cascades that conference over the child. A second call from the
+  same child replaces the first (its old call may be a zombie of a line that went down).
+* on a **bridge** node (the telecom stand-in) any call to ``sip:<digits>@bridge`` joins the
+  room of that number, creating it on demand; no PIN, no IVR.
+* anything else goes to the gateway unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from config.site_plan import Node, SitePlan
+from mcu.cascade.naming import link_name, link_site_id, sip_password
+from mcu.conferences import ConferenceError
+from mcu.sip_bridge import SipBridge
+from sip_gateway.sip.dialog import Call
+from sip_gateway.sip.endpoint import Challenge, Decision, Reject
+from sip_gateway.sip.errors import SipParseError
+from sip_gateway.sip.uri import NameAddr
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def caller_user(call: Call) -> str:
+    """The user part of the caller's From URI ('' when unparsable)."""
+    with contextlib.suppress(SipParseError, ValueError):
+        return NameAddr.parse(call.remote_uri).uri.user or ""
+    return ""
+
+
+@dataclass
+class CascadeAdmission:
+    """The node's ``on_invite`` for cascade and bridge calls; others go to ``fallback``."""
+
+    sip: SipBridge
+    plan: SitePlan
+    node: Node
+    token: str
+    fallback: Callable[[Call], Awaitable[Decision]]
+    on_link_call: Callable[[str, str], None] = lambda conference_id, child: None
+    children: dict[str, Node] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.children = {n.name: n for n in self.plan.nodes if n.parent == self.node.name}
+        accounts = self.sip.endpoint.ua.config.accounts  # the digest server looks names up here
+        for name in self.children:
+            accounts[name] = sip_password(self.token, name)
+
+    def install(self) -> None:
+        self.sip.endpoint.on_invite = self.on_invite
+
+    async def on_invite(self, call: Call) -> Decision:
+        user = caller_user(call)
+        number = call.request_user or ""
+        if user in self.children:
+            return await self._child_call(call, self.children[user], number)
+        if self.node.kind == "bridge":
+            return await self._bridge_call(call, user, number)
+        return await self.fallback(call)
+
+    async def _child_call(self, call: Call, child: Node, number: str) -> Decision:
+        if call.authenticated_user is None:
+            return Challenge()
+        if call.authenticated_user != child.name:
+            log.warning("cascade call as %s authenticated as %s: refused", child.name, call.authenticated_user)
+            return Reject(403, "Forbidden")
+        plan_conf = next((c for c in self.plan.conferences if c.id == number), None)
+        if plan_conf is None or child.name not in plan_conf.nodes or self.node.name not in plan_conf.nodes:
+            return Reject(404, "Conference not cascaded")
+        conf = self.sip.conferences.running(number)
+        if conf is None or conf.room.ended:
+            return Reject(404, "No such conference")
+        site_id = link_site_id(child.name)
+        old = self.sip.sites.get((number, site_id))
+        if old is not None and old.connected:
+            log.info("conference %s: %s calls again, replacing its old call", number, child.name)
+            await self.sip.hangup(number, site_id)
+            await self.sip._wait_gone(number, site_id, within=2.0)
+        conf.room.set_loop_free(site_id, group=site_id)
+        self.on_link_call(number, child.name)
+        return await self.sip.admit(conf, call, site_id, link_name(self.plan, child))
+
+    async def _bridge_call(self, call: Call, user: str, number: str) -> Decision:
+        try:
+            conf = await self.sip.conferences.open_bridge_room(number)
+        except ConferenceError:
+            return Reject(404, "No such conference")
+        base = "bridge-" + (_SAFE.sub("_", user)[:40] or "anon")
+        site_id, n = base, 1
+        while site_id in conf.room.participants or (
+                (conf.id, site_id) in self.sip.sites and self.sip.sites[(conf.id, site_id)].connected):
+            n += 1
+            site_id = f"{base}-{n}"
+        return await self.sip.admit(conf, call, site_id, user or site_id)
+
+
+__all__ = ["CascadeAdmission", "caller_user"]

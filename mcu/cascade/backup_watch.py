@@ -1,0 +1,162 @@
+"""The parent's half of the backup path: join the telecom bridge while a child is on backup.
+
+A backup path needs both ends in the bridge conference. The child dials its backup itself
+(its `Uplink`'s FailoverLink); the parent cannot rely on the control channel to learn that
+(it may have no route while the private line is down), so it decides from what it sees:
+
+* the child's primary call (site ``cascade-<child>``) has been absent or silent (no RTP) for
+  ``early`` seconds (half the RTP timeout, at least 1 s) → dial the child's bridge conference
+  (`Node.backup_uri`) as site ``cascade-<child>-backup``, redialled every ``retry_interval``
+  while it fails. The parent goes first on purpose: the child switches at the full RTP
+  timeout and then finds the parent already in the bridge, which keeps failover inside the
+  5 s target with a 3 s threshold; a needless bridge call costs nothing and is hung up again
+  (the two calls are one link group, so the overlap never loops sound or picture back);
+* silent for the full ``rtp_timeout`` → hang up the primary call (the child has given up on
+  it; its BYE may never arrive over the dead line);
+* the primary call is back with RTP flowing continuously for ``settle`` seconds → hang up the
+  backup call (the child switched back after its own hold, so a short settle is enough).
+
+Before the child has ever joined, the watcher waits ``startup_grace`` (nodes start in any order).
+The derived state (primary / backup / down) and its history feed `CascadeService.status`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mcu.cascade.failover import PathEvent, PathState
+from mcu.cascade.link_call import snapshot
+from mcu.sip_bridge import DialOutError, SipBridge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackupWatcher:
+    """One child link of one conference, as seen from the parent."""
+
+    sip: SipBridge
+    conference_id: str
+    primary_site: str
+    backup_site: str
+    backup_uri: str
+    backup_name: str
+    from_user: str
+    rtp_timeout: float = 3.0
+    settle: float = 3.0
+    retry_interval: float = 2.0
+    startup_grace: float = 8.0
+    early: float = 1.5          # silence after which the bridge is joined (before the child gives up)
+    on_event: Callable[[PathEvent], None] = lambda e: None
+    poll_interval: float = 0.1
+    media_sample: float = 0.5
+    state: PathState = PathState.DOWN
+    history: list[PathEvent] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _started: float = 0.0
+    _seen_primary: bool = False
+    _last_media: float = -1e9
+    _flowing_since: float | None = None
+    _packets: tuple[int, int] = (0, 0)  # (attempt, packets) of the primary call
+    _next_dial: float = 0.0
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        self._task = loop.create_task(self._watch(), name=f"backup-watch-{self.conference_id}-{self.primary_site}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._hangup(self.backup_site)
+
+    async def _hangup(self, site_id: str) -> None:
+        site = self.sip.sites.get((self.conference_id, site_id))
+        if site is not None and site.connected:
+            with contextlib.suppress(DialOutError):
+                await self.sip.hangup(self.conference_id, site_id)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sample = 0.0
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            now = loop.time()
+            if now >= next_sample:
+                next_sample = now + self.media_sample
+                self._sample_primary(now)
+            try:
+                await self._step(now)
+            except Exception:  # a failed step must not end the watch
+                log.exception("cascade backup watcher %s/%s", self.conference_id, self.primary_site)
+
+    def _sample_primary(self, now: float) -> None:
+        snap = snapshot(self.sip, self.conference_id, self.primary_site)
+        if snap is None or not snap.joined:
+            self._flowing_since = None
+            return
+        self._seen_primary = True
+        attempt, packets = self._packets
+        if snap.attempt != attempt:
+            packets = 0
+            self._last_media = now  # a call that just joined gets rtp_timeout to start its media
+        if snap.packets_in > packets and snap.packets_in > 0:
+            self._last_media = now
+            if self._flowing_since is None:
+                self._flowing_since = now
+        self._packets = (snap.attempt, snap.packets_in)
+
+    async def _step(self, now: float) -> None:
+        fresh = snapshot(self.sip, self.conference_id, self.primary_site)
+        if fresh is not None and not fresh.ended and fresh.attempt != self._packets[0]:
+            # A new primary call (not sampled yet) gets rtp_timeout to start its media.
+            self._packets, self._last_media = (fresh.attempt, 0), now
+        silent_for = now - self._last_media
+        primary_ok = silent_for < self.rtp_timeout
+        if silent_for >= self.early:
+            self._flowing_since = None
+        if not primary_ok:
+            await self._hangup(self.primary_site)  # the child has given up on it; its BYE may never come
+        backup = snapshot(self.sip, self.conference_id, self.backup_site)
+        backup_live = backup is not None and not backup.ended
+        armed = self._seen_primary or now - self._started >= self.startup_grace
+        if silent_for >= self.early and armed and not backup_live and now >= self._next_dial:
+            self._next_dial = now + self.retry_interval
+            conf = self.sip.conferences.running(self.conference_id)
+            if conf is not None:
+                conf.room.set_loop_free(self.backup_site, group=self.primary_site)
+                try:
+                    await self.sip.invite(self.conference_id, self.backup_site, uri=self.backup_uri,
+                                          name=self.backup_name, from_user=self.from_user)
+                except DialOutError as exc:
+                    log.warning("conference %s: cannot dial bridge %s: %s", self.conference_id, self.backup_uri, exc)
+        conf = self.sip.conferences.running(self.conference_id)
+        if conf is not None:  # one copy of the child's sound: the primary while it flows, else the bridge
+            conf.room.set_link_active(self.primary_site, self.primary_site if self._flowing_since is not None
+                                      else self.backup_site)
+        settled = self._flowing_since is not None and now - self._flowing_since >= self.settle
+        if primary_ok and settled and backup_live:
+            await self._hangup(self.backup_site)
+        if primary_ok:
+            self._set(now, PathState.PRIMARY, "专线媒体恢复")
+        elif backup is not None and backup.joined:
+            self._set(now, PathState.BACKUP, "下级经电信会议系统接入")
+        else:
+            self._set(now, PathState.DOWN, "专线无媒体")
+
+    def _set(self, now: float, state: PathState, reason: str) -> None:
+        if state is self.state:
+            return
+        event = PathEvent(now, state, self.state, reason)
+        self.state = state
+        self.history.append(event)
+        del self.history[:-100]
+        self.on_event(event)
+
+
+__all__ = ["BackupWatcher"]

@@ -1,0 +1,256 @@
+"""The ``cascade`` capability: this node's media links, failover and bridge mode.
+
+`start(core)` (after ``mcu`` and ``sip``) reads the site plan's ``[[nodes]]``:
+
+* no nodes: nothing is cascaded, the capability does not run;
+* this node is a **bridge** (the telecom stand-in): dial-ins to ``sip:<digits>@bridge`` join
+  on-demand rooms (`CascadeAdmission`); nothing else;
+* an **MCU** node: its children's calls are authenticated and admitted as ``cascade-<child>``
+  (`CascadeAdmission`); for every running conference cascaded over this node and its parent an
+  `Uplink` (FailoverLink over SIP) joins the parent's conference; for every child of such a
+  conference a `BackupWatcher` joins the bridge while that child is on backup.
+
+`CascadeService.status(conference_id)` lists this node's links with their path state and
+history; `control_state(node, up)` is how the control channel reports itself. Every path
+change is published on the bus as ``cascade.path`` and written to the audit log.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from config.errors import ConfigError
+from config.settings import CascadeSettings
+from config.site_plan import Node, SitePlan
+from core.runtime import CoreServices
+from mcu.cascade.admission import CascadeAdmission
+from mcu.cascade.backup_watch import BackupWatcher
+from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, Route
+from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
+from mcu.cascade.node_check import cascade_problems
+from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
+from mcu.sip_bridge import SipBridge
+from sip_gateway.sip import events as ev
+from sip_gateway.sip.digest import Credentials
+
+log = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL = 1.0
+
+
+def failover_config(settings: CascadeSettings, primary: str, backup: str) -> FailoverConfig:
+    """The link thresholds from the ``[cascade]`` settings."""
+    return FailoverConfig(
+        primary_target=primary, backup_target=backup, rtp_timeout=settings.rtp_timeout_seconds,
+        dial_timeout=settings.dial_timeout_seconds, control_timeout=settings.control_timeout_seconds,
+        probe_gap=max(3.0, 3 * settings.options_interval_seconds), hold=settings.hold_seconds,
+        max_hold=settings.max_hold_seconds, flap_window=settings.flap_window_seconds,
+        retry_interval=settings.retry_interval_seconds)
+
+
+def wall_clock(at: float, loop_now: float, now: float | None = None) -> str:
+    """ISO UTC time of a loop-clock instant ``at``."""
+    now = time.time() if now is None else now
+    return datetime.fromtimestamp(now - (loop_now - at), UTC).isoformat()
+
+
+@dataclass
+class CascadeService:
+    core: CoreServices
+    sip: SipBridge
+    node: Node
+    plan: SitePlan
+    settings: CascadeSettings
+    admission: CascadeAdmission | None = None
+    uplinks: dict[str, Uplink] = field(default_factory=dict)                      # conference id
+    watchers: dict[tuple[str, str], BackupWatcher] = field(default_factory=dict)  # (conference, child)
+    _task: asyncio.Task[None] | None = None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _qualify_target: str = ""
+
+    @property
+    def parent(self) -> Node | None:
+        return self.plan.node(self.node.parent) if self.node.parent else None
+
+    @property
+    def token(self) -> str:
+        return self.settings.token.get_secret_value() if self.settings.token else ""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.admission = CascadeAdmission(self.sip, self.plan, self.node, self.token, self.sip.gateway.on_invite,
+                                          on_link_call=self._child_called)
+        self.admission.install()
+        if self.node.kind == "bridge":
+            return
+        parent = self.parent
+        if parent is not None:
+            self._qualify_target = f"sip:{parent.sip}"
+            self.sip.endpoint.listeners.append(self._on_sip_event)
+            self.sip.endpoint.qualify(self._qualify_target, self.settings.options_interval_seconds)
+        await self.reconcile()
+        self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name="cascade-reconcile")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._qualify_target:
+            self.sip.endpoint.process(self.sip.endpoint.ua.stop_qualify(self._qualify_target))
+            with contextlib.suppress(ValueError):
+                self.sip.endpoint.listeners.remove(self._on_sip_event)
+        for uplink in list(self.uplinks.values()):
+            await uplink.stop()
+        for watcher in list(self.watchers.values()):
+            await watcher.stop()
+        self.uplinks.clear()
+        self.watchers.clear()
+        if self.admission is not None:
+            self.sip.endpoint.on_invite = self.admission.fallback
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_INTERVAL)
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("cascade reconcile")
+
+    async def reconcile(self) -> None:
+        """Links for every running cascaded conference; stop those of ended conferences."""
+        running = {c.id: c for c in self.sip.conferences.running_conferences() if not c.room.ended}
+        plans = {c.id: c for c in self.plan.conferences if self.node.name in c.nodes}
+        parent = self.parent
+        for conf_id in plans.keys() & running.keys():
+            nodes = plans[conf_id].nodes
+            if parent is not None and parent.name in nodes and conf_id not in self.uplinks:
+                self._start_uplink(conf_id, parent)
+            for child in self.plan.nodes:
+                if child.parent == self.node.name and child.name in nodes and child.backup \
+                        and (conf_id, child.name) not in self.watchers:
+                    self._start_watcher(conf_id, child)
+        for conf_id in [c for c in self.uplinks if c not in running]:
+            await self.uplinks.pop(conf_id).stop()
+        for key in [k for k in self.watchers if k[0] not in running]:
+            await self.watchers.pop(key).stop()
+
+    def _start_uplink(self, conference_id: str, parent: Node) -> None:
+        name = link_name(self.plan, parent)
+        routes = {
+            Route.PRIMARY: RouteCall(link_site_id(parent.name), name,
+                                     Credentials(self.node.name, sip_password(self.token, self.node.name))),
+            Route.BACKUP: RouteCall(backup_site_id(parent.name), f"{name}（电信备份）"),
+        }
+        config = failover_config(self.settings, parent.conference_uri(conference_id),
+                                 self.node.backup_uri(conference_id))
+        uplink = Uplink(self.sip, conference_id, config, SipPathDialer(self.sip, conference_id, self.node.name, routes),
+                        on_event=lambda e: self._publish(conference_id, parent.name, "up", e))
+        self.uplinks[conference_id] = uplink
+        uplink.start()
+        log.info("conference %s: cascade up-link to %s (backup %s)", conference_id, parent.name,
+                 config.backup_target)
+
+    def _start_watcher(self, conference_id: str, child: Node) -> None:
+        s = self.settings
+        watcher = BackupWatcher(
+            self.sip, conference_id, link_site_id(child.name), backup_site_id(child.name),
+            child.backup_uri(conference_id), f"{link_name(self.plan, child)}（电信备份）", self.node.name,
+            rtp_timeout=s.rtp_timeout_seconds, settle=max(1.0, s.rtp_timeout_seconds),
+            early=min(s.rtp_timeout_seconds, max(1.0, s.rtp_timeout_seconds / 2)),
+            retry_interval=s.retry_interval_seconds,
+            startup_grace=s.dial_timeout_seconds + s.rtp_timeout_seconds,
+            on_event=lambda e: self._publish(conference_id, child.name, "down", e))
+        self.watchers[(conference_id, child.name)] = watcher
+        watcher.start()
+
+    # ------------------------------------------------------------------ observations
+    def _on_sip_event(self, event: ev.Event) -> None:
+        if not isinstance(event, ev.QualifyResult) or event.target != self._qualify_target:
+            return
+        if not event.ok:
+            kind, detail = ObservationKind.OPTIONS_TIMEOUT, "OPTIONS 超时"
+        elif event.status is not None and event.status >= 500:
+            kind, detail = ObservationKind.SIP_ERROR, f"OPTIONS {event.status}"
+        else:
+            kind, detail = ObservationKind.OPTIONS_OK, ""
+        for uplink in self.uplinks.values():
+            uplink.observe(kind, Route.PRIMARY, detail)
+
+    def control_state(self, node: str, up: bool) -> None:
+        """The control channel to ``node`` came up or was lost (called by the control capability)."""
+        kind = ObservationKind.CONTROL_UP if up else ObservationKind.CONTROL_LOST
+        if self.parent is not None and node == self.parent.name:
+            for uplink in self.uplinks.values():
+                uplink.observe(kind, Route.PRIMARY)
+
+    def _child_called(self, conference_id: str, child: str) -> None:
+        log.info("conference %s: cascade call from %s admitted", conference_id, child)
+
+    # ------------------------------------------------------------------ events and status
+    def _publish(self, conference_id: str, peer: str, role: str, event: PathEvent) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        payload = {"conference_id": conference_id, "node": peer, "role": role, "state": event.state.value,
+                   "previous": event.previous.value, "reason": event.reason,
+                   "at": wall_clock(event.at, loop_now)}
+        log.info("cascade path %s %s: %s -> %s (%s)", conference_id, peer, event.previous.value,
+                 event.state.value, event.reason)
+        self._background(self._announce(payload))
+
+    async def _announce(self, payload: dict[str, Any]) -> None:
+        await self.core.bus.publish("cascade.path", payload)
+        await self.core.audit.record(f"node:{self.node.name}", "cascade.path", f"{payload['conference_id']}/"
+                                     f"{payload['node']}", detail=payload)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def status(self, conference_id: str) -> list[dict[str, Any]]:
+        """This node's cascade links of a conference: state, since, history (wall-clock times)."""
+        loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
+        out: list[dict[str, Any]] = []
+
+        def item(peer: str, role: str, state: str, history: list[PathEvent]) -> dict[str, Any]:
+            return {"node": peer, "role": role, "state": state,
+                    "since": wall_clock(history[-1].at, loop_now, wall_now) if history else None,
+                    "history": [{"at": wall_clock(e.at, loop_now, wall_now), "state": e.state.value,
+                                 "previous": e.previous.value, "reason": e.reason} for e in history]}
+
+        uplink = self.uplinks.get(conference_id)
+        if uplink is not None and self.parent is not None:
+            out.append(item(self.parent.name, "up", uplink.link.state.value, list(uplink.link.history)))
+        for (conf_id, child), watcher in self.watchers.items():
+            if conf_id == conference_id:
+                out.append(item(child, "down", watcher.state.value, watcher.history))
+        return out
+
+
+async def start(core: CoreServices) -> CascadeService | None:
+    """Capability entry point (after ``mcu`` and ``sip``): None when the plan cascades nothing."""
+    plan = core.plan
+    if not plan.nodes:
+        return None
+    problems = cascade_problems(core.settings, plan)
+    if problems:
+        raise ConfigError(None, problems)
+    node = plan.node(core.settings.node_name)
+    assert node is not None
+    sip = core.capabilities.get("sip")
+    if not isinstance(sip, SipBridge):
+        raise ConfigError(None, ["sip: 级联需要 SIP 能力（端口被占用或未启用）"])
+    service = CascadeService(core, sip, node, plan, core.settings.cascade)
+    await service.start()
+    print(f"cascade: node {node.name} ({node.kind})", flush=True)
+    return service
+
+
+__all__ = ["CascadeService", "failover_config", "start", "wall_clock"]
