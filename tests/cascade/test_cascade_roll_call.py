@@ -11,11 +11,13 @@ bridge while the websocket keeps (or regains) a route. One scenario, one cluster
 
 1. primary: the chair's API lists the township as a remote site (via county A, joined); its
    roll call answers 200 and the city composite fills with the township's colour;
-2. line down, control routed through telecom: media on the bridge, the path view shows county A
-   on `backup` with its history, remote sites still joined, roll call 200, township on screen;
+2. line down, control routed through telecom: media on the bridge, the roll call stays on
+   screen (it follows the link onto the bridge call), the path view shows county A on `backup`
+   with its history, remote sites still joined, roll call 200, township on screen;
 3. the second route withdrawn too: remote sites 未知 (`unknown`), roll call 503 with the zh-CN
    reason, county A still heard and seen at the city;
-4. line restored: switch back to the primary, control back, sites joined, roll call 200.
+4. line restored: switch back to the primary (the roll call follows it), control back, sites
+   joined, roll call 200; county A's own path history is primary → down → backup → primary.
 """
 from __future__ import annotations
 
@@ -133,6 +135,9 @@ def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluste
         assert all(h["reason"] and h["at"] for h in link["history"]), link
         assert link["history"][-1]["previous"] in ("primary", "down"), link
         wait_for(city, hears("town-a"), 15, "township A heard via the bridge", after=down_at)
+        # The primary's roll call followed the link onto the bridge call (the old call left).
+        on_backup = time.time()
+        township_full_screen(city, on_backup + 1.0, 10, "the roll call kept on the bridge call after the failover")
         sites = wait_sites(chair, lambda ss: any(s["site_id"] == township["site_id"] and s["status"] == "joined"
                                                  for s in ss), 20, "township A joined again (control via telecom)")
         asked = time.time()
@@ -159,6 +164,8 @@ def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluste
         # 4. The line returns: media back on the primary after the hold, control back, sites joined.
         cluster.line_up("city-a")
         wait_link(chair, "county-a", "primary", 30)
+        back = time.time()
+        township_full_screen(city, back + 1.0, 10, "the roll call kept on the primary call after the switch back")
         wait_sites(chair, lambda ss: any(s["site_id"] == township["site_id"] and s["status"] == "joined" for s in ss),
                    20, "township A joined after the line returned")
         asked = time.time()
