@@ -15,7 +15,8 @@ bridge while the websocket keeps (or regains) a route. One scenario, one cluster
    screen (it follows the link onto the bridge call), the path view shows county A on `backup`
    with its history, remote sites still joined, roll call 200, township on screen;
 3. the second route withdrawn too: remote sites 未知 (`unknown`), roll call 503 with the zh-CN
-   reason, county A still heard and seen at the city;
+   reason, county A still heard and seen at the city; then the route through telecom given back
+   (line still down): the county's channel reconnects, sites joined, roll call 200 on backup;
 4. line restored: switch back to the primary (the roll call follows it), control back, sites
    joined, roll call 200; county A's own path history is primary → down → backup → primary.
 """
@@ -106,6 +107,18 @@ def township_full_screen(city: Path, after: float, within: float, what: str) -> 
     wait_for(city, share("town-a", 0.6), within, what, after=after)
 
 
+def roll_call_on_screen(chair: NamespacedChair, city: Path, site: str, what: str) -> None:
+    """The city chair cancels the broadcast (the township drops back to a pane of the composite),
+    then rolls the township call: 200, and the city composite fills with its colour again."""
+    status, body = chair.call("POST", f"/api/conferences/{CONFERENCE}/ops", {"op": "broadcast"})
+    assert status == 200, body
+    wait_for(city, lambda s: not share("town-a", 0.4)(s), 10, f"the broadcast cancelled ({what})", after=time.time())
+    asked = time.time()
+    status, body = roll_call(chair, site)
+    assert status == 200, body
+    township_full_screen(city, asked, 15, f"township A full screen at the city after the roll call ({what})")
+
+
 def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluster: Cluster) -> None:
     chair = NamespacedChair(cluster.ns("city"), "http://10.0.0.1:8080", CHAIR, CHAIR_PASSWORD)
     try:
@@ -140,10 +153,7 @@ def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluste
         township_full_screen(city, on_backup + 1.0, 10, "the roll call kept on the bridge call after the failover")
         sites = wait_sites(chair, lambda ss: any(s["site_id"] == township["site_id"] and s["status"] == "joined"
                                                  for s in ss), 20, "township A joined again (control via telecom)")
-        asked = time.time()
-        status, body = roll_call(chair, township["site_id"])
-        assert status == 200, body
-        township_full_screen(city, asked, 15, "township A full screen at the city after the roll call (backup)")
+        roll_call_on_screen(chair, city, township["site_id"], "backup, channel rerouted through telecom")
         assert link_of(chair, "county-a")["channel"] is True
 
         # 3. No route at all for the control channel: remote sites unknown, roll call 503,
@@ -161,6 +171,14 @@ def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluste
         silent = [s for s in read_samples(city) if s["t"] >= lost_at and not hears("town-a")(s)]
         assert len(silent) < 10, f"township A lost at the city while only the control channel was down: {silent[:3]}"
 
+        # 3b. A route through telecom again (line still down): the county reconnects (every 2 s).
+        cluster.control_fallback("city", "county-a", via="telecom")
+        wait_sites(chair, lambda ss: any(s["site_id"] == township["site_id"] and s["status"] == "joined" for s in ss),
+                   15, "township A joined after the channel reconnected through telecom")
+        link = link_of(chair, "county-a")
+        assert (link["state"], link["channel"]) == ("backup", True), link
+        roll_call_on_screen(chair, city, township["site_id"], "backup, channel reconnected through telecom")
+
         # 4. The line returns: media back on the primary after the hold, control back, sites joined.
         cluster.line_up("city-a")
         wait_link(chair, "county-a", "primary", 30)
@@ -168,10 +186,8 @@ def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluste
         township_full_screen(city, back + 1.0, 10, "the roll call kept on the primary call after the switch back")
         wait_sites(chair, lambda ss: any(s["site_id"] == township["site_id"] and s["status"] == "joined" for s in ss),
                    20, "township A joined after the line returned")
-        asked = time.time()
-        status, body = roll_call(chair, township["site_id"])
-        assert status == 200, body
-        township_full_screen(city, asked, 15, "township A full screen after the line returned")
+        assert link_of(chair, "county-a")["channel"] is True
+        roll_call_on_screen(chair, city, township["site_id"], "primary again")
         deadline = time.monotonic() + 15
         while (up := [e["state"] for e in path_events(cluster.db_urls["county-a"]) if e["role"] == "up"]) != \
                 ["primary", "down", "backup", "primary"]:
