@@ -336,6 +336,26 @@ def path_events(db_url: str, conference_id: str = CONFERENCE) -> list[dict[str, 
     return asyncio.run(fetch())
 
 
+def audit_rows(db_url: str, action: str) -> list[dict[str, Any]]:
+    """A node's audit entries with this action, oldest first: actor, outcome and detail."""
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT actor, outcome, detail FROM audit_log WHERE action = $1 ORDER BY id",
+                                    action)
+        finally:
+            await conn.close()
+        return [{"actor": r["actor"], "outcome": r["outcome"],
+                 "detail": json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"])}
+                for r in rows]
+
+    return asyncio.run(fetch())
+
+
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """The JSON lines an endpoint wrote so far."""
     if not path.exists():
@@ -390,5 +410,5 @@ def two_counties(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     return cluster
 
 
-__all__ = ["CONFERENCE", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
+__all__ = ["CONFERENCE", "audit_rows", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
            "one_county", "read_samples", "three_levels", "two_counties", "wait_for"]

@@ -30,7 +30,16 @@ from typing import Any
 import pytest
 
 from tests.cascade.chair import NamespacedChair
-from tests.cascade.cluster import CONFERENCE, TONES, Cluster, one_county, path_events, read_samples, wait_for
+from tests.cascade.cluster import (
+    CONFERENCE,
+    TONES,
+    Cluster,
+    audit_rows,
+    one_county,
+    path_events,
+    read_samples,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("netns_required")
 
@@ -131,6 +140,17 @@ def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluste
                            20, "township A as a joined remote site via county A")
         township = next(s for s in sites if s["via"] == ["county-a"] and s["status"] == "joined")
         assert township["via_names"] == ["罗定市"] and township["link"] == "cascade-county-a", township
+        # Its voice activity climbs the channel too: with the city's own room muted by the chair
+        # (a local operation), the township's steady tone is county A's loudest, so it speaks.
+        status, body = chair.call("GET", f"/api/conferences/{CONFERENCE}")
+        city_site = next(s["site_id"] for s in body["sites"] if s["name"] == "city-ep")
+        status, body = chair.call("POST", f"/api/conferences/{CONFERENCE}/ops", {"op": "mute", "site": city_site})
+        assert status == 200, body
+        wait_sites(chair, lambda ss: any(s["site_id"] == township["site_id"] and s["speaking"] for s in ss), 10,
+                   "township A shown speaking at the city")
+        status, body = chair.call("POST", f"/api/conferences/{CONFERENCE}/ops",
+                                  {"op": "mute", "site": city_site, "enabled": False})
+        assert status == 200, body
         before = read_samples(city)[-1]["colours"]["town-a"]
         assert before < 0.6, f"township A already fills the city picture before the roll call ({before})"
         asked = time.time()
@@ -193,6 +213,11 @@ def test_roll_call_of_a_township_on_primary_on_backup_and_without_control(cluste
                 ["primary", "down", "backup", "primary"]:
             assert time.monotonic() < deadline and len(up) <= 4, f"county A's own path history: {up}"
             time.sleep(0.3)
+        # Every chair roll call of the remote site is audited at the city, the refused one with its code.
+        calls = [(r["actor"], r["outcome"], r["detail"].get("code")) for r in audit_rows(cluster.db_urls["city"],
+                                                                                       "conference.roll_call")]
+        assert calls == [(CHAIR, "ok", None)] * 2 + [(CHAIR, "failed", "unreachable")] + [(CHAIR, "ok", None)] * 2, \
+            calls
     except BaseException:
         print(cluster.logs())
         raise
