@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.roles import Role
 from core.runtime import CoreServices
+from mcu.cascade.naming import link_participant
 from mcu.conferences import (
     DIAL_ACTIONS,
     ConferenceError,
@@ -370,8 +371,9 @@ async def _remote_operation(request: Request, principal: Principal, conf: Runnin
         await conf.remote_command(body.site, command, args)
         if body.op == "roll_call" and body.mute_others:
             # the link now carries the township: mute everyone else here as a local roll call would
-            link = next((s["link"] for s in conf.remote_site_list() if s["site_id"] == body.site), "")
-            if link in conf.room.participants:
+            via: list[str] = next((s["via"] for s in conf.remote_site_list() if s["site_id"] == body.site), [])
+            link = link_participant(conf.room, via[0]) if via else None  # primary or backup call
+            if link is not None:
                 conf.room.roll_call(link, mute_others=True)
     except RoomError as exc:
         await _audit(request, principal, action, conf.id, detail | {"remote": True, "error": str(exc)}, "failed")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from mcu.cascade.failover import PathEvent, PathState
 from mcu.cascade.link_call import snapshot
+from mcu.room import Room
 from mcu.sip_bridge import DialOutError, SipBridge
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class BackupWatcher:
     _flowing_since: float | None = None
     _packets: tuple[int, int] = (0, 0)  # (attempt, packets) of the primary call
     _next_dial: float = 0.0
+    _shown: str | None = None         # the member of this link the room broadcast at the last step
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -137,8 +139,9 @@ class BackupWatcher:
                     log.warning("conference %s: cannot dial bridge %s: %s", self.conference_id, self.backup_uri, exc)
         conf = self.sip.conferences.running(self.conference_id)
         if conf is not None:  # one copy of the child's sound: the primary while it flows, else the bridge
-            conf.room.set_link_active(self.primary_site, self.primary_site if self._flowing_since is not None
-                                      else self.backup_site)
+            active = self.primary_site if self._flowing_since is not None else self.backup_site
+            conf.room.set_link_active(self.primary_site, active)
+            self._keep_broadcast(conf.room, active)
         settled = self._flowing_since is not None and now - self._flowing_since >= self.settle
         if primary_ok and settled and backup_live:
             await self._hangup(self.backup_site)
@@ -148,6 +151,25 @@ class BackupWatcher:
             self._set(now, PathState.BACKUP, "下级经电信会议系统接入")
         else:
             self._set(now, PathState.DOWN, "专线无媒体")
+
+    def _keep_broadcast(self, room: Room, active: str) -> None:
+        """A roll call / broadcast of this link (e.g. the city chair's roll call of a township
+        behind it) follows the link across a path switch: it moves to the call that carries the
+        child's media now, also when the old call has left (which cancels a room's broadcast).
+        A broadcast the chair cancelled or moved elsewhere is left alone."""
+        members = (self.primary_site, self.backup_site)
+        current = room.broadcast_id
+        if current in members:
+            if current != active and active in room.participants:
+                room.broadcast(active)
+                current = active
+            self._shown = current
+        elif current is None and self._shown is not None and self._shown not in room.participants:
+            if active in room.participants:   # the shown call left with the switch: show the new one
+                room.broadcast(active)
+                self._shown = active
+        else:
+            self._shown = None
 
     def _set(self, now: float, state: PathState, reason: str) -> None:
         if state is self.state:

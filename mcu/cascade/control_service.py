@@ -51,6 +51,7 @@ from mcu.cascade.control import (
     check_command,
 )
 from mcu.cascade.control_ws import CLOSE_AUTH_FAILED, ControlSession
+from mcu.cascade.naming import link_participant
 from mcu.cascade.relay import UNREACHABLE, CascadeRelay, CommandRefused
 from mcu.conferences import ConferenceService, RemoteCommandError, RunningConference
 from mcu.room import RoomError
@@ -121,9 +122,10 @@ def execute(conf: RunningConference, command: CommandReceived) -> None:
 
 def show_link(conf: RunningConference, command: CommandReceived, child: str) -> None:
     """A child honoured a roll call / broadcast of a site behind it: show that child's link here
-    too (what the child now sends up is that site). No link in the room (media not up): nothing."""
-    link = link_id(child)
-    if link not in conf.room.participants:
+    too (what the child now sends up is that site) — on whichever path it runs now, primary or
+    backup. No link in the room (media not up): nothing."""
+    link = link_participant(conf.room, child)
+    if link is None:
         return
     if command.command == "roll_call":
         conf.room.roll_call(link)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
 from config.site_plan import Node, SitePlan
+
+if TYPE_CHECKING:
+    from mcu.room import Room
 
 LINK_PREFIX = "cascade-"
 BACKUP_SUFFIX = "-backup"
@@ -24,6 +28,18 @@ def link_site_id(node: str) -> str:
 def backup_site_id(node: str) -> str:
     """The site id of the call that carries the link to ``node`` through the telecom bridge."""
     return LINK_PREFIX + node + BACKUP_SUFFIX
+
+
+def link_participant(room: Room, child: str) -> str | None:
+    """The participant that carries the link to ``child`` in ``room`` now: the member whose media
+    the room uses (`Room.link_active`, kept by the parent's `BackupWatcher`), else the primary
+    call, else the call through the telecom bridge (while the child is on backup); None when
+    neither is in the room."""
+    link = link_site_id(child)
+    for pid in (room.link_active.get(link), link, backup_site_id(child)):
+        if pid is not None and pid in room.participants:
+            return pid
+    return None
 
 
 def link_name(plan: SitePlan, node: Node) -> str:
@@ -46,4 +62,5 @@ def sip_password(token: str, node: str) -> str:
     return hmac.new(token.encode(), b"cc-cascade-sip-v1|" + node.encode(), hashlib.sha256).hexdigest()[:40]
 
 
-__all__ = ["BACKUP_SUFFIX", "LINK_PREFIX", "backup_site_id", "link_name", "link_site_id", "sip_password"]
+__all__ = ["BACKUP_SUFFIX", "LINK_PREFIX", "backup_site_id", "link_name", "link_participant", "link_site_id",
+           "sip_password"]

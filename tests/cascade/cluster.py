@@ -140,6 +140,49 @@ class Cluster:
             ip("-n", self.ns(node), "route", "replace", f"{self.node(far).address}/32", "via", line.addr(other),
                "dev", line.iface(side), "src", self.node(node).address)
 
+    def _line_between(self, a: str, b: str) -> tuple[Line, str, str]:
+        """The line joining nodes a and b, a's side and b's side of it."""
+        for line in self.lines:
+            if (line.a, line.b) == (a, b):
+                return line, "a", "b"
+            if (line.a, line.b) == (b, a):
+                return line, "b", "a"
+        raise KeyError(f"no line between {a} and {b}")
+
+    def control_fallback(self, a: str, b: str, via: str, port: int = 7443, table: int = 70) -> None:
+        """Give the control channel between ``a`` and ``b`` (TCP ``port``) a second route through
+        ``via`` (the telecom network, which then forwards IP), used only when the private line's
+        routes are gone: a policy rule after the main table, matching the channel's port only, so
+        SIP and RTP still have no route when the line is down (the operator's network carries
+        management traffic; conference media goes through its bridge) and the media fails over."""
+        ip("netns", "exec", self.ns(via), "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for here, far in ((a, b), (b, a)):
+            line, mine, theirs = self._line_between(here, via)
+            ns = self.ns(here)
+            ip("-n", ns, "route", "replace", f"{self.node(far).address}/32", "via", line.addr(theirs), "dev",
+               line.iface(mine), "src", self.node(here).address, "table", str(table))
+            for direction in ("dport", "sport"):
+                ip("-n", ns, "rule", "add", "pref", "40000", "to", f"{self.node(far).address}/32", "ipproto", "tcp",
+                   direction, str(port), "lookup", str(table))
+
+    def control_fallback_off(self, a: str, b: str, port: int = 7443, table: int = 70) -> None:
+        """Withdraw the control channel's second route (no route at all while the line is down)."""
+        for here, far in ((a, b), (b, a)):
+            for direction in ("dport", "sport"):
+                ip("-n", self.ns(here), "rule", "del", "pref", "40000", "to", f"{self.node(far).address}/32",
+                   "ipproto", "tcp", direction, str(port), "lookup", str(table))
+
+    def add_user(self, node: str, username: str, password: str, role: str) -> None:
+        """Create a console user in ``node``'s database (`commandcenter user add`)."""
+        settings = self.work / node / "settings.toml"
+        done = subprocess.run([sys.executable, "-m", "commandcenter", "--config", str(settings), "user", "add",
+                               username, "--role", role, "--password-stdin"], input=(password + "\n").encode(),
+                              capture_output=True, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"user add {username} on {node} failed ({done.returncode}): "
+                               f"{(done.stdout + done.stderr).decode(errors='replace')[-2000:]}")
+
     def destroy_network(self) -> None:
         for ns in self._made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -293,6 +336,26 @@ def path_events(db_url: str, conference_id: str = CONFERENCE) -> list[dict[str, 
     return asyncio.run(fetch())
 
 
+def audit_rows(db_url: str, action: str) -> list[dict[str, Any]]:
+    """A node's audit entries with this action, oldest first: actor, outcome and detail."""
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT actor, outcome, detail FROM audit_log WHERE action = $1 ORDER BY id",
+                                    action)
+        finally:
+            await conn.close()
+        return [{"actor": r["actor"], "outcome": r["outcome"],
+                 "detail": json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"])}
+                for r in rows]
+
+    return asyncio.run(fetch())
+
+
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """The JSON lines an endpoint wrote so far."""
     if not path.exists():
@@ -347,5 +410,5 @@ def two_counties(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     return cluster
 
 
-__all__ = ["CONFERENCE", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
+__all__ = ["CONFERENCE", "audit_rows", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
            "one_county", "read_samples", "three_levels", "two_counties", "wait_for"]
