@@ -148,6 +148,9 @@ class ControlService:
     refused_interval: float = 30.0          # after our parent refused our credentials: no audit flood
     command_timeout: float = 10.0
     auth_timeout: float = 5.0
+    # websocket keepalive: a channel whose route died silently is noticed within about twice this
+    # (settings.cascade.control_timeout_seconds), so its remote sites turn "unknown" promptly
+    keepalive: float = 3.0
     relay: CascadeRelay = field(init=False)
     _server: Server | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -169,7 +172,7 @@ class ControlService:
         if self.children:
             host, _, port = self.listen.rpartition(":")
             self._server = await serve(self._serve_child, host, int(port), max_size=512 * 1024,
-                                       ping_interval=5, ping_timeout=5)
+                                       ping_interval=self.keepalive, ping_timeout=self.keepalive)
         if self.parent is not None:
             self._tasks.append(asyncio.create_task(self._parent_loop(self.parent), name="cascade-control-up"))
         self.conferences.register_remote_sites(self)
@@ -341,7 +344,7 @@ class ControlService:
     async def _connect_up(self, parent: Node) -> tuple[bool, bool]:
         """One connection to the parent, served until it ends: (was authenticated, we were refused)."""
         async with connect(f"ws://{parent.control}", open_timeout=self.auth_timeout, max_size=512 * 1024,
-                           ping_interval=5, ping_timeout=5) as ws:
+                           ping_interval=self.keepalive, ping_timeout=self.keepalive) as ws:
             conn = ControlConnection(self.node, self.token, expected_peer=parent.name,
                                      command_timeout=self.command_timeout)
             session: ControlSession
@@ -489,6 +492,7 @@ async def start(core: CoreServices) -> ControlService | None:
         raise ConfigError(plan.source_path, [f"nodes: node {me.name!r} has children but no control address"])
     service = ControlService(core, mcu.conferences, me.name, _token(core), listen=me.control if children else "",
                              parent=parent, children=children,
-                             reconnect_interval=2.0, auth_timeout=5.0, command_timeout=10.0)
+                             reconnect_interval=2.0, auth_timeout=5.0, command_timeout=10.0,
+                             keepalive=core.settings.cascade.control_timeout_seconds)
     await service.start()
     return service
