@@ -64,6 +64,7 @@ class BackupWatcher:
     _packets: tuple[int, int] = (0, 0)  # (attempt, packets) of the primary call
     _next_dial: float = 0.0
     _shown: str | None = None         # the member of this link the room broadcast at the last step
+    _selecting: dict[str, str] = field(default_factory=dict)  # viewer -> member of this link it selected
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,6 +143,7 @@ class BackupWatcher:
             active = self.primary_site if self._flowing_since is not None else self.backup_site
             conf.room.set_link_active(self.primary_site, active)
             self._keep_broadcast(conf.room, active)
+            self._keep_selections(conf.room, active)
         settled = self._flowing_since is not None and now - self._flowing_since >= self.settle
         if primary_ok and settled and backup_live:
             await self._hangup(self.backup_site)
@@ -170,6 +172,27 @@ class BackupWatcher:
                 self._shown = active
         else:
             self._shown = None
+
+    def _keep_selections(self, room: Room, active: str) -> None:
+        """The same for select-view: a site that selected this link keeps seeing it on whichever
+        call carries it; a selection the site changed or cancelled is left alone."""
+        members = (self.primary_site, self.backup_site)
+        now_selecting: dict[str, str] = {}
+        for viewer in room.participants:
+            target = room.selected.get(viewer)
+            if target in members:
+                if target != active and active in room.participants:
+                    room.select_view(viewer, active)
+                    target = active
+                now_selecting[viewer] = target
+            elif target is None and self._selecting.get(viewer) not in (None, *room.participants):
+                # its selected call left with the switch (the room dropped the selection)
+                if active in room.participants:
+                    room.select_view(viewer, active)
+                    now_selecting[viewer] = active
+                else:
+                    now_selecting[viewer] = self._selecting[viewer]
+        self._selecting = now_selecting
 
     def _set(self, now: float, state: PathState, reason: str) -> None:
         if state is self.state:

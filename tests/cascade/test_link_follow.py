@@ -82,3 +82,24 @@ def test_a_broadcast_the_chair_cancelled_or_moved_is_left_alone() -> None:
     room.join(PRIMARY, PRIMARY)
     w._keep_broadcast(room, PRIMARY)
     assert room.broadcast_id == "local"
+
+
+def test_select_view_of_the_link_follows_it_and_a_changed_selection_is_left_alone() -> None:
+    room, w = room_with(PRIMARY, "viewer", "other"), watcher()
+    room.select_view("viewer", PRIMARY)
+    room.select_view("other", PRIMARY)
+    w._keep_selections(room, PRIMARY)
+    room.select_view("other", None)           # this site stops watching the county
+    w._keep_selections(room, PRIMARY)
+    room.leave(PRIMARY)                       # the line dies: the room drops the selection
+    assert room.selected.get("viewer") is None
+    w._keep_selections(room, BACKUP)          # the bridge call is not up yet
+    room.join(BACKUP, BACKUP)
+    w._keep_selections(room, BACKUP)
+    assert room.selected.get("viewer") == BACKUP and room.selected.get("other") is None
+    room.join(PRIMARY, PRIMARY)               # switch back, make before break
+    w._keep_selections(room, PRIMARY)
+    assert room.selected.get("viewer") == PRIMARY
+    room.select_view("viewer", "other")       # moved elsewhere by the chair: left alone
+    w._keep_selections(room, BACKUP)
+    assert room.selected.get("viewer") == "other"
