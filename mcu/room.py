@@ -586,6 +586,9 @@ class Room:
         height = height or self.settings.height
         labels = self.labels
         present, speakers = self.present, self.speakers
+        if self.link_active:  # a county on two calls during a path switch is shown once: the call carrying it
+            present = [p for p in present if not self._link_standby(p)]
+            speakers = [p for p in speakers if not self._link_standby(p)]
         if view_id == BROADCAST:
             layout, panes = self._broadcast_config()
         elif view_id.startswith(LOOP_FREE_PREFIX):

@@ -103,3 +103,19 @@ def test_select_view_of_the_link_follows_it_and_a_changed_selection_is_left_alon
     room.select_view("viewer", "other")       # moved elsewhere by the chair: left alone
     w._keep_selections(room, BACKUP)
     assert room.selected.get("viewer") == "other"
+
+
+def test_a_link_on_two_calls_fills_one_pane_not_two() -> None:
+    room = room_with(PRIMARY, BACKUP, "local")
+    room.set_loop_free(PRIMARY, group=PRIMARY)
+    room.set_loop_free(BACKUP, group=PRIMARY)
+
+    def shown() -> set[str]:
+        plan = room.view_plan("broadcast")
+        return {p.participant_id for p in plan.panes if p.participant_id is not None}
+
+    assert shown() == {"city-ep", PRIMARY, BACKUP, "local"}   # no active call chosen: both (and heard)
+    room.set_link_active(PRIMARY, BACKUP)                     # failover: the bridge call carries it
+    assert shown() == {"city-ep", BACKUP, "local"}
+    room.set_link_active(PRIMARY, PRIMARY)                    # back on the private line
+    assert shown() == {"city-ep", PRIMARY, "local"}
