@@ -75,6 +75,9 @@ class SipSettings(_Section):
         None, description="PEM certificate (chain) for SIP over TLS; unset = a self-signed one is generated "
                           "once under <var_dir>/keys/sip-tls.crt")
     tls_key: Path | None = Field(None, description="PEM private key of tls_certificate (set both or neither)")
+    tls_ca: Path | None = Field(
+        None, description="PEM CA bundle trusted when dialling sips:/transport=tls sites (e.g. the city's own "
+                          "CA for room systems); unset = the system's CA store")
     media_host: str = Field("", description="address for RTP (SDP c=); empty = host")
     realm: str = "commandcenter"
     accounts: dict[str, str] = Field(default_factory=dict,

@@ -559,6 +559,19 @@ def tls_files(settings: SipSettings, var_dir: Path) -> tuple[Path, Path, bool]:
     return cert, key, True
 
 
+def client_tls_context(settings: SipSettings) -> ssl.SSLContext | None:
+    """The context for dialling out over TLS: verified against ``sip.tls_ca`` when set (None: the
+    endpoint's default, the system CA store). ConfigError naming the field if the file is unusable."""
+    if settings.tls_ca is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(settings.tls_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("<settings>", [f"sip.tls_ca: cannot load {settings.tls_ca}: {exc}"]) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def tls_context(settings: SipSettings, var_dir: Path) -> tuple[ssl.SSLContext, Path]:
     """The TLS server context from settings (making the self-signed pair once); ConfigError if unusable."""
     cert, key, ours = tls_files(settings, var_dir)
@@ -584,7 +597,7 @@ async def start(core: CoreServices) -> SipBridge | None:
     if not settings.enabled or mcu is None:
         return None
     context = tls_context(settings, core.settings.var_dir) if settings.tls_port else None
-    endpoint = SipEndpoint(user_agent_config(settings))
+    endpoint = SipEndpoint(user_agent_config(settings), client_tls_context=client_tls_context(settings))
     # Spoken IVR prompts (espeak-ng renders them once into var/prompts; beeps alone without it).
     library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
     prompts = await asyncio.to_thread(library.all)
@@ -615,5 +628,5 @@ async def start(core: CoreServices) -> SipBridge | None:
     return bridge
 
 
-__all__ = ["BridgedSite", "ConferencePins", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text", "parse_sip_uri", "start",
+__all__ = ["BridgedSite", "ConferencePins", "client_tls_context", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text", "parse_sip_uri", "start",
            "tls_context", "tls_files", "user_agent_config", "video_format"]

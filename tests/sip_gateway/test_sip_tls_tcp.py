@@ -69,3 +69,40 @@ async def test_call_over_stream_transport(tmp_path: Path, transport: str) -> Non
     finally:
         await client.close()
         await server.close()
+
+
+async def test_dial_out_over_tls_trusts_the_configured_ca_only(tmp_path: Path) -> None:
+    """`sip.tls_ca`: a room system with a certificate of the city's own CA is reachable over TLS;
+    without the setting (system store) the same call is refused by verification; a bad file is a
+    configuration error naming the field."""
+    from config.errors import ConfigError
+    from config.settings import SipSettings
+    from mcu.sip_bridge import client_tls_context
+
+    cert, key = make_cert(tmp_path)  # self-signed: its own CA
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    room_system = SipEndpoint(UserAgentConfig(port=0), answer_all, tls_context=server_ctx, tls_port=0)
+    await room_system.start()
+    trusted = SipEndpoint(UserAgentConfig(port=0, user="mcu"),
+                          client_tls_context=client_tls_context(SipSettings(tls_ca=cert)))
+    default = SipEndpoint(UserAgentConfig(port=0, user="mcu"), client_tls_context=client_tls_context(SipSettings()))
+    await trusted.start()
+    await default.start()
+    try:
+        target = f"sip:80000001@127.0.0.1:{room_system.tls_port};transport=tls"
+        call = trusted.invite(target, LocalMedia("127.0.0.1", 41000))
+        await trusted.wait_for(ev.CallEstablished, 5)
+        assert call.state == CallState.CONFIRMED and call.flow.transport == "tls"
+        refused = default.invite(target, LocalMedia("127.0.0.1", 41002))
+        with pytest.raises(TimeoutError):
+            await default.wait_for(ev.CallEstablished, 2)
+        assert refused.state != CallState.CONFIRMED and len(room_system.ua.calls) == 1
+    finally:
+        for endpoint in (trusted, default, room_system):
+            await endpoint.close()
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    for bad in (junk, tmp_path / "missing.pem"):
+        with pytest.raises(ConfigError, match="sip.tls_ca"):
+            client_tls_context(SipSettings(tls_ca=bad))
