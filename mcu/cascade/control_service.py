@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import InvalidMessage
 
 from config.errors import ConfigError
 from core.runtime import CoreServices
@@ -344,6 +345,10 @@ class ControlService:
                 raise
             except Exception as exc:  # refused, unreachable, reset: try again
                 reason = tls_failure(exc)
+                if reason is None and self.client_ssl is not None and isinstance(exc, InvalidMessage):
+                    # TLS 1.3: a parent that rejects our certificate aborts after our side of the
+                    # handshake finished; all we see is the connection closing before the HTTP reply
+                    reason = "the parent closed the connection in the opening handshake (our certificate refused?)"
                 if reason is None:
                     log.debug("cascade control to %s (%s): %s", parent.name, parent.control, exc)
                 else:  # a certificate problem does not fix itself: audit it, retry slowly
