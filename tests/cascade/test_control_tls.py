@@ -23,17 +23,26 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 
 from config.errors import ConfigError
 from config.settings import CascadeSettings
 from core.runtime import CoreServices
 from mcu.cascade.control import ControlConnection
-from mcu.cascade.control_tls import client_context, contexts
+from mcu.cascade.control_tls import client_context, contexts, tls_failure
 from mcu.cascade.control_ws import ControlSession
 from mcu.conferences import ConferenceService, McuRole, webrtc_config
 from mcu.room import RoomSettings
 from mcu.webrtc_leg import WebRtcLegs
-from tests.cascade.test_control_nodes import CONF, LAYOUT, TOKEN, NodeUnderTest, eventually, remote, write_plan
+from tests.cascade.test_control_nodes import (
+    CONF,
+    LAYOUT,
+    TOKEN,
+    NodeUnderTest,
+    eventually,
+    remote,
+    write_plan,
+)
 from tests.conftest import free_port, make_settings, with_database
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -268,12 +277,26 @@ def test_unusable_tls_files_are_config_errors_naming_the_field(
 
 
 def test_tls_settings_defaults_and_pairing(pki: Pki) -> None:
-    off = CascadeSettings(token=TOKEN)  # type: ignore[arg-type]
+    off = CascadeSettings(token=TOKEN)
     assert off.tls == "off" and contexts(off, serves=True, connects=True).server is None
     with pytest.raises(ValidationError, match="tls_key must be set"):
         CascadeSettings(tls="on", tls_certificate=pki.certs["city"][0])
     with pytest.raises(ValidationError):
-        CascadeSettings(tls="yes")  # type: ignore[arg-type]
+        CascadeSettings(tls="yes")
     # a child without a certificate of its own (server-only TLS at its parent) is valid
     child = contexts(CascadeSettings(tls="on", tls_ca=pki.ca), serves=False, connects=True)
     assert child.server is None and child.client is not None and child.client.check_hostname
+
+
+async def test_a_tls_child_against_a_plain_parent_fails_promptly(pki: Pki) -> None:
+    """The opposite misconfiguration (parent tls = "off"): the attempt fails at once (the plain
+    server resets or answers garbage; nothing hangs), and the parent loop simply retries."""
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        started = asyncio.get_running_loop().time()
+        outcome = await attempt(f"wss://127.0.0.1:{port}", client_context(pki.ca, *pki.certs["luoding"]))
+        assert outcome.startswith("failed") and asyncio.get_running_loop().time() - started < 5, outcome
+    assert tls_failure(ConnectionRefusedError(111, "refused")) is None
