@@ -166,12 +166,12 @@ def control_port(node: NodeUnderTest) -> int:
     return int(address.rpartition(":")[2])
 
 
-async def attempt(uri: str, tls: ssl.SSLContext | None, name: str = "luoding") -> str:
+async def attempt(uri: str, tls: ssl.SSLContext | None, name: str = "luoding", token: str = TOKEN) -> str:
     """Connect and authenticate as `name`: 'open', or the kind of failure (within a few seconds)."""
     try:
         async with asyncio.timeout(8):
             async with connect(uri, ssl=tls, open_timeout=5) as ws:
-                conn = ControlConnection(name, TOKEN.encode(), expected_peer="city")
+                conn = ControlConnection(name, token.encode(), expected_peer="city")
                 session = ControlSession(ws, conn, lambda event: None, auth_timeout=3)
                 running = asyncio.create_task(session.run())
                 await asyncio.wait({running, asyncio.create_task(session.authenticated.wait())},
@@ -216,6 +216,7 @@ async def test_wss_channel_carries_sites_and_commands_and_refuses_bad_clients(
     outcome = await attempt(f"wss://localhost:{port}", own)
     assert outcome.startswith("failed") and "certificate verify failed" in outcome, outcome
     # a correct client (the real one's certificate) gets through TLS; the token decides as before
+    assert await attempt(f"wss://127.0.0.1:{port}", own, token="not-the-cascade-token-at-all!!") == "closed 4401"
     assert await attempt(f"wss://127.0.0.1:{port}", own, name="luoding") == "open"
     # the real channel comes back (the test client replaced it while it was open) and works
     await eventually(lambda: city.control.channels() == {"luoding": True}  # type: ignore[union-attr]
