@@ -12,6 +12,7 @@ node with a broken TLS configuration does not start, like SIP over TLS.
 """
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from config.errors import ConfigError
 from config.settings import CascadeSettings
 from sip_gateway.sip.tls import TlsSetupError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def client_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.
 def contexts(settings: CascadeSettings, serves: bool, connects: bool) -> ControlTls:
     """The node's TLS contexts from `[cascade]` (none when `tls = "off"`); ConfigError if unusable."""
     if settings.tls != "on":
+        if settings.tls_certificate is not None or settings.tls_ca is not None:
+            log.warning("cascade: tls_certificate/tls_ca are set but tls = \"off\": the control channel is plain ws://")
         return ControlTls()
     try:
         server = None
