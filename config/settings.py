@@ -295,11 +295,27 @@ class CascadeSettings(_Section):
     max_hold_seconds: float = Field(600.0, gt=0)
     flap_window_seconds: float = Field(120.0, gt=0)
     retry_interval_seconds: float = Field(2.0, gt=0, le=60)
+    # TLS of the control channel (mcu/cascade/control_tls.py; docs/cascade.md "TLS"). The HMAC token
+    # handshake runs inside the TLS channel either way.
+    tls: Literal["off", "on"] = Field(
+        "off", description="on: a parent serves wss:// and a child connects with wss://, verifying the "
+                           "parent's certificate for its control host")
+    tls_certificate: Path | None = Field(
+        None, description="this node's PEM certificate (chain): served to children, presented to the parent")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_certificate (set both or neither)")
+    tls_ca: Path | None = Field(
+        None, description="PEM bundle of the CA(s) that sign the nodes' certificates: a child verifies its "
+                          "parent with it (unset = the system trust store); set on a parent, it also "
+                          "requires and verifies client certificates (mutual TLS)")
 
     @model_validator(mode="after")
     def _holds(self) -> CascadeSettings:
         if self.max_hold_seconds < self.hold_seconds:
             raise ValueError("max_hold_seconds must be at least hold_seconds")
+        if self.tls_certificate is not None and self.tls_key is None:
+            raise ValueError("tls_key must be set when tls_certificate is set")
+        if self.tls_key is not None and self.tls_certificate is None:
+            raise ValueError("tls_certificate must be set when tls_key is set")
         return self
 
 

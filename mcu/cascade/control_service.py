@@ -5,6 +5,9 @@ server, so it works in `--role mcu` without the web console); a node with a pare
 the parent's `control` address and reconnects every 2 s. Both ends run `ControlSession`
 (HMAC mutual authentication with `settings.cascade.token`; close code 4401 on failure, which
 is audited). One connection per node pair carries every conference (the `conference` field).
+With `settings.cascade.tls = "on"` the channel is `wss://` (server certificate checked for the
+parent's control host; client certificates required when `tls_ca` is set — control_tls.py); a
+child whose TLS handshake fails audits `cascade.control.tls` and retries slowly.
 
 What travels:
 * up: this node's own sites of each running conference (from `RunningConference`, live on the
@@ -27,11 +30,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import InvalidMessage
 
 from config.errors import ConfigError
 from core.runtime import CoreServices
@@ -50,6 +55,7 @@ from mcu.cascade.control import (
     State,
     check_command,
 )
+from mcu.cascade.control_tls import contexts, tls_failure
 from mcu.cascade.control_ws import CLOSE_AUTH_FAILED, ControlSession
 from mcu.cascade.naming import link_participant
 from mcu.cascade.relay import UNREACHABLE, CascadeRelay, CommandRefused
@@ -151,6 +157,9 @@ class ControlService:
     # websocket keepalive: a channel whose route died silently is noticed within about twice this
     # (settings.cascade.control_timeout_seconds), so its remote sites turn "unknown" promptly
     keepalive: float = 3.0
+    # TLS (settings.cascade.tls, mcu/cascade/control_tls.py): None = plain ws://
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
     relay: CascadeRelay = field(init=False)
     _server: Server | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -172,7 +181,8 @@ class ControlService:
         if self.children:
             host, _, port = self.listen.rpartition(":")
             self._server = await serve(self._serve_child, host, int(port), max_size=512 * 1024,
-                                       ping_interval=self.keepalive, ping_timeout=self.keepalive)
+                                       ping_interval=self.keepalive, ping_timeout=self.keepalive,
+                                       ssl=self.server_ssl, open_timeout=self.auth_timeout)
         if self.parent is not None:
             self._tasks.append(asyncio.create_task(self._parent_loop(self.parent), name="cascade-control-up"))
         self.conferences.register_remote_sites(self)
@@ -334,7 +344,16 @@ class ControlService:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, unreachable, reset: try again
-                log.debug("cascade control to %s (%s): %s", parent.name, parent.control, exc)
+                reason = tls_failure(exc)
+                if reason is None and self.client_ssl is not None and isinstance(exc, InvalidMessage):
+                    # TLS 1.3: a parent that rejects our certificate aborts after our side of the
+                    # handshake finished; all we see is the connection closing before the HTTP reply
+                    reason = "the parent closed the connection in the opening handshake (our certificate refused?)"
+                if reason is None:
+                    log.debug("cascade control to %s (%s): %s", parent.name, parent.control, exc)
+                else:  # a certificate problem does not fix itself: audit it, retry slowly
+                    refused = True
+                    await self._audit_tls(parent, reason)
             if authenticated:
                 self._control_state(parent.name, False)
                 await self.core.audit.record(f"node:{parent.name}", "cascade.control.lost", self.node,
@@ -343,8 +362,9 @@ class ControlService:
 
     async def _connect_up(self, parent: Node) -> tuple[bool, bool]:
         """One connection to the parent, served until it ends: (was authenticated, we were refused)."""
-        async with connect(f"ws://{parent.control}", open_timeout=self.auth_timeout, max_size=512 * 1024,
-                           ping_interval=self.keepalive, ping_timeout=self.keepalive) as ws:
+        scheme = "ws" if self.client_ssl is None else "wss"  # wss: the parent's certificate is checked
+        async with connect(f"{scheme}://{parent.control}", open_timeout=self.auth_timeout, max_size=512 * 1024,
+                           ping_interval=self.keepalive, ping_timeout=self.keepalive, ssl=self.client_ssl) as ws:
             conn = ControlConnection(self.node, self.token, expected_peer=parent.name,
                                      command_timeout=self.command_timeout)
             session: ControlSession
@@ -454,6 +474,12 @@ class ControlService:
         await self.core.audit.record(f"node:{peer or '?'}", "cascade.control.auth", self.node, outcome="denied",
                                      source=source, detail={"reason": reason})
 
+    async def _audit_tls(self, parent: Node, reason: str) -> None:
+        log.warning("cascade control: TLS with the parent %s (%s) failed: %s", parent.name, parent.control, reason)
+        with contextlib.suppress(Exception):  # the audit store being down must not stop the loop
+            await self.core.audit.record(f"node:{parent.name}", "cascade.control.tls", self.node, outcome="failed",
+                                         source=parent.control, detail={"role": "parent", "reason": reason[:200]})
+
     def _control_state(self, node: str, up: bool) -> None:
         """Tell the failover (capability `cascade`, when it runs here) about the channel."""
         cascade = self.core.capabilities.get("cascade")
@@ -490,9 +516,11 @@ async def start(core: CoreServices) -> ControlService | None:
         raise RuntimeError("cascade_control needs the mcu capability in the same process")
     if children and not me.control:
         raise ConfigError(plan.source_path, [f"nodes: node {me.name!r} has children but no control address"])
+    tls = contexts(core.settings.cascade, serves=bool(children), connects=parent is not None)
     service = ControlService(core, mcu.conferences, me.name, _token(core), listen=me.control if children else "",
                              parent=parent, children=children,
                              reconnect_interval=2.0, auth_timeout=5.0, command_timeout=10.0,
-                             keepalive=core.settings.cascade.control_timeout_seconds)
+                             keepalive=core.settings.cascade.control_timeout_seconds,
+                             server_ssl=tls.server, client_ssl=tls.client)
     await service.start()
     return service
