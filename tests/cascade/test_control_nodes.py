@@ -137,7 +137,7 @@ async def nodes(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, NodeUnde
             service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
             await service.start()
             core.capabilities["mcu"] = McuRole(service, WebRtcLegs(webrtc_config(core)))
-            node = started[name] = NodeUnderTest(name, core, service)
+            started[name] = NodeUnderTest(name, core, service)
             sites, joins = LAYOUT[name]
             await service.create(name="级联测试会议", actor="test", sites=sites, conference_id=CONF)
             conf = await service.start_conference(CONF, "test")
@@ -154,17 +154,22 @@ async def nodes(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, NodeUnde
             await started[name].start_control()
         yield started
     finally:
-        for node in reversed(list(started.values())):
-            if node.control is not None:
-                await node.stop_control()
-            await node.core.capabilities.pop("mcu").stop()
-            await node.core.stop()
-        admin = await asyncpg.connect(pg_url)
-        try:
-            for db in dbs.values():
-                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await stop_nodes(started, dbs, pg_url)
+
+
+async def stop_nodes(started: dict[str, NodeUnderTest], dbs: dict[str, str], pg_url: str) -> None:
+    """Stop the nodes (newest first) and drop their databases."""
+    for node in reversed(list(started.values())):
+        if node.control is not None:
+            await node.stop_control()
+        await node.core.capabilities.pop("mcu").stop()
+        await node.core.stop()
+    admin = await asyncpg.connect(pg_url)
+    try:
+        for db in dbs.values():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:

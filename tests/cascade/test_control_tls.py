@@ -41,6 +41,7 @@ from tests.cascade.test_control_nodes import (
     NodeUnderTest,
     eventually,
     remote,
+    stop_nodes,
     write_plan,
 )
 from tests.conftest import free_port, make_settings, with_database
@@ -140,7 +141,7 @@ async def nodes(pg_url: str, tmp_path: Path, pki: Pki) -> AsyncIterator[dict[str
             service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
             await service.start()
             core.capabilities["mcu"] = McuRole(service, WebRtcLegs(webrtc_config(core)))
-            node = started[name] = NodeUnderTest(name, core, service)
+            started[name] = NodeUnderTest(name, core, service)
             sites, joins = LAYOUT[name]
             await service.create(name="级联加密测试会议", actor="test", sites=sites, conference_id=CONF)
             conf = await service.start_conference(CONF, "test")
@@ -148,17 +149,7 @@ async def nodes(pg_url: str, tmp_path: Path, pki: Pki) -> AsyncIterator[dict[str
                 await conf.join(pid, label, protocol, chair=pid == "city-main")
         yield started
     finally:
-        for node in reversed(list(started.values())):
-            if node.control is not None:
-                await node.stop_control()
-            await node.core.capabilities.pop("mcu").stop()
-            await node.core.stop()
-        admin = await asyncpg.connect(pg_url)
-        try:
-            for db in dbs.values():
-                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await stop_nodes(started, dbs, pg_url)
 
 
 def control_port(node: NodeUnderTest) -> int:
