@@ -117,32 +117,46 @@ LAYOUT: dict[str, tuple[list[str], list[tuple[str, str, str]]]] = {
 }
 
 
-@pytest.fixture
-async def nodes(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, NodeUnderTest]]:
-    names = list(LAYOUT)
-    dbs = {n: "c_" + uuid.uuid4().hex[:12] for n in names}
+async def create_databases(pg_url: str, names: list[str], prefix: str) -> dict[str, str]:
+    """One fresh database per node name."""
+    dbs = {n: prefix + uuid.uuid4().hex[:12] for n in names}
     admin = await asyncpg.connect(pg_url)
     try:
         for db in dbs.values():
             await admin.execute(f'CREATE DATABASE "{db}"')
     finally:
         await admin.close()
+    return dbs
+
+
+async def start_node(name: str, db_url: str, tmp_path: Path, plan: Path, cascade: dict[str, Any],
+                     title: str) -> tuple[NodeUnderTest, RunningConference]:
+    """A node's core services and conference service, with CONF running and LAYOUT's sites joined."""
+    settings = make_settings(db_url, tmp_path / name, node_name=name, site_plan=plan, cascade=cascade)
+    core = await CoreServices.start(settings, seed=False)
+    service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
+    await service.start()
+    core.capabilities["mcu"] = McuRole(service, WebRtcLegs(webrtc_config(core)))
+    node = NodeUnderTest(name, core, service)
+    sites, joins = LAYOUT[name]
+    await service.create(name=title, actor="test", sites=sites, conference_id=CONF)
+    conf = await service.start_conference(CONF, "test")
+    for pid, label, protocol in joins:
+        await conf.join(pid, label, protocol, chair=pid == "city-main")
+    return node, conf
+
+
+@pytest.fixture
+async def nodes(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, NodeUnderTest]]:
+    names = list(LAYOUT)
+    dbs = await create_databases(pg_url, names, "c_")
     plan = write_plan(tmp_path, {n: free_port() for n in names})
     started: dict[str, NodeUnderTest] = {}
     try:
         for name in names:
-            settings = make_settings(with_database(pg_url, dbs[name]), tmp_path / name, node_name=name,
-                                     site_plan=plan, cascade={"token": TOKEN})
-            core = await CoreServices.start(settings, seed=False)
-            service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
-            await service.start()
-            core.capabilities["mcu"] = McuRole(service, WebRtcLegs(webrtc_config(core)))
-            started[name] = NodeUnderTest(name, core, service)
-            sites, joins = LAYOUT[name]
-            await service.create(name="级联测试会议", actor="test", sites=sites, conference_id=CONF)
-            conf = await service.start_conference(CONF, "test")
-            for pid, label, protocol in joins:
-                await conf.join(pid, label, protocol, chair=pid == "city-main")
+            started[name], conf = await start_node(name, with_database(pg_url, dbs[name]), tmp_path, plan,
+                                                   {"token": TOKEN}, "级联测试会议")
+            service = started[name].conferences
             if name == "luoding-t1":
                 await conf.leave("t1-gone")
             if name == "luoding":  # a second conference on the same channel, not run at the city

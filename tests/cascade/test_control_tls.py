@@ -9,13 +9,11 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,24 +25,21 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from config.errors import ConfigError
 from config.settings import CascadeSettings
-from core.runtime import CoreServices
 from mcu.cascade.control import ControlConnection
 from mcu.cascade.control_tls import client_context, contexts, tls_failure
 from mcu.cascade.control_ws import ControlSession
-from mcu.conferences import ConferenceService, McuRole, webrtc_config
-from mcu.room import RoomSettings
-from mcu.webrtc_leg import WebRtcLegs
 from tests.cascade.test_control_nodes import (
     CONF,
-    LAYOUT,
     TOKEN,
     NodeUnderTest,
+    create_databases,
     eventually,
     remote,
+    start_node,
     stop_nodes,
     write_plan,
 )
-from tests.conftest import free_port, make_settings, with_database
+from tests.conftest import free_port, with_database
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -124,29 +119,13 @@ def tls_settings(pki: Pki, node: str) -> dict[str, Any]:
 async def nodes(pg_url: str, tmp_path: Path, pki: Pki) -> AsyncIterator[dict[str, NodeUnderTest]]:
     """The city and 罗定 (the township MCU of the plan is not started), each with TLS on."""
     names = ["city", "luoding"]
-    dbs = {n: "t_" + uuid.uuid4().hex[:12] for n in names}
-    admin = await asyncpg.connect(pg_url)
-    try:
-        for db in dbs.values():
-            await admin.execute(f'CREATE DATABASE "{db}"')
-    finally:
-        await admin.close()
+    dbs = await create_databases(pg_url, names, "t_")
     plan = write_plan(tmp_path, {n: free_port() for n in names})
     started: dict[str, NodeUnderTest] = {}
     try:
         for name in names:
-            settings = make_settings(with_database(pg_url, dbs[name]), tmp_path / name, node_name=name,
-                                     site_plan=plan, cascade=tls_settings(pki, name))
-            core = await CoreServices.start(settings, seed=False)
-            service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
-            await service.start()
-            core.capabilities["mcu"] = McuRole(service, WebRtcLegs(webrtc_config(core)))
-            started[name] = NodeUnderTest(name, core, service)
-            sites, joins = LAYOUT[name]
-            await service.create(name="级联加密测试会议", actor="test", sites=sites, conference_id=CONF)
-            conf = await service.start_conference(CONF, "test")
-            for pid, label, protocol in joins:
-                await conf.join(pid, label, protocol, chair=pid == "city-main")
+            started[name], _ = await start_node(name, with_database(pg_url, dbs[name]), tmp_path, plan,
+                                                tls_settings(pki, name), "级联加密测试会议")
         yield started
     finally:
         await stop_nodes(started, dbs, pg_url)
