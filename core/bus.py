@@ -148,17 +148,19 @@ class Bus:
         self._deliver(event)
         return event
 
-    async def attach(self, db: Database, keep_hours: float = 72.0) -> None:
+    async def attach(self, db: Database, keep_hours: float = 72.0, prune_every: float = 300.0) -> None:
         """Persist events in `db`, receive those published by other processes, prune old rows.
 
         Events are a transport, not the record (that is the audit log and each capability's own
-        tables), so rows older than `keep_hours` are deleted every few minutes.
+        tables), so rows older than `keep_hours` are deleted every `prune_every` seconds (0: only
+        when `prune` is called).
         """
         self._db = db
         self._listener = await db.dedicated_connection()
         await self._listener.add_listener(CHANNEL, self._on_notify)
         self._reader = asyncio.create_task(self._read_incoming(), name="bus-reader")
-        self._pruner = asyncio.create_task(self._prune_loop(keep_hours), name="bus-pruner")
+        if prune_every > 0:
+            self._pruner = asyncio.create_task(self._prune_loop(keep_hours, prune_every), name="bus-pruner")
 
     async def prune(self, keep_hours: float) -> int:
         """Delete persisted events older than `keep_hours`; returns how many."""
@@ -167,13 +169,13 @@ class Bus:
             "DELETE FROM events WHERE at < now() - make_interval(secs => $1)", keep_hours * 3600.0)
         return int(status.split()[-1])
 
-    async def _prune_loop(self, keep_hours: float) -> None:
+    async def _prune_loop(self, keep_hours: float, every: float) -> None:
         while True:
             try:
                 await self.prune(keep_hours)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("bus: pruning events failed: %s", exc)
-            await asyncio.sleep(300)
+            await asyncio.sleep(every)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):

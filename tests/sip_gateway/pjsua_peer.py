@@ -146,8 +146,13 @@ def main() -> None:
                 pump(ep, 1.0)
                 result["after_hold_state"] = call.state
             if call.state != "DISCONNECTED":  # the far end hung up: its media port is gone already
-                generator.stopTransmit(media)
-                media.stopTransmit(recorder)
+                try:
+                    # A hold/unhold re-INVITE may have re-created the call's audio port: take the current one.
+                    current = call.getAudioMedia(-1)
+                    generator.stopTransmit(current)
+                    current.stopTransmit(recorder)
+                except pj.Error as exc:  # our own cleanup only; what was heard is already recorded
+                    print(f"cleanup: {exc.info() if hasattr(exc, 'info') else exc}", flush=True)
             del recorder
             if call.state != "DISCONNECTED":
                 call.hangup(pj.CallOpParam(True))
