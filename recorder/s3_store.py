@@ -44,7 +44,15 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from recorder.store import KEY, STAGING, StoreError, check_camera_id, fsync_dir, parse_key
+from recorder.store import (
+    KEY,
+    STAGING,
+    StoreError,
+    fsync_dir,
+    fsync_file,
+    parse_key,
+    staging_file,
+)
 
 CACHE = ".cache"
 SHA256_META = "sha256"  # x-amz-meta-sha256
@@ -148,16 +156,12 @@ class S3Store:
     # ---- SegmentStore ---------------------------------------------------------------------------
 
     def staging_path(self, camera: str, name: str) -> Path:
-        check_camera_id(camera)
-        d = self.root / STAGING / camera
-        d.mkdir(parents=True, exist_ok=True)
-        return d / name
+        return staging_file(self.root, camera, name)
 
     def commit(self, staging: Path, key: str) -> None:
         """Upload, verify what the server holds, then drop the staging file into the cache."""
         name = self._object(key)
-        with open(staging, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(staging)
         sha, md5, size = _digests(staging)
         try:
             with open(staging, "rb") as body:

@@ -98,6 +98,20 @@ class SegmentStore(Protocol):
         ...
 
 
+def staging_file(root: Path, camera: str, name: str) -> Path:
+    """Where a segment of ``camera`` is written before `commit` (the folder is created)."""
+    check_camera_id(camera)
+    d = root / STAGING / camera
+    d.mkdir(parents=True, exist_ok=True)
+    return d / name
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a finished file to disk before it is published."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -118,15 +132,11 @@ class DirectoryStore:
         return self.root / key
 
     def staging_path(self, camera: str, name: str) -> Path:
-        check_camera_id(camera)
-        d = self.root / STAGING / camera
-        d.mkdir(parents=True, exist_ok=True)
-        return d / name
+        return staging_file(self.root, camera, name)
 
     def commit(self, staging: Path, key: str) -> None:
         dest = self._path(key)
-        with open(staging, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(staging)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, dest)
         fsync_dir(dest.parent)
