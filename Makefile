@@ -11,7 +11,7 @@ FRONTEND := web_console/frontend
 # `make run` installs them when root, otherwise warns.
 RUN_DEBS := fonts-wqy-microhei espeak-ng gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 \
   python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
 # ...plus the real peers the tests drive (installed when root, otherwise checked).
 TEST_DEBS := $(RUN_DEBS) chromium ffmpeg tshark sip-tester baresip baresip-ffmpeg iproute2
 # command -> Debian package, for the non-root check
@@ -62,9 +62,11 @@ system-deps:
 	  missing=""; for pair in $(TEST_CMDS); do c=$${pair%%:*}; p=$${pair##*:}; \
 	    command -v $$c >/dev/null || missing="$$missing $$p"; done; \
 	  fc-list 2>/dev/null | grep -qi wqy || missing="$$missing fonts-wqy-microhei"; \
-	  if [ -n "$$missing" ]; then \
-	    echo "make test needs these Debian packages (run as root to install them):$$missing"; exit 1; \
-	  fi; \
+	  /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" \
+	    2>/dev/null || missing="$$missing python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp"; \
+	  [ -z "$$missing" ] || echo "make test needs these Debian packages (run as root to install them):$$missing"; \
+	  echo "make test needs root: the loopback captures and the network-namespace tests cannot run otherwise."; \
+	  echo "(.venv/bin/python -m pytest --allow-missing-parts runs the rest and lists what it skipped)"; exit 1; \
 	fi
 
 test: venv frontend system-deps

@@ -224,3 +224,47 @@ def server(request: pytest.FixtureRequest, pg_url: str) -> Iterator[RunningServe
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("CC_TESTING", "1")
+
+
+# -- real parts are never skipped --------------------------------------------------------------
+# A test that needs a real part (a peer, tshark, root for a loopback capture, network namespaces)
+# fails when the part is missing: a skip would let CI pass with the part never exercised.
+# Only a skip whose reason starts with NOT_APPLICABLE stays a skip (it says the test does not apply
+# to this data, not that something is missing). `--allow-missing-parts` keeps skips as skips for a
+# developer without root, and the summary at the end then lists them loudly.
+NOT_APPLICABLE = "not applicable:"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--allow-missing-parts", action="store_true",
+                     help="report tests whose real part is missing as skipped instead of failed")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = skip_reason(report)
+    if reason.startswith(NOT_APPLICABLE) or item.config.getoption("--allow-missing-parts"):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"a real part is missing, so this test fails instead of skipping: {reason}"
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    """The reason text of a skipped report (pytest stores it as (file, line, reason))."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if skipped:
+        terminalreporter.write_sep("!", f"{len(skipped)} TESTS SKIPPED: their real parts were not exercised",
+                                   red=True, bold=True)
+        for report in skipped:
+            terminalreporter.write_line(f"SKIPPED {report.nodeid}: {skip_reason(report)}", red=True)

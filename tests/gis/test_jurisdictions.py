@@ -122,7 +122,7 @@ def test_points_just_either_side_of_a_border(yunfu: Jurisdictions, counties_path
 def test_triple_point_takes_lowest_of_three(yunfu: Jurisdictions, counties_path: Path) -> None:
     triples = [k for k in _shared_vertices(counties_path) if len(k) >= 3]
     if not triples:
-        pytest.skip("no vertex shared by three counties in this data")
+        pytest.skip("not applicable: no vertex shared by three counties in this data")
     for codes in triples:
         x, y = _shared_vertices(counties_path)[codes][0]
         m = yunfu.county_of(x, y)

@@ -33,6 +33,13 @@ needs_capture = [pytest.mark.skipif(TSHARK is None, reason="tshark not installed
                  pytest.mark.skipif(os.geteuid() != 0, reason="capturing on lo needs root")]
 
 
+def require_capture() -> bool:
+    """True, or the test fails: the wire checks need tshark and root for the loopback capture."""
+    if TSHARK is None or os.geteuid() != 0:
+        pytest.fail("a real part is missing: tshark and root for the loopback capture (make test as root)")
+    return True
+
+
 def _has(rgb: np.ndarray, colour: tuple[int, int, int], min_fraction: float = 0.05) -> bool:
     diff = np.abs(rgb.astype(int) - np.array(colour)).sum(axis=2)
     return bool((diff < 90).mean() >= min_fraction)
@@ -155,8 +162,7 @@ async def run_conference_call(services: CoreServices, tmp_path: Path, terminal: 
                          ids=["faststart-tunnelled", "no-faststart-separate-h245"])
 async def test_h323_terminal_in_conference(services: CoreServices, tmp_path: Path, fast_start: bool,
                                            tunnelling: bool) -> None:
-    if TSHARK is None or os.geteuid() != 0:
-        pytest.skip("needs tshark and root for the loopback capture")
+    require_capture()
     terminal = Terminal(fast_start=fast_start, tunnelling=tunnelling)
     out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, "h264"), 90)
     assert out["a440"] > 20 and out["a440"] > 5 * out["a1000"], out  # type: ignore[operator]
@@ -202,7 +208,7 @@ H261_ONLY = (MediaFormat(Codec.PCMA), MediaFormat(Codec.H261, max_bitrate=3840, 
 async def test_legacy_video_terminal_gets_video_it_decodes(services: CoreServices, tmp_path: Path,
                                                             formats: tuple[MediaFormat, ...], video: str,
                                                             audio: str) -> None:
-    capture = TSHARK is not None and os.geteuid() == 0
+    capture = require_capture()
     terminal = Terminal(formats=formats)
     out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, video, capture=capture), 90)
     assert out["received_size"] == (352, 288)
@@ -210,7 +216,7 @@ async def test_legacy_video_terminal_gets_video_it_decodes(services: CoreService
                                               "video": video.upper(), "video_received": video.upper()}
     own = out["own_pane"]
     assert own[1] > 150 and own[0] < 80, own  # type: ignore[index]
-    if capture:
+    if capture:  # always true here: require_capture() fails the test otherwise
         pcap = out["pcap"]
         assert isinstance(pcap, Path)
         bad, protocols = _rtp_problems(pcap)
@@ -232,7 +238,7 @@ async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServic
     h263 = replace(H263_H261, h263_rfc4629=True, payload_type=96) if rfc4629 else H263_H261
     terminal = Terminal(formats=H261_ONLY, transmit_formats=(MediaFormat(Codec.PCMU), h263),
                         fast_start=fast_start, tunnelling=fast_start)
-    capture = TSHARK is not None and os.geteuid() == 0
+    capture = require_capture()
     out = await asyncio.wait_for(run_conference_call(services, tmp_path, terminal, "h261", capture=capture), 90)
     assert out["received_size"] == (352, 288)  # H.261 CIF decoded by the terminal
     own = out["own_pane"]
@@ -245,7 +251,7 @@ async def test_asymmetric_terminal_sends_h263_receives_h261(services: CoreServic
     assert {c.format.codec for c in sent} == {Codec.PCMU, Codec.H263}
     assert {s["kind"]: s["codec"] for s in stats["streams"]}["video"] == "H261"
     assert [c.format.h263_rfc4629 for c in sent if c.format.codec is Codec.H263] == [rfc4629]
-    if capture:
+    if capture:  # always true here: require_capture() fails the test otherwise
         pcap = out["pcap"]
         assert isinstance(pcap, Path)
         assert wire_problems(pcap, tolerate_tcp_sequence=True) == []
