@@ -25,7 +25,7 @@ import secrets
 import wave
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -269,6 +269,12 @@ class EmergencyTrunk:
         endpoint.on_invite = self.on_invite
         endpoint.listeners.append(self._on_event)
 
+    def set_peers(self, peers: tuple[TrunkPeer, ...]) -> None:
+        """Change who may deliver emergency calls (and skip the INVITE limit); calls in progress stay."""
+        self.config = replace(self.config, peers=tuple(peers))
+        self.trust = TrunkTrust(self.config.peers)
+        self.endpoint.ua.invite_rate_exempt = self.trust.address_allowed
+
     def start(self) -> None:
         """Register toward the operator when a registrar is configured."""
         c = self.config
@@ -340,7 +346,7 @@ class EmergencyTrunk:
                   "p_asserted_identity": _clean(headers.get("P-Asserted-Identity") or "")}
         try:
             await self.audit.record(f"sip:{_clean(claimed) or 'anonymous'}", "emergency.invite_refused",
-                                    _clean(call.request_user or ""), outcome="refused", source=where, detail=detail)
+                                    _clean(call.request_user or ""), outcome="denied", source=where, detail=detail)
         except Exception:  # noqa: BLE001 - the refusal stands even if the audit write fails
             log.exception("auditing a refused emergency INVITE failed")
 
