@@ -113,6 +113,7 @@ async def test_spoofed_trunk_is_refused_and_audited_then_accepted_with_trusted_p
     assert queued.payload["call"]["number"] == "13712345678"
     assert queued.payload["call"]["number_verified"] is True
     row = await desk.core.db.fetchrow("SELECT * FROM emergency_calls WHERE id = $1", call_id)
+    assert row is not None
     assert row["number"] == "13712345678" and row["caller_verified"] is True
     assert row["trunk_peer"] == "operator-sbc" and row["caller_source"].startswith(f"udp:{STRANGER}:")
     await desk.desk.end_call(call_id, "calltaker1", "advice")
