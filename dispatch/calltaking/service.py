@@ -139,6 +139,7 @@ class DeskService:
         self._follower: asyncio.Task[None] | None = None
         self._rooms: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._sealer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -149,9 +150,11 @@ class DeskService:
         self._rooms = asyncio.create_task(self._follow_rooms(), name="desk-rooms")
         if self.config.recording_retention_days is not None:
             self._retention = asyncio.create_task(self._retention_loop(), name="desk-recording-retention")
+        if self.recording_log is not None:
+            self._sealer = asyncio.create_task(self._seal_at_start(self.clock()), name="desk-recording-seal")
 
     async def stop(self) -> None:
-        for task in (self._timer, self._follower, self._rooms, self._retention):
+        for task in (self._timer, self._follower, self._rooms, self._retention, self._sealer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -768,6 +771,42 @@ class DeskService:
                 "UPDATE emergency_calls SET recording_log_id = $2, recording_leaf = $3 WHERE id = $1",
                 call_id, self.recording_log.log_id, index)
         return index
+
+    async def _seal_at_start(self, before: datetime) -> None:
+        try:
+            await self.seal_pending_recordings(before)
+        except Exception:  # noqa: BLE001
+            log.exception("sealing left-over call recordings failed")
+
+    async def seal_pending_recordings(self, before: datetime) -> list[str]:
+        """Seal recordings of calls offered before ``before`` that never reached the log (the process
+        stopped mid-call or before sealing): hash what is on disk and append their leaves."""
+        if self.recording_log is None:
+            return []
+        rows = await self.db.fetch(
+            "SELECT id, recording_path, offered_at, ended_at FROM emergency_calls WHERE recording_path <> '' "
+            "AND recording_leaf IS NULL AND recording_deleted_at IS NULL AND offered_at < $1 ORDER BY offered_at",
+            before)
+        sealed: list[str] = []
+        for row in rows:
+            path = Path(row["recording_path"])
+            if row["id"] in self.live or not await asyncio.to_thread(path.is_file):
+                continue
+            try:
+                digest = await asyncio.to_thread(digest_file, path)
+                index = await self.recording_log.append_call_recording(
+                    row["id"], path.name, digest.sha256, digest.size, int(row["offered_at"].timestamp() * 1000),
+                    int((row["ended_at"] or row["offered_at"]).timestamp() * 1000))
+                await self.db.execute(
+                    "UPDATE emergency_calls SET recording_sha256 = $2, recording_size = $3, recording_log_id = $4, "
+                    "recording_leaf = $5 WHERE id = $1", row["id"], digest.sha256, digest.size,
+                    self.recording_log.log_id, index)
+                sealed.append(row["id"])
+            except Exception:  # noqa: BLE001 - one unreadable file must not stop the others
+                log.exception("sealing the recording of call %s failed", row["id"])
+        if sealed:
+            log.info("sealed %d call recording(s) left unsealed by an earlier run", len(sealed))
+        return sealed
 
     async def _retention_loop(self) -> None:
         while True:

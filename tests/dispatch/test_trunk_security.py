@@ -181,3 +181,31 @@ async def test_same_call_id_twice_gives_two_sealed_recordings_then_retention_del
     assert isinstance(retention, RetentionLeaf) and retention.segment_leaves == (0, 1)
     assert all(c in retention.policy for c in call_ids)
     assert await desk.desk.apply_recording_retention(later) == []  # once only
+
+
+async def test_recording_left_unsealed_is_sealed_by_the_next_run(desk: Desk) -> None:
+    """A recording that ended while no log was reachable (or the process stopped first) is sealed later."""
+    service_log = desk.desk.recording_log
+    desk.desk.recording_log = None
+    proc = await sipp("emergency_wait.xml", desk.endpoint.config.port)
+    await wait_until(lambda: len(desk.desk.live) == 1)
+    call_id = next(iter(desk.desk.live))
+    await desk.desk.end_call(call_id, "calltaker1", "advice")
+    await finish(proc)
+
+    async def hashed() -> bool:
+        return bool(await desk.core.db.fetchval("SELECT recording_sha256 FROM emergency_calls WHERE id = $1", call_id))
+    for _ in range(100):
+        if await hashed():
+            break
+        await asyncio.sleep(0.05)
+    assert desk.log.size == 0
+    desk.desk.recording_log = service_log
+    assert await desk.desk.seal_pending_recordings(desk.desk.clock()) == [call_id]
+    row = await desk.core.db.fetchrow("SELECT * FROM emergency_calls WHERE id = $1", call_id)
+    assert row is not None and row["recording_leaf"] == 0
+    leaf = decode_leaf(await desk.log.leaf_bytes(0))
+    assert isinstance(leaf, CallRecordingLeaf) and leaf.call_id == call_id
+    data = await asyncio.to_thread(Path(row["recording_path"]).read_bytes)
+    assert leaf.sha256 == hashlib.sha256(data).hexdigest()
+    assert await desk.desk.seal_pending_recordings(desk.desk.clock()) == []  # once only
