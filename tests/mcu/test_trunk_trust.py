@@ -113,3 +113,16 @@ def test_settings_peers_default_loopback_empty_refuses_and_rate_is_a_setting(tmp
     f.write_text('[emergency.trunk]\npeers = [{address = "10.0.0.1", tls_identity = "sbc.cn"}]\n')
     with pytest.raises(ConfigError, match="tls_ca must be set"):
         load_settings(f)
+
+
+def test_unusable_trunk_ca_is_a_config_error_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from config.settings import SipSettings
+    from mcu.sip_bridge import tls_context
+
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"emergency\.trunk\.tls_ca: cannot load"):
+        tls_context(SipSettings(), tmp_path / "var", client_ca=bad)
+    context, _ = tls_context(SipSettings(), tmp_path / "var")  # without a trunk CA: no client certificates asked
+    import ssl
+    assert context.verify_mode == ssl.CERT_NONE
