@@ -50,7 +50,7 @@ CAPABILITIES: list[CapabilitySpec] = [
     # needs the MCU and the recorder in one process; listed after both so it stops before them
     CapabilitySpec("conference_recording", frozenset({"mcu", "recorder"}), "recorder.conference_recording:start"),
     CapabilitySpec("dispatch", frozenset({"web"}), "dispatch.capability:start"),
-    CapabilitySpec("desk", frozenset({"web"}), "dispatch.calltaking.capability:start"),
+    CapabilitySpec("desk", frozenset({"web"}), "commandcenter.wiring:start_desk"),
     # after "mcu" (and "cascade", the failover it reports channel state to): remote sites and commands
     CapabilitySpec("cascade_control", frozenset({"mcu"}), "mcu.cascade.control_service:start"),
 ]

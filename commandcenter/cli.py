@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle", type=Path, help="bundle directory or .zip")
     verify.add_argument("--key", type=Path, help="trusted public key (PEM) instead of the bundle's own")
 
+    verify_call = sub.add_parser(
+        "verify-call-export", help="verify an exported emergency-call recording offline",
+        description="Check the recording's SHA-256 against its transparency-log leaf, the inclusion proof and "
+                    "the signed tree head of a call-recording export (.zip); names what is wrong.")
+    verify_call.add_argument("bundle", type=Path, help="call-recording export (.zip or directory)")
+    verify_call.add_argument("--key", type=Path, help="trusted public key (PEM) instead of the bundle's own")
+
     cfg = sub.add_parser("config", help="configuration tasks").add_subparsers(dest="config_command", required=True,
                                                                              metavar="TASK")
     check = cfg.add_parser("check", help="validate a settings file or a site plan")
@@ -171,6 +178,10 @@ def _check_node(settings: Settings, role: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "config":
         return _config_check(args.file)
+    if args.command == "verify-call-export":
+        from recorder.verify_call import verify_call_export_cli
+
+        return verify_call_export_cli(str(args.bundle), str(args.key) if args.key else None)
     if args.command == "verify-export":
         from recorder.verify import verify_export_cli
 

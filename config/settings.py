@@ -6,6 +6,7 @@ or `CC_CONFIG`), then environment variables `CC_<SECTION>__<FIELD>` (e.g. `CC_HT
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -86,6 +87,10 @@ class SipSettings(_Section):
     max_video_size: Literal["1280x720", "640x360", "352x288"] = Field(
         "1280x720", description="largest composite sent to a SIP site (the codec level may lower it)")
     stats_interval_seconds: float = Field(5.0, ge=0, description="per-site statistics events; 0 = off")
+    invite_rate_per_source: float = Field(
+        10.0, gt=0, le=100_000, description="INVITE and REGISTER requests per second accepted from one source "
+                                            "address (token bucket); emergency trunk peers are exempt for INVITE")
+    invite_burst_per_source: float = Field(30.0, ge=1, le=100_000, description="bucket size of that limit")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SipSettings:
@@ -153,16 +158,63 @@ class RtpSettings(_Section):
         return self
 
 
+class TrunkPeerSettings(_Section):
+    """One source allowed to deliver emergency calls (the operator's SBC, an internal PBX)."""
+    address: str = Field(description="IP address or CIDR network the INVITEs come from, e.g. 10.20.0.5 or 10.20.0.0/28")
+    tls_identity: str = Field(
+        "", max_length=253,
+        description="when set, the INVITE must arrive over SIP TLS with a client certificate whose subjectAltName "
+                    "(DNS or URI) or subject CN equals this name (see emergency.trunk.tls_ca)")
+    trust_identity: bool = Field(
+        True, description="true: P-Asserted-Identity, From and PIDF-LO from this peer are trusted (RFC 3325 trust "
+                          "domain); false: calls are taken but the desk shows the number as unverified")
+    name: str = Field("", max_length=100, description="label in logs and the audit log")
+
+    @field_validator("address")
+    @classmethod
+    def _network(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_network(v.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address or CIDR network (host names are not accepted)") from None
+
+
+def _loopback_peers() -> list[TrunkPeerSettings]:
+    return [TrunkPeerSettings(address="127.0.0.1", name="loopback"), TrunkPeerSettings(address="::1", name="loopback")]
+
+
 class EmergencyTrunkSettings(_Section):
-    """The operator's trunk delivering emergency calls: a registration (registrar + aor) or a static peer."""
+    """The operator's trunk delivering emergency calls: a registration (registrar + aor) or a static peer.
+
+    Only ``peers`` may deliver emergency INVITEs; any other source gets 403 and an audit entry. The default
+    is this host only (loopback: the demo and local test callers); ``peers = []`` refuses every emergency
+    INVITE. List the operator's SBC addresses (and its TLS identity where TLS is used) in production.
+    """
+    peers: list[TrunkPeerSettings] = Field(
+        default_factory=_loopback_peers,
+        description="sources allowed to send emergency INVITEs: [{address, tls_identity, trust_identity, name}] "
+                    "or plain address strings; default loopback only; empty = refuse all")
+    tls_ca: Path | None = Field(
+        None, description="PEM CA bundle that signs the trunk peers' client certificates; when set, the SIP TLS "
+                          "listener asks every client for a certificate (needed for tls_identity)")
     registrar: str = Field("", description="sip:host[:port] to register with (digest auth)")
     aor: str = Field("", description="address of record registered, e.g. sip:110@operator.example")
     username: str = ""
     password: SecretStr | None = Field(None, description="set by CC_EMERGENCY__TRUNK__PASSWORD, never logged")
-    peer: str = Field("", description="host[:port] of a static peer that sends calls without registration")
+    peer: str = Field("", description="host[:port] of a static peer that sends calls without registration "
+                                      "(OPTIONS keep-alive only: list its address in peers to accept its calls)")
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _plain_addresses(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"address": item} if isinstance(item, str) else item for item in v]
+        return v
 
     @model_validator(mode="after")
     def _registration(self) -> EmergencyTrunkSettings:
+        if any(p.tls_identity for p in self.peers) and self.tls_ca is None:
+            raise ValueError("tls_ca must be set when a peer has a tls_identity (the CA that signs its certificate)")
         if bool(self.registrar) != bool(self.aor):
             raise ValueError("registrar and aor must be set together")
         if self.registrar and not self.registrar.startswith(("sip:", "sips:")):
@@ -173,6 +225,9 @@ class EmergencyTrunkSettings(_Section):
 class EmergencySettings(_Section):
     numbers: list[str] = Field(default_factory=lambda: ["110", "119", "120", "122"])
     desk_sip: bool = Field(True, description="the call-taking desk answers the emergency numbers over SIP")
+    recording_retention_days: float | None = Field(
+        365.0, gt=0, description="call recordings older than this (after the call ended) are deleted, audited; "
+                                 "their transparency-log leaf stays; unset = keep forever")
     trunk: EmergencyTrunkSettings = Field(default_factory=lambda: EmergencyTrunkSettings())
 
     @field_validator("numbers")

@@ -6,8 +6,12 @@ arriving from the operator trunk or an internal phone is answered at once with a
 frame, and handed to the desk through the small :class:`EmergencyDesk` interface. Any other
 dialled number goes to the ``fallback`` handler (the conference gateway) unchanged.
 
-The trunk is either a registration toward the operator (digest credentials) or a static peer;
-both are optional, internal phones reach the endpoint directly.
+The trunk is either a registration toward the operator (digest credentials) or a static peer.
+Only the configured trunk peers (:mod:`mcu.trunk_trust`: addresses/networks, and a TLS identity
+where TLS is used) may deliver emergency calls; any other source gets 403 and an audit entry. Their
+``P-Asserted-Identity``/``From``/PIDF-LO are believed only from a peer with ``trust_identity``
+(RFC 3325); otherwise the desk shows the number as unverified. Trunk peers skip the per-source
+INVITE limit. Each call's recording gets a server-generated unique name, created exclusively.
 
 ``mcu`` never imports ``dispatch``: the desk implements :class:`EmergencyDesk`.
 """
@@ -16,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import wave
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +40,8 @@ from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import Answer, Decision, Reject, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.uri import NameAddr
+
+from .trunk_trust import LOOPBACK_PEERS, TrunkPeer, TrunkTrust
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,8 @@ class TrunkConfig:
     peer: str = ""  # static peer host (the operator's SBC); informational + qualify target
     recordings_dir: Path = Path("var/recordings/calls")
     port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every caller's leg
+    # Who may deliver emergency INVITEs (settings emergency.trunk.peers); empty = refuse every one.
+    peers: tuple[TrunkPeer, ...] = LOOPBACK_PEERS
 
 
 @dataclass(frozen=True)
@@ -79,12 +89,41 @@ class IncomingEmergencyCall:
     geolocation: list[str]
     recording: Path
     received_at: datetime | None = None  # when the INVITE arrived: the queue orders by it
+    caller_verified: bool = False  # number/location asserted by a trusted trunk peer (RFC 3325)
+    source: str = ""  # transport:host:port the INVITE came from
+    trunk_peer: str = ""  # label of the trunk peer that delivered it
+
+
+class TrunkAudit(Protocol):
+    """``core.audit.AuditLog``: refused INVITEs are written to the audit log."""
+
+    async def record(self, actor: str, action: str, target: str = "", *, outcome: str = "ok",
+                     source: str = "", detail: dict[str, Any] | None = None) -> int: ...
 
 
 class EmergencyDesk(Protocol):
     async def call_arrived(self, call: IncomingEmergencyCall, handle: EmergencySite) -> object: ...
 
     async def caller_hung_up(self, call_key: str) -> None: ...
+
+    # Optional (called when present): the call's recording is complete and closed.
+    # async def recording_finished(self, call_key: str, path: Path, started: datetime, ended: datetime) -> None
+
+
+def new_recording_file(directory: Path, now: datetime) -> tuple[Path, int]:
+    """A new, server-named recording file created exclusively (O_EXCL): never an existing file.
+
+    The name is the UTC time plus 128 random bits; nothing the caller sends is part of it.
+    Returns the path and the open descriptor (mode 0640).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        path = directory / f"{now:%Y%m%dT%H%M%S}Z-{secrets.token_hex(16)}.wav"
+        try:
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o640)
+        except FileExistsError:  # 2^-128: only if someone planted the name; take another
+            continue
+    raise FileExistsError(f"cannot create a new recording file in {directory}")
 
 
 class CallRecorder:
@@ -94,10 +133,11 @@ class CallRecorder:
     the file has the call's real duration even while one side is silent or sends no RTP.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._wav: wave.Wave_write | None = wave.open(str(path), "wb")
+    def __init__(self, directory: Path, now: datetime | None = None) -> None:
+        self.started = now or datetime.now(UTC)
+        self.path, fd = new_recording_file(directory, self.started)
+        self._file = os.fdopen(fd, "wb")
+        self._wav: wave.Wave_write | None = wave.open(self._file, "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(SAMPLE_RATE)
@@ -127,6 +167,13 @@ class CallRecorder:
         if self._wav is not None:
             self._wav.close()
             self._wav = None
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._wav is None
 
 
 @dataclass(eq=False)
@@ -184,10 +231,13 @@ class _CallerSink:
         """No video."""
 
 
-def caller_identity(call: Call) -> tuple[str, str]:
-    """(number, display name) from P-Asserted-Identity when the trunk sends it, else From."""
+def caller_identity(call: Call, trust_pai: bool = True) -> tuple[str, str]:
+    """(number, display name) from P-Asserted-Identity when a trusted trunk sends it, else From.
+
+    ``trust_pai`` False (the source is not in our trust domain): a PAI header is ignored (RFC 3325 §5).
+    """
     assert call.invite is not None
-    for header in ("P-Asserted-Identity", "From"):
+    for header in ("P-Asserted-Identity", "From") if trust_pai else ("From",):
         value = call.invite.headers.get(header)
         if not value:
             continue
@@ -204,16 +254,26 @@ class EmergencyTrunk:
 
     def __init__(self, endpoint: SipEndpoint, desk: EmergencyDesk, config: TrunkConfig | None = None,
                  media_host: str = "127.0.0.1",
-                 fallback: Callable[[Call], Awaitable[Decision]] | None = None) -> None:
+                 fallback: Callable[[Call], Awaitable[Decision]] | None = None,
+                 audit: TrunkAudit | None = None) -> None:
         self.endpoint = endpoint
         self.desk = desk
         self.config = config or TrunkConfig()
+        self.trust = TrunkTrust(self.config.peers)
+        self.audit = audit
+        endpoint.ua.invite_rate_exempt = self.trust.address_allowed  # the operator's SBC carries every call
         self.media_host = media_host
         self.fallback = fallback if fallback is not None else endpoint.on_invite
         self.sites: dict[str, EmergencySite] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         endpoint.on_invite = self.on_invite
         endpoint.listeners.append(self._on_event)
+
+    def set_peers(self, peers: tuple[TrunkPeer, ...]) -> None:
+        """Change who may deliver emergency calls (and skip the INVITE limit); calls in progress stay."""
+        self.config = replace(self.config, peers=tuple(peers))
+        self.trust = TrunkTrust(self.config.peers)
+        self.endpoint.ua.invite_rate_exempt = self.trust.address_allowed
 
     def start(self) -> None:
         """Register toward the operator when a registrar is configured."""
@@ -236,6 +296,11 @@ class EmergencyTrunk:
         if not self.is_emergency(call):
             return await self.fallback(call)
         received_at = datetime.now(UTC)
+        source = call.source or call.flow
+        peer = self.trust.match(source.host, source.transport, self.endpoint.peer_certificate(source))
+        if peer is None:
+            await self._refused(call, source)
+            return Reject(403, "Not a trunk peer")
         if call.offer is not None and not any(m.kind == "audio" and m.port for m in call.offer.media):
             return Reject(488, "Audio required")
         try:
@@ -248,17 +313,42 @@ class EmergencyTrunk:
             await leg.close()
             await self.desk.caller_hung_up(call.key)
             return None
-        safe = "".join(ch if ch.isalnum() else "_" for ch in call.call_id)[:80]
-        recorder = CallRecorder(self.config.recordings_dir / f"{safe}.wav")
+        try:
+            recorder = CallRecorder(self.config.recordings_dir, received_at)
+        except OSError as exc:  # the recordings directory is unusable: answer anyway, the call matters more
+            log.error("emergency call %s: recording not possible: %s", call.call_id, exc)
+            await leg.close()
+            return Reject(503, "Recording unavailable")
         site = EmergencySite(call, leg, self, recorder)
         self.sites[call.key] = site
-        number, name = caller_identity(call)
+        number, name = caller_identity(call, peer.trust_identity)
         assert call.invite is not None
         incoming = IncomingEmergencyCall(
             call.key, number, name, call.request_user or "", call.invite.headers.get("Content-Type") or "",
-            call.invite.body, call.invite.headers.get_all("Geolocation"), recorder.path, received_at)
+            call.invite.body, call.invite.headers.get_all("Geolocation"), recorder.path, received_at,
+            caller_verified=peer.trust_identity, source=f"{source.transport}:{source.host}:{source.port}",
+            trunk_peer=peer.label)
         self._spawn(self._arrived(incoming, site))
         return Answer(leg.local_media)
+
+    async def _refused(self, call: Call, source: Any) -> None:
+        """Log and audit an emergency INVITE from outside the trunk (who claimed to call, what, from where)."""
+        assert call.invite is not None
+        headers = call.invite.headers
+        claimed, _ = caller_identity(call)
+        where = f"{source.transport}:{source.host}:{source.port}"
+        reason = self.trust.why_refused(source.host, source.transport)
+        log.warning("emergency INVITE to %s from %s refused (403): %s", call.request_user, where, reason)
+        if self.audit is None:
+            return
+        detail = {"reason": reason, "dialled": _clean(call.request_user or ""), "call_id": _clean(call.call_id),
+                  "from": _clean(headers.get("From") or ""),
+                  "p_asserted_identity": _clean(headers.get("P-Asserted-Identity") or "")}
+        try:
+            await self.audit.record(f"sip:{_clean(claimed) or 'anonymous'}", "emergency.invite_refused",
+                                    _clean(call.request_user or ""), outcome="denied", source=where, detail=detail)
+        except Exception:  # noqa: BLE001 - the refusal stands even if the audit write fails
+            log.exception("auditing a refused emergency INVITE failed")
 
     async def _arrived(self, incoming: IncomingEmergencyCall, site: EmergencySite) -> None:
         try:
@@ -292,6 +382,17 @@ class EmergencyTrunk:
             site.recorder.close()
             self._spawn(site.leg.close())
             self._spawn(self.desk.caller_hung_up(event.call.key))
+            self._spawn(self._recording_done(event.call.key, site.recorder))
+
+    async def _recording_done(self, call_key: str, recorder: CallRecorder) -> None:
+        """Hand the closed recording to the desk (it hashes it into the transparency log)."""
+        finished = getattr(self.desk, "recording_finished", None)
+        if finished is None:
+            return
+        try:
+            await finished(call_key, recorder.path, recorder.started, datetime.now(UTC))
+        except Exception:  # noqa: BLE001
+            log.exception("recording of call %s not sealed", call_key)
 
     async def _media_clock(self, site: EmergencySite) -> None:
         """The call's 20 ms clock: queue tone while waiting, and the recording for the whole call."""
@@ -315,6 +416,11 @@ class EmergencyTrunk:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 2.0)
+
+
+def _clean(text: str, limit: int = 200) -> str:
+    """Header text safe for the audit log (no control characters such as NUL, bounded)."""
+    return "".join(ch for ch in text if ch.isprintable())[:limit]
 
 
 # ---------------------------------------------------------------------------------------------

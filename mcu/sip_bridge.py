@@ -522,7 +522,8 @@ def user_agent_config(settings: SipSettings) -> UserAgentConfig:
     """The SIP user agent's configuration from the ``sip`` settings section."""
     return UserAgentConfig(
         host=settings.host, port=settings.udp_port, tls_port=settings.tls_port, realm=settings.realm,
-        accounts=dict(settings.accounts), policy=MediaPolicy(srtp=settings.srtp))
+        accounts=dict(settings.accounts), policy=MediaPolicy(srtp=settings.srtp),
+        rate=settings.invite_rate_per_source, burst=settings.invite_burst_per_source)
 
 
 class SipSiteDialer:
@@ -572,14 +573,18 @@ def client_tls_context(settings: SipSettings) -> ssl.SSLContext | None:
     return context
 
 
-def tls_context(settings: SipSettings, var_dir: Path) -> tuple[ssl.SSLContext, Path]:
-    """The TLS server context from settings (making the self-signed pair once); ConfigError if unusable."""
+def tls_context(settings: SipSettings, var_dir: Path, client_ca: Path | None = None) -> tuple[ssl.SSLContext, Path]:
+    """The TLS server context from settings (making the self-signed pair once); ConfigError if unusable.
+
+    ``client_ca`` (``emergency.trunk.tls_ca``): client certificates are requested and verified with it."""
     cert, key, ours = tls_files(settings, var_dir)
     try:
         if ours and ensure_self_signed(cert, key, settings.host):
             log.info("SIP TLS: generated a self-signed certificate %s", cert)
-        return server_context(cert, key), cert
+        return server_context(cert, key, client_ca), cert
     except TlsSetupError as exc:
+        if exc.field == "tls_ca":
+            raise ConfigError("<settings>", [f"emergency.trunk.tls_ca: {exc.message}"]) from None
         field = f"sip.{exc.field}" if not ours else f"sip.{exc.field} (generated {cert})"
         raise ConfigError("<settings>", [f"{field}: {exc.message}"]) from None
     except OSError as exc:  # the keys directory cannot be written
@@ -596,7 +601,8 @@ async def start(core: CoreServices) -> SipBridge | None:
     mcu = core.capabilities.get("mcu")
     if not settings.enabled or mcu is None:
         return None
-    context = tls_context(settings, core.settings.var_dir) if settings.tls_port else None
+    context = (tls_context(settings, core.settings.var_dir, core.settings.emergency.trunk.tls_ca)
+               if settings.tls_port else None)
     endpoint = SipEndpoint(user_agent_config(settings), client_tls_context=client_tls_context(settings))
     # Spoken IVR prompts (espeak-ng renders them once into var/prompts; beeps alone without it).
     library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)

@@ -98,9 +98,23 @@ class KeyRotationLeaf:
     time_ms: int
 
 
-Leaf = SegmentLeaf | AccessLeaf | GapLeaf | RetentionLeaf | LegalHoldLeaf | KeyRotationLeaf
+@dataclass(frozen=True)
+class CallRecordingLeaf:
+    """One finished emergency-call recording (WAV): the desk's call id, the file name and its SHA-256."""
+
+    kind: ClassVar[str] = "call_recording"
+    call_id: str
+    name: str  # server-generated file name
+    sha256: str
+    size: int
+    start_ms: int
+    end_ms: int
+
+
+Leaf = SegmentLeaf | AccessLeaf | GapLeaf | RetentionLeaf | LegalHoldLeaf | KeyRotationLeaf | CallRecordingLeaf
 LEAF_TYPES: dict[str, type[Any]] = {
-    t.kind: t for t in (SegmentLeaf, AccessLeaf, GapLeaf, RetentionLeaf, LegalHoldLeaf, KeyRotationLeaf)
+    t.kind: t for t in (SegmentLeaf, AccessLeaf, GapLeaf, RetentionLeaf, LegalHoldLeaf, KeyRotationLeaf,
+                        CallRecordingLeaf)
 }
 
 

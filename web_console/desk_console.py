@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from core.roles import Role
 from dispatch.calltaking.acd import PositionState
@@ -34,6 +36,7 @@ CALLTAKERS = require(Role.CALLTAKER)
 READERS = require(Role.CALLTAKER, Role.DISPATCHER)
 CallTaker = Annotated[Principal, Depends(CALLTAKERS)]
 Reader = Annotated[Principal, Depends(READERS)]
+Inspector = Annotated[Principal, Depends(require(Role.INSPECTOR))]  # and admins
 
 
 def desk_of(request: Request | WebSocket) -> DeskService:
@@ -276,6 +279,28 @@ async def recording(request: Request, call_id: str, principal: Reader) -> FileRe
     with desk_errors():
         path = await desk_of(request).recording_for(call_id, principal.user.username, client_address(request))
     return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
+
+
+class RecordingExport(_Body):
+    reason: str = Field(min_length=1, max_length=500, description="why the recording is exported (audited, logged)")
+
+
+def _remove_export(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+        path.parent.rmdir()
+
+
+@router.post("/api/desk/calls/{call_id}/recording/export", tags=["desk"])
+async def export_recording(request: Request, call_id: str, principal: Inspector, body: RecordingExport) -> FileResponse:
+    """Evidence export of a call recording (inspector, admin): a zip with the WAV, its transparency-log
+    leaf with an inclusion proof and a signed tree head; `commandcenter verify-call-export` checks it
+    offline. The export is audited and logged."""
+    with desk_errors():
+        path = await desk_of(request).export_recording(call_id, principal.user.username, body.reason,
+                                                       client_address(request))
+    return FileResponse(path, media_type="application/zip", filename=f"{call_id}-recording.zip",
+                        background=BackgroundTask(_remove_export, path))
 
 
 # ---------------------------------------------------------------- AML

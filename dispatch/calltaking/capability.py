@@ -5,7 +5,11 @@ SIP: when a capability named ``sip`` runs and exposes ``endpoint`` (the conferen
 emergency trunk installs itself in front of it (other numbers still reach the gateway); otherwise
 the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
 SIP (the desk then only takes AML and typed locations). The trunk toward the operator (optional) is
-``[emergency.trunk]``: registrar/aor/username/password for a registration, or a static peer.
+``[emergency.trunk]``: registrar/aor/username/password for a registration, or a static peer; only
+``[emergency.trunk].peers`` may deliver emergency calls (default loopback; empty = refuse all).
+
+Call recordings are hashed into the recorder's transparency log when the composition root
+(``commandcenter.wiring``) passes a ``CallRecordingLog`` (a recorder runs in this process).
 """
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import logging
 
 from core.runtime import CoreServices
 from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
+from mcu.trunk_trust import TrunkPeer
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 
+from .recordings import CallRecordingLog
 from .service import DeskService
 
 log = logging.getLogger(__name__)
@@ -43,15 +49,19 @@ def trunk_config(core: CoreServices) -> TrunkConfig:
         numbers=tuple(emergency.numbers), registrar=trunk.registrar, aor=trunk.aor, username=trunk.username,
         password=trunk.password.get_secret_value() if trunk.password else "", peer=trunk.peer,
         recordings_dir=core.settings.var_dir / "recordings" / "calls",
-        port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max))
+        port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max),
+        peers=tuple(TrunkPeer(p.address, p.tls_identity, p.trust_identity, p.name) for p in trunk.peers))
 
 
-async def start(core: CoreServices) -> DeskCapability | None:
+async def start(core: CoreServices, recording_log: CallRecordingLog | None = None) -> DeskCapability | None:
     dispatch = core.capabilities.get("dispatch")
     if dispatch is None:
         log.warning("desk: the dispatch capability is not running here; no call-taking desk")
         return None
     service = DeskService(core, dispatch.service)
+    service.recording_log = recording_log
+    if recording_log is None and core.settings.emergency.desk_sip:
+        log.warning("desk: no recorder in this process; call recordings are hashed but not in the transparency log")
     mcu = core.capabilities.get("mcu")
     if mcu is not None and getattr(mcu, "webrtc", None) is not None:
         service.bridge = EmergencyBridge(mcu, core.capabilities.get("sip"))  # the browser softphone: each call is an MCU audio room
@@ -62,7 +72,9 @@ async def start(core: CoreServices) -> DeskCapability | None:
         sip = core.capabilities.get("sip")
         endpoint = getattr(sip, "endpoint", None)
         if endpoint is None:
-            own = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=core.settings.sip.udp_port))
+            own = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=core.settings.sip.udp_port,
+                                              rate=core.settings.sip.invite_rate_per_source,
+                                              burst=core.settings.sip.invite_burst_per_source))
             try:
                 await own.start()
             except OSError as exc:
@@ -71,7 +83,7 @@ async def start(core: CoreServices) -> DeskCapability | None:
                 own = None
             endpoint = own
         if endpoint is not None:
-            trunk = EmergencyTrunk(endpoint, service, trunk_config(core))
+            trunk = EmergencyTrunk(endpoint, service, trunk_config(core), audit=core.audit)
             trunk.start()
             log.info("desk: emergency numbers %s on SIP port %s", ",".join(trunk.config.numbers),
                      endpoint.config.port)

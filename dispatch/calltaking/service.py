@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from .aml import AmlMessage, normalize_number, parse_https, parse_sms
 from .aml_match import AmlMatcher, PendingAml
 from .location import CallerLocation, check_wgs84
 from .pidf_lo import location_from_invite
+from .recordings import CallRecordingLog, digest_file
 from .stats import CallTiming, answer_stats
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class DeskConfig:
     duplicate_window_min: float = 30.0
     aml_window_s: float = 300.0
     acd: a.AcdConfig = field(default_factory=a.AcdConfig)
+    recording_retention_days: float | None = None  # settings emergency.recording_retention_days
+    retention_interval_s: float = 3600.0
 
 
 @dataclass
@@ -95,6 +100,7 @@ class LiveCall:
     answered_at: datetime | None = None
     invited: set[str] = field(default_factory=set)  # agency desks asked to join (three-way)
     on_hold: bool = False
+    verified: bool = False  # number (and location) asserted by a trusted trunk peer (RFC 3325)
 
 
 def category_for(dialled: str) -> str:
@@ -119,7 +125,9 @@ class DeskService:
         self.core = core
         self.db = core.db
         self.incidents = incidents
-        self.config = config or DeskConfig(numbers=tuple(core.settings.emergency.numbers))
+        self.config = config or DeskConfig(numbers=tuple(core.settings.emergency.numbers),
+                                           recording_retention_days=core.settings.emergency.recording_retention_days)
+        self.recording_log: CallRecordingLog | None = None  # the recorder's log, when one runs here
         self.clock = clock
         self.acd = a.Acd(self.config.acd)
         self.matcher = AmlMatcher(window_s=self.config.aml_window_s)
@@ -130,6 +138,8 @@ class DeskService:
         self._timer: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         self._rooms: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self._sealer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -138,9 +148,13 @@ class DeskService:
         self._timer = asyncio.create_task(self._timer_loop(), name="desk-acd")
         self._follower = asyncio.create_task(self._follow_dispatch(), name="desk-dispatch-times")
         self._rooms = asyncio.create_task(self._follow_rooms(), name="desk-rooms")
+        if self.config.recording_retention_days is not None:
+            self._retention = asyncio.create_task(self._retention_loop(), name="desk-recording-retention")
+        if self.recording_log is not None:
+            self._sealer = asyncio.create_task(self._seal_at_start(self.clock()), name="desk-recording-seal")
 
     async def stop(self) -> None:
-        for task in (self._timer, self._follower, self._rooms):
+        for task in (self._timer, self._follower, self._rooms, self._retention, self._sealer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -205,15 +219,24 @@ class DeskService:
 
     async def call_arrived(self, incoming: Any, handle: CallHandle | None) -> str:
         """A call to an emergency number reached us (``mcu.emergency_trunk.IncomingEmergencyCall``)."""
+        verified = bool(getattr(incoming, "caller_verified", False))
         location = location_from_invite(incoming.content_type, incoming.body, incoming.geolocation)
+        if location is not None and not verified and location.valid:
+            location = replace(location, reason="位置由未受信任的来源提供，未经核实 (unverified source)")
         return await self.offer_call(incoming.call_key, incoming.number, incoming.name, incoming.dialled,
                                      [location] if location else [], handle, str(incoming.recording),
-                                     getattr(incoming, "received_at", None))
+                                     getattr(incoming, "received_at", None), verified=verified,
+                                     source=str(getattr(incoming, "source", "")),
+                                     trunk_peer=str(getattr(incoming, "trunk_peer", "")))
 
     async def offer_call(self, sip_key: str, number: str, name: str, dialled: str,
                          locations: list[CallerLocation], handle: CallHandle | None = None,
-                         recording: str = "", arrived_at: datetime | None = None) -> str:
-        """Queue a call; returns its desk id. ``arrived_at``: when the INVITE came (queue order)."""
+                         recording: str = "", arrived_at: datetime | None = None, *, verified: bool = False,
+                         source: str = "", trunk_peer: str = "") -> str:
+        """Queue a call; returns its desk id. ``arrived_at``: when the INVITE came (queue order).
+
+        ``verified``: the number was asserted by a trusted trunk peer; otherwise the desk marks it
+        unverified (未核实)."""
         async with self._lock:
             now, t = self._now()
             if arrived_at is not None and arrived_at < now:
@@ -222,7 +245,7 @@ class DeskService:
             category = category_for(dialled)
             priority = self.config.acd.priorities.get(dialled, self.config.acd.default_priority)
             call = LiveCall(call_id, sip_key, normalize_number(number) or number, name, dialled, category, now,
-                            list(locations), handle, recording)
+                            list(locations), handle, recording, verified=verified)
             self.live[call_id] = call
             self.by_sip[sip_key] = call_id
             for loc in locations:
@@ -230,9 +253,11 @@ class DeskService:
                     log.warning("call %s from %s: invalid %s location: %s", call_id, number, loc.source, loc.reason)
             await self.db.execute(
                 "INSERT INTO emergency_calls (id, sip_key, number, caller_name, dialled, category, priority, "
-                "offered_at, locations, recording_path, training) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                "offered_at, locations, recording_path, training, caller_verified, caller_source, trunk_peer) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
                 call_id, sip_key, call.number, name, dialled, category, priority, now,
-                [loc.to_json() for loc in locations], recording, self.incidents.training)
+                [loc.to_json() for loc in locations], recording, self.incidents.training, verified, source,
+                trunk_peer)
             for pending in self.matcher.call_started(call_id, call.number, t):
                 await self._attach_aml(call, pending)
             events = self.acd.arrive(call_id, call.number, dialled, t)
@@ -383,6 +408,7 @@ class DeskService:
         best = best_location(call.locations)
         return {
             "id": call.id, "number": call.number, "name": call.name, "dialled": call.dialled,
+            "number_verified": call.verified,
             "category": call.category, "category_name": m.CATEGORIES[call.category].name,
             "priority": q.priority if q else None, "state": q.state.value if q else "ended",
             "position": q.position_id if q else None, "queue_place": self.acd.queue_position(call.id),
@@ -423,7 +449,8 @@ class DeskService:
     async def history(self, number: str, exclude: str = "", limit: int = 20) -> dict[str, Any]:
         """Previous calls and incidents from this number (newest first)."""
         calls = await self.db.fetch(
-            "SELECT id, dialled, state, offered_at, incident_id, disposition, recording_path <> '' AS has_recording "
+            "SELECT id, dialled, state, offered_at, incident_id, disposition, "
+            "recording_path <> '' AND recording_deleted_at IS NULL AS has_recording "
             "FROM emergency_calls "
             "WHERE number = $1 AND id <> $2 ORDER BY offered_at DESC LIMIT $3", number, exclude, limit)
         incidents = await self.db.fetch(
@@ -703,7 +730,8 @@ class DeskService:
 
     async def recording_for(self, call_id: str, actor: str, source: str = "") -> Path:
         """The call's audio recording; every access is audited."""
-        path = await self.db.fetchval("SELECT recording_path FROM emergency_calls WHERE id = $1", call_id)
+        path = await self.db.fetchval(
+            "SELECT recording_path FROM emergency_calls WHERE id = $1 AND recording_deleted_at IS NULL", call_id)
         if not path or not await asyncio.to_thread(Path(path).is_file):
             await self.core.audit.record(actor, "call.recording_view", call_id, outcome="failed", source=source)
             raise DeskError(f"呼叫 {call_id} 没有录音")
@@ -713,6 +741,155 @@ class DeskService:
     async def calls_for_incident(self, incident_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
             "SELECT id, number, dialled, offered_at, answered_at, ended_at, incident_created_at, first_dispatch_at, "
-            "recording_path <> '' "
+            "recording_path <> '' AND recording_deleted_at IS NULL "
             "AS has_recording FROM emergency_calls WHERE incident_id = $1 ORDER BY offered_at", incident_id)
         return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(r).items()} for r in rows]
+
+    # ------------------------------------------------------------------ recordings: seal, retain, export
+
+    async def recording_finished(self, sip_key: str, path: Path, started: datetime, ended: datetime) -> int | None:
+        """The trunk closed a call's recording: store its SHA-256 and append it to the transparency log
+        (``mcu.emergency_trunk.EmergencyDesk``). Returns the leaf index (None: no log in this process)."""
+        digest = await asyncio.to_thread(digest_file, path)
+        call_id = ""
+        for _ in range(50):  # the call row is written by call_arrived, which may still be running
+            call_id = await self.db.fetchval("SELECT id FROM emergency_calls WHERE recording_path = $1", str(path)) or ""
+            if call_id:
+                break
+            await asyncio.sleep(0.1)
+        if call_id:
+            await self.db.execute("UPDATE emergency_calls SET recording_sha256 = $2, recording_size = $3 WHERE id = $1",
+                                  call_id, digest.sha256, digest.size)
+        if self.recording_log is None:
+            log.warning("call recording %s not in the transparency log: no recorder runs in this process", path.name)
+            return None
+        index = await self.recording_log.append_call_recording(
+            call_id, path.name, digest.sha256, digest.size, int(started.timestamp() * 1000),
+            int(ended.timestamp() * 1000))
+        if call_id:
+            await self.db.execute(
+                "UPDATE emergency_calls SET recording_log_id = $2, recording_leaf = $3 WHERE id = $1",
+                call_id, self.recording_log.log_id, index)
+        return index
+
+    async def _seal_at_start(self, before: datetime) -> None:
+        try:
+            await self.seal_pending_recordings(before)
+        except Exception:  # noqa: BLE001
+            log.exception("sealing left-over call recordings failed")
+
+    async def seal_pending_recordings(self, before: datetime) -> list[str]:
+        """Seal recordings of calls offered before ``before`` that never reached the log (the process
+        stopped mid-call or before sealing): hash what is on disk and append their leaves."""
+        if self.recording_log is None:
+            return []
+        rows = await self.db.fetch(
+            "SELECT id, recording_path, offered_at, ended_at FROM emergency_calls WHERE recording_path <> '' "
+            "AND recording_leaf IS NULL AND recording_deleted_at IS NULL AND offered_at < $1 ORDER BY offered_at",
+            before)
+        sealed: list[str] = []
+        for row in rows:
+            path = Path(row["recording_path"])
+            if row["id"] in self.live or not await asyncio.to_thread(path.is_file):
+                continue
+            try:
+                digest = await asyncio.to_thread(digest_file, path)
+                index = await self.recording_log.append_call_recording(
+                    row["id"], path.name, digest.sha256, digest.size, int(row["offered_at"].timestamp() * 1000),
+                    int((row["ended_at"] or row["offered_at"]).timestamp() * 1000))
+                await self.db.execute(
+                    "UPDATE emergency_calls SET recording_sha256 = $2, recording_size = $3, recording_log_id = $4, "
+                    "recording_leaf = $5 WHERE id = $1", row["id"], digest.sha256, digest.size,
+                    self.recording_log.log_id, index)
+                sealed.append(row["id"])
+            except Exception:  # noqa: BLE001 - one unreadable file must not stop the others
+                log.exception("sealing the recording of call %s failed", row["id"])
+        if sealed:
+            log.info("sealed %d call recording(s) left unsealed by an earlier run", len(sealed))
+        return sealed
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.apply_recording_retention()
+            except Exception:  # noqa: BLE001 - retry on the next round
+                log.exception("call-recording retention failed")
+            await asyncio.sleep(self.config.retention_interval_s)
+
+    async def apply_recording_retention(self, now: datetime | None = None) -> list[str]:
+        """Delete recordings of calls that ended more than ``recording_retention_days`` ago.
+
+        Each deletion is audited; the log leaf stays (it proves the recording existed, with its hash)
+        and a retention leaf records the deletion. Returns the call ids whose recordings were deleted."""
+        days = self.config.recording_retention_days
+        if days is None:
+            return []
+        now = now or self.clock()
+        cutoff = now - timedelta(days=days)
+        rows = await self.db.fetch(
+            "SELECT id, recording_path, recording_sha256, recording_leaf FROM emergency_calls "
+            "WHERE recording_path <> '' AND recording_deleted_at IS NULL "
+            "AND COALESCE(ended_at, offered_at) < $1 ORDER BY offered_at", cutoff)
+        deleted: list[str] = []
+        leaves: list[int] = []
+        for row in rows:
+            if row["id"] in self.live:
+                continue
+            path = Path(row["recording_path"])
+            try:
+                await asyncio.to_thread(path.unlink, True)
+            except OSError as exc:
+                await self.core.audit.record("retention", "call.recording_delete", row["id"], outcome="failed",
+                                             detail={"file": path.name, "error": str(exc)})
+                continue
+            await self.db.execute("UPDATE emergency_calls SET recording_deleted_at = $2 WHERE id = $1", row["id"], now)
+            await self.core.audit.record(
+                "retention", "call.recording_delete", row["id"],
+                detail={"file": path.name, "sha256": row["recording_sha256"], "leaf": row["recording_leaf"],
+                        "retention_days": days})
+            deleted.append(row["id"])
+            if row["recording_leaf"] is not None:
+                leaves.append(int(row["recording_leaf"]))
+        if deleted and self.recording_log is not None:
+            await self.recording_log.append_call_retention(tuple(deleted), tuple(leaves),
+                                                           f"emergency.recording_retention_days={days:g}")
+        return deleted
+
+    async def export_recording(self, call_id: str, actor: str, reason: str, source: str = "") -> Path:
+        """A zip bundle (WAV + inclusion proof + signed tree head) in a temporary directory; audited.
+        The caller deletes the file when sent."""
+        reason = reason.strip()
+        row = await self.db.fetchrow(
+            "SELECT recording_path, recording_leaf, recording_deleted_at FROM emergency_calls WHERE id = $1", call_id)
+
+        async def refuse(message: str) -> DeskError:
+            await self.core.audit.record(actor, "call.recording_export", call_id, outcome="failed", source=source,
+                                         detail={"reason": reason, "error": message})
+            return DeskError(message)
+
+        if not reason:
+            raise await refuse("导出必须填写原因 (a reason is required)")
+        if row is None or not row["recording_path"]:
+            raise await refuse(f"呼叫 {call_id} 没有录音")
+        if row["recording_deleted_at"] is not None:
+            raise await refuse(f"呼叫 {call_id} 的录音已按保存期限删除")
+        if self.recording_log is None or row["recording_leaf"] is None:
+            raise await refuse(f"呼叫 {call_id} 的录音尚未记入透明日志，无法导出证明")
+        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="call-export-"))
+        dest = tmp / f"{call_id}.zip"
+        try:
+            await self.recording_log.export_call_recording(
+                Path(row["recording_path"]), int(row["recording_leaf"]), dest, call_id=call_id, user=actor,
+                reason=reason)
+        except (OSError, ValueError) as exc:
+            await asyncio.to_thread(_remove_tree, tmp)
+            raise await refuse(f"导出失败: {exc}") from None
+        await self.core.audit.record(actor, "call.recording_export", call_id, source=source,
+                                     detail={"reason": reason, "leaf": row["recording_leaf"]})
+        return dest
+
+
+def _remove_tree(path: Path) -> None:
+    for child in path.iterdir():
+        child.unlink(missing_ok=True)
+    os.rmdir(path)

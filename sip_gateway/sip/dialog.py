@@ -75,6 +75,8 @@ class Call:
     auth_header: tuple[str, str] | None = None
     retransmit_interval: float = T1
     user_data: dict[str, object] = field(default_factory=dict)
+    # Where the initial INVITE really came from (the packet's source; ``flow`` may follow the Via).
+    source: Flow | None = None
 
     @property
     def key(self) -> str:

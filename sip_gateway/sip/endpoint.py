@@ -312,6 +312,17 @@ class SipEndpoint:
                 if isinstance(event, kind) and (predicate is None or predicate(event)):
                     return event
 
+    def peer_certificate(self, flow: Flow) -> bytes | None:
+        """DER of the certificate the TLS peer on ``flow`` presented (None: not TLS, none sent, gone)."""
+        if flow.transport != "tls":
+            return None
+        writer = self._streams.get(flow)
+        ssl_object = writer.get_extra_info("ssl_object") if writer is not None else None
+        if ssl_object is None:
+            return None
+        der: bytes | None = ssl_object.getpeercert(binary_form=True)
+        return der or None
+
     # ------------------------------------------------------------------ application API
 
     def invite(self, target: str, local: LocalMedia | None, credentials: Credentials | None = None,

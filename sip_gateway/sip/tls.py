@@ -80,8 +80,13 @@ def ensure_self_signed(cert_path: Path, key_path: Path, host: str) -> bool:
     return True
 
 
-def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """A TLS server context for SIP; TlsSetupError says which file is wrong and why."""
+def server_context(cert_path: Path, key_path: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context for SIP; TlsSetupError says which file is wrong and why.
+
+    ``client_ca`` (the emergency trunk's CA): ask every client for a certificate and verify one that is
+    sent against this bundle; clients without one still connect (conference sites), and the trunk
+    checks the identity of the certificate (:meth:`SipEndpoint.peer_certificate`).
+    """
     contents = {}
     for field, path in (("tls_certificate", cert_path), ("tls_key", key_path)):
         try:
@@ -102,6 +107,12 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
         context.load_cert_chain(cert_path, key_path)
     except ssl.SSLError as exc:
         raise TlsSetupError("tls_key", f"{key_path} does not belong to {cert_path}: {exc.reason or exc}") from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSetupError("tls_ca", f"cannot load {client_ca}: {exc}") from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 

@@ -105,6 +105,8 @@ class UserAgent:
             self.config.realm, self.config.accounts.get, algorithms=self.config.auth_algorithms
         )
         self.limiter = RateLimiter(self.config.rate, self.config.burst)
+        # Sources whose INVITEs skip the per-source limit (the emergency trunk's peers); pure predicate.
+        self.invite_rate_exempt: Callable[[str], bool] | None = None
         self._server_tx: dict[str, ServerTransaction] = {}
         self._client_tx: dict[str, ClientTransaction] = {}
         self._handlers: dict[str, tuple[Handler, Callable[[], list[Output]]]] = {}
@@ -264,7 +266,8 @@ class UserAgent:
         if request.method == "ACK":
             return self._on_ack(request)
         method = request.method
-        if method in ("INVITE", "REGISTER"):
+        exempt = method == "INVITE" and self.invite_rate_exempt is not None and self.invite_rate_exempt(flow.host)
+        if method in ("INVITE", "REGISTER") and not exempt:
             source = flow.host
             if not self.limiter.allow(f"{method}|{source}", now):
                 if self.limiter.should_reply(f"{method}|{source}", now):
@@ -291,7 +294,7 @@ class UserAgent:
                 return self._reject(tx, 481, to_tag=to_tag)
             return self._in_dialog(call, tx, now)
         if method == "INVITE":
-            return self._on_invite(tx, now)
+            return self._on_invite(tx, now, flow)
         if method == "OPTIONS":
             return self._on_options(tx)
         if method == "REGISTER":
@@ -368,7 +371,7 @@ class UserAgent:
 
     # ------------------------------------------------------------------ INVITE (UAS)
 
-    def _on_invite(self, tx: ServerTransaction, now: float) -> list[Output]:
+    def _on_invite(self, tx: ServerTransaction, now: float, source: Flow | None = None) -> list[Output]:
         request = tx.request
         try:
             contact = request.contacts[0]
@@ -394,7 +397,7 @@ class UserAgent:
             local_uri=request.headers.get("To") or "", remote_uri=request.headers.get("From") or "",
             remote_target=str(contact.uri), route_set=request.headers.get_all("Record-Route"),
             remote_cseq=request.cseq[0], invite=request, invite_tx=tx, offer=offer,
-            late_offer=offer is None,
+            late_offer=offer is None, source=source or tx.flow,
         )
         call.local_uri = f"{call.local_uri};tag={call.local_tag}"
         call.peer_allows_update = "UPDATE" in [m.upper() for m in request.headers.get_all("Allow")]

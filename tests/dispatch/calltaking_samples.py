@@ -59,10 +59,14 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 async def sipp(scenario: str, port: int, calls: int = 1, rate: float = 10.0, service: str = "",
-               limit: float = 60.0) -> asyncio.subprocess.Process:
-    """Start SIPp calling 127.0.0.1:port (an emergency number) with one of tests/dispatch/sipp/*.xml."""
+               limit: float = 60.0, local_ip: str = "127.0.0.1", extra: tuple[str, ...] = ()
+               ) -> asyncio.subprocess.Process:
+    """Start SIPp calling 127.0.0.1:port (an emergency number) with one of tests/dispatch/sipp/*.xml.
+
+    ``local_ip``: the address SIPp binds and sends from (another loopback address plays a stranger)."""
     return await asyncio.create_subprocess_exec(
-        "sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(free_port()),
+        "sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}", "-i", local_ip, "-p", str(free_port()),
+        *extra,
         "-s", service or ("120" if "pidf" in scenario else "110"), "-m", str(calls), "-l", str(calls),
         "-r", str(rate), "-t", "u1", "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error",
         "-mp", str(free_port()), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/tmp")

@@ -77,6 +77,7 @@ def test_ring_to_incident(page: Page, server: RunningServer, artifacts_dir: Path
     expect(ring).to_be_hidden()
     expect(page.get_by_test_id("caller-number")).to_have_text("13800000001")
     expect(page.get_by_test_id("caller-name")).to_have_text("Zhang San")
+    expect(page.get_by_test_id("caller-verified")).to_have_text("✓ 网络核实")  # loopback is a trunk peer
     locations = page.get_by_test_id("locations")
     expect(locations).to_contain_text("网络定位（PIDF-LO）")
     expect(locations).to_contain_text("半径 35 m")

@@ -17,6 +17,8 @@ const T = EN ? {
   noLocation: "No usable location yet: type a place or ask the caller", prefilled: "Location",
   states: { available: "available", offered: "ringing", busy: "on a call", wrap_up: "wrap-up", paused: "paused", logged_out: "signed off" },
   callback: "call back", overflow: "overflow", recording: "recording", requeued: "requeued after a position failure", hour: "answer time per hour (s)",
+  verified: "✓ network-verified", unverified: "⚠ unverified number",
+  unverifiedTip: "Not asserted by a trusted operator trunk: the caller may have set this number (and location) themselves",
 } : {
   ringing: "来电", from: "主叫", dialled: "拨打", waiting: "排队", ringingN: "振铃", answered: "已接",
   abandoned: "放弃", offered: "呼入", within: "秒内接听率", invalid: "无效", radius: "半径",
@@ -25,6 +27,8 @@ const T = EN ? {
   noLocation: "暂无可用位置：请输入地点或询问报警人", prefilled: "位置",
   states: { available: "空闲", offered: "振铃中", busy: "通话中", wrap_up: "话后整理", paused: "暂停", logged_out: "未签入" },
   callback: "已回拨", overflow: "溢出组", recording: "录音", requeued: "席位掉线后重新排队", hour: "每小时接听用时（秒）",
+  verified: "✓ 网络核实", unverified: "⚠ 号码未核实",
+  unverifiedTip: "该号码（及位置）不是由受信任的运营商中继提供的，可能由主叫自行设置",
 };
 
 const state = { call: null, offer: null, positions: [] };
@@ -107,6 +111,10 @@ function renderCall(call) {
   $("no-call").hidden = true;
   $("call").hidden = false;
   $("caller-number").textContent = call.number;
+  const verified = $("caller-verified");
+  verified.textContent = call.number_verified ? T.verified : T.unverified;
+  verified.className = call.number_verified ? "verified" : "unverified flag";
+  verified.title = call.number_verified ? "" : T.unverifiedTip;
   $("caller-name").textContent = call.name || "";
   $("dialled").textContent = `${call.dialled} · ${N(call.category_name)}`;
   $("call-flags").textContent = (call.flags || []).length ? T.requeued : "";
@@ -164,7 +172,7 @@ function fillSubtypes() {
 // ---------------------------------------------------------------- side panel
 
 function renderQueue(q) {
-  $("queue").innerHTML = q.calls.map((c) => `<li class="${c.state}" data-call="${esc(c.id)}">${esc(c.number)} → ${esc(c.dialled)}
+  $("queue").innerHTML = q.calls.map((c) => `<li class="${c.state}" data-call="${esc(c.id)}">${esc(c.number)}${c.number_verified ? "" : ` <span class="flag" title="${esc(T.unverifiedTip)}">${T.unverified}</span>`} → ${esc(c.dialled)}
     <span class="muted">${c.state === "offered" ? `${T.ringingN} ${esc(c.position)}` : T.waiting}</span></li>`).join("");
   state.positions = q.positions;
   $("positions").innerHTML = q.positions.map((p) => `<li class="pos-${p.state}" data-position="${esc(p.id)}">${esc(p.id)}

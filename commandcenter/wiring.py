@@ -1,0 +1,21 @@
+"""Composition of capabilities that must not import one another (DESIGN.md: mcu, dispatch and
+recorder do not import each other): the consumer declares a Protocol, this module passes the provider.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core.runtime import CoreServices
+
+
+async def start_desk(core: CoreServices) -> Any:
+    """The call-taking desk, given the running recorder's transparency log for call recordings."""
+    from dispatch.calltaking import capability as desk
+
+    recorder = core.capabilities.get("recorder")
+    recording_log = None
+    if recorder is not None:
+        from recorder.call_recordings import CallRecordingLogService
+
+        recording_log = CallRecordingLogService(recorder.service.log)
+    return await desk.start(core, recording_log)
