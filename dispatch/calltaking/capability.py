@@ -10,6 +10,7 @@ SIP (the desk then only takes AML and typed locations). The trunk toward the ope
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from core.runtime import CoreServices
 from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
@@ -22,12 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class DeskCapability:
-    def __init__(self, service: DeskService, trunk: EmergencyTrunk | None, endpoint: SipEndpoint | None) -> None:
+    def __init__(self, service: DeskService, trunk: EmergencyTrunk | None, endpoint: SipEndpoint | None,
+                 dispatch: Any = None) -> None:
         self.service = service
         self.trunk = trunk
         self._own_endpoint = endpoint
+        self._dispatch = dispatch
 
     async def stop(self) -> None:
+        if self._dispatch is not None:
+            self._dispatch.attach_desk(None)
         if self.trunk is not None:
             await self.trunk.close()
         if self._own_endpoint is not None:
@@ -56,6 +61,8 @@ async def start(core: CoreServices) -> DeskCapability | None:
     if mcu is not None and getattr(mcu, "webrtc", None) is not None:
         service.bridge = EmergencyBridge(mcu, core.capabilities.get("sip"))  # the browser softphone: each call is an MCU audio room
     await service.start()
+    if hasattr(dispatch, "attach_desk"):
+        dispatch.attach_desk(service)  # the drill rings training calls to training positions only
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None
     if core.settings.emergency.desk_sip:
@@ -75,4 +82,4 @@ async def start(core: CoreServices) -> DeskCapability | None:
             trunk.start()
             log.info("desk: emergency numbers %s on SIP port %s", ",".join(trunk.config.numbers),
                      endpoint.config.port)
-    return DeskCapability(service, trunk, own)
+    return DeskCapability(service, trunk, own, dispatch)
