@@ -206,14 +206,23 @@ class Acd:
         return self._distribute(now)
 
     def set_training(self, position_id: str, training: bool, now: float) -> list[AcdEvent]:
-        """Put a position in training mode (offered training calls only) or back to real."""
+        """Put a position in training mode (offered training calls only) or back to real.
+
+        Leaving training is never held up by a drill call that is only ringing (the real queue may
+        be waiting): that call goes back to the queue. A call on the line must be finished first."""
         pos = self._position(position_id)
+        out: list[AcdEvent] = []
         if pos.training == training:
             return self._distribute(now)
-        if pos.state in (PositionState.BUSY, PositionState.OFFERED):
+        ringing = self.calls.get(pos.call_id or "") if pos.state == PositionState.OFFERED else None
+        if ringing is not None and ringing.training and not training:
+            ringing.state, ringing.position_id = CallState.QUEUED, None
+            pos.state, pos.call_id, pos.offer_deadline = PositionState.AVAILABLE, None, None
+            out.append(OfferWithdrawn(ringing.id, pos.id, "position left training"))
+        elif pos.state in (PositionState.BUSY, PositionState.OFFERED):
             raise AcdError("席位正在通话或振铃，结束后再切换演练模式")
         pos.training = training
-        return self._distribute(now)
+        return out + self._distribute(now)
 
     def set_state(self, position_id: str, state: PositionState, now: float) -> list[AcdEvent]:
         """The call-taker sets available / paused / logged out (not busy: that comes from calls)."""

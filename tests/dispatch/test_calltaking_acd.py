@@ -162,9 +162,9 @@ def test_training_positions_get_training_calls_only_and_the_alarm_follows_the_re
     assert offers(acd.arrive("drill1", "9", "110", 2, training=True)) == [("drill1", "trainee")]
     assert alarms(acd.arrive("real2", "2", "110", 3)) == []  # already raised: events on changes only
     assert acd.training_alarm() and acd.real_waiting() == 2
-    with pytest.raises(AcdError):
-        acd.set_training("trainee", False, 4)  # ringing with a drill call: finish it first
     acd.answer("trainee", "drill1", 4)
+    with pytest.raises(AcdError):
+        acd.set_training("trainee", False, 4)  # on the line with a drill call: finish it first
     events = acd.login("real", 5)  # a real position signs on: it takes the real calls, medical first
     assert offers(events) == [("real1", "real")] and alarms(events) == [(False, 2)]
     acd.answer("real", "real1", 6)
@@ -184,5 +184,11 @@ def test_alarm_clears_when_the_real_caller_hangs_up_and_a_position_leaves_traini
     assert any(isinstance(e, CallbackListed) for e in events)
     acd.arrive("r2", "2", "110", 3)
     assert acd.alarm
+    assert offers(acd.arrive("d", "9", "110", 3, training=True)) == [("d", "t1")]  # a drill call rings
+    # The trainee leaves training at once: the ringing drill call goes back to the queue, the real one rings.
     events = acd.set_training("t1", False, 4)
+    assert [(e.call_id, e.reason) for e in events if isinstance(e, OfferWithdrawn)] == [("d", "position left training")]
     assert offers(events) == [("r2", "t1")] and [e.active for e in events if isinstance(e, TrainingAlarm)] == [False]
+    assert acd.calls["d"].state == "queued"
+    with pytest.raises(AcdError):
+        acd.set_training("t1", True, 5)  # a real call rings here: it is not handed back to the queue
