@@ -142,7 +142,7 @@ function renderCall(call) {
   }
   $("btn-create").disabled = !loc || !!call.incident_id;
   $("btn-hangup").disabled = false;
-  if (call.position === cfg.position && call.state === "answered") startMedia(call.id);
+  if (call.position === cfg.position && call.state === "answered" && !call.training) startMedia(call.id);  // a drill caller has no voice
   drawLocations(call);
 }
 
@@ -408,7 +408,7 @@ $("btn-answer").onclick = async () => {
     const call = await api("POST", `/api/desk/calls/${state.offer.id}/answer`);
     setRing(null);
     await loadCall(call.id);
-    startMedia(call.id);
+    if (!call.training) startMedia(call.id);
     refreshSoon();
   } catch (err) { msg(err.message, true); refreshSoon(); }
 };
