@@ -17,7 +17,7 @@ from pathlib import Path
 from core.runtime import CoreServices
 from dispatch.response_plans import ResponsePlans
 from dispatch.service import DispatchService
-from dispatch.training_runner import TrainingRunner
+from dispatch.training_runner import TrainingDesk, TrainingRunner
 from gis.routing import EtaEstimator, RoadNetwork
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,11 @@ class DispatchCapability:
         self.service = service
         self.runner = TrainingRunner(service)
         service.on_training_change.append(self._training_changed)
+
+    def attach_desk(self, desk: TrainingDesk | None) -> None:
+        """The call-taking desk of this node (or None when it stops): the drill also rings training
+        calls to its positions in training mode."""
+        self.runner.desk = desk
 
     async def _training_changed(self, enabled: bool) -> None:
         if enabled:

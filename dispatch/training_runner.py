@@ -5,6 +5,12 @@ Every tick the 演练 units move along their routes; their fixes go through the 
 with real units. It invents a 演练 incident now and then, dispatches the recommended 演练 units to
 incidents no trainee picked up, clears units after a while on scene, sends them home, and closes
 the incident. Everything it touches is flagged training; real units and incidents are never used.
+
+With a call-taking desk attached (``desk``), it also rings training calls (演练来电): simulated
+callers flagged training when it makes them, offered only to positions in training mode, and made
+only while such a position is signed on. A caller nobody answers hangs up after
+``call_patience_s`` (a training abandoned call and callback). These are the only training calls:
+a call from the network is always real, whatever mode the consoles are in.
 """
 from __future__ import annotations
 
@@ -14,8 +20,9 @@ import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from dispatch.model import DispatchError, IncidentStatus, UnitStatus
+from dispatch.model import NUMBER_CATEGORY, DispatchError, IncidentStatus, UnitStatus
 from dispatch.service import DispatchService
 from dispatch.training import TrainingSimulator
 from gis.routing import DEFAULT_TYPE_SPEEDS_KMH
@@ -23,6 +30,20 @@ from gis.routing import DEFAULT_TYPE_SPEEDS_KMH
 log = logging.getLogger(__name__)
 ACTOR = "演练"
 DRILL_LOCK_KEY = 0x6472696C  # "dril"
+DIALLED_FOR = {cat: number for number, cat in NUMBER_CATEGORY.items()}
+
+
+class TrainingDesk(Protocol):
+    """What the runner needs from the call-taking desk (``dispatch.calltaking.service.DeskService``)."""
+
+    def training_positions(self) -> int: ...
+
+    def call_state(self, call_id: str) -> str | None: ...
+
+    async def offer_training_call(self, number: str, dialled: str, lon: float, lat: float,
+                                  address: str = "") -> str: ...
+
+    async def caller_hung_up_training(self, call_id: str) -> None: ...
 
 
 @dataclass
@@ -41,6 +62,11 @@ class TrainingRunner:
     _last_incident: datetime | None = None
     track_keep_s: float = 3600.0  # the drill's AVL track is pruned after an hour (a live demo runs for days)
     _steps: int = 0
+    desk: TrainingDesk | None = None  # set by the desk capability: the runner then rings training calls
+    call_every_s: float = 60.0
+    call_patience_s: float = 90.0  # an unanswered training caller hangs up after this
+    _calls: dict[str, datetime] = field(default_factory=dict)  # the training calls it made → when
+    _last_call: datetime | None = None
 
     def __post_init__(self) -> None:
         spots = [(t.lon, t.lat) for t in self.service.townships] or [(s.lon, s.lat) for s in self.service.stations.values()]
@@ -124,6 +150,7 @@ class TrainingRunner:
                         st = svc.stations[u.station_id]
                         self._sim.send(uid, self._here(uid), (st.lon, st.lat), speed[uid], now)
         await self._incidents(now)
+        await self._training_calls(now)
         self._steps += 1
         if self._steps % 300 == 0:
             await svc.db.execute("DELETE FROM unit_positions WHERE unit_id LIKE 'DRILL-%' AND at < $1",
@@ -149,6 +176,29 @@ class TrainingRunner:
                 lat=demo.location.lat, uncertainty_m=demo.location.uncertainty_m, address=demo.location.address,
                 description=demo.description, actor=ACTOR, training=True, location_source="training",
                 source="training"))
+
+    async def _training_calls(self, now: datetime) -> None:
+        """Ring a training call now and then while a training position is signed on; unanswered
+        callers give up after a while."""
+        desk = self.desk
+        if desk is None:
+            return
+        for call_id, made in list(self._calls.items()):
+            state = desk.call_state(call_id)
+            if state is None:
+                del self._calls[call_id]
+            elif state in ("queued", "offered") and (now - made).total_seconds() >= self.call_patience_s:
+                del self._calls[call_id]
+                await desk.caller_hung_up_training(call_id)
+        waiting = any(desk.call_state(c) in ("queued", "offered") for c in self._calls)
+        due = self._last_call is None or (now - self._last_call).total_seconds() >= self.call_every_s
+        if due and not waiting and desk.training_positions() > 0:
+            self._last_call = now
+            demo = self._sim.incident(now, ACTOR)  # a plausible place and kind of emergency
+            number = f"1990000{self._rng.randint(0, 9999):04d}"
+            call_id = await desk.offer_training_call(number, DIALLED_FOR.get(demo.category, "110"),
+                                                     demo.location.lon, demo.location.lat, demo.location.address)
+            self._calls[call_id] = now
 
     @staticmethod
     async def _safe(coro: object) -> bool:

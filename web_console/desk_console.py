@@ -62,6 +62,11 @@ class _Body(BaseModel):
 class PositionBody(_Body):
     state: str = "available"
     group: str = Field("primary", pattern="^(primary|overflow)$")
+    training: bool | None = None  # sign on in training mode (演练席位); None keeps the position's mode
+
+
+class PositionTraining(_Body):
+    training: bool
 
 
 class ManualLocation(_Body):
@@ -144,12 +149,27 @@ async def set_position(request: Request, body: PositionBody, principal: CallTake
         raise HTTPException(422, f"未知席位状态 {body.state}")
     with desk_errors():
         if body.state == PositionState.AVAILABLE or me not in svc.acd.positions:
-            await svc.login(me, body.group)
+            await svc.login(me, body.group, body.training)
+        elif body.training is not None:
+            await svc.set_position_training(me, body.training)
         if body.state != PositionState.AVAILABLE:
             await svc.set_position_state(me, body.state)
-    await svc.core.audit.record(me, "desk.position", me, detail={"state": body.state},
+    await svc.core.audit.record(me, "desk.position", me, detail={"state": body.state, "training": body.training},
                                 source=client_address(request))
     return {"positions": svc.positions_view()}
+
+
+@router.post("/api/desk/position/training", tags=["desk"])
+async def set_position_training(request: Request, body: PositionTraining, principal: CallTaker) -> dict[str, Any]:
+    """Put this position in training mode (演练: offered training calls only, never a real call)
+    or back to real. Refused (409) while a call rings or is on the line; sign on first."""
+    svc = desk_of(request)
+    me = principal.user.username
+    if me not in svc.acd.positions:
+        raise HTTPException(409, "席位尚未签入，请先示闲")
+    with desk_errors():
+        await svc.set_position_training(me, body.training)
+    return {"positions": svc.positions_view(), "training_alarm": svc.training_alarm_view()}
 
 
 @router.get("/api/desk/calls/{call_id}", tags=["desk"])

@@ -157,10 +157,18 @@ def legend() -> dict[str, Any]:
 
 @router.get("/api/dispatch/state", tags=["dispatch"])
 async def state(request: Request, principal: Reader) -> dict[str, Any]:
-    """Everything the map console draws at load: mode, boundaries, stations, units, open incidents."""
+    """Everything the map console draws at load: mode, boundaries, stations, units, open incidents.
+
+    In training mode the open incidents are the drill's plus every open real one: a real emergency
+    is never hidden behind a drill. ``training_alarm``: real calls waiting at the desk while every
+    call-taking position is in training (null when no desk runs on this node)."""
     svc = service_of(request)
     incidents = await svc.incidents(open_only=True)
+    if svc.training:
+        incidents += await svc.incidents(training=False, open_only=True)
+    desk = request.app.state.services.capabilities.get("desk")
     return {
+        "training_alarm": desk.service.training_alarm_view() if desk is not None else None,
         "training": svc.training, "legend": legend(), "stale_after_s": svc.stale_after_s, "boundaries": _boundaries(svc),
         "stations": [{"id": s.id, "name": s.name, "agency": s.agency, "lon": s.lon, "lat": s.lat}
                      for s in svc.stations.values()],

@@ -329,6 +329,8 @@ MESSAGES["zh-CN"].update({
     "desk.send_dtmf": "发送按键", "desk.agency_placeholder": "机构席位账号或 sip: 分机", "desk.conference": "三方通话",
     "desk.transfer": "咨询转接", "desk.group": "接警组", "desk.group.primary": "主接警组",
     "desk.group.overflow": "溢出组", "desk.blind": "直接转接", "desk.join": "加入三方通话", "desk.leave": "退出通话",
+    "desk.training_position": "演练席位",
+    "desk.training_position_hint": "演练席位只接演练来电，不接真实报警；所有签入席位都在演练时，真实报警排队并告警",
 })
 MESSAGES["en"].update({
     "desk.position": "Position", "desk.available": "Available", "desk.pause": "Pause",
@@ -343,6 +345,9 @@ MESSAGES["en"].update({
     "desk.send_dtmf": "Send digits", "desk.agency_placeholder": "agency desk user or sip: extension", "desk.conference": "Conference in",
     "desk.transfer": "Attended transfer", "desk.group": "Group", "desk.group.primary": "primary group",
     "desk.group.overflow": "overflow group", "desk.blind": "Blind transfer", "desk.join": "Join the call", "desk.leave": "Leave the call",
+    "desk.training_position": "Training position",
+    "desk.training_position_hint": "A training position gets training calls only, never a real emergency; when every "
+                                   "signed-on position is in training, real calls wait and the alarm sounds",
 })
 
 # SIP/H.323 sites on the chair console: add a site by address, call details and statistics.

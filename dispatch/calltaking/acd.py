@@ -13,7 +13,12 @@ fake clock:
   (set to paused with the mark, so no more calls are offered to it until it is made available);
 * overflow: positions of the overflow group take calls that waited ``overflow_after_s``;
 * wrap-up after each call, back to available after ``wrap_up_s`` (or when the call-taker says so);
-* an abandoned call (caller hung up before answer) goes on the callback list with its number.
+* an abandoned call (caller hung up before answer) goes on the callback list with its number;
+* training (演练): a call is real or training from the moment it is created (a call from the network
+  on an emergency number is always real; only the training runner makes training calls), and a
+  position is real or in training. A call is offered only to a position of its own kind, so a
+  trainee is never offered a real emergency. When real calls wait and every signed-on position is
+  in training, :class:`TrainingAlarm` is raised (and cleared when that is no longer so).
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ class Position:
     wrap_up_until: float | None = None
     missed: int = 0
     mark: str = ""  # why the ACD paused it (shown on the dashboard)
+    training: bool = False  # 演练 position: offered training calls only
 
 
 @dataclass
@@ -69,6 +75,7 @@ class QueuedCall:
     skipped: list[str] = field(default_factory=list)
     answered_at: float | None = None
     ended_at: float | None = None
+    training: bool = False  # flagged when the call is created; never from a global mode
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,17 @@ class Requeued:
     reason: str
 
 
-AcdEvent = Offer | OfferWithdrawn | PositionMarked | CallbackListed | Requeued
+@dataclass(frozen=True)
+class TrainingAlarm:
+    """Raised (``active``) when real calls wait and every signed-on position is in training;
+    cleared when a real position is back or no real call waits any more."""
+
+    active: bool
+    waiting: int  # real calls waiting for a position
+    training_positions: tuple[str, ...]  # the signed-on positions, all in training
+
+
+AcdEvent = Offer | OfferWithdrawn | PositionMarked | CallbackListed | Requeued | TrainingAlarm
 
 
 @dataclass
@@ -124,6 +141,7 @@ class Acd:
         self.positions: dict[str, Position] = {}
         self.calls: dict[str, QueuedCall] = {}
         self.callbacks: list[CallbackListed] = []
+        self.alarm = False  # TrainingAlarm state (events are sent on changes only)
 
     # ------------------------------------------------------------------ queries
 
@@ -138,6 +156,19 @@ class Acd:
             if call.id == call_id:
                 return i
         return None
+
+    def real_waiting(self) -> int:
+        """Real calls not yet answered."""
+        return sum(1 for c in self.queue() if not c.training)
+
+    def all_positions_training(self) -> bool:
+        """At least one position is signed on and every signed-on position is in training."""
+        signed_on = [p for p in self.positions.values() if p.state != PositionState.LOGGED_OUT]
+        return bool(signed_on) and all(p.training for p in signed_on)
+
+    def training_alarm(self) -> bool:
+        """Real calls wait while every signed-on position is in training."""
+        return self.real_waiting() > 0 and self.all_positions_training()
 
     def next_deadline(self) -> float | None:
         """When ``tick`` must next run (offer timeouts, wrap-up ends, overflow), or None."""
@@ -161,14 +192,37 @@ class Acd:
         except KeyError:
             raise AcdError(f"未知席位 {position_id}") from None
 
-    def login(self, position_id: str, now: float, group: str = "primary") -> list[AcdEvent]:
-        """A call-taker signs on at a position (available at once)."""
+    def login(self, position_id: str, now: float, group: str = "primary",
+              training: bool | None = None) -> list[AcdEvent]:
+        """A call-taker signs on at a position (available at once). ``training``: sign on in
+        training mode (True) or real (False); None keeps the position's mode (real when new)."""
         pos = self.positions.setdefault(position_id, Position(position_id, group))
-        pos.group = group
         if pos.state in (PositionState.BUSY, PositionState.OFFERED):
             raise AcdError("席位正在通话中")
+        pos.group = group
+        if training is not None:
+            pos.training = training
         self._make_available(pos, now)
         return self._distribute(now)
+
+    def set_training(self, position_id: str, training: bool, now: float) -> list[AcdEvent]:
+        """Put a position in training mode (offered training calls only) or back to real.
+
+        Leaving training is never held up by a drill call that is only ringing (the real queue may
+        be waiting): that call goes back to the queue. A call on the line must be finished first."""
+        pos = self._position(position_id)
+        out: list[AcdEvent] = []
+        if pos.training == training:
+            return self._distribute(now)
+        ringing = self.calls.get(pos.call_id or "") if pos.state == PositionState.OFFERED else None
+        if ringing is not None and ringing.training and not training:
+            ringing.state, ringing.position_id = CallState.QUEUED, None
+            pos.state, pos.call_id, pos.offer_deadline = PositionState.AVAILABLE, None, None
+            out.append(OfferWithdrawn(ringing.id, pos.id, "position left training"))
+        elif pos.state in (PositionState.BUSY, PositionState.OFFERED):
+            raise AcdError("席位正在通话或振铃，结束后再切换演练模式")
+        pos.training = training
+        return out + self._distribute(now)
 
     def set_state(self, position_id: str, state: PositionState, now: float) -> list[AcdEvent]:
         """The call-taker sets available / paused / logged out (not busy: that comes from calls)."""
@@ -195,12 +249,13 @@ class Acd:
 
     # ------------------------------------------------------------------ calls
 
-    def arrive(self, call_id: str, number: str, dialled: str, now: float) -> list[AcdEvent]:
-        """A call reached the centre; it is queued and offered when a position is free."""
+    def arrive(self, call_id: str, number: str, dialled: str, now: float, training: bool = False) -> list[AcdEvent]:
+        """A call reached the centre; it is queued and offered when a position of its kind
+        (real, or training for a training call) is free."""
         if call_id in self.calls:
             raise AcdError(f"呼叫 {call_id} 已在队列中")
         priority = self.config.priorities.get(dialled, self.config.default_priority)
-        self.calls[call_id] = QueuedCall(call_id, number, dialled, priority, now)
+        self.calls[call_id] = QueuedCall(call_id, number, dialled, priority, now, training=training)
         return self._distribute(now)
 
     def _call(self, call_id: str) -> QueuedCall:
@@ -265,6 +320,9 @@ class Acd:
         if target is not None and target.state not in (PositionState.AVAILABLE, PositionState.PAUSED,
                                                        PositionState.WRAP_UP):
             raise AcdError(f"席位 {to_position} 正忙")
+        if target is not None and target.training != call.training:
+            raise AcdError(f"席位 {to_position} 处于演练模式，不能接真实报警" if target.training
+                           else f"席位 {to_position} 不在演练模式，不能转入演练呼叫")
         old = self.positions[call.position_id]
         old.state, old.wrap_up_until = PositionState.WRAP_UP, now + self.config.wrap_up_s
         if target is not None:
@@ -306,7 +364,8 @@ class Acd:
     def _eligible(self, call: QueuedCall, now: float) -> list[Position]:
         overflow_ok = now - call.arrived_at >= self.config.overflow_after_s
         free = [p for p in self.positions.values()
-                if p.state == PositionState.AVAILABLE and (p.group == "primary" or overflow_ok)]
+                if p.state == PositionState.AVAILABLE and p.training == call.training
+                and (p.group == "primary" or overflow_ok)]
         # A position that let this call ring out is tried last (it is paused anyway until reset).
         return sorted(free, key=lambda p: (p.id in call.skipped, p.group != "primary", p.idle_since, p.id))
 
@@ -323,4 +382,18 @@ class Acd:
             pos.offer_deadline = now + self.config.answer_timeout_s
             call.state, call.position_id = CallState.OFFERED, pos.id
             out.append(Offer(call.id, pos.id))
+        alarm = self.training_alarm()
+        if alarm != self.alarm:
+            self.alarm = alarm
+            trainees = tuple(sorted(p.id for p in self.positions.values() if p.state != PositionState.LOGGED_OUT))
+            out.append(TrainingAlarm(alarm, self.real_waiting(), trainees if alarm else ()))
         return out
+
+    def forget(self, call_id: str) -> list[AcdEvent]:
+        """Drop a finished call (the database keeps its record); may clear the alarm."""
+        self.calls.pop(call_id, None)
+        alarm = self.training_alarm()
+        if alarm != self.alarm:
+            self.alarm = alarm
+            return [TrainingAlarm(alarm, self.real_waiting(), ())]
+        return []

@@ -14,8 +14,10 @@ Call recordings are hashed into the recorder's transparency log when the composi
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from core.runtime import CoreServices
+from dispatch.training_runner import TrainingDesk
 from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
 from mcu.trunk_trust import TrunkPeer
 from sip_gateway.sip.endpoint import SipEndpoint
@@ -27,13 +29,23 @@ from .service import DeskService
 log = logging.getLogger(__name__)
 
 
+class DrillHost(Protocol):
+    """The dispatch capability's side of training calls (``dispatch.capability.DispatchCapability``)."""
+
+    def attach_desk(self, desk: TrainingDesk | None) -> None: ...
+
+
 class DeskCapability:
-    def __init__(self, service: DeskService, trunk: EmergencyTrunk | None, endpoint: SipEndpoint | None) -> None:
+    def __init__(self, service: DeskService, trunk: EmergencyTrunk | None, endpoint: SipEndpoint | None,
+                 drill: DrillHost | None = None) -> None:
         self.service = service
         self.trunk = trunk
         self._own_endpoint = endpoint
+        self._drill = drill
 
     async def stop(self) -> None:
+        if self._drill is not None:
+            self._drill.attach_desk(None)
         if self.trunk is not None:
             await self.trunk.close()
         if self._own_endpoint is not None:
@@ -66,6 +78,9 @@ async def start(core: CoreServices, recording_log: CallRecordingLog | None = Non
     if mcu is not None and getattr(mcu, "webrtc", None) is not None:
         service.bridge = EmergencyBridge(mcu, core.capabilities.get("sip"))  # the browser softphone: each call is an MCU audio room
     await service.start()
+    drill: DrillHost | None = dispatch if hasattr(dispatch, "attach_desk") else None
+    if drill is not None:
+        drill.attach_desk(service)  # the drill rings training calls to training positions only
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None
     if core.settings.emergency.desk_sip:
@@ -87,4 +102,4 @@ async def start(core: CoreServices, recording_log: CallRecordingLog | None = Non
             trunk.start()
             log.info("desk: emergency numbers %s on SIP port %s", ",".join(trunk.config.numbers),
                      endpoint.config.port)
-    return DeskCapability(service, trunk, own)
+    return DeskCapability(service, trunk, own, drill)

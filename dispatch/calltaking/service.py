@@ -5,6 +5,11 @@ The I/O shell around the sans-I/O parts (``acd.py``, ``aml_match.py``, ``pidf_lo
 ``desk_callbacks``), runs the ACD's timers, publishes ``call.*`` bus events for the desk
 consoles, and creates incidents through the dispatch service. It implements
 ``mcu.emergency_trunk.EmergencyDesk`` so the SIP trunk hands it calls.
+
+Real and training (演练) calls: a call from the trunk (the network, an emergency number) is always
+real, whatever mode the dispatch consoles are in. Training calls are made only by the training
+runner (``offer_training_call``) and are flagged when created; an incident made from a call has
+the call's flag, and every figure on the dashboard is counted for real and training calls apart.
 """
 from __future__ import annotations
 
@@ -101,6 +106,7 @@ class LiveCall:
     invited: set[str] = field(default_factory=set)  # agency desks asked to join (three-way)
     on_hold: bool = False
     verified: bool = False  # number (and location) asserted by a trusted trunk peer (RFC 3325)
+    training: bool = False  # a training runner's call (演练); set at creation, never changed
 
 
 def category_for(dialled: str) -> str:
@@ -218,7 +224,10 @@ class DeskService:
     # ------------------------------------------------------------------ calls from the trunk
 
     async def call_arrived(self, incoming: Any, handle: CallHandle | None) -> str:
-        """A call to an emergency number reached us (``mcu.emergency_trunk.IncomingEmergencyCall``)."""
+        """A call to an emergency number reached us (``mcu.emergency_trunk.IncomingEmergencyCall``).
+
+        It came from the network on an emergency number, so it is a real call: training mode on the
+        consoles never changes that (a drill that swallowed a real emergency would send no unit)."""
         verified = bool(getattr(incoming, "caller_verified", False))
         location = location_from_invite(incoming.content_type, incoming.body, incoming.geolocation)
         if location is not None and not verified and location.valid:
@@ -227,13 +236,40 @@ class DeskService:
                                      [location] if location else [], handle, str(incoming.recording),
                                      getattr(incoming, "received_at", None), verified=verified,
                                      source=str(getattr(incoming, "source", "")),
-                                     trunk_peer=str(getattr(incoming, "trunk_peer", "")))
+                                     trunk_peer=str(getattr(incoming, "trunk_peer", "")), training=False)
+
+    async def offer_training_call(self, number: str, dialled: str, lon: float, lat: float,
+                                  address: str = "") -> str:
+        """A simulated caller made by the training runner: flagged training, offered only to
+        positions in training mode, no media. Returns its desk id."""
+        if dialled not in self.config.acd.priorities:
+            raise DeskError(f"未知报警号码 {dialled}")
+        loc = CallerLocation("manual", lon=lon, lat=lat, radius_m=50.0, shape="Circle",
+                             civic={"label": address} if address else {})
+        return await self.offer_call(f"training-{secrets.token_hex(6)}", number, "【演练】报警人", dialled, [loc],
+                                     training=True)
+
+    async def caller_hung_up_training(self, call_id: str) -> None:
+        """A training runner's simulated caller gives up (only training calls; real ones hang up by SIP)."""
+        call = self.live.get(call_id)
+        if call is not None and call.training:
+            await self.end_call(call_id, "caller", "")
+
+    def training_positions(self) -> int:
+        """Signed-on positions in training mode (the training runner calls only when there is one)."""
+        return sum(1 for p in self.acd.positions.values() if p.training and p.state != a.PositionState.LOGGED_OUT)
+
+    def call_state(self, call_id: str) -> str | None:
+        """The live call's ACD state (queued/offered/answered), or None when it is over."""
+        q = self.acd.calls.get(call_id)
+        return q.state.value if q is not None and call_id in self.live else None
 
     async def offer_call(self, sip_key: str, number: str, name: str, dialled: str,
                          locations: list[CallerLocation], handle: CallHandle | None = None,
                          recording: str = "", arrived_at: datetime | None = None, *, verified: bool = False,
-                         source: str = "", trunk_peer: str = "") -> str:
-        """Queue a call; returns its desk id. ``arrived_at``: when the INVITE came (queue order).
+                         source: str = "", trunk_peer: str = "", training: bool = False) -> str:
+        """Queue a call; returns its desk id. ``arrived_at``: when the INVITE came (queue order);
+        ``training``: the training runner's call (real otherwise), fixed for the call's life.
 
         ``verified``: the number was asserted by a trusted trunk peer; otherwise the desk marks it
         unverified (未核实)."""
@@ -245,7 +281,7 @@ class DeskService:
             category = category_for(dialled)
             priority = self.config.acd.priorities.get(dialled, self.config.acd.default_priority)
             call = LiveCall(call_id, sip_key, normalize_number(number) or number, name, dialled, category, now,
-                            list(locations), handle, recording, verified=verified)
+                            list(locations), handle, recording, verified=verified, training=training)
             self.live[call_id] = call
             self.by_sip[sip_key] = call_id
             for loc in locations:
@@ -256,11 +292,11 @@ class DeskService:
                 "offered_at, locations, recording_path, training, caller_verified, caller_source, trunk_peer) "
                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
                 call_id, sip_key, call.number, name, dialled, category, priority, now,
-                [loc.to_json() for loc in locations], recording, self.incidents.training, verified, source,
-                trunk_peer)
-            for pending in self.matcher.call_started(call_id, call.number, t):
-                await self._attach_aml(call, pending)
-            events = self.acd.arrive(call_id, call.number, dialled, t)
+                [loc.to_json() for loc in locations], recording, training, verified, source, trunk_peer)
+            if not training:  # AML comes from real handsets only
+                for pending in self.matcher.call_started(call_id, call.number, t):
+                    await self._attach_aml(call, pending)
+            events = self.acd.arrive(call_id, call.number, dialled, t, training=training)
             await self._publish("call.queued", call_id)
             await self._apply(events, now)
         self._wake.set()
@@ -296,7 +332,7 @@ class DeskService:
                 call.handle.hangup()
             if self.bridge is not None:
                 await self.bridge.close(call_id)
-            del self.acd.calls[call_id]  # the database keeps the record; the ACD keeps only live calls
+            events += self.acd.forget(call_id)  # the database keeps the record; the ACD only live calls
             await self._apply(events, now)
             await self._publish("call.ended", call_id, {"actor": actor, "disposition": disposition,
                                                          "abandoned": not answered})
@@ -306,13 +342,27 @@ class DeskService:
 
     # ------------------------------------------------------------------ positions
 
-    async def login(self, position: str, group: str = "primary") -> None:
+    async def login(self, position: str, group: str = "primary", training: bool | None = None) -> None:
+        """Sign on (available); ``training`` puts the position in training mode (None: keep its mode)."""
         async with self._lock:
             now, t = self._now()
             try:
-                events = self.acd.login(position, t, group)
+                events = self.acd.login(position, t, group, training)
             except a.AcdError as exc:
                 raise DeskError(str(exc)) from None
+            await self._apply(events, now)
+            await self._publish_positions()
+        self._wake.set()
+
+    async def set_position_training(self, position: str, training: bool) -> None:
+        """Training mode for one position: it is then offered training calls only (or real ones only)."""
+        async with self._lock:
+            now, t = self._now()
+            try:
+                events = self.acd.set_training(position, training, t)
+            except a.AcdError as exc:
+                raise DeskError(str(exc)) from None
+            await self.core.audit.record(position, "desk.position_training", position, detail={"training": training})
             await self._apply(events, now)
             await self._publish_positions()
         self._wake.set()
@@ -382,6 +432,15 @@ class DeskService:
                          e.waited_s)
                 await self.core.bus.publish("call.callback", {"call_id": e.call_id, "number": e.number,
                                                               "waited_s": round(e.waited_s, 1)})
+            elif isinstance(e, a.TrainingAlarm):
+                payload = {"active": e.active, "waiting": e.waiting, "positions": list(e.training_positions)}
+                if e.active:
+                    log.warning("ALARM: %d real emergency call(s) waiting and every signed-on position is in "
+                                "training mode (%s)", e.waiting, ", ".join(e.training_positions))
+                else:
+                    log.info("training alarm cleared")
+                await self.core.audit.record("acd", "desk.training_alarm", "desk", detail=payload)
+                await self.core.bus.publish("call.training_alarm", payload)
             elif isinstance(e, a.Requeued):
                 await self.db.execute(
                     "UPDATE emergency_calls SET state = 'queued', position_id = NULL, "
@@ -401,7 +460,15 @@ class DeskService:
 
     def positions_view(self) -> list[dict[str, Any]]:
         return [{"id": p.id, "group": p.group, "state": p.state.value, "call_id": p.call_id, "mark": p.mark,
-                 "missed": p.missed} for p in sorted(self.acd.positions.values(), key=lambda p: p.id)]
+                 "missed": p.missed, "training": p.training}
+                for p in sorted(self.acd.positions.values(), key=lambda p: p.id)]
+
+    def training_alarm_view(self) -> dict[str, Any]:
+        """The alarm as the consoles show it: real calls waiting while every position trains."""
+        active = self.acd.training_alarm()
+        return {"active": active, "waiting": self.acd.real_waiting() if active else 0,
+                "positions": sorted(p.id for p in self.acd.positions.values()
+                                    if active and p.state != a.PositionState.LOGGED_OUT)}
 
     def _summary(self, call: LiveCall) -> dict[str, Any]:
         q = self.acd.calls.get(call.id)
@@ -414,7 +481,7 @@ class DeskService:
             "position": q.position_id if q else None, "queue_place": self.acd.queue_position(call.id),
             "offered_at": call.offered_at.isoformat(), "flags": list(q.flags) if q else [],
             "location": self._location_view(best) if best else None,
-            "incident_id": call.incident_id,
+            "incident_id": call.incident_id, "training": call.training,
         }
 
     def _location_view(self, loc: CallerLocation) -> dict[str, Any]:
@@ -443,7 +510,7 @@ class DeskService:
         view["locations"] = [self._location_view(loc) for loc in call.locations]
         view["history"] = await self.history(call.number, exclude=call.id)
         best = best_location(call.locations)
-        view["duplicates"] = await self.duplicates(best, call.category) if best else []
+        view["duplicates"] = await self.duplicates(best, call.category, call.training) if best else []
         return view
 
     async def history(self, number: str, exclude: str = "", limit: int = 20) -> dict[str, Any]:
@@ -463,12 +530,13 @@ class DeskService:
                           for r in incidents],
         }
 
-    async def duplicates(self, loc: CallerLocation, category: str) -> list[dict[str, Any]]:
-        """Open incidents nearby of a related category (dispatch's 500 m / 30 min rule)."""
+    async def duplicates(self, loc: CallerLocation, category: str, training: bool = False) -> list[dict[str, Any]]:
+        """Open incidents nearby of a related category (dispatch's 500 m / 30 min rule), of the
+        call's kind (a real call is never matched to a drill)."""
         if not loc.has_point:
             return []
         assert loc.lon is not None and loc.lat is not None
-        return await self.incidents.possible_duplicates(loc.lon, loc.lat, category)
+        return await self.incidents.possible_duplicates(loc.lon, loc.lat, category, training=training)
 
     async def queue_view(self) -> dict[str, Any]:
         return {"calls": [self._summary(self.live[c.id]) for c in self.acd.queue() if c.id in self.live],
@@ -555,12 +623,12 @@ class DeskService:
             source = "manual"
         if not address and loc is not None and loc.civic:
             address = " ".join(v for k, v in loc.civic.items() if k not in ("positioned_at", "method", "country"))
-        try:
+        try:  # the incident is real or training as its call is, never as the consoles' mode is
             inc = await self.incidents.create_incident(
                 category=category or call.category, subtype=subtype, priority=priority, lon=lon, lat=lat,
                 actor=actor, uncertainty_m=radius_m, address=address, description=description,
                 caller_number=call.number, caller_name=call.name, call_id=call.id, location_source=source,
-                source="desk")
+                source="desk", training=call.training)
         except m.DispatchError as exc:
             raise DeskError(str(exc)) from None
         now = self.clock()
@@ -574,6 +642,9 @@ class DeskService:
         """One-click merge: this call belongs to an existing incident (a possible duplicate)."""
         call = self._live(call_id)
         try:
+            target = await self.incidents.incident(incident_id)
+            if target.training != call.training:
+                raise DeskError("真实报警不能合并到演练警情" if not call.training else "演练呼叫不能合并到真实警情")
             inc = await self.incidents.link_call(incident_id, call.id, actor)
         except m.DispatchError as exc:
             raise DeskError(str(exc)) from None
@@ -693,30 +764,48 @@ class DeskService:
 
     # ------------------------------------------------------------------ dashboard, callbacks, recordings
 
-    async def dashboard(self, hours: int = 24) -> dict[str, Any]:
-        since = self.clock() - timedelta(hours=hours)
+    async def _figures(self, since: datetime, training: bool) -> dict[str, Any]:
+        """Offered/answered/abandoned since ``since``, answer times, queue and open callbacks, for
+        real calls or for training calls (never mixed)."""
         rows = await self.db.fetch(
-            "SELECT offered_at, answered_at, abandoned_at FROM emergency_calls WHERE offered_at >= $1 AND NOT training",
-            since)
+            "SELECT offered_at, answered_at, abandoned_at FROM emergency_calls WHERE offered_at >= $1 "
+            "AND training = $2", since, training)
         stats = answer_stats((CallTiming(r["offered_at"], r["answered_at"], r["abandoned_at"] is not None)
                               for r in rows), self.config.answer_thresholds_s)
+        waiting = [c for c in self.acd.queue() if c.training == training]
+        return {
+            "waiting": sum(1 for c in waiting if c.state == a.CallState.QUEUED),
+            "ringing": sum(1 for c in waiting if c.state == a.CallState.OFFERED),
+            "offered": stats.offered, "answered": stats.answered, "abandoned": stats.abandoned,
+            "within": {str(k): v for k, v in stats.within.items()}, "per_hour": stats.per_hour,
+            "callbacks_open": await self.db.fetchval(
+                "SELECT count(*) FROM desk_callbacks b JOIN emergency_calls c ON c.id = b.call_id "
+                "WHERE b.done_at IS NULL AND c.training = $1", training),
+        }
+
+    async def dashboard(self, hours: int = 24) -> dict[str, Any]:
+        """Real figures at the top level (what the centre is measured by); training figures under
+        ``training``, counted the same way; the training alarm."""
+        since = self.clock() - timedelta(hours=hours)
         states: dict[str, int] = {}
         for p in self.acd.positions.values():
             states[p.state.value] = states.get(p.state.value, 0) + 1
+        real = await self._figures(since, training=False)
+        drill = await self._figures(since, training=True)
         return {
-            "waiting": sum(1 for c in self.acd.queue() if c.state == a.CallState.QUEUED),
-            "ringing": sum(1 for c in self.acd.queue() if c.state == a.CallState.OFFERED),
-            "positions": states, "offered": stats.offered, "answered": stats.answered,
-            "abandoned": stats.abandoned,
-            "within": {str(k): v for k, v in stats.within.items()}, "per_hour": stats.per_hour,
+            **real, "positions": states,
+            "positions_training": sum(1 for p in self.acd.positions.values()
+                                      if p.training and p.state != a.PositionState.LOGGED_OUT),
             "targets": {"10": "NFPA 1225: 90%", "15": "NENA: 90%"},
-            "callbacks_open": await self.db.fetchval("SELECT count(*) FROM desk_callbacks WHERE done_at IS NULL"),
+            "training": drill, "training_alarm": self.training_alarm_view(),
         }
 
     async def callbacks(self, include_done: bool = False) -> list[dict[str, Any]]:
+        """The callback list (real and training entries, each flagged)."""
         rows = await self.db.fetch(
-            "SELECT call_id, number, listed_at, waited_s, done_at, done_by FROM desk_callbacks "
-            + ("" if include_done else "WHERE done_at IS NULL ") + "ORDER BY listed_at")
+            "SELECT b.call_id, b.number, b.listed_at, b.waited_s, b.done_at, b.done_by, c.training "
+            "FROM desk_callbacks b JOIN emergency_calls c ON c.id = b.call_id "
+            + ("" if include_done else "WHERE b.done_at IS NULL ") + "ORDER BY c.training, b.listed_at")
         return [{**dict(r), "listed_at": r["listed_at"].isoformat(),
                  "done_at": r["done_at"].isoformat() if r["done_at"] else None} for r in rows]
 

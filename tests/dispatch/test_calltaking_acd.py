@@ -15,6 +15,7 @@ from dispatch.calltaking.acd import (
     PositionMarked,
     PositionState,
     Requeued,
+    TrainingAlarm,
 )
 
 
@@ -148,3 +149,46 @@ def test_five_callers_two_positions_order_and_abandon() -> None:
         t += 1
     assert answered == ["c0", "c1", "c2", "c4"]
     assert [c.number for c in acd.callbacks] == ["13900000003"]
+
+
+def test_training_positions_get_training_calls_only_and_the_alarm_follows_the_real_queue() -> None:
+    def alarms(events: list[AcdEvent]) -> list[tuple[bool, int]]:
+        return [(e.active, e.waiting) for e in events if isinstance(e, TrainingAlarm)]
+
+    acd = Acd(AcdConfig(wrap_up_s=0))
+    assert alarms(acd.arrive("real1", "1", "120", 0)) == []  # nobody signed on: no training alarm
+    events = acd.login("trainee", 1, training=True)
+    assert offers(events) == [] and alarms(events) == [(True, 1)]  # the real call is not offered
+    assert offers(acd.arrive("drill1", "9", "110", 2, training=True)) == [("drill1", "trainee")]
+    assert alarms(acd.arrive("real2", "2", "110", 3)) == []  # already raised: events on changes only
+    assert acd.training_alarm() and acd.real_waiting() == 2
+    acd.answer("trainee", "drill1", 4)
+    with pytest.raises(AcdError):
+        acd.set_training("trainee", False, 4)  # on the line with a drill call: finish it first
+    events = acd.login("real", 5)  # a real position signs on: it takes the real calls, medical first
+    assert offers(events) == [("real1", "real")] and alarms(events) == [(False, 2)]
+    acd.answer("real", "real1", 6)
+    assert offers(acd.end("drill1", 7)) == []  # the trainee is free again but real2 is not offered to it
+    assert acd.calls["real2"].state == "queued" and acd.calls["real2"].position_id is None
+    with pytest.raises(AcdError, match="演练"):
+        acd.transfer("real1", "trainee", 8)  # a real caller is never handed to a trainee
+
+
+def test_alarm_clears_when_the_real_caller_hangs_up_and_a_position_leaves_training() -> None:
+    acd = Acd()
+    acd.login("t1", 0, training=True)
+    events = acd.arrive("r", "1", "120", 1)
+    assert [e.active for e in events if isinstance(e, TrainingAlarm)] == [True]
+    events = acd.abandon("r", 2)
+    assert [e.active for e in events if isinstance(e, TrainingAlarm)] == [False]
+    assert any(isinstance(e, CallbackListed) for e in events)
+    acd.arrive("r2", "2", "110", 3)
+    assert acd.alarm
+    assert offers(acd.arrive("d", "9", "110", 3, training=True)) == [("d", "t1")]  # a drill call rings
+    # The trainee leaves training at once: the ringing drill call goes back to the queue, the real one rings.
+    events = acd.set_training("t1", False, 4)
+    assert [(e.call_id, e.reason) for e in events if isinstance(e, OfferWithdrawn)] == [("d", "position left training")]
+    assert offers(events) == [("r2", "t1")] and [e.active for e in events if isinstance(e, TrainingAlarm)] == [False]
+    assert acd.calls["d"].state == "queued"
+    with pytest.raises(AcdError):
+        acd.set_training("t1", True, 5)  # a real call rings here: it is not handed back to the queue

@@ -131,9 +131,9 @@ async def test_five_callers_two_positions_order_and_abandon(desk: Desk) -> None:
     await asyncio.sleep(0.05)
     await desk.desk.login("p2")
     waiting = await sipp("emergency_wait.xml", port, calls=4, rate=20)
-    await wait_until(lambda: len(desk.desk.live) == 4)
+    await wait_until(lambda: len(desk.desk.acd.calls) == 4)  # queued (``live`` is filled before the ACD)
     abandon = await sipp("emergency_abandon.xml", port)
-    await wait_until(lambda: len(desk.desk.live) == 5)
+    await wait_until(lambda: len(desk.desk.acd.calls) == 5)
     by_number = {c.number: c.id for c in desk.desk.live.values()}
     first = [by_number[f"1390000000{i}"] for i in (1, 2, 3, 4)]
     assert desk.desk.acd.calls[first[0]].position_id == "p1"  # longest idle first

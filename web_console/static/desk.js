@@ -19,6 +19,9 @@ const T = EN ? {
   callback: "call back", overflow: "overflow", recording: "recording", requeued: "requeued after a position failure", hour: "answer time per hour (s)",
   verified: "✓ network-verified", unverified: "⚠ unverified number",
   unverifiedTip: "Not asserted by a trusted operator trunk: the caller may have set this number (and location) themselves",
+  drill: "drill", trainingFigs: "Training (not in the figures above)", callbacksOpen: "to call back",
+  alarm: (n, p) => `ALARM: ${n} real emergency call(s) waiting — every signed-on position (${p}) is in training mode. Leave training to answer.`,
+  trainingOn: "Training position: on", trainingOff: "Training position",
 } : {
   ringing: "来电", from: "主叫", dialled: "拨打", waiting: "排队", ringingN: "振铃", answered: "已接",
   abandoned: "放弃", offered: "呼入", within: "秒内接听率", invalid: "无效", radius: "半径",
@@ -29,6 +32,9 @@ const T = EN ? {
   callback: "已回拨", overflow: "溢出组", recording: "录音", requeued: "席位掉线后重新排队", hour: "每小时接听用时（秒）",
   verified: "✓ 网络核实", unverified: "⚠ 号码未核实",
   unverifiedTip: "该号码（及位置）不是由受信任的运营商中继提供的，可能由主叫自行设置",
+  drill: "演练", trainingFigs: "演练（不计入以上统计）", callbacksOpen: "待回拨",
+  alarm: (n, p) => `告警：${n} 个真实报警正在排队 — 所有签入席位（${p}）都处于演练模式，请退出演练接听！`,
+  trainingOn: "演练席位：开", trainingOff: "演练席位",
 };
 
 const state = { call: null, offer: null, positions: [] };
@@ -144,7 +150,7 @@ function renderCall(call) {
   }
   $("btn-create").disabled = !loc || !!call.incident_id;
   $("btn-hangup").disabled = false;
-  if (call.position === cfg.position && call.state === "answered") startMedia(call.id);
+  if (call.position === cfg.position && call.state === "answered" && !call.training) startMedia(call.id);  // a drill caller has no voice
   drawLocations(call);
 }
 
@@ -172,15 +178,20 @@ function fillSubtypes() {
 // ---------------------------------------------------------------- side panel
 
 function renderQueue(q) {
-  $("queue").innerHTML = q.calls.map((c) => `<li class="${c.state}" data-call="${esc(c.id)}">${esc(c.number)}${c.number_verified ? "" : ` <span class="flag" title="${esc(T.unverifiedTip)}">${T.unverified}</span>`} → ${esc(c.dialled)}
+  $("queue").innerHTML = q.calls.map((c) => `<li class="${c.state}${c.training ? " drill" : ""}" data-call="${esc(c.id)}">${c.training ? `<span class="drill-tag">${T.drill}</span> ` : ""}${esc(c.number)}${c.number_verified || c.training ? "" : ` <span class="flag" title="${esc(T.unverifiedTip)}">${T.unverified}</span>`} → ${esc(c.dialled)}
     <span class="muted">${c.state === "offered" ? `${T.ringingN} ${esc(c.position)}` : T.waiting}</span></li>`).join("");
   state.positions = q.positions;
   $("positions").innerHTML = q.positions.map((p) => `<li class="pos-${p.state}" data-position="${esc(p.id)}">${esc(p.id)}
-    <span class="pill">${T.states[p.state] || p.state}</span> ${p.group === "overflow" ? `<span class="muted">${T.overflow}</span>` : ""} ${p.mark ? `<span class="flag">${esc(p.mark)}</span>` : ""}</li>`).join("");
+    <span class="pill">${T.states[p.state] || p.state}</span> ${p.training ? `<span class="drill-tag">${T.drill}</span>` : ""} ${p.group === "overflow" ? `<span class="muted">${T.overflow}</span>` : ""} ${p.mark ? `<span class="flag">${esc(p.mark)}</span>` : ""}</li>`).join("");
   const me = q.positions.find((p) => p.id === cfg.position);
   const st = me ? me.state : "logged_out";
   $("position-state").textContent = T.states[st] || st;
   $("position-state").dataset.state = st;
+  const training = !!(me && me.training);
+  const tb = $("btn-training-position");
+  tb.setAttribute("aria-pressed", String(training));
+  tb.textContent = training ? T.trainingOn : T.trainingOff;
+  document.body.classList.toggle("training", training);
   const mine = q.calls.find((c) => c.state === "offered" && c.position === cfg.position);
   setRing(mine || null);
 }
@@ -188,18 +199,28 @@ function renderQueue(q) {
 function setRing(call) {
   state.offer = call;
   $("ring").hidden = !call;
-  if (call) $("ring-text").textContent = `${T.ringing} · ${T.from} ${call.number}${call.name ? " " + call.name : ""} · ${T.dialled} ${call.dialled} ${N(call.category_name)}`;
+  if (call) $("ring-text").textContent = `${call.training ? `【${T.drill}】` : ""}${T.ringing} · ${T.from} ${call.number}${call.name ? " " + call.name : ""} · ${T.dialled} ${call.dialled} ${N(call.category_name)}`;
 }
 
 function renderDashboard(d) {
   const within = Object.entries(d.within).map(([s, v]) => `<div class="fig" data-testid="within-${s}"><b>${v == null ? "–" : v + "%"}</b><span>${s} ${T.within}</span></div>`).join("");
   const pos = Object.entries(d.positions).map(([s, n]) => `${T.states[s] || s} ${n}`).join(" · ");
+  const t = d.training || {};
   $("dashboard").innerHTML = `<div class="figs">
     <div class="fig" data-testid="dash-waiting"><b>${d.waiting}</b><span>${T.waiting}</span></div>
     <div class="fig"><b>${d.ringing}</b><span>${T.ringingN}</span></div>
-    <div class="fig"><b>${d.offered}</b><span>${T.offered}</span></div>
+    <div class="fig" data-testid="dash-offered"><b>${d.offered}</b><span>${T.offered}</span></div>
+    <div class="fig" data-testid="dash-answered"><b>${d.answered}</b><span>${T.answered}</span></div>
     <div class="fig" data-testid="dash-abandoned"><b>${d.abandoned}</b><span>${T.abandoned}</span></div>
-    ${within}</div><p class="muted">${esc(pos)}</p>`;
+    <div class="fig" data-testid="dash-callbacks"><b>${d.callbacks_open}</b><span>${T.callbacksOpen}</span></div>
+    ${within}</div>
+    <p class="fig-training" data-testid="dash-training"><span class="drill-tag">${T.trainingFigs}</span>
+      ${T.offered} <b data-testid="dash-training-offered">${t.offered ?? 0}</b> · ${T.answered} <b>${t.answered ?? 0}</b>
+      · ${T.abandoned} <b>${t.abandoned ?? 0}</b> · ${T.callbacksOpen} <b>${t.callbacks_open ?? 0}</b></p>
+    <p class="muted">${esc(pos)}</p>`;
+  const alarm = d.training_alarm || {};
+  $("training-alarm").hidden = !alarm.active;
+  $("training-alarm").textContent = alarm.active ? T.alarm(alarm.waiting, (alarm.positions || []).join(", ")) : "";
   const c = $("hour-chart");
   const g = c.getContext("2d");
   g.clearRect(0, 0, c.width, c.height);
@@ -219,7 +240,7 @@ function renderDashboard(d) {
 }
 
 function renderCallbacks(list) {
-  $("callbacks").innerHTML = list.length ? list.map((c) => `<li data-testid="callback-entry">${esc(c.number)}
+  $("callbacks").innerHTML = list.length ? list.map((c) => `<li data-testid="callback-entry">${c.training ? `<span class="drill-tag">${T.drill}</span> ` : ""}${esc(c.number)}
     <span class="muted">${esc(c.listed_at.substring(11, 19))} · ${Math.round(c.waited_s)} s</span>
     <button data-callback="${esc(c.call_id)}">${T.callback}</button></li>`).join("") : `<li class="muted">${T.none}</li>`;
 }
@@ -380,13 +401,22 @@ async function setPosition(st) {
 
 $("btn-available").onclick = () => setPosition("available");
 $("btn-pause").onclick = () => setPosition("paused");
+$("btn-training-position").onclick = async () => {
+  const on = $("btn-training-position").getAttribute("aria-pressed") !== "true";
+  try {
+    const me = state.positions.find((p) => p.id === cfg.position);
+    if (!me || me.state === "logged_out") await api("POST", "/api/desk/position", { state: "available", group: $("group").value, training: on });
+    else await api("POST", "/api/desk/position/training", { training: on });
+    await refresh();
+  } catch (err) { msg(err.message, true); }
+};
 $("btn-answer").onclick = async () => {
   if (!state.offer) return;
   try {
     const call = await api("POST", `/api/desk/calls/${state.offer.id}/answer`);
     setRing(null);
     await loadCall(call.id);
-    startMedia(call.id);
+    if (!call.training) startMedia(call.id);
     refreshSoon();
   } catch (err) { msg(err.message, true); refreshSoon(); }
 };

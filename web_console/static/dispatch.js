@@ -15,6 +15,9 @@ const T = EN ? {
   dispatchTo: "Dispatch to", pickIncident: "Select an incident first", status: "Status", incident: "Incident",
   reopen: "Reopen", capDone: "Warning issued", clickPoints: "Click the map to add points; then press Finish",
   needPoints: "At least 3 points", pickHere: "Location", running: "running", requested: "requested", joint: "joint", drill: "drill", stale: "stale",
+  real: "REAL",
+  callAlarm: (n) => `ALARM: ${n} real emergency call(s) waiting at the desk — every call-taking position is in training mode.`,
+  realOpen: (ids) => `Real incident(s) open while in training mode: ${ids}. Leave training to see real units.`,
 } : {
   dispatchAll: "全部推荐调派", dispatchSel: "调派所选", conference: "启动指挥会议",
   report: "态势报告", eido: "EIDO 导出", close: "结案", recall: "召回", note: "添加备注",
@@ -23,9 +26,14 @@ const T = EN ? {
   dispatchTo: "调派到", pickIncident: "请先选择警情", status: "状态", incident: "警情",
   reopen: "重新打开", capDone: "预警已发布", clickPoints: "在地图上依次点击顶点，然后点“完成绘制”",
   needPoints: "至少需要 3 个顶点", pickHere: "位置", running: "进行中", requested: "已请求", joint: "联动", drill: "演练", stale: "定位过期",
+  real: "真实",
+  callAlarm: (n) => `告警：接警台有 ${n} 个真实报警在排队 — 所有接警席位都处于演练模式！`,
+  realOpen: (ids) => `演练模式下有真实警情待处置：${ids}。请退出演练查看真实力量。`,
 };
 
-const state = { incidents: new Map(), units: new Map(), selected: null, legend: null, training: cfg.training };
+const state = { incidents: new Map(), units: new Map(), selected: null, legend: null, training: cfg.training, callAlarm: null };
+// A real incident is always shown; drill incidents only in training mode.
+const shown = (inc) => !inc.training || state.training;
 const markers = { incidents: new Map(), units: new Map() };
 let map;
 
@@ -84,7 +92,7 @@ function unitIcon(u) {
 
 function drawIncident(inc) {
   let mk = markers.incidents.get(inc.id);
-  if (inc.status === "closed" || inc.training !== state.training) {
+  if (inc.status === "closed" || !shown(inc)) {
     if (mk) { mk.remove(); markers.incidents.delete(inc.id); }
     return;
   }
@@ -146,12 +154,12 @@ function unitPopup(unitId) {
 
 function renderQueue() {
   const ul = document.getElementById("queue");
-  const list = [...state.incidents.values()].filter((i) => i.status !== "closed" && i.training === state.training)
+  const list = [...state.incidents.values()].filter((i) => i.status !== "closed" && shown(i))
     .sort((a, b) => a.priority - b.priority || b.created_at.localeCompare(a.created_at));
   ul.innerHTML = list.length ? "" : `<li class="muted">${esc(cfg.empty)}</li>`;
   for (const inc of list) {
     const li = el(`<li data-incident-id="${esc(inc.id)}" style="border-left-color:${inc.colour}">
-      <div><b>${esc(N(inc.category_name))}/${esc(N(inc.subtype_name))}</b>${inc.training ? `<span class="tag drill">${T.drill}</span>` : ""}${inc.joint ? `<span class="tag">${T.joint}</span>` : ""}</div>
+      <div><b>${esc(N(inc.category_name))}/${esc(N(inc.subtype_name))}</b>${inc.training ? `<span class="tag drill">${T.drill}</span>` : state.training ? `<span class="tag real" data-testid="tag-real">${T.real}</span>` : ""}${inc.joint ? `<span class="tag">${T.joint}</span>` : ""}</div>
       <div>${esc(N(inc.priority_name))} · <span data-testid="queue-status">${esc(N(inc.status_name))}</span> · ${esc(inc.county_name)}${esc(inc.township_name ? "/" + inc.township_name : "")}</div>
       <div class="id">${esc(inc.id)}</div></li>`);
     if (inc.id === state.selected) li.classList.add("selected");
@@ -354,7 +362,21 @@ function upsertUnit(u) {
 let queued = null;
 function refreshSoon() {
   if (queued) return;
-  queued = setTimeout(() => { queued = null; renderQueue(); renderBoard(); }, 50);
+  queued = setTimeout(() => { queued = null; renderQueue(); renderBoard(); renderAlarm(); }, 50);
+}
+
+// The alarm: real calls waiting while every call-taking position trains, and (in training mode)
+// real incidents still open.
+function renderAlarm() {
+  const box = document.getElementById("real-alarm");
+  const lines = [];
+  if (state.callAlarm && state.callAlarm.active) lines.push(T.callAlarm(state.callAlarm.waiting));
+  if (state.training) {
+    const real = [...state.incidents.values()].filter((i) => !i.training && i.status !== "closed").map((i) => i.id);
+    if (real.length) lines.push(T.realOpen(real.join(", ")));
+  }
+  box.innerHTML = lines.map((l) => `<div>${esc(l)}</div>`).join("");
+  box.hidden = !lines.length;
 }
 
 function onEvent(ev) {
@@ -380,6 +402,10 @@ function onEvent(ev) {
       break;
     case "incident.conference_requested":
       if (p.incident_id === state.selected) renderDetail();
+      break;
+    case "call.training_alarm":
+      state.callAlarm = p;
+      renderAlarm();
       break;
     case "system.training_mode":
       location.reload();
@@ -414,10 +440,11 @@ async function load(first) {
   state.legend = st.legend;
   state.staleAfter = st.stale_after_s;
   state.training = st.training;
+  state.callAlarm = st.training_alarm;
   if (first) initMap(st);
   for (const u of st.units) upsertUnit(u);
   for (const inc of st.incidents) upsertIncident(inc);
-  renderQueue(); renderBoard();
+  renderQueue(); renderBoard(); renderAlarm();
 }
 
 document.body.classList.toggle("training", cfg.training);
