@@ -29,7 +29,7 @@ Rules, in order (the first that applies decides):
    ========  ===================================================================
 
 5. **PIN**: when the conference has a PIN, every caller must key it, except the conference's
-   hosts (a console user with a chair role, a cascade link). The source address is first
+   hosts (a console user with a chair role, a cascade link; only with an authenticated identity). The source address is first
    checked against the **back-off** (``too_many_attempts`` with ``retry_after`` while it runs);
    no PIN yet → ``pin_required`` (the IVR asks); a wrong one → ``wrong_pin`` and one more
    failure for (conference, source): after ``max_failures`` the source waits
@@ -89,7 +89,8 @@ class Caller:
     ``identity`` is an authenticated identity (``sip:alice`` after digest, ``console:chair1``,
     ``h235:room-7`` after an H.235.1 registration, ``cascade:yunan``) or None; ``site`` is the
     site-plan meeting room matched by alias and signalling address (H.323) or None; ``pin`` the
-    PIN keyed so far (None: not asked yet); ``host`` a conference host whom the PIN does not bind.
+    PIN keyed so far (None: not asked yet); ``host`` a conference host whom the PIN does not bind
+    (it counts only together with an ``identity``).
     """
 
     protocol: CallerProtocol
@@ -176,7 +177,8 @@ class AdmissionPolicy:
             credential = _credential(facts, caller)
             if credential is None:
                 return Refuse("auth_required", MESSAGES["auth_required"])
-        if facts.pin and not caller.host:
+        host = caller.host and bool(caller.identity)  # a host is someone we know
+        if facts.pin and not host:
             wait = self.pin_guard.blocked_for(facts.id, caller.source, now)
             if wait > 0:
                 return Refuse("too_many_attempts", f"密码错误次数过多，请 {int(wait) + 1} 秒后再试", wait)
@@ -187,6 +189,6 @@ class AdmissionPolicy:
                 return Refuse("wrong_pin", MESSAGES["wrong_pin"])
             self.pin_guard.succeeded(facts.id, caller.source)
             return Admit(credential if credential in ("identity", "site") else "pin")
-        if caller.host:
+        if host:
             return Admit("host")
         return Admit(credential if credential in ("identity", "site") else "guests")
