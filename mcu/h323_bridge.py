@@ -7,6 +7,11 @@ turns its calls into conference sites:
   id of a running conference joins it (its PIN, if any, is asked for by DTMF);
 * **dial-in by IP** (no known number): the call is answered and an IVR collects the conference
   id and then the PIN as H.245 userInputIndication digits, each ended by ``#``;
+* **who may enter** is the one admission policy's (:mod:`mcu.admission`): a conference without
+  guests takes a site-plan endpoint (``alias@host`` matched by alias and source address), a
+  terminal whose call our gatekeeper admitted after an H.235.1-authenticated registration, or
+  the PIN keyed at the IVR; others, and every caller of an emergency-call room, get Release
+  Complete ``securityDenied``;
 * **dial-out**: :meth:`H323Bridge.invite` calls a site for the console's invite/redial button,
   :meth:`H323Bridge.hangup` releases it.
 
@@ -433,14 +438,17 @@ class H323Bridge:
     async def _registered_aliases(self) -> tuple[str, ...]:
         """Our aliases: the configured ones plus every scheduled or running conference id
         (E.164 digits), so terminals can dial a conference by number through the gatekeeper."""
-        ids = [r.id for r in await self.conferences.list_conferences(include_ended=False)]
-        ids += [c.id for c in self.conferences.running_conferences()]
+        # Never the room of an emergency call: no dial-in reaches it, so no gatekeeper knows it.
+        ids = [r.id for r in await self.conferences.list_conferences(include_ended=False) if r.dial_in]
+        ids += [c.id for c in self.conferences.running_conferences() if c.record.dial_in]
         self._conference_ids = frozenset(ids)
         return tuple(dict.fromkeys([*self.settings.aliases, *sorted(set(ids))]))
 
     def _local_alias(self, alias: str) -> MediaAddress | None:
         """Server mode: aliases our own call-signalling address answers (ARQ from a terminal)."""
-        if alias in self.settings.aliases or alias in self._conference_ids or self.conferences.running(alias):
+        running = self.conferences.running(alias)
+        if alias in self.settings.aliases or alias in self._conference_ids or (
+                running is not None and running.record.dial_in):
             return self.address
         return None
 

@@ -189,6 +189,12 @@ async def test_gatekeeper_authenticated_endpoint_gets_in_wrong_password_is_denie
             terminals.append(direct)
             assert (await released(direct)).h225_reason == "securityDenied"
             assert participants(mcu, closed) == ["h323-room-7"]
+            # The gatekeeper does not even resolve the number of an emergency-call room.
+            emergency = await emergency_room(mcu)
+            assert mcu.bridge.local_gatekeeper is not None
+            assert mcu.bridge.local_gatekeeper.lookup(emergency) is None
+            assert mcu.bridge.local_gatekeeper.lookup(closed) is not None
+            assert emergency not in await mcu.bridge._registered_aliases()
         ras = ("-d", f"udp.port=={ras_port},h225")  # RAS off port 1719: tell Wireshark
         assert wire_problems(pcap, options=ras) == []
         # Wireshark decodes the H.235.1 tokens (HMAC-SHA1-96) and the two RRJ securityDenial.
