@@ -237,7 +237,9 @@ class ConferencePins:
         try:
             self.conferences.decide(self.conferences.running_facts(conference_id), self.caller(call))
         except JoinRefused as exc:
-            if exc.code == "pin_required":
+            if exc.code in ("pin_required", "locked", "not_started", "ended"):
+                # The PIN is the IVR's to ask; a locked room refuses the join itself, which the
+                # console's site list shows (as before). Nothing here is about who calls.
                 return "ok"
             if exc.code == "auth_required" and call.authenticated_user is None:
                 return "challenge"  # not audited: every digest call starts with this round
