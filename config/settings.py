@@ -121,6 +121,11 @@ class H323Settings(_Section):
                                description="H.323 IDs / E.164 numbers the MCU registers; the conference ids "
                                            "are always added as E.164 numbers")
     time_to_live_seconds: int = Field(300, ge=10, le=86400, description="RAS registration time to live")
+    gatekeeper_accounts: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="server mode: H.235.1 passwords of room systems (alias -> password, at least 8 characters). "
+                    "Such an alias registers only with a valid HMAC-SHA1-96 token, and its calls may then enter "
+                    "conferences that admit no guests (CC_H323__GATEKEEPER_ACCOUNTS='{\"room\": \"...\"}')")
 
     @field_validator("gatekeeper_address")
     @classmethod
@@ -134,6 +139,16 @@ class H323Settings(_Section):
             port = v.rpartition(":")[2] if ":" in v else "1719"
             if not 0 < int(port) < 65536:
                 raise ValueError("port must be 1..65535")
+        return v
+
+    @field_validator("gatekeeper_accounts")
+    @classmethod
+    def _gatekeeper_accounts(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for alias, password in v.items():
+            if not _H323_ALIAS.fullmatch(alias) or alias != alias.strip():
+                raise ValueError(f"alias {alias!r} must be 1-128 printable characters without surrounding spaces")
+            if len(password.get_secret_value()) < 8:
+                raise ValueError(f"password of {alias!r} must have at least 8 characters")
         return v
 
     @field_validator("aliases")

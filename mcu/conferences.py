@@ -4,9 +4,10 @@
 use; they never build `Room`s themselves:
 
 - schedule: `create`, `start`, `extend`, `end`, `list`, `get` (rows in `conferences`);
-- admission: `admit(conference_id, pin, source)` checks that the conference runs, is not locked
-  and the PIN is right, with a per-source limit on wrong PINs (back-off), raising `JoinRefused`
-  with a reason code and a Chinese message;
+- admission: `admit(conference_id, caller)` asks the one admission policy of every way in
+  (`mcu.admission`: the room of an emergency call is never reachable, the conference runs and is
+  not locked, the guest flag, the PIN with its per-source back-off), raising `JoinRefused` with
+  the policy's reason code and a Chinese message;
 - a running conference (`running(conference_id)`) holds its `Room` and `MediaRunner`; legs call
   `RunningConference.join/leave`, which also keep the site status list the console shows and
   write attendance history;
@@ -32,6 +33,7 @@ import asyncpg
 
 from core.runtime import CoreServices
 from mcu import events as ev
+from mcu.admission import AdmissionPolicy, Admit, Caller, ConferenceFacts, ConferenceKind, PinGuard
 from mcu.participant import Participant
 from mcu.room import Room, RoomError, RoomSettings
 from mcu.runner import MediaRunner
@@ -75,17 +77,24 @@ class ConferenceRecord:
     ends_at: datetime | None
     status: str
     created_by: str
+    kind: ConferenceKind = "meeting"  # "emergency_call": no dial-in path ever reaches it
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ConferenceRecord:
         return cls(row["id"], row["name"], row["pin"], row["guests"], row["standing"], list(row["sites"]),
-                   row["starts_at"], row["ends_at"], row["status"], row["created_by"])
+                   row["starts_at"], row["ends_at"], row["status"], row["created_by"], row["kind"])
+
+    @property
+    def dial_in(self) -> bool:
+        """Whether dial-in paths (SIP, H.323, WebRTC join, cascade) may reach this conference at all."""
+        return self.kind != "emergency_call"
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "has_pin": bool(self.pin), "guests": self.guests,
                 "standing": self.standing, "sites": self.sites, "status": self.status,
                 "starts_at": self.starts_at.isoformat() if self.starts_at else None,
-                "ends_at": self.ends_at.isoformat() if self.ends_at else None, "created_by": self.created_by}
+                "ends_at": self.ends_at.isoformat() if self.ends_at else None, "created_by": self.created_by,
+                "kind": self.kind}
 
 
 @dataclass
@@ -203,31 +212,6 @@ class RemoteCommandError(ConferenceError):
         return self.HTTP_STATUS.get(self.code, 409)
 
 
-class PinGuard:
-    """Wrong-PIN limiter per (conference, source): after `max_failures`, exponential back-off."""
-
-    def __init__(self, max_failures: int = 5, base_delay: float = 30.0, max_delay: float = 900.0) -> None:
-        self.max_failures = max_failures
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
-
-    def blocked_for(self, conference_id: str, source: str, now: float) -> float:
-        count, until = self._failures.get((conference_id, source), (0, 0.0))
-        return max(0.0, until - now)
-
-    def failed(self, conference_id: str, source: str, now: float) -> None:
-        count, _ = self._failures.get((conference_id, source), (0, 0.0))
-        count += 1
-        until = 0.0
-        if count >= self.max_failures:
-            until = now + min(self.max_delay, self.base_delay * 2 ** (count - self.max_failures))
-        self._failures[(conference_id, source)] = (count, until)
-
-    def succeeded(self, conference_id: str, source: str) -> None:
-        self._failures.pop((conference_id, source), None)
-
-
 class RunningConference:
     """A conference live on this node: its room, media runner and site list."""
 
@@ -337,6 +321,7 @@ class ConferenceService:
         self.bridge = bridge
         self.room_settings = room_settings or RoomSettings()
         self.pin_guard = pin_guard or PinGuard()
+        self.policy = AdmissionPolicy(self.pin_guard)
         self._running: dict[str, RunningConference] = {}
         self._scheduler: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -448,8 +433,12 @@ class ConferenceService:
 
     async def create(self, *, name: str, actor: str, pin: str = "", guests: bool = False,
                      sites: list[str] | None = None, starts_at: datetime | None = None,
-                     ends_at: datetime | None = None, conference_id: str | None = None) -> ConferenceRecord:
-        """Schedule a conference; ConferenceError names the bad field, nothing is written then."""
+                     ends_at: datetime | None = None, conference_id: str | None = None,
+                     kind: ConferenceKind = "meeting") -> ConferenceRecord:
+        """Schedule a conference; ConferenceError names the bad field, nothing is written then.
+
+        ``kind="emergency_call"`` marks the room of an emergency call: no dial-in path reaches it.
+        """
         name = name.strip()
         if not 1 <= len(name) <= 100:
             raise ConferenceError("name: 会议名称须为 1–100 个字符")
@@ -463,13 +452,16 @@ class ConferenceService:
             raise ConferenceError("ends_at: 结束时间须晚于开始时间")
         if conference_id is not None and not (conference_id.isdigit() and 4 <= len(conference_id) <= 12):
             raise ConferenceError("id: 会议号须为 4–12 位数字")
+        if kind not in ("meeting", "emergency_call"):
+            raise ConferenceError(f"kind: 未知会议类型 {kind}")
         for _ in range(20):
             new_id = conference_id or f"8{secrets.randbelow(10**7):07d}"
             try:
                 row = await self.core.db.fetchrow(
-                    "INSERT INTO conferences (id, name, pin, guests, sites, starts_at, ends_at, node, created_by) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
-                    new_id, name, pin, guests, sites or [], starts_at, ends_at, self.core.settings.node_name, actor)
+                    "INSERT INTO conferences (id, name, pin, guests, sites, starts_at, ends_at, node, created_by, kind) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+                    new_id, name, pin, guests, sites or [], starts_at, ends_at, self.core.settings.node_name, actor,
+                    kind)
             except asyncpg.UniqueViolationError:
                 if conference_id is not None:
                     raise ConferenceError(f"id: 会议号 {conference_id} 已存在") from None
@@ -568,27 +560,43 @@ class ConferenceService:
     def running_conferences(self) -> list[RunningConference]:
         return list(self._running.values())
 
-    async def admit(self, conference_id: str, pin: str, source: str, *, skip_pin: bool = False) -> RunningConference:
-        """The running conference a caller may join, or JoinRefused with the reason."""
-        now = time.monotonic()
-        record = await self.get(conference_id)
+    async def facts(self, conference_id: str) -> ConferenceFacts:
+        """What the admission policy needs to know about a conference (schedule + running room)."""
+        record = await self.get(conference_id) if conference_id.isdigit() and len(conference_id) <= 12 else None
         if record is None:
-            raise JoinRefused("unknown", f"会议不存在：{conference_id}")
-        if record.status == "ended":
-            raise JoinRefused("ended", "会议已结束")
+            return ConferenceFacts(conference_id, exists=False)
+        conf = self._running.get(conference_id)
+        return ConferenceFacts(conference_id, status=record.status, running=conf is not None,
+                               locked=conf is not None and conf.room.locked, guests=record.guests, pin=record.pin,
+                               kind=record.kind)
+
+    def running_facts(self, conference_id: str) -> ConferenceFacts:
+        """`facts` of a conference running on this node, without a database round trip (the SIP
+        gateway asks synchronously); an unknown or not running id is ``exists=False``."""
         conf = self._running.get(conference_id)
         if conf is None:
+            return ConferenceFacts(conference_id, exists=False)
+        record = conf.record
+        return ConferenceFacts(conference_id, status=record.status, running=True, locked=conf.room.locked,
+                               guests=record.guests, pin=record.pin, kind=record.kind)
+
+    def decide(self, facts: ConferenceFacts, caller: Caller) -> Admit:
+        """The policy's verdict (`mcu.admission`); JoinRefused with its code when refused."""
+        verdict = self.policy.decide(facts, caller, time.monotonic())
+        if not isinstance(verdict, Admit):
+            raise JoinRefused(verdict.code, verdict.message, verdict.retry_after)
+        return verdict
+
+    async def admit(self, conference_id: str, caller: Caller) -> RunningConference:
+        """The running conference ``caller`` may join, or JoinRefused with the policy's reason.
+
+        Every way in (SIP, H.323, WebRTC, cascade links) asks here, with what it knows about the
+        caller; the rules are those of `mcu.admission`.
+        """
+        self.decide(await self.facts(conference_id), caller)
+        conf = self._running.get(conference_id)
+        if conf is None:  # ended between the two looks
             raise JoinRefused("not_started", "会议尚未开始")
-        if conf.room.locked:
-            raise JoinRefused("locked", "会议已锁定，暂不允许加入")
-        if record.pin and not skip_pin:
-            wait = self.pin_guard.blocked_for(conference_id, source, now)
-            if wait > 0:
-                raise JoinRefused("too_many_attempts", f"密码错误次数过多，请 {int(wait) + 1} 秒后再试", wait)
-            if not secrets.compare_digest(pin.encode(), record.pin.encode()):
-                self.pin_guard.failed(conference_id, source, now)
-                raise JoinRefused("wrong_pin", "会议密码错误")
-            self.pin_guard.succeeded(conference_id, source)
         return conf
 
     # -- events ----------------------------------------------------------------------------
@@ -662,6 +670,6 @@ def utc_in(minutes: float) -> datetime:
     return datetime.now(UTC) + timedelta(minutes=minutes)
 
 
-__all__ = ["ConferenceError", "ConferenceRecord", "ConferenceService", "JoinRefused", "McuRole", "PinGuard",
+__all__ = ["Caller", "ConferenceError", "ConferenceRecord", "ConferenceService", "JoinRefused", "McuRole", "PinGuard",
            "RemoteCommandError", "RemoteSiteProvider", "RoomError", "RunningConference", "SiteState", "start",
            "utc_in"]

@@ -471,7 +471,7 @@ class EmergencyBridge:
         from mcu.site_media import SiteMedia
 
         service = self.mcu.conferences
-        record = await service.create(name=f"接警 {call_id}"[:100], actor="desk")
+        record = await service.create(name=f"接警 {call_id}"[:100], actor="desk", kind="emergency_call")
         conf = await service.start_conference(record.id, "desk")
         media = await SiteMedia.join(conf, "caller", caller_name or "报警人", "sip", _CallerRtpLeg(site),
                                      video=None, stats_interval=0)

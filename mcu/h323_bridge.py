@@ -7,6 +7,11 @@ turns its calls into conference sites:
   id of a running conference joins it (its PIN, if any, is asked for by DTMF);
 * **dial-in by IP** (no known number): the call is answered and an IVR collects the conference
   id and then the PIN as H.245 userInputIndication digits, each ended by ``#``;
+* **who may enter** is the one admission policy's (:mod:`mcu.admission`): a conference without
+  guests takes a site-plan endpoint (``alias@host`` matched by alias and source address), a
+  terminal whose call our gatekeeper admitted after an H.235.1-authenticated registration, or
+  the PIN keyed at the IVR; others, and every caller of an emergency-call room, get Release
+  Complete ``securityDenied``;
 * **dial-out**: :meth:`H323Bridge.invite` calls a site for the console's invite/redial button,
   :meth:`H323Bridge.hangup` releases it.
 
@@ -27,11 +32,12 @@ import contextlib
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mcu.admission import Caller
 from mcu.conferences import ConferenceError, ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.room import RoomError
@@ -69,6 +75,10 @@ __all__ = ["BridgeSettings", "H323Bridge", "bridge_settings", "H323Site", "bitra
 
 log = logging.getLogger(__name__)
 
+# Refusals of the admission policy that are about who calls (not about the conference's state):
+# Release Complete with reason securityDenied.
+SECURITY_REFUSALS = frozenset({"auth_required", "protected", "wrong_pin", "too_many_attempts"})
+
 
 @dataclass(frozen=True)
 class BridgeSettings:
@@ -92,6 +102,7 @@ class BridgeSettings:
     time_to_live: int = 300  # RAS registration time to live (seconds)
     gatekeeper_retry: float = 5.0  # client: wait this long after a failed registration
     alias_check_interval: float = 30.0  # client: re-register when the conference ids changed
+    gatekeeper_accounts: tuple[tuple[str, str], ...] = ()  # server: H.235.1 (alias, password) of terminals
 
 
 def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | None:
@@ -417,7 +428,7 @@ class H323Bridge:
         elif mode == "server":
             await self._registered_aliases()  # fills the conference ids the gatekeeper answers for
             gatekeeper = Gatekeeper(identifier="commandcenter-gk", time_to_live=self.settings.time_to_live,
-                                    local_aliases=self._local_alias)
+                                    local_aliases=self._local_alias, accounts=dict(self.settings.gatekeeper_accounts))
             self.local_gatekeeper = LocalGatekeeper(gatekeeper, ras_host, self.settings.ras_port)
             await self.local_gatekeeper.start()
         elif mode != "none":
@@ -427,14 +438,17 @@ class H323Bridge:
     async def _registered_aliases(self) -> tuple[str, ...]:
         """Our aliases: the configured ones plus every scheduled or running conference id
         (E.164 digits), so terminals can dial a conference by number through the gatekeeper."""
-        ids = [r.id for r in await self.conferences.list_conferences(include_ended=False)]
-        ids += [c.id for c in self.conferences.running_conferences()]
+        # Never the room of an emergency call: no dial-in reaches it, so no gatekeeper knows it.
+        ids = [r.id for r in await self.conferences.list_conferences(include_ended=False) if r.dial_in]
+        ids += [c.id for c in self.conferences.running_conferences() if c.record.dial_in]
         self._conference_ids = frozenset(ids)
         return tuple(dict.fromkeys([*self.settings.aliases, *sorted(set(ids))]))
 
     def _local_alias(self, alias: str) -> MediaAddress | None:
         """Server mode: aliases our own call-signalling address answers (ARQ from a terminal)."""
-        if alias in self.settings.aliases or alias in self._conference_ids or self.conferences.running(alias):
+        running = self.conferences.running(alias)
+        if alias in self.settings.aliases or alias in self._conference_ids or (
+                running is not None and running.record.dial_in):
             return self.address
         return None
 
@@ -495,27 +509,76 @@ class H323Bridge:
             log.exception("H.323 call %s failed while joining", handle.call.call_id.hex())
             handle.release(Cause.TEMPORARY_FAILURE)
 
+    def _plan_site_of(self, incoming: CallIncoming, source: str) -> str | None:
+        """The site-plan meeting room whose H.323 endpoint is this caller: the plan gives it as
+        ``alias@host[:port]``, the Setup names that alias (h323-ID or E.164) and the call comes
+        from that host. An endpoint given only by address or only by alias identifies nobody."""
+        aliases = {a for a in (*incoming.source_aliases, incoming.calling_number or "") if a}
+        plan = getattr(self.conferences.core, "plan", None)
+        for room in getattr(plan, "meeting_rooms", ()):
+            for ep in room.endpoints:
+                if ep.protocol != "h323" or not ep.address:
+                    continue
+                with contextlib.suppress(ValueError):
+                    alias, target = parse_target(ep.address)
+                    if alias and target is not None and alias in aliases and target.host == source:
+                        return str(room.id)
+        return None
+
+    def _gatekeeper_identity(self, incoming: CallIncoming, source: str) -> str | None:
+        """``h235:<alias>`` when our gatekeeper admitted this call (ARQ, same callIdentifier) for a
+        registration authenticated by H.235.1 from this host; None otherwise."""
+        if self.local_gatekeeper is None:
+            return None
+        account = self.local_gatekeeper.gatekeeper.authenticated_call(
+            incoming.call_id, source, asyncio.get_running_loop().time())
+        return f"h235:{account}" if account else None
+
+    async def _audit(self, caller: Caller, incoming: CallIncoming, conference_id: str, outcome: str,
+                     code: str) -> None:
+        """``conference.join`` with ``protocol: h323`` for every admission and refusal."""
+        audit = getattr(self.conferences.core, "audit", None)
+        if audit is None:
+            return
+        claimed = next(iter(incoming.source_aliases), "") or incoming.calling_number or "anonymous"
+        actor = caller.identity or (f"site:{caller.site}" if caller.site else
+                                    "h323:" + re.sub(r"[^0-9A-Za-z_.@-]", "_", claimed)[:64])
+        with contextlib.suppress(Exception):  # the audit database must not decide a call
+            await audit.record(actor, "conference.join", conference_id, outcome=outcome, source=caller.source,
+                               detail={"protocol": "h323", "code": code})
+
+    @staticmethod
+    def _refusal(exc: JoinRefused) -> tuple[int, str | None]:
+        """(Q.850 cause, H.225.0 ReleaseCompleteReason) for a refused caller: who may not come in
+        gets ``securityDenied``; a conference that cannot take anybody, the usual rejection."""
+        if exc.code in SECURITY_REFUSALS:
+            return Cause.CALL_REJECTED, "securityDenied"
+        return Cause.CALL_REJECTED, None
+
     async def _admit_incoming(self, site: H323Site, incoming: CallIncoming) -> None:
         handle = site.handle
         source = handle.call.config.signalling_host
         peer = handle._writer.get_extra_info("peername")
         if peer:
             source = str(peer[0])
+        caller = Caller("h323", source, identity=self._gatekeeper_identity(incoming, source),
+                        site=self._plan_site_of(incoming, source))
         candidates = [x for x in (incoming.called_number, *incoming.destination_aliases) if x]
         conference_id = None
         for candidate in candidates:
-            if await self.conferences.get(candidate) is not None:
+            if (await self.conferences.facts(candidate)).exists:
                 conference_id = candidate
                 break
         handle.alert()
         conf: RunningConference | None = None
         if conference_id is not None:
             try:
-                conf = await self.conferences.admit(conference_id, "", source)
+                conf = await self.conferences.admit(conference_id, caller)
             except JoinRefused as exc:
-                if exc.code != "wrong_pin":
-                    log.info("H.323 dial-in to %s refused: %s", conference_id, exc.message)
-                    handle.release(Cause.CALL_REJECTED)
+                if exc.code != "pin_required":
+                    log.info("H.323 dial-in from %s to %s refused: %s", source, conference_id, exc.code)
+                    await self._audit(caller, incoming, conference_id, "denied", exc.code)
+                    handle.release(*self._refusal(exc))
                     return
         await handle.answer()
         async with asyncio.timeout(10):
@@ -525,16 +588,21 @@ class H323Bridge:
         attempts = self.settings.ivr_attempts
         prompted = conf is None
 
-        async def goodbye(cause: int) -> None:
+        async def goodbye(cause: int, reason: str | None = None) -> None:
             site.prompt("goodbye")
             await site.finish_prompts()
-            handle.release(cause)
+            handle.release(cause, reason)
+
+        async def refused(conference_id: str, exc: JoinRefused) -> None:
+            log.info("H.323 dial-in from %s to %s refused: %s", source, conference_id, exc.code)
+            await self._audit(caller, incoming, conference_id, "denied", exc.code)
+            await goodbye(*self._refusal(exc))
 
         while conf is None:
             if conference_id is None:
                 site.prompt("enter_conference_id")
                 entered = await site.read_entry()
-                if await self.conferences.get(entered) is None:
+                if not (await self.conferences.facts(entered)).exists:
                     attempts -= 1
                     if attempts <= 0:
                         await goodbye(Cause.NO_ROUTE_TO_DESTINATION)
@@ -543,22 +611,24 @@ class H323Bridge:
                     continue
                 conference_id = entered
             try:
-                conf = await self.conferences.admit(conference_id, "", source)
+                conf = await self.conferences.admit(conference_id, caller)
             except JoinRefused as exc:
-                if exc.code != "wrong_pin":
-                    await goodbye(Cause.CALL_REJECTED)
+                if exc.code != "pin_required":
+                    await refused(conference_id, exc)
                     return
             if conf is None:
                 site.prompt("enter_pin")
                 pin = await site.read_entry()
                 try:
-                    conf = await self.conferences.admit(conference_id, pin, source)
+                    conf = await self.conferences.admit(conference_id, replace(caller, pin=pin))
                 except JoinRefused as exc:
                     attempts -= 1
                     if exc.code != "wrong_pin" or attempts <= 0:
-                        await goodbye(Cause.CALL_REJECTED)
+                        await refused(conference_id, exc)
                         return
+                    await self._audit(caller, incoming, conference_id, "denied", exc.code)
                     site.prompt("invalid")
+        await self._audit(caller, incoming, conference_id or conf.id, "ok", "admitted")
         if prompted:
             site.prompt("joining")
             await site.finish_prompts()
@@ -767,7 +837,9 @@ def bridge_settings(settings: Settings) -> BridgeSettings:
     return BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
                           rtp_last=rtp.port_max, gatekeeper=h323.gatekeeper,
                           gatekeeper_address=h323.gatekeeper_address, aliases=tuple(h323.aliases),
-                          ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds)
+                          ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds,
+                          gatekeeper_accounts=tuple((alias, password.get_secret_value())
+                                                    for alias, password in h323.gatekeeper_accounts.items()))
 
 
 async def start(core: CoreServices) -> H323Capability | None:

@@ -9,8 +9,9 @@ conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when no
 * dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one,
   checked by ``ConferenceService.admit`` with its per-source back-off, see
   :class:`ConferencePins`; conferences that admit no guests digest-challenge the INVITE, so
-  only registered accounts get in); any other user (``sip:ivr@host``) gets the IVR, which asks
-  for the id and PIN;
+  only registered accounts get in; the room of an emergency call is refused with 403); any
+  other user (``sip:ivr@host``) gets the IVR, which asks for the id and PIN and treats a
+  conference the caller may not enter like an unknown one;
 * dial-out (:meth:`SipBridge.invite`, :meth:`redial`, :meth:`hangup`, and through
   :class:`SipSiteDialer` the console's site buttons and "add a site by address"): to a site of
   the site plan (its SIP endpoint address, or the registered contact of that user when it
@@ -28,7 +29,6 @@ import contextlib
 import logging
 import re
 import ssl
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ import numpy as np
 from config.errors import ConfigError
 from config.settings import SipSettings
 from core.runtime import CoreServices
+from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
@@ -51,7 +52,7 @@ from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
-from sip_gateway.sip.gateway import SipGateway, SipSite
+from sip_gateway.sip.gateway import Screening, SipGateway, SipSite
 from sip_gateway.sip.ivr import PinVerdict
 from sip_gateway.sip.sdp import MediaPolicy, MediaStream
 from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
@@ -180,7 +181,8 @@ class ConferenceRoom:
         self.conf = conf
         self.conference_id: str = conf.id
         self.pin: str | None = conf.record.pin or None
-        # Conferences that admit no guests: only callers with an account (digest) get in.
+        # Conferences that admit no guests: only callers with an account (digest) get in
+        # (the gateway asks ConferencePins.screen, which applies mcu.admission; this is informative).
         self.require_auth: bool = not conf.record.guests
 
     def join(self, site: SipSite) -> _SiteSink:
@@ -195,16 +197,19 @@ _VERDICTS: dict[str, PinVerdict] = {"wrong_pin": "wrong", "too_many_attempts": "
 
 
 class ConferencePins:
-    """The gateway's PinPolicy on ``ConferenceService.admit``: one per-source back-off for every way in.
+    """The gateway's PinPolicy on the one admission policy (``mcu.admission``) of every way in.
 
-    A wrong PIN keyed at the SIP IVR counts exactly like one typed on the join page (same
-    ``PinGuard``, keyed by the caller's IP address); each refusal and each PIN admission is
-    audited as ``conference.join`` with ``protocol: sip``.
+    The caller is ``Caller("sip", source, identity="sip:<digest user>" or None, pin)``: a conference
+    that admits no guests challenges until the caller has a digest account, the room of an
+    emergency call is refused (403), a wrong PIN keyed at the SIP IVR counts exactly like one typed
+    on the join page (same ``PinGuard``, keyed by the caller's IP address). Each refusal and each
+    PIN admission is audited as ``conference.join`` with ``protocol: sip``.
     """
 
     def __init__(self, core: CoreServices, conferences: ConferenceService) -> None:
         self.core = core
         self.conferences = conferences
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def _actor(call: Call) -> str:
@@ -217,14 +222,39 @@ class ConferencePins:
             user = "anonymous"
         return "sip:" + _SAFE_ID.sub("_", user)[:64]  # a caller chooses its From: keep it short and plain
 
+    @staticmethod
+    def caller(call: Call, pin: str | None = None) -> Caller:
+        """What the admission policy gets to know about a SIP caller."""
+        identity = f"sip:{call.authenticated_user}" if call.authenticated_user else None
+        return Caller("sip", call.flow.host, identity=identity, pin=pin)
+
     async def _audit(self, call: Call, conference_id: str, outcome: str, code: str) -> None:
         await self.core.audit.record(self._actor(call), "conference.join", conference_id, outcome=outcome,
                                      source=call.flow.host, detail={"protocol": "sip", "code": code})
 
+    def screen(self, conference_id: str, call: Call) -> Screening:
+        """The policy before any PIN: "ok", "challenge" (no digest yet), "locked" (back-off) or "refused"."""
+        try:
+            self.conferences.decide(self.conferences.running_facts(conference_id), self.caller(call))
+        except JoinRefused as exc:
+            if exc.code in ("pin_required", "locked", "not_started", "ended"):
+                # The PIN is the IVR's to ask; a locked room refuses the join itself, which the
+                # console's site list shows (as before). Nothing here is about who calls.
+                return "ok"
+            if exc.code == "auth_required" and call.authenticated_user is None:
+                return "challenge"  # not audited: every digest call starts with this round
+            log.warning("SIP caller %s (%s) refused for conference %s: %s", self._actor(call), call.flow.host,
+                        conference_id, exc.code)
+            task = asyncio.get_running_loop().create_task(self._audit(call, conference_id, "denied", exc.code))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return "locked" if exc.code == "too_many_attempts" else "refused"
+        return "ok"
+
     async def check_pin(self, conference_id: str, pin: str, call: Call) -> PinVerdict:
         """Admit with the PIN: "ok", "wrong", "locked" (back-off) or "refused" (ended/locked room)."""
         try:
-            await self.conferences.admit(conference_id, pin, call.flow.host)
+            await self.conferences.admit(conference_id, self.caller(call, pin))
         except JoinRefused as exc:
             log.warning("SIP caller %s (%s) refused for conference %s: %s", self._actor(call), call.flow.host,
                         conference_id, exc.code)
@@ -234,16 +264,6 @@ class ConferencePins:
                  conference_id)
         await self._audit(call, conference_id, "ok", "pin")
         return "ok"
-
-    async def locked_out(self, conference_id: str, call: Call) -> bool:
-        """True while the caller's address is in back-off for this conference (the INVITE gets 403)."""
-        wait = self.conferences.pin_guard.blocked_for(conference_id, call.flow.host, time.monotonic())
-        if wait <= 0:
-            return False
-        log.warning("SIP caller %s (%s) locked out of conference %s for %.0f s", self._actor(call), call.flow.host,
-                    conference_id, wait)
-        await self._audit(call, conference_id, "denied", "too_many_attempts")
-        return True
 
 
 @dataclass

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.roles import Role
 from core.runtime import CoreServices
+from mcu.admission import Caller
 from mcu.cascade.naming import link_participant
 from mcu.conferences import (
     DIAL_ACTIONS,
@@ -591,15 +592,23 @@ async def _admit(websocket: WebSocket, services: CoreServices, service: Conferen
         if not chair or conf is None:
             await refuse("forbidden" if not chair else "not_started", "无权预览" if not chair else "会议未在进行")
             return None
+        if not conf.record.dial_in:  # the room of an emergency call: the desk's, nobody else's
+            await refuse("protected", "该会议不接受呼入")
+            return None
         leg = legs.create(conf, participant_id=f"preview-{secrets.token_hex(4)}", view=BROADCAST)
     else:
+        # The one admission policy (mcu.admission): a console login is the identity, chair roles host.
+        caller = Caller("webrtc", source, identity=f"console:{principal.user.username}" if principal else None,
+                        pin=message.pin or None, host=chair)
         try:
-            conf = await service.admit(conference_id, message.pin, source, skip_pin=chair)
+            conf = await service.admit(conference_id, caller)
         except JoinRefused as exc:
-            await refuse(exc.code, exc.message, exc.retry_after)
-            return None
-        if not conf.record.guests and principal is None:
-            await refuse("login_required", "该会议需要登录后加入")
+            if exc.code == "auth_required":
+                await refuse("login_required", "该会议需要登录后加入")
+            elif exc.code == "pin_required":  # the page asks for the PIN on this code
+                await refuse("wrong_pin", exc.message)
+            else:
+                await refuse(exc.code, exc.message, exc.retry_after)
             return None
         default = (principal.user.display_name or principal.user.username) if principal else "访客"
         name = "".join(c for c in message.name.strip() if c.isprintable()) or default

@@ -9,6 +9,10 @@
   same child replaces the first (its old call may be a zombie of a line that went down).
 * on a **bridge** node (the telecom stand-in) any call to ``sip:<digits>@bridge`` joins the
   room of that number, creating it on demand; no PIN, no IVR.
+
+Both still ask the one admission policy (``mcu.admission``): a link is ``Caller("cascade", …,
+identity="cascade:<child>", host=True)``, a bridge caller an ordinary SIP caller of a guest room;
+so the room of an emergency call or a locked room refuses them too (403).
 * anything else goes to the gateway unchanged.
 """
 from __future__ import annotations
@@ -20,9 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from config.site_plan import Node, SitePlan
+from mcu.admission import Caller
 from mcu.cascade.naming import link_name, link_site_id, sip_password
-from mcu.conferences import ConferenceError
-from mcu.sip_bridge import SipBridge
+from mcu.conferences import ConferenceError, JoinRefused
+from mcu.sip_bridge import ConferencePins, SipBridge
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Challenge, Decision, Reject
 from sip_gateway.sip.errors import SipParseError
@@ -82,6 +87,10 @@ class CascadeAdmission:
         conf = self.sip.conferences.running(number)
         if conf is None or conf.room.ended:
             return Reject(404, "No such conference")
+        refused = await self._policy(number, Caller("cascade", call.flow.host, identity=f"cascade:{child.name}",
+                                                    host=True))
+        if refused is not None:
+            return refused
         site_id = link_site_id(child.name)
         old = self.sip.sites.get((number, site_id))
         if old is not None and old.connected:
@@ -92,11 +101,25 @@ class CascadeAdmission:
         self.on_link_call(number, child.name)
         return await self.sip.admit(conf, call, site_id, link_name(self.plan, child))
 
+    async def _policy(self, conference_id: str, caller: Caller) -> Reject | None:
+        """The admission policy's refusal as a SIP answer (None: admitted)."""
+        try:
+            await self.sip.conferences.admit(conference_id, caller)
+        except JoinRefused as exc:
+            log.warning("cascade/bridge call from %s to %s refused: %s", caller.identity or caller.source,
+                        conference_id, exc.code)
+            return Reject(404, "No such conference") if exc.code in ("unknown", "not_started", "ended") \
+                else Reject(403, "Forbidden")
+        return None
+
     async def _bridge_call(self, call: Call, user: str, number: str) -> Decision:
         try:
             conf = await self.sip.conferences.open_bridge_room(number)
         except ConferenceError:
             return Reject(404, "No such conference")
+        refused = await self._policy(conf.id, ConferencePins.caller(call))
+        if refused is not None:
+            return refused
         base = "bridge-" + (_SAFE.sub("_", user)[:40] or "anon")
         site_id, n = base, 1
         while site_id in conf.room.participants or (

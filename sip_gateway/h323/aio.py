@@ -205,8 +205,8 @@ class CallHandle:
             address = MediaAddress(host, port)
         self._apply(self.call.answer(self._now(), address))
 
-    def release(self, cause: int = Cause.NORMAL_CALL_CLEARING) -> None:
-        self._apply(self.call.release(cause, self._now()))
+    def release(self, cause: int = Cause.NORMAL_CALL_CLEARING, h225_reason: str | None = None) -> None:
+        self._apply(self.call.release(cause, self._now(), h225_reason))
 
     def send_user_input(self, text: str, signal: bool = True) -> None:
         self._apply(self.call.send_user_input(text, self._now(), signal=signal))

@@ -148,7 +148,7 @@ _CAUSE_BY_REASON: dict[str, int] = {
     "unreachableDestination": Cause.NO_ROUTE_TO_DESTINATION, "destinationRejection": Cause.CALL_REJECTED,
     "badFormatAddress": Cause.INVALID_NUMBER_FORMAT, "inConf": Cause.USER_BUSY,
     "adaptiveBusy": Cause.USER_BUSY, "gatewayResources": Cause.RESOURCE_UNAVAILABLE,
-    "undefinedReason": Cause.NORMAL_CALL_CLEARING,
+    "undefinedReason": Cause.NORMAL_CALL_CLEARING, "securityDenied": Cause.CALL_REJECTED,
 }
 _EXPECTED: dict[CallState, frozenset[int]] = {
     CallState.IDLE: frozenset({MessageType.SETUP}),
@@ -366,9 +366,12 @@ class Call:
             self._start_h245(now)
         return self._take_events()
 
-    def release(self, cause: int, now: float) -> list[Event]:
-        """Clear the call with a Q.850 cause (ReleaseComplete; endSessionCommand first)."""
-        self._release(cause, now, by_remote=False, reason="local release")
+    def release(self, cause: int, now: float, h225_reason: str | None = None) -> list[Event]:
+        """Clear the call with a Q.850 cause (ReleaseComplete; endSessionCommand first).
+
+        ``h225_reason`` is the ReleaseCompleteReason to send (e.g. ``securityDenied``); by
+        default the one H.225.0 maps to ``cause``."""
+        self._release(cause, now, by_remote=False, reason="local release", h225_reason=h225_reason)
         return self._take_events()
 
     def h245_connected(self, now: float) -> list[Event]:
@@ -578,7 +581,9 @@ class Call:
                 cause = decode_cause(cause_ie)
             elif "reason" in body:
                 cause = _CAUSE_BY_REASON.get(body["reason"][0], Cause.NORMAL_CALL_CLEARING)
-            self._release(cause, now, by_remote=True, reason="ReleaseComplete received", send=False)
+            received = str(body["reason"][0]) if isinstance(body, dict) and isinstance(body.get("reason"), tuple) else ""
+            self._release(cause, now, by_remote=True, reason="ReleaseComplete received", send=False,
+                          h225_reason=received)
         elif kind == MessageType.STATUS_INQUIRY:
             self._send_status(30)  # response to STATUS ENQUIRY
         elif kind == MessageType.STATUS:
@@ -1008,9 +1013,12 @@ class Call:
         self._events.append(ProtocolErrorLogged(detail))
         self._release(cause, now, by_remote=False, reason=detail)
 
-    def _release(self, cause: int, now: float, by_remote: bool, reason: str, send: bool = True) -> None:
+    def _release(self, cause: int, now: float, by_remote: bool, reason: str, send: bool = True,
+                 h225_reason: str | None = None) -> None:
         if self.released:
             return
+        if h225_reason is None and not by_remote:
+            h225_reason = _RELEASE_REASONS.get(cause, "undefinedReason")
         if send and not by_remote or (send and by_remote and reason.startswith("endSession")):
             if self.h245 is not None and self.h245.started and not self.h245.ended:
                 self.h245.end_session()
@@ -1023,7 +1031,7 @@ class Call:
             if self.state is not CallState.IDLE:
                 body: dict[str, Any] = {
                     "protocolIdentifier": H225_PROTOCOL_ID,
-                    "reason": (_RELEASE_REASONS.get(cause, "undefinedReason"), 0),
+                    "reason": (h225_reason or "undefinedReason", 0),
                     "callIdentifier": {"guid": self.call_id or bytes(16)},
                 }
                 self._send_q931(MessageType.RELEASE_COMPLETE, "releaseComplete", body,
@@ -1034,5 +1042,5 @@ class Call:
         self.timers.clear()
         self.state = CallState.RELEASED
         self.release_cause = cause
-        self._events.append(CallReleased(self.call_id, cause, by_remote, reason))
+        self._events.append(CallReleased(self.call_id, cause, by_remote, reason, h225_reason or ""))
 

@@ -101,12 +101,14 @@ class CallConnected(Event):
 
 @dataclass(frozen=True)
 class CallReleased(Event):
-    """The call is over. ``cause`` is the Q.850 cause (sent or received)."""
+    """The call is over. ``cause`` is the Q.850 cause (sent or received); ``h225_reason`` the
+    H.225.0 ReleaseCompleteReason (sent or received, e.g. ``securityDenied``; "" when none)."""
 
     call_id: bytes
     cause: int
     by_remote: bool
     reason: str = ""
+    h225_reason: str = ""
 
 
 @dataclass(frozen=True)

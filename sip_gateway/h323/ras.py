@@ -6,12 +6,21 @@ discovers a gatekeeper (GRQ), registers (RRQ, kept alive by lightweight RRQs bef
 (DRQ). :class:`Gatekeeper` is the minimal gatekeeper the issue asks for: it registers
 local terminals so the console can dial them by alias, admits calls between registered
 aliases (direct call model) and forgets registrations when their time to live expires.
+
+H.235.1 (baseline security profile, :mod:`.h235`): a client with a ``password`` signs every
+RRQ, ARQ, DRQ and URQ with an HMAC-SHA1-96 CryptoToken. A gatekeeper with ``accounts``
+(alias → password) registers such an alias only with a valid token (else RRJ
+``securityDenial``), then expects a valid token from that registration on keep-alive RRQs,
+ARQs and URQs (ARJ/RRJ/URJ ``securityDenial`` otherwise), refuses replayed tokens and signs its
+answers to them. :meth:`Gatekeeper.authenticated_call` tells the MCU whether a call it receives
+was admitted (ARQ) for such an authenticated registration from that address.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,11 +28,13 @@ from typing import Any, cast
 
 from .asn1 import H225_PROTOCOL_ID, Asn1Error, decode_ras, encode_ras
 from .events import MediaAddress
+from .h235 import check_ras, sign_ras, token_info
 from .timers import Timers
 
 __all__ = [
     "AdmissionConfirmed",
     "AdmissionRejected",
+    "AuthenticatedCall",
     "Gatekeeper",
     "GatekeeperProtocol",
     "RasClient",
@@ -116,6 +127,10 @@ class RasClientConfig:
     keepalive_margin: float = 30.0
     request_timeout: float = 3.0
     retries: int = 2
+    # H.235.1: sign RRQ/ARQ/DRQ/URQ with this password as ``account`` (default: the first alias).
+    password: str | None = None
+    account: str | None = None
+    clock_offset: float = 0.0  # wall-clock seconds minus the ``now`` the client is driven with
 
 
 class ClientState(Enum):
@@ -146,6 +161,7 @@ class RasClient:
         self.time_to_live: int | None = None
         self._rng = rng or random.Random()
         self._seq = self._rng.randrange(1, 60000)
+        self._random = 0  # H.235.1 ClearToken random: one more per signed message
         self._pending: dict[int, _Request] = {}
         self._out: list[bytes] = []
         self._events: list[RasEvent] = []
@@ -170,7 +186,14 @@ class RasClient:
     def _request(self, kind: str, body: dict[str, Any], now: float, call_id: bytes = b"") -> int:
         seq = self._next_seq()
         body["requestSeqNum"] = seq
-        data = encode_ras((kind, body))
+        password = self.config.password
+        if password is not None and kind != "gatekeeperRequest":
+            self._random += 1
+            account = self.config.account or (self.config.aliases[0] if self.config.aliases else "")
+            data = sign_ras(kind, body, password, account, self.gatekeeper_id, int(now + self.config.clock_offset),
+                            self._random)
+        else:
+            data = encode_ras((kind, body))
         self._pending[seq] = _Request(data, kind, call_id=call_id)
         self._out.append(data)
         self.timers.start(f"req:{seq}", now, self.config.request_timeout)
@@ -360,6 +383,20 @@ class Registration:
     call_signal: MediaAddress
     ras: MediaAddress
     expires: float
+    account: str | None = None  # the alias authenticated by H.235.1 (None: unauthenticated)
+
+
+@dataclass(frozen=True)
+class AuthenticatedCall:
+    """A call admitted (ARQ/ACF) for an H.235.1-authenticated registration."""
+
+    account: str
+    host: str  # the registration's call-signalling host
+    admitted_at: float
+
+
+_SECURITY_REJECTS = {"registrationRequest": "registrationReject", "admissionRequest": "admissionReject",
+                     "unregistrationRequest": "unregistrationReject"}
 
 
 @dataclass
@@ -373,6 +410,15 @@ class Gatekeeper:
     admitted: dict[tuple[bytes, str], float] = field(default_factory=dict)  # (callIdentifier, endpoint) -> time
     # Aliases the gatekeeper's own host answers without registering (the MCU's conference ids).
     local_aliases: Callable[[str], MediaAddress | None] | None = None
+    # H.235.1 passwords by alias: such an alias registers only with a valid token.
+    accounts: dict[str, str] = field(default_factory=dict)
+    clock_offset: float = 0.0  # wall-clock seconds minus ``now`` (the adapter sets it)
+    token_window: float = 300.0  # accepted clock difference of a token's timestamp (seconds)
+    call_window: float = 60.0  # a Setup must follow its ARQ within this many seconds
+    authenticated_calls: dict[bytes, AuthenticatedCall] = field(default_factory=dict)  # by callIdentifier
+    security_log: list[str] = field(default_factory=list)  # the last refusals (newest last, at most 100)
+    _last_token: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # account -> (time, random, seq)
+    _token_random: int = 0
     _counter: int = 0
 
     def lookup(self, alias: str, now: float) -> MediaAddress | None:
@@ -399,7 +445,12 @@ class Gatekeeper:
             seq = body.get("requestSeqNum", 1) if isinstance(body, dict) else 1
             return [(encode_ras(("unknownMessageResponse", {"requestSeqNum": seq})), source)]
         try:
-            reply: tuple[str, Any] | None = handler(body, source, now)
+            account, denied = self._authenticate(kind, body, data, source, now)
+            reply: tuple[str, Any] | None
+            if denied:
+                reply = self._security_reject(kind, body)
+            else:
+                reply = handler(body, source, now)
         except (KeyError, TypeError, ValueError, IndexError):
             return []
         if reply is None:
@@ -407,7 +458,72 @@ class Gatekeeper:
         destination = source
         if kind == "locationRequest":  # LRQ answers go to its replyAddress
             destination = address_from_ras(body.get("replyAddress")) or source
+        if account is not None and not denied:  # answer a protected request in kind
+            self._token_random += 1
+            return [(sign_ras(reply[0], reply[1], self.accounts[account], self.identifier, account,
+                              int(now + self.clock_offset), self._token_random), destination)]
         return [(encode_ras(reply), destination)]
+
+    # ------------------------------------------------------------------ H.235.1
+
+    def _claimed_account(self, kind: str, body: dict[str, Any]) -> str | None:
+        """The account a request must authenticate as (None: it needs no token)."""
+        if kind == "registrationRequest" and not body.get("keepAlive"):
+            token = token_info(body)
+            aliases = _alias_texts(body.get("terminalAlias"))
+            if token is not None and token.sender in self.accounts and token.sender in aliases:
+                return token.sender
+            return next((a for a in aliases if a in self.accounts), None)
+        if kind in _SECURITY_REJECTS:
+            registration = self.registrations.get(str(body.get("endpointIdentifier", "")))
+            return registration.account if registration is not None else None
+        return None
+
+    def _authenticate(self, kind: str, body: dict[str, Any], data: bytes, source: MediaAddress,
+                      now: float) -> tuple[str | None, bool]:
+        """(account whose token verified, denied?) for one request."""
+        account = self._claimed_account(kind, body)
+        if account is None:
+            return None, False
+        wall = now + self.clock_offset
+        check = check_ras(data, body, self.accounts[account], wall, self.token_window)
+        why = check.reason
+        if check.ok and check.token is not None:
+            token = check.token
+            last = self._last_token.get(account)
+            stamp = (token.timestamp, token.random, int(body.get("requestSeqNum", 0)))
+            if token.sender != account:
+                why = f"token signed as {token.sender!r}"
+            elif token.recipient and token.recipient != self.identifier:
+                why = f"token for gatekeeper {token.recipient!r}"
+            elif last is not None and stamp[:2] <= last[:2] and stamp != last:  # a retransmission is equal
+                why = "replayed token"
+            else:
+                self._last_token[account] = stamp
+                return account, False
+        self.security_log.append(f"{kind} from {source.host}:{source.port} as {account}: {why}")
+        del self.security_log[:-100]
+        return None, True
+
+    def _security_reject(self, kind: str, body: dict[str, Any]) -> tuple[str, Any] | None:
+        reject = _SECURITY_REJECTS.get(kind)
+        if reject is None:
+            return None
+        out: dict[str, Any] = {"requestSeqNum": body["requestSeqNum"], "rejectReason": ("securityDenial", 0)}
+        if reject == "registrationReject":
+            out["protocolIdentifier"] = H225_PROTOCOL_ID
+        return (reject, out)
+
+    def authenticated_call(self, call_id: bytes, host: str, now: float) -> str | None:
+        """The H.235.1 account of a call we receive: admitted by ARQ for an authenticated
+        registration whose call-signalling host is ``host``, at most ``call_window`` seconds ago.
+        Each admission answers once (a replayed Setup with the same callIdentifier gets None)."""
+        entry = self.authenticated_calls.pop(call_id, None)
+        for key in [k for k, v in self.authenticated_calls.items() if now - v.admitted_at > self.call_window]:
+            del self.authenticated_calls[key]
+        if entry is None or entry.host != host or now - entry.admitted_at > self.call_window:
+            return None
+        return entry.account
 
     def _registration_of(self, alias: str, now: float) -> tuple[MediaAddress, MediaAddress] | None:
         """(call signalling, RAS) addresses of a registered or local alias."""
@@ -471,7 +587,8 @@ class Gatekeeper:
                 del self.registrations[key]  # re-registration of the same endpoint
             self._counter += 1
             endpoint_id = f"EP{self._counter:06d}"
-            registration = Registration(endpoint_id, aliases, signal[0], ras[0], now + ttl)
+            registration = Registration(endpoint_id, aliases, signal[0], ras[0], now + ttl,
+                                        account=self._claimed_account("registrationRequest", body))
             self.registrations[endpoint_id] = registration
         return ("registrationConfirm", {
             "requestSeqNum": seq, "protocolIdentifier": H225_PROTOCOL_ID,
@@ -500,7 +617,11 @@ class Gatekeeper:
             if destination_or_none is None:
                 return ("admissionReject", {"requestSeqNum": seq, "rejectReason": ("calledPartyNotRegistered", 0)})
             destination = destination_or_none
-        self.admitted[(bytes(body["callIdentifier"]["guid"]), str(body["endpointIdentifier"]))] = now
+        call_id = bytes(body["callIdentifier"]["guid"])
+        self.admitted[(call_id, str(body["endpointIdentifier"]))] = now
+        caller = self.registrations[str(body["endpointIdentifier"])]
+        if caller.account is not None and not body.get("answerCall"):
+            self.authenticated_calls[call_id] = AuthenticatedCall(caller.account, caller.call_signal.host, now)
         return ("admissionConfirm", {
             "requestSeqNum": seq, "bandWidth": int(body["bandWidth"]), "callModel": ("direct", 0),
             "destCallSignalAddress": ras_transport(destination), "willRespondToIRR": False,
@@ -529,6 +650,7 @@ class GatekeeperProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         now = asyncio.get_running_loop().time()
+        self.gatekeeper.clock_offset = time.time() - now
         for reply, destination in self.gatekeeper.receive_datagram(data, MediaAddress(str(addr[0]), addr[1]), now):
             if self.transport is not None:
                 self.transport.sendto(reply, (destination.host, destination.port))
@@ -549,6 +671,7 @@ class RasClientProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector transport is not a DatagramTransport subclass, but has its API.
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.client.config.clock_offset = time.time() - asyncio.get_running_loop().time()  # H.235.1 timestamps
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.client.receive_datagram(data, asyncio.get_running_loop().time())

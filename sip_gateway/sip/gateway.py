@@ -7,10 +7,12 @@ conference id and PIN. Rooms dial out with :meth:`SipGateway.dial_out`. A joined
 goes to the :class:`~sip_gateway.rtp.leg.MediaSink` returned by :meth:`Room.join`; the room
 sends media back through ``site.leg``.
 
-PINs are checked by a :class:`PinPolicy` (the MCU's is ``ConferenceService.admit`` with its
-per-source back-off, so a wrong PIN keyed at the IVR counts like one typed on the join page);
-the default, :class:`RoomPinPolicy`, compares with ``Room.pin``. A caller whose source is locked
-out is refused before the call is answered (403).
+Who may enter is decided by a :class:`PinPolicy` (the MCU's asks its one admission policy,
+``mcu.admission``, with the per-source back-off, so a wrong PIN keyed at the IVR counts like one
+typed on the join page); the default, :class:`RoomPinPolicy`, challenges for ``Room.require_auth``
+and compares with ``Room.pin``. :meth:`PinPolicy.screen` is asked before a call to a conference
+id is answered (401 challenge, 403 refused or locked out) and for every conference id keyed at
+the IVR (a conference the caller may not enter is "invalid" there, like an unknown one).
 
 Prompts are generated tones (no speech files needed): two 660 Hz beeps = "enter the
 conference id", three 880 Hz beeps = "enter the PIN", a low 400 Hz tone = "invalid",
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import av
 import numpy as np
@@ -62,14 +65,19 @@ class Directory(Protocol):
         """The room, or None."""
 
 
+Screening = Literal["ok", "challenge", "locked", "refused"]
+"""Whether a caller may go on to a conference: yes (a PIN may still be asked), only after digest
+authentication, not now (back-off after wrong PINs), or not at all."""
+
+
 class PinPolicy(Protocol):
-    """Who may enter a PIN-protected conference (the MCU adds per-source back-off and audit)."""
+    """Who may enter a conference (the MCU adds its admission policy, per-source back-off and audit)."""
+
+    def screen(self, conference_id: str, call: Call) -> Screening:
+        """Before the PIN: may the caller of ``call`` go on to this (existing) conference?"""
 
     async def check_pin(self, conference_id: str, pin: str, call: Call) -> PinVerdict:
         """Check a PIN keyed by the caller of ``call`` (its source is ``call.flow.host``)."""
-
-    async def locked_out(self, conference_id: str, call: Call) -> bool:
-        """True when the caller's source may not try PINs for this conference now."""
 
 
 class RoomPinPolicy:
@@ -78,16 +86,19 @@ class RoomPinPolicy:
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
 
+    def screen(self, conference_id: str, call: Call) -> Screening:
+        """"challenge" for a room that requires authentication until the caller has it."""
+        room = self.directory.find(conference_id)
+        if room is None:
+            return "refused"
+        return "challenge" if room.require_auth and call.authenticated_user is None else "ok"
+
     async def check_pin(self, conference_id: str, pin: str, call: Call) -> PinVerdict:
         """"ok" for the room's PIN, "wrong" otherwise, "refused" when the room is gone."""
         room = self.directory.find(conference_id)
         if room is None:
             return "refused"
         return "ok" if room.pin and pin == room.pin else "wrong"
-
-    async def locked_out(self, conference_id: str, call: Call) -> bool:
-        """Never."""
-        return False
 
 
 # The default prompts are the beep patterns; the MCU passes spoken ones (sip_gateway.rtp.prompts).
@@ -174,9 +185,12 @@ class SipGateway:
         """The site that owns ``leg``."""
         return next((s for s in self.sites.values() if s.leg is leg), None)
 
-    def _lookup(self, conference_id: str) -> tuple[bool, bool]:
+    def _lookup(self, conference_id: str, call: Call) -> tuple[bool, bool]:
+        """For the IVR: (the caller may go on to this conference, it needs a PIN)."""
         room = self.directory.find(conference_id)
-        return (room is not None, bool(room and room.pin))
+        if room is None or self.pins.screen(conference_id, call) in ("challenge", "refused"):
+            return (False, False)
+        return (True, bool(room.pin))
 
     async def on_invite(self, call: Call) -> Decision:
         """Dial-in: numeric user = conference id, anything else = IVR."""
@@ -186,10 +200,13 @@ class SipGateway:
             room = self.directory.find(user)
             if room is None:
                 return Reject(404, "No such conference")
-            if room.require_auth and call.authenticated_user is None:
+            screening = self.pins.screen(user, call)
+            if screening == "challenge":
                 return Challenge()
-            if room.pin and await self.pins.locked_out(user, call):
+            if screening == "locked":
                 return Reject(403, "Too many wrong PINs, try later")
+            if screening == "refused":
+                return Reject(403, "Forbidden")
         wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
         try:
             leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=_IvrSink(self),
@@ -201,7 +218,8 @@ class SipGateway:
         if call.state == CallState.TERMINATED:  # cancelled while we were binding ports
             await leg.close()
             return None
-        site = SipSite(call, leg, self, ivr=Ivr(self._lookup, user if user.isdigit() else None))
+        site = SipSite(call, leg, self, ivr=Ivr(functools.partial(self._lookup, call=call),
+                                                user if user.isdigit() else None))
         self.sites[call.key] = site
         return Answer(leg.local_media)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core.runtime import CoreServices
+from mcu.admission import Caller
 from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, PinGuard
 from mcu.room import RoomSettings
 
@@ -80,31 +81,55 @@ async def test_schedule_start_join_leave_end_with_history(conferences: Conferenc
 
 async def test_admission_rules(conferences: ConferenceService) -> None:
     record = await conferences.create(name="区县视频会", actor="chair", pin="135790")
+
+    def member(source: str, pin: str | None = "135790", **kw: object) -> Caller:
+        return Caller("webrtc", source, identity="console:clerk", pin=pin, **kw)  # type: ignore[arg-type]
+
     with pytest.raises(JoinRefused) as refused:
-        await conferences.admit(record.id, "135790", "10.0.0.1")
+        await conferences.admit(record.id, member("10.0.0.1"))
     assert refused.value.code == "not_started"
     conf = await conferences.start_conference(record.id, actor="chair")
-    assert await conferences.admit(record.id, "135790", "10.0.0.1") is conf
+    assert await conferences.admit(record.id, member("10.0.0.1")) is conf
     for _ in range(3):
         with pytest.raises(JoinRefused, match="密码错误") as wrong:
-            await conferences.admit(record.id, "000000", "10.0.0.2")
+            await conferences.admit(record.id, member("10.0.0.2", "000000"))
         assert wrong.value.code == "wrong_pin"
     with pytest.raises(JoinRefused) as blocked:  # even the right PIN waits out the back-off
-        await conferences.admit(record.id, "135790", "10.0.0.2")
+        await conferences.admit(record.id, member("10.0.0.2"))
     assert blocked.value.code == "too_many_attempts" and blocked.value.retry_after > 20
-    assert await conferences.admit(record.id, "135790", "10.0.0.3") is conf  # other sources unaffected
-    assert await conferences.admit(record.id, "", "10.0.0.2", skip_pin=True) is conf  # signed-in roles
+    assert await conferences.admit(record.id, member("10.0.0.3")) is conf  # other sources unaffected
+    assert await conferences.admit(record.id, member("10.0.0.2", None, host=True)) is conf  # chair roles
+    # No guests: without an identity the PIN alone does not open it (H.323 excepted, see mcu.admission).
+    with pytest.raises(JoinRefused) as anonymous:
+        await conferences.admit(record.id, Caller("sip", "10.0.0.4", pin="135790"))
+    assert anonymous.value.code == "auth_required"
+    assert await conferences.admit(record.id, Caller("h323", "10.0.0.4", pin="135790")) is conf
     conf.room.lock()
     with pytest.raises(JoinRefused) as locked:
-        await conferences.admit(record.id, "135790", "10.0.0.1")
+        await conferences.admit(record.id, member("10.0.0.1"))
     assert locked.value.code == "locked"
     await conferences.end(record.id, actor="chair")
     with pytest.raises(JoinRefused) as ended:
-        await conferences.admit(record.id, "135790", "10.0.0.1")
+        await conferences.admit(record.id, member("10.0.0.1"))
     assert ended.value.code == "ended"
     with pytest.raises(JoinRefused) as unknown:
-        await conferences.admit("99999999", "", "10.0.0.1")
+        await conferences.admit("99999999", member("10.0.0.1"))
     assert unknown.value.code == "unknown"
+
+
+async def test_emergency_call_room_takes_no_dial_in(conferences: ConferenceService) -> None:
+    record = await conferences.create(name="接警 x", actor="desk", kind="emergency_call")
+    conf = await conferences.start_conference(record.id, "desk")
+    assert record.kind == "emergency_call" and not record.dial_in and record.to_json()["kind"] == "emergency_call"
+    for caller in (Caller("sip", "10.0.0.9", identity="sip:alice"), Caller("h323", "10.0.0.9", site="luoding-room"),
+                   Caller("webrtc", "10.0.0.9", identity="console:admin", host=True),
+                   Caller("cascade", "10.0.0.9", identity="cascade:yunan", host=True)):
+        with pytest.raises(JoinRefused) as refused:
+            await conferences.admit(record.id, caller)
+        assert refused.value.code == "protected", caller
+    assert conf.room.participants == {}
+    with pytest.raises(ConferenceError, match="kind"):
+        await conferences.create(name="x", actor="desk", kind="party")  # type: ignore[arg-type]
 
 
 async def test_scheduler_starts_and_ends_on_time(conferences: ConferenceService) -> None:

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from config.errors import ConfigError
 from config.settings import SipSettings
 from core.runtime import CoreServices
+from mcu.admission import Caller
 from mcu.conferences import ConferenceService, JoinRefused, PinGuard
 from mcu.room import RoomSettings
 from mcu.sip_bridge import DialOutError, SipBridge, start, tls_context
@@ -294,7 +295,7 @@ async def test_ivr_pin_goes_through_admit_with_back_off(
         assert result["last_status"] == 403 and result["call_state"] == "DISCONNECTED", result
         # The same back-off as the other ways in: even the right PIN from 127.0.0.2 is refused now.
         with pytest.raises(JoinRefused) as refused:
-            await conferences.admit(cid, "2468", "127.0.0.2")
+            await conferences.admit(cid, Caller("sip", "127.0.0.2", pin="2468"))
         assert refused.value.code == "too_many_attempts"
 
         # Another source with the right PIN gets in (through the IVR: conference id, then PIN).

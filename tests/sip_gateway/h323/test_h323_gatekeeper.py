@@ -254,6 +254,8 @@ async def test_client_mode_registers_admits_and_survives_gatekeeper_restart(serv
     ('[h323]\naliases = ["mcu", "mcu"]\n', "h323.aliases", "distinct"),
     ('[h323]\naliases = [""]\n', "h323.aliases", "printable"),
     ('[h323]\ntime_to_live_seconds = 1\n', "h323.time_to_live_seconds", "greater than or equal to 10"),
+    ('[h323]\ngatekeeper_accounts = { room-7 = "short" }\n', "h323.gatekeeper_accounts", "at least 8 characters"),
+    ('[h323]\ngatekeeper_accounts = { " room" = "long enough" }\n', "h323.gatekeeper_accounts", "printable"),
 ])
 def test_bad_gatekeeper_settings_name_the_field(tmp_path: Path, content: str, field: str, words: str) -> None:
     f = tmp_path / "bad.toml"
@@ -271,6 +273,10 @@ def test_good_gatekeeper_settings(tmp_path: Path) -> None:
     assert (h323.gatekeeper, h323.gatekeeper_address, h323.aliases) == ("client", "gk.example:1719",
                                                                         ["云浮MCU", "0766"])
     assert load_settings(None).h323.gatekeeper == "none"
+    f.write_text('[h323]\ngatekeeper = "server"\ngatekeeper_accounts = { "罗定-h323" = "云浮-2024-secret" }\n')
+    accounts = load_settings(f).h323.gatekeeper_accounts
+    assert {k: v.get_secret_value() for k, v in accounts.items()} == {"罗定-h323": "云浮-2024-secret"}
+    assert "云浮-2024-secret" not in repr(load_settings(f))  # never printed
 
 
 async def test_client_mode_with_gatekeeper_unreachable_still_calls_directly(services: CoreServices) -> None:

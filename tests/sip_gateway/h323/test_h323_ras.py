@@ -304,3 +304,70 @@ async def test_calls_through_gatekeeper_by_alias() -> None:
             await endpoint.close()
         for close in closers:
             close()
+
+
+# ---------------------------------------------------------------------------------------------- H.235.1
+
+WALL = 1_780_000_000.0  # these sans-I/O machines are driven with wall-clock seconds (clock_offset 0)
+
+
+def signed_client(alias: str, port: int, password: str | None) -> RasClient:
+    c = client((alias,), port)
+    c.config.password = password
+    return c
+
+
+def test_h235_registration_admission_and_attacks() -> None:
+    """RRQ/ARQ signed with HMAC-SHA1-96: the right password registers and admits; a wrong one,
+    none, a replay, a tampered datagram, an old timestamp or another gatekeeper's token do not."""
+    gk = Gatekeeper(time_to_live=60, accounts={"room-7": "seven-secret"})
+    good = signed_client("room-7", 7000, "seven-secret")
+    good.discover(WALL)
+    sent: list[bytes] = []
+    exchange(good, gk, WALL, sent)
+    assert good.state is ClientState.REGISTERED, gk.security_log
+    registration = next(iter(gk.registrations.values()))
+    assert registration.account == "room-7"
+    rrq = next(d for d in sent if asn1.decode_ras(d)[0] == "registrationRequest")
+    rcf = next(d for d in sent if asn1.decode_ras(d)[0] == "registrationConfirm")
+    assert asn1.decode_ras(rcf)[1]["cryptoTokens"]  # answered in kind
+
+    def answer(datagram: bytes, now: float = WALL) -> tuple[str, object]:
+        [(reply, _)] = gk.receive_datagram(datagram, good.config.ras_address, now)
+        kind, body = asn1.decode_ras(reply)
+        return kind, body.get("rejectReason")
+
+    good.admit(b"\x05" * 16, b"\x06" * 16, 9, "80000001", MediaAddress("127.0.0.1", 1720), False, WALL + 1)
+    [arq] = good.datagrams_to_send()
+    assert answer(arq, WALL + 1)[0] == "admissionConfirm"
+    assert answer(arq, WALL + 1)[0] == "admissionConfirm"  # a retransmission (the same datagram) is fine
+    # An older message replayed after newer ones: refused.
+    assert gk.authenticated_call(b"\x05" * 16, "127.0.0.1", WALL + 2) == "room-7"
+    assert gk.authenticated_call(b"\x05" * 16, "127.0.0.1", WALL + 2) is None  # once only
+    assert answer(rrq, WALL + 2) == ("registrationReject", ("securityDenial", 0))
+    # A flipped bit anywhere (here: the bandwidth) breaks the MAC.
+    good.admit(b"\x07" * 16, b"\x06" * 16, 10, "80000001", MediaAddress("127.0.0.1", 1720), False, WALL + 3)
+    [arq2] = good.datagrams_to_send()
+    kind, body = asn1.decode_ras(arq2)
+    body["bandWidth"] = 1
+    assert answer(asn1.encode_ras((kind, body)), WALL + 3) == ("admissionReject", ("securityDenial", 0))
+    assert gk.authenticated_call(b"\x07" * 16, "127.0.0.1", WALL + 3) is None
+    # Wrong password, no password, a clock far off, a token for another gatekeeper.
+    for password, now, gk_id in (("wrong-secret", WALL, None), (None, WALL, None),
+                                 ("seven-secret", WALL + 3600, None), ("seven-secret", WALL + 10, "other-gk")):
+        bad = signed_client("room-7", 7100, password)
+        bad.gatekeeper_id = gk_id
+        bad.register(now if gk_id is None else now)
+        [datagram] = bad.datagrams_to_send()
+        assert answer(datagram, WALL + 5) == ("registrationReject", ("securityDenial", 0)), (password, now, gk_id)
+    assert [line.split(": ")[-1] for line in gk.security_log[-4:]] == [
+        "wrong password or altered message", "no H.235.1 token", "timestamp outside the window",
+        "token for gatekeeper 'other-gk'"]
+    # An alias without an account registers unauthenticated and is never an authenticated caller.
+    plain = client(("visitor",), 7200)
+    plain.discover(WALL)
+    exchange(plain, gk, WALL + 6)
+    assert plain.state is ClientState.REGISTERED
+    plain.admit(b"\x09" * 16, b"\x06" * 16, 11, "80000001", MediaAddress("127.0.0.1", 1720), False, WALL + 6)
+    exchange(plain, gk, WALL + 6)
+    assert gk.authenticated_call(b"\x09" * 16, "127.0.0.1", WALL + 7) is None
