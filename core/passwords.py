@@ -1,0 +1,81 @@
+"""argon2id hashing off the event loop, in a small bounded thread pool.
+
+One argon2 verification costs tens to hundreds of milliseconds of CPU (64 MiB, 3 passes). On the
+event loop it would stall SIP, RTP control and websockets for that long, per login. Here it runs
+in `workers` threads (argon2-cffi releases the GIL while it hashes); at most `workers +
+max_waiting` hashes are in flight, and a further request is refused at once with `HashingBusy`
+(the web layer answers 503 with Retry-After) instead of piling up unbounded work.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+T = TypeVar("T")
+
+
+class HashingBusy(RuntimeError):
+    """Too many password hashes in flight; try again in a moment."""
+
+
+class PasswordHashing(Protocol):
+    """What `core.identity.Identity` needs from a password hasher."""
+
+    @property
+    def busy(self) -> bool: ...
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class BoundedHasher:
+    """argon2id in a bounded thread pool. Use from one event loop (the counter is not locked)."""
+
+    def __init__(self, workers: int = 2, max_waiting: int = 8, hasher: PasswordHasher | None = None) -> None:
+        if workers < 1 or max_waiting < 0:
+            raise ValueError("workers must be >= 1 and max_waiting >= 0")
+        self._hasher = hasher or PasswordHasher()
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="argon2")
+        self._limit = workers + max_waiting
+        self._in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        """True when a new hash would be refused."""
+        return self._in_flight >= self._limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self.busy:
+            raise HashingBusy("too many password checks in progress")
+        self._in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        finally:
+            self._in_flight -= 1
+
+    async def hash(self, password: str) -> str:
+        return await self._run(lambda: self._hasher.hash(password))
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return bool(self._hasher.verify(password_hash, password))
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await self._run(check)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
