@@ -4,11 +4,15 @@ One argon2 verification costs tens to hundreds of milliseconds of CPU (64 MiB, 3
 event loop it would stall SIP, RTP control and websockets for that long, per login. Here it runs
 in `workers` threads (argon2-cffi releases the GIL while it hashes); at most `workers +
 max_waiting` hashes are in flight, and a further request is refused at once with `HashingBusy`
-(the web layer answers 503 with Retry-After) instead of piling up unbounded work.
+(the web layer answers 503 with Retry-After) instead of piling up unbounded work. The hashing
+threads run at a lower scheduling priority (nice +10, Linux), so on a busy machine the event loop
+and the media threads come first and a burst of logins waits instead.
 """
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -17,6 +21,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 T = TypeVar("T")
+
+
+def _lower_priority() -> None:
+    """Thread initializer: nice this thread (Linux schedules threads one by one). Best effort."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 class HashingBusy(RuntimeError):
@@ -43,7 +55,7 @@ class BoundedHasher:
         if workers < 1 or max_waiting < 0:
             raise ValueError("workers must be >= 1 and max_waiting >= 0")
         self._hasher = hasher or PasswordHasher()
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="argon2")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="argon2", initializer=_lower_priority)
         self._limit = workers + max_waiting
         self._in_flight = 0
 
