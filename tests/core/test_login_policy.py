@@ -52,4 +52,4 @@ def test_bad_rules_are_refused() -> None:
     for kwargs in ({"free_attempts": 0}, {"base_delay_seconds": 0}, {"base_delay_seconds": 5, "max_delay_seconds": 1},
                    {"forget_seconds": 0}):
         with pytest.raises(ValueError):
-            ThrottleRule(**kwargs)  # type: ignore[arg-type]
+            ThrottleRule(**kwargs)
