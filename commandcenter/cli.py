@@ -52,9 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit log tasks").add_subparsers(dest="audit_command", required=True,
                                                                          metavar="TASK")
-    audit.add_parser("verify", help="check the audit log's hash chain; names the first broken row",
-                     description="Recompute every audit row's hash and link. Exit 0 with a summary when "
-                                 "intact; exit 1 naming the first edited, deleted or inserted row.")
+    audit_verify = audit.add_parser(
+        "verify", help="check the audit log's hash chain; names the first broken row",
+        description="Recompute every audit row's hash and link. Exit 0 with a summary when intact; exit 1 "
+                    "naming the first edited, deleted or inserted row.")
+    audit_verify.add_argument("--anchor", action="append", default=[], metavar="ID:HASH", type=_anchor,
+                              help="a row id and hash from an earlier summary, kept outside the database; "
+                                   "the row must still have that hash (repeatable)")
 
     verify = sub.add_parser("verify-export", help="verify an exported evidence bundle offline",
                             description="Check every segment, inclusion proof and the signed tree head "
@@ -67,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfg.add_parser("check", help="validate a settings file or a site plan")
     check.add_argument("file", type=Path)
     return parser
+
+
+def _anchor(text: str) -> tuple[int, bytes]:
+    """`ID:HASH` (HASH = 64 hex digits) for `audit verify --anchor`."""
+    row, _, digest = text.partition(":")
+    try:
+        value = (int(row), bytes.fromhex(digest))
+    except ValueError:
+        value = (0, b"")
+    if value[0] < 1 or len(value[1]) != 32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ID:HASH (a row id and 64 hex digits)")
+    return value
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -199,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "user":
         return asyncio.run(_with_services(settings, lambda s: _user_command(s, args)))
     if args.command == "audit":
-        return asyncio.run(_with_services(settings, _audit_verify))
+        return asyncio.run(_with_services(settings, lambda s: _audit_verify(s, dict(args.anchor))))
     raise AssertionError(args.command)
 
 
@@ -232,12 +248,12 @@ async def _user_command(services: object, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _audit_verify(services: object) -> int:
+async def _audit_verify(services: object, anchors: dict[int, bytes]) -> int:
     from core.audit import verify_chain
     from core.runtime import CoreServices
 
     assert isinstance(services, CoreServices)
-    report = await verify_chain(services.db)
+    report = await verify_chain(services.db, anchors)
     print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
 

@@ -81,8 +81,9 @@ class ChainReport:
 
     def summary(self) -> str:
         if self.ok:
-            return (f"audit log intact: {self.rows} rows, newest id {self.last_id}, "
-                    f"head hash {self.head_hash}")
+            return (f"audit log intact: {self.rows} rows, newest id {self.last_id}, head hash {self.head_hash}\n"
+                    f"keep this anchor outside the database and check it later with: "
+                    f"commandcenter audit verify --anchor {self.last_id}:{self.head_hash}")
         return f"audit log BROKEN at row {self.broken_id}: {self.problem} ({self.rows} rows checked before it)"
 
 
@@ -91,13 +92,18 @@ _CHAIN_ROWS = (
     "detail::text AS detail_text, prev_hash, row_hash FROM audit_log ORDER BY id")
 
 
-async def verify_chain(db: Database) -> ChainReport:
+async def verify_chain(db: Database, anchors: dict[int, bytes] | None = None) -> ChainReport:
     """Recompute every row's hash and link, in id order, in one snapshot; stop at the first break.
 
     Edited: a row whose contents do not match its hash. Deleted (or a rewritten predecessor): a row
     whose prev_hash is not its predecessor's hash. Inserted: a row the next one skips (links past).
     Newest rows deleted: the chain head (audit_chain_head) names a later row than the table has.
+
+    Someone who can write the database could recompute every hash from an edited row to the end,
+    head included. `anchors` ({row id: row hash}, from an earlier summary kept outside the
+    database) catch that: the anchored rows must still be there with those hashes.
     """
+    anchors = dict(anchors or {})
     async with db.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         head = await conn.fetchrow("SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1")
         expected, before_expected = GENESIS, b""
@@ -126,9 +132,14 @@ async def verify_chain(db: Database) -> ChainReport:
                 where = "the start" if prev_id is None else f"row {prev_id}"
                 return broken(row_id, f"does not link to {where}: rows between {where} and row {row_id} "
                                       f"were deleted{'' if prev_id is None else f', or row {prev_id} was rewritten'}")
+            if row_id in anchors and anchors.pop(row_id) != bytes(row_hash):
+                return broken(row_id, "does not match its anchor: the chain was rewritten up to here")
             before_expected, before_prev_id = expected, prev_id
             expected, prev_id = bytes(row_hash), row_id
             rows += 1
+    if anchors:
+        missing = min(anchors)
+        return ChainReport(False, rows, prev_id, expected.hex(), "an anchored row is missing (deleted)", missing)
     if head is None:
         return ChainReport(False, rows, prev_id, expected.hex(), "the chain head (audit_chain_head) is missing", None)
     if head["last_id"] != prev_id or bytes(head["last_hash"]) != expected:

@@ -131,3 +131,73 @@ async def test_verify_names_the_row_a_superuser_edited_deleted_or_inserted(servi
         await su.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only")
         await su.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_chain")
         await su.close()
+
+
+REHASH_FROM = """
+DO $$
+DECLARE r record; h bytea;
+BEGIN
+    SELECT prev_hash INTO h FROM audit_log WHERE id = {first};
+    FOR r IN SELECT * FROM audit_log WHERE id >= {first} ORDER BY id LOOP
+        UPDATE audit_log SET prev_hash = h,
+               row_hash = audit_row_hash(h, r.id, r.at, r.actor, r.action, r.target, r.outcome, r.source, r.detail)
+         WHERE id = r.id RETURNING row_hash INTO h;
+    END LOOP;
+    UPDATE audit_chain_head SET last_hash = h WHERE id = 1;
+END $$;
+"""
+
+
+async def test_an_anchor_kept_outside_catches_a_rewritten_tail(services: CoreServices, fresh_db_url: str,
+                                                               tmp_path: Path) -> None:
+    for i in range(4):
+        await services.audit.record("admin", "user.update", f"user{i}")
+    first = await asyncio.to_thread(audit_cli, fresh_db_url, tmp_path)
+    assert first.returncode == 0, first.stderr
+    anchor = first.stdout.split("--anchor ")[1].split()[0]
+    anchored_id = int(anchor.split(":")[0])
+    victim = anchored_id - 2
+    su = await asyncpg.connect(fresh_db_url)
+    try:
+        # A superuser edits a row and recomputes every hash after it, the head included.
+        await su.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
+        await su.execute("UPDATE audit_log SET actor = 'nobody' WHERE id = $1", victim)
+        await su.execute(REHASH_FROM.format(first=victim))
+        await su.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only")
+    finally:
+        await su.close()
+    assert (await verify_chain(services.db)).ok  # the chain alone cannot tell ...
+    env = {**os.environ, "DATABASE_URL": fresh_db_url, "CC_VAR_DIR": str(tmp_path)}
+
+    def verify(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "commandcenter", "audit", "verify", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    caught = await asyncio.to_thread(verify, "--anchor", anchor)  # ... the anchor can
+    assert caught.returncode == 1
+    assert f"BROKEN at row {anchored_id}:" in caught.stderr and "anchor" in caught.stderr, caught.stderr
+    bad = await asyncio.to_thread(verify, "--anchor", "12:not-hex")
+    assert bad.returncode == 2 and "not ID:HASH" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_lock_and_unlock_from_the_command_line(services: CoreServices, fresh_db_url: str,
+                                                     tmp_path: Path) -> None:
+    await services.identity.create_user("ct.li", "Calltaker-2026", "calltaker")
+    env = {**os.environ, "DATABASE_URL": fresh_db_url, "CC_VAR_DIR": str(tmp_path)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "commandcenter", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    assert (await asyncio.to_thread(cli, "user", "lock", "ct.li")).returncode == 0
+    listed = await asyncio.to_thread(cli, "user", "list")
+    assert any(line.split()[:3] == ["ct.li", "calltaker", "locked"] for line in listed.stdout.splitlines())
+    assert (await services.identity.authenticate("ct.li", "Calltaker-2026", "192.0.2.10")).reason == "locked"
+    assert (await asyncio.to_thread(cli, "user", "unlock", "ct.li")).returncode == 0
+    assert (await services.identity.authenticate("ct.li", "Calltaker-2026", "192.0.2.10")).ok
+    unknown = await asyncio.to_thread(cli, "user", "lock", "nobody")
+    assert unknown.returncode == 2 and "no such user" in unknown.stderr
+    actions = [(r["actor"], r["action"]) for r in await services.db.fetch(
+        "SELECT actor, action FROM audit_log WHERE target = 'ct.li' ORDER BY id")]
+    assert actions == [("cli", "user.lock"), ("cli", "user.unlock")]
+    assert (await verify_chain(services.db)).ok
