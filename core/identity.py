@@ -18,7 +18,7 @@ import asyncpg
 from argon2 import PasswordHasher
 
 from core.db import Database
-from core.login_policy import CounterState, Decision, LoginPolicy, decide
+from core.login_policy import CounterState, Decision, LoginPolicy, decide, source_key
 from core.passwords import BoundedHasher, HashingBusy, PasswordHashing
 from core.roles import Role, parse_role
 
@@ -233,7 +233,7 @@ class Identity:
         is checked; a success clears the first and gives back its count on the second.
         """
         now = now or datetime.now(UTC)
-        account = username[:_MAX_ACCOUNT_KEY]
+        account, source = username[:_MAX_ACCOUNT_KEY], source_key(source)
         self._attempts += 1
         if self._attempts % _PRUNE_EVERY == 0:
             await self.prune_login_throttle(now)

@@ -10,7 +10,8 @@ A password guesser is slowed down, not the account locked for everyone:
 - an attempt is counted *before* its password is checked, so parallel guesses are counted as they
   arrive (the store serializes the counting, see `core.identity.Identity`); a successful login
   clears its (source, account) counter and gives back its count on the source counter;
-- a counter with no attempt for `forget_seconds` starts over.
+- a counter with no attempt for `forget_seconds` starts over;
+- a source is an IPv4 address, or an IPv6 /64 (one host usually holds a whole /64).
 
 So a call-taker whose password is being guessed from one address still logs in from another,
 and an administrator who wants an account shut locks it by hand (`commandcenter user lock`).
@@ -19,8 +20,22 @@ Everything here is pure: the current time is an argument, nothing is stored or r
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+
+def source_key(address: str) -> str:
+    """The counter key of a client address: the IPv4 address, or the IPv6 /64 it is in."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address[:64]  # not an address (a test client, a unix socket): counted as given
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)

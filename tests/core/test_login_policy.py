@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.login_policy import CounterState, LoginPolicy, ThrottleRule, charge, decide
+from core.login_policy import CounterState, LoginPolicy, ThrottleRule, charge, decide, source_key
 
 T0 = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
 
@@ -53,3 +53,12 @@ def test_bad_rules_are_refused() -> None:
                    {"forget_seconds": 0}):
         with pytest.raises(ValueError):
             ThrottleRule(**kwargs)
+
+
+def test_sources_are_ipv4_addresses_or_ipv6_slash_64s() -> None:
+    assert source_key("127.0.0.2") == "127.0.0.2"
+    assert source_key("2001:db8:1:2:aaaa::1") == source_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key("testclient") == "testclient"
