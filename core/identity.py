@@ -233,7 +233,8 @@ class Identity:
         is checked; a success clears the first and gives back its count on the second.
         """
         now = now or datetime.now(UTC)
-        account, source = username[:_MAX_ACCOUNT_KEY], source_key(source)
+        # PostgreSQL text cannot hold NUL: such a name is no user's, and is counted escaped.
+        account, source = username[:_MAX_ACCOUNT_KEY].replace("\x00", "\\0"), source_key(source)
         self._attempts += 1
         if self._attempts % _PRUNE_EVERY == 0:
             await self.prune_login_throttle(now)
@@ -242,7 +243,8 @@ class Identity:
         decision = await self._count_attempt(source, account, now)
         if not decision.allowed:
             return LoginResult(None, "throttled", decision.retry_after)
-        row = await self.db.fetchrow(f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = $1", username)
+        row = None if "\x00" in username else await self.db.fetchrow(
+            f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = $1", username)
         try:
             good = await self.hashing.verify(row["password_hash"] if row else _DUMMY_HASH, password)
         except HashingBusy:

@@ -68,8 +68,8 @@ class BoundedHasher:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def _run(self, work: Callable[[], T]) -> T:
-        if self.busy:
+    async def _run(self, work: Callable[[], T], *, refuse_when_busy: bool = True) -> T:
+        if refuse_when_busy and self.busy:
             raise HashingBusy("too many password checks in progress")
         self._in_flight += 1
         try:
@@ -78,9 +78,13 @@ class BoundedHasher:
             self._in_flight -= 1
 
     async def hash(self, password: str) -> str:
-        return await self._run(lambda: self._hasher.hash(password))
+        """Hash a new password. Never refused: only administrators and the CLI set passwords, so
+        this work is bounded by them; it still queues behind (and counts against) the logins."""
+        return await self._run(lambda: self._hasher.hash(password), refuse_when_busy=False)
 
     async def verify(self, password_hash: str, password: str) -> bool:
+        """Check a password; HashingBusy at once when the pool is full."""
+
         def check() -> bool:
             try:
                 return bool(self._hasher.verify(password_hash, password))

@@ -118,3 +118,21 @@ async def test_hashing_leaves_the_event_loop_free(services: CoreServices) -> Non
     assert all(r.ok for r in results)
     # One argon2 check takes ~0.1-0.5 s here; on the loop the ticker would be late by that much.
     assert max(lateness) < 0.1, (max(lateness), elapsed)
+
+
+async def test_a_name_postgresql_cannot_store_is_a_wrong_login_not_a_crash(services: CoreServices) -> None:
+    result = await services.identity.authenticate("call\x00taker", "whatever-123", "192.0.2.20")
+    assert result.reason == "bad_credentials"
+
+
+async def test_setting_a_password_waits_for_the_pool_instead_of_failing(services: CoreServices) -> None:
+    hasher = BoundedHasher(workers=1, max_waiting=0)
+    try:
+        stored = await hasher.hash("Secret-Pass-1")
+        check = asyncio.create_task(hasher.verify(stored, "Secret-Pass-1"))
+        await asyncio.sleep(0)
+        assert hasher.busy
+        new_hash, checked = await asyncio.gather(hasher.hash("Another-Pass-2"), check)
+        assert checked and new_hash.startswith("$argon2id$")
+    finally:
+        hasher.close()
