@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -116,8 +117,10 @@ async def test_hashing_leaves_the_event_loop_free(services: CoreServices) -> Non
     stop.set()
     await tick
     assert all(r.ok for r in results)
-    # One argon2 check takes ~0.1-0.5 s here; on the loop the ticker would be late by that much.
-    assert max(lateness) < 0.1, (max(lateness), elapsed)
+    # One argon2 check takes ~0.2-0.5 s here: on the loop, nearly every tick would be late by that
+    # much. Off the loop, a tick is late only by what the (shared, busy) machine adds.
+    typical, worst = statistics.median(lateness), max(lateness)
+    assert typical < 0.05 and worst < 1.0, (typical, worst, elapsed)
 
 
 async def test_a_name_postgresql_cannot_store_is_a_wrong_login_not_a_crash(services: CoreServices) -> None:
