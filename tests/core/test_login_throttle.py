@@ -117,10 +117,10 @@ async def test_hashing_leaves_the_event_loop_free(services: CoreServices) -> Non
     stop.set()
     await tick
     assert all(r.ok for r in results)
-    # One argon2 check takes ~0.2-0.5 s here: on the loop, nearly every tick would be late by that
-    # much. Off the loop, a tick is late only by what the (shared, busy) machine adds.
-    typical, worst = statistics.median(lateness), max(lateness)
-    assert typical < 0.05 and worst < 1.0, (typical, worst, elapsed)
+    # One argon2 check takes ~0.2-0.5 s here: on the loop, the ticker would stall for all ten of
+    # them (seconds in all). Off the loop, it stalls only for what the (shared, busy) machine adds.
+    stalled = sum(max(0.0, late - 0.05) for late in lateness)
+    assert stalled < 0.5 and max(lateness) < 1.0, (stalled, max(lateness), statistics.median(lateness), elapsed)
 
 
 async def test_a_name_postgresql_cannot_store_is_a_wrong_login_not_a_crash(services: CoreServices) -> None:
