@@ -45,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     passwd = user.add_parser("passwd", help="set a user's password")
     passwd.add_argument("username")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    lock = user.add_parser("lock", help="lock an account by hand (ends its sessions) until unlocked")
+    lock.add_argument("username")
+    unlock = user.add_parser("unlock", help="lift a hand-set lock and the account's login throttling")
+    unlock.add_argument("username")
+
+    audit = sub.add_parser("audit", help="audit log tasks").add_subparsers(dest="audit_command", required=True,
+                                                                         metavar="TASK")
+    audit_verify = audit.add_parser(
+        "verify", help="check the audit log's hash chain; names the first broken row",
+        description="Recompute every audit row's hash and link. Exit 0 with a summary when intact; exit 1 "
+                    "naming the first edited, deleted or inserted row.")
+    audit_verify.add_argument("--anchor", action="append", default=[], metavar="ID:HASH", type=_anchor,
+                              help="a row id and hash from an earlier summary, kept outside the database; "
+                                   "the row must still have that hash (repeatable)")
 
     verify = sub.add_parser("verify-export", help="verify an exported evidence bundle offline",
                             description="Check every segment, inclusion proof and the signed tree head "
@@ -64,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfg.add_parser("check", help="validate a settings file or a site plan")
     check.add_argument("file", type=Path)
     return parser
+
+
+def _anchor(text: str) -> tuple[int, bytes]:
+    """`ID:HASH` (HASH = 64 hex digits) for `audit verify --anchor`."""
+    row, _, digest = text.partition(":")
+    try:
+        value = (int(row), bytes.fromhex(digest))
+    except ValueError:
+        value = (0, b"")
+    if value[0] < 1 or len(value[1]) != 32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ID:HASH (a row id and 64 hex digits)")
+    return value
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -199,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_with_services(settings, migrate))
     if args.command == "user":
         return asyncio.run(_with_services(settings, lambda s: _user_command(s, args)))
+    if args.command == "audit":
+        return asyncio.run(_with_services(settings, lambda s: _audit_verify(s, dict(args.anchor))))
     raise AssertionError(args.command)
 
 
@@ -208,8 +236,16 @@ async def _user_command(services: object, args: argparse.Namespace) -> int:
     assert isinstance(services, CoreServices)
     if args.user_command == "list":
         for u in await services.identity.list_users():
-            state = "disabled" if u.disabled else ("locked" if u.locked_until else "active")
+            state = "disabled" if u.disabled else ("locked" if u.is_locked() else "active")
             print(f"{u.username:<16} {u.role.value:<11} {state:<8} {u.display_name}")
+        return EXIT_OK
+    if args.user_command in ("lock", "unlock"):
+        if args.user_command == "lock":
+            await services.identity.lock(args.username)
+        else:
+            await services.identity.unlock(args.username)
+        await services.audit.record("cli", f"user.{args.user_command}", args.username)
+        print(f"{args.user_command}ed {args.username}")
         return EXIT_OK
     password = _read_password(args.password_stdin)
     if args.user_command == "add":
@@ -221,6 +257,16 @@ async def _user_command(services: object, args: argparse.Namespace) -> int:
         await services.audit.record("cli", "user.password", args.username)
         print(f"password changed for {args.username}")
     return EXIT_OK
+
+
+async def _audit_verify(services: object, anchors: dict[int, bytes]) -> int:
+    from core.audit import verify_chain
+    from core.runtime import CoreServices
+
+    assert isinstance(services, CoreServices)
+    report = await verify_chain(services.db, anchors)
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

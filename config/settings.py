@@ -61,9 +61,30 @@ class DatabaseSettings(_Section):
 
 
 class SecuritySettings(_Section):
+    """Logins are slowed per (source address, account) and per source address, never locked for
+    everyone (core/login_policy.py): after the free attempts each further one waits
+    base * 2**(n - free) seconds, up to the maximum."""
+
     password_min_length: int = Field(10, ge=8, le=128)
-    lockout_failures: int = Field(5, ge=1, le=100)
-    lockout_seconds: int = Field(900, ge=1)
+    login_free_attempts: int = Field(
+        5, ge=1, le=100, description="login attempts per (source address, account) before each further one must wait")
+    login_max_delay_seconds: float = Field(300.0, gt=0, le=86400,
+                                           description="longest wait per (source address, account)")
+    login_source_free_attempts: int = Field(
+        30, ge=1, le=100000, description="login attempts per source address, any account, before each must wait")
+    login_source_max_delay_seconds: float = Field(60.0, gt=0, le=86400,
+                                                  description="longest wait per source address")
+    login_base_delay_seconds: float = Field(1.0, gt=0, le=3600, description="the first wait; it doubles each attempt")
+    login_forget_seconds: float = Field(3600.0, gt=0, description="a counter quiet this long starts over")
+    password_hash_workers: int = Field(2, ge=1, le=32, description="threads that hash and check passwords")
+    password_hash_queue: int = Field(8, ge=0, le=10000,
+                                     description="password checks that may wait; more are refused (503) at once")
+
+    @model_validator(mode="after")
+    def _delays(self) -> SecuritySettings:
+        if self.login_base_delay_seconds > min(self.login_max_delay_seconds, self.login_source_max_delay_seconds):
+            raise ValueError("login_base_delay_seconds must not exceed the maximum delays")
+        return self
 
 
 class SipSettings(_Section):

@@ -1,25 +1,40 @@
-"""Users, passwords (argon2), login lockout, browser sessions and API tokens.
+"""Users, passwords (argon2), login throttling, browser sessions and API tokens.
 
 Passwords are stored only as argon2id hashes; session cookies and API tokens only as SHA-256
-digests, so a database dump does not hand out logins.
+digests, so a database dump does not hand out logins. Hashing runs in a bounded thread pool
+(`core.passwords`), never on the event loop. Login attempts are slowed per (source, account) and
+per source by `core.login_policy`; the counters live in `login_throttle` and are counted
+atomically (an upsert holds the row lock until the decision is stored). An administrator can
+still lock an account by hand (`lock`/`unlock`).
 """
 from __future__ import annotations
 
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.db import Database
+from core.login_policy import CounterState, Decision, LoginPolicy, decide, source_key
+from core.passwords import BoundedHasher, HashingBusy, PasswordHashing
 from core.roles import Role, parse_role
 
-_hasher = PasswordHasher()
 # Verified against when the user does not exist, so timing does not reveal valid usernames.
-_DUMMY_HASH = _hasher.hash("not-a-real-password-0")
+_DUMMY_HASH = PasswordHasher().hash("not-a-real-password-0")
+# Longest account name kept in a throttle counter (usernames are at most 64 characters).
+_MAX_ACCOUNT_KEY = 128
+# Quiet throttle counters are deleted every this many login attempts.
+_PRUNE_EVERY = 500
+
+
+class _Refused(Exception):
+    """Raised inside the counting transaction to roll it back."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
 
 
 class IdentityError(ValueError):
@@ -58,28 +73,31 @@ class User:
     display_name: str
     role: Role
     disabled: bool
-    locked_until: datetime | None
+    locked_until: datetime | None  # set by an administrator (`Identity.lock`)
+
+    def is_locked(self, now: datetime | None = None) -> bool:
+        return self.locked_until is not None and self.locked_until > (now or datetime.now(UTC))
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> User:
+        locked_until = row["locked_until"]
+        if locked_until is not None and locked_until.tzinfo is None:  # asyncpg's 'infinity' (datetime.max)
+            locked_until = locked_until.replace(tzinfo=UTC)
         return cls(row["id"], row["username"], row["display_name"], Role(row["role"]),
-                   row["disabled"], row["locked_until"])
+                   row["disabled"], locked_until)
 
 
 @dataclass(frozen=True)
 class LoginResult:
     user: User | None
-    reason: str = ""  # "bad_credentials" | "locked" | "disabled" when user is None
+    # When user is None: "bad_credentials" | "locked" (by an administrator) | "disabled"
+    # | "throttled" (too many attempts from this source; wait retry_after) | "busy" (hashing pool full)
+    reason: str = ""
+    retry_after: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.user is not None
-
-
-@dataclass(frozen=True)
-class LockoutPolicy:
-    max_failures: int = 5
-    lock_seconds: int = 900
 
 
 def generate_password(length: int = 16) -> str:
@@ -102,10 +120,16 @@ class Identity:
     """User store and authentication on top of the `users`, `sessions` and `api_tokens` tables."""
 
     def __init__(self, db: Database, policy: PasswordPolicy | None = None,
-                 lockout: LockoutPolicy | None = None) -> None:
+                 login_policy: LoginPolicy | None = None, hashing: PasswordHashing | None = None) -> None:
         self.db = db
         self.policy = policy or PasswordPolicy()
-        self.lockout = lockout or LockoutPolicy()
+        self.login_policy = login_policy or LoginPolicy()
+        self.hashing: PasswordHashing = hashing or BoundedHasher()
+        self._attempts = 0
+
+    def close(self) -> None:
+        """Stop the hashing threads."""
+        self.hashing.close()
 
     # -- users ---------------------------------------------------------------------------
     async def create_user(self, username: str, password: str, role: str, display_name: str = "") -> User:
@@ -119,7 +143,7 @@ class Identity:
             row = await self.db.fetchrow(
                 f"INSERT INTO users (username, display_name, role, password_hash) VALUES ($1, $2, $3, $4) "
                 f"RETURNING {_USER_COLUMNS}",
-                username, display_name, parsed_role.value, _hasher.hash(password),
+                username, display_name, parsed_role.value, await self.hashing.hash(password),
             )
         except asyncpg.UniqueViolationError:
             raise IdentityError(f"user {username!r} already exists") from None
@@ -145,17 +169,41 @@ class Identity:
         return int(await self.db.fetchval("SELECT count(*) FROM users"))
 
     async def set_password(self, username: str, password: str) -> None:
-        """Change a password (clears lockout, ends the user's sessions)."""
+        """Change a password (clears the account's login throttling, ends the user's sessions).
+
+        A lock an administrator set stays: unlocking is a separate, deliberate act."""
         self.policy.check(password, username)
+        password_hash = await self.hashing.hash(password)
         async with self.db.transaction() as conn:
             user_id = await conn.fetchval(
-                "UPDATE users SET password_hash = $2, failed_logins = 0, locked_until = NULL, "
-                "password_changed_at = now() WHERE username = $1 RETURNING id",
-                username, _hasher.hash(password),
+                "UPDATE users SET password_hash = $2, password_changed_at = now() WHERE username = $1 RETURNING id",
+                username, password_hash,
             )
             if user_id is None:
                 raise IdentityError(f"no such user {username!r}")
             await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
+            await conn.execute(
+                "DELETE FROM login_throttle WHERE scope = 'source_account' AND account = $1", username)
+
+    async def lock(self, username: str, until: datetime | None = None) -> None:
+        """Lock an account by hand (until `until`, or until unlocked); ends its sessions."""
+        async with self.db.transaction() as conn:
+            user_id = await conn.fetchval(
+                "UPDATE users SET locked_until = coalesce($2, 'infinity'::timestamptz) WHERE username = $1 "
+                "RETURNING id", username, until)
+            if user_id is None:
+                raise IdentityError(f"no such user {username!r}")
+            await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
+
+    async def unlock(self, username: str) -> None:
+        """Lift a lock set by hand, and the account's login throttling."""
+        async with self.db.transaction() as conn:
+            user_id = await conn.fetchval(
+                "UPDATE users SET locked_until = NULL, failed_logins = 0 WHERE username = $1 RETURNING id", username)
+            if user_id is None:
+                raise IdentityError(f"no such user {username!r}")
+            await conn.execute(
+                "DELETE FROM login_throttle WHERE scope = 'source_account' AND account = $1", username)
 
     async def set_role(self, username: str, role: str) -> None:
         try:
@@ -177,35 +225,92 @@ class Identity:
                 await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
 
     # -- login ---------------------------------------------------------------------------
-    async def authenticate(self, username: str, password: str, now: datetime | None = None) -> LoginResult:
-        """Check a password, counting failures and locking the account after too many."""
+    async def authenticate(self, username: str, password: str, source: str = "",
+                           now: datetime | None = None) -> LoginResult:
+        """Check a password, slowing down whoever guesses (see core.login_policy).
+
+        The attempt is counted on the (source, account) and the source counter before the password
+        is checked; a success clears the first and gives back its count on the second.
+        """
         now = now or datetime.now(UTC)
-        row = await self.db.fetchrow(
-            f"SELECT {_USER_COLUMNS}, password_hash, failed_logins FROM users WHERE username = $1", username)
-        if row is None:
-            try:
-                _hasher.verify(_DUMMY_HASH, password)
-            except VerificationError:
-                pass
-            return LoginResult(None, "bad_credentials")
-        if row["locked_until"] is not None and row["locked_until"] > now:
-            return LoginResult(None, "locked")
+        # PostgreSQL text cannot hold NUL: such a name is no user's, and is counted escaped.
+        account, source = username[:_MAX_ACCOUNT_KEY].replace("\x00", "\\0"), source_key(source)
+        self._attempts += 1
+        if self._attempts % _PRUNE_EVERY == 0:
+            await self.prune_login_throttle(now)
+        if self.hashing.busy:
+            return LoginResult(None, "busy", 1.0)
+        decision = await self._count_attempt(source, account, now)
+        if not decision.allowed:
+            return LoginResult(None, "throttled", decision.retry_after)
+        row = None if "\x00" in username else await self.db.fetchrow(
+            f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = $1", username)
         try:
-            _hasher.verify(row["password_hash"], password)
-        except (VerificationError, InvalidHashError):
-            failures = row["failed_logins"] + 1
-            locked_until = None
-            if failures >= self.lockout.max_failures:
-                locked_until = now + timedelta(seconds=self.lockout.lock_seconds)
-                failures = 0
-            await self.db.execute(
-                "UPDATE users SET failed_logins = $2, locked_until = $3 WHERE id = $1",
-                row["id"], failures, locked_until)
-            return LoginResult(None, "locked" if locked_until else "bad_credentials")
-        if row["disabled"]:
+            good = await self.hashing.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+        except HashingBusy:
+            await self._give_back(source, account, clear_pair=False)
+            return LoginResult(None, "busy", 1.0)
+        if row is None or not good:
+            return LoginResult(None, "bad_credentials")
+        user = User.from_row(row)
+        if user.is_locked(now):
+            return LoginResult(None, "locked")
+        if user.disabled:
             return LoginResult(None, "disabled")
-        await self.db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1", row["id"])
-        return LoginResult(User.from_row(row))
+        await self._give_back(source, account, clear_pair=True)
+        return LoginResult(user)
+
+    async def _count_attempt(self, source: str, account: str, now: datetime) -> Decision:
+        """Count one attempt on both counters atomically; the pure policy decides."""
+        try:
+            return await self._count_attempt_in_transaction(source, account, now)
+        except _Refused as refused:  # the transaction rolled back: a refused attempt does not count
+            return refused.decision
+
+    async def _count_attempt_in_transaction(self, source: str, account: str, now: datetime) -> Decision:
+        async with self.db.transaction() as conn:
+            states = []
+            for scope, key_account in (("source_account", account), ("source", "")):
+                # The upsert takes the row lock: parallel attempts on this counter wait here until
+                # this transaction stores its decision, so each sees the count of the ones before.
+                row = await conn.fetchrow(
+                    """INSERT INTO login_throttle AS t (scope, source, account, attempts) VALUES ($1, $2, $3, 1)
+                       ON CONFLICT (scope, source, account) DO UPDATE SET attempts = t.attempts + 1
+                       RETURNING attempts - 1 AS before, last_at, not_before""",
+                    scope, source, key_account)
+                assert row is not None
+                states.append(CounterState(row["before"], row["last_at"], row["not_before"]))
+            decision = decide(self.login_policy, states[0], states[1], now)
+            if not decision.allowed:
+                raise _Refused(decision)
+            for scope, key_account, state in (("source_account", account, decision.pair),
+                                              ("source", "", decision.source)):
+                await conn.execute(
+                    "UPDATE login_throttle SET attempts = $4, last_at = $5, not_before = $6 "
+                    "WHERE scope = $1 AND source = $2 AND account = $3",
+                    scope, source, key_account, state.attempts, state.last_at, state.not_before)
+        return decision
+
+    async def _give_back(self, source: str, account: str, *, clear_pair: bool) -> None:
+        """Undo an attempt's count: a success, or an attempt that could not be checked."""
+        async with self.db.transaction() as conn:
+            if clear_pair:
+                await conn.execute("DELETE FROM login_throttle WHERE scope = 'source_account' AND source = $1 "
+                                   "AND account = $2", source, account)
+            else:
+                await conn.execute("UPDATE login_throttle SET attempts = greatest(attempts - 1, 0) "
+                                   "WHERE scope = 'source_account' AND source = $1 AND account = $2", source, account)
+            await conn.execute("UPDATE login_throttle SET attempts = greatest(attempts - 1, 0) "
+                               "WHERE scope = 'source' AND source = $1 AND account = ''", source)
+
+    async def prune_login_throttle(self, now: datetime | None = None) -> int:
+        """Delete counters quiet for longer than their rule forgets; returns how many."""
+        now = now or datetime.now(UTC)
+        status = await self.db.execute(
+            "DELETE FROM login_throttle WHERE (scope = 'source_account' AND last_at < $1 - make_interval(secs => $2)) "
+            "OR (scope = 'source' AND last_at < $1 - make_interval(secs => $3))",
+            now, self.login_policy.per_source_account.forget_seconds, self.login_policy.per_source.forget_seconds)
+        return int(status.split()[-1])
 
     # -- sessions ------------------------------------------------------------------------
     async def create_session(self, user: User, source: str = "") -> tuple[str, str]:

@@ -16,7 +16,9 @@ from config.site_plan import SitePlan, load_site_plan
 from core.audit import AuditLog
 from core.bus import Bus
 from core.db import Database, EmbeddedPostgres, apply_migrations, pending_migrations
-from core.identity import Identity, LockoutPolicy, PasswordPolicy, generate_password
+from core.identity import Identity, PasswordPolicy, generate_password
+from core.login_policy import LoginPolicy, ThrottleRule
+from core.passwords import BoundedHasher
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +68,17 @@ class CoreServices:
             if embedded:
                 await asyncio.to_thread(embedded.stop)
             raise
+        sec = settings.security
         identity = Identity(
             db,
-            PasswordPolicy(min_length=settings.security.password_min_length),
-            LockoutPolicy(settings.security.lockout_failures, settings.security.lockout_seconds),
+            PasswordPolicy(min_length=sec.password_min_length),
+            LoginPolicy(
+                per_source_account=ThrottleRule(sec.login_free_attempts, sec.login_base_delay_seconds,
+                                                sec.login_max_delay_seconds, sec.login_forget_seconds),
+                per_source=ThrottleRule(sec.login_source_free_attempts, sec.login_base_delay_seconds,
+                                        sec.login_source_max_delay_seconds, sec.login_forget_seconds),
+            ),
+            BoundedHasher(sec.password_hash_workers, sec.password_hash_queue),
         )
         services = cls(settings, plan, db, bus, identity, AuditLog(db), embedded)
         if seed and settings.demo.seed_users:
@@ -106,6 +115,7 @@ class CoreServices:
         for hook in reversed(self.on_stop):  # capability services stop before the database goes
             await hook()
         await self.bus.detach()
+        self.identity.close()
         await self.db.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)

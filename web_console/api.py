@@ -24,7 +24,7 @@ class UserOut(BaseModel):
     @classmethod
     def of(cls, user: User) -> UserOut:
         return cls(username=user.username, display_name=user.display_name, role=user.role,
-                   disabled=user.disabled, locked=user.locked_until is not None)
+                   disabled=user.disabled, locked=user.is_locked())
 
 
 class UserCreate(BaseModel):
@@ -40,6 +40,7 @@ class UserUpdate(BaseModel):
     role: Role | None = None
     password: str | None = Field(None, min_length=1, max_length=256)
     disabled: bool | None = None
+    locked: bool | None = Field(None, description="lock the account by hand (ends its sessions), or unlock it")
 
 
 class TokenCreate(BaseModel):
@@ -96,12 +97,18 @@ async def update_user(request: Request, username: str, body: UserUpdate,
             raise HTTPException(404, f"no such user {username!r}")
         if body.password is not None:
             services.identity.policy.check(body.password, username)  # validate all before changing any
+        if body.locked and username == principal.user.username:
+            raise IdentityError("you cannot lock your own account")
         if body.role is not None:
             await services.identity.set_role(username, body.role)
         if body.password is not None:
             await services.identity.set_password(username, body.password)
         if body.disabled is not None:
             await services.identity.set_disabled(username, body.disabled)
+        if body.locked is not None:
+            await (services.identity.lock(username) if body.locked else services.identity.unlock(username))
+            await services.audit.record(principal.user.username, "user.lock" if body.locked else "user.unlock",
+                                        username, source=client_address(request))
     except IdentityError as exc:
         await services.audit.record(principal.user.username, "user.update", username, outcome="failed",
                                     source=client_address(request), detail={"error": str(exc)})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Annotated
@@ -76,12 +77,20 @@ async def login(request: Request, username: Annotated[str, Form()] = "", passwor
                                     source=source, detail={"reason": "csrf"})
         return render(request, "login.html", status_code=403, next=_safe_next(next),
                       login_csrf=cookie, error_key="login.csrf")
-    result = await services.identity.authenticate(username.strip(), password)
+    result = await services.identity.authenticate(username.strip(), password, source)
     if not result.ok or result.user is None:
-        await services.audit.record(username or "anonymous", "login", username, outcome="failed",
-                                    source=source, detail={"reason": result.reason})
-        return render(request, "login.html", status_code=401, next=_safe_next(next), login_csrf=cookie,
-                      error_key=f"login.{result.reason}", username=username)
+        # Throttled (429) or hashing pool full (503): refused before the password was checked.
+        refused = result.reason in ("throttled", "busy")
+        wait = math.ceil(result.retry_after)
+        await services.audit.record(username or "anonymous", "login", username,
+                                    outcome="denied" if refused else "failed", source=source,
+                                    detail={"reason": result.reason, **({"retry_after": wait} if refused else {})})
+        status = {"throttled": 429, "busy": 503}.get(result.reason, 401)
+        response = render(request, "login.html", status_code=status, next=_safe_next(next), login_csrf=cookie,
+                          error_key=f"login.{result.reason}", retry_after=wait, username=username)
+        if refused:
+            response.headers["Retry-After"] = str(max(1, wait))
+        return response
     token, _csrf = await services.identity.create_session(result.user, source)
     await services.audit.record(result.user.username, "login", result.user.username, source=source)
     response = RedirectResponse(_safe_next(next), status_code=303)
@@ -163,6 +172,10 @@ async def users_update(request: Request, username: str, principal: Annotated[Pri
             if username == principal.user.username and action == "disable":
                 raise IdentityError("you cannot disable your own account")
             await services.identity.set_disabled(username, action == "disable")
+        elif action in ("lock", "unlock"):
+            if username == principal.user.username and action == "lock":
+                raise IdentityError("you cannot lock your own account")
+            await (services.identity.lock(username) if action == "lock" else services.identity.unlock(username))
         else:
             raise IdentityError(f"unknown action {action!r}")
     except IdentityError as exc:
