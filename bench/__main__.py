@@ -113,6 +113,13 @@ BENCHES: tuple[Bench, ...] = (
            Figure("fan-out p99 ms to the LAST console (the goal's metric)", "fanout.last_console_p99_ms",
                   "<= 100"),
            Figure("fan-out p99 ms over all deliveries", "fanout.p99_ms"))),
+    Bench("audit_chain", (), "audit_chain.json",
+          "embedded PostgreSQL; reference: a plain INSERT into the same columns with no chain trigger, same run",
+          (Figure("chained write p50 ms", "chained.write_p50_ms"),
+           Figure("plain INSERT write p50 ms", "plain.write_p50_ms"),
+           Figure("chained rows/s, 20 concurrent writers", "chained.concurrent_rows_per_s"),
+           Figure("plain rows/s, 20 concurrent writers", "plain.concurrent_rows_per_s"),
+           Figure("audit verify rows/s", "verify_rows_per_s"))),
     Bench("cascade_failover", ("--runs", "5"), "cascade_failover.json",
           "real nodes in network namespaces, production thresholds (3 s RTP timeout, 5 s hold); each run "
           "of this benchmark is itself 5 failovers",
