@@ -3,7 +3,8 @@
 ``tests/tools/h323plus/build.sh`` builds it from the source tarballs beside the script into a
 cache directory (``$H323PEER_PREFIX``, default ``~/.cache/h323peer``) in about four minutes.
 :func:`ensure_built` reuses that build when its sources are unchanged (a hash of the tool folder
-is stamped into the cache) and builds otherwise, under a file lock so that parallel test runs
+is stamped into the cache; when only ``h323peer.cxx`` changed, just the peer is recompiled)
+and builds otherwise, under a file lock so that parallel test runs
 build it once. A failed build raises: a test that needs the peer fails, it never skips.
 
 :class:`H323Peer` runs one ``h323peer`` process (calling, or listening with ``-l --once``) and
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -38,20 +40,24 @@ def default_prefix() -> Path:
     return cache / "h323peer"
 
 
-def source_hash() -> str:
-    """Hash of everything the build is made from (the tool folder but its README)."""
-    digest = hashlib.sha256()
-    for path in sorted(TOOLS.iterdir()):
-        if path.is_file() and path.suffix != ".md":
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+PEER_SOURCE = "h323peer.cxx"  # alone changed: only the peer is recompiled (seconds, PEER_ONLY=1)
 
 
-def _usable(prefix: Path, stamp: str) -> bool:
-    binary = prefix / "bin" / "h323peer"
-    stamp_file = prefix / "SOURCE-HASH"
-    if not binary.is_file() or not stamp_file.is_file() or stamp_file.read_text().strip() != stamp:
-        return False
+def source_hashes() -> dict[str, str]:
+    """Hash of each file the build is made from (the tool folder but its README)."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            for path in sorted(TOOLS.iterdir()) if path.is_file() and path.suffix != ".md"}
+
+
+def _stamp(prefix: Path) -> dict[str, str]:
+    try:
+        data = json.loads((prefix / "SOURCE-HASHES.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _runs(binary: Path) -> bool:
     try:
         result = subprocess.run([str(binary), "--list-caps"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -59,20 +65,33 @@ def _usable(prefix: Path, stamp: str) -> bool:
     return result.returncode == 0 and "G.711" in result.stdout
 
 
+def _usable(prefix: Path, wanted: dict[str, str]) -> bool:
+    binary = prefix / "bin" / "h323peer"
+    return binary.is_file() and _stamp(prefix) == wanted and _runs(binary)
+
+
 def ensure_built(prefix: Path | None = None) -> Path:
     """The ``h323peer`` binary: the cached build, or a new one (RuntimeError when it fails)."""
     prefix = prefix or default_prefix()
-    stamp = source_hash()
-    if _usable(prefix, stamp):
-        return prefix / "bin" / "h323peer"
+    wanted = source_hashes()
+    binary = prefix / "bin" / "h323peer"
+    if _usable(prefix, wanted):
+        return binary
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = prefix.parent / f"{prefix.name}-build"
     with open(prefix.parent / f".{prefix.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building it right now
-        if _usable(prefix, stamp):
-            return prefix / "bin" / "h323peer"
+        if _usable(prefix, wanted):
+            return binary
+        stamp = _stamp(prefix)
+        peer_only = (binary.is_file() and bool(stamp) and build_dir.is_dir()
+                     and {k: v for k, v in stamp.items() if k != PEER_SOURCE}
+                     == {k: v for k, v in wanted.items() if k != PEER_SOURCE})
         log = prefix.parent / f"{prefix.name}-build.log"
-        env = {**os.environ, "PREFIX": str(prefix), "BUILD_DIR": str(prefix.parent / f"{prefix.name}-build"),
-               "SELFTEST": "0", "NO_APT": "1"}  # the Makefile installs the Debian build packages
+        env = {**os.environ, "PREFIX": str(prefix), "BUILD_DIR": str(build_dir), "SELFTEST": "0",
+               "NO_APT": "1",  # the Makefile (system-deps) installs the Debian build packages
+               "PEER_ONLY": "1" if peer_only else "0"}
+        (prefix / "SOURCE-HASHES.json").unlink(missing_ok=True)
         started = time.monotonic()
         with open(log, "w") as out:
             try:
@@ -80,15 +99,15 @@ def ensure_built(prefix: Path | None = None) -> Path:
                                         env=env, timeout=BUILD_TIMEOUT)
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"building h323peer took over {BUILD_TIMEOUT} s (log: {log})") from None
-        if result.returncode != 0 or not (prefix / "bin" / "h323peer").is_file():
+        if result.returncode != 0 or not binary.is_file():
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             raise RuntimeError(f"building h323peer failed (exit {result.returncode}, log {log}; "
                                f"`make system-deps` as root installs its Debian packages):\n{tail}")
-        (prefix / "SOURCE-HASH").write_text(stamp + "\n")
-        if not _usable(prefix, stamp):
+        (prefix / "SOURCE-HASHES.json").write_text(json.dumps(wanted, indent=1) + "\n")
+        if not _usable(prefix, wanted):
             raise RuntimeError(f"h323peer was built but does not run (log: {log})")
-        print(f"h323peer built in {time.monotonic() - started:.0f} s into {prefix}")
-    return prefix / "bin" / "h323peer"
+        print(f"h323peer {'recompiled' if peer_only else 'built'} in {time.monotonic() - started:.0f} s into {prefix}")
+    return binary
 
 
 _SUMMARY = re.compile(
