@@ -55,7 +55,13 @@ from sip_gateway.h323.events import (
     VideoFastUpdateRequested,
 )
 from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
-from sip_gateway.h323.media import IVR_PROMPTS, BoundPortAllocator, H323MediaLeg, sent_formats, site_video_codec
+from sip_gateway.h323.media import (
+    IVR_PROMPTS,
+    BoundPortAllocator,
+    H323MediaLeg,
+    sent_formats,
+    site_video_codec,
+)
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
