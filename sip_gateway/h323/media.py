@@ -60,9 +60,9 @@ _SENT_SIZES = frozenset({"sqcifMPI", "qcifMPI", "cifMPI"})  # H.263/H.261 go out
 def sent_formats(formats: Iterable[MediaFormat]) -> tuple[MediaFormat, ...]:
     """``formats`` as the MCU sends them: H.263 and H.261 without the picture sizes above CIF.
 
-    What we propose to transmit (fast start, OpenLogicalChannel) must describe what we send: a
-    terminal that opens its decoder for a 4CIF channel and then gets CIF is misled (H323Plus
-    stalled starting a 704x576 receiver that only ever got CIF).
+    What we propose to transmit (fast start, OpenLogicalChannel) describes what we will send, and
+    the shared H.263/H.261 encoders send CIF: a terminal should not prepare a 4CIF receiver for it.
+    What we receive (``EndpointConfig.formats``) keeps 4CIF: we decode it.
     """
     out = []
     for fmt in formats:

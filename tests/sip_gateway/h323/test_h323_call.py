@@ -516,3 +516,25 @@ def test_caller_takes_callee_rtcp_from_the_reverse_answer() -> None:
     incoming = {e.channel.session_id: e.channel for e in s.of("a", ChannelOpened) if not e.channel.outgoing}
     assert incoming[1].remote_rtcp == MediaAddress("127.0.0.1", 30501)
     assert incoming[2].remote_rtcp == MediaAddress("127.0.0.1", 30003)  # the forward answer's
+
+
+def test_mcu_proposes_to_send_h263_at_cif_and_to_receive_4cif() -> None:
+    """The MCU's transmit proposals describe what its shared encoders send (H.263 up to CIF);
+    its receive proposals keep what it decodes (4CIF too)."""
+    from sip_gateway.h323.capabilities import DEFAULT_FORMATS
+    from sip_gateway.h323.media import sent_formats
+
+    cfg = EndpointConfig(h323_id="mcu", transmit_formats=sent_formats(DEFAULT_FORMATS))
+    call = Call.outgoing_call(cfg, "8001", MediaAddress("127.0.0.1", 1720), {1: 20000, 2: 20002}, 0.0,
+                              random.Random(1))
+    frame = TpktFramer().feed(call.data_to_send())[0]
+    body = asn1.decode_uuie(Q931Message.decode(frame).user_user or b"")["h323-uu-pdu"]["h323-message-body"][1]
+    sizes: dict[str, set[str]] = {"send": set(), "receive": set()}
+    for raw in body["fastStart"]:
+        olc = asn1.decode_olc(bytes(raw))
+        forward = olc["forwardLogicalChannelParameters"]["dataType"]
+        direction, data_type = (("receive", olc["reverseLogicalChannelParameters"]["dataType"])
+                                if forward[0] == "nullData" else ("send", forward))
+        if data_type[0] == "videoData" and data_type[1][0] == "h263VideoCapability":
+            sizes[direction] |= {k for k in data_type[1][1] if k.endswith("MPI")}
+    assert sizes == {"send": {"qcifMPI", "cifMPI"}, "receive": {"qcifMPI", "cifMPI", "cif4MPI"}}
