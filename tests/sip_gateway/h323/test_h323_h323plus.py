@@ -48,7 +48,7 @@ def _peer_args(tmp_path: Path, slow_start: bool, signalling_port: int) -> list[s
     args = ["-n", "-x", str(signalling_port), "-u", "h323plus-room", "--tone", str(PEER_TONE),
             "--wav-out", str(tmp_path / "peer_rx.wav"), "--rtp-base", str(rtp), "--rtp-max", str(rtp + 99),
             "--tcp-base", str(tcp), "--tcp-max", str(tcp + 99), "--setup-timeout", "20"]
-    args += os.environ.get("H323PEER_EXTRA_ARGS", "").split()
+    args += os.environ.get("H323PEER_EXTRA_ARGS", "").split()  # debugging, e.g. "-t -t -t -t -o /tmp/trace"
     return args + (["-F", "-T"] if slow_start else [])
 
 
