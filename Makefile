@@ -12,13 +12,17 @@ FRONTEND := web_console/frontend
 RUN_DEBS := fonts-wqy-microhei espeak-ng gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 \
   python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
-# ...plus the real peers the tests drive (installed when root, otherwise checked).
-TEST_DEBS := $(RUN_DEBS) chromium ffmpeg tshark sip-tester baresip baresip-ffmpeg iproute2
+# ...plus the real peers the tests drive (installed when root, otherwise checked). The H.323 tests
+# build H323Plus's h323peer from ../shared/tools/h323plus with our tests/tools/h323plus/h323peer.cxx
+# (once, into ~/.cache/h323peer): H323PEER_DEBS.
+H323PEER_DEBS := build-essential pkg-config flex bison patch libexpat1-dev libavcodec-dev libavutil-dev sox
+TEST_DEBS := $(RUN_DEBS) chromium ffmpeg tshark sip-tester baresip baresip-ffmpeg iproute2 $(H323PEER_DEBS)
 # command -> Debian package, for the non-root check
 TEST_CMDS := chromium:chromium ffmpeg:ffmpeg tshark:tshark sipp:sip-tester baresip:baresip ip:iproute2 \
-  gst-launch-1.0:gstreamer1.0-tools espeak-ng:espeak-ng
+  gst-launch-1.0:gstreamer1.0-tools espeak-ng:espeak-ng g++:build-essential pkg-config:pkg-config flex:flex \
+  bison:bison patch:patch sox:sox
 
-.PHONY: run run-deps test venv frontend system-deps lint clean bench
+.PHONY: run run-deps test venv frontend system-deps lint clean bench h323peer
 
 run: venv frontend run-deps
 	$(VENV)/bin/commandcenter up
@@ -71,6 +75,10 @@ system-deps:
 
 test: venv frontend system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The third-party H.323 peer the tests use (the tests build it on first use too; minutes).
+h323peer: venv system-deps
+	$(PY) -c "from tests.sip_gateway.h323.h323plus_peer import ensure_built; print(ensure_built())"
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -44,7 +44,7 @@ from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
 from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
-from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
+from sip_gateway.h323.capabilities import AUDIO_SESSION, DEFAULT_FORMATS, VIDEO_SESSION
 from sip_gateway.h323.events import (
     CallConnected,
     CallIncoming,
@@ -61,7 +61,13 @@ from sip_gateway.h323.events import (
     VideoFastUpdateRequested,
 )
 from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
-from sip_gateway.h323.media import IVR_PROMPTS, BoundPortAllocator, H323MediaLeg, site_video_codec
+from sip_gateway.h323.media import (
+    IVR_PROMPTS,
+    BoundPortAllocator,
+    H323MediaLeg,
+    sent_formats,
+    site_video_codec,
+)
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
@@ -403,7 +409,7 @@ class H323Bridge:
         self.config = config or EndpointConfig(
             h323_id="commandcenter MCU", display="commandcenter MCU", is_mcu=True,
             signalling_host=self.settings.host, media_host=self.settings.host,
-            round_trip_interval=self.settings.round_trip_interval)
+            round_trip_interval=self.settings.round_trip_interval, transmit_formats=sent_formats(DEFAULT_FORMATS))
         self.ports = BoundPortAllocator(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
         self.endpoint = H323Endpoint(self.config, on_incoming=self._on_incoming, ports=self.ports)
         self.sites: set[H323Site] = set()

@@ -652,6 +652,7 @@ class Call:
             if offer is not None:
                 parsed.append(offer)
         accepted: list[bytes] = []
+        proposed_numbers = frozenset(int(o.raw["forwardLogicalChannelNumber"]) for o in parsed)
         for session_id in (AUDIO_SESSION, VIDEO_SESSION):
             for transmit in (True, False):
                 candidates = [o for o in parsed if o.session_id == session_id and o.transmit == transmit]
@@ -661,7 +662,7 @@ class Call:
                 if choice is None:
                     continue
                 offer, fmt = choice
-                accepted.append(encode_olc(self._accept_offer(offer, fmt)))
+                accepted.append(encode_olc(self._accept_offer(offer, fmt, proposed_numbers)))
         if accepted:
             self._fast_start_reply = accepted
             self.fast_start_active = True
@@ -709,14 +710,23 @@ class Call:
                     return offer, merged
         return None
 
-    def _accept_offer(self, offer: _FastStartOffer, fmt: MediaFormat) -> dict[str, Any]:
+    def _accept_offer(self, offer: _FastStartOffer, fmt: MediaFormat, proposed_numbers: frozenset[int]) -> dict[str, Any]:
+        """The answer to one accepted proposal (H.323 8.1.7.1).
+
+        A proposal the caller transmits on keeps the caller's channel number and gets our
+        mediaChannel (where to send RTP) and mediaControlChannel (our RTCP). A reverse proposal
+        (the caller receives, we transmit) carries the caller's own addresses: its mediaChannel
+        is where we send, its mediaControlChannel the caller's RTCP. Our answer numbers that
+        channel ourselves, puts our RTCP address in mediaControlChannel and leaves
+        mediaChannel out: echoing the caller's addresses back would point its RTCP at itself.
+        """
         h245 = self._ensure_h245()
         olc = dict(offer.raw)
-        number = int(olc["forwardLogicalChannelNumber"])
         payload_type = fmt.rtp_payload_type
         local_rtp = h245.config.local_rtp(offer.session_id)
         local_rtcp = h245.config.local_rtcp(offer.session_id)
         if offer.transmit:
+            number = int(olc["forwardLogicalChannelNumber"])
             # The caller will send to us: give it our RTP/RTCP addresses.
             params = dict(offer.params)
             params["mediaChannel"] = transport_address(local_rtp)
@@ -729,6 +739,13 @@ class Call:
                                      remote_rtcp=media_address_from(offer.params.get("mediaControlChannel")),
                                      fast_start=True)
         else:
+            number = h245.allocate_channel_number(avoid=proposed_numbers)
+            olc["forwardLogicalChannelNumber"] = number
+            params = {k: v for k, v in offer.params.items() if k != "mediaChannel"}
+            params["mediaControlChannel"] = transport_address(local_rtcp)
+            reverse = dict(olc["reverseLogicalChannelParameters"])
+            reverse["multiplexParameters"] = ("h2250LogicalChannelParameters", params)
+            olc["reverseLogicalChannelParameters"] = reverse
             channel = LogicalChannel(number, True, fmt, offer.session_id, payload_type,
                                      local_rtp=local_rtp, local_rtcp=local_rtcp,
                                      remote_rtp=media_address_from(offer.params.get("mediaChannel")),
@@ -866,6 +883,8 @@ class Call:
                     remote_rtp=media_address_from(params.get("mediaChannel")),
                     remote_rtcp=remote_rtcp[session_id], fast_start=True))
             elif reverse is not None:
+                # Our receive proposal, accepted: the callee numbered the channel and put its
+                # RTCP address in mediaControlChannel (H.323 8.1.7.1).
                 fmt = format_from_data_type(reverse["dataType"])
                 params = reverse["multiplexParameters"][1]
                 if fmt is None:
@@ -873,10 +892,17 @@ class Call:
                 fmt = with_channel_parameters(fmt, params)
                 pt = fmt.rtp_payload_type
                 session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
+                local_rtcp = h245.config.local_rtcp(session_id)
+                their_rtcp = media_address_from(params.get("mediaControlChannel"))
+                if their_rtcp == local_rtcp:
+                    their_rtcp = None  # a callee that echoed our proposal: not an address of theirs
+                if any(not c.outgoing and c.number == number for c in opened):
+                    self._events.append(ProtocolErrorLogged(
+                        f"fast start answer numbers two reverse channels {number}"))
                 opened.append(LogicalChannel(
                     number, False, fmt, session_id, pt,
-                    local_rtp=h245.config.local_rtp(session_id), local_rtcp=h245.config.local_rtcp(session_id),
-                    fast_start=True))
+                    local_rtp=h245.config.local_rtp(session_id), local_rtcp=local_rtcp,
+                    remote_rtcp=their_rtcp, fast_start=True))
         for channel in opened:
             if not channel.outgoing and channel.remote_rtcp is None:
                 channel = replace(channel, remote_rtcp=remote_rtcp.get(channel.session_id))

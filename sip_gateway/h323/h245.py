@@ -446,6 +446,19 @@ class H245Session:
         self._next_channel = number + 1 if number < 65535 else 1
         return number
 
+    def allocate_channel_number(self, avoid: frozenset[int] = frozenset()) -> int:
+        """A number for a channel we transmit on, unused by our channels and not in ``avoid``.
+
+        The callee of a fast start numbers the reverse channels it accepts itself (H.323
+        8.1.7.1): the caller's reverse proposals carry a placeholder number (H323Plus puts 1
+        in every one), so reusing it would give two of our channels the same number.
+        """
+        for _ in range(65535):
+            number = self._allocate_channel()
+            if number not in avoid and (number, True) not in self.channels and number not in self._pending:
+                return number
+        raise ValueError("no free logical channel number")
+
     def _on_request_openLogicalChannel(self, body: dict[str, Any], now: float) -> None:
         number = int(body["forwardLogicalChannelNumber"])
         forward = body["forwardLogicalChannelParameters"]

@@ -13,7 +13,8 @@ import asyncio
 import functools
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import av
@@ -28,7 +29,7 @@ from .aio import MediaPortAllocator
 from .capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
 from .events import LogicalChannel
 
-__all__ = ["IVR_PROMPTS", "BoundPortAllocator", "H323MediaLeg", "sdp_codec", "site_video_codec"]
+__all__ = ["IVR_PROMPTS", "BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
 
 _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
 _RATE = 48_000
@@ -51,6 +52,27 @@ def site_video_codec(fmt: MediaFormat) -> tuple[str, tuple[int, int], bool]:
     if fmt.codec is Codec.H264:
         return "h264", (352, 288) if fmt.h264_level < 71 else (640, 360), fmt.packetization_modes[0] == 0
     return fmt.codec.value.lower(), (352, 288), False
+
+
+_SENT_SIZES = frozenset({"sqcifMPI", "qcifMPI", "cifMPI"})  # H.263/H.261 go out at CIF (site_video_codec)
+
+
+def sent_formats(formats: Iterable[MediaFormat]) -> tuple[MediaFormat, ...]:
+    """``formats`` as the MCU sends them: H.263 and H.261 without the picture sizes above CIF.
+
+    What we propose to transmit (fast start, OpenLogicalChannel) describes what we will send, and
+    the shared H.263/H.261 encoders send CIF: a terminal should not prepare a 4CIF receiver for it.
+    What we receive (``EndpointConfig.formats``) keeps 4CIF: we decode it.
+    """
+    out = []
+    for fmt in formats:
+        if fmt.codec in (Codec.H263, Codec.H261) and fmt.mpi:
+            mpi = tuple((size, value) for size, value in fmt.mpi if size in _SENT_SIZES)
+            if not mpi:
+                continue
+            fmt = replace(fmt, mpi=mpi)
+        out.append(fmt)
+    return tuple(out)
 
 
 class BoundPortAllocator(MediaPortAllocator):

@@ -409,3 +409,132 @@ def test_progress_carries_fast_start_for_early_media() -> None:
     s.events["b"] += s.b.answer(s.now)
     s.pump()
     assert s.a.state.name == "ACTIVE" and len(s.of("a", ChannelOpened)) == 4
+
+
+def _h323plus_style_setup(data: bytes) -> tuple[bytes, set[int]]:
+    """Our caller's Setup with its fast-start proposals numbered as H323Plus numbers them: every
+    reverse proposal (the caller receives) carries the placeholder number 1, the transmit
+    proposals 101, 102, ... Returns the TPKT-framed Setup and the numbers used."""
+    frames = TpktFramer().feed(data)
+    message = Q931Message.decode(frames[0])
+    uuie = asn1.decode_uuie(message.user_user or b"")
+    name, body = uuie["h323-uu-pdu"]["h323-message-body"]
+    proposals, numbers, next_forward = [], set(), 101
+    for raw in body["fastStart"]:
+        olc = asn1.decode_olc(bytes(raw))
+        if olc["forwardLogicalChannelParameters"]["dataType"][0] == "nullData":
+            olc["forwardLogicalChannelNumber"] = 1
+        else:
+            olc["forwardLogicalChannelNumber"], next_forward = next_forward, next_forward + 1
+        numbers.add(olc["forwardLogicalChannelNumber"])
+        proposals.append(asn1.encode_olc(olc))
+    body["fastStart"] = proposals
+    ies = [ie for ie in message.ies if ie[0] != IE.USER_USER] + [user_user_ie(asn1.encode_uuie(uuie))]
+    setup = Q931Message(message.message_type, message.call_reference, message.from_destination, ies)
+    return encode_tpkt(setup.encode()) + b"".join(encode_tpkt(f) for f in frames[1:]), numbers
+
+
+def _fast_start_answer(data: bytes) -> list[dict[str, Any]]:
+    for frame in TpktFramer().feed(data):
+        uuie = asn1.decode_uuie(Q931Message.decode(frame).user_user or b"")
+        _, body = uuie["h323-uu-pdu"]["h323-message-body"]
+        if body.get("fastStart"):
+            return [asn1.decode_olc(bytes(raw)) for raw in body["fastStart"]]
+    raise AssertionError("no fastStart answer")
+
+
+def test_fast_start_answer_numbers_reverse_channels_and_gives_our_rtcp() -> None:
+    """H.323 8.1.7.1 with a caller that numbers every reverse proposal 1 (H323Plus): the callee
+    numbers the reverse channels it accepts itself (unique, none of the proposal numbers), puts
+    its own RTCP address in their mediaControlChannel and no mediaChannel; the forward channels
+    keep the caller's numbers and carry our RTP and RTCP addresses. The caller's incoming
+    channels take the callee's numbers and the callee's RTCP address."""
+    s = Scenario()
+    setup, proposal_numbers = _h323plus_style_setup(s.a.data_to_send())
+    s.events["b"] += s.b.receive_data(setup, s.now)
+    s.events["a"] += s.a.receive_data(s.b.data_to_send(), s.now)  # CallProceeding
+    s.events["b"] += s.b.alert(s.now)
+    alerting = s.b.data_to_send()
+    answer = _fast_start_answer(alerting)
+    reverse = [o for o in answer if o["forwardLogicalChannelParameters"]["dataType"][0] == "nullData"]
+    forward = [o for o in answer if o not in reverse]
+    assert len(reverse) == 2 and len(forward) == 2
+    reverse_numbers = [o["forwardLogicalChannelNumber"] for o in reverse]
+    assert len(set(reverse_numbers)) == 2 and not set(reverse_numbers) & proposal_numbers, reverse_numbers
+    our_rtcp = {1: 30001, 2: 30003}
+    for olc in reverse:
+        params = olc["reverseLogicalChannelParameters"]["multiplexParameters"][1]
+        assert "mediaChannel" not in params
+        assert params["mediaControlChannel"][1][1]["tsapIdentifier"] == our_rtcp[params["sessionID"]]
+    for olc in forward:
+        params = olc["forwardLogicalChannelParameters"]["multiplexParameters"][1]
+        assert olc["forwardLogicalChannelNumber"] in proposal_numbers - {1}
+        assert params["mediaChannel"][1][1]["tsapIdentifier"] == our_rtcp[params["sessionID"]] - 1
+        assert params["mediaControlChannel"][1][1]["tsapIdentifier"] == our_rtcp[params["sessionID"]]
+    callee_sending = [e.channel for e in s.of("b", ChannelOpened) if e.channel.outgoing]
+    assert sorted(c.number for c in callee_sending) == sorted(reverse_numbers)
+    assert s.b.h245 is not None and len([k for k in s.b.h245.channels if k[1]]) == 2
+    # The caller: its incoming channels are the callee's numbers; RTCP goes to the callee.
+    s.events["a"] += s.a.receive_data(alerting, s.now)
+    incoming = [e.channel for e in s.of("a", ChannelOpened) if not e.channel.outgoing]
+    assert sorted(c.number for c in incoming) == sorted(reverse_numbers)
+    assert {c.session_id: c.remote_rtcp for c in incoming} == {
+        1: MediaAddress("127.0.0.1", 30001), 2: MediaAddress("127.0.0.1", 30003)}
+    s.connect()
+    assert s.a.state is CallState.ACTIVE and s.b.state is CallState.ACTIVE
+    assert not s.of("a", ProtocolErrorLogged) and not s.of("b", ProtocolErrorLogged)
+
+
+def test_caller_takes_callee_rtcp_from_the_reverse_answer() -> None:
+    """A callee whose RTCP for its sending channel differs from the one of its receiving channel
+    (allowed: each answer carries its own): the caller sends receiver reports to the one given
+    in the reverse answer; an answer echoing the caller's own address falls back to the forward one."""
+    s = Scenario()
+    s.pump()
+    s.events["b"] += s.b.alert(s.now)
+    frames = TpktFramer().feed(s.b.data_to_send())
+    rewritten = b""
+    for frame in frames:
+        message = Q931Message.decode(frame)
+        uuie = asn1.decode_uuie(message.user_user or b"")
+        _, body = uuie["h323-uu-pdu"]["h323-message-body"]
+        if body.get("fastStart"):
+            olcs = [asn1.decode_olc(bytes(raw)) for raw in body["fastStart"]]
+            for olc in olcs:
+                if "reverseLogicalChannelParameters" in olc:
+                    params = olc["reverseLogicalChannelParameters"]["multiplexParameters"][1]
+                    session = params["sessionID"]
+                    # audio: another RTCP port of the callee; video: the caller's own (an echo)
+                    port = 30501 if session == 1 else 20003
+                    params["mediaControlChannel"] = ("unicastAddress", ("iPAddress", {
+                        "network": bytes([127, 0, 0, 1]), "tsapIdentifier": port}))
+            body["fastStart"] = [asn1.encode_olc(o) for o in olcs]
+            ies = [ie for ie in message.ies if ie[0] != IE.USER_USER] + [user_user_ie(asn1.encode_uuie(uuie))]
+            message = Q931Message(message.message_type, message.call_reference, message.from_destination, ies)
+        rewritten += encode_tpkt(message.encode())
+    s.events["a"] += s.a.receive_data(rewritten, s.now)
+    incoming = {e.channel.session_id: e.channel for e in s.of("a", ChannelOpened) if not e.channel.outgoing}
+    assert incoming[1].remote_rtcp == MediaAddress("127.0.0.1", 30501)
+    assert incoming[2].remote_rtcp == MediaAddress("127.0.0.1", 30003)  # the forward answer's
+
+
+def test_mcu_proposes_to_send_h263_at_cif_and_to_receive_4cif() -> None:
+    """The MCU's transmit proposals describe what its shared encoders send (H.263 up to CIF);
+    its receive proposals keep what it decodes (4CIF too)."""
+    from sip_gateway.h323.capabilities import DEFAULT_FORMATS
+    from sip_gateway.h323.media import sent_formats
+
+    cfg = EndpointConfig(h323_id="mcu", transmit_formats=sent_formats(DEFAULT_FORMATS))
+    call = Call.outgoing_call(cfg, "8001", MediaAddress("127.0.0.1", 1720), {1: 20000, 2: 20002}, 0.0,
+                              random.Random(1))
+    frame = TpktFramer().feed(call.data_to_send())[0]
+    body = asn1.decode_uuie(Q931Message.decode(frame).user_user or b"")["h323-uu-pdu"]["h323-message-body"][1]
+    sizes: dict[str, set[str]] = {"send": set(), "receive": set()}
+    for raw in body["fastStart"]:
+        olc = asn1.decode_olc(bytes(raw))
+        forward = olc["forwardLogicalChannelParameters"]["dataType"]
+        direction, data_type = (("receive", olc["reverseLogicalChannelParameters"]["dataType"])
+                                if forward[0] == "nullData" else ("send", forward))
+        if data_type[0] == "videoData" and data_type[1][0] == "h263VideoCapability":
+            sizes[direction] |= {k for k in data_type[1][1] if k.endswith("MPI")}
+    assert sizes == {"send": {"qcifMPI", "cifMPI"}, "receive": {"qcifMPI", "cifMPI", "cif4MPI"}}
