@@ -56,10 +56,11 @@ def register(h: Harness, flow: Flow, user: str, password: str) -> Response:
     global _counter
     _counter += 1
     aor = f"sip:{user}@127.0.0.1"
-    base = dict(call_id=f"r{_counter}", uri="sip:127.0.0.1")
+    call_id = f"r{_counter}"
 
     def req(cseq: int, branch: str, extra: str = "") -> bytes:
-        text = request("REGISTER", cseq=cseq, branch=branch, extra=extra, **base).decode()  # type: ignore[arg-type]
+        text = request("REGISTER", call_id=call_id, cseq=cseq, branch=branch, extra=extra,
+                       uri="sip:127.0.0.1").decode()
         text = text.replace("<sip:80000001@127.0.0.1>", f"<{aor}>")
         return text.encode()
 
