@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.errors import ConfigError, describe_validation_error, load_toml
+from config.password_policy import password_problem
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
@@ -81,11 +82,23 @@ class SipSettings(_Section):
     media_host: str = Field("", description="address for RTP (SDP c=); empty = host")
     realm: str = "commandcenter"
     accounts: dict[str, str] = Field(default_factory=dict,
-                                     description="SIP users that may register and call no-guest conferences")
+                                     description="SIP users that may register and call no-guest conferences "
+                                                 "(username = password; weak passwords are refused, see "
+                                                 "config/password_policy.py)")
     srtp: Literal["off", "optional", "required"] = "optional"
     max_video_size: Literal["1280x720", "640x360", "352x288"] = Field(
         "1280x720", description="largest composite sent to a SIP site (the codec level may lower it)")
     stats_interval_seconds: float = Field(5.0, ge=0, description="per-site statistics events; 0 = off")
+
+    @field_validator("accounts")
+    @classmethod
+    def _strong_passwords(cls, v: dict[str, str]) -> dict[str, str]:
+        # The value (with the passwords) is a dict, so the error message never shows it.
+        problems = [f"account {user!r}: {problem}" for user, password in v.items()
+                    if (problem := password_problem(user, password))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SipSettings:
