@@ -3,9 +3,9 @@
 Written independently of our SIP stack (plain sockets, ``hashlib``), the way an attacker would:
 REGISTER, take the 401's MD5 challenge, answer it with the next word of a dictionary, and use
 each new 401 for the next word. It honours 503 (rate limit) by waiting ``Retry-After``; on a
-403 refusal it either keeps going at once ("hammer", every later word is refused too while the
-block lasts) or waits ``Retry-After`` ("patient", the best an attacker can do against the
-throttle). Every source address of 127.0.0.0/8 reaches this host, so ``--source`` lets one
+403 refusal it either keeps going at once ("hammer": the refused word is lost, and every later
+word is refused too while the block lasts) or waits ``Retry-After`` and tries the same word again
+("patient": the best an attacker can do against the throttle). Every source address of 127.0.0.0/8 reaches this host, so ``--source`` lets one
 machine play many attackers.
 
     python -m security.sip_digest_attack --target 127.0.0.1:5060 --user 2001 \
@@ -42,6 +42,7 @@ class AttackReport:
     mode: str
     words: int = 0  # dictionary size
     attempts: int = 0  # REGISTERs carrying a guessed password
+    checked: int = 0  # of those, the ones the registrar actually checked (answered 401 or 200, not 403)
     statuses: Counter[int] = field(default_factory=Counter)  # final answers to those guesses
     rate_limited: int = 0  # 503s (per-source REGISTER rate limit) that made it wait
     cracked: str | None = None
@@ -226,6 +227,8 @@ class DigestGuesser:
                 queue.pop()
                 report.attempts += 1
                 report.statuses[result.status] += 1
+                if result.status in (200, 401):
+                    report.checked += 1
                 if result.status == 200:
                     report.cracked = word
                     report.stopped = "cracked"
@@ -241,8 +244,9 @@ class DigestGuesser:
                         report.seconds_to_first_refusal = round(time.monotonic() - start, 2)
                     if known is not None and word == known:
                         report.right_word_refused = True
-                    if patient and wait:
-                        await asyncio.sleep(min(wait, max(0.0, time_limit - (time.monotonic() - start))))
+                    if patient:  # the word was not checked: wait out the block, then try it again
+                        queue.append(word)
+                        await asyncio.sleep(min(max(wait, 1), max(0.0, time_limit - (time.monotonic() - start))))
                 if interval:
                     await asyncio.sleep(interval)
             else:

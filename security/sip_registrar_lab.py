@@ -120,7 +120,10 @@ def audio_figures(rows: list[tuple[float, int]], start: float, end: float) -> di
 def _svcrack_summary(output: str) -> dict[str, Any]:
     cracked = re.findall(r"The password for (\S+) is (\S+)", output)
     last = [line for line in output.splitlines() if line.strip() and not line.startswith("DEBUG")][-3:]
+    crash = re.search(r"Got unhandled exception : (.*)", output)
+    unknown = re.search(r"Unknown algorithm: \S+", output)
     return {"cracked": len(cracked), "guesses": len(re.findall(r"trying ", output)),
+            "crash": crash.group(1) if crash else None, "says": unknown.group(0) if unknown else None,
             "found_nothing": "found nothing" in output, "traceback": "Traceback" in output, "last_lines": last}
 
 
@@ -236,6 +239,8 @@ async def run_lab(bridge: SipBridge, conf: RunningConference, workdir: Path, pla
         figures["summary"] = {
             "password_guesses": sum(g["attempts"] for g in guessers) + plan.distributed_sources
             + results[0]["svcrack"]["guesses"],
+            "guesses_checked_by_registrar": sum(g["checked"] for g in guessers)
+            + int(results[3]["statuses"].get("401", 0)),
             "accounts_cracked": sum(1 for g in guessers if g["cracked"]) + results[0]["svcrack"]["cracked"],
             "throttle_after_failures": min((e.failures for _, e in throttled if e.scope == "source+account"),
                                            default=None),
