@@ -9,7 +9,9 @@ A password guesser is slowed on three keys at once, each with its own :class:`Th
   over many addresses. A source that authenticated this account successfully in the last
   ``trusted_for`` seconds is exempt, so a device registering from its usual address is never
   locked out by an attacker elsewhere.
-* **source** (any username), gently: this brakes a password spray over many accounts.
+* **source** (any username), gently: this brakes a password spray over many accounts. The
+  trusted (source, account) pairs are exempt here too, so one misconfigured phone behind a
+  site's NAT cannot lock out the site's other phones.
 
 While a key is blocked every attempt on it is refused **without checking the password**, even
 the right one, so the guesser learns nothing until the block ends (the caller answers 403 with
@@ -146,7 +148,9 @@ class AuthThrottle:
 
     def check(self, source: str, account: str | None, now: float) -> Verdict:
         """May an attempt from ``source`` for ``account`` be verified now?"""
-        blocks: list[tuple[float, Scope]] = [(self._source.blocked_for(source, now), "source")]
+        blocks: list[tuple[float, Scope]] = [(0.0, "source")]
+        if account is None or not self.trusted(source, account, now):
+            blocks.append((self._source.blocked_for(source, now), "source"))
         if account is not None:
             blocks.append((self._pair.blocked_for(self._key(source, account), now), "source+account"))
             if not self.trusted(source, account, now):

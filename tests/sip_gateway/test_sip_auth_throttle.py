@@ -117,6 +117,9 @@ def test_policy_account_tier_spares_a_trusted_source_and_source_tier_brakes_a_sp
     assert [e.scope for e in spray] == ["source"]
     assert throttle.check("sprayer", "someone-else", 20.5).scope == "source"
     assert throttle.check("sprayer", None, 20.5).scope == "source"
+    # A phone that authenticated from that (NAT) address before is spared by the source tier.
+    throttle.success("sprayer", "phone-7", 1.0)
+    assert throttle.check("sprayer", "phone-7", 20.5).allowed
 
 
 def test_policy_tables_are_bounded() -> None:
