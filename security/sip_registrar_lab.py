@@ -170,7 +170,11 @@ async def run_lab(bridge: SipBridge, conf: RunningConference, workdir: Path, pla
 
         await a.start(f"/dial sip:{DEMO}@127.0.0.1:{port}")
         await b.start(f"/dial sip:{DEMO}@127.0.0.1:{port}")
-        await until(lambda: len(joined(conf)) == 2, 30, "both baresips to join the conference")
+        try:
+            await until(lambda: len(joined(conf)) == 2, 45, "both baresips to join the conference")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; sites {[(s.site_id, s.status) for s in conf.sites.values()]}\n"
+                                 f"baresip A: {a.text[-1500:]}\nbaresip B: {b.text[-1500:]}") from None
         site_a = next(s for s in bridge.gateway.sites.values() if s.call.flow.port == a.sip_port)
         audio = next(s for s in site_a.call.streams if s.kind == "audio")
         capture = RtpCapture(audio.remote_port, workdir / "baresip-a-audio.pcapng")

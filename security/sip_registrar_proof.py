@@ -99,11 +99,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         started = time.time()
         control = await one_run(url, LabPlan(words, attack_seconds=120.0), control=True)
-        runs = []
+        runs: list[dict[str, Any]] = []
+        failed_setups: list[str] = []
         for i in range(args.runs):
             plan = LabPlan(words, attack_seconds=args.attack_seconds, patient=True,
                            svcrack_sha256_probe=(i == 0))
-            runs.append(await one_run(url, plan, control=False))
+            try:
+                runs.append(await one_run(url, plan, control=False))
+            except AssertionError as exc:  # a real peer failed to set up (not the attack): once more
+                print(f"run {i + 1} failed to set up, repeating it: {exc}", flush=True)
+                failed_setups.append(str(exc)[:3000])
+                runs.append(await one_run(url, plan, control=False))
             print(f"run {i + 1}/{args.runs}: {json.dumps(runs[-1]['summary'], ensure_ascii=False)}", flush=True)
     finally:
         pg.stop()
@@ -131,6 +137,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "svcrack_guesses": _stats([r["tools"]["svcrack"]["guesses"] for r in runs]),
         },
         "svcrack_sha256_first": runs[0].get("svcrack_sha256_first"),
+        "failed_setups": failed_setups,
         "runs": runs,
     }
     return result
