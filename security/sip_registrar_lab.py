@@ -52,6 +52,7 @@ class LabPlan:
     patient: bool = False  # guessers wait Retry-After instead of hammering
     distributed_sources: int = 25  # one wrong guess each, for account 2001
     svcrack_sha256_probe: bool = False  # also run svcrack once against the SHA-256-first challenge
+    baseline_seconds: float = 2.0  # audio captured before the attack, for comparison
 
 
 async def _run(*args: str, limit: float = 120.0) -> tuple[int, str]:
@@ -180,7 +181,7 @@ async def run_lab(bridge: SipBridge, conf: RunningConference, workdir: Path, pla
         capture = RtpCapture(audio.remote_port, workdir / "baresip-a-audio.pcapng")
         await capture.start()
         baseline_start = time.time()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(plan.baseline_seconds)
         attack_start = time.time()
 
         async def tools() -> dict[str, Any]:

@@ -3,7 +3,7 @@
 One command: ``python -m security.sip_registrar_proof [--runs 3] [--attack-seconds 180]``.
 
 Each run starts a real MCU conference on the embedded PostgreSQL with two baresip calls in it
-and attacks the registrar for ``--attack-seconds`` (security/sip_registrar_lab.py): sipvicious
+measures their audio for ``--baseline-seconds``, then attacks the registrar for ``--attack-seconds`` (security/sip_registrar_lab.py): sipvicious
 ``svmap``, ``svwar`` and ``svcrack`` (MD5 offered, since svcrack cannot answer SHA-256; the
 first run also records what svcrack does with our default SHA-256-first challenge), our MD5
 digest guesser on two accounts with the 200-word dictionary ``security/wordlists/
@@ -103,7 +103,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         failed_setups: list[str] = []
         for i in range(args.runs):
             plan = LabPlan(words, attack_seconds=args.attack_seconds, patient=True,
-                           svcrack_sha256_probe=(i == 0))
+                           svcrack_sha256_probe=(i == 0), baseline_seconds=args.baseline_seconds)
             try:
                 runs.append(await one_run(url, plan, control=False))
             except AssertionError as exc:  # a real peer failed to set up (not the attack): once more
@@ -115,9 +115,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         pg.stop()
     summaries = [r["summary"] for r in runs]
     during = [r["audio_to_baresip_a"]["during_attack"] for r in runs]
+    before = [r["audio_to_baresip_a"]["baseline"] for r in runs]
     result: dict[str, Any] = {
         "command": "python -m security.sip_registrar_proof "
-                   f"--runs {args.runs} --attack-seconds {args.attack_seconds:g}",
+                   f"--runs {args.runs} --attack-seconds {args.attack_seconds:g} --baseline-seconds {args.baseline_seconds:g}",
         "conditions": "one host, 2 shared CPU cores, everything on loopback; MD5 offered so sipvicious can "
                       "answer; guessers patient (wait every Retry-After); 25-address distributed guesser",
         "wall_seconds": round(time.time() - started, 1),
@@ -131,6 +132,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "audio_packets_during_attack": _stats([d["packets"] for d in during]),
             "audio_packets_per_second_during_attack": _stats([d["packets_per_second"] for d in during]),
             "audio_longest_gap_ms_during_attack": _stats([d["longest_gap_ms"] for d in during]),
+            "audio_packets_per_second_before_attack": _stats([d["packets_per_second"] for d in before]),
+            "audio_longest_gap_ms_before_attack": _stats([d["longest_gap_ms"] for d in before]),
             "guesses_checked_by_registrar": _stats([s["guesses_checked_by_registrar"] for s in summaries]),
             "guesses_per_guesser": _stats([g["attempts"] for r in runs for g in r["guessers"]]),
             "checked_per_guesser": _stats([g["checked"] for r in runs for g in r["guessers"]]),
@@ -147,6 +150,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--attack-seconds", type=float, default=180.0)
+    parser.add_argument("--baseline-seconds", type=float, default=60.0,
+                        help="audio measured before the attack starts, for comparison")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -157,17 +162,19 @@ def main() -> int:
           "(patient guessers, sipvicious, 25-address spray, a baresip call in a conference)")
     print(f"{'measure':<52}{'median':>10}{'min':>10}{'max':>10}")
     for key, label in (("password_guesses", "password guesses answered (all attackers)"),
+                       ("guesses_checked_by_registrar", "  of which checked (not refused by the throttle)"),
                        ("accounts_cracked", "accounts cracked"),
                        ("throttle_after_failures", "(source, account) throttle after N failures"),
                        ("seconds_to_first_throttle", "seconds to the first 403"),
                        ("account_tier_after_failures", "account throttle after N failures (spread)"),
-                       ("guesses_checked_by_registrar", "  of which checked (not refused by the throttle)"),
                        ("guesses_per_guesser", "guesses per patient guesser in the run"),
                        ("checked_per_guesser", "  of which checked"),
                        ("svcrack_guesses", "svcrack guesses before it gave up"),
                        ("audio_packets_during_attack", "audio RTP packets to baresip during attack"),
                        ("audio_packets_per_second_during_attack", "  per second (nominal 50)"),
-                       ("audio_longest_gap_ms_during_attack", "  longest gap (ms)")):
+                       ("audio_longest_gap_ms_during_attack", "  longest gap (ms)"),
+                       ("audio_packets_per_second_before_attack", "audio packets/s before the attack"),
+                       ("audio_longest_gap_ms_before_attack", "  longest gap (ms)")):
         s = f[key]
         print(f"{label:<52}{s['median']:>10}{s['min']:>10}{s['max']:>10}")
     print(f"\nwithout the throttle: {control['cracked']!r} found after {control['attempts'] - 1} wrong guesses "
