@@ -60,6 +60,11 @@ def locate_line(text: str, loc: Sequence[str | int]) -> int | None:
             break
         if key_re.match(lines[n]):
             return n + 1
+    # The field may be a table of its own ([sip.accounts]): point at its header.
+    header = re.compile(r"^\s*\[\s*" + re.escape(".".join(keys)) + r"\s*\]")
+    for n, line in enumerate(lines):
+        if header.match(line):
+            return n + 1
     return None
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.errors import ConfigError, describe_validation_error, load_toml
+from config.password_policy import password_problem
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
@@ -103,7 +104,9 @@ class SipSettings(_Section):
     media_host: str = Field("", description="address for RTP (SDP c=); empty = host")
     realm: str = "commandcenter"
     accounts: dict[str, str] = Field(default_factory=dict,
-                                     description="SIP users that may register and call no-guest conferences")
+                                     description="SIP users that may register and call no-guest conferences "
+                                                 "(username = password; weak passwords are refused, see "
+                                                 "config/password_policy.py)")
     srtp: Literal["off", "optional", "required"] = "optional"
     max_video_size: Literal["1280x720", "640x360", "352x288"] = Field(
         "1280x720", description="largest composite sent to a SIP site (the codec level may lower it)")
@@ -112,6 +115,16 @@ class SipSettings(_Section):
         10.0, gt=0, le=100_000, description="INVITE and REGISTER requests per second accepted from one source "
                                             "address (token bucket); emergency trunk peers are exempt for INVITE")
     invite_burst_per_source: float = Field(30.0, ge=1, le=100_000, description="bucket size of that limit")
+
+    @field_validator("accounts")
+    @classmethod
+    def _strong_passwords(cls, v: dict[str, str]) -> dict[str, str]:
+        # The value (with the passwords) is a dict, so the error message never shows it.
+        problems = [f"account {user!r}: {problem}" for user, password in v.items()
+                    if (problem := password_problem(user, password))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SipSettings:

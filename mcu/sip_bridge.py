@@ -44,6 +44,7 @@ from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
+from mcu.sip_auth_audit import SipAuthAudit
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
 from sip_gateway.rtp.prompts import PromptLibrary
@@ -278,6 +279,7 @@ class SipBridge:
     port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every SIP leg
     prompts: Mapping[str, np.ndarray] | None = None  # IVR prompts (PromptLibrary); None: the beeps
     gateway: SipGateway = field(init=False)
+    auth_audit: SipAuthAudit = field(init=False)
     sites: dict[tuple[str, str], BridgedSite] = field(default_factory=dict)  # (conference, site id)
     _by_call: dict[str, BridgedSite] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -287,6 +289,8 @@ class SipBridge:
                                   pins=ConferencePins(self.core, self.conferences), prompts=self.prompts)
         # Before the gateway's listener: the end reason must be known when it calls Room.leave.
         self.endpoint.listeners.insert(0, self._on_event)
+        self.auth_audit = SipAuthAudit(self.core.audit)  # registrar throttle blocks -> audit log
+        self.endpoint.listeners.append(self.auth_audit.on_event)
 
     # ------------------------------------------------------------------ Directory
     def find(self, conference_id: str) -> ConferenceRoom | None:

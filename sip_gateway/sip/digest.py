@@ -121,6 +121,16 @@ def pick_challenge(values: list[str]) -> str | None:
     return best[1] if best else None
 
 
+def claimed_username(header: str | None) -> str | None:
+    """The ``username`` an Authorization header claims (None when absent or unparsable)."""
+    if not header:
+        return None
+    try:
+        return parse_digest(header).get("username")
+    except SipParseError:
+        return None
+
+
 @dataclass(frozen=True)
 class AuthResult:
     """Outcome of checking an Authorization header."""
@@ -129,6 +139,7 @@ class AuthResult:
     username: str | None = None
     stale: bool = False
     reason: str = ""
+    guessed: bool = False  # a response was checked against a password and was wrong (counts as a guess)
 
 
 class DigestServer:
@@ -148,6 +159,7 @@ class DigestServer:
         self.algorithms = algorithms
         self.nonce_lifetime = nonce_lifetime
         self._used_nc: dict[tuple[str, str], int] = {}
+        self._decoy = secrets.token_urlsafe(16)
 
     def make_nonce(self, now: float) -> str:
         """A signed nonce carrying its issue time."""
@@ -195,18 +207,21 @@ class DigestServer:
         age = self._nonce_age(nonce, now)
         if age is None or age < -1:
             return AuthResult(False, username, reason="bad nonce")
-        password = self.lookup(username)
-        if password is None:
-            return AuthResult(False, username, reason="unknown user")
         qop = params.get("qop")
         if qop not in (None, "auth"):
             return AuthResult(False, username, reason="unsupported qop")
+        password = self.lookup(username)
+        # An unknown user costs the same work and gets the same answer as a wrong password,
+        # so neither the reply nor its timing tells which usernames exist.
         expected = compute_response(
-            algorithm, username, self.realm, password, method, params.get("uri", ""), nonce,
-            qop, params.get("nc", ""), params.get("cnonce", ""),
+            algorithm, username, self.realm, password if password is not None else self._decoy, method,
+            params.get("uri", ""), nonce, qop, params.get("nc", ""), params.get("cnonce", ""),
         )
-        if not hmac.compare_digest(expected, params.get("response", "")):
-            return AuthResult(False, username, reason="wrong password")
+        matches = hmac.compare_digest(expected, params.get("response", ""))
+        if password is None:
+            return AuthResult(False, username, reason="unknown user", guessed=True)
+        if not matches:
+            return AuthResult(False, username, reason="wrong password", guessed=True)
         if age > self.nonce_lifetime:
             return AuthResult(False, username, stale=True, reason="stale nonce")
         if qop:

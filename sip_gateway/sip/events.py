@@ -109,8 +109,25 @@ class MessageDropped:
     reason: str
 
 
+@dataclass(frozen=True)
+class AuthThrottled:
+    """Digest failures started a block (:mod:`.authguard`); one event per block, for the audit log.
+
+    ``scope`` is ``source+account``, ``account`` or ``source``; ``username`` is the one the
+    guesser claimed (it may not exist); until ``blocked_for`` seconds pass, attempts on that key
+    get 403 with Retry-After, even with the right password.
+    """
+
+    flow: Flow
+    method: str
+    username: str
+    scope: str
+    failures: int
+    blocked_for: float
+
+
 Event = (
     IncomingCall | CallProgress | CallEstablished | MediaUpdated | CallEnded | DtmfReceived
     | PictureFastUpdate | RegistrationChanged | ClientRegistrationState | QualifyResult
-    | MessageRejected | MessageDropped
+    | MessageRejected | MessageDropped | AuthThrottled
 )

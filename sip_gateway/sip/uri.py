@@ -234,8 +234,13 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{_format_params(self.params)}"
 
     def response_address(self, source: tuple[str, int]) -> tuple[str, int]:
-        """Where to send responses (RFC 3261 §18.2.2 with RFC 3581 rport)."""
+        """Where to send responses (RFC 3261 §18.2.2 with RFC 3581 rport).
+
+        Always the packet's source address: §18.2.2 sends to the ``received`` address, which the
+        server sets to the source whenever sent-by differs. A ``received`` or sent-by host in the
+        request itself is the sender's claim, so it must not pick the destination (reflection) nor
+        the address that per-source limits, back-offs and audit entries are keyed by.
+        """
         if "rport" in self.params:
             return source
-        host = self.params.get("received") or self.host.strip("[]")
-        return host, self.port or 5060
+        return source[0], self.port or 5060

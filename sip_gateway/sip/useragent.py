@@ -18,8 +18,17 @@ from dataclasses import dataclass, field
 from . import events as ev
 from . import info
 from .actions import T1, T2, CancelTimer, Flow, Send, StartTimer, TimerKey
+from .authguard import AuthThrottle, AuthThrottlePolicy
 from .dialog import Call, CallState, ClientRegistration, new_branch, new_tag
-from .digest import Credentials, DigestServer, build_authorization, pick_challenge, redact
+from .digest import (
+    AuthResult,
+    Credentials,
+    DigestServer,
+    build_authorization,
+    claimed_username,
+    pick_challenge,
+    redact,
+)
 from .errors import MessageTooLarge, SipParseError
 from .message import (
     MAX_MESSAGE_SIZE,
@@ -88,6 +97,7 @@ class UserAgentConfig:
     ring_timeout: float = 60.0  # our unanswered INVITE → CANCEL
     rate: float = 10.0
     burst: float = 30.0
+    auth_throttle: AuthThrottlePolicy = field(default_factory=AuthThrottlePolicy)
 
 
 Handler = Callable[[Response], list[Output]]
@@ -107,6 +117,7 @@ class UserAgent:
         self.limiter = RateLimiter(self.config.rate, self.config.burst)
         # Sources whose INVITEs skip the per-source limit (the emergency trunk's peers); pure predicate.
         self.invite_rate_exempt: Callable[[str], bool] | None = None
+        self.auth_throttle = AuthThrottle(self.config.auth_throttle)
         self._server_tx: dict[str, ServerTransaction] = {}
         self._client_tx: dict[str, ClientTransaction] = {}
         self._handlers: dict[str, tuple[Handler, Callable[[], list[Output]]]] = {}
@@ -321,17 +332,52 @@ class UserAgent:
         self._capabilities(response)
         return self._respond(tx, response)
 
+    def _throttled(self, tx: ServerTransaction, header: str | None, now: float) -> list[Output] | None:
+        """403 with Retry-After when this attempt's source/username is blocked (see :mod:`.authguard`).
+
+        Checked before the password, so a blocked guesser is refused even with the right one.
+        """
+        if not header:
+            return None
+        verdict = self.auth_throttle.check(tx.flow.host, claimed_username(header), now)
+        if verdict.allowed:
+            return None
+        retry = max(1, int(verdict.retry_after + 0.999))
+        return self._reject(tx, 403, "Too many failed authentications", [("Retry-After", str(retry))])
+
+    def _auth_outcome(self, tx: ServerTransaction, result: AuthResult, now: float) -> list[Output]:
+        """Count a verified answer in the throttle; AuthThrottled events for blocks it starts."""
+        source = tx.flow.host
+        if result.ok and result.username is not None:
+            self.auth_throttle.success(source, result.username, now)
+            return []
+        if not result.guessed:
+            return []
+        log.info("digest authentication failed for %r from %s: %s",
+                 result.username, tx.flow.address, result.reason)
+        out: list[Output] = []
+        for engaged in self.auth_throttle.failure(source, result.username, now):
+            log.warning("SIP digest failures: %s %r from %s blocked for %.0f s after %d failures",
+                        engaged.scope, engaged.account, source, engaged.blocked_for, engaged.failures)
+            out.append(ev.AuthThrottled(tx.flow, tx.request.method, engaged.account, engaged.scope,
+                                        engaged.failures, engaged.blocked_for))
+        return out
+
     def _authenticate(self, tx: ServerTransaction, now: float) -> tuple[str | None, list[Output]]:
-        """Check Authorization; on failure return the 401 to send."""
+        """Check Authorization; on failure return the 401 (or the throttle's 403) to send."""
         header = tx.request.headers.get("Authorization")
+        refused = self._throttled(tx, header, now)
+        if refused is not None:
+            return None, refused
         result = self.digest.verify(header, tx.request.method, now)
+        notes = self._auth_outcome(tx, result, now)
         if result.ok:
-            return result.username, []
-        if header:
+            return result.username, notes
+        if header and not result.guessed:
             log.info("digest authentication failed for %r from %s: %s",
                      result.username, tx.flow.address, result.reason)
         extra = [("WWW-Authenticate", c) for c in self.digest.challenges(now, result.stale)]
-        return None, self._reject(tx, 401, extra=extra)
+        return None, notes + self._reject(tx, 401, extra=extra)
 
     def _on_register(self, tx: ServerTransaction, now: float) -> list[Output]:
         request = tx.request
@@ -373,6 +419,10 @@ class UserAgent:
 
     def _on_invite(self, tx: ServerTransaction, now: float, source: Flow | None = None) -> list[Output]:
         request = tx.request
+        authorization = request.headers.get("Authorization")
+        refused = self._throttled(tx, authorization, now)
+        if refused is not None:
+            return refused
         try:
             contact = request.contacts[0]
         except (SipParseError, IndexError):
@@ -402,13 +452,15 @@ class UserAgent:
         call.local_uri = f"{call.local_uri};tag={call.local_tag}"
         call.peer_allows_update = "UPDATE" in [m.upper() for m in request.headers.get_all("Allow")]
         # A retried INVITE after our 401 carries credentials: remember who it is.
-        if request.headers.get("Authorization"):
-            result = self.digest.verify(request.headers.get("Authorization"), "INVITE", now)
+        auth_notes: list[Output] = []
+        if authorization:
+            result = self.digest.verify(authorization, "INVITE", now)
+            auth_notes = self._auth_outcome(tx, result, now)
             if result.ok:
                 call.authenticated_user = result.username
         self.calls[call.key] = call
         trying = self._response(request, 100, flow=tx.flow)
-        out = self._respond(tx, trying)
+        out = auth_notes + self._respond(tx, trying)
         timeout = self.config.answer_timeout
         expires = request.headers.get("Expires")
         if expires and expires.isdigit():

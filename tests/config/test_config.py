@@ -128,3 +128,38 @@ def test_emergency_trunk_and_dispatch_sections(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("CC_EMERGENCY__TRUNK__AOR")
     with pytest.raises(ConfigError, match="registrar and aor must be set together"):
         load_settings()
+
+
+@pytest.mark.parametrize("password,words", [
+    ("short-pw", "too short (8 characters; at least 10)"),
+    ("Password2024!", "common password"),
+    ("qwertyuiop", "common password"),
+    ("1234567890", "common password"),
+    ("Kx7-long-enough", None),  # strong enough: loads
+    ("extension-2001", "common password"),
+    ("2001200120", "built from the username"),
+    ("0987654321", "common password"),
+    ("5678901234", "consecutive keys"),
+    ("zzzzzzzzzzzz", "repeated character"),
+])
+def test_weak_sip_account_passwords_are_refused_naming_the_account(tmp_path: Path, password: str,
+                                                                   words: str | None) -> None:
+    f = tmp_path / "cc.toml"
+    f.write_text(f'[sip]\nrealm = "cc"\n\n[sip.accounts]\n"2001" = "{password}"\n')
+    if words is None:
+        assert load_settings(f).sip.accounts == {"2001": password}
+        return
+    with pytest.raises(ConfigError) as err:
+        load_settings(f)
+    message = str(err.value)
+    assert f"{f}:4: field 'sip.accounts'" in message and "account '2001'" in message and words in message
+    assert password not in message  # the secret is never echoed
+
+
+def test_sip_account_password_equal_to_the_extension_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "cc.toml"
+    f.write_text('[sip]\naccounts = { "frontdesk01" = "FrontDesk01", "2002" = "Kx7-long-enough" }\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(f)
+    assert "account 'frontdesk01': password equals the username" in str(err.value)
+    assert "2002" not in str(err.value) and f"{f}:2:" in str(err.value)

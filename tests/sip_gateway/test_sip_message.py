@@ -129,8 +129,11 @@ def test_uri_and_name_addr() -> None:
 def test_via_response_address() -> None:
     via = Via.parse("SIP/2.0/UDP 10.1.1.1:5080;branch=z9hG4bK1;rport")
     assert via.response_address(("192.0.2.1", 4000)) == ("192.0.2.1", 4000)
+    # Without rport: the source address (never a host the request names), the sent-by port.
     via = Via.parse("SIP/2.0/UDP 10.1.1.1;branch=z9hG4bK1;received=192.0.2.9")
-    assert via.response_address(("192.0.2.1", 4000)) == ("192.0.2.9", 5060)
+    assert via.response_address(("192.0.2.1", 4000)) == ("192.0.2.1", 5060)
+    via = Via.parse("SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK1")
+    assert via.response_address(("192.0.2.1", 4000)) == ("192.0.2.1", 5070)
     with pytest.raises(SipParseError):
         Via.parse("SIP/1.0/UDP h")
 
