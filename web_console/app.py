@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.runtime import CoreServices
 from web_console.auth import LANG_COOKIE, Forbidden, NotAuthenticated, current_principal
+from web_console.guards import NulGuard
 from web_console.i18n import LANGUAGES, translate
 
 log = logging.getLogger(__name__)
@@ -73,8 +77,27 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app = FastAPI(
         title="commandcenter", version="0.1.0", lifespan=lifespan,
         docs_url=None, redoc_url=None, openapi_url=None,  # served below, for admins only
+        max_body_size=services.settings.http.max_body_bytes,  # 413 before the body is read
     )
     app.state.services = services
+    app.add_middleware(NulGuard)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 413:
+            limit = services.settings.http.max_body_bytes
+            return JSONResponse({"detail": f"请求体过大，上限 {limit} 字节 (request body larger than {limit} bytes)"},
+                                status_code=413)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(CharacterNotInRepertoireError)
+    @app.exception_handler(UntranslatableCharacterError)
+    async def _unstorable_text(request: Request, exc: Exception) -> Response:
+        # Last line of defence: request models, NulGuard and the raw-body checks refuse NUL with the
+        # field named; a text the database still cannot store must not become a 500.
+        log.warning("text the database cannot store reached %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": "文本含有数据库无法保存的字符 (NUL)",
+                                         "type": "nul_character"}]}, status_code=422)
 
     @app.exception_handler(NotAuthenticated)
     async def _unauthenticated(request: Request, exc: NotAuthenticated) -> Response:
