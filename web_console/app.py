@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.runtime import CoreServices
 from web_console.auth import LANG_COOKIE, Forbidden, NotAuthenticated, current_principal
-from web_console.guards import NulGuard
+from web_console.guards import BodyLimit, NulGuard, too_large
 from web_console.i18n import LANGUAGES, translate
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,15 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app = FastAPI(
         title="commandcenter", version="0.1.0", lifespan=lifespan,
         docs_url=None, redoc_url=None, openapi_url=None,  # served below, for admins only
-        max_body_size=services.settings.http.max_body_bytes,  # 413 before the body is read
     )
     app.state.services = services
     app.add_middleware(NulGuard)
+    app.add_middleware(BodyLimit, limit=services.settings.http.max_body_bytes)  # 413 before the body is read
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 413:
-            limit = services.settings.http.max_body_bytes
-            return JSONResponse({"detail": f"请求体过大，上限 {limit} 字节 (request body larger than {limit} bytes)"},
-                                status_code=413)
+            return too_large(services.settings.http.max_body_bytes)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(CharacterNotInRepertoireError)
