@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.runtime import CoreServices
 from web_console.auth import LANG_COOKIE, Forbidden, NotAuthenticated, current_principal
-from web_console.guards import BodyLimit, NulGuard, too_large
+from web_console.guards import BodyLimit, too_large
 from web_console.i18n import LANGUAGES, translate
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
         docs_url=None, redoc_url=None, openapi_url=None,  # served below, for admins only
     )
     app.state.services = services
-    app.add_middleware(NulGuard)
     app.add_middleware(BodyLimit, limit=services.settings.http.max_body_bytes)  # 413 before the body is read
 
     @app.exception_handler(StarletteHTTPException)

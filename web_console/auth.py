@@ -21,6 +21,7 @@ from starlette.responses import Response
 from core.identity import User
 from core.roles import Role
 from core.runtime import CoreServices
+from web_console.guards import nul_in_url
 
 SESSION_COOKIE = "cc_session"
 LANG_COOKIE = "cc_lang"
@@ -137,14 +138,22 @@ class RoleFirstRoute(APIRoute):
 
     FastAPI parses the body (400 for broken JSON, 422 for a wrong shape) before it solves the
     dependencies, so a caller with the wrong role would learn about the body instead of getting 403.
+    It then refuses a NUL character in the URL path or query (422 naming the place).
     Every router of the console uses this class (a test walks the route table to keep it so).
+    The roles also go into the OpenAPI document as ``x-roles`` (admins are always admitted;
+    absent: public), which is the role matrix the schemathesis run checks against.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        roles = route_roles(self)
+        if roles is not None:
+            ordered = [r.value for r in Role if r in roles or r is Role.ADMIN]
+            self.openapi_extra = {**(self.openapi_extra or {}), "x-roles": ordered}
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         gates = list(role_gates(self.dependant))
-        if not gates:
-            return handler
 
         async def checked(request: Request) -> Response:
             passed: set[int] = set()
@@ -152,6 +161,9 @@ class RoleFirstRoute(APIRoute):
                 await gate(request)
                 passed.add(id(gate))
             request.state.role_gates_passed = passed
+            refused = nul_in_url(request.scope)  # PostgreSQL cannot store NUL: 422, never 500
+            if refused is not None:
+                return refused
             return await handler(request)
 
         return checked

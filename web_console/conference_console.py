@@ -64,7 +64,7 @@ from web_console.auth import (
     resolve_principal,
     services_of,
 )
-from web_console.guards import ApiModel, TokenBucket
+from web_console.guards import NUL, ApiModel, TokenBucket, nul_message
 
 router = APIRouter(route_class=RoleFirstRoute)
 CHAIR_ROLES = (Role.CHAIR, Role.OPERATOR)
@@ -604,6 +604,8 @@ async def signalling(websocket: WebSocket, conference_id: str) -> None:
     try:
         if len(raw) > MAX_SIGNAL_BYTES:
             raise ValueError("message too large")
+        if NUL in conference_id:
+            raise ValueError(nul_message("conference_id"))
         message = JoinMessage.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         await _malformed(websocket, f"bad first message: {str(exc)[:200]}")

@@ -4,7 +4,7 @@
   database fails the statement (asyncpg ``CharacterNotInRepertoireError`` /
   ``UntranslatableCharacterError``) and used to surface as a 500. Every request model derives
   from :class:`ApiModel`, whose one validator refuses a NUL in any text field with a 422 naming
-  the field; :class:`NulGuard` does the same for the URL path and the query string; raw bodies
+  the field; :func:`nul_in_url` does the same for the URL path and the query string; raw bodies
   (AML, EIDO, AVL) are checked with :func:`nul_path`. A database error of that kind that slips
   through anyway is answered 422 by the app's handler, never 500.
 * **Body size**: :class:`BodyLimit` (``http.max_body_bytes``, 1 MiB): 413 as soon as the declared
@@ -72,34 +72,19 @@ def nul_error(loc: list[str | int], field: str) -> JSONResponse:
                         status_code=422)
 
 
-class NulGuard:
-    """ASGI middleware: a NUL in the URL path or in a query parameter is refused with 422."""
+def nul_in_url(scope: Scope) -> JSONResponse | None:
+    """422 naming the place when the URL path or a query parameter holds a NUL character.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            response = self.check(scope)
-            if response is not None:
-                if scope["type"] == "http":
-                    await response(scope, receive, send)
-                else:
-                    await send({"type": "websocket.close", "code": 1008})
-                return
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    def check(scope: Scope) -> JSONResponse | None:
-        if NUL in scope.get("path", ""):
-            return nul_error(["path"], "path")
-        query = scope.get("query_string", b"").decode("latin-1")
-        if "%00" in query or NUL in query:
-            for name, value in parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace"):
-                if NUL in name or NUL in value:
-                    shown = name.replace(NUL, "\\u0000")
-                    return nul_error(["query", shown], shown)
-        return None
+    Called by `RoleFirstRoute` after the role check (so a stranger still gets 401/403 first)."""
+    if NUL in scope.get("path", ""):
+        return nul_error(["path"], "path")
+    query = scope.get("query_string", b"").decode("latin-1")
+    if "%00" in query or NUL in query:
+        for name, value in parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace"):
+            if NUL in name or NUL in value:
+                shown = name.replace(NUL, "\\u0000")
+                return nul_error(["query", shown], shown)
+    return None
 
 
 @dataclass
