@@ -58,7 +58,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 
 
 def wants_html(request: Request) -> bool:
-    return not request.url.path.startswith(("/api/", "/ws/")) and request.url.path not in ("/openapi.json",)
+    return not request.url.path.startswith(("/api/", "/ws/", "/tiles/")) and request.url.path not in ("/openapi.json",)
 
 
 def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> FastAPI:
