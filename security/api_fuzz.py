@@ -31,6 +31,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.core.result import Ok
 
 ROLES = ("admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "viewer")
 # The consoles (OpenAPI tags) each role works in: the README's role table, written down here on
@@ -100,6 +101,8 @@ def operations(schema_raw: dict[str, Any], only: Iterable[str] = ()) -> list[Any
     prefixes = tuple(only)
     found = []
     for result in schema.get_all_operations():
+        if not isinstance(result, Ok):
+            raise RuntimeError(f"the OpenAPI document has a broken operation: {result.err()}")
         operation = result.ok()
         if not prefixes or operation.path.startswith(prefixes):
             found.append(operation)
