@@ -43,6 +43,9 @@ class HttpSettings(_Section):
     session_idle_seconds: int = Field(1800, ge=1, description="session ends after this much inactivity")
     session_max_seconds: int = Field(12 * 3600, ge=1, description="session ends this long after login")
     default_language: Literal["zh-CN", "en"] = "zh-CN"
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body accepted (413 beyond)")
+    join_per_minute: float = Field(30.0, gt=0, description="anonymous /join page views per minute per source")
+    join_burst: int = Field(10, ge=1, description="anonymous /join page views a source may make at once")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> HttpSettings:

@@ -30,6 +30,17 @@ class AuditEntry:
     detail: dict[str, Any]
 
 
+def _no_nul(value: Any) -> Any:
+    """`value` with every NUL in its strings (dict keys too) replaced by the text ``\\u0000``."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nul(v) for v in value]
+    return value
+
+
 class AuditLog:
     """Writes and reads `audit_log` rows."""
 
@@ -38,11 +49,15 @@ class AuditLog:
 
     async def record(self, actor: str, action: str, target: str = "", *, outcome: str = "ok",
                      source: str = "", detail: dict[str, Any] | None = None) -> int:
-        """Append one entry; returns its id. `actor` is a username or a system component."""
+        """Append one entry; returns its id. `actor` is a username or a system component.
+
+        NUL characters (which PostgreSQL text and jsonb cannot store) are written as the visible
+        escape ``\\u0000``, so recording what a caller sent can never fail the write."""
+        actor, action, target, outcome, source = (_no_nul(v) for v in (actor, action, target, outcome, source))
         entry_id = await self.db.fetchval(
             "INSERT INTO audit_log (actor, action, target, outcome, source, detail) "
             "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            actor, action, target, outcome, source, detail or {})
+            actor, action, target, outcome, source, _no_nul(detail or {}))
         return int(entry_id)
 
     async def recent(self, limit: int = 100, actor: str | None = None, action: str | None = None) -> list[AuditEntry]:

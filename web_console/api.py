@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.identity import IdentityError, User
 from core.roles import Role
-from web_console.auth import ANY_ROLE, Principal, client_address, require, services_of
+from web_console.auth import ANY_ROLE, Principal, RoleFirstRoute, client_address, require, services_of
+from web_console.guards import ApiModel
 
-router = APIRouter()
+router = APIRouter(route_class=RoleFirstRoute)
 
 
 class UserOut(BaseModel):
@@ -27,7 +28,7 @@ class UserOut(BaseModel):
                    disabled=user.disabled, locked=user.is_locked())
 
 
-class UserCreate(BaseModel):
+class UserCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9_.-]+$")
     password: str = Field(min_length=1, max_length=256)
@@ -35,7 +36,7 @@ class UserCreate(BaseModel):
     display_name: str = Field("", max_length=100)
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     role: Role | None = None
     password: str | None = Field(None, min_length=1, max_length=256)
@@ -43,7 +44,7 @@ class UserUpdate(BaseModel):
     locked: bool | None = Field(None, description="lock the account by hand (ends its sessions), or unlock it")
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
 

@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.runtime import CoreServices
 from web_console.auth import LANG_COOKIE, Forbidden, NotAuthenticated, current_principal
+from web_console.guards import BodyLimit, too_large
 from web_console.i18n import LANGUAGES, translate
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 
 
 def wants_html(request: Request) -> bool:
-    return not request.url.path.startswith(("/api/", "/ws/")) and request.url.path not in ("/openapi.json",)
+    return not request.url.path.startswith(("/api/", "/ws/", "/tiles/")) and request.url.path not in ("/openapi.json",)
 
 
 def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> FastAPI:
@@ -75,6 +79,22 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
         docs_url=None, redoc_url=None, openapi_url=None,  # served below, for admins only
     )
     app.state.services = services
+    app.add_middleware(BodyLimit, limit=services.settings.http.max_body_bytes)  # 413 before the body is read
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 413:
+            return too_large(services.settings.http.max_body_bytes)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(CharacterNotInRepertoireError)
+    @app.exception_handler(UntranslatableCharacterError)
+    async def _unstorable_text(request: Request, exc: Exception) -> Response:
+        # Last line of defence: request models, NulGuard and the raw-body checks refuse NUL with the
+        # field named; a text the database still cannot store must not become a 500.
+        log.warning("text the database cannot store reached %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": "文本含有数据库无法保存的字符 (NUL)",
+                                         "type": "nul_character"}]}, status_code=422)
 
     @app.exception_handler(NotAuthenticated)
     async def _unauthenticated(request: Request, exc: NotAuthenticated) -> Response:

@@ -9,15 +9,19 @@ need no CSRF token.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import Request
+from fastapi import Request, WebSocket
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.responses import Response
 
 from core.identity import User
 from core.roles import Role
 from core.runtime import CoreServices
+from web_console.guards import nul_in_url
 
 SESSION_COOKIE = "cc_session"
 LANG_COOKIE = "cc_lang"
@@ -93,20 +97,102 @@ async def check_csrf(request: Request, principal: Principal) -> None:
         raise Forbidden("csrf")
 
 
-def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
-    """A FastAPI dependency admitting the given roles (and admins); 401/403 otherwise."""
-    role_set = frozenset(roles)
+class RoleGate:
+    """The dependency `require(...)` returns: admits the given roles (and admins); 401/403 otherwise.
 
-    async def dependency(request: Request) -> Principal:
-        principal = await current_principal(request)
-        if principal is None:
+    A class (not a closure) so that `RoleFirstRoute` can find it among a route's dependencies and
+    run it before FastAPI parses the body, and so the role matrix can be read off the route table.
+    """
+
+    def __init__(self, roles: frozenset[Role]) -> None:
+        self.roles = roles
+
+    async def __call__(self, request: Request) -> Principal:
+        if id(self) in getattr(request.state, "role_gates_passed", ()):  # already run by RoleFirstRoute
+            principal: Principal = request.state.principal
+            return principal
+        principal_or_none = await current_principal(request)
+        if principal_or_none is None:
             raise NotAuthenticated(expired=SESSION_COOKIE in request.cookies)
-        if not allowed(principal.user.role, role_set):
+        if not allowed(principal_or_none.user.role, self.roles):
             raise Forbidden("role")
-        await check_csrf(request, principal)
-        return principal
+        await check_csrf(request, principal_or_none)
+        return principal_or_none
 
-    return dependency
+
+def require(*roles: Role) -> RoleGate:
+    """A FastAPI dependency admitting the given roles (and admins); 401/403 otherwise."""
+    return RoleGate(frozenset(roles))
+
+
+def role_gates(dependant: Dependant) -> Iterator[RoleGate]:
+    """Every `require(...)` among a route's dependencies (depth first)."""
+    for sub in dependant.dependencies:
+        if isinstance(sub.call, RoleGate):
+            yield sub.call
+        yield from role_gates(sub)
+
+
+class RoleFirstRoute(APIRoute):
+    """An APIRoute that checks the caller's role before FastAPI reads and validates the body.
+
+    FastAPI parses the body (400 for broken JSON, 422 for a wrong shape) before it solves the
+    dependencies, so a caller with the wrong role would learn about the body instead of getting 403.
+    It then refuses a NUL character in the URL path or query (422 naming the place).
+    Every router of the console uses this class (a test walks the route table to keep it so).
+    The roles also go into the OpenAPI document as ``x-roles`` (admins are always admitted;
+    absent: public), which is the role matrix the schemathesis run checks against.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        roles = route_roles(self)
+        if roles is not None:
+            ordered = [r.value for r in Role if r in roles or r is Role.ADMIN]
+            self.openapi_extra = {**(self.openapi_extra or {}), "x-roles": ordered}
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        gates = list(role_gates(self.dependant))
+
+        async def checked(request: Request) -> Response:
+            passed: set[int] = set()
+            for gate in gates:
+                await gate(request)
+                passed.add(id(gate))
+            request.state.role_gates_passed = passed
+            refused = nul_in_url(request.scope)  # PostgreSQL cannot store NUL: 422, never 500
+            if refused is not None:
+                return refused
+            return await handler(request)
+
+        return checked
+
+
+def route_roles(route: APIRoute) -> frozenset[Role] | None:
+    """The roles a route admits besides admin (None: public; empty: admins only)."""
+    gates = list(role_gates(route.dependant))
+    if not gates:
+        return None
+    roles = frozenset(Role) - {Role.ADMIN}
+    for gate in gates:
+        roles &= gate.roles
+    return roles
+
+
+async def refuse_websocket(websocket: WebSocket, principal: Principal | None, reason: str) -> None:
+    """Close a websocket the caller may not open (4401 for reason "unauthenticated", else 4403).
+
+    Refusals of a signed-in caller (wrong role, foreign Origin) are audited like an HTTP 403: who,
+    what, from where; anonymous ones are not (as HTTP 401s are not), so nobody can fill the log.
+    """
+    if principal is not None:
+        services: CoreServices = websocket.app.state.services
+        await services.audit.record(
+            principal.user.username, "access.denied", websocket.url.path, outcome="denied",
+            source=websocket.client.host if websocket.client else "",
+            detail={"method": "WEBSOCKET", "reason": reason, "origin": websocket.headers.get("origin", "")})
+    await websocket.close(code=4401 if reason == "unauthenticated" else 4403)
 
 
 ANY_ROLE = tuple(Role)

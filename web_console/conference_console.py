@@ -26,12 +26,13 @@ import inspect
 import json
 import re
 import secrets
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from core.roles import Role
 from core.runtime import CoreServices
@@ -55,15 +56,18 @@ from web_console.app import render
 from web_console.auth import (
     SESSION_COOKIE,
     Principal,
+    RoleFirstRoute,
     allowed,
     client_address,
     current_principal,
+    refuse_websocket,
     require,
     resolve_principal,
     services_of,
 )
+from web_console.guards import NUL, ApiModel, TokenBucket, nul_message
 
-router = APIRouter()
+router = APIRouter(route_class=RoleFirstRoute)
 CHAIR_ROLES = (Role.CHAIR, Role.OPERATOR)
 MAX_SIGNAL_BYTES = 64 * 1024
 
@@ -93,14 +97,39 @@ async def console_page(request: Request, principal: Annotated[Principal, Depends
                   meeting_rooms=[{"id": r.id, "name": r.name} for r in plan.meeting_rooms])
 
 
-JOIN_STATUS = {"unknown": 404, "ended": 410, "locked": 423, "not_started": 409}
+ANONYMOUS_UNAVAILABLE = "无法加入该会议：会议号不存在、未开始、已结束、已锁定或不对访客开放"
+JOIN_STATUS = {"unknown": 404, "ended": 410, "locked": 423, "not_started": 409, "unavailable": 404}
+
+
+def _join_limiter(request: Request) -> TokenBucket:
+    """The app's per-source bucket for anonymous join pages (made on first use from the settings)."""
+    limiter: TokenBucket | None = getattr(request.app.state, "join_limiter", None)
+    if limiter is None:
+        http = services_of(request).settings.http
+        limiter = request.app.state.join_limiter = TokenBucket(http.join_per_minute / 60.0, http.join_burst)
+    return limiter
 
 
 @router.get("/join/{conference_id}", include_in_schema=False)
 async def join_page(request: Request, conference_id: str) -> Response:
-    """Public: the browser client, or a clear page saying why the conference cannot be joined."""
+    """Public: the browser client, or a page saying the conference cannot be joined.
+
+    A signed-in user is told why (unknown, not started, ended, locked). An anonymous visitor gets
+    one and the same answer (404, no name, no state) for every conference they may not join —
+    unknown, not started, ended, locked, or not open to guests — so conference ids cannot be
+    enumerated, and is rate-limited per source address (429 with Retry-After).
+    """
     principal = await current_principal(request)
     services = services_of(request)
+    if principal is None:
+        wait = _join_limiter(request).take(client_address(request), time.monotonic())
+        if wait > 0:
+            seconds = TokenBucket.retry_after_header(wait)
+            response = render(request, "join.html", status_code=429, state="rate_limited", conference_id="",
+                              conference_name="", needs_pin=False, needs_login=False, display_name="",
+                              retry_after=seconds)
+            response.headers["Retry-After"] = seconds
+            return response
     state, record = "ok", None
     try:
         service = _conferences(services)
@@ -117,6 +146,10 @@ async def join_page(request: Request, conference_id: str) -> Response:
     except ConferenceError:
         state = "unknown"
     may_skip = principal is not None and allowed(principal.user.role, frozenset(CHAIR_ROLES))
+    if principal is None and (state != "ok" or record is None or not record.guests):
+        return render(request, "join.html", status_code=JOIN_STATUS["unavailable"], state="unavailable",
+                      conference_id=conference_id, conference_name="", needs_pin=False, needs_login=False,
+                      display_name="")
     needs_login = record is not None and not record.guests and principal is None
     return render(request, "join.html", status_code=JOIN_STATUS.get(state, 200), state=state,
                   conference_id=conference_id, conference_name=record.name if record else "",
@@ -126,7 +159,7 @@ async def join_page(request: Request, conference_id: str) -> Response:
 
 # -- REST API -------------------------------------------------------------------------------------
 
-class CreateConference(BaseModel):
+class CreateConference(ApiModel):
     name: str = Field(min_length=1, max_length=100)
     pin: str = ""
     guests: bool = False
@@ -136,11 +169,11 @@ class CreateConference(BaseModel):
     start_now: bool = False
 
 
-class Extend(BaseModel):
+class Extend(ApiModel):
     minutes: int
 
 
-class Operation(BaseModel):
+class Operation(ApiModel):
     op: str
     site: str | None = None
     target: str | None = None
@@ -433,7 +466,7 @@ def _redacted(address: str) -> str:
     return _USERINFO_PASSWORD.sub(r"\1:***@", address)
 
 
-class AddSite(BaseModel):
+class AddSite(ApiModel):
     """Add a site by address: a SIP URI (``sip:room@10.1.2.3``) or an H.323 address (``h323:``,
     an alias, an E.164 number, ``alias@host`` or an IP with optional port)."""
 
@@ -479,12 +512,20 @@ def _conference_recorder(services: CoreServices) -> Any:
 @router.get("/api/conferences/{conference_id}/recording", tags=["conference"])
 async def recording_state(request: Request, conference_id: str,
                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    """Whether the conference is being recorded (and since when, how many segments)."""
+    """The conference's running recording (since when, how many segments); 404 when none runs.
+
+    ``/recording`` names the running recording: POST starts it, DELETE stops it, and after a
+    DELETE it is gone (404), as REST clients and checkers expect. The footage already written
+    stays in the tamper-evident store for inspectors, under retention and legal holds.
+    """
     recorder = _conference_recorder(services_of(request))
     if recorder is None:
         return {"available": False, "recording": False}
     handle = recorder.recording(conference_id)
-    return {"available": True, "recording": handle is not None, **(handle.to_json() if handle else {})}
+    if handle is None:
+        return JSONResponse({"detail": f"会议未在录制：{conference_id}", "available": True, "recording": False},
+                            status_code=404)
+    return {"available": True, "recording": True, **handle.to_json()}
 
 
 async def _recording_action(request: Request, conference_id: str, principal: Principal, start: bool) -> Any:
@@ -495,8 +536,14 @@ async def _recording_action(request: Request, conference_id: str, principal: Pri
     try:
         handle = await action(conference_id, principal.user.username, source=client_address(request))
     except ConferenceRecordingError as exc:
+        await _audit(request, principal, f"conference.recording.{'start' if start else 'stop'}", conference_id,
+                     {"code": exc.code, "error": exc.message}, "failed")
         return _error(RECORDING_HTTP_STATUS.get(exc.code, 400), exc.message)
-    return {"recording": start, **(handle.to_json() if handle else {})}
+    if handle is None:  # DELETE of a recording that does not run: nothing to stop
+        await _audit(request, principal, "conference.recording.stop", conference_id, {"error": "not recording"},
+                     "failed")
+        return _error(404, f"会议未在录制：{conference_id}")
+    return {"recording": start, **handle.to_json()}
 
 
 @router.post("/api/conferences/{conference_id}/recording", tags=["conference"])
@@ -509,13 +556,13 @@ async def recording_start(request: Request, conference_id: str,
 @router.delete("/api/conferences/{conference_id}/recording", tags=["conference"])
 async def recording_stop(request: Request, conference_id: str,
                          principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    """Stop recording (idempotent)."""
+    """Stop the running recording (its open segment is committed first); 404 when none runs."""
     return await _recording_action(request, conference_id, principal, start=False)
 
 
 # -- signalling -----------------------------------------------------------------------------------
 
-class JoinMessage(BaseModel):
+class JoinMessage(ApiModel):
     type: Literal["join", "preview"]
     sdp: str = Field(min_length=10, max_length=MAX_SIGNAL_BYTES)
     name: str = Field("", max_length=64)
@@ -548,7 +595,7 @@ async def signalling(websocket: WebSocket, conference_id: str) -> None:
     principal = await resolve_principal(services, websocket.headers.get("authorization"),
                                         websocket.cookies.get(SESSION_COOKIE))
     if not _same_origin(websocket):
-        await websocket.close(code=4403)
+        await refuse_websocket(websocket, principal, "origin")
         return
     await websocket.accept()
     try:
@@ -558,6 +605,8 @@ async def signalling(websocket: WebSocket, conference_id: str) -> None:
     try:
         if len(raw) > MAX_SIGNAL_BYTES:
             raise ValueError("message too large")
+        if NUL in conference_id:
+            raise ValueError(nul_message("conference_id"))
         message = JoinMessage.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         await _malformed(websocket, f"bad first message: {str(exc)[:200]}")
@@ -597,13 +646,21 @@ async def _admit(websocket: WebSocket, services: CoreServices, service: Conferen
             return None
         leg = legs.create(conf, participant_id=f"preview-{secrets.token_hex(4)}", view=BROADCAST)
     else:
+        if principal is None:  # anonymous: one answer for every conference a guest may not join
+            record = await service.get(conference_id) if conference_id.isdigit() and len(conference_id) <= 12 else None
+            if record is None or not record.guests:
+                await refuse("unavailable", ANONYMOUS_UNAVAILABLE)
+                return None
         # The one admission policy (mcu.admission): a console login is the identity, chair roles host.
         caller = Caller("webrtc", source, identity=f"console:{principal.user.username}" if principal else None,
                         pin=message.pin or None, host=chair)
         try:
             conf = await service.admit(conference_id, caller)
         except JoinRefused as exc:
-            if exc.code == "auth_required":
+            if principal is None and exc.code in ("unknown", "ended", "not_started", "locked", "auth_required",
+                                                  "protected"):
+                await refuse("unavailable", ANONYMOUS_UNAVAILABLE)
+            elif exc.code == "auth_required":
                 await refuse("login_required", "该会议需要登录后加入")
             elif exc.code == "pin_required":  # the page asks for the PIN on this code
                 await refuse("wrong_pin", exc.message)

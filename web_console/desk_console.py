@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from core.roles import Role
@@ -25,12 +25,21 @@ from dispatch.calltaking.service import DISPOSITIONS, DeskError, DeskService
 from dispatch.model import CATEGORIES, PRIORITY_NAMES
 from dispatch.names_en import english_names
 from web_console.app import language_of, render
-from web_console.auth import SESSION_COOKIE, Principal, client_address, require, resolve_principal
+from web_console.auth import (
+    SESSION_COOKIE,
+    Principal,
+    RoleFirstRoute,
+    client_address,
+    refuse_websocket,
+    require,
+    resolve_principal,
+)
 from web_console.dispatch_console import _boundaries
 from web_console.events_ws import _same_origin
+from web_console.guards import NUL, ApiModel, nul_message
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=RoleFirstRoute)
 
 CALLTAKERS = require(Role.CALLTAKER)
 READERS = require(Role.CALLTAKER, Role.DISPATCHER)
@@ -55,7 +64,7 @@ def desk_errors() -> Any:
         raise HTTPException(409, str(e)) from None
 
 
-class _Body(BaseModel):
+class _Body(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -340,6 +349,8 @@ async def post_aml(request: Request, principal: CallTaker,
         if not fmt:
             raise AmlFormatError(f"不支持的 Content-Type: {ctype or '（无）'}，应为 text/plain 或表单")
         text = raw.decode("utf-8")
+        if NUL in text:
+            raise AmlFormatError(nul_message("body"))
         return await svc.post_aml(fmt, text, sender or request.headers.get("x-aml-sender", ""))
     except (AmlFormatError, UnicodeDecodeError) as exc:
         reason = str(exc) if isinstance(exc, AmlFormatError) else "AML 数据不是 UTF-8"
@@ -361,7 +372,8 @@ async def desk_presence(websocket: WebSocket) -> None:
     principal = await resolve_principal(
         services, websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE))
     if principal is None or not _same_origin(websocket) or principal.user.role not in (Role.CALLTAKER, Role.ADMIN):
-        await websocket.close(code=4401 if principal is None else 4403)
+        reason = "unauthenticated" if principal is None else "origin" if not _same_origin(websocket) else "role"
+        await refuse_websocket(websocket, principal, reason)
         return
     cap = services.capabilities.get("desk")
     if cap is None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from core.roles import Role
 from dispatch.exchange.cap import CapError
@@ -38,10 +38,19 @@ from dispatch.views import recommendation_view, timeline_view
 from gis.map_builder import PRIORITY_COLOURS, MapPoint, MapSpec, render_html
 from gis.mbtiles import MBTilesError, MBTilesReader
 from web_console.app import language_of, render
-from web_console.auth import Principal, client_address, require, resolve_principal, services_of
+from web_console.auth import (
+    Principal,
+    RoleFirstRoute,
+    client_address,
+    refuse_websocket,
+    require,
+    resolve_principal,
+    services_of,
+)
 from web_console.events_ws import _same_origin
+from web_console.guards import ApiModel, nul_error, nul_message, nul_path
 
-router = APIRouter()
+router = APIRouter(route_class=RoleFirstRoute)
 
 DISPATCHERS = require(Role.DISPATCHER)
 READERS = require(Role.DISPATCHER, Role.CALLTAKER)
@@ -75,7 +84,7 @@ def model_errors() -> Iterator[None]:
         raise HTTPException(422, str(e)) from None
 
 
-class _Body(BaseModel):
+class _Body(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -349,11 +358,23 @@ async def export_eido(request: Request, incident_id: str, principal: Reader) -> 
         return await service_of(request).export_eido(incident_id)
 
 
+def _nul_in_json(raw: bytes) -> JSONResponse | None:
+    """422 naming the place when a JSON body holds a NUL character (invalid JSON is left to the caller)."""
+    try:
+        where = nul_path(json.loads(raw))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return None if where is None else nul_error(["body", where], where or "body")
+
+
 @router.post("/api/eido", status_code=201, tags=["dispatch"])
-async def import_eido(request: Request, principal: Dispatcher) -> dict[str, Any]:
+async def import_eido(request: Request, principal: Dispatcher) -> Any:
     """Import an EIDO document; 422 lists every problem; 409 when the incident exists."""
     svc = service_of(request)
     raw = await request.body()
+    refused = _nul_in_json(raw)
+    if refused is not None:
+        return refused
     with model_errors():
         inc = await svc.import_eido(raw, principal.user.username, client_address(request))
     return svc.view(inc)
@@ -386,6 +407,9 @@ async def avl(request: Request, principal: Dispatcher) -> JSONResponse:
         items = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return JSONResponse({"detail": f"请求体不是有效 JSON: {e}"}, status_code=422)
+    where = nul_path(items)
+    if where is not None:
+        return nul_error(["body", where], where or "body")
     result = await svc.ingest_avl(items, principal.user.username, "avl")
     return JSONResponse(result.as_json(), status_code=200 if result.accepted or not result.rejected else 422)
 
@@ -397,10 +421,10 @@ async def avl_socket(websocket: WebSocket) -> None:
     principal = await resolve_principal(services, websocket.headers.get("authorization"),
                                         websocket.cookies.get("cc_session"))
     if principal is None or not _same_origin(websocket):
-        await websocket.close(code=4401 if principal is None else 4403)
+        await refuse_websocket(websocket, principal, "unauthenticated" if principal is None else "origin")
         return
     if principal.user.role not in (Role.DISPATCHER, Role.ADMIN):
-        await websocket.close(code=4403)
+        await refuse_websocket(websocket, principal, "role")
         return
     svc = service_of(websocket)
     await websocket.accept()
@@ -412,6 +436,11 @@ async def avl_socket(websocket: WebSocket) -> None:
             except json.JSONDecodeError as e:
                 await websocket.send_json({"accepted": 0, "rejected": [
                     {"index": -1, "unit_id": None, "code": "malformed", "reason": f"不是有效 JSON: {e}"}]})
+                continue
+            where = nul_path(items)
+            if where is not None:
+                await websocket.send_json({"accepted": 0, "rejected": [
+                    {"index": -1, "unit_id": None, "code": "malformed", "reason": nul_message(where or "body")}]})
                 continue
             result = await svc.ingest_avl(items, principal.user.username, "avl-ws")
             await websocket.send_json(result.as_json())

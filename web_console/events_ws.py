@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from core.bus import visible_to
-from web_console.auth import SESSION_COOKIE, resolve_principal
+from web_console.auth import SESSION_COOKIE, RoleFirstRoute, refuse_websocket, resolve_principal
 
-router = APIRouter()
+router = APIRouter(route_class=RoleFirstRoute)
 
 
 def _same_origin(websocket: WebSocket) -> bool:
@@ -27,7 +27,7 @@ async def events(websocket: WebSocket, topics: str = "*") -> None:
     principal = await resolve_principal(
         services, websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE))
     if principal is None or not _same_origin(websocket):
-        await websocket.close(code=4401 if principal is None else 4403)
+        await refuse_websocket(websocket, principal, "unauthenticated" if principal is None else "origin")
         return
     await websocket.accept()
     role = principal.user.role

@@ -386,3 +386,16 @@ MESSAGES["en"].update({
     "cascade.since": "since", "cascade.via": "via", "cascade.site": "cascade", "cascade.banner": "Banner",
     "site.unknown": "unknown",
 })
+
+# -- security hardening (issue 13) -----------------------------------------------------------------
+MESSAGES["zh-CN"].update({
+    "login.nul": "用户名或密码含有不允许的 NUL 字符 (U+0000)",
+    "join.unavailable": "无法加入该会议：会议号不存在、会议未开始、已结束、已锁定或不对访客开放。如您有账号，请先登录。",
+    "join.rate_limited": "请求过于频繁，请 {s} 秒后再试",
+})
+MESSAGES["en"].update({
+    "login.nul": "The username or password contains a NUL character (U+0000), which is not allowed",
+    "join.unavailable": "This conference cannot be joined: the number is unknown, or the conference has not started, "
+                        "has ended, is locked or is not open to guests. If you have an account, sign in first.",
+    "join.rate_limited": "Too many requests; try again in {s} s",
+})

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import av
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from core.roles import Role
 from recorder.cameras import planned_cameras
@@ -40,10 +40,11 @@ from recorder.store import StoreError, parse_key
 from recorder.transparency_log import LogIntegrityError
 from recorder.tree_head import SignedTreeHead
 from web_console.app import language_of, render
-from web_console.auth import Principal, client_address, require, services_of
+from web_console.auth import Principal, RoleFirstRoute, client_address, require, services_of
+from web_console.guards import ApiModel
 from web_console.i18n import MESSAGES
 
-router = APIRouter()
+router = APIRouter(route_class=RoleFirstRoute)
 INSPECTOR = require(Role.INSPECTOR)
 
 MAX_PLAYBACK_CAMERAS = 4  # the issue: synchronised playback of up to 4 cameras of a hall
@@ -291,7 +292,7 @@ def probe_fps(path: Path | None) -> float:
 
 # ---- request bodies ------------------------------------------------------------------------------
 
-class RangeBody(BaseModel):
+class RangeBody(ApiModel):
     model_config = ConfigDict(extra="forbid")
     cameras: list[str] = Field(default_factory=list, max_length=64)
     start_ms: int
@@ -299,7 +300,7 @@ class RangeBody(BaseModel):
     reason: str = ""
 
 
-class CopyBody(BaseModel):
+class CopyBody(ApiModel):
     model_config = ConfigDict(extra="forbid")
     camera: str
     start_ms: int
@@ -307,19 +308,19 @@ class CopyBody(BaseModel):
     reason: str = ""
 
 
-class BookmarkBody(BaseModel):
+class BookmarkBody(ApiModel):
     model_config = ConfigDict(extra="forbid")
     camera: str
     at_ms: int
     note: str = Field("", max_length=1000)
 
 
-class LiftBody(BaseModel):
+class LiftBody(ApiModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = ""
 
 
-class HeadCheckBody(BaseModel):
+class HeadCheckBody(ApiModel):
     model_config = ConfigDict(extra="forbid")
     tree_head: dict[str, Any]
 

@@ -18,13 +18,15 @@ from web_console.auth import (
     ANY_ROLE,
     SESSION_COOKIE,
     Principal,
+    RoleFirstRoute,
     allowed,
     client_address,
     require,
     services_of,
 )
+from web_console.guards import NUL, nul_message
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=RoleFirstRoute)
 
 LOGIN_CSRF_COOKIE = "cc_login_csrf"
 
@@ -72,6 +74,9 @@ async def login(request: Request, username: Annotated[str, Form()] = "", passwor
     services = services_of(request)
     source = client_address(request)
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if NUL in username or NUL in password or NUL in login_csrf:
+        return render(request, "login.html", status_code=422, next=_safe_next(next.replace(NUL, "")),
+                      login_csrf=cookie, error_key="login.nul")
     if not cookie or not hmac.compare_digest(cookie, login_csrf):
         await services.audit.record(username or "anonymous", "login", username, outcome="denied",
                                     source=source, detail={"reason": "csrf"})
@@ -133,6 +138,11 @@ for _console in CONSOLES[:5]:
 
 # -- administration ------------------------------------------------------------------------------
 
+def _nul_field(**fields: str) -> str:
+    """The name of the first form field holding a NUL character ('' when none does)."""
+    return next((name for name, value in fields.items() if NUL in value), "")
+
+
 @router.get("/admin/users")
 async def users_page(request: Request, principal: Annotated[Principal, Depends(require())],
                      notice: str = "", error: str = "") -> Response:
@@ -145,6 +155,10 @@ async def users_create(request: Request, principal: Annotated[Principal, Depends
                        username: Annotated[str, Form()], password: Annotated[str, Form()],
                        role: Annotated[str, Form()], display_name: Annotated[str, Form()] = "") -> Response:
     services = services_of(request)
+    bad = _nul_field(username=username, password=password, role=role, display_name=display_name)
+    if bad:
+        users = await services.identity.list_users()
+        return render(request, "users.html", status_code=422, users=users, roles=ROLES, error=nul_message(bad))
     try:
         await services.identity.create_user(username.strip(), password, role, display_name.strip())
     except IdentityError as exc:
@@ -163,6 +177,10 @@ async def users_update(request: Request, username: str, principal: Annotated[Pri
                        action: Annotated[str, Form()], password: Annotated[str, Form()] = "",
                        role: Annotated[str, Form()] = "") -> Response:
     services = services_of(request)
+    bad = _nul_field(username=username, action=action, password=password, role=role)
+    if bad:
+        users = await services.identity.list_users()
+        return render(request, "users.html", status_code=422, users=users, roles=ROLES, error=nul_message(bad))
     try:
         if action == "password":
             await services.identity.set_password(username, password)

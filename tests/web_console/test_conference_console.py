@@ -215,16 +215,20 @@ def test_wrong_pin_back_off_locked_ended_unknown(server: RunningServer, chair: h
     assert page.status_code == 200 and 'data-testid="pin"' in page.text
     # A signed-in chair skips the PIN (and gets no PIN field).
     assert 'data-testid="pin"' not in chair.get(f"/join/{cid}").text
+    # A signed-in user is told why; an anonymous visitor gets one answer for all (issue 13).
     op(chair, cid, "lock")
-    locked = guest.get(f"/join/{cid}")
+    locked = chair.get(f"/join/{cid}")
     assert locked.status_code == 423 and 'data-state="locked"' in locked.text and "会议已锁定" in locked.text
+    assert guest.get(f"/join/{cid}").status_code == 404
     chair.post(f"/api/conferences/{cid}/end")
-    ended = guest.get(f"/join/{cid}")
+    ended = chair.get(f"/join/{cid}")
     assert ended.status_code == 410 and "会议已结束" in ended.text
-    unknown = guest.get("/join/99999999")
+    unknown = chair.get("/join/99999999")
     assert unknown.status_code == 404 and "会议不存在" in unknown.text
-    en = guest.get("/join/99999999?lang=en")
+    en = chair.get("/join/99999999?lang=en")
     assert "No such conference" in en.text
+    anonymous = guest.get("/join/99999999?lang=en")
+    assert anonymous.status_code == 404 and "cannot be joined" in anonymous.text
 
 
 def test_malformed_signalling_gets_error_frame_and_clean_close(server: RunningServer, chair: httpx.Client) -> None:

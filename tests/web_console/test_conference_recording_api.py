@@ -31,7 +31,8 @@ def segments(server: RunningServer) -> list[asyncpg.Record]:
 def test_record_demo_conference_through_the_api(server: RunningServer) -> None:
     chair = server.login("chair")
     viewer = server.login("viewer")
-    assert chair.get(f"/api/conferences/{DEMO}/recording").json() == {"available": True, "recording": False}
+    idle = chair.get(f"/api/conferences/{DEMO}/recording")
+    assert idle.status_code == 404 and idle.json()["available"] is True and idle.json()["recording"] is False
     assert viewer.post(f"/api/conferences/{DEMO}/recording").status_code == 403
     assert chair.post("/api/conferences/99999999/recording").status_code == 404
     started = chair.post(f"/api/conferences/{DEMO}/recording")
@@ -40,13 +41,20 @@ def test_record_demo_conference_through_the_api(server: RunningServer) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(segments(server)) < 2:
         time.sleep(0.5)
+    assert chair.get(f"/api/conferences/{DEMO}/recording").json()["recording"] is True
     stopped = chair.delete(f"/api/conferences/{DEMO}/recording")
     assert stopped.status_code == 200 and stopped.json()["recording"] is False
+    # After DELETE the recording is gone: reading or deleting it again is 404 (issue 13), and audited.
+    gone = chair.get(f"/api/conferences/{DEMO}/recording")
+    assert gone.status_code == 404 and gone.json()["recording"] is False
+    assert chair.delete(f"/api/conferences/{DEMO}/recording").status_code == 404
     rows = segments(server)
     assert len(rows) >= 2 and all(r["size"] > 0 for r in rows)
     admin = server.login("admin")
     actions = {e["action"] for e in admin.get("/api/audit", params={"action": "conference.recording"}).json()}
     assert {"conference.recording.start", "conference.recording.stop"} <= actions
+    stops = admin.get("/api/audit", params={"action": "conference.recording.stop"}).json()
+    assert [e["outcome"] for e in stops[:2]] == ["failed", "ok"]  # the second DELETE, then the real stop
 
 
 @pytest.mark.browser

@@ -299,7 +299,9 @@
   let recording = false;
   async function refreshRecording() {
     if (!current) return;
-    const r = await api("GET", "/api/conferences/" + current + "/recording").catch(() => null);
+    // 404 (with available/recording in the body) means "not recording": not an error to show.
+    const res = await fetch("/api/conferences/" + current + "/recording").catch(() => null);
+    const r = res ? await res.json().catch(() => null) : null;
     $("record").hidden = !(r && r.available);
     recording = !!(r && r.recording);
     $("record").textContent = recording ? text.record_stop : text.record;
