@@ -83,7 +83,9 @@ def test_call_source_is_the_packet_source_not_the_via() -> None:
     data = request(body=SDP_OFFER).replace(b"Via: SIP/2.0/UDP 127.0.0.1:5099", b"Via: SIP/2.0/UDP 10.20.0.5:5060")
     h.receive(data, Flow("udp", "10.99.0.1", 40000))
     call = h.events_of(ev.IncomingCall)[-1].call
-    assert call.flow.host == "10.20.0.5"  # where responses go (RFC 3261 §18.2.2)
+    # Responses go to the packet's source address too (RFC 3261 §18.2.2: the `received` address),
+    # never to a host the Via claims.
+    assert call.flow.host == "10.99.0.1"
     assert call.source == Flow("udp", "10.99.0.1", 40000)
 
 
