@@ -63,9 +63,11 @@ def test_guest_flag_login_and_pin_as_before(server: RunningServer, chair: httpx.
     closed_id = create(chair, "闭门会议", guests=False)
     pin_id = create(chair, "密码闭门会议", guests=False, pin="246810")
     assert refused(join(server, open_id)) is None  # admitted: the placeholder SDP is what fails next
-    assert refused(join(server, closed_id)) == "login_required"
+    # Anonymous callers learn nothing about a conference they may not join (the same code for
+    # unknown, closed, ended and locked); the page then offers the login.
+    assert refused(join(server, closed_id)) == "unavailable"
     assert refused(join(server, closed_id, viewer)) is None
-    assert refused(join(server, pin_id)) == "login_required"  # no PIN guessing before a login
+    assert refused(join(server, pin_id)) == "unavailable"  # no PIN guessing before a login
     assert refused(join(server, pin_id, viewer)) == "wrong_pin"  # asks for the PIN
     assert refused(join(server, pin_id, viewer, pin="000000")) == "wrong_pin"
     assert refused(join(server, pin_id, viewer, pin="246810")) is None
@@ -92,7 +94,8 @@ def test_emergency_call_room_is_never_joined(server: RunningServer, chair: httpx
         while chair.get(f"/api/conferences/{conference_id}").json().get("running") is False:
             assert time.monotonic() < deadline, f"{conference_id} did not start"
             time.sleep(0.1)
-        for client in (None, viewer, chair):
+        assert refused(join(server, conference_id)) == "unavailable", conference_id  # anonymous: nothing said
+        for client in (viewer, chair):
             assert refused(join(server, conference_id, client)) == "protected", (conference_id, client)
         assert refused(join(server, conference_id, chair, kind="preview")) == "protected"
     rows = run_async(_audit(server.db_url))
