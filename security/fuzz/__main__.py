@@ -33,12 +33,11 @@ def run_target(name: str, seconds: int, runs: int, artifacts: Path, seed: int, l
     """Fuzz one target; restart the worker after a hard crash until its time is used."""
     total: dict[str, Any] = {"target": name, "inputs": 0, "refused": 0, "crashes": 0, "unique_crashes": {},
                              "seconds": 0.0, "restarts": 0, "hard_crashes": []}
-    deadline = time.monotonic() + seconds
     work = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     corpus = work / "corpus"
     attempt = 0
     while True:
-        left = int(deadline - time.monotonic())
+        left = int(seconds - total["seconds"])  # fuzzing time; start-up (imports, seeds) is not counted
         want = -1 if runs < 0 else runs - total["inputs"]
         if left < 1 or want == 0:
             break
@@ -73,7 +72,7 @@ def run_target(name: str, seconds: int, runs: int, artifacts: Path, seed: int, l
         total["hard_crashes"].append({"reason": reason, "log": str(log_file), "tail": text[-2000:]})
         if not quiet:
             print(f"  {name}: worker died ({reason}), see {log_file}", file=sys.stderr)
-        if not state:  # it did not even start: do not spin
+        if not state or not state.get("inputs"):  # it did not even start: do not spin
             break
         attempt += 1
         total["restarts"] = attempt
