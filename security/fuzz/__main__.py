@@ -103,23 +103,29 @@ def main(argv: list[str] | None = None) -> int:
                     "load_at_start": os.getloadavg()[0]},
         "targets": {},
     }
+    out = args.out or RESULTS / f"fuzz-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> str:
+        report["total_inputs"] = sum(t["inputs"] for t in report["targets"].values())
+        report["total_crashes"] = sum(t["crashes"] for t in report["targets"].values())
+        text = json.dumps(report, indent=1, ensure_ascii=False)
+        out.write_text(text)  # after every target, so a stopped campaign keeps what it measured
+        return text
+
     if not args.quiet:
         print(f"{'target':<14}{'inputs':>12}{'refused':>11}{'crashes':>9}{'seconds':>9}{'inputs/s':>10}")
     for name in names:
         result = run_target(name, args.seconds, args.runs, artifacts, args.seed, log_dir, args.quiet)
         report["targets"][name] = result
+        save()
         if not args.quiet:
             print(f"{name:<14}{result['inputs']:>12,}{result['refused']:>11,}{result['crashes']:>9}"
                   f"{result['seconds']:>9.0f}{result['inputs_per_second']:>10,}", flush=True)
             for sig, info in result["unique_crashes"].items():
                 print(f"    CRASH x{info['count']}: {sig}: {info['message'][:120]} "
                       f"(input {artifacts / info['input']})")
-    report["total_inputs"] = sum(t["inputs"] for t in report["targets"].values())
-    report["total_crashes"] = sum(t["crashes"] for t in report["targets"].values())
-    out = args.out or RESULTS / f"fuzz-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=1, ensure_ascii=False)
-    out.write_text(text)
+    text = save()
     if args.out is None:
         (RESULTS / "fuzz.json").write_text(text)
     if not args.quiet:
