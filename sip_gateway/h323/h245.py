@@ -498,7 +498,8 @@ class H245Session:
             self._events.append(ProtocolErrorLogged(f"OLC ack for unknown channel {number}"))
             return
         ack = body.get("forwardMultiplexAckParameters")
-        params: dict[str, Any] = ack[1] if isinstance(ack, tuple) else {}
+        # An unknown extension alternative decodes as ('_ext_N', b''): no parameters.
+        params: dict[str, Any] = ack[1] if isinstance(ack, tuple) and isinstance(ack[1], dict) else {}
         fmt = pending.fmt
         payload_type = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
         channel = LogicalChannel(

@@ -5,7 +5,8 @@ import random
 
 from sip_gateway.h323.asn1 import decode_h245
 from sip_gateway.h323.call import Call, EndpointConfig
-from sip_gateway.h323.events import CallReleased, ProtocolErrorLogged
+from sip_gateway.h323.capabilities import Codec, MediaFormat
+from sip_gateway.h323.events import CallReleased, ChannelOpened, ProtocolErrorLogged
 from sip_gateway.h323.h245 import H245Session
 from sip_gateway.h323.tpkt import encode_tpkt
 
@@ -28,3 +29,20 @@ def test_unknown_extension_on_a_separate_h245_connection_keeps_the_call() -> Non
     call = Call.incoming_call(EndpointConfig(tunnelling=False), {1: 30000, 2: 30002}, random.Random(0))
     events = call.receive_h245_data(encode_tpkt(UNKNOWN_TOP_LEVEL), 0.0)
     assert not any(isinstance(e, CallReleased) for e in events)
+
+
+# openLogicalChannelAck whose forwardMultiplexAckParameters is an unknown extension alternative
+# (('_ext_34', b'')): "AttributeError: 'bytes' object has no attribute 'get'".
+OLC_ACK_HEX = "22c00000068010a2004780000409404a004600071c00007f0000017530007f0000017531"
+
+
+def test_olc_ack_with_unknown_multiplex_parameters_opens_the_channel_without_them() -> None:
+    data = bytes.fromhex(OLC_ACK_HEX)
+    assert decode_h245(data)[1][1]["forwardMultiplexAckParameters"][0].startswith("_ext_")
+    session = H245Session(EndpointConfig().h245_config({1: 30000, 2: 30002}), random.Random(0))
+    session.start(0.0)
+    number = session.open_channel(MediaFormat(Codec.PCMU), 0.0)
+    assert number == 1
+    session.receive_pdu(data, 0.0)
+    opened = [e for e in session.take_events() if isinstance(e, ChannelOpened)]
+    assert len(opened) == 1 and opened[0].channel.number == 1 and opened[0].channel.remote_rtp is None
