@@ -46,3 +46,27 @@ def test_olc_ack_with_unknown_multiplex_parameters_opens_the_channel_without_the
     session.receive_pdu(data, 0.0)
     opened = [e for e in session.take_events() if isinstance(e, ChannelOpened)]
     assert len(opened) == 1 and opened[0].channel.number == 1 and opened[0].channel.remote_rtp is None
+
+
+def test_a_parent_cycle_in_pycrate_objects_does_not_hang_the_decoder() -> None:
+    """The campaign's h245 target hit libFuzzer timeouts (20 s per input) inside pycrate's
+    ``fullname``: after some sequences of malformed PDUs the recursive MultiplexElement objects
+    had a ``_parent`` cycle (seen as type.subElementList._item_.repeatCount.finite repeating),
+    and wording the next out-of-constraint error looped forever. The sequence is not minimised,
+    so this builds the cycle by hand, in a child process (a hang must not hang the suite)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "from sip_gateway.h323.asn1 import h245_object\n"
+        "el = h245_object('MultiplexElement')\n"
+        "item = el._cont['type']._cont['subElementList']._cont\n"
+        "finite = el._cont['repeatCount']._cont['finite']\n"
+        "saved = el._parent\n"
+        "el._parent = item; item._parent = el\n"  # the cycle
+        "print(finite.fullname())\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("repeatCount.finite")
