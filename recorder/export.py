@@ -38,6 +38,27 @@ README_ZH = """本目录是录像证据导出包。
 - tree_head.json 为日志的签名树头，public_key.pem 为日志公钥（请与监察部门保存的公钥指纹核对）。
 校验命令：commandcenter verify-export <本目录或zip文件>
 任何文件被修改、删除或替换，校验都会失败并指出出问题的片段。
+
+不使用本系统也可以独立校验（任何 Ed25519 与 SHA-256 实现均可）：
+1. 公钥：public_key.pem 为 Ed25519 公钥（SubjectPublicKeyInfo，PEM）。
+   key_id = SHA-256(32 字节原始公钥) 的十六进制小写前 16 位。
+2. 签名树头：tree_head.json 中 signature 为 64 字节 Ed25519 签名（RFC 8032，纯 Ed25519，
+   十六进制小写）。被签名的字节 = 前缀 + 规范 JSON：
+   前缀为 ASCII 字符串 "commandcenter-recorder-sth-v1" 后接一个换行符（0x0A），共 30 字节；
+   规范 JSON 为仅含 key_id、log_id、root_hash、timestamp_ms、tree_size 五个字段的对象，
+   键按字母顺序排列，无任何空白（分隔符为 "," 与 ":"），root_hash 为 64 位小写十六进制，
+   timestamp_ms 与 tree_size 为十进制整数，非 ASCII 字符写作 \\uXXXX，编码为 UTF-8。
+   例：commandcenter-recorder-sth-v1\\n{"key_id":"…","log_id":"recorder","root_hash":"…","timestamp_ms":1795000000000,"tree_size":4}
+   tree_head.json 的 key_id 须等于公钥的 key_id。
+3. 清单签名：manifest.sig 为对 manifest.json 全部原始字节（不做任何规范化）的 Ed25519 签名，
+   十六进制小写，末尾一个换行符。manifest.json 的 log_id、tree_size 须与树头一致。
+4. 包含证明：manifest.json 中 export_leaf、segments、explained 的每一项含 leaf（日志叶子，
+   即规范 JSON 字符串）、leaf_index 与 inclusion_proof（十六进制哈希列表）。
+   叶子哈希 = SHA-256(0x00 ‖ leaf 的 UTF-8 字节)，内部节点 = SHA-256(0x01 ‖ 左 ‖ 右)，
+   按 RFC 9162 第 2.1.3.2 节由 leaf_index、tree_size 与证明算出根，须等于 root_hash。
+5. 录像片段：segments 各项的文件 segments/<camera>/<start_ms>-<end_ms>.mp4（取自叶子），
+   其 SHA-256（十六进制小写）与字节数须等于叶子中的 sha256 与 size。
+6. 说明.txt 的 SHA-256 须等于 manifest.json 的 readme_sha256；包中不得有清单之外的文件。
 """
 
 

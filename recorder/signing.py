@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -51,6 +51,8 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
         key = serialization.load_pem_public_key(pem)
     except ValueError as exc:
         raise SignatureError(f"public key is not valid PEM: {exc}") from exc
+    except UnsupportedAlgorithm as exc:  # valid PEM, but an algorithm (OID) the library does not know
+        raise SignatureError(f"public key is not an Ed25519 key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError("public key is not an Ed25519 key")
     return key

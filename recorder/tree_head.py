@@ -53,7 +53,7 @@ class SignedTreeHead:
                 key_id=str(d["key_id"]),
                 signature=bytes.fromhex(d["signature"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(1e999) is OverflowError
             raise ValueError(f"malformed signed tree head: {exc!r}") from exc
         if sth.tree_size < 0 or len(sth.root_hash) != 32 or len(sth.signature) != 64:
             raise ValueError("malformed signed tree head: bad size, root or signature length")
@@ -63,7 +63,7 @@ class SignedTreeHead:
     def from_json(cls, data: bytes) -> SignedTreeHead:
         try:
             d = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise ValueError(f"signed tree head is not JSON: {exc}") from exc
         if not isinstance(d, dict):
             raise ValueError("signed tree head is not a JSON object")

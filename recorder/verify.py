@@ -11,14 +11,16 @@ files are failures too, so any byte change anywhere in the bundle is caught.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import struct
+import sys
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from recorder.leaves import AccessLeaf, LeafFormatError, SegmentLeaf, decode_leaf
 from recorder.merkle import ProofError, leaf_hash, verify_inclusion
@@ -65,7 +67,7 @@ class VerificationReport:
         return [s.file for s in self.segments if not s.ok]
 
     def add(self, code: str, subject: str, message: str) -> None:
-        self.problems.append(Problem(code, subject, message))
+        self.problems.append(Problem(code, subject or "（空文件名）", message))
 
     def format(self) -> str:
         """Human-readable report (zh-CN, the inspectors' language)."""
@@ -88,34 +90,82 @@ def _fmt(ms: Any) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+class BundleReadError(Exception):
+    """A file of the bundle cannot be read (damaged zip entry, unreadable file)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+# What zipfile and the file system raise on damaged or odd input: a bad CRC-32 or header
+# (BadZipFile), corrupt deflate data (zlib.error), truncated data (EOFError), an unsupported
+# compression method (NotImplementedError), an encrypted entry (RuntimeError), a name that is
+# not valid UTF-8 (UnicodeDecodeError, a ValueError), an entry that is a directory (OSError).
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, NotImplementedError,
+                RuntimeError, ValueError, struct.error)
+MAX_FIXED_FILE = 256 << 20  # manifest, head, key, signature, readme: never this large
+
+
+def _describe(exc: BaseException) -> str:
+    """What is wrong, in the inspector's language, with the library's own words after it."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, zipfile.BadZipFile) and "CRC" in text:
+        return f"内容与压缩包记录的 CRC-32 不符（文件被改动或损坏）: {text}"
+    if isinstance(exc, zipfile.BadZipFile | zlib.error | EOFError | struct.error):
+        return f"压缩包中的文件已损坏: {text}"
+    if isinstance(exc, NotImplementedError | RuntimeError):
+        return f"不支持的压缩方式或加密条目: {text}"
+    return f"无法读取: {text}"
+
+
 class _Bundle:
-    """Read access to a bundle directory or zip file."""
+    """Read access to a bundle directory or zip file. Reading a damaged entry raises
+    :class:`BundleReadError` naming it, never a zipfile/zlib/OS exception."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._zip = zipfile.ZipFile(path) if path.is_file() else None
 
-    def names(self) -> set[str]:
+    def entry_names(self) -> list[str]:
+        """Every file entry, duplicates included (a zip may hold one name twice)."""
         if self._zip is not None:
-            return {n for n in self._zip.namelist() if not n.endswith("/")}
-        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
+            return [n for n in self._zip.namelist() if not n.endswith("/")]
+        return sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file())
+
+    def names(self) -> set[str]:
+        return set(self.entry_names())
 
     def read(self, name: str) -> bytes:
-        if self._zip is not None:
-            return self._zip.read(name)
-        return (self.path / name).read_bytes()
+        try:
+            if self._zip is not None:
+                if self._zip.getinfo(name).file_size > MAX_FIXED_FILE:
+                    raise ValueError(f"larger than {MAX_FIXED_FILE >> 20} MiB")
+                return self._zip.read(name)
+            if (self.path / name).stat().st_size > MAX_FIXED_FILE:
+                raise ValueError(f"larger than {MAX_FIXED_FILE >> 20} MiB")
+            return (self.path / name).read_bytes()
+        except _READ_ERRORS as exc:
+            raise BundleReadError(name, _describe(exc)) from exc
 
-    def open(self, name: str) -> BinaryIO:
-        if self._zip is not None:
-            return io.BytesIO(self._zip.read(name))
-        return open(self.path / name, "rb")
+    def digest(self, name: str) -> tuple[str, int]:
+        """SHA-256 and size of a file, streamed (segments can be large)."""
+        try:
+            if self._zip is not None:
+                with self._zip.open(name) as f:
+                    return _sha256(f)  # zipfile checks the CRC-32 at the end of the stream
+            with open(self.path / name, "rb") as g:
+                return _sha256(g)
+        except _READ_ERRORS as exc:
+            raise BundleReadError(name, _describe(exc)) from exc
 
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
 
 
-def _sha256(f: BinaryIO) -> tuple[str, int]:
+def _sha256(f: IO[bytes]) -> tuple[str, int]:
     h, n = hashlib.sha256(), 0
     while chunk := f.read(1 << 20):
         h.update(chunk)
@@ -135,6 +185,8 @@ def _proof(entry: dict[str, Any]) -> list[bytes]:
 
 def _check_leaf(entry: dict[str, Any], sth: SignedTreeHead) -> bytes:
     """Verify an entry's leaf and proof against the head; return the leaf bytes."""
+    if not isinstance(entry, dict):
+        raise ProofError("entry is not an object")
     leaf = entry.get("leaf")
     index = entry.get("leaf_index")
     if not isinstance(leaf, str) or not isinstance(index, int):
@@ -167,11 +219,14 @@ def verify_export(path: Path | str, trusted_key: bytes | None = None) -> Verific
         return report
     try:
         bundle = _Bundle(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        report.add("unreadable", str(path), f"无法读取导出包: {exc}")
+        bundle.entry_names()
+    except _READ_ERRORS as exc:
+        report.add("unreadable", str(path), f"无法读取导出包（不是 zip 文件、zip 已损坏或被截断）: {exc}")
         return report
     try:
         _verify(bundle, report, trusted_key)
+    except BundleReadError as exc:  # a file every later check needs (manifest, head, key)
+        report.add("unreadable", exc.name, exc.message)
     finally:
         bundle.close()
     report.ok = not report.problems and all(s.ok for s in report.segments)
@@ -179,7 +234,10 @@ def verify_export(path: Path | str, trusted_key: bytes | None = None) -> Verific
 
 
 def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | None) -> None:
-    names = bundle.names()
+    entries = bundle.entry_names()
+    names = set(entries)
+    for twice in sorted({n for n in entries if entries.count(n) > 1}):
+        report.add("duplicate_entry", twice, "导出包中同名文件出现多次（可能被替换）")
     for required in FIXED_FILES[:4]:
         if required not in names:
             report.add("missing", required, "缺少文件")
@@ -191,9 +249,19 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
         public_key = load_public_key(pem)
         if public_key_pem(public_key) != pem:
             raise SignatureError("public_key.pem is not in canonical form (changed)")
-        report.key_id = key_id_of(public_key)
-        if trusted_key is not None and key_id_of(load_public_key(trusted_key)) != report.key_id:
+    except (SignatureError, ValueError) as exc:
+        report.add("public_key", "public_key.pem", f"日志公钥无效: {exc}")
+        return
+    report.key_id = key_id_of(public_key)
+    if trusted_key is not None:
+        try:
+            trusted_id: str | None = key_id_of(load_public_key(trusted_key))
+        except SignatureError as exc:
+            report.add("untrusted_key", "--key", f"受信任的公钥文件无效: {exc}")
+            trusted_id = None
+        if trusted_id is not None and trusted_id != report.key_id:
             report.add("untrusted_key", "public_key.pem", "公钥与受信任的日志公钥不一致")
+    try:
         sth_bytes = bundle.read("tree_head.json")
         sth = SignedTreeHead.from_json(sth_bytes)
         if sth.to_json() != sth_bytes:
@@ -222,11 +290,17 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
             report.add("manifest", "manifest.json", "清单与签名树头不对应")
         report.request = manifest.get("request", {})
         readme = manifest.get("readme_sha256")
-        if "说明.txt" in names and hashlib.sha256(bundle.read("说明.txt")).hexdigest() != readme:
-            report.add("readme", "说明.txt", "说明文件被改动")
+        if "说明.txt" in names:
+            try:
+                if hashlib.sha256(bundle.read("说明.txt")).hexdigest() != readme:
+                    report.add("readme", "说明.txt", "说明文件被改动")
+            except BundleReadError as exc:
+                report.add("unreadable", exc.name, exc.message)
+        elif readme is not None:  # the manifest says the bundle has one
+            report.add("missing", "说明.txt", "缺少文件")
         segment_entries = list(_iter_entries(manifest, "segments"))
         explained_entries = list(_iter_entries(manifest, "explained"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         report.add("manifest", "manifest.json", f"清单格式错误: {exc}")
         return
     # 3. The export's own log entry.
@@ -258,8 +332,11 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
         if rel not in names:
             report.add("missing_segment", rel, f"片段文件缺失（{leaf.camera} {_fmt(leaf.start_ms)}）")
             continue
-        with bundle.open(rel) as f:
-            digest, size = _sha256(f)
+        try:
+            digest, size = bundle.digest(rel)
+        except BundleReadError as exc:
+            report.add("unreadable", rel, f"片段文件无法读取（{leaf.camera} {_fmt(leaf.start_ms)}）: {exc.message}")
+            continue
         if digest != leaf.sha256 or size != leaf.size:
             report.add("hash_mismatch", rel,
                        f"片段内容被改动（{leaf.camera} {_fmt(leaf.start_ms)} — {_fmt(leaf.end_ms)}）: "
@@ -281,7 +358,11 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
 
 def verify_export_cli(bundle: str, trusted_key_path: str | None = None) -> int:
     """`commandcenter verify-export BUNDLE [--key PEM]`: print the report, exit 0 only if it verifies."""
-    trusted = Path(trusted_key_path).read_bytes() if trusted_key_path else None
+    try:
+        trusted = Path(trusted_key_path).read_bytes() if trusted_key_path else None
+    except OSError as exc:
+        print(f"无法读取受信任的公钥文件 {trusted_key_path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     report = verify_export(bundle, trusted_key=trusted)
     print(report.format())
     return 0 if report.ok else 1

@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from pycrate_asn1dir import H225
-from pycrate_asn1rt import asnobj_construct
+from pycrate_asn1rt import asnobj, asnobj_construct
 from pycrate_asn1rt.codecs import ASN1CodecPER
 from pycrate_asn1rt.utils import T_UINT
 
@@ -264,4 +264,21 @@ def h245_object(type_name: str) -> Any:
     return getattr(H225.MULTIMEDIA_SYSTEM_CONTROL, type_name.replace("-", "_"))
 
 
+
+def _cycle_safe_fullname(self: Any) -> str:
+    """pycrate's ``ASN1Obj.fullname`` (used to word its decode errors) follows ``_parent``
+    links until None. After some sequences of malformed H.245 PDUs the objects of the
+    recursive MultiplexElement type end up with a ``_parent`` cycle, and the next value out of
+    constraint there made ``fullname`` loop forever, holding the ASN.1 lock: one peer could hang
+    the process (found by the fuzz campaign, security/fuzz target h245). Stop at a repeat."""
+    names = [self._name]
+    obj, seen = self, {id(self)}
+    while obj._parent is not None and id(obj._parent) not in seen:
+        obj = obj._parent
+        seen.add(id(obj))
+        names.append(obj._name)
+    return ".".join(reversed(names))
+
+
+asnobj.ASN1Obj.fullname = _cycle_safe_fullname
 install_per_fix()

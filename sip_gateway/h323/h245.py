@@ -299,7 +299,12 @@ class H245Session:
         self.receive_message(message, now)
 
     def receive_message(self, message: tuple[str, Any], now: float) -> None:
-        kind, (name, body) = message
+        kind, inner = message
+        if kind.startswith("_ext_") or not isinstance(inner, tuple) or len(inner) != 2:
+            # An alternative added by a later H.245 version (pycrate: ('_ext_N', b'')): skip it.
+            self._events.append(ProtocolErrorLogged(f"H.245 {kind}: unknown extension ignored"))
+            return
+        name, body = inner
         handler = getattr(self, f"_on_{kind}_{name}", None)
         if handler is None:
             self._events.append(ProtocolErrorLogged(f"H.245 {kind} {name} not handled"))
@@ -506,7 +511,8 @@ class H245Session:
             self._events.append(ProtocolErrorLogged(f"OLC ack for unknown channel {number}"))
             return
         ack = body.get("forwardMultiplexAckParameters")
-        params: dict[str, Any] = ack[1] if isinstance(ack, tuple) else {}
+        # An unknown extension alternative decodes as ('_ext_N', b''): no parameters.
+        params: dict[str, Any] = ack[1] if isinstance(ack, tuple) and isinstance(ack[1], dict) else {}
         fmt = pending.fmt
         payload_type = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
         channel = LogicalChannel(
