@@ -21,7 +21,7 @@ from recorder.leaves import AccessLeaf, CallRecordingLeaf, LeafFormatError, deco
 from recorder.merkle import ProofError
 from recorder.signing import SignatureError, key_id_of, load_public_key, public_key_pem, verify_signature
 from recorder.tree_head import SignedTreeHead, verify_tree_head
-from recorder.verify import Problem, _Bundle, _check_leaf, _fmt, _sha256
+from recorder.verify import BundleReadError, Problem, _Bundle, _check_leaf, _fmt
 
 
 @dataclass
@@ -68,6 +68,8 @@ def verify_call_export(path: Path | str, trusted_key: bytes | None = None) -> Ca
         return report
     try:
         _verify(bundle, report, trusted_key)
+    except BundleReadError as exc:  # a damaged entry: name it
+        report.add("unreadable", exc.name, f"导出包中的文件损坏: {exc.message}")
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:  # damaged container
         report.add("unreadable", str(path), f"导出包损坏: {exc}")
     finally:
@@ -151,8 +153,7 @@ def _verify(bundle: _Bundle, report: CallVerificationReport, trusted_key: bytes 
         if RECORDING_FILE not in names:
             report.add("missing_recording", RECORDING_FILE, "录音文件缺失")
         else:
-            with bundle.open(RECORDING_FILE) as f:
-                digest, size = _sha256(f)
+            digest, size = bundle.digest(RECORDING_FILE)
             if digest != leaf.sha256 or size != leaf.size:
                 report.add("hash_mismatch", RECORDING_FILE,
                            f"录音内容被改动: SHA-256 {digest[:16]}…（{size} 字节）≠ 日志 {leaf.sha256[:16]}…"
