@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from recorder.leaves import AccessLeaf, LeafFormatError, SegmentLeaf, decode_leaf
 from recorder.merkle import ProofError, leaf_hash, verify_inclusion
@@ -233,16 +233,32 @@ def verify_export(path: Path | str, trusted_key: bytes | None = None) -> Verific
     return report
 
 
-def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | None) -> None:
+class SignedReport(Protocol):
+    """What the shared checks fill in: the report of a segment bundle or of a call-recording bundle."""
+
+    key_id: str
+    tree_size: int
+    root_hash: str
+    problems: list[Problem]
+
+    def add(self, code: str, subject: str, message: str) -> None: ...
+
+
+def check_signatures(bundle: _Bundle, report: SignedReport, trusted_key: bytes | None,
+                     fixed_files: tuple[str, ...]) -> tuple[SignedTreeHead, bytes] | None:
+    """The checks every export bundle shares, in order: no entry twice, the fixed files present, the
+    log's public key (canonical, and the trusted one when `trusted_key` pins it), the signed tree
+    head, and the manifest's signature over every byte of the manifest. Returns the tree head and
+    the manifest bytes, or None once a check failed (each failure is added to `report`)."""
     entries = bundle.entry_names()
     names = set(entries)
     for twice in sorted({n for n in entries if entries.count(n) > 1}):
         report.add("duplicate_entry", twice, "导出包中同名文件出现多次（可能被替换）")
-    for required in FIXED_FILES[:4]:
+    for required in fixed_files:
         if required not in names:
             report.add("missing", required, "缺少文件")
     if report.problems:
-        return
+        return None
     # 1. Public key and signed tree head.
     try:
         pem = bundle.read("public_key.pem")
@@ -251,7 +267,7 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
             raise SignatureError("public_key.pem is not in canonical form (changed)")
     except (SignatureError, ValueError) as exc:
         report.add("public_key", "public_key.pem", f"日志公钥无效: {exc}")
-        return
+        return None
     report.key_id = key_id_of(public_key)
     if trusted_key is not None:
         try:
@@ -269,7 +285,7 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
         verify_tree_head(sth, public_key)
     except (SignatureError, ValueError) as exc:
         report.add("tree_head", "tree_head.json", f"签名树头无效: {exc}")
-        return
+        return None
     report.tree_size, report.root_hash = sth.tree_size, sth.root_hash.hex()
     # 2. Manifest signature: covers every byte of the manifest.
     manifest_bytes = bundle.read("manifest.json")
@@ -281,7 +297,16 @@ def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | No
         verify_signature(public_key, signature, manifest_bytes)
     except (SignatureError, ValueError, UnicodeDecodeError) as exc:
         report.add("manifest_signature", "manifest.json", f"清单签名无效（清单被改动）: {exc}")
+        return None
+    return sth, manifest_bytes
+
+
+def _verify(bundle: _Bundle, report: VerificationReport, trusted_key: bytes | None) -> None:
+    names = bundle.names()
+    checked = check_signatures(bundle, report, trusted_key, FIXED_FILES[:4])
+    if checked is None:
         return
+    sth, manifest_bytes = checked
     try:
         manifest = json.loads(manifest_bytes)
         if not isinstance(manifest, dict):

@@ -19,9 +19,7 @@ from typing import Any
 from recorder.call_recordings import FIXED_FILES, FORMAT, RECORDING_FILE
 from recorder.leaves import AccessLeaf, CallRecordingLeaf, LeafFormatError, decode_leaf
 from recorder.merkle import ProofError
-from recorder.signing import SignatureError, key_id_of, load_public_key, public_key_pem, verify_signature
-from recorder.tree_head import SignedTreeHead, verify_tree_head
-from recorder.verify import BundleReadError, Problem, _Bundle, _check_leaf, _fmt
+from recorder.verify import BundleReadError, Problem, _Bundle, _check_leaf, _fmt, check_signatures
 
 
 @dataclass
@@ -80,44 +78,10 @@ def verify_call_export(path: Path | str, trusted_key: bytes | None = None) -> Ca
 
 def _verify(bundle: _Bundle, report: CallVerificationReport, trusted_key: bytes | None) -> None:
     names = bundle.names()
-    for required in FIXED_FILES[:4]:
-        if required not in names:
-            report.add("missing", required, "缺少文件")
-    if report.problems:
+    checked = check_signatures(bundle, report, trusted_key, FIXED_FILES[:4])
+    if checked is None:
         return
-    try:
-        pem = bundle.read("public_key.pem")
-        public_key = load_public_key(pem)
-        if public_key_pem(public_key) != pem:
-            raise SignatureError("public_key.pem is not in canonical form (changed)")
-        report.key_id = key_id_of(public_key)
-        if trusted_key is not None:
-            try:
-                trusted_id = key_id_of(load_public_key(trusted_key))
-            except (SignatureError, ValueError) as exc:
-                report.add("trusted_key", "--key", f"受信任公钥文件无效: {exc}")
-                return
-            if trusted_id != report.key_id:
-                report.add("untrusted_key", "public_key.pem", "公钥与受信任的日志公钥不一致")
-        sth_bytes = bundle.read("tree_head.json")
-        sth = SignedTreeHead.from_json(sth_bytes)
-        if sth.to_json() != sth_bytes:
-            raise ValueError("tree_head.json is not in canonical form (changed)")
-        verify_tree_head(sth, public_key)
-    except (SignatureError, ValueError) as exc:
-        report.add("tree_head", "tree_head.json", f"签名树头无效: {exc}")
-        return
-    report.tree_size, report.root_hash = sth.tree_size, sth.root_hash.hex()
-    manifest_bytes = bundle.read("manifest.json")
-    try:
-        sig_text = bundle.read("manifest.sig").decode()
-        signature = bytes.fromhex(sig_text.strip())
-        if sig_text != signature.hex() + "\n":
-            raise ValueError("manifest.sig is not in canonical form (changed)")
-        verify_signature(public_key, signature, manifest_bytes)
-    except (SignatureError, ValueError, UnicodeDecodeError) as exc:
-        report.add("manifest_signature", "manifest.json", f"清单签名无效（清单被改动）: {exc}")
-        return
+    sth, manifest_bytes = checked
     try:
         manifest = json.loads(manifest_bytes)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
