@@ -10,60 +10,22 @@ from __future__ import annotations
 import asyncio
 import wave
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.runtime import CoreServices
-from dispatch.calltaking.acd import AcdConfig
-from dispatch.calltaking.service import DeskConfig, DeskService
-from dispatch.service import DispatchService
 from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
-from sip_gateway.sip.endpoint import SipEndpoint
-from sip_gateway.sip.useragent import UserAgentConfig
-from tests.conftest import make_settings
 from tests.dispatch.calltaking_samples import finish, free_port, sipp
+from tests.dispatch.desk_kit import Desk, running_desk, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@dataclass
-class Desk:
-    core: CoreServices
-    dispatch: DispatchService
-    desk: DeskService
-    endpoint: SipEndpoint
-    trunk: EmergencyTrunk
-
-
 @pytest.fixture
 async def desk(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[Desk]:
-    core = await CoreServices.start(make_settings(fresh_db_url, tmp_path), seed=False)
-    dispatch = DispatchService(core)
-    await dispatch.start()
-    await dispatch.set_training(False, "test")
-    service = DeskService(core, dispatch, DeskConfig(acd=AcdConfig(answer_timeout_s=20, wrap_up_s=0)))
-    await service.start()
-    endpoint = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=free_port()))
-    await endpoint.start(tcp=False)
-    trunk = EmergencyTrunk(endpoint, service, TrunkConfig(recordings_dir=tmp_path / "calls"))
-    yield Desk(core, dispatch, service, endpoint, trunk)
-    await trunk.close()
-    await endpoint.close()
-    await service.stop()
-    await dispatch.stop()
-    await core.stop()
-
-
-async def wait_until(predicate: object, within: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
+    async with running_desk(fresh_db_url, tmp_path) as running:
+        yield running
 
 
 async def test_pidf_lo_call_is_queued_offered_and_becomes_a_luoding_incident(desk: Desk) -> None:

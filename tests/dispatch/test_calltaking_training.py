@@ -14,62 +14,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from core.runtime import CoreServices
-from dispatch.calltaking.acd import AcdConfig
-from dispatch.calltaking.service import DeskConfig, DeskService
 from dispatch.recommendation import recommended_unit_ids
-from dispatch.service import DispatchService
 from dispatch.training_runner import TrainingRunner
-from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
-from sip_gateway.sip.endpoint import SipEndpoint
-from sip_gateway.sip.useragent import UserAgentConfig
-from tests.conftest import make_settings
-from tests.dispatch.calltaking_samples import finish, free_port, sipp
+from tests.dispatch.calltaking_samples import finish, sipp
+from tests.dispatch.desk_kit import Desk as Centre
+from tests.dispatch.desk_kit import running_desk, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@dataclass
-class Centre:
-    core: CoreServices
-    dispatch: DispatchService
-    desk: DeskService
-    endpoint: SipEndpoint
-    trunk: EmergencyTrunk
 
 
 @pytest.fixture
 async def centre(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[Centre]:
     """A desk behind a SIP endpoint, with the dispatch side in training mode (as `make run` starts)."""
-    core = await CoreServices.start(make_settings(fresh_db_url, tmp_path), seed=False)
-    dispatch = DispatchService(core)
-    await dispatch.start()
-    await dispatch.set_training(True, "test")
-    desk = DeskService(core, dispatch, DeskConfig(acd=AcdConfig(answer_timeout_s=20, wrap_up_s=0)))
-    await desk.start()
-    endpoint = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=free_port()))
-    await endpoint.start(tcp=False)
-    trunk = EmergencyTrunk(endpoint, desk, TrunkConfig(recordings_dir=tmp_path / "calls"))
-    yield Centre(core, dispatch, desk, endpoint, trunk)
-    await trunk.close()
-    await endpoint.close()
-    await desk.stop()
-    await dispatch.stop()
-    await core.stop()
-
-
-async def wait_until(predicate: object, within: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
+    async with running_desk(fresh_db_url, tmp_path, training=True) as running:
+        yield running
 
 
 def figures(dash: dict[str, object]) -> tuple[object, ...]:

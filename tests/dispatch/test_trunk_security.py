@@ -15,27 +15,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from core.runtime import CoreServices
-from dispatch.calltaking.acd import AcdConfig
-from dispatch.calltaking.service import DeskConfig, DeskError, DeskService
-from dispatch.service import DispatchService
-from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
+from dispatch.calltaking.service import DeskError
 from mcu.trunk_trust import TrunkPeer
-from recorder.call_recordings import CallRecordingLogService
 from recorder.leaves import CallRecordingLeaf, RetentionLeaf, decode_leaf
-from recorder.pg_storage import PgLogStorage
-from recorder.signing import KeyStore
-from recorder.transparency_log import TransparencyLog
-from sip_gateway.sip.endpoint import SipEndpoint
-from sip_gateway.sip.useragent import UserAgentConfig
-from tests.conftest import make_settings
-from tests.dispatch.calltaking_samples import finish, free_port, sipp
+from tests.dispatch.calltaking_samples import finish, sipp
+from tests.dispatch.desk_kit import Desk, running_desk, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,46 +32,11 @@ LOOPBACK = TrunkPeer("127.0.0.1/32", name="loopback")
 STRANGER = "127.0.0.2"
 
 
-@dataclass
-class Desk:
-    core: CoreServices
-    desk: DeskService
-    endpoint: SipEndpoint
-    trunk: EmergencyTrunk
-    log: TransparencyLog
-
-
 @pytest.fixture
 async def desk(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[Desk]:
-    core = await CoreServices.start(make_settings(fresh_db_url, tmp_path), seed=False)
-    dispatch = DispatchService(core)
-    await dispatch.start()
-    await dispatch.set_training(False, "test")
-    service = DeskService(core, dispatch, DeskConfig(acd=AcdConfig(answer_timeout_s=20, wrap_up_s=0),
-                                                     recording_retention_days=30))
-    log = TransparencyLog(PgLogStorage(core.db), KeyStore(tmp_path / "keys"))
-    await log.open()
-    service.recording_log = CallRecordingLogService(log)
-    await service.start()
-    endpoint = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=free_port()))
-    await endpoint.start(tcp=False)
-    trunk = EmergencyTrunk(endpoint, service, TrunkConfig(recordings_dir=tmp_path / "calls", peers=(LOOPBACK,)),
-                           audit=core.audit)
-    yield Desk(core, service, endpoint, trunk, log)
-    await trunk.close()
-    await endpoint.close()
-    await service.stop()
-    await dispatch.stop()
-    await core.stop()
-
-
-async def wait_until(predicate: object, within: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
+    async with running_desk(fresh_db_url, tmp_path, retention_days=30, with_log=True, peers=(LOOPBACK,),
+                            audited=True) as running:
+        yield running
 
 
 async def test_spoofed_trunk_is_refused_and_audited_then_accepted_with_trusted_pai_once_configured(desk: Desk) -> None:
@@ -151,7 +105,7 @@ async def test_same_call_id_twice_gives_two_sealed_recordings_then_retention_del
         await desk.desk.end_call(call_id, "calltaker1", "advice")
         await finish(proc)
         call_ids.append(call_id)
-    await wait_until(lambda: desk.log.size == 2)  # sealed when each call ended
+    await wait_until(lambda: desk.sealed_log.size == 2)  # sealed when each call ended
     rows = await desk.core.db.fetch("SELECT * FROM emergency_calls ORDER BY offered_at")
     assert [r["id"] for r in rows] == call_ids
     assert rows[0]["sip_key"].split("|")[0] == rows[1]["sip_key"].split("|")[0] == "same-call-id@attacker.example"
@@ -159,7 +113,7 @@ async def test_same_call_id_twice_gives_two_sealed_recordings_then_retention_del
     assert paths[0] != paths[1] and all(p.is_file() for p in paths)
     assert all("attacker" not in p.name and "same" not in p.name for p in paths)  # server-generated names
     for row, path in zip(rows, paths, strict=True):  # neither was overwritten: each file still has its logged hash
-        leaf = decode_leaf(await desk.log.leaf_bytes(int(row["recording_leaf"])))
+        leaf = decode_leaf(await desk.sealed_log.leaf_bytes(int(row["recording_leaf"])))
         assert isinstance(leaf, CallRecordingLeaf)
         assert leaf.call_id == row["id"] and leaf.name == path.name
         assert hashlib.sha256(path.read_bytes()).hexdigest() == leaf.sha256 == row["recording_sha256"]
@@ -176,8 +130,8 @@ async def test_same_call_id_twice_gives_two_sealed_recordings_then_retention_del
     with pytest.raises(DeskError):
         await desk.desk.recording_for(call_ids[0], "dispatcher1")
     # The leaves stay (they prove the recordings existed), and a retention leaf explains the deletion.
-    assert desk.log.size == 3
-    retention = decode_leaf(await desk.log.leaf_bytes(2))
+    assert desk.sealed_log.size == 3
+    retention = decode_leaf(await desk.sealed_log.leaf_bytes(2))
     assert isinstance(retention, RetentionLeaf) and retention.segment_leaves == (0, 1)
     assert all(c in retention.policy for c in call_ids)
     assert await desk.desk.apply_recording_retention(later) == []  # once only
@@ -199,12 +153,12 @@ async def test_recording_left_unsealed_is_sealed_by_the_next_run(desk: Desk) -> 
         if await hashed():
             break
         await asyncio.sleep(0.05)
-    assert desk.log.size == 0
+    assert desk.sealed_log.size == 0
     desk.desk.recording_log = service_log
     assert await desk.desk.seal_pending_recordings(desk.desk.clock()) == [call_id]
     row = await desk.core.db.fetchrow("SELECT * FROM emergency_calls WHERE id = $1", call_id)
     assert row is not None and row["recording_leaf"] == 0
-    leaf = decode_leaf(await desk.log.leaf_bytes(0))
+    leaf = decode_leaf(await desk.sealed_log.leaf_bytes(0))
     assert isinstance(leaf, CallRecordingLeaf) and leaf.call_id == call_id
     data = await asyncio.to_thread(Path(row["recording_path"]).read_bytes)
     assert leaf.sha256 == hashlib.sha256(data).hexdigest()
