@@ -103,7 +103,7 @@ def test_nearest_depots_with_500_sandbags_by_eta(clients: dict[str, httpx.Client
 ])
 def test_nearest_bad_input_is_422_naming_the_field(clients: dict[str, httpx.Client], params: dict[str, object],
                                                    field: str) -> None:
-    r = clients["dispatcher"].get("/api/resources/nearest", params=params)
+    r = clients["dispatcher"].get("/api/resources/nearest", params=params)  # type: ignore[arg-type]
     assert r.status_code == 422 and field in r.text, r.text
 
 
