@@ -40,7 +40,6 @@ from gis.mbtiles import MBTilesError, MBTilesReader
 from web_console.app import language_of, render
 from web_console.auth import Principal, client_address, require, resolve_principal, services_of
 from web_console.events_ws import _same_origin
-from web_console.i18n import texts_with_prefix
 
 router = APIRouter()
 
@@ -474,6 +473,8 @@ async def tiles(request: Request, z: int, x: int, y: int, principal: Reader) -> 
 
 @router.get("/dispatch", include_in_schema=False)
 async def console_page(request: Request, principal: Dispatcher) -> Response:
+    from web_console.i18n import texts_with_prefix  # (imported here: the page's resource texts)
+
     svc = service_of(request)
     lang = language_of(request)
     return render(request, "dispatch.html", training=svc.training, tiles=_mbtiles_path(request).is_file(),
