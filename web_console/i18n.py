@@ -424,4 +424,3 @@ MESSAGES["en"].update({
     "cascade.since": "since", "cascade.via": "via", "cascade.site": "cascade", "cascade.banner": "Banner",
     "site.unknown": "unknown",
 })
-
