@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from core.roles import Role
 from dispatch.model import ValidationError
@@ -34,9 +34,10 @@ from dispatch.resources.search import MAX_K, hit_view
 from dispatch.resources.search import Query as NearestQuery
 from dispatch.resources.service import ResourceService
 from web_console.app import language_of
-from web_console.auth import Principal, client_address, require
+from web_console.auth import Principal, RoleFirstRoute, client_address, require
+from web_console.guards import ApiModel
 
-router = APIRouter()
+router = APIRouter(route_class=RoleFirstRoute)
 
 ALLOCATORS = require(Role.DISPATCHER)
 READERS = require(Role.DISPATCHER, Role.CALLTAKER, Role.CHAIR)
@@ -64,7 +65,7 @@ def resource_errors() -> Iterator[None]:
         raise HTTPException(422, str(e)) from None
 
 
-class _Body(BaseModel):
+class _Body(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
 
