@@ -106,6 +106,12 @@ BENCHES: tuple[Bench, ...] = (
           (Figure("p99 ms, great circle", "modes.great_circle.p99_ms", "<= 20"),
            Figure("p99 ms, road graph (warm)", "modes.road_warm.p99_ms", "<= 20"),
            Figure("p99 ms, brute force", "modes.brute_force.p99_ms"))),
+    Bench("resources", (), "resources.json",
+          "10,000 resources (depots, shelters, teams, hospitals, experts) in the Yunfu boundaries, 1,000 queries "
+          "'3 nearest with >= N of an item / a skill' by ETA, in process; brute-force reference in the same run",
+          (Figure("nearest p99 ms, great circle", "modes.great_circle.p99_ms", "<= 20"),
+           Figure("nearest p99 ms, road graph (warm)", "modes.road_warm.p99_ms", "<= 20"),
+           Figure("nearest p99 ms, brute force", "modes.brute_force.p99_ms"))),
     Bench("dispatch", (), "dispatch.json",
           "through the service and the embedded PostgreSQL; 200 websocket consoles on the same machine",
           (Figure("recommendation p99 ms", "recommendation.p99_ms", "<= 20"),

@@ -36,6 +36,7 @@ TOPIC_AUDIENCE: dict[str, frozenset[Role]] = {
     "call": frozenset({Role.CALLTAKER, Role.DISPATCHER}),
     "incident": frozenset({Role.CALLTAKER, Role.DISPATCHER, Role.CHAIR}),
     "unit": frozenset({Role.CALLTAKER, Role.DISPATCHER}),
+    "resource": frozenset({Role.CALLTAKER, Role.DISPATCHER, Role.CHAIR}),  # allocations and stock
     "recording": frozenset({Role.INSPECTOR}),
     "user": frozenset(),
     "system": frozenset({Role.CHAIR, Role.OPERATOR, Role.CALLTAKER, Role.DISPATCHER, Role.INSPECTOR, Role.VIEWER}),

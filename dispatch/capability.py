@@ -7,7 +7,10 @@ Configuration beside the site plan file (or named in the ``[dispatch]`` settings
 * ``response_plans.toml`` (``dispatch.response_plans``): run cards; the built-in defaults
   (``dispatch/response_plans_default.toml``) otherwise;
 * ``roads.geojson`` (``dispatch.roads``): a road network (LineStrings with ``speed_kmh``) for
-  ETAs; great-circle × detour ÷ speed otherwise, with the assumption shown in the console.
+  ETAs; great-circle × detour ÷ speed otherwise, with the assumption shown in the console;
+* ``resources.toml``: the emergency resources (depots and supplies, teams, experts, shelters,
+  hospitals; ``dispatch/resources/model.py``), seeded at start (live stock is kept); none otherwise.
+  Routes reach them as ``core.capabilities["dispatch"].resources``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import logging
 from pathlib import Path
 
 from core.runtime import CoreServices
+from dispatch.resources.model import load_catalogue
+from dispatch.resources.service import ResourceService
 from dispatch.response_plans import ResponsePlans
 from dispatch.service import DispatchService
 from dispatch.training_runner import TrainingDesk, TrainingRunner
@@ -31,8 +36,9 @@ def _configured(core: CoreServices, configured: Path | None, name: str) -> Path 
 
 
 class DispatchCapability:
-    def __init__(self, service: DispatchService) -> None:
+    def __init__(self, service: DispatchService, resources: ResourceService) -> None:
         self.service = service
+        self.resources = resources
         self.runner = TrainingRunner(service)
         service.on_training_change.append(self._training_changed)
 
@@ -49,6 +55,7 @@ class DispatchCapability:
 
     async def stop(self) -> None:
         await self.runner.stop()
+        await self.resources.stop()
         await self.service.stop()
 
 
@@ -60,9 +67,14 @@ async def start(core: CoreServices) -> DispatchCapability:
     plans = ResponsePlans.load(plans_path) if plans_path else None  # PlanError names file:line: field
     eta = EtaEstimator(RoadNetwork.from_geojson(roads_path)) if roads_path else EtaEstimator()
     log.info("dispatch: run cards %s, ETA %s", plans_path or "built-in", roads_path or "great-circle")
+    resources_path = _configured(core, None, "resources.toml")
+    catalogue = load_catalogue(resources_path) if resources_path else []  # CatalogueError names the field
     service = DispatchService(core, plans=plans, eta=eta)
     await service.start()
-    capability = DispatchCapability(service)
+    resources = ResourceService(core, eta, catalogue, clock=service.clock)
+    await resources.start()
+    log.info("dispatch: %d resources from %s", len(catalogue), resources_path or "nowhere")
+    capability = DispatchCapability(service, resources)
     if service.training:
         capability.runner.start()
     return capability

@@ -138,6 +138,7 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
         events_ws,
         inspect_console,
         pages,
+        resources_console,
     )
 
     app.include_router(pages.router)
@@ -147,4 +148,5 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(dispatch_console.router)
     app.include_router(conference_console.router)
     app.include_router(desk_console.router)
+    app.include_router(resources_console.router)
     return app

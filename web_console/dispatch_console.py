@@ -502,9 +502,13 @@ async def tiles(request: Request, z: int, x: int, y: int, principal: Reader) -> 
 
 @router.get("/dispatch", include_in_schema=False)
 async def console_page(request: Request, principal: Dispatcher) -> Response:
+    from web_console.i18n import texts_with_prefix  # (imported here: the page's resource texts)
+
     svc = service_of(request)
+    lang = language_of(request)
     return render(request, "dispatch.html", training=svc.training, tiles=_mbtiles_path(request).is_file(),
-                  names=english_names() if language_of(request) == "en" else {})
+                  names=english_names() if lang == "en" else {},
+                  resource_texts=texts_with_prefix(lang, "resources."))
 
 
 @router.get("/dispatch/incidents/{incident_id}/report", include_in_schema=False)

@@ -250,6 +250,50 @@ MESSAGES["en"].update({
     "dispatch.report.components": "Agency components", "dispatch.report.conferences": "Command conferences",
 })
 
+# -- emergency resources on the dispatch map (web_console/resources_console.py, static/resources.js) --
+RESOURCE_MESSAGES: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "resources.title": "应急资源", "resources.layers": "资源图层",
+        "resources.kind.depot": "物资仓库", "resources.kind.team": "救援队伍", "resources.kind.expert": "专家",
+        "resources.kind.shelter": "避难场所", "resources.kind.hospital": "医院",
+        "resources.stock": "库存", "resources.capacity": "容量", "resources.occupancy": "已安置",
+        "resources.beds": "床位（空余/总数）", "resources.specialties": "专科", "resources.headcount": "人数",
+        "resources.skills": "技能", "resources.specialty": "专业", "resources.contact": "联系方式",
+        "resources.deployed": "已出动", "resources.made_up": "演示数据（虚构）",
+        "resources.panel": "资源调拨", "resources.pick_incident": "请先选择警情",
+        "resources.find": "查找最近", "resources.item": "物资", "resources.at_least": "至少",
+        "resources.quantity": "数量", "resources.allocate": "调拨", "resources.release": "归还",
+        "resources.allocated": "已调拨", "resources.released": "已归还", "resources.none": "暂无调拨",
+        "resources.no_results": "没有满足条件的资源", "resources.eta": "预计", "resources.minutes": "分钟",
+        "resources.done": "调拨成功",
+    },
+    "en": {
+        "resources.title": "Emergency resources", "resources.layers": "Resource layers",
+        "resources.kind.depot": "Supply depots", "resources.kind.team": "Rescue teams", "resources.kind.expert": "Experts",
+        "resources.kind.shelter": "Shelters", "resources.kind.hospital": "Hospitals",
+        "resources.stock": "Stock", "resources.capacity": "Capacity", "resources.occupancy": "Occupied",
+        "resources.beds": "Beds (free/total)", "resources.specialties": "Specialties", "resources.headcount": "Headcount",
+        "resources.skills": "Skills", "resources.specialty": "Specialty", "resources.contact": "Contact",
+        "resources.deployed": "Deployed", "resources.made_up": "Demo data (made up)",
+        "resources.panel": "Resource allocation", "resources.pick_incident": "Select an incident first",
+        "resources.find": "Find nearest", "resources.item": "Item", "resources.at_least": "at least",
+        "resources.quantity": "Quantity", "resources.allocate": "Allocate", "resources.release": "Return",
+        "resources.allocated": "Allocated", "resources.released": "Returned", "resources.none": "Nothing allocated",
+        "resources.no_results": "No resource matches", "resources.eta": "ETA", "resources.minutes": "min",
+        "resources.done": "Allocated",
+    },
+}
+for _lang, _texts in RESOURCE_MESSAGES.items():
+    MESSAGES[_lang].update(_texts)
+
+
+def texts_with_prefix(lang: str, prefix: str) -> dict[str, str]:
+    """Every text whose key starts with ``prefix`` (key without the prefix), for a page's script."""
+    base = {k[len(prefix):]: v for k, v in MESSAGES["zh-CN"].items() if k.startswith(prefix)}
+    base.update({k[len(prefix):]: v for k, v in MESSAGES.get(lang, {}).items() if k.startswith(prefix)})
+    return base
+
+
 # -- conference console and browser join page (issue 4) ----------------------------------------------
 MESSAGES["zh-CN"].update({
     "join.title": "加入会议", "join.unknown": "会议不存在：{id}", "join.ended": "会议已结束",

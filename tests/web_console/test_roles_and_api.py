@@ -35,6 +35,10 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("POST", "/api/users", ADMIN),
     ("PATCH", "/api/users/viewer", ADMIN),
     ("POST", "/api/users/viewer/tokens", ADMIN),
+    # emergency resources (issue 19): read by dispatchers, call-takers and the chair (read-only)
+    ("GET", "/api/resources", {"admin", "dispatcher", "calltaker", "chair"}),
+    ("GET", "/api/resources/nearest?kind=depot&item=sandbag&min_quantity=500&lon=111.57&lat=22.77",
+     {"admin", "dispatcher", "calltaker", "chair"}),
 ]
 PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/login"), ("GET", "/join/80000001")]
 
@@ -66,6 +70,28 @@ def test_role_matrix(clients: dict[str, httpx.Client], method: str, path: str, a
             assert outcomes[role] in expected_ok, (role, outcomes)
         else:
             assert outcomes[role] == 403, (role, outcomes)
+
+
+def test_resource_allocation_roles(clients: dict[str, httpx.Client]) -> None:
+    """Allocating and releasing: dispatchers and admins; an incident's allocations: every reader."""
+    inc = clients["dispatcher"].post("/api/incidents", json={"category": "flood_control", "priority": 2,
+                                                             "lon": 111.57, "lat": 22.77})
+    assert inc.status_code == 201, inc.text
+    path = f"/api/incidents/{inc.json()['id']}/resources"
+    outcomes = {}
+    for role in ROLES:
+        r = clients[role].post(path, json={"resource_id": "depot-luocheng", "item": "sandbag", "quantity": 1,
+                                           "request_id": uuid.uuid4().hex})
+        outcomes[role] = r.status_code
+        if r.status_code == 201:
+            released = clients[role].post(f"/api/resource-allocations/{r.json()['allocation']['id']}/release")
+            assert released.status_code == 200, (role, released.text)
+    assert outcomes == {r: 201 if r in ("admin", "dispatcher") else 403 for r in ROLES}, outcomes
+    reads = {role: clients[role].get(path).status_code for role in ROLES}
+    assert reads == {r: 200 if r in ("admin", "dispatcher", "calltaker", "chair") else 403 for r in ROLES}, reads
+    allocation = clients["dispatcher"].get(path).json()[0]["id"]
+    for role in ("calltaker", "chair", "viewer", "operator", "inspector"):
+        assert clients[role].post(f"/api/resource-allocations/{allocation}/release").status_code == 403, role
 
 
 @pytest.mark.parametrize("method,path,_", MATRIX, ids=[f"{m} {p}" for m, p, _ in MATRIX])

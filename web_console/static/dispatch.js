@@ -202,6 +202,7 @@ async function select(id, fly = true) {
   }
   for (const inc of state.incidents.values()) drawIncident(inc);
   renderQueue();
+  document.dispatchEvent(new CustomEvent("incident-selected", { detail: id }));
   await renderDetail();
 }
 
@@ -381,6 +382,7 @@ function renderAlarm() {
 
 function onEvent(ev) {
   const p = ev.payload || {};
+  document.dispatchEvent(new CustomEvent("cc-event", { detail: ev }));  // for resources.js and other add-ons
   switch (ev.topic) {
     case "incident.created":
     case "incident.updated":
@@ -453,4 +455,4 @@ fillCategories();
 setupForms();
 connect();
 setInterval(markStale, 15000);
-window.dispatchConsole = { state, markers };
+window.dispatchConsole = { state, markers, map };
