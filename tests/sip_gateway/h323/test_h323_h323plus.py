@@ -6,8 +6,10 @@ while the call runs, and Wireshark's dissectors find nothing malformed on the wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -107,37 +109,49 @@ def _check_wire(pcap: Path, slow_start: bool) -> None:
         assert tshark_fields(pcap, "h225.fastStart"), "no fastStart elements"
 
 
+@contextlib.asynccontextmanager
+async def _room_with_other_site(services: CoreServices, port: int, h245_port: int) -> AsyncIterator[Mcu]:
+    """The MCU on `port` (H.245 listener on `h245_port`) with the demo conference and one other
+    site sending its tone and colour; both stopped when the block ends."""
+    mcu = await start_mcu(services, port)
+    try:
+        mcu.bridge.config.h245_port = h245_port
+        conf = mcu.conferences.running(CONFERENCE)
+        assert conf is not None
+        other = await OtherSite.join(conf)
+        try:
+            yield mcu
+        finally:
+            other.stop()
+    finally:
+        await stop_mcu(mcu)
+
+
 @START_MODES
 async def test_h323plus_calls_the_conference(services: CoreServices, tmp_path: Path, h323peer_binary: Path,
                                              slow_start: bool) -> None:
     _require_capture()
     port, h245_port, peer_port = free_port(), free_port(), free_port()
-    mcu = await start_mcu(services, port)
-    mcu.bridge.config.h245_port = h245_port
-    conf = mcu.conferences.running(CONFERENCE)
-    assert conf is not None
-    other = await OtherSite.join(conf)
     pcap = tmp_path / "h323plus.pcap"
     peer = H323Peer(h323peer_binary, [*_peer_args(tmp_path, slow_start, peer_port), "--duration", str(CALL_SECONDS),
                                       f"h323:{CONFERENCE}@127.0.0.1:{port}"])
-    try:
-        with LoopbackCapture(pcap, _capture_filter([port, h245_port, peer_port])):
-            await peer.start()
-            await peer.wait_for("Call connected", 20)
-            stats = await _site_receives(mcu)
-            assert stats["h323_codecs"]["audio_received"] in ("PCMU", "PCMA"), stats
-            assert stats["h323_codecs"]["video_received"] in ("H263", "H261"), stats
-            assert stats["input_resolution"] in ([352, 288], [176, 144]), stats
-            await peer.wait_for(r"Video: first frame received \d+x\d+", 15)
-            code = await peer.wait(CALL_SECONDS + 20)
-            assert code == 0, peer.output
-            result = _check_peer(peer, tmp_path)
-            assert result["video_size"] in ((352, 288), (176, 144))
-    finally:
-        await peer.stop()
-        (tmp_path / "peer.log").write_text(peer.output)
-        other.stop()
-        await stop_mcu(mcu)
+    async with _room_with_other_site(services, port, h245_port) as mcu:
+        try:
+            with LoopbackCapture(pcap, _capture_filter([port, h245_port, peer_port])):
+                await peer.start()
+                await peer.wait_for("Call connected", 20)
+                stats = await _site_receives(mcu)
+                assert stats["h323_codecs"]["audio_received"] in ("PCMU", "PCMA"), stats
+                assert stats["h323_codecs"]["video_received"] in ("H263", "H261"), stats
+                assert stats["input_resolution"] in ([352, 288], [176, 144]), stats
+                await peer.wait_for(r"Video: first frame received \d+x\d+", 15)
+                code = await peer.wait(CALL_SECONDS + 20)
+                assert code == 0, peer.output
+                result = _check_peer(peer, tmp_path)
+                assert result["video_size"] in ((352, 288), (176, 144))
+        finally:
+            await peer.stop()
+            (tmp_path / "peer.log").write_text(peer.output)
     _check_wire(pcap, slow_start)
 
 
@@ -146,39 +160,33 @@ async def test_mcu_dials_out_to_h323plus(services: CoreServices, tmp_path: Path,
                                          slow_start: bool) -> None:
     _require_capture()
     port, h245_port, peer_port = free_port(), free_port(), free_port()
-    mcu = await start_mcu(services, port)
-    mcu.bridge.config.h245_port = h245_port
-    mcu.bridge.config.fast_start = not slow_start
-    mcu.bridge.config.tunnelling = not slow_start
-    mcu.conferences.register_dialer("h323", H323SiteDialer(mcu.bridge))
-    conf = mcu.conferences.running(CONFERENCE)
-    assert conf is not None
-    other = await OtherSite.join(conf)
-    pcap = tmp_path / "h323plus.pcap"
-    if not slow_start:
-        # The peer's H.263 encoder (H323Plus's plugin as ported to FFmpeg 5) aborts in
-        # av_image_copy when a fast-start receive proposal allows 4CIF, as ours does: its encoder
-        # takes the 4CIF size while its camera gives CIF. Propose what this room system sends.
-        mcu.bridge.config.formats = sent_formats(DEFAULT_FORMATS)
-    peer = H323Peer(h323peer_binary, [*_peer_args(tmp_path, slow_start, peer_port), "-l", "--once",
-                                      "--duration", str(CALL_SECONDS)])
-    try:
-        with LoopbackCapture(pcap, _capture_filter([port, h245_port, peer_port])):
-            await peer.start()
-            await peer.wait_for("Waiting for incoming calls", 15)
-            site_id, protocol = await mcu.conferences.dial_address(
-                CONFERENCE, f"h323:h323peer@127.0.0.1:{peer_port}", "H323Plus 会议室", "chair")
-            assert protocol == "h323"
-            await peer.wait_for("Call connected", 20)
-            stats = await _site_receives(mcu)
-            assert stats["site_id"] == site_id and stats["dial_out"] is True
-            await peer.wait_for(r"Video: first frame received \d+x\d+", 15)
-            code = await peer.wait(CALL_SECONDS + 20)
-            assert code == 0, peer.output
-            _check_peer(peer, tmp_path)
-    finally:
-        await peer.stop()
-        (tmp_path / "peer.log").write_text(peer.output)
-        other.stop()
-        await stop_mcu(mcu)
+    async with _room_with_other_site(services, port, h245_port) as mcu:
+        mcu.bridge.config.fast_start = not slow_start
+        mcu.bridge.config.tunnelling = not slow_start
+        mcu.conferences.register_dialer("h323", H323SiteDialer(mcu.bridge))
+        pcap = tmp_path / "h323plus.pcap"
+        if not slow_start:
+            # The peer's H.263 encoder (H323Plus's plugin as ported to FFmpeg 5) aborts in
+            # av_image_copy when a fast-start receive proposal allows 4CIF, as ours does: its encoder
+            # takes the 4CIF size while its camera gives CIF. Propose what this room system sends.
+            mcu.bridge.config.formats = sent_formats(DEFAULT_FORMATS)
+        peer = H323Peer(h323peer_binary, [*_peer_args(tmp_path, slow_start, peer_port), "-l", "--once",
+                                          "--duration", str(CALL_SECONDS)])
+        try:
+            with LoopbackCapture(pcap, _capture_filter([port, h245_port, peer_port])):
+                await peer.start()
+                await peer.wait_for("Waiting for incoming calls", 15)
+                site_id, protocol = await mcu.conferences.dial_address(
+                    CONFERENCE, f"h323:h323peer@127.0.0.1:{peer_port}", "H323Plus 会议室", "chair")
+                assert protocol == "h323"
+                await peer.wait_for("Call connected", 20)
+                stats = await _site_receives(mcu)
+                assert stats["site_id"] == site_id and stats["dial_out"] is True
+                await peer.wait_for(r"Video: first frame received \d+x\d+", 15)
+                code = await peer.wait(CALL_SECONDS + 20)
+                assert code == 0, peer.output
+                _check_peer(peer, tmp_path)
+        finally:
+            await peer.stop()
+            (tmp_path / "peer.log").write_text(peer.output)
     _check_wire(pcap, slow_start)
