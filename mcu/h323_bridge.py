@@ -40,6 +40,7 @@ import numpy as np
 from mcu.admission import Caller
 from mcu.conferences import ConferenceError, ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.encoder import DEFAULT_BITRATE
+from mcu.legs.prompts import PromptLibrary
 from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
 from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
@@ -71,7 +72,6 @@ from sip_gateway.h323.media import (
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
-from sip_gateway.rtp.prompts import PromptLibrary
 
 if TYPE_CHECKING:
     from config.settings import Settings

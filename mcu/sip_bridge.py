@@ -42,19 +42,19 @@ from config.settings import SipSettings
 from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
+from mcu.legs.ivr import PinVerdict
+from mcu.legs.prompts import PromptLibrary
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
-from sip_gateway.rtp.prompts import PromptLibrary
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.gateway import Screening, SipGateway, SipSite
-from sip_gateway.sip.ivr import PinVerdict
 from sip_gateway.sip.sdp import MediaPolicy, MediaStream
 from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
 from sip_gateway.sip.uri import NameAddr, SipUri

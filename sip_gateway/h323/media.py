@@ -20,9 +20,10 @@ from typing import Any
 import av
 import numpy as np
 
+from mcu.legs.prompts import BEEPS
+
 from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
 from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
-from ..rtp.prompts import BEEPS
 from ..sip.sdp import Codec as SdpCodec
 from ..sip.sdp import MediaStream
 from .aio import MediaPortAllocator
@@ -36,7 +37,7 @@ _RATE = 48_000
 
 
 # The IVR's default prompts: the beep patterns shared with the SIP IVR (the MCU passes spoken
-# ones from sip_gateway.rtp.prompts.PromptLibrary).
+# ones from mcu.legs.prompts.PromptLibrary).
 IVR_PROMPTS: dict[str, np.ndarray[Any, Any]] = dict(BEEPS)
 
 

@@ -33,13 +33,14 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
+from mcu.legs.ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
+from mcu.legs.prompts import BEEPS
+
 from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
 from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
-from ..rtp.prompts import BEEPS
 from . import events as ev
 from .dialog import Call, CallState
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
-from .ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class RoomPinPolicy:
         return "ok" if room.pin and pin == room.pin else "wrong"
 
 
-# The default prompts are the beep patterns; the MCU passes spoken ones (sip_gateway.rtp.prompts).
+# The default prompts are the beep patterns; the MCU passes spoken ones (mcu.legs.prompts).
 PROMPTS: dict[str, Pcm] = dict(BEEPS)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcu.legs.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, PinVerdict, Prompt, Stage
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.gateway import PROMPTS, SipGateway
-from sip_gateway.sip.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, PinVerdict, Prompt, Stage
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.peers import Baresip, FakeDirectory, FakeRoom
 
@@ -126,7 +126,7 @@ async def test_pjsua_through_ivr_with_pin(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (make test installs it as root)")
 async def test_ivr_caller_hears_the_spoken_prompt_after_its_beeps(tmp_path: Path) -> None:
     pytest.importorskip("pjsua2")
-    from sip_gateway.rtp.prompts import PromptLibrary
+    from mcu.legs.prompts import PromptLibrary
     from tests.sip_gateway.test_sip_pjsua import run_peer
 
     endpoint, gateway = await start_gateway(FakeRoom("80000002", pin="1234"),

@@ -215,7 +215,7 @@ async def test_dial_in_by_ip_with_ivr_and_pin(services: CoreServices) -> None:
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (make test installs it as root)")
 async def test_ivr_speaks_after_its_beeps(services: CoreServices, tmp_path: Path) -> None:
-    from sip_gateway.rtp.prompts import PromptLibrary
+    from mcu.legs.prompts import PromptLibrary
 
     mcu = await start_mcu(services, free_port(), prompts=PromptLibrary(tmp_path / "prompts").all())
     terminal = Terminal(alias="yunan")

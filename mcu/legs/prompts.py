@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .codecs import SAMPLE_RATE, Pcm
+from sip_gateway.rtp.codecs import SAMPLE_RATE, Pcm
 
 log = logging.getLogger(__name__)
 

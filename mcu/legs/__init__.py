@@ -1,0 +1,1 @@
+"""The ways into a conference room (one module per protocol) and the machinery they share."""
