@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.runtime import CoreServices
-from mcu.h323_bridge import H323Site
+from mcu.legs.h323 import H323Site
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from sip_gateway.h323.events import CallReleased, ChannelOpened, FlowControlRequested
 from tests.sip_gateway.h323.h323_conference_kit import (
