@@ -124,7 +124,8 @@ async def run_room_scenarios(sizes: list[int], seconds: float, fps: int) -> dict
     from core.db import EmbeddedPostgres
     from core.runtime import CoreServices
     from mcu.conferences import ConferenceService
-    from mcu.legs.h323 import BridgeSettings, H323Bridge
+    from mcu.legs.h323_bridge import H323Bridge
+    from mcu.legs.h323_settings import BridgeSettings
     from mcu.room import RoomSettings
 
     data_dir = Path(tempfile.mkdtemp(prefix="cc-bench-pg-"))

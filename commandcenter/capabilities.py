@@ -44,7 +44,7 @@ class CapabilitySpec:
 CAPABILITIES: list[CapabilitySpec] = [
     CapabilitySpec("mcu", frozenset({"mcu"}), "mcu.conferences:start"),
     CapabilitySpec("sip", frozenset({"mcu"}), "mcu.sip_bridge:start"),
-    CapabilitySpec("h323", frozenset({"mcu"}), "mcu.legs.h323:start"),
+    CapabilitySpec("h323", frozenset({"mcu"}), "mcu.legs.h323_bridge:start"),
     CapabilitySpec("cascade", frozenset({"mcu"}), "mcu.cascade.service:start"),
     CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start"),
     # needs the MCU and the recorder in one process; listed after both so it stops before them

@@ -20,8 +20,6 @@ from typing import Any
 import av
 import numpy as np
 
-from mcu.legs.prompts import BEEPS
-
 from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
 from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
 from ..sip.sdp import Codec as SdpCodec
@@ -30,15 +28,10 @@ from .aio import MediaPortAllocator
 from .capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
 from .events import LogicalChannel
 
-__all__ = ["IVR_PROMPTS", "BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
+__all__ = ["BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
 
 _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
 _RATE = 48_000
-
-
-# The IVR's default prompts: the beep patterns shared with the SIP IVR (the MCU passes spoken
-# ones from mcu.legs.prompts.PromptLibrary).
-IVR_PROMPTS: dict[str, np.ndarray[Any, Any]] = dict(BEEPS)
 
 
 def sdp_codec(fmt: MediaFormat, payload_type: int) -> SdpCodec:

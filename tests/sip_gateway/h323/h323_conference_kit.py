@@ -14,7 +14,8 @@ import numpy as np
 
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
-from mcu.legs.h323 import BridgeSettings, H323Bridge
+from mcu.legs.h323_bridge import H323Bridge
+from mcu.legs.h323_settings import BridgeSettings
 from mcu.media import video_frame_from_rgb
 from mcu.participant import Participant
 from mcu.room import RoomSettings

@@ -10,7 +10,8 @@ from commandcenter.capabilities import CAPABILITIES, start_capabilities, stop_ca
 from config.settings import Settings
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceError
-from mcu.legs.h323 import H323Capability, bridge_settings
+from mcu.legs.h323_bridge import H323Capability
+from mcu.legs.h323_settings import bridge_settings
 from sip_gateway.h323.events import CallReleased, MediaAddress
 from tests.sip_gateway.h323.h323_conference_kit import Terminal, free_port
 from tests.sip_gateway.h323.test_h323_gatekeeper import free_udp_port, register

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from core.runtime import CoreServices
-from mcu.legs.h323 import H323Bridge, bitrate_for_pane, parse_address
+from mcu.legs.h323 import bitrate_for_pane
+from mcu.legs.h323_bridge import H323Bridge
+from mcu.legs.h323_settings import parse_address
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from sip_gateway.h323.events import CallConnected, CallReleased, ChannelOpened, MasterSlaveDetermined
 from sip_gateway.h323.h245 import H245Session
@@ -133,7 +135,7 @@ async def test_dial_out_invite_flow_control_and_hang_up(services: CoreServices) 
 
 async def test_console_adds_an_h323_site_by_address(services: CoreServices) -> None:
     from mcu.conferences import DialError
-    from mcu.legs.h323 import H323SiteDialer
+    from mcu.legs.h323_bridge import H323SiteDialer
 
     mcu = await start_mcu(services, free_port())
     mcu.bridge.config.t303_setup = 1.0

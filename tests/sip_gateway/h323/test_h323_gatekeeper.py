@@ -25,7 +25,8 @@ from config.settings import load_settings
 from config.site_plan import Endpoint
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceError
-from mcu.legs.h323 import H323SiteDialer, parse_target
+from mcu.legs.h323_bridge import H323SiteDialer
+from mcu.legs.h323_settings import parse_target
 from sip_gateway.h323.events import CallConnected, CallReleased, MediaAddress
 from sip_gateway.h323.ras import Gatekeeper, GatekeeperProtocol, RasClient, RasClientConfig, RasClientProtocol
 from tests.sip_gateway.h323.h323_conference_kit import (

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from core.runtime import CoreServices
-from mcu.legs.h323 import H323SiteDialer
+from mcu.legs.h323_bridge import H323SiteDialer
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS
 from sip_gateway.h323.media import sent_formats
 from tests.sip_gateway.h323.h323_conference_kit import MCU_RTP, Mcu, OtherSite, free_port, start_mcu, stop_mcu
