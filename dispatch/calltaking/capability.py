@@ -17,9 +17,9 @@ import logging
 from typing import Protocol
 
 from core.runtime import CoreServices
+from dispatch.calltaking.trunk_trust import TrunkPeer
 from dispatch.training_runner import TrainingDesk
-from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
-from mcu.trunk_trust import TrunkPeer
+from mcu.call_rooms import EmergencyBridge, EmergencyTrunk, TrunkConfig
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 

@@ -4,7 +4,7 @@ The I/O shell around the sans-I/O parts (``acd.py``, ``aml_match.py``, ``pidf_lo
 ``aml.py``): it keeps calls in PostgreSQL (``emergency_calls``, ``aml_reports``,
 ``desk_callbacks``), runs the ACD's timers, publishes ``call.*`` bus events for the desk
 consoles, and creates incidents through the dispatch service. It implements
-``mcu.emergency_trunk.EmergencyDesk`` so the SIP trunk hands it calls.
+``mcu.call_rooms.EmergencyDesk`` so the SIP trunk hands it calls.
 
 Real and training (演练) calls: a call from the trunk (the network, an emergency number) is always
 real, whatever mode the dispatch consoles are in. Training calls are made only by the training
@@ -44,7 +44,7 @@ DISPOSITIONS = {"incident": "已立案", "advice": "咨询/指导", "duplicate":
 
 
 class CallHandle(Protocol):
-    """The media side of a call (``mcu.emergency_trunk.EmergencySite``)."""
+    """The media side of a call (``mcu.call_rooms.EmergencySite``)."""
 
     def hangup(self) -> None: ...
 
@@ -54,7 +54,7 @@ class CallHandle(Protocol):
 
 
 class CallBridge(Protocol):
-    """Puts calls into MCU rooms (``mcu.emergency_trunk.EmergencyBridge``)."""
+    """Puts calls into MCU rooms (``mcu.call_rooms.EmergencyBridge``)."""
 
     async def open(self, call_id: str, site: Any, caller_name: str) -> Any: ...
 
@@ -224,7 +224,7 @@ class DeskService:
     # ------------------------------------------------------------------ calls from the trunk
 
     async def call_arrived(self, incoming: Any, handle: CallHandle | None) -> str:
-        """A call to an emergency number reached us (``mcu.emergency_trunk.IncomingEmergencyCall``).
+        """A call to an emergency number reached us (``mcu.call_rooms.IncomingEmergencyCall``).
 
         It came from the network on an emergency number, so it is a real call: training mode on the
         consoles never changes that (a drill that swallowed a real emergency would send no unit)."""
@@ -838,7 +838,7 @@ class DeskService:
 
     async def recording_finished(self, sip_key: str, path: Path, started: datetime, ended: datetime) -> int | None:
         """The trunk closed a call's recording: store its SHA-256 and append it to the transparency log
-        (``mcu.emergency_trunk.EmergencyDesk``). Returns the leaf index (None: no log in this process)."""
+        (``mcu.call_rooms.EmergencyDesk``). Returns the leaf index (None: no log in this process)."""
         digest = await asyncio.to_thread(digest_file, path)
         call_id = ""
         for _ in range(50):  # the call row is written by call_arrived, which may still be running

@@ -15,9 +15,9 @@ from pathlib import Path
 from core.runtime import CoreServices
 from dispatch.calltaking.acd import AcdConfig
 from dispatch.calltaking.service import DeskConfig, DeskService
+from dispatch.calltaking.trunk_trust import TrunkPeer
 from dispatch.service import DispatchService
-from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
-from mcu.trunk_trust import TrunkPeer
+from mcu.call_rooms import EmergencyTrunk, TrunkConfig
 from recorder.call_recordings import CallRecordingLogService
 from recorder.pg_storage import PgLogStorage
 from recorder.signing import KeyStore

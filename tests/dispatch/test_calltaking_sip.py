@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
+from mcu.call_rooms import EmergencyTrunk, TrunkConfig
 from tests.dispatch.calltaking_samples import finish, free_port, sipp
 from tests.dispatch.desk_kit import Desk, running_desk, wait_until
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dispatch.calltaking.service import DeskError
-from mcu.trunk_trust import TrunkPeer
+from dispatch.calltaking.trunk_trust import TrunkPeer
 from recorder.leaves import CallRecordingLeaf, RetentionLeaf, decode_leaf
 from tests.dispatch.calltaking_samples import finish, sipp
 from tests.dispatch.desk_kit import Desk, running_desk, wait_until

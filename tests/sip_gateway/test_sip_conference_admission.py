@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from core.runtime import CoreServices
+from mcu.call_rooms import EmergencyBridge
 from mcu.conferences import ConferenceService, McuRole
-from mcu.emergency_trunk import EmergencyBridge
 from mcu.room import RoomSettings
 from tests.sip_gateway.conference_helpers import joined, start_bridge
 from tests.sip_gateway.test_sip_pjsua import run_peer

@@ -7,7 +7,7 @@ frame, and handed to the desk through the small :class:`EmergencyDesk` interface
 dialled number goes to the ``fallback`` handler (the conference gateway) unchanged.
 
 The trunk is either a registration toward the operator (digest credentials) or a static peer.
-Only the configured trunk peers (:mod:`mcu.trunk_trust`: addresses/networks, and a TLS identity
+Only the configured trunk peers (:mod:`dispatch.calltaking.trunk_trust`: addresses/networks, and a TLS identity
 where TLS is used) may deliver emergency calls; any other source gets 403 and an audit entry. Their
 ``P-Asserted-Identity``/``From``/PIDF-LO are believed only from a peer with ``trust_identity``
 (RFC 3325); otherwise the desk shows the number as unverified. Trunk peers skip the per-source
@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
+from dispatch.calltaking.trunk_trust import LOOPBACK_PEERS, TrunkPeer, TrunkTrust
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
@@ -40,8 +41,6 @@ from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import Answer, Decision, Reject, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.uri import NameAddr
-
-from .trunk_trust import LOOPBACK_PEERS, TrunkPeer, TrunkTrust
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mcu.emergency_trunk import EmergencyTrunk, IncomingEmergencyCall, TrunkConfig
-from mcu.trunk_trust import TrunkPeer
+from dispatch.calltaking.trunk_trust import TrunkPeer
+from mcu.call_rooms import EmergencyTrunk, IncomingEmergencyCall, TrunkConfig
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.tls import make_self_signed, server_context
 from sip_gateway.sip.useragent import UserAgentConfig
