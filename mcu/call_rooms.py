@@ -1,19 +1,22 @@
-"""Emergency numbers on our SIP endpoint: the trunk side of the call-taking desk (issue 8).
+"""Emergency call rooms: the caller's audio on the centre's side, and the room a call-taker talks in.
 
-A call to one of the configured numbers (``settings.emergency.numbers``, default 110/119/120/122)
-arriving from the operator trunk or an internal phone is answered at once with a queue tone
-(the caller keeps their place and hears that the centre has the call), recorded from the first
-frame, and handed to the desk through the small :class:`EmergencyDesk` interface. Any other
-dialled number goes to the ``fallback`` handler (the conference gateway) unchanged.
+One :class:`CallRoom` per emergency call, from the moment the trunk answers the INVITE
+(``dispatch.calltaking.trunk``) until the call ends:
 
-The trunk is either a registration toward the operator (digest credentials) or a static peer.
-Only the configured trunk peers (:mod:`dispatch.calltaking.trunk_trust`: addresses/networks, and a TLS identity
-where TLS is used) may deliver emergency calls; any other source gets 403 and an audit entry. Their
-``P-Asserted-Identity``/``From``/PIDF-LO are believed only from a peer with ``trust_identity``
-(RFC 3325); otherwise the desk shows the number as unverified. Trunk peers skip the per-source
-INVITE limit. Each call's recording gets a server-generated unique name, created exclusively.
+* it owns the caller's audio-only RTP leg and is that leg's sink (``sip_gateway.rtp.leg.MediaSink``);
+* on the call's 20 ms clock it plays the queue tone while the caller waits (and while on hold)
+  and writes the recording: both directions mixed into one 48 kHz WAV from the first frame,
+  in a server-named file created exclusively (:class:`CallRecorder`);
+* once the desk opens the call's room (:meth:`CallRooms.open`) it is the caller's leg in a
+  two- or three-party MCU audio room: the caller joins as a SIP site (``mcu.site_media``, which
+  sends the caller its N-1 mix through :meth:`CallRoom.send_audio`), call-takers' browsers and
+  agency desks join as WebRTC participants, and dialled SIP extensions through the ``sip``
+  capability; so conferencing and transfer are joins and leaves.
 
-``mcu`` never imports ``dispatch``: the desk implements :class:`EmergencyDesk`.
+:class:`CallRooms` makes the call rooms and bridges them into MCU conferences. ``mcu`` never
+imports ``dispatch``: the trunk and the desk reach this module only through the protocols
+``dispatch.calltaking`` declares (``CallerMediaSource``/``CallerMedia`` in ``trunk.py``,
+``CallBridge`` in ``service.py``), and the composition root passes a :class:`CallRooms` in.
 """
 from __future__ import annotations
 
@@ -24,8 +27,7 @@ import os
 import secrets
 import wave
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,14 +35,8 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from dispatch.calltaking.trunk_trust import LOOPBACK_PEERS, TrunkPeer, TrunkTrust
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
-from sip_gateway.sip import events as ev
-from sip_gateway.sip.dialog import Call, CallState
-from sip_gateway.sip.digest import Credentials
-from sip_gateway.sip.endpoint import Answer, Decision, Reject, SipEndpoint
-from sip_gateway.sip.errors import SipParseError
-from sip_gateway.sip.uri import NameAddr
+from sip_gateway.sip.sdp import LocalMedia, MediaStream
 
 log = logging.getLogger(__name__)
 
@@ -57,56 +53,6 @@ def _tone(freq: float, on_s: float, off_s: float) -> Pcm:
 
 # Chinese ringback (GB 16833 style, 450 Hz, 1 s on / 4 s off): "the centre has your call, hold on".
 QUEUE_TONE = _tone(450, 1.0, 4.0)
-
-
-@dataclass(frozen=True)
-class TrunkConfig:
-    """How the operator reaches us. ``registrar`` set → register; ``peer`` set → static peer."""
-
-    numbers: tuple[str, ...] = ("110", "119", "120", "122")
-    registrar: str = ""  # e.g. "sip:ims.operator.cn"
-    aor: str = ""  # e.g. "sip:075812345@ims.operator.cn"
-    username: str = ""
-    password: str = ""
-    peer: str = ""  # static peer host (the operator's SBC); informational + qualify target
-    recordings_dir: Path = Path("var/recordings/calls")
-    port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every caller's leg
-    # Who may deliver emergency INVITEs (settings emergency.trunk.peers); empty = refuse every one.
-    peers: tuple[TrunkPeer, ...] = LOOPBACK_PEERS
-
-
-@dataclass(frozen=True)
-class IncomingEmergencyCall:
-    """What the desk needs from an INVITE: who, what number, and the raw location data."""
-
-    call_key: str
-    number: str
-    name: str
-    dialled: str
-    content_type: str
-    body: bytes
-    geolocation: list[str]
-    recording: Path
-    received_at: datetime | None = None  # when the INVITE arrived: the queue orders by it
-    caller_verified: bool = False  # number/location asserted by a trusted trunk peer (RFC 3325)
-    source: str = ""  # transport:host:port the INVITE came from
-    trunk_peer: str = ""  # label of the trunk peer that delivered it
-
-
-class TrunkAudit(Protocol):
-    """``core.audit.AuditLog``: refused INVITEs are written to the audit log."""
-
-    async def record(self, actor: str, action: str, target: str = "", *, outcome: str = "ok",
-                     source: str = "", detail: dict[str, Any] | None = None) -> int: ...
-
-
-class EmergencyDesk(Protocol):
-    async def call_arrived(self, call: IncomingEmergencyCall, handle: EmergencySite) -> object: ...
-
-    async def caller_hung_up(self, call_key: str) -> None: ...
-
-    # Optional (called when present): the call's recording is complete and closed.
-    # async def recording_finished(self, call_key: str, path: Path, started: datetime, ended: datetime) -> None
 
 
 def new_recording_file(directory: Path, now: datetime) -> tuple[Path, int]:
@@ -175,268 +121,109 @@ class CallRecorder:
         return self._wav is None
 
 
-@dataclass(eq=False)
-class EmergencySite:
-    """One emergency caller's SIP call and RTP leg, as the desk controls it."""
 
-    call: Call
-    leg: MediaLeg
-    trunk: EmergencyTrunk
-    recorder: CallRecorder
-    queue_tone: bool = True
-    on_caller_audio: list[Callable[[Pcm], None]] = field(default_factory=list)
-    on_dtmf: list[Callable[[str], None]] = field(default_factory=list)
-    _tone_task: asyncio.Task[None] | None = None
+class CallerLeg(Protocol):
+    """What a call room needs from the caller's RTP leg (``sip_gateway.rtp.leg.MediaLeg``)."""
 
-    def send_audio(self, pcm: Pcm) -> None:
-        """20 ms toward the caller (the call-taker's voice once bridged); recorded."""
-        self.recorder.centre(pcm)
-        self.leg.send_audio(pcm)
+    @property
+    def local_media(self) -> LocalMedia: ...
+
+    def start(self, streams: list[MediaStream]) -> None: ...
+
+    def send_audio(self, pcm: Pcm) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class CallRoom:
+    """One emergency call's audio: the caller's leg, queue tone, recording, and (once opened) its room.
+
+    It is the sink of the caller's RTP leg (``MediaSink``: ``on_audio``, ``on_video``, ``on_dtmf``,
+    ``on_keyframe_request``) and the leg the caller's ``SiteMedia`` sends to (``send_audio``,
+    ``send_video_access_unit``, ``request_keyframe``), so no adapter sits between them.
+    """
+
+    leg: CallerLeg  # set by the constructor, or by CallRooms.caller once the leg exists (it needs its sink)
+
+    def __init__(self, leg: CallerLeg | None = None) -> None:
+        if leg is not None:
+            self.leg = leg
+        self.recorder: CallRecorder | None = None
+        self.queue_tone = True  # the caller hears the queue tone (waiting, or on hold), not the room
+        self.dtmf_listeners: list[Callable[[str], None]] = []
+        self.conference: Any = None  # the MCU room, once the desk opens it
+        self.media: Any = None  # the caller's mcu.site_media.SiteMedia in that room
+        self.legs: dict[str, Any] = {}  # browsers (participant id) and dialled SIP extensions ("sip-<site>")
+        self._clock: asyncio.Task[None] | None = None
+        self._tone_at = 0  # frames of the queue tone played so far
+
+    # -- what the trunk uses (dispatch.calltaking.trunk.CallerMedia)
+
+    @property
+    def local_media(self) -> LocalMedia:
+        """Our RTP address and port, for the SDP answer."""
+        return self.leg.local_media
+
+    def record(self, directory: Path, started: datetime) -> Path:
+        """Start the recording in a new server-named file in ``directory`` (OSError: not possible)."""
+        self.recorder = CallRecorder(directory, started)
+        return self.recorder.path
+
+    def connect(self, streams: list[MediaStream]) -> None:
+        """The media was negotiated (or renegotiated): send and receive RTP."""
+        self.leg.start(streams)
+
+    def start_clock(self) -> None:
+        """The call is established: run the call's 20 ms clock until it ends."""
+        self._clock = asyncio.ensure_future(self._media_clock())
 
     def stop_queue_tone(self) -> None:
         """The call-taker answered: from now on the desk supplies the audio."""
         self.queue_tone = False
 
-    def hangup(self) -> None:
-        """End the call from the centre's side (BYE)."""
-        self.trunk.endpoint.hangup(self.call)
+    def caller_dtmf(self, digit: str) -> None:
+        """A digit from the caller (RFC 4733 or SIP INFO)."""
+        for listener in self.dtmf_listeners:
+            listener(digit)
 
-    def send_dtmf(self, digit: str) -> None:
-        """A digit toward the caller's side (SIP INFO application/dtmf-relay)."""
-        self.trunk.endpoint.send_dtmf_info(self.call, digit)
+    def end(self) -> tuple[Path, datetime] | None:
+        """The call ended: stop the clock and close the recording; (its path, start) if there was one."""
+        if self._clock is not None:
+            self._clock.cancel()
+        if self.recorder is None:
+            return None
+        self.recorder.close()
+        return self.recorder.path, self.recorder.started
 
+    async def release(self) -> None:
+        """Give back the leg's RTP ports."""
+        await self.leg.close()
 
-class _CallerSink:
-    def __init__(self, trunk: EmergencyTrunk) -> None:
-        self.trunk = trunk
+    # -- the RTP leg's sink (sip_gateway.rtp.leg.MediaSink)
 
     def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
-        site = self.trunk.site_for_leg(leg)
-        if site is not None:
-            site.recorder.caller(pcm)
-            for listener in site.on_caller_audio:
-                listener(pcm)
+        """20 ms from the caller: recorded, and heard in the room unless the caller is on hold."""
+        if self.recorder is not None:
+            self.recorder.caller(pcm)
+        if self.media is not None and not self.queue_tone:
+            self.media.on_audio(pcm)
 
     def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
         """Emergency calls are audio-only."""
 
     def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
-        site = self.trunk.site_for_leg(leg)
-        if site is not None:
-            for listener in site.on_dtmf:
-                listener(digit)
+        """An RFC 4733 digit from the caller."""
+        self.caller_dtmf(digit)
 
     def on_keyframe_request(self, leg: MediaLeg) -> None:
         """No video."""
 
-
-def caller_identity(call: Call, trust_pai: bool = True) -> tuple[str, str]:
-    """(number, display name) from P-Asserted-Identity when a trusted trunk sends it, else From.
-
-    ``trust_pai`` False (the source is not in our trust domain): a PAI header is ignored (RFC 3325 §5).
-    """
-    assert call.invite is not None
-    for header in ("P-Asserted-Identity", "From") if trust_pai else ("From",):
-        value = call.invite.headers.get(header)
-        if not value:
-            continue
-        try:
-            addr = NameAddr.parse(value.split(",")[0])
-        except SipParseError:
-            continue
-        return (addr.uri.user or ""), (addr.display or "")
-    return "", ""
-
-
-class EmergencyTrunk:
-    """Answers emergency numbers with a queue tone and gives the calls to the desk."""
-
-    def __init__(self, endpoint: SipEndpoint, desk: EmergencyDesk, config: TrunkConfig | None = None,
-                 media_host: str = "127.0.0.1",
-                 fallback: Callable[[Call], Awaitable[Decision]] | None = None,
-                 audit: TrunkAudit | None = None) -> None:
-        self.endpoint = endpoint
-        self.desk = desk
-        self.config = config or TrunkConfig()
-        self.trust = TrunkTrust(self.config.peers)
-        self.audit = audit
-        endpoint.ua.invite_rate_exempt = self.trust.address_allowed  # the operator's SBC carries every call
-        self.media_host = media_host
-        self.fallback = fallback if fallback is not None else endpoint.on_invite
-        self.sites: dict[str, EmergencySite] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        endpoint.on_invite = self.on_invite
-        endpoint.listeners.append(self._on_event)
-
-    def set_peers(self, peers: tuple[TrunkPeer, ...]) -> None:
-        """Change who may deliver emergency calls (and skip the INVITE limit); calls in progress stay."""
-        self.config = replace(self.config, peers=tuple(peers))
-        self.trust = TrunkTrust(self.config.peers)
-        self.endpoint.ua.invite_rate_exempt = self.trust.address_allowed
-
-    def start(self) -> None:
-        """Register toward the operator when a registrar is configured."""
-        c = self.config
-        if c.registrar:
-            creds = Credentials(c.username, c.password) if c.username else None
-            self.endpoint.register(c.registrar, c.aor, creds)
-            log.info("emergency trunk: registering %s at %s", c.aor, c.registrar)
-        if c.peer:
-            self.endpoint.qualify(f"sip:{c.peer}", 60.0)
-
-    def site_for_leg(self, leg: MediaLeg) -> EmergencySite | None:
-        return next((s for s in self.sites.values() if s.leg is leg), None)
-
-    def is_emergency(self, call: Call) -> bool:
-        return (call.request_user or "") in self.config.numbers
-
-    async def on_invite(self, call: Call) -> Decision:
-        """Emergency number → answer with the queue tone; anything else → the fallback."""
-        if not self.is_emergency(call):
-            return await self.fallback(call)
-        received_at = datetime.now(UTC)
-        source = call.source or call.flow
-        peer = self.trust.match(source.host, source.transport, self.endpoint.peer_certificate(source))
-        if peer is None:
-            await self._refused(call, source)
-            return Reject(403, "Not a trunk peer")
-        if call.offer is not None and not any(m.kind == "audio" and m.port for m in call.offer.media):
-            return Reject(488, "Audio required")
-        try:
-            leg = await MediaLeg.allocate(self.media_host, video=False, sink=_CallerSink(self),
-                                          port_range=self.config.port_range)
-        except OSError as exc:  # range exhausted: the operator's switch retries or reroutes on 503
-            log.error("emergency call %s: %s", call.call_id, exc)
-            return Reject(503, "No media ports available")
-        if call.state == CallState.TERMINATED:
-            await leg.close()
-            await self.desk.caller_hung_up(call.key)
-            return None
-        try:
-            recorder = CallRecorder(self.config.recordings_dir, received_at)
-        except OSError as exc:  # the recordings directory is unusable: answer anyway, the call matters more
-            log.error("emergency call %s: recording not possible: %s", call.call_id, exc)
-            await leg.close()
-            return Reject(503, "Recording unavailable")
-        site = EmergencySite(call, leg, self, recorder)
-        self.sites[call.key] = site
-        number, name = caller_identity(call, peer.trust_identity)
-        assert call.invite is not None
-        incoming = IncomingEmergencyCall(
-            call.key, number, name, call.request_user or "", call.invite.headers.get("Content-Type") or "",
-            call.invite.body, call.invite.headers.get_all("Geolocation"), recorder.path, received_at,
-            caller_verified=peer.trust_identity, source=f"{source.transport}:{source.host}:{source.port}",
-            trunk_peer=peer.label)
-        self._spawn(self._arrived(incoming, site))
-        return Answer(leg.local_media)
-
-    async def _refused(self, call: Call, source: Any) -> None:
-        """Log and audit an emergency INVITE from outside the trunk (who claimed to call, what, from where)."""
-        assert call.invite is not None
-        headers = call.invite.headers
-        claimed, _ = caller_identity(call)
-        where = f"{source.transport}:{source.host}:{source.port}"
-        reason = self.trust.why_refused(source.host, source.transport)
-        log.warning("emergency INVITE to %s from %s refused (403): %s", call.request_user, where, reason)
-        if self.audit is None:
-            return
-        detail = {"reason": reason, "dialled": _clean(call.request_user or ""), "call_id": _clean(call.call_id),
-                  "from": _clean(headers.get("From") or ""),
-                  "p_asserted_identity": _clean(headers.get("P-Asserted-Identity") or "")}
-        try:
-            await self.audit.record(f"sip:{_clean(claimed) or 'anonymous'}", "emergency.invite_refused",
-                                    _clean(call.request_user or ""), outcome="denied", source=where, detail=detail)
-        except Exception:  # noqa: BLE001 - the refusal stands even if the audit write fails
-            log.exception("auditing a refused emergency INVITE failed")
-
-    async def _arrived(self, incoming: IncomingEmergencyCall, site: EmergencySite) -> None:
-        try:
-            await self.desk.call_arrived(incoming, site)
-        except Exception:  # noqa: BLE001 - a desk failure must not drop an emergency caller
-            log.exception("desk could not take call %s", incoming.call_key)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.CallEstablished | ev.MediaUpdated):
-            site = self.sites.get(event.call.key)
-            if site is not None:
-                site.leg.start(event.call.streams)
-                if isinstance(event, ev.CallEstablished):
-                    site._tone_task = asyncio.ensure_future(self._media_clock(site))
-        elif isinstance(event, ev.DtmfReceived):
-            site = self.sites.get(event.call.key)
-            if site is not None:
-                for listener in site.on_dtmf:
-                    listener(event.digit)
-        elif isinstance(event, ev.CallEnded):
-            site = self.sites.pop(event.call.key, None)
-            if site is None:
-                return
-            if site._tone_task is not None:
-                site._tone_task.cancel()
-            site.recorder.close()
-            self._spawn(site.leg.close())
-            self._spawn(self.desk.caller_hung_up(event.call.key))
-            self._spawn(self._recording_done(event.call.key, site.recorder))
-
-    async def _recording_done(self, call_key: str, recorder: CallRecorder) -> None:
-        """Hand the closed recording to the desk (it hashes it into the transparency log)."""
-        finished = getattr(self.desk, "recording_finished", None)
-        if finished is None:
-            return
-        try:
-            await finished(call_key, recorder.path, recorder.started, datetime.now(UTC))
-        except Exception:  # noqa: BLE001
-            log.exception("recording of call %s not sealed", call_key)
-
-    async def _media_clock(self, site: EmergencySite) -> None:
-        """The call's 20 ms clock: queue tone while waiting, and the recording for the whole call."""
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
-        i = 0
-        with contextlib.suppress(asyncio.CancelledError):
-            while True:
-                if site.queue_tone:
-                    start = (i * FRAME) % len(QUEUE_TONE)
-                    site.send_audio(QUEUE_TONE[start:start + FRAME])
-                    i += 1
-                site.recorder.tick()
-                next_tick += 0.02
-                await asyncio.sleep(max(0.0, next_tick - loop.time()))
-
-    async def close(self) -> None:
-        """Hang up every emergency call and release their legs."""
-        for site in list(self.sites.values()):
-            site.hangup()
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 2.0)
-
-
-def _clean(text: str, limit: int = 200) -> str:
-    """Header text safe for the audit log (no control characters such as NUL, bounded)."""
-    return "".join(ch for ch in text if ch.isprintable())[:limit]
-
-
-# ---------------------------------------------------------------------------------------------
-# The call as a two-party (or three-party) audio room in the MCU: the call-taker's browser and
-# agency desks join as WebRTC participants, the caller as a SIP site (mcu.site_media), so the
-# room's mixer gives everyone N-1 audio and conferencing/transfer are joins and leaves.
-
-
-class _CallerRtpLeg:
-    """What ``SiteMedia`` needs from a leg, on top of the emergency site (audio only)."""
-
-    def __init__(self, site: EmergencySite) -> None:
-        self.site = site
+    # -- the leg the caller's SiteMedia sends to (mcu.site_media.RtpLeg)
 
     def send_audio(self, pcm: Pcm) -> None:
-        if not self.site.queue_tone:  # on hold the caller hears the queue tone, not the room
-            self.site.send_audio(pcm)
+        """The room's mix for the caller; on hold the caller hears the queue tone instead."""
+        if not self.queue_tone:
+            self._to_caller(pcm)
 
     def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
         """Audio-only call."""
@@ -444,27 +231,55 @@ class _CallerRtpLeg:
     def request_keyframe(self) -> None:
         """Audio-only call."""
 
+    # -- the call's 20 ms clock
 
-@dataclass(eq=False)
-class CallRoom:
-    """One emergency call's room: the conference, the caller's site media, the browsers' legs."""
+    def _to_caller(self, pcm: Pcm) -> None:
+        """20 ms toward the caller (queue tone, or the room's mix), recorded."""
+        if self.recorder is not None:
+            self.recorder.centre(pcm)
+        self.leg.send_audio(pcm)
 
-    conference: Any
-    media: Any
-    site: EmergencySite
-    legs: dict[str, Any] = field(default_factory=dict)
+    def tick(self) -> None:
+        """One 20 ms frame of the call: the queue tone while it plays, and the recording."""
+        if self.queue_tone:
+            start = (self._tone_at * FRAME) % len(QUEUE_TONE)
+            self._to_caller(QUEUE_TONE[start:start + FRAME])
+            self._tone_at += 1
+        if self.recorder is not None:
+            self.recorder.tick()
+
+    async def _media_clock(self) -> None:
+        """Calls :meth:`tick` every 20 ms, on an absolute schedule (no drift) until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                self.tick()
+                next_tick += 0.02
+                await asyncio.sleep(max(0.0, next_tick - loop.time()))
 
 
-class EmergencyBridge:
-    """Bridges emergency calls into MCU rooms (``core.capabilities["mcu"]``: conferences + WebRTC)."""
+class CallRooms:
+    """Every emergency call's :class:`CallRoom`, and the MCU rooms the desk opens for them.
 
-    def __init__(self, mcu: Any, sip: Any = None) -> None:
+    ``mcu`` is the MCU capability (conferences + WebRTC) and ``sip`` the ``mcu.sip_bridge.SipBridge``
+    that dials SIP extensions (agency desks) into a room; both may be None where no MCU runs:
+    callers are still answered, queued and recorded, only the browser softphone is missing.
+    """
+
+    def __init__(self, mcu: Any = None, sip: Any = None) -> None:
         self.mcu = mcu
-        self.sip = sip  # mcu.sip_bridge.SipBridge: dials SIP extensions (agency desks) into the room
-        self.rooms: dict[str, CallRoom] = {}
+        self.sip = sip
+        self.rooms: dict[str, CallRoom] = {}  # by the desk's call id, once opened
 
-    async def open(self, call_id: str, site: EmergencySite, caller_name: str) -> CallRoom:
-        """Create and start the call's room with the caller in it (idempotent)."""
+    async def caller(self, host: str = "127.0.0.1", port_range: tuple[int, int] = RTP_PORT_RANGE) -> CallRoom:
+        """A new call room with an audio-only RTP leg on ``host`` (OSError: no free ports)."""
+        room = CallRoom()
+        room.leg = await MediaLeg.allocate(host, video=False, sink=room, port_range=port_range)
+        return room
+
+    async def open(self, call_id: str, room: CallRoom, caller_name: str) -> CallRoom:
+        """Create and start the call's MCU room with the caller in it (idempotent)."""
         if call_id in self.rooms:
             return self.rooms[call_id]
         from mcu.site_media import SiteMedia
@@ -472,10 +287,9 @@ class EmergencyBridge:
         service = self.mcu.conferences
         record = await service.create(name=f"接警 {call_id}"[:100], actor="desk", kind="emergency_call")
         conf = await service.start_conference(record.id, "desk")
-        media = await SiteMedia.join(conf, "caller", caller_name or "报警人", "sip", _CallerRtpLeg(site),
-                                     video=None, stats_interval=0)
-        site.on_caller_audio.append(lambda pcm: None if site.queue_tone else media.on_audio(pcm))
-        room = CallRoom(conf, media, site)
+        room.media = await SiteMedia.join(conf, "caller", caller_name or "报警人", "sip", room,
+                                          video=None, stats_interval=0)
+        room.conference = conf
         self.rooms[call_id] = room
         return room
 
@@ -520,7 +334,7 @@ class EmergencyBridge:
         """Hold: the caller hears the queue tone and is not heard in the room; resume reverses it."""
         room = self.rooms.get(call_id)
         if room is not None:
-            room.site.queue_tone = on_hold
+            room.queue_tone = on_hold
 
     def participant_left(self, conference_id: str, participant_id: str) -> str | None:
         """A participant left some room: forget a dialled SIP extension; returns the call id if it

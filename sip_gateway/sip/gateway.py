@@ -39,6 +39,7 @@ from ..rtp.prompts import BEEPS
 from . import events as ev
 from .dialog import Call, CallState
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
+from .invite_router import with_default
 from .ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class SipGateway:
         self.pins: PinPolicy = pins or RoomPinPolicy(directory)
         self._checks: set[asyncio.Task[None]] = set()
         self.sites: dict[str, SipSite] = {}
-        endpoint.on_invite = self.on_invite
+        endpoint.router = with_default(endpoint.router, self.on_invite)  # conferences: the router's default
         endpoint.listeners.append(self._on_event)
 
     def site_for_leg(self, leg: MediaLeg) -> SipSite | None:

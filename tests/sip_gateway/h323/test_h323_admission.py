@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from core.runtime import CoreServices
-from mcu.call_rooms import EmergencyBridge
+from mcu.call_rooms import CallRoom, CallRooms
 from mcu.conferences import McuRole
 from sip_gateway.h323.events import CallConnected, CallReleased, MediaAddress
 from sip_gateway.h323.ras import RasClient, RasClientConfig, RasClientProtocol
@@ -45,8 +45,8 @@ async def closed_conference(mcu: Mcu, name: str = "闭门会商") -> str:
 
 async def emergency_room(mcu: Mcu) -> str:
     """The room of an emergency call, opened the way the desk opens it (mcu.call_rooms)."""
-    caller = types.SimpleNamespace(queue_tone=True, on_caller_audio=[], send_audio=lambda pcm: None)
-    room = await EmergencyBridge(McuRole(mcu.conferences)).open("call-4711@trunk", caller, "报警人")  # type: ignore[arg-type]
+    caller = CallRoom(types.SimpleNamespace(send_audio=lambda pcm: None))
+    room = await CallRooms(McuRole(mcu.conferences)).open("call-4711@trunk", caller, "报警人")
     return str(room.conference.id)
 
 
