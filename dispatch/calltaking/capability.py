@@ -3,8 +3,7 @@ emergency-number trunk on a SIP endpoint. Routes reach it as ``core.capabilities
 
 SIP: when a capability named ``sip`` runs and exposes ``endpoint`` (the conference gateway), the
 emergency trunk is the ``emergency`` route of its INVITE router (other numbers still reach the
-gateway); otherwise
-the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
+gateway); otherwise the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
 SIP (the desk then only takes AML and typed locations). The trunk toward the operator (optional) is
 ``[emergency.trunk]``: registrar/aor/username/password for a registration, or a static peer; only
 ``[emergency.trunk].peers`` may deliver emergency calls (default loopback; empty = refuse all).
