@@ -18,4 +18,9 @@ async def start_desk(core: CoreServices) -> Any:
         from recorder.call_recordings import CallRecordingLogService
 
         recording_log = CallRecordingLogService(recorder.service.log)
-    return await desk.start(core, recording_log)
+    from mcu.call_rooms import CallRooms
+
+    mcu = core.capabilities.get("mcu")
+    has_mcu = mcu is not None and getattr(mcu, "webrtc", None) is not None
+    rooms = CallRooms(mcu, core.capabilities.get("sip")) if has_mcu else CallRooms()
+    return await desk.start(core, recording_log, callers=rooms, bridge=rooms if has_mcu else None)

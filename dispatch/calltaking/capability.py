@@ -2,14 +2,17 @@
 emergency-number trunk on a SIP endpoint. Routes reach it as ``core.capabilities["desk"].service``.
 
 SIP: when a capability named ``sip`` runs and exposes ``endpoint`` (the conference gateway), the
-emergency trunk installs itself in front of it (other numbers still reach the gateway); otherwise
-the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
+emergency trunk is the ``emergency`` route of its INVITE router (other numbers still reach the
+gateway); otherwise the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
 SIP (the desk then only takes AML and typed locations). The trunk toward the operator (optional) is
 ``[emergency.trunk]``: registrar/aor/username/password for a registration, or a static peer; only
 ``[emergency.trunk].peers`` may deliver emergency calls (default loopback; empty = refuse all).
 
 Call recordings are hashed into the recorder's transparency log when the composition root
-(``commandcenter.wiring``) passes a ``CallRecordingLog`` (a recorder runs in this process).
+(``commandcenter.wiring``) passes a ``CallRecordingLog`` (a recorder runs in this process). The
+root also passes the callers' audio (``CallerMediaSource``) and, where an MCU runs here, the
+``CallBridge`` that puts calls into MCU rooms (both ``mcu.call_rooms.CallRooms``): dispatch never
+imports mcu.
 """
 from __future__ import annotations
 
@@ -17,14 +20,15 @@ import logging
 from typing import Protocol
 
 from core.runtime import CoreServices
+from dispatch.calltaking.trunk_trust import TrunkPeer
 from dispatch.training_runner import TrainingDesk
-from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
-from mcu.trunk_trust import TrunkPeer
 from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.sip.invite_router import with_route
 from sip_gateway.sip.useragent import UserAgentConfig
 
 from .recordings import CallRecordingLog
-from .service import DeskService
+from .service import CallBridge, DeskService
+from .trunk import CallerMediaSource, EmergencyTrunk, TrunkConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,9 @@ def trunk_config(core: CoreServices) -> TrunkConfig:
         peers=tuple(TrunkPeer(p.address, p.tls_identity, p.trust_identity, p.name) for p in trunk.peers))
 
 
-async def start(core: CoreServices, recording_log: CallRecordingLog | None = None) -> DeskCapability | None:
+async def start(core: CoreServices, recording_log: CallRecordingLog | None = None, *,
+                callers: CallerMediaSource | None = None, bridge: CallBridge | None = None) -> DeskCapability | None:
+    """The desk; ``callers`` answers emergency calls' audio (no SIP without it), ``bridge`` the softphone."""
     dispatch = core.capabilities.get("dispatch")
     if dispatch is None:
         log.warning("desk: the dispatch capability is not running here; no call-taking desk")
@@ -74,16 +80,14 @@ async def start(core: CoreServices, recording_log: CallRecordingLog | None = Non
     service.recording_log = recording_log
     if recording_log is None and core.settings.emergency.desk_sip:
         log.warning("desk: no recorder in this process; call recordings are hashed but not in the transparency log")
-    mcu = core.capabilities.get("mcu")
-    if mcu is not None and getattr(mcu, "webrtc", None) is not None:
-        service.bridge = EmergencyBridge(mcu, core.capabilities.get("sip"))  # the browser softphone: each call is an MCU audio room
+    service.bridge = bridge  # the browser softphone: each call is an MCU audio room
     await service.start()
     drill: DrillHost | None = dispatch if hasattr(dispatch, "attach_desk") else None
     if drill is not None:
         drill.attach_desk(service)  # the drill rings training calls to training positions only
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None
-    if core.settings.emergency.desk_sip:
+    if core.settings.emergency.desk_sip and callers is not None:
         sip = core.capabilities.get("sip")
         endpoint = getattr(sip, "endpoint", None)
         if endpoint is None:
@@ -98,7 +102,8 @@ async def start(core: CoreServices, recording_log: CallRecordingLog | None = Non
                 own = None
             endpoint = own
         if endpoint is not None:
-            trunk = EmergencyTrunk(endpoint, service, trunk_config(core), audit=core.audit)
+            trunk = EmergencyTrunk(endpoint, service, trunk_config(core), media=callers, audit=core.audit)
+            endpoint.router = with_route(endpoint.router, trunk.route)  # before cascade and conferences
             trunk.start()
             log.info("desk: emergency numbers %s on SIP port %s", ",".join(trunk.config.numbers),
                      endpoint.config.port)

@@ -4,7 +4,7 @@ The I/O shell around the sans-I/O parts (``acd.py``, ``aml_match.py``, ``pidf_lo
 ``aml.py``): it keeps calls in PostgreSQL (``emergency_calls``, ``aml_reports``,
 ``desk_callbacks``), runs the ACD's timers, publishes ``call.*`` bus events for the desk
 consoles, and creates incidents through the dispatch service. It implements
-``mcu.emergency_trunk.EmergencyDesk`` so the SIP trunk hands it calls.
+``trunk.EmergencyDesk`` so the SIP trunk hands it calls.
 
 Real and training (演练) calls: a call from the trunk (the network, an emergency number) is always
 real, whatever mode the dispatch consoles are in. Training calls are made only by the training
@@ -33,9 +33,9 @@ from . import acd as a
 from .aml import AmlMessage, normalize_number, parse_https, parse_sms
 from .aml_match import AmlMatcher, PendingAml
 from .location import CallerLocation, check_wgs84
-from .pidf_lo import location_from_invite
 from .recordings import CallRecordingLog, digest_file
 from .stats import CallTiming, answer_stats
+from .trunk import IncomingEmergencyCall
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,11 @@ DISPOSITIONS = {"incident": "已立案", "advice": "咨询/指导", "duplicate":
 
 
 class CallHandle(Protocol):
-    """The media side of a call (``mcu.emergency_trunk.EmergencySite``)."""
+    """A caller's call as the desk controls it (``trunk.TrunkCall``)."""
+
+    @property
+    def media(self) -> object:
+        """The caller's audio (``trunk.CallerMedia``): what :meth:`CallBridge.open` puts in the room."""
 
     def hangup(self) -> None: ...
 
@@ -54,9 +58,10 @@ class CallHandle(Protocol):
 
 
 class CallBridge(Protocol):
-    """Puts calls into MCU rooms (``mcu.emergency_trunk.EmergencyBridge``)."""
+    """Puts calls into MCU rooms (``mcu.call_rooms.CallRooms``): the desk's only way into the MCU."""
 
-    async def open(self, call_id: str, site: Any, caller_name: str) -> Any: ...
+    async def open(self, call_id: str, caller: Any, caller_name: str) -> Any:
+        """The call's room with the caller in it; ``caller`` is the call's ``CallHandle.media``."""
 
     async def join_browser(self, call_id: str, participant_id: str, name: str, offer_sdp: str) -> str: ...
 
@@ -223,20 +228,16 @@ class DeskService:
 
     # ------------------------------------------------------------------ calls from the trunk
 
-    async def call_arrived(self, incoming: Any, handle: CallHandle | None) -> str:
-        """A call to an emergency number reached us (``mcu.emergency_trunk.IncomingEmergencyCall``).
+    async def call_arrived(self, incoming: IncomingEmergencyCall, handle: CallHandle | None) -> str:
+        """A call to an emergency number reached us (the trunk read its number and location).
 
         It came from the network on an emergency number, so it is a real call: training mode on the
         consoles never changes that (a drill that swallowed a real emergency would send no unit)."""
-        verified = bool(getattr(incoming, "caller_verified", False))
-        location = location_from_invite(incoming.content_type, incoming.body, incoming.geolocation)
-        if location is not None and not verified and location.valid:
-            location = replace(location, reason="位置由未受信任的来源提供，未经核实 (unverified source)")
+        location = incoming.location
         return await self.offer_call(incoming.call_key, incoming.number, incoming.name, incoming.dialled,
                                      [location] if location else [], handle, str(incoming.recording),
-                                     getattr(incoming, "received_at", None), verified=verified,
-                                     source=str(getattr(incoming, "source", "")),
-                                     trunk_peer=str(getattr(incoming, "trunk_peer", "")), training=False)
+                                     incoming.received_at, verified=incoming.caller_verified,
+                                     source=incoming.source, trunk_peer=incoming.trunk_peer, training=False)
 
     async def offer_training_call(self, number: str, dialled: str, lon: float, lat: float,
                                   address: str = "") -> str:
@@ -677,7 +678,7 @@ class DeskService:
             raise DeskError("该呼叫不在本席位，也未邀请本席位加入")
         if call.handle is None:
             raise DeskError("该呼叫没有话音通道")
-        await self.bridge.open(call_id, call.handle, call.name or call.number)
+        await self.bridge.open(call_id, call.handle.media, call.name or call.number)
         try:
             answer = await self.bridge.join_browser(call_id, f"desk-{position}", position, offer_sdp)
         except ValueError as exc:
@@ -838,7 +839,7 @@ class DeskService:
 
     async def recording_finished(self, sip_key: str, path: Path, started: datetime, ended: datetime) -> int | None:
         """The trunk closed a call's recording: store its SHA-256 and append it to the transparency log
-        (``mcu.emergency_trunk.EmergencyDesk``). Returns the leaf index (None: no log in this process)."""
+        (``trunk.EmergencyDesk``). Returns the leaf index (None: no log in this process)."""
         digest = await asyncio.to_thread(digest_file, path)
         call_id = ""
         for _ in range(50):  # the call row is written by call_arrived, which may still be running

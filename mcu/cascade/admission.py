@@ -1,6 +1,7 @@
 """Incoming SIP calls that are cascade links or bridge callers (before the gateway's IVR).
 
-`CascadeAdmission` sits in front of the SIP gateway's ``on_invite``:
+`CascadeAdmission` is the ``cascade`` route of the node's INVITE router
+(``sip_gateway.sip.invite_router``: after emergency numbers, before the conference gateway):
 
 * a call whose From user is one of this node's **children** must authenticate by SIP digest
   (user = the child's node name, password = `naming.sip_password(token, child)`); it then joins
@@ -13,14 +14,14 @@
 Both still ask the one admission policy (``mcu.admission``): a link is ``Caller("cascade", …,
 identity="cascade:<child>", host=True)``, a bridge caller an ordinary SIP caller of a guest room;
 so the room of an emergency call or a locked room refuses them too (403).
-* anything else goes to the gateway unchanged.
+* anything else is not claimed: the router gives it to the gateway unchanged.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from config.site_plan import Node, SitePlan
@@ -29,8 +30,9 @@ from mcu.cascade.naming import link_name, link_site_id, sip_password
 from mcu.conferences import ConferenceError, JoinRefused
 from mcu.sip_bridge import ConferencePins, SipBridge
 from sip_gateway.sip.dialog import Call
-from sip_gateway.sip.endpoint import Challenge, Decision, Reject
+from sip_gateway.sip.endpoint import Challenge, Decision, InviteHandler, Reject
 from sip_gateway.sip.errors import SipParseError
+from sip_gateway.sip.invite_router import InviteRoute
 from sip_gateway.sip.uri import NameAddr
 
 log = logging.getLogger(__name__)
@@ -47,13 +49,12 @@ def caller_user(call: Call) -> str:
 
 @dataclass
 class CascadeAdmission:
-    """The node's ``on_invite`` for cascade and bridge calls; others go to ``fallback``."""
+    """The node's INVITE route for cascade and bridge calls (:attr:`route`); it claims no others."""
 
     sip: SipBridge
     plan: SitePlan
     node: Node
     token: str
-    fallback: Callable[[Call], Awaitable[Decision]]
     on_link_call: Callable[[str, str], None] = lambda conference_id, child: None
     children: dict[str, Node] = field(init=False)
 
@@ -63,17 +64,24 @@ class CascadeAdmission:
         for name in self.children:
             accounts[name] = sip_password(self.token, name)
 
-    def install(self) -> None:
-        self.sip.endpoint.on_invite = self.on_invite
+    @property
+    def route(self) -> InviteRoute[InviteHandler]:
+        """The ``cascade`` route: calls from a child node, and on a bridge node every call."""
+        return InviteRoute("cascade", self.claims, self.on_invite)
+
+    def claims(self, call: Call) -> bool:
+        """Is ``call`` a cascade link (From user = a child node) or a bridge node's caller?"""
+        return caller_user(call) in self.children or self.node.kind == "bridge"
 
     async def on_invite(self, call: Call) -> Decision:
+        """A call this route claimed: a child's link, or a bridge caller."""
         user = caller_user(call)
         number = call.request_user or ""
         if user in self.children:
             return await self._child_call(call, self.children[user], number)
         if self.node.kind == "bridge":
             return await self._bridge_call(call, user, number)
-        return await self.fallback(call)
+        return Reject(404, "Not a cascade call")  # not claimed: the router never sends these here
 
     async def _child_call(self, call: Call, child: Node, number: str) -> Decision:
         if call.authenticated_user is None:

@@ -37,6 +37,7 @@ from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
 from mcu.sip_bridge import SipBridge
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.digest import Credentials
+from sip_gateway.sip.invite_router import with_route, without_route
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,8 @@ class CascadeService:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.admission = CascadeAdmission(self.sip, self.plan, self.node, self.token, self.sip.gateway.on_invite,
-                                          on_link_call=self._child_called)
-        self.admission.install()
+        self.admission = CascadeAdmission(self.sip, self.plan, self.node, self.token, on_link_call=self._child_called)
+        self.sip.endpoint.router = with_route(self.sip.endpoint.router, self.admission.route)
         if self.node.kind == "bridge":
             return
         parent = self.parent
@@ -112,7 +112,7 @@ class CascadeService:
         self.uplinks.clear()
         self.watchers.clear()
         if self.admission is not None:
-            self.sip.endpoint.on_invite = self.admission.fallback
+            self.sip.endpoint.router = without_route(self.sip.endpoint.router, self.admission.route.name)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

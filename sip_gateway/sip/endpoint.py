@@ -1,8 +1,9 @@
 """asyncio adapter for the sans-I/O :class:`~.useragent.UserAgent`: UDP, TCP and TLS sockets,
 timers (``loop.call_later``) and event dispatch. No SIP logic lives here.
 
-The application decides on incoming calls with an ``on_invite`` coroutine that returns an
-:class:`Answer`, :class:`Reject` or :class:`Challenge`; every event is also given to the
+The application decides on incoming calls with coroutines that return an :class:`Answer`,
+:class:`Reject` or :class:`Challenge`; ``router`` (:mod:`.invite_router`) picks the one for each
+INVITE (``on_invite`` given to the constructor is its default); every event is also given to the
 listeners and kept in a queue that tests (and the MCU glue) can await.
 """
 
@@ -23,6 +24,7 @@ from .actions import CancelTimer, Flow, Send, StartTimer, TimerKey
 from .dialog import Call, ClientRegistration
 from .digest import Credentials
 from .errors import SipParseError
+from .invite_router import InviteRouter
 from .message import StreamFramer
 from .sdp import LocalMedia
 from .useragent import Output, UserAgent, UserAgentConfig
@@ -81,7 +83,7 @@ class SipEndpoint:
                  tls_context: ssl.SSLContext | None = None, client_tls_context: ssl.SSLContext | None = None,
                  tls_port: int | None = None) -> None:
         self.ua = UserAgent(config)
-        self.on_invite = on_invite or _default_invite
+        self.router: InviteRouter[InviteHandler] = InviteRouter((), on_invite or _default_invite)
         self.listeners: list[Callable[[ev.Event], None]] = []
         self.events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.sent: list[tuple[Flow, bytes]] = []  # kept short; handy for debugging tests
@@ -292,9 +294,9 @@ class SipEndpoint:
 
     async def _decide(self, call: Call) -> None:
         try:
-            decision = await self.on_invite(call)
+            decision = await self.router.handler_for(call)(call)
         except Exception:  # noqa: BLE001
-            log.exception("on_invite failed")
+            log.exception("INVITE handler failed")
             decision = Reject(500, "Application error")
         if isinstance(decision, Answer):
             self.process(self.ua.answer(call, decision.local, self.now()))

@@ -41,6 +41,7 @@ from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
 from . import events as ev
 from .dialog import Call, CallState
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
+from .invite_router import with_default
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class SipGateway:
         self.pins: PinPolicy = pins or RoomPinPolicy(directory)
         self._checks: set[asyncio.Task[None]] = set()
         self.sites: dict[str, SipSite] = {}
-        endpoint.on_invite = self.on_invite
+        endpoint.router = with_default(endpoint.router, self.on_invite)  # conferences: the router's default
         endpoint.listeners.append(self._on_event)
 
     def site_for_leg(self, leg: MediaLeg) -> SipSite | None:

@@ -15,14 +15,16 @@ from pathlib import Path
 from core.runtime import CoreServices
 from dispatch.calltaking.acd import AcdConfig
 from dispatch.calltaking.service import DeskConfig, DeskService
+from dispatch.calltaking.trunk import EmergencyTrunk, TrunkConfig
+from dispatch.calltaking.trunk_trust import TrunkPeer
 from dispatch.service import DispatchService
-from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
-from mcu.trunk_trust import TrunkPeer
+from mcu.call_rooms import CallRooms
 from recorder.call_recordings import CallRecordingLogService
 from recorder.pg_storage import PgLogStorage
 from recorder.signing import KeyStore
 from recorder.transparency_log import TransparencyLog
 from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.sip.invite_router import with_route
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.conftest import make_settings
 from tests.dispatch.calltaking_samples import free_port
@@ -68,7 +70,8 @@ async def running_desk(db_url: str, tmp_path: Path, *, training: bool = False,
     trunk_config = TrunkConfig(recordings_dir=tmp_path / "calls")
     if peers is not None:
         trunk_config = TrunkConfig(recordings_dir=tmp_path / "calls", peers=peers)
-    trunk = EmergencyTrunk(endpoint, service, trunk_config, audit=core.audit if audited else None)
+    trunk = EmergencyTrunk(endpoint, service, trunk_config, media=CallRooms(), audit=core.audit if audited else None)
+    endpoint.router = with_route(endpoint.router, trunk.route)
     try:
         yield Desk(core, dispatch, service, endpoint, trunk, log)
     finally:

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
+from dispatch.calltaking.trunk import EmergencyTrunk, TrunkConfig
+from mcu.call_rooms import CallRooms
+from sip_gateway.sip.invite_router import with_route
 from tests.dispatch.calltaking_samples import finish, free_port, sipp
 from tests.dispatch.desk_kit import Desk, running_desk, wait_until
 
@@ -76,11 +78,13 @@ async def test_no_free_media_ports_refuses_the_call_with_503_and_queues_nothing(
         for offset, sock in enumerate(held):  # the whole (one-pair) range is taken
             sock.bind(("127.0.0.1", port + offset))
         trunk = EmergencyTrunk(desk.endpoint, desk.desk, TrunkConfig(recordings_dir=desk.core.settings.var_dir / "c2",
-                                                                     port_range=(port, port + 1)))
-        trunk.start()  # the constructor put it in front of the endpoint
+                                                                     port_range=(port, port + 1)),
+                              media=CallRooms())
+        desk.endpoint.router = with_route(desk.endpoint.router, trunk.route)  # replaces the kit's trunk
+        trunk.start()
         proc = await sipp("emergency_503.xml", desk.endpoint.config.port)
         await finish(proc)
-        assert desk.desk.live == {} and trunk.sites == {}
+        assert desk.desk.live == {} and trunk.calls == {}
         await trunk.close()
     finally:
         for sock in held:

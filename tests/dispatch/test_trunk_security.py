@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dispatch.calltaking.service import DeskError
-from mcu.trunk_trust import TrunkPeer
+from dispatch.calltaking.trunk_trust import TrunkPeer
 from recorder.leaves import CallRecordingLeaf, RetentionLeaf, decode_leaf
 from tests.dispatch.calltaking_samples import finish, sipp
 from tests.dispatch.desk_kit import Desk, running_desk, wait_until
@@ -44,7 +44,7 @@ async def test_spoofed_trunk_is_refused_and_audited_then_accepted_with_trusted_p
     # 1. 127.0.0.2 is not a trunk peer: 403, audited, nothing queued, no recording.
     out = await finish(await sipp("emergency_pai_403.xml", port, local_ip=STRANGER))
     assert "Successful call" in out
-    assert desk.desk.live == {} and desk.trunk.sites == {}
+    assert desk.desk.live == {} and desk.trunk.calls == {}
     rows = await desk.core.db.fetch("SELECT * FROM audit_log WHERE action = 'emergency.invite_refused'")
     assert len(rows) == 1, rows
     entry = rows[0]

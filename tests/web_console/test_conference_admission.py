@@ -77,7 +77,7 @@ def test_guest_flag_login_and_pin_as_before(server: RunningServer, chair: httpx.
 def test_emergency_call_room_is_never_joined(server: RunningServer, chair: httpx.Client,
                                              viewer: httpx.Client) -> None:
     async def room(conference_id: str, guests: bool) -> None:
-        # The desk's call rooms are kind emergency_call (mcu.emergency_trunk); even one that says
+        # The desk's call rooms are kind emergency_call (mcu.call_rooms); even one that says
         # "guests, no PIN" stays closed. The scheduler starts it like any other conference.
         conn = await asyncpg.connect(server.db_url)
         try:

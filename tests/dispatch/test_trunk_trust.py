@@ -12,8 +12,8 @@ from cryptography.x509.oid import NameOID
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
 from dispatch.calltaking.capability import trunk_config
+from dispatch.calltaking.trunk_trust import TrunkPeer, TrunkTrust, certificate_identities
 from mcu.sip_bridge import user_agent_config
-from mcu.trunk_trust import TrunkPeer, TrunkTrust, certificate_identities
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.actions import Flow
 from sip_gateway.sip.useragent import UserAgent, UserAgentConfig

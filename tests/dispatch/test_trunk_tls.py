@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mcu.emergency_trunk import EmergencyTrunk, IncomingEmergencyCall, TrunkConfig
-from mcu.trunk_trust import TrunkPeer
+from dispatch.calltaking.trunk import EmergencyTrunk, IncomingEmergencyCall, TrunkConfig
+from dispatch.calltaking.trunk_trust import TrunkPeer
+from mcu.call_rooms import CallRooms
 from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.sip.invite_router import with_route
 from sip_gateway.sip.tls import make_self_signed, server_context
 from sip_gateway.sip.useragent import UserAgentConfig
 
@@ -124,7 +126,9 @@ async def test_tls_identity_of_the_trunk_peer_is_checked_on_a_real_connection(tm
     port = await endpoint.start_tls(context, 0)
     desk = Desk()
     peer = TrunkPeer("127.0.0.1", tls_identity="sbc.operator.cn", name="operator-sbc")
-    trunk = EmergencyTrunk(endpoint, desk, TrunkConfig(recordings_dir=tmp_path / "calls", peers=(peer,)))
+    trunk = EmergencyTrunk(endpoint, desk, TrunkConfig(recordings_dir=tmp_path / "calls", peers=(peer,)),
+                           media=CallRooms())
+    endpoint.router = with_route(endpoint.router, trunk.route)
     try:
         assert await final_status(port, 1, None) == 403  # right address, no certificate
         assert await final_status(port, 2, other) == 403  # a certificate from the CA, for another name
