@@ -34,6 +34,8 @@ import av
 import numpy as np
 
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as FRAME
+from sip_gateway.rtp.media_primitives import SAMPLE_RATE
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.digest import Credentials
@@ -45,8 +47,6 @@ from .trunk_trust import LOOPBACK_PEERS, TrunkPeer, TrunkTrust
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
-FRAME = 960  # 20 ms at 48 kHz
 Pcm = np.ndarray
 
 

@@ -70,7 +70,7 @@ from sip_gateway.h323.media import (
 )
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
-from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.rtp.prompts import PromptLibrary
 
 if TYPE_CHECKING:

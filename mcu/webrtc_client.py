@@ -19,7 +19,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .media import FRAME_SAMPLES, SAMPLE_RATE
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE
 
 CODE_BITS = 16  # frame-number pattern: 16 blocks, most significant first
 CODE_BLOCK = 8  # block width in pixels of the source

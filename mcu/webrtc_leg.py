@@ -55,7 +55,8 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.sdp import SessionDescription
 
-from .media import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, EncodedPacket
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, EncodedPacket
+
 from .room import BROADCAST, Room, RoomError, Subscription
 from .runner import deprioritise_current_thread
 

@@ -52,11 +52,19 @@ import av
 import numpy as np
 
 from mcu.encoder import EncoderKey
-from mcu.media import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, EncodedPacket
 from mcu.room import BROADCAST, Room, RoomError, Subscription
 from recorder.ingest import CommittedSegment, sha256_file
 from recorder.segmenter import MOVFLAGS, CutPolicy, avc_codec_string
 from recorder.store import SegmentStore, StoreError, check_camera_id, segment_key
+from sip_gateway.rtp.media_primitives import (
+    FRAME_SAMPLES,
+    FRAME_SECONDS,
+    SAMPLE_RATE,
+    VIDEO_CLOCK,
+    VIDEO_TIME_BASE,
+    AudioFrame,
+    EncodedPacket,
+)
 
 if TYPE_CHECKING:
     from core.audit import AuditLog
@@ -69,7 +77,6 @@ log = logging.getLogger(__name__)
 CAMERA_PREFIX = "conf-"
 AUDIO_BITRATE = 64_000
 AUDIO_CODECS = "mp4a.40.2"  # AAC-LC
-FRAME_S = FRAME_SAMPLES / SAMPLE_RATE  # one mix tick: 20 ms
 # Audio waits for the video to pass its time (so it lands in the right segment), but no longer
 # than this: a stalled picture must not hold the sound back indefinitely.
 AUDIO_HOLD_S = 2.0
@@ -230,7 +237,7 @@ class SegmentMuxer:
 
     def write_video(self, packet: EncodedPacket, t: float) -> None:
         """Stream-copy one access unit composed at room time `t`."""
-        pts = max(self._last_pts + 1, int(round((t - self.start_t) * 90_000)))
+        pts = max(self._last_pts + 1, int(round((t - self.start_t) * VIDEO_CLOCK)))
         if self.video_frames and t > self.last_t:
             self.frame_s = min(t - self.last_t, 1.0)
         self._last_pts = pts
@@ -412,12 +419,12 @@ class RecordingWriter:
         self._drop_audio_before(t)
 
     def _on_audio(self, samples: AudioFrame, at: float) -> None:
-        t = at - FRAME_S  # the mix of a tick covers the 20 ms before it
+        t = at - FRAME_SECONDS  # the mix of a tick covers the 20 ms before it
         if self._audio_anchor is None:
             self._audio_anchor = t
         expected = self._audio_time(self._audio_next)
         if t - expected > AUDIO_SLACK_S:  # ticks were late or skipped: keep the timeline with silence
-            for _ in range(int(round((t - expected) / FRAME_S))):
+            for _ in range(int(round((t - expected) / FRAME_SECONDS))):
                 self._queue_audio(np.zeros(FRAME_SAMPLES, np.int16))
         elif expected - t > AUDIO_SLACK_S:
             return  # running ahead of the clock (a burst of catch-up ticks): drop, keep in time

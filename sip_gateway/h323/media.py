@@ -32,7 +32,6 @@ from .events import LogicalChannel
 __all__ = ["IVR_PROMPTS", "BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
 
 _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
-_RATE = 48_000
 
 
 # The IVR's default prompts: the beep patterns shared with the SIP IVR (the MCU passes spoken

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .codecs import SAMPLE_RATE, Pcm
+from .codecs import Pcm
+from .media_primitives import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
-from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
+from ..rtp.codecs import Pcm
 from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
+from ..rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from ..rtp.prompts import BEEPS
 from . import events as ev
 from .dialog import Call, CallState

@@ -22,7 +22,6 @@ import pytest
 from core.runtime import CoreServices
 from mcu.clock import FakeClock
 from mcu.conferences import ConferenceService, McuRole, RunningConference
-from mcu.media import EncodedPacket
 from mcu.room import Room, RoomSettings, Subscription
 from recorder.capability import RecorderRole
 from recorder.conference_recording import (
@@ -38,6 +37,7 @@ from recorder.ingest import CommittedSegment
 from recorder.service import RecorderService
 from recorder.store import DirectoryStore
 from recorder.verify import verify_export
+from sip_gateway.rtp.media_primitives import EncodedPacket
 from tests.recorder.helpers import recorder_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mcu"))

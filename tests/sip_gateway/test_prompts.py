@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sip_gateway.rtp.codecs import SAMPLE_RATE
+from sip_gateway.rtp.media_primitives import SAMPLE_RATE
 from sip_gateway.rtp.prompts import BEEPS, PROMPT_NAMES, PromptLibrary, read_wav_mono, resample_to_48k
 
 ESPEAK = shutil.which("espeak-ng")
