@@ -61,6 +61,8 @@ from .room import BROADCAST, Room, RoomError, Subscription
 from .runner import deprioritise_current_thread
 
 if TYPE_CHECKING:
+    from core.runtime import CoreServices
+
     from .conferences import RunningConference
     from .participant import Participant
 
@@ -133,6 +135,14 @@ class WebRtcConfig:
     def rtc_configuration(self) -> RTCConfiguration:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                                             for s in self.ice_servers])
+
+
+def webrtc_config(core: CoreServices) -> WebRtcConfig:
+    """The legs' configuration from the `webrtc` settings section."""
+    w = core.settings.webrtc
+    return WebRtcConfig(host_addresses=tuple(w.host_addresses),
+                        ice_servers=tuple(IceServer(s.urls, s.username, s.credential) for s in w.ice_servers),
+                        video_codecs=tuple(w.video_codecs), media_timeout=w.media_timeout_seconds)
 
 
 class BandwidthLadder:

@@ -244,7 +244,7 @@ async def test_peer_that_vanishes_is_dropped_by_the_media_watchdog(conference: R
 async def test_host_candidates_only_on_configured_addresses_and_ice_servers_from_settings() -> None:
     from aiortc import RTCPeerConnection
 
-    from mcu.conferences import webrtc_config
+    from mcu.webrtc_leg import webrtc_config
 
     WebRtcLegs(CONFIG)  # configures 127.0.0.1 only
     pc = RTCPeerConnection()
