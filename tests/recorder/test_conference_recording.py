@@ -28,10 +28,10 @@ from recorder.conference_recording import (
     HTTP_STATUS,
     ConferenceRecorder,
     ConferenceRecordingError,
-    RecordingWriter,
     conference_camera_id,
 )
 from recorder.conference_recording import start as start_capability
+from recorder.conference_writer import RecordingWriter
 from recorder.index import IndexedSegment
 from recorder.ingest import CommittedSegment
 from recorder.service import RecorderService
