@@ -4,9 +4,10 @@ What inspectors find looks exactly like a hall camera's recording: fragmented-MP
 under the pseudo camera ``conf-<conference id>``, each with an index row and an RFC 6962
 segment leaf, so search, timeline, playback, export and ``verify-export`` work unchanged.
 
-The recording subscribes to the room's shared H.264 encoder of the broadcast view (the very
-encoder the sites watching the broadcast use, when one runs) and to the full mix of every
-unmuted site (``Room.add_mix_listener``), not anyone's N-1 mix; one
+The recording subscribes to the conference's shared H.264 encoder of the broadcast view (the
+very encoder the sites watching the broadcast use, when one runs) and to the full mix of every
+unmuted site, not anyone's N-1 mix, through the ``LiveSource`` the MCU provides
+(:mod:`recorder.live_source`; this package imports nothing from ``mcu``); one
 :class:`recorder.conference_writer.RecordingWriter` per recording turns them into segments
 (stream copy, AAC, cut on key frames: see that module). Asking the encoder for a key frame per
 segment costs one extra key frame per segment for its receivers, rate-limited like any PLI.
@@ -22,20 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mcu.encoder import EncoderKey
-from mcu.room import BROADCAST, Room, RoomError, Subscription
 from recorder.conference_writer import AUDIO_BITRATE, RecordingStats, RecordingWriter
+from recorder.live_source import LiveConference, LiveSource, LiveVideo, SharedEncoder
 from recorder.store import StoreError, check_camera_id
 
 if TYPE_CHECKING:
     from core.audit import AuditLog
     from core.bus import Bus
-    from mcu.conferences import ConferenceService, RunningConference
     from recorder.service import RecorderService
 
 log = logging.getLogger(__name__)
@@ -75,14 +74,24 @@ def conference_camera_id(conference_id: str) -> str:
         raise ConferenceRecordingError("unknown", f"会议号无效: {conference_id!r}") from None
 
 
-def choose_encoder(room: Room, width: int | None = None, height: int | None = None) -> EncoderKey:
+@dataclass(frozen=True)
+class BroadcastEncoding:
+    """The broadcast view's H.264 encoding a recording stream-copies: picture size and packetisation."""
+
+    width: int
+    height: int
+    single_nal: bool = False  # H.264 packetization-mode 0
+
+
+def choose_encoder(running: Sequence[SharedEncoder], width: int | None = None,
+                   height: int | None = None) -> BroadcastEncoding:
     """The broadcast H.264 encoder to record: a running one (largest picture) unless a size is given."""
     if width is not None and height is not None:
-        return EncoderKey(BROADCAST, "h264", width, height)
-    running = [k for k in room.encoder_keys if k.view_id == BROADCAST and k.codec == "h264"]
+        return BroadcastEncoding(width, height)
     if running:
-        return max(running, key=lambda k: (k.width * k.height, not k.single_nal))
-    return EncoderKey(BROADCAST, "h264", 1280, 720)
+        best = max(running, key=lambda k: (k.width * k.height, not k.single_nal))
+        return BroadcastEncoding(best.width, best.height, best.single_nal)
+    return BroadcastEncoding(1280, 720)
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,7 @@ class RecordingHandle:
     camera: str
     started_by: str
     started_at: float  # wall clock, seconds
-    encoder: EncoderKey
+    encoder: BroadcastEncoding
     shared_encoder: bool  # the encoder already ran for other receivers when we joined it
     stats: RecordingStats = field(default_factory=RecordingStats)
     stopped_at: float | None = None
@@ -141,8 +150,8 @@ def _iso(t: float) -> str:
 @dataclass
 class _Active:
     handle: RecordingHandle
-    conference: RunningConference
-    subscription: Subscription
+    conference: LiveConference
+    subscription: LiveVideo
     writer: RecordingWriter
     watchdog: asyncio.Task[None] | None = None
 
@@ -150,9 +159,9 @@ class _Active:
 class ConferenceRecorder:
     """Starts and stops conference recordings on this node (MCU and recorder in one process)."""
 
-    def __init__(self, conferences: ConferenceService, recorder: RecorderService, bus: Bus, audit: AuditLog,
+    def __init__(self, live: LiveSource, recorder: RecorderService, bus: Bus, audit: AuditLog,
                  options: RecordingOptions | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.conferences = conferences
+        self.live = live
         self.recorder = recorder
         self.bus = bus
         self.audit = audit
@@ -185,7 +194,7 @@ class ConferenceRecorder:
         out = []
         for row in rows:
             conference = row["camera"][len(CAMERA_PREFIX):]
-            record = await self.conferences.get(conference)
+            record = await self.live.summary(conference)
             out.append({"conference_id": conference, "name": record.name if record else "", "camera": row["camera"],
                         "start_ms": int(row["start_ms"]), "end_ms": int(row["end_ms"]),
                         "segments": int(row["segments"]), "bytes": int(row["bytes"]),
@@ -210,10 +219,10 @@ class ConferenceRecorder:
             conf = await self._running_conference(conference_id)
             if not self.recorder.running:
                 raise ConferenceRecordingError("unavailable", "录像服务未运行，无法录制")
-            room = conf.room
-            key = choose_encoder(room, self.options.width, self.options.height)
-            shared = key in room.encoder_keys
-            mono_ref, wall_ref = room.clock.monotonic(), self.clock()
+            running = conf.broadcast_encoders()
+            key = choose_encoder(running, self.options.width, self.options.height)
+            shared = key in {BroadcastEncoding(e.width, e.height, e.single_nal) for e in running}
+            mono_ref, wall_ref = conf.now(), self.clock()
             cause = self._stop_cause.pop(camera, "conference not recorded")
             try:
                 on_segment = await self.recorder.attach_source(camera, cause)
@@ -223,17 +232,16 @@ class ConferenceRecorder:
             writer = RecordingWriter(
                 camera, self.recorder.store, on_segment,
                 segment_seconds=self.options.segment_seconds or self.recorder.config.segment_seconds,
-                now=room.clock.monotonic, wall_of=lambda t: wall_ref + (t - mono_ref),
+                now=conf.now, wall_of=lambda t: wall_ref + (t - mono_ref),
                 request_keyframe=lambda: subscription.request_keyframe(),
                 paused=lambda: self.recorder.recording_paused,
                 stats=handle.stats, audio_bitrate=self.options.audio_bitrate)
-            try:
-                subscription = room.subscribe_view(BROADCAST, writer.video, codec="h264", width=key.width,
-                                                   height=key.height, single_nal=key.single_nal)
-            except RoomError as exc:
-                raise ConferenceRecordingError("ended", str(exc)) from None
+            subscribed = conf.subscribe_broadcast(writer.video, key.width, key.height, key.single_nal)
+            if subscribed is None:  # the conference ended since we looked
+                raise ConferenceRecordingError("ended", "会议已结束")
+            subscription = subscribed
             writer.start()
-            room.add_mix_listener(writer.audio)
+            conf.add_mix_listener(writer.audio)
             subscription.request_keyframe()  # segments start on a key frame: don't wait for the periodic one
             active = _Active(handle, conf, subscription, writer)
             self._active[conference_id] = active
@@ -257,9 +265,8 @@ class ConferenceRecorder:
             if active is None:
                 return None
             handle = active.handle
-            room = active.conference.room
             active.subscription.close()
-            room.remove_mix_listener(active.writer.audio)
+            active.conference.remove_mix_listener(active.writer.audio)
             await asyncio.to_thread(active.writer.finish)
             await self.recorder.drain()
             if active.watchdog is not None and active.watchdog is not asyncio.current_task():
@@ -283,11 +290,11 @@ class ConferenceRecorder:
             except Exception:
                 log.exception("stopping the recording of %s failed", conference_id)
 
-    async def _running_conference(self, conference_id: str) -> RunningConference:
-        conf = self.conferences.running(conference_id)
-        if conf is not None and not conf.room.ended:
+    async def _running_conference(self, conference_id: str) -> LiveConference:
+        conf = self.live.running(conference_id)
+        if conf is not None and not conf.ended:
             return conf
-        record = await self.conferences.get(conference_id)
+        record = await self.live.summary(conference_id)
         if record is None:
             raise ConferenceRecordingError("unknown", f"会议不存在: {conference_id}")
         if record.status == "ended" or conf is not None:
@@ -299,7 +306,7 @@ class ConferenceRecorder:
         conference_id = active.handle.conference_id
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            ended = active.conference.room.ended or self.conferences.running(conference_id) is not active.conference
+            ended = active.conference.ended or self.live.running(conference_id) != active.conference
             if ended or not active.writer.alive:
                 try:
                     await self.stop_recording(conference_id, "system",
@@ -319,11 +326,10 @@ class ConferenceRecordingRole:
         await self.recorder.stop()
 
 
-async def start(core: Any) -> ConferenceRecordingRole | None:
-    """Capability entry point: needs the MCU and the recorder running in this process."""
-    mcu = core.capabilities.get("mcu")
+async def start(core: Any, live: LiveSource | None) -> ConferenceRecordingRole | None:
+    """Capability entry point: needs the MCU's conferences (`live`) and the recorder running in this process."""
     rec = core.capabilities.get("recorder")
-    if mcu is None or rec is None:
+    if live is None or rec is None:
         log.info("conference recording needs the mcu and recorder roles in one process; not started")
         return None
-    return ConferenceRecordingRole(ConferenceRecorder(mcu.conferences, rec.service, core.bus, core.audit))
+    return ConferenceRecordingRole(ConferenceRecorder(live, rec.service, core.bus, core.audit))

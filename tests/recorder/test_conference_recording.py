@@ -19,9 +19,11 @@ import av
 import numpy as np
 import pytest
 
+from commandcenter.wiring import start_conference_recording as start_capability
 from core.runtime import CoreServices
 from mcu.clock import FakeClock
 from mcu.conferences import ConferenceService, McuRole, RunningConference
+from mcu.recording_tap import RecordingTap
 from mcu.room import Room, RoomSettings, Subscription
 from recorder.capability import RecorderRole
 from recorder.conference_recording import (
@@ -30,7 +32,6 @@ from recorder.conference_recording import (
     ConferenceRecordingError,
     conference_camera_id,
 )
-from recorder.conference_recording import start as start_capability
 from recorder.conference_writer import RecordingWriter
 from recorder.index import IndexedSegment
 from recorder.ingest import CommittedSegment
@@ -63,7 +64,7 @@ async def env(services: CoreServices, tmp_path: Path) -> AsyncIterator[Env]:
     recorder = RecorderService(services.db, recorder_config(tmp_path, segment_seconds=SEGMENT_S, head_interval_s=600.0),
                                services.audit)
     await recorder.start()
-    confrec = ConferenceRecorder(conferences, recorder, services.bus, services.audit)
+    confrec = ConferenceRecorder(RecordingTap(conferences), recorder, services.bus, services.audit)
     try:
         yield Env(services, conferences, recorder, confrec, tmp_path)
     finally:
@@ -290,7 +291,7 @@ async def test_bad_requests_are_refused_and_write_nothing(env: Env, services: Co
     # A recorder that is not running cannot take a recording.
     idle = RecorderService(services.db, recorder_config(tmp_path / "idle"), services.audit)
     with pytest.raises(ConferenceRecordingError, match="录像服务未运行") as refused:
-        await ConferenceRecorder(env.conferences, idle, services.bus, services.audit).start_recording(
+        await ConferenceRecorder(RecordingTap(env.conferences), idle, services.bus, services.audit).start_recording(
             running.id, "chair01")
     assert HTTP_STATUS[refused.value.code] == 503
 
