@@ -137,7 +137,7 @@ class WebRtcConfig:
                                             for s in self.ice_servers])
 
 
-def webrtc_config(core: CoreServices) -> WebRtcConfig:
+def webrtc_config(core: CoreServices) -> Any:
     """The legs' configuration from the `webrtc` settings section."""
     w = core.settings.webrtc
     return WebRtcConfig(host_addresses=tuple(w.host_addresses),
