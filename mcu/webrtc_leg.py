@@ -35,7 +35,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import aioice.ice
@@ -55,7 +54,13 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.sdp import SessionDescription
 
-from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, EncodedPacket
+from sip_gateway.rtp.media_primitives import (
+    AUDIO_TIME_BASE,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    VIDEO_TIME_BASE,
+    EncodedPacket,
+)
 
 from .room import BROADCAST, Room, RoomError, Subscription
 from .runner import deprioritise_current_thread
@@ -68,7 +73,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 VIDEO_QUEUE_DEPTH = 30  # ~1 s of packets at 25 fps; beyond that the leg drops to the next key frame
 
 # Resolution ladder for bandwidth feedback, best first (the shared encoders' sizes).

@@ -31,7 +31,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from recorder.ingest import CommittedSegment, sha256_file
 from recorder.segmenter import MOVFLAGS, CutPolicy, avc_codec_string
 from recorder.store import SegmentStore, segment_key
 from sip_gateway.rtp.media_primitives import (
+    AUDIO_TIME_BASE,
     FRAME_SAMPLES,
     FRAME_SECONDS,
     SAMPLE_RATE,
@@ -111,7 +111,7 @@ class SegmentMuxer:
         self._video.time_base = VIDEO_TIME_BASE
         self._audio = self._out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
         self._audio.bit_rate = audio_bitrate
-        self._audio.time_base = Fraction(1, SAMPLE_RATE)
+        self._audio.time_base = AUDIO_TIME_BASE
         self.video_frames = 0
         self.audio_frames = 0
         self._last_pts = -1
@@ -138,7 +138,7 @@ class SegmentMuxer:
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = pts
-        frame.time_base = Fraction(1, SAMPLE_RATE)
+        frame.time_base = AUDIO_TIME_BASE
         for out in self._audio.encode(frame):
             self._out.mux(out)
         self.audio_frames += 1

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "AUDIO_TIME_BASE",
     "FRAME_MS",
     "FRAME_SAMPLES",
     "FRAME_SECONDS",
@@ -34,6 +35,7 @@ SAMPLE_RATE = 48_000  # Hz, mono
 FRAME_MS = 20  # one audio frame, one mixer tick
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
 FRAME_SECONDS = FRAME_MS / 1000
+AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)  # audio timestamps count samples
 VIDEO_CLOCK = 90_000  # Hz: the RTP video clock
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK)
 
