@@ -45,9 +45,9 @@ if str(ROOT) not in sys.path:  # allow `python bench/mcu_mix.py`
 
 from mcu.encoder import EncoderSettings  # noqa: E402
 from mcu.layout import pane_rects, resolve_auto  # noqa: E402
-from mcu.media import FRAME_SAMPLES, EncodedPacket  # noqa: E402
 from mcu.room import BROADCAST, Room, RoomSettings  # noqa: E402
 from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, EncodedPacket  # noqa: E402
 
 DECODER_NICE = int(os.environ.get("MCU_BENCH_DECODER_NICE", "5"))
 RESULTS = ROOT / "bench" / "results" / "mcu_mix.json"

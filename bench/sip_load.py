@@ -46,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 from mcu.room import Room, RoomSettings  # noqa: E402
 from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
 from mcu.site_media import SiteMedia, VideoFormat  # noqa: E402
-from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, AudioEncoder, VideoEncoder  # noqa: E402
+from sip_gateway.rtp.codecs import AudioEncoder, VideoEncoder  # noqa: E402
 from sip_gateway.rtp.leg import MediaLeg, tone  # noqa: E402
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
 from sip_gateway.sip.dialog import Call  # noqa: E402
 from sip_gateway.sip.endpoint import Answer, SipEndpoint  # noqa: E402
@@ -169,7 +170,7 @@ def prebuilt_audio(packets: int) -> list[bytes]:
     encoder = AudioEncoder(streams[0].codec)
     out = []
     for i in range(packets):
-        out += session.packetize(encoder.encode(tone(440, i * SAMPLES_PER_FRAME)), i * 160)
+        out += session.packetize(encoder.encode(tone(440, i * FRAME_SAMPLES)), i * 160)
     return out
 
 

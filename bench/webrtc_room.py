@@ -100,8 +100,8 @@ async def serve(port: int) -> None:
 async def run_n(url: str, n: int, warmup: float, measure: float, size: tuple[int, int]) -> dict[str, Any]:
     import websockets
 
+    from bench.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient, read_frame_number
     from mcu.layout import pane_rects, resolve_auto
-    from mcu.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient, read_frame_number
 
     rect = pane_rects(resolve_auto("auto", n), *size)[0]
     latencies: list[float] = []

@@ -48,7 +48,7 @@ CAPABILITIES: list[CapabilitySpec] = [
     CapabilitySpec("cascade", frozenset({"mcu"}), "mcu.cascade.service:start"),
     CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start"),
     # needs the MCU and the recorder in one process; listed after both so it stops before them
-    CapabilitySpec("conference_recording", frozenset({"mcu", "recorder"}), "recorder.conference_recording:start"),
+    CapabilitySpec("conference_recording", frozenset({"mcu", "recorder"}), "commandcenter.wiring:start_conference_recording"),
     CapabilitySpec("dispatch", frozenset({"web"}), "dispatch.capability:start"),
     CapabilitySpec("desk", frozenset({"web"}), "commandcenter.wiring:start_desk"),
     # after "mcu" (and "cascade", the failover it reports channel state to): remote sites and commands

@@ -24,3 +24,17 @@ async def start_desk(core: CoreServices) -> Any:
     has_mcu = mcu is not None and getattr(mcu, "webrtc", None) is not None
     rooms = CallRooms(mcu, core.capabilities.get("sip")) if has_mcu else CallRooms()
     return await desk.start(core, recording_log, callers=rooms, bridge=rooms if has_mcu else None)
+
+
+async def start_conference_recording(core: CoreServices) -> Any:
+    """Conference recording, given the running MCU's conferences as its live source."""
+    from recorder import conference_recording
+    from recorder.live_source import LiveSource
+
+    mcu = core.capabilities.get("mcu")
+    live: LiveSource | None = None
+    if mcu is not None:
+        from mcu.recording_tap import RecordingTap
+
+        live = RecordingTap(mcu.conferences)
+    return await conference_recording.start(core, live)

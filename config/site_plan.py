@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from config.errors import ConfigError, describe_validation_error, load_toml
-from core.roles import ROLES
+from config.roles import ROLES
 
 PositionQuality = Literal["surveyed", "approximate", "made-up"]
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg
 
+from config.roles import Role
 from core.db import Database
-from core.roles import Role
 
 log = logging.getLogger(__name__)
 

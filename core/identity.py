@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 import asyncpg
 from argon2 import PasswordHasher
 
+from config.roles import Role, parse_role
 from core.db import Database
 from core.login_policy import CounterState, Decision, LoginPolicy, decide, source_key
 from core.passwords import BoundedHasher, HashingBusy, PasswordHashing
-from core.roles import Role, parse_role
 
 # Verified against when the user does not exist, so timing does not reveal valid usernames.
 _DUMMY_HASH = PasswordHasher().hash("not-a-real-password-0")

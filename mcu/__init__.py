@@ -15,18 +15,14 @@ The media core (issue 3) in one page:
 """
 from .clock import Clock, FakeClock, MonotonicClock
 from .encoder import EncoderKey, EncoderSettings
-from .media import FRAME_SAMPLES, SAMPLE_RATE, EncodedPacket
 from .participant import Participant
 from .room import BROADCAST, PREVIEW, Room, RoomError, RoomSettings, Subscription, select_view_id
 from .runner import MediaRunner, deprioritise_current_thread
 
 __all__ = [
     "BROADCAST",
-    "FRAME_SAMPLES",
     "PREVIEW",
-    "SAMPLE_RATE",
     "Clock",
-    "EncodedPacket",
     "EncoderKey",
     "EncoderSettings",
     "FakeClock",

@@ -36,12 +36,12 @@ import av
 import numpy as np
 
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as FRAME
+from sip_gateway.rtp.media_primitives import SAMPLE_RATE
 from sip_gateway.sip.sdp import LocalMedia, MediaStream
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
-FRAME = 960  # 20 ms at 48 kHz
 Pcm = np.ndarray
 
 

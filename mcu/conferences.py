@@ -637,20 +637,10 @@ class McuRole:
         await self.conferences.stop()
 
 
-def webrtc_config(core: CoreServices) -> Any:
-    """The legs' configuration from the `webrtc` settings section."""
-    from mcu.webrtc_leg import IceServer, WebRtcConfig
-
-    w = core.settings.webrtc
-    return WebRtcConfig(host_addresses=tuple(w.host_addresses),
-                        ice_servers=tuple(IceServer(s.urls, s.username, s.credential) for s in w.ice_servers),
-                        video_codecs=tuple(w.video_codecs), media_timeout=w.media_timeout_seconds)
-
-
 async def start(core: CoreServices) -> McuRole:
     """Capability entry point: conferences (standing ones, scheduler), WebRTC legs, demo sites."""
     from mcu.demo_sites import DemoSites, demo_site_ids
-    from mcu.webrtc_leg import WebRtcLegs
+    from mcu.webrtc_leg import WebRtcLegs, webrtc_config
 
     node = core.plan.node(core.settings.node_name)
     service = ConferenceService(core, bridge=node is not None and node.kind == "bridge")

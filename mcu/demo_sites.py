@@ -24,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from .media import FRAME_SAMPLES, SAMPLE_RATE
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE
+
 from .room import RoomError
 from .text import DEFAULT_FONT
 

@@ -17,9 +17,10 @@ from fractions import Fraction
 
 import av
 
+from sip_gateway.rtp.media_primitives import VIDEO_CLOCK, VIDEO_TIME_BASE, EncodedPacket
+
 from .clock import Clock
 from .compositor import ComposedFrame, fit_frame
-from .media import VIDEO_TIME_BASE, EncodedPacket
 
 CODECS = ("h264", "vp8", "h263", "h261")
 # H.263 (baseline, RFC 2190) and H.261 only code the CIF family: their shared encoders are CIF.
@@ -166,7 +167,7 @@ class VideoEncoder:
             now = self._clock.monotonic()
             if self._epoch is None:
                 self._epoch = composed.composed_at
-            pts = max(self._last_pts + 1, int(round((composed.composed_at - self._epoch) * 90_000)))
+            pts = max(self._last_pts + 1, int(round((composed.composed_at - self._epoch) * VIDEO_CLOCK)))
             self._last_pts = pts
             with self._policy_lock:
                 force = self.policy.should_force(now)

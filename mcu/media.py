@@ -7,23 +7,17 @@ get these straight from PyAV/aiortc decoders, so no conversion happens on arriva
 compositor scales with libswscale (``VideoFrame.reformat``) to planar YUV 4:2:0, which is
 also what the encoders take. A leg holding RGB pixels can call :func:`video_frame_from_rgb`.
 
-Encoded output: :class:`EncodedPacket` (one access unit / frame, Annex B for H.264).
+The units themselves (sample rate, frame size, video clock) and the encoded output,
+:class:`~sip_gateway.rtp.media_primitives.EncodedPacket`, live in
+:mod:`sip_gateway.rtp.media_primitives`, which every layer may import.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from fractions import Fraction
 
 import av
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE = 48_000
-FRAME_MS = 20
-FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 960
-VIDEO_TIME_BASE = Fraction(1, 90_000)  # RTP video clock
-
-AudioFrame = npt.NDArray[np.int16]
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, AudioFrame
 
 
 def check_audio_frame(samples: object) -> AudioFrame:
@@ -56,22 +50,3 @@ def solid_yuv_frame(width: int, height: int, y: int, u: int, v: int) -> av.Video
     chroma[quarter:] = v
     return av.VideoFrame.from_ndarray(data, format="yuv420p")
 
-
-@dataclass(frozen=True)
-class EncodedPacket:
-    """One encoded video frame from a shared encoder.
-
-    ``pts`` is in 90 kHz units. ``sources`` maps each participant shown in the frame to
-    ``(sequence number, arrival time)`` of the source frame used, so a receiver (or the
-    benchmark) can tell which input frames a packet contains.
-    """
-
-    data: bytes
-    pts: int
-    keyframe: bool
-    codec: str  # "h264" | "vp8"
-    width: int
-    height: int
-    view_id: str
-    composed_at: float
-    sources: dict[str, tuple[int, float]] = field(default_factory=dict)

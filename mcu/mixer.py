@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .media import FRAME_SAMPLES
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES
 
 F32 = npt.NDArray[np.float32]
 FULL_SCALE = 32767.0

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from sip_gateway.rtp.media_primitives import AudioFrame
+
 from .clock import Clock
-from .media import AudioFrame, check_audio_frame, video_frame_from_rgb
+from .media import check_audio_frame, video_frame_from_rgb
 
 AUDIO_IN_DEPTH = 5  # 100 ms of input jitter absorbed per source
 AUDIO_OUT_DEPTH = 10  # 200 ms of mixes kept for a slow listener

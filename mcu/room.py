@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import av
 
+from sip_gateway.rtp.media_primitives import AudioFrame, EncodedPacket
+
 from . import events as ev
 from .clock import Clock, MonotonicClock
 from .compositor import BannerSpec, ComposedFrame, Compositor, PaneSpec, ViewPlan
@@ -44,7 +46,6 @@ from .layout import (
     pane_rects,
     resolve_auto,
 )
-from .media import AudioFrame, EncodedPacket
 from .mixer import AudioMixer, MixInput, MixOutput, SpeakerDetector
 from .participant import Participant
 from .text import TextRenderer

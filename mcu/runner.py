@@ -22,7 +22,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .media import FRAME_MS
+from sip_gateway.rtp.media_primitives import FRAME_MS
+
 from .room import Room, VideoJob, encode_job, render_job
 
 log = logging.getLogger(__name__)

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import av
 import numpy as np
 
-from mcu.media import EncodedPacket
 from mcu.room import RoomError
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, EncodedPacket
 
 if TYPE_CHECKING:
     from mcu.conferences import RunningConference
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 AUDIO_PERIOD = 0.02
 ENDPOINT_KEYFRAME_MIN_INTERVAL = 1.0  # our requests to the endpoint
 ENCODER_KEYFRAME_MIN_INTERVAL = 0.5  # the endpoint's requests, before the encoder's own limit

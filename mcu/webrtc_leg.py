@@ -35,7 +35,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import aioice.ice
@@ -55,17 +54,25 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.sdp import SessionDescription
 
-from .media import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, EncodedPacket
+from sip_gateway.rtp.media_primitives import (
+    AUDIO_TIME_BASE,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    VIDEO_TIME_BASE,
+    EncodedPacket,
+)
+
 from .room import BROADCAST, Room, RoomError, Subscription
 from .runner import deprioritise_current_thread
 
 if TYPE_CHECKING:
+    from core.runtime import CoreServices
+
     from .conferences import RunningConference
     from .participant import Participant
 
 log = logging.getLogger(__name__)
 
-AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 VIDEO_QUEUE_DEPTH = 30  # ~1 s of packets at 25 fps; beyond that the leg drops to the next key frame
 
 # Resolution ladder for bandwidth feedback, best first (the shared encoders' sizes).
@@ -132,6 +139,14 @@ class WebRtcConfig:
     def rtc_configuration(self) -> RTCConfiguration:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                                             for s in self.ice_servers])
+
+
+def webrtc_config(core: CoreServices) -> Any:
+    """The legs' configuration from the `webrtc` settings section."""
+    w = core.settings.webrtc
+    return WebRtcConfig(host_addresses=tuple(w.host_addresses),
+                        ice_servers=tuple(IceServer(s.urls, s.username, s.credential) for s in w.ice_servers),
+                        video_codecs=tuple(w.video_codecs), media_timeout=w.media_timeout_seconds)
 
 
 class BandwidthLadder:

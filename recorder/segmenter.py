@@ -26,6 +26,8 @@ from typing import Any
 
 import av
 
+from sip_gateway.rtp.media_primitives import VIDEO_TIME_BASE
+
 TARGET_SEGMENT_S = 6.0
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 # A timestamp step larger than this (either way) is a discontinuity, not a frame interval.
@@ -195,4 +197,4 @@ class SegmentWriter:
 
 def seconds(pts: int, time_base: Fraction | None) -> float:
     """Stream time in seconds (time base 1/90000, RTP video's, when the stream has none)."""
-    return float(pts * (time_base if time_base is not None else Fraction(1, 90000)))
+    return float(pts * (time_base if time_base is not None else VIDEO_TIME_BASE))

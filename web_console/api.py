@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.roles import Role
 from core.identity import IdentityError, User
-from core.roles import Role
 from web_console.auth import ANY_ROLE, Principal, RoleFirstRoute, client_address, require, services_of
 from web_console.guards import ApiModel
 

@@ -18,8 +18,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+from config.roles import Role
 from core.identity import User
-from core.roles import Role
 from core.runtime import CoreServices
 from web_console.guards import nul_in_url
 

@@ -34,7 +34,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSo
 from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field, ValidationError
 
-from core.roles import Role
+from config.roles import Role
 from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.cascade.naming import link_participant

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import ConfigDict, Field
 from starlette.background import BackgroundTask
 
-from core.roles import Role
+from config.roles import Role
 from dispatch.calltaking.acd import PositionState
 from dispatch.calltaking.aml import AmlFormatError
 from dispatch.calltaking.service import DISPOSITIONS, DeskError, DeskService

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ConfigDict, Field
 
-from core.roles import Role
+from config.roles import Role
 from dispatch.exchange.cap import CapError
 from dispatch.exchange.eido import EidoError
 from dispatch.map_layers import incident_points, unit_points

@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ConfigDict, Field
 
-from core.roles import Role
+from config.roles import Role
 from recorder.cameras import planned_cameras
 from recorder.holds import HoldError
 from recorder.index import CONTIGUOUS_MS, NoRecording, Span

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from config.roles import ROLES, Role
 from core.identity import IdentityError
-from core.roles import ROLES, Role
 from web_console.app import render
 from web_console.auth import (
     ANY_ROLE,

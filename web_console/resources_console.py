@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import ConfigDict, Field
 
-from core.roles import Role
+from config.roles import Role
 from dispatch.model import ValidationError
 from dispatch.resources.model import (
     ITEMS,

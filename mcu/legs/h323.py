@@ -46,7 +46,8 @@ from sip_gateway.h323.events import (
 )
 from sip_gateway.h323.media import H323MediaLeg, site_video_codec
 from sip_gateway.h323.q931 import Cause
-from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, Pcm
+from sip_gateway.rtp.codecs import Pcm
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 
 __all__ = ["H323Site", "SiteOwner", "bitrate_for_pane"]
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sip_gateway.rtp.codecs import SAMPLE_RATE, Pcm
+from sip_gateway.rtp.codecs import Pcm
+from sip_gateway.rtp.media_primitives import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

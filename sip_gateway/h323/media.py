@@ -31,7 +31,6 @@ from .events import LogicalChannel
 __all__ = ["BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
 
 _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
-_RATE = 48_000
 
 
 def sdp_codec(fmt: MediaFormat, payload_type: int) -> SdpCodec:

@@ -25,13 +25,12 @@ from ..sip.sdp import Codec
 from .bits import join_framed_pieces
 from .h261 import packetize_rfc4587, strip_rfc4587
 from .h263 import packetize_rfc2190, packetize_rfc4629, strip_rfc2190, strip_rfc4629
+from .media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
+from .media_primitives import SAMPLE_RATE, VIDEO_CLOCK
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48_000
-SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz
 MTU_PAYLOAD = 1200
-VIDEO_CLOCK = 90_000
 Pcm = npt.NDArray[np.int16]
 VIDEO_CODECS = ("H264", "VP8", "H263", "H263-1998", "H261")
 # H.263/H.261 (H.323 room systems) are (de)packetised here, not by aiortc.

@@ -27,7 +27,8 @@ import numpy as np
 import pylibsrtp
 
 from ..sip.sdp import LocalMedia, MediaStream
-from .codecs import VIDEO_CLOCK, AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
+from .codecs import AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
+from .media_primitives import VIDEO_CLOCK
 from .session import (
     DtmfDigit,
     EncodedFrame,

@@ -36,8 +36,9 @@ import numpy as np
 from mcu.legs.ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
 from mcu.legs.prompts import BEEPS
 
-from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
+from ..rtp.codecs import Pcm
 from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
+from ..rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from . import events as ev
 from .dialog import Call, CallState
 from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint

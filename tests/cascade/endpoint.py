@@ -25,8 +25,8 @@ from typing import Any
 import av
 import numpy as np
 
-from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 from sip_gateway.rtp.leg import MediaLeg, tone
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import SipEndpoint
@@ -132,10 +132,10 @@ async def run(args: argparse.Namespace) -> None:
         await established.wait()
         i = 0
         start = loop.time()
-        silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
+        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         while True:
             on = not args.pulse or time.time() % 1.0 < PULSE  # pulses mark wall-clock seconds (latency)
-            pcm = tone(args.tone, i * SAMPLES_PER_FRAME, amplitude=6000) if on else silence
+            pcm = tone(args.tone, i * FRAME_SAMPLES, amplitude=6000) if on else silence
             leg.send_audio(pcm, marker=i == 0)
             if i % 4 == 0:
                 await leg.send_video(picture(i // 4, colour), keyframe=i % 100 == 0)

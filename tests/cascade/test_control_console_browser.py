@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 from playwright.sync_api import expect
 
+from config.roles import Role
 from core import bus as core_bus
-from core.roles import Role
 from tests.browser import chromium, sign_in
 from tests.cascade.test_control_nodes import CONF, NodeUnderTest, eventually, nodes  # noqa: F401 - fixture
 from tests.conftest import free_port

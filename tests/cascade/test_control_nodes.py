@@ -24,9 +24,9 @@ from mcu.cascade import control_service
 from mcu.cascade.control import ControlConnection, RemoteSite
 from mcu.cascade.control_service import ControlService
 from mcu.cascade.control_ws import ControlSession
-from mcu.conferences import ConferenceService, McuRole, RunningConference, webrtc_config
+from mcu.conferences import ConferenceService, McuRole, RunningConference
 from mcu.room import RoomSettings
-from mcu.webrtc_leg import WebRtcLegs
+from mcu.webrtc_leg import WebRtcLegs, webrtc_config
 from tests.conftest import free_port, make_settings, with_database
 from web_console.app import create_app
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcu.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
+from bench.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
 from tests.cascade.endpoint import colour_share, parse_colour
 
 

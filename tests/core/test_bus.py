@@ -6,9 +6,9 @@ import subprocess
 import sys
 import textwrap
 
+from config.roles import Role
 from core.bus import Bus, visible_to
 from core.db import Database, apply_migrations
-from core.roles import Role
 from tests.conftest import ROOT
 
 

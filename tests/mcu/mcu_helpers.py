@@ -10,7 +10,8 @@ import av
 import numpy as np
 
 from mcu.compositor import frame_planes
-from mcu.media import FRAME_SAMPLES, SAMPLE_RATE, solid_yuv_frame
+from mcu.media import solid_yuv_frame
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE
 
 LEVELS = (48, 88, 128, 168, 208)
 PALETTE = [(128, u, v) for u in LEVELS for v in LEVELS]

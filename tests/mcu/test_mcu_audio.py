@@ -7,9 +7,9 @@ from mcu_helpers import amplitude_at, tone
 
 from mcu import events as ev
 from mcu.clock import FakeClock
-from mcu.media import FRAME_SAMPLES
 from mcu.mixer import AudioMixer, MixInput, SpeakerDetector, soft_clip
 from mcu.room import Room
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES
 
 FREQS = [400, 700, 1000, 1300, 1900]  # multiples of the 50 Hz bin spacing
 AMP = 4000

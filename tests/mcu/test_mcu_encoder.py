@@ -7,8 +7,8 @@ from mcu_helpers import decode_all, identify, source_frame, yuv_at
 from mcu.clock import FakeClock
 from mcu.encoder import EncoderKey, EncoderSettings, KeyframePolicy
 from mcu.layout import pane_count, pane_rects
-from mcu.media import EncodedPacket
 from mcu.room import BROADCAST, PREVIEW, Room, RoomSettings, select_view_id
+from sip_gateway.rtp.media_primitives import EncodedPacket
 
 FIXED = ["1", "2", "1+5", "1+7", "2x2", "3x3", "4x4", "5x5"]
 

@@ -8,9 +8,9 @@ import numpy as np
 from mcu_helpers import amplitude_at, decode_all, identify, source_frame, tone, yuv_at
 
 from mcu import events as ev
-from mcu.media import EncodedPacket
 from mcu.room import Room, RoomSettings
 from mcu.runner import MediaRunner
+from sip_gateway.rtp.media_primitives import EncodedPacket
 
 
 async def test_runner_mixes_composes_encodes_without_blocking_the_loop(text) -> None:  # type: ignore[no-untyped-def]

@@ -19,25 +19,26 @@ import av
 import numpy as np
 import pytest
 
+from commandcenter.wiring import start_conference_recording as start_capability
 from core.runtime import CoreServices
 from mcu.clock import FakeClock
 from mcu.conferences import ConferenceService, McuRole, RunningConference
-from mcu.media import EncodedPacket
+from mcu.recording_tap import RecordingTap
 from mcu.room import Room, RoomSettings, Subscription
 from recorder.capability import RecorderRole
 from recorder.conference_recording import (
     HTTP_STATUS,
     ConferenceRecorder,
     ConferenceRecordingError,
-    RecordingWriter,
     conference_camera_id,
 )
-from recorder.conference_recording import start as start_capability
+from recorder.conference_writer import RecordingWriter
 from recorder.index import IndexedSegment
 from recorder.ingest import CommittedSegment
 from recorder.service import RecorderService
 from recorder.store import DirectoryStore
 from recorder.verify import verify_export
+from sip_gateway.rtp.media_primitives import EncodedPacket
 from tests.recorder.helpers import recorder_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mcu"))
@@ -63,7 +64,7 @@ async def env(services: CoreServices, tmp_path: Path) -> AsyncIterator[Env]:
     recorder = RecorderService(services.db, recorder_config(tmp_path, segment_seconds=SEGMENT_S, head_interval_s=600.0),
                                services.audit)
     await recorder.start()
-    confrec = ConferenceRecorder(conferences, recorder, services.bus, services.audit)
+    confrec = ConferenceRecorder(RecordingTap(conferences), recorder, services.bus, services.audit)
     try:
         yield Env(services, conferences, recorder, confrec, tmp_path)
     finally:
@@ -290,7 +291,7 @@ async def test_bad_requests_are_refused_and_write_nothing(env: Env, services: Co
     # A recorder that is not running cannot take a recording.
     idle = RecorderService(services.db, recorder_config(tmp_path / "idle"), services.audit)
     with pytest.raises(ConferenceRecordingError, match="录像服务未运行") as refused:
-        await ConferenceRecorder(env.conferences, idle, services.bus, services.audit).start_recording(
+        await ConferenceRecorder(RecordingTap(env.conferences), idle, services.bus, services.audit).start_recording(
             running.id, "chair01")
     assert HTTP_STATUS[refused.value.code] == 503
 

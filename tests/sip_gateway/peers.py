@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
 from sip_gateway.rtp.leg import MediaLeg, tone
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mcu.legs.prompts import BEEPS, PROMPT_NAMES, PromptLibrary, read_wav_mono, resample_to_48k
-from sip_gateway.rtp.codecs import SAMPLE_RATE
+from sip_gateway.rtp.media_primitives import SAMPLE_RATE
 
 ESPEAK = shutil.which("espeak-ng")
 

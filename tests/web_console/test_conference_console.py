@@ -19,7 +19,7 @@ import httpx
 import pytest
 import websockets
 
-from mcu.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
+from bench.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
 from tests.browser import sign_in
 from tests.conftest import RunningServer, run_async
 from tests.mcu.mcu_helpers import colour, identify, yuv_at
@@ -278,7 +278,7 @@ def test_malformed_signalling_gets_error_frame_and_clean_close(server: RunningSe
 
 CLIENT_SCRIPT = """
 import asyncio, sys
-from mcu.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
+from bench.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
 async def main():
     c = WebRtcTestClient(ColourCamera((128, 48, 48)), ToneMicrophone())
     reply = await c.join_ws(sys.argv[1])

@@ -16,7 +16,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
-from core.roles import Role
+from config.roles import Role
 from core.runtime import CoreServices
 from web_console.app import create_app
 from web_console.auth import SESSION_COOKIE, RoleFirstRoute, route_roles

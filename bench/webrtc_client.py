@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +18,13 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .media import FRAME_SAMPLES, SAMPLE_RATE
+from sip_gateway.rtp.media_primitives import (
+    AUDIO_TIME_BASE,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    VIDEO_CLOCK,
+    VIDEO_TIME_BASE,
+)
 
 CODE_BITS = 16  # frame-number pattern: 16 blocks, most significant first
 CODE_BLOCK = 8  # block width in pixels of the source
@@ -85,8 +90,8 @@ class ColourCamera(MediaStreamTrack):
             if len(self.sent_at) > 2000:
                 self.sent_at.pop(next(iter(self.sent_at)))
         frame = av.VideoFrame.from_ndarray(data, format="yuv420p")
-        frame.pts = self.count * (90_000 // self.fps)
-        frame.time_base = fractions.Fraction(1, 90_000)
+        frame.pts = self.count * (VIDEO_CLOCK // self.fps)
+        frame.time_base = VIDEO_TIME_BASE
         self.count += 1
         return frame
 
@@ -116,7 +121,7 @@ class ToneMicrophone(MediaStreamTrack):
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self.count * FRAME_SAMPLES
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        frame.time_base = AUDIO_TIME_BASE
         self.count += 1
         return frame
 
