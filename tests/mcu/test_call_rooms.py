@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from mcu.call_rooms import FRAME, QUEUE_TONE, CallRoom
+from mcu.call_rooms import QUEUE_TONE, CallRoom
 from mcu.site_media import RtpLeg
 from sip_gateway.rtp.leg import MediaSink
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as FRAME
 
 
 class _Leg:
