@@ -52,7 +52,6 @@ from mcu.room import BROADCAST, RoomError
 from mcu.webrtc_leg import WebRtcLeg, WebRtcLegs
 from recorder.conference_recording import HTTP_STATUS as RECORDING_HTTP_STATUS
 from recorder.conference_recording import ConferenceRecordingError
-from web_console.app import render
 from web_console.auth import (
     SESSION_COOKIE,
     Principal,
@@ -66,6 +65,7 @@ from web_console.auth import (
     services_of,
 )
 from web_console.guards import NUL, ApiModel, TokenBucket, nul_message
+from web_console.templating import render
 
 router = APIRouter(route_class=RoleFirstRoute)
 CHAIR_ROLES = (Role.CHAIR, Role.OPERATOR)

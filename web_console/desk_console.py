@@ -24,7 +24,6 @@ from dispatch.calltaking.aml import AmlFormatError
 from dispatch.calltaking.service import DISPOSITIONS, DeskError, DeskService
 from dispatch.model import CATEGORIES, PRIORITY_NAMES
 from dispatch.names_en import english_names
-from web_console.app import language_of, render
 from web_console.auth import (
     SESSION_COOKIE,
     Principal,
@@ -37,6 +36,7 @@ from web_console.auth import (
 from web_console.dispatch_console import _boundaries
 from web_console.events_ws import _same_origin
 from web_console.guards import NUL, ApiModel, nul_message
+from web_console.templating import language_of, render
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=RoleFirstRoute)

@@ -37,7 +37,6 @@ from dispatch.service import DispatchService, IncidentNotFound
 from dispatch.views import recommendation_view, timeline_view
 from gis.map_builder import PRIORITY_COLOURS, MapPoint, MapSpec, render_html
 from gis.mbtiles import MBTilesError, MBTilesReader
-from web_console.app import language_of, render
 from web_console.auth import (
     Principal,
     RoleFirstRoute,
@@ -49,6 +48,7 @@ from web_console.auth import (
 )
 from web_console.events_ws import _same_origin
 from web_console.guards import ApiModel, nul_error, nul_message, nul_path
+from web_console.templating import language_of, render
 
 router = APIRouter(route_class=RoleFirstRoute)
 

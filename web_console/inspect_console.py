@@ -39,10 +39,10 @@ from recorder.signing import SignatureError
 from recorder.store import StoreError, parse_key
 from recorder.transparency_log import LogIntegrityError
 from recorder.tree_head import SignedTreeHead
-from web_console.app import language_of, render
 from web_console.auth import Principal, RoleFirstRoute, client_address, require, services_of
 from web_console.guards import ApiModel
 from web_console.i18n import MESSAGES
+from web_console.templating import language_of, render
 
 router = APIRouter(route_class=RoleFirstRoute)
 INSPECTOR = require(Role.INSPECTOR)
