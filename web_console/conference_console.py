@@ -62,6 +62,7 @@ from web_console.auth import (
     refuse_websocket,
     require,
     resolve_principal,
+    same_origin,
     services_of,
 )
 from web_console.guards import NUL, ApiModel, TokenBucket, nul_message
@@ -570,14 +571,6 @@ class JoinMessage(ApiModel):
     codec: Literal["h264", "vp8"] | None = None
 
 
-def _same_origin(websocket: WebSocket) -> bool:
-    origin = websocket.headers.get("origin")
-    if not origin:
-        return True
-    from urllib.parse import urlsplit
-    return urlsplit(origin).netloc == websocket.headers.get("host", "")
-
-
 async def _send(websocket: WebSocket, message: dict[str, Any]) -> None:
     with contextlib.suppress(Exception):
         await websocket.send_text(json.dumps(message, ensure_ascii=False))
@@ -594,7 +587,7 @@ async def signalling(websocket: WebSocket, conference_id: str) -> None:
     services: CoreServices = websocket.app.state.services
     principal = await resolve_principal(services, websocket.headers.get("authorization"),
                                         websocket.cookies.get(SESSION_COOKIE))
-    if not _same_origin(websocket):
+    if not same_origin(websocket):
         await refuse_websocket(websocket, principal, "origin")
         return
     await websocket.accept()
