@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recorder.index import Span
-from web_console.inspect_console import explain_timeline, gap_reason, new_file_name, prune_old_files
+from recorder.timeline import explain_timeline, gap_reason
+from web_console.inspect_console import new_file_name, prune_old_files
 
 NOW = 1_000_000
 SEG = 6000
