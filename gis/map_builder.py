@@ -89,7 +89,8 @@ class MapSpec:
     asset_base: str = DEFAULT_ASSET_BASE
 
 
-def _areas_geojson(areas: Iterable[Area]) -> dict[str, object]:
+def areas_geojson(areas: Iterable[Area]) -> dict[str, object]:
+    """The areas as a GeoJSON FeatureCollection (properties `code` and `name`), for any map."""
     return {
         "type": "FeatureCollection",
         "features": [
@@ -156,14 +157,14 @@ def build_map(spec: MapSpec) -> folium.Map:
         folium.TileLayer(tiles=spec.tiles_url, attr=spec.tiles_attribution, name="底图", max_zoom=18).add_to(m)
     if spec.counties:
         folium.GeoJson(
-            _areas_geojson(spec.counties),
+            areas_geojson(spec.counties),
             name=LAYER_NAMES["counties"],
             style_function=lambda _f: {"color": "#444", "weight": 2, "fillColor": "#e8eef4", "fillOpacity": 0.35},
             tooltip=folium.GeoJsonTooltip(fields=["name"], labels=False),
         ).add_to(m)
     if spec.townships:
         folium.GeoJson(
-            _areas_geojson(spec.townships),
+            areas_geojson(spec.townships),
             name=LAYER_NAMES["townships"],
             style_function=lambda _f: {"color": "#888", "weight": 1, "dashArray": "4 3", "fillOpacity": 0},
             tooltip=folium.GeoJsonTooltip(fields=["name"], labels=False),

@@ -5,7 +5,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
@@ -14,13 +13,22 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.runtime import CoreServices
-from web_console.auth import LANG_COOKIE, Forbidden, NotAuthenticated, current_principal
+from web_console import (
+    api,
+    conference_console,
+    desk_console,
+    dispatch_console,
+    events_ws,
+    inspect_console,
+    pages,
+    resources_console,
+)
+from web_console.auth import Forbidden, NotAuthenticated, current_principal
 from web_console.guards import BodyLimit, too_large
-from web_console.i18n import LANGUAGES, translate
+from web_console.templating import render
 
 log = logging.getLogger(__name__)
 
@@ -28,33 +36,6 @@ HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE / "frontend" / "node_modules"
 # Front-end packages served under /static/vendor/<name>/ (installed from npm by `make`).
 VENDOR_PACKAGES = ("swagger-ui-dist", "leaflet", "hls.js")
-
-templates = Jinja2Templates(directory=HERE / "templates")
-
-
-def language_of(request: Request) -> str:
-    """?lang= wins, then the cookie, then the configured default (zh-CN)."""
-    lang = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
-    if lang in LANGUAGES:
-        return lang
-    services: CoreServices = request.app.state.services
-    return services.settings.http.default_language
-
-
-def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
-    """Render a page with the translation helper, the caller and their CSRF token."""
-    lang = language_of(request)
-    principal = getattr(request.state, "principal", None)
-    response = templates.TemplateResponse(
-        request, template,
-        {"lang": lang, "t": lambda key, **kw: translate(lang, key, **kw), "principal": principal,
-         "user": principal.user if principal else None,
-         "csrf_token": principal.csrf_token if principal else "", **context},
-        status_code=status_code,
-    )
-    if request.query_params.get("lang") in LANGUAGES:
-        response.set_cookie(LANG_COOKIE, lang, samesite="strict", max_age=365 * 86400)
-    return response
 
 
 def wants_html(request: Request) -> bool:
@@ -129,17 +110,6 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
         else:
             log.warning("front-end package %s missing (run `make run` or npm install in %s)",
                         package, NODE_MODULES.parent)
-
-    from web_console import (
-        api,
-        conference_console,
-        desk_console,
-        dispatch_console,
-        events_ws,
-        inspect_console,
-        pages,
-        resources_console,
-    )
 
     app.include_router(pages.router)
     app.include_router(api.router)

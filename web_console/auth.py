@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Request, WebSocket
 from fastapi.dependencies.models import Dependant
@@ -178,6 +179,16 @@ def route_roles(route: APIRoute) -> frozenset[Role] | None:
     for gate in gates:
         roles &= gate.roles
     return roles
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Whether a websocket's Origin (when sent) is this host.
+
+    Browsers always send Origin; a page on another site must not ride our session."""
+    origin = websocket.headers.get("origin")
+    if not origin:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host", "")
 
 
 async def refuse_websocket(websocket: WebSocket, principal: Principal | None, reason: str) -> None:

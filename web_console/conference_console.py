@@ -37,7 +37,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from config.roles import Role
 from core.runtime import CoreServices
 from mcu.admission import Caller
-from mcu.cascade.naming import link_participant
+from mcu.chair import ChairOperation, apply_operation, apply_remotely
 from mcu.conferences import (
     DIAL_ACTIONS,
     ConferenceError,
@@ -52,7 +52,6 @@ from mcu.room import BROADCAST, RoomError
 from mcu.webrtc_leg import WebRtcLeg, WebRtcLegs
 from recorder.conference_recording import HTTP_STATUS as RECORDING_HTTP_STATUS
 from recorder.conference_recording import ConferenceRecordingError
-from web_console.app import render
 from web_console.auth import (
     SESSION_COOKIE,
     Principal,
@@ -63,9 +62,11 @@ from web_console.auth import (
     refuse_websocket,
     require,
     resolve_principal,
+    same_origin,
     services_of,
 )
 from web_console.guards import NUL, ApiModel, TokenBucket, nul_message
+from web_console.templating import render
 
 router = APIRouter(route_class=RoleFirstRoute)
 CHAIR_ROLES = (Role.CHAIR, Role.OPERATOR)
@@ -174,6 +175,8 @@ class Extend(ApiModel):
 
 
 class Operation(ApiModel):
+    # the HTTP body of a chair operation: the fields of `mcu.chair.ChairOperation` (a comment, not a
+    # docstring, so the OpenAPI schema stays as it was)
     op: str
     site: str | None = None
     target: str | None = None
@@ -189,67 +192,8 @@ class Operation(ApiModel):
     pane: int | None = None
     mute_others: bool = False
 
-
-def _need(value: Any, field: str) -> Any:
-    if value is None:
-        raise RoomError(f"缺少参数: {field}")
-    return value
-
-
-def apply_operation(conf: RunningConference, op: Operation) -> None:
-    """Run one chair operation on the room (RoomError: refused, nothing changed)."""
-    room = conf.room
-    match op.op:
-        case "layout":
-            room.set_layout(_need(op.layout, "layout"))
-        case "pane":
-            room.assign_pane(_need(op.index, "index"), _need(op.mode, "mode"), op.site)
-        case "broadcast":
-            room.broadcast(op.site)
-        case "roll_call":
-            room.roll_call(_need(op.site, "site"), mute_others=op.mute_others)
-        case "select_view":
-            room.select_view(_need(op.site, "site"), op.target)
-        case "voice_activated":
-            room.set_voice_activated(op.enabled)
-        case "polling_start":
-            room.start_polling(op.sites, op.interval, op.pane)
-        case "polling_stop":
-            room.stop_polling()
-        case "mute":
-            room.mute(_need(op.site, "site"), op.enabled)
-        case "deaf":
-            room.deaf(_need(op.site, "site"), op.enabled)
-        case "mute_all_except_chair":
-            room.mute_all_except_chair()
-        case "chair":
-            room.set_chair(op.site)
-        case "lock":
-            room.lock() if op.enabled else room.unlock()
-        case "remove":
-            room.remove(_need(op.site, "site"))
-        case "banner":
-            room.set_banner(op.text, op.position, op.scroll)
-        case "labels":
-            room.set_labels(op.enabled)
-        case _:
-            raise RoomError(f"未知操作: {op.op}")
-
-
-def remote_command(op: Operation) -> tuple[str, dict[str, Any]]:
-    """The cascade command for a chair operation on a remote site (RoomError: not possible remotely)."""
-    match op.op:
-        case "mute":
-            return ("mute" if op.enabled else "unmute"), {}
-        case "roll_call" | "broadcast":
-            return op.op, {}
-        case "select_view" if op.target:
-            return "select_view", {"source": op.target}
-        case "select_view":
-            raise RoomError("远端会场暂不支持取消选看，请选择一个会场")
-        case "banner":
-            return "banner", {"text": op.text}
-    raise RoomError(f"远端会场不支持该操作：{op.op}")
+    def chair_operation(self) -> ChairOperation:
+        return ChairOperation(**self.model_dump())
 
 
 def room_state(conf: RunningConference) -> dict[str, Any]:
@@ -377,7 +321,7 @@ async def chair_operation(request: Request, conference_id: str, body: Operation,
     if conf.is_remote(body.site):
         return await _remote_operation(request, principal, conf, body, detail)
     try:
-        apply_operation(conf, body)
+        apply_operation(conf.room, body.chair_operation())
     except (RoomError, ValueError) as exc:
         await _audit(request, principal, f"conference.{body.op}", conference_id, detail | {"error": str(exc)},
                      "failed")
@@ -400,15 +344,7 @@ async def _remote_operation(request: Request, principal: Principal, conf: Runnin
     with the remote node's result (503 unreachable, 504 timeout, 409 refused) or the new state."""
     action = f"conference.{body.op}"
     try:
-        command, args = remote_command(body)
-        assert body.site is not None
-        await conf.remote_command(body.site, command, args)
-        if body.op == "roll_call" and body.mute_others:
-            # the link now carries the township: mute everyone else here as a local roll call would
-            via: list[str] = next((s["via"] for s in conf.remote_site_list() if s["site_id"] == body.site), [])
-            link = link_participant(conf.room, via[0]) if via else None  # primary or backup call
-            if link is not None:
-                conf.room.roll_call(link, mute_others=True)
+        await apply_remotely(conf, body.chair_operation())
     except RoomError as exc:
         await _audit(request, principal, action, conf.id, detail | {"remote": True, "error": str(exc)}, "failed")
         return _error(400, str(exc))
@@ -570,14 +506,6 @@ class JoinMessage(ApiModel):
     codec: Literal["h264", "vp8"] | None = None
 
 
-def _same_origin(websocket: WebSocket) -> bool:
-    origin = websocket.headers.get("origin")
-    if not origin:
-        return True
-    from urllib.parse import urlsplit
-    return urlsplit(origin).netloc == websocket.headers.get("host", "")
-
-
 async def _send(websocket: WebSocket, message: dict[str, Any]) -> None:
     with contextlib.suppress(Exception):
         await websocket.send_text(json.dumps(message, ensure_ascii=False))
@@ -594,7 +522,7 @@ async def signalling(websocket: WebSocket, conference_id: str) -> None:
     services: CoreServices = websocket.app.state.services
     principal = await resolve_principal(services, websocket.headers.get("authorization"),
                                         websocket.cookies.get(SESSION_COOKIE))
-    if not _same_origin(websocket):
+    if not same_origin(websocket):
         await refuse_websocket(websocket, principal, "origin")
         return
     await websocket.accept()

@@ -24,7 +24,7 @@ from dispatch.calltaking.aml import AmlFormatError
 from dispatch.calltaking.service import DISPOSITIONS, DeskError, DeskService
 from dispatch.model import CATEGORIES, PRIORITY_NAMES
 from dispatch.names_en import english_names
-from web_console.app import language_of, render
+from gis.map_builder import areas_geojson
 from web_console.auth import (
     SESSION_COOKIE,
     Principal,
@@ -33,10 +33,10 @@ from web_console.auth import (
     refuse_websocket,
     require,
     resolve_principal,
+    same_origin,
 )
-from web_console.dispatch_console import _boundaries
-from web_console.events_ws import _same_origin
 from web_console.guards import NUL, ApiModel, nul_message
+from web_console.templating import language_of, render
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=RoleFirstRoute)
@@ -141,7 +141,8 @@ async def desk_page(request: Request, principal: CallTaker) -> Response:
 async def desk_state(request: Request, principal: CallTaker) -> dict[str, Any]:
     """What the desk draws at load: boundaries, the queue, positions, dashboard, callbacks."""
     svc = desk_of(request)
-    return {"boundaries": _boundaries(svc.incidents), "queue": await svc.queue_view(),
+    return {"boundaries": areas_geojson(svc.incidents.jurisdictions.counties.areas),
+            "queue": await svc.queue_view(),
             "dashboard": await svc.dashboard(), "callbacks": await svc.callbacks(),
             "position": principal.user.username}
 
@@ -371,8 +372,8 @@ async def desk_presence(websocket: WebSocket) -> None:
     services = websocket.app.state.services
     principal = await resolve_principal(
         services, websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE))
-    if principal is None or not _same_origin(websocket) or principal.user.role not in (Role.CALLTAKER, Role.ADMIN):
-        reason = "unauthenticated" if principal is None else "origin" if not _same_origin(websocket) else "role"
+    if principal is None or not same_origin(websocket) or principal.user.role not in (Role.CALLTAKER, Role.ADMIN):
+        reason = "unauthenticated" if principal is None else "origin" if not same_origin(websocket) else "role"
         await refuse_websocket(websocket, principal, reason)
         return
     cap = services.capabilities.get("desk")

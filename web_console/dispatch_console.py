@@ -35,9 +35,8 @@ from dispatch.model import (
 from dispatch.names_en import english_names
 from dispatch.service import DispatchService, IncidentNotFound
 from dispatch.views import recommendation_view, timeline_view
-from gis.map_builder import PRIORITY_COLOURS, MapPoint, MapSpec, render_html
+from gis.map_builder import PRIORITY_COLOURS, MapPoint, MapSpec, areas_geojson, render_html
 from gis.mbtiles import MBTilesError, MBTilesReader
-from web_console.app import language_of, render
 from web_console.auth import (
     Principal,
     RoleFirstRoute,
@@ -45,10 +44,11 @@ from web_console.auth import (
     refuse_websocket,
     require,
     resolve_principal,
+    same_origin,
     services_of,
 )
-from web_console.events_ws import _same_origin
 from web_console.guards import ApiModel, nul_error, nul_message, nul_path
+from web_console.templating import language_of, render
 
 router = APIRouter(route_class=RoleFirstRoute)
 
@@ -145,14 +145,6 @@ class TrainingToggle(_Body):
 # ---------------------------------------------------------------- state for the console
 
 
-def _boundaries(svc: DispatchService) -> dict[str, Any]:
-    from shapely.geometry import mapping
-
-    return {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"code": a.code, "name": a.name}, "geometry": mapping(a.geometry)}
-        for a in svc.jurisdictions.counties.areas]}
-
-
 def legend() -> dict[str, Any]:
     return {
         "unit_status": {s.value: {"name": UNIT_STATUS_NAMES[s], "colour": UNIT_STATUS_COLOURS[s]} for s in UNIT_STATUS_NAMES},
@@ -178,7 +170,8 @@ async def state(request: Request, principal: Reader) -> dict[str, Any]:
     desk = request.app.state.services.capabilities.get("desk")
     return {
         "training_alarm": desk.service.training_alarm_view() if desk is not None else None,
-        "training": svc.training, "legend": legend(), "stale_after_s": svc.stale_after_s, "boundaries": _boundaries(svc),
+        "training": svc.training, "legend": legend(), "stale_after_s": svc.stale_after_s,
+        "boundaries": areas_geojson(svc.jurisdictions.counties.areas),
         "stations": [{"id": s.id, "name": s.name, "agency": s.agency, "lon": s.lon, "lat": s.lat}
                      for s in svc.stations.values()],
         "units": [svc.unit_json(u) for u in svc.units()],
@@ -420,7 +413,7 @@ async def avl_socket(websocket: WebSocket) -> None:
     services = websocket.app.state.services
     principal = await resolve_principal(services, websocket.headers.get("authorization"),
                                         websocket.cookies.get("cc_session"))
-    if principal is None or not _same_origin(websocket):
+    if principal is None or not same_origin(websocket):
         await refuse_websocket(websocket, principal, "unauthenticated" if principal is None else "origin")
         return
     if principal.user.role not in (Role.DISPATCHER, Role.ADMIN):

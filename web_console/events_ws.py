@@ -3,22 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from core.bus import visible_to
-from web_console.auth import SESSION_COOKIE, RoleFirstRoute, refuse_websocket, resolve_principal
+from web_console.auth import SESSION_COOKIE, RoleFirstRoute, refuse_websocket, resolve_principal, same_origin
 
 router = APIRouter(route_class=RoleFirstRoute)
-
-
-def _same_origin(websocket: WebSocket) -> bool:
-    # Browsers always send Origin; a page on another site must not ride our session.
-    origin = websocket.headers.get("origin")
-    if not origin:
-        return True
-    return urlsplit(origin).netloc == websocket.headers.get("host", "")
 
 
 @router.websocket("/ws/events")
@@ -26,7 +17,7 @@ async def events(websocket: WebSocket, topics: str = "*") -> None:
     services = websocket.app.state.services
     principal = await resolve_principal(
         services, websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE))
-    if principal is None or not _same_origin(websocket):
+    if principal is None or not same_origin(websocket):
         await refuse_websocket(websocket, principal, "unauthenticated" if principal is None else "origin")
         return
     await websocket.accept()

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import av
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ConfigDict, Field
@@ -33,16 +32,17 @@ from pydantic import ConfigDict, Field
 from config.roles import Role
 from recorder.cameras import planned_cameras
 from recorder.holds import HoldError
-from recorder.index import CONTIGUOUS_MS, NoRecording, Span
+from recorder.index import NoRecording, Span
 from recorder.service import AccessError, RecorderService
 from recorder.signing import SignatureError
 from recorder.store import StoreError, parse_key
+from recorder.timeline import camera_timeline, probe_fps
 from recorder.transparency_log import LogIntegrityError
 from recorder.tree_head import SignedTreeHead
-from web_console.app import language_of, render
 from web_console.auth import Principal, RoleFirstRoute, client_address, require, services_of
 from web_console.guards import ApiModel
 from web_console.i18n import MESSAGES
+from web_console.templating import language_of, render
 
 router = APIRouter(route_class=RoleFirstRoute)
 INSPECTOR = require(Role.INSPECTOR)
@@ -156,95 +156,6 @@ def no_recording(exc: NoRecording) -> JSONResponse:
         "nearest": [span_json(s) for s in exc.nearest]}}, status_code=404)
 
 
-def gap_reason(cause: str) -> str:
-    """A stable reason code for a gap cause the recorder logged (the page explains each code)."""
-    if not cause:
-        return "unknown"
-    if cause.startswith("recorder not running"):
-        return "recorder_down"
-    if cause.startswith("camera removed"):
-        return "camera_removed"
-    if cause.startswith("camera settings changed"):
-        return "camera_changed"
-    return "camera_down"
-
-
-def explain_timeline(spans: list[Span], gaps: list[tuple[int, int, str]], start_ms: int, end_ms: int,
-                     now_ms: int, recorded_before: bool, state: str | None, last_error: str | None,
-                     segment_ms: int) -> list[dict[str, Any]]:
-    """Cover [start_ms, end_ms) with recorded spans and explained holes (pure).
-
-    `spans` come from the index (recorded / gap / deleted between segments); `gaps` are the
-    logged gap leaves (start, end, cause); `state` is the camera's live health (None when the
-    recorder is not recording it). Holes before the first and after the last segment get a
-    reason too: before recording began, camera down now, segment still being written, future.
-    """
-    out: list[dict[str, Any]] = []
-
-    def cause_at(a: int, b: int) -> str | None:
-        return next((c for gs, ge, c in gaps if gs < b and ge > a), None)
-
-    def hole(a: int, b: int, leading: bool, trailing: bool) -> None:
-        if b <= a:
-            return
-        if trailing and b > now_ms:  # the part still to come
-            hole(a, min(b, now_ms), leading, trailing)
-            if max(a, now_ms) < b:
-                out.append({"start_ms": max(a, now_ms), "end_ms": b, "kind": "future", "reason": "future", "cause": ""})
-            return
-        cause = cause_at(a, b)
-        if cause is not None:
-            reason = gap_reason(cause)
-        elif leading and not recorded_before:
-            reason = "before_recording"
-        elif trailing and state is None:
-            reason, cause = "not_recording", "recorder not recording this camera"
-        elif trailing and state in ("disconnected", "error", "connecting"):
-            reason, cause = "camera_down", last_error or state
-        elif trailing and now_ms - a <= 2 * segment_ms + 2000:
-            reason = "in_progress"
-        else:
-            reason = "unknown"
-        out.append({"start_ms": a, "end_ms": b, "kind": "gap", "reason": reason, "cause": cause or ""})
-
-    cursor = start_ms
-    first = True
-    for span in spans:
-        a, b = max(span.start_ms, start_ms), min(span.end_ms, end_ms)
-        if b <= a:
-            continue
-        if a - cursor > CONTIGUOUS_MS:
-            hole(cursor, a, leading=first, trailing=False)
-        if span.kind == "recorded":
-            out.append({"start_ms": a, "end_ms": b, "kind": "recorded", "reason": "", "cause": ""})
-        elif span.kind == "deleted":
-            out.append({"start_ms": a, "end_ms": b, "kind": "deleted", "reason": "retention",
-                        "cause": "deleted by the retention policy"})
-        else:
-            cause = span.cause or cause_at(a, b) or ""
-            out.append({"start_ms": a, "end_ms": b, "kind": "gap", "reason": gap_reason(cause), "cause": cause})
-        cursor = max(cursor, b)
-        first = False
-    if end_ms - cursor > CONTIGUOUS_MS:
-        hole(cursor, end_ms, leading=first, trailing=True)
-    return out
-
-
-async def camera_timeline(service: RecorderService, cam: CameraInfo, start_ms: int, end_ms: int) -> dict[str, Any]:
-    now_ms = int(service.clock() * 1000)
-    spans = await service.index.timeline(cam.id, start_ms, end_ms)
-    gaps = [(g.start_ms, g.end_ms, g.cause) for g in await service.index.gaps([cam.id], start_ms, end_ms)]
-    recorded_before = bool(await service.db.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM recorder_segments WHERE camera=$1 AND start_ms < $2)", cam.id, start_ms))
-    health = service.health().get(cam.id)
-    timeline = explain_timeline(spans, gaps, start_ms, end_ms, now_ms, recorded_before,
-                                health.state if health else None, health.last_error if health else None,
-                                int(service.config.segment_seconds * 1000))
-    return {**cam.__dict__, "spans": timeline,
-            "recorded_ms": sum(s["end_ms"] - s["start_ms"] for s in timeline if s["kind"] == "recorded"),
-            "state": health.state if health else "not_recording"}
-
-
 def bookmark_json(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "camera": row["camera"], "at_ms": row["at_ms"], "note": row["note"],
             "created_by": row["created_by"], "created_at": row["created_at"].isoformat()}
@@ -274,20 +185,6 @@ def prune_old_files(folder: Path, max_age_s: float = KEEP_DOWNLOADS_S) -> int:
 
 def new_file_name(ext: str) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}.{ext}"
-
-
-def probe_fps(path: Path | None) -> float:
-    """Frame rate of a segment (for frame stepping); 25 when it cannot be told."""
-    if path is None:
-        return 25.0
-    try:
-        with av.open(str(path)) as c:
-            stream = c.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            value = float(rate) if rate else 25.0
-    except (av.FFmpegError, IndexError, OSError):
-        return 25.0
-    return value if 1.0 <= value <= 120.0 else 25.0
 
 
 # ---- request bodies ------------------------------------------------------------------------------
@@ -378,7 +275,7 @@ async def search(request: Request, principal: Annotated[Principal, Depends(INSPE
     else:
         raise _fail(400, "no_filter", "请选择大厅、窗口或摄像机 (choose a hall, window or camera)")
     ids = [c.id for c in found]
-    timelines = [await camera_timeline(service, c, start_ms, end_ms) for c in found]
+    timelines = [{**c.__dict__, **await camera_timeline(service, c.id, start_ms, end_ms)} for c in found]
     recorded = any(t["recorded_ms"] > 0 for t in timelines)
     nearest = [] if recorded else [span_json(s) for s in await service.index.nearest_spans(ids, start_ms)]
     holds = [hold_json(h) for h in await service.holds.list()

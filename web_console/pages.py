@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from config.roles import ROLES, Role
 from core.identity import IdentityError
-from web_console.app import render
 from web_console.auth import (
     ANY_ROLE,
     SESSION_COOKIE,
@@ -25,6 +24,7 @@ from web_console.auth import (
     services_of,
 )
 from web_console.guards import NUL, nul_message
+from web_console.templating import render
 
 router = APIRouter(include_in_schema=False, route_class=RoleFirstRoute)
 

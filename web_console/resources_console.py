@@ -33,9 +33,9 @@ from dispatch.resources.model import (
 from dispatch.resources.search import MAX_K, hit_view
 from dispatch.resources.search import Query as NearestQuery
 from dispatch.resources.service import ResourceService
-from web_console.app import language_of
 from web_console.auth import Principal, RoleFirstRoute, client_address, require
 from web_console.guards import ApiModel
+from web_console.templating import language_of
 
 router = APIRouter(route_class=RoleFirstRoute)
 

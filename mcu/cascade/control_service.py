@@ -12,9 +12,10 @@ child whose TLS handshake fails audits `cascade.control.tls` and retries slowly.
 What travels:
 * up: this node's own sites of each running conference (from `RunningConference`, live on the
   bus's `conference.*` events) plus its children's (`CascadeRelay`), and speaker changes;
-* down: the chair's commands. A command for one of this node's sites is executed on its room
-  (mute → room mute, roll call / broadcast → its broadcast view, which is what the link sends
-  up; select-view; banner → the text overlay); one for a site behind a child goes one hop down.
+* down: the chair's commands. A command for one of this node's sites is executed on its room as
+  the chair operation it names (`mcu.chair`: mute → room mute, roll call / broadcast → its
+  broadcast view, which is what the link sends up; select-view; banner → the text overlay); one
+  for a site behind a child goes one hop down.
   When a child honours a roll call or broadcast, this node shows that child's link
   (`cascade-<child>`) the same way, so the picture climbs level by level to the city.
 
@@ -59,6 +60,7 @@ from mcu.cascade.control_tls import contexts, tls_failure
 from mcu.cascade.control_ws import CLOSE_AUTH_FAILED, ControlSession
 from mcu.cascade.naming import link_participant
 from mcu.cascade.relay import UNREACHABLE, CascadeRelay, CommandRefused
+from mcu.chair import apply_operation, operation_of_command
 from mcu.conferences import ConferenceService, RemoteCommandError, RunningConference
 from mcu.room import RoomError
 
@@ -109,21 +111,9 @@ def local_sites(conf: RunningConference, node: str = "") -> list[RemoteSite]:
 
 
 def execute(conf: RunningConference, command: CommandReceived) -> None:
-    """Run a parent's command on this node's room (RoomError: refused, nothing changed)."""
-    room = conf.room
-    match command.command:
-        case "mute" | "unmute":
-            room.mute(command.site, command.command == "mute")
-        case "roll_call":
-            room.roll_call(command.site)
-        case "broadcast":
-            room.broadcast(command.site)
-        case "select_view":
-            room.select_view(command.site, command.args["source"])
-        case "banner":
-            room.set_banner(command.args["text"])
-        case _:  # validated by the protocol; kept for a future command this node lacks
-            raise RoomError(f"本节点不支持该命令：{command.command}")
+    """Run a parent's command on this node's room (RoomError: refused, nothing changed): the chair
+    operation it names (mcu.chair), as the console would run it here."""
+    apply_operation(conf.room, operation_of_command(command.command, command.site, command.args))
 
 
 def show_link(conf: RunningConference, command: CommandReceived, child: str) -> None:

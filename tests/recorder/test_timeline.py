@@ -1,16 +1,12 @@
-"""Pure parts of the inspector console: the timeline explains every part of a range (recorded, logged
-gaps by cause, retention, the edges); old downloads are pruned."""
+"""The inspector's timeline (recorder.timeline) explains every part of a range: recorded, logged gaps by
+cause, retention, the edges."""
 from __future__ import annotations
-
-import os
-import time
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from recorder.index import Span
-from web_console.inspect_console import explain_timeline, gap_reason, new_file_name, prune_old_files
+from recorder.timeline import explain_timeline, gap_reason
 
 NOW = 1_000_000
 SEG = 6000
@@ -82,15 +78,3 @@ def test_spans_tile_the_range(raw: list[tuple[int, int, str]], start: int, lengt
     for a, b in zip(out, out[1:], strict=False):
         assert a["end_ms"] <= b["start_ms"] <= a["end_ms"] + 500
     assert all(start_ms <= s["start_ms"] < s["end_ms"] <= end_ms for s in out)
-
-
-def test_old_downloads_are_pruned(tmp_path: Path) -> None:
-    old, fresh = tmp_path / new_file_name("zip"), tmp_path / new_file_name("mp4")
-    other = tmp_path / "keep-me.txt"  # not ours: never touched
-    for path in (old, fresh, other):
-        path.write_bytes(b"x")
-    two_days_ago = time.time() - 2 * 86400
-    os.utime(old, (two_days_ago, two_days_ago))
-    os.utime(other, (two_days_ago, two_days_ago))
-    assert prune_old_files(tmp_path) == 1
-    assert not old.exists() and fresh.exists() and other.exists()
