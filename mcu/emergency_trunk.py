@@ -457,7 +457,7 @@ class CallRoom:
 
 
 class EmergencyBridge:
-    """Bridges emergency calls into MCU rooms (``core.capabilities["mcu"]``: conferences + WebRTC)."""
+    """Bridges emergency calls into MCU rooms (``Node.mcu``: conferences + WebRTC)."""
 
     def __init__(self, mcu: Any, sip: Any = None) -> None:
         self.mcu = mcu

@@ -71,13 +71,11 @@ from sip_gateway.h323.media import (
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME
-from sip_gateway.rtp.prompts import PromptLibrary
 
 if TYPE_CHECKING:
     from config.settings import Settings
-    from core.runtime import CoreServices
 
-__all__ = ["BridgeSettings", "H323Bridge", "bridge_settings", "H323Site", "bitrate_for_pane", "parse_address", "parse_target", "start"]
+__all__ = ["BridgeSettings", "H323Bridge", "bridge_settings", "H323Site", "bitrate_for_pane", "parse_address", "parse_target"]
 
 log = logging.getLogger(__name__)
 
@@ -829,7 +827,7 @@ class H323SiteDialer:
 
 @dataclass
 class H323Capability:
-    """What ``core.capabilities["h323"]`` holds."""
+    """The running H.323 capability of a node (``Node.h323``)."""
 
     bridge: H323Bridge
 
@@ -846,28 +844,3 @@ def bridge_settings(settings: Settings) -> BridgeSettings:
                           ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds,
                           gatekeeper_accounts=tuple((alias, password.get_secret_value())
                                                     for alias, password in h323.gatekeeper_accounts.items()))
-
-
-async def start(core: CoreServices) -> H323Capability | None:
-    """Capability entry point: listen for H.323 calls for the MCU's conferences."""
-    mcu = core.capabilities.get("mcu")
-    h323 = core.settings.h323
-    if mcu is None or not getattr(h323, "enabled", True):
-        return None
-    conferences: ConferenceService = mcu.conferences
-    settings = bridge_settings(core.settings)
-    library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
-    bridge = H323Bridge(conferences, settings, prompts=await asyncio.to_thread(library.all))
-    try:
-        await bridge.start()
-    except OSError as exc:
-        # Another process holds the port: the rest of the node still runs, loudly without H.323.
-        log.error("H.323 disabled: cannot listen on %s (TCP %d, RAS UDP %d in gatekeeper mode %s): %s; "
-                  "set h323.signalling_port / h323.ras_port", settings.host, settings.port, settings.ras_port,
-                  settings.gatekeeper, exc)
-        with contextlib.suppress(Exception):
-            await bridge.stop()
-        return None
-    conferences.register_dialer("h323", H323SiteDialer(bridge))
-    log.info("H.323 listening on %s:%d (gatekeeper: %s)", settings.host, settings.port, settings.gatekeeper)
-    return H323Capability(bridge)

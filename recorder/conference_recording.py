@@ -657,19 +657,9 @@ class ConferenceRecorder:
 
 @dataclass
 class ConferenceRecordingRole:
-    """What `core.capabilities["conference_recording"]` holds."""
+    """The running conference recorder of a node (`Node.conference_recording`)."""
 
     recorder: ConferenceRecorder
 
     async def stop(self) -> None:
         await self.recorder.stop()
-
-
-async def start(core: Any) -> ConferenceRecordingRole | None:
-    """Capability entry point: needs the MCU and the recorder running in this process."""
-    mcu = core.capabilities.get("mcu")
-    rec = core.capabilities.get("recorder")
-    if mcu is None or rec is None:
-        log.info("conference recording needs the mcu and recorder roles in one process; not started")
-        return None
-    return ConferenceRecordingRole(ConferenceRecorder(mcu.conferences, rec.service, core.bus, core.audit))

@@ -16,8 +16,10 @@ from typing import Any, Literal
 from fastapi import Request, WebSocket
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from commandcenter.node import Node
 from core.identity import User
 from core.roles import Role
 from core.runtime import CoreServices
@@ -52,6 +54,12 @@ class Forbidden(Exception):
 def services_of(request: Request) -> CoreServices:
     services: CoreServices = request.app.state.services
     return services
+
+
+def node_of(connection: HTTPConnection) -> Node:
+    """The running node (its capabilities: None where one does not run in this process)."""
+    node: Node = connection.app.state.node
+    return node
 
 
 def client_address(request: Request) -> str:

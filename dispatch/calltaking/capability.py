@@ -1,15 +1,16 @@
-"""The call-taking desk capability (see commandcenter/capabilities.py): ``DeskService`` plus the
-emergency-number trunk on a SIP endpoint. Routes reach it as ``core.capabilities["desk"].service``.
+"""The call-taking desk capability (started by commandcenter/node.py): ``DeskService`` plus the
+emergency-number trunk on a SIP endpoint. Routes reach it as ``Node.desk.service``.
 
-SIP: when a capability named ``sip`` runs and exposes ``endpoint`` (the conference gateway), the
-emergency trunk installs itself in front of it (other numbers still reach the gateway); otherwise
+SIP: when the composition root passes the conference gateway's endpoint (the ``sip`` capability
+runs here), the emergency trunk installs itself in front of it (other numbers still reach the gateway); otherwise
 the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
 SIP (the desk then only takes AML and typed locations). The trunk toward the operator (optional) is
 ``[emergency.trunk]``: registrar/aor/username/password for a registration, or a static peer; only
 ``[emergency.trunk].peers`` may deliver emergency calls (default loopback; empty = refuse all).
 
 Call recordings are hashed into the recorder's transparency log when the composition root
-(``commandcenter.wiring``) passes a ``CallRecordingLog`` (a recorder runs in this process).
+passes a ``CallRecordingLog`` (a recorder runs in this process). The browser softphone puts each
+call into an MCU audio room through the ``CallBridge`` the root passes (an MCU runs here).
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ import logging
 from typing import Protocol
 
 from core.runtime import CoreServices
+from dispatch.capability import DispatchCapability
 from dispatch.training_runner import TrainingDesk
-from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
+from mcu.emergency_trunk import EmergencyTrunk, TrunkConfig
 from mcu.trunk_trust import TrunkPeer
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 
 from .recordings import CallRecordingLog
-from .service import DeskService
+from .service import CallBridge, DeskService
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +67,23 @@ def trunk_config(core: CoreServices) -> TrunkConfig:
         peers=tuple(TrunkPeer(p.address, p.tls_identity, p.trust_identity, p.name) for p in trunk.peers))
 
 
-async def start(core: CoreServices, recording_log: CallRecordingLog | None = None) -> DeskCapability | None:
-    dispatch = core.capabilities.get("dispatch")
-    if dispatch is None:
-        log.warning("desk: the dispatch capability is not running here; no call-taking desk")
-        return None
+async def start(core: CoreServices, dispatch: DispatchCapability, *, recording_log: CallRecordingLog | None = None,
+                bridge: CallBridge | None = None, sip_endpoint: SipEndpoint | None = None) -> DeskCapability:
+    """The desk on `dispatch`; `recording_log`: the recorder's transparency log for call recordings;
+    `bridge`: the MCU's call rooms (the browser softphone); `sip_endpoint`: the conference gateway's
+    endpoint to put the emergency trunk in front of (else the desk opens its own, unless SIP is off)."""
     service = DeskService(core, dispatch.service)
     service.recording_log = recording_log
     if recording_log is None and core.settings.emergency.desk_sip:
         log.warning("desk: no recorder in this process; call recordings are hashed but not in the transparency log")
-    mcu = core.capabilities.get("mcu")
-    if mcu is not None and getattr(mcu, "webrtc", None) is not None:
-        service.bridge = EmergencyBridge(mcu, core.capabilities.get("sip"))  # the browser softphone: each call is an MCU audio room
+    service.bridge = bridge  # the browser softphone: each call is an MCU audio room
     await service.start()
-    drill: DrillHost | None = dispatch if hasattr(dispatch, "attach_desk") else None
-    if drill is not None:
-        drill.attach_desk(service)  # the drill rings training calls to training positions only
+    drill: DrillHost = dispatch
+    drill.attach_desk(service)  # the drill rings training calls to training positions only
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None
     if core.settings.emergency.desk_sip:
-        sip = core.capabilities.get("sip")
-        endpoint = getattr(sip, "endpoint", None)
+        endpoint = sip_endpoint
         if endpoint is None:
             own = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=core.settings.sip.udp_port,
                                               rate=core.settings.sip.invite_rate_per_source,

@@ -21,10 +21,10 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.clock import FakeClock
-from mcu.conferences import ConferenceService, McuRole, RunningConference
+from mcu.conferences import ConferenceService, RunningConference
 from mcu.media import EncodedPacket
 from mcu.room import Room, RoomSettings, Subscription
-from recorder.capability import RecorderRole
+from recorder.capability import start_conference_recording
 from recorder.conference_recording import (
     HTTP_STATUS,
     ConferenceRecorder,
@@ -32,7 +32,6 @@ from recorder.conference_recording import (
     RecordingWriter,
     conference_camera_id,
 )
-from recorder.conference_recording import start as start_capability
 from recorder.index import IndexedSegment
 from recorder.ingest import CommittedSegment
 from recorder.service import RecorderService
@@ -385,16 +384,12 @@ def test_writer_on_a_fake_clock_cuts_on_time_and_survives_an_overflow(tmp_path: 
 
 async def test_capability_needs_the_mcu_and_the_recorder_in_one_process(env: Env) -> None:
     core = env.services
-    assert await start_capability(core) is None
-    core.capabilities["mcu"] = McuRole(env.conferences)
-    assert await start_capability(core) is None  # an MCU-only node has no store to record into
-    core.capabilities["recorder"] = RecorderRole(env.recorder, [])
-    try:
-        role = await start_capability(core)
-        assert role is not None and role.recorder.recorder is env.recorder
-        handle = await role.recorder.start_recording("80000001", "chair01")  # the demo's standing conference
-        assert role.recorder.is_recording("80000001")
-        await role.stop()  # node shutdown stops every recording
-        assert handle.stop_reason == "node_stopping" and not role.recorder.is_recording("80000001")
-    finally:
-        core.capabilities.clear()
+    assert await start_conference_recording(core.bus, core.audit, None, None) is None
+    # an MCU-only node has no store to record into
+    assert await start_conference_recording(core.bus, core.audit, env.conferences, None) is None
+    role = await start_conference_recording(core.bus, core.audit, env.conferences, env.recorder)
+    assert role is not None and role.recorder.recorder is env.recorder
+    handle = await role.recorder.start_recording("80000001", "chair01")  # the demo's standing conference
+    assert role.recorder.is_recording("80000001")
+    await role.stop()  # node shutdown stops every recording
+    assert handle.stop_reason == "node_stopping" and not role.recorder.is_recording("80000001")

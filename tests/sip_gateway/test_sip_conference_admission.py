@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from core.runtime import CoreServices
-from mcu.conferences import ConferenceService, McuRole
+from mcu.capability import McuCapability
+from mcu.conferences import ConferenceService
 from mcu.emergency_trunk import EmergencyBridge
 from mcu.room import RoomSettings
 from tests.sip_gateway.conference_helpers import joined, start_bridge
@@ -37,7 +38,7 @@ async def test_sip_closed_and_emergency_rooms(services: CoreServices, conference
     closed = await conferences.create(name="闭门会商", actor="chair")  # no guests, no PIN
     conf = await conferences.start_conference(closed.id, "chair")
     caller = types.SimpleNamespace(queue_tone=True, on_caller_audio=[], send_audio=lambda pcm: None)
-    room = await EmergencyBridge(McuRole(conferences)).open("call-110@trunk", caller, "报警人")  # type: ignore[arg-type]
+    room = await EmergencyBridge(McuCapability(conferences)).open("call-110@trunk", caller, "报警人")  # type: ignore[arg-type]
     emergency = room.conference
     account = {"user": "zhangsan", "password": ACCOUNTS["zhangsan"]}
 

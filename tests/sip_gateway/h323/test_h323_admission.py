@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from core.runtime import CoreServices
-from mcu.conferences import McuRole
+from mcu.capability import McuCapability
 from mcu.emergency_trunk import EmergencyBridge
 from sip_gateway.h323.events import CallConnected, CallReleased, MediaAddress
 from sip_gateway.h323.ras import RasClient, RasClientConfig, RasClientProtocol
@@ -46,7 +46,7 @@ async def closed_conference(mcu: Mcu, name: str = "闭门会商") -> str:
 async def emergency_room(mcu: Mcu) -> str:
     """The room of an emergency call, opened the way the desk opens it (mcu.emergency_trunk)."""
     caller = types.SimpleNamespace(queue_tone=True, on_caller_audio=[], send_audio=lambda pcm: None)
-    room = await EmergencyBridge(McuRole(mcu.conferences)).open("call-4711@trunk", caller, "报警人")  # type: ignore[arg-type]
+    room = await EmergencyBridge(McuCapability(mcu.conferences)).open("call-4711@trunk", caller, "报警人")  # type: ignore[arg-type]
     return str(room.conference.id)
 
 
