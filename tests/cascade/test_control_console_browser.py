@@ -65,6 +65,8 @@ async def test_console_shows_remote_sites_and_path_state(nodes: dict[str, NodeUn
     board = PathBoard([{"node": "luoding", "role": "down", "state": "primary", "since": started,
                         "history": [{"at": started, "state": "primary", "previous": "down", "reason": "专线已接通"}]}])
     city.node.cascade = board  # type: ignore[assignment]
+    assert city.control is not None
+    city.control.failover = board  # the control channels report to the failover they were given
     await city.core.identity.create_user("chair-b", PASSWORD, "chair")
     await eventually(lambda: "445381-05-room" in {s["site_id"] for s in city.conf.remote_site_list()})
 
