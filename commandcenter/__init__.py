@@ -1,1 +1,1 @@
-"""The `commandcenter` command: wires the capability packages into running roles."""
+"""The `commandcenter` command and the typed composition root (`node.py`) that builds each role."""

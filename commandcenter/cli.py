@@ -142,21 +142,21 @@ def _print_banner(settings: Settings, seeded: list, web: bool = True) -> None:  
 async def _up(settings: Settings, role: str) -> int:
     import uvicorn
 
-    from commandcenter.capabilities import start_capabilities, stop_capabilities
+    from commandcenter.node import Node, start_node
     from core.runtime import CoreServices
     from web_console.app import create_app
 
     services = await CoreServices.start(settings)
-    services.on_stop.append(lambda: stop_capabilities(services))
+    node = Node(services)  # stops the core services even when a capability fails to start
     try:
-        await start_capabilities(services, role)
+        node = await start_node(services, role)
         if role in ("mcu", "recorder"):
             _print_banner(settings, services.seeded, web=False)
             await _wait_for_termination()
             return EXIT_OK
         # The app's lifespan stops the services: uvicorn re-raises SIGTERM once it has served,
         # so code after `serve()` may never run.
-        app = create_app(services, manage_lifecycle=True)
+        app = create_app(node, manage_lifecycle=True)
         http = settings.http
         config = uvicorn.Config(
             app, host=http.host, port=http.port, log_level="info", access_log=False,
@@ -168,7 +168,7 @@ async def _up(settings: Settings, role: str) -> int:
         await server.serve()  # returns on SIGINT/SIGTERM
         return EXIT_OK if server.started else EXIT_FAILED
     finally:
-        await services.stop()
+        await node.stop()
 
 
 def _config_check(path: Path) -> int:

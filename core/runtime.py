@@ -2,14 +2,14 @@
 
 `CoreServices.start` resolves the database (external `DATABASE_URL` or the embedded server under
 `var/pg`), applies migrations, attaches the event bus and seeds the site plan's demo users.
-Every role (`web`, `mcu`, `recorder`, `all`) builds on it.
+Every role (`web`, `mcu`, `recorder`, `all`) builds on it: the composition root
+(`commandcenter/node.py`) starts the role's capabilities on top and stops them before these.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from config.settings import Settings
 from config.site_plan import SitePlan, load_site_plan
@@ -41,9 +41,6 @@ class CoreServices:
     embedded: EmbeddedPostgres | None = None
     seeded: list[SeededAccount] = field(default_factory=list)
     stopped: bool = False
-    # Running capability services by name (see commandcenter/capabilities.py); stopped first.
-    capabilities: dict[str, Any] = field(default_factory=dict)
-    on_stop: list[Any] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings, *, seed: bool = True) -> CoreServices:
@@ -112,8 +109,6 @@ class CoreServices:
         if self.stopped:
             return
         self.stopped = True
-        for hook in reversed(self.on_stop):  # capability services stop before the database goes
-            await hook()
         await self.bus.detach()
         self.identity.close()
         await self.db.close()

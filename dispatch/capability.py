@@ -1,6 +1,5 @@
-"""The dispatch capability service (see commandcenter/capabilities.py): the ``DispatchService``
-plus, while training mode is on, the 演练 simulator. Routes reach it as
-``core.capabilities["dispatch"].service``.
+"""The dispatch capability service (started by commandcenter/node.py): the ``DispatchService``
+plus, while training mode is on, the 演练 simulator. Routes reach it as ``Node.dispatch.service``.
 
 Configuration beside the site plan file (or named in the ``[dispatch]`` settings), both optional:
 
@@ -10,7 +9,10 @@ Configuration beside the site plan file (or named in the ``[dispatch]`` settings
   ETAs; great-circle × detour ÷ speed otherwise, with the assumption shown in the console;
 * ``resources.toml``: the emergency resources (depots and supplies, teams, experts, shelters,
   hospitals; ``dispatch/resources/model.py``), seeded at start (live stock is kept); none otherwise.
-  Routes reach them as ``core.capabilities["dispatch"].resources``.
+  Routes reach them as ``Node.dispatch.resources``.
+
+Command conferences go to the ``ConferenceStarter`` the composition root passes (the MCU's, when
+one runs in this process); without one they are only asked for on the bus.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import logging
 from pathlib import Path
 
 from core.runtime import CoreServices
+from dispatch.conference import ConferenceStarter
 from dispatch.resources.model import load_catalogue
 from dispatch.resources.service import ResourceService
 from dispatch.response_plans import ResponsePlans
@@ -59,8 +62,11 @@ class DispatchCapability:
         await self.service.stop()
 
 
-async def start(core: CoreServices) -> DispatchCapability:
-    """Seed stations and units, load state, start the simulator when training mode is on."""
+async def start(core: CoreServices, conference: ConferenceStarter | None = None) -> DispatchCapability:
+    """Seed stations and units, load state, start the simulator when training mode is on.
+
+    `conference` starts command conferences (``dispatch.conference.McuConferenceStarter`` on this
+    node's MCU); None: they are requested on the bus for an MCU elsewhere."""
     settings = core.settings.dispatch
     plans_path = _configured(core, settings.response_plans, "response_plans.toml")
     roads_path = _configured(core, settings.roads, "roads.geojson")
@@ -69,7 +75,7 @@ async def start(core: CoreServices) -> DispatchCapability:
     log.info("dispatch: run cards %s, ETA %s", plans_path or "built-in", roads_path or "great-circle")
     resources_path = _configured(core, None, "resources.toml")
     catalogue = load_catalogue(resources_path) if resources_path else []  # CatalogueError names the field
-    service = DispatchService(core, plans=plans, eta=eta)
+    service = DispatchService(core, plans=plans, eta=eta, conference=conference)
     await service.start()
     resources = ResourceService(core, eta, catalogue, clock=service.clock)
     await resources.start()

@@ -7,8 +7,9 @@ records the conference (table ``command_conferences``) and hands a ``CommandConf
 * ``BusConferenceStarter`` publishes ``conference.command_requested``. An MCU in another process
   can subscribe to it.
 * ``McuConferenceStarter`` also creates and starts the room on this node's MCU when one runs here
-  (``commandcenter up``, role ``all``): ``core.capabilities["mcu"].conferences`` (``create`` with
-  the conference id and the meeting rooms, then ``start_conference``).
+  (``commandcenter up``, role ``all``): the composition root passes the MCU's conference service
+  as the ``CommandRooms`` this module declares (``create`` with the conference id and the meeting
+  rooms, then ``start_conference``). It is dispatch's only way into the MCU's conferences.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.bus import Bus
-from core.runtime import CoreServices
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +56,28 @@ class BusConferenceStarter:
         return status
 
 
-class McuConferenceStarter(BusConferenceStarter):
-    """Starts the room on this node's MCU when it runs here; announces it on the bus either way."""
+class CommandRooms(Protocol):
+    """What dispatch needs of an MCU to open a command conference (``mcu.conferences.ConferenceService``)."""
 
-    def __init__(self, core: CoreServices) -> None:
-        super().__init__(core.bus)
-        self.core = core
+    async def create(self, *, name: str, actor: str, sites: list[str] | None = ...,
+                     conference_id: str | None = ...) -> object: ...
+
+    async def start_conference(self, conference_id: str, actor: str) -> object: ...
+
+
+class McuConferenceStarter(BusConferenceStarter):
+    """Starts the room on this node's MCU; announces it on the bus either way."""
+
+    def __init__(self, bus: Bus, rooms: CommandRooms) -> None:
+        super().__init__(bus)
+        self.rooms = rooms
 
     async def start(self, conference: CommandConference, status: str = "requested") -> str:
-        mcu = self.core.capabilities.get("mcu")
-        if mcu is not None:
-            try:
-                service = mcu.conferences
-                await service.create(name=conference.name[:100], actor=conference.dispatcher,
-                                     sites=list(conference.rooms), conference_id=conference.conference_id)
-                await service.start_conference(conference.conference_id, conference.dispatcher)
-                status = "running"
-            except Exception:  # noqa: BLE001 - the request stands; an operator can start it by hand
-                log.exception("starting command conference %s on the MCU failed", conference.conference_id)
+        try:
+            await self.rooms.create(name=conference.name[:100], actor=conference.dispatcher,
+                                    sites=list(conference.rooms), conference_id=conference.conference_id)
+            await self.rooms.start_conference(conference.conference_id, conference.dispatcher)
+            status = "running"
+        except Exception:  # noqa: BLE001 - the request stands; an operator can start it by hand
+            log.exception("starting command conference %s on the MCU failed", conference.conference_id)
         return await super().start(conference, status)

@@ -32,7 +32,7 @@ from core.runtime import CoreServices
 from dispatch import model as m
 from dispatch import store
 from dispatch.avl import ArrivalDetector, AvlBatchResult, validate_batch
-from dispatch.conference import CommandConference, ConferenceStarter, McuConferenceStarter
+from dispatch.conference import BusConferenceStarter, CommandConference, ConferenceStarter
 from dispatch.duplicates import find_duplicates
 from dispatch.exchange import cap as capmod
 from dispatch.exchange import eido
@@ -102,7 +102,8 @@ class DispatchService:
         self.stale_after_s = stale_after_s
         self.recommender = Recommender(eta or EtaEstimator(), self.stations, stale_after_s=stale_after_s)
         self.arrivals = ArrivalDetector()
-        self.conference = conference or McuConferenceStarter(core)
+        # the MCU's starter when the composition root passes one; otherwise only asked for on the bus
+        self.conference = conference or BusConferenceStarter(core.bus)
         self.training = False
         self._open_locations: dict[str, tuple[float, float]] = {}
         self._listener: asyncio.Task[None] | None = None

@@ -27,7 +27,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import asyncpg
 
@@ -37,10 +37,6 @@ from mcu.admission import AdmissionPolicy, Admit, Caller, ConferenceFacts, Confe
 from mcu.participant import Participant
 from mcu.room import Room, RoomError, RoomSettings
 from mcu.runner import MediaRunner
-
-if TYPE_CHECKING:
-    from mcu.demo_sites import DemoSites
-    from mcu.webrtc_leg import WebRtcLegs
 
 log = logging.getLogger(__name__)
 
@@ -621,45 +617,10 @@ class ConferenceService:
         await self.core.bus.publish("conference.site_status", {"conference_id": conf.id, **state.to_json()})
 
 
-@dataclass
-class McuRole:
-    """What `core.capabilities["mcu"]` holds: conferences, WebRTC legs, demo sites."""
-
-    conferences: ConferenceService
-    webrtc: WebRtcLegs | None = None
-    demo: list[DemoSites] = field(default_factory=list)
-
-    async def stop(self) -> None:
-        for demo in self.demo:
-            await demo.stop()
-        if self.webrtc is not None:
-            await self.webrtc.stop()
-        await self.conferences.stop()
-
-
-async def start(core: CoreServices) -> McuRole:
-    """Capability entry point: conferences (standing ones, scheduler), WebRTC legs, demo sites."""
-    from mcu.demo_sites import DemoSites, demo_site_ids
-    from mcu.webrtc_leg import WebRtcLegs, webrtc_config
-
-    node = core.plan.node(core.settings.node_name)
-    service = ConferenceService(core, bridge=node is not None and node.kind == "bridge")
-    await service.start()
-    role = McuRole(service, WebRtcLegs(webrtc_config(core)))
-    if core.settings.demo.enabled and core.settings.demo.demo_sites and not service.bridge:
-        for conf in service.running_conferences():
-            if conf.record.standing and demo_site_ids(core.plan, conf.record.sites):
-                demo = DemoSites(conf, core.plan)
-                await demo.start()
-                role.demo.append(demo)
-    return role
-
-
 def utc_in(minutes: float) -> datetime:
     """A UTC time `minutes` from now (scheduling helper for callers and tests)."""
     return datetime.now(UTC) + timedelta(minutes=minutes)
 
 
-__all__ = ["Caller", "ConferenceError", "ConferenceRecord", "ConferenceService", "JoinRefused", "McuRole", "PinGuard",
-           "RemoteCommandError", "RemoteSiteProvider", "RoomError", "RunningConference", "SiteState", "start",
-           "utc_in"]
+__all__ = ["Caller", "ConferenceError", "ConferenceRecord", "ConferenceService", "JoinRefused", "PinGuard",
+           "RemoteCommandError", "RemoteSiteProvider", "RoomError", "RunningConference", "SiteState", "utc_in"]

@@ -1,6 +1,6 @@
 """SIP sites in MCU conferences: the gateway's Directory/Room on the ConferenceService.
 
-`SipBridge` is the ``sip`` capability (``core.capabilities["sip"]``). It runs one
+`SipBridge` is the ``sip`` capability (``Node.sip``). It runs one
 :class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
 ``sip.tls_port`` with the configured or a generated self-signed certificate) and a
 :class:`~sip_gateway.sip.gateway.SipGateway` whose directory is the set of *running*
@@ -43,7 +43,6 @@ from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.legs.ivr import PinVerdict
-from mcu.legs.prompts import PromptLibrary
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
@@ -56,7 +55,7 @@ from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.gateway import Screening, SipGateway, SipSite
 from sip_gateway.sip.sdp import MediaPolicy, MediaStream
-from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
+from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, server_context
 from sip_gateway.sip.uri import NameAddr, SipUri
 from sip_gateway.sip.useragent import UserAgentConfig
 
@@ -615,48 +614,5 @@ def tls_context(settings: SipSettings, var_dir: Path, client_ca: Path | None = N
         raise ConfigError("<settings>", [f"sip.tls_certificate: cannot create {cert}: {exc}"]) from None
 
 
-async def start(core: CoreServices) -> SipBridge | None:
-    """Capability entry point (after ``mcu``): SIP dial-in/dial-out for this node's conferences.
-
-    A bad TLS certificate/key is a configuration error (the node does not start); a taken port
-    only disables SIP (or its TLS listener) with a logged error, so the rest of the node runs.
-    """
-    settings = core.settings.sip
-    mcu = core.capabilities.get("mcu")
-    if not settings.enabled or mcu is None:
-        return None
-    context = (tls_context(settings, core.settings.var_dir, core.settings.emergency.trunk.tls_ca)
-               if settings.tls_port else None)
-    endpoint = SipEndpoint(user_agent_config(settings), client_tls_context=client_tls_context(settings))
-    # Spoken IVR prompts (espeak-ng renders them once into var/prompts; beeps alone without it).
-    library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
-    prompts = await asyncio.to_thread(library.all)
-    bridge = SipBridge(core, mcu.conferences, endpoint, settings, media_host=settings.media_host or settings.host,
-                       port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max), prompts=prompts)
-    try:
-        await endpoint.start()
-    except OSError as exc:
-        # Another process holds the port: the rest of the node still runs, loudly without SIP.
-        log.error("SIP disabled: cannot listen on %s:%s (%s); set sip.udp_port", settings.host,
-                  settings.udp_port, exc)
-        await endpoint.close()
-        return None
-    transports = "UDP+TCP"
-    if context is not None:
-        try:
-            await endpoint.start_tls(context[0], settings.tls_port)
-            transports += f", TLS {endpoint.tls_port}"
-            log.info("SIP TLS certificate %s, SHA-256 %s", context[1], fingerprint(context[1]))
-        except OSError as exc:
-            log.error("SIP over TLS disabled: cannot listen on %s:%s (%s); set sip.tls_port", settings.host,
-                      settings.tls_port, exc)
-    mcu.conferences.register_dialer("sip", SipSiteDialer(bridge))
-    log.info("SIP listening on %s:%s (%s)", settings.host, endpoint.config.port, transports)
-    print(f"SIP: sip:<会议号>@{settings.host}:{endpoint.config.port}", flush=True)
-    if endpoint.tls_context is not None:
-        print(f"SIP TLS: sips:<会议号>@{settings.host}:{endpoint.tls_port}", flush=True)
-    return bridge
-
-
-__all__ = ["BridgedSite", "ConferencePins", "client_tls_context", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text", "parse_sip_uri", "start",
+__all__ = ["BridgedSite", "ConferencePins", "client_tls_context", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text", "parse_sip_uri",
            "tls_context", "tls_files", "user_agent_config", "video_format"]

@@ -1,7 +1,7 @@
 """The recorder as a capability of a node: `commandcenter up` (role recorder or all) starts it.
 
-Register in commandcenter/capabilities.py:
-    CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start")
+The composition root (commandcenter/node.py) calls `start` for the recorder and, when the MCU
+runs in the same process, `start_conference_recording` with the MCU's conferences.
 
 Reads an optional `settings.recorder` section (fields below, all optional; defaults in
 brackets): enabled [true], recordings_dir [var/recordings], keys_dir [var/keys],
@@ -20,19 +20,25 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recorder.cameras import DemoCameraServer, PlannedCamera, camera_config, planned_cameras
 from recorder.retention import RetentionConfig, RetentionPolicy
 from recorder.s3_store import S3Config
 from recorder.service import RecorderConfig, RecorderService
 
+if TYPE_CHECKING:
+    from core.audit import AuditLog
+    from core.bus import Bus
+    from recorder.conference_recording import ConferenceRecordingRole
+    from recorder.live_source import LiveSource
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RecorderRole:
-    """What `core.capabilities["recorder"]` holds: the service (for routes) and the demo cameras."""
+    """The running recorder of a node (`Node.recorder`): the service (for routes) and the demo cameras."""
 
     service: RecorderService
     cameras: list[PlannedCamera]
@@ -156,3 +162,16 @@ async def start(core: Any) -> RecorderRole | None:
             await asyncio.to_thread(demo.stop)
         raise
     return RecorderRole(service, planned, demo)
+
+
+async def start_conference_recording(bus: Bus, audit: AuditLog, live: LiveSource | None,
+                                     recorder: RecorderService | None) -> ConferenceRecordingRole | None:
+    """Recording of MCU conferences into the recorder's store: needs the MCU's conferences (`live`,
+    the recording tap the root passes) and the recorder running in this process (None, with a log
+    line, when either is missing)."""
+    from recorder.conference_recording import ConferenceRecorder, ConferenceRecordingRole
+
+    if live is None or recorder is None:
+        log.info("conference recording needs the mcu and recorder roles in one process; not started")
+        return None
+    return ConferenceRecordingRole(ConferenceRecorder(live, recorder, bus, audit))

@@ -318,18 +318,9 @@ class ConferenceRecorder:
 
 @dataclass
 class ConferenceRecordingRole:
-    """What `core.capabilities["conference_recording"]` holds."""
+    """The running conference recorder of a node (`Node.conference_recording`)."""
 
     recorder: ConferenceRecorder
 
     async def stop(self) -> None:
         await self.recorder.stop()
-
-
-async def start(core: Any, live: LiveSource | None) -> ConferenceRecordingRole | None:
-    """Capability entry point: needs the MCU's conferences (`live`) and the recorder running in this process."""
-    rec = core.capabilities.get("recorder")
-    if live is None or rec is None:
-        log.info("conference recording needs the mcu and recorder roles in one process; not started")
-        return None
-    return ConferenceRecordingRole(ConferenceRecorder(live, rec.service, core.bus, core.audit))

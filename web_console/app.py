@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.runtime import CoreServices
+from commandcenter.node import Node
 from web_console import (
     api,
     conference_console,
@@ -42,17 +42,18 @@ def wants_html(request: Request) -> bool:
     return not request.url.path.startswith(("/api/", "/ws/", "/tiles/")) and request.url.path not in ("/openapi.json",)
 
 
-def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> FastAPI:
-    """Build the app around running core services.
+def create_app(node: Node, *, manage_lifecycle: bool = False) -> FastAPI:
+    """Build the app around a running node (its core services and capabilities).
 
-    With `manage_lifecycle`, the app's lifespan stops the services on shutdown (SIGTERM).
+    With `manage_lifecycle`, the app's lifespan stops the node on shutdown (SIGTERM).
     """
+    services = node.core
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         if manage_lifecycle:
-            await services.stop()
+            await node.stop()
             log.info("commandcenter stopped")
 
     app = FastAPI(
@@ -60,6 +61,7 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
         docs_url=None, redoc_url=None, openapi_url=None,  # served below, for admins only
     )
     app.state.services = services
+    app.state.node = node  # routes reach the running capabilities through `node_of(request)`
     app.add_middleware(BodyLimit, limit=services.settings.http.max_body_bytes)  # 413 before the body is read
 
     @app.exception_handler(StarletteHTTPException)

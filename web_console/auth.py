@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 from fastapi import Request, WebSocket
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from commandcenter.node import Node
 from config.roles import Role
 from core.identity import User
 from core.runtime import CoreServices
@@ -53,6 +55,12 @@ class Forbidden(Exception):
 def services_of(request: Request) -> CoreServices:
     services: CoreServices = request.app.state.services
     return services
+
+
+def node_of(connection: HTTPConnection) -> Node:
+    """The running node (its capabilities: None where one does not run in this process)."""
+    node: Node = connection.app.state.node
+    return node
 
 
 def client_address(request: Request) -> str:

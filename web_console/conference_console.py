@@ -33,10 +33,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field, ValidationError
+from starlette.requests import HTTPConnection
 
 from config.roles import Role
 from core.runtime import CoreServices
 from mcu.admission import Caller
+from mcu.capability import McuCapability
 from mcu.chair import ChairOperation, apply_operation, apply_remotely
 from mcu.conferences import (
     DIAL_ACTIONS,
@@ -51,7 +53,7 @@ from mcu.layout import LAYOUTS
 from mcu.room import BROADCAST, RoomError
 from mcu.webrtc_leg import WebRtcLeg, WebRtcLegs
 from recorder.conference_recording import HTTP_STATUS as RECORDING_HTTP_STATUS
-from recorder.conference_recording import ConferenceRecordingError
+from recorder.conference_recording import ConferenceRecorder, ConferenceRecordingError
 from web_console.auth import (
     SESSION_COOKIE,
     Principal,
@@ -59,6 +61,7 @@ from web_console.auth import (
     allowed,
     client_address,
     current_principal,
+    node_of,
     refuse_websocket,
     require,
     resolve_principal,
@@ -73,16 +76,15 @@ CHAIR_ROLES = (Role.CHAIR, Role.OPERATOR)
 MAX_SIGNAL_BYTES = 64 * 1024
 
 
-def _mcu(services: CoreServices) -> Any:
-    role = services.capabilities.get("mcu")
+def _mcu(connection: HTTPConnection) -> McuCapability:
+    role = node_of(connection).mcu
     if role is None:  # a --role web process: the conferences run in an MCU process
         raise HTTPException(503, "本节点未运行会议服务（会控需与 MCU 在同一进程）")
     return role
 
 
-def _conferences(services: CoreServices) -> ConferenceService:
-    service: ConferenceService = _mcu(services).conferences
-    return service
+def _conferences(connection: HTTPConnection) -> ConferenceService:
+    return _mcu(connection).conferences
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -121,7 +123,6 @@ async def join_page(request: Request, conference_id: str) -> Response:
     enumerated, and is rate-limited per source address (429 with Retry-After).
     """
     principal = await current_principal(request)
-    services = services_of(request)
     if principal is None:
         wait = _join_limiter(request).take(client_address(request), time.monotonic())
         if wait > 0:
@@ -133,7 +134,7 @@ async def join_page(request: Request, conference_id: str) -> Response:
             return response
     state, record = "ok", None
     try:
-        service = _conferences(services)
+        service = _conferences(request)
         record = await service.get(conference_id) if conference_id.isdigit() and len(conference_id) <= 12 else None
         conf = service.running(conference_id)
         if record is None:
@@ -224,7 +225,7 @@ async def _audit(request: Request, principal: Principal, action: str, target: st
 @router.get("/api/conferences", tags=["conference"])
 async def list_conferences(request: Request, principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))],
                            include_ended: bool = False) -> Any:
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     return [{**r.to_json(), "running": service.running(r.id) is not None}
             for r in await service.list_conferences(include_ended)]
 
@@ -238,7 +239,7 @@ async def meeting_rooms(request: Request, principal: Annotated[Principal, Depend
 @router.post("/api/conferences", status_code=201, tags=["conference"])
 async def create_conference(request: Request, body: CreateConference,
                             principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     detail = body.model_dump(mode="json", exclude={"pin"}) | {"has_pin": bool(body.pin)}
     try:
         record = await service.create(name=body.name, actor=principal.user.username, pin=body.pin,
@@ -256,7 +257,7 @@ async def create_conference(request: Request, body: CreateConference,
 @router.post("/api/conferences/{conference_id}/start", tags=["conference"])
 async def start_conference(request: Request, conference_id: str,
                            principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     try:
         conf = await service.start_conference(conference_id, principal.user.username)
     except ConferenceError as exc:
@@ -269,7 +270,7 @@ async def start_conference(request: Request, conference_id: str,
 @router.post("/api/conferences/{conference_id}/extend", tags=["conference"])
 async def extend_conference(request: Request, conference_id: str, body: Extend,
                             principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     try:
         record = await service.extend(conference_id, body.minutes, principal.user.username)
     except ConferenceError as exc:
@@ -282,7 +283,7 @@ async def extend_conference(request: Request, conference_id: str, body: Extend,
 @router.post("/api/conferences/{conference_id}/end", tags=["conference"])
 async def end_conference(request: Request, conference_id: str,
                          principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     try:
         await service.end(conference_id, principal.user.username)
     except ConferenceError as exc:
@@ -295,11 +296,12 @@ async def end_conference(request: Request, conference_id: str,
 @router.get("/api/conferences/{conference_id}", tags=["conference"])
 async def conference_state(request: Request, conference_id: str,
                            principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     conf = service.running(conference_id)
     if conf is not None:
-        legs: WebRtcLegs = _mcu(services_of(request)).webrtc
-        return room_state(conf) | {"webrtc_legs": sorted(k.split("/", 1)[1] for k in legs.legs
+        legs = _mcu(request).webrtc
+        keys = legs.legs if legs is not None else {}  # an MCU without WebRTC legs has none to list
+        return room_state(conf) | {"webrtc_legs": sorted(k.split("/", 1)[1] for k in keys
                                                          if k.startswith(conference_id + "/"))}
     record = await service.get(conference_id)
     if record is None:
@@ -311,7 +313,7 @@ async def conference_state(request: Request, conference_id: str,
 async def chair_operation(request: Request, conference_id: str, body: Operation,
                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
     """One chair operation (see `apply_operation`); refused operations change nothing and say why."""
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     detail = body.model_dump(exclude_defaults=True)
     conf = service.running(conference_id)
     if conf is None:
@@ -361,9 +363,8 @@ async def cascade_paths(request: Request, conference_id: str,
                         principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
     """Per cascade link: its path state (专线 / 电信备份 / 中断) and switch history from the `cascade`
     capability, and whether the control channel to that node is up."""
-    services = services_of(request)
-    failover = services.capabilities.get("cascade")
-    control = services.capabilities.get("cascade_control")
+    node = node_of(request)
+    failover, control = node.cascade, node.cascade_control
     status = getattr(failover, "status", None)
     found = status(conference_id) if status is not None else []
     links = list(await found if inspect.isawaitable(found) else found)
@@ -381,7 +382,7 @@ async def dial_site(request: Request, conference_id: str, site_id: str, action: 
     404 conference not running or site not in it, 409 already calling/connected (invite) or not
     connected (hang-up), 501 no dialer for the site's protocol on this node, 503 no media ports.
     """
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     if action not in DIAL_ACTIONS:
         return _error(404, f"未知操作：{action}")
     try:
@@ -421,7 +422,7 @@ async def add_site(request: Request, conference_id: str, body: AddSite,
     any site. 400 bad address, 404 conference not running, 409 already in the conference or being
     called, 501 no dialer for that protocol on this node, 503 no media ports.
     """
-    service = _conferences(services_of(request))
+    service = _conferences(request)
     name = "".join(c for c in body.name.strip() if c.isprintable())
     address = _redacted(body.address)
     detail: dict[str, Any] = {"address": address, "name": name}
@@ -440,8 +441,8 @@ async def add_site(request: Request, conference_id: str, body: AddSite,
 
 # -- recording ------------------------------------------------------------------------------------
 
-def _conference_recorder(services: CoreServices) -> Any:
-    role = services.capabilities.get("conference_recording")
+def _conference_recorder(connection: HTTPConnection) -> ConferenceRecorder | None:
+    role = node_of(connection).conference_recording
     return role.recorder if role is not None else None
 
 
@@ -454,7 +455,7 @@ async def recording_state(request: Request, conference_id: str,
     DELETE it is gone (404), as REST clients and checkers expect. The footage already written
     stays in the tamper-evident store for inspectors, under retention and legal holds.
     """
-    recorder = _conference_recorder(services_of(request))
+    recorder = _conference_recorder(request)
     if recorder is None:
         return {"available": False, "recording": False}
     handle = recorder.recording(conference_id)
@@ -465,7 +466,7 @@ async def recording_state(request: Request, conference_id: str,
 
 
 async def _recording_action(request: Request, conference_id: str, principal: Principal, start: bool) -> Any:
-    recorder = _conference_recorder(services_of(request))
+    recorder = _conference_recorder(request)
     if recorder is None:
         return _error(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）")
     action = recorder.start_recording if start else recorder.stop_recording
@@ -540,7 +541,9 @@ async def signalling(websocket: WebSocket, conference_id: str) -> None:
         await _malformed(websocket, f"bad first message: {str(exc)[:200]}")
         return
     try:
-        mcu = _mcu(services)
+        mcu = _mcu(websocket)
+        if mcu.webrtc is None:  # an MCU started without WebRTC legs (tests build such)
+            raise ConferenceError("本节点未运行 WebRTC")
     except ConferenceError as exc:
         await _send(websocket, {"type": "refused", "code": "unavailable", "message": str(exc)})
         await websocket.close(code=1000)

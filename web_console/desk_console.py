@@ -1,6 +1,6 @@
 """The call-taking desk (`/desk`, role calltaker): its page, REST API, presence websocket and the
 AML endpoint (`POST /api/aml`). The work is done by ``dispatch.calltaking.service.DeskService``
-(``core.capabilities["desk"].service``); this module maps HTTP onto it.
+(``Node.desk.service``); this module maps HTTP onto it.
 
 Errors: a desk action that does not fit (call gone, not offered to you) → 409; bad input → 422;
 an AML payload that is not AML → 400 with the reason, logged and audited.
@@ -30,6 +30,7 @@ from web_console.auth import (
     Principal,
     RoleFirstRoute,
     client_address,
+    node_of,
     refuse_websocket,
     require,
     resolve_principal,
@@ -49,11 +50,10 @@ Inspector = Annotated[Principal, Depends(require(Role.INSPECTOR))]  # and admins
 
 
 def desk_of(request: Request | WebSocket) -> DeskService:
-    cap = request.app.state.services.capabilities.get("desk")
+    cap = node_of(request).desk
     if cap is None:
         raise HTTPException(503, "接警服务未在本节点运行")
-    svc: DeskService = cap.service
-    return svc
+    return cap.service
 
 
 @contextlib.contextmanager
@@ -376,11 +376,11 @@ async def desk_presence(websocket: WebSocket) -> None:
         reason = "unauthenticated" if principal is None else "origin" if not same_origin(websocket) else "role"
         await refuse_websocket(websocket, principal, reason)
         return
-    cap = services.capabilities.get("desk")
+    cap = node_of(websocket).desk
     if cap is None:
         await websocket.close(code=1011)
         return
-    svc: DeskService = cap.service
+    svc = cap.service
     me = principal.user.username
     await websocket.accept()
     with services.bus.subscribe("call.*") as subscription:

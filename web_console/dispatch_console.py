@@ -1,6 +1,6 @@
 """The dispatch map console (role dispatcher): its page, REST API, AVL websocket, situation report
 and offline tiles. The work is done by ``dispatch.service.DispatchService`` (the capability
-``core.capabilities["dispatch"]``); this module maps HTTP onto it and model errors onto statuses:
+``Node.dispatch``); this module maps HTTP onto it and model errors onto statuses:
 unknown → 404, a refused change or a unit already taken → 409, bad input → 422 (EIDO and CAP list
 every problem)."""
 from __future__ import annotations
@@ -41,6 +41,7 @@ from web_console.auth import (
     Principal,
     RoleFirstRoute,
     client_address,
+    node_of,
     refuse_websocket,
     require,
     resolve_principal,
@@ -59,11 +60,10 @@ Reader = Annotated[Principal, Depends(READERS)]
 
 
 def service_of(request: Request | WebSocket) -> DispatchService:
-    cap = request.app.state.services.capabilities.get("dispatch")
+    cap = node_of(request).dispatch
     if cap is None:
         raise HTTPException(503, "调度服务未在本节点运行")
-    svc: DispatchService = cap.service
-    return svc
+    return cap.service
 
 
 @contextlib.contextmanager
@@ -167,7 +167,7 @@ async def state(request: Request, principal: Reader) -> dict[str, Any]:
     incidents = await svc.incidents(open_only=True)
     if svc.training:
         incidents += await svc.incidents(training=False, open_only=True)
-    desk = request.app.state.services.capabilities.get("desk")
+    desk = node_of(request).desk
     return {
         "training_alarm": desk.service.training_alarm_view() if desk is not None else None,
         "training": svc.training, "legend": legend(), "stale_after_s": svc.stale_after_s,

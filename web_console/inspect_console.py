@@ -1,7 +1,7 @@
 """The inspector console (纪检监察 · 录像检查): search, timeline, logged playback, bookmarks, holds, exports.
 
 Page `/inspect` and REST API `/api/inspect/...`, role inspector (admins too). Everything goes
-through the running `RecorderService` (`core.capabilities["recorder"].service`):
+through the running `RecorderService` (`Node.recorder.service`):
 
 * viewing footage needs a reason: `POST /api/inspect/playback` calls `service.playback(...)`,
   which appends a view leaf to the transparency log and an audit entry *before* it returns the
@@ -39,7 +39,7 @@ from recorder.store import StoreError, parse_key
 from recorder.timeline import camera_timeline, probe_fps
 from recorder.transparency_log import LogIntegrityError
 from recorder.tree_head import SignedTreeHead
-from web_console.auth import Principal, RoleFirstRoute, client_address, require, services_of
+from web_console.auth import Principal, RoleFirstRoute, client_address, node_of, require, services_of
 from web_console.guards import ApiModel
 from web_console.i18n import MESSAGES
 from web_console.templating import language_of, render
@@ -70,11 +70,10 @@ def _fail(status: int, code: str, message: str) -> HTTPException:
 
 
 def _service(request: Request) -> RecorderService:
-    role = services_of(request).capabilities.get("recorder")
-    service = getattr(role, "service", None)
-    if not isinstance(service, RecorderService):
+    role = node_of(request).recorder
+    if role is None:
         raise _fail(503, "recorder_unavailable", "录像服务未在本节点运行 (the recorder is not running on this node)")
-    return service
+    return role.service
 
 
 @dataclass(frozen=True)
@@ -95,12 +94,11 @@ async def camera_registry(request: Request) -> dict[str, CameraInfo]:
     conferences (camera `conf-<id>`, in the pseudo-hall 会议录像)."""
     cams = {c.camera_id: CameraInfo(c.camera_id, c.label, c.hall, c.hall_name, c.window, c.window_name)
             for c in planned_cameras(services_of(request).plan)}
-    role = services_of(request).capabilities.get("recorder")
-    service = getattr(role, "service", None)
-    for cid, cfg in (getattr(service, "cameras", None) or {}).items():
+    role = node_of(request).recorder
+    for cid, cfg in (role.service.cameras if role is not None else {}).items():
         if cid not in cams:
             cams[cid] = CameraInfo(cid, cfg.label or cid, cfg.hall, cfg.hall, cfg.window, cfg.window)
-    conference_recording = services_of(request).capabilities.get("conference_recording")
+    conference_recording = node_of(request).conference_recording
     if conference_recording is not None:
         for rec in await conference_recording.recorder.recorded():
             label = f"{rec['name'] or rec['conference_id']}（{rec['conference_id']}）"

@@ -1,6 +1,6 @@
 """Emergency resources (应急资源) over HTTP: the directory for the map layers, the nearest search by
 ETA, and allocation to incidents. The work is done by ``dispatch.resources.service.ResourceService``
-(``core.capabilities["dispatch"].resources``).
+(``Node.dispatch.resources``).
 
 Who may: reading (directory, search, an incident's allocations) — dispatchers, call-takers and the
 chair (the leader, read-only); allocating and releasing — dispatchers (and admins).
@@ -33,7 +33,7 @@ from dispatch.resources.model import (
 from dispatch.resources.search import MAX_K, hit_view
 from dispatch.resources.search import Query as NearestQuery
 from dispatch.resources.service import ResourceService
-from web_console.auth import Principal, RoleFirstRoute, client_address, require
+from web_console.auth import Principal, RoleFirstRoute, client_address, node_of, require
 from web_console.guards import ApiModel
 from web_console.templating import language_of
 
@@ -46,11 +46,10 @@ Reader = Annotated[Principal, Depends(READERS)]
 
 
 def resources_of(request: Request) -> ResourceService:
-    cap = request.app.state.services.capabilities.get("dispatch")
+    cap = node_of(request).dispatch
     if cap is None:
         raise HTTPException(503, "调度服务未在本节点运行")
-    svc: ResourceService = cap.resources
-    return svc
+    return cap.resources
 
 
 @contextlib.contextmanager

@@ -1,18 +1,17 @@
-"""The call-taking desk capability (see commandcenter/capabilities.py): ``DeskService`` plus the
-emergency-number trunk on a SIP endpoint. Routes reach it as ``core.capabilities["desk"].service``.
+"""The call-taking desk capability (started by commandcenter/node.py): ``DeskService`` plus the
+emergency-number trunk on a SIP endpoint. Routes reach it as ``Node.desk.service``.
 
-SIP: when a capability named ``sip`` runs and exposes ``endpoint`` (the conference gateway), the
-emergency trunk is the ``emergency`` route of its INVITE router (other numbers still reach the
-gateway); otherwise the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
+SIP: when the composition root passes the conference gateway's endpoint (the ``sip`` capability
+runs here), the emergency trunk is the ``emergency`` route of its INVITE router (other numbers still
+reach the gateway); otherwise the desk starts its own endpoint on ``settings.sip`` ports. ``emergency.desk_sip = false`` disables
 SIP (the desk then only takes AML and typed locations). The trunk toward the operator (optional) is
 ``[emergency.trunk]``: registrar/aor/username/password for a registration, or a static peer; only
 ``[emergency.trunk].peers`` may deliver emergency calls (default loopback; empty = refuse all).
 
 Call recordings are hashed into the recorder's transparency log when the composition root
-(``commandcenter.wiring``) passes a ``CallRecordingLog`` (a recorder runs in this process). The
-root also passes the callers' audio (``CallerMediaSource``) and, where an MCU runs here, the
-``CallBridge`` that puts calls into MCU rooms (both ``mcu.call_rooms.CallRooms``): dispatch never
-imports mcu.
+passes a ``CallRecordingLog`` (a recorder runs in this process). The root also passes the callers'
+audio (``CallerMediaSource``) and, where an MCU runs here, the ``CallBridge`` that puts calls into
+MCU rooms (both ``mcu.call_rooms.CallRooms``): dispatch never imports mcu.
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from typing import Protocol
 
 from core.runtime import CoreServices
 from dispatch.calltaking.trunk_trust import TrunkPeer
+from dispatch.capability import DispatchCapability
 from dispatch.training_runner import TrainingDesk
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.invite_router import with_route
@@ -69,27 +69,25 @@ def trunk_config(core: CoreServices) -> TrunkConfig:
         peers=tuple(TrunkPeer(p.address, p.tls_identity, p.trust_identity, p.name) for p in trunk.peers))
 
 
-async def start(core: CoreServices, recording_log: CallRecordingLog | None = None, *,
-                callers: CallerMediaSource | None = None, bridge: CallBridge | None = None) -> DeskCapability | None:
-    """The desk; ``callers`` answers emergency calls' audio (no SIP without it), ``bridge`` the softphone."""
-    dispatch = core.capabilities.get("dispatch")
-    if dispatch is None:
-        log.warning("desk: the dispatch capability is not running here; no call-taking desk")
-        return None
+async def start(core: CoreServices, dispatch: DispatchCapability, *, recording_log: CallRecordingLog | None = None,
+                callers: CallerMediaSource | None = None, bridge: CallBridge | None = None,
+                sip_endpoint: SipEndpoint | None = None) -> DeskCapability:
+    """The desk on `dispatch`; `recording_log`: the recorder's transparency log for call recordings;
+    `callers`: the emergency calls' audio (no SIP without it); `bridge`: the MCU's call rooms (the
+    browser softphone); `sip_endpoint`: the conference gateway's endpoint whose INVITE router gets the
+    emergency route (else the desk opens its own, unless SIP is off)."""
     service = DeskService(core, dispatch.service)
     service.recording_log = recording_log
     if recording_log is None and core.settings.emergency.desk_sip:
         log.warning("desk: no recorder in this process; call recordings are hashed but not in the transparency log")
     service.bridge = bridge  # the browser softphone: each call is an MCU audio room
     await service.start()
-    drill: DrillHost | None = dispatch if hasattr(dispatch, "attach_desk") else None
-    if drill is not None:
-        drill.attach_desk(service)  # the drill rings training calls to training positions only
+    drill: DrillHost = dispatch
+    drill.attach_desk(service)  # the drill rings training calls to training positions only
     trunk: EmergencyTrunk | None = None
     own: SipEndpoint | None = None
     if core.settings.emergency.desk_sip and callers is not None:
-        sip = core.capabilities.get("sip")
-        endpoint = getattr(sip, "endpoint", None)
+        endpoint = sip_endpoint
         if endpoint is None:
             own = SipEndpoint(UserAgentConfig(host="127.0.0.1", port=core.settings.sip.udp_port,
                                               rate=core.settings.sip.invite_rate_per_source,

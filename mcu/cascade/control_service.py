@@ -33,13 +33,12 @@ import itertools
 import logging
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import InvalidMessage
 
-from config.errors import ConfigError
 from core.runtime import CoreServices
 from mcu.cascade.control import (
     ActiveSpeaker,
@@ -56,7 +55,7 @@ from mcu.cascade.control import (
     State,
     check_command,
 )
-from mcu.cascade.control_tls import contexts, tls_failure
+from mcu.cascade.control_tls import tls_failure
 from mcu.cascade.control_ws import CLOSE_AUTH_FAILED, ControlSession
 from mcu.cascade.naming import link_participant
 from mcu.cascade.relay import UNREACHABLE, CascadeRelay, CommandRefused
@@ -129,6 +128,12 @@ def show_link(conf: RunningConference, command: CommandReceived, child: str) -> 
         conf.room.broadcast(link)
 
 
+class ControlStateListener(Protocol):
+    """Who hears that a control channel came up or went down (the failover, ``CascadeService``)."""
+
+    def control_state(self, node: str, up: bool) -> None: ...
+
+
 @dataclass
 class ControlService:
     """The control channels of one node (see the module docstring)."""
@@ -150,6 +155,8 @@ class ControlService:
     # TLS (settings.cascade.tls, mcu/cascade/control_tls.py): None = plain ws://
     server_ssl: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
+    # the failover (the `cascade` capability, when it runs here): told when a channel comes and goes
+    failover: ControlStateListener | None = None
     relay: CascadeRelay = field(init=False)
     _server: Server | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -472,45 +479,9 @@ class ControlService:
 
     def _control_state(self, node: str, up: bool) -> None:
         """Tell the failover (capability `cascade`, when it runs here) about the channel."""
-        cascade = self.core.capabilities.get("cascade")
-        report = getattr(cascade, "control_state", None)
-        if report is None:
+        if self.failover is None:
             return
         try:
-            report(node, up)
+            self.failover.control_state(node, up)
         except Exception:  # noqa: BLE001 - the channel keeps working whatever the failover does
             log.exception("cascade.control_state(%s, %s)", node, up)
-
-
-def _token(core: CoreServices) -> bytes:
-    secret = core.settings.cascade.token
-    value = secret.get_secret_value().encode() if secret is not None else b""
-    if len(value) < 16:
-        raise ConfigError(None, ["cascade.token: 本节点参与级联，须设置至少 16 字节的级联控制口令 "
-                                 "(CC_CASCADE__TOKEN)"])
-    return value
-
-
-async def start(core: CoreServices) -> ControlService | None:
-    """Capability entry point: None when this node has no cascade neighbour in the site plan."""
-    plan = core.plan
-    me = plan.node(core.settings.node_name)
-    if me is None or me.kind != "mcu":
-        return None
-    children = frozenset(n.name for n in plan.nodes if n.parent == me.name and n.kind == "mcu")
-    parent = plan.node(me.parent) if me.parent else None
-    if not children and parent is None:
-        return None
-    mcu = core.capabilities.get("mcu")
-    if mcu is None:
-        raise RuntimeError("cascade_control needs the mcu capability in the same process")
-    if children and not me.control:
-        raise ConfigError(plan.source_path, [f"nodes: node {me.name!r} has children but no control address"])
-    tls = contexts(core.settings.cascade, serves=bool(children), connects=parent is not None)
-    service = ControlService(core, mcu.conferences, me.name, _token(core), listen=me.control if children else "",
-                             parent=parent, children=children,
-                             reconnect_interval=2.0, auth_timeout=5.0, command_timeout=10.0,
-                             keepalive=core.settings.cascade.control_timeout_seconds,
-                             server_ssl=tls.server, client_ssl=tls.client)
-    await service.start()
-    return service

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from config.errors import ConfigError
 from config.settings import CascadeSettings
 from config.site_plan import Node, SitePlan
 from core.runtime import CoreServices
@@ -32,7 +31,6 @@ from mcu.cascade.admission import CascadeAdmission
 from mcu.cascade.backup_watch import BackupWatcher
 from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, Route
 from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
-from mcu.cascade.node_check import cascade_problems
 from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
 from mcu.sip_bridge import SipBridge
 from sip_gateway.sip import events as ev
@@ -234,23 +232,4 @@ class CascadeService:
         return out
 
 
-async def start(core: CoreServices) -> CascadeService | None:
-    """Capability entry point (after ``mcu`` and ``sip``): None when the plan cascades nothing."""
-    plan = core.plan
-    if not plan.nodes:
-        return None
-    problems = cascade_problems(core.settings, plan)
-    if problems:
-        raise ConfigError(None, problems)
-    node = plan.node(core.settings.node_name)
-    assert node is not None
-    sip = core.capabilities.get("sip")
-    if not isinstance(sip, SipBridge):
-        raise ConfigError(None, ["sip: 级联需要 SIP 能力（端口被占用或未启用）"])
-    service = CascadeService(core, sip, node, plan, core.settings.cascade)
-    await service.start()
-    print(f"cascade: node {node.name} ({node.kind})", flush=True)
-    return service
-
-
-__all__ = ["CascadeService", "failover_config", "start", "wall_clock"]
+__all__ = ["CascadeService", "failover_config", "wall_clock"]

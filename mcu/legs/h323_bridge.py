@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from mcu.conferences import ConferenceError, ConferenceService, DialError, RunningConference
 from mcu.legs.h323 import H323Site
 from mcu.legs.h323_dial_in import DialIn
-from mcu.legs.h323_settings import BridgeSettings, bridge_settings, parse_address, parse_target
-from mcu.legs.prompts import BEEPS, PromptLibrary
+from mcu.legs.h323_settings import BridgeSettings, parse_address, parse_target
+from mcu.legs.prompts import BEEPS
 from mcu.room import RoomError
 from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
@@ -40,9 +40,9 @@ from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import Pcm
 
 if TYPE_CHECKING:
-    from core.runtime import CoreServices
+    pass
 
-__all__ = ["H323Bridge", "H323Capability", "H323SiteDialer", "start"]
+__all__ = ["H323Bridge", "H323Capability", "H323SiteDialer"]
 
 log = logging.getLogger(__name__)
 
@@ -333,35 +333,9 @@ class H323SiteDialer:
 
 @dataclass
 class H323Capability:
-    """What ``core.capabilities["h323"]`` holds."""
+    """What ``Node.h323`` holds."""
 
     bridge: H323Bridge
 
     async def stop(self) -> None:
         await self.bridge.stop()
-
-
-
-async def start(core: CoreServices) -> H323Capability | None:
-    """Capability entry point: listen for H.323 calls for the MCU's conferences."""
-    mcu = core.capabilities.get("mcu")
-    h323 = core.settings.h323
-    if mcu is None or not getattr(h323, "enabled", True):
-        return None
-    conferences: ConferenceService = mcu.conferences
-    settings = bridge_settings(core.settings)
-    library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
-    bridge = H323Bridge(conferences, settings, prompts=await asyncio.to_thread(library.all))
-    try:
-        await bridge.start()
-    except OSError as exc:
-        # Another process holds the port: the rest of the node still runs, loudly without H.323.
-        log.error("H.323 disabled: cannot listen on %s (TCP %d, RAS UDP %d in gatekeeper mode %s): %s; "
-                  "set h323.signalling_port / h323.ras_port", settings.host, settings.port, settings.ras_port,
-                  settings.gatekeeper, exc)
-        with contextlib.suppress(Exception):
-            await bridge.stop()
-        return None
-    conferences.register_dialer("h323", H323SiteDialer(bridge))
-    log.info("H.323 listening on %s:%d (gatekeeper: %s)", settings.host, settings.port, settings.gatekeeper)
-    return H323Capability(bridge)

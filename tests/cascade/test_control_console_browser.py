@@ -64,12 +64,14 @@ async def test_console_shows_remote_sites_and_path_state(nodes: dict[str, NodeUn
     started = time.time() - 60
     board = PathBoard([{"node": "luoding", "role": "down", "state": "primary", "since": started,
                         "history": [{"at": started, "state": "primary", "previous": "down", "reason": "专线已接通"}]}])
-    city.core.capabilities["cascade"] = board
+    city.node.cascade = board  # type: ignore[assignment]
+    assert city.control is not None
+    city.control.failover = board  # the control channels report to the failover they were given
     await city.core.identity.create_user("chair-b", PASSWORD, "chair")
     await eventually(lambda: "445381-05-room" in {s["site_id"] for s in city.conf.remote_site_list()})
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(city.core), host="127.0.0.1", port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(create_app(city.node), host="127.0.0.1", port=port, log_level="warning",
                                            ws="websockets-sansio", lifespan="off"))
     serving = asyncio.create_task(server.serve())
     loop = asyncio.get_running_loop()

@@ -18,13 +18,14 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from commandcenter.node import Node
 from config.settings import DEMO_DIR
 from core.runtime import CoreServices
-from mcu.cascade import control_service
+from mcu.capability import McuCapability, start_cascade_control
 from mcu.cascade.control import ControlConnection, RemoteSite
 from mcu.cascade.control_service import ControlService
 from mcu.cascade.control_ws import ControlSession
-from mcu.conferences import ConferenceService, McuRole, RunningConference
+from mcu.conferences import ConferenceService, RunningConference
 from mcu.room import RoomSettings
 from mcu.webrtc_leg import WebRtcLegs, webrtc_config
 from tests.conftest import free_port, make_settings, with_database
@@ -52,9 +53,13 @@ class FailoverProbe:
 @dataclass
 class NodeUnderTest:
     name: str
-    core: CoreServices
+    node: Node
     conferences: ConferenceService
     control: ControlService | None = None
+
+    @property
+    def core(self) -> CoreServices:
+        return self.node.core
 
     @property
     def conf(self) -> RunningConference:
@@ -63,16 +68,16 @@ class NodeUnderTest:
         return conf
 
     async def start_control(self) -> ControlService:
-        started = await control_service.start(self.core)
+        started = await start_cascade_control(self.core, self.conferences, failover=self.node.cascade)
         assert started is not None
         started.reconnect_interval = 0.2  # the test should not wait the production 2 s
         self.control = started
-        self.core.capabilities["cascade_control"] = started
+        self.node.cascade_control = started
         return started
 
     async def stop_control(self) -> None:
         assert self.control is not None
-        self.core.capabilities.pop("cascade_control", None)
+        self.node.cascade_control = None
         await self.control.stop()
         self.control = None
 
@@ -136,8 +141,7 @@ async def start_node(name: str, db_url: str, tmp_path: Path, plan: Path, cascade
     core = await CoreServices.start(settings, seed=False)
     service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
     await service.start()
-    core.capabilities["mcu"] = McuRole(service, WebRtcLegs(webrtc_config(core)))
-    node = NodeUnderTest(name, core, service)
+    node = NodeUnderTest(name, Node(core, mcu=McuCapability(service, WebRtcLegs(webrtc_config(core)))), service)
     sites, joins = LAYOUT[name]
     await service.create(name=title, actor="test", sites=sites, conference_id=CONF)
     conf = await service.start_conference(CONF, "test")
@@ -163,7 +167,7 @@ async def nodes(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, NodeUnde
                 await service.create(name="罗定另一会议", actor="test", conference_id=OTHER)
                 other = await service.start_conference(OTHER, "test")
                 await other.join("luoding-2", "罗定第二会场", "webrtc")
-        started["city"].core.capabilities["cascade"] = FailoverProbe()
+        started["city"].node.cascade = FailoverProbe()  # type: ignore[assignment]
         for name in names:
             await started[name].start_control()
         yield started
@@ -176,8 +180,7 @@ async def stop_nodes(started: dict[str, NodeUnderTest], dbs: dict[str, str], pg_
     for node in reversed(list(started.values())):
         if node.control is not None:
             await node.stop_control()
-        await node.core.capabilities.pop("mcu").stop()
-        await node.core.stop()
+        await node.node.stop()
     admin = await asyncpg.connect(pg_url)
     try:
         for db in dbs.values():
@@ -204,7 +207,7 @@ async def chair(nodes: dict[str, NodeUnderTest]) -> AsyncIterator[httpx.AsyncCli
     core = nodes["city"].core
     await core.identity.create_user("chair-x", "Cascade-Chair-Pass-2026", "chair")
     token = await core.identity.create_api_token("chair-x", "test")
-    transport = httpx.ASGITransport(app=create_app(core))
+    transport = httpx.ASGITransport(app=create_app(nodes["city"].node))
     async with httpx.AsyncClient(transport=transport, base_url="http://city",
                                  headers={"Authorization": f"Bearer {token}"}, timeout=20) as client:
         yield client
@@ -286,7 +289,7 @@ async def test_city_sees_and_commands_township_sites_two_levels_down(
 async def test_channel_loss_shows_unknown_and_reconnection_restores(
         nodes: dict[str, NodeUnderTest], chair: httpx.AsyncClient) -> None:
     city, county, town = nodes["city"], nodes["luoding"], nodes["luoding-t1"]
-    probe = city.core.capabilities["cascade"]
+    probe = city.node.cascade
     assert isinstance(probe, FailoverProbe)
     await eventually(lambda: remote(city).get("445381-05-room", {}).get("status") == "joined")
 
@@ -354,7 +357,7 @@ async def test_a_node_without_a_token_does_not_start(nodes: dict[str, NodeUnderT
     county = nodes["luoding"]
     county.core.settings.cascade.token = None
     with pytest.raises(ValueError, match="CC_CASCADE__TOKEN"):
-        await control_service.start(county.core)
+        await start_cascade_control(county.core, county.conferences)
 
 
 async def test_a_child_that_never_answers_gives_a_timeout(nodes: dict[str, NodeUnderTest],

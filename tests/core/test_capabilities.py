@@ -1,10 +1,16 @@
 """Capability services start per role, in order, and stop in reverse, also when a start fails."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from commandcenter import capabilities as caps
+from commandcenter.node import start_node
 from core.runtime import CoreServices
+from dispatch import capability as dispatch_capability
+from dispatch.calltaking import capability as desk_capability
+from mcu import capability as mcu_capability
+from recorder import capability as recorder_capability
 
 EVENTS: list[str] = []
 
@@ -12,20 +18,28 @@ EVENTS: list[str] = []
 class Running:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.conferences = f"{name}'s conferences"
+        self.endpoint = f"{name}'s endpoint"
+        self.service, self.log, self.webrtc = self, None, None  # what the root reads of an mcu / recorder
 
     async def stop(self) -> None:
         EVENTS.append(f"stop {self.name}")
 
 
-async def start_media(core: CoreServices) -> Running:
-    EVENTS.append("start media")
-    return Running("media")
+async def start_mcu(core: CoreServices) -> Running:
+    EVENTS.append("start mcu")
+    return Running("mcu")
 
 
-async def start_gateway(core: CoreServices) -> Running:
-    assert "media" in core.capabilities  # later capabilities see earlier ones
-    EVENTS.append("start gateway")
-    return Running("gateway")
+async def start_sip(core: CoreServices, conferences: Any) -> Running:
+    assert conferences == "mcu's conferences"  # later capabilities get earlier ones
+    EVENTS.append("start sip")
+    return Running("sip")
+
+
+async def start_switched_off(*args: Any, **kwargs: Any) -> None:
+    EVENTS.append("start switched-off")
+    return None
 
 
 async def start_recorder(core: CoreServices) -> Running:
@@ -33,43 +47,57 @@ async def start_recorder(core: CoreServices) -> Running:
     return Running("recorder")
 
 
-async def start_switched_off(core: CoreServices) -> None:
-    EVENTS.append("start switched-off")
-    return None
+async def start_dispatch(core: CoreServices, conference: Any) -> Running:
+    EVENTS.append("start dispatch")
+    return Running("dispatch")
 
 
-async def start_broken(core: CoreServices) -> Running:
+async def start_desk(core: CoreServices, dispatch: Running, **collaborators: Any) -> Running:
+    assert dispatch.name == "dispatch" and collaborators["sip_endpoint"] == "sip's endpoint"
+    EVENTS.append("start desk")
+    return Running("desk")
+
+
+async def start_broken(core: CoreServices, conferences: Any) -> Running:
     raise RuntimeError("camera store unwritable")
 
 
-SPECS = [
-    caps.CapabilitySpec("media", frozenset({"mcu"}), f"{__name__}:start_media"),
-    caps.CapabilitySpec("gateway", frozenset({"mcu"}), f"{__name__}:start_gateway"),
-    caps.CapabilitySpec("off", frozenset({"mcu"}), f"{__name__}:start_switched_off"),
-    caps.CapabilitySpec("recorder", frozenset({"recorder"}), f"{__name__}:start_recorder"),
-]
-
-
-async def test_roles_order_and_reverse_stop(services: CoreServices, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(caps, "CAPABILITIES", SPECS)
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     EVENTS.clear()
-    await caps.start_capabilities(services, "mcu")
-    assert EVENTS == ["start media", "start gateway", "start switched-off"]
-    assert list(services.capabilities) == ["media", "gateway"]
-    await caps.stop_capabilities(services)
-    assert EVENTS[-2:] == ["stop gateway", "stop media"] and services.capabilities == {}
+    monkeypatch.setattr(mcu_capability, "start_mcu", start_mcu)
+    monkeypatch.setattr(mcu_capability, "start_sip", start_sip)
+    for name in ("start_h323", "start_cascade", "start_cascade_control"):
+        monkeypatch.setattr(mcu_capability, name, start_switched_off)
+    monkeypatch.setattr(recorder_capability, "start", start_recorder)
+    monkeypatch.setattr(recorder_capability, "start_conference_recording", start_switched_off)
+    monkeypatch.setattr(dispatch_capability, "start", start_dispatch)
+    monkeypatch.setattr(desk_capability, "start", start_desk)
+
+
+async def test_roles_order_and_reverse_stop(services: CoreServices, fakes: None) -> None:
+    node = await start_node(services, "mcu")
+    assert EVENTS == ["start mcu", "start sip", "start switched-off", "start switched-off", "start switched-off",
+                      "start switched-off"]
+    assert node.running() == ["mcu", "sip"]
+    await node.stop_capabilities()
+    assert EVENTS[-2:] == ["stop sip", "stop mcu"] and node.running() == []
 
     EVENTS.clear()
-    await caps.start_capabilities(services, "all")
-    assert list(services.capabilities) == ["media", "gateway", "recorder"]
-    await caps.stop_capabilities(services)
+    node = await start_node(services, "all")
+    assert node.running() == ["mcu", "sip", "recorder", "dispatch", "desk"]
+    await node.stop_capabilities()
+    assert EVENTS[-5:] == ["stop desk", "stop dispatch", "stop recorder", "stop sip", "stop mcu"]
+
+    EVENTS.clear()
+    node = await start_node(services, "recorder")
+    assert node.running() == ["recorder"] and EVENTS == ["start recorder", "start switched-off"]
+    await node.stop_capabilities()
 
 
-async def test_a_failing_start_stops_what_was_started(services: CoreServices,
+async def test_a_failing_start_stops_what_was_started(services: CoreServices, fakes: None,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(caps, "CAPABILITIES", [
-        SPECS[0], caps.CapabilitySpec("broken", frozenset({"mcu"}), f"{__name__}:start_broken")])
-    EVENTS.clear()
+    monkeypatch.setattr(mcu_capability, "start_sip", start_broken)
     with pytest.raises(RuntimeError, match="unwritable"):
-        await caps.start_capabilities(services, "mcu")
-    assert EVENTS == ["start media", "stop media"] and services.capabilities == {}
+        await start_node(services, "mcu")
+    assert EVENTS == ["start mcu", "stop mcu"]

@@ -19,13 +19,12 @@ import av
 import numpy as np
 import pytest
 
-from commandcenter.wiring import start_conference_recording as start_capability
 from core.runtime import CoreServices
 from mcu.clock import FakeClock
-from mcu.conferences import ConferenceService, McuRole, RunningConference
+from mcu.conferences import ConferenceService, RunningConference
 from mcu.recording_tap import RecordingTap
 from mcu.room import Room, RoomSettings, Subscription
-from recorder.capability import RecorderRole
+from recorder.capability import start_conference_recording
 from recorder.conference_recording import (
     HTTP_STATUS,
     ConferenceRecorder,
@@ -386,16 +385,12 @@ def test_writer_on_a_fake_clock_cuts_on_time_and_survives_an_overflow(tmp_path: 
 
 async def test_capability_needs_the_mcu_and_the_recorder_in_one_process(env: Env) -> None:
     core = env.services
-    assert await start_capability(core) is None
-    core.capabilities["mcu"] = McuRole(env.conferences)
-    assert await start_capability(core) is None  # an MCU-only node has no store to record into
-    core.capabilities["recorder"] = RecorderRole(env.recorder, [])
-    try:
-        role = await start_capability(core)
-        assert role is not None and role.recorder.recorder is env.recorder
-        handle = await role.recorder.start_recording("80000001", "chair01")  # the demo's standing conference
-        assert role.recorder.is_recording("80000001")
-        await role.stop()  # node shutdown stops every recording
-        assert handle.stop_reason == "node_stopping" and not role.recorder.is_recording("80000001")
-    finally:
-        core.capabilities.clear()
+    assert await start_conference_recording(core.bus, core.audit, None, None) is None
+    # an MCU-only node has no store to record into
+    assert await start_conference_recording(core.bus, core.audit, RecordingTap(env.conferences), None) is None
+    role = await start_conference_recording(core.bus, core.audit, RecordingTap(env.conferences), env.recorder)
+    assert role is not None and role.recorder.recorder is env.recorder
+    handle = await role.recorder.start_recording("80000001", "chair01")  # the demo's standing conference
+    assert role.recorder.is_recording("80000001")
+    await role.stop()  # node shutdown stops every recording
+    assert handle.stop_reason == "node_stopping" and not role.recorder.is_recording("80000001")

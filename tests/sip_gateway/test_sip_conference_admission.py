@@ -14,7 +14,8 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.call_rooms import CallRoom, CallRooms
-from mcu.conferences import ConferenceService, McuRole
+from mcu.capability import McuCapability
+from mcu.conferences import ConferenceService
 from mcu.room import RoomSettings
 from tests.sip_gateway.conference_helpers import joined, start_bridge
 from tests.sip_gateway.test_sip_pjsua import run_peer
@@ -37,7 +38,7 @@ async def test_sip_closed_and_emergency_rooms(services: CoreServices, conference
     closed = await conferences.create(name="闭门会商", actor="chair")  # no guests, no PIN
     conf = await conferences.start_conference(closed.id, "chair")
     caller = CallRoom(types.SimpleNamespace(send_audio=lambda pcm: None))
-    room = await CallRooms(McuRole(conferences)).open("call-110@trunk", caller, "报警人")
+    room = await CallRooms(McuCapability(conferences)).open("call-110@trunk", caller, "报警人")
     emergency = room.conference
     account = {"user": "zhangsan", "password": ACCOUNTS["zhangsan"]}
 

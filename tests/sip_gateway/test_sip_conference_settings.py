@@ -23,7 +23,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
@@ -32,9 +31,10 @@ from config.errors import ConfigError
 from config.settings import SipSettings
 from core.runtime import CoreServices
 from mcu.admission import Caller
+from mcu.capability import start_sip
 from mcu.conferences import ConferenceService, JoinRefused, PinGuard
 from mcu.room import RoomSettings
-from mcu.sip_bridge import DialOutError, SipBridge, start, tls_context
+from mcu.sip_bridge import DialOutError, SipBridge, tls_context
 from sip_gateway.sip.tls import fingerprint
 from tests.conftest import ROOT, free_port
 from tests.sip_gateway.conference_helpers import joined, start_bridge, until
@@ -78,10 +78,9 @@ async def test_tls_listener_from_settings_with_a_generated_certificate(
         caplog: pytest.LogCaptureFixture) -> None:
     tls_port = free_port()
     services.settings.sip = SipSettings(udp_port=0, tls_port=tls_port, max_video_size="352x288")
-    services.capabilities["mcu"] = SimpleNamespace(conferences=conferences)
     await conferences.create(name="TLS 会议", actor="test", guests=True, conference_id="80000061")
     conf = await conferences.start_conference("80000061", actor="test")
-    bridge = await start(services)
+    bridge = await start_sip(services, conferences)
     assert isinstance(bridge, SipBridge) and bridge.endpoint.tls_port == tls_port
     cert = services.settings.var_dir / "keys" / "sip-tls.crt"
     key = services.settings.var_dir / "keys" / "sip-tls.key"
@@ -117,8 +116,8 @@ async def test_tls_listener_from_settings_with_a_generated_certificate(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         services.settings.sip = SipSettings(udp_port=0, tls_port=squatter.getsockname()[1])
-        with caplog.at_level("ERROR", logger="mcu.sip_bridge"):
-            bridge = await start(services)
+        with caplog.at_level("ERROR", logger="mcu.capability"):
+            bridge = await start_sip(services, conferences)
         try:
             assert isinstance(bridge, SipBridge) and bridge.endpoint.tls_context is None
             assert bridge.endpoint.config.port and "SIP over TLS disabled: cannot listen" in caplog.text

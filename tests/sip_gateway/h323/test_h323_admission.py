@@ -18,7 +18,7 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.call_rooms import CallRoom, CallRooms
-from mcu.conferences import McuRole
+from mcu.capability import McuCapability
 from sip_gateway.h323.events import CallConnected, CallReleased, MediaAddress
 from sip_gateway.h323.ras import RasClient, RasClientConfig, RasClientProtocol
 from tests.sip_gateway.h323.h323_conference_kit import Mcu, Terminal, free_port, start_mcu, stop_mcu
@@ -46,7 +46,7 @@ async def closed_conference(mcu: Mcu, name: str = "闭门会商") -> str:
 async def emergency_room(mcu: Mcu) -> str:
     """The room of an emergency call, opened the way the desk opens it (mcu.call_rooms)."""
     caller = CallRoom(types.SimpleNamespace(send_audio=lambda pcm: None))
-    room = await CallRooms(McuRole(mcu.conferences)).open("call-4711@trunk", caller, "报警人")
+    room = await CallRooms(McuCapability(mcu.conferences)).open("call-4711@trunk", caller, "报警人")
     return str(room.conference.id)
 
 
