@@ -14,7 +14,7 @@
 Writes bench/results/sip_load.json and prints a table.
 
 3. ``--room``: MCU CPU per participant *in a mixing room*: real media legs joined to a running
-   room through ``mcu.site_media.SiteMedia`` (decode → N-1 mixer / compositor → shared encoder
+   room through ``mcu.legs.site_media.SiteMedia`` (decode → N-1 mixer / compositor → shared encoder
    → packetise per leg), G.711 audio-only participants and H.264 CIF 25 fps video participants
    (who also receive the shared 640x360 composite). Each kind is measured at two sizes; the
    marginal cost per participant is the slope (so the room's fixed cost — its mixer tick, the
@@ -43,9 +43,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mcu.legs.site_media import SiteMedia, VideoFormat  # noqa: E402
 from mcu.room import Room, RoomSettings  # noqa: E402
 from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
-from mcu.site_media import SiteMedia, VideoFormat  # noqa: E402
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, AudioEncoder, VideoEncoder  # noqa: E402
 from sip_gateway.rtp.leg import MediaLeg, tone  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
@@ -270,7 +270,7 @@ class _BenchConference:
 
 
 class _LegToSite:
-    """A leg's MediaSink forwarding to the participant's SiteMedia (what mcu.sip_bridge does)."""
+    """A leg's MediaSink forwarding to the participant's SiteMedia (what mcu.legs.sip_bridge does)."""
 
     def __init__(self) -> None:
         self.media: SiteMedia | None = None

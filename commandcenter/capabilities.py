@@ -43,7 +43,7 @@ class CapabilitySpec:
 # Order matters: later capabilities may use earlier ones (e.g. the SIP gateway joins MCU rooms).
 CAPABILITIES: list[CapabilitySpec] = [
     CapabilitySpec("mcu", frozenset({"mcu"}), "mcu.conferences:start"),
-    CapabilitySpec("sip", frozenset({"mcu"}), "mcu.sip_bridge:start"),
+    CapabilitySpec("sip", frozenset({"mcu"}), "mcu.legs.sip_bridge:start"),
     CapabilitySpec("h323", frozenset({"mcu"}), "mcu.h323_bridge:start"),
     CapabilitySpec("cascade", frozenset({"mcu"}), "mcu.cascade.service:start"),
     CapabilitySpec("recorder", frozenset({"recorder"}), "recorder.capability:start"),

@@ -40,7 +40,7 @@ from mcu.runner import MediaRunner
 
 if TYPE_CHECKING:
     from mcu.demo_sites import DemoSites
-    from mcu.webrtc_leg import WebRtcLegs
+    from mcu.legs.webrtc import WebRtcLegs
 
 log = logging.getLogger(__name__)
 
@@ -639,7 +639,7 @@ class McuRole:
 
 def webrtc_config(core: CoreServices) -> Any:
     """The legs' configuration from the `webrtc` settings section."""
-    from mcu.webrtc_leg import IceServer, WebRtcConfig
+    from mcu.legs.webrtc import IceServer, WebRtcConfig
 
     w = core.settings.webrtc
     return WebRtcConfig(host_addresses=tuple(w.host_addresses),
@@ -650,7 +650,7 @@ def webrtc_config(core: CoreServices) -> Any:
 async def start(core: CoreServices) -> McuRole:
     """Capability entry point: conferences (standing ones, scheduler), WebRTC legs, demo sites."""
     from mcu.demo_sites import DemoSites, demo_site_ids
-    from mcu.webrtc_leg import WebRtcLegs
+    from mcu.legs.webrtc import WebRtcLegs
 
     node = core.plan.node(core.settings.node_name)
     service = ConferenceService(core, bridge=node is not None and node.kind == "bridge")

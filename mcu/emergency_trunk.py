@@ -425,7 +425,7 @@ def _clean(text: str, limit: int = 200) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The call as a two-party (or three-party) audio room in the MCU: the call-taker's browser and
-# agency desks join as WebRTC participants, the caller as a SIP site (mcu.site_media), so the
+# agency desks join as WebRTC participants, the caller as a SIP site (mcu.legs.site_media), so the
 # room's mixer gives everyone N-1 audio and conferencing/transfer are joins and leaves.
 
 
@@ -461,14 +461,14 @@ class EmergencyBridge:
 
     def __init__(self, mcu: Any, sip: Any = None) -> None:
         self.mcu = mcu
-        self.sip = sip  # mcu.sip_bridge.SipBridge: dials SIP extensions (agency desks) into the room
+        self.sip = sip  # mcu.legs.sip_bridge.SipBridge: dials SIP extensions (agency desks) into the room
         self.rooms: dict[str, CallRoom] = {}
 
     async def open(self, call_id: str, site: EmergencySite, caller_name: str) -> CallRoom:
         """Create and start the call's room with the caller in it (idempotent)."""
         if call_id in self.rooms:
             return self.rooms[call_id]
-        from mcu.site_media import SiteMedia
+        from mcu.legs.site_media import SiteMedia
 
         service = self.mcu.conferences
         record = await service.create(name=f"接警 {call_id}"[:100], actor="desk", kind="emergency_call")

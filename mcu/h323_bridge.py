@@ -16,7 +16,7 @@ turns its calls into conference sites:
   :meth:`H323Bridge.hangup` releases it.
 
 Media goes through :mod:`sip_gateway.h323.media` (RTP on ports really bound at call creation)
-and :class:`mcu.site_media.SiteMedia` (decoded media into the room, the room's shared encoder
+and :class:`mcu.legs.site_media.SiteMedia` (decoded media into the room, the room's shared encoder
 out with the negotiated codec: H.264, H.263 or H.261). H.245 videoFastUpdatePicture from the
 terminal asks the shared encoder for a key frame; the room's key-frame requests go to the
 terminal as videoFastUpdatePicture. flowControlCommand caps what we send: below the shared
@@ -40,8 +40,8 @@ import numpy as np
 from mcu.admission import Caller
 from mcu.conferences import ConferenceError, ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.encoder import DEFAULT_BITRATE
+from mcu.legs.site_media import SiteMedia, VideoFormat
 from mcu.room import RoomError
-from mcu.site_media import SiteMedia, VideoFormat
 from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import AUDIO_SESSION, DEFAULT_FORMATS, VIDEO_SESSION

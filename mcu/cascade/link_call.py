@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mcu.sip_bridge import BridgedSite, SipBridge
+from mcu.legs.sip_bridge import BridgedSite, SipBridge
 
 
 @dataclass(frozen=True)

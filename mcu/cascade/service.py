@@ -34,7 +34,7 @@ from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, Rou
 from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
 from mcu.cascade.node_check import cascade_problems
 from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
-from mcu.sip_bridge import SipBridge
+from mcu.legs.sip_bridge import SipBridge
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.digest import Credentials
 

@@ -233,7 +233,7 @@ class H323MediaLeg:
     def outgoing_video(self) -> LogicalChannel | None:
         return self.channels.get((VIDEO_SESSION, True))
 
-    # RtpLeg protocol for mcu.site_media -----------------------------------------------------
+    # RtpLeg protocol for mcu.legs.site_media -----------------------------------------------------
     def send_audio(self, pcm: np.ndarray[Any, Any]) -> None:
         if (AUDIO_SESSION, True) in self.channels:
             self.leg.send_audio(pcm)

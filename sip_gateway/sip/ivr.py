@@ -6,7 +6,7 @@ needs a PIN (``lookup``) and answers with outputs: play a prompt, start/stop the
 check a PIN, join, or hang up. The IVR never sees the PIN itself: a complete entry becomes
 :class:`CheckPin`, the application checks it (with its per-source back-off) and reports the
 :data:`PinVerdict` through :meth:`Ivr.pin_result`. Prompts are names;
-:mod:`sip_gateway.sip.gateway` renders them as tones.
+:mod:`mcu.legs.sip` renders them as tones.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from mcu.cascade.control import ControlConnection, RemoteSite
 from mcu.cascade.control_service import ControlService
 from mcu.cascade.control_ws import ControlSession
 from mcu.conferences import ConferenceService, McuRole, RunningConference, webrtc_config
+from mcu.legs.webrtc import WebRtcLegs
 from mcu.room import RoomSettings
-from mcu.webrtc_leg import WebRtcLegs
 from tests.conftest import free_port, make_settings, with_database
 from web_console.app import create_app
 

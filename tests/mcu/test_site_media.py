@@ -15,8 +15,8 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
+from mcu.legs.site_media import AudioPump, SiteMedia, VideoFormat, size_for_h264_level
 from mcu.room import RoomSettings
-from mcu.site_media import AudioPump, SiteMedia, VideoFormat, size_for_h264_level
 
 DEMO = "80000001"
 

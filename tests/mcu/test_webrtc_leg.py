@@ -17,10 +17,10 @@ from mcu_helpers import colour, identify, yuv_at
 
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
+from mcu.legs.webrtc import BandwidthLadder, WebRtcConfig, WebRtcLeg, WebRtcLegs
 from mcu.media import solid_yuv_frame
 from mcu.room import RoomSettings
 from mcu.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
-from mcu.webrtc_leg import BandwidthLadder, WebRtcConfig, WebRtcLeg, WebRtcLegs
 
 CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",))
 

@@ -33,8 +33,8 @@ from config.settings import SipSettings
 from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.conferences import ConferenceService, JoinRefused, PinGuard
+from mcu.legs.sip_bridge import DialOutError, SipBridge, start, tls_context
 from mcu.room import RoomSettings
-from mcu.sip_bridge import DialOutError, SipBridge, start, tls_context
 from sip_gateway.sip.tls import fingerprint
 from tests.conftest import ROOT, free_port
 from tests.sip_gateway.conference_helpers import joined, start_bridge, until
@@ -117,7 +117,7 @@ async def test_tls_listener_from_settings_with_a_generated_certificate(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         services.settings.sip = SipSettings(udp_port=0, tls_port=squatter.getsockname()[1])
-        with caplog.at_level("ERROR", logger="mcu.sip_bridge"):
+        with caplog.at_level("ERROR", logger="mcu.legs.sip_bridge"):
             bridge = await start(services)
         try:
             assert isinstance(bridge, SipBridge) and bridge.endpoint.tls_context is None

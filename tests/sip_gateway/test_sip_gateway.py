@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcu.legs.sip import PROMPTS, SipGateway
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.endpoint import SipEndpoint
-from sip_gateway.sip.gateway import PROMPTS, SipGateway
 from sip_gateway.sip.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, PinVerdict, Prompt, Stage
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.peers import Baresip, FakeDirectory, FakeRoom

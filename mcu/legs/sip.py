@@ -33,13 +33,13 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
-from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
-from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
-from ..rtp.prompts import BEEPS
-from . import events as ev
-from .dialog import Call, CallState
-from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
-from .ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
+from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, Pcm
+from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
+from sip_gateway.rtp.prompts import BEEPS
+from sip_gateway.sip import events as ev
+from sip_gateway.sip.dialog import Call, CallState
+from sip_gateway.sip.endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
+from sip_gateway.sip.ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
 
 log = logging.getLogger(__name__)
 

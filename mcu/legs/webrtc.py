@@ -55,13 +55,13 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcpeerconnection import filter_preferred_codecs
 from aiortc.sdp import SessionDescription
 
-from .media import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, EncodedPacket
-from .room import BROADCAST, Room, RoomError, Subscription
-from .runner import deprioritise_current_thread
+from mcu.media import FRAME_SAMPLES, SAMPLE_RATE, VIDEO_TIME_BASE, EncodedPacket
+from mcu.room import BROADCAST, Room, RoomError, Subscription
+from mcu.runner import deprioritise_current_thread
 
 if TYPE_CHECKING:
-    from .conferences import RunningConference
-    from .participant import Participant
+    from mcu.conferences import RunningConference
+    from mcu.participant import Participant
 
 log = logging.getLogger(__name__)
 

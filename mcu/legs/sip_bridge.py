@@ -3,7 +3,7 @@
 `SipBridge` is the ``sip`` capability (``core.capabilities["sip"]``). It runs one
 :class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
 ``sip.tls_port`` with the configured or a generated self-signed certificate) and a
-:class:`~sip_gateway.sip.gateway.SipGateway` whose directory is the set of *running*
+:class:`~mcu.legs.sip.SipGateway` whose directory is the set of *running*
 conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when none are left):
 
 * dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one,
@@ -16,7 +16,7 @@ conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when no
   :class:`SipSiteDialer` the console's site buttons and "add a site by address"): to a site of
   the site plan (its SIP endpoint address, or the registered contact of that user when it
   registered with us) or to any SIP URI;
-* every joined call becomes a conference participant through :class:`mcu.site_media.SiteMedia`
+* every joined call becomes a conference participant through :class:`mcu.legs.site_media.SiteMedia`
   (the same glue H.323 uses), with the leg's negotiated codec, packetization mode and a
   resolution its H.264 level allows;
 * site status (calling / joined / failed with the reason / left) and call statistics go to the
@@ -42,10 +42,11 @@ from config.settings import SipSettings
 from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
+from mcu.legs.sip import Screening, SipGateway, SipSite
+from mcu.legs.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
-from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
 from sip_gateway.rtp.prompts import PromptLibrary
 from sip_gateway.sip import events as ev
@@ -53,7 +54,6 @@ from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
-from sip_gateway.sip.gateway import Screening, SipGateway, SipSite
 from sip_gateway.sip.ivr import PinVerdict
 from sip_gateway.sip.sdp import MediaPolicy, MediaStream
 from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
