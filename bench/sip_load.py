@@ -47,7 +47,7 @@ from mcu.legs.site_media import SiteMedia, VideoFormat  # noqa: E402
 from mcu.room import Room, RoomSettings  # noqa: E402
 from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, AudioEncoder, VideoEncoder  # noqa: E402
-from sip_gateway.rtp.leg import MediaLeg, tone  # noqa: E402
+from sip_gateway.rtp.leg import MediaLeg, NullSink, tone  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
 from sip_gateway.sip.dialog import Call  # noqa: E402
 from sip_gateway.sip.endpoint import Answer, SipEndpoint  # noqa: E402
@@ -259,36 +259,15 @@ async def media_cost(kind: str, legs_count: int, seconds: float, generator_only:
 class _BenchConference:
     """The part of RunningConference that SiteMedia uses, without the database (bench only)."""
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: Room, runner: MediaRunner) -> None:
         self.room = room
+        self.runner = runner  # the conference's audio clock drives the sites
         self.id = room.id
         self.sites: dict[str, Any] = {}
 
     async def leave(self, participant_id: str, reason: str = "left") -> None:
         if participant_id in self.room.participants:
             self.room.leave(participant_id, reason)
-
-
-class _LegToSite:
-    """A leg's MediaSink forwarding to the participant's SiteMedia (what mcu.legs.sip_bridge does)."""
-
-    def __init__(self) -> None:
-        self.media: SiteMedia | None = None
-
-    def on_audio(self, leg: MediaLeg, pcm: np.ndarray) -> None:
-        if self.media is not None:
-            self.media.on_audio(pcm)
-
-    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
-        if self.media is not None:
-            self.media.on_video(frame)
-
-    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
-        pass
-
-    def on_keyframe_request(self, leg: MediaLeg) -> None:
-        if self.media is not None:
-            self.media.on_keyframe_request()
 
 
 async def room_cost(kind: str, count: int, seconds: float) -> dict[str, float]:
@@ -299,12 +278,11 @@ async def room_cost(kind: str, count: int, seconds: float) -> dict[str, float]:
     room = Room(f"bench-{kind}-{count}", "基准会议", settings=RoomSettings(fps=25))
     runner = MediaRunner(room)
     await runner.start()
-    conf = _BenchConference(room)
+    conf = _BenchConference(room, runner)
     legs: list[MediaLeg] = []
     sites: list[SiteMedia] = []
     for i in range(count):
-        sink = _LegToSite()
-        leg = await MediaLeg.allocate("127.0.0.1", video=video, sink=sink)
+        leg = await MediaLeg.allocate("127.0.0.1", video=video, sink=NullSink())
         offer = create_offer(policy, LocalMedia("127.0.0.1", 4000, 4002 if video else None))
         _, streams = answer(SessionDescription.parse(offer.serialize()), policy, leg.local_media)
         leg.start(streams)
@@ -312,7 +290,7 @@ async def room_cost(kind: str, count: int, seconds: float) -> dict[str, float]:
         participant = room.join(f"site{i}", f"会场{i}")
         media = SiteMedia(conf, participant, leg, video=VideoFormat("h264", 640, 360) if video else None,  # type: ignore[arg-type]
                           stats_interval=0)
-        sink.media = media
+        leg.sink = media  # SiteMedia is the leg's sink
         media.start()
         legs.append(leg)
         sites.append(media)

@@ -475,7 +475,7 @@ class EmergencyBridge:
         conf = await service.start_conference(record.id, "desk")
         media = await SiteMedia.join(conf, "caller", caller_name or "报警人", "sip", _CallerRtpLeg(site),
                                      video=None, stats_interval=0)
-        site.on_caller_audio.append(lambda pcm: None if site.queue_tone else media.on_audio(pcm))
+        site.on_caller_audio.append(lambda pcm: None if site.queue_tone else media.on_audio(site, pcm))
         room = CallRoom(conf, media, site)
         self.rooms[call_id] = room
         return room

@@ -217,10 +217,10 @@ class H323Site:
             for char in event.text:
                 self.digits.put_nowait(char)
                 if self.site is not None:
-                    self.site.on_dtmf(char)
+                    self.site.on_dtmf(self.media.leg, char)
         elif isinstance(event, VideoFastUpdateRequested):
             if self.site is not None:
-                self.site.on_keyframe_request()
+                self.site.on_keyframe_request(self.media.leg)
         elif isinstance(event, FlowControlRequested):
             self.apply_flow_control(event.bitrate_bps)
         elif isinstance(event, RoundTripDelayMeasured):
@@ -239,12 +239,7 @@ class H323Site:
             return
         current = DEFAULT_BITRATE.get((site.video.width, site.video.height), 0)
         if bitrate_bps < current and (site.video.width, site.video.height) != (352, 288):
-            fmt = VideoFormat(site.video.codec, 352, 288, site.video.single_nal)
-            site.subscription.close()
-            site.video = fmt
-            site.subscription = site.conf.room.subscribe_video(
-                site.participant_id, site._on_packet, codec=fmt.codec, width=fmt.width, height=fmt.height,
-                single_nal=fmt.single_nal)
+            site.change_video_format(VideoFormat(site.video.codec, 352, 288, site.video.single_nal))
 
     def extra_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
@@ -307,9 +302,7 @@ class H323Site:
         if self.released.done():  # hung up while joining: finish() found no site to close
             await self.site.close("hangup")
             return
-        self.media.on_audio = self.site.on_audio
-        self.media.on_video = self.site.on_video
-        self.media.on_keyframe_request = self.site.on_keyframe_request  # RTCP PLI/FIR, if the terminal sends one
+        self.media.sink = self.site  # decoded media and RTCP PLI/FIR (if the terminal sends one)
         # The chair removed the site (or ended the conference): hang up the call.
         self.site.on_removed = lambda: self.handle.release(Cause.NORMAL_CALL_CLEARING)
         self.bridge._spawn(self._limit_incoming_video())
