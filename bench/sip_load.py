@@ -265,7 +265,7 @@ class _BenchConference:
         self.id = room.id
         self.sites: dict[str, Any] = {}
 
-    async def leave(self, participant_id: str, reason: str = "left") -> None:
+    async def leave(self, participant_id: str, reason: str = "left", detail: str | None = None) -> None:
         if participant_id in self.room.participants:
             self.room.leave(participant_id, reason)
 
