@@ -55,6 +55,25 @@ def _gop(frames: int = 30) -> list[bytes]:
     return out
 
 
+class _Counting:
+    """A terminal's media sink that only counts what it receives."""
+
+    def __init__(self, got: dict[str, int]) -> None:
+        self.got = got
+
+    def on_audio(self, leg: object, pcm: object) -> None:
+        self.got["audio_frames"] += 1
+
+    def on_video(self, leg: object, frame: object) -> None:
+        self.got["video_frames"] += 1
+
+    def on_dtmf(self, leg: object, digit: str) -> None:
+        """Not counted."""
+
+    def on_keyframe_request(self, leg: object) -> None:
+        """Not counted."""
+
+
 async def _terminal(index: int, host: str, port: int, seconds: float, gop: list[bytes]) -> dict[str, int]:
     from sip_gateway.h323.aio import H323Endpoint
     from sip_gateway.h323.call import EndpointConfig
@@ -67,8 +86,7 @@ async def _terminal(index: int, host: str, port: int, seconds: float, gop: list[
     handle = await endpoint.dial(MediaAddress(host, port), CONFERENCE)
     media = await H323MediaLeg.adopt(ports, handle.call.media_ports, "127.0.0.1")
     got = {"video_frames": 0, "audio_frames": 0}
-    media.on_video = lambda frame: got.__setitem__("video_frames", got["video_frames"] + 1)
-    media.on_audio = lambda pcm: got.__setitem__("audio_frames", got["audio_frames"] + 1)
+    media.sink = _Counting(got)
 
     async def events() -> None:
         while True:

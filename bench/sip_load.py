@@ -14,7 +14,7 @@
 Writes bench/results/sip_load.json and prints a table.
 
 3. ``--room``: MCU CPU per participant *in a mixing room*: real media legs joined to a running
-   room through ``mcu.site_media.SiteMedia`` (decode → N-1 mixer / compositor → shared encoder
+   room through ``mcu.legs.site_media.SiteMedia`` (decode → N-1 mixer / compositor → shared encoder
    → packetise per leg), G.711 audio-only participants and H.264 CIF 25 fps video participants
    (who also receive the shared 640x360 composite). Each kind is measured at two sizes; the
    marginal cost per participant is the slope (so the room's fixed cost — its mixer tick, the
@@ -43,11 +43,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mcu.legs.site_media import SiteMedia, VideoFormat  # noqa: E402
 from mcu.room import Room, RoomSettings  # noqa: E402
 from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
-from mcu.site_media import SiteMedia, VideoFormat  # noqa: E402
 from sip_gateway.rtp.codecs import AudioEncoder, VideoEncoder  # noqa: E402
-from sip_gateway.rtp.leg import MediaLeg, tone  # noqa: E402
+from sip_gateway.rtp.leg import MediaLeg, NullSink, tone  # noqa: E402
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
 from sip_gateway.sip.dialog import Call  # noqa: E402
@@ -260,36 +260,15 @@ async def media_cost(kind: str, legs_count: int, seconds: float, generator_only:
 class _BenchConference:
     """The part of RunningConference that SiteMedia uses, without the database (bench only)."""
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: Room, runner: MediaRunner) -> None:
         self.room = room
+        self.runner = runner  # the conference's audio clock drives the sites
         self.id = room.id
         self.sites: dict[str, Any] = {}
 
-    async def leave(self, participant_id: str, reason: str = "left") -> None:
+    async def leave(self, participant_id: str, reason: str = "left", detail: str | None = None) -> None:
         if participant_id in self.room.participants:
             self.room.leave(participant_id, reason)
-
-
-class _LegToSite:
-    """A leg's MediaSink forwarding to the participant's SiteMedia (what mcu.sip_bridge does)."""
-
-    def __init__(self) -> None:
-        self.media: SiteMedia | None = None
-
-    def on_audio(self, leg: MediaLeg, pcm: np.ndarray) -> None:
-        if self.media is not None:
-            self.media.on_audio(pcm)
-
-    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
-        if self.media is not None:
-            self.media.on_video(frame)
-
-    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
-        pass
-
-    def on_keyframe_request(self, leg: MediaLeg) -> None:
-        if self.media is not None:
-            self.media.on_keyframe_request()
 
 
 async def room_cost(kind: str, count: int, seconds: float) -> dict[str, float]:
@@ -300,12 +279,11 @@ async def room_cost(kind: str, count: int, seconds: float) -> dict[str, float]:
     room = Room(f"bench-{kind}-{count}", "基准会议", settings=RoomSettings(fps=25))
     runner = MediaRunner(room)
     await runner.start()
-    conf = _BenchConference(room)
+    conf = _BenchConference(room, runner)
     legs: list[MediaLeg] = []
     sites: list[SiteMedia] = []
     for i in range(count):
-        sink = _LegToSite()
-        leg = await MediaLeg.allocate("127.0.0.1", video=video, sink=sink)
+        leg = await MediaLeg.allocate("127.0.0.1", video=video, sink=NullSink())
         offer = create_offer(policy, LocalMedia("127.0.0.1", 4000, 4002 if video else None))
         _, streams = answer(SessionDescription.parse(offer.serialize()), policy, leg.local_media)
         leg.start(streams)
@@ -313,7 +291,7 @@ async def room_cost(kind: str, count: int, seconds: float) -> dict[str, float]:
         participant = room.join(f"site{i}", f"会场{i}")
         media = SiteMedia(conf, participant, leg, video=VideoFormat("h264", 640, 360) if video else None,  # type: ignore[arg-type]
                           stats_interval=0)
-        sink.media = media
+        leg.sink = media  # SiteMedia is the leg's sink
         media.start()
         legs.append(leg)
         sites.append(media)

@@ -4,7 +4,7 @@
     python -m bench.webrtc_room --quick      # N = 4, 9; 6 s
 
 The MCU process runs a :class:`mcu.room.Room` with its :class:`mcu.runner.MediaRunner`
-(1280x720 @ 25 fps composite, shared H.264 encoder) and one :class:`mcu.webrtc_leg.WebRtcLeg`
+(1280x720 @ 25 fps composite, shared H.264 encoder) and one :class:`mcu.legs.webrtc.WebRtcLeg`
 per client, signalled over a local websocket. This process runs N aiortc clients: each sends a
 320x180 @ 15 fps camera (a solid colour; client 0's carries its frame number as a row of
 black/white blocks) and a tone, and receives and decodes the composite and its N-1 audio.
@@ -60,9 +60,9 @@ class _Conference:
 async def serve(port: int) -> None:
     import websockets
 
+    from mcu.legs.webrtc import WebRtcConfig, WebRtcLegs
     from mcu.room import Room, RoomSettings
     from mcu.runner import MediaRunner
-    from mcu.webrtc_leg import WebRtcConfig, WebRtcLegs
 
     room = Room("bench", "bench", settings=RoomSettings())
     runner = MediaRunner(room)

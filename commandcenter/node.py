@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from mcu.cascade.control_service import ControlService
     from mcu.cascade.service import CascadeService
     from mcu.legs.h323_bridge import H323Capability
-    from mcu.sip_bridge import SipBridge
+    from mcu.legs.sip_bridge import SipBridge
     from recorder.capability import RecorderRole
     from recorder.conference_recording import ConferenceRecordingRole
     from recorder.live_source import LiveSource

@@ -313,7 +313,7 @@ class IceServerSettings(_Section):
 
 
 class WebRtcSettings(_Section):
-    """WebRTC legs (mcu/webrtc_leg.py). No STUN/TURN is needed on loopback or a flat LAN."""
+    """WebRTC legs (mcu/legs/webrtc.py). No STUN/TURN is needed on loopback or a flat LAN."""
     host_addresses: list[str] = Field(
         default_factory=lambda: ["127.0.0.1"],
         description="addresses offered as ICE host candidates; empty = every non-loopback address")

@@ -8,7 +8,7 @@ One :class:`CallRoom` per emergency call, from the moment the trunk answers the 
   and writes the recording: both directions mixed into one 48 kHz WAV from the first frame,
   in a server-named file created exclusively (:class:`CallRecorder`);
 * once the desk opens the call's room (:meth:`CallRooms.open`) it is the caller's leg in a
-  two- or three-party MCU audio room: the caller joins as a SIP site (``mcu.site_media``, which
+  two- or three-party MCU audio room: the caller joins as a SIP site (``mcu.legs.site_media``, which
   sends the caller its N-1 mix through :meth:`CallRoom.send_audio`), call-takers' browsers and
   agency desks join as WebRTC participants, and dialled SIP extensions through the ``sip``
   capability; so conferencing and transfer are joins and leaves.
@@ -152,7 +152,7 @@ class CallRoom:
         self.queue_tone = True  # the caller hears the queue tone (waiting, or on hold), not the room
         self.dtmf_listeners: list[Callable[[str], None]] = []
         self.conference: Any = None  # the MCU room, once the desk opens it
-        self.media: Any = None  # the caller's mcu.site_media.SiteMedia in that room
+        self.media: Any = None  # the caller's mcu.legs.site_media.SiteMedia in that room
         self.legs: dict[str, Any] = {}  # browsers (participant id) and dialled SIP extensions ("sip-<site>")
         self._clock: asyncio.Task[None] | None = None
         self._tone_at = 0  # frames of the queue tone played so far
@@ -206,7 +206,7 @@ class CallRoom:
         if self.recorder is not None:
             self.recorder.caller(pcm)
         if self.media is not None and not self.queue_tone:
-            self.media.on_audio(pcm)
+            self.media.on_audio(leg, pcm)
 
     def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
         """Emergency calls are audio-only."""
@@ -218,7 +218,7 @@ class CallRoom:
     def on_keyframe_request(self, leg: MediaLeg) -> None:
         """No video."""
 
-    # -- the leg the caller's SiteMedia sends to (mcu.site_media.RtpLeg)
+    # -- the leg the caller's SiteMedia sends to (mcu.legs.site_media.RtpLeg)
 
     def send_audio(self, pcm: Pcm) -> None:
         """The room's mix for the caller; on hold the caller hears the queue tone instead."""
@@ -262,7 +262,7 @@ class CallRoom:
 class CallRooms:
     """Every emergency call's :class:`CallRoom`, and the MCU rooms the desk opens for them.
 
-    ``mcu`` is the MCU capability (conferences + WebRTC) and ``sip`` the ``mcu.sip_bridge.SipBridge``
+    ``mcu`` is the MCU capability (conferences + WebRTC) and ``sip`` the ``mcu.legs.sip_bridge.SipBridge``
     that dials SIP extensions (agency desks) into a room; both may be None where no MCU runs:
     callers are still answered, queued and recorded, only the browser softphone is missing.
     """
@@ -282,7 +282,7 @@ class CallRooms:
         """Create and start the call's MCU room with the caller in it (idempotent)."""
         if call_id in self.rooms:
             return self.rooms[call_id]
-        from mcu.site_media import SiteMedia
+        from mcu.legs.site_media import SiteMedia
 
         service = self.mcu.conferences
         record = await service.create(name=f"接警 {call_id}"[:100], actor="desk", kind="emergency_call")

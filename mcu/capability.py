@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from mcu.cascade.service import CascadeService
     from mcu.demo_sites import DemoSites
     from mcu.legs.h323_bridge import H323Capability
-    from mcu.sip_bridge import SipBridge
-    from mcu.webrtc_leg import WebRtcLegs
+    from mcu.legs.sip_bridge import SipBridge
+    from mcu.legs.webrtc import WebRtcLegs
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class McuCapability:
 async def start_mcu(core: CoreServices) -> McuCapability:
     """Conferences (standing ones, scheduler), WebRTC legs and, in the demo, the synthetic sites."""
     from mcu.demo_sites import DemoSites, demo_site_ids
-    from mcu.webrtc_leg import WebRtcLegs, webrtc_config
+    from mcu.legs.webrtc import WebRtcLegs, webrtc_config
 
     node = core.plan.node(core.settings.node_name)
     service = ConferenceService(core, bridge=node is not None and node.kind == "bridge")
@@ -76,7 +76,8 @@ async def start_sip(core: CoreServices, conferences: ConferenceService) -> SipBr
     only disables SIP (or its TLS listener) with a logged error, so the rest of the node runs.
     """
     from mcu.legs.prompts import PromptLibrary
-    from mcu.sip_bridge import SipBridge, SipSiteDialer, client_tls_context, tls_context, user_agent_config
+    from mcu.legs.sip_bridge import SipBridge, SipSiteDialer
+    from mcu.legs.sip_config import client_tls_context, tls_context, user_agent_config
     from sip_gateway.sip.endpoint import SipEndpoint
     from sip_gateway.sip.tls import fingerprint
 

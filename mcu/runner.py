@@ -1,5 +1,9 @@
 """Asyncio driver for a room's media: audio every 20 ms, video at the room's fps.
 
+The audio tick is the conference's one audio clock: after each mix it calls every attached
+:class:`AudioTickSink` (the RTP and WebRTC sites, :class:`mcu.legs.site_media.SiteMedia`), which
+send their N-1 mix to their endpoint, so mixing and sending never drift apart.
+
 Heavy work never runs on the event loop: mixing runs on a single audio worker thread
 (the limiter keeps state, so ticks stay in order); composing and encoding run on a pool
 of worker threads (PyAV and NumPy release the GIL). Per video tick:
@@ -21,9 +25,11 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from sip_gateway.rtp.media_primitives import FRAME_MS
 
+from .legs.pacer import Pacer
 from .room import Room, VideoJob, encode_job, render_job
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,15 @@ def deprioritise_current_thread(niceness: int = 5) -> bool:
     except (AttributeError, OSError):
         return False
     return True
+
+
+class AudioTickSink(Protocol):
+    """What the conference clock drives every 20 ms, right after the mix."""
+
+    participant_id: str
+
+    def send_audio_tick(self) -> None:
+        """Send this site its N-1 mix (silence when none is ready)."""
 
 
 @dataclass
@@ -67,6 +82,25 @@ class MediaRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._last_encode: asyncio.Future[None] | None = None
+        self.audio_sinks: list[AudioTickSink] = []  # sites fed by this conference's audio clock
+
+    def add_audio_sink(self, sink: AudioTickSink) -> None:
+        """Send ``sink`` its mix on every audio tick from now on."""
+        if sink not in self.audio_sinks:
+            self.audio_sinks.append(sink)
+
+    def remove_audio_sink(self, sink: AudioTickSink) -> None:
+        """Stop ticking ``sink`` (idempotent)."""
+        if sink in self.audio_sinks:
+            self.audio_sinks.remove(sink)
+
+    def tick_audio_sinks(self) -> None:
+        """One 20 ms send to every attached site (one broken leg must not silence the others)."""
+        for sink in list(self.audio_sinks):
+            try:
+                sink.send_audio_tick()
+            except Exception:
+                log.exception("site %s: sending audio failed", sink.participant_id)
 
     async def start(self) -> None:
         if self._tasks:
@@ -74,6 +108,8 @@ class MediaRunner:
         self._tasks = [asyncio.create_task(self._audio_loop()), asyncio.create_task(self._video_loop())]
 
     async def stop(self) -> None:
+        # A last tick lets the sites see that the room removed them (their calls hang up).
+        self.tick_audio_sinks()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -94,16 +130,10 @@ class MediaRunner:
 
     async def _audio_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        period = FRAME_MS / 1000
-        deadline = loop.time()
+        pacer = Pacer(FRAME_MS / 1000)
         while not self.room.ended:
-            deadline += period
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -5 * period:  # far behind (suspended?): resynchronise, don't burst
+            if not await pacer.wait():  # far behind (suspended?): resynchronised, not bursting
                 self.stats.audio_late += 1
-                deadline = loop.time()
             try:
                 inp = self.room.gather_audio()
                 out = await loop.run_in_executor(self._audio_pool, self.room.mixer.mix, inp)
@@ -113,20 +143,16 @@ class MediaRunner:
             except Exception:  # one bad tick must not silence the conference
                 self.stats.audio_errors += 1
                 log.exception("room %s: audio tick failed", self.room.id)
+                self.tick_audio_sinks()  # silence (an underrun) rather than nothing
                 continue
             self.stats.audio_ticks += 1
+            self.tick_audio_sinks()
 
     async def _video_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        period = 1 / self.room.settings.fps
-        deadline = loop.time()
+        pacer = Pacer(1 / self.room.settings.fps)
         while not self.room.ended:
-            deadline += period
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -5 * period:
-                deadline = loop.time()
+            await pacer.wait()
             if len(self._in_flight) >= self.max_in_flight:
                 self.stats.video_skipped += 1
                 continue

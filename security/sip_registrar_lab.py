@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mcu.conferences import RunningConference
-from mcu.sip_bridge import SipBridge
+from mcu.legs.sip_bridge import SipBridge
 from security.sip_digest_attack import DigestGuesser
 from sip_gateway.sip import events as ev
 from tests.sip_gateway.conference_helpers import DEMO, joined, until

@@ -50,8 +50,8 @@ from mcu.conferences import (
     RunningConference,
 )
 from mcu.layout import LAYOUTS
+from mcu.legs.webrtc import WebRtcLeg, WebRtcLegs
 from mcu.room import BROADCAST, RoomError
-from mcu.webrtc_leg import WebRtcLeg, WebRtcLegs
 from recorder.conference_recording import HTTP_STATUS as RECORDING_HTTP_STATUS
 from recorder.conference_recording import ConferenceRecorder, ConferenceRecordingError
 from web_console.auth import (

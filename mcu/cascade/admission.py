@@ -28,7 +28,7 @@ from config.site_plan import Node, SitePlan
 from mcu.admission import Caller
 from mcu.cascade.naming import link_name, link_site_id, sip_password
 from mcu.conferences import ConferenceError, JoinRefused
-from mcu.sip_bridge import ConferencePins, SipBridge
+from mcu.legs.sip_bridge import ConferencePins, SipBridge
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Challenge, Decision, InviteHandler, Reject
 from sip_gateway.sip.errors import SipParseError

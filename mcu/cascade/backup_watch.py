@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from mcu.cascade.failover import PathEvent, PathState
 from mcu.cascade.link_call import snapshot
+from mcu.legs.sip_bridge import DialOutError, SipBridge
 from mcu.room import Room
-from mcu.sip_bridge import DialOutError, SipBridge
 
 log = logging.getLogger(__name__)
 

@@ -7,29 +7,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mcu.sip_bridge import BridgedSite, SipBridge
+from mcu.legs.sip import SipSite
+from mcu.legs.sip_bridge import SipBridge
 
 
 @dataclass(frozen=True)
 class CallSnapshot:
-    attempt: int          # id() of the BridgedSite: a new dial or a new dial-in is a new attempt
+    attempt: int          # id() of the SipSite: a new dial or a new dial-in is a new attempt
     joined: bool          # in the room with media running
     ended: bool           # the call is over (failed, BYE, hung up)
     reason: str           # why it ended ('' while live)
     packets_in: int       # RTP packets received on all its streams so far
 
 
-def packets_received(site: BridgedSite) -> int:
+def packets_received(site: SipSite) -> int:
     """RTP packets received by the call's media leg (all streams)."""
-    if site.sip is None:
-        return 0
-    return sum(s.packets_received for s in site.sip.leg.statistics())
+    return sum(s.packets_received for s in site.leg.statistics())
 
 
 def snapshot(sip: SipBridge, conference_id: str, site_id: str) -> CallSnapshot | None:
     """The latest call of ``site_id`` in a conference, or None if it never had one."""
     site = sip.sites.get((conference_id, site_id))
-    if site is None or site.sip is None:
+    if site is None:
         return None
     ended = not site.connected
     reason = ""

@@ -32,7 +32,7 @@ from mcu.cascade.backup_watch import BackupWatcher
 from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, Route
 from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
 from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
-from mcu.sip_bridge import SipBridge
+from mcu.legs.sip_bridge import SipBridge
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.invite_router import with_route, without_route

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from mcu.cascade.failover import FailoverConfig, FailoverLink, ObservationKind, PathEvent, PathState, Route
 from mcu.cascade.failover_driver import FailoverDriver
 from mcu.cascade.link_call import CallSnapshot, snapshot
-from mcu.sip_bridge import DialOutError, SipBridge
+from mcu.legs.sip_bridge import DialOutError, SipBridge
 from sip_gateway.sip.digest import Credentials
 
 log = logging.getLogger(__name__)

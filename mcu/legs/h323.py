@@ -3,7 +3,7 @@
 An :class:`H323Site` follows its call's events (from :class:`~sip_gateway.h323.aio.H323Endpoint`),
 opens and closes the media channels on its :class:`~sip_gateway.h323.media.H323MediaLeg`, plays
 the IVR's prompts on the call's audio channel until it joins, and joins the room through
-:class:`mcu.site_media.SiteMedia` (decoded media into the room, the room's shared encoder out with
+:class:`mcu.legs.site_media.SiteMedia` (decoded media into the room, the room's shared encoder out with
 the negotiated codec: H.264, H.263 or H.261). H.245 videoFastUpdatePicture from the terminal asks
 the shared encoder for a key frame; flowControlCommand caps what we send: below the shared
 encoder's rate for the current size the site is moved to the CIF encoder. Towards the terminal,
@@ -26,8 +26,8 @@ import numpy as np
 from mcu.conferences import RunningConference
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.legs.h323_settings import BridgeSettings
+from mcu.legs.site_media import SiteMedia, VideoFormat
 from mcu.room import RoomError
-from mcu.site_media import SiteMedia, VideoFormat
 from sip_gateway.h323.aio import CallHandle
 from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
 from sip_gateway.h323.events import (
@@ -140,10 +140,10 @@ class H323Site:
             for char in event.text:
                 self.digits.put_nowait(char)
                 if self.site is not None:
-                    self.site.on_dtmf(char)
+                    self.site.on_dtmf(self.media.leg, char)
         elif isinstance(event, VideoFastUpdateRequested):
             if self.site is not None:
-                self.site.on_keyframe_request()
+                self.site.on_keyframe_request(self.media.leg)
         elif isinstance(event, FlowControlRequested):
             self.apply_flow_control(event.bitrate_bps)
         elif isinstance(event, RoundTripDelayMeasured):
@@ -162,12 +162,7 @@ class H323Site:
             return
         current = DEFAULT_BITRATE.get((site.video.width, site.video.height), 0)
         if bitrate_bps < current and (site.video.width, site.video.height) != (352, 288):
-            fmt = VideoFormat(site.video.codec, 352, 288, site.video.single_nal)
-            site.subscription.close()
-            site.video = fmt
-            site.subscription = site.conf.room.subscribe_video(
-                site.participant_id, site._on_packet, codec=fmt.codec, width=fmt.width, height=fmt.height,
-                single_nal=fmt.single_nal)
+            site.change_video_format(VideoFormat(site.video.codec, 352, 288, site.video.single_nal))
 
     def extra_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
@@ -230,9 +225,7 @@ class H323Site:
         if self.released.done():  # hung up while joining: finish() found no site to close
             await self.site.close("hangup")
             return
-        self.media.on_audio = self.site.on_audio
-        self.media.on_video = self.site.on_video
-        self.media.on_keyframe_request = self.site.on_keyframe_request  # RTCP PLI/FIR, if the terminal sends one
+        self.media.sink = self.site  # decoded media and RTCP PLI/FIR (if the terminal sends one)
         # The chair removed the site (or ended the conference): hang up the call.
         self.site.on_removed = lambda: self.handle.release(Cause.NORMAL_CALL_CLEARING)
         self.owner.spawn(self._limit_incoming_video())

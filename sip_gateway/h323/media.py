@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-import av
 import numpy as np
 
-from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
-from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
+from ..rtp.codecs import AudioDecoder, VideoDecoder
+from ..rtp.leg import MediaLeg, MediaSink, StreamStatistics, _Channel, _Socket
 from ..sip.sdp import Codec as SdpCodec
 from ..sip.sdp import MediaStream
 from .aio import MediaPortAllocator
@@ -113,29 +112,6 @@ class BoundPortAllocator(MediaPortAllocator):
                     sock.close()
 
 
-class _SinkAdapter:
-    """MediaLeg's sink interface → plain callbacks."""
-
-    def __init__(self, owner: H323MediaLeg) -> None:
-        self.owner = owner
-
-    def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
-        if self.owner.on_audio is not None:
-            self.owner.on_audio(pcm)
-
-    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
-        if self.owner.on_video is not None:
-            self.owner.on_video(frame)
-
-    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
-        if self.owner.on_dtmf is not None:
-            self.owner.on_dtmf(digit)
-
-    def on_keyframe_request(self, leg: MediaLeg) -> None:
-        if self.owner.on_keyframe_request is not None:
-            self.owner.on_keyframe_request()
-
-
 class H323MediaLeg:
     """One H.323 call's media: the RTP leg plus the logical channels that feed it."""
 
@@ -143,12 +119,16 @@ class H323MediaLeg:
         self.leg = leg
         self.fast_update = fast_update  # H.245 videoFastUpdatePicture on an incoming channel
         self.channels: dict[tuple[int, bool], LogicalChannel] = {}  # (session, outgoing) → channel
-        self.on_audio: Callable[[Pcm], None] | None = None
-        self.on_video: Callable[[av.VideoFrame], None] | None = None
-        self.on_dtmf: Callable[[str], None] | None = None
-        self.on_keyframe_request: Callable[[], None] | None = None
         self.bitrate_cap_bps: int | None = None
-        leg.sink = _SinkAdapter(self)
+
+    @property
+    def sink(self) -> MediaSink:
+        """Where decoded media, RFC 4733 digits and RTCP key-frame requests go (the site's media)."""
+        return self.leg.sink
+
+    @sink.setter
+    def sink(self, sink: MediaSink) -> None:
+        self.leg.sink = sink
 
     @classmethod
     async def adopt(cls, allocator: BoundPortAllocator, ports: dict[int, int], host: str,
@@ -226,7 +206,7 @@ class H323MediaLeg:
     def outgoing_video(self) -> LogicalChannel | None:
         return self.channels.get((VIDEO_SESSION, True))
 
-    # RtpLeg protocol for mcu.site_media -----------------------------------------------------
+    # RtpLeg protocol for mcu.legs.site_media -----------------------------------------------------
     def send_audio(self, pcm: np.ndarray[Any, Any]) -> None:
         if (AUDIO_SESSION, True) in self.channels:
             self.leg.send_audio(pcm)

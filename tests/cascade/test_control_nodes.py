@@ -26,8 +26,8 @@ from mcu.cascade.control import ControlConnection, RemoteSite
 from mcu.cascade.control_service import ControlService
 from mcu.cascade.control_ws import ControlSession
 from mcu.conferences import ConferenceService, RunningConference
+from mcu.legs.webrtc import WebRtcLegs, webrtc_config
 from mcu.room import RoomSettings
-from mcu.webrtc_leg import WebRtcLegs, webrtc_config
 from tests.conftest import free_port, make_settings, with_database
 from web_console.app import create_app
 

@@ -13,7 +13,7 @@ from config.errors import ConfigError
 from config.settings import Settings, load_settings
 from dispatch.calltaking.capability import trunk_config
 from dispatch.calltaking.trunk_trust import TrunkPeer, TrunkTrust, certificate_identities
-from mcu.sip_bridge import user_agent_config
+from mcu.legs.sip_config import user_agent_config
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.actions import Flow
 from sip_gateway.sip.useragent import UserAgent, UserAgentConfig
@@ -119,7 +119,7 @@ def test_settings_peers_default_loopback_empty_refuses_and_rate_is_a_setting(tmp
 
 def test_unusable_trunk_ca_is_a_config_error_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from config.settings import SipSettings
-    from mcu.sip_bridge import tls_context
+    from mcu.legs.sip_config import tls_context
 
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate")

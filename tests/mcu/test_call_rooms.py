@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mcu.call_rooms import QUEUE_TONE, CallRoom
-from mcu.site_media import RtpLeg
+from mcu.legs.site_media import RtpLeg
 from sip_gateway.rtp.leg import MediaSink
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as FRAME
 

@@ -15,8 +15,8 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
+from mcu.legs.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from mcu.room import RoomSettings
-from mcu.site_media import AudioPump, SiteMedia, VideoFormat, size_for_h264_level
 
 DEMO = "80000001"
 
@@ -81,17 +81,17 @@ async def test_site_media_in_a_running_conference(conferences: ConferenceService
                                        video=VideoFormat("h264", 352, 288, single_nal=True), stats_interval=0.5,
                                        leg_statistics=lambda: [{"kind": "audio", "codec": "PCMU", "resolution": None}])
     phone = await SiteMedia.join(conf, "phone", "值班电话", "sip", phone_leg, video=None, stats_interval=0)
-    assert AudioPump.for_conference(conf).sites == [room_system, phone]  # one timer for the conference
+    assert conf.runner.audio_sinks == [room_system, phone]  # one timer for the conference
     assert video_leg.keyframe_requests == 1 and phone_leg.keyframe_requests == 0  # asked at join
 
     # Media in: tones from both, a picture from the room system; 20 ms pacing like a leg.
     red = np.zeros((288, 352, 3), dtype=np.uint8)
     red[:, :, 0] = 220
     for i in range(75):
-        room_system.on_audio(tone(500, i))
-        phone.on_audio(tone(1500, i))
+        room_system.on_audio(video_leg, tone(500, i))
+        phone.on_audio(phone_leg, tone(1500, i))
         if i % 5 == 0:
-            room_system.on_video(av.VideoFrame.from_ndarray(red, format="rgb24"))
+            room_system.on_video(video_leg, av.VideoFrame.from_ndarray(red, format="rgb24"))
         await asyncio.sleep(0.02)
 
     # N-1 out: each hears the other only.
@@ -116,7 +116,7 @@ async def test_site_media_in_a_running_conference(conferences: ConferenceService
 
     sub.request_keyframe = counting  # type: ignore[method-assign]
     for _ in range(5):
-        room_system.on_keyframe_request()
+        room_system.on_keyframe_request(video_leg)
     assert len(forwarded) == 1 and room_system.counters.keyframes_requested_by_endpoint == 5
 
     # Statistics reach the site list (and the bus, by the timer).
@@ -125,7 +125,7 @@ async def test_site_media_in_a_running_conference(conferences: ConferenceService
     assert stats["audio_frames_in"] == 75 and stats["video_frames_in"] == 15
     assert stats["send_video"] == {"codec": "h264", "width": 352, "height": 288, "packetization_mode": 0}
     assert stats["streams"][0]["codec"] == "PCMU" and stats["input_resolution"] == [352, 288]
-    phone.on_dtmf("5")
+    phone.on_dtmf(phone_leg, "5")
     assert phone.statistics()["audio_only"] is True and phone.counters.dtmf == ["5"]
 
     # The chair removes the phone: SiteMedia tells its owner once (the leg then hangs up).
@@ -136,13 +136,13 @@ async def test_site_media_in_a_running_conference(conferences: ConferenceService
     assert removed == ["phone"]
     await phone.close("removed")
     await phone.close("again")  # idempotent
-    assert AudioPump.for_conference(conf).sites == [room_system]
+    assert conf.runner.audio_sinks == [room_system]
 
     # Hang-up: everything released, the site is left.
     await room_system.close("hangup")
     assert room_system.subscription.closed and not conf.room.encoder_keys
     assert "room-system" not in conf.room.participants and conf.sites["room-system"].status == "left"
     sent = len(video_leg.audio)
-    room_system.on_audio(tone(500, 0))  # late media after close is ignored
+    room_system.on_audio(video_leg, tone(500, 0))  # late media after close is ignored
     await asyncio.sleep(0.1)
     assert len(video_leg.audio) == sent

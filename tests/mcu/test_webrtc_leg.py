@@ -18,9 +18,9 @@ from mcu_helpers import colour, identify, yuv_at
 from bench.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
+from mcu.legs.webrtc import BandwidthLadder, WebRtcConfig, WebRtcLeg, WebRtcLegs
 from mcu.media import solid_yuv_frame
 from mcu.room import RoomSettings
-from mcu.webrtc_leg import BandwidthLadder, WebRtcConfig, WebRtcLeg, WebRtcLegs
 
 CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",))
 
@@ -244,7 +244,7 @@ async def test_peer_that_vanishes_is_dropped_by_the_media_watchdog(conference: R
 async def test_host_candidates_only_on_configured_addresses_and_ice_servers_from_settings() -> None:
     from aiortc import RTCPeerConnection
 
-    from mcu.webrtc_leg import webrtc_config
+    from mcu.legs.webrtc import webrtc_config
 
     WebRtcLegs(CONFIG)  # configures 127.0.0.1 only
     pc = RTCPeerConnection()

@@ -9,8 +9,9 @@ import numpy as np
 from config.settings import SipSettings
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
-from mcu.sip_bridge import SipBridge, user_agent_config
-from mcu.site_media import SiteMedia
+from mcu.legs.sip_bridge import SipBridge
+from mcu.legs.sip_config import user_agent_config
+from mcu.legs.site_media import SiteMedia
 from sip_gateway.rtp.leg import RTP_PORT_RANGE
 from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.sdp import MediaPolicy

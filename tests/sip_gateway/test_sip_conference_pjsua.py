@@ -21,8 +21,8 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
+from mcu.legs.sip_bridge import DialOutError
 from mcu.room import RoomSettings
-from mcu.sip_bridge import DialOutError
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.endpoint import Decision, Reject, SipEndpoint

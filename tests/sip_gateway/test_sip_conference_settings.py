@@ -33,8 +33,9 @@ from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.capability import start_sip
 from mcu.conferences import ConferenceService, JoinRefused, PinGuard
+from mcu.legs.sip_bridge import DialOutError, SipBridge
+from mcu.legs.sip_config import tls_context
 from mcu.room import RoomSettings
-from mcu.sip_bridge import DialOutError, SipBridge, tls_context
 from sip_gateway.sip.tls import fingerprint
 from tests.conftest import ROOT, free_port
 from tests.sip_gateway.conference_helpers import joined, start_bridge, until
@@ -93,7 +94,7 @@ async def test_tls_listener_from_settings_with_a_generated_certificate(
         await phone.start(f"/dial sip:80000061@127.0.0.1:{tls_port};transport=tls")
         await until(lambda: len(joined(conf)) == 1, 20, "baresip to join over TLS")
         site = next(iter(bridge.sites.values()))
-        assert site.sip is not None and site.sip.call.flow.transport == "tls"
+        assert site.call.flow.transport == "tls"
         await phone.wait_log(r"Call established: sip:80000061@127.0.0.1:\d+;transport=tls")
         await phone.wait_log(r"video: receiving with resolution 352 x 288")
         await bridge.hangup("80000061", site.site_id)
@@ -233,8 +234,7 @@ async def test_rtp_ports_from_the_configured_range_and_503_when_exhausted(
                                              r"127\.0\.0\.1:(\d+)")
                 assert low <= int(found.group(1)) <= high, (kind, found.group(0), low, high)
         for site in bridge.sites.values():
-            assert site.sip is not None
-            media = site.sip.leg.local_media
+            media = site.leg.local_media
             assert all(low <= p <= high for p in (media.audio_port, media.video_port) if p)
 
         # The range is full: a third caller gets a clean 503, the chair's dial-out a clear refusal.

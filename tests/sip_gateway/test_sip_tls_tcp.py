@@ -77,7 +77,7 @@ async def test_dial_out_over_tls_trusts_the_configured_ca_only(tmp_path: Path) -
     configuration error naming the field."""
     from config.errors import ConfigError
     from config.settings import SipSettings
-    from mcu.sip_bridge import client_tls_context
+    from mcu.legs.sip_config import client_tls_context
 
     cert, key = make_cert(tmp_path)  # self-signed: its own CA
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -38,6 +38,25 @@ RED = (220, 20, 20)
 GREEN = (20, 200, 20)
 
 
+class _Received:
+    """The terminal's media sink: keeps what the MCU sends it."""
+
+    def __init__(self, terminal: Any) -> None:
+        self.terminal = terminal
+
+    def on_audio(self, leg: object, pcm: np.ndarray) -> None:
+        self.terminal.audio.append(pcm)
+
+    def on_video(self, leg: object, frame: av.VideoFrame) -> None:
+        self.terminal.frames.append(frame)
+
+    def on_dtmf(self, leg: object, digit: str) -> None:
+        """Not used by the tests."""
+
+    def on_keyframe_request(self, leg: object) -> None:
+        """Not used by the tests."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -102,8 +121,7 @@ class Terminal:
         self.handle = handle
         self.media = await H323MediaLeg.adopt(self.ports, handle.call.media_ports, "127.0.0.1",
                                               fast_update=handle.request_fast_update)
-        self.media.on_video = self.frames.append
-        self.media.on_audio = self.audio.append
+        self.media.sink = _Received(self)
         self._media_tasks = [asyncio.ensure_future(self._events()), asyncio.ensure_future(self._send())]
         self._tasks += self._media_tasks
 

@@ -1,44 +1,48 @@
 """WebRTC legs (aiortc): a browser (or any WebRTC peer) as a site of a running conference.
 
-A leg answers the peer's SDP offer, then:
+A leg answers the peer's SDP offer, then, as a site, goes through the same
+:class:`~mcu.legs.site_media.SiteMedia` as SIP and H.323 sites:
 
 * inbound: aiortc decodes the peer's camera (its receiver runs the decoder in its own thread)
-  and microphone; decoded video goes to ``Participant.push_video``, audio is down-mixed to the
-  room's 48 kHz mono 20 ms frames and goes to ``Participant.push_audio``;
-* outbound video: **no per-leg encode**. The leg subscribes to the room's shared encoder of its
-  view (``Room.subscribe_video`` follows broadcast/select-view/voice activation) and hands the
+  and microphone; decoded video goes to ``SiteMedia.on_video``, audio is down-mixed to the
+  room's 48 kHz mono 20 ms frames and goes to ``SiteMedia.on_audio``;
+* outbound video: **no per-leg encode**. SiteMedia subscribes the site to the room's shared
+  encoder of its view (following broadcast/select-view/voice activation) and the leg hands the
   encoded access units to aiortc as ``av.Packet``s: since aiortc 1.6 ``RTCRtpSender`` only
   *packetizes* (``encoder.pack``) what a track's ``recv()`` returns when it is a packet
   rather than a frame (the "encoded frame bypass", aiortc PR #1010);
-* outbound audio: the site's N-1 mix (``Participant.pull_audio``), Opus-encoded by aiortc
-  (N-1 mixes differ per listener, so this encode is inherent);
-* PLI/FIR from the peer: ``RTCRtpSender._send_keyframe`` is replaced per sender by the
-  subscription's ``request_keyframe`` (coalesced and rate-limited by the shared encoder);
+* outbound audio: the site's N-1 mix, sent by SiteMedia on the conference's audio clock into
+  :class:`MixAudioTrack`, Opus-encoded by aiortc (N-1 mixes differ per listener, so this encode
+  is inherent);
+* PLI/FIR from the peer: ``RTCRtpSender._send_keyframe`` is replaced per sender by
+  ``SiteMedia.on_keyframe_request`` (then rate-limited by the shared encoder);
 * REMB from the peer: aiortc sets ``encoder.target_bitrate`` on the sender's encoder; we give
   the sender a :class:`PassthroughEncoder` whose setter picks the view's resolution
-  (1280x720 / 640x360 / 352x288) with hysteresis and moves the subscription there.
+  (1280x720 / 640x360 / 352x288) with hysteresis and moves the site there with
+  ``SiteMedia.change_video_format``.
+
+A receive-only viewer of a fixed view (``view=...``) is no site: it subscribes to that view's
+encoder itself and sends nothing into the room.
 
 Both hooks use aiortc internals (``_send_keyframe`` and the name-mangled
 ``_RTCRtpSender__encoder``); they are checked at leg start so an aiortc upgrade that changes
 them fails loudly in the tests rather than silently losing key-frame requests.
 
-ICE host candidates come from :func:`configure_host_addresses` (the configured interfaces,
-loopback allowed; aioice itself never offers 127.0.0.1) and STUN/TURN from the settings.
+The aiortc plumbing (tracks, the pass-through encoder, ICE hosts) is in
+:mod:`mcu.legs.webrtc_aiortc`. ICE host candidates come from ``configure_host_addresses`` there
+(the configured interfaces, loopback allowed; aioice itself never offers 127.0.0.1) and
+STUN/TURN from the settings.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aioice.ice
-import aiortc.rtcrtpreceiver
 import av
 import numpy as np
 from aiortc import (
@@ -51,73 +55,29 @@ from aiortc import (
 )
 from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcpeerconnection import filter_preferred_codecs
-from aiortc.sdp import SessionDescription
 
-from sip_gateway.rtp.media_primitives import (
-    AUDIO_TIME_BASE,
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
-    VIDEO_TIME_BASE,
-    EncodedPacket,
+from mcu.legs.site_media import SiteCounters, SiteMedia, VideoFormat
+from mcu.legs.webrtc_aiortc import (
+    EncodedVideoTrack,
+    MixAudioTrack,
+    PassthroughEncoder,
+    configure_host_addresses,
+    deprioritise_video_decoders,
+    negotiated_video_codec,
+    prefer_codecs,
+    to_mono_frames,
 )
-
-from .room import BROADCAST, Room, RoomError, Subscription
-from .runner import deprioritise_current_thread
+from mcu.room import BROADCAST, Room, RoomError, Subscription
+from sip_gateway.rtp.media_primitives import EncodedPacket
 
 if TYPE_CHECKING:
     from core.runtime import CoreServices
-
-    from .conferences import RunningConference
-    from .participant import Participant
+    from mcu.conferences import RunningConference
 
 log = logging.getLogger(__name__)
 
-VIDEO_QUEUE_DEPTH = 30  # ~1 s of packets at 25 fps; beyond that the leg drops to the next key frame
-
 # Resolution ladder for bandwidth feedback, best first (the shared encoders' sizes).
 LADDER: tuple[tuple[int, int], ...] = ((1280, 720), (640, 360), (352, 288))
-
-
-# -- ICE host candidates ---------------------------------------------------------------------
-
-_ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
-_host_addresses: tuple[str, ...] = ()
-
-
-def _configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    if not _host_addresses:
-        return _ORIGINAL_HOST_ADDRESSES(use_ipv4, use_ipv6)
-    return [a for a in _host_addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-
-
-def configure_host_addresses(addresses: Sequence[str]) -> None:
-    """ICE host candidates on these addresses only (empty: every non-loopback address, aioice's default).
-
-    aioice has no per-connection option for this, so its module-level helper is replaced once.
-    """
-    global _host_addresses
-    _host_addresses = tuple(addresses)
-    aioice.ice.get_host_addresses = _configured_host_addresses
-
-
-_ORIGINAL_DECODER_WORKER = aiortc.rtcrtpreceiver.decoder_worker
-
-
-def _niced_decoder_worker(*args: Any) -> None:
-    # A late decoded frame spoils one pane; a late composite spoils every receiver (see runner).
-    if threading.current_thread().name.startswith("video"):
-        deprioritise_current_thread()
-    _ORIGINAL_DECODER_WORKER(*args)
-
-
-def deprioritise_video_decoders() -> None:
-    """Run aiortc's video decoder threads at a lower priority than composing and encoding.
-
-    aiortc starts one decoder thread per receiver with the module-level `decoder_worker` as
-    target, looked up when the thread starts, so wrapping it reaches every leg.
-    """
-    aiortc.rtcrtpreceiver.decoder_worker = _niced_decoder_worker  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -193,187 +153,30 @@ class BandwidthLadder:
         return self.size
 
 
-# -- aiortc plumbing --------------------------------------------------------------------------
-
-class PassthroughEncoder:
-    """Stands in for aiortc's per-sender encoder: packs pre-encoded packets, reports REMB."""
-
-    def __init__(self, inner: Any, on_bitrate: Callable[[int], None]) -> None:
-        self._inner = inner
-        self._on_bitrate = on_bitrate
-        self._target = 0
-
-    def pack(self, packet: av.Packet[Any]) -> tuple[list[bytes], int]:
-        result: tuple[list[bytes], int] = self._inner.pack(packet)
-        return result
-
-    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        result: tuple[list[bytes], int] = self._inner.encode(frame, force_keyframe)
-        return result
-
-    @property
-    def target_bitrate(self) -> int:
-        return self._target
-
-    @target_bitrate.setter
-    def target_bitrate(self, bitrate: int) -> None:
-        self._target = int(bitrate)
-        self._on_bitrate(int(bitrate))
-
-
-class EncodedVideoTrack(MediaStreamTrack):
-    """A video track whose `recv()` returns the shared encoder's packets (aiortc only packetizes them)."""
-
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._queue: deque[EncodedPacket] = deque()
-        self._ready = asyncio.Event()
-        self._need_keyframe = True
-        self._last_key: object = None
-        self.packets_sent = 0
-        self.bytes_sent = 0
-        self._rate_window: deque[tuple[float, int]] = deque()
-        self.packets_dropped = 0
-
-    def offer(self, packet: EncodedPacket, key: object) -> None:
-        """Sink side (event loop): queue a packet; after a switch or overflow, wait for a key frame."""
-        if key != self._last_key:
-            self._last_key = key
-            self._need_keyframe = True
-        if len(self._queue) >= VIDEO_QUEUE_DEPTH:
-            self.packets_dropped += len(self._queue)
-            self._queue.clear()
-            self._need_keyframe = True
-        if self._need_keyframe:
-            if not packet.keyframe:
-                self.packets_dropped += 1
-                return
-            self._need_keyframe = False
-        self._queue.append(packet)
-        self._ready.set()
-
-    def sent_rate(self) -> float:
-        """Bits per second sent over the last two seconds."""
-        if len(self._rate_window) < 2:
-            return 0.0
-        span = max(0.5, self._rate_window[-1][0] - self._rate_window[0][0])
-        return sum(n for _, n in self._rate_window) * 8 / span
-
-    @property
-    def waiting_for_keyframe(self) -> bool:
-        return self._need_keyframe
-
-    async def recv(self) -> av.Packet[Any]:
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        if self.readyState != "live":
-            raise MediaStreamError
-        encoded = self._queue.popleft()
-        now = time.monotonic()
-        self._rate_window.append((now, len(encoded.data)))
-        while self._rate_window and now - self._rate_window[0][0] > 2.0:
-            self._rate_window.popleft()
-        packet = av.Packet(encoded.data)
-        packet.pts = encoded.pts
-        packet.time_base = VIDEO_TIME_BASE
-        self.packets_sent += 1
-        return packet
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
-
-
-class MixAudioTrack(MediaStreamTrack):
-    """The site's N-1 mix, paced at 20 ms (silence when the mixer has nothing for us)."""
-
-    kind = "audio"
-
-    def __init__(self, participant: Participant) -> None:
-        super().__init__()
-        self._participant = participant
-        self._start: float | None = None
-        self._pts = 0
-        self._silence = np.zeros(FRAME_SAMPLES, np.int16)
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME_SAMPLES
-            wait = self._start + self._pts / SAMPLE_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif wait < -0.2:  # fell far behind (loaded machine): resynchronise, don't burst
-                self._start = time.monotonic() - self._pts / SAMPLE_RATE
-        samples = self._participant.pull_audio()
-        if samples is None:
-            samples = self._silence
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
-        frame.time_base = AUDIO_TIME_BASE
-        return frame
-
-
-def to_mono_frames(frame: av.AudioFrame, pending: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Down-mix a decoded frame to mono int16 and cut it into 20 ms frames (pure; returns the rest)."""
-    if frame.sample_rate != SAMPLE_RATE or frame.format.name not in ("s16", "s16p"):
-        frame = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE).resample(frame)[0]
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        mono = data.mean(axis=0) if data.shape[0] > 1 else data[0]
-    else:
-        mono = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data.reshape(-1)
-    samples = np.concatenate([pending, np.asarray(mono, np.int16)])
-    count = len(samples) // FRAME_SAMPLES
-    frames = [samples[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES].copy() for i in range(count)]
-    return frames, samples[count * FRAME_SAMPLES:]
-
-
-def negotiated_video_codec(sdp: str) -> str | None:
-    """The first video codec of an SDP answer: "h264", "vp8" or None."""
-    for media in SessionDescription.parse(sdp).media:
-        if media.kind == "video" and media.port != 0:
-            for codec in media.rtp.codecs:
-                name = codec.mimeType.split("/")[-1].lower()
-                if name in ("h264", "vp8"):
-                    return name
-    return None
-
-
-def _prefer_codecs(transceiver: Any, order: Sequence[str]) -> None:
-    """Reorder the codecs negotiated from the offer by our preference.
-
-    aiortc applies ``setCodecPreferences`` while parsing the remote offer, before an answerer
-    can see the transceiver it creates, so we reorder its negotiated list (``_codecs``) with
-    aiortc's own helper (which keeps each RTX entry with its codec).
-    """
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    ranked = [c for name in order for c in caps if c.mimeType.lower() == f"video/{name}"]
-    rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"]
-    preferred = filter_preferred_codecs(transceiver._codecs, ranked + rtx)
-    if preferred:
-        transceiver._codecs = preferred
-
-
 @dataclass
 class LegStats:
+    """The leg's own figures; what the site receives is counted by its SiteMedia (``site``)."""
+
     started_at: float = field(default_factory=time.monotonic)
-    video_frames_in: int = 0
-    audio_frames_in: int = 0
-    keyframe_requests: int = 0
+    viewer_keyframe_requests: int = 0
     remb: int = 0
     resolution_switches: int = 0
     last_media_at: float = 0.0
+    site: SiteCounters | None = None
+
+    @property
+    def video_frames_in(self) -> int:
+        return self.site.video_frames_in if self.site is not None else 0
+
+    @property
+    def audio_frames_in(self) -> int:
+        return self.site.audio_frames_in if self.site is not None else 0
+
+    @property
+    def keyframe_requests(self) -> int:
+        """PLI/FIR from the peer."""
+        site = self.site.keyframes_requested_by_endpoint if self.site is not None else 0
+        return site + self.viewer_keyframe_requests
 
 
 class WebRtcLeg:
@@ -398,9 +201,10 @@ class WebRtcLeg:
         self.codec: str | None = None
         self.size: tuple[int, int] = size
         self.ladder = BandwidthLadder(self.size)
-        self.participant: Participant | None = None
-        self.subscription: Subscription | None = None
+        self.media: SiteMedia | None = None  # a site's media (None for a viewer)
+        self._view_subscription: Subscription | None = None  # a viewer's feed
         self.video_track = EncodedVideoTrack()
+        self._audio_track: MixAudioTrack | None = None
         self.closed = asyncio.Event()
         self.close_reason = ""
         self._on_closed = on_closed
@@ -413,6 +217,13 @@ class WebRtcLeg:
     @property
     def room(self) -> Room:
         return self.conference.room
+
+    @property
+    def subscription(self) -> Subscription | None:
+        """Where the leg's video comes from: the site's view (through SiteMedia) or the viewer's view."""
+        if self.media is not None:
+            return self.media.subscription
+        return self._view_subscription
 
     # -- negotiation --------------------------------------------------------------------------
     async def answer(self, offer_sdp: str, *, codec: str | None = None) -> str:
@@ -430,17 +241,22 @@ class WebRtcLeg:
             await self.pc.close()
             raise ValueError("SDP offer has no video" if self.view is not None else "SDP offer has no audio or video")
         if self.view is None:
-            self.participant = await self.conference.join(self.participant_id, self.name, "webrtc")
+            # The video format is known after the answer (change_video_format below).
+            self.media = await SiteMedia.join(self.conference, self.participant_id, self.name, "webrtc", self,
+                                              video=None, stats_interval=0, endpoint_keyframe_gap=0.0,
+                                              send_packet=self._offer_packet)
+            self.stats.site = self.media.counters
         try:
             order = [codec] + [c for c in self.config.video_codecs if c != codec] if codec else self.config.video_codecs
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "video":
-                    _prefer_codecs(transceiver, order)
+                    prefer_codecs(transceiver, order)
                     transceiver.sender.replaceTrack(self.video_track)
                     transceiver.direction = "sendonly" if self.view else "sendrecv"
                     self._sender = transceiver.sender
-                elif transceiver.kind == "audio" and self.participant is not None:
-                    transceiver.sender.replaceTrack(MixAudioTrack(self.participant))
+                elif transceiver.kind == "audio" and self.media is not None:
+                    self._audio_track = MixAudioTrack()
+                    transceiver.sender.replaceTrack(self._audio_track)
                     transceiver.direction = "sendrecv"
             for track in self._early_tracks:
                 self._on_track(track)
@@ -471,29 +287,44 @@ class WebRtcLeg:
         inner = get_encoder(RTCRtpCodecParameters(mimeType=params.mimeType, clockRate=params.clockRate,
                                                   parameters=dict(params.parameters)))
         sender._RTCRtpSender__encoder = PassthroughEncoder(inner, self._on_remb)
-        sender._send_keyframe = self.request_keyframe  # type: ignore[method-assign]
+        sender._send_keyframe = self._on_peer_keyframe_request  # type: ignore[method-assign]
 
     def _subscribe(self, size: tuple[int, int]) -> None:
-        if self.subscription is not None:
-            self.subscription.close()
         assert self.codec is not None
-        sink = self._sink
-        if self.view is None:
-            self.subscription = self.room.subscribe_video(self.participant_id, sink, self.codec, *size)
+        if self.media is not None:
+            self.media.change_video_format(VideoFormat(self.codec, *size))
         else:
-            self.subscription = self.room.subscribe_view(self.view, sink, self.codec, *size)
+            assert self.view is not None
+            if self._view_subscription is not None:
+                self._view_subscription.close()
+            self._view_subscription = self.room.subscribe_view(self.view, self._offer_packet, self.codec, *size)
         self.size = size
 
-    def _sink(self, packet: EncodedPacket) -> None:
+    def _offer_packet(self, packet: EncodedPacket) -> None:
         sub = self.subscription
         self.video_track.offer(packet, sub.key if sub is not None else None)
 
-    # -- feedback -----------------------------------------------------------------------------
+    # -- the RtpLeg SiteMedia sends through -----------------------------------------------------
+    def send_audio(self, pcm: np.ndarray) -> None:
+        """20 ms of the site's mix (aiortc encodes it to Opus)."""
+        if self._audio_track is not None:
+            self._audio_track.push(pcm)
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        """Unused: the leg takes whole packets (SiteMedia's ``send_packet``), aiortc packetizes them."""
+
     def request_keyframe(self) -> None:
-        """PLI/FIR from the peer: ask the shared encoder (coalesced and rate-limited there)."""
-        self.stats.keyframe_requests += 1
-        if self.subscription is not None:
-            self.subscription.request_keyframe()
+        """The room asks the peer for a key frame: aiortc's receiver already sends PLI when it needs one."""
+
+    # -- feedback -----------------------------------------------------------------------------
+    def _on_peer_keyframe_request(self) -> None:
+        """PLI/FIR from the peer: to the shared encoder (which rate-limits)."""
+        if self.media is not None:
+            self.media.on_keyframe_request(self)
+            return
+        self.stats.viewer_keyframe_requests += 1
+        if self._view_subscription is not None:
+            self._view_subscription.request_keyframe()
 
     def _on_remb(self, bitrate: int) -> None:
         self.stats.remb = bitrate
@@ -506,26 +337,25 @@ class WebRtcLeg:
 
     # -- inbound media ------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if self.participant is None:
+        if self.media is None:
             if self.view is None:
                 self._early_tracks.append(track)  # consumed once the site has joined
             return
         self._spawn(self._consume_video(track) if track.kind == "video" else self._consume_audio(track))
 
     async def _consume_video(self, track: MediaStreamTrack) -> None:
-        participant = self.participant
-        assert participant is not None
+        media = self.media
+        assert media is not None
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
-                self.stats.video_frames_in += 1
                 self.stats.last_media_at = time.monotonic()
                 if isinstance(frame, av.VideoFrame):
-                    participant.push_video(frame)
+                    media.on_video(self, frame)
 
     async def _consume_audio(self, track: MediaStreamTrack) -> None:
-        participant = self.participant
-        assert participant is not None
+        media = self.media
+        assert media is not None
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
@@ -534,8 +364,7 @@ class WebRtcLeg:
                     continue
                 frames, self._pending_audio = to_mono_frames(frame, self._pending_audio)
                 for samples in frames:
-                    self.stats.audio_frames_in += 1
-                    participant.push_audio(samples)
+                    media.on_audio(self, samples)
 
     # -- liveness and teardown ----------------------------------------------------------------
     async def _on_state(self) -> None:
@@ -546,7 +375,7 @@ class WebRtcLeg:
         """A peer that vanished without a word (no RTP for media_timeout once connected) leaves."""
         while not self._closing:
             await asyncio.sleep(0.5)
-            if self.room.ended or (self.participant is not None and self.participant.has_left):
+            if self.room.ended or (self.media is not None and self.media.participant.has_left):
                 self._spawn(self.close("ended" if self.room.ended else "removed"))
                 return
             if self.view is not None or self.pc.connectionState != "connected":
@@ -570,13 +399,17 @@ class WebRtcLeg:
         self._closing = True
         self.close_reason = reason
         try:
-            if self.subscription is not None:
-                self.subscription.close()
+            if self._view_subscription is not None:
+                self._view_subscription.close()
+            if self.media is not None and self.media.subscription is not None:
+                self.media.subscription.close()  # stop feeding the track before it stops
             self.video_track.stop()
+            if self._audio_track is not None:
+                self._audio_track.stop()
             await self.pc.close()
-            if self.view is None and self.participant is not None:
+            if self.media is not None:
                 with contextlib.suppress(RoomError):
-                    await self.conference.leave(self.participant_id, reason)
+                    await self.media.close(reason)
         finally:
             current = asyncio.current_task()
             others = [t for t in self._tasks if t is not current]

@@ -3,7 +3,7 @@
 `SipBridge` is the ``sip`` capability (``Node.sip``). It runs one
 :class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
 ``sip.tls_port`` with the configured or a generated self-signed certificate) and a
-:class:`~sip_gateway.sip.gateway.SipGateway` whose directory is the set of *running*
+:class:`~mcu.legs.sip.SipGateway` whose directory is the set of *running*
 conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when none are left):
 
 * dial-in: ``sip:<conference-id>@host`` joins that conference (PIN by DTMF when it has one,
@@ -16,7 +16,7 @@ conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when no
   :class:`SipSiteDialer` the console's site buttons and "add a site by address"): to a site of
   the site plan (its SIP endpoint address, or the registered contact of that user when it
   registered with us) or to any SIP URI;
-* every joined call becomes a conference participant through :class:`mcu.site_media.SiteMedia`
+* every joined call becomes a conference participant through :class:`mcu.legs.site_media.SiteMedia`
   (the same glue H.323 uses), with the leg's negotiated codec, packetization mode and a
   resolution its H.264 level allows;
 * site status (calling / joined / failed with the reason / left) and call statistics go to the
@@ -28,36 +28,30 @@ import asyncio
 import contextlib
 import logging
 import re
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import av
 import numpy as np
 
-from config.errors import ConfigError
 from config.settings import SipSettings
 from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.legs.ivr import PinVerdict
+from mcu.legs.sip import Screening, SipGateway, SipSite
+from mcu.legs.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
-from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
-from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
+from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
 from sip_gateway.sip import events as ev
-from sip_gateway.sip.dialog import Call, CallState
+from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
-from sip_gateway.sip.gateway import Screening, SipGateway, SipSite
-from sip_gateway.sip.sdp import MediaPolicy, MediaStream
-from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, server_context
+from sip_gateway.sip.sdp import MediaStream
 from sip_gateway.sip.uri import NameAddr, SipUri
-from sip_gateway.sip.useragent import UserAgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -112,67 +106,6 @@ def failure_text(reason: str, status: int | None) -> str:
     return f"呼叫失败：{reason}"
 
 
-class _SipLeg:
-    """The RtpLeg SiteMedia drives: media through the leg, key-frame requests also by SIP INFO."""
-
-    def __init__(self, site: SipSite) -> None:
-        self.site = site
-
-    def send_audio(self, pcm: np.ndarray) -> None:
-        self.site.leg.send_audio(pcm)
-
-    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
-        self.site.leg.send_video_access_unit(access_unit, timestamp_90k)
-
-    def request_keyframe(self) -> None:
-        self.site.request_keyframe()  # RTCP PLI/FIR and SIP INFO picture_fast_update
-
-
-@dataclass(eq=False)
-class BridgedSite:
-    """One SIP site of one conference (dial-in or dial-out), across its call attempts."""
-
-    site_id: str
-    name: str
-    conference_id: str
-    uri: str
-    direction: Direction
-    sip: SipSite | None = None
-    media: SiteMedia | None = None
-    joining: asyncio.Task[None] | None = None
-    end_reason: str = ""
-    end_status: int | None = None
-    hung_up_by_chair: bool = False
-    registered_user: str | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self.sip is not None and self.sip.call.state != CallState.TERMINATED
-
-
-class _SiteSink:
-    """The leg's MediaSink once the site is in the room: everything goes to its SiteMedia."""
-
-    def __init__(self, site: BridgedSite) -> None:
-        self.site = site
-
-    def on_audio(self, leg: MediaLeg, pcm: np.ndarray) -> None:
-        if self.site.media is not None:
-            self.site.media.on_audio(pcm)
-
-    def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
-        if self.site.media is not None:
-            self.site.media.on_video(frame)
-
-    def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
-        if self.site.media is not None:
-            self.site.media.on_dtmf(digit)
-
-    def on_keyframe_request(self, leg: MediaLeg) -> None:
-        if self.site.media is not None:
-            self.site.media.on_keyframe_request()
-
-
 class ConferenceRoom:
     """The gateway's ``Room`` for one running conference."""
 
@@ -185,8 +118,9 @@ class ConferenceRoom:
         # (the gateway asks ConferencePins.screen, which applies mcu.admission; this is informative).
         self.require_auth: bool = not conf.record.guests
 
-    def join(self, site: SipSite) -> _SiteSink:
-        return self.bridge._joined(self.conf, site)
+    def join(self, site: SipSite) -> None:
+        """The site goes in; its SiteMedia becomes the leg's sink once the room has it."""
+        self.bridge._joined(self.conf, site)
 
     def leave(self, site: SipSite) -> None:
         self.bridge._ended(site)
@@ -279,8 +213,8 @@ class SipBridge:
     prompts: Mapping[str, np.ndarray] | None = None  # IVR prompts (PromptLibrary); None: the beeps
     gateway: SipGateway = field(init=False)
     auth_audit: SipAuthAudit = field(init=False)
-    sites: dict[tuple[str, str], BridgedSite] = field(default_factory=dict)  # (conference, site id)
-    _by_call: dict[str, BridgedSite] = field(default_factory=dict)
+    sites: dict[tuple[str, str], SipSite] = field(default_factory=dict)  # (conference, site id): the latest call
+    _by_call: dict[str, SipSite] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -326,7 +260,7 @@ class SipBridge:
 
     async def invite(self, conference_id: str, site_id: str | None = None, uri: str | None = None,
                      name: str = "", *, credentials: Credentials | None = None,
-                     from_user: str | None = None) -> BridgedSite:
+                     from_user: str | None = None) -> SipSite:
         """Call a site into a conference (console invite). DialOutError says why not.
 
         ``credentials``/``from_user``: a cascade link calls its parent as its node name and
@@ -357,24 +291,22 @@ class SipBridge:
         if (existing is not None and existing.connected) or site_id in conf.room.participants:
             raise DialOutError("busy", f"会场已在会议中或正在呼叫：{site_id}")
         try:
-            leg = await MediaLeg.allocate(self.media_host, video=True, sink=NullSink(), port_range=self.port_range)
+            leg = await MediaLeg.allocate(self.media_host, video=True, port_range=self.port_range)
         except OSError:
             log.error("conference %s: no free RTP ports in %s-%s to call %s", conference_id, *self.port_range, uri)
             raise DialOutError("no_ports", "媒体端口已用尽，请稍后再试") from None
-        site = BridgedSite(site_id, name or plan_name or site_id, conference_id, uri, "out")
-        self.sites[(conference_id, site_id)] = site
-        await conf.set_site_status(site_id, "calling", uri, name=site.name, protocol="sip")
-        room = ConferenceRoom(self, conf)
+        name = name or plan_name or site_id
+        await conf.set_site_status(site_id, "calling", uri, name=name, protocol="sip")
         registered = self._registered_user(target)
         if registered is not None:
             call = self.endpoint.invite_registered(registered, leg.local_media)
             assert call is not None
-            site.registered_user = registered
         else:
             call = self.endpoint.invite(str(target), leg.local_media, credentials, from_user=from_user)
-        sip_site = SipSite(call, leg, self.gateway, room=room)
-        self.gateway.sites[call.key] = sip_site
-        site.sip = sip_site
+        site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf), site_id=site_id, name=name,
+                       conference_id=conference_id, uri=uri, direction="out", registered_user=registered)
+        self.sites[(conference_id, site_id)] = site
+        self.gateway.add(site)
         self._by_call[call.key] = site
         log.info("conference %s: dialling %s (%s)", conference_id, site_id, uri)
         return site
@@ -386,13 +318,12 @@ class SipBridge:
         no PIN (a bridge); the caller decides, this only wires the call like a dial-out.
         """
         wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
-        leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=NullSink())
-        site = BridgedSite(site_id, name, conf.id, call.remote_uri, "in")
-        sip_site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf))
-        site.sip = sip_site
+        leg = await MediaLeg.allocate(self.media_host, video=wants_video)
+        site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf), site_id=site_id, name=name,
+                       conference_id=conf.id, uri=call.remote_uri, direction="in")
         self.sites[(conf.id, site_id)] = site
         self._by_call[call.key] = site
-        self.gateway.sites[call.key] = sip_site
+        self.gateway.add(site)
         return Answer(leg.local_media)
 
     def _registered_user(self, target: SipUri) -> str | None:
@@ -404,17 +335,16 @@ class SipBridge:
         bindings = self.endpoint.ua.bindings.lookup_user(user, self.endpoint.now())
         return user if bindings else None
 
-    async def hangup(self, conference_id: str, site_id: str) -> BridgedSite:
+    async def hangup(self, conference_id: str, site_id: str) -> SipSite:
         """End a site's call (console hang-up); the site stays on the list as left."""
         site = self.sites.get((conference_id, site_id))
         if site is None or not site.connected:
             raise DialOutError("not_connected", f"会场不在通话中：{site_id}")
         site.hung_up_by_chair = True
-        assert site.sip is not None
-        site.sip.hangup()
+        site.hangup()
         return site
 
-    async def redial(self, conference_id: str, site_id: str) -> BridgedSite:
+    async def redial(self, conference_id: str, site_id: str) -> SipSite:
         """Hang up (if still connected) and call the site's last address again."""
         site = self.sites.get((conference_id, site_id))
         if site is None and self._plan_site(site_id) is None:
@@ -449,47 +379,44 @@ class SipBridge:
         site_id, name = self._site_for_uri(SipUri(host="", user=user))
         return site_id, display or name
 
-    def _joined(self, conf: RunningConference, sip_site: SipSite) -> _SiteSink:
+    def _joined(self, conf: RunningConference, site: SipSite) -> None:
         """The gateway connected a site to ``conf`` (after the IVR, or a dial-out answered)."""
-        site = self._by_call.get(sip_site.call.key)
-        if site is None:  # dial-in
-            base_id, name = self._dial_in_identity(sip_site)
+        if site.call.key not in self._by_call:  # dial-in
+            base_id, name = self._dial_in_identity(site)
             site_id, n = base_id, 1
             while site_id in conf.room.participants or (
                     (conf.id, site_id) in self.sites and self.sites[(conf.id, site_id)].connected):
                 n += 1
                 site_id = f"{base_id}-{n}"
-            site = BridgedSite(site_id, name, conf.id, sip_site.remote_uri, "in", sip=sip_site)
+            site.site_id, site.name, site.conference_id = site_id, name, conf.id
+            site.uri, site.direction = site.remote_uri, "in"
             self.sites[(conf.id, site_id)] = site
-            self._by_call[sip_site.call.key] = site
+            self._by_call[site.call.key] = site
         site.end_reason, site.end_status, site.hung_up_by_chair = "", None, False
-        self._spawn_join(conf, site, sip_site)
-        return _SiteSink(site)
-
-    def _spawn_join(self, conf: RunningConference, site: BridgedSite, sip_site: SipSite) -> None:
-        site.joining = asyncio.get_running_loop().create_task(self._join(conf, site, sip_site))
+        site.joining = asyncio.get_running_loop().create_task(self._join(conf, site))
         self._tasks.add(site.joining)
         site.joining.add_done_callback(self._tasks.discard)
 
-    async def _join(self, conf: RunningConference, site: BridgedSite, sip_site: SipSite) -> None:
-        fmt = video_format(sip_site.call.streams, self.max_video_size)
-        leg = sip_site.leg
+    async def _join(self, conf: RunningConference, site: SipSite) -> None:
+        fmt = video_format(site.call.streams, self.max_video_size)
+        leg = site.leg
         leg._executor.submit(deprioritise_current_thread)  # decoding yields to the shared encoders
         try:
             media = await SiteMedia.join(
-                conf, site.site_id, site.name, "sip", _SipLeg(sip_site), video=fmt,
+                conf, site.site_id, site.name, "sip", site, video=fmt,
                 leg_statistics=leg.statistics, stats_interval=self.settings.stats_interval_seconds,
                 extra_stats=lambda: {"sip": {"uri": site.uri, "direction": site.direction}})
         except RoomError as exc:
             log.info("conference %s refused SIP site %s: %s", conf.id, site.site_id, exc)
             await conf.set_site_status(site.site_id, "failed", f"加入失败：{exc}", name=site.name, protocol="sip")
-            sip_site.hangup()
+            site.hangup()
             return
-        media.on_removed = sip_site.hangup  # the chair removed the site: end its call
+        media.on_removed = site.hangup  # the chair removed the site: end its call
         if not site.connected:  # hung up while joining
             await media.close("hangup")
             return
         site.media = media
+        leg.sink = media  # from now on decoded media, digits and PLI/FIR go to the room
         await media.publish_statistics()
 
     def _ended(self, sip_site: SipSite) -> None:
@@ -499,7 +426,7 @@ class SipBridge:
             return
         self._background(self._finish(site))
 
-    async def _finish(self, site: BridgedSite) -> None:
+    async def _finish(self, site: SipSite) -> None:
         if site.joining is not None and not site.joining.done():
             with contextlib.suppress(Exception):
                 await site.joining
@@ -530,23 +457,15 @@ class SipBridge:
     async def stop(self) -> None:
         """Hang up every call, close media and the endpoint."""
         for site in list(self.sites.values()):
-            if site.connected and site.sip is not None:
+            if site.connected:
                 site.hung_up_by_chair = True
-                site.sip.hangup()
+                site.hangup()
         await asyncio.sleep(0.2)  # let BYEs go out
         for sip_site in list(self.gateway.sites.values()):
             self.gateway._on_event(ev.CallEnded(sip_site.call, "shutdown"))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.endpoint.close()
-
-
-def user_agent_config(settings: SipSettings) -> UserAgentConfig:
-    """The SIP user agent's configuration from the ``sip`` settings section."""
-    return UserAgentConfig(
-        host=settings.host, port=settings.udp_port, tls_port=settings.tls_port, realm=settings.realm,
-        accounts=dict(settings.accounts), policy=MediaPolicy(srtp=settings.srtp),
-        rate=settings.invite_rate_per_source, burst=settings.invite_burst_per_source)
 
 
 class SipSiteDialer:
@@ -575,44 +494,5 @@ class SipSiteDialer:
         return site.site_id
 
 
-def tls_files(settings: SipSettings, var_dir: Path) -> tuple[Path, Path, bool]:
-    """(certificate, key, generated) for SIP over TLS: the configured pair, or our self-signed one."""
-    if settings.tls_certificate is not None and settings.tls_key is not None:
-        return settings.tls_certificate, settings.tls_key, False
-    cert, key = var_dir / "keys" / "sip-tls.crt", var_dir / "keys" / "sip-tls.key"
-    return cert, key, True
-
-
-def client_tls_context(settings: SipSettings) -> ssl.SSLContext | None:
-    """The context for dialling out over TLS: verified against ``sip.tls_ca`` when set (None: the
-    endpoint's default, the system CA store). ConfigError naming the field if the file is unusable."""
-    if settings.tls_ca is None:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=str(settings.tls_ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("<settings>", [f"sip.tls_ca: cannot load {settings.tls_ca}: {exc}"]) from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-def tls_context(settings: SipSettings, var_dir: Path, client_ca: Path | None = None) -> tuple[ssl.SSLContext, Path]:
-    """The TLS server context from settings (making the self-signed pair once); ConfigError if unusable.
-
-    ``client_ca`` (``emergency.trunk.tls_ca``): client certificates are requested and verified with it."""
-    cert, key, ours = tls_files(settings, var_dir)
-    try:
-        if ours and ensure_self_signed(cert, key, settings.host):
-            log.info("SIP TLS: generated a self-signed certificate %s", cert)
-        return server_context(cert, key, client_ca), cert
-    except TlsSetupError as exc:
-        if exc.field == "tls_ca":
-            raise ConfigError("<settings>", [f"emergency.trunk.tls_ca: {exc.message}"]) from None
-        field = f"sip.{exc.field}" if not ours else f"sip.{exc.field} (generated {cert})"
-        raise ConfigError("<settings>", [f"{field}: {exc.message}"]) from None
-    except OSError as exc:  # the keys directory cannot be written
-        raise ConfigError("<settings>", [f"sip.tls_certificate: cannot create {cert}: {exc}"]) from None
-
-
-__all__ = ["BridgedSite", "ConferencePins", "client_tls_context", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text", "parse_sip_uri",
-           "tls_context", "tls_files", "user_agent_config", "video_format"]
+__all__ = ["ConferencePins", "ConferenceRoom", "DialOutError", "SipBridge", "SipSiteDialer", "failure_text",
+           "parse_sip_uri", "video_format"]

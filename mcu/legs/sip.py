@@ -1,11 +1,19 @@
-"""Glue between SIP calls and conference rooms: the point where the MCU plugs in.
+"""A SIP site and the routing of SIP calls into rooms: dial-in (with the IVR and PIN), dial-out.
 
-The MCU supplies a :class:`Directory` of :class:`Room` objects. Dial-in to
+:class:`SipSite` is one SIP call of a site, start to end: its call and media leg, the IVR while
+the caller is in it, then its place in a conference (site id, name, direction, its
+:class:`~mcu.legs.site_media.SiteMedia`, why the call ended). It is the RTP leg's
+:class:`~sip_gateway.rtp.leg.MediaSink` until the room gives the leg its own (only digits
+matter in the IVR), and the :class:`~mcu.legs.site_media.RtpLeg` the room sends through
+(key-frame requests go out as RTCP and SIP INFO).
+
+:class:`SipGateway` routes calls; the MCU supplies a :class:`Directory` of :class:`Room` objects
+(:mod:`mcu.legs.sip_bridge`). Dial-in to
 ``sip:<conference-id>@host`` joins that room (after the PIN, by DTMF, when it has one);
 dialling any non-numeric user (e.g. ``sip:ivr@host``) starts the IVR, which asks for the
 conference id and PIN. Rooms dial out with :meth:`SipGateway.dial_out`. A joined site's media
-goes to the :class:`~sip_gateway.rtp.leg.MediaSink` returned by :meth:`Room.join`; the room
-sends media back through ``site.leg``.
+goes to the :class:`~sip_gateway.rtp.leg.MediaSink` returned by :meth:`Room.join` (or attached
+by the room later); the room sends media back through the site.
 
 Who may enter is decided by a :class:`PinPolicy` (the MCU's asks its one admission policy,
 ``mcu.admission``, with the per-source back-off, so a wrong PIN keyed at the IVR counts like one
@@ -28,23 +36,28 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import av
 import numpy as np
 
 from mcu.legs.ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
+from mcu.legs.pacer import AUDIO_PERIOD, Pacer
 from mcu.legs.prompts import BEEPS
+from sip_gateway.rtp.codecs import Pcm
+from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
+from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
+from sip_gateway.sip import events as ev
+from sip_gateway.sip.dialog import Call, CallState
+from sip_gateway.sip.endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
+from sip_gateway.sip.invite_router import with_default
 
-from ..rtp.codecs import Pcm
-from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
-from ..rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
-from . import events as ev
-from .dialog import Call, CallState
-from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
-from .invite_router import with_default
+if TYPE_CHECKING:
+    from mcu.legs.site_media import SiteMedia
 
 log = logging.getLogger(__name__)
+
+Direction = Literal["in", "out"]
 
 
 class Room(Protocol):
@@ -54,8 +67,9 @@ class Room(Protocol):
     pin: str | None
     require_auth: bool
 
-    def join(self, site: SipSite) -> MediaSink:
-        """Add the site as a participant; return where its media goes."""
+    def join(self, site: SipSite) -> MediaSink | None:
+        """Add the site as a participant; return where its media goes (None: the room sets
+        ``site.leg.sink`` itself once the site is in)."""
 
     def leave(self, site: SipSite) -> None:
         """The site hung up or was hung up."""
@@ -110,7 +124,7 @@ PROMPTS: dict[str, Pcm] = dict(BEEPS)
 
 @dataclass(eq=False)
 class SipSite:
-    """One SIP participant (dial-in or dial-out) with its media leg."""
+    """One SIP call of a site (dial-in or dial-out) with its media leg, from INVITE to hang-up."""
 
     call: Call
     leg: MediaLeg
@@ -120,6 +134,18 @@ class SipSite:
     prompt_queue: deque[Pcm] = field(default_factory=deque)
     _ivr_task: asyncio.Task[None] | None = None
     _digit_timer: asyncio.TimerHandle | None = None
+    # Its place in a conference (set when dialled, or when a dial-in joins).
+    site_id: str = ""
+    name: str = ""
+    conference_id: str = ""
+    uri: str = ""
+    direction: Direction = "in"
+    media: SiteMedia | None = None
+    joining: asyncio.Task[None] | None = None
+    end_reason: str = ""
+    end_status: int | None = None
+    hung_up_by_chair: bool = False
+    registered_user: str | None = None
 
     @property
     def remote_uri(self) -> str:
@@ -131,37 +157,43 @@ class SipSite:
         """True for phones that negotiated no video (shown with a placeholder tile)."""
         return not any(s.kind == "video" for s in self.call.streams)
 
+    @property
+    def connected(self) -> bool:
+        """The call is not over (calling, in the IVR or in the room)."""
+        return self.call.state != CallState.TERMINATED
+
     def hangup(self) -> None:
         """End the call."""
         self.gateway.endpoint.hangup(self.call)
+
+    def statistics(self) -> list[StreamStatistics]:
+        """Per-stream codec, resolution, bytes, loss, jitter."""
+        return self.leg.statistics()
+
+    # -- the RtpLeg the room sends through ------------------------------------------------
+    def send_audio(self, pcm: Pcm) -> None:
+        """20 ms of the site's mix."""
+        self.leg.send_audio(pcm)
+
+    def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
+        """One access unit of the shared encoder."""
+        self.leg.send_video_access_unit(access_unit, timestamp_90k)
 
     def request_keyframe(self) -> None:
         """Ask the endpoint for a key frame by RTCP and by SIP INFO (room systems differ)."""
         self.leg.request_keyframe()
         self.gateway.endpoint.request_fast_update(self.call)
 
-    def statistics(self) -> list[StreamStatistics]:
-        """Per-stream codec, resolution, bytes, loss, jitter."""
-        return self.leg.statistics()
-
-
-class _IvrSink:
-    """Media sink while the caller is in the IVR: only digits matter."""
-
-    def __init__(self, gateway: SipGateway) -> None:
-        self.gateway = gateway
-
+    # -- the leg's MediaSink until the room attaches its own: only digits matter ----------
     def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
-        """Ignored until the caller joins."""
+        """Ignored until the caller is in the room."""
 
     def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
-        """Ignored until the caller joins."""
+        """Ignored until the caller is in the room."""
 
     def on_dtmf(self, leg: MediaLeg, digit: str) -> None:
         """RFC 4733 digit → IVR."""
-        site = self.gateway.site_for_leg(leg)
-        if site is not None:
-            self.gateway.ivr_digit(site, digit)
+        self.gateway.ivr_digit(self, digit)
 
     def on_keyframe_request(self, leg: MediaLeg) -> None:
         """Nothing to refresh yet."""
@@ -183,10 +215,6 @@ class SipGateway:
         self.sites: dict[str, SipSite] = {}
         endpoint.router = with_default(endpoint.router, self.on_invite)  # conferences: the router's default
         endpoint.listeners.append(self._on_event)
-
-    def site_for_leg(self, leg: MediaLeg) -> SipSite | None:
-        """The site that owns ``leg``."""
-        return next((s for s in self.sites.values() if s.leg is leg), None)
 
     def _lookup(self, conference_id: str, call: Call) -> tuple[bool, bool]:
         """For the IVR: (the caller may go on to this conference, it needs a PIN)."""
@@ -212,8 +240,7 @@ class SipGateway:
                 return Reject(403, "Forbidden")
         wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
         try:
-            leg = await MediaLeg.allocate(self.media_host, video=wants_video, sink=_IvrSink(self),
-                                          port_range=self.port_range)
+            leg = await MediaLeg.allocate(self.media_host, video=wants_video, port_range=self.port_range)
         except OSError:
             # Every RTP port of the configured range is in use: refuse cleanly, the caller may retry.
             log.error("no free RTP ports in %s-%s for a call from %s", *self.port_range, call.remote_uri)
@@ -223,16 +250,21 @@ class SipGateway:
             return None
         site = SipSite(call, leg, self, ivr=Ivr(functools.partial(self._lookup, call=call),
                                                 user if user.isdigit() else None))
-        self.sites[call.key] = site
+        self.add(site)
         return Answer(leg.local_media)
 
     async def dial_out(self, room: Room, uri: str) -> SipSite:
         """Invite a site into ``room`` (chair console: invite/redial)."""
-        leg = await MediaLeg.allocate(self.media_host, video=True, sink=_IvrSink(self), port_range=self.port_range)
+        leg = await MediaLeg.allocate(self.media_host, video=True, port_range=self.port_range)
         call = self.endpoint.invite(uri, leg.local_media)
         site = SipSite(call, leg, self, room=room)
-        self.sites[call.key] = site
+        self.add(site)
         return site
+
+    def add(self, site: SipSite) -> None:
+        """Route ``site``'s call events here; until it is in a room its leg's media comes to it."""
+        site.leg.sink = site
+        self.sites[site.call.key] = site
 
     # ------------------------------------------------------------------ events
 
@@ -276,7 +308,7 @@ class SipGateway:
         """A digit from RFC 4733 or SIP INFO."""
         if site.ivr is not None:
             self._apply(site, site.ivr.digit(digit))
-        elif site.room is not None:
+        elif site.room is not None and site.leg.sink is not site:
             site.leg.sink.on_dtmf(site.leg, digit)  # in the room: the room decides
 
     def _apply(self, site: SipSite, outputs: list[IvrOutput]) -> None:
@@ -329,15 +361,16 @@ class SipGateway:
 
     def _join(self, site: SipSite, room: Room) -> None:
         site.room = room
-        site.leg.sink = room.join(site)
-        site.request_keyframe()
+        sink = room.join(site)
+        if sink is not None:
+            site.leg.sink = sink
+            site.request_keyframe()  # a room with its own media asks at join (SiteMedia does it itself)
 
     async def _ivr_audio(self, site: SipSite) -> None:
         """Play queued prompts (silence in between) at 20 ms pace until the caller joins."""
         silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
         pending = np.zeros(0, dtype=np.int16)
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
+        pacer = Pacer(AUDIO_PERIOD)
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 if len(pending) < SAMPLES_PER_FRAME and site.prompt_queue:
@@ -350,5 +383,4 @@ class SipGateway:
                 else:
                     frame = silence
                 site.leg.send_audio(frame)
-                next_tick += 0.02
-                await asyncio.sleep(max(0.0, next_tick - loop.time()))
+                await pacer.wait()

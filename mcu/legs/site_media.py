@@ -1,30 +1,32 @@
-"""Connect an RTP-based leg (SIP, H.323) to a participant of a running conference.
+"""Connect a leg (SIP, H.323, WebRTC) to a participant of a running conference.
 
 Protocol-neutral: the leg is anything with ``send_audio(pcm)``, ``send_video_access_unit(bytes,
-pts_90k)`` and ``request_keyframe()`` (see :class:`RtpLeg`); its owner calls the ``on_*``
-methods of :class:`SiteMedia` with decoded media, key-frame requests and DTMF digits.
-:class:`SiteMedia` then
+pts_90k)`` and ``request_keyframe()`` (see :class:`RtpLeg`). :class:`SiteMedia` *is* the RTP
+leg's :class:`~sip_gateway.rtp.leg.MediaSink` (``leg.sink = media``): the leg calls its ``on_*``
+methods with decoded media, key-frame requests and DTMF digits. :class:`SiteMedia` then
 
 * pushes decoded audio/video into the participant (mixer and compositor);
 * subscribes the leg to the room's *shared* encoder of the site's current view with the leg's
   negotiated codec, packetization mode and resolution (:class:`VideoFormat`), following chair
-  operations (broadcast, select-view, voice activation) without re-negotiation;
-* sends the site's N-1 audio mix every 20 ms (one :class:`AudioPump` per conference drives all
-  its sites from one timer);
-* maps key-frame requests both ways, coalesced: the endpoint's PLI/FIR/INFO/H.245 requests go
-  to the shared encoder (which also rate-limits), and the room asks the endpoint for a key
-  frame when the site joins and while its video is stalled;
+  operations (broadcast, select-view, voice activation) without re-negotiation; a later change
+  of size (H.245 flow control, WebRTC bandwidth feedback) goes through
+  :meth:`SiteMedia.change_video_format`, the one way a site's video format changes;
+* sends the site's N-1 audio mix every 20 ms, driven by the conference's one audio clock
+  (:class:`mcu.runner.MediaRunner`, right after each mix);
+* maps key-frame requests both ways through its :class:`KeyframeCoalescer`s, the one place
+  they are coalesced: the endpoint's PLI/FIR/INFO/H.245 requests go to the shared encoder
+  (which also rate-limits), and the room asks the endpoint for a key frame when the site
+  joins and while its video is stalled;
 * keeps per-site statistics for the console (``conference.site_status`` events, every
   ``stats_interval`` seconds), merging the leg's stream statistics;
-* cleans up on :meth:`SiteMedia.close` (leave/hang-up): subscription, pump, participant.
+* cleans up on :meth:`SiteMedia.close` (leave/hang-up): subscription, clock, participant.
 
 Usage (from the event loop)::
 
     media = await SiteMedia.join(conf, "site-1", "云城区会议室", "sip", leg,
                                  video=VideoFormat("h264", 640, 360, single_nal=False),
                                  leg_statistics=lambda: [...])
-    # leg callbacks → media.on_audio(pcm) / media.on_video(frame) / media.on_keyframe_request()
-    #                 / media.on_dtmf(digit)
+    rtp_leg.sink = media  # decoded media, digits and key-frame requests now reach the room
     await media.close("hangup")
 """
 from __future__ import annotations
@@ -33,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,12 +52,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUDIO_PERIOD = 0.02
 ENDPOINT_KEYFRAME_MIN_INTERVAL = 1.0  # our requests to the endpoint
 ENCODER_KEYFRAME_MIN_INTERVAL = 0.5  # the endpoint's requests, before the encoder's own limit
 VIDEO_STALL_SECONDS = 2.0  # no decoded frame for this long: ask the endpoint for a key frame
 STALL_REQUEST_INTERVAL = 5.0  # ... and again at most this often while it stays stalled
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+EncodedSink = Callable[[EncodedPacket], None]
 
 # Shared encoder sizes (mcu/encoder.py); a leg gets the largest one its codec level allows.
 SIZES = ((1280, 720), (640, 360), (352, 288))
@@ -122,57 +123,43 @@ class SiteCounters:
     input_resolution: tuple[int, int] | None = None
 
 
-class AudioPump:
-    """One 20 ms timer per conference that sends every attached site its N-1 mix."""
+class KeyframeCoalescer:
+    """Lets one key-frame request through per ``min_interval`` seconds (pure: the clock is injected).
 
-    _pumps: weakref.WeakKeyDictionary[Any, AudioPump] = weakref.WeakKeyDictionary()
+    Endpoints ask for the same key frame several ways at once (RTCP PLI and FIR, SIP INFO, H.245
+    videoFastUpdate); one request per interval reaches the other side.
+    """
 
-    def __init__(self) -> None:
-        self.sites: list[SiteMedia] = []
-        self._task: asyncio.Task[None] | None = None
+    def __init__(self, min_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_interval = min_interval
+        self._clock = clock
+        self.last = -1e9  # when the last request went through
 
-    @classmethod
-    def for_conference(cls, conf: object) -> AudioPump:
-        pump = cls._pumps.get(conf)
-        if pump is None:
-            pump = cls._pumps[conf] = cls()
-        return pump
+    def allow(self) -> bool:
+        """True (and the request counts as sent) unless one went through less than the interval ago."""
+        now = self._clock()
+        if now - self.last < self.min_interval:
+            return False
+        self.last = now
+        return True
 
-    def add(self, site: SiteMedia) -> None:
-        self.sites.append(site)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="site-audio-pump")
-
-    def remove(self, site: SiteMedia) -> None:
-        if site in self.sites:
-            self.sites.remove(site)
-        if not self.sites and self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
-        while self.sites:
-            deadline += AUDIO_PERIOD
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -5 * AUDIO_PERIOD:  # suspended: resynchronise instead of bursting
-                deadline = loop.time()
-            for site in list(self.sites):
-                try:
-                    site.send_audio_tick()
-                except Exception:  # one broken leg must not silence the others
-                    log.exception("site %s: sending audio failed", site.participant_id)
+    def since_last(self) -> float:
+        """Seconds since the last request went through."""
+        return self._clock() - self.last
 
 
 class SiteMedia:
-    """The media glue between one leg and one conference participant."""
+    """The media of one site of a conference: the leg's sink, the participant's feeder."""
 
     def __init__(self, conf: RunningConference, participant: Participant, leg: RtpLeg, *,
                  video: VideoFormat | None, leg_statistics: Callable[[], list[Any]] | None = None,
-                 stats_interval: float = 5.0, extra_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+                 stats_interval: float = 5.0, extra_stats: Callable[[], dict[str, Any]] | None = None,
+                 endpoint_keyframe_gap: float = ENCODER_KEYFRAME_MIN_INTERVAL,
+                 send_packet: EncodedSink | None = None) -> None:
+        """``endpoint_keyframe_gap``: how often the endpoint's key-frame requests reach the shared
+        encoder (0: each one; aiortc sends one per loss). ``send_packet``: where the shared
+        encoder's packets go when the leg takes whole packets (WebRTC; aiortc packetizes);
+        otherwise their access units go to ``leg.send_video_access_unit``."""
         self.conf = conf
         self.participant = participant
         self.participant_id = participant.id
@@ -185,10 +172,11 @@ class SiteMedia:
         self.subscription: ParticipantSubscription | None = None
         self.closed = False
         self._started = time.monotonic()
-        self._last_endpoint_kf = -1e9
-        self._last_encoder_kf = -1e9
+        self.to_encoder = KeyframeCoalescer(endpoint_keyframe_gap)  # the endpoint's requests
+        self.to_endpoint = KeyframeCoalescer(ENDPOINT_KEYFRAME_MIN_INTERVAL)  # the room's requests
+        self._send_packet = send_packet
         self._stats_task: asyncio.Task[None] | None = None
-        self._pump: AudioPump | None = None
+        self._ticking = False
         self.on_dtmf_digit: Callable[[str], None] | None = None  # the room's use of digits, if any
         # Called once when the room removed the participant (chair remove/end): hang up the call.
         self.on_removed: Callable[[], None] | None = None
@@ -198,34 +186,49 @@ class SiteMedia:
     @classmethod
     async def join(cls, conf: RunningConference, participant_id: str, name: str, protocol: str, leg: RtpLeg, *,
                    video: VideoFormat | None, leg_statistics: Callable[[], list[Any]] | None = None,
-                   stats_interval: float = 5.0,
-                   extra_stats: Callable[[], dict[str, Any]] | None = None) -> SiteMedia:
+                   stats_interval: float = 5.0, extra_stats: Callable[[], dict[str, Any]] | None = None,
+                   endpoint_keyframe_gap: float = ENCODER_KEYFRAME_MIN_INTERVAL,
+                   send_packet: EncodedSink | None = None) -> SiteMedia:
         """Join the room as ``participant_id`` and start media (RoomError if the room refuses)."""
         participant = await conf.join(participant_id, name, protocol)
         media = cls(conf, participant, leg, video=video, leg_statistics=leg_statistics,
-                    stats_interval=stats_interval, extra_stats=extra_stats)
+                    stats_interval=stats_interval, extra_stats=extra_stats,
+                    endpoint_keyframe_gap=endpoint_keyframe_gap, send_packet=send_packet)
         media.start()
         return media
 
     def start(self) -> None:
-        """Subscribe video, attach to the audio pump, start the statistics timer."""
+        """Subscribe video, attach to the conference's audio clock, start the statistics timer."""
         if self.video is not None:
-            self.subscription = self.conf.room.subscribe_video(
-                self.participant_id, self._on_packet, codec=self.video.codec,
-                width=self.video.width, height=self.video.height, single_nal=self.video.single_nal)
+            self._subscribe(self.video)
             self.request_endpoint_keyframe()
-        self._pump = AudioPump.for_conference(self.conf)
-        self._pump.add(self)
+        self.conf.runner.add_audio_sink(self)
+        self._ticking = True
         if self.stats_interval > 0:
             self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(), name="site-stats")
+
+    def change_video_format(self, video: VideoFormat) -> None:
+        """Send the site another codec/size of its view's shared encoder from now on (the only way
+        a site's video format changes: H.245 flow control, WebRTC bandwidth feedback...)."""
+        if self.closed or video == self.video and self.subscription is not None:
+            return
+        self._subscribe(video)
+
+    def _subscribe(self, video: VideoFormat) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+        self.video = video
+        self.subscription = self.conf.room.subscribe_video(
+            self.participant_id, self._on_packet, codec=video.codec, width=video.width, height=video.height,
+            single_nal=video.single_nal)
 
     async def close(self, reason: str = "left", detail: str | None = None) -> None:
         """Stop media and leave the room (idempotent); ``detail`` is the console's text."""
         if self.closed:
             return
         self.closed = True
-        if self._pump is not None:
-            self._pump.remove(self)
+        if self._ticking:
+            self.conf.runner.remove_audio_sink(self)
         if self.subscription is not None:
             self.subscription.close()
         if self._stats_task is not None:
@@ -233,15 +236,15 @@ class SiteMedia:
         self.participant_state_stats()  # final figures into the site list
         await self.conf.leave(self.participant_id, reason, detail)
 
-    # ------------------------------------------------------------------ leg → room
-    def on_audio(self, pcm: np.ndarray) -> None:
+    # ------------------------------------------------------------------ leg → room (the MediaSink)
+    def on_audio(self, leg: object, pcm: np.ndarray) -> None:
         """A decoded 20 ms frame from the endpoint (any thread)."""
         if self.closed:
             return
         self.counters.audio_frames_in += 1
         self.participant.push_audio(pcm)
 
-    def on_video(self, frame: av.VideoFrame) -> None:
+    def on_video(self, leg: object, frame: av.VideoFrame) -> None:
         """A decoded video frame from the endpoint (any thread)."""
         if self.closed:
             return
@@ -250,16 +253,14 @@ class SiteMedia:
         self.counters.input_resolution = (frame.width, frame.height)
         self.participant.push_video(frame)
 
-    def on_keyframe_request(self) -> None:
+    def on_keyframe_request(self, leg: object) -> None:
         """The endpoint asks for a key frame (PLI/FIR, SIP INFO, H.245): coalesced per site."""
-        now = time.monotonic()
         self.counters.keyframes_requested_by_endpoint += 1
-        if self.subscription is None or now - self._last_encoder_kf < ENCODER_KEYFRAME_MIN_INTERVAL:
+        if self.subscription is None or not self.to_encoder.allow():
             return
-        self._last_encoder_kf = now
         self.subscription.request_keyframe()
 
-    def on_dtmf(self, digit: str) -> None:
+    def on_dtmf(self, leg: object, digit: str) -> None:
         """A DTMF digit after joining (kept for the console; the room may act on it)."""
         self.counters.dtmf.append(digit)
         del self.counters.dtmf[:-16]
@@ -268,11 +269,9 @@ class SiteMedia:
 
     # ------------------------------------------------------------------ room → leg
     def request_endpoint_keyframe(self) -> None:
-        """Ask the endpoint for a key frame (rate-limited here; legs may limit again)."""
-        now = time.monotonic()
-        if now - self._last_endpoint_kf < ENDPOINT_KEYFRAME_MIN_INTERVAL:
+        """Ask the endpoint for a key frame (coalesced here; legs may limit again)."""
+        if not self.to_endpoint.allow():
             return
-        self._last_endpoint_kf = now
         self.counters.keyframes_requested_from_endpoint += 1
         self.leg.request_keyframe()
 
@@ -281,10 +280,13 @@ class SiteMedia:
             return
         self.counters.video_frames_out += 1
         self.counters.video_bytes_out += len(packet.data)
-        self.leg.send_video_access_unit(packet.data, packet.pts)
+        if self._send_packet is not None:
+            self._send_packet(packet)
+        else:
+            self.leg.send_video_access_unit(packet.data, packet.pts)
 
     def send_audio_tick(self) -> None:
-        """Called every 20 ms by the pump: the N-1 mix (silence when none is ready)."""
+        """Called every 20 ms by the conference's audio clock: the N-1 mix (silence when none is ready)."""
         if self.closed:
             return
         if self.participant.has_left:
@@ -302,7 +304,7 @@ class SiteMedia:
         if self.video is not None:
             last = self.counters.last_video_in or self._started
             now = time.monotonic()
-            if now - last > VIDEO_STALL_SECONDS and now - self._last_endpoint_kf > STALL_REQUEST_INTERVAL:
+            if now - last > VIDEO_STALL_SECONDS and self.to_endpoint.since_last() > STALL_REQUEST_INTERVAL:
                 self.request_endpoint_keyframe()
 
     # ------------------------------------------------------------------ statistics
@@ -358,4 +360,4 @@ class SiteMedia:
                 log.exception("site %s: statistics failed", self.participant_id)
 
 
-__all__ = ["AudioPump", "RoomError", "RtpLeg", "SiteCounters", "SiteMedia", "VideoFormat", "size_for_h264_level"]
+__all__ = ["KeyframeCoalescer", "RoomError", "RtpLeg", "SiteCounters", "SiteMedia", "VideoFormat", "size_for_h264_level"]
