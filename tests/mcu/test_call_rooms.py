@@ -29,7 +29,7 @@ def test_queue_tone_recording_and_hold(tmp_path: Path) -> None:
     sink: MediaSink = room  # no adapter: the leg's sink and the site's leg are the room
     site_leg: RtpLeg = room
     heard: list[np.ndarray] = []
-    room.media = types.SimpleNamespace(on_audio=heard.append)
+    room.media = types.SimpleNamespace(on_audio=lambda leg, pcm: heard.append(pcm))  # SiteMedia.on_audio(leg, pcm)
     path = room.record(tmp_path, datetime.now(UTC))
     voice = np.full(FRAME, 1000, dtype=np.int16)
     # Waiting: the caller hears the queue tone, the room does not hear the caller, the mix is held back.
