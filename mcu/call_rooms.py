@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
+from mcu.legs.pacer import AUDIO_PERIOD, Pacer
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as FRAME
 from sip_gateway.rtp.media_primitives import SAMPLE_RATE
@@ -250,13 +251,11 @@ class CallRoom:
 
     async def _media_clock(self) -> None:
         """Calls :meth:`tick` every 20 ms, on an absolute schedule (no drift) until cancelled."""
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
+        pacer = Pacer(AUDIO_PERIOD)
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 self.tick()
-                next_tick += 0.02
-                await asyncio.sleep(max(0.0, next_tick - loop.time()))
+                await pacer.wait()
 
 
 class CallRooms:

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE
 
+from .legs.pacer import AUDIO_PERIOD, Pacer
 from .room import RoomError
 from .text import DEFAULT_FONT
 
@@ -124,22 +125,20 @@ class DemoSites:
 
     async def _video(self) -> None:
         start = time.monotonic()
+        pacer = Pacer(1 / FPS)
         while not self.conference.room.ended:
             t = time.monotonic() - start
             for site in self._live():
                 assert site.participant is not None
                 site.participant.push_video(moving_frame(site.background, t))
-            await asyncio.sleep(1 / FPS)
+            await pacer.wait()
 
     async def _audio(self) -> None:
-        start = time.monotonic()
-        tick = 0
+        pacer = Pacer(AUDIO_PERIOD, resync_after=50)  # 1 s behind: resynchronise instead of bursting
+        tick = 0  # the tone's phase
         while not self.conference.room.ended:
             for site in self._live():
                 assert site.participant is not None
                 site.participant.push_audio(tone_frame(site.frequency, tick))
             tick += 1
-            delay = start + tick * FRAME_SAMPLES / SAMPLE_RATE - time.monotonic()
-            if delay < -1.0:  # suspended or overloaded: resynchronise instead of bursting
-                start, tick = time.monotonic(), 0
-            await asyncio.sleep(max(0.0, delay))
+            await pacer.wait()

@@ -26,6 +26,7 @@ import numpy as np
 from mcu.conferences import RunningConference
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.legs.h323_settings import BridgeSettings
+from mcu.legs.pacer import AUDIO_PERIOD, Pacer
 from mcu.legs.site_media import SiteMedia, VideoFormat
 from mcu.room import RoomError
 from sip_gateway.h323.aio import CallHandle
@@ -271,15 +272,13 @@ class H323Site:
     async def _play_prompts(self) -> None:
         """20 ms frames of the queued prompts (silence between them) until the site joins the
         room (whose mix then feeds the terminal) or the call ends."""
-        loop = asyncio.get_running_loop()
+        pacer = Pacer(AUDIO_PERIOD)
         pending = _SILENCE[:0]
-        tick = loop.time()
         while self.site is None and not self.released.done():
             if (AUDIO_SESSION, True) in self.media.channels:  # hold the prompts until audio is open
                 frame, pending = self._next_prompt_frame(pending)
                 self.media.send_audio(frame)
-            tick += 0.02
-            await asyncio.sleep(max(0.0, tick - loop.time()))
+            await pacer.wait()
 
     def _next_prompt_frame(self, pending: Pcm) -> tuple[Pcm, Pcm]:
         """The next 20 ms of prompt audio (padded with silence) and what remains after it."""
