@@ -138,6 +138,7 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
         events_ws,
         inspect_console,
         pages,
+        plans_console,
         resources_console,
     )
 
@@ -149,4 +150,5 @@ def create_app(services: CoreServices, *, manage_lifecycle: bool = False) -> Fas
     app.include_router(conference_console.router)
     app.include_router(desk_console.router)
     app.include_router(resources_console.router)
+    app.include_router(plans_console.router)
     return app
