@@ -72,6 +72,10 @@ async function renderPanel() {
   try { data = await api("GET", `/api/incidents/${encodeURIComponent(id)}/plans`); } catch (e) { box.innerHTML = `<p class="error">${esc(e.message)}</p>`; return; }
   if (id !== panel.incident) return;  // another incident was selected meanwhile
   const approved = panel.plans.filter((p) => p.approved_version);
+  // the plans whose hazards cover the incident's category come first (the likely choice)
+  const inc = window.dispatchConsole.state.incidents.get(id);
+  const covers = (p) => inc && p.hazards.some((h) => h === inc.category || h === `${inc.category}/${inc.subtype}`);
+  approved.sort((a, b) => covers(b) - covers(a));
   const form = ui.desk_agency ? `<p class="muted" data-testid="plan-desk">${esc(T("desk"))}：${esc(ui.legend.agencies[ui.desk_agency])}</p>` :
     `<form id="plan-activate" class="row" data-testid="plan-activate-form">
       <select name="plan_key" data-testid="plan-select">${approved.map((p) => `<option value="${esc(p.key)}">${esc(p.name)}</option>`).join("")}</select>
