@@ -85,3 +85,25 @@ CREATE TABLE agency_desks (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     updated_by  text NOT NULL DEFAULT 'system'
 );
+
+-- The duty roster (值班): shifts with the people at each duty post and the agencies' on-duty
+-- contacts, and the handover log (交接班) whose open items carry over.
+CREATE TABLE duty_shifts (
+    id          bigserial PRIMARY KEY,
+    starts_at   timestamptz NOT NULL,
+    ends_at     timestamptz NOT NULL CHECK (ends_at > starts_at),
+    posts       jsonb NOT NULL,           -- post → [username]
+    contacts    jsonb NOT NULL DEFAULT '{}',  -- agency → {name, phone}
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_by  text NOT NULL
+);
+CREATE INDEX duty_shifts_time ON duty_shifts (starts_at, ends_at);
+
+CREATE TABLE duty_handovers (
+    id          bigserial PRIMARY KEY,
+    shift_id    bigint REFERENCES duty_shifts (id),  -- the shift handing over (NULL: none rostered)
+    at          timestamptz NOT NULL,
+    by_user     text NOT NULL,
+    notes       text NOT NULL DEFAULT '',
+    items       jsonb NOT NULL DEFAULT '[]'  -- [{text, done}]: open items carry over to the next handover
+);

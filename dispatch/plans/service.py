@@ -28,6 +28,7 @@ from dispatch.model import AGENCIES
 from dispatch.plans import format as plan_format
 from dispatch.plans import store
 from dispatch.plans.conference import CommandDesk, area_rooms
+from dispatch.plans.duty import DutyRoster
 from dispatch.plans.model import (
     LEVEL_NAMES,
     LEVEL_NAMES_EN,
@@ -64,6 +65,7 @@ class PlanService:
         self.db = core.db
         self.desk = desk
         self.clock = clock
+        self.roster = DutyRoster(core, clock)
         self.room_names = {r.id: r.name for r in core.plan.meeting_rooms}
 
     # ------------------------------------------------------------------ plans, versions, approval
@@ -187,8 +189,11 @@ class PlanService:
                         conference_id: str | None, actor: str, source: str) -> None:
         """What a level does on activation (or when raised): the conference (once per activation),
         units and resources to propose, the warning draft and the notification list."""
-        proposals: dict[str, Any] = {"level": spec.level.name, "notify": [self._notify_target(r) for r in spec.notify],
-                                     "commander": self._ref_name(spec.commander),
+        people = await self.roster.people_for([*spec.notify, spec.commander], self.clock())
+        proposals: dict[str, Any] = {"level": spec.level.name,
+                                     "notify": [{**self._ref_name(p["ref"]), "people": p["people"]} for p in people[:-1]],
+                                     "shift_id": people[-1]["shift_id"],
+                                     "commander": {**self._ref_name(spec.commander), "people": people[-1]["people"]},
                                      "members": [self._ref_name(m) for m in spec.members],
                                      "resources": [{"item": n.item, "name": ITEMS[n.item].name,
                                                     "unit": ITEMS[n.item].unit, "quantity": n.quantity}
@@ -215,10 +220,6 @@ class PlanService:
         label = {"post": POSTS.get(name, name), "agency": AGENCIES.get(name, name),
                  "room": self.room_names.get(name, name)}.get(kind, name)
         return {"ref": ref, "kind": kind, "name": label}
-
-    def _notify_target(self, ref: str) -> dict[str, str]:
-        # post: resolves to the people on duty once the duty roster lands; until then the post itself
-        return self._ref_name(ref)
 
     async def change_level(self, activation_id: int, level: object, actor: str, source: str = "",
                            desk_agency: str | None = None, reason: str = "") -> dict[str, Any]:

@@ -5,7 +5,6 @@ then tasks), so two commands on one incident serialise instead of deadlocking.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -14,6 +13,7 @@ import asyncpg
 
 from dispatch.plans.format import plan_from_dict, plan_to_dict
 from dispatch.plans.model import EmergencyPlan, Level, PlanConflict, PlanNotFound, Task, TaskStatus
+from dispatch.plans.roster import Contact, Shift, frozen_posts
 
 # ---------------------------------------------------------------- plans and versions
 
@@ -48,8 +48,7 @@ async def approve(conn: asyncpg.Connection, key: str, version: int, actor: str, 
 
 
 def _plan(row: asyncpg.Record) -> EmergencyPlan:
-    doc = row["document"]
-    return plan_from_dict(json.loads(doc) if isinstance(doc, str) else doc)
+    return plan_from_dict(row["document"])  # jsonb comes back as Python objects (core/db/pool.py)
 
 
 async def version(conn: asyncpg.Connection, key: str, number: int | None = None) -> tuple[EmergencyPlan, int]:
@@ -212,3 +211,42 @@ async def set_desk(conn: asyncpg.Connection, username: str, agency: str | None, 
 
 async def desks(conn: asyncpg.Connection) -> dict[str, str]:
     return {r["username"]: r["agency"] for r in await conn.fetch("SELECT username, agency FROM agency_desks")}
+
+
+# ---------------------------------------------------------------- the duty roster
+
+
+def _shift(r: asyncpg.Record) -> Shift:
+    return Shift(r["id"], r["starts_at"], r["ends_at"], frozen_posts(r["posts"]),
+                 {a: Contact(c.get("name", ""), c.get("phone", "")) for a, c in r["contacts"].items()})
+
+
+async def shifts_between(conn: asyncpg.Connection, start: datetime, end: datetime) -> list[Shift]:
+    rows = await conn.fetch("SELECT * FROM duty_shifts WHERE starts_at < $2 AND ends_at > $1 ORDER BY starts_at",
+                            start, end)
+    return [_shift(r) for r in rows]
+
+
+async def add_shift(conn: asyncpg.Connection, starts_at: datetime, ends_at: datetime, posts: dict[str, list[str]],
+                    contacts: dict[str, dict[str, str]], actor: str) -> int:
+    await conn.execute("LOCK TABLE duty_shifts IN SHARE ROW EXCLUSIVE MODE")  # the overlap check stays true
+    return int(await conn.fetchval(
+        "INSERT INTO duty_shifts (starts_at, ends_at, posts, contacts, created_by) VALUES ($1,$2,$3,$4,$5) "
+        "RETURNING id", starts_at, ends_at, posts, contacts, actor))
+
+
+async def last_handover(conn: asyncpg.Connection, lock: bool = False) -> asyncpg.Record | None:
+    if lock:
+        await conn.execute("LOCK TABLE duty_handovers IN SHARE ROW EXCLUSIVE MODE")  # one handover at a time
+    row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM duty_handovers ORDER BY id DESC LIMIT 1")
+    return row
+
+
+async def add_handover(conn: asyncpg.Connection, shift_id: int | None, at: datetime, by: str, notes: str,
+                       items: list[dict[str, object]]) -> int:
+    return int(await conn.fetchval("INSERT INTO duty_handovers (shift_id, at, by_user, notes, items) "
+                                   "VALUES ($1,$2,$3,$4,$5) RETURNING id", shift_id, at, by, notes, items))
+
+
+async def handovers(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch("SELECT * FROM duty_handovers ORDER BY id DESC LIMIT $1", limit))

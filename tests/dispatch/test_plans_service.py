@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.runtime import CoreServices
+from dispatch.plans.conference import DispatchCommandDesk
 from dispatch.plans.model import AgencyScopeError, PlanConflict, PlanError, PlanNotFound
 from dispatch.plans.service import PlanService
 from dispatch.plans.setup import start_plans
@@ -162,3 +164,44 @@ async def test_versions_and_approval(svc: tuple[DispatchService, PlanService]) -
     assert len(fire["versions"]) == 2
     json_text = await plans.export("fire", 2, "json")
     assert (await plans.upload(json_text, "json", "admin"))["version"] == 3
+
+
+async def test_duty_roster_resolves_notifications_at_a_shift_change(svc: tuple[DispatchService, PlanService]) -> None:
+    d, seeded = svc
+    now = [datetime(2026, 7, 1, 19, 59, tzinfo=UTC)]
+    plans = PlanService(d.core, DispatchCommandDesk(d), clock=lambda: now[0])
+    day = datetime(2026, 7, 1, 8, tzinfo=UTC)
+    await plans.roster.add_shift(day, day + timedelta(hours=12),
+                                 {"leader_on_duty": ["chair"], "duty_officer": ["dispatcher"],
+                                  "vice_mayor": ["vice_mayor_li"]},
+                                 {"meteorology": {"name": "气象值班 王", "phone": "0766-0000001"}}, "admin")
+    await plans.roster.add_shift(day + timedelta(hours=12), day + timedelta(hours=24),
+                                 {"leader_on_duty": ["leader_zhao"], "duty_officer": ["dispatcher2"]}, {}, "admin")
+    with pytest.raises(PlanConflict, match="重叠"):
+        await plans.roster.add_shift(day + timedelta(hours=20), day + timedelta(hours=30),
+                                     {"leader_on_duty": ["x"], "duty_officer": ["y"]}, {}, "admin")
+    with pytest.raises(PlanError, match="^posts.duty_officer: "):
+        await plans.roster.add_shift(day + timedelta(days=3), day + timedelta(days=3, hours=8),
+                                     {"leader_on_duty": ["x"]}, {}, "admin")
+    inc = await flood_incident(d)
+    first = await plans.activate(inc, "flood", "II", "dispatcher")
+    notify = {n["ref"]: n["people"] for n in first["proposals"]["notify"]}
+    assert notify["post:leader_on_duty"] == ["chair"] and notify["user:chair"] == ["chair"]
+    assert notify["post:vice_mayor"] == ["vice_mayor_li"] and first["proposals"]["commander"]["people"] == ["vice_mayor_li"]
+    now[0] = datetime(2026, 7, 1, 20, 1, tzinfo=UTC)  # the night shift took over
+    up = await plans.change_level(first["id"], "I", "chair")
+    notify = {n["ref"]: n["people"] for n in up["proposals"]["notify"]}
+    assert notify["post:leader_on_duty"] == ["leader_zhao"] and notify["post:mayor"] == []  # nobody rostered
+    assert up["proposals"]["shift_id"] != first["proposals"]["shift_id"]
+
+
+async def test_handover_carries_open_items_over(svc: tuple[DispatchService, PlanService]) -> None:
+    _, plans = svc
+    h1 = await plans.roster.handover("白班交接", [{"text": "罗定水库水位持续关注"}, {"text": "补充沙袋", "done": True}],
+                                     "dispatcher")
+    assert h1["carried_over"] == 0
+    h2 = await plans.roster.handover("夜班交接", [{"text": "联系气象台确认雨量"}], "dispatcher2")
+    assert [i["text"] for i in h2["items"]] == ["罗定水库水位持续关注", "联系气象台确认雨量"] and h2["carried_over"] == 1
+    h3 = await plans.roster.handover("", [{"text": "罗定水库水位持续关注", "done": True}], "dispatcher")
+    assert h3["items"] == [{"text": "联系气象台确认雨量", "done": False}, {"text": "罗定水库水位持续关注", "done": True}]
+    assert [h["id"] for h in await plans.roster.handovers()] == [h3["id"], h2["id"], h1["id"]]
