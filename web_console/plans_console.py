@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -23,6 +24,7 @@ from pydantic import ConfigDict, Field
 from core.roles import Role
 from dispatch.model import AGENCIES, ValidationError
 from dispatch.names_en import AGENCY_EN
+from dispatch.plans.duty import shift_view
 from dispatch.plans.model import (
     LEVEL_NAMES,
     LEVEL_NAMES_EN,
@@ -239,6 +241,66 @@ async def ui(request: Request, principal: Actor) -> dict[str, Any]:
                                     if k.startswith("plans.")},
             "legend": _legend(lang == "en"), "desk_agency": await _desk(request, principal),
             "admin": principal.user.role is Role.ADMIN, "user": principal.user.username}
+
+
+# ---------------------------------------------------------------- the duty roster (值班)
+
+
+class ShiftIn(_Body):
+    starts_at: datetime
+    ends_at: datetime
+    posts: dict[str, list[str]] = Field(description="duty post → usernames (leader_on_duty and duty_officer needed)",
+                                        max_length=20)
+    contacts: dict[str, dict[str, str]] = Field(default_factory=dict, max_length=20,
+                                                description="agency → {name, phone}: its on-duty contact")
+
+
+class HandoverItem(_Body):
+    text: str = Field(min_length=1, max_length=500)
+    done: bool = False
+
+
+class HandoverIn(_Body):
+    notes: str = Field("", max_length=4000)
+    items: list[HandoverItem] = Field(default_factory=list, max_length=100)
+
+
+@router.get("/api/duty/now", tags=["plans"])
+async def duty_now(request: Request, principal: Actor) -> dict[str, Any]:
+    """The shift on duty now (None when nobody is rostered) and the last handovers."""
+    roster = plans_of(request).roster
+    shift = await roster.shift_at()
+    return {"shift": shift_view(shift) if shift else None, "handovers": await roster.handovers(5)}
+
+
+@router.get("/api/duty/shifts", tags=["plans"])
+async def duty_shifts(request: Request, principal: Actor, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The shifts between two moments."""
+    if end <= start or end - start > timedelta(days=62):
+        raise HTTPException(422, "end: 需要晚于 start，且不超过 62 天")
+    return await plans_of(request).roster.shifts(start, end)
+
+
+@router.post("/api/duty/shifts", status_code=201, tags=["plans"])
+async def add_shift(request: Request, body: ShiftIn, principal: Admin) -> dict[str, Any]:
+    """Roster a shift (409 when it overlaps another)."""
+    with plan_errors():
+        return await plans_of(request).roster.add_shift(body.starts_at, body.ends_at, body.posts, body.contacts,
+                                                        principal.user.username, client_address(request))
+
+
+@router.get("/api/duty/handovers", tags=["plans"])
+async def handovers(request: Request, principal: Actor,
+                    limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[dict[str, Any]]:
+    return await plans_of(request).roster.handovers(limit)
+
+
+@router.post("/api/duty/handovers", status_code=201, tags=["plans"])
+async def handover(request: Request, body: HandoverIn, principal: Actor) -> dict[str, Any]:
+    """交接班: record the handover; the previous handover's open items carry over."""
+    with plan_errors():
+        return await plans_of(request).roster.handover(body.notes, [i.model_dump() for i in body.items],
+                                                       principal.user.username, client_address(request))
 
 
 # ---------------------------------------------------------------- the admins' page

@@ -3,7 +3,10 @@ the site plan (both optional):
 
 * ``plans/*.toml`` (or ``.json``): response plans; a plan whose file changed gets a new approved
   version at start (a site's own plans are approved by whoever deploys the file);
-* ``agency_desks.toml``: ``[desks]`` username = agency.
+* ``agency_desks.toml``: ``[desks]`` username = agency;
+* ``duty_roster.toml``: a daily pattern of shifts (``[[shift]] start = "08:00" hours = 12`` with
+  post = [usernames] and ``[shift.contacts]``), rostered for today and the next two days where
+  nothing is rostered yet.
 
 A bad file stops the start with the file and the field named (``PlanError``).
 """
@@ -11,13 +14,16 @@ from __future__ import annotations
 
 import logging
 import tomllib
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from core.runtime import CoreServices
 from dispatch.model import AGENCIES
 from dispatch.plans import format as plan_format
 from dispatch.plans.conference import DispatchCommandDesk
-from dispatch.plans.model import EmergencyPlan, PlanError
+from dispatch.plans.duty import DutyRoster
+from dispatch.plans.model import EmergencyPlan, PlanConflict, PlanError
 from dispatch.plans.service import PlanService
 from dispatch.service import DispatchService
 
@@ -59,4 +65,37 @@ async def start_plans(core: CoreServices, dispatch: DispatchService) -> PlanServ
     if (beside / "agency_desks.toml").is_file():
         for user, agency in load_desks(beside / "agency_desks.toml").items():
             await service.set_desk(user, agency, "system")
+    if (beside / "duty_roster.toml").is_file():
+        await roster_pattern(service.roster, beside / "duty_roster.toml", service.clock())
     return service
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+async def roster_pattern(roster: DutyRoster, path: Path, now: datetime, days: int = 3) -> int:
+    """Roster the file's daily pattern from today on, skipping shifts that overlap one already
+    rostered (a restart adds nothing). Returns the number of shifts added."""
+    doc = _read_toml(path)
+    tz = timezone(timedelta(hours=int(doc.get("timezone_hours", 8))))
+    added = 0
+    today = now.astimezone(tz).date()
+    for d in range(days):
+        day = today + timedelta(days=d)
+        for i, raw in enumerate(doc.get("shift", [])):
+            hh, _, mm = str(raw.get("start", "")).partition(":")
+            try:
+                start = datetime.combine(day, time(int(hh), int(mm or 0)), tz)
+            except ValueError:
+                raise PlanError(f"{path}: shift[{i}].start: 需要 HH:MM，得到 {raw.get('start')!r}") from None
+            posts = {k: v for k, v in raw.items() if k not in ("start", "hours", "contacts")}
+            try:
+                await roster.add_shift(start, start + timedelta(hours=float(raw.get("hours", 12))), posts,
+                                       raw.get("contacts", {}), "system")
+                added += 1
+            except PlanConflict:
+                continue  # already rostered
+            except PlanError as e:
+                raise PlanError(f"{path}: shift[{i}].{e}") from None
+    return added

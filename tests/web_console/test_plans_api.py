@@ -136,3 +136,25 @@ def test_upload_validation_names_the_field_and_round_trips(clients: dict[str, ht
     assert admin.post(f"/api/plans/earthquake/versions/{v}/approve").status_code == 409
     listed = next(p for p in admin.get("/api/plans").json()["plans"] if p["key"] == "earthquake")
     assert listed["approved_version"] == v
+
+
+def test_duty_roster_over_http(clients: dict[str, httpx.Client]) -> None:
+    now = clients["chair"].get("/api/duty/now")
+    assert now.status_code == 200, now.text
+    shift = now.json()["shift"]  # the demo pattern rosters today
+    assert shift is not None and shift["posts"]["leader_on_duty"]["people"] == ["chair"]
+    inc = flood(clients["dispatcher"])
+    act = clients["dispatcher"].post(f"/api/incidents/{inc}/plans", json={"plan_key": "flood", "level": "II"}).json()
+    notify = {n["ref"]: n["people"] for n in act["proposals"]["notify"]}
+    assert notify["post:leader_on_duty"] == ["chair"] and act["proposals"]["shift_id"] == shift["id"]
+    roles = {r: clients[r].get("/api/duty/now").status_code for r in ROLES}
+    assert roles == {r: 200 if r in ("admin", "dispatcher", "chair") else 403 for r in ROLES}
+    overlap = clients["admin"].post("/api/duty/shifts", json={
+        "starts_at": shift["starts_at"], "ends_at": shift["ends_at"],
+        "posts": {"leader_on_duty": ["chair"], "duty_officer": ["dispatcher"]}})
+    assert overlap.status_code == 409 and "重叠" in overlap.json()["detail"]
+    assert clients["dispatcher"].post("/api/duty/shifts", json={}).status_code == 403
+    h1 = clients["dispatcher"].post("/api/duty/handovers", json={"notes": "交班", "items": [{"text": "跟进罗定水情"}]})
+    assert h1.status_code == 201, h1.text
+    h2 = clients["chair"].post("/api/duty/handovers", json={"items": [{"text": "核实转移人数"}]}).json()
+    assert [i["text"] for i in h2["items"]] == ["跟进罗定水情", "核实转移人数"] and h2["carried_over"] == 1

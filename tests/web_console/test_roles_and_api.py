@@ -45,6 +45,7 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("GET", "/api/plan-desk", {"admin", "dispatcher", "chair"}),
     ("GET", "/api/agency-desks", ADMIN),
     ("GET", "/plans", ADMIN),
+    ("GET", "/api/duty/now", {"admin", "dispatcher", "chair"}),
 ]
 PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/login"), ("GET", "/join/80000001")]
 
