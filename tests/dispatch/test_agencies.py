@@ -54,3 +54,6 @@ def test_every_category_has_a_run_card_that_the_demo_units_can_fill() -> None:
             inc = new_incident("I1", key, sub, 1, Location(111.5700, 22.7690), NOW, "t")
             results = rec.recommend(inc, card, NOW)
             assert all(r.shortfall == 0 for r in results), (key, sub, card.name)
+            # the lead agency gets a unit too: else its component would stay "new" for ever
+            leads = {c for t in UNIT_TYPES.values() if t.agency == cat.lead_agency for c in t.capabilities}
+            assert any(r.capability in leads for r in card.requirements), (key, sub, card.name)
