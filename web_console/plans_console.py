@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from core.roles import Role
 from dispatch.model import AGENCIES, ValidationError
@@ -50,6 +50,9 @@ ADMINS = require()
 Actor = Annotated[Principal, Depends(ACTORS)]
 Admin = Annotated[Principal, Depends(ADMINS)]
 MAX_DOCUMENT = 200_000
+# ids as the database stores them (a larger number could not be a row: 404, not an overflow)
+RowId = Annotated[int, Path(ge=1, le=2**62)]
+VersionNo = Annotated[int, Path(ge=1, le=100_000)]
 
 
 def plans_of(request: Request) -> PlanService:
@@ -157,7 +160,7 @@ async def upload_plan(request: Request, body: Upload, principal: Admin) -> dict[
 
 
 @router.post("/api/plans/{key}/versions/{version}/approve", tags=["plans"])
-async def approve_plan(request: Request, key: str, version: int, principal: Admin) -> dict[str, Any]:
+async def approve_plan(request: Request, key: str, version: VersionNo, principal: Admin) -> dict[str, Any]:
     """Approve a version: activations from now on use it (the previous approved version is superseded)."""
     with plan_errors():
         return await plans_of(request).approve(key, version, principal.user.username, client_address(request))
@@ -200,7 +203,7 @@ async def activate(request: Request, incident_id: str, body: Activate, principal
 
 
 @router.post("/api/plan-activations/{activation_id}/level", tags=["plans"])
-async def change_level(request: Request, activation_id: int, body: LevelChange, principal: Actor) -> dict[str, Any]:
+async def change_level(request: Request, activation_id: RowId, body: LevelChange, principal: Actor) -> dict[str, Any]:
     """Escalate or de-escalate: the task list follows the level; the history is kept."""
     desk = await _desk(request, principal)
     with plan_errors():
@@ -209,7 +212,7 @@ async def change_level(request: Request, activation_id: int, body: LevelChange, 
 
 
 @router.post("/api/plan-activations/{activation_id}/end", tags=["plans"])
-async def end(request: Request, activation_id: int, principal: Actor) -> dict[str, Any]:
+async def end(request: Request, activation_id: RowId, principal: Actor) -> dict[str, Any]:
     """Stand the response down (终止响应)."""
     desk = await _desk(request, principal)
     with plan_errors():
@@ -217,7 +220,7 @@ async def end(request: Request, activation_id: int, principal: Actor) -> dict[st
 
 
 @router.post("/api/plan-tasks/{task_id}", tags=["plans"])
-async def update_task(request: Request, task_id: int, body: TaskUpdate, principal: Actor) -> dict[str, Any]:
+async def update_task(request: Request, task_id: RowId, body: TaskUpdate, principal: Actor) -> dict[str, Any]:
     """Move a task forward (acknowledged, in progress, done) with a note; 403 for another agency's task."""
     desk = await _desk(request, principal)
     with plan_errors():
@@ -247,8 +250,8 @@ async def ui(request: Request, principal: Actor) -> dict[str, Any]:
 
 
 class ShiftIn(_Body):
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
     posts: dict[str, list[str]] = Field(description="duty post → usernames (leader_on_duty and duty_officer needed)",
                                         max_length=20)
     contacts: dict[str, dict[str, str]] = Field(default_factory=dict, max_length=20,
@@ -274,7 +277,8 @@ async def duty_now(request: Request, principal: Actor) -> dict[str, Any]:
 
 
 @router.get("/api/duty/shifts", tags=["plans"])
-async def duty_shifts(request: Request, principal: Actor, start: datetime, end: datetime) -> list[dict[str, Any]]:
+async def duty_shifts(request: Request, principal: Actor, start: AwareDatetime,
+                      end: AwareDatetime) -> list[dict[str, Any]]:
     """The shifts between two moments."""
     if end <= start or end - start > timedelta(days=62):
         raise HTTPException(422, "end: 需要晚于 start，且不超过 62 天")

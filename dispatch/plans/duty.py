@@ -37,6 +37,9 @@ class DutyRoster:
     async def add_shift(self, starts_at: datetime, ends_at: datetime, posts: Mapping[str, Sequence[str]],
                         contacts: Mapping[str, Mapping[str, str]], actor: str, source: str = "") -> dict[str, Any]:
         """Roster a shift; PlanConflict when it overlaps another, PlanError naming a bad field."""
+        for name, t in (("starts_at", starts_at), ("ends_at", ends_at)):
+            if t.tzinfo is None or not 2000 <= t.year <= 2100:
+                raise PlanError(f"{name}: 需要带时区、2000–2100 年之间的时间")
         if ends_at - starts_at > WINDOW:
             raise PlanError(f"ends_at: 一个班次最长 {WINDOW.days} 天")
         parsed = {a: Contact(str(c.get("name", "")), str(c.get("phone", ""))) for a, c in contacts.items()}

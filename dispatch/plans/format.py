@@ -124,7 +124,7 @@ def _level(lv: Level, raw: Any, rooms: Iterable[str] | None) -> LevelSpec:
         if not isinstance(r, dict):
             raise PlanError(f"{f}: 需要 {{ item = ..., quantity = ... }}")
         _unknown(r, {"item", "quantity"}, f"{f}.")
-        if r.get("item") not in ITEMS:
+        if not isinstance(r.get("item"), str) or r["item"] not in ITEMS:
             raise PlanError(f"{f}.item: 未知物资 {r.get('item')!r}（可用: {', '.join(ITEMS)}）")
         q = r.get("quantity")
         if not isinstance(q, int) or isinstance(q, bool) or not 1 <= q <= 1_000_000:
@@ -184,11 +184,15 @@ def loads(text: str, fmt: str = "toml", rooms: Iterable[str] | None = None) -> E
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise PlanError(f"json: 语法错误（第 {e.lineno} 行）: {e.msg}") from None
+        except RecursionError:
+            raise PlanError("json: 嵌套层数过多") from None
     elif fmt == "toml":
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise PlanError(f"toml: 语法错误: {e}") from None
+        except RecursionError:
+            raise PlanError("toml: 嵌套层数过多") from None
     else:
         raise PlanError(f"format: 应为 toml 或 json，得到 {fmt!r}")
     return plan_from_dict(doc, rooms)
