@@ -44,6 +44,7 @@ class DutyRoster:
             raise PlanError(f"ends_at: 一个班次最长 {WINDOW.days} 天")
         parsed = {a: Contact(str(c.get("name", "")), str(c.get("phone", ""))) for a, c in contacts.items()}
         async with self.db.transaction() as conn:
+            await store.lock_shifts(conn)
             others = await store.shifts_between(conn, starts_at - WINDOW, ends_at + WINDOW)
             check_shift(starts_at, ends_at, posts, parsed, others)
             sid = await store.add_shift(conn, starts_at, ends_at, {k: list(v) for k, v in posts.items()},

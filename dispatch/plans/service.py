@@ -76,6 +76,7 @@ class PlanService:
         added = 0
         for plan in plans:
             async with self.db.transaction() as conn:
+                await store.lock_plan(conn, plan.key, plan.name)  # two nodes starting at once: one seeds
                 try:
                     current, _ = await store.version(conn, plan.key)
                     if current == plan:

@@ -18,11 +18,16 @@ from dispatch.plans.roster import Contact, Shift, frozen_posts
 # ---------------------------------------------------------------- plans and versions
 
 
+async def lock_plan(conn: asyncpg.Connection, key: str, name: str) -> None:
+    """Create the plan's row if needed and lock it: its versions are numbered and approved in order."""
+    await conn.execute("INSERT INTO emergency_plans (key, name) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, name)
+    await conn.execute("SELECT 1 FROM emergency_plans WHERE key = $1 FOR UPDATE", key)
+
+
 async def add_version(conn: asyncpg.Connection, plan: EmergencyPlan, actor: str, at: datetime) -> int:
     """Store a new draft version of the plan; returns its number (1 for a new plan)."""
-    await conn.execute("INSERT INTO emergency_plans (key, name) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET name = $2",
-                       plan.key, plan.name)
-    await conn.execute("SELECT 1 FROM emergency_plans WHERE key = $1 FOR UPDATE", plan.key)  # versions in order
+    await lock_plan(conn, plan.key, plan.name)
+    await conn.execute("UPDATE emergency_plans SET name = $2 WHERE key = $1", plan.key, plan.name)
     version = int(await conn.fetchval(
         "SELECT coalesce(max(version), 0) + 1 FROM emergency_plan_versions WHERE plan_key = $1", plan.key))
     await conn.execute(
@@ -227,9 +232,13 @@ async def shifts_between(conn: asyncpg.Connection, start: datetime, end: datetim
     return [_shift(r) for r in rows]
 
 
+async def lock_shifts(conn: asyncpg.Connection) -> None:
+    """Serialise rostering (taken before the overlap check, so two nodes cannot both pass it)."""
+    await conn.execute("LOCK TABLE duty_shifts IN SHARE ROW EXCLUSIVE MODE")
+
+
 async def add_shift(conn: asyncpg.Connection, starts_at: datetime, ends_at: datetime, posts: dict[str, list[str]],
                     contacts: dict[str, dict[str, str]], actor: str) -> int:
-    await conn.execute("LOCK TABLE duty_shifts IN SHARE ROW EXCLUSIVE MODE")  # the overlap check stays true
     return int(await conn.fetchval(
         "INSERT INTO duty_shifts (starts_at, ends_at, posts, contacts, created_by) VALUES ($1,$2,$3,$4,$5) "
         "RETURNING id", starts_at, ends_at, posts, contacts, actor))

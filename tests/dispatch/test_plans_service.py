@@ -205,3 +205,12 @@ async def test_handover_carries_open_items_over(svc: tuple[DispatchService, Plan
     h3 = await plans.roster.handover("", [{"text": "罗定水库水位持续关注", "done": True}], "dispatcher")
     assert h3["items"] == [{"text": "联系气象台确认雨量", "done": False}, {"text": "罗定水库水位持续关注", "done": True}]
     assert [h["id"] for h in await plans.roster.handovers()] == [h3["id"], h2["id"], h1["id"]]
+
+
+async def test_two_leaders_activate_at_once_one_wins(svc: tuple[DispatchService, PlanService]) -> None:
+    d, plans = svc
+    inc = await flood_incident(d)
+    outcomes = await asyncio.gather(plans.activate(inc, "flood", "II", "dispatcher"),
+                                    plans.activate(inc, "flood", "I", "chair"), return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["PlanConflict", "dict"], outcomes
+    assert len(await plans.activations(inc)) == 1
