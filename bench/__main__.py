@@ -112,6 +112,11 @@ BENCHES: tuple[Bench, ...] = (
           (Figure("nearest p99 ms, great circle", "modes.great_circle.p99_ms", "<= 20"),
            Figure("nearest p99 ms, road graph (warm)", "modes.road_warm.p99_ms", "<= 20"),
            Figure("nearest p99 ms, brute force", "modes.brute_force.p99_ms"))),
+    Bench("plans", (), "plans.json",
+          "a `commandcenter up` server on its embedded PostgreSQL; 20 activations of the demo flood plan at "
+          "level II (4 agencies, conference with the county and township rooms); the 4 agency desks and the chair "
+          "read over HTTP at once",
+          (Figure("activation to desks + conference p95 s", "activation_to_desks_and_conference.p95_s", "<= 2"),)),
     Bench("dispatch", (), "dispatch.json",
           "through the service and the embedded PostgreSQL; 200 websocket consoles on the same machine",
           (Figure("recommendation p99 ms", "recommendation.p99_ms", "<= 20"),

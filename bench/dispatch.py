@@ -251,7 +251,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(pg.stop)
         shutil.rmtree(data, ignore_errors=True)
     return {
-        "setup": {"units": args.units + 45 * 2, "incidents": args.incidents, "python": platform.python_version(),
+        "setup": {"units": args.units + 56 * 2, "incidents": args.incidents, "python": platform.python_version(),
                   "cpus": os.cpu_count(), "machine": platform.machine()},
         "recommendation": rec, "avl": avl, "fanout": fan,
         "goals": GOALS,

@@ -105,7 +105,7 @@ class Hall(Located):
     windows: list[HallWindow] = Field(default_factory=list)
 
 
-Agency = Literal["police", "fire", "medical", "flood_control"]
+Agency = Literal["police", "fire", "medical", "flood_control", "meteorology", "earthquake", "health", "emergency_mgmt"]
 
 
 class Station(Located):

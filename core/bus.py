@@ -37,6 +37,7 @@ TOPIC_AUDIENCE: dict[str, frozenset[Role]] = {
     "incident": frozenset({Role.CALLTAKER, Role.DISPATCHER, Role.CHAIR}),
     "unit": frozenset({Role.CALLTAKER, Role.DISPATCHER}),
     "resource": frozenset({Role.CALLTAKER, Role.DISPATCHER, Role.CHAIR}),  # allocations and stock
+    "plan": frozenset({Role.DISPATCHER, Role.CHAIR}),  # response plans: activations, levels, tasks
     "recording": frozenset({Role.INSPECTOR}),
     "user": frozenset(),
     "system": frozenset({Role.CHAIR, Role.OPERATOR, Role.CALLTAKER, Role.DISPATCHER, Role.INSPECTOR, Role.VIEWER}),

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from core.runtime import CoreServices
 from dispatch.conference import ConferenceStarter
+from dispatch.plans.service import PlanService
+from dispatch.plans.setup import start_plans
 from dispatch.resources.model import load_catalogue
 from dispatch.resources.service import ResourceService
 from dispatch.response_plans import ResponsePlans
@@ -39,9 +41,10 @@ def _configured(core: CoreServices, configured: Path | None, name: str) -> Path 
 
 
 class DispatchCapability:
-    def __init__(self, service: DispatchService, resources: ResourceService) -> None:
+    def __init__(self, service: DispatchService, resources: ResourceService, plans: PlanService) -> None:
         self.service = service
         self.resources = resources
+        self.plans = plans  # response plans (预案) and their activations
         self.runner = TrainingRunner(service)
         service.on_training_change.append(self._training_changed)
 
@@ -80,7 +83,7 @@ async def start(core: CoreServices, conference: ConferenceStarter | None = None)
     resources = ResourceService(core, eta, catalogue, clock=service.clock)
     await resources.start()
     log.info("dispatch: %d resources from %s", len(catalogue), resources_path or "nowhere")
-    capability = DispatchCapability(service, resources)
+    capability = DispatchCapability(service, resources, await start_plans(core, service))
     if service.training:
         capability.runner.start()
     return capability

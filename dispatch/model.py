@@ -77,13 +77,26 @@ CATEGORIES: Mapping[str, Category] = MappingProxyType(
                  {"flood": "洪涝", "typhoon": "台风", "drought": "干旱", "landslide": "山体滑坡", "dyke": "堤防险情"}),
             _cat("traffic", "21", "交通事故", 2, "police",
                  {"collision": "车辆碰撞", "entrapment": "人员被困", "hazmat": "危化品车辆"}),
+            # issue 19: the agencies beyond dispatch (气象, 地震, 卫健/疫情, 应急管理/安全生产)
+            _cat("meteorology", "12", "气象灾害", 1, "meteorology",
+                 {"rainstorm": "暴雨", "thunderstorm": "雷雨大风", "heat": "高温", "cold": "寒潮低温",
+                  "fog": "大雾", "hail": "冰雹"}),
+            _cat("earthquake", "13", "地震灾害", 1, "earthquake",
+                 {"destructive": "破坏性地震", "felt": "有感地震", "aftershock": "强余震", "secondary": "地震次生灾害"}),
+            _cat("epidemic", "32", "公共卫生事件（疫情）", 3, "health",
+                 {"infectious": "传染病疫情", "unknown_disease": "不明原因疾病", "food_poisoning": "群体性食物中毒",
+                  "occupational": "职业中毒", "animal": "动物疫情"}),
+            _cat("work_safety", "24", "安全生产事故", 2, "emergency_mgmt",
+                 {"mine": "矿山事故", "chemical": "危险化学品事故", "construction": "建筑施工事故",
+                  "gas": "燃气事故", "special_equipment": "特种设备事故"}),
             _cat("other", "90", "其他", 9, "police", {}),
         )
     }
 )
 
 AGENCIES: Mapping[str, str] = MappingProxyType(
-    {"police": "公安", "fire": "消防救援", "medical": "医疗急救", "flood_control": "三防", "traffic": "交警"}
+    {"police": "公安", "fire": "消防救援", "medical": "医疗急救", "flood_control": "三防", "traffic": "交警",
+     "meteorology": "气象", "earthquake": "地震", "health": "卫健", "emergency_mgmt": "应急管理"}
 )
 
 # default category preset by the dialled emergency number (DESIGN: the number presets the category)
@@ -458,6 +471,13 @@ class Capability(StrEnum):
     PUMP = "pump"  # high-capacity drainage pump
     PATROL = "patrol"  # police patrol
     FLOOD_TEAM = "flood_team"  # sandbags, dyke crew
+    WEATHER_OBS = "weather_obs"  # mobile weather observation at the scene
+    QUAKE_SURVEY = "quake_survey"  # earthquake field survey (intensity, damage assessment)
+    USAR = "usar"  # urban search and rescue (collapsed structures)
+    EPIDEMIOLOGY = "epidemiology"  # outbreak investigation, sampling
+    DISINFECTION = "disinfection"
+    HAZMAT = "hazmat"  # hazardous chemicals
+    MINE_RESCUE = "mine_rescue"
 
 
 CAPABILITY_NAMES: Mapping[Capability, str] = MappingProxyType(
@@ -465,7 +485,9 @@ CAPABILITY_NAMES: Mapping[Capability, str] = MappingProxyType(
         Capability.ENGINE: "水罐/泡沫车", Capability.WATER_TENDER: "供水车", Capability.LADDER: "登高车",
         Capability.RESCUE: "抢险救援", Capability.ALS: "高级生命支持", Capability.BLS: "基础生命支持",
         Capability.BOAT: "冲锋舟", Capability.PUMP: "排涝泵", Capability.PATROL: "巡逻警力",
-        Capability.FLOOD_TEAM: "防汛抢险队",
+        Capability.FLOOD_TEAM: "防汛抢险队", Capability.WEATHER_OBS: "现场气象观测",
+        Capability.QUAKE_SURVEY: "地震现场调查", Capability.USAR: "城市搜救", Capability.EPIDEMIOLOGY: "流行病学调查",
+        Capability.DISINFECTION: "消毒消杀", Capability.HAZMAT: "危化品处置", Capability.MINE_RESCUE: "矿山救护",
     }
 )
 
@@ -492,6 +514,14 @@ UNIT_TYPES: Mapping[str, UnitType] = MappingProxyType(
             UnitType("flood_team", "防汛抢险队", "flood_control", frozenset({Capability.FLOOD_TEAM})),
             UnitType("pump", "排涝泵车", "flood_control", frozenset({Capability.PUMP})),
             UnitType("boat", "冲锋舟", "flood_control", frozenset({Capability.BOAT, Capability.RESCUE})),
+            UnitType("weather_vehicle", "气象应急观测车", "meteorology", frozenset({Capability.WEATHER_OBS})),
+            UnitType("quake_survey_team", "地震现场工作队", "earthquake", frozenset({Capability.QUAKE_SURVEY})),
+            UnitType("usar_team", "地震灾害紧急救援队", "earthquake", frozenset({Capability.USAR, Capability.RESCUE})),
+            UnitType("epi_team", "流行病学调查队", "health", frozenset({Capability.EPIDEMIOLOGY})),
+            UnitType("disinfection_team", "卫生消杀队", "health", frozenset({Capability.DISINFECTION})),
+            UnitType("hazmat_team", "危化品应急救援队", "emergency_mgmt", frozenset({Capability.HAZMAT, Capability.RESCUE})),
+            UnitType("mine_rescue_team", "矿山救护队", "emergency_mgmt",
+                     frozenset({Capability.MINE_RESCUE, Capability.RESCUE})),
         )
     }
 )

@@ -24,6 +24,8 @@ from dispatch.model import (
 CATEGORY_EN: Mapping[str, str] = {
     "police": "Public order", "fire": "Fire", "medical": "Medical emergency",
     "flood_control": "Flood, typhoon and drought", "traffic": "Traffic accident", "other": "Other",
+    "meteorology": "Meteorological disaster", "earthquake": "Earthquake", "epidemic": "Public health (epidemic)",
+    "work_safety": "Work safety accident",
 }
 SUBTYPE_EN: Mapping[str, str] = {
     "general": "General", "theft": "Theft", "robbery": "Robbery", "assault": "Fight/assault",
@@ -34,10 +36,18 @@ SUBTYPE_EN: Mapping[str, str] = {
     "flood": "Flooding", "typhoon": "Typhoon", "drought": "Drought", "landslide": "Landslide",
     "dyke": "Dyke breach risk", "collision": "Collision", "entrapment": "Person trapped",
     "hazmat": "Hazardous-goods vehicle",
+    "rainstorm": "Rainstorm", "thunderstorm": "Thunderstorm and gale", "heat": "Heat wave", "cold": "Cold wave",
+    "fog": "Dense fog", "hail": "Hail", "destructive": "Destructive earthquake", "felt": "Felt earthquake",
+    "aftershock": "Strong aftershock", "secondary": "Secondary disaster of an earthquake",
+    "infectious": "Infectious disease outbreak", "unknown_disease": "Disease of unknown cause",
+    "food_poisoning": "Mass food poisoning", "occupational": "Occupational poisoning", "animal": "Animal epidemic",
+    "mine": "Mine accident", "chemical": "Hazardous chemicals accident", "construction": "Construction accident",
+    "gas": "Gas accident", "special_equipment": "Special equipment accident",
 }
 AGENCY_EN: Mapping[str, str] = {
     "police": "Police", "fire": "Fire and rescue", "medical": "Medical emergency",
-    "flood_control": "Flood control", "traffic": "Traffic police",
+    "flood_control": "Flood control", "traffic": "Traffic police", "meteorology": "Meteorology",
+    "earthquake": "Earthquake agency", "health": "Health commission", "emergency_mgmt": "Emergency management",
 }
 INCIDENT_STATUS_EN: Mapping[IncidentStatus, str] = {
     IncidentStatus.NEW: "New", IncidentStatus.DISPATCHED: "Dispatched", IncidentStatus.EN_ROUTE: "En route",
@@ -49,7 +59,10 @@ UNIT_TYPE_EN: Mapping[str, str] = {
     "police_car": "Patrol car", "fire_engine": "Fire engine (water)", "water_tender": "Water tender",
     "ladder": "Aerial ladder platform", "rescue": "Rescue tender", "ambulance_als": "ALS ambulance",
     "ambulance_bls": "BLS ambulance", "flood_team": "Flood response team", "pump": "Drainage pump truck",
-    "boat": "Assault boat",
+    "boat": "Assault boat", "weather_vehicle": "Mobile weather observation vehicle",
+    "quake_survey_team": "Earthquake field team", "usar_team": "Earthquake search and rescue team",
+    "epi_team": "Epidemiological investigation team", "disinfection_team": "Disinfection team",
+    "hazmat_team": "Hazmat rescue team", "mine_rescue_team": "Mine rescue team",
 }
 UNIT_STATUS_EN: Mapping[UnitStatus, str] = {
     UnitStatus.AVAILABLE: "Available", UnitStatus.DISPATCHED: "Dispatched", UnitStatus.EN_ROUTE: "En route",
@@ -61,6 +74,9 @@ CAPABILITY_EN: Mapping[Capability, str] = {
     Capability.RESCUE: "Technical rescue", Capability.ALS: "Advanced life support",
     Capability.BLS: "Basic life support", Capability.BOAT: "Assault boat", Capability.PUMP: "Drainage pump",
     Capability.PATROL: "Patrol", Capability.FLOOD_TEAM: "Flood response team",
+    Capability.WEATHER_OBS: "On-site weather observation", Capability.QUAKE_SURVEY: "Earthquake field survey",
+    Capability.USAR: "Urban search and rescue", Capability.EPIDEMIOLOGY: "Epidemiological investigation",
+    Capability.DISINFECTION: "Disinfection", Capability.HAZMAT: "Hazmat response", Capability.MINE_RESCUE: "Mine rescue",
 }
 
 

@@ -603,10 +603,12 @@ class DispatchService:
 
     # ------------------------------------------------------------------ command conference
 
-    async def request_conference(self, incident_id: str, actor: str, source: str = "") -> CommandConference:
-        """Create the command conference record for an incident and ask the MCU to start it."""
+    async def request_conference(self, incident_id: str, actor: str, source: str = "",
+                                 rooms: Sequence[str] | None = None) -> CommandConference:
+        """Create the command conference record for an incident and ask the MCU to start it (with the
+        county leaders' rooms, or ``rooms`` when given: a response plan's affected area)."""
         inc = await self.incident(incident_id)
-        rooms = leader_rooms(self.plan, inc.location.county_code)
+        rooms = list(rooms) if rooms is not None else leader_rooms(self.plan, inc.location.county_code)
         async with self.db.transaction() as conn:
             n = await conn.fetchval("SELECT nextval('command_conference_seq')")
             conf_id = f"{90000000 + n:08d}"

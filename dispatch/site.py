@@ -21,7 +21,9 @@ from gis.jurisdictions import Area, Jurisdictions, load_areas_geojson
 PLAN_UNIT_TYPES: dict[str, str] = {
     "patrol": "police_car", "engine": "fire_engine", "ladder": "ladder", "rescue": "rescue",
     "water_tender": "water_tender", "boat": "boat", "pump_team": "pump", "pump": "pump",
-    "flood_team": "flood_team", "ambulance": "ambulance_bls",
+    "flood_team": "flood_team", "ambulance": "ambulance_bls", "weather_vehicle": "weather_vehicle",
+    "quake_survey_team": "quake_survey_team", "usar_team": "usar_team", "epi_team": "epi_team",
+    "disinfection_team": "disinfection_team", "hazmat_team": "hazmat_team", "mine_rescue_team": "mine_rescue_team",
 }
 TRAINING_PREFIX = "DRILL-"
 

@@ -37,10 +37,10 @@ ROLES = ("admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "
 # The consoles (OpenAPI tags) each role works in: the README's role table, written down here on
 # its own so the check does not just trust the x-roles the app declares.
 FAMILIES: dict[str, frozenset[str]] = {
-    "chair": frozenset({"conference", "resources"}),  # resources: read-only (issue 19); allocating is 403
+    "chair": frozenset({"conference", "resources", "plans"}),  # resources: read-only (issue 19); allocating is 403
     "operator": frozenset({"conference"}),
     "calltaker": frozenset({"desk", "dispatch", "resources"}),
-    "dispatcher": frozenset({"dispatch", "desk", "resources"}),
+    "dispatcher": frozenset({"dispatch", "desk", "resources", "plans"}),
     "inspector": frozenset({"inspect"}),
     "viewer": frozenset(),
 }

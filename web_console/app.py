@@ -24,6 +24,7 @@ from web_console import (
     events_ws,
     inspect_console,
     pages,
+    plans_console,
     resources_console,
 )
 from web_console.auth import Forbidden, NotAuthenticated, current_principal
@@ -121,4 +122,5 @@ def create_app(node: Node, *, manage_lifecycle: bool = False) -> FastAPI:
     app.include_router(conference_console.router)
     app.include_router(desk_console.router)
     app.include_router(resources_console.router)
+    app.include_router(plans_console.router)
     return app

@@ -67,6 +67,10 @@ INCIDENT_TYPE_TEXT = {
     "medical": "Medical",
     "flood_control": "Natural Disaster",
     "traffic": "Traffic Collision",
+    "meteorology": "Natural Disaster",
+    "earthquake": "Natural Disaster",
+    "epidemic": "Public Health",
+    "work_safety": "Industrial Accident",
     "other": "Other",
 }
 STATUS_TEXT = {
@@ -83,11 +87,17 @@ AGENCY_TYPE = {
     "medical": "urn:emergency:service:responder.ems",
     "flood_control": "urn:emergency:service:responder.other.flood_control",
     "traffic": "urn:emergency:service:responder.police.traffic",
+    "meteorology": "urn:emergency:service:responder.other.meteorology",
+    "earthquake": "urn:emergency:service:responder.other.earthquake",
+    "health": "urn:emergency:service:responder.other.health",
+    "emergency_mgmt": "urn:emergency:service:responder.other.emergency_management",
 }
 RESOURCE_TYPE = {
     "police_car": "Patrol", "fire_engine": "Engine", "water_tender": "Tender", "ladder": "Ladder",
     "rescue": "Rescue", "ambulance_als": "ALS Ambulance", "ambulance_bls": "BLS Ambulance",
-    "flood_team": "Crew", "pump": "Pump", "boat": "Boat",
+    "flood_team": "Crew", "pump": "Pump", "boat": "Boat", "weather_vehicle": "Support",
+    "quake_survey_team": "Crew", "usar_team": "USAR", "epi_team": "Crew", "disinfection_team": "Crew",
+    "hazmat_team": "Hazmat", "mine_rescue_team": "Rescue",
 }
 
 

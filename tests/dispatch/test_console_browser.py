@@ -53,7 +53,7 @@ def rgb(hex_colour: str) -> str:
 
 
 def test_new_incident_marker_appears_within_a_second(page: Page, api: httpx.Client, artifacts_dir: Path) -> None:
-    expect(page.locator(".unit-marker")).to_have_count(45)  # the plan's real units, at their stations
+    expect(page.locator(".unit-marker")).to_have_count(56)  # the plan's real units, at their stations
     started = time.monotonic()
     r = api.post("/api/incidents", json={"category": "fire", "subtype": "residential", "priority": 1, **LUODING})
     assert r.status_code == 201

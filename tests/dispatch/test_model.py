@@ -51,7 +51,8 @@ def engine(uid: str = "E1", **kw: object) -> Unit:
 
 
 def test_categories_and_codes() -> None:
-    assert set(CATEGORIES) == {"police", "fire", "medical", "flood_control", "traffic", "other"}
+    assert set(CATEGORIES) == {"police", "fire", "medical", "flood_control", "traffic", "meteorology", "earthquake",
+                               "epidemic", "work_safety", "other"}  # the last four: issue 19
     for c in CATEGORIES.values():
         assert c.code[0] == str(c.gbt_class) and "general" in c.subtypes
     assert CATEGORIES["flood_control"].subtypes["typhoon"] == "台风"

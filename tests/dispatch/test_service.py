@@ -219,7 +219,7 @@ async def test_bad_input_changes_nothing(svc: DispatchService) -> None:
         await svc.create_incident(category="police", priority=3, lon=500, lat=LUODING[1], actor="d1")
     assert await svc.db.fetchval("SELECT count(*) FROM incidents") == 0
     async with svc.db.pool.acquire() as conn:
-        assert len(await store.load_units(conn)) == 90
+        assert len(await store.load_units(conn)) == 112  # 56 demo units and their 演练 twins
 
 
 async def test_every_version_reloads_exactly(svc: DispatchService) -> None:

@@ -39,6 +39,13 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("GET", "/api/resources", {"admin", "dispatcher", "calltaker", "chair"}),
     ("GET", "/api/resources/nearest?kind=depot&item=sandbag&min_quantity=500&lon=111.57&lat=22.77",
      {"admin", "dispatcher", "calltaker", "chair"}),
+    # response plans (issue 19): dispatchers and the chair (the leader on duty); the library, admins
+    ("GET", "/api/plans", {"admin", "dispatcher", "chair"}),
+    ("GET", "/api/plans/flood", {"admin", "dispatcher", "chair"}),
+    ("GET", "/api/plan-desk", {"admin", "dispatcher", "chair"}),
+    ("GET", "/api/agency-desks", ADMIN),
+    ("GET", "/plans", ADMIN),
+    ("GET", "/api/duty/now", {"admin", "dispatcher", "chair"}),
 ]
 PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/login"), ("GET", "/join/80000001")]
 
