@@ -1,7 +1,7 @@
 """SIP sites in MCU conferences: the gateway's Directory/Room on the ConferenceService.
 
 `SipBridge` is the ``sip`` capability (``core.capabilities["sip"]``). It runs one
-:class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
+:class:`~sip_gateway.aio.sip_endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
 ``sip.tls_port`` with the configured or a generated self-signed certificate) and a
 :class:`~sip_gateway.sip.gateway.SipGateway` whose directory is the set of *running*
 conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when none are left):
@@ -46,12 +46,12 @@ from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
+from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint
 from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, NullSink
 from sip_gateway.rtp.prompts import PromptLibrary
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.digest import Credentials
-from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.gateway import Screening, SipGateway, SipSite
 from sip_gateway.sip.ivr import PinVerdict

@@ -20,7 +20,7 @@ from core.runtime import CoreServices
 from dispatch.training_runner import TrainingDesk
 from mcu.emergency_trunk import EmergencyBridge, EmergencyTrunk, TrunkConfig
 from mcu.trunk_trust import TrunkPeer
-from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.aio.sip_endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 
 from .recordings import CallRecordingLog

@@ -33,12 +33,12 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
+from ..aio.sip_endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
 from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
 from ..rtp.prompts import BEEPS
 from . import events as ev
 from .dialog import Call, CallState
-from .endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from .ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
 
 log = logging.getLogger(__name__)

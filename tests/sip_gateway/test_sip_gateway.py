@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sip_gateway.aio.sip_endpoint import SipEndpoint
 from sip_gateway.sip import events as ev
-from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.gateway import PROMPTS, SipGateway
 from sip_gateway.sip.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, PinVerdict, Prompt, Stage
 from sip_gateway.sip.useragent import UserAgentConfig

@@ -18,14 +18,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
-from . import events as ev
-from .actions import CancelTimer, Flow, Send, StartTimer, TimerKey
-from .dialog import Call, ClientRegistration
-from .digest import Credentials
-from .errors import SipParseError
-from .message import StreamFramer
-from .sdp import LocalMedia
-from .useragent import Output, UserAgent, UserAgentConfig
+from ..sip import events as ev
+from ..sip.actions import CancelTimer, Flow, Send, StartTimer, TimerKey
+from ..sip.dialog import Call, ClientRegistration
+from ..sip.digest import Credentials
+from ..sip.errors import SipParseError
+from ..sip.message import StreamFramer
+from ..sip.sdp import LocalMedia
+from ..sip.useragent import Output, UserAgent, UserAgentConfig
 
 log = logging.getLogger(__name__)
 
