@@ -15,7 +15,7 @@ turns its calls into conference sites:
 * **dial-out**: :meth:`H323Bridge.invite` calls a site for the console's invite/redial button,
   :meth:`H323Bridge.hangup` releases it.
 
-Media goes through :mod:`sip_gateway.h323.media` (RTP on ports really bound at call creation)
+Media goes through :mod:`sip_gateway.aio.h323_media` (RTP on ports really bound at call creation)
 and :class:`mcu.site_media.SiteMedia` (decoded media into the room, the room's shared encoder
 out with the negotiated codec: H.264, H.263 or H.261). H.245 videoFastUpdatePicture from the
 terminal asks the shared encoder for a key frame; the room's key-frame requests go to the
@@ -42,6 +42,13 @@ from mcu.conferences import ConferenceError, ConferenceService, DialError, JoinR
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
+from sip_gateway.aio.h323_media import (
+    IVR_PROMPTS,
+    BoundPortAllocator,
+    H323MediaLeg,
+    sent_formats,
+    site_video_codec,
+)
 from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import AUDIO_SESSION, DEFAULT_FORMATS, VIDEO_SESSION
@@ -61,13 +68,6 @@ from sip_gateway.h323.events import (
     VideoFastUpdateRequested,
 )
 from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
-from sip_gateway.h323.media import (
-    IVR_PROMPTS,
-    BoundPortAllocator,
-    H323MediaLeg,
-    sent_formats,
-    site_video_codec,
-)
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME

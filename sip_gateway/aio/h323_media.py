@@ -20,14 +20,14 @@ from typing import Any
 import av
 import numpy as np
 
+from ..h323.aio import MediaPortAllocator
+from ..h323.capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
+from ..h323.events import LogicalChannel
 from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
 from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
 from ..rtp.prompts import BEEPS
 from ..sip.sdp import Codec as SdpCodec
 from ..sip.sdp import MediaStream
-from .aio import MediaPortAllocator
-from .capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
-from .events import LogicalChannel
 
 __all__ = ["IVR_PROMPTS", "BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
 
