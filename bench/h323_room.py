@@ -56,11 +56,11 @@ def _gop(frames: int = 30) -> list[bytes]:
 
 
 async def _terminal(index: int, host: str, port: int, seconds: float, gop: list[bytes]) -> dict[str, int]:
+    from sip_gateway.aio.h323_endpoint import H323Endpoint
     from sip_gateway.aio.h323_media import BoundPortAllocator, H323MediaLeg
-    from sip_gateway.h323.aio import H323Endpoint
+    from sip_gateway.aio.rtp_leg import tone
     from sip_gateway.h323.call import EndpointConfig
     from sip_gateway.h323.events import CallReleased, ChannelOpened, MediaAddress
-    from sip_gateway.rtp.leg import tone
 
     ports = BoundPortAllocator("127.0.0.1", 40000, 49999)
     endpoint = H323Endpoint(EndpointConfig(h323_id=f"bench-{index}", is_mcu=False), ports=ports)

@@ -46,9 +46,9 @@ sys.path.insert(0, str(ROOT))
 from mcu.room import Room, RoomSettings  # noqa: E402
 from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
 from mcu.site_media import SiteMedia, VideoFormat  # noqa: E402
+from sip_gateway.aio.rtp_leg import MediaLeg, tone  # noqa: E402
 from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint  # noqa: E402
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, AudioEncoder, VideoEncoder  # noqa: E402
-from sip_gateway.rtp.leg import MediaLeg, tone  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
 from sip_gateway.sip.dialog import Call  # noqa: E402
 from sip_gateway.sip.sdp import (  # noqa: E402

@@ -1,6 +1,6 @@
 """H.323 room systems in MCU conferences: dial-in, dial-out, media, chair control.
 
-The bridge owns one :class:`~sip_gateway.h323.aio.H323Endpoint` (TCP 1720 by default) and
+The bridge owns one :class:`~sip_gateway.aio.h323_endpoint.H323Endpoint` (TCP 1720 by default) and
 turns its calls into conference sites:
 
 * **dial-in by number/alias**: a Setup whose called party number or a destination alias is the
@@ -42,6 +42,8 @@ from mcu.conferences import ConferenceError, ConferenceService, DialError, JoinR
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
+from sip_gateway.aio.h323_endpoint import AdmissionRefused, CallHandle, H323Endpoint
+from sip_gateway.aio.h323_gatekeeping import LocalGatekeeper, RegistrationKeeper
 from sip_gateway.aio.h323_media import (
     IVR_PROMPTS,
     BoundPortAllocator,
@@ -49,7 +51,6 @@ from sip_gateway.aio.h323_media import (
     sent_formats,
     site_video_codec,
 )
-from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import AUDIO_SESSION, DEFAULT_FORMATS, VIDEO_SESSION
 from sip_gateway.h323.events import (
@@ -67,7 +68,6 @@ from sip_gateway.h323.events import (
     UserInputReceived,
     VideoFastUpdateRequested,
 )
-from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME

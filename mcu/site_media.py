@@ -64,7 +64,7 @@ SIZES = ((1280, 720), (640, 360), (352, 288))
 
 
 class RtpLeg(Protocol):
-    """What SiteMedia needs from a leg (sip_gateway.rtp.leg.MediaLeg satisfies it)."""
+    """What SiteMedia needs from a leg (sip_gateway.aio.rtp_leg.MediaLeg satisfies it)."""
 
     def send_audio(self, pcm: np.ndarray) -> None:
         """Encode and send 20 ms of 48 kHz mono int16 audio."""

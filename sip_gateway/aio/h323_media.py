@@ -3,7 +3,7 @@
 :class:`BoundPortAllocator` replaces the numbers-only allocator of :class:`H323Endpoint`: it
 really binds the RTP/RTCP sockets when a call is created, so the ports put into fast-start
 proposals and OpenLogicalChannel(Ack)s are ours. :class:`H323MediaLeg` adopts those sockets
-into a :class:`~sip_gateway.rtp.leg.MediaLeg` and applies the negotiated logical channels
+into a :class:`~sip_gateway.aio.rtp_leg.MediaLeg` and applies the negotiated logical channels
 (``ChannelOpened`` events) as RTP streams. Key-frame requests towards the terminal go out as
 H.245 videoFastUpdatePicture (H.323 terminals do not expect RTCP PLI).
 """
@@ -20,14 +20,14 @@ from typing import Any
 import av
 import numpy as np
 
-from ..h323.aio import MediaPortAllocator
 from ..h323.capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
 from ..h323.events import LogicalChannel
 from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
-from ..rtp.leg import MediaLeg, StreamStatistics, _Channel, _Socket
 from ..rtp.prompts import BEEPS
 from ..sip.sdp import Codec as SdpCodec
 from ..sip.sdp import MediaStream
+from .h323_endpoint import MediaPortAllocator
+from .rtp_leg import MediaLeg, StreamStatistics, _Channel, _Socket
 
 __all__ = ["IVR_PROMPTS", "BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
 

@@ -4,7 +4,7 @@ The MCU supplies a :class:`Directory` of :class:`Room` objects. Dial-in to
 ``sip:<conference-id>@host`` joins that room (after the PIN, by DTMF, when it has one);
 dialling any non-numeric user (e.g. ``sip:ivr@host``) starts the IVR, which asks for the
 conference id and PIN. Rooms dial out with :meth:`SipGateway.dial_out`. A joined site's media
-goes to the :class:`~sip_gateway.rtp.leg.MediaSink` returned by :meth:`Room.join`; the room
+goes to the :class:`~sip_gateway.aio.rtp_leg.MediaSink` returned by :meth:`Room.join`; the room
 sends media back through ``site.leg``.
 
 Who may enter is decided by a :class:`PinPolicy` (the MCU's asks its one admission policy,
@@ -33,9 +33,9 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
+from ..aio.rtp_leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
 from ..aio.sip_endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
-from ..rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
 from ..rtp.prompts import BEEPS
 from . import events as ev
 from .dialog import Call, CallState

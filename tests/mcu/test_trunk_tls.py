@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from mcu.emergency_trunk import EmergencyTrunk, IncomingEmergencyCall, TrunkConfig
 from mcu.trunk_trust import TrunkPeer
 from sip_gateway.aio.sip_endpoint import SipEndpoint
-from sip_gateway.sip.tls import make_self_signed, server_context
+from sip_gateway.aio.tls import make_self_signed, server_context
 from sip_gateway.sip.useragent import UserAgentConfig
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,9 +9,9 @@ import av
 import numpy as np
 import pytest
 
+from sip_gateway.aio.rtp_leg import MediaLeg, tone
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, packetize_h264, split_annexb
 from sip_gateway.rtp.dtmf import EventDetector, digit_packets
-from sip_gateway.rtp.leg import MediaLeg, tone
 from sip_gateway.rtp.session import EncodedFrame, KeyframeRequest, NackRequest, RtpSession, SendNack
 from sip_gateway.sip.sdp import (
     LocalMedia,

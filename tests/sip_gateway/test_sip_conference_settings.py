@@ -35,7 +35,7 @@ from mcu.admission import Caller
 from mcu.conferences import ConferenceService, JoinRefused, PinGuard
 from mcu.room import RoomSettings
 from mcu.sip_bridge import DialOutError, SipBridge, start, tls_context
-from sip_gateway.sip.tls import fingerprint
+from sip_gateway.aio.tls import fingerprint
 from tests.conftest import ROOT, free_port
 from tests.sip_gateway.conference_helpers import joined, start_bridge, until
 from tests.sip_gateway.peers import Baresip, MediaUas

@@ -18,8 +18,9 @@ from mcu.h323_bridge import BridgeSettings, H323Bridge
 from mcu.media import video_frame_from_rgb
 from mcu.participant import Participant
 from mcu.room import RoomSettings
+from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
 from sip_gateway.aio.h323_media import BoundPortAllocator, H323MediaLeg
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.aio.rtp_leg import tone
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS, MediaFormat
 from sip_gateway.h323.events import (
@@ -29,7 +30,6 @@ from sip_gateway.h323.events import (
     Event,
     MediaAddress,
 )
-from sip_gateway.rtp.leg import tone
 
 MCU_RTP = (31000, 31999)
 TERMINAL_RTP = (32000, 32699)  # below the kernel ephemeral range (32768+), where other sockets live

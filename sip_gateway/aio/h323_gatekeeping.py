@@ -19,9 +19,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from .aio import H323Endpoint
-from .events import MediaAddress
-from .ras import (
+from ..h323.events import MediaAddress
+from ..h323.ras import (
     Gatekeeper,
     GatekeeperProtocol,
     RasClient,
@@ -30,6 +29,7 @@ from .ras import (
     Registered,
     RegistrationLost,
 )
+from .h323_endpoint import H323Endpoint
 
 __all__ = ["LocalGatekeeper", "RegistrationKeeper", "resolve_host"]
 

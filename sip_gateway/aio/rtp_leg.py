@@ -26,9 +26,8 @@ import av
 import numpy as np
 import pylibsrtp
 
-from ..sip.sdp import LocalMedia, MediaStream
-from .codecs import VIDEO_CLOCK, AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
-from .session import (
+from ..rtp.codecs import VIDEO_CLOCK, AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
+from ..rtp.session import (
     DtmfDigit,
     EncodedFrame,
     KeyframeRequest,
@@ -38,6 +37,7 @@ from .session import (
     RtpSession,
     SendNack,
 )
+from ..sip.sdp import LocalMedia, MediaStream
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,18 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from .call import Call, CallIdentity, EndpointConfig
-from .capabilities import AUDIO_SESSION, VIDEO_SESSION
-from .events import CallIncoming, CallReleased, Event, H245ConnectRequested, MediaAddress, ProtocolErrorLogged
-from .q931 import Cause
-from .ras import AdmissionRejected, RasClientProtocol
+from ..h323.call import Call, CallIdentity, EndpointConfig
+from ..h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
+from ..h323.events import (
+    CallIncoming,
+    CallReleased,
+    Event,
+    H245ConnectRequested,
+    MediaAddress,
+    ProtocolErrorLogged,
+)
+from ..h323.q931 import Cause
+from ..h323.ras import AdmissionRejected, RasClientProtocol
 
 __all__ = ["AdmissionRefused", "CallHandle", "H323Endpoint", "MediaPortAllocator"]
 
