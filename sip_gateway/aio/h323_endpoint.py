@@ -26,7 +26,8 @@ from ..h323.events import (
     ProtocolErrorLogged,
 )
 from ..h323.q931 import Cause
-from ..h323.ras import AdmissionRejected, RasClientProtocol
+from ..h323.ras import AdmissionRejected
+from .ras import RasClientProtocol
 
 __all__ = ["AdmissionRefused", "CallHandle", "H323Endpoint", "MediaPortAllocator"]
 

@@ -22,14 +22,13 @@ from collections.abc import Awaitable, Callable
 from ..h323.events import MediaAddress
 from ..h323.ras import (
     Gatekeeper,
-    GatekeeperProtocol,
     RasClient,
     RasClientConfig,
-    RasClientProtocol,
     Registered,
     RegistrationLost,
 )
 from .h323_endpoint import H323Endpoint
+from .ras import GatekeeperProtocol, RasClientProtocol
 
 __all__ = ["LocalGatekeeper", "RegistrationKeeper", "resolve_host"]
 

@@ -10,7 +10,7 @@ from .call import Call, CallIdentity, CallState, EndpointConfig
 from .capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from .events import LogicalChannel, MediaAddress
 from .q931 import Cause
-from .ras import Gatekeeper, GatekeeperProtocol, RasClient, RasClientConfig, RasClientProtocol
+from .ras import Gatekeeper, RasClient, RasClientConfig
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -21,11 +21,9 @@ __all__ = [
     "Codec",
     "EndpointConfig",
     "Gatekeeper",
-    "GatekeeperProtocol",
     "LogicalChannel",
     "MediaAddress",
     "MediaFormat",
     "RasClient",
     "RasClientConfig",
-    "RasClientProtocol",
 ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from .addresses import address_from_h225, alias_address, alias_text, h225_transport_address
 from .asn1 import H225_PROTOCOL_ID, Asn1Error, decode_olc, decode_uuie, encode_olc, encode_uuie
 from .capabilities import (
     AUDIO_SESSION,
@@ -176,41 +177,6 @@ _BODY_BY_TYPE: dict[int, str] = {
 }
 
 
-def _ip_transport(address: MediaAddress) -> tuple[str, Any]:
-    """H.225.0 TransportAddress (ipAddress) of a host/port."""
-    octets = bytes(int(x) for x in address.host.split("."))
-    return ("ipAddress", {"ip": octets, "port": address.port})
-
-
-def _address_from_h225(value: Any) -> MediaAddress | None:
-    try:
-        if value[0] != "ipAddress":
-            return None
-        ip = bytes(value[1]["ip"])
-        if len(ip) != 4:
-            return None
-        return MediaAddress(".".join(str(b) for b in ip), int(value[1]["port"]))
-    except (KeyError, TypeError, IndexError, ValueError):
-        return None
-
-
-def _alias(value: str) -> tuple[str, str]:
-    """AliasAddress: digits become dialledDigits, anything else an h323-ID."""
-    if value and all(c in "0123456789#*," for c in value):
-        return ("dialledDigits", value)
-    return ("h323-ID", value)
-
-
-def _alias_text(alias: Any) -> str | None:
-    try:
-        kind, value = alias
-    except (TypeError, ValueError):
-        return None
-    if kind in ("dialledDigits", "h323-ID", "url-ID", "email-ID"):
-        return str(value)
-    return None
-
-
 @dataclass(frozen=True)
 class CallIdentity:
     """The identifiers of a call: callIdentifier, conferenceID and the Q.931 call reference."""
@@ -356,7 +322,7 @@ class Call:
             if h245_address is None:
                 raise ValueError("answering without tunnelling needs an H.245 address")
             self.h245_address = h245_address
-            body["h245Address"] = _ip_transport(h245_address)
+            body["h245Address"] = h225_transport_address(h245_address)
             self.timers.start("h245-connect", now, self.config.t_h245_connect)
         self._send_q931(MessageType.CONNECT, "connect", body, [])
         self.state = CallState.ACTIVE
@@ -610,8 +576,8 @@ class Call:
         self.conference_id = bytes(body["conferenceID"])
         self.tunnelling = bool(pdu.get("h245Tunnelling", False)) and self.config.tunnelling
         self.state = CallState.CALL_PRESENT
-        sources = tuple(t for t in (_alias_text(a) for a in body.get("sourceAddress", [])) if t)
-        destinations = tuple(t for t in (_alias_text(a) for a in body.get("destinationAddress", [])) if t)
+        sources = tuple(t for t in (alias_text(a) for a in body.get("sourceAddress", [])) if t)
+        destinations = tuple(t for t in (alias_text(a) for a in body.get("destinationAddress", [])) if t)
         self.remote_aliases = sources
         calling = message.get(IE.CALLING_PARTY_NUMBER)
         called = message.get(IE.CALLED_PARTY_NUMBER)
@@ -624,7 +590,7 @@ class Call:
             calling_number = called_number = None
         address = body.get("h245Address")
         if address is not None and not self.tunnelling:
-            self.h245_address = _address_from_h225(address)
+            self.h245_address = address_from_h225(address)
         offers = body.get("fastStart")
         if offers and self.config.fast_start:
             self._select_fast_start([bytes(o) for o in offers])
@@ -767,12 +733,12 @@ class Call:
             "protocolIdentifier": H225_PROTOCOL_ID,
             "sourceAddress": source,
             "sourceInfo": self._endpoint_type(),
-            "destCallSignalAddress": _ip_transport(address),
+            "destCallSignalAddress": h225_transport_address(address),
             "activeMC": False,
             "conferenceID": self.conference_id,
             "conferenceGoal": ("create", 0),
             "callType": ("pointToPoint", 0),
-            "sourceCallSignalAddress": _ip_transport(MediaAddress(cfg.signalling_host, cfg.signalling_port)),
+            "sourceCallSignalAddress": h225_transport_address(MediaAddress(cfg.signalling_host, cfg.signalling_port)),
             "callIdentifier": {"guid": self.call_id},
             "mediaWaitForConnect": False,
             "canOverlapSend": False,
@@ -780,7 +746,7 @@ class Call:
             "maintainConnection": False,
         }
         if destination:
-            body["destinationAddress"] = [_alias(destination)]
+            body["destinationAddress"] = [alias_address(destination)]
         if cfg.fast_start:
             body["fastStart"] = self._fast_start_proposals()
         ies = [encode_bearer_capability(), encode_display(cfg.display)]
@@ -843,7 +809,7 @@ class Call:
             self.tunnelling = self.config.tunnelling and bool(pdu["h245Tunnelling"])
         address = body.get("h245Address")
         if address is not None and not self.tunnelling and self.h245_address is None:
-            self.h245_address = _address_from_h225(address)
+            self.h245_address = address_from_h225(address)
             if self.h245_address is None:
                 raise ValueError("h245Address is not an IPv4 transport address")
             self._events.append(H245ConnectRequested(self.h245_address))
@@ -914,7 +880,7 @@ class Call:
     def _on_facility(self, pdu: dict[str, Any], body: dict[str, Any], now: float) -> None:
         reason = body.get("reason", ("undefinedReason", 0))[0] if body else "transportedInformation"
         if reason == "startH245" and self.h245_address is None:
-            address = _address_from_h225(body.get("h245Address"))
+            address = address_from_h225(body.get("h245Address"))
             if address is not None:
                 self.tunnelling = False
                 self.h245_address = address

@@ -26,8 +26,9 @@ from config.site_plan import Endpoint
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceError
 from mcu.h323_bridge import H323SiteDialer, parse_target
+from sip_gateway.aio.ras import GatekeeperProtocol, RasClientProtocol
 from sip_gateway.h323.events import CallConnected, CallReleased, MediaAddress
-from sip_gateway.h323.ras import Gatekeeper, GatekeeperProtocol, RasClient, RasClientConfig, RasClientProtocol
+from sip_gateway.h323.ras import Gatekeeper, RasClient, RasClientConfig
 from tests.sip_gateway.h323.h323_conference_kit import (
     RED,
     Mcu,
