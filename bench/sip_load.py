@@ -49,15 +49,10 @@ from mcu.site_media import SiteMedia, VideoFormat  # noqa: E402
 from sip_gateway.aio.rtp_leg import MediaLeg, tone  # noqa: E402
 from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint  # noqa: E402
 from sip_gateway.rtp.codecs import SAMPLES_PER_FRAME, AudioEncoder, VideoEncoder  # noqa: E402
+from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
 from sip_gateway.sip.dialog import Call  # noqa: E402
-from sip_gateway.sip.sdp import (  # noqa: E402
-    LocalMedia,
-    MediaPolicy,
-    SessionDescription,
-    answer,
-    create_offer,
-)
+from sip_gateway.sip.sdp import SessionDescription, answer, create_offer  # noqa: E402
 from sip_gateway.sip.useragent import UserAgentConfig  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "sip_gateway" / "sipp" / "load_call.xml"

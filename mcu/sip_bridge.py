@@ -49,6 +49,7 @@ from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from sip_gateway.aio.rtp_leg import RTP_PORT_RANGE, MediaLeg, NullSink
 from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint
 from sip_gateway.aio.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
+from sip_gateway.rtp.media_description import MediaPolicy, MediaStream
 from sip_gateway.rtp.prompts import PromptLibrary
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
@@ -56,7 +57,6 @@ from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.gateway import Screening, SipGateway, SipSite
 from sip_gateway.sip.ivr import PinVerdict
-from sip_gateway.sip.sdp import MediaPolicy, MediaStream
 from sip_gateway.sip.uri import NameAddr, SipUri
 from sip_gateway.sip.useragent import UserAgentConfig
 

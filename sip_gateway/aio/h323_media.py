@@ -23,9 +23,9 @@ import numpy as np
 from ..h323.capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
 from ..h323.events import LogicalChannel
 from ..rtp.codecs import AudioDecoder, Pcm, VideoDecoder
+from ..rtp.media_description import Codec as SdpCodec
+from ..rtp.media_description import MediaStream
 from ..rtp.prompts import BEEPS
-from ..sip.sdp import Codec as SdpCodec
-from ..sip.sdp import MediaStream
 from .h323_endpoint import MediaPortAllocator
 from .rtp_leg import MediaLeg, StreamStatistics, _Channel, _Socket
 

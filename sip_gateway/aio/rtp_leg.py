@@ -27,6 +27,7 @@ import numpy as np
 import pylibsrtp
 
 from ..rtp.codecs import VIDEO_CLOCK, AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
+from ..rtp.media_description import LocalMedia, MediaStream
 from ..rtp.session import (
     DtmfDigit,
     EncodedFrame,
@@ -37,7 +38,6 @@ from ..rtp.session import (
     RtpSession,
     SendNack,
 )
-from ..sip.sdp import LocalMedia, MediaStream
 
 log = logging.getLogger(__name__)
 

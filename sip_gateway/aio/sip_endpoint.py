@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
+from ..rtp.media_description import LocalMedia
 from ..sip import events as ev
 from ..sip.actions import CancelTimer, Flow, Send, StartTimer, TimerKey
 from ..sip.dialog import Call, ClientRegistration
 from ..sip.digest import Credentials
 from ..sip.errors import SipParseError
 from ..sip.message import StreamFramer
-from ..sip.sdp import LocalMedia
 from ..sip.useragent import Output, UserAgent, UserAgentConfig
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..rtp.media_description import LocalMedia, MediaPolicy
 from . import events as ev
 from . import info
 from .actions import T1, T2, CancelTimer, Flow, Send, StartTimer, TimerKey
@@ -41,7 +42,7 @@ from .message import (
 )
 from .ratelimit import RateLimiter
 from .registrar import Binding, Bindings
-from .sdp import LocalMedia, MediaPolicy, SdpError, SessionDescription, answer, create_offer
+from .sdp import SdpError, SessionDescription, answer, create_offer
 from .sdp import streams_from_answer as negotiate_from_answer
 from .transaction import (
     ClientTransaction,

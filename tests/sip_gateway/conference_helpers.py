@@ -13,7 +13,7 @@ from mcu.sip_bridge import SipBridge, user_agent_config
 from mcu.site_media import SiteMedia
 from sip_gateway.aio.rtp_leg import RTP_PORT_RANGE
 from sip_gateway.aio.sip_endpoint import SipEndpoint
-from sip_gateway.sip.sdp import MediaPolicy
+from sip_gateway.rtp.media_description import MediaPolicy
 
 DEMO = "80000001"
 
