@@ -33,7 +33,8 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from sip_gateway.aio.rtp_leg import RTP_PORT_RANGE, MediaLeg
+from sip_gateway.aio.ports import RTP_PORT_RANGE
+from sip_gateway.aio.rtp_leg import MediaLeg
 from sip_gateway.aio.sip_endpoint import Answer, Decision, Reject, SipEndpoint
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState

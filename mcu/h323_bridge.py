@@ -44,13 +44,8 @@ from mcu.room import RoomError
 from mcu.site_media import SiteMedia, VideoFormat
 from sip_gateway.aio.h323_endpoint import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.aio.h323_gatekeeping import LocalGatekeeper, RegistrationKeeper
-from sip_gateway.aio.h323_media import (
-    IVR_PROMPTS,
-    BoundPortAllocator,
-    H323MediaLeg,
-    sent_formats,
-    site_video_codec,
-)
+from sip_gateway.aio.h323_media import IVR_PROMPTS, H323MediaLeg, sent_formats, site_video_codec
+from sip_gateway.aio.ports import RtpPortManager
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import AUDIO_SESSION, DEFAULT_FORMATS, VIDEO_SESSION
 from sip_gateway.h323.events import (
@@ -410,7 +405,7 @@ class H323Bridge:
             h323_id="commandcenter MCU", display="commandcenter MCU", is_mcu=True,
             signalling_host=self.settings.host, media_host=self.settings.host,
             round_trip_interval=self.settings.round_trip_interval, transmit_formats=sent_formats(DEFAULT_FORMATS))
-        self.ports = BoundPortAllocator(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
+        self.ports = RtpPortManager(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
         self.endpoint = H323Endpoint(self.config, on_incoming=self._on_incoming, ports=self.ports)
         self.sites: set[H323Site] = set()
         self._last_call: dict[tuple[str, str], tuple[str, str | None, str]] = {}  # for redial

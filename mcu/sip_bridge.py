@@ -46,7 +46,8 @@ from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
 from mcu.site_media import SiteMedia, VideoFormat, size_for_h264_level
-from sip_gateway.aio.rtp_leg import RTP_PORT_RANGE, MediaLeg, NullSink
+from sip_gateway.aio.ports import RTP_PORT_RANGE
+from sip_gateway.aio.rtp_leg import MediaLeg, NullSink
 from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint
 from sip_gateway.aio.tls import TlsSetupError, ensure_self_signed, fingerprint, server_context
 from sip_gateway.rtp.media_description import MediaPolicy, MediaStream

@@ -33,7 +33,8 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
-from ..aio.rtp_leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
+from ..aio.ports import RTP_PORT_RANGE
+from ..aio.rtp_leg import MediaLeg, MediaSink, StreamStatistics
 from ..aio.sip_endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from ..rtp.codecs import SAMPLES_PER_FRAME, Pcm
 from ..rtp.prompts import BEEPS

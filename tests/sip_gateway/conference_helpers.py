@@ -11,7 +11,7 @@ from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
 from mcu.sip_bridge import SipBridge, user_agent_config
 from mcu.site_media import SiteMedia
-from sip_gateway.aio.rtp_leg import RTP_PORT_RANGE
+from sip_gateway.aio.ports import RTP_PORT_RANGE
 from sip_gateway.aio.sip_endpoint import SipEndpoint
 from sip_gateway.rtp.media_description import MediaPolicy
 

@@ -19,7 +19,8 @@ from mcu.media import video_frame_from_rgb
 from mcu.participant import Participant
 from mcu.room import RoomSettings
 from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
-from sip_gateway.aio.h323_media import BoundPortAllocator, H323MediaLeg
+from sip_gateway.aio.h323_media import H323MediaLeg
+from sip_gateway.aio.ports import RtpPortManager
 from sip_gateway.aio.rtp_leg import tone
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS, MediaFormat
@@ -75,7 +76,7 @@ class Terminal:
     audio: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ports = BoundPortAllocator("127.0.0.1", *TERMINAL_RTP)
+        self.ports = RtpPortManager("127.0.0.1", *TERMINAL_RTP)
         self.config = EndpointConfig(formats=tuple(self.formats), h323_id=self.alias,
                                      transmit_formats=tuple(self.transmit_formats) if self.transmit_formats else None, e164="8001", is_mcu=False,
                                      display=self.name, fast_start=self.fast_start, tunnelling=self.tunnelling,
