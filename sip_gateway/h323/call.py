@@ -11,6 +11,11 @@ Progress, Status, StatusInquiry, ReleaseComplete), fast start for audio and vide
 tunnelling with fallback to a separate H.245 connection, timers for every procedure, and
 release with Q.850 causes. Malformed input never raises: it is reported as
 :class:`ProtocolErrorLogged` and the call is released with a cause.
+
+Fast start lives in :mod:`.fast_start`, the H.225.0 address helpers (shared with RAS) in
+:mod:`.addresses`. What remains (about 800 lines) is one state machine: the Q.931 procedures,
+the H.245 transport (tunnelled or separate) and release all read and write the same call
+state, so splitting it further would scatter one procedure over several modules.
 """
 from __future__ import annotations
 
