@@ -83,6 +83,7 @@ h323peer: venv system-deps
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 bench: venv frontend system-deps
 	$(PY) -m bench

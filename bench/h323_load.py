@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.events import (
     CallConnected,

@@ -75,13 +75,14 @@ class _Counting:
 
 
 async def _terminal(index: int, host: str, port: int, seconds: float, gop: list[bytes]) -> dict[str, int]:
-    from sip_gateway.h323.aio import H323Endpoint
+    from sip_gateway.aio.h323_endpoint import H323Endpoint
+    from sip_gateway.aio.h323_media import H323MediaLeg
+    from sip_gateway.aio.ports import RtpPortManager
+    from sip_gateway.aio.rtp_leg import tone
     from sip_gateway.h323.call import EndpointConfig
     from sip_gateway.h323.events import CallReleased, ChannelOpened, MediaAddress
-    from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg
-    from sip_gateway.rtp.leg import tone
 
-    ports = BoundPortAllocator("127.0.0.1", 40000, 49999)
+    ports = RtpPortManager("127.0.0.1", 40000, 49999)
     endpoint = H323Endpoint(EndpointConfig(h323_id=f"bench-{index}", is_mcu=False), ports=ports)
     handle = await endpoint.dial(MediaAddress(host, port), CONFERENCE)
     media = await H323MediaLeg.adopt(ports, handle.call.media_ports, "127.0.0.1")

@@ -46,19 +46,14 @@ sys.path.insert(0, str(ROOT))
 from mcu.legs.site_media import SiteMedia, VideoFormat  # noqa: E402
 from mcu.room import Room, RoomSettings  # noqa: E402
 from mcu.runner import MediaRunner, deprioritise_current_thread  # noqa: E402
+from sip_gateway.aio.rtp_leg import MediaLeg, NullSink, tone  # noqa: E402
+from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint  # noqa: E402
 from sip_gateway.rtp.codecs import AudioEncoder, VideoEncoder  # noqa: E402
-from sip_gateway.rtp.leg import MediaLeg, NullSink, tone  # noqa: E402
+from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy  # noqa: E402
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES  # noqa: E402
 from sip_gateway.rtp.session import RtpSession  # noqa: E402
 from sip_gateway.sip.dialog import Call  # noqa: E402
-from sip_gateway.sip.endpoint import Answer, SipEndpoint  # noqa: E402
-from sip_gateway.sip.sdp import (  # noqa: E402
-    LocalMedia,
-    MediaPolicy,
-    SessionDescription,
-    answer,
-    create_offer,
-)
+from sip_gateway.sip.sdp import SessionDescription, answer, create_offer  # noqa: E402
 from sip_gateway.sip.useragent import UserAgentConfig  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "sip_gateway" / "sipp" / "load_call.xml"

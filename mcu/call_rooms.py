@@ -3,7 +3,7 @@
 One :class:`CallRoom` per emergency call, from the moment the trunk answers the INVITE
 (``dispatch.calltaking.trunk``) until the call ends:
 
-* it owns the caller's audio-only RTP leg and is that leg's sink (``sip_gateway.rtp.leg.MediaSink``);
+* it owns the caller's audio-only RTP leg and is that leg's sink (``sip_gateway.aio.rtp_leg.MediaSink``);
 * on the call's 20 ms clock it plays the queue tone while the caller waits (and while on hold)
   and writes the recording: both directions mixed into one 48 kHz WAV from the first frame,
   in a server-named file created exclusively (:class:`CallRecorder`);
@@ -35,11 +35,12 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from mcu.legs.pacer import AUDIO_PERIOD, Pacer
-from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
+from mcu.pacer import AUDIO_PERIOD, Pacer
+from sip_gateway.aio.ports import RTP_PORT_RANGE
+from sip_gateway.aio.rtp_leg import MediaLeg
+from sip_gateway.rtp.media_description import LocalMedia, MediaStream
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as FRAME
 from sip_gateway.rtp.media_primitives import SAMPLE_RATE
-from sip_gateway.sip.sdp import LocalMedia, MediaStream
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class CallRecorder:
 
 
 class CallerLeg(Protocol):
-    """What a call room needs from the caller's RTP leg (``sip_gateway.rtp.leg.MediaLeg``)."""
+    """What a call room needs from the caller's RTP leg (``sip_gateway.aio.rtp_leg.MediaLeg``)."""
 
     @property
     def local_media(self) -> LocalMedia: ...
@@ -200,7 +201,7 @@ class CallRoom:
         """Give back the leg's RTP ports."""
         await self.leg.close()
 
-    # -- the RTP leg's sink (sip_gateway.rtp.leg.MediaSink)
+    # -- the RTP leg's sink (sip_gateway.aio.rtp_leg.MediaSink)
 
     def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
         """20 ms from the caller: recorded, and heard in the room unless the caller is on hold."""

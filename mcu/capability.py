@@ -78,8 +78,8 @@ async def start_sip(core: CoreServices, conferences: ConferenceService) -> SipBr
     from mcu.legs.prompts import PromptLibrary
     from mcu.legs.sip_bridge import SipBridge, SipSiteDialer
     from mcu.legs.sip_config import client_tls_context, tls_context, user_agent_config
-    from sip_gateway.sip.endpoint import SipEndpoint
-    from sip_gateway.sip.tls import fingerprint
+    from sip_gateway.aio.sip_endpoint import SipEndpoint
+    from sip_gateway.aio.tls import fingerprint
 
     settings = core.settings.sip
     if not settings.enabled:

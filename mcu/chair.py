@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mcu.cascade.naming import link_participant
 from mcu.room import Room, RoomError
 
 if TYPE_CHECKING:
-    from mcu.conferences import RunningConference
+    pass
 
 
 @dataclass(frozen=True)
@@ -122,20 +121,3 @@ def operation_of_command(command: str, site: str, args: dict[str, Any]) -> Chair
             return ChairOperation("banner", text=args["text"])
     # validated by the protocol; kept for a future command this node lacks
     raise RoomError(f"本节点不支持该命令：{command}")
-
-
-async def apply_remotely(conf: RunningConference, op: ChairOperation) -> None:
-    """Run a chair operation on a site behind a cascade link and wait for the hosting node's answer.
-
-    RoomError: not possible remotely; `RemoteCommandError`: refused, unreachable or timed out
-    (its `status` is 409, 503 or 504). A roll call that mutes the others also mutes everyone
-    here, as a local roll call would: the link to that node now carries the called site.
-    """
-    command, args = remote_command(op)
-    assert op.site is not None
-    await conf.remote_command(op.site, command, args)
-    if op.op == "roll_call" and op.mute_others:
-        via: list[str] = next((s["via"] for s in conf.remote_site_list() if s["site_id"] == op.site), [])
-        link = link_participant(conf.room, via[0]) if via else None  # primary or backup call
-        if link is not None:
-            conf.room.roll_call(link, mute_others=True)

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE
 
-from .legs.pacer import AUDIO_PERIOD, Pacer
+from .pacer import AUDIO_PERIOD, Pacer
 from .room import RoomError
 from .text import DEFAULT_FONT
 

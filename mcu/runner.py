@@ -29,7 +29,7 @@ from typing import Protocol
 
 from sip_gateway.rtp.media_primitives import FRAME_MS
 
-from .legs.pacer import Pacer
+from .pacer import Pacer
 from .room import Room, VideoJob, encode_job, render_job
 
 log = logging.getLogger(__name__)

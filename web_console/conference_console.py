@@ -39,7 +39,8 @@ from config.roles import Role
 from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.capability import McuCapability
-from mcu.chair import ChairOperation, apply_operation, apply_remotely
+from mcu.cascade.remote_chair import apply_remotely
+from mcu.chair import ChairOperation, apply_operation
 from mcu.conferences import (
     DIAL_ACTIONS,
     ConferenceError,

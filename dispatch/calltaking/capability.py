@@ -22,7 +22,7 @@ from core.runtime import CoreServices
 from dispatch.calltaking.trunk_trust import TrunkPeer
 from dispatch.capability import DispatchCapability
 from dispatch.training_runner import TrainingDesk
-from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.aio.sip_endpoint import SipEndpoint
 from sip_gateway.sip.invite_router import with_route
 from sip_gateway.sip.useragent import UserAgentConfig
 

@@ -30,15 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sip_gateway.rtp.leg import RTP_PORT_RANGE
+from sip_gateway.aio.ports import RTP_PORT_RANGE
+from sip_gateway.aio.sip_endpoint import Answer, Decision, InviteHandler, Reject, SipEndpoint
+from sip_gateway.rtp.media_description import LocalMedia, MediaStream
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.actions import Flow
 from sip_gateway.sip.dialog import Call, CallState
 from sip_gateway.sip.digest import Credentials
-from sip_gateway.sip.endpoint import Answer, Decision, InviteHandler, Reject, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.invite_router import InviteRoute
-from sip_gateway.sip.sdp import LocalMedia, MediaStream
 from sip_gateway.sip.uri import NameAddr
 
 from .location import CallerLocation

@@ -29,8 +29,8 @@ from mcu.admission import Caller
 from mcu.cascade.naming import link_name, link_site_id, sip_password
 from mcu.conferences import ConferenceError, JoinRefused
 from mcu.legs.sip_bridge import ConferencePins, SipBridge
+from sip_gateway.aio.sip_endpoint import Challenge, Decision, InviteHandler, Reject
 from sip_gateway.sip.dialog import Call
-from sip_gateway.sip.endpoint import Challenge, Decision, InviteHandler, Reject
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.invite_router import InviteRoute
 from sip_gateway.sip.uri import NameAddr

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from config.errors import ConfigError
 from config.settings import CascadeSettings
-from sip_gateway.sip.tls import TlsSetupError
+from sip_gateway.aio.tls import TlsSetupError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """One H.323 call as a conference site: its call events, media, IVR audio and joining.
 
-An :class:`H323Site` follows its call's events (from :class:`~sip_gateway.h323.aio.H323Endpoint`),
-opens and closes the media channels on its :class:`~sip_gateway.h323.media.H323MediaLeg`, plays
+An :class:`H323Site` follows its call's events (from :class:`~sip_gateway.aio.h323_endpoint.H323Endpoint`),
+opens and closes the media channels on its :class:`~sip_gateway.aio.h323_media.H323MediaLeg`, plays
 the IVR's prompts on the call's audio channel until it joins, and joins the room through
 :class:`mcu.legs.site_media.SiteMedia` (decoded media into the room, the room's shared encoder out with
 the negotiated codec: H.264, H.263 or H.261). H.245 videoFastUpdatePicture from the terminal asks
@@ -26,10 +26,11 @@ import numpy as np
 from mcu.conferences import RunningConference
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.legs.h323_settings import BridgeSettings
-from mcu.legs.pacer import AUDIO_PERIOD, Pacer
 from mcu.legs.site_media import SiteMedia, VideoFormat
+from mcu.pacer import AUDIO_PERIOD, Pacer
 from mcu.room import RoomError
-from sip_gateway.h323.aio import CallHandle
+from sip_gateway.aio.h323_endpoint import CallHandle
+from sip_gateway.aio.h323_media import H323MediaLeg, site_video_codec
 from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
 from sip_gateway.h323.events import (
     CallConnected,
@@ -45,7 +46,6 @@ from sip_gateway.h323.events import (
     UserInputReceived,
     VideoFastUpdateRequested,
 )
-from sip_gateway.h323.media import H323MediaLeg, site_video_codec
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.rtp.codecs import Pcm
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME

@@ -1,6 +1,6 @@
 """The H.323 capability: one endpoint, its gatekeeper mode, and its calls as conference sites.
 
-:class:`H323Bridge` owns one :class:`~sip_gateway.h323.aio.H323Endpoint` (TCP 1720 by default):
+:class:`H323Bridge` owns one :class:`~sip_gateway.aio.h323_endpoint.H323Endpoint` (TCP 1720 by default):
 
 * **dial-in** goes to :class:`mcu.legs.h323_dial_in.DialIn` (by number/alias, or by IP through
   the IVR; the one admission policy decides who enters);
@@ -29,12 +29,13 @@ from mcu.legs.h323_dial_in import DialIn
 from mcu.legs.h323_settings import BridgeSettings, parse_address, parse_target
 from mcu.legs.prompts import BEEPS
 from mcu.room import RoomError
-from sip_gateway.h323.aio import AdmissionRefused, CallHandle, H323Endpoint
+from sip_gateway.aio.h323_endpoint import AdmissionRefused, CallHandle, H323Endpoint
+from sip_gateway.aio.h323_gatekeeping import LocalGatekeeper, RegistrationKeeper
+from sip_gateway.aio.h323_media import H323MediaLeg, sent_formats
+from sip_gateway.aio.ports import RtpPortManager
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS
 from sip_gateway.h323.events import MediaAddress
-from sip_gateway.h323.gatekeeping import LocalGatekeeper, RegistrationKeeper
-from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg, sent_formats
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import Pcm
@@ -59,7 +60,7 @@ class H323Bridge:
             h323_id="commandcenter MCU", display="commandcenter MCU", is_mcu=True,
             signalling_host=self.settings.host, media_host=self.settings.host,
             round_trip_interval=self.settings.round_trip_interval, transmit_formats=sent_formats(DEFAULT_FORMATS))
-        self.ports = BoundPortAllocator(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
+        self.ports = RtpPortManager(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
         self.dial_in = DialIn(self)
         self.endpoint = H323Endpoint(self.config, on_incoming=self.dial_in.on_incoming, ports=self.ports)
         self.sites: set[H323Site] = set()

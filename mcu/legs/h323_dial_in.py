@@ -45,9 +45,9 @@ from mcu.legs.ivr import (
     Prompt,
 )
 from mcu.room import RoomError
-from sip_gateway.h323.aio import CallHandle
+from sip_gateway.aio.h323_endpoint import CallHandle
+from sip_gateway.aio.h323_gatekeeping import LocalGatekeeper
 from sip_gateway.h323.events import CallIncoming
-from sip_gateway.h323.gatekeeping import LocalGatekeeper
 from sip_gateway.h323.q931 import Cause
 
 __all__ = ["DialIn", "SECURITY_REFUSALS", "ivr_rules"]

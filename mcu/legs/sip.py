@@ -3,7 +3,7 @@
 :class:`SipSite` is one SIP call of a site, start to end: its call and media leg, the IVR while
 the caller is in it, then its place in a conference (site id, name, direction, its
 :class:`~mcu.legs.site_media.SiteMedia`, why the call ended). It is the RTP leg's
-:class:`~sip_gateway.rtp.leg.MediaSink` until the room gives the leg its own (only digits
+:class:`~sip_gateway.aio.rtp_leg.MediaSink` until the room gives the leg its own (only digits
 matter in the IVR), and the :class:`~mcu.legs.site_media.RtpLeg` the room sends through
 (key-frame requests go out as RTCP and SIP INFO).
 
@@ -12,7 +12,7 @@ matter in the IVR), and the :class:`~mcu.legs.site_media.RtpLeg` the room sends 
 ``sip:<conference-id>@host`` joins that room (after the PIN, by DTMF, when it has one);
 dialling any non-numeric user (e.g. ``sip:ivr@host``) starts the IVR, which asks for the
 conference id and PIN. Rooms dial out with :meth:`SipGateway.dial_out`. A joined site's media
-goes to the :class:`~sip_gateway.rtp.leg.MediaSink` returned by :meth:`Room.join` (or attached
+goes to the :class:`~sip_gateway.aio.rtp_leg.MediaSink` returned by :meth:`Room.join` (or attached
 by the room later); the room sends media back through the site.
 
 Who may enter is decided by a :class:`PinPolicy` (the MCU's asks its one admission policy,
@@ -42,14 +42,15 @@ import av
 import numpy as np
 
 from mcu.legs.ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
-from mcu.legs.pacer import AUDIO_PERIOD, Pacer
 from mcu.legs.prompts import BEEPS
+from mcu.pacer import AUDIO_PERIOD, Pacer
+from sip_gateway.aio.ports import RTP_PORT_RANGE
+from sip_gateway.aio.rtp_leg import MediaLeg, MediaSink, StreamStatistics
+from sip_gateway.aio.sip_endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from sip_gateway.rtp.codecs import Pcm
-from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg, MediaSink, StreamStatistics
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
-from sip_gateway.sip.endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from sip_gateway.sip.invite_router import with_default
 
 if TYPE_CHECKING:

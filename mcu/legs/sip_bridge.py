@@ -1,7 +1,7 @@
 """SIP sites in MCU conferences: the gateway's Directory/Room on the ConferenceService.
 
 `SipBridge` is the ``sip`` capability (``Node.sip``). It runs one
-:class:`~sip_gateway.sip.endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
+:class:`~sip_gateway.aio.sip_endpoint.SipEndpoint` (UDP+TCP on ``settings.sip``, TLS on
 ``sip.tls_port`` with the configured or a generated self-signed certificate) and a
 :class:`~mcu.legs.sip.SipGateway` whose directory is the set of *running*
 conferences; every call's RTP/RTCP ports come from ``settings.rtp`` (503 when none are left):
@@ -44,13 +44,14 @@ from mcu.legs.site_media import SiteMedia, VideoFormat, size_for_h264_level
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
-from sip_gateway.rtp.leg import RTP_PORT_RANGE, MediaLeg
+from sip_gateway.aio.ports import RTP_PORT_RANGE
+from sip_gateway.aio.rtp_leg import MediaLeg
+from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint
+from sip_gateway.rtp.media_description import MediaStream
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.digest import Credentials
-from sip_gateway.sip.endpoint import Answer, SipEndpoint
 from sip_gateway.sip.errors import SipParseError
-from sip_gateway.sip.sdp import MediaStream
 from sip_gateway.sip.uri import NameAddr, SipUri
 
 log = logging.getLogger(__name__)

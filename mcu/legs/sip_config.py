@@ -11,8 +11,8 @@ from pathlib import Path
 
 from config.errors import ConfigError
 from config.settings import SipSettings
-from sip_gateway.sip.sdp import MediaPolicy
-from sip_gateway.sip.tls import TlsSetupError, ensure_self_signed, server_context
+from sip_gateway.aio.tls import TlsSetupError, ensure_self_signed, server_context
+from sip_gateway.rtp.media_description import MediaPolicy
 from sip_gateway.sip.useragent import UserAgentConfig
 
 log = logging.getLogger(__name__)

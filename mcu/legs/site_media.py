@@ -2,7 +2,7 @@
 
 Protocol-neutral: the leg is anything with ``send_audio(pcm)``, ``send_video_access_unit(bytes,
 pts_90k)`` and ``request_keyframe()`` (see :class:`RtpLeg`). :class:`SiteMedia` *is* the RTP
-leg's :class:`~sip_gateway.rtp.leg.MediaSink` (``leg.sink = media``): the leg calls its ``on_*``
+leg's :class:`~sip_gateway.aio.rtp_leg.MediaSink` (``leg.sink = media``): the leg calls its ``on_*``
 methods with decoded media, key-frame requests and DTMF digits. :class:`SiteMedia` then
 
 * pushes decoded audio/video into the participant (mixer and compositor);
@@ -64,7 +64,7 @@ SIZES = ((1280, 720), (640, 360), (352, 288))
 
 
 class RtpLeg(Protocol):
-    """What SiteMedia needs from a leg (sip_gateway.rtp.leg.MediaLeg satisfies it)."""
+    """What SiteMedia needs from a leg (sip_gateway.aio.rtp_leg.MediaLeg satisfies it)."""
 
     def send_audio(self, pcm: np.ndarray) -> None:
         """Encode and send 20 ms of 48 kHz mono int16 audio."""

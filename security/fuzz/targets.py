@@ -95,8 +95,9 @@ def sip() -> Target:
 
 def sdp() -> Target:
     """The SDP parser and the offer/answer negotiation on what parsed."""
+    from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy
     from sip_gateway.sip.errors import SipParseError
-    from sip_gateway.sip.sdp import LocalMedia, MediaPolicy, SessionDescription, answer, create_offer
+    from sip_gateway.sip.sdp import SessionDescription, answer, create_offer
     from tests.sip_gateway.sip_testlib import SDP_OFFER
 
     local = LocalMedia("127.0.0.1", 40000, 40002)
@@ -270,8 +271,9 @@ def rtp() -> Target:
         RtpPacket,
     )
 
+    from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy
     from sip_gateway.rtp.session import RtpSession
-    from sip_gateway.sip.sdp import LocalMedia, MediaPolicy, answer, create_offer
+    from sip_gateway.sip.sdp import answer, create_offer
 
     offer = create_offer(MediaPolicy(h264_modes=(0, 1)), LocalMedia("127.0.0.1", 4000, 4002))
     _, streams = answer(offer, MediaPolicy(), LocalMedia("127.0.0.1", 5000, 5002))

@@ -1,39 +1,29 @@
-"""H.323 signalling (Q.931/H.225.0, H.245, RAS), sans-I/O, with thin asyncio adapters.
+"""H.323 signalling (Q.931/H.225.0, H.245, RAS), sans-I/O (the asyncio adapters are in sip_gateway.aio).
 
 Importing this package installs the fix for pycrate 0.8.1's ALIGNED-PER encoder (see
-:mod:`sip_gateway.h323.asn1`). Start with :class:`H323Endpoint` (asyncio) or :class:`Call`
+:mod:`sip_gateway.h323.asn1`). Start with :class:`~sip_gateway.aio.h323_endpoint.H323Endpoint` (asyncio) or :class:`Call`
 (sans-I/O); docs/h323.md describes what is covered.
 """
 from __future__ import annotations
 
-from .aio import AdmissionRefused, CallHandle, H323Endpoint, MediaPortAllocator
 from .call import Call, CallIdentity, CallState, EndpointConfig
 from .capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from .events import LogicalChannel, MediaAddress
-from .gatekeeping import LocalGatekeeper, RegistrationKeeper
 from .q931 import Cause
-from .ras import Gatekeeper, GatekeeperProtocol, RasClient, RasClientConfig, RasClientProtocol
+from .ras import Gatekeeper, RasClient, RasClientConfig
 
 __all__ = [
     "DEFAULT_FORMATS",
-    "AdmissionRefused",
     "Call",
-    "CallHandle",
     "CallIdentity",
     "CallState",
     "Cause",
     "Codec",
     "EndpointConfig",
     "Gatekeeper",
-    "GatekeeperProtocol",
-    "H323Endpoint",
-    "LocalGatekeeper",
     "LogicalChannel",
     "MediaAddress",
     "MediaFormat",
-    "MediaPortAllocator",
     "RasClient",
     "RasClientConfig",
-    "RasClientProtocol",
-    "RegistrationKeeper",
 ]

@@ -11,29 +11,27 @@ Progress, Status, StatusInquiry, ReleaseComplete), fast start for audio and vide
 tunnelling with fallback to a separate H.245 connection, timers for every procedure, and
 release with Q.850 causes. Malformed input never raises: it is reported as
 :class:`ProtocolErrorLogged` and the call is released with a cause.
+
+Fast start lives in :mod:`.fast_start`, the H.225.0 address helpers (shared with RAS) in
+:mod:`.addresses`. What remains (about 800 lines) is one state machine: the Q.931 procedures,
+the H.245 transport (tunnelled or separate) and release all read and write the same call
+state, so splitting it further would scatter one procedure over several modules.
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .asn1 import H225_PROTOCOL_ID, Asn1Error, decode_olc, decode_uuie, encode_olc, encode_uuie
+from . import fast_start
+from .addresses import address_from_h225, alias_address, alias_text, h225_transport_address
+from .asn1 import H225_PROTOCOL_ID, Asn1Error, decode_uuie, encode_uuie
 from .capabilities import (
-    AUDIO_SESSION,
     DEFAULT_FORMATS,
-    VIDEO_PREFERENCE,
-    VIDEO_SESSION,
-    Codec,
     MediaFormat,
-    data_type_from_format,
-    format_from_data_type,
-    media_packetization,
-    with_channel_parameters,
 )
-from .capabilities import _merge as merge_formats
 from .events import (
     CallAlerting,
     CallConnected,
@@ -54,8 +52,6 @@ from .h245 import (
     TERMINAL_TYPE_TERMINAL,
     H245Config,
     H245Session,
-    media_address_from,
-    transport_address,
 )
 from .q931 import (
     IE,
@@ -176,41 +172,6 @@ _BODY_BY_TYPE: dict[int, str] = {
 }
 
 
-def _ip_transport(address: MediaAddress) -> tuple[str, Any]:
-    """H.225.0 TransportAddress (ipAddress) of a host/port."""
-    octets = bytes(int(x) for x in address.host.split("."))
-    return ("ipAddress", {"ip": octets, "port": address.port})
-
-
-def _address_from_h225(value: Any) -> MediaAddress | None:
-    try:
-        if value[0] != "ipAddress":
-            return None
-        ip = bytes(value[1]["ip"])
-        if len(ip) != 4:
-            return None
-        return MediaAddress(".".join(str(b) for b in ip), int(value[1]["port"]))
-    except (KeyError, TypeError, IndexError, ValueError):
-        return None
-
-
-def _alias(value: str) -> tuple[str, str]:
-    """AliasAddress: digits become dialledDigits, anything else an h323-ID."""
-    if value and all(c in "0123456789#*," for c in value):
-        return ("dialledDigits", value)
-    return ("h323-ID", value)
-
-
-def _alias_text(alias: Any) -> str | None:
-    try:
-        kind, value = alias
-    except (TypeError, ValueError):
-        return None
-    if kind in ("dialledDigits", "h323-ID", "url-ID", "email-ID"):
-        return str(value)
-    return None
-
-
 @dataclass(frozen=True)
 class CallIdentity:
     """The identifiers of a call: callIdentifier, conferenceID and the Q.931 call reference."""
@@ -223,17 +184,6 @@ class CallIdentity:
     def random(cls, rng: random.Random) -> CallIdentity:
         return cls(bytes(rng.getrandbits(8) for _ in range(16)), bytes(rng.getrandbits(8) for _ in range(16)),
                    rng.randrange(1, 0x8000))
-
-
-@dataclass
-class _FastStartOffer:
-    """One OpenLogicalChannel of a fast-start proposal, decoded."""
-
-    raw: dict[str, Any]
-    fmt: MediaFormat
-    session_id: int
-    transmit: bool  # True: the proposer will transmit on it (forward parameters)
-    params: dict[str, Any]
 
 
 @dataclass
@@ -267,7 +217,7 @@ class Call:
         self._fast_start_reply: list[bytes] | None = None  # callee: accepted OLCs to return
         self._fast_start_refused = False
         self._fast_start_sent = False
-        self._proposals: list[_FastStartOffer] = []  # caller: what we proposed
+        self._proposals: list[fast_start.FastStartOffer] = []  # caller: what we proposed
         self._pending_h245: list[bytes] = []  # tunnelled PDUs to piggyback on the next message
         self._fast_start_channels: list[LogicalChannel] = []  # callee: accepted, not yet reported
 
@@ -356,7 +306,7 @@ class Call:
             if h245_address is None:
                 raise ValueError("answering without tunnelling needs an H.245 address")
             self.h245_address = h245_address
-            body["h245Address"] = _ip_transport(h245_address)
+            body["h245Address"] = h225_transport_address(h245_address)
             self.timers.start("h245-connect", now, self.config.t_h245_connect)
         self._send_q931(MessageType.CONNECT, "connect", body, [])
         self.state = CallState.ACTIVE
@@ -610,8 +560,8 @@ class Call:
         self.conference_id = bytes(body["conferenceID"])
         self.tunnelling = bool(pdu.get("h245Tunnelling", False)) and self.config.tunnelling
         self.state = CallState.CALL_PRESENT
-        sources = tuple(t for t in (_alias_text(a) for a in body.get("sourceAddress", [])) if t)
-        destinations = tuple(t for t in (_alias_text(a) for a in body.get("destinationAddress", [])) if t)
+        sources = tuple(t for t in (alias_text(a) for a in body.get("sourceAddress", [])) if t)
+        destinations = tuple(t for t in (alias_text(a) for a in body.get("destinationAddress", [])) if t)
         self.remote_aliases = sources
         calling = message.get(IE.CALLING_PARTY_NUMBER)
         called = message.get(IE.CALLED_PARTY_NUMBER)
@@ -624,7 +574,7 @@ class Call:
             calling_number = called_number = None
         address = body.get("h245Address")
         if address is not None and not self.tunnelling:
-            self.h245_address = _address_from_h225(address)
+            self.h245_address = address_from_h225(address)
         offers = body.get("fastStart")
         if offers and self.config.fast_start:
             self._select_fast_start([bytes(o) for o in offers])
@@ -641,120 +591,20 @@ class Call:
             fast_start_offered=bool(offers), tunnelling=self.tunnelling))
 
     def _select_fast_start(self, offers: list[bytes]) -> None:
-        """Callee side of fast start (H.323 8.1.7.1): one proposal per session and direction."""
-        parsed: list[_FastStartOffer] = []
-        for raw_bytes in offers:
-            try:
-                offer = self._parse_offer(decode_olc(raw_bytes))
-            except Asn1Error as exc:
-                self._events.append(ProtocolErrorLogged(f"fast start proposal skipped: {exc}"))
-                continue
-            if offer is not None:
-                parsed.append(offer)
-        accepted: list[bytes] = []
-        proposed_numbers = frozenset(int(o.raw["forwardLogicalChannelNumber"]) for o in parsed)
-        for session_id in (AUDIO_SESSION, VIDEO_SESSION):
-            for transmit in (True, False):
-                candidates = [o for o in parsed if o.session_id == session_id and o.transmit == transmit]
-                # The caller transmits: we receive it (our capabilities); else we transmit.
-                local = self.config.formats if transmit else self._transmit_formats
-                choice = self._best_offer(candidates, local, video=session_id == VIDEO_SESSION)
-                if choice is None:
-                    continue
-                offer, fmt = choice
-                accepted.append(encode_olc(self._accept_offer(offer, fmt, proposed_numbers)))
-        if accepted:
-            self._fast_start_reply = accepted
+        """Callee side of fast start: answer the caller's proposals (see :mod:`.fast_start`)."""
+        answer = fast_start.select(offers, self.config.formats, self._transmit_formats, self._ensure_h245)
+        self._events.extend(ProtocolErrorLogged(detail) for detail in answer.errors)
+        # Reported when the answer carrying them is sent, after CallIncoming.
+        self._fast_start_channels.extend(answer.channels)
+        if answer.reply:
+            self._fast_start_reply = answer.reply
             self.fast_start_active = True
         else:
             self._fast_start_refused = True
 
-    def _parse_offer(self, olc: dict[str, Any]) -> _FastStartOffer | None:
-        forward = olc["forwardLogicalChannelParameters"]
-        reverse = olc.get("reverseLogicalChannelParameters")
-        if forward["dataType"][0] != "nullData":
-            params_choice = forward["multiplexParameters"]
-            transmit, data_type = True, forward["dataType"]
-        elif reverse is not None:
-            params_choice = reverse.get("multiplexParameters")
-            transmit, data_type = False, reverse["dataType"]
-        else:
-            return None
-        fmt = format_from_data_type(data_type)
-        if fmt is None or not isinstance(params_choice, tuple) or params_choice[0] != "h2250LogicalChannelParameters":
-            return None
-        params = params_choice[1]
-        fmt = with_channel_parameters(fmt, params)
-        return _FastStartOffer(olc, fmt, int(params.get("sessionID", fmt.session_id)) or fmt.session_id,
-                               transmit, params)
-
     @property
     def _transmit_formats(self) -> Sequence[MediaFormat]:
         return self.config.transmit_formats if self.config.transmit_formats is not None else self.config.formats
-
-    def _best_offer(self, candidates: list[_FastStartOffer], formats: Sequence[MediaFormat],
-                    video: bool) -> tuple[_FastStartOffer, MediaFormat] | None:
-        local = [f for f in formats if f.codec.is_video == video]
-        if video:
-            local.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
-        for mine in local:
-            for offer in candidates:
-                merged = merge_formats(mine, offer.fmt)
-                if merged is not None:
-                    if merged.codec is Codec.H264:
-                        merged = replace(merged, packetization_modes=offer.fmt.packetization_modes,
-                                         payload_type=offer.fmt.payload_type)
-                    elif merged.codec is Codec.H263:  # the proposal's payload format (RFC 2190 or 4629)
-                        merged = replace(merged, h263_rfc4629=offer.fmt.h263_rfc4629,
-                                         payload_type=offer.fmt.payload_type)
-                    return offer, merged
-        return None
-
-    def _accept_offer(self, offer: _FastStartOffer, fmt: MediaFormat, proposed_numbers: frozenset[int]) -> dict[str, Any]:
-        """The answer to one accepted proposal (H.323 8.1.7.1).
-
-        A proposal the caller transmits on keeps the caller's channel number and gets our
-        mediaChannel (where to send RTP) and mediaControlChannel (our RTCP). A reverse proposal
-        (the caller receives, we transmit) carries the caller's own addresses: its mediaChannel
-        is where we send, its mediaControlChannel the caller's RTCP. Our answer numbers that
-        channel ourselves, puts our RTCP address in mediaControlChannel and leaves
-        mediaChannel out: echoing the caller's addresses back would point its RTCP at itself.
-        """
-        h245 = self._ensure_h245()
-        olc = dict(offer.raw)
-        payload_type = fmt.rtp_payload_type
-        local_rtp = h245.config.local_rtp(offer.session_id)
-        local_rtcp = h245.config.local_rtcp(offer.session_id)
-        if offer.transmit:
-            number = int(olc["forwardLogicalChannelNumber"])
-            # The caller will send to us: give it our RTP/RTCP addresses.
-            params = dict(offer.params)
-            params["mediaChannel"] = transport_address(local_rtp)
-            params["mediaControlChannel"] = transport_address(local_rtcp)
-            forward = dict(olc["forwardLogicalChannelParameters"])
-            forward["multiplexParameters"] = ("h2250LogicalChannelParameters", params)
-            olc["forwardLogicalChannelParameters"] = forward
-            channel = LogicalChannel(number, False, fmt, offer.session_id, payload_type,
-                                     local_rtp=local_rtp, local_rtcp=local_rtcp,
-                                     remote_rtcp=media_address_from(offer.params.get("mediaControlChannel")),
-                                     fast_start=True)
-        else:
-            number = h245.allocate_channel_number(avoid=proposed_numbers)
-            olc["forwardLogicalChannelNumber"] = number
-            params = {k: v for k, v in offer.params.items() if k != "mediaChannel"}
-            params["mediaControlChannel"] = transport_address(local_rtcp)
-            reverse = dict(olc["reverseLogicalChannelParameters"])
-            reverse["multiplexParameters"] = ("h2250LogicalChannelParameters", params)
-            olc["reverseLogicalChannelParameters"] = reverse
-            channel = LogicalChannel(number, True, fmt, offer.session_id, payload_type,
-                                     local_rtp=local_rtp, local_rtcp=local_rtcp,
-                                     remote_rtp=media_address_from(offer.params.get("mediaChannel")),
-                                     remote_rtcp=media_address_from(offer.params.get("mediaControlChannel")),
-                                     fast_start=True)
-        h245.register_fast_start_channel(channel)
-        # Reported when the answer carrying it is sent, after CallIncoming.
-        self._fast_start_channels.append(channel)
-        return olc
 
     # ------------------------------------------------------------------ outgoing call
 
@@ -767,12 +617,12 @@ class Call:
             "protocolIdentifier": H225_PROTOCOL_ID,
             "sourceAddress": source,
             "sourceInfo": self._endpoint_type(),
-            "destCallSignalAddress": _ip_transport(address),
+            "destCallSignalAddress": h225_transport_address(address),
             "activeMC": False,
             "conferenceID": self.conference_id,
             "conferenceGoal": ("create", 0),
             "callType": ("pointToPoint", 0),
-            "sourceCallSignalAddress": _ip_transport(MediaAddress(cfg.signalling_host, cfg.signalling_port)),
+            "sourceCallSignalAddress": h225_transport_address(MediaAddress(cfg.signalling_host, cfg.signalling_port)),
             "callIdentifier": {"guid": self.call_id},
             "mediaWaitForConnect": False,
             "canOverlapSend": False,
@@ -780,7 +630,7 @@ class Call:
             "maintainConnection": False,
         }
         if destination:
-            body["destinationAddress"] = [_alias(destination)]
+            body["destinationAddress"] = [alias_address(destination)]
         if cfg.fast_start:
             body["fastStart"] = self._fast_start_proposals()
         ies = [encode_bearer_capability(), encode_display(cfg.display)]
@@ -795,47 +645,10 @@ class Call:
         self.timers.start("t303", now, cfg.t303_setup)
 
     def _fast_start_proposals(self) -> list[bytes]:
-        """Caller side of fast start: for each session, transmit and receive proposals in
-        order of preference (H.323 8.1.7.1)."""
-        h245 = self._ensure_h245()
-        proposals: list[bytes] = []
-        number = 1
-        for session_id, video in ((AUDIO_SESSION, False), (VIDEO_SESSION, True)):
-            for transmit in (True, False):
-                formats = [f for f in (self._transmit_formats if transmit else self.config.formats)
-                           if f.codec.is_video == video]
-                if video:
-                    formats.sort(key=lambda f: VIDEO_PREFERENCE.index(f.codec))
-                for fmt in formats:
-                    params: dict[str, Any] = {
-                        "sessionID": session_id,
-                        "mediaControlChannel": transport_address(h245.config.local_rtcp(session_id)),
-                    }
-                    if not transmit:
-                        params = {"sessionID": session_id,
-                                  "mediaChannel": transport_address(h245.config.local_rtp(session_id)),
-                                  "mediaControlChannel": transport_address(h245.config.local_rtcp(session_id))}
-                    packetization = media_packetization(fmt)
-                    if packetization is not None:  # dynamic payload formats (H.264, H263-1998)
-                        params["dynamicRTPPayloadType"] = fmt.rtp_payload_type
-                        params["mediaPacketization"] = packetization
-                    mux = ("h2250LogicalChannelParameters", params)
-                    if transmit:
-                        olc: dict[str, Any] = {
-                            "forwardLogicalChannelNumber": number,
-                            "forwardLogicalChannelParameters": {"dataType": data_type_from_format(fmt),
-                                                                "multiplexParameters": mux}}
-                    else:
-                        olc = {
-                            "forwardLogicalChannelNumber": number,
-                            "forwardLogicalChannelParameters": {"dataType": ("nullData", 0),
-                                                                "multiplexParameters": ("none", 0)},
-                            "reverseLogicalChannelParameters": {"dataType": data_type_from_format(fmt),
-                                                                "multiplexParameters": mux}}
-                    self._proposals.append(_FastStartOffer(olc, fmt, session_id, transmit, params))
-                    proposals.append(encode_olc(olc))
-                    number += 1
-        return proposals
+        """Caller side of fast start: our proposals, remembered to match the answer."""
+        offers, encoded = fast_start.proposals(self._ensure_h245(), self.config.formats, self._transmit_formats)
+        self._proposals.extend(offers)
+        return encoded
 
     def _on_answer_progress(self, pdu: dict[str, Any], body: dict[str, Any], now: float) -> None:
         """Common handling of CallProceeding/Alerting/Progress/Connect at the caller."""
@@ -843,7 +656,7 @@ class Call:
             self.tunnelling = self.config.tunnelling and bool(pdu["h245Tunnelling"])
         address = body.get("h245Address")
         if address is not None and not self.tunnelling and self.h245_address is None:
-            self.h245_address = _address_from_h225(address)
+            self.h245_address = address_from_h225(address)
             if self.h245_address is None:
                 raise ValueError("h245Address is not an IPv4 transport address")
             self._events.append(H245ConnectRequested(self.h245_address))
@@ -855,66 +668,15 @@ class Call:
             self._accept_fast_start_reply([bytes(b) for b in body["fastStart"]])
 
     def _accept_fast_start_reply(self, olcs: list[bytes]) -> None:
-        h245 = self._ensure_h245()
-        remote_rtcp: dict[int, MediaAddress | None] = {}
-        opened: list[LogicalChannel] = []
-        for raw in olcs:
-            try:
-                olc = decode_olc(raw)
-            except Asn1Error as exc:
-                self._events.append(ProtocolErrorLogged(f"fast start answer skipped: {exc}"))
-                continue
-            number = int(olc["forwardLogicalChannelNumber"])
-            forward = olc["forwardLogicalChannelParameters"]
-            reverse = olc.get("reverseLogicalChannelParameters")
-            if forward["dataType"][0] != "nullData":
-                fmt = format_from_data_type(forward["dataType"])
-                params = forward["multiplexParameters"][1]
-                if fmt is None:
-                    continue
-                # Our transmit proposal, accepted: the callee told us where to send.
-                fmt = with_channel_parameters(fmt, params)
-                pt = fmt.rtp_payload_type
-                session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
-                remote_rtcp[session_id] = media_address_from(params.get("mediaControlChannel"))
-                opened.append(LogicalChannel(
-                    number, True, fmt, session_id, pt,
-                    local_rtp=h245.config.local_rtp(session_id), local_rtcp=h245.config.local_rtcp(session_id),
-                    remote_rtp=media_address_from(params.get("mediaChannel")),
-                    remote_rtcp=remote_rtcp[session_id], fast_start=True))
-            elif reverse is not None:
-                # Our receive proposal, accepted: the callee numbered the channel and put its
-                # RTCP address in mediaControlChannel (H.323 8.1.7.1).
-                fmt = format_from_data_type(reverse["dataType"])
-                params = reverse["multiplexParameters"][1]
-                if fmt is None:
-                    continue
-                fmt = with_channel_parameters(fmt, params)
-                pt = fmt.rtp_payload_type
-                session_id = int(params.get("sessionID", fmt.session_id)) or fmt.session_id
-                local_rtcp = h245.config.local_rtcp(session_id)
-                their_rtcp = media_address_from(params.get("mediaControlChannel"))
-                if their_rtcp == local_rtcp:
-                    their_rtcp = None  # a callee that echoed our proposal: not an address of theirs
-                if any(not c.outgoing and c.number == number for c in opened):
-                    self._events.append(ProtocolErrorLogged(
-                        f"fast start answer numbers two reverse channels {number}"))
-                opened.append(LogicalChannel(
-                    number, False, fmt, session_id, pt,
-                    local_rtp=h245.config.local_rtp(session_id), local_rtcp=local_rtcp,
-                    remote_rtcp=their_rtcp, fast_start=True))
-        for channel in opened:
-            if not channel.outgoing and channel.remote_rtcp is None:
-                channel = replace(channel, remote_rtcp=remote_rtcp.get(channel.session_id))
-            h245.register_fast_start_channel(channel)
-            self._events.append(ChannelOpened(channel))
-        if opened:
+        events = fast_start.accept_reply(olcs, self._ensure_h245())
+        self._events.extend(events)
+        if any(isinstance(e, ChannelOpened) for e in events):
             self.fast_start_active = True
 
     def _on_facility(self, pdu: dict[str, Any], body: dict[str, Any], now: float) -> None:
         reason = body.get("reason", ("undefinedReason", 0))[0] if body else "transportedInformation"
         if reason == "startH245" and self.h245_address is None:
-            address = _address_from_h225(body.get("h245Address"))
+            address = address_from_h225(body.get("h245Address"))
             if address is not None:
                 self.tunnelling = False
                 self.h245_address = address

@@ -17,15 +17,13 @@ was admitted (ARQ) for such an authenticated registration from that address.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
+from .addresses import address_from_h225, alias_address, alias_texts, h225_transport_address
 from .asn1 import H225_PROTOCOL_ID, Asn1Error, decode_ras, encode_ras
 from .events import MediaAddress
 from .h235 import check_ras, sign_ras, token_info
@@ -36,10 +34,8 @@ __all__ = [
     "AdmissionRejected",
     "AuthenticatedCall",
     "Gatekeeper",
-    "GatekeeperProtocol",
     "RasClient",
     "RasClientConfig",
-    "RasClientProtocol",
     "RasEvent",
     "Registered",
     "RegistrationLost",
@@ -47,33 +43,6 @@ __all__ = [
 ]
 
 RAS_PORT = 1719
-
-
-def ras_transport(address: MediaAddress) -> tuple[str, Any]:
-    return ("ipAddress", {"ip": bytes(int(x) for x in address.host.split(".")), "port": address.port})
-
-
-def address_from_ras(value: Any) -> MediaAddress | None:
-    try:
-        if value[0] != "ipAddress" or len(bytes(value[1]["ip"])) != 4:
-            return None
-        return MediaAddress(".".join(str(b) for b in bytes(value[1]["ip"])), int(value[1]["port"]))
-    except (KeyError, TypeError, IndexError, ValueError):
-        return None
-
-
-def _alias(value: str) -> tuple[str, str]:
-    if value and all(c in "0123456789#*," for c in value):
-        return ("dialledDigits", value)
-    return ("h323-ID", value)
-
-
-def _alias_texts(aliases: Any) -> list[str]:
-    out: list[str] = []
-    for alias in aliases or []:
-        if isinstance(alias, tuple) and alias[0] in ("dialledDigits", "h323-ID", "url-ID", "email-ID"):
-            out.append(str(alias[1]))
-    return out
 
 
 def _vendor() -> dict[str, Any]:
@@ -206,9 +175,9 @@ class RasClient:
         self.state = ClientState.DISCOVERING
         self._request("gatekeeperRequest", {
             "protocolIdentifier": H225_PROTOCOL_ID,
-            "rasAddress": ras_transport(self.config.ras_address),
+            "rasAddress": h225_transport_address(self.config.ras_address),
             "endpointType": _endpoint_type(self.config.is_mcu),
-            "endpointAlias": [_alias(a) for a in self.config.aliases],
+            "endpointAlias": [alias_address(a) for a in self.config.aliases],
             "supportsAssignedGK": False,
         }, now)
 
@@ -217,8 +186,8 @@ class RasClient:
         body: dict[str, Any] = {
             "protocolIdentifier": H225_PROTOCOL_ID,
             "discoveryComplete": self.gatekeeper_id is not None or self.state is not ClientState.IDLE,
-            "callSignalAddress": [ras_transport(self.config.call_signal_address)],
-            "rasAddress": [ras_transport(self.config.ras_address)],
+            "callSignalAddress": [h225_transport_address(self.config.call_signal_address)],
+            "rasAddress": [h225_transport_address(self.config.ras_address)],
             "terminalType": _endpoint_type(self.config.is_mcu),
             "endpointVendor": _vendor(),
             "timeToLive": self.config.time_to_live,
@@ -230,7 +199,7 @@ class RasClient:
         if keep_alive and self.endpoint_id is not None:
             body["endpointIdentifier"] = self.endpoint_id
         else:
-            body["terminalAlias"] = [_alias(a) for a in self.config.aliases]
+            body["terminalAlias"] = [alias_address(a) for a in self.config.aliases]
         if self.gatekeeper_id:
             body["gatekeeperIdentifier"] = self.gatekeeper_id
         if not keep_alive:
@@ -246,7 +215,7 @@ class RasClient:
             "callType": ("pointToPoint", 0),
             "callModel": ("direct", 0),
             "endpointIdentifier": self.endpoint_id,
-            "srcInfo": [_alias(a) for a in self.config.aliases],
+            "srcInfo": [alias_address(a) for a in self.config.aliases],
             "bandWidth": bandwidth,
             "callReferenceValue": call_reference,
             "conferenceID": conference_id,
@@ -258,9 +227,9 @@ class RasClient:
             "canMapSrcAlias": False,
         }
         if destination:
-            body["destinationInfo"] = [_alias(destination)]
+            body["destinationInfo"] = [alias_address(destination)]
         if destination_address is not None:
-            body["destCallSignalAddress"] = ras_transport(destination_address)
+            body["destCallSignalAddress"] = h225_transport_address(destination_address)
         if self.gatekeeper_id:
             body["gatekeeperIdentifier"] = self.gatekeeper_id
         return self._request("admissionRequest", body, now, call_id=call_id)
@@ -277,7 +246,7 @@ class RasClient:
         }, now, call_id=call_id)
 
     def unregister(self, now: float) -> None:
-        body: dict[str, Any] = {"callSignalAddress": [ras_transport(self.config.call_signal_address)]}
+        body: dict[str, Any] = {"callSignalAddress": [h225_transport_address(self.config.call_signal_address)]}
         if self.endpoint_id is not None:
             body["endpointIdentifier"] = self.endpoint_id
         self._request("unregistrationRequest", body, now)
@@ -360,7 +329,7 @@ class RasClient:
         self._events.append(RegistrationLost(f"RRJ {body['rejectReason'][0]}"))
 
     def _on_admissionConfirm(self, body: dict[str, Any], request: _Request, now: float) -> None:
-        address = address_from_ras(body["destCallSignalAddress"])
+        address = address_from_h225(body["destCallSignalAddress"])
         if address is None:
             self._events.append(AdmissionRejected(request.call_id, "unusable destCallSignalAddress"))
             return
@@ -457,7 +426,7 @@ class Gatekeeper:
             return []
         destination = source
         if kind == "locationRequest":  # LRQ answers go to its replyAddress
-            destination = address_from_ras(body.get("replyAddress")) or source
+            destination = address_from_h225(body.get("replyAddress")) or source
         if account is not None and not denied:  # answer a protected request in kind
             self._token_random += 1
             return [(sign_ras(reply[0], reply[1], self.accounts[account], self.identifier, account,
@@ -470,7 +439,7 @@ class Gatekeeper:
         """The account a request must authenticate as (None: it needs no token)."""
         if kind == "registrationRequest" and not body.get("keepAlive"):
             token = token_info(body)
-            aliases = _alias_texts(body.get("terminalAlias"))
+            aliases = alias_texts(body.get("terminalAlias"))
             if token is not None and token.sender in self.accounts and token.sender in aliases:
                 return token.sender
             return next((a for a in aliases if a in self.accounts), None)
@@ -537,11 +506,11 @@ class Gatekeeper:
     def _on_locationRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
         """LRQ (another gatekeeper or an endpoint asks where an alias is): LCF or LRJ."""
         seq = body["requestSeqNum"]
-        for alias in _alias_texts(body.get("destinationInfo")):
+        for alias in alias_texts(body.get("destinationInfo")):
             found = self._registration_of(alias, now)
             if found is not None:
-                return ("locationConfirm", {"requestSeqNum": seq, "callSignalAddress": ras_transport(found[0]),
-                                            "rasAddress": ras_transport(found[1])})
+                return ("locationConfirm", {"requestSeqNum": seq, "callSignalAddress": h225_transport_address(found[0]),
+                                            "rasAddress": h225_transport_address(found[1])})
         return ("locationReject", {"requestSeqNum": seq, "rejectReason": ("requestDenied", 0)})
 
     def _on_bandwidthRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
@@ -561,7 +530,7 @@ class Gatekeeper:
     def _on_gatekeeperRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
         return ("gatekeeperConfirm", {
             "requestSeqNum": body["requestSeqNum"], "protocolIdentifier": H225_PROTOCOL_ID,
-            "gatekeeperIdentifier": self.identifier, "rasAddress": ras_transport(self.ras_address)})
+            "gatekeeperIdentifier": self.identifier, "rasAddress": h225_transport_address(self.ras_address)})
 
     def _on_registrationRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
         seq = body["requestSeqNum"]
@@ -573,9 +542,9 @@ class Gatekeeper:
                                                "rejectReason": ("fullRegistrationRequired", 0)})
             registration.expires = now + ttl
         else:
-            aliases = tuple(_alias_texts(body.get("terminalAlias")))
-            signal = [a for a in (address_from_ras(x) for x in body["callSignalAddress"]) if a is not None]
-            ras = [a for a in (address_from_ras(x) for x in body["rasAddress"]) if a is not None]
+            aliases = tuple(alias_texts(body.get("terminalAlias")))
+            signal = [a for a in (address_from_h225(x) for x in body["callSignalAddress"]) if a is not None]
+            ras = [a for a in (address_from_h225(x) for x in body["rasAddress"]) if a is not None]
             if not signal or not ras:
                 return ("registrationReject", {"requestSeqNum": seq, "protocolIdentifier": H225_PROTOCOL_ID,
                                                "rejectReason": ("invalidCallSignalAddress", 0)})
@@ -608,12 +577,12 @@ class Gatekeeper:
             destination = self.registrations[str(body["endpointIdentifier"])].call_signal
         else:
             destination_or_none = None
-            for alias in _alias_texts(body.get("destinationInfo")):
+            for alias in alias_texts(body.get("destinationInfo")):
                 destination_or_none = self.lookup(alias, now)
                 if destination_or_none is not None:
                     break
             if destination_or_none is None and "destCallSignalAddress" in body:
-                destination_or_none = address_from_ras(body["destCallSignalAddress"])
+                destination_or_none = address_from_h225(body["destCallSignalAddress"])
             if destination_or_none is None:
                 return ("admissionReject", {"requestSeqNum": seq, "rejectReason": ("calledPartyNotRegistered", 0)})
             destination = destination_or_none
@@ -624,7 +593,7 @@ class Gatekeeper:
             self.authenticated_calls[call_id] = AuthenticatedCall(caller.account, caller.call_signal.host, now)
         return ("admissionConfirm", {
             "requestSeqNum": seq, "bandWidth": int(body["bandWidth"]), "callModel": ("direct", 0),
-            "destCallSignalAddress": ras_transport(destination), "willRespondToIRR": False,
+            "destCallSignalAddress": h225_transport_address(destination), "willRespondToIRR": False,
             "uuiesRequested": {"setup": False, "callProceeding": False, "connect": False, "alerting": False,
                                "information": False, "releaseComplete": False, "facility": False,
                                "progress": False, "empty": False}})
@@ -632,128 +601,3 @@ class Gatekeeper:
     def _on_disengageRequest(self, body: dict[str, Any], source: MediaAddress, now: float) -> tuple[str, Any]:
         self.admitted.pop((bytes(body["callIdentifier"]["guid"]), str(body["endpointIdentifier"])), None)
         return ("disengageConfirm", {"requestSeqNum": body["requestSeqNum"]})
-
-
-# ---------------------------------------------------------------------- asyncio adapters
-
-
-class GatekeeperProtocol(asyncio.DatagramProtocol):
-    """UDP adapter for :class:`Gatekeeper`."""
-
-    def __init__(self, gatekeeper: Gatekeeper) -> None:
-        self.gatekeeper = gatekeeper
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector transport is not a DatagramTransport subclass, but has its API.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        now = asyncio.get_running_loop().time()
-        self.gatekeeper.clock_offset = time.time() - now
-        for reply, destination in self.gatekeeper.receive_datagram(data, MediaAddress(str(addr[0]), addr[1]), now):
-            if self.transport is not None:
-                self.transport.sendto(reply, (destination.host, destination.port))
-
-
-class RasClientProtocol(asyncio.DatagramProtocol):
-    """UDP adapter for :class:`RasClient`; events go to ``events``."""
-
-    def __init__(self, client: RasClient, gatekeeper: MediaAddress) -> None:
-        self.client = client
-        self.gatekeeper = gatekeeper
-        self.events: asyncio.Queue[RasEvent] = asyncio.Queue()
-        self._admissions: dict[bytes, asyncio.Future[AdmissionConfirmed | AdmissionRejected]] = {}
-        self.transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._unregistered: asyncio.Event | None = None  # set by the UCF while unregistering
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector transport is not a DatagramTransport subclass, but has its API.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self.client.config.clock_offset = time.time() - asyncio.get_running_loop().time()  # H.235.1 timestamps
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.client.receive_datagram(data, asyncio.get_running_loop().time())
-        if self._unregistered is not None and self.client.endpoint_id is None:
-            self._unregistered.set()  # UCF
-        self.flush()
-
-    def flush(self) -> None:
-        """Send queued datagrams, forward events and re-arm the timer."""
-        loop = asyncio.get_running_loop()
-        if self.transport is not None and not self.transport.is_closing():
-            for datagram in self.client.datagrams_to_send():
-                self.transport.sendto(datagram, (self.gatekeeper.host, self.gatekeeper.port))
-        for event in self.client.take_events():
-            if isinstance(event, AdmissionConfirmed | AdmissionRejected):
-                future = self._admissions.pop(event.call_id, None)
-                if future is not None and not future.done():
-                    future.set_result(event)
-                    continue
-            self.events.put_nowait(event)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = self.client.next_deadline()
-        if deadline is not None:
-            self._timer = loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.client.handle_timer(asyncio.get_running_loop().time())
-        self.flush()
-
-    async def register(self) -> Registered:
-        """GRQ + RRQ; raises ConnectionError when the gatekeeper refuses or stays silent."""
-        self.client.discover(asyncio.get_running_loop().time())
-        self.flush()
-        event = await self.events.get()
-        if not isinstance(event, Registered):
-            raise ConnectionError(f"registration failed: {event}")
-        return event
-
-    async def admission(self, call_id: bytes, conference_id: bytes, call_reference: int,
-                        destination: str | None, answer: bool,
-                        destination_address: MediaAddress | None = None) -> AdmissionConfirmed | AdmissionRejected:
-        """ARQ for one call; resolves with the gatekeeper's ACF or ARJ (or a timeout ARJ).
-
-        ``destination`` is the alias to call, ``destination_address`` the address when the
-        caller knows it (the gatekeeper resolves the alias first, then uses the address)."""
-        future: asyncio.Future[AdmissionConfirmed | AdmissionRejected] = (
-            asyncio.get_running_loop().create_future())
-        self._admissions[call_id] = future
-        try:
-            self.client.admit(call_id, conference_id, call_reference, destination, destination_address, answer,
-                              asyncio.get_running_loop().time())
-        except RuntimeError:  # registration lost meanwhile
-            self._admissions.pop(call_id, None)
-            return AdmissionRejected(call_id, "callerNotRegistered")
-        self.flush()
-        return await future
-
-    async def unregister(self, seconds: float = 1.0) -> bool:
-        """URQ; True when the gatekeeper confirmed within ``seconds``."""
-        if self.client.endpoint_id is None or self.transport is None:
-            return False
-        self._unregistered = asyncio.Event()
-        self.client.unregister(asyncio.get_running_loop().time())
-        self.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._unregistered.wait(), seconds)
-        return self.client.endpoint_id is None
-
-    def disengage(self, call_id: bytes, conference_id: bytes, call_reference: int, answered: bool) -> None:
-        """DRQ (fire and forget: the client retries on its own)."""
-        if self.client.endpoint_id is not None:
-            self.client.disengage(call_id, conference_id, call_reference, answered,
-                                  asyncio.get_running_loop().time())
-            self.flush()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.transport is not None:
-            with contextlib.suppress(Exception):
-                self.transport.close()
-            self.transport = None

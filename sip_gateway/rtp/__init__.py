@@ -1,2 +1,3 @@
-"""Plain RTP media for SIP (and later H.323) legs: sans-I/O sessions on aiortc's packet,
-codec and jitter-buffer parts, and the asyncio :class:`~.leg.MediaLeg`. See docs/sip.md."""
+"""Plain RTP media for SIP and H.323 legs: the negotiated media description, and sans-I/O
+sessions and codecs on aiortc's packet, codec and jitter-buffer parts. The asyncio leg that
+binds the sockets is :class:`sip_gateway.aio.rtp_leg.MediaLeg`. See docs/sip.md."""

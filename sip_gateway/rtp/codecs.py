@@ -21,10 +21,10 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from ..sip.sdp import Codec
 from .bits import join_framed_pieces
 from .h261 import packetize_rfc4587, strip_rfc4587
 from .h263 import packetize_rfc2190, packetize_rfc4629, strip_rfc2190, strip_rfc4629
+from .media_description import Codec
 from .media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from .media_primitives import SAMPLE_RATE, VIDEO_CLOCK
 

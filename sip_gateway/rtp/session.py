@@ -27,9 +27,9 @@ from aiortc.rtp import (
     is_rtcp,
 )
 
-from ..sip.sdp import MediaStream
 from .codecs import depayload_media
 from .dtmf import EventDetector, digit_packets
+from .media_description import MediaStream
 from .stats import ReceiveStats
 
 log = logging.getLogger(__name__)

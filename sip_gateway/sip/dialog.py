@@ -9,11 +9,12 @@ import secrets
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ..rtp.media_description import LocalMedia, MediaStream
 from .actions import T1, Flow
 from .digest import Credentials
 from .errors import SipParseError
 from .message import Request, Response
-from .sdp import LocalMedia, MediaStream, SessionDescription
+from .sdp import SessionDescription
 from .transaction import MAGIC_COOKIE, ClientTransaction, ServerTransaction
 from .uri import NameAddr
 

@@ -1,10 +1,15 @@
-"""Registrar bindings (RFC 3261 §10.3). Pure data; time is passed in."""
+"""The registrar (RFC 3261 §10.3): REGISTER handling and the bindings it keeps. Time is passed in."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import events as ev
 from .actions import Flow
+from .authentication import Authenticator
+from .dialog import new_tag
+from .transaction import ServerTransaction
+from .ua_core import Output, UserAgentCore
 
 
 @dataclass
@@ -66,3 +71,50 @@ class Bindings:
     def aors(self) -> list[str]:
         """Every address-of-record with bindings (possibly expired)."""
         return list(self._table)
+
+
+class Registrar:
+    """Answers REGISTER: digest-checked (unless configured open), bindings in :attr:`bindings`."""
+
+    def __init__(self, core: UserAgentCore, auth: Authenticator, bindings: Bindings | None = None) -> None:
+        self.core = core
+        self.auth = auth
+        self.bindings = bindings or Bindings()
+
+    def on_register(self, tx: ServerTransaction, now: float) -> list[Output]:
+        """Add, refresh or remove the request's contacts; 200 lists the current bindings."""
+        config = self.core.config
+        request = tx.request
+        aor_uri = request.to.uri
+        aor = f"{aor_uri.user}@{aor_uri.host}" if aor_uri.user else aor_uri.host
+        if config.require_register_auth:
+            user, out = self.auth.authenticate(tx, now)
+            if user is None:
+                return out
+            if user != aor_uri.user:
+                return self.core.reject(tx, 403, "Not allowed to register this address")
+        header_expires = request.headers.get("Expires")
+        default = int(header_expires) if header_expires and header_expires.isdigit() else config.default_expires
+        contacts = request.contacts
+        if any(c.wildcard for c in contacts):
+            if len(contacts) != 1 or default != 0:
+                return self.core.reject(tx, 400, "Wildcard Contact requires Expires: 0")
+            self.bindings.remove_all(aor)
+        for contact in contacts:
+            if contact.wildcard:
+                continue
+            expires_text = contact.params.get("expires")
+            expires = int(expires_text) if expires_text and expires_text.isdigit() else default
+            if 0 < expires < config.min_expires:
+                return self.core.reject(tx, 423, extra=[("Min-Expires", str(config.min_expires))])
+            expires = min(expires, config.max_expires)
+            binding = Binding(str(contact.uri), 0.0, request.call_id, request.cseq[0], tx.flow)
+            self.bindings.update(aor, binding, expires, now)
+        response = self.core.response(request, 200, to_tag=new_tag(), flow=tx.flow)
+        current = self.bindings.lookup(aor, now)
+        for binding in current:
+            response.headers.add("Contact", f"<{binding.contact}>;expires={int(binding.expires_at - now)}")
+        out = self.core.respond(tx, response)
+        if contacts:
+            out.append(ev.RegistrationChanged(aor, tuple(b.contact for b in current)))
+        return out

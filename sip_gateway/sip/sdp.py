@@ -3,7 +3,8 @@
 Audio: PCMU, PCMA, G.722, Opus (+ telephone-event). Video: H.264 (answer with the first offered
 H.264 payload type and keep its fmtp; packetization-mode 0 and 1) and VP8. Direction/hold,
 rtcp-mux or a separate RTCP port, SDES-SRTP ``a=crypto`` (RFC 4568).
-The negotiated result is a list of :class:`MediaStream` that the RTP layer consumes.
+The negotiated result is a list of :class:`~sip_gateway.rtp.media_description.MediaStream` that the
+RTP layer consumes (the media description types live in :mod:`sip_gateway.rtp.media_description`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import secrets
 from dataclasses import dataclass, field
 
+from ..rtp.media_description import Codec, LocalMedia, MediaPolicy, MediaStream, SrtpKeys
 from .errors import SipParseError
 
 STATIC_PAYLOADS: dict[int, tuple[str, int, int]] = {
@@ -195,81 +197,6 @@ def _parse_media_line(value: str) -> Media:
 # --- negotiation ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Codec:
-    """A negotiated codec."""
-
-    name: str  # upper case: PCMU, PCMA, G722, OPUS, H264, VP8
-    payload_type: int
-    clock_rate: int
-    channels: int = 1
-    fmtp: str = ""
-
-    @property
-    def fmtp_params(self) -> dict[str, str]:
-        """fmtp as a dict."""
-        result = {}
-        for item in self.fmtp.split(";"):
-            key, sep, value = item.strip().partition("=")
-            if sep:
-                result[key.strip().lower()] = value.strip()
-        return result
-
-    @property
-    def packetization_mode(self) -> int:
-        """H.264 packetization-mode (0 when absent, RFC 6184)."""
-        value = self.fmtp_params.get("packetization-mode", "0")
-        return int(value) if value.isdigit() else 0
-
-
-@dataclass(frozen=True)
-class SrtpKeys:
-    """SDES keying for one stream: suite and raw 30-byte master key+salt for each side."""
-
-    suite: str
-    tag: int
-    local_key: bytes
-    remote_key: bytes
-
-
-@dataclass(frozen=True)
-class MediaStream:
-    """One negotiated stream: everything the RTP layer needs."""
-
-    kind: str
-    index: int
-    local_port: int
-    remote_host: str
-    remote_port: int
-    remote_rtcp_port: int
-    codec: Codec
-    direction: str  # our perspective
-    rtcp_mux: bool
-    telephone_event_pt: int | None = None
-    srtp: SrtpKeys | None = None
-    nack: bool = False
-    pli: bool = False
-    fir: bool = False
-
-    @property
-    def on_hold(self) -> bool:
-        """The peer does not want to receive (hold) or the stream is disabled."""
-        return self.direction in ("recvonly", "inactive") or self.remote_host in ("0.0.0.0", "")
-
-
-@dataclass
-class MediaPolicy:
-    """What we offer/accept. Order in the codec tuples is our preference when we offer."""
-
-    audio_codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "OPUS")
-    video_codecs: tuple[str, ...] = ("H264", "VP8")
-    h264_modes: tuple[int, ...] = (1, 0)
-    h264_profile_level_id: str = "42e01f"
-    srtp: str = "optional"  # "off", "optional" (accept when offered) or "required"
-    rtcp_mux: bool = True
-    telephone_event: bool = True
-
-
 _DEFAULT_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
 _CLOCK = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "OPUS": 48000, "H264": 90000, "VP8": 90000}
 _SDP_NAME = {"OPUS": "opus", "H264": "H264", "VP8": "VP8", "PCMU": "PCMU", "PCMA": "PCMA", "G722": "G722"}
@@ -341,15 +268,6 @@ def _choose_codec(media: Media, policy: MediaPolicy) -> tuple[Codec, int | None]
         # The first acceptable H.264 payload type wins, fmtp kept verbatim (DESIGN.md).
         return codec, (dtmf if policy.telephone_event and media.kind == "audio" else None)
     return None
-
-
-@dataclass
-class LocalMedia:
-    """Our transport for one media kind: local address and RTP port."""
-
-    host: str
-    audio_port: int
-    video_port: int | None = None
 
 
 def answer(

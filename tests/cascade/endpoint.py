@@ -25,11 +25,11 @@ from typing import Any
 import av
 import numpy as np
 
-from sip_gateway.rtp.leg import MediaLeg, tone
+from sip_gateway.aio.rtp_leg import MediaLeg, tone
+from sip_gateway.aio.sip_endpoint import SipEndpoint
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.digest import Credentials
-from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 
 RATE = 48_000

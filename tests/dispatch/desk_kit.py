@@ -23,7 +23,7 @@ from recorder.call_recordings import CallRecordingLogService
 from recorder.pg_storage import PgLogStorage
 from recorder.signing import KeyStore
 from recorder.transparency_log import TransparencyLog
-from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.aio.sip_endpoint import SipEndpoint
 from sip_gateway.sip.invite_router import with_route
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.conftest import make_settings

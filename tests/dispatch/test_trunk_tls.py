@@ -21,9 +21,9 @@ from cryptography.x509.oid import NameOID
 from dispatch.calltaking.trunk import EmergencyTrunk, IncomingEmergencyCall, TrunkConfig
 from dispatch.calltaking.trunk_trust import TrunkPeer
 from mcu.call_rooms import CallRooms
-from sip_gateway.sip.endpoint import SipEndpoint
+from sip_gateway.aio.sip_endpoint import SipEndpoint
+from sip_gateway.aio.tls import make_self_signed, server_context
 from sip_gateway.sip.invite_router import with_route
-from sip_gateway.sip.tls import make_self_signed, server_context
 from sip_gateway.sip.useragent import UserAgentConfig
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,7 @@ import numpy as np
 
 from mcu.call_rooms import QUEUE_TONE, CallRoom
 from mcu.legs.site_media import RtpLeg
-from sip_gateway.rtp.leg import MediaSink
+from sip_gateway.aio.rtp_leg import MediaSink
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as FRAME
 
 

@@ -1,7 +1,7 @@
 """The deadline pacer: no drift from work between ticks, resynchronises instead of bursting."""
 from __future__ import annotations
 
-from mcu.legs.pacer import Pacer
+from mcu.pacer import Pacer
 
 
 class FakeTime:

@@ -12,9 +12,9 @@ from mcu.conferences import ConferenceService, RunningConference
 from mcu.legs.sip_bridge import SipBridge
 from mcu.legs.sip_config import user_agent_config
 from mcu.legs.site_media import SiteMedia
-from sip_gateway.rtp.leg import RTP_PORT_RANGE
-from sip_gateway.sip.endpoint import SipEndpoint
-from sip_gateway.sip.sdp import MediaPolicy
+from sip_gateway.aio.ports import RTP_PORT_RANGE
+from sip_gateway.aio.sip_endpoint import SipEndpoint
+from sip_gateway.rtp.media_description import MediaPolicy
 
 DEMO = "80000001"
 

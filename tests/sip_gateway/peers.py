@@ -14,12 +14,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from sip_gateway.rtp.leg import MediaLeg, tone
+from sip_gateway.aio.rtp_leg import MediaLeg, tone
+from sip_gateway.aio.sip_endpoint import Answer, Challenge, Decision, SipEndpoint
+from sip_gateway.rtp.media_description import MediaPolicy
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
-from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint
-from sip_gateway.sip.sdp import MediaPolicy
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.sip_testlib import free_port
 

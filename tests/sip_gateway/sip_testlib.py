@@ -114,9 +114,9 @@ import asyncio  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from sip_gateway.aio.sip_endpoint import Answer, Challenge, Decision, SipEndpoint  # noqa: E402
+from sip_gateway.rtp.media_description import LocalMedia  # noqa: E402
 from sip_gateway.sip.dialog import Call  # noqa: E402
-from sip_gateway.sip.endpoint import Answer, Challenge, Decision, SipEndpoint  # noqa: E402
-from sip_gateway.sip.sdp import LocalMedia  # noqa: E402
 from sip_gateway.sip.useragent import UserAgentConfig  # noqa: E402
 
 SIPP_DIR = Path(__file__).parent / "sipp"

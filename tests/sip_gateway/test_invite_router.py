@@ -18,9 +18,9 @@ import pytest
 from config.site_plan import Node
 from dispatch.calltaking.trunk import EmergencyTrunk, TrunkConfig
 from mcu.cascade.admission import CascadeAdmission
+from sip_gateway.aio.sip_endpoint import Decision, InviteHandler, Reject, SipEndpoint
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
-from sip_gateway.sip.endpoint import Decision, InviteHandler, Reject, SipEndpoint
 from sip_gateway.sip.invite_router import (
     ROUTE_ORDER,
     InviteRoute,

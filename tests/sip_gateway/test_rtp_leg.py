@@ -9,20 +9,13 @@ import av
 import numpy as np
 import pytest
 
+from sip_gateway.aio.rtp_leg import MediaLeg, tone
 from sip_gateway.rtp.codecs import packetize_h264, split_annexb
 from sip_gateway.rtp.dtmf import EventDetector, digit_packets
-from sip_gateway.rtp.leg import MediaLeg, tone
+from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy, MediaStream
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.rtp.session import EncodedFrame, KeyframeRequest, NackRequest, RtpSession, SendNack
-from sip_gateway.sip.sdp import (
-    LocalMedia,
-    MediaPolicy,
-    MediaStream,
-    SessionDescription,
-    answer,
-    create_offer,
-    streams_from_answer,
-)
+from sip_gateway.sip.sdp import SessionDescription, answer, create_offer, streams_from_answer
 
 
 class Collect:
@@ -259,7 +252,7 @@ async def test_shared_encoder_access_units() -> None:
 
 def test_encoder_follows_negotiated_h264_level() -> None:
     from sip_gateway.rtp.codecs import VideoEncoder
-    from sip_gateway.sip.sdp import Codec
+    from sip_gateway.rtp.media_description import Codec
 
     assert VideoEncoder(Codec("H264", 96, 90000, 1, "profile-level-id=42801e;packetization-mode=1")).h264_level == 30
     assert VideoEncoder(Codec("H264", 96, 90000, 1, "packetization-mode=0")).h264_level == 31

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sip_gateway.rtp.media_description import MediaPolicy
 from sip_gateway.sip import events as ev
-from sip_gateway.sip.sdp import MediaPolicy
 from tests.sip_gateway.peers import Baresip, MediaUas, dial
 
 pytestmark = [

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from mcu.conferences import DialError, protocol_for_address
+from sip_gateway.aio.sip_endpoint import Decision, Reject, SipEndpoint
 from sip_gateway.sip.dialog import Call
-from sip_gateway.sip.endpoint import Decision, Reject, SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.conftest import RunningServer, free_port
 from tests.sip_gateway.peers import MediaUas

@@ -21,7 +21,7 @@ import pytest
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
 from mcu.room import RoomSettings
-from sip_gateway.sip.sdp import MediaPolicy
+from sip_gateway.rtp.media_description import MediaPolicy
 from tests.sip_gateway.conference_helpers import DEMO, MixTap, joined, level_at, start_bridge, until
 from tests.sip_gateway.peers import Baresip
 

@@ -23,9 +23,9 @@ from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
 from mcu.legs.sip_bridge import DialOutError
 from mcu.room import RoomSettings
+from sip_gateway.aio.sip_endpoint import Decision, Reject, SipEndpoint
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
-from sip_gateway.sip.endpoint import Decision, Reject, SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.conference_helpers import DEMO, joined, start_bridge, until
 from tests.sip_gateway.peers import MediaUas, dial

@@ -36,7 +36,7 @@ from mcu.conferences import ConferenceService, JoinRefused, PinGuard
 from mcu.legs.sip_bridge import DialOutError, SipBridge
 from mcu.legs.sip_config import tls_context
 from mcu.room import RoomSettings
-from sip_gateway.sip.tls import fingerprint
+from sip_gateway.aio.tls import fingerprint
 from tests.conftest import ROOT, free_port
 from tests.sip_gateway.conference_helpers import joined, start_bridge, until
 from tests.sip_gateway.peers import Baresip, MediaUas

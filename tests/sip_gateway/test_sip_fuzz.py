@@ -12,10 +12,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.message import Response, parse_message
-from sip_gateway.sip.sdp import LocalMedia, MediaPolicy, SessionDescription, answer
+from sip_gateway.sip.sdp import SessionDescription, answer
 from sip_gateway.sip.useragent import UserAgent, UserAgentConfig
 from tests.sip_gateway.sip_testlib import SDP_OFFER, Harness, request
 

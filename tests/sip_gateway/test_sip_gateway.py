@@ -12,8 +12,8 @@ import pytest
 
 from mcu.legs.ivr import CheckPin, DigitTimer, Hangup, Ivr, Join, PinVerdict, Prompt, Stage
 from mcu.legs.sip import PROMPTS, SipGateway
+from sip_gateway.aio.sip_endpoint import SipEndpoint
 from sip_gateway.sip import events as ev
-from sip_gateway.sip.endpoint import SipEndpoint
 from sip_gateway.sip.useragent import UserAgentConfig
 from tests.sip_gateway.peers import Baresip, FakeDirectory, FakeRoom
 

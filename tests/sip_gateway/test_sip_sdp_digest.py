@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy
 from sip_gateway.sip.digest import (
     Credentials,
     DigestServer,
@@ -15,15 +16,7 @@ from sip_gateway.sip.digest import (
     pick_challenge,
 )
 from sip_gateway.sip.errors import SipParseError
-from sip_gateway.sip.sdp import (
-    LocalMedia,
-    MediaPolicy,
-    SdpError,
-    SessionDescription,
-    answer,
-    create_offer,
-    streams_from_answer,
-)
+from sip_gateway.sip.sdp import SdpError, SessionDescription, answer, create_offer, streams_from_answer
 from tests.sip_gateway.sip_testlib import SDP_OFFER
 
 LOCAL = LocalMedia("127.0.0.1", 40000, 40002)

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
+from sip_gateway.rtp.media_description import LocalMedia
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.digest import Credentials
-from sip_gateway.sip.sdp import LocalMedia
 from tests.sip_gateway.sip_testlib import SIPP_DIR, free_port, run_sipp, start_test_endpoint
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")

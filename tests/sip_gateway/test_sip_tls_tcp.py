@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint
+from sip_gateway.rtp.media_description import LocalMedia
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
-from sip_gateway.sip.endpoint import Answer, SipEndpoint
-from sip_gateway.sip.sdp import LocalMedia
 from sip_gateway.sip.useragent import UserAgentConfig
 
 

@@ -62,8 +62,8 @@ async def test_captured_call_has_no_malformed_sip(tmp_path: Path, artifacts_dir:
 async def test_captured_baresip_video_call(tmp_path: Path, artifacts_dir: Path, mode: int) -> None:
     """Full call with audio, H.264 video and RTCP: Wireshark finds nothing malformed in what we send,
     and our H.264 packets follow the negotiated packetization-mode."""
+    from sip_gateway.rtp.media_description import MediaPolicy
     from sip_gateway.sip import events as ev
-    from sip_gateway.sip.sdp import MediaPolicy
     from tests.sip_gateway.peers import Baresip, MediaUas
 
     uas = MediaUas(MediaPolicy(h264_modes=(mode,), video_codecs=("H264",)))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from sip_gateway.rtp.media_description import LocalMedia
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.actions import T1, Flow
 from sip_gateway.sip.dialog import CallState
 from sip_gateway.sip.digest import Credentials
-from sip_gateway.sip.sdp import LocalMedia, SessionDescription
+from sip_gateway.sip.sdp import SessionDescription
 from sip_gateway.sip.useragent import UserAgent, UserAgentConfig
 from tests.sip_gateway.sip_testlib import SDP_OFFER, Harness, request
 

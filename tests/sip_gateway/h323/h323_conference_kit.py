@@ -19,7 +19,10 @@ from mcu.legs.h323_settings import BridgeSettings
 from mcu.media import video_frame_from_rgb
 from mcu.participant import Participant
 from mcu.room import RoomSettings
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
+from sip_gateway.aio.h323_media import H323MediaLeg
+from sip_gateway.aio.ports import RtpPortManager
+from sip_gateway.aio.rtp_leg import tone
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS, MediaFormat
 from sip_gateway.h323.events import (
@@ -29,8 +32,6 @@ from sip_gateway.h323.events import (
     Event,
     MediaAddress,
 )
-from sip_gateway.h323.media import BoundPortAllocator, H323MediaLeg
-from sip_gateway.rtp.leg import tone
 
 MCU_RTP = (31000, 31999)
 TERMINAL_RTP = (32000, 32699)  # below the kernel ephemeral range (32768+), where other sockets live
@@ -95,7 +96,7 @@ class Terminal:
     audio: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ports = BoundPortAllocator("127.0.0.1", *TERMINAL_RTP)
+        self.ports = RtpPortManager("127.0.0.1", *TERMINAL_RTP)
         self.config = EndpointConfig(formats=tuple(self.formats), h323_id=self.alias,
                                      transmit_formats=tuple(self.transmit_formats) if self.transmit_formats else None, e164="8001", is_mcu=False,
                                      display=self.name, fast_start=self.fast_start, tunnelling=self.tunnelling,

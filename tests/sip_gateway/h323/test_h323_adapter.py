@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
 from sip_gateway.h323.call import Call, EndpointConfig
 from sip_gateway.h323.events import CallIncoming, CallReleased, MediaAddress, ProtocolErrorLogged
 from sip_gateway.h323.q931 import IE, Cause, MessageType, Q931Message, decode_cause

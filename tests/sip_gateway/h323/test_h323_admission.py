@@ -19,8 +19,9 @@ import pytest
 from core.runtime import CoreServices
 from mcu.call_rooms import CallRoom, CallRooms
 from mcu.capability import McuCapability
+from sip_gateway.aio.ras import RasClientProtocol
 from sip_gateway.h323.events import CallConnected, CallReleased, MediaAddress
-from sip_gateway.h323.ras import RasClient, RasClientConfig, RasClientProtocol
+from sip_gateway.h323.ras import RasClient, RasClientConfig
 from tests.sip_gateway.h323.h323_conference_kit import Mcu, Terminal, free_port, start_mcu, stop_mcu
 from tests.sip_gateway.h323.h323_testkit import TSHARK, LoopbackCapture, tshark_fields, wire_problems
 from tests.sip_gateway.h323.test_h323_conference_dialing import eventually

@@ -521,8 +521,8 @@ def test_caller_takes_callee_rtcp_from_the_reverse_answer() -> None:
 def test_mcu_proposes_to_send_h263_at_cif_and_to_receive_4cif() -> None:
     """The MCU's transmit proposals describe what its shared encoders send (H.263 up to CIF);
     its receive proposals keep what it decodes (4CIF too)."""
+    from sip_gateway.aio.h323_media import sent_formats
     from sip_gateway.h323.capabilities import DEFAULT_FORMATS
-    from sip_gateway.h323.media import sent_formats
 
     cfg = EndpointConfig(h323_id="mcu", transmit_formats=sent_formats(DEFAULT_FORMATS))
     call = Call.outgoing_call(cfg, "8001", MediaAddress("127.0.0.1", 1720), {1: 20000, 2: 20002}, 0.0,

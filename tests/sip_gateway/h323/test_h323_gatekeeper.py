@@ -27,8 +27,9 @@ from core.runtime import CoreServices
 from mcu.conferences import ConferenceError
 from mcu.legs.h323_bridge import H323SiteDialer
 from mcu.legs.h323_settings import parse_target
+from sip_gateway.aio.ras import GatekeeperProtocol, RasClientProtocol
 from sip_gateway.h323.events import CallConnected, CallReleased, MediaAddress
-from sip_gateway.h323.ras import Gatekeeper, GatekeeperProtocol, RasClient, RasClientConfig, RasClientProtocol
+from sip_gateway.h323.ras import Gatekeeper, RasClient, RasClientConfig
 from tests.sip_gateway.h323.h323_conference_kit import (
     RED,
     Mcu,

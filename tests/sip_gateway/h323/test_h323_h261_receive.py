@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sip_gateway.rtp.bits import frame_piece, join_bit_pieces, join_framed_pieces
 from sip_gateway.rtp.codecs import VideoDecoder
 from sip_gateway.rtp.h261 import packetize_rfc4587, parse_rfc4587_header
+from sip_gateway.rtp.media_description import Codec, MediaStream
 from sip_gateway.rtp.session import EncodedFrame, RtpSession
-from sip_gateway.sip.sdp import Codec, MediaStream
 from tests.sip_gateway.test_rtp_h26x_packetization import _check_colours, _decode, _encode
 
 H261 = Codec("H261", 31, 90000)

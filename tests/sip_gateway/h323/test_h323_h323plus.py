@@ -17,8 +17,8 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.legs.h323_bridge import H323SiteDialer
+from sip_gateway.aio.h323_media import sent_formats
 from sip_gateway.h323.capabilities import DEFAULT_FORMATS
-from sip_gateway.h323.media import sent_formats
 from tests.sip_gateway.h323.h323_conference_kit import MCU_RTP, Mcu, OtherSite, free_port, start_mcu, stop_mcu
 from tests.sip_gateway.h323.h323_testkit import TSHARK, LoopbackCapture, tshark_fields, wire_problems
 from tests.sip_gateway.h323.h323plus_peer import BUILD_TIMEOUT, H323Peer, read_wav, tone_level

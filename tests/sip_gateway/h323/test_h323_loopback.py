@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
+from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.capabilities import Codec
 from sip_gateway.h323.events import (

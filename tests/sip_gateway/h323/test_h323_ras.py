@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
+from sip_gateway.aio.ras import GatekeeperProtocol, RasClientProtocol
 from sip_gateway.h323 import asn1
-from sip_gateway.h323.aio import CallHandle, H323Endpoint
 from sip_gateway.h323.call import EndpointConfig
 from sip_gateway.h323.events import CallConnected, CallIncoming, CallReleased, MediaAddress
 from sip_gateway.h323.ras import (
@@ -19,10 +20,8 @@ from sip_gateway.h323.ras import (
     AdmissionRejected,
     ClientState,
     Gatekeeper,
-    GatekeeperProtocol,
     RasClient,
     RasClientConfig,
-    RasClientProtocol,
     Registered,
     RegistrationLost,
 )

@@ -19,17 +19,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from .aio import H323Endpoint
-from .events import MediaAddress
-from .ras import (
+from ..h323.events import MediaAddress
+from ..h323.ras import (
     Gatekeeper,
-    GatekeeperProtocol,
     RasClient,
     RasClientConfig,
-    RasClientProtocol,
     Registered,
     RegistrationLost,
 )
+from .h323_endpoint import H323Endpoint
+from .ras import GatekeeperProtocol, RasClientProtocol
 
 __all__ = ["LocalGatekeeper", "RegistrationKeeper", "resolve_host"]
 

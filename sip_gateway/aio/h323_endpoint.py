@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .call import Call, CallIdentity, EndpointConfig
-from .capabilities import AUDIO_SESSION, VIDEO_SESSION
-from .events import CallIncoming, CallReleased, Event, H245ConnectRequested, MediaAddress, ProtocolErrorLogged
-from .q931 import Cause
-from .ras import AdmissionRejected, RasClientProtocol
+from ..h323.call import Call, CallIdentity, EndpointConfig
+from ..h323.events import (
+    CallIncoming,
+    CallReleased,
+    Event,
+    H245ConnectRequested,
+    MediaAddress,
+    ProtocolErrorLogged,
+)
+from ..h323.q931 import Cause
+from ..h323.ras import AdmissionRejected
+from .ports import RtpPortManager
+from .ras import RasClientProtocol
 
-__all__ = ["AdmissionRefused", "CallHandle", "H323Endpoint", "MediaPortAllocator"]
+__all__ = ["AdmissionRefused", "CallHandle", "H323Endpoint"]
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Event)
@@ -34,20 +41,6 @@ class AdmissionRefused(ConnectionRefusedError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"gatekeeper rejected the call: {reason}")
         self.reason = reason
-
-
-class MediaPortAllocator:
-    """Hands out RTP port pairs (even RTP, odd RTCP) from a range, round robin.
-
-    Only numbers: the RTP layer (a later session) binds the sockets. Ports are reused
-    after wrapping around the range.
-    """
-
-    def __init__(self, first: int = 20000, last: int = 29999) -> None:
-        self._ports: Iterator[int] = itertools.cycle(range(first - first % 2, last - 1, 2))
-
-    def allocate(self) -> dict[int, int]:
-        return {AUDIO_SESSION: next(self._ports), VIDEO_SESSION: next(self._ports)}
 
 
 class CallHandle:
@@ -242,12 +235,12 @@ class H323Endpoint:
     """Our H.323 entity: a listener plus a dialler sharing one configuration."""
 
     def __init__(self, config: EndpointConfig, on_incoming: Callable[[CallHandle], None] | None = None,
-                 ports: MediaPortAllocator | None = None, rng: random.Random | None = None,
+                 ports: RtpPortManager | None = None, rng: random.Random | None = None,
                  gatekeeper: RasClientProtocol | None = None) -> None:
         self.config = config
         self.gatekeeper = gatekeeper  # registered RAS client, or None (no gatekeeper: the default)
         self.on_incoming = on_incoming
-        self.ports = ports or MediaPortAllocator()
+        self.ports = ports or RtpPortManager()  # numbers only: media is the caller's business
         self.rng = rng or random.SystemRandom()
         self.calls: set[CallHandle] = set()
         self._server: asyncio.Server | None = None

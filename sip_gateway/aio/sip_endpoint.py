@@ -19,15 +19,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
-from . import events as ev
-from .actions import CancelTimer, Flow, Send, StartTimer, TimerKey
-from .dialog import Call, ClientRegistration
-from .digest import Credentials
-from .errors import SipParseError
-from .invite_router import InviteRouter
-from .message import StreamFramer
-from .sdp import LocalMedia
-from .useragent import Output, UserAgent, UserAgentConfig
+from ..rtp.media_description import LocalMedia
+from ..sip import events as ev
+from ..sip.actions import CancelTimer, Flow, Send, StartTimer, TimerKey
+from ..sip.dialog import Call, ClientRegistration
+from ..sip.digest import Credentials
+from ..sip.errors import SipParseError
+from ..sip.invite_router import InviteRouter
+from ..sip.message import StreamFramer
+from ..sip.useragent import Output, UserAgent, UserAgentConfig
 
 log = logging.getLogger(__name__)
 

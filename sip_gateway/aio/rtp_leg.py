@@ -26,10 +26,10 @@ import av
 import numpy as np
 import pylibsrtp
 
-from ..sip.sdp import LocalMedia, MediaStream
-from .codecs import AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
-from .media_primitives import VIDEO_CLOCK
-from .session import (
+from ..rtp.codecs import AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
+from ..rtp.media_description import LocalMedia, MediaStream
+from ..rtp.media_primitives import VIDEO_CLOCK
+from ..rtp.session import (
     DtmfDigit,
     EncodedFrame,
     KeyframeRequest,
@@ -39,10 +39,10 @@ from .session import (
     RtpSession,
     SendNack,
 )
+from .ports import RTP_PORT_RANGE, RtpPortManager
 
 log = logging.getLogger(__name__)
 
-RTP_PORT_RANGE = (20000, 29999)
 RTCP_INTERVAL = 2.5
 KEYFRAME_REQUEST_MIN_INTERVAL = 1.0
 MAX_DECODE_BACKLOG = 8
@@ -183,37 +183,8 @@ class _Channel:
                 sock.transport.close()
 
 
-def _candidate_ports(port_range: tuple[int, int], limit: int = 200) -> list[int]:
-    """Even RTP ports whose RTCP port (+1) is still inside ``port_range``, in random order.
-
-    A narrow range is tried completely (so "exhausted" is certain); a wide one up to ``limit`` picks.
-    """
-    low, high = port_range
-    first = low + (low & 1)
-    count = max(0, (high - first + 1) // 2)
-    if count <= limit:
-        ports = list(range(first, first + 2 * count, 2))
-        random.shuffle(ports)
-        return ports
-    return [first + 2 * i for i in random.sample(range(count), limit)]
-
-
-async def _bind_pair(host: str, channel: _Channel, port_range: tuple[int, int]) -> None:
-    loop = asyncio.get_running_loop()
-    for port in _candidate_ports(port_range):
-        try:
-            _, rtp = await loop.create_datagram_endpoint(lambda: _Socket(channel, False), local_addr=(host, port))
-        except OSError:
-            continue
-        try:
-            _, rtcp = await loop.create_datagram_endpoint(lambda: _Socket(channel, True), local_addr=(host, port + 1))
-        except OSError:
-            if rtp.transport:
-                rtp.transport.close()
-            continue
-        channel.rtp, channel.rtcp, channel.port = rtp, rtcp, port
-        return
-    raise OSError(f"no free RTP port pair in {port_range[0]}-{port_range[1]}")
+async def _open_channel(ports: RtpPortManager, host: str, channel: _Channel) -> None:
+    channel.port, channel.rtp, channel.rtcp = await ports.open_pair(host, lambda rtcp: _Socket(channel, rtcp))
 
 
 def _srtp_session(suite: str, key: bytes, outbound: bool) -> pylibsrtp.Session:
@@ -243,12 +214,13 @@ class MediaLeg:
                        port_range: tuple[int, int] = RTP_PORT_RANGE) -> MediaLeg:
         """Bind RTP/RTCP port pairs so the ports can go into our SDP."""
         leg = cls(host, sink)
+        ports = RtpPortManager(None, *port_range)
         try:
             leg.audio = _Channel(leg, "audio")
-            await _bind_pair(host, leg.audio, port_range)
+            await _open_channel(ports, host, leg.audio)
             if video:
                 leg.video = _Channel(leg, "video")
-                await _bind_pair(host, leg.video, port_range)
+                await _open_channel(ports, host, leg.video)
         except OSError:
             await leg.close()  # give back the audio pair when only the video pair is missing
             raise

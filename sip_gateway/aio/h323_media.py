@@ -1,9 +1,9 @@
 """RTP media for H.323 calls on the shared `sip_gateway.rtp` layer.
 
-:class:`BoundPortAllocator` replaces the numbers-only allocator of :class:`H323Endpoint`: it
-really binds the RTP/RTCP sockets when a call is created, so the ports put into fast-start
-proposals and OpenLogicalChannel(Ack)s are ours. :class:`H323MediaLeg` adopts those sockets
-into a :class:`~sip_gateway.rtp.leg.MediaLeg` and applies the negotiated logical channels
+:class:`~sip_gateway.aio.ports.RtpPortManager` (with a host) really binds the RTP/RTCP sockets
+when a call is created, so the ports put into fast-start proposals and OpenLogicalChannel(Ack)s
+are ours. :class:`H323MediaLeg` adopts those sockets
+into a :class:`~sip_gateway.aio.rtp_leg.MediaLeg` and applies the negotiated logical channels
 (``ChannelOpened`` events) as RTP streams. Key-frame requests towards the terminal go out as
 H.245 videoFastUpdatePicture (H.323 terminals do not expect RTCP PLI).
 """
@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ..h323.capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
+from ..h323.events import LogicalChannel
 from ..rtp.codecs import AudioDecoder, VideoDecoder
-from ..rtp.leg import MediaLeg, MediaSink, StreamStatistics, _Channel, _Socket
-from ..sip.sdp import Codec as SdpCodec
-from ..sip.sdp import MediaStream
-from .aio import MediaPortAllocator
-from .capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
-from .events import LogicalChannel
+from ..rtp.media_description import Codec as SdpCodec
+from ..rtp.media_description import MediaStream
+from .ports import RtpPortManager
+from .rtp_leg import MediaLeg, MediaSink, StreamStatistics, _Channel, _Socket
 
-__all__ = ["BoundPortAllocator", "H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
+__all__ = ["H323MediaLeg", "sdp_codec", "sent_formats", "site_video_codec"]
 
 _CLOCK = {Codec.PCMU: 8000, Codec.PCMA: 8000, Codec.G722: 8000}
 
@@ -67,49 +65,6 @@ def sent_formats(formats: Iterable[MediaFormat]) -> tuple[MediaFormat, ...]:
     return tuple(out)
 
 
-class BoundPortAllocator(MediaPortAllocator):
-    """Binds an RTP/RTCP socket pair per session when a call is created (synchronously)."""
-
-    def __init__(self, host: str = "127.0.0.1", first: int = 20000, last: int = 29999) -> None:
-        super().__init__(first, last)
-        self.host = host
-        self.range = (first, last)
-        self.reserved: dict[int, tuple[socket.socket, socket.socket]] = {}
-
-    def _bind_pair(self) -> int:
-        for _ in range(200):
-            port = random.randrange(self.range[0], self.range[1] - 1) & ~1
-            if port < self.range[0]:
-                continue
-            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                rtp.bind((self.host, port))
-                rtcp.bind((self.host, port + 1))
-            except OSError:
-                rtp.close()
-                rtcp.close()
-                continue
-            rtp.setblocking(False)
-            rtcp.setblocking(False)
-            self.reserved[port] = (rtp, rtcp)
-            return port
-        raise OSError("no free RTP port pair")
-
-    def allocate(self) -> dict[int, int]:
-        return {AUDIO_SESSION: self._bind_pair(), VIDEO_SESSION: self._bind_pair()}
-
-    def take(self, port: int) -> tuple[socket.socket, socket.socket] | None:
-        """Hand a reserved pair to its leg."""
-        return self.reserved.pop(port, None)
-
-    def release(self, ports: dict[int, int]) -> None:
-        """Close pairs a call never used (released before media)."""
-        for port in ports.values():
-            pair = self.reserved.pop(port, None)
-            if pair is not None:
-                for sock in pair:
-                    sock.close()
 
 
 class H323MediaLeg:
@@ -131,7 +86,7 @@ class H323MediaLeg:
         self.leg.sink = sink
 
     @classmethod
-    async def adopt(cls, allocator: BoundPortAllocator, ports: dict[int, int], host: str,
+    async def adopt(cls, allocator: RtpPortManager, ports: dict[int, int], host: str,
                     fast_update: Callable[[int], None] | None = None) -> H323MediaLeg:
         """Wrap the sockets ``allocator`` bound for a call into a media leg."""
         loop = asyncio.get_running_loop()
