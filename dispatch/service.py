@@ -12,6 +12,9 @@ capability), so a recommendation needs one incident read and no unit reads. Othe
 unit changes arrive over the bus and are reloaded from the database.
 
 The emergency desk (issue 8) creates incidents with ``create_incident``.
+
+Size: about 670 lines because this is the incidents' one write path: every change to an
+incident or unit goes through one transaction here, with its audit row and bus event.
 """
 from __future__ import annotations
 

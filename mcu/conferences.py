@@ -15,6 +15,9 @@ use; they never build `Room`s themselves:
 
 Standing conferences of the site plan (the demo's 80000001) are created on first start and run
 whenever the node runs. A scheduler starts conferences at `starts_at` and ends them at `ends_at`.
+
+Size: about 620 lines: the conference records, their lifecycle and the running-conference
+book-keeping the consoles read are one service; the start code is in :mod:`mcu.capability`.
 """
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from core.tasks import cancel_and_wait
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, SAMPLE_RATE
 
 from .pacer import AUDIO_PERIOD, Pacer
@@ -110,11 +110,7 @@ class DemoSites:
                        asyncio.create_task(self._audio(), name="demo-audio")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         for site in self.sites:
             if site.participant is not None and not site.participant.has_left:

@@ -19,6 +19,11 @@ Media hooks, split so that heavy work runs off the loop (see :mod:`mcu.runner`):
   :meth:`Room.apply_mix` (loop); :meth:`Room.audio_tick` does all three inline;
 * video: :meth:`Room.video_jobs` (loop) -> :func:`run_video_job` (worker) ->
   :meth:`Room.deliver` (loop); :meth:`Room.video_tick` does all three inline.
+
+Size: one class of about 800 lines on purpose. Every chair operation reads and writes the same
+room state (sites, views, panes, polling, voice activation, lock), and each must validate, change
+and emit its event atomically; the heavy media work is already outside (mixer, compositor,
+encoder, runner), and the operation vocabulary is in :mod:`mcu.chair`.
 """
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ beyond that a tick is skipped and counted, so a slow machine loses frames, not l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -27,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.tasks import cancel_and_wait
 from sip_gateway.rtp.media_primitives import FRAME_MS
 
 from .pacer import Pacer
@@ -110,11 +110,7 @@ class MediaRunner:
     async def stop(self) -> None:
         # A last tick lets the sites see that the room removed them (their calls hang up).
         self.tick_audio_sinks()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)

@@ -12,7 +12,6 @@ changed or removed while it runs. Start-up recovers from an unclean stop:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ import av
 
 from core.audit import AuditLog
 from core.db import Database
+from core.tasks import cancel_and_wait
 from recorder.export import ExportResult, ExportSegment, export_bundle
 from recorder.holds import LegalHolds
 from recorder.index import CONTIGUOUS_MS, IndexedSegment, SegmentIndex
@@ -119,11 +119,7 @@ class RecorderService:
         self.workers.clear()
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
         await self._queue.join()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self.log.latest_head is None or self.log.latest_head.tree_size != self.log.size:
             await self.log.sign_head()

@@ -17,6 +17,10 @@ Signalling protocol (JSON text frames):
 
 The leg lives as long as the websocket: when the socket drops (tab closed, browser killed) the
 site leaves at once.
+
+Size: about 650 lines: the chair's HTTP routes plus the join websocket's signalling protocol
+above, both over the same conference lookups and audit rows; the domain rules live in
+:mod:`mcu.chair` and :mod:`mcu.conferences`.
 """
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import InvalidMessage
 
 from core.runtime import CoreServices
+from core.tasks import cancel_and_wait
 from mcu.cascade.control import (
     ActiveSpeaker,
     Authenticated,
@@ -186,11 +187,7 @@ class ControlService:
 
     async def stop(self) -> None:
         self.conferences.register_remote_sites(None)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks, swallow_errors=True)
         self._tasks.clear()
         if self._server is not None:
             self._server.close()

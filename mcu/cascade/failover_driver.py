@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from core.tasks import cancel_and_wait
 from mcu.cascade.failover import (
     Action,
     Dial,
@@ -52,11 +53,7 @@ class FailoverDriver:
         self._apply(self.link.start(loop.time()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     def observe(self, kind: ObservationKind, route: Route, detail: str = "") -> None:

@@ -341,9 +341,10 @@ class WebRtcLeg:
             if self.view is None:
                 self._early_tracks.append(track)  # consumed once the site has joined
             return
-        self._spawn(self._consume_video(track) if track.kind == "video" else self._consume_audio(track))
+        self._spawn(self._consume(track))
 
-    async def _consume_video(self, track: MediaStreamTrack) -> None:
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        """Decoded frames from the peer into the site's media, until the track ends."""
         media = self.media
         assert media is not None
         with contextlib.suppress(MediaStreamError):
@@ -352,19 +353,10 @@ class WebRtcLeg:
                 self.stats.last_media_at = time.monotonic()
                 if isinstance(frame, av.VideoFrame):
                     media.on_video(self, frame)
-
-    async def _consume_audio(self, track: MediaStreamTrack) -> None:
-        media = self.media
-        assert media is not None
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                self.stats.last_media_at = time.monotonic()
-                if not isinstance(frame, av.AudioFrame):
-                    continue
-                frames, self._pending_audio = to_mono_frames(frame, self._pending_audio)
-                for samples in frames:
-                    media.on_audio(self, samples)
+                elif isinstance(frame, av.AudioFrame):
+                    frames, self._pending_audio = to_mono_frames(frame, self._pending_audio)
+                    for samples in frames:
+                        media.on_audio(self, samples)
 
     # -- liveness and teardown ----------------------------------------------------------------
     async def _on_state(self) -> None:

@@ -101,7 +101,30 @@ class PassthroughEncoder:
         self._on_bitrate(int(bitrate))
 
 
-class EncodedVideoTrack(MediaStreamTrack):
+class _QueuedTrack(MediaStreamTrack):
+    """A track fed from the event loop through a queue: `recv()` waits for the next item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready = asyncio.Event()
+
+    async def _next(self, queue: deque[Any]) -> Any:
+        """The next queued item; MediaStreamError once the track has stopped."""
+        while not queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        if self.readyState != "live":
+            raise MediaStreamError
+        return queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+class EncodedVideoTrack(_QueuedTrack):
     """A video track whose `recv()` returns the shared encoder's packets (aiortc only packetizes them)."""
 
     kind = "video"
@@ -109,7 +132,6 @@ class EncodedVideoTrack(MediaStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self._queue: deque[EncodedPacket] = deque()
-        self._ready = asyncio.Event()
         self._need_keyframe = True
         self._last_key: object = None
         self.packets_sent = 0
@@ -146,14 +168,7 @@ class EncodedVideoTrack(MediaStreamTrack):
         return self._need_keyframe
 
     async def recv(self) -> av.Packet[Any]:
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        if self.readyState != "live":
-            raise MediaStreamError
-        encoded = self._queue.popleft()
+        encoded: EncodedPacket = await self._next(self._queue)
         now = time.monotonic()
         self._rate_window.append((now, len(encoded.data)))
         while self._rate_window and now - self._rate_window[0][0] > 2.0:
@@ -164,12 +179,8 @@ class EncodedVideoTrack(MediaStreamTrack):
         self.packets_sent += 1
         return packet
 
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
 
-
-class MixAudioTrack(MediaStreamTrack):
+class MixAudioTrack(_QueuedTrack):
     """The site's N-1 mix as SiteMedia sends it, one 20 ms frame per tick of the conference clock."""
 
     kind = "audio"
@@ -177,7 +188,6 @@ class MixAudioTrack(MediaStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self._queue: deque[np.ndarray] = deque(maxlen=AUDIO_QUEUE_DEPTH)
-        self._ready = asyncio.Event()
         self._pts = -FRAME_SAMPLES
 
     def push(self, samples: np.ndarray) -> None:
@@ -186,24 +196,13 @@ class MixAudioTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> av.AudioFrame:
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        if self.readyState != "live":
-            raise MediaStreamError
-        samples = self._queue.popleft()
+        samples: np.ndarray = await self._next(self._queue)
         self._pts += FRAME_SAMPLES
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts
         frame.time_base = AUDIO_TIME_BASE
         return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
 
 
 def to_mono_frames(frame: av.AudioFrame, pending: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:

@@ -6,6 +6,9 @@ signalling (open/ack/reject/close), round-trip-delay keep-alives, user input (DT
 video fast update and flow control. It consumes decoded MultimediaSystemControlMessage
 values and produces encoded PDUs; whether those travel tunnelled in H.225.0 messages or
 on a separate TCP connection is the call's business (:mod:`.call`).
+
+Size: one H.245 session state machine of about 600 lines: capability exchange, master/slave
+determination and logical channels all read and write the same session state.
 """
 from __future__ import annotations
 
