@@ -21,7 +21,8 @@ from starlette.background import BackgroundTask
 from config.roles import Role
 from dispatch.calltaking.acd import PositionState
 from dispatch.calltaking.aml import AmlFormatError
-from dispatch.calltaking.service import DISPOSITIONS, DeskError, DeskService
+from dispatch.calltaking.errors import DeskError
+from dispatch.calltaking.service import DISPOSITIONS, DeskService
 from dispatch.model import CATEGORIES, PRIORITY_NAMES
 from dispatch.names_en import english_names
 from gis.map_builder import areas_geojson
@@ -307,7 +308,7 @@ async def incident_calls(request: Request, incident_id: str, principal: Reader) 
 async def recording(request: Request, call_id: str, principal: Reader) -> FileResponse:
     """The call's audio (WAV). Every access is written to the audit log."""
     with desk_errors():
-        path = await desk_of(request).recording_for(call_id, principal.user.username, client_address(request))
+        path = await desk_of(request).recordings.recording_for(call_id, principal.user.username, client_address(request))
     return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
 
 
@@ -327,7 +328,7 @@ async def export_recording(request: Request, call_id: str, principal: Inspector,
     leaf with an inclusion proof and a signed tree head; `commandcenter verify-call-export` checks it
     offline. The export is audited and logged."""
     with desk_errors():
-        path = await desk_of(request).export_recording(call_id, principal.user.username, body.reason,
+        path = await desk_of(request).recordings.export_recording(call_id, principal.user.username, body.reason,
                                                        client_address(request))
     return FileResponse(path, media_type="application/zip", filename=f"{call_id}-recording.zip",
                         background=BackgroundTask(_remove_export, path))

@@ -10,15 +10,19 @@ Real and training (演练) calls: a call from the trunk (the network, an emergen
 real, whatever mode the dispatch consoles are in. Training calls are made only by the training
 runner (``offer_training_call``) and are flagged when created; an incident made from a call has
 the call's flag, and every figure on the dashboard is counted for real and training calls apart.
+
+Recordings after the call (sealing, retention, listening, export) are :mod:`.call_recordings`.
+Size: about 830 lines in one class because the queue, the positions, the live calls and the
+softphone all act on one state (the ACD and ``live``) under one lock, and each action writes its
+row and its bus event in the same step; the pure rules are in ``acd.py``, ``aml_match.py`` and
+``stats.py``.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -32,8 +36,10 @@ from dispatch.service import DispatchService
 from . import acd as a
 from .aml import AmlMessage, normalize_number, parse_https, parse_sms
 from .aml_match import AmlMatcher, PendingAml
+from .call_recordings import CallRecordings
+from .errors import DeskError
 from .location import CallerLocation, check_wgs84
-from .recordings import CallRecordingLog, digest_file
+from .recordings import CallRecordingLog
 from .stats import CallTiming, answer_stats
 from .trunk import IncomingEmergencyCall
 
@@ -76,10 +82,6 @@ class CallBridge(Protocol):
     def participant_left(self, conference_id: str, participant_id: str) -> str | None: ...
 
     async def close(self, call_id: str) -> None: ...
-
-
-class DeskError(ValueError):
-    """A desk action that cannot be done (shown to the call-taker)."""
 
 
 @dataclass(frozen=True)
@@ -138,11 +140,13 @@ class DeskService:
         self.incidents = incidents
         self.config = config or DeskConfig(numbers=tuple(core.settings.emergency.numbers),
                                            recording_retention_days=core.settings.emergency.recording_retention_days)
-        self.recording_log: CallRecordingLog | None = None  # the recorder's log, when one runs here
         self.clock = clock
         self.acd = a.Acd(self.config.acd)
         self.matcher = AmlMatcher(window_s=self.config.aml_window_s)
         self.live: dict[str, LiveCall] = {}
+        self.recordings = CallRecordings(self.db, core.audit, clock=clock, live=self.live,
+                                         retention_days=self.config.recording_retention_days,
+                                         retention_interval_s=self.config.retention_interval_s)
         self.by_sip: dict[str, str] = {}
         self.bridge: CallBridge | None = None  # set when an MCU runs here (softphone in the browser)
         self._wake = asyncio.Event()
@@ -153,6 +157,15 @@ class DeskService:
         self._sealer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def recording_log(self) -> CallRecordingLog | None:
+        """The recorder's transparency log for call recordings (set by the composition root)."""
+        return self.recordings.recording_log
+
+    @recording_log.setter
+    def recording_log(self, value: CallRecordingLog | None) -> None:
+        self.recordings.recording_log = value
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -160,9 +173,9 @@ class DeskService:
         self._follower = asyncio.create_task(self._follow_dispatch(), name="desk-dispatch-times")
         self._rooms = asyncio.create_task(self._follow_rooms(), name="desk-rooms")
         if self.config.recording_retention_days is not None:
-            self._retention = asyncio.create_task(self._retention_loop(), name="desk-recording-retention")
-        if self.recording_log is not None:
-            self._sealer = asyncio.create_task(self._seal_at_start(self.clock()), name="desk-recording-seal")
+            self._retention = asyncio.create_task(self.recordings.retention_loop(), name="desk-recording-retention")
+        if self.recordings.recording_log is not None:
+            self._sealer = asyncio.create_task(self.recordings.seal_at_start(self.clock()), name="desk-recording-seal")
 
     async def stop(self) -> None:
         for task in (self._timer, self._follower, self._rooms, self._retention, self._sealer):
@@ -818,16 +831,6 @@ class DeskService:
             raise DeskError(f"回拨记录 {call_id} 不存在或已处理")
         await self.core.audit.record(actor, "call.callback_done", call_id)
 
-    async def recording_for(self, call_id: str, actor: str, source: str = "") -> Path:
-        """The call's audio recording; every access is audited."""
-        path = await self.db.fetchval(
-            "SELECT recording_path FROM emergency_calls WHERE id = $1 AND recording_deleted_at IS NULL", call_id)
-        if not path or not await asyncio.to_thread(Path(path).is_file):
-            await self.core.audit.record(actor, "call.recording_view", call_id, outcome="failed", source=source)
-            raise DeskError(f"呼叫 {call_id} 没有录音")
-        await self.core.audit.record(actor, "call.recording_view", call_id, source=source)
-        return Path(path)
-
     async def calls_for_incident(self, incident_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
             "SELECT id, number, dialled, offered_at, answered_at, ended_at, incident_created_at, first_dispatch_at, "
@@ -835,151 +838,6 @@ class DeskService:
             "AS has_recording FROM emergency_calls WHERE incident_id = $1 ORDER BY offered_at", incident_id)
         return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(r).items()} for r in rows]
 
-    # ------------------------------------------------------------------ recordings: seal, retain, export
-
     async def recording_finished(self, sip_key: str, path: Path, started: datetime, ended: datetime) -> int | None:
-        """The trunk closed a call's recording: store its SHA-256 and append it to the transparency log
-        (``trunk.EmergencyDesk``). Returns the leaf index (None: no log in this process)."""
-        digest = await asyncio.to_thread(digest_file, path)
-        call_id = ""
-        for _ in range(50):  # the call row is written by call_arrived, which may still be running
-            call_id = await self.db.fetchval("SELECT id FROM emergency_calls WHERE recording_path = $1", str(path)) or ""
-            if call_id:
-                break
-            await asyncio.sleep(0.1)
-        if call_id:
-            await self.db.execute("UPDATE emergency_calls SET recording_sha256 = $2, recording_size = $3 WHERE id = $1",
-                                  call_id, digest.sha256, digest.size)
-        if self.recording_log is None:
-            log.warning("call recording %s not in the transparency log: no recorder runs in this process", path.name)
-            return None
-        index = await self.recording_log.append_call_recording(
-            call_id, path.name, digest.sha256, digest.size, int(started.timestamp() * 1000),
-            int(ended.timestamp() * 1000))
-        if call_id:
-            await self.db.execute(
-                "UPDATE emergency_calls SET recording_log_id = $2, recording_leaf = $3 WHERE id = $1",
-                call_id, self.recording_log.log_id, index)
-        return index
-
-    async def _seal_at_start(self, before: datetime) -> None:
-        try:
-            await self.seal_pending_recordings(before)
-        except Exception:  # noqa: BLE001
-            log.exception("sealing left-over call recordings failed")
-
-    async def seal_pending_recordings(self, before: datetime) -> list[str]:
-        """Seal recordings of calls offered before ``before`` that never reached the log (the process
-        stopped mid-call or before sealing): hash what is on disk and append their leaves."""
-        if self.recording_log is None:
-            return []
-        rows = await self.db.fetch(
-            "SELECT id, recording_path, offered_at, ended_at FROM emergency_calls WHERE recording_path <> '' "
-            "AND recording_leaf IS NULL AND recording_deleted_at IS NULL AND offered_at < $1 ORDER BY offered_at",
-            before)
-        sealed: list[str] = []
-        for row in rows:
-            path = Path(row["recording_path"])
-            if row["id"] in self.live or not await asyncio.to_thread(path.is_file):
-                continue
-            try:
-                digest = await asyncio.to_thread(digest_file, path)
-                index = await self.recording_log.append_call_recording(
-                    row["id"], path.name, digest.sha256, digest.size, int(row["offered_at"].timestamp() * 1000),
-                    int((row["ended_at"] or row["offered_at"]).timestamp() * 1000))
-                await self.db.execute(
-                    "UPDATE emergency_calls SET recording_sha256 = $2, recording_size = $3, recording_log_id = $4, "
-                    "recording_leaf = $5 WHERE id = $1", row["id"], digest.sha256, digest.size,
-                    self.recording_log.log_id, index)
-                sealed.append(row["id"])
-            except Exception:  # noqa: BLE001 - one unreadable file must not stop the others
-                log.exception("sealing the recording of call %s failed", row["id"])
-        if sealed:
-            log.info("sealed %d call recording(s) left unsealed by an earlier run", len(sealed))
-        return sealed
-
-    async def _retention_loop(self) -> None:
-        while True:
-            try:
-                await self.apply_recording_retention()
-            except Exception:  # noqa: BLE001 - retry on the next round
-                log.exception("call-recording retention failed")
-            await asyncio.sleep(self.config.retention_interval_s)
-
-    async def apply_recording_retention(self, now: datetime | None = None) -> list[str]:
-        """Delete recordings of calls that ended more than ``recording_retention_days`` ago.
-
-        Each deletion is audited; the log leaf stays (it proves the recording existed, with its hash)
-        and a retention leaf records the deletion. Returns the call ids whose recordings were deleted."""
-        days = self.config.recording_retention_days
-        if days is None:
-            return []
-        now = now or self.clock()
-        cutoff = now - timedelta(days=days)
-        rows = await self.db.fetch(
-            "SELECT id, recording_path, recording_sha256, recording_leaf FROM emergency_calls "
-            "WHERE recording_path <> '' AND recording_deleted_at IS NULL "
-            "AND COALESCE(ended_at, offered_at) < $1 ORDER BY offered_at", cutoff)
-        deleted: list[str] = []
-        leaves: list[int] = []
-        for row in rows:
-            if row["id"] in self.live:
-                continue
-            path = Path(row["recording_path"])
-            try:
-                await asyncio.to_thread(path.unlink, True)
-            except OSError as exc:
-                await self.core.audit.record("retention", "call.recording_delete", row["id"], outcome="failed",
-                                             detail={"file": path.name, "error": str(exc)})
-                continue
-            await self.db.execute("UPDATE emergency_calls SET recording_deleted_at = $2 WHERE id = $1", row["id"], now)
-            await self.core.audit.record(
-                "retention", "call.recording_delete", row["id"],
-                detail={"file": path.name, "sha256": row["recording_sha256"], "leaf": row["recording_leaf"],
-                        "retention_days": days})
-            deleted.append(row["id"])
-            if row["recording_leaf"] is not None:
-                leaves.append(int(row["recording_leaf"]))
-        if deleted and self.recording_log is not None:
-            await self.recording_log.append_call_retention(tuple(deleted), tuple(leaves),
-                                                           f"emergency.recording_retention_days={days:g}")
-        return deleted
-
-    async def export_recording(self, call_id: str, actor: str, reason: str, source: str = "") -> Path:
-        """A zip bundle (WAV + inclusion proof + signed tree head) in a temporary directory; audited.
-        The caller deletes the file when sent."""
-        reason = reason.strip()
-        row = await self.db.fetchrow(
-            "SELECT recording_path, recording_leaf, recording_deleted_at FROM emergency_calls WHERE id = $1", call_id)
-
-        async def refuse(message: str) -> DeskError:
-            await self.core.audit.record(actor, "call.recording_export", call_id, outcome="failed", source=source,
-                                         detail={"reason": reason, "error": message})
-            return DeskError(message)
-
-        if not reason:
-            raise await refuse("导出必须填写原因 (a reason is required)")
-        if row is None or not row["recording_path"]:
-            raise await refuse(f"呼叫 {call_id} 没有录音")
-        if row["recording_deleted_at"] is not None:
-            raise await refuse(f"呼叫 {call_id} 的录音已按保存期限删除")
-        if self.recording_log is None or row["recording_leaf"] is None:
-            raise await refuse(f"呼叫 {call_id} 的录音尚未记入透明日志，无法导出证明")
-        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="call-export-"))
-        dest = tmp / f"{call_id}.zip"
-        try:
-            await self.recording_log.export_call_recording(
-                Path(row["recording_path"]), int(row["recording_leaf"]), dest, call_id=call_id, user=actor,
-                reason=reason)
-        except (OSError, ValueError) as exc:
-            await asyncio.to_thread(_remove_tree, tmp)
-            raise await refuse(f"导出失败: {exc}") from None
-        await self.core.audit.record(actor, "call.recording_export", call_id, source=source,
-                                     detail={"reason": reason, "leaf": row["recording_leaf"]})
-        return dest
-
-
-def _remove_tree(path: Path) -> None:
-    for child in path.iterdir():
-        child.unlink(missing_ok=True)
-    os.rmdir(path)
+        """The trunk closed a call's recording (``trunk.EmergencyDesk``): see :class:`CallRecordings`."""
+        return await self.recordings.recording_finished(sip_key, path, started, ended)

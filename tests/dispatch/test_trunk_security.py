@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.calltaking.service import DeskError
+from dispatch.calltaking.errors import DeskError
 from dispatch.calltaking.trunk_trust import TrunkPeer
 from recorder.leaves import CallRecordingLeaf, RetentionLeaf, decode_leaf
 from tests.dispatch.calltaking_samples import finish, sipp
@@ -120,21 +120,21 @@ async def test_same_call_id_twice_gives_two_sealed_recordings_then_retention_del
         assert leaf.size == path.stat().st_size > 48000  # half a second and more of 48 kHz audio
 
     # Retention (30 days here): nothing is due now; 31 days later both recordings go, audited.
-    assert await desk.desk.apply_recording_retention() == []
+    assert await desk.desk.recordings.apply_recording_retention() == []
     later = desk.desk.clock() + timedelta(days=31)
-    assert await desk.desk.apply_recording_retention(later) == call_ids
+    assert await desk.desk.recordings.apply_recording_retention(later) == call_ids
     assert not any(p.exists() for p in paths)
     audits = await desk.core.db.fetch(
         "SELECT * FROM audit_log WHERE action = 'call.recording_delete' ORDER BY id")
     assert [a["target"] for a in audits] == call_ids and all(a["actor"] == "retention" for a in audits)
     with pytest.raises(DeskError):
-        await desk.desk.recording_for(call_ids[0], "dispatcher1")
+        await desk.desk.recordings.recording_for(call_ids[0], "dispatcher1")
     # The leaves stay (they prove the recordings existed), and a retention leaf explains the deletion.
     assert desk.sealed_log.size == 3
     retention = decode_leaf(await desk.sealed_log.leaf_bytes(2))
     assert isinstance(retention, RetentionLeaf) and retention.segment_leaves == (0, 1)
     assert all(c in retention.policy for c in call_ids)
-    assert await desk.desk.apply_recording_retention(later) == []  # once only
+    assert await desk.desk.recordings.apply_recording_retention(later) == []  # once only
 
 
 async def test_recording_left_unsealed_is_sealed_by_the_next_run(desk: Desk) -> None:
@@ -155,11 +155,11 @@ async def test_recording_left_unsealed_is_sealed_by_the_next_run(desk: Desk) -> 
         await asyncio.sleep(0.05)
     assert desk.sealed_log.size == 0
     desk.desk.recording_log = service_log
-    assert await desk.desk.seal_pending_recordings(desk.desk.clock()) == [call_id]
+    assert await desk.desk.recordings.seal_pending_recordings(desk.desk.clock()) == [call_id]
     row = await desk.core.db.fetchrow("SELECT * FROM emergency_calls WHERE id = $1", call_id)
     assert row is not None and row["recording_leaf"] == 0
     leaf = decode_leaf(await desk.sealed_log.leaf_bytes(0))
     assert isinstance(leaf, CallRecordingLeaf) and leaf.call_id == call_id
     data = await asyncio.to_thread(Path(row["recording_path"]).read_bytes)
     assert leaf.sha256 == hashlib.sha256(data).hexdigest()
-    assert await desk.desk.seal_pending_recordings(desk.desk.clock()) == []  # once only
+    assert await desk.desk.recordings.seal_pending_recordings(desk.desk.clock()) == []  # once only
