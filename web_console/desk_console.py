@@ -7,13 +7,12 @@ an AML payload that is not AML → 400 with the reason, logged and audited.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.responses import FileResponse, Response
 from pydantic import ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -37,6 +36,7 @@ from web_console.auth import (
     resolve_principal,
     same_origin,
 )
+from web_console.events_ws import stream_until_disconnect
 from web_console.guards import NUL, ApiModel, nul_message
 from web_console.templating import language_of, render
 
@@ -390,16 +390,9 @@ async def desk_presence(websocket: WebSocket) -> None:
             async for event in subscription:
                 await websocket.send_json(event.to_json())
 
-        task = asyncio.create_task(pump())
         try:
-            while True:
-                await websocket.receive_text()  # pings; the content does not matter
-        except WebSocketDisconnect:
-            pass
+            await stream_until_disconnect(websocket, pump)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
             pos = svc.acd.positions.get(me)
             if pos is not None and pos.state != PositionState.LOGGED_OUT:
                 await svc.position_lost(me)

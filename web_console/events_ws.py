@@ -2,14 +2,34 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from core.bus import visible_to
+from core.tasks import cancel_and_wait
 from web_console.auth import SESSION_COOKIE, RoleFirstRoute, refuse_websocket, resolve_principal, same_origin
 
 router = APIRouter(route_class=RoleFirstRoute)
+
+
+async def stream_until_disconnect(websocket: WebSocket, pump: Callable[[], Awaitable[None]],
+                                  hello: dict[str, object] | None = None) -> None:
+    """Run ``pump`` (which sends to the client) until the client leaves, then stop it.
+
+    The client may send pings; their content does not matter, reading them is how we notice the
+    client leaving. ``hello`` is sent first when given.
+    """
+    sender = asyncio.ensure_future(pump())
+    try:
+        if hello is not None:
+            await websocket.send_json(hello)
+        while True:
+            await websocket.receive_text()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await cancel_and_wait([sender], swallow_errors=True)
 
 
 @router.websocket("/ws/events")
@@ -29,15 +49,5 @@ async def events(websocket: WebSocket, topics: str = "*") -> None:
                 if visible_to(event.topic, role):
                     await websocket.send_text(event.json_text)
 
-        sender = asyncio.create_task(pump())
-        try:
-            await websocket.send_json({"topic": "system.hello", "payload": {"user": principal.user.username,
-                                                                             "role": role.value}})
-            while True:  # the client may send pings; we only need to notice it leaving
-                await websocket.receive_text()
-        except WebSocketDisconnect:
-            pass
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+        await stream_until_disconnect(websocket, pump, {"topic": "system.hello", "payload": {
+            "user": principal.user.username, "role": role.value}})
