@@ -45,14 +45,16 @@ RESULTS = ROOT / "bench" / "results" / "webrtc_room.json"
 class _Conference:
     """The part of RunningConference a leg uses, without the database."""
 
-    def __init__(self, room: Any) -> None:
+    def __init__(self, room: Any, runner: Any) -> None:
         self.room = room
+        self.runner = runner  # the conference's audio clock drives the sites (SiteMedia)
         self.id = room.id
+        self.sites: dict[str, Any] = {}
 
     async def join(self, pid: str, name: str, protocol: str, *, chair: bool = False) -> Any:
         return self.room.join(pid, name, chair=chair)
 
-    async def leave(self, pid: str, reason: str = "left") -> None:
+    async def leave(self, pid: str, reason: str = "left", detail: str | None = None) -> None:
         if pid in self.room.participants:
             self.room.leave(pid, reason)
 
@@ -68,7 +70,7 @@ async def serve(port: int) -> None:
     runner = MediaRunner(room)
     await runner.start()
     legs = WebRtcLegs(WebRtcConfig(host_addresses=("127.0.0.1",)))
-    conference = _Conference(room)
+    conference = _Conference(room, runner)
     count = 0
 
     async def handle(ws: Any) -> None:
