@@ -169,17 +169,7 @@ class ClientTransaction:
 
     def build_ack(self, response: Response) -> bytes:
         """ACK for a non-2xx final response (§17.1.1.3): same branch, To from the response."""
-        req = self.request
-        headers = Headers()
-        headers.add("Via", req.headers.get_all("Via")[0])
-        for route in req.headers.get_all("Route"):
-            headers.add("Route", route)
-        headers.add("Max-Forwards", "70")
-        headers.add("From", req.headers.get("From") or "")
-        headers.add("To", response.headers.get("To") or "")
-        headers.add("Call-ID", req.call_id)
-        headers.add("CSeq", f"{req.cseq[0]} ACK")
-        return Request(headers, b"", "ACK", req.uri).serialize()
+        return same_hop_request(self.request, "ACK", response.headers.get("To") or "").serialize()
 
 
 class ServerTransaction:
@@ -253,3 +243,18 @@ class ServerTransaction:
         self.state = State.TERMINATED
         cancels: list[Output] = [CancelTimer((self.key, n)) for n in ("G", "H", "I", "J", "L")]
         return out + cancels + [Terminated(self)]
+
+
+def same_hop_request(invite: Request, method: str, to: str) -> Request:
+    """A request that travels the INVITE's own hop: the ACK of a non-2xx answer (§17.1.1.3) and a
+    CANCEL (§9.1) both copy its top Via (same branch), Route set, From, Call-ID and CSeq number."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", invite.headers.get("From") or "")
+    headers.add("To", to)
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq[0]} {method}")
+    return Request(headers, b"", method, invite.uri)

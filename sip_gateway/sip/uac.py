@@ -20,7 +20,7 @@ from .message import Headers, Request, Response, find_body
 from .sdp import SdpError, SessionDescription, answer, create_offer
 from .sdp import streams_from_answer as negotiate_from_answer
 from .session_timer import apply_2xx, timer_actions
-from .transaction import ClientTransaction
+from .transaction import ClientTransaction, same_hop_request
 from .ua_core import ALLOWED_METHODS, SUPPORTED_EXTENSIONS, Output, UserAgentCore
 from .uri import NameAddr, SipUri
 
@@ -209,16 +209,7 @@ class Uac:
             return []
         call.user_data["cancel_sent"] = True
         invite = call.invite
-        headers = Headers()
-        headers.add("Via", invite.headers.get_all("Via")[0])
-        for route in invite.headers.get_all("Route"):
-            headers.add("Route", route)
-        headers.add("Max-Forwards", "70")
-        headers.add("From", invite.headers.get("From") or "")
-        headers.add("To", invite.headers.get("To") or "")
-        headers.add("Call-ID", invite.call_id)
-        headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
-        cancel = Request(headers, b"", "CANCEL", invite.uri)
+        cancel = same_hop_request(invite, "CANCEL", invite.headers.get("To") or "")
 
         def done(_: Response) -> list[Output]:
             return []
