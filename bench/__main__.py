@@ -69,6 +69,21 @@ BENCHES: tuple[Bench, ...] = (
               Figure("audio N-1 mix, 200 participants, % of a core",
                      "audio[participants=200].percent_of_one_core", "< 20"),
           )),
+    Bench("mcu_mix --panes", ("--panes", "--seconds", "8"), "mcu_mix_panes.json",
+          "real time, one process: N sources offering H.264 720p25 that follow the pane size the room asks "
+          "(256x144 clip after a 0.3 s round trip, from a key frame), hidden ones not decoded, small panes with "
+          "skip_loop_filter; composed into 720p25 (auto layout, 5x5 at most), 2 worker threads",
+          tuple(f for label, what in (("n25_before", "N=25 720p decoded fully"),
+                                      ("n25_skip_loop_filter", "N=25 720p skip_loop_filter"),
+                                      ("n25_pane", "N=25 asked for pane size"),
+                                      ("n49_pane", "N=49 (25 shown) asked for pane size"),
+                                      ("n64_pane", "N=64 (25 shown) asked for pane size"))
+                for f in (Figure(f"{what}: output fps", f"rows[label={label}].output_fps", "25"),
+                          Figure(f"{what}: p95 ms", f"rows[label={label}].latency_p95_ms", "<= 100"),
+                          Figure(f"{what}: CPU cores", f"rows[label={label}].cpu_cores"))) + (
+              Figure("720p decode ms/frame (thread CPU)", "decode_720p.full_ms_per_frame"),
+              Figure("720p decode ms/frame with skip_loop_filter", "decode_720p.skip_loop_filter_ms_per_frame"),
+              Figure("skip_loop_filter decode saving %", "decode_720p.saving_percent"))),
     Bench("recorder", ("--seconds", "20"), "recorder.json",
           "simulated 1080p 4 Mbit/s cameras into 6 s segments; reference ffmpeg segment muxer (stream copy)",
           (Figure("64 streams: CPU % of a core per stream", "rows[streams=64].cpu_per_stream_pct"),
@@ -112,6 +127,33 @@ BENCHES: tuple[Bench, ...] = (
           (Figure("nearest p99 ms, great circle", "modes.great_circle.p99_ms", "<= 20"),
            Figure("nearest p99 ms, road graph (warm)", "modes.road_warm.p99_ms", "<= 20"),
            Figure("nearest p99 ms, brute force", "modes.brute_force.p99_ms"))),
+    Bench("monitoring", ("--readings", "30000"), "monitoring.json",
+          "1,000 synthetic river gauges with two thresholds each; mosquitto + embedded PostgreSQL on this host; the "
+          "monitoring service and its MQTT ingest in one process, paho-mqtt publishers (QoS 1; 4 processes for one "
+          "reading per message) in others; clock from the go to the last reading stored and evaluated; reference: "
+          "raw asyncpg COPY of as many rows, same run",
+          (Figure("MQTT → stored + evaluated, readings/s, 1 reading per message", "single.readings_per_s", ">= 5,000"),
+           Figure("MQTT → stored + evaluated, readings/s, 100 readings per message", "batch.readings_per_s", ">= 5,000"),
+           Figure("1 reading per message ÷ goal 5,000/s", "single.ratio_to_goal", ">= 1"),
+           Figure("reference: raw asyncpg COPY rows/s", "reference_copy.rows_per_s"),
+           Figure("1 reading per message ÷ raw COPY", "single.ratio_to_raw_copy"),
+           Figure("100 per message ÷ raw COPY", "batch.ratio_to_raw_copy"),
+           Figure("ingest process CPU µs per reading, 1 per message", "single.ingest_process_cpu_us_per_reading"),
+           Figure("ingest's own CPU µs per message (no broker)", "service_only.cpu_us_per_message"),
+           Figure("readings lost (single)", "single.lost", "0"),
+           Figure("threshold crossing → alarm event p95 ms", "crossing_to_alarm.p95_ms"))),
+    Bench("warnings", (), "warnings.json",
+          "20 samples each, on the shared 2-core machine beside other jobs (load recorded per part): crossing → "
+          "console: a `commandcenter up` server (embedded PostgreSQL, managed mosquitto, demo plan) and a "
+          "dispatcher's /ws/events websocket; approval → SMS: real Kannel + fakesmsc, 2 people on duty, reference: "
+          "the SMS service's own send of the same text, same run; approval → banner: a baresip room called into the "
+          "demo conference over SIP, the banner read as pixels of the conference composite",
+          (Figure("threshold crossing → alarm on the console websocket p95 ms", "crossing_to_console.p95_ms"),
+           Figure("approval → SMS at the operator (fakesmsc) p95 ms", "approval_to_sms.approval_to_operator.p95_ms"),
+           Figure("reference: plain SMS send → operator p95 ms",
+                  "approval_to_sms.reference_sms_send_to_operator.p95_ms"),
+           Figure("approval → SMS ÷ plain SMS, p95", "approval_to_sms.ratio_p95_to_reference"),
+           Figure("approval → banner in the room's conference video p95 ms", "approval_to_banner.p95_ms"))),
     Bench("plans", (), "plans.json",
           "a `commandcenter up` server on its embedded PostgreSQL; 20 activations of the demo flood plan at "
           "level II (4 agencies, conference with the county and township rooms); the 4 agency desks and the chair "
@@ -124,6 +166,14 @@ BENCHES: tuple[Bench, ...] = (
            Figure("fan-out p99 ms to the LAST console (the goal's metric)", "fanout.last_console_p99_ms",
                   "<= 100"),
            Figure("fan-out p99 ms over all deliveries", "fanout.p99_ms"))),
+    Bench("bfcp", (), "bfcp.json",
+          "pure floor control server over a content token; TCP and UDP listener and client in one process on "
+          "127.0.0.1",
+          (Figure("BFCP core: CPU per message, us", "core.us_per_message", "negligible"),
+           Figure("BFCP over TCP: round trips/s", "tcp.round_trips_per_s"),
+           Figure("BFCP over TCP: CPU per round trip (both ends), us", "tcp.cpu_us_per_round_trip"),
+           Figure("BFCP over UDP: round trips/s", "udp.round_trips_per_s"),
+           Figure("BFCP over UDP: CPU per round trip (both ends), us", "udp.cpu_us_per_round_trip"))),
     Bench("audit_chain", (), "audit_chain.json",
           "embedded PostgreSQL; reference: a plain INSERT into the same columns with no chain trigger, same run",
           (Figure("chained write p50 ms", "chained.write_p50_ms"),
@@ -131,12 +181,103 @@ BENCHES: tuple[Bench, ...] = (
            Figure("chained rows/s, 20 concurrent writers", "chained.concurrent_rows_per_s"),
            Figure("plain rows/s, 20 concurrent writers", "plain.concurrent_rows_per_s"),
            Figure("audit verify rows/s", "verify_rows_per_s"))),
+    Bench("sms", (), "sms.json",
+          "embedded PostgreSQL, real Kannel (bearerbox + smsbox) and fakesmsc on 127.0.0.1; reference: the "
+          "configured throughput limit (50 parts/s)",
+          (Figure("SMS delivered/s end to end", "delivered_per_s"),
+           Figure("ratio to the configured limit", "ratio_to_limit", "≈ 1.0, never above"))),
+    Bench("noderpc", (), "noderpc.json",
+          "embedded PostgreSQL, two nodes in one process (own pools and LISTEN connections); reference: a "
+          "SELECT 1 round trip on the same pool, same run",
+          (Figure("node RPC call p50 ms", "call.p50_ms"),
+           Figure("node RPC call p99 ms", "call.p99_ms"),
+           Figure("call_owner (pin lookup + call) p50 ms", "call_owner.p50_ms"),
+           Figure("SELECT 1 p50 ms", "select1.p50_ms"),
+           Figure("calls/s, 20 concurrent callers", "concurrent_calls_per_s"))),
     Bench("cascade_failover", ("--runs", "5"), "cascade_failover.json",
           "real nodes in network namespaces, production thresholds (3 s RTP timeout, 5 s hold); each run "
           "of this benchmark is itself 5 failovers",
           (Figure("failover p50 s", "failover_p50_s", "<= 5"),
            Figure("failover max s", "failover_max_s", "<= 5")),
           needs_root=True),
+    # ha (issue 17): database failover, web failover, MCU takeover, restore time (docs/ha.md)
+    Bench("ha", ("--runs", "5"), "ha.json",
+          "two-node Patroni/PostgreSQL 15 cluster on 127.0.0.1 with the deploy/ha settings (synchronous mode, "
+          "ttl 10 s); the primary's machine SIGKILLed under two writers; two web nodes behind HAProxy, one "
+          "SIGKILLed; city, standby city, county and bridge MCU nodes in namespaces, the city SIGKILLed; a "
+          "pgBackRest restore of a 256 MB-padded database; each run of this benchmark is itself 5 of each",
+          (Figure("write outage p50 s", "write_outage_p50_s", "<= 15"),
+           Figure("write outage max s", "write_outage_max_s", "<= 15"),
+           Figure("acknowledged writes lost", "acknowledged_lost_total", "0"),
+           Figure("web failover: kill -> next 200 s (median)", "web_failover.first_ok_after_kill_s.median"),
+           Figure("MCU takeover: city killed -> township at standby s (median)",
+                  "mcu_takeover.takeover_s.median", "<= 10"),
+           Figure("MCU takeover s (max)", "mcu_takeover.takeover_s.max", "<= 10"),
+           Figure("restore s per GB (median)", "restore.s_per_gb.median")),
+          needs_root=True),
+    # deskha (issue 17): the desk part of high availability (docs/nodes.md, "Two live desk nodes")
+    Bench("desk_takeover", ("--runs", "3"), "desk_takeover.json",
+          "embedded PostgreSQL, two real --role web desk nodes (heartbeat 0.5 s, dead after 3 s), Kamailio "
+          "dispatcher in front (OPTIONS every 1 s); the active desk SIGKILLed with two SIPp callers waiting; "
+          "each run of this benchmark is itself 3 takeovers",
+          (Figure("crash -> callers on the callback list s (median)", "listed_s.median", "<= 3.5"),
+           Figure("crash -> new call offered on the standby s (median)", "offered_s.median", "<= 10"),
+           Figure("crash -> new call offered on the standby s (max)", "offered_s.max", "<= 10"))),
+    # linesim (issue 16): SIP behind emulated leased lines, baseline (unpaced) and the product defaults
+    Bench("lines", ("--runs", "3", "--seconds", "20"), "lines.json",
+          "baresip (H.264, busy 640x360 source) behind emulated lines in a network namespace (tbf rate, 200 ms "
+          "queue, NFQUEUE delay/loss), 720p25 composite; each run of this benchmark is itself 3 runs per row",
+          tuple(Figure(f"{c} {m}: {label}", f"rows[condition={c},mode={m}].{key}.median", goal)
+                for c in ("768k_20ms", "768k_1pct_30ms", "2M_2pct_30ms") for m in ("baseline", "product")
+                for label, key, goal in (("audio loss %", "audio_loss_pct", "<= 0.5"),
+                                         ("intact fps after 2 s", "intact_fps_after_2s", ">= 20"),
+                                         ("router-queue drops", "router_queue_drops_down", ""))),
+          needs_root=True),
+    Bench("content", (), "content.json",
+          "offline on the real room, compositor and shared encoders: 10 s of conference time at 25 fps; the content "
+          "view 1920x1080 encoded every 2nd tick (12.5 fps); the broadcast 1280x720 with 4 sites; encode cost: the "
+          "content view alone at 5 and 15 fps against the ffmpeg CLI's libx264 (same settings, same frames) in the "
+          "same run; shared machine, not quiet",
+          (Figure("content second stream, slide: % of a core", "second_stream[source=slide].percent_of_core"),
+           Figure("content second stream, full motion: % of a core", "second_stream[source=motion].percent_of_core"),
+           Figure("content second stream, slide: kbit/s", "second_stream[source=slide].kbit_per_s"),
+           Figure("composite content+speakers over people: extra % of a core",
+                  "composite_extra_percent_of_core")) + tuple(
+              f for src in ("slide", "motion") for fps in (5, 15) for f in (
+                  Figure(f"content 1080p {fps} fps {src}: % of a core", f"encode_cost[source={src},fps={fps}]"
+                         ".ours_percent_of_core"),
+                  Figure(f"content 1080p {fps} fps {src}: ours/ffmpeg CPU",
+                         f"encode_cost[source={src},fps={fps}].ratio_ours_over_ffmpeg", "<= 1.3")))),
+    # streaming (issue 18): live HLS for viewers (docs/mcu.md, "Live streaming")
+    Bench("streaming", ("--seconds", "15", "--viewers", "500", "--load-seconds", "30"), "streaming.json",
+          "a real node, demo conference with 6 demo sites; server CPU over 15 s per phase; the stream is the "
+          "broadcast 720p H.264 (stream copy) + AAC as LL-HLS (0.3 s parts, ~2 s segments, from memory); then "
+          "500 LL-HLS clients (blocking reload + every part) in one process for 30 s against the node; the "
+          "machine (2 cores) is shared with other jobs and the load generator",
+          (Figure("CPU with/without streaming, broadcast encoder already running", "ratio_streaming_vs_not_encoder_shared",
+                  "<= 1.1"),
+           Figure("CPU with/without streaming, nobody else watching the broadcast", "ratio_streaming_vs_not"),
+           Figure("packager lag ms (last frame composed -> part published), own encoder",
+                  "packager_lag_ms.own_encoder", "<= 400"),
+           Figure("packager lag ms, encoder shared", "packager_lag_ms.encoder_shared", "<= 400"),
+           Figure("500 viewers: node CPU % of a core", "cpu_pct.recording_streaming_viewers"),
+           Figure("CPU per watch viewer, % of a core (upper bound: node CPU per part x parts/s)",
+                  "cpu_per_viewer_pct_of_core"),
+           Figure("viewers per core (lower bound)", "viewers_per_core", ">= 500"),
+           Figure("viewers per core / 500 (the issue's target)", "ratio_viewers_per_core_over_target", ">= 1"),
+           Figure("HLS delivery latency p50 ms (part published -> received)", "hls_delivery_ms.p50"),
+           Figure("HLS delivery latency p95 ms", "hls_delivery_ms.p95"),
+           Figure("part age at reception p50 ms (composed -> received)", "hls_age_at_reception_ms.p50"),
+           Figure("client errors (must be 0)", "viewers.errors", "0"),
+           Figure("parts missed by a client (must be 0)", "viewers.missing", "0"),
+           Figure("glass-to-glass estimate s (age p50 + PART-HOLD-BACK)", "glass_to_glass_estimate_s"))),
+    # fecc (issue 18): far-end camera control signalling (docs/sip-conference.md, "Far-end camera control")
+    Bench("fecc", ("--messages", "20000"), "fecc.json",
+          "offline: the pure H.224/H.281 core (build + parse a Continue Action), then two H224Channels over "
+          "loopback UDP in one process (send + receive), bursts of 10",
+          (Figure("core: µs per H.281 message built and parsed", "core.us_per_message"),
+           Figure("channel: µs CPU per message sent and received", "channel.us_cpu_per_message"),
+           Figure("a held button (2.5 msg/s): % of a core", "held_button_percent_of_core", "negligible"))),
 )
 
 

@@ -18,26 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 
+from bench.postgres import embedded_database  # noqa: E402
+from bench.report import write_result  # noqa: E402
 from core.audit import AuditLog, verify_chain  # noqa: E402
-from core.db import Database, EmbeddedPostgres, apply_migrations  # noqa: E402
+from core.db import Database, apply_migrations  # noqa: E402
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -46,16 +41,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def run(rows: int, writers: int, per_writer: int) -> dict[str, object]:
-    data_dir = Path(tempfile.mkdtemp(prefix="cc-bench-audit-"))
-    server = EmbeddedPostgres(data_dir)
-    base = await asyncio.to_thread(server.start)
-    name = "bench_" + uuid.uuid4().hex[:8]
-    try:
-        admin = await asyncpg.connect(base)
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await admin.close()
-        parts = urlsplit(base)
-        url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+    async with embedded_database("cc-bench-audit-") as pg:
+        url = pg.url
         db = Database(url)
         await db.connect(min_size=writers, max_size=writers)
         async with db.pool.acquire() as conn:
@@ -97,9 +84,6 @@ async def run(rows: int, writers: int, per_writer: int) -> dict[str, object]:
         result.update(verify_ok=report.ok, verify_rows=report.rows, verify_rows_per_s=round(report.rows / took, 1))
         await db.close()
         return result
-    finally:
-        await asyncio.to_thread(server.stop)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main() -> None:
@@ -110,13 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     result = asyncio.run(run(args.rows, args.writers, args.per_writer))
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "load_average_before": load_before}
-    out = ROOT / "bench" / "results" / "audit_chain.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        print(f"{key:<24} {value}")
+    write_result("audit_chain", result, load_before)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,12 @@ Writes bench/results/cascade_failover.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,7 +42,7 @@ from tests.cascade.cluster import (  # noqa: E402
     three_levels,
     wait_for,
 )
-from tests.conftest import private_tmp_dir, with_database  # noqa: E402
+from tests.conftest import new_database, private_tmp_dir  # noqa: E402
 
 TARGET = 5.0
 HEARD = 1500.0
@@ -159,15 +155,7 @@ def main() -> int:
     url = pg.start()
 
     def url_for(node: str) -> str:
-        name = f"b_{node.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
-
-        async def create() -> None:
-            admin = await asyncpg.connect(url)
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            await admin.close()
-
-        asyncio.run(create())
-        return with_database(url, name)
+        return new_database(url, f"b_{node.replace('-', '_')}_")
 
     cluster = three_levels(private_tmp_dir("cc-bench-cascade-"), url_for, rtp_timeout_seconds=3.0,
                            options_interval_seconds=1.0, dial_timeout_seconds=5.0, hold_seconds=args.hold,

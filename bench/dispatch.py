@@ -38,19 +38,17 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from shapely.geometry import Point  # noqa: E402
 from shapely.ops import unary_union  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
+from bench.postgres import embedded_database  # noqa: E402
 from config.settings import Settings  # noqa: E402
-from core.db import EmbeddedPostgres  # noqa: E402
 from core.runtime import CoreServices  # noqa: E402
 from dispatch import store  # noqa: E402
 from dispatch.model import UNIT_TYPES  # noqa: E402
@@ -144,16 +142,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(db_url: str, var: Path) -> tuple[subprocess.Popen[str], str, str]:
+def start_server(db_url: str, var: Path, extra_env: dict[str, str] | None = None,
+                 start_s: float = 120.0) -> tuple[subprocess.Popen[str], str, str]:
+    """`commandcenter up` on `db_url`: the process, its URL and the dispatcher's first password."""
     port = free_port()
     env = {**os.environ, "CC_VAR_DIR": str(var), "CC_HTTP__PORT": str(port), "DATABASE_URL": db_url,
-           "CC_DISPATCH__TRAINING": "0", "PYTHONUNBUFFERED": "1"}
+           "CC_DISPATCH__TRAINING": "0", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "commandcenter", "up"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     password = ""
     assert proc.stdout is not None
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + start_s
     for line in proc.stdout:
         m = re.match(r"^\s+dispatcher\s+(\S+)\s+\(dispatcher\)$", line.rstrip("\n"))
         if m:
@@ -226,16 +226,9 @@ async def bench_fanout(core: CoreServices, db_url: str, consoles: int, events: i
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    data = Path(tempfile.mkdtemp(prefix="cc-bench-pg-"))
-    pg = EmbeddedPostgres(data)
-    base = await asyncio.to_thread(pg.start)
-    try:
-        admin = await asyncpg.connect(base)
-        await admin.execute("CREATE DATABASE bench_dispatch")
-        await admin.close()
-        parts = urlsplit(base)
-        url = urlunsplit((parts.scheme, parts.netloc, "/bench_dispatch", parts.query, parts.fragment))
-        core = await CoreServices.start(Settings(var_dir=data / "var", database={"url": url}), seed=False)
+    async with embedded_database("cc-bench-pg-", "bench_dispatch") as pg:
+        url = pg.url
+        core = await CoreServices.start(Settings(var_dir=pg.work / "var", database={"url": url}), seed=False)
         svc = DispatchService(core)
         await svc.start()
         svc.training = False
@@ -247,9 +240,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await svc.stop()
             await core.stop()
-    finally:
-        await asyncio.to_thread(pg.stop)
-        shutil.rmtree(data, ignore_errors=True)
     return {
         "setup": {"units": args.units + 56 * 2, "incidents": args.incidents, "python": platform.python_version(),
                   "cpus": os.cpu_count(), "machine": platform.machine()},

@@ -2,6 +2,7 @@
 
     python -m bench.mcu_mix            # N = 4, 9, 16, 25; 10 s per run
     python -m bench.mcu_mix --quick    # N = 4, 25; 4 s per run
+    python -m bench.mcu_mix --panes    # sources asked for their pane size: N = 25, 49, 64 (see main_panes)
 
 For each N:
 
@@ -164,6 +165,31 @@ class OursResult:
     load_after: float
 
 
+class BroadcastTap:
+    """The room's broadcast view, as a sink: while ``measuring``, when each packet came out and, for each
+    source frame composed for the first time, how long after its arrival at the room."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.delivered: list[float] = []
+        self.measuring = False
+
+    def __call__(self, packet: EncodedPacket) -> None:
+        now = time.monotonic()
+        if self.measuring:
+            self.delivered.append(now)
+        for pid, (seq, arrival) in packet.sources.items():
+            if seq != self.seen.get(pid):
+                self.seen[pid] = seq
+                if self.measuring:
+                    self.latencies.append(now - arrival)
+
+    def latency_ms(self) -> np.ndarray:
+        """The latencies in ms (one NaN when there were none)."""
+        return np.asarray(self.latencies) * 1000 if self.latencies else np.asarray([float("nan")])
+
+
 async def run_ours(n: int, clips: list[Clip], seconds: float,
                    warmup: float, workers: int, source_size: str = "1280x720") -> OursResult:
     settings = RoomSettings(fps=FPS, encoder=EncoderSettings(fps=FPS, bitrate=BITRATE, preset=PRESET))
@@ -176,43 +202,29 @@ async def run_ours(n: int, clips: list[Clip], seconds: float,
     feeders = [Feeder(room, f"s{i:02d}", clips[i % len(clips)], i, start, stop) for i in range(n)]
     for f in feeders:
         f.start()
-    seen: dict[str, int] = {}
-    latencies: list[float] = []
-    delivered: list[float] = []
-    measuring = False
-
-    def sink(packet: EncodedPacket) -> None:
-        now = time.monotonic()
-        if measuring:
-            delivered.append(now)
-        for pid, (seq, arrival) in packet.sources.items():
-            if seq != seen.get(pid):
-                seen[pid] = seq
-                if measuring:
-                    latencies.append(now - arrival)
-
-    room.subscribe_view(BROADCAST, sink)
+    tap = BroadcastTap()
+    room.subscribe_view(BROADCAST, tap)
     load_before = os.getloadavg()[0]
     async with MediaRunner(room, workers=workers) as runner:
         await asyncio.sleep(warmup + 0.2)
         skipped0 = runner.stats.video_skipped
         decoded0 = sum(f.decoded for f in feeders)
-        measuring = True
+        tap.measuring = True
         cpu0, t0 = cpu_seconds(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu1, t1 = cpu_seconds(), time.monotonic()
-        measuring = False
+        tap.measuring = False
         skipped = runner.stats.video_skipped - skipped0
     stop.set()
     for f in feeders:
         f.join(timeout=5)
     room.end()
     elapsed = t1 - t0
-    fps = len(delivered) / elapsed
-    lat = np.asarray(latencies) * 1000 if latencies else np.asarray([float("nan")])
+    fps = len(tap.delivered) / elapsed
+    lat = tap.latency_ms()
     return OursResult(
         n=n, source_size=source_size, layout=resolve_auto("auto", n), seconds=round(elapsed, 2), output_fps=round(fps, 2),
-        cpu_per_output_second=round((cpu1 - cpu0) / max(1e-9, len(delivered) / FPS), 3),
+        cpu_per_output_second=round((cpu1 - cpu0) / max(1e-9, len(tap.delivered) / FPS), 3),
         latency_p50_ms=round(float(np.percentile(lat, 50)), 1),
         latency_p95_ms=round(float(np.percentile(lat, 95)), 1),
         frames_decoded=sum(f.decoded for f in feeders) - decoded0, ticks_skipped=skipped,
@@ -380,6 +392,223 @@ def table(rows: list[Row], audio: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+# ---- real legs' behaviour, asked for pane size (issue 16) -------------------------------------------
+PANES_RESULTS = ROOT / "bench" / "results" / "mcu_mix_panes.json"
+ASK_ROUND_TRIP = 0.3  # a re-INVITE/flow-control round trip before a source sends the asked size
+
+
+class PaneFeeder(threading.Thread):
+    """A live source that behaves as our legs make it: follows the room's pane size.
+
+    It offers 720p; once the room settles its pane (``Participant.pane``, mcu.pane_size) it
+    answers "asked for WxH" after a round trip by sending the clip of that size (starting on
+    a key frame), as a SIP peer does after an imageattr re-INVITE. Decoding follows
+    ``Participant.decode_mode`` like SiteMedia drives a leg: hidden = not decoded (skipped
+    frames counted), ``fast`` = a decoder opened with ``skip_loop_filter``; a change of mode
+    or of size restarts decoding on a key frame, as the MCU asks for one.
+    """
+
+    def __init__(self, room: Room, pid: str, clips: dict[tuple[int, int], Clip], index: int, start: float,
+                 stop: threading.Event, follow_size: bool, fast_decode: bool) -> None:
+        super().__init__(daemon=True)
+        self.room, self.pid, self.clips = room, pid, clips
+        self.phase = (index * 0.37) % 1.0
+        self.index = index
+        self.start_at, self.stop_event = start, stop
+        self.follow_size, self.fast_decode = follow_size, fast_decode
+        self.decoded = 0
+        self.skipped = 0
+
+    def _clip_for(self, pane: tuple[int, int] | None) -> tuple[tuple[int, int], Clip]:
+        sizes = sorted(self.clips, key=lambda s: s[0] * s[1])
+        if self.follow_size and pane is not None:
+            for size in sizes:  # the smallest clip at least as big as the pane
+                if size[0] >= pane[0] and size[1] >= pane[1]:
+                    return size, self.clips[size]
+        return sizes[-1], self.clips[sizes[-1]]
+
+    def _decoder(self, clip: Clip, mode: str) -> av.VideoCodecContext:
+        ctx = av.CodecContext.create("h264", "r")
+        assert isinstance(ctx, av.VideoCodecContext)
+        ctx.extradata = clip.extradata
+        ctx.thread_count = 1
+        if mode == "fast":
+            ctx.options = {"skip_loop_filter": "all"}
+        return ctx
+
+    def run(self) -> None:
+        if DECODER_NICE:
+            deprioritise_current_thread(DECODER_NICE)
+        site = self.room.participants[self.pid]
+        size, clip = self._clip_for(None)
+        pos = clip.keyframes[self.index % len(clip.keyframes)]
+        mode = "full"
+        ctx = self._decoder(clip, mode)
+        version_seen, switch_at = 0, None
+        k = 0
+        while not self.stop_event.is_set():
+            due = self.start_at + (k + self.phase) / FPS
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            k += 1
+            if site.pane_version != version_seen:  # the room asked for another size
+                version_seen = site.pane_version
+                switch_at = due + ASK_ROUND_TRIP
+            if switch_at is not None and due >= switch_at:
+                switch_at = None
+                new_size, new_clip = self._clip_for(site.pane)
+                if new_size != size:  # the source now sends the asked size, from a key frame
+                    size, clip = new_size, new_clip
+                    pos = next((i for i in clip.keyframes if i >= pos % len(clip.packets)), clip.keyframes[0])
+                    ctx = self._decoder(clip, mode)
+            want = site.decode_mode(size)
+            if want == "fast" and not self.fast_decode:
+                want = "full"
+            if want != mode:
+                mode = want
+                if mode != "off":  # shown again / new decoder: the MCU asks for a key frame
+                    pos = next((i for i in clip.keyframes if i >= pos % len(clip.packets)), clip.keyframes[0])
+                    ctx = self._decoder(clip, mode)
+            packet = clip.packets[pos % len(clip.packets)]
+            pos += 1
+            if mode == "off":
+                self.skipped += 1
+                continue
+            for frame in ctx.decode(av.Packet(packet)):
+                site.push_video(frame, arrival=due)
+                self.decoded += 1
+
+
+@dataclass
+class PaneResult:
+    label: str
+    config: str
+    n: int
+    shown: int
+    sources: str
+    seconds: float
+    output_fps: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    cpu_cores: float
+    frames_decoded_per_s: float
+    frames_skipped_per_s: float
+    pane_requests: int
+    load_before: float
+    load_after: float
+
+
+async def run_panes(label: str, config: str, n: int, clips: dict[tuple[int, int], Clip], seconds: float, warmup: float,
+                    workers: int, follow_size: bool, fast_decode: bool) -> PaneResult:
+    settings = RoomSettings(fps=FPS, encoder=EncoderSettings(fps=FPS, bitrate=BITRATE, preset=PRESET))
+    room = Room(f"panes{n}", settings=settings)
+    room.set_labels(False)
+    for i in range(n):
+        room.join(f"s{i:02d}", f"会场{i}")
+    stop = threading.Event()
+    start = time.monotonic() + 0.2
+    feeders = [PaneFeeder(room, f"s{i:02d}", clips, i, start, stop, follow_size, fast_decode) for i in range(n)]
+    for f in feeders:
+        f.start()
+    tap = BroadcastTap()
+    room.subscribe_view(BROADCAST, tap)
+    load_before = os.getloadavg()[0]
+    async with MediaRunner(room, workers=workers) as runner:
+        await asyncio.sleep(warmup + 0.2)
+        decoded0, skipped0 = sum(f.decoded for f in feeders), sum(f.skipped for f in feeders)
+        tap.measuring = True
+        cpu0, t0 = cpu_seconds(), time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu1, t1 = cpu_seconds(), time.monotonic()
+        tap.measuring = False
+        requests = runner.stats.pane_requests
+    stop.set()
+    for f in feeders:
+        f.join(timeout=5)
+    shown = sum(1 for p in room.participants.values() if p.pane is not None)
+    room.end()
+    elapsed = t1 - t0
+    lat = tap.latency_ms()
+    sizes = sorted({f"{w}x{h}" for w, h in clips}) if follow_size else ["1280x720"]
+    return PaneResult(
+        label=label, config=config, n=n, shown=shown, sources="offer 1280x720" + (f", sent at {'/'.join(sizes)} when asked" if follow_size else ""),
+        seconds=round(elapsed, 2), output_fps=round(len(tap.delivered) / elapsed, 2),
+        latency_p50_ms=round(float(np.percentile(lat, 50)), 1), latency_p95_ms=round(float(np.percentile(lat, 95)), 1),
+        cpu_cores=round((cpu1 - cpu0) / elapsed, 3),
+        frames_decoded_per_s=round((sum(f.decoded for f in feeders) - decoded0) / elapsed, 1),
+        frames_skipped_per_s=round((sum(f.skipped for f in feeders) - skipped0) / elapsed, 1),
+        pane_requests=requests, load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2))
+
+
+PANE_CONFIGS: tuple[tuple[str, str, int, bool, bool], ...] = (
+    # (label, config, N, sources follow the pane size, skip_loop_filter for small panes)
+    ("n25_before", "720p, every frame decoded fully (before)", 25, False, False),
+    ("n25_skip_loop_filter", "720p, small panes decoded with skip_loop_filter", 25, False, True),
+    ("n25_pane", "asked for pane size", 25, True, True),
+    ("n49_pane", "asked for pane size, 25 shown", 49, True, True),
+    ("n64_pane", "asked for pane size, 25 shown", 64, True, True),
+)
+
+
+def decode_cost(clip: Clip, frames: int = 250) -> dict[str, float]:
+    """Thread CPU ms per 720p frame decoded, with and without skip_loop_filter (load-independent)."""
+    out: dict[str, float] = {}
+    for mode, options in (("full", {}), ("skip_loop_filter", {"skip_loop_filter": "all"})):
+        ctx = av.CodecContext.create("h264", "r")
+        assert isinstance(ctx, av.VideoCodecContext)
+        ctx.extradata = clip.extradata
+        ctx.thread_count = 1
+        ctx.options = options
+        t0 = time.thread_time()
+        for k in range(frames):
+            for _ in ctx.decode(av.Packet(clip.packets[k % len(clip.packets)])):
+                pass
+        out[f"{mode}_ms_per_frame"] = round((time.thread_time() - t0) / frames * 1000, 3)
+    out["saving_percent"] = round(100 * (1 - out["skip_loop_filter_ms_per_frame"] / out["full_ms_per_frame"]), 1)
+    return out
+
+
+def main_panes(seconds: float, workers: int, only: list[int] | None) -> int:
+    big = load_clip(make_inputs(10.0)[0])
+    small = load_clip(make_inputs(10.0, PANE_SIZE, 150)[0])
+    clips = {(1280, 720): big, (256, 144): small}
+    decode = decode_cost(big)
+    print(f"720p decode, thread CPU per frame: {decode}", flush=True)
+    rows = []
+    for label, config, n, follow, fast in PANE_CONFIGS:
+        if only and n not in only:
+            continue
+        print(f"{config}, N={n} ...", flush=True)
+        row = asyncio.run(run_panes(label, config, n, clips, seconds, warmup=2.0, workers=workers,
+                                    follow_size=follow, fast_decode=fast))
+        print(f"  {row}", flush=True)
+        rows.append(row)
+    result = {
+        "benchmark": "mcu_mix --panes",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "note":
+                    "shared machine: other agents were running builds and tests at the same time"},
+        "settings": {"fps": FPS, "size": f"{WIDTH}x{HEIGHT}", "bitrate": BITRATE, "preset": PRESET,
+                     "workers": workers, "seconds": seconds, "ask_round_trip_s": ASK_ROUND_TRIP,
+                     "layout": "auto (5x5 at most: 25 shown, the rest hidden)",
+                     "inputs": "ffmpeg testsrc2 + noise, H.264 720p25 1.5 Mbit/s and 256x144 150 kbit/s"},
+        "rows": [asdict(r) for r in rows],
+        "decode_720p": decode,
+        "goals": {"n25_fps": 25, "p95_ms": 100},
+    }
+    PANES_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    PANES_RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print("\n| config | N | shown | fps | p50 ms | p95 ms | cores | decoded/s | skipped/s | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.config} | {r.n} | {r.shown} | {r.output_fps:.1f} | {r.latency_p50_ms:.0f} | {r.latency_p95_ms:.0f} "
+              f"| {r.cpu_cores:.2f} | {r.frames_decoded_per_s:.0f} | {r.frames_skipped_per_s:.0f} "
+              f"| {r.load_before:.1f}-{r.load_after:.1f} |")
+    print(f"\nwrote {PANES_RESULTS.relative_to(ROOT)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="N = 4 and 25, 4 s each")
@@ -389,10 +618,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg reference")
     parser.add_argument("--no-pane-sized", action="store_true",
                         help="skip the extra N=25 run with sources sent at pane size")
+    parser.add_argument("--panes", action="store_true",
+                        help="sources follow the pane size the room asks (N = 25, 49, 64): mcu_mix_panes.json")
     args = parser.parse_args(argv)
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is required (Debian package ffmpeg)", file=sys.stderr)
         return 2
+    if args.panes:
+        return main_panes(args.seconds or 8.0, args.workers, args.sizes)
     sizes = args.sizes or ([4, 25] if args.quick else [4, 9, 16, 25])
     seconds = args.seconds or (4.0 if args.quick else 10.0)
     offline_frames = 50 if args.quick else 100

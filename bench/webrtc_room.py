@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,6 +51,9 @@ class _Conference:
         self.runner = runner  # the conference's audio clock drives the sites (SiteMedia)
         self.id = room.id
         self.sites: dict[str, Any] = {}
+        from mcu.tiers import TierMachine
+
+        self.tiers = TierMachine()  # the receivers' encoder tiers
 
     async def join(self, pid: str, name: str, protocol: str, *, chair: bool = False) -> Any:
         return self.room.join(pid, name, chair=chair)
@@ -65,6 +69,7 @@ async def serve(port: int) -> None:
     from mcu.legs.webrtc import WebRtcConfig, WebRtcLegs
     from mcu.room import Room, RoomSettings
     from mcu.runner import MediaRunner
+    from mcu.tiers import tier_for_size
 
     room = Room("bench", "bench", settings=RoomSettings())
     runner = MediaRunner(room)
@@ -81,6 +86,9 @@ async def serve(port: int) -> None:
                 count += 1
                 leg = legs.create(conference, participant_id=f"c{message['index']:02d}",  # type: ignore[arg-type]
                                   name=f"c{count}", size=(message["width"], message["height"]))
+                # One tier is measured: a budget that fits exactly that tier (no probing up).
+                leg.remb.override_kbps = math.ceil(tier_for_size(message["width"], message["height"]).kbps
+                                                   / conference.tiers.rules.headroom)
                 answer = await leg.answer(message["sdp"], codec="h264")
                 await ws.send(json.dumps({"type": "answer", "sdp": answer}))
             elif message["type"] == "cpu":

@@ -8,9 +8,13 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from commandcenter.node import Node
 
 log = logging.getLogger("commandcenter")
 
@@ -28,11 +32,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start the system (embedded PostgreSQL unless DATABASE_URL is set)",
                         description="Start every role in this process, or one role with --role.")
-    up.add_argument("--role", choices=["all", "web", "mcu", "recorder"], default="all")
+    up.add_argument("--role", choices=["all", "web", "mcu", "recorder", "desk"], default="all")
     up.add_argument("--node-name", help="this node's name in the site plan (default: settings.node_name)")
 
     db = sub.add_parser("db", help="database tasks").add_subparsers(dest="db_command", required=True, metavar="TASK")
     db.add_parser("migrate", help="apply pending migrations and exit")
+
+    backup = sub.add_parser("backup", help="backups and point-in-time recovery (pgBackRest)").add_subparsers(
+        dest="backup_command", required=True, metavar="ACTION")
+    backup_run = backup.add_parser("run", help="take a backup now (WAL is archived continuously)")
+    backup_run.add_argument("--type", choices=["full", "diff", "incr"], default="incr",
+                            help="incr (default; full when none exists yet), diff or full")
+    backup.add_parser("list", help="list the backup sets")
+    backup_restore = backup.add_parser(
+        "restore", help="restore into a fresh data directory as of a moment",
+        description="Restore the newest backup before TIME into an empty directory and replay WAL up to "
+                    "TIME; start PostgreSQL on it (or make it a new Patroni cluster) and point the "
+                    "application at it.")
+    backup_restore.add_argument("--to", required=True, metavar="TIME",
+                                help="ISO 8601 with a UTC offset, e.g. 2026-12-07T08:30:00+08:00")
+    backup_restore.add_argument("--pg-path", required=True, type=Path, metavar="DIR",
+                                help="the new cluster's data directory (must be empty or absent)")
+
+    ha = sub.add_parser("ha", help="high availability tasks (docs/ha.md)").add_subparsers(
+        dest="ha_command", required=True, metavar="ACTION")
+    promote = ha.add_parser(
+        "promote-remote", help="promote the remote (different-city) standby cluster to primary",
+        description="Remove standby_cluster from the remote site's Patroni configuration (PATCH /config), "
+                    "then wait until its node runs as primary. Run it only when the city site is lost.")
+    promote.add_argument("--patroni", required=True, metavar="URL",
+                         help="the remote site's Patroni REST API, e.g. http://10.20.0.11:8008")
+    promote.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                         help="how long to wait for the promotion (default 60)")
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True,
                                                                        metavar="ACTION")
@@ -150,7 +181,8 @@ async def _up(settings: Settings, role: str) -> int:
     node = Node(services)  # stops the core services even when a capability fails to start
     try:
         node = await start_node(services, role)
-        if role in ("mcu", "recorder"):
+        _serve_rooms(node)
+        if role in ("mcu", "recorder", "desk"):
             _print_banner(settings, services.seeded, web=False)
             await _wait_for_termination()
             return EXIT_OK
@@ -169,6 +201,33 @@ async def _up(settings: Settings, role: str) -> int:
         return EXIT_OK if server.started else EXIT_FAILED
     finally:
         await node.stop()
+
+
+def _serve_rooms(node: Node) -> None:
+    """Let other nodes (a `--role web` node) operate this node's rooms and desk over node RPC."""
+    if node.rpc is None:
+        return
+    if node.desk is not None:
+        from web_console.desk_host import DESK_PREFIX, DeskHostService, LocalDesk
+
+        node.rpc.serve(DeskHostService(LocalDesk(node.desk.service)), DESK_PREFIX)
+    recording = node.conference_recording
+    if node.mcu is None and recording is not None:  # a recorder node: conferences of the MCU nodes
+        from recorder.remote_tap import RemoteLiveSource
+        from web_console.conference_host import RecordingHostService
+
+        live = recording.recorder.live
+        if isinstance(live, RemoteLiveSource):
+            node.rpc.serve(RecordingHostService(recording.recorder, live), "rec.")
+    if node.mcu is None or not node.mcu.conferences.plan_rooms:  # a desk node's call rooms are its own
+        return
+    from mcu.recording_stream import TAP_PREFIX, TapService
+    from web_console.conference_host import LocalRoomHost, RoomHostService
+
+    node.rpc.serve(RoomHostService(LocalRoomHost(node.mcu, recording.recorder if recording is not None else None)),
+                   "room.")
+    # recorder nodes record this node's conferences through their recording tap streams
+    node.rpc.serve(TapService(node.mcu.conferences, node.core.settings.nodes.tap_host), TAP_PREFIX)
 
 
 def _config_check(path: Path) -> int:
@@ -204,6 +263,16 @@ def _check_node(settings: Settings, role: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "config":
         return _config_check(args.file)
+    if args.command == "ha":
+        from core.db.standby import PromoteError, promote_remote
+
+        try:
+            took = promote_remote(args.patroni, args.wait)
+        except PromoteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"the remote site is primary ({took:.1f} s); point database.url at it")
+        return EXIT_OK
     if args.command == "verify-call-export":
         from recorder.verify_call import verify_call_export_cli
 
@@ -218,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "up":
         _check_node(settings, args.role)
         return asyncio.run(_up(settings, args.role))
+    if args.command == "backup":
+        return _backup_command(load_settings(args.config), args)
     if args.command == "db":
         async def migrate(services: object) -> int:
             print("database schema is current")
@@ -256,6 +327,40 @@ async def _user_command(services: object, args: argparse.Namespace) -> int:
         await services.identity.set_password(args.username, password)
         await services.audit.record("cli", "user.password", args.username)
         print(f"password changed for {args.username}")
+    return EXIT_OK
+
+
+def _backup_command(settings: Settings, args: argparse.Namespace) -> int:
+    from core.db.backup import BackupError, PgBackRest, S3Repository, parse_target_time
+
+    b = settings.backup
+    try:
+        repository = None
+        if b.s3_endpoint is not None and b.s3_key is not None and b.s3_key_secret is not None:
+            repository = S3Repository(
+                endpoint=b.s3_endpoint, port=b.s3_port, bucket=b.s3_bucket, region=b.s3_region, path=b.s3_path,
+                key=b.s3_key.get_secret_value(), key_secret=b.s3_key_secret.get_secret_value(),
+                uri_style=b.s3_uri_style, verify_tls=b.s3_verify_tls, ca_file=b.s3_ca_file)
+        tool = PgBackRest(b.stanza, b.pgbackrest_config, b.run_as, repository=repository)
+        if args.backup_command == "run":
+            tool.backup(args.type)
+            newest = tool.backups()[-1]
+            print(f"backup {newest.label} ({newest.type}) done at {newest.stopped.isoformat()}")
+        elif args.backup_command == "list":
+            for s in tool.backups():
+                print(f"{s.label}  {s.type:4}  {s.started.isoformat()} .. {s.stopped.isoformat()}  "
+                      f"{s.database_bytes / 1e6:.1f} MB (repo +{s.repo_bytes / 1e6:.1f} MB)")
+        else:
+            target = parse_target_time(args.to)
+            tool.restore(target, args.pg_path.resolve())
+            print(f"restored into {args.pg_path} as of {target.isoformat()}; start PostgreSQL on it to "
+                  "replay WAL up to that moment (it promotes itself there)")
+            if repository is not None:
+                print("note: the restored PostgreSQL fetches WAL with the repository of pgbackrest.conf, "
+                      "not with the [backup] s3_* settings")
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

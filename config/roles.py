@@ -12,6 +12,8 @@ class Role(StrEnum):
     DISPATCHER = "dispatcher"  # 调度
     INSPECTOR = "inspector"  # 纪检监察
     VIEWER = "viewer"
+    LEADER = "leader"  # 领导: the read-only command view, dispatch map, plans and resources
+    RESPONDER = "responder"  # 单兵: a unit's crew on the field page (/field), bound to one unit
 
 
 ROLES: tuple[str, ...] = tuple(r.value for r in Role)

@@ -60,8 +60,40 @@ class HttpSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str | None = Field(None, description="external PostgreSQL; unset = embedded under var/pg")
-    pool_size: int = Field(10, ge=1, le=200)
+    pool_size: int = Field(10, ge=2, le=200, description="at least 2: seeding holds a lock on one connection")
     events_keep_hours: float = Field(72.0, gt=0, description="bus events older than this are pruned")
+    # high availability (issue 17): a multi-host URL rides out a Patroni failover within these bounds
+    failover_wait_seconds: float = Field(
+        30.0, gt=0, le=600, description="how long a command keeps retrying while no database node takes writes")
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=120, description="per connection attempt, per host")
+    command_timeout_seconds: float | None = Field(
+        120.0, gt=0, description="a statement without an answer this long counts as a lost connection")
+
+
+class BackupSettings(_Section):
+    """pgBackRest, wrapped by `commandcenter backup run|list|restore` (core/db/backup.py, docs/ha.md)."""
+
+    stanza: str = Field("commandcenter", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="pgBackRest stanza")
+    pgbackrest_config: Path | None = Field(None, description="pgbackrest.conf (unset: /etc/pgbackrest/pgbackrest.conf)")
+    run_as: str = Field("postgres", description="system user pgbackrest runs as when started by root")
+    # The repository on the S3-compatible store (docs/ha.md): set s3_endpoint to use it instead of
+    # the repository of pgbackrest.conf. Key and secret come from settings/environment, never logged.
+    s3_endpoint: str | None = Field(None, description="S3 host name (no scheme), e.g. 10.10.0.40 or s3.example.cn")
+    s3_port: int | None = Field(None, gt=0, lt=65536, description="unset: 443")
+    s3_bucket: str = Field("commandcenter-backups", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_region: str = Field("us-east-1", min_length=1, max_length=64)
+    s3_path: str = Field("/pgbackrest", pattern=r"^/[A-Za-z0-9_./-]*$", description="prefix in the bucket")
+    s3_key: SecretStr | None = Field(None, description="set by CC_BACKUP__S3_KEY, never logged")
+    s3_key_secret: SecretStr | None = Field(None, description="set by CC_BACKUP__S3_KEY_SECRET, never logged")
+    s3_uri_style: Literal["path", "host"] = "path"
+    s3_verify_tls: bool = Field(True, description="off only for a local test store")
+    s3_ca_file: Path | None = Field(None, description="CA certificate of a store with its own CA")
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> BackupSettings:
+        if self.s3_endpoint is not None and (self.s3_key is None or self.s3_key_secret is None):
+            raise ValueError("backup.s3_endpoint needs backup.s3_key and backup.s3_key_secret")
+        return self
 
 
 class SecuritySettings(_Section):
@@ -101,6 +133,10 @@ class SipSettings(_Section):
         None, description="PEM certificate (chain) for SIP over TLS; unset = a self-signed one is generated "
                           "once under <var_dir>/keys/sip-tls.crt")
     tls_key: Path | None = Field(None, description="PEM private key of tls_certificate (set both or neither)")
+    content_on_dial_out: bool = Field(
+        False, description="offer a slides stream and BFCP when the MCU calls a room system; off by default: "
+                           "room systems without content sharing (baresip, the test peers) can take the second "
+                           "video line for their main video")
     tls_ca: Path | None = Field(
         None, description="PEM CA bundle trusted when dialling sips:/transport=tls sites (e.g. the city's own "
                           "CA for room systems); unset = the system's CA store")
@@ -202,6 +238,10 @@ class H323Settings(_Section):
 class RtpSettings(_Section):
     port_min: int = Field(20000, ge=1024, le=65535)
     port_max: int = Field(29999, ge=1024, le=65535)
+    dscp_audio: int = Field(46, ge=0, le=63, description="DSCP of audio RTP/RTCP (46 = EF); 0 = unmarked")
+    dscp_video: int = Field(34, ge=0, le=63, description="DSCP of video RTP/RTCP (34 = AF41); 0 = unmarked")
+    pace_video: bool = Field(True, description="pace each SIP site's video to its rate budget (a leaky bucket, "
+                                               "key frames spread over time; sip_gateway/rtp/pacing.py)")
 
     @model_validator(mode="after")
     def _range(self) -> RtpSettings:
@@ -277,6 +317,9 @@ class EmergencyTrunkSettings(_Section):
 class EmergencySettings(_Section):
     numbers: list[str] = Field(default_factory=lambda: ["110", "119", "120", "122"])
     desk_sip: bool = Field(True, description="the call-taking desk answers the emergency numbers over SIP")
+    remote_desk: bool = Field(
+        False, description="a `--role web` node runs no desk of its own: its desk console reaches the "
+                           "`--role desk` node that holds the desk lease over node RPC (docs/nodes.md)")
     recording_retention_days: float | None = Field(
         365.0, gt=0, description="call recordings older than this (after the call ended) are deleted, audited; "
                                  "their transparency-log leaf stays; unset = keep forever")
@@ -298,12 +341,24 @@ class DispatchSettings(_Section):
     response_plans: Path | None = Field(None, description="run cards TOML (default: response_plans.toml beside the plan)")
     roads: Path | None = Field(None, description="road network GeoJSON for ETAs (default: roads.geojson beside the plan)")
     mbtiles: Path | None = Field(None, description="offline map tiles (default: <var_dir>/tiles.mbtiles)")
+    report_chromium: Path = Field(Path("/usr/bin/chromium"), description="Chromium that prints situation reports to PDF")
+    report_pdf_timeout_seconds: float = Field(30.0, gt=0, le=600, description="a PDF taking longer is abandoned (503)")
+    report_pdf_concurrency: int = Field(2, ge=1, le=16, description="PDFs printed at once; more wait, then 503")
 
 
 class DemoSettings(_Section):
     enabled: bool = True
     demo_sites: bool = Field(True, description="synthetic sites in the standing demo conference")
     seed_users: bool = True
+
+
+class DeckSettings(_Section):
+    """The chair's slide deck (mcu/content/deck*.py): PDF/PNG/JPEG rendered by poppler in limited processes."""
+    max_mb: int = Field(50, ge=1, le=1024, description="largest deck file accepted (MiB)")
+    max_pages: int = Field(300, ge=1, le=5000, description="a PDF with more pages is refused")
+    render_seconds: float = Field(120.0, gt=0, le=1800, description="wall-clock limit for rendering one deck")
+    render_memory_mb: int = Field(1024, ge=64, le=16384, description="address space of one renderer process (MiB)")
+    concurrency: int = Field(2, ge=1, le=16, description="decks rendered at once on one node; more are refused")
 
 
 class IceServerSettings(_Section):
@@ -426,6 +481,135 @@ class CascadeSettings(_Section):
         return self
 
 
+class MonitoringSettings(_Section):
+    """Monitoring (监测): gauge readings over MQTT and HTTP (the gauges are in the site plan)."""
+    enabled: bool = True
+    broker: Literal["managed", "external", "none"] | None = Field(
+        None, description="managed: run mosquitto on mqtt_host:mqtt_port; external: connect to that broker; "
+                          "none: HTTP push only. Unset: managed, except under the test suite (CC_TESTING): none")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_username: str = ""
+    mqtt_password: str = Field("", description="for an external broker (prefer CC_MONITORING__MQTT_PASSWORD)")
+    topic_prefix: str = Field("cc/gauges", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    push_tokens: dict[str, str] = Field(
+        default_factory=dict, description="HTTP push: system name -> SHA-256 (hex) of its token, sent as "
+                                          "X-Monitoring-Token; never the token itself")
+    demo_publisher: bool | None = Field(
+        None, description="the synthetic flood scenario over MQTT; unset: on with the demo data, off under tests")
+    demo_rise_minutes: float = Field(
+        3.0, gt=0, le=600, description="demo: minutes of the river's rise (警戒水位 is crossed at three quarters of it)")
+
+    @field_validator("push_tokens")
+    @classmethod
+    def _hashes(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, digest in v.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"push_tokens.{name}: must be the SHA-256 of the token, 64 lowercase hex digits")
+        return v
+class WarningPushSettings(_Section):
+    """One endpoint the CAP push channel POSTs every sent CAP message to (alerts/http_push_channel.py)."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="shown as the delivery's recipient")
+    url: str = Field(description="http(s) URL receiving application/cap+xml by POST")
+    bearer_token: SecretStr | None = Field(None, description="sent as Authorization: Bearer; never logged")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return v
+
+
+class WarningsSettings(_Section):
+    """Public warnings (alerts/, docs/warnings.md): the CAP Atom feed's machine readers and the CAP push."""
+    feed_tokens: dict[str, str] = Field(
+        default_factory=dict, description="Atom feed readers: system name -> SHA-256 (hex) of its token, sent as "
+                                          "X-Warning-Feed-Token; never the token itself")
+    push: list[WarningPushSettings] = Field(default_factory=list, max_length=20,
+                                            description="endpoints receiving each sent CAP message by HTTP POST")
+    push_timeout_seconds: float = Field(10.0, gt=0, le=120, description="bound of one POST")
+    push_retries: int = Field(5, ge=0, le=20, description="retries of a 5xx/408/429, timeout or connection error")
+    push_retry_base_seconds: float = Field(2.0, gt=0, le=600, description="first retry delay; doubled each time")
+    push_retry_max_seconds: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("feed_tokens")
+    @classmethod
+    def _hashes(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, digest in v.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"feed_tokens.{name}: must be the SHA-256 of the token, 64 lowercase hex digits")
+        return v
+
+    @field_validator("push")
+    @classmethod
+    def _names(cls, v: list[WarningPushSettings]) -> list[WarningPushSettings]:
+        names = [e.name for e in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"push endpoint names must be distinct: {', '.join(dup)}")
+        return v
+
+
+class NodesSettings(_Section):
+    """Split roles (noderpc/): heartbeats, room pinning and node-to-node calls over PostgreSQL.
+
+    `secret` signs every node-to-node request and reply (HMAC-SHA256); every node of one cluster
+    has the same one. Unset: this node heartbeats and pins, but neither serves nor sends requests
+    (a web node then answers 503 for rooms hosted elsewhere).
+    """
+    secret: SecretStr | None = Field(
+        None, description="shared node secret, at least 32 characters (set CC_NODES__SECRET); never logged")
+    heartbeat_seconds: float = Field(2.0, gt=0, le=60)
+    dead_after_seconds: float = Field(10.0, gt=0, le=600, description="no heartbeat this long: the node is dead")
+    rpc_timeout_seconds: float = Field(5.0, gt=0, le=120, description="deadline of one node-to-node call")
+    tap_host: str = Field("127.0.0.1", description="address an MCU node's recording tap streams listen on for "
+                                                   "recorder nodes (one TCP port per stream, kernel-chosen)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NodesSettings:
+        if self.dead_after_seconds <= self.heartbeat_seconds:
+            raise ValueError("dead_after_seconds must exceed heartbeat_seconds")
+        if self.secret is not None and len(self.secret.get_secret_value()) < 32:
+            raise ValueError("secret must be at least 32 characters")
+        return self
+
+
+class SmsSettings(_Section):
+    """SMS through Kannel (sms/, docs/sms.md): we start bearerbox + smsbox with a generated config,
+    submit over smsbox's sendsms HTTP interface and hear delivery reports on a dlr-url; Kannel speaks
+    SMPP to the operator. ``smsc = "fake"`` connects Kannel's ``fakesmsc`` (demo and tests)."""
+    enabled: bool = Field(False, description="start Kannel and send SMS (capability 'sms')")
+    smsc: Literal["fake", "smpp"] = Field("fake", description="the operator: fakesmsc (demo/tests) or an SMPP SMSC")
+    smpp_host: str = Field("", description="SMPP SMSC host (smsc = smpp)")
+    smpp_port: int = Field(2775, ge=1, le=65535)
+    smpp_system_id: str = Field("", max_length=16)
+    smpp_password: SecretStr | None = Field(None, description="set by CC_SMS__SMPP_PASSWORD, never logged")
+    smpp_system_type: str = Field("", max_length=13)
+    sender: str = Field("12110", pattern=r"^[0-9A-Za-z]{1,16}$", description="source address (made-up short code)")
+    throughput: float = Field(10.0, gt=0, le=1000, description="messages (parts) per second to the SMSC")
+    queue_limit: int = Field(10000, ge=1, le=1_000_000, description="recipients waiting; more are refused (429)")
+    max_parts: int = Field(10, ge=1, le=16, description="longest message in SMS parts")
+    retry_max: int = Field(5, ge=0, le=50, description="retries of a temporary failure before it fails")
+    retry_base_seconds: float = Field(2.0, gt=0, le=600)
+    kannel_bin: Path = Field(Path("/usr/sbin"), description="where bearerbox and smsbox are")
+    fakesmsc: Path = Field(Path("/usr/lib/kannel/test/fakesmsc"), description="Debian kannel-extras")
+    base_port: int = Field(0, ge=0, le=65530, description="Kannel's 4 local ports from here; 0 = free ports")
+    dlr_port: int = Field(0, ge=0, le=65535, description="our delivery-report listener on 127.0.0.1; 0 = free")
+
+    @model_validator(mode="after")
+    def _smpp(self) -> SmsSettings:
+        if self.smsc == "smpp":
+            missing = [n for n in ("smpp_host", "smpp_system_id") if not getattr(self, n)]
+            if self.smpp_password is None:
+                missing.append("smpp_password")
+            if missing:
+                raise ValueError(f"smsc = smpp needs {', '.join(missing)}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything configurable. Sections mirror the TOML tables."""
 
@@ -436,6 +620,7 @@ class Settings(BaseSettings):
     node_name: str = "city"
     http: HttpSettings = Field(default_factory=lambda: HttpSettings())
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
+    backup: BackupSettings = Field(default_factory=lambda: BackupSettings())
     security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
     sip: SipSettings = Field(default_factory=lambda: SipSettings())
     h323: H323Settings = Field(default_factory=lambda: H323Settings())
@@ -446,6 +631,11 @@ class Settings(BaseSettings):
     recorder: RecorderSettings = Field(default_factory=lambda: RecorderSettings())
     webrtc: WebRtcSettings = Field(default_factory=lambda: WebRtcSettings())
     cascade: CascadeSettings = Field(default_factory=lambda: CascadeSettings())
+    monitoring: MonitoringSettings = Field(default_factory=lambda: MonitoringSettings())
+    nodes: NodesSettings = Field(default_factory=lambda: NodesSettings())
+    sms: SmsSettings = Field(default_factory=lambda: SmsSettings())
+    warnings: WarningsSettings = Field(default_factory=lambda: WarningsSettings())
+    deck: DeckSettings = Field(default_factory=lambda: DeckSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -71,10 +71,35 @@ class Township(Located):
     kind: Literal["town", "subdistrict", "township"]
 
 
+# A line's rate in kbit/s (the MCU's rate budget clamps to the same range, mcu/legs/rate_budget.py).
+MIN_LINE_KBPS = 64
+MAX_LINE_KBPS = 100_000
+LineKbps = Annotated[int, Field(ge=MIN_LINE_KBPS, le=MAX_LINE_KBPS,
+                                description="the line's rate in kbit/s (e.g. 768 for a 768 kbit/s leased line)")]
+LineProtocol = Literal["sip", "h323", "webrtc", "demo", "cascade"]
+
+
+class LineDefaults(_Item):
+    """The line rate of a site or link whose plan entry names none, per way in (kbit/s)."""
+
+    sip: LineKbps = 2048
+    h323: LineKbps = 2048
+    webrtc: LineKbps = 2048
+    demo: LineKbps = 2048
+    cascade: LineKbps = 2048
+
+    def for_protocol(self, protocol: LineProtocol) -> int:
+        """The default for one way in."""
+        return {"sip": self.sip, "h323": self.h323, "webrtc": self.webrtc, "demo": self.demo,
+                "cascade": self.cascade}[protocol]
+
+
 class Endpoint(_Item):
     protocol: Literal["sip", "h323", "webrtc", "demo"]
     address: str = ""
     name: str = ""
+    line_kbps: LineKbps | None = Field(
+        None, description="the rate of this endpoint's line in kbit/s; unset = lines.<protocol>")
 
 
 class MeetingRoom(_Item):
@@ -83,6 +108,8 @@ class MeetingRoom(_Item):
     area: str = Field(description="city adcode, county adcode or township id")
     role: Literal["leader", "participant"] = "participant"
     endpoints: list[Endpoint] = Field(default_factory=list)
+    contacts: list[str] = Field(default_factory=list, max_length=50, description=(
+        "who gets the room's meeting notices by SMS: usernames, post:<duty post> or numbers"))
 
 
 class Camera(_Item):
@@ -136,6 +163,8 @@ class SeedUser(_Item):
     username: str
     role: str
     display_name: str = ""
+    phone: str = Field("", max_length=32, description="mobile number for SMS (sms/)")
+    unit: str = Field("", description="role responder: the unit whose crew this login is (the field page)")
 
     @field_validator("role")
     @classmethod
@@ -184,10 +213,18 @@ class Node(_Item):
     kind: Literal["mcu", "bridge"] = Field(
         "mcu", description="bridge: the telecom conference system's stand-in (no chair, no control channel)")
     parent: str = Field("", description="the node this one cascades up to; empty for the root (city)")
+    standby_parents: list[str] = Field(
+        default_factory=list, max_length=8,
+        description="child nodes: further MCU nodes to cascade into, in order, when `parent` stops answering "
+                    "(e.g. a standby city node); tried before the telecom backup is relied on for good "
+                    "(mcu/cascade/parent_choice.py, docs/cascade.md)")
     area: str = Field("", description="city adcode, county adcode or township id whose meeting rooms it hosts")
     sip: str = Field(description="host:port of this node's SIP listener as its peers reach it (private line)")
     control: str = Field("", description="host:port where this node listens for its children's cascade control "
                                           "channel (a websocket served by the cascade capability, any role)")
+    line_kbps: LineKbps | None = Field(
+        None, description="child nodes: the rate of the private line to the parent in kbit/s (the cascade "
+                          "link's budget); unset = lines.cascade")
     backup: str = Field(
         "", description="child nodes: SIP URI template of the telecom bridge conference used when the private "
                         "line fails; '{conference}' is replaced by the conference id, e.g. sip:9{conference}@10.9.0.2:5060")
@@ -216,6 +253,15 @@ class Node(_Item):
         return self.backup.replace("{conference}", conference_id) if self.backup else ""
 
 
+class SmsGroup(_Item):
+    """An SMS notification list (plans' ``sms:<name>``): usernames, ``post:<duty post>`` or numbers.
+    ``areas`` (division codes: the city, county adcodes, township ids) tie it to places: a public
+    warning for those areas reaches it (docs/sms.md, "Groups tied to areas")."""
+    name: str = Field(min_length=1, max_length=64)
+    members: list[str] = Field(min_length=1, max_length=1000)
+    areas: list[str] = Field(default_factory=list, max_length=200)
+
+
 class SitePlan(_Item):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -227,9 +273,13 @@ class SitePlan(_Item):
     stations: list[Station] = Field(default_factory=list)
     units: list[Unit] = Field(default_factory=list)
     facilities: list[Facility] = Field(default_factory=list)
+    gauges: list[dict[str, Any]] = Field(
+        default_factory=list, description="monitoring gauges; validated by monitoring/gauges.py (load_gauges)")
     users: list[SeedUser] = Field(default_factory=list)
     conferences: list[ConferencePlan] = Field(default_factory=list)
     nodes: list[Node] = Field(default_factory=list)
+    sms_groups: list[SmsGroup] = Field(default_factory=list)
+    lines: LineDefaults = Field(default_factory=LineDefaults)
     source_path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -255,12 +305,15 @@ class SitePlan(_Item):
         unique("unit", [u.id for u in self.units])
         unique("user", [u.username for u in self.users])
         unique("conference", [c.id for c in self.conferences])
+        unique("SMS group", [g.name for g in self.sms_groups])
         for t in self.townships:
             if t.county not in counties:
                 problems.append(f"township {t.id!r}: unknown county {t.county!r}")
         for r in self.meeting_rooms:
             if r.area not in areas:
                 problems.append(f"meeting room {r.id!r}: unknown area {r.area!r}")
+        for g in self.sms_groups:
+            problems += [f"SMS group {g.name!r}: unknown area {a!r}" for a in g.areas if a not in areas]
         for h in self.halls:
             if h.area not in areas:
                 problems.append(f"hall {h.id!r}: unknown area {h.area!r}")
@@ -271,6 +324,10 @@ class SitePlan(_Item):
         for u in self.units:
             if u.station not in stations:
                 problems.append(f"unit {u.id!r}: unknown station {u.station!r}")
+        unit_ids = {u.id for u in self.units}
+        for su in self.users:
+            if su.unit and (su.unit not in unit_ids or su.role != "responder"):
+                problems.append(f"user {su.username!r}: unit {su.unit!r} needs a known unit and role responder")
         rooms = {r.id for r in self.meeting_rooms}
         for c in self.conferences:
             for site in c.sites:
@@ -298,6 +355,17 @@ class SitePlan(_Item):
                 problems.append(f"node {n.name!r}: parent {n.parent!r} is not an MCU node")
             elif n.parent and not nodes[n.parent].control:
                 problems.append(f"node {n.name!r}: its parent {n.parent!r} needs a control address")
+            if n.standby_parents and not n.parent:
+                problems.append(f"node {n.name!r}: standby_parents need a parent")
+            if len(set(n.standby_parents)) != len(n.standby_parents):
+                problems.append(f"node {n.name!r}: standby_parents repeat a node")
+            for sp in n.standby_parents:
+                if sp not in nodes or nodes[sp].kind != "mcu":
+                    problems.append(f"node {n.name!r}: standby parent {sp!r} is not an MCU node")
+                elif sp in (n.name, n.parent):
+                    problems.append(f"node {n.name!r}: standby parent {sp!r} is itself or its parent")
+                elif nodes[sp].parent == n.name:
+                    problems.append(f"node {n.name!r}: standby parent {sp!r} is its own child")
             seen, cur = {n.name}, n
             while cur.parent and cur.parent in nodes:
                 if cur.parent in seen:
@@ -327,6 +395,11 @@ class SitePlan(_Item):
         """The plan's node of that name (None when absent)."""
         return next((n for n in self.nodes if n.name == name), None)
 
+    def link_children(self, name: str) -> list[Node]:
+        """Nodes that may cascade into node ``name``: its children, and nodes listing it among their
+        `standby_parents` (a standby city node admits the counties' links)."""
+        return [n for n in self.nodes if n.parent == name or name in n.standby_parents]
+
     def node_of_area(self, area: str) -> Node | None:
         """The MCU node hosting an area: its own node, else its county's, else the root; None without nodes."""
         by_area = {n.area: n for n in self.nodes if n.kind == "mcu" and n.area}
@@ -335,6 +408,21 @@ class SitePlan(_Item):
             if candidate in by_area:
                 return by_area[candidate]
         return next((n for n in self.nodes if n.kind == "mcu" and not n.parent), None)
+
+    def line_kbps(self, protocol: LineProtocol, room_id: str | None = None, address: str | None = None,
+                  node: str | None = None) -> int:
+        """The line rate of a site or link: the plan's endpoint of that protocol in meeting room
+        ``room_id`` (or with that ``address``), the cascade line of ``node``, else ``lines.<protocol>``."""
+        if protocol == "cascade":
+            found = self.node(node) if node else None
+            return found.line_kbps if found is not None and found.line_kbps else self.lines.cascade
+        for room in self.meeting_rooms if room_id is not None or address else ():
+            if room_id is not None and room.id != room_id:
+                continue
+            for ep in room.endpoints:
+                if ep.protocol == protocol and ep.line_kbps and (not address or ep.address == address):
+                    return ep.line_kbps
+        return self.lines.for_protocol(protocol)
 
     def townships_of(self, adcode: str) -> list[Township]:
         return [t for t in self.townships if t.county == adcode]

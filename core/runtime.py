@@ -15,12 +15,16 @@ from config.settings import Settings
 from config.site_plan import SitePlan, load_site_plan
 from core.audit import AuditLog
 from core.bus import Bus
-from core.db import Database, EmbeddedPostgres, apply_migrations, pending_migrations
+from core.db import Database, EmbeddedPostgres, RetryPolicy, apply_migrations, pending_migrations
 from core.identity import Identity, PasswordPolicy, generate_password
 from core.login_policy import LoginPolicy, ThrottleRule
 from core.passwords import BoundedHasher
 
 log = logging.getLogger(__name__)
+
+
+# The advisory-lock key that serialises seeding (core/db/migrations.py has the migrations' own).
+_SEED_LOCK_KEY = 0x63635344
 
 
 @dataclass
@@ -51,7 +55,9 @@ class CoreServices:
         if url is None:
             embedded = EmbeddedPostgres(settings.var_dir / "pg")
             url = await asyncio.to_thread(embedded.start)
-        db = Database(url)
+        dbs = settings.database
+        db = Database(url, retry=RetryPolicy(deadline_s=dbs.failover_wait_seconds),
+                      connect_timeout=dbs.connect_timeout_seconds, command_timeout=dbs.command_timeout_seconds)
         try:
             await db.connect(max_size=settings.database.pool_size)
             async with db.pool.acquire() as conn:
@@ -83,16 +89,24 @@ class CoreServices:
         return services
 
     async def seed_users(self) -> list[SeededAccount]:
-        """Create the plan's users with random passwords, only when no user exists yet."""
-        if await self.identity.count_users() > 0:
-            return []
-        accounts = []
-        for u in self.plan.users:
-            password = generate_password()
-            await self.identity.create_user(u.username, password, u.role, u.display_name)
-            await self.audit.record("system", "user.seeded", u.username, detail={"role": u.role})
-            accounts.append(SeededAccount(u.username, u.role, password))
-        return accounts
+        """Create the plan's users with random passwords, only when no user exists yet.
+
+        Nodes that start together on one database (a city MCU and its standby) seed once: each
+        holds an advisory lock while it looks and seeds, so the second finds the first's users."""
+        async with self.db.pool.acquire() as lock:  # a connection of its own: create_user uses the pool
+            await lock.execute("SELECT pg_advisory_lock($1)", _SEED_LOCK_KEY)
+            try:
+                if await self.identity.count_users() > 0:
+                    return []
+                accounts = []
+                for u in self.plan.users:
+                    password = generate_password()
+                    await self.identity.create_user(u.username, password, u.role, u.display_name)
+                    await self.audit.record("system", "user.seeded", u.username, detail={"role": u.role})
+                    accounts.append(SeededAccount(u.username, u.role, password))
+                return accounts
+            finally:
+                await lock.execute("SELECT pg_advisory_unlock($1)", _SEED_LOCK_KEY)
 
     async def ready(self) -> tuple[bool, str]:
         """Database reachable and schema current."""

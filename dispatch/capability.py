@@ -21,7 +21,8 @@ from pathlib import Path
 
 from core.runtime import CoreServices
 from dispatch.conference import ConferenceStarter
-from dispatch.plans.service import PlanService
+from dispatch.crews import CrewRoster
+from dispatch.plans.service import PlanService, SmsNotifier
 from dispatch.plans.setup import start_plans
 from dispatch.resources.model import load_catalogue
 from dispatch.resources.service import ResourceService
@@ -45,6 +46,7 @@ class DispatchCapability:
         self.service = service
         self.resources = resources
         self.plans = plans  # response plans (预案) and their activations
+        self.crews = CrewRoster(service.db)  # field responders' logins → their unit (issue 20)
         self.runner = TrainingRunner(service)
         service.on_training_change.append(self._training_changed)
 
@@ -65,7 +67,8 @@ class DispatchCapability:
         await self.service.stop()
 
 
-async def start(core: CoreServices, conference: ConferenceStarter | None = None) -> DispatchCapability:
+async def start(core: CoreServices, conference: ConferenceStarter | None = None,
+                sms: SmsNotifier | None = None) -> DispatchCapability:
     """Seed stations and units, load state, start the simulator when training mode is on.
 
     `conference` starts command conferences (``dispatch.conference.McuConferenceStarter`` on this
@@ -83,7 +86,8 @@ async def start(core: CoreServices, conference: ConferenceStarter | None = None)
     resources = ResourceService(core, eta, catalogue, clock=service.clock)
     await resources.start()
     log.info("dispatch: %d resources from %s", len(catalogue), resources_path or "nowhere")
-    capability = DispatchCapability(service, resources, await start_plans(core, service))
+    capability = DispatchCapability(service, resources, await start_plans(core, service, sms))
+    await capability.crews.seed((u.username, u.unit) for u in core.plan.users if u.unit)
     if service.training:
         capability.runner.start()
     return capability

@@ -2,8 +2,9 @@
 
 Every command runs in one transaction: it locks the incident row (and the unit rows it touches,
 always incident first, then units by id, so two commands never deadlock), applies a pure model
-function, writes the difference (``dispatch.store``), commits, and only then records the audit
-entry and publishes the event. Two dispatchers sending the same unit: the second waits on the
+function, writes the difference (``dispatch.store``) and stores its bus event in the same
+transaction (the bus outbox, ``Bus.publish_in``: a failover can't leave an incident without its
+event), commits, then delivers the event locally and records the audit entry. Two dispatchers sending the same unit: the second waits on the
 unit's row lock, then sees it dispatched and gets ``UnitUnavailable`` (HTTP 409); nothing of its
 request is written.
 
@@ -226,16 +227,24 @@ class DispatchService:
         else:
             self._open_locations[inc.id] = (inc.location.lon, inc.location.lat)
 
+    async def _publish_in(self, conn: asyncpg.Connection, actor: str, action: str, new: Incident,
+                          units: Sequence[Unit] = (), topic: str = "incident.updated") -> list[Event]:
+        """Inside the write's transaction: store its events with it (the outbox; delivered after commit)."""
+        events = [await self.core.bus.publish_in(
+            conn, topic, {"incident": self.view(new), "action": action, "actor": actor})]
+        if units:
+            events.append(await self.core.bus.publish_in(
+                conn, "unit.status", {"units": [self.unit_json(u) for u in units], "actor": actor}))
+        return events
+
     async def _commit_incident(self, actor: str, action: str, source: str, new: Incident,
                                units: Sequence[Unit] = (), detail: dict[str, Any] | None = None,
-                               topic: str = "incident.updated") -> Incident:
-        """After a commit: caches, audit, events."""
+                               topic: str = "incident.updated", events: Sequence[Event] = ()) -> Incident:
+        """After the commit: caches, the outbox's events delivered here, the audit entry."""
         self._track(new)
         self.recommender.upsert_many(units)
+        self.core.bus.deliver_committed(*events)
         await self._audit(actor, action, new.id, source, detail)
-        await self._publish(topic, {"incident": self.view(new), "action": action, "actor": actor})
-        if units:
-            await self._publish("unit.status", {"units": [self.unit_json(u) for u in units], "actor": actor})
         return new
 
     def resolve_location(self, lon: float, lat: float, uncertainty_m: float | None = None, source: str = "manual",
@@ -272,8 +281,10 @@ class DispatchService:
                                  description=description, caller=m.Caller(caller_number, caller_name),
                                  call_id=call_id, agencies=agencies, training=training)
             await store.save_incident(conn, inc, None, township_id)
+            events = await self._publish_in(conn, actor, "incident.create", inc, topic="incident.created")
         return await self._commit_incident(actor, "incident.create", source, inc, topic="incident.created",
-                                           detail={"category": category, "priority": priority, "training": training})
+                                           detail={"category": category, "priority": priority, "training": training},
+                                           events=events)
 
     async def save_new(self, inc: Incident, actor: str, source: str = "", action: str = "incident.import") -> Incident:
         """Store a fully formed incident (EIDO import, training); its id must be new."""
@@ -287,7 +298,8 @@ class DispatchService:
             if inc.assigned_units:
                 raise ValidationError("导入的警情不能带有在岗力量（请导入后再调派）")
             await store.save_incident(conn, inc, None, township_id)
-        return await self._commit_incident(actor, action, source, inc, topic="incident.created")
+            events = await self._publish_in(conn, actor, action, inc, topic="incident.created")
+        return await self._commit_incident(actor, action, source, inc, topic="incident.created", events=events)
 
     async def mutate(self, incident_id: str, change: Callable[[Incident, datetime], Incident], actor: str,
                      action: str, source: str = "", detail: dict[str, Any] | None = None,
@@ -299,7 +311,8 @@ class DispatchService:
                 raise IncidentNotFound(f"警情 {incident_id} 不存在")
             new = change(old, self.clock())
             await store.save_incident(conn, new, old, township_id)
-        return await self._commit_incident(actor, action, source, new, detail=detail)
+            events = await self._publish_in(conn, actor, action, new)
+        return await self._commit_incident(actor, action, source, new, detail=detail, events=events)
 
     async def set_incident_status(self, incident_id: str, status: str, actor: str, agency: str | None = None,
                                   source: str = "") -> Incident:
@@ -360,8 +373,10 @@ class DispatchService:
             moved = m.units_after_merge(moved, a2, b.id)
             for u in moved:
                 await conn.execute("UPDATE units SET incident_id = $2 WHERE id = $1", u.id, u.incident_id)
-        await self._commit_incident(actor, action, source, b2, detail={"other": a_id})
-        await self._commit_incident(actor, action, source, a2, units=moved, detail={"other": b_id})
+            b_events = await self._publish_in(conn, actor, action, b2)
+            a_events = await self._publish_in(conn, actor, action, a2, moved)
+        await self._commit_incident(actor, action, source, b2, detail={"other": a_id}, events=b_events)
+        await self._commit_incident(actor, action, source, a2, units=moved, detail={"other": b_id}, events=a_events)
         return a2, b2
 
     async def link_incidents(self, a_id: str, b_id: str, actor: str, source: str = "") -> tuple[Incident, Incident]:
@@ -413,7 +428,9 @@ class DispatchService:
             await store.save_incident(conn, new, old)
             for before, after in zip([by_id[i] for i in unit_ids], sent, strict=True):
                 await store.save_unit(conn, after, before, actor, source or "console")
-        return await self._commit_incident(actor, "incident.dispatch", source, new, sent, {"units": list(unit_ids)})
+            events = await self._publish_in(conn, actor, "incident.dispatch", new, sent)
+        return await self._commit_incident(actor, "incident.dispatch", source, new, sent, {"units": list(unit_ids)},
+                                           events=events)
 
     async def dispatch_recommended(self, incident_id: str, actor: str, source: str = "") -> Incident:
         inc = await self.incident(incident_id)
@@ -446,7 +463,9 @@ class DispatchService:
             new, unit2 = m.release_unit(inc, unit, self.clock(), actor, recall=True)
             await store.save_incident(conn, new, inc)
             await store.save_unit(conn, unit2, unit, actor, source or "console")
-        return await self._commit_incident(actor, "incident.recall", source, new, [unit2], {"unit": unit_id})
+            events = await self._publish_in(conn, actor, "incident.recall", new, [unit2])
+        return await self._commit_incident(actor, "incident.recall", source, new, [unit2], {"unit": unit_id},
+                                           events=events)
 
     async def set_unit_status(self, unit_id: str, status: str, actor: str, source: str = "console") -> Unit:
         """A status change from the console or a mobile post; arrival and clearing update the incident."""
@@ -477,12 +496,21 @@ class DispatchService:
             if new_inc is not None and new_inc is not inc:
                 await store.save_incident(conn, new_inc, inc)
             await store.save_unit(conn, unit2, unit, actor, source)
-        if new_inc is not None and new_inc is not inc:
-            await self._commit_incident(actor, "unit.status", source, new_inc, [unit2], {"unit": unit_id, "status": to.value})
+            changed = new_inc is not None and new_inc is not inc
+            if changed:
+                assert new_inc is not None
+                events = await self._publish_in(conn, actor, "unit.status", new_inc, [unit2])
+            else:
+                events = [await self.core.bus.publish_in(
+                    conn, "unit.status", {"units": [self.unit_json(unit2)], "actor": actor})]
+        if changed:
+            assert new_inc is not None
+            await self._commit_incident(actor, "unit.status", source, new_inc, [unit2], {"unit": unit_id, "status": to.value},
+                                        events=events)
         else:
             self.recommender.upsert(unit2)
+            self.core.bus.deliver_committed(*events)
             await self._audit(actor, "unit.status", unit_id, source, {"from": unit.status.value, "to": to.value})
-            await self._publish("unit.status", {"units": [self.unit_json(unit2)], "actor": actor})
         return unit2
 
     # ------------------------------------------------------------------ AVL

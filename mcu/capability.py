@@ -23,12 +23,20 @@ from typing import TYPE_CHECKING
 from config.errors import ConfigError
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
+from mcu.streaming.service import StreamingService, load_secret
+from sip_gateway.aio.rtp_leg import DscpMarking
 
 if TYPE_CHECKING:
-    from mcu.cascade.control_service import ControlService, ControlStateListener
+    import ssl
+    from pathlib import Path
+
+    from mcu.cascade.control_service import ConferenceContents, ControlService, ControlStateListener
     from mcu.cascade.service import CascadeService
+    from mcu.content.deck import DeckManager
+    from mcu.content.service import ContentService
     from mcu.demo_sites import DemoSites
     from mcu.legs.h323_bridge import H323Capability
+    from mcu.legs.sip_bfcp import Contents, SipFloors
     from mcu.legs.sip_bridge import SipBridge
     from mcu.legs.webrtc import WebRtcLegs
 
@@ -42,8 +50,15 @@ class McuCapability:
     conferences: ConferenceService
     webrtc: WebRtcLegs | None = None
     demo: list[DemoSites] = field(default_factory=list)
+    content: ContentService | None = None  # content token, screen share, request to speak
+    decks: DeckManager | None = None  # the chair's slide decks as content (mcu/content/deck.py)
+    streaming: StreamingService | None = None  # live HLS for viewers (mcu/streaming/)
 
     async def stop(self) -> None:
+        if self.streaming is not None:
+            await self.streaming.close()
+        if self.content is not None:
+            await self.content.stop()
         for demo in self.demo:
             await demo.stop()
         if self.webrtc is not None:
@@ -51,15 +66,32 @@ class McuCapability:
         await self.conferences.stop()
 
 
-async def start_mcu(core: CoreServices) -> McuCapability:
-    """Conferences (standing ones, scheduler), WebRTC legs and, in the demo, the synthetic sites."""
+async def start_mcu(core: CoreServices, *, plan_rooms: bool = True) -> McuCapability:
+    """Conferences (standing ones, scheduler), WebRTC legs and, in the demo, the synthetic sites.
+
+    `plan_rooms` False (a `--role desk` node): only the rooms made at run time (the desk's call rooms)."""
     from mcu.demo_sites import DemoSites, demo_site_ids
     from mcu.legs.webrtc import WebRtcLegs, webrtc_config
 
     node = core.plan.node(core.settings.node_name)
-    service = ConferenceService(core, bridge=node is not None and node.kind == "bridge")
+    service = ConferenceService(core, bridge=node is not None and node.kind == "bridge", plan_rooms=plan_rooms)
     await service.start()
-    role = McuCapability(service, WebRtcLegs(webrtc_config(core)))
+    from mcu.content.service import ContentService
+
+    webrtc = webrtc_config(core)
+    content = ContentService(service, webrtc.rtc_configuration())
+    role = McuCapability(service, WebRtcLegs(webrtc), content=content)
+    role.streaming = StreamingService(service, core.bus, core.audit,
+                                      load_secret(core.settings.var_dir / "keys" / "watch-links.key"))
+    await content.start()
+    from mcu.content.deck import DeckManager
+    from mcu.content.deck_render import DeckLimits, DeckRenderer
+
+    deck = core.settings.deck
+    role.decks = DeckManager(content, core.settings.var_dir / "decks", DeckRenderer(DeckLimits(
+        max_bytes=deck.max_mb * 1024 * 1024, max_pages=deck.max_pages, render_seconds=deck.render_seconds,
+        memory_bytes=deck.render_memory_mb * 1024 * 1024, concurrency=deck.concurrency)))
+    await role.decks.start()
     if core.settings.demo.enabled and core.settings.demo.demo_sites and not service.bridge:
         for conf in service.running_conferences():
             if conf.record.standing and demo_site_ids(core.plan, conf.record.sites):
@@ -69,7 +101,8 @@ async def start_mcu(core: CoreServices) -> McuCapability:
     return role
 
 
-async def start_sip(core: CoreServices, conferences: ConferenceService) -> SipBridge | None:
+async def start_sip(core: CoreServices, conferences: ConferenceService,
+                    content: Contents | None = None) -> SipBridge | None:
     """SIP dial-in/dial-out for this node's conferences.
 
     A bad TLS certificate/key is a configuration error (the node does not start); a taken port
@@ -90,8 +123,12 @@ async def start_sip(core: CoreServices, conferences: ConferenceService) -> SipBr
     # Spoken IVR prompts (espeak-ng renders them once into var/prompts; beeps alone without it).
     library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
     prompts = await asyncio.to_thread(library.all)
+    floors = await start_floors(settings.media_host or settings.host,
+                                (core.settings.rtp.port_min, core.settings.rtp.port_max), content, tls=context)
     bridge = SipBridge(core, conferences, endpoint, settings, media_host=settings.media_host or settings.host,
-                       port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max), prompts=prompts)
+                       port_range=(core.settings.rtp.port_min, core.settings.rtp.port_max), prompts=prompts,
+                       dscp=DscpMarking(core.settings.rtp.dscp_audio, core.settings.rtp.dscp_video),
+                       pace_video=core.settings.rtp.pace_video, floors=floors)
     try:
         await endpoint.start()
     except OSError as exc:
@@ -99,6 +136,8 @@ async def start_sip(core: CoreServices, conferences: ConferenceService) -> SipBr
         log.error("SIP disabled: cannot listen on %s:%s (%s); set sip.udp_port", settings.host,
                   settings.udp_port, exc)
         await endpoint.close()
+        if floors is not None:
+            await floors.close()
         return None
     transports = "UDP+TCP"
     if context is not None:
@@ -117,7 +156,31 @@ async def start_sip(core: CoreServices, conferences: ConferenceService) -> SipBr
     return bridge
 
 
-async def start_h323(core: CoreServices, conferences: ConferenceService) -> H323Capability | None:
+async def start_floors(host: str, port_range: tuple[int, int], content: Contents | None, *,
+                       listen_range: tuple[int, int] | None = None,
+                       tls: tuple[ssl.SSLContext, Path] | None = None) -> SipFloors | None:
+    """BFCP for SIP room systems (the node's one BFCP listener, a TCP+UDP port of the RTP range, or of
+    ``listen_range``, and with ``tls`` (the SIP TLS context and its certificate) a TLS port; slides
+    streams get RTP pairs of ``port_range``); None without content or when no port is free (logged:
+    BFCP streams are then refused in SDP)."""
+    from mcu.legs.sip_bfcp import SipFloors
+    from sip_gateway.aio.bfcp_listener import BfcpListener
+    from sip_gateway.aio.tls import fingerprint
+
+    if content is None:
+        return None
+    listener = BfcpListener(host, listen_range or port_range, tls=tls[0] if tls else None,
+                            fingerprint=f"SHA-256 {fingerprint(tls[1])}" if tls else "")
+    try:
+        await listener.start()
+    except OSError as exc:
+        log.error("BFCP disabled: %s", exc)
+        return None
+    return SipFloors(listener, content, host, port_range)
+
+
+async def start_h323(core: CoreServices, conferences: ConferenceService,
+                     content: ContentService | None = None) -> H323Capability | None:
     """Listen for H.323 calls for the MCU's conferences."""
     from mcu.legs.h323_bridge import H323Bridge, H323Capability, H323SiteDialer
     from mcu.legs.h323_settings import bridge_settings
@@ -128,7 +191,7 @@ async def start_h323(core: CoreServices, conferences: ConferenceService) -> H323
         return None
     settings = bridge_settings(core.settings)
     library = PromptLibrary(core.settings.var_dir / "prompts", core.settings.http.default_language)
-    bridge = H323Bridge(conferences, settings, prompts=await asyncio.to_thread(library.all))
+    bridge = H323Bridge(conferences, settings, prompts=await asyncio.to_thread(library.all), content=content)
     try:
         await bridge.start()
     except OSError as exc:
@@ -177,9 +240,12 @@ def cascade_token(core: CoreServices) -> bytes:
 
 
 async def start_cascade_control(core: CoreServices, conferences: ConferenceService,
-                                failover: ControlStateListener | None = None) -> ControlService | None:
-    """The control channels to this node's cascade neighbours (remote sites, chair commands);
-    None when the site plan gives it none. `failover` hears when a channel comes and goes."""
+                                failover: ControlStateListener | None = None,
+                                contents: ConferenceContents | None = None) -> ControlService | None:
+    """The control channels to this node's cascade neighbours (remote sites, chair commands, the
+    content token across the tree); None when the site plan gives it none. `failover` hears when a
+    channel comes and goes; `contents` (the node's content service) makes cascaded conferences share
+    one content token."""
     from mcu.cascade.control_service import ControlService
     from mcu.cascade.control_tls import contexts
 
@@ -198,6 +264,6 @@ async def start_cascade_control(core: CoreServices, conferences: ConferenceServi
                              parent=parent, children=children,
                              reconnect_interval=2.0, auth_timeout=5.0, command_timeout=10.0,
                              keepalive=core.settings.cascade.control_timeout_seconds,
-                             server_ssl=tls.server, client_ssl=tls.client, failover=failover)
+                             server_ssl=tls.server, client_ssl=tls.client, failover=failover, contents=contents)
     await service.start()
     return service

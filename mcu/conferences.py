@@ -37,9 +37,11 @@ import asyncpg
 from core.runtime import CoreServices
 from mcu import events as ev
 from mcu.admission import AdmissionPolicy, Admit, Caller, ConferenceFacts, ConferenceKind, PinGuard
+from mcu.meeting_notice import Change, MeetingNotice, MeetingNotifier
 from mcu.participant import Participant
 from mcu.room import Room, RoomError, RoomSettings
 from mcu.runner import MediaRunner
+from mcu.tiers import TierMachine
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +222,7 @@ class RunningConference:
         self.record = record
         self.room = room
         self.runner = runner
+        self.tiers = TierMachine()  # its receivers' encoder tiers (WebRTC legs and RTP sites)
         self.sites: dict[str, SiteState] = {}
         self._attendance: dict[str, int] = {}
         plan = service.core.plan
@@ -274,6 +277,14 @@ class RunningConference:
         state.status, state.detail = status, detail
         await self.service.publish_site(self, state)
 
+    def site_dtmf(self, participant_id: str, digit: str) -> None:
+        """A digit a site pressed in the room (after the IVR): to the service's DTMF listeners."""
+        for listener in list(self.service.dtmf_listeners):
+            try:
+                listener(self, participant_id, digit)
+            except Exception:
+                log.exception("conference %s: DTMF listener failed", self.id)
+
     def site_list(self) -> list[dict[str, Any]]:
         """The console's site list: this node's sites, then the remote ones behind cascade links."""
         return self.local_site_list() + self.remote_site_list()
@@ -309,15 +320,19 @@ class RunningConference:
         return out
 
 
+DtmfListener = typing.Callable[[RunningConference, str, str], None]  # (conference, site, digit)
+
+
 class ConferenceService:
     """The schedule and the running conferences of this node."""
 
     def __init__(self, core: CoreServices, room_settings: RoomSettings | None = None,
-                 pin_guard: PinGuard | None = None, *, bridge: bool = False) -> None:
+                 pin_guard: PinGuard | None = None, *, bridge: bool = False, plan_rooms: bool = True) -> None:
         self.core = core
         # Bridge mode (the telecom stand-in): no plan conferences; rooms open on the first
         # dial-in (`open_bridge_room`), mix everyone loop-free and end when the last caller leaves.
         self.bridge = bridge
+        self.plan_rooms = plan_rooms  # False: no standing conferences, no scheduler (a desk node's call rooms)
         self.room_settings = room_settings or RoomSettings()
         self.pin_guard = pin_guard or PinGuard()
         self.policy = AdmissionPolicy(self.pin_guard)
@@ -327,6 +342,10 @@ class ConferenceService:
         self._publishing: set[asyncio.Task[Any]] = set()
         self.dialers: dict[str, SiteDialer] = {}
         self.remote_sites: RemoteSiteProvider | None = None
+        # Who hears the digits sites press once in a room (mcu.content: request to speak by DTMF).
+        self.dtmf_listeners: list[DtmfListener] = []
+        # Who tells the rooms' contacts of scheduling changes (mcu.meeting_notice; SMS when it runs).
+        self.notifier: MeetingNotifier | None = None
 
     def register_dialer(self, protocol: str, dialer: SiteDialer) -> None:
         """Wire the console's invite/redial/hang-up for sites reached by `protocol` ("sip", "h323")."""
@@ -369,6 +388,8 @@ class ConferenceService:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Create the plan's standing conferences if missing, start them, start the scheduler."""
+        if not self.plan_rooms and not self.bridge:
+            return
         if self.bridge:
             await self.core.db.execute(
                 "UPDATE conferences SET status = 'ended', ended_at = now() WHERE status = 'running' AND node = $1",
@@ -433,7 +454,7 @@ class ConferenceService:
     async def create(self, *, name: str, actor: str, pin: str = "", guests: bool = False,
                      sites: list[str] | None = None, starts_at: datetime | None = None,
                      ends_at: datetime | None = None, conference_id: str | None = None,
-                     kind: ConferenceKind = "meeting") -> ConferenceRecord:
+                     kind: ConferenceKind = "meeting", notify: bool = False) -> ConferenceRecord:
         """Schedule a conference; ConferenceError names the bad field, nothing is written then.
 
         ``kind="emergency_call"`` marks the room of an emergency call: no dial-in path reaches it.
@@ -468,6 +489,7 @@ class ConferenceService:
             assert row is not None
             record = ConferenceRecord.from_row(row)
             await self.core.bus.publish("conference.scheduled", {"conference_id": record.id, **record.to_json()})
+            await self._notice("created", record, actor, notify)
             return record
         raise ConferenceError("id: 无法分配会议号")
 
@@ -495,10 +517,13 @@ class ConferenceService:
         return conf
 
     async def extend(self, conference_id: str, minutes: int, actor: str) -> ConferenceRecord:
+        """Move the end `minutes` later: from the planned end, or from now when that has passed; an
+        open-ended conference that has not started yet ends `minutes` after its start."""
         if not 1 <= minutes <= 24 * 60:
             raise ConferenceError("minutes: 延长时间须为 1–1440 分钟")
         row = await self.core.db.fetchrow(
-            "UPDATE conferences SET ends_at = GREATEST(COALESCE(ends_at, now()), now()) + make_interval(mins => $2) "
+            "UPDATE conferences SET ends_at = GREATEST(COALESCE(ends_at, starts_at, now()), now(), "
+            "COALESCE(starts_at, now())) + make_interval(mins => $2) "
             "WHERE id = $1 AND status <> 'ended' RETURNING *", conference_id, minutes)
         if row is None:
             raise ConferenceError(f"id: 会议不存在或已结束 {conference_id}")
@@ -508,6 +533,7 @@ class ConferenceService:
         await self.core.bus.publish("conference.extended", {"conference_id": conference_id, "by": actor,
                                                             "ends_at": record.ends_at.isoformat()
                                                             if record.ends_at else None})
+        await self._notice("changed", record, actor)
         return record
 
     async def end(self, conference_id: str, actor: str) -> None:
@@ -522,6 +548,18 @@ class ConferenceService:
             await self.core.db.execute(
                 "UPDATE conferences SET status = 'ended', ended_at = now() WHERE id = $1", conference_id)
         await self.core.bus.publish("conference.ended", {"conference_id": conference_id, "by": actor})
+        if record.status == "scheduled":  # ended before it started: cancelled
+            await self._notice("cancelled", record, actor)
+
+    async def _notice(self, change: Change, record: ConferenceRecord, actor: str, notify: bool = False) -> None:
+        """Tell the notifier (meeting notices by SMS); its failure never fails the scheduling."""
+        if self.notifier is None or record.standing or record.kind != "meeting":
+            return
+        try:
+            await self.notifier.meeting_notice(MeetingNotice(change, record.id, record.name, record.starts_at,
+                                                             record.ends_at, tuple(record.sites), actor, notify))
+        except Exception:  # noqa: BLE001 - a notice that cannot go out is logged, the schedule stands
+            log.exception("conference %s: the %s meeting notice failed", record.id, change)
 
     async def _shut_down(self, conf: RunningConference, persist_end: bool) -> None:
         self._running.pop(conf.id, None)

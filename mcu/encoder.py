@@ -8,6 +8,16 @@ Key frames: receivers call :meth:`VideoEncoder.request_keyframe` (PLI/FIR, SIP I
 H.245 fast update). Requests are coalesced into one pending flag and rate-limited by
 :class:`KeyframePolicy`: at most one forced key frame per ``min_gap`` seconds; a
 periodic key frame that happens anyway satisfies a pending request.
+
+Key-frame bursts (H.264): the VBV buffer is per tier (:data:`VBV_SECONDS`): half a second of
+the tier's rate on the two best tiers, a quarter on 640x360 and below, so a low tier's key frame
+is about half what it was (measured with libx264 on a busy picture, see
+tests/mcu/test_encoder_bursts.py). An encoder keyed ``intra_refresh`` (for receivers on lossy
+lines) replaces the periodic IDR by x264's periodic intra refresh: a column of intra blocks sweeps
+the picture every ``intra_refresh_period`` seconds, so no frame is a burst and a loss heals within
+that period without a key-frame request. Requested key frames are still IDRs (``forced-idr``), and
+only an IDR counts as a key frame there (x264 flags each refresh's recovery point as a key frame;
+it is not a place a decoder can start).
 """
 from __future__ import annotations
 
@@ -25,7 +35,23 @@ from .compositor import ComposedFrame, fit_frame
 CODECS = ("h264", "vp8", "h263", "h261")
 # H.263 (baseline, RFC 2190) and H.261 only code the CIF family: their shared encoders are CIF.
 CIF_ONLY_CODECS = ("h263", "h261")
-RESOLUTIONS: tuple[tuple[int, int], ...] = ((1280, 720), (640, 360), (352, 288))
+# The ladder of shared-encoder tiers, best first: (width, height, bit/s). Receivers move between
+# them (mcu.tiers); each (view, codec, tier) encoder runs only while a receiver is on it.
+LADDER: tuple[tuple[int, int, int], ...] = (
+    (1280, 720, 1_500_000), (960, 540, 1_000_000), (768, 432, 700_000), (640, 360, 500_000),
+    (480, 270, 350_000), (352, 288, 250_000), (320, 180, 150_000),
+)
+# The content stream (slides and screens at a low frame rate: mcu.room CONTENT_VIEW): not a tier.
+CONTENT_ENCODER = (1920, 1080, 1_200_000)
+RESOLUTIONS: tuple[tuple[int, int], ...] = tuple((w, h) for w, h, _ in (*LADDER, CONTENT_ENCODER))
+ENCODER_BITRATE = {(w, h): bps for w, h, bps in (*LADDER, CONTENT_ENCODER)}  # what a tier's encoder produces
+# VBV buffer per encoder size, seconds of its rate: small buffers on low tiers (their receivers
+# are on the slow lines, where a key frame of 0.5 s of the tier's rate is a burst the line queues).
+VBV_SECONDS: dict[tuple[int, int], float] = {
+    (1280, 720): 0.5, (960, 540): 0.5, (768, 432): 0.33, (640, 360): 0.25, (480, 270): 0.25,
+    (352, 288): 0.25, (320, 180): 0.25, (1920, 1080): 0.5,
+}
+# The rate asked of a *source* shown at these sizes (H.323 flow control, mcu.legs.h323), not an encoder rate.
 DEFAULT_BITRATE = {(1280, 720): 1_500_000, (640, 360): 600_000, (352, 288): 384_000}
 
 
@@ -38,6 +64,7 @@ class EncoderKey:
     width: int = 1280
     height: int = 720
     single_nal: bool = False  # H.264 packetization-mode 0: slices capped by slice-max-size
+    intra_refresh: bool = False  # H.264: periodic intra refresh instead of periodic IDRs (lossy lines)
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -46,19 +73,21 @@ class EncoderKey:
             raise ValueError(f"unsupported resolution {self.width}x{self.height}; expected one of {RESOLUTIONS}")
         if self.codec in CIF_ONLY_CODECS and (self.width, self.height) != (352, 288):
             raise ValueError(f"{self.codec} encodes CIF (352x288) only")
-        if self.single_nal and self.codec != "h264":
-            raise ValueError("single_nal applies to H.264 only")
+        if (self.single_nal or self.intra_refresh) and self.codec != "h264":
+            raise ValueError("single_nal and intra_refresh apply to H.264 only")
 
 
 @dataclass(frozen=True)
 class EncoderSettings:
     fps: int = 25
-    bitrate: int | None = None  # None: DEFAULT_BITRATE for the resolution
+    bitrate: int | None = None  # None: ENCODER_BITRATE of the tier
     keyframe_interval: float = 10.0  # seconds between periodic key frames
     min_keyframe_gap: float = 1.0  # rate limit for requested key frames
     preset: str = "veryfast"
     slice_max_size: int = 1200  # bytes, for single_nal (fits one RTP packet)
     threads: int = 0  # 0: codec default (x264 sliced threads with zerolatency)
+    intra_refresh_period: float = 1.0  # seconds per intra-refresh sweep (EncoderKey.intra_refresh)
+    vbv_seconds: float | None = None  # None: VBV_SECONDS of the size
 
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= 60:
@@ -67,6 +96,10 @@ class EncoderSettings:
             raise ValueError("bitrate must be at least 32 kbit/s")
         if self.keyframe_interval <= 0 or self.min_keyframe_gap < 0:
             raise ValueError("key-frame interval must be > 0 and the gap >= 0")
+        if not 0.1 <= self.intra_refresh_period <= 10:
+            raise ValueError("intra-refresh period must be between 0.1 and 10 s")
+        if self.vbv_seconds is not None and not 0.05 <= self.vbv_seconds <= 2:
+            raise ValueError("VBV must be between 0.05 and 2 s")
 
 
 class KeyframePolicy:
@@ -97,14 +130,19 @@ class KeyframePolicy:
 
 
 def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecContext:
-    bitrate = settings.bitrate or DEFAULT_BITRATE[(key.width, key.height)]
+    bitrate = settings.bitrate or ENCODER_BITRATE[(key.width, key.height)]
     gop = max(1, round(settings.keyframe_interval * settings.fps))
     if key.codec == "h264":
         ctx = av.CodecContext.create("libx264", "w")
         kbps = bitrate // 1000
-        # VBV of half a second: key frames must not burst far past what a 768 kbit/s-2 Mbit/s line carries.
+        # A small VBV: key frames must not burst far past what a 768 kbit/s-2 Mbit/s line carries.
+        vbv = settings.vbv_seconds or VBV_SECONDS.get((key.width, key.height), 0.5)
+        if key.intra_refresh:  # the "GOP" is one refresh sweep; no periodic IDR
+            gop = max(2, round(settings.intra_refresh_period * settings.fps))
         params = [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0", "repeat-headers=1",
-                  f"vbv-maxrate={kbps}", f"vbv-bufsize={kbps // 2}"]
+                  f"vbv-maxrate={kbps}", f"vbv-bufsize={max(1, round(kbps * vbv))}"]
+        if key.intra_refresh:
+            params.append("intra-refresh=1")
         if key.single_nal:
             params.append(f"slice-max-size={settings.slice_max_size}")
         ctx.options = {
@@ -133,6 +171,16 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
         ctx.thread_count = settings.threads
     ctx.open()
     return ctx
+
+
+def has_idr(annexb: bytes) -> bool:
+    """Does an H.264 Annex B access unit hold an IDR slice (NAL type 5)?"""
+    pos = annexb.find(b"\x00\x00\x01")
+    while 0 <= pos < len(annexb) - 3:
+        if annexb[pos + 3] & 0x1F == 5:
+            return True
+        pos = annexb.find(b"\x00\x00\x01", pos + 3)
+    return False
 
 
 class VideoEncoder:
@@ -179,11 +227,14 @@ class VideoEncoder:
             out = []
             for packet in packets:
                 keyframe = bool(packet.is_keyframe)
+                data = bytes(packet)
+                if keyframe and self.key.intra_refresh:
+                    keyframe = has_idr(data)  # a refresh's recovery point is no place to start decoding
                 with self._policy_lock:
                     self.policy.produced(keyframe, now, force)
                 out.append(
                     EncodedPacket(
-                        data=bytes(packet),
+                        data=data,
                         pts=int(packet.pts if packet.pts is not None else pts),
                         keyframe=keyframe,
                         codec=self.key.codec,

@@ -24,6 +24,7 @@ from sip_gateway.rtp.media_primitives import AudioFrame
 
 from .clock import Clock
 from .media import check_audio_frame, video_frame_from_rgb
+from .pane_size import DecodeMode, decode_mode
 
 AUDIO_IN_DEPTH = 5  # 100 ms of input jitter absorbed per source
 AUDIO_OUT_DEPTH = 10  # 200 ms of mixes kept for a slow listener
@@ -57,6 +58,10 @@ class Participant:
         self._video: VideoSample | None = None
         self._video_seq = 0
         self.last_audio_arrival: float | None = None
+        # The size this site is asked to send (mcu.pane_size; the room sets it on the loop):
+        # None = shown in no view. ``pane_version`` 0 means not decided yet (decode fully).
+        self.pane: tuple[int, int] | None = None
+        self.pane_version = 0
 
     def __repr__(self) -> str:
         return f"Participant({self.id!r}, {self.name!r})"
@@ -92,6 +97,12 @@ class Participant:
             return self._audio_out.popleft()
         except IndexError:
             return None
+
+    def decode_mode(self, source_size: tuple[int, int] | None) -> DecodeMode:
+        """How a leg should decode this site's video now (``source_size``: its last decoded size)."""
+        if self.pane_version == 0:
+            return "full"
+        return decode_mode(self.pane, source_size)
 
     # ---- room side ----------------------------------------------------
     @property

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mcu.conferences import ConferenceRecord, ConferenceService, RunningConference
 from mcu.encoder import EncoderKey
-from mcu.room import BROADCAST, RoomError, Subscription
+from mcu.room import BROADCAST, CONTENT_SIZE, CONTENT_VIEW, RoomError, Subscription
 from sip_gateway.rtp.media_primitives import AudioFrame, EncodedPacket
 
 
@@ -42,6 +42,15 @@ class TappedConference:
         try:
             return self.conference.room.subscribe_view(BROADCAST, sink, codec="h264", width=width, height=height,
                                                        single_nal=single_nal)
+        except RoomError:
+            return None
+
+    def subscribe_content(self, sink: Callable[[EncodedPacket], None]) -> Subscription | None:
+        """Receive the content view's H.264 packets (the shared content encoder the second-stream
+        receivers use: 1920x1080, encoded only while content is live); None when the room has ended."""
+        try:
+            return self.conference.room.subscribe_view(CONTENT_VIEW, sink, codec="h264", width=CONTENT_SIZE[0],
+                                                       height=CONTENT_SIZE[1])
         except RoomError:
             return None
 

@@ -11,7 +11,11 @@ Views (what a receiver is sent):
 * ``select:<site>`` - one site full screen: select-view (选看), what the broadcast site sees
   (the chair site) and what the current speaker sees under voice activation (the previous
   speaker). Two receivers looking at the same site share the view and its encoder;
-* ``preview`` - the chair console's monitor: every site in an automatic grid, labelled.
+* ``preview`` - the chair console's monitor: every site in an automatic grid, labelled;
+* ``content`` - the conference's content alone (``mcu.content``), for receivers with a second
+  stream: composed at 1920x1080, encoded only while live and every ``CONTENT_EVERY``-th tick;
+* ``people`` - the broadcast without the content: what those receivers get on their main stream
+  while content is live (single-stream receivers get the content composed into ``broadcast``).
 
 Media hooks, split so that heavy work runs off the loop (see :mod:`mcu.runner`):
 
@@ -20,7 +24,7 @@ Media hooks, split so that heavy work runs off the loop (see :mod:`mcu.runner`):
 * video: :meth:`Room.video_jobs` (loop) -> :func:`run_video_job` (worker) ->
   :meth:`Room.deliver` (loop); :meth:`Room.video_tick` does all three inline.
 
-Size: one class of about 800 lines on purpose. Every chair operation reads and writes the same
+Size: one class of about 900 lines on purpose. Every chair operation reads and writes the same
 room state (sites, views, panes, polling, voice activation, lock), and each must validate, change
 and emit its event atomically; the heavy media work is already outside (mixer, compositor,
 encoder, runner), and the operation vocabulary is in :mod:`mcu.chair`.
@@ -29,7 +33,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import av
 
@@ -44,6 +49,7 @@ from .layout import (
     AutoPane,
     Pane,
     PollingPane,
+    Rect,
     StaticPane,
     VoicePane,
     assign_panes,
@@ -52,7 +58,8 @@ from .layout import (
     resolve_auto,
 )
 from .mixer import AudioMixer, MixInput, MixOutput, SpeakerDetector
-from .participant import Participant
+from .pane_size import PaneSizer, SizeRequest, largest_panes
+from .participant import Participant, VideoSample
 from .text import TextRenderer
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,26 @@ LOOP_FREE_PREFIX = "loopfree:"
 PacketSink = Callable[[EncodedPacket], None]
 # Receives the full mix of every unmuted site (int16[960]) and the room clock time of the tick.
 MixListener = Callable[[AudioFrame, float], None]
+
+
+class ContentFeed(Protocol):
+    """The conference's content (``mcu.content``): its newest picture and where it goes in the
+    broadcast view. The room asks; the content service decides (token, chair's content layout)."""
+
+    def content_sample(self) -> VideoSample | None:
+        """The newest content frame of the token holder (None: no content)."""
+
+    def content_rects(self, width: int, height: int, sites: int) -> tuple[Rect, list[Rect]] | None:
+        """(content rectangle, speaker strip) for a view of that size (None: show people only)."""
+
+
+CONTENT_SOURCE_ID = "@content"  # the compositor's source id of the content picture (no site has it)
+# The content alone, for receivers with a second video stream (one shared encoder, low frame rate).
+CONTENT_VIEW = "content"
+CONTENT_SIZE = (1920, 1080)
+CONTENT_EVERY = 2  # encode the content view every 2nd video tick (12.5 fps at 25)
+# The broadcast without the content composed in: what a site with a content stream sees meanwhile.
+PEOPLE_VIEW = "people"
 
 
 class RoomError(ValueError):
@@ -179,6 +206,7 @@ class Room:
         self._on_event = on_event
         self.text = text or TextRenderer(self.settings.font_path)
         self.compositor = Compositor(self.text)
+        self.pane_sizer = PaneSizer()  # what size each site is asked to send (update_pane_sizes)
         self.mixer = AudioMixer()
         self.speaker_detector = SpeakerDetector(hold=self.settings.speaker_hold)
         self.participants: dict[str, Participant] = {}
@@ -209,6 +237,10 @@ class Room:
         # group -> the member whose sound the others hear (while both calls overlap the far end is
         # on both: mixing the two copies, a few ms apart, would comb-filter it).
         self.link_active: dict[str, str] = {}
+        # The conference's content (shared screen, slides), composed into the broadcast view.
+        self.content: ContentFeed | None = None
+        self.content_receivers: set[str] = set()  # sites that get the content as a second stream
+        self._content_ticks = 0
 
     # ---- helpers -----------------------------------------------------------
     def _emit(self, event: ev.RoomEvent) -> None:
@@ -557,7 +589,9 @@ class Room:
         if self.is_loop_free(participant_id) and (
                 view == BROADCAST or view.startswith(SELECT_PREFIX)
                 and view[len(SELECT_PREFIX):] in self._excluded_from(participant_id)):
-            return LOOP_FREE_PREFIX + participant_id
+            return LOOP_FREE_PREFIX + participant_id  # people-only too while it gets the content apart
+        if view == BROADCAST and participant_id in self.content_receivers and self.content_live():
+            return PEOPLE_VIEW  # it sees the content on its second stream
         return view
 
     def _plain_view_for(self, participant_id: str) -> str:
@@ -588,6 +622,8 @@ class Room:
     def view_plan(self, view_id: str, width: int | None = None, height: int | None = None) -> ViewPlan:
         """Immutable snapshot of what ``view_id`` shows now (built on the loop, rendered anywhere)."""
         now = self._now()
+        if view_id == CONTENT_VIEW:  # composed at the content size, not the conference's
+            return self._content_only_plan(now, width or CONTENT_SIZE[0], height or CONTENT_SIZE[1])
         width = width or self.settings.width
         height = height or self.settings.height
         labels = self.labels
@@ -604,12 +640,17 @@ class Room:
             speakers = [p for p in speakers if p not in hidden]
             # Its own broadcast becomes the latest other speaker (else the first other site).
             panes = [VoicePane(0) if isinstance(p, StaticPane) and p.participant_id in hidden else p for p in panes]
+        elif view_id == PEOPLE_VIEW:
+            layout, panes = self._broadcast_config()
         elif view_id == PREVIEW:
             layout, panes, labels = "auto", [], True
         elif view_id.startswith(SELECT_PREFIX):
             layout, panes = "1", [StaticPane(view_id[len(SELECT_PREFIX):])]
         else:
             raise RoomError(f"未知视图: {view_id}")
+        content = self._content_plan(view_id, width, height, present, speakers, now, labels)
+        if content is not None:
+            return content
         concrete = resolve_auto(layout, len(present))
         rects = pane_rects(concrete, width, height)
         chosen = assign_panes(panes, len(rects), present, speakers, now)
@@ -625,6 +666,51 @@ class Room:
             specs.append(PaneSpec(rect, pid, site.name, sample))
         return ViewPlan(view_id, width, height, concrete, tuple(specs), labels, self.banner, now)
 
+    def _fresh_content(self, now: float) -> VideoSample | None:
+        sample = self.content.content_sample() if self.content is not None else None
+        if sample is None or now - sample.arrival > self.settings.video_stale_after:
+            return None
+        return sample
+
+    def content_live(self) -> bool:
+        """Whether a presenter's content picture is fresh right now."""
+        return self._fresh_content(self._now()) is not None
+
+    def _content_only_plan(self, now: float, width: int, height: int) -> ViewPlan:
+        sample = self._fresh_content(now)
+        rect = Rect(0, 0, width, height)
+        pane = PaneSpec(rect, CONTENT_SOURCE_ID, "", sample) if sample is not None else PaneSpec(rect, None)
+        return ViewPlan(CONTENT_VIEW, width, height, "1", (pane,), False, None, now)
+
+    def _content_plan(self, view_id: str, width: int, height: int, present: list[str], speakers: list[str],
+                      now: float, labels: bool) -> ViewPlan | None:
+        """The broadcast view while content is live: the content pane and a strip of speakers."""
+        if self.content is None or not (view_id == BROADCAST or view_id.startswith(LOOP_FREE_PREFIX)):
+            return None
+        if view_id.startswith(LOOP_FREE_PREFIX) and view_id[len(LOOP_FREE_PREFIX):] in self.content_receivers:
+            return None  # a cascade link with a slides stream: the content goes there, not into its picture
+        sample = self._fresh_content(now)
+        if sample is None:
+            return None
+        geometry = self.content.content_rects(width, height, len(present))
+        if geometry is None:
+            return None
+        content_rect, strip = geometry
+        if self.broadcast_id in present:  # a broadcast site (roll call, an approved hand) leads the strip
+            speakers = [self.broadcast_id] + [p for p in speakers if p != self.broadcast_id]
+        chosen = assign_panes([VoicePane(i) for i in range(len(strip))], len(strip), present, speakers, now)
+        specs = [PaneSpec(content_rect, CONTENT_SOURCE_ID, "", sample)]
+        for rect, pid in zip(strip, chosen, strict=True):
+            site = self.participants.get(pid) if pid is not None else None
+            if site is None:
+                specs.append(PaneSpec(rect, None))
+                continue
+            video = site.video
+            if video is not None and now - video.arrival > self.settings.video_stale_after:
+                video = None
+            specs.append(PaneSpec(rect, pid, site.name, video))
+        return ViewPlan(view_id, width, height, "content", tuple(specs), labels, self.banner, now)
+
     def wanted_video_size(self, participant_id: str) -> tuple[int, int] | None:
         """The largest pane (width, height) the site is shown in right now, or None if unseen.
 
@@ -633,12 +719,32 @@ class Room:
         shrink them to 256x144 panes is most of the cost of a big continuous-presence room.
         """
         self._site(participant_id)
-        best: tuple[int, int] | None = None
-        for view in {key.view_id for key in self._encoders} | {BROADCAST}:
-            for pane in self.view_plan(view).panes:
-                if pane.participant_id == participant_id and (best is None or pane.rect.w * pane.rect.h > best[0] * best[1]):
-                    best = (pane.rect.w, pane.rect.h)
-        return best
+        return self.shown_sizes().get(participant_id)
+
+    def shown_sizes(self) -> dict[str, tuple[int, int]]:
+        """The largest pane of every site shown in a view that has receivers (and broadcast)."""
+        views = sorted({key.view_id for key in self._encoders} | {BROADCAST})
+        return largest_panes([(p.participant_id, p.rect.w, p.rect.h) for p in self.view_plan(v).panes]
+                             for v in views)
+
+    def update_pane_sizes(self) -> list[SizeRequest]:
+        """Loop side, a few times a second: settle what each site is asked to send (mcu.pane_size).
+
+        Sets ``Participant.pane`` (and bumps ``pane_version``) for the sites whose wanted size
+        changed; their legs follow it (decode off/fast/full, ask the endpoint for the size).
+        """
+        if self.ended:
+            return []
+        requests = self.pane_sizer.update(self.shown_sizes(), list(self.participants), self._now())
+        for request in requests:
+            site = self.participants.get(request.source)
+            if site is not None:
+                site.pane = request.size
+                site.pane_version += 1
+        for site in self.participants.values():  # decided, even if hidden from the start
+            if site.pane_version == 0:
+                site.pane_version = 1
+        return requests
 
     def render(self, view_id: str) -> ComposedFrame:
         """Compose one frame of a view inline (tests, snapshots)."""
@@ -667,7 +773,7 @@ class Room:
                        width: int = 1280, height: int = 720, single_nal: bool = False) -> Subscription:
         """Receive a fixed view's encoded packets (recorder, chair preview, cascade)."""
         self._require_open()
-        if view_id not in (BROADCAST, PREVIEW) and not (
+        if view_id not in (BROADCAST, PREVIEW, CONTENT_VIEW, PEOPLE_VIEW) and not (
             view_id.startswith(SELECT_PREFIX) and view_id[len(SELECT_PREFIX):] in self.participants
         ):
             raise RoomError(f"未知视图: {view_id}")
@@ -686,11 +792,13 @@ class Room:
             self._mix_listeners.remove(listener)
 
     def subscribe_video(self, participant_id: str, sink: PacketSink, codec: str = "h264",
-                        width: int = 1280, height: int = 720, single_nal: bool = False) -> ParticipantSubscription:
-        """A site's own video feed; it follows broadcast, select-view and voice activation."""
+                        width: int = 1280, height: int = 720, single_nal: bool = False,
+                        intra_refresh: bool = False) -> ParticipantSubscription:
+        """A site's own video feed; it follows broadcast, select-view and voice activation.
+        ``intra_refresh``: an encoder with periodic intra refresh (a site on a lossy line)."""
         self._require_open()
         self._site(participant_id)
-        key = EncoderKey(self.view_for(participant_id), codec, width, height, single_nal)
+        key = EncoderKey(self.view_for(participant_id), codec, width, height, single_nal, intra_refresh)
         sub = ParticipantSubscription(self, participant_id, key, sink)
         self._site_subs.append(sub)
         self._attach(sub)
@@ -710,7 +818,7 @@ class Room:
                 if not entry.subscribers:
                     entry.encoder.close()
                     del self._encoders[sub.key]
-            sub.key = EncoderKey(view, sub.key.codec, sub.key.width, sub.key.height, sub.key.single_nal)
+            sub.key = replace(sub.key, view_id=view)
             self._attach(sub)
 
     def encoder(self, key: EncoderKey) -> VideoEncoder | None:
@@ -730,6 +838,10 @@ class Room:
         by_view: dict[str, list[VideoEncoder]] = {}
         for key, entry in self._encoders.items():
             by_view.setdefault(key.view_id, []).append(entry.encoder)
+        if CONTENT_VIEW in by_view:  # the content stream: only while live, at a low frame rate
+            self._content_ticks += 1
+            if self._content_ticks % CONTENT_EVERY or not self.content_live():
+                del by_view[CONTENT_VIEW]
         return [VideoJob(self.view_plan(view), tuple(encs)) for view, encs in by_view.items()]
 
     def deliver(self, results: list[tuple[EncoderKey, list[EncodedPacket]]]) -> None:

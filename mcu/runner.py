@@ -58,6 +58,8 @@ class AudioTickSink(Protocol):
     def send_audio_tick(self) -> None:
         """Send this site its N-1 mix (silence when none is ready)."""
 
+PANE_SIZE_INTERVAL = 0.2  # seconds between pane-size updates (a shown source waits at most this)
+
 
 @dataclass
 class RunnerStats:
@@ -67,6 +69,7 @@ class RunnerStats:
     video_ticks: int = 0
     video_skipped: int = 0
     video_errors: int = 0
+    pane_requests: int = 0
 
 
 class MediaRunner:
@@ -147,8 +150,16 @@ class MediaRunner:
     async def _video_loop(self) -> None:
         loop = asyncio.get_running_loop()
         pacer = Pacer(1 / self.room.settings.fps)
+        every = max(1, round(self.room.settings.fps * PANE_SIZE_INTERVAL))
+        ticks = 0
         while not self.room.ended:
             await pacer.wait()
+            ticks += 1
+            if ticks % every == 1 or every == 1:  # what each site is asked to send (mcu.pane_size)
+                try:
+                    self.stats.pane_requests += len(self.room.update_pane_sizes())
+                except Exception:
+                    log.exception("room %s: pane sizes failed", self.room.id)
             if len(self._in_flight) >= self.max_in_flight:
                 self.stats.video_skipped += 1
                 continue

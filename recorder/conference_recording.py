@@ -153,6 +153,7 @@ class _Active:
     conference: LiveConference
     subscription: LiveVideo
     writer: RecordingWriter
+    content: LiveVideo | None = None
     watchdog: asyncio.Task[None] | None = None
 
 
@@ -234,16 +235,19 @@ class ConferenceRecorder:
                 segment_seconds=self.options.segment_seconds or self.recorder.config.segment_seconds,
                 now=conf.now, wall_of=lambda t: wall_ref + (t - mono_ref),
                 request_keyframe=lambda: subscription.request_keyframe(),
+                request_content_keyframe=lambda: content.request_keyframe() if content is not None else None,
                 paused=lambda: self.recorder.recording_paused,
                 stats=handle.stats, audio_bitrate=self.options.audio_bitrate)
             subscribed = conf.subscribe_broadcast(writer.video, key.width, key.height, key.single_nal)
             if subscribed is None:  # the conference ended since we looked
                 raise ConferenceRecordingError("ended", "会议已结束")
             subscription = subscribed
+            # The content stream (second video track): the one shared content encoder, stream-copied.
+            content = conf.subscribe_content(writer.content)
             writer.start()
             conf.add_mix_listener(writer.audio)
             subscription.request_keyframe()  # segments start on a key frame: don't wait for the periodic one
-            active = _Active(handle, conf, subscription, writer)
+            active = _Active(handle, conf, subscription, writer, content)
             self._active[conference_id] = active
             active.watchdog = asyncio.create_task(self._watch(active), name=f"confrec-watch-{conference_id}")
         payload = {"conference_id": conference_id, **handle.to_json()}
@@ -266,6 +270,8 @@ class ConferenceRecorder:
                 return None
             handle = active.handle
             active.subscription.close()
+            if active.content is not None:
+                active.content.close()
             active.conference.remove_mix_listener(active.writer.audio)
             await asyncio.to_thread(active.writer.finish)
             await self.recorder.drain()

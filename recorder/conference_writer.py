@@ -30,7 +30,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,10 @@ AUDIO_SLACK_S = 0.1
 # request, which may have been composed a frame or two (compose/encode latency) before it.
 KEYFRAME_LEAD_S = 0.1
 CUT_SLACK_S = 0.3
+# The content encoder runs at a low frame rate (every 2nd tick of 25 fps): a content frame lasts this long
+# unless the next one comes sooner, and a pause longer than CONTENT_PAUSE_S ends a content span.
+CONTENT_FRAME_S = 0.08
+CONTENT_PAUSE_S = 1.0
 # Items (video packets and audio ticks) queued for the writer before we drop: ~40 s of media.
 MAX_QUEUED = 3000
 
@@ -97,26 +101,37 @@ def video_template(keyframe: bytes) -> tuple[Any, Any]:
     return container, container.streams.video[0]
 
 
+@dataclass
+class _Content:
+    """The content track of the open segment: stream-copied packets of the shared content encoder."""
+
+    packets: list[tuple[int, EncodedPacket]] = field(default_factory=list)  # (pts, packet)
+    spans: list[list[float]] = field(default_factory=list)  # [start, end] room times, while content showed
+    last_pts: int = -1
+
+
 class SegmentMuxer:
-    """One fragmented-MP4 segment: stream-copied H.264 plus AAC encoded from the mix."""
+    """One fragmented-MP4 segment: stream-copied H.264 (people), AAC encoded from the mix and, when
+    someone presented, a second stream-copied H.264 track (the content encoder's output).
+
+    Media are collected while the segment is open and muxed when it closes: the content track can
+    start in the middle of a segment, and an MP4 header names every track before the first packet
+    (a few MB at most: ``segment_seconds`` of two H.264 streams).
+    """
 
     def __init__(self, path: Path, template: Any, start_t: float, audio_bitrate: int) -> None:
         self.path = path
+        self.template = template
         self.start_t = start_t
-        # avoid_negative_ts=disabled: AAC's priming samples (pts -1024) are cut by the audio track's
-        # edit list; the default would instead shift every track, delaying the picture by 21 ms.
-        self._out = av.open(str(path), mode="w", format="mp4",
-                            options={"movflags": MOVFLAGS, "avoid_negative_ts": "disabled"})
-        self._video = self._out.add_stream_from_template(template)
-        self._video.time_base = VIDEO_TIME_BASE
-        self._audio = self._out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        self._audio.bit_rate = audio_bitrate
-        self._audio.time_base = AUDIO_TIME_BASE
+        self.audio_bitrate = audio_bitrate
         self.video_frames = 0
         self.audio_frames = 0
         self._last_pts = -1
         self.last_t = start_t
         self.frame_s = 0.04
+        self._video: list[tuple[int, EncodedPacket]] = []
+        self._audio: list[tuple[int, AudioFrame]] = []
+        self.content = _Content()
 
     def write_video(self, packet: EncodedPacket, t: float) -> None:
         """Stream-copy one access unit composed at room time `t`."""
@@ -125,34 +140,81 @@ class SegmentMuxer:
             self.frame_s = min(t - self.last_t, 1.0)
         self._last_pts = pts
         self.last_t = max(self.last_t, t)
-        out = av.Packet(packet.data)
-        out.pts = out.dts = pts  # constrained baseline: no B-frames, decode order = display order
-        out.time_base = VIDEO_TIME_BASE
-        out.is_keyframe = packet.keyframe
-        out.stream = self._video
-        self._out.mux(out)
+        self._video.append((pts, packet))
         self.video_frames += 1
 
     def write_audio(self, samples: AudioFrame, pts: int) -> None:
         """Encode one 20 ms mix frame at `pts` samples after the segment start (consecutive frames)."""
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = pts
-        frame.time_base = AUDIO_TIME_BASE
-        for out in self._audio.encode(frame):
-            self._out.mux(out)
+        self._audio.append((pts, samples))
         self.audio_frames += 1
 
-    def close(self) -> int:
-        """Flush the audio encoder and finish the file; returns its size."""
-        for out in self._audio.encode(None):
-            self._out.mux(out)
-        self._out.close()
+    def write_content(self, packet: EncodedPacket, t: float, *, new_span: bool) -> None:
+        """Stream-copy one content access unit shown from room time `t` (`new_span`: content
+        (re)started here, after a pause or at the segment's start)."""
+        c = self.content
+        pts = max(c.last_pts + 1, int(round((t - self.start_t) * VIDEO_CLOCK)))
+        c.last_pts = pts
+        c.packets.append((pts, packet))
+        at = self.start_t + pts / VIDEO_CLOCK
+        if new_span or not c.spans:
+            c.spans.append([at, at + CONTENT_FRAME_S])
+        else:
+            c.spans[-1][1] = at + CONTENT_FRAME_S
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.content.packets)
+
+    def close(self, end_t: float, content_template: Any | None = None) -> int:
+        """Mux everything and finish the file; returns its size."""
+        # avoid_negative_ts=disabled: AAC's priming samples (pts -1024) are cut by the audio track's
+        # edit list; the default would instead shift every track, delaying the picture by 21 ms.
+        out = av.open(str(self.path), mode="w", format="mp4",
+                      options={"movflags": MOVFLAGS, "avoid_negative_ts": "disabled"})
+        try:
+            video = out.add_stream_from_template(self.template)
+            video.time_base = VIDEO_TIME_BASE
+            audio = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+            audio.bit_rate = self.audio_bitrate
+            audio.time_base = AUDIO_TIME_BASE
+            content: Any = None
+            if self.has_content and content_template is not None:
+                content = out.add_stream_from_template(content_template)
+                content.time_base = VIDEO_TIME_BASE
+            for span in self.content.spans:  # a span ends with the segment at the latest
+                span[1] = min(span[1], end_t)
+            # One time-ordered pass (the muxer interleaves; this keeps its buffering small).
+            events: list[tuple[float, int, Any]] = [(pts / VIDEO_CLOCK, 0, (pts, packet)) for pts, packet in self._video]
+            events += [(pts / SAMPLE_RATE, 1, (pts, samples)) for pts, samples in self._audio]
+            if content is not None:
+                events += [(pts / VIDEO_CLOCK, 2, (pts, packet)) for pts, packet in self.content.packets]
+            events.sort(key=lambda e: (e[0], e[1]))
+            for _, kind, item in events:
+                if kind == 1:
+                    frame = av.AudioFrame.from_ndarray(item[1].reshape(1, -1), format="s16", layout="mono")
+                    frame.sample_rate = SAMPLE_RATE
+                    frame.pts = item[0]
+                    frame.time_base = AUDIO_TIME_BASE
+                    for packet in audio.encode(frame):
+                        out.mux(packet)
+                    continue
+                pts, packet = item
+                muxed = av.Packet(packet.data)
+                muxed.pts = muxed.dts = pts  # constrained baseline: no B-frames, decode order = display order
+                muxed.time_base = VIDEO_TIME_BASE
+                muxed.is_keyframe = packet.keyframe
+                muxed.stream = video if kind == 0 else content
+                out.mux(muxed)
+            for packet in audio.encode(None):
+                out.mux(packet)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                out.close()
+            raise
+        out.close()
         return self.path.stat().st_size
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):  # the file is discarded anyway
-            self._out.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -173,6 +235,7 @@ class RecordingWriter:
         now: Callable[[], float],
         wall_of: Callable[[float], float],
         request_keyframe: Callable[[], None],
+        request_content_keyframe: Callable[[], None] = lambda: None,
         paused: Callable[[], bool] = lambda: False,
         stats: RecordingStats | None = None,
         audio_bitrate: int = AUDIO_BITRATE,
@@ -186,6 +249,7 @@ class RecordingWriter:
         self.now = now
         self.wall_of = wall_of
         self.request_keyframe = request_keyframe
+        self.request_content_keyframe = request_content_keyframe
         self.paused = paused
         self.stats = stats or RecordingStats()
         self.audio_bitrate = audio_bitrate
@@ -199,6 +263,9 @@ class RecordingWriter:
         self._audio_next = 0  # sample index of the next mix frame
         self._pending: deque[tuple[int, AudioFrame]] = deque()  # (sample index, frame) awaiting video
         self._last_end_ms: int | None = None
+        self._content_template: tuple[Any, Any] | None = None
+        self._content_last_t: float | None = None  # room time of the last content frame written
+        self._content_key_asked = False
 
     # ---- producer side (event loop) ----------------------------------------------------------
     def start(self) -> None:
@@ -211,6 +278,10 @@ class RecordingWriter:
     def audio(self, samples: AudioFrame, at: float) -> None:
         """Room mix listener."""
         self._put(("audio", samples, at))
+
+    def content(self, packet: EncodedPacket) -> None:
+        """Content encoder packet sink (the second video track)."""
+        self._put(("content", packet))
 
     def _put(self, item: tuple[Any, ...]) -> None:
         try:
@@ -243,6 +314,8 @@ class RecordingWriter:
                 try:
                     if item[0] == "video":
                         self._on_video(item[1])
+                    elif item[0] == "content":
+                        self._on_content(item[1])
                     elif item[0] == "lost":  # close what we have; restart at a key frame
                         self._close_segment(None)
                         self._ask_keyframe()
@@ -261,8 +334,9 @@ class RecordingWriter:
             if self._segment is not None:
                 self._segment.abort()
         finally:
-            if self._template is not None:
-                self._template[0].close()
+            for template in (self._template, self._content_template):
+                if template is not None:
+                    template[0].close()
 
     def _on_video(self, packet: EncodedPacket) -> None:
         t = packet.composed_at
@@ -282,6 +356,34 @@ class RecordingWriter:
         self.stats.video_packets += 1
         self._flush_audio(t)
 
+    def _on_content(self, packet: EncodedPacket) -> None:
+        """A content frame: into the open segment's content track, which starts on a content key frame.
+
+        Where content was already showing at the cut, the segment's first content key frame is
+        placed at the segment's start (it follows within a content frame or two of the request made
+        at the cut), so the content track has no hole at segment boundaries.
+        """
+        seg = self._segment
+        t = packet.composed_at
+        if packet.keyframe and self._content_template is None:
+            self._content_template = video_template(packet.data)
+        if seg is None or t < seg.start_t:
+            return  # before the first segment, or composed before the cut: the closed segment's
+        continuing = self._content_last_t is not None and seg.start_t - self._content_last_t <= CONTENT_PAUSE_S
+        if not seg.has_content:
+            if not packet.keyframe or self._content_template is None:
+                if not self._content_key_asked:
+                    self._content_key_asked = True
+                    self.request_content_keyframe()
+                return
+            self._content_key_asked = False
+            placed = seg.start_t if continuing and t - seg.start_t <= CONTENT_PAUSE_S else t
+            seg.write_content(packet, placed, new_span=True)
+        else:
+            assert self._content_last_t is not None
+            seg.write_content(packet, t, new_span=t - self._content_last_t > CONTENT_PAUSE_S)
+        self._content_last_t = t
+
     def _maybe_ask_keyframe(self) -> None:
         seg = self._segment
         if seg is not None and not self._keyframe_asked and \
@@ -299,6 +401,9 @@ class RecordingWriter:
         path = self.store.staging_path(self.camera, f"{uuid.uuid4().hex}.mp4.part")
         self._segment = SegmentMuxer(path, self._template[1], t, self.audio_bitrate)
         self._keyframe_asked = False
+        if self._content_last_t is not None and t - self._content_last_t <= CONTENT_PAUSE_S:
+            self._content_key_asked = True  # content is showing: its track in this segment needs a key frame
+            self.request_content_keyframe()
         self._drop_audio_before(t)
 
     def _on_audio(self, samples: AudioFrame, at: float) -> None:
@@ -348,7 +453,7 @@ class RecordingWriter:
         end_t = next_start_t if next_start_t is not None else seg.last_t + seg.frame_s
         self._flush_audio(end_t)
         self._segment = None
-        size = seg.close()
+        size = seg.close(end_t, self._content_template[1] if self._content_template is not None else None)
         if self.paused():  # disk full: never write what cannot be kept
             seg.path.unlink(missing_ok=True)
             self.stats.last_error = "recording paused: disk full"
@@ -363,6 +468,13 @@ class RecordingWriter:
         self._last_end_ms = end_ms
         assert self._template is not None
         codec = avc_codec_string(self._template[1].codec_context.extradata) + "," + AUDIO_CODECS
+        content_spans: tuple[tuple[int, int], ...] = ()
+        content_codec = ""
+        if seg.has_content and self._content_template is not None:
+            spans = [(max(start_ms, int(round(self.wall_of(a) * 1000))), min(end_ms, int(round(self.wall_of(b) * 1000))))
+                     for a, b in seg.content.spans]
+            content_spans = tuple((a, b) for a, b in spans if b > a)
+            content_codec = avc_codec_string(self._content_template[1].codec_context.extradata)
         self.stats.segments += 1
         self.stats.bytes += size
         self.stats.first_start_ms = self.stats.first_start_ms or start_ms
@@ -371,5 +483,5 @@ class RecordingWriter:
             camera=self.camera, key=key, start_ms=start_ms, end_ms=end_ms, size=size, sha256=digest,
             codec=codec, width=int(self._template[1].codec_context.width or 0),
             height=int(self._template[1].codec_context.height or 0), has_audio=seg.audio_frames > 0,
-            video_frames=seg.video_frames))
+            video_frames=seg.video_frames, content_spans=content_spans, content_codec=content_codec))
 

@@ -71,6 +71,10 @@ class CommittedSegment:
     height: int
     has_audio: bool
     video_frames: int
+    # A conference recording's second video track (the content stream): the spans it shows content
+    # (wall-clock ms, within the segment) and its RFC 6381 codec string; empty for everything else.
+    content_spans: tuple[tuple[int, int], ...] = ()
+    content_codec: str = ""
 
 
 @dataclass(frozen=True)

@@ -111,10 +111,25 @@ class CallRecordingLeaf:
     end_ms: int
 
 
-Leaf = SegmentLeaf | AccessLeaf | GapLeaf | RetentionLeaf | LegalHoldLeaf | KeyRotationLeaf | CallRecordingLeaf
+@dataclass(frozen=True)
+class ContentLeaf:
+    """A conference recording's content stream (the second video track) showed content from
+    `start_ms` to `end_ms` inside the segment `key` (logged right after that segment's leaf)."""
+
+    kind: ClassVar[str] = "content"
+    camera: str
+    start_ms: int
+    end_ms: int
+    key: str  # the segment whose second video track carries it
+    codec: str  # RFC 6381 codec string of that track
+    recorder: str
+
+
+Leaf = (SegmentLeaf | AccessLeaf | GapLeaf | RetentionLeaf | LegalHoldLeaf | KeyRotationLeaf | CallRecordingLeaf
+        | ContentLeaf)
 LEAF_TYPES: dict[str, type[Any]] = {
     t.kind: t for t in (SegmentLeaf, AccessLeaf, GapLeaf, RetentionLeaf, LegalHoldLeaf, KeyRotationLeaf,
-                        CallRecordingLeaf)
+                        CallRecordingLeaf, ContentLeaf)
 }
 
 

@@ -67,6 +67,11 @@ class LiveConference(Protocol):
         """Receive the broadcast view's H.264 packets of this size (joining a running encoder of
         that size, else starting one); None when the conference has ended."""
 
+    def subscribe_content(self, sink: PacketSink) -> LiveVideo | None:
+        """Receive the packets of the conference's one shared H.264 content encoder (the content
+        alone, the second stream: packets only while someone presents, at its low frame rate);
+        None when the conference has ended."""
+
     def add_mix_listener(self, listener: MixListener) -> None:
         """Receive the full mix of every unmuted site each 20 ms tick."""
 

@@ -28,7 +28,7 @@ from recorder.export import ExportResult, ExportSegment, export_bundle
 from recorder.holds import LegalHolds
 from recorder.index import CONTIGUOUS_MS, IndexedSegment, SegmentIndex
 from recorder.ingest import CameraConfig, CameraHealth, CameraWorker, CommittedSegment, Gap, sha256_file
-from recorder.leaves import AccessLeaf, GapLeaf, SegmentLeaf
+from recorder.leaves import AccessLeaf, ContentLeaf, GapLeaf, SegmentLeaf
 from recorder.pg_storage import PgLogStorage
 from recorder.retention import RetentionConfig, apply_retention, plan_retention
 from recorder.s3_store import S3Config, S3Store
@@ -214,6 +214,9 @@ class RecorderService:
                            self.config.recorder_id, seg.key)
         index = await self.log.append(leaf)
         await self.index.add_segment(seg, self.log.log_id, index, self.config.recorder_id)
+        for start_ms, end_ms in seg.content_spans:  # the conference's content stream in this segment
+            await self.log.append(ContentLeaf(seg.camera, start_ms, end_ms, seg.key, seg.content_codec,
+                                              self.config.recorder_id))
         self._last_end[seg.camera] = max(seg.end_ms, last or 0)
 
     async def _record_gap(self, gap: Gap) -> None:

@@ -12,7 +12,8 @@ CSRF header, as a browser would). Each answer is judged:
   - and, independently of ``x-roles``, a role must never succeed (< 400) outside its consoles
     (:data:`FAMILIES`, the README's role table): chair/operator → conference, calltaker → desk
     and dispatch (call-takers open incidents), dispatcher → dispatch and desk, inspector →
-    inspect, viewer → nothing but ``/api/me``; ``identity`` and ``audit`` are admins' only.
+    inspect, leader → command (and reading dispatch, plans, resources), viewer → nothing but
+    ``/api/me``; ``identity`` and ``audit`` are admins' only.
 
 Used by the bounded CI test (tests/security/test_schemathesis.py) and by the long run
 (`python -m security.schemathesis_run`), which writes its figures as JSON.
@@ -33,17 +34,46 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
-ROLES = ("admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "viewer")
+ROLES: tuple[str, ...] = ("admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "viewer", "leader")
 # The consoles (OpenAPI tags) each role works in: the README's role table, written down here on
 # its own so the check does not just trust the x-roles the app declares.
 FAMILIES: dict[str, frozenset[str]] = {
-    "chair": frozenset({"conference", "resources", "plans"}),  # resources: read-only (issue 19); allocating is 403
+    "chair": frozenset({"conference", "resources", "plans", "dispatch", "command"}),  # resources, dispatch: read-only (issue 19)
     "operator": frozenset({"conference"}),
     "calltaker": frozenset({"desk", "dispatch", "resources"}),
     "dispatcher": frozenset({"dispatch", "desk", "resources", "plans"}),
     "inspector": frozenset({"inspect"}),
     "viewer": frozenset(),
+    # the leader (issue 19): the command view, and reading the dispatch map, resources and plans
+    "leader": frozenset({"command", "dispatch", "resources", "plans"}),
 }
+# public warnings (issue 20): dispatchers draft, the leader on duty or the chair approves; the CAP Atom
+# feed (/api/warnings/feed.atom) and CAP XML are read by the same family (and by systems with a feed token)
+for _role in ("dispatcher", "chair", "leader"):
+    FAMILIES[_role] = FAMILIES[_role] | {"warnings"}
+# monitoring (issue 20): gauges, charts and alarms are watched by dispatchers (who acknowledge),
+# the chair and the leader; readings are pushed by admins or by a system's token
+for _role in ("dispatcher", "chair", "leader"):
+    FAMILIES[_role] = FAMILIES[_role] | {"monitoring"}
+# live streaming (issue 18): viewers, chairs and operators watch (tag "watch")
+FAMILIES.update({role: FAMILIES[role] | {"watch"} for role in ("viewer", "chair", "operator")})
+# SMS (issue 20): dispatchers, leaders and chairs send bulletins, command messages and meeting notices
+for _role in ("dispatcher", "leader", "chair"):
+    FAMILIES[_role] = FAMILIES[_role] | {"sms"}
+# the SMS console (/sms, its gateway state and retry routes, tag "sms"): the same family; retrying is
+# the dispatchers' (x-roles say so), the leader reads
+# content (issue 18): the content token, raised hands and the chair's slide deck; a leader chairing a
+# meeting does what the chair does with content (tag "content")
+for _role in ("chair", "operator", "leader"):
+    FAMILIES[_role] = FAMILIES[_role] | {"content"}
+# far-end camera control (issue 18): chairs, operators and the leader steer a room system's camera
+for _role in ("chair", "operator", "leader"):
+    FAMILIES[_role] = FAMILIES[_role] | {"camera"}
+# field responders (issue 20): the crew of one unit on the phone page (tag "field"); nothing else
+# replaying recorded conferences (issue 18): chairs and operators replay and grant, viewers replay what they were granted
+FAMILIES.update({role: FAMILIES[role] | {"replay"} for role in ("viewer", "chair", "operator")})
+ROLES = (*ROLES, "responder")
+FAMILIES["responder"] = frozenset({"field"})
 EVERY_ROLE_PATHS = frozenset({"/api/me"})
 # Single operations a role may use outside its consoles: inspectors export emergency-call
 # recordings as evidence (the desk's recording export).

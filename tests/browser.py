@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -35,3 +36,24 @@ def sign_in(page: Page, username: str, password: str) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
+
+
+
+class SignInTarget(Protocol):
+    """What :func:`open_page` needs of a running system (tests/conftest.py ``RunningServer``)."""
+
+    url: str
+    passwords: dict[str, str]
+
+
+def open_page(browser: Browser, server: SignInTarget, user: str, path: str, lang: str = "zh-CN",
+              viewport: dict[str, int] | None = None) -> tuple[Page, list[str]]:
+    """A page in a new ``lang`` context (default 1600x950) at ``path``, signed in as ``user``, and the
+    list its uncaught page errors go to (a test asserts it stays empty)."""
+    context = browser.new_context(locale=lang, viewport=viewport or {"width": 1600, "height": 950})  # type: ignore[arg-type]
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + path)
+    sign_in(page, user, server.passwords[user])
+    return page, errors

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -29,7 +29,14 @@ import pytest
 
 from config.settings import Settings
 from core.db import EmbeddedPostgres
-from core.runtime import CoreServices
+from core.runtime import CoreServices, SeededAccount
+
+if TYPE_CHECKING:  # mcu and Playwright are imported where a test asks for them, not by every test
+    from playwright.sync_api import Browser
+
+    from mcu.admission import PinGuard
+    from mcu.conferences import ConferenceService
+    from mcu.room import RoomSettings
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +73,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for(predicate: Any, within: float = 15.0) -> Any:
+    """Poll ``predicate()`` every 0.1 s from sync code; its first truthy value (TimeoutError after ``within`` s)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError("condition not met")
+
+
 def with_database(url: str, name: str) -> str:
     """`url` pointing at database `name` (keeps host, socket and credentials)."""
     parts = urlsplit(url)
@@ -87,16 +105,26 @@ def pg_url() -> Iterator[str]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+async def create_database(pg_url: str, name: str, template: str | None = None) -> str:
+    """Create the database ``name`` on ``pg_url``'s server, empty or a copy of ``template``; its URL."""
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    finally:
+        await admin.close()
+    return with_database(pg_url, name)
+
+
+def new_database(pg_url: str, prefix: str) -> str:
+    """From sync code: the URL of a new empty database named ``prefix`` and 12 random hex digits."""
+    return run_async(create_database(pg_url, prefix + uuid.uuid4().hex[:12]))
+
+
 @pytest.fixture
 async def fresh_db_url(pg_url: str) -> AsyncIterator[str]:
     """An empty database of its own for one test."""
     name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(pg_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(pg_url, name)
+    yield await create_database(pg_url, name)
     admin = await asyncpg.connect(pg_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -108,12 +136,80 @@ def make_settings(db_url: str, var_dir: Path, **overrides: object) -> Settings:
     return Settings(var_dir=var_dir, database={"url": db_url}, **overrides)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class SeededTemplate:
+    """A database that `CoreServices.start` migrated and seeded once, and the accounts it seeded."""
+    name: str
+    accounts: tuple[SeededAccount, ...]
+
+
+@pytest.fixture(scope="session")
+def seeded_template(pg_url: str) -> SeededTemplate:
+    """Migrated and seeded once per run by the real start-up; tests get copies (`seeded_db_url`).
+
+    Seeding hashes the demo plan's users with argon2 (about 2 s of CPU); a copy made with
+    CREATE DATABASE ... TEMPLATE takes a fraction of that, for every test that wants a seeded database.
+    """
+    name = "tmpl_" + uuid.uuid4().hex[:12]
+    url = run_async(create_database(pg_url, name))
+
+    async def seed() -> tuple[SeededAccount, ...]:
+        started = await CoreServices.start(make_settings(url, private_tmp_dir("cc-template-")))
+        try:
+            return tuple(started.seeded)
+        finally:
+            await started.stop()  # no session may stay open on a template database
+    return SeededTemplate(name, run_async(seed()))
+
+
 @pytest.fixture
-async def services(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[CoreServices]:
-    """Core services (migrated schema, bus attached, demo users seeded) on a fresh database."""
-    started = await CoreServices.start(make_settings(fresh_db_url, tmp_path))
+async def seeded_db_url(pg_url: str, seeded_template: SeededTemplate) -> AsyncIterator[str]:
+    """A database of its own for one test: migrated, with the demo users (`seeded_template.accounts`)."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    yield await create_database(pg_url, name, template=seeded_template.name)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def services(seeded_db_url: str, seeded_template: SeededTemplate,
+                   tmp_path: Path) -> AsyncIterator[CoreServices]:
+    """Core services (migrated schema, bus attached, demo users seeded) on a database of their own.
+
+    The database is a copy of `seeded_template`, so `seeded` holds that template's accounts (the
+    start-up finds users and seeds none itself)."""
+    started = await CoreServices.start(make_settings(seeded_db_url, tmp_path))
+    started.seeded = list(seeded_template.accounts)
     yield started
     await started.stop()
+
+
+@pytest.fixture
+def room_settings() -> RoomSettings:
+    """The rooms of the ``conferences`` fixture: 10 fps. A module (or folder conftest) that wants
+    others overrides this fixture."""
+    from mcu.room import RoomSettings
+    return RoomSettings(fps=10)
+
+
+@pytest.fixture
+def pin_guard() -> PinGuard | None:
+    """The ``conferences`` fixture's PIN guard; None: ConferenceService's default. Override to change."""
+    return None
+
+
+@pytest.fixture
+async def conferences(services: CoreServices, room_settings: RoomSettings,
+                      pin_guard: PinGuard | None) -> AsyncIterator[ConferenceService]:
+    """A started ConferenceService (the standing demo conference runs) on ``services``; stopped after."""
+    from mcu.conferences import ConferenceService
+    service = ConferenceService(services, room_settings=room_settings, pin_guard=pin_guard)
+    await service.start()
+    yield service
+    await service.stop()
 
 
 @dataclass
@@ -145,19 +241,22 @@ class RunningServer:
 
 
 def start_server(db_url: str, var_dir: Path, extra_env: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> RunningServer:
-    """Start `commandcenter up` as a subprocess and wait for /readyz."""
+                 timeout: float = 60.0, host: str = "127.0.0.1") -> RunningServer:
+    """Start `commandcenter up` as a subprocess and wait for /readyz. The web console listens on
+    `host` (another local address, e.g. the MCU end of an emulated line, sets ``CC_HTTP__HOST``)."""
     port = free_port()
     # Web tests don't need 12 demo cameras recording behind them; tests that do set it back.
     env = {**os.environ, "CC_VAR_DIR": str(var_dir), "CC_HTTP__PORT": str(port),
            "CC_RECORDER__DEMO_CAMERAS": "false", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    if host != "127.0.0.1":
+        env["CC_HTTP__HOST"] = host
     if db_url:
         env["DATABASE_URL"] = db_url
     else:
         env.pop("DATABASE_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "commandcenter", "up"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    server = RunningServer(f"http://127.0.0.1:{port}", process, {}, db_url)
+    server = RunningServer(f"http://{host}:{port}", process, {}, db_url)
 
     def collect() -> None:  # a thread: the pipe must be drained or the server blocks on print
         assert process.stdout is not None
@@ -199,27 +298,27 @@ def stop_server(server: RunningServer, timeout: float = 20.0) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, pg_url: str) -> Iterator[RunningServer]:
-    """A running system on its own database, shared by the tests of one module.
+def server(request: pytest.FixtureRequest, pg_url: str, seeded_template: SeededTemplate) -> Iterator[RunningServer]:
+    """A running system on its own database (a copy of `seeded_template`), shared by the tests of one module.
 
     A test module may set `SERVER_ENV = {...}` to start it with extra environment.
     """
-    name = "m_" + uuid.uuid4().hex[:12]
-
-    async def create() -> None:
-        conn = await asyncpg.connect(pg_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    run_async(create())
+    db_url = run_async(create_database(pg_url, "m_" + uuid.uuid4().hex[:12], template=seeded_template.name))
     var = private_tmp_dir("cc-var-")
-    running = start_server(with_database(pg_url, name), var,
+    running = start_server(db_url, var,
                            extra_env=getattr(request.module, "SERVER_ENV", None))
+    running.passwords.update({a.username: a.password for a in seeded_template.accounts})
     yield running
     stop_server(running)
     shutil.rmtree(var, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium (tests/browser.py) for the page tests of a module."""
+    from tests.browser import chromium
+    with chromium() as b:
+        yield b
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -268,3 +367,27 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                                    red=True, bold=True)
         for report in skipped:
             terminalreporter.write_line(f"SKIPPED {report.nodeid}: {skip_reason(report)}", red=True)
+
+
+# -- where the suite's time goes -----------------------------------------------------------------
+# Every phase's duration, per test file, written to test-artifacts/durations.json at the end: the
+# suite must stay well under 30 minutes on CI's 2 cores, and this says which files to look at.
+_DURATIONS: dict[str, dict[str, float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    per_file = _DURATIONS.setdefault(path, {"setup": 0.0, "call": 0.0, "teardown": 0.0, "tests": 0})
+    per_file[report.when] += report.duration
+    if report.when == "call":
+        per_file["tests"] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _DURATIONS:
+        return
+    import json
+    ARTIFACTS.mkdir(exist_ok=True)
+    ordered = sorted(_DURATIONS.items(), key=lambda kv: -(kv[1]["setup"] + kv[1]["call"] + kv[1]["teardown"]))
+    (ARTIFACTS / "durations.json").write_text(json.dumps(
+        {path: {k: round(v, 2) for k, v in d.items()} for path, d in ordered}, indent=1))

@@ -7,7 +7,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
+from asyncpg import TargetServerAttributeNotMatched
+from asyncpg.exceptions import (
+    AdminShutdownError,
+    CannotConnectNowError,
+    CharacterNotInRepertoireError,
+    CrashShutdownError,
+    PostgresConnectionError,
+    ReadOnlySQLTransactionError,
+    UntranslatableCharacterError,
+)
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -16,31 +25,44 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from commandcenter.node import Node
+from core.db import DatabaseUnavailable
 from web_console import (
     api,
+    camera_console,
     conference_console,
+    content_console,
+    deck_console,
     desk_console,
     dispatch_console,
     events_ws,
+    field_console,
     inspect_console,
+    leader_console,
+    monitoring_console,
     pages,
     plans_console,
+    replay_console,
+    report_console,
     resources_console,
+    sms_console,
+    warnings_console,
+    watch_console,
 )
 from web_console.auth import Forbidden, NotAuthenticated, current_principal
 from web_console.guards import BodyLimit, too_large
-from web_console.templating import render
+from web_console.i18n import translate
+from web_console.templating import language_of, render
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE / "frontend" / "node_modules"
 # Front-end packages served under /static/vendor/<name>/ (installed from npm by `make`).
-VENDOR_PACKAGES = ("swagger-ui-dist", "leaflet", "hls.js")
+VENDOR_PACKAGES = ("swagger-ui-dist", "leaflet", "hls.js", "chart.js")  # chart.js: the command view
 
 
 def wants_html(request: Request) -> bool:
-    return not request.url.path.startswith(("/api/", "/ws/", "/tiles/")) and request.url.path not in ("/openapi.json",)
+    return not request.url.path.startswith(("/api/", "/ws/", "/tiles/", "/hls/")) and request.url.path not in ("/openapi.json",)
 
 
 def create_app(node: Node, *, manage_lifecycle: bool = False) -> FastAPI:
@@ -63,7 +85,11 @@ def create_app(node: Node, *, manage_lifecycle: bool = False) -> FastAPI:
     )
     app.state.services = services
     app.state.node = node  # routes reach the running capabilities through `node_of(request)`
-    app.add_middleware(BodyLimit, limit=services.settings.http.max_body_bytes)  # 413 before the body is read
+    # 413 before the body is read; a slide deck is bounded by its own route (deck.max_mb, audited)
+    app.add_middleware(BodyLimit, limit=services.settings.http.max_body_bytes,
+                       larger={"/api/decks/": 4 * services.settings.deck.max_mb * 1024 * 1024})
+    # LL-HLS viewers' GETs without FastAPI's routing (web_console/watch_console.py)
+    app.add_middleware(watch_console.HlsFastPath)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -79,6 +105,26 @@ def create_app(node: Node, *, manage_lifecycle: bool = False) -> FastAPI:
         log.warning("text the database cannot store reached %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": [{"loc": ["body"], "msg": "文本含有数据库无法保存的字符 (NUL)",
                                          "type": "nul_character"}]}, status_code=422)
+
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(PostgresConnectionError)
+    @app.exception_handler(ReadOnlySQLTransactionError)
+    @app.exception_handler(CannotConnectNowError)
+    @app.exception_handler(AdminShutdownError)
+    @app.exception_handler(CrashShutdownError)
+    @app.exception_handler(TargetServerAttributeNotMatched)
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
+        # A database failover (core/db/failover.py): a clear 503, never a traceback.
+        key = "db.outcome_unknown" if getattr(exc, "outcome_unknown", False) else "db.unavailable"
+        log.warning("database unavailable at %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, exc)
+        headers = {"Retry-After": "5"}
+        if wants_html(request):
+            response = render(request, "error.html", status_code=503, message_key=key)
+            response.headers.update(headers)
+            return response
+        return JSONResponse({"detail": translate(language_of(request), key), "reason": key}, status_code=503,
+                            headers=headers)
 
     @app.exception_handler(NotAuthenticated)
     async def _unauthenticated(request: Request, exc: NotAuthenticated) -> Response:
@@ -119,8 +165,19 @@ def create_app(node: Node, *, manage_lifecycle: bool = False) -> FastAPI:
     app.include_router(events_ws.router)
     app.include_router(inspect_console.router)
     app.include_router(dispatch_console.router)
+    app.include_router(report_console.router)
     app.include_router(conference_console.router)
+    app.include_router(content_console.router)
+    app.include_router(deck_console.router)
     app.include_router(desk_console.router)
     app.include_router(resources_console.router)
     app.include_router(plans_console.router)
+    app.include_router(sms_console.router)
+    app.include_router(leader_console.router)
+    app.include_router(warnings_console.router)
+    app.include_router(monitoring_console.router)
+    app.include_router(watch_console.router)
+    app.include_router(replay_console.router)  # replaying recorded conferences (issue 18)
+    app.include_router(camera_console.router)  # far-end camera control (issue 18)
+    app.include_router(field_console.router)
     return app

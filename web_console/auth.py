@@ -129,6 +129,31 @@ class RoleGate:
         return principal_or_none
 
 
+class SystemTokenGate(RoleGate):
+    """Admits ``roles`` (and admins), or a system presenting a token in ``header`` that
+    ``system_of(request, token)`` names (a push feed, a warning-feed reader).
+
+    A system is not a user: it gets a principal named ``system:<name>`` (role viewer) that passes no
+    other gate. A wrong token is 401, whatever session cookie comes with it."""
+
+    def __init__(self, roles: frozenset[Role], header: str,
+                 system_of: Callable[[Request, str], str | None]) -> None:
+        super().__init__(roles)
+        self.header = header
+        self.system_of = system_of
+
+    async def __call__(self, request: Request) -> Principal:
+        token = request.headers.get(self.header)
+        if token is None:
+            return await super().__call__(request)
+        name = self.system_of(request, token)
+        if name is None:
+            raise NotAuthenticated()
+        principal = Principal(User(0, f"system:{name}", name, Role.VIEWER, False, None), "token")
+        request.state.principal = principal
+        return principal
+
+
 def require(*roles: Role) -> RoleGate:
     """A FastAPI dependency admitting the given roles (and admins); 401/403 otherwise."""
     return RoleGate(frozenset(roles))

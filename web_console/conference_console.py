@@ -14,6 +14,7 @@ Signalling protocol (JSON text frames):
     client -> {"type": "leave"} | {"type": "ping"}          server -> {"type": "pong"}
     server -> {"type": "error", "code": "malformed", "message": "..."} then close (1008)
     server -> {"type": "bye", "reason": "removed"|"ended"|...} then close (1000)
+    content sharing and request to speak: see :mod:`web_console.content_signalling`
 
 The leg lives as long as the websocket: when the socket drops (tab closed, browser killed) the
 site leaves at once.
@@ -29,8 +30,8 @@ import contextlib
 import inspect
 import json
 import re
-import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -41,7 +42,6 @@ from starlette.requests import HTTPConnection
 
 from config.roles import Role
 from core.runtime import CoreServices
-from mcu.admission import Caller
 from mcu.capability import McuCapability
 from mcu.cascade.remote_chair import apply_remotely
 from mcu.chair import ChairOperation, apply_operation
@@ -50,15 +50,15 @@ from mcu.conferences import (
     ConferenceError,
     ConferenceService,
     DialError,
-    JoinRefused,
     RemoteCommandError,
     RunningConference,
 )
 from mcu.layout import LAYOUTS
-from mcu.legs.webrtc import WebRtcLeg, WebRtcLegs
-from mcu.room import BROADCAST, RoomError
+from mcu.legs.webrtc import WebRtcLeg
+from mcu.room import RoomError
 from recorder.conference_recording import HTTP_STATUS as RECORDING_HTTP_STATUS
 from recorder.conference_recording import ConferenceRecorder, ConferenceRecordingError
+from web_console import content_signalling, field_console
 from web_console.auth import (
     SESSION_COOKIE,
     Principal,
@@ -73,8 +73,10 @@ from web_console.auth import (
     same_origin,
     services_of,
 )
+from web_console.conference_host import HostRefused, JoinRequest, LocalRoomHost, RemoteRoomHost, RoomHost
 from web_console.guards import NUL, ApiModel, TokenBucket, nul_message
-from web_console.templating import render
+from web_console.room_state import room_state
+from web_console.templating import language_of, render
 
 router = APIRouter(route_class=RoleFirstRoute)
 CHAIR_ROLES = (Role.CHAIR, Role.OPERATOR)
@@ -92,6 +94,31 @@ def _conferences(connection: HTTPConnection) -> ConferenceService:
     return _mcu(connection).conferences
 
 
+def _remote(connection: HTTPConnection, *, per_request: bool = True) -> RoomHost | None:
+    """The rooms of other nodes (node RPC) when no MCU runs here; None when one does.
+
+    `per_request`: the HTTP request's ``Idempotency-Key`` (if sent) makes a retry run once."""
+    node = node_of(connection)
+    if node.mcu is not None or node.rpc is None:
+        return None
+    key = connection.headers.get("idempotency-key") if per_request else None
+    principal = getattr(connection.state, "principal", None)
+    scoped = f"{principal.user.username}:{key[:80]}" if key and principal is not None else None
+    return RemoteRoomHost(node.rpc, language_of(connection), scoped)  # type: ignore[arg-type]
+
+
+async def _hosted(request: Request, principal: Principal, action: str, target: str, detail: dict[str, Any],
+                  work: Any) -> Any:
+    """Run `work` (a RoomHost call) for a route: audited here, refusals as {"detail": ...} with their status."""
+    try:
+        result = await work
+    except HostRefused as exc:
+        await _audit(request, principal, action, target, detail | {"error": exc.message, "code": exc.code}, "failed")
+        return _error(exc.status, exc.message)
+    await _audit(request, principal, action, target, detail | {"via": "node-rpc"})
+    return result
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
 
@@ -102,7 +129,8 @@ def _error(status: int, message: str) -> JSONResponse:
 async def console_page(request: Request, principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Response:
     plan = services_of(request).plan
     return render(request, "conference.html", layouts=LAYOUTS,
-                  meeting_rooms=[{"id": r.id, "name": r.name} for r in plan.meeting_rooms])
+                  meeting_rooms=[{"id": r.id, "name": r.name, "contacts": bool(r.contacts)}
+                                 for r in plan.meeting_rooms])
 
 
 ANONYMOUS_UNAVAILABLE = "无法加入该会议：会议号不存在、未开始、已结束、已锁定或不对访客开放"
@@ -116,6 +144,50 @@ def _join_limiter(request: Request) -> TokenBucket:
         http = services_of(request).settings.http
         limiter = request.app.state.join_limiter = TokenBucket(http.join_per_minute / 60.0, http.join_burst)
     return limiter
+
+
+@dataclass(frozen=True)
+class _RemoteRecord:
+    name: str
+    pin: bool
+    guests: bool
+
+
+async def _local_join_state(request: Request, conference_id: str) -> tuple[str, Any]:
+    """The join page's state of a conference of this node's MCU, and its record."""
+    state, record = "ok", None
+    try:
+        service = _conferences(request)
+        record = await service.get(conference_id) if conference_id.isdigit() and len(conference_id) <= 12 else None
+        conf = service.running(conference_id)
+        if record is None:
+            state = "unknown"
+        elif record.status == "ended":
+            state = "ended"
+        elif conf is None:
+            state = "not_started"
+        elif conf.room.locked:
+            state = "locked"
+    except ConferenceError:
+        state = "unknown"
+    return state, record
+
+
+async def _remote_join_state(remote: RoomHost, conference_id: str) -> tuple[str, Any]:
+    """The join page's state of a conference hosted on another node (unknown when unreachable)."""
+    if not (conference_id.isdigit() and len(conference_id) <= 12):
+        return "unknown", None
+    try:
+        found = await remote.state(conference_id)
+    except HostRefused:
+        return "unknown", None
+    conf = found.get("conference") or {}
+    record = _RemoteRecord(str(conf.get("name", "")), bool(conf.get("has_pin")), bool(conf.get("guests")))
+    if conf.get("status") == "ended":
+        return "ended", record
+    if not found.get("running"):
+        return "not_started", record
+    return ("locked" if found.get("locked") else "ok"), record
 
 
 @router.get("/join/{conference_id}", include_in_schema=False)
@@ -137,21 +209,9 @@ async def join_page(request: Request, conference_id: str) -> Response:
                               retry_after=seconds)
             response.headers["Retry-After"] = seconds
             return response
-    state, record = "ok", None
-    try:
-        service = _conferences(request)
-        record = await service.get(conference_id) if conference_id.isdigit() and len(conference_id) <= 12 else None
-        conf = service.running(conference_id)
-        if record is None:
-            state = "unknown"
-        elif record.status == "ended":
-            state = "ended"
-        elif conf is None:
-            state = "not_started"
-        elif conf.room.locked:
-            state = "locked"
-    except ConferenceError:
-        state = "unknown"
+    remote = _remote(request, per_request=False)
+    state, record = await (_remote_join_state(remote, conference_id) if remote is not None
+                           else _local_join_state(request, conference_id))
     may_skip = principal is not None and allowed(principal.user.role, frozenset(CHAIR_ROLES))
     if principal is None and (state != "ok" or record is None or not record.guests):
         return render(request, "join.html", status_code=JOIN_STATUS["unavailable"], state="unavailable",
@@ -174,6 +234,8 @@ class CreateConference(ApiModel):
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     start_now: bool = False
+    # meeting notice by SMS to the rooms' contacts (issue 20); None: on when a room has contacts
+    sms_notice: bool | None = None
 
 
 class Extend(ApiModel):
@@ -202,25 +264,6 @@ class Operation(ApiModel):
         return ChairOperation(**self.model_dump())
 
 
-def room_state(conf: RunningConference) -> dict[str, Any]:
-    room = conf.room
-    panes = []
-    for pane in room.panes:
-        kind = type(pane).__name__.replace("Pane", "").lower()
-        panes.append({"mode": kind, "site": getattr(pane, "participant_id", None)})
-    return {
-        "conference": conf.record.to_json(), "running": True, "layout": room.layout, "panes": panes,
-        "broadcast": room.broadcast_id, "voice_activated": room.voice_activated,
-        "polling": {"sites": list(room.polling.participant_ids), "interval": room.polling.interval,
-                    "pane": room.polling_pane} if room.polling else None,
-        "banner": {"text": room.banner.text, "position": room.banner.position, "scroll": room.banner.scroll}
-        if room.banner else None,
-        "labels": room.labels, "locked": room.locked, "chair": room.chair_id, "selected": dict(room.selected),
-        "speaker": room.active_speaker, "sites": conf.site_list(), "layouts": list(LAYOUTS),
-        "encoders": [f"{k.view_id}/{k.codec}/{k.width}x{k.height}" for k in room.encoder_keys],
-    }
-
-
 async def _audit(request: Request, principal: Principal, action: str, target: str, detail: dict[str, Any],
                  outcome: str = "ok") -> None:
     await services_of(request).audit.record(principal.user.username, action, target, outcome=outcome,
@@ -230,6 +273,11 @@ async def _audit(request: Request, principal: Principal, action: str, target: st
 @router.get("/api/conferences", tags=["conference"])
 async def list_conferences(request: Request, principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))],
                            include_ended: bool = False) -> Any:
+    if (remote := _remote(request)) is not None:
+        try:
+            return await remote.conferences(include_ended)
+        except HostRefused as exc:
+            return _error(exc.status, exc.message)
     service = _conferences(request)
     return [{**r.to_json(), "running": service.running(r.id) is not None}
             for r in await service.list_conferences(include_ended)]
@@ -241,15 +289,27 @@ async def meeting_rooms(request: Request, principal: Annotated[Principal, Depend
             for r in services_of(request).plan.meeting_rooms]
 
 
+def _sms_notice(request: Request, body: CreateConference) -> bool:
+    """Whether the rooms' contacts get the meeting notice: the form's choice, else when any has contacts."""
+    if body.sms_notice is not None:
+        return body.sms_notice
+    return any(r.contacts for r in services_of(request).plan.meeting_rooms if r.id in body.sites)
+
+
 @router.post("/api/conferences", status_code=201, tags=["conference"])
 async def create_conference(request: Request, body: CreateConference,
                             principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    service = _conferences(request)
     detail = body.model_dump(mode="json", exclude={"pin"}) | {"has_pin": bool(body.pin)}
+    if (remote := _remote(request)) is not None:  # scheduled by a live MCU node, which hosts it when started
+        fields = body.model_dump(mode="json", exclude={"start_now", "sms_notice"})
+        created = await _hosted(request, principal, "conference.create", body.name, detail,
+                                remote.create(fields, principal.user.username, body.start_now))
+        return JSONResponse(created, status_code=201) if isinstance(created, dict) else created
+    service = _conferences(request)
     try:
         record = await service.create(name=body.name, actor=principal.user.username, pin=body.pin,
                                       guests=body.guests, sites=body.sites, starts_at=body.starts_at,
-                                      ends_at=body.ends_at)
+                                      ends_at=body.ends_at, notify=_sms_notice(request, body))
         if body.start_now:
             await service.start_conference(record.id, principal.user.username)
     except ConferenceError as exc:
@@ -262,6 +322,9 @@ async def create_conference(request: Request, body: CreateConference,
 @router.post("/api/conferences/{conference_id}/start", tags=["conference"])
 async def start_conference(request: Request, conference_id: str,
                            principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    if (remote := _remote(request)) is not None:
+        return await _hosted(request, principal, "conference.start", conference_id, {},
+                             remote.start(conference_id, principal.user.username))
     service = _conferences(request)
     try:
         conf = await service.start_conference(conference_id, principal.user.username)
@@ -275,6 +338,9 @@ async def start_conference(request: Request, conference_id: str,
 @router.post("/api/conferences/{conference_id}/extend", tags=["conference"])
 async def extend_conference(request: Request, conference_id: str, body: Extend,
                             principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    if (remote := _remote(request)) is not None:
+        return await _hosted(request, principal, "conference.extend", conference_id, {"minutes": body.minutes},
+                             remote.extend(conference_id, body.minutes, principal.user.username))
     service = _conferences(request)
     try:
         record = await service.extend(conference_id, body.minutes, principal.user.username)
@@ -288,6 +354,9 @@ async def extend_conference(request: Request, conference_id: str, body: Extend,
 @router.post("/api/conferences/{conference_id}/end", tags=["conference"])
 async def end_conference(request: Request, conference_id: str,
                          principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+    if (remote := _remote(request)) is not None:
+        return await _hosted(request, principal, "conference.end", conference_id, {},
+                             remote.end(conference_id, principal.user.username))
     service = _conferences(request)
     try:
         await service.end(conference_id, principal.user.username)
@@ -300,7 +369,13 @@ async def end_conference(request: Request, conference_id: str,
 
 @router.get("/api/conferences/{conference_id}", tags=["conference"])
 async def conference_state(request: Request, conference_id: str,
-                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
+                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES, Role.LEADER))]) -> Any:
+    """The conference's state; the leader reads it too (the command view's camera control lists its sites)."""
+    if (remote := _remote(request)) is not None:
+        try:
+            return await remote.state(conference_id)
+        except HostRefused as exc:
+            return _error(exc.status, exc.message)
     service = _conferences(request)
     conf = service.running(conference_id)
     if conf is not None:
@@ -318,8 +393,11 @@ async def conference_state(request: Request, conference_id: str,
 async def chair_operation(request: Request, conference_id: str, body: Operation,
                           principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
     """One chair operation (see `apply_operation`); refused operations change nothing and say why."""
-    service = _conferences(request)
     detail = body.model_dump(exclude_defaults=True)
+    if (remote := _remote(request)) is not None:  # the room runs on another node: operate it there
+        return await _hosted(request, principal, f"conference.{body.op}", conference_id, detail,
+                             remote.operate(conference_id, body.chair_operation()))
+    service = _conferences(request)
     conf = service.running(conference_id)
     if conf is None:
         await _audit(request, principal, f"conference.{body.op}", conference_id, detail | {"error": "not running"},
@@ -387,9 +465,12 @@ async def dial_site(request: Request, conference_id: str, site_id: str, action: 
     404 conference not running or site not in it, 409 already calling/connected (invite) or not
     connected (hang-up), 501 no dialer for the site's protocol on this node, 503 no media ports.
     """
-    service = _conferences(request)
     if action not in DIAL_ACTIONS:
         return _error(404, f"未知操作：{action}")
+    if (remote := _remote(request)) is not None:
+        return await _hosted(request, principal, f"conference.{action}", f"{conference_id}/{site_id}", {},
+                             _ok(remote.dial(conference_id, site_id, action, principal.user.username)))
+    service = _conferences(request)
     try:
         await service.dial(conference_id, site_id, action, principal.user.username)
     except ConferenceError as exc:
@@ -397,6 +478,11 @@ async def dial_site(request: Request, conference_id: str, site_id: str, action: 
                      "failed")
         return _error(_dial_status(exc), str(exc))
     await _audit(request, principal, f"conference.{action}", f"{conference_id}/{site_id}", {})
+    return {"ok": True}
+
+
+async def _ok(work: Any) -> dict[str, bool]:
+    await work
     return {"ok": True}
 
 
@@ -460,6 +546,13 @@ async def recording_state(request: Request, conference_id: str,
     DELETE it is gone (404), as REST clients and checkers expect. The footage already written
     stays in the tamper-evident store for inspectors, under retention and legal holds.
     """
+    if (remote := _remote(request)) is not None:
+        try:
+            return await remote.recording(conference_id, "state", principal.user.username, client_address(request))
+        except HostRefused as exc:
+            if exc.code == "not_recording":  # the same shape as this node's own answer below
+                return JSONResponse({"detail": exc.message, "available": True, "recording": False}, status_code=404)
+            return _error(exc.status, exc.message)
     recorder = _conference_recorder(request)
     if recorder is None:
         return {"available": False, "recording": False}
@@ -471,6 +564,10 @@ async def recording_state(request: Request, conference_id: str,
 
 
 async def _recording_action(request: Request, conference_id: str, principal: Principal, start: bool) -> Any:
+    if (remote := _remote(request)) is not None:
+        verb = "start" if start else "stop"
+        return await _hosted(request, principal, f"conference.recording.{verb}", conference_id, {},
+                             remote.recording(conference_id, verb, principal.user.username, client_address(request)))
     recorder = _conference_recorder(request)
     if recorder is None:
         return _error(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）")
@@ -545,77 +642,111 @@ async def signalling(websocket: WebSocket, conference_id: str) -> None:
     except (ValueError, ValidationError) as exc:
         await _malformed(websocket, f"bad first message: {str(exc)[:200]}")
         return
-    try:
-        mcu = _mcu(websocket)
-        if mcu.webrtc is None:  # an MCU started without WebRTC legs (tests build such)
-            raise ConferenceError("本节点未运行 WebRTC")
-    except ConferenceError as exc:
-        await _send(websocket, {"type": "refused", "code": "unavailable", "message": str(exc)})
+    if principal is not None and principal.user.role is Role.RESPONDER and not await field_console.responder_may_join(
+            websocket, principal.user.username, conference_id):  # a unit's crew: its incident's command conference only
+        await services.audit.record(principal.user.username, f"conference.{message.type}", conference_id,
+                                    outcome="denied", source=websocket.client.host if websocket.client else "",
+                                    detail={"code": "forbidden"})
+        await _send(websocket, {"type": "refused", "code": "forbidden", "message": "单兵只能加入本力量警情的指挥会议"})
         await websocket.close(code=1000)
         return
-    leg = await _admit(websocket, services, mcu.conferences, mcu.webrtc, principal, conference_id, message)
+    if (remote := _remote(websocket, per_request=False)) is not None:  # the room runs on another node
+        await _proxy_leg(websocket, services, remote, principal, conference_id, message)
+        return
+    try:
+        mcu = _mcu(websocket)
+    except HTTPException as exc:
+        await _send(websocket, {"type": "refused", "code": "unavailable", "message": str(exc.detail)})
+        await websocket.close(code=1000)
+        return
+    leg = await _admit(websocket, services, LocalRoomHost(mcu), principal, conference_id, message)
     if leg is None:
         return
     await _run_leg(websocket, leg)
 
 
-async def _admit(websocket: WebSocket, services: CoreServices, service: ConferenceService, legs: WebRtcLegs,
-                 principal: Principal | None, conference_id: str, message: JoinMessage) -> WebRtcLeg | None:
+def _join_request(websocket: WebSocket, principal: Principal | None, conference_id: str,
+                  message: JoinMessage) -> JoinRequest:
     chair = principal is not None and allowed(principal.user.role, frozenset(CHAIR_ROLES))
-    source = websocket.client.host if websocket.client else ""
-    actor = principal.user.username if principal else "guest"
+    # the leader previews too: the command view's receive-only video (issue 19)
+    may_preview = chair or (principal is not None and principal.user.role is Role.LEADER)
+    return JoinRequest(conference_id, message.type, message.sdp, message.name, message.pin, message.codec,
+                       principal.user.username if principal else None,
+                       principal.user.display_name if principal else "", chair,
+                       websocket.client.host if websocket.client else "", may_preview)
 
-    async def refuse(code: str, text: str, retry_after: float = 0.0) -> None:
-        await services.audit.record(actor, f"conference.{message.type}", conference_id, outcome="denied",
-                                    source=source, detail={"code": code})
-        await _send(websocket, {"type": "refused", "code": code, "message": text, "retry_after": retry_after})
-        with contextlib.suppress(Exception):
-            await websocket.close(code=1000)
 
-    if message.type == "preview":
-        conf = service.running(conference_id)
-        if not chair or conf is None:
-            await refuse("forbidden" if not chair else "not_started", "无权预览" if not chair else "会议未在进行")
-            return None
-        if not conf.record.dial_in:  # the room of an emergency call: the desk's, nobody else's
-            await refuse("protected", "该会议不接受呼入")
-            return None
-        leg = legs.create(conf, participant_id=f"preview-{secrets.token_hex(4)}", view=BROADCAST)
-    else:
-        if principal is None:  # anonymous: one answer for every conference a guest may not join
-            record = await service.get(conference_id) if conference_id.isdigit() and len(conference_id) <= 12 else None
-            if record is None or not record.guests:
-                await refuse("unavailable", ANONYMOUS_UNAVAILABLE)
-                return None
-        # The one admission policy (mcu.admission): a console login is the identity, chair roles host.
-        caller = Caller("webrtc", source, identity=f"console:{principal.user.username}" if principal else None,
-                        pin=message.pin or None, host=chair)
-        try:
-            conf = await service.admit(conference_id, caller)
-        except JoinRefused as exc:
-            if principal is None and exc.code in ("unknown", "ended", "not_started", "locked", "auth_required",
-                                                  "protected"):
-                await refuse("unavailable", ANONYMOUS_UNAVAILABLE)
-            elif exc.code == "auth_required":
-                await refuse("login_required", "该会议需要登录后加入")
-            elif exc.code == "pin_required":  # the page asks for the PIN on this code
-                await refuse("wrong_pin", exc.message)
-            else:
-                await refuse(exc.code, exc.message, exc.retry_after)
-            return None
-        default = (principal.user.display_name or principal.user.username) if principal else "访客"
-        name = "".join(c for c in message.name.strip() if c.isprintable()) or default
-        leg = legs.create(conf, participant_id=f"web-{secrets.token_hex(4)}", name=name)
+async def _refuse(websocket: WebSocket, services: CoreServices, req: JoinRequest, exc: HostRefused) -> None:
+    if exc.code == "malformed":
+        await _malformed(websocket, exc.message)
+        return
+    await services.audit.record(req.username or "guest", f"conference.{req.kind}", req.conference_id,
+                                outcome="denied", source=req.source, detail={"code": exc.code})
+    await _send(websocket, {"type": "refused", "code": exc.code, "message": exc.message,
+                            "retry_after": exc.retry_after})
+    with contextlib.suppress(Exception):
+        await websocket.close(code=1000)
+
+
+async def _proxy_leg(websocket: WebSocket, services: CoreServices, host: RoomHost, principal: Principal | None,
+                     conference_id: str, message: JoinMessage) -> None:
+    """Signalling for a room on another node: the offer, pings and leave go there over node RPC."""
+    req = _join_request(websocket, principal, conference_id, message)
     try:
-        answer = await leg.answer(message.sdp, codec=message.codec)
-    except (ValueError, RoomError) as exc:
-        await leg.close("failed")
-        if isinstance(exc, RoomError):
-            await refuse("refused", str(exc))
-        else:
-            await _malformed(websocket, str(exc)[:200])
+        joined = await host.join(req)
+    except HostRefused as exc:
+        await _refuse(websocket, services, req, exc)
+        return
+    participant = str(joined["participant_id"])
+    await services.audit.record(req.username or "guest", f"conference.{req.kind}", conference_id, source=req.source,
+                                detail={"participant_id": participant, "name": joined.get("name"),
+                                        "codec": joined.get("codec"), "via": "node-rpc"})
+    await _send(websocket, {"type": "answer", "sdp": joined["sdp"], "participant_id": participant,
+                            "codec": joined.get("codec")})
+    try:
+        while True:
+            try:
+                raw = await websocket.receive_text()
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                return
+            try:
+                parsed = json.loads(raw)
+                kind = parsed.get("type") if isinstance(parsed, dict) else None
+            except ValueError:
+                kind = None
+            if kind == "ping":
+                try:
+                    state = await host.leg_state(conference_id, participant)
+                except HostRefused as exc:  # the hosting node died: so did the leg
+                    state = {"open": False, "reason": exc.code}
+                if not state.get("open"):
+                    await _send(websocket, {"type": "bye", "reason": state.get("reason") or "ended"})
+                    with contextlib.suppress(Exception):
+                        await websocket.close(code=1000)
+                    return
+                await _send(websocket, {"type": "pong", "stats": state.get("stats")})
+            elif kind == "leave":
+                await _send(websocket, {"type": "bye", "reason": "left"})
+                with contextlib.suppress(Exception):
+                    await websocket.close(code=1000)
+                return
+            else:
+                await _malformed(websocket, f"unexpected message: {raw[:80]!r}")
+                return
+    finally:
+        await host.leave(conference_id, participant)
+
+
+async def _admit(websocket: WebSocket, services: CoreServices, host: LocalRoomHost, principal: Principal | None,
+                 conference_id: str, message: JoinMessage) -> WebRtcLeg | None:
+    req = _join_request(websocket, principal, conference_id, message)
+    try:
+        leg, answer = await host.admit(req)
+    except HostRefused as exc:
+        await _refuse(websocket, services, req, exc)
         return None
-    await services.audit.record(actor, f"conference.{message.type}", conference_id, source=source,
+    await services.audit.record(req.username or "guest", f"conference.{message.type}", conference_id,
+                                source=req.source,
                                 detail={"participant_id": leg.participant_id, "name": leg.name, "codec": leg.codec})
     await _send(websocket, {"type": "answer", "sdp": answer, "participant_id": leg.participant_id,
                             "codec": leg.codec})
@@ -625,6 +756,16 @@ async def _admit(websocket: WebSocket, services: CoreServices, service: Conferen
 async def _run_leg(websocket: WebSocket, leg: WebRtcLeg) -> None:
     """Serve the signalling socket until the peer leaves, the leg ends or a message is malformed."""
     closed_wait = asyncio.create_task(leg.closed.wait())
+    content = _mcu(websocket).content
+    detach = content_signalling.attach(websocket, content, leg)
+    sends: set[asyncio.Task[None]] = set()
+
+    def signal(message: dict[str, Any]) -> None:  # e.g. the pane size the browser should send (mcu.pane_size)
+        task = asyncio.get_running_loop().create_task(_send(websocket, message))
+        sends.add(task)
+        task.add_done_callback(sends.discard)
+
+    detach_size = leg.attach_signalling(signal)
     try:
         while True:
             receive = asyncio.create_task(websocket.receive_text())
@@ -648,6 +789,8 @@ async def _run_leg(websocket: WebSocket, leg: WebRtcLeg) -> None:
                 kind = None
             if kind == "ping":
                 await _send(websocket, {"type": "pong", "stats": leg.describe()})
+            elif isinstance(kind, str) and kind in content_signalling.CONTENT_MESSAGES:
+                await content_signalling.handle(websocket, content, leg, message)
             elif kind == "leave":
                 await leg.close("left")
                 await _send(websocket, {"type": "bye", "reason": "left"})
@@ -658,6 +801,8 @@ async def _run_leg(websocket: WebSocket, leg: WebRtcLeg) -> None:
                 await _malformed(websocket, f"unexpected message: {raw[:80]!r}")
                 return
     finally:
+        detach()
+        detach_size()
         closed_wait.cancel()
         with contextlib.suppress(BaseException):
             await closed_wait

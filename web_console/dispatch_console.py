@@ -1,25 +1,22 @@
-"""The dispatch map console (role dispatcher): its page, REST API, AVL websocket, situation report
-and offline tiles. The work is done by ``dispatch.service.DispatchService`` (the capability
-``Node.dispatch``); this module maps HTTP onto it and model errors onto statuses:
+"""The dispatch map console (role dispatcher): its page, REST API, AVL websocket and offline tiles
+(the situation report is ``web_console/report_console.py``). The work is done by
+``dispatch.service.DispatchService`` (the capability ``Node.dispatch``); this module maps HTTP onto it and model errors onto statuses:
 unknown → 404, a refused change or a unit already taken → 409, bad input → 422 (EIDO and CAP list
 every problem)."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field
 
 from config.roles import Role
 from dispatch.exchange.cap import CapError
 from dispatch.exchange.eido import EidoError
-from dispatch.map_layers import incident_points, unit_points
 from dispatch.model import (
     AGENCIES,
     CAPABILITY_NAMES,
@@ -35,8 +32,7 @@ from dispatch.model import (
 from dispatch.names_en import english_names
 from dispatch.service import DispatchService, IncidentNotFound
 from dispatch.views import recommendation_view, timeline_view
-from gis.map_builder import PRIORITY_COLOURS, MapPoint, MapSpec, areas_geojson, render_html
-from gis.mbtiles import MBTilesError, MBTilesReader
+from gis.map_builder import PRIORITY_COLOURS, areas_geojson
 from web_console.auth import (
     Principal,
     RoleFirstRoute,
@@ -46,17 +42,21 @@ from web_console.auth import (
     require,
     resolve_principal,
     same_origin,
-    services_of,
 )
 from web_console.guards import ApiModel, nul_error, nul_message, nul_path
 from web_console.templating import language_of, render
+from web_console.tiles import mbtiles_path, tile_response
 
 router = APIRouter(route_class=RoleFirstRoute)
 
 DISPATCHERS = require(Role.DISPATCHER)
 READERS = require(Role.DISPATCHER, Role.CALLTAKER)
+# read-only: the map, incidents and units for the leader and the chair too (issue 19); they change nothing
+WATCHERS = require(Role.DISPATCHER, Role.CALLTAKER, Role.CHAIR, Role.LEADER)
 Dispatcher = Annotated[Principal, Depends(DISPATCHERS)]
 Reader = Annotated[Principal, Depends(READERS)]
+Watcher = Annotated[Principal, Depends(WATCHERS)]
+MapViewer = Annotated[Principal, Depends(require(Role.DISPATCHER, Role.CHAIR, Role.LEADER))]  # the /dispatch page
 
 
 def service_of(request: Request | WebSocket) -> DispatchService:
@@ -157,7 +157,7 @@ def legend() -> dict[str, Any]:
 
 
 @router.get("/api/dispatch/state", tags=["dispatch"])
-async def state(request: Request, principal: Reader) -> dict[str, Any]:
+async def state(request: Request, principal: Watcher) -> dict[str, Any]:
     """Everything the map console draws at load: mode, boundaries, stations, units, open incidents.
 
     In training mode the open incidents are the drill's plus every open real one: a real emergency
@@ -181,7 +181,7 @@ async def state(request: Request, principal: Reader) -> dict[str, Any]:
 
 
 @router.get("/api/dispatch/stats", tags=["dispatch"])
-async def stats(request: Request, principal: Reader) -> dict[str, Any]:
+async def stats(request: Request, principal: Watcher) -> dict[str, Any]:
     """Counts of real incidents and units; training (演练) data is excluded."""
     return await service_of(request).statistics()
 
@@ -198,7 +198,7 @@ async def training(request: Request, body: TrainingToggle, principal: Dispatcher
 
 
 @router.get("/api/incidents", tags=["dispatch"])
-async def list_incidents(request: Request, principal: Reader, open: bool = True,
+async def list_incidents(request: Request, principal: Watcher, open: bool = True,
                          training: bool | None = None) -> list[dict[str, Any]]:
     svc = service_of(request)
     return [svc.view(i) for i in await svc.incidents(training=training, open_only=open)]
@@ -222,7 +222,7 @@ async def duplicates(request: Request, principal: Reader, lon: float, lat: float
 
 
 @router.get("/api/incidents/{incident_id}", tags=["dispatch"])
-async def get_incident(request: Request, incident_id: str, principal: Reader) -> dict[str, Any]:
+async def get_incident(request: Request, incident_id: str, principal: Watcher) -> dict[str, Any]:
     svc = service_of(request)
     with model_errors():
         inc = await svc.incident(incident_id)
@@ -311,7 +311,7 @@ async def merge(request: Request, incident_id: str, body: OtherIncident, princip
 
 
 @router.get("/api/incidents/{incident_id}/recommendations", tags=["dispatch"])
-async def recommendations(request: Request, incident_id: str, principal: Reader,
+async def recommendations(request: Request, incident_id: str, principal: Watcher,
                           exclude: Annotated[list[str] | None, Query()] = None) -> dict[str, Any]:
     """Per run-card requirement: eligible units ranked by ETA, with the reasons."""
     svc = service_of(request)
@@ -345,7 +345,7 @@ async def command_conference(request: Request, incident_id: str, principal: Disp
 
 
 @router.get("/api/incidents/{incident_id}/eido", tags=["dispatch"])
-async def export_eido(request: Request, incident_id: str, principal: Reader) -> dict[str, Any]:
+async def export_eido(request: Request, incident_id: str, principal: Watcher) -> dict[str, Any]:
     """The incident as a NENA EIDO (NENA-STA-021) JSON document."""
     with model_errors():
         return await service_of(request).export_eido(incident_id)
@@ -377,7 +377,7 @@ async def import_eido(request: Request, principal: Dispatcher) -> Any:
 
 
 @router.get("/api/units", tags=["dispatch"])
-async def list_units(request: Request, principal: Reader, training: bool | None = None) -> list[dict[str, Any]]:
+async def list_units(request: Request, principal: Watcher, training: bool | None = None) -> list[dict[str, Any]]:
     svc = service_of(request)
     return [svc.unit_json(u) for u in svc.units(training)]
 
@@ -454,7 +454,7 @@ async def issue_cap(request: Request, body: CapRequest, principal: Dispatcher) -
 
 
 @router.get("/api/cap/{identifier}", tags=["dispatch"])
-async def cap_xml(request: Request, identifier: str, principal: Reader) -> Response:
+async def cap_xml(request: Request, identifier: str, principal: Watcher) -> Response:
     xml = await service_of(request).cap_alert_xml(identifier)
     if xml is None:
         raise HTTPException(404, f"预警 {identifier} 不存在")
@@ -462,80 +462,28 @@ async def cap_xml(request: Request, identifier: str, principal: Reader) -> Respo
 
 
 @router.get("/api/gazetteer", tags=["dispatch"])
-async def gazetteer(request: Request, principal: Reader, q: str = Query(min_length=1, max_length=50),
+async def gazetteer(request: Request, principal: Watcher, q: str = Query(min_length=1, max_length=50),
                     limit: int = Query(10, ge=1, le=50)) -> list[dict[str, Any]]:
     """Places by Chinese name, pinyin, initials or a fuzzy match."""
     return service_of(request).search_places(q, limit)
 
 
-def _mbtiles_path(request: Request) -> Path:
-    settings = services_of(request).settings
-    return settings.dispatch.mbtiles or settings.var_dir / "tiles.mbtiles"
-
-
 @router.get("/tiles/{z}/{x}/{y}", tags=["dispatch"])
-async def tiles(request: Request, z: int, x: int, y: int, principal: Reader) -> Response:
+async def tiles(request: Request, z: int, x: int, y: int, principal: Watcher) -> Response:
     """Offline raster tiles from a local MBTiles file (``dispatch.mbtiles``, default ``var/tiles.mbtiles``)."""
-    path = _mbtiles_path(request)
-    if not path.is_file():
-        raise HTTPException(404, "未配置离线瓦片")
-    try:
-        with MBTilesReader(path) as reader:
-            data = await asyncio.to_thread(reader.get_tile, z, x, y)
-    except MBTilesError as e:
-        raise HTTPException(500, str(e)) from None
-    if data is None:
-        raise HTTPException(404, "无此瓦片")
-    media = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg" if data[:2] == b"\xff\xd8" else "application/octet-stream"
-    return Response(data, media_type=media, headers={"Cache-Control": "max-age=86400"})
+    return await tile_response(request, z, x, y)
 
 
 # ---------------------------------------------------------------- pages
 
 
 @router.get("/dispatch", include_in_schema=False)
-async def console_page(request: Request, principal: Dispatcher) -> Response:
+async def console_page(request: Request, principal: MapViewer) -> Response:
     from web_console.i18n import texts_with_prefix  # (imported here: the page's resource texts)
 
     svc = service_of(request)
     lang = language_of(request)
-    return render(request, "dispatch.html", training=svc.training, tiles=_mbtiles_path(request).is_file(),
+    return render(request, "dispatch.html", training=svc.training, tiles=mbtiles_path(request).is_file(),
                   names=english_names() if lang == "en" else {},
-                  resource_texts=texts_with_prefix(lang, "resources."))
-
-
-@router.get("/dispatch/incidents/{incident_id}/report", include_in_schema=False)
-async def report_page(request: Request, incident_id: str, principal: Reader) -> Response:
-    """Printable situation report: facts, components, units, timeline and a map."""
-    svc = service_of(request)
-    with model_errors():
-        inc = await svc.incident(incident_id)
-    units = [svc.unit_json(svc.recommender.units[u]) for c in inc.components for u in (*c.units, *c.released_units)
-             if u in svc.recommender.units]
-    return render(request, "dispatch_report.html", inc=svc.view(inc), timeline=timeline_view(inc), units=units,
-                  conferences=await svc.conferences(incident_id))
-
-
-def _facilities(svc: DispatchService, kind: str) -> list[MapPoint]:
-    return [MapPoint(f.id, f.name, f.position[0], f.position[1], approximate=f.position_quality != "surveyed")
-            for f in svc.plan.facilities if f.kind == kind]
-
-
-@router.get("/dispatch/incidents/{incident_id}/report/map", include_in_schema=False)
-async def report_map(request: Request, incident_id: str, principal: Reader) -> HTMLResponse:
-    """The report's folium map (every asset local)."""
-    svc = service_of(request)
-    with model_errors():
-        inc = await svc.incident(incident_id)
-    now = svc.clock()
-    ids = {u for c in inc.components for u in (*c.units, *c.released_units)}
-    units = [svc.recommender.units[u] for u in ids if u in svc.recommender.units]
-    spec = MapSpec(
-        counties=list(svc.jurisdictions.counties.areas),
-        layers={"incidents": incident_points([inc]), "units": unit_points(units, svc.stations, now),
-                "stations": [MapPoint(s.id, s.name, s.lon, s.lat, approximate=s.approximate)
-                             for s in svc.stations.values()],
-                "hydrants": _facilities(svc, "hydrant"), "flood_gauges": _facilities(svc, "flood_gauge")},
-        center=(inc.location.lon, inc.location.lat), zoom=12)
-    return HTMLResponse(await asyncio.to_thread(render_html, spec))
-
+                  resource_texts=texts_with_prefix(lang, "resources."),
+                  read_only=principal.user.role in (Role.CHAIR, Role.LEADER))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from core.bus import visible_to
 from core.tasks import cancel_and_wait
@@ -33,7 +33,9 @@ async def stream_until_disconnect(websocket: WebSocket, pump: Callable[[], Await
 
 
 @router.websocket("/ws/events")
-async def events(websocket: WebSocket, topics: str = "*") -> None:
+async def events(websocket: WebSocket, topics: str = "*", since: int | None = Query(None, ge=0)) -> None:
+    """Live events; with `since=<event id>`, first the stored events after that id (a console that
+    reconnects after a node or database failover catches up; each event is sent once)."""
     services = websocket.app.state.services
     principal = await resolve_principal(
         services, websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE))
@@ -43,9 +45,17 @@ async def events(websocket: WebSocket, topics: str = "*") -> None:
     await websocket.accept()
     role = principal.user.role
     with services.bus.subscribe(topics) as subscription:
+        # subscribed first, then read the backlog: an event in between comes both ways, sent once
+        backlog = await services.bus.stored_since(since, topics) if since is not None else []
+        sent = {e.id for e in backlog}
 
         async def pump() -> None:
+            for event in backlog:
+                if visible_to(event.topic, role):
+                    await websocket.send_text(event.json_text)
             async for event in subscription:
+                if event.id in sent:
+                    continue
                 if visible_to(event.topic, role):
                     await websocket.send_text(event.json_text)
 

@@ -31,8 +31,10 @@ from pydantic import ConfigDict, Field
 
 from config.roles import Role
 from recorder.cameras import planned_cameras
+from recorder.conference_recording import CAMERA_PREFIX
 from recorder.holds import HoldError
 from recorder.index import NoRecording, Span
+from recorder.replay import broadcast_track_only
 from recorder.service import AccessError, RecorderService
 from recorder.signing import SignatureError
 from recorder.store import StoreError, parse_key
@@ -332,6 +334,10 @@ async def segment(request: Request, key: str, principal: Annotated[Principal, De
     path = service.store.local_path(key)
     if path is None or not path.is_file():
         raise _fail(404, "segment_missing", "录像文件不存在 (the segment file is missing from the store)")
+    if seg.camera.startswith(CAMERA_PREFIX):  # a conference segment with a content track: the player's
+        people = await asyncio.to_thread(broadcast_track_only, path)  # one SourceBuffer takes the broadcast
+        if people is not None:
+            return Response(people, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
     return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
 
 

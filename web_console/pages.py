@@ -44,9 +44,15 @@ CONSOLES: tuple[Console, ...] = (
     Console("conference", "/conference", frozenset({Role.CHAIR, Role.OPERATOR})),
     Console("watch", "/watch", frozenset({Role.VIEWER, Role.CHAIR, Role.OPERATOR})),
     Console("desk", "/desk", frozenset({Role.CALLTAKER})),
-    Console("dispatch", "/dispatch", frozenset({Role.DISPATCHER})),
+    Console("dispatch", "/dispatch", frozenset({Role.DISPATCHER, Role.CHAIR, Role.LEADER})),  # chair, leader: read-only
     Console("inspect", "/inspect", frozenset({Role.INSPECTOR})),
+    Console("command", "/command", frozenset({Role.LEADER, Role.CHAIR})),  # 领导指挥视图: leader_console.py
+    Console("warnings", "/warnings", frozenset({Role.DISPATCHER, Role.LEADER, Role.CHAIR})),  # 预警发布: warnings_console.py
+    Console("sms", "/sms", frozenset({Role.DISPATCHER, Role.LEADER})),  # 短信平台: sms_console.py (leader reads)
+    Console("field", "/field", frozenset({Role.RESPONDER})),  # 单兵移动端: field_console.py (issue 20)
+    Console("replay", "/replay", frozenset({Role.VIEWER, Role.CHAIR, Role.OPERATOR})),  # 会议录像回放: replay_console.py
     Console("users", "/admin/users", frozenset()),
+    Console("crews", "/admin/crews", frozenset()),  # 单兵绑定: field_console.py (issue 20)
     Console("audit", "/admin/audit", frozenset()),
     Console("docs", "/docs", frozenset()),
 )
@@ -132,7 +138,7 @@ def _console_page(console: Console) -> None:
 
 
 for _console in CONSOLES[:5]:
-    if _console.key not in ("inspect", "dispatch", "conference", "desk"):  # each served by its own module
+    if _console.key not in ("inspect", "dispatch", "conference", "desk", "watch"):  # each served by its own module
         _console_page(_console)
 
 

@@ -3,7 +3,8 @@ activation on an incident, level changes and the task list per agency (dispatche
 the leader on duty), and the agency desks. The work is done by ``dispatch.plans.service.PlanService``,
 reached through ``plans_of`` only.
 
-Who may: reading plans and an incident's activations — dispatchers and the chair; activating,
+Who may: reading plans and an incident's activations — dispatchers, the chair and the leader
+(领导, read-only: the command view, issue 19); activating,
 changing the level, ending, updating tasks — dispatchers and the chair, except that an agency desk
 (a dispatcher listed in ``agency_desks``) sees and updates only its agency's tasks and may not
 activate or change levels (403); uploading, approving and assigning desks — admins.
@@ -46,8 +47,10 @@ from web_console.templating import language_of, render
 router = APIRouter(route_class=RoleFirstRoute)
 
 ACTORS = require(Role.DISPATCHER, Role.CHAIR)
+READERS = require(Role.DISPATCHER, Role.CHAIR, Role.LEADER)  # the leader reads, never changes (issue 19)
 ADMINS = require()
 Actor = Annotated[Principal, Depends(ACTORS)]
+Reader = Annotated[Principal, Depends(READERS)]
 Admin = Annotated[Principal, Depends(ADMINS)]
 MAX_DOCUMENT = 200_000
 # ids as the database stores them (a larger number could not be a row: 404, not an overflow)
@@ -124,7 +127,7 @@ def _legend(en: bool) -> dict[str, Any]:
 
 
 @router.get("/api/plans", tags=["plans"])
-async def list_plans(request: Request, principal: Actor) -> dict[str, Any]:
+async def list_plans(request: Request, principal: Reader) -> dict[str, Any]:
     """Every plan with its versions and the approved one; the caller's desk agency; names to show."""
     svc = plans_of(request)
     return {"plans": await svc.plans(), "desk_agency": await _desk(request, principal),
@@ -132,7 +135,7 @@ async def list_plans(request: Request, principal: Actor) -> dict[str, Any]:
 
 
 @router.get("/api/plans/{key}", tags=["plans"])
-async def plan_detail(request: Request, key: str, principal: Actor,
+async def plan_detail(request: Request, key: str, principal: Reader,
                       version: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> dict[str, Any]:
     """One version of a plan as its document (the approved version by default)."""
     with plan_errors():
@@ -140,7 +143,7 @@ async def plan_detail(request: Request, key: str, principal: Actor,
 
 
 @router.get("/api/plans/{key}/export", tags=["plans"])
-async def export_plan(request: Request, key: str, principal: Actor,
+async def export_plan(request: Request, key: str, principal: Reader,
                       format: Literal["toml", "json"] = "toml",
                       version: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> Response:
     """The plan as a TOML or JSON file (the newest version unless ``version`` is given)."""
@@ -184,7 +187,7 @@ async def set_desk(request: Request, username: str, body: Desk, principal: Admin
 
 
 @router.get("/api/incidents/{incident_id}/plans", tags=["plans"])
-async def incident_plans(request: Request, incident_id: str, principal: Actor) -> dict[str, Any]:
+async def incident_plans(request: Request, incident_id: str, principal: Reader) -> dict[str, Any]:
     """The incident's plan activations with their task lists (an agency desk: its own tasks only)."""
     desk = await _desk(request, principal)
     with plan_errors():
@@ -229,7 +232,7 @@ async def update_task(request: Request, task_id: RowId, body: TaskUpdate, princi
 
 
 @router.get("/api/plan-desk", tags=["plans"])
-async def my_desk(request: Request, principal: Actor) -> dict[str, Any]:
+async def my_desk(request: Request, principal: Reader) -> dict[str, Any]:
     """An agency desk's work: every active response with tasks for its agency (empty for others)."""
     desk = await _desk(request, principal)
     acts = await plans_of(request).desk_tasks(desk, language_of(request) == "en") if desk else []
@@ -237,7 +240,7 @@ async def my_desk(request: Request, principal: Actor) -> dict[str, Any]:
 
 
 @router.get("/api/plans-ui", tags=["plans"])
-async def ui(request: Request, principal: Actor) -> dict[str, Any]:
+async def ui(request: Request, principal: Reader) -> dict[str, Any]:
     """What the page script needs: its texts in the caller's language, the names, the caller's desk."""
     lang = language_of(request)
     return {"lang": lang, "texts": {k[6:]: v for k, v in {**MESSAGES["zh-CN"], **MESSAGES.get(lang, {})}.items()
@@ -269,7 +272,7 @@ class HandoverIn(_Body):
 
 
 @router.get("/api/duty/now", tags=["plans"])
-async def duty_now(request: Request, principal: Actor) -> dict[str, Any]:
+async def duty_now(request: Request, principal: Reader) -> dict[str, Any]:
     """The shift on duty now (None when nobody is rostered) and the last handovers."""
     roster = plans_of(request).roster
     shift = await roster.shift_at()
@@ -277,7 +280,7 @@ async def duty_now(request: Request, principal: Actor) -> dict[str, Any]:
 
 
 @router.get("/api/duty/shifts", tags=["plans"])
-async def duty_shifts(request: Request, principal: Actor, start: AwareDatetime,
+async def duty_shifts(request: Request, principal: Reader, start: AwareDatetime,
                       end: AwareDatetime) -> list[dict[str, Any]]:
     """The shifts between two moments."""
     if end <= start or end - start > timedelta(days=62):
@@ -294,7 +297,7 @@ async def add_shift(request: Request, body: ShiftIn, principal: Admin) -> dict[s
 
 
 @router.get("/api/duty/handovers", tags=["plans"])
-async def handovers(request: Request, principal: Actor,
+async def handovers(request: Request, principal: Reader,
                     limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[dict[str, Any]]:
     return await plans_of(request).roster.handovers(limit)
 

@@ -2,8 +2,8 @@
 ETA, and allocation to incidents. The work is done by ``dispatch.resources.service.ResourceService``
 (``Node.dispatch.resources``).
 
-Who may: reading (directory, search, an incident's allocations) — dispatchers, call-takers and the
-chair (the leader, read-only); allocating and releasing — dispatchers (and admins).
+Who may: reading (directory, search, an incident's allocations) — dispatchers, call-takers, the
+chair and the leader (read-only); allocating and releasing — dispatchers (and admins).
 Errors: unknown → 404; short stock, a repeated request, a second release, a closed incident →
 409 (nothing changes); bad input → 422 naming the field.
 """
@@ -40,7 +40,7 @@ from web_console.templating import language_of
 router = APIRouter(route_class=RoleFirstRoute)
 
 ALLOCATORS = require(Role.DISPATCHER)
-READERS = require(Role.DISPATCHER, Role.CALLTAKER, Role.CHAIR)
+READERS = require(Role.DISPATCHER, Role.CALLTAKER, Role.CHAIR, Role.LEADER)
 Allocator = Annotated[Principal, Depends(ALLOCATORS)]
 Reader = Annotated[Principal, Depends(READERS)]
 

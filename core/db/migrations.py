@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import asyncpg
 
 # Dependency order: lower layers first. A package without a migrations folder is skipped.
-MIGRATION_PACKAGES: tuple[str, ...] = ("core", "gis", "dispatch", "mcu", "recorder", "sip_gateway", "web_console")
+MIGRATION_PACKAGES: tuple[str, ...] = ("core", "gis", "dispatch", "mcu", "recorder", "sip_gateway", "web_console",
+                                       "noderpc", "alerts", "monitoring", "sms")
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # One advisory-lock key so two processes starting together don't race the same migration.

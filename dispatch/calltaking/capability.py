@@ -16,6 +16,7 @@ MCU rooms (both ``mcu.call_rooms.CallRooms``): dispatch never imports mcu.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from core.runtime import CoreServices
@@ -27,7 +28,7 @@ from sip_gateway.sip.invite_router import with_route
 from sip_gateway.sip.useragent import UserAgentConfig
 
 from .recordings import CallRecordingLog
-from .service import CallBridge, DeskService
+from .service import CallBridge, CallsHeld, DeskService
 from .trunk import CallerMediaSource, EmergencyTrunk, TrunkConfig
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,30 @@ class DrillHost(Protocol):
     def attach_desk(self, desk: TrainingDesk | None) -> None: ...
 
 
+class DeskLease(Protocol):
+    """The desk's leadership (``noderpc.lease.Lease``): held now, told when it changes, started and stopped."""
+
+    listeners: list[Callable[[bool], Awaitable[None]]]
+
+    def held(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class DeskCapability:
     def __init__(self, service: DeskService, trunk: EmergencyTrunk | None, endpoint: SipEndpoint | None,
-                 drill: DrillHost | None = None) -> None:
+                 drill: DrillHost | None = None, lease: DeskLease | None = None) -> None:
         self.service = service
         self.trunk = trunk
         self._own_endpoint = endpoint
         self._drill = drill
+        self.lease = lease
 
     async def stop(self) -> None:
+        if self.lease is not None:
+            await self.lease.stop()  # released: the standby takes over at its next attempt
         if self._drill is not None:
             self._drill.attach_desk(None)
         if self.trunk is not None:
@@ -71,16 +87,22 @@ def trunk_config(core: CoreServices) -> TrunkConfig:
 
 async def start(core: CoreServices, dispatch: DispatchCapability, *, recording_log: CallRecordingLog | None = None,
                 callers: CallerMediaSource | None = None, bridge: CallBridge | None = None,
-                sip_endpoint: SipEndpoint | None = None) -> DeskCapability:
+                sip_endpoint: SipEndpoint | None = None, calls_held: CallsHeld | None = None,
+                lease: DeskLease | None = None) -> DeskCapability:
     """The desk on `dispatch`; `recording_log`: the recorder's transparency log for call recordings;
     `callers`: the emergency calls' audio (no SIP without it); `bridge`: the MCU's call rooms (the
     browser softphone); `sip_endpoint`: the conference gateway's endpoint whose INVITE router gets the
-    emergency route (else the desk opens its own, unless SIP is off)."""
+    emergency route (else the desk opens its own, unless SIP is off); `calls_held`: the calls another
+    live desk node holds, which the start-up recovery (``recovery.py``) leaves alone; `lease`: the desk
+    leadership (a `--role desk` node): without it this desk neither answers calls nor OPTIONS (503),
+    and losing it fences the desk (``DeskService.fence``); gaining it takes over the others' callers."""
     service = DeskService(core, dispatch.service)
+    service.calls_held = calls_held
     service.recording_log = recording_log
     if recording_log is None and core.settings.emergency.desk_sip:
         log.warning("desk: no recorder in this process; call recordings are hashed but not in the transparency log")
     service.bridge = bridge  # the browser softphone: each call is an MCU audio room
+    service.leadership = lease
     await service.start()
     drill: DrillHost = dispatch
     drill.attach_desk(service)  # the drill rings training calls to training positions only
@@ -102,7 +124,19 @@ async def start(core: CoreServices, dispatch: DispatchCapability, *, recording_l
         if endpoint is not None:
             trunk = EmergencyTrunk(endpoint, service, trunk_config(core), media=callers, audit=core.audit)
             endpoint.router = with_route(endpoint.router, trunk.route)  # before cascade and conferences
+            if lease is not None:
+                trunk.active = lease.held
+                endpoint.ua.available = lease.held
             trunk.start()
             log.info("desk: emergency numbers %s on SIP port %s", ",".join(trunk.config.numbers),
                      endpoint.config.port)
-    return DeskCapability(service, trunk, own, drill)
+    if lease is not None:
+        async def changed(held: bool) -> None:
+            if held:
+                await service.take_over()  # the callers the previous holder left: on the callback list now
+            else:
+                await service.fence()
+
+        lease.listeners.append(changed)
+        lease.start()
+    return DeskCapability(service, trunk, own, drill, lease)

@@ -40,6 +40,7 @@ from .call_recordings import CallRecordings
 from .errors import DeskError
 from .location import CallerLocation, check_wgs84
 from .recordings import CallRecordingLog
+from .recovery import NODE_LOST, LeftCall, LostCall, lost_calls, orphaned_nodes, pending_reports
 from .stats import CallTiming, answer_stats
 from .trunk import IncomingEmergencyCall
 
@@ -82,6 +83,29 @@ class CallBridge(Protocol):
     def participant_left(self, conference_id: str, participant_id: str) -> str | None: ...
 
     async def close(self, call_id: str) -> None: ...
+
+
+class Leadership(Protocol):
+    """The desk lease (``noderpc.lease.Lease``): does this node hold it now (checked before each act)."""
+
+    def held(self) -> bool: ...
+
+
+class CallsHeld(Protocol):
+    """This desk node among the others (node RPC's heartbeats and pins), for recovery and takeover."""
+
+    @property
+    def node_id(self) -> str:
+        """This node's id (written on each call it takes, ``emergency_calls.desk_node``)."""
+        ...
+
+    async def held_elsewhere(self, call_ids: list[str]) -> set[str]:
+        """Which of these calls a live desk node other than this one holds (their pins)."""
+        ...
+
+    async def dead(self, node_ids: list[str]) -> set[str]:
+        """Which of these nodes are dead by node RPC's liveness rule (unknown ids are dead)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -149,12 +173,16 @@ class DeskService:
                                          retention_interval_s=self.config.retention_interval_s)
         self.by_sip: dict[str, str] = {}
         self.bridge: CallBridge | None = None  # set when an MCU runs here (softphone in the browser)
+        self.calls_held: CallsHeld | None = None  # calls another live desk node holds (set by the root)
+        self.leadership: Leadership | None = None  # the desk lease (a `--role desk` node); None: always active
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         self._rooms: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._sealer: asyncio.Task[None] | None = None
+        self._takeover: asyncio.Task[None] | None = None
+        self.takeover_interval_s = core.settings.nodes.heartbeat_seconds
         self._lock = asyncio.Lock()
 
     @property
@@ -169,6 +197,7 @@ class DeskService:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self.recover()
         self._timer = asyncio.create_task(self._timer_loop(), name="desk-acd")
         self._follower = asyncio.create_task(self._follow_dispatch(), name="desk-dispatch-times")
         self._rooms = asyncio.create_task(self._follow_rooms(), name="desk-rooms")
@@ -176,9 +205,153 @@ class DeskService:
             self._retention = asyncio.create_task(self.recordings.retention_loop(), name="desk-recording-retention")
         if self.recordings.recording_log is not None:
             self._sealer = asyncio.create_task(self.recordings.seal_at_start(self.clock()), name="desk-recording-seal")
+        if self.calls_held is not None:
+            self._takeover = asyncio.create_task(self._takeover_loop(), name="desk-takeover")
+
+    async def recover(self) -> dict[str, int]:
+        """Reload what a previous run of this desk left in PostgreSQL (rules in ``recovery.py``):
+        its callers on the callback list, its unmatched AML reports waiting for their calls again."""
+        async with self._lock:
+            now, t = self._now()
+            async with self.db.transaction() as conn:
+                left = [c for c in await self._left_calls(conn, None) if c.id not in self.live]
+                held = await self.calls_held.held_elsewhere([c.id for c in left]) if self.calls_held else set()
+                held |= await self._held_by_live_nodes(left)
+                lost = lost_calls(left, t, held)
+                await self._list_lost(conn, lost, now)
+            await self._announce_lost(lost, "desk restarted")
+            restored = await self._restore_aml(t)
+        return {"lost_calls": len(lost), "aml_restored": restored}
+
+    async def take_over(self) -> int:
+        """Put the callers of dead desk nodes on the callback list (rules in ``recovery.py``); how many.
+
+        Run by every live desk node on its heartbeat cadence. The calls are locked
+        (``FOR UPDATE SKIP LOCKED``) and listed in one transaction that moves them out of the open
+        states, so when two survivors look at once each call is listed exactly once."""
+        if self.calls_held is None:
+            return 0
+        if self.leadership is not None and not self.leadership.held():
+            return 0  # a standby (or fenced) desk lists nothing: the holder of the lease does
+        me = self.calls_held.node_id
+        rows = await self.db.fetch(
+            "SELECT DISTINCT desk_node FROM emergency_calls WHERE state IN ('queued', 'offered', 'answered') "
+            "AND ended_at IS NULL AND abandoned_at IS NULL AND desk_node IS NOT NULL AND desk_node <> $1", me)
+        candidates = [str(r["desk_node"]) for r in rows]
+        # with the lease, every other desk node is fenced (it stopped answering when it lost the lease)
+        fenced = set(candidates) if self.leadership is not None else set()
+        dead = orphaned_nodes(candidates, me, fenced | (await self.calls_held.dead(candidates) if candidates else set()))
+        if not dead:
+            return 0
+        async with self._lock:
+            now, t = self._now()
+            async with self.db.transaction() as conn:
+                lost = lost_calls(await self._left_calls(conn, sorted(dead)), t)
+                await self._list_lost(conn, lost, now)
+            await self._announce_lost(lost, f"desk node(s) {', '.join(sorted(dead))} dead")
+        return len(lost)
+
+    async def fence(self) -> int:
+        """The lease was lost: stop answering. Hang up this node's callers and forget its calls and
+        positions without writing them (the holder of the lease lists them on the callback list: they
+        are its rows now). Returns how many calls were dropped."""
+        async with self._lock:
+            dropped = list(self.live.values())
+            self.live.clear()
+            self.by_sip.clear()
+            self.acd = a.Acd(self.config.acd)
+        for call in dropped:
+            if call.handle is not None:
+                with contextlib.suppress(Exception):
+                    call.handle.hangup()
+            if self.bridge is not None:
+                with contextlib.suppress(Exception):
+                    await self.bridge.close(call.id)
+        if dropped:
+            log.warning("desk fenced (lease lost): %d call(s) dropped here, left to the lease holder", len(dropped))
+        return len(dropped)
+
+    async def _takeover_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.takeover_interval_s)
+            try:
+                await self.take_over()
+            except Exception:  # noqa: BLE001 - a failed look (database failover) must not end the watch
+                log.warning("desk takeover check failed", exc_info=True)
+
+    async def _left_calls(self, conn: Any, nodes: list[str] | None) -> list[LeftCall]:
+        """Open calls (of `nodes`, or all), locked for this transaction; rows another desk locks are skipped."""
+        rows = await conn.fetch(
+            "SELECT id, number, state, priority, offered_at, answered_at, training, desk_node, "
+            "'requeued_after_position_lost' = ANY(flags) AS head FROM emergency_calls "
+            "WHERE state IN ('queued', 'offered', 'answered') AND ended_at IS NULL AND abandoned_at IS NULL "
+            "AND ($1::text[] IS NULL OR desk_node = ANY($1::text[])) FOR UPDATE SKIP LOCKED", nodes)
+        return [LeftCall(r["id"], r["number"], r["state"], r["priority"], r["offered_at"].timestamp(),
+                         r["answered_at"].timestamp() if r["answered_at"] else None, bool(r["head"]),
+                         bool(r["training"]), r["desk_node"]) for r in rows]
+
+    async def _held_by_live_nodes(self, left: list[LeftCall]) -> set[str]:
+        """Calls taken by another desk node that is alive (even before its heartbeat pinned them)."""
+        if self.calls_held is None:
+            return set()
+        me = self.calls_held.node_id
+        others = sorted({c.node for c in left if c.node is not None and c.node != me})
+        dead = await self.calls_held.dead(others) if others else set()
+        return {c.id for c in left if c.node is not None and c.node != me and c.node not in dead}
+
+    async def _list_lost(self, conn: Any, lost: list[LostCall], now: datetime) -> None:
+        for call in lost:
+            listed = now + timedelta(microseconds=call.order)  # keeps the queue's order on the list
+            if call.answered:
+                await conn.execute("UPDATE emergency_calls SET state = 'ended', ended_at = $2, "
+                                   "flags = flags || $3::text WHERE id = $1", call.call_id, now, NODE_LOST)
+            else:
+                await conn.execute("UPDATE emergency_calls SET state = 'abandoned', abandoned_at = $2, "
+                                   "ended_at = $2, flags = flags || $3::text WHERE id = $1",
+                                   call.call_id, now, NODE_LOST)
+            await conn.execute(
+                "INSERT INTO desk_callbacks (call_id, number, listed_at, waited_s) VALUES ($1,$2,$3,$4) "
+                "ON CONFLICT DO NOTHING", call.call_id, call.number, listed, call.waited_s)
+
+    async def _announce_lost(self, lost: list[LostCall], why: str) -> None:
+        """After the commit: the bus events and the audit row of the listed calls."""
+        for call in lost:
+            await self.core.bus.publish("call.callback", {"call_id": call.call_id, "number": call.number,
+                                                          "waited_s": round(call.waited_s, 1), "reason": NODE_LOST})
+        if lost:
+            log.warning("%s: %d call(s) lost with it, on the callback list: %s", why, len(lost),
+                        ", ".join(c.number for c in lost))
+            await self.core.audit.record("desk", "desk.calls_lost_with_node", "desk",
+                                         detail={"calls": [c.call_id for c in lost],
+                                                 "nodes": sorted({c.node for c in lost if c.node})})
+
+    def hosted(self) -> dict[str, list[str]]:
+        """The calls this desk holds (pinned to this node while they are live)."""
+        return {"call": list(self.live)}
+
+    async def _restore_aml(self, t: float) -> int:
+        rows = await self.db.fetch("SELECT id, number, fmt, raw, received_at FROM aml_reports WHERE status = 'pending' "
+                                   "ORDER BY received_at")
+        known = {p.id for p in self.matcher.pending}
+        keep, expire = pending_reports([(r["id"], r["received_at"].timestamp()) for r in rows if r["id"] not in known],
+                                       t, self.config.aml_window_s)
+        by_id = {r["id"]: r for r in rows}
+        for rid in keep:
+            row = by_id[rid]
+            try:
+                message = parse_sms(row["raw"], row["number"]) if row["fmt"] == "sms" else parse_https(row["raw"])
+            except ValueError:  # stored before a parser change: cannot be matched any more
+                expire.append(rid)
+                continue
+            self.matcher.pending.append(PendingAml(rid, message, row["received_at"].timestamp()))
+        if expire:
+            await self.db.execute("UPDATE aml_reports SET status = 'expired' WHERE id = ANY($1)", expire)
+        if self.matcher.pending:
+            log.info("desk: %d unmatched AML report(s) wait for their calls again", len(self.matcher.pending))
+        return len(self.matcher.pending)
 
     async def stop(self) -> None:
-        for task in (self._timer, self._follower, self._rooms, self._retention, self._sealer):
+        for task in (self._timer, self._follower, self._rooms, self._retention, self._sealer, self._takeover):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -303,10 +476,11 @@ class DeskService:
                     log.warning("call %s from %s: invalid %s location: %s", call_id, number, loc.source, loc.reason)
             await self.db.execute(
                 "INSERT INTO emergency_calls (id, sip_key, number, caller_name, dialled, category, priority, "
-                "offered_at, locations, recording_path, training, caller_verified, caller_source, trunk_peer) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+                "offered_at, locations, recording_path, training, caller_verified, caller_source, trunk_peer, desk_node) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
                 call_id, sip_key, call.number, name, dialled, category, priority, now,
-                [loc.to_json() for loc in locations], recording, training, verified, source, trunk_peer)
+                [loc.to_json() for loc in locations], recording, training, verified, source, trunk_peer,
+                self.calls_held.node_id if self.calls_held is not None else None)
             if not training:  # AML comes from real handsets only
                 for pending in self.matcher.call_started(call_id, call.number, t):
                     await self._attach_aml(call, pending)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,6 +203,7 @@ class EmergencyTrunk:
         endpoint.ua.invite_rate_exempt = self.trust.address_allowed  # the operator's SBC carries every call
         self.media_host = media_host
         self.calls: dict[str, TrunkCall] = {}
+        self.active: Callable[[], bool] | None = None  # the desk lease: a standby or fenced desk answers 503
         self._tasks: set[asyncio.Task[None]] = set()
         endpoint.listeners.append(self._on_event)
 
@@ -234,6 +235,8 @@ class EmergencyTrunk:
     async def on_invite(self, call: Call) -> Decision:
         """An emergency number: answer with the queue tone, or refuse (not a trunk peer, no audio)."""
         received_at = datetime.now(UTC)
+        if self.active is not None and not self.active():
+            return Reject(503, "Standby desk")  # the proxy (Kamailio failure_route) tries the other desk
         source = call.source or call.flow
         peer = self.trust.match(source.host, source.transport, self.endpoint.peer_certificate(source))
         if peer is None:

@@ -86,7 +86,7 @@ POSTS: Mapping[str, str] = MappingProxyType({
     "em_director": "应急管理局局长", "agency_head": "成员单位负责人", "county_head": "县（市、区）主要负责人",
     "township_head": "镇（街）主要负责人", "command_room": "应急指挥中心值班室",
 })
-ROLES_REFERABLE = frozenset({"admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "viewer"})
+ROLES_REFERABLE = frozenset({"admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "viewer", "leader"})
 
 
 class ConferenceScope(StrEnum):

@@ -1,7 +1,9 @@
 """The plan service: versions and approval of 预案, their activation on incidents, level changes and
-the agencies' task updates — each in one transaction, then the audit entry and a bus event
-(``plan.activated``, ``plan.level_changed``, ``plan.task_updated``, ``plan.version_added``,
-``plan.approved``) so every console updates without a reload.
+the agencies' task updates — each in one transaction with its bus event stored in it (the outbox:
+``plan.activated``, ``plan.level_changed``, ``plan.ended``, ``plan.task_updated``, and
+``plan.proposals`` once the conference and proposals are recorded), then the audit entry, so every
+console updates without a reload and none misses a change across a crash or a failover.
+(``plan.version_added`` and ``plan.approved`` are published after their commit.)
 
 Activation locks the incident row first, so two activations on one incident serialise and the
 second sees the first (two plans of one hazard: refused). A level change locks the activation,
@@ -19,10 +21,11 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
+from core.bus import Event
 from core.runtime import CoreServices
 from dispatch.model import AGENCIES
 from dispatch.plans import format as plan_format
@@ -59,9 +62,18 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class SmsNotifier(Protocol):
+    """Sends the activation notice by SMS (sms.service.SmsService; passed in by the composition root)."""
+
+    async def notify(self, reference: str, text: str, *, users: Sequence[str] = (), groups: Sequence[str] = (),
+                     actor: str, kind: str = "plan") -> dict[str, Any]: ...
+
+
 class PlanService:
-    def __init__(self, core: CoreServices, desk: CommandDesk, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, core: CoreServices, desk: CommandDesk, clock: Callable[[], datetime] = _utcnow,
+                 sms: SmsNotifier | None = None) -> None:
         self.core = core
+        self.sms = sms
         self.db = core.db
         self.desk = desk
         self.clock = clock
@@ -179,12 +191,20 @@ class PlanService:
             aid = await store.insert_activation(conn, incident_id=incident_id, plan=plan, version=version, level=lv,
                                                 actor=actor, at=now, reason=reason)
             await store.add_tasks(conn, aid, tasks_for(spec), lv, actor, now)
+            event = await self._publish_in(conn, "plan.activated", aid, {"actor": actor})
+        self.core.bus.deliver_committed(event)
         await self.core.audit.record(actor, "plan.activate", incident_id, source=source, detail={
             "activation": aid, "plan": plan.key, "version": version, "level": lv.name})
         await self._on_level(aid, incident_id, inc["county_code"], spec, None, actor, source)
-        view = await self.activation(aid)
-        await self.core.bus.publish("plan.activated", {"activation": view, "actor": actor})
-        return view
+        return await self.activation(aid)
+
+    async def _publish_in(self, conn: asyncpg.Connection, topic: str, activation_id: int,
+                          extra: dict[str, Any]) -> Event:
+        """Store the activation's event in the write's transaction (the bus outbox): a crash after the
+        commit cannot leave the consoles without it. Delivered here by the caller after the commit."""
+        row = await conn.fetchrow("SELECT * FROM plan_activations WHERE id = $1", activation_id)
+        view = (await self._views(conn, [row], None, False))[0]
+        return await self.core.bus.publish_in(conn, topic, {"activation": view, **extra})
 
     async def _on_level(self, aid: int, incident_id: str, county_code: int | None, spec: LevelSpec,
                         conference_id: str | None, actor: str, source: str) -> None:
@@ -213,8 +233,27 @@ class PlanService:
                 proposals["units"] = await self.desk.propose_units(incident_id)
             except Exception:  # noqa: BLE001 - proposals are advice; activation does not depend on them
                 log.exception("plans: proposing units for %s failed", incident_id)
+        if self.sms is not None:
+            proposals["sms"] = await self._notify_sms(aid, incident_id, spec, people, actor)
         async with self.db.transaction() as conn:
             await store.set_details(conn, aid, conference_id, proposals)
+            event = await self._publish_in(conn, "plan.proposals", aid, {"actor": actor})
+        self.core.bus.deliver_committed(event)
+
+    async def _notify_sms(self, aid: int, incident_id: str, spec: LevelSpec, people: Sequence[dict[str, Any]],
+                          actor: str) -> dict[str, Any]:
+        """The activation notice by SMS to the notification list's people and ``sms:`` groups."""
+        assert self.sms is not None
+        users = list(dict.fromkeys(u for p in people[:-1] for u in p["people"]))
+        groups = [r.partition(":")[2] for r in spec.notify if r.startswith("sms:")]
+        text = (f"【应急指挥】警情 {incident_id} 已启动{LEVEL_NAMES[spec.level]}应急响应，"
+                f"请按预案立即到岗履职。")
+        try:
+            view = await self.sms.notify(f"plan:{aid}", text, users=users, groups=groups, actor=actor)
+            return {"message_id": view["id"], "recipients": len(view["recipients"]), "skipped": view["skipped"]}
+        except Exception as e:  # noqa: BLE001 - the plan stands; the notice can be sent by hand
+            log.exception("plans: the SMS notice of activation %s failed", aid)
+            return {"error": str(e)}
 
     def _ref_name(self, ref: str) -> dict[str, str]:
         kind, _, name = ref.partition(":")
@@ -248,14 +287,14 @@ class PlanService:
                 await store.set_task_status(conn, t.id, TaskStatus.CANCELLED, TaskStatus.ASSIGNED, actor, now, why)
             await store.set_level(conn, activation_id, frm, to, actor, now, reason)
             county = await conn.fetchval("SELECT county_code FROM incidents WHERE id = $1", row["incident_id"])
+            event = await self._publish_in(conn, "plan.level_changed", activation_id,
+                                           {"from": frm.name, "to": to.name, "actor": actor})
+        self.core.bus.deliver_committed(event)
         await self.core.audit.record(actor, "plan.level", row["incident_id"], source=source, detail={
             "activation": activation_id, "from": frm.name, "to": to.name, "added": len(change.added),
             "cancelled": len(change.cancelled), "restored": len(change.restored)})
         await self._on_level(activation_id, row["incident_id"], county, spec, row["conference_id"], actor, source)
-        view = await self.activation(activation_id)
-        await self.core.bus.publish("plan.level_changed", {"activation": view, "from": frm.name, "to": to.name,
-                                                           "actor": actor})
-        return view
+        return await self.activation(activation_id)
 
     async def end(self, activation_id: int, actor: str, source: str = "", desk_agency: str | None = None) -> dict[str, Any]:
         """Stand the response down (终止响应): the activation ends; its tasks and history stay."""
@@ -266,11 +305,11 @@ class PlanService:
             if row["status"] != "active":
                 raise PlanConflict(f"activation_id: 预案启动记录 {activation_id} 已结束")
             await store.end_activation(conn, activation_id, actor, self.clock())
+            event = await self._publish_in(conn, "plan.ended", activation_id, {"actor": actor})
+        self.core.bus.deliver_committed(event)
         await self.core.audit.record(actor, "plan.end", row["incident_id"], source=source,
                                      detail={"activation": activation_id})
-        view = await self.activation(activation_id)
-        await self.core.bus.publish("plan.ended", {"activation": view, "actor": actor})
-        return view
+        return dict(event.payload["activation"])
 
     # ------------------------------------------------------------------ tasks
 
@@ -286,24 +325,26 @@ class PlanService:
                     raise PlanConflict(f"task_id: 任务 {task_id} 所属的预案响应已结束")
                 new = check_task_update(task, status, desk_agency)
                 await store.set_task_status(conn, task_id, task.status, new, actor, now, note)
+                event = await self.core.bus.publish_in(conn, "plan.task_updated", {
+                    "task": await self._task_in(conn, task_id), "incident_id": row["incident_id"], "actor": actor})
         except AgencyScopeError as e:
             await self.core.audit.record(actor, "plan.task", str(task_id), outcome="denied", source=source,
                                          detail={"reason": str(e), "desk": desk_agency})
             raise
+        self.core.bus.deliver_committed(event)
         await self.core.audit.record(actor, "plan.task", str(task_id), source=source, detail={
             "incident": row["incident_id"], "agency": task.agency, "from": task.status.value, "to": new.value})
-        view = await self.task(task_id)
-        await self.core.bus.publish("plan.task_updated", {"task": view, "incident_id": row["incident_id"],
-                                                          "actor": actor})
-        return view
+        return dict(event.payload["task"])
 
     async def task(self, task_id: int, en: bool = False) -> dict[str, Any]:
         async with self.db.pool.acquire() as conn:
-            row = await conn.fetchrow("SELECT * FROM plan_tasks WHERE id = $1", task_id)
-            if row is None:
-                raise PlanNotFound(f"task_id: 任务 {task_id} 不存在")
-            history = await store.task_history(conn, [task_id])
-        return self._task_view(row, history, en)
+            return await self._task_in(conn, task_id, en)
+
+    async def _task_in(self, conn: asyncpg.Connection, task_id: int, en: bool = False) -> dict[str, Any]:
+        row = await conn.fetchrow("SELECT * FROM plan_tasks WHERE id = $1", task_id)
+        if row is None:
+            raise PlanNotFound(f"task_id: 任务 {task_id} 不存在")
+        return self._task_view(row, await store.task_history(conn, [task_id]), en)
 
     def _task_view(self, r: asyncpg.Record, history: Sequence[asyncpg.Record], en: bool) -> dict[str, Any]:
         names = TASK_STATUS_NAMES_EN if en else TASK_STATUS_NAMES

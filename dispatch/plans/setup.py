@@ -24,7 +24,7 @@ from dispatch.plans import format as plan_format
 from dispatch.plans.conference import DispatchCommandDesk
 from dispatch.plans.duty import DutyRoster
 from dispatch.plans.model import EmergencyPlan, PlanConflict, PlanError
-from dispatch.plans.service import PlanService
+from dispatch.plans.service import PlanService, SmsNotifier
 from dispatch.service import DispatchService
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,9 @@ def load_desks(path: Path) -> dict[str, str]:
     return dict(desks)
 
 
-async def start_plans(core: CoreServices, dispatch: DispatchService) -> PlanService:
+async def start_plans(core: CoreServices, dispatch: DispatchService, sms: SmsNotifier | None = None) -> PlanService:
     """The plan service over this node's dispatch service, with the configured plans and desks seeded."""
-    service = PlanService(core, DispatchCommandDesk(dispatch), clock=dispatch.clock)
+    service = PlanService(core, DispatchCommandDesk(dispatch), clock=dispatch.clock, sms=sms)
     beside = core.settings.site_plan.resolve().parent
     if (beside / "plans").is_dir():
         plans = load_plan_files(beside / "plans", [r.id for r in core.plan.meeting_rooms])

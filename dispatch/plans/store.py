@@ -134,7 +134,11 @@ async def set_level(conn: asyncpg.Connection, activation_id: int, frm: Level, to
 
 async def set_details(conn: asyncpg.Connection, activation_id: int, conference_id: str | None,
                       proposals: dict[str, Any]) -> None:
-    await conn.execute("UPDATE plan_activations SET conference_id = coalesce($2, conference_id), proposals = $3 "
+    """Record the conference and this level's proposals. The rooms called into the conference stay on
+    the record when a level change does not open a conference again (it keeps the one it has)."""
+    await conn.execute("UPDATE plan_activations SET conference_id = coalesce($2, conference_id), proposals = "
+                       "CASE WHEN $3::jsonb ? 'rooms' OR NOT proposals ? 'rooms' THEN $3::jsonb "
+                       "ELSE $3::jsonb || jsonb_build_object('rooms', proposals -> 'rooms') END "
                        "WHERE id = $1", activation_id, conference_id, proposals)
 
 

@@ -3,7 +3,8 @@
 `CascadeAdmission` is the ``cascade`` route of the node's INVITE router
 (``sip_gateway.sip.invite_router``: after emergency numbers, before the conference gateway):
 
-* a call whose From user is one of this node's **children** must authenticate by SIP digest
+* a call whose From user is one of this node's **children** (or a node listing this one among
+  its ``standby_parents``) must authenticate by SIP digest
   (user = the child's node name, password = `naming.sip_password(token, child)`); it then joins
   the dialled conference as site ``cascade-<child>`` straight away (no IVR, the plan PIN does
   not apply), provided the plan cascades that conference over the child. A second call from the
@@ -21,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from config.site_plan import Node, SitePlan
 from mcu.admission import Caller
@@ -30,9 +32,11 @@ from mcu.cascade.naming import link_name, link_site_id, sip_password
 from mcu.conferences import ConferenceError, JoinRefused
 from mcu.legs.sip_bridge import ConferencePins, SipBridge
 from sip_gateway.aio.sip_endpoint import Challenge, Decision, InviteHandler, Reject
+from sip_gateway.rtp.media_description import ExtraMedia
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.errors import SipParseError
 from sip_gateway.sip.invite_router import InviteRoute
+from sip_gateway.sip.sdp import SessionDescription
 from sip_gateway.sip.uri import NameAddr
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,13 @@ def caller_user(call: Call) -> str:
     return ""
 
 
+class SlidesAnswer(Protocol):
+    """The links' content streams (``mcu.cascade.link_content.LinkContent``)."""
+
+    def answer(self, conference_id: str, site_id: str, node: str,
+               offer: SessionDescription | None) -> Awaitable[tuple[ExtraMedia, ...]]: ...
+
+
 @dataclass
 class CascadeAdmission:
     """The node's INVITE route for cascade and bridge calls (:attr:`route`); it claims no others."""
@@ -56,10 +67,12 @@ class CascadeAdmission:
     node: Node
     token: str
     on_link_call: Callable[[str, str], None] = lambda conference_id, child: None
+    slides: SlidesAnswer | None = None  # a child's link call offers a content stream (a=content:slides)
     children: dict[str, Node] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.children = {n.name: n for n in self.plan.nodes if n.parent == self.node.name}
+        # children, and nodes that list this one as a standby parent (a standby city node)
+        self.children = {n.name: n for n in self.plan.link_children(self.node.name)}
         accounts = self.sip.endpoint.ua.config.accounts  # the digest server looks names up here
         for name in self.children:
             accounts[name] = sip_password(self.token, name)
@@ -107,7 +120,9 @@ class CascadeAdmission:
             await self.sip._wait_gone(number, site_id, within=2.0)
         conf.room.set_loop_free(site_id, group=site_id)
         self.on_link_call(number, child.name)
-        return await self.sip.admit(conf, call, site_id, link_name(self.plan, child))
+        extra = await self.slides.answer(number, site_id, child.name, call.offer) if self.slides is not None else ()
+        return await self.sip.admit(conf, call, site_id, link_name(self.plan, child),
+                                    line_kbps=self.plan.line_kbps("cascade", node=child.name), extra=extra)
 
     async def _policy(self, conference_id: str, caller: Caller) -> Reject | None:
         """The admission policy's refusal as a SIP answer (None: admitted)."""

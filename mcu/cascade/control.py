@@ -18,7 +18,10 @@ After authentication:
   this node does not support, are refused here with a clear error; the rest are handed to the
   application, which must `reply` (honoured or not, with a reason);
 * `speaker` `{site}` (or null): active-speaker information;
-* `error` `{code, message}`: what the peer found wrong with something we sent.
+* `error` `{code, message}`: what the peer found wrong with something we sent;
+* `content` `{content: {kind, presenter, route|path, …}}`: the conference's content token across
+  the tree (`mcu.cascade.content_tree`: requests and releases go up, decisions and the holder
+  state come down). Added within version 1; an older peer answers it with `unknown_type`.
 
 Several conferences share one connection per node pair: `sites`, `site`, `command` and
 `speaker` carry an optional `conference` (the conference id, 4–12 digits). It was added within
@@ -40,6 +43,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from mcu.cascade import content_tree
 
 VERSION = 1
 MAX_MESSAGE = 256 * 1024
@@ -145,8 +150,16 @@ class ProtocolError:
     from_peer: bool = False  # True: the peer reported an error about something we sent
 
 
+@dataclass(frozen=True)
+class ContentReceived:
+    """A content-token message of `conference` (see :mod:`mcu.cascade.content_tree`)."""
+
+    message: content_tree.Message
+    conference: str = DEFAULT_CONFERENCE
+
+
 Event = (Authenticated | AuthFailed | SitesReplaced | SiteUpdated | CommandReceived | CommandResult
-         | ActiveSpeaker | ProtocolError)
+         | ActiveSpeaker | ContentReceived | ProtocolError)
 
 
 class _Bad(Exception):
@@ -304,6 +317,11 @@ class ControlConnection:
         self._require_open()
         self._send(_with_conference({"type": "speaker", "site": site}, conference))
 
+    def send_content(self, message: content_tree.Message, conference: str = DEFAULT_CONFERENCE) -> None:
+        """Send a content-token message of `conference` to the peer."""
+        self._require_open()
+        self._send(_with_conference({"type": "content", "content": content_tree.to_json(message)}, conference))
+
     def send_command(self, command: str, site: str, args: dict[str, Any] | None = None, *,
                      at: float, conference: str = DEFAULT_CONFERENCE) -> int:
         """Send a chair command for one of the peer's sites of `conference` at time `at`; returns
@@ -401,7 +419,7 @@ class ControlConnection:
             code = msg.get("code") if isinstance(msg.get("code"), str) else "unknown"
             text = msg.get("message") if isinstance(msg.get("message"), str) else ""
             return [ProtocolError(str(code)[:64], str(text)[:256], from_peer=True)]
-        if kind not in ("sites", "site", "command", "result", "speaker"):
+        if kind not in ("sites", "site", "command", "result", "speaker", "content"):
             raise _Bad("unknown_type", kind[:32])
         if self.state is not State.OPEN:
             raise _Bad("not_authenticated")
@@ -410,6 +428,11 @@ class ControlConnection:
         if kind == "command":
             return self._on_command(msg)
         conference = _conference(msg)
+        if kind == "content":
+            try:
+                return [ContentReceived(content_tree.parse(msg.get("content")), conference)]
+            except content_tree.TreeError as exc:
+                raise _Bad("bad_field", f"content: {exc}"[:128]) from None
         if kind == "sites":
             raw = msg.get("sites")
             if not isinstance(raw, list) or len(raw) > 4096:

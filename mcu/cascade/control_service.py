@@ -41,12 +41,15 @@ from websockets.exceptions import InvalidMessage
 
 from core.runtime import CoreServices
 from core.tasks import cancel_and_wait
+from mcu.cascade.content_link import CascadedContent, TreeConference
+from mcu.cascade.content_tree import PARENT, Message, TreeError
 from mcu.cascade.control import (
     ActiveSpeaker,
     Authenticated,
     AuthFailed,
     CommandReceived,
     CommandResult,
+    ContentReceived,
     ControlConnection,
     Event,
     ProtocolError,
@@ -129,6 +132,12 @@ def show_link(conf: RunningConference, command: CommandReceived, child: str) -> 
         conf.room.broadcast(link)
 
 
+class ConferenceContents(Protocol):
+    """The node's content service: a running conference's content (None: not running here)."""
+
+    def get(self, conference_id: str) -> TreeConference | None: ...
+
+
 class ControlStateListener(Protocol):
     """Who hears that a control channel came up or went down (the failover, ``CascadeService``)."""
 
@@ -158,6 +167,9 @@ class ControlService:
     client_ssl: ssl.SSLContext | None = None
     # the failover (the `cascade` capability, when it runs here): told when a channel comes and goes
     failover: ControlStateListener | None = None
+    # the conferences' content (mcu.content): a cascaded conference's token runs across the tree
+    contents: ConferenceContents | None = None
+    content_request_timeout: float = 10.0
     relay: CascadeRelay = field(init=False)
     _server: Server | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -166,6 +178,8 @@ class ControlService:
     _waiting: dict[tuple[str, int], asyncio.Future[CommandResult]] = field(default_factory=dict)
     _own_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _published: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # last persisted state
+    _trees: dict[str, CascadedContent] = field(default_factory=dict)  # cascaded conferences' content token
+    _flushing: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.relay = CascadeRelay(self.node)
@@ -175,6 +189,7 @@ class ControlService:
     async def start(self) -> None:
         for conf in self.conferences.running_conferences():
             self.relay.set_local_sites(local_sites(conf, self.node), conf.id)
+            await self._reconcile_tree(conf.id)
         self._tasks.append(asyncio.create_task(self._watch_conferences(), name="cascade-control-bus"))
         if self.children:
             host, _, port = self.listen.rpartition(":")
@@ -196,6 +211,64 @@ class ControlService:
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_result(CommandResult(0, False, *UNREACHABLE))
+        for tree in list(self._trees.values()):
+            await tree.stop()
+        self._trees.clear()
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+
+    # -- the content token across the tree (mcu.cascade.content_link) ----------------------------
+
+    def content_tree(self, conference_id: str) -> CascadedContent | None:
+        """The content token of a cascaded conference running here (None: not cascaded / not running)."""
+        return self._trees.get(conference_id)
+
+    def _tree_shape(self, conference_id: str) -> tuple[str | None, frozenset[str]] | None:
+        """(parent, children) of this node in a conference the plan cascades over it (None: not cascaded)."""
+        plan = next((c for c in self.core.plan.conferences if c.id == conference_id), None)
+        if plan is None or self.node not in plan.nodes:
+            return None
+        parent = self.parent.name if self.parent is not None and self.parent.name in plan.nodes else None
+        children = frozenset(c for c in self.children if c in plan.nodes)
+        return (parent, children) if parent is not None or children else None
+
+    async def _reconcile_tree(self, conference_id: str) -> None:
+        """One content tree per running cascaded conference; dropped when it ends."""
+        conf = self.conferences.running(conference_id)
+        content = self.contents.get(conference_id) if self.contents is not None and conf is not None else None
+        tree = self._trees.get(conference_id)
+        if tree is not None and (content is None or tree.content is not content or conf is None or conf.room.ended):
+            await self._trees.pop(conference_id).stop()
+            tree = None
+        shape = self._tree_shape(conference_id)
+        if tree is not None or content is None or shape is None or conf is None or conf.room.ended:
+            return
+        parent, children = shape
+        tree = CascadedContent(conference_id, self.node, parent, children, content, self,
+                               request_timeout=self.content_request_timeout)
+        self._trees[conference_id] = tree
+        tree.start()
+        for child in children:  # channels already up: they get the current state
+            session = self._child_sessions.get(child)
+            if session is not None and session.conn.state is State.OPEN:
+                tree.driver.child_up(child)
+        up = self._up_session
+        if parent is not None and (up is None or up.conn.state is not State.OPEN):
+            tree.driver.parent_lost()
+
+    def send_content(self, conference_id: str, to: str, message: Message) -> None:
+        """A content-tree message on the link ``to`` (PARENT or a child), flushed at once; dropped when
+        that channel is down (the tree learns the loss from the channel itself)."""
+        session = self._up_session if to == PARENT else self._child_sessions.get(to)
+        if session is None or session.conn.state is not State.OPEN:
+            return
+        session.conn.send_content(message, conference_id)
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    def _trees_of(self, node: str) -> list[CascadedContent]:
+        return [t for t in self._trees.values() if node in t.tree.children or node == t.tree.parent]
 
     def labels(self) -> dict[str, str]:
         """Display names of the neighbouring nodes (and of every node of the plan)."""
@@ -283,6 +356,18 @@ class ControlService:
         if isinstance(event, ProtocolError):
             log.warning("cascade control from %s: %s %s", peer, event.code, event.message)
             return
+        if isinstance(event, ContentReceived):
+            tree = self._trees.get(event.conference)
+            if tree is not None and peer in tree.tree.children:
+                try:
+                    tree.driver.from_child(peer, event.message)
+                except TreeError as exc:  # refused by the tree: logged, nothing changed
+                    log.warning("cascade content from %s refused: %s", peer, exc)
+            else:
+                log.info("cascade content from %s for conference %s ignored (not cascaded here)", peer,
+                         event.conference)
+            await self._flush()
+            return
         if isinstance(event, CommandResult):
             future = self._waiting.get((peer, event.id))
             if future is not None and not future.done():
@@ -309,12 +394,16 @@ class ControlService:
         await self.core.audit.record(f"node:{peer}", "cascade.control.connect", self.node, source=source,
                                      detail={"role": "child"})
         self._control_state(peer, True)
+        for tree in self._trees_of(peer):
+            tree.driver.child_up(peer)
         await self._flush()
 
     async def _child_lost(self, peer: str, source: str) -> None:
         del self._child_sessions[peer]
         self._fail_waiting(peer)
         self.relay.child_lost(peer)
+        for tree in self._trees_of(peer):
+            tree.driver.child_lost(peer)
         await self._flush()
         self._control_state(peer, False)
         await self.core.audit.record(f"node:{peer}", "cascade.control.lost", self.node, source=source,
@@ -349,6 +438,8 @@ class ControlService:
                     refused = True
                     await self._audit_tls(parent, reason)
             if authenticated:
+                for tree in self._trees_of(parent.name):
+                    tree.driver.parent_lost()
                 self._control_state(parent.name, False)
                 await self.core.audit.record(f"node:{parent.name}", "cascade.control.lost", self.node,
                                              source=parent.control, detail={"role": "parent"})
@@ -379,6 +470,8 @@ class ControlService:
             return
         if isinstance(event, Authenticated):
             self.relay.parent_connected()
+            for tree in self._trees_of(event.peer):
+                tree.driver.parent_up()  # the parent's Holder follows and restores the view
             await self._flush()
             self._control_state(event.peer, True)
             await self.core.audit.record(f"node:{event.peer}", "cascade.control.connect", self.node,
@@ -387,6 +480,15 @@ class ControlService:
             return
         if isinstance(event, ProtocolError):
             log.warning("cascade control from the parent: %s %s", event.code, event.message)
+            return
+        if isinstance(event, ContentReceived):
+            from_parent = self._trees.get(event.conference)
+            if from_parent is not None and from_parent.tree.parent is not None:
+                try:
+                    from_parent.driver.from_parent(event.message)
+                except TreeError as exc:
+                    log.warning("cascade content from the parent refused: %s", exc)
+            await self._flush()
             return
         own = self.relay.on_parent_event(event, session.now())
         if own is not None:
@@ -419,6 +521,7 @@ class ControlService:
                     log.exception("cascade control: syncing conference %s", conference_id)
 
     async def _sync(self, conference_id: str, topic: str, payload: dict[str, Any]) -> None:
+        await self._reconcile_tree(conference_id)
         conf = self.conferences.running(conference_id)
         sites = local_sites(conf, self.node) if conf is not None else []
         known = self.relay.locals.get(conference_id, {})

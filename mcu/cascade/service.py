@@ -9,6 +9,9 @@
   (`CascadeAdmission`); for every running conference cascaded over this node and its parent an
   `Uplink` (FailoverLink over SIP) joins the parent's conference; for every child of such a
   conference a `BackupWatcher` joins the bridge while that child is on backup.
+* a child listing ``standby_parents`` (the city's standby node) probes every parent with OPTIONS;
+  `ParentChoice` decides which one it cascades into, and on a switch its up-links are re-formed on
+  the new parent (published as ``cascade.parent`` and audited).
 
 `CascadeService.status(conference_id)` lists this node's links with their path state and
 history; `control_state(node, up)` is how the control channel reports itself. Every path
@@ -29,8 +32,10 @@ from config.site_plan import Node, SitePlan
 from core.runtime import CoreServices
 from mcu.cascade.admission import CascadeAdmission
 from mcu.cascade.backup_watch import BackupWatcher
-from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, Route
+from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, PathState, Route
+from mcu.cascade.link_content import ContentTrees, LinkContent
 from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
+from mcu.cascade.parent_choice import ParentChoice, ParentChoiceConfig, ParentSwitch
 from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
 from mcu.legs.sip_bridge import SipBridge
 from sip_gateway.sip import events as ev
@@ -40,6 +45,7 @@ from sip_gateway.sip.invite_router import with_route, without_route
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 1.0
+CHOICE_INTERVAL = 0.2
 
 
 def failover_config(settings: CascadeSettings, primary: str, backup: str) -> FailoverConfig:
@@ -50,6 +56,17 @@ def failover_config(settings: CascadeSettings, primary: str, backup: str) -> Fai
         probe_gap=max(3.0, 3 * settings.options_interval_seconds), hold=settings.hold_seconds,
         max_hold=settings.max_hold_seconds, flap_window=settings.flap_window_seconds,
         retry_interval=settings.retry_interval_seconds)
+
+
+def parent_choice_config(settings: CascadeSettings, parents: tuple[str, ...]) -> ParentChoiceConfig:
+    """When a parent counts as gone (the RTP timeout, at least three missed OPTIONS; at start-up a
+    dial timeout plus the RTP timeout) and how long an earlier parent must stay healthy to win the
+    link back (the switch-back hold)."""
+    probe_gap = max(3.0, 3 * settings.options_interval_seconds)
+    return ParentChoiceConfig(parents, dead_after=max(settings.rtp_timeout_seconds,
+                                                      3 * settings.options_interval_seconds),
+                              probe_gap=probe_gap, hold=settings.hold_seconds,
+                              startup_grace=settings.dial_timeout_seconds + settings.rtp_timeout_seconds)
 
 
 def wall_clock(at: float, loop_now: float, now: float | None = None) -> str:
@@ -71,10 +88,19 @@ class CascadeService:
     _task: asyncio.Task[None] | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _qualify_target: str = ""
+    choice: ParentChoice | None = None
+    _qualify_targets: dict[str, str] = field(default_factory=dict)                # target -> parent
+    _choice_task: asyncio.Task[None] | None = None
+    _formed_on: str = ""                    # the parent this node's up-links run to
+    _switches_published: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    content: LinkContent | None = None  # the links' slides streams (mcu.cascade.link_content)
 
     @property
     def parent(self) -> Node | None:
-        return self.plan.node(self.node.parent) if self.node.parent else None
+        """The parent this node's up-links run to (the plan's parent unless a standby took over)."""
+        name = self._formed_on or self.node.parent
+        return self.plan.node(name) if name else None
 
     @property
     def token(self) -> str:
@@ -86,21 +112,38 @@ class CascadeService:
         self.sip.endpoint.router = with_route(self.sip.endpoint.router, self.admission.route)
         if self.node.kind == "bridge":
             return
+        self.content = LinkContent(self.sip, policy=self.sip.endpoint.ua.config.policy)
+        self.content.start()
+        self.admission.slides = self.content
         parent = self.parent
         if parent is not None:
             self._qualify_target = f"sip:{parent.sip}"
+            self._formed_on = parent.name
+            parents = (parent.name, *self.node.standby_parents)
+            for name in parents:
+                found = self.plan.node(name)
+                if found is not None:
+                    self._qualify_targets[f"sip:{found.sip}"] = name
             self.sip.endpoint.listeners.append(self._on_sip_event)
-            self.sip.endpoint.qualify(self._qualify_target, self.settings.options_interval_seconds)
+            for target in self._qualify_targets:
+                self.sip.endpoint.qualify(target, self.settings.options_interval_seconds)
+            if self.node.standby_parents:
+                self.choice = ParentChoice(parent_choice_config(self.settings, parents),
+                                           asyncio.get_running_loop().time())
+                self._choice_task = asyncio.get_running_loop().create_task(self._choice_loop(),
+                                                                          name="cascade-parent")
         await self.reconcile()
         self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name="cascade-reconcile")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._choice_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._qualify_target:
-            self.sip.endpoint.process(self.sip.endpoint.ua.stop_qualify(self._qualify_target))
+            for target in self._qualify_targets:
+                self.sip.endpoint.process(self.sip.endpoint.ua.stop_qualify(target))
             with contextlib.suppress(ValueError):
                 self.sip.endpoint.listeners.remove(self._on_sip_event)
         for uplink in list(self.uplinks.values()):
@@ -113,6 +156,13 @@ class CascadeService:
             self.sip.endpoint.router = without_route(self.sip.endpoint.router, self.admission.route.name)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.content is not None:
+            await self.content.stop()
+
+    def attach_content(self, trees: ContentTrees) -> None:
+        """The control channels run: the links' slides streams follow their conferences' content trees."""
+        if self.content is not None:
+            self.content.trees = trees
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -122,8 +172,50 @@ class CascadeService:
             except Exception:
                 log.exception("cascade reconcile")
 
+    async def _choice_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHOICE_INTERVAL)
+            if self.choice is None:
+                return
+            try:
+                self.choice.tick(asyncio.get_running_loop().time())
+                await self._follow_choice()
+            except Exception:
+                log.exception("cascade parent choice")
+
+    async def _follow_choice(self) -> None:
+        """Announce the choice's new switches; re-form every up-link on the parent it chose now (the
+        old calls are hung up). The only place up-links change parent, so switches never overlap."""
+        assert self.choice is not None
+        fresh = min(self.choice.switches_total - self._switches_published, len(self.choice.history))
+        self._switches_published = self.choice.switches_total
+        loop_now = asyncio.get_running_loop().time()
+        for switch in list(self.choice.history)[-fresh:] if fresh > 0 else []:
+            log.warning("cascade parent %s -> %s (%s)", switch.previous, switch.parent, switch.reason)
+            self._background(self._announce_parent(self._switch_payload(switch, loop_now)))
+        if self.choice.current == self._formed_on:
+            return
+        async with self._lock:
+            for uplink in list(self.uplinks.values()):
+                await uplink.stop()
+            self.uplinks.clear()
+            self._formed_on = self.choice.current
+        await self.reconcile()
+
+    def _switch_payload(self, switch: ParentSwitch, loop_now: float) -> dict[str, Any]:
+        return {"node": self.node.name, "parent": switch.parent, "previous": switch.previous,
+                "reason": switch.reason, "at": wall_clock(switch.at, loop_now)}
+
+    async def _announce_parent(self, payload: dict[str, Any]) -> None:
+        await self.core.bus.publish("cascade.parent", payload)
+        await self.core.audit.record(f"node:{self.node.name}", "cascade.parent", payload["parent"], detail=payload)
+
     async def reconcile(self) -> None:
         """Links for every running cascaded conference; stop those of ended conferences."""
+        async with self._lock:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
         running = {c.id: c for c in self.sip.conferences.running_conferences() if not c.room.ended}
         plans = {c.id: c for c in self.plan.conferences if self.node.name in c.nodes}
         parent = self.parent
@@ -149,7 +241,10 @@ class CascadeService:
         }
         config = failover_config(self.settings, parent.conference_uri(conference_id),
                                  self.node.backup_uri(conference_id))
-        uplink = Uplink(self.sip, conference_id, config, SipPathDialer(self.sip, conference_id, self.node.name, routes),
+        dialer = SipPathDialer(self.sip, conference_id, self.node.name, routes,
+                               line_kbps=self.plan.line_kbps("cascade", node=self.node.name),
+                               slides=self.content, parent=parent.name)
+        uplink = Uplink(self.sip, conference_id, config, dialer,
                         on_event=lambda e: self._publish(conference_id, parent.name, "up", e))
         self.uplinks[conference_id] = uplink
         uplink.start()
@@ -171,8 +266,13 @@ class CascadeService:
 
     # ------------------------------------------------------------------ observations
     def _on_sip_event(self, event: ev.Event) -> None:
-        if not isinstance(event, ev.QualifyResult) or event.target != self._qualify_target:
+        if not isinstance(event, ev.QualifyResult) or event.target not in self._qualify_targets:
             return
+        name = self._qualify_targets[event.target]
+        if self.choice is not None and event.ok and (event.status is None or event.status < 500):
+            self.choice.answered(name, asyncio.get_running_loop().time())  # the choice loop follows
+        if self.parent is None or name != self.parent.name:
+            return  # a standby parent's probe: only the choice uses it
         if not event.ok:
             kind, detail = ObservationKind.OPTIONS_TIMEOUT, "OPTIONS 超时"
         elif event.status is not None and event.status >= 500:
@@ -211,6 +311,13 @@ class CascadeService:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def joined_up(self, conference_id: str) -> bool:
+        """Whether this node's instance of the conference is joined into its parent's over the private
+        line now. (Through the telecom bridge it may be joined to no one: the parent may be dead.
+        A node on backup claims the room's pin, which moves only when its holder is dead.)"""
+        uplink = self.uplinks.get(conference_id)
+        return uplink is not None and uplink.link.state is PathState.PRIMARY
 
     def status(self, conference_id: str) -> list[dict[str, Any]]:
         """This node's cascade links of a conference: state, since, history (wall-clock times)."""

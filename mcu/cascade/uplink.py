@@ -21,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mcu.cascade.failover import FailoverConfig, FailoverLink, ObservationKind, PathEvent, PathState, Route
 from mcu.cascade.failover_driver import FailoverDriver
 from mcu.cascade.link_call import CallSnapshot, snapshot
 from mcu.legs.sip_bridge import DialOutError, SipBridge
+from sip_gateway.rtp.media_description import ExtraMedia
 from sip_gateway.sip.digest import Credentials
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,12 @@ class RouteCall:
     credentials: Credentials | None = None
 
 
+class SlidesOffer(Protocol):
+    """The links' content streams (``mcu.cascade.link_content.LinkContent``)."""
+
+    def offer(self, conference_id: str, site_id: str, node: str) -> Awaitable[tuple[ExtraMedia, ...]]: ...
+
+
 @dataclass
 class SipPathDialer:
     """`PathDialer` over the SIP bridge: one local site per route."""
@@ -53,6 +61,9 @@ class SipPathDialer:
     # Whether the primary's address answers OPTIONS lately: an INVITE into a dead line cannot be
     # cancelled (no provisional response) and would hold the site id for the 32 s INVITE timeout.
     primary_reachable: Callable[[], bool] = lambda: True
+    line_kbps: int | None = None  # this node's line to its parent (the link's rate budget)
+    slides: SlidesOffer | None = None  # the primary call offers a content stream (a=content:slides)
+    parent: str = ""  # the parent node's name (the slides stream's other end)
 
     async def dial(self, route: Route, target: str) -> None:
         call = self.routes[route]
@@ -63,8 +74,12 @@ class SipPathDialer:
             raise DialOutError("not_running", f"会议未在运行：{self.conference_id}")
         # Before it joins, so its first view is already loop-free; both routes are one link group.
         conf.room.set_loop_free(call.site_id, group=self.routes[Route.PRIMARY].site_id)
+        extra: tuple[ExtraMedia, ...] = ()
+        if route is Route.PRIMARY and self.slides is not None:
+            extra = await self.slides.offer(self.conference_id, call.site_id, self.parent)
         await self.sip.invite(self.conference_id, call.site_id, uri=target, name=call.name,
-                              credentials=call.credentials, from_user=self.from_user)
+                              credentials=call.credentials, from_user=self.from_user, line_kbps=self.line_kbps,
+                              extra=extra)
 
     async def hangup(self, route: Route, reason: str) -> None:
         call = self.routes[route]

@@ -5,9 +5,18 @@ opens and closes the media channels on its :class:`~sip_gateway.aio.h323_media.H
 the IVR's prompts on the call's audio channel until it joins, and joins the room through
 :class:`mcu.legs.site_media.SiteMedia` (decoded media into the room, the room's shared encoder out with
 the negotiated codec: H.264, H.263 or H.261). H.245 videoFastUpdatePicture from the terminal asks
-the shared encoder for a key frame; flowControlCommand caps what we send: below the shared
-encoder's rate for the current size the site is moved to the CIF encoder. Towards the terminal,
+the shared encoder for a key frame. What we send is bounded by the site's rate budget
+(:class:`mcu.legs.rate_budget.RateBudget`: its line from the site plan, the ``maxBitRate`` of
+the video channel we send on, flowControlCommand): an H.264 site gets the largest size its level
+allows whose encoder rate fits, and moves when flowControlCommand changes the budget. Towards the terminal,
 flowControlCommand asks for no more video than its largest pane needs (:func:`bitrate_for_pane`).
+
+H.239 content (:mod:`mcu.legs.h323_content_media`): once joined, a site whose owner has the
+conference content service gets an :class:`H323ContentLink`; the token messages, the content
+channels and their key-frame requests go to it.
+
+Far-end camera control: a terminal that announced H.224 gets our H.224 channel (and its own is
+accepted); :attr:`H323Site.camera` is what the chair console steers (:mod:`mcu.legs.fecc`).
 
 Who gets in and through which conference is :mod:`mcu.legs.h323_dial_in`'s (calls in) and
 :mod:`mcu.legs.h323_bridge`'s (calls out); the site only carries the call.
@@ -25,10 +34,14 @@ import numpy as np
 
 from mcu.conferences import RunningConference
 from mcu.encoder import DEFAULT_BITRATE
+from mcu.legs.h323_content_media import ContentHub, H323ContentLink
 from mcu.legs.h323_settings import BridgeSettings
+from mcu.legs.rate_budget import RateBudget, Signal
 from mcu.legs.site_media import SiteMedia, VideoFormat
+from mcu.legs.site_rate import size_for_rate
 from mcu.pacer import AUDIO_PERIOD, Pacer
 from mcu.room import RoomError
+from sip_gateway.aio.h224_channel import H224Channel
 from sip_gateway.aio.h323_endpoint import CallHandle
 from sip_gateway.aio.h323_media import H323MediaLeg, site_video_codec
 from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
@@ -46,6 +59,7 @@ from sip_gateway.h323.events import (
     UserInputReceived,
     VideoFastUpdateRequested,
 )
+from sip_gateway.h323.h239 import CONTENT_SESSION, H239Message, H239MessageReceived, SubMessage
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.rtp.codecs import Pcm
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
@@ -60,12 +74,16 @@ class SiteOwner(Protocol):
 
     settings: BridgeSettings
     prompts: Mapping[str, Pcm]  # the IVR's prompts by name (spoken, or the beeps)
+    content: ContentHub | None  # the conferences' content (H.239); None: no content for H.323
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task the owner waits for when it stops."""
 
     def site_ended(self, site: H323Site) -> None:
         """The call is over and its media closed: give its ports back and forget it."""
+
+    def line_kbps(self, site_id: str) -> int:
+        """The rate of the site's line (site plan or the H.323 default), kbit/s."""
 
 
 def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | None:
@@ -106,6 +124,14 @@ class H323Site:
     prompts: collections.deque[Pcm] = field(default_factory=collections.deque)  # IVR audio to play
     prompts_played: asyncio.Event = field(default_factory=asyncio.Event)
     _prompter: asyncio.Task[None] | None = None
+    rate: RateBudget | None = None  # once joining: the video we may send (line, maxBitRate, flow control)
+    video_ceiling: VideoFormat | None = None  # the largest format the negotiated channel carries
+    content_link: H323ContentLink | None = None  # H.239, once joined (when the owner has content)
+
+    @property
+    def camera(self) -> H224Channel | None:
+        """Far-end camera control (H.281 over the H.224 data channel), once it is open both ways to us."""
+        return self.media.camera
 
     # ------------------------------------------------------------------ events
     async def pump(self) -> None:
@@ -126,12 +152,27 @@ class H323Site:
             self.settled.set()
         elif isinstance(event, ChannelOpened):
             self.media.apply(event.channel)
+            if self.content_link is not None:
+                self.content_link.on_channel_opened(event.channel)
             self.channel_change.set()
         elif isinstance(event, ChannelClosed):
             self.media.close_channel(event.number, event.outgoing)
+            if self.content_link is not None:
+                self.content_link.on_channel_closed(event.number, event.outgoing)
+        elif isinstance(event, H239MessageReceived):
+            if self.content_link is not None:
+                self.content_link.on_message(event.message)
+            elif event.message.kind is SubMessage.PRESENTATION_TOKEN_REQUEST:
+                # Not in the room (yet), or no content here: refused, never left unanswered.
+                self.handle.send_h239(H239Message(SubMessage.PRESENTATION_TOKEN_RESPONSE,
+                                                  channel_id=event.message.channel_id,
+                                                  terminal_label=event.message.terminal_label, acknowledge=False))
         elif isinstance(event, ChannelRejected):
             self.rejected.append(f"{event.session_id}:{event.cause}")
-            if event.session_id == VIDEO_SESSION:
+            if event.session_id == CONTENT_SESSION:
+                if self.content_link is not None:
+                    self.content_link.on_channel_rejected(event.session_id)
+            elif event.session_id == VIDEO_SESSION:
                 self.video_mismatch = True  # no video towards this terminal: join audio-only
             self.channel_change.set()
         elif isinstance(event, CapabilityMismatch):
@@ -143,7 +184,11 @@ class H323Site:
                 if self.site is not None:
                     self.site.on_dtmf(self.media.leg, char)
         elif isinstance(event, VideoFastUpdateRequested):
-            if self.site is not None:
+            content_out = self.media.outgoing_content
+            if content_out is not None and content_out.number == event.channel:
+                if self.content_link is not None:
+                    self.content_link.on_fast_update()
+            elif self.site is not None:
                 self.site.on_keyframe_request(self.media.leg)
         elif isinstance(event, FlowControlRequested):
             self.apply_flow_control(event.bitrate_bps)
@@ -156,19 +201,35 @@ class H323Site:
                 self.released.set_result(event)
 
     def apply_flow_control(self, bitrate_bps: int | None) -> None:
-        """flowControlCommand: drop to the CIF shared encoder when the cap is below our rate."""
+        """flowControlCommand into the rate budget (None: no restriction); the site moves to the
+        size the budget carries."""
         self.flow_cap_bps = bitrate_bps
-        site = self.site
-        if site is None or site.video is None or site.subscription is None or bitrate_bps is None:
+        if self.rate is None:
             return
-        current = DEFAULT_BITRATE.get((site.video.width, site.video.height), 0)
-        if bitrate_bps < current and (site.video.width, site.video.height) != (352, 288):
-            site.change_video_format(VideoFormat(site.video.codec, 352, 288, site.video.single_nal))
+        if bitrate_bps is None:
+            self.rate.clear(Signal.H245_FLOW_CONTROL)
+        else:
+            self.rate.on_h245_flow_control(bitrate_bps / 1000)
+        site = self.site
+        if site is None or site.video is None or site.subscription is None or self.video_ceiling is None:
+            return
+        fitted = self.fit(self.video_ceiling)
+        if fitted != site.video:
+            site.change_video_format(fitted)
+
+    def fit(self, ceiling: VideoFormat) -> VideoFormat:
+        """``ceiling`` at the size the budget carries (H.263/H.261 are CIF anyway)."""
+        if self.rate is None:
+            return ceiling
+        width, height = size_for_rate(self.rate.video_kbps(), (ceiling.width, ceiling.height))
+        return VideoFormat(ceiling.codec, width, height, ceiling.single_nal)
 
     def extra_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
                                "requested_video_bps": self.requested_video_bps,
                                "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected)}
+        if self.rate is not None:
+            out["budget"] = self.rate.snapshot()
         # Each direction is its own logical channel and may use another codec (a terminal
         # sending H.263 while receiving H.261): "audio"/"video" are what we send.
         codecs: dict[str, str | None] = {}
@@ -178,6 +239,12 @@ class H323Site:
             codecs[kind] = sent.format.codec.value if sent else None
             codecs[f"{kind}_received"] = received.format.codec.value if received else None
         out["h323_codecs"] = codecs
+        link = self.content_link
+        if link is not None:  # H.239: content frames decoded from / sent to the terminal
+            out["h239"] = {"frames_in": link.frames_in, "frames_out": link.frames_out,
+                           "receiving": self.media.incoming_content is not None,
+                           "sending": self.media.outgoing_content is not None,
+                           "last_refusal": link.floor.last_refusal}
         return out
 
     # ------------------------------------------------------------------ joining
@@ -211,9 +278,15 @@ class H323Site:
             return
         video_out = self.media.outgoing_video
         video: VideoFormat | None = None
+        self.rate = RateBudget(self.owner.line_kbps(site_id))
+        if self.flow_cap_bps is not None:  # a flowControlCommand that came before the join
+            self.rate.on_h245_flow_control(self.flow_cap_bps / 1000)
         if video_out is not None:
             codec, (width, height), single_nal = site_video_codec(video_out.format)
-            video = VideoFormat(codec, width, height, single_nal)
+            if video_out.format.bitrate_bps > 0:
+                self.rate.on_h245_max_bitrate(video_out.format.bitrate_bps / 1000)
+            self.video_ceiling = VideoFormat(codec, width, height, single_nal)
+            video = self.fit(self.video_ceiling)
         self.conference = conf
         self.site_id = site_id
         self.joining = True
@@ -229,7 +302,22 @@ class H323Site:
         self.media.sink = self.site  # decoded media and RTCP PLI/FIR (if the terminal sends one)
         # The chair removed the site (or ended the conference): hang up the call.
         self.site.on_removed = lambda: self.handle.release(Cause.NORMAL_CALL_CLEARING)
+        self._start_content(conf, site_id)
         self.owner.spawn(self._limit_incoming_video())
+
+    def _start_content(self, conf: RunningConference, site_id: str) -> None:
+        """H.239 for the joined site (when the node has the content service)."""
+        hub = self.owner.content
+        if hub is None or self.media.content is None:
+            return
+        h245 = self.handle.call.h245
+        link = H323ContentLink(site_id, conf, hub.of(conf), self.handle, self.media,
+                               remote_formats=lambda: list(h245.remote_content_formats) if h245 is not None else [])
+        self.content_link = link
+        link.start()
+        incoming = self.media.incoming_content  # opened before the join
+        if incoming is not None:
+            link.on_channel_opened(incoming)
 
     async def _limit_incoming_video(self) -> None:
         """Ask the terminal (H.245 flowControlCommand) for no more video than its largest pane
@@ -238,7 +326,8 @@ class H323Site:
             incoming = self.media.incoming_video
             if incoming is not None and self.conference is not None:
                 with contextlib.suppress(RoomError):
-                    wanted = self.conference.room.wanted_video_size(self.site_id)
+                    part = self.site.participant  # the settled pane (mcu.pane_size): no flip-flop storms
+                    wanted = part.pane if part.pane_version else self.conference.room.wanted_video_size(self.site_id)
                     limit = bitrate_for_pane(wanted, incoming.format.bitrate_bps)
                     if limit != self.requested_video_bps:
                         self.requested_video_bps = limit
@@ -251,6 +340,8 @@ class H323Site:
         if self.joining:  # released while entering the room: leave it once in, not before
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.join_finished.wait(), 10)
+        if self.content_link is not None:
+            await self.content_link.close()
         if self.site is not None:
             await self.site.close(reason)
         elif self.dial_out and self.conference is not None and self.site_id:

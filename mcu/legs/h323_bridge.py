@@ -10,6 +10,10 @@
 * **gatekeeper modes**: none, client (:class:`RegistrationKeeper`, registering our aliases and
   every dial-in conference id) or server (:class:`LocalGatekeeper`, our own RAS gatekeeper).
 
+With the conferences' content service (``content``), the endpoint announces H.239 (presentation
+role, :data:`CONTENT_FORMATS`) and every call gets an RTP port pair for the content channel
+(session 3) from the same port manager.
+
 Each call is an :class:`mcu.legs.h323.H323Site`. Site status (calling/joined/failed/left) and
 statistics (streams, round-trip delay, flow-control cap) go to the console like SIP sites.
 """
@@ -23,19 +27,31 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from config.site_plan import SitePlan
 from mcu.conferences import ConferenceError, ConferenceService, DialError, RunningConference
 from mcu.legs.h323 import H323Site
+from mcu.legs.h323_content_media import ContentHub
 from mcu.legs.h323_dial_in import DialIn
 from mcu.legs.h323_settings import BridgeSettings, parse_address, parse_target
 from mcu.legs.prompts import BEEPS
 from mcu.room import RoomError
+from sip_gateway.aio.h224_channel import H224Channel
 from sip_gateway.aio.h323_endpoint import AdmissionRefused, CallHandle, H323Endpoint
 from sip_gateway.aio.h323_gatekeeping import LocalGatekeeper, RegistrationKeeper
 from sip_gateway.aio.h323_media import H323MediaLeg, sent_formats
 from sip_gateway.aio.ports import RtpPortManager
+from sip_gateway.aio.rtp_leg import DscpMarking
 from sip_gateway.h323.call import EndpointConfig
-from sip_gateway.h323.capabilities import DEFAULT_FORMATS
+from sip_gateway.h323.capabilities import (
+    AUDIO_SESSION,
+    DEFAULT_FORMATS,
+    H224_SESSION,
+    VIDEO_SESSION,
+    Codec,
+    MediaFormat,
+)
 from sip_gateway.h323.events import MediaAddress
+from sip_gateway.h323.h239 import CONTENT_SESSION
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.h323.ras import RAS_PORT, Gatekeeper
 from sip_gateway.rtp.codecs import Pcm
@@ -47,20 +63,32 @@ __all__ = ["H323Bridge", "H323Capability", "H323SiteDialer"]
 
 log = logging.getLogger(__name__)
 
+# What we receive on an H.239 content channel (we decode any size; H.264 level 4 = 1080p).
+CONTENT_FORMATS: tuple[MediaFormat, ...] = (
+    MediaFormat(Codec.H264, max_bitrate=19200, h264_level=85),
+    MediaFormat(Codec.H263, max_bitrate=19200, mpi=(("cifMPI", 1), ("cif4MPI", 2))),
+)
+
 
 class H323Bridge:
     """H.323 calls ↔ conference sites. Python API for the console: :meth:`invite`, :meth:`hangup`."""
 
     def __init__(self, conferences: ConferenceService, settings: BridgeSettings | None = None,
-                 config: EndpointConfig | None = None, prompts: Mapping[str, Pcm] | None = None) -> None:
+                 config: EndpointConfig | None = None, prompts: Mapping[str, Pcm] | None = None,
+                 content: ContentHub | None = None) -> None:
         self.conferences = conferences
+        self.content = content
         self.prompts: Mapping[str, Pcm] = prompts or BEEPS  # spoken (PromptLibrary) or the beeps
         self.settings = settings or BridgeSettings()
         self.config = config or EndpointConfig(
             h323_id="commandcenter MCU", display="commandcenter MCU", is_mcu=True,
             signalling_host=self.settings.host, media_host=self.settings.host,
-            round_trip_interval=self.settings.round_trip_interval, transmit_formats=sent_formats(DEFAULT_FORMATS))
-        self.ports = RtpPortManager(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last)
+            round_trip_interval=self.settings.round_trip_interval, transmit_formats=sent_formats(DEFAULT_FORMATS),
+            content_formats=CONTENT_FORMATS if content is not None else (), h224=True)
+        sessions = (AUDIO_SESSION, VIDEO_SESSION) + ((CONTENT_SESSION,) if self.config.content_formats else ()) \
+            + ((H224_SESSION,) if self.config.h224 else ())
+        self.ports = RtpPortManager(self.config.media_host, self.settings.rtp_first, self.settings.rtp_last,
+                                    sessions=sessions)
         self.dial_in = DialIn(self)
         self.endpoint = H323Endpoint(self.config, on_incoming=self.dial_in.on_incoming, ports=self.ports)
         self.sites: set[H323Site] = set()
@@ -135,7 +163,8 @@ class H323Bridge:
     async def new_site(self, handle: CallHandle, dial_out: bool) -> H323Site:
         """A site for ``handle`` with its media bound, following the call's events."""
         media = await H323MediaLeg.adopt(self.ports, handle.call.media_ports, self.config.media_host,
-                                         fast_update=handle.request_fast_update)
+                                         fast_update=handle.request_fast_update,
+                                         dscp=DscpMarking(self.settings.dscp_audio, self.settings.dscp_video))
         site = H323Site(self, handle, media, dial_out=dial_out)
         self.sites.add(site)
         self.spawn(site.pump())
@@ -151,6 +180,10 @@ class H323Bridge:
         return next((s for s in self.sites if s.site_id == site_id and s.conference is not None
                      and s.conference.id == conference_id and not s.released.done()), None)
 
+    def camera(self, conference_id: str, site_id: str) -> H224Channel | None:
+        """The site's far-end camera control (mcu.legs.fecc.CameraProvider), when it opened H.224."""
+        site = self.find(conference_id, site_id)
+        return site.camera if site is not None else None
 
     # ------------------------------------------------------------------ dial-out (console)
     async def invite(self, conference_id: str, site_id: str, address: str | None = None, alias: str | None = None,
@@ -232,6 +265,12 @@ class H323Bridge:
         except Exception:  # a bug or the database: log it, release the call, keep serving others
             log.exception("H.323 site %s failed while joining", site_id)
             site.handle.release(Cause.TEMPORARY_FAILURE)
+
+    def line_kbps(self, site_id: str) -> int:
+        """The line of a site: its plan meeting room's H.323 endpoint, else ``lines.h323`` (the
+        site plan's default; 2048 without a plan)."""
+        plan = getattr(self.conferences.core, "plan", None)
+        return plan.line_kbps("h323", room_id=site_id) if isinstance(plan, SitePlan) else 2048
 
     def plan_address(self, site_id: str) -> tuple[str, str] | None:
         """(name, ``[alias@]host[:port]``) of a site-plan meeting room's H.323 endpoint."""

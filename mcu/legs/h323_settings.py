@@ -38,6 +38,8 @@ class BridgeSettings:
     ras_host: str = ""  # RAS (UDP) address; empty: ``host``
     ras_port: int = 1719  # the built-in gatekeeper's port; the client's own RAS port (0: any)
     time_to_live: int = 300  # RAS registration time to live (seconds)
+    dscp_audio: int = 46  # settings.rtp.dscp_audio: audio RTP/RTCP marking (EF)
+    dscp_video: int = 34  # settings.rtp.dscp_video: video RTP/RTCP marking (AF41)
     gatekeeper_retry: float = 5.0  # client: wait this long after a failed registration
     alias_check_interval: float = 30.0  # client: re-register when the conference ids changed
     gatekeeper_accounts: tuple[tuple[str, str], ...] = ()  # server: H.235.1 (alias, password) of terminals
@@ -81,7 +83,8 @@ def bridge_settings(settings: Settings) -> BridgeSettings:
     """The bridge's knobs from the installation's ``[h323]`` and ``[rtp]`` settings."""
     h323, rtp = settings.h323, settings.rtp
     return BridgeSettings(host=h323.host, port=h323.signalling_port, rtp_first=rtp.port_min,
-                          rtp_last=rtp.port_max, gatekeeper=h323.gatekeeper,
+                          rtp_last=rtp.port_max, dscp_audio=rtp.dscp_audio, dscp_video=rtp.dscp_video,
+                          gatekeeper=h323.gatekeeper,
                           gatekeeper_address=h323.gatekeeper_address, aliases=tuple(h323.aliases),
                           ras_port=h323.ras_port, time_to_live=h323.time_to_live_seconds,
                           gatekeeper_accounts=tuple((alias, password.get_secret_value())

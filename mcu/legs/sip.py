@@ -33,9 +33,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import av
@@ -44,17 +45,24 @@ import numpy as np
 from mcu.legs.ivr import CheckPin, DigitTimer, Hangup, Ivr, IvrOutput, Join, PinVerdict, Prompt
 from mcu.legs.prompts import BEEPS
 from mcu.pacer import AUDIO_PERIOD, Pacer
+from mcu.pane_size import rate_for
+from sip_gateway.aio.h224_channel import H224Channel
 from sip_gateway.aio.ports import RTP_PORT_RANGE
-from sip_gateway.aio.rtp_leg import MediaLeg, MediaSink, StreamStatistics
+from sip_gateway.aio.rtp_leg import DscpMarking, MediaLeg, MediaSink, StreamStatistics
 from sip_gateway.aio.sip_endpoint import Answer, Challenge, Decision, Reject, SipEndpoint
 from sip_gateway.rtp.codecs import Pcm
+from sip_gateway.rtp.media_description import ExtraMedia, LocalMedia, MediaStream
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
+from sip_gateway.rtp.rtcp_feedback import build_tmmbr
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call, CallState
+from sip_gateway.sip.imageattr import has_imageattr
 from sip_gateway.sip.invite_router import with_default
+from sip_gateway.sip.sdp import SessionDescription, offers_h224
 
 if TYPE_CHECKING:
     from mcu.legs.site_media import SiteMedia
+    from mcu.legs.site_rate import SiteRate
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,26 @@ class Room(Protocol):
 
     def leave(self, site: SipSite) -> None:
         """The site hung up or was hung up."""
+
+
+class SiteLines(Protocol):
+    """Our SDP for a call on its site's line (the MCU's site plan, else the SIP default)."""
+
+    def local_media_for(self, call: Call, local: LocalMedia) -> LocalMedia:
+        """``local`` with the b= values of the calling site's line."""
+
+
+class Floors(Protocol):
+    """BFCP for room systems (``mcu.legs.sip_bfcp.SipFloors``): answers to an offer's BFCP/slides streams."""
+
+    async def answer(self, conference_id: str, call_key: str, offer: SessionDescription,
+                     hosts: frozenset[str] = frozenset()) -> tuple[ExtraMedia, ...]: ...
+    async def offer(self, conference_id: str, call_key: str, first_index: int) -> tuple[ExtraMedia, ...]: ...
+    def rekey(self, old: str, new: str) -> None: ...
+    async def answered(self, call_key: str, answer: SessionDescription, streams: Sequence[MediaStream],
+                       hosts: frozenset[str] = frozenset()) -> None: ...
+    def joined(self, call_key: str, participant_id: str) -> None: ...
+    def ended(self, call_key: str) -> None: ...
 
 
 class Directory(Protocol):
@@ -147,6 +175,13 @@ class SipSite:
     end_status: int | None = None
     hung_up_by_chair: bool = False
     registered_user: str | None = None
+    rate: SiteRate | None = None  # its rate budget, once in a room (the pacer and tiers read video_kbps())
+    # Asking for the pane size: does the peer answer imageattr (None: not known yet)?
+    _imageattr: bool | None = None
+    _imageattr_asked: bool = False
+    _pane_wanted: tuple[int, int] | None = None
+    _pane_retry: asyncio.TimerHandle | None = None
+    pane_reinvites: int = 0
 
     @property
     def remote_uri(self) -> str:
@@ -162,6 +197,12 @@ class SipSite:
     def connected(self) -> bool:
         """The call is not over (calling, in the IVR or in the room)."""
         return self.call.state != CallState.TERMINATED
+
+    @property
+    def camera(self) -> H224Channel | None:
+        """Far-end camera control, when the call negotiated H.224 (RFC 4573)."""
+        channel = self.leg.h224
+        return channel if channel is not None and channel.started and self.connected else None
 
     def hangup(self) -> None:
         """End the call."""
@@ -185,6 +226,53 @@ class SipSite:
         self.leg.request_keyframe()
         self.gateway.endpoint.request_fast_update(self.call)
 
+    # -- pane size (mcu.pane_size): decode what is shown, ask the peer for that size -------
+    def set_video_decode(self, mode: str) -> None:
+        """Decode off / fast / full (the leg's decoder)."""
+        self.leg.set_video_decode(mode)
+
+    @property
+    def video_frames_skipped(self) -> int:
+        """Video frames received and not decoded."""
+        return self.leg.video_frames_skipped
+
+    def ask_pane_size(self, size: tuple[int, int] | None) -> None:
+        """Ask the peer to send ``size``: RFC 6236 imageattr in a re-INVITE, and TMMBR for the rate.
+
+        A peer whose answer to our imageattr re-INVITE carries none does not support it: it gets
+        no further re-INVITEs (only TMMBR). Hidden sources (None) are not asked anything: they are
+        simply not decoded, and are shown again at once with the size they had.
+        """
+        if size is None or self.audio_only or self.call.state != CallState.CONFIRMED:
+            return
+        self._pane_wanted = size
+        if self._imageattr is None and self._imageattr_asked and not self.call.reinvite_pending:
+            self._imageattr = has_imageattr(self.call.remote_answer)  # our one try got its answer
+        if self._imageattr is not False:
+            self._reinvite_for(size)
+        self._tmmbr_for(size)
+
+    def _reinvite_for(self, size: tuple[int, int]) -> None:
+        if self.call.reinvite_pending:  # one at a time: try the newest size again shortly
+            if self._pane_retry is None:
+                self._pane_retry = asyncio.get_running_loop().call_later(1.0, self._retry_pane)
+            return
+        if self.gateway.endpoint.ask_video_size(self.call, size):
+            self._imageattr_asked = True
+            self.pane_reinvites += 1
+
+    def _retry_pane(self) -> None:
+        self._pane_retry = None
+        if self._pane_wanted is not None and self.connected:
+            self.ask_pane_size(self._pane_wanted)
+
+    def _tmmbr_for(self, size: tuple[int, int]) -> None:
+        channel = self.leg.video
+        session = channel.session if channel is not None else None
+        if channel is None or session is None or not session.stream.tmmbr or session.remote_ssrc is None:
+            return
+        channel.send_rtcp(build_tmmbr(session.send.ssrc, session.remote_ssrc, rate_for(size)))
+
     # -- the leg's MediaSink until the room attaches its own: only digits matter ----------
     def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
         """Ignored until the caller is in the room."""
@@ -205,8 +293,11 @@ class SipGateway:
 
     def __init__(self, endpoint: SipEndpoint, directory: Directory, media_host: str = "127.0.0.1",
                  port_range: tuple[int, int] = RTP_PORT_RANGE, pins: PinPolicy | None = None,
-                 prompts: Mapping[str, Pcm] | None = None) -> None:
+                 prompts: Mapping[str, Pcm] | None = None, lines: SiteLines | None = None,
+                 dscp: DscpMarking | None = None) -> None:
         self.endpoint = endpoint
+        self.lines = lines
+        self.dscp = dscp or DscpMarking()  # settings.rtp.dscp_*: every leg's RTP/RTCP marking
         self.directory = directory
         self.prompts: Mapping[str, Pcm] = prompts or PROMPTS
         self.media_host = media_host
@@ -214,6 +305,7 @@ class SipGateway:
         self.pins: PinPolicy = pins or RoomPinPolicy(directory)
         self._checks: set[asyncio.Task[None]] = set()
         self.sites: dict[str, SipSite] = {}
+        self.floors: Floors | None = None  # BFCP (set by the bridge when the node has content)
         endpoint.router = with_default(endpoint.router, self.on_invite)  # conferences: the router's default
         endpoint.listeners.append(self._on_event)
 
@@ -241,7 +333,8 @@ class SipGateway:
                 return Reject(403, "Forbidden")
         wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
         try:
-            leg = await MediaLeg.allocate(self.media_host, video=wants_video, port_range=self.port_range)
+            leg = await MediaLeg.allocate(self.media_host, video=wants_video, port_range=self.port_range,
+                                          dscp=self.dscp, h224=offers_h224(call.offer))
         except OSError:
             # Every RTP port of the configured range is in use: refuse cleanly, the caller may retry.
             log.error("no free RTP ports in %s-%s for a call from %s", *self.port_range, call.remote_uri)
@@ -252,15 +345,40 @@ class SipGateway:
         site = SipSite(call, leg, self, ivr=Ivr(functools.partial(self._lookup, call=call),
                                                 user if user.isdigit() else None))
         self.add(site)
-        return Answer(leg.local_media)
+        local = leg.local_media if self.lines is None else self.lines.local_media_for(call, leg.local_media)
+        if self.floors is not None and call.offer is not None:
+            hosts = frozenset(h for h in (call.source.host if call.source else None, call.flow.host) if h)
+            extra = await self.floors.answer(user if room is not None else "", call.key, call.offer, hosts)
+            if _terminated(call):  # cancelled while the slides stream bound its ports
+                self.floors.ended(call.key)
+                return None
+            local = replace(local, extra=extra) if extra else local
+        return Answer(local)
 
     async def dial_out(self, room: Room, uri: str) -> SipSite:
         """Invite a site into ``room`` (chair console: invite/redial)."""
-        leg = await MediaLeg.allocate(self.media_host, video=True, port_range=self.port_range)
-        call = self.endpoint.invite(uri, leg.local_media)
+        leg = await MediaLeg.allocate(self.media_host, video=True, port_range=self.port_range, dscp=self.dscp,
+                                      h224=True)
+        local, placeholder = await self.offer_floors(room.conference_id, leg.local_media)
+        call = self.endpoint.invite(uri, local)
+        self.bind_floors(placeholder, call)
         site = SipSite(call, leg, self, room=room)
         self.add(site)
         return site
+
+    async def offer_floors(self, conference_id: str, local: LocalMedia) -> tuple[LocalMedia, str]:
+        """``local`` with the slides and BFCP m-lines of a dial-out offer after our own ones (the room
+        system may present), and the placeholder key to :meth:`bind_floors` once the call exists."""
+        if self.floors is None:
+            return local, ""
+        placeholder = f"offer-{secrets.token_hex(8)}"
+        first = 2 + (1 if local.h224_port and self.endpoint.config.policy.srtp != "required" else 0)
+        extra = await self.floors.offer(conference_id, placeholder, first)
+        return (replace(local, extra=extra) if extra else local), placeholder
+
+    def bind_floors(self, placeholder: str, call: Call) -> None:
+        if self.floors is not None and placeholder:
+            self.floors.rekey(placeholder, call.key)
 
     def add(self, site: SipSite) -> None:
         """Route ``site``'s call events here; until it is in a room its leg's media comes to it."""
@@ -274,8 +392,14 @@ class SipGateway:
             site = self.sites.get(event.call.key)
             if site is None:
                 return
-            site.leg.start(event.call.streams)
+            local = event.call.local_media
+            others = {e.index for e in local.extra} if local is not None else set()  # BFCP/slides: not ours
+            # an offered extra stream (a cascade link's slides) is known by its port: its index is the offer's
+            ports = {e.port for e in local.extra if e.port} if local is not None else set()
+            site.leg.start([s for s in event.call.streams if s.index not in others and s.local_port not in ports])
             if isinstance(event, ev.CallEstablished):
+                if self.floors is not None and event.call.remote_answer is not None:  # our offer's answer
+                    self._answered(site, event.call.remote_answer)
                 if site.room is not None and site.ivr is None:
                     self._join(site, site.room)  # dial-out: straight in
                 elif site.ivr is not None:
@@ -294,6 +418,15 @@ class SipGateway:
             if site is not None:
                 self._cleanup(site)
 
+    def _answered(self, site: SipSite, answer: SessionDescription) -> None:
+        assert self.floors is not None
+        call = site.call
+        hosts = frozenset(h for h in (call.source.host if call.source else None, call.flow.host) if h)
+        task = asyncio.get_running_loop().create_task(self.floors.answered(call.key, answer, list(call.streams),
+                                                                           hosts))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
     def _cleanup(self, site: SipSite) -> None:
         if site._ivr_task is not None:
             site._ivr_task.cancel()
@@ -301,6 +434,8 @@ class SipGateway:
             site._digit_timer.cancel()
         if site.room is not None and site.ivr is None:
             site.room.leave(site)
+        if self.floors is not None:
+            self.floors.ended(site.call.key)
         asyncio.ensure_future(site.leg.close())
 
     # ------------------------------------------------------------------ IVR
@@ -363,6 +498,8 @@ class SipGateway:
     def _join(self, site: SipSite, room: Room) -> None:
         site.room = room
         sink = room.join(site)
+        if self.floors is not None and site.site_id:
+            self.floors.joined(site.call.key, site.site_id)
         if sink is not None:
             site.leg.sink = sink
             site.request_keyframe()  # a room with its own media asks at join (SiteMedia does it itself)
@@ -385,3 +522,8 @@ class SipGateway:
                     frame = silence
                 site.leg.send_audio(frame)
                 await pacer.wait()
+
+
+def _terminated(call: Call) -> bool:
+    """The call ended (checked again after an await: a CANCEL may have come in meanwhile)."""
+    return call.state == CallState.TERMINATED

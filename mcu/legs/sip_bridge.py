@@ -29,7 +29,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -40,18 +40,22 @@ from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
 from mcu.legs.ivr import PinVerdict
 from mcu.legs.sip import Screening, SipGateway, SipSite
+from mcu.legs.sip_bfcp import SipFloors
 from mcu.legs.site_media import SiteMedia, VideoFormat, size_for_h264_level
+from mcu.legs.site_rate import SiteRate, with_line
 from mcu.room import RoomError
 from mcu.runner import deprioritise_current_thread
 from mcu.sip_auth_audit import SipAuthAudit
+from sip_gateway.aio.h224_channel import H224Channel
 from sip_gateway.aio.ports import RTP_PORT_RANGE
-from sip_gateway.aio.rtp_leg import MediaLeg
+from sip_gateway.aio.rtp_leg import DscpMarking, MediaLeg
 from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint
-from sip_gateway.rtp.media_description import MediaStream
+from sip_gateway.rtp.media_description import ExtraMedia, LocalMedia, MediaStream
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.errors import SipParseError
+from sip_gateway.sip.sdp import offers_h224
 from sip_gateway.sip.uri import NameAddr, SipUri
 
 log = logging.getLogger(__name__)
@@ -212,6 +216,9 @@ class SipBridge:
     media_host: str = "127.0.0.1"
     port_range: tuple[int, int] = RTP_PORT_RANGE  # settings.rtp: RTP/RTCP ports of every SIP leg
     prompts: Mapping[str, np.ndarray] | None = None  # IVR prompts (PromptLibrary); None: the beeps
+    dscp: DscpMarking = field(default_factory=DscpMarking)  # settings.rtp.dscp_*: every leg's RTP/RTCP marking
+    pace_video: bool = True  # settings.rtp.pace_video: each site's video paced to its rate budget
+    floors: SipFloors | None = None  # BFCP for room systems (mcu.legs.sip_bfcp); None: BFCP streams refused
     gateway: SipGateway = field(init=False)
     auth_audit: SipAuthAudit = field(init=False)
     sites: dict[tuple[str, str], SipSite] = field(default_factory=dict)  # (conference, site id): the latest call
@@ -220,7 +227,9 @@ class SipBridge:
 
     def __post_init__(self) -> None:
         self.gateway = SipGateway(self.endpoint, self, self.media_host, self.port_range,
-                                  pins=ConferencePins(self.core, self.conferences), prompts=self.prompts)
+                                  pins=ConferencePins(self.core, self.conferences), prompts=self.prompts,
+                                  lines=self, dscp=self.dscp)
+        self.gateway.floors = self.floors
         # Before the gateway's listener: the end reason must be known when it calls Room.leave.
         self.endpoint.listeners.insert(0, self._on_event)
         self.auth_audit = SipAuthAudit(self.core.audit)  # registrar throttle blocks -> audit log
@@ -238,6 +247,15 @@ class SipBridge:
     def max_video_size(self) -> tuple[int, int]:
         width, _, height = self.settings.max_video_size.partition("x")
         return int(width), int(height)
+
+    # ------------------------------------------------------------------ lines (rate budget)
+    def line_kbps(self, site_id: str) -> int:
+        """The line of a site: its plan meeting room's SIP endpoint, else ``lines.sip``."""
+        return self.core.plan.line_kbps("sip", room_id=site_id)
+
+    def local_media_for(self, call: Call, local: LocalMedia) -> LocalMedia:
+        """The gateway's SiteLines: our SDP for a dial-in carries the caller's line (plan or default)."""
+        return with_line(local, self.line_kbps(self._call_identity(call)[0]))
 
     # ------------------------------------------------------------------ dial-out
     def _plan_site(self, site_id: str) -> tuple[str, str] | None:
@@ -261,11 +279,14 @@ class SipBridge:
 
     async def invite(self, conference_id: str, site_id: str | None = None, uri: str | None = None,
                      name: str = "", *, credentials: Credentials | None = None,
-                     from_user: str | None = None) -> SipSite:
+                     from_user: str | None = None, line_kbps: int | None = None,
+                     extra: tuple[ExtraMedia, ...] = ()) -> SipSite:
         """Call a site into a conference (console invite). DialOutError says why not.
 
         ``credentials``/``from_user``: a cascade link calls its parent as its node name and
-        answers the parent's digest challenge with them.
+        answers the parent's digest challenge with them. ``line_kbps``: the line's rate when the
+        site plan's meeting room does not say it (a cascade link's). ``extra``: m-lines offered
+        beside ours, carried by their owner (a cascade link's slides stream).
         """
         conf = self.conferences.running(conference_id)
         if conf is None:
@@ -292,40 +313,54 @@ class SipBridge:
         if (existing is not None and existing.connected) or site_id in conf.room.participants:
             raise DialOutError("busy", f"会场已在会议中或正在呼叫：{site_id}")
         try:
-            leg = await MediaLeg.allocate(self.media_host, video=True, port_range=self.port_range)
+            leg = await MediaLeg.allocate(self.media_host, video=True, port_range=self.port_range, dscp=self.dscp,
+                                          h224=True)
         except OSError:
             log.error("conference %s: no free RTP ports in %s-%s to call %s", conference_id, *self.port_range, uri)
             raise DialOutError("no_ports", "媒体端口已用尽，请稍后再试") from None
         name = name or plan_name or site_id
         await conf.set_site_status(site_id, "calling", uri, name=name, protocol="sip")
         registered = self._registered_user(target)
+        line = line_kbps or self.line_kbps(site_id)
+        local, placeholder = with_line(leg.local_media, line), ""
+        if extra:  # a cascade link's slides stream (mcu.cascade.link_content)
+            local = replace(local, extra=extra)
+        if credentials is None and from_user is None and self.settings.content_on_dial_out:
+            # a room system (not a cascade link) that may present: offer it slides and BFCP
+            local, placeholder = await self.gateway.offer_floors(conference_id, local)
         if registered is not None:
-            call = self.endpoint.invite_registered(registered, leg.local_media)
+            call = self.endpoint.invite_registered(registered, local)
             assert call is not None
         else:
-            call = self.endpoint.invite(str(target), leg.local_media, credentials, from_user=from_user)
+            call = self.endpoint.invite(str(target), local, credentials, from_user=from_user)
+        self.gateway.bind_floors(placeholder, call)
         site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf), site_id=site_id, name=name,
-                       conference_id=conference_id, uri=uri, direction="out", registered_user=registered)
+                       conference_id=conference_id, uri=uri, direction="out", registered_user=registered,
+                       rate=SiteRate(line, name=site_id))
         self.sites[(conference_id, site_id)] = site
         self.gateway.add(site)
         self._by_call[call.key] = site
         log.info("conference %s: dialling %s (%s)", conference_id, site_id, uri)
         return site
 
-    async def admit(self, conf: RunningConference, call: Call, site_id: str, name: str) -> Answer:
+    async def admit(self, conf: RunningConference, call: Call, site_id: str, name: str,
+                    line_kbps: int | None = None, extra: tuple[ExtraMedia, ...] = ()) -> Answer:
         """Answer an incoming call straight into ``conf`` as ``site_id`` (no IVR, no PIN).
 
         For callers the application has already authenticated (a cascade node) or that need
         no PIN (a bridge); the caller decides, this only wires the call like a dial-out.
+        ``line_kbps``: the line's rate when the plan's meeting room does not say it.
         """
         wants_video = call.offer is None or any(m.kind == "video" and m.port for m in call.offer.media)
-        leg = await MediaLeg.allocate(self.media_host, video=wants_video)
+        leg = await MediaLeg.allocate(self.media_host, video=wants_video, dscp=self.dscp, h224=offers_h224(call.offer))
+        line = line_kbps or self.line_kbps(site_id)
         site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf), site_id=site_id, name=name,
-                       conference_id=conf.id, uri=call.remote_uri, direction="in")
+                       conference_id=conf.id, uri=call.remote_uri, direction="in", rate=SiteRate(line, name=site_id))
         self.sites[(conf.id, site_id)] = site
         self._by_call[call.key] = site
         self.gateway.add(site)
-        return Answer(leg.local_media)
+        local = with_line(leg.local_media, line)
+        return Answer(replace(local, extra=extra) if extra else local)
 
     def _registered_user(self, target: SipUri) -> str | None:
         """The user, when ``target`` is one of our registrar's users with a live binding."""
@@ -335,6 +370,11 @@ class SipBridge:
         user = target.user or ""
         bindings = self.endpoint.ua.bindings.lookup_user(user, self.endpoint.now())
         return user if bindings else None
+
+    def camera(self, conference_id: str, site_id: str) -> H224Channel | None:
+        """The site's far-end camera control (mcu.legs.fecc.CameraProvider), when it negotiated H.224."""
+        site = self.sites.get((conference_id, site_id))
+        return site.camera if site is not None else None
 
     async def hangup(self, conference_id: str, site_id: str) -> SipSite:
         """End a site's call (console hang-up); the site stays on the list as left."""
@@ -370,15 +410,18 @@ class SipBridge:
             await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------ room glue
-    def _dial_in_identity(self, site: SipSite) -> tuple[str, str]:
+    def _call_identity(self, call: Call) -> tuple[str, str]:
         try:
-            addr = NameAddr.parse(site.remote_uri)
-            user = site.call.authenticated_user or addr.uri.user or "anon"
+            addr = NameAddr.parse(call.remote_uri)
+            user = call.authenticated_user or addr.uri.user or "anon"
             display = addr.display or ""
         except (SipParseError, ValueError):
-            user, display = site.call.authenticated_user or "anon", ""
+            user, display = call.authenticated_user or "anon", ""
         site_id, name = self._site_for_uri(SipUri(host="", user=user))
         return site_id, display or name
+
+    def _dial_in_identity(self, site: SipSite) -> tuple[str, str]:
+        return self._call_identity(site.call)
 
     def _joined(self, conf: RunningConference, site: SipSite) -> None:
         """The gateway connected a site to ``conf`` (after the IVR, or a dial-out answered)."""
@@ -399,25 +442,41 @@ class SipBridge:
         site.joining.add_done_callback(self._tasks.discard)
 
     async def _join(self, conf: RunningConference, site: SipSite) -> None:
-        fmt = video_format(site.call.streams, self.max_video_size)
+        if site.rate is None:  # a dial-in: its line from the plan room it turned out to be
+            site.rate = SiteRate(self.line_kbps(site.site_id), name=site.site_id)
+        rate = site.rate
+        rate.apply_streams(site.call.streams)
+        ceiling = video_format(site.call.streams, self.max_video_size)
+        # H.264 sites move between the tiers with the budget (SiteMedia's seat); other codecs
+        # have their few sizes, chosen here and again whenever the budget moves.
+        tiered = ceiling is not None and ceiling.codec == "h264"
+        fmt = ceiling if tiered or ceiling is None else rate.fit(ceiling)
         leg = site.leg
+        leg.rate_listener = rate  # TMMBR, REMB and receiver reports move the budget
+        if self.pace_video:
+            leg.send_budget = rate  # and the pacer keeps the video within it (key frames spread out)
         leg._executor.submit(deprioritise_current_thread)  # decoding yields to the shared encoders
         try:
             media = await SiteMedia.join(
                 conf, site.site_id, site.name, "sip", site, video=fmt,
                 leg_statistics=leg.statistics, stats_interval=self.settings.stats_interval_seconds,
-                extra_stats=lambda: {"sip": {"uri": site.uri, "direction": site.direction}})
+                extra_stats=lambda: {"sip": {"uri": site.uri, "direction": site.direction},
+                                     "budget": rate.statistics()}, budget=rate)
         except RoomError as exc:
             log.info("conference %s refused SIP site %s: %s", conf.id, site.site_id, exc)
             await conf.set_site_status(site.site_id, "failed", f"加入失败：{exc}", name=site.name, protocol="sip")
             site.hangup()
             return
         media.on_removed = site.hangup  # the chair removed the site: end its call
+        media.on_pane_size = site.ask_pane_size  # imageattr re-INVITE + TMMBR (mcu.pane_size)
+        rate.on_lossy = media.set_intra_refresh  # a lossy line: periodic intra refresh instead of IDRs
         if not site.connected:  # hung up while joining
             await media.close("hangup")
             return
         site.media = media
         leg.sink = media  # from now on decoded media, digits and PLI/FIR go to the room
+        if ceiling is not None and not tiered:
+            rate.on_change = lambda change: media.change_video_format(rate.fit(ceiling))
         await media.publish_statistics()
 
     def _ended(self, sip_site: SipSite) -> None:
@@ -448,6 +507,10 @@ class SipBridge:
             site = self._by_call.get(event.call.key)
             if site is not None:
                 site.end_reason, site.end_status = event.reason, event.status
+        elif isinstance(event, ev.MediaUpdated):  # a re-INVITE may bring other b= lines
+            site = self._by_call.get(event.call.key)
+            if site is not None and site.rate is not None and site.media is not None:
+                site.rate.apply_streams(event.call.streams)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -466,6 +529,8 @@ class SipBridge:
             self.gateway._on_event(ev.CallEnded(sip_site.call, "shutdown"))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.floors is not None:
+            await self.floors.close()
         await self.endpoint.close()
 
 

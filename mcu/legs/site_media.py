@@ -33,16 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import av
 import numpy as np
 
+from mcu.legs.rtp_rewrite import StreamRewriter, is_switch_point
+from mcu.legs.tier_seat import FixedBudget, TierSeat
 from mcu.room import RoomError
+from mcu.tiers import ReceiverLimits, Tier, VideoBudget, tier_for_size
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES, EncodedPacket
 
 if TYPE_CHECKING:
@@ -76,6 +80,18 @@ class RtpLeg(Protocol):
         """Ask the endpoint for a key frame (PLI/FIR, H.245 fast update...)."""
 
 
+@runtime_checkable
+class DecodeControl(Protocol):
+    """A leg that decodes video itself and can skip it (sip_gateway.aio.rtp_leg.MediaLeg)."""
+
+    def set_video_decode(self, mode: str) -> None:
+        """``"off"`` (shown nowhere) / ``"fast"`` (skip_loop_filter) / ``"full"``."""
+
+    @property
+    def video_frames_skipped(self) -> int:
+        """Received frames not decoded."""
+
+
 @dataclass(frozen=True)
 class VideoFormat:
     """What the leg negotiated for video towards the endpoint."""
@@ -84,6 +100,7 @@ class VideoFormat:
     width: int = 640
     height: int = 360
     single_nal: bool = False  # H.264 packetization-mode 0
+    intra_refresh: bool = False  # H.264: an encoder with periodic intra refresh (a site on a lossy line)
 
 
 def size_for_h264_level(profile_level_id: str | None, max_size: tuple[int, int] = (1280, 720)) -> tuple[int, int]:
@@ -155,8 +172,11 @@ class SiteMedia:
                  video: VideoFormat | None, leg_statistics: Callable[[], list[Any]] | None = None,
                  stats_interval: float = 5.0, extra_stats: Callable[[], dict[str, Any]] | None = None,
                  endpoint_keyframe_gap: float = ENCODER_KEYFRAME_MIN_INTERVAL,
-                 send_packet: EncodedSink | None = None) -> None:
-        """``endpoint_keyframe_gap``: how often the endpoint's key-frame requests reach the shared
+                 send_packet: EncodedSink | None = None, budget: VideoBudget | None = None) -> None:
+        """``video``: the largest format the site takes (its codec, level and the settings chose it).
+        ``budget``: the site's rate budget (mcu.legs.site_rate); an H.264 RTP site with one starts
+        on the tier it carries and moves with it, never above ``video``.
+        ``endpoint_keyframe_gap``: how often the endpoint's key-frame requests reach the shared
         encoder (0: each one; aiortc sends one per loss). ``send_packet``: where the shared
         encoder's packets go when the leg takes whole packets (WebRTC; aiortc packetizes);
         otherwise their access units go to ``leg.send_video_access_unit``."""
@@ -165,11 +185,20 @@ class SiteMedia:
         self.participant_id = participant.id
         self.leg = leg
         self.video = video
+        self.budget = budget
+        self.max_video = video
         self.leg_statistics = leg_statistics
         self.extra_stats = extra_stats
         self.stats_interval = stats_interval
         self.counters = SiteCounters()
         self.subscription: ParticipantSubscription | None = None
+        # One continuous stream across shared encoders (mcu.legs.rtp_rewrite): the old subscription
+        # keeps flowing until the new one's key frame lands.
+        self.rewriter = StreamRewriter()
+        self._outgoing: ParticipantSubscription | None = None
+        # An RTP site sending H.264 sits on the conference's tier machine (see _take_seat).
+        self.seat: TierSeat | None = None
+        self._audio_ticks = 0
         self.closed = False
         self._started = time.monotonic()
         self.to_encoder = KeyframeCoalescer(endpoint_keyframe_gap)  # the endpoint's requests
@@ -181,6 +210,11 @@ class SiteMedia:
         # Called once when the room removed the participant (chair remove/end): hang up the call.
         self.on_removed: Callable[[], None] | None = None
         self._removed_notified = False
+        # Pane size (mcu.pane_size): the decode mode applied to the leg, and the protocol's way of
+        # asking the endpoint for the size it is shown at (SIP imageattr, H.245 flow control).
+        self._pane_version = 0
+        self.decode_mode = "full"
+        self.on_pane_size: Callable[[tuple[int, int] | None], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -188,19 +222,23 @@ class SiteMedia:
                    video: VideoFormat | None, leg_statistics: Callable[[], list[Any]] | None = None,
                    stats_interval: float = 5.0, extra_stats: Callable[[], dict[str, Any]] | None = None,
                    endpoint_keyframe_gap: float = ENCODER_KEYFRAME_MIN_INTERVAL,
-                   send_packet: EncodedSink | None = None) -> SiteMedia:
+                   send_packet: EncodedSink | None = None, budget: VideoBudget | None = None) -> SiteMedia:
         """Join the room as ``participant_id`` and start media (RoomError if the room refuses)."""
         participant = await conf.join(participant_id, name, protocol)
         media = cls(conf, participant, leg, video=video, leg_statistics=leg_statistics,
                     stats_interval=stats_interval, extra_stats=extra_stats,
-                    endpoint_keyframe_gap=endpoint_keyframe_gap, send_packet=send_packet)
+                    endpoint_keyframe_gap=endpoint_keyframe_gap, send_packet=send_packet, budget=budget)
         media.start()
         return media
 
     def start(self) -> None:
         """Subscribe video, attach to the conference's audio clock, start the statistics timer."""
         if self.video is not None:
+            if self._seated(self.video) and self.budget is not None:  # start where the line says, not at the top
+                tier = self.conf.tiers.fit(self.budget.video_kbps(), self._limits(self.video))
+                self.video = dataclasses.replace(self.video, width=tier.width, height=tier.height)
             self._subscribe(self.video)
+            self._take_seat(self.video)
             self.request_endpoint_keyframe()
         self.conf.runner.add_audio_sink(self)
         self._ticking = True
@@ -213,14 +251,71 @@ class SiteMedia:
         if self.closed or video == self.video and self.subscription is not None:
             return
         self._subscribe(video)
+        if self.seat is not None:  # the leg moved it (H.245 flow control): the machine must know, and stay there
+            tier = tier_for_size(video.width, video.height)
+            self.seat.placed(tier)
+            if isinstance(self.seat.budget, FixedBudget):
+                self.seat.budget = FixedBudget.fitting(tier, self.seat.machine)
+
+    def _seated(self, video: VideoFormat) -> bool:
+        return video.codec == "h264" and self._send_packet is None
+
+    def _limits(self, video: VideoFormat) -> ReceiverLimits:
+        top = self.max_video or video
+        return ReceiverLimits(max_area=top.width * top.height, fps=self.conf.room.settings.fps)
+
+    def _take_seat(self, video: VideoFormat) -> None:
+        """An RTP site sending H.264 takes a seat on the conference's tier machine: its key-frame
+        requests are limited there (asking too often moves it down a tier) and its budget moves
+        it, never above the largest format it takes (its H.264 level and the settings chose that).
+        Without a rate budget the budget is fixed at the starting tier. WebRTC legs
+        (``send_packet``) take their own seat."""
+        if not self._seated(video):
+            return
+        tiers = self.conf.tiers
+        tier = tier_for_size(video.width, video.height)
+        budget = self.budget if self.budget is not None else FixedBudget.fitting(tier, tiers)
+        self.seat = TierSeat(tiers, self.participant_id, budget, move=self._move_tier,
+                             serve_keyframe=self._serve_keyframe, group=self._tier_group,
+                             limits=self._limits(video))
+        self.seat.start(tier)
+
+    def _move_tier(self, tier: Tier) -> None:
+        if self.video is not None and not self.closed:
+            log.info("site %s: tier %dx%d -> %dx%d", self.participant_id, self.video.width, self.video.height,
+                     tier.width, tier.height)
+            self._subscribe(dataclasses.replace(self.video, width=tier.width, height=tier.height))
+
+    def set_intra_refresh(self, on: bool) -> None:
+        """The site's line turned lossy (or clean again): from now on its tier's encoder refreshes
+        with periodic intra refresh instead of periodic IDRs (:attr:`mcu.encoder.EncoderKey.intra_refresh`;
+        H.264 RTP sites only: the site moves to that encoder on its first IDR, like a tier move)."""
+        if self.closed or self.video is None or not self._seated(self.video) or self.video.intra_refresh == on:
+            return
+        log.info("site %s: intra refresh %s", self.participant_id, "on" if on else "off")
+        self._subscribe(dataclasses.replace(self.video, intra_refresh=on))
+
+    def _tier_group(self) -> object:
+        sub = self.subscription
+        return (sub.key.view_id, sub.key.codec, sub.key.single_nal, sub.key.intra_refresh) if sub is not None else None
+
+    def _serve_keyframe(self) -> None:
+        if self.subscription is not None:
+            self.subscription.request_keyframe()
 
     def _subscribe(self, video: VideoFormat) -> None:
         if self.subscription is not None:
-            self.subscription.close()
+            if self._outgoing is None:
+                self._outgoing = self.subscription  # flows until the new one's key frame
+            else:
+                self.subscription.close()  # a switch that never landed
         self.video = video
+        refresh = video.intra_refresh and video.codec == "h264"
         self.subscription = self.conf.room.subscribe_video(
-            self.participant_id, self._on_packet, codec=video.codec, width=video.width, height=video.height,
-            single_nal=video.single_nal)
+            self.participant_id, lambda packet: self._on_packet(packet, refresh), codec=video.codec,
+            width=video.width, height=video.height, single_nal=video.single_nal, intra_refresh=refresh)
+        key = self.subscription.key
+        self.rewriter.switch_to((key.view_id, key.codec, key.width, key.height, refresh), time.monotonic())
 
     async def close(self, reason: str = "left", detail: str | None = None) -> None:
         """Stop media and leave the room (idempotent); ``detail`` is the console's text."""
@@ -229,8 +324,11 @@ class SiteMedia:
         self.closed = True
         if self._ticking:
             self.conf.runner.remove_audio_sink(self)
-        if self.subscription is not None:
-            self.subscription.close()
+        for sub in (self.subscription, self._outgoing):
+            if sub is not None:
+                sub.close()
+        if self.seat is not None:
+            self.seat.close()
         if self._stats_task is not None:
             self._stats_task.cancel()
         self.participant_state_stats()  # final figures into the site list
@@ -258,7 +356,10 @@ class SiteMedia:
         self.counters.keyframes_requested_by_endpoint += 1
         if self.subscription is None or not self.to_encoder.allow():
             return
-        self.subscription.request_keyframe()
+        if self.seat is not None:
+            self.seat.keyframe_request(switching=self.rewriter.switching)
+        else:
+            self.subscription.request_keyframe()
 
     def on_dtmf(self, leg: object, digit: str) -> None:
         """A DTMF digit after joining (kept for the console; the room may act on it)."""
@@ -266,6 +367,7 @@ class SiteMedia:
         del self.counters.dtmf[:-16]
         if self.on_dtmf_digit is not None:
             self.on_dtmf_digit(digit)
+        self.conf.site_dtmf(self.participant_id, digit)  # the conference's use (request to speak)
 
     # ------------------------------------------------------------------ room → leg
     def request_endpoint_keyframe(self) -> None:
@@ -275,9 +377,18 @@ class SiteMedia:
         self.counters.keyframes_requested_from_endpoint += 1
         self.leg.request_keyframe()
 
-    def _on_packet(self, packet: EncodedPacket) -> None:
+    def _on_packet(self, packet: EncodedPacket, intra_refresh: bool = False) -> None:
         if self.closed:
             return
+        out = self.rewriter.rewrite((packet.view_id, packet.codec, packet.width, packet.height, intra_refresh),
+                                    packet.pts,
+                                    is_switch_point(packet.codec, packet.data, packet.keyframe), time.monotonic())
+        if out is None:
+            return
+        if out.switched and self._outgoing is not None:
+            self._outgoing.close()
+            self._outgoing = None
+        packet = dataclasses.replace(packet, pts=out.timestamp)
         self.counters.video_frames_out += 1
         self.counters.video_bytes_out += len(packet.data)
         if self._send_packet is not None:
@@ -301,11 +412,36 @@ class SiteMedia:
         else:
             self.counters.audio_frames_out += 1
         self.leg.send_audio(mix)
-        if self.video is not None:
+        self._audio_ticks += 1
+        self._follow_pane()
+        if self.seat is not None and self._audio_ticks % 25 == 0:  # the budget, every half second
+            self.seat.tick()
+        if self.video is not None and self.decode_mode != "off":  # a hidden source is not decoded: no stall
             last = self.counters.last_video_in or self._started
             now = time.monotonic()
             if now - last > VIDEO_STALL_SECONDS and self.to_endpoint.since_last() > STALL_REQUEST_INTERVAL:
                 self.request_endpoint_keyframe()
+
+    def _follow_pane(self) -> None:
+        """Apply the room's pane size to this site: decode off/fast/full, ask the endpoint."""
+        site = self.participant
+        mode = site.decode_mode(self.counters.input_resolution)
+        if mode != self.decode_mode:
+            was = self.decode_mode
+            self.decode_mode = mode
+            if isinstance(self.leg, DecodeControl):
+                self.leg.set_video_decode(mode)
+                if mode != "off":  # shown again (or a new decoder): it needs a key frame now
+                    self.counters.keyframes_requested_from_endpoint += 1
+                    self.leg.request_keyframe()
+            log.debug("site %s: video decode %s -> %s", self.participant_id, was, mode)
+        if site.pane_version != self._pane_version:
+            self._pane_version = site.pane_version
+            if self.on_pane_size is not None:
+                try:
+                    self.on_pane_size(site.pane)
+                except Exception:
+                    log.exception("site %s: asking for the pane size failed", self.participant_id)
 
     # ------------------------------------------------------------------ statistics
     def statistics(self) -> dict[str, Any]:
@@ -319,6 +455,9 @@ class SiteMedia:
             "keyframes_requested_from_endpoint": c.keyframes_requested_from_endpoint,
             "input_resolution": list(c.input_resolution) if c.input_resolution else None,
             "audio_only": self.video is None,
+            "video_decode": self.decode_mode,
+            "video_frames_skipped": self.leg.video_frames_skipped if isinstance(self.leg, DecodeControl) else 0,
+            "pane": list(self.participant.pane) if self.participant.pane else None,
         }
         if self.video is not None:
             out["send_video"] = {"codec": self.video.codec, "width": self.video.width,

@@ -16,13 +16,33 @@ A leg answers the peer's SDP offer, then, as a site, goes through the same
   is inherent);
 * PLI/FIR from the peer: ``RTCRtpSender._send_keyframe`` is replaced per sender by
   ``SiteMedia.on_keyframe_request`` (then rate-limited by the shared encoder);
-* REMB from the peer: aiortc sets ``encoder.target_bitrate`` on the sender's encoder; we give
-  the sender a :class:`PassthroughEncoder` whose setter picks the view's resolution
-  (1280x720 / 640x360 / 352x288) with hysteresis and moves the site there with
-  ``SiteMedia.change_video_format``.
+* tiers: the receiver is placed on one of the view's seven shared-encoder tiers
+  (:mod:`mcu.tiers`, the conference's :class:`~mcu.tiers.TierMachine`, through a
+  :class:`~mcu.legs.tier_seat.TierSeat`) from its
+  budget (:class:`~mcu.tiers.VideoBudget`; until the per-site rate budget takes over, its
+  REMB: aiortc sets ``encoder.target_bitrate`` on the sender's encoder, our
+  :class:`PassthroughEncoder` hands it to a :class:`~mcu.legs.remb_budget.RembBudget`) and its
+  H.264 level; it starts at 640x360 on an unknown line and moves with hysteresis
+  (checked on every REMB and every half second). Peer key-frame requests go through the
+  machine too (a receiver asking too often is moved down a tier instead of served);
+* moves are seamless: the new tier is subscribed and asked for an IDR at the decision, the old
+  one keeps flowing until the IDR lands, and a :class:`~mcu.legs.rtp_rewrite.StreamRewriter`
+  (SiteMedia's for a site, the leg's own for a viewer) keeps the timestamps continuous on the
+  sender's SSRC (aiortc numbers the packets itself, without gaps).
 
 A receive-only viewer of a fixed view (``view=...``) is no site: it subscribes to that view's
 encoder itself and sends nothing into the room.
+
+* pane size (:mod:`mcu.pane_size` decides, SiteMedia follows it): the size the site is shown at
+  goes to the browser over the signalling socket (:meth:`WebRtcLeg.attach_signalling`) as
+  ``{"type": "send_size", "active", "width", "height", "max_bitrate"}`` (:func:`send_size_message`);
+  the join page sets its video sender's ``scaleResolutionDownBy``/``maxBitrate``, or
+  ``active: false`` for a source shown nowhere. Such a source is not decoded either
+  (:class:`~mcu.legs.webrtc_aiortc.DecodeGate` on aiortc's decoder queue); shown again, the leg
+  sends the browser a PLI and decodes from its next key frame;
+* NACK: aiortc's sender answers the browser's NACKs itself, with RTX when negotiated (browsers
+  offer it); :class:`~mcu.legs.webrtc_aiortc.RetransmitGuard` keeps that within a byte budget
+  (20 % of the video rate sent, :mod:`mcu.legs.resend_budget`) and counts it.
 
 Both hooks use aiortc internals (``_send_keyframe`` and the name-mangled
 ``_RTCRtpSender__encoder``); they are checked at leg start so an aiortc upgrade that changes
@@ -37,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -56,18 +77,27 @@ from aiortc import (
 from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
 
+from mcu.legs.remb_budget import RembBudget
+from mcu.legs.rtp_rewrite import StreamRewriter, is_switch_point
 from mcu.legs.site_media import SiteCounters, SiteMedia, VideoFormat
+from mcu.legs.tier_seat import TierSeat
 from mcu.legs.webrtc_aiortc import (
+    DecodeGate,
     EncodedVideoTrack,
     MixAudioTrack,
     PassthroughEncoder,
+    RetransmitGuard,
     configure_host_addresses,
     deprioritise_video_decoders,
+    media_ssrc,
+    negotiated_h264_profile_level,
     negotiated_video_codec,
     prefer_codecs,
     to_mono_frames,
 )
+from mcu.pane_size import rate_for
 from mcu.room import BROADCAST, Room, RoomError, Subscription
+from mcu.tiers import ReceiverLimits, Tier, VideoBudget, h264_limits, tier_for_size
 from sip_gateway.rtp.media_primitives import EncodedPacket
 
 if TYPE_CHECKING:
@@ -76,8 +106,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Resolution ladder for bandwidth feedback, best first (the shared encoders' sizes).
-LADDER: tuple[tuple[int, int], ...] = ((1280, 720), (640, 360), (352, 288))
+TIER_TICK = 0.5  # seconds between budget checks when no REMB arrives
+
+Signal = Callable[[dict[str, Any]], None]  # a message to the browser over its signalling socket
+
+
+def send_size_message(size: tuple[int, int] | None) -> dict[str, Any]:
+    """What the join page is told to send for a pane of ``size`` (None: shown nowhere, pause it).
+
+    The page scales its camera down to at least ``width`` x ``height`` (never below the pane)
+    and caps the rate at :func:`mcu.pane_size.rate_for` of that size.
+    """
+    if size is None:
+        return {"type": "send_size", "active": False}
+    return {"type": "send_size", "active": True, "width": size[0], "height": size[1],
+            "max_bitrate": rate_for(size)}
 
 
 @dataclass(frozen=True)
@@ -109,56 +152,13 @@ def webrtc_config(core: CoreServices) -> Any:
                         video_codecs=tuple(w.video_codecs), media_timeout=w.media_timeout_seconds)
 
 
-class BandwidthLadder:
-    """Chooses the resolution rung from REMB (pure: the caller passes rates and time).
-
-    A receiver's REMB follows what it actually receives (libwebrtc caps it at 1.5x the incoming
-    rate), so a low REMB on a calm picture is no congestion. Congestion is a REMB below what we
-    send: step one rung down (at most every `settle` seconds). Since REMB cannot say how much
-    more would fit, step back up by probing after `probe_after` seconds without congestion,
-    doubling the wait after a probe that congests again.
-    """
-
-    def __init__(self, start: tuple[int, int] = LADDER[0], *, settle: float = 2.0, probe_after: float = 15.0,
-                 max_probe_after: float = 120.0) -> None:
-        self.size = start
-        self.settle = settle
-        self.base_probe_after = probe_after
-        self.probe_after = probe_after
-        self.max_probe_after = max_probe_after
-        self._changed_at = -1e9
-        self._probing = False
-
-    def update(self, remb: int, sent_rate: float, now: float) -> tuple[int, int]:
-        rung = LADDER.index(self.size)
-        if now - self._changed_at < self.settle:
-            return self.size
-        congested = sent_rate > 50_000 and remb < 0.9 * sent_rate
-        if congested and rung < len(LADDER) - 1:
-            if self._probing:  # the probe failed: wait longer before the next one
-                self.probe_after = min(self.max_probe_after, self.probe_after * 2)
-            self._probing = False
-            return self._move(rung + 1, now)
-        if not congested and rung > 0 and now - self._changed_at >= self.probe_after:
-            self._probing = True
-            return self._move(rung - 1, now)
-        if not congested and self._probing and now - self._changed_at >= 2 * self.settle:
-            self._probing = False  # the probe held: the next step down starts from scratch
-            self.probe_after = self.base_probe_after
-        return self.size
-
-    def _move(self, rung: int, now: float) -> tuple[int, int]:
-        self.size = LADDER[rung]
-        self._changed_at = now
-        return self.size
-
-
 @dataclass
 class LegStats:
     """The leg's own figures; what the site receives is counted by its SiteMedia (``site``)."""
 
     started_at: float = field(default_factory=time.monotonic)
     viewer_keyframe_requests: int = 0
+    keyframes_coalesced: int = 0  # peer requests the tier machine did not pass on
     remb: int = 0
     resolution_switches: int = 0
     last_media_at: float = 0.0
@@ -176,7 +176,7 @@ class LegStats:
     def keyframe_requests(self) -> int:
         """PLI/FIR from the peer."""
         site = self.site.keyframes_requested_by_endpoint if self.site is not None else 0
-        return site + self.viewer_keyframe_requests
+        return site + self.viewer_keyframe_requests + self.keyframes_coalesced
 
 
 class WebRtcLeg:
@@ -184,13 +184,12 @@ class WebRtcLeg:
 
     def __init__(self, conference: RunningConference, config: WebRtcConfig, *, participant_id: str,
                  name: str = "", view: str | None = None, on_closed: Callable[[WebRtcLeg], None] | None = None,
-                 size: tuple[int, int] = LADDER[0]) -> None:
+                 size: tuple[int, int] | None = None) -> None:
         """`view` None: a site that joins the room; otherwise a receive-only viewer of that view.
 
-        `size` is the starting rung of the resolution ladder (bandwidth feedback moves it).
+        `size`: a start tier chosen by the caller (None: the budget's, 640x360 on an unknown line).
         """
-        if size not in LADDER:
-            raise ValueError(f"size must be one of {LADDER}")
+        self.start_tier: Tier | None = tier_for_size(*size) if size is not None else None
         self.conference = conference
         self.config = config
         self.participant_id = participant_id
@@ -199,8 +198,14 @@ class WebRtcLeg:
         self.pc = RTCPeerConnection(config.rtc_configuration())
         self.stats = LegStats()
         self.codec: str | None = None
-        self.size: tuple[int, int] = size
-        self.ladder = BandwidthLadder(self.size)
+        self.size: tuple[int, int] = (0, 0)
+        self.remb = RembBudget()
+        # The conference's tier machine; the budget is REMB until the per-site rate budget replaces it.
+        self.seat = TierSeat(conference.tiers, participant_id, self.remb, move=self._move,
+                             serve_keyframe=self._serve_keyframe, group=self._group,
+                             limits=ReceiverLimits(fps=conference.room.settings.fps))
+        self._viewer_rewriter = StreamRewriter()  # a site's stream is rewritten by its SiteMedia
+        self._view_outgoing: Subscription | None = None  # a viewer's old tier until the new one's IDR
         self.media: SiteMedia | None = None  # a site's media (None for a viewer)
         self._view_subscription: Subscription | None = None  # a viewer's feed
         self.video_track = EncodedVideoTrack()
@@ -213,6 +218,13 @@ class WebRtcLeg:
         self._sender: RTCRtpSender | None = None
         self._closing = False
         self._early_tracks: list[MediaStreamTrack] = []
+        # Pane size (mcu.pane_size): what the browser was last told to send, and where to tell it.
+        self.decode_gate = DecodeGate()
+        self.retransmits = RetransmitGuard(lambda: self.video_track.sent_rate() / 1000)
+        self.send_size: dict[str, Any] | None = None
+        self.send_size_messages = 0
+        self._signal: Signal | None = None
+        self._video_receiver: Any = None
 
     @property
     def room(self) -> Room:
@@ -244,8 +256,9 @@ class WebRtcLeg:
             # The video format is known after the answer (change_video_format below).
             self.media = await SiteMedia.join(self.conference, self.participant_id, self.name, "webrtc", self,
                                               video=None, stats_interval=0, endpoint_keyframe_gap=0.0,
-                                              send_packet=self._offer_packet)
+                                              send_packet=self._offer_site_packet)
             self.stats.site = self.media.counters
+            self.media.on_pane_size = self.ask_pane_size
         try:
             order = [codec] + [c for c in self.config.video_codecs if c != codec] if codec else self.config.video_codecs
             for transceiver in self.pc.getTransceivers():
@@ -254,6 +267,9 @@ class WebRtcLeg:
                     transceiver.sender.replaceTrack(self.video_track)
                     transceiver.direction = "sendonly" if self.view else "sendrecv"
                     self._sender = transceiver.sender
+                    if self.media is not None:
+                        self._video_receiver = transceiver.receiver
+                        self.decode_gate.install(transceiver.receiver)
                 elif transceiver.kind == "audio" and self.media is not None:
                     self._audio_track = MixAudioTrack()
                     transceiver.sender.replaceTrack(self._audio_track)
@@ -269,7 +285,10 @@ class WebRtcLeg:
                 if self.codec is None:
                     raise ValueError("no common video codec (H.264 or VP8)")
                 self._hook_sender()
-                self._subscribe(self.size)
+                if self.codec == "h264":
+                    self.seat.limits = h264_limits(negotiated_h264_profile_level(self.pc.localDescription.sdp),
+                                                   fps=self.room.settings.fps)
+                self._subscribe(self.seat.start(self.start_tier).size)
         except BaseException:
             await self.close("failed")
             raise
@@ -288,21 +307,56 @@ class WebRtcLeg:
                                                   parameters=dict(params.parameters)))
         sender._RTCRtpSender__encoder = PassthroughEncoder(inner, self._on_remb)
         sender._send_keyframe = self._on_peer_keyframe_request  # type: ignore[method-assign]
+        self.retransmits.install(sender)
+
+    @property
+    def budget(self) -> VideoBudget:
+        """The receiver's video budget (REMB until the per-site rate budget replaces it; tests set it)."""
+        return self.seat.budget
+
+    @budget.setter
+    def budget(self, budget: VideoBudget) -> None:
+        self.seat.budget = budget
+
+    def _group(self) -> tuple[str, str | None]:
+        """What the receiver shares encoders by besides the tier: its view and codec."""
+        sub = self.subscription
+        if sub is not None:
+            return (sub.key.view_id, self.codec)
+        return (self.view if self.view is not None else self.room.view_for(self.participant_id), self.codec)
 
     def _subscribe(self, size: tuple[int, int]) -> None:
+        """Feed the leg from the view's encoder of this size (make before break: see the module doc)."""
         assert self.codec is not None
         if self.media is not None:
             self.media.change_video_format(VideoFormat(self.codec, *size))
         else:
             assert self.view is not None
             if self._view_subscription is not None:
-                self._view_subscription.close()
-            self._view_subscription = self.room.subscribe_view(self.view, self._offer_packet, self.codec, *size)
+                if self._view_outgoing is None:
+                    self._view_outgoing = self._view_subscription
+                else:
+                    self._view_subscription.close()
+            sub = self.room.subscribe_view(self.view, self._offer_view_packet, self.codec, *size)
+            self._view_subscription = sub
+            self._viewer_rewriter.switch_to((sub.key.view_id, sub.key.codec, sub.key.width, sub.key.height),
+                                            time.monotonic())
         self.size = size
 
-    def _offer_packet(self, packet: EncodedPacket) -> None:
-        sub = self.subscription
-        self.video_track.offer(packet, sub.key if sub is not None else None)
+    def _offer_view_packet(self, packet: EncodedPacket) -> None:
+        out = self._viewer_rewriter.rewrite((packet.view_id, packet.codec, packet.width, packet.height), packet.pts,
+                                            is_switch_point(packet.codec, packet.data, packet.keyframe),
+                                            time.monotonic())
+        if out is None:
+            return
+        if out.switched and self._view_outgoing is not None:
+            self._view_outgoing.close()
+            self._view_outgoing = None
+        self._offer_site_packet(dataclasses.replace(packet, pts=out.timestamp))
+
+    def _offer_site_packet(self, packet: EncodedPacket) -> None:
+        """A packet of the receiver's continuous stream (already rewritten) to aiortc."""
+        self.video_track.offer(packet, (packet.view_id, packet.codec, packet.width, packet.height))
 
     # -- the RtpLeg SiteMedia sends through -----------------------------------------------------
     def send_audio(self, pcm: np.ndarray) -> None:
@@ -314,11 +368,52 @@ class WebRtcLeg:
         """Unused: the leg takes whole packets (SiteMedia's ``send_packet``), aiortc packetizes them."""
 
     def request_keyframe(self) -> None:
-        """The room asks the peer for a key frame: aiortc's receiver already sends PLI when it needs one."""
+        """The room asks the peer for a key frame (a source shown again): a PLI on its media SSRC."""
+        receiver = self._video_receiver
+        ssrc = media_ssrc(receiver) if receiver is not None else None
+        if ssrc is not None and not self._closing:
+            self._spawn(receiver._send_rtcp_pli(ssrc))
+
+    # -- pane size (mcu.pane_size): ask the browser for it, decode only what is shown -------------
+    def set_video_decode(self, mode: str) -> None:
+        """Decode off / fast / full (SiteMedia follows the room's pane sizes)."""
+        self.decode_gate.set_mode(mode)
+
+    @property
+    def video_frames_skipped(self) -> int:
+        """Video frames received and not decoded."""
+        return self.decode_gate.frames_skipped
+
+    def ask_pane_size(self, size: tuple[int, int] | None) -> None:
+        """Tell the browser the size it is shown at (None: shown nowhere); kept until a socket attaches."""
+        self.send_size = send_size_message(size)
+        if self._signal is not None:
+            self.send_size_messages += 1
+            self._signal(self.send_size)
+
+    def attach_signalling(self, signal: Signal) -> Callable[[], None]:
+        """Messages to the browser go to ``signal`` from now (the last size at once); returns the detach."""
+        self._signal = signal
+        if self.send_size is not None:
+            self.send_size_messages += 1
+            signal(self.send_size)
+
+        def detach() -> None:
+            if self._signal is signal:
+                self._signal = None
+
+        return detach
 
     # -- feedback -----------------------------------------------------------------------------
     def _on_peer_keyframe_request(self) -> None:
-        """PLI/FIR from the peer: to the shared encoder (which rate-limits)."""
+        """PLI/FIR from the peer: through the tier machine's limits (TierSeat) to the shared encoder."""
+        rewriter = self.media.rewriter if self.media is not None else self._viewer_rewriter
+        if self._closing:
+            return
+        self.seat.keyframe_request(switching=rewriter.switching)
+        self.stats.keyframes_coalesced = self.seat.coalesced
+
+    def _serve_keyframe(self) -> None:
         if self.media is not None:
             self.media.on_keyframe_request(self)
             return
@@ -328,12 +423,22 @@ class WebRtcLeg:
 
     def _on_remb(self, bitrate: int) -> None:
         self.stats.remb = bitrate
-        rung = self.ladder.update(bitrate, self.video_track.sent_rate(), time.monotonic())
-        if rung != self.size and not self._closing and not self.room.ended:
-            log.info("leg %s: REMB %d bit/s, switching %dx%d -> %dx%d", self.participant_id, bitrate,
-                     *self.size, *rung)
-            self.stats.resolution_switches += 1
-            self._subscribe(rung)
+        self.remb.on_remb(bitrate, self.video_track.sent_rate())
+        self.tier_tick()
+
+    def tier_tick(self) -> None:
+        """Check the budget against the tier (on every REMB and every TIER_TICK seconds)."""
+        if not self._closing and not self.room.ended and self.codec is not None:
+            self.seat.tick()
+
+    def _move(self, tier: Tier) -> None:
+        """The machine moved the receiver (budget or key-frame requests): subscribe the new tier."""
+        if self._closing or self.room.ended:
+            return
+        log.info("leg %s: switching %dx%d -> %dx%d (%d kbit/s, budget %d kbit/s)", self.participant_id,
+                 *self.size, tier.width, tier.height, tier.kbps, self.budget.video_kbps())
+        self.stats.resolution_switches += 1
+        self._subscribe(tier.size)
 
     # -- inbound media ------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -366,7 +471,8 @@ class WebRtcLeg:
     async def _watchdog(self) -> None:
         """A peer that vanished without a word (no RTP for media_timeout once connected) leaves."""
         while not self._closing:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(TIER_TICK)
+            self.tier_tick()
             if self.room.ended or (self.media is not None and self.media.participant.has_left):
                 self._spawn(self.close("ended" if self.room.ended else "removed"))
                 return
@@ -391,8 +497,10 @@ class WebRtcLeg:
         self._closing = True
         self.close_reason = reason
         try:
-            if self._view_subscription is not None:
-                self._view_subscription.close()
+            self.seat.close()
+            for sub in (self._view_subscription, self._view_outgoing):
+                if sub is not None:
+                    sub.close()
             if self.media is not None and self.media.subscription is not None:
                 self.media.subscription.close()  # stop feeding the track before it stops
             self.video_track.stop()
@@ -415,9 +523,13 @@ class WebRtcLeg:
 
     def describe(self) -> dict[str, Any]:
         return {"participant_id": self.participant_id, "view": self.view or BROADCAST, "codec": self.codec,
-                "size": list(self.size), "state": self.pc.connectionState, "remb": self.stats.remb,
+                "size": list(self.size), "tier": tier_for_size(*self.size).index if self.size != (0, 0) else None,
+                "budget_kbps": self.budget.video_kbps(), "state": self.pc.connectionState, "remb": self.stats.remb,
                 "keyframe_requests": self.stats.keyframe_requests, "video_frames_in": self.stats.video_frames_in,
-                "packets_sent": self.video_track.packets_sent}
+                "packets_sent": self.video_track.packets_sent, "send_size": self.send_size,
+                "video_decode": self.decode_gate.mode, "video_frames_skipped": self.decode_gate.frames_skipped,
+                "nack_requested": self.retransmits.requested, "retransmitted": self.retransmits.resent,
+                "retransmits_refused": self.retransmits.refused}
 
 
 class WebRtcLegs:
@@ -430,7 +542,7 @@ class WebRtcLegs:
         deprioritise_video_decoders()
 
     def create(self, conference: RunningConference, *, participant_id: str, name: str = "",
-               view: str | None = None, size: tuple[int, int] = LADDER[0]) -> WebRtcLeg:
+               view: str | None = None, size: tuple[int, int] | None = None) -> WebRtcLeg:
         leg = WebRtcLeg(conference, self.config, participant_id=participant_id, name=name, view=view,
                         on_closed=self._forget, size=size)
         self.legs[f"{conference.id}/{participant_id}"] = leg

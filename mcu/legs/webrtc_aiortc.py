@@ -6,6 +6,7 @@ replaced, a sender's encoder swapped): the leg itself only wires these to its Si
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections import deque
@@ -19,9 +20,12 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcpeerconnection import filter_preferred_codecs
+from aiortc.rtp import RTP_HISTORY_SIZE
 from aiortc.sdp import SessionDescription
 
+from mcu.legs.resend_budget import ResendBudget
 from mcu.runner import deprioritise_current_thread
+from sip_gateway.rtp.codecs import split_annexb
 from sip_gateway.rtp.media_primitives import (
     AUDIO_TIME_BASE,
     FRAME_SAMPLES,
@@ -30,6 +34,7 @@ from sip_gateway.rtp.media_primitives import (
     EncodedPacket,
 )
 
+RTP_OVERHEAD = 12 + 2 + 28 + 10  # RTP header, RTX's OSN, UDP/IPv4, SRTP tag: a resend's bytes beyond its payload
 VIDEO_QUEUE_DEPTH = 30  # ~1 s of packets at 25 fps; beyond that the leg drops to the next key frame
 AUDIO_QUEUE_DEPTH = 5  # 100 ms of mix while aiortc is not sending yet (ICE): older frames are dropped
 
@@ -99,6 +104,116 @@ class PassthroughEncoder:
     def target_bitrate(self, bitrate: int) -> None:
         self._target = int(bitrate)
         self._on_bitrate(int(bitrate))
+
+
+def is_keyframe(codec: str, data: bytes) -> bool:
+    """Whether a reassembled frame (aiortc's depayloaded data) starts a picture: H.264 IDR/SPS, VP8 key."""
+    if codec.lower() == "h264":
+        return any(nal and nal[0] & 0x1F in (5, 7) for nal in split_annexb(data))
+    if codec.lower() == "vp8":
+        return bool(data) and data[0] & 0x01 == 0  # the VP8 frame tag's inverse key-frame bit (RFC 6386)
+    return True
+
+
+class DecodeGate:
+    """Skips a receiver's video decode while its source is shown nowhere (:mod:`mcu.pane_size`'s "off").
+
+    aiortc hands each reassembled frame to its decoder thread through a ``queue.Queue``
+    (``_RTCRtpReceiver__decoder_queue``); :meth:`install` wraps that queue's ``put`` on the event
+    loop, so a frame that is not wanted never reaches the decoder (counted in ``frames_skipped``).
+    After "off", frames are skipped until the next key frame (the leg asks the browser for one),
+    so the decoder never gets P-frames without their reference. ``"fast"`` decodes like
+    ``"full"``: the browser is asked to send its pane's size, so there is nothing big to shrink.
+    """
+
+    MODES = ("off", "fast", "full")
+
+    def __init__(self) -> None:
+        self.mode = "full"
+        self.frames_skipped = 0
+        self._await_key = False
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"unknown decode mode {mode!r}")
+        if self.mode == "off" and mode != "off":
+            self._await_key = True
+        self.mode = mode
+
+    def admit(self, codec: str, data: bytes) -> bool:
+        """Whether this frame goes to the decoder."""
+        if self.mode == "off":
+            self.frames_skipped += 1
+            return False
+        if self._await_key:
+            if not is_keyframe(codec, data):
+                self.frames_skipped += 1
+                return False
+            self._await_key = False
+        return True
+
+    def install(self, receiver: Any) -> None:
+        """Gate ``receiver``'s decoder queue (RuntimeError if aiortc's internals changed)."""
+        decoder_queue = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
+        if not isinstance(decoder_queue, queue.Queue):
+            raise RuntimeError("aiortc internals changed: cannot skip the decode of hidden sources")
+        put = decoder_queue.put
+
+        def gated_put(item: Any, block: bool = True, timeout: float | None = None) -> None:
+            if item is not None and not self.admit(str(item[0].name), bytes(item[1].data)):
+                return
+            put(item, block, timeout)
+
+        decoder_queue.put = gated_put  # type: ignore[method-assign]
+
+
+def media_ssrc(receiver: Any) -> int | None:
+    """The SSRC the peer's media arrives on lately (not its RTX SSRC); None before any packet."""
+    active: dict[int, Any] = getattr(receiver, "_RTCRtpReceiver__active_ssrc", {})
+    rtx: dict[int, int] = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", {})
+    candidates = sorted((when, ssrc) for ssrc, when in active.items() if ssrc not in rtx)
+    return candidates[-1][1] if candidates else None
+
+
+class RetransmitGuard:
+    """Puts aiortc's NACK answers under a byte budget (:class:`~mcu.legs.resend_budget.ResendBudget`).
+
+    aiortc's ``RTCRtpSender._retransmit`` resends a NACKed packet from its last 128 sent packets,
+    wrapped in RTX (RFC 4588) when the peer negotiated ``video/rtx`` (browsers do), with no limit
+    and no count. :meth:`install` wraps it: a packet aiortc still has is resent (by aiortc) only
+    within the budget; ``requested``/``resent``/``refused``/``unknown`` count what happened.
+    ``video_kbps``: the leg's video rate now; ``clock``: seconds.
+    """
+
+    def __init__(self, video_kbps: Callable[[], float], clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget = ResendBudget()
+        self._video_kbps = video_kbps
+        self._clock = clock
+        self.requested = 0
+        self.resent = 0
+        self.refused = 0
+        self.unknown = 0
+
+    def install(self, sender: Any) -> None:
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        retransmit = getattr(sender, "_retransmit", None)
+        if not isinstance(history, dict) or retransmit is None:
+            raise RuntimeError("aiortc internals changed: cannot budget retransmissions")
+
+        async def guarded(sequence_number: int) -> None:
+            self.requested += 1
+            packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+            if packet is None or packet.sequence_number != sequence_number:
+                self.unknown += 1
+                return
+            size = len(packet.payload) + RTP_OVERHEAD
+            if not self.budget.allow(sequence_number, size, self._clock(), self._video_kbps()):
+                self.refused += 1
+                return
+            self.resent += 1
+            await retransmit(sequence_number)
+
+        sender._retransmit = guarded
 
 
 class _QueuedTrack(MediaStreamTrack):
@@ -232,6 +347,17 @@ def negotiated_video_codec(sdp: str) -> str | None:
     return None
 
 
+def negotiated_h264_profile_level(sdp: str) -> str | None:
+    """The ``profile-level-id`` of the first H.264 codec of an SDP answer's video (None: absent)."""
+    for media in SessionDescription.parse(sdp).media:
+        if media.kind == "video" and media.port != 0:
+            for codec in media.rtp.codecs:
+                if codec.mimeType.lower() == "video/h264":
+                    value = codec.parameters.get("profile-level-id")
+                    return str(value) if value is not None else None
+    return None
+
+
 def prefer_codecs(transceiver: Any, order: Sequence[str]) -> None:
     """Reorder the codecs negotiated from the offer by our preference.
 
@@ -247,5 +373,5 @@ def prefer_codecs(transceiver: Any, order: Sequence[str]) -> None:
         transceiver._codecs = preferred
 
 
-__all__ = ["EncodedVideoTrack", "MixAudioTrack", "PassthroughEncoder", "configure_host_addresses",
-           "deprioritise_video_decoders", "negotiated_video_codec", "prefer_codecs", "to_mono_frames"]
+__all__ = ["DecodeGate", "EncodedVideoTrack", "RetransmitGuard", "is_keyframe", "media_ssrc", "MixAudioTrack", "PassthroughEncoder", "configure_host_addresses",
+           "deprioritise_video_decoders", "negotiated_h264_profile_level", "negotiated_video_codec", "prefer_codecs", "to_mono_frames"]

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ..h323.call import Call, CallIdentity, EndpointConfig
+from ..h323.capabilities import MediaFormat
 from ..h323.events import (
     CallIncoming,
     CallReleased,
@@ -23,6 +24,7 @@ from ..h323.events import (
     MediaAddress,
     ProtocolErrorLogged,
 )
+from ..h323.h239 import H239Message
 from ..h323.q931 import Cause
 from ..h323.ras import AdmissionRejected
 from .ports import RtpPortManager
@@ -209,6 +211,15 @@ class CallHandle:
 
     def flow_control(self, channel: int | None, bitrate_bps: int | None) -> None:
         self._apply(self.call.flow_control(channel, bitrate_bps, self._now()))
+
+    def send_h239(self, message: H239Message) -> None:
+        self._apply(self.call.send_h239(message, self._now()))
+
+    def open_content_channel(self, fmt: MediaFormat) -> None:
+        self._apply(self.call.open_content_channel(fmt, self._now()))
+
+    def close_channel(self, number: int) -> None:
+        self._apply(self.call.close_channel(number, self._now()))
 
     def pause_media(self) -> None:
         self._apply(self.call.pause_media(self._now()))

@@ -52,17 +52,27 @@ def candidate_ports(port_range: tuple[int, int], limit: int = MAX_TRIES) -> list
 class RtpPortManager:
     """RTP/RTCP port pairs from ``first``-``last``; with a ``host``, really bound on it."""
 
-    def __init__(self, host: str | None = None, first: int = RTP_PORT_RANGE[0], last: int = RTP_PORT_RANGE[1]) -> None:
+    def __init__(self, host: str | None = None, first: int = RTP_PORT_RANGE[0], last: int = RTP_PORT_RANGE[1],
+                 sessions: tuple[int, ...] = (AUDIO_SESSION, VIDEO_SESSION)) -> None:
         self.host = host
         self.range = (first, last)
+        self.sessions = sessions  # H.323 sessions a call gets a pair for (3: the H.239 content channel)
         self.reserved: dict[int, tuple[socket.socket, socket.socket]] = {}
         self._numbers: Iterator[int] = itertools.cycle(range(first - first % 2, last - 1, 2))
 
     def allocate(self) -> dict[int, int]:
-        """One RTP port per H.323 session (audio, video): bound pairs, or bare numbers without a host."""
+        """One RTP port per H.323 session (audio, video and, when configured, content): bound pairs, or
+        bare numbers without a host."""
         if self.host is None:
-            return {AUDIO_SESSION: next(self._numbers), VIDEO_SESSION: next(self._numbers)}
-        return {AUDIO_SESSION: self._reserve_pair(self.host), VIDEO_SESSION: self._reserve_pair(self.host)}
+            return {session: next(self._numbers) for session in self.sessions}
+        ports: dict[int, int] = {}
+        try:
+            for session in self.sessions:
+                ports[session] = self._reserve_pair(self.host)
+        except OSError:
+            self.release(ports)
+            raise
+        return ports
 
     def _reserve_pair(self, host: str) -> int:
         for port in candidate_ports(self.range):

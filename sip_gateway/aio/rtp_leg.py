@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -29,6 +30,7 @@ import pylibsrtp
 from ..rtp.codecs import AudioDecoder, AudioEncoder, Pcm, VideoDecoder, VideoEncoder
 from ..rtp.media_description import LocalMedia, MediaStream
 from ..rtp.media_primitives import VIDEO_CLOCK
+from ..rtp.pacing import SendBudget, VideoPacer, is_keyframe
 from ..rtp.session import (
     DtmfDigit,
     EncodedFrame,
@@ -36,9 +38,15 @@ from ..rtp.session import (
     NackRequest,
     PacketLossDetected,
     PeerLeft,
+    RateEstimate,
+    RateFeedback,
+    RateLimitRequest,
+    ReceptionReport,
     RtpSession,
     SendNack,
+    SendRtcp,
 )
+from .h224_channel import H224Channel
 from .ports import RTP_PORT_RANGE, RtpPortManager
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,41 @@ SRTP_PROFILES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
 }
+
+
+DSCP_EF = 46  # Expedited Forwarding (RFC 3246): audio
+DSCP_AF41 = 34  # Assured Forwarding class 4, low drop (RFC 2597): interactive video
+
+
+@dataclass(frozen=True)
+class DscpMarking:
+    """The DiffServ code points a leg's RTP and RTCP sockets carry (``settings.rtp.dscp_*``; 0 = unmarked).
+
+    Routers on a leased line that honour DiffServ queue EF ahead of AF41 ahead of best effort, so a
+    full queue drops video before it touches audio.
+    """
+
+    audio: int = DSCP_EF
+    video: int = DSCP_AF41
+
+    def __post_init__(self) -> None:
+        for value in (self.audio, self.video):
+            if not 0 <= value <= 63:
+                raise ValueError(f"a DSCP is 0-63, not {value}")
+
+    def for_kind(self, kind: str) -> int:
+        return self.audio if kind == "audio" else self.video
+
+
+def mark_socket(sock: socket.socket, dscp: int) -> None:
+    """Set the DSCP (the upper six bits of IPv4 TOS / IPv6 traffic class) of every datagram ``sock`` sends."""
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+    except OSError as exc:  # never fail a call over a marking
+        log.warning("cannot mark an RTP socket with DSCP %d: %s", dscp, exc)
 
 
 class MediaSink(Protocol):
@@ -66,6 +109,13 @@ class MediaSink(Protocol):
 
     def on_keyframe_request(self, leg: MediaLeg) -> None:
         """The endpoint wants a key frame (PLI/FIR; SIP INFO arrives via the SIP layer)."""
+
+
+class RateListener(Protocol):
+    """Who hears the peer's rate feedback (the MCU's rate budget of the site)."""
+
+    def on_rate_feedback(self, kind: str, feedback: RateFeedback) -> None:
+        """TMMBR, REMB or a receiver report about our ``kind`` ("audio"/"video") stream."""
 
 
 class NullSink:
@@ -92,6 +142,9 @@ class _Socket(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            mark_socket(sock, self.channel.leg.dscp.for_kind(self.channel.kind))
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.channel.on_datagram(data, (str(addr[0]), int(addr[1])), self.rtcp)
@@ -140,12 +193,18 @@ class _Channel:
     resolution: tuple[int, int] | None = None
     last_sample: tuple[float, int] = (0.0, 0)
     decode_backlog: int = 0
+    loss_timer: asyncio.TimerHandle | None = None
+    loss_timer_at: float = 0.0
+    foreign_dropped: int = 0  # datagrams from a host that is not this call's peer
 
     def on_datagram(self, data: bytes, addr: tuple[str, int], from_rtcp_port: bool) -> None:
         session = self.session
         if session is None:
             return
         is_rtcp = len(data) > 1 and 192 <= data[1] <= 223
+        if not self._from_peer(addr[0], is_rtcp or from_rtcp_port):
+            self.foreign_dropped += 1
+            return
         if self.srtp_in is not None:
             try:
                 data = self.srtp_in.unprotect_rtcp(data) if is_rtcp else self.srtp_in.unprotect(data)
@@ -160,6 +219,19 @@ class _Channel:
                     self.remote_rtcp = addr
         for event in session.receive(data, time.monotonic()):
             self.leg._on_event(self, event)
+        if not is_rtcp and session.loss is not None:
+            self.leg._poll_loss(self)
+
+    def _from_peer(self, host: str, rtcp: bool) -> bool:
+        """Whether a datagram from `host` may act on this call. Once media has latched (symmetric RTP),
+        only the latched host's RTP and RTCP count; before that, RTCP only from the host the peer
+        signalled. So nobody else on the network can inject PLI/FIR/NACK/TMMBR/REMB (key-frame storms,
+        a starved rate) or media into the call by guessing its port."""
+        if self.remote_rtp is None:
+            return True
+        if self.latched or rtcp:
+            return host == self.remote_rtp[0]
+        return True
 
     def send_rtp(self, data: bytes) -> None:
         if self.rtp is None or self.rtp.transport is None or self.remote_rtp is None:
@@ -178,6 +250,8 @@ class _Channel:
             sock.transport.sendto(data, self.remote_rtcp)
 
     def close(self) -> None:
+        if self.loss_timer is not None:
+            self.loss_timer.cancel()
         for sock in (self.rtp, self.rtcp):
             if sock is not None and sock.transport is not None:
                 sock.transport.close()
@@ -196,24 +270,43 @@ def _srtp_session(suite: str, key: bytes, outbound: bool) -> pylibsrtp.Session:
 
 
 class MediaLeg:
-    """The media side of one call: up to one audio and one video stream."""
+    """The media side of one call: up to one audio and one video stream.
 
-    def __init__(self, host: str, sink: MediaSink | None = None) -> None:
+    Video is paced to :attr:`send_budget` (``sip_gateway.rtp.pacing``: a leaky bucket per leg, key
+    frames spread over time, whole frames dropped when the queue would hold more than half a second);
+    ``None`` (the default) sends every packet at once. Audio and RTCP are never queued.
+    NACKed video is resent from ``sip_gateway.rtp.retransmission`` within a share of that budget.
+    """
+
+    send_budget: SendBudget | None = None  # the site's video rate (set by its owner; may change any time)
+    retransmit_enabled: bool = True  # answer generic NACKs (off only to compare repair against none)
+
+    def __init__(self, host: str, sink: MediaSink | None = None, dscp: DscpMarking | None = None) -> None:
         self.host = host
+        self.dscp = dscp or DscpMarking()
         self.sink: MediaSink = sink or NullSink()
+        self.rate_listener: RateListener | None = None  # TMMBR, REMB, receiver reports
         self.audio: _Channel | None = None
         self.video: _Channel | None = None
+        self.h224: H224Channel | None = None  # far-end camera control (RFC 4573), when allocated
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-leg")
         self._rtcp_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.frames_decoded = 0
         self.frames_dropped = 0
+        self.pacer = VideoPacer()
+        self._pacer_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def allocate(cls, host: str = "127.0.0.1", video: bool = True, sink: MediaSink | None = None,
-                       port_range: tuple[int, int] = RTP_PORT_RANGE) -> MediaLeg:
-        """Bind RTP/RTCP port pairs so the ports can go into our SDP."""
-        leg = cls(host, sink)
+                       port_range: tuple[int, int] = RTP_PORT_RANGE, dscp: DscpMarking | None = None,
+                       h224: bool = False) -> MediaLeg:
+        """Bind RTP/RTCP port pairs so the ports can go into our SDP (marked with ``dscp``, default EF/AF41).
+
+        ``h224``: also a pair for far-end camera control, best effort (no free pair: no FECC, the
+        call goes on without it).
+        """
+        leg = cls(host, sink, dscp)
         ports = RtpPortManager(None, *port_range)
         try:
             leg.audio = _Channel(leg, "audio")
@@ -224,17 +317,27 @@ class MediaLeg:
         except OSError:
             await leg.close()  # give back the audio pair when only the video pair is missing
             raise
+        if h224:
+            try:
+                leg.h224 = await H224Channel.allocate(host, port_range)
+            except OSError:
+                log.info("no free RTP port pair for far-end camera control: offering none")
         return leg
 
     @property
     def local_media(self) -> LocalMedia:
         """Our address and ports for SDP."""
         assert self.audio is not None
-        return LocalMedia(self.host, self.audio.port, self.video.port if self.video else None)
+        return LocalMedia(self.host, self.audio.port, self.video.port if self.video else None,
+                          h224_port=self.h224.port if self.h224 is not None else None)
 
     def start(self, streams: list[MediaStream]) -> None:
         """Apply the negotiated streams (call again after a re-INVITE changes them)."""
         for stream in streams:
+            if stream.kind == "application":
+                if self.h224 is not None and stream.codec.name == "H224" and stream.remote_port:
+                    self.h224.start(stream.remote_host, stream.remote_port, stream.codec.payload_type)
+                continue
             channel = self.audio if stream.kind == "audio" else self.video
             if channel is None:
                 continue
@@ -295,15 +398,41 @@ class MediaLeg:
             self.sink.on_dtmf(self, event.digit)
         elif isinstance(event, KeyframeRequest):
             self.sink.on_keyframe_request(self)
-        elif isinstance(event, NackRequest) and channel.session is not None:
-            for data in channel.session.retransmit(event.sequence_numbers):
+        elif isinstance(event, NackRequest) and channel.session is not None and self.retransmit_enabled:
+            now = asyncio.get_running_loop().time()
+            kbps = self.send_budget.video_kbps() if self.send_budget is not None else None
+            for data in channel.session.retransmit(event.sequence_numbers, now, kbps):
                 channel.send_rtp(data)
+                if channel.kind == "video":  # repairs use the video's rate: the queue waits for them
+                    self.pacer.charge(len(data), now, self.send_budget)
         elif isinstance(event, PacketLossDetected):
             self.request_keyframe()
         elif isinstance(event, SendNack) and channel.session is not None:
             channel.send_rtcp(channel.session.nack(list(event.sequence_numbers)))
         elif isinstance(event, PeerLeft):
             log.info("peer sent RTCP BYE on %s", channel.kind)
+        elif isinstance(event, SendRtcp):
+            channel.send_rtcp(event.data)
+        elif isinstance(event, RateLimitRequest | RateEstimate | ReceptionReport) and self.rate_listener is not None:
+            self.rate_listener.on_rate_feedback(channel.kind, event)
+
+    def _poll_loss(self, channel: _Channel) -> None:
+        """Act on holes in the incoming video (NACK, key frame, TMMBR) and wake up when the next is due."""
+        session = channel.session
+        if session is None or self._closed:
+            return
+        now = time.monotonic()
+        if channel.loss_timer is not None and channel.loss_timer_at <= now:
+            channel.loss_timer = None  # this is that wake-up (or it is overdue)
+        for event in session.poll_loss(now):
+            self._on_event(channel, event)
+        due = session.loss_due()
+        if due is None or (channel.loss_timer is not None and channel.loss_timer_at <= due):
+            return
+        if channel.loss_timer is not None:
+            channel.loss_timer.cancel()
+        channel.loss_timer_at = due
+        channel.loss_timer = asyncio.get_running_loop().call_later(max(due - now, 0.001), self._poll_loss, channel)
 
     def _video_decoded(self, channel: _Channel, future: asyncio.Future[list[av.VideoFrame]]) -> None:
         channel.decode_backlog -= 1
@@ -351,22 +480,49 @@ class MediaLeg:
         encoder = channel.video_encoder
         payloads = await asyncio.get_running_loop().run_in_executor(self._executor, encoder.encode, frame, keyframe)
         offset = int((frame.time or 0) * VIDEO_CLOCK) if frame.time is not None else 0
-        self._send_video_payloads(channel, payloads, offset)
+        self._send_video_payloads(channel, payloads, offset, keyframe)
 
     def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
-        """Packetise and send one already encoded H.264 access unit (shared encoder output)."""
+        """Packetise and send (paced) one already encoded access unit (shared encoder output)."""
         channel = self.video
         if channel is None or channel.session is None or channel.video_encoder is None:
             return
-        self._send_video_payloads(channel, channel.video_encoder.pack(access_unit), timestamp_90k)
+        keyframe = self.send_budget is not None and is_keyframe(channel.session.codec.name, access_unit)
+        self._send_video_payloads(channel, channel.video_encoder.pack(access_unit), timestamp_90k, keyframe)
 
-    def _send_video_payloads(self, channel: _Channel, payloads: list[bytes], offset: int) -> None:
+    def _send_video_payloads(self, channel: _Channel, payloads: list[bytes], offset: int, keyframe: bool) -> None:
         if not payloads or channel.session is None:
             return
         if channel.session.stream.direction in ("recvonly", "inactive"):
             return
-        for data in channel.session.packetize(payloads, offset):
+        budget = self.send_budget
+        now = asyncio.get_running_loop().time()
+        if budget is None and not self.pacer.queue:  # not paced: today's behaviour, straight out
+            for data in channel.session.packetize(payloads, offset, now=now):
+                channel.send_rtp(data)
+            return
+        if not self.pacer.admit([len(p) for p in payloads], keyframe, now, budget):
+            if self.pacer.keyframe_wanted:  # frames were dropped: the shared encoder owes us a key frame
+                self.pacer.keyframe_wanted = False
+                self.sink.on_keyframe_request(self)
+            return
+        self.pacer.enqueue(channel.session.packetize(payloads, offset, now=now))
+        self._release_video()
+
+    def _release_video(self) -> None:
+        """Send what the pacer lets go now and wake up when the next packet is due (one timer, no tick)."""
+        if self._pacer_timer is not None:  # one wake-up at a time (this call may come before it)
+            self._pacer_timer.cancel()
+            self._pacer_timer = None
+        channel = self.video
+        if self._closed or channel is None:
+            return
+        loop = asyncio.get_running_loop()
+        for data in self.pacer.release(loop.time(), self.send_budget):
             channel.send_rtp(data)
+        due = self.pacer.next_release(self.send_budget)
+        if due is not None:  # never sooner than 0.5 ms: a wake-up always finds something to send
+            self._pacer_timer = loop.call_at(max(due, loop.time() + 0.0005), self._release_video)
 
     def request_keyframe(self) -> None:
         """Send PLI/FIR to the endpoint (rate-limited)."""
@@ -378,6 +534,17 @@ class MediaLeg:
             return
         channel.last_keyframe_request = now
         channel.send_rtcp(channel.session.keyframe_request())
+
+    def set_video_decode(self, mode: str) -> None:
+        """``"off"`` / ``"fast"`` / ``"full"``: see :class:`~sip_gateway.rtp.codecs.VideoDecoder`."""
+        if self.video is not None and self.video.video_decoder is not None:
+            self.video.video_decoder.set_mode(mode)
+
+    @property
+    def video_frames_skipped(self) -> int:
+        """Received video frames not decoded (source shown nowhere, or awaiting a key frame)."""
+        decoder = self.video.video_decoder if self.video is not None else None
+        return decoder.frames_skipped if decoder is not None else 0
 
     # ------------------------------------------------------------------ status
 
@@ -410,8 +577,12 @@ class MediaLeg:
         self._closed = True
         if self._rtcp_timer is not None:
             self._rtcp_timer.cancel()
+        if self._pacer_timer is not None:
+            self._pacer_timer.cancel()
         for channel in self._channels():
             channel.close()
+        if self.h224 is not None:
+            self.h224.close()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
 

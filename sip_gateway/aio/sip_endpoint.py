@@ -352,6 +352,13 @@ class SipEndpoint:
         """Put the peer on hold (re-INVITE sendonly) or take it off hold."""
         self.process(self.ua.reinvite(call, "sendonly" if on_hold else "sendrecv"))
 
+    def ask_video_size(self, call: Call, size: tuple[int, int]) -> bool:
+        """Re-INVITE asking the peer to send ``size`` (imageattr); False if one is already pending."""
+        if call.reinvite_pending:
+            return False
+        self.process(self.ua.reinvite(call, "sendrecv", size))
+        return call.reinvite_pending
+
     def request_fast_update(self, call: Call) -> None:
         """Ask the peer for a key frame by SIP INFO."""
         self.process(self.ua.request_fast_update(call))

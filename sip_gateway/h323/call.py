@@ -47,6 +47,7 @@ from .events import (
     MediaAddress,
     ProtocolErrorLogged,
 )
+from .h239 import H239Message
 from .h245 import (
     TERMINAL_TYPE_MCU,
     TERMINAL_TYPE_TERMINAL,
@@ -97,6 +98,8 @@ class EndpointConfig:
     # What we are able to send, when it differs from what we receive (None: the same). Room
     # systems are often asymmetric (send H.263, receive H.261 only); a test terminal needs it.
     transmit_formats: Sequence[MediaFormat] | None = None
+    content_formats: Sequence[MediaFormat] = ()  # H.239 presentation we receive (empty: no H.239)
+    h224: bool = False  # far-end camera control (the H.224 data channel, H.323 Annex Q)
     h323_id: str = "commandcenter"
     e164: str | None = None
     display: str = "commandcenter MCU"
@@ -127,7 +130,8 @@ class EndpointConfig:
             terminal_type=TERMINAL_TYPE_MCU if self.is_mcu else TERMINAL_TYPE_TERMINAL,
             t101_capability=self.t101_capability, t103_open_channel=self.t103_open_channel,
             t105_round_trip=self.t105_round_trip, t106_master_slave=self.t106_master_slave,
-            round_trip_interval=self.round_trip_interval)
+            round_trip_interval=self.round_trip_interval, content_formats=self.content_formats,
+            h224=self.h224)
 
 
 _RELEASE_REASONS: dict[int, str] = {
@@ -344,6 +348,27 @@ class Call:
         """Ask the peer for a key frame on the channel it sends to us."""
         if self.h245 is not None and not self.released:
             self.h245.request_fast_update(channel)
+            self._flush_h245(now)
+        return self._take_events()
+
+    def send_h239(self, message: H239Message, now: float) -> list[Event]:
+        """Send an H.239 token or flow-control message (:mod:`.h239`)."""
+        if self.h245 is not None and not self.released:
+            self.h245.send_h239(message)
+            self._flush_h245(now)
+        return self._take_events()
+
+    def open_content_channel(self, fmt: MediaFormat, now: float) -> list[Event]:
+        """Open our H.239 presentation channel (the peer must have announced H.239)."""
+        if self.h245 is not None and not self.released:
+            self.h245.open_channel(fmt, now, content=True)
+            self._flush_h245(now)
+        return self._take_events()
+
+    def close_channel(self, number: int, now: float) -> list[Event]:
+        """Close one of our outgoing logical channels (the H.239 content channel when content stops)."""
+        if self.h245 is not None and not self.released:
+            self.h245.close_channel(number, now)
             self._flush_h245(now)
         return self._take_events()
 

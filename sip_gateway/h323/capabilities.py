@@ -18,6 +18,7 @@ from .asn1 import H245_PROTOCOL_ID
 __all__ = [
     "AUDIO_SESSION",
     "Codec",
+    "H224_SESSION",
     "DEFAULT_FORMATS",
     "H264_CAPABILITY_OID",
     "MediaFormat",
@@ -30,6 +31,7 @@ __all__ = [
 
 AUDIO_SESSION = 1
 VIDEO_SESSION = 2
+H224_SESSION = 4  # far-end camera control's H.224 data channel (3 is H.239 content; OPAL's default H.224 session)
 
 # H.241 8.3: H.264 generic capability and its parameters.
 H264_CAPABILITY_OID: tuple[int, ...] = (0, 0, 8, 241, 0, 0, 1)
@@ -53,6 +55,7 @@ class Codec(StrEnum):
     H264 = "H264"
     H263 = "H263"
     H261 = "H261"
+    H224 = "H224"  # the H.224 data channel of far-end camera control (never in a format list)
 
     @property
     def is_video(self) -> bool:
@@ -100,6 +103,8 @@ class MediaFormat:
 
     @property
     def session_id(self) -> int:
+        if self.codec is Codec.H224:
+            return H224_SESSION
         return VIDEO_SESSION if self.codec.is_video else AUDIO_SESSION
 
     @property

@@ -62,6 +62,7 @@ class LogicalChannel:
     remote_rtp: MediaAddress | None = None
     remote_rtcp: MediaAddress | None = None
     fast_start: bool = False
+    content: bool = False  # an H.239 presentation channel (sip_gateway.h323.h239)
 
 
 class Event:

@@ -7,8 +7,21 @@ video fast update and flow control. It consumes decoded MultimediaSystemControlM
 values and produces encoded PDUs; whether those travel tunnelled in H.225.0 messages or
 on a separate TCP connection is the call's business (:mod:`.call`).
 
-Size: one H.245 session state machine of about 600 lines: capability exchange, master/slave
-determination and logical channels all read and write the same session state.
+H.239 (:mod:`.h239`): with ``H245Config.content_formats`` the capability set announces the
+presentation role; a peer's content OLC (role presentation) is accepted on session 3 and
+reported as a ``ChannelOpened`` whose channel has ``content=True``; ``open_channel(...,
+content=True)`` opens ours; H.239 generic messages arrive as ``H239MessageReceived`` events
+and leave through :meth:`H245Session.send_h239`. Malformed H.239 is logged and ignored.
+
+Far-end camera control (:mod:`.h224_data`, H.323 Annex Q): with ``H245Config.h224`` the capability
+set announces the H.224 data application; when the peer announced it too we open our H.224 channel
+(``dataType`` ``data``, session :data:`~.capabilities.H224_SESSION`, a dynamic payload type) and
+accept the peer's; both are ``ChannelOpened`` with ``format.codec`` ``Codec.H224``. Without
+``h224`` (or paused, or bidirectional) a peer's H.224 OLC is rejected.
+
+Size: one H.245 session state machine of about 700 lines: capability exchange, master/slave
+determination, logical channels (camera and H.239 content) all read and write the same
+session state; the H.239 values themselves live in :mod:`.h239`.
 """
 from __future__ import annotations
 
@@ -18,10 +31,13 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from . import h224_data, h239
 from .asn1 import decode_h245, encode_h245
 from .capabilities import (
     AUDIO_SESSION,
+    H224_SESSION,
     VIDEO_SESSION,
+    Codec,
     MediaFormat,
     RemoteCapabilities,
     build_terminal_capability_set,
@@ -106,6 +122,8 @@ class H245Config:
     n100_msd_retries: int = 3
     round_trip_interval: float = 0.0  # 0 disables keep-alives
     open_channels: bool = True  # open our transmit channels once capabilities are known
+    content_formats: Sequence[MediaFormat] = ()  # H.239 presentation we receive (empty: no H.239)
+    h224: bool = False  # far-end camera control: announce H.224, open and accept its channel
 
     def local_rtp(self, session_id: int) -> MediaAddress:
         return MediaAddress(self.media_host, self.media_ports.get(session_id, 0))
@@ -127,6 +145,12 @@ class MsdState(Enum):
 class _PendingChannel:
     number: int
     fmt: MediaFormat
+    content: bool = False
+
+
+def _pending_session(pending: _PendingChannel) -> int:
+    """The session a proposed channel is filed under (3 for an H.239 content channel)."""
+    return h239.CONTENT_SESSION if pending.content else pending.fmt.session_id
 
 
 class H245Session:
@@ -149,6 +173,9 @@ class H245Session:
         self._tcs_sequence = 0
         self.local_capabilities_acked = False
         self.remote_capabilities: RemoteCapabilities | None = None
+        self.remote_h239 = False  # the peer announced the H.239 control capability
+        self.remote_content_formats: list[MediaFormat] = []  # H.239 presentation it receives
+        self.remote_h224 = False  # the peer announced the H.224 data application (FECC)
         self.paused_by_remote = False
         self.paused_locally = False
         # logical channels
@@ -197,6 +224,10 @@ class H245Session:
         self._tcs_sequence = (self._tcs_sequence + 1) & 0xFF
         chosen = self.config.formats if formats is None else formats
         tcs = build_terminal_capability_set(self._tcs_sequence, chosen)
+        if chosen and self.config.content_formats:
+            h239.add_to_capability_set(tcs, self.config.content_formats)
+        if chosen and self.config.h224:
+            h224_data.add_to_capability_set(tcs)
         self._send(("request", ("terminalCapabilitySet", tcs)))
         self.local_capabilities_acked = False
         self.timers.start("t101", now, self.config.t101_capability)
@@ -211,27 +242,38 @@ class H245Session:
         self.paused_locally = False
         self.send_capabilities(now)
 
-    def open_channel(self, fmt: MediaFormat, now: float) -> int:
-        """Propose an outgoing logical channel for ``fmt``; returns its number."""
+    def open_channel(self, fmt: MediaFormat, now: float, content: bool = False) -> int:
+        """Propose an outgoing logical channel for ``fmt``; returns its number. ``content``
+        opens an H.239 presentation channel (session 3, role label presentation)."""
         number = self._allocate_channel()
+        session_id = h239.CONTENT_SESSION if content else fmt.session_id
         h2250: dict[str, Any] = {
-            "sessionID": fmt.session_id,
-            "mediaControlChannel": transport_address(self.config.local_rtcp(fmt.session_id)),
-            "silenceSuppression": False,
+            "sessionID": session_id,
+            "mediaControlChannel": transport_address(self.config.local_rtcp(session_id)),
         }
+        if fmt.codec is not Codec.H224:
+            h2250["silenceSuppression"] = False
         packetization = media_packetization(fmt)
         if packetization is not None:  # dynamic payload formats: H.264, H.263 as H263-1998
             h2250["dynamicRTPPayloadType"] = fmt.rtp_payload_type
             h2250["mediaPacketization"] = packetization
+        data_type: tuple[str, Any]
+        if fmt.codec is Codec.H224:
+            h2250["dynamicRTPPayloadType"] = fmt.rtp_payload_type
+            data_type = h224_data.h224_data_type()
+        elif content:
+            data_type = h239.content_data_type(data_type_from_format(fmt)[1])
+        else:
+            data_type = data_type_from_format(fmt)
         olc = {
             "forwardLogicalChannelNumber": number,
             "forwardLogicalChannelParameters": {
-                "dataType": data_type_from_format(fmt),
+                "dataType": data_type,
                 "multiplexParameters": ("h2250LogicalChannelParameters", h2250),
             },
         }
-        self._pending[number] = _PendingChannel(number, fmt)
-        self._outgoing_opened_for.add(fmt.session_id)
+        self._pending[number] = _PendingChannel(number, fmt, content)
+        self._outgoing_opened_for.add(session_id)
         self._send(("request", ("openLogicalChannel", olc)))
         self.timers.start(f"t103:{number}", now, self.config.t103_open_channel)
         return number
@@ -405,6 +447,8 @@ class H245Session:
         self._send(("response", ("terminalCapabilitySetAck", {"sequenceNumber": remote.sequence_number})))
         was_paused = self.paused_by_remote
         self.remote_capabilities = remote
+        self.remote_h239, self.remote_content_formats = h239.remote_content_formats(body)
+        self.remote_h224 = h224_data.remote_has_h224(body)
         if remote.empty:
             self.paused_by_remote = True
             for number, _outgoing in [k for k in self.channels if k[1]]:
@@ -446,6 +490,8 @@ class H245Session:
         for fmt in (audio, video):
             if fmt is not None and fmt.session_id not in self._outgoing_opened_for:
                 self.open_channel(fmt, now)
+        if self.config.h224 and self.remote_h224 and H224_SESSION not in self._outgoing_opened_for:
+            self.open_channel(h224_data.H224_FORMAT, now)
 
     # ------------------------------------------------------------------ logical channels
 
@@ -470,7 +516,12 @@ class H245Session:
     def _on_request_openLogicalChannel(self, body: dict[str, Any], now: float) -> None:
         number = int(body["forwardLogicalChannelNumber"])
         forward = body["forwardLogicalChannelParameters"]
+        if h224_data.is_h224(forward["dataType"]):
+            return self._open_h224_channel(number, forward.get("multiplexParameters"), body)
         fmt = format_from_data_type(forward["dataType"])
+        content_fmt = h239.content_format(forward["dataType"]) if fmt is None else None
+        if content_fmt is not None:
+            return self._open_content_channel(number, content_fmt, forward.get("multiplexParameters"), body)
         mux = forward.get("multiplexParameters")
         cause: str | None = None
         if "reverseLogicalChannelParameters" in body:
@@ -506,6 +557,99 @@ class H245Session:
         })))
         self._events.append(ChannelOpened(channel))
 
+    def _refused_side_channel(self, number: int, mux: Any, body: dict[str, Any], supported: bool, *,
+                              supported_first: bool) -> bool:
+        """The checks an incoming content or H.224 channel shares; True when it was refused (answered
+        with openLogicalChannelReject and nothing changed). ``supported``: we announced what it carries."""
+        well_formed = (isinstance(mux, tuple) and mux[0] == "h2250LogicalChannelParameters"
+                       and isinstance(mux[1], dict))
+        checks = [("unsuitableReverseParameters", "reverseLogicalChannelParameters" in body),
+                  ("dataTypeNotAvailable", self.paused_locally), ("dataTypeNotSupported", not well_formed)]
+        unsupported = ("dataTypeNotSupported", not supported)
+        checks = [unsupported, *checks] if supported_first else [*checks, unsupported]
+        checks.append(("invalidSessionID", (number, False) in self.channels))
+        cause = next((c for c, failed in checks if failed), None)
+        if cause is not None:
+            self._send(("response", ("openLogicalChannelReject", {
+                "forwardLogicalChannelNumber": number, "cause": (cause, 0)})))
+        return cause is not None
+
+    def _accept_side_channel(self, channel: LogicalChannel, local_rtp: MediaAddress, local_rtcp: MediaAddress) -> None:
+        """Record an accepted incoming channel and acknowledge it with our ports for its session."""
+        self.channels[(channel.number, False)] = channel
+        self._send(("response", ("openLogicalChannelAck", {
+            "forwardLogicalChannelNumber": channel.number,
+            "forwardMultiplexAckParameters": ("h2250LogicalChannelAckParameters", {
+                "sessionID": channel.session_id, "mediaChannel": transport_address(local_rtp),
+                "mediaControlChannel": transport_address(local_rtcp)}),
+        })))
+        self._events.append(ChannelOpened(channel))
+
+    def _open_content_channel(self, number: int, fmt: MediaFormat, mux: Any, body: dict[str, Any]) -> None:
+        """An incoming H.239 presentation channel: accepted when we announced content formats."""
+        supported = choose_format(self.config.content_formats, [fmt], video=True) is not None
+        if self._refused_side_channel(number, mux, body, supported, supported_first=False):
+            return
+        params = mux[1]
+        session_id = int(params.get("sessionID", h239.CONTENT_SESSION)) or h239.CONTENT_SESSION
+        fmt = with_channel_parameters(fmt, params)
+        local_rtp = self.config.local_rtp(h239.CONTENT_SESSION)
+        local_rtcp = self.config.local_rtcp(h239.CONTENT_SESSION)
+        channel = LogicalChannel(
+            number=number, outgoing=False, format=fmt, session_id=session_id, payload_type=fmt.rtp_payload_type,
+            local_rtp=local_rtp, local_rtcp=local_rtcp, remote_rtcp=media_address_from(params.get("mediaControlChannel")),
+            content=True)
+        self._accept_side_channel(channel, local_rtp, local_rtcp)
+
+    def _open_h224_channel(self, number: int, mux: Any, body: dict[str, Any]) -> None:
+        """An incoming H.224 (FECC) channel: accepted when we announced H.224, on its own session's
+        port, with the payload type the peer's ``dynamicRTPPayloadType`` names."""
+        if self._refused_side_channel(number, mux, body, self.config.h224, supported_first=True):
+            return
+        params = mux[1]
+        try:
+            payload_type = int(params.get("dynamicRTPPayloadType", h224_data.H224_PAYLOAD_TYPE))
+            session_id = int(params.get("sessionID", H224_SESSION)) or H224_SESSION
+        except (TypeError, ValueError):
+            payload_type, session_id = h224_data.H224_PAYLOAD_TYPE, H224_SESSION
+        fmt = replace(h224_data.H224_FORMAT, payload_type=payload_type)
+        local_rtp, local_rtcp = self.config.local_rtp(H224_SESSION), self.config.local_rtcp(H224_SESSION)
+        channel = LogicalChannel(
+            number=number, outgoing=False, format=fmt, session_id=session_id, payload_type=payload_type,
+            local_rtp=local_rtp, local_rtcp=local_rtcp, remote_rtcp=media_address_from(params.get("mediaControlChannel")))
+        self._accept_side_channel(channel, local_rtp, local_rtcp)
+
+    # ------------------------------------------------------------------ H.239 (generic messages)
+
+    def send_h239(self, message: h239.H239Message) -> None:
+        """Send an H.239 token or flow-control message (see :mod:`.h239`)."""
+        self._send(h239.message_value(message))
+
+    def _on_generic(self, kind: str, name: str, body: Any) -> None:
+        try:
+            message = h239.parse_message((kind, (name, body)))
+        except h239.H239Error as exc:
+            self._events.append(ProtocolErrorLogged(f"H.239 {name}: {exc}"))
+            return
+        if message is not None:
+            self._events.append(h239.H239MessageReceived(message))
+            return
+        self._events.append(ProtocolErrorLogged(f"H.245 {kind} {name}: not H.239, ignored"))
+        if kind in ("request", "command"):
+            self._send(("indication", ("functionNotUnderstood", (kind, (name, body)))))
+
+    def _on_request_genericRequest(self, body: Any, now: float) -> None:
+        self._on_generic("request", "genericRequest", body)
+
+    def _on_response_genericResponse(self, body: Any, now: float) -> None:
+        self._on_generic("response", "genericResponse", body)
+
+    def _on_command_genericCommand(self, body: Any, now: float) -> None:
+        self._on_generic("command", "genericCommand", body)
+
+    def _on_indication_genericIndication(self, body: Any, now: float) -> None:
+        self._on_generic("indication", "genericIndication", body)
+
     def _on_response_openLogicalChannelAck(self, body: dict[str, Any], now: float) -> None:
         number = int(body["forwardLogicalChannelNumber"])
         pending = self._pending.pop(number, None)
@@ -518,13 +662,14 @@ class H245Session:
         params: dict[str, Any] = ack[1] if isinstance(ack, tuple) and isinstance(ack[1], dict) else {}
         fmt = pending.fmt
         payload_type = int(params.get("dynamicRTPPayloadType", fmt.rtp_payload_type))
+        local_session = h239.CONTENT_SESSION if pending.content else fmt.session_id
         channel = LogicalChannel(
             number=number, outgoing=True, format=replace(fmt, payload_type=payload_type),
-            session_id=int(params.get("sessionID", fmt.session_id)) or fmt.session_id,
+            session_id=int(params.get("sessionID", local_session)) or local_session,
             payload_type=payload_type,
-            local_rtp=self.config.local_rtp(fmt.session_id), local_rtcp=self.config.local_rtcp(fmt.session_id),
+            local_rtp=self.config.local_rtp(local_session), local_rtcp=self.config.local_rtcp(local_session),
             remote_rtp=media_address_from(params.get("mediaChannel")),
-            remote_rtcp=media_address_from(params.get("mediaControlChannel")))
+            remote_rtcp=media_address_from(params.get("mediaControlChannel")), content=pending.content)
         self.channels[(number, True)] = channel
         self._send(("indication", ("openLogicalChannelConfirm", {"forwardLogicalChannelNumber": number})))
         self._events.append(ChannelOpened(channel))
@@ -533,7 +678,7 @@ class H245Session:
         number = int(body["forwardLogicalChannelNumber"])
         pending = self._pending.pop(number, None)
         self.timers.stop(f"t103:{number}")
-        session_id = pending.fmt.session_id if pending else 0
+        session_id = _pending_session(pending) if pending else 0
         self._outgoing_opened_for.discard(session_id)
         self._events.append(ChannelRejected(number, session_id, str(body["cause"][0])))
 
@@ -614,10 +759,10 @@ class H245Session:
             number = int(name[5:])
             pending = self._pending.pop(number, None)
             if pending is not None:
-                self._outgoing_opened_for.discard(pending.fmt.session_id)
+                self._outgoing_opened_for.discard(_pending_session(pending))
                 self._send(("request", ("closeLogicalChannel", {"forwardLogicalChannelNumber": number,
                                                                  "source": ("lcse", 0)})))
-                self._events.append(ChannelRejected(number, pending.fmt.session_id, "timeout"))
+                self._events.append(ChannelRejected(number, _pending_session(pending), "timeout"))
         elif name.startswith("clc:"):
             # The channel is closed on our side anyway; a peer that never acknowledges is noted.
             self._events.append(ProtocolErrorLogged(f"closeLogicalChannel {name[4:]} not acknowledged"))

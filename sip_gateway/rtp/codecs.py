@@ -107,17 +107,53 @@ class AudioEncoder:
 
 
 class VideoDecoder:
-    """Decode a reassembled video frame (H.264 Annex B or VP8) into PyAV frames."""
+    """Decode a reassembled video frame (H.264 Annex B or VP8) into PyAV frames.
+
+    ``set_mode`` (the MCU's pane sizes, mcu.pane_size): ``"off"`` skips decoding (counted in
+    ``frames_skipped``; for a source shown in no pane), ``"fast"`` decodes H.264 without the
+    deblocking filter (``skip_loop_filter``: for a source shown much smaller than it is sent),
+    ``"full"`` decodes normally. After a change, H.264 frames are skipped until the next
+    IDR/SPS (the caller asks the source for a key frame), so no broken picture is shown.
+    """
+
+    MODES = ("off", "fast", "full")
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         ffmpeg = _H26X_FFMPEG.get(codec.name)
         self._h26x: Any = av.CodecContext.create(ffmpeg, "r") if ffmpeg else None
         self._decoder = None if ffmpeg else get_decoder(aiortc_parameters(codec))
+        self.mode = "full"
+        self.frames_skipped = 0
+        self._fast: Any = None  # an H.264 context opened with skip_loop_filter
+        self._await_key = False
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"unknown decode mode {mode!r}")
+        if mode == self.mode:
+            return
+        self.mode = mode
+        self._fast = None
+        if mode == "fast" and self.codec.name == "H264":
+            self._fast = av.CodecContext.create("h264", "r")
+            self._fast.options = {"skip_loop_filter": "all"}
+        self._await_key = self.codec.name == "H264"
 
     def decode(self, data: bytes, timestamp: int) -> list[av.VideoFrame]:
         """Decode; corrupt input yields no frames instead of an exception."""
+        if self.mode == "off":
+            self.frames_skipped += 1
+            return []
+        if self._await_key:
+            if not any(nal and nal[0] & 0x1F in (5, 7) for nal in split_annexb(data)):
+                self.frames_skipped += 1
+                return []
+            self._await_key = False
+        fast = self._fast  # set_mode runs on another thread: read once
         try:
+            if fast is not None:
+                return [f for f in fast.decode(av.Packet(data)) if isinstance(f, av.VideoFrame)]
             if self._h26x is not None:
                 if self.codec.name in _H26X_BIT_PIECES:  # SBIT/EBIT pieces: join them bit-exactly
                     data = join_framed_pieces(data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Codec", "LocalMedia", "MediaPolicy", "MediaStream", "SrtpKeys"]
+__all__ = ["Codec", "ExtraMedia", "LocalMedia", "MediaPolicy", "MediaStream", "SrtpKeys"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,12 @@ class MediaStream:
     nack: bool = False
     pli: bool = False
     fir: bool = False
+    tmmbr: bool = False  # the peer negotiated ``ccm tmmbr`` (RFC 5104): it may limit our rate
+    # What the peer wants to receive (its SDP b= lines, RFC 4566/3890), as written: the values are
+    # not checked here (0, negative, absurd); the consumer's rate budget clamps them.
+    remote_session_kbps: int | None = None  # session-level b=AS (everything)
+    remote_as_kbps: int | None = None  # this stream's b=AS (with IP/UDP/RTP overhead)
+    remote_tias_bps: int | None = None  # this stream's b=TIAS (without overhead)
 
     @property
     def on_hold(self) -> bool:
@@ -89,10 +95,29 @@ class MediaPolicy:
     telephone_event: bool = True
 
 
+@dataclass(frozen=True)
+class ExtraMedia:
+    """An m-line of ours that the RTP layer does not carry (a BFCP stream, a refused slides stream):
+    the SDP answer puts it at ``index`` as written instead of refusing that offered stream."""
+
+    index: int
+    kind: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    attributes: tuple[tuple[str, str | None], ...] = ()
+
+
 @dataclass
 class LocalMedia:
-    """Our transport for one media kind: local address and RTP port."""
+    """Our transport for one call: local address, RTP ports and the line we receive on."""
 
     host: str
     audio_port: int
     video_port: int | None = None
+    # Our line (RFC 3890): session b=AS of the whole call and the video we want to receive
+    # (b=TIAS, with b=AS for older peers); None: no b= lines.
+    session_kbps: int | None = None
+    video_kbps: int | None = None
+    h224_port: int | None = None  # far-end camera control (RFC 4573 m=application H224/4800); None: none
+    extra: tuple[ExtraMedia, ...] = ()  # answers to offered streams beside audio/video (BFCP, slides)

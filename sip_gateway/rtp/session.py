@@ -2,7 +2,8 @@
 
 Takes datagrams (RTP or RTCP, mux or not) with their arrival time and returns events:
 reassembled encoded frames (from aiortc's jitter buffer), DTMF digits, key-frame requests,
-NACKs and reports. Builds outgoing RTP (sequence numbers, timestamps, marker bit), SR/RR with
+NACKs, and the rate feedback a sender's rate budget needs: TMMBR (answered at once with a TMMBN
+of the bounding set, :class:`SendRtcp`), REMB and the receiver reports about our stream. Builds outgoing RTP (sequence numbers, timestamps, marker bit), SR/RR with
 SDES, PLI/FIR/NACK, and RFC 4733 digit packets. Never touches sockets or clocks.
 """
 
@@ -29,7 +30,10 @@ from aiortc.rtp import (
 
 from .codecs import depayload_media
 from .dtmf import EventDetector, digit_packets
+from .loss_tracker import LossTracker, Nack, NeedKeyframe, SlowDown
 from .media_description import MediaStream
+from .retransmission import RetransmissionStore
+from .rtcp_feedback import Remb, RtcpFeedbackError, TmmbEntry, Tmmbr, build_tmmbn, build_tmmbr, parse_feedback
 from .stats import ReceiveStats
 
 log = logging.getLogger(__name__)
@@ -86,8 +90,41 @@ class SendNack:
     sequence_numbers: tuple[int, ...]
 
 
-RtpEvent = EncodedFrame | DtmfDigit | KeyframeRequest | NackRequest | PacketLossDetected | PeerLeft | SendNack
-MAX_NACK_GAP = 32
+@dataclass(frozen=True)
+class RateLimitRequest:
+    """The peer limits our stream (TMMBR, the bounding set's lowest tuple): bit/s incl. overhead."""
+
+    bitrate_bps: int
+    overhead: int
+
+
+@dataclass(frozen=True)
+class RateEstimate:
+    """The peer's REMB for our stream (bit/s)."""
+
+    bitrate_bps: int
+
+
+@dataclass(frozen=True)
+class ReceptionReport:
+    """An RR/SR report block about our stream (RFC 3550 §6.4.1)."""
+
+    fraction_lost: float  # 0..1 since the peer's previous report
+    packets_lost: int
+    jitter: int  # timestamp units
+
+
+@dataclass(frozen=True)
+class SendRtcp:
+    """Send this RTCP packet to the peer (e.g. the TMMBN that answers a TMMBR)."""
+
+    data: bytes
+
+
+RateFeedback = RateLimitRequest | RateEstimate | ReceptionReport
+RtpEvent = (EncodedFrame | DtmfDigit | KeyframeRequest | NackRequest | PacketLossDetected | PeerLeft | SendNack
+            | RateLimitRequest | RateEstimate | ReceptionReport | SendRtcp)
+MAX_TMMBR_OWNERS = 16  # tuples kept for the bounding set (one per SSRC that asked)
 
 
 def sdes_cname(ssrc: int, cname: str) -> bytes:
@@ -118,13 +155,11 @@ class SendState:
     packets: int = 0
     octets: int = 0
     last_timestamp: int = 0
-    history: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    history: RetransmissionStore = field(default_factory=RetransmissionStore)  # video only
 
 
 class RtpSession:
     """One RTP stream pair (we send one SSRC, accept whatever the peer sends)."""
-
-    HISTORY = 512
 
     def __init__(self, stream: MediaStream, cname: str = "commandcenter") -> None:
         self.stream = stream
@@ -143,6 +178,9 @@ class RtpSession:
         self._dtmf = EventDetector()
         self._fir_seq = 0
         self.malformed = 0
+        self.tmmbr_owners: OrderedDict[int, TmmbEntry] = OrderedDict()  # who limits us, newest last
+        self.loss: LossTracker | None = LossTracker(nack=stream.nack) if self.kind == "video" else None
+        self.tmmbr_sent = 0
 
     # ------------------------------------------------------------------ receive
 
@@ -164,11 +202,10 @@ class RtpSession:
         if packet.payload_type == 13:  # comfort noise: nothing to decode
             return []
         events: list[RtpEvent] = []
-        if self.kind == "video" and self.stream.nack and self.remote_ssrc == packet.ssrc and self.stats.received:
-            gap = (packet.sequence_number - self.stats.max_seq - 1) & 0xFFFF
-            if 0 < gap <= MAX_NACK_GAP:
-                missing = tuple((self.stats.max_seq + 1 + i) & 0xFFFF for i in range(gap))
-                events.append(SendNack(missing))
+        if self.loss is not None:
+            if self.remote_ssrc is not None and self.remote_ssrc != packet.ssrc:
+                self.loss = LossTracker(nack=self.stream.nack)  # a new source: its own numbering
+            self.loss.packet(packet.sequence_number, len(packet.payload), now)
         self.remote_ssrc = packet.ssrc
         self.stats.add(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         try:
@@ -183,6 +220,29 @@ class RtpSession:
             events.append(EncodedFrame(frame.data, frame.timestamp))
         return events
 
+    def poll_loss(self, now: float) -> list[RtpEvent]:
+        """Repair of the incoming video (:mod:`.loss_tracker`): NACKs due now, a key frame request when
+        repair failed (the jitter buffer is flushed past the hole so later frames flow again), a TMMBR
+        when the source loses too much (only if it negotiated ``ccm tmmbr``)."""
+        if self.loss is None:
+            return []
+        self.loss.nack = self.stream.nack  # a re-INVITE may change it
+        events: list[RtpEvent] = []
+        for action in self.loss.poll(now):
+            if isinstance(action, Nack):
+                events.append(SendNack(action.sequence_numbers))
+            elif isinstance(action, NeedKeyframe):
+                self.jitter = JitterBuffer(capacity=256, is_video=True)
+                events.append(PacketLossDetected())
+            elif isinstance(action, SlowDown) and self.stream.tmmbr and self.remote_ssrc is not None:
+                self.tmmbr_sent += 1
+                events.append(SendRtcp(build_tmmbr(self.send.ssrc, self.remote_ssrc, action.bitrate_bps)))
+        return events
+
+    def loss_due(self) -> float | None:
+        """When :meth:`poll_loss` next has something to do (``None``: nothing pending)."""
+        return self.loss.next_due() if self.loss is not None else None
+
     def _receive_rtcp(self, data: bytes, now: float) -> list[RtpEvent]:
         try:
             packets = RtcpPacket.parse(data)
@@ -191,6 +251,9 @@ class RtpSession:
             return []
         events: list[RtpEvent] = []
         for packet in packets:
+            if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
+                events += [ReceptionReport(r.fraction_lost / 256, r.packets_lost, r.jitter)
+                           for r in packet.reports if r.ssrc == self.send.ssrc]
             if isinstance(packet, RtcpSrPacket):
                 self.stats.last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self.stats.last_sr_arrival = now
@@ -199,16 +262,46 @@ class RtpSession:
                     events.append(KeyframeRequest("pli"))
                 elif packet.fmt == PSFB_FIR:
                     events.append(KeyframeRequest("fir"))
-            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTPFB_NACK:
-                events.append(NackRequest(tuple(packet.lost)))
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTPFB_NACK and self.stream.nack:
+                events.append(NackRequest(tuple(packet.lost)))  # only if negotiated (RFC 4585 §4.2)
             elif isinstance(packet, RtcpByePacket):
                 events.append(PeerLeft())
+        return events + self._rate_feedback(data)
+
+    def _rate_feedback(self, data: bytes) -> list[RtpEvent]:
+        """TMMBR (answered with TMMBN) and REMB for our SSRC in a compound packet aiortc accepted."""
+        try:
+            feedback = parse_feedback(data)
+        except RtcpFeedbackError:
+            self.malformed += 1
+            return []
+        events: list[RtpEvent] = []
+        for item in feedback:
+            if isinstance(item, Tmmbr):
+                mine = [e for e in item.entries if e.ssrc == self.send.ssrc]
+                if not mine:
+                    continue
+                self.tmmbr_owners.pop(item.sender_ssrc, None)
+                self.tmmbr_owners[item.sender_ssrc] = TmmbEntry(item.sender_ssrc, mine[-1].bitrate_bps,
+                                                                mine[-1].overhead)
+                while len(self.tmmbr_owners) > MAX_TMMBR_OWNERS:
+                    self.tmmbr_owners.popitem(last=False)
+                # The bounding set, simplified to its lowest tuple (RFC 5104 §3.5.4.2 allows a
+                # sender to keep the most restrictive one); it is what we obey and announce.
+                bound = min(self.tmmbr_owners.values(), key=lambda e: e.bitrate_bps)
+                events.append(RateLimitRequest(bound.bitrate_bps, bound.overhead))
+                events.append(SendRtcp(build_tmmbn(self.send.ssrc, (bound,))))
+            elif isinstance(item, Remb) and (not item.ssrcs or self.send.ssrc in item.ssrcs):
+                events.append(RateEstimate(item.bitrate_bps))
         return events
 
     # ------------------------------------------------------------------ send
 
-    def packetize(self, payloads: list[bytes], timestamp_offset: int, marker: bool | None = None) -> list[bytes]:
+    def packetize(self, payloads: list[bytes], timestamp_offset: int, marker: bool | None = None,
+                  now: float = 0.0) -> list[bytes]:
         """RTP packets for one frame at ``timestamp_offset`` (codec clock units from our start).
+
+        Video packets are kept for NACKs (:class:`~.retransmission.RetransmissionStore`) as sent at ``now``.
 
         Video: the marker bit is set on the last packet of the frame (RFC 6184/7741).
         Audio: set it on the first packet after silence by passing ``marker=True``.
@@ -228,18 +321,18 @@ class RtpSession:
             )
             data = packet.serialize()
             if self.kind == "video":
-                s.history[s.sequence] = data
-                if len(s.history) > self.HISTORY:
-                    s.history.popitem(last=False)
+                s.history.remember(s.sequence, data, now)
             s.sequence = (s.sequence + 1) & 0xFFFF
             s.packets += 1
             s.octets += len(payload)
             out.append(data)
         return out
 
-    def retransmit(self, sequence_numbers: tuple[int, ...]) -> list[bytes]:
-        """Resend packets still in history (NACK; plain retransmission, no RTX stream)."""
-        return [self.send.history[seq] for seq in sequence_numbers if seq in self.send.history]
+    def retransmit(self, sequence_numbers: tuple[int, ...], now: float = 0.0,
+                   video_kbps: int | None = None) -> list[bytes]:
+        """Resend packets still in history (NACK; plain retransmission, no RTX stream), within the
+        byte budget of ``video_kbps`` (``None``: unbudgeted)."""
+        return self.send.history.resend(sequence_numbers, now, video_kbps)
 
     def dtmf(self, digit: str, timestamp_offset: int, duration_ms: int = 160) -> list[tuple[float, bytes]]:
         """RFC 4733 packets for ``digit`` as (send offset in seconds, datagram)."""

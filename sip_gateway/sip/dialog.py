@@ -59,6 +59,7 @@ class Call:
     invite: Request | None = None
     invite_tx: ServerTransaction | ClientTransaction | None = None
     offer: SessionDescription | None = None  # the remote offer of the initial INVITE
+    remote_answer: SessionDescription | None = None  # the peer's answer to our last offer (2xx)
     local_media: LocalMedia | None = None
     local_sdp: SessionDescription | None = None
     streams: list[MediaStream] = field(default_factory=list)

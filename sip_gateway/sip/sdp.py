@@ -2,7 +2,14 @@
 
 Audio: PCMU, PCMA, G.722, Opus (+ telephone-event). Video: H.264 (answer with the first offered
 H.264 payload type and keep its fmtp; packetization-mode 0 and 1) and VP8. Direction/hold,
-rtcp-mux or a separate RTCP port, SDES-SRTP ``a=crypto`` (RFC 4568).
+rtcp-mux or a separate RTCP port, SDES-SRTP ``a=crypto`` (RFC 4568). Bandwidth (RFC 4566 ``b=AS``,
+RFC 3890 ``b=TIAS``): the peer's values are read into each stream as written (the MCU's rate budget
+clamps them); ours come from :class:`LocalMedia` (session ``b=AS``, video ``b=AS`` + ``b=TIAS``).
+Video offers ``ccm tmmbr`` (RFC 5104) besides NACK/PLI/FIR; the answer keeps what the offer had.
+Far-end camera control (RFC 4573): with :attr:`LocalMedia.h224_port` we offer, and accept an
+offered, ``m=application <port> RTP/AVP <pt>`` with ``a=rtpmap:<pt> H224/4800`` (plain RTP only:
+under SRTP the line is not offered and an offered one is refused with port 0); its stream has kind
+``application`` and codec ``H224``.
 The negotiated result is a list of :class:`~sip_gateway.rtp.media_description.MediaStream` that the
 RTP layer consumes (the media description types live in :mod:`sip_gateway.rtp.media_description`).
 """
@@ -11,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..rtp.media_description import Codec, LocalMedia, MediaPolicy, MediaStream, SrtpKeys
 from .errors import SipParseError
@@ -199,6 +206,7 @@ def _parse_media_line(value: str) -> Media:
 
 _DEFAULT_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
 _CLOCK = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "OPUS": 48000, "H264": 90000, "VP8": 90000}
+H224_CLOCK = 4800  # RFC 4573
 _SDP_NAME = {"OPUS": "opus", "H264": "H264", "VP8": "VP8", "PCMU": "PCMU", "PCMA": "PCMA", "G722": "G722"}
 
 
@@ -230,8 +238,46 @@ def _rtcp_port(media: Media) -> tuple[bool, int]:
     return mux, media.port + 1
 
 
-def _feedback(media: Media, pt: int) -> tuple[bool, bool, bool]:
-    nack = pli = fir = False
+MAX_BANDWIDTH_DIGITS = 15  # longer numbers are not bandwidths (and int() of thousands of digits is slow)
+HEADER_SHARE = 0.04  # RTP/UDP/IP headers of ~1 kB video packets: b=AS = b=TIAS / (1 - share)
+
+
+def bandwidth(lines: list[str], modifier: str) -> int | None:
+    """The value of ``b=<modifier>:<value>`` among ``lines`` (RFC 4566 §5.8, RFC 3890), or None.
+
+    Values are returned as written (negative or absurd ones included: the rate budget clamps
+    them); a value that is not an integer, or has more than :data:`MAX_BANDWIDTH_DIGITS` digits,
+    is ignored (a bandwidth hint never fails a call). The last line of a modifier wins.
+    """
+    found: int | None = None
+    for line in lines:
+        name, sep, value = line.partition(":")
+        value = value.strip()
+        digits = value[1:] if value[:1] in "+-" else value
+        if not sep or name.strip().upper() != modifier.upper() or not digits.isdigit() \
+                or not digits.isascii() or len(digits) > MAX_BANDWIDTH_DIGITS:
+            continue
+        found = int(value)
+    return found
+
+
+def _bandwidth_lines(kbps: int | None, tias: bool) -> list[str]:
+    if kbps is None or kbps <= 0:
+        return []
+    if not tias:
+        return [f"AS:{kbps}"]
+    return [f"AS:{-(-kbps * 100 // round(100 * (1 - HEADER_SHARE)))}", f"TIAS:{kbps * 1000}"]
+
+
+def _with_bandwidth(stream: MediaStream, session: SessionDescription, media: Media) -> MediaStream:
+    """``stream`` with the peer's b= values (session b=AS, the stream's b=AS and b=TIAS)."""
+    return replace(stream, remote_session_kbps=bandwidth(session.bandwidth, "AS"),
+                   remote_as_kbps=bandwidth(media.bandwidth, "AS"),
+                   remote_tias_bps=bandwidth(media.bandwidth, "TIAS"))
+
+
+def _feedback(media: Media, pt: int) -> tuple[bool, bool, bool, bool]:
+    nack = pli = fir = tmmbr = False
     for value in media.attrs("rtcp-fb"):
         parts = value.split()
         if len(parts) < 2 or parts[0] not in (str(pt), "*"):
@@ -243,7 +289,9 @@ def _feedback(media: Media, pt: int) -> tuple[bool, bool, bool]:
                 pli = True
         elif parts[1] == "ccm" and len(parts) > 2 and parts[2] == "fir":
             fir = True
-    return nack, pli, fir
+        elif parts[1] == "ccm" and len(parts) > 2 and parts[2] == "tmmbr":
+            tmmbr = True
+    return nack, pli, fir, tmmbr
 
 
 def _choose_codec(media: Media, policy: MediaPolicy) -> tuple[Codec, int | None] | None:
@@ -276,10 +324,24 @@ def answer(
 ) -> tuple[SessionDescription, list[MediaStream]]:
     """Build an SDP answer to ``offer``. Raises :class:`SdpError` when nothing is acceptable."""
     answer_sdp = SessionDescription(
-        origin=f"commandcenter {session_id} {version} IN IP4 {local.host}", connection=local.host
+        origin=f"commandcenter {session_id} {version} IN IP4 {local.host}", connection=local.host,
+        bandwidth=_bandwidth_lines(local.session_kbps, tias=False),
     )
     streams: list[MediaStream] = []
+    extra = {e.index: e for e in local.extra}
     for index, media in enumerate(offer.media):
+        if index in extra:  # a stream the RTP layer does not carry, answered by its owner (BFCP)
+            e = extra[index]
+            answer_sdp.media.append(Media(e.kind, e.port, e.proto, list(e.formats), attributes=list(e.attributes)))
+            continue
+        if media.kind == "application":
+            h224 = _answer_h224(offer, media, index, local) if policy.srtp != "required" else None
+            if h224 is not None:
+                streams.append(h224[0])
+                answer_sdp.media.append(h224[1])
+            else:
+                answer_sdp.media.append(Media(media.kind, 0, media.proto, media.formats[:1] or ["0"]))
+            continue
         port = local.audio_port if media.kind == "audio" else local.video_port
         chosen = _choose_codec(media, policy) if media.port and port else None
         secure = "SAVP" in media.proto
@@ -292,14 +354,53 @@ def answer(
             if chosen is not None:
                 codec, dtmf = chosen
                 assert port is not None
-                stream, m = _answer_media(offer, media, index, codec, dtmf, keys, policy, local.host, port)
+                stream, m = _answer_media(offer, media, index, codec, dtmf, keys, policy, local, port)
                 streams.append(stream)
                 answer_sdp.media.append(m)
                 continue
         answer_sdp.media.append(Media(media.kind, 0, media.proto, media.formats[:1] or ["0"]))
-    if not streams:
+    if not any(s.kind != "application" for s in streams):
         raise SdpError("No acceptable media")
     return answer_sdp, streams
+
+
+
+def h224_payload_type(media: Media) -> int | None:
+    """The payload type of ``H224/4800`` on an RTP/AVP application m-line (RFC 4573), or None."""
+    if media.kind != "application" or media.proto != "RTP/AVP" or not media.port:
+        return None
+    try:
+        rtpmap = media.rtpmap()
+    except SdpError:
+        return None
+    for fmt in media.formats:
+        if fmt.isdigit() and rtpmap.get(int(fmt), ("", 0, 0))[:2] == ("H224", H224_CLOCK):
+            return int(fmt)
+    return None
+
+
+def offers_h224(offer: SessionDescription | None) -> bool:
+    """The offer has an H.224 (far-end camera control) line we could accept."""
+    return offer is not None and any(h224_payload_type(m) is not None for m in offer.media)
+
+
+def _answer_h224(offer: SessionDescription, media: Media, index: int,
+                 local: LocalMedia) -> tuple[MediaStream, Media] | None:
+    pt = h224_payload_type(media)
+    if pt is None or not local.h224_port:
+        return None
+    direction = media.direction
+    if media.direction == "sendrecv" and offer.session_direction:
+        direction = offer.session_direction
+    ours = _REVERSE[direction]
+    mux, rtcp_port = _rtcp_port(media)
+    m = Media("application", local.h224_port, "RTP/AVP", [str(pt)],
+              attributes=[("rtpmap", f"{pt} H224/{H224_CLOCK}")])
+    m.attributes.append(("rtcp-mux", None) if mux else ("rtcp", str(local.h224_port + 1)))
+    m.attributes.append((ours, None))
+    stream = MediaStream("application", index, local.h224_port, media.connection or offer.connection or "",
+                         media.port, media.port if mux else rtcp_port, Codec("H224", pt, H224_CLOCK), ours, mux)
+    return stream, m
 
 
 def _negotiate_crypto(media: Media, policy: MediaPolicy) -> SrtpKeys | None:
@@ -315,7 +416,7 @@ def _negotiate_crypto(media: Media, policy: MediaPolicy) -> SrtpKeys | None:
 
 def _answer_media(
     offer: SessionDescription, media: Media, index: int, codec: Codec, dtmf: int | None,
-    keys: SrtpKeys | None, policy: MediaPolicy, host: str, port: int,
+    keys: SrtpKeys | None, policy: MediaPolicy, local: LocalMedia, port: int,
 ) -> tuple[MediaStream, Media]:
     remote_host = media.connection or offer.connection or ""
     direction = media.direction
@@ -324,9 +425,11 @@ def _answer_media(
     our_direction = _REVERSE[direction]
     mux, rtcp_port = _rtcp_port(media)
     use_mux = mux and policy.rtcp_mux
-    nack, pli, fir = _feedback(media, codec.payload_type)
+    nack, pli, fir, tmmbr = _feedback(media, codec.payload_type)
     formats = [str(codec.payload_type)] + ([str(dtmf)] if dtmf is not None else [])
     m = Media(media.kind, port, media.proto, formats)
+    if media.kind == "video":
+        m.bandwidth = _bandwidth_lines(local.video_kbps, tias=True)
     m.attributes.append(
         ("rtpmap", f"{codec.payload_type} {_SDP_NAME.get(codec.name, codec.name)}/{codec.clock_rate}"
          + (f"/{codec.channels}" if codec.channels > 1 else ""))
@@ -335,7 +438,7 @@ def _answer_media(
         m.attributes.append(("fmtp", f"{codec.payload_type} {codec.fmtp}"))
     if dtmf is not None:
         m.attributes += [("rtpmap", f"{dtmf} telephone-event/8000"), ("fmtp", f"{dtmf} 0-16")]
-    for flag, fb in ((nack, "nack"), (pli, "nack pli"), (fir, "ccm fir")):
+    for flag, fb in ((nack, "nack"), (pli, "nack pli"), (fir, "ccm fir"), (tmmbr, "ccm tmmbr")):
         if flag:
             m.attributes.append(("rtcp-fb", f"{codec.payload_type} {fb}"))
     if use_mux:
@@ -348,9 +451,9 @@ def _answer_media(
     m.attributes.append((our_direction, None))
     stream = MediaStream(
         media.kind, index, port, remote_host, media.port, media.port if use_mux else rtcp_port,
-        codec, our_direction, use_mux, dtmf, keys, nack, pli, fir,
+        codec, our_direction, use_mux, dtmf, keys, nack, pli, fir, tmmbr,
     )
-    return stream, m
+    return _with_bandwidth(stream, offer, media), m
 
 
 def create_offer(
@@ -359,14 +462,15 @@ def create_offer(
 ) -> SessionDescription:
     """Build an offer with every codec the policy allows (audio, and video if a port is given)."""
     sdp = SessionDescription(
-        origin=f"commandcenter {session_id} {version} IN IP4 {local.host}", connection=local.host
+        origin=f"commandcenter {session_id} {version} IN IP4 {local.host}", connection=local.host,
+        bandwidth=_bandwidth_lines(local.session_kbps, tias=False),
     )
     secure = policy.srtp == "required" if secure is None else secure
     proto = "RTP/SAVP" if secure else "RTP/AVP"
     dynamic = iter(range(96, 128))
     audio = Media("audio", local.audio_port, proto, [])
     for name in policy.audio_codecs:
-        pt = _DEFAULT_PT.get(name) or next(dynamic)
+        pt = _DEFAULT_PT[name] if name in _DEFAULT_PT else next(dynamic)  # PCMU is 0, which is falsy
         audio.formats.append(str(pt))
         channels = "/2" if name == "OPUS" else ""
         audio.attributes.append(("rtpmap", f"{pt} {_SDP_NAME[name]}/{48000 if name == 'OPUS' else _CLOCK[name]}{channels}"))
@@ -376,7 +480,7 @@ def create_offer(
         audio.attributes += [("rtpmap", f"{pt} telephone-event/8000"), ("fmtp", f"{pt} 0-16")]
     sdp.media.append(audio)
     if local.video_port:
-        video = Media("video", local.video_port, proto, [])
+        video = Media("video", local.video_port, proto, [], bandwidth=_bandwidth_lines(local.video_kbps, tias=True))
         for name in policy.video_codecs:
             modes = policy.h264_modes if name == "H264" else (None,)
             for mode in modes:
@@ -387,8 +491,13 @@ def create_offer(
                     video.attributes.append(
                         ("fmtp", f"{pt} profile-level-id={policy.h264_profile_level_id};packetization-mode={mode}")
                     )
-                video.attributes += [("rtcp-fb", f"{pt} nack"), ("rtcp-fb", f"{pt} nack pli"), ("rtcp-fb", f"{pt} ccm fir")]
+                video.attributes += [("rtcp-fb", f"{pt} nack"), ("rtcp-fb", f"{pt} nack pli"),
+                                     ("rtcp-fb", f"{pt} ccm fir"), ("rtcp-fb", f"{pt} ccm tmmbr")]
         sdp.media.append(video)
+    if local.h224_port and not secure:
+        pt = next(dynamic)
+        sdp.media.append(Media("application", local.h224_port, proto, [str(pt)],
+                               attributes=[("rtpmap", f"{pt} H224/{H224_CLOCK}")]))
     for m in sdp.media:
         if policy.rtcp_mux:
             m.attributes.append(("rtcp-mux", None))
@@ -396,6 +505,8 @@ def create_offer(
         if secure:
             m.attributes.append(("crypto", _crypto_line(1, SRTP_SUITES[0], secrets.token_bytes(30))))
         m.attributes.append((direction, None))
+    for e in sorted(local.extra, key=lambda e: e.index):  # a re-offer keeps every m-line (RFC 3264 §8)
+        sdp.media.append(Media(e.kind, e.port, e.proto, list(e.formats), attributes=list(e.attributes)))
     return sdp
 
 
@@ -417,7 +528,8 @@ def streams_from_answer(
             name, clock, channels = rtpmap[int(fmt)]
             if name == "TELEPHONE-EVENT":
                 dtmf = dtmf or int(fmt)
-            elif codec is None and name in AUDIO_CODECS + VIDEO_CODECS:
+            elif codec is None and (name in AUDIO_CODECS + VIDEO_CODECS
+                                    or (name == "H224" and theirs.kind == "application")):
                 codec = Codec(name, int(fmt), clock, channels, fmtp.get(int(fmt), ""))
         if codec is None:
             continue
@@ -430,15 +542,14 @@ def streams_from_answer(
                     if mine and mine[0] == parsed[0]:
                         keys = SrtpKeys(parsed[1], parsed[0], mine[2], parsed[2])
         mux, rtcp_port = _rtcp_port(theirs)
-        nack, pli, fir = _feedback(theirs, codec.payload_type)
+        nack, pli, fir, tmmbr = _feedback(theirs, codec.payload_type)
         direction = theirs.direction
         if direction == "sendrecv" and answer_sdp.session_direction:
             direction = answer_sdp.session_direction
-        streams.append(
+        streams.append(_with_bandwidth(
             MediaStream(
                 theirs.kind, index, ours.port, theirs.connection or answer_sdp.connection or "",
                 theirs.port, theirs.port if mux else rtcp_port, codec, _REVERSE[direction], mux,
-                dtmf, keys, nack, pli, fir,
-            )
-        )
+                dtmf, keys, nack, pli, fir, tmmbr,
+            ), answer_sdp, theirs))
     return streams

@@ -16,6 +16,7 @@ from .actions import CancelTimer, Flow, Send, StartTimer
 from .dialog import Call, CallState, new_branch, new_tag
 from .digest import Credentials, build_authorization, pick_challenge
 from .errors import SipParseError
+from .imageattr import recv_imageattr
 from .message import Headers, Request, Response, find_body
 from .sdp import SdpError, SessionDescription, answer, create_offer
 from .sdp import streams_from_answer as negotiate_from_answer
@@ -23,6 +24,8 @@ from .session_timer import apply_2xx, timer_actions
 from .transaction import ClientTransaction, same_hop_request
 from .ua_core import ALLOWED_METHODS, SUPPORTED_EXTENSIONS, Output, UserAgentCore
 from .uri import NameAddr, SipUri
+
+_NOT_PICTURES = {"TELEPHONE-EVENT", "RTX", "RED", "ULPFEC", "FLEXFEC"}  # payload types imageattr is not for
 
 
 class Uac:
@@ -178,6 +181,7 @@ class Uac:
                                                     session_id_of(call.local_sdp), call.sdp_version)
                     call.local_sdp = ack_body
                 elif call.local_sdp is not None:
+                    call.remote_answer = remote
                     new_streams = negotiate_from_answer(call.local_sdp, remote)
                     if call.reinvite_pending and new_streams != call.streams:
                         out.append(ev.MediaUpdated(call))
@@ -241,13 +245,22 @@ class Uac:
             return self.send_bye(call)
         return []
 
-    def reinvite(self, call: Call, direction: str = "sendrecv") -> list[Output]:
-        """Send a re-INVITE with our SDP (``direction='sendonly'`` puts the peer on hold)."""
+    def reinvite(self, call: Call, direction: str = "sendrecv",
+                 receive_size: tuple[int, int] | None = None) -> list[Output]:
+        """Send a re-INVITE with our SDP (``direction='sendonly'`` puts the peer on hold).
+
+        ``receive_size``: ask the peer to send video of that size (RFC 6236 ``a=imageattr``
+        for each video payload type we offer)."""
         if call.state != CallState.CONFIRMED or call.reinvite_pending or call.local_media is None:
             return []
         call.sdp_version += 1
         session_id = session_id_of(call.local_sdp)
         sdp = create_offer(self.core.config.policy, call.local_media, session_id, call.sdp_version, direction)
+        for media in sdp.media if receive_size is not None else ():
+            if media.kind == "video" and media.port:
+                assert receive_size is not None
+                media.attributes += [("imageattr", recv_imageattr(pt, *receive_size))
+                                     for pt, (name, _, _) in media.rtpmap().items() if name not in _NOT_PICTURES]
         call.local_sdp = sdp
         call.reinvite_pending = True
         request = self._new_request(call, "INVITE", sdp.serialize(), "application/sdp")

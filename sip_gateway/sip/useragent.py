@@ -59,6 +59,8 @@ class UserAgent:
         self.limiter = RateLimiter(self.config.rate, self.config.burst)
         # Sources whose INVITEs skip the per-source limit (the emergency trunk's peers); pure predicate.
         self.invite_rate_exempt: Callable[[str], bool] | None = None
+        # False: OPTIONS are answered 503 (a standby desk, so a proxy's probing sends it nothing)
+        self.available: Callable[[], bool] | None = None
         self.auth_throttle = AuthThrottle(self.config.auth_throttle)
         auth = Authenticator(self.core, self.digest, self.auth_throttle)
         self.registrar = Registrar(self.core, auth)
@@ -177,6 +179,8 @@ class UserAgent:
         if method == "INVITE":
             return self.uas.on_invite(tx, now, flow)
         if method == "OPTIONS":
+            if self.available is not None and not self.available():
+                return self.core.reject(tx, 503)
             return answer_options(self.core, tx)
         if method == "REGISTER":
             return self.registrar.on_register(tx, now)
@@ -210,9 +214,11 @@ class UserAgent:
         """End a call: CANCEL if not answered, BYE if established, 480/487 if incoming."""
         return self.uac.hangup(call, reason)
 
-    def reinvite(self, call: Call, direction: str = "sendrecv") -> list[Output]:
-        """Send a re-INVITE with our SDP (``direction='sendonly'`` puts the peer on hold)."""
-        return self.uac.reinvite(call, direction)
+    def reinvite(self, call: Call, direction: str = "sendrecv",
+                 receive_size: tuple[int, int] | None = None) -> list[Output]:
+        """Send a re-INVITE with our SDP (``direction='sendonly'`` puts the peer on hold;
+        ``receive_size``: the video size we ask the peer for, RFC 6236 imageattr)."""
+        return self.uac.reinvite(call, direction, receive_size)
 
     def send_info(self, call: Call, content_type: str, body: bytes) -> list[Output]:
         """Send an INFO in the dialog (picture_fast_update, DTMF)."""

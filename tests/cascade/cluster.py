@@ -59,6 +59,7 @@ class NodeSpec:
     parent: str
     area: str
     address: str        # 10.0.0.N on the namespace's loopback
+    standby_parents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,8 @@ class Cluster:
         for index, n in enumerate(self.nodes):
             parts.append(f'\n[[nodes]]\nname = "{n.name}"\nkind = "{n.kind}"\nparent = "{n.parent}"\n'
                          f'area = "{n.area}"\nsip = "{n.address}:5060"\n')
+            if n.standby_parents:
+                parts.append("standby_parents = [" + ", ".join(f'"{x}"' for x in n.standby_parents) + "]\n")
             if n.kind == "mcu" and any(c.parent == n.name for c in self.nodes):
                 parts.append(f'control = "{n.address}:7443"\n')
             if n.parent:
@@ -209,6 +212,11 @@ class Cluster:
                          f'standing = true\nnodes = [{names}]\n')
         path = self.work / "plan.toml"
         path.write_text("".join(parts), encoding="utf-8")
+        # The demo's response plans sit beside its site plan; its gauges name them (monitoring
+        # refuses a gauge that proposes an unknown plan), so they go beside this one too.
+        plans = self.work / "plans"
+        if not plans.exists():
+            plans.symlink_to(DEMO_PLAN.parent / "plans")
         return path
 
     def write_settings(self, node: NodeSpec, plan: Path) -> Path:
@@ -242,23 +250,34 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
+    def _wait_running(self, name: str, deadline: float) -> None:
+        proc = self.procs[name]
+        while "is running" not in proc.text():
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"node {name} exited:\n{proc.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {name} did not start:\n{proc.text()[-3000:]}")
+            time.sleep(0.2)
+
     def start_nodes(self, timeout: float = 90.0) -> None:
         plan = self.write_plan()
+        deadline = time.monotonic() + timeout
         for n in self.nodes:
-            settings = self.write_settings(n, plan)
+            self.write_settings(n, plan)
+        # A node sharing a database with an earlier one starts once that one is up (the first start
+        # seeds the database's users; two seeding at once collide); the others start at once.
+        first = [n for i, n in enumerate(self.nodes)
+                 if all(self.db_urls[o.name] != self.db_urls[n.name] for o in self.nodes[:i])]
+        for n in first + [n for n in self.nodes if n not in first]:
+            settings = self.work / n.name / "settings.toml"
+            for other in [o for o in self.procs if self.db_urls.get(o) == self.db_urls[n.name]]:
+                self._wait_running(other, deadline)
             self._spawn(n.name, self.ns(n.name),
                         [sys.executable, "-m", "commandcenter", "--config", str(settings), "up", "--role",
                          self.roles.get(n.name, "mcu"), "--node-name", n.name],
                         self.work / f"{n.name}.log", {"CC_CASCADE__TOKEN": TOKEN})
-        deadline = time.monotonic() + timeout
         for n in self.nodes:
-            proc = self.procs[n.name]
-            while "is running" not in proc.text():
-                if proc.popen.poll() is not None:
-                    raise RuntimeError(f"node {n.name} exited:\n{proc.text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"node {n.name} did not start:\n{proc.text()[-3000:]}")
-                time.sleep(0.2)
+            self._wait_running(n.name, deadline)
 
     def start_endpoint(self, name: str, node: str, conference: str, colour: str, tone: str,
                        watch_tones: list[str], watch_colours: list[str], *, user: str = "",
@@ -300,6 +319,14 @@ class Cluster:
                 os.killpg(proc.popen.pid, signal.SIGKILL)
                 proc.popen.wait(5)
 
+    def kill_node(self, name: str) -> float:
+        """SIGKILL a node's process group (the machine dies: no BYE, no clean-up); the wall-clock time."""
+        proc = self.procs[name]
+        at = time.time()
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait(10)
+        return at
+
     def stop(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL) and remove the namespaces."""
         for proc in self.procs.values():
@@ -332,6 +359,24 @@ def path_events(db_url: str, conference_id: str = CONFERENCE) -> list[dict[str, 
             await conn.close()
         details = [json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"]) for r in rows]
         return [d for d in details if d.get("conference_id") == conference_id]
+
+    return asyncio.run(fetch())
+
+
+def room_host(db_url: str, conference_id: str = CONFERENCE) -> str:
+    """The node id the room is pinned to in a database (noderpc `rpc_pins`; '' when unpinned): the
+    node a web node sends the chair's console requests to."""
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> str:
+        conn = await asyncpg.connect(db_url)
+        try:
+            return str(await conn.fetchval("SELECT node_id FROM rpc_pins WHERE kind = 'room' AND key = $1",
+                                           conference_id) or "")
+        finally:
+            await conn.close()
 
     return asyncio.run(fetch())
 
@@ -381,6 +426,20 @@ def wait_for(path: Path, predicate: Any, within: float, what: str, after: float 
         time.sleep(0.1)
 
 
+def takeover_after_kill(cluster: Cluster, listener: Path, node: str = "city", tone: str = "town-a",
+                        heard: float = 1500.0) -> tuple[float, float]:
+    """SIGKILL ``node`` while ``listener`` hears ``tone``: (seconds from the kill until the tone is
+    heard there again, seconds until it had dropped). AssertionError when either does not happen."""
+    def hears(s: dict[str, Any]) -> bool:
+        return float(s["audio"].get(str(TONES[tone]), 0.0)) > heard
+
+    wait_for(listener, hears, 30, f"{tone} at {listener.stem} before the kill", after=time.time())
+    killed_at = cluster.kill_node(node)
+    lost = wait_for(listener, lambda s: not hears(s), 10, f"{tone} to drop at {listener.stem}", after=killed_at)
+    back = wait_for(listener, hears, 20, f"{tone} heard again at {listener.stem}", after=lost["t"])
+    return back["t"] - killed_at, lost["t"] - killed_at
+
+
 def one_county(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     """City, county A (罗定市), telecom bridge; lines city–A (private), A–telecom, city–telecom."""
     nodes = [NodeSpec("city", "mcu", "", "445300", "10.0.0.1"),
@@ -400,6 +459,25 @@ def three_levels(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     return cluster
 
 
+def city_standby(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
+    """City, a standby city node (a child of the city that county A lists as its standby parent),
+    county A, telecom bridge; private lines city–standby, city–A, standby–A; every MCU node has a
+    trunk to the bridge. The city and the standby share a database."""
+    nodes = [NodeSpec("city", "mcu", "", "445300", "10.0.0.1"),
+             NodeSpec("city-standby", "mcu", "city", "445300", "10.0.0.7"),
+             NodeSpec("county-a", "mcu", "city", "445381", "10.0.0.2", ("city-standby",)),
+             NodeSpec("telecom", "bridge", "", "", "10.0.0.9")]
+    lines = [Line("city-a", "city", "county-a", 1), Line("a-telecom", "county-a", "telecom", 2),
+             Line("city-telecom", "city", "telecom", 9), Line("city-standby", "city", "city-standby", 7),
+             Line("standby-a", "city-standby", "county-a", 8), Line("standby-telecom", "city-standby", "telecom", 10)]
+    cluster = Cluster(work, db_url_for, nodes, lines, {CONFERENCE: ["city", "city-standby", "county-a"]},
+                      dict(cascade))
+    # The city and its standby share one database, as the city's web nodes do: the room pins
+    # (noderpc) tell a web node which of the two hosts the conference now.
+    cluster.db_urls["city"] = cluster.db_urls["city-standby"] = db_url_for("city")
+    return cluster
+
+
 def two_counties(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     """One county plus county B (新兴县) with its own private line and trunk; two conferences."""
     cluster = one_county(work, db_url_for, **cascade)
@@ -410,5 +488,5 @@ def two_counties(work: Path, db_url_for: Any, **cascade: float) -> Cluster:
     return cluster
 
 
-__all__ = ["CONFERENCE", "audit_rows", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run",
-           "one_county", "read_samples", "three_levels", "two_counties", "wait_for"]
+__all__ = ["CONFERENCE", "audit_rows", "path_events", "COLOURS", "Cluster", "Line", "NodeSpec", "SECOND_CONFERENCE", "TONES", "can_run", "city_standby",
+           "one_county", "read_samples", "room_host", "takeover_after_kill", "three_levels", "two_counties", "wait_for"]

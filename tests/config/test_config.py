@@ -29,7 +29,7 @@ def test_demo_plan_is_complete_and_consistent() -> None:
     demo = next(c for c in plan.conferences if c.id == "80000001")
     assert demo.name == "全市视频会议（演示）" and demo.pin == "" and demo.guests
     assert {u.role for u in plan.users} == {"admin", "chair", "operator", "calltaker", "dispatcher",
-                                            "inspector", "viewer"}
+                                            "inspector", "viewer", "leader", "responder"}
     cameras = [cam for h in plan.halls for w in h.windows for cam in w.cameras]
     assert len(cameras) >= 8
     assert len(plan.boundaries_geojson["features"]) == 5

@@ -64,7 +64,7 @@ async def test_concurrent_writers_keep_one_chain(services: CoreServices) -> None
 
 
 async def test_verify_names_the_row_a_superuser_edited_deleted_or_inserted(services: CoreServices,
-                                                                           fresh_db_url: str, tmp_path: Path) -> None:
+                                                                           seeded_db_url: str, tmp_path: Path) -> None:
     audit = services.audit
     for i in range(3):
         await audit.record("admin", "user.update", f"user{i}", source="127.0.0.1", detail={"n": i})
@@ -75,21 +75,21 @@ async def test_verify_names_the_row_a_superuser_edited_deleted_or_inserted(servi
         await tx.rollback()
     for i in range(3, 6):
         await audit.record("admin", "user.update", f"user{i}", source="127.0.0.1", detail={"n": i})
-    ok = await asyncio.to_thread(audit_cli, fresh_db_url, tmp_path)
+    ok = await asyncio.to_thread(audit_cli, seeded_db_url, tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "audit log intact" in ok.stdout
 
     rows = [r["id"] for r in await services.db.fetch("SELECT id FROM audit_log ORDER BY id")]
     victim = rows[-2]
     before_victim, after_victim = rows[rows.index(victim) - 1], rows[-1]
-    su = await asyncpg.connect(fresh_db_url)
+    su = await asyncpg.connect(seeded_db_url)
     try:
         assert await su.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         await su.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
         # Edit one row.
         original = await su.fetchval("SELECT target FROM audit_log WHERE id = $1", victim)
         await su.execute("UPDATE audit_log SET target = 'someone-else' WHERE id = $1", victim)
-        edited = await asyncio.to_thread(audit_cli, fresh_db_url, tmp_path)
+        edited = await asyncio.to_thread(audit_cli, seeded_db_url, tmp_path)
         assert edited.returncode == 1, edited.stdout + edited.stderr
         assert f"BROKEN at row {victim}:" in edited.stderr and "edited" in edited.stderr, edited.stderr
         # Put it back: intact again (the chain is over the contents, nothing else).
@@ -100,7 +100,7 @@ async def test_verify_names_the_row_a_superuser_edited_deleted_or_inserted(servi
         saved = await su.fetchrow("SELECT * FROM audit_log WHERE id = $1", victim)
         assert saved is not None
         await su.execute("DELETE FROM audit_log WHERE id = $1", victim)
-        deleted = await asyncio.to_thread(audit_cli, fresh_db_url, tmp_path)
+        deleted = await asyncio.to_thread(audit_cli, seeded_db_url, tmp_path)
         assert deleted.returncode == 1
         assert f"BROKEN at row {after_victim}:" in deleted.stderr and "deleted" in deleted.stderr, deleted.stderr
         assert f"row {before_victim}" in deleted.stderr
@@ -117,7 +117,7 @@ async def test_verify_names_the_row_a_superuser_edited_deleted_or_inserted(servi
             "INSERT INTO audit_log (id, at, actor, action, target, detail, prev_hash, row_hash) "
             "VALUES ($1, now(), 'admin', 'user.update', 'forged', '{}', $2, "
             "audit_row_hash($2, $1, now(), 'admin', 'user.update', 'forged', 'ok', '', '{}'))", gap, prev)
-        inserted = await asyncio.to_thread(audit_cli, fresh_db_url, tmp_path)
+        inserted = await asyncio.to_thread(audit_cli, seeded_db_url, tmp_path)
         assert inserted.returncode == 1
         assert f"BROKEN at row {gap}:" in inserted.stderr and "inserted" in inserted.stderr, inserted.stderr
         await su.execute("DELETE FROM audit_log WHERE id = $1", gap)
@@ -148,16 +148,16 @@ END $$;
 """
 
 
-async def test_an_anchor_kept_outside_catches_a_rewritten_tail(services: CoreServices, fresh_db_url: str,
+async def test_an_anchor_kept_outside_catches_a_rewritten_tail(services: CoreServices, seeded_db_url: str,
                                                                tmp_path: Path) -> None:
     for i in range(4):
         await services.audit.record("admin", "user.update", f"user{i}")
-    first = await asyncio.to_thread(audit_cli, fresh_db_url, tmp_path)
+    first = await asyncio.to_thread(audit_cli, seeded_db_url, tmp_path)
     assert first.returncode == 0, first.stderr
     anchor = first.stdout.split("--anchor ")[1].split()[0]
     anchored_id = int(anchor.split(":")[0])
     victim = anchored_id - 2
-    su = await asyncpg.connect(fresh_db_url)
+    su = await asyncpg.connect(seeded_db_url)
     try:
         # A superuser edits a row and recomputes every hash after it, the head included.
         await su.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
@@ -167,7 +167,7 @@ async def test_an_anchor_kept_outside_catches_a_rewritten_tail(services: CoreSer
     finally:
         await su.close()
     assert (await verify_chain(services.db)).ok  # the chain alone cannot tell ...
-    env = {**os.environ, "DATABASE_URL": fresh_db_url, "CC_VAR_DIR": str(tmp_path)}
+    env = {**os.environ, "DATABASE_URL": seeded_db_url, "CC_VAR_DIR": str(tmp_path)}
 
     def verify(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "commandcenter", "audit", "verify", *args], cwd=ROOT,
@@ -180,10 +180,10 @@ async def test_an_anchor_kept_outside_catches_a_rewritten_tail(services: CoreSer
     assert bad.returncode == 2 and "not ID:HASH" in bad.stderr and "Traceback" not in bad.stderr
 
 
-async def test_lock_and_unlock_from_the_command_line(services: CoreServices, fresh_db_url: str,
+async def test_lock_and_unlock_from_the_command_line(services: CoreServices, seeded_db_url: str,
                                                      tmp_path: Path) -> None:
     await services.identity.create_user("ct.li", "Calltaker-2026", "calltaker")
-    env = {**os.environ, "DATABASE_URL": fresh_db_url, "CC_VAR_DIR": str(tmp_path)}
+    env = {**os.environ, "DATABASE_URL": seeded_db_url, "CC_VAR_DIR": str(tmp_path)}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "commandcenter", *args], cwd=ROOT,

@@ -5,11 +5,13 @@ from typing import Any
 
 import pytest
 
+from alerts import capability as alerts_capability
 from commandcenter.node import start_node
 from core.runtime import CoreServices
 from dispatch import capability as dispatch_capability
 from dispatch.calltaking import capability as desk_capability
 from mcu import capability as mcu_capability
+from monitoring import capability as monitoring_capability
 from recorder import capability as recorder_capability
 
 EVENTS: list[str] = []
@@ -21,6 +23,7 @@ class Running:
         self.conferences = f"{name}'s conferences"
         self.endpoint = f"{name}'s endpoint"
         self.service, self.log, self.webrtc = self, None, None  # what the root reads of an mcu / recorder
+        self.content = None  # the mcu's content service (content sharing off in this stub)
 
     async def stop(self) -> None:
         EVENTS.append(f"stop {self.name}")
@@ -31,7 +34,7 @@ async def start_mcu(core: CoreServices) -> Running:
     return Running("mcu")
 
 
-async def start_sip(core: CoreServices, conferences: Any) -> Running:
+async def start_sip(core: CoreServices, conferences: Any, content: Any = None) -> Running:
     assert conferences == "mcu's conferences"  # later capabilities get earlier ones
     EVENTS.append("start sip")
     return Running("sip")
@@ -47,7 +50,8 @@ async def start_recorder(core: CoreServices) -> Running:
     return Running("recorder")
 
 
-async def start_dispatch(core: CoreServices, conference: Any) -> Running:
+async def start_dispatch(core: CoreServices, conference: Any, sms: Any = None) -> Running:
+    assert sms is None  # SMS is off unless sms.enabled
     EVENTS.append("start dispatch")
     return Running("dispatch")
 
@@ -58,7 +62,13 @@ async def start_desk(core: CoreServices, dispatch: Running, **collaborators: Any
     return Running("desk")
 
 
-async def start_broken(core: CoreServices, conferences: Any) -> Running:
+async def start_alerts(core: CoreServices, rooms: Any, sms: Any = None) -> Running:
+    assert rooms is not None and rooms.conferences == "mcu's conferences"  # the MCU as its WarningRooms
+    EVENTS.append("start alerts")
+    return Running("alerts")
+
+
+async def start_broken(core: CoreServices, conferences: Any, content: Any = None) -> Running:
     raise RuntimeError("camera store unwritable")
 
 
@@ -73,25 +83,27 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recorder_capability, "start_conference_recording", start_switched_off)
     monkeypatch.setattr(dispatch_capability, "start", start_dispatch)
     monkeypatch.setattr(desk_capability, "start", start_desk)
+    monkeypatch.setattr(alerts_capability, "start", start_alerts)
+    monkeypatch.setattr(monitoring_capability, "start", start_switched_off)
 
 
 async def test_roles_order_and_reverse_stop(services: CoreServices, fakes: None) -> None:
     node = await start_node(services, "mcu")
     assert EVENTS == ["start mcu", "start sip", "start switched-off", "start switched-off", "start switched-off",
                       "start switched-off"]
-    assert node.running() == ["mcu", "sip"]
+    assert node.running() == ["rpc", "mcu", "sip"]  # rpc: heartbeat and pins, always first
     await node.stop_capabilities()
     assert EVENTS[-2:] == ["stop sip", "stop mcu"] and node.running() == []
 
     EVENTS.clear()
     node = await start_node(services, "all")
-    assert node.running() == ["mcu", "sip", "recorder", "dispatch", "desk"]
+    assert node.running() == ["rpc", "mcu", "sip", "recorder", "dispatch", "desk", "alerts"]
     await node.stop_capabilities()
-    assert EVENTS[-5:] == ["stop desk", "stop dispatch", "stop recorder", "stop sip", "stop mcu"]
+    assert EVENTS[-6:] == ["stop alerts", "stop desk", "stop dispatch", "stop recorder", "stop sip", "stop mcu"]
 
     EVENTS.clear()
     node = await start_node(services, "recorder")
-    assert node.running() == ["recorder"] and EVENTS == ["start recorder", "start switched-off"]
+    assert node.running() == ["rpc", "recorder"] and EVENTS == ["start recorder", "start switched-off"]
     await node.stop_capabilities()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 from pathlib import Path
 
 LUODING_LAT, LUODING_LON = 22.7690, 111.5700  # inside Luoding (445381)
@@ -78,3 +79,20 @@ async def finish(proc: asyncio.subprocess.Process, within: float = 30.0) -> str:
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-3000:]
     return text
+
+
+def sipp_call(scenario: str, port: int, service: str = "110", local_ip: str = "127.0.0.1",
+              timeout: str = "90s") -> subprocess.Popen[str]:
+    """From sync code (a page test): SIPp placing one call of tests/dispatch/sipp/``scenario`` to
+    127.0.0.1:port, dialling ``service``, sent from ``local_ip``; wait for it with :func:`finish_sipp`."""
+    return subprocess.Popen(
+        ["sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}", "-i", local_ip, "-p", str(free_port()),
+         "-s", service, "-m", "1", "-t", "u1", "-nostdin", "-timeout", timeout, "-timeout_error",
+         "-mp", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/tmp")
+
+
+def finish_sipp(proc: subprocess.Popen[str], within: float = 30.0) -> None:
+    """Wait for a SIPp started by :func:`sipp_call`; it must have passed (its output's tail otherwise)."""
+    out, _ = proc.communicate(timeout=within)
+    assert proc.returncode == 0, out[-3000:]

@@ -11,18 +11,12 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from dispatch.model import UNIT_STATUS_COLOURS, UnitStatus
-from tests.browser import chromium, sign_in
+from tests.browser import open_page, sign_in
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.browser
 
 LUODING = {"lon": 111.5700, "lat": 22.7690}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +28,12 @@ def api(server: RunningServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
-    context = browser.new_context(locale="zh-CN", viewport={"width": 1500, "height": 950})
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    p.goto(server.url + "/dispatch")
-    sign_in(p, "dispatcher", server.passwords["dispatcher"])
+    p, errors = open_page(browser, server, "dispatcher", "/dispatch", viewport={"width": 1500, "height": 950})
     expect(p.get_by_test_id("console-title")).to_have_text("调度指挥地图")
     expect(p.locator("#conn.up")).to_have_count(1, timeout=10_000)  # events websocket open
     yield p
     assert errors == [], errors
-    context.close()
+    p.context.close()
 
 
 def rgb(hex_colour: str) -> str:

@@ -11,18 +11,12 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import chromium, sign_in
+from tests.browser import open_page, sign_in
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.browser
 
 LUODING = {"lon": 111.5700, "lat": 22.7690}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +27,8 @@ def api(server: RunningServer) -> Iterator[httpx.Client]:
 
 
 def open_console(browser: Browser, server: RunningServer, user: str, lang: str = "zh-CN") -> tuple[Page, list[str]]:
-    context = browser.new_context(locale=lang, viewport={"width": 1600, "height": 1200})
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    p.goto(server.url + "/dispatch" + ("?lang=en" if lang == "en" else ""))
-    sign_in(p, user, server.passwords[user])
+    p, errors = open_page(browser, server, user, "/dispatch" + ("?lang=en" if lang == "en" else ""), lang,
+                          {"width": 1600, "height": 1200})
     expect(p.locator("#conn.up")).to_have_count(1, timeout=15_000)
     expect(p.get_by_test_id("plan-panel")).to_have_count(1, timeout=10_000)
     return p, errors

@@ -128,6 +128,8 @@ async def test_escalation_ii_to_i_changes_tasks_and_keeps_history(svc: tuple[Dis
     withdrawn = next(t for g in up["agencies"] for t in g["tasks"] if t["title"] == "加密巡查堤防水库")
     assert withdrawn["history"][-1]["note"].startswith("响应级别 II→I")
     assert up["conference_id"] == view["conference_id"]  # one conference per activation
+    assert up["proposals"]["rooms"] == view["proposals"]["rooms"]  # its rooms stay on the record
+    assert up["proposals"]["level"] == "I"
     down = await plans.change_level(view["id"], "II", "chair")
     assert tasks(down)[("flood_control", "加密巡查堤防水库")] == "assigned"  # back on the list
     assert tasks(down)[("police", "对危险路段实施交通管制")] == "cancelled"
@@ -214,3 +216,25 @@ async def test_two_leaders_activate_at_once_one_wins(svc: tuple[DispatchService,
                                     plans.activate(inc, "flood", "I", "chair"), return_exceptions=True)
     assert sorted(type(o).__name__ for o in outcomes) == ["PlanConflict", "dict"], outcomes
     assert len(await plans.activations(inc)) == 1
+
+
+async def test_activation_event_survives_a_failure_after_the_commit(
+        svc: tuple[DispatchService, PlanService], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The activation's event is stored in its transaction (the outbox): when the node fails right after
+    the commit (here: while it opens the conference), the consoles still get ``plan.activated``, and the
+    event is in the table other nodes and reconnecting consoles replay from."""
+    d, plans = svc
+    inc = await flood_incident(d)
+
+    async def node_dies(*_: object) -> list[dict[str, Any]]:
+        raise RuntimeError("the node died after the commit")
+
+    monkeypatch.setattr(plans.roster, "people_for", node_dies)
+    with d.core.bus.subscribe("plan.*") as sub:
+        with pytest.raises(RuntimeError):
+            await plans.activate(inc, "flood", "II", "dispatcher")
+        event = await asyncio.wait_for(sub.get(), 5)
+    assert event.topic == "plan.activated" and event.payload["activation"]["incident_id"] == inc
+    assert {g["agency"] for g in event.payload["activation"]["agencies"]} == FOUR
+    stored = await d.core.db.fetchval("SELECT payload FROM events WHERE id = $1", event.id)
+    assert stored["activation"]["id"] == event.payload["activation"]["id"]

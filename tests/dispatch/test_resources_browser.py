@@ -11,19 +11,13 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from dispatch.resources.model import load_catalogue
-from tests.browser import chromium, sign_in
+from tests.browser import open_page
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.browser
 
 CATALOGUE = load_catalogue(Path(__file__).resolve().parents[2] / "config" / "demo" / "resources.toml")
 LUOCHENG = {"lon": 111.5700, "lat": 22.7690}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +35,8 @@ def click_resource(page: Page, rid: str) -> None:
 
 
 def open_console(browser: Browser, server: RunningServer, lang: str = "zh-CN") -> tuple[Page, list[str]]:
-    context = browser.new_context(locale=lang, viewport={"width": 1600, "height": 1000})
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    p.goto(server.url + "/dispatch" + ("?lang=en" if lang == "en" else ""))
-    sign_in(p, "dispatcher", server.passwords["dispatcher"])
+    p, errors = open_page(browser, server, "dispatcher", "/dispatch" + ("?lang=en" if lang == "en" else ""), lang,
+                          {"width": 1600, "height": 1000})
     expect(p.locator("#conn.up")).to_have_count(1, timeout=10_000)
     return p, errors
 

@@ -212,6 +212,12 @@ def test_channel_loss_marks_remote_sites_unknown() -> None:
     ('{"v": 1, "type": "command", "id": true, "command": "mute", "site": "a"}', "bad_field"),
     ('{"v": 1, "type": "result", "id": 1, "ok": "yes"}', "bad_field"),
     ('{"v": 1, "type": "hello", "node": "x", "nonce": "y"}', "bad_field"),
+    ('{"v": 1, "type": "content", "content": {"kind": "grab", "presenter": "a"}}', "bad_field"),
+    ('{"v": 1, "type": "content", "content": {"kind": "request", "presenter": "t/a", "route": []}}', "bad_field"),
+    ('{"v": 1, "type": "content", "content": {"kind": "holder", "presenter": null, "path": ["city"]}}', "bad_field"),
+    ('{"v": 1, "type": "content", "content": {"kind": "decision", "presenter": "t/a", "route": ["t"], '
+     '"granted": "yes"}}', "bad_field"),
+    ('{"v": 1, "type": "content", "content": [1]}', "bad_field"),
     ("x" * (300 * 1024), "too_large"),
 ])
 def test_malformed_messages_get_an_error_and_change_nothing(raw: str, code: str) -> None:

@@ -7,19 +7,20 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.conferences import ConferenceError, ConferenceService, JoinRefused, PinGuard
 from mcu.room import RoomSettings
 
 
+# The shared `conferences` fixture (tests/conftest.py) with small, slow rooms and a stricter PIN guard.
 @pytest.fixture
-async def conferences(services: CoreServices):  # type: ignore[no-untyped-def]
-    service = ConferenceService(services, RoomSettings(width=320, height=180, fps=5),
-                                PinGuard(max_failures=3, base_delay=30.0))
-    await service.start()
-    yield service
-    await service.stop()
+def room_settings() -> RoomSettings:
+    return RoomSettings(width=320, height=180, fps=5)
+
+
+@pytest.fixture
+def pin_guard() -> PinGuard:
+    return PinGuard(max_failures=3, base_delay=30.0)
 
 
 async def test_standing_demo_conference_runs_at_start(conferences: ConferenceService) -> None:
@@ -143,3 +144,13 @@ async def test_scheduler_starts_and_ends_on_time(conferences: ConferenceService)
     await conferences.run_schedule(now + timedelta(minutes=36))
     assert conferences.running(record.id) is None
     assert (await conferences.get(record.id)).status == "ended"  # type: ignore[union-attr]
+
+
+async def test_extending_an_open_ended_conference_that_starts_tomorrow(conferences: ConferenceService) -> None:
+    """Its end is set after its start (the database refuses an end before the start: that was a 500)."""
+    start = datetime.now(UTC) + timedelta(days=1)
+    record = await conferences.create(name="明日防汛会商", actor="chair", starts_at=start)
+    extended = await conferences.extend(record.id, 60, actor="chair")
+    assert extended.ends_at is not None
+    assert abs((extended.ends_at - start) - timedelta(minutes=60)) < timedelta(seconds=1)
+    await conferences.end(record.id, actor="chair")

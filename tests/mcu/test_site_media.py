@@ -7,16 +7,13 @@ legs' own code is not needed to check the glue.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import av
 import numpy as np
-import pytest
 
-from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
 from mcu.legs.site_media import SiteMedia, VideoFormat, size_for_h264_level
-from mcu.room import RoomSettings
+from mcu.legs.tier_seat import FixedBudget
 
 DEMO = "80000001"
 
@@ -30,12 +27,14 @@ class RecordingLeg:
         self.frames: list[tuple[int, int]] = []
         self.keyframe_requests = 0
         self.access_units = 0
+        self.timestamps: list[int] = []
 
     def send_audio(self, pcm: np.ndarray) -> None:
         self.audio.append(pcm.copy())
 
     def send_video_access_unit(self, access_unit: bytes, timestamp_90k: int) -> None:
         self.access_units += 1
+        self.timestamps.append(timestamp_90k)
         for packet in self.decoder.parse(access_unit):
             for frame in self.decoder.decode(packet):
                 self.frames.append((frame.width, frame.height))
@@ -52,14 +51,6 @@ def tone(hz: float, i: int) -> np.ndarray:
 def peak(pcm: np.ndarray) -> float:
     spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
     return float(np.fft.rfftfreq(len(pcm), 1 / 48_000)[int(np.argmax(spectrum))])
-
-
-@pytest.fixture
-async def conferences(services: CoreServices) -> AsyncIterator[ConferenceService]:
-    service = ConferenceService(services, room_settings=RoomSettings(fps=10))
-    await service.start()
-    yield service
-    await service.stop()
 
 
 def test_size_for_h264_level() -> None:
@@ -146,3 +137,43 @@ async def test_site_media_in_a_running_conference(conferences: ConferenceService
     room_system.on_audio(video_leg, tone(500, 0))  # late media after close is ignored
     await asyncio.sleep(0.1)
     assert len(video_leg.audio) == sent
+
+
+async def _until(predicate, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_rtp_site_moves_between_tiers_on_one_continuous_timeline(conferences: ConferenceService) -> None:
+    """A SIP/H.323 H.264 site sits on the conference's tier machine: a budget moves it down (never
+    above its negotiated size), an outside move (H.245 flow control) is recorded, and the access
+    units it is sent keep one increasing 90 kHz timeline across the encoders."""
+    conf = conferences.running(DEMO)
+    assert conf is not None
+    leg = RecordingLeg()
+    site = await SiteMedia.join(conf, "room-system", "县会议室", "sip", leg,
+                                video=VideoFormat("h264", 1280, 720), stats_interval=0)
+    try:
+        assert site.seat is not None and conf.tiers.tier_of("room-system").size == (1280, 720)
+        await _until(lambda: (1280, 720) in leg.frames)
+        await asyncio.sleep(1.0)  # the 720p encoder ages: a naive switch would jump back
+        site.seat.budget = FixedBudget(300)  # what the per-site rate budget says on a 384k line
+        await _until(lambda: leg.frames[-1] == (352, 288), 8)
+        assert conf.tiers.tier_of("room-system").size == (352, 288)
+        assert [k.width for k in conf.room.encoder_keys] == [352]  # the 720p encoder stopped
+        site.seat.budget = FixedBudget(10_000)  # a generous budget never lifts it above what it negotiated
+        assert conf.tiers.fit(10_000, site.seat.limits).size == (1280, 720)
+        site.change_video_format(VideoFormat("h264", 320, 180))  # flow control by the leg
+        assert conf.tiers.tier_of("room-system").size == (320, 180)
+        await _until(lambda: leg.frames[-1] == (320, 180), 8)
+        site.set_intra_refresh(True)  # its line turned lossy (SiteRate.on_lossy): intra refresh, same tier
+        await _until(lambda: [(k.width, k.intra_refresh) for k in conf.room.encoder_keys] == [(320, True)], 8)
+        sent = len(leg.frames)
+        await _until(lambda: len(leg.frames) > sent + 10, 8)  # and it keeps getting video from that encoder
+        steps = [b - a for a, b in zip(leg.timestamps, leg.timestamps[1:], strict=False)]
+        assert min(steps) > 0 and max(steps) < 90_000, steps
+    finally:
+        await site.close("hangup")
+    assert len(conf.tiers) == 0 and not conf.room.encoder_keys

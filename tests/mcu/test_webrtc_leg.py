@@ -9,16 +9,14 @@ import gc
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from mcu_helpers import colour, identify, yuv_at
 
 from bench.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
-from core.runtime import CoreServices
-from mcu.conferences import ConferenceService, RunningConference
-from mcu.legs.webrtc import BandwidthLadder, WebRtcConfig, WebRtcLeg, WebRtcLegs
+from mcu.conferences import RunningConference
+from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs
 from mcu.media import solid_yuv_frame
 from mcu.room import RoomSettings
 
@@ -26,13 +24,8 @@ CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",))
 
 
 @pytest.fixture
-async def conference(services: CoreServices) -> AsyncIterator[RunningConference]:
-    service = ConferenceService(services, RoomSettings(width=640, height=360, fps=10))
-    await service.start()
-    record = await service.create(name="测试会议", actor="test")
-    conf = await service.start_conference(record.id, actor="test")
-    yield conf
-    await service.stop()
+def room_settings() -> RoomSettings:
+    return RoomSettings(width=640, height=360, fps=10)  # the rooms of the shared `conferences` fixture
 
 
 async def _join(legs: WebRtcLegs, conf: RunningConference, pid: str, colour_index: int | None,
@@ -94,41 +87,89 @@ async def test_client_receives_composite_with_own_pane_and_others(conference: Ru
     assert conference.room.encoder_keys == []
 
 
-async def test_keyframe_request_and_remb_reach_shared_encoder(conference: RunningConference) -> None:
+class FixedBudget:
+    """A test budget (what the per-site rate budget will provide)."""
+
+    def __init__(self, kbps: int) -> None:
+        self.kbps = kbps
+
+    def video_kbps(self) -> int:
+        return self.kbps
+
+
+def _signed_ts_step(a: int, b: int) -> int:
+    return ((b - a + 2**31) % 2**32) - 2**31
+
+
+async def test_keyframe_requests_go_through_the_tier_machine(conference: RunningConference) -> None:
     legs = WebRtcLegs(CONFIG)
     a, leg = await _join(legs, conference, "site-a", 5, "h264")
     try:
         await a.wait_frames(3, 20)
+        assert leg.size == (640, 360)  # an unknown line starts at the 500k tier, never 720p
         encoder = conference.room.encoder(leg.subscription.key)  # type: ignore[union-attr]
         assert encoder is not None
+        await asyncio.sleep(1.1)  # past the start IDR's limits
         before = encoder.policy.requests
         leg._sender._send_keyframe()  # type: ignore[union-attr]  # what aiortc calls on PLI/FIR
-        leg._sender._send_keyframe()  # type: ignore[union-attr]
-        assert encoder.policy.requests == before + 2 and encoder.policy.pending
-        # REMB below what we send (congestion): the leg moves to the view's 640x360 shared encoder.
-        leg.video_track.sent_rate = lambda: 1_000_000.0  # type: ignore[method-assign]
+        leg._sender._send_keyframe()  # type: ignore[union-attr]  # the same receiver again at once
+        assert encoder.policy.requests == before + 1 and encoder.policy.pending
+        assert leg.stats.keyframes_coalesced >= 1
+        # REMB is handed to the budget.
         leg._sender._RTCRtpSender__encoder.target_bitrate = 500_000  # type: ignore[union-attr]
-        assert leg.size == (640, 360) and leg.subscription.key.width == 640  # type: ignore[union-attr]
-        assert [k.width for k in conference.room.encoder_keys] == [640]
-        await _wait_for(lambda: a.latest is not None and a.latest.width == 640, 15)
-        assert leg.stats.resolution_switches == 1
+        assert leg.stats.remb == 500_000 and leg.remb._samples
     finally:
         await a.close()
         await legs.stop()
 
 
-def test_bandwidth_ladder_steps_down_on_congestion_and_probes_up() -> None:
-    ladder = BandwidthLadder(settle=2.0, probe_after=10.0)
-    assert ladder.update(100_000, 30_000, 0.0) == (1280, 720)  # calm picture, low REMB: no congestion
-    assert ladder.update(800_000, 1_500_000, 1.0) == (640, 360)  # REMB below what we send
-    assert ladder.update(300_000, 600_000, 2.0) == (640, 360)  # settling
-    assert ladder.update(300_000, 600_000, 3.5) == (352, 288)
-    assert ladder.update(400_000, 350_000, 10.0) == (352, 288)  # no congestion, not yet probing
-    assert ladder.update(400_000, 350_000, 14.0) == (640, 360)  # probe one rung up
-    assert ladder.update(400_000, 600_000, 16.5) == (352, 288)  # probe congested: back down ...
-    assert ladder.probe_after == 20.0  # ... and the next probe waits twice as long
-    assert ladder.update(400_000, 350_000, 30.0) == (352, 288)
-    assert ladder.update(400_000, 350_000, 37.0) == (640, 360)
+async def test_a_tier_move_is_seamless_for_a_site_and_a_viewer(conference: RunningConference) -> None:
+    """A budget drop moves both to 352x288: the picture follows, RTP timestamps never jump back."""
+    legs = WebRtcLegs(CONFIG)
+    a, leg = await _join(legs, conference, "site-a", 5, "h264")
+    viewer_client = WebRtcTestClient(None, None)
+    viewer = legs.create(conference, participant_id="viewer-1", view="broadcast")
+    await viewer_client.accept(await viewer.answer(await viewer_client.offer()))
+    stamps: dict[str, list[int]] = {"site": [], "viewer": []}
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            for name, client in (("site", a), ("viewer", viewer_client)):
+                frame = client.latest
+                if frame is not None and frame.pts is not None and (not stamps[name] or stamps[name][-1] != frame.pts):
+                    stamps[name].append(int(frame.pts))
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await a.wait_frames(3, 20)
+        await viewer_client.wait_frames(3, 20)
+        assert a.latest is not None and a.latest.width == 640
+        await asyncio.sleep(1.0)
+        # The old tier's encoder is older than the new one: without a rewrite the timestamps would jump back.
+        for each in (leg, viewer):
+            each.budget = FixedBudget(300)
+        await _wait_for(lambda: leg.size == (352, 288) and viewer.size == (352, 288), 5)
+        await _wait_for(lambda: a.latest is not None and a.latest.width == 352
+                        and viewer_client.latest is not None and viewer_client.latest.width == 352, 15)
+        await _wait_for(lambda: [k.width for k in conference.room.encoder_keys] == [352], 5)  # the old tier stopped
+        await asyncio.sleep(1.0)
+        assert leg.stats.resolution_switches == 1 and viewer.stats.resolution_switches == 1
+        assert conference.tiers.tier_of("site-a").size == (352, 288)
+    finally:
+        stop.set()
+        await watcher
+        await a.close()
+        await viewer_client.close()
+        await legs.stop()
+    for name, seen in stamps.items():
+        steps = [_signed_ts_step(x, y) for x, y in zip(seen, seen[1:], strict=False)]
+        assert len(steps) > 10, name
+        assert min(steps) > 0, (name, steps)  # never back
+        assert max(steps) < 90_000, (name, steps)  # never a jump of a second or more (10 fps: 9000 a frame)
+    assert conference.room.encoder_keys == []
+    assert len(conference.tiers) == 0
 
 
 async def test_select_view_and_roll_call_change_the_received_picture(conference: RunningConference) -> None:

@@ -8,6 +8,7 @@ libx264, the recorder service, PyAV decoding of the stored files and the offline
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import sys
 import time
@@ -22,8 +23,12 @@ import pytest
 from core.runtime import CoreServices
 from mcu.clock import FakeClock
 from mcu.conferences import ConferenceService, RunningConference
+from mcu.content.layout import content_rects
+from mcu.encoder import EncoderKey
+from mcu.layout import Rect
+from mcu.participant import VideoSample
 from mcu.recording_tap import RecordingTap
-from mcu.room import Room, RoomSettings, Subscription
+from mcu.room import CONTENT_VIEW, Room, RoomSettings, Subscription
 from recorder.capability import start_conference_recording
 from recorder.conference_recording import (
     HTTP_STATUS,
@@ -34,6 +39,7 @@ from recorder.conference_recording import (
 from recorder.conference_writer import RecordingWriter
 from recorder.index import IndexedSegment
 from recorder.ingest import CommittedSegment
+from recorder.replay import ReplayError, extract_track
 from recorder.service import RecorderService
 from recorder.store import DirectoryStore
 from recorder.verify import verify_export
@@ -142,11 +148,16 @@ async def test_records_broadcast_and_full_mix_without_reencoding(env: Env) -> No
 
     handle = await env.confrec.start_recording(conf.id, "chair01", source="127.0.0.1")
     assert env.confrec.is_recording(conf.id) and env.confrec.recording(conf.id) is handle
-    # The recording joined the encoder the site already uses: no encoder was added.
-    assert room.encoder_keys == encoders_before and handle.shared_encoder
+    # The recording joined the encoder the site already uses: no people encoder was added. It also
+    # listens to the content encoder, which encodes nothing while nobody presents.
+    content_key = EncoderKey(CONTENT_VIEW, "h264", 1920, 1080)
+    assert [k for k in room.encoder_keys if k != content_key] == encoders_before and handle.shared_encoder
+    assert content_key in room.encoder_keys
     assert (handle.encoder.width, handle.encoder.height) == (640, 360)
     assert await env.confrec.start_recording(conf.id, "chair01") is handle  # idempotent
     await asyncio.sleep(9.5)
+    content_encoder = room.encoder(content_key)
+    assert content_encoder is not None and content_encoder.frames_in == 0
     stopped = await env.confrec.stop_recording(conf.id, "chair01", source="127.0.0.1")
     stop.set()
     await feeder
@@ -394,3 +405,103 @@ async def test_capability_needs_the_mcu_and_the_recorder_in_one_process(env: Env
     assert role.recorder.is_recording("80000001")
     await role.stop()  # node shutdown stops every recording
     assert handle.stop_reason == "node_stopping" and not role.recorder.is_recording("80000001")
+
+
+class _ContentFeed:
+    """The room's content feed as the content service gives it: the newest frame while someone presents."""
+
+    def __init__(self) -> None:
+        self.frame: VideoSample | None = None
+
+    def content_sample(self) -> VideoSample | None:
+        return self.frame
+
+    def content_rects(self, width: int, height: int, sites: int) -> tuple[Rect, list[Rect]] | None:
+        return content_rects("content+speakers", width, height, sites)
+
+
+CONTENT_COLOUR = 9  # palette colour of the shared content
+
+
+def test_writer_records_the_content_stream_as_a_second_track(tmp_path: Path) -> None:
+    """Content shared from 2.0 s to 5.0 s of a 7 s recording: the segments overlapping it carry a
+    second video track, stream-copied from the shared content encoder (1920x1080), starting on a key
+    frame in every segment, showing the content colour; the committed segments name the spans."""
+    clock = FakeClock()
+    room = Room("w", clock=clock, settings=RoomSettings(fps=25))
+    room.set_labels(False)
+    room.join("s0").push_video(source_frame(0, 320, 180))
+    feed = _ContentFeed()
+    room.content = feed
+    committed: list[CommittedSegment] = []
+    subs: dict[str, Subscription] = {}
+    content_packets: list[EncodedPacket] = []
+    wall0 = 1_800_000_000.0
+    writer = RecordingWriter(
+        "conf-c", DirectoryStore(tmp_path / "rec"), committed.append, segment_seconds=2.0, now=clock.monotonic,
+        wall_of=lambda t: wall0 + t, request_keyframe=lambda: subs["people"].request_keyframe(),
+        request_content_keyframe=lambda: subs["content"].request_keyframe())
+    subs["people"] = room.subscribe_view("broadcast", writer.video, width=640, height=360)
+
+    def on_content(packet: EncodedPacket) -> None:
+        content_packets.append(packet)
+        writer.content(packet)
+
+    subs["content"] = room.subscribe_view(CONTENT_VIEW, on_content, width=1920, height=1080)
+    room.add_mix_listener(writer.audio)
+    writer.start()
+    start = clock.monotonic()
+    seq = 0
+    for _ in range(7 * 25):
+        for _ in range(2):
+            room.participants["s0"].push_audio(tone(TONES[0], 3000, 0))
+            clock.advance(0.02)
+            room.audio_tick()
+        if 2.0 <= clock.monotonic() - start < 5.0:
+            seq += 1
+            feed.frame = VideoSample(source_frame(CONTENT_COLOUR, 640, 360), seq, clock.monotonic())
+        else:
+            feed.frame = None
+        room.video_tick()
+        while writer.alive and writer._queue.qsize() > 10:
+            time.sleep(0.001)
+    writer.finish()
+    assert writer.stats.last_error is None
+    with_content = [c for c in committed if c.content_spans]
+    assert len(with_content) >= 2, [(c.start_ms, c.end_ms, c.content_spans) for c in committed]
+    assert all(c.content_codec.startswith("avc1.") for c in with_content)
+    spans = [s for c in with_content for s in c.content_spans]
+    base = int((wall0 + start) * 1000)
+    # 2.0 s .. 5.0 s of conference time, within a content frame or two (the encoder's 12.5 fps).
+    assert abs(spans[0][0] - base - 2000) <= 200 and abs(spans[-1][1] - base - 5000) <= 200, (base, spans)
+    for a, b in zip(spans, spans[1:], strict=False):
+        assert b[0] - a[1] <= 100, spans  # no hole at the segment boundaries
+    stored: list[bytes] = []
+    for c in committed:
+        with av.open(str(tmp_path / "rec" / c.key)) as container:
+            videos = container.streams.video
+            assert len(videos) == (2 if c.content_spans else 1), c
+            if not c.content_spans:
+                continue
+            assert (videos[1].codec_context.width, videos[1].codec_context.height) == (1920, 1080)
+            packets = [p for p in container.demux(videos[1]) if p.size]
+            assert packets[0].is_keyframe
+            stored += [b"".join(_nal_units_avcc(bytes(p))) for p in packets]
+        with av.open(str(tmp_path / "rec" / c.key)) as container:
+            frame = next(container.decode(video=1))
+            assert identify(yuv_at(frame, 960, 540)) == CONTENT_COLOUR
+    # Stream copy: every stored content sample is one of the shared encoder's access units.
+    sent = {b"".join(_nal_units_annexb(p.data)) for p in content_packets}
+    assert stored and all(s in sent for s in stored)
+    # The replay page gets each segment one track at a time (stream copy, in memory).
+    seg = with_content[0]
+    with av.open(io.BytesIO(extract_track(tmp_path / "rec" / seg.key, "people")), mode="r") as people:
+        assert [s.type for s in people.streams] == ["video", "audio"]
+        assert people.streams.video[0].codec_context.width == 640
+    with av.open(io.BytesIO(extract_track(tmp_path / "rec" / seg.key, "content")), mode="r") as content:
+        assert len(content.streams) == 1 and content.streams.video[0].codec_context.width == 1920
+        assert identify(yuv_at(next(content.decode(video=0)), 960, 540)) == CONTENT_COLOUR
+    plain = next(c for c in committed if not c.content_spans)
+    with pytest.raises(ReplayError) as refused:
+        extract_track(tmp_path / "rec" / plain.key, "content")
+    assert refused.value.code == "no_content"

@@ -13,6 +13,7 @@ import pytest
 from security.api_fuzz import ROLES, describe, run_role, summary
 from tests.conftest import RunningServer
 
+SERVER_ENV = {"CC_SMS__ENABLED": "true"}  # the SMS routes (issue 20) run for real: Kannel + fakesmsc
 MAX_EXAMPLES = 4  # per operation and role: ~80 operations x 8 callers x 4 = ~2,500 requests
 
 

@@ -8,6 +8,7 @@ import contextlib
 import fractions
 import re
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +100,16 @@ class Baresip:
             self.log.append(line.decode(errors="replace").rstrip())
 
     async def wait_log(self, pattern: str, within: float = 20.0) -> re.Match[str]:
+        """The first log line matching ``pattern``; on timeout the peer's last 80 lines go to stderr
+        (pytest shows them), so a failure says what baresip saw."""
         regex = re.compile(pattern)
+        try:
+            return await self._wait_log(regex, within)
+        except TimeoutError:
+            print(f"baresip's last log lines ({self.home}):", *self.log[-80:], sep="\n", file=sys.stderr)
+            raise
+
+    async def _wait_log(self, regex: re.Pattern[str], within: float) -> re.Match[str]:
         async with asyncio.timeout(within):
             while True:
                 for line in self.log:

@@ -121,9 +121,9 @@ async def _conferences(call: Call) -> Decision:
 
 def _routes(endpoint: SipEndpoint) -> tuple[InviteRoute[InviteHandler], InviteRoute[InviteHandler]]:
     trunk = EmergencyTrunk(endpoint, _Desk(), TrunkConfig(recordings_dir=Path("unused")), media=_NoMedia())
-    plan = types.SimpleNamespace(nodes=[Node(name="city", sip="127.0.0.1:5060"),
-                                        Node(name="county", parent="city", sip="127.0.0.1:5062")],
-                                 conferences=[])
+    nodes = [Node(name="city", sip="127.0.0.1:5060"), Node(name="county", parent="city", sip="127.0.0.1:5062")]
+    plan = types.SimpleNamespace(nodes=nodes, conferences=[],
+                                 link_children=lambda name: [n for n in nodes if n.parent == name])
     sip = types.SimpleNamespace(endpoint=endpoint)
     admission = CascadeAdmission(sip, plan, Node(name="city", sip="127.0.0.1:5060"), "token")  # type: ignore[arg-type]
     return trunk.route, admission.route

@@ -7,28 +7,16 @@ conference id) no longer opens a conference without guests or an emergency-call 
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from core.runtime import CoreServices
 from mcu.call_rooms import CallRoom, CallRooms
 from mcu.capability import McuCapability
 from mcu.conferences import ConferenceService
-from mcu.room import RoomSettings
 from tests.sip_gateway.conference_helpers import joined, start_bridge
 from tests.sip_gateway.test_sip_pjsua import run_peer
 
 ACCOUNTS = {"zhangsan": "Zs-2024-secret!"}
-
-
-@pytest.fixture
-async def conferences(services: CoreServices) -> AsyncIterator[ConferenceService]:
-    service = ConferenceService(services, room_settings=RoomSettings(fps=10))
-    await service.start()
-    yield service
-    await service.stop()
 
 
 async def test_sip_closed_and_emergency_rooms(services: CoreServices, conferences: ConferenceService,

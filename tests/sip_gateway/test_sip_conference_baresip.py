@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,8 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture
-async def conferences(services: CoreServices) -> AsyncIterator[ConferenceService]:
-    service = ConferenceService(services, room_settings=RoomSettings(fps=15))
-    await service.start()
-    yield service
-    await service.stop()
+def room_settings() -> RoomSettings:
+    return RoomSettings(fps=15)  # the shared `conferences` fixture (tests/conftest.py) runs rooms at 15 fps here
 
 
 def pane_colours(rgb: np.ndarray, x: int, y: int, w: int, h: int) -> list[tuple[int, int, int]]:

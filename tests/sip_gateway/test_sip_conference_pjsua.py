@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ import pytest
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
 from mcu.legs.sip_bridge import DialOutError
-from mcu.room import RoomSettings
 from sip_gateway.aio.sip_endpoint import Decision, Reject, SipEndpoint
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
@@ -32,14 +30,6 @@ from tests.sip_gateway.peers import MediaUas, dial
 from tests.sip_gateway.test_sip_pjsua import dominant_frequency, run_peer, tone_in_frames
 
 ACCOUNTS = {"pjuser": "Pj-Strong-Pass-42"}
-
-
-@pytest.fixture
-async def conferences(services: CoreServices) -> AsyncIterator[ConferenceService]:
-    service = ConferenceService(services, room_settings=RoomSettings(fps=10))
-    await service.start()
-    yield service
-    await service.stop()
 
 
 def wav_samples(path: Path) -> tuple[np.ndarray, int]:

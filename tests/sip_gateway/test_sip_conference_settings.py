@@ -21,7 +21,6 @@ import ssl
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,6 @@ from mcu.capability import start_sip
 from mcu.conferences import ConferenceService, JoinRefused, PinGuard
 from mcu.legs.sip_bridge import DialOutError, SipBridge
 from mcu.legs.sip_config import tls_context
-from mcu.room import RoomSettings
 from sip_gateway.aio.tls import fingerprint
 from tests.conftest import ROOT, free_port
 from tests.sip_gateway.conference_helpers import joined, start_bridge, until
@@ -44,13 +42,10 @@ from tests.sip_gateway.test_sip_pjsua import run_peer
 
 
 @pytest.fixture
-async def conferences(services: CoreServices) -> AsyncIterator[ConferenceService]:
-    # Two wrong PINs from one source lock it out for a minute (the default is 5, then 30 s).
-    service = ConferenceService(services, room_settings=RoomSettings(fps=10),
-                                pin_guard=PinGuard(max_failures=2, base_delay=60.0))
-    await service.start()
-    yield service
-    await service.stop()
+def pin_guard() -> PinGuard:
+    # For the shared `conferences` fixture (tests/conftest.py): two wrong PINs from one source lock
+    # it out for a minute (the default is 5, then 30 s).
+    return PinGuard(max_failures=2, base_delay=60.0)
 
 
 def free_port_range(pairs: int) -> tuple[int, int]:

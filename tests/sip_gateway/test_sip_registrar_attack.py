@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
-from mcu.room import RoomSettings
 from security.sip_digest_attack import read_words
 from security.sip_registrar_lab import ACCOUNTS, LEAKED, WORDLIST, LabPlan, run_lab
 from tests.sip_gateway.conference_helpers import DEMO, start_bridge
@@ -28,14 +26,6 @@ for tool in ("baresip", "tshark"):
         pytest.fail(f"{tool} is not installed (make test installs it)", pytrace=False)
 
 pytestmark = [pytest.mark.slow]
-
-
-@pytest.fixture
-async def conferences(services: CoreServices) -> AsyncIterator[ConferenceService]:
-    service = ConferenceService(services, room_settings=RoomSettings(fps=10))
-    await service.start()
-    yield service
-    await service.stop()
 
 
 async def test_registrar_attack_cracks_nothing_and_the_call_keeps_its_audio(

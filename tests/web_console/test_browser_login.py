@@ -18,16 +18,23 @@ SERVER_ENV = {"CC_HTTP__SESSION_IDLE_SECONDS": "4"}
 
 # What each role's landing page must offer (console keys), and must not.
 LANDING = {
-    "admin": {"conference", "watch", "desk", "dispatch", "inspect", "users", "audit", "docs"},
-    "chair": {"conference", "watch"},
+    "admin": {"conference", "watch", "desk", "dispatch", "inspect", "command", "warnings", "sms", "users", "audit",
+              "docs"},
+    "chair": {"conference", "watch", "dispatch", "command", "warnings"},  # dispatch: read-only (issue 19)
     "operator": {"conference", "watch"},
     "calltaker": {"desk"},
-    "dispatcher": {"dispatch"},
+    "dispatcher": {"dispatch", "warnings", "sms"},  # warnings: drafts them; sms: the SMS console (issue 20)
     "inspector": {"inspect"},
     "viewer": {"watch"},
+    "leader": {"command", "dispatch", "warnings", "sms"},  # issue 19: the command view, the dispatch map read-only; approves warnings; reads /sms
+    "responder": {"field"},  # issue 20: the field phone page
 }
+for _role in ("admin", "chair", "operator", "viewer"):  # issue 18: replaying recorded conferences
+    LANDING[_role] = LANDING[_role] | {"replay"}
+LANDING["admin"] = LANDING["admin"] | {"field", "crews"}  # issue 20: admins open every console
 ROLE_NAMES = {"admin": "系统管理员", "chair": "会议主席", "operator": "会控操作员", "calltaker": "接警员",
-              "dispatcher": "调度员", "inspector": "纪检监察员", "viewer": "观察员"}
+              "dispatcher": "调度员", "inspector": "纪检监察员", "viewer": "观察员",
+              "leader": "领导", "responder": "单兵"}
 
 
 @pytest.fixture(scope="module")

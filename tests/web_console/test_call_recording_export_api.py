@@ -7,28 +7,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from recorder.verify_call import verify_call_export
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, wait_for
 from tests.dispatch.calltaking_samples import SIPP_DIR, free_port
 
 SIP_PORT = free_port()
 SERVER_ENV = {"CC_SIP__UDP_PORT": str(SIP_PORT), "CC_SIP__TCP_PORT": str(SIP_PORT)}
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
-
-
-def wait_for(predicate: Any, within: float = 15.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError("condition not met")
 
 
 def test_inspector_exports_a_sealed_call_recording_that_verifies_offline(server: RunningServer,

@@ -146,7 +146,7 @@ def test_aiortc_clients_see_composition_and_chair_operations(server: RunningServ
             # Own pane (left, joined first) plus the other site (right).
             await _until(lambda: a.latest is not None and panes(a.latest, [0.25, 0.75]) == [3, 17])
             st = await asyncio.to_thread(state, chair, cid)
-            assert st["encoders"] == ["broadcast/h264/1280x720"]  # both share one encoder
+            assert st["encoders"] == ["broadcast/h264/640x360"]  # both share one encoder, the start tier
             # Roll call site b: everyone sees b full screen (b itself sees the chair's site, none here).
             await asyncio.to_thread(op, chair, cid, "roll_call", site=b.participant_id)
             await _until(lambda: a.latest is not None and panes(a.latest, [0.1, 0.5, 0.9]) == [17, 17, 17])
@@ -161,6 +161,8 @@ def test_aiortc_clients_see_composition_and_chair_operations(server: RunningServ
             # Remove b: its leg is told and closed, the site shows as removed/left.
             await asyncio.to_thread(op, chair, cid, "remove", site=b.participant_id)
             bye = json.loads(await asyncio.wait_for(b.signalling.recv(), 5))
+            while bye.get("type") == "send_size":  # the pane sizes it was asked for (mcu.pane_size) come first
+                bye = json.loads(await asyncio.wait_for(b.signalling.recv(), 5))
             assert bye == {"type": "bye", "reason": "removed"}
             # The other conference saw none of it: its only site full screen, no banner.
             assert c.latest is not None and panes(c.latest, [0.1, 0.5, 0.9]) == [11, 11, 11]

@@ -4,6 +4,7 @@ from a call, hang-up with disposition (SIPp receives the BYE), the recording pla
 is audited, roles enforced."""
 from __future__ import annotations
 
+import functools
 import io
 import subprocess
 import time
@@ -17,7 +18,8 @@ import pytest
 
 from dispatch.calltaking.aml import build_sms
 from tests.conftest import RunningServer
-from tests.dispatch.calltaking_samples import SIPP_DIR, free_port
+from tests.conftest import wait_for as shared_wait_for
+from tests.dispatch.calltaking_samples import SIPP_DIR, finish_sipp, free_port
 
 SIP_PORT = free_port()
 SERVER_ENV = {"CC_SIP__UDP_PORT": str(SIP_PORT), "CC_SIP__TCP_PORT": str(SIP_PORT)}
@@ -39,14 +41,7 @@ def queue(c: httpx.Client) -> dict[str, Any]:
     return q
 
 
-def wait_for(predicate: Any, within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError("condition not met")
+wait_for = functools.partial(shared_wait_for, within=10.0)
 
 
 def sipp(scenario: str, port: int, calls: int = 1) -> subprocess.Popen[str]:
@@ -58,9 +53,7 @@ def sipp(scenario: str, port: int, calls: int = 1) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/tmp")
 
 
-def finish(proc: subprocess.Popen[str], within: float = 30.0) -> None:
-    out, _ = proc.communicate(timeout=within)
-    assert proc.returncode == 0, out[-3000:]
+finish = finish_sipp
 
 
 def answer_and_end(c: httpx.Client, call_id: str, disposition: str = "advice") -> None:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import chromium, sign_in
+from tests.browser import sign_in
 from tests.conftest import RunningServer
-from tests.dispatch.calltaking_samples import SIPP_DIR, free_port
+from tests.dispatch.calltaking_samples import free_port, sipp_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 SIP_PORT = free_port()
@@ -29,17 +28,7 @@ SERVER_ENV = {"CC_SIP__UDP_PORT": str(SIP_PORT), "CC_SIP__TCP_PORT": str(SIP_POR
 
 
 def sipp(scenario: str, service: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{SIP_PORT}", "-i", "127.0.0.1", "-p", str(free_port()),
-         "-s", service, "-m", "1", "-t", "u1", "-nostdin", "-timeout", "120s", "-timeout_error",
-         "-mp", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/tmp")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
+    return sipp_call(scenario, SIP_PORT, service, timeout="120s")
 
 
 def open_page(browser: Browser, server: RunningServer, path: str, user: str) -> Page:

@@ -6,7 +6,6 @@ The system is real: `commandcenter up` recording the demo halls' synthetic GStre
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from recorder.verify import verify_export
-from tests.browser import chromium, sign_in
+from tests.browser import sign_in
 from tests.conftest import RunningServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -30,12 +29,6 @@ CAM1, CAM2 = "cam-city-w01", "cam-city-w02"
 def local(ms: int) -> str:
     """A datetime-local input value in the browser's time zone."""
     return datetime.fromtimestamp(ms / 1000, ZoneInfo(TZ)).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

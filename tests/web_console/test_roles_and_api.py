@@ -13,7 +13,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from tests.conftest import RunningServer
 
-ROLES = ["admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "viewer"]
+ROLES = ["admin", "chair", "operator", "calltaker", "dispatcher", "inspector", "viewer", "leader"]
+ROLES.append("responder")  # the field responders' phone page (issue 20)
 ALL = set(ROLES)
 ADMIN = {"admin"}
 
@@ -24,10 +25,11 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("GET", "/conference", {"admin", "chair", "operator"}),
     ("GET", "/watch", {"admin", "chair", "operator", "viewer"}),
     ("GET", "/desk", {"admin", "calltaker"}),
-    ("GET", "/dispatch", {"admin", "dispatcher"}),
+    ("GET", "/dispatch", {"admin", "dispatcher", "chair", "leader"}),  # chair, leader: read-only (issue 19)
     ("GET", "/inspect", {"admin", "inspector"}),
     ("GET", "/admin/users", ADMIN),
     ("GET", "/admin/audit", ADMIN),
+    ("GET", "/admin/crews", ADMIN),  # crew bindings (issue 20)
     ("GET", "/docs", ADMIN),
     ("GET", "/openapi.json", ADMIN),
     ("GET", "/api/users", ADMIN),
@@ -36,16 +38,59 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("PATCH", "/api/users/viewer", ADMIN),
     ("POST", "/api/users/viewer/tokens", ADMIN),
     # emergency resources (issue 19): read by dispatchers, call-takers and the chair (read-only)
-    ("GET", "/api/resources", {"admin", "dispatcher", "calltaker", "chair"}),
+    ("GET", "/api/resources", {"admin", "dispatcher", "calltaker", "chair", "leader"}),
     ("GET", "/api/resources/nearest?kind=depot&item=sandbag&min_quantity=500&lon=111.57&lat=22.77",
-     {"admin", "dispatcher", "calltaker", "chair"}),
-    # response plans (issue 19): dispatchers and the chair (the leader on duty); the library, admins
-    ("GET", "/api/plans", {"admin", "dispatcher", "chair"}),
-    ("GET", "/api/plans/flood", {"admin", "dispatcher", "chair"}),
-    ("GET", "/api/plan-desk", {"admin", "dispatcher", "chair"}),
+     {"admin", "dispatcher", "calltaker", "chair", "leader"}),
+    # response plans (issue 19): dispatchers and the chair (the leader on duty); the leader reads; the library, admins
+    ("GET", "/api/plans", {"admin", "dispatcher", "chair", "leader"}),
+    ("GET", "/api/plans/flood", {"admin", "dispatcher", "chair", "leader"}),
+    ("GET", "/api/plan-desk", {"admin", "dispatcher", "chair", "leader"}),
     ("GET", "/api/agency-desks", ADMIN),
     ("GET", "/plans", ADMIN),
-    ("GET", "/api/duty/now", {"admin", "dispatcher", "chair"}),
+    ("GET", "/api/duty/now", {"admin", "dispatcher", "chair", "leader"}),
+    # the dispatch map read-only for the chair and the leader (issue 19)
+    ("GET", "/api/dispatch/state", {"admin", "dispatcher", "calltaker", "chair", "leader"}),
+    ("GET", "/api/incidents", {"admin", "dispatcher", "calltaker", "chair", "leader"}),
+    ("GET", "/api/units", {"admin", "dispatcher", "calltaker", "chair", "leader"}),
+    # the leaders' command view (issue 19)
+    ("GET", "/command", {"admin", "leader", "chair"}),
+    ("GET", "/api/command/summary", {"admin", "leader", "chair"}),
+    # monitoring (issue 20): dispatchers (the flood desk), the chair and the leader watch; admins (or a system token) push
+    ("GET", "/api/monitoring/gauges", {"admin", "dispatcher", "chair", "leader"}),
+    ("GET", "/api/monitoring/alarms", {"admin", "dispatcher", "chair", "leader"}),
+    ("GET", "/api/monitoring/gauges/gauge-luoding-river/series?span=7d", {"admin", "dispatcher", "chair", "leader"}),
+    ("POST", "/api/monitoring/readings", ADMIN),
+    # content token and raise-hand queue of the running demo conference (issue 18): the chair console's
+    # (and the leader chairing a meeting; the chair's slide deck too: POST in tests/web_console/test_content_deck.py)
+    ("GET", "/api/conferences/80000001/content", {"admin", "chair", "operator", "leader"}),
+    ("GET", "/api/decks/80000001", {"admin", "chair", "operator", "leader"}),
+    # the conference's state: the leader's command view reads it for its camera control (issue 18)
+    ("GET", "/api/conferences/80000001", {"admin", "chair", "operator", "leader"}),
+    # public warnings (issue 20): dispatchers draft, the leader on duty (or the chair) approves
+    ("GET", "/warnings", {"admin", "dispatcher", "chair", "leader"}),
+    ("GET", "/api/warnings", {"admin", "dispatcher", "chair", "leader"}),
+    ("GET", "/api/warnings/active", {"admin", "dispatcher", "chair", "leader"}),
+    # the CAP Atom feed: the same readers (other departments' systems use a feed token: tests/alerts/test_api.py)
+    ("GET", "/api/warnings/feed.atom", {"admin", "dispatcher", "chair", "leader"}),
+    # the SMS console page (issue 20): dispatchers and leaders (read); its API (503 here, SMS off) is in
+    # tests/sms/test_api.py test_role_matrix_sms
+    ("GET", "/sms", {"admin", "dispatcher", "leader"}),
+    # live streaming (issue 18): watchers list streams and open /watch/<id>; chairs and operators start them
+    ("GET", "/api/streams", {"admin", "chair", "operator", "viewer"}),
+    ("GET", "/watch/80000001", {"admin", "chair", "operator", "viewer"}),
+    ("POST", "/api/conferences/80000001/stream/link", {"admin", "chair", "operator"}),
+    # replaying recorded conferences (issue 18): chairs and operators every one, viewers those granted
+    # (grants, 403 and audit rows in tests/web_console/test_conference_replay.py)
+    ("GET", "/replay", {"admin", "chair", "operator", "viewer"}),
+    ("GET", "/api/replay", {"admin", "chair", "operator", "viewer"}),
+    # far-end camera control (issue 18): the chair, the operator (who runs every other site operation)
+    # and the leader steer a room system's camera; the demo's synthetic site has none (available: false)
+    ("GET", "/api/conferences/80000001/cameras/yuncheng-room", {"admin", "chair", "operator", "leader"}),
+    # the field responders' phone page (issue 20): the crew of a unit (the demo responder, 罗定消01); admins bind logins
+    ("GET", "/field", {"admin", "responder"}),
+    ("GET", "/api/field/state", {"admin", "responder"}),
+    ("GET", "/api/field/units/luoding-fire-1", {"admin", "responder"}),
+    ("GET", "/api/field/crews", ADMIN),
 ]
 PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/login"), ("GET", "/join/80000001")]
 
@@ -57,6 +102,8 @@ def _body(method: str, path: str) -> dict[str, object] | None:
         return {"name": "integration"}
     if method == "PATCH":
         return {"disabled": False}
+    if path == "/api/monitoring/readings":
+        return {"readings": [{"gauge": "gauge-luoding-river", "value": 5.0}]}
     return None
 
 
@@ -95,10 +142,140 @@ def test_resource_allocation_roles(clients: dict[str, httpx.Client]) -> None:
             assert released.status_code == 200, (role, released.text)
     assert outcomes == {r: 201 if r in ("admin", "dispatcher") else 403 for r in ROLES}, outcomes
     reads = {role: clients[role].get(path).status_code for role in ROLES}
-    assert reads == {r: 200 if r in ("admin", "dispatcher", "calltaker", "chair") else 403 for r in ROLES}, reads
+    assert reads == {r: 200 if r in ("admin", "dispatcher", "calltaker", "chair", "leader") else 403
+                     for r in ROLES}, reads
     allocation = clients["dispatcher"].get(path).json()[0]["id"]
-    for role in ("calltaker", "chair", "viewer", "operator", "inspector"):
+    for role in ("calltaker", "chair", "viewer", "operator", "inspector", "leader"):
         assert clients[role].post(f"/api/resource-allocations/{allocation}/release").status_code == 403, role
+
+
+def test_situation_report_roles(server: RunningServer, clients: dict[str, httpx.Client]) -> None:
+    """The situation report, its map and its PDF (issue 19): dispatchers, call-takers, the chair,
+    the leader and admins; anonymous callers are sent to the login page."""
+    inc = clients["dispatcher"].post("/api/incidents", json={"category": "flood_control", "priority": 2,
+                                                             "lon": 111.57, "lat": 22.77})
+    assert inc.status_code == 201, inc.text
+    base = f"/dispatch/incidents/{inc.json()['id']}/report"
+    readers = {"admin", "dispatcher", "calltaker", "chair", "leader"}
+    for path in (base, base + "/map", base + ".pdf"):
+        codes = {role: clients[role].get(path, timeout=90).status_code for role in ROLES}
+        assert codes == {r: 200 if r in readers else 403 for r in ROLES}, (path, codes)
+        with server.client() as anon:
+            r = anon.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+
+
+def test_plan_and_duty_write_routes_roles(clients: dict[str, httpx.Client]) -> None:
+    """Response plans and the duty roster (issue 19), the routes that change things: a level change,
+    a task update and standing down — dispatchers and the chair (and admins); approving a version,
+    assigning agency desks and rostering shifts — admins; a handover — dispatchers and the chair.
+    A refused role changes nothing."""
+    actors = {"admin", "dispatcher", "chair"}
+    d = clients["dispatcher"]
+
+    def activation() -> dict[str, Any]:
+        inc = d.post("/api/incidents", json={"category": "flood_control", "subtype": "flood", "priority": 2,
+                                             "lon": 111.57, "lat": 22.77})
+        assert inc.status_code == 201, inc.text
+        act = d.post(f"/api/incidents/{inc.json()['id']}/plans", json={"plan_key": "flood", "level": "IV"})
+        assert act.status_code == 201, act.text
+        out: dict[str, Any] = act.json()
+        return out
+
+    a = activation()
+    reads = {role: clients[role].get(f"/api/incidents/{a['incident_id']}/plans").status_code for role in ROLES}
+    assert reads == {r: 200 if r in actors | {"leader"} else 403 for r in ROLES}, reads  # the leader reads
+    level, codes = "IV", {}
+    for role in ROLES:  # allowed roles toggle IV ⇄ III; refused ones leave it where it is
+        to = "III" if level == "IV" else "IV"
+        codes[role] = clients[role].post(f"/api/plan-activations/{a['id']}/level", json={"level": to}).status_code
+        level = to if codes[role] == 200 else level
+        assert d.get(f"/api/incidents/{a['incident_id']}/plans").json()["activations"][0]["level"] == level
+    assert codes == {r: 200 if r in actors else 403 for r in ROLES}, codes
+    tasks = [t for g in d.get(f"/api/incidents/{a['incident_id']}/plans").json()["activations"][0]["agencies"]
+             for t in g["tasks"] if t["status"] == "assigned"]
+    assert len(tasks) >= len(actors)
+    refused = {role: clients[role].post(f"/api/plan-tasks/{tasks[0]['id']}", json={"status": "done"}).status_code
+               for role in ROLES if role not in actors}
+    assert set(refused.values()) == {403}, refused
+    codes = {role: clients[role].post(f"/api/plan-tasks/{t['id']}", json={"status": "acknowledged"}).status_code
+             for role, t in zip(sorted(actors), tasks, strict=False)}
+    assert set(codes.values()) == {200}, codes  # and tasks[0] went from assigned, not from done
+    ends = {role: clients[role].post(f"/api/plan-activations/{a['id']}/end").status_code
+            for role in ROLES if role not in actors}
+    assert set(ends.values()) == {403}, ends
+    for role in sorted(actors):  # each allowed role stands down an activation of its own
+        assert clients[role].post(f"/api/plan-activations/{activation()['id']}/end").status_code == 200, role
+
+    admin = clients["admin"]
+    text = admin.get("/api/plans/traffic/export").text
+    version = admin.post("/api/plans", json={"format": "toml", "text": text}).json()["version"]
+    approve = f"/api/plans/traffic/versions/{version}/approve"
+    assert {r: clients[r].post(approve).status_code for r in ROLES if r != "admin"} == \
+        {r: 403 for r in ROLES if r != "admin"}
+    assert admin.post(approve).status_code == 200
+    desk = {r: clients[r].put("/api/agency-desks/viewer", json={"agency": None}).status_code for r in ROLES}
+    assert desk == {r: 200 if r == "admin" else 403 for r in ROLES}, desk
+    shifts = {}
+    for i, role in enumerate(ROLES):  # far-future shifts that overlap nothing
+        start = f"2090-01-{i + 1:02d}T08:00:00+08:00"
+        shifts[role] = clients[role].post("/api/duty/shifts", json={
+            "starts_at": start, "ends_at": start.replace("T08", "T20"),
+            "posts": {"leader_on_duty": ["chair"], "duty_officer": ["dispatcher"]}}).status_code
+    assert shifts == {r: 201 if r == "admin" else 403 for r in ROLES}, shifts
+    listed = {r: clients[r].get("/api/duty/shifts", params={"start": "2090-01-01T00:00:00+08:00",
+                                                            "end": "2090-01-09T00:00:00+08:00"}).status_code
+              for r in ROLES}
+    assert listed == {r: 200 if r in actors | {"leader"} else 403 for r in ROLES}, listed
+    handovers = {r: clients[r].post("/api/duty/handovers", json={"notes": f"{r} 交班"}).status_code for r in ROLES}
+    assert handovers == {r: 201 if r in actors else 403 for r in ROLES}, handovers
+
+
+def test_leader_and_chair_read_the_map_but_change_nothing(clients: dict[str, httpx.Client]) -> None:
+    """Issue 19: the leader (and the chair) open the dispatch map, incidents, plans and resources
+    read-only; every change there is 403 for the leader (and, outside plans, for the chair)."""
+    d = clients["dispatcher"]
+    inc = d.post("/api/incidents", json={"category": "flood_control", "priority": 2, "lon": 111.57, "lat": 22.77})
+    assert inc.status_code == 201, inc.text
+    iid = inc.json()["id"]
+    act = d.post(f"/api/incidents/{iid}/plans", json={"plan_key": "flood", "level": "IV"})
+    assert act.status_code == 201, act.text
+    task = act.json()["agencies"][0]["tasks"][0]["id"]
+    reads = [f"/api/incidents/{iid}", f"/api/incidents/{iid}/plans", f"/api/incidents/{iid}/resources",
+             f"/api/incidents/{iid}/recommendations", "/api/dispatch/stats", "/api/plans-ui", "/dispatch"]
+    for role in ("leader", "chair"):
+        got = {p: clients[role].get(p).status_code for p in reads}
+        assert set(got.values()) == {200}, (role, got)
+    unit = d.get("/api/units").json()[0]["id"]
+    dispatch_writes: list[tuple[str, dict[str, object]]] = [
+        ("/api/incidents", {"category": "fire", "priority": 3, "lon": 111.57, "lat": 22.77}),
+        (f"/api/incidents/{iid}/notes", {"text": "x"}),
+        (f"/api/incidents/{iid}/location", {"lon": 111.58, "lat": 22.78}),
+        (f"/api/incidents/{iid}/status", {"status": "dispatched"}),
+        (f"/api/incidents/{iid}/dispatch", {"recommended": True}),
+        (f"/api/incidents/{iid}/conference", {}),
+        (f"/api/units/{unit}/status", {"status": "out_of_service"}),
+        (f"/api/incidents/{iid}/resources", {"resource_id": "depot-luocheng", "item": "sandbag", "quantity": 1,
+                                             "request_id": uuid.uuid4().hex}),
+        ("/api/dispatch/training", {"enabled": True}),
+    ]
+    plan_writes: list[tuple[str, dict[str, object]]] = [
+        (f"/api/incidents/{iid}/plans", {"plan_key": "fire", "level": "IV"}),
+        (f"/api/plan-activations/{act.json()['id']}/level", {"level": "III"}),
+        (f"/api/plan-tasks/{task}", {"status": "acknowledged"}),
+        (f"/api/plan-activations/{act.json()['id']}/end", {}),
+        ("/api/duty/handovers", {"notes": "x"}),
+    ]
+    for path, body in dispatch_writes:
+        for role in ("leader", "chair"):
+            assert clients[role].post(path, json=body).status_code == 403, (role, path)
+    for path, body in plan_writes:
+        assert clients["leader"].post(path, json=body).status_code == 403, path
+    # nothing changed: the task is still assigned, the activation active at level IV
+    after = d.get(f"/api/incidents/{iid}/plans").json()["activations"][0]
+    assert after["level"] == "IV" and after["status"] == "active"
+    assert next(t for g in after["agencies"] for t in g["tasks"] if t["id"] == task)["status"] == "assigned"
+    assert d.post(f"/api/plan-activations/{act.json()['id']}/end").status_code == 200
 
 
 @pytest.mark.parametrize("method,path,_", MATRIX, ids=[f"{m} {p}" for m, p, _ in MATRIX])

@@ -29,8 +29,8 @@ def test_up_from_scratch_then_sigterm_then_restart_keeps_data() -> None:
         assert (var / "pg" / "PG_VERSION").exists(), "embedded PostgreSQL lives under var/pg"
         # one first login per role, plus the demo's agency desks (dispatchers: config/demo/agency_desks.toml)
         assert set(server.passwords) == {"admin", "chair", "operator", "calltaker", "dispatcher",
-                                         "inspector", "viewer", "flood_desk", "meteo_desk", "em_desk",
-                                         "fire_desk"}, server.output
+                                         "inspector", "viewer", "leader", "flood_desk", "meteo_desk", "em_desk",
+                                         "fire_desk", "responder"}, server.output
         assert any(f"commandcenter is running: {server.url}" in line for line in server.output)
         admin = server.login("admin")
         created = admin.post("/api/users", json={"username": "survivor", "password": "Persist-2026x",

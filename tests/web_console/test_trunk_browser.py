@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import chromium, sign_in
+from tests.browser import open_page
 from tests.conftest import RunningServer
-from tests.dispatch.calltaking_samples import SIPP_DIR, free_port
+from tests.dispatch.calltaking_samples import finish_sipp, free_port, sipp_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 SIP_PORT = free_port()
@@ -27,36 +27,19 @@ SERVER_ENV = {"CC_SIP__UDP_PORT": str(SIP_PORT), "CC_SIP__TCP_PORT": str(SIP_POR
 
 
 def sipp(scenario: str, local_ip: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{SIP_PORT}", "-i", local_ip, "-p", str(free_port()),
-         "-s", "110", "-m", "1", "-t", "u1", "-nostdin", "-timeout", "90s", "-timeout_error",
-         "-mp", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/tmp")
+    return sipp_call(scenario, SIP_PORT, local_ip=local_ip)
 
 
-def finish(proc: subprocess.Popen[str]) -> None:
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out[-3000:]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
+finish = finish_sipp
 
 
 @pytest.fixture
 def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
-    context = browser.new_context(locale="zh-CN", viewport={"width": 1600, "height": 950})
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    p.goto(server.url + "/desk")
-    sign_in(p, "calltaker", server.passwords["calltaker"])
+    p, errors = open_page(browser, server, "calltaker", "/desk")
     expect(p.locator("#conn.up")).to_have_count(1, timeout=10_000)
     yield p
     assert errors == [], errors
-    context.close()
+    p.context.close()
 
 
 def test_stranger_refused_and_audited_untrusted_peer_shown_unverified(page: Page, server: RunningServer) -> None:

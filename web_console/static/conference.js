@@ -66,6 +66,17 @@
     });
   }
 
+  // meeting notice by SMS (issue 20): on by default when a chosen room has contacts, until the chair
+  // sets it by hand
+  let smsNoticeTouched = false;
+  const createForm = $("create-form");
+  createForm.sms_notice.addEventListener("change", () => { smsNoticeTouched = true; });
+  createForm.sites.addEventListener("change", () => {
+    if (!smsNoticeTouched) {
+      createForm.sms_notice.checked = Array.from(createForm.sites.selectedOptions).some((o) => o.dataset.contacts === "1");
+    }
+  });
+
   $("create-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
@@ -73,11 +84,12 @@
     const body = {
       name: f.name.value, pin: f.pin.value, guests: f.guests.checked, start_now: f.start_now.checked,
       sites: Array.from(f.sites.selectedOptions).map((o) => o.value),
-      starts_at: iso(f.starts_at.value), ends_at: iso(f.ends_at.value),
+      starts_at: iso(f.starts_at.value), ends_at: iso(f.ends_at.value), sms_notice: f.sms_notice.checked,
     };
     try {
       const created = await api("POST", "/api/conferences", body);
       f.reset();
+      smsNoticeTouched = false;
       await loadList();
       if (created.running) select(created.id);
     } catch (e) { /* shown */ }
@@ -423,14 +435,8 @@
   }
 
   // -- events from every chair ----------------------------------------------------------------------
-  function connectEvents(topics, handle) {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(proto + "//" + location.host + "/ws/events?topics=" + encodeURIComponent(topics));
-    ws.onmessage = (msg) => {
-      const ev = JSON.parse(msg.data);
-      handle(ev.topic, ev.payload || {});
-    };
-    ws.onclose = (e) => { if (e.code !== 4401 && e.code !== 4403) setTimeout(() => connectEvents(topics, handle), 2000); };
+  function connectEvents(topics, handle) {  // event_stream.js: reconnects with ?since=<last id>
+    window.openEventStream({ topics, onEvent: (ev) => handle(ev.topic, ev.payload || {}) });
   }
 
   connectEvents("conference.*", (topic, p) => {

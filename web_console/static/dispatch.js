@@ -418,14 +418,11 @@ function onEvent(ev) {
 
 function connect() {
   const conn = document.getElementById("conn");
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${proto}//${location.host}/ws/events`);
-  ws.onopen = () => { conn.textContent = "●"; conn.classList.add("up"); };
-  ws.onmessage = (msg) => onEvent(JSON.parse(msg.data));
-  ws.onclose = (e) => {
-    conn.textContent = "○"; conn.classList.remove("up");
-    if (e.code !== 4401 && e.code !== 4403) setTimeout(async () => { await load(false); connect(); }, 2000);
-  };
+  window.openEventStream({  // web_console/static/event_stream.js: reconnects with ?since=<last id>
+    onEvent,
+    onState: (up) => { conn.textContent = up ? "●" : "○"; conn.classList.toggle("up", up); },
+    beforeReconnect: () => load(false),
+  });
 }
 
 // A fix ages without any event: re-check staleness periodically and grey the unit out.

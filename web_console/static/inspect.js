@@ -612,14 +612,11 @@
   window.inspectVerifyConsistency = verifyConsistency; // for tests
 
   // ---- live updates from other inspectors ----------------------------------------------------
-  function listen() {
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/events?topics=recording.*`);
-    ws.onmessage = (m) => {
-      const ev = JSON.parse(m.data);
+  function listen() {  // event_stream.js: reconnects with ?since=<last id>
+    window.openEventStream({ topics: "recording.*", onEvent: (ev) => {
       if (ev.topic === "recording.bookmark" && state.search) refreshBookmarks().catch(() => {});
       if (ev.topic === "recording.hold" && state.view) refreshHolds().catch(() => {});
-    };
-    ws.onclose = () => setTimeout(listen, 5000);
+    } });
   }
 
   // ---- wiring --------------------------------------------------------------------------------

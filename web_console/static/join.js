@@ -9,6 +9,10 @@
   const $ = (id) => document.getElementById(id);
   const form = $("join-form"), errorBox = $("join-error"), call = $("call"), ended = $("ended");
   let pc = null, ws = null, stream = null, statsTimer = null, lastStats = null, leaving = false;
+  let answered = null, sendSize = null; // the MCU's last "send_size" (send_size.js), applied after the answer
+
+  function videoSender() { return pc ? pc.getSenders().find((s) => s.track && s.track.kind === "video") : null; }
+  function applySendSize() { if (sendSize && window.ccApplySendSize) window.ccApplySendSize(videoSender(), sendSize); }
 
   function fillDevices(devices, kind, select, current) {
     select.innerHTML = "";
@@ -57,6 +61,8 @@
   }
 
   function cleanup() {
+    closeShare(false);
+    closeWatch(false);
     if (statsTimer) clearInterval(statsTimer);
     statsTimer = null;
     if (pc) pc.close();
@@ -115,13 +121,20 @@
     ws.onmessage = async (msg) => {
       const reply = JSON.parse(msg.data);
       if (reply.type === "answer") {
-        await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+        answered = pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+        await answered;
         root.dataset.participant = reply.participant_id;
         form.hidden = true;
         call.hidden = false;
         $("local").srcObject = stream;
         statsTimer = setInterval(updateQuality, 2000);
         setInterval(() => { if (ws && ws.readyState === 1) ws.send('{"type":"ping"}'); }, 10000);
+      } else if (reply.type.startsWith("content_") || reply.type === "hand" || reply.type === "hand_refused") {
+        onContentMessage(reply);
+      } else if (reply.type === "send_size") {
+        sendSize = reply;
+        if (answered) await answered.catch(() => {});
+        applySendSize();
       } else if (reply.type === "refused") {
         refused(reply);
       } else if (reply.type === "bye") {
@@ -174,6 +187,119 @@
     if (sender) await sender.replaceTrack(track);
     if (old) { stream.removeTrack(old); old.stop(); }
     stream.addTrack(track);
+    if (kind === "video") applySendSize(); // the scale depends on the new camera's size
+  }
+
+  // -- screen sharing: a second, send-only peer connection marked as content on the signalling socket --
+  let sharePc = null, shareStream = null, handUp = false;
+  const contentStatus = (message) => {
+    const box = $("content-status");
+    box.textContent = message || "";
+    box.hidden = !message;
+  };
+
+  function closeShare(notify) {
+    if (notify && ws && ws.readyState === 1) ws.send('{"type":"content_stop"}');
+    if (sharePc) sharePc.close();
+    if (shareStream) shareStream.getTracks().forEach((t) => t.stop());
+    sharePc = null; shareStream = null; window.ccContentPeer = null;
+    const button = $("share");
+    if (button) { button.textContent = text.share; button.setAttribute("aria-pressed", "false"); }
+  }
+
+  async function offerContent() {
+    if (sharePc) sharePc.close();
+    sharePc = new RTCPeerConnection();
+    window.ccContentPeer = sharePc; // for diagnostics and the browser tests (getStats)
+    const track = shareStream.getVideoTracks()[0];
+    track.contentHint = "detail"; // slides and text: keep the detail, lower the frame rate
+    sharePc.addTransceiver(track, { direction: "sendonly", streams: [shareStream] });
+    await sharePc.setLocalDescription(await sharePc.createOffer());
+    await gatheringDone(sharePc, 3000);
+    ws.send(JSON.stringify({ type: "content_offer", sdp: sharePc.localDescription.sdp }));
+  }
+
+  async function share() {
+    if (shareStream) { closeShare(true); contentStatus(""); return; }
+    try {
+      shareStream = await navigator.mediaDevices.getDisplayMedia({
+        video: { width: { max: 1920 }, height: { max: 1080 }, frameRate: { max: 15 } }, audio: false });
+    } catch (e) {
+      shareStream = null;
+      contentStatus(text.share_cancelled);
+      return;
+    }
+    shareStream.getVideoTracks()[0].addEventListener("ended", () => { closeShare(true); contentStatus(""); });
+    $("share").textContent = text.share_stop;
+    $("share").setAttribute("aria-pressed", "true");
+    try { await offerContent(); } catch (e) { closeShare(true); contentStatus(text.share_failed); }
+  }
+
+  function setHand(up, message) {
+    handUp = up;
+    $("hand").textContent = up ? text.lower_hand : text.raise_hand;
+    $("hand").setAttribute("aria-pressed", String(up));
+    if (message !== undefined) contentStatus(message);
+  }
+
+  async function onContentMessage(reply) {
+    const box = $("content-status");
+    if (reply.type === "content_answer") {
+      if (sharePc) await sharePc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+      contentStatus(text.sharing);
+    } else if (reply.type === "content_refused") {
+      if (reply.code === "awaiting_chair" && shareStream) {
+        if (sharePc) { sharePc.close(); sharePc = null; }
+        contentStatus(text.share_waiting); // keep the capture: the chair may grant it
+      } else {
+        closeShare(false);
+        const own = text["share_" + reply.code];
+        contentStatus(own ? own.replace("{name}", reply.presenter || "") : reply.message || text.share_failed);
+      }
+    } else if (reply.type === "content_granted") {
+      if (shareStream) offerContent().catch(() => { closeShare(true); contentStatus(text.share_failed); });
+    } else if (reply.type === "content_stopped") {
+      const wasSharing = !!shareStream;
+      closeShare(false);
+      if (wasSharing) contentStatus(text["share_ended_" + reply.reason] || text.share_ended_released);
+    } else if (reply.type === "content_live") {
+      if (reply.live && !shareStream) watchContent().catch(() => closeWatch(true));
+      else if (!reply.live) closeWatch(true);
+    } else if (reply.type === "content_watch_refused") {
+      closeWatch(false);
+    } else if (reply.type === "content_watch_answer") {
+      if (watchPc) await watchPc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    } else if (reply.type === "hand") {
+      setHand(reply.state === "raised", text["hand_" + reply.state]);
+    } else if (reply.type === "hand_refused") {
+      contentStatus(reply.code === "too_fast" ? text.share_too_fast : reply.message);
+    }
+    if (reply.code) box.dataset.code = reply.code; else delete box.dataset.code;
+  }
+
+  // -- the content as a second stream: a receive-only peer connection while someone presents --------
+  let watchPc = null;
+  function closeWatch(notify) {
+    if (notify && watchPc && ws && ws.readyState === 1) ws.send('{"type":"content_unwatch"}');
+    if (watchPc) watchPc.close();
+    watchPc = null; window.ccContentView = null;
+    $("content-video").hidden = true;
+    $("content-video").srcObject = null;
+  }
+
+  async function watchContent() {
+    closeWatch(false);
+    watchPc = new RTCPeerConnection();
+    window.ccContentView = watchPc; // for diagnostics and the browser tests (getStats)
+    watchPc.addTransceiver("video", { direction: "recvonly" });
+    watchPc.ontrack = (e) => { $("content-video").srcObject = new MediaStream([e.track]); $("content-video").hidden = false; };
+    await watchPc.setLocalDescription(await watchPc.createOffer());
+    await gatheringDone(watchPc, 3000);
+    ws.send(JSON.stringify({ type: "content_watch", sdp: watchPc.localDescription.sdp }));
+  }
+
+  function toggleHand() {
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify({ type: handUp ? "lower_hand" : "raise_hand" }));
   }
 
   function leave() {
@@ -188,6 +314,9 @@
   $("camera-live").addEventListener("change", () => switchDevice("video"));
   $("microphone-live").addEventListener("change", () => switchDevice("audio"));
   $("leave").addEventListener("click", leave);
+  $("share").addEventListener("click", share);
+  $("hand").addEventListener("click", toggleHand);
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) $("share").hidden = true;
   window.addEventListener("beforeunload", () => { leaving = true; if (ws) ws.close(); });
   listDevices();
 })();

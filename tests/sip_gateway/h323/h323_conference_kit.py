@@ -23,8 +23,10 @@ from sip_gateway.aio.h323_endpoint import CallHandle, H323Endpoint
 from sip_gateway.aio.h323_media import H323MediaLeg
 from sip_gateway.aio.ports import RtpPortManager
 from sip_gateway.aio.rtp_leg import tone
+from sip_gateway.h224 import CameraSource, FarEndRequest, FeccCapabilities, FeccRules, FeccSession
+from sip_gateway.h224.h281 import H281Message
 from sip_gateway.h323.call import EndpointConfig
-from sip_gateway.h323.capabilities import DEFAULT_FORMATS, MediaFormat
+from sip_gateway.h323.capabilities import DEFAULT_FORMATS, H224_SESSION, MediaFormat
 from sip_gateway.h323.events import (
     CallReleased,
     ChannelClosed,
@@ -179,6 +181,33 @@ class Terminal:
         if self.media is not None:
             await self.media.close()
         await self.endpoint.close()
+
+
+ROOM_CAMERA = FeccCapabilities(presets=6, sources=(CameraSource(1, pan=True, tilt=True, zoom=True),))
+
+
+@dataclass(eq=False)
+class CameraTerminal(Terminal):
+    """A room system whose camera can be steered (far-end camera control, H.323 Annex Q): it
+    announces the H.224 data application, opens its H.224 channel on a fourth port pair, tells the
+    MCU what its camera can do (``camera``) and keeps the H.281 messages it receives (:meth:`h281`)."""
+
+    camera: FeccCapabilities = ROOM_CAMERA
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.config.h224 = True
+        self.ports.sessions = (*self.ports.sessions, H224_SESSION)
+
+    async def _attach(self, handle: CallHandle) -> None:
+        await super()._attach(handle)
+        assert self.media is not None and self.media.h224 is not None
+        self.media.h224.session = FeccSession(FeccRules(camera=self.camera))
+
+    def h281(self) -> list[H281Message]:
+        """What the MCU asked of our camera, in order (the channel keeps the last 16)."""
+        h224 = self.media.h224 if self.media is not None else None
+        return [r.message for r in (h224.far_end_requests if h224 is not None else []) if isinstance(r, FarEndRequest)]
 
 
 @dataclass(eq=False)

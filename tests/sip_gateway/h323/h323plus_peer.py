@@ -35,7 +35,19 @@ REPO = Path(__file__).resolve().parents[3]
 # third-party source tarballs stay in the shared tool folder beside the repository (CI has a copy of
 # it there), so no third-party code is committed here.
 OUR_TOOLS = REPO / "tests" / "tools" / "h323plus"
-SHARED_TOOLS = Path(os.environ.get("H323PLUS_TOOLS") or REPO.parent / "shared" / "tools" / "h323plus")
+
+
+def _shared_tools() -> Path:
+    """$H323PLUS_TOOLS, else the first ``shared/tools/h323plus`` beside the repository or beside one of
+    its parents (a worktree at /work/wt/NAME finds /work/shared as a clone at /work/NAME does)."""
+    env = os.environ.get("H323PLUS_TOOLS")
+    if env:
+        return Path(env)
+    candidates = [parent / "shared" / "tools" / "h323plus" for parent in REPO.parents]
+    return next((c for c in candidates if (c / "build.sh").is_file()), candidates[0])
+
+
+SHARED_TOOLS = _shared_tools()
 BUILD_TIMEOUT = 40 * 60  # seconds; ~4 min on an idle 2-core machine, much more under load
 
 

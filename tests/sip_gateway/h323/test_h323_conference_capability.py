@@ -17,6 +17,7 @@ from mcu import capability as mcu_capability
 from mcu.conferences import ConferenceError
 from mcu.legs.h323_bridge import H323Capability
 from mcu.legs.h323_settings import bridge_settings
+from monitoring import capability as monitoring_capability
 from recorder import capability as recorder_capability
 from sip_gateway.h323.events import CallReleased, MediaAddress
 from tests.sip_gateway.h323.h323_conference_kit import Terminal, free_port
@@ -34,14 +35,26 @@ async def test_h323_starts_after_the_mcu_in_the_mcu_role(services: CoreServices,
 
     async def start_mcu(core: CoreServices) -> Any:
         started.append("mcu")
-        return SimpleNamespace(conferences=None, webrtc=None)
+        return SimpleNamespace(conferences=None, webrtc=None, content=None)
 
     monkeypatch.setattr(mcu_capability, "start_mcu", start_mcu)
     for name in ("start_sip", "start_h323", "start_cascade", "start_cascade_control"):
         monkeypatch.setattr(mcu_capability, name, recording(name.removeprefix("start_")))
     for name in ("start", "start_conference_recording"):
         monkeypatch.setattr(recorder_capability, name, recording("recorder." + name))
-    monkeypatch.setattr(dispatch_capability, "start", recording("dispatch"))
+
+    async def no_plans() -> list[Any]:
+        return []
+
+    async def stopped() -> None:
+        return None
+
+    async def start_dispatch(*args: Any, **kwargs: Any) -> Any:  # the desk starts on what dispatch returns
+        started.append("dispatch")
+        return SimpleNamespace(service=None, plans=SimpleNamespace(plans=no_plans), stop=stopped)
+
+    monkeypatch.setattr(dispatch_capability, "start", start_dispatch)
+    monkeypatch.setattr(monitoring_capability, "start", recording("monitoring"))
     monkeypatch.setattr(desk_capability, "start", recording("desk"))
     for role in ("web", "recorder"):
         await start_node(services, role)
@@ -50,9 +63,9 @@ async def test_h323_starts_after_the_mcu_in_the_mcu_role(services: CoreServices,
     assert started.index("mcu") < started.index("h323")
 
 
-async def test_capability_answers_calls_into_the_demo_conference(fresh_db_url: str, tmp_path: Path) -> None:
+async def test_capability_answers_calls_into_the_demo_conference(seeded_db_url: str, tmp_path: Path) -> None:
     port = free_port()
-    settings = Settings(var_dir=tmp_path, database={"url": fresh_db_url},
+    settings = Settings(var_dir=tmp_path, database={"url": seeded_db_url},
                         h323={"signalling_port": port}, rtp={"port_min": 31000, "port_max": 31999})
     core = await CoreServices.start(settings)
     node = Node(core)
@@ -81,8 +94,8 @@ async def test_capability_answers_calls_into_the_demo_conference(fresh_db_url: s
         await node.stop()
 
 
-async def test_capability_switched_off(fresh_db_url: str, tmp_path: Path) -> None:
-    settings = Settings(var_dir=tmp_path, database={"url": fresh_db_url},
+async def test_capability_switched_off(seeded_db_url: str, tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path, database={"url": seeded_db_url},
                         h323={"enabled": False, "signalling_port": free_port()})
     core = await CoreServices.start(settings)
     node = Node(core)
@@ -101,11 +114,11 @@ def test_gatekeeper_settings_reach_the_bridge() -> None:
         "client", "10.20.0.5", ("yunfu-mcu",), 120, 0)
 
 
-async def test_capability_runs_the_gatekeeper_in_server_mode(fresh_db_url: str, tmp_path: Path) -> None:
+async def test_capability_runs_the_gatekeeper_in_server_mode(seeded_db_url: str, tmp_path: Path) -> None:
     """``[h323] gatekeeper = "server"``: the capability answers RAS on ``ras_port``; a terminal
     registers there and is listed in the bridge's gatekeeper status."""
     ras_port = free_udp_port()
-    settings = Settings(var_dir=tmp_path, database={"url": fresh_db_url},
+    settings = Settings(var_dir=tmp_path, database={"url": seeded_db_url},
                         h323={"signalling_port": free_port(), "gatekeeper": "server", "ras_port": ras_port},
                         rtp={"port_min": 31000, "port_max": 31999})
     core = await CoreServices.start(settings)

@@ -1,0 +1,68 @@
+"""Desk takeover: how soon a live standby desk lists the dead active desk's callers and takes new calls.
+
+One command: ``python -m bench.desk_takeover [--runs 3]``. Each run is the scenario of
+tests/noderpc/desk_pair.py on the embedded PostgreSQL: two real `--role web` desk nodes
+(heartbeat 0.5 s, dead after 3 s, the test settings), Kamailio's dispatcher in front
+(deploy/ha/desk-proxy, OPTIONS every 1 s, inactive after 2 misses, INVITE failover after 2 s),
+two SIPp callers waiting on desk A, desk A SIGKILLed, a new SIPp call at that moment. Per run:
+
+* crash → the waiting callers on desk B's callback list (bounded by dead-after + one heartbeat);
+* crash → the new call offered on desk B (the issue's goal: ≤ 10 s).
+
+Reported as the median with min and max over the runs. Writes bench/results/desk_takeover.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import write_result  # noqa: E402
+from core.db import EmbeddedPostgres  # noqa: E402
+from tests.conftest import private_tmp_dir  # noqa: E402
+from tests.noderpc.desk_pair import run_takeover  # noqa: E402
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    data_dir = private_tmp_dir("cc-bench-deskha-")
+    server = EmbeddedPostgres(data_dir)
+    url = server.start()
+    runs: list[dict[str, Any]] = []
+    try:
+        for i in range(args.runs):
+            run = run_takeover(url)
+            runs.append({"listed_s": round(run.listed_s, 2), "offered_s": round(run.offered_s, 2),
+                         "load_average": round(os.getloadavg()[0], 1)})
+            print(f"run {i + 1}: {runs[-1]}", flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    write_result("desk_takeover", {
+        "runs": runs,
+        "listed_s": _spread([r["listed_s"] for r in runs]),
+        "offered_s": _spread([r["offered_s"] for r in runs]),
+        "reference": {"goal_offered_s": 10.0, "listed_bound_s": "dead_after 3 s + heartbeat 0.5 s"},
+        "conditions": "embedded PostgreSQL; two commandcenter --role web desk nodes (heartbeat 0.5 s, dead after 3 s); "
+                      "Kamailio 5.6 dispatcher (algorithm 8, OPTIONS every 1 s, threshold 2, fr_timer 2 s) on "
+                      "127.0.0.1; SIPp callers; desk A SIGKILLed",
+    }, load_before)
+
+
+if __name__ == "__main__":
+    main()

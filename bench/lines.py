@@ -1,0 +1,340 @@
+"""Video on emulated leased lines: each line condition x peer, baseline and with send pacing.
+
+    python -m bench.lines [--runs 3] [--seconds 20] [--conditions 768k_20ms,...]
+
+Needs root (network namespaces, tc, iptables; see tests/linesim/line.py). For every condition a
+real SIP room system (baresip, H.264, sending a busy 640x360 picture) sits behind the line in its
+own namespace and dials the MCU's conference (720p composite, 25 fps, the SIP default). What
+reaches the site is captured behind the line (an NFLOG rule after the line's loss stage, read by
+tshark), so every figure is what the site really got:
+
+* video sent: what the MCU's leg sent (RTP bytes), kbit/s over the call;
+* video delivered: RTP bytes that reached the site, kbit/s;
+* audio / video loss: what baresip counted lost (its ``rtp_stats``); the capture's own count is kept
+  beside it (``*_loss_capture_pct``: it also counts packets the capture missed on a loaded machine);
+* intact frames/s after 2 s: frames that arrived whole AND whose reference chain back to a key
+  frame arrived whole (what a decoder can show without artefacts), from 2 s after the first
+  picture to the end of the call;
+* freezes > 1 s: gaps between intact frames longer than 1 s (and the longest);
+* first picture: seconds from the site joining to its first intact key frame.
+
+Modes: ``baseline`` is the leg without pacing and with the default SIP line (``lines.sip`` of the
+plan, no ``line_kbps`` for this site): the leg as it was before issue 16, except that the budget
+from the peer's signals still picks the encoder tier. ``product`` is main's default for a planned
+site: the site's ``line_kbps`` is the line's configured rate (as a site plan would say; on the line
+that drops, the rate before the drop), video paced to the budget, which follows b=, TMMBR, REMB and
+the receiver reports' loss, and picks the shared encoder tier.
+
+The machine is shared: every run records the load average at its start (``load_average``).
+
+Writes bench/results/lines.json (median [min-max] of ``--runs`` runs per row) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings
+from core.db import EmbeddedPostgres
+from core.runtime import CoreServices
+from mcu.conferences import ConferenceService
+from mcu.room import RoomSettings
+from sip_gateway.rtp.media_description import MediaPolicy
+from tests.linesim.line import PROFILES, open_line
+from tests.linesim.peers import LineBaresip, busy_video, start_line_bridge
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "results" / "lines.json"
+DEMO = "80000001"
+NFLOG_GROUP = 7
+FIGURES = ("video_sent_kbps", "video_delivered_kbps", "audio_loss_pct", "video_loss_pct", "intact_fps_after_2s",
+           "freezes_over_1s", "longest_freeze_s", "first_picture_s")
+
+
+def _nal_types(payload: bytes) -> set[int]:
+    if not payload:
+        return set()
+    kind = payload[0] & 0x1F
+    if kind == 28 and len(payload) > 1:  # FU-A
+        return {payload[1] & 0x1F}
+    if kind == 24:  # STAP-A
+        out, pos = set(), 1
+        while pos + 3 <= len(payload):
+            size = int.from_bytes(payload[pos:pos + 2], "big")
+            out.add(payload[pos + 2] & 0x1F)
+            pos += 2 + size
+        return out
+    return {kind}
+
+
+def baresip_loss(text: str) -> dict[str, float]:
+    """Receive-side loss % per stream from baresip's ``rtp_stats`` table at hang-up."""
+    out: dict[str, float] = {}
+    kind = ""
+    packets = 0
+    for raw in text.splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", raw).strip()
+        if m := re.match(r"(audio|video)\s+Transmit:\s+Receive:", line):
+            kind = m.group(1)
+        elif kind and (m := re.match(r"packets:\s+(\d+)\s+(\d+)", line)):
+            packets = int(m.group(2))
+        elif kind and (m := re.match(r"lost:\s+(-?\d+)\s+(-?\d+)", line)):
+            lost = max(0, int(m.group(2)))
+            out[kind] = round(100 * lost / max(1, packets + lost), 2)
+            kind = ""
+    return out
+
+
+def analyse_video(rows: list[tuple[float, int, int, bool, int, bytes]], joined_at: float, ended_at: float,
+                  sent_packets: int) -> dict[str, float]:
+    """Figures from (arrival, seq, timestamp, marker, rtp bytes, payload) of what reached the site."""
+    out: dict[str, float] = {}
+    if not rows:
+        return {"video_delivered_kbps": 0.0, "video_loss_capture_pct": 100.0, "intact_fps_after_2s": 0.0,
+                "freezes_over_1s": 1, "longest_freeze_s": round(ended_at - joined_at, 2), "first_picture_s": -1}
+    rows.sort(key=lambda r: r[0])
+    # Unwrap sequence numbers (they start at random and wrap at 65536) in arrival order: sorted by
+    # the raw number first, a wrap is never seen and the packets after it count as before it.
+    unwrapped, base, last = [], 0, None
+    for r in rows:
+        seq = r[1]
+        if last is not None and seq < last - 30000:
+            base += 65536
+        elif last is not None and seq > last + 30000:  # a late packet from before the wrap
+            unwrapped.append((r[0], base - 65536 + seq, r[2], r[3], r[4], r[5]))
+            continue
+        last = seq
+        unwrapped.append((r[0], base + seq, r[2], r[3], r[4], r[5]))
+    unwrapped.sort(key=lambda r: r[1])
+    received = len({r[1] for r in unwrapped})
+    out["video_loss_capture_pct"] = (round(100 * max(0, sent_packets - received) / sent_packets, 2)
+                                     if sent_packets else 0.0)
+    during = [r for r in unwrapped if joined_at <= r[0] <= ended_at]  # the same window as "sent"
+    out["video_delivered_kbps"] = round(sum(r[4] for r in during) * 8 / 1000 / max(1e-3, ended_at - joined_at), 1)
+    # Frames in sequence order: a frame is whole when its packets are contiguous, it ends with the
+    # marker and it starts right after the previous frame's marker packet.
+    frames: list[tuple[float, bool, bool]] = []  # (completed at, whole, key)
+    previous_end: int | None = None
+    group: list[tuple[float, int, int, bool, int, bytes]] = []
+
+    def close(group: list[tuple[float, int, int, bool, int, bytes]]) -> None:
+        nonlocal previous_end
+        first, end = group[0][1], group[-1][1]
+        whole = (group[-1][3] and end - first + 1 == len(group)
+                 and (previous_end is None or first == previous_end + 1))
+        key = any(t & {5, 7} for t in (_nal_types(r[5]) for r in group))
+        frames.append((max(r[0] for r in group), whole, key))
+        previous_end = end if group[-1][3] else None
+
+    for r in unwrapped:
+        if group and r[2] != group[-1][2]:
+            close(group)
+            group = []
+        group.append(r)
+    if group:
+        close(group)
+    intact: list[float] = []
+    chain = False
+    for at, whole, key in frames:
+        chain = whole and (key or chain)
+        if chain:
+            intact.append(at)
+    if not intact:
+        out.update(intact_fps_after_2s=0.0, freezes_over_1s=1, longest_freeze_s=round(ended_at - joined_at, 2),
+                   first_picture_s=-1)
+        return out
+    first = intact[0]
+    later = [t for t in intact if t >= first + 2]
+    out["intact_fps_after_2s"] = round(len(later) / max(1e-3, ended_at - (first + 2)), 1)
+    gaps = [b - a for a, b in zip(intact, [*intact[1:], ended_at], strict=True)]
+    out["freezes_over_1s"] = sum(1 for g in gaps if g > 1.0)
+    out["longest_freeze_s"] = round(max(gaps), 2)
+    out["first_picture_s"] = round(first - joined_at, 2)
+    return out
+
+
+async def tshark_rows(pcap: Path, port: int) -> list[list[str]]:
+    proc = await asyncio.create_subprocess_exec(
+        "tshark", "-r", str(pcap), "-d", f"udp.port=={port},rtp", "-Y", f"udp.srcport=={port} && rtp",
+        "-T", "fields", "-e", "frame.time_epoch", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.marker",
+        "-e", "udp.length", "-e", "rtp.payload",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(proc.communicate(), 300)
+    return [line.split("\t") for line in out.decode().splitlines() if line.count("\t") >= 4]
+
+
+async def one_call(services: CoreServices, condition: str, mode: str, seed: int, seconds: float,
+                   video: Path, work: Path) -> dict[str, Any]:
+    conferences = ConferenceService(services, room_settings=RoomSettings())
+    await conferences.start()
+    try:
+        with open_line(condition, seed=seed) as line:
+            await asyncio.to_thread(
+                subprocess.run, line.exec_args("iptables", "-A", "INPUT", "-i", line.peer_iface, "-p", "udp", "-j",
+                                               "NFLOG", "--nflog-group", str(NFLOG_GROUP), "-m", "comment",
+                                               "--comment", "linesim"),
+                check=True, capture_output=True, timeout=10)
+            pcap = work / f"{condition}-{mode}-{seed}.pcapng"
+            capture = await asyncio.create_subprocess_exec(
+                *line.exec_args("tshark", "-B", "32", "-i", f"nflog:{NFLOG_GROUP}", "-w", str(pcap), "-q"),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            assert capture.stderr is not None
+            async with asyncio.timeout(30):
+                while b"Capturing on" not in await capture.stderr.readline():
+                    pass
+            await asyncio.sleep(1.0)
+            bridge = await start_line_bridge(services, conferences, line,
+                                             MediaPolicy(h264_modes=(1, 0), video_codecs=("H264",)),
+                                             pace_video=mode == "product")
+            if mode == "product" and line.rate_kbps:
+                rate = line.rate_kbps  # the site plan's line_kbps for this room
+                bridge.line_kbps = lambda site_id: rate  # type: ignore[method-assign]
+            peer = LineBaresip(work / f"peer-{condition}-{mode}-{seed}", line=line, video_file=video)
+            conf = conferences.running(DEMO)
+            assert conf is not None
+            try:
+                await peer.start(f"/dial sip:{DEMO}@{line.mcu_address}:{bridge.endpoint.config.port}")
+                async with asyncio.timeout(30):
+                    while not any(s.status == "joined" for s in conf.sites.values()):  # noqa: ASYNC110 (polled state)
+                        await asyncio.sleep(0.05)
+                joined_at = time.time()
+                await asyncio.sleep(seconds)
+                ended_at = time.time()
+                leg = next(iter(bridge.sites.values())).leg
+                assert leg.audio is not None and leg.video is not None
+                assert leg.audio.session is not None and leg.video.session is not None
+                ports = {"audio": leg.audio.port, "video": leg.video.port}
+                sent = {kind: (ch.session.send.packets, ch.session.send.octets + 12 * ch.session.send.packets)
+                        for kind, ch in (("audio", leg.audio), ("video", leg.video)) if ch.session is not None}
+                pacer = leg.pacer.counters
+                site = next(iter(bridge.sites.values()))
+                budget = site.rate.statistics() if site.rate is not None else {}
+                tbf = line.tbf_drops()
+            finally:
+                await bridge.stop()
+                await peer.stop()
+                capture.terminate()
+                await asyncio.wait_for(capture.wait(), 20)
+    finally:
+        await conferences.stop()
+    audio_rows = await tshark_rows(pcap, ports["audio"])
+    video_rows = [(float(r[0]), int(r[1]), int(r[2]), r[3] in ("1", "True"), int(r[4]) - 8,
+                   bytes.fromhex(r[5].replace(":", "")) if len(r) > 5 else b"")
+                  for r in await tshark_rows(pcap, ports["video"])]
+    peer_loss = baresip_loss(peer.text)
+    result: dict[str, Any] = {
+        "video_sent_kbps": round(sent["video"][1] * 8 / 1000 / (ended_at - joined_at), 1),
+        "audio_loss_capture_pct": round(100 * max(0, sent["audio"][0] - len({r[1] for r in audio_rows}))
+                                        / max(1, sent["audio"][0]), 2),
+        **analyse_video(video_rows, joined_at, ended_at, sent["video"][0]),
+        "audio_loss_pct": peer_loss.get("audio", -1.0),  # what baresip counted (rtp_stats); -1: not printed
+        "video_loss_pct": peer_loss.get("video", -1.0),
+        "router_queue_drops_down": tbf["down"],
+        "pacer_frames_dropped": pacer.frames_dropped,
+        "peer_decoded_video": "video: receiving with resolution" in peer.text,
+        "budget_video_kbps_at_end": budget.get("video_kbps", -1),
+    }
+    pcap.unlink(missing_ok=True)
+    return result
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="linesim-bench-"))
+    pg = EmbeddedPostgres(work / "pg")
+    url = pg.start()
+    services = await CoreServices.start(Settings(var_dir=work / "var", database={"url": url}))
+    video = busy_video(work / "busy.mp4", seconds=int(args.seconds) + 60)
+    rows: list[dict[str, Any]] = []
+    try:
+        for condition in args.conditions:
+            for mode in ("baseline", "product"):
+                if mode == "product" and PROFILES[condition].rate_kbps is None:
+                    continue  # an unlimited line: no budget to pace to
+                runs: list[dict[str, Any]] = []
+                for seed in range(1, args.runs + 1):
+                    load = os.getloadavg()[0]
+                    try:
+                        result = await one_call(services, condition, mode, seed, args.seconds, video, work)
+                    except Exception as exc:  # a failed run is reported, not hidden
+                        result = {"error": f"{type(exc).__name__}: {exc}"}
+                    result["load_average"] = round(load, 2)
+                    runs.append(result)
+                    print(condition, mode, seed, json.dumps(result), flush=True)
+                good = [r for r in runs if "error" not in r]
+                row: dict[str, Any] = {"condition": condition, "peer": "sip-baresip", "mode": mode,
+                                       "line": PROFILES[condition].describe(), "runs": runs,
+                                       "failed_runs": len(runs) - len(good)}
+                for figure in (*FIGURES, "router_queue_drops_down", "pacer_frames_dropped", "audio_loss_capture_pct",
+                               "video_loss_capture_pct"):
+                    values = [float(r[figure]) for r in good if figure in r]
+                    if values:
+                        row[figure] = summarize(values)
+                rows.append(row)
+    finally:
+        await services.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return {"seconds": args.seconds, "runs": args.runs, "rows": rows,
+            "conditions": {c: PROFILES[c].describe() for c in args.conditions},
+            "peer": "baresip 1.0 (H.264, busy 640x360 15 fps source), MCU 720p25 composite, SIP default",
+            "note": "baseline = no pacing, default SIP line; product = main's defaults with the site's line_kbps "
+                    "set to the line rate (budget from signals, encoder tiers, pacing). The machine was NOT quiet: "
+                    "other engineers' jobs ran beside it (see load_average per run).",
+            "load_average_range": [min((r.get("load_average", 0) for row in rows for r in row["runs"]), default=0),
+                                   max((r.get("load_average", 0) for row in rows for r in row["runs"]), default=0)]}
+
+
+def fmt(figure: dict[str, float] | None) -> str:
+    if not figure:
+        return "-"
+    return f"{figure['median']:g} [{figure['min']:g}-{figure['max']:g}]"
+
+
+def table(result: dict[str, Any]) -> str:
+    head = ("| line | mode | video sent → delivered kbit/s | audio loss % | video loss % | intact fps after 2 s "
+            "| freezes > 1 s (longest s) | first picture s | router-queue drops |")
+    lines = [head, "|" + "---|" * 9]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['condition']} | {row['mode']} | {fmt(row.get('video_sent_kbps'))} → "
+            f"{fmt(row.get('video_delivered_kbps'))} | {fmt(row.get('audio_loss_pct'))} | "
+            f"{fmt(row.get('video_loss_pct'))} | {fmt(row.get('intact_fps_after_2s'))} | "
+            f"{fmt(row.get('freezes_over_1s'))} ({fmt(row.get('longest_freeze_s'))}) | "
+            f"{fmt(row.get('first_picture_s'))} | {fmt(row.get('router_queue_drops_down'))} |"
+            + (f" {row['failed_runs']} run(s) failed" if row["failed_runs"] else ""))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--conditions", default=",".join(PROFILES))
+    args = parser.parse_args()
+    args.conditions = [c for c in args.conditions.split(",") if c]
+    unknown = [c for c in args.conditions if c not in PROFILES]
+    if unknown:
+        parser.error(f"unknown conditions {unknown}; known: {', '.join(PROFILES)}")
+    result = asyncio.run(run(args))
+    OUT.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(f"\nSIP (baresip) behind emulated lines, {args.seconds:g} s calls, median [min-max] of {args.runs} runs")
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""H.239 presentation token of one H.323 site, mapped onto the conference's content token (sans-I/O).
+
+:class:`H239Floor` sits between one H.323 call's H.245 session and the conference's content token
+(:class:`mcu.content.token.ContentToken`, or anything with the same ``request``/``release`` shape,
+declared here as :class:`ContentFloor`). It takes the H.239 messages the site sent
+(``H239MessageReceived`` events) and the token's events, and returns the H.239 messages to send
+back; the H.323 leg sends them with ``H245Session.send_h239``. Rules (H.239 §8, the MCU as the
+token manager; the mapping is the one ``mcu/content/token.py`` describes):
+
+* presentationTokenRequest -> ``floor.request(site)``; answered with presentationTokenResponse
+  *acknowledge* when granted, *reject* otherwise (busy, awaiting the chair, ...). The refusal's
+  token reason is kept in :attr:`H239Floor.last_refusal` for the log. The response echoes the
+  request's channelId and terminalLabel.
+* presentationTokenRelease from the site -> ``floor.release(site)`` (a release by a non-holder
+  changes nothing, as the token rules say).
+* the token is taken from the site (event ``revoked`` about this site: the chair revoked it or
+  granted another; or ``released`` with reason ``timeout``: its stream stopped) ->
+  presentationTokenRelease to the site for its content channel, so it closes that channel.
+* flowControlReleaseRequest -> flowControlReleaseResponse acknowledge (the content channel is not
+  rate-limited beyond what the capability exchange allows).
+* the token changes owner (event ``granted``: a site, the chair's deck, another protocol) ->
+  presentationTokenIndicateOwner (H.239 §7, a genericIndication) to every H.323 site, the new owner
+  included, with the owner's ``terminalLabel`` and ``channelId`` the content channel the MCU sends
+  this site (0 while none is open). Labels follow H.243: MCU number 1 in the high octet, the
+  terminal number in the low one, given per conference in the order participants first own the
+  token (:class:`TerminalLabels`); the MCU itself (the chair's deck) is terminal 0. The same owner
+  is not indicated twice in a row; a token that ends up with nobody is not indicated (H.239 has no
+  "no owner" value: the former owner's presentationTokenRelease, or its channel closing, says it).
+* responses and owner indications from the site need no answer (ignored).
+
+Nothing here reads a clock or does I/O; ``now`` comes in with every call.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sip_gateway.h323.h239 import H239Message, SubMessage
+
+
+class FloorResult(Protocol):
+    """The decision of a token call (``mcu.content.token.Result``)."""
+
+    @property
+    def granted(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class FloorEvent(Protocol):
+    """A token event (``mcu.content.token.TokenEvent``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def subject(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class ContentFloor(Protocol):
+    """The conference's content token as this module needs it."""
+
+    def request(self, who: str, now: float) -> FloorResult: ...
+
+    def release(self, who: str, now: float) -> FloorResult: ...
+
+
+MCU_NUMBER = 1
+CHAIR_PREFIX = "chair:"
+
+
+@dataclass
+class TerminalLabels:
+    """H.243-style terminal labels of one conference for H.239: ``MCU_NUMBER << 8 | terminal``."""
+
+    numbers: dict[str, int] = field(default_factory=dict)
+
+    def label(self, participant: str) -> int:
+        if participant.startswith(CHAIR_PREFIX):
+            return MCU_NUMBER << 8  # the MCU's own content (the chair's deck): terminal 0
+        number = self.numbers.get(participant)
+        if number is None:
+            number = len(self.numbers) % 255 + 1
+            self.numbers[participant] = number
+        return (MCU_NUMBER << 8) | number
+
+
+@dataclass
+class H239Floor:
+    """The H.239 token dialogue of one site (``site`` is its participant id in the room)."""
+
+    site: str
+    floor: ContentFloor
+    content_channel: int | None = None  # the site's incoming content OLC, once opened
+    last_refusal: str = ""
+    labels: TerminalLabels = field(default_factory=TerminalLabels)
+    outgoing_channel: Callable[[], int | None] = lambda: None  # our content OLC to the site
+    told_owner: str | None = None  # the owner last indicated to this site
+
+    def on_message(self, message: H239Message, now: float) -> list[H239Message]:
+        """The site sent ``message``; returns what to send back."""
+        if message.kind is SubMessage.PRESENTATION_TOKEN_REQUEST:
+            result = self.floor.request(self.site, now)
+            self.last_refusal = "" if result.granted else (result.reason or "busy")
+            return [H239Message(SubMessage.PRESENTATION_TOKEN_RESPONSE, channel_id=message.channel_id,
+                                terminal_label=message.terminal_label, acknowledge=result.granted)]
+        if message.kind is SubMessage.PRESENTATION_TOKEN_RELEASE:
+            self.floor.release(self.site, now)
+            return []
+        if message.kind is SubMessage.FLOW_CONTROL_RELEASE_REQUEST:
+            return [H239Message(SubMessage.FLOW_CONTROL_RELEASE_RESPONSE, channel_id=message.channel_id,
+                                terminal_label=message.terminal_label, acknowledge=True)]
+        return []
+
+    def on_token_event(self, event: FloorEvent) -> list[H239Message]:
+        """A token event of the conference: presentationTokenRelease when the site loses the token it
+        did not give up; presentationTokenIndicateOwner when the token has a new owner."""
+        out: list[H239Message] = []
+        lost = event.subject == self.site and event.kind in ("revoked", "released") and not (
+            event.kind == "released" and event.reason in ("released", "left"))  # not its own release
+        if lost:
+            out.append(H239Message(SubMessage.PRESENTATION_TOKEN_RELEASE, channel_id=self.content_channel,
+                                   terminal_label=0))
+        if event.kind == "granted" and event.subject and event.subject != self.told_owner:
+            self.told_owner = event.subject
+            out.append(H239Message(SubMessage.PRESENTATION_TOKEN_INDICATE_OWNER,
+                                   channel_id=self.outgoing_channel() or 0,
+                                   terminal_label=self.labels.label(event.subject)))
+        elif event.kind in ("revoked", "released") and event.subject == self.told_owner:
+            self.told_owner = None  # the next grant to the same owner is a change again
+        return out

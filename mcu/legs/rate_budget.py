@@ -1,0 +1,292 @@
+"""The rate budget of one site or cascade link: how much video the leg may send now.
+
+Sans-I/O: the owner feeds what the protocols say about the line (each call with its own
+monotonic time where time matters) and reads :meth:`RateBudget.video_kbps`; every ``on_*``
+call returns a :class:`BudgetChange` when the video budget moved (the owner then re-chooses
+the encoder size/tier and its pacer rate), else ``None``. The machine never raises on a value:
+bad numbers are clamped or ignored, as the rules say.
+
+Rules (kbit/s throughout; "cap" = an upper bound from one signal):
+
+* **Line caps** bound the whole call (audio + video + packet overhead + RTCP): the configured
+  line rate of the site plan (``line_kbps``, or the protocol's default) and the peer's
+  session-level SDP ``b=AS`` (RFC 4566; "what I want to receive in total").
+* **Video caps** bound the video stream alone, on the wire: the peer's video ``b=AS`` (includes
+  IP/UDP/RTP overhead), REMB (bit/s) and RTCP TMMBR (RFC 5104; bit/s incl. the measured
+  per-packet overhead: when stated, it replaces the :data:`HEADER_SHARE` estimate). Caps that
+  count the bit stream alone are grossed up by the header share first: ``b=TIAS`` (RFC 3890,
+  bit/s), H.245 ``maxBitRate`` and ``flowControlCommand`` (H.323; the adapter converts from
+  units of 100 bit/s). The newest value of each signal replaces the previous one (a TMMBR
+  raising the rate raises it); :meth:`RateBudget.clear` forgets one, and so does an absent
+  (``None``) ``b=`` value in :meth:`RateBudget.on_sdp` (a re-INVITE without it).
+* **Clamping:** every cap is clamped into [:data:`MIN_KBPS`, :data:`MAX_KBPS`]; 0, negative
+  and 10 Gbit/s values become the floor or the ceiling. Anything that is not a finite int or
+  float (NaN, inf, strings, bools) is ignored: it says nothing about the line.
+* **Headroom:** from the smallest line cap, :data:`RTCP_SHARE` (5 %, RFC 3550's RTCP share)
+  and the audio stream (``audio_kbps`` on the wire, default :data:`AUDIO_KBPS` = PCMU/G.722
+  with headers) are kept back; what remains is the video budget on the wire.
+* **The loss controller** (after libwebrtc's loss-based send-side estimate) reads each RTCP
+  receiver report's fraction lost for our video. A report above :data:`LOSS_HIGH` (10 %)
+  counts as high; two high reports in a row, or one above :data:`LOSS_SEVERE` (25 %),
+  are sustained loss: the estimate drops to ``rate × (1 − loss / 2)`` (never below
+  :data:`MIN_VIDEO_KBPS`), at most once per :data:`BACKOFF_INTERVAL`. Between :data:`LOSS_LOW`
+  (2 %) and the high mark it holds. Below the low mark it probes up by :data:`PROBE_FACTOR`
+  (8 %) + 1 kbit/s at most once per :data:`PROBE_INTERVAL`; once it reaches the other caps it
+  is lifted (no loss limit) until the next sustained loss. A report with a time earlier than
+  the last one is ignored.
+* **The video budget** is the smallest of: line headroom, the video caps, the loss estimate;
+  then the RTP/UDP/IP header share (:data:`HEADER_SHARE`) is taken off, so the result is the
+  rate the encoder may produce. It is never below :data:`MIN_VIDEO_KBPS` (the encoder's floor);
+  :attr:`RateBudget.carries_video` says whether the line really has room for that.
+* Each change is recorded (:class:`BudgetChange`: time, old and new video rate, the signal
+  that limits now) in ``history`` (the newest :data:`HISTORY` entries).
+"""
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+MIN_KBPS = 64  # floor of any cap: the smallest line that still carries audio and a trickle of video
+MAX_KBPS = 100_000  # ceiling of any cap: 100 Mbit/s; a room system never needs more
+MIN_VIDEO_KBPS = 32  # the encoder's floor (mcu.encoder refuses less)
+AUDIO_KBPS = 80  # G.711/G.722 at 64 kbit/s + 50 packets/s of IP/UDP/RTP headers
+RTCP_SHARE = 0.05
+HEADER_SHARE = 0.04  # 40 header bytes per ~1 kB video packet
+LOSS_LOW = 0.02
+LOSS_HIGH = 0.10
+LOSS_SEVERE = 0.25
+BACKOFF_INTERVAL = 1.0
+PROBE_INTERVAL = 1.0
+PROBE_FACTOR = 1.08
+HISTORY = 50
+
+
+class Signal(enum.Enum):
+    """Where a cap comes from."""
+
+    LINE = "line"  # the site plan's line_kbps (or the protocol default)
+    SDP_SESSION = "sdp_session"  # session-level b=AS
+    SDP_VIDEO = "sdp_video"  # video b=AS
+    SDP_TIAS = "sdp_tias"  # video b=TIAS
+    H245_MAX_BITRATE = "h245_max_bitrate"
+    H245_FLOW_CONTROL = "h245_flow_control"
+    TMMBR = "tmmbr"
+    REMB = "remb"
+    LOSS = "loss"  # the loss controller
+
+
+LINE_SIGNALS = frozenset({Signal.LINE, Signal.SDP_SESSION})
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    """The video budget moved."""
+
+    at: float
+    previous_kbps: int
+    video_kbps: int
+    limited_by: Signal
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "previous_kbps": self.previous_kbps, "video_kbps": self.video_kbps,
+                "limited_by": self.limited_by.value}
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite float; None for anything that is not a finite int or float (a huge int
+    becomes ±1e300, still finite, so it clamps instead of being dropped)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int):
+        return float(max(-10**300, min(10**300, value)))
+    return value if math.isfinite(value) else None
+
+
+def clamp_kbps(value: object) -> float | None:
+    """A cap clamped into [MIN_KBPS, MAX_KBPS]; None for a value that is not a finite number."""
+    number = _number(value)
+    if number is None:
+        return None
+    return min(float(MAX_KBPS), max(float(MIN_KBPS), number))
+
+
+class RateBudget:
+    """The budget of one leg (see the module docstring for the rules)."""
+
+    def __init__(self, line_kbps: float, *, audio_kbps: float = AUDIO_KBPS, now: float = 0.0) -> None:
+        audio = _div(audio_kbps, 1)
+        self.audio_kbps = float(AUDIO_KBPS) if audio is None else max(0.0, min(float(MAX_KBPS), audio))
+        self._caps: dict[Signal, float] = {}
+        self._loss_kbps: float | None = None  # the loss controller's estimate; None = no loss limit
+        self._high_reports = 0
+        self._last_report = -math.inf
+        self._last_backoff = -math.inf
+        self._last_probe = -math.inf
+        self.last_fraction_lost = 0.0
+        self.history: deque[BudgetChange] = deque(maxlen=HISTORY)
+        self._set(Signal.LINE, line_kbps)
+        if Signal.LINE not in self._caps:
+            self._caps[Signal.LINE] = float(MIN_KBPS)
+        self._video, self._limit = self._compute()
+        self._now = now
+
+    # ------------------------------------------------------------------ the contract
+    def video_kbps(self) -> int:
+        """The video rate the leg may send now (after headroom for audio, RTCP and headers)."""
+        return self._video
+
+    @property
+    def limited_by(self) -> Signal:
+        """The signal that sets the budget now."""
+        return self._limit
+
+    @property
+    def line_kbps(self) -> int:
+        """The smallest line cap (configured line or session b=AS)."""
+        return int(min(self._caps[s] for s in LINE_SIGNALS if s in self._caps))
+
+    @property
+    def carries_video(self) -> bool:
+        """False when the line leaves less than MIN_VIDEO_KBPS beside audio (audio-only line)."""
+        return self._line_headroom() * (1 - HEADER_SHARE) >= MIN_VIDEO_KBPS
+
+    def caps(self) -> dict[str, int]:
+        """Every signal's current cap (kbit/s), for the console."""
+        out = {s.value: int(v) for s, v in self._caps.items()}
+        if self._loss_kbps is not None:
+            out[Signal.LOSS.value] = int(self._loss_kbps)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """The console's view: budget, what limits it, every cap, last loss."""
+        return {"video_kbps": self._video, "line_kbps": self.line_kbps, "limited_by": self._limit.value,
+                "caps": self.caps(), "fraction_lost": round(self.last_fraction_lost, 4)}
+
+    # ------------------------------------------------------------------ inputs
+    def set_line(self, kbps: float, now: float | None = None) -> BudgetChange | None:
+        """The configured line rate (the site plan's ``line_kbps``)."""
+        return self._update(Signal.LINE, kbps, now)
+
+    def on_sdp(self, *, session_as_kbps: float | None = None, video_as_kbps: float | None = None,
+               video_tias_bps: float | None = None, now: float | None = None) -> BudgetChange | None:
+        """The peer's SDP ``b=`` lines (None: absent, the previous value is forgotten)."""
+        tias = None if video_tias_bps is None else _div(video_tias_bps, 1000 * (1 - HEADER_SHARE))
+        for signal, value in ((Signal.SDP_SESSION, session_as_kbps), (Signal.SDP_VIDEO, video_as_kbps),
+                              (Signal.SDP_TIAS, tias)):
+            if value is None:
+                self._caps.pop(signal, None)
+            else:
+                self._set(signal, value)
+        return self._recompute(Signal.SDP_SESSION, now)
+
+    def on_h245_max_bitrate(self, kbps: float, now: float | None = None) -> BudgetChange | None:
+        """H.245 ``maxBitRate`` of the video channel we send on (the video bit stream, in kbit/s)."""
+        return self._update(Signal.H245_MAX_BITRATE, _div(kbps, 1 - HEADER_SHARE), now)
+
+    def on_h245_flow_control(self, kbps: float, now: float | None = None) -> BudgetChange | None:
+        """H.245 ``flowControlCommand`` restricting our video channel (its bit stream, in kbit/s)."""
+        return self._update(Signal.H245_FLOW_CONTROL, _div(kbps, 1 - HEADER_SHARE), now)
+
+    def on_tmmbr(self, bitrate_bps: float, overhead_bytes: int = 0, now: float | None = None) -> BudgetChange | None:
+        """RTCP TMMBR for our video SSRC: ``bitrate_bps`` includes ``overhead_bytes`` per packet."""
+        kbps = _div(bitrate_bps, 1000)
+        if kbps is not None and isinstance(overhead_bytes, int) and 0 < overhead_bytes < 512:
+            # The stated per-packet overhead instead of our HEADER_SHARE guess (~1 kB packets).
+            kbps *= 1000 / (1000 + overhead_bytes) / (1 - HEADER_SHARE)
+        return self._update(Signal.TMMBR, kbps, now)
+
+    def on_remb(self, bitrate_bps: float, now: float | None = None) -> BudgetChange | None:
+        """REMB: the receiver's estimate for our video."""
+        return self._update(Signal.REMB, _div(bitrate_bps, 1000), now)
+
+    def clear(self, signal: Signal, now: float | None = None) -> BudgetChange | None:
+        """Forget one signal's cap (the configured line cannot be forgotten)."""
+        if signal is Signal.LOSS:
+            self._loss_kbps = None
+        elif signal is not Signal.LINE:
+            self._caps.pop(signal, None)
+        return self._recompute(signal, now)
+
+    def on_receiver_report(self, fraction_lost: float, now: float) -> BudgetChange | None:
+        """An RTCP receiver report block about our video: ``fraction_lost`` in 0..1 (RFC 3550's
+        8-bit value divided by 256; values outside are clamped, non-numbers ignored)."""
+        loss, at = _number(fraction_lost), _number(now)
+        if loss is None or at is None or at < self._last_report:
+            return None
+        loss = min(1.0, max(0.0, loss))
+        self._last_report = at
+        self.last_fraction_lost = loss
+        others = self._without_loss()
+        if loss > LOSS_HIGH:
+            self._high_reports += 1
+            sustained = self._high_reports >= 2 or loss > LOSS_SEVERE
+            if sustained and at - self._last_backoff >= BACKOFF_INTERVAL:
+                current = self._loss_kbps if self._loss_kbps is not None else others
+                self._loss_kbps = max(float(MIN_VIDEO_KBPS), min(current, others) * (1 - loss / 2))
+                self._last_backoff = at
+                self._last_probe = at
+        else:
+            self._high_reports = 0
+            if loss < LOSS_LOW and self._loss_kbps is not None and at - self._last_probe >= PROBE_INTERVAL:
+                self._last_probe = at
+                raised = self._loss_kbps * PROBE_FACTOR + 1
+                self._loss_kbps = None if raised >= others else raised
+        return self._recompute(Signal.LOSS, at)
+
+    # ------------------------------------------------------------------ the arithmetic
+    def _set(self, signal: Signal, kbps: float | None) -> None:
+        if kbps is None:
+            return
+        clamped = clamp_kbps(kbps)
+        if clamped is not None:
+            self._caps[signal] = clamped
+
+    def _update(self, signal: Signal, kbps: float | None, now: float | None) -> BudgetChange | None:
+        self._set(signal, kbps)
+        return self._recompute(signal, now)
+
+    def _line_headroom(self) -> float:
+        line = min(self._caps[s] for s in LINE_SIGNALS if s in self._caps)
+        return line * (1 - RTCP_SHARE) - self.audio_kbps
+
+    def _without_loss(self) -> float:
+        """The wire video rate every cap but the loss controller allows."""
+        wire = self._line_headroom()
+        for signal, cap in self._caps.items():
+            if signal not in LINE_SIGNALS:
+                wire = min(wire, cap)
+        return max(float(MIN_VIDEO_KBPS), wire)
+
+    def _compute(self) -> tuple[int, Signal]:
+        wire, limit = self._line_headroom(), min(
+            (s for s in LINE_SIGNALS if s in self._caps), key=lambda s: (self._caps[s], s.value))
+        for signal, cap in sorted(self._caps.items(), key=lambda item: item[0].value):
+            if signal not in LINE_SIGNALS and cap < wire:
+                wire, limit = cap, signal
+        if self._loss_kbps is not None and self._loss_kbps < wire:
+            wire, limit = self._loss_kbps, Signal.LOSS
+        return max(MIN_VIDEO_KBPS, int(wire * (1 - HEADER_SHARE))), limit
+
+    def _recompute(self, cause: Signal, now: float | None) -> BudgetChange | None:
+        at = _number(now)
+        if at is not None:
+            self._now = at
+        previous = self._video
+        self._video, self._limit = self._compute()
+        if self._video == previous:
+            return None
+        change = BudgetChange(self._now, previous, self._video, self._limit)
+        self.history.append(change)
+        return change
+
+
+def _div(value: object, by: float) -> float | None:
+    number = _number(value)
+    return None if number is None else number / by
+
+
+__all__ = ["AUDIO_KBPS", "MAX_KBPS", "MIN_KBPS", "MIN_VIDEO_KBPS", "BudgetChange", "RateBudget", "Signal",
+           "clamp_kbps"]

@@ -1,0 +1,96 @@
+"""A standby for the city MCU: the city node dies, county A re-forms the conference on the standby.
+
+Real processes in network namespaces (tests/cascade/cluster.py `city_standby`): the city node,
+a standby city node (a child of the city while the city lives), county A listing
+``standby_parents = ["city-standby"]``, and the telecom bridge; a township meeting room (our SIP
+test endpoint sending 700 Hz) on county A and a receiver on the standby. The city's process
+group is SIGKILLed (no BYE, no clean-up, as when its machine dies); the takeover time is from
+the kill until the receiver on the standby hears the township again (tone amplitude over 0.3 s
+windows, sampled every 0.1 s). The issue's goal: ≤ 10 s. Thresholds are the test ones of the
+other cascade scenarios (RTP timeout 1.5 s, OPTIONS every 0.5 s), so the parent counts as gone
+after 1.5 s without an OPTIONS answer. The city and the standby share one database, as the city's
+web nodes do; the chair console follows the conference by its room pin (noderpc), which moves to
+the standby once the city's heartbeat is stale.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cascade.cluster import (
+    CONFERENCE,
+    TONES,
+    Cluster,
+    audit_rows,
+    city_standby,
+    room_host,
+    takeover_after_kill,
+    wait_for,
+)
+
+pytestmark = pytest.mark.usefixtures("netns_required")
+
+HEARD = 1500.0
+TAKEOVER_GOAL = 10.0
+
+
+def hears_town(sample: dict[str, Any]) -> bool:
+    return float(sample["audio"].get(str(TONES["town-a"]), 0.0)) > HEARD
+
+
+@pytest.fixture
+def standby_cluster(work_dir: Path, node_databases: Callable[[str], str]) -> Iterator[Cluster]:
+    cluster = city_standby(work_dir, node_databases)
+    try:
+        cluster.create_network()
+        cluster.start_nodes(timeout=150.0)  # the standby starts after the city (one database)
+        yield cluster
+    except BaseException:
+        print(cluster.logs()[-8000:])
+        raise
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_the_city_node_dies_and_the_township_is_heard_at_the_standby(standby_cluster: Cluster) -> None:
+    cluster = standby_cluster
+    listener = cluster.start_endpoint("standby-ep", "city-standby", CONFERENCE, "city", "city", ["town-a"], [])
+    cluster.start_endpoint("town-a", "county-a", CONFERENCE, "town-a", "town-a", [], [])
+    # Before: county A is on the city (its primary parent), the standby hears the township through the city;
+    # the conference's room is pinned to the city node.
+    wait_for(listener, hears_town, 60, "township A at the standby through the city")
+    # (the standby may have claimed it before its own link to the city was up: it gives it back)
+    deadline = time.monotonic() + 15
+    while not room_host(cluster.db_urls["city"]).startswith("city/"):
+        assert time.monotonic() < deadline, f"room pinned to {room_host(cluster.db_urls['city'])!r}, not the city"
+        time.sleep(0.5)
+    assert audit_rows(cluster.db_urls["county-a"], "cascade.parent") == []
+
+    takeover, dropped = takeover_after_kill(cluster, listener, "city", "town-a", HEARD)
+    assert takeover <= TAKEOVER_GOAL, f"township heard at the standby {takeover:.1f} s after the kill " \
+                                      f"(goal {TAKEOVER_GOAL} s)"
+    print(f"city killed: township lost at the standby after {dropped:.2f} s, heard again after {takeover:.2f} s")
+
+    # County A says why it moved, and its up-link now runs to the standby over the private line.
+    moves = audit_rows(cluster.db_urls["county-a"], "cascade.parent")
+    assert [(m["detail"]["previous"], m["detail"]["parent"]) for m in moves] == [("city", "city-standby")]
+    assert "city" in moves[0]["detail"]["reason"]
+    # The standby admitted county A's link as an authenticated cascade call.
+    joined = [r for r in audit_rows(cluster.db_urls["city-standby"], "cascade.path")
+              if r["detail"].get("node") == "city"]
+    assert joined, "the standby never recorded its own up-link to the city"
+    # The chair console follows: the room's pin (what a web node routes the console by) moves from
+    # the dead city to the standby once the city's heartbeat is stale (noderpc dead_after, 10 s).
+    deadline = time.monotonic() + 30
+    while not room_host(cluster.db_urls["city"]).startswith("city-standby/"):
+        assert time.monotonic() < deadline, f"room still pinned to {room_host(cluster.db_urls['city'])!r}"
+        time.sleep(0.5)
+    # It keeps hearing the township (not a one-off burst before a second failure).
+    time.sleep(3.0)
+    steady = wait_for(listener, hears_town, 5, "township A still heard at the standby", after=time.time())
+    assert steady["t"] > 0

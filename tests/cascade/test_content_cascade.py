@@ -1,0 +1,296 @@
+"""Content through the cascade (issue 18): city ← 罗定 ← a township MCU, three real `--role mcu`
+nodes (`commandcenter.node.start_node`) in this process on 127.0.0.1, each with its own database,
+SIP endpoint, cascade links (real SIP calls with RTP, the slides stream marked a=content:slides) and
+control channels (websockets). A synthetic content source at one node presents; the decoded content
+picture at another node is checked by its pixels.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import asyncpg
+import av
+import numpy as np
+import pytest
+
+from commandcenter.node import Node, start_node
+from config.settings import DEMO_DIR
+from core.runtime import CoreServices
+from mcu.cascade.content_link import CascadedContent
+from mcu.conferences import RunningConference
+from mcu.content.service import ConferenceContent, ContentError
+from mcu.room import CONTENT_SOURCE_ID, RoomSettings
+from tests.conftest import free_port, make_settings, with_database
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "cascade-content-token-0123456789"
+CONF = "80000079"
+NAMES = ("city", "luoding", "luoding-t1")
+# quadrant colours (top-left, top-right, bottom-left, bottom-right) of each presenter's slide
+TOWN_SLIDE = ((220, 30, 30), (30, 200, 40), (30, 40, 220), (235, 235, 235))
+CITY_SLIDE = ((240, 220, 30), (20, 20, 20), (200, 30, 200), (30, 200, 210))
+
+
+def slide(colours: tuple[tuple[int, int, int], ...], pts: int) -> av.VideoFrame:
+    img = np.zeros((360, 640, 3), dtype=np.uint8)
+    img[:180, :320], img[:180, 320:], img[180:, :320], img[180:, 320:] = colours
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+    frame.pts, frame.time_base = pts, Fraction(1, 90000)
+    return frame
+
+
+def shows(content: ConferenceContent, colours: tuple[tuple[int, int, int], ...]) -> bool:
+    """The node's content picture (decoded from what reached it) shows the slide's four quadrants."""
+    sample = content.source.sample()
+    if sample is None:
+        return False
+    img = sample.frame.to_ndarray(format="rgb24").astype(int)
+    h, w = img.shape[:2]
+    centres = ((h // 4, w // 4), (h // 4, 3 * w // 4), (3 * h // 4, w // 4), (3 * h // 4, 3 * w // 4))
+    return all(np.abs(img[y - 5:y + 5, x - 5:x + 5].reshape(-1, 3).mean(axis=0) - c).max() < 40
+               for (y, x), c in zip(centres, colours, strict=True))
+
+
+@dataclass
+class Site:
+    name: str
+    node: Node
+
+    @property
+    def conf(self) -> RunningConference:
+        assert self.node.mcu is not None
+        conf = self.node.mcu.conferences.running(CONF)
+        assert conf is not None
+        return conf
+
+    @property
+    def content(self) -> ConferenceContent:
+        assert self.node.mcu is not None and self.node.mcu.content is not None
+        return self.node.mcu.content.of(self.conf)
+
+    @property
+    def tree(self) -> CascadedContent | None:
+        return self.node.cascade_control.content_tree(CONF) if self.node.cascade_control is not None else None
+
+
+def write_plan(tmp_path: Path, sip: dict[str, int], control: dict[str, int]) -> Path:
+    text = (DEMO_DIR / "yunfu.toml").read_text(encoding="utf-8").replace("standing = true", "standing = false")
+    spare = free_port()  # nothing answers there: the telecom bridge is not part of this test
+    text += f'''
+[[nodes]]
+name = "city"
+area = "445300"
+sip = "127.0.0.1:{sip["city"]}"
+control = "127.0.0.1:{control["city"]}"
+
+[[nodes]]
+name = "luoding"
+parent = "city"
+area = "445381"
+sip = "127.0.0.1:{sip["luoding"]}"
+control = "127.0.0.1:{control["luoding"]}"
+backup = "sip:91{{conference}}@127.0.0.1:{spare}"
+
+[[nodes]]
+name = "luoding-t1"
+parent = "luoding"
+area = "445381-05"
+sip = "127.0.0.1:{sip["luoding-t1"]}"
+backup = "sip:92{{conference}}@127.0.0.1:{spare}"
+
+[[conferences]]
+id = "{CONF}"
+name = "级联内容共享测试"
+guests = true
+nodes = ["city", "luoding", "luoding-t1"]
+'''
+    (tmp_path / "yunfu_counties.geojson").write_bytes((DEMO_DIR / "yunfu_counties.geojson").read_bytes())
+    plans = tmp_path / "plans"
+    if not plans.exists():
+        plans.symlink_to(DEMO_DIR / "plans")
+    path = tmp_path / "plan.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+async def tree(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
+    dbs = {n: "cc_" + uuid.uuid4().hex[:12] for n in NAMES}
+    admin = await asyncpg.connect(pg_url)
+    try:
+        for db in dbs.values():
+            await admin.execute(f'CREATE DATABASE "{db}"')
+    finally:
+        await admin.close()
+    sip = {n: free_port() for n in NAMES}
+    plan = write_plan(tmp_path, sip, {n: free_port() for n in NAMES})
+    cascade = {"token": TOKEN, "rtp_timeout_seconds": 3.0, "options_interval_seconds": 0.5,
+               "dial_timeout_seconds": 5.0, "control_timeout_seconds": 3.0, "retry_interval_seconds": 1.0}
+    started: dict[str, Site] = {}
+    try:
+        for name in NAMES:
+            settings = make_settings(
+                with_database(pg_url, dbs[name]), tmp_path / name, node_name=name, site_plan=plan, cascade=cascade,
+                sip={"host": "127.0.0.1", "udp_port": sip[name], "tcp_port": sip[name], "tls_port": 0, "srtp": "off",
+                     "max_video_size": "352x288", "stats_interval_seconds": 0},
+                h323={"enabled": False}, demo={"enabled": False, "demo_sites": False})
+            core = await CoreServices.start(settings, seed=False)
+            try:
+                node = await start_node(core, "mcu")
+            except BaseException:
+                await core.stop()
+                raise
+            assert node.mcu is not None and node.cascade is not None and node.cascade_control is not None
+            node.cascade_control.reconnect_interval = 0.2
+            node.mcu.conferences.room_settings = RoomSettings(width=320, height=180, fps=10)
+            await node.mcu.conferences.start_conference(CONF, "test")
+            started[name] = Site(name, node)
+        yield started
+    finally:
+        for site in reversed(list(started.values())):
+            await site.node.stop()
+        admin = await asyncpg.connect(pg_url)
+        try:
+            for db in dbs.values():
+                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def eventually(check: Callable[[], bool], within: float, what: str,
+                     why: Callable[[], str] = lambda: "") -> None:
+    try:
+        async with asyncio.timeout(within):
+            while not check():  # noqa: ASYNC110 - media and channels have no event to await here
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {within} s: {what} {why()}") from None
+
+
+def link_state(sites: dict[str, Site]) -> str:
+    """'' once every node's channels, content tree and link slides streams are up, else what is missing."""
+    for site in sites.values():
+        control, cascade = site.node.cascade_control, site.node.cascade
+        if control is None or not all(control.channels().values()):
+            return f"{site.name}: channels {control.channels() if control else None}"
+        if site.tree is None:
+            return f"{site.name}: no content tree"
+        links = cascade.content.status() if cascade is not None and cascade.content is not None else []
+        wanted = 2 if site.name == "luoding" else 1
+        if len(links) != wanted or not all(link["started"] for link in links):
+            return f"{site.name}: slides streams {links}; uplinks {cascade.status(CONF) if cascade else None}"
+    return ""
+
+
+def media_state(sites: dict[str, Site]) -> str:
+    """Each node's content (who, from where, live) and its links' slides streams: for failure messages."""
+    out = []
+    for site in sites.values():
+        content = site.content
+        links = site.node.cascade.content.status() if site.node.cascade and site.node.cascade.content else []
+        sample = content.source.sample()
+        out.append(f"{site.name}: holder={content.holder} feed={content.feed} refused={content.source.frames_refused} "
+                   f"in={content.source.frames_in} live={sample is not None} links={links}")
+    return "; ".join(out)
+
+
+async def present(site: Site, who: str, colours: tuple[tuple[int, int, int], ...],
+                  frames: list[asyncio.Task[None]]) -> None:
+    """``who`` at ``site`` takes the token and its synthetic slide is sent at 5 fps."""
+    await site.content.present(who)
+
+    async def feed() -> None:
+        pts = 0
+        while True:
+            site.content.on_frame(who, slide(colours, pts))
+            pts += 18000
+            await asyncio.sleep(0.2)
+
+    frames.append(asyncio.create_task(feed()))
+
+
+async def test_a_township_presents_to_the_city_and_the_city_to_the_township(tree: dict[str, Site]) -> None:
+    city, county, town = tree["city"], tree["luoding"], tree["luoding-t1"]
+    await eventually(lambda: not link_state(tree), 30, "three nodes linked (calls with slides streams, channels)",
+                     lambda: link_state(tree))
+    await town.conf.join("t1-room", "罗镜镇会议室", "webrtc")
+    await county.conf.join("luoding-room", "罗定市会议室", "webrtc")
+    await city.conf.join("city-main", "云浮市主会场", "webrtc", chair=True)
+    frames: list[asyncio.Task[None]] = []
+    try:
+        # 1. The township presents: the token is the city's, the picture climbs two links.
+        await present(town, "t1-room", TOWN_SLIDE, frames)
+        assert city.content.token.holder == "luoding-t1/t1-room"
+        assert county.content.holder == "luoding-t1/t1-room" and county.content.feed == "cascade:luoding-t1"
+        await eventually(lambda: shows(city.content, TOWN_SLIDE), 30, "the township's slide decoded at the city",
+                         lambda: media_state(tree))
+        assert shows(county.content, TOWN_SLIDE)
+        assert city.content.state()["live"] is True
+        # the city's own sites see the content composed; its link's picture stays people-only (the
+        # content reached the county on the slides stream, and it came from there)
+        room = city.conf.room
+        assert any(p.participant_id == CONTENT_SOURCE_ID for p in room.view_plan(room.view_for("city-main")).panes)
+        assert all(p.participant_id != CONTENT_SOURCE_ID
+                   for p in room.view_plan(room.view_for("cascade-luoding")).panes)
+
+        # 2. A second presenter anywhere in the tree is refused while the token is held.
+        with pytest.raises(ContentError) as refused:
+            await county.content.present("luoding-room")
+        assert refused.value.code == "busy"
+        with pytest.raises(ContentError) as refused:
+            await city.content.present("city-main")
+        assert refused.value.code == "busy"
+        assert city.content.token.holder == "luoding-t1/t1-room"
+
+        # 3. The township stops: nobody presents anywhere, the pictures go.
+        frames.pop().cancel()
+        town.content.stop("t1-room")
+        await eventually(lambda: city.content.token.holder is None and county.content.holder is None
+                         and town.content.holder is None, 5, "the release reached every node")
+        assert city.content.source.sample() is None and county.content.source.sample() is None
+
+        # 4. The city presents: the township sees it, two links down.
+        await present(city, "city-main", CITY_SLIDE, frames)
+        await eventually(lambda: town.content.holder == "city-main", 5, "the township learnt the holder")
+        assert town.content.feed == "cascade:luoding"
+        await eventually(lambda: shows(town.content, CITY_SLIDE), 30, "the city's slide decoded at the township",
+                         lambda: media_state(tree))
+        frames.pop().cancel()
+        city.content.stop("city-main")
+        await eventually(lambda: town.content.holder is None, 5, "the city's release reached the township")
+
+        # 5. A presenter at the township leaves the conference: its token is freed at the root at once.
+        await town.conf.join("t1-hall", "罗镜镇便民服务中心", "webrtc")
+        await present(town, "t1-hall", TOWN_SLIDE, frames)
+        assert city.content.token.holder == "luoding-t1/t1-hall"
+        frames.pop().cancel()
+        await town.conf.leave("t1-hall")
+        await eventually(lambda: city.content.token.holder is None and town.content.holder is None, 3,
+                         "the token of a presenter who left was freed")
+
+        # 6. The township presents again, then its link to the county drops: the content held below
+        #    that link is released for the whole tree at once (not at the 5 s media timeout).
+        await present(town, "t1-room", TOWN_SLIDE, frames)
+        await eventually(lambda: shows(city.content, TOWN_SLIDE), 30, "the township's slide at the city again",
+                         lambda: media_state(tree))
+        control = town.node.cascade_control
+        assert control is not None
+        town.node.cascade_control = None
+        await control.stop()
+        dropped = asyncio.get_running_loop().time()
+        await eventually(lambda: city.content.token.holder is None and county.content.holder is None, 4,
+                         "the city released the township's token when its link dropped")
+        assert asyncio.get_running_loop().time() - dropped < 4.0
+        assert city.content.source.sample() is None
+        # the token is free again: the city can present
+        await city.content.present("city-main")
+        assert city.content.token.holder == "city-main"
+    finally:
+        for task in frames:
+            task.cancel()
