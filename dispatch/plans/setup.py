@@ -76,12 +76,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 async def roster_pattern(roster: DutyRoster, path: Path, now: datetime, days: int = 3) -> int:
     """Roster the file's daily pattern from today on, skipping shifts that overlap one already
-    rostered (a restart adds nothing). Returns the number of shifts added."""
+    rostered (a restart adds nothing). Returns the number of shifts added.
+
+    Yesterday's shifts that have not yet ended are rostered too: a night shift that started
+    yesterday evening is the one on duty between midnight and the morning shift."""
     doc = _read_toml(path)
     tz = timezone(timedelta(hours=int(doc.get("timezone_hours", 8))))
     added = 0
     today = now.astimezone(tz).date()
-    for d in range(days):
+    for d in range(-1, days):
         day = today + timedelta(days=d)
         for i, raw in enumerate(doc.get("shift", [])):
             hh, _, mm = str(raw.get("start", "")).partition(":")
@@ -89,9 +92,12 @@ async def roster_pattern(roster: DutyRoster, path: Path, now: datetime, days: in
                 start = datetime.combine(day, time(int(hh), int(mm or 0)), tz)
             except ValueError:
                 raise PlanError(f"{path}: shift[{i}].start: 需要 HH:MM，得到 {raw.get('start')!r}") from None
+            end = start + timedelta(hours=float(raw.get("hours", 12)))
+            if end <= now:
+                continue  # already over: nobody is on duty in the past
             posts = {k: v for k, v in raw.items() if k not in ("start", "hours", "contacts")}
             try:
-                await roster.add_shift(start, start + timedelta(hours=float(raw.get("hours", 12))), posts,
+                await roster.add_shift(start, end, posts,
                                        raw.get("contacts", {}), "system")
                 added += 1
             except PlanConflict:

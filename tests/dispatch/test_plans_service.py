@@ -238,3 +238,26 @@ async def test_activation_event_survives_a_failure_after_the_commit(
     assert {g["agency"] for g in event.payload["activation"]["agencies"]} == FOUR
     stored = await d.core.db.fetchval("SELECT payload FROM events WHERE id = $1", event.id)
     assert stored["activation"]["id"] == event.payload["activation"]["id"]
+
+
+@pytest.mark.parametrize("beijing_hour", [2, 7, 9, 21])
+async def test_the_demo_pattern_has_someone_on_duty_at_any_hour(fresh_db_url: str, tmp_path: Path,
+                                                                  beijing_hour: int) -> None:
+    """Rostered at any hour, the pattern covers now: between midnight and 08:00 Beijing time the
+    night shift that began yesterday evening is on duty (CI once started at 01:00 and found none)."""
+    from dispatch.plans.duty import DutyRoster
+    from dispatch.plans.setup import roster_pattern
+
+    core = await CoreServices.start(make_settings(fresh_db_url, tmp_path), seed=False)
+    try:
+        now = datetime(2026, 7, 1, beijing_hour, 30, tzinfo=UTC) - timedelta(hours=8)
+        roster = DutyRoster(core, clock=lambda: now)
+        pattern = Path(__file__).resolve().parents[2] / "config" / "demo" / "duty_roster.toml"
+        added = await roster_pattern(roster, pattern, now)
+        shift = await roster.shift_at(now)
+        assert shift is not None and list(shift.posts["leader_on_duty"]) == ["chair"], shift
+        # yesterday's, today's and two more days' shifts, less those already over
+        assert added == {2: 7, 7: 7, 9: 6, 21: 5}[beijing_hour]
+        assert await roster_pattern(roster, pattern, now) == 0  # a restart adds nothing
+    finally:
+        await core.stop()

@@ -57,9 +57,10 @@ def fetch(server: RunningServer, query: str, *args: object) -> list[asyncpg.Reco
     return run_async(run())
 
 
-def audit(server: RunningServer, action: str) -> list[dict[str, Any]]:
-    return [dict(r) for r in fetch(server, "SELECT actor, action, target, outcome FROM audit_log WHERE action = $1"
-                                            " ORDER BY id", action)]
+def audit(server: RunningServer, action: str, after_id: int = 0) -> list[dict[str, Any]]:
+    """The audit rows of one action written after row ``after_id`` (a rerun shares the server)."""
+    return [dict(r) for r in fetch(server, "SELECT actor, action, target, outcome FROM audit_log"
+                                            " WHERE action = $1 AND id > $2 ORDER BY id", action, after_id)]
 
 
 def ffprobe(path: Path) -> list[dict[str, Any]]:
@@ -95,6 +96,8 @@ def test_replay_with_content_stream_grants_and_audit(server: RunningServer, tmp_
                                                      artifacts_dir: Path) -> None:
     chair = server.login("chair")
     viewer = server.login("viewer")
+    chair.delete(f"/api/replay/{DEMO}/grants/viewer")  # a rerun shares the server: start ungranted
+    since = int(fetch(server, "SELECT coalesce(max(id), 0) AS id FROM audit_log")[0]["id"])
     assert chair.post(f"/api/conferences/{DEMO}/recording").status_code == 200
     time.sleep(3.0)
     png = tmp_path / "slide.png"
@@ -151,7 +154,7 @@ def test_replay_with_content_stream_grants_and_audit(server: RunningServer, tmp_
     assert viewer.post(f"/api/replay/{DEMO}/playback", json={}).status_code == 403
     assert viewer.get(f"/api/replay/{DEMO}/segments/{next(iter(keyed))}?track=content").status_code == 403
     assert viewer.get("/api/replay").json()["conferences"] == []
-    refusals = [a for a in audit(server, "conference.replay") if a["actor"] == "viewer"]
+    refusals = [a for a in audit(server, "conference.replay", since) if a["actor"] == "viewer"]
     assert len(refusals) == 3 and {a["outcome"] for a in refusals} == {"denied"}
     # Bad grants change nothing: an unknown user, a non-viewer; the viewer cannot grant.
     assert chair.post(f"/api/replay/{DEMO}/grants", json={"username": "nobody"}).status_code == 400
@@ -187,14 +190,14 @@ def test_replay_with_content_stream_grants_and_audit(server: RunningServer, tmp_
     views = fetch(server, "SELECT body FROM recorder_log_leaves WHERE kind = 'access' AND body->>'user' = 'viewer'")
     assert views and all(CAMERA in (json.loads(v["body"]) if isinstance(v["body"], str) else v["body"])["cameras"]
                          for v in views)
-    assert any(a["actor"] == "viewer" and a["target"] == CAMERA for a in audit(server, "recorder.view"))
-    assert [a["outcome"] for a in audit(server, "conference.replay.grant")] == ["failed", "failed", "ok"]
+    assert any(a["actor"] == "viewer" and a["target"] == CAMERA for a in audit(server, "recorder.view", since))
+    assert [a["outcome"] for a in audit(server, "conference.replay.grant", since)] == ["failed", "failed", "ok"]
 
     revoked = chair.delete(f"/api/replay/{DEMO}/grants/viewer")
     assert revoked.status_code == 200 and revoked.json()["grants"] == []
     assert viewer.get(f"/api/replay/{DEMO}").status_code == 403
     assert chair.delete(f"/api/replay/{DEMO}/grants/viewer").status_code == 404
-    assert [a["outcome"] for a in audit(server, "conference.replay.revoke")] == ["ok", "failed"]
+    assert [a["outcome"] for a in audit(server, "conference.replay.revoke", since)] == ["ok", "failed"]
     # The chair replays without a grant, and sees the grants.
     assert "grants" in chair.get(f"/api/replay/{DEMO}").json()
 
