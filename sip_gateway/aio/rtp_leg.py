@@ -343,7 +343,10 @@ class MediaLeg:
                 continue
             same_codec = channel.session is not None and channel.session.codec == stream.codec
             if not same_codec:
+                previous = channel.session
                 channel.session = RtpSession(stream)
+                if previous is not None:  # a renegotiation: the same outgoing stream goes on
+                    channel.session.continue_stream(previous)
                 if stream.kind == "audio":
                     channel.audio_decoder = AudioDecoder(stream.codec)
                     channel.audio_encoder = AudioEncoder(stream.codec)

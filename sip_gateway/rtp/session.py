@@ -182,6 +182,17 @@ class RtpSession:
         self.loss: LossTracker | None = LossTracker(nack=stream.nack) if self.kind == "video" else None
         self.tmmbr_sent = 0
 
+    def continue_stream(self, previous: RtpSession) -> None:
+        """Send as the continuation of ``previous``'s stream (a re-INVITE changed the codec's
+        parameters): the same SSRC, the next sequence number, the same timestamp base.
+
+        RFC 3550 lets one SSRC change its payload type. A new SSRC with an unrelated random
+        sequence number is legal too, but libre's jitter buffer (baresip, and room systems built
+        on it) keeps the old stream's sequence position across an SSRC change and then drops every
+        packet of the new stream as too late when its number happens to be behind: frozen video.
+        """
+        self.send = previous.send
+
     # ------------------------------------------------------------------ receive
 
     def receive(self, data: bytes, now: float) -> list[RtpEvent]:

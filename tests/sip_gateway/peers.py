@@ -100,13 +100,14 @@ class Baresip:
             self.log.append(line.decode(errors="replace").rstrip())
 
     async def wait_log(self, pattern: str, within: float = 20.0) -> re.Match[str]:
-        """The first log line matching ``pattern``; on timeout the peer's last 80 lines go to stderr
-        (pytest shows them), so a failure says what baresip saw."""
+        """The first log line matching ``pattern``; on timeout the peer's first 60 and last 60 lines
+        go to stderr (pytest shows them), so a failure says what baresip saw."""
         regex = re.compile(pattern)
         try:
             return await self._wait_log(regex, within)
         except TimeoutError:
-            print(f"baresip's last log lines ({self.home}):", *self.log[-80:], sep="\n", file=sys.stderr)
+            shown = self.log if len(self.log) <= 120 else [*self.log[:60], "...", *self.log[-60:]]
+            print(f"baresip's log ({self.home}):", *shown, sep="\n", file=sys.stderr)
             raise
 
     async def _wait_log(self, regex: re.Pattern[str], within: float) -> re.Match[str]:

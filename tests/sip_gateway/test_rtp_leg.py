@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fractions
 
 import av
 import numpy as np
 import pytest
+from aiortc.rtp import RtpPacket
 
 from sip_gateway.aio.rtp_leg import MediaLeg, tone
 from sip_gateway.rtp.codecs import packetize_h264, split_annexb
@@ -292,5 +294,57 @@ async def test_rtcp_and_media_from_a_foreign_host_are_dropped() -> None:
         assert ca.keyframe_requests == 1
     finally:
         stranger.close()
+        await a.close()
+        await b.close()
+
+
+async def test_a_renegotiated_codec_continues_the_same_outgoing_stream() -> None:
+    """A re-INVITE that changes the video codec's parameters keeps our SSRC, sequence numbers and
+    timestamps going. When they restarted, a dial-in baresip froze for good about half the time:
+    libre's jitter buffer kept the old stream's position and called every new packet too late."""
+    policy = MediaPolicy(h264_modes=(1,), video_codecs=("H264",))
+    a, b, _, _ = await legs(policy, policy)
+    packets: list[RtpPacket] = []
+
+    class Sniff(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if len(data) > 12 and not 200 <= data[1] <= 204:  # RTP only, not RTCP
+                packets.append(RtpPacket.parse(data))
+
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(Sniff, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        assert a.video is not None and a.video.session is not None
+        first = dataclasses.replace(a.video.session.stream, remote_port=port, remote_rtcp_port=port)
+        a.start([first])
+        encoder = av.CodecContext.create("libx264", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+        encoder.time_base = fractions.Fraction(1, 25)
+        encoder.options = {"tune": "zerolatency", "profile": "baseline"}
+
+        async def send(frames: range) -> None:
+            for i in frames:
+                for packet in encoder.encode(pattern(i).reformat(format="yuv420p")):
+                    a.send_video_access_unit(bytes(packet), i * 3600)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+
+        await send(range(0, 5))
+        before = len(packets)
+        # The answer to our re-INVITE: same codec name, other parameters (and another payload type).
+        changed = dataclasses.replace(first, codec=dataclasses.replace(
+            first.codec, payload_type=first.codec.payload_type + 1, fmtp=first.codec.fmtp + ";max-fs=396"))
+        a.start([changed])
+        assert a.video.session.codec == changed.codec  # the session did change
+        await send(range(5, 10))
+        assert before >= 5 and len(packets) > before
+        assert {p.ssrc for p in packets} == {packets[0].ssrc}
+        assert [p.payload_type for p in packets[before - 1: before + 1]] == [first.codec.payload_type,
+                                                                            changed.codec.payload_type]
+        steps = {(b.sequence_number - a_.sequence_number) & 0xFFFF for a_, b in zip(packets, packets[1:])}
+        assert steps == {1}, steps
+        assert all(0 <= (b.timestamp - a_.timestamp) & 0xFFFFFFFF < 90_000 for a_, b in zip(packets, packets[1:]))
+    finally:
+        transport.close()
         await a.close()
         await b.close()
