@@ -171,7 +171,7 @@ async def flood(pg_url: str, seeded_template: SeededTemplate, tmp_path: Path) ->
         shutil.rmtree(var, ignore_errors=True)
 
 
-def look_at_the_map(server: RunningServer, artifacts_dir: Path) -> None:
+def look_at_the_map(server: RunningServer, artifacts_dir: Path, incident_id: str) -> None:
     """The dispatcher's map in headless Chromium: the river's marker is in the warning state and the
     alarm list shows the alarm, its threshold and its incident (sync Playwright: run in a thread)."""
     from playwright.sync_api import expect
@@ -184,8 +184,8 @@ def look_at_the_map(server: RunningServer, artifacts_dir: Path) -> None:
         expect(marker).to_have_attribute("data-state", "warning", timeout=30_000)
         alarm = page.locator("[data-testid=monitoring-alarm]").filter(has_text=RIVER_NAME).first
         expect(alarm).to_contain_text("警戒水位", timeout=15_000)
-        expect(alarm.locator("[data-testid=alarm-incident]")).to_be_visible(timeout=15_000)
-        page.screenshot(path=str(artifacts_dir / "flood-e2e-dispatch-map.png"))
+        expect(alarm.locator("[data-testid=alarm-incident]")).to_contain_text(incident_id, timeout=15_000)
+        page.screenshot(path=str(artifacts_dir / "flood-e2e-dispatch-map.png"), full_page=True)  # with the alarm list
         assert not errors, errors
 
 
@@ -264,7 +264,7 @@ async def test_the_flood_scenario_end_to_end(flood: Flood, artifacts_dir: Path) 
         assert (incident["lon"], incident["lat"]) == pytest.approx(tuple(g["position"])), (incident, g["position"])
         assert RIVER_NAME in incident["description"] and "警戒水位" in incident["description"], incident
 
-        await asyncio.to_thread(look_at_the_map, server, artifacts_dir)
+        await asyncio.to_thread(look_at_the_map, server, artifacts_dir, incident_id)
         marks["map in Chromium"] = time.monotonic() - t0
 
         # -- 4. the dispatcher drafts and submits the warning; nothing goes out before approval
