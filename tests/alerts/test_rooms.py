@@ -12,13 +12,8 @@
 """
 from __future__ import annotations
 
-import asyncio
-import glob
 import shutil
-import socket
-import wave
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,98 +29,20 @@ from mcu.conferences import ConferenceService
 from mcu.legs.sip_bridge import SipSiteDialer
 from mcu.room import Room, RoomSettings
 from mcu.warning_rooms import McuWarningRooms
+from tests.alerts.room_peers import (
+    RecordingBaresip,
+    SnapshotBaresip,
+    banner_at_peer,
+    looks_like_banner,
+    loud_seconds,
+)
 from tests.conftest import make_settings
 from tests.sip_gateway.conference_helpers import DEMO, start_bridge, until
-from tests.sip_gateway.peers import Baresip
 
 pytestmark = [pytest.mark.slow]
 DEMO_PLAN = Path(__file__).resolve().parents[2] / "config" / "demo"
 IDLE_ROOM, IDLE_AREA = "445381-05-room", "445381-05"  # 罗镜镇
 BUSY_ROOM, BUSY_AREA = "445322-12-room", "445322-12"  # 连滩镇
-
-
-class RecordingBaresip(Baresip):
-    """baresip that also dumps the audio it decodes (what the room hears) to WAV (module sndfile)."""
-
-    def write_config(self) -> None:
-        super().write_config()
-        with open(self.home / "config", "a") as fh:
-            fh.write(f"module sndfile.so\nsnd_path {self.home}\n")
-
-    def heard(self) -> np.ndarray:
-        files = sorted(glob.glob(str(self.home / "dump-*-dec.wav")))
-        assert files, f"baresip wrote no decoded-audio dump in {self.home}"
-        with wave.open(files[-1]) as w:
-            data = np.frombuffer(w.readframes(w.getnframes()), np.int16)
-            return data.reshape(-1, w.getnchannels())[:, 0] if w.getnchannels() > 1 else data
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class SnapshotBaresip(Baresip):
-    """baresip whose decoded incoming video can be captured: the snapshot module writes the next
-    frame it decodes to ``snapshot-recv-<time>.png``, on the command ``/snapshot`` sent to its UDP
-    console (module cons on 127.0.0.1)."""
-
-    cons_port: int = field(default_factory=free_udp_port)
-
-    def write_config(self) -> None:
-        super().write_config()
-        with open(self.home / "config", "a") as fh:
-            fh.write(f"module cons.so\ncons_listen 127.0.0.1:{self.cons_port}\n")
-
-    async def seen(self, keep: Path | None = None) -> np.ndarray:
-        """The next frame baresip decodes from the call, as RGB (the PNG copied to `keep` if given)."""
-        from PIL import Image
-
-        for old in self.home.glob("snapshot-*.png"):
-            old.unlink()
-        written = sum("wrote snapshot-recv" in line for line in self.log)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(b"/snapshot\n", ("127.0.0.1", self.cons_port))
-        async with asyncio.timeout(10):
-            while sum("wrote snapshot-recv" in line for line in self.log) <= written:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        (png,) = self.home.glob("snapshot-recv-*.png")
-        async with asyncio.timeout(5):  # baresip logs "wrote" before the file is closed
-            while True:
-                try:
-                    with Image.open(png) as img:
-                        rgb = np.asarray(img.convert("RGB")).astype(int)
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
-        if keep is not None:
-            shutil.copyfile(png, keep)
-        return rgb
-
-
-def peer_banner_rows(frame: np.ndarray) -> np.ndarray:
-    """The bottom rows of a decoded frame that lie inside the banner bar at any size (the bar is 1/12
-    of the height, at least 20 rows, of the composite, which the room's encoder scales)."""
-    h = frame.shape[0]
-    return frame[h - max(4, h // 16): h - 2]
-
-
-async def banner_at_peer(peer: SnapshotBaresip, shown: bool, keep: Path, within: float = 15.0) -> tuple[float, float]:
-    """Snapshots of what the room decodes until the banner is (or is no longer) in them; the last one
-    is kept in `keep` (test-artifacts)."""
-    seen = (0.0, 0.0)
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        seen = looks_like_banner(peer_banner_rows(await peer.seen(keep)), tolerance=60)
-        print(f"the room decodes: banner {'wanted' if shown else 'not wanted'}, red {seen[0]:.2f}, "
-              f"white {seen[1]:.3f} ({keep.name})")
-        if (seen[0] > 0.5) == shown:
-            return seen
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"the room's decoded video {'never showed' if shown else 'still shows'} the banner: "
-                         f"red {seen[0]:.2f}, white {seen[1]:.3f}")
 
 
 @pytest.fixture
@@ -151,13 +68,6 @@ def banner_rows(conf_room: Room) -> np.ndarray:
     h = frame.shape[0]
     bar = Compositor.banner_height(Compositor.__new__(Compositor), h)  # the bar's height for this frame
     return frame[h - bar + 2: h - 2]
-
-
-def looks_like_banner(rows: np.ndarray, tolerance: int = 40) -> tuple[float, float]:
-    """Share of the rows' pixels in the banner's red and in its white text colour."""
-    red = np.all(np.abs(rows - np.array(Compositor.BANNER_COLOUR)) < tolerance, axis=-1).mean()
-    white = np.all(rows > 200, axis=-1).mean()
-    return float(red), float(white)
 
 
 def content(**kw: object) -> Content:
@@ -216,10 +126,8 @@ async def test_warning_reaches_rooms_banner_and_broadcast_call(core: tuple[CoreS
         assert white > 0.03, (red, white)  # the text: ~0.11 with it, ~0.01 without (the site label)
 
         # the idle room heard speech: energy well above silence over a few seconds of its decoded audio
-        heard = idle.heard().astype(np.float64)
-        frames = heard[: len(heard) // 960 * 960].reshape(-1, 960)
-        loud = (np.sqrt((frames ** 2).mean(axis=1)) > 500).sum()
-        assert loud * 0.02 > 1.5, f"only {loud * 0.02:.2f} s of the received audio carried sound"
+        loud = loud_seconds(*idle.heard())
+        assert loud > 1.5, f"only {loud:.2f} s of the received audio carried sound"
         assert len(conferences.running_conferences()) == 1  # the broadcast conference ended
 
         # Cancel (approved) removes the banner
