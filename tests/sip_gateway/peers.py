@@ -81,15 +81,31 @@ class Baresip:
         (self.home / "contacts").write_text("")
 
     async def start(self, *commands: str) -> None:
-        self.write_config()
-        args = ["baresip", "-f", str(self.home)]
-        for command in commands:
-            args += ["-e", command]
-        self.proc = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, cwd=str(self.home),
-        )
-        self._reader = asyncio.ensure_future(self._read())
+        """Start baresip; when its SIP port was taken between :func:`free_port` and its bind
+        (an outgoing connection of another process got it), start again on another port."""
+        for attempt in range(3):
+            self.write_config()
+            args = ["baresip", "-f", str(self.home)]
+            for command in commands:
+                args += ["-e", command]
+            self.proc = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, cwd=str(self.home),
+            )
+            self._reader = asyncio.ensure_future(self._read())
+            if attempt == 2 or not await self._bind_failed():
+                return
+            await self.stop()
+            self.log.clear()
+            self.sip_port = free_port()
+
+    async def _bind_failed(self) -> bool:
+        """True when baresip said its SIP transport could not bind (it then runs on, useless)."""
+        regex = re.compile(r"baresip is ready|ua: init failed|Address already in use")
+        with contextlib.suppress(TimeoutError):
+            match = await self._wait_log(regex, 10.0)
+            return match.group(0) != "baresip is ready"
+        return False
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
