@@ -240,6 +240,9 @@ async def test_activation_event_survives_a_failure_after_the_commit(
     assert stored["activation"]["id"] == event.payload["activation"]["id"]
 
 
+DEMO_PATTERN = Path(__file__).resolve().parents[2] / "config" / "demo" / "duty_roster.toml"
+
+
 @pytest.mark.parametrize("beijing_hour", [2, 7, 9, 21])
 async def test_the_demo_pattern_has_someone_on_duty_at_any_hour(fresh_db_url: str, tmp_path: Path,
                                                                   beijing_hour: int) -> None:
@@ -252,12 +255,11 @@ async def test_the_demo_pattern_has_someone_on_duty_at_any_hour(fresh_db_url: st
     try:
         now = datetime(2026, 7, 1, beijing_hour, 30, tzinfo=UTC) - timedelta(hours=8)
         roster = DutyRoster(core, clock=lambda: now)
-        pattern = Path(__file__).resolve().parents[2] / "config" / "demo" / "duty_roster.toml"
-        added = await roster_pattern(roster, pattern, now)
+        added = await roster_pattern(roster, DEMO_PATTERN, now)
         shift = await roster.shift_at(now)
         assert shift is not None and list(shift.posts["leader_on_duty"]) == ["chair"], shift
         # yesterday's, today's and two more days' shifts, less those already over
         assert added == {2: 7, 7: 7, 9: 6, 21: 5}[beijing_hour]
-        assert await roster_pattern(roster, pattern, now) == 0  # a restart adds nothing
+        assert await roster_pattern(roster, DEMO_PATTERN, now) == 0  # a restart adds nothing
     finally:
         await core.stop()

@@ -341,9 +341,9 @@ async def test_a_renegotiated_codec_continues_the_same_outgoing_stream() -> None
         assert {p.ssrc for p in packets} == {packets[0].ssrc}
         assert [p.payload_type for p in packets[before - 1: before + 1]] == [first.codec.payload_type,
                                                                             changed.codec.payload_type]
-        steps = {(b.sequence_number - a_.sequence_number) & 0xFFFF for a_, b in zip(packets, packets[1:])}
+        steps = {(b.sequence_number - a_.sequence_number) & 0xFFFF for a_, b in zip(packets, packets[1:], strict=False)}
         assert steps == {1}, steps
-        assert all(0 <= (b.timestamp - a_.timestamp) & 0xFFFFFFFF < 90_000 for a_, b in zip(packets, packets[1:]))
+        assert all(0 <= (b.timestamp - a_.timestamp) & 0xFFFFFFFF < 90_000 for a_, b in zip(packets, packets[1:], strict=False))
     finally:
         transport.close()
         await a.close()
