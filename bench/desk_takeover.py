@@ -35,33 +35,42 @@ def _spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    load_before = os.getloadavg()[0]
+CONDITIONS = ("embedded PostgreSQL; two commandcenter --role web desk nodes (heartbeat 0.5 s, dead after 3 s); "
+              "Kamailio 5.6 dispatcher (algorithm 8, OPTIONS every 1 s, threshold 2, fr_timer 2 s) on "
+              "127.0.0.1; SIPp callers; desk A SIGKILLed")
+
+
+def measure(runs_n: int) -> dict[str, Any]:
+    """`runs_n` takeovers on one embedded PostgreSQL (a fresh database each): every run's figures and
+    their median [min-max]. Also the desk row of ``python -m bench.ha --only desk``."""
     data_dir = private_tmp_dir("cc-bench-deskha-")
     server = EmbeddedPostgres(data_dir)
     url = server.start()
     runs: list[dict[str, Any]] = []
     try:
-        for i in range(args.runs):
+        for i in range(runs_n):
             run = run_takeover(url)
             runs.append({"listed_s": round(run.listed_s, 2), "offered_s": round(run.offered_s, 2),
                          "load_average": round(os.getloadavg()[0], 1)})
-            print(f"run {i + 1}: {runs[-1]}", flush=True)
+            print(f"desk run {i + 1}: {runs[-1]}", flush=True)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    write_result("desk_takeover", {
+    return {
         "runs": runs,
         "listed_s": _spread([r["listed_s"] for r in runs]),
         "offered_s": _spread([r["offered_s"] for r in runs]),
         "reference": {"goal_offered_s": 10.0, "listed_bound_s": "dead_after 3 s + heartbeat 0.5 s"},
-        "conditions": "embedded PostgreSQL; two commandcenter --role web desk nodes (heartbeat 0.5 s, dead after 3 s); "
-                      "Kamailio 5.6 dispatcher (algorithm 8, OPTIONS every 1 s, threshold 2, fr_timer 2 s) on "
-                      "127.0.0.1; SIPp callers; desk A SIGKILLed",
-    }, load_before)
+        "conditions": CONDITIONS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    write_result("desk_takeover", measure(args.runs), load_before)
 
 
 if __name__ == "__main__":
