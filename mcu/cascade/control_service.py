@@ -324,9 +324,11 @@ class ControlService:
         return {n.name: node_label(self.core.plan, n.name) for n in self.core.plan.nodes}
 
     def channels(self) -> dict[str, bool]:
-        """Whether each neighbour's channel is authenticated now (children and the parent)."""
+        """Whether each neighbour's channel is authenticated now (children and the parent). A standby
+        child is a neighbour only while its channel is here (it is normally its own parent's)."""
         out = {name: name in self._child_sessions and self._child_sessions[name].conn.state is State.OPEN
-               for name in sorted(self.children)}
+               for name in sorted(self.children)
+               if name not in self.standby_children or name in self._child_sessions}
         if self.parent is not None:
             up = self._up_session
             out[self.parent.name] = up is not None and up.conn.state is State.OPEN

@@ -156,6 +156,7 @@ async def test_the_control_channel_follows_the_county_to_the_standby_and_back(
     await eventually(lambda: {s["site_id"] for s in sites_of(city)} >= {"standby-room"}, within=10)
     assert county_sites(standby) == {}
     assert county.control.channels() == {"city": True}
+    assert standby.control.channels() == {"city": True}  # a standby child is no neighbour while away
 
     # the city dies; the probes: the city answered last at 0.5, the standby keeps answering
     await city.stop_control()
@@ -167,6 +168,7 @@ async def test_the_control_channel_follows_the_county_to_the_standby_and_back(
     assert cascade.parent is not None and cascade.parent.name == "city-standby"
     await eventually(lambda: county_sites(standby) == {s: [("county-a",)] for s in COUNTY_SITES}, within=10)
     assert county.control.channels() == {"city-standby": True}
+    assert standby.control.channels() == {"city": False, "county-a": True}
     assert ("city-standby", True) in probe.calls  # the failover hears of its new parent's channel
 
     # the standby's chair (it holds the room now) commands a county site over the followed channel
@@ -189,6 +191,7 @@ async def test_the_control_channel_follows_the_county_to_the_standby_and_back(
     await eventually(lambda: county_sites(city) == {s: [("county-a",)] for s in COUNTY_SITES}, within=15)
     await eventually(lambda: county_sites(standby) == {})
     assert county.control.channels() == {"city": True}
+    await eventually(lambda: standby.control is not None and standby.control.channels() == {"city": True})
     await asyncio.sleep(0.5)  # nothing stale arrives later from the standby
     assert county_sites(city) == {s: [("county-a",)] for s in COUNTY_SITES}
     await city.control.command(CONF, "county-extra", "unmute", {})  # type: ignore[union-attr]
