@@ -123,6 +123,21 @@ def test_every_node_loads_its_settings_for_its_role(monkeypatch: pytest.MonkeyPa
     assert some.nodes.heartbeat_seconds * 3 <= some.nodes.dead_after_seconds
 
 
+def test_the_desk_proxy_takes_calls_only_from_outside_the_example() -> None:
+    """TRUNK_NET (the operator's network, the only source of new calls) holds no host of the example:
+    a desk node, web node, database node or the remote site could otherwise inject emergency calls
+    with a trusted caller identity through the proxy."""
+    cfg = (HA / "desk-proxy" / "kamailio.cfg").read_text()
+    trunk = ipaddress.ip_network(next(line.split()[2] for line in cfg.splitlines()
+                                      if line.startswith("#!define TRUNK_NET")))
+    hosts = [_env(p).get("CC_HTTP__HOST") or _env(p)["CC_SIP__HOST"] for p in (HA / "app").glob("*.env")]
+    hosts += [yaml.safe_load(p.read_text())["postgresql"]["connect_address"].split(":")[0]
+              for p in [*(HA / "patroni").glob("*.yml"), HA / "remote-site" / "patroni.yml"]]
+    assert len(hosts) >= 8
+    inside = [h for h in hosts if ipaddress.ip_address(h) in trunk]
+    assert not inside, f"TRUNK_NET {trunk} contains example hosts {inside}"
+
+
 def test_kamailio_accepts_the_desk_proxy() -> None:
     if shutil.which("kamailio") is None and not Path("/usr/sbin/kamailio").exists():
         pytest.fail("kamailio is missing (Debian package kamailio)")
