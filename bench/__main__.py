@@ -204,12 +204,17 @@ BENCHES: tuple[Bench, ...] = (
     Bench("ha", ("--runs", "5"), "ha.json",
           "two-node Patroni/PostgreSQL 15 cluster on 127.0.0.1 with the deploy/ha settings (synchronous mode, "
           "ttl 10 s); the primary's machine SIGKILLed under two writers; two web nodes behind HAProxy, one "
-          "SIGKILLed; city, standby city, county and bridge MCU nodes in namespaces, the city SIGKILLed; a "
+          "SIGKILLed; two desk nodes behind Kamailio, the active one SIGKILLed (the scenario of desk_takeover); "
+          "city, standby city, county and bridge MCU nodes in namespaces, the city SIGKILLed; a "
           "pgBackRest restore of a 256 MB-padded database; each run of this benchmark is itself 5 of each",
           (Figure("write outage p50 s", "write_outage_p50_s", "<= 15"),
            Figure("write outage max s", "write_outage_max_s", "<= 15"),
            Figure("acknowledged writes lost", "acknowledged_lost_total", "0"),
            Figure("web failover: kill -> next 200 s (median)", "web_failover.first_ok_after_kill_s.median"),
+           Figure("desk takeover: active killed -> new call offered on the standby s (median)",
+                  "desk_takeover.offered_s.median", "<= 10"),
+           Figure("desk takeover: active killed -> its callers on the callback list s (median)",
+                  "desk_takeover.listed_s.median"),
            Figure("MCU takeover: city killed -> township at standby s (median)",
                   "mcu_takeover.takeover_s.median", "<= 10"),
            Figure("MCU takeover s (max)", "mcu_takeover.takeover_s.max", "<= 10"),

@@ -203,6 +203,7 @@ async def _start_capabilities(node: Node, role: str) -> None:
             core, node.mcu.conferences, failover=node.cascade, contents=node.mcu.content))
         if node.cascade is not None and node.cascade_control is not None:
             node.cascade.attach_content(node.cascade_control)  # the links' content follows the tree
+            node.cascade.attach_control(node.cascade_control)  # the control channel follows the parent
 
     if _runs(role, "web"):
         from alerts import capability as alerts_capability

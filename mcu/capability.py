@@ -254,6 +254,11 @@ async def start_cascade_control(core: CoreServices, conferences: ConferenceServi
     if me is None or me.kind != "mcu":
         return None
     children = frozenset(n.name for n in plan.nodes if n.parent == me.name and n.kind == "mcu")
+    # a standby city node also serves the counties listing it among their standby_parents, while they
+    # cascade into it (their channel follows their links); only with a control address of its own
+    standby_children = frozenset(n.name for n in plan.nodes if me.name in n.standby_parents and n.kind == "mcu"
+                                 and n.parent != me.name) if me.control else frozenset()
+    children |= standby_children
     parent = plan.node(me.parent) if me.parent else None
     if not children and parent is None:
         return None
@@ -261,7 +266,7 @@ async def start_cascade_control(core: CoreServices, conferences: ConferenceServi
         raise ConfigError(plan.source_path, [f"nodes: node {me.name!r} has children but no control address"])
     tls = contexts(core.settings.cascade, serves=bool(children), connects=parent is not None)
     service = ControlService(core, conferences, me.name, cascade_token(core), listen=me.control if children else "",
-                             parent=parent, children=children,
+                             parent=parent, children=children, standby_children=standby_children,
                              reconnect_interval=2.0, auth_timeout=5.0, command_timeout=10.0,
                              keepalive=core.settings.cascade.control_timeout_seconds,
                              server_ssl=tls.server, client_ssl=tls.client, failover=failover, contents=contents)

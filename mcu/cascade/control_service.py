@@ -24,6 +24,13 @@ conference service's `RemoteSiteProvider`) with `via` and the link, status `unkn
 channel is lost; the console's commands on them go through `command()`, which waits for the
 remote node's answer (or `timeout` / `unreachable`). The `cascade` capability (failover) is
 told when a channel authenticates or is lost (`control_state(node, up)`).
+
+A standby city node (issue 17) also serves the counties that list it among their
+`standby_parents` (`standby_children`, when it has a control address). A county's channel follows
+the parent its `cascade` capability chose (`follow_parent`): when its links are re-formed on the
+standby, the up channel is closed and opened to the standby, and back to the city when the links
+go back. The standby forgets a standby child's sites when its channel ends (it is normally back on
+the city, which announces them), so the city never sees one county's sites by two ways.
 """
 from __future__ import annotations
 
@@ -155,6 +162,9 @@ class ControlService:
     listen: str = ""                        # host:port for the children's channels ('' = no children)
     parent: Node | None = None
     children: frozenset[str] = frozenset()
+    # children whose plan parent is another node and that list this one as a standby parent: served
+    # while they cascade into this node, forgotten (not shown `unknown`) when they leave
+    standby_children: frozenset[str] = frozenset()
     reconnect_interval: float = 2.0
     refused_interval: float = 30.0          # after our parent refused our credentials: no audit flood
     command_timeout: float = 10.0
@@ -175,6 +185,7 @@ class ControlService:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _child_sessions: dict[str, ControlSession] = field(default_factory=dict)
     _up_session: ControlSession | None = None
+    _up_task: asyncio.Task[None] | None = None
     _waiting: dict[tuple[str, int], asyncio.Future[CommandResult]] = field(default_factory=dict)
     _own_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _published: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # last persisted state
@@ -197,8 +208,46 @@ class ControlService:
                                        ping_interval=self.keepalive, ping_timeout=self.keepalive,
                                        ssl=self.server_ssl, open_timeout=self.auth_timeout)
         if self.parent is not None:
-            self._tasks.append(asyncio.create_task(self._parent_loop(self.parent), name="cascade-control-up"))
+            self._start_up(self.parent)
         self.conferences.register_remote_sites(self)
+
+    def _start_up(self, parent: Node) -> None:
+        self._up_task = asyncio.create_task(self._parent_loop(parent), name="cascade-control-up")
+        self._tasks.append(self._up_task)
+
+    async def follow_parent(self, name: str) -> None:
+        """This node's cascade links were re-formed on parent ``name`` (a standby city node, or the
+        plan's parent again): close the up channel and open it to that node, with the content trees
+        of the cascaded conferences rebuilt under it. A parent without a control address leaves
+        this node without an up channel (logged). Unknown names raise ValueError, nothing changed."""
+        if self.parent is not None and self.parent.name == name:
+            return
+        new = self.core.plan.node(name)
+        if new is None or new.kind != "mcu":
+            raise ValueError(f"no MCU node {name!r} in the site plan")
+        old = self.parent
+        if self._up_task is not None:
+            await cancel_and_wait([self._up_task], swallow_errors=True)
+            self._tasks.remove(self._up_task)
+            self._up_task = None
+        was_up = self._up_session is not None and self._up_session.conn.state is State.OPEN
+        self._up_session = None
+        self.relay.up = None
+        self.parent = new
+        if old is not None and was_up:
+            self._control_state(old.name, False)
+        for conference_id, tree in list(self._trees.items()):  # the tree's parent link changes
+            if old is not None and tree.tree.parent == old.name:
+                await self._trees.pop(conference_id).stop()
+                await self._reconcile_tree(conference_id)
+        if new.control:
+            self._start_up(new)
+        else:
+            log.warning("cascade control: parent %s has no control address; no up channel", new.name)
+        log.info("cascade control: up channel follows the parent %s -> %s", old.name if old else None, new.name)
+        await self.core.audit.record(f"node:{self.node}", "cascade.control.parent", new.name,
+                                     detail={"previous": old.name if old else None, "parent": new.name,
+                                             "control": new.control})
 
     async def stop(self) -> None:
         self.conferences.register_remote_sites(None)
@@ -275,9 +324,11 @@ class ControlService:
         return {n.name: node_label(self.core.plan, n.name) for n in self.core.plan.nodes}
 
     def channels(self) -> dict[str, bool]:
-        """Whether each neighbour's channel is authenticated now (children and the parent)."""
+        """Whether each neighbour's channel is authenticated now (children and the parent). A standby
+        child is a neighbour only while its channel is here (it is normally its own parent's)."""
         out = {name: name in self._child_sessions and self._child_sessions[name].conn.state is State.OPEN
-               for name in sorted(self.children)}
+               for name in sorted(self.children)
+               if name not in self.standby_children or name in self._child_sessions}
         if self.parent is not None:
             up = self._up_session
             out[self.parent.name] = up is not None and up.conn.state is State.OPEN
@@ -408,7 +459,11 @@ class ControlService:
         self._control_state(peer, False)
         await self.core.audit.record(f"node:{peer}", "cascade.control.lost", self.node, source=source,
                                      detail={"role": "child"})
-        for conference in list(self.relay.children[peer].remote):
+        conferences = list(self.relay.children[peer].remote)
+        if peer in self.standby_children:
+            self.relay.forget_child(peer)  # it went back to its own parent, which shows its sites
+            await self._flush()
+        for conference in conferences:
             await self.core.bus.publish("conference.remote_sites", {"conference_id": conference, "node": peer,
                                                                      "channel": "lost"})
 

@@ -133,6 +133,16 @@ class CascadeRelay:
         for update in updates:
             self.on_child_event(child, update)
 
+    def forget_child(self, child: str) -> None:
+        """Drop a child whose channel ended and whose sites are reachable another way (a county that
+        left this standby city node for its own parent): its sites leave the list announced upward
+        instead of staying there `unknown`. Call after `child_lost`."""
+        conn = self.children.pop(child, None)
+        if conn is None:
+            return
+        for conference in sorted(conn.remote):
+            self._announce(conference)
+
     def on_parent_event(self, event: Event, now: float) -> CommandReceived | None:
         """Route a parent command (at monotonic time `now`, which starts the forwarded command's
         timeout); returns it when it is for one of this node's own sites."""

@@ -11,7 +11,8 @@
   conference a `BackupWatcher` joins the bridge while that child is on backup.
 * a child listing ``standby_parents`` (the city's standby node) probes every parent with OPTIONS;
   `ParentChoice` decides which one it cascades into, and on a switch its up-links are re-formed on
-  the new parent (published as ``cascade.parent`` and audited).
+  the new parent (published as ``cascade.parent`` and audited), and the control channel follows it
+  (`attach_control`: its up channel is re-opened to the new parent).
 
 `CascadeService.status(conference_id)` lists this node's links with their path state and
 history; `control_state(node, up)` is how the control channel reports itself. Every path
@@ -25,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from config.settings import CascadeSettings
 from config.site_plan import Node, SitePlan
@@ -43,6 +44,12 @@ from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.invite_router import with_route, without_route
 
 log = logging.getLogger(__name__)
+
+class ParentFollower(Protocol):
+    """The control channel (`ControlService`): its up channel follows the parent chosen here."""
+
+    async def follow_parent(self, name: str) -> None: ...
+
 
 RECONCILE_INTERVAL = 1.0
 CHOICE_INTERVAL = 0.2
@@ -95,6 +102,7 @@ class CascadeService:
     _switches_published: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     content: LinkContent | None = None  # the links' slides streams (mcu.cascade.link_content)
+    control: ParentFollower | None = None  # the control channel, which follows the parent chosen here
 
     @property
     def parent(self) -> Node | None:
@@ -164,6 +172,10 @@ class CascadeService:
         if self.content is not None:
             self.content.trees = trees
 
+    def attach_control(self, control: ParentFollower) -> None:
+        """The control channels run: the up channel follows the parent this node's links run to."""
+        self.control = control
+
     async def _reconcile_loop(self) -> None:
         while True:
             await asyncio.sleep(RECONCILE_INTERVAL)
@@ -201,6 +213,11 @@ class CascadeService:
             self.uplinks.clear()
             self._formed_on = self.choice.current
         await self.reconcile()
+        if self.control is not None:  # the chair's commands and the sites' state ride the new parent too
+            try:
+                await self.control.follow_parent(self._formed_on)
+            except Exception:  # the links are re-formed whatever the control channel does
+                log.exception("cascade control: following the parent %s", self._formed_on)
 
     def _switch_payload(self, switch: ParentSwitch, loop_now: float) -> dict[str, Any]:
         return {"node": self.node.name, "parent": switch.parent, "previous": switch.previous,
