@@ -110,18 +110,19 @@ class HttpPushChannel:
         """Send again what was ``pending`` when the node stopped: (message, endpoint name) pairs in
         the order they were first sent. Must be called before any new ``send``."""
         by_name = {e.name: e for e in self.endpoints}
-        runs = []
+        runs: list[Awaitable[None]] = []  # the resends first: each takes its queue place when it starts
+        refusals: list[Awaitable[None]] = []
         for message, recipient in pending:
             endpoint = by_name.get(recipient)
             if endpoint is None:
-                await report(message, self.name, Delivery(recipient, DeliveryStatus.FAILED,
-                                                           f"endpoint {recipient!r} is no longer configured "
-                                                           "([[warnings.push]]); not resent after the restart"[:300]))
+                refusals.append(report(message, self.name, Delivery(
+                    recipient, DeliveryStatus.FAILED,
+                    f"endpoint {recipient!r} is no longer configured ([[warnings.push]]); not resent after the restart"[:300])))
             elif not message.cap_xml or message.msg_type not in SENT_TYPES:
-                await report(message, self.name, Delivery(recipient, DeliveryStatus.FAILED, "no CAP document"))
+                refusals.append(report(message, self.name, Delivery(recipient, DeliveryStatus.FAILED, "no CAP document")))
             else:
                 runs.append(self._ordered(endpoint, message, report, resumed=True))
-        await asyncio.gather(*runs)
+        await asyncio.gather(*runs, *refusals)
 
     async def _ordered(self, endpoint: PushEndpoint, message: Outgoing, report: DeliverySink,
                        resumed: bool = False) -> None:
