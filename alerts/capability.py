@@ -54,10 +54,9 @@ def room_channel(plan: SitePlan, mcu: WarningRooms, repeats: int = 2) -> Meeting
                               {t.id: t.county for t in plan.townships}, plan.city.adcode, repeats)
 
 
-def push_channel(settings: WarningsSettings) -> HttpPushChannel | None:
-    """The HTTP push channel to the configured endpoints (``[[warnings.push]]``), or None without any."""
-    if not settings.push:
-        return None
+def push_channel(settings: WarningsSettings) -> HttpPushChannel:
+    """The HTTP push channel to the configured endpoints (``[[warnings.push]]``). Without any it sends
+    nothing, but is still there to mark ``failed`` the pushes a restart left ``pending``."""
     endpoints = [PushEndpoint(e.name, e.url, e.bearer_token.get_secret_value() if e.bearer_token else "",
                               dict(e.headers)) for e in settings.push]
     return HttpPushChannel(endpoints, timeout=settings.push_timeout_seconds, retries=settings.push_retries,
@@ -107,8 +106,8 @@ async def start(core: CoreServices, rooms: WarningRooms | None = None, sweep_eve
                 sms: WarningSms | None = None) -> AlertsCapability:
     """The warning service; meeting rooms are a channel when an MCU (``rooms``) runs in this process,
     else the log-only channel records what would have gone out; SMS is one more channel when the
-    SMS service (``sms``) runs here; the HTTP push is one more when ``[[warnings.push]]`` endpoints are
-    configured."""
+    SMS service (``sms``) runs here; the HTTP push is one more (it posts to the ``[[warnings.push]]``
+    endpoints, if any)."""
     plan = core.plan
     channels: list[Channel] = [room_channel(plan, rooms)] if rooms is not None else [LogOnlyChannel()]
     if sms is not None:
@@ -117,12 +116,12 @@ async def start(core: CoreServices, rooms: WarningRooms | None = None, sweep_eve
             {t.id: t.county for t in plan.townships}, plan.city.adcode)))
     settings = core.settings.warnings
     push = push_channel(settings)
-    if push is not None:
-        channels.append(push)
+    channels.append(push)
     service = WarningService(
         core.db, core.audit, core.bus, sender=gbt_sender_code(int(plan.city.adcode)),
         sender_name=f"{plan.city.name}突发事件预警信息发布中心", known_adcodes=known_area_codes(plan),
         channels=channels, outlines=area_outlines(plan))
+    await service.resume_pending()  # pushes cut off by the last stop go out again, before any new one
     cap = AlertsCapability(service, sweep_every, dict(settings.feed_tokens), push)
     if sweep_every > 0:
         cap.start_sweep()

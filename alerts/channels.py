@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,18 @@ class Channel(Protocol):
 
     async def send(self, message: Outgoing, report: DeliverySink) -> None:
         """Deliver ``message`` to this channel's recipients, reporting each one's status."""
+        ...
+
+
+@runtime_checkable
+class ResumableChannel(Protocol):
+    """A channel whose ``pending`` deliveries are sent again after a restart (the HTTP push)."""
+
+    name: str
+
+    async def resume(self, pending: Sequence[tuple[Outgoing, str]], report: DeliverySink) -> None:
+        """Send again each (message, recipient) still ``pending``, in the order given (first sent
+        first). The message carries its identifier, type and stored CAP document only."""
         ...
 
 

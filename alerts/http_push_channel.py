@@ -20,9 +20,15 @@ Rules:
   on that endpoint are over (delivered or failed), so a receiver gets Alert, Update, Cancel in the
   order they were sent. Endpoints are independent of one another, and of the other channels (the
   service runs each channel in its own task).
-* **Not kept across a restart**: the attempts live in this process. A message whose retries were
-  under way when the node stopped is left ``pending`` in the deliveries; it is not resent at the next
-  start (the SMS service's queue, by contrast, is in PostgreSQL).
+* **Kept across a restart**: a message is ``pending`` for an endpoint from the moment it is handed
+  to the channel (also while it waits for an earlier message on that endpoint), and stays so in the
+  deliveries (PostgreSQL) if the node stops before its attempts are over. At the next start the
+  service hands this channel its ``pending`` deliveries (``resume``) with the CAP documents as
+  stored; they are sent again, per endpoint in the order they were first sent (``sent``, then
+  identifier) and before any new message, with the same retry rules (a fresh count of attempts). A
+  delivery to an endpoint no longer configured is marked ``failed`` ("endpoint … is no longer
+  configured"). A receiver may thus get a document twice if the node stopped between its answer
+  and the stored ``delivered``; CAP identifiers let it drop the repeat.
 """
 from __future__ import annotations
 
@@ -59,6 +65,11 @@ def retryable(status: int) -> bool:
     return status >= 500 or status in RETRY_STATUS
 
 
+def _finish(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 class HttpPushChannel:
     name = "http_push"
 
@@ -73,7 +84,8 @@ class HttpPushChannel:
         self.max_delay = max_delay
         self.sleep = sleep
         self._client = client
-        self._locks = {e.name: asyncio.Lock() for e in self.endpoints}
+        # per endpoint, the future the last message handed to it completes when its attempts are over
+        self._tails: dict[str, asyncio.Future[None]] = {}
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -94,13 +106,44 @@ class HttpPushChannel:
             return
         await asyncio.gather(*(self._ordered(e, message, report) for e in self.endpoints))
 
-    async def _ordered(self, endpoint: PushEndpoint, message: Outgoing, report: DeliverySink) -> None:
-        async with self._locks[endpoint.name]:
-            await report(message, self.name, Delivery(endpoint.name, DeliveryStatus.PENDING))
-            delivery = await self._push(endpoint, message, report)
-            await report(message, self.name, delivery)
+    async def resume(self, pending: Sequence[tuple[Outgoing, str]], report: DeliverySink) -> None:
+        """Send again what was ``pending`` when the node stopped: (message, endpoint name) pairs in
+        the order they were first sent. Must be called before any new ``send``."""
+        by_name = {e.name: e for e in self.endpoints}
+        runs: list[Awaitable[None]] = []  # the resends first: each takes its queue place when it starts
+        refusals: list[Awaitable[None]] = []
+        for message, recipient in pending:
+            endpoint = by_name.get(recipient)
+            if endpoint is None:
+                refusals.append(report(message, self.name, Delivery(
+                    recipient, DeliveryStatus.FAILED,
+                    f"endpoint {recipient!r} is no longer configured ([[warnings.push]]); not resent after the restart"[:300])))
+            elif not message.cap_xml or message.msg_type not in SENT_TYPES:
+                refusals.append(report(message, self.name, Delivery(recipient, DeliveryStatus.FAILED, "no CAP document")))
+            else:
+                runs.append(self._ordered(endpoint, message, report, resumed=True))
+        await asyncio.gather(*runs, *refusals)
 
-    async def _push(self, endpoint: PushEndpoint, message: Outgoing, report: DeliverySink) -> Delivery:
+    async def _ordered(self, endpoint: PushEndpoint, message: Outgoing, report: DeliverySink,
+                       resumed: bool = False) -> None:
+        # take this message's place in the endpoint's queue before the first await (the order of sends)
+        previous = self._tails.get(endpoint.name)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[endpoint.name] = done
+        try:
+            await report(message, self.name, Delivery(
+                endpoint.name, DeliveryStatus.PENDING, "resent after a restart" if resumed else ""))
+            if previous is not None:
+                await asyncio.shield(previous)
+            delivery = await self._push(endpoint, message, report, " after a restart" if resumed else "")
+            await report(message, self.name, delivery)
+        finally:
+            if previous is not None and not previous.done():  # cancelled while waiting: keep the order
+                previous.add_done_callback(lambda _: _finish(done))
+            else:
+                _finish(done)
+
+    async def _push(self, endpoint: PushEndpoint, message: Outgoing, report: DeliverySink, note: str = "") -> Delivery:
         headers = {**endpoint.headers, "Content-Type": CAP_CONTENT_TYPE}
         if endpoint.bearer_token:
             headers["Authorization"] = f"Bearer {endpoint.bearer_token}"
@@ -126,7 +169,7 @@ class HttpPushChannel:
                 return Delivery(endpoint.name, DeliveryStatus.FAILED, f"{reason} (after {attempt} attempts)"[:300])
             delay = retry_delay(attempt, self.retry_base, self.max_delay)
             await report(message, self.name, Delivery(
-                endpoint.name, DeliveryStatus.PENDING, f"attempt {attempt}: {reason}; retry in {delay:g} s"[:300]))
+                endpoint.name, DeliveryStatus.PENDING, f"attempt {attempt}{note}: {reason}; retry in {delay:g} s"[:300]))
             await self.sleep(delay)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from alerts import codec
 from alerts import lifecycle as lc
-from alerts.channels import Channel, Delivery, Outgoing
+from alerts.channels import Channel, Delivery, Outgoing, ResumableChannel
 from alerts.feed import FeedMessage
 from alerts.lifecycle import Content, Refused
 from core.audit import AuditLog
@@ -228,6 +228,28 @@ class WarningService:
             self._distribute(w, w.messages[-1], expired=True)  # banners come down; no CAP message is sent
         return done
 
+    async def resume_pending(self) -> int:
+        """At start: hand each resumable channel (the HTTP push) its deliveries still ``pending`` from
+        before a stop, first sent first, in a background task; returns how many."""
+        count = 0
+        for channel in self.channels:
+            if not isinstance(channel, ResumableChannel):
+                continue
+            rows = await self.db.fetch(
+                "SELECT d.warning_id, d.identifier, d.recipient, m.msg_type, m.xml FROM warning_deliveries d "
+                "JOIN warning_messages m ON m.identifier = d.identifier "
+                "WHERE d.channel = $1 AND d.status = 'pending' ORDER BY m.sent, m.identifier, d.id", channel.name)
+            if not rows:
+                continue
+            pending = [(Outgoing(r["warning_id"], r["identifier"], r["msg_type"], "", "", (), "", cap_xml=r["xml"]),
+                        r["recipient"]) for r in rows]
+            log.info("resending %d %s deliveries left pending by the last stop", len(pending), channel.name)
+            task = asyncio.create_task(self._resume_channel(channel, pending), name=f"warning-resume-{channel.name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            count += len(pending)
+        return count
+
     async def drain(self) -> None:
         """Wait for the distributions under way (tests, shutdown)."""
         while self._tasks:
@@ -309,6 +331,12 @@ class WarningService:
             await channel.send(out, self._report)
         except Exception:  # noqa: BLE001 - one broken channel must not stop the others
             log.exception("channel %s failed for %s", channel.name, out.identifier)
+
+    async def _resume_channel(self, channel: ResumableChannel, pending: list[tuple[Outgoing, str]]) -> None:
+        try:
+            await channel.resume(pending, self._report)
+        except Exception:  # noqa: BLE001 - as _run_channel
+            log.exception("channel %s failed resuming %d deliveries", channel.name, len(pending))
 
     async def _report(self, message: Outgoing, channel: str, delivery: Delivery) -> None:
         await self.db.execute(

@@ -4,6 +4,7 @@ HTTP endpoint"): on a real PostgreSQL, with real HTTP endpoints on 127.0.0.1 (th
 document by the OASIS CAP 1.2 XSD."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -45,27 +46,29 @@ class Endpoint:
     url: str = ""
 
 
+def _handler(ep: Endpoint) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            ep.received.append((self.headers.get("Content-Type", ""), self.headers.get("Authorization", ""),
+                                body.decode("utf-8")))
+            status = ep.statuses.pop(0) if ep.statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+    return Handler
+
+
 @pytest.fixture
 def endpoints() -> Iterator[dict[str, Endpoint]]:
     eps = {"national": Endpoint(), "flaky": Endpoint(statuses=[500]), "refusing": Endpoint(statuses=[400])}
     servers = []
     for ep in eps.values():
-        def handler_for(ep: Endpoint) -> type[BaseHTTPRequestHandler]:
-            class Handler(BaseHTTPRequestHandler):
-                def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                    ep.received.append((self.headers.get("Content-Type", ""), self.headers.get("Authorization", ""),
-                                        body.decode("utf-8")))
-                    status = ep.statuses.pop(0) if ep.statuses else 200
-                    self.send_response(status)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-
-                def log_message(self, format: str, *args: Any) -> None:
-                    pass
-            return Handler
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(ep))
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ep))
         ep.url = f"http://127.0.0.1:{srv.server_address[1]}/cap"
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(srv)
@@ -185,3 +188,75 @@ async def test_refused_document_fails_at_once(endpoints: dict[str, Endpoint]) ->
         await channel.aclose()
     assert [(d.status.value, d.detail) for d in reports] == [("pending", ""), ("failed", "HTTP 400 ok")]
     assert len(endpoints["refusing"].received) == 1 and slept == []
+
+
+async def test_pending_pushes_resent_after_restart(services: CoreServices) -> None:
+    """The receiver is down while an Alert and its Update are sent; the node stops with both ``pending``;
+    a new service on the same database resends them (receiver still down), the receiver comes up, and
+    it gets each document exactly once, Alert before Update, both ``delivered``. A delivery to an
+    endpoint dropped from the configuration in between is ``failed`` with the reason."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cap"
+    retry = {"push_retries": 20, "push_retry_base_seconds": 0.05, "push_retry_max_seconds": 0.3,
+             "push_timeout_seconds": 2}
+    services.settings.warnings = WarningsSettings.model_validate({
+        "push": [{"name": "national", "url": url}, {"name": "retired", "url": f"http://127.0.0.1:{free_port()}/cap"}],
+        **retry})
+    cap = await capability.start(services, sweep_every=0)
+    svc = cap.service
+    try:
+        w = await svc.draft(content(), "dispatcher", "dispatcher")
+        await svc.submit(w["id"], "dispatcher", "dispatcher")
+        await svc.approve(w["id"], "leader", "leader")
+        await svc.propose_update(w["id"], content(headline="罗定市暴雨红色预警"), "dispatcher", "dispatcher")
+        await svc.approve(w["id"], "leader", "leader")
+        ids = [m["identifier"] for m in await svc.messages(w["id"])]
+
+        async def push_rows() -> dict[tuple[str, str], tuple[str, str]]:
+            return {(d["identifier"], d["recipient"]): (d["status"], d["detail"])
+                    for d in await svc.deliveries(w["id"]) if d["channel"] == "http_push"}
+
+        async def until(predicate: Any, within: float = 15.0) -> dict[tuple[str, str], tuple[str, str]]:
+            deadline = asyncio.get_running_loop().time() + within
+            while True:
+                rows = await push_rows()
+                if predicate(rows):
+                    return rows
+                assert asyncio.get_running_loop().time() < deadline, rows
+                await asyncio.sleep(0.05)
+
+        # the Alert is being retried; the Update waits behind it, pending too
+        rows = await until(lambda r: "attempt 2:" in r.get((ids[0], "national"), ("", ""))[1])
+        assert rows[(ids[1], "national")][0] == "pending"
+    finally:
+        await cap.stop()  # the node stops mid-retry
+    rows = await push_rows()
+    assert {k: v[0] for k, v in rows.items()} == {(i, e): "pending" for i in ids for e in ("national", "retired")}
+
+    services.settings.warnings = WarningsSettings.model_validate({"push": [{"name": "national", "url": url}], **retry})
+    cap = await capability.start(services, sweep_every=0)  # a new service instance, the same database
+    svc = cap.service
+    receiver = Endpoint()
+    srv: ThreadingHTTPServer | None = None
+    try:
+        # resent while the receiver is still down: fresh attempts fail, the deliveries stay pending
+        rows = await until(lambda r: "after a restart: ConnectError" in r[(ids[0], "national")][1])
+        assert rows[(ids[0], "national")][0] == rows[(ids[1], "national")][0] == "pending"
+        for i in ids:
+            status, detail = rows[(i, "retired")]
+            assert status == "failed" and "'retired' is no longer configured" in detail, detail
+        assert receiver.received == []
+
+        srv = ThreadingHTTPServer(("127.0.0.1", port), _handler(receiver))
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        rows = await until(lambda r: all(r[(i, "national")][0] == "delivered" for i in ids))
+        await svc.drain()
+        await asyncio.sleep(0.5)  # a duplicate would have time to arrive
+        assert [msg_type(body) for _, _, body in receiver.received] == ["Alert", "Update"]  # once each, in order
+        assert [body for _, _, body in receiver.received] == [await svc.xml(i) for i in ids]
+        assert all(rows[(i, "national")][1].startswith("HTTP 200") for i in ids), rows
+    finally:
+        await cap.stop()
+        if srv is not None:
+            srv.shutdown()
+            srv.server_close()
