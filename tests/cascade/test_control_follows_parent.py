@@ -23,7 +23,6 @@ from typing import Any, cast
 
 import pytest
 
-from config.settings import DEMO_DIR
 from mcu.cascade.parent_choice import ParentChoice, ParentChoiceConfig
 from mcu.cascade.service import CascadeService
 from tests.cascade.test_control_nodes import (
@@ -33,6 +32,8 @@ from tests.cascade.test_control_nodes import (
     NodeUnderTest,
     create_databases,
     eventually,
+    plan_with_nodes,
+    start_node,
     stop_nodes,
 )
 from tests.conftest import free_port, with_database
@@ -48,8 +49,7 @@ COUNTY_SITES = {"county-room", "county-extra"}
 
 
 def write_plan(tmp_path: Path, ports: dict[str, int]) -> Path:
-    text = (DEMO_DIR / "yunfu.toml").read_text(encoding="utf-8").replace("standing = true", "standing = false")
-    text += f'''
+    return plan_with_nodes(tmp_path, f'''
 [[nodes]]
 name = "city"
 area = "445300"
@@ -69,31 +69,12 @@ parent = "city"
 standby_parents = ["city-standby"]
 area = "445381"
 sip = "127.0.0.1:15162"
-'''
-    (tmp_path / "yunfu_counties.geojson").write_bytes((DEMO_DIR / "yunfu_counties.geojson").read_bytes())
-    path = tmp_path / "plan.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+''')
 
 
 async def _start(name: str, db_url: str, tmp_path: Path, plan: Path) -> NodeUnderTest:
-    from commandcenter.node import Node
-    from core.runtime import CoreServices
-    from mcu.capability import McuCapability
-    from mcu.conferences import ConferenceService
-    from mcu.legs.webrtc import WebRtcLegs, webrtc_config
-    from mcu.room import RoomSettings
-    from tests.conftest import make_settings
-
-    settings = make_settings(db_url, tmp_path / name, node_name=name, site_plan=plan, cascade={"token": TOKEN})
-    core = await CoreServices.start(settings, seed=False)
-    service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
-    await service.start()
-    node = NodeUnderTest(name, Node(core, mcu=McuCapability(service, WebRtcLegs(webrtc_config(core)))), service)
-    await service.create(name="备用节点测试会议", actor="test", sites=[], conference_id=CONF)
-    conf = await service.start_conference(CONF, "test")
-    for site, label, protocol in SITES[name]:
-        await conf.join(site, label, protocol, chair=site == "city-main")
+    node, _ = await start_node(name, db_url, tmp_path, plan, {"token": TOKEN}, "备用节点测试会议",
+                               layout=([], SITES[name]))
     return node
 
 

@@ -82,9 +82,17 @@ class NodeUnderTest:
         self.control = None
 
 
-def write_plan(tmp_path: Path, ports: dict[str, int]) -> Path:
+def plan_with_nodes(tmp_path: Path, nodes_toml: str) -> Path:
+    """The demo site plan (no standing conferences) with these ``[[nodes]]``, written to ``tmp_path``."""
     text = (DEMO_DIR / "yunfu.toml").read_text(encoding="utf-8").replace("standing = true", "standing = false")
-    text += f'''
+    (tmp_path / "yunfu_counties.geojson").write_bytes((DEMO_DIR / "yunfu_counties.geojson").read_bytes())
+    path = tmp_path / "plan.toml"
+    path.write_text(text + nodes_toml, encoding="utf-8")
+    return path
+
+
+def write_plan(tmp_path: Path, ports: dict[str, int]) -> Path:
+    return plan_with_nodes(tmp_path, f'''
 [[nodes]]
 name = "city"
 area = "445300"
@@ -103,11 +111,7 @@ name = "luoding-t1"
 parent = "luoding"
 area = "445381-05"
 sip = "127.0.0.1:15062"
-'''
-    (tmp_path / "yunfu_counties.geojson").write_bytes((DEMO_DIR / "yunfu_counties.geojson").read_bytes())
-    path = tmp_path / "plan.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+''')
 
 
 # node -> (conference sites from the plan, participants that join: (id, name, protocol))
@@ -135,14 +139,16 @@ async def create_databases(pg_url: str, names: list[str], prefix: str) -> dict[s
 
 
 async def start_node(name: str, db_url: str, tmp_path: Path, plan: Path, cascade: dict[str, Any],
-                     title: str) -> tuple[NodeUnderTest, RunningConference]:
-    """A node's core services and conference service, with CONF running and LAYOUT's sites joined."""
+                     title: str, layout: tuple[list[str], list[tuple[str, str, str]]] | None = None,
+                     ) -> tuple[NodeUnderTest, RunningConference]:
+    """A node's core services and conference service, with CONF running and the layout's sites
+    joined (LAYOUT's for this node unless given: plan sites, then joins as (id, name, protocol))."""
     settings = make_settings(db_url, tmp_path / name, node_name=name, site_plan=plan, cascade=cascade)
     core = await CoreServices.start(settings, seed=False)
     service = ConferenceService(core, RoomSettings(width=160, height=90, fps=2))
     await service.start()
     node = NodeUnderTest(name, Node(core, mcu=McuCapability(service, WebRtcLegs(webrtc_config(core)))), service)
-    sites, joins = LAYOUT[name]
+    sites, joins = layout if layout is not None else LAYOUT[name]
     await service.create(name=title, actor="test", sites=sites, conference_id=CONF)
     conf = await service.start_conference(CONF, "test")
     for pid, label, protocol in joins:
