@@ -17,25 +17,35 @@ unavailable to Kamailio), and the first of its calls is offered on B within 10 s
 """
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from tests.noderpc.desk_pair import DEAD_AFTER_S, HEARTBEAT_S, LATE, WAITING, run_takeover
+from tests.noderpc.desk_pair import DEAD_AFTER_S, HEARTBEAT_S, LATE, WAITING, Takeover, run_takeover
 
 pytestmark = pytest.mark.timeout(240)
 NEW_CALL_BOUND_S = 10.0
 LISTED_BOUND_S = DEAD_AFTER_S + 2 * HEARTBEAT_S + 3.0  # + 3 s for a loaded 2-core machine
 
 
-def test_standby_desk_takes_over_the_callers_and_the_trunk(pg_url: str) -> None:
-    run = run_takeover(pg_url)
-    print(f"\ndesk takeover: callers on the callback list {run.listed_s:.2f} s after the crash "
-          f"(bound {LISTED_BOUND_S:.1f} s); new call offered on the survivor {run.offered_s:.2f} s after the crash")
+def assert_taken_over(run: Takeover) -> list[dict[str, Any]]:
+    """What both topologies promise: A held every waiting caller and B none before the crash, the
+    callback list and a new call within their bounds, the lost callers listed once each in queue
+    order. Returns those listed callers."""
     assert run.waiting_on_a == WAITING, run.waiting_on_a
     assert run.waiting_on_b_before == [], "the standby took a call while the active was alive"
     assert run.listed_s <= LISTED_BOUND_S, f"callback list after {run.listed_s:.2f} s"
     assert run.offered_s <= NEW_CALL_BOUND_S, f"new call offered after {run.offered_s:.2f} s"
     lost = [c for c in run.callbacks if c["number"] in WAITING]
     assert [c["number"] for c in lost] == WAITING, run.callbacks  # in queue order, once each
+    return lost
+
+
+def test_standby_desk_takes_over_the_callers_and_the_trunk(pg_url: str) -> None:
+    run = run_takeover(pg_url)
+    print(f"\ndesk takeover: callers on the callback list {run.listed_s:.2f} s after the crash "
+          f"(bound {LISTED_BOUND_S:.1f} s); new call offered on the survivor {run.offered_s:.2f} s after the crash")
+    lost = assert_taken_over(run)
     assert all(c["waited_s"] >= 1.0 for c in lost), lost
     assert LATE not in [c["number"] for c in run.callbacks], "the survivor's own live call was listed"
     assert len(run.audited) == 1 and "desk-a/" in run.audited[0], run.audited
@@ -47,12 +57,7 @@ def test_the_example_lease_desks_take_over_behind_kamailio(pg_url: str) -> None:
     print(f"\ndesk takeover (lease): callers on the callback list {run.listed_s:.2f} s after the crash; a "
           f"redialling caller offered on the survivor {run.offered_s:.2f} s after the crash, after "
           f"{run.late_refused} refused call(s)")
-    assert run.waiting_on_a == WAITING, run.waiting_on_a
-    assert run.waiting_on_b_before == [], "the standby took a call while the active held the lease"
     # the lease: ttl (dead after) from A's last renewal, then B's next attempt (one heartbeat)
-    assert run.listed_s <= LISTED_BOUND_S, f"callback list after {run.listed_s:.2f} s"
-    assert run.offered_s <= NEW_CALL_BOUND_S, f"new call offered after {run.offered_s:.2f} s"
-    lost = [c for c in run.callbacks if c["number"] in WAITING]
-    assert [c["number"] for c in lost] == WAITING, run.callbacks  # in queue order, once each
+    assert_taken_over(run)
     assert not [c for c in run.callbacks if c["number"].startswith(LATE[:-1])], "a live call was listed"
     assert len(run.audited) == 1 and "desk-a/" in run.audited[0], run.audited
