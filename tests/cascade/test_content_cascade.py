@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -123,6 +124,20 @@ nodes = ["city", "luoding", "luoding-t1"]
     return path
 
 
+async def stop_within(node: Node, seconds: float) -> None:
+    """Stop a node, bounded: once (in one run of many) a node's stop hung past the test's timeout
+    with nothing to show; past ``seconds`` the tasks still pending are printed and the test fails."""
+    stopping = asyncio.ensure_future(node.stop())
+    try:
+        await asyncio.wait_for(asyncio.shield(stopping), seconds)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                print("pending at stop:", task, file=sys.stderr)
+                task.print_stack(limit=8, file=sys.stderr)
+        raise AssertionError(f"node {node.core.settings.node_name} did not stop within {seconds} s") from None
+
+
 @pytest.fixture
 async def tree(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
     dbs = {n: "cc_" + uuid.uuid4().hex[:12] for n in NAMES}
@@ -158,7 +173,7 @@ async def tree(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
         yield started
     finally:
         for site in reversed(list(started.values())):
-            await site.node.stop()
+            await stop_within(site.node, 60)
         admin = await asyncpg.connect(pg_url)
         try:
             for db in dbs.values():
