@@ -151,7 +151,7 @@ class ConferenceContent:
         self.feed: str | None = None
         self._left: str | None = None  # a presenter that left, whose release went to the root
         # A lower cascade node: room systems' floor requests (H.239, BFCP) the root is deciding,
-        # by site: (asked at, granted by the root and waiting for the tree's holder state).
+        # by site: (asked at, or granted at once the root granted it and the tree's holder state is awaited).
         self._asking: dict[str, tuple[float, bool]] = {}
         self._releasing: set[str] = set()  # local presenters that gave the token back themselves
         conf.room.content = self
@@ -347,7 +347,7 @@ class ConferenceContent:
         if asked is None:
             return  # withdrawn, or the holder state came first
         if granted and self.feed != who:
-            self._asking[who] = (asked[0], True)
+            self._asking[who] = (self._clock(), True)  # from now on, ASK_GRANT_WAIT for the holder state
             return
         del self._asking[who]
         if granted:
