@@ -401,8 +401,12 @@ class ConferenceContent:
 
     # ---- the chair -----------------------------------------------------------------------------
     def grant(self, who: str) -> None:
+        """The chair gives the token to a site here or, on a cascade's root, to a presenter elsewhere in
+        the tree whose request is queued here (``<node>/<site>``, the ``chair`` policy)."""
         self._refuse_lower()
-        self._require_site(who)
+        remote = self.cascade is not None and "/" in who and any(r[0] == who for r in self.token.requests)
+        if not remote:
+            self._require_site(who)
         self._apply(self.token.grant(who, self._clock()))
         self._tell(who, {"type": "content_granted"})
 

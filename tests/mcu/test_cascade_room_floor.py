@@ -160,7 +160,26 @@ async def test_an_h239_room_on_a_county_is_refused_while_the_city_presents_and_g
         await until(lambda: city.token.holder is None and county.holder is None, 2, "the release reached the root")
         assert not any(m.kind is SubMessage.PRESENTATION_TOKEN_RELEASE for m in sent)
 
-        # 6. The parent link is down: a request is refused at once with the protocol's reject
+        # 6. Under the city's "chair" policy the room is rejected (awaiting_chair), its request queued at
+        #    the city, whose chair grants it: the county's room holds the token, and is told who owns it
+        city.set_policy("chair")
+        skew[0] += 2
+        sent.clear()
+        assert floor.on_message(request, clock()) == []
+        await until(lambda: bool(responses()), 3, "the answer under the chair policy")
+        assert responses()[0].acknowledge is False and floor.last_refusal == "awaiting_chair"
+        assert [who for who, _ in city.token.requests] == ["luoding/room"]
+        sent.clear()
+        city.grant("luoding/room")
+        await until(lambda: county.holds("room"), 3, "the chair's grant reached the county")
+        assert city.token.holder == "luoding/room" and city.token.requests == []
+        owners = [m for m in sent if m.kind is SubMessage.PRESENTATION_TOKEN_INDICATE_OWNER]
+        assert [m.terminal_label for m in owners] == [floor.labels.label("room")]
+        city.revoke()
+        city.set_policy("free")
+        await until(lambda: county.holder is None, 2, "the county learnt the chair revoked it")
+
+        # 7. The parent link is down: a request is refused at once with the protocol's reject
         lower.driver.parent_lost()
         skew[0] += 2
         sent.clear()
