@@ -154,14 +154,14 @@ def ffmpeg_reference(source: str, fps: int, seconds: float, workdir: Path) -> di
     settings = EncoderSettings()
     bitrate = ENCODER_BITRATE[CONTENT_SIZE]
     kbps = bitrate // 1000
-    gop = max(1, round(settings.keyframe_interval * settings.fps))  # as the room's encoder (its settings' fps)
+    gop = max(1, round(settings.keyframe_interval * fps))  # as the room's content encoder (told the content's rate)
     frames = int(seconds * fps)
     out_file = workdir / "ref.h264"
     command = [
         "ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
-        # x264 is told the frame rate the room's encoder tells it (EncoderSettings.fps), whatever the rate
-        # frames come at: the same rate control, the same frames, so the ratio is the implementation's.
-        "-r", str(settings.fps), "-stream_loop", "-1", "-i", str(raw), "-frames:v", str(frames),
+        # x264 is told the frame rate the room's content encoder is told (Room.encoder_settings: the
+        # content's own rate): the same rate control, the same frames, so the ratio is the implementation's.
+        "-r", str(fps), "-stream_loop", "-1", "-i", str(raw), "-frames:v", str(frames),
         "-c:v", "libx264", "-preset", settings.preset, "-tune", "zerolatency", "-profile:v", "baseline",
         "-b:v", str(bitrate), "-g", str(gop),
         "-x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0:repeat-headers=1:vbv-maxrate={kbps}:"

@@ -79,7 +79,7 @@ class EncoderKey:
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    fps: int = 25
+    fps: float = 25  # the rate frames really come in at (the content view's is low: mcu.room.CONTENT_EVERY)
     bitrate: int | None = None  # None: ENCODER_BITRATE of the tier
     keyframe_interval: float = 10.0  # seconds between periodic key frames
     min_keyframe_gap: float = 1.0  # rate limit for requested key frames
@@ -164,7 +164,7 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
     ctx.width, ctx.height = key.width, key.height
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = VIDEO_TIME_BASE
-    ctx.framerate = Fraction(settings.fps, 1)
+    ctx.framerate = Fraction(settings.fps).limit_denominator(1001)
     ctx.bit_rate = bitrate
     ctx.gop_size = gop
     if settings.threads:

@@ -754,7 +754,7 @@ class Room:
     def _attach(self, sub: Subscription) -> None:
         entry = self._encoders.get(sub.key)
         if entry is None:
-            entry = _EncoderEntry(VideoEncoder(sub.key, self.settings.encoder, self.clock))
+            entry = _EncoderEntry(VideoEncoder(sub.key, self.encoder_settings(sub.key.view_id), self.clock))
             self._encoders[sub.key] = entry
         entry.subscribers.append(sub)
         entry.encoder.request_keyframe()  # a new receiver needs a key frame to start decoding
@@ -820,6 +820,19 @@ class Room:
                     del self._encoders[sub.key]
             sub.key = replace(sub.key, view_id=view)
             self._attach(sub)
+
+    @property
+    def content_fps(self) -> float:
+        """The frame rate the content view is encoded at (every CONTENT_EVERY-th video tick)."""
+        return self.settings.fps / CONTENT_EVERY
+
+    def encoder_settings(self, view_id: str) -> EncoderSettings:
+        """The settings of a view's shared encoders: the content view's are told the content's own
+        frame rate, so its rate control (bits per frame, VBV) and key-frame interval fit the frames it
+        really gets; every other view's are the room's."""
+        if view_id == CONTENT_VIEW:
+            return replace(self.settings.encoder, fps=self.content_fps)
+        return self.settings.encoder
 
     def encoder(self, key: EncoderKey) -> VideoEncoder | None:
         entry = self._encoders.get(key)

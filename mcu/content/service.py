@@ -44,7 +44,7 @@ from mcu.room import RoomError
 from .hands import DtmfSequences, HandAction, HandError, HandQueue, check_sequences
 from .layout import CONTENT_LAYOUTS, DEFAULT_CONTENT_LAYOUT, content_rects
 from .source import ContentSource
-from .token import CHAIR_PREFIX, POLICIES, ContentToken, Result, TokenError, TokenEvent
+from .token import CHAIR_PREFIX, POLICIES, ContentToken, Reason, Result, TokenError, TokenEvent
 from .webrtc_share import ContentShareLeg
 from .webrtc_view import ContentViewLeg
 
@@ -68,6 +68,14 @@ MESSAGES = {
     "timeout": "上级节点未在规定时间内答复共享申请",
 }
 MIN_INTERVAL = 1.0  # seconds between two share requests, or two hand changes, of one site
+LINK_FEED = "cascade:"  # a lower cascade node's content from a link (mcu.cascade.content_link.link_feed)
+ASK_GRANT_WAIT = 5.0  # s a granted floor request waits for the tree's holder state before it is refused
+
+
+def _reason(reason: str) -> Reason:
+    """The tree's refusal reason as a token reason (an unknown one reads ``busy``)."""
+    known: tuple[Reason, ...] = ("busy", "awaiting_chair", "timeout", "queue_full", "unreachable")
+    return next((r for r in known if r == reason), "busy")
 
 
 class ContentError(ValueError):
@@ -142,6 +150,10 @@ class ConferenceContent:
         self.tree_holder: str | None = None
         self.feed: str | None = None
         self._left: str | None = None  # a presenter that left, whose release went to the root
+        # A lower cascade node: room systems' floor requests (H.239, BFCP) the root is deciding,
+        # by site: (asked at, or granted at once the root granted it and the tree's holder state is awaited).
+        self._asking: dict[str, tuple[float, bool]] = {}
+        self._releasing: set[str] = set()  # local presenters that gave the token back themselves
         conf.room.content = self
 
     # ---- the room's ContentFeed --------------------------------------------------------------
@@ -235,11 +247,15 @@ class ConferenceContent:
 
     def request_floor(self, who: str) -> Result:
         """``who`` asks for the token in its own protocol (an H.239 presentationTokenRequest); its
-        content then arrives through :meth:`on_frame`. The decision; refusals change nothing."""
+        content then arrives through :meth:`on_frame`. The decision; refusals change nothing.
+
+        On a lower cascade node the root decides: the answer is ``asking`` (reason; a ``queued``
+        event) and the decision comes later to :attr:`token_listeners` as a ``granted`` event (once
+        the tree's holder state names the site) or a ``refused`` one (see :meth:`_ask_tree`)."""
         if who not in self.conf.room.participants:
             return Result(False, "nobody")
-        if self._lower():  # the token is the root's: see docs/cascade.md (content), not done for H.239 yet
-            return Result(False, "busy")
+        if self._lower():
+            return self._ask_floor(who)
         if who != self.token.holder:  # a holder's re-sent request is answered again, not throttled
             try:
                 self._throttle(who, "share")
@@ -253,6 +269,9 @@ class ConferenceContent:
         """The presenter stops sharing (or withdraws its queued request); otherwise nothing happens."""
         if self._lower():
             assert self.cascade is not None
+            self._asking.pop(who, None)
+            if self.feed == who:
+                self._releasing.add(who)
             self.cascade.release(who)
             return
         had_request = any(r[0] == who for r in self.token.requests)
@@ -262,9 +281,12 @@ class ConferenceContent:
             self._publish_state("request_withdrawn")
 
     def floor_request(self, who: str) -> Result:
-        """A room system's own floor protocol (BFCP) asks for the token: the token's decision, carried out."""
-        if self._lower():  # the token is the root's: see docs/cascade.md (content), not done for BFCP yet
-            return Result(False, "busy")
+        """A room system's own floor protocol (BFCP) asks for the token: the token's decision, carried out.
+        On a lower cascade node: pending (``queued``) while the root decides, as :meth:`request_floor`."""
+        if self._lower():
+            if who not in self.conf.room.participants:
+                return Result(False, "nobody")
+            return self._ask_floor(who)
         result = self.token.request(who, self._clock())
         self._apply(result)
         return result
@@ -272,10 +294,75 @@ class ConferenceContent:
     def floor_release(self, who: str) -> Result:
         """A room system's floor protocol releases the token (or withdraws its queued request)."""
         if self._lower():
-            return Result(False, "not_holder")
+            asked = self._asking.pop(who, None) is not None
+            if self.feed != who and not asked:
+                return Result(False, "not_holder")
+            self.stop(who)
+            return Result(self.feed == who, "" if self.feed == who else "not_holder")
         result = self.token.release(who, self._clock())
         self._apply(result)
         return result
+
+    # ---- a lower cascade node: room systems' floor requests go to the root ------------------------
+    @property
+    def floor_holder(self) -> str | None:
+        """Who holds the floor as a room system's floor protocol shows it: a site of this node by its
+        own id, anyone else by their id (on a lower cascade node a remote presenter's qualified id)."""
+        if not self._lower():
+            return self.token.holder
+        if self.feed is not None and not self.feed.startswith(LINK_FEED):
+            return self.feed
+        return self.tree_holder
+
+    @property
+    def floor_requests(self) -> list[tuple[str, float]]:
+        """Requests not decided yet, oldest first: the chair's queue, or on a lower cascade node the
+        requests the root is deciding."""
+        if not self._lower():
+            return list(self.token.requests)
+        return sorted(((who, at) for who, (at, _) in self._asking.items()), key=lambda r: r[1])
+
+    def _ask_floor(self, who: str) -> Result:
+        now = self._clock()
+        if self.feed == who:
+            return Result(True)
+        if who in self._asking:  # a re-sent request: still with the root
+            return Result(False, "asking", (TokenEvent("queued", self.holder, who, "asking", now),))
+        try:
+            self._throttle(who, "share")
+        except ContentError:
+            return Result(False, "too_fast", (TokenEvent("refused", self.holder, who, "too_fast", now),))
+        self._asking[who] = (now, False)
+        self._releasing.discard(who)
+        self._spawn(self._ask_tree(who))
+        return Result(False, "asking", (TokenEvent("queued", self.holder, who, "asking", now),))
+
+    async def _ask_tree(self, who: str) -> None:
+        """The root's answer to a room system's request: a refusal is told at once (``refused`` to the
+        token listeners: H.239 reject; the floor listeners: BFCP Denied); a grant waits for the tree's
+        holder state naming the site (:meth:`tree_changed` tells ``granted``), bounded by :meth:`tick`."""
+        assert self.cascade is not None
+        granted, reason = await self.cascade.ask(who)
+        asked = self._asking.get(who)
+        if asked is None:
+            return  # withdrawn, or the holder state came first
+        if granted and self.feed != who:
+            self._asking[who] = (self._clock(), True)  # from now on, ASK_GRANT_WAIT for the holder state
+            return
+        del self._asking[who]
+        if granted:
+            return
+        self._listen(TokenEvent("refused", self.holder, who, _reason(reason), self._clock()))
+        self._publish_state("refused")
+        for listener in list(self.floor_listeners):
+            listener()
+
+    def _listen(self, event: TokenEvent) -> None:
+        for listener in list(self.token_listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("content: token listener failed")
 
     def on_frame(self, who: str, frame: av.VideoFrame) -> None:
         now = self._clock()
@@ -314,8 +401,12 @@ class ConferenceContent:
 
     # ---- the chair -----------------------------------------------------------------------------
     def grant(self, who: str) -> None:
+        """The chair gives the token to a site here or, on a cascade's root, to a presenter elsewhere in
+        the tree whose request is queued here (``<node>/<site>``, the ``chair`` policy)."""
         self._refuse_lower()
-        self._require_site(who)
+        remote = self.cascade is not None and "/" in who and any(r[0] == who for r in self.token.requests)
+        if not remote:
+            self._require_site(who)
         self._apply(self.token.grant(who, self._clock()))
         self._tell(who, {"type": "content_granted"})
 
@@ -442,9 +533,19 @@ class ConferenceContent:
         now = self._clock()
         present = self.conf.room.participants
         if self._lower() and self.cascade is not None and self.feed is not None and self.feed != self._left \
-                and not self.feed.startswith("cascade:") and self.feed not in present:
+                and not self.feed.startswith(LINK_FEED) and self.feed not in present:
             self._left = self.feed
             self.cascade.release(self.feed)  # our presenter left: the root frees the token at once
+        for who, (at, granted) in list(self._asking.items()):
+            if who not in present or (granted and now - at > ASK_GRANT_WAIT):
+                # left while asking, or granted but the tree's holder state never named it (another
+                # decision overtook it): withdrawn at the root, refused here
+                del self._asking[who]
+                if self.cascade is not None and not self.cascade.is_root:
+                    self.cascade.release(who)
+                self._listen(TokenEvent("refused", self.holder, who, "timeout", now))
+                for listener in list(self.floor_listeners):
+                    listener()
         holder = self.token.holder
         if holder is not None and not holder.startswith(CHAIR_PREFIX) and "/" not in holder \
                 and holder not in present:
@@ -503,10 +604,24 @@ class ConferenceContent:
     def tree_changed(self, presenter: str | None, feed: str | None) -> None:
         """A lower cascade node learnt who presents in the tree and where its content picture comes
         from (``feed``: a local site, ``cascade:<node>`` for a link, None: nobody)."""
-        old_feed = self.feed
+        old_feed, old_holder = self.feed, self.tree_holder
         self.tree_holder, self.feed = presenter, feed
+        now = self._clock()
+        if presenter != old_holder:
+            # the room systems' own token dialogue (H.239): who lost it, who has it now
+            if old_feed is not None and old_feed != feed and old_feed in self.conf.room.participants:
+                gave_up = old_feed in self._releasing
+                self._releasing.discard(old_feed)
+                self._listen(TokenEvent("released" if gave_up else "revoked", presenter, old_feed,
+                                        "released" if gave_up else "chair", now))
+            if presenter is not None:
+                subject = feed if feed is not None and feed in self.conf.room.participants else presenter
+                self._asking.pop(subject, None)
+                self._listen(TokenEvent("granted", subject, subject, "", now))
         if feed == old_feed:
             self._publish_state("tree")
+            for listener in list(self.floor_listeners):
+                listener()
             return
         if self.source.sample() is not None:
             self._tell_all({"type": "content_live", "live": False, "presenter": ""})

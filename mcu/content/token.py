@@ -55,7 +55,9 @@ CHAIR_PREFIX = "chair:"
 
 EventKind = Literal["granted", "queued", "refused", "released", "revoked", "policy"]
 Reason = Literal["", "busy", "awaiting_chair", "not_holder", "timeout", "left", "chair", "released",
-                 "unknown_policy", "empty_id", "nobody", "queue_full"]
+                 "unknown_policy", "empty_id", "nobody", "queue_full",
+                 # a lower cascade node (mcu.content.service): the root is deciding, or could not be asked
+                 "asking", "too_fast", "unreachable"]
 
 
 class TokenError(ValueError):

@@ -11,6 +11,12 @@ token manager; the mapping is the one ``mcu/content/token.py`` describes):
   *acknowledge* when granted, *reject* otherwise (busy, awaiting the chair, ...). The refusal's
   token reason is kept in :attr:`H239Floor.last_refusal` for the log. The response echoes the
   request's channelId and terminalLabel.
+* a request the token cannot decide at once (reason ``asking``: on a lower node of a cascade the
+  root decides, :mod:`mcu.cascade.content_tree`) gets no response yet: H.239 has no "pending". The
+  response follows the token event that decides it: ``granted`` for this site -> *acknowledge*,
+  ``refused`` for this site -> *reject* (its reason in :attr:`H239Floor.last_refusal`), echoing the
+  request's channelId and terminalLabel. A re-sent request meanwhile is still waiting (one
+  response, to the latest request).
 * presentationTokenRelease from the site -> ``floor.release(site)`` (a release by a non-holder
   changes nothing, as the token rules say).
 * the token is taken from the site (event ``revoked`` about this site: the chair revoked it or
@@ -71,6 +77,7 @@ class ContentFloor(Protocol):
 
 
 MCU_NUMBER = 1
+ASKING = "asking"  # the token's reason for a request decided later (a lower cascade node asks the root)
 CHAIR_PREFIX = "chair:"
 
 
@@ -101,11 +108,16 @@ class H239Floor:
     labels: TerminalLabels = field(default_factory=TerminalLabels)
     outgoing_channel: Callable[[], int | None] = lambda: None  # our content OLC to the site
     told_owner: str | None = None  # the owner last indicated to this site
+    waiting: H239Message | None = None  # a request whose decision comes later (reason ``asking``)
 
     def on_message(self, message: H239Message, now: float) -> list[H239Message]:
         """The site sent ``message``; returns what to send back."""
         if message.kind is SubMessage.PRESENTATION_TOKEN_REQUEST:
             result = self.floor.request(self.site, now)
+            if not result.granted and result.reason == ASKING:
+                self.waiting = message
+                return []
+            self.waiting = None
             self.last_refusal = "" if result.granted else (result.reason or "busy")
             return [H239Message(SubMessage.PRESENTATION_TOKEN_RESPONSE, channel_id=message.channel_id,
                                 terminal_label=message.terminal_label, acknowledge=result.granted)]
@@ -118,9 +130,16 @@ class H239Floor:
         return []
 
     def on_token_event(self, event: FloorEvent) -> list[H239Message]:
-        """A token event of the conference: presentationTokenRelease when the site loses the token it
-        did not give up; presentationTokenIndicateOwner when the token has a new owner."""
+        """A token event of the conference: the response to a request decided later; presentationTokenRelease
+        when the site loses the token it did not give up; presentationTokenIndicateOwner when the token
+        has a new owner."""
         out: list[H239Message] = []
+        if self.waiting is not None and event.subject == self.site and event.kind in ("granted", "refused"):
+            request, self.waiting = self.waiting, None
+            granted = event.kind == "granted"
+            self.last_refusal = "" if granted else (event.reason or "busy")
+            out.append(H239Message(SubMessage.PRESENTATION_TOKEN_RESPONSE, channel_id=request.channel_id,
+                                   terminal_label=request.terminal_label, acknowledge=granted))
         lost = event.subject == self.site and event.kind in ("revoked", "released") and not (
             event.kind == "released" and event.reason in ("released", "left"))  # not its own release
         if lost:

@@ -70,6 +70,9 @@ class ConferenceContentPort(Protocol):
 
     def request_floor(self, who: str) -> FloorResult: ...
 
+    def holds(self, who: str) -> bool:
+        """Whether site ``who`` of this node presents now (on a lower cascade node too)."""
+
     def stop(self, who: str) -> None: ...
 
     def on_frame(self, who: str, frame: av.VideoFrame) -> None: ...
@@ -195,7 +198,7 @@ class H323ContentLink:
         if self._on_token in self.content.token_listeners:
             self.content.token_listeners.remove(self._on_token)
         self._unsubscribe()
-        if self.content.token.holder == self.site_id:
+        if self.content.holds(self.site_id):
             self.content.stop(self.site_id)
         if self._task is not None:
             self._task.cancel()
@@ -265,7 +268,7 @@ class H323ContentLink:
     def wants_content(self) -> bool:
         """Someone else's content is live in the room."""
         holder = self.content.holder
-        return holder is not None and holder != self.site_id and self.conf.room.content_live()
+        return holder is not None and not self.content.holds(self.site_id) and self.conf.room.content_live()
 
     async def _watch(self) -> None:
         while not self.closed:

@@ -10,7 +10,9 @@ listener (:class:`sip_gateway.aio.bfcp_listener.BfcpListener`), and refuses the 
 docs/sip-conference.md). When the site joins, its User ID is bound to its participant id; the floor is
 the conference's :class:`mcu.content.service.ConferenceContent` (FloorRequest takes the token as any
 presenter does; the chair's grant/revoke/take reach the site as FloorRequestStatus/FloorStatus through
-``floor_listeners``). When the call ends, the site's floor request ends with it.
+``floor_listeners``). On a lower node of a cascade the token is the root's: a FloorRequest is Pending
+while the root decides, then Granted (the tree's holder names the site) or Denied; FloorStatus shows
+the tree's holder. When the call ends, the site's floor request ends with it.
 
 The BFCP Conference ID is the conference's numeric id (``80000001``), so a room's ``a=confid`` reads
 like the number it dialled.
@@ -56,13 +58,6 @@ FLOOR_ID = 1
 SLIDES_LABEL = "2"
 
 
-class TokenView(Protocol):
-    @property
-    def holder(self) -> str | None: ...
-    @property
-    def requests(self) -> Sequence[tuple[str, float]]: ...
-
-
 class ContentSubscription(Protocol):
     def request_keyframe(self) -> None: ...
     def close(self) -> None: ...
@@ -85,12 +80,17 @@ class ContentFloor(Protocol):
     """What BFCP needs of a conference's content (``mcu.content.service.ConferenceContent`` is one)."""
 
     @property
-    def token(self) -> TokenView: ...
+    def floor_holder(self) -> str | None:
+        """Who holds the floor (a site of this node by its id; on a lower cascade node, the tree's holder)."""
+    @property
+    def floor_requests(self) -> Sequence[tuple[str, float]]:
+        """Requests not decided yet (the chair's queue; on a lower cascade node, those the root decides)."""
     @property
     def floor_listeners(self) -> list[Callable[[], None]]: ...
 
     def floor_request(self, who: str) -> FloorVerdict: ...
     def floor_release(self, who: str) -> FloorVerdict: ...
+    def holds(self, who: str) -> bool: ...
     def on_frame(self, who: str, frame: av.VideoFrame) -> None: ...
     def content_sample(self) -> object | None: ...
     @property
@@ -113,11 +113,11 @@ class _Floor:
 
     @property
     def holder(self) -> str | None:
-        return self.content.token.holder
+        return self.content.floor_holder
 
     @property
     def requests(self) -> Sequence[tuple[str, float]]:
-        return self.content.token.requests
+        return self.content.floor_requests
 
     def request(self, who: str, now: float) -> FloorVerdict:
         return self.content.floor_request(who)
@@ -327,7 +327,7 @@ class SipFloors:
         (not the presenter's own: it knows its slides); the site's main stream shows the people."""
         leg = client.slides
         room = client.content.conf.room
-        presenting = client.content.token.holder == client.participant
+        presenting = client.content.holds(client.participant)
         if live and not presenting and leg is not None and client.sending is None and leg.video is not None \
                 and leg.video.session is not None:
             codec = leg.video.session.codec

@@ -5,8 +5,11 @@ The MCU is the floor control server of every conference with one floor: the conf
 ``mcu.content.token.ContentToken`` is); this machine maps BFCP onto it and back:
 
 * ``FloorRequest`` -> :meth:`Floor.request`. Granted -> ``FloorRequestStatus`` Granted; queued for the
-  chair (the token's ``"chair"`` policy) -> Pending with the queue position; refused (another site
-  presents) -> **Denied**, and the request ends.
+  chair (the token's ``"chair"`` policy), or still being decided elsewhere (a lower node of an MCU
+  cascade asks the root) -> Pending with the queue position; refused (another site presents) ->
+  **Denied**, and the request ends. A Pending request that leaves the floor's queue without being
+  granted (the chair dismissed it, the cascade's root refused it) ends **Denied** (RFC 8855 §5.2.4:
+  Pending, then Denied); one its client released ends Cancelled.
 * ``FloorRelease`` -> :meth:`Floor.release`: Released (Cancelled for a request that was still pending).
 * ``FloorRequestQuery`` -> the request's ``FloorRequestStatus``; ``FloorQuery`` -> ``FloorStatus`` and
   the client is told of every later change of the floor (RFC 8855 §13.5).
@@ -272,7 +275,7 @@ class FloorControlServer:
             elif state.status == RequestStatus.PENDING and state.participant in queued:
                 new = RequestStatus.PENDING
             else:
-                new = RequestStatus.REVOKED if state.status == RequestStatus.GRANTED else RequestStatus.CANCELLED
+                new = RequestStatus.REVOKED if state.status == RequestStatus.GRANTED else RequestStatus.DENIED
             if new == state.status:
                 continue
             state.status = new

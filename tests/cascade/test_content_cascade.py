@@ -7,6 +7,8 @@ picture at another node is checked by its pixels.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,7 +27,10 @@ from mcu.cascade.content_link import CascadedContent
 from mcu.conferences import RunningConference
 from mcu.content.service import ConferenceContent, ContentError
 from mcu.room import CONTENT_SOURCE_ID, RoomSettings
+from sip_gateway.bfcp.message import AttributeType, Primitive, RequestStatus, u16
 from tests.conftest import free_port, make_settings, with_database
+from tests.sip_gateway.bfcp_client import Capture, UdpBfcpClient, request_status_of
+from tests.sip_gateway.sip_testlib import run_sipp
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +124,20 @@ nodes = ["city", "luoding", "luoding-t1"]
     return path
 
 
+async def stop_within(node: Node, seconds: float) -> None:
+    """Stop a node, bounded: once (in one run of many) a node's stop hung past the test's timeout
+    with nothing to show; past ``seconds`` the tasks still pending are printed and the test fails."""
+    stopping = asyncio.ensure_future(node.stop())
+    try:
+        await asyncio.wait_for(asyncio.shield(stopping), seconds)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                print("pending at stop:", task, file=sys.stderr)
+                task.print_stack(limit=8, file=sys.stderr)
+        raise AssertionError(f"node {node.core.settings.node_name} did not stop within {seconds} s") from None
+
+
 @pytest.fixture
 async def tree(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
     dbs = {n: "cc_" + uuid.uuid4().hex[:12] for n in NAMES}
@@ -154,7 +173,7 @@ async def tree(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
         yield started
     finally:
         for site in reversed(list(started.values())):
-            await site.node.stop()
+            await stop_within(site.node, 60)
         admin = await asyncpg.connect(pg_url)
         try:
             for db in dbs.values():
@@ -185,6 +204,15 @@ def link_state(sites: dict[str, Site]) -> str:
         wanted = 2 if site.name == "luoding" else 1
         if len(links) != wanted or not all(link["started"] for link in links):
             return f"{site.name}: slides streams {links}; uplinks {cascade.status(CONF) if cascade else None}"
+    return ""
+
+
+def control_state(sites: dict[str, Site]) -> str:
+    """'' once every node's control channels and content tree are up (the token needs no media)."""
+    for site in sites.values():
+        control = site.node.cascade_control
+        if control is None or not all(control.channels().values()) or site.tree is None:
+            return f"{site.name}: channels {control.channels() if control else None}, tree {site.tree}"
     return ""
 
 
@@ -294,3 +322,110 @@ async def test_a_township_presents_to_the_city_and_the_city_to_the_township(tree
     finally:
         for task in frames:
             task.cancel()
+
+
+async def _status_of(client: UdpBfcpClient, rid: int) -> int:
+    """The next FloorRequestStatus the server sends on its own about request ``rid`` (FloorStatus skipped)."""
+    while True:
+        message = await client.receive()
+        if message.primitive == Primitive.FLOOR_REQUEST_STATUS:
+            assert not message.responder, message  # a notification, not an answer
+            got, status = request_status_of(message)
+            if got == rid:
+                return status
+
+
+async def test_a_bfcp_room_on_the_county_meets_the_tree_token(tree: dict[str, Site], tmp_path: Path,
+                                                             artifacts_dir: Path) -> None:
+    """A SIP room system (SIPp, offering slides and UDP/BFCP) dials the county (罗定). While the township
+    presents, its FloorRequest is Pending (the city, the root, decides) and then Denied; once the
+    township stops, Pending then Granted, and the city's token names it; the city's chair taking the
+    token Revokes it. tshark's BFCP dissector judges every message on the county's BFCP port (over
+    UDP each message is a datagram of its own: Debian's tshark 4.0 dissects only the first BFCP message
+    of a TCP segment, and the tree's answer often shares one with a FloorStatus)."""
+    assert shutil.which("sipp"), "sipp missing (Debian sip-tester, in TEST_DEBS)"
+    city, county, town = tree["city"], tree["luoding"], tree["luoding-t1"]
+    await eventually(lambda: not control_state(tree), 30, "three nodes' control channels and content trees up",
+                     lambda: control_state(tree))
+    sip, floors = county.node.sip, county.node.sip.floors if county.node.sip is not None else None
+    assert sip is not None and floors is not None and floors.listener.port
+    await town.conf.join("t1-room", "罗镜镇会议室", "webrtc")
+    await city.conf.join("city-main", "云浮市主会场", "webrtc", chair=True)
+    bfcp_port = floors.listener.port
+    sipp: asyncio.Task[tuple[int, str]] | None = None
+    frames: list[asyncio.Task[None]] = []
+    try:
+        async with Capture(bfcp_port, tmp_path / "bfcp_cascade.pcap", "udp") as capture:
+            await present(town, "t1-room", TOWN_SLIDE, frames)
+            await eventually(lambda: county.content.holder == "luoding-t1/t1-room", 5, "the county learnt the holder")
+            sip_port = county.node.core.settings.sip.udp_port
+            sipp = asyncio.ensure_future(run_sipp("bfcp_udp_call.xml", sip_port, CONF, limit=60, extra=("-aa",)))
+            before = {s.site_id for s in county.conf.sites.values() if s.status == "joined"}
+
+            def room_id() -> str | None:
+                now = {s.site_id for s in county.conf.sites.values() if s.status == "joined"} - before
+                return next(iter(now)) if now else None
+
+            await eventually(lambda: room_id() is not None or sipp is None or sipp.done(), 30, "SIPp to join the county")
+            room = room_id()
+            assert room is not None, sipp.result()[1][-3000:] if sipp.done() else ""
+            site = next(s for s in sip.gateway.sites.values() if s.site_id == room)
+            assert site.call.local_sdp is not None
+            bfcp = site.call.local_sdp.media[3]
+            assert bfcp.proto == "UDP/BFCP" and bfcp.port == bfcp_port and bfcp.attr("confid") == CONF
+            client = await UdpBfcpClient.connect("127.0.0.1", bfcp_port, int(CONF), int(bfcp.attr("userid") or 0))
+            try:
+                assert (await client.request(Primitive.HELLO)).primitive == Primitive.HELLO_ACK
+                status = await client.request(Primitive.FLOOR_QUERY, u16(AttributeType.FLOOR_ID, 1))
+                assert status.primitive == Primitive.FLOOR_STATUS
+                # the township holds the floor: FloorStatus shows a holder that is no BFCP client here
+                held = [request_status_of(status)] if status.first(AttributeType.FLOOR_REQUEST_INFORMATION) else []
+                assert held == [(0xFFFF, RequestStatus.GRANTED)], held
+
+                # 1. The room asks while the township presents: Pending, then Denied from the root
+                rid, first = await client.floor_request(1)
+                assert first == RequestStatus.PENDING
+                assert await _status_of(client, rid) == RequestStatus.DENIED
+                asked = asyncio.get_running_loop().time()
+                assert city.content.token.holder == "luoding-t1/t1-room"
+                assert not county.content.holds(room)
+
+                # 2. The township stops; the room asks again: Pending, then Granted, the city's token names it
+                frames.pop().cancel()
+                town.content.stop("t1-room")
+                await eventually(lambda: county.content.holder is None, 5, "the county learnt nobody presents")
+                await asyncio.sleep(max(0.0, asked + 1.1 - asyncio.get_running_loop().time()))  # 1 request/s
+                rid, first = await client.floor_request(1)
+                assert first == RequestStatus.PENDING
+                assert await _status_of(client, rid) == RequestStatus.GRANTED
+                assert city.content.token.holder == f"luoding/{room}"
+                assert county.content.holds(room)
+                await eventually(lambda: town.content.holder == f"luoding/{room}", 5, "the township learnt it")
+
+                # 3. A presenter elsewhere in the tree is now refused
+                await asyncio.sleep(1.1)
+                with pytest.raises(ContentError) as refused:
+                    await town.content.present("t1-room")
+                assert refused.value.code == "busy"
+
+                # 4. The city's chair takes the token: the room is told Revoked
+                city.content.take("lead")
+                assert await _status_of(client, rid) == RequestStatus.REVOKED
+                await eventually(lambda: county.content.holder == "chair:lead", 5, "the county learnt the chair took it")
+                await eventually(lambda: not floors.listener.udp.pending, 5, "every notification acknowledged")
+            finally:
+                client.close()
+            code, output = await sipp
+            assert code == 0, output[-3000:]
+    finally:
+        for task in frames:
+            task.cancel()
+        if sipp is not None and not sipp.done():
+            sipp.cancel()
+    shutil.copy(capture.path, artifacts_dir / "bfcp_cascade.pcap")
+    assert {p[0] for src, p in capture.udp_payloads() if src == bfcp_port} <= {0x40, 0x50}  # version 2 (R flag)
+    rows = await capture.fields("bfcp", "udp.srcport", "bfcp.request_status")
+    statuses = {int(s) for r in rows if r[0] == str(bfcp_port) for s in r[1].split(",") if s}
+    assert {RequestStatus.PENDING, RequestStatus.DENIED, RequestStatus.GRANTED, RequestStatus.REVOKED} <= statuses, rows
+    bad = await capture.fields("_ws.malformed || _ws.expert.severity >= error", "frame.number")
+    assert bad == [], bad
