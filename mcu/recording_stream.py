@@ -3,11 +3,13 @@
 A recorder node that records a conference running here asks over node RPC (``tap.open``); this
 node opens a TCP listener on ``nodes.tap_host`` (port chosen by the kernel) for that one stream and
 answers with its address, a one-time token, the broadcast encoders running now and the conference
-clock. The recorder connects, sends the token, then subscribes (``S``), asks for key frames (``K``)
-and for the full mix (``M``); this node sends the broadcast view's H.264 packets (``V``), the mix
-(``A``), the clock (``N``, each second) and ``E`` when the conference ends. The recording joins the
-same shared encoder a local recording would (``RecordingTap``): no encode of its own when one runs.
-The wire format is ``sip_gateway/rtp/tap_stream.py``.
+clock. The recorder connects, sends the token, then subscribes (``S``), asks for key frames (``K``),
+for the full mix (``M``) and for the content stream (``C``); this node sends the broadcast view's
+H.264 packets (``V``), the content encoder's (``P``, only while content is live), the mix (``A``),
+the clock (``N``, each second) and ``E`` when the conference ends. The recording joins the same
+shared encoders a local recording would (``RecordingTap``: ``subscribe_broadcast``,
+``subscribe_content``): no encode of its own when one runs. The wire format is
+``sip_gateway/rtp/tap_stream.py``.
 
 Rules: a listener not connected to within ``ACCEPT_S`` closes; a wrong token closes the
 connection; when the recorder goes away, its subscription and mix listener are removed. When the
@@ -31,7 +33,9 @@ from sip_gateway.rtp.tap_stream import (
     FrameReader,
     TapStreamError,
     audio_frame,
+    content_frame,
     frame,
+    parse_content_control,
     parse_subscribe,
     time_frame,
     video_frame,
@@ -52,6 +56,7 @@ class _Stream:
         self.writer = writer
         self.loop = asyncio.get_running_loop()
         self.subscription: Subscription | None = None
+        self.content: Subscription | None = None
         self.mixing = False
         self.dropped = 0
 
@@ -70,6 +75,9 @@ class _Stream:
     def video(self, packet: EncodedPacket) -> None:
         self.send(video_frame(packet))
 
+    def content_packet(self, packet: EncodedPacket) -> None:
+        self.send(content_frame(packet))
+
     def audio(self, samples: AudioFrame, at: float) -> None:
         self.send(audio_frame(samples, at))
 
@@ -77,6 +85,9 @@ class _Stream:
         if self.subscription is not None:
             self.subscription.close()
             self.subscription = None
+        if self.content is not None:
+            self.content.close()
+            self.content = None
         if self.mixing:
             self.conference.remove_mix_listener(self.audio)
             self.mixing = False
@@ -146,7 +157,8 @@ class TapService:
         self._spawn(expire())
         encoders = [[e.width, e.height, e.single_nal] for e in conference.broadcast_encoders()]
         log.info("recording tap of %s: listening on %s:%d", conference_id, self.host, port)
-        return {"host": self.host, "port": port, "token": token, "encoders": encoders, "now": conference.now()}
+        return {"host": self.host, "port": port, "token": token, "encoders": encoders, "now": conference.now(),
+                "content": True}  # this node serves the content stream (C/P frames)
 
     async def _stream(self, conference: TappedConference, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       frames: FrameReader, pending: list[tuple[bytes, bytes]]) -> None:
@@ -194,6 +206,15 @@ class TapService:
             elif not on and stream.mixing:
                 stream.conference.remove_mix_listener(stream.audio)
             stream.mixing = on
+        elif kind == b"C":
+            action = parse_content_control(payload)
+            if action == b"1" and stream.content is None:
+                stream.content = stream.conference.subscribe_content(stream.content_packet)
+            elif action == b"0" and stream.content is not None:
+                stream.content.close()
+                stream.content = None
+            elif action == b"K" and stream.content is not None:
+                stream.content.request_keyframe()
         else:
             raise TapStreamError(f"unexpected {kind!r} from the recorder")
 

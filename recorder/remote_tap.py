@@ -4,7 +4,11 @@ A `--role recorder` node records a conference hosted by a `--role mcu` node thro
 recording tap stream (``mcu/recording_stream.py``; wire format ``sip_gateway/rtp/tap_stream.py``):
 `prepare(conference_id)` asks the hosting node over node RPC (``tap.open``) and connects to the
 address it answers; then `running(conference_id)` is a `LiveConference` like a local one, so
-``ConferenceRecorder`` records it unchanged (segments under ``conf-<id>`` in this node's store).
+``ConferenceRecorder`` records it unchanged (segments under ``conf-<id>`` in this node's store): the
+broadcast view, the mix and the content stream (the hosting node's shared content encoder, its
+packets only while content is live), so the content track and content leaves are written as for
+a local recording. A hosting node that does not serve the content stream (its ``tap.open`` answer
+lacks ``"content": true``) is recorded without it.
 
 The conference clock: packets carry the MCU's conference time (``composed_at``, mix tick times);
 this side keeps ``offset = remote clock - local monotonic clock`` from the ``N`` frames (the
@@ -27,6 +31,7 @@ from recorder.live_source import MixListener, PacketSink
 from sip_gateway.rtp.tap_stream import (
     FrameReader,
     TapStreamError,
+    content_control,
     frame,
     parse_audio,
     parse_time,
@@ -69,17 +74,26 @@ class RemoteSummary:
 
 
 class RemoteVideo:
-    def __init__(self, conference: RemoteConference) -> None:
+    """The broadcast view's subscription, or with ``content`` the content stream's."""
+
+    def __init__(self, conference: RemoteConference, content: bool = False) -> None:
         self.conference = conference
+        self.content = content
         self.closed = False
 
     def request_keyframe(self) -> None:
         if not self.closed:
-            self.conference.send(frame(b"K"))
+            self.conference.send(content_control(b"K") if self.content else frame(b"K"))
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
-        self.conference.video_sink = None
+        if self.content:
+            self.conference.content_sink = None
+            self.conference.send(content_control(b"0"))
+        else:
+            self.conference.video_sink = None
 
 
 class RemoteConference:
@@ -87,7 +101,7 @@ class RemoteConference:
 
     def __init__(self, conference_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  encoders: Sequence[RemoteEncoder], remote_now: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, content: bool = False) -> None:
         self.conference_id = conference_id
         self.reader = reader
         self.writer = writer
@@ -95,6 +109,8 @@ class RemoteConference:
         self.clock = clock
         self.offset = remote_now - clock()
         self.video_sink: PacketSink | None = None
+        self.serves_content = content  # the hosting node streams the content encoder (C/P frames)
+        self.content_sink: PacketSink | None = None
         self.mix: list[MixListener] = []
         self._ended = False
         self._task = asyncio.create_task(self._read(), name=f"tap-{conference_id}")
@@ -118,10 +134,13 @@ class RemoteConference:
         return RemoteVideo(self)
 
     def subscribe_content(self, sink: PacketSink) -> RemoteVideo | None:
-        """The tap stream carries the broadcast view and the mix, not the content stream yet: a
-        recording made on a recorder node has no second video track (content shows composed in
-        the broadcast view)."""
-        return None
+        """Receive the hosting node's shared content encoder's packets (``P`` frames, only while
+        content is live); None when the conference has ended or that node does not serve them."""
+        if self._ended or not self.serves_content:
+            return None
+        self.content_sink = sink
+        self.send(content_control(b"1"))
+        return RemoteVideo(self, content=True)
 
     def add_mix_listener(self, listener: MixListener) -> None:
         if listener not in self.mix:
@@ -150,6 +169,10 @@ class RemoteConference:
                         sink = self.video_sink
                         if sink is not None:
                             sink(parse_video(payload))
+                    elif kind == b"P":
+                        content = self.content_sink
+                        if content is not None:
+                            content(parse_video(payload, "content"))
                     elif kind == b"A":
                         samples, at = parse_audio(payload)
                         for listener in list(self.mix):
@@ -201,7 +224,8 @@ class RemoteLiveSource:
             raise RemoteTapError("unavailable", f"无法连接会议所在节点的录制流：{exc}") from None
         writer.write(frame(b"T", str(answer["token"]).encode()))
         encoders = [RemoteEncoder(int(w), int(h), bool(s)) for w, h, s in answer.get("encoders", [])]
-        self._open[conference_id] = RemoteConference(conference_id, reader, writer, encoders, float(answer["now"]))
+        self._open[conference_id] = RemoteConference(conference_id, reader, writer, encoders, float(answer["now"]),
+                                                     content=answer.get("content") is True)
 
     def running(self, conference_id: str) -> RemoteConference | None:
         return self._open.get(conference_id)

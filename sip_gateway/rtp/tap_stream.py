@@ -1,4 +1,4 @@
-"""The recording tap stream between nodes: a conference's broadcast H.264 packets and full mix, framed.
+"""The recording tap stream between nodes: a conference's broadcast and content H.264 packets and full mix, framed.
 
 A recorder node records a conference that runs on another (MCU) node through one TCP connection
 (``mcu/recording_stream.py`` serves it, ``recorder/remote_tap.py`` reads it). This module is the
@@ -13,8 +13,12 @@ kind   direction   payload
 ``S``  rec → mcu   subscribe to the broadcast view: JSON ``{"width", "height", "single_nal"}``
 ``K``  rec → mcu   ask the encoder for a key frame (empty)
 ``M``  rec → mcu   start (``b"1"``) or stop (``b"0"``) the full mix
+``C``  rec → mcu   the content stream: start (``b"1"``), stop (``b"0"``) or ask its encoder for a
+                   key frame (``b"K"``)
 ``V``  mcu → rec   ``!qd?HH`` pts (90 kHz), composed_at (conference clock), keyframe, width,
                    height; then the H.264 access unit (Annex B)
+``P``  mcu → rec   a content access unit (the shared content encoder's, sent only while content
+                   is live): the same layout as ``V``
 ``A``  mcu → rec   ``!d`` conference time of the mixer tick; then 960 int16 samples (big-endian)
 ``N``  mcu → rec   ``!d`` the conference clock now (sent once a second: the receiver's offset)
 ``E``  mcu → rec   the conference ended (empty); the sender closes
@@ -23,6 +27,9 @@ kind   direction   payload
 Rules: a payload longer than ``MAX_PAYLOAD`` or an unknown kind is a ``TapStreamError`` (the reader
 closes the connection); a truncated frame waits for more bytes. A video or audio payload that does
 not parse is a ``TapStreamError`` too: nothing half-parsed reaches the recording.
+
+The content frames (``C``, ``P``) came later than the rest: a hosting node that serves them says so
+in its ``tap.open`` answer (``"content": true``), and a recorder sends ``C`` only to such a node.
 """
 from __future__ import annotations
 
@@ -34,7 +41,8 @@ import numpy as np
 from .media_primitives import FRAME_SAMPLES, AudioFrame, EncodedPacket
 
 MAX_PAYLOAD = 4 * 1024 * 1024
-KINDS = frozenset(b"TSKMVANE")
+KINDS = frozenset(b"TSKMCVPANE")
+CONTENT_CONTROLS = frozenset((b"1", b"0", b"K"))  # a C frame: start, stop, key frame
 _HEADER = struct.Struct("!cI")
 _VIDEO = struct.Struct("!qd?HH")
 _TIME = struct.Struct("!d")
@@ -53,9 +61,24 @@ def frame(kind: bytes, payload: bytes = b"") -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
 
 
-def video_frame(packet: EncodedPacket) -> bytes:
-    return frame(b"V", _VIDEO.pack(packet.pts, packet.composed_at, packet.keyframe, packet.width, packet.height)
+def _encoded(kind: bytes, packet: EncodedPacket) -> bytes:
+    return frame(kind, _VIDEO.pack(packet.pts, packet.composed_at, packet.keyframe, packet.width, packet.height)
                  + packet.data)
+
+
+def video_frame(packet: EncodedPacket) -> bytes:
+    """A broadcast view access unit (``V``)."""
+    return _encoded(b"V", packet)
+
+
+def content_frame(packet: EncodedPacket) -> bytes:
+    """A content access unit (``P``): parsed by `parse_video` like a ``V`` payload."""
+    return _encoded(b"P", packet)
+
+
+def content_control(action: bytes) -> bytes:
+    """A ``C`` frame: ``b"1"`` start the content stream, ``b"0"`` stop it, ``b"K"`` ask for a key frame."""
+    return frame(b"C", parse_content_control(action))
 
 
 def audio_frame(samples: AudioFrame, at: float) -> bytes:
@@ -97,6 +120,12 @@ def parse_time(payload: bytes) -> float:
     return float(t)
 
 
+def parse_content_control(payload: bytes) -> bytes:
+    if payload not in CONTENT_CONTROLS:
+        raise TapStreamError(f"bad content control {payload[:8]!r}")
+    return payload
+
+
 def parse_subscribe(payload: bytes) -> tuple[int, int, bool]:
     try:
         body = json.loads(payload)
@@ -130,5 +159,6 @@ class FrameReader:
         return out
 
 
-__all__ = ["AUDIO_BYTES", "MAX_PAYLOAD", "FrameReader", "TapStreamError", "audio_frame", "frame", "parse_audio",
-           "parse_subscribe", "parse_time", "parse_video", "subscribe_frame", "time_frame", "video_frame"]
+__all__ = ["AUDIO_BYTES", "CONTENT_CONTROLS", "MAX_PAYLOAD", "FrameReader", "TapStreamError", "audio_frame",
+           "content_control", "content_frame", "frame", "parse_audio", "parse_content_control", "parse_subscribe",
+           "parse_time", "parse_video", "subscribe_frame", "time_frame", "video_frame"]
