@@ -170,15 +170,8 @@ class CascadeService:
         self.content = LinkContent(self.sip, policy=self.sip.endpoint.ua.config.policy)
         self.content.start()
         self.admission.slides = self.content
+        self.start_standby_watch()
         parent = self.parent
-        if self.news is None:
-            self.news = self.core.bus
-        self._homeward = homeward_children(self.plan, self.node)
-        counties = standby_counties(self.plan, self.node)
-        if parent is not None and counties:
-            self.standby = StandbyWatch(standby_watch_config(self.settings, parent.name, counties), time.time())
-            self._news = self.news.subscribe(CHILD_HOME)
-            self._news_task = asyncio.get_running_loop().create_task(self._news_loop(), name="cascade-child-home")
         if parent is not None:
             self._qualify_target = f"sip:{parent.sip}"
             self._formed_on = parent.name
@@ -223,6 +216,19 @@ class CascadeService:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.content is not None:
             await self.content.stop()
+
+    def start_standby_watch(self) -> None:
+        """The bridge watch of a standby city node, and the city's announcements of the counties that
+        come back to it (part of `start`; the SIP-less part, so a test can run it alone)."""
+        if self.news is None:
+            self.news = self.core.bus
+        self._homeward = homeward_children(self.plan, self.node)
+        counties = standby_counties(self.plan, self.node)
+        parent = self.parent
+        if parent is not None and counties:
+            self.standby = StandbyWatch(standby_watch_config(self.settings, parent.name, counties), time.time())
+            self._news = self.news.subscribe(CHILD_HOME)
+            self._news_task = asyncio.get_running_loop().create_task(self._news_loop(), name="cascade-child-home")
 
     def attach_content(self, trees: ContentTrees) -> None:
         """The control channels run: the links' slides streams follow their conferences' content trees."""
