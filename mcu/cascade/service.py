@@ -402,7 +402,7 @@ class CascadeService:
     async def _audit_watch(self, county: str, armed: bool, reason: str) -> None:
         try:
             await self.core.audit.record(f"node:{self.node.name}", "cascade.standby_watch", county,
-                                         detail={"armed": armed, "reason": reason})
+                                         detail={"county": county, "armed": armed, "reason": reason})
         except Exception:
             log.exception("cascade: auditing the standby's watch of %s", county)
 
