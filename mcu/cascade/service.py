@@ -13,6 +13,11 @@
   `ParentChoice` decides which one it cascades into, and on a switch its up-links are re-formed on
   the new parent (published as ``cascade.parent`` and audited), and the control channel follows it
   (`attach_control`: its up channel is re-opened to the new parent).
+* a **standby city node** (listed in other nodes' ``standby_parents``) watches the telecom bridge of
+  a county that cascades into it, while the city is gone (`StandbyWatch`, issue 17): the county's
+  link call or control channel arriving here arms it; the city announcing on the shared bus that
+  the county is back on it (``cascade.child_home``, published by the city when such a county's link
+  call or control channel arrives there) disarms it, and the watcher leaves the county's bridge.
 
 `CascadeService.status(conference_id)` lists this node's links with their path state and
 history; `control_state(node, up)` is how the control channel reports itself. Every path
@@ -30,6 +35,7 @@ from typing import Any, Protocol
 
 from config.settings import CascadeSettings
 from config.site_plan import Node, SitePlan
+from core.bus import Event
 from core.runtime import CoreServices
 from mcu.cascade.admission import CascadeAdmission
 from mcu.cascade.backup_watch import BackupWatcher
@@ -37,6 +43,7 @@ from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, Pat
 from mcu.cascade.link_content import ContentTrees, LinkContent
 from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
 from mcu.cascade.parent_choice import ParentChoice, ParentChoiceConfig, ParentSwitch
+from mcu.cascade.standby_watch import StandbyWatch, StandbyWatchConfig
 from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
 from mcu.legs.sip_bridge import SipBridge
 from sip_gateway.sip import events as ev
@@ -51,6 +58,22 @@ class ParentFollower(Protocol):
     async def follow_parent(self, name: str) -> None: ...
 
 
+class EventStream(Protocol):
+    async def get(self) -> Event: ...
+
+    def close(self) -> None: ...
+
+
+class HomeNews(Protocol):
+    """Where the city announces that a county is back on it and the standby hears it: the bus,
+    which runs over the database the city and the standby share."""
+
+    async def publish(self, topic: str, payload: dict[str, Any] | None = None) -> Any: ...
+
+    def subscribe(self, pattern: str = "*", maxsize: int = 1000) -> EventStream: ...
+
+
+CHILD_HOME = "cascade.child_home"
 RECONCILE_INTERVAL = 1.0
 CHOICE_INTERVAL = 0.2
 
@@ -73,6 +96,25 @@ def parent_choice_config(settings: CascadeSettings, parents: tuple[str, ...]) ->
     return ParentChoiceConfig(parents, dead_after=max(settings.rtp_timeout_seconds,
                                                       3 * settings.options_interval_seconds),
                               probe_gap=probe_gap, hold=settings.hold_seconds,
+                              startup_grace=settings.dial_timeout_seconds + settings.rtp_timeout_seconds)
+
+
+def standby_counties(plan: SitePlan, node: Node) -> frozenset[str]:
+    """The MCU nodes that list ``node`` as a standby parent (their plan parent is another node)."""
+    return frozenset(n.name for n in plan.nodes if node.name in n.standby_parents and n.parent != node.name
+                     and n.kind == "mcu")
+
+
+def homeward_children(plan: SitePlan, node: Node) -> frozenset[str]:
+    """``node``'s plan children that may cascade into a standby city node: the city announces when
+    one of them is back on it."""
+    return frozenset(n.name for n in plan.nodes if n.parent == node.name and n.standby_parents)
+
+
+def standby_watch_config(settings: CascadeSettings, city: str, counties: frozenset[str]) -> StandbyWatchConfig:
+    """The city is gone for the standby as it is for a county choosing its parent (`parent_choice_config`)."""
+    return StandbyWatchConfig(city, counties, dead_after=max(settings.rtp_timeout_seconds,
+                                                             3 * settings.options_interval_seconds),
                               startup_grace=settings.dial_timeout_seconds + settings.rtp_timeout_seconds)
 
 
@@ -103,6 +145,11 @@ class CascadeService:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     content: LinkContent | None = None  # the links' slides streams (mcu.cascade.link_content)
     control: ParentFollower | None = None  # the control channel, which follows the parent chosen here
+    news: HomeNews | None = None  # the shared bus (default: core.bus): cascade.child_home
+    standby: StandbyWatch | None = None  # on a standby city node: the counties whose bridge it watches
+    _homeward: frozenset[str] = frozenset()
+    _news: EventStream | None = None
+    _news_task: asyncio.Task[None] | None = None
 
     @property
     def parent(self) -> Node | None:
@@ -123,6 +170,7 @@ class CascadeService:
         self.content = LinkContent(self.sip, policy=self.sip.endpoint.ua.config.policy)
         self.content.start()
         self.admission.slides = self.content
+        self.start_standby_watch()
         parent = self.parent
         if parent is not None:
             self._qualify_target = f"sip:{parent.sip}"
@@ -144,7 +192,7 @@ class CascadeService:
         self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name="cascade-reconcile")
 
     async def stop(self) -> None:
-        for task in (self._task, self._choice_task):
+        for task in (self._task, self._choice_task, self._news_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -160,12 +208,27 @@ class CascadeService:
             await watcher.stop()
         self.uplinks.clear()
         self.watchers.clear()
+        if self._news is not None:
+            self._news.close()
         if self.admission is not None:
             self.sip.endpoint.router = without_route(self.sip.endpoint.router, self.admission.route.name)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.content is not None:
             await self.content.stop()
+
+    def start_standby_watch(self) -> None:
+        """The bridge watch of a standby city node, and the city's announcements of the counties that
+        come back to it (part of `start`; the SIP-less part, so a test can run it alone)."""
+        if self.news is None:
+            self.news = self.core.bus
+        self._homeward = homeward_children(self.plan, self.node)
+        counties = standby_counties(self.plan, self.node)
+        parent = self.parent
+        if parent is not None and counties:
+            self.standby = StandbyWatch(standby_watch_config(self.settings, parent.name, counties), time.time())
+            self._news = self.news.subscribe(CHILD_HOME)
+            self._news_task = asyncio.get_running_loop().create_task(self._news_loop(), name="cascade-child-home")
 
     def attach_content(self, trees: ContentTrees) -> None:
         """The control channels run: the links' slides streams follow their conferences' content trees."""
@@ -236,6 +299,7 @@ class CascadeService:
         running = {c.id: c for c in self.sip.conferences.running_conferences() if not c.room.ended}
         plans = {c.id: c for c in self.plan.conferences if self.node.name in c.nodes}
         parent = self.parent
+        wanted = self.standby.wanted(time.time()) if self.standby is not None else frozenset()
         for conf_id in plans.keys() & running.keys():
             nodes = plans[conf_id].nodes
             if parent is not None and parent.name in nodes and conf_id not in self.uplinks:
@@ -244,6 +308,16 @@ class CascadeService:
                 if child.parent == self.node.name and child.name in nodes and child.backup \
                         and (conf_id, child.name) not in self.watchers:
                     self._start_watcher(conf_id, child)
+            for name in wanted:  # a county cascading into this standby city node while the city is gone
+                county = self.plan.node(name)
+                if county is not None and county.backup and name in nodes and (conf_id, name) not in self.watchers:
+                    log.warning("conference %s: watching the bridge of %s (on this standby, the city is gone)",
+                                conf_id, name)
+                    self._start_watcher(conf_id, county)
+        if self.standby is not None:  # disarmed, or the city is back: leave the county's bridge
+            for key in [k for k in self.watchers if k[1] in self.standby.config.counties and k[1] not in wanted]:
+                log.warning("conference %s: no longer watching the bridge of %s", *key)
+                await self.watchers.pop(key).stop()
         for conf_id in [c for c in self.uplinks if c not in running]:
             await self.uplinks.pop(conf_id).stop()
         for key in [k for k in self.watchers if k[0] not in running]:
@@ -288,6 +362,9 @@ class CascadeService:
         name = self._qualify_targets[event.target]
         if self.choice is not None and event.ok and (event.status is None or event.status < 500):
             self.choice.answered(name, asyncio.get_running_loop().time())  # the choice loop follows
+        if self.standby is not None and name == self.standby.config.city and event.ok \
+                and (event.status is None or event.status < 500):
+            self.standby.city_answered(time.time())
         if self.parent is None or name != self.parent.name:
             return  # a standby parent's probe: only the choice uses it
         if not event.ok:
@@ -301,6 +378,8 @@ class CascadeService:
 
     def control_state(self, node: str, up: bool) -> None:
         """The control channel to ``node`` came up or was lost (called by the control capability)."""
+        if up:
+            self._child_arrived(node, "control")
         kind = ObservationKind.CONTROL_UP if up else ObservationKind.CONTROL_LOST
         if self.parent is not None and node == self.parent.name:
             for uplink in self.uplinks.values():
@@ -308,6 +387,58 @@ class CascadeService:
 
     def _child_called(self, conference_id: str, child: str) -> None:
         log.info("conference %s: cascade call from %s admitted", conference_id, child)
+        self._child_arrived(child, "link")
+
+    def _child_arrived(self, child: str, how: str) -> None:
+        """A child's link call or control channel arrived here: a county that may use the standby
+        city node is announced as home (on the city); a county on this standby is armed."""
+        if child in self._homeward and self.news is not None:
+            self._background(self._announce_home(child, how))
+        if self.standby is not None and self.standby.arrived(child, time.time(), how):
+            log.warning("cascade: %s cascades into this standby city node (%s); its bridge is watched "
+                        "while %s is gone", child, how, self.standby.config.city)
+            self._background(self._audit_watch(child, True, how))
+
+    async def _audit_watch(self, county: str, armed: bool, reason: str) -> None:
+        try:
+            await self.core.audit.record(f"node:{self.node.name}", "cascade.standby_watch", county,
+                                         detail={"county": county, "armed": armed, "reason": reason})
+        except Exception:
+            log.exception("cascade: auditing the standby's watch of %s", county)
+
+    async def _announce_home(self, child: str, how: str) -> None:
+        assert self.news is not None
+        try:
+            await self.news.publish(CHILD_HOME, {"node": child, "parent": self.node.name, "via": how,
+                                                 "at": datetime.now(UTC).isoformat()})
+        except Exception:  # the database being away: the next arrival (reconnect) announces again
+            log.exception("cascade: announcing %s back on %s", child, self.node.name)
+
+    async def _news_loop(self) -> None:
+        """The city's announcements that a county is back on it: disarm the county here."""
+        assert self._news is not None
+        while True:
+            event = await self._news.get()
+            try:
+                self.hear_home(event)
+            except Exception:
+                log.exception("cascade: %s", CHILD_HOME)
+
+    def hear_home(self, event: Event) -> bool:
+        """One ``cascade.child_home`` event; True when it disarmed a county (the next reconcile
+        stops its watcher, which leaves the county's bridge conference)."""
+        if self.standby is None or event.payload.get("parent") != self.standby.config.city:
+            return False
+        county = event.payload.get("node")
+        if not isinstance(county, str):
+            return False
+        if self.standby.home(county, event.at.timestamp(), time.time()):
+            log.warning("cascade: %s is back on %s; leaving its bridge", county, self.standby.config.city)
+            self._background(self._audit_watch(county, False, f"{self.standby.config.city}: "
+                                                              f"{event.payload.get('via', '')}"))
+            self._background(self.reconcile())
+            return True
+        return False
 
     # ------------------------------------------------------------------ events and status
     def _publish(self, conference_id: str, peer: str, role: str, event: PathEvent) -> None:
@@ -356,4 +487,5 @@ class CascadeService:
         return out
 
 
-__all__ = ["CascadeService", "failover_config", "wall_clock"]
+__all__ = ["CHILD_HOME", "CascadeService", "failover_config", "homeward_children", "standby_counties",
+           "standby_watch_config", "wall_clock"]

@@ -10,7 +10,10 @@ windows, sampled every 0.1 s). The issue's goal: ≤ 10 s. Thresholds are the te
 other cascade scenarios (RTP timeout 1.5 s, OPTIONS every 0.5 s), so the parent counts as gone
 after 1.5 s without an OPTIONS answer. The city and the standby share one database, as the city's
 web nodes do; the chair console follows the conference by its room pin (noderpc), which moves to
-the standby once the city's heartbeat is stale.
+the standby once the city's heartbeat is stale. Then county A's line to the standby is cut too:
+county A dials its telecom bridge conference, and the standby (which watches the bridge of the
+counties cascading into it while the city is gone, issue 17) meets it there: the township is
+heard at the standby again.
 """
 from __future__ import annotations
 
@@ -94,3 +97,19 @@ def test_the_city_node_dies_and_the_township_is_heard_at_the_standby(standby_clu
     time.sleep(3.0)
     steady = wait_for(listener, hears_town, 5, "township A still heard at the standby", after=time.time())
     assert steady["t"] > 0
+
+    # Issue 17, the standby's bridge watch: county A's link call arrived at the standby, which armed
+    # it; the city is gone. Now county A's private line to the standby fails too: county A dials its
+    # telecom bridge conference, and the standby (not the dead city) meets it there.
+    armed = audit_rows(cluster.db_urls["city-standby"], "cascade.standby_watch")
+    assert [(r["actor"], r["detail"]["county"], r["detail"]["armed"]) for r in armed] \
+        == [("node:city-standby", "county-a", True)]
+    cut = time.time()
+    cluster.line_down("standby-a")
+    lost = wait_for(listener, lambda s: not hears_town(s), 15, "township A to drop at the standby", after=cut)
+    back = wait_for(listener, hears_town, 30, "township A at the standby through the telecom bridge",
+                    after=lost["t"])
+    print(f"standby–county line cut: township heard again at the standby after {back['t'] - cut:.2f} s")
+    bridged = [r for r in audit_rows(cluster.db_urls["city-standby"], "cascade.path")
+               if r["detail"].get("node") == "county-a" and r["detail"].get("state") == "backup"]
+    assert bridged, "the standby never recorded county A on the bridge"
