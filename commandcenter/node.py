@@ -184,7 +184,8 @@ async def _start_capabilities(node: Node, role: str) -> None:
         assert node.dispatch is not None
         rooms = _call_rooms(node)
         node.desk = _note("desk", await desk_capability.start(
-            core, node.dispatch, recording_log=_call_recording_log(node), callers=rooms,
+            core, node.dispatch, recording_log=_call_recording_log(node) or await _desk_recording_log(node, role),
+            callers=rooms,
             bridge=rooms if node.mcu is not None and node.mcu.webrtc is not None else None,
             sip_endpoint=node.sip.endpoint if node.sip is not None else None,
             calls_held=_CallsHeldElsewhere(node.rpc), lease=_desk_lease(node) if role == "desk" else None))
@@ -306,6 +307,25 @@ def _call_recording_log(node: Node) -> CallRecordingLog | None:
     from recorder.call_recordings import CallRecordingLogService
 
     return CallRecordingLogService(node.recorder.service.log)
+
+
+async def _desk_recording_log(node: Node, role: str) -> CallRecordingLog | None:
+    """A `--role desk` node runs no recorder: it keeps its own transparency log for the calls it records,
+    ``desk-<node name>`` (one writer per log), signed with a key under its var dir (``keys``). Its
+    recordings are exported by this node (a web node routes the export here), so the export's proofs
+    lead to this log's signed head and public key."""
+    if role != "desk":
+        return None
+    from recorder.call_recordings import CallRecordingLogService
+    from recorder.pg_storage import PgLogStorage
+    from recorder.signing import KeyStore
+    from recorder.transparency_log import TransparencyLog
+
+    core = node.core
+    log = TransparencyLog(PgLogStorage(core.db), KeyStore(core.settings.var_dir / "keys"),
+                          f"desk-{core.settings.node_name}")
+    await log.open()
+    return CallRecordingLogService(log)
 
 
 def _call_rooms(node: Node) -> CallRooms:
