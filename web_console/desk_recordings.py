@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from dispatch.calltaking.call_recordings import CallRecordings
 from dispatch.calltaking.errors import DeskError
 from dispatch.calltaking.recordings import digest_file
 from noderpc.lease import lease_holder
@@ -72,10 +71,19 @@ def _remove(path: Path) -> None:
         path.parent.rmdir()
 
 
+class Recordings(Protocol):
+    """What the desk node's end uses of its desk (``dispatch.calltaking.call_recordings.CallRecordings``):
+    each call audits the access and raises DeskError when refused."""
+
+    async def recording_for(self, call_id: str, actor: str, source: str = "") -> Path: ...
+
+    async def export_recording(self, call_id: str, actor: str, reason: str, source: str = "") -> Path: ...
+
+
 class RecordingTransfers:
     """The desk node's end: open transfers by handle (served within `DeskHostService`)."""
 
-    def __init__(self, recordings: CallRecordings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, recordings: Recordings, clock: Callable[[], float] = time.monotonic) -> None:
         self.recordings = recordings
         self.clock = clock
         self.open: dict[str, _Transfer] = {}
@@ -150,11 +158,16 @@ class CallRecordingNodes:
             if holder is None:
                 raise TransferRefused(503, "node.no_desk")
             return holder
-        alive = [n.node_id for n in await self.rpc.registry.alive()]
-        if made_by in alive:
-            return str(made_by)
-        run_of = str(made_by).rsplit("/", 1)[0] + "/"  # "<node name>/<role>/": the same var dir, restarted
-        return next((n for n in alive if n.startswith(run_of)), None)
+        return holder_of(str(made_by), [n.node_id for n in await self.rpc.registry.alive()])
+
+
+def holder_of(made_by: str, alive: list[str]) -> str | None:
+    """The live node that holds a recording made by node `made_by`: that node (active or standby), else a
+    later run of it (same "<node name>/<role>/": the same var dir), else None."""
+    if made_by in alive:
+        return made_by
+    run_of = made_by.rsplit("/", 1)[0] + "/"
+    return next((n for n in alive if n.startswith(run_of)), None)
 
 
 class RemoteRecordings:
@@ -217,5 +230,5 @@ def remove_fetched(path: Path) -> None:
     _remove(path)
 
 
-__all__ = ["CHUNK", "OPS", "CallRecordingNodes", "RecordingNodes", "RecordingTransfers", "RemoteRecordings",
-           "TransferRefused", "remove_fetched"]
+__all__ = ["CHUNK", "OPS", "CallRecordingNodes", "RecordingNodes", "RecordingTransfers", "Recordings", "RemoteRecordings",
+           "TransferRefused", "holder_of", "remove_fetched"]
