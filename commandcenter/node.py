@@ -25,9 +25,12 @@ started before the error propagates. Routes read the running node from ``app.sta
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.runtime import CoreServices
@@ -311,9 +314,10 @@ def _call_recording_log(node: Node) -> CallRecordingLog | None:
 
 async def _desk_recording_log(node: Node, role: str) -> CallRecordingLog | None:
     """A `--role desk` node runs no recorder: it keeps its own transparency log for the calls it records,
-    ``desk-<node name>`` (one writer per log), signed with a key under its var dir (``keys``). Its
-    recordings are exported by this node (a web node routes the export here), so the export's proofs
-    lead to this log's signed head and public key."""
+    ``desk-<node name>-<random>``, named once per var dir (``desk-log-id``: two live processes never share
+    a var dir, so each log has one writer), signed with a key under its var dir (``keys``). Its recordings
+    are exported by this node (a web node routes the export here), so the export's proofs lead to this
+    log's signed head and public key."""
     if role != "desk":
         return None
     from recorder.call_recordings import CallRecordingLogService
@@ -322,10 +326,24 @@ async def _desk_recording_log(node: Node, role: str) -> CallRecordingLog | None:
     from recorder.transparency_log import TransparencyLog
 
     core = node.core
-    log = TransparencyLog(PgLogStorage(core.db), KeyStore(core.settings.var_dir / "keys"),
-                          f"desk-{core.settings.node_name}")
+    var = core.settings.var_dir
+    log_id = await asyncio.to_thread(_desk_log_id, var / "desk-log-id", f"desk-{core.settings.node_name}")
+    log = TransparencyLog(PgLogStorage(core.db), KeyStore(var / "keys"), log_id)
     await log.open()
     return CallRecordingLogService(log)
+
+
+def _desk_log_id(record: Path, prefix: str) -> str:
+    """The log id this var dir's desk node writes (created on first use, kept across restarts)."""
+    try:
+        found = record.read_text().strip()
+    except FileNotFoundError:
+        found = ""
+    if not found:
+        found = f"{prefix[:40]}-{secrets.token_hex(4)}"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(found + "\n")
+    return found
 
 
 def _call_rooms(node: Node) -> CallRooms:

@@ -67,7 +67,7 @@ def test_web_node_plays_and_exports_a_recording_made_on_the_desk_node(pg_url: st
         assert exported.status_code == 200 and exported.headers["content-type"] == "application/zip", exported.text
         bundle = work / "call.zip"
         bundle.write_bytes(exported.content)
-        report = verify_call_export(bundle)  # the desk node's own transparency log (desk-desk-1) proves it
+        report = verify_call_export(bundle)  # the desk node's own transparency log (desk-desk-1-…) proves it
         assert report.ok and report.call_id == call["id"] and report.request["user"] == "inspector", report.format()
         assert run_async(_rows(db_url, "SELECT count(*) AS n FROM rpc_requests WHERE method = 'desk.recording_chunk'"
                                ))[0]["n"] == 0  # the chunks' rows are gone once read
