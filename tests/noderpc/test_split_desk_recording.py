@@ -79,6 +79,8 @@ def test_web_node_plays_and_exports_a_recording_made_on_the_desk_node(pg_url: st
         assert any(e["actor"] == "inspector" and e["target"] == call["id"] and "投诉核查" in str(e["detail"])
                    for e in exports), exports
 
+        unknown = taker.get("/api/desk/calls/NOPE/recording")  # answered by the lease holder, as a single node does
+        assert unknown.status_code == 409 and "没有录音" in unknown.json()["detail"], unknown.text
         desk.stop()  # the node that holds the recording is gone: 503, the zh-CN message, no traceback
         gone = taker.get(f"/api/desk/calls/{call['id']}/recording")
         assert gone.status_code == 503 and gone.json()["detail"] == translate("zh-CN", "node.recording_gone"), gone.text
