@@ -25,9 +25,12 @@ started before the error propagates. Routes read the running node from ``app.sta
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.runtime import CoreServices
@@ -184,7 +187,8 @@ async def _start_capabilities(node: Node, role: str) -> None:
         assert node.dispatch is not None
         rooms = _call_rooms(node)
         node.desk = _note("desk", await desk_capability.start(
-            core, node.dispatch, recording_log=_call_recording_log(node), callers=rooms,
+            core, node.dispatch, recording_log=_call_recording_log(node) or await _desk_recording_log(node, role),
+            callers=rooms,
             bridge=rooms if node.mcu is not None and node.mcu.webrtc is not None else None,
             sip_endpoint=node.sip.endpoint if node.sip is not None else None,
             calls_held=_CallsHeldElsewhere(node.rpc), lease=_desk_lease(node) if role == "desk" else None))
@@ -306,6 +310,40 @@ def _call_recording_log(node: Node) -> CallRecordingLog | None:
     from recorder.call_recordings import CallRecordingLogService
 
     return CallRecordingLogService(node.recorder.service.log)
+
+
+async def _desk_recording_log(node: Node, role: str) -> CallRecordingLog | None:
+    """A `--role desk` node runs no recorder: it keeps its own transparency log for the calls it records,
+    ``desk-<node name>-<random>``, named once per var dir (``desk-log-id``: two live processes never share
+    a var dir, so each log has one writer), signed with a key under its var dir (``keys``). Its recordings
+    are exported by this node (a web node routes the export here), so the export's proofs lead to this
+    log's signed head and public key."""
+    if role != "desk":
+        return None
+    from recorder.call_recordings import CallRecordingLogService
+    from recorder.pg_storage import PgLogStorage
+    from recorder.signing import KeyStore
+    from recorder.transparency_log import TransparencyLog
+
+    core = node.core
+    var = core.settings.var_dir
+    log_id = await asyncio.to_thread(_desk_log_id, var / "desk-log-id", f"desk-{core.settings.node_name}")
+    log = TransparencyLog(PgLogStorage(core.db), KeyStore(var / "keys"), log_id)
+    await log.open()
+    return CallRecordingLogService(log)
+
+
+def _desk_log_id(record: Path, prefix: str) -> str:
+    """The log id this var dir's desk node writes (created on first use, kept across restarts)."""
+    try:
+        found = record.read_text().strip()
+    except FileNotFoundError:
+        found = ""
+    if not found:
+        found = f"{prefix[:40]}-{secrets.token_hex(4)}"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(found + "\n")
+    return found
 
 
 def _call_rooms(node: Node) -> CallRooms:

@@ -221,8 +221,10 @@ class NodeRpc:
     # -- client --------------------------------------------------------------------------------
 
     async def call(self, target: str, method: str, args: dict[str, Any], *, key: str | None = None,
-                   timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the request's deadline
-        """Call `method` on node `target`; the result, or RpcError. Same `key` = same request (run once)."""
+                   timeout: float | None = None, keep: bool = True) -> dict[str, Any]:  # noqa: ASYNC109 - the deadline
+        """Call `method` on node `target`; the result, or RpcError. Same `key` = same request (run once).
+        ``keep=False``: delete the request row once its reply is read (bulk replies, e.g. recording chunks,
+        that need no idempotency and should not stay in ``rpc_requests`` for `KEEP_REQUESTS_S`)."""
         timeout = timeout or self.default_timeout
         try:
             request = make_request(request_id=secrets.token_hex(12), key=key or secrets.token_hex(12),
@@ -246,6 +248,8 @@ class NodeRpc:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
             row = await self.db.fetchrow("SELECT reply, reply_signature FROM rpc_requests WHERE id = $1", request_id)
+            if not keep and row is not None and row["reply"] is not None:
+                await self.db.execute("DELETE FROM rpc_requests WHERE id = $1", request_id)
         finally:
             self._waiting.pop(request_id, None)
         if row is None or row["reply"] is None:

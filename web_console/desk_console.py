@@ -38,6 +38,7 @@ from web_console.auth import (
     same_origin,
 )
 from web_console.desk_host import DeskHost, DeskLease, DeskUnavailable, LocalDesk, RemoteDesk
+from web_console.desk_recordings import CallRecordingNodes, RemoteRecordings, TransferRefused, remove_fetched
 from web_console.events_ws import stream_until_disconnect
 from web_console.guards import NUL, ApiModel, nul_message
 from web_console.i18n import translate
@@ -74,7 +75,7 @@ def desk_of(request: Request | WebSocket) -> DeskHost:
 
 
 def local_desk(request: Request) -> DeskService:
-    """The desk of this process (call recordings are files on the desk node)."""
+    """The desk of this process."""
     svc = desk_of(request).local
     if svc is None:
         raise HTTPException(503, translate(language_of(request), "node.desk_local"))
@@ -328,11 +329,32 @@ async def incident_calls(request: Request, incident_id: str, principal: Reader) 
     return result
 
 
+def remote_recordings(request: Request) -> RemoteRecordings:
+    """A web node with ``emergency.remote_desk``: the recordings of the desk nodes, over node RPC."""
+    node = node_of(request)
+    if node.rpc is None:
+        raise HTTPException(503, translate(language_of(request), "node.desk_local"))
+    return RemoteRecordings(node.rpc, CallRecordingNodes(node.rpc), language_of(request))
+
+
+async def _fetched(request: Request, call_id: str, opener: str, suffix: str, **args: Any) -> Path:
+    try:
+        return await remote_recordings(request).fetch(call_id, opener, args, suffix)
+    except TransferRefused as e:
+        raise HTTPException(e.status, e.message) from None
+
+
 @router.get("/api/desk/calls/{call_id}/recording", tags=["desk"])
 async def recording(request: Request, call_id: str, principal: Reader) -> FileResponse:
-    """The call's audio (WAV). Every access is written to the audit log."""
+    """The call's audio (WAV). Every access is written to the audit log (by the node that holds it).
+    On a web node with ``emergency.remote_desk`` it is fetched from the desk node that recorded the call."""
+    who, source = principal.user.username, client_address(request)
+    if desk_of(request).local is None:
+        path = await _fetched(request, call_id, "recording_open", ".wav", actor=who, source=source)
+        return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav",
+                            background=BackgroundTask(remove_fetched, path))
     with desk_errors():
-        path = await local_desk(request).recordings.recording_for(call_id, principal.user.username, client_address(request))
+        path = await local_desk(request).recordings.recording_for(call_id, who, source)
     return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
 
 
@@ -350,10 +372,15 @@ def _remove_export(path: Path) -> None:
 async def export_recording(request: Request, call_id: str, principal: Inspector, body: RecordingExport) -> FileResponse:
     """Evidence export of a call recording (inspector, admin): a zip with the WAV, its transparency-log
     leaf with an inclusion proof and a signed tree head; `commandcenter verify-call-export` checks it
-    offline. The export is audited and logged."""
-    with desk_errors():
-        path = await local_desk(request).recordings.export_recording(call_id, principal.user.username, body.reason,
-                                                       client_address(request))
+    offline. The export is audited and logged (by the node that holds the recording; on a web node with
+    ``emergency.remote_desk`` the desk node that recorded the call makes the zip)."""
+    who, source = principal.user.username, client_address(request)
+    if desk_of(request).local is None:
+        path = await _fetched(request, call_id, "recording_export_open", ".zip", actor=who, reason=body.reason,
+                              source=source)
+    else:
+        with desk_errors():
+            path = await local_desk(request).recordings.export_recording(call_id, who, body.reason, source)
     return FileResponse(path, media_type="application/zip", filename=f"{call_id}-recording.zip",
                         background=BackgroundTask(_remove_export, path))
 

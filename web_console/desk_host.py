@@ -33,6 +33,8 @@ from dispatch.calltaking.service import DeskService
 from noderpc.lease import lease_holder
 from noderpc.service import RpcCapability
 from noderpc.transport import RpcError, RpcRefused
+from web_console.desk_recordings import OPS as RECORDING_OPS
+from web_console.desk_recordings import RecordingTransfers
 from web_console.i18n import translate
 
 DESK_PREFIX = "desk."
@@ -166,9 +168,15 @@ class DeskHostService:
 
     def __init__(self, desk: LocalDesk) -> None:
         self.desk = desk
+        self.recordings = RecordingTransfers(desk.service.recordings)  # desk.recording_* (desk_recordings.py)
 
     async def handle(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         name = method.removeprefix(DESK_PREFIX)
+        if method.startswith(DESK_PREFIX) and name in RECORDING_OPS:
+            try:
+                return await self.recordings.handle(name, args)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RpcRefused(400, f"bad arguments: {exc}", "desk.malformed") from None
         if not method.startswith(DESK_PREFIX) or name not in DESK_OPS:
             raise RpcRefused(501, f"unknown method {method[:64]}", "unknown_method")
         try:

@@ -649,6 +649,7 @@ MESSAGES["zh-CN"].update({
     "node.no_desk": "当前没有运行中的接警节点，请稍后重试或联系管理员",
     "node.desk_unreachable": "接警节点未能及时响应或已停止响应，操作可能未执行，请稍后重试",
     "node.desk_local": "通话录音保存在接警节点上，请在接警节点所在的服务器上调阅",
+    "node.recording_gone": "保存该通话录音的接警节点已停止运行，暂时无法调阅或导出，请待该节点恢复后重试或联系管理员",
 })
 MESSAGES["en"].update({
     "node.dead": "The node hosting this conference stopped responding (it may be down); try again later or "
@@ -667,6 +668,8 @@ MESSAGES["en"].update({
     "node.desk_unreachable": "The call-taking desk node did not answer in time or stopped responding; the "
                              "operation may not have run. Try again shortly",
     "node.desk_local": "Call recordings are kept on the desk node; open them on that node's server",
+    "node.recording_gone": "The desk node that holds this call recording is not running; the recording cannot be "
+                           "played or exported until that node is back. Try again later or contact an administrator",
 })
 
 # -- public warnings (issue 20: web_console/warnings_console.py, static/warnings.js, warnings_layer.js) --
