@@ -22,9 +22,11 @@ node directly (its ICE candidates are in the answer).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -34,6 +36,10 @@ from mcu.capability import McuCapability
 from mcu.cascade.remote_chair import apply_remotely
 from mcu.chair import ChairOperation, apply_operation
 from mcu.conferences import ConferenceError, DialError, JoinRefused, RemoteCommandError
+from mcu.content.deck import DECK_ACTIONS, ConferenceDeck
+from mcu.content.deck import apply_action as apply_deck_action
+from mcu.content.deck_render import DeckError
+from mcu.content.deck_upload import DeckUploads
 from mcu.layout import LAYOUTS
 from mcu.legs.webrtc import WebRtcLeg
 from mcu.room import BROADCAST, RoomError
@@ -99,6 +105,8 @@ class RoomHost(Protocol):
     async def dial(self, conference_id: str, site_id: str, action: str, actor: str) -> None: ...
 
     async def recording(self, conference_id: str, action: str, actor: str, source: str) -> dict[str, Any]: ...
+
+    async def deck(self, conference_id: str, args: dict[str, Any], deadline_s: float | None = None) -> dict[str, Any]: ...
 
     async def join(self, request: JoinRequest) -> dict[str, Any]: ...
 
@@ -198,6 +206,56 @@ class LocalRoomHost:
             raise HostRefused(503, "本节点未运行会议录制（需 MCU 与录像在同一进程）", "unavailable")
         return await recording_action(self.recorder, conference_id, action, actor, source)
 
+    async def deck(self, conference_id: str, args: dict[str, Any], deadline_s: float | None = None) -> dict[str, Any]:
+        """The chair's slide deck of a room here (web_console/deck_console.py on a web node).
+
+        ``args["action"]``: ``state``, ``page_png`` (the current page, base64), ``upload`` (the row
+        ``upload_id`` of ``deck_uploads``, taken and rendered) or a page action (`DECK_ACTIONS`,
+        with ``page`` and ``actor``). Answers ``{"state": ...}`` (``{"png": ...}`` for ``page_png``),
+        or ``{"error": {"code", "status", "values"}}`` for a refusal the caller words for its user
+        (``deck.error.<code>``): nothing changed.
+        """
+        decks = self.mcu.decks
+        if decks is None:
+            raise HostRefused(503, "本节点未运行演示文稿服务", "unavailable")
+        action = str(args["action"])
+        content = decks.of(conference_id)
+        uploads = DeckUploads(self.service.core.db)
+        if content is None:
+            if action == "upload":
+                await uploads.drop(int(args["upload_id"]))
+            return _deck_error("not_running", 404, id=conference_id)
+        if action == "state":
+            return {"state": content.state()}
+        if action == "page_png":
+            shown = content.deck
+            if not isinstance(shown, ConferenceDeck) or shown.closed:
+                return _deck_error("none", 404)
+            png = await asyncio.to_thread(shown.pages[shown.pager.index].read_bytes)
+            return {"png": base64.b64encode(png).decode("ascii")}
+        if action == "upload":
+            upload = await uploads.take(int(args["upload_id"]), conference_id)
+            if upload is None:
+                raise HostRefused(400, "文稿上传记录不存在或已被处理", "malformed")
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield upload.data
+
+            try:
+                deck = await decks.upload(content, chunks(), upload.name, upload.uploaded_by, len(upload.data))
+            except DeckError as exc:
+                return _deck_error(exc.code, 413 if exc.code == "too_big" else 400, exc.detail, **exc.values)
+            return {"state": content.state(), "pages": len(deck.pages), "deck": deck.directory.name}
+        if action not in DECK_ACTIONS:
+            raise ValueError(f"unknown deck action {action[:32]}")
+        page = args.get("page")
+        try:
+            deck = await apply_deck_action(content, action, int(page) if page is not None else None,
+                                           str(args["actor"]))
+        except DeckError as exc:
+            return _deck_error(exc.code, 400, exc.detail, **exc.values)
+        return {"state": content.state(), "page": deck.pager.index + 1}
+
     async def admit(self, req: JoinRequest) -> tuple[WebRtcLeg, str]:
         """A WebRTC leg and its answer to `req`'s offer (HostRefused code malformed: a bad offer)."""
         legs = self.mcu.webrtc
@@ -280,6 +338,10 @@ class LocalRoomHost:
         self._asked.pop(f"{conference_id}/{participant_id}", None)
         if leg is not None:
             await leg.close("left")
+
+
+def _deck_error(code: str, status: int, detail: str = "", **values: object) -> dict[str, Any]:
+    return {"error": {"code": code, "status": status, "detail": detail[:300], "values": values}}
 
 
 HOST_PREFIX = "host."  # a HostRefused code on the wire, apart from the transport's own codes
@@ -383,6 +445,8 @@ class RoomHostService:
             case "room.recording":
                 return await host.recording(str(a["conference_id"]), str(a["action"]), str(a["actor"]),
                                             str(a["source"]))
+            case "room.deck":
+                return await host.deck(str(a["conference_id"]), a)
             case "room.join":
                 return await host.join(JoinRequest(**a["request"]))
             case "room.leg_state":
@@ -409,18 +473,21 @@ class RemoteRoomHost:
                            translate(self.lang, f"node.{exc.code}" if exc.code in ERROR_STATUS else "node.failed"),
                            "node_" + exc.code)
 
-    async def _room(self, conference_id: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def _room(self, conference_id: str, method: str, args: dict[str, Any],
+                    timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the call's deadline
         if not self.rpc.enabled:
             raise HostRefused(503, translate(self.lang, "node.unavailable"), "node_unavailable")
         try:
             return await self.rpc.rpc.call_owner("room", conference_id, method, {"conference_id": conference_id,
-                                                                                  **args}, key=self.key)
+                                                                                  **args}, key=self.key,
+                                                 timeout=timeout)
         except RpcError as exc:
             if exc.code == "unpinned":  # not running anywhere: a live MCU node answers for the record
-                return await self._any(method, {"conference_id": conference_id, **args})
+                return await self._any(method, {"conference_id": conference_id, **args}, timeout)
             raise self._refused(exc) from None
 
-    async def _any(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def _any(self, method: str, args: dict[str, Any],
+                   timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the call's deadline
         """Call the most recently heard live MCU node (for what no room is pinned to yet)."""
         if not self.rpc.enabled:
             raise HostRefused(503, translate(self.lang, "node.unavailable"), "node_unavailable")
@@ -428,7 +495,7 @@ class RemoteRoomHost:
         if not nodes:
             raise HostRefused(503, translate(self.lang, "node.no_mcu"), "node_no_mcu")
         try:
-            return await self.rpc.rpc.call(nodes[0].node_id, method, args, key=self.key)
+            return await self.rpc.rpc.call(nodes[0].node_id, method, args, key=self.key, timeout=timeout)
         except RpcError as exc:
             raise self._refused(exc) from None
 
@@ -481,6 +548,9 @@ class RemoteRoomHost:
                 except RpcError as exc:
                     raise self._refused(exc) from None
         return await self._room(conference_id, "room.recording", {"action": action, "actor": actor, "source": source})
+
+    async def deck(self, conference_id: str, args: dict[str, Any], deadline_s: float | None = None) -> dict[str, Any]:
+        return await self._room(conference_id, "room.deck", args, deadline_s)
 
     async def join(self, request: JoinRequest) -> dict[str, Any]:
         return await self._room(request.conference_id, "room.join", {"request": asdict(request)})

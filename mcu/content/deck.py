@@ -255,3 +255,40 @@ def _safe(conference_id: str) -> str:
 def _display_name(name: str) -> str:
     name = "".join(c for c in name if c.isprintable()).strip()
     return name[:MAX_NAME] or "deck"
+
+
+DeckAction = Literal["first", "prev", "next", "last", "goto", "show", "stop", "remove"]
+DECK_ACTIONS: tuple[DeckAction, ...] = ("first", "prev", "next", "last", "goto", "show", "stop", "remove")
+
+
+async def apply_action(content: ConferenceContent, action: DeckAction, page: int | None, user: str) -> ConferenceDeck:
+    """Page the conference's deck, show it again (``user`` takes the token), stop showing it, or remove it.
+
+    DeckError (nothing changed): ``none`` (no deck), ``bad_page`` or the content token's refusal code,
+    with ``pages`` among its values. The deck acted on is returned (closed after ``remove``).
+    """
+    from .service import ContentError
+
+    deck = content.deck
+    if not isinstance(deck, ConferenceDeck) or deck.closed:
+        raise DeckError("none")
+    try:
+        match action:
+            case "show":
+                await deck.show(user)
+            case "stop":
+                deck.stop()
+            case "remove":
+                deck.stop()
+                content.deck = None
+                await deck.close()
+            case "goto":
+                await deck.page("goto", page)
+            case "first" | "prev" | "next" | "last":
+                await deck.page(action)
+    except DeckError:
+        raise
+    except ValueError as exc:  # a page out of range, a refusal of the token
+        code = exc.code if isinstance(exc, ContentError) else "bad_page"
+        raise DeckError(code, str(exc), pages=len(deck.pages)) from None
+    return deck

@@ -1,9 +1,9 @@
 """A conference recorded on a `--role recorder` node keeps its content stream (issue 18).
 
-The room runs on a node that hosts conferences and records nothing itself (`--role all` with the
-recorder off: it serves the chair's slide deck over HTTP, which a `--role mcu` node does not); a
-`--role web` node starts the recording, which goes to the `--role recorder` node; that node pulls
-the room's recording tap stream (mcu/recording_stream.py → recorder/remote_tap.py), content frames
+The room runs on a `--role mcu` node (it records nothing itself); the chair on a `--role web` node
+starts the recording, which goes to the `--role recorder` node, and shows the slide deck (routed to
+the MCU node over node RPC, web_console/deck_console.py). The recorder node pulls the room's
+recording tap stream (mcu/recording_stream.py → recorder/remote_tap.py), content frames
 included. The chair shows a one-page deck for about five seconds. Then, on the recorder node, as
 for a local recording (tests/web_console/test_conference_replay.py): the content leaves of the
 transparency log name the interval, the segments they name carry a second video stream (ffprobe:
@@ -47,8 +47,7 @@ def until(predicate: Any, within: float, what: str) -> None:
 def test_recorder_node_records_the_content_stream(pg_url: str, tmp_path: Path) -> None:
     db_url = new_database(pg_url, "splitreccontent_")
     work = private_tmp_dir("cc-splitreccontent-")
-    host = start_role("all", role_env(db_url, work / "host", CC_DEMO__DEMO_SITES="true", CC_RECORDER__ENABLED="false",
-                                      CC_NODE_NAME="host-1"))
+    host = start_role("mcu", role_env(db_url, work / "host", CC_DEMO__DEMO_SITES="true", CC_NODE_NAME="host-1"))
     started: list[RoleProcess] = []
     try:
         started.append(start_role("recorder", role_env(db_url, work / "rec", CC_RECORDER__SEGMENT_SECONDS="2",
@@ -57,7 +56,7 @@ def test_recorder_node_records_the_content_stream(pg_url: str, tmp_path: Path) -
         started.append(web)
         passwords = host.passwords()
         chair = web.login("chair", passwords["chair"])
-        presenter = host.login("chair", passwords["chair"])  # the deck is served where the room runs
+        presenter = chair  # the deck routes reach the MCU node over node RPC
         until(lambda: run_async(_rows(db_url, "SELECT 1 FROM rpc_pins WHERE kind = 'room' AND key = $1", DEMO)),
               30, "the room was never pinned")
         begun = chair.post(f"/api/conferences/{DEMO}/recording")
@@ -72,7 +71,7 @@ def test_recorder_node_records_the_content_stream(pg_url: str, tmp_path: Path) -
         shared_at = time.time()
         shown = presenter.put(f"/api/decks/{DEMO}", params={"name": "slide.png"}, content=png.read_bytes())
         assert shown.status_code == 200, shown.text
-        until(lambda: bool(presenter.get(f"/api/conferences/{DEMO}/content").json()["live"]), 20, "content live")
+        until(lambda: bool(presenter.get(f"/api/decks/{DEMO}").json()["live"]), 20, "content live")
         live_at = time.time()
         time.sleep(5.0)
         stopped_at = time.time()
