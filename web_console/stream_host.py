@@ -191,6 +191,41 @@ def _status(code: str) -> int:
     return HTTP_STATUS.get(code, 400)
 
 
+class NodeCalls(Protocol):
+    """Node RPC as the remote streams use it (`RpcCalls` over `noderpc`; a fake in the unit tests)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def call_owner(self, kind: str, item: str, method: str, args: dict[str, Any],
+                         timeout: float | None = None) -> dict[str, Any]: ...  # noqa: ASYNC109
+
+    async def call(self, target: str, method: str, args: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def mcu_nodes(self) -> list[str]: ...
+
+
+class RpcCalls:
+    """`NodeCalls` on this node's running RPC end."""
+
+    def __init__(self, rpc: RpcCapability) -> None:
+        self.rpc = rpc
+
+    @property
+    def enabled(self) -> bool:
+        return self.rpc.enabled
+
+    async def call_owner(self, kind: str, item: str, method: str, args: dict[str, Any],
+                         timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the RPC's deadline
+        return await self.rpc.rpc.call_owner(kind, item, method, args, timeout=timeout)
+
+    async def call(self, target: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.rpc.rpc.call(target, method, args)
+
+    async def mcu_nodes(self) -> list[str]:
+        return [node.node_id for node in await self.rpc.registry.alive("mcu")]
+
+
 class _MediaCache:
     """Immutable stream files by (conference, name), least recently used out beyond ``limit`` bytes."""
 
@@ -218,7 +253,7 @@ class _MediaCache:
 class RemoteStreamHost:
     """The streams of the MCU nodes, reached over node RPC (one per web app: it holds the caches)."""
 
-    def __init__(self, rpc: RpcCapability, *, cache_bytes: int = MEDIA_CACHE_BYTES,
+    def __init__(self, rpc: NodeCalls, *, cache_bytes: int = MEDIA_CACHE_BYTES,
                  blocking_timeout: float = BLOCKING_TIMEOUT_S) -> None:
         self.rpc = rpc
         self.lang = "zh-CN"
@@ -252,8 +287,8 @@ class RemoteStreamHost:
         if not self.rpc.enabled:
             raise StreamUnavailable(503, translate(self.lang, "node.unavailable"), "node_unavailable")
         try:
-            return await self.rpc.rpc.call_owner("room", conference_id, method,
-                                                 {"conference_id": conference_id, **args}, timeout=timeout)
+            return await self.rpc.call_owner("room", conference_id, method, {"conference_id": conference_id, **args},
+                                             timeout=timeout)
         except RpcError as exc:
             if exc.code == "unpinned":
                 raise StreamingError("not_running", f"会议未在进行：{conference_id}") from None
@@ -263,11 +298,11 @@ class RemoteStreamHost:
         if not self.rpc.enabled:
             raise StreamUnavailable(503, translate(self.lang, "node.unavailable"), "node_unavailable")
         found: list[dict[str, Any]] = []
-        for node in await self.rpc.registry.alive("mcu"):
+        for node_id in await self.rpc.mcu_nodes():
             try:
-                found.extend((await self.rpc.rpc.call(node.node_id, "stream.streams", {}))["streams"])
+                found.extend((await self.rpc.call(node_id, "stream.streams", {}))["streams"])
             except RpcError as exc:  # one node's silence hides its streams, not the others'
-                log.warning("stream list of node %s: %s", node.node_id, exc)
+                log.warning("stream list of node %s: %s", node_id, exc)
         return found
 
     async def state(self, conference_id: str) -> dict[str, Any]:

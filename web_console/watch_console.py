@@ -73,6 +73,7 @@ from web_console.i18n import texts_with_prefix
 from web_console.stream_host import (
     LocalStreamHost,
     RemoteStreamHost,
+    RpcCalls,
     StreamHost,
     StreamUnavailable,
     serve_file,
@@ -155,7 +156,7 @@ def _host(request: Request) -> StreamHost:
     if node.mcu is None and node.rpc is not None:
         remote: RemoteStreamHost | None = getattr(request.app.state, "remote_streams", None)
         if remote is None:
-            remote = RemoteStreamHost(node.rpc)
+            remote = RemoteStreamHost(RpcCalls(node.rpc))
             request.app.state.remote_streams = remote
         return remote.speaking(language_of(request))
     raise HTTPException(503, "本节点未运行会议服务（直播需与 MCU 在同一进程）")
