@@ -217,7 +217,9 @@ class RpcCalls:
 
     async def call_owner(self, kind: str, item: str, method: str, args: dict[str, Any],
                          timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the RPC's deadline
-        return await self.rpc.rpc.call_owner(kind, item, method, args, timeout=timeout)
+        # the stream's bytes are reads: their rows go once read (a part a second would keep ~GBs an hour)
+        return await self.rpc.rpc.call_owner(kind, item, method, args, timeout=timeout,
+                                             keep=method != "stream.file")
 
     async def call(self, target: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
         return await self.rpc.rpc.call(target, method, args)

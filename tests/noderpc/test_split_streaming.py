@@ -15,11 +15,12 @@ import shutil
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import av
 import httpx
 import pytest
 
-from tests.conftest import new_database, private_tmp_dir
+from tests.conftest import new_database, private_tmp_dir, run_async
 from tests.noderpc.roles import RoleProcess, role_env, start_role
 
 DEMO = "80000001"
@@ -28,14 +29,14 @@ SEGMENT = re.compile(r"^[0-9a-f]{8}_\d+\.m4s$", re.M)
 
 
 @pytest.fixture(scope="module")
-def cluster(pg_url: str) -> Iterator[tuple[RoleProcess, RoleProcess]]:
+def cluster(pg_url: str) -> Iterator[tuple[RoleProcess, RoleProcess, str]]:
     db_url = new_database(pg_url, "splitstream_")
     work = private_tmp_dir("cc-split-stream-")
     mcu = start_role("mcu", role_env(db_url, work / "mcu", CC_DEMO__DEMO_SITES="true"))
     web = None
     try:
         web = start_role("web", role_env(db_url, work / "web"))
-        yield mcu, web
+        yield mcu, web, db_url
     finally:
         if web is not None:
             web.stop()
@@ -56,8 +57,9 @@ def wait_for(client: httpx.Client, path: str, segments: int, within: float = 60.
     raise AssertionError(f"{path}: no playlist with {segments} segments in {within} s: {text!r}")
 
 
-def test_viewer_watches_the_mcu_nodes_stream_through_the_web_node(cluster: tuple[RoleProcess, RoleProcess]) -> None:
-    mcu, web = cluster
+def test_viewer_watches_the_mcu_nodes_stream_through_the_web_node(
+        cluster: tuple[RoleProcess, RoleProcess, str]) -> None:
+    mcu, web, db_url = cluster
     assert any("no web console in this role" in line for line in mcu.output), "the MCU node serves no HTTP"
     passwords = mcu.passwords()
     chair = web.login("chair", passwords["chair"])
@@ -123,6 +125,16 @@ def test_viewer_watches_the_mcu_nodes_stream_through_the_web_node(cluster: tuple
         assert listed.status_code == 200, listed.text
         assert [s["conference_id"] for s in listed.json()] == [DEMO]
         assert listed.json()[0]["viewers"] >= 1  # the web node's viewers reach the MCU node's count
+
+        # the stream's bytes do not pile up in rpc_requests (each row is deleted once its reply is read)
+        async def file_rows() -> int:
+            conn = await asyncpg.connect(db_url)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM rpc_requests WHERE method = 'stream.file'"))
+            finally:
+                await conn.close()
+
+        assert run_async(file_rows()) <= 2, "stream.file rows kept"
 
         # a watch link made on the web node (signed by the MCU node) admits a viewer without an account
         link = chair.post(f"/api/conferences/{DEMO}/stream/link", json={"ttl_s": 600})
