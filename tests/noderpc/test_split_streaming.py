@@ -4,7 +4,8 @@ Real processes on one embedded PostgreSQL; the MCU node (demo sites: moving pict
 serves no HTTP. The chair starts the stream on the web node; a viewer signed in on the web node
 gets the LL-HLS playlist (blocking reload with ``_HLS_msn``/``_HLS_part`` passed through), the
 preload-hinted part, init and a segment, and PyAV decodes them (H.264 + AAC); a watch link made on
-the web node admits a viewer without an account; then the MCU node is killed and the stream
+the web node admits a viewer without an account; Chromium plays ``/watch`` from the web node through
+hls.js; then the MCU node is killed and the stream
 answers a clear 503 (no traceback) while the web node keeps running.
 """
 from __future__ import annotations
@@ -146,19 +147,61 @@ def test_viewer_watches_the_mcu_nodes_stream_through_the_web_node(
         assert anonymous.get(f"/hls/{DEMO}/t/{'0' * len(token)}/index.m3u8").status_code == 403
         assert anonymous.get(PLAYLIST).status_code in (401, 403)
 
-        # the owning node dies: a clear 503 at once, no traceback; the web node keeps serving
-        mcu.kill()
-        time.sleep(3.5)  # dead after 3 s without a heartbeat (test settings)
-        began = time.monotonic()
-        dead = viewer.get(PLAYLIST, params={"_HLS_msn": msn + 3})
-        assert dead.status_code == 503, dead.text
-        assert dead.text.startswith("承载该会议的节点已停止响应") and "Traceback" not in dead.text
-        assert time.monotonic() - began < 2.0
-        state = chair.get(f"/api/conferences/{DEMO}/stream", params={"lang": "en"})
-        assert state.status_code == 503 and "stopped responding" in state.json()["detail"]
-        assert anonymous.get(f"/hls/{DEMO}/t/{token}/index.m3u8").status_code in (403, 503)
-        assert web.process.poll() is None
     finally:
         chair.close()
         viewer.close()
         anonymous.close()
+
+
+@pytest.mark.browser
+def test_chromium_plays_the_stream_from_the_web_node(cluster: tuple[RoleProcess, RoleProcess, str]) -> None:
+    from tests.browser import chromium, sign_in
+
+    mcu, web, _ = cluster
+    chair = web.login("chair", mcu.passwords()["chair"])
+    try:
+        assert chair.post(f"/api/conferences/{DEMO}/stream").status_code == 200  # idempotent
+    finally:
+        chair.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(web.url + "/login?next=/watch")
+        sign_in(page, "viewer", mcu.passwords()["viewer"])
+        button = page.get_by_test_id(f"stream-{DEMO}")
+        button.wait_for(state="visible", timeout=20000)
+        button.click()
+        page.wait_for_function(
+            "(() => { const v = document.querySelector('[data-testid=watch-video]');"
+            " return v.currentTime > 2 && v.getVideoPlaybackQuality().totalVideoFrames > 10; })()",
+            timeout=60000)
+        start = page.evaluate("document.querySelector('[data-testid=watch-video]').currentTime")
+        page.wait_for_timeout(2000)
+        assert page.evaluate("document.querySelector('[data-testid=watch-video]').currentTime") > start + 1
+        assert page.evaluate("window.watchPlayer.lowLatencyMode === true")
+        assert page.get_by_test_id("watch-state").get_attribute("data-state") == "live"
+
+
+def test_dead_mcu_node_gives_the_viewer_a_clear_503(cluster: tuple[RoleProcess, RoleProcess, str]) -> None:
+    mcu, web, _ = cluster
+    passwords = mcu.passwords()
+    chair, viewer = web.login("chair", passwords["chair"]), web.login("viewer", passwords["viewer"])
+    try:
+        link = chair.post(f"/api/conferences/{DEMO}/stream/link", json={"ttl_s": 600})
+        assert link.status_code == 200, link.text
+        token = link.json()["url"].split("?t=")[1]
+        mcu.kill()
+        time.sleep(3.5)  # dead after 3 s without a heartbeat (test settings)
+        began = time.monotonic()
+        dead = viewer.get(PLAYLIST, params={"_HLS_msn": 3})
+        assert dead.status_code == 503, dead.text
+        assert dead.text.startswith("承载该会议的节点已停止响应") and "Traceback" not in dead.text
+        assert time.monotonic() - began < 2.0, "a dead owner is refused at once"
+        state = chair.get(f"/api/conferences/{DEMO}/stream", params={"lang": "en"})
+        assert state.status_code == 503 and "stopped responding" in state.json()["detail"]
+        with httpx.Client(base_url=web.url, timeout=20.0) as anonymous:
+            assert anonymous.get(f"/hls/{DEMO}/t/{token}/index.m3u8").status_code in (403, 503)
+        assert viewer.get("/api/streams").json() == []  # no live MCU node streams anything
+        assert web.process.poll() is None, "the web node keeps running"
+    finally:
+        chair.close()
+        viewer.close()
