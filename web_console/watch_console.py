@@ -36,7 +36,8 @@ routes unchanged, which is also how a session gets admitted.
 The stream runs where the conference runs. On a node without the MCU (``--role web``) every route
 reaches the stream over node RPC on the node that hosts the room (:mod:`web_console.stream_host`:
 proxied, with the immutable files cached and identical requests coalesced on the web node); the
-viewer's authorisation stays here. The fast path serves only a node's own streams.
+viewer's authorisation stays here. The fast path serves them too, through the same proxy, once a
+routed request created it.
 """
 from __future__ import annotations
 
@@ -76,7 +77,6 @@ from web_console.stream_host import (
     RpcCalls,
     StreamHost,
     StreamUnavailable,
-    serve_file,
 )
 from web_console.templating import language_of, render
 
@@ -277,13 +277,8 @@ async def stream_link(request: Request, conference_id: str, body: WatchLink | No
 
 # -- the HLS files -----------------------------------------------------------------------------
 
-async def _answer(streaming: StreamingService, conference_id: str, name: str, query: list[tuple[str, str]],
-                  viewer: str) -> tuple[Served, dict[str, str]]:
-    """What a stream file request gets (status, body) and its headers: the route and the fast path."""
-    return _with_headers(await serve_file(streaming, conference_id, name, query, viewer))
-
-
 def _with_headers(served: Served) -> tuple[Served, dict[str, str]]:
+    """A stream file's answer and its headers: the route and the fast path."""
     if served.kind is None:
         return served, {"content-type": "text/plain; charset=utf-8"}
     headers = {"content-type": CONTENT_TYPES[served.kind],
@@ -330,17 +325,23 @@ class HlsFastPath:
         node = getattr(scope["app"].state, "node", None) if "app" in scope else None
         mcu = node.mcu if node is not None else None
         streaming = mcu.streaming if mcu is not None else None
-        if streaming is None:
+        host: StreamHost | None = LocalStreamHost(streaming) if streaming is not None else None
+        if host is None and node is not None and mcu is None:  # a web node: the proxy, once a route made it
+            host = getattr(scope["app"].state, "remote_streams", None)
+        if host is None:
             return None
         headers = dict(scope["headers"])
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         if len(segments) == 6 and segments[3] == "t":  # /hls/<id>/t/<token>/<name>
             conference_id, token, name = segments[2], segments[4], segments[5]
-            if not streaming.token_admits(conference_id, token):
-                return None  # the route answers 403
+            try:
+                if not await host.token_admits(conference_id, token):
+                    return None  # the route answers 403
+            except StreamUnavailable:
+                return None  # the route answers 503
             client = scope.get("client")
-            return await _answer(streaming, conference_id, name, pairs,
-                                 _link_viewer(token, client[0] if client else ""))
+            return _with_headers(await host.file(conference_id, name, pairs,
+                                                 _link_viewer(token, client[0] if client else "")))
         if len(segments) != 4 or b"authorization" in headers:
             return None
         cookies = SimpleCookie()
@@ -352,7 +353,7 @@ class HlsFastPath:
         principal = VIEWER_GATE.remembered(morsel.value, time.monotonic()) if morsel is not None else None
         if principal is None:
             return None
-        return await _answer(streaming, segments[2], segments[3], pairs, "u:" + principal.user.username)
+        return _with_headers(await host.file(segments[2], segments[3], pairs, "u:" + principal.user.username))
 
 
 VIEWER_GATE = ViewerGate(frozenset(WATCH_ROLES))
