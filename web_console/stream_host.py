@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from mcu.streaming.names import MAX_TTL_S, PLAYLIST
+from mcu.streaming.names import MAX_TTL_S, PLAYLIST, parse_name, valid_conference_id
 from mcu.streaming.service import HTTP_STATUS, Served, StreamingError, StreamingService
 from noderpc.envelope import ERROR_STATUS
 from noderpc.service import RpcCapability
@@ -351,6 +351,8 @@ class RemoteStreamHost:
     # -- the HLS files ---------------------------------------------------------------------------
 
     async def file(self, conference_id: str, name: str, query: list[tuple[str, str]], viewer: str) -> Served:
+        if not valid_conference_id(conference_id) or parse_name(name, name[:8]) is None:
+            return Served(404, b"not found")  # no stream serves it: not worth a node RPC
         if name == PLAYLIST:
             self._viewers.setdefault(conference_id, set()).add(viewer)
             return await self._flight(("playlist", conference_id, tuple(query)), conference_id, name, query)

@@ -71,6 +71,15 @@ async def test_identical_requests_share_one_rpc_and_media_is_cached() -> None:
     assert len(nodes.calls) == 1 and again.body == first[0].body and again.published_at == 1.5
 
 
+async def test_names_no_stream_serves_are_refused_without_a_call() -> None:
+    nodes = FakeNodes()
+    host = RemoteStreamHost(nodes)
+    for conference_id, name in (("1", "../etc/passwd"), ("1", "x" * 100), ("1", "abcd0123_7.m4s.bak"),
+                                ("1", "ABCD0123_init.mp4"), ("a/b", "index.m3u8"), ("1", "index.m3u8\0")):
+        assert (await host.file(conference_id, name, [], "u:1")).status == 404
+    assert nodes.calls == []
+
+
 async def test_a_viewer_who_leaves_does_not_cancel_the_others() -> None:
     nodes = FakeNodes()
     host = RemoteStreamHost(nodes)
