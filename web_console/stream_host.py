@@ -182,8 +182,10 @@ class StreamHostService:
                 viewers = [str(v)[:80] for v in a.get("viewers", [])][:10_000]
                 for viewer in viewers:  # the web node's viewers since its last playlist request
                     host.streaming.note_viewer(conference_id, viewer)
+                if name == PLAYLIST and not viewers:
+                    raise ValueError("a playlist request names its viewers")
                 return _served_json(await host.file(conference_id, name, _pairs(a.get("query", [])),
-                                                    viewers[0] if viewers else "node"))
+                                                    viewers[0] if viewers else ""))
         raise RpcRefused(501, f"unknown method {method[:64]}", "unknown_method")
 
 
@@ -355,21 +357,23 @@ class RemoteStreamHost:
             return Served(404, b"not found")  # no stream serves it: not worth a node RPC
         if name == PLAYLIST:
             self._viewers.setdefault(conference_id, set()).add(viewer)
-            return await self._flight(("playlist", conference_id, tuple(query)), conference_id, name, query)
+            return await self._flight(("playlist", conference_id, tuple(query)), conference_id, name, query, viewer)
         cached = self._media.get((conference_id, name))
         if cached is not None:
             return cached
-        served = await self._flight(("media", conference_id, name), conference_id, name, [])
+        served = await self._flight(("media", conference_id, name), conference_id, name, [], None)
         if served.status == 200:
             self._media.put((conference_id, name), served)
         return served
 
-    async def _flight(self, key: tuple[Any, ...], conference_id: str, name: str, query: list[tuple[str, str]]) -> Served:
+    async def _flight(self, key: tuple[Any, ...], conference_id: str, name: str, query: list[tuple[str, str]],
+                      viewer: str | None) -> Served:
         """One RPC for all concurrent identical requests (a task of its own: a viewer who leaves cancels
         only its wait, not the others')."""
         task = self._flights.get(key)
         if task is None:
-            task = asyncio.create_task(self._fetch(conference_id, name, query), name=f"hls-proxy-{conference_id}")
+            task = asyncio.create_task(self._fetch(conference_id, name, query, viewer),
+                                       name=f"hls-proxy-{conference_id}")
             self._flights[key] = task
 
             def done(finished: asyncio.Task[Served]) -> None:
@@ -379,8 +383,9 @@ class RemoteStreamHost:
             task.add_done_callback(done)
         return await asyncio.shield(task)
 
-    async def _fetch(self, conference_id: str, name: str, query: list[tuple[str, str]]) -> Served:
-        viewers = sorted(self._viewers.pop(conference_id, set()))
+    async def _fetch(self, conference_id: str, name: str, query: list[tuple[str, str]], viewer: str | None) -> Served:
+        # a playlist request carries the viewers seen since the last one (at least the one who asked first)
+        viewers = [] if viewer is None else sorted(self._viewers.pop(conference_id, set()) | {viewer})
         try:
             reply = await self._room(conference_id, "stream.file", {"name": name, "query": query, "viewers": viewers},
                                      timeout=self.blocking_timeout)
