@@ -226,6 +226,10 @@ def _serve_rooms(node: Node) -> None:
 
     node.rpc.serve(RoomHostService(LocalRoomHost(node.mcu, recording.recorder if recording is not None else None)),
                    "room.")
+    if node.mcu.streaming is not None:  # web nodes proxy this node's live streams to their viewers
+        from web_console.stream_host import STREAM_PREFIX, LocalStreamHost, StreamHostService
+
+        node.rpc.serve(StreamHostService(LocalStreamHost(node.mcu.streaming)), STREAM_PREFIX)
     # recorder nodes record this node's conferences through their recording tap streams
     node.rpc.serve(TapService(node.mcu.conferences, node.core.settings.nodes.tap_host), TAP_PREFIX)
 

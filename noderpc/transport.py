@@ -221,10 +221,12 @@ class NodeRpc:
     # -- client --------------------------------------------------------------------------------
 
     async def call(self, target: str, method: str, args: dict[str, Any], *, key: str | None = None,
-                   timeout: float | None = None, keep: bool = True) -> dict[str, Any]:  # noqa: ASYNC109 - the deadline
+                   timeout: float | None = None, keep: bool = True) -> dict[str, Any]:  # noqa: ASYNC109 - deadline
         """Call `method` on node `target`; the result, or RpcError. Same `key` = same request (run once).
-        ``keep=False``: delete the request row once its reply is read (bulk replies, e.g. recording chunks,
-        that need no idempotency and should not stay in ``rpc_requests`` for `KEEP_REQUESTS_S`)."""
+
+        ``keep=False`` (a read without a key: a live stream's bytes, a recording's chunks): the row is
+        deleted once read (or at the deadline) instead of kept for ``KEEP_REQUESTS_S`` as the
+        idempotency record and trace."""
         timeout = timeout or self.default_timeout
         try:
             request = make_request(request_id=secrets.token_hex(12), key=key or secrets.token_hex(12),
@@ -248,10 +250,10 @@ class NodeRpc:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
             row = await self.db.fetchrow("SELECT reply, reply_signature FROM rpc_requests WHERE id = $1", request_id)
-            if not keep and row is not None and row["reply"] is not None:
-                await self.db.execute("DELETE FROM rpc_requests WHERE id = $1", request_id)
         finally:
             self._waiting.pop(request_id, None)
+            if not keep and key is None:
+                await self.db.execute("DELETE FROM rpc_requests WHERE id = $1", request_id)
         if row is None or row["reply"] is None:
             raise RpcError("deadline", f"no reply from node {target} within {timeout:g} s")
         try:
@@ -264,11 +266,11 @@ class NodeRpc:
         return reply.result
 
     async def call_owner(self, kind: str, item: str, method: str, args: dict[str, Any], *, key: str | None = None,
-                         timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109 - the deadline
+                         timeout: float | None = None, keep: bool = True) -> dict[str, Any]:  # noqa: ASYNC109
         """Call `method` on the live node that hosts (kind, item); RpcError dead/unpinned otherwise."""
         owner = await self.registry.owner(kind, item)
         if owner.state is OwnerState.UNPINNED or owner.node is None:
             raise RpcError("unpinned", f"no node hosts {kind} {item}")
         if owner.state is OwnerState.DEAD:
             raise RpcError("dead", f"node {owner.node.node_id} hosting {kind} {item} stopped responding")
-        return await self.call(owner.node.node_id, method, args, key=key, timeout=timeout)
+        return await self.call(owner.node.node_id, method, args, key=key, timeout=timeout, keep=keep)

@@ -33,7 +33,11 @@ with exactly what the route would answer, from the same service calls; everythin
 unknown session, a bearer token, a NUL, another method, another shape of path) goes through the
 routes unchanged, which is also how a session gets admitted.
 
-The stream runs where the conference runs: these routes answer 503 on a node without the MCU.
+The stream runs where the conference runs. On a node without the MCU (``--role web``) every route
+reaches the stream over node RPC on the node that hosts the room (:mod:`web_console.stream_host`:
+proxied, with the immutable files cached and identical requests coalesced on the web node); the
+viewer's authorisation stays here. The fast path serves them too, through the same proxy, once a
+routed request created it.
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ from pydantic import Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config.roles import Role
-from mcu.streaming.names import CONTENT_TYPES, PLAYLIST
+from mcu.streaming.names import CONTENT_TYPES
 from mcu.streaming.service import HTTP_STATUS, Served, StreamingError, StreamingService
 from web_console.auth import (
     SESSION_COOKIE,
@@ -67,6 +71,13 @@ from web_console.auth import (
 )
 from web_console.guards import ApiModel
 from web_console.i18n import texts_with_prefix
+from web_console.stream_host import (
+    LocalStreamHost,
+    RemoteStreamHost,
+    RpcCalls,
+    StreamHost,
+    StreamUnavailable,
+)
 from web_console.templating import language_of, render
 
 router = APIRouter(route_class=RoleFirstRoute)
@@ -131,11 +142,28 @@ class ViewerGate(RoleGate):
         return hit[0] if hit is not None and hit[1] > now else None
 
 
-def _streaming(request: Request) -> StreamingService:
+def _streaming(request: Request) -> StreamingService | None:
     mcu = node_of(request).mcu
-    if mcu is None or mcu.streaming is None:
-        raise HTTPException(503, "本节点未运行会议服务（直播需与 MCU 在同一进程）")
-    return mcu.streaming
+    return mcu.streaming if mcu is not None else None
+
+
+def _host(request: Request) -> StreamHost:
+    """This node's streams, or (a node without the MCU) the MCU nodes' over node RPC (`web_console.stream_host`)."""
+    node = node_of(request)
+    streaming = _streaming(request)
+    if streaming is not None:
+        return LocalStreamHost(streaming)
+    if node.mcu is None and node.rpc is not None:
+        remote: RemoteStreamHost | None = getattr(request.app.state, "remote_streams", None)
+        if remote is None:
+            remote = RemoteStreamHost(RpcCalls(node.rpc))
+            request.app.state.remote_streams = remote
+        return remote.speaking(language_of(request))
+    raise HTTPException(503, "本节点未运行会议服务（直播需与 MCU 在同一进程）")
+
+
+def _unavailable(exc: StreamUnavailable) -> JSONResponse:
+    return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status)
 
 
 def _error(exc: StreamingError) -> JSONResponse:
@@ -158,9 +186,14 @@ async def watch_page(request: Request, principal: Annotated[Principal, Depends(r
 @router.get("/watch/{conference_id}", include_in_schema=False)
 async def watch_one(request: Request, conference_id: str, t: str = "") -> Response:
     """One conference: signed-in watchers, or anyone with a valid watch link (``?t=``)."""
-    streaming = _streaming(request)
-    if t and streaming.token_admits(conference_id, t):
-        return _page(request, conference_id, t)
+    host = _host(request)
+    if t:
+        try:
+            admitted = await host.token_admits(conference_id, t)
+        except StreamUnavailable as exc:
+            return _unavailable(exc)
+        if admitted:
+            return _page(request, conference_id, t)
     principal = await current_principal(request)
     if principal is None:
         target = quote(str(request.url.path))
@@ -174,41 +207,51 @@ async def watch_one(request: Request, conference_id: str, t: str = "") -> Respon
 
 @router.get("/api/streams", tags=["watch"])
 async def list_streams(request: Request, principal: Annotated[Principal, Depends(require(*WATCH_ROLES))]) -> Any:
-    """The conferences streamed live on this node now."""
-    return _streaming(request).streams()
+    """The conferences streamed live now (on this node, or on the MCU nodes)."""
+    try:
+        return await _host(request).streams()
+    except StreamUnavailable as exc:
+        return _unavailable(exc)
 
 
-def _state(streaming: StreamingService, conference_id: str) -> Any:
-    stream = streaming.stream(conference_id)
-    if stream is None:
-        return JSONResponse({"detail": f"会议未在直播：{conference_id}", "live": False}, status_code=404)
-    return stream.to_json(streaming.clock())
+def _not_streaming(conference_id: str) -> JSONResponse:
+    return JSONResponse({"detail": f"会议未在直播：{conference_id}", "live": False}, status_code=404)
 
 
 @router.get("/api/conferences/{conference_id}/stream", tags=["conference"])
 async def stream_state(request: Request, conference_id: str,
                        principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    return _state(_streaming(request), conference_id)
+    try:
+        return await _host(request).state(conference_id)
+    except StreamingError as exc:
+        return _not_streaming(conference_id) if exc.code == "not_streaming" else _error(exc)
+    except StreamUnavailable as exc:
+        return _unavailable(exc)
 
 
 @router.post("/api/conferences/{conference_id}/stream", tags=["conference"])
 async def stream_start(request: Request, conference_id: str,
                        principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
     """Start streaming a running conference (idempotent)."""
-    streaming = _streaming(request)
     try:
-        stream = await streaming.start(conference_id, principal.user.username, source=client_address(request))
+        return await _host(request).start(conference_id, principal.user.username, client_address(request))
     except StreamingError as exc:
         return _error(exc)
-    return stream.to_json(streaming.clock())
+    except StreamUnavailable as exc:
+        return _unavailable(exc)
 
 
 @router.delete("/api/conferences/{conference_id}/stream", tags=["conference"])
 async def stream_stop(request: Request, conference_id: str,
                       principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
-    streaming = _streaming(request)
-    if not await streaming.stop(conference_id, principal.user.username, source=client_address(request)):
-        return JSONResponse({"detail": f"会议未在直播：{conference_id}", "live": False}, status_code=404)
+    try:
+        stopped = await _host(request).stop(conference_id, principal.user.username, client_address(request))
+    except StreamingError as exc:
+        return _error(exc)
+    except StreamUnavailable as exc:
+        return _unavailable(exc)
+    if not stopped:
+        return _not_streaming(conference_id)
     return {"conference_id": conference_id, "live": False}
 
 
@@ -220,11 +263,12 @@ class WatchLink(ApiModel):
 async def stream_link(request: Request, conference_id: str, body: WatchLink | None = None, *,
                       principal: Annotated[Principal, Depends(require(*CHAIR_ROLES))]) -> Any:
     """A watch link for people without an account: this conference only, until it expires."""
-    streaming = _streaming(request)
     try:
-        token, expires = streaming.watch_token(conference_id, (body or WatchLink()).ttl_s)
+        token, expires = await _host(request).link(conference_id, (body or WatchLink()).ttl_s)
     except StreamingError as exc:
         return _error(exc)
+    except StreamUnavailable as exc:
+        return _unavailable(exc)
     await node_of(request).core.audit.record(
         principal.user.username, "conference.streaming.link", conference_id, source=client_address(request),
         detail={"expires": expires})
@@ -233,13 +277,8 @@ async def stream_link(request: Request, conference_id: str, body: WatchLink | No
 
 # -- the HLS files -----------------------------------------------------------------------------
 
-async def _answer(streaming: StreamingService, conference_id: str, name: str, query: list[tuple[str, str]],
-                  viewer: str) -> tuple[Served, dict[str, str]]:
-    """What a stream file request gets (status, body) and its headers: the route and the fast path."""
-    if name == PLAYLIST:
-        served = await streaming.playlist(conference_id, query, viewer)
-    else:
-        served = await streaming.media(conference_id, name)
+def _with_headers(served: Served) -> tuple[Served, dict[str, str]]:
+    """A stream file's answer and its headers: the route and the fast path."""
     if served.kind is None:
         return served, {"content-type": "text/plain; charset=utf-8"}
     headers = {"content-type": CONTENT_TYPES[served.kind],
@@ -254,9 +293,8 @@ def _link_viewer(token: str, address: str) -> str:
     return "t:" + hashlib.sha256(f"{token}|{address}".encode()).hexdigest()[:16]
 
 
-async def _serve(request: Request, streaming: StreamingService, conference_id: str, name: str,
-                 viewer: str) -> Response:
-    served, headers = await _answer(streaming, conference_id, name, request.query_params.multi_items(), viewer)
+async def _serve(request: Request, host: StreamHost, conference_id: str, name: str, viewer: str) -> Response:
+    served, headers = _with_headers(await host.file(conference_id, name, request.query_params.multi_items(), viewer))
     return Response(served.body, status_code=served.status, headers=headers)
 
 
@@ -287,17 +325,23 @@ class HlsFastPath:
         node = getattr(scope["app"].state, "node", None) if "app" in scope else None
         mcu = node.mcu if node is not None else None
         streaming = mcu.streaming if mcu is not None else None
-        if streaming is None:
+        host: StreamHost | None = LocalStreamHost(streaming) if streaming is not None else None
+        if host is None and node is not None and mcu is None:  # a web node: the proxy, once a route made it
+            host = getattr(scope["app"].state, "remote_streams", None)
+        if host is None:
             return None
         headers = dict(scope["headers"])
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         if len(segments) == 6 and segments[3] == "t":  # /hls/<id>/t/<token>/<name>
             conference_id, token, name = segments[2], segments[4], segments[5]
-            if not streaming.token_admits(conference_id, token):
-                return None  # the route answers 403
+            try:
+                if not await host.token_admits(conference_id, token):
+                    return None  # the route answers 403
+            except StreamUnavailable:
+                return None  # the route answers 503
             client = scope.get("client")
-            return await _answer(streaming, conference_id, name, pairs,
-                                 _link_viewer(token, client[0] if client else ""))
+            return _with_headers(await host.file(conference_id, name, pairs,
+                                                 _link_viewer(token, client[0] if client else "")))
         if len(segments) != 4 or b"authorization" in headers:
             return None
         cookies = SimpleCookie()
@@ -309,7 +353,7 @@ class HlsFastPath:
         principal = VIEWER_GATE.remembered(morsel.value, time.monotonic()) if morsel is not None else None
         if principal is None:
             return None
-        return await _answer(streaming, segments[2], segments[3], pairs, "u:" + principal.user.username)
+        return _with_headers(await host.file(segments[2], segments[3], pairs, "u:" + principal.user.username))
 
 
 VIEWER_GATE = ViewerGate(frozenset(WATCH_ROLES))
@@ -319,13 +363,17 @@ VIEWER_GATE = ViewerGate(frozenset(WATCH_ROLES))
 async def hls_file(request: Request, conference_id: str, name: str,
                    principal: Annotated[Principal, Depends(VIEWER_GATE)]) -> Response:
     """The playlist or a segment of a live stream, for signed-in watchers."""
-    return await _serve(request, _streaming(request), conference_id, name, "u:" + principal.user.username)
+    return await _serve(request, _host(request), conference_id, name, "u:" + principal.user.username)
 
 
 @router.get("/hls/{conference_id}/t/{token}/{name}", include_in_schema=False)
 async def hls_file_by_link(request: Request, conference_id: str, token: str, name: str) -> Response:
     """The same, for the holder of a watch link (no account)."""
-    streaming = _streaming(request)
-    if not streaming.token_admits(conference_id, token):
+    host = _host(request)
+    try:
+        admitted = await host.token_admits(conference_id, token)
+    except StreamUnavailable as exc:
+        return Response(exc.message, status_code=exc.status, media_type="text/plain; charset=utf-8")
+    if not admitted:
         return Response("forbidden", status_code=403, media_type="text/plain")
-    return await _serve(request, streaming, conference_id, name, _link_viewer(token, client_address(request)))
+    return await _serve(request, host, conference_id, name, _link_viewer(token, client_address(request)))

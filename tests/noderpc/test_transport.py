@@ -121,3 +121,22 @@ async def test_forged_request_row_is_refused_and_runs_nothing(db: Database) -> N
         for n in (forger, mcu):
             await n.stop()
             await n.registry.stop()
+
+
+async def test_a_read_that_is_not_kept_leaves_no_row(db: Database) -> None:
+    mcu, web = await node(db, "mcu-1", "mcu"), await node(db, "web-1", "web")
+    host = Counter()
+    mcu.serve(host)
+    try:
+        assert (await web.call("mcu-1", "count", {"x": 1}, keep=False))["runs"] == 1
+        with pytest.raises(RpcError):
+            await web.call("mcu-1", "slow", {}, timeout=0.3, keep=False)  # no reply: its row goes all the same
+        assert await db.fetchval("SELECT count(*) FROM rpc_requests") == 0
+        await web.call("mcu-1", "count", {})  # kept by default (the idempotency record and the trace)
+        await web.call("mcu-1", "count", {}, key="k-1", keep=False)  # a keyed call is always kept
+        assert await db.fetchval("SELECT count(*) FROM rpc_requests") == 2
+    finally:
+        await web.stop()
+        await mcu.stop()
+        await web.registry.stop()
+        await mcu.registry.stop()
