@@ -40,6 +40,7 @@ from mcu.content.deck import DECK_ACTIONS, ConferenceDeck
 from mcu.content.deck import apply_action as apply_deck_action
 from mcu.content.deck_render import DeckError
 from mcu.content.deck_upload import DeckUploads
+from mcu.content.service import ConferenceContent, ContentError, ContentService
 from mcu.layout import LAYOUTS
 from mcu.legs.webrtc import WebRtcLeg
 from mcu.room import BROADCAST, RoomError
@@ -107,6 +108,8 @@ class RoomHost(Protocol):
     async def recording(self, conference_id: str, action: str, actor: str, source: str) -> dict[str, Any]: ...
 
     async def deck(self, conference_id: str, args: dict[str, Any], deadline_s: float | None = None) -> dict[str, Any]: ...
+
+    async def content(self, conference_id: str, args: dict[str, Any]) -> dict[str, Any]: ...
 
     async def join(self, request: JoinRequest) -> dict[str, Any]: ...
 
@@ -256,6 +259,10 @@ class LocalRoomHost:
             return _deck_error(exc.code, 400, exc.detail, **exc.values)
         return {"state": content.state(), "page": deck.pager.index + 1}
 
+    async def content(self, conference_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        """The content token, content layout and raised hands of a room here (`content_control`)."""
+        return content_control(self.mcu.content, conference_id, args)
+
     async def admit(self, req: JoinRequest) -> tuple[WebRtcLeg, str]:
         """A WebRTC leg and its answer to `req`'s offer (HostRefused code malformed: a bad offer)."""
         legs = self.mcu.webrtc
@@ -342,6 +349,79 @@ class LocalRoomHost:
 
 def _deck_error(code: str, status: int, detail: str = "", **values: object) -> dict[str, Any]:
     return {"error": {"code": code, "status": status, "detail": detail[:300], "values": values}}
+
+
+CONTENT_ACTIONS = frozenset({"grant", "revoke", "take", "policy", "layout", "dismiss"})
+HANDS_ACTIONS = frozenset({"approve", "dismiss", "settings"})
+
+
+def _need_site(args: dict[str, Any]) -> str:
+    site = args.get("site")
+    if not site:
+        raise ContentError("missing", "缺少参数: site")
+    return str(site)
+
+
+def _optional(args: dict[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    return None if value is None else str(value)
+
+
+def content_control(service: ContentService | None, conference_id: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Read or change a running room's content token, content layout and raised hands
+    (web_console/content_console.py, here or for a web node over ``room.content``).
+
+    ``args["kind"]``: ``state``; ``content`` with ``action`` grant/revoke/take/policy/layout/dismiss
+    (``site``, ``policy``, ``layout``; ``actor`` takes the token); ``hands`` with ``action``
+    approve/dismiss/settings (``site``, ``approve``, ``mute_others``, ``raise_keys``, ``lower_keys``).
+    Answers the content state. HostRefused: 503 no content service here, 404 not running, 400 the
+    `ContentError` (its code and zh-CN message) — nothing changed. ValueError: malformed arguments.
+    """
+    if service is None:
+        raise HostRefused(503, "本节点未运行会议服务（会控需与 MCU 在同一进程）", "unavailable")
+    kind, action = str(args.get("kind", "")), str(args.get("action", ""))
+    if kind not in ("state", "content", "hands") or (kind == "content" and action not in CONTENT_ACTIONS) \
+            or (kind == "hands" and action not in HANDS_ACTIONS):
+        raise ValueError(f"unknown content action {kind[:16]}/{action[:32]}")
+    content = service.get(conference_id)
+    if content is None:
+        raise HostRefused(404, f"会议未在进行：{conference_id}", "not_running")
+    try:
+        if kind == "content":
+            _apply_content(content, action, args)
+        elif kind == "hands":
+            _apply_hands(content, action, args)
+    except ContentError as exc:
+        raise HostRefused(400, exc.message, exc.code) from None
+    return content.state()
+
+
+def _apply_content(content: ConferenceContent, action: str, args: dict[str, Any]) -> None:
+    match action:
+        case "grant":
+            content.grant(_need_site(args))
+        case "revoke":
+            content.revoke()
+        case "take":
+            content.take(str(args["actor"]))
+        case "policy":
+            content.set_policy(str(args.get("policy") or ""))
+        case "layout":
+            content.set_layout(str(args.get("layout") or ""))
+        case "dismiss":
+            content.dismiss_request(_need_site(args))
+
+
+def _apply_hands(content: ConferenceContent, action: str, args: dict[str, Any]) -> None:
+    match action:
+        case "approve":
+            content.approve(_need_site(args))
+        case "dismiss":
+            content.dismiss(_need_site(args))
+        case "settings":
+            mute = args.get("mute_others")
+            content.configure_hands(_optional(args, "approve"), None if mute is None else bool(mute),
+                                    _optional(args, "raise_keys"), _optional(args, "lower_keys"))
 
 
 HOST_PREFIX = "host."  # a HostRefused code on the wire, apart from the transport's own codes
@@ -447,6 +527,8 @@ class RoomHostService:
                                             str(a["source"]))
             case "room.deck":
                 return await host.deck(str(a["conference_id"]), a)
+            case "room.content":
+                return await host.content(str(a["conference_id"]), a)
             case "room.join":
                 return await host.join(JoinRequest(**a["request"]))
             case "room.leg_state":
@@ -551,6 +633,9 @@ class RemoteRoomHost:
 
     async def deck(self, conference_id: str, args: dict[str, Any], deadline_s: float | None = None) -> dict[str, Any]:
         return await self._room(conference_id, "room.deck", args, deadline_s)
+
+    async def content(self, conference_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._room(conference_id, "room.content", args)
 
     async def join(self, request: JoinRequest) -> dict[str, Any]:
         return await self._room(request.conference_id, "room.join", {"request": asdict(request)})
