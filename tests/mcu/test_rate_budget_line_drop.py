@@ -2,6 +2,9 @@
 that drops from 2 Mbit/s to 768 kbit/s mid-call (mcu.legs.rate_budget, issue 16)."""
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mcu.legs.rate_budget import (
     BACKOFF_INTERVAL,
     HEADER_SHARE,
@@ -120,3 +123,17 @@ def test_keyframe_requests_never_go_below_the_floor_or_back_in_time() -> None:
     assert budget.video_kbps() >= MIN_VIDEO_KBPS
     assert budget.on_keyframe_request(0.5) is None  # from the past
     assert budget.on_keyframe_request(float("nan")) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["rr", "pli"]), st.floats(0, 1), st.floats(0, 6)), max_size=60))
+def test_reports_and_requests_keep_the_budget_in_bounds(steps: list[tuple[str, float, float]]) -> None:
+    budget = RateBudget(2000)
+    full, t = budget.video_kbps(), 0.0
+    for kind, loss, gap in steps:
+        t += gap
+        if kind == "rr":
+            budget.on_receiver_report(loss, t)
+        else:
+            budget.on_keyframe_request(t)
+        assert MIN_VIDEO_KBPS <= budget.video_kbps() <= full
