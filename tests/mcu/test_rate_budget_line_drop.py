@@ -10,10 +10,13 @@ from mcu.legs.rate_budget import (
     HEADER_SHARE,
     KEYFRAME_BACKOFF,
     MIN_VIDEO_KBPS,
+    BudgetChange,
     RateBudget,
     Signal,
 )
+from mcu.legs.site_rate import SiteRate
 from mcu.tiers import TierMachine
+from sip_gateway.rtp.session import KeyframeRequest, ReceptionReport
 
 
 def wire(budget: RateBudget) -> float:
@@ -137,3 +140,17 @@ def test_reports_and_requests_keep_the_budget_in_bounds(steps: list[tuple[str, f
         else:
             budget.on_keyframe_request(t)
         assert MIN_VIDEO_KBPS <= budget.video_kbps() <= full
+
+
+def test_the_site_rate_hands_video_keyframe_requests_to_the_budget() -> None:
+    now = [0.0]
+    rate = SiteRate(2000, clock=lambda: now[0], name="site-1")
+    changes: list[BudgetChange] = []
+    rate.on_change = changes.append
+    rate.on_rate_feedback("video", ReceptionReport(0.0, 0, 0))
+    for t in (1.0, 1.5, 2.0):
+        now[0] = t
+        rate.on_rate_feedback("audio", KeyframeRequest("pli"))  # not our video: ignored
+        rate.on_rate_feedback("video", KeyframeRequest("pli"))
+    assert rate.feedback["keyframe_requests"] == 3
+    assert len(changes) == 1 and changes[0].limited_by is Signal.LOSS and changes[0].at == 2.0
