@@ -83,6 +83,7 @@ async def test_a_line_drop_moves_a_baresip_site_down_within_seconds(
         await peer.start(f"/dial sip:{DEMO}@{line.mcu_address}:{bridge.endpoint.config.port}")
         await until(lambda: len(joined(conf)) == 1, 30, "baresip behind the line to join")
         site = next(iter(bridge.sites.values()))
+        await until(lambda: site.media is not None, 10, "the site's media")
         media, rate = site.media, site.rate
         assert media is not None and rate is not None and media.seat is not None
         await peer.wait_log(r"video: receiving with resolution 1280 x 720", 30)
