@@ -43,7 +43,9 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   :data:`KEYFRAME_BURST` (3) requests within :data:`KEYFRAME_SPAN` (2 s), when the last receiver
   report said the line was clean (below :data:`LOSS_LOW`), are news: the line just got
   worse. The estimate drops to ``rate × KEYFRAME_BACKOFF`` (0.6), at most once per
-  :data:`BACKOFF_INTERVAL` and at most :data:`KEYFRAME_CUTS` (2) times before the next report:
+  :data:`KEYFRAME_INTERVAL` (0.9 s: the peer repeats every 0.5 s, so the second cut lands on its
+  second request after the first, whatever their jitter) and at most :data:`KEYFRAME_CUTS` (2)
+  times before the next report:
   0.36 of the rate at most, enough to go from the top of the customer's 768 kbit/s–2 Mbit/s
   range to its bottom before the peer reports. The next receiver report judges: below
   :data:`LOSS_LOW` the requests were not the line (a decoder's own trouble) and the cuts are
@@ -83,6 +85,7 @@ KEYFRAME_BURST = 3
 KEYFRAME_SPAN = 2.0
 KEYFRAME_BACKOFF = 0.6
 KEYFRAME_CUTS = 2
+KEYFRAME_INTERVAL = 0.9
 HISTORY = 50
 
 
@@ -276,7 +279,7 @@ class RateBudget:
         self._requests.append(at)
         burst = len(self._requests) == KEYFRAME_BURST and at - self._requests[0] <= KEYFRAME_SPAN
         clean = self._last_report > -math.inf and self.last_fraction_lost < LOSS_LOW
-        if not (burst and clean and self._keyframe_cuts < KEYFRAME_CUTS and at - self._last_backoff >= BACKOFF_INTERVAL):
+        if not (burst and clean and self._keyframe_cuts < KEYFRAME_CUTS and at - self._last_backoff >= KEYFRAME_INTERVAL):
             return None
         if self._keyframe_cuts == 0:
             self._before_cuts = self._loss_kbps
