@@ -45,14 +45,16 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   worse. The estimate drops to ``rate × KEYFRAME_BACKOFF`` (0.6), at most once per
   :data:`KEYFRAME_INTERVAL` (0.9 s: the peer repeats every 0.5 s, so the second cut lands on its
   second request after the first, whatever their jitter) and at most :data:`KEYFRAME_CUTS` (2)
-  times before the next report:
+  times in one episode:
   0.36 of the rate at most, enough to go from the top of the customer's 768 kbit/s–2 Mbit/s
-  range to its bottom before the peer reports. The next receiver report judges: below
-  :data:`LOSS_LOW` the requests were not the line (a decoder's own trouble) and the cuts are
-  undone; otherwise the report's own rules go on from the cut estimate. Requests after a report
-  that already said loss do nothing here (that loss is the report rules' business; on a line
-  with random loss every loss brings a request, and the rate must not collapse for it), and so
-  do requests before the first report (a peer asks for key frames while its call starts).
+  range to its bottom. The receiver reports judge the episode: one below :data:`LOSS_LOW` ends
+  it and undoes its cuts (the requests were not the line: a decoder's own trouble); one above
+  :data:`LOSS_HIGH` ends it and its own rules back off from the cut estimate; one in between
+  (the first report after a drop is diluted by the clean part of its span) lets it go on.
+  Requests that start after a report that already said loss do nothing here (that loss is the
+  report rules' business; on a line with random loss every loss brings a request, and the rate
+  must not collapse for it), and so do requests before the first report (a peer asks for key
+  frames while its call starts).
 * **The video budget** is the smallest of: line headroom, the video caps, the loss estimate;
   then the RTP/UDP/IP header share (:data:`HEADER_SHARE`) is taken off, so the result is the
   rate the encoder may produce. It is never below :data:`MIN_VIDEO_KBPS` (the encoder's floor);
@@ -249,10 +251,11 @@ class RateBudget:
         span = at - self._last_report if self._last_report > -math.inf else 0.0  # the first has none
         self._last_report = at
         self.last_fraction_lost = loss
-        cuts, self._keyframe_cuts = self._keyframe_cuts, 0
-        if cuts and loss < LOSS_LOW:  # the key-frame requests were not the line: undo their cuts
+        if self._keyframe_cuts and loss < LOSS_LOW:  # the key-frame requests were not the line: undo
             self._loss_kbps = self._before_cuts
-        self._before_cuts = None
+        if loss < LOSS_LOW or loss > LOSS_HIGH:  # the key-frame episode (if any) is over
+            self._keyframe_cuts = 0
+            self._before_cuts = None
         others = self._without_loss()
         if loss > LOSS_HIGH:
             self._high_reports += 1
@@ -278,7 +281,8 @@ class RateBudget:
         self._last_request = at
         self._requests.append(at)
         burst = len(self._requests) == KEYFRAME_BURST and at - self._requests[0] <= KEYFRAME_SPAN
-        clean = self._last_report > -math.inf and self.last_fraction_lost < LOSS_LOW
+        # news: the last report said clean, or an episode that began after a clean one goes on
+        clean = (self._last_report > -math.inf and self.last_fraction_lost < LOSS_LOW) or self._keyframe_cuts > 0
         if not (burst and clean and self._keyframe_cuts < KEYFRAME_CUTS and at - self._last_backoff >= KEYFRAME_INTERVAL):
             return None
         if self._keyframe_cuts == 0:

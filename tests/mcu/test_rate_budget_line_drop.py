@@ -97,6 +97,18 @@ def test_requests_after_a_lossy_report_are_the_reports_business() -> None:
     assert budget.video_kbps() == before
 
 
+def test_a_diluted_report_between_the_cuts_lets_the_episode_go_on() -> None:
+    budget = reported_clean()
+    full = wire(budget)
+    budget.on_keyframe_request(1.0)
+    budget.on_keyframe_request(1.5)
+    budget.on_keyframe_request(2.0)  # the first cut
+    assert budget.on_receiver_report(0.086, 2.8) is None  # 8.6 %: its span was mostly clean; holds
+    assert budget.on_keyframe_request(3.0) is not None  # the second cut
+    assert budget.video_kbps() == int(full * KEYFRAME_BACKOFF ** 2 * (1 - HEADER_SHARE))
+    assert budget.on_keyframe_request(4.0) is None  # two per episode
+
+
 def test_a_clean_report_after_the_cuts_undoes_them() -> None:
     budget = reported_clean()
     full = budget.video_kbps()
