@@ -42,7 +42,7 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   packets and repeats it every 0.5 s until one decodes; its receiver reports come only every 5 s.
   :data:`KEYFRAME_BURST` (3) requests within :data:`KEYFRAME_SPAN` (2 s), when the last receiver
   report said the line was clean (below :data:`LOSS_LOW`), are news: the line just got
-  worse. The estimate drops to ``rate × KEYFRAME_BACKOFF`` (0.6), at most once per
+  worse (a report that arrives during the burst does not make it old news). The estimate drops to ``rate × KEYFRAME_BACKOFF`` (0.6), at most once per
   :data:`KEYFRAME_INTERVAL` (0.9 s: the peer repeats every 0.5 s, so the second cut lands on its
   second request after the first, whatever their jitter) and at most :data:`KEYFRAME_CUTS` (2)
   times in one episode:
@@ -51,7 +51,7 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   it and undoes its cuts (the requests were not the line: a decoder's own trouble); one above
   :data:`LOSS_HIGH` ends it and its own rules back off from the cut estimate; one in between
   (the first report after a drop is diluted by the clean part of its span) lets it go on.
-  Requests that start after a report that already said loss do nothing here (that loss is the
+  Bursts that begin after a report that already said loss do nothing here (that loss is the
   report rules' business; on a line with random loss every loss brings a request, and the rate
   must not collapse for it), and so do requests before the first report (a peer asks for key
   frames while its call starts).
@@ -153,7 +153,7 @@ class RateBudget:
         self._last_backoff = -math.inf
         self._last_probe = -math.inf
         self.last_fraction_lost = 0.0
-        self._requests: deque[float] = deque(maxlen=KEYFRAME_BURST)
+        self._requests: deque[tuple[float, bool]] = deque(maxlen=KEYFRAME_BURST)  # (time, clean then)
         self._last_request = -math.inf
         self._keyframe_cuts = 0
         self._before_cuts: float | None = None  # the loss estimate before the first key-frame cut
@@ -279,10 +279,11 @@ class RateBudget:
         if at is None or at < self._last_request:
             return None
         self._last_request = at
-        self._requests.append(at)
-        burst = len(self._requests) == KEYFRAME_BURST and at - self._requests[0] <= KEYFRAME_SPAN
-        # news: the last report said clean, or an episode that began after a clean one goes on
-        clean = (self._last_report > -math.inf and self.last_fraction_lost < LOSS_LOW) or self._keyframe_cuts > 0
+        self._requests.append((at, self._last_report > -math.inf and self.last_fraction_lost < LOSS_LOW))
+        first, clean_then = self._requests[0]
+        burst = len(self._requests) == KEYFRAME_BURST and at - first <= KEYFRAME_SPAN
+        # news: the burst began while the last report said clean, or an episode that did goes on
+        clean = clean_then or self._keyframe_cuts > 0
         if not (burst and clean and self._keyframe_cuts < KEYFRAME_CUTS and at - self._last_backoff >= KEYFRAME_INTERVAL):
             return None
         if self._keyframe_cuts == 0:

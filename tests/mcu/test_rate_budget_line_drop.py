@@ -109,6 +109,14 @@ def test_a_diluted_report_between_the_cuts_lets_the_episode_go_on() -> None:
     assert budget.on_keyframe_request(4.0) is None  # two per episode
 
 
+def test_a_report_arriving_during_the_burst_does_not_make_it_old_news() -> None:
+    budget = reported_clean()
+    budget.on_keyframe_request(0.95)
+    budget.on_keyframe_request(1.45)
+    budget.on_receiver_report(0.059, 1.76)  # diluted: the drop came 1.8 s before it
+    assert budget.on_keyframe_request(1.94) is not None  # the burst began while the line was clean
+
+
 def test_a_clean_report_after_the_cuts_undoes_them() -> None:
     budget = reported_clean()
     full = budget.video_kbps()
