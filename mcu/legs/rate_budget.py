@@ -33,7 +33,28 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   (2 %) and the high mark it holds. Below the low mark it probes up by :data:`PROBE_FACTOR`
   (8 %) + 1 kbit/s at most once per :data:`PROBE_INTERVAL`; once it reaches the other caps it
   is lifted (no loss limit) until the next sustained loss. A report with a time earlier than
-  the last one is ignored.
+  the last one is ignored. A high report that covers at least :data:`SUSTAINED_SPAN` (2 s)
+  since the previous report is sustained by itself: its fraction is an average over that span,
+  not a key-frame blip, and a peer that reports every 5 s (baresip/libre) would otherwise be
+  heard only 10 s after its line dropped.
+* **Key-frame requests as a loss sign** (:meth:`RateBudget.on_keyframe_request`): a peer that
+  sends no NACK, no REMB and no TMMBR (baresip) asks for a key frame (PLI/FIR) when it lost
+  packets and repeats it every 0.5 s until one decodes; its receiver reports come only every 5 s.
+  :data:`KEYFRAME_BURST` (3) requests within :data:`KEYFRAME_SPAN` (2 s), when the last receiver
+  report said the line was clean (below :data:`LOSS_LOW`), are news: the line just got
+  worse (a report that arrives during the burst does not make it old news). The estimate drops to ``rate × KEYFRAME_BACKOFF`` (0.6), at most once per
+  :data:`KEYFRAME_INTERVAL` (0.9 s: the peer repeats every 0.5 s, so the second cut lands on its
+  second request after the first, whatever their jitter) and at most :data:`KEYFRAME_CUTS` (2)
+  times in one episode:
+  0.36 of the rate at most, enough to go from the top of the customer's 768 kbit/s–2 Mbit/s
+  range to its bottom. The receiver reports judge the episode: one below :data:`LOSS_LOW` ends
+  it and undoes its cuts (the requests were not the line: a decoder's own trouble); one above
+  :data:`LOSS_HIGH` ends it and its own rules back off from the cut estimate; one in between
+  (the first report after a drop is diluted by the clean part of its span) lets it go on.
+  Bursts that begin after a report that already said loss do nothing here (that loss is the
+  report rules' business; on a line with random loss every loss brings a request, and the rate
+  must not collapse for it), and so do requests before the first report (a peer asks for key
+  frames while its call starts).
 * **The video budget** is the smallest of: line headroom, the video caps, the loss estimate;
   then the RTP/UDP/IP header share (:data:`HEADER_SHARE`) is taken off, so the result is the
   rate the encoder may produce. It is never below :data:`MIN_VIDEO_KBPS` (the encoder's floor);
@@ -61,6 +82,12 @@ LOSS_SEVERE = 0.25
 BACKOFF_INTERVAL = 1.0
 PROBE_INTERVAL = 1.0
 PROBE_FACTOR = 1.08
+SUSTAINED_SPAN = 2.0
+KEYFRAME_BURST = 3
+KEYFRAME_SPAN = 2.0
+KEYFRAME_BACKOFF = 0.6
+KEYFRAME_CUTS = 2
+KEYFRAME_INTERVAL = 0.9
 HISTORY = 50
 
 
@@ -126,6 +153,10 @@ class RateBudget:
         self._last_backoff = -math.inf
         self._last_probe = -math.inf
         self.last_fraction_lost = 0.0
+        self._requests: deque[tuple[float, bool]] = deque(maxlen=KEYFRAME_BURST)  # (time, clean then)
+        self._last_request = -math.inf
+        self._keyframe_cuts = 0
+        self._before_cuts: float | None = None  # the loss estimate before the first key-frame cut
         self.history: deque[BudgetChange] = deque(maxlen=HISTORY)
         self._set(Signal.LINE, line_kbps)
         if Signal.LINE not in self._caps:
@@ -217,12 +248,18 @@ class RateBudget:
         if loss is None or at is None or at < self._last_report:
             return None
         loss = min(1.0, max(0.0, loss))
+        span = at - self._last_report if self._last_report > -math.inf else 0.0  # the first has none
         self._last_report = at
         self.last_fraction_lost = loss
+        if self._keyframe_cuts and loss < LOSS_LOW:  # the key-frame requests were not the line: undo
+            self._loss_kbps = self._before_cuts
+        if loss < LOSS_LOW or loss > LOSS_HIGH:  # the key-frame episode (if any) is over
+            self._keyframe_cuts = 0
+            self._before_cuts = None
         others = self._without_loss()
         if loss > LOSS_HIGH:
             self._high_reports += 1
-            sustained = self._high_reports >= 2 or loss > LOSS_SEVERE
+            sustained = self._high_reports >= 2 or loss > LOSS_SEVERE or span >= SUSTAINED_SPAN
             if sustained and at - self._last_backoff >= BACKOFF_INTERVAL:
                 current = self._loss_kbps if self._loss_kbps is not None else others
                 self._loss_kbps = max(float(MIN_VIDEO_KBPS), min(current, others) * (1 - loss / 2))
@@ -234,6 +271,29 @@ class RateBudget:
                 self._last_probe = at
                 raised = self._loss_kbps * PROBE_FACTOR + 1
                 self._loss_kbps = None if raised >= others else raised
+        return self._recompute(Signal.LOSS, at)
+
+    def on_keyframe_request(self, now: float) -> BudgetChange | None:
+        """The peer asked for a key frame of our video (PLI/FIR) at ``now``."""
+        at = _number(now)
+        if at is None or at < self._last_request:
+            return None
+        self._last_request = at
+        self._requests.append((at, self._last_report > -math.inf and self.last_fraction_lost < LOSS_LOW))
+        first, clean_then = self._requests[0]
+        burst = len(self._requests) == KEYFRAME_BURST and at - first <= KEYFRAME_SPAN
+        # news: the burst began while the last report said clean, or an episode that did goes on
+        clean = clean_then or self._keyframe_cuts > 0
+        if not (burst and clean and self._keyframe_cuts < KEYFRAME_CUTS and at - self._last_backoff >= KEYFRAME_INTERVAL):
+            return None
+        if self._keyframe_cuts == 0:
+            self._before_cuts = self._loss_kbps
+        others = self._without_loss()
+        current = self._loss_kbps if self._loss_kbps is not None else others
+        self._loss_kbps = max(float(MIN_VIDEO_KBPS), min(current, others) * KEYFRAME_BACKOFF)
+        self._keyframe_cuts += 1
+        self._last_backoff = at
+        self._last_probe = at
         return self._recompute(Signal.LOSS, at)
 
     # ------------------------------------------------------------------ the arithmetic

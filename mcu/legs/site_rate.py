@@ -1,8 +1,9 @@
 """A SIP site's rate budget at work: fed by its SDP and its leg's RTCP, choosing the site's video.
 
 :class:`SiteRate` owns the site's :class:`~mcu.legs.rate_budget.RateBudget` (the pure machine)
-and is the leg's :class:`~sip_gateway.aio.rtp_leg.RateListener`: TMMBR, REMB and receiver reports
-about our *video* go into the budget (audio reports are the audio's business). The peer's SDP
+and is the leg's :class:`~sip_gateway.aio.rtp_leg.RateListener`: TMMBR, REMB, receiver reports
+and key-frame requests (PLI/FIR: a sign of loss from a peer that sends no NACK) about our *video*
+go into the budget (audio reports are the audio's business). The peer's SDP
 ``b=`` lines go in with :meth:`SiteRate.apply_streams` (at join and after every re-INVITE).
 
 Its ``video_kbps()`` is the contract with the pacer and the encoder ladder (they declare their
@@ -30,7 +31,13 @@ from mcu.legs.loss_switch import LossSwitch
 from mcu.legs.rate_budget import BudgetChange, RateBudget
 from mcu.legs.site_media import SIZES, VideoFormat
 from sip_gateway.rtp.media_description import LocalMedia, MediaStream
-from sip_gateway.rtp.session import RateEstimate, RateFeedback, RateLimitRequest, ReceptionReport
+from sip_gateway.rtp.session import (
+    KeyframeRequest,
+    RateEstimate,
+    RateFeedback,
+    RateLimitRequest,
+    ReceptionReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,7 @@ class SiteRate:
         self.on_change: Callable[[BudgetChange], None] | None = None
         self.lossy = LossSwitch()
         self.on_lossy: Callable[[bool], None] | None = None
-        self.feedback = {"tmmbr": 0, "remb": 0, "reports": 0}
+        self.feedback = {"tmmbr": 0, "remb": 0, "reports": 0, "keyframe_requests": 0}
 
     def video_kbps(self) -> int:
         """The video rate the site's leg may send now (kbit/s)."""
@@ -90,6 +97,9 @@ class SiteRate:
         elif isinstance(feedback, RateEstimate):
             self.feedback["remb"] += 1
             self._changed(self.budget.on_remb(feedback.bitrate_bps, now))
+        elif isinstance(feedback, KeyframeRequest):
+            self.feedback["keyframe_requests"] += 1
+            self._changed(self.budget.on_keyframe_request(now))
         elif isinstance(feedback, ReceptionReport):
             self.feedback["reports"] += 1
             self._changed(self.budget.on_receiver_report(feedback.fraction_lost, now))

@@ -401,6 +401,8 @@ class MediaLeg:
             self.sink.on_dtmf(self, event.digit)
         elif isinstance(event, KeyframeRequest):
             self.sink.on_keyframe_request(self)
+            if self.rate_listener is not None:  # a peer without NACK says it lost packets this way
+                self.rate_listener.on_rate_feedback(channel.kind, event)
         elif isinstance(event, NackRequest) and channel.session is not None and self.retransmit_enabled:
             now = asyncio.get_running_loop().time()
             kbps = self.send_budget.video_kbps() if self.send_budget is not None else None

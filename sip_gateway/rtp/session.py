@@ -121,7 +121,7 @@ class SendRtcp:
     data: bytes
 
 
-RateFeedback = RateLimitRequest | RateEstimate | ReceptionReport
+RateFeedback = RateLimitRequest | RateEstimate | ReceptionReport | KeyframeRequest
 RtpEvent = (EncodedFrame | DtmfDigit | KeyframeRequest | NackRequest | PacketLossDetected | PeerLeft | SendNack
             | RateLimitRequest | RateEstimate | ReceptionReport | SendRtcp)
 MAX_TMMBR_OWNERS = 16  # tuples kept for the bounding set (one per SSRC that asked)

@@ -53,7 +53,7 @@ def test_sdp_and_rtcp_move_the_budget_and_the_size() -> None:
     rate.on_rate_feedback("video", ReceptionReport(0.5, 10, 0))
     assert limit(rate) == "loss"
     stats = rate.statistics()
-    assert stats["feedback"] == {"tmmbr": 2, "remb": 1, "reports": 1} and stats["limited_by"] == "loss"
+    assert stats["feedback"] == {"tmmbr": 2, "remb": 1, "reports": 1, "keyframe_requests": 0} and stats["limited_by"] == "loss"
     rate.apply_streams([])  # a re-INVITE without b= (and without streams): forgotten, nothing breaks
     assert "sdp_session" not in rate.budget.caps()
 
