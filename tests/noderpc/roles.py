@@ -1,19 +1,22 @@
 """Real `commandcenter up --role R` processes on one PostgreSQL, for the split-role tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, new_database, private_tmp_dir
 
 SECRET = "split-roles-test-node-secret-0123456789"
 
@@ -99,3 +102,22 @@ def start_role(role: str, env: dict[str, str], timeout: float = 90.0, port: int 
         time.sleep(0.2)
     process.kill()
     raise TimeoutError(f"{role} node not ready:\n" + "\n".join(running.output[-80:]))
+
+
+@contextlib.contextmanager
+def mcu_and_web(pg_url: str, prefix: str, mcu_env: dict[str, str] | None = None,
+                web_env: dict[str, str] | None = None) -> Iterator[tuple[RoleProcess, RoleProcess, str, Path]]:
+    """A `--role mcu` node and a `--role web` node on one new database: (mcu, web, db_url, work dir).
+    The MCU node starts first: it creates the schema and the users. Both are stopped on exit."""
+    db_url = new_database(pg_url, prefix + "_")
+    work = private_tmp_dir(f"cc-{prefix}-")
+    mcu = start_role("mcu", role_env(db_url, work / "mcu", **(mcu_env or {})))
+    web = None
+    try:
+        web = start_role("web", role_env(db_url, work / "web", **(web_env or {})))
+        yield mcu, web, db_url, work
+    finally:
+        if web is not None:
+            web.stop()
+        mcu.stop()
+        shutil.rmtree(work, ignore_errors=True)

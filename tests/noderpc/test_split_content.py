@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import new_database, private_tmp_dir, run_async
+from tests.conftest import run_async
 from tests.mcu.mcu_helpers import source_frame
-from tests.noderpc.roles import RoleProcess, role_env, start_role
+from tests.noderpc.roles import RoleProcess, mcu_and_web
 from tests.noderpc.test_split_deck import until
 from tests.noderpc.test_split_recording import _rows
 
@@ -34,18 +33,8 @@ URL = f"/api/conferences/{DEMO}/content"
 
 @pytest.fixture(scope="module")
 def cluster(pg_url: str) -> Iterator[tuple[RoleProcess, RoleProcess, str]]:
-    db_url = new_database(pg_url, "splitcontent_")
-    work = private_tmp_dir("cc-splitcontent-")
-    mcu = start_role("mcu", role_env(db_url, work / "mcu"))
-    web = None
-    try:
-        web = start_role("web", role_env(db_url, work / "web"))
+    with mcu_and_web(pg_url, "splitcontent") as (mcu, web, db_url, work):
         yield mcu, web, db_url
-    finally:
-        if web is not None:
-            web.stop()
-        mcu.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,9 +24,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from noderpc.envelope import MAX_ARGS_BYTES
-from tests.conftest import new_database, private_tmp_dir, run_async
+from tests.conftest import run_async
 from tests.mcu.mcu_helpers import identify, source_frame, yuv_at
-from tests.noderpc.roles import RoleProcess, role_env, start_role
+from tests.noderpc.roles import RoleProcess, mcu_and_web
 from tests.noderpc.test_split_recording import _rows
 
 pytestmark = pytest.mark.timeout(240)
@@ -38,18 +37,9 @@ PNG_COLOUR = 9
 
 @pytest.fixture(scope="module")
 def cluster(pg_url: str) -> Iterator[tuple[RoleProcess, RoleProcess, str, Path]]:
-    db_url = new_database(pg_url, "splitdeck_")
-    work = private_tmp_dir("cc-splitdeck-")
-    mcu = start_role("mcu", role_env(db_url, work / "mcu", CC_DECK__MAX_MB="2"))
-    web = None
-    try:
-        web = start_role("web", role_env(db_url, work / "web", CC_DECK__MAX_MB="2"))
+    small = {"CC_DECK__MAX_MB": "2"}
+    with mcu_and_web(pg_url, "splitdeck", mcu_env=small, web_env=small) as (mcu, web, db_url, work):
         yield mcu, web, db_url, work
-    finally:
-        if web is not None:
-            web.stop()
-        mcu.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ request is refused, and a killed MCU node gives a clear 503.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,27 +19,17 @@ import pytest
 
 from bench.webrtc_client import ColourCamera, ToneMicrophone, WebRtcTestClient
 from noderpc.transport import channel_of
-from tests.conftest import new_database, private_tmp_dir, run_async
+from tests.conftest import private_tmp_dir, run_async
 from tests.mcu.mcu_helpers import colour, identify, yuv_at
-from tests.noderpc.roles import RoleProcess, role_env, start_role
+from tests.noderpc.roles import RoleProcess, mcu_and_web, role_env, start_role
 
 DEMO = "80000001"
 
 
 @pytest.fixture(scope="module")
 def cluster(pg_url: str) -> Iterator[tuple[RoleProcess, RoleProcess, str]]:
-    db_url = new_database(pg_url, "split_")
-    work = private_tmp_dir("cc-split-")
-    mcu = start_role("mcu", role_env(db_url, work / "mcu"))  # first: it creates the schema and the users
-    web = None
-    try:
-        web = start_role("web", role_env(db_url, work / "web"))
+    with mcu_and_web(pg_url, "split") as (mcu, web, db_url, work):
         yield mcu, web, db_url
-    finally:
-        if web is not None:
-            web.stop()
-        mcu.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -21,8 +20,8 @@ import av
 import httpx
 import pytest
 
-from tests.conftest import new_database, private_tmp_dir, run_async
-from tests.noderpc.roles import RoleProcess, role_env, start_role
+from tests.conftest import run_async
+from tests.noderpc.roles import RoleProcess, mcu_and_web
 
 DEMO = "80000001"
 PLAYLIST = f"/hls/{DEMO}/index.m3u8"
@@ -31,18 +30,8 @@ SEGMENT = re.compile(r"^[0-9a-f]{8}_\d+\.m4s$", re.M)
 
 @pytest.fixture(scope="module")
 def cluster(pg_url: str) -> Iterator[tuple[RoleProcess, RoleProcess, str]]:
-    db_url = new_database(pg_url, "splitstream_")
-    work = private_tmp_dir("cc-split-stream-")
-    mcu = start_role("mcu", role_env(db_url, work / "mcu", CC_DEMO__DEMO_SITES="true"))
-    web = None
-    try:
-        web = start_role("web", role_env(db_url, work / "web"))
+    with mcu_and_web(pg_url, "splitstream", mcu_env={"CC_DEMO__DEMO_SITES": "true"}) as (mcu, web, db_url, work):
         yield mcu, web, db_url
-    finally:
-        if web is not None:
-            web.stop()
-        mcu.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def wait_for(client: httpx.Client, path: str, segments: int, within: float = 60.0) -> str:
