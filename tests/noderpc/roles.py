@@ -121,3 +121,24 @@ def mcu_and_web(pg_url: str, prefix: str, mcu_env: dict[str, str] | None = None,
             web.stop()
         mcu.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def desk_and_web(pg_url: str, prefix: str) -> Iterator[tuple[RoleProcess, RoleProcess, str, Path, int]]:
+    """A `--role desk` node (`desk-1`, SIP on a free port) and a `--role web` node (`web-1`) with the
+    remote desk, on one new database: (desk, web, db_url, work dir, desk SIP port). The desk node
+    starts first: it creates the schema and the users. Both are stopped on exit."""
+    db_url = new_database(pg_url, prefix + "_")
+    work = private_tmp_dir(f"cc-{prefix}-")
+    sip_port = free_port()
+    desk = start_role("desk", role_env(db_url, work / "desk", CC_SIP__UDP_PORT=str(sip_port),
+                                       CC_SIP__TCP_PORT=str(sip_port), CC_NODE_NAME="desk-1"))
+    web = None
+    try:
+        web = start_role("web", role_env(db_url, work / "web", CC_EMERGENCY__REMOTE_DESK="true", CC_NODE_NAME="web-1"))
+        yield desk, web, db_url, work, sip_port
+    finally:
+        if web is not None:
+            web.stop()
+        desk.stop()
+        shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,6 @@ decoded audio has 1000 Hz (the energy check at the caller). The web node runs no
 """
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
@@ -19,8 +18,8 @@ import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, sign_in
-from tests.conftest import free_port, new_database, private_tmp_dir, run_async, wait_for
-from tests.noderpc.roles import role_env, start_role
+from tests.conftest import run_async, wait_for
+from tests.noderpc.roles import desk_and_web
 from tests.noderpc.test_split_recording import _rows
 from tests.sip_gateway.peers import Baresip
 from tests.web_console.test_desk_softphone import TONE_JS, hears, read_wav, tone_db
@@ -38,63 +37,53 @@ def browser() -> Iterator[Browser]:
 
 
 def test_softphone_on_a_web_node_for_a_call_on_the_desk_node(pg_url: str, browser: Browser) -> None:
-    db_url = new_database(pg_url, "splitdesk_")
-    work = private_tmp_dir("cc-splitdesk-")
-    sip_port = free_port()
-    desk = start_role("desk", role_env(db_url, work / "desk", CC_SIP__UDP_PORT=str(sip_port),
-                                       CC_SIP__TCP_PORT=str(sip_port), CC_NODE_NAME="desk-1"))
-    web = None
-    caller: subprocess.Popen[bytes] | None = None
-    try:
-        web = start_role("web", role_env(db_url, work / "web", CC_EMERGENCY__REMOTE_DESK="true", CC_NODE_NAME="web-1"))
-        passwords = desk.passwords()
-        context = browser.new_context(locale="zh-CN", viewport={"width": 1600, "height": 950})
-        page = context.new_page()
-        page.add_init_script(f"({TONE_JS})(1000)")
-        page.goto(web.url + "/desk")
-        sign_in(page, "calltaker", passwords["calltaker"])
-        expect(page.locator("#conn.up")).to_have_count(1, timeout=15_000)
-        expect(page.get_by_test_id("softphone")).to_have_count(1)  # offered: the desk node has the call rooms
-        page.get_by_test_id("btn-available").click()
-
-        bs = Baresip(work / "baresip", tone_hz=440)
-        bs.write_config()
-        snd = work / "snd"
-        snd.mkdir()
-        with (bs.home / "config").open("a") as f:
-            f.write(f"module sndfile.so\nsnd_path {snd}\n")
-        caller = subprocess.Popen(["baresip", "-f", str(bs.home), "-e", f"/dial sip:110@127.0.0.1:{sip_port}"],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  cwd=str(bs.home))
-        expect(page.get_by_test_id("ring")).to_be_visible(timeout=20_000)
-        # the call's pin is written beside the ring, not before it: wait for it
+    with desk_and_web(pg_url, "splitdesk") as (desk, web, db_url, work, sip_port):
+        caller: subprocess.Popen[bytes] | None = None
         try:
-            pins = wait_for(lambda: run_async(_rows(db_url, "SELECT node_id FROM rpc_pins WHERE kind = 'call'")),
-                            within=10.0)
-        except TimeoutError:
-            pins = []
-        assert len(pins) == 1 and pins[0]["node_id"].startswith("desk-1/desk/"), pins
-        page.get_by_test_id("btn-answer").click()
-        expect(page.get_by_test_id("media-state")).to_have_text("connected", timeout=30_000)
-        time.sleep(1.0)
-        heard = hears(page, [440, 1000])
-        assert heard["440"] > 25, heard  # the caller's tone reaches the browser on the web node
-        time.sleep(2.0)
+            passwords = desk.passwords()
+            context = browser.new_context(locale="zh-CN", viewport={"width": 1600, "height": 950})
+            page = context.new_page()
+            page.add_init_script(f"({TONE_JS})(1000)")
+            page.goto(web.url + "/desk")
+            sign_in(page, "calltaker", passwords["calltaker"])
+            expect(page.locator("#conn.up")).to_have_count(1, timeout=15_000)
+            expect(page.get_by_test_id("softphone")).to_have_count(1)  # offered: the desk node has the call rooms
+            page.get_by_test_id("btn-available").click()
 
-        caller.send_signal(signal.SIGINT)  # baresip finishes its WAV files on exit
-        caller.wait(10)
-        decoded = sorted(snd.glob("*dec*.wav"))
-        assert decoded, list(snd.iterdir())
-        pcm, rate = read_wav(decoded[0])
-        assert len(pcm) > rate * 2
-        assert tone_db(pcm, rate, 1000) > 20, tone_db(pcm, rate, 1000)  # the call-taker reaches the caller
-        expect(page.get_by_test_id("call-panel")).to_contain_text("当前无通话", timeout=15_000)
-        context.close()
-    finally:
-        if caller is not None and caller.poll() is None:
-            caller.kill()
-            caller.wait()
-        if web is not None:
-            web.stop()
-        desk.stop()
-        shutil.rmtree(work, ignore_errors=True)
+            bs = Baresip(work / "baresip", tone_hz=440)
+            bs.write_config()
+            snd = work / "snd"
+            snd.mkdir()
+            with (bs.home / "config").open("a") as f:
+                f.write(f"module sndfile.so\nsnd_path {snd}\n")
+            caller = subprocess.Popen(["baresip", "-f", str(bs.home), "-e", f"/dial sip:110@127.0.0.1:{sip_port}"],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      cwd=str(bs.home))
+            expect(page.get_by_test_id("ring")).to_be_visible(timeout=20_000)
+            # the call's pin is written beside the ring, not before it: wait for it
+            try:
+                pins = wait_for(lambda: run_async(_rows(db_url, "SELECT node_id FROM rpc_pins WHERE kind = 'call'")),
+                                within=10.0)
+            except TimeoutError:
+                pins = []
+            assert len(pins) == 1 and pins[0]["node_id"].startswith("desk-1/desk/"), pins
+            page.get_by_test_id("btn-answer").click()
+            expect(page.get_by_test_id("media-state")).to_have_text("connected", timeout=30_000)
+            time.sleep(1.0)
+            heard = hears(page, [440, 1000])
+            assert heard["440"] > 25, heard  # the caller's tone reaches the browser on the web node
+            time.sleep(2.0)
+
+            caller.send_signal(signal.SIGINT)  # baresip finishes its WAV files on exit
+            caller.wait(10)
+            decoded = sorted(snd.glob("*dec*.wav"))
+            assert decoded, list(snd.iterdir())
+            pcm, rate = read_wav(decoded[0])
+            assert len(pcm) > rate * 2
+            assert tone_db(pcm, rate, 1000) > 20, tone_db(pcm, rate, 1000)  # the call-taker reaches the caller
+            expect(page.get_by_test_id("call-panel")).to_contain_text("当前无通话", timeout=15_000)
+            context.close()
+        finally:
+            if caller is not None and caller.poll() is None:
+                caller.kill()
+                caller.wait()
