@@ -219,6 +219,10 @@ def _serve_rooms(node: Node) -> None:
         live = recording.recorder.live
         if isinstance(live, RemoteLiveSource):
             node.rpc.serve(RecordingHostService(recording.recorder, live), "rec.")
+    if recording is not None and node.recorder is not None:  # web nodes replay the conferences recorded here
+        from web_console.replay_host import REPLAY_PREFIX, LocalReplayHost, ReplayHostService
+
+        node.rpc.serve(ReplayHostService(LocalReplayHost(recording.recorder, node.recorder.service)), REPLAY_PREFIX)
     if node.mcu is None or not node.mcu.conferences.plan_rooms:  # a desk node's call rooms are its own
         return
     from mcu.recording_stream import TAP_PREFIX, TapService

@@ -936,6 +936,10 @@ MESSAGES["zh-CN"].update({
     "replay.error.not_viewer": "只能授权观察员账号回放：{name}",
     "replay.error.too_many": "该会议的回放授权人数已满",
     "replay.error.no_grant": "该用户没有回放授权：{name}",
+    "replay.error.node_gone": "保存该会议录像的录像节点未在运行，暂时无法回放，请待该节点恢复后重试或联系管理员",
+    "replay.error.node_unreachable": "录像节点未能及时响应，请稍后重试",
+    "replay.error.node_unavailable": "本节点未配置节点密钥，无法回放其他节点上的会议录像，请联系管理员",
+    "replay.error.transfer_gone": "录像片段传输已过期，请重新播放",
 })
 MESSAGES["en"].update({
     "console.replay": "Conference replay", "console.replay.desc": "Replay recorded conferences: people and shared content in sync",
@@ -962,6 +966,12 @@ MESSAGES["en"].update({
     "replay.error.not_viewer": "Only viewer accounts can be granted a replay: {name}",
     "replay.error.too_many": "Too many replay grants for this conference",
     "replay.error.no_grant": "This user has no replay grant: {name}",
+    "replay.error.node_gone": "The recorder node that holds this conference's recording is not running; "
+                              "try again once it is back or ask an administrator",
+    "replay.error.node_unreachable": "The recorder node did not answer in time; try again",
+    "replay.error.node_unavailable": "This node has no node secret configured and cannot replay recordings held "
+                                     "by other nodes; ask an administrator",
+    "replay.error.transfer_gone": "The segment transfer expired; start the replay again",
 })
 
 # -- crew bindings (issue 20): /admin/crews in web_console/field_console.py, templates/crews.html ---

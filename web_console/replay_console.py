@@ -13,7 +13,6 @@ in memory, never re-encoded, so the page plays the two side by side in sync.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from typing import Annotated, Any
@@ -23,14 +22,19 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field
 
 from config.roles import Role
-from recorder.conference_recording import CAMERA_PREFIX, ConferenceRecorder
-from recorder.index import NoRecording
-from recorder.replay import ReplayError, ReplayGrants, Track, content_spans, extract_track, merge_spans
-from recorder.service import AccessError, RecorderService
+from recorder.conference_recording import CAMERA_PREFIX
+from recorder.replay import ReplayError, ReplayGrants, Track
 from recorder.store import StoreError, parse_key
 from web_console.auth import Principal, RoleFirstRoute, allowed, client_address, node_of, require, services_of
 from web_console.guards import ApiModel
 from web_console.i18n import texts_with_prefix, translate
+from web_console.replay_host import (
+    LocalReplayHost,
+    RecorderNodes,
+    RemoteReplayHost,
+    ReplayHost,
+    ReplayRefused,
+)
 from web_console.templating import language_of, render
 
 router = APIRouter(route_class=RoleFirstRoute)
@@ -39,8 +43,6 @@ REPLAY_ROLES = (Role.VIEWER, Role.CHAIR, Role.OPERATOR)
 GRANT_ROLES = frozenset({Role.CHAIR, Role.OPERATOR})  # and admins
 Replayer = Annotated[Principal, Depends(require(*REPLAY_ROLES))]
 Granter = Annotated[Principal, Depends(require(*GRANT_ROLES))]
-VIEW_GRANT_S = 8 * 3600  # a logged view lets its user fetch the covered segments for this long
-MAX_RANGE_MS = 12 * 3600 * 1000
 _CONFERENCE_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 _USERNAME = re.compile(r"^[^\x00-\x1f/]{1,64}$")
 
@@ -50,12 +52,22 @@ def _fail(request: Request, status: int, code: str, **values: object) -> JSONRes
                         status_code=status)
 
 
-def _parts(request: Request) -> tuple[ConferenceRecorder, RecorderService] | JSONResponse:
-    role = node_of(request).conference_recording
-    recorder = node_of(request).recorder
-    if role is None or recorder is None:
-        return _fail(request, 503, "unavailable")
-    return role.recorder, recorder.service
+def _refused(request: Request, exc: ReplayRefused) -> JSONResponse:
+    return _fail(request, exc.status, exc.code, **exc.values)
+
+
+def _host(request: Request, principal: Principal | None = None) -> ReplayHost | JSONResponse:
+    """This process's recorder (`all`), or on a node without one (`web`) the recorder nodes' over node RPC
+    (a playback's ``Idempotency-Key``, scoped to the user, makes a retried request log one view)."""
+    node = node_of(request)
+    role, recorder = node.conference_recording, node.recorder
+    if role is not None and recorder is not None:
+        return LocalReplayHost(role.recorder, recorder.service)
+    if role is None and recorder is None and node.rpc is not None:
+        header = request.headers.get("Idempotency-Key")
+        key = f"replay:{principal.user.username}:{header[:128]}" if header and principal is not None else None
+        return RemoteReplayHost(node.rpc, RecorderNodes(node.rpc), key)
+    return _fail(request, 503, "unavailable")
 
 
 def _grants(request: Request) -> ReplayGrants:
@@ -72,23 +84,33 @@ async def _audit(request: Request, principal: Principal, action: str, target: st
                                             source=client_address(request), detail=detail)
 
 
-async def _recorded(request: Request, principal: Principal, conference_id: str,
-                    what: str) -> tuple[ConferenceRecorder, RecorderService, dict[str, Any]] | JSONResponse:
-    """The recorded conference, when the caller may replay it; otherwise the refusal (audited)."""
-    parts = _parts(request)
-    if isinstance(parts, JSONResponse):
-        return parts
-    confrec, service = parts
+async def _may_replay(request: Request, principal: Principal, conference_id: str, what: str) -> JSONResponse | None:
+    """None when the caller may replay this conference; otherwise the refusal (a missing grant audited)."""
     if not _CONFERENCE_ID.fullmatch(conference_id):
         return _fail(request, 404, "unknown", id=conference_id[:64])
     if not _can_grant(principal) and not await _grants(request).allowed(conference_id, principal.user.username):
         await _audit(request, principal, "conference.replay", conference_id, {"what": what, "error": "no grant"},
                      "denied")
         return _fail(request, 403, "not_granted")
-    found = await confrec.recorded(conference_id)
+    return None
+
+
+async def _recorded(request: Request, principal: Principal, conference_id: str,
+                    what: str) -> tuple[ReplayHost, dict[str, Any]] | JSONResponse:
+    """The recorded conference, when the caller may replay it; otherwise the refusal (audited)."""
+    host = _host(request)
+    if isinstance(host, JSONResponse):
+        return host
+    refused = await _may_replay(request, principal, conference_id, what)
+    if refused is not None:
+        return refused
+    try:
+        found = await host.recorded(conference_id)
+    except ReplayRefused as exc:
+        return _refused(request, exc)
     if not found:
         return _fail(request, 404, "unknown", id=conference_id)
-    return confrec, service, found[0]
+    return host, found[0]
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -114,10 +136,13 @@ async def replay_one(request: Request, conference_id: str, principal: Replayer) 
 @router.get("/api/replay", tags=["replay"])
 async def replay_list(request: Request, principal: Replayer) -> Any:
     """The recorded conferences the caller may replay (chairs: all; viewers: those granted)."""
-    parts = _parts(request)
-    if isinstance(parts, JSONResponse):
-        return parts
-    recorded = await parts[0].recorded()
+    host = _host(request)
+    if isinstance(host, JSONResponse):
+        return host
+    try:
+        recorded = await host.recorded()
+    except ReplayRefused as exc:
+        return _refused(request, exc)
     if not _can_grant(principal):
         mine: set[str] = set(await _grants(request).conferences_of(principal.user.username))
         recorded = [r for r in recorded if r["conference_id"] in mine]
@@ -127,13 +152,16 @@ async def replay_list(request: Request, principal: Replayer) -> Any:
 @router.get("/api/replay/{conference_id}", tags=["replay"])
 async def replay_info(request: Request, conference_id: str, principal: Replayer) -> Any:
     """What was recorded (range, segments), when content was shared; for chairs, who may replay it."""
-    found = await _recorded(request, principal, conference_id, "info")
-    if isinstance(found, JSONResponse):
-        return found
-    _, service, rec = found
-    spans = await content_spans(service.db, service.log.log_id, rec["camera"], rec["start_ms"], rec["end_ms"])
-    out = {**rec, "content": [{"start_ms": a, "end_ms": b} for a, b in merge_spans(spans)],
-           "can_grant": _can_grant(principal)}
+    host = _host(request)
+    if isinstance(host, JSONResponse):
+        return host
+    refused = await _may_replay(request, principal, conference_id, "info")
+    if refused is not None:
+        return refused
+    try:
+        out = {**await host.info(conference_id), "can_grant": _can_grant(principal)}
+    except ReplayRefused as exc:
+        return _refused(request, exc)
     if _can_grant(principal):
         out["grants"] = await _grants(request).listing(conference_id)
     return out
@@ -149,44 +177,35 @@ class PlaybackBody(ApiModel):
 async def replay_playback(request: Request, conference_id: str, principal: Replayer,
                           body: PlaybackBody | None = None) -> Any:
     """Log the view (leaf + audit), then the segments with a URL per track and their content spans."""
-    found = await _recorded(request, principal, conference_id, "playback")
-    if isinstance(found, JSONResponse):
-        return found
-    _, service, rec = found
+    host = _host(request, principal)
+    if isinstance(host, JSONResponse):
+        return host
+    refused = await _may_replay(request, principal, conference_id, "playback")
+    if refused is not None:
+        return refused
     body = body or PlaybackBody()
-    start_ms = rec["start_ms"] if body.start_ms is None else max(body.start_ms, rec["start_ms"])
-    end_ms = rec["end_ms"] if body.end_ms is None else min(body.end_ms, rec["end_ms"])
-    if end_ms <= start_ms or end_ms - start_ms > MAX_RANGE_MS:
-        return _fail(request, 400, "bad_range")
-    reason = translate("zh-CN", "replay.reason")
     try:
-        plan = await service.playback(principal.user.username, [rec["camera"]], start_ms, end_ms, reason,
-                                      source=client_address(request))
-    except (AccessError, NoRecording):
-        return _fail(request, 404, "no_recording")
-    spans = await content_spans(service.db, service.log.log_id, rec["camera"], start_ms, end_ms)
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for span in spans:
-        by_key.setdefault(span.key, []).append(span.to_json())
+        plan = await host.playback(conference_id, principal.user.username, body.start_ms, body.end_ms,
+                                   translate("zh-CN", "replay.reason"), client_address(request))
+    except ReplayRefused as exc:
+        return _refused(request, exc)
     base = f"/api/replay/{conference_id}/segments/"
     segments = []
-    for seg in plan.get(rec["camera"], []):
-        content = by_key.get(seg["key"], [])
+    for seg in plan["segments"]:
+        content = seg["content"]
         segments.append({**seg, "people_url": base + seg["key"] + "?track=people",
                          "content_url": base + seg["key"] + "?track=content" if content else None,
-                         "content_codecs": content[0]["codec"] if content else None, "content": content})
-    return {"conference_id": conference_id, "name": rec["name"], "start_ms": start_ms, "end_ms": end_ms,
-            "segments": segments, "content": [{"start_ms": a, "end_ms": b} for a, b in merge_spans(spans)]}
+                         "content_codecs": content[0]["codec"] if content else None})
+    return {**plan, "segments": segments}
 
 
 @router.get("/api/replay/{conference_id}/segments/{key:path}", tags=["replay"])
 async def replay_segment(request: Request, conference_id: str, key: str, principal: Replayer,
                          track: str = "people") -> Response:
     """One track of a segment (fMP4), when the caller's logged view covers it (403 otherwise)."""
-    parts = _parts(request)
-    if isinstance(parts, JSONResponse):
-        return parts
-    service = parts[1]
+    host = _host(request)
+    if isinstance(host, JSONResponse):
+        return host
     if track not in ("people", "content"):
         return _fail(request, 400, "bad_track")
     try:
@@ -199,21 +218,14 @@ async def replay_segment(request: Request, conference_id: str, key: str, princip
         await _audit(request, principal, "conference.replay", conference_id, {"what": "segment", "key": key,
                                                                               "error": "no grant"}, "denied")
         return _fail(request, 403, "not_granted")
-    seg = await service.viewed_segment(principal.user.username, key, VIEW_GRANT_S)
-    if seg is None:
-        if await service.index.segment_by_key(key) is None:
-            return _fail(request, 404, "unknown_segment")
-        await _audit(request, principal, "conference.replay", conference_id,
-                     {"what": "segment", "key": key, "error": "no logged view covers this segment"}, "denied")
-        return _fail(request, 403, "view_not_logged")
-    path = service.store.local_path(key)
-    if path is None or not path.is_file():
-        return _fail(request, 404, "segment_missing")
     chosen: Track = "content" if track == "content" else "people"
     try:
-        data = await asyncio.to_thread(extract_track, path, chosen)
-    except ReplayError as exc:
-        return _fail(request, 404, exc.code)
+        data = await host.segment(conference_id, principal.user.username, key, chosen)
+    except ReplayRefused as exc:
+        if exc.code == "view_not_logged":
+            await _audit(request, principal, "conference.replay", conference_id,
+                         {"what": "segment", "key": key, "error": "no logged view covers this segment"}, "denied")
+        return _refused(request, exc)
     return Response(data, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
 
 
