@@ -7,13 +7,16 @@ web node), an unknown id gets a clear 404, the chair grants the viewer, and head
 as the viewer on the web node plays ``/replay/<id>``: the content element shows the slide's colour in
 the shared interval, the people video decodes frames and advances. The view was logged once (one
 access leaf in the recorder node's log, one ``recorder.view`` row) and no segment file is on the web
-node. The segments crossed the node RPC in chunks whose rows are not kept.
+node. The segments crossed the node RPC in chunks whose rows are not kept. With the recorder node
+stopped, the replay routes answer 503 with a clear message.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -42,10 +45,16 @@ def test_web_node_replays_a_recorder_nodes_conference(pg_url: str, tmp_path: Pat
     host = start_role("mcu", role_env(db_url, work / "host", CC_DEMO__DEMO_SITES="true", CC_NODE_NAME="host-1"))
     started: list[RoleProcess] = []
     try:
-        started.append(start_role("recorder", role_env(db_url, work / "rec", CC_RECORDER__SEGMENT_SECONDS="2",
-                                                       CC_NODE_NAME="rec-1")))
-        web = start_role("web", role_env(db_url, work / "web", CC_NODE_NAME="web-1"))
-        started.append(web)
+        with ThreadPoolExecutor(2) as pool:  # the MCU node made the schema: these two start side by side
+            starting = [pool.submit(start_role, "recorder", role_env(db_url, work / "rec", CC_NODE_NAME="rec-1",
+                                                                     CC_RECORDER__SEGMENT_SECONDS="2")),
+                        pool.submit(start_role, "web", role_env(db_url, work / "web", CC_NODE_NAME="web-1"))]
+            for future in starting:
+                with contextlib.suppress(Exception):
+                    started.append(future.result())
+            for future in starting:
+                future.result()  # a node that did not start fails the test (the others are stopped below)
+        web = started[1]
         passwords = host.passwords()
         chair = web.login("chair", passwords["chair"])
         viewer = web.login("viewer", passwords["viewer"])
@@ -129,6 +138,13 @@ def test_web_node_replays_a_recorder_nodes_conference(pg_url: str, tmp_path: Pat
         # The segment bytes travelled as reads: their request rows are gone (the playback's is kept).
         after = run_async(_rows(db_url, "SELECT method FROM rpc_requests WHERE method LIKE 'replay.%'"))
         assert [r["method"] for r in after] == ["replay.playback"], after
+
+        # The recorder node stopped: a clear 503, in the user's language.
+        started[0].stop()
+        gone = chair.get(f"/api/replay/{DEMO}")
+        assert gone.status_code == 503 and gone.json()["code"] == "node_gone", gone.text
+        assert gone.json()["detail"].startswith("保存该会议录像的录像节点未在运行"), gone.text
+        assert chair.get("/api/replay", params={"lang": "en"}).json()["detail"].startswith("The recorder node")
     except BaseException:
         time.sleep(1.0)  # a server error is logged after its response was sent
         for role in [host, *started]:
