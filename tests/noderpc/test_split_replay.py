@@ -68,9 +68,9 @@ def test_web_node_replays_a_recorder_nodes_conference(pg_url: str, tmp_path: Pat
         source_frame(COLOUR, 800, 450).to_image().save(png)  # type: ignore[no-untyped-call]
         assert chair.put(f"/api/decks/{DEMO}", params={"name": "slide.png"}, content=png.read_bytes()).status_code == 200
         until(lambda: bool(chair.get(f"/api/decks/{DEMO}").json()["live"]), 20, "content live")
-        time.sleep(4.0)
+        time.sleep(3.0)
         assert chair.post(f"/api/decks/{DEMO}", json={"action": "stop"}).status_code == 200
-        time.sleep(2.5)
+        time.sleep(2.0)
         stopped = chair.delete(f"/api/conferences/{DEMO}/recording")
         assert stopped.status_code == 200 and stopped.json()["recording"] is False, stopped.text
         leaves = [_body(r["body"]) for r in run_async(_rows(
