@@ -167,8 +167,9 @@ def test_the_city_sends_its_queue_down_and_a_request_that_leaves_it_ungranted_is
     tree.run("township", township.request("site-7", 3.0), 3.0)
     assert tree.decided[-1] == ("township", Decided("site-7", False, "busy", queued=True))
     # the policy switches to free: the queue is emptied, the township's request ends
-    tree.run("city", city._token_events(city.token.set_policy("free", 4.0)), 4.0)
-    assert tree.dequeued[-1] == ("township", "site-7") and township.queued == set() and township.queue == ()
+    city.token.set_policy("free", 4.0)  # through the conference's content, which tells the tree (sync)
+    tree.run("city", city.sync(4.0), 4.0)
+    assert tree.dequeued[-1] == ("township", "site-7") and township.queued == set() and not township.queue
 
     # 4. A queued request whose node loses its parent ends there; the withdrawn one is not told again
     city.token.set_policy("chair", 5.0)
@@ -293,6 +294,7 @@ def test_the_wire_form_round_trips() -> None:
         assert parse(json.loads(json.dumps(to_json(message)))) == message
     # an older node's holder message has no queue; a bad queue or queued flag is refused
     assert parse({"kind": "holder", "presenter": None, "path": []}) == Holder(None, ())
+    bad: dict[str, Any]
     for bad in ({"kind": "holder", "presenter": None, "path": [], "queue": "t/s"},
                 {"kind": "holder", "presenter": None, "path": [], "queue": ["a/b/c"]},
                 {"kind": "holder", "presenter": None, "path": [], "queue": ["t/s"] * 65},
