@@ -23,6 +23,7 @@ from typing import Protocol
 from core.tasks import cancel_and_wait
 from mcu.cascade.content_tree import (
     Decided,
+    Dequeued,
     HolderChanged,
     Message,
     Output,
@@ -42,11 +43,15 @@ class ContentLinks(Protocol):
 
 
 class LocalContent(Protocol):
-    def decided(self, site: str, granted: bool, reason: str) -> None:
-        """The tree's answer to one of this node's own sites' requests."""
+    def decided(self, site: str, granted: bool, reason: str, queued: bool = False) -> None:
+        """The tree's answer to one of this node's own sites' requests (``queued``: refused for now,
+        waiting in the root's queue until :meth:`dequeued` or the holder state names it)."""
 
     def holder_changed(self, presenter: str | None, source: Source | None) -> None:
         """Who presents now, and where this node's content picture comes from."""
+
+    def dequeued(self, site: str) -> None:
+        """A site told ``awaiting_chair`` left the root's queue without the token."""
 
     def token_applied(self, result: Result) -> None:
         """The root: the tree changed the conference's token (carry its events out)."""
@@ -119,7 +124,9 @@ class TreeContentDriver:
                 if isinstance(out, Send):
                     self.links.send(out.to, out.message)
                 elif isinstance(out, Decided):
-                    self.local.decided(out.site, out.granted, out.reason)
+                    self.local.decided(out.site, out.granted, out.reason, out.queued)
+                elif isinstance(out, Dequeued):
+                    self.local.dequeued(out.site)
                 elif isinstance(out, HolderChanged):
                     self.local.holder_changed(out.presenter, out.source)
                 elif isinstance(out, TokenApplied):

@@ -56,6 +56,10 @@ class TreeConference(Protocol):
 
     def tree_changed(self, presenter: str | None, feed: str | None) -> None: ...
 
+    def tree_awaiting(self, site: str) -> None: ...
+
+    def tree_dequeued(self, site: str) -> None: ...
+
     def on_frame(self, who: str, frame: av.VideoFrame) -> None: ...
 
 
@@ -124,10 +128,15 @@ class CascadedContent:
         self.driver.sync()
 
     # ---- the driver's LocalContent --------------------------------------------------------------
-    def decided(self, site: str, granted: bool, reason: str) -> None:
+    def decided(self, site: str, granted: bool, reason: str, queued: bool = False) -> None:
         fut = self._asks.get(site)
         if fut is not None and not fut.done():
+            if queued:
+                self.content.tree_awaiting(site)  # now, before the queue state that follows can end it
             fut.set_result((granted, reason))
+
+    def dequeued(self, site: str) -> None:
+        self.content.tree_dequeued(site)
 
     def holder_changed(self, presenter: str | None, source: Source | None) -> None:
         if self.is_root:

@@ -39,6 +39,14 @@ Rules:
   released by the root's token timeout, and the new state flows down.
 * **The chair** of the root grants, revokes or takes the token (:meth:`chair_take` etc.); on a
   lower node those calls raise :class:`TreeError` (its console shows the city's holder).
+* **The chair's queue comes down too.** Under the root's ``chair`` policy a remote request is
+  refused (``awaiting_chair``, or ``busy`` while someone holds it) and stays in the root's queue: its
+  :class:`Decision` says ``queued``; :class:`Holder` carries that queue
+  (``queue``: presenter ids, oldest first) whenever it or the holder changes. The presenter's node
+  remembers its sites told ``queued`` (:attr:`TreeContent.queued`); once one is in neither
+  the root's queue nor the holder's place (the chair dismissed it, switched to ``free``, the root
+  lost the link it came over) — or this node lost its parent — it is :class:`Dequeued`. A room
+  system's BFCP request stays Pending until then (a grant is the holder state naming it).
 * **Lost links.** A child link lost at any node: a holder behind that child is released (at the
   root, reason ``left``; a middle node sends the root a :class:`Release` on the holder's behalf, so
   the whole tree drops the frozen picture at once instead of at the root's media timeout). A parent link lost at a lower node: its
@@ -58,6 +66,7 @@ from mcu.content.token import CHAIR_PREFIX, ContentToken, Result, TokenError
 
 PARENT = "parent"  # the ``to``/``source`` name of the parent link
 MAX_PATH = 16
+MAX_QUEUE = 64  # queued requests carried in a Holder message
 SourceKind = Literal["local", "child", "parent"]
 
 
@@ -83,12 +92,14 @@ class Decision:
     granted: bool
     reason: str
     route: tuple[str, ...]  # as in the request: the decision follows it back down
+    queued: bool = False  # refused for now, but waiting in the root's queue for its chair
 
 
 @dataclass(frozen=True)
 class Holder:
     presenter: str | None
     path: tuple[str, ...]  # root … the presenter's node (empty: nobody)
+    queue: tuple[str, ...] = ()  # the root's queued requests (the chair policy), oldest first
 
 
 Message = Request | Release | Decision | Holder
@@ -107,6 +118,14 @@ class Decided:
     site: str
     granted: bool
     reason: str
+    queued: bool = False  # refused for now, waiting in the root's queue (see Dequeued)
+
+
+@dataclass(frozen=True)
+class Dequeued:
+    """One of this node's own sites told ``awaiting_chair`` left the root's queue without the token."""
+
+    site: str
 
 
 @dataclass(frozen=True)
@@ -129,7 +148,7 @@ class TokenApplied:
     result: Result
 
 
-Output = Send | Decided | HolderChanged | TokenApplied
+Output = Send | Decided | Dequeued | HolderChanged | TokenApplied
 
 
 def qualify(node: str, site: str) -> str:
@@ -158,6 +177,8 @@ class TreeContent:
     pending: dict[str, float] = field(default_factory=dict)  # own sites' requests: deadline
     parent_up: bool = True
     routes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # root: presenter -> path from the root
+    queue: tuple[str, ...] = ()  # the root's queue (on the root: as last sent down)
+    queued: set[str] = field(default_factory=set)  # own presenters the root told awaiting_chair
 
     def __post_init__(self) -> None:
         _check_name(self.node)
@@ -217,6 +238,7 @@ class TreeContent:
         """One of this node's own sites stops presenting (or withdraws its request)."""
         presenter = self._own(site)
         self.pending.pop(presenter, None)
+        self.queued.discard(presenter)
         if self.is_root:
             return self._token_events(self._token_call(lambda: self.token.release(presenter, now)))
         if not self.parent_up:
@@ -269,7 +291,15 @@ class TreeContent:
         if self.is_root or isinstance(message, (Request, Release)):
             return []
         if isinstance(message, Holder):
-            return self._set_holder(message.presenter, message.path) if self._fits(message) else []
+            if not self._fits(message):
+                return []
+            out = self._set_holder(message.presenter, message.path, message.queue)
+            for presenter in sorted(self.queued):
+                if presenter not in message.queue:
+                    self.queued.discard(presenter)
+                    if presenter != self.holder:
+                        out.append(Dequeued(presenter.split("/", 1)[1]))
+            return out
         if self.node not in message.route:
             return []
         at = message.route.index(self.node)
@@ -277,8 +307,10 @@ class TreeContent:
             if message.presenter not in self.pending:
                 return []  # timed out or withdrawn: the Holder state still tells the truth
             del self.pending[message.presenter]
+            if message.queued and not message.granted:
+                self.queued.add(message.presenter)  # the Holder state that follows tells when it leaves
             site = message.presenter.split("/", 1)[1]
-            return [Decided(site, message.granted, message.reason)]
+            return [Decided(site, message.granted, message.reason, message.queued and not message.granted)]
         child = message.route[at - 1]
         return [Send(child, message)] if child in self.children else []
 
@@ -286,20 +318,26 @@ class TreeContent:
         """A child's link (re)connected: it gets the current state."""
         if child not in self.children:
             return []
-        return [Send(child, Holder(self.holder, self.path))]
+        return [Send(child, Holder(self.holder, self.path, self.queue))]
 
     def child_lost(self, child: str, now: float) -> list[Output]:
         if child not in self.children:
             return []
         if not self.is_root:
+            if not self.parent_up:
+                return []
+            # The child's own queued requests leave the root's queue (the chair cannot grant a site
+            # it can no longer reach; the child itself ends them Denied when it loses us).
+            out: list[Output] = [Send(PARENT, Release(p, (child, self.node))) for p in self.queue
+                                 if node_of(p) == child and p != self.holder]
             # The holder sits behind the lost child: tell the root at once (a Release on the
             # holder's behalf), rather than leave the picture frozen until the media timeout.
-            if self.holder is None or self.node not in self.path or not self.parent_up:
-                return []
+            if self.holder is None or self.node not in self.path:
+                return out
             at = self.path.index(self.node)
             if at + 1 >= len(self.path) or self.path[at + 1] != child:
-                return []
-            return [Send(PARENT, Release(self.holder, tuple(reversed(self.path[at:]))))]
+                return out
+            return [*out, Send(PARENT, Release(self.holder, tuple(reversed(self.path[at:]))))]
         for presenter in [p for p, r in self.routes.items() if child in r and p != self.token.holder]:
             self.token.dismiss(presenter)
             del self.routes[presenter]
@@ -312,9 +350,13 @@ class TreeContent:
             return []
         self.parent_up = False
         out: list[Output] = [Decided(p.split("/", 1)[1], False, "unreachable") for p in self.pending]
+        out += [Dequeued(p.split("/", 1)[1]) for p in sorted(self.queued)]
         self.pending.clear()
+        self.queued.clear()
         if self.holder is not None and self.node not in self.path:
-            out += self._set_holder(None, ())
+            out += self._set_holder(None, (), ())
+        elif self.queue:
+            out += self._set_holder(self.holder, self.path, ())
         return out
 
     def parent_up_again(self) -> None:
@@ -348,10 +390,11 @@ class TreeContent:
 
     def _decide(self, presenter: str, route: tuple[str, ...], result: Result, now: float) -> list[Output]:
         out = self._token_events(result)
+        queued = not result.granted and any(p == presenter for p, _ in self.token.requests)
         if route == (self.node,):
-            out.insert(0, Decided(presenter, result.granted, result.reason))
+            out.insert(0, Decided(presenter, result.granted, result.reason, queued))
         else:
-            out.insert(0, Send(route[-2], Decision(presenter, result.granted, result.reason, route[:-1])))
+            out.insert(0, Send(route[-2], Decision(presenter, result.granted, result.reason, route[:-1], queued)))
         return out
 
     def sync(self, now: float) -> list[Output]:
@@ -364,15 +407,16 @@ class TreeContent:
     def _token_events(self, result: Result) -> list[Output]:
         applied: list[Output] = [TokenApplied(result)] if result.events else []
         holder = self.token.holder
-        if holder == self.holder:
+        queue = tuple(p for p, _ in self.token.requests)[:MAX_QUEUE]
+        if holder == self.holder and queue == self.queue:
             return applied
         if holder is None:
-            return applied + self._set_holder(None, ())
+            return applied + self._set_holder(None, (), queue)
         # The root learnt the route with the request; a chair's or a local presenter's path is the root.
         path = self.routes.get(holder, (self.node,))
         wanted = {r for r, _ in self.token.requests} | {holder}
         self.routes = {p: r for p, r in self.routes.items() if p in wanted}
-        return applied + self._set_holder(holder, path)
+        return applied + self._set_holder(holder, path, queue)
 
     def _own(self, site: str) -> str:
         """The tree id of one of this node's own sites (plain on the root)."""
@@ -398,12 +442,15 @@ class TreeContent:
             return at == len(path) - 1 or path[at + 1] in self.children
         return not (set(path) & self.children)
 
-    def _set_holder(self, presenter: str | None, path: tuple[str, ...]) -> list[Output]:
-        if presenter == self.holder and path == self.path:
+    def _set_holder(self, presenter: str | None, path: tuple[str, ...], queue: tuple[str, ...]) -> list[Output]:
+        if presenter == self.holder and path == self.path and queue == self.queue:
             return []
-        self.holder, self.path = presenter, path if presenter is not None else ()
-        out: list[Output] = [Send(child, Holder(self.holder, self.path)) for child in sorted(self.children)]
-        out.append(HolderChanged(self.holder, self.source()))
+        changed = presenter != self.holder or path != self.path
+        self.holder, self.path, self.queue = presenter, path if presenter is not None else (), queue
+        out: list[Output] = [Send(child, Holder(self.holder, self.path, self.queue))
+                             for child in sorted(self.children)]
+        if changed:
+            out.append(HolderChanged(self.holder, self.source()))
         return out
 
 
@@ -416,11 +463,14 @@ def _check_name(name: str) -> None:
 def to_json(message: Message) -> dict[str, Any]:
     """The JSON body of ``message`` (the control channel adds ``type``, ``v`` and ``conference``)."""
     if isinstance(message, Holder):
-        return {"kind": "holder", "presenter": message.presenter, "path": list(message.path)}
+        return {"kind": "holder", "presenter": message.presenter, "path": list(message.path),
+                "queue": list(message.queue)}
     body: dict[str, Any] = {"kind": type(message).__name__.lower(), "presenter": message.presenter,
                             "route": list(message.route)}
     if isinstance(message, Decision):
         body.update(granted=message.granted, reason=message.reason)
+        if message.queued:
+            body["queued"] = True
     return body
 
 
@@ -432,11 +482,15 @@ def parse(body: Any) -> Message:
     presenter = body.get("presenter")
     if kind == "holder":
         path = _names(body.get("path"))
+        queue = body.get("queue", [])  # absent from an older node's message
+        if not isinstance(queue, list) or len(queue) > MAX_QUEUE:
+            raise TreeError(f"a queue is a list of at most {MAX_QUEUE} presenter ids")
+        queued = tuple(_presenter(p) for p in queue)
         if presenter is None:
             if path:
                 raise TreeError("nobody holds the token: the path must be empty")
-            return Holder(None, ())
-        return Holder(_presenter(presenter), path)
+            return Holder(None, (), queued)
+        return Holder(_presenter(presenter), path, queued)
     if kind not in ("request", "release", "decision"):
         raise TreeError("unknown content message kind")
     route = _names(body.get("route"))
@@ -447,10 +501,11 @@ def parse(body: Any) -> Message:
         return Request(who, route)
     if kind == "release":
         return Release(who, route)
-    granted, reason = body.get("granted"), body.get("reason", "")
-    if not isinstance(granted, bool) or not isinstance(reason, str) or len(reason) > 32:
-        raise TreeError("a decision carries granted (bool) and a short reason")
-    return Decision(who, granted, reason, route)
+    granted, reason, queued = body.get("granted"), body.get("reason", ""), body.get("queued", False)
+    if not isinstance(granted, bool) or not isinstance(reason, str) or len(reason) > 32 \
+            or not isinstance(queued, bool):
+        raise TreeError("a decision carries granted (bool), a short reason and queued (bool)")
+    return Decision(who, granted, reason, route, queued)
 
 
 def _names(value: Any) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import av
@@ -41,7 +41,8 @@ from sip_gateway.aio.rtp_leg import MediaLeg
 from sip_gateway.bfcp.sdp import is_slides, mark_slides, slides_index
 from sip_gateway.rtp.codecs import Pcm
 from sip_gateway.rtp.media_description import ExtraMedia, LocalMedia, MediaPolicy
-from sip_gateway.sip.sdp import Media, SdpError, SessionDescription, create_offer
+from sip_gateway.sip import events as ev
+from sip_gateway.sip.sdp import Media, SdpError, SessionDescription, create_offer, narrowed
 from sip_gateway.sip.sdp import answer as answer_sdp
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,12 @@ class LinkContent:
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self.sip.endpoint.listeners.append(self._on_event)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="cascade-link-content")
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.sip.endpoint.listeners.remove(self._on_event)
         if self._task is not None:
             await cancel_and_wait([self._task], swallow_errors=True)
             self._task = None
@@ -177,6 +181,35 @@ class LinkContent:
         leg.sink = _Sink(self, link)
         self.links[leg.video.port] = link
         return link
+
+    # ---- the negotiated stream ---------------------------------------------------------------------
+    def _on_event(self, event: ev.Event) -> None:
+        """A link call's offer/answer completed (or our re-offer's answer came): start the slides
+        stream on what was negotiated, at once.
+
+        Not left to the poll: a re-offer from the far end (its pane-size re-INVITE, a session
+        refresh) is answered from our extra m-line as it stands, and the streams of such an answer
+        do not list the extra stream any more; a stream not started before that would never be.
+        On the offering side the m-line is cut down to the chosen payload type at the same moment
+        (before any re-offer can come), so that every later SDP of ours names that one format.
+        """
+        if not isinstance(event, ev.CallEstablished | ev.MediaUpdated):
+            return
+        call, local = event.call, event.call.local_media
+        if local is None or not local.extra:
+            return
+        extra = list(local.extra)
+        for i, e in enumerate(extra):
+            link = self.links.get(e.port)
+            stream = next((s for s in call.streams if s.kind == "video" and s.local_port == e.port), None)
+            if link is None or stream is None:
+                continue  # not ours, or an answer to the far end's re-offer: the stream goes on as it was
+            link.leg.start([stream])
+            link.started = True
+            if len(e.formats) > 1:
+                extra[i] = narrowed(e, stream.codec.payload_type)
+        if tuple(extra) != local.extra:
+            call.local_media = replace(local, extra=tuple(extra))
 
     # ---- following the calls and the tree --------------------------------------------------------
     async def _loop(self) -> None:

@@ -153,6 +153,10 @@ class ConferenceContent:
         # A lower cascade node: room systems' floor requests (H.239, BFCP) the root is deciding,
         # by site: (asked at, or granted at once the root granted it and the tree's holder state is awaited).
         self._asking: dict[str, tuple[float, bool]] = {}
+        # BFCP requests among them (they can wait: Pending), and those the root queued for its chair
+        # (``awaiting_chair``): they stay asking until the root's queue lets them go (tree_dequeued)
+        self._waits: set[str] = set()
+        self._queued_at_root: set[str] = set()
         self._releasing: set[str] = set()  # local presenters that gave the token back themselves
         conf.room.content = self
 
@@ -269,7 +273,7 @@ class ConferenceContent:
         """The presenter stops sharing (or withdraws its queued request); otherwise nothing happens."""
         if self._lower():
             assert self.cascade is not None
-            self._asking.pop(who, None)
+            self._forget_ask(who)
             if self.feed == who:
                 self._releasing.add(who)
             self.cascade.release(who)
@@ -286,7 +290,7 @@ class ConferenceContent:
         if self._lower():
             if who not in self.conf.room.participants:
                 return Result(False, "nobody")
-            return self._ask_floor(who)
+            return self._ask_floor(who, waits=True)
         result = self.token.request(who, self._clock())
         self._apply(result)
         return result
@@ -295,6 +299,8 @@ class ConferenceContent:
         """A room system's floor protocol releases the token (or withdraws its queued request)."""
         if self._lower():
             asked = self._asking.pop(who, None) is not None
+            self._waits.discard(who)
+            self._queued_at_root.discard(who)
             if self.feed != who and not asked:
                 return Result(False, "not_holder")
             self.stop(who)
@@ -322,7 +328,7 @@ class ConferenceContent:
             return list(self.token.requests)
         return sorted(((who, at) for who, (at, _) in self._asking.items()), key=lambda r: r[1])
 
-    def _ask_floor(self, who: str) -> Result:
+    def _ask_floor(self, who: str, waits: bool = False) -> Result:
         now = self._clock()
         if self.feed == who:
             return Result(True)
@@ -333,6 +339,8 @@ class ConferenceContent:
         except ContentError:
             return Result(False, "too_fast", (TokenEvent("refused", self.holder, who, "too_fast", now),))
         self._asking[who] = (now, False)
+        if waits:
+            self._waits.add(who)
         self._releasing.discard(who)
         self._spawn(self._ask_tree(who))
         return Result(False, "asking", (TokenEvent("queued", self.holder, who, "asking", now),))
@@ -349,13 +357,39 @@ class ConferenceContent:
         if granted and self.feed != who:
             self._asking[who] = (self._clock(), True)  # from now on, ASK_GRANT_WAIT for the holder state
             return
-        del self._asking[who]
+        if not granted and who in self._queued_at_root:
+            self._publish_state("queued")  # Pending in the city's queue until its chair decides
+            return
+        self._forget_ask(who)
         if granted:
             return
-        self._listen(TokenEvent("refused", self.holder, who, _reason(reason), self._clock()))
+        self._refuse_asking(who, _reason(reason))
+
+    def _forget_ask(self, who: str) -> None:
+        self._asking.pop(who, None)
+        self._waits.discard(who)
+        self._queued_at_root.discard(who)
+
+    def _refuse_asking(self, who: str, reason: Reason) -> None:
+        self._listen(TokenEvent("refused", self.holder, who, reason, self._clock()))
         self._publish_state("refused")
         for listener in list(self.floor_listeners):
             listener()
+
+    def tree_awaiting(self, site: str) -> None:
+        """The root refused ``site``'s request for now but queued it for its chair (``awaiting_chair``,
+        or ``busy`` under the chair policy): a BFCP request stays Pending (an H.239 one is refused:
+        that protocol has no waiting)."""
+        if site in self._waits and site in self._asking:
+            self._queued_at_root.add(site)
+
+    def tree_dequeued(self, site: str) -> None:
+        """``site``'s request left the root's queue without the token (dismissed, the policy switched to
+        ``free``, the link lost): its Pending ends Denied."""
+        if site not in self._queued_at_root:
+            return
+        self._forget_ask(site)
+        self._refuse_asking(site, "busy")
 
     def _listen(self, event: TokenEvent) -> None:
         for listener in list(self.token_listeners):
@@ -439,6 +473,13 @@ class ConferenceContent:
             raise ContentError("not_requested", f"该会场未申请共享：{who}")
         self._tell(who, {"type": "content_stopped", "reason": "dismissed"})
         self._publish_state("request_dismissed")
+        for listener in list(self.floor_listeners):
+            listener()
+        if self.cascade is not None and self.cascade.is_root:
+            try:
+                self.cascade.token_changed()  # the queue goes down the tree: a remote request ends there
+            except Exception:
+                log.exception("content: telling the cascade failed")
 
     # ---- request to speak ------------------------------------------------------------------------
     def raise_hand(self, who: str, via: str = "web") -> bool:
@@ -540,7 +581,7 @@ class ConferenceContent:
             if who not in present or (granted and now - at > ASK_GRANT_WAIT):
                 # left while asking, or granted but the tree's holder state never named it (another
                 # decision overtook it): withdrawn at the root, refused here
-                del self._asking[who]
+                self._forget_ask(who)
                 if self.cascade is not None and not self.cascade.is_root:
                     self.cascade.release(who)
                 self._listen(TokenEvent("refused", self.holder, who, "timeout", now))
@@ -616,7 +657,7 @@ class ConferenceContent:
                                         "released" if gave_up else "chair", now))
             if presenter is not None:
                 subject = feed if feed is not None and feed in self.conf.room.participants else presenter
-                self._asking.pop(subject, None)
+                self._forget_ask(subject)
                 self._listen(TokenEvent("granted", subject, subject, "", now))
         if feed == old_feed:
             self._publish_state("tree")

@@ -55,7 +55,7 @@ from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.digest import Credentials
 from sip_gateway.sip.errors import SipParseError
-from sip_gateway.sip.sdp import offers_h224
+from sip_gateway.sip.sdp import offers_h224, placed_extra
 from sip_gateway.sip.uri import NameAddr, SipUri
 
 log = logging.getLogger(__name__)
@@ -323,8 +323,8 @@ class SipBridge:
         registered = self._registered_user(target)
         line = line_kbps or self.line_kbps(site_id)
         local, placeholder = with_line(leg.local_media, line), ""
-        if extra:  # a cascade link's slides stream (mcu.cascade.link_content)
-            local = replace(local, extra=extra)
+        if extra:  # a cascade link's slides stream (mcu.cascade.link_content), at its real m-line index
+            local = placed_extra(self.endpoint.config.policy, replace(local, extra=extra))
         if credentials is None and from_user is None and self.settings.content_on_dial_out:
             # a room system (not a cascade link) that may present: offer it slides and BFCP
             local, placeholder = await self.gateway.offer_floors(conference_id, local)

@@ -747,6 +747,9 @@ def cascade_content() -> Target:
         {"kind": "decision", "presenter": "county/x", "granted": True, "reason": "", "route": ["county"]},
         {"kind": "holder", "presenter": "chair:zhang", "path": ["city"]},
         {"kind": "holder", "presenter": None, "path": []},
+        {"kind": "holder", "presenter": None, "path": [], "queue": ["county/x", "township/site-7"]},
+        {"kind": "decision", "presenter": "county/x", "granted": False, "reason": "awaiting_chair",
+         "route": ["county"], "queued": True},
     ]
     seeds = [json.dumps(body).encode() for body in bodies]
     return Target("cascade_content", run, (TreeError,), seeds, 1024,

@@ -20,7 +20,7 @@ import base64
 import secrets
 from dataclasses import dataclass, field, replace
 
-from ..rtp.media_description import Codec, LocalMedia, MediaPolicy, MediaStream, SrtpKeys
+from ..rtp.media_description import Codec, ExtraMedia, LocalMedia, MediaPolicy, MediaStream, SrtpKeys
 from .errors import SipParseError
 
 STATIC_PAYLOADS: dict[int, tuple[str, int, int]] = {
@@ -508,6 +508,32 @@ def create_offer(
     for e in sorted(local.extra, key=lambda e: e.index):  # a re-offer keeps every m-line (RFC 3264 §8)
         sdp.media.append(Media(e.kind, e.port, e.proto, list(e.formats), attributes=list(e.attributes)))
     return sdp
+
+
+def placed_extra(policy: MediaPolicy, local: LocalMedia) -> LocalMedia:
+    """``local`` with its extra m-lines numbered where :func:`create_offer` writes them: after our
+    own audio, video and H.224 lines, in their order.
+
+    An offered extra stream (a cascade link's slides) must carry the index it has in the SDP: a
+    re-offer from the peer keeps every m-line in place (RFC 3264 §8), and :func:`answer` knows the
+    stream only by that index; under a placeholder index it would answer the peer's slides m-line
+    as a second video stream on our own video port (and the peer would send the slides there).
+    """
+    secure = policy.srtp == "required"
+    first = 1 + (1 if local.video_port else 0) + (1 if local.h224_port and not secure else 0)
+    ordered = sorted(local.extra, key=lambda e: e.index)
+    return replace(local, extra=tuple(replace(e, index=first + i) for i, e in enumerate(ordered)))
+
+
+def narrowed(media: ExtraMedia, payload_type: int) -> ExtraMedia:
+    """An offered RTP m-line of ours cut down to the one payload type the answer chose, so that
+    every later offer or answer of ours carries the negotiated format only (RFC 3264 §6.1: an
+    answer to the peer's re-offer may list only payload types that offer has)."""
+    pt = str(payload_type)
+    per_format = ("rtpmap", "fmtp", "rtcp-fb")
+    attributes = tuple((k, v) for k, v in media.attributes
+                       if k not in per_format or (v or "").split(" ", 1)[0] == pt)
+    return replace(media, formats=(pt,), attributes=attributes)
 
 
 def streams_from_answer(

@@ -256,8 +256,9 @@ class Uac:
         call.sdp_version += 1
         session_id = session_id_of(call.local_sdp)
         sdp = create_offer(self.core.config.policy, call.local_media, session_id, call.sdp_version, direction)
+        extra_ports = {e.port for e in call.local_media.extra if e.port}  # a link's slides: not a pane
         for media in sdp.media if receive_size is not None else ():
-            if media.kind == "video" and media.port:
+            if media.kind == "video" and media.port and media.port not in extra_ports:
                 assert receive_size is not None
                 media.attributes += [("imageattr", recv_imageattr(pt, *receive_size))
                                      for pt, (name, _, _) in media.rtpmap().items() if name not in _NOT_PICTURES]

@@ -43,7 +43,7 @@ class Node:
         task.add_done_callback(self.flushes.discard)
 
     # LocalContent
-    def decided(self, site: str, granted: bool, reason: str) -> None:
+    def decided(self, site: str, granted: bool, reason: str, queued: bool = False) -> None:
         self.answers.append((site, granted, reason))
 
     def holder_changed(self, presenter: str | None, source: Source | None) -> None:
@@ -51,6 +51,9 @@ class Node:
 
     def token_applied(self, result: Result) -> None:
         self.applied.append(result)
+
+    def dequeued(self, site: str) -> None:
+        self.answers.append((site, False, "dequeued"))
 
     def on_event(self, link: str, event: Event) -> None:
         if isinstance(event, ContentReceived) and event.conference == CONF:

@@ -13,6 +13,7 @@ from mcu.cascade.content_tree import (
     PARENT,
     Decided,
     Decision,
+    Dequeued,
     Holder,
     HolderChanged,
     Output,
@@ -41,6 +42,7 @@ class Tree:
             "township": TreeContent("township", "county"),
         }
         self.decided: list[tuple[str, Decided]] = []
+        self.dequeued: list[tuple[str, str]] = []  # (node, site)
         self.changes: dict[str, list[HolderChanged]] = {n: [] for n in self.nodes}
         self.wire: list[tuple[str, str, str]] = []  # (from, to, json)
         self.cut: set[frozenset[str]] = set()  # links that drop messages
@@ -52,6 +54,8 @@ class Tree:
             node = self.nodes[at]
             if isinstance(out, Decided):
                 self.decided.append((at, out))
+            elif isinstance(out, Dequeued):
+                self.dequeued.append((at, out.site))
             elif isinstance(out, HolderChanged):
                 self.changes[at].append(out)
             elif isinstance(out, TokenApplied):
@@ -125,13 +129,65 @@ def test_the_city_chair_takes_the_token_and_the_township_presentation_stops_ever
 def test_chair_policy_queues_a_remote_request_and_the_city_chair_grants_it_later() -> None:
     tree = Tree(policy="chair")
     tree.run("township", tree.nodes["township"].request("site-7", 0.0), 0.0)
-    assert tree.decided == [("township", Decided("site-7", False, "awaiting_chair"))]
+    assert tree.decided == [("township", Decided("site-7", False, "awaiting_chair", queued=True))]
     assert [r for r, _ in tree.nodes["city"].token.requests] == ["township/site-7"]
     with pytest.raises(TreeError):
         tree.nodes["city"].chair_grant("county-b/nobody-asked", 1.0)
     tree.run("city", tree.nodes["city"].chair_grant("township/site-7", 5.0), 5.0)
     assert set(tree.holders().values()) == {"township/site-7"}
     assert tree.nodes["city"].path == ("city", "county", "township")
+
+
+def test_the_city_sends_its_queue_down_and_a_request_that_leaves_it_ungranted_is_dequeued() -> None:
+    """Under the chair policy a lower node's request waits in the city's queue: every node learns
+    the queue with the holder state; the presenter's node is told when its request leaves it without
+    the token (dismissed, policy switched to free, the parent link lost), not when it is granted."""
+    tree = Tree(policy="chair")
+    city, county, township = tree.nodes["city"], tree.nodes["county"], tree.nodes["township"]
+    tree.run("township", township.request("site-7", 0.0), 0.0)
+    tree.run("county", county.request("room-1", 0.5), 0.5)
+    assert tree.decided == [("township", Decided("site-7", False, "awaiting_chair", queued=True)),
+                            ("county", Decided("room-1", False, "awaiting_chair", queued=True))]
+    assert {n: t.queue for n, t in tree.nodes.items()} == {n: ("township/site-7", "county/room-1") for n in tree.nodes}
+    assert township.queued == {"township/site-7"} and county.queued == {"county/room-1"}
+    assert tree.dequeued == [] and tree.changes["township"] == []  # the holder did not change
+
+    # 1. The chair dismisses the township's request (the conference's content tells the tree: sync)
+    assert city.token.dismiss("township/site-7")
+    tree.run("city", city.sync(1.0), 1.0)
+    assert tree.dequeued == [("township", "site-7")] and township.queue == ("county/room-1",)
+    assert county.queued == {"county/room-1"}  # still waiting
+
+    # 2. The chair grants the county's: the holder state names it, nothing is dequeued
+    tree.run("city", city.chair_grant("county/room-1", 2.0), 2.0)
+    assert tree.dequeued == [("township", "site-7")] and county.queued == set()
+    assert set(tree.holders().values()) == {"county/room-1"}
+
+    # 3. While someone holds it, a request under the chair policy is refused busy, and queued too
+    tree.run("township", township.request("site-7", 3.0), 3.0)
+    assert tree.decided[-1] == ("township", Decided("site-7", False, "busy", queued=True))
+    # the policy switches to free: the queue is emptied, the township's request ends
+    city.token.set_policy("free", 4.0)  # through the conference's content, which tells the tree (sync)
+    tree.run("city", city.sync(4.0), 4.0)
+    assert tree.dequeued[-1] == ("township", "site-7") and township.queued == set() and not township.queue
+
+    # 4. A queued request whose node loses its parent ends there; the withdrawn one is not told again
+    city.token.set_policy("chair", 5.0)
+    tree.run("county", county.release("room-1", 5.0), 5.0)
+    tree.run("township", township.request("site-7", 6.0), 6.0)
+    assert township.queued == {"township/site-7"}
+    tree.run("township", township.parent_lost(7.0), 7.0)
+    assert tree.dequeued[-1] == ("township", "site-7") and township.queued == set()
+    tree.run("county", county.child_lost("township", 7.0), 7.0)
+    assert city.token.requests == []  # the city dropped it with the lost link
+    assert len(tree.dequeued) == 3
+
+    # 5. A site that withdraws its own queued request is not told it was dequeued
+    township.parent_up_again()
+    tree.run("county", county.child_up("township"), 8.0)
+    tree.run("township", township.request("site-7", 9.0), 9.0)
+    tree.run("township", township.release("site-7", 10.0), 10.0)
+    assert city.token.requests == [] and len(tree.dequeued) == 3
 
 
 def test_release_from_the_holder_only_and_the_root_times_out_a_silent_stream() -> None:
@@ -231,9 +287,20 @@ def test_messages_that_do_not_fit_change_nothing() -> None:
 
 def test_the_wire_form_round_trips() -> None:
     messages: list[Request | Release | Decision | Holder] = [Request("t/s", ("t", "c")), Release("t/s", ("t",)), Decision("t/s", False, "busy", ("t", "c")),
-                    Holder("chair:zhang", ("city",)), Holder(None, ()), Holder("t/s", ("city", "c", "t"))]
+                    Holder("chair:zhang", ("city",)), Holder(None, ()), Holder("t/s", ("city", "c", "t")),
+                    Decision("t/s", False, "awaiting_chair", ("t",), queued=True),
+                    Holder(None, (), ("t/s", "c/r", "hall")), Holder("hall", ("city",), ("t/s",))]
     for message in messages:
         assert parse(json.loads(json.dumps(to_json(message)))) == message
+    # an older node's holder message has no queue; a bad queue or queued flag is refused
+    assert parse({"kind": "holder", "presenter": None, "path": []}) == Holder(None, ())
+    bad: dict[str, Any]
+    for bad in ({"kind": "holder", "presenter": None, "path": [], "queue": "t/s"},
+                {"kind": "holder", "presenter": None, "path": [], "queue": ["a/b/c"]},
+                {"kind": "holder", "presenter": None, "path": [], "queue": ["t/s"] * 65},
+                {"kind": "decision", "presenter": "t/s", "route": ["t"], "granted": False, "queued": "yes"}):
+        with pytest.raises(TreeError):
+            parse(bad)
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
