@@ -279,6 +279,7 @@ class CascadeService:
                 nodes = self.core.settings.nodes
                 self.root_timing = RootTiming(nodes.dead_after_seconds, nodes.heartbeat_seconds)
             self.root = RootLease(root_lease_config(self.settings, role, self.root_timing), loop.time())
+            self._root_acting = False
             self._root_task = loop.create_task(self._root_loop(), name="cascade-root-lease")
 
     def root_acting(self) -> bool:
