@@ -18,6 +18,9 @@
   link call or control channel arriving here arms it; the city announcing on the shared bus that
   the county is back on it (``cascade.child_home``, published by the city when such a county's link
   call or control channel arrives there) disarms it, and the watcher leaves the county's bridge.
+* the city and its standby meet such counties in their bridges only while they hold the root lease
+  in the shared database (`RootLease`, `root_lease.py`): never both at once, whatever the network
+  between them does (a partition between the city and the standby makes no second root).
 
 `CascadeService.status(conference_id)` lists this node's links with their path state and
 history; `control_state(node, up)` is how the control channel reports itself. Every path
@@ -43,6 +46,8 @@ from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, Pat
 from mcu.cascade.link_content import ContentTrees, LinkContent
 from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
 from mcu.cascade.parent_choice import ParentChoice, ParentChoiceConfig, ParentSwitch
+from mcu.cascade.root_lease import Role, RootLease, RootLeaseConfig, Step, lease_name
+from mcu.cascade.root_witness import DatabaseWitness
 from mcu.cascade.standby_watch import StandbyWatch, StandbyWatchConfig
 from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
 from mcu.legs.sip_bridge import SipBridge
@@ -73,7 +78,26 @@ class HomeNews(Protocol):
     def subscribe(self, pattern: str = "*", maxsize: int = 1000) -> EventStream: ...
 
 
+class RootWitness(Protocol):
+    """The shared database as the witness of the root lease (`root_witness.DatabaseWitness`); every
+    time compared on its clock."""
+
+    async def renew(self, name: str, holder: str, ttl: float) -> bool: ...
+
+    async def release(self, name: str, holder: str) -> None: ...
+
+    async def now_epoch(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class RootTiming:
+    ttl: float       # the root lease's time to live (default: nodes.dead_after_seconds)
+    renew: float     # its renewal interval (default: nodes.heartbeat_seconds)
+
+
 CHILD_HOME = "cascade.child_home"
+ROOT_INTERVAL = 0.2
+ARM_RETRY = 0.5
 RECONCILE_INTERVAL = 1.0
 CHOICE_INTERVAL = 0.2
 
@@ -118,6 +142,13 @@ def standby_watch_config(settings: CascadeSettings, city: str, counties: frozens
                               startup_grace=settings.dial_timeout_seconds + settings.rtp_timeout_seconds)
 
 
+def root_lease_config(settings: CascadeSettings, role: Role, timing: RootTiming) -> RootLeaseConfig:
+    """The root lease's rules; the standby counts the city gone as a county does (`parent_choice_config`)."""
+    return RootLeaseConfig(role, ttl=timing.ttl, renew=timing.renew,
+                           dead_after=max(settings.rtp_timeout_seconds, 3 * settings.options_interval_seconds),
+                           startup_grace=settings.dial_timeout_seconds + settings.rtp_timeout_seconds)
+
+
 def wall_clock(at: float, loop_now: float, now: float | None = None) -> str:
     """ISO UTC time of a loop-clock instant ``at``."""
     now = time.time() if now is None else now
@@ -150,6 +181,12 @@ class CascadeService:
     _homeward: frozenset[str] = frozenset()
     _news: EventStream | None = None
     _news_task: asyncio.Task[None] | None = None
+    witness: RootWitness | None = None  # the root lease's witness (default: the node's database)
+    root_timing: RootTiming | None = None  # default: the [nodes] heartbeat and dead-after
+    root: RootLease | None = None  # on the city and its standby: whether this node is the root now
+    _root_name: str = ""
+    _root_task: asyncio.Task[None] | None = None
+    _root_acting: bool = False
 
     @property
     def parent(self) -> Node | None:
@@ -192,7 +229,7 @@ class CascadeService:
         self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name="cascade-reconcile")
 
     async def stop(self) -> None:
-        for task in (self._task, self._choice_task, self._news_task):
+        for task in (self._task, self._choice_task, self._news_task, self._root_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -216,6 +253,7 @@ class CascadeService:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.content is not None:
             await self.content.stop()
+        await self._release_root()
 
     def start_standby_watch(self) -> None:
         """The bridge watch of a standby city node, and the city's announcements of the counties that
@@ -225,10 +263,90 @@ class CascadeService:
         self._homeward = homeward_children(self.plan, self.node)
         counties = standby_counties(self.plan, self.node)
         parent = self.parent
+        loop = asyncio.get_running_loop()
+        role: Role | None = None
         if parent is not None and counties:
             self.standby = StandbyWatch(standby_watch_config(self.settings, parent.name, counties), time.time())
             self._news = self.news.subscribe(CHILD_HOME)
-            self._news_task = asyncio.get_running_loop().create_task(self._news_loop(), name="cascade-child-home")
+            self._news_task = loop.create_task(self._news_loop(), name="cascade-child-home")
+            role, self._root_name = Role.STANDBY, lease_name(parent.name)
+        elif parent is None and self._homeward:
+            role, self._root_name = Role.CITY, lease_name(self.node.name)
+        if role is not None:
+            if self.witness is None:
+                self.witness = DatabaseWitness(self.core.db)
+            if self.root_timing is None:
+                nodes = self.core.settings.nodes
+                self.root_timing = RootTiming(nodes.dead_after_seconds, nodes.heartbeat_seconds)
+            self.root = RootLease(root_lease_config(self.settings, role, self.root_timing), loop.time())
+            self._root_acting = False
+            self._root_task = loop.create_task(self._root_loop(), name="cascade-root-lease")
+
+    def root_acting(self) -> bool:
+        """Whether this node may meet the counties with a standby city node in their bridges now (no
+        root lease kept here: not a city or standby node, nothing to gate)."""
+        return self.root is None or self.root.acting(asyncio.get_running_loop().time())
+
+    async def _root_loop(self) -> None:
+        while True:
+            try:
+                await self.root_step()
+            except Exception:
+                log.exception("cascade root lease")
+            await asyncio.sleep(ROOT_INTERVAL)
+
+    async def root_step(self) -> None:
+        """One step of the root lease: renew, release or nothing (`RootLease.due`); on a change of
+        whether this node acts as the root, log and audit it and reconcile the bridge watchers."""
+        assert self.root is not None and self.witness is not None and self.root_timing is not None
+        loop = asyncio.get_running_loop()
+        step = self.root.due(loop.time())
+        if step is Step.RENEW:
+            sent = loop.time()
+            self.root.attempting(sent)
+            try:
+                ok = await self.witness.renew(self._root_name, self.node.name, self.root_timing.ttl)
+            except Exception:  # the database is away: the belief runs out by itself
+                log.warning("cascade root lease %s: renewal failed", self._root_name, exc_info=True)
+                self.root.failed(loop.time())
+            else:
+                if ok:
+                    self.root.renewed(sent)
+                else:
+                    self.root.refused(loop.time())
+        elif step is Step.RELEASE:  # the standby hears the city again (it stopped acting already)
+            if self._root_acting:
+                self._root_acting = False
+                await self._root_changed(False)
+            await self._release_root()
+        acting = self.root.acting(loop.time())
+        if acting != self._root_acting:
+            self._root_acting = acting
+            await self._root_changed(acting)
+
+    async def _root_changed(self, acting: bool) -> None:
+        assert self.root is not None
+        role = self.root.config.role.value
+        log.warning("cascade: %s %s the root (%s lease %s)", self.node.name, "is now" if acting else "is no longer",
+                    role, self._root_name)
+        try:
+            await self.core.audit.record(f"node:{self.node.name}", "cascade.root", self._root_name,
+                                         detail={"acting": acting, "role": role})
+        except Exception:
+            log.exception("cascade: auditing the root lease")
+        self._background(self.reconcile())
+
+    async def _release_root(self) -> None:
+        if self.root is None or self.witness is None or not self._root_name:
+            return
+        held = self.root.holds
+        self.root.released(asyncio.get_running_loop().time())
+        self._root_acting = False
+        if held:
+            try:
+                await self.witness.release(self._root_name, self.node.name)
+            except Exception:  # it expires by itself
+                log.warning("cascade root lease %s: release failed", self._root_name, exc_info=True)
 
     def attach_content(self, trees: ContentTrees) -> None:
         """The control channels run: the links' slides streams follow their conferences' content trees."""
@@ -299,14 +417,15 @@ class CascadeService:
         running = {c.id: c for c in self.sip.conferences.running_conferences() if not c.room.ended}
         plans = {c.id: c for c in self.plan.conferences if self.node.name in c.nodes}
         parent = self.parent
-        wanted = self.standby.wanted(time.time()) if self.standby is not None else frozenset()
+        acting = self.root_acting()  # only the root lease's holder meets a county with a standby city node
+        wanted = self.standby.wanted(time.time()) if self.standby is not None and acting else frozenset()
         for conf_id in plans.keys() & running.keys():
             nodes = plans[conf_id].nodes
             if parent is not None and parent.name in nodes and conf_id not in self.uplinks:
                 self._start_uplink(conf_id, parent)
             for child in self.plan.nodes:
                 if child.parent == self.node.name and child.name in nodes and child.backup \
-                        and (conf_id, child.name) not in self.watchers:
+                        and (conf_id, child.name) not in self.watchers and (acting or child.name not in self._homeward):
                     self._start_watcher(conf_id, child)
             for name in wanted:  # a county cascading into this standby city node while the city is gone
                 county = self.plan.node(name)
@@ -314,6 +433,10 @@ class CascadeService:
                     log.warning("conference %s: watching the bridge of %s (on this standby, the city is gone)",
                                 conf_id, name)
                     self._start_watcher(conf_id, county)
+        if not acting:  # not the root (the lease lost, or never held): leave such counties' bridges
+            for key in [k for k in self.watchers if k[1] in self._homeward]:
+                log.warning("conference %s: leaving the bridge of %s (not the root now)", *key)
+                await self.watchers.pop(key).stop()
         if self.standby is not None:  # disarmed, or the city is back: leave the county's bridge
             for key in [k for k in self.watchers if k[1] in self.standby.config.counties and k[1] not in wanted]:
                 log.warning("conference %s: no longer watching the bridge of %s", *key)
@@ -365,6 +488,8 @@ class CascadeService:
         if self.standby is not None and name == self.standby.config.city and event.ok \
                 and (event.status is None or event.status < 500):
             self.standby.city_answered(time.time())
+            if self.root is not None:
+                self.root.city_answered(asyncio.get_running_loop().time())
         if self.parent is None or name != self.parent.name:
             return  # a standby parent's probe: only the choice uses it
         if not event.ok:
@@ -394,10 +519,25 @@ class CascadeService:
         city node is announced as home (on the city); a county on this standby is armed."""
         if child in self._homeward and self.news is not None:
             self._background(self._announce_home(child, how))
-        if self.standby is not None and self.standby.arrived(child, time.time(), how):
+        if self.standby is not None and child in self.standby.config.counties:
+            self._background(self._arm(child, how))
+
+    async def _arm(self, child: str, how: str) -> None:
+        """Arm a county that arrived here, stamped with the database's clock (the city's announcements
+        carry its time too, so the two are compared on one clock); retried while the database is away
+        (the standby cannot hold the root lease meanwhile either)."""
+        assert self.standby is not None
+        while True:
+            try:
+                at = await self.witness.now_epoch() if self.witness is not None else time.time()
+                break
+            except Exception:
+                log.warning("cascade: arming %s: the database's clock is out of reach; retrying", child)
+                await asyncio.sleep(ARM_RETRY)
+        if self.standby.arrived(child, at, how):
             log.warning("cascade: %s cascades into this standby city node (%s); its bridge is watched "
-                        "while %s is gone", child, how, self.standby.config.city)
-            self._background(self._audit_watch(child, True, how))
+                        "while %s is gone and this node holds the root lease", child, how, self.standby.config.city)
+            await self._audit_watch(child, True, how)
 
     async def _audit_watch(self, county: str, armed: bool, reason: str) -> None:
         try:
@@ -487,5 +627,5 @@ class CascadeService:
         return out
 
 
-__all__ = ["CHILD_HOME", "CascadeService", "failover_config", "homeward_children", "standby_counties",
+__all__ = ["CHILD_HOME", "CascadeService", "RootTiming", "RootWitness", "root_lease_config", "failover_config", "homeward_children", "standby_counties",
            "standby_watch_config", "wall_clock"]

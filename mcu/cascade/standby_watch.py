@@ -7,10 +7,15 @@ the standby dials the same bridge conference, where the dead city cannot meet it
 must, but only while that county is really its child, and never while the city may be in the
 same bridge (city → bridge → standby → city would loop the sound back).
 
-Sans-I/O: the owner (`CascadeService` on the standby) reports what it sees, with the time ``now``
-of one clock (wall-clock seconds: the city's announcements come from another process), and asks
-`wanted(now)` which counties need a bridge watcher now; it starts and stops the watchers (a
-stopped watcher leaves the county's bridge conference).
+Sans-I/O: the owner (`CascadeService` on the standby) reports what it sees and asks `wanted(now)`
+which counties need a bridge watcher now; it starts and stops the watchers (a stopped watcher
+leaves the county's bridge conference). Two clocks, never compared with each other: a county's
+arrival (`arrived`'s ``now``) and the city's announcements (`home`'s ``announced_at``) are both on
+the **database's** clock (the owner stamps an arrival with the database's ``now()``; the bus stamps
+an event with it), so a clock difference between the nodes and the database cannot make a genuine
+announcement look stale; the city's OPTIONS answers and `wanted`'s ``now`` are on the node's own
+clock. The owner asks `wanted` only while this node holds the root lease (`root_lease.RootLease`):
+the lease, not this machine, is what keeps the two city nodes out of one bridge.
 
 Rules:
 * A county is *armed* when it cascades into the standby: its link call is admitted here or its
@@ -25,9 +30,9 @@ Rules:
 * The city is *gone* when it has not answered the standby's OPTIONS for ``dead_after`` seconds
   since its last answer; a city never heard is gone ``startup_grace`` after the start. While the
   city is not gone, no county is wanted: the city's own watcher meets the county in its bridge,
-  and both city nodes in one bridge would loop the sound. So the two city nodes are never both in
-  a county's bridge unless the standby cannot hear a living city (a partition between them: see
-  docs/ha.md).
+  and both city nodes in one bridge would loop the sound. A standby that cannot hear a living city
+  (a partition between them) counts it gone here; the root lease, which the living city keeps
+  renewing, then keeps the standby out (docs/ha.md).
 * `wanted(now)` = the armed counties while the city is gone; otherwise none.
 """
 from __future__ import annotations
@@ -82,7 +87,8 @@ class StandbyWatch:
         return frozenset(self._armed_since)
 
     def arrived(self, county: str, now: float, how: str = "link") -> bool:
-        """The county's link call or control channel arrived here; True when it armed it now."""
+        """The county's link call or control channel arrived here at ``now`` (the database's clock);
+        True when it armed it now."""
         if county not in self.config.counties:
             return False
         fresh = county not in self._armed_since
@@ -92,8 +98,8 @@ class StandbyWatch:
         return fresh
 
     def home(self, county: str, announced_at: float, now: float) -> bool:
-        """The city announced (made at ``announced_at``) that the county is back on it; True when it
-        disarmed the county now."""
+        """The city announced (made at ``announced_at``, the database's clock) that the county is back
+        on it; True when it disarmed the county now (``now``: the history's time)."""
         since = self._armed_since.get(county)
         if since is None or announced_at < since:
             return False

@@ -279,6 +279,20 @@ class Cluster:
         for n in self.nodes:
             self._wait_running(n.name, deadline)
 
+    def restart_node(self, name: str, timeout: float = 120.0) -> float:
+        """Start a killed node again with its settings (a machine back after a crash); the wall-clock
+        time it was started, once it runs."""
+        old = self.procs[name]
+        assert old.popen.poll() is not None, f"node {name} still runs"
+        at = time.time()
+        settings = self.work / name / "settings.toml"
+        self._spawn(name, self.ns(name),
+                    [sys.executable, "-m", "commandcenter", "--config", str(settings), "up", "--role",
+                     self.roles.get(name, "mcu"), "--node-name", name],
+                    self.work / f"{name}.restarted.log", {"CC_CASCADE__TOKEN": TOKEN})
+        self._wait_running(name, time.monotonic() + timeout)
+        return at
+
     def start_endpoint(self, name: str, node: str, conference: str, colour: str, tone: str,
                        watch_tones: list[str], watch_colours: list[str], *, user: str = "",
                        password: str = "", target_node: str = "", extra: tuple[str, ...] = ()) -> Path:

@@ -10,18 +10,30 @@ test), and the OPTIONS answers of the city are fed to the standby's real `_on_si
 SIP probe would report them. The heavy real-process scenario (four `commandcenter` processes in
 network namespaces) is tests/cascade/test_city_standby.py; it does not cover this piece yet.
 
-1. County A's link call arrives at the standby while the city answers: armed, but no watcher
-   (the living city's own watcher meets the county in its bridge; never both city nodes there).
-2. The city stops answering: the standby watches county A's bridge; the line to the standby dies
-   (no more RTP): the standby dials county A's bridge conference.
-3. The city answers again: the standby leaves the bridge at once (still armed); silent again: back in.
+Both services keep the root lease (`RootLease`) in the real ``rpc_leases`` table, with a short
+lease (1.5 s, renewed every 0.3 s). A city node "dies" here by its lease task being cancelled and
+its bridge calls ending, without releasing the lease (as a SIGKILLed process).
+
+1. County A's link call arrives at the standby while the city answers: armed (stamped with the
+   database's clock), but no watcher (the living city's own watcher meets the county in its bridge;
+   never both city nodes there).
+2. The city dies: once its lease has expired the standby holds it and watches county A's bridge; the
+   line to the standby dies (no more RTP): the standby dials county A's bridge conference.
+3. The city answers again: the standby leaves the bridge at once (still armed) and releases the
+   lease; silent again: it takes the lease again and is back in the bridge.
 4. County A's link call arrives at the city (the county went back while on the bridge, its line to
    the standby dead): the city announces it, the standby leaves the bridge and stays out while the
    city is gone.
+
+The partition (`test_a_partition_between_the_city_and_the_standby_makes_no_second_root`): the
+standby stops hearing the city's OPTIONS while both reach the database: the city keeps the lease
+and stays in county A's bridge, the standby never joins it; the city dies: the standby takes over;
+the city returns: it gets the root back only after the standby has left the bridge.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +47,8 @@ from config.settings import CascadeSettings
 from config.site_plan import SitePlan, load_site_plan
 from core.bus import Bus
 from core.db import Database, apply_migrations
-from mcu.cascade.service import CHILD_HOME, CascadeService
+from mcu.cascade.root_lease import lease_name
+from mcu.cascade.service import CHILD_HOME, CascadeService, RootTiming
 from sip_gateway.sip import events as ev
 from tests.cascade.cluster import CONFERENCE, TOKEN, city_standby
 
@@ -115,6 +128,9 @@ class FakeSip:
         call = self.sites.get((CONFERENCE, "cascade-county-a-backup"))
         return call is not None and call.connected
 
+    def bridge_dials(self) -> int:
+        return sum(1 for site, _ in self.invites if site == "cascade-county-a-backup")
+
 
 class StubUplink:
     """The standby's own up-link to the city: not under test here."""
@@ -144,6 +160,7 @@ class Node:
 
 SETTINGS = CascadeSettings(token=TOKEN, rtp_timeout_seconds=1.0, options_interval_seconds=0.3,
                            dial_timeout_seconds=1.0, retry_interval_seconds=0.5)
+TIMING = RootTiming(ttl=1.5, renew=0.3)
 
 
 async def make_node(name: str, plan: SitePlan, db_url: str, sip: Any) -> Node:
@@ -154,13 +171,14 @@ async def make_node(name: str, plan: SitePlan, db_url: str, sip: Any) -> Node:
     audit = Audit()
     me = plan.node(name)
     assert me is not None
-    service = CascadeService(cast(Any, SimpleNamespace(bus=bus, audit=audit)), sip, me, plan, SETTINGS)
+    service = CascadeService(cast(Any, SimpleNamespace(bus=bus, audit=audit, db=db)), sip, me, plan, SETTINGS,
+                             root_timing=TIMING)
     service.start_standby_watch()
     return Node(service, bus, db, audit)
 
 
 @pytest.fixture
-async def city_and_standby(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Node, Node, FakeSip]]:
+async def city_and_standby(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Node, Node, FakeSip, FakeSip]]:
     migrator = Database(fresh_db_url)
     await migrator.connect()
     async with migrator.pool.acquire() as conn:
@@ -169,15 +187,15 @@ async def city_and_standby(fresh_db_url: str, tmp_path: Path) -> AsyncIterator[t
     plan = load_site_plan(city_standby(tmp_path, lambda n: "postgresql:///unused").write_plan())
     county = plan.node("county-a")
     assert county is not None and county.backup_uri(CONFERENCE) == BRIDGE_URI, "the cluster's plan changed"
-    sip = FakeSip()
-    city = await make_node("city", plan, fresh_db_url, cast(Any, SimpleNamespace()))
+    sip, city_sip_fake = FakeSip(), FakeSip()
+    city = await make_node("city", plan, fresh_db_url, city_sip_fake)
     standby = await make_node("city-standby", plan, fresh_db_url, sip)
     standby.service.uplinks[CONFERENCE] = cast(Any, StubUplink())
     city_sip = plan.node("city")
     assert city_sip is not None
     standby.service._qualify_targets = {f"sip:{city_sip.sip}": "city"}  # what start() registers
     try:
-        yield city, standby, sip
+        yield city, standby, sip, city_sip_fake
     finally:
         for node in (standby, city):
             await node.service.stop()
@@ -199,9 +217,26 @@ async def eventually(check: Callable[[], bool], standby: CascadeService, within:
     raise AssertionError(f"not within {within} s: {check.__doc__ or check}")
 
 
+async def kill_city(city: CascadeService) -> None:
+    """The city's process dies: no more renewals, no release; its bridge calls end."""
+    assert city._root_task is not None
+    city._root_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await city._root_task
+    city._root_task = None
+    for watcher in list(city.watchers.values()):
+        await watcher.stop()
+    city.watchers.clear()
+
+
+async def lease_holder(db: Database) -> str | None:
+    return cast(str | None, await db.fetchval("SELECT holder FROM rpc_leases WHERE name = $1 AND expires_at > now()",
+                                              lease_name("city")))
+
+
 async def test_the_standby_meets_a_county_in_its_bridge_only_while_it_is_the_countys_city(
-        city_and_standby: tuple[Node, Node, FakeSip]) -> None:
-    city, standby, sip = city_and_standby
+        city_and_standby: tuple[Node, Node, FakeSip, FakeSip]) -> None:
+    city, standby, sip, _ = city_and_standby
     service = standby.service
     assert service.standby is not None and service.standby.config.counties == {"county-a"}
     assert city.service.standby is None and city.service._homeward == {"county-a"}
@@ -214,15 +249,19 @@ async def test_the_standby_meets_a_county_in_its_bridge_only_while_it_is_the_cou
     sip.sites[(CONFERENCE, "cascade-county-a")] = FakeCall()
     await city_answers()
     service._child_called(CONFERENCE, "county-a")
-    assert service.standby.armed == {"county-a"}
+    watch = service.standby
+    await eventually(lambda: watch.armed == {"county-a"}, service, within=5.0)
     for _ in range(10):
         await city_answers()
         await service.reconcile()
         await asyncio.sleep(0.1)
     assert service.watchers == {}, "the city answers: its own watcher meets the county, not the standby"
 
-    # 2. the city is gone: the standby watches county A's bridge; the county's line to it dies
-    await eventually(lambda: (CONFERENCE, "county-a") in service.watchers, service, within=5.0)
+    # 2. the city dies: the standby takes the lease once the city's has expired, and watches county A's
+    # bridge; the county's line to it dies
+    await kill_city(city.service)
+    await eventually(lambda: (CONFERENCE, "county-a") in service.watchers, service, within=8.0)
+    assert await lease_holder(city.db) == "city-standby"
     assert sip.invites == [], "the county's link to the standby flows: no bridge call"
     sip.sites[(CONFERENCE, "cascade-county-a")].stop_media()
     await eventually(lambda: sip.in_bridge(), service, within=8.0)
@@ -231,6 +270,10 @@ async def test_the_standby_meets_a_county_in_its_bridge_only_while_it_is_the_cou
     # 3. the city answers again: the standby leaves the bridge (the city's watcher will be there)
     await eventually(lambda: not sip.in_bridge() and not service.watchers, service, within=5.0, also=city_answers)
     assert service.standby.armed == {"county-a"}, "answering OPTIONS is no sign the county went back"
+    for _ in range(10):
+        await city_answers()
+        await asyncio.sleep(0.1)
+    assert await lease_holder(city.db) is None, "the standby hearing the city released the lease"
     await eventually(lambda: sip.in_bridge(), service, within=10.0)   # gone again: back in the bridge
     assert len(sip.invites) == 2
 
@@ -250,11 +293,13 @@ async def test_the_standby_meets_a_county_in_its_bridge_only_while_it_is_the_cou
 
 
 async def test_an_announcement_from_another_city_or_for_an_unknown_node_changes_nothing(
-        city_and_standby: tuple[Node, Node, FakeSip]) -> None:
-    _, standby, _ = city_and_standby
+        city_and_standby: tuple[Node, Node, FakeSip, FakeSip]) -> None:
+    _, standby, _, _ = city_and_standby
     service = standby.service
     assert service.standby is not None
     service._child_arrived("county-a", "control")
+    armed = service.standby
+    await eventually(lambda: armed.armed == {"county-a"}, service, within=5.0)
     for payload in ({"node": "county-a", "parent": "elsewhere"}, {"node": "nobody", "parent": "city"},
                     {"node": 7, "parent": "city"}, {"parent": "city"}):
         await standby.bus.publish(CHILD_HOME, payload)
@@ -263,3 +308,62 @@ async def test_an_announcement_from_another_city_or_for_an_unknown_node_changes_
     await standby.bus.publish(CHILD_HOME, {"node": "county-a", "parent": "city", "via": "control"})
     watch = service.standby
     await eventually(lambda: not watch.armed, service, within=5.0)  # the same loop hears the valid one
+
+
+async def test_a_partition_between_the_city_and_the_standby_makes_no_second_root(
+        city_and_standby: tuple[Node, Node, FakeSip, FakeSip]) -> None:
+    city, standby, sip, city_sip = city_and_standby
+    service = standby.service
+    watch = service.standby
+    assert watch is not None and service.root is not None and city.service.root is not None
+    # county A cascades into the standby (its line to the city is dead: no call at the city), then its
+    # line to the standby dies too: it is on its bridge. The standby hears no OPTIONS from the city
+    # (the partition), but both reach the database.
+    sip.sites[(CONFERENCE, "cascade-county-a")] = FakeCall()
+    service._child_called(CONFERENCE, "county-a")
+    await eventually(lambda: watch.armed == {"county-a"}, service, within=5.0)
+    sip.sites[(CONFERENCE, "cascade-county-a")].stop_media()
+
+    async def city_reconciles() -> None:
+        await city.service.reconcile()
+
+    await eventually(lambda: city_sip.in_bridge(), service, within=10.0, also=city_reconciles)
+    assert await lease_holder(city.db) == "city"
+    end = time.monotonic() + 5.0   # > the standby's dead_after (1 s) and the lease (1.5 s), several times
+    while time.monotonic() < end:
+        await city.service.reconcile()
+        await service.reconcile()
+        assert watch.city_gone(time.time()), "the standby counts the city gone (it hears no OPTIONS)"
+        assert not service.root_acting(), "the city renews the lease: the standby is not the root"
+        assert not sip.in_bridge() and sip.bridge_dials() == 0, "two city nodes in county A's bridge"
+        assert city_sip.in_bridge()
+        await asyncio.sleep(0.1)
+    assert await lease_holder(city.db) == "city"
+
+    # the city dies: after its lease has expired (by the database's clock) the standby is the root
+    await kill_city(city.service)
+    assert not city_sip.in_bridge()
+    await eventually(lambda: sip.in_bridge(), service, within=8.0)
+    assert await lease_holder(city.db) == "city-standby"
+
+    # the city restarts, still partitioned from the standby: refused, it stays out of the bridge
+    city.service.start_standby_watch()
+    for _ in range(20):
+        await city.service.reconcile()
+        await service.reconcile()
+        assert not city.service.root_acting() and not city_sip.in_bridge()
+        await asyncio.sleep(0.1)
+    # the partition heals: the standby hears the city, leaves the bridge and releases the lease; the
+    # city takes it and meets county A in its bridge, never while the standby is there
+    city_target = next(iter(service._qualify_targets))
+    deadline = time.monotonic() + 10.0
+    while not city_sip.in_bridge():
+        assert time.monotonic() < deadline, "the city never got the root back"
+        service._on_sip_event(ev.QualifyResult(city_target, True, 200))
+        await service.reconcile()
+        await city.service.reconcile()
+        assert not (sip.in_bridge() and city_sip.in_bridge()), "two city nodes in county A's bridge"
+        await asyncio.sleep(0.1)
+    assert not sip.in_bridge() and await lease_holder(city.db) == "city"
+    roots = [(d["acting"], d["role"]) for a, _, d in standby.audit.rows if a == "cascade.root"]
+    assert roots == [(True, "standby"), (False, "standby")]
