@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import av
@@ -41,6 +41,7 @@ from sip_gateway.aio.rtp_leg import MediaLeg
 from sip_gateway.bfcp.sdp import is_slides, mark_slides, slides_index
 from sip_gateway.rtp.codecs import Pcm
 from sip_gateway.rtp.media_description import ExtraMedia, LocalMedia, MediaPolicy
+from sip_gateway.sip import events as ev
 from sip_gateway.sip.sdp import Media, SdpError, SessionDescription, create_offer
 from sip_gateway.sip.sdp import answer as answer_sdp
 
@@ -120,8 +121,11 @@ class LinkContent:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="cascade-link-content")
+        self.sip.endpoint.listeners.append(self._on_event)
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.sip.endpoint.listeners.remove(self._on_event)
         if self._task is not None:
             await cancel_and_wait([self._task], swallow_errors=True)
             self._task = None
@@ -130,17 +134,17 @@ class LinkContent:
 
     # ---- SDP -----------------------------------------------------------------------------------
     async def offer(self, conference_id: str, site_id: str, node: str) -> tuple[ExtraMedia, ...]:
-        """The slides m-line for a link call we are about to place (empty: none, e.g. SRTP links)."""
-        if self.policy.srtp == "required":
-            return ()  # not carried over SRTP yet: the call goes without content
+        """The slides m-line for a link call we are about to place (empty: no ports for it)."""
         link = await self._allocate(conference_id, site_id, node)
         if link is None:
             return ()
         assert link.leg.audio is not None and link.leg.video is not None
+        # protected like the call's own audio and video: RTP/SAVP with keys of its own (SDES,
+        # a=crypto) when the policy requires SRTP, plain RTP/AVP otherwise (as the main m-lines)
+        secure = self.policy.srtp == "required"
         sdp = create_offer(self.policy, LocalMedia(self.sip.media_host, link.leg.audio.port, link.leg.video.port),
-                           secure=False)
+                           secure=secure)
         video = next(m for m in sdp.media if m.kind == "video")
-        video.attributes = [(k, v) for k, v in video.attributes if k != "crypto"]
         mark_slides(video, SLIDES_LABEL)
         return (_extra(OFFER_INDEX, video),)
 
@@ -179,6 +183,31 @@ class LinkContent:
         return link
 
     # ---- following the calls and the tree --------------------------------------------------------
+    def _on_event(self, event: ev.Event) -> None:
+        """Our offered stream's answer arrived: start its leg at once and pin its m-line's index.
+
+        Both before the far end can re-offer (its pane-size re-INVITE may follow its 200 at once):
+        the re-offer's answer echoes our m-line where it really is (``ExtraMedia.index``; the offer
+        placed it at :data:`OFFER_INDEX`), instead of answering it as the call's main video on
+        the main video port; and its streams no longer list the slides stream, which only this
+        answer's streams do (the test saw the slides stream never start, or the main video hijacked)."""
+        if not isinstance(event, ev.CallEstablished):
+            return
+        call = event.call
+        local, sdp = call.local_media, call.local_sdp
+        if local is None or sdp is None or not any(e.index == OFFER_INDEX for e in local.extra):
+            return
+        placed = {m.port: i for i, m in enumerate(sdp.media) if m.port}
+        extra = tuple(replace(e, index=placed.get(e.port, e.index)) if e.index == OFFER_INDEX else e
+                      for e in local.extra)
+        call.local_media = replace(local, extra=extra)
+        for e in extra:
+            link = self.links.get(e.port)
+            stream = next((s for s in call.streams if s.kind == "video" and s.local_port == e.port), None)
+            if link is not None and not link.started and stream is not None:
+                link.leg.start([stream])
+                link.started = True
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
