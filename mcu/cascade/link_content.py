@@ -16,8 +16,10 @@ each primary link call, carrying the content away from the presenter along the t
 * A key frame is asked on the stream when the link becomes the content's way in and again while
   nothing decodes on it for ``stall_after``; a key-frame request from the far end goes to the shared
   encoder.
-* The backup path (through the telecom bridge) carries no slides stream: the bridge is a plain
-  N-1 room. While a link is on backup, content does not cross it.
+* Both calls of a link offer it: the primary (answered by the parent's admission) and the backup
+  calls of both ends into the telecom bridge (answered by the bridge, which forwards the content
+  between them: :mod:`mcu.cascade.bridge_content`). A stream is the link's by the far node's name,
+  whichever call carries it. Over SRTP (``srtp = "required"``) it is RTP/SAVP with keys of its own.
 
 The links are polled every ``interval`` s (a few dict lookups per link): streams start once the
 call has negotiated, subscriptions follow the tree, legs close when their call ends.
