@@ -151,7 +151,7 @@ async def _start_capabilities(node: Node, role: str) -> None:
         conferences = node.mcu.conferences
         node.sip = _note("sip", await mcu_capability.start_sip(core, conferences, node.mcu.content))
         node.h323 = _note("h323", await mcu_capability.start_h323(core, conferences, node.mcu.content))
-        node.cascade = _note("cascade", await mcu_capability.start_cascade(core, node.sip))
+        node.cascade = _note("cascade", await mcu_capability.start_cascade(core, node.sip, node.mcu.content))
         node.rpc.host(_HostedRooms(conferences, node.cascade))  # pinned to this node while they run here
 
     if _runs(role, "recorder"):

@@ -207,7 +207,8 @@ async def start_h323(core: CoreServices, conferences: ConferenceService,
     return H323Capability(bridge)
 
 
-async def start_cascade(core: CoreServices, sip: SipBridge | None) -> CascadeService | None:
+async def start_cascade(core: CoreServices, sip: SipBridge | None,
+                        contents: Contents | None = None) -> CascadeService | None:
     """The cascade links and their failover (after SIP, which carries them): None when the plan
     cascades nothing; a ConfigError when it does and SIP does not run here."""
     from mcu.cascade.node_check import cascade_problems
@@ -224,6 +225,7 @@ async def start_cascade(core: CoreServices, sip: SipBridge | None) -> CascadeSer
     if sip is None:
         raise ConfigError(None, ["sip: 级联需要 SIP 能力（端口被占用或未启用）"])
     service = CascadeService(core, sip, node, plan, core.settings.cascade)
+    service.contents = contents  # a bridge node forwards its callers' slides streams
     await service.start()
     print(f"cascade: node {node.name} ({node.kind})", flush=True)
     return service

@@ -58,6 +58,13 @@ class SlidesAnswer(Protocol):
                offer: SessionDescription | None) -> Awaitable[tuple[ExtraMedia, ...]]: ...
 
 
+class BridgeSlidesAnswer(Protocol):
+    """A bridge node's slides streams (``mcu.cascade.bridge_content.BridgeContent``)."""
+
+    def answer(self, conference_id: str, site_id: str,
+               offer: SessionDescription | None) -> Awaitable[tuple[ExtraMedia, ...]]: ...
+
+
 @dataclass
 class CascadeAdmission:
     """The node's INVITE route for cascade and bridge calls (:attr:`route`); it claims no others."""
@@ -68,6 +75,7 @@ class CascadeAdmission:
     token: str
     on_link_call: Callable[[str, str], None] = lambda conference_id, child: None
     slides: SlidesAnswer | None = None  # a child's link call offers a content stream (a=content:slides)
+    bridge_slides: BridgeSlidesAnswer | None = None  # on a bridge: its callers' slides streams
     children: dict[str, Node] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -149,7 +157,8 @@ class CascadeAdmission:
                 (conf.id, site_id) in self.sip.sites and self.sip.sites[(conf.id, site_id)].connected):
             n += 1
             site_id = f"{base}-{n}"
-        return await self.sip.admit(conf, call, site_id, user or site_id)
+        extra = await self.bridge_slides.answer(conf.id, site_id, call.offer) if self.bridge_slides is not None else ()
+        return await self.sip.admit(conf, call, site_id, user or site_id, extra=extra)
 
 
 __all__ = ["CascadeAdmission", "caller_user"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from mcu.cascade.failover import PathEvent, PathState
 from mcu.cascade.link_call import snapshot
+from mcu.cascade.uplink import SlidesOffer
 from mcu.legs.sip_bridge import DialOutError, SipBridge
 from mcu.room import Room
 
@@ -52,6 +53,8 @@ class BackupWatcher:
     startup_grace: float = 8.0
     early: float = 1.5          # silence after which the bridge is joined (before the child gives up)
     on_event: Callable[[PathEvent], None] = lambda e: None
+    slides: SlidesOffer | None = None  # the bridge call offers a content stream (the bridge forwards it)
+    child: str = ""  # the child node's name (the slides stream's other end)
     poll_interval: float = 0.1
     media_sample: float = 0.5
     state: PathState = PathState.DOWN
@@ -134,8 +137,10 @@ class BackupWatcher:
             if conf is not None:
                 conf.room.set_loop_free(self.backup_site, group=self.primary_site)
                 try:
+                    extra = await self.slides.offer(self.conference_id, self.backup_site, self.child) \
+                        if self.slides is not None else ()
                     await self.sip.invite(self.conference_id, self.backup_site, uri=self.backup_uri,
-                                          name=self.backup_name, from_user=self.from_user)
+                                          name=self.backup_name, from_user=self.from_user, extra=extra)
                 except DialOutError as exc:
                     log.warning("conference %s: cannot dial bridge %s: %s", self.conference_id, self.backup_uri, exc)
         conf = self.sip.conferences.running(self.conference_id)

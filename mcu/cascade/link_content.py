@@ -16,8 +16,10 @@ each primary link call, carrying the content away from the presenter along the t
 * A key frame is asked on the stream when the link becomes the content's way in and again while
   nothing decodes on it for ``stall_after``; a key-frame request from the far end goes to the shared
   encoder.
-* The backup path (through the telecom bridge) carries no slides stream: the bridge is a plain
-  N-1 room. While a link is on backup, content does not cross it.
+* Both calls of a link offer it: the primary (answered by the parent's admission) and the backup
+  calls of both ends into the telecom bridge (answered by the bridge, which forwards the content
+  between them: :mod:`mcu.cascade.bridge_content`). A stream is the link's by the far node's name,
+  whichever call carries it. Over SRTP (``srtp = "required"``) it is RTP/SAVP with keys of its own.
 
 The links are polled every ``interval`` s (a few dict lookups per link): streams start once the
 call has negotiated, subscriptions follow the tree, legs close when their call ends.
@@ -134,17 +136,17 @@ class LinkContent:
 
     # ---- SDP -----------------------------------------------------------------------------------
     async def offer(self, conference_id: str, site_id: str, node: str) -> tuple[ExtraMedia, ...]:
-        """The slides m-line for a link call we are about to place (empty: none, e.g. SRTP links)."""
-        if self.policy.srtp == "required":
-            return ()  # not carried over SRTP yet: the call goes without content
+        """The slides m-line for a link call we are about to place (empty: no ports for it)."""
         link = await self._allocate(conference_id, site_id, node)
         if link is None:
             return ()
         assert link.leg.audio is not None and link.leg.video is not None
+        # protected like the call's own audio and video: RTP/SAVP with keys of its own (SDES,
+        # a=crypto) when the policy requires SRTP, plain RTP/AVP otherwise (as the main m-lines)
+        secure = self.policy.srtp == "required"
         sdp = create_offer(self.policy, LocalMedia(self.sip.media_host, link.leg.audio.port, link.leg.video.port),
-                           secure=False)
+                           secure=secure)
         video = next(m for m in sdp.media if m.kind == "video")
-        video.attributes = [(k, v) for k, v in video.attributes if k != "crypto"]
         mark_slides(video, SLIDES_LABEL)
         return (_extra(OFFER_INDEX, video),)
 

@@ -42,6 +42,7 @@ from core.bus import Event
 from core.runtime import CoreServices
 from mcu.cascade.admission import CascadeAdmission
 from mcu.cascade.backup_watch import BackupWatcher
+from mcu.cascade.bridge_content import BridgeContent
 from mcu.cascade.failover import FailoverConfig, ObservationKind, PathEvent, PathState, Route
 from mcu.cascade.link_content import ContentTrees, LinkContent
 from mcu.cascade.naming import backup_site_id, link_name, link_site_id, sip_password
@@ -50,6 +51,7 @@ from mcu.cascade.root_lease import Role, RootLease, RootLeaseConfig, Step, lease
 from mcu.cascade.root_witness import DatabaseWitness
 from mcu.cascade.standby_watch import StandbyWatch, StandbyWatchConfig
 from mcu.cascade.uplink import RouteCall, SipPathDialer, Uplink
+from mcu.legs.sip_bfcp import Contents
 from mcu.legs.sip_bridge import SipBridge
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.digest import Credentials
@@ -175,6 +177,8 @@ class CascadeService:
     _switches_published: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     content: LinkContent | None = None  # the links' slides streams (mcu.cascade.link_content)
+    contents: Contents | None = None  # the node's content service (a bridge forwards its callers' slides)
+    bridge_content: BridgeContent | None = None  # on a bridge node (mcu.cascade.bridge_content)
     control: ParentFollower | None = None  # the control channel, which follows the parent chosen here
     news: HomeNews | None = None  # the shared bus (default: core.bus): cascade.child_home
     standby: StandbyWatch | None = None  # on a standby city node: the counties whose bridge it watches
@@ -203,6 +207,10 @@ class CascadeService:
         self.admission = CascadeAdmission(self.sip, self.plan, self.node, self.token, on_link_call=self._child_called)
         self.sip.endpoint.router = with_route(self.sip.endpoint.router, self.admission.route)
         if self.node.kind == "bridge":
+            if self.contents is not None:  # its callers' slides streams (the backup path's content)
+                self.bridge_content = BridgeContent(self.sip, self.contents, policy=self.sip.endpoint.ua.config.policy)
+                self.bridge_content.start()
+                self.admission.bridge_slides = self.bridge_content
             return
         self.content = LinkContent(self.sip, policy=self.sip.endpoint.ua.config.policy)
         self.content.start()
@@ -253,6 +261,8 @@ class CascadeService:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.content is not None:
             await self.content.stop()
+        if self.bridge_content is not None:
+            await self.bridge_content.stop()
         await self._release_root()
 
     def start_standby_watch(self) -> None:
@@ -474,7 +484,8 @@ class CascadeService:
             early=min(s.rtp_timeout_seconds, max(1.0, s.rtp_timeout_seconds / 2)),
             retry_interval=s.retry_interval_seconds,
             startup_grace=s.dial_timeout_seconds + s.rtp_timeout_seconds,
-            on_event=lambda e: self._publish(conference_id, child.name, "down", e))
+            on_event=lambda e: self._publish(conference_id, child.name, "down", e),
+            slides=self.content, child=child.name)
         self.watchers[(conference_id, child.name)] = watcher
         watcher.start()
 

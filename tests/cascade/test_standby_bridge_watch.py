@@ -114,7 +114,8 @@ class FakeSip:
         self.invites: list[tuple[str, str]] = []
         self.hangups: list[str] = []
 
-    async def invite(self, conference_id: str, site_id: str, *, uri: str, name: str, from_user: str) -> None:
+    async def invite(self, conference_id: str, site_id: str, *, uri: str, name: str, from_user: str,
+                     extra: tuple[object, ...] = ()) -> None:
         self.invites.append((site_id, uri))
         self.sites[(conference_id, site_id)] = FakeCall()
 
