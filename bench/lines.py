@@ -1,6 +1,11 @@
 """Video on emulated leased lines: each line condition x peer, baseline and with send pacing.
 
-    python -m bench.lines [--runs 3] [--seconds 20] [--conditions 768k_20ms,...]
+    python -m bench.lines [--runs 3] [--seconds 20] [--conditions 768k_20ms,...] [--peers sip,chromium,h323,cascade]
+                          [--out bench/results/lines.json]
+
+``--peers`` other than ``sip`` (Chromium as a WebRTC site, H323Plus, a cascade link between two node
+processes) are described in bench/lines_peers.py; they run main's defaults only (mode ``product``).
+The default conditions are the issue's six (the ``mobile_*`` profile of issue 20 only when named).
 
 Needs root (network namespaces, tc, iptables; see tests/linesim/line.py). For every condition a
 real SIP room system (baresip, H.264, sending a busy 640x360 picture) sits behind the line in its
