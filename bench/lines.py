@@ -1,6 +1,11 @@
 """Video on emulated leased lines: each line condition x peer, baseline and with send pacing.
 
-    python -m bench.lines [--runs 3] [--seconds 20] [--conditions 768k_20ms,...]
+    python -m bench.lines [--runs 3] [--seconds 20] [--conditions 768k_20ms,...] [--peers sip,chromium,h323,cascade]
+                          [--out bench/results/lines.json]
+
+``--peers`` other than ``sip`` (Chromium as a WebRTC site, H323Plus, a cascade link between two node
+processes) are described in bench/lines_peers.py; they run main's defaults only (mode ``product``).
+The default conditions are the issue's six (the ``mobile_*`` profile of issue 20 only when named).
 
 Needs root (network namespaces, tc, iptables; see tests/linesim/line.py). For every condition a
 real SIP room system (baresip, H.264, sending a busy 640x360 picture) sits behind the line in its
@@ -44,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench.lines_peers as lines_peers
+from bench.lines_peers import cascade_call, chromium_call, h323_call
 from config.settings import Settings
 from core.db import EmbeddedPostgres
 from core.runtime import CoreServices
@@ -248,6 +255,39 @@ async def one_call(services: CoreServices, condition: str, mode: str, seed: int,
     return result
 
 
+PEER_CALLS = {"chromium": ("webrtc-chromium", chromium_call), "h323": ("h323-h323plus", h323_call),
+              "cascade": ("cascade-link", cascade_call)}
+
+
+async def other_peer_rows(services: CoreServices, peer: str, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Rows for Chromium or H323Plus (bench/lines_peers.py): main's defaults only ("product")."""
+    name, call = PEER_CALLS[peer]
+    rows = []
+    for condition in args.conditions:
+        runs: list[dict[str, Any]] = []
+        for seed in range(1, args.runs + 1):
+            load = os.getloadavg()[0]
+            try:
+                result = await call(services, condition, seed, args.seconds, work)
+            except Exception as exc:  # a failed run is reported, not hidden
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            result["load_average"] = round(load, 2)
+            runs.append(result)
+            print(condition, peer, seed, json.dumps(result, ensure_ascii=False), flush=True)
+        good = [r for r in runs if "error" not in r]
+        row: dict[str, Any] = {"condition": condition, "peer": name, "mode": "product",
+                               "line": PROFILES[condition].describe(), "runs": runs, "failed_runs": len(runs) - len(good)}
+        numeric = {k for r in good for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        for figure in sorted(numeric - {"load_average"}):
+            values = [float(r[figure]) for r in good if isinstance(r.get(figure), int | float)]
+            if values:
+                row[figure] = summarize(values)
+        for figure in sorted({k for r in good for k, v in r.items() if isinstance(v, str)}):
+            row[figure] = good[0][figure]  # "not measured (...)": said in the row, not invented
+        rows.append(row)
+    return rows
+
+
 def summarize(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -256,11 +296,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="linesim-bench-"))
     pg = EmbeddedPostgres(work / "pg")
     url = pg.start()
+    lines_peers.PG_URL = url
     services = await CoreServices.start(Settings(var_dir=work / "var", database={"url": url}))
     video = busy_video(work / "busy.mp4", seconds=int(args.seconds) + 60)
     rows: list[dict[str, Any]] = []
     try:
-        for condition in args.conditions:
+        for peer in args.peers:
+            if peer != "sip":
+                rows += await other_peer_rows(services, peer, args, work)
+        for condition in args.conditions if "sip" in args.peers else ():
             for mode in ("baseline", "product"):
                 if mode == "product" and PROFILES[condition].rate_kbps is None:
                     continue  # an unlimited line: no budget to pace to
@@ -298,23 +342,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                    max((r.get("load_average", 0) for row in rows for r in row["runs"]), default=0)]}
 
 
-def fmt(figure: dict[str, float] | None) -> str:
+def fmt(figure: dict[str, float] | str | None) -> str:
+    if isinstance(figure, str):
+        return "not measured"
     if not figure:
         return "-"
     return f"{figure['median']:g} [{figure['min']:g}-{figure['max']:g}]"
 
 
 def table(result: dict[str, Any]) -> str:
-    head = ("| line | mode | video sent → delivered kbit/s | audio loss % | video loss % | intact fps after 2 s "
-            "| freezes > 1 s (longest s) | first picture s | router-queue drops |")
-    lines = [head, "|" + "---|" * 9]
+    head = ("| line | peer | mode | video sent → delivered kbit/s | audio loss % | video loss % | intact fps after 2 s "
+            "| freezes > 1 s (longest s) | first picture s | router-queue drops | load |")
+    lines = [head, "|" + "---|" * 11]
     for row in result["rows"]:
+        intact = fmt(row.get("intact_fps_after_2s"))
+        if "decoded_fps_average" in row:
+            intact += f" (decoded avg {fmt(row.get('decoded_fps_average'))})"
+        loads = [r.get("load_average", 0) for r in row["runs"]]
         lines.append(
-            f"| {row['condition']} | {row['mode']} | {fmt(row.get('video_sent_kbps'))} → "
+            f"| {row['condition']} | {row.get('peer', 'sip-baresip')} | {row['mode']} | {fmt(row.get('video_sent_kbps'))} → "
             f"{fmt(row.get('video_delivered_kbps'))} | {fmt(row.get('audio_loss_pct'))} | "
-            f"{fmt(row.get('video_loss_pct'))} | {fmt(row.get('intact_fps_after_2s'))} | "
+            f"{fmt(row.get('video_loss_pct'))} | {intact} | "
             f"{fmt(row.get('freezes_over_1s'))} ({fmt(row.get('longest_freeze_s'))}) | "
-            f"{fmt(row.get('first_picture_s'))} | {fmt(row.get('router_queue_drops_down'))} |"
+            f"{fmt(row.get('first_picture_s'))} | {fmt(row.get('router_queue_drops_down'))} | "
+            f"{min(loads, default=0):g}-{max(loads, default=0):g} |"
             + (f" {row['failed_runs']} run(s) failed" if row["failed_runs"] else ""))
     return "\n".join(lines)
 
@@ -323,15 +374,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--conditions", default=",".join(PROFILES))
+    parser.add_argument("--conditions", default=",".join(p for p in PROFILES if not p.startswith("mobile")))
+    parser.add_argument("--peers", default="sip", help="sip, chromium, h323 (comma-separated)")
+    parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     args.conditions = [c for c in args.conditions.split(",") if c]
+    args.peers = [p for p in args.peers.split(",") if p]
+    if set(args.peers) - {"sip", *PEER_CALLS}:
+        parser.error(f"unknown peers {args.peers}; known: sip, {', '.join(PEER_CALLS)}")
     unknown = [c for c in args.conditions if c not in PROFILES]
     if unknown:
         parser.error(f"unknown conditions {unknown}; known: {', '.join(PROFILES)}")
     result = asyncio.run(run(args))
-    OUT.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print(f"\nSIP (baresip) behind emulated lines, {args.seconds:g} s calls, median [min-max] of {args.runs} runs")
+    Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(f"\n{', '.join(args.peers)} behind emulated lines, {args.seconds:g} s calls, median [min-max] of {args.runs} runs")
     print(table(result))
     return 0
 

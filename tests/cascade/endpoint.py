@@ -128,6 +128,8 @@ async def run(args: argparse.Namespace) -> None:
     watch_colours = {name: parse_colour(rgb) for name, _, rgb in (w.partition("=") for w in args.watch_color)}
     out = Path(args.out).open("a", buffering=1)  # noqa: ASYNC230 - a test peer, line-buffered appends
 
+    busy = [np.random.default_rng(n).integers(0, 256, (360, 640, 3), dtype=np.uint8) for n in range(8)] if args.busy else []
+
     async def stream() -> None:
         await established.wait()
         i = 0
@@ -138,7 +140,12 @@ async def run(args: argparse.Namespace) -> None:
             pcm = tone(args.tone, i * FRAME_SAMPLES, amplitude=6000) if on else silence
             leg.send_audio(pcm, marker=i == 0)
             if i % 4 == 0:
-                await leg.send_video(picture(i // 4, colour), keyframe=i % 100 == 0)
+                frame = picture(i // 4, colour)
+                if busy:  # the same timing (pts) as the plain picture, random pixels
+                    pts = frame.pts
+                    frame = av.VideoFrame.from_ndarray(busy[(i // 4) % len(busy)], format="rgb24")
+                    frame.pts, frame.time_base = pts, fractions.Fraction(1, 15)
+                await leg.send_video(frame, keyframe=i % 100 == 0)
             i += 1
             await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
 
@@ -181,6 +188,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--pulse", action="store_true", help="send the tone only at the start of each second")
     parser.add_argument("--onsets", action="store_true", help="report rising edges of the watched tones")
+    parser.add_argument("--busy", action="store_true", help="send random 640x360 pictures (a busy camera) instead")
     asyncio.run(run(parser.parse_args()))
 
 
