@@ -15,7 +15,7 @@ joined :class:`mcu.legs.h323.H323Site`:
   the token; the token's media timeout releases a stream that stops). A decoder that needs a key
   frame asks for one with videoFastUpdatePicture on the content channel.
 * **Content out.** While a conference's content is live and someone else presents, a terminal
-  that announced H.239 and a presentation codec we encode (H.264, H.263) gets our extended video
+  that announced H.239 and a presentation codec we encode (H.264, H.263, H.261 at CIF) gets our extended video
   channel, fed by the room's one shared ``content`` encoder per codec and size (``Room.subscribe_view``
   of ``CONTENT_VIEW``); meanwhile its main stream is the people view (``room.content_receivers``).
   When the content stops (``close_after`` seconds without it) the channel is closed. A terminal
@@ -97,14 +97,14 @@ class H239Call(Protocol):
 
 
 # The content picture's size by what the terminal's presentation codec allows (H.241 level codes:
-# 85 = level 4, 71 = level 3.1, 64 = level 3); H.263 is sent at CIF.
+# 85 = level 4, 71 = level 3.1, 64 = level 3); H.263 and H.261 are sent at CIF.
 _H264_SIZES: tuple[tuple[int, tuple[int, int]], ...] = ((85, (1920, 1080)), (71, (1280, 720)), (64, (640, 360)))
 
 
 def content_send_format(formats: list[MediaFormat]) -> tuple[MediaFormat, str, tuple[int, int], bool] | None:
     """What we send on a terminal's content channel, from the presentation formats it receives:
-    ``(format to open, shared-encoder codec, size, single-NAL)``; H.264 preferred, then H.263;
-    None when it takes neither (H.261 content is not encoded here)."""
+    ``(format to open, shared-encoder codec, size, single-NAL)``; H.264 preferred, then H.263, then
+    H.261 (at CIF); None when it takes none of them (or H.261 at QCIF only)."""
     for fmt in formats:
         if fmt.codec is Codec.H264:
             size = next((s for level, s in _H264_SIZES if fmt.h264_level >= level), (352, 288))
@@ -118,6 +118,13 @@ def content_send_format(formats: list[MediaFormat]) -> tuple[MediaFormat, str, t
             mpi = dict(fmt.mpi).get("cifMPI", 1)
             return MediaFormat(Codec.H263, max_bitrate=fmt.max_bitrate, mpi=(("cifMPI", mpi),),
                                h263_rfc4629=fmt.h263_rfc4629), "h263", (352, 288), False
+    for fmt in formats:
+        if fmt.codec is Codec.H261:  # H.261 codes QCIF and CIF; the shared H.261 encoder codes CIF
+            cif_mpi = dict(fmt.mpi).get("cifMPI")
+            if cif_mpi is None:
+                continue  # a QCIF-only terminal: no shared QCIF encoder
+            return MediaFormat(Codec.H261, max_bitrate=fmt.max_bitrate, mpi=(("cifMPI", cif_mpi),)), \
+                "h261", (352, 288), False
     return None
 
 
