@@ -91,10 +91,12 @@ class H239Terminal(Terminal):
     def h239_messages(self) -> list[H239Message]:
         return [e.message for e in self.of(H239MessageReceived) if isinstance(e, H239MessageReceived)]
 
-    def present(self, colour: tuple[int, int, int], size: tuple[int, int] = (704, 576)) -> None:
-        """Open the content channel (H.264) and send ``colour`` on it, 5 frames/s, until :meth:`stop_presenting`."""
+    def present(self, colour: tuple[int, int, int], size: tuple[int, int] = (704, 576),
+                fmt: MediaFormat = CONTENT_FORMATS[0]) -> None:
+        """Open the content channel (H.264; ``fmt`` gives its maxBitRate) and send ``colour`` on it,
+        5 frames/s, until :meth:`stop_presenting`."""
         assert self.handle is not None and self.media is not None
-        self.handle.open_content_channel(CONTENT_FORMATS[0])
+        self.handle.open_content_channel(fmt)
         self._presenting = asyncio.ensure_future(self._send_content(colour, size))
 
     async def _send_content(self, colour: tuple[int, int, int], size: tuple[int, int]) -> None:

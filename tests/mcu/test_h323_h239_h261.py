@@ -78,6 +78,12 @@ async def test_h261_only_room_gets_content_from_shared_h261_encoder(services: Co
             last = room.content_frames[-1]
             assert (last.width, last.height) == (352, 288)
             assert close_to(mean_rgb(last), BLUE), mean_rgb(last)
+        # Our content channel is paced within its maxBitRate (384 kbit/s).
+        for site in mcu.bridge.sites:
+            if site.content_link is not None and site.content_link.subscription is not None:
+                assert site.content_link.send_rate is not None
+                assert 370 <= site.content_link.send_rate.video_kbps() <= 384
+                assert site.media.content is not None and site.media.content.send_budget is site.content_link.send_rate
         # One shared H.261 content encoder for both rooms.
         keys = [k for k in conf.room._encoders if k.view_id == CONTENT_VIEW and k.codec == "h261"]
         assert len(keys) == 1 and (keys[0].width, keys[0].height) == (352, 288)
