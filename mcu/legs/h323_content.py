@@ -23,7 +23,8 @@ token manager; the mapping is the one ``mcu/content/token.py`` describes):
   granted another; or ``released`` with reason ``timeout``: its stream stopped) ->
   presentationTokenRelease to the site for its content channel, so it closes that channel.
 * flowControlReleaseRequest -> flowControlReleaseResponse acknowledge (the content channel is not
-  rate-limited beyond what the capability exchange allows).
+  rate-limited beyond what the capability exchange allows; :class:`ContentRatePolice` below holds a
+  presenter to its channel's ``maxBitRate``).
 * the token changes owner (event ``granted``: a site, the chair's deck, another protocol) ->
   presentationTokenIndicateOwner (H.239 §7, a genericIndication) to every H.323 site, the new owner
   included, with the owner's ``terminalLabel`` and ``channelId`` the content channel the MCU sends

@@ -20,6 +20,9 @@ joined :class:`mcu.legs.h323.H323Site`:
   of ``CONTENT_VIEW``); meanwhile its main stream is the people view (``room.content_receivers``).
   When the content stops (``close_after`` seconds without it) the channel is closed. A terminal
   that refuses the channel is not asked again in this call.
+* **Rate.** What we send is paced within our content channel's ``maxBitRate`` (and a flowControlCommand
+  on it: :func:`content_budget`, the leg's pacer); the presenter's channel is policed against its own
+  (:class:`mcu.legs.h323_content.ContentRatePolice`: flowControlCommand, then its excess dropped).
 
 Checked every ``interval`` seconds and on each event; nothing here decodes or encodes itself.
 """
