@@ -191,7 +191,12 @@ class H323Site:
             elif self.site is not None:
                 self.site.on_keyframe_request(self.media.leg)
         elif isinstance(event, FlowControlRequested):
-            self.apply_flow_control(event.bitrate_bps)
+            content_out = self.media.outgoing_content
+            if content_out is not None and content_out.number == event.channel:
+                if self.content_link is not None:  # our H.239 content channel, not the camera's
+                    self.content_link.on_flow_control(event.bitrate_bps)
+            else:
+                self.apply_flow_control(event.bitrate_bps)
         elif isinstance(event, RoundTripDelayMeasured):
             self.round_trip_ms = round(event.seconds * 1000, 1)
         elif isinstance(event, CallReleased):

@@ -23,7 +23,8 @@ token manager; the mapping is the one ``mcu/content/token.py`` describes):
   granted another; or ``released`` with reason ``timeout``: its stream stopped) ->
   presentationTokenRelease to the site for its content channel, so it closes that channel.
 * flowControlReleaseRequest -> flowControlReleaseResponse acknowledge (the content channel is not
-  rate-limited beyond what the capability exchange allows).
+  rate-limited beyond what the capability exchange allows; :class:`ContentRatePolice` below holds a
+  presenter to its channel's ``maxBitRate``).
 * the token changes owner (event ``granted``: a site, the chair's deck, another protocol) ->
   presentationTokenIndicateOwner (H.239 §7, a genericIndication) to every H.323 site, the new owner
   included, with the owner's ``terminalLabel`` and ``channelId`` the content channel the MCU sends
@@ -153,3 +154,79 @@ class H239Floor:
         elif event.kind in ("revoked", "released") and event.subject == self.told_owner:
             self.told_owner = None  # the next grant to the same owner is a change again
         return out
+
+
+# ---------------------------------------------------------------------- presenter rate policing
+OVER_FACTOR = 1.5  # a second above this multiple of the channel's maxBitRate is "over"
+SUSTAIN_S = 2.0  # over for this long in a row: flowControlCommand
+GRACE_S = 2.0  # still over this long after the command: the excess is dropped
+RETELL_S = 10.0  # the command is repeated at most this often while the presenter stays over
+WINDOW_S = 1.0
+
+
+@dataclass(frozen=True)
+class PoliceVerdict:
+    """What to do with the presenter now: ``tell`` = send flowControlCommand(maxBitRate) on its
+    content channel; ``drop`` = do not pass on the content frame that arrived now."""
+
+    tell: bool = False
+    drop: bool = False
+
+
+@dataclass
+class ContentRatePolice:
+    """Rate policing of one presenter's content channel against its ``maxBitRate`` (sans-I/O).
+
+    Fed with the channel's cumulative received octet count (RTP payload) and ``now``, on every
+    content frame and every check. Rules:
+
+    * the octets are judged per window of :data:`WINDOW_S` (1 s, closed by the first sample at or
+      after its end); a window whose rate is above :data:`OVER_FACTOR` (1.5) × ``max_bps`` is over;
+      a window at or under it ends the run (and the dropping);
+    * a run of over windows that has lasted :data:`SUSTAIN_S` (2 s) -> ``tell``: flowControlCommand
+      with ``maxBitRate`` = the channel's own maxBitRate (H.245 flowControlCommand: the receiver
+      restricts the transmitter of a logical channel), repeated at most every :data:`RETELL_S` while
+      the run lasts (a new run is told again);
+    * a run still going :data:`GRACE_S` (2 s) after the command -> ``drop``: in each window, once the
+      window's octets exceed what ``max_bps`` allows for a whole window, the rest of that window's
+      frames are not passed on (the presenter gets its channel's rate, no more);
+    * a counter that goes backwards (a restarted stream) starts a new window; ``max_bps`` <= 0 polices
+      nothing.
+    """
+
+    max_bps: int
+    window_start: float | None = None
+    window_base: int = 0
+    over_since: float | None = None
+    told_at: float | None = None
+    told: int = 0  # flowControlCommands sent
+    dropped: int = 0  # frames not passed on
+
+    def sample(self, octets: int, now: float, frame: bool = False) -> PoliceVerdict:
+        """The channel has received ``octets`` so far; ``frame``: a decoded frame arrives now
+        (counted in :attr:`dropped` when the verdict drops it)."""
+        if self.max_bps <= 0:
+            return PoliceVerdict()
+        if self.window_start is None or octets < self.window_base:
+            self.window_start, self.window_base = now, octets
+            return PoliceVerdict()
+        if now - self.window_start >= WINDOW_S:
+            rate = (octets - self.window_base) * 8 / (now - self.window_start)
+            if rate > OVER_FACTOR * self.max_bps:
+                if self.over_since is None:
+                    self.over_since = self.window_start
+            else:
+                self.over_since = None
+            self.window_start, self.window_base = now, octets
+        tell = False
+        if self.over_since is not None and now - self.over_since >= SUSTAIN_S and (
+                self.told_at is None or self.told_at < self.over_since or now - self.told_at >= RETELL_S):
+            self.told_at = now
+            self.told += 1
+            tell = True
+        persisting = (self.over_since is not None and self.told_at is not None
+                      and now - self.told_at >= GRACE_S and self.told_at >= self.over_since)
+        drop = persisting and (octets - self.window_base) * 8 > self.max_bps * WINDOW_S
+        if drop and frame:
+            self.dropped += 1
+        return PoliceVerdict(tell, drop)

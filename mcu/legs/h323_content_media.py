@@ -15,11 +15,14 @@ joined :class:`mcu.legs.h323.H323Site`:
   the token; the token's media timeout releases a stream that stops). A decoder that needs a key
   frame asks for one with videoFastUpdatePicture on the content channel.
 * **Content out.** While a conference's content is live and someone else presents, a terminal
-  that announced H.239 and a presentation codec we encode (H.264, H.263) gets our extended video
+  that announced H.239 and a presentation codec we encode (H.264, H.263, H.261 at CIF) gets our extended video
   channel, fed by the room's one shared ``content`` encoder per codec and size (``Room.subscribe_view``
   of ``CONTENT_VIEW``); meanwhile its main stream is the people view (``room.content_receivers``).
   When the content stops (``close_after`` seconds without it) the channel is closed. A terminal
   that refuses the channel is not asked again in this call.
+* **Rate.** What we send is paced within our content channel's ``maxBitRate`` (and a flowControlCommand
+  on it: :func:`content_budget`, the leg's pacer); the presenter's channel is policed against its own
+  (:class:`mcu.legs.h323_content.ContentRatePolice`: flowControlCommand, then its excess dropped).
 
 Checked every ``interval`` seconds and on each event; nothing here decodes or encodes itself.
 """
@@ -36,7 +39,9 @@ from typing import Any, Protocol
 import av
 
 from mcu.conferences import RunningConference
-from mcu.legs.h323_content import FloorEvent, FloorResult, H239Floor, TerminalLabels
+from mcu.encoder import ENCODER_BITRATE
+from mcu.legs.h323_content import ContentRatePolice, FloorEvent, FloorResult, H239Floor, TerminalLabels
+from mcu.legs.rate_budget import MAX_KBPS, RateBudget, Signal
 from mcu.room import CONTENT_VIEW, RoomError, Subscription
 from sip_gateway.aio.h323_media import H323MediaLeg
 from sip_gateway.aio.rtp_leg import MediaLeg
@@ -95,16 +100,18 @@ class H239Call(Protocol):
 
     def request_fast_update(self, channel: int) -> None: ...
 
+    def flow_control(self, channel: int | None, bitrate_bps: int | None) -> None: ...
+
 
 # The content picture's size by what the terminal's presentation codec allows (H.241 level codes:
-# 85 = level 4, 71 = level 3.1, 64 = level 3); H.263 is sent at CIF.
+# 85 = level 4, 71 = level 3.1, 64 = level 3); H.263 and H.261 are sent at CIF.
 _H264_SIZES: tuple[tuple[int, tuple[int, int]], ...] = ((85, (1920, 1080)), (71, (1280, 720)), (64, (640, 360)))
 
 
 def content_send_format(formats: list[MediaFormat]) -> tuple[MediaFormat, str, tuple[int, int], bool] | None:
     """What we send on a terminal's content channel, from the presentation formats it receives:
-    ``(format to open, shared-encoder codec, size, single-NAL)``; H.264 preferred, then H.263;
-    None when it takes neither (H.261 content is not encoded here)."""
+    ``(format to open, shared-encoder codec, size, single-NAL)``; H.264 preferred, then H.263, then
+    H.261 (at CIF); None when it takes none of them (or H.261 at QCIF only)."""
     for fmt in formats:
         if fmt.codec is Codec.H264:
             size = next((s for level, s in _H264_SIZES if fmt.h264_level >= level), (352, 288))
@@ -118,7 +125,35 @@ def content_send_format(formats: list[MediaFormat]) -> tuple[MediaFormat, str, t
             mpi = dict(fmt.mpi).get("cifMPI", 1)
             return MediaFormat(Codec.H263, max_bitrate=fmt.max_bitrate, mpi=(("cifMPI", mpi),),
                                h263_rfc4629=fmt.h263_rfc4629), "h263", (352, 288), False
+    for fmt in formats:
+        if fmt.codec is Codec.H261:  # H.261 codes QCIF and CIF; the shared H.261 encoder codes CIF
+            cif_mpi = dict(fmt.mpi).get("cifMPI")
+            if cif_mpi is None:
+                continue  # a QCIF-only terminal: no shared QCIF encoder
+            return MediaFormat(Codec.H261, max_bitrate=fmt.max_bitrate, mpi=(("cifMPI", cif_mpi),)), \
+                "h261", (352, 288), False
     return None
+
+
+def content_size(codec: str, ceiling: tuple[int, int], video_kbps: int) -> tuple[int, int]:
+    """The content encoder size for a channel whose budget is ``video_kbps``: H.263/H.261 at CIF; H.264
+    at the largest size up to ``ceiling`` (what its level allows) whose shared encoder's rate fits,
+    else the smallest (the leg's pacer keeps it within the budget, dropping frames if need be)."""
+    if codec != "h264":
+        return ceiling
+    area = ceiling[0] * ceiling[1]
+    allowed = [s for _, s in _H264_SIZES if s[0] * s[1] <= area] + [(352, 288)]
+    fitting = [s for s in allowed if ENCODER_BITRATE[s] <= video_kbps * 1000]
+    return fitting[0] if fitting else allowed[-1]
+
+
+def content_budget(fmt: MediaFormat) -> RateBudget:
+    """The rate budget of our content channel: its OLC ``maxBitRate`` (no audio beside it); the
+    terminal's flowControlCommand on the channel goes in as ``Signal.H245_FLOW_CONTROL``."""
+    budget = RateBudget(MAX_KBPS, audio_kbps=0)
+    if fmt.bitrate_bps > 0:
+        budget.on_h245_max_bitrate(fmt.bitrate_bps / 1000)
+    return budget
 
 
 class _Floor:
@@ -170,6 +205,8 @@ class H323ContentLink:
         self.close_after = close_after
         self._clock = clock
         self.subscription: Subscription | None = None
+        self.send_rate: RateBudget | None = None  # our content channel's budget (its pacer's rate)
+        self.police: ContentRatePolice | None = None  # the presenter's content channel against its maxBitRate
         self._opening = False  # our content OLC is out, not yet acknowledged
         self._refused = False  # the terminal rejected our content channel: not asked again
         self._idle_since: float | None = None
@@ -229,6 +266,7 @@ class H323ContentLink:
             self._subscribe()
         else:
             self.floor.content_channel = channel.number
+            self.police = ContentRatePolice(channel.format.bitrate_bps)
             self.media.request_content_keyframe()
 
     def on_channel_closed(self, number: int, outgoing: bool) -> None:
@@ -253,10 +291,29 @@ class H323ContentLink:
     # ------------------------------------------------------------------ content in (MediaSink)
     def on_video(self, leg: MediaLeg, frame: av.VideoFrame) -> None:
         self.frames_in += 1
+        if self._police(frame=True):
+            return  # above its channel's rate after being told: not passed on
         self.content.on_frame(self.site_id, frame)
 
+    def _police(self, frame: bool) -> bool:
+        """Rate policing of the presenter's channel; True: drop the frame arriving now."""
+        channel = self.media.incoming_content
+        if self.police is None or channel is None:
+            return False
+        verdict = self.police.sample(self.media.content_octets_received, self._clock(), frame)
+        if verdict.tell:
+            log.info("H.239: %s sends content far above its channel's %d bit/s: flowControlCommand",
+                     self.site_id, self.police.max_bps)
+            self.call.flow_control(channel.number, self.police.max_bps)
+        return verdict.drop
+
     def on_keyframe_request(self, leg: MediaLeg) -> None:
-        self.media.request_content_keyframe()
+        """The content decoder needs a key frame (ask the terminal), or our pacer dropped frames
+        to stay within the channel's budget (the shared encoder owes us one)."""
+        if self.subscription is not None:
+            self.subscription.request_keyframe()
+        if self.media.incoming_content is not None:
+            self.media.request_content_keyframe()
 
     def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:
         return
@@ -279,7 +336,9 @@ class H323ContentLink:
             await asyncio.sleep(self.interval)
 
     def check(self) -> None:
-        """Open our content channel when content is live, close it when it has stopped."""
+        """Open our content channel when content is live, close it when it has stopped; police the
+        presenter's rate."""
+        self._police(frame=False)
         now = self._clock()
         outgoing = self.media.outgoing_content
         if self.wants_content():
@@ -306,7 +365,12 @@ class H323ContentLink:
         chosen = content_send_format([channel.format])
         if chosen is None:
             return
-        _, codec, (width, height), single_nal = chosen
+        _, codec, ceiling, single_nal = chosen
+        if self.send_rate is None:
+            self.send_rate = content_budget(channel.format)
+        if self.media.content is not None:
+            self.media.content.send_budget = self.send_rate  # paced within the channel's maxBitRate
+        width, height = content_size(codec, ceiling, self.send_rate.video_kbps())
         try:
             self.subscription = self.conf.room.subscribe_view(CONTENT_VIEW, self._offer, codec, width, height,
                                                               single_nal)
@@ -320,7 +384,32 @@ class H323ContentLink:
         if self.subscription is not None:
             self.subscription.close()
             self.subscription = None
+        self.send_rate = None  # the next channel has its own maxBitRate
+        if self.media.content is not None:
+            self.media.content.send_budget = None
         self.conf.room.content_receivers.discard(self.site_id)
+
+    def on_flow_control(self, bitrate_bps: int | None) -> None:
+        """flowControlCommand from the terminal on our content channel (None: no restriction): the
+        pacer follows at once; an H.264 channel moves to the encoder size the new budget carries."""
+        budget = self.send_rate
+        if budget is None:
+            return
+        if bitrate_bps is None:
+            budget.clear(Signal.H245_FLOW_CONTROL)
+        else:
+            budget.on_h245_flow_control(bitrate_bps / 1000)
+        sub, channel = self.subscription, self.media.outgoing_content
+        if sub is None or channel is None:
+            return
+        chosen = content_send_format([channel.format])
+        if chosen is None:
+            return
+        size = content_size(chosen[1], chosen[2], budget.video_kbps())
+        if size != (sub.key.width, sub.key.height):
+            sub.close()
+            self.subscription = None
+            self._subscribe()
 
     def _offer(self, packet: EncodedPacket) -> None:
         if self.closed:

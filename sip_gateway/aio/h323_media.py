@@ -237,6 +237,12 @@ class H323MediaLeg:
         if self.content is not None and (CONTENT_SESSION, True) in self.channels:
             self.content.send_video_access_unit(access_unit, timestamp_90k)
 
+    @property
+    def content_octets_received(self) -> int:
+        """RTP payload octets received on the content leg so far (its rate policing)."""
+        channel = self.content.video if self.content is not None else None
+        return channel.session.stats.octets if channel is not None and channel.session is not None else 0
+
     def request_content_keyframe(self) -> None:
         """videoFastUpdatePicture on the terminal's content channel."""
         channel = self.incoming_content

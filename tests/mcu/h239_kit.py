@@ -18,7 +18,7 @@ from mcu.content.service import ContentService
 from mcu.legs.h323_bridge import CONTENT_FORMATS, H323Bridge
 from mcu.legs.h323_settings import BridgeSettings
 from mcu.room import RoomSettings
-from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
+from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION, MediaFormat
 from sip_gateway.h323.h239 import CONTENT_SESSION, H239Message, H239MessageReceived
 from tests.sip_gateway.h323.h323_conference_kit import MCU_RTP, Terminal, solid
 
@@ -75,10 +75,11 @@ class H239Terminal(Terminal):
     decodes (``content_frames``) and can present a solid colour (:meth:`present`)."""
 
     content_frames: list[av.VideoFrame] = field(default_factory=list)
+    content_formats: tuple[MediaFormat, ...] = CONTENT_FORMATS  # what it receives as content
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.config.content_formats = CONTENT_FORMATS
+        self.config.content_formats = self.content_formats
         self.ports.sessions = (AUDIO_SESSION, VIDEO_SESSION, CONTENT_SESSION)
         self._presenting: asyncio.Task[None] | None = None
 
@@ -90,10 +91,12 @@ class H239Terminal(Terminal):
     def h239_messages(self) -> list[H239Message]:
         return [e.message for e in self.of(H239MessageReceived) if isinstance(e, H239MessageReceived)]
 
-    def present(self, colour: tuple[int, int, int], size: tuple[int, int] = (704, 576)) -> None:
-        """Open the content channel (H.264) and send ``colour`` on it, 5 frames/s, until :meth:`stop_presenting`."""
+    def present(self, colour: tuple[int, int, int], size: tuple[int, int] = (704, 576),
+                fmt: MediaFormat = CONTENT_FORMATS[0]) -> None:
+        """Open the content channel (H.264; ``fmt`` gives its maxBitRate) and send ``colour`` on it,
+        5 frames/s, until :meth:`stop_presenting`."""
         assert self.handle is not None and self.media is not None
-        self.handle.open_content_channel(CONTENT_FORMATS[0])
+        self.handle.open_content_channel(fmt)
         self._presenting = asyncio.ensure_future(self._send_content(colour, size))
 
     async def _send_content(self, colour: tuple[int, int, int], size: tuple[int, int]) -> None:
