@@ -8,21 +8,15 @@ and its payload is no plain H.264).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pylibsrtp
 import pytest
 
-from commandcenter.node import start_node
-from config.settings import DEMO_DIR
-from core.runtime import CoreServices
-from mcu.room import RoomSettings
 from sip_gateway.aio.rtp_leg import SRTP_PROFILES
 from sip_gateway.bfcp.sdp import is_slides
-from tests.cascade.test_content_cascade import (
+from tests.cascade.content_nodes import (
     CITY_SLIDE,
     CONF,
     TOKEN,
@@ -30,10 +24,11 @@ from tests.cascade.test_content_cascade import (
     eventually,
     media_state,
     present,
+    running_nodes,
     shows,
-    stop_within,
+    write_plan,
 )
-from tests.conftest import free_port, make_settings, with_database
+from tests.conftest import free_port
 from tests.sip_gateway.bfcp_client import Capture
 
 pytestmark = pytest.mark.slow
@@ -41,10 +36,9 @@ pytestmark = pytest.mark.slow
 NAMES = ("city", "luoding")
 
 
-def write_plan(tmp_path: Path, sip: dict[str, int], control: dict[str, int]) -> Path:
-    text = (DEMO_DIR / "yunfu.toml").read_text(encoding="utf-8").replace("standing = true", "standing = false")
+def plan_of(tmp_path: Path, sip: dict[str, int], control: dict[str, int]) -> Path:
     spare = free_port()  # nothing answers there: the telecom bridge is not part of this test
-    text += f'''
+    return write_plan(tmp_path, f'''
 [[nodes]]
 name = "city"
 area = "445300"
@@ -64,58 +58,17 @@ id = "{CONF}"
 name = "级联内容共享测试"
 guests = true
 nodes = ["city", "luoding"]
-'''
-    (tmp_path / "yunfu_counties.geojson").write_bytes((DEMO_DIR / "yunfu_counties.geojson").read_bytes())
-    plans = tmp_path / "plans"
-    if not plans.exists():
-        plans.symlink_to(DEMO_DIR / "plans")
-    path = tmp_path / "plan.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+''')
 
 
 @pytest.fixture
 async def pair(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Site]]:
-    dbs = {n: "cc_" + uuid.uuid4().hex[:12] for n in NAMES}
-    admin = await asyncpg.connect(pg_url)
-    try:
-        for db in dbs.values():
-            await admin.execute(f'CREATE DATABASE "{db}"')
-    finally:
-        await admin.close()
     sip = {n: free_port() for n in NAMES}
-    plan = write_plan(tmp_path, sip, {n: free_port() for n in NAMES})
+    plan = plan_of(tmp_path, sip, {n: free_port() for n in NAMES})
     cascade = {"token": TOKEN, "rtp_timeout_seconds": 3.0, "options_interval_seconds": 0.5,
                "dial_timeout_seconds": 5.0, "control_timeout_seconds": 3.0, "retry_interval_seconds": 1.0}
-    started: dict[str, Site] = {}
-    try:
-        for name in NAMES:
-            settings = make_settings(
-                with_database(pg_url, dbs[name]), tmp_path / name, node_name=name, site_plan=plan, cascade=cascade,
-                sip={"host": "127.0.0.1", "udp_port": sip[name], "tcp_port": sip[name], "tls_port": 0,
-                     "srtp": "required", "max_video_size": "352x288", "stats_interval_seconds": 0},
-                h323={"enabled": False}, demo={"enabled": False, "demo_sites": False})
-            core = await CoreServices.start(settings, seed=False)
-            try:
-                node = await start_node(core, "mcu")
-            except BaseException:
-                await core.stop()
-                raise
-            assert node.mcu is not None and node.cascade is not None and node.cascade_control is not None
-            node.cascade_control.reconnect_interval = 0.2
-            node.mcu.conferences.room_settings = RoomSettings(width=320, height=180, fps=10)
-            await node.mcu.conferences.start_conference(CONF, "test")
-            started[name] = Site(name, node)
-        yield started
-    finally:
-        for site in reversed(list(started.values())):
-            await stop_within(site.node, 60)
-        admin = await asyncpg.connect(pg_url)
-        try:
-            for db in dbs.values():
-                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with running_nodes(pg_url, tmp_path, plan, sip, cascade, srtp="required") as sites:
+        yield sites
 
 
 def linked(sites: dict[str, Site]) -> str:
