@@ -297,8 +297,7 @@ class WebRtcLeg:
                 if self.codec is None:
                     raise ValueError("no common video codec (H.264 or VP8)")
                 self._hook_sender()
-                self.fec.install(self._sender, fec_types if self._answered_fec() else None, self._media_pt(),
-                                 admit=self.retransmits.admit)
+                self.fec.install(self._sender, fec_types if self._answered_fec() else None, self._media_pt())
                 if self.codec == "h264":
                     self.seat.limits = h264_limits(negotiated_h264_profile_level(self.pc.localDescription.sdp),
                                                    fps=self.room.settings.fps)

@@ -215,16 +215,6 @@ class RetransmitGuard:
 
         sender._retransmit = guarded
 
-    def admit(self, sequence_number: int, size: int) -> bool:
-        """Whether a NACKed packet aiortc does not keep (an FEC packet, :mod:`mcu.legs.webrtc_fec`) of
-        ``size`` bytes on the wire may be resent now; counted like aiortc's."""
-        self.requested += 1
-        if not self.budget.allow(sequence_number, size, self._clock(), self._video_kbps()):
-            self.refused += 1
-            return False
-        self.resent += 1
-        return True
-
 
 class _QueuedTrack(MediaStreamTrack):
     """A track fed from the event loop through a queue: `recv()` waits for the next item."""

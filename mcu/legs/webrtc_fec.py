@@ -20,11 +20,13 @@ code, the way :class:`~mcu.legs.webrtc_aiortc.RetransmitGuard` adds a budget to 
   mapped forward. Media retransmissions stay RTX of the media codec (RFC 4588: the retransmitted
   packet is the media packet), which Chromium restores like any. A NACKed **FEC packet is resent
   too**, as RTX of RED (the ``rtx`` whose ``apt`` is RED's, on aiortc's RTX SSRC and sequence
-  numbers), within the leg's resend budget: H.264 has no picture ID, so Chromium's frame
-  assembler cannot step over a sequence number it never got and waits for it (libwebrtc
+  numbers), paid from FEC's own byte budget (below): H.264 has no picture ID, so Chromium's
+  frame assembler cannot step over a sequence number it never got and waits for it (libwebrtc
   retransmits its ULPFEC packets for the same reason).
 * **Byte budget**: FEC may use at most ``share`` (25 %) of the media bytes sent: each media packet
-  earns ``share`` of its size, an FEC packet costs its size; a frame whose group cannot be paid
+  earns ``share`` of its size, an FEC packet (and each resend of one) costs its size (a resend
+  may take the credit down to two packets' worth below zero, later FEC waits for it to be paid
+  back, so NACKed FEC never eats the media's resend budget); a frame whose group cannot be paid
   yet carries it on into the next frame (up to 48 packets, ULPFEC's widest mask, then the group
   is dropped unprotected). :class:`FecAwareBudget` counts that overhead in the leg's rate budget:
   while FEC is on the tier machine sees ``budget / (1 + share)`` for the video itself.
@@ -145,6 +147,7 @@ class FecStream:
         self.groups_dropped = 0
         self.fec_nacked = 0
         self.fec_resent = 0
+        self.fec_refused = 0
         self._fec_sent: dict[int, bytes] = {}  # the last FEC packets sent, by sequence number
 
     @property
@@ -239,11 +242,18 @@ class FecStream:
 
     def fec_retransmission(self, sent_seq: int, rtx_seq: int) -> bytes | None:
         """A NACKed FEC packet again: RTX of RED with sequence number ``rtx_seq`` when that RTX was
-        negotiated, else the same packet (RFC 4585 without RTX); None: not an FEC packet we kept."""
+        negotiated, else the same packet (RFC 4585 without RTX); None: not an FEC packet we kept,
+        or FEC's byte budget cannot pay for it now (counted in ``fec_refused``)."""
         packet = self.fec_packet(sent_seq)
         if packet is None or self.types is None:
             return None
+        cost = len(packet) + FEC_RTP_OVERHEAD - 12 + 2
+        if self._credit - cost < -2 * 1500:
+            self.fec_refused += 1
+            return None
+        self._credit -= cost
         self.fec_resent += 1
+        self.fec_bytes += len(packet) + 2
         if self.types.red_rtx is None or self.rtx_ssrc is None:
             return packet
         return bytes([0x80, self.types.red_rtx]) + struct.pack("!HII", rtx_seq & 0xFFFF, struct.unpack_from(
@@ -302,11 +312,10 @@ class FecHook:
         if s is None or s.types is None:
             return {"fec": "not negotiated"}
         return {"fec": "on" if s.on else "off", "fec_packets": s.fec_packets, "fec_bytes": s.fec_bytes,
-                "fec_media_bytes": s.media_bytes, "fec_changes": s.switch.changes, "fec_resent": s.fec_resent}
+                "fec_media_bytes": s.media_bytes, "fec_changes": s.switch.changes, "fec_resent": s.fec_resent,
+                "fec_resends_refused": s.fec_refused}
 
-    def install(self, sender: Any, types: FecTypes | None, media_pt: int,
-                admit: Callable[[int, int], bool] = lambda seq, size: True) -> None:
-        """``admit(sequence, size)``: whether a NACKed FEC packet may be resent (the leg's resend budget)."""
+    def install(self, sender: Any, types: FecTypes | None, media_pt: int) -> None:
         transport = sender.transport
         retransmit = getattr(sender, "_retransmit", None)
         handle_rtcp = getattr(sender, "_handle_rtcp_packet", None)
@@ -333,8 +342,6 @@ class FecHook:
             if fec is None:
                 return
             stream.fec_nacked += 1
-            if not admit(sequence_number, len(fec) + FEC_RTP_OVERHEAD - 12 + 2):
-                return
             rtx_seq = sender._RTCRtpSender__rtx_sequence_number
             again = stream.fec_retransmission(sequence_number, rtx_seq)
             if again is not None and self.out is not None:

@@ -154,6 +154,8 @@ def test_rtx_osn_is_mapped_and_a_nacked_fec_packet_goes_out_as_rtx_of_red() -> N
     fec_packet = s.fec_packet(fec_seq)
     assert fec_packet is not None and again[12:14] == struct.pack("!H", fec_seq) and again[14:] == fec_packet[12:]
     assert s.fec_retransmission(100, 9) is None  # a media packet: aiortc resends it
+    s._credit = -2950.0  # FEC's byte budget pays for its resends too, down to two packets below zero
+    assert s.fec_retransmission(fec_seq, 9) is None and s.fec_refused == 1
 
 
 def test_fec_bytes_stay_within_the_share_of_media_bytes() -> None:

@@ -184,7 +184,8 @@ async def test_fec_on_a_lossy_line_cuts_chromiums_freezes(conference: RunningCon
     print("fec off figures:", off, "dropped", line0.dropped)
     fec = leg.fec.describe()
     print("fec figures:", delta, "dropped", line.dropped, fec, "nack", leg.retransmits.requested,
-          "resent", leg.retransmits.resent)
+          "resent", leg.retransmits.resent, "refused", leg.retransmits.refused, "unknown", leg.retransmits.unknown,
+          "fec nacked", leg.fec.stream.fec_nacked if leg.fec.stream else None)
     assert "red/90000" in answer.lower() and "ulpfec/90000" in answer.lower()
     assert line.dropped >= 8 and line0.dropped >= 8, (line0.dropped, line.dropped)
     assert leg0.fec.describe() == {"fec": "not negotiated"} and a0["fecPacketsReceived"] == 0
