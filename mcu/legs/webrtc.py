@@ -42,7 +42,10 @@ encoder itself and sends nothing into the room.
   sends the browser a PLI and decodes from its next key frame;
 * NACK: aiortc's sender answers the browser's NACKs itself, with RTX when negotiated (browsers
   offer it); :class:`~mcu.legs.webrtc_aiortc.RetransmitGuard` keeps that within a byte budget
-  (20 % of the video rate sent, :mod:`mcu.legs.resend_budget`) and counts it.
+  (20 % of the video rate sent, :mod:`mcu.legs.resend_budget`) and counts it;
+* FEC: RED + ULPFEC answered when the browser offers them and sent while its receiver reports
+  show a lossy line, within 25 % of the media bytes, counted in the tier budget
+  (:mod:`mcu.legs.webrtc_fec`).
 
 Both hooks use aiortc internals (``_send_keyframe`` and the name-mangled
 ``_RTCRtpSender__encoder``); they are checked at leg start so an aiortc upgrade that changes
@@ -95,6 +98,7 @@ from mcu.legs.webrtc_aiortc import (
     prefer_codecs,
     to_mono_frames,
 )
+from mcu.legs.webrtc_fec import FecAwareBudget, FecHook, RedUnwrap, add_fec_codecs, offered_fec
 from mcu.pane_size import rate_for
 from mcu.room import BROADCAST, Room, RoomError, Subscription
 from mcu.tiers import ReceiverLimits, Tier, VideoBudget, h264_limits, tier_for_size
@@ -138,6 +142,7 @@ class WebRtcConfig:
     ice_servers: tuple[IceServer, ...] = ()
     video_codecs: tuple[str, ...] = ("h264", "vp8")  # answer preference when the peer offers both
     media_timeout: float = 5.0  # seconds without inbound RTP after connecting: the peer is gone
+    fec: bool = True  # answer RED + ULPFEC when offered (sent only on a lossy line: mcu.legs.webrtc_fec)
 
     def rtc_configuration(self) -> RTCConfiguration:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
@@ -200,8 +205,10 @@ class WebRtcLeg:
         self.codec: str | None = None
         self.size: tuple[int, int] = (0, 0)
         self.remb = RembBudget()
+        self.fec = FecHook()  # RED + ULPFEC towards the browser (installed with the sender's hooks)
         # The conference's tier machine; the budget is REMB until the per-site rate budget replaces it.
-        self.seat = TierSeat(conference.tiers, participant_id, self.remb, move=self._move,
+        self.seat = TierSeat(conference.tiers, participant_id, FecAwareBudget(self.remb, self.fec.overhead),
+                             move=self._move,
                              serve_keyframe=self._serve_keyframe, group=self._group,
                              limits=ReceiverLimits(fps=conference.room.settings.fps))
         self._viewer_rewriter = StreamRewriter()  # a site's stream is rewritten by its SiteMedia
@@ -261,9 +268,14 @@ class WebRtcLeg:
             self.media.on_pane_size = self.ask_pane_size
         try:
             order = [codec] + [c for c in self.config.video_codecs if c != codec] if codec else self.config.video_codecs
+            fec_types = None
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "video":
                     prefer_codecs(transceiver, order)
+                    fec_types = offered_fec(offer_sdp, transceiver.mid) if self.config.fec else None
+                    if fec_types is not None:
+                        add_fec_codecs(transceiver, fec_types)
+                        RedUnwrap(fec_types).install(transceiver.receiver)
                     transceiver.sender.replaceTrack(self.video_track)
                     transceiver.direction = "sendonly" if self.view else "sendrecv"
                     self._sender = transceiver.sender
@@ -285,6 +297,7 @@ class WebRtcLeg:
                 if self.codec is None:
                     raise ValueError("no common video codec (H.264 or VP8)")
                 self._hook_sender()
+                self.fec.install(self._sender, fec_types if self._answered_fec() else None, self._media_pt())
                 if self.codec == "h264":
                     self.seat.limits = h264_limits(negotiated_h264_profile_level(self.pc.localDescription.sdp),
                                                    fps=self.room.settings.fps)
@@ -309,14 +322,33 @@ class WebRtcLeg:
         sender._send_keyframe = self._on_peer_keyframe_request  # type: ignore[method-assign]
         self.retransmits.install(sender)
 
+    def _answered_fec(self) -> bool:
+        """Whether our answer kept RED and ULPFEC (aiortc wrote it from the transceiver's codecs)."""
+        sdp = self.pc.localDescription.sdp.lower()
+        return "red/90000" in sdp and "ulpfec/90000" in sdp
+
+    def _media_pt(self) -> int:
+        """The payload type aiortc sends the video codec with (the first negotiated codec)."""
+        assert self._sender is not None
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.sender is self._sender and transceiver._codecs:
+                pt = transceiver._codecs[0].payloadType
+                if pt is not None:
+                    return pt
+        raise RuntimeError("aiortc internals changed: no negotiated video codec on the sender")
+
     @property
     def budget(self) -> VideoBudget:
-        """The receiver's video budget (REMB until the per-site rate budget replaces it; tests set it)."""
-        return self.seat.budget
+        """The receiver's video budget (REMB until the per-site rate budget replaces it; tests set it).
+
+        What the tier machine sees is this less FEC's share while FEC is on (:class:`FecAwareBudget`).
+        """
+        budget = self.seat.budget
+        return budget.inner if isinstance(budget, FecAwareBudget) else budget
 
     @budget.setter
     def budget(self, budget: VideoBudget) -> None:
-        self.seat.budget = budget
+        self.seat.budget = FecAwareBudget(budget, self.fec.overhead)
 
     def _group(self) -> tuple[str, str | None]:
         """What the receiver shares encoders by besides the tier: its view and codec."""
@@ -529,7 +561,7 @@ class WebRtcLeg:
                 "packets_sent": self.video_track.packets_sent, "send_size": self.send_size,
                 "video_decode": self.decode_gate.mode, "video_frames_skipped": self.decode_gate.frames_skipped,
                 "nack_requested": self.retransmits.requested, "retransmitted": self.retransmits.resent,
-                "retransmits_refused": self.retransmits.refused}
+                "retransmits_refused": self.retransmits.refused, **self.fec.describe()}
 
 
 class WebRtcLegs:

@@ -22,7 +22,7 @@ from mcu.legs.webrtc import WebRtcConfig, WebRtcLegs
 from mcu.room import RoomSettings
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
-CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",))
+CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",), fec=False)  # the loss is made before FEC would be added
 FPS = 15
 LOSS = 0.05
 ARGS = [*CHROMIUM_ARGS, "--disable-features=WebRtcHideLocalIpsWithMdns"]
