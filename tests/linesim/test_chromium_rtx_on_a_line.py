@@ -102,7 +102,9 @@ async def test_chromium_behind_a_lossy_line_is_repaired_by_rtx(
     source = await conf.join("noise", "噪声", "demo")
     stop = asyncio.Event()
     feeder = asyncio.ensure_future(noise(source, stop))
-    legs = WebRtcLegs(WebRtcConfig(host_addresses=(line.mcu_address,)))
+    # FEC off on both: this compares NACK repair alone (FEC's own resends of lost FEC packets would
+    # reach the "off" viewer as retransmissions; tests/mcu/test_webrtc_fec_chromium.py covers FEC)
+    legs = WebRtcLegs(WebRtcConfig(host_addresses=(line.mcu_address,), fec=False))
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(chromium_in(line, tmp_path)), args=ARGS,
                                           headless=True)
