@@ -34,6 +34,7 @@ import numpy as np
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
 from mcu.room import RoomSettings
+from tests.browser import OFFER_WHEN_GATHERED_JS
 from tests.linesim.line import open_line
 
 DEMO = "80000001"
@@ -50,16 +51,7 @@ OFFER_JS = """async () => {
   const pc = new RTCPeerConnection();
   window.pc = pc;
   for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: 'sendrecv'});
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    const timer = setTimeout(resolve, 3000);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
-    });
-  });
-  return pc.localDescription.sdp;
-}"""
+""" + OFFER_WHEN_GATHERED_JS
 
 STATS_JS = """async () => {
   const out = {video: {}, audio: {}};

@@ -17,6 +17,20 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]
 
+# The end of an offering page function: the offer once ICE gathering is complete (3 s at most: on
+# 127.0.0.1 and in a test's namespace there is nothing to wait for beyond host candidates), as SDP.
+# The page's RTCPeerConnection is ``pc``.
+OFFER_WHEN_GATHERED_JS = """  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    const timer = setTimeout(resolve, 3000);
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
+    });
+  });
+  return pc.localDescription.sdp;
+}"""
+
 
 @contextmanager
 def chromium() -> Iterator[Browser]:

@@ -26,7 +26,7 @@ import pytest
 
 from mcu.conferences import ConferenceService
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OFFER_WHEN_GATHERED_JS
 from tests.linesim.conftest import OpenLine
 from tests.linesim.line import Line
 from tests.sip_gateway.conference_helpers import DEMO
@@ -40,16 +40,7 @@ OFFER_JS = """async (name) => {
   const pc = new RTCPeerConnection();
   (window.pcs = window.pcs || {})[name] = pc;
   pc.addTransceiver('video', {direction: 'recvonly'});
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    const timer = setTimeout(resolve, 3000);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
-    });
-  });
-  return pc.localDescription.sdp;
-}"""
+""" + OFFER_WHEN_GATHERED_JS
 
 STATS_JS = """async (name) => {
   const out = {framesDecoded: 0, framesReceived: 0, nackCount: 0, pliCount: 0, firCount: 0,

@@ -24,7 +24,7 @@ from mcu.conferences import RunningConference
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs
 from mcu.legs.webrtc_fec import FEC_SHARE
 from mcu.room import RoomSettings
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OFFER_WHEN_GATHERED_JS
 
 FPS = 15
 LOSS = 0.06
@@ -37,16 +37,7 @@ OFFER_JS = """async () => {
   const pc = new RTCPeerConnection();
   window.viewer = pc;
   pc.addTransceiver('video', {direction: 'recvonly'});
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    const timer = setTimeout(resolve, 3000);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
-    });
-  });
-  return pc.localDescription.sdp;
-}"""
+""" + OFFER_WHEN_GATHERED_JS
 
 STATS_JS = """async () => {
   const out = {framesDecoded: 0, framesReceived: 0, freezeCount: 0, totalFreezesDuration: 0, nackCount: 0,

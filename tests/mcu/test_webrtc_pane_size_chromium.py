@@ -21,7 +21,7 @@ import pytest
 from mcu.conferences import RunningConference
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs, send_size_message
 from mcu.room import RoomSettings
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OFFER_WHEN_GATHERED_JS
 
 CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",))
 FPS = 15
@@ -35,16 +35,7 @@ OFFER_JS = """async (name) => {
   window.peers = window.peers || {};
   window.peers[name] = pc;
   stream.getTracks().forEach((t) => pc.addTrack(t, stream));
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    const timer = setTimeout(resolve, 3000);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
-    });
-  });
-  return pc.localDescription.sdp;
-}"""
+""" + OFFER_WHEN_GATHERED_JS
 
 ANSWER_JS = """async ([name, sdp]) => { await window.peers[name].setRemoteDescription({type: 'answer', sdp}); }"""
 

@@ -20,7 +20,7 @@ import pytest
 from mcu.conferences import RunningConference
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLegs
 from mcu.room import RoomSettings
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OFFER_WHEN_GATHERED_JS
 
 CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",), fec=False)  # the loss is made before FEC would be added
 FPS = 15
@@ -31,16 +31,7 @@ OFFER_JS = """async () => {
   const pc = new RTCPeerConnection();
   window.viewer = pc;
   pc.addTransceiver('video', {direction: 'recvonly'});
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    const timer = setTimeout(resolve, 3000);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
-    });
-  });
-  return pc.localDescription.sdp;
-}"""
+""" + OFFER_WHEN_GATHERED_JS
 
 STATS_JS = """async () => {
   const out = {framesDecoded: 0, nackCount: 0, pliCount: 0, firCount: 0, retransmittedPacketsReceived: 0,

@@ -19,7 +19,7 @@ from mcu.conferences import RunningConference
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLegs
 from mcu.room import RoomSettings
 from mcu.tiers import TierMachine, TierRules
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OFFER_WHEN_GATHERED_JS
 
 CONFIG = WebRtcConfig(host_addresses=("127.0.0.1",))
 FPS = 15
@@ -45,16 +45,7 @@ OFFER_JS = """async (mode) => {
   } else {
     pc.addTransceiver('video', {direction: 'recvonly'});
   }
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    const timer = setTimeout(resolve, 3000);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
-    });
-  });
-  return pc.localDescription.sdp;
-}"""
+""" + OFFER_WHEN_GATHERED_JS
 
 ANSWER_JS = """async ([mode, sdp]) => { await window.peers[mode].setRemoteDescription({type: 'answer', sdp}); }"""
 
