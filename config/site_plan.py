@@ -99,7 +99,8 @@ class Endpoint(_Item):
     address: str = ""
     name: str = ""
     line_kbps: LineKbps | None = Field(
-        None, description="the rate of this endpoint's line in kbit/s; unset = lines.<protocol>")
+        None, description="the rate of this endpoint's line in kbit/s; unset = lines.<protocol>, an unknown "
+                          "line (SIP video starts at 640x360 and probes up)")
 
 
 class MeetingRoom(_Item):
