@@ -99,7 +99,8 @@ class Endpoint(_Item):
     address: str = ""
     name: str = ""
     line_kbps: LineKbps | None = Field(
-        None, description="the rate of this endpoint's line in kbit/s; unset = lines.<protocol>")
+        None, description="the rate of this endpoint's line in kbit/s; unset = lines.<protocol>, an unknown "
+                          "line (SIP video starts at 640x360 and probes up)")
 
 
 class MeetingRoom(_Item):
@@ -413,16 +414,23 @@ class SitePlan(_Item):
                   node: str | None = None) -> int:
         """The line rate of a site or link: the plan's endpoint of that protocol in meeting room
         ``room_id`` (or with that ``address``), the cascade line of ``node``, else ``lines.<protocol>``."""
+        configured = self.configured_line_kbps(protocol, room_id=room_id, address=address, node=node)
+        return configured if configured is not None else self.lines.for_protocol(protocol)
+
+    def configured_line_kbps(self, protocol: LineProtocol, room_id: str | None = None, address: str | None = None,
+                             node: str | None = None) -> int | None:
+        """The line rate the plan names for that site or link (see :meth:`line_kbps`); None when only
+        the protocol's default stands in (an unknown line: its video starts low and probes up)."""
         if protocol == "cascade":
             found = self.node(node) if node else None
-            return found.line_kbps if found is not None and found.line_kbps else self.lines.cascade
+            return found.line_kbps if found is not None and found.line_kbps else None
         for room in self.meeting_rooms if room_id is not None or address else ():
             if room_id is not None and room.id != room_id:
                 continue
             for ep in room.endpoints:
                 if ep.protocol == protocol and ep.line_kbps and (not address or ep.address == address):
                     return ep.line_kbps
-        return self.lines.for_protocol(protocol)
+        return None
 
     def townships_of(self, adcode: str) -> list[Township]:
         return [t for t in self.townships if t.county == adcode]

@@ -1,7 +1,7 @@
 """Continuous-presence layouts and pane modes (pure geometry and selection rules).
 
-Layouts: ``1``, ``2`` (side by side), ``1+5``, ``1+7``, ``2x2``, ``3x3``, ``4x4``, ``5x5``
-and ``auto`` (grows with the number of sites: 1, 2, 2x2, 3x3, 4x4, 5x5).
+Layouts: ``1``, ``2`` (side by side), ``1+5``, ``1+7``, ``2x2``, ``3x3``, ``4x4``, ``5x5``, ``6x6``,
+``7x7`` and ``auto`` (grows with the number of sites: 1, 2, 2x2, 3x3, 4x4, 5x5, 6x6, 7x7).
 
 Pane modes follow OpenMCU-ru's static/VAD panes and Huawei/Poly polling:
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-LAYOUTS: tuple[str, ...] = ("1", "2", "1+5", "1+7", "2x2", "3x3", "4x4", "5x5", "auto")
+LAYOUTS: tuple[str, ...] = ("1", "2", "1+5", "1+7", "2x2", "3x3", "4x4", "5x5", "6x6", "7x7", "auto")
+MAX_PANES = 49  # the largest layout (7x7)
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,10 @@ def resolve_auto(name: str, site_count: int) -> str:
         return "1"
     if site_count == 2:
         return "2"
-    for grid, capacity in (("2x2", 4), ("3x3", 9), ("4x4", 16)):
+    for grid, capacity in (("2x2", 4), ("3x3", 9), ("4x4", 16), ("5x5", 25), ("6x6", 36)):
         if site_count <= capacity:
             return grid
-    return "5x5"
+    return "7x7"
 
 
 def pane_count(name: str) -> int:
@@ -115,7 +116,7 @@ def _cells(name: str) -> list[tuple[float, float, float, float]]:
         return _big_plus_small(3)
     if name == "1+7":
         return _big_plus_small(4)
-    if name.endswith(("x2", "x3", "x4", "x5")) and name[0] == name[-1]:
+    if name.endswith(("x2", "x3", "x4", "x5", "x6", "x7")) and name[0] == name[-1]:
         return _grid(int(name[0]))
     raise ValueError(f"layout {name!r} has no fixed geometry")
 

@@ -46,6 +46,7 @@ from .compositor import BannerSpec, ComposedFrame, Compositor, PaneSpec, ViewPla
 from .encoder import EncoderKey, EncoderSettings, VideoEncoder, scale_for_encoders
 from .layout import (
     LAYOUTS,
+    MAX_PANES,
     AutoPane,
     Pane,
     PollingPane,
@@ -361,7 +362,7 @@ class Room:
         self._refresh_subscriptions()
 
     def _pane_capacity(self) -> int:
-        return 25 if self.layout == "auto" else pane_count(self.layout)
+        return MAX_PANES if self.layout == "auto" else pane_count(self.layout)
 
     def assign_pane(self, index: int, mode: str, participant_id: str | None = None) -> None:
         """Set pane ``index`` of the broadcast layout to ``auto``, ``static`` (a site) or ``voice``."""

@@ -690,7 +690,8 @@ async def _refuse(websocket: WebSocket, services: CoreServices, req: JoinRequest
 
 async def _proxy_leg(websocket: WebSocket, services: CoreServices, host: RoomHost, principal: Principal | None,
                      conference_id: str, message: JoinMessage) -> None:
-    """Signalling for a room on another node: the offer, pings and leave go there over node RPC."""
+    """Signalling for a room on another node: the offer, pings and leave go there over node RPC; what
+    the leg there says to the browser (its pane size) comes back by long poll (`_forward_leg_signals`)."""
     req = _join_request(websocket, principal, conference_id, message)
     try:
         joined = await host.join(req)
@@ -703,6 +704,8 @@ async def _proxy_leg(websocket: WebSocket, services: CoreServices, host: RoomHos
                                         "codec": joined.get("codec"), "via": "node-rpc"})
     await _send(websocket, {"type": "answer", "sdp": joined["sdp"], "participant_id": participant,
                             "codec": joined.get("codec")})
+    forward = asyncio.create_task(_forward_leg_signals(websocket, host, conference_id, participant),
+                                  name="proxied-leg-signals")
     try:
         while True:
             try:
@@ -734,7 +737,28 @@ async def _proxy_leg(websocket: WebSocket, services: CoreServices, host: RoomHos
                 await _malformed(websocket, f"unexpected message: {raw[:80]!r}")
                 return
     finally:
+        forward.cancel()
+        with contextlib.suppress(BaseException):
+            await forward
         await host.leave(conference_id, participant)
+
+
+async def _forward_leg_signals(websocket: WebSocket, host: RoomHost, conference_id: str, participant: str) -> None:
+    """Forward the proxied leg's messages for its browser (`send_size`) until the leg is gone; a failed
+    poll (the hosting node busy or restarting) is retried after a pause, the pings judge the leg's end."""
+    version = 0
+    while True:
+        try:
+            got = await host.leg_signals(conference_id, participant, version)
+        except HostRefused:
+            await asyncio.sleep(2.0)
+            continue
+        if not got.get("open"):
+            return
+        version = int(got.get("version") or version)
+        message = got.get("message")
+        if isinstance(message, dict) and message.get("type") == "send_size":
+            await _send(websocket, message)
 
 
 async def _admit(websocket: WebSocket, services: CoreServices, host: LocalRoomHost, principal: Principal | None,

@@ -17,7 +17,10 @@ before anything runs (`noderpc.envelope`).
 
 WebRTC signalling is proxied: the web node keeps the browser's websocket and forwards the offer
 (`join`), the pings (`leg_state`) and the leave; the media flows between the browser and the hosting
-node directly (its ICE candidates are in the answer).
+node directly (its ICE candidates are in the answer). What the hosting node's leg says to the browser
+(the pane size it should send, `mcu.legs.webrtc.send_size_message`) comes back by long poll
+(`leg_signals`: answered at once when there is a newer message than the web node has, else when one
+comes or after ``wait_s``) and the web node forwards it on the websocket.
 """
 from __future__ import annotations
 
@@ -57,6 +60,21 @@ from web_console.room_state import room_state
 # A leg joined through another node lives while that node keeps asking about it (the browser pings
 # every 10 s and the web node forwards each ping): unasked this long, the web node is gone, so is the leg.
 LEG_LEASE_S = 35.0
+LEG_SIGNALS_WAIT_S = 8.0  # the long poll for a proxied leg's messages to its browser (well inside the lease)
+
+
+class _Outbox:
+    """The newest message a proxied leg has for its browser (a newer one supersedes it: it is a state)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.message: dict[str, Any] | None = None
+        self.changed = asyncio.Event()
+
+    def put(self, message: dict[str, Any]) -> None:
+        self.version += 1
+        self.message = message
+        self.changed.set()
 
 ANONYMOUS_UNAVAILABLE = "无法加入该会议：会议号不存在、未开始、已结束、已锁定或不对访客开放"
 
@@ -115,6 +133,9 @@ class RoomHost(Protocol):
 
     async def leg_state(self, conference_id: str, participant_id: str) -> dict[str, Any]: ...
 
+    async def leg_signals(self, conference_id: str, participant_id: str, after: int,
+                          wait_s: float = LEG_SIGNALS_WAIT_S) -> dict[str, Any]: ...
+
     async def leave(self, conference_id: str, participant_id: str) -> None: ...
 
 
@@ -127,6 +148,7 @@ class LocalRoomHost:
         self.recorder = recorder
         self._legs: dict[str, WebRtcLeg] = {}  # joined through another node: f"{conference}/{participant}"
         self._asked: dict[str, float] = {}  # when the web node last asked about each of them (monotonic)
+        self._outboxes: dict[str, _Outbox] = {}  # what each of them has to say to its browser
         self._reaper: asyncio.Task[None] | None = None
         self.lease_s = LEG_LEASE_S
 
@@ -314,6 +336,8 @@ class LocalRoomHost:
         leg, answer = await self.admit(request)
         key = f"{request.conference_id}/{leg.participant_id}"
         self._legs[key], self._asked[key] = leg, time.monotonic()
+        outbox = self._outboxes[key] = _Outbox()
+        leg.attach_signalling(outbox.put)  # the pane size its browser should send (mcu.pane_size)
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.create_task(self._reap(), name="proxied-leg-lease")
         return {"sdp": answer, "participant_id": leg.participant_id, "codec": leg.codec, "name": leg.name}
@@ -325,8 +349,7 @@ class LocalRoomHost:
             now = time.monotonic()
             for key, leg in list(self._legs.items()):
                 if leg.closed.is_set() or now - self._asked.get(key, now) > self.lease_s:
-                    self._legs.pop(key, None)
-                    self._asked.pop(key, None)
+                    self._forget(key)
                     await leg.close("timeout")
 
     async def leg_state(self, conference_id: str, participant_id: str) -> dict[str, Any]:
@@ -335,14 +358,38 @@ class LocalRoomHost:
         if leg is None:
             return {"open": False, "reason": "ended"}
         if leg.closed.is_set():
-            self._legs.pop(f"{conference_id}/{participant_id}", None)
-            self._asked.pop(f"{conference_id}/{participant_id}", None)
+            self._forget(f"{conference_id}/{participant_id}")
             return {"open": False, "reason": leg.close_reason}
         return {"open": True, "stats": leg.describe()}
 
+    async def leg_signals(self, conference_id: str, participant_id: str, after: int,
+                          wait_s: float = LEG_SIGNALS_WAIT_S) -> dict[str, Any]:
+        """The newest message the proxied leg has for its browser once its version is past ``after``
+        (at once when it already is, else when one comes or after ``wait_s``, at most
+        :data:`LEG_SIGNALS_WAIT_S`): ``{"open", "version", "message"}``; ``message`` is None when
+        nothing newer came. Asking keeps the leg's lease, like a ping."""
+        key = f"{conference_id}/{participant_id}"
+        self._asked[key] = time.monotonic()
+        leg, outbox = self._legs.get(key), self._outboxes.get(key)
+        if leg is None or outbox is None or leg.closed.is_set():
+            return {"open": False, "version": after, "message": None}
+        if outbox.version <= after:
+            outbox.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(float(wait_s), LEG_SIGNALS_WAIT_S))):
+                    await outbox.changed.wait()
+        newer = outbox.version > after
+        return {"open": not leg.closed.is_set(), "version": outbox.version if newer else after,
+                "message": outbox.message if newer else None}
+
+    def _forget(self, key: str) -> None:
+        self._legs.pop(key, None)
+        self._asked.pop(key, None)
+        self._outboxes.pop(key, None)
+
     async def leave(self, conference_id: str, participant_id: str) -> None:
-        leg = self._legs.pop(f"{conference_id}/{participant_id}", None)
-        self._asked.pop(f"{conference_id}/{participant_id}", None)
+        leg = self._legs.get(f"{conference_id}/{participant_id}")
+        self._forget(f"{conference_id}/{participant_id}")
         if leg is not None:
             await leg.close("left")
 
@@ -533,6 +580,9 @@ class RoomHostService:
                 return await host.join(JoinRequest(**a["request"]))
             case "room.leg_state":
                 return await host.leg_state(str(a["conference_id"]), str(a["participant_id"]))
+            case "room.leg_signals":
+                return await host.leg_signals(str(a["conference_id"]), str(a["participant_id"]), int(a["after"]),
+                                              float(a.get("wait_s", LEG_SIGNALS_WAIT_S)))
             case "room.leave":
                 await host.leave(str(a["conference_id"]), str(a["participant_id"]))
                 return {}
@@ -642,6 +692,12 @@ class RemoteRoomHost:
 
     async def leg_state(self, conference_id: str, participant_id: str) -> dict[str, Any]:
         return await self._room(conference_id, "room.leg_state", {"participant_id": participant_id})
+
+    async def leg_signals(self, conference_id: str, participant_id: str, after: int,
+                          wait_s: float = LEG_SIGNALS_WAIT_S) -> dict[str, Any]:
+        return await self._room(conference_id, "room.leg_signals",
+                                {"participant_id": participant_id, "after": after, "wait_s": wait_s},
+                                timeout=wait_s + 10)
 
     async def leave(self, conference_id: str, participant_id: str) -> None:
         with contextlib.suppress(HostRefused):  # the hosting node is gone: so is the leg

@@ -55,6 +55,16 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   report rules' business; on a line with random loss every loss brings a request, and the rate
   must not collapse for it), and so do requests before the first report (a peer asks for key
   frames while its call starts).
+* **An unknown line starts low** (``RateBudget(..., line_known=False)``: the site plan names no
+  ``line_kbps`` for it, the protocol's default stands in): until something says what the line
+  carries, the estimate starts at :data:`UNKNOWN_START_KBPS` (640x360's tier with headroom, never
+  720p) and the loss controller probes it up on clean receiver reports like any other estimate
+  (:attr:`RateBudget.limited_by` says :attr:`Signal.START` while that guess limits). The line becomes
+  known, and the guess is dropped (the other caps place the site at once), when the peer states it:
+  any SDP ``b=`` line, TMMBR, REMB, an H.245 flow control, an H.245 ``maxBitRate`` that limits
+  below the line's headroom (one that does not says nothing about the line), or the configured
+  line (:meth:`RateBudget.set_line`). Sustained loss or a key-frame burst makes the estimate a
+  measured one: it is no longer a guess.
 * **The video budget** is the smallest of: line headroom, the video caps, the loss estimate;
   then the RTP/UDP/IP header share (:data:`HEADER_SHARE`) is taken off, so the result is the
   rate the encoder may produce. It is never below :data:`MIN_VIDEO_KBPS` (the encoder's floor);
@@ -89,6 +99,7 @@ KEYFRAME_BACKOFF = 0.6
 KEYFRAME_CUTS = 2
 KEYFRAME_INTERVAL = 0.9
 HISTORY = 50
+UNKNOWN_START_KBPS = 600  # on the wire: 576 kbit/s of video, 640x360 (500k) with the tiers' 0.9 headroom
 
 
 class Signal(enum.Enum):
@@ -103,6 +114,7 @@ class Signal(enum.Enum):
     TMMBR = "tmmbr"
     REMB = "remb"
     LOSS = "loss"  # the loss controller
+    START = "start"  # an unknown line's starting guess (the loss controller probes it up)
 
 
 LINE_SIGNALS = frozenset({Signal.LINE, Signal.SDP_SESSION})
@@ -143,7 +155,8 @@ def clamp_kbps(value: object) -> float | None:
 class RateBudget:
     """The budget of one leg (see the module docstring for the rules)."""
 
-    def __init__(self, line_kbps: float, *, audio_kbps: float = AUDIO_KBPS, now: float = 0.0) -> None:
+    def __init__(self, line_kbps: float, *, audio_kbps: float = AUDIO_KBPS, now: float = 0.0,
+                 line_known: bool = True) -> None:
         audio = _div(audio_kbps, 1)
         self.audio_kbps = float(AUDIO_KBPS) if audio is None else max(0.0, min(float(MAX_KBPS), audio))
         self._caps: dict[Signal, float] = {}
@@ -161,6 +174,10 @@ class RateBudget:
         self._set(Signal.LINE, line_kbps)
         if Signal.LINE not in self._caps:
             self._caps[Signal.LINE] = float(MIN_KBPS)
+        # an unknown line: the loss estimate starts at a guess until the peer says what it carries
+        self._guess = not line_known and self._without_loss() > UNKNOWN_START_KBPS
+        if self._guess:
+            self._loss_kbps = float(UNKNOWN_START_KBPS)
         self._video, self._limit = self._compute()
         self._now = now
 
@@ -173,6 +190,11 @@ class RateBudget:
     def limited_by(self) -> Signal:
         """The signal that sets the budget now."""
         return self._limit
+
+    @property
+    def line_known(self) -> bool:
+        """False while the estimate is still an unknown line's starting guess."""
+        return not self._guess
 
     @property
     def line_kbps(self) -> int:
@@ -198,8 +220,10 @@ class RateBudget:
 
     # ------------------------------------------------------------------ inputs
     def set_line(self, kbps: float, now: float | None = None) -> BudgetChange | None:
-        """The configured line rate (the site plan's ``line_kbps``)."""
-        return self._update(Signal.LINE, kbps, now)
+        """The configured line rate (the site plan's ``line_kbps``): the line is known."""
+        self._set(Signal.LINE, kbps)
+        self._known()
+        return self._recompute(Signal.LINE, now)
 
     def on_sdp(self, *, session_as_kbps: float | None = None, video_as_kbps: float | None = None,
                video_tias_bps: float | None = None, now: float | None = None) -> BudgetChange | None:
@@ -211,11 +235,17 @@ class RateBudget:
                 self._caps.pop(signal, None)
             else:
                 self._set(signal, value)
+                if signal in self._caps:
+                    self._known()
         return self._recompute(Signal.SDP_SESSION, now)
 
     def on_h245_max_bitrate(self, kbps: float, now: float | None = None) -> BudgetChange | None:
         """H.245 ``maxBitRate`` of the video channel we send on (the video bit stream, in kbit/s)."""
-        return self._update(Signal.H245_MAX_BITRATE, _div(kbps, 1 - HEADER_SHARE), now)
+        self._set(Signal.H245_MAX_BITRATE, _div(kbps, 1 - HEADER_SHARE))
+        cap = self._caps.get(Signal.H245_MAX_BITRATE)
+        if cap is not None and cap < self._line_headroom():  # it limits: a statement about the line
+            self._known()
+        return self._recompute(Signal.H245_MAX_BITRATE, now)
 
     def on_h245_flow_control(self, kbps: float, now: float | None = None) -> BudgetChange | None:
         """H.245 ``flowControlCommand`` restricting our video channel (its bit stream, in kbit/s)."""
@@ -235,8 +265,9 @@ class RateBudget:
 
     def clear(self, signal: Signal, now: float | None = None) -> BudgetChange | None:
         """Forget one signal's cap (the configured line cannot be forgotten)."""
-        if signal is Signal.LOSS:
+        if signal in (Signal.LOSS, Signal.START):
             self._loss_kbps = None
+            self._guess = False
         elif signal is not Signal.LINE:
             self._caps.pop(signal, None)
         return self._recompute(signal, now)
@@ -263,6 +294,7 @@ class RateBudget:
             if sustained and at - self._last_backoff >= BACKOFF_INTERVAL:
                 current = self._loss_kbps if self._loss_kbps is not None else others
                 self._loss_kbps = max(float(MIN_VIDEO_KBPS), min(current, others) * (1 - loss / 2))
+                self._guess = False
                 self._last_backoff = at
                 self._last_probe = at
         else:
@@ -271,6 +303,8 @@ class RateBudget:
                 self._last_probe = at
                 raised = self._loss_kbps * PROBE_FACTOR + 1
                 self._loss_kbps = None if raised >= others else raised
+                if self._loss_kbps is None:
+                    self._guess = False  # probed up to the line: nothing left to guess
         return self._recompute(Signal.LOSS, at)
 
     def on_keyframe_request(self, now: float) -> BudgetChange | None:
@@ -291,6 +325,7 @@ class RateBudget:
         others = self._without_loss()
         current = self._loss_kbps if self._loss_kbps is not None else others
         self._loss_kbps = max(float(MIN_VIDEO_KBPS), min(current, others) * KEYFRAME_BACKOFF)
+        self._guess = False
         self._keyframe_cuts += 1
         self._last_backoff = at
         self._last_probe = at
@@ -305,8 +340,16 @@ class RateBudget:
             self._caps[signal] = clamped
 
     def _update(self, signal: Signal, kbps: float | None, now: float | None) -> BudgetChange | None:
+        """A cap the peer (or its network) states: the line is known from now on."""
         self._set(signal, kbps)
+        if signal in self._caps:
+            self._known()
         return self._recompute(signal, now)
+
+    def _known(self) -> None:
+        if self._guess:  # drop the starting guess: the stated caps place the site
+            self._guess = False
+            self._loss_kbps = None
 
     def _line_headroom(self) -> float:
         line = min(self._caps[s] for s in LINE_SIGNALS if s in self._caps)
@@ -327,7 +370,7 @@ class RateBudget:
             if signal not in LINE_SIGNALS and cap < wire:
                 wire, limit = cap, signal
         if self._loss_kbps is not None and self._loss_kbps < wire:
-            wire, limit = self._loss_kbps, Signal.LOSS
+            wire, limit = self._loss_kbps, Signal.START if self._guess else Signal.LOSS
         return max(MIN_VIDEO_KBPS, int(wire * (1 - HEADER_SHARE))), limit
 
     def _recompute(self, cause: Signal, now: float | None) -> BudgetChange | None:
@@ -348,5 +391,5 @@ def _div(value: object, by: float) -> float | None:
     return None if number is None else number / by
 
 
-__all__ = ["AUDIO_KBPS", "MAX_KBPS", "MIN_KBPS", "MIN_VIDEO_KBPS", "BudgetChange", "RateBudget", "Signal",
+__all__ = ["UNKNOWN_START_KBPS", "AUDIO_KBPS", "MAX_KBPS", "MIN_KBPS", "MIN_VIDEO_KBPS", "BudgetChange", "RateBudget", "Signal",
            "clamp_kbps"]

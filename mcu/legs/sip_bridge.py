@@ -253,6 +253,12 @@ class SipBridge:
         """The line of a site: its plan meeting room's SIP endpoint, else ``lines.sip``."""
         return self.core.plan.line_kbps("sip", room_id=site_id)
 
+    def site_rate(self, site_id: str, line_kbps: int | None = None) -> SiteRate:
+        """A site's rate budget: ``line_kbps`` (a cascade link's) or its plan line; with neither,
+        the protocol's default is an unknown line (its video starts low and probes up)."""
+        known = bool(line_kbps) or self.core.plan.configured_line_kbps("sip", room_id=site_id) is not None
+        return SiteRate(line_kbps or self.line_kbps(site_id), name=site_id, line_known=known)
+
     def local_media_for(self, call: Call, local: LocalMedia) -> LocalMedia:
         """The gateway's SiteLines: our SDP for a dial-in carries the caller's line (plan or default)."""
         return with_line(local, self.line_kbps(self._call_identity(call)[0]))
@@ -336,7 +342,7 @@ class SipBridge:
         self.gateway.bind_floors(placeholder, call)
         site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf), site_id=site_id, name=name,
                        conference_id=conference_id, uri=uri, direction="out", registered_user=registered,
-                       rate=SiteRate(line, name=site_id))
+                       rate=self.site_rate(site_id, line_kbps))
         self.sites[(conference_id, site_id)] = site
         self.gateway.add(site)
         self._by_call[call.key] = site
@@ -355,7 +361,7 @@ class SipBridge:
         leg = await MediaLeg.allocate(self.media_host, video=wants_video, dscp=self.dscp, h224=offers_h224(call.offer))
         line = line_kbps or self.line_kbps(site_id)
         site = SipSite(call, leg, self.gateway, room=ConferenceRoom(self, conf), site_id=site_id, name=name,
-                       conference_id=conf.id, uri=call.remote_uri, direction="in", rate=SiteRate(line, name=site_id))
+                       conference_id=conf.id, uri=call.remote_uri, direction="in", rate=self.site_rate(site_id, line_kbps))
         self.sites[(conf.id, site_id)] = site
         self._by_call[call.key] = site
         self.gateway.add(site)
@@ -443,7 +449,7 @@ class SipBridge:
 
     async def _join(self, conf: RunningConference, site: SipSite) -> None:
         if site.rate is None:  # a dial-in: its line from the plan room it turned out to be
-            site.rate = SiteRate(self.line_kbps(site.site_id), name=site.site_id)
+            site.rate = self.site_rate(site.site_id)
         rate = site.rate
         rate.apply_streams(site.call.streams)
         ceiling = video_format(site.call.streams, self.max_video_size)

@@ -58,10 +58,13 @@ def size_for_rate(video_kbps: int, ceiling: tuple[int, int]) -> tuple[int, int]:
 class SiteRate:
     """The rate budget of one SIP site (see the module docstring)."""
 
-    def __init__(self, line_kbps: int, clock: Callable[[], float] = time.monotonic, name: str = "") -> None:
+    def __init__(self, line_kbps: int, clock: Callable[[], float] = time.monotonic, name: str = "", *,
+                 line_known: bool = True) -> None:
+        """``line_known``: False when ``line_kbps`` is only the protocol's default (the plan names no
+        line for the site): its video starts low and probes up (:mod:`mcu.legs.rate_budget`)."""
         self._clock = clock
         self.name = name
-        self.budget = RateBudget(line_kbps, now=clock())
+        self.budget = RateBudget(line_kbps, now=clock(), line_known=line_known)
         self.on_change: Callable[[BudgetChange], None] | None = None
         self.lossy = LossSwitch()
         self.on_lossy: Callable[[bool], None] | None = None

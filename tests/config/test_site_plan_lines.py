@@ -54,6 +54,13 @@ def test_endpoint_and_link_rates_and_defaults(tmp_path: Path) -> None:
     assert plan.line_kbps("cascade", node="luoding") == 768
     assert plan.line_kbps("cascade", node="city") == 2000  # the root has no uplink of its own
     assert plan.line_kbps("cascade", node="ghost") == 2000
+    # what the plan itself names (None: only the default stands in, an unknown line)
+    assert plan.configured_line_kbps("sip", room_id="luoding-sip") == 768
+    assert plan.configured_line_kbps("webrtc", room_id="luoding-sip") is None
+    assert plan.configured_line_kbps("sip", room_id="city-main") is None
+    assert plan.configured_line_kbps("sip") is None
+    assert plan.configured_line_kbps("cascade", node="luoding") == 768
+    assert plan.configured_line_kbps("cascade", node="city") is None
 
 
 @pytest.mark.parametrize("bad, field", [

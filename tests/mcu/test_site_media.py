@@ -13,7 +13,9 @@ import numpy as np
 
 from mcu.conferences import ConferenceService
 from mcu.legs.site_media import SiteMedia, VideoFormat, size_for_h264_level
+from mcu.legs.site_rate import SiteRate
 from mcu.legs.tier_seat import FixedBudget
+from sip_gateway.rtp.session import ReceptionReport
 
 DEMO = "80000001"
 
@@ -177,3 +179,29 @@ async def test_an_rtp_site_moves_between_tiers_on_one_continuous_timeline(confer
     finally:
         await site.close("hangup")
     assert len(conf.tiers) == 0 and not conf.room.encoder_keys
+
+
+async def test_a_site_on_an_unknown_line_starts_low_and_probes_up(conferences: ConferenceService) -> None:
+    """Issue 16, "start low and probe up": a site that decodes 720p but whose line nobody stated
+    (no plan line_kbps, no b=, no TMMBR) is sent 640x360 first; clean receiver reports raise its
+    budget and the tier machine moves it up a tier (768x432) after its probe wait."""
+    conf = conferences.running(DEMO)
+    assert conf is not None
+    leg = RecordingLeg()
+    rate = SiteRate(2048, name="unknown-line", line_known=False)
+    site = await SiteMedia.join(conf, "unknown-line", "未知线路会场", "sip", leg,
+                                video=VideoFormat("h264", 1280, 720), stats_interval=0, budget=rate)
+    try:
+        assert conf.tiers.tier_of("unknown-line").size == (640, 360)
+        await _until(lambda: (640, 360) in leg.frames, 10)
+        assert (1280, 720) not in leg.frames
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20  # up_after is 8 s; generous on a loaded machine
+        while conf.tiers.tier_of("unknown-line").size == (640, 360):
+            assert loop.time() < deadline, rate.statistics()
+            rate.on_rate_feedback("video", ReceptionReport(0.0, 0, 0))  # a clean line
+            await asyncio.sleep(0.5)
+        assert conf.tiers.tier_of("unknown-line").size == (768, 432)  # one tier, not straight to 720p
+        await _until(lambda: leg.frames[-1] == (768, 432), 10)
+    finally:
+        await site.close("hangup")

@@ -117,6 +117,82 @@ def test_web_node_operates_the_mcu_nodes_room(cluster: tuple[RoleProcess, RolePr
         assert any(r.get("target") == DEMO for r in audit.json())
 
 
+async def _next_send_size(client: WebRtcTestClient, predicate: Callable[[dict[str, Any]], bool],
+                          within: float) -> dict[str, Any]:
+    """The first `send_size` message on the client's websocket that satisfies ``predicate``."""
+    import json
+
+    assert client.signalling is not None
+    deadline = time.monotonic() + within
+    seen: list[dict[str, Any]] = []
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no such send_size within {within} s; seen {seen}"
+        try:
+            message = json.loads(await asyncio.wait_for(client.signalling.recv(), left))
+        except TimeoutError:
+            continue
+        if message.get("type") == "send_size":
+            seen.append(message)
+            if predicate(message):
+                return dict(message)
+
+
+async def _pong(client: WebRtcTestClient) -> dict[str, Any]:
+    """The leg's stats on the MCU node, through the web node's ping (send_size messages skipped)."""
+    import json
+
+    assert client.signalling is not None
+    await client.signalling.send('{"type":"ping"}')
+    while True:
+        message = json.loads(await asyncio.wait_for(client.signalling.recv(), 15))
+        if message.get("type") == "pong":
+            return dict(message["stats"])
+
+
+def test_a_proxied_leg_gets_its_pane_size(cluster: tuple[RoleProcess, RoleProcess, str],
+                                          chair: httpx.Client) -> None:
+    """Issue 16: a browser signalled through the web node is told the size it is shown at, like a
+    local one: the MCU node's leg hands `send_size` to the web node (node RPC long poll), which
+    forwards it on the browser's websocket; shown nowhere, it is told to stop sending."""
+    _, web, _ = cluster
+    until(lambda: chair.get(f"/api/conferences/{DEMO}").status_code == 200)
+
+    def op(**kw: Any) -> None:
+        response = chair.post(f"/api/conferences/{DEMO}/ops", json=kw)
+        assert response.status_code == 200, response.text
+
+    async def scenario() -> None:
+        await asyncio.to_thread(op, op="layout", layout="5x5")
+        first = WebRtcTestClient(ColourCamera(colour(5), 320, 180, fps=10), ToneMicrophone(amplitude=0))
+        second = WebRtcTestClient(ColourCamera(colour(11), 320, 180, fps=10), ToneMicrophone(amplitude=0))
+        try:
+            for client, label in ((first, "甲"), (second, "乙")):
+                reply = await client.join_ws(ws_url(web), message={"name": label})
+                assert reply["type"] == "answer", reply
+            small = await _next_send_size(first, lambda m: m.get("width") == 256, 20)
+            assert small["active"] is True and small["height"] == 144 and small["max_bitrate"] == 96_000
+            await asyncio.to_thread(op, op="layout", layout="1")
+            await asyncio.to_thread(op, op="pane", index=0, mode="static", site=second.participant_id)
+            hidden = await _next_send_size(first, lambda m: m.get("active") is False, 20)
+            assert set(hidden) == {"type", "active"}
+            # this client ignores send_size and keeps sending: the MCU node does not decode it
+            pongs: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 20
+            while not (pongs and pongs[-1]["video_decode"] == "off" and len(pongs) >= 2
+                       and pongs[-1]["video_frames_skipped"] > pongs[0]["video_frames_skipped"] >= 0):
+                assert time.monotonic() < deadline, pongs
+                pongs.append(await _pong(first))
+                await asyncio.sleep(1.0)
+            await _next_send_size(second, lambda m: m.get("width") == 1280 and m.get("active") is True, 20)
+        finally:
+            await first.close()
+            await second.close()
+
+    run_async(scenario())
+    until(lambda: state(chair)["webrtc_legs"] == [], 15)
+
+
 def test_chromium_joins_through_the_web_node(cluster: tuple[RoleProcess, RoleProcess, str], chair: httpx.Client,
                                              artifacts_dir: Path) -> None:
     from tests.browser import chromium

@@ -72,7 +72,7 @@ def test_chair_api_operations_are_validated_and_audited(server: RunningServer, c
     cid = conf["id"]
     assert conf["running"] and conf["has_pin"]
     assert op(chair, cid, "layout", layout="2x2").json()["layout"] == "2x2"
-    bad = op(chair, cid, "layout", layout="7x7")
+    bad = op(chair, cid, "layout", layout="8x8")
     assert bad.status_code == 400 and "未知布局" in bad.json()["detail"]
     assert state(chair, cid)["layout"] == "2x2"  # refused input changed nothing
     assert op(chair, cid, "broadcast", site="nobody").status_code == 400

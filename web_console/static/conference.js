@@ -127,7 +127,7 @@
     if (prev !== undefined && items.some(([v]) => v === prev)) select.value = prev;
   }
 
-  const PANES = { "1": 1, "2": 2, "1+5": 6, "1+7": 8, "2x2": 4, "3x3": 9, "4x4": 16, "5x5": 25, "auto": 0 };
+  const PANES = { "1": 1, "2": 2, "1+5": 6, "1+7": 8, "2x2": 4, "3x3": 9, "4x4": 16, "5x5": 25, "6x6": 36, "7x7": 49, "auto": 0 };
 
   function render(s) {
     state = s;
