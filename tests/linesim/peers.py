@@ -7,7 +7,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from config.settings import SipSettings
+from config.site_plan import SitePlan
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
 from mcu.legs.sip_bridge import SipBridge
@@ -67,6 +70,12 @@ async def start_line_bridge(core: CoreServices, service: ConferenceService, line
                        dscp=dscp or DscpMarking(), pace_video=pace_video)
     await endpoint.start()
     return bridge
+
+
+def state_the_line(monkeypatch: pytest.MonkeyPatch, plan: SitePlan, kbps: int) -> None:
+    """Every SIP site's line rate as if its plan entry named it (``line_kbps``): sites start at the tier
+    that rate fits, not low on an unknown line (mcu.legs.site_rate)."""
+    monkeypatch.setattr(type(plan), "configured_line_kbps", lambda *_a, **_k: kbps)
 
 
 def busy_video(path: Path, seconds: int = 60) -> Path:

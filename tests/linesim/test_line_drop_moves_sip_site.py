@@ -35,7 +35,7 @@ from sip_gateway.aio.rtp_leg import MediaLeg
 from sip_gateway.rtp.media_description import MediaPolicy
 from sip_gateway.rtp.session import KeyframeRequest, NackRequest, ReceptionReport
 from tests.linesim.conftest import OpenLine
-from tests.linesim.peers import LineBaresip, busy_video, start_line_bridge
+from tests.linesim.peers import LineBaresip, busy_video, start_line_bridge, state_the_line
 from tests.sip_gateway.conference_helpers import DEMO, joined, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150),
@@ -52,6 +52,7 @@ async def test_a_line_drop_moves_a_baresip_site_down_within_seconds(
         services: CoreServices, conferences: ConferenceService, linesim: OpenLine, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(services.plan, "lines", LineDefaults(sip=FROM_KBPS))
+    state_the_line(monkeypatch, services.plan, FROM_KBPS)  # 720p first, as on a stated 2M line
     line = linesim("2M_20ms")
     video = busy_video(tmp_path / "busy.mp4", seconds=90)
     reports: list[tuple[float, float]] = []

@@ -23,7 +23,7 @@ from sip_gateway.rtp.media_description import MediaPolicy
 from sip_gateway.rtp.pacing import FixedBudget
 from tests.linesim.conftest import OpenLine
 from tests.linesim.line import Line
-from tests.linesim.peers import LineBaresip, busy_video, start_line_bridge
+from tests.linesim.peers import LineBaresip, busy_video, start_line_bridge, state_the_line
 from tests.sip_gateway.conference_helpers import DEMO, joined, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
@@ -65,6 +65,8 @@ async def test_paced_video_no_longer_overflows_a_768k_line(
         services: CoreServices, conferences: ConferenceService, linesim: OpenLine, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     line = linesim("768k_20ms")
+    # the plan says 2M (the line is 768k): 720p is sent, which the unpaced leg cannot fit
+    state_the_line(monkeypatch, services.plan, 2048)
     video = busy_video(tmp_path / "busy.mp4")
     sizes: list[int] = []
     send = MediaLeg.send_video_access_unit
