@@ -159,11 +159,14 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
             "x264-params": ":".join(params),
         }
     elif key.codec in CIF_ONLY_CODECS:
-        ctx = av.CodecContext.create(key.codec, "w")
-        ctx.options = _mpegvideo_rate_options(bitrate, settings.vbv_seconds or VBV_SECONDS[(352, 288)])
+        options = _mpegvideo_rate_options(bitrate, settings.vbv_seconds or VBV_SECONDS[(352, 288)])
         if key.codec == "h263":
+            ctx = av.CodecContext.create("h263", "w")
             # "ps": RTP mode, a GOB header (octet aligned) about every ps bytes: RFC 2190 mode A cuts there.
-            ctx.options = {**ctx.options, "ps": str(settings.slice_max_size)}
+            options["ps"] = str(settings.slice_max_size)
+        else:
+            ctx = av.CodecContext.create("h261", "w")
+        ctx.options = options
     else:
         ctx = av.CodecContext.create("libvpx", "w")
         ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
