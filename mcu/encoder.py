@@ -184,10 +184,11 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
 
 def _mpegvideo_rate_options(bitrate: int, vbv_seconds: float) -> dict[str, str]:
     """libavcodec's H.263/H.261 rate control, bounded: a target rate, a max rate and a VBV buffer of
-    ``vbv_seconds`` of it, quantiser 2..31. With a target only (``bit_rate``, no ``maxrate``/``bufsize``:
-    measured, qmin/qmax alone change nothing) the mpegvideo encoders overshot it 80-fold: 15.7 Mbit/s on a busy, noisy
-    CIF picture at a 250 kbit/s target; with them 254 kbit/s (measured, tests/mcu/test_h263_rate.py).
-    A picture too busy for qmax 31 still overshoots: the leg's pacer drops frames then."""
+    ``vbv_seconds`` of it, quantiser 2..31. With a target only (``bit_rate``; qmin/qmax change
+    nothing) the mpegvideo encoders overshot 80-fold on a busy, noisy CIF picture (15.7 Mbit/s at
+    250 kbit/s); the VBV (``maxrate`` + ``bufsize``) bounds them: 195 kbit/s at 192 kbit/s
+    (tests/mcu/test_h263_rate.py). A picture too busy for qmax 31 still overshoots: the leg's
+    pacer drops frames then."""
     return {"b": str(bitrate), "maxrate": str(bitrate), "bufsize": str(max(8_000, round(bitrate * vbv_seconds))),
             "qmin": "2", "qmax": "31"}
 
