@@ -51,6 +51,11 @@ VBV_SECONDS: dict[tuple[int, int], float] = {
     (1280, 720): 0.5, (960, 540): 0.5, (768, 432): 0.33, (640, 360): 0.25, (480, 270): 0.25,
     (352, 288): 0.25, (320, 180): 0.25, (1920, 1080): 0.5,
 }
+# The one H.263/H.261 encoder per view (no ladder): its sites are legacy room systems, often on the
+# slowest lines; 192 kbit/s (+ ~15 kbit/s of headers) fits an H.323 terminal whose video channel
+# says maxBitRate 327 kbit/s (221 kbit/s of video after audio and headers). A site whose budget is
+# lower still gets frames dropped by its leg's pacer (up to the next I-picture, which it asks for).
+CIF_ONLY_BITRATE = 192_000
 # The rate asked of a *source* shown at these sizes (H.323 flow control, mcu.legs.h323), not an encoder rate.
 DEFAULT_BITRATE = {(1280, 720): 1_500_000, (640, 360): 600_000, (352, 288): 384_000}
 
@@ -130,7 +135,8 @@ class KeyframePolicy:
 
 
 def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecContext:
-    bitrate = settings.bitrate or ENCODER_BITRATE[(key.width, key.height)]
+    default = CIF_ONLY_BITRATE if key.codec in CIF_ONLY_CODECS else ENCODER_BITRATE[(key.width, key.height)]
+    bitrate = settings.bitrate or default
     gop = max(1, round(settings.keyframe_interval * settings.fps))
     if key.codec == "h264":
         ctx = av.CodecContext.create("libx264", "w")
@@ -152,12 +158,15 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
             "forced-idr": "1",
             "x264-params": ":".join(params),
         }
-    elif key.codec == "h263":
-        ctx = av.CodecContext.create("h263", "w")
-        # "ps": RTP mode, a GOB header (octet aligned) about every ps bytes: RFC 2190 mode A cuts there.
-        ctx.options = {"ps": str(settings.slice_max_size)}
-    elif key.codec == "h261":
-        ctx = av.CodecContext.create("h261", "w")
+    elif key.codec in CIF_ONLY_CODECS:
+        options = _mpegvideo_rate_options(bitrate, settings.vbv_seconds or VBV_SECONDS[(352, 288)])
+        if key.codec == "h263":
+            ctx = av.CodecContext.create("h263", "w")
+            # "ps": RTP mode, a GOB header (octet aligned) about every ps bytes: RFC 2190 mode A cuts there.
+            options["ps"] = str(settings.slice_max_size)
+        else:
+            ctx = av.CodecContext.create("h261", "w")
+        ctx.options = options
     else:
         ctx = av.CodecContext.create("libvpx", "w")
         ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
@@ -171,6 +180,17 @@ def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecCo
         ctx.thread_count = settings.threads
     ctx.open()
     return ctx
+
+
+def _mpegvideo_rate_options(bitrate: int, vbv_seconds: float) -> dict[str, str]:
+    """libavcodec's H.263/H.261 rate control, bounded: a target rate, a max rate and a VBV buffer of
+    ``vbv_seconds`` of it, quantiser 2..31. With a target only (``bit_rate``; qmin/qmax change
+    nothing) the mpegvideo encoders overshot 80-fold on a busy, noisy CIF picture (15.7 Mbit/s at
+    250 kbit/s); the VBV (``maxrate`` + ``bufsize``) bounds them: 195 kbit/s at 192 kbit/s
+    (tests/mcu/test_h263_rate.py). A picture too busy for qmax 31 still overshoots: the leg's
+    pacer drops frames then."""
+    return {"b": str(bitrate), "maxrate": str(bitrate), "bufsize": str(max(8_000, round(bitrate * vbv_seconds))),
+            "qmin": "2", "qmax": "31"}
 
 
 def has_idr(annexb: bytes) -> bool:

@@ -10,6 +10,7 @@ the shared encoder for a key frame. What we send is bounded by the site's rate b
 the video channel we send on, flowControlCommand): an H.264 site gets the largest size its level
 allows whose encoder rate fits, and moves when flowControlCommand changes the budget. Towards the terminal,
 flowControlCommand asks for no more video than its largest pane needs (:func:`bitrate_for_pane`).
+The video is paced to that budget (the leg's :class:`~sip_gateway.rtp.pacing.VideoPacer`), H.263/H.261 too.
 
 H.239 content (:mod:`mcu.legs.h323_content_media`): once joined, a site whose owner has the
 conference content service gets an :class:`H323ContentLink`; the token messages, the content
@@ -292,6 +293,10 @@ class H323Site:
                 self.rate.on_h245_max_bitrate(video_out.format.bitrate_bps / 1000)
             self.video_ceiling = VideoFormat(codec, width, height, single_nal)
             video = self.fit(self.video_ceiling)
+        # The leg's pacer keeps the video within the budget (a leaky bucket, key frames spread out,
+        # whole frames dropped up to the next key frame when the queue would hold > 0.5 s: an H.263
+        # P-picture after a dropped one is not decodable) and audio is never queued behind it.
+        self.media.leg.send_budget = self.rate
         self.conference = conf
         self.site_id = site_id
         self.joining = True
