@@ -43,6 +43,8 @@ encoder itself and sends nothing into the room.
 * NACK: aiortc's sender answers the browser's NACKs itself, with RTX when negotiated (browsers
   offer it); :class:`~mcu.legs.webrtc_aiortc.RetransmitGuard` keeps that within a byte budget
   (20 % of the video rate sent, :mod:`mcu.legs.resend_budget`) and counts it.
+* Audio loss: Opus in-band FEC towards a browser that decodes it, switched on from its receiver
+  reports (:mod:`mcu.legs.audio_fec`).
 
 Both hooks use aiortc internals (``_send_keyframe`` and the name-mangled
 ``_RTCRtpSender__encoder``); they are checked at leg start so an aiortc upgrade that changes
@@ -77,6 +79,7 @@ from aiortc import (
 from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
 
+from mcu.legs.audio_fec import AudioFec, peer_decodes_opus_fec
 from mcu.legs.remb_budget import RembBudget
 from mcu.legs.rtp_rewrite import StreamRewriter, is_switch_point
 from mcu.legs.site_media import SiteCounters, SiteMedia, VideoFormat
@@ -220,6 +223,7 @@ class WebRtcLeg:
         self._early_tracks: list[MediaStreamTrack] = []
         # Pane size (mcu.pane_size): what the browser was last told to send, and where to tell it.
         self.decode_gate = DecodeGate()
+        self.audio_fec = AudioFec()
         self.retransmits = RetransmitGuard(lambda: self.video_track.sent_rate() / 1000)
         self.send_size: dict[str, Any] | None = None
         self.send_size_messages = 0
@@ -273,6 +277,7 @@ class WebRtcLeg:
                 elif transceiver.kind == "audio" and self.media is not None:
                     self._audio_track = MixAudioTrack()
                     transceiver.sender.replaceTrack(self._audio_track)
+                    self.audio_fec.install(transceiver.sender, peer_decodes_opus_fec(offer_sdp))
                     transceiver.direction = "sendrecv"
             for track in self._early_tracks:
                 self._on_track(track)
@@ -529,7 +534,7 @@ class WebRtcLeg:
                 "packets_sent": self.video_track.packets_sent, "send_size": self.send_size,
                 "video_decode": self.decode_gate.mode, "video_frames_skipped": self.decode_gate.frames_skipped,
                 "nack_requested": self.retransmits.requested, "retransmitted": self.retransmits.resent,
-                "retransmits_refused": self.retransmits.refused}
+                "retransmits_refused": self.retransmits.refused, **self.audio_fec.describe()}
 
 
 class WebRtcLegs:
