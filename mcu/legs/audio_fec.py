@@ -14,7 +14,7 @@ concealed).
   :data:`LOSS_WINDOW_S` from the reports' cumulative counts (:class:`LossWindow`): at 50 packets
   per second a 1 % line loses a packet every two reports, so single reports would say 0 % half
   the time and the switch would never see a run.
-* **How much**: ``packet_loss_perc`` is the measured loss, at least 5 % and at most 30 %.
+* **How much**: ``packet_loss_perc`` is the measured loss, at least 10 % and at most 30 %.
 * **Our answer does not claim ``useinbandfec=1``**: it describes our decoder (aiortc's libopus
   via PyAV), which does not decode FEC; a browser's redundancy towards us would be wasted bytes.
 * Not done: RED for Opus (RFC 2198, ``red/48000/2``): aiortc writes each packet with the codec's
@@ -41,7 +41,7 @@ OPUS_RATE = 48000
 OPUS_FRAME = 960  # 20 ms
 OPUS_BITRATE = 96000  # aiortc's OpusEncoder's
 LOSS_WINDOW_S = 5.0
-MIN_LOSS_PERC = 5
+MIN_LOSS_PERC = 10
 MAX_LOSS_PERC = 30
 AUDIO_FEC_RULES = LossRules(on_loss=0.005, on_after=2.0, burst_loss=0.05, off_loss=0.001, off_after=20.0,
                             min_hold=10.0)

@@ -3,7 +3,7 @@
 Chromium runs inside the line's namespace (see test_chromium_rtx_on_a_line.py): every packet
 between it and the MCU's aiortc legs crosses 2 Mbit/s, 30±10 ms and 2 % random loss each way
 (the receiver reports too). One page holds two audio-only participants of the same room, on the
-same line, hearing the same voice-like source: one offers Opus as Chromium does
+same line, hearing the same spoken sentence: one offers Opus as Chromium does
 (``useinbandfec=1``), the other's offer says ``useinbandfec=0`` so its leg never turns FEC on.
 
 Judged by Chromium's getStats (inbound-rtp audio, plus the leg's own state): FEC turns on from
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 
@@ -65,18 +67,28 @@ STATS_JS = """async (name) => {
 }"""
 
 
-def voice(seconds: float) -> list[np.ndarray]:
-    """A voiced, syllable-like signal (a gliding pitch, 4 Hz envelope): Opus codes it as speech."""
-    t = np.arange(int(seconds * 50) * 960) / 48000
-    pitch = 160 + 60 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / 48000
-    tone = np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.25 * np.sin(3 * phase)
-    signal = (6000 * tone * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
-    return [signal[i:i + 960] for i in range(0, len(signal), 960)]
+SENTENCE = "指挥中心呼叫各个站点，请报告你们的位置和当前的情况，我们正在测试线路上的音频保护。"
 
 
-async def speak(participant: Any, stop: asyncio.Event) -> None:
-    frames = voice(4.0)
+def speech(where: Path) -> list[np.ndarray]:
+    """A spoken sentence (espeak-ng, Mandarin), 48 kHz mono, in 20 ms frames.
+
+    Real speech, not a synthetic tone: libopus's in-band FEC (SILK's LBRR) covers only frames its
+    voice activity detector calls speech, and a stationary tone is coded as music (CELT, no copy).
+    """
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        pytest.fail("espeak-ng is missing: install Debian package 'espeak-ng'")
+    wav = where / "speech.wav"
+    subprocess.run([espeak, "-v", "cmn", "-s", "150", "-w", str(wav), SENTENCE], check=True, timeout=30)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+    with av.open(str(wav)) as container:
+        pcm = np.concatenate([out.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
+                              for out in resampler.resample(frame)]).astype(np.int16)
+    return [pcm[i:i + 960].copy() for i in range(0, len(pcm) - 960, 960)]
+
+
+async def speak(participant: Any, frames: list[np.ndarray], stop: asyncio.Event) -> None:
     start = time.monotonic()
     i = 0
     while not stop.is_set():
@@ -96,7 +108,7 @@ async def test_opus_fec_cuts_concealment_behind_a_lossy_line(
     assert conf is not None
     source = await conf.join("voice", "讲话者", "demo")
     stop = asyncio.Event()
-    feeder = asyncio.ensure_future(speak(source, stop))
+    feeder = asyncio.ensure_future(speak(source, speech(tmp_path), stop))
     legs = WebRtcLegs(WebRtcConfig(host_addresses=(line.mcu_address,)))
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(chromium_in(line, tmp_path)),
