@@ -122,6 +122,11 @@ class OpusFecEncoder:
         codec.options = {"application": "voip", "fec": "1" if loss_perc else "0", "packet_loss": str(loss_perc)}
         return codec
 
+    @property
+    def wanted(self) -> int:
+        """The loss percentage asked for (applied at the next frame; 0: off)."""
+        return self._wanted
+
     def set_fec(self, loss_perc: int) -> None:
         """FEC for this loss percentage (0: off); applied at the next frame (encoding runs in a thread)."""
         self._wanted = max(0, min(100, int(loss_perc)))
@@ -155,10 +160,6 @@ class AudioFec:
         self.loss = 0.0  # the last measured fraction
         self._clock = clock
 
-    @property
-    def on(self) -> bool:
-        return self.encoder.loss_perc > 0 or self.encoder._wanted > 0
-
     def install(self, sender: Any, peer_decodes: bool) -> None:
         """Swap the audio sender's encoder and listen to its receiver reports."""
         if not hasattr(sender, "_RTCRtpSender__encoder") or not hasattr(sender, "_handle_rtcp_packet"):
@@ -188,7 +189,7 @@ class AudioFec:
 
     def describe(self) -> dict[str, Any]:
         return {"audio_fec": self.switch.on, "audio_fec_peer": self.peer_decodes,
-                "audio_loss": round(self.loss, 4), "audio_fec_loss_perc": self.encoder._wanted}
+                "audio_loss": round(self.loss, 4), "audio_fec_loss_perc": self.encoder.wanted}
 
 
 __all__ = ["AUDIO_FEC_RULES", "AudioFec", "LossWindow", "OpusFecEncoder", "loss_percentage",

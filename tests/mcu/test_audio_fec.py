@@ -67,16 +67,16 @@ def test_switch_turns_fec_on_from_loss_and_off_when_clean() -> None:
         seq += 50
         lost += 1
         fec.on_report(lost, seq, float(second))
-    assert fec.switch.on and fec.encoder._wanted == loss_percentage(fec.loss) == 10
+    assert fec.switch.on and fec.encoder.wanted == loss_percentage(fec.loss) == 10
     for second in range(8, 50):  # clean line
         seq += 50
         fec.on_report(lost, seq, float(second))
-    assert not fec.switch.on and fec.encoder._wanted == 0
+    assert not fec.switch.on and fec.encoder.wanted == 0
     # A peer that cannot decode FEC never gets it, whatever the loss.
     deaf = AudioFec()
     for second in range(0, 8):
         deaf.on_report(10 * second, 50 * (second + 1), float(second))
-    assert not deaf.switch.on and deaf.encoder._wanted == 0
+    assert not deaf.switch.on and deaf.encoder.wanted == 0
     assert loss_percentage(0.5) == 30 and loss_percentage(0.135) == 14 and loss_percentage(0.0) == 10
 
 
