@@ -7,7 +7,9 @@
   ``framesDecoded``), intact fps after 2 s (frames decoded from first picture + 2 s to the end:
   Chromium decodes only complete frames whose references arrived), freezes as gaps with no new
   decoded frame (0.2 s granularity; Chromium's own ``freezeCount``/``totalFreezesDuration`` beside
-  them), audio loss from the audio inbound stream's ``packetsLost``; video sent from aiortc's
+  them), audio loss from the audio inbound stream's ``packetsLost`` and, after repair, its
+  ``concealedSamples``/``totalSamplesReceived`` (``audio_concealed_pct``; the busy site is silent,
+  and Opus FEC covers speech only, so here it is concealment of silence); video sent from aiortc's
   sender (payload + 12-byte RTP header per packet), delivered from Chromium's bytes + header bytes.
 * **h323**: H323Plus 1.28 (``h323peer``, H.263/H.261 CIF, built by tests/sip_gateway/h323) in the
   line's namespace calls the conference on the MCU's H.323 bridge. It prints only totals at hang-up:
@@ -60,7 +62,8 @@ STATS_JS = """async () => {
       bytesReceived: s.bytesReceived || 0, headerBytesReceived: s.headerBytesReceived || 0,
       packetsReceived: s.packetsReceived || 0, packetsLost: s.packetsLost || 0, nackCount: s.nackCount || 0,
       pliCount: s.pliCount || 0, freezeCount: s.freezeCount || 0, totalFreezesDuration: s.totalFreezesDuration || 0,
-      retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0, frameWidth: s.frameWidth || 0};
+      retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0, frameWidth: s.frameWidth || 0,
+      concealedSamples: s.concealedSamples || 0, totalSamplesReceived: s.totalSamplesReceived || 0};
   });
   return out;
 }"""
@@ -160,6 +163,9 @@ async def chromium_call(services: CoreServices, condition: str, seed: int, secon
                                       * 8 / 1000 / duration, 1),
         "audio_loss_pct": round(100 * audio.get("packetsLost", 0)
                                 / max(1, audio.get("packetsLost", 0) + audio.get("packetsReceived", 0)), 2),
+        # Loss after repair (Opus FEC, mcu/legs/audio_fec.py): the share of played samples Chromium concealed.
+        "audio_concealed_pct": round(100 * audio.get("concealedSamples", 0)
+                                     / max(1, audio.get("totalSamplesReceived", 0)), 2),
         "video_loss_pct": round(100 * video.get("packetsLost", 0)
                                 / max(1, video.get("packetsLost", 0) + video.get("packetsReceived", 0)), 2),
         "chromium_freeze_count": video.get("freezeCount", 0),

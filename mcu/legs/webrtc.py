@@ -45,7 +45,9 @@ encoder itself and sends nothing into the room.
   (20 % of the video rate sent, :mod:`mcu.legs.resend_budget`) and counts it;
 * FEC: RED + ULPFEC answered when the browser offers them and sent while its receiver reports
   show a lossy line, within 25 % of the media bytes, counted in the tier budget
-  (:mod:`mcu.legs.webrtc_fec`).
+  (:mod:`mcu.legs.webrtc_fec`);
+* Audio loss: Opus in-band FEC towards a browser that decodes it, switched on from its receiver
+  reports (:mod:`mcu.legs.audio_fec`).
 
 Both hooks use aiortc internals (``_send_keyframe`` and the name-mangled
 ``_RTCRtpSender__encoder``); they are checked at leg start so an aiortc upgrade that changes
@@ -80,6 +82,7 @@ from aiortc import (
 from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
 
+from mcu.legs.audio_fec import AudioFec, peer_decodes_opus_fec
 from mcu.legs.remb_budget import RembBudget
 from mcu.legs.rtp_rewrite import StreamRewriter, is_switch_point
 from mcu.legs.site_media import SiteCounters, SiteMedia, VideoFormat
@@ -227,6 +230,7 @@ class WebRtcLeg:
         self._early_tracks: list[MediaStreamTrack] = []
         # Pane size (mcu.pane_size): what the browser was last told to send, and where to tell it.
         self.decode_gate = DecodeGate()
+        self.audio_fec = AudioFec()
         self.retransmits = RetransmitGuard(lambda: self.video_track.sent_rate() / 1000)
         self.send_size: dict[str, Any] | None = None
         self.send_size_messages = 0
@@ -285,6 +289,7 @@ class WebRtcLeg:
                 elif transceiver.kind == "audio" and self.media is not None:
                     self._audio_track = MixAudioTrack()
                     transceiver.sender.replaceTrack(self._audio_track)
+                    self.audio_fec.install(transceiver.sender, peer_decodes_opus_fec(offer_sdp))
                     transceiver.direction = "sendrecv"
             for track in self._early_tracks:
                 self._on_track(track)
@@ -561,7 +566,8 @@ class WebRtcLeg:
                 "packets_sent": self.video_track.packets_sent, "send_size": self.send_size,
                 "video_decode": self.decode_gate.mode, "video_frames_skipped": self.decode_gate.frames_skipped,
                 "nack_requested": self.retransmits.requested, "retransmitted": self.retransmits.resent,
-                "retransmits_refused": self.retransmits.refused, **self.fec.describe()}
+                "retransmits_refused": self.retransmits.refused, **self.fec.describe(),
+                **self.audio_fec.describe()}
 
 
 class WebRtcLegs:
