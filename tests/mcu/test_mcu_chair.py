@@ -58,7 +58,7 @@ def test_layout_and_pane_assignment(room: Room, sites: list[str], events: list[e
     before = list(events)
     bad_ops: list[Callable[[], None]] = [
         lambda: room.assign_pane(6, "static", "s1"), lambda: room.assign_pane(0, "static", "nobody"),
-        lambda: room.assign_pane(0, "sideways"), lambda: room.set_layout("7x7")]
+        lambda: room.assign_pane(0, "sideways"), lambda: room.set_layout("8x8")]
     for bad in bad_ops:
         with pytest.raises(RoomError):
             bad()
