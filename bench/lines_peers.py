@@ -114,9 +114,7 @@ async def chromium_call(services: CoreServices, condition: str, seed: int, secon
     conferences, conf, busy = await busy_room(services)
     try:
         with open_line(condition, seed=seed) as line:
-            wrapper = work / f"chromium-{line.namespace}"
-            wrapper.write_text(f"#!/bin/sh\nexec {' '.join(line.exec_args(CHROMIUM))} \"$@\"\n")
-            wrapper.chmod(0o755)
+            wrapper = line.wrapper(CHROMIUM, work)
             legs = WebRtcLegs(WebRtcConfig(host_addresses=(line.mcu_address,)))
             async with async_playwright() as p:
                 browser = await p.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS, headless=True)

@@ -227,6 +227,14 @@ class Line:
         """``argv`` run inside the peer's namespace."""
         return ["ip", "netns", "exec", self.namespace, *argv]
 
+    def wrapper(self, program: str, where: Path) -> Path:
+        """An executable in ``where`` that runs ``program`` (with its arguments) inside the peer's
+        namespace: for launchers that take one executable path, such as Playwright's Chromium."""
+        path = where / f"{Path(program).name}-{self.namespace}"
+        path.write_text(f"#!/bin/sh\nexec {' '.join(self.exec_args(program))} \"$@\"\n")
+        path.chmod(0o755)
+        return path
+
     def tbf_drops(self) -> dict[str, int]:
         """Packets the router queues dropped so far: {"down": MCU→site, "up": site→MCU}."""
         out = {}

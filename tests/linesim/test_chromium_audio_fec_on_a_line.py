@@ -32,7 +32,7 @@ from mcu.conferences import ConferenceService
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs
 from tests.browser import CHROMIUM
 from tests.linesim.conftest import OpenLine
-from tests.linesim.test_chromium_rtx_on_a_line import ARGS, chromium_in
+from tests.linesim.test_chromium_rtx_on_a_line import ARGS
 from tests.sip_gateway.conference_helpers import DEMO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -117,7 +117,7 @@ async def test_opus_fec_cuts_concealment_behind_a_lossy_line(
     feeder = asyncio.ensure_future(speak(source, speech(tmp_path), stop))
     legs = WebRtcLegs(WebRtcConfig(host_addresses=(line.mcu_address,)))
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(chromium_in(line, tmp_path)),
+        browser = await p.chromium.launch(executable_path=str(line.wrapper(CHROMIUM, tmp_path)),
                                           args=[*ARGS, "--autoplay-policy=no-user-gesture-required"], headless=True)
         try:
             page = await browser.new_page()

@@ -28,7 +28,6 @@ from mcu.conferences import ConferenceService
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, OFFER_WHEN_GATHERED_JS
 from tests.linesim.conftest import OpenLine
-from tests.linesim.line import Line
 from tests.sip_gateway.conference_helpers import DEMO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -62,14 +61,6 @@ class NoResends:
         return False
 
 
-def chromium_in(line: Line, where: Path) -> Path:
-    """An executable that starts Debian's Chromium inside the line's namespace."""
-    wrapper = where / "chromium-behind-line"
-    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(line.exec_args(CHROMIUM))} \"$@\"\n")
-    wrapper.chmod(0o755)
-    return wrapper
-
-
 async def noise(participant: Any, stop: asyncio.Event) -> None:
     """A busy source for the room: random pictures at NOISE_FPS (the composite's rate stays high)."""
     rng = np.random.default_rng(16)
@@ -97,7 +88,7 @@ async def test_chromium_behind_a_lossy_line_is_repaired_by_rtx(
     # reach the "off" viewer as retransmissions; tests/mcu/test_webrtc_fec_chromium.py covers FEC)
     legs = WebRtcLegs(WebRtcConfig(host_addresses=(line.mcu_address,), fec=False))
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(chromium_in(line, tmp_path)), args=ARGS,
+        browser = await p.chromium.launch(executable_path=str(line.wrapper(CHROMIUM, tmp_path)), args=ARGS,
                                           headless=True)
         try:
             page = await browser.new_page()

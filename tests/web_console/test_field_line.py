@@ -123,9 +123,7 @@ def test_field_page_on_a_poor_mobile_line(line_and_server: tuple[Line, RunningSe
     assert conf.status_code == 201, conf.text
 
     # Chromium in the line's namespace: it reaches the server only across the line
-    wrapper = tmp_path / "chromium-behind-line"
-    wrapper.write_text("#!/bin/sh\nexec " + " ".join(line.exec_args(CHROMIUM)) + ' "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper = line.wrapper(CHROMIUM, tmp_path)
     args = [*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={server.url}"]  # camera and GPS need it
     with httpx.Client(timeout=3.0) as probe:  # the root namespace reaches the server directly; the phone must not
         assert probe.get(server.url + "/readyz").status_code == 200
