@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -46,12 +47,14 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bench.lines_peers as lines_peers
 from bench.lines_peers import cascade_call, chromium_call, h323_call
 from config.settings import Settings
+from config.site_plan import SitePlan
 from core.db import EmbeddedPostgres
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService
@@ -180,12 +183,25 @@ async def tshark_rows(pcap: Path, port: int) -> list[list[str]]:
     return [line.split("\t") for line in out.decode().splitlines() if line.count("\t") >= 4]
 
 
+@contextlib.contextmanager
+def stated_line(plan: SitePlan, kbps: int) -> Iterator[None]:
+    """Every SIP site's line as if its plan entry named ``line_kbps = kbps``: a stated line, so the site
+    starts at the tier that rate fits (an unstated one starts low; mcu.legs.site_rate)."""
+    cls = type(plan)
+    saved = cls.__dict__["configured_line_kbps"]
+    cls.configured_line_kbps = lambda *_a, **_k: kbps  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        cls.configured_line_kbps = saved  # type: ignore[method-assign]
+
+
 async def one_call(services: CoreServices, condition: str, mode: str, seed: int, seconds: float,
                    video: Path, work: Path) -> dict[str, Any]:
     conferences = ConferenceService(services, room_settings=RoomSettings())
     await conferences.start()
     try:
-        with open_line(condition, seed=seed) as line:
+        with open_line(condition, seed=seed) as line, contextlib.ExitStack() as stack:
             await asyncio.to_thread(
                 subprocess.run, line.exec_args("iptables", "-A", "INPUT", "-i", line.peer_iface, "-p", "udp", "-j",
                                                "NFLOG", "--nflog-group", str(NFLOG_GROUP), "-m", "comment",
@@ -200,12 +216,12 @@ async def one_call(services: CoreServices, condition: str, mode: str, seed: int,
                 while b"Capturing on" not in await capture.stderr.readline():
                     pass
             await asyncio.sleep(1.0)
+            if mode == "product" and line.rate_kbps:
+                # the site plan's line_kbps for this room (before a drop: the rate then), read when the call starts
+                stack.enter_context(stated_line(services.plan, line.rate_kbps))
             bridge = await start_line_bridge(services, conferences, line,
                                              MediaPolicy(h264_modes=(1, 0), video_codecs=("H264",)),
                                              pace_video=mode == "product")
-            if mode == "product" and line.rate_kbps:
-                rate = line.rate_kbps  # the site plan's line_kbps for this room
-                bridge.line_kbps = lambda site_id: rate  # type: ignore[method-assign]
             peer = LineBaresip(work / f"peer-{condition}-{mode}-{seed}", line=line, video_file=video)
             conf = conferences.running(DEMO)
             assert conf is not None
@@ -305,7 +321,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if peer != "sip":
                 rows += await other_peer_rows(services, peer, args, work)
         for condition in args.conditions if "sip" in args.peers else ():
-            for mode in ("baseline", "product"):
+            for mode in args.modes:
                 if mode == "product" and PROFILES[condition].rate_kbps is None:
                     continue  # an unlimited line: no budget to pace to
                 runs: list[dict[str, Any]] = []
@@ -377,9 +393,11 @@ def main() -> int:
     parser.add_argument("--conditions", default=",".join(p for p in PROFILES if not p.startswith("mobile")))
     parser.add_argument("--peers", default="sip", help="sip, chromium, h323 (comma-separated)")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--modes", default="baseline,product", help="SIP rows: baseline, product (comma-separated)")
     args = parser.parse_args()
     args.conditions = [c for c in args.conditions.split(",") if c]
     args.peers = [p for p in args.peers.split(",") if p]
+    args.modes = [m for m in args.modes.split(",") if m]
     if set(args.peers) - {"sip", *PEER_CALLS}:
         parser.error(f"unknown peers {args.peers}; known: sip, {', '.join(PEER_CALLS)}")
     unknown = [c for c in args.conditions if c not in PROFILES]
