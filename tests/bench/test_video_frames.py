@@ -74,7 +74,7 @@ def _flatten(per_frame: list[list[RtpRow]], drop: dict[int, list[int]]) -> list[
 
 
 @pytest.mark.parametrize(("codec", "packetize"), [("H263", packetize_rfc2190), ("H263-1998", packetize_rfc4629)])
-def test_h263_frames_after_losses(codec: str, packetize: Callable[[bytes], list[bytes]]) -> None:
+def test_h263_frames_after_losses(codec: str, packetize: Callable[[bytes, int], list[bytes]]) -> None:
     pictures = _encode("h263", 30)
     keys = [k for _, k in pictures]
     assert keys == [n % GOP == 0 for n in range(30)]  # the encoder's I-pictures, every GOP
