@@ -11,7 +11,8 @@ Needs root (network namespaces, tc, iptables; see tests/linesim/line.py). For ev
 real SIP room system (baresip, H.264, sending a busy 640x360 picture) sits behind the line in its
 own namespace and dials the MCU's conference (720p composite, 25 fps, the SIP default). What
 reaches the site is captured behind the line (an NFLOG rule after the line's loss stage, read by
-tshark), so every figure is what the site really got:
+tshark; bench/line_capture.py, the H.323 rows use it too), so every figure is what the site really
+got (frames judged by bench/video_frames.py):
 
 * video sent: what the MCU's leg sent (RTP bytes), kbit/s over the call;
 * video delivered: RTP bytes that reached the site, kbit/s;

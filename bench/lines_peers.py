@@ -251,19 +251,22 @@ async def h323_call(services: CoreServices, condition: str, seed: int, seconds: 
                     await peer.wait_for("Call connected", 30)
                     joined_at, joined_wall = time.monotonic(), time.time()
                     first: float | None = None
+                    hung_up: float | None = None  # wall clock: h323peer said it hangs up (its --duration)
                     site: dict[str, Any] = {}
                     at_join_figures: dict[str, Any] = {}
                     while peer.proc is not None and peer.proc.returncode is None:
                         if first is None and peer.has(r"Video: first frame received"):
                             first = time.monotonic()
-                        if (figures := _site_figures(bridge)):
-                            site = figures
-                            at_join_figures = at_join_figures or figures
+                        if hung_up is None and peer.has(r"Duration \d+ s reached"):
+                            hung_up = time.time()
+                        if (stats := _site_figures(bridge)):
+                            site = stats
+                            at_join_figures = at_join_figures or stats
                         video.read(bridge)
                         await asyncio.sleep(0.1)
                         if time.monotonic() > joined_at + seconds + 30:
                             raise TimeoutError("h323peer did not hang up")
-                    ended_at, ended_wall = time.monotonic(), time.time()
+                    ended_at, ended_wall = time.monotonic(), hung_up or time.time()
                     await peer.wait(10)
                     tbf = line.tbf_drops()
                 finally:
@@ -283,7 +286,8 @@ async def h323_call(services: CoreServices, condition: str, seed: int, seconds: 
     encoded = int(site.get("video_bytes_out", 0)) - int(at_join_figures.get("video_bytes_out", 0))
     received = await video_rows(pcap, video.port)
     pcap.unlink(missing_ok=True)
-    # The same window as the SIP rows: from the call's connect to h323peer's hang-up, wall clock (the capture's).
+    # The SIP rows' window: from the call's connect to h323peer's hang-up, wall clock (the capture's);
+    # the call's release after it is not a freeze.
     figures = analyse_video(received, joined_wall, ended_wall, video.packets, video.codec)
     result: dict[str, Any] = {
         **figures,
