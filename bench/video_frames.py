@@ -57,10 +57,17 @@ PacketInfo = Callable[[bytes], tuple[bool | None, bool | None]]
 
 
 def _h264_slice_start(nal_type: int, after_header: int | None) -> bool | None:
-    if nal_type in (6, 7, 8, 9):  # SEI, SPS, PPS, access unit delimiter: before the first slice
+    """Does an access unit start with this NAL unit? Our encoder's (x264, repeat-headers) start with
+    an SPS (key frames) or a slice with first_mb_in_slice 0 (others). An IDR slice's start may
+    follow parameter sets that were lost: it cannot tell."""
+    if nal_type in (7, 9):  # SPS, access unit delimiter
         return True
+    if nal_type == 8:  # PPS: after its SPS
+        return False
     if nal_type in (1, 5) and after_header is not None:
-        return bool(after_header & 0x80)  # first_mb_in_slice, ue(v): "1" is 0
+        if not after_header & 0x80:  # first_mb_in_slice, ue(v): "1" is 0
+            return False
+        return True if nal_type == 1 else None
     return None
 
 

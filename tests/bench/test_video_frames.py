@@ -142,17 +142,18 @@ def test_plusptype_pictures_are_read() -> None:
     assert h263_picture_intra(b"\x00\x00\x80") is None  # too short to tell
 
 
-def test_an_h264_key_frame_after_a_lost_marker_is_intact() -> None:
-    # One-packet frames; frame 3 loses nothing but frame 2's marker packet is its only packet's twin:
-    # frame 2 spans two packets and loses its last; frame 3 is an IDR slice with first_mb_in_slice 0.
+def test_h264_frame_starts() -> None:
+    sps, idr, p_first, p_second = bytes([0x67, 0x42]), bytes([0x65, 0x88]), bytes([0x41, 0x9A]), bytes([0x41, 0x40])
     rows: list[RtpRow] = [
-        (0.00, 10, 0, True, 100, bytes([0x65, 0x88])),  # IDR, first_mb 0
-        (0.04, 11, 3600, True, 100, bytes([0x41, 0x9A])),  # P
-        (0.08, 12, 7200, False, 100, bytes([0x41, 0x9A])),  # P, first slice; its marker packet 13 is lost
-        (0.12, 14, 10800, True, 100, bytes([0x65, 0x88])),  # IDR: starts its picture, complete
-        (0.16, 15, 14400, True, 100, bytes([0x41, 0x9A])),
-        (0.20, 17, 18000, True, 100, bytes([0x41, 0x40])),  # a second slice (first_mb > 0): 16 is lost
+        (0.00, 10, 0, False, 100, sps), (0.00, 11, 0, True, 100, idr),
+        (0.04, 12, 3600, True, 100, p_first),
+        (0.08, 13, 7200, False, 100, p_first),  # its marker packet 14 is lost
+        (0.12, 15, 10800, False, 100, sps), (0.12, 16, 10800, True, 100, idr),  # starts with its SPS: complete
+        (0.16, 17, 14400, True, 100, p_first),
+        (0.20, 19, 18000, True, 100, p_second),  # a second slice (first_mb_in_slice > 0): 18 is lost
+        (0.24, 20, 21600, True, 100, idr),  # right after a marker packet: complete
+        (0.28, 22, 25200, True, 100, idr),  # 21 is lost: it may have been this key frame's SPS
     ]
     got = frames(rows, "H264")
-    assert [f.complete for f in got] == [True, True, False, True, True, False]
-    assert [f.intact for f in got] == [True, True, False, True, True, False]
+    assert [f.complete for f in got] == [True, True, False, True, True, False, True, False]
+    assert [f.intact for f in got] == [True, True, False, True, True, False, True, False]
