@@ -205,8 +205,9 @@ def analyse_video(rows: list[RtpRow], joined_at: float, ended_at: float, sent_pa
 
     ``video_delivered_kbps``: RTP bytes that arrived from ``joined_at`` to ``ended_at``;
     ``video_loss_capture_pct``: sequence numbers missing against ``sent_packets``; intact frames/s
-    from 2 s after the first intact intra frame (``first_picture_s``, from ``joined_at``) to the end;
-    freezes: gaps between intact frames (and from the last one to the end) longer than 1 s."""
+    from 2 s after the first intact intra frame (``first_picture_s``, from ``joined_at``) to
+    ``ended_at``; freezes: gaps between intact frames (and from the last one to ``ended_at``) longer
+    than 1 s. Frames completed after ``ended_at`` do not count."""
     out: dict[str, float] = {}
     if not rows:
         return {"video_delivered_kbps": 0.0, "video_loss_capture_pct": 100.0, "intact_fps_after_2s": 0.0,
@@ -216,7 +217,8 @@ def analyse_video(rows: list[RtpRow], joined_at: float, ended_at: float, sent_pa
                                      if sent_packets else 0.0)
     during = [r for r in rows if joined_at <= r[0] <= ended_at]  # the same window as "sent"
     out["video_delivered_kbps"] = round(sum(r[4] for r in during) * 8 / 1000 / max(1e-3, ended_at - joined_at), 1)
-    intact = [f.completed_at for f in frames(rows, codec) if f.intact]
+    # Frames that complete after the window (the call's release) are not counted: a figure per second of it.
+    intact = [f.completed_at for f in frames(rows, codec) if f.intact and f.completed_at <= ended_at]
     if not intact:
         out.update(intact_fps_after_2s=0.0, freezes_over_1s=1, longest_freeze_s=round(ended_at - joined_at, 2),
                    first_picture_s=-1)

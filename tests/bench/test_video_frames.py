@@ -125,6 +125,9 @@ def test_h263_figures_from_a_real_encode() -> None:
     # After 2 s: frames 50-99 but 51-59 intact (41 frames) over 2 s.
     assert fig["intact_fps_after_2s"] == round(41 / 2, 1)
     assert fig["freezes_over_1s"] == 0 and fig["longest_freeze_s"] == pytest.approx(0.4, abs=0.01)
+    # Frames after the window (the call's release) are not counted: frames 50-75 but 51-59 in the last second.
+    short = analyse_video(rows, 1000.0, 1003.0, sent, "H263")
+    assert short["intact_fps_after_2s"] == 17.0 and short["longest_freeze_s"] == pytest.approx(0.4, abs=0.01)
     # Every I-picture lost too: no picture after the first 0.4 s, one freeze to the end.
     rows = _flatten(per_frame, {n: [0] for n in range(10, 100, GOP)} | {5: [1]})
     fig = analyse_video(rows, 1000.0, 1004.0, sent, "H263")
