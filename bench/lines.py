@@ -11,7 +11,8 @@ Needs root (network namespaces, tc, iptables; see tests/linesim/line.py). For ev
 real SIP room system (baresip, H.264, sending a busy 640x360 picture) sits behind the line in its
 own namespace and dials the MCU's conference (720p composite, 25 fps, the SIP default). What
 reaches the site is captured behind the line (an NFLOG rule after the line's loss stage, read by
-tshark), so every figure is what the site really got:
+tshark; bench/line_capture.py, the H.323 rows use it too), so every figure is what the site really
+got (frames judged by bench/video_frames.py):
 
 * video sent: what the MCU's leg sent (RTP bytes), kbit/s over the call;
 * video delivered: RTP bytes that reached the site, kbit/s;
@@ -44,7 +45,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,7 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import bench.lines_peers as lines_peers
+from bench.line_capture import capture_behind, tshark_rows, video_rows
 from bench.lines_peers import cascade_call, chromium_call, h323_call
+from bench.video_frames import analyse_video
 from config.settings import Settings
 from config.site_plan import SitePlan
 from core.db import EmbeddedPostgres
@@ -66,25 +68,8 @@ from tests.linesim.peers import LineBaresip, busy_video, start_line_bridge
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "lines.json"
 DEMO = "80000001"
-NFLOG_GROUP = 7
 FIGURES = ("video_sent_kbps", "video_delivered_kbps", "audio_loss_pct", "video_loss_pct", "intact_fps_after_2s",
            "freezes_over_1s", "longest_freeze_s", "first_picture_s")
-
-
-def _nal_types(payload: bytes) -> set[int]:
-    if not payload:
-        return set()
-    kind = payload[0] & 0x1F
-    if kind == 28 and len(payload) > 1:  # FU-A
-        return {payload[1] & 0x1F}
-    if kind == 24:  # STAP-A
-        out, pos = set(), 1
-        while pos + 3 <= len(payload):
-            size = int.from_bytes(payload[pos:pos + 2], "big")
-            out.add(payload[pos + 2] & 0x1F)
-            pos += 2 + size
-        return out
-    return {kind}
 
 
 def baresip_loss(text: str) -> dict[str, float]:
@@ -103,84 +88,6 @@ def baresip_loss(text: str) -> dict[str, float]:
             out[kind] = round(100 * lost / max(1, packets + lost), 2)
             kind = ""
     return out
-
-
-def analyse_video(rows: list[tuple[float, int, int, bool, int, bytes]], joined_at: float, ended_at: float,
-                  sent_packets: int) -> dict[str, float]:
-    """Figures from (arrival, seq, timestamp, marker, rtp bytes, payload) of what reached the site."""
-    out: dict[str, float] = {}
-    if not rows:
-        return {"video_delivered_kbps": 0.0, "video_loss_capture_pct": 100.0, "intact_fps_after_2s": 0.0,
-                "freezes_over_1s": 1, "longest_freeze_s": round(ended_at - joined_at, 2), "first_picture_s": -1}
-    rows.sort(key=lambda r: r[0])
-    # Unwrap sequence numbers (they start at random and wrap at 65536) in arrival order: sorted by
-    # the raw number first, a wrap is never seen and the packets after it count as before it.
-    unwrapped, base, last = [], 0, None
-    for r in rows:
-        seq = r[1]
-        if last is not None and seq < last - 30000:
-            base += 65536
-        elif last is not None and seq > last + 30000:  # a late packet from before the wrap
-            unwrapped.append((r[0], base - 65536 + seq, r[2], r[3], r[4], r[5]))
-            continue
-        last = seq
-        unwrapped.append((r[0], base + seq, r[2], r[3], r[4], r[5]))
-    unwrapped.sort(key=lambda r: r[1])
-    received = len({r[1] for r in unwrapped})
-    out["video_loss_capture_pct"] = (round(100 * max(0, sent_packets - received) / sent_packets, 2)
-                                     if sent_packets else 0.0)
-    during = [r for r in unwrapped if joined_at <= r[0] <= ended_at]  # the same window as "sent"
-    out["video_delivered_kbps"] = round(sum(r[4] for r in during) * 8 / 1000 / max(1e-3, ended_at - joined_at), 1)
-    # Frames in sequence order: a frame is whole when its packets are contiguous, it ends with the
-    # marker and it starts right after the previous frame's marker packet.
-    frames: list[tuple[float, bool, bool]] = []  # (completed at, whole, key)
-    previous_end: int | None = None
-    group: list[tuple[float, int, int, bool, int, bytes]] = []
-
-    def close(group: list[tuple[float, int, int, bool, int, bytes]]) -> None:
-        nonlocal previous_end
-        first, end = group[0][1], group[-1][1]
-        whole = (group[-1][3] and end - first + 1 == len(group)
-                 and (previous_end is None or first == previous_end + 1))
-        key = any(t & {5, 7} for t in (_nal_types(r[5]) for r in group))
-        frames.append((max(r[0] for r in group), whole, key))
-        previous_end = end if group[-1][3] else None
-
-    for r in unwrapped:
-        if group and r[2] != group[-1][2]:
-            close(group)
-            group = []
-        group.append(r)
-    if group:
-        close(group)
-    intact: list[float] = []
-    chain = False
-    for at, whole, key in frames:
-        chain = whole and (key or chain)
-        if chain:
-            intact.append(at)
-    if not intact:
-        out.update(intact_fps_after_2s=0.0, freezes_over_1s=1, longest_freeze_s=round(ended_at - joined_at, 2),
-                   first_picture_s=-1)
-        return out
-    first = intact[0]
-    later = [t for t in intact if t >= first + 2]
-    out["intact_fps_after_2s"] = round(len(later) / max(1e-3, ended_at - (first + 2)), 1)
-    gaps = [b - a for a, b in zip(intact, [*intact[1:], ended_at], strict=True)]
-    out["freezes_over_1s"] = sum(1 for g in gaps if g > 1.0)
-    out["longest_freeze_s"] = round(max(gaps), 2)
-    out["first_picture_s"] = round(first - joined_at, 2)
-    return out
-
-
-async def tshark_rows(pcap: Path, port: int) -> list[list[str]]:
-    proc = await asyncio.create_subprocess_exec(
-        "tshark", "-r", str(pcap), "-d", f"udp.port=={port},rtp", "-Y", f"udp.srcport=={port} && rtp",
-        "-T", "fields", "-e", "frame.time_epoch", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.marker",
-        "-e", "udp.length", "-e", "rtp.payload",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    out, _ = await asyncio.wait_for(proc.communicate(), 300)
-    return [line.split("\t") for line in out.decode().splitlines() if line.count("\t") >= 4]
 
 
 @contextlib.contextmanager
@@ -202,64 +109,48 @@ async def one_call(services: CoreServices, condition: str, mode: str, seed: int,
     await conferences.start()
     try:
         with open_line(condition, seed=seed) as line, contextlib.ExitStack() as stack:
-            await asyncio.to_thread(
-                subprocess.run, line.exec_args("iptables", "-A", "INPUT", "-i", line.peer_iface, "-p", "udp", "-j",
-                                               "NFLOG", "--nflog-group", str(NFLOG_GROUP), "-m", "comment",
-                                               "--comment", "linesim"),
-                check=True, capture_output=True, timeout=10)
             pcap = work / f"{condition}-{mode}-{seed}.pcapng"
-            capture = await asyncio.create_subprocess_exec(
-                *line.exec_args("tshark", "-B", "32", "-i", f"nflog:{NFLOG_GROUP}", "-w", str(pcap), "-q"),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            assert capture.stderr is not None
-            async with asyncio.timeout(30):
-                while b"Capturing on" not in await capture.stderr.readline():
-                    pass
-            await asyncio.sleep(1.0)
-            if mode == "product" and line.rate_kbps:
-                # the site plan's line_kbps for this room (before a drop: the rate then), read when the call starts
-                stack.enter_context(stated_line(services.plan, line.rate_kbps))
-            bridge = await start_line_bridge(services, conferences, line,
-                                             MediaPolicy(h264_modes=(1, 0), video_codecs=("H264",)),
-                                             pace_video=mode == "product")
-            peer = LineBaresip(work / f"peer-{condition}-{mode}-{seed}", line=line, video_file=video)
-            conf = conferences.running(DEMO)
-            assert conf is not None
-            try:
-                await peer.start(f"/dial sip:{DEMO}@{line.mcu_address}:{bridge.endpoint.config.port}")
-                async with asyncio.timeout(30):
-                    while not any(s.status == "joined" for s in conf.sites.values()):  # noqa: ASYNC110 (polled state)
-                        await asyncio.sleep(0.05)
-                joined_at = time.time()
-                await asyncio.sleep(seconds)
-                ended_at = time.time()
-                leg = next(iter(bridge.sites.values())).leg
-                assert leg.audio is not None and leg.video is not None
-                assert leg.audio.session is not None and leg.video.session is not None
-                ports = {"audio": leg.audio.port, "video": leg.video.port}
-                sent = {kind: (ch.session.send.packets, ch.session.send.octets + 12 * ch.session.send.packets)
-                        for kind, ch in (("audio", leg.audio), ("video", leg.video)) if ch.session is not None}
-                pacer = leg.pacer.counters
-                site = next(iter(bridge.sites.values()))
-                budget = site.rate.statistics() if site.rate is not None else {}
-                tbf = line.tbf_drops()
-            finally:
-                await bridge.stop()
-                await peer.stop()
-                capture.terminate()
-                await asyncio.wait_for(capture.wait(), 20)
+            async with capture_behind(line, pcap):
+                if mode == "product" and line.rate_kbps:
+                    # the site plan's line_kbps for this room (before a drop: the rate then), read at the call's start
+                    stack.enter_context(stated_line(services.plan, line.rate_kbps))
+                bridge = await start_line_bridge(services, conferences, line,
+                                                 MediaPolicy(h264_modes=(1, 0), video_codecs=("H264",)),
+                                                 pace_video=mode == "product")
+                peer = LineBaresip(work / f"peer-{condition}-{mode}-{seed}", line=line, video_file=video)
+                conf = conferences.running(DEMO)
+                assert conf is not None
+                try:
+                    await peer.start(f"/dial sip:{DEMO}@{line.mcu_address}:{bridge.endpoint.config.port}")
+                    async with asyncio.timeout(30):
+                        while not any(s.status == "joined" for s in conf.sites.values()):  # noqa: ASYNC110 (polled state)
+                            await asyncio.sleep(0.05)
+                    joined_at = time.time()
+                    await asyncio.sleep(seconds)
+                    ended_at = time.time()
+                    leg = next(iter(bridge.sites.values())).leg
+                    assert leg.audio is not None and leg.video is not None
+                    assert leg.audio.session is not None and leg.video.session is not None
+                    ports = {"audio": leg.audio.port, "video": leg.video.port}
+                    sent = {kind: (ch.session.send.packets, ch.session.send.octets + 12 * ch.session.send.packets)
+                            for kind, ch in (("audio", leg.audio), ("video", leg.video)) if ch.session is not None}
+                    pacer = leg.pacer.counters
+                    site = next(iter(bridge.sites.values()))
+                    budget = site.rate.statistics() if site.rate is not None else {}
+                    tbf = line.tbf_drops()
+                finally:
+                    await bridge.stop()
+                    await peer.stop()
     finally:
         await conferences.stop()
     audio_rows = await tshark_rows(pcap, ports["audio"])
-    video_rows = [(float(r[0]), int(r[1]), int(r[2]), r[3] in ("1", "True"), int(r[4]) - 8,
-                   bytes.fromhex(r[5].replace(":", "")) if len(r) > 5 else b"")
-                  for r in await tshark_rows(pcap, ports["video"])]
+    received = await video_rows(pcap, ports["video"])
     peer_loss = baresip_loss(peer.text)
     result: dict[str, Any] = {
         "video_sent_kbps": round(sent["video"][1] * 8 / 1000 / (ended_at - joined_at), 1),
         "audio_loss_capture_pct": round(100 * max(0, sent["audio"][0] - len({r[1] for r in audio_rows}))
                                         / max(1, sent["audio"][0]), 2),
-        **analyse_video(video_rows, joined_at, ended_at, sent["video"][0]),
+        **analyse_video(received, joined_at, ended_at, sent["video"][0]),
         "audio_loss_pct": peer_loss.get("audio", -1.0),  # what baresip counted (rtp_stats); -1: not printed
         "video_loss_pct": peer_loss.get("video", -1.0),
         "router_queue_drops_down": tbf["down"],

@@ -12,11 +12,15 @@
   and Opus FEC covers speech only, so here it is concealment of silence); video sent from aiortc's
   sender (payload + 12-byte RTP header per packet), delivered from Chromium's bytes + header bytes.
 * **h323**: H323Plus 1.28 (``h323peer``, H.263/H.261 CIF, built by tests/sip_gateway/h323) in the
-  line's namespace calls the conference on the MCU's H.323 bridge. It prints only totals at hang-up:
-  audio/video packets received and distinct video frames decoded. So its row has the call's average
-  decoded fps (from first picture to the end), first picture (when it printed its first decoded
-  frame), audio loss (the MCU's audio packets sent to it against its received count) and video sent;
-  intact fps after 2 s and freezes are **not measured** for it (no per-frame figures from the peer).
+  line's namespace calls the conference on the MCU's H.323 bridge. It prints only totals at hang-up
+  (audio/video packets received, distinct video frames decoded), so the video figures come from a
+  capture behind the line, as for the SIP rows (bench/line_capture.py): video delivered (RTP
+  bytes), loss, intact fps after 2 s, freezes and first picture, judged per frame by
+  bench/video_frames.py for the codec the leg sends (H.263 RFC 2190 with H323Plus; RFC 4629 and
+  H.261 RFC 4587 too), from the call's connect to h323peer's hang-up. Beside them: video sent (the
+  leg's RTP after its pacer), the shared encoder's output before pacing (``video_encoded_kbps``),
+  h323peer's own first decoded frame (``first_picture_peer_s``) and its average decoded fps, and
+  audio loss (the MCU's audio packets sent to it against its received count).
 
 Every room has one busy other site (random pictures at 15 fps), so the composite is never a still.
 """
@@ -28,16 +32,22 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.line_capture import NFLOG_GROUP, capture_behind, video_rows
+from bench.video_frames import analyse_video
 from core.runtime import CoreServices
 from mcu.conferences import ConferenceService, RunningConference
 from mcu.room import RoomSettings
 from tests.browser import OFFER_WHEN_GATHERED_JS
 from tests.linesim.line import open_line
+
+if TYPE_CHECKING:
+    from mcu.legs.h323_bridge import H323Bridge
 
 DEMO = "80000001"
 CHROMIUM = "/usr/bin/chromium"
@@ -188,6 +198,32 @@ def _site_figures(bridge: Any) -> dict[str, Any]:
     return next((s for s in bridge.statistics() if s.get("joined")), {})
 
 
+@dataclass
+class _H323Video:
+    """The MCU's video towards the H.323 site, read while the call is up."""
+
+    port: int = 0
+    codec: str = ""  # RTP codec name: H263 (RFC 2190), H263-1998 (RFC 4629), H261
+    packets: int = 0
+    rtp_bytes: int = 0  # RTP packets (12-byte header + payload)
+    pacer_frames_dropped: int = 0
+
+    def read(self, bridge: H323Bridge) -> bool:
+        from sip_gateway.aio.h323_media import sdp_codec
+
+        site = next((s for s in bridge.sites if s.site is not None), None)
+        if site is None:
+            return False
+        channel, outgoing = site.media.leg.video, site.media.outgoing_video
+        if channel is None or channel.session is None or outgoing is None:
+            return False
+        self.port, self.codec = channel.port, sdp_codec(outgoing.format, 0).name
+        self.packets = channel.session.send.packets
+        self.rtp_bytes = channel.session.send.octets + 12 * channel.session.send.packets
+        self.pacer_frames_dropped = site.media.leg.pacer.counters.frames_dropped
+        return True
+
+
 async def h323_call(services: CoreServices, condition: str, seed: int, seconds: float, work: Path) -> dict[str, Any]:
     from mcu.legs.h323_bridge import H323Bridge
     from mcu.legs.h323_settings import BridgeSettings
@@ -195,69 +231,83 @@ async def h323_call(services: CoreServices, condition: str, seed: int, seconds: 
 
     binary = await asyncio.to_thread(ensure_built)
     conferences, conf, busy = await busy_room(services)
+    pcap = work / f"h323-{condition}-{seed}.pcapng"
+    video = _H323Video()
     try:
         with open_line(condition, seed=seed) as line:
-            bridge = H323Bridge(conferences, BridgeSettings(host=line.mcu_address, port=0, round_trip_interval=1.0,
-                                                            media_settle=2.0))
-            if line.rate_kbps:
-                rate = line.rate_kbps  # the site plan's line_kbps for this room (before a drop: the rate then)
-                bridge.line_kbps = lambda site_id: rate  # type: ignore[method-assign]
-            address = await bridge.start()
-            peer = H323Peer(Path("ip"), [
-                *line.exec_args(str(binary))[1:], "-n", "-i", line.peer_address, "-x", "1720", "-u", "h323plus-room",
-                "--tone", "1000", "--duration", str(int(seconds)), "--setup-timeout", "20",
-                f"h323:{DEMO}@{line.mcu_address}:{address.port}"])
-            try:
-                await peer.start()
-                await peer.wait_for("Call connected", 30)
-                joined_at = time.monotonic()
-                first: float | None = None
-                site: dict[str, Any] = {}
-                at_join: dict[str, Any] = {}
-                while peer.proc is not None and peer.proc.returncode is None:
-                    if first is None and peer.has(r"Video: first frame received"):
-                        first = time.monotonic()
-                    if (figures := _site_figures(bridge)):
-                        site = figures
-                        at_join = at_join or figures
-                    await asyncio.sleep(0.1)
-                    if time.monotonic() > joined_at + seconds + 30:
-                        raise TimeoutError("h323peer did not hang up")
-                ended_at = time.monotonic()
-                await peer.wait(10)
-                tbf = line.tbf_drops()
-            finally:
-                await peer.stop()
-                await bridge.stop()
-                (work / f"h323peer-{condition}-{seed}.log").write_text(peer.output)
+            async with capture_behind(line, pcap):  # what reaches h323peer, after the line's loss
+                bridge = H323Bridge(conferences, BridgeSettings(host=line.mcu_address, port=0, round_trip_interval=1.0,
+                                                                media_settle=2.0))
+                if line.rate_kbps:
+                    rate = line.rate_kbps  # the site plan's line_kbps for this room (before a drop: the rate then)
+                    bridge.line_kbps = lambda site_id: rate  # type: ignore[method-assign]
+                address = await bridge.start()
+                peer = H323Peer(Path("ip"), [
+                    *line.exec_args(str(binary))[1:], "-n", "-i", line.peer_address, "-x", "1720", "-u",
+                    "h323plus-room", "--tone", "1000", "--duration", str(int(seconds)), "--setup-timeout", "20",
+                    f"h323:{DEMO}@{line.mcu_address}:{address.port}"])
+                try:
+                    await peer.start()
+                    await peer.wait_for("Call connected", 30)
+                    joined_at, joined_wall = time.monotonic(), time.time()
+                    first: float | None = None
+                    hung_up: float | None = None  # wall clock: h323peer said it hangs up (its --duration)
+                    site: dict[str, Any] = {}
+                    at_join_figures: dict[str, Any] = {}
+                    while peer.proc is not None and peer.proc.returncode is None:
+                        if first is None and peer.has(r"Video: first frame received"):
+                            first = time.monotonic()
+                        if hung_up is None and peer.has(r"Duration \d+ s reached"):
+                            hung_up = time.time()
+                        if (stats := _site_figures(bridge)):
+                            site = stats
+                            at_join_figures = at_join_figures or stats
+                        video.read(bridge)
+                        await asyncio.sleep(0.1)
+                        if time.monotonic() > joined_at + seconds + 30:
+                            raise TimeoutError("h323peer did not hang up")
+                    ended_at, ended_wall = time.monotonic(), hung_up or time.time()
+                    await peer.wait(10)
+                    tbf = line.tbf_drops()
+                finally:
+                    await peer.stop()
+                    await bridge.stop()
+                    (work / f"h323peer-{condition}-{seed}.log").write_text(peer.output)
     finally:
         await busy.stop()
         await conferences.stop()
     summary = peer.summary
     if summary is None:
         raise RuntimeError(f"h323peer printed no media summary: {peer.output[-2000:]}")
+    if not video.port:
+        raise RuntimeError("the MCU opened no video channel towards h323peer")
     duration = min(seconds, ended_at - joined_at)
     sent_audio = int(site.get("audio_frames_out", 0))
-    video_bytes = int(site.get("video_bytes_out", 0)) - int(at_join.get("video_bytes_out", 0))
+    encoded = int(site.get("video_bytes_out", 0)) - int(at_join_figures.get("video_bytes_out", 0))
+    received = await video_rows(pcap, video.port)
+    pcap.unlink(missing_ok=True)
+    # The SIP rows' window: from the call's connect to h323peer's hang-up, wall clock (the capture's);
+    # the call's release after it is not a freeze.
+    figures = analyse_video(received, joined_wall, ended_wall, video.packets, video.codec)
     result: dict[str, Any] = {
-        "video_sent_kbps": round(video_bytes * 8 / 1000 / duration, 1),  # payload bytes (no RTP headers)
+        **figures,
+        "video_sent_kbps": round(video.rtp_bytes * 8 / 1000 / (ended_wall - joined_wall), 1),  # RTP, after the pacer
+        "video_encoded_kbps": round(encoded * 8 / 1000 / duration, 1),  # the shared encoder's output (before pacing)
+        "video_codec": video.codec,
         "audio_loss_pct": round(100 * max(0, sent_audio - summary.audio_packets_received) / max(1, sent_audio), 2),
+        "video_loss_pct": figures["video_loss_capture_pct"],
         "video_frames_decoded": summary.video_frames_decoded,
         "video_packets_received": summary.video_packets_received,
         "audio_packets_received": summary.audio_packets_received, "audio_frames_sent": sent_audio,
-        "first_picture_s": round(first - joined_at, 2) if first is not None else -1,
+        "first_picture_peer_s": round(first - joined_at, 2) if first is not None else -1,
         "decoded_fps_average": round(summary.video_frames_decoded / max(1e-3, joined_at + duration - first), 1)
         if first is not None else 0.0,
         "router_queue_drops_down": tbf["down"],
-        "intact_fps_after_2s": "not measured (h323peer prints only a total of decoded frames)",
-        "longest_freeze_s": "not measured (no per-frame figures from h323peer)",
-        "video_delivered_kbps": "not measured (h323peer counts packets, not bytes)",
+        "pacer_frames_dropped": video.pacer_frames_dropped,
         "site_at_end": {k: site.get(k) for k in ("budget", "send_video", "flow_control_bps", "requested_video_bps",
                                                   "h323_codecs", "streams")},
     }
     return result
-
-
 
 
 # ---------------------------------------------------------------------------------------------- cascade
@@ -300,7 +350,6 @@ def cascade_sync(condition: str, seed: int, seconds: float, work: Path) -> dict[
     like ``condition``; a busy SIP endpoint in the city's room; the city→county link video judged
     by captures on both ends of the line (sent: before the city's queue; delivered: after the loss
     stage at the county)."""
-    from bench.lines import NFLOG_GROUP, analyse_video
     from tests.cascade.cluster import CONFERENCE, one_county, path_events, wait_for
     from tests.conftest import new_database
     from tests.linesim.line import PROFILES, STAGE, _tbf_args

@@ -1,7 +1,7 @@
-"""bench/lines' capture analysis: a sequence-number wrap mid-call is not a freeze."""
+"""bench/lines' capture analysis (bench/video_frames): a sequence-number wrap mid-call is not a freeze."""
 from __future__ import annotations
 
-from bench.lines import analyse_video
+from bench.video_frames import analyse_video
 
 
 def test_a_sequence_wrap_mid_call_keeps_every_frame_intact() -> None:
