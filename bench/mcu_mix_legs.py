@@ -31,6 +31,10 @@ asked size, or ``--settle`` seconds):
   packets by RTP timestamp (the legs' H.264 decoder stamps frames with it); frames decoded
   without it (``fast`` mode, only before a source switched) use the newest complete frame's
   read time and are counted (``unmatched_frames``);
+* "sent" latency p50/p95: from the moment the sources' process handed the frame's last RTP packet
+  to the kernel (loopback: when it is in the MCU leg's socket buffer; CLOCK_MONOTONIC is shared
+  by both processes) to the same first encoded packet. It adds what the first one leaves out:
+  the time a frame waits in the socket while the MCU's event loop is busy;
 * MCU process CPU (cores = CPU-seconds / wall second; the sources' process is measured
   apart, ``sources_cores``; embedded PostgreSQL is not counted);
 * frames decoded/s and skipped/s by the legs (hidden sites are not decoded);
@@ -75,11 +79,13 @@ from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy  # noqa: E
 from sip_gateway.sip import events as ev  # noqa: E402
 from sip_gateway.sip.dialog import Call, CallState  # noqa: E402
 from sip_gateway.sip.sdp import SessionDescription  # noqa: E402
+from sip_gateway.sip.uri import NameAddr  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "mcu_mix_legs.json"
 DEMO = "80000001"  # the standing conference
 LINE_KBPS = 2000  # every site's stated line: all of them get the 720p tier, as in mcu_mix
 RTP_CLOCK = 90_000
+SENT_LOG = 25 * 30  # frames whose send time a source keeps (30 s)
 SOURCE_PORTS = (40000, 59999)  # the sources' RTP ports (the MCU's are settings.rtp, 20000-29999)
 CONFIGS: dict[int, str | None] = {25: None, 49: None, 64: "5x5"}  # N -> layout (None: auto; 64: 25 shown)
 _IMAGEATTR_RECV = re.compile(r"recv\s+\[x=(\d+),y=(\d+)")
@@ -202,6 +208,7 @@ class SourceSite:
     frames_sent: int = 0
     bytes_sent: int = 0
     key_wanted: bool = False
+    sent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SENT_LOG))  # (RTP ts, sent at)
 
     def stats(self) -> dict[str, Any]:
         return {"site": f"site{self.index:02d}", "connected": self.remote is not None,
@@ -240,6 +247,7 @@ def send_frame(site: SourceSite) -> None:
         with contextlib.suppress(BlockingIOError):
             site.video.sendto(packet, site.remote)
             site.bytes_sent += len(packet)
+    site.sent.append((site.ts & 0xFFFFFFFF, time.monotonic()))  # the frame's last packet is in the MCU's socket
     site.ts += RTP_CLOCK // FPS
     site.frames_sent += 1
 
@@ -342,6 +350,9 @@ async def run_sources(target: str, n: int, clip_paths: list[Path], dial_gap: flo
     while line := await reader.readline():
         if line.strip() == b"stats":
             report("stats")
+        elif line.strip() == b"sent":
+            out.write(json.dumps({"event": "sent", "sites": {f"site{s.index:02d}": list(s.sent) for s in sites}}) + "\n")
+            out.flush()
     for site in sites:
         if site.call is not None and site.call.state != CallState.TERMINATED:
             endpoint.hangup(site.call)
@@ -363,7 +374,7 @@ class Sources:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.mcu_mix_legs", "--sources", target, "--n", str(n),
             *[a for p in clips for a in ("--clip", str(p))], cwd=str(ROOT),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)
         return cls(proc)
 
     async def _line(self, within: float) -> dict[str, Any]:
@@ -374,15 +385,22 @@ class Sources:
         doc: dict[str, Any] = json.loads(raw)
         return doc
 
-    async def stats(self, within: float = 10.0) -> list[dict[str, Any]]:
-        """Each site's figures now."""
+    async def _ask(self, what: str, within: float) -> Any:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(b"stats\n")
+        self.proc.stdin.write(what.encode() + b"\n")
         await self.proc.stdin.drain()
         while True:
             doc = await self._line(within)
-            if doc["event"] == "stats":
-                return list(doc["sites"])
+            if doc["event"] == what:
+                return doc["sites"]
+
+    async def stats(self, within: float = 10.0) -> list[dict[str, Any]]:
+        """Each site's figures now."""
+        return list(await self._ask("stats", within))
+
+    async def sent(self, within: float = 10.0) -> dict[str, dict[int, float]]:
+        """Per site (``siteNN``), when each recent frame (by RTP timestamp) was sent: its last packet."""
+        return {site: {int(ts): float(at) for ts, at in log} for site, log in (await self._ask("sent", within)).items()}
 
     def cpu_seconds(self) -> float:
         """CPU-seconds the process has used (user + system, from /proc)."""
@@ -424,6 +442,7 @@ class SocketStamps:
         self.last = 0.0
         self.unmatched = 0
         self.matched = 0
+        self.ts_of_seq: dict[int, int] = {}  # the room's frame sequence number -> the frame's RTP timestamp
         received = channel.on_datagram
         push = participant.push_video
 
@@ -442,14 +461,17 @@ class SocketStamps:
 
         def push_video(frame: Any, arrival: float | None = None) -> int:
             pts = getattr(frame, "pts", None)
-            at = self.read_at.get(pts & 0xFFFFFFFF) if isinstance(pts, int) else None
+            ts = pts & 0xFFFFFFFF if isinstance(pts, int) else None
+            at = self.read_at.get(ts) if ts is not None else None
             if at is None:
                 self.unmatched += 1
                 at = self.last or time.monotonic()
             else:
                 self.matched += 1
-            result: int = push(frame, arrival=at)
-            return result
+            seq: int = push(frame, arrival=at)
+            if ts is not None:
+                self.ts_of_seq[seq] = ts
+            return seq
 
         channel.on_datagram = on_datagram
         participant.push_video = push_video
@@ -515,6 +537,38 @@ def settled(conf: Any, sites: list[Any]) -> bool:
     return True
 
 
+class LegsTap(BroadcastTap):
+    """mcu_mix's tap, also keeping (source, frame seq, when) of each frame's first encoded packet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.firsts: list[tuple[str, int, float]] = []
+
+    def __call__(self, packet: Any) -> None:
+        now = time.monotonic()
+        if self.measuring:
+            self.firsts += [(pid, seq, now) for pid, (seq, _) in packet.sources.items() if seq != self.seen.get(pid)]
+        super().__call__(packet)
+
+
+def sent_latencies(tap: LegsTap, stamps: dict[str, SocketStamps], users: dict[str, str],
+                   sent: dict[str, dict[int, float]]) -> tuple[list[float], int]:
+    """Seconds from each frame's send (its last packet handed to the MCU's socket by the source
+    process; loopback, so its arrival there) to its first encoded packet; and how many frames had
+    no known send time."""
+    out: list[float] = []
+    missing = 0
+    for pid, seq, at in tap.firsts:
+        stamp = stamps.get(pid)
+        ts = stamp.ts_of_seq.get(seq) if stamp is not None else None
+        when = sent.get(users.get(pid, ""), {}).get(ts) if ts is not None else None
+        if when is None:
+            missing += 1
+        else:
+            out.append(at - when)
+    return out, missing
+
+
 @dataclass
 class LegsResult:
     n: int
@@ -525,6 +579,8 @@ class LegsResult:
     output_fps: float
     latency_p50_ms: float
     latency_p95_ms: float
+    sent_latency_p50_ms: float
+    sent_latency_p95_ms: float
     mcu_cores: float
     sources_cores: float
     frames_decoded_per_s: float
@@ -533,6 +589,7 @@ class LegsResult:
     sources_switched_small: int
     encoders: int
     unmatched_frames: int
+    sent_unmatched_frames: int
     load_before: float
     load_after: float
 
@@ -556,7 +613,7 @@ async def run_once(services: Any, n: int, layout: str | None, seconds: float, se
         assert conf is not None, "the standing conference is not running"
         if layout:
             conf.room.set_layout(layout)
-        tap = BroadcastTap()
+        tap = LegsTap()
         conf.room.subscribe_view(BROADCAST, tap)
         target = f"sip:{DEMO}@127.0.0.1:{bridge.endpoint.config.port}"
         sources = await Sources.start(target, n, clips)
@@ -594,6 +651,8 @@ async def run_once(services: Any, n: int, layout: str | None, seconds: float, se
         from mcu.layout import resolve_auto
         layout_now = resolve_auto(conf.room.layout, len(conf.room.participants))
         source_stats = await sources.stats()
+        users = {s.site_id: NameAddr.parse(s.remote_uri).uri.user or "" for s in sites}
+        by_send, sent_missing = sent_latencies(tap, stamps, users, await sources.sent())
     finally:
         if sources is not None:
             await sources.stop()
@@ -602,19 +661,23 @@ async def run_once(services: Any, n: int, layout: str | None, seconds: float, se
         await conferences.stop()
     elapsed = w1 - w0
     lat = tap.latency_ms()
+    sent_ms = np.asarray(by_send) * 1000 if by_send else np.asarray([float("nan")])
     return LegsResult(
         n=n, layout=layout_now, shown=shown, seconds=round(elapsed, 2), settle_s=round(settle_s, 1),
         output_fps=round(len(tap.delivered) / elapsed, 2),
         latency_p50_ms=round(float(np.percentile(lat, 50)), 1), latency_p95_ms=round(float(np.percentile(lat, 95)), 1),
+        sent_latency_p50_ms=round(float(np.percentile(sent_ms, 50)), 1),
+        sent_latency_p95_ms=round(float(np.percentile(sent_ms, 95)), 1),
         mcu_cores=round((cpu1 - cpu0) / elapsed, 3), sources_cores=round((src1 - src0) / elapsed, 3),
         frames_decoded_per_s=round(decoded / elapsed, 1), frames_skipped_per_s=round(skipped / elapsed, 1),
         pane_reinvites=reinvites,
         sources_switched_small=sum(1 for s in source_stats if s["sending"] == PANE_SIZE),
         encoders=encoders, unmatched_frames=sum(s.unmatched for s in stamps.values()),
+        sent_unmatched_frames=sent_missing,
         load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2))
 
 
-FIGURES = ("output_fps", "latency_p50_ms", "latency_p95_ms", "mcu_cores", "sources_cores", "frames_decoded_per_s",
+FIGURES = ("output_fps", "latency_p50_ms", "latency_p95_ms", "sent_latency_p50_ms", "sent_latency_p95_ms", "mcu_cores", "sources_cores", "frames_decoded_per_s",
            "frames_skipped_per_s", "settle_s")
 
 
@@ -660,7 +723,8 @@ async def run(sizes: list[int], runs: int, seconds: float, settle: float) -> dic
                      "room": "ConferenceService defaults (1280x720@25, tier encoders, labels on)",
                      "sources": "one process, our SIP UA: N calls offering H.264 level 3.1, pre-encoded 720p25 "
                                 "1.5 Mbit/s clip, switched to a 256x144 150 kbit/s clip on an imageattr re-INVITE",
-                     "latency": "MCU loop read the frame's last RTP packet -> first broadcast-encoder packet with it"},
+                     "latency": "MCU loop read the frame's last RTP packet -> first broadcast-encoder packet with it",
+                     "sent_latency": "sources' process sent the frame's last RTP packet (loopback) -> the same packet"},
         "rows": rows,
         "goals": {"n25_fps": 25, "p95_ms": 100},
     }
@@ -675,12 +739,15 @@ def fmt(figure: Any) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| N | layout | shown | fps | p50 ms | p95 ms | MCU cores | sources cores | decoded/s | skipped/s "
-             "| runs (failed) | load before→after |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| N | layout | shown | fps | p50 ms | p95 ms | p50 / p95 ms from send | MCU cores | sources cores "
+             "| decoded/s | skipped/s | runs (failed) | load before→after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         loads = ", ".join(f"{r.get('load_before', '?')}→{r.get('load_after', '?')}" for r in row["runs"])
         lines.append(f"| {row['n']} | {row['layout']} | {row['shown']} | {fmt(row.get('output_fps'))} "
-                     f"| {fmt(row.get('latency_p50_ms'))} | {fmt(row.get('latency_p95_ms'))} | {fmt(row.get('mcu_cores'))} "
+                     f"| {fmt(row.get('latency_p50_ms'))} | {fmt(row.get('latency_p95_ms'))} "
+                     f"| {fmt(row.get('sent_latency_p50_ms'))} / {fmt(row.get('sent_latency_p95_ms'))} "
+                     f"| {fmt(row.get('mcu_cores'))} "
                      f"| {fmt(row.get('sources_cores'))} | {fmt(row.get('frames_decoded_per_s'))} "
                      f"| {fmt(row.get('frames_skipped_per_s'))} | {len(row['runs'])} ({row['failed_runs']}) | {loads} |")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import pytest
 from bench.mcu_mix import make_clip
 from bench.mcu_mix_legs import (
     DEMO,
+    LegsTap,
     RtpClip,
     SocketStamps,
     Sources,
@@ -26,6 +27,7 @@ from bench.mcu_mix_legs import (
     parameter_sets,
     rtp_packet,
     send_frame,
+    sent_latencies,
     settled,
     start_mcu_bridge,
     wait_for,
@@ -160,6 +162,28 @@ def test_socket_stamps_give_a_frame_the_read_time_of_its_last_packet() -> None:
     participant.push_video(Frame(None))  # no pts: the newest complete frame's read time, counted
     assert participant.pushed == [last, last, last]
     assert (stamps.matched, stamps.unmatched) == (2, 1)
+    assert stamps.ts_of_seq == {1: 9000, 2: 9000}  # the room's frame numbers -> RTP timestamps
+
+
+class Packet:
+    def __init__(self, sources: dict[str, tuple[int, float]]) -> None:
+        self.sources = sources
+
+
+def test_latency_from_send_joins_the_first_encoded_packet_to_the_sources_send_log() -> None:
+    tap = LegsTap()
+    tap(Packet({"sip-site00": (1, 10.0)}))  # not measuring yet
+    tap.measuring = True
+    tap(Packet({"sip-site00": (1, 10.0), "sip-site01": (4, 10.0)}))  # site00's frame 1 is not new
+    tap(Packet({"sip-site00": (2, 10.0), "sip-site01": (4, 10.0)}))
+    assert [(pid, seq) for pid, seq, _ in tap.firsts] == [("sip-site01", 4), ("sip-site00", 2)]
+    stamps = {pid: SocketStamps(FakeChannel(), FakeParticipant()) for pid in ("sip-site00", "sip-site01")}
+    stamps["sip-site00"].ts_of_seq[2] = 3600
+    stamps["sip-site01"].ts_of_seq[4] = 7200
+    encoded_at = {pid: at for pid, _, at in tap.firsts}
+    sent = {"site00": {3600: encoded_at["sip-site00"] - 0.05}}  # site01's send time is unknown
+    latencies, missing = sent_latencies(tap, stamps, {"sip-site00": "site00", "sip-site01": "site01"}, sent)
+    assert latencies == [pytest.approx(0.05)] and missing == 1
 
 
 # ---- the real thing: our source process against the MCU's SIP bridge ------------------------------
@@ -191,6 +215,10 @@ async def test_two_sources_switch_to_the_pane_size_and_the_room_decodes_both(
         stats = await sources.stats()
         assert [(st["asked"], st["sending"]) for st in stats] == [([256, 144], "256x144")] * 2, stats
         assert all(st["switches"] == 1 for st in stats), stats
+        sent = await sources.sent()
+        assert sorted(sent) == ["site00", "site01"] and all(len(log) > 25 for log in sent.values())
+        for st in stamps:  # the room's frames are the ones the sources sent (same RTP timestamps)
+            assert set(st.ts_of_seq.values()) & set().union(*sent.values())
         assert got, "the broadcast encoder produced nothing"
     finally:
         final = await sources.stop()
