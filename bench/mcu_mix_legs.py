@@ -73,7 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python bench/mcu_mix_legs.py`
     sys.path.insert(0, str(ROOT))
 
-from bench.mcu_mix import FPS, PANE_SIZE, BroadcastTap, cpu_seconds, load_clip, make_inputs  # noqa: E402
+from bench.mcu_mix import FPS, INPUTS, PANE_SIZE, SOURCES, BroadcastTap, cpu_seconds, load_clip, make_clip  # noqa: E402
 from sip_gateway.rtp.codecs import packetize_h264  # noqa: E402
 from sip_gateway.rtp.media_description import LocalMedia, MediaPolicy  # noqa: E402
 from sip_gateway.sip import events as ev  # noqa: E402
@@ -409,10 +409,10 @@ class Sources:
 
     async def stop(self, within: float = 20.0) -> list[dict[str, Any]]:
         """Hang up every site and end the process; its final figures."""
-        if self.proc.returncode is None and self.proc.stdin is not None:
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
         try:
-            while self.proc.returncode is None:
+            while self.final is None:
                 doc = await self._line(within)
                 if doc["event"] == "final":
                     self.final = doc
@@ -681,12 +681,18 @@ FIGURES = ("output_fps", "latency_p50_ms", "latency_p95_ms", "sent_latency_p50_m
            "frames_skipped_per_s", "settle_s")
 
 
+def bench_clips() -> list[Path]:
+    """mcu_mix's first source (same cache): 720p25 at 1.5 Mbit/s and 256x144 at 150 kbit/s, 10 s."""
+    return [make_clip(INPUTS / f"src0_{size}_10s.mp4", SOURCES[0].replace("1280x720", size), 10.0, kbps)
+            for size, kbps in (("1280x720", 1500), (PANE_SIZE, 150))]
+
+
 async def run(sizes: list[int], runs: int, seconds: float, settle: float) -> dict[str, Any]:
     from config.settings import Settings
     from core.db import EmbeddedPostgres
     from core.runtime import CoreServices
 
-    clips = [make_inputs(10.0)[0], make_inputs(10.0, PANE_SIZE, 150)[0]]
+    clips = bench_clips()
     work = Path(tempfile.mkdtemp(prefix="mcu-mix-legs-"))
     pg = EmbeddedPostgres(work / "pg")
     url = pg.start()
