@@ -523,14 +523,16 @@ def expected_size(asked: tuple[int, int]) -> tuple[int, int]:
 def settled(conf: Any, sites: list[Any]) -> bool:
     """Every shown site was asked for its pane's size and is decoded at what its source sends for
     it (hidden sites are not decoded and not asked)."""
+    shown = conf.room.shown_sizes()
     for site in sites:
         participant = conf.room.participants.get(site.site_id)
         if participant is None:
             return False
-        if participant.pane is None:
+        if site.site_id not in shown:
             continue
         channel = site.leg.video
-        if site._pane_wanted != participant.pane or site.call.reinvite_pending or channel is None:
+        if participant.pane is None or site._pane_wanted != participant.pane or site.call.reinvite_pending \
+                or channel is None:
             return False
         if channel.resolution != expected_size(participant.pane):
             return False

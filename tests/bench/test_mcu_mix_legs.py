@@ -205,7 +205,7 @@ async def test_two_sources_switch_to_the_pane_size_and_the_room_decodes_both(
         sites = joined_sites(bridge)
         stamps = [SocketStamps(s.leg.video, conf.room.participants[s.site_id]) for s in sites]
         await wait_for(lambda: settled(conf, sites), 40, "both sites decoded at 256x144 after the re-INVITE")
-        assert all(s.pane_reinvites >= 1 for s in sites)
+        assert all(s.pane_reinvites >= 1 for s in sites), [(s.site_id, s.pane_reinvites) for s in sites]
         before = [s.leg.frames_decoded for s in sites]
         await asyncio.sleep(1.5)
         decoded = [s.leg.frames_decoded - b for s, b in zip(sites, before, strict=True)]
