@@ -60,6 +60,7 @@ import statistics
 import struct
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -571,6 +572,22 @@ def sent_latencies(tap: LegsTap, stamps: dict[str, SocketStamps], users: dict[st
     return out, missing
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU-seconds of this process's live threads by kind (Python thread names without their
+    numbers; threads Python did not start, e.g. x264's, are "native")."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        kind = re.sub(r"[\d_ ]+(\(.*\))?$", "", names.get(int(task), "native")) or "native"
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 @dataclass
 class LegsResult:
     n: int
@@ -594,6 +611,7 @@ class LegsResult:
     sent_unmatched_frames: int
     load_before: float
     load_after: float
+    thread_cores: dict[str, float] = field(default_factory=dict)  # the MCU process's cores by thread kind
 
 
 async def run_once(services: Any, n: int, layout: str | None, seconds: float, settle: float,
@@ -640,9 +658,11 @@ async def run_once(services: Any, n: int, layout: str | None, seconds: float, se
         skipped0 = sum(s.leg.video_frames_skipped for s in sites)
         src0 = sources.cpu_seconds()
         tap.measuring = True
+        threads0 = thread_cpu()
         cpu0, w0 = cpu_seconds(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu1, w1 = cpu_seconds(), time.monotonic()
+        threads1 = thread_cpu()
         tap.measuring = False
         src1 = sources.cpu_seconds()
         decoded = sum(s.leg.frames_decoded for s in sites) - decoded0
@@ -676,7 +696,8 @@ async def run_once(services: Any, n: int, layout: str | None, seconds: float, se
         sources_switched_small=sum(1 for s in source_stats if s["sending"] == PANE_SIZE),
         encoders=encoders, unmatched_frames=sum(s.unmatched for s in stamps.values()),
         sent_unmatched_frames=sent_missing,
-        load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2))
+        load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
+        thread_cores={k: round((v - threads0.get(k, 0.0)) / elapsed, 3) for k, v in sorted(threads1.items())})
 
 
 FIGURES = ("output_fps", "latency_p50_ms", "latency_p95_ms", "sent_latency_p50_ms", "sent_latency_p95_ms", "mcu_cores", "sources_cores", "frames_decoded_per_s",
