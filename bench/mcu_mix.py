@@ -75,24 +75,25 @@ def child_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def make_clip(path: Path, source: str, seconds: float, kbps: int) -> Path:
+    """Encode ``seconds`` of the lavfi ``source`` as H.264 mp4 at ``kbps`` (GOP 2 s, no B-frames), cached."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.mp4")
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-t", str(seconds),
+             "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{2 * kbps}k",
+             "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", str(tmp)],
+            check=True,
+        )
+        tmp.rename(path)
+    return path
+
+
 def make_inputs(seconds: float, size: str = "1280x720", kbps: int = 1500) -> list[Path]:
     """Moving 25 fps content with noise, H.264 at ``kbps`` (cached between runs)."""
-    INPUTS.mkdir(parents=True, exist_ok=True)
-    clips = []
-    for i, pattern in enumerate(SOURCES):
-        src = pattern.replace("1280x720", size)
-        path = INPUTS / f"src{i}_{size}_{int(seconds)}s.mp4"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp.mp4")
-            subprocess.run(
-                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", src, "-t", str(seconds),
-                 "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{2 * kbps}k",
-                 "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", str(tmp)],
-                check=True,
-            )
-            tmp.rename(path)
-        clips.append(path)
-    return clips
+    return [make_clip(INPUTS / f"src{i}_{size}_{int(seconds)}s.mp4", pattern.replace("1280x720", size), seconds, kbps)
+            for i, pattern in enumerate(SOURCES)]
 
 
 @dataclass
