@@ -17,8 +17,9 @@ without copying aiortc code:
   as redundant blocks (oldest first, RFC 2198 §3 headers: timestamp offset, block length) and its
   own as the primary block, with the same sequence number and timestamp (no packet is inserted,
   so nothing needs renumbering). A browser that lost packet *n* plays it from packet *n+1*'s
-  copy (or *n+2*'s), counted by Chromium as ``fecPacketsReceived`` (NetEq's secondary packets),
-  not concealed.
+  copy (or *n+2*'s) instead of concealing it. Chromium's getStats shows the copies of frames it
+  already had as ``packetsDiscarded`` (NetEq's ``fecPacketsReceived`` counts only Opus in-band
+  FEC, libwebrtc ``neteq_impl.cc``).
 * **When** and **how much**: :class:`~mcu.legs.audio_fec.AudioFec` decides from the browser's
   receiver reports (the same loss switch as Opus in-band FEC).
 """
