@@ -42,7 +42,7 @@ from mcu.legs.audio_red import AudioRedHook, AudioRedTypes, RedAudioStream
 from mcu.legs.loss_switch import LossRules, LossSwitch
 from sip_gateway.rtp.opus_fec import OPUS_BITRATE, OpusFecEncoder
 
-LOSS_WINDOW_S = 5.0
+LOSS_WINDOW_S = 10.0  # Chromium reports on audio every ~5 s: two reports, ~500 packets
 RED_OPUS_BITRATE = 48000  # the Opus rate while RED sends copies: one copy costs what 96 kbit/s alone did
 RED_TWO_COPIES_AT = 0.05  # measured loss from which each packet carries two previous frames
 MIN_LOSS_PERC = 10
