@@ -134,7 +134,7 @@ async def test_opus_site_gets_in_band_fec_once_its_reports_show_loss(
         tally["silk"] += lbrr is not None
         tally["lbrr"] += bool(lbrr)
     print("opus to baresip behind 2M_2pct_30ms: before the switch", before, "after", after, described)
-    assert before["packets"] > 100 and after["packets"] > 0.8 * 50 * AFTER_S, (before, after)
+    assert before["packets"] > 100 and after["packets"] > 0.6 * 50 * AFTER_S, (before, after)
     assert before["lbrr"] == 0, before  # FEC off: no copies
     # On: most packets carry the copy (libopus adds none to frames its voice detector calls silence).
     assert after["lbrr"] >= 0.4 * after["packets"], after
