@@ -61,6 +61,7 @@ from sip_gateway.sip.invite_router import with_default
 from sip_gateway.sip.sdp import SessionDescription, offers_h224
 
 if TYPE_CHECKING:
+    from mcu.legs.audio_fec import AudioFec
     from mcu.legs.site_media import SiteMedia
     from mcu.legs.site_rate import SiteRate
 
@@ -176,6 +177,7 @@ class SipSite:
     hung_up_by_chair: bool = False
     registered_user: str | None = None
     rate: SiteRate | None = None  # its rate budget, once in a room (the pacer and tiers read video_kbps())
+    audio_fec: AudioFec | None = None  # Opus in-band FEC from its audio reports, once in a room
     # Asking for the pane size: does the peer answer imageattr (None: not known yet)?
     _imageattr: bool | None = None
     _imageattr_asked: bool = False

@@ -38,6 +38,7 @@ from config.settings import SipSettings
 from core.runtime import CoreServices
 from mcu.admission import Caller
 from mcu.conferences import ConferenceService, DialError, JoinRefused, RunningConference
+from mcu.legs.audio_fec import AudioFec, SipAudioFec, opus_fmtp_uses_fec
 from mcu.legs.ivr import PinVerdict
 from mcu.legs.sip import Screening, SipGateway, SipSite
 from mcu.legs.sip_bfcp import SipFloors
@@ -51,6 +52,7 @@ from sip_gateway.aio.ports import RTP_PORT_RANGE
 from sip_gateway.aio.rtp_leg import DscpMarking, MediaLeg
 from sip_gateway.aio.sip_endpoint import Answer, SipEndpoint
 from sip_gateway.rtp.media_description import ExtraMedia, LocalMedia, MediaStream
+from sip_gateway.rtp.session import RateFeedback, ReceptionReport
 from sip_gateway.sip import events as ev
 from sip_gateway.sip.dialog import Call
 from sip_gateway.sip.digest import Credentials
@@ -102,6 +104,27 @@ def video_format(streams: list[MediaStream], max_size: tuple[int, int]) -> Video
     params = codec.fmtp_params
     width, height = size_for_h264_level(params.get("profile-level-id"), max_size)
     return VideoFormat("h264", width, height, single_nal=params.get("packetization-mode", "0") != "1")
+
+
+def peer_decodes_opus_fec(streams: list[MediaStream]) -> bool:
+    """The negotiated audio is Opus and the peer's fmtp says its decoder uses in-band FEC (RFC 7587)."""
+    audio = next((s for s in streams if s.kind == "audio" and s.remote_port), None)
+    return audio is not None and audio.codec.name == "OPUS" and opus_fmtp_uses_fec(audio.codec.fmtp)
+
+
+class SiteFeedback:
+    """A SIP leg's RateListener: video feedback to the site's rate budget, audio reports to its audio FEC."""
+
+    def __init__(self, rate: SiteRate, audio_fec: AudioFec) -> None:
+        self.rate = rate
+        self.audio_fec = audio_fec
+
+    def on_rate_feedback(self, kind: str, feedback: RateFeedback) -> None:
+        if kind == "audio":
+            if isinstance(feedback, ReceptionReport):
+                self.audio_fec.on_reception_report(feedback.packets_lost, feedback.highest_sequence)
+            return
+        self.rate.on_rate_feedback(kind, feedback)
 
 
 def failure_text(reason: str, status: int | None) -> str:
@@ -458,7 +481,10 @@ class SipBridge:
         tiered = ceiling is not None and ceiling.codec == "h264"
         fmt = ceiling if tiered or ceiling is None else rate.fit(ceiling)
         leg = site.leg
-        leg.rate_listener = rate  # TMMBR, REMB and receiver reports move the budget
+        audio_fec = AudioFec(encoder=SipAudioFec(leg))  # Opus in-band FEC from its audio reports
+        audio_fec.peer_decodes = peer_decodes_opus_fec(site.call.streams)
+        site.audio_fec = audio_fec
+        leg.rate_listener = SiteFeedback(rate, audio_fec)  # TMMBR, REMB and video reports move the budget
         if self.pace_video:
             leg.send_budget = rate  # and the pacer keeps the video within it (key frames spread out)
         leg._executor.submit(deprioritise_current_thread)  # decoding yields to the shared encoders
@@ -467,7 +493,7 @@ class SipBridge:
                 conf, site.site_id, site.name, "sip", site, video=fmt,
                 leg_statistics=leg.statistics, stats_interval=self.settings.stats_interval_seconds,
                 extra_stats=lambda: {"sip": {"uri": site.uri, "direction": site.direction},
-                                     "budget": rate.statistics()}, budget=rate)
+                                     "budget": rate.statistics(), "audio": audio_fec.describe()}, budget=rate)
         except RoomError as exc:
             log.info("conference %s refused SIP site %s: %s", conf.id, site.site_id, exc)
             await conf.set_site_status(site.site_id, "failed", f"加入失败：{exc}", name=site.name, protocol="sip")

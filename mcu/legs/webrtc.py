@@ -46,8 +46,9 @@ encoder itself and sends nothing into the room.
 * FEC: RED + ULPFEC answered when the browser offers them and sent while its receiver reports
   show a lossy line, within 25 % of the media bytes, counted in the tier budget
   (:mod:`mcu.legs.webrtc_fec`);
-* Audio loss: Opus in-band FEC towards a browser that decodes it, switched on from its receiver
-  reports (:mod:`mcu.legs.audio_fec`).
+* Audio loss: RED for Opus (RFC 2198) answered when the browser offers it, else Opus in-band FEC
+  towards a browser that decodes it, either switched on from its receiver reports
+  (:mod:`mcu.legs.audio_fec`, :mod:`mcu.legs.audio_red`).
 
 Both hooks use aiortc internals (``_send_keyframe`` and the name-mangled
 ``_RTCRtpSender__encoder``); they are checked at leg start so an aiortc upgrade that changes
@@ -83,6 +84,7 @@ from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
 
 from mcu.legs.audio_fec import AudioFec, peer_decodes_opus_fec
+from mcu.legs.audio_red import AudioRedTypes, add_audio_red, offered_audio_red
 from mcu.legs.remb_budget import RembBudget
 from mcu.legs.rtp_rewrite import StreamRewriter, is_switch_point
 from mcu.legs.site_media import SiteCounters, SiteMedia, VideoFormat
@@ -101,7 +103,7 @@ from mcu.legs.webrtc_aiortc import (
     prefer_codecs,
     to_mono_frames,
 )
-from mcu.legs.webrtc_fec import FecAwareBudget, FecHook, RedUnwrap, add_fec_codecs, offered_fec
+from mcu.legs.webrtc_fec import FecAwareBudget, FecHook, FecTypes, RedUnwrap, add_fec_codecs, offered_fec
 from mcu.pane_size import rate_for
 from mcu.room import BROADCAST, Room, RoomError, Subscription
 from mcu.tiers import ReceiverLimits, Tier, VideoBudget, h264_limits, tier_for_size
@@ -273,6 +275,7 @@ class WebRtcLeg:
         try:
             order = [codec] + [c for c in self.config.video_codecs if c != codec] if codec else self.config.video_codecs
             fec_types = None
+            red: tuple[Any, AudioRedTypes] | None = None  # the audio sender and the RED we answer
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "video":
                     prefer_codecs(transceiver, order)
@@ -290,6 +293,13 @@ class WebRtcLeg:
                     self._audio_track = MixAudioTrack()
                     transceiver.sender.replaceTrack(self._audio_track)
                     self.audio_fec.install(transceiver.sender, peer_decodes_opus_fec(offer_sdp))
+                    red_types = offered_audio_red(offer_sdp, transceiver.mid)
+                    if red_types is not None:
+                        add_audio_red(transceiver, red_types)
+                        # Chromium sends us plain Opus (RED follows it in the answer); should a peer
+                        # send RED anyway, its primary block reaches the decoder (no ULPFEC in audio).
+                        RedUnwrap(FecTypes(red_types.red, ulpfec=-1)).install(transceiver.receiver)
+                        red = (transceiver.sender, red_types)
                     transceiver.direction = "sendrecv"
             for track in self._early_tracks:
                 self._on_track(track)
@@ -297,6 +307,8 @@ class WebRtcLeg:
             self.pc.on("connectionstatechange", self._on_state)
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
+            if red is not None and "red/48000" in self.pc.localDescription.sdp.lower():
+                self.audio_fec.install_red(*red)
             if "video" in kinds:
                 self.codec = negotiated_video_codec(self.pc.localDescription.sdp)
                 if self.codec is None:

@@ -104,7 +104,7 @@ def add_fec_codecs(transceiver: Any, types: FecTypes) -> None:
     transceiver._codecs = codecs + [c for c in wanted if c.payloadType not in taken]
 
 
-def _header_length(packet: bytes) -> int:
+def rtp_header_length(packet: bytes) -> int:
     """An RTP packet's header length (fixed header, CSRCs, extension); ValueError if cut short."""
     if len(packet) < 12:
         raise ValueError("RTP packet shorter than its header")
@@ -197,7 +197,7 @@ class FecStream:
             return [media]
         assert self.types is not None
         try:
-            header = _header_length(media)
+            header = rtp_header_length(media)
         except ValueError:
             return [media]
         red = bytes([media[0], (media[1] & 0x80) | self.types.red]) + media[2:header] + red_wrap(
@@ -262,7 +262,7 @@ class FecStream:
     def _rtx(self, data: bytes) -> bytes:
         """aiortc's RTX packet with its original sequence number mapped to the one sent."""
         try:
-            header = _header_length(data)
+            header = rtp_header_length(data)
         except ValueError:
             return data
         if len(data) < header + 2:
@@ -406,4 +406,4 @@ class RedUnwrap:
 
 
 __all__ = ["FEC_SHARE", "FecAwareBudget", "FecHook", "FecStream", "FecTypes", "RedUnwrap", "add_fec_codecs",
-           "offered_fec"]
+           "offered_fec", "rtp_header_length"]

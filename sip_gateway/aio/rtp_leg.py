@@ -296,6 +296,7 @@ class MediaLeg:
         self.frames_dropped = 0
         self.pacer = VideoPacer()
         self._pacer_timer: asyncio.TimerHandle | None = None
+        self._audio_fec = 0  # Opus in-band FEC asked for (a loss percentage, 0: off)
 
     @classmethod
     async def allocate(cls, host: str = "127.0.0.1", video: bool = True, sink: MediaSink | None = None,
@@ -350,6 +351,7 @@ class MediaLeg:
                 if stream.kind == "audio":
                     channel.audio_decoder = AudioDecoder(stream.codec)
                     channel.audio_encoder = AudioEncoder(stream.codec)
+                    channel.audio_encoder.set_fec(self._audio_fec)  # kept across a renegotiation
                 else:
                     channel.video_decoder = VideoDecoder(stream.codec)
                     channel.video_encoder = VideoEncoder(stream.codec)
@@ -462,6 +464,13 @@ class MediaLeg:
             for data in channel.session.packetize([payload], channel.sent_samples, marker):
                 channel.send_rtp(data)
             channel.sent_samples += channel.audio_encoder.timestamp_step
+
+    def set_audio_fec(self, loss_perc: int) -> bool:
+        """Opus in-band FEC on our audio for this loss percentage (0: off), from the next frame, and
+        on any encoder a renegotiation brings; False while the audio is not Opus."""
+        self._audio_fec = max(0, min(100, int(loss_perc)))
+        encoder = self.audio.audio_encoder if self.audio is not None else None
+        return encoder is not None and encoder.set_fec(self._audio_fec)
 
     def send_dtmf(self, digit: str, duration_ms: int = 160) -> None:
         """Send an RFC 4733 digit (packets spread over its duration)."""

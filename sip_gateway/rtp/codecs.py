@@ -27,6 +27,7 @@ from .h263 import packetize_rfc2190, packetize_rfc4629, strip_rfc2190, strip_rfc
 from .media_description import Codec
 from .media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from .media_primitives import SAMPLE_RATE, VIDEO_CLOCK
+from .opus_fec import OpusFecEncoder
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,16 @@ class AudioDecoder:
 
 
 class AudioEncoder:
-    """Encode 48 kHz mono int16 frames of 960 samples into one payload each."""
+    """Encode 48 kHz mono int16 frames of 960 samples into one payload each.
+
+    Opus is encoded by :class:`~sip_gateway.rtp.opus_fec.OpusFecEncoder` (aiortc's output, with
+    in-band FEC switchable: :meth:`set_fec`).
+    """
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self._encoder = get_encoder(aiortc_parameters(codec))
+        self._opus = OpusFecEncoder() if codec.name == "OPUS" else None
+        self._encoder: Any = self._opus or get_encoder(aiortc_parameters(codec))
         self._samples = 0
         # RTP clock ticks per 20 ms (G.722 uses an 8 kHz RTP clock for 16 kHz audio, RFC 3551).
         self.timestamp_step = codec.clock_rate * SAMPLES_PER_FRAME // SAMPLE_RATE
@@ -104,6 +110,18 @@ class AudioEncoder:
         self._samples += SAMPLES_PER_FRAME
         payloads, _ = self._encoder.encode(frame)
         return [bytes(p) for p in payloads]
+
+    def set_fec(self, loss_perc: int) -> bool:
+        """Opus in-band FEC for this loss percentage (0: off), from the next frame; False: not Opus."""
+        if self._opus is None:
+            return False
+        self._opus.set_fec(loss_perc)
+        return True
+
+    @property
+    def fec_loss_perc(self) -> int:
+        """The in-band FEC asked for (0: off or not Opus)."""
+        return self._opus.wanted if self._opus is not None else 0
 
 
 class VideoDecoder:

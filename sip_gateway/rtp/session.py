@@ -112,6 +112,7 @@ class ReceptionReport:
     fraction_lost: float  # 0..1 since the peer's previous report
     packets_lost: int
     jitter: int  # timestamp units
+    highest_sequence: int = 0  # the extended highest sequence number received
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class RtpSession:
         events: list[RtpEvent] = []
         for packet in packets:
             if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
-                events += [ReceptionReport(r.fraction_lost / 256, r.packets_lost, r.jitter)
+                events += [ReceptionReport(r.fraction_lost / 256, r.packets_lost, r.jitter, r.highest_sequence)
                            for r in packet.reports if r.ssrc == self.send.ssrc]
             if isinstance(packet, RtcpSrPacket):
                 self.stats.last_sr_ntp_middle = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF

@@ -139,7 +139,7 @@ def test_remb_and_receiver_reports() -> None:
                          dlsr=0),
         RtcpReceiverInfo(ssrc=ours ^ 1, fraction_lost=255, packets_lost=1, highest_sequence=1, jitter=0, lsr=0,
                          dlsr=0)])
-    assert session.receive(bytes(rr), 2.0) == [ReceptionReport(0.25, 12, 30)]
+    assert session.receive(bytes(rr), 2.0) == [ReceptionReport(0.25, 12, 30, 100)]
 
 
 def test_a_broken_feedback_packet_is_counted_not_raised() -> None:
