@@ -9,16 +9,18 @@ from hypothesis import strategies as st
 
 from mcu.legs.rate_budget import (
     AUDIO_KBPS,
+    FAST_PROBE_FACTOR,
     HEADER_SHARE,
     MAX_KBPS,
     MIN_KBPS,
     MIN_VIDEO_KBPS,
+    PROBE_FACTOR,
+    PROBE_SPAN,
     RTCP_SHARE,
     RateBudget,
     Signal,
     clamp_kbps,
 )
-from mcu.legs.rate_budget import FAST_PROBE_FACTOR, PROBE_FACTOR, PROBE_SPAN
 
 
 def limit(budget: RateBudget) -> Signal:
