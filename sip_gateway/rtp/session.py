@@ -30,7 +30,7 @@ from aiortc.rtp import (
 
 from .codecs import depayload_media
 from .dtmf import EventDetector, digit_packets
-from .loss_tracker import LossTracker, Nack, NeedKeyframe, SlowDown
+from .loss_tracker import LossTracker, Nack, NeedKeyframe, SlowDown, SpeedUp
 from .media_description import MediaStream
 from .retransmission import RetransmissionStore
 from .rtcp_feedback import Remb, RtcpFeedbackError, TmmbEntry, Tmmbr, build_tmmbn, build_tmmbr, parse_feedback
@@ -216,7 +216,8 @@ class RtpSession:
         if self.loss is not None:
             if self.remote_ssrc is not None and self.remote_ssrc != packet.ssrc:
                 self.loss = LossTracker(nack=self.stream.nack)  # a new source: its own numbering
-            self.loss.packet(packet.sequence_number, len(packet.payload), now)
+            self.loss.packet(packet.sequence_number, len(packet.payload), now,
+                             packet.timestamp / max(1, self.receive_codec.clock_rate))
         self.remote_ssrc = packet.ssrc
         self.stats.add(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         try:
@@ -234,7 +235,8 @@ class RtpSession:
     def poll_loss(self, now: float) -> list[RtpEvent]:
         """Repair of the incoming video (:mod:`.loss_tracker`): NACKs due now, a key frame request when
         repair failed (the jitter buffer is flushed past the hole so later frames flow again), a TMMBR
-        when the source loses too much (only if it negotiated ``ccm tmmbr``)."""
+        when the source's line is congested, and raised TMMBRs once it is not (only if it negotiated
+        ``ccm tmmbr``)."""
         if self.loss is None:
             return []
         self.loss.nack = self.stream.nack  # a re-INVITE may change it
@@ -245,7 +247,7 @@ class RtpSession:
             elif isinstance(action, NeedKeyframe):
                 self.jitter = JitterBuffer(capacity=256, is_video=True)
                 events.append(PacketLossDetected())
-            elif isinstance(action, SlowDown) and self.stream.tmmbr and self.remote_ssrc is not None:
+            elif isinstance(action, SlowDown | SpeedUp) and self.stream.tmmbr and self.remote_ssrc is not None:
                 self.tmmbr_sent += 1
                 events.append(SendRtcp(build_tmmbr(self.send.ssrc, self.remote_ssrc, action.bitrate_bps)))
         return events
