@@ -36,7 +36,8 @@ Rules:
   TMMBR too, at most once per ``window_s``): the source probes back up as the line allows. Once
   the limit is ``lift_ratio`` (2) times what arrives (it no longer binds), it is lifted:
   ``lift_bps`` (100 Mbit/s, the rate budget's ceiling: no limit) is sent ``lift_repeats`` (2)
-  times (one may be lost) and the tracker forgets the limit.
+  times (one may be lost) and the tracker forgets the limit. (The session sends the smaller of
+  this and what its owner asks of the source for its own reasons: the pane it is shown in.)
 * Time is an argument (seconds, any monotonic origin); :meth:`LossTracker.next_due` says when
   :meth:`LossTracker.poll` next has something to do.
 
@@ -53,7 +54,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["LossCounters", "LossTracker", "Nack", "NeedKeyframe", "SlowDown", "SpeedUp"]
+__all__ = ["LIFTED_BPS", "LossCounters", "LossTracker", "Nack", "NeedKeyframe", "SlowDown", "SpeedUp"]
+
+
+LIFTED_BPS = 100_000_000  # a TMMBR this high lifts the limit (the rate budget's ceiling)
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class LossTracker:
                  sustained_loss: float = 0.03, backoff: float = 0.85, floor_bps: int = 64_000,
                  congestion_loss: float = 0.08, queue_grown: float = 0.06, recent_s: float = 0.5,
                  bucket_s: float = 0.5, baseline_s: float = 30.0, raise_factor: float = 1.25,
-                 lift_ratio: float = 2.0, lift_bps: int = 100_000_000, lift_repeats: int = 2) -> None:
+                 lift_ratio: float = 2.0, lift_bps: int = LIFTED_BPS, lift_repeats: int = 2) -> None:
         if reorder_wait_s < 0 or rtt_s <= 0 or max_nacks < 1 or max_gap < 1 or max_missing < 1 or window_s <= 0:
             raise ValueError("loss tracker: waits, retries and sizes must be positive")
         if min(recent_s, bucket_s, baseline_s) <= 0 or raise_factor <= 1 or lift_ratio <= 1 or lift_repeats < 1:

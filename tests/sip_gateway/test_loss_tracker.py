@@ -230,3 +230,26 @@ def test_any_arrival_pattern_is_safe(arrivals: list[tuple[int, int, float]], nac
                 assert nack and all(0 <= s <= 0xFFFF for s in action.sequence_numbers)
         assert t.counters.nacks_sent <= t.max_nacks * t.counters.holes
         assert t.missing <= 128 or t.next_due() is not None
+
+
+def test_the_session_asks_the_smaller_of_the_pane_rate_and_the_congestion_limit() -> None:
+    """The owner's TMMBR (the pane the source is shown in) and the tracker's share one request per
+    source: a pane request does not undo a slow-down, and a raise never asks above the pane's rate."""
+    from sip_gateway.rtp.rtcp_feedback import Tmmbr, parse_feedback
+    from sip_gateway.rtp.session import RtpSession, SendRtcp
+    from tests.sip_gateway.test_rtp_leg import _stream
+
+    sender, receiver = RtpSession(_stream()), RtpSession(_stream())
+    assert receiver.rate_request(400_000) == 400_000  # a small pane, no congestion
+    asked: list[int] = []
+    for step in range(300):  # 3 s at ~0.8 Mbit/s, every 10th lost: congestion
+        packet = sender.packetize([b"\x65" + bytes(999)], 900 * step)[0]
+        if step % 10 != 5:
+            receiver.receive(packet, step * 0.01)
+        for event in receiver.poll_loss(step * 0.01):
+            if isinstance(event, SendRtcp):
+                asked += [f.entries[0].bitrate_bps for f in parse_feedback(event.data) if isinstance(f, Tmmbr)]
+    assert receiver.loss is not None and receiver.loss.limit_bps is not None
+    assert asked == [min(400_000, receiver.loss.limit_bps)]
+    receiver.wanted_bps = None
+    assert receiver.rate_request(5_000_000) == receiver.loss.limit_bps  # a big pane: the slow-down stays
