@@ -42,8 +42,11 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   reports every 5 s climbs 47 % a report, not 8 %), plus 1 kbit/s. From the
   :data:`FAST_AFTER`-th (3rd) clean report in a row on, the growth is :data:`FAST_PROBE_FACTOR`
   (15 %) per second: a line that stays clean is probed faster, as libwebrtc's does; any report
-  that is not clean ends the run. Once the estimate reaches the other caps it is lifted (no loss
-  limit) until the next sustained loss.
+  that is not clean ends the run. For :data:`CAREFUL_SPAN` (30 s) after a back-off or a
+  key-frame cut the line is known to have failed near here: the growth is :data:`PROBE_FACTOR`
+  per report (8 % + 1 kbit/s, however long the report's span), so a site moved down from a
+  dropped line climbs back slowly instead of overflowing it again within seconds. Once the
+  estimate reaches the other caps it is lifted (no loss limit) until the next sustained loss.
 * **Key-frame requests as a loss sign** (:meth:`RateBudget.on_keyframe_request`): a peer that
   sends no NACK, no REMB and no TMMBR (baresip) asks for a key frame (PLI/FIR) when it lost
   packets and repeats it every 0.5 s until one decodes; its receiver reports come only every 5 s.
@@ -105,6 +108,7 @@ PROBE_FACTOR = 1.08  # per second of clean time
 PROBE_SPAN = 5.0
 FAST_PROBE_FACTOR = 1.15
 FAST_AFTER = 3
+CAREFUL_SPAN = 30.0
 SUSTAINED_SPAN = 2.0
 KEYFRAME_BURST = 3
 KEYFRAME_SPAN = 2.0
@@ -324,6 +328,8 @@ class RateBudget:
             if loss < LOSS_LOW and self._loss_kbps is not None and at - self._last_probe >= PROBE_INTERVAL:
                 clean_for = min(span, at - self._last_probe, PROBE_SPAN)
                 factor = FAST_PROBE_FACTOR if self._clean_run >= FAST_AFTER else PROBE_FACTOR
+                if at - self._last_backoff < CAREFUL_SPAN:  # the line failed near here lately
+                    clean_for, factor = 1.0, PROBE_FACTOR
                 self._last_probe = at
                 raised = self._loss_kbps * factor ** max(1.0, clean_for) + 1
                 self._loss_kbps = None if raised >= others else raised

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from mcu.legs.rate_budget import (
     AUDIO_KBPS,
+    CAREFUL_SPAN,
     FAST_PROBE_FACTOR,
     HEADER_SHARE,
     MAX_KBPS,
@@ -211,17 +212,20 @@ def test_probing_grows_per_second_of_clean_time_so_sparse_reports_climb_as_fast(
     bounded at PROBE_SPAN seconds (a silent peer does not make a jump)."""
     budget = RateBudget(20_000)
     feed(budget, 0.9, 0.0, 5)  # backed off to ~5 % of the line: room to probe
+    budget.on_receiver_report(0.05, 4.0 + CAREFUL_SPAN)  # held; the back-off is long past
     low = budget.video_kbps() / (1 - HEADER_SHARE)
-    budget.on_receiver_report(0.0, 9.0)
+    budget.on_receiver_report(0.0, 9.0 + CAREFUL_SPAN)
     assert abs(budget.video_kbps() - int((low * PROBE_FACTOR ** 5 + 1) * (1 - HEADER_SHARE))) <= 1
     first = budget.video_kbps() / (1 - HEADER_SHARE)
-    budget.on_receiver_report(0.0, 9.0 + 60.0)  # a minute of silence counts as PROBE_SPAN seconds
+    budget.on_receiver_report(0.0, 9.0 + CAREFUL_SPAN + 60.0)  # a minute of silence counts as PROBE_SPAN seconds
     assert abs(budget.video_kbps() - int((first * PROBE_FACTOR ** PROBE_SPAN + 1) * (1 - HEADER_SHARE))) <= 1
 
 
 def test_a_run_of_clean_reports_probes_faster_and_any_other_report_ends_the_run() -> None:
     budget = RateBudget(20_000)
-    t0 = feed(budget, 0.9, 0.0, 5)
+    feed(budget, 0.9, 0.0, 5)
+    t0 = 5.0 + CAREFUL_SPAN
+    budget.on_receiver_report(0.05, t0 - 1)  # held; the back-off is long past
     steps = []
     for t in range(int(t0), int(t0) + 5):  # clean reports every second: 8 %, 8 %, then 15 %
         before = budget.video_kbps() / (1 - HEADER_SHARE)
@@ -232,6 +236,22 @@ def test_a_run_of_clean_reports_probes_faster_and_any_other_report_ends_the_run(
     before = budget.video_kbps() / (1 - HEADER_SHARE)
     budget.on_receiver_report(0.0, t0 + 6)
     assert round((budget.video_kbps() / (1 - HEADER_SHARE) - 1) / before, 2) == PROBE_FACTOR
+
+
+def test_after_a_back_off_the_line_is_probed_carefully_for_a_while() -> None:
+    """For CAREFUL_SPAN after sustained loss the line failed near here: 8 % + 1 kbit/s a report,
+    however long the span and however many clean reports in a row (no overflow within seconds)."""
+    budget = RateBudget(20_000)
+    feed(budget, 0.9, 0.0, 5)  # the last back-off at 4.0
+    t = 9.0
+    while t < 4.0 + CAREFUL_SPAN:
+        before = budget.video_kbps() / (1 - HEADER_SHARE)
+        budget.on_receiver_report(0.0, t)
+        assert round((budget.video_kbps() / (1 - HEADER_SHARE) - 1) / before, 2) == PROBE_FACTOR, t
+        t += 5.0
+    before = budget.video_kbps() / (1 - HEADER_SHARE)
+    budget.on_receiver_report(0.0, t)  # past it: per second of clean time, and fast (a long clean run)
+    assert round((budget.video_kbps() / (1 - HEADER_SHARE) - 1) / before, 2) == round(FAST_PROBE_FACTOR ** 5, 2)
 
 
 def test_steady_random_loss_below_the_high_mark_never_ratchets_down() -> None:
