@@ -20,12 +20,16 @@ Rules:
   lost on the line (even if a resend repaired them). Over the last ``window_s`` (judged once a
   full window was observed, and only when at least ``min_packets`` arrived), the line is
   *congested* when the lost share reaches ``congestion_loss`` (8 %: a line that drops that much is
-  over-full whatever the pattern), or when it reaches ``sustained_loss`` (3 %) while the queue on
-  the way grew. The queue is read from the RTP timestamps (``packet(..., rtp_seconds=...)``): the
-  transit time (arrival − timestamp) has a floor, the smallest transit over ``baseline_s`` (30 s,
-  kept as per-``bucket_s`` minima); the queue delay is the smallest transit of the last
-  ``recent_s`` (0.5 s) above that floor, and it grew when that reaches ``queue_grown`` (60 ms:
-  jitter and a paced key frame stay below it; a router queue that fills does not). Steady random
+  over-full whatever the pattern), or when it reaches ``sustained_loss`` (3 %) while the line
+  lost them out of a grown queue. The queue is read from the RTP timestamps
+  (``packet(..., rtp_seconds=...)``): the transit time (arrival − timestamp) has a floor, the
+  smallest transit over ``baseline_s`` (30 s, kept as per-``bucket_s`` minima); the packet that
+  ends a gap says how far above the floor the queue was when the line lost the packets before
+  it, and the queue grew when the median of those over the window reaches ``queue_grown`` (60
+  ms: jitter stays below it; a router queue that is full when it drops does not). A full queue
+  drops; random loss strikes whatever the queue (and our own pacer's backlog after a key frame
+  covers only a few of the losses). :meth:`LossTracker.queue_delay` is the same reading over the
+  last ``recent_s`` (0.5 s) for any packet. Steady random
   loss of a few percent with no queue growth is not congestion (libwebrtc's loss-based estimate
   tolerates it too): it never asks the source to slow down, and is repaired by NACK. Without
   timestamps only the congestion share counts. A congested window asks (:class:`SlowDown`) for
@@ -51,6 +55,7 @@ Rules:
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -146,6 +151,7 @@ class LossTracker:
         self.counters = LossCounters()
         self._buckets: deque[tuple[float, float]] = deque()  # (bucket start, smallest transit in it)
         self._recent: deque[tuple[float, float]] = deque()  # (arrival, transit) of the last recent_s
+        self._at_losses: deque[tuple[float, float]] = deque(maxlen=512)  # (arrival, queue delay) after a gap
         self._limit_bps: int | None = None  # the TMMBR limit we asked for last (None: none in force)
         self._lifts_sent = 0
         self._last_judged: float | None = None
@@ -183,8 +189,9 @@ class LossTracker:
         sequence &= 0xFFFF
         self.counters.received += 1
         self._arrivals.append((now, max(size, 0)))
-        if rtp_seconds is not None:
-            self._transit(now, now - rtp_seconds)
+        transit = now - rtp_seconds if rtp_seconds is not None else None
+        if transit is not None:
+            self._transit(now, transit)
         if self._started is None:
             self._started = now
         if self._highest is None:
@@ -199,6 +206,8 @@ class LossTracker:
         if delta > 0:
             for missing in range(self._highest + 1, extended):
                 self._holes[missing] = _Hole(now)
+            if delta > 1 and transit is not None and self._buckets:  # the queue when the line lost them
+                self._at_losses.append((now, max(0.0, transit - min(t for _, t in self._buckets))))
             self._highest = extended
         else:
             hole = self._holes.pop(extended, None)
@@ -246,6 +255,8 @@ class LossTracker:
             self._buckets.clear()
             self._recent.clear()
         self._recent.append((now, transit))
+        while self._recent[0][0] < now - self.recent_s:
+            self._recent.popleft()
         if self._buckets and now - self._buckets[-1][0] < self.bucket_s:
             start, low = self._buckets[-1]
             if transit < low:
@@ -267,13 +278,16 @@ class LossTracker:
         if received < self.min_packets:
             return None
         share = lost / (received + lost)
-        queue = self.queue_delay(now)
-        grown = queue is not None and queue >= self.queue_grown
-        congested = share >= self.congestion_loss or (share >= self.sustained_loss and grown)
-        arrived_bps = sum(size for _, size in self._arrivals) * 8 / self.window_s
+        congested = share >= self.congestion_loss
+        if not congested and share >= self.sustained_loss:  # the queue at the losses decides
+            while self._at_losses and self._at_losses[0][0] < horizon:
+                self._at_losses.popleft()
+            if self._at_losses:
+                congested = statistics.median(q for _, q in self._at_losses) >= self.queue_grown
         if congested:
             if self._last_slowdown is not None and now - self._last_slowdown < self.window_s:
                 return None
+            arrived_bps = sum(size for _, size in self._arrivals) * 8 / self.window_s
             self._last_slowdown = self._last_judged = now
             self.counters.slowdowns += 1
             self._limit_bps = max(self.floor_bps, int(arrived_bps * self.backoff))
@@ -282,6 +296,7 @@ class LossTracker:
         if self._limit_bps is None or (self._last_judged is not None and now - self._last_judged < self.window_s):
             return None
         self._last_judged = now  # a full window since the last slow-down or raise, not congested: raise
+        arrived_bps = sum(size for _, size in self._arrivals) * 8 / self.window_s
         if self._limit_bps >= self.lift_bps or self._limit_bps >= self.lift_ratio * arrived_bps:
             self._limit_bps = self.lift_bps  # the limit no longer binds: lift it
             self._lifts_sent += 1

@@ -253,3 +253,33 @@ def test_the_session_asks_the_smaller_of_the_pane_rate_and_the_congestion_limit(
     assert asked == [min(400_000, receiver.loss.limit_bps)]
     receiver.wanted_bps = None
     assert receiver.rate_request(5_000_000) == receiver.loss.limit_bps  # a big pane: the slow-down stays
+
+
+def test_the_queue_delay_is_the_recent_transit_above_its_floor_and_its_state_is_bounded() -> None:
+    t = LossTracker(nack=True, recent_s=0.5, bucket_s=0.5, baseline_s=30.0)
+    assert t.queue_delay(0.0) is None  # no timestamps: nothing known
+    for i in range(100 * 60):  # a minute at 100 packets/s: 20 ms of jitter, then a 150 ms queue
+        now = i * 0.01
+        late = 0.15 if now >= 50 else (i % 3) * 0.01
+        t.packet(i, 1000, now, rtp_seconds=now - 0.03 - late)
+        if i == 100 * 50 - 1:
+            assert t.queue_delay(now) == 0.0  # jitter alone: the recent minimum is the floor
+    assert abs((t.queue_delay(59.99) or 0) - 0.15) < 1e-6
+    assert len(t._recent) <= 51 and len(t._buckets) <= 61
+    t.packet(6001, 1000, 60.0, rtp_seconds=60.0 - 50_000.0)  # the 32-bit timestamp wrapped: start over
+    assert t.queue_delay(60.0) == 0.0 and len(t._buckets) == 1
+
+
+def test_random_loss_during_our_own_pacers_backlog_is_still_random() -> None:
+    """After each key frame our pacer's backlog delays packets for a while (here 1 s of every 5 s,
+    up to 250 ms): the losses that fall into it see a grown queue, most do not: no slow-down."""
+    rng = random.Random(11)
+    t = LossTracker(nack=True)
+    for i in range(60 * 175):
+        now = i / 175
+        phase = now % 5.0
+        backlog = max(0.0, 0.25 * (1 - phase)) if phase < 1.0 else 0.0
+        if rng.random() < 0.035:
+            continue
+        t.packet(i, 1000, now, rtp_seconds=now - 0.03 - backlog - rng.uniform(0, 0.02))
+        assert not [a for a in t.poll(now) if isinstance(a, SlowDown)], now
