@@ -25,10 +25,11 @@ Rules:
   (``packet(..., rtp_seconds=...)``): the transit time (arrival − timestamp) has a floor, the
   smallest transit over ``baseline_s`` (30 s, kept as per-``bucket_s`` minima); the packet that
   ends a gap says how far above the floor the queue was when the line lost the packets before
-  it, and the queue grew when the median of those over the window reaches ``queue_grown`` (60
-  ms: jitter stays below it; a router queue that is full when it drops does not). A full queue
-  drops; random loss strikes whatever the queue (and our own pacer's backlog after a key frame
-  covers only a few of the losses). :meth:`LossTracker.queue_delay` is the same reading over the
+  it, and the losses came out of a grown queue when at least ``queue_share`` (3/4) of the gaps
+  of the last ``queue_window_s`` (6 s: enough losses to judge) saw it ``queue_grown`` (60 ms)
+  or more above the floor (jitter stays below it; a
+  router queue is full whenever it drops). Random loss strikes whatever the queue: our own
+  pacer's backlog after a key frame covers some of its losses, not three quarters. :meth:`LossTracker.queue_delay` is the same reading over the
   last ``recent_s`` (0.5 s) for any packet. Steady random
   loss of a few percent with no queue growth is not congestion (libwebrtc's loss-based estimate
   tolerates it too): it never asks the source to slow down, and is repaired by NACK. Without
@@ -55,7 +56,6 @@ Rules:
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -121,7 +121,7 @@ class LossTracker:
     def __init__(self, nack: bool, reorder_wait_s: float = 0.015, rtt_s: float = 0.1, max_nacks: int = 2,
                  max_gap: int = 1000, max_missing: int = 128, window_s: float = 2.0, min_packets: int = 50,
                  sustained_loss: float = 0.03, backoff: float = 0.85, floor_bps: int = 64_000,
-                 congestion_loss: float = 0.08, queue_grown: float = 0.06, recent_s: float = 0.5,
+                 congestion_loss: float = 0.08, queue_grown: float = 0.06, queue_share: float = 0.75, queue_window_s: float = 6.0, recent_s: float = 0.5,
                  bucket_s: float = 0.5, baseline_s: float = 30.0, raise_factor: float = 1.25,
                  lift_ratio: float = 2.0, lift_bps: int = LIFTED_BPS, lift_repeats: int = 2) -> None:
         if reorder_wait_s < 0 or rtt_s <= 0 or max_nacks < 1 or max_gap < 1 or max_missing < 1 or window_s <= 0:
@@ -141,6 +141,8 @@ class LossTracker:
         self.floor_bps = floor_bps
         self.congestion_loss = congestion_loss
         self.queue_grown = queue_grown
+        self.queue_share = queue_share
+        self.queue_window_s = queue_window_s
         self.recent_s = recent_s
         self.bucket_s = bucket_s
         self.baseline_s = baseline_s
@@ -280,10 +282,11 @@ class LossTracker:
         share = lost / (received + lost)
         congested = share >= self.congestion_loss
         if not congested and share >= self.sustained_loss:  # the queue at the losses decides
-            while self._at_losses and self._at_losses[0][0] < horizon:
+            while self._at_losses and self._at_losses[0][0] < now - self.queue_window_s:
                 self._at_losses.popleft()
             if self._at_losses:
-                congested = statistics.median(q for _, q in self._at_losses) >= self.queue_grown
+                grown = sum(1 for _, q in self._at_losses if q >= self.queue_grown)
+                congested = grown >= self.queue_share * len(self._at_losses)
         if congested:
             if self._last_slowdown is not None and now - self._last_slowdown < self.window_s:
                 return None
