@@ -72,3 +72,31 @@ def test_override_and_bad_values() -> None:
     assert 0 < b.video_kbps() <= 10_000_000
     with pytest.raises(ValueError):
         RembBudget(ceiling_kbps=0)
+
+
+def test_a_remb_climbing_after_a_move_up_is_no_shortage() -> None:
+    """After a move up from 700k to 1M, Chromium's REMB starts below the new rate and climbs about
+    8 % a second: compared with what we sent before the move (the last 3 s) it is no shortage, so
+    the move up is not undone. A REMB that stays below a steady rate is one."""
+    clock = Clock()
+    b = RembBudget(clock=clock)
+    m = TierMachine()
+    m.add("a", 0.0, budget_kbps=1200)  # 960x540
+    for tick in range(30):  # 3 s at 700k, REMB a little above it
+        clock.t = tick / 10
+        if tick % 5 == 0:
+            b.on_remb(760_000, 700_000)
+    remb = 760_000.0
+    for tick in range(30, 80):  # moved up: 1M now, REMB climbing 4 % every 0.5 s
+        clock.t = tick / 10
+        if tick % 5 == 0:
+            b.on_remb(int(remb), 1_000_000)
+            remb *= 1.04
+        assert b.video_kbps() == 2000, tick
+        m.update("a", b.video_kbps(), clock.t)
+        assert m.tier_of("a").index <= 2  # never moved down
+    for tick in range(80, 140):  # it stops climbing below what we send: a shortage
+        clock.t = tick / 10
+        if tick % 5 == 0:
+            b.on_remb(800_000, 1_000_000)
+    assert b.video_kbps() == 800
