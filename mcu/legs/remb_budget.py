@@ -11,11 +11,6 @@ Fills :class:`mcu.tiers.VideoBudget` until the per-site rate budget
   8 % a second from what arrives (up to 1.5x it), so right after we move a receiver up a tier
   its REMB lags below the new rate while it climbs; compared with the rate before the move it is
   no shortage, and the move up is not undone for it. A REMB that stays below a steady rate is.
-* **An undisturbed ramp is no shortage either.** A REMB that rose since the previous sample,
-  while no sample in the last ``drop_memory`` seconds (10 s) fell by ``drop`` (3 %) or more, is
-  libwebrtc's estimate climbing (8 % a second, measured: 512 -> 1305 kbit/s in 12 s from a clean
-  start) without ever having seen overuse: it says nothing about the line's limit. Overuse makes
-  the estimate fall; from then on, for ``drop_memory`` seconds, the rules above apply alone.
 * **Dips shorter than ``hold`` (1 s) are invisible.** A key frame makes REMB dip for a moment:
   the budget is congested only when every sample of the last ``hold`` seconds (and the one in
   force when that window began) was congested, and then it is the largest REMB among them.
@@ -35,8 +30,8 @@ class RembBudget:
     """REMB samples in, ``video_kbps()`` out (see the module docstring)."""
 
     def __init__(self, *, ceiling_kbps: int = 2000, hold: float = 1.0, congested_ratio: float = 0.9,
-                 min_sent_bps: float = 50_000, ramp: float = 3.0, drop: float = 0.03,
-                 drop_memory: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 min_sent_bps: float = 50_000, ramp: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if ceiling_kbps <= 0 or hold < 0 or not 0 < congested_ratio <= 1:
             raise ValueError("ceiling_kbps > 0, hold >= 0 and 0 < congested_ratio <= 1")
         self.ceiling_kbps = ceiling_kbps
@@ -44,10 +39,6 @@ class RembBudget:
         self.congested_ratio = congested_ratio
         self.min_sent_bps = min_sent_bps
         self.ramp = ramp
-        self.drop = drop
-        self.drop_memory = drop_memory
-        self._last_remb: int | None = None
-        self._last_drop = -float("inf")
         self._sent: deque[tuple[float, float]] = deque()  # (time, what we sent then, bit/s)
         self._clock = clock
         self._samples: deque[tuple[float, int, bool]] = deque()  # (time, REMB bit/s, congested)
@@ -61,11 +52,7 @@ class RembBudget:
         while self._sent and self._sent[0][0] < now - self.ramp:
             self._sent.popleft()
         sent = min(bps for _, bps in self._sent)  # before a move up, if there was one lately
-        previous, self._last_remb = self._last_remb, remb
-        if previous is not None and remb <= previous * (1 - self.drop):
-            self._last_drop = now  # overuse (or a key frame's dip): the estimate fell
-        ramping = previous is not None and remb > previous and now - self._last_drop >= self.drop_memory
-        congested = sent > self.min_sent_bps and remb < self.congested_ratio * sent and not ramping
+        congested = sent > self.min_sent_bps and remb < self.congested_ratio * sent
         self._samples.append((now, remb, congested))
         # Keep the samples of the window and the one in force when it began.
         while len(self._samples) > 1 and self._samples[1][0] <= now - self.hold:
