@@ -31,7 +31,9 @@ A :class:`TierMachine` (one per room) places every receiver on a tier and moves 
   without a move down it is reset. A move up is not undone at once: for ``settle`` seconds (2 s)
   after it, a shortfall of a budget that is not firm must last ``settle`` seconds, not
   ``down_after`` (the new tier's key frame makes REMB dip, and the peer's estimate needs a moment
-  to follow the higher rate).
+  to follow the higher rate). A budget that bounds moves up (``update(..., up_kbps=...)``, a
+  :class:`UpBudget` such as the REMB budget's newest estimate with headroom) moves the receiver
+  up only to a tier that fits that bound too.
 * **Key frames.** A receiver's request is served (the caller asks the encoder for an IDR) unless
   that receiver was served less than ``receiver_keyframe_gap`` ago, or its encoder (its group and
   tier) produced a requested IDR less than ``encoder_keyframe_gap`` ago: then it is coalesced
@@ -98,6 +100,14 @@ class FirmBudget(Protocol):
 
     def budget_is_firm(self) -> bool:
         """True when the budget's current value is a judged one (not a sample that can dip)."""
+
+
+@runtime_checkable
+class UpBudget(Protocol):
+    """A budget that bounds how far a move up may reach (see the rules: Up quickly)."""
+
+    def up_kbps(self) -> int | None:
+        """The budget a tier must fit to be moved up to (None: no bound beyond the budget)."""
 
 
 # H.264 Table A-1: level_idc -> (MaxFS macroblocks, MaxMBPS macroblocks/s). 9 is level 1b.
@@ -265,7 +275,8 @@ class TierMachine:
         return len(self._receivers)
 
     # -- moves ---------------------------------------------------------------------------------
-    def update(self, receiver: Hashable, budget_kbps: int | None, now: float, *, firm: bool = False) -> Tier | None:
+    def update(self, receiver: Hashable, budget_kbps: int | None, now: float, *, firm: bool = False,
+               up_kbps: int | None = None) -> Tier | None:
         """A budget sample: the new tier if the receiver moves now, else None. ``firm``: the budget
         is already judged (see the rules): a shortfall moves the receiver at once."""
         r = self._receivers[receiver]
@@ -287,6 +298,8 @@ class TierMachine:
                 return self._move(r, target, now)
             return None
         r.below_since = None
+        if target.index < r.tier.index and up_kbps is not None and up_kbps > 0:
+            target = max(target, self.fit(up_kbps, r.limits), key=lambda t: t.index)  # in reach of the bound
         if target.index < r.tier.index:
             if r.above_since is None:
                 r.above_since = now
@@ -349,5 +362,5 @@ class TierMachine:
             del self._encoder_idr[key]
 
 
-__all__ = ["H264_LEVELS", "TIERS", "FirmBudget", "KeyframeDecision", "ReceiverLimits", "Tier", "TierMachine", "TierRules",
+__all__ = ["H264_LEVELS", "TIERS", "FirmBudget", "KeyframeDecision", "UpBudget", "ReceiverLimits", "Tier", "TierMachine", "TierRules",
            "VideoBudget", "h264_limits", "tier_for_size"]

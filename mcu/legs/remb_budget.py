@@ -6,17 +6,20 @@ Fills :class:`mcu.tiers.VideoBudget` until the per-site rate budget
 * **REMB is a ceiling only under congestion.** libwebrtc's receive-side estimate follows what it
   receives (it grows to at most about 1.5x the incoming rate), so a low REMB on a calm picture is
   no shortage. A sample is *congested* when REMB is below ``congested_ratio`` (0.9) of what we
-  sent over the last seconds (and we sent more than ``min_sent_bps``, 50 kbit/s). What we sent is
-  the smallest send rate of the last ``ramp`` seconds (3 s): libwebrtc's estimate climbs about
-  8 % a second from what arrives (up to 1.5x it), so right after we move a receiver up a tier
-  its REMB lags below the new rate while it climbs; compared with the rate before the move it is
-  no shortage, and the move up is not undone for it. A REMB that stays below a steady rate is.
+  sent over the last seconds (and we sent more than ``min_sent_bps``, 50 kbit/s).
 * **Dips shorter than ``hold`` (1 s) are invisible.** A key frame makes REMB dip for a moment:
   the budget is congested only when every sample of the last ``hold`` seconds (and the one in
   force when that window began) was congested, and then it is the largest REMB among them.
 * **Otherwise the line is not the limit** as far as REMB can tell: the budget is ``ceiling_kbps``
   (the line rate we know, or the best tier's rate plus headroom), so the tier machine probes up one
   tier at a time, and a probe that congests comes back down (and waits longer next time).
+* **A move up must be in reach of REMB** (:meth:`RembBudget.up_kbps`, the tier machine's
+  :class:`~mcu.tiers.UpBudget`): the newest REMB times ``up_ratio`` (1.25). libwebrtc's estimate
+  climbs about 8 % a second from what arrives (measured from a clean start: 512 -> 1305 kbit/s
+  in 12 s), up to 1.5x what arrives, and falls when the line is overused: so on a clean line the
+  receiver climbs as fast as the estimate does, and on a 768 kbit/s line the estimate (at most
+  ~1.5x the 500k tier) keeps it from probing straight to 1 Mbit/s (it did with 2 s steps and
+  no such bound: the line overflowed before Chromium's estimate said so).
 * **No REMB yet:** 0 (unknown: the tier machine's start tier).
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ class RembBudget:
     """REMB samples in, ``video_kbps()`` out (see the module docstring)."""
 
     def __init__(self, *, ceiling_kbps: int = 2000, hold: float = 1.0, congested_ratio: float = 0.9,
-                 min_sent_bps: float = 50_000, ramp: float = 3.0,
+                 min_sent_bps: float = 50_000, up_ratio: float = 1.25,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if ceiling_kbps <= 0 or hold < 0 or not 0 < congested_ratio <= 1:
             raise ValueError("ceiling_kbps > 0, hold >= 0 and 0 < congested_ratio <= 1")
@@ -38,8 +41,7 @@ class RembBudget:
         self.hold = hold
         self.congested_ratio = congested_ratio
         self.min_sent_bps = min_sent_bps
-        self.ramp = ramp
-        self._sent: deque[tuple[float, float]] = deque()  # (time, what we sent then, bit/s)
+        self.up_ratio = up_ratio
         self._clock = clock
         self._samples: deque[tuple[float, int, bool]] = deque()  # (time, REMB bit/s, congested)
         self.override_kbps: int | None = None  # tests and operators: a fixed budget
@@ -48,15 +50,18 @@ class RembBudget:
         """A REMB from the peer and what we sent it lately (bit/s). Nonsense values are clamped."""
         now = self._clock()
         remb = max(0, min(int(remb_bps), 10_000_000_000))
-        self._sent.append((now, float(sent_bps)))
-        while self._sent and self._sent[0][0] < now - self.ramp:
-            self._sent.popleft()
-        sent = min(bps for _, bps in self._sent)  # before a move up, if there was one lately
-        congested = sent > self.min_sent_bps and remb < self.congested_ratio * sent
+        congested = sent_bps > self.min_sent_bps and remb < self.congested_ratio * sent_bps
         self._samples.append((now, remb, congested))
         # Keep the samples of the window and the one in force when it began.
         while len(self._samples) > 1 and self._samples[1][0] <= now - self.hold:
             self._samples.popleft()
+
+    def up_kbps(self) -> int | None:
+        """How far a move up may reach now: the newest REMB times ``up_ratio`` (None: no REMB yet,
+        or an override: no bound)."""
+        if self.override_kbps is not None or not self._samples:
+            return None
+        return max(1, int(self._samples[-1][1] * self.up_ratio) // 1000)
 
     def video_kbps(self) -> int:
         if self.override_kbps is not None:
