@@ -19,11 +19,21 @@ A :class:`TierMachine` (one per room) places every receiver on a tier and moves 
   is at most ``start_kbps`` (500k: 640x360), never 720p; a known budget places it at once.
 * **Down fast.** When the fitting tier stays below the current one for ``down_after`` seconds
   (1 s: a REMB dip after a key frame is shorter), the receiver moves straight to it, as many
-  tiers as needed.
-* **Up slowly.** When the fitting tier stays above the current one for ``up_after`` seconds
-  (8 s) since the last move, the receiver moves up *one* tier. A move down within
-  ``probe_window`` (10 s) of a move up was a failed probe: that receiver's ``up_after`` doubles
-  (up to ``max_up_after``, 64 s); after ``max_up_after`` seconds without a move down it is reset.
+  tiers as needed. A *firm* budget (``update(..., firm=True)``: a rate budget whose every move
+  was already judged, such as :mod:`mcu.legs.rate_budget`'s loss controller over seconds of
+  receiver reports and key-frame requests, or a cap the peer stated) is not a sample that can
+  dip: it moves the receiver at once.
+* **Up quickly while the line stays clean, with hysteresis.** When the fitting tier stays above
+  the current one for ``up_after`` seconds (2 s) since the last move, the receiver moves up *one*
+  tier (so a receiver started at 640x360 on a clean line reaches 720p in about 6 s; it was 24 s
+  with 8 s). A move down within ``probe_window`` (10 s) of a move up was a failed probe: that
+  receiver's ``up_after`` doubles (up to ``max_up_after``, 64 s); after ``max_up_after`` seconds
+  without a move down it is reset. A move up is not undone at once: for ``settle`` seconds (2 s)
+  after it, a shortfall of a budget that is not firm must last ``settle`` seconds, not
+  ``down_after`` (the new tier's key frame makes REMB dip, and the peer's estimate needs a moment
+  to follow the higher rate). A budget that bounds moves up (``update(..., up_kbps=...)``, a
+  :class:`UpBudget` such as the REMB budget's newest estimate with headroom) moves the receiver
+  up only to a tier that fits that bound too.
 * **Key frames.** A receiver's request is served (the caller asks the encoder for an IDR) unless
   that receiver was served less than ``receiver_keyframe_gap`` ago, or its encoder (its group and
   tier) produced a requested IDR less than ``encoder_keyframe_gap`` ago: then it is coalesced
@@ -45,7 +55,7 @@ from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mcu.encoder import LADDER
 
@@ -82,6 +92,22 @@ class VideoBudget(Protocol):
 
     def video_kbps(self) -> int:
         """What video may use now; 0 or less: unknown."""
+
+
+@runtime_checkable
+class FirmBudget(Protocol):
+    """A budget that can say its current value is already judged (see the rules: Down fast)."""
+
+    def budget_is_firm(self) -> bool:
+        """True when the budget's current value is a judged one (not a sample that can dip)."""
+
+
+@runtime_checkable
+class UpBudget(Protocol):
+    """A budget that bounds how far a move up may reach (see the rules: Up quickly)."""
+
+    def up_kbps(self) -> int | None:
+        """The budget a tier must fit to be moved up to (None: no bound beyond the budget)."""
 
 
 # H.264 Table A-1: level_idc -> (MaxFS macroblocks, MaxMBPS macroblocks/s). 9 is level 1b.
@@ -148,7 +174,8 @@ class TierRules:
     headroom: float = 0.9
     start_kbps: int = 500
     down_after: float = 1.0
-    up_after: float = 8.0
+    up_after: float = 2.0
+    settle: float = 2.0
     max_up_after: float = 64.0
     probe_window: float = 10.0
     receiver_keyframe_gap: float = 1.0
@@ -159,7 +186,7 @@ class TierRules:
     def __post_init__(self) -> None:
         if not 0 < self.headroom <= 1:
             raise ValueError("headroom must be in (0, 1]")
-        if min(self.down_after, self.up_after, self.receiver_keyframe_gap, self.encoder_keyframe_gap) < 0:
+        if min(self.down_after, self.up_after, self.settle, self.receiver_keyframe_gap, self.encoder_keyframe_gap) < 0:
             raise ValueError("intervals must be >= 0")
         if self.max_up_after < self.up_after or self.keyframes_per_window < 1:
             raise ValueError("max_up_after must be >= up_after and keyframes_per_window >= 1")
@@ -248,8 +275,10 @@ class TierMachine:
         return len(self._receivers)
 
     # -- moves ---------------------------------------------------------------------------------
-    def update(self, receiver: Hashable, budget_kbps: int | None, now: float) -> Tier | None:
-        """A budget sample: the new tier if the receiver moves now, else None."""
+    def update(self, receiver: Hashable, budget_kbps: int | None, now: float, *, firm: bool = False,
+               up_kbps: int | None = None) -> Tier | None:
+        """A budget sample: the new tier if the receiver moves now, else None. ``firm``: the budget
+        is already judged (see the rules): a shortfall moves the receiver at once."""
         r = self._receivers[receiver]
         rules = self.rules
         if r.last_down is not None and now - r.last_down >= rules.max_up_after:
@@ -262,10 +291,15 @@ class TierMachine:
             r.above_since = None
             if r.below_since is None:
                 r.below_since = now
-            if now - r.below_since >= rules.down_after:
+            wait = rules.down_after
+            if r.last_up is not None and r.below_since - r.last_up < rules.settle:
+                wait = max(wait, rules.settle)  # a fresh move up is not undone at once
+            if firm or now - r.below_since >= wait:
                 return self._move(r, target, now)
             return None
         r.below_since = None
+        if target.index < r.tier.index and up_kbps is not None and up_kbps > 0:
+            target = max(target, self.fit(up_kbps, r.limits), key=lambda t: t.index)  # in reach of the bound
         if target.index < r.tier.index:
             if r.above_since is None:
                 r.above_since = now
@@ -328,5 +362,5 @@ class TierMachine:
             del self._encoder_idr[key]
 
 
-__all__ = ["H264_LEVELS", "TIERS", "KeyframeDecision", "ReceiverLimits", "Tier", "TierMachine", "TierRules",
+__all__ = ["H264_LEVELS", "TIERS", "FirmBudget", "KeyframeDecision", "UpBudget", "ReceiverLimits", "Tier", "TierMachine", "TierRules",
            "VideoBudget", "h264_limits", "tier_for_size"]

@@ -30,27 +30,40 @@ Rules (kbit/s throughout; "cap" = an upper bound from one signal):
   counts as high; two high reports in a row, or one above :data:`LOSS_SEVERE` (25 %),
   are sustained loss: the estimate drops to ``rate × (1 − loss / 2)`` (never below
   :data:`MIN_VIDEO_KBPS`), at most once per :data:`BACKOFF_INTERVAL`. Between :data:`LOSS_LOW`
-  (2 %) and the high mark it holds. Below the low mark it probes up by :data:`PROBE_FACTOR`
-  (8 %) + 1 kbit/s at most once per :data:`PROBE_INTERVAL`; once it reaches the other caps it
-  is lifted (no loss limit) until the next sustained loss. A report with a time earlier than
-  the last one is ignored. A high report that covers at least :data:`SUSTAINED_SPAN` (2 s)
-  since the previous report is sustained by itself: its fraction is an average over that span,
-  not a key-frame blip, and a peer that reports every 5 s (baresip/libre) would otherwise be
-  heard only 10 s after its line dropped.
+  (2 %) and the high mark it holds: steady random loss of a few percent is not congestion (a
+  congested line's queue drops far more), so it never ratchets the rate down. A report with a
+  time earlier than the last one is ignored. A high report that covers at least
+  :data:`SUSTAINED_SPAN` (2 s) since the previous report is sustained by itself: its fraction is
+  an average over that span, not a key-frame blip, and a peer that reports every 5 s
+  (baresip/libre) would otherwise be heard only 10 s after its line dropped.
+* **Probing up** (a report below :data:`LOSS_LOW`, at most once per :data:`PROBE_INTERVAL`):
+  the estimate grows by :data:`PROBE_FACTOR` (8 %) per second of clean time (the time since the
+  previous report or probe, whichever is later, at most :data:`PROBE_SPAN` = 5 s: a peer that
+  reports every 5 s climbs 47 % a report, not 8 %), plus 1 kbit/s. From the
+  :data:`FAST_AFTER`-th (3rd) clean report in a row on, the growth is :data:`FAST_PROBE_FACTOR`
+  (15 %) per second: a line that stays clean is probed faster, as libwebrtc's does; any report
+  that is not clean ends the run. For :data:`CAREFUL_SPAN` (30 s) after a back-off or a
+  key-frame cut the line is known to have failed near here: the growth is :data:`PROBE_FACTOR`
+  per report (8 % + 1 kbit/s, however long the report's span), so a site moved down from a
+  dropped line climbs back slowly instead of overflowing it again within seconds. Once the
+  estimate reaches the other caps it is lifted (no loss limit) until the next sustained loss.
 * **Key-frame requests as a loss sign** (:meth:`RateBudget.on_keyframe_request`): a peer that
   sends no NACK, no REMB and no TMMBR (baresip) asks for a key frame (PLI/FIR) when it lost
   packets and repeats it every 0.5 s until one decodes; its receiver reports come only every 5 s.
   :data:`KEYFRAME_BURST` (3) requests within :data:`KEYFRAME_SPAN` (2 s), when the last receiver
   report said the line was clean (below :data:`LOSS_LOW`), are news: the line just got
-  worse (a report that arrives during the burst does not make it old news). The estimate drops to ``rate × KEYFRAME_BACKOFF`` (0.6), at most once per
-  :data:`KEYFRAME_INTERVAL` (0.9 s: the peer repeats every 0.5 s, so the second cut lands on its
-  second request after the first, whatever their jitter) and at most :data:`KEYFRAME_CUTS` (2)
-  times in one episode:
+  worse (a report that arrives during the burst does not make it old news). The estimate drops
+  to ``rate × KEYFRAME_BACKOFF`` (0.6), at most once per :data:`KEYFRAME_INTERVAL` (0.4 s: the
+  second cut lands on the peer's next request, 0.5 s later, whatever their jitter; the requests
+  go on until a key frame decodes, so waiting for another one told nothing and cost the 3 s
+  goal) and at most :data:`KEYFRAME_CUTS` (2) times in one episode:
   0.36 of the rate at most, enough to go from the top of the customer's 768 kbit/s–2 Mbit/s
   range to its bottom. The receiver reports judge the episode: one below :data:`LOSS_LOW` ends
   it and undoes its cuts (the requests were not the line: a decoder's own trouble); one above
-  :data:`LOSS_HIGH` ends it and its own rules back off from the cut estimate; one in between
-  (the first report after a drop is diluted by the clean part of its span) lets it go on.
+  :data:`LOSS_HIGH` ends it, and its back-off applies to the estimate *before* the cuts (the
+  report measured the span before them): the estimate becomes the smaller of the cut one and
+  that, so a report does not cut twice for the same loss; one in between (the first report
+  after a drop is diluted by the clean part of its span) lets it go on.
   Bursts that begin after a report that already said loss do nothing here (that loss is the
   report rules' business; on a line with random loss every loss brings a request, and the rate
   must not collapse for it), and so do requests before the first report (a peer asks for key
@@ -91,13 +104,17 @@ LOSS_HIGH = 0.10
 LOSS_SEVERE = 0.25
 BACKOFF_INTERVAL = 1.0
 PROBE_INTERVAL = 1.0
-PROBE_FACTOR = 1.08
+PROBE_FACTOR = 1.08  # per second of clean time
+PROBE_SPAN = 5.0
+FAST_PROBE_FACTOR = 1.15
+FAST_AFTER = 3
+CAREFUL_SPAN = 30.0
 SUSTAINED_SPAN = 2.0
 KEYFRAME_BURST = 3
 KEYFRAME_SPAN = 2.0
 KEYFRAME_BACKOFF = 0.6
 KEYFRAME_CUTS = 2
-KEYFRAME_INTERVAL = 0.9
+KEYFRAME_INTERVAL = 0.4
 HISTORY = 50
 UNKNOWN_START_KBPS = 600  # on the wire: 576 kbit/s of video, 640x360 (500k) with the tiers' 0.9 headroom
 
@@ -165,6 +182,7 @@ class RateBudget:
         self._last_report = -math.inf
         self._last_backoff = -math.inf
         self._last_probe = -math.inf
+        self._clean_run = 0  # clean reports in a row
         self.last_fraction_lost = 0.0
         self._requests: deque[tuple[float, bool]] = deque(maxlen=KEYFRAME_BURST)  # (time, clean then)
         self._last_request = -math.inf
@@ -282,26 +300,38 @@ class RateBudget:
         span = at - self._last_report if self._last_report > -math.inf else 0.0  # the first has none
         self._last_report = at
         self.last_fraction_lost = loss
-        if self._keyframe_cuts and loss < LOSS_LOW:  # the key-frame requests were not the line: undo
-            self._loss_kbps = self._before_cuts
+        episode = self._keyframe_cuts > 0
+        before_cuts = self._before_cuts
+        if episode and loss < LOSS_LOW:  # the key-frame requests were not the line: undo
+            self._loss_kbps = before_cuts
         if loss < LOSS_LOW or loss > LOSS_HIGH:  # the key-frame episode (if any) is over
             self._keyframe_cuts = 0
             self._before_cuts = None
+        self._clean_run = self._clean_run + 1 if loss < LOSS_LOW else 0
         others = self._without_loss()
         if loss > LOSS_HIGH:
             self._high_reports += 1
             sustained = self._high_reports >= 2 or loss > LOSS_SEVERE or span >= SUSTAINED_SPAN
             if sustained and at - self._last_backoff >= BACKOFF_INTERVAL:
                 current = self._loss_kbps if self._loss_kbps is not None else others
-                self._loss_kbps = max(float(MIN_VIDEO_KBPS), min(current, others) * (1 - loss / 2))
+                if episode:  # the report measured the rate before the cuts: back off from that
+                    before = before_cuts if before_cuts is not None else others
+                    target = min(current, min(before, others) * (1 - loss / 2))
+                else:
+                    target = min(current, others) * (1 - loss / 2)
+                self._loss_kbps = max(float(MIN_VIDEO_KBPS), target)
                 self._guess = False
                 self._last_backoff = at
                 self._last_probe = at
         else:
             self._high_reports = 0
             if loss < LOSS_LOW and self._loss_kbps is not None and at - self._last_probe >= PROBE_INTERVAL:
+                clean_for = min(span, at - self._last_probe, PROBE_SPAN)
+                factor = FAST_PROBE_FACTOR if self._clean_run >= FAST_AFTER else PROBE_FACTOR
+                if at - self._last_backoff < CAREFUL_SPAN:  # the line failed near here lately
+                    clean_for, factor = 1.0, PROBE_FACTOR
                 self._last_probe = at
-                raised = self._loss_kbps * PROBE_FACTOR + 1
+                raised = self._loss_kbps * factor ** max(1.0, clean_for) + 1
                 self._loss_kbps = None if raised >= others else raised
                 if self._loss_kbps is None:
                     self._guess = False  # probed up to the line: nothing left to guess

@@ -273,7 +273,8 @@ class SipSite:
         session = channel.session if channel is not None else None
         if channel is None or session is None or not session.stream.tmmbr or session.remote_ssrc is None:
             return
-        channel.send_rtcp(build_tmmbr(session.send.ssrc, session.remote_ssrc, rate_for(size)))
+        # the pane's rate, unless the line is congested now (the loss tracker's slow-down stays)
+        channel.send_rtcp(build_tmmbr(session.send.ssrc, session.remote_ssrc, session.rate_request(rate_for(size))))
 
     # -- the leg's MediaSink until the room attaches its own: only digits matter ----------
     def on_audio(self, leg: MediaLeg, pcm: Pcm) -> None:

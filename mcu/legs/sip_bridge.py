@@ -509,6 +509,8 @@ class SipBridge:
         leg.sink = media  # from now on decoded media, digits and PLI/FIR go to the room
         if ceiling is not None and not tiered:
             rate.on_change = lambda change: media.change_video_format(rate.fit(ceiling))
+        elif tiered:
+            rate.on_change = lambda change: media.budget_moved()  # the seat reads it now, not at its next tick
         await media.publish_statistics()
 
     def _ended(self, sip_site: SipSite) -> None:

@@ -280,6 +280,12 @@ class SiteMedia:
                              limits=self._limits(video))
         self.seat.start(tier)
 
+    def budget_moved(self) -> None:
+        """The site's budget moved: its seat reads it now rather than at the next half-second tick
+        (a line drop is answered as soon as the budget knows)."""
+        if self.seat is not None and not self.closed:
+            self.seat.tick()
+
     def _move_tier(self, tier: Tier) -> None:
         if self.video is not None and not self.closed:
             log.info("site %s: tier %dx%d -> %dx%d", self.participant_id, self.video.width, self.video.height,

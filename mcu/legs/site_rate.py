@@ -7,7 +7,8 @@ go into the budget (audio reports are the audio's business). The peer's SDP
 ``b=`` lines go in with :meth:`SiteRate.apply_streams` (at join and after every re-INVITE).
 
 Its ``video_kbps()`` is the contract with the pacer and the encoder ladder (they declare their
-own Protocols with that one method). Until the ladder chooses tiers, :meth:`SiteRate.fit` picks
+own Protocols with that one method); ``budget_is_firm()`` tells the ladder the budget is no
+REMB sample that can dip (:class:`mcu.tiers.FirmBudget`), so a cut moves the site at once. Until the ladder chooses tiers, :meth:`SiteRate.fit` picks
 the site's shared-encoder size from the budget: the largest size the site's H.264 level allows
 whose encoder rate (:data:`mcu.encoder.DEFAULT_BITRATE`) fits, else the smallest one; and
 ``on_change`` is called whenever the budget moved, so the owner can move the site.
@@ -28,7 +29,7 @@ from dataclasses import replace
 
 from mcu.encoder import DEFAULT_BITRATE
 from mcu.legs.loss_switch import LossSwitch
-from mcu.legs.rate_budget import BudgetChange, RateBudget
+from mcu.legs.rate_budget import BudgetChange, RateBudget, Signal
 from mcu.legs.site_media import SIZES, VideoFormat
 from sip_gateway.rtp.media_description import LocalMedia, MediaStream
 from sip_gateway.rtp.session import (
@@ -73,6 +74,12 @@ class SiteRate:
     def video_kbps(self) -> int:
         """The video rate the site's leg may send now (kbit/s)."""
         return self.budget.video_kbps()
+
+    def budget_is_firm(self) -> bool:
+        """The tier machine's :class:`~mcu.tiers.FirmBudget`: every move of this budget was judged
+        (stated caps, the loss controller over reports and key-frame bursts), so a shortfall moves
+        the site at once; only a REMB-limited budget is a sample that can dip after a key frame."""
+        return self.budget.limited_by is not Signal.REMB
 
     def fit(self, ceiling: VideoFormat) -> VideoFormat:
         """``ceiling`` (codec, packetization, the largest size the site decodes) at the size the

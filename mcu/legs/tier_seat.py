@@ -4,7 +4,8 @@ The one place a leg's budget meets the machine, for WebRTC legs and RTP sites al
 
 * :meth:`TierSeat.start` places the receiver (a caller-chosen tier, or the budget's);
 * :meth:`TierSeat.tick` (the caller calls it on every budget signal and every half second)
-  reads the budget and, when the machine moves the receiver, calls ``move(tier)``: the caller
+  reads the budget (firm when it is a :class:`~mcu.tiers.FirmBudget` that says so: a shortfall
+  then moves the receiver at once; an :class:`~mcu.tiers.UpBudget` bounds moves up) and, when the machine moves the receiver, calls ``move(tier)``: the caller
   subscribes the new tier's encoder (which asks it for an IDR) and its stream rewriter waits
   for that IDR;
 * :meth:`TierSeat.keyframe_request` routes the peer's PLI/FIR: served (``serve_keyframe()``),
@@ -18,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable
 
-from mcu.tiers import KeyframeDecision, ReceiverLimits, Tier, TierMachine, VideoBudget
+from mcu.tiers import FirmBudget, KeyframeDecision, ReceiverLimits, Tier, TierMachine, UpBudget, VideoBudget
 
 
 class FixedBudget:
@@ -67,7 +68,9 @@ class TierSeat:
         if self.closed or self.receiver not in self.machine:
             return None
         self.machine.set_group(self.receiver, self._group())
-        tier = self.machine.update(self.receiver, self.budget.video_kbps(), self._clock())
+        firm = isinstance(self.budget, FirmBudget) and self.budget.budget_is_firm()
+        up = self.budget.up_kbps() if isinstance(self.budget, UpBudget) else None
+        tier = self.machine.update(self.receiver, self.budget.video_kbps(), self._clock(), firm=firm, up_kbps=up)
         if tier is not None:
             self._moved(tier)
         return tier

@@ -50,7 +50,7 @@ from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket, unwrap_rtx
 from aiortc.sdp import SessionDescription
 
 from mcu.legs.loss_switch import LossSwitch
-from mcu.tiers import VideoBudget
+from mcu.tiers import UpBudget, VideoBudget
 from sip_gateway.rtp.ulpfec import MAX_MASK_LONG, FecError, encode_fec, red_unwrap, red_wrap
 
 FEC_SHARE = 0.25  # FEC bytes at most this share of the media bytes
@@ -285,6 +285,12 @@ class FecAwareBudget:
         kbps = self.inner.video_kbps()
         share = self._overhead()
         return int(kbps / (1 + share)) if kbps > 0 and share > 0 else kbps
+
+    def up_kbps(self) -> int | None:
+        """The inner budget's bound on moves up (:class:`mcu.tiers.UpBudget`), FEC's share taken out."""
+        up = self.inner.up_kbps() if isinstance(self.inner, UpBudget) else None
+        share = self._overhead()
+        return int(up / (1 + share)) if up is not None and up > 0 and share > 0 else up
 
 
 SendRtp = Callable[[bytes], Awaitable[None]]

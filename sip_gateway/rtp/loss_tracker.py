@@ -16,11 +16,33 @@ Rules:
   (once), and every open hole is dropped (the key frame repairs them all). Without negotiated
   ``nack``, a hole still open after ``reorder_wait_s`` asks at once. More than ``max_missing``
   open holes (a burst too long to repair) also asks at once.
-* **Slow down**: packets that were missing after the reorder wait count as lost on the line (even
-  if a resend repaired them). When, over the last ``window_s``, at least ``min_packets`` arrived and
-  the lost share reaches ``sustained_loss`` (judged once a full window was observed), :class:`SlowDown` asks for ``backoff`` times the rate
-  that arrived (not under ``floor_bps``), at most once per ``window_s``; the adapter sends it as a
-  TMMBR (RFC 5104) to the source.
+* **Slow down only for congestion**: packets that were missing after the reorder wait count as
+  lost on the line (even if a resend repaired them). Over the last ``window_s`` (judged once a
+  full window was observed, and only when at least ``min_packets`` arrived), the line is
+  *congested* when the lost share reaches ``congestion_loss`` (8 %: a line that drops that much is
+  over-full whatever the pattern), or when it reaches ``sustained_loss`` (3 %) while the line
+  lost them out of a grown queue. The queue is read from the RTP timestamps
+  (``packet(..., rtp_seconds=...)``): the transit time (arrival − timestamp) has a floor, the
+  smallest transit over ``baseline_s`` (30 s, kept as per-``bucket_s`` minima); the packet that
+  ends a gap says how far above the floor the queue was when the line lost the packets before
+  it, and the losses came out of a grown queue when at least ``queue_share`` (3/4) of the gaps
+  of the last ``queue_window_s`` (6 s: enough losses to judge) saw it ``queue_grown`` (60 ms)
+  or more above the floor (jitter stays below it; a
+  router queue is full whenever it drops). Random loss strikes whatever the queue: our own
+  pacer's backlog after a key frame covers some of its losses, not three quarters. :meth:`LossTracker.queue_delay` is the same reading over the
+  last ``recent_s`` (0.5 s) for any packet. Steady random
+  loss of a few percent with no queue growth is not congestion (libwebrtc's loss-based estimate
+  tolerates it too): it never asks the source to slow down, and is repaired by NACK. Without
+  timestamps only the congestion share counts. A congested window asks (:class:`SlowDown`) for
+  ``backoff`` times the rate that arrived (not under ``floor_bps``), at most once per
+  ``window_s``; the adapter sends it as a TMMBR (RFC 5104) to the source.
+* **Speed up again**: a TMMBR limit stays until a newer one replaces it, so after a slow-down each
+  full window that is not congested raises the limit by ``raise_factor`` (:class:`SpeedUp`, a
+  TMMBR too, at most once per ``window_s``): the source probes back up as the line allows. Once
+  the limit is ``lift_ratio`` (2) times what arrives (it no longer binds), it is lifted:
+  ``lift_bps`` (100 Mbit/s, the rate budget's ceiling: no limit) is sent ``lift_repeats`` (2)
+  times (one may be lost) and the tracker forgets the limit. (The session sends the smaller of
+  this and what its owner asks of the source for its own reasons: the pane it is shown in.)
 * Time is an argument (seconds, any monotonic origin); :meth:`LossTracker.next_due` says when
   :meth:`LossTracker.poll` next has something to do.
 
@@ -28,7 +50,7 @@ Rules:
 
     tracker = LossTracker(nack=stream.nack)
     tracker.packet(seq, size, now)
-    for action in tracker.poll(now):   # Nack | NeedKeyframe | SlowDown
+    for action in tracker.poll(now):   # Nack | NeedKeyframe | SlowDown | SpeedUp
         ...
 """
 
@@ -37,7 +59,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["LossCounters", "LossTracker", "Nack", "NeedKeyframe", "SlowDown"]
+__all__ = ["LIFTED_BPS", "LossCounters", "LossTracker", "Nack", "NeedKeyframe", "SlowDown", "SpeedUp"]
+
+
+LIFTED_BPS = 100_000_000  # a TMMBR this high lifts the limit (the rate budget's ceiling)
 
 
 @dataclass(frozen=True)
@@ -61,7 +86,14 @@ class SlowDown:
     bitrate_bps: int
 
 
-LossAction = Nack | NeedKeyframe | SlowDown
+@dataclass(frozen=True)
+class SpeedUp:
+    """The congestion is over: raise our limit on the source to this rate (TMMBR)."""
+
+    bitrate_bps: int
+
+
+LossAction = Nack | NeedKeyframe | SlowDown | SpeedUp
 
 
 @dataclass
@@ -72,6 +104,7 @@ class LossCounters:
     nacks_sent: int = 0  # sequence numbers NACKed (retries included)
     keyframes_asked: int = 0
     slowdowns: int = 0
+    speedups: int = 0
 
 
 @dataclass
@@ -87,9 +120,14 @@ class LossTracker:
 
     def __init__(self, nack: bool, reorder_wait_s: float = 0.015, rtt_s: float = 0.1, max_nacks: int = 2,
                  max_gap: int = 1000, max_missing: int = 128, window_s: float = 2.0, min_packets: int = 50,
-                 sustained_loss: float = 0.03, backoff: float = 0.85, floor_bps: int = 64_000) -> None:
+                 sustained_loss: float = 0.03, backoff: float = 0.85, floor_bps: int = 64_000,
+                 congestion_loss: float = 0.08, queue_grown: float = 0.06, queue_share: float = 0.75, queue_window_s: float = 6.0, recent_s: float = 0.5,
+                 bucket_s: float = 0.5, baseline_s: float = 30.0, raise_factor: float = 1.25,
+                 lift_ratio: float = 2.0, lift_bps: int = LIFTED_BPS, lift_repeats: int = 2) -> None:
         if reorder_wait_s < 0 or rtt_s <= 0 or max_nacks < 1 or max_gap < 1 or max_missing < 1 or window_s <= 0:
             raise ValueError("loss tracker: waits, retries and sizes must be positive")
+        if min(recent_s, bucket_s, baseline_s) <= 0 or raise_factor <= 1 or lift_ratio <= 1 or lift_repeats < 1:
+            raise ValueError("loss tracker: queue windows must be positive and raises must raise")
         self.nack = nack
         self.reorder_wait_s = reorder_wait_s
         self.rtt_s = rtt_s
@@ -101,7 +139,24 @@ class LossTracker:
         self.sustained_loss = sustained_loss
         self.backoff = backoff
         self.floor_bps = floor_bps
+        self.congestion_loss = congestion_loss
+        self.queue_grown = queue_grown
+        self.queue_share = queue_share
+        self.queue_window_s = queue_window_s
+        self.recent_s = recent_s
+        self.bucket_s = bucket_s
+        self.baseline_s = baseline_s
+        self.raise_factor = raise_factor
+        self.lift_ratio = lift_ratio
+        self.lift_bps = lift_bps
+        self.lift_repeats = lift_repeats
         self.counters = LossCounters()
+        self._buckets: deque[tuple[float, float]] = deque()  # (bucket start, smallest transit in it)
+        self._recent: deque[tuple[float, float]] = deque()  # (arrival, transit) of the last recent_s
+        self._at_losses: deque[tuple[float, float]] = deque(maxlen=512)  # (arrival, queue delay) after a gap
+        self._limit_bps: int | None = None  # the TMMBR limit we asked for last (None: none in force)
+        self._lifts_sent = 0
+        self._last_judged: float | None = None
         self._highest: int | None = None  # extended sequence number
         self._holes: dict[int, _Hole] = {}
         self._arrivals: deque[tuple[float, int]] = deque()  # (time, bytes)
@@ -117,11 +172,28 @@ class LossTracker:
         """Use a measured round-trip time (RTCP) for the NACK retry interval (kept within 20 ms-1 s)."""
         self.rtt_s = min(1.0, max(0.02, rtt_s))
 
-    def packet(self, sequence: int, size: int, now: float) -> None:
-        """An RTP packet of the stream arrived."""
+    @property
+    def limit_bps(self) -> int | None:
+        """The limit our last SlowDown/SpeedUp asked the source for (None: none in force)."""
+        return self._limit_bps
+
+    def queue_delay(self, now: float) -> float | None:
+        """How far the recent transit time is above its floor (s); None without timestamps."""
+        while self._recent and self._recent[0][0] < now - self.recent_s:
+            self._recent.popleft()
+        if not self._recent or not self._buckets:
+            return None
+        return max(0.0, min(t for _, t in self._recent) - min(t for _, t in self._buckets))
+
+    def packet(self, sequence: int, size: int, now: float, rtp_seconds: float | None = None) -> None:
+        """An RTP packet of the stream arrived; ``rtp_seconds``: its RTP timestamp in seconds (the
+        stream's own clock; for the queue delay)."""
         sequence &= 0xFFFF
         self.counters.received += 1
         self._arrivals.append((now, max(size, 0)))
+        transit = now - rtp_seconds if rtp_seconds is not None else None
+        if transit is not None:
+            self._transit(now, transit)
         if self._started is None:
             self._started = now
         if self._highest is None:
@@ -136,6 +208,8 @@ class LossTracker:
         if delta > 0:
             for missing in range(self._highest + 1, extended):
                 self._holes[missing] = _Hole(now)
+            if delta > 1 and transit is not None and self._buckets:  # the queue when the line lost them
+                self._at_losses.append((now, max(0.0, transit - min(t for _, t in self._buckets))))
             self._highest = extended
         else:
             hole = self._holes.pop(extended, None)
@@ -176,7 +250,25 @@ class LossTracker:
             actions.append(slow)
         return actions
 
-    def _slowdown(self, now: float) -> SlowDown | None:
+    def _transit(self, now: float, transit: float) -> None:
+        if not (transit == transit) or abs(transit) > 1e12:  # NaN or absurd: says nothing
+            return
+        if self._buckets and abs(transit - self._buckets[-1][1]) > 10.0:  # the timestamps jumped: start over
+            self._buckets.clear()
+            self._recent.clear()
+        self._recent.append((now, transit))
+        while self._recent[0][0] < now - self.recent_s:
+            self._recent.popleft()
+        if self._buckets and now - self._buckets[-1][0] < self.bucket_s:
+            start, low = self._buckets[-1]
+            if transit < low:
+                self._buckets[-1] = (start, transit)
+        else:
+            self._buckets.append((now, transit))
+        while self._buckets and self._buckets[0][0] < now - self.baseline_s:
+            self._buckets.popleft()
+
+    def _slowdown(self, now: float) -> SlowDown | SpeedUp | None:
         horizon = now - self.window_s
         while self._arrivals and self._arrivals[0][0] < horizon:
             self._arrivals.popleft()
@@ -185,14 +277,38 @@ class LossTracker:
         received, lost = len(self._arrivals), len(self._losses)
         if self._started is None or now - self._started < self.window_s:  # judge full windows only
             return None
-        if received < self.min_packets or lost / (received + lost) < self.sustained_loss:
+        if received < self.min_packets:
             return None
-        if self._last_slowdown is not None and now - self._last_slowdown < self.window_s:
+        share = lost / (received + lost)
+        congested = share >= self.congestion_loss
+        if not congested and share >= self.sustained_loss:  # the queue at the losses decides
+            while self._at_losses and self._at_losses[0][0] < now - self.queue_window_s:
+                self._at_losses.popleft()
+            if self._at_losses:
+                grown = sum(1 for _, q in self._at_losses if q >= self.queue_grown)
+                congested = grown >= self.queue_share * len(self._at_losses)
+        if congested:
+            if self._last_slowdown is not None and now - self._last_slowdown < self.window_s:
+                return None
+            arrived_bps = sum(size for _, size in self._arrivals) * 8 / self.window_s
+            self._last_slowdown = self._last_judged = now
+            self.counters.slowdowns += 1
+            self._limit_bps = max(self.floor_bps, int(arrived_bps * self.backoff))
+            self._lifts_sent = 0
+            return SlowDown(self._limit_bps)
+        if self._limit_bps is None or (self._last_judged is not None and now - self._last_judged < self.window_s):
             return None
-        self._last_slowdown = now
-        self.counters.slowdowns += 1
+        self._last_judged = now  # a full window since the last slow-down or raise, not congested: raise
         arrived_bps = sum(size for _, size in self._arrivals) * 8 / self.window_s
-        return SlowDown(max(self.floor_bps, int(arrived_bps * self.backoff)))
+        if self._limit_bps >= self.lift_bps or self._limit_bps >= self.lift_ratio * arrived_bps:
+            self._limit_bps = self.lift_bps  # the limit no longer binds: lift it
+            self._lifts_sent += 1
+            if self._lifts_sent >= self.lift_repeats:
+                self._limit_bps = None  # sent often enough; nothing in force any more
+        else:
+            self._limit_bps = min(self.lift_bps, int(self._limit_bps * self.raise_factor))
+        self.counters.speedups += 1
+        return SpeedUp(self._limit_bps if self._limit_bps is not None else self.lift_bps)
 
     def next_due(self) -> float | None:
         """When :meth:`poll` next has a hole to act on (``None``: no hole open)."""

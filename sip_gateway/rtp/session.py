@@ -30,7 +30,7 @@ from aiortc.rtp import (
 
 from .codecs import depayload_media
 from .dtmf import EventDetector, digit_packets
-from .loss_tracker import LossTracker, Nack, NeedKeyframe, SlowDown
+from .loss_tracker import LIFTED_BPS, LossTracker, Nack, NeedKeyframe, SlowDown, SpeedUp
 from .media_description import MediaStream
 from .retransmission import RetransmissionStore
 from .rtcp_feedback import Remb, RtcpFeedbackError, TmmbEntry, Tmmbr, build_tmmbn, build_tmmbr, parse_feedback
@@ -182,6 +182,9 @@ class RtpSession:
         self.tmmbr_owners: OrderedDict[int, TmmbEntry] = OrderedDict()  # who limits us, newest last
         self.loss: LossTracker | None = LossTracker(nack=stream.nack) if self.kind == "video" else None
         self.tmmbr_sent = 0
+        # What the owner asks of the source for its own reasons (the pane it is shown in, TMMBR):
+        # the loss tracker's TMMBRs never ask for more, and a pane request never undoes a slow-down.
+        self.wanted_bps: int | None = None
 
     def continue_stream(self, previous: RtpSession) -> None:
         """Send as the continuation of ``previous``'s stream (a re-INVITE changed the codec's
@@ -217,7 +220,8 @@ class RtpSession:
         if self.loss is not None:
             if self.remote_ssrc is not None and self.remote_ssrc != packet.ssrc:
                 self.loss = LossTracker(nack=self.stream.nack)  # a new source: its own numbering
-            self.loss.packet(packet.sequence_number, len(packet.payload), now)
+            self.loss.packet(packet.sequence_number, len(packet.payload), now,
+                             packet.timestamp / max(1, self.receive_codec.clock_rate))
         self.remote_ssrc = packet.ssrc
         self.stats.add(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         try:
@@ -235,7 +239,8 @@ class RtpSession:
     def poll_loss(self, now: float) -> list[RtpEvent]:
         """Repair of the incoming video (:mod:`.loss_tracker`): NACKs due now, a key frame request when
         repair failed (the jitter buffer is flushed past the hole so later frames flow again), a TMMBR
-        when the source loses too much (only if it negotiated ``ccm tmmbr``)."""
+        when the source's line is congested, and raised TMMBRs once it is not (only if it negotiated
+        ``ccm tmmbr``)."""
         if self.loss is None:
             return []
         self.loss.nack = self.stream.nack  # a re-INVITE may change it
@@ -246,10 +251,18 @@ class RtpSession:
             elif isinstance(action, NeedKeyframe):
                 self.jitter = JitterBuffer(capacity=256, is_video=True)
                 events.append(PacketLossDetected())
-            elif isinstance(action, SlowDown) and self.stream.tmmbr and self.remote_ssrc is not None:
+            elif isinstance(action, SlowDown | SpeedUp) and self.stream.tmmbr and self.remote_ssrc is not None:
                 self.tmmbr_sent += 1
-                events.append(SendRtcp(build_tmmbr(self.send.ssrc, self.remote_ssrc, action.bitrate_bps)))
+                events.append(SendRtcp(build_tmmbr(self.send.ssrc, self.remote_ssrc, self.rate_request())))
         return events
+
+    def rate_request(self, wanted_bps: int | None = None) -> int:
+        """The rate to ask of the source now (TMMBR, bit/s): the smaller of what the owner wants
+        (``wanted_bps`` replaces :attr:`wanted_bps` when given) and the loss tracker's limit."""
+        if wanted_bps is not None:
+            self.wanted_bps = wanted_bps
+        limits = [b for b in (self.wanted_bps, self.loss.limit_bps if self.loss is not None else None) if b]
+        return min(limits) if limits else LIFTED_BPS
 
     def loss_due(self) -> float | None:
         """When :meth:`poll_loss` next has something to do (``None``: nothing pending)."""

@@ -9,10 +9,14 @@ from hypothesis import strategies as st
 
 from mcu.legs.rate_budget import (
     AUDIO_KBPS,
+    CAREFUL_SPAN,
+    FAST_PROBE_FACTOR,
     HEADER_SHARE,
     MAX_KBPS,
     MIN_KBPS,
     MIN_VIDEO_KBPS,
+    PROBE_FACTOR,
+    PROBE_SPAN,
     RTCP_SHARE,
     RateBudget,
     Signal,
@@ -201,6 +205,63 @@ def test_moderate_loss_holds_and_low_loss_probes_up_slowly_until_lifted() -> Non
     t = feed(budget, 0.01, t + 1.0, 30)
     assert limit(budget) is Signal.LINE and budget.caps().get("loss") is None
     assert budget.video_kbps() == expected_video(2000)
+
+
+def test_probing_grows_per_second_of_clean_time_so_sparse_reports_climb_as_fast() -> None:
+    """A peer that reports every 5 s (baresip) probes 1.08**5 a report, not 8 %; the growth is
+    bounded at PROBE_SPAN seconds (a silent peer does not make a jump)."""
+    budget = RateBudget(20_000)
+    feed(budget, 0.9, 0.0, 5)  # backed off to ~5 % of the line: room to probe
+    budget.on_receiver_report(0.05, 4.0 + CAREFUL_SPAN)  # held; the back-off is long past
+    low = budget.video_kbps() / (1 - HEADER_SHARE)
+    budget.on_receiver_report(0.0, 9.0 + CAREFUL_SPAN)
+    assert abs(budget.video_kbps() - int((low * PROBE_FACTOR ** 5 + 1) * (1 - HEADER_SHARE))) <= 1
+    first = budget.video_kbps() / (1 - HEADER_SHARE)
+    budget.on_receiver_report(0.0, 9.0 + CAREFUL_SPAN + 60.0)  # a minute of silence counts as PROBE_SPAN seconds
+    assert abs(budget.video_kbps() - int((first * PROBE_FACTOR ** PROBE_SPAN + 1) * (1 - HEADER_SHARE))) <= 1
+
+
+def test_a_run_of_clean_reports_probes_faster_and_any_other_report_ends_the_run() -> None:
+    budget = RateBudget(20_000)
+    feed(budget, 0.9, 0.0, 5)
+    t0 = 5.0 + CAREFUL_SPAN
+    budget.on_receiver_report(0.05, t0 - 1)  # held; the back-off is long past
+    steps = []
+    for t in range(int(t0), int(t0) + 5):  # clean reports every second: 8 %, 8 %, then 15 %
+        before = budget.video_kbps() / (1 - HEADER_SHARE)
+        budget.on_receiver_report(0.0, float(t))
+        steps.append(round((budget.video_kbps() / (1 - HEADER_SHARE) - 1) / before, 2))
+    assert steps[:2] == [PROBE_FACTOR, PROBE_FACTOR] and steps[2:] == [FAST_PROBE_FACTOR] * 3
+    budget.on_receiver_report(0.05, t0 + 5)  # held: the run is over
+    before = budget.video_kbps() / (1 - HEADER_SHARE)
+    budget.on_receiver_report(0.0, t0 + 6)
+    assert round((budget.video_kbps() / (1 - HEADER_SHARE) - 1) / before, 2) == PROBE_FACTOR
+
+
+def test_after_a_back_off_the_line_is_probed_carefully_for_a_while() -> None:
+    """For CAREFUL_SPAN after sustained loss the line failed near here: 8 % + 1 kbit/s a report,
+    however long the span and however many clean reports in a row (no overflow within seconds)."""
+    budget = RateBudget(20_000)
+    feed(budget, 0.9, 0.0, 5)  # the last back-off at 4.0
+    t = 9.0
+    while t < 4.0 + CAREFUL_SPAN:
+        before = budget.video_kbps() / (1 - HEADER_SHARE)
+        budget.on_receiver_report(0.0, t)
+        assert round((budget.video_kbps() / (1 - HEADER_SHARE) - 1) / before, 2) == PROBE_FACTOR, t
+        t += 5.0
+    before = budget.video_kbps() / (1 - HEADER_SHARE)
+    budget.on_receiver_report(0.0, t)  # past it: per second of clean time, and fast (a long clean run)
+    assert round((budget.video_kbps() / (1 - HEADER_SHARE) - 1) / before, 2) == round(FAST_PROBE_FACTOR ** 5, 2)
+
+
+def test_steady_random_loss_below_the_high_mark_never_ratchets_down() -> None:
+    """2-3 % random loss (a 2M line with 2 % loss): reports swing around the low mark; the
+    estimate never backs off for it."""
+    budget = RateBudget(2000)
+    full = budget.video_kbps()
+    for t in range(120):
+        budget.on_receiver_report((0.015, 0.025, 0.034, 0.02, 0.045)[t % 5], float(t))
+        assert budget.video_kbps() == full
 
 
 def test_a_report_from_the_past_is_ignored() -> None:

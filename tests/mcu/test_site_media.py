@@ -196,7 +196,7 @@ async def test_a_site_on_an_unknown_line_starts_low_and_probes_up(conferences: C
         await _until(lambda: (640, 360) in leg.frames, 10)
         assert (1280, 720) not in leg.frames
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20  # up_after is 8 s; generous on a loaded machine
+        deadline = loop.time() + 20  # up_after is 2 s; generous on a loaded machine
         while conf.tiers.tier_of("unknown-line").size == (640, 360):
             assert loop.time() < deadline, rate.statistics()
             rate.on_rate_feedback("video", ReceptionReport(0.0, 0, 0))  # a clean line

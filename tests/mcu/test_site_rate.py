@@ -71,3 +71,16 @@ def test_a_lossy_line_turns_intra_refresh_on_and_a_clean_one_off() -> None:
         now[0] = float(t)
         rate.on_rate_feedback("video", ReceptionReport(0.0, 10, 0))
     assert calls == [True, False]
+
+
+def test_the_budget_is_firm_unless_remb_limits_it() -> None:
+    """The tier machine moves a site at once on a firm budget (mcu.tiers.FirmBudget): every
+    value of the rate budget is judged, except a REMB sample (it dips after key frames)."""
+    from mcu.tiers import FirmBudget
+
+    rate = SiteRate(2048, clock=lambda: 0.0)
+    assert isinstance(rate, FirmBudget) and rate.budget_is_firm()
+    rate.on_rate_feedback("video", RateLimitRequest(600_000, 0))
+    assert rate.budget_is_firm()  # a TMMBR is stated
+    rate.on_rate_feedback("video", RateEstimate(300_000))
+    assert limit(rate) == "remb" and not rate.budget_is_firm()

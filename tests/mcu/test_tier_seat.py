@@ -62,3 +62,34 @@ def test_an_outside_move_is_recorded() -> None:
     seat.budget = FixedBudget.fitting(tier_for_size(352, 288), m)
     clock.t = 100.0
     assert seat.tick() is None and m.tier_of("r").size == (352, 288)
+
+
+class CutBudget:
+    """A FirmBudget: a rate budget whose cuts are already judged."""
+
+    def __init__(self, kbps: int, firm: bool) -> None:
+        self.kbps, self.firm = kbps, firm
+
+    def video_kbps(self) -> int:
+        return self.kbps
+
+    def budget_is_firm(self) -> bool:
+        return self.firm
+
+
+def test_a_firm_budget_moves_the_seat_down_on_the_tick_it_is_read() -> None:
+    clock = Clock()
+    m = TierMachine()
+    budget = CutBudget(2000, firm=True)
+    moves: list[tuple[int, int]] = []
+    seat = TierSeat(m, "r", budget, move=lambda t: moves.append(t.size), serve_keyframe=lambda: None,
+                    group=lambda: "broadcast", clock=clock)
+    seat.start(TIERS[0])
+    clock.t = 10.0
+    budget.kbps = 600  # the loss controller's cut
+    assert seat.tick() is not None and moves == [(640, 360)]
+    budget.kbps, budget.firm = 300, False  # a REMB sample: it may be a key frame's dip
+    clock.t = 20.0
+    assert seat.tick() is None and moves == [(640, 360)]
+    clock.t = 21.0
+    assert seat.tick() is not None and moves[-1] == (352, 288)  # 1 s later (down_after)

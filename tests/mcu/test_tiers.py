@@ -72,16 +72,19 @@ def test_down_fast_on_sustained_shortfall_but_not_on_a_short_dip() -> None:
     assert m.moves == 1
 
 
-def test_up_slowly_one_tier_after_a_stable_period() -> None:
+def test_up_one_tier_after_a_short_stable_period() -> None:
+    """A clean line takes a receiver from 640x360 to 720p in three 2 s steps (it took 24 s)."""
     m = TierMachine()
     m.add("a", 0.0)  # 640x360
     assert m.update("a", 5000, 1.0) is None
-    assert m.update("a", 5000, 8.9) is None
-    up = m.update("a", 5000, 9.0)
+    assert m.update("a", 5000, 2.9) is None
+    up = m.update("a", 5000, 3.0)
     assert up is not None and up.size == (768, 432)  # one tier, not straight to 720p
-    assert m.update("a", 5000, 10.0) is None  # the stable period starts again
-    assert m.update("a", 5000, 17.0) is None
-    assert m.update("a", 5000, 18.0) is not None and _size(m, "a") == (960, 540)
+    assert m.update("a", 5000, 3.5) is None  # the stable period starts again
+    assert m.update("a", 5000, 5.4) is None
+    assert m.update("a", 5000, 5.5) is not None and _size(m, "a") == (960, 540)
+    assert m.update("a", 5000, 6.0) is None
+    assert m.update("a", 5000, 8.0) is not None and _size(m, "a") == (1280, 720)
     # A budget that only equals the current tier keeps it.
     m.add("b", 0.0)
     for t in range(0, 60):
@@ -92,12 +95,41 @@ def test_failed_probe_doubles_the_wait() -> None:
     m = TierMachine()
     m.add("a", 0.0)  # 640x360
     m.update("a", 900, 0.0)
-    assert m.update("a", 900, 8.0) is not None  # probe up to 768x432
-    m.update("a", 600, 9.0)
-    assert m.update("a", 600, 10.0) is not None and _size(m, "a") == (640, 360)  # failed within 10 s
-    m.update("a", 900, 11.0)
-    assert m.update("a", 900, 26.0) is None  # 16 s now, not 8
-    assert m.update("a", 900, 27.0) is not None
+    assert m.update("a", 900, 2.0) is not None  # probe up to 768x432
+    m.update("a", 600, 5.0)
+    assert m.update("a", 600, 6.0) is not None and _size(m, "a") == (640, 360)  # failed within 10 s
+    m.update("a", 900, 7.0)
+    assert m.update("a", 900, 10.9) is None  # 4 s now, not 2
+    assert m.update("a", 900, 11.0) is not None
+
+
+def test_a_move_up_is_not_undone_at_once() -> None:
+    """Within ``settle`` of a move up, a dip of a budget that is not firm must last ``settle`` (the
+    new tier's key frame makes REMB dip); later, ``down_after`` again."""
+    m = TierMachine()
+    m.add("a", 0.0)
+    m.update("a", 900, 0.0)
+    assert m.update("a", 900, 2.0) is not None  # up to 768x432
+    assert m.update("a", 600, 2.5) is None  # a dip right after the move ...
+    assert m.update("a", 600, 3.6) is None  # ... 1.1 s: down_after alone would have moved it
+    assert m.update("a", 600, 4.5) is not None and _size(m, "a") == (640, 360)  # 2 s of it: a real shortfall
+    m.update("a", 900, 5.0)
+    assert m.update("a", 900, 9.0) is not None  # up again (4 s: the probe failed)
+    m.update("a", 900, 12.0)
+    assert m.update("a", 600, 12.0) is None  # past settle: down_after (1 s) as before
+    assert m.update("a", 600, 13.0) is not None
+
+
+def test_a_firm_budget_moves_down_at_once() -> None:
+    """A rate budget's cut (already judged over reports and key-frame requests) is no dip."""
+    m = TierMachine()
+    m.add("a", 0.0, budget_kbps=2000)
+    moved = m.update("a", 600, 10.0, firm=True)
+    assert moved is not None and moved.size == (640, 360)
+    m.update("a", 900, 10.0)
+    assert m.update("a", 900, 12.0) is not None  # up again
+    assert m.update("a", 600, 12.1, firm=True) is not None  # firm: no settle either
+    assert m.update("a", 2000, 13.0, firm=True) is None  # up is never at once
 
 
 def test_keyframe_requests_are_limited_and_a_greedy_receiver_moves_down() -> None:
@@ -115,8 +147,8 @@ def test_keyframe_requests_are_limited_and_a_greedy_receiver_moves_down() -> Non
     assert _size(m, "b") == (1280, 720)  # the others stay
     # Its next probe up waits twice as long.
     m.update("a", 2000, 6.0)
-    assert m.update("a", 2000, 21.0) is None
-    assert m.update("a", 2000, 22.0) is not None
+    assert m.update("a", 2000, 9.9) is None
+    assert m.update("a", 2000, 10.0) is not None
     # A receiver on another group has its own encoder.
     m.add("c", 30.0, budget_kbps=2000, group="select:x")
     assert m.keyframe_request("b", 30.0)[0] is KeyframeDecision.SERVE
