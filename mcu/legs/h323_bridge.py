@@ -272,6 +272,12 @@ class H323Bridge:
         plan = getattr(self.conferences.core, "plan", None)
         return plan.line_kbps("h323", room_id=site_id) if isinstance(plan, SitePlan) else 2048
 
+    def line_known(self, site_id: str) -> bool:
+        """Does the site plan state the site's line (its meeting room's H.323 endpoint's ``line_kbps``)?
+        Otherwise the H.323 default stands in and the site's video starts low (mcu.legs.rate_budget)."""
+        plan = getattr(self.conferences.core, "plan", None)
+        return isinstance(plan, SitePlan) and plan.configured_line_kbps("h323", room_id=site_id) is not None
+
     def plan_address(self, site_id: str) -> tuple[str, str] | None:
         """(name, ``[alias@]host[:port]``) of a site-plan meeting room's H.323 endpoint."""
         plan = getattr(self.conferences.core, "plan", None)
