@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -67,7 +68,9 @@ from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.rtp.session import KeyframeRequest
 
 __all__ = ["H323Site", "SiteOwner", "bitrate_for_pane", "cif_only_size", "incoming_video_limit", "takes_qcif",
-           "upstream_video_bps"]
+           "UpstreamWatch", "upstream_video_bps"]
+
+log = logging.getLogger(__name__)
 
 _SILENCE: Pcm = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
 
@@ -106,8 +109,8 @@ def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | No
 CIF = (352, 288)
 QCIF_DOWN_KBPS = 205  # a budget below this cannot carry the CIF rung (192 kbit/s + overshoot): QCIF
 QCIF_UP_KBPS = 240  # ... and back to CIF only at this budget or more (hysteresis: no flapping)
-OVERSHOOT = 1.15  # the terminal sends this much above the cap we would ask for: ask, whatever its OLC says
-OVERSHOOT_WINDOW = 2.0  # seconds of received video the overshoot is measured over (at least)
+OVERSHOOT_WINDOW = 2.0  # seconds of received video per measurement of the terminal's upstream
+OVERSHOOT_WINDOWS = 2  # this many windows in a row above the cap: it is asked, whatever its OLC says
 
 
 def upstream_video_bps(line_kbps: float) -> int:
@@ -128,6 +131,35 @@ def incoming_video_limit(pane: tuple[int, int] | None, offered_bps: int, line_kb
         caps.append(DEFAULT_BITRATE[(352, 288)] if area <= 352 * 288 else DEFAULT_BITRATE[(640, 360)])
     cap = min(caps)
     return cap if overshoot or not offered_bps or offered_bps > cap else None
+
+
+class UpstreamWatch:
+    """The terminal's video as received, per window of at least ``window`` seconds (pure: time and
+    the received octet count are passed in): ``overshoot`` once ``windows`` windows in a row carried
+    more than the cap asked of it would allow."""
+
+    def __init__(self, window: float = OVERSHOOT_WINDOW, windows: int = OVERSHOOT_WINDOWS) -> None:
+        self.window, self.windows = window, windows
+        self.received_bps: int | None = None
+        self.overshoot = False
+        self._sample: tuple[float, int] | None = None
+        self._over = 0
+
+    def sample(self, now: float, octets: int, cap_bps: int | None) -> bool:
+        """Another reading; True when this one found the overshoot."""
+        if self._sample is None or now < self._sample[0]:
+            self._sample = (now, octets)
+            return False
+        then, before = self._sample
+        if now - then < self.window:
+            return False
+        self._sample = (now, octets)
+        self.received_bps = round(max(0, octets - before) * 8 / (now - then))
+        self._over = self._over + 1 if cap_bps is not None and self.received_bps > cap_bps else 0
+        if self._over >= self.windows and not self.overshoot:
+            self.overshoot = True
+            return True
+        return False
 
 
 def takes_qcif(fmt: MediaFormat) -> bool:
@@ -177,7 +209,7 @@ class H323Site:
     rate: RateBudget | None = None  # once joining: the video we may send (line, maxBitRate, flow control, RTCP)
     site_rate: SiteRate | None = None  # feeds ``rate`` with the terminal's RTCP and fast-update requests
     qcif: bool = False  # H.263/H.261: the terminal takes QCIF (the lower rung for a slow line)
-    upstream_overshoot: bool = False  # the terminal sent more video than its line carries
+    upstream: UpstreamWatch = field(default_factory=UpstreamWatch)  # the terminal's video as received
     video_ceiling: VideoFormat | None = None  # the largest format the negotiated channel carries
     content_link: H323ContentLink | None = None  # H.239, once joined (when the owner has content)
 
@@ -298,7 +330,8 @@ class H323Site:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
                                "requested_video_bps": self.requested_video_bps,
                                "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected),
-                               "upstream_overshoot": self.upstream_overshoot}
+                               "upstream_overshoot": self.upstream.overshoot,
+                               "received_video_bps": self.upstream.received_bps}
         if self.site_rate is not None:
             out["budget"] = self.site_rate.statistics()
         elif self.rate is not None:
@@ -410,7 +443,6 @@ class H323Site:
         A terminal seen sending far more than that is asked even when its channel's maxBitRate
         says it would not."""
         loop = asyncio.get_running_loop()
-        sample: tuple[float, int] | None = None  # (time, video octets received) at the last check
         while self.site is not None and not self.site.closed and not self.released.done():
             incoming = self.media.incoming_video
             channel = self.media.leg.video
@@ -420,16 +452,12 @@ class H323Site:
                     part = self.site.participant  # the settled pane (mcu.pane_size): no flip-flop storms
                     wanted = part.pane if part.pane_version else self.conference.room.wanted_video_size(self.site_id)
                     line = self.rate.line_kbps
-                    if session is not None:
-                        now, octets = loop.time(), session.stats.octets
-                        if sample is not None and now - sample[0] >= OVERSHOOT_WINDOW:
-                            received_bps = (octets - sample[1]) * 8 / (now - sample[0])
-                            cap = incoming_video_limit(wanted, 0, line)
-                            if cap is not None and received_bps > cap * OVERSHOOT:
-                                self.upstream_overshoot = True
-                        if sample is None or now - sample[0] >= OVERSHOOT_WINDOW:
-                            sample = (now, octets)
-                    limit = incoming_video_limit(wanted, incoming.format.bitrate_bps, line, self.upstream_overshoot)
+                    watch = self.upstream
+                    if session is not None and watch.sample(loop.time(), session.stats.octets,
+                                                            incoming_video_limit(wanted, 0, line)):
+                        log.info("H.323 site %s sends %s bit/s of video, more than its line carries: asked anyway",
+                                 self.site_id, watch.received_bps)
+                    limit = incoming_video_limit(wanted, incoming.format.bitrate_bps, line, watch.overshoot)
                     if limit != self.requested_video_bps:
                         self.requested_video_bps = limit
                         self.handle.flow_control(incoming.number, limit)

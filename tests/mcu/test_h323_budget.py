@@ -5,7 +5,14 @@ from types import SimpleNamespace
 
 from mcu.encoder import QCIF
 from mcu.legs.h323 import CIF as CIF_SIZE
-from mcu.legs.h323 import H323Site, cif_only_size, incoming_video_limit, takes_qcif, upstream_video_bps
+from mcu.legs.h323 import (
+    H323Site,
+    UpstreamWatch,
+    cif_only_size,
+    incoming_video_limit,
+    takes_qcif,
+    upstream_video_bps,
+)
 from mcu.legs.rate_budget import MAX_KBPS, MIN_KBPS, RateBudget, Signal
 from mcu.legs.site_media import VideoFormat
 from mcu.legs.site_rate import SiteRate
@@ -78,6 +85,22 @@ def test_the_terminal_is_asked_for_no_more_than_its_line_carries() -> None:
     # Bad lines clamp (RateBudget): never a zero or negative rate asked.
     assert incoming_video_limit(None, 0, 0) == upstream_video_bps(MIN_KBPS) >= 32_000
     assert incoming_video_limit(None, 0, -5) == upstream_video_bps(MIN_KBPS)
+
+
+def test_a_terminal_sending_above_its_line_for_two_windows_is_seen_overshooting() -> None:
+    watch = UpstreamWatch(window=2.0, windows=2)
+    cap = 623_000
+    assert not watch.sample(10.0, 0, cap)  # the first reading only starts the window
+    assert not watch.sample(11.0, 10**6, cap)  # within the window: nothing measured yet
+    assert not watch.sample(12.0, 170_000, cap) and watch.received_bps == 680_000  # one window above
+    assert not watch.sample(14.0, 170_000 + 100_000, cap) and watch.received_bps == 400_000  # a dip: starts over
+    assert not watch.sample(16.0, 270_000 + 170_000, cap)
+    assert watch.sample(18.0, 440_000 + 170_000, cap) and watch.overshoot  # two in a row: found
+    assert not watch.sample(20.0, 610_000 + 170_000, cap) and watch.overshoot  # reported once, and it stays
+    fresh = UpstreamWatch()
+    fresh.sample(5.0, 100, None)
+    assert not fresh.sample(8.0, 10**9, None) and not fresh.sample(11.0, 2 * 10**9, None)  # no cap: never
+    assert not fresh.sample(1.0, 0, cap)  # time going back restarts the window, changes nothing else
 
 
 # ---------------------------------------------------------------- H.263/H.261: the QCIF rung
