@@ -1,0 +1,158 @@
+"""H323Plus 1.28 (``h323peer``) as an H.323 site on a slow line (issue 16), each call bounded:
+
+* **its own upstream**: on a 512 kbit/s line the MCU asks it (H.245 flowControlCommand on its video
+  channel) for no more than the line carries beside audio; H323Plus's stack receives the command
+  (its trace). What the MCU receives from it is measured before and after, and printed;
+* **start low**: on a line the plan does not state, the site's budget starts at the unknown line's
+  guess, and the RTCP receiver reports H323Plus sends about our video reach it;
+* **the QCIF rung**: on a 256 kbit/s line the MCU sends H.263 QCIF (H323Plus lists QCIF), the peer
+  decodes it; when the line is raised the site moves to CIF and the peer decodes CIF to the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.runtime import CoreServices
+from mcu.legs.h323 import H323Site, upstream_video_bps
+from tests.sip_gateway.h323.h323_conference_kit import Mcu, free_port
+from tests.sip_gateway.h323.h323plus_peer import H323Peer
+from tests.sip_gateway.h323.test_h323_h323plus import CONFERENCE, _peer_args, _room_with_other_site
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+
+async def _joined(mcu: Mcu, seconds: float = 20.0) -> H323Site:
+    async with asyncio.timeout(seconds):
+        while True:
+            site = next((s for s in mcu.bridge.sites if s.site is not None and s.rate is not None), None)
+            if site is not None:
+                return site
+            await asyncio.sleep(0.1)
+
+
+async def _until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                if predicate():
+                    return
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise AssertionError(f"not within {seconds} s: {what}") from None
+
+
+def _octets(site: H323Site) -> int:
+    channel = site.media.leg.video
+    return channel.session.stats.octets if channel is not None and channel.session is not None else 0
+
+
+async def _received_kbps(site: H323Site, seconds: float) -> float:
+    """The peer's video as the MCU receives it (RTP payload), over ``seconds``."""
+    before, started = _octets(site), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (_octets(site) - before) * 8 / 1000 / (time.monotonic() - started)
+
+
+def _state_line(mcu: Mcu, kbps: int) -> None:
+    """The site plan's ``line_kbps`` for the calling room (as a plan entry would state it)."""
+    mcu.bridge.line_kbps = lambda site_id: kbps  # type: ignore[method-assign]
+    mcu.bridge.line_known = lambda site_id: True  # type: ignore[method-assign]
+
+
+async def test_h323plus_is_asked_to_keep_its_video_within_its_line(services: CoreServices, tmp_path: Path,
+                                                                   h323peer_binary: Path) -> None:
+    port, h245_port, peer_port = free_port(), free_port(), free_port()
+    trace = tmp_path / "h323plus-trace.txt"
+    peer = H323Peer(h323peer_binary, [*_peer_args(tmp_path, False, peer_port), "-t", "-t", "-t", "-t",
+                                      "-o", str(trace), "--duration", "30", f"h323:{CONFERENCE}@127.0.0.1:{port}"])
+    figures: dict[str, Any] = {}
+    async with _room_with_other_site(services, port, h245_port) as mcu:
+        _state_line(mcu, 512)
+        try:
+            await peer.start()
+            await peer.wait_for("Call connected", 20)
+            site = await _joined(mcu)
+            incoming = site.media.incoming_video
+            assert incoming is not None
+            figures["olc_max_bitrate_bps"] = incoming.format.bitrate_bps
+            cap = upstream_video_bps(512)
+            # asked at once (its channel allows more) or after two windows above the cap
+            await _until(lambda: site.requested_video_bps == cap, 20, f"asked for {cap}: {site.extra_stats()}")
+            figures["asked_bps"] = site.requested_video_bps
+            figures["overshoot_seen"] = site.upstream.overshoot
+            figures["received_at_ask_bps"] = site.upstream.received_bps
+            await asyncio.sleep(2)  # the command travels, the terminal's encoder follows (if it does)
+            figures["received_after_kbps"] = round(await _received_kbps(site, 6), 1)
+            await peer.wait(45)
+        finally:
+            await peer.stop()
+            (tmp_path / "peer.log").write_text(peer.output)
+    text = trace.read_text(errors="replace") if trace.exists() else ""
+    figures["h323plus_received_command"] = "flowControlCommand" in text
+    figures["h323plus_codec_applied_it"] = "Applying Flow Control" in text
+    print(f"H323Plus on a 512k line (cap {cap} bit/s): {figures}")
+    assert figures["asked_bps"] == cap == 390_000
+    assert figures["h323plus_received_command"], "H323Plus's H.245 did not see our flowControlCommand"
+
+
+async def test_h323plus_on_an_unstated_line_starts_low_and_its_reports_reach_the_budget(
+        services: CoreServices, tmp_path: Path, h323peer_binary: Path) -> None:
+    port, h245_port, peer_port = free_port(), free_port(), free_port()
+    peer = H323Peer(h323peer_binary, [*_peer_args(tmp_path, False, peer_port), "--duration", "30",
+                                      f"h323:{CONFERENCE}@127.0.0.1:{port}"])
+    async with _room_with_other_site(services, port, h245_port) as mcu:
+        try:
+            await peer.start()
+            await peer.wait_for("Call connected", 20)
+            site = await _joined(mcu)
+            assert site.rate is not None and site.site_rate is not None
+            start = site.rate.snapshot()
+            assert start["limited_by"] == "start" and not site.rate.line_known, start
+            # H323Plus reports every 8-16 s (RTP_Session's 12 s ± a third).
+            rate = site.site_rate
+            await _until(lambda: rate.feedback["reports"] >= 1, 40, f"a receiver report: {rate.statistics()}")
+            after = site.rate.snapshot()
+            print(f"H323Plus, unstated line: budget at join {start}, after its first report {after}, "
+                  f"feedback {site.site_rate.feedback}")
+            assert after["video_kbps"] > start["video_kbps"]  # a clean report: probed up
+            await peer.wait(45)
+        finally:
+            await peer.stop()
+            (tmp_path / "peer.log").write_text(peer.output)
+
+
+async def test_h323plus_on_a_256k_line_gets_qcif_then_cif_when_its_line_is_raised(
+        services: CoreServices, tmp_path: Path, h323peer_binary: Path) -> None:
+    port, h245_port, peer_port = free_port(), free_port(), free_port()
+    peer = H323Peer(h323peer_binary, [*_peer_args(tmp_path, False, peer_port), "--duration", "20",
+                                      f"h323:{CONFERENCE}@127.0.0.1:{port}"])
+    async with _room_with_other_site(services, port, h245_port) as mcu:
+        _state_line(mcu, 256)
+        try:
+            await peer.start()
+            await peer.wait_for("Call connected", 20)
+            site = await _joined(mcu)
+            assert site.qcif, "H323Plus lists QCIF among the sizes it receives"
+            assert site.site is not None and site.site.video is not None and site.rate is not None
+            assert (site.site.video.width, site.site.video.height) == (176, 144), site.rate.snapshot()
+            await peer.wait_for(r"Video: first frame received 176x144", 20)
+            sent_qcif = site.site.counters.video_frames_out
+            site.rate.set_line(1024)  # the plan's line raised mid-call: CIF from the next I-picture
+            site.refit()
+            assert (site.site.video.width, site.site.video.height) == (352, 288)
+            code = await peer.wait(45)
+            assert code == 0, peer.output
+        finally:
+            await peer.stop()
+            (tmp_path / "peer.log").write_text(peer.output)
+    summary = peer.summary
+    assert summary is not None, peer.output
+    print(f"QCIF frames sent {sent_qcif}; peer: {summary}; {peer.has(r'frames decoded .*')}")
+    assert peer.has(r"distinct video frames decoded \d+ \(352x288\)"), peer.output  # CIF decoded to the end
+    assert summary.video_frames_decoded > 20
