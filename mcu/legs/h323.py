@@ -28,8 +28,8 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,7 +67,7 @@ from sip_gateway.rtp.codecs import Pcm
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.rtp.session import KeyframeRequest
 
-__all__ = ["H323Site", "SiteOwner", "bitrate_for_pane", "cif_only_size", "incoming_video_limit", "takes_qcif",
+__all__ = ["H323Site", "SiteOwner", "bitrate_for_pane", "cif_only_size", "formats_for_line", "incoming_video_limit", "takes_qcif",
            "UpstreamWatch", "upstream_video_bps"]
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,15 @@ def upstream_video_bps(line_kbps: float) -> int:
     """The video bit stream a terminal may send us on its line (a leased line is symmetric): the
     line less audio, RTCP and packet headers, as :class:`RateBudget` reckons our own direction."""
     return RateBudget(line_kbps).video_kbps() * 1000
+
+
+def formats_for_line(formats: Sequence[MediaFormat], line_kbps: float) -> tuple[MediaFormat, ...]:
+    """Our receive capability set for a call to a site on a line of ``line_kbps``: every video
+    format's ``maxBitRate`` (100 bit/s units) no more than its line carries beside audio
+    (:func:`upstream_video_bps`), so the terminal opens its video channel within it."""
+    cap = max(1, upstream_video_bps(line_kbps) // 100)
+    return tuple(replace(f, max_bitrate=min(f.max_bitrate, cap) if f.max_bitrate else cap) if f.codec.is_video else f
+                 for f in formats)
 
 
 def incoming_video_limit(pane: tuple[int, int] | None, offered_bps: int, line_kbps: float,

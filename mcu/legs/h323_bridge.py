@@ -24,12 +24,12 @@ import contextlib
 import logging
 import re
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from config.site_plan import SitePlan
 from mcu.conferences import ConferenceError, ConferenceService, DialError, RunningConference
-from mcu.legs.h323 import H323Site
+from mcu.legs.h323 import H323Site, formats_for_line
 from mcu.legs.h323_content_media import ContentHub
 from mcu.legs.h323_dial_in import DialIn
 from mcu.legs.h323_settings import BridgeSettings, parse_address, parse_target
@@ -214,7 +214,10 @@ class H323Bridge:
         await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{where}", name=display, protocol="h323")
         try:
             target = self._resolve(alias, target)
-            handle = await self.endpoint.dial(target, alias)
+            # A stated line: our capability set asks for no more video than it carries beside audio.
+            config = replace(self.config, formats=formats_for_line(self.config.formats, self.line_kbps(site_id))) \
+                if self.line_known(site_id) else None
+            handle = await self.endpoint.dial(target, alias, config=config)
         except AdmissionRefused as exc:
             text = (f"别名 {alias} 未在网守注册" if exc.reason == "calledPartyNotRegistered"
                     else f"网守拒绝呼叫（{exc.reason}）")

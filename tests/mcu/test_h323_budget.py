@@ -9,6 +9,7 @@ from mcu.legs.h323 import (
     H323Site,
     UpstreamWatch,
     cif_only_size,
+    formats_for_line,
     incoming_video_limit,
     takes_qcif,
     upstream_video_bps,
@@ -16,7 +17,7 @@ from mcu.legs.h323 import (
 from mcu.legs.rate_budget import MAX_KBPS, MIN_KBPS, RateBudget, Signal
 from mcu.legs.site_media import VideoFormat
 from mcu.legs.site_rate import SiteRate
-from sip_gateway.h323.capabilities import Codec, MediaFormat
+from sip_gateway.h323.capabilities import DEFAULT_FORMATS, Codec, MediaFormat
 from sip_gateway.h323.events import VideoFastUpdateRequested
 from sip_gateway.rtp.session import ReceptionReport
 
@@ -85,6 +86,16 @@ def test_the_terminal_is_asked_for_no_more_than_its_line_carries() -> None:
     # Bad lines clamp (RateBudget): never a zero or negative rate asked.
     assert incoming_video_limit(None, 0, 0) == upstream_video_bps(MIN_KBPS) >= 32_000
     assert incoming_video_limit(None, 0, -5) == upstream_video_bps(MIN_KBPS)
+
+
+def test_a_call_to_a_site_on_a_stated_line_offers_video_capabilities_within_it() -> None:
+    formats = formats_for_line(DEFAULT_FORMATS, 768)
+    assert [f.max_bitrate for f in formats if f.codec.is_video] == [6230, 6230, 6230]  # 623 kbit/s, not 1.92M
+    assert [f for f in formats if not f.codec.is_video] == [f for f in DEFAULT_FORMATS if not f.codec.is_video]
+    assert [f.mpi for f in formats] == [f.mpi for f in DEFAULT_FORMATS]  # only the rate changes
+    low = formats_for_line((MediaFormat(Codec.H263, max_bitrate=3276), MediaFormat(Codec.H261)), 4096)
+    assert [f.max_bitrate for f in low] == [3276, 36580]  # a lower rate of its own stays; none stated: the line's
+    assert all(f.max_bitrate >= 320 for f in formats_for_line(DEFAULT_FORMATS, -1))  # a bad line clamps
 
 
 def test_a_terminal_sending_above_its_line_for_two_windows_is_seen_overshooting() -> None:
