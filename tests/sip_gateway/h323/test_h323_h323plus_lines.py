@@ -20,6 +20,7 @@ import pytest
 
 from core.runtime import CoreServices
 from mcu.legs.h323 import H323Site, upstream_video_bps
+from mcu.legs.h323_bridge import H323SiteDialer
 from tests.sip_gateway.h323.h323_conference_kit import Mcu, free_port
 from tests.sip_gateway.h323.h323plus_peer import H323Peer
 from tests.sip_gateway.h323.test_h323_h323plus import CONFERENCE, _peer_args, _room_with_other_site
@@ -156,3 +157,34 @@ async def test_h323plus_on_a_256k_line_gets_qcif_then_cif_when_its_line_is_raise
     print(f"QCIF frames sent {sent_qcif}; peer: {summary}; {peer.has(r'frames decoded .*')}")
     assert peer.has(r"distinct video frames decoded \d+ \(352x288\)"), peer.output  # CIF decoded to the end
     assert summary.video_frames_decoded > 20
+
+
+async def test_mcu_dials_h323plus_on_a_512k_line_with_its_capabilities_within_the_line(
+        services: CoreServices, tmp_path: Path, h323peer_binary: Path) -> None:
+    """Dialling out to a site on a stated line, our capability set's video maxBitRate is the line's
+    (slow start: H323Plus opens its video channel from that set)."""
+    port, h245_port, peer_port = free_port(), free_port(), free_port()
+    async with _room_with_other_site(services, port, h245_port) as mcu:
+        mcu.bridge.config.fast_start = False
+        mcu.bridge.config.tunnelling = False
+        mcu.conferences.register_dialer("h323", H323SiteDialer(mcu.bridge))
+        _state_line(mcu, 512)
+        peer = H323Peer(h323peer_binary, [*_peer_args(tmp_path, True, peer_port), "-l", "--once", "--duration", "20"])
+        try:
+            await peer.start()
+            await peer.wait_for("Waiting for incoming calls", 15)
+            await mcu.conferences.dial_address(CONFERENCE, f"h323:h323peer@127.0.0.1:{peer_port}", "H323Plus 会议室",
+                                               "chair")
+            await peer.wait_for("Call connected", 20)
+            site = await _joined(mcu)
+            incoming = site.media.incoming_video
+            assert incoming is not None
+            await asyncio.sleep(2)
+            received = round(await _received_kbps(site, 6), 1)
+            print(f"dial-out, 512k line: H323Plus's video channel says maxBitRate {incoming.format.bitrate_bps} bit/s; "
+                  f"received {received} kbit/s; asked {site.requested_video_bps}")
+            assert 0 < incoming.format.bitrate_bps <= upstream_video_bps(512)
+            await peer.wait(45)
+        finally:
+            await peer.stop()
+            (tmp_path / "peer.log").write_text(peer.output)
