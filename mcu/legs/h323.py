@@ -67,7 +67,7 @@ from sip_gateway.rtp.codecs import Pcm
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
 from sip_gateway.rtp.session import KeyframeRequest
 
-__all__ = ["H323Site", "SiteOwner", "bitrate_for_pane", "cif_only_size", "formats_for_line", "incoming_video_limit", "takes_qcif",
+__all__ = ["H323Site", "SiteOwner", "bitrate_for_pane", "cif_only_size", "formats_for_line", "incoming_video_limit", "takes_cif", "takes_qcif",
            "UpstreamWatch", "upstream_video_bps"]
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,18 @@ def takes_qcif(fmt: MediaFormat) -> bool:
     return fmt.codec in (Codec.H263, Codec.H261) and any(name == "qcifMPI" for name, _ in fmt.mpi)
 
 
-def cif_only_size(video_kbps: int, current: tuple[int, int], qcif: bool) -> tuple[int, int]:
+def takes_cif(fmt: MediaFormat) -> bool:
+    """Does it allow CIF (cifMPI listed, or no sizes listed at all)? H323Plus's QCIF capability does not."""
+    return not fmt.mpi or any(name == "cifMPI" for name, _ in fmt.mpi)
+
+
+def cif_only_size(video_kbps: int, current: tuple[int, int], qcif: bool, cif: bool = True) -> tuple[int, int]:
     """H.263/H.261: the shared encoder's size for a budget of ``video_kbps`` (the video bit stream),
     moving from ``current`` with hysteresis. Without ``qcif`` (the terminal did not list it) CIF
-    stays, and the leg's pacer drops frames when the budget is below the CIF rung."""
+    stays, and the leg's pacer drops frames when the budget is below the CIF rung; a terminal that
+    listed QCIF but not ``cif`` gets QCIF whatever the budget."""
+    if qcif and not cif:
+        return QCIF
     if not qcif:
         return CIF
     if current == QCIF:
@@ -218,6 +226,7 @@ class H323Site:
     rate: RateBudget | None = None  # once joining: the video we may send (line, maxBitRate, flow control, RTCP)
     site_rate: SiteRate | None = None  # feeds ``rate`` with the terminal's RTCP and fast-update requests
     qcif: bool = False  # H.263/H.261: the terminal takes QCIF (the lower rung for a slow line)
+    cif: bool = True  # ... and CIF (a terminal that listed QCIF only is sent QCIF)
     upstream: UpstreamWatch = field(default_factory=UpstreamWatch)  # the terminal's video as received
     video_ceiling: VideoFormat | None = None  # the largest format the negotiated channel carries
     content_link: H323ContentLink | None = None  # H.239, once joined (when the owner has content)
@@ -330,7 +339,7 @@ class H323Site:
             return ceiling
         if ceiling.codec in CIF_ONLY_CODECS:
             now = (current.width, current.height) if current is not None else (ceiling.width, ceiling.height)
-            width, height = cif_only_size(self.rate.video_kbps(), now, self.qcif)
+            width, height = cif_only_size(self.rate.video_kbps(), now, self.qcif, self.cif)
         else:
             width, height = size_for_rate(self.rate.video_kbps(), (ceiling.width, ceiling.height))
         return VideoFormat(ceiling.codec, width, height, ceiling.single_nal)
@@ -404,7 +413,7 @@ class H323Site:
             if video_out.format.bitrate_bps > 0:
                 self.rate.on_h245_max_bitrate(video_out.format.bitrate_bps / 1000)
             self.video_ceiling = VideoFormat(codec, width, height, single_nal)
-            self.qcif = takes_qcif(video_out.format)
+            self.qcif, self.cif = takes_qcif(video_out.format), takes_cif(video_out.format)
             video = self.fit(self.video_ceiling)
         # The leg's pacer keeps the video within the budget (a leaky bucket, key frames spread out,
         # whole frames dropped up to the next key frame when the queue would hold > 0.5 s: an H.263

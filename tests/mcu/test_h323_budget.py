@@ -11,6 +11,7 @@ from mcu.legs.h323 import (
     cif_only_size,
     formats_for_line,
     incoming_video_limit,
+    takes_cif,
     takes_qcif,
     upstream_video_bps,
 )
@@ -126,6 +127,9 @@ def test_cif_only_size_moves_with_hysteresis_and_only_to_a_size_the_terminal_lis
     assert cif_only_size(230, CIF_SIZE, qcif=True) == CIF_SIZE
     assert cif_only_size(240, QCIF, qcif=True) == CIF_SIZE
     assert cif_only_size(100, CIF_SIZE, qcif=False) == CIF_SIZE  # no QCIF listed: CIF, the pacer drops frames
+    assert cif_only_size(2000, CIF_SIZE, qcif=True, cif=False) == QCIF  # QCIF only listed: QCIF, however fast
+    assert takes_cif(MediaFormat(Codec.H263, mpi=(("cifMPI", 1),))) and takes_cif(MediaFormat(Codec.H261))
+    assert not takes_cif(MediaFormat(Codec.H263, mpi=(("qcifMPI", 1),)))  # H323Plus's H.263-QCIF
     assert takes_qcif(MediaFormat(Codec.H263, mpi=(("qcifMPI", 1), ("cifMPI", 1))))
     assert takes_qcif(MediaFormat(Codec.H261, mpi=(("qcifMPI", 2),)))
     assert not takes_qcif(MediaFormat(Codec.H263, mpi=(("cifMPI", 1),)))
