@@ -1,12 +1,16 @@
-"""H323Plus 1.28 (``h323peer``) as an H.323 site on a slow line (issue 16), each call bounded:
+"""H.323 sites on slow lines (issue 16), with H323Plus 1.28 (``h323peer``) and our own room system,
+each call bounded:
 
-* **its own upstream**: on a 512 kbit/s line the MCU asks it (H.245 flowControlCommand on its video
-  channel) for no more than the line carries beside audio; H323Plus's stack receives the command
-  (its trace). What the MCU receives from it is measured before and after, and printed;
-* **start low**: on a line the plan does not state, the site's budget starts at the unknown line's
-  guess, and the RTCP receiver reports H323Plus sends about our video reach it;
-* **the QCIF rung**: on a 256 kbit/s line the MCU sends H.263 QCIF (H323Plus lists QCIF), the peer
-  decodes it; when the line is raised the site moves to CIF and the peer decodes CIF to the end.
+* **its own upstream**: on a 512 kbit/s line the MCU asks H323Plus (H.245 flowControlCommand on
+  its video channel) for no more than the line carries beside audio, and H323Plus's H.245 receives
+  it (its trace); dialling out, our capability set's video maxBitRate is the line's. What the MCU
+  receives is printed. Measured on loopback: H323Plus's OLC says 327.6 kbit/s, it sends ~1 Mbit/s
+  and keeps sending ~0.95 Mbit/s after the command (its H.263 plugin has no flow control and runs at
+  quantiser 2; see docs/mcu.md), so only our side is asserted;
+* **RTCP into the budget**: the receiver reports H323Plus sends about our video reach the budget;
+* **the QCIF rung**: H323Plus listing QCIF only is sent QCIF and decodes it; our own room system
+  listing QCIF and CIF is sent QCIF on a 256 kbit/s line and CIF once the line is raised, every
+  picture after the move decoded at CIF.
 """
 from __future__ import annotations
 
