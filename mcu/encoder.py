@@ -33,8 +33,10 @@ from .clock import Clock
 from .compositor import ComposedFrame, fit_frame
 
 CODECS = ("h264", "vp8", "h263", "h261")
-# H.263 (baseline, RFC 2190) and H.261 only code the CIF family: their shared encoders are CIF.
+# H.263 (baseline, RFC 2190) and H.261 only code the CIF family: their shared encoders are CIF, or
+# QCIF for a site whose line cannot carry CIF (:data:`CIF_ONLY_RATES`).
 CIF_ONLY_CODECS = ("h263", "h261")
+QCIF = (176, 144)
 # The ladder of shared-encoder tiers, best first: (width, height, bit/s). Receivers move between
 # them (mcu.tiers); each (view, codec, tier) encoder runs only while a receiver is on it.
 LADDER: tuple[tuple[int, int, int], ...] = (
@@ -56,6 +58,11 @@ VBV_SECONDS: dict[tuple[int, int], float] = {
 # says maxBitRate 327 kbit/s (221 kbit/s of video after audio and headers). A site whose budget is
 # lower still gets frames dropped by its leg's pacer (up to the next I-picture, which it asks for).
 CIF_ONLY_BITRATE = 192_000
+# The lower rung of those codecs: QCIF at 112 kbit/s (+ ~8 kbit/s of headers), for a site whose
+# budget is below the CIF rung (a 256 kbit/s line leaves ~156 kbit/s of video). The H.323 leg moves
+# a site there only if the terminal listed QCIF (mcu.legs.h323); it lands on the new encoder's I-picture.
+QCIF_BITRATE = 112_000
+CIF_ONLY_RATES: dict[tuple[int, int], int] = {(352, 288): CIF_ONLY_BITRATE, QCIF: QCIF_BITRATE}
 # The rate asked of a *source* shown at these sizes (H.323 flow control, mcu.legs.h323), not an encoder rate.
 DEFAULT_BITRATE = {(1280, 720): 1_500_000, (640, 360): 600_000, (352, 288): 384_000}
 
@@ -74,10 +81,11 @@ class EncoderKey:
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
             raise ValueError(f"unsupported codec {self.codec!r}; expected one of {CODECS}")
-        if (self.width, self.height) not in RESOLUTIONS:
+        if self.codec in CIF_ONLY_CODECS:
+            if (self.width, self.height) not in CIF_ONLY_RATES:
+                raise ValueError(f"{self.codec} encodes CIF (352x288) or QCIF (176x144) only")
+        elif (self.width, self.height) not in RESOLUTIONS:
             raise ValueError(f"unsupported resolution {self.width}x{self.height}; expected one of {RESOLUTIONS}")
-        if self.codec in CIF_ONLY_CODECS and (self.width, self.height) != (352, 288):
-            raise ValueError(f"{self.codec} encodes CIF (352x288) only")
         if (self.single_nal or self.intra_refresh) and self.codec != "h264":
             raise ValueError("single_nal and intra_refresh apply to H.264 only")
 
@@ -135,7 +143,8 @@ class KeyframePolicy:
 
 
 def _open_context(key: EncoderKey, settings: EncoderSettings) -> av.VideoCodecContext:
-    default = CIF_ONLY_BITRATE if key.codec in CIF_ONLY_CODECS else ENCODER_BITRATE[(key.width, key.height)]
+    size = (key.width, key.height)
+    default = CIF_ONLY_RATES[size] if key.codec in CIF_ONLY_CODECS else ENCODER_BITRATE[size]
     bitrate = settings.bitrate or default
     gop = max(1, round(settings.keyframe_interval * settings.fps))
     if key.codec == "h264":

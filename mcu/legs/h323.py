@@ -27,25 +27,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from mcu.conferences import RunningConference
-from mcu.encoder import DEFAULT_BITRATE
+from mcu.encoder import CIF_ONLY_CODECS, DEFAULT_BITRATE, QCIF
 from mcu.legs.h323_content_media import ContentHub, H323ContentLink
 from mcu.legs.h323_settings import BridgeSettings
 from mcu.legs.rate_budget import RateBudget, Signal
 from mcu.legs.site_media import SiteMedia, VideoFormat
-from mcu.legs.site_rate import size_for_rate
+from mcu.legs.site_rate import SiteRate, size_for_rate
 from mcu.pacer import AUDIO_PERIOD, Pacer
 from mcu.room import RoomError
 from sip_gateway.aio.h224_channel import H224Channel
 from sip_gateway.aio.h323_endpoint import CallHandle
 from sip_gateway.aio.h323_media import H323MediaLeg, site_video_codec
-from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
+from sip_gateway.h323.capabilities import AUDIO_SESSION, VIDEO_SESSION, Codec, MediaFormat
 from sip_gateway.h323.events import (
     CallConnected,
     CallIncoming,
@@ -64,8 +65,12 @@ from sip_gateway.h323.h239 import CONTENT_SESSION, H239Message, H239MessageRecei
 from sip_gateway.h323.q931 import Cause
 from sip_gateway.rtp.codecs import Pcm
 from sip_gateway.rtp.media_primitives import FRAME_SAMPLES as SAMPLES_PER_FRAME
+from sip_gateway.rtp.session import KeyframeRequest
 
-__all__ = ["H323Site", "SiteOwner", "bitrate_for_pane"]
+__all__ = ["H323Site", "SiteOwner", "bitrate_for_pane", "cif_only_size", "formats_for_line", "incoming_video_limit", "takes_cif", "takes_qcif",
+           "UpstreamWatch", "upstream_video_bps"]
+
+log = logging.getLogger(__name__)
 
 _SILENCE: Pcm = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
 
@@ -86,6 +91,10 @@ class SiteOwner(Protocol):
     def line_kbps(self, site_id: str) -> int:
         """The rate of the site's line (site plan or the H.323 default), kbit/s."""
 
+    def line_known(self, site_id: str) -> bool:
+        """True when the site plan states the site's line; False when only the H.323 default stands
+        in (its video then starts low and moves up on evidence, as an unstated SIP line's does)."""
+
 
 def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | None:
     """Video rate to ask of a terminal shown at ``size`` (None: unseen → the CIF rate; no cap
@@ -95,6 +104,95 @@ def bitrate_for_pane(size: tuple[int, int] | None, offered_bps: int) -> int | No
         return None
     cap = DEFAULT_BITRATE[(352, 288)] if area <= 352 * 288 else DEFAULT_BITRATE[(640, 360)]
     return cap if not offered_bps or offered_bps > cap else None
+
+
+CIF = (352, 288)
+QCIF_DOWN_KBPS = 205  # a budget below this cannot carry the CIF rung (192 kbit/s + overshoot): QCIF
+QCIF_UP_KBPS = 240  # ... and back to CIF only at this budget or more (hysteresis: no flapping)
+OVERSHOOT_WINDOW = 2.0  # seconds of received video per measurement of the terminal's upstream
+OVERSHOOT_WINDOWS = 2  # this many windows in a row above the cap: it is asked, whatever its OLC says
+
+
+def upstream_video_bps(line_kbps: float) -> int:
+    """The video bit stream a terminal may send us on its line (a leased line is symmetric): the
+    line less audio, RTCP and packet headers, as :class:`RateBudget` reckons our own direction."""
+    return RateBudget(line_kbps).video_kbps() * 1000
+
+
+def formats_for_line(formats: Sequence[MediaFormat], line_kbps: float) -> tuple[MediaFormat, ...]:
+    """Our receive capability set for a call to a site on a line of ``line_kbps``: every video
+    format's ``maxBitRate`` (100 bit/s units) no more than its line carries beside audio
+    (:func:`upstream_video_bps`), so the terminal opens its video channel within it."""
+    cap = max(1, upstream_video_bps(line_kbps) // 100)
+    return tuple(replace(f, max_bitrate=min(f.max_bitrate, cap) if f.max_bitrate else cap) if f.codec.is_video else f
+                 for f in formats)
+
+
+def incoming_video_limit(pane: tuple[int, int] | None, offered_bps: int, line_kbps: float,
+                         overshoot: bool = False) -> int | None:
+    """The flowControlCommand rate for a terminal's video channel (None: no restriction): the
+    smaller of what its largest pane needs (:func:`bitrate_for_pane`) and what its line carries
+    (:func:`upstream_video_bps`). Asked only when the terminal's channel allows more (its
+    ``maxBitRate`` ``offered_bps``, 0 when unstated) or it was seen sending more (``overshoot``)."""
+    area = pane[0] * pane[1] if pane is not None else 0
+    caps = [upstream_video_bps(line_kbps)]
+    if area <= 640 * 360:
+        caps.append(DEFAULT_BITRATE[(352, 288)] if area <= 352 * 288 else DEFAULT_BITRATE[(640, 360)])
+    cap = min(caps)
+    return cap if overshoot or not offered_bps or offered_bps > cap else None
+
+
+class UpstreamWatch:
+    """The terminal's video as received, per window of at least ``window`` seconds (pure: time and
+    the received octet count are passed in): ``overshoot`` once ``windows`` windows in a row carried
+    more than the cap asked of it would allow."""
+
+    def __init__(self, window: float = OVERSHOOT_WINDOW, windows: int = OVERSHOOT_WINDOWS) -> None:
+        self.window, self.windows = window, windows
+        self.received_bps: int | None = None
+        self.overshoot = False
+        self._sample: tuple[float, int] | None = None
+        self._over = 0
+
+    def sample(self, now: float, octets: int, cap_bps: int | None) -> bool:
+        """Another reading; True when this one found the overshoot."""
+        if self._sample is None or now < self._sample[0]:
+            self._sample = (now, octets)
+            return False
+        then, before = self._sample
+        if now - then < self.window:
+            return False
+        self._sample = (now, octets)
+        self.received_bps = round(max(0, octets - before) * 8 / (now - then))
+        self._over = self._over + 1 if cap_bps is not None and self.received_bps > cap_bps else 0
+        if self._over >= self.windows and not self.overshoot:
+            self.overshoot = True
+            return True
+        return False
+
+
+def takes_qcif(fmt: MediaFormat) -> bool:
+    """Does our H.263/H.261 channel to the terminal allow QCIF (the terminal listed qcifMPI)?"""
+    return fmt.codec in (Codec.H263, Codec.H261) and any(name == "qcifMPI" for name, _ in fmt.mpi)
+
+
+def takes_cif(fmt: MediaFormat) -> bool:
+    """Does it allow CIF (cifMPI listed, or no sizes listed at all)? H323Plus's QCIF capability does not."""
+    return not fmt.mpi or any(name == "cifMPI" for name, _ in fmt.mpi)
+
+
+def cif_only_size(video_kbps: int, current: tuple[int, int], qcif: bool, cif: bool = True) -> tuple[int, int]:
+    """H.263/H.261: the shared encoder's size for a budget of ``video_kbps`` (the video bit stream),
+    moving from ``current`` with hysteresis. Without ``qcif`` (the terminal did not list it) CIF
+    stays, and the leg's pacer drops frames when the budget is below the CIF rung; a terminal that
+    listed QCIF but not ``cif`` gets QCIF whatever the budget."""
+    if qcif and not cif:
+        return QCIF
+    if not qcif:
+        return CIF
+    if current == QCIF:
+        return CIF if video_kbps >= QCIF_UP_KBPS else QCIF
+    return QCIF if video_kbps < QCIF_DOWN_KBPS else CIF
 
 
 @dataclass(eq=False)
@@ -125,7 +223,11 @@ class H323Site:
     prompts: collections.deque[Pcm] = field(default_factory=collections.deque)  # IVR audio to play
     prompts_played: asyncio.Event = field(default_factory=asyncio.Event)
     _prompter: asyncio.Task[None] | None = None
-    rate: RateBudget | None = None  # once joining: the video we may send (line, maxBitRate, flow control)
+    rate: RateBudget | None = None  # once joining: the video we may send (line, maxBitRate, flow control, RTCP)
+    site_rate: SiteRate | None = None  # feeds ``rate`` with the terminal's RTCP and fast-update requests
+    qcif: bool = False  # H.263/H.261: the terminal takes QCIF (the lower rung for a slow line)
+    cif: bool = True  # ... and CIF (a terminal that listed QCIF only is sent QCIF)
+    upstream: UpstreamWatch = field(default_factory=UpstreamWatch)  # the terminal's video as received
     video_ceiling: VideoFormat | None = None  # the largest format the negotiated channel carries
     content_link: H323ContentLink | None = None  # H.239, once joined (when the owner has content)
 
@@ -191,6 +293,8 @@ class H323Site:
                     self.content_link.on_fast_update()
             elif self.site is not None:
                 self.site.on_keyframe_request(self.media.leg)
+                if self.site_rate is not None:  # a sign of loss from a terminal that sends no RTCP PLI
+                    self.site_rate.on_rate_feedback("video", KeyframeRequest("h245"))
         elif isinstance(event, FlowControlRequested):
             content_out = self.media.outgoing_content
             if content_out is not None and content_out.number == event.channel:
@@ -216,25 +320,39 @@ class H323Site:
             self.rate.clear(Signal.H245_FLOW_CONTROL)
         else:
             self.rate.on_h245_flow_control(bitrate_bps / 1000)
+        self.refit()
+
+    def refit(self) -> None:
+        """The budget moved: send the site the size it carries now (a move lands on a key frame of
+        the new shared encoder, :class:`SiteMedia`)."""
         site = self.site
         if site is None or site.video is None or site.subscription is None or self.video_ceiling is None:
             return
-        fitted = self.fit(self.video_ceiling)
+        fitted = self.fit(self.video_ceiling, site.video)
         if fitted != site.video:
             site.change_video_format(fitted)
 
-    def fit(self, ceiling: VideoFormat) -> VideoFormat:
-        """``ceiling`` at the size the budget carries (H.263/H.261 are CIF anyway)."""
+    def fit(self, ceiling: VideoFormat, current: VideoFormat | None = None) -> VideoFormat:
+        """``ceiling`` at the size the budget carries; H.263/H.261: CIF, or QCIF below the CIF
+        rung when the terminal takes it (:func:`cif_only_size`, with hysteresis from ``current``)."""
         if self.rate is None:
             return ceiling
-        width, height = size_for_rate(self.rate.video_kbps(), (ceiling.width, ceiling.height))
+        if ceiling.codec in CIF_ONLY_CODECS:
+            now = (current.width, current.height) if current is not None else (ceiling.width, ceiling.height)
+            width, height = cif_only_size(self.rate.video_kbps(), now, self.qcif, self.cif)
+        else:
+            width, height = size_for_rate(self.rate.video_kbps(), (ceiling.width, ceiling.height))
         return VideoFormat(ceiling.codec, width, height, ceiling.single_nal)
 
     def extra_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"protocol_detail": "H.323", "round_trip_ms": self.round_trip_ms,
                                "requested_video_bps": self.requested_video_bps,
-                               "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected)}
-        if self.rate is not None:
+                               "flow_control_bps": self.flow_cap_bps, "rejected_channels": list(self.rejected),
+                               "upstream_overshoot": self.upstream.overshoot,
+                               "received_video_bps": self.upstream.received_bps}
+        if self.site_rate is not None:
+            out["budget"] = self.site_rate.statistics()
+        elif self.rate is not None:
             out["budget"] = self.rate.snapshot()
         # Each direction is its own logical channel and may use another codec (a terminal
         # sending H.263 while receiving H.261): "audio"/"video" are what we send.
@@ -284,7 +402,10 @@ class H323Site:
             return
         video_out = self.media.outgoing_video
         video: VideoFormat | None = None
-        self.rate = RateBudget(self.owner.line_kbps(site_id))
+        # An unstated line starts low and moves up on the terminal's RTCP receiver reports.
+        self.site_rate = SiteRate(self.owner.line_kbps(site_id), name=site_id,
+                                  line_known=self.owner.line_known(site_id))
+        self.rate = self.site_rate.budget
         if self.flow_cap_bps is not None:  # a flowControlCommand that came before the join
             self.rate.on_h245_flow_control(self.flow_cap_bps / 1000)
         if video_out is not None:
@@ -292,11 +413,15 @@ class H323Site:
             if video_out.format.bitrate_bps > 0:
                 self.rate.on_h245_max_bitrate(video_out.format.bitrate_bps / 1000)
             self.video_ceiling = VideoFormat(codec, width, height, single_nal)
+            self.qcif, self.cif = takes_qcif(video_out.format), takes_cif(video_out.format)
             video = self.fit(self.video_ceiling)
         # The leg's pacer keeps the video within the budget (a leaky bucket, key frames spread out,
         # whole frames dropped up to the next key frame when the queue would hold > 0.5 s: an H.263
         # P-picture after a dropped one is not decodable) and audio is never queued behind it.
         self.media.leg.send_budget = self.rate
+        # RTCP receiver reports and PLI/FIR about our video move the budget (as a SIP site's do).
+        self.media.leg.rate_listener = self.site_rate
+        self.site_rate.on_change = lambda _change: self.refit()
         self.conference = conf
         self.site_id = site_id
         self.joining = True
@@ -330,19 +455,31 @@ class H323Site:
             link.on_channel_opened(incoming)
 
     async def _limit_incoming_video(self) -> None:
-        """Ask the terminal (H.245 flowControlCommand) for no more video than its largest pane
-        needs: decoding full-rate 720p only to shrink it into a small pane is wasted CPU."""
+        """Ask the terminal (H.245 flowControlCommand) for no more video than its line carries and
+        its largest pane needs (:func:`incoming_video_limit`): its own upstream must leave room on
+        the line, and decoding full-rate 720p only to shrink it into a small pane is wasted CPU.
+        A terminal seen sending far more than that is asked even when its channel's maxBitRate
+        says it would not."""
+        loop = asyncio.get_running_loop()
         while self.site is not None and not self.site.closed and not self.released.done():
             incoming = self.media.incoming_video
-            if incoming is not None and self.conference is not None:
+            channel = self.media.leg.video
+            session = channel.session if channel is not None else None
+            if incoming is not None and self.conference is not None and self.rate is not None:
                 with contextlib.suppress(RoomError):
                     part = self.site.participant  # the settled pane (mcu.pane_size): no flip-flop storms
                     wanted = part.pane if part.pane_version else self.conference.room.wanted_video_size(self.site_id)
-                    limit = bitrate_for_pane(wanted, incoming.format.bitrate_bps)
+                    line = self.rate.line_kbps
+                    watch = self.upstream
+                    if session is not None and watch.sample(loop.time(), session.stats.octets,
+                                                            incoming_video_limit(wanted, 0, line)):
+                        log.info("H.323 site %s sends %s bit/s of video, more than its line carries: asked anyway",
+                                 self.site_id, watch.received_bps)
+                    limit = incoming_video_limit(wanted, incoming.format.bitrate_bps, line, watch.overshoot)
                     if limit != self.requested_video_bps:
                         self.requested_video_bps = limit
                         self.handle.flow_control(incoming.number, limit)
-            await asyncio.sleep(self.owner.settings.pane_check_interval)
+            await asyncio.sleep(min(self.owner.settings.pane_check_interval, OVERSHOOT_WINDOW))
 
     async def finish(self, event: CallReleased) -> None:
         """The call is over: leave the room, close media, tell the console."""

@@ -24,12 +24,12 @@ import contextlib
 import logging
 import re
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from config.site_plan import SitePlan
 from mcu.conferences import ConferenceError, ConferenceService, DialError, RunningConference
-from mcu.legs.h323 import H323Site
+from mcu.legs.h323 import H323Site, formats_for_line
 from mcu.legs.h323_content_media import ContentHub
 from mcu.legs.h323_dial_in import DialIn
 from mcu.legs.h323_settings import BridgeSettings, parse_address, parse_target
@@ -214,7 +214,10 @@ class H323Bridge:
         await conf.set_site_status(site_id, "calling", f"h323:{alias or ''}@{where}", name=display, protocol="h323")
         try:
             target = self._resolve(alias, target)
-            handle = await self.endpoint.dial(target, alias)
+            # A stated line: our capability set asks for no more video than it carries beside audio.
+            config = replace(self.config, formats=formats_for_line(self.config.formats, self.line_kbps(site_id))) \
+                if self.line_known(site_id) else None
+            handle = await self.endpoint.dial(target, alias, config=config)
         except AdmissionRefused as exc:
             text = (f"别名 {alias} 未在网守注册" if exc.reason == "calledPartyNotRegistered"
                     else f"网守拒绝呼叫（{exc.reason}）")
@@ -271,6 +274,12 @@ class H323Bridge:
         site plan's default; 2048 without a plan)."""
         plan = getattr(self.conferences.core, "plan", None)
         return plan.line_kbps("h323", room_id=site_id) if isinstance(plan, SitePlan) else 2048
+
+    def line_known(self, site_id: str) -> bool:
+        """Does the site plan state the site's line (its meeting room's H.323 endpoint's ``line_kbps``)?
+        Otherwise the H.323 default stands in and the site's video starts low (mcu.legs.rate_budget)."""
+        plan = getattr(self.conferences.core, "plan", None)
+        return isinstance(plan, SitePlan) and plan.configured_line_kbps("h323", room_id=site_id) is not None
 
     def plan_address(self, site_id: str) -> tuple[str, str] | None:
         """(name, ``[alias@]host[:port]``) of a site-plan meeting room's H.323 endpoint."""

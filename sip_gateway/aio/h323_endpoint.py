@@ -271,8 +271,9 @@ class H323Endpoint:
             self.on_incoming(handle)
 
     async def dial(self, address: MediaAddress | None, destination: str | None = None,
-                   connect_seconds: float = 10.0) -> CallHandle:
-        """Open the call-signalling connection and send Setup.
+                   connect_seconds: float = 10.0, config: EndpointConfig | None = None) -> CallHandle:
+        """Open the call-signalling connection and send Setup (``config``: this call's own, e.g. a
+        capability set whose video ``maxBitRate`` fits the line of the site called; None: the endpoint's).
 
         With a gatekeeper the call is admitted first (ARQ) and ``address`` may be None: the
         gatekeeper resolves ``destination`` (an alias or E.164 number) to an address.
@@ -292,7 +293,7 @@ class H323Endpoint:
         if address is None:
             raise ValueError("no address to dial and no gatekeeper to ask")
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address.host, address.port), connect_seconds)
-        call = Call.outgoing_call(self.config, destination, address, self.ports.allocate(), loop.time(), rng,
+        call = Call.outgoing_call(config or self.config, destination, address, self.ports.allocate(), loop.time(), rng,
                                   identity=identity)
         handle = CallHandle(call, reader, writer, self)
         if self.gatekeeper is not None and not handle._admitted.done():

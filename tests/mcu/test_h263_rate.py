@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import cast
 
 import av
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 from mcu.clock import FakeClock
 from mcu.compositor import ComposedFrame
 from mcu.conferences import ConferenceService
-from mcu.encoder import CIF_ONLY_BITRATE, EncoderKey, EncoderSettings, VideoEncoder
+from mcu.encoder import CIF_ONLY_BITRATE, QCIF_BITRATE, EncoderKey, EncoderSettings, VideoEncoder
 from mcu.legs.rate_budget import AUDIO_KBPS, RateBudget
 from mcu.legs.site_media import SiteMedia, VideoFormat
 from sip_gateway.aio.rtp_leg import MediaLeg
@@ -50,6 +51,37 @@ def test_the_shared_encoder_holds_its_rate_on_a_busy_picture(codec: str, cif_fra
     print(f"{codec}: {kbps:.0f} kbit/s (target {CIF_ONLY_BITRATE // 1000}), largest frame {max(sizes)} bytes")
     assert kbps <= 1.25 * CIF_ONLY_BITRATE / 1000  # was 15.7 Mbit/s: qmax 31 is the floor on noise
     assert max(sizes) <= 8000  # the VBV bounds the first I-picture
+
+
+@pytest.mark.parametrize("codec", ["h263", "h261"])
+def test_the_qcif_rung_holds_its_lower_rate_and_decodes(codec: str, cif_frames: list[av.VideoFrame]) -> None:
+    """The lower rung for a site below the CIF rung: QCIF at QCIF_BITRATE, I-picture first, decodable."""
+    clock = FakeClock()
+    encoder = VideoEncoder(EncoderKey("broadcast", codec, 176, 144), EncoderSettings(fps=FPS), clock)
+    decoder = cast(av.VideoCodecContext, av.CodecContext.create(codec, "r"))
+    sizes, keys, decoded = [], [], set()
+    for frame in cif_frames:
+        small = frame.reformat(width=176, height=144)
+        for packet in encoder.encode(ComposedFrame("broadcast", frame, clock.monotonic()), scaled=small):
+            sizes.append(len(packet.data))
+            keys.append(packet.keyframe)
+            assert codec == "h261" or is_keyframe("H263", packet.data) == packet.keyframe  # H.261: not told apart
+            decoded |= {(f.width, f.height) for f in decoder.decode(av.Packet(packet.data))}
+        clock.advance(1 / FPS)
+    kbps = sum(sizes) * 8 / 1000 / 5
+    print(f"{codec} QCIF: {kbps:.0f} kbit/s (target {QCIF_BITRATE // 1000}), largest frame {max(sizes)} bytes")
+    assert keys[0]  # a site moved here lands on this I-picture
+    assert kbps <= 1.25 * QCIF_BITRATE / 1000
+    assert decoded == {(176, 144)}
+
+
+def test_h263_and_h261_encoders_are_cif_or_qcif_only() -> None:
+    for codec in ("h263", "h261"):
+        EncoderKey("v", codec, 176, 144)
+        with pytest.raises(ValueError, match="QCIF"):
+            EncoderKey("v", codec, 640, 360)
+    with pytest.raises(ValueError, match="unsupported resolution"):
+        EncoderKey("v", "h264", 176, 144)
 
 
 def test_dropping_waits_for_an_i_picture_and_keeps_the_rate(cif_frames: list[av.VideoFrame]) -> None:

@@ -67,6 +67,9 @@ async def clean(bridge: H323Bridge) -> None:
 
 async def test_dial_out_invite_flow_control_and_hang_up(services: CoreServices) -> None:
     mcu = await start_mcu(services, free_port())
+    # The room's line stated (as a plan entry's line_kbps would): an unstated one starts low (CIF).
+    mcu.bridge.line_kbps = lambda site_id: 2048  # type: ignore[method-assign]
+    mcu.bridge.line_known = lambda site_id: True  # type: ignore[method-assign]
     conf = mcu.conferences.running(CONFERENCE)
     assert conf is not None
     other = await OtherSite.join(conf)
