@@ -241,6 +241,7 @@ async def h323_call(services: CoreServices, condition: str, seed: int, seconds: 
                 if line.rate_kbps:
                     rate = line.rate_kbps  # the site plan's line_kbps for this room (before a drop: the rate then)
                     bridge.line_kbps = lambda site_id: rate  # type: ignore[method-assign]
+                    bridge.line_known = lambda site_id: True  # type: ignore[method-assign]  # a stated line
                 address = await bridge.start()
                 peer = H323Peer(Path("ip"), [
                     *line.exec_args(str(binary))[1:], "-n", "-i", line.peer_address, "-x", "1720", "-u",
