@@ -94,8 +94,12 @@ system-deps:
 	  echo "(.venv/bin/python -m pytest --allow-missing-parts runs the rest and lists what it skipped)"; exit 1; \
 	fi
 
+# `make test PYTEST_XDIST="-n 2 --dist loadgroup"` runs the suite on two pytest-xdist workers
+# (tests/conftest.py: a test file is one unit of work; the groups listed there never run side by side).
+PYTEST_XDIST ?=
+
 test: venv frontend system-deps h224-judge
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Debian 13's tshark, the judge of H.224 (tests/sip_gateway/h224_tshark.py): built here, outside any
 # test's time limit (debootstrap, ~3 minutes once; kept in ~/.cache/cc-trixie-tshark). Needs root.

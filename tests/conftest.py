@@ -245,8 +245,13 @@ def start_server(db_url: str, var_dir: Path, extra_env: dict[str, str] | None = 
     """Start `commandcenter up` as a subprocess and wait for /readyz. The web console listens on
     `host` (another local address, e.g. the MCU end of an emulated line, sets ``CC_HTTP__HOST``)."""
     port = free_port()
+    # SIP and H.323 on free ports, not 5060/5061/1720: another server (another pytest worker's, or
+    # another run's) may be up at the same time. A test that calls in sets the port it dials.
+    sip_port = free_port()
+    own_ports = {"CC_SIP__UDP_PORT": str(sip_port), "CC_SIP__TCP_PORT": str(sip_port),
+                 "CC_SIP__TLS_PORT": str(free_port()), "CC_H323__SIGNALLING_PORT": str(free_port())}
     # Web tests don't need 12 demo cameras recording behind them; tests that do set it back.
-    env = {**os.environ, "CC_VAR_DIR": str(var_dir), "CC_HTTP__PORT": str(port),
+    env = {**own_ports, **os.environ, "CC_VAR_DIR": str(var_dir), "CC_HTTP__PORT": str(port),
            "CC_RECORDER__DEMO_CAMERAS": "false", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     if host != "127.0.0.1":
         env["CC_HTTP__HOST"] = host
@@ -323,6 +328,78 @@ def browser() -> Iterator[Browser]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("CC_TESTING", "1")
+    if _xdist_loadgroup(config) and not _is_xdist_worker(config):
+        # The work queue keeps the order of pytest_collection_modifyitems below (longest units first),
+        # not xdist's "most tests first".
+        config.option.loadscopereorder = False
+
+
+# -- running in parallel (pytest-xdist: `-n 2 --dist loadgroup`) ------------------------------------
+# Each worker has its own embedded PostgreSQL, template database and free ports. A test file is one
+# unit of work: its tests run in order on one worker and share its module fixtures (a `server`, a
+# browser). Tests that must not run beside each other are one unit of work together, a group listed
+# in GROUPS by path. (Not by xdist_group marks: with pytest 9.2 xdist's loadgroup loses them
+# silently, pytest-xdist#1386; the scheduler below still honours them once xdist passes them on.)
+# REALTIME_MEDIA: what opens emulated lines (tests/linesim's teardown checks look at every linesim
+# namespace on the host), the H.323 tests (fixed RTP port ranges, captured by range) and Chromium's
+# media-quality judges: one such test at a time, never two of them side by side on the 2 cores.
+REALTIME_MEDIA = "realtime-media"
+GROUPS: dict[str, tuple[str, ...]] = {  # group -> test paths (a folder ends in /)
+    REALTIME_MEDIA: (
+        "tests/linesim/", "tests/ha/test_ha_remote_standby.py", "tests/web_console/test_field_line.py",
+        "tests/sip_gateway/h323/", "tests/mcu/test_h323_h239_media.py", "tests/mcu/test_h323_content_rate.py",
+        "tests/mcu/test_h323_h239_h261.py", "tests/mcu/test_webrtc_fec_chromium.py",
+        "tests/mcu/test_webrtc_pane_size_chromium.py", "tests/mcu/test_webrtc_tiers_chromium.py",
+        "tests/mcu/test_webrtc_rtx_chromium.py"),
+}
+
+
+def unit_of_work(nodeid: str) -> str:
+    """The unit of work (run in order on one worker) a test belongs to: its group, else its file."""
+    if nodeid.rfind("@") > nodeid.rfind("]"):  # an xdist_group mark, where xdist passes it on
+        return nodeid.rsplit("@", 1)[1]
+    path = nodeid.split("::", 1)[0]
+    for group, paths in GROUPS.items():
+        if any(path == p or (p.endswith("/") and path.startswith(p)) for p in paths):
+            return group
+    return path
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _xdist_loadgroup(config: pytest.Config) -> bool:
+    """`--dist loadgroup`: the controller's option; a worker has it as `loadgroup` (its own dist is "no")."""
+    return bool(config.pluginmanager.hasplugin("xdist") and (
+        config.getoption("dist", "no") == "loadgroup" or getattr(config.option, "loadgroup", False)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` schedules units of work (unit_of_work), in the collection's order."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    # LoadScopeScheduling with our units of work: a scope is what _split_scope says of a node id.
+    scheduling = type("UnitScheduling", (LoadScopeScheduling,),
+                      {"_split_scope": lambda self, nodeid: unit_of_work(nodeid)})
+    return scheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, the longest units first, so that the last units to run are short:
+    the groups, then the files with slow tests, then the rest (in collection order within each)."""
+    if not _xdist_loadgroup(config):
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return 0 if unit_of_work(item.nodeid) != path else 1 if item.path in slow_files else 2
+    items.sort(key=rank)
 
 
 # -- real parts are never skipped --------------------------------------------------------------
@@ -384,7 +461,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not _DURATIONS:
+    if not _DURATIONS or _is_xdist_worker(session.config):  # under xdist the controller sees every report
         return
     import json
     ARTIFACTS.mkdir(exist_ok=True)

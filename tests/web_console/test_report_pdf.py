@@ -5,7 +5,9 @@ no temporary directory is left behind."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -23,16 +25,31 @@ DOC = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 
 
 def chromium_runs() -> list[psutil.Process]:
+    """The printer's Chromium processes: their profile is in a cc-report- directory of this test's
+    temporary directory (see _own_temp_dir)."""
     out = []
+    ours = str(Path(tempfile.gettempdir()) / "cc-report-")
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info.get("cmdline") or [])
-        if "--print-to-pdf=" in cmd and "cc-report-" in cmd:
+        if "--print-to-pdf=" in cmd and ours in cmd:
             out.append(p)
     return out
 
 
 def leftovers() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("cc-report-*")}
+
+
+@pytest.fixture(autouse=True)
+def _own_temp_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The printer's temporary directories go into a directory of this test's own: the checks above
+    then see only this printer's, not those of a report printed at the same time elsewhere (another
+    pytest worker, another run)."""
+    own = tempfile.mkdtemp(prefix="cc-pdf-test-")
+    monkeypatch.setattr(tempfile, "tempdir", own)
+    yield
+    monkeypatch.undo()
+    shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
