@@ -94,9 +94,9 @@ system-deps:
 	  echo "(.venv/bin/python -m pytest --allow-missing-parts runs the rest and lists what it skipped)"; exit 1; \
 	fi
 
-# `make test PYTEST_XDIST="-n 2 --dist loadgroup"` runs the suite on two pytest-xdist workers
-# (tests/conftest.py: a test file is one unit of work; the groups listed there never run side by side).
-PYTEST_XDIST ?=
+# The suite runs on two pytest-xdist workers (tests/conftest.py: a test file is one unit of work; the
+# groups listed there never run side by side). `make test PYTEST_XDIST=` runs it in one process.
+PYTEST_XDIST ?= -n 2 --dist loadgroup
 
 test: venv frontend system-deps h224-judge
 	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
