@@ -219,18 +219,11 @@ class SourceSite:
 
 
 def _bind_pair(host: str) -> tuple[socket.socket, socket.socket]:
-    from sip_gateway.aio.ports import candidate_ports
+    from sip_gateway.aio.ports import bind_pair, candidate_ports
     for port in candidate_ports(SOURCE_PORTS):
-        rtp, rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            rtp.bind((host, port))
-            rtcp.bind((host, port + 1))
-        except OSError:
-            rtp.close()
-            rtcp.close()
-            continue
-        rtp.setblocking(False)
-        return rtp, rtcp
+        pair = bind_pair(host, port)
+        if pair is not None:
+            return pair
     raise OSError("no free RTP port pair for a source")
 
 

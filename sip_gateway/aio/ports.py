@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from ..h323.capabilities import AUDIO_SESSION, VIDEO_SESSION
 
-__all__ = ["RTP_PORT_RANGE", "RtpPortManager", "candidate_ports"]
+__all__ = ["RTP_PORT_RANGE", "RtpPortManager", "bind_pair", "candidate_ports"]
 
 RTP_PORT_RANGE = (20000, 29999)
 MAX_TRIES = 200
@@ -47,6 +47,23 @@ def candidate_ports(port_range: tuple[int, int], limit: int = MAX_TRIES) -> list
         random.shuffle(ports)
         return ports
     return [first + 2 * i for i in random.sample(range(count), limit)]
+
+
+def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket] | None:
+    """Non-blocking UDP sockets bound to ``port`` (RTP) and ``port + 1`` (RTCP), or None when either
+    is taken (neither is kept then)."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rtp.bind((host, port))
+        rtcp.bind((host, port + 1))
+    except OSError:
+        rtp.close()
+        rtcp.close()
+        return None
+    rtp.setblocking(False)
+    rtcp.setblocking(False)
+    return rtp, rtcp
 
 
 class RtpPortManager:
@@ -76,19 +93,10 @@ class RtpPortManager:
 
     def _reserve_pair(self, host: str) -> int:
         for port in candidate_ports(self.range):
-            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                rtp.bind((host, port))
-                rtcp.bind((host, port + 1))
-            except OSError:
-                rtp.close()
-                rtcp.close()
-                continue
-            rtp.setblocking(False)
-            rtcp.setblocking(False)
-            self.reserved[port] = (rtp, rtcp)
-            return port
+            pair = bind_pair(host, port)
+            if pair is not None:
+                self.reserved[port] = pair
+                return port
         raise OSError("no free RTP port pair")
 
     def take(self, port: int) -> tuple[socket.socket, socket.socket] | None:

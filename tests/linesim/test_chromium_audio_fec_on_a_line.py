@@ -40,7 +40,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 MEASURE_S = 15.0
 FEC_ON_WITHIN_S = 20.0
 
-OFFER_JS = """async ([name, fec]) => {
+# mode: 'red' offers what Chromium offers; 'fec' takes RED out; 'off' also asks for no in-band FEC.
+OFFER_JS = """async ([name, mode]) => {
   const pc = new RTCPeerConnection();
   (window.pcs = window.pcs || {})[name] = pc;
   pc.addTransceiver('audio', {direction: 'sendrecv'});
@@ -56,16 +57,16 @@ OFFER_JS = """async ([name, fec]) => {
       if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
     });
   });
-  // RED taken out (Chromium offers it, and a leg answers RED before in-band FEC: that is
-  // test_chromium_audio_red_on_a_line.py): its rtpmap/fmtp lines and its number on the m-line.
   let sdp = pc.localDescription.sdp;
-  const red = (sdp.match(/a=rtpmap:(\\d+) red\\/48000/) || [])[1];
-  if (red) {
-    sdp = sdp.split('\\r\\n').filter((l) => !l.startsWith(`a=rtpmap:${red} `) && !l.startsWith(`a=fmtp:${red} `))
-      .map((l) => l.startsWith('m=audio') ? l.split(' ').filter((f, i) => i < 3 || f !== red).join(' ') : l)
-      .join('\\r\\n');
+  if (mode !== 'red') {  // take RED out (a leg answers RED before in-band FEC): its rtpmap/fmtp lines and its m-line number
+    const red = (sdp.match(/a=rtpmap:(\\d+) red\\/48000/) || [])[1];
+    if (red) {
+      sdp = sdp.split('\\r\\n').filter((l) => !l.startsWith(`a=rtpmap:${red} `) && !l.startsWith(`a=fmtp:${red} `))
+        .map((l) => l.startsWith('m=audio') ? l.split(' ').filter((f, i) => i < 3 || f !== red).join(' ') : l)
+        .join('\\r\\n');
+    }
   }
-  return fec ? sdp : sdp.replace(/useinbandfec=1/g, 'useinbandfec=0');
+  return mode === 'off' ? sdp.replace(/useinbandfec=1/g, 'useinbandfec=0') : sdp;
 }"""
 
 STATS_JS = """async (name) => {
@@ -133,7 +134,7 @@ async def test_opus_fec_cuts_concealment_behind_a_lossy_line(
             sites: dict[str, WebRtcLeg] = {}
             for name in ("fec", "off"):
                 leg = legs.create(conf, participant_id=f"chromium-{name}", name=name)
-                answer = await leg.answer(await page.evaluate(OFFER_JS, [name, name == "fec"]))
+                answer = await leg.answer(await page.evaluate(OFFER_JS, [name, "fec" if name == "fec" else "off"]))
                 # Our answer describes our decoder, which does not decode Opus FEC: never claimed.
                 assert "useinbandfec=1" not in answer and "red/48000" not in answer, answer
                 await page.evaluate("async ([name, sdp]) => { await window.pcs[name].setRemoteDescription("

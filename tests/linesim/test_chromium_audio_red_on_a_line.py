@@ -30,7 +30,7 @@ from mcu.legs.audio_red import offered_audio_red
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs
 from tests.browser import CHROMIUM
 from tests.linesim.conftest import OpenLine
-from tests.linesim.test_chromium_audio_fec_on_a_line import STATS_JS, speak, speech
+from tests.linesim.test_chromium_audio_fec_on_a_line import OFFER_JS, STATS_JS, speak, speech
 from tests.linesim.test_chromium_rtx_on_a_line import ARGS
 from tests.sip_gateway.conference_helpers import DEMO
 
@@ -38,33 +38,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 MEASURE_S = 15.0
 ON_WITHIN_S = 40.0
 
-OFFER_JS = """async ([name, mode]) => {
-  const pc = new RTCPeerConnection();
-  (window.pcs = window.pcs || {})[name] = pc;
-  pc.addTransceiver('audio', {direction: 'sendrecv'});
-  pc.ontrack = (e) => {  // played out, so NetEq pulls (and counts) samples
-    const el = new Audio(); el.srcObject = new MediaStream([e.track]); el.muted = true; el.play();
-    (window.sinks = window.sinks || []).push(el);
-  };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    const timer = setTimeout(resolve, 3000);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(timer); resolve(); }
-    });
-  });
-  let sdp = pc.localDescription.sdp;
-  if (mode !== 'red') {  // take RED out: its rtpmap/fmtp lines and its number on the m-line
-    const red = (sdp.match(/a=rtpmap:(\\d+) red\\/48000/) || [])[1];
-    if (red) {
-      sdp = sdp.split('\\r\\n').filter((l) => !l.startsWith(`a=rtpmap:${red} `) && !l.startsWith(`a=fmtp:${red} `))
-        .map((l) => l.startsWith('m=audio') ? l.split(' ').filter((f, i) => i < 3 || f !== red).join(' ') : l)
-        .join('\\r\\n');
-    }
-  }
-  return mode === 'off' ? sdp.replace(/useinbandfec=1/g, 'useinbandfec=0') : sdp;
-}"""
 STATS_RED_JS = STATS_JS.replace("concealmentEvents: 0,", "concealmentEvents: 0, fecPacketsReceived: 0, packetsDiscarded: 0,")
 
 
