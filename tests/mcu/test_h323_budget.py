@@ -174,12 +174,14 @@ async def test_rtcp_reports_and_fast_updates_move_the_budget_of_an_unstated_line
         now[0] += 1.0
         site.site_rate.on_rate_feedback("video", ReceptionReport(0.0, 0, 0))
     assert media.video == HALF and site.rate.video_kbps() > 600
-    # Heavy loss: it backs off and moves down again.
-    for _ in range(3):
+    probed = site.rate.video_kbps()
+    # Heavy loss: it backs off (x0.85 a second at 30 %) and moves down again.
+    for _ in range(6):
         now[0] += 1.0
         site.site_rate.on_rate_feedback("video", ReceptionReport(0.3, 100, 0))
     assert media.video == CIF and site.rate.snapshot()["limited_by"] == "loss"
+    assert site.rate.video_kbps() < probed * 0.85 ** 3
     # videoFastUpdatePicture from the terminal reaches the budget as a key-frame request.
     site.on_event(VideoFastUpdateRequested(channel=1))
     assert site.site_rate.feedback["keyframe_requests"] == 1
-    assert site.extra_stats()["budget"]["feedback"]["reports"] == 8
+    assert site.extra_stats()["budget"]["feedback"]["reports"] == 11
