@@ -80,6 +80,22 @@ STATS_JS = """async (name) => {
   return out;
 }"""
 
+async def measure_audio(page: Any, sites: dict[str, Any], stats_js: str) -> dict[str, dict[str, Any]]:
+    """Each leg's audio stats over MEASURE_S (after checking audio plays), with its loss and concealment
+    in percent and the leg's protection state."""
+    for name in sites:
+        assert (await page.evaluate(stats_js, name))["totalSamplesReceived"] > 0, f"{name}: no audio played"
+    before = {name: await page.evaluate(stats_js, name) for name in sites}
+    await asyncio.sleep(MEASURE_S)
+    after = {name: await page.evaluate(stats_js, name) for name in sites}
+    delta = {name: {k: after[name][k] - before[name][k] for k in after[name]} for name in sites}
+    for name, d in delta.items():
+        d["concealed_pct"] = round(100 * d["concealedSamples"] / max(1, d["totalSamplesReceived"]), 2)
+        d["lost_pct"] = round(100 * d["packetsLost"] / max(1, d["packetsLost"] + d["packetsReceived"]), 2)
+        d.update(sites[name].audio_fec.describe())
+    return delta
+
+
 
 SENTENCE = "指挥中心呼叫各个站点，请报告你们的位置和当前的情况，我们正在测试线路上的音频保护。"
 
@@ -147,16 +163,7 @@ async def test_opus_fec_cuts_concealment_behind_a_lossy_line(
                     f"{sites['fec'].audio_fec.describe()}"
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # the frames encoded before the switch are through
-            for name in sites:
-                assert (await page.evaluate(STATS_JS, name))["totalSamplesReceived"] > 0, f"{name}: no audio played"
-            before = {name: await page.evaluate(STATS_JS, name) for name in sites}
-            await asyncio.sleep(MEASURE_S)
-            after = {name: await page.evaluate(STATS_JS, name) for name in sites}
-            delta = {name: {k: after[name][k] - before[name][k] for k in after[name]} for name in sites}
-            for name, d in delta.items():
-                d["concealed_pct"] = round(100 * d["concealedSamples"] / max(1, d["totalSamplesReceived"]), 2)
-                d["lost_pct"] = round(100 * d["packetsLost"] / max(1, d["packetsLost"] + d["packetsReceived"]), 2)
-                d.update(sites[name].audio_fec.describe())
+            delta = await measure_audio(page, sites, STATS_JS)
             print("chromium audio behind 2M_2pct_30ms:", delta, "line", line.tbf_drops())
             fec, off = delta["fec"], delta["off"]
             assert not sites["off"].audio_fec.switch.on, delta

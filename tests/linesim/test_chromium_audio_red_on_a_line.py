@@ -30,12 +30,11 @@ from mcu.legs.audio_red import offered_audio_red
 from mcu.legs.webrtc import WebRtcConfig, WebRtcLeg, WebRtcLegs
 from tests.browser import CHROMIUM
 from tests.linesim.conftest import OpenLine
-from tests.linesim.test_chromium_audio_fec_on_a_line import OFFER_JS, STATS_JS, speak, speech
+from tests.linesim.test_chromium_audio_fec_on_a_line import OFFER_JS, STATS_JS, measure_audio, speak, speech
 from tests.linesim.test_chromium_rtx_on_a_line import ARGS
 from tests.sip_gateway.conference_helpers import DEMO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-MEASURE_S = 15.0
 ON_WITHIN_S = 40.0
 
 STATS_RED_JS = STATS_JS.replace("concealmentEvents: 0,", "concealmentEvents: 0, fecPacketsReceived: 0, packetsDiscarded: 0,")
@@ -78,16 +77,7 @@ async def test_red_cuts_concealment_behind_a_lossy_line(
                     f"{ {n: s.audio_fec.describe() for n, s in sites.items()} }"
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # the frames encoded before the switch are through
-            for name in sites:
-                assert (await page.evaluate(STATS_RED_JS, name))["totalSamplesReceived"] > 0, f"{name}: no audio"
-            before = {name: await page.evaluate(STATS_RED_JS, name) for name in sites}
-            await asyncio.sleep(MEASURE_S)
-            after = {name: await page.evaluate(STATS_RED_JS, name) for name in sites}
-            delta = {name: {k: after[name][k] - before[name][k] for k in after[name]} for name in sites}
-            for name, d in delta.items():
-                d["concealed_pct"] = round(100 * d["concealedSamples"] / max(1, d["totalSamplesReceived"]), 2)
-                d["lost_pct"] = round(100 * d["packetsLost"] / max(1, d["packetsLost"] + d["packetsReceived"]), 2)
-                d.update(sites[name].audio_fec.describe())
+            delta = await measure_audio(page, sites, STATS_RED_JS)
             print(f"chromium audio behind {profile}:", delta, "line", line.tbf_drops())
             red, off = delta["red"], delta["off"]
             assert not sites["off"].audio_fec.switch.on, delta
